@@ -1,0 +1,46 @@
+/*
+ * config.h -- the YAML configuration (libyaml), with ${VAR} expansion.
+ *
+ * Errors name file:line:column and the key, e.g.
+ *   litevault.yml:3:9: log.level: unknown level "loud" (use error, warn, info or debug)
+ * Unknown keys, wrong types (a mapping where a scalar is expected, a
+ * non-number) and bad durations are rejected.
+ */
+#ifndef CONFIG_H
+#define CONFIG_H
+
+#include <stdint.h>
+
+struct config {
+    char *path;        /* file the config was read from (owned), or NULL for defaults */
+    char *fuse_dir;    /* fuse.dir: mount point (owned); default "/var/lib/litevault/mnt" */
+    char *data_dir;    /* data.dir: backing files and logs (owned); default "/var/lib/litevault/data" */
+    char *http_addr;   /* http.addr: host:port (owned); default "127.0.0.1:20202" */
+    int log_level;     /* log.level: an lvlog_level; default LVLOG_INFO */
+    int log_json;      /* log.format: 1 for json, 0 for text (default) */
+    int64_t state_interval_us;  /* data.state-interval: how often the checksum state is persisted; default 30s */
+    int64_t segment_size;       /* data.segment-size: bytes before a log segment rolls over; default 64 MiB */
+};
+
+/* Fill *cfg with defaults (strings owned by cfg). 0 or LV_ENOMEM. */
+int config_defaults(struct config *cfg);
+
+/* Load and validate path into *cfg (defaults first, then the file).  On error
+ * returns LV_ECONFIG (or LV_ENOENT if path cannot be opened) and writes a
+ * one-line message naming file:line:col and the key into err (size errlen). */
+int config_load(const char *path, struct config *cfg, char *err, size_t errlen);
+
+/* Find the config file: explicit (if non-NULL), else ./litevault.yml, else
+ * /etc/litevault.yml.  Returns a static or borrowed string, or NULL if none exists. */
+const char *config_find(const char *explicit_path);
+
+/* Parse a duration such as 500ms, 1s, 10m, 24h, 7d into microseconds; 0 or LV_EINVAL. */
+int config_parse_duration(const char *s, int64_t *us);
+
+/* Parse a size such as 64MiB, 1GiB, 512KiB, 1024 into bytes; 0 or LV_EINVAL. */
+int config_parse_size(const char *s, int64_t *bytes);
+
+/* Free the strings owned by cfg; cfg itself is the caller's. */
+void config_free(struct config *cfg);
+
+#endif /* CONFIG_H */

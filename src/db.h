@@ -1,0 +1,98 @@
+/*
+ * db.h -- per-database state and transaction capture.
+ *
+ * A registry (struct dbreg) owns one struct db per database file found in
+ * data.dir/files.  The FUSE layer (fs.c) routes every mutating operation on
+ * a database, its -journal, -wal or -shm file through the db_on_* calls
+ * below, which perform the operation on the backing file and capture
+ * committed transactions into the database's txlog.  See db.c for the
+ * design (commit detection, checksums, reconcile).
+ *
+ * Lifetime: dbreg_get returns a referenced db; release it with db_put.
+ * A db stays valid while referenced even if unlinked or renamed.
+ */
+#ifndef DB_H
+#define DB_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct config;
+struct dbreg;
+struct db;
+
+/* What a path on the mount is, judged by its name. */
+enum db_filekind {
+    DBF_MAIN = 0,  /* a database (or a plain file) */
+    DBF_JOURNAL,   /* NAME-journal */
+    DBF_WAL,       /* NAME-wal */
+    DBF_SHM,       /* NAME-shm */
+};
+
+/* Classify rel (path relative to the mount root, no leading '/'): sets
+ * *kind and writes the owning database's name into dbname (size n).
+ * Returns 0, or -1 if the name is too long. */
+int db_classify(const char *rel, enum db_filekind *kind, char *dbname, size_t n);
+
+/* Open the registry: create data.dir/files and data.dir/meta, scan the
+ * tree, open every database's log and reconcile it with the files.
+ * A database whose log is damaged is kept but refuses to open.  0 or
+ * negative LV_E* (with a message in err) when data.dir is unusable. */
+int dbreg_open(const struct config *cfg, struct dbreg **out, char *err, size_t errlen);
+
+/* Persist every database's checksum state, close logs, free. */
+void dbreg_close(struct dbreg *r);
+
+/* Directory fd of data.dir/files (borrowed, valid until dbreg_close). */
+int dbreg_rootfd(const struct dbreg *r);
+
+/* Look up the database named name ("dir/app.db"); with create, make a
+ * record for a new main file.  Returns a referenced db or NULL. */
+struct db *dbreg_get(struct dbreg *r, const char *name, int create);
+
+/* Drop a reference from dbreg_get. */
+void db_put(struct db *d);
+
+/* The application unlinked a main file: retire its database (its log
+ * moves to data.dir/retired/).  Call after the backing unlink succeeded. */
+void dbreg_unlinked(struct dbreg *r, const char *name);
+
+/* A main file was renamed from -> to (after the backing rename succeeded). */
+void dbreg_renamed(struct dbreg *r, const char *from, const char *to);
+
+/* Persist the checksum state of databases changed since the last save.
+ * Called periodically and at shutdown. */
+void dbreg_save_states(struct dbreg *r, int force);
+
+/* JSON array of per-database status (malloc'ed, caller frees). */
+char *dbreg_status_json(struct dbreg *r);
+
+/* Append Prometheus metrics for all databases to *buf (see metrics.h). 0 or LV_ENOMEM. */
+int dbreg_metrics(struct dbreg *r, char **buf, size_t *len, size_t *cap);
+
+/* ---- Operations routed from the FUSE layer.  Each returns 0 (or a byte
+ * count for writes) or a negative errno value for the FUSE reply. ---- */
+
+/* May the file be opened?  -EIO if the database is broken (reason logged). */
+int db_check_open(struct db *d);
+
+/* A file of this database (kind) was created. */
+void db_on_create(struct db *d, enum db_filekind kind);
+
+/* Write len bytes of buf at off to fd (a backing file of kind). */
+ssize_t db_on_write(struct db *d, enum db_filekind kind, int fd, const void *buf, size_t len, off_t off);
+
+/* Truncate the backing file (fd >= 0, or path relative to rootfd) to size. */
+int db_on_truncate(struct db *d, enum db_filekind kind, int fd, const char *rel, off_t size);
+
+/* Unlink the backing file rel of kind (journal or wal; main files use dbreg_unlinked). */
+int db_on_unlink(struct db *d, enum db_filekind kind, const char *rel);
+
+/* A handle of kind was flushed (close(2)): captures bulk writes (cp). */
+int db_on_flush(struct db *d, enum db_filekind kind);
+
+/* fsync the backing file fd of kind, making logged records durable first. */
+int db_on_fsync(struct db *d, enum db_filekind kind, int fd, int datasync);
+
+#endif /* DB_H */

@@ -1,0 +1,83 @@
+/*
+ * lv.h -- project-wide definitions: error codes, byte order helpers, time.
+ *
+ * Error convention: 0 is success; failures are the negative LV_E* codes
+ * below.  errno is converted to one of these only at the syscall boundary
+ * (see sys.h), where the call and the path are logged.  lv_strerror()
+ * names every code.
+ */
+#ifndef LV_H
+#define LV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define LV_VERSION "0.1.0"
+
+/* Exit codes of the litevault command (documented in README.md). */
+#define LV_EXIT_OK 0      /* success */
+#define LV_EXIT_RUNTIME 1 /* runtime error */
+#define LV_EXIT_USAGE 2   /* usage or configuration error */
+
+enum lv_err {
+    LV_OK = 0,
+    LV_EIO = -1,        /* an I/O call failed; see the log for call and path */
+    LV_ENOSPC = -2,     /* no space left on device */
+    LV_ENOMEM = -3,     /* out of memory */
+    LV_ECORRUPT = -4,   /* data failed a magic, length or checksum check */
+    LV_EINVAL = -5,     /* invalid argument or input */
+    LV_ENOENT = -6,     /* no such file, database, record or object */
+    LV_EEXIST = -7,     /* already exists */
+    LV_ECONFIG = -8,    /* configuration error */
+    LV_EGAP = -9,       /* TXIDs are not consecutive */
+    LV_ECHAIN = -10,    /* pre-checksum does not match previous post-checksum */
+    LV_EMISMATCH = -11, /* a computed checksum differs from the expected one */
+    LV_EBROKEN = -12,   /* a previous I/O error left state uncertain; refused */
+    LV_ENOTSQLITE = -13,/* file is not a SQLite database */
+    LV_EREFUSED = -14,  /* the operation was refused by policy */
+    LV_EVERSION = -15,  /* unsupported format version */
+    LV_EBUSY = -16,     /* resource busy */
+    LV_EPERM = -17,     /* permission denied */
+    LV_ENET = -18,      /* network or HTTP failure */
+    LV_EUSAGE = -19,    /* command-line usage error */
+};
+
+/* Name of an LV_E* code (static string, never NULL). */
+const char *lv_strerror(int err);
+
+/* Map an errno value to an LV_E* code (used only at the syscall boundary). */
+int lv_from_errno(int e);
+
+/* Map an LV_E* code to a positive errno value for FUSE replies. */
+int lv_to_errno(int err);
+
+/* Wall-clock time in microseconds since the Unix epoch (UTC). */
+int64_t lv_now_us(void);
+
+/* Monotonic time in microseconds, for intervals. */
+int64_t lv_mono_us(void);
+
+/* Format t (microseconds since epoch) as 2026-11-24T10:00:00.123456Z into buf (>= 32 bytes). */
+char *lv_fmt_time(int64_t t_us, char *buf, size_t n);
+
+/* Parse an RFC 3339 time with optional fraction and Z/offset into *t_us; 0 or LV_EINVAL. */
+int lv_parse_time(const char *s, int64_t *t_us);
+
+/* Big-endian load and store helpers. */
+static inline uint16_t lv_get16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static inline uint32_t lv_get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline uint64_t lv_get64(const uint8_t *p) { return (uint64_t)lv_get32(p) << 32 | lv_get32(p + 4); }
+static inline void lv_put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
+static inline void lv_put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+}
+static inline void lv_put64(uint8_t *p, uint64_t v) { lv_put32(p, (uint32_t)(v >> 32)); lv_put32(p + 4, (uint32_t)v); }
+
+#define LV_UNUSED(x) (void)(x)
+#define LV_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+#endif /* LV_H */

@@ -1,0 +1,36 @@
+/*
+ * metrics.h -- process-wide counters and latency histograms, rendered in
+ * the Prometheus text format.  Updates are lock-free atomics; safe from any
+ * thread, including FUSE handlers.
+ */
+#ifndef METRICS_H
+#define METRICS_H
+
+#include <stdint.h>
+
+/* FUSE operations counted and timed. */
+enum metrics_fuse_op {
+    MFOP_LOOKUP, MFOP_GETATTR, MFOP_SETATTR, MFOP_OPEN, MFOP_CREATE, MFOP_READ, MFOP_WRITE,
+    MFOP_FLUSH, MFOP_RELEASE, MFOP_FSYNC, MFOP_UNLINK, MFOP_RENAME, MFOP_MKDIR, MFOP_RMDIR,
+    MFOP_READDIR, MFOP_OTHER, MFOP_COUNT
+};
+
+/* Record one FUSE operation that took dur_us microseconds. */
+void metrics_fuse(enum metrics_fuse_op op, int64_t dur_us);
+
+/* Name of a FUSE op for labels ("lookup", ...). */
+const char *metrics_fuse_name(enum metrics_fuse_op op);
+
+/* Append the FUSE operation metrics and process RSS (litevault_process_rss_bytes) in
+ * Prometheus text format to a malloc'ed buffer: *buf, *len and *cap grow as needed.
+ * 0 or LV_ENOMEM. */
+int metrics_render_process(char **buf, size_t *len, size_t *cap);
+
+/* printf-append helper for renderers: grows *buf as needed.  0 or LV_ENOMEM. */
+int metrics_appendf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Resident set size of this process in bytes (from /proc/self/statm), or 0. */
+uint64_t metrics_rss_bytes(void);
+
+#endif /* METRICS_H */

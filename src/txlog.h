@@ -1,0 +1,149 @@
+/*
+ * txlog.h -- the transaction log: records, segments, writer and reader.
+ *
+ * Byte-level format: docs/FORMAT.md.  Summary: a segment file is a 64-byte
+ * header followed by records.  A record is a 112-byte big-endian header
+ * (with its own XXH3 checksum), a payload of (u32 pgno, page bytes) pairs in
+ * increasing pgno order, compressed as one zstd frame, and an 8-byte
+ * trailer holding XXH3-64 of the stored payload.  Records never span
+ * segments.  Every record is checkable on its own.
+ *
+ * Ownership: handles are opaque and freed by their close function.  Page
+ * pointers returned by readers are borrowed until the next call on that
+ * reader.
+ */
+#ifndef TXLOG_H
+#define TXLOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TXLOG_HDR_SIZE 112     /* record header bytes */
+#define TXLOG_TRAILER_SIZE 8   /* record trailer bytes */
+#define TXLOG_SEG_HDR_SIZE 64  /* segment header bytes */
+
+/* Record flags. */
+#define TXLOG_F_SNAPSHOT 0x0001  /* holds every page 1..db_pages; apply onto an empty file */
+#define TXLOG_F_RECOVERED 0x0002 /* written by start-up reconcile, not seen live */
+
+#define TXLOG_COMP_NONE 0
+#define TXLOG_COMP_ZSTD 1
+
+/* Decoded record header. */
+struct txlog_hdr {
+    uint16_t version;     /* record format version (1) */
+    uint16_t flags;       /* TXLOG_F_* */
+    uint8_t dbid[16];     /* database ID */
+    uint64_t txid;        /* transaction ID, 1-based, +1 per record */
+    int64_t time_us;      /* commit time, microseconds since epoch, UTC */
+    uint32_t page_size;   /* page size after the commit */
+    uint32_t db_pages;    /* database size in pages after the commit */
+    uint32_t npages;      /* pages carried in the payload */
+    uint8_t comp;         /* TXLOG_COMP_* */
+    uint64_t pre_cksum;   /* database checksum before */
+    uint64_t post_cksum;  /* database checksum after */
+    uint64_t stored_len;  /* payload bytes as stored */
+    uint64_t raw_len;     /* payload bytes uncompressed = npages * (4 + page_size) */
+    uint32_t wal_salt1;   /* WAL salt-1 of the commit frame, 0 if not from a WAL */
+    uint32_t wal_salt2;   /* WAL salt-2 of the commit frame */
+    uint32_t wal_frame;   /* 1-based index of the WAL commit frame, 0 if none */
+};
+
+/* Encode h into out[TXLOG_HDR_SIZE], computing the header checksum. */
+void txlog_hdr_encode(const struct txlog_hdr *h, uint8_t out[TXLOG_HDR_SIZE]);
+
+/* Decode and check magic, version, header checksum and length sanity.
+ * 0 or LV_ECORRUPT / LV_EVERSION. */
+int txlog_hdr_decode(const uint8_t in[TXLOG_HDR_SIZE], struct txlog_hdr *h);
+
+/* ---- Writer: appends records to the segment files in one directory ---- */
+
+struct txlog;
+
+/* Facts about the log found by txlog_open. */
+struct txlog_tail {
+    uint64_t first_txid;   /* first TXID present (0 if empty) */
+    uint64_t last_txid;    /* last TXID (0 if empty) */
+    uint64_t last_post;    /* post checksum of the last record (0 if empty) */
+    int64_t last_time_us;  /* commit time of the last record */
+    uint32_t last_page_size; /* page size of the last record */
+    uint32_t last_db_pages;  /* db size of the last record */
+    uint32_t last_wal_salt1, last_wal_salt2, last_wal_frame; /* WAL position of the last record */
+    uint64_t torn_bytes;   /* bytes of an incomplete final record that were cut off */
+    uint64_t total_bytes;  /* bytes in all segments */
+    uint32_t nsegments;    /* number of segment files */
+};
+
+/* Open (creating dir if needed) the log in dir for database dbid.  Scans
+ * and verifies every segment (headers, payload checksums, TXID continuity,
+ * checksum chain).  An incomplete final record in the last segment is cut
+ * off (reported in tail->torn_bytes); any other damage returns
+ * LV_ECORRUPT and writes a message naming the segment, offset and TXID
+ * into err.  seg_size is the roll-over size.  *out is freed by txlog_close. */
+int txlog_open(const char *dir, const uint8_t dbid[16], uint64_t seg_size,
+               struct txlog **out, struct txlog_tail *tail, char *err, size_t errlen);
+
+/* Start a record.  h->txid, time, sizes, flags and checksums must be set;
+ * npages/lengths are filled in by txlog_append_end. */
+int txlog_append_begin(struct txlog *l, const struct txlog_hdr *h);
+
+/* Add one page (pgno strictly greater than the previous one in this record). */
+int txlog_append_page(struct txlog *l, uint32_t pgno, const void *data);
+
+/* Finish the record (written with write(2), not fsynced).  0 or negative;
+ * on failure the partial record is removed, or the log turns broken. */
+int txlog_append_end(struct txlog *l);
+
+/* Drop a record begun but not ended. */
+void txlog_append_abort(struct txlog *l);
+
+/* fsync the current segment (and its directory if it is new).  0 or negative. */
+int txlog_sync(struct txlog *l);
+
+/* Sticky error: 0 if healthy, else the error that broke the log. */
+int txlog_error(const struct txlog *l);
+
+/* Bytes written since open (for metrics). */
+uint64_t txlog_bytes_written(const struct txlog *l);
+
+/* Close and free (does not fsync). */
+void txlog_close(struct txlog *l);
+
+/* ---- Reader: streams records from a directory of segments ---- */
+
+struct txlog_reader;
+
+/* Open a reader over the segments in dir, positioned at the first record
+ * with TXID >= from_txid.  *out is freed by txlog_reader_close. */
+int txlog_reader_open(const char *dir, uint64_t from_txid, struct txlog_reader **out);
+
+/* Open a reader over one in-memory segment image (borrowed, must outlive the
+ * reader); name is used in error messages. */
+int txlog_reader_open_mem(const void *buf, size_t len, const char *name, struct txlog_reader **out);
+
+/* Advance to the next record and decode its header into *h.  Checks the
+ * header checksum.  0, LV_ENOENT at the end, or LV_ECORRUPT. */
+int txlog_reader_next(struct txlog_reader *r, struct txlog_hdr *h);
+
+/* Next page of the current record: *pgno and a borrowed pointer to
+ * page_size bytes.  0, LV_ENOENT after the last page (the payload checksum
+ * has then been verified), or LV_ECORRUPT. */
+int txlog_reader_page(struct txlog_reader *r, uint32_t *pgno, const void **data);
+
+/* Name of the segment and byte offset of the current record, for errors. */
+const char *txlog_reader_where(const struct txlog_reader *r, uint64_t *offset);
+
+/* Close and free. */
+void txlog_reader_close(struct txlog_reader *r);
+
+/* ---- Replay ---- */
+
+/* Rebuild the database as of target_txid (0 = last) from the log in dir
+ * into out_path (written as out_path.tmp, verified, fsynced, renamed).
+ * Checks every record checksum, TXID continuity, the pre/post chain and
+ * the final database checksum.  On success *txid_out and *cksum_out get the
+ * TXID and checksum reached.  Messages go to err. */
+int txlog_replay(const char *dir, uint64_t target_txid, const char *out_path,
+                 uint64_t *txid_out, uint64_t *cksum_out, char *err, size_t errlen);
+
+#endif /* TXLOG_H */

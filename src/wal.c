@@ -1,0 +1,142 @@
+/*
+ * wal.c -- reading SQLite WAL files for start-up recovery.
+ *
+ * WAL header (32 bytes, big-endian fields):
+ *   0 magic (0x377f0682: checksum words little-endian; 0x377f0683: big-endian)
+ *   4 format version 3007000      8 page size
+ *  12 checkpoint sequence        16 salt-1      20 salt-2
+ *  24 checksum-1, 28 checksum-2 over bytes 0..23
+ * Frame: 24-byte header then one page:
+ *   0 page number   4 database size after commit (commit frames), else 0
+ *   8 salt-1       12 salt-2      16 checksum-1  20 checksum-2
+ * The frame checksum is cumulative: it continues from the previous frame's
+ * (or the header's) checksum over frame-header bytes 0..7 and the page.
+ * A frame is valid if its salts equal the header's and its checksum
+ * matches; the WAL holds every transaction up to the last valid commit
+ * frame, and nothing after the first invalid frame.
+ *
+ * Checksum step over 32-bit words x0,x1 (read with the byte order the
+ * magic names):  s1 += x0 + s2;  s2 += x1 + s1.
+ */
+#include "wal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lv.h"
+#include "lvlog.h"
+
+/* Continue the checksum (s[0], s[1]) over n bytes (multiple of 8). */
+static void wal_cksum(int big, const uint8_t *b, size_t n, uint32_t s[2])
+{
+    uint32_t s1 = s[0], s2 = s[1];
+    for (size_t i = 0; i + 8 <= n; i += 8) {
+        uint32_t x0, x1;
+        if (big) {
+            x0 = lv_get32(b + i);
+            x1 = lv_get32(b + i + 4);
+        } else {
+            x0 = (uint32_t)b[i] | (uint32_t)b[i + 1] << 8 | (uint32_t)b[i + 2] << 16 | (uint32_t)b[i + 3] << 24;
+            x1 = (uint32_t)b[i + 4] | (uint32_t)b[i + 5] << 8 | (uint32_t)b[i + 6] << 16 | (uint32_t)b[i + 7] << 24;
+        }
+        s1 += x0 + s2;
+        s2 += x1 + s1;
+    }
+    s[0] = s1;
+    s[1] = s2;
+}
+
+int wal_hdr_decode(const uint8_t *b, struct wal_hdr *h)
+{
+    uint32_t s[2] = {0, 0};
+    h->magic = lv_get32(b);
+    h->version = lv_get32(b + 4);
+    h->page_size = lv_get32(b + 8);
+    h->ckpt_seq = lv_get32(b + 12);
+    h->salt1 = lv_get32(b + 16);
+    h->salt2 = lv_get32(b + 20);
+    h->ck1 = lv_get32(b + 24);
+    h->ck2 = lv_get32(b + 28);
+    if (h->magic != WAL_MAGIC_LE && h->magic != WAL_MAGIC_BE)
+        return LV_ECORRUPT;
+    if (h->version != 3007000)
+        return LV_ECORRUPT;
+    if (h->page_size < 512 || h->page_size > 65536 || (h->page_size & (h->page_size - 1)))
+        return LV_ECORRUPT;
+    wal_cksum(h->magic & 1, b, 24, s);
+    if (s[0] != h->ck1 || s[1] != h->ck2)
+        return LV_ECORRUPT;
+    return 0;
+}
+
+int wal_scan(int fd, const char *path, struct wal_hdr *h, struct wal_commit **out, size_t *n)
+{
+    uint8_t hb[WAL_HDR_SIZE];
+    uint8_t *frame = NULL;
+    struct wal_commit *v = NULL;
+    size_t nv = 0, cap = 0;
+    uint32_t s[2];
+    uint32_t first = 0;
+    int rc = 0;
+    ssize_t got;
+
+    *out = NULL;
+    *n = 0;
+    memset(h, 0, sizeof *h);
+    got = pread(fd, hb, sizeof hb, 0);
+    if (got < 0) {
+        LV_ERROR("pread %s: %s", path, strerror(errno));
+        return LV_EIO;
+    }
+    if ((size_t)got < sizeof hb || wal_hdr_decode(hb, h) != 0)
+        return 0;
+    size_t fsz = WAL_FRAME_HDR_SIZE + h->page_size;
+    frame = malloc(fsz);
+    if (!frame)
+        return LV_ENOMEM;
+    s[0] = h->ck1;
+    s[1] = h->ck2;
+    for (uint32_t i = 0;; i++) {
+        got = pread(fd, frame, fsz, (off_t)wal_frame_off(i, h->page_size));
+        if (got < 0) {
+            LV_ERROR("pread %s: %s", path, strerror(errno));
+            rc = LV_EIO;
+            goto out_free;
+        }
+        if ((size_t)got < fsz)
+            break;
+        uint32_t pgno = lv_get32(frame), commit = lv_get32(frame + 4);
+        if (pgno == 0 || lv_get32(frame + 8) != h->salt1 || lv_get32(frame + 12) != h->salt2)
+            break;
+        wal_cksum(h->magic & 1, frame, 8, s);
+        wal_cksum(h->magic & 1, frame + WAL_FRAME_HDR_SIZE, h->page_size, s);
+        if (s[0] != lv_get32(frame + 16) || s[1] != lv_get32(frame + 20))
+            break;
+        if (commit) {
+            if (nv == cap) {
+                size_t nc = cap ? cap * 2 : 16;
+                struct wal_commit *nvp = realloc(v, nc * sizeof *v);
+                if (!nvp) {
+                    rc = LV_ENOMEM;
+                    goto out_free;
+                }
+                v = nvp;
+                cap = nc;
+            }
+            v[nv].first = first;
+            v[nv].last = i;
+            v[nv].db_pages = commit;
+            nv++;
+            first = i + 1;
+        }
+    }
+    *out = v;
+    *n = nv;
+    v = NULL;
+out_free:
+    free(v);
+    free(frame);
+    return rc;
+}

@@ -1,0 +1,49 @@
+/*
+ * wal.h -- reading SQLite WAL files (format: sqlite.org/fileformat.html#wal).
+ *
+ * Used by start-up recovery to find the transactions committed in a WAL,
+ * validating the header checksum, salts and the cumulative frame checksum
+ * chain exactly as SQLite's recovery does.  Live capture does not use the
+ * checksums (SQLite rewrites them after the commit frame; see db.c).
+ */
+#ifndef WAL_H
+#define WAL_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#define WAL_HDR_SIZE 32
+#define WAL_FRAME_HDR_SIZE 24
+#define WAL_MAGIC_LE 0x377f0682u
+#define WAL_MAGIC_BE 0x377f0683u
+
+/* A decoded WAL header. */
+struct wal_hdr {
+    uint32_t magic;      /* WAL_MAGIC_LE or WAL_MAGIC_BE */
+    uint32_t version;    /* 3007000 */
+    uint32_t page_size;  /* bytes per page (65536 stored as 65536) */
+    uint32_t ckpt_seq;   /* checkpoint sequence */
+    uint32_t salt1, salt2; /* salts copied into every valid frame */
+    uint32_t ck1, ck2;   /* checksum of bytes 0..23 */
+};
+
+/* Decode 32 header bytes; 0 if magic, version, page size and checksum are valid, else LV_ECORRUPT. */
+int wal_hdr_decode(const uint8_t *b, struct wal_hdr *h);
+
+/* One committed transaction found by wal_scan: frames [first, last] (0-based). */
+struct wal_commit {
+    uint32_t first;      /* first frame of the transaction */
+    uint32_t last;       /* its commit frame */
+    uint32_t db_pages;   /* database size in pages after it */
+};
+
+/* Scan the WAL open on fd: validate it as SQLite recovery would and return
+ * the committed transactions in order in *out (malloc'ed, caller frees) with
+ * *n entries, and the header in *h.  An absent/empty/invalid WAL yields
+ * n = 0 and returns 0 (SQLite ignores it too); LV_EIO on read errors. */
+int wal_scan(int fd, const char *path, struct wal_hdr *h, struct wal_commit **out, size_t *n);
+
+/* Byte offset of frame i's header for page size ps. */
+static inline uint64_t wal_frame_off(uint32_t i, uint32_t ps) { return WAL_HDR_SIZE + (uint64_t)i * (WAL_FRAME_HDR_SIZE + ps); }
+
+#endif /* WAL_H */
