@@ -225,6 +225,18 @@ static int hdr_valid(const uint8_t *h)
            h[23] == 32;
 }
 
+/* Pages in the database: the in-header size (bytes 28..31) when it is
+ * valid (bytes 92..95 equal the change counter at 24..27, as SQLite
+ * requires), else the file size rounded up.  SQLite may truncate the file
+ * only after the journal is finalized, so the header is authoritative. */
+static uint32_t logical_pages(const uint8_t *h, uint64_t file_size, uint32_t ps)
+{
+    uint32_t n = lv_get32(h + 28);
+    if (n > 0 && memcmp(h + 92, h + 24, 4) == 0)
+        return n;
+    return (uint32_t)((file_size + ps - 1) / ps);
+}
+
 /* Checksum of an all-zero page (page size ps, page pgno). */
 static uint64_t zero_page_cksum(uint32_t pgno, uint32_t ps)
 {
@@ -516,7 +528,7 @@ static int capture_rollback(struct db *d, uint16_t extra_flags)
             return LV_ENOTSQLITE;
         }
         ps = (uint32_t)page_size_from_hdr(hdr);
-        npages = (uint32_t)((st.st_size + ps - 1) / ps);
+        npages = logical_pages(hdr, (uint64_t)st.st_size, ps);
         d->hdr_wal = hdr[18] == 2;
     }
     buf = malloc(ps);
@@ -879,7 +891,7 @@ static int reconcile(struct db *d, const struct txlog_tail *tail, int full)
             goto out;
         }
         ps = (uint32_t)page_size_from_hdr(hdr);
-        npages = (uint32_t)((st.st_size + ps - 1) / ps);
+        npages = logical_pages(hdr, (uint64_t)st.st_size, ps);
     }
     buf = malloc(ps);
     if (!buf) {
@@ -1687,7 +1699,8 @@ int db_on_truncate(struct db *d, enum db_filekind kind, int fd, const char *rel,
     }
     if (d->kind == DBK_SQLITE) {
         if (kind == DBF_MAIN) {
-            if (!d->journal_active && !d->bulk && !d->hdr_wal) {
+            if (!d->journal_active && !d->bulk && !d->hdr_wal &&
+                (uint64_t)size < (uint64_t)d->map.npages * d->map.page_size) {
                 if (size != 0) {
                     d->refused++;
                     LV_ERROR("%s: refusing to truncate the database outside a transaction", d->name);
@@ -1696,7 +1709,8 @@ int db_on_truncate(struct db *d, enum db_filekind kind, int fd, const char *rel,
                 }
                 d->bulk = 1; /* rewritten from scratch (cp over it) */
             }
-            d->size_changed = 1;
+            if (d->journal_active || d->bulk)
+                d->size_changed = 1;
         } else if (kind == DBF_JOURNAL && size == 0 && d->journal_active) {
             if (capture_rollback(d, 0) != 0) {
                 rc = -EIO;

@@ -6,6 +6,7 @@
 #ifndef METRICS_H
 #define METRICS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* FUSE operations counted and timed. */

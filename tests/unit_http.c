@@ -1,0 +1,819 @@
+/*
+ * unit_http.c -- tests of the HTTP server and client (src/http.c).
+ *
+ * Each test starts a real server on 127.0.0.1 and a free port (found by
+ * binding a socket to port 0 and closing it), talks to it with
+ * http_get/http_post and with raw sockets for malformed and hostile
+ * requests, and checks that the server keeps answering afterwards.
+ */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "http.h"
+#include "lv.h"
+
+/* ---- helpers ---------------------------------------------------------- */
+
+static atomic_int th_count_calls;   /* calls of h_count */
+
+/* Return a port that was free a moment ago on the given loopback family. */
+static int th_free_port(int family)
+{
+    struct sockaddr_storage ss = { 0 };
+    socklen_t sl;
+    int fd = socket(family, SOCK_STREAM, 0), port;
+
+    cr_assert(fd >= 0);
+    if (family == AF_INET6) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+        s6->sin6_family = AF_INET6;
+        s6->sin6_addr = in6addr_loopback;
+        sl = sizeof(*s6);
+    } else {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+        s4->sin_family = AF_INET;
+        s4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        sl = sizeof(*s4);
+    }
+    cr_assert(bind(fd, (struct sockaddr *)&ss, sl) == 0, "bind: %s", strerror(errno));
+    cr_assert(getsockname(fd, (struct sockaddr *)&ss, &sl) == 0);
+    port = ntohs(family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                    : ((struct sockaddr_in *)&ss)->sin_port);
+    close(fd);
+    return port;
+}
+
+static int h_hello(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    resp->body = strdup("hello");
+    return 0;
+}
+
+/* Echo the body back with a non-default content type. */
+static int h_echo(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    resp->content_type = "application/octet-stream";
+    if (req->body_len == 0)
+        return 0;
+    resp->body = malloc(req->body_len);
+    cr_assert(resp->body != NULL);
+    memcpy(resp->body, req->body, req->body_len);
+    resp->body_len = req->body_len;
+    return 0;
+}
+
+static int h_query(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    const char *v = req->query(req, "name");
+    resp->content_type = "text/plain";
+    resp->body = strdup(v ? v : "(none)");
+    return 0;
+}
+
+static int h_status(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    resp->status = 503;
+    resp->body = strdup("{\"error\":\"busy\"}");
+    return 0;
+}
+
+static int h_fail(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    return LV_EIO;
+}
+
+static int h_count(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    int n = atomic_fetch_add(&th_count_calls, 1) + 1;
+    cr_assert(asprintf(&resp->body, "%d", n) > 0);
+    return 0;
+}
+
+/* The context pointer must reach the handler unchanged. */
+static int h_ctx(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    resp->body = strdup((const char *)ctx);
+    return 0;
+}
+
+struct th_srv {
+    struct http_server *s;
+    char addr[64];
+    int port;
+};
+
+static void th_start(struct th_srv *t)
+{
+    t->port = th_free_port(AF_INET);
+    snprintf(t->addr, sizeof(t->addr), "127.0.0.1:%d", t->port);
+    cr_assert_eq(http_new(t->addr, &t->s), 0);
+    cr_assert_eq(http_route(t->s, "GET", "/hello", h_hello, NULL), 0);
+    cr_assert_eq(http_route(t->s, "POST", "/echo", h_echo, NULL), 0);
+    cr_assert_eq(http_route(t->s, "GET", "/query", h_query, NULL), 0);
+    cr_assert_eq(http_route(t->s, "GET", "/status", h_status, NULL), 0);
+    cr_assert_eq(http_route(t->s, "GET", "/fail", h_fail, NULL), 0);
+    cr_assert_eq(http_route(t->s, "GET", "/count", h_count, NULL), 0);
+    cr_assert_eq(http_route(t->s, "GET", "/ctx", h_ctx, "context-42"), 0);
+    cr_assert_eq(http_route(t->s, "PUT", "/ctx", h_ctx, "context-put"), 0);
+    cr_assert_eq(http_start(t->s), 0);
+}
+
+/* The server must still answer a normal request. */
+static void th_assert_alive(struct th_srv *t)
+{
+    char *body = NULL;
+    size_t len = 0;
+    long st = 0;
+
+    cr_assert_eq(http_get(t->addr, "/hello", &body, &len, &st), 0, "server stopped answering");
+    cr_assert_eq(st, 200);
+    cr_assert_eq(len, 5);
+    cr_assert_str_eq(body, "hello");
+    free(body);
+}
+
+static int th_connect(int port)
+{
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    struct timeval tv = { .tv_sec = 2 };
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    cr_assert(fd >= 0);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Send everything we can (the server may hang up early; that is fine). */
+static void th_send(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n <= 0)
+            return;
+        p += n;
+        len -= (size_t)n;
+    }
+}
+
+/* Read until EOF, error or timeout; returns bytes read, NUL-terminated. */
+static size_t th_recv_all(int fd, char *buf, size_t cap)
+{
+    size_t got = 0;
+    while (got + 1 < cap) {
+        ssize_t n = recv(fd, buf + got, cap - 1 - got, 0);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    buf[got] = '\0';
+    return got;
+}
+
+/* One raw exchange: connect, send req, read the reply.  Returns the HTTP
+ * status of the reply, 0 if the server closed without one, -1 if the
+ * connection could not be made.  resp (optional) receives the reply. */
+static int th_raw(int port, const void *req, size_t len, char *resp, size_t cap)
+{
+    char local[8192];
+    int fd, status = 0;
+
+    if (resp == NULL) {
+        resp = local;
+        cap = sizeof(local);
+    }
+    fd = th_connect(port);
+    if (fd < 0)
+        return -1;
+    th_send(fd, req, len);
+    th_recv_all(fd, resp, cap);
+    close(fd);
+    if (sscanf(resp, "HTTP/1.%*d %d", &status) != 1)
+        status = 0;
+    return status;
+}
+
+static int th_raw_str(int port, const char *req, char *resp, size_t cap)
+{
+    return th_raw(port, req, strlen(req), resp, cap);
+}
+
+/* Body of a raw reply (after the blank line), or NULL. */
+static const char *th_body_of(const char *resp)
+{
+    const char *p = strstr(resp, "\r\n\r\n");
+    return p ? p + 4 : NULL;
+}
+
+/* Value of header name (case-insensitive) in a raw reply, copied into out. */
+static int th_header(const char *resp, const char *name, char *out, size_t cap)
+{
+    const char *end = strstr(resp, "\r\n\r\n");
+    size_t nl = strlen(name);
+    for (const char *p = strstr(resp, "\r\n"); p && p < end; p = strstr(p + 2, "\r\n")) {
+        const char *h = p + 2;
+        if (strncasecmp(h, name, nl) == 0 && h[nl] == ':') {
+            const char *v = h + nl + 1, *e = strstr(v, "\r\n");
+            while (*v == ' ')
+                v++;
+            size_t n = (size_t)(e - v);
+            if (n >= cap)
+                n = cap - 1;
+            memcpy(out, v, n);
+            out[n] = '\0';
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Assert body is a JSON object with a string "error" member. */
+static void th_assert_json_error(const char *body)
+{
+    json_error_t err;
+    json_t *o;
+
+    cr_assert(body != NULL);
+    o = json_loads(body, 0, &err);
+    cr_assert(o != NULL, "not JSON: '%s'", body);
+    cr_assert(json_is_string(json_object_get(o, "error")), "no error member: '%s'", body);
+    json_decref(o);
+}
+
+/* ---- address parsing ---------------------------------------------------- */
+
+Test(http, addr_valid)
+{
+    const char *good[] = { "127.0.0.1:8080", "[::1]:8080", "0.0.0.0:1", "localhost:80", "[::]:65535",
+                           "10.1.2.3:443" };
+    for (size_t i = 0; i < LV_ARRAY_LEN(good); i++) {
+        struct http_server *s = NULL;
+        cr_assert_eq(http_new(good[i], &s), 0, "rejected %s", good[i]);
+        cr_assert(s != NULL);
+        http_free(s);
+    }
+}
+
+Test(http, addr_invalid)
+{
+    const char *bad[] = { "", "127.0.0.1", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536",
+                          "127.0.0.1:80x", "::1:80", "[::1]80", "[::1]", "[::1]:", "300.1.1.1:80",
+                          "example.com:80", ":80", "[]:80", "127.0.0.1:-1", "127.0.0.1:+80",
+                          "127.0.0.1:123456", "[127.0.0.1]:80", "1.2.3:80", "127.0.0.1: 80" };
+    for (size_t i = 0; i < LV_ARRAY_LEN(bad); i++) {
+        struct http_server *s = (struct http_server *)0x1;
+        cr_assert_eq(http_new(bad[i], &s), LV_EINVAL, "accepted '%s'", bad[i]);
+        cr_assert_null(s);
+    }
+}
+
+/* ---- normal requests ------------------------------------------------------ */
+
+Test(http, get_and_context, .timeout = 30)
+{
+    struct th_srv t;
+    char *body = NULL;
+    size_t len = 0;
+    long st = 0;
+
+    th_start(&t);
+    th_assert_alive(&t);
+    cr_assert_eq(http_get(t.addr, "/ctx", &body, &len, &st), 0);
+    cr_assert_eq(st, 200);
+    cr_assert_str_eq(body, "context-42");
+    free(body);
+    /* Path without a leading slash is accepted by the client. */
+    cr_assert_eq(http_get(t.addr, "hello", &body, &len, &st), 0);
+    cr_assert_eq(st, 200);
+    cr_assert_str_eq(body, "hello");
+    free(body);
+    /* NULL out-parameters are allowed. */
+    cr_assert_eq(http_get(t.addr, "/hello", NULL, NULL, &st), 0);
+    cr_assert_eq(st, 200);
+    http_free(t.s);
+}
+
+Test(http, post_echo_binary, .timeout = 30)
+{
+    struct th_srv t;
+    unsigned char data[3000];
+    char *body = NULL;
+    size_t len = 0;
+    long st = 0;
+
+    for (size_t i = 0; i < sizeof(data); i++)
+        data[i] = (unsigned char)(i * 7 + (i >> 8));  /* includes NUL bytes */
+    th_start(&t);
+    cr_assert_eq(http_post(t.addr, "/echo", data, sizeof(data), &body, &len, &st), 0);
+    cr_assert_eq(st, 200);
+    cr_assert_eq(len, sizeof(data));
+    cr_assert_arr_eq(body, data, sizeof(data));
+    free(body);
+    /* Empty POST body: handler sees no body, replies with an empty body. */
+    cr_assert_eq(http_post(t.addr, "/echo", NULL, 0, &body, &len, &st), 0);
+    cr_assert_eq(st, 200);
+    cr_assert_eq(len, 0);
+    cr_assert_str_eq(body, "");
+    free(body);
+    http_free(t.s);
+}
+
+Test(http, body_limit, .timeout = 60)
+{
+    struct th_srv t;
+    size_t n = HTTP_MAX_BODY + 1;
+    char *data = malloc(n), *body = NULL;
+    size_t len = 0;
+    long st = 0;
+
+    cr_assert(data != NULL);
+    for (size_t i = 0; i < n; i++)
+        data[i] = (char)('a' + i % 26);
+    th_start(&t);
+    /* Exactly the limit is accepted and arrives intact. */
+    cr_assert_eq(http_post(t.addr, "/echo", data, HTTP_MAX_BODY, &body, &len, &st), 0);
+    cr_assert_eq(st, 200);
+    cr_assert_eq(len, HTTP_MAX_BODY);
+    cr_assert(memcmp(body, data, HTTP_MAX_BODY) == 0);
+    free(body);
+    /* One byte more is refused with 413 and a JSON error. */
+    cr_assert_eq(http_post(t.addr, "/echo", data, n, &body, &len, &st), 0);
+    cr_assert_eq(st, 413);
+    th_assert_json_error(body);
+    free(body);
+    th_assert_alive(&t);
+    free(data);
+    http_free(t.s);
+}
+
+Test(http, not_found_and_method, .timeout = 30)
+{
+    struct th_srv t;
+    char *body = NULL;
+    char resp[8192], allow[128];
+    size_t len = 0;
+    long st = 0;
+
+    th_start(&t);
+    cr_assert_eq(http_get(t.addr, "/nope", &body, &len, &st), 0);
+    cr_assert_eq(st, 404);
+    th_assert_json_error(body);
+    free(body);
+    /* Exact match only: prefixes and suffixes of a route are unknown. */
+    cr_assert_eq(http_get(t.addr, "/hell", NULL, NULL, &st), 0);
+    cr_assert_eq(st, 404);
+    cr_assert_eq(http_get(t.addr, "/hello/", NULL, NULL, &st), 0);
+    cr_assert_eq(st, 404);
+
+    /* Wrong method: 405 with an Allow header naming the route's methods. */
+    cr_assert_eq(http_post(t.addr, "/hello", "x", 1, &body, &len, &st), 0);
+    cr_assert_eq(st, 405);
+    th_assert_json_error(body);
+    free(body);
+    cr_assert_eq(th_raw_str(t.port, "GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                            resp, sizeof(resp)), 405);
+    cr_assert(th_header(resp, "Allow", allow, sizeof(allow)), "no Allow header:\n%s", resp);
+    cr_assert_str_eq(allow, "POST");
+    cr_assert_eq(th_raw_str(t.port, "DELETE /ctx HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                            resp, sizeof(resp)), 405);
+    cr_assert(th_header(resp, "Allow", allow, sizeof(allow)));
+    cr_assert(strstr(allow, "GET") && strstr(allow, "PUT"), "Allow: %s", allow);
+    /* The second route on the same path is reachable with its method. */
+    cr_assert_eq(th_raw_str(t.port, "PUT /ctx HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+                                    "Connection: close\r\n\r\n", resp, sizeof(resp)), 200);
+    cr_assert_str_eq(th_body_of(resp), "context-put");
+    th_assert_alive(&t);
+    http_free(t.s);
+}
+
+Test(http, content_type_and_head, .timeout = 30)
+{
+    struct th_srv t;
+    char resp[8192], ct[128];
+
+    th_start(&t);
+    cr_assert_eq(th_raw_str(t.port, "GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                            resp, sizeof(resp)), 200);
+    cr_assert(th_header(resp, "Content-Type", ct, sizeof(ct)));
+    cr_assert_str_eq(ct, "application/json");
+    cr_assert_str_eq(th_body_of(resp), "hello");
+    cr_assert_eq(th_raw_str(t.port, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                                    "Connection: close\r\n\r\nabc", resp, sizeof(resp)), 200);
+    cr_assert(th_header(resp, "Content-Type", ct, sizeof(ct)));
+    cr_assert_str_eq(ct, "application/octet-stream");
+    cr_assert_str_eq(th_body_of(resp), "abc");
+    /* HEAD is served by the GET route, without a body. */
+    cr_assert_eq(th_raw_str(t.port, "HEAD /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                            resp, sizeof(resp)), 200);
+    cr_assert_str_eq(th_body_of(resp), "");
+    http_free(t.s);
+}
+
+Test(http, query_parameters, .timeout = 30)
+{
+    struct th_srv t;
+    char *body = NULL;
+    char resp[8192];
+    long st = 0;
+
+    th_start(&t);
+    cr_assert_eq(http_get(t.addr, "/query?name=a%20b&other=1", &body, NULL, &st), 0);
+    cr_assert_eq(st, 200);
+    cr_assert_str_eq(body, "a b");
+    free(body);
+    cr_assert_eq(http_get(t.addr, "/query?other=1", &body, NULL, &st), 0);
+    cr_assert_str_eq(body, "(none)");
+    free(body);
+    cr_assert_eq(http_get(t.addr, "/query", &body, NULL, &st), 0);
+    cr_assert_str_eq(body, "(none)");
+    free(body);
+    /* %00 is kept literal rather than truncating the value. */
+    cr_assert_eq(th_raw_str(t.port, "GET /query?name=x%00y HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                            resp, sizeof(resp)), 200);
+    cr_assert_str_eq(th_body_of(resp), "x%00y");
+    http_free(t.s);
+}
+
+Test(http, handler_status_passthrough, .timeout = 30)
+{
+    struct th_srv t;
+    char *body = NULL;
+    long st = 0;
+
+    th_start(&t);
+    cr_assert_eq(http_get(t.addr, "/status", &body, NULL, &st), 0);
+    cr_assert_eq(st, 503);
+    cr_assert_str_eq(body, "{\"error\":\"busy\"}");
+    free(body);
+    /* A failing handler yields 500 naming the error. */
+    cr_assert_eq(http_get(t.addr, "/fail", &body, NULL, &st), 0);
+    cr_assert_eq(st, 500);
+    th_assert_json_error(body);
+    cr_assert(strstr(body, lv_strerror(LV_EIO)) != NULL, "body: %s", body);
+    free(body);
+    th_assert_alive(&t);
+    http_free(t.s);
+}
+
+static void *th_count_worker(void *arg)
+{
+    const char *addr = arg;
+    for (int i = 0; i < 25; i++) {
+        char *body = NULL;
+        long st = 0;
+        if (http_get(addr, "/count", &body, NULL, &st) != 0 || st != 200 || atoi(body) < 1) {
+            free(body);
+            return (void *)1;
+        }
+        free(body);
+    }
+    return NULL;
+}
+
+Test(http, concurrent_clients, .timeout = 60)
+{
+    struct th_srv t;
+    pthread_t th[4];
+
+    th_start(&t);
+    atomic_store(&th_count_calls, 0);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(pthread_create(&th[i], NULL, th_count_worker, t.addr), 0);
+    for (int i = 0; i < 4; i++) {
+        void *ret;
+        pthread_join(th[i], &ret);
+        cr_assert_null(ret, "worker %d saw a failed request", i);
+    }
+    cr_assert_eq(atomic_load(&th_count_calls), 100);
+    http_free(t.s);
+}
+
+/* ---- start and connect failures ------------------------------------------ */
+
+Test(http, start_address_in_use, .timeout = 30)
+{
+    struct th_srv t;
+    struct http_server *s2 = NULL;
+
+    th_start(&t);
+    cr_assert_eq(http_new(t.addr, &s2), 0);
+    cr_assert_eq(http_start(s2), LV_EIO);
+    http_free(s2);
+    th_assert_alive(&t);
+    http_free(t.s);
+}
+
+Test(http, start_address_not_local, .timeout = 30)
+{
+    struct http_server *s = NULL;
+
+    /* 192.0.2.1 (TEST-NET-1) is not an address of this host: bind fails. */
+    cr_assert_eq(http_new("192.0.2.1:8080", &s), 0);
+    cr_assert_eq(http_start(s), LV_EIO);
+    http_free(s);
+}
+
+Test(http, client_connection_refused, .timeout = 30)
+{
+    char addr[64], *body = (char *)0x1;
+    size_t len = 77;
+    long st = 77;
+
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", th_free_port(AF_INET));
+    cr_assert_eq(http_get(addr, "/hello", &body, &len, &st), LV_ENET);
+    cr_assert_null(body);
+    cr_assert_eq(len, 0);
+    cr_assert_eq(st, 0);
+    cr_assert_eq(http_post(addr, "/echo", "x", 1, &body, &len, &st), LV_ENET);
+    cr_assert_null(body);
+}
+
+Test(http, ipv6_loopback, .timeout = 30)
+{
+    struct http_server *s = NULL;
+    char addr[64], *body = NULL;
+    long st = 0;
+    int fd = socket(AF_INET6, SOCK_STREAM, 0);
+    struct sockaddr_in6 s6 = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+
+    if (fd < 0 || bind(fd, (struct sockaddr *)&s6, sizeof(s6)) != 0) {
+        if (fd >= 0)
+            close(fd);
+        cr_skip_test("no IPv6 loopback");
+    }
+    close(fd);
+    snprintf(addr, sizeof(addr), "[::1]:%d", th_free_port(AF_INET6));
+    cr_assert_eq(http_new(addr, &s), 0);
+    cr_assert_eq(http_route(s, "GET", "/hello", h_hello, NULL), 0);
+    cr_assert_eq(http_start(s), 0);
+    cr_assert_eq(http_get(addr, "/hello", &body, NULL, &st), 0);
+    cr_assert_eq(st, 200);
+    cr_assert_str_eq(body, "hello");
+    free(body);
+    http_free(s);
+}
+
+/* ---- hostile requests ------------------------------------------------------- */
+
+Test(http, garbage_requests, .timeout = 60)
+{
+    struct th_srv t;
+    static const char nul_line[] = "\0\0\0GET / HTTP/1.1\r\n\r\n";
+    const char *garbage[] = {
+        "GARBAGE\r\n\r\n",
+        "GET\r\n\r\n",
+        "\x01\x02\x03\x04\r\n\r\n",
+        "GET /hello HTTP/9.9\r\nHost: x\r\n\r\n",
+        "GET /hello FTP/1.1\r\nHost: x\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n\r\n",
+        "GET /hello HTTP/1.1\r\nHost: x\r\nBad Header Without Colon\r\n\r\n",
+    };
+    /* Odd but tolerable: any answer is fine as long as the server survives. */
+    const char *odd[] = {
+        "GET /hello HTTP/1.1\r\n: novalue\r\nConnection: close\r\n\r\n",
+        "GET /hello HTTP/1.1\r\nHost: x\r\nHost: y\r\nConnection: close\r\n\r\n",
+        "GET /hello HTTP/1.0\r\n\r\n",
+        "GET /hello\r\n\r\n",
+        "get /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET /hello HTTP/1.1\nHost: x\nConnection: close\n\n",
+        "GET /hello HTTP/1.1\r\nHost: \xff\xfe\r\nX-\x01: \x7f\r\nConnection: close\r\n\r\n",
+    };
+    char resp[8192];
+
+    th_start(&t);
+    for (size_t i = 0; i < LV_ARRAY_LEN(garbage); i++) {
+        int st = th_raw_str(t.port, garbage[i], resp, sizeof(resp));
+        cr_assert(st == 0 || st >= 400, "garbage %zu answered %d:\n%s", i, st, resp);
+    }
+    for (size_t i = 0; i < LV_ARRAY_LEN(odd); i++)
+        th_raw_str(t.port, odd[i], resp, sizeof(resp));
+    /* libmicrohttpd neither answers nor closes this one; we time out. */
+    int st = th_raw(t.port, nul_line, sizeof(nul_line) - 1, resp, sizeof(resp));
+    cr_assert(st == 0 || st >= 400, "NUL request answered %d", st);
+    th_assert_alive(&t);
+    http_free(t.s);
+}
+
+Test(http, hostile_paths, .timeout = 60)
+{
+    struct th_srv t;
+    const char *paths[] = {
+        "/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/hello/../hello", "/./hello",
+        "/hello%00x", "/hello%00", "/\xff\xfe\xfd", "/%ff%fe", "/hello\xc0\xaf", "//hello",
+        "/hello%2f..", "/%",  "/%g1", "hello", "*",
+    };
+    char req[512], resp[8192];
+
+    th_start(&t);
+    for (size_t i = 0; i < LV_ARRAY_LEN(paths); i++) {
+        snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", paths[i]);
+        int st = th_raw_str(t.port, req, resp, sizeof(resp));
+        cr_assert(st == 0 || st == 404 || st == 400, "path '%s' answered %d:\n%s", paths[i], st, resp);
+    }
+    /* Percent-encoded route names still resolve. */
+    cr_assert_eq(th_raw_str(t.port, "GET /hell%6f HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                            resp, sizeof(resp)), 200);
+    th_assert_alive(&t);
+    http_free(t.s);
+}
+
+Test(http, huge_headers, .timeout = 60)
+{
+    struct th_srv t;
+    size_t cap = 512 * 1024, n = 0;
+    char *req = malloc(cap);
+    char resp[8192];
+
+    cr_assert(req != NULL);
+    th_start(&t);
+    /* 300 headers of 1 KiB each, well above the per-connection memory limit. */
+    n += (size_t)snprintf(req + n, cap - n, "GET /hello HTTP/1.1\r\nHost: x\r\n");
+    for (int i = 0; i < 300; i++) {
+        n += (size_t)snprintf(req + n, cap - n, "X-Pad-%d: ", i);
+        memset(req + n, 'a', 1024);
+        n += 1024;
+        n += (size_t)snprintf(req + n, cap - n, "\r\n");
+    }
+    n += (size_t)snprintf(req + n, cap - n, "Connection: close\r\n\r\n");
+    int st = th_raw(t.port, req, n, resp, sizeof(resp));
+    cr_assert(st == 0 || st >= 400, "huge headers answered %d", st);
+    /* One huge request line (URL of 200 KiB). */
+    n = (size_t)snprintf(req, cap, "GET /");
+    memset(req + n, 'b', 200 * 1024);
+    n += 200 * 1024;
+    n += (size_t)snprintf(req + n, cap - n, " HTTP/1.1\r\nHost: x\r\n\r\n");
+    st = th_raw(t.port, req, n, resp, sizeof(resp));
+    cr_assert(st == 0 || st >= 400, "huge URL answered %d", st);
+    th_assert_alive(&t);
+    free(req);
+    http_free(t.s);
+}
+
+Test(http, huge_bodies_raw, .timeout = 60)
+{
+    struct th_srv t;
+    char resp[8192], chunkhdr[32];
+    size_t chunk = 64 * 1024;
+    char *data = malloc(chunk);
+    int fd, st;
+
+    cr_assert(data != NULL);
+    memset(data, 'z', chunk);
+    th_start(&t);
+    /* Declared length above the limit: 413 before the body is read. */
+    st = th_raw_str(t.port, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n"
+                            "Connection: close\r\n\r\nabc", resp, sizeof(resp));
+    cr_assert_eq(st, 413, "answered %d:\n%s", st, resp);
+    th_assert_json_error(th_body_of(resp));
+
+    /* Chunked body of 1.5 MiB: no length up front, 413 at the end. */
+    fd = th_connect(t.port);
+    cr_assert(fd >= 0);
+    const char *hdr = "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    th_send(fd, hdr, strlen(hdr));
+    for (int i = 0; i < 24; i++) {
+        snprintf(chunkhdr, sizeof(chunkhdr), "%zx\r\n", chunk);
+        th_send(fd, chunkhdr, strlen(chunkhdr));
+        th_send(fd, data, chunk);
+        th_send(fd, "\r\n", 2);
+    }
+    th_send(fd, "0\r\n\r\n", 5);
+    th_recv_all(fd, resp, sizeof(resp));
+    close(fd);
+    cr_assert(strncmp(resp, "HTTP/1.1 413", 12) == 0, "chunked answered:\n%s", resp);
+
+    /* Endless chunked body: the server hangs up instead of reading forever. */
+    fd = th_connect(t.port);
+    cr_assert(fd >= 0);
+    th_send(fd, hdr, strlen(hdr));
+    int hung_up = 0;
+    for (int i = 0; i < 1000 && !hung_up; i++) {  /* up to 64 MiB */
+        snprintf(chunkhdr, sizeof(chunkhdr), "%zx\r\n", chunk);
+        if (send(fd, chunkhdr, strlen(chunkhdr), MSG_NOSIGNAL) < 0 ||
+            send(fd, data, chunk, MSG_NOSIGNAL) < 0 || send(fd, "\r\n", 2, MSG_NOSIGNAL) < 0)
+            hung_up = 1;
+    }
+    close(fd);
+    cr_assert(hung_up, "server kept reading an endless body");
+    th_assert_alive(&t);
+    free(data);
+    http_free(t.s);
+}
+
+Test(http, many_connections, .timeout = 60)
+{
+    struct th_srv t;
+    enum { NCONN = 100, LIMIT = 64 };
+    int fds[NCONN];
+    char resp[8192];
+    const char *req = "GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+
+    th_start(&t);
+    /* Below the limit: idle connections do not stop other clients. */
+    for (int i = 0; i < 40; i++) {
+        fds[i] = th_connect(t.port);
+        cr_assert(fds[i] >= 0);
+    }
+    usleep(100 * 1000);
+    th_assert_alive(&t);
+    /* Above the limit: the kernel completes the handshakes, but the server
+     * takes no more than LIMIT connections; the rest wait in the backlog. */
+    for (int i = 40; i < NCONN; i++) {
+        fds[i] = th_connect(t.port);
+        cr_assert(fds[i] >= 0);
+    }
+    usleep(300 * 1000);
+    int last = NCONN - 1;
+    th_send(fds[last], req, strlen(req));
+    struct pollfd p = { .fd = fds[last], .events = POLLIN };
+    cr_assert_eq(poll(&p, 1, 300), 0, "connection %d was served beyond the limit", last);
+    /* Freeing slots lets the waiting connections in; the last one is served. */
+    for (int i = 0; i < LIMIT; i++)
+        close(fds[i]);
+    th_recv_all(fds[last], resp, sizeof(resp));
+    cr_assert(strncmp(resp, "HTTP/1.1 200", 12) == 0, "reply:\n%s", resp);
+    for (int i = LIMIT; i < NCONN; i++)
+        close(fds[i]);
+    usleep(100 * 1000);
+    th_assert_alive(&t);
+    http_free(t.s);
+}
+
+Test(http, slow_partial_requests, .timeout = 60)
+{
+    struct th_srv t;
+    int fds[10];
+    const char *part = "GET /hello HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+
+    th_start(&t);
+    for (int i = 0; i < 10; i++) {
+        fds[i] = th_connect(t.port);
+        cr_assert(fds[i] >= 0);
+        th_send(fds[i], part, strlen(part));
+    }
+    /* Drip one byte at a time on each while normal clients are served. */
+    for (int round = 0; round < 5; round++) {
+        for (int i = 0; i < 10; i++)
+            th_send(fds[i], "a", 1);
+        th_assert_alive(&t);
+        usleep(20 * 1000);
+    }
+    /* Finishing one of them still yields a correct answer. */
+    char resp[8192];
+    th_send(fds[0], "\r\nConnection: close\r\n\r\n", 23);
+    th_recv_all(fds[0], resp, sizeof(resp));
+    cr_assert(strncmp(resp, "HTTP/1.1 200", 12) == 0, "reply:\n%s", resp);
+    cr_assert_str_eq(th_body_of(resp), "hello");
+    for (int i = 0; i < 10; i++)
+        close(fds[i]);
+    /* Stopping with half-read connections pending must not hang or crash. */
+    http_free(t.s);
+}
+
+Test(http, free_with_open_connections, .timeout = 30)
+{
+    struct th_srv t;
+    int fd;
+
+    th_start(&t);
+    fd = th_connect(t.port);
+    cr_assert(fd >= 0);
+    const char *req = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc";
+    th_send(fd, req, strlen(req));
+    usleep(50 * 1000);
+    http_free(t.s);  /* request half-received: completed callback frees its buffer */
+    close(fd);
+}
+
+Test(http, route_after_start_refused, .timeout = 30)
+{
+    struct th_srv t;
+    long st = 0;
+
+    th_start(&t);
+    cr_assert_eq(http_route(t.s, "GET", "/late", h_hello, NULL), LV_EINVAL);
+    cr_assert_eq(http_get(t.addr, "/late", NULL, NULL, &st), 0);
+    cr_assert_eq(st, 404);
+    http_free(t.s);
+}
