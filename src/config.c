@@ -1,0 +1,876 @@
+/*
+ * config.c -- the YAML configuration file.
+ *
+ * The file is read whole into memory and loaded with libyaml's document
+ * API (yaml_parser_load), then walked against a static key schema:
+ *
+ *   fuse:   dir                                  (section)
+ *   data:   dir, state-interval, segment-size    (section)
+ *   http:   addr                                 (section)
+ *   log:    level, format                        (section)
+ *
+ * Schema.  A schema is a NULL-terminated array of struct cfg_key.  Each
+ * key is one of
+ *   CFG_LEAF     a scalar, converted by key->parse into the field at
+ *                key->off of the current object;
+ *   CFG_SECTION  a mapping whose keys (key->sub) fill the same object;
+ *   CFG_LIST     a sequence of mappings; each item becomes one element of
+ *                key->elem_size bytes in a malloc'ed array whose pointer
+ *                is at key->off and whose count (size_t) is at
+ *                key->count_off; the item's keys (key->sub) fill that
+ *                element (offsets relative to the element).
+ * Adding the later sections is therefore a matter of a struct in
+ * config.h, a key table and one line in top_keys[]: e.g.
+ *   { .name = "archive", .kind = CFG_LIST, .sub = archive_keys,
+ *     .off = offsetof(struct config, archive), .count_off = offsetof(struct config, narchive),
+ *     .elem_size = sizeof(struct config_archive) }
+ * config_free() walks the same schema to free owned strings and arrays.
+ *
+ * Walk invariants: p->keypath always holds the dotted path of the node
+ * being checked ("data.segment-size", "archive[1].url"), so every error
+ * can name it; every error names the file and the 1-based line:column of
+ * the offending node (the key for unknown or duplicate keys, the value
+ * otherwise).  The first error stops the walk.
+ *
+ * Scalars.  Before conversion, ${NAME} in a scalar value is replaced by
+ * the environment variable NAME (an unset variable is an error); $${ gives
+ * a literal ${.  A plain empty scalar, ~ or null is "no value": allowed as
+ * an empty section or list, an error for a leaf.
+ *
+ * Relative fuse.dir and data.dir are resolved against the directory that
+ * contains the config file, so the result never depends on the cwd.
+ */
+#include <stddef.h> /* config.h uses size_t without including it */
+
+#include "config.h"
+
+#include "lv.h"
+#include "lvlog.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <yaml.h>
+
+#define DEFAULT_FUSE_DIR "/var/lib/litevault/mnt"
+#define DEFAULT_DATA_DIR "/var/lib/litevault/data"
+#define DEFAULT_HTTP_ADDR "127.0.0.1:20202"
+#define DEFAULT_STATE_INTERVAL_US (30LL * 1000000)
+#define DEFAULT_SEGMENT_SIZE (64LL << 20)
+#define MIN_SEGMENT_SIZE (4LL << 10)
+
+#define CFG_MAX_KEYS 32 /* keys per schema table */
+
+struct cfg_parser;
+struct cfg_key;
+
+/* Convert the (expanded) scalar value of node into the field; 0 or LV_ECONFIG/LV_ENOMEM. */
+typedef int (*cfg_parse_fn)(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                            void *field);
+
+enum cfg_kind { CFG_LEAF, CFG_SECTION, CFG_LIST };
+
+struct cfg_key {
+    const char *name;           /* key as written in the file; NULL ends a table */
+    enum cfg_kind kind;         /* leaf, section or list */
+    cfg_parse_fn parse;         /* CFG_LEAF: converter */
+    size_t off;                 /* CFG_LEAF: field offset; CFG_LIST: offset of the element array pointer */
+    int owned;                  /* CFG_LEAF: field is a malloc'ed char * freed by config_free */
+    int required;               /* must be present in its mapping */
+    const char *example;        /* CFG_LEAF: an example value, for messages */
+    const struct cfg_key *sub;  /* CFG_SECTION, CFG_LIST: keys of the nested mapping */
+    size_t count_off;           /* CFG_LIST: offset of the size_t element count */
+    size_t elem_size;           /* CFG_LIST: bytes per element */
+};
+
+struct cfg_parser {
+    const char *file;     /* file name used in messages (borrowed) */
+    const char *basedir;  /* absolute directory of the file, for relative paths (borrowed) */
+    yaml_document_t *doc; /* the loaded document (borrowed) */
+    char *err;            /* message buffer (borrowed), errlen bytes */
+    size_t errlen;
+    char keypath[256];    /* dotted path of the node being checked */
+    int syntax;           /* 1 while reporting a YAML syntax error (messages carry no key path) */
+};
+
+/* ---- messages ---- */
+
+static int cfg_error(struct cfg_parser *p, yaml_mark_t mark, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Write "FILE:LINE:COL: keypath: message" (no keypath for syntax errors) into p->err; returns LV_ECONFIG. */
+static int cfg_error(struct cfg_parser *p, yaml_mark_t mark, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (!p->err || p->errlen == 0)
+        return LV_ECONFIG;
+    if (p->syntax) /* no key path is known for a document that does not parse */
+        n = snprintf(p->err, p->errlen, "%s:%zu:%zu: ", p->file, mark.line + 1, mark.column + 1);
+    else
+        n = snprintf(p->err, p->errlen, "%s:%zu:%zu: %s: ", p->file, mark.line + 1, mark.column + 1,
+                     p->keypath[0] ? p->keypath : "(top level)");
+    if (n >= 0 && (size_t)n < p->errlen) {
+        va_start(ap, fmt);
+        vsnprintf(p->err + n, p->errlen - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
+    return LV_ECONFIG;
+}
+
+static const char *node_kind_name(const yaml_node_t *n)
+{
+    switch (n->type) {
+    case YAML_SCALAR_NODE: return "a single value";
+    case YAML_SEQUENCE_NODE: return "a list";
+    case YAML_MAPPING_NODE: return "a mapping";
+    default: return "nothing";
+    }
+}
+
+/* "a, b, c" list of the keys of a table, into buf. */
+static void key_list(const struct cfg_key *keys, char *buf, size_t n)
+{
+    size_t used = 0;
+    int count = 0;
+
+    buf[0] = '\0';
+    while (keys[count].name)
+        count++;
+    for (int i = 0; i < count && used < n; i++) {
+        const char *sep = i == 0 ? "" : ", ";
+        int w = snprintf(buf + used, n - used, "%s%s", sep, keys[i].name);
+        if (w < 0)
+            break;
+        used += (size_t)w;
+    }
+}
+
+/* Levenshtein distance of a and b, capped: returns > cap when larger. */
+static int edit_distance(const char *a, const char *b, int cap)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    int row[64];
+
+    if (lb >= LV_ARRAY_LEN(row) || (la > lb ? la - lb : lb - la) > (size_t)cap)
+        return cap + 1;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = (int)j;
+    for (size_t i = 1; i <= la; i++) {
+        int diag = row[0];
+        row[0] = (int)i;
+        for (size_t j = 1; j <= lb; j++) {
+            int up = row[j];
+            int best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+/* ---- durations and sizes ---- */
+
+struct cfg_unit {
+    const char *name; /* suffix as written */
+    int64_t mult;     /* value of one unit */
+};
+
+static const struct cfg_unit duration_units[] = {
+    {"ms", 1000LL}, {"s", 1000000LL}, {"m", 60LL * 1000000}, {"h", 3600LL * 1000000}, {"d", 86400LL * 1000000},
+};
+
+static const struct cfg_unit size_units[] = {
+    {"", 1},           {"B", 1},           {"KiB", 1LL << 10}, {"MiB", 1LL << 20}, {"GiB", 1LL << 30},
+    {"TiB", 1LL << 40}, {"KB", 1000LL},     {"MB", 1000000LL},  {"GB", 1000000000LL}, {"TB", 1000000000000LL},
+};
+
+/* Parse "<digits>[ ]<unit>" with unit from units[]; on failure *why says what is wrong. */
+static int parse_scaled(const char *s, const struct cfg_unit *units, size_t nunits, int64_t *out, const char **why)
+{
+    const char *p = s;
+    int64_t v = 0;
+
+    if (*p == '-') {
+        *why = "negative values are not allowed";
+        return LV_EINVAL;
+    }
+    if (*p < '0' || *p > '9') {
+        *why = "expected an integer followed by a unit";
+        return LV_EINVAL;
+    }
+    for (; *p >= '0' && *p <= '9'; p++) {
+        if (v > (INT64_MAX - (*p - '0')) / 10) {
+            *why = "value is too large";
+            return LV_EINVAL;
+        }
+        v = v * 10 + (*p - '0');
+    }
+    if (*p == '.' || *p == ',') {
+        *why = "fractions are not supported (use a smaller unit)";
+        return LV_EINVAL;
+    }
+    if (*p == ' ' && p[1] != '\0') /* "64 MiB"; a bare trailing space is not a unit */
+        p++;
+    for (size_t i = 0; i < nunits; i++) {
+        if (strcmp(p, units[i].name) != 0)
+            continue;
+        if (v > INT64_MAX / units[i].mult) {
+            *why = "value is too large";
+            return LV_EINVAL;
+        }
+        *out = v * units[i].mult;
+        return 0;
+    }
+    *why = *p ? "unknown unit" : "missing unit";
+    return LV_EINVAL;
+}
+
+int config_parse_duration(const char *s, int64_t *us)
+{
+    const char *why;
+
+    if (!s)
+        return LV_EINVAL;
+    return parse_scaled(s, duration_units, LV_ARRAY_LEN(duration_units), us, &why);
+}
+
+int config_parse_size(const char *s, int64_t *bytes)
+{
+    const char *why;
+
+    if (!s)
+        return LV_EINVAL;
+    return parse_scaled(s, size_units, LV_ARRAY_LEN(size_units), bytes, &why);
+}
+
+/* ---- leaf converters ---- */
+
+static int set_string(void *field, char *v)
+{
+    char **dst = field;
+
+    free(*dst);
+    *dst = v;
+    return 0;
+}
+
+/* Absolute, normalized-enough form of path v relative to base: malloc'ed or NULL. */
+static char *resolve_path(const char *base, const char *v)
+{
+    char *out;
+    size_t n;
+
+    if (v[0] == '/') {
+        out = strdup(v);
+    } else {
+        while (v[0] == '.' && v[1] == '/') {
+            v += 2;
+            while (*v == '/')
+                v++;
+        }
+        if (!*v || strcmp(v, ".") == 0)
+            out = strdup(base);
+        else if (asprintf(&out, "%s%s%s", base, base[strlen(base) - 1] == '/' ? "" : "/", v) < 0)
+            out = NULL;
+    }
+    if (!out)
+        return NULL;
+    n = strlen(out);
+    while (n > 1 && out[n - 1] == '/')
+        out[--n] = '\0';
+    return out;
+}
+
+static int parse_dir(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value, void *field)
+{
+    char *v;
+
+    if (!*value)
+        return cfg_error(p, node->start_mark, "empty value (set a directory path, or remove the key to use the default %s)",
+                         k->example);
+    v = resolve_path(p->basedir, value);
+    if (!v)
+        return LV_ENOMEM;
+    return set_string(field, v);
+}
+
+static int parse_addr(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value, void *field)
+{
+    const char *colon = strrchr(value, ':');
+    char *end, *v;
+    long port;
+
+    if (!*value)
+        return cfg_error(p, node->start_mark, "empty value (set HOST:PORT, or remove the key to use the default %s)",
+                         k->example);
+    if (!colon || colon == value)
+        return cfg_error(p, node->start_mark, "bad address \"%s\" (use HOST:PORT, e.g. %s)", value, k->example);
+    errno = 0;
+    port = strtol(colon + 1, &end, 10);
+    if (end == colon + 1 || *end || errno || port < 1 || port > 65535)
+        return cfg_error(p, node->start_mark, "bad port in \"%s\" (use HOST:PORT with a port from 1 to 65535, e.g. %s)",
+                         value, k->example);
+    v = strdup(value);
+    if (!v)
+        return LV_ENOMEM;
+    return set_string(field, v);
+}
+
+static int parse_level(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value, void *field)
+{
+    LV_UNUSED(k);
+    if (lvlog_parse_level(value, field) < 0)
+        return cfg_error(p, node->start_mark, "unknown level \"%s\" (use error, warn, info or debug)", value);
+    return 0;
+}
+
+static int parse_format(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value, void *field)
+{
+    int *json = field;
+
+    LV_UNUSED(k);
+    if (strcmp(value, "text") == 0)
+        *json = 0;
+    else if (strcmp(value, "json") == 0)
+        *json = 1;
+    else
+        return cfg_error(p, node->start_mark, "unknown format \"%s\" (use text or json)", value);
+    return 0;
+}
+
+static int parse_interval(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                          void *field)
+{
+    const char *why;
+    int64_t v;
+
+    if (parse_scaled(value, duration_units, LV_ARRAY_LEN(duration_units), &v, &why) < 0)
+        return cfg_error(p, node->start_mark, "bad duration \"%s\": %s (use an integer with ms, s, m, h or d, e.g. %s)",
+                         value, why, k->example);
+    if (v <= 0)
+        return cfg_error(p, node->start_mark, "duration must be greater than zero (e.g. %s)", k->example);
+    *(int64_t *)field = v;
+    return 0;
+}
+
+static int parse_segsize(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                         void *field)
+{
+    const char *why;
+    int64_t v;
+
+    if (parse_scaled(value, size_units, LV_ARRAY_LEN(size_units), &v, &why) < 0)
+        return cfg_error(p, node->start_mark,
+                         "bad size \"%s\": %s (use an integer with B, KiB, MiB, GiB, TiB, KB, MB, GB or TB, e.g. %s)",
+                         value, why, k->example);
+    if (v < MIN_SEGMENT_SIZE)
+        return cfg_error(p, node->start_mark, "size %lld is too small (use at least 4KiB, e.g. %s)", (long long)v,
+                         k->example);
+    *(int64_t *)field = v;
+    return 0;
+}
+
+/* ---- schema ---- */
+
+static const struct cfg_key fuse_keys[] = {
+    {.name = "dir", .parse = parse_dir, .off = offsetof(struct config, fuse_dir), .owned = 1, .example = DEFAULT_FUSE_DIR},
+    {.name = NULL},
+};
+
+static const struct cfg_key data_keys[] = {
+    {.name = "dir", .parse = parse_dir, .off = offsetof(struct config, data_dir), .owned = 1, .example = DEFAULT_DATA_DIR},
+    {.name = "state-interval", .parse = parse_interval, .off = offsetof(struct config, state_interval_us), .example = "30s"},
+    {.name = "segment-size", .parse = parse_segsize, .off = offsetof(struct config, segment_size), .example = "64MiB"},
+    {.name = NULL},
+};
+
+static const struct cfg_key http_keys[] = {
+    {.name = "addr", .parse = parse_addr, .off = offsetof(struct config, http_addr), .owned = 1, .example = DEFAULT_HTTP_ADDR},
+    {.name = NULL},
+};
+
+static const struct cfg_key log_keys[] = {
+    {.name = "level", .parse = parse_level, .off = offsetof(struct config, log_level), .example = "info"},
+    {.name = "format", .parse = parse_format, .off = offsetof(struct config, log_json), .example = "text"},
+    {.name = NULL},
+};
+
+/* Top level.  Later versions add lease (CFG_SECTION), archive and exports (CFG_LIST) here. */
+static const struct cfg_key top_keys[] = {
+    {.name = "fuse", .kind = CFG_SECTION, .sub = fuse_keys},
+    {.name = "data", .kind = CFG_SECTION, .sub = data_keys},
+    {.name = "http", .kind = CFG_SECTION, .sub = http_keys},
+    {.name = "log", .kind = CFG_SECTION, .sub = log_keys},
+    {.name = NULL},
+};
+
+/* ---- the walk ---- */
+
+static int is_null_scalar(const yaml_node_t *n)
+{
+    const char *v = (const char *)n->data.scalar.value;
+
+    if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+        return 0;
+    return n->data.scalar.length == 0 || strcmp(v, "~") == 0 || strcmp(v, "null") == 0 || strcmp(v, "Null") == 0 ||
+           strcmp(v, "NULL") == 0;
+}
+
+/* Expand ${NAME} in the scalar of node; *out is malloc'ed (caller frees). 0 or an error. */
+static int expand_env(struct cfg_parser *p, yaml_node_t *node, char **out)
+{
+    const char *s = (const char *)node->data.scalar.value;
+    size_t len = node->data.scalar.length, cap = len + 1, used = 0;
+    char *buf = malloc(cap), *nb;
+    int rc = 0;
+
+    if (!buf)
+        return LV_ENOMEM;
+    for (size_t i = 0; i < len;) {
+        const char *piece = s + i, *val;
+        size_t plen = 1;
+        char name[128];
+
+        if (s[i] == '$' && i + 2 < len && s[i + 1] == '$' && s[i + 2] == '{') {
+            piece = "${"; /* $${ is a literal ${ */
+            plen = 2;
+            i += 3;
+        } else if (s[i] == '$' && i + 1 < len && s[i + 1] == '{') {
+            const char *close = memchr(s + i + 2, '}', len - i - 2);
+            size_t nlen;
+            if (!close) {
+                rc = cfg_error(p, node->start_mark, "unterminated ${ (write ${NAME}, or $${ for a literal ${)");
+                goto out_free_buf;
+            }
+            nlen = (size_t)(close - (s + i + 2));
+            if (nlen == 0 || nlen >= sizeof name) {
+                rc = cfg_error(p, node->start_mark, "bad variable name in ${} (write ${NAME})");
+                goto out_free_buf;
+            }
+            memcpy(name, s + i + 2, nlen);
+            name[nlen] = '\0';
+            for (size_t j = 0; j < nlen; j++) {
+                char c = name[j];
+                if (!(c == '_' || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (j > 0 && c >= '0' && c <= '9'))) {
+                    rc = cfg_error(p, node->start_mark,
+                                   "bad variable name \"%s\" (use letters, digits and _, e.g. ${HOME})", name);
+                    goto out_free_buf;
+                }
+            }
+            val = getenv(name);
+            if (!val) {
+                rc = cfg_error(p, node->start_mark,
+                               "environment variable %s is not set (set it, or write $${ for a literal ${)", name);
+                goto out_free_buf;
+            }
+            piece = val;
+            plen = strlen(val);
+            i += nlen + 3;
+        } else {
+            i++;
+        }
+        if (used + plen + 1 > cap) {
+            cap = (used + plen + 1) * 2;
+            nb = realloc(buf, cap);
+            if (!nb) {
+                rc = LV_ENOMEM;
+                goto out_free_buf;
+            }
+            buf = nb;
+        }
+        memcpy(buf + used, piece, plen);
+        used += plen;
+    }
+    buf[used] = '\0';
+    *out = buf;
+    return 0;
+
+out_free_buf:
+    free(buf);
+    return rc;
+}
+
+static int walk_mapping(struct cfg_parser *p, yaml_node_t *map, const struct cfg_key *keys, char *base);
+
+/* Append ".name" (or "name" at the top) to p->keypath; returns the old length to restore. */
+static size_t push_key(struct cfg_parser *p, const char *name)
+{
+    size_t old = strlen(p->keypath);
+
+    snprintf(p->keypath + old, sizeof p->keypath - old, "%s%s", old ? "." : "", name);
+    return old;
+}
+
+static int walk_leaf(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *val, char *base)
+{
+    char *v = NULL;
+    int rc;
+
+    if (val->type != YAML_SCALAR_NODE)
+        return cfg_error(p, val->start_mark, "expected a single value such as %s, found %s", k->example,
+                         node_kind_name(val));
+    if (is_null_scalar(val)) {
+        v = strdup("");
+        if (!v)
+            return LV_ENOMEM;
+    } else {
+        rc = expand_env(p, val, &v);
+        if (rc < 0)
+            return rc;
+    }
+    rc = k->parse(p, k, val, v, base + k->off);
+    free(v);
+    return rc;
+}
+
+static int walk_list(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *val, char *base)
+{
+    char **arr = (char **)(base + k->off);
+    size_t *count = (size_t *)(base + k->count_off), n, old = strlen(p->keypath);
+    char listkeys[256];
+    int rc = 0;
+
+    if (is_null_scalar(val))
+        return 0;
+    key_list(k->sub, listkeys, sizeof listkeys);
+    if (val->type != YAML_SEQUENCE_NODE)
+        return cfg_error(p, val->start_mark, "expected a list of mappings (keys %s), found %s", listkeys,
+                         node_kind_name(val));
+    n = (size_t)(val->data.sequence.items.top - val->data.sequence.items.start);
+    if (n == 0)
+        return 0;
+    *arr = calloc(n, k->elem_size);
+    if (!*arr)
+        return LV_ENOMEM;
+    *count = n;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        yaml_node_t *item = yaml_document_get_node(p->doc, val->data.sequence.items.start[i]);
+        snprintf(p->keypath + old, sizeof p->keypath - old, "[%zu]", i);
+        if (item->type != YAML_MAPPING_NODE)
+            rc = cfg_error(p, item->start_mark, "expected a mapping (keys %s), found %s", listkeys, node_kind_name(item));
+        else
+            rc = walk_mapping(p, item, k->sub, *arr + i * k->elem_size);
+    }
+    p->keypath[old] = '\0';
+    return rc;
+}
+
+/* Check every pair of map against keys, filling the object at base. */
+static int walk_mapping(struct cfg_parser *p, yaml_node_t *map, const struct cfg_key *keys, char *base)
+{
+    yaml_node_pair_t *pair;
+    size_t seen_line[CFG_MAX_KEYS] = {0}; /* 1-based line where key i was set; 0: not seen */
+    char valid[256];
+    int rc = 0;
+
+    key_list(keys, valid, sizeof valid);
+    for (pair = map->data.mapping.pairs.start; pair < map->data.mapping.pairs.top; pair++) {
+        yaml_node_t *kn = yaml_document_get_node(p->doc, pair->key);
+        yaml_node_t *vn = yaml_document_get_node(p->doc, pair->value);
+        const struct cfg_key *k = NULL;
+        const char *name;
+        size_t old;
+        int idx;
+
+        if (kn->type != YAML_SCALAR_NODE)
+            return cfg_error(p, kn->start_mark, "keys must be plain names, found %s (valid keys: %s)",
+                             node_kind_name(kn), valid);
+        name = (const char *)kn->data.scalar.value;
+        for (idx = 0; keys[idx].name; idx++) {
+            if (strcmp(keys[idx].name, name) == 0) {
+                k = &keys[idx];
+                break;
+            }
+        }
+        old = push_key(p, name);
+        if (!k) {
+            const char *best = NULL;
+            int bestd = 3;
+            for (int i = 0; keys[i].name; i++) {
+                int d = edit_distance(name, keys[i].name, 2);
+                if (d < bestd) {
+                    bestd = d;
+                    best = keys[i].name;
+                }
+            }
+            if (best)
+                rc = cfg_error(p, kn->start_mark, "unknown key (did you mean \"%s\"? valid keys here: %s)", best, valid);
+            else
+                rc = cfg_error(p, kn->start_mark, "unknown key (valid keys here: %s)", valid);
+            goto out_pop;
+        }
+        if (seen_line[idx]) {
+            rc = cfg_error(p, kn->start_mark, "duplicate key (already set on line %zu; keep only one)", seen_line[idx]);
+            goto out_pop;
+        }
+        seen_line[idx] = kn->start_mark.line + 1;
+
+        switch (k->kind) {
+        case CFG_LEAF:
+            rc = walk_leaf(p, k, vn, base);
+            break;
+        case CFG_SECTION:
+            if (is_null_scalar(vn))
+                break; /* "fuse:" alone: an empty section, all defaults */
+            if (vn->type != YAML_MAPPING_NODE) {
+                char sub[256];
+                key_list(k->sub, sub, sizeof sub);
+                rc = cfg_error(p, vn->start_mark, "expected a mapping with keys %s, found %s", sub, node_kind_name(vn));
+                break;
+            }
+            rc = walk_mapping(p, vn, k->sub, base);
+            break;
+        case CFG_LIST:
+            rc = walk_list(p, k, vn, base);
+            break;
+        }
+    out_pop:
+        p->keypath[old] = '\0';
+        if (rc < 0)
+            return rc;
+    }
+    for (int i = 0; keys[i].name; i++) {
+        if (keys[i].required && !seen_line[i]) {
+            size_t old = push_key(p, keys[i].name);
+            rc = cfg_error(p, map->start_mark, "required key is missing (add %s: ...)", keys[i].name);
+            p->keypath[old] = '\0';
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* Free what the schema says base owns. */
+static void free_schema(const struct cfg_key *keys, char *base)
+{
+    for (const struct cfg_key *k = keys; k->name; k++) {
+        if (k->kind == CFG_LEAF && k->owned) {
+            char **s = (char **)(base + k->off);
+            free(*s);
+            *s = NULL;
+        } else if (k->kind == CFG_SECTION) {
+            free_schema(k->sub, base);
+        } else if (k->kind == CFG_LIST) {
+            char **arr = (char **)(base + k->off);
+            size_t *count = (size_t *)(base + k->count_off);
+            for (size_t i = 0; *arr && i < *count; i++)
+                free_schema(k->sub, *arr + i * k->elem_size);
+            free(*arr);
+            *arr = NULL;
+            *count = 0;
+        }
+    }
+}
+
+/* ---- public ---- */
+
+void config_free(struct config *cfg)
+{
+    if (!cfg)
+        return;
+    free_schema(top_keys, (char *)cfg);
+    free(cfg->path);
+    cfg->path = NULL;
+}
+
+int config_defaults(struct config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->fuse_dir = strdup(DEFAULT_FUSE_DIR);
+    cfg->data_dir = strdup(DEFAULT_DATA_DIR);
+    cfg->http_addr = strdup(DEFAULT_HTTP_ADDR);
+    cfg->log_level = LVLOG_INFO;
+    cfg->log_json = 0;
+    cfg->state_interval_us = DEFAULT_STATE_INTERVAL_US;
+    cfg->segment_size = DEFAULT_SEGMENT_SIZE;
+    if (!cfg->fuse_dir || !cfg->data_dir || !cfg->http_addr) {
+        config_free(cfg);
+        return LV_ENOMEM;
+    }
+    return 0;
+}
+
+const char *config_find(const char *explicit_path)
+{
+    if (explicit_path)
+        return explicit_path;
+    if (access("litevault.yml", F_OK) == 0)
+        return "litevault.yml";
+    if (access("/etc/litevault.yml", F_OK) == 0)
+        return "/etc/litevault.yml";
+    return NULL;
+}
+
+/* Read all of f into a malloc'ed buffer; NULL on error (errno set). */
+static char *slurp(FILE *f, size_t *len)
+{
+    size_t cap = 4096, used = 0;
+    char *buf = malloc(cap), *nb;
+
+    while (buf) {
+        size_t n = fread(buf + used, 1, cap - used, f);
+        used += n;
+        if (n == 0) {
+            if (ferror(f)) {
+                free(buf);
+                return NULL;
+            }
+            *len = used;
+            return buf;
+        }
+        if (used == cap) {
+            nb = realloc(buf, cap * 2);
+            if (!nb)
+                free(buf);
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    errno = ENOMEM;
+    return NULL;
+}
+
+/* Line:column (0-based) of byte offset off in buf, for reader errors that carry only an offset. */
+static yaml_mark_t mark_at(const char *buf, size_t len, size_t off)
+{
+    yaml_mark_t m = {0};
+
+    for (size_t i = 0; i < off && i < len; i++) {
+        if (buf[i] == '\n') {
+            m.line++;
+            m.column = 0;
+        } else {
+            m.column++;
+        }
+    }
+    m.index = off;
+    return m;
+}
+
+int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
+{
+    struct cfg_parser p = {.file = path, .err = err, .errlen = errlen};
+    yaml_parser_t parser;
+    yaml_document_t doc, extra;
+    yaml_node_t *root;
+    char *buf, *dir = NULL, *real, *slash;
+    size_t len = 0;
+    FILE *f;
+    int rc;
+
+    if (err && errlen)
+        err[0] = '\0';
+    rc = config_defaults(cfg);
+    if (rc < 0 || !path)
+        return rc;
+    cfg->path = strdup(path);
+    if (!cfg->path) {
+        rc = LV_ENOMEM;
+        goto out_fail;
+    }
+
+    f = fopen(path, "r");
+    if (!f) {
+        if (err)
+            snprintf(err, errlen, "%s: cannot open: %s (check the path given with -c)", path, strerror(errno));
+        rc = LV_ENOENT;
+        goto out_fail;
+    }
+    buf = slurp(f, &len);
+    fclose(f);
+    if (!buf) {
+        if (err)
+            snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+        rc = LV_ENOENT;
+        goto out_fail;
+    }
+
+    /* Directory of the file, absolute, for relative paths in it. */
+    real = realpath(path, NULL);
+    if (!real) {
+        if (err)
+            snprintf(err, errlen, "%s: cannot resolve path: %s", path, strerror(errno));
+        rc = LV_ENOENT;
+        goto out_free_buf;
+    }
+    slash = strrchr(real, '/');
+    if (slash == real)
+        slash[1] = '\0';
+    else
+        *slash = '\0';
+    dir = real;
+    p.basedir = dir;
+
+    if (!yaml_parser_initialize(&parser)) {
+        rc = LV_ENOMEM;
+        goto out_free_dir;
+    }
+    yaml_parser_set_input_string(&parser, (const unsigned char *)buf, len);
+    if (!yaml_parser_load(&parser, &doc)) {
+        yaml_mark_t m = parser.error == YAML_READER_ERROR ? mark_at(buf, len, parser.problem_offset) : parser.problem_mark;
+        int tab = m.index < len && buf[m.index] == '\t';
+        p.syntax = 1;
+        rc = cfg_error(&p, m, "syntax error: %s%s%s (%s)", parser.problem ? parser.problem : "unknown problem",
+                       parser.context ? " " : "", parser.context ? parser.context : "",
+                       tab ? "YAML does not allow tabs for indentation: use spaces"
+                           : "fix the YAML: check indentation, colons and quotes");
+        if (parser.error == YAML_MEMORY_ERROR)
+            rc = LV_ENOMEM;
+        goto out_delete_parser;
+    }
+    p.doc = &doc;
+    root = yaml_document_get_root_node(&doc);
+    if (!root) {
+        rc = 0; /* empty file: all defaults */
+        goto out_delete_doc;
+    }
+    /* Exactly one document: a second "---" is most likely a mistake. */
+    if (!yaml_parser_load(&parser, &extra)) {
+        p.syntax = 1;
+        rc = cfg_error(&p, parser.problem_mark, "syntax error: %s (fix the YAML)",
+                       parser.problem ? parser.problem : "unknown problem");
+        goto out_delete_doc;
+    }
+    if (yaml_document_get_root_node(&extra)) {
+        p.syntax = 1;
+        rc = cfg_error(&p, yaml_document_get_root_node(&extra)->start_mark,
+                       "a second YAML document is not allowed (remove the extra \"---\" and what follows)");
+        yaml_document_delete(&extra);
+        goto out_delete_doc;
+    }
+    yaml_document_delete(&extra);
+
+    if (is_null_scalar(root)) {
+        rc = 0;
+    } else if (root->type != YAML_MAPPING_NODE) {
+        char valid[256];
+        key_list(top_keys, valid, sizeof valid);
+        rc = cfg_error(&p, root->start_mark, "expected a mapping with keys %s, found %s", valid, node_kind_name(root));
+    } else {
+        rc = walk_mapping(&p, root, top_keys, (char *)cfg);
+    }
+
+out_delete_doc:
+    yaml_document_delete(&doc);
+out_delete_parser:
+    yaml_parser_delete(&parser);
+out_free_dir:
+    free(dir);
+out_free_buf:
+    free(buf);
+    if (rc == 0)
+        return 0;
+out_fail:
+    config_free(cfg);
+    return rc;
+}

@@ -1,0 +1,405 @@
+/*
+ * unit_config.c -- the YAML configuration (src/config.c): defaults, every
+ * key, ${VAR} expansion, relative paths, and one test per error class with
+ * the exact file:line:col of the message checked.
+ */
+#include <criterion/criterion.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "lv.h"
+#include "lvlog.h"
+
+static char cft_dir[64];
+static char cft_file[128];
+
+static void cft_setup(void)
+{
+    lvlog_threshold = -1;
+    strcpy(cft_dir, "/tmp/h1-cfg-XXXXXX");
+    cr_assert_not_null(mkdtemp(cft_dir));
+    snprintf(cft_file, sizeof cft_file, "%s/litevault.yml", cft_dir);
+}
+
+static void cft_teardown(void)
+{
+    char cmd[128];
+
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", cft_dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cleanup of %s failed\n", cft_dir);
+}
+
+TestSuite(config, .init = cft_setup, .fini = cft_teardown);
+
+static void cft_write(const char *text)
+{
+    FILE *f = fopen(cft_file, "w");
+
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* Load text; assert success. */
+static void cft_load_ok(const char *text, struct config *cfg)
+{
+    char err[512] = "";
+    int rc;
+
+    cft_write(text);
+    rc = config_load(cft_file, cfg, err, sizeof err);
+    cr_assert_eq(rc, 0, "config_load failed (%d): %s", rc, err);
+}
+
+/* Load text; assert LV_ECONFIG and a message "FILE:LINE:COL: <want_prefix>...<want_sub>...". */
+static void cft_load_err(const char *text, int line, int col, const char *want_prefix, const char *want_sub)
+{
+    struct config cfg;
+    char err[512] = "", head[512];
+    int rc;
+
+    cft_write(text);
+    rc = config_load(cft_file, &cfg, err, sizeof err);
+    cr_assert_eq(rc, LV_ECONFIG, "expected LV_ECONFIG, got %d for:\n%s", rc, text);
+    snprintf(head, sizeof head, "%s:%d:%d: %s", cft_file, line, col, want_prefix);
+    cr_assert_eq(strncmp(err, head, strlen(head)), 0, "message\n  %s\ndoes not start with\n  %s", err, head);
+    if (want_sub)
+        cr_assert_not_null(strstr(err, want_sub), "message \"%s\" lacks \"%s\"", err, want_sub);
+    cr_assert_null(strchr(err, '\n'), "one line expected: %s", err);
+    cr_assert_null(cfg.fuse_dir, "nothing left allocated on error");
+    config_free(&cfg); /* harmless after an error */
+}
+
+/* ---- defaults and happy paths ---- */
+
+static void cft_assert_defaults(const struct config *c)
+{
+    cr_assert_str_eq(c->fuse_dir, "/var/lib/litevault/mnt");
+    cr_assert_str_eq(c->data_dir, "/var/lib/litevault/data");
+    cr_assert_str_eq(c->http_addr, "127.0.0.1:20202");
+    cr_assert_eq(c->log_level, LVLOG_INFO);
+    cr_assert_eq(c->log_json, 0);
+    cr_assert_eq(c->state_interval_us, 30LL * 1000000);
+    cr_assert_eq(c->segment_size, 64LL << 20);
+}
+
+Test(config, defaults)
+{
+    struct config c;
+
+    cr_assert_eq(config_defaults(&c), 0);
+    cft_assert_defaults(&c);
+    cr_assert_null(c.path);
+    config_free(&c);
+    cr_assert_null(c.fuse_dir);
+    config_free(&c); /* idempotent */
+
+    cr_assert_eq(config_load(NULL, &c, NULL, 0), 0, "no file: defaults");
+    cft_assert_defaults(&c);
+    config_free(&c);
+}
+
+Test(config, empty_and_comment_only_files_give_defaults)
+{
+    const char *texts[] = {"", "# nothing here\n\n", "---\n", "fuse:\ndata: ~\nhttp: null\nlog: {}\n"};
+
+    for (size_t i = 0; i < LV_ARRAY_LEN(texts); i++) {
+        struct config c;
+        cft_load_ok(texts[i], &c);
+        cft_assert_defaults(&c);
+        cr_assert_str_eq(c.path, cft_file);
+        config_free(&c);
+    }
+}
+
+Test(config, every_key)
+{
+    struct config c;
+
+    cft_load_ok("# full\n"
+                "fuse:\n"
+                "  dir: /srv/lv/mnt/\n"
+                "data:\n"
+                "  dir: /srv/lv/data\n"
+                "  state-interval: 500ms\n"
+                "  segment-size: 1GiB\n"
+                "http:\n"
+                "  addr: \"[::1]:8080\"\n"
+                "log:\n"
+                "  level: debug\n"
+                "  format: json\n",
+                &c);
+    cr_assert_str_eq(c.fuse_dir, "/srv/lv/mnt", "trailing slash dropped");
+    cr_assert_str_eq(c.data_dir, "/srv/lv/data");
+    cr_assert_str_eq(c.http_addr, "[::1]:8080");
+    cr_assert_eq(c.log_level, LVLOG_DEBUG);
+    cr_assert_eq(c.log_json, 1);
+    cr_assert_eq(c.state_interval_us, 500000);
+    cr_assert_eq(c.segment_size, 1LL << 30);
+    config_free(&c);
+}
+
+Test(config, partial_file_keeps_other_defaults)
+{
+    struct config c;
+
+    cft_load_ok("log:\n  level: warn\n", &c);
+    cr_assert_eq(c.log_level, LVLOG_WARN);
+    cr_assert_str_eq(c.fuse_dir, "/var/lib/litevault/mnt");
+    cr_assert_eq(c.segment_size, 64LL << 20);
+    config_free(&c);
+}
+
+Test(config, relative_dirs_resolve_against_the_file)
+{
+    struct config c;
+    char want[PATH_MAX + 32], real[PATH_MAX], *cwd;
+
+    cr_assert_not_null(realpath(cft_dir, real));
+    /* Load from another cwd to show the cwd does not matter. */
+    cwd = getcwd(NULL, 0);
+    cr_assert_eq(chdir("/"), 0);
+    cft_load_ok("fuse:\n  dir: ./mnt\ndata:\n  dir: sub/data\n", &c);
+    cr_assert_eq(chdir(cwd), 0);
+    free(cwd);
+    snprintf(want, sizeof want, "%s/mnt", real);
+    cr_assert_str_eq(c.fuse_dir, want);
+    snprintf(want, sizeof want, "%s/sub/data", real);
+    cr_assert_str_eq(c.data_dir, want);
+    config_free(&c);
+
+    cft_load_ok("data:\n  dir: .\n", &c);
+    cr_assert_str_eq(c.data_dir, real);
+    config_free(&c);
+}
+
+Test(config, env_expansion)
+{
+    struct config c;
+
+    setenv("H1_ROOT", "/srv/h1", 1);
+    setenv("H1_PORT", "9999", 1);
+    setenv("H1_EMPTY", "", 1);
+    cft_load_ok("data:\n  dir: ${H1_ROOT}/data${H1_EMPTY}\n"
+                "http:\n  addr: 127.0.0.1:${H1_PORT}\n"
+                "fuse:\n  dir: '/m/$${literal}/$x'\n",
+                &c);
+    cr_assert_str_eq(c.data_dir, "/srv/h1/data");
+    cr_assert_str_eq(c.http_addr, "127.0.0.1:9999");
+    cr_assert_str_eq(c.fuse_dir, "/m/${literal}/$x");
+    config_free(&c);
+
+    setenv("H1_LEVEL", "error", 1);
+    cft_load_ok("log:\n  level: ${H1_LEVEL}\n", &c);
+    cr_assert_eq(c.log_level, LVLOG_ERROR);
+    config_free(&c);
+}
+
+Test(config, sample_file_loads)
+{
+    struct config c;
+    char err[512] = "", want[PATH_MAX + 8], real[PATH_MAX];
+    const char *sample = "config.yml.sample";
+
+    if (access(sample, R_OK) != 0)
+        cr_skip_test("run from the repository root to check %s", sample);
+    cr_assert_eq(config_load(sample, &c, err, sizeof err), 0, "%s", err);
+    cr_assert_not_null(realpath(".", real));
+    snprintf(want, sizeof want, "%s/mnt", real);
+    cr_assert_str_eq(c.fuse_dir, want);
+    snprintf(want, sizeof want, "%s/data", real);
+    cr_assert_str_eq(c.data_dir, want);
+    cr_assert_str_eq(c.http_addr, "127.0.0.1:20202");
+    cr_assert_eq(c.log_level, LVLOG_INFO);
+    cr_assert_eq(c.state_interval_us, 30LL * 1000000);
+    cr_assert_eq(c.segment_size, 64LL << 20);
+    config_free(&c);
+}
+
+Test(config, find)
+{
+    cr_assert_str_eq(config_find("/x/explicit.yml"), "/x/explicit.yml");
+    cr_assert_eq(chdir(cft_dir), 0);
+    unlink("litevault.yml");
+    const char *f = config_find(NULL);
+    if (access("/etc/litevault.yml", F_OK) == 0)
+        cr_assert_str_eq(f, "/etc/litevault.yml");
+    else
+        cr_assert_null(f);
+    cft_write("");
+    cr_assert_str_eq(config_find(NULL), "litevault.yml");
+}
+
+/* ---- errors, each with its position ---- */
+
+Test(config, missing_file)
+{
+    struct config c;
+    char err[512] = "", path[128];
+
+    snprintf(path, sizeof path, "%s/nope.yml", cft_dir);
+    cr_assert_eq(config_load(path, &c, err, sizeof err), LV_ENOENT);
+    cr_assert_eq(strncmp(err, path, strlen(path)), 0, "%s", err);
+    cr_assert_not_null(strstr(err, "No such file"), "%s", err);
+}
+
+Test(config, unknown_keys)
+{
+    cft_load_err("lease:\n  ttl: 1s\n", 1, 1, "lease: unknown key", "fuse, data, http, log");
+    cft_load_err("archive:\n  - url: s3://x\n", 1, 1, "archive: unknown key", NULL);
+    cft_load_err("exports: []\n", 1, 1, "exports: unknown key", NULL);
+    cft_load_err("fuse:\n  dri: /x\n", 2, 3, "fuse.dri: unknown key", "did you mean \"dir\"");
+    cft_load_err("data:\n  dir: /d\n  segment_size: 1MiB\n", 3, 3, "data.segment_size: unknown key",
+                 "did you mean \"segment-size\"");
+    cft_load_err("log:\n  level: info\n  colour: yes\n", 3, 3, "log.colour: unknown key", "level, format");
+    cft_load_err("[fuse]: 1\n", 1, 1, "(top level): keys must be plain names", NULL);
+}
+
+Test(config, wrong_types)
+{
+    cft_load_err("log:\n  level:\n    a: b\n", 3, 5, "log.level: expected a single value", "found a mapping");
+    cft_load_err("http:\n  addr: [a, b]\n", 2, 9, "http.addr: expected a single value", "found a list");
+    cft_load_err("fuse: /mnt\n", 1, 7, "fuse: expected a mapping with keys dir", "found a single value");
+    cft_load_err("data:\n  - dir\n", 2, 3, "data: expected a mapping", "found a list");
+    cft_load_err("- fuse\n- data\n", 1, 1, "(top level): expected a mapping", "found a list");
+    cft_load_err("just a string\n", 1, 1, "(top level): expected a mapping", NULL);
+}
+
+Test(config, bad_values)
+{
+    cft_load_err("data:\n  state-interval: 30\n", 2, 19, "data.state-interval: bad duration \"30\": missing unit",
+                 "ms, s, m, h or d");
+    cft_load_err("data:\n  state-interval: -5s\n", 2, 19, "data.state-interval: bad duration", "negative");
+    cft_load_err("data:\n  state-interval: 0s\n", 2, 19, "data.state-interval: duration must be greater than zero",
+                 NULL);
+    cft_load_err("data:\n  state-interval: 99999999999999999d\n", 2, 19, "data.state-interval: bad duration",
+                 "too large");
+    cft_load_err("data:\n  segment-size: 64XB\n", 2, 17, "data.segment-size: bad size \"64XB\": unknown unit", "MiB");
+    cft_load_err("data:\n  segment-size: 100\n", 2, 17, "data.segment-size: size 100 is too small", NULL);
+    cft_load_err("log:\n  level: loud\n", 2, 10, "log.level: unknown level \"loud\"",
+                 "error, warn, info or debug");
+    cft_load_err("log:\n  format: xml\n", 2, 11, "log.format: unknown format \"xml\"", "text or json");
+    cft_load_err("http:\n  addr: localhost\n", 2, 9, "http.addr: bad address \"localhost\"", "HOST:PORT");
+    cft_load_err("http:\n  addr: localhost:99999\n", 2, 9, "http.addr: bad port", NULL);
+}
+
+Test(config, empty_required_strings)
+{
+    cft_load_err("fuse:\n  dir: \"\"\n", 2, 8, "fuse.dir: empty value", "/var/lib/litevault/mnt");
+    cft_load_err("fuse:\n  dir:\n", 2, 7, "fuse.dir: empty value", NULL);
+    cft_load_err("data:\n  dir: ~\n", 2, 8, "data.dir: empty value", NULL);
+    cft_load_err("http:\n  addr: ''\n", 2, 9, "http.addr: empty value", NULL);
+    setenv("H1_BLANK", "", 1);
+    cft_load_err("data:\n  dir: ${H1_BLANK}\n", 2, 8, "data.dir: empty value", NULL);
+}
+
+Test(config, env_errors)
+{
+    unsetenv("H1_UNSET_VAR");
+    cft_load_err("data:\n  dir: /x/${H1_UNSET_VAR}/y\n", 2, 8, "data.dir: environment variable H1_UNSET_VAR is not set",
+                 NULL);
+    cft_load_err("data:\n  dir: /x/${H1\n", 2, 8, "data.dir: unterminated ${", NULL);
+    cft_load_err("data:\n  dir: /x/${}\n", 2, 8, "data.dir: bad variable name", NULL);
+    cft_load_err("data:\n  dir: /x/${A-B}\n", 2, 8, "data.dir: bad variable name \"A-B\"", NULL);
+}
+
+Test(config, duplicate_keys)
+{
+    cft_load_err("fuse:\n  dir: /a\n  dir: /b\n", 3, 3, "fuse.dir: duplicate key", "line 2");
+    cft_load_err("log:\n  level: info\nfuse:\n  dir: /a\nlog:\n  format: json\n", 5, 1, "log: duplicate key", "line 1");
+}
+
+Test(config, syntax_errors)
+{
+    /* No key path is known for these; the message names the position. */
+    cft_load_err("fuse:\n  dir: [unclosed\n", 3, 1, "syntax error: ", NULL);
+    cft_load_err("log:\n  level: info\n bad: x\n", 3, 2, "syntax error: ", "indentation");
+    cft_load_err("log:\n\tlevel: info\n", 2, 1, "syntax error: ", "tabs");
+    cft_load_err("fuse:\n  dir: \"open\n", 3, 1, "syntax error: ", NULL);
+    cft_load_err("data:\n  dir: *nowhere\n", 2, 8, "syntax error: ", "alias");
+    cft_load_err("log: {level: info}\n---\nfuse: {}\n", 3, 1, "a second YAML document", NULL);
+}
+
+/* ---- durations and sizes ---- */
+
+Test(config, durations)
+{
+    struct {
+        const char *s;
+        int64_t us;
+    } ok[] = {
+        {"0ms", 0},
+        {"1ms", 1000},
+        {"500ms", 500000},
+        {"1s", 1000000},
+        {"30s", 30000000},
+        {"10m", 600000000},
+        {"24h", 86400000000LL},
+        {"7d", 604800000000LL},
+        {"007s", 7000000},
+        {"5 s", 5000000},
+        {"9223372036854775ms", 9223372036854775000LL},
+    };
+    const char *bad[] = {"",     "s",     "10",  "-1s",   "+1s",   "1.5s",   "10x",   "1sec",  "1S",
+                         "1 ",   " 1s",   "1s ", "1  s",  "1h30m", "1e3ms",  "0x10s", "ms10",
+                         "9223372036854775808ms", "9223372036854776ms", "106751992d", "99999999999999999999s"};
+
+    for (size_t i = 0; i < LV_ARRAY_LEN(ok); i++) {
+        int64_t v = -1;
+        cr_assert_eq(config_parse_duration(ok[i].s, &v), 0, "\"%s\" rejected", ok[i].s);
+        cr_assert_eq(v, ok[i].us, "\"%s\" = %lld, want %lld", ok[i].s, (long long)v, (long long)ok[i].us);
+    }
+    for (size_t i = 0; i < LV_ARRAY_LEN(bad); i++) {
+        int64_t v = -77;
+        cr_assert_eq(config_parse_duration(bad[i], &v), LV_EINVAL, "\"%s\" accepted", bad[i]);
+        cr_assert_eq(v, -77, "\"%s\" changed the output", bad[i]);
+    }
+    /* The largest whole number of days that fits, and one more. */
+    int64_t v;
+    cr_assert_eq(config_parse_duration("106751991d", &v), 0);
+    cr_assert_eq(v, 106751991LL * 86400 * 1000000);
+    cr_assert_eq(config_parse_duration(NULL, &v), LV_EINVAL);
+}
+
+Test(config, sizes)
+{
+    struct {
+        const char *s;
+        int64_t bytes;
+    } ok[] = {
+        {"0", 0},
+        {"1024", 1024},
+        {"1B", 1},
+        {"4KiB", 4096},
+        {"64MiB", 64LL << 20},
+        {"1GiB", 1LL << 30},
+        {"2TiB", 2LL << 40},
+        {"1KB", 1000},
+        {"5MB", 5000000},
+        {"3GB", 3000000000LL},
+        {"1TB", 1000000000000LL},
+        {"64 MiB", 64LL << 20},
+        {"9223372036854775807", INT64_MAX},
+        {"8388607TiB", 8388607LL << 40},
+    };
+    const char *bad[] = {"",      "MiB",   "-1",    "-1MiB", "1.5MiB", "64mib", "64M",     "64K",
+                         "1EiB",  "1 B ",  " 1",    "1KiBs", "8388608TiB", "9223372036854775808",
+                         "9223372036854775807KiB", "12345678901234567890123"};
+
+    for (size_t i = 0; i < LV_ARRAY_LEN(ok); i++) {
+        int64_t v = -1;
+        cr_assert_eq(config_parse_size(ok[i].s, &v), 0, "\"%s\" rejected", ok[i].s);
+        cr_assert_eq(v, ok[i].bytes, "\"%s\" = %lld, want %lld", ok[i].s, (long long)v, (long long)ok[i].bytes);
+    }
+    for (size_t i = 0; i < LV_ARRAY_LEN(bad); i++) {
+        int64_t v = -77;
+        cr_assert_eq(config_parse_size(bad[i], &v), LV_EINVAL, "\"%s\" accepted", bad[i]);
+        cr_assert_eq(v, -77, "\"%s\" changed the output", bad[i]);
+    }
+}
