@@ -69,6 +69,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -139,8 +140,23 @@ struct dbreg {
     char meta[PATH_MAX];      /* data.dir/meta */
     char retired[PATH_MAX];   /* data.dir/retired */
     int rootfd;               /* open directory fd of files */
+    int lockfd;               /* data.dir/lock, flock'ed for the daemon's lifetime */
     pthread_mutex_t mu;       /* guards buckets, names, refs */
     struct db *buckets[NBUCKETS]; /* hash table of live databases */
+    pthread_t syncer;         /* thread that fsyncs logs in parallel with the app's fsync */
+    int syncer_started;       /* syncer is running */
+    pthread_mutex_t smu;      /* guards the sync queue below */
+    pthread_cond_t scv;       /* signals a new job or a finished one */
+    struct sync_job *sq;      /* queued jobs (smu) */
+    int sstop;                /* syncer should exit (smu) */
+};
+
+/* One log fsync handed to the syncer thread. */
+struct sync_job {
+    struct txlog *log;        /* log to fsync (its db's mu is held by the waiter) */
+    int rc;                   /* result */
+    int done;                 /* finished (reg->smu) */
+    struct sync_job *next;    /* queue link (reg->smu) */
 };
 
 /* A page changed by a transaction and where to read its new content. */
@@ -155,6 +171,65 @@ struct changes {
     struct change *v; /* entries (owned) */
     size_t n, cap;    /* used and allocated */
 };
+
+/* ---------------------------------------------------------------- syncer */
+
+/*
+ * With synchronous=FULL, SQLite fsyncs the WAL after each commit, and the
+ * record must be durable before that fsync returns.  Doing the log's
+ * fdatasync and the application's fsync one after the other would double
+ * the commit latency, so the log's is handed to this thread and both run
+ * at once (the filesystem can also merge them into one journal commit).
+ */
+static void *syncer_main(void *arg)
+{
+    struct dbreg *r = arg;
+    pthread_mutex_lock(&r->smu);
+    for (;;) {
+        while (!r->sq && !r->sstop)
+            pthread_cond_wait(&r->scv, &r->smu);
+        if (!r->sq)
+            break;
+        struct sync_job *j = r->sq;
+        r->sq = j->next;
+        pthread_mutex_unlock(&r->smu);
+        int rc = txlog_sync(j->log);
+        pthread_mutex_lock(&r->smu);
+        j->rc = rc;
+        j->done = 1;
+        pthread_cond_broadcast(&r->scv);
+    }
+    pthread_mutex_unlock(&r->smu);
+    return NULL;
+}
+
+/* fsync fd (the application's file) and the log of d at the same time.
+ * Caller holds d->mu.  Returns 0, or -errno / negative LV code for the log. */
+static int sync_both(struct db *d, int fd, int datasync, int *log_rc)
+{
+    struct dbreg *r = d->reg;
+    struct sync_job j = {d->log, 0, 0, NULL};
+    int rc = 0;
+    if (!r->syncer_started) {
+        *log_rc = txlog_sync(d->log);
+        return (datasync ? fdatasync(fd) : fsync(fd)) ? -errno : 0;
+    }
+    pthread_mutex_lock(&r->smu);
+    struct sync_job **pp = &r->sq;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = &j;
+    pthread_cond_broadcast(&r->scv);
+    pthread_mutex_unlock(&r->smu);
+    if ((datasync ? fdatasync(fd) : fsync(fd)) != 0)
+        rc = -errno;
+    pthread_mutex_lock(&r->smu);
+    while (!j.done)
+        pthread_cond_wait(&r->scv, &r->smu);
+    pthread_mutex_unlock(&r->smu);
+    *log_rc = j.rc;
+    return rc;
+}
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -1175,6 +1250,7 @@ int dbreg_open(const struct config *cfg, struct dbreg **out, char *err, size_t e
         return LV_ENOMEM;
     r->cfg = cfg;
     r->rootfd = -1;
+    r->lockfd = -1;
     pthread_mutex_init(&r->mu, NULL);
     snprintf(r->files, sizeof r->files, "%s/files", cfg->data_dir);
     snprintf(r->meta, sizeof r->meta, "%s/meta", cfg->data_dir);
@@ -1187,6 +1263,15 @@ int dbreg_open(const struct config *cfg, struct dbreg **out, char *err, size_t e
                      cfg->data_dir, dirs[i], lv_strerror(rc));
             goto out_free;
         }
+    }
+    char lockp[PATH_MAX + 32];
+    snprintf(lockp, sizeof lockp, "%s/lock", cfg->data_dir);
+    r->lockfd = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (r->lockfd < 0 || flock(r->lockfd, LOCK_EX | LOCK_NB) != 0) {
+        snprintf(err, errlen, "data.dir %s is in use by another litevault process (%s is locked); stop it or "
+                 "choose another data.dir", cfg->data_dir, lockp);
+        rc = LV_EBUSY;
+        goto out_free;
     }
     char probe[PATH_MAX + 32];
     snprintf(probe, sizeof probe, "%s/.write-probe", r->meta);
@@ -1205,12 +1290,17 @@ int dbreg_open(const struct config *cfg, struct dbreg **out, char *err, size_t e
         rc = LV_EIO;
         goto out_free;
     }
+    pthread_mutex_init(&r->smu, NULL);
+    pthread_cond_init(&r->scv, NULL);
+    r->syncer_started = pthread_create(&r->syncer, NULL, syncer_main, r) == 0;
     scan_dir(r, "");
     *out = r;
     return 0;
 out_free:
     if (r->rootfd >= 0)
         close(r->rootfd);
+    if (r->lockfd >= 0)
+        close(r->lockfd);
     free(r);
     return rc;
 }
@@ -1220,6 +1310,13 @@ void dbreg_close(struct dbreg *r)
     if (!r)
         return;
     dbreg_save_states(r, 1);
+    if (r->syncer_started) {
+        pthread_mutex_lock(&r->smu);
+        r->sstop = 1;
+        pthread_cond_broadcast(&r->scv);
+        pthread_mutex_unlock(&r->smu);
+        pthread_join(r->syncer, NULL);
+    }
     for (int b = 0; b < NBUCKETS; b++) {
         struct db *d = r->buckets[b];
         while (d) {
@@ -1233,6 +1330,7 @@ void dbreg_close(struct dbreg *r)
         }
     }
     close(r->rootfd);
+    close(r->lockfd);
     free(r);
 }
 
@@ -1774,7 +1872,7 @@ int db_on_flush(struct db *d, enum db_filekind kind)
 
 int db_on_fsync(struct db *d, enum db_filekind kind, int fd, int datasync)
 {
-    int rc = 0;
+    int rc = 0, log_rc = 0, synced = 0;
     pthread_mutex_lock(&d->mu);
     if (d->kind == DBK_SQLITE && !d->broken) {
         if (kind == DBF_MAIN && d->bulk && !d->journal_active) {
@@ -1787,7 +1885,9 @@ int db_on_fsync(struct db *d, enum db_filekind kind, int fd, int datasync)
         if (d->journal_active)
             d->sync_pending = 1;
         if (d->log_unsynced) {
-            if (txlog_sync(d->log) != 0) {
+            rc = sync_both(d, fd, datasync, &log_rc);
+            synced = 1;
+            if (log_rc != 0) {
                 fail(d, "fsync of the transaction log failed");
                 rc = -EIO;
                 goto out_unlock;
@@ -1797,7 +1897,7 @@ int db_on_fsync(struct db *d, enum db_filekind kind, int fd, int datasync)
     }
 out_unlock:
     pthread_mutex_unlock(&d->mu);
-    if (rc == 0 && (datasync ? fdatasync(fd) : fsync(fd)) != 0)
+    if (rc == 0 && !synced && (datasync ? fdatasync(fd) : fsync(fd)) != 0)
         rc = -errno;
     return rc;
 }

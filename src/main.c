@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -169,6 +170,14 @@ static int check_mountpoint(const char *dir)
             char mp[PATH_MAX];
             if (sscanf(line, "%*s %*s %*s %*s %4095s", mp) == 1 && strcmp(mp, real) == 0) {
                 fclose(mi);
+                struct statvfs sv;
+                /* stat() may be answered from the kernel's attribute cache;
+                 * statvfs always reaches the (dead) server. */
+                if (statvfs(dir, &sv) != 0 && errno == ENOTCONN) {
+                    fprintf(stderr, "litevault: fuse.dir %s is a stale FUSE mount (transport endpoint is not "
+                                    "connected); run 'fusermount3 -u %s' and start again\n", dir, dir);
+                    return LV_EXIT_RUNTIME;
+                }
                 fprintf(stderr, "litevault: fuse.dir %s is busy: something is already mounted there "
                                 "(another litevault?); unmount it (fusermount3 -u %s) or choose another fuse.dir\n",
                         dir, dir);

@@ -1,0 +1,1213 @@
+/*
+ * bench.c -- `make bench`: the same SQLite workloads on a local directory
+ * and on a litevault mount, in one run, with the ratio mount/native.
+ *
+ * Usage: LITEVAULT=/path/to/litevault bench
+ *   BENCH_QUICK=1  short durations, no 1 GiB RSS part (for development)
+ *   BENCH_DIR=DIR  parent of the temporary directory (default $TMPDIR or /tmp)
+ *   BENCH_KEEP=1   keep the temporary directory (and the daemon log)
+ *   BENCH_TXN_MIB  transaction size of the 1 GiB load (default 32)
+ *   BENCH_LOG_LEVEL  log.level of the daemon (default warn)
+ *   BENCH_ONLY=1,3 run only these workloads (and skip the RSS part unless 7 is listed)
+ *   BENCH_SECS=N   measured seconds per side and workload (default 3, quick 0.5)
+ *
+ * Layout of the temporary directory BASE (one directory, one filesystem, so
+ * the local side and the daemon's data.dir sit on the same disk):
+ *   BASE/config.yml   daemon configuration (free port, log.level warn)
+ *   BASE/daemon.log   daemon stdout+stderr
+ *   BASE/native/wN/   local side of workload N (fresh per workload)
+ *   BASE/data/        data.dir of the daemon
+ *   BASE/mnt/         fuse.dir; BASE/mnt/wN/ is the mount side of workload N
+ *
+ * Flow: start `$LITEVAULT mount -c BASE/config.yml` as a child, wait until
+ * the mount point appears in /proc/self/mounts and GET /metrics answers;
+ * for each workload run native then mount (same seed, warm-up, duration);
+ * on the mount side the sum of litevault_fuse_ops_total is read before and
+ * after the measured loop, giving FUSE round trips per operation.  Then
+ * (unless BENCH_QUICK) build a ~1 GiB database through the mount in big
+ * transactions, run point reads and writes on it, and read VmRSS/VmHWM of
+ * the daemon from /proc/PID/status.  Finally print the tables, stop the
+ * daemon with SIGTERM and remove BASE.
+ *
+ * Workloads (libsqlite3 directly, prepared statements reused):
+ *   1-3  one-row INSERT transactions (BEGIN; INSERT; COMMIT) with the given
+ *        journal mode and synchronous level; ops = transactions.
+ *   4-5  point SELECTs by random rowid on a 10k-row table, one connection,
+ *        each SELECT its own (autocommit) read transaction; ops = SELECTs.
+ *   6    open a connection, 50 point SELECTs, close (WAL database, no other
+ *        connection open, so every close also checkpoints and removes -wal);
+ *        ops = open/close cycles.
+ *
+ * Exit status: 0 when the bench ran (goals missed are reported as MISS),
+ * 1 on any error (SQLite error, daemon failed to start or to stop cleanly).
+ */
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <jansson.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/types.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MiB (1024.0 * 1024.0)
+
+/* ---------------------------------------------------------------- state */
+
+/* The whole run; one instance, g. */
+struct bench {
+    const char *litevault;  /* daemon binary ($LITEVAULT), borrowed from the environment */
+    int quick;              /* BENCH_QUICK: short durations, no RSS part */
+    int keep;               /* BENCH_KEEP: do not remove base */
+    double warm_s;          /* warm-up seconds per side */
+    double run_s;           /* measured seconds per side */
+    char base[PATH_MAX];    /* temporary directory */
+    char native[PATH_MAX];  /* BASE/native */
+    char mnt[PATH_MAX];     /* BASE/mnt (fuse.dir) */
+    char data[PATH_MAX];    /* BASE/data (data.dir) */
+    char cfg[PATH_MAX];     /* BASE/config.yml */
+    char log[PATH_MAX];     /* BASE/daemon.log */
+    int port;               /* HTTP port of the daemon */
+    pid_t pid;              /* daemon pid, 0 when not running */
+    CURL *curl;             /* reused HTTP handle */
+};
+
+static struct bench g;
+
+enum wkind { WK_INSERT, WK_SELECT, WK_OPEN };
+
+/* One workload of the table. */
+struct workload {
+    const char *label;    /* row label */
+    enum wkind kind;      /* what the loop does */
+    const char *journal;  /* journal_mode */
+    const char *sync;     /* synchronous */
+    double goal;          /* minimal mount/native ratio */
+};
+
+#define MAXOPS 24  /* FUSE op kinds tracked (the daemon has 16) */
+
+/* Snapshot (or accumulated delta) of the daemon's FUSE metrics and CPU time. */
+struct msnap {
+    int n;                 /* ops in use */
+    char op[MAXOPS][16];   /* op label ("write", ...) */
+    double count[MAXOPS];  /* litevault_fuse_ops_total{op} */
+    double sum_s[MAXOPS];  /* litevault_fuse_op_duration_seconds_sum{op} */
+    double cpu_s;          /* daemon utime+stime, seconds */
+};
+
+/* Result of one side of one workload. */
+struct side_result {
+    uint64_t ops;        /* operations in the measured loop */
+    double secs;         /* its duration */
+    struct msnap fuse;   /* daemon metrics and CPU accumulated over the mount chunks */
+    long long txids;     /* TXIDs the daemon assigned during the loop (mount), -1 if unknown */
+};
+
+static const struct workload g_workloads[] = {
+    {"1 insert tx, WAL, sync=NORMAL", WK_INSERT, "wal", "NORMAL", 0.25},
+    {"2 insert tx, WAL, sync=FULL", WK_INSERT, "wal", "FULL", 0.80},
+    {"3 insert tx, DELETE, sync=FULL", WK_INSERT, "delete", "FULL", 0.60},
+    {"4 point SELECT, WAL", WK_SELECT, "wal", "NORMAL", 0.95},
+    {"5 point SELECT, DELETE", WK_SELECT, "delete", "FULL", 0.80},
+    {"6 open+50 SELECT+close, WAL", WK_OPEN, "wal", "NORMAL", 0.50},
+};
+#define NWORK (sizeof g_workloads / sizeof g_workloads[0])
+
+#define SELECT_ROWS 10000  /* rows of the point-SELECT table */
+#define OPEN_SELECTS 50    /* SELECTs per connection in workload 6 */
+#define RSS_GOAL_MIB 64.0  /* daemon RSS goal with a 1 GiB database */
+
+/* ---------------------------------------------------------------- helpers */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void progress(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "bench: ");
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+/* xorshift64*: the same seed gives the same key sequence on both sides. */
+static uint64_t rnd_next(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+/* Print the SQLite error of db for what and return -1. */
+static int sql_fail(sqlite3 *db, const char *what)
+{
+    fprintf(stderr, "bench: %s: %s\n", what, db ? sqlite3_errmsg(db) : "out of memory");
+    return -1;
+}
+
+/* Execute sql (no result expected).  0 or -1. */
+static int sql_exec(sqlite3 *db, const char *sql)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        fprintf(stderr, "bench: %s: %s\n", sql, msg ? msg : sqlite3_errmsg(db));
+        sqlite3_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* Run a one-value query and copy its first column text into out.  0 or -1. */
+static int sql_text(sqlite3 *db, const char *sql, char *out, size_t outlen)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        return sql_fail(db, sql);
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        sql_fail(db, sql);
+        goto out_finalize;
+    }
+    snprintf(out, outlen, "%s", sqlite3_column_text(st, 0) ? (const char *)sqlite3_column_text(st, 0) : "");
+    rc = 0;
+out_finalize:
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Open path read-write (created if missing) with a busy timeout.  0 or -1. */
+static int db_open(const char *path, sqlite3 **out)
+{
+    if (sqlite3_open_v2(path, out, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
+        sql_fail(*out, path);
+        sqlite3_close(*out);
+        *out = NULL;
+        return -1;
+    }
+    sqlite3_busy_timeout(*out, 5000);
+    return 0;
+}
+
+/* Set journal_mode and synchronous, checking that the journal mode took. */
+static int db_modes(sqlite3 *db, const char *journal, const char *sync)
+{
+    char sql[128], got[32];
+    snprintf(sql, sizeof sql, "PRAGMA journal_mode=%s", journal);
+    if (sql_text(db, sql, got, sizeof got) != 0)
+        return -1;
+    if (strcasecmp(got, journal) != 0) {
+        fprintf(stderr, "bench: journal_mode=%s was refused (got %s)\n", journal, got);
+        return -1;
+    }
+    snprintf(sql, sizeof sql, "PRAGMA synchronous=%s", sync);
+    return sql_exec(db, sql);
+}
+
+static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st; (void)flag; (void)ftw;
+    if (remove(path) != 0 && errno != ENOENT)
+        fprintf(stderr, "bench: remove %s: %s\n", path, strerror(errno));
+    return 0;
+}
+
+static uint64_t g_du_total; /* accumulator of du_cb */
+static int du_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)path; (void)ftw;
+    if (flag == FTW_F)
+        g_du_total += (uint64_t)st->st_blocks * 512;
+    return 0;
+}
+
+/* Bytes allocated under dir. */
+static uint64_t du(const char *dir)
+{
+    g_du_total = 0;
+    nftw(dir, du_cb, 16, FTW_PHYS);
+    return g_du_total;
+}
+
+static const char *fs_name(const char *path)
+{
+    struct statfs sf;
+    if (statfs(path, &sf) != 0)
+        return "?";
+    switch ((unsigned long)sf.f_type) {
+    case 0xEF53: return "ext2/3/4";
+    case 0x58465342: return "xfs";
+    case 0x9123683E: return "btrfs";
+    case 0x01021994: return "tmpfs";
+    case 0x794c7630: return "overlayfs";
+    case 0x2FC12FC1: return "zfs";
+    case 0x65735546: return "fuse";
+    default: return "other";
+    }
+}
+
+/* ---------------------------------------------------------------- daemon */
+
+/* A free TCP port on 127.0.0.1 (bound and released; tiny race accepted). */
+static int free_port(void)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof sa;
+    int port = -1;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 && getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+        port = ntohs(sa.sin_port);
+    close(fd);
+    return port;
+}
+
+struct membuf {
+    char *p;     /* malloc'ed, NUL-terminated */
+    size_t len;  /* bytes in p */
+};
+
+static size_t curl_sink(char *data, size_t size, size_t n, void *arg)
+{
+    struct membuf *m = arg;
+    size_t add = size * n;
+    char *np = realloc(m->p, m->len + add + 1);
+    if (np == NULL)
+        return 0;
+    memcpy(np + m->len, data, add);
+    m->len += add;
+    np[m->len] = '\0';
+    m->p = np;
+    return add;
+}
+
+/* GET http://127.0.0.1:PORT/path into a malloc'ed string (caller frees), or NULL. */
+static char *http_get(const char *path)
+{
+    char url[128];
+    struct membuf m = {NULL, 0};
+    long code = 0;
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", g.port, path);
+    curl_easy_setopt(g.curl, CURLOPT_URL, url);
+    curl_easy_setopt(g.curl, CURLOPT_WRITEFUNCTION, curl_sink);
+    curl_easy_setopt(g.curl, CURLOPT_WRITEDATA, &m);
+    curl_easy_setopt(g.curl, CURLOPT_TIMEOUT, 10L);
+    curl_easy_setopt(g.curl, CURLOPT_NOSIGNAL, 1L);
+    if (curl_easy_perform(g.curl) != CURLE_OK ||
+        curl_easy_getinfo(g.curl, CURLINFO_RESPONSE_CODE, &code) != CURLE_OK || code != 200) {
+        free(m.p);
+        return NULL;
+    }
+    return m.p;
+}
+
+/* Daemon user+system CPU seconds from /proc/PID/stat, or 0. */
+static double daemon_cpu_s(void)
+{
+    char path[64], buf[1024], *p;
+    unsigned long long ut = 0, st = 0;
+    ssize_t n;
+    int fd;
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)g.pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    p = strrchr(buf, ')'); /* comm may contain spaces; fields 3.. follow it */
+    if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return 0;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* Index of op in s, added if new; -1 when full. */
+static int msnap_slot(struct msnap *s, const char *op, size_t oplen)
+{
+    for (int i = 0; i < s->n; i++)
+        if (strlen(s->op[i]) == oplen && strncmp(s->op[i], op, oplen) == 0)
+            return i;
+    if (s->n == MAXOPS || oplen >= sizeof s->op[0])
+        return -1;
+    memcpy(s->op[s->n], op, oplen);
+    s->op[s->n][oplen] = '\0';
+    return s->n++;
+}
+
+/* Read GET /metrics and the daemon CPU time into *s.  0, or -1 when the
+ * metrics cannot be fetched or hold no litevault_fuse_ops_total. */
+static int msnap_take(struct msnap *s)
+{
+    static const char kcount[] = "litevault_fuse_ops_total{op=\"";
+    static const char ksum[] = "litevault_fuse_op_duration_seconds_sum{op=\"";
+    char *body = http_get("/metrics");
+    int seen = 0;
+
+    memset(s, 0, sizeof *s);
+    if (body == NULL)
+        return -1;
+    for (char *line = body; line && *line;) {
+        char *nl = strchr(line, '\n');
+        const char *rest = NULL;
+        int is_count = 0;
+        if (nl)
+            *nl = '\0';
+        if (strncmp(line, kcount, sizeof kcount - 1) == 0) {
+            rest = line + sizeof kcount - 1;
+            is_count = 1;
+        } else if (strncmp(line, ksum, sizeof ksum - 1) == 0) {
+            rest = line + sizeof ksum - 1;
+        }
+        if (rest) {
+            const char *q = strchr(rest, '"');
+            int i = q ? msnap_slot(s, rest, (size_t)(q - rest)) : -1;
+            const char *v = q ? strchr(q, '}') : NULL;
+            if (i >= 0 && v) {
+                if (is_count) {
+                    s->count[i] = strtod(v + 1, NULL);
+                    seen = 1;
+                } else {
+                    s->sum_s[i] = strtod(v + 1, NULL);
+                }
+            }
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    free(body);
+    s->cpu_s = daemon_cpu_s();
+    return seen ? 0 : -1;
+}
+
+/* acc += b - a, op by op. */
+static void msnap_add_delta(struct msnap *acc, const struct msnap *a, const struct msnap *b)
+{
+    for (int j = 0; j < b->n; j++) {
+        int i = msnap_slot(acc, b->op[j], strlen(b->op[j]));
+        double c0 = 0, s0 = 0;
+        if (i < 0)
+            continue;
+        for (int k = 0; k < a->n; k++)
+            if (strcmp(a->op[k], b->op[j]) == 0) {
+                c0 = a->count[k];
+                s0 = a->sum_s[k];
+            }
+        acc->count[i] += b->count[j] - c0;
+        acc->sum_s[i] += b->sum_s[j] - s0;
+    }
+    acc->cpu_s += b->cpu_s - a->cpu_s;
+}
+
+static double msnap_total(const struct msnap *s)
+{
+    double t = 0;
+    for (int i = 0; i < s->n; i++)
+        t += s->count[i];
+    return t;
+}
+
+/* Last TXID of database name from GET /status, or -1. */
+static long long status_txid(const char *name)
+{
+    char *body = http_get("/status");
+    long long txid = -1;
+    json_t *root, *dbs, *d;
+    size_t i;
+    if (body == NULL)
+        return -1;
+    root = json_loads(body, 0, NULL);
+    free(body);
+    if (root == NULL)
+        return -1;
+    dbs = json_object_get(root, "databases");
+    json_array_foreach(dbs, i, d) {
+        const char *n = json_string_value(json_object_get(d, "name"));
+        if (n && (strcmp(n, name) == 0 || (n[0] == '/' && strcmp(n + 1, name) == 0)))
+            txid = json_integer_value(json_object_get(d, "txid"));
+    }
+    json_decref(root);
+    return txid;
+}
+
+/* The litevault version from GET /status into out. */
+static void status_version(char *out, size_t outlen)
+{
+    char *body = http_get("/status");
+    json_t *root = body ? json_loads(body, 0, NULL) : NULL;
+    const char *v = root ? json_string_value(json_object_get(root, "version")) : NULL;
+    snprintf(out, outlen, "%s", v ? v : "?");
+    json_decref(root);
+    free(body);
+}
+
+static int is_mounted(const char *dir)
+{
+    char line[4096];
+    int found = 0;
+    FILE *f = fopen("/proc/self/mounts", "re");
+    if (f == NULL)
+        return 0;
+    while (!found && fgets(line, sizeof line, f)) {
+        char src[1024], mp[2048];
+        if (sscanf(line, "%1023s %2047s", src, mp) == 2 && strcmp(mp, dir) == 0)
+            found = 1;
+    }
+    fclose(f);
+    return found;
+}
+
+/* Print the daemon log (at most the last max lines) to stderr. */
+static void show_log(int max)
+{
+    char line[1024];
+    long n = 0, skip;
+    FILE *f = fopen(g.log, "re");
+    if (f == NULL)
+        return;
+    while (fgets(line, sizeof line, f))
+        n++;
+    skip = n > max ? n - max : 0;
+    rewind(f);
+    for (long i = 0; fgets(line, sizeof line, f); i++)
+        if (i >= skip)
+            fprintf(stderr, "  | %s", line);
+    fclose(f);
+}
+
+/* Start the daemon and wait for the mount and the HTTP server.  0 or -1. */
+static int daemon_start(void)
+{
+    struct msnap probe;
+    FILE *f;
+    double t0;
+    int status;
+
+    g.port = free_port();
+    if (g.port < 0) {
+        fprintf(stderr, "bench: no free port: %s\n", strerror(errno));
+        return -1;
+    }
+    f = fopen(g.cfg, "we");
+    if (f == NULL) {
+        fprintf(stderr, "bench: %s: %s\n", g.cfg, strerror(errno));
+        return -1;
+    }
+    fprintf(f,
+            "fuse:\n  dir: %s\n"
+            "data:\n  dir: %s\n"
+            "http:\n  addr: 127.0.0.1:%d\n"
+            "log:\n  level: %s\n  format: text\n",
+            g.mnt, g.data, g.port, getenv("BENCH_LOG_LEVEL") ? getenv("BENCH_LOG_LEVEL") : "warn");
+    if (fclose(f) != 0) {
+        fprintf(stderr, "bench: %s: %s\n", g.cfg, strerror(errno));
+        return -1;
+    }
+    g.pid = fork();
+    if (g.pid < 0) {
+        fprintf(stderr, "bench: fork: %s\n", strerror(errno));
+        g.pid = 0;
+        return -1;
+    }
+    if (g.pid == 0) {
+        int fd = open(g.log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        execl(g.litevault, "litevault", "mount", "-c", g.cfg, (char *)NULL);
+        fprintf(stderr, "exec %s: %s\n", g.litevault, strerror(errno));
+        _exit(127);
+    }
+    t0 = now_s();
+    for (;;) {
+        if (waitpid(g.pid, &status, WNOHANG) == g.pid) {
+            fprintf(stderr, "bench: the daemon exited (status %d) before mounting; its log:\n",
+                    WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+            g.pid = 0;
+            show_log(30);
+            return -1;
+        }
+        if (is_mounted(g.mnt) && msnap_take(&probe) == 0)
+            return 0;
+        if (now_s() - t0 > 20) {
+            fprintf(stderr, "bench: the daemon did not mount %s within 20 s; its log:\n", g.mnt);
+            show_log(30);
+            return -1;
+        }
+        usleep(20000);
+    }
+}
+
+/* SIGTERM the daemon and wait.  0 when it exited 0 and unmounted, else -1. */
+static int daemon_stop(void)
+{
+    int status = 0, rc = 0;
+    double t0 = now_s();
+    if (g.pid <= 0)
+        return 0;
+    kill(g.pid, SIGTERM);
+    for (;;) {
+        pid_t w = waitpid(g.pid, &status, WNOHANG);
+        if (w == g.pid)
+            break;
+        if (w < 0) {
+            fprintf(stderr, "bench: waitpid: %s\n", strerror(errno));
+            rc = -1;
+            break;
+        }
+        if (now_s() - t0 > 30) {
+            fprintf(stderr, "bench: the daemon did not exit 30 s after SIGTERM; killing it\n");
+            kill(g.pid, SIGKILL);
+            waitpid(g.pid, &status, 0);
+            rc = -1;
+            break;
+        }
+        usleep(20000);
+    }
+    g.pid = 0;
+    if (rc == 0 && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+        fprintf(stderr, "bench: the daemon exited with %s %d after SIGTERM\n",
+                WIFEXITED(status) ? "status" : "signal", WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+        rc = -1;
+    }
+    if (is_mounted(g.mnt)) {
+        fprintf(stderr, "bench: %s still mounted after the daemon exited; lazy unmount\n", g.mnt);
+        if (umount2(g.mnt, MNT_DETACH) != 0)
+            fprintf(stderr, "bench: umount %s: %s\n", g.mnt, strerror(errno));
+        rc = -1;
+    }
+    return rc;
+}
+
+static long status_kib(pid_t pid, const char *key)
+{
+    char path[64], line[256];
+    size_t kl = strlen(key);
+    long v = -1;
+    FILE *f;
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    f = fopen(path, "re");
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, key, kl) == 0 && line[kl] == ':')
+            v = strtol(line + kl + 1, NULL, 10);
+    fclose(f);
+    return v;
+}
+
+/* ---------------------------------------------------------------- workloads */
+
+/* Create table t with SELECT_ROWS rows of ~100 bytes in one transaction;
+ * in WAL mode checkpoint so the rows live in the main file. */
+static int fill_select_table(sqlite3 *db, const struct workload *w)
+{
+    if (sql_exec(db, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL);"
+                     "BEGIN;"
+                     "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<10000) "
+                     "INSERT INTO t(id, v) SELECT x, printf('%08d-%s', x, hex(randomblob(46))) FROM c;"
+                     "COMMIT;") != 0)
+        return -1;
+    if (strcmp(w->journal, "wal") == 0 && sql_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)") != 0)
+        return -1;
+    return 0;
+}
+
+/* One point SELECT by a random rowid with the prepared st.  0 or -1. */
+static int select_one(sqlite3 *db, sqlite3_stmt *st, uint64_t *seed)
+{
+    sqlite3_int64 id = (sqlite3_int64)(rnd_next(seed) % SELECT_ROWS) + 1;
+    int rc;
+    sqlite3_bind_int64(st, 1, id);
+    rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW || sqlite3_column_bytes(st, 0) < 8) {
+        sqlite3_reset(st);
+        return sql_fail(db, "point SELECT");
+    }
+    sqlite3_reset(st);
+    return 0;
+}
+
+/* One workload loop for secs seconds on db (already set up); ops counted in *ops. */
+struct loopctx {
+    const struct workload *w;  /* the workload */
+    sqlite3 *db;               /* connection (insert, select) */
+    char path[PATH_MAX];       /* database path */
+    sqlite3_stmt *st[3];       /* prepared statements, reused */
+    uint64_t seed;             /* key sequence */
+    unsigned char blob[100];   /* insert payload */
+};
+
+static int loop_once(struct loopctx *c)
+{
+    const struct workload *w = c->w;
+    switch (w->kind) {
+    case WK_INSERT:
+        for (size_t i = 0; i < sizeof c->blob; i += 8) {
+            uint64_t r = rnd_next(&c->seed);
+            memcpy(c->blob + i, &r, sizeof c->blob - i < 8 ? sizeof c->blob - i : 8);
+        }
+        if (sqlite3_step(c->st[0]) != SQLITE_DONE)
+            return sql_fail(c->db, "BEGIN");
+        sqlite3_reset(c->st[0]);
+        sqlite3_bind_int64(c->st[1], 1, (sqlite3_int64)(rnd_next(&c->seed) >> 1));
+        sqlite3_bind_blob(c->st[1], 2, c->blob, sizeof c->blob, SQLITE_STATIC);
+        if (sqlite3_step(c->st[1]) != SQLITE_DONE) {
+            sql_fail(c->db, "INSERT");
+            sqlite3_reset(c->st[1]);
+            sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+            return -1;
+        }
+        sqlite3_reset(c->st[1]);
+        if (sqlite3_step(c->st[2]) != SQLITE_DONE) {
+            sql_fail(c->db, "COMMIT");
+            sqlite3_reset(c->st[2]);
+            sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+            return -1;
+        }
+        sqlite3_reset(c->st[2]);
+        return 0;
+    case WK_SELECT:
+        return select_one(c->db, c->st[0], &c->seed);
+    case WK_OPEN: {
+        sqlite3 *db = NULL;
+        sqlite3_stmt *st = NULL;
+        int rc = -1;
+        if (sqlite3_open_v2(c->path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+            sql_fail(db, c->path);
+            goto out_close;
+        }
+        if (sqlite3_prepare_v2(db, "SELECT v FROM t WHERE id=?1", -1, &st, NULL) != SQLITE_OK) {
+            sql_fail(db, "prepare SELECT");
+            goto out_close;
+        }
+        for (int i = 0; i < OPEN_SELECTS; i++)
+            if (select_one(db, st, &c->seed) != 0)
+                goto out_finalize;
+        rc = 0;
+    out_finalize:
+        sqlite3_finalize(st);
+    out_close:
+        if (sqlite3_close(db) != SQLITE_OK) {
+            sql_fail(db, "close");
+            rc = -1;
+        }
+        return rc;
+    }
+    }
+    return -1;
+}
+
+/* Set up side c of workload w number n in root/wN (created fresh).  0 or -1;
+ * on error the caller still calls side_close(c). */
+static int side_setup(struct loopctx *c, const struct workload *w, int n, const char *root)
+{
+    char dir[PATH_MAX];
+
+    c->w = w;
+    c->seed = 0x9E3779B97F4A7C15ULL ^ (uint64_t)n;
+    snprintf(dir, sizeof dir, "%s/w%d", root, n);
+    snprintf(c->path, sizeof c->path, "%s/bench.db", dir);
+    if (mkdir(dir, 0755) != 0) {
+        fprintf(stderr, "bench: mkdir %s: %s\n", dir, strerror(errno));
+        return -1;
+    }
+    if (db_open(c->path, &c->db) != 0 || db_modes(c->db, w->journal, w->sync) != 0)
+        return -1;
+    switch (w->kind) {
+    case WK_INSERT:
+        if (sql_exec(c->db, "CREATE TABLE t(id INTEGER PRIMARY KEY, k INTEGER NOT NULL, v BLOB NOT NULL)") != 0)
+            return -1;
+        if (sqlite3_prepare_v2(c->db, "BEGIN", -1, &c->st[0], NULL) != SQLITE_OK ||
+            sqlite3_prepare_v2(c->db, "INSERT INTO t(k, v) VALUES(?1, ?2)", -1, &c->st[1], NULL) != SQLITE_OK ||
+            sqlite3_prepare_v2(c->db, "COMMIT", -1, &c->st[2], NULL) != SQLITE_OK)
+            return sql_fail(c->db, "prepare");
+        return 0;
+    case WK_SELECT:
+        if (fill_select_table(c->db, w) != 0)
+            return -1;
+        if (sqlite3_prepare_v2(c->db, "SELECT v FROM t WHERE id=?1", -1, &c->st[0], NULL) != SQLITE_OK)
+            return sql_fail(c->db, "prepare");
+        return 0;
+    case WK_OPEN:
+        if (fill_select_table(c->db, w) != 0)
+            return -1;
+        if (sqlite3_close(c->db) != SQLITE_OK) /* the loop opens its own connections */
+            return sql_fail(c->db, "close");
+        c->db = NULL;
+        return 0;
+    }
+    return -1;
+}
+
+/* Finalize and close what side_setup made.  0 or -1. */
+static int side_close(struct loopctx *c)
+{
+    int rc = 0;
+    for (size_t i = 0; i < 3; i++) {
+        sqlite3_finalize(c->st[i]);
+        c->st[i] = NULL;
+    }
+    if (c->db && sqlite3_close(c->db) != SQLITE_OK)
+        rc = sql_fail(c->db, "close");
+    c->db = NULL;
+    return rc;
+}
+
+/* Run c's loop for secs seconds; add operations and time to *r.  0 or -1. */
+static int side_chunk(struct loopctx *c, double secs, struct side_result *r)
+{
+    double t0 = now_s(), t1, end = t0 + secs;
+    uint64_t ops = 0;
+    do {
+        if (loop_once(c) != 0) {
+            fprintf(stderr, "bench: ... on %s after %llu operations of this chunk\n", c->path,
+                    (unsigned long long)ops);
+            return -1;
+        }
+        ops++;
+    } while ((t1 = now_s()) < end);
+    r->ops += ops;
+    r->secs += t1 - t0;
+    return 0;
+}
+
+/* Run workload w (number n) on both sides.  The measured time is cut into
+ * rounds that alternate native and mount (native first in even rounds), so
+ * a change of background load or disk speed hits both sides alike.  On the
+ * mount side the daemon's metrics and CPU time are read around each chunk.
+ * 0 or -1. */
+static int run_workload(const struct workload *w, int n, struct side_result *nat, struct side_result *mnt)
+{
+    struct loopctx cn, cm;
+    struct side_result warm = {0};
+    char name[64];
+    const int rounds = g.quick ? 2 : 6;
+    long long x0, x1;
+    int rc = -1;
+
+    memset(&cn, 0, sizeof cn);
+    memset(&cm, 0, sizeof cm);
+    memset(nat, 0, sizeof *nat);
+    memset(mnt, 0, sizeof *mnt);
+    snprintf(name, sizeof name, "w%d/bench.db", n);
+    if (side_setup(&cn, w, n, g.native) != 0 || side_setup(&cm, w, n, g.mnt) != 0)
+        goto out_close;
+    if (side_chunk(&cn, g.warm_s, &warm) != 0 || side_chunk(&cm, g.warm_s, &warm) != 0)
+        goto out_close;
+    x0 = status_txid(name);
+    for (int i = 0; i < 2 * rounds; i++) {
+        int mount = (i & 1) ^ ((i / 2) & 1);
+        if (mount) {
+            struct msnap s0, s1;
+            if (msnap_take(&s0) != 0)
+                goto out_metrics;
+            if (side_chunk(&cm, g.run_s / rounds, mnt) != 0)
+                goto out_close;
+            if (msnap_take(&s1) != 0)
+                goto out_metrics;
+            msnap_add_delta(&mnt->fuse, &s0, &s1);
+        } else if (side_chunk(&cn, g.run_s / rounds, nat) != 0) {
+            goto out_close;
+        }
+    }
+    x1 = status_txid(name);
+    mnt->txids = (x0 >= 0 && x1 >= 0) ? x1 - x0 : -1;
+    rc = 0;
+    goto out_close;
+
+out_metrics:
+    fprintf(stderr, "bench: cannot read GET /metrics of the daemon\n");
+out_close:
+    if (side_close(&cn) != 0 || side_close(&cm) != 0)
+        rc = -1;
+    return rc;
+}
+
+/* ---------------------------------------------------------------- RSS with 1 GiB */
+
+/* Facts of the RSS part. */
+struct rss_result {
+    long base_rss_kib;     /* VmRSS before the load */
+    long load_peak_kib;    /* max VmRSS sampled after each load transaction */
+    long rss_kib;          /* VmRSS after the load, reads and writes */
+    long hwm_kib;          /* VmHWM at the end (whole daemon lifetime) */
+    double db_bytes;       /* database size (page_count * page_size) */
+    double load_secs;      /* time to load */
+    int load_txns;         /* transactions of the load */
+    double txn_mib;        /* size of one load transaction */
+    uint64_t reads;        /* point reads done afterwards */
+    double read_secs;      /* their duration */
+    uint64_t writes;       /* single-row update transactions done afterwards */
+    double write_secs;     /* their duration */
+    double log_bytes;      /* bytes allocated under data.dir/meta for the database */
+};
+
+static int rss_part(struct rss_result *r)
+{
+    char dir[PATH_MAX], path[PATH_MAX], meta[PATH_MAX];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *ins = NULL, *cnt = NULL, *sel = NULL, *upd = NULL, *beg = NULL, *com = NULL;
+    const double target = 1024.0 * MiB;
+    const char *env = getenv("BENCH_TXN_MIB");
+    sqlite3_int64 rows_per_txn, nrows = 0;
+    uint64_t seed = 42;
+    double t0, end;
+    int rc = -1;
+
+    memset(r, 0, sizeof *r);
+    r->txn_mib = env && atof(env) > 0 ? atof(env) : 32;
+    /* ~4 rows of ~1000 bytes per 4096-byte page */
+    rows_per_txn = (sqlite3_int64)(r->txn_mib * MiB / 1024.0);
+    snprintf(dir, sizeof dir, "%s/rss", g.mnt);
+    snprintf(path, sizeof path, "%s/big.db", dir);
+    snprintf(meta, sizeof meta, "%s/meta/rss%%2Fbig.db", g.data);
+    r->base_rss_kib = status_kib(g.pid, "VmRSS");
+    if (mkdir(dir, 0755) != 0) {
+        fprintf(stderr, "bench: mkdir %s: %s\n", dir, strerror(errno));
+        return -1;
+    }
+    if (db_open(path, &db) != 0)
+        return -1;
+    if (sql_exec(db, "PRAGMA page_size=4096") != 0 || db_modes(db, "wal", "NORMAL") != 0 ||
+        sql_exec(db, "PRAGMA cache_size=-65536;"
+                     "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB NOT NULL)") != 0)
+        goto out_close;
+    /* Half random, half zeros: the log compresses it about 2:1. */
+    if (sqlite3_prepare_v2(db,
+                           "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<?1) "
+                           "INSERT INTO t(v) SELECT randomblob(500) || zeroblob(500) FROM c",
+                           -1, &ins, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "SELECT page_count * page_size FROM pragma_page_count, pragma_page_size", -1, &cnt,
+                           NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "BEGIN", -1, &beg, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "COMMIT", -1, &com, NULL) != SQLITE_OK) {
+        sql_fail(db, "prepare");
+        goto out_close;
+    }
+    progress("RSS: loading ~1 GiB through the mount in %.0f MiB transactions", r->txn_mib);
+    t0 = now_s();
+    for (;;) {
+        long kib;
+        if (sqlite3_step(cnt) != SQLITE_ROW) {
+            sql_fail(db, "page_count");
+            goto out_close;
+        }
+        r->db_bytes = (double)sqlite3_column_int64(cnt, 0);
+        sqlite3_reset(cnt);
+        if (r->db_bytes >= target)
+            break;
+        sqlite3_bind_int64(ins, 1, rows_per_txn);
+        if (sqlite3_step(beg) != SQLITE_DONE || (sqlite3_reset(beg), sqlite3_step(ins)) != SQLITE_DONE ||
+            (sqlite3_reset(ins), sqlite3_step(com)) != SQLITE_DONE) {
+            sql_fail(db, "load transaction");
+            goto out_close;
+        }
+        sqlite3_reset(com);
+        nrows += rows_per_txn;
+        r->load_txns++;
+        kib = status_kib(g.pid, "VmRSS");
+        if (kib > r->load_peak_kib)
+            r->load_peak_kib = kib;
+    }
+    r->load_secs = now_s() - t0;
+    progress("RSS: loaded %.0f MiB in %.1f s (%.1f MiB/s); point reads and writes", r->db_bytes / MiB,
+             r->load_secs, r->db_bytes / MiB / r->load_secs);
+    sqlite3_finalize(ins);
+    ins = NULL;
+    /* A small cache again, so the reads reach the file (kernel page cache / FUSE). */
+    if (sql_exec(db, "PRAGMA cache_size=-2000") != 0)
+        goto out_close;
+    if (sqlite3_prepare_v2(db, "SELECT length(v) FROM t WHERE id=?1", -1, &sel, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "UPDATE t SET v=randomblob(500) || zeroblob(500) WHERE id=?1", -1, &upd, NULL) !=
+            SQLITE_OK) {
+        sql_fail(db, "prepare");
+        goto out_close;
+    }
+    t0 = now_s();
+    end = t0 + (g.run_s > 2 ? g.run_s : 2);
+    do {
+        sqlite3_bind_int64(sel, 1, (sqlite3_int64)(rnd_next(&seed) % (uint64_t)nrows) + 1);
+        if (sqlite3_step(sel) != SQLITE_ROW) {
+            sql_fail(db, "point read");
+            goto out_close;
+        }
+        sqlite3_reset(sel);
+        r->reads++;
+    } while (now_s() < end);
+    r->read_secs = now_s() - t0;
+    t0 = now_s();
+    end = t0 + (g.run_s > 2 ? g.run_s : 2);
+    do {
+        sqlite3_bind_int64(upd, 1, (sqlite3_int64)(rnd_next(&seed) % (uint64_t)nrows) + 1);
+        if (sqlite3_step(upd) != SQLITE_DONE) {
+            sql_fail(db, "point write");
+            goto out_close;
+        }
+        sqlite3_reset(upd);
+        r->writes++;
+    } while (now_s() < end);
+    r->write_secs = now_s() - t0;
+    rc = 0;
+
+out_close:
+    sqlite3_finalize(ins);
+    sqlite3_finalize(cnt);
+    sqlite3_finalize(sel);
+    sqlite3_finalize(upd);
+    sqlite3_finalize(beg);
+    sqlite3_finalize(com);
+    if (sqlite3_close(db) != SQLITE_OK) {
+        sql_fail(db, "close");
+        rc = -1;
+    }
+    /* Read RSS after closing: the daemon holds no open file of the bench then,
+     * but everything it keeps per database is still there. */
+    usleep(200000);
+    r->rss_kib = status_kib(g.pid, "VmRSS");
+    r->hwm_kib = status_kib(g.pid, "VmHWM");
+    r->log_bytes = (double)du(meta);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- report */
+
+static void print_facts(void)
+{
+    struct utsname u;
+    char model[256] = "?", line[512], ver[32];
+    FILE *f = fopen("/proc/cpuinfo", "re");
+    if (f) {
+        while (fgets(line, sizeof line, f))
+            if (strncmp(line, "model name", 10) == 0) {
+                char *p = strchr(line, ':');
+                if (p) {
+                    snprintf(model, sizeof model, "%s", p + 2);
+                    model[strcspn(model, "\n")] = '\0';
+                }
+                break;
+            }
+        fclose(f);
+    }
+    uname(&u);
+    status_version(ver, sizeof ver);
+    printf("litevault bench\n");
+    printf("  machine : %ld CPUs (%s), kernel %s %s\n", sysconf(_SC_NPROCESSORS_ONLN), model, u.sysname, u.release);
+    printf("  sqlite  : %s (library), litevault %s\n", sqlite3_libversion(), ver);
+    printf("  dirs    : %s (%s): native/ and the daemon's data/ on the same filesystem\n", g.base, fs_name(g.base));
+    printf("  method  : %.1f s warm-up + %.1f s measured per side, fresh directory per workload%s\n\n", g.warm_s,
+           g.run_s, g.quick ? " (BENCH_QUICK)" : "");
+}
+
+static void print_table(const struct side_result nat[], const struct side_result mnt[])
+{
+    printf("| workload                        |     native |      mount | ratio | goal    | result | FUSE ops/op |\n");
+    printf("|---------------------------------|-----------:|-----------:|------:|---------|--------|------------:|\n");
+    for (size_t i = 0; i < NWORK; i++) {
+        const struct workload *w = &g_workloads[i];
+        if (nat[i].ops == 0 || mnt[i].ops == 0)
+            continue;
+        double on = nat[i].ops / nat[i].secs, om = mnt[i].ops / mnt[i].secs;
+        double ratio = om / on;
+        char fops[32] = "?";
+        if (mnt[i].fuse.n > 0)
+            snprintf(fops, sizeof fops, "%.2f", msnap_total(&mnt[i].fuse) / (double)mnt[i].ops);
+        printf("| %-31s | %10.0f | %10.0f | %5.2f | >= %.2f | %-6s | %11s |\n", w->label, on, om, ratio, w->goal,
+               ratio >= w->goal ? "PASS" : "MISS", fops);
+    }
+    printf("\nops/s: transactions (1-3), SELECTs (4-5), open+50 SELECT+close cycles (6).\n");
+    printf("FUSE ops/op: sum of litevault_fuse_ops_total during the measured mount loops / operations.\n");
+    printf("\nMount side, per operation: FUSE ops by kind (mean daemon time in the handler), daemon CPU:\n");
+    for (size_t i = 0; i < NWORK; i++) {
+        const struct msnap *f = &mnt[i].fuse;
+        double ops = (double)mnt[i].ops;
+        if (nat[i].ops == 0 || mnt[i].ops == 0)
+            continue;
+        printf("  w%zu:", i + 1);
+        for (int k = 0; k < f->n; k++)
+            if (f->count[k] > 0)
+                printf(" %s %.2f (%.0f us)", f->op[k], f->count[k] / ops, 1e6 * f->sum_s[k] / f->count[k]);
+        printf("; daemon CPU %.0f us/op, wall %.0f us/op (native %.0f us/op)\n", 1e6 * f->cpu_s / ops,
+               1e6 * mnt[i].secs / ops, 1e6 * nat[i].secs / (double)nat[i].ops);
+    }
+    printf("\n");
+    for (size_t i = 0; i < NWORK; i++) {
+        if (g_workloads[i].kind != WK_INSERT || mnt[i].ops == 0)
+            continue;
+        printf("  w%zu: %llu transactions committed on the mount in the measured loop, %lld captured by the daemon%s\n",
+               i + 1, (unsigned long long)mnt[i].ops, mnt[i].txids,
+               mnt[i].txids == (long long)mnt[i].ops ? "" : "  <-- MISMATCH");
+    }
+}
+
+static void print_rss(const struct rss_result *r)
+{
+    double rss = r->rss_kib / 1024.0, hwm = r->hwm_kib / 1024.0;
+    printf("\nDaemon memory with a 1 GiB database (page_size 4096, WAL, sync=NORMAL)\n");
+    printf("  load     : %.0f MiB in %d transactions of %.0f MiB, %.1f s (%.1f MiB/s); log on disk %.0f MiB\n",
+           r->db_bytes / MiB, r->load_txns, r->txn_mib, r->load_secs, r->db_bytes / MiB / r->load_secs,
+           r->log_bytes / MiB);
+    printf("  then     : %llu point reads (%.0f/s), %llu one-row update transactions (%.0f/s)\n",
+           (unsigned long long)r->reads, r->reads / r->read_secs, (unsigned long long)r->writes,
+           r->writes / r->write_secs);
+    printf("| measure                         |   MiB | goal      | result |\n");
+    printf("|---------------------------------|------:|-----------|--------|\n");
+    printf("| VmRSS before the load           | %5.1f |           |        |\n", r->base_rss_kib / 1024.0);
+    printf("| VmRSS peak sampled during load  | %5.1f |           |        |\n", r->load_peak_kib / 1024.0);
+    printf("| VmRSS at the end                | %5.1f | <= %.0f MiB | %-6s |\n", rss, RSS_GOAL_MIB,
+           rss <= RSS_GOAL_MIB ? "PASS" : "MISS");
+    printf("| VmHWM (lifetime peak)           | %5.1f | <= %.0f MiB | %-6s |\n", hwm, RSS_GOAL_MIB,
+           hwm <= RSS_GOAL_MIB ? "PASS" : "MISS");
+}
+
+/* ---------------------------------------------------------------- main */
+
+/* Whether workload n (7: the RSS part) is selected by BENCH_ONLY. */
+static int selected(int n)
+{
+    const char *only = getenv("BENCH_ONLY");
+    if (only == NULL || *only == '\0')
+        return 1;
+    for (const char *p = only; *p;) {
+        char *e;
+        long v = strtol(p, &e, 10);
+        if (e == p) {
+            p++;
+            continue;
+        }
+        if (v == n)
+            return 1;
+        p = e;
+    }
+    return 0;
+}
+
+static void cleanup(void)
+{
+    if (g.pid > 0)
+        daemon_stop();
+    if (g.base[0] && !g.keep)
+        nftw(g.base, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    else if (g.base[0])
+        fprintf(stderr, "bench: kept %s\n", g.base);
+}
+
+int main(void)
+{
+    struct side_result nat[NWORK], mnt[NWORK];
+    struct rss_result rss;
+    const char *parent = getenv("BENCH_DIR");
+    int rc = 1;
+
+    memset(nat, 0, sizeof nat);
+    memset(mnt, 0, sizeof mnt);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    g.litevault = getenv("LITEVAULT");
+    if (g.litevault == NULL || access(g.litevault, X_OK) != 0) {
+        fprintf(stderr, "bench: set LITEVAULT to the litevault binary (e.g. make bench)\n");
+        return 1;
+    }
+    g.quick = getenv("BENCH_QUICK") && strcmp(getenv("BENCH_QUICK"), "0") != 0;
+    g.keep = getenv("BENCH_KEEP") && strcmp(getenv("BENCH_KEEP"), "0") != 0;
+    g.warm_s = g.quick ? 0.2 : 0.5;
+    g.run_s = g.quick ? 0.5 : 3.0;
+    if (getenv("BENCH_SECS") && atof(getenv("BENCH_SECS")) > 0)
+        g.run_s = atof(getenv("BENCH_SECS"));
+    if (parent == NULL)
+        parent = getenv("TMPDIR");
+    if (parent == NULL)
+        parent = "/tmp";
+    {
+        char tmpl[PATH_MAX];
+        snprintf(tmpl, sizeof tmpl, "%s/lvbench.XXXXXX", parent);
+        if (mkdtemp(tmpl) == NULL || realpath(tmpl, g.base) == NULL) {
+            fprintf(stderr, "bench: mkdtemp %s: %s\n", tmpl, strerror(errno));
+            return 1;
+        }
+    }
+    snprintf(g.native, sizeof g.native, "%s/native", g.base);
+    snprintf(g.mnt, sizeof g.mnt, "%s/mnt", g.base);
+    snprintf(g.data, sizeof g.data, "%s/data", g.base);
+    snprintf(g.cfg, sizeof g.cfg, "%s/config.yml", g.base);
+    snprintf(g.log, sizeof g.log, "%s/daemon.log", g.base);
+    if (mkdir(g.native, 0755) != 0 || mkdir(g.mnt, 0755) != 0 || mkdir(g.data, 0755) != 0) {
+        fprintf(stderr, "bench: mkdir under %s: %s\n", g.base, strerror(errno));
+        goto out_cleanup;
+    }
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0 || (g.curl = curl_easy_init()) == NULL) {
+        fprintf(stderr, "bench: libcurl initialisation failed\n");
+        goto out_cleanup;
+    }
+    progress("starting %s mount -c %s", g.litevault, g.cfg);
+    if (daemon_start() != 0)
+        goto out_cleanup;
+    print_facts();
+    if (strcmp(fs_name(g.base), "tmpfs") == 0)
+        printf("WARNING: %s is tmpfs: fsync is free there, so the ratios mean little\n\n", g.base);
+
+    for (size_t i = 0; i < NWORK; i++) {
+        if (!selected((int)i + 1))
+            continue;
+        progress("workload %s", g_workloads[i].label);
+        if (run_workload(&g_workloads[i], (int)i + 1, &nat[i], &mnt[i]) != 0)
+            goto out_cleanup;
+    }
+    print_table(nat, mnt);
+
+    if (!g.quick && selected(7)) {
+        if (rss_part(&rss) != 0)
+            goto out_cleanup;
+        print_rss(&rss);
+    } else {
+        printf("\n(BENCH_QUICK: the 1 GiB RSS part is skipped)\n");
+    }
+    printf("\ndaemon VmRSS now %.1f MiB, VmHWM %.1f MiB\n", status_kib(g.pid, "VmRSS") / 1024.0,
+           status_kib(g.pid, "VmHWM") / 1024.0);
+    rc = 0;
+
+out_cleanup:
+    if (g.pid > 0) {
+        progress("stopping the daemon (SIGTERM)");
+        if (daemon_stop() != 0)
+            rc = 1;
+    }
+    {
+        struct stat st;
+        if (stat(g.log, &st) == 0 && st.st_size > 0) {
+            fprintf(stderr, "bench: daemon log (%s, last lines):\n", g.log);
+            show_log(20);
+        }
+    }
+    if (g.curl)
+        curl_easy_cleanup(g.curl);
+    curl_global_cleanup();
+    cleanup();
+    return rc;
+}

@@ -1,0 +1,896 @@
+/*
+ * it_faults.c -- integration tests for bad input and faults.
+ *
+ * "Every case below gets a clear message, keeps the daemon up, and loses
+ * nothing":
+ *   - a file on the mount that is not a SQLite database;
+ *   - an application that writes garbage over a database header;
+ *   - a damaged log segment found at start-up (bit flip in a complete
+ *     record, a truncated non-final segment, a record cut out of the middle
+ *     of a segment): that database is "broken", the others keep working;
+ *   - a busy, missing or stale mount point;
+ *   - a data.dir that is a regular file or on a read-only file system;
+ *   - a full disk while logging (a real one on a small tmpfs, and ENOSPC
+ *     injected into the log writes with LV_FAULT);
+ *   - a bad configuration file (exit 2 with file:line:col).
+ *
+ * Every test uses its own lvnode; the fini hook kills a daemon left
+ * running, lazily unmounts the FUSE mount and any tmpfs or bind mount the
+ * test made, then removes the node directory.
+ */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "helpers.h"
+
+/* ------------------------------------------------------------------ */
+/* Per-test state and cleanup                                          */
+/* ------------------------------------------------------------------ */
+
+static struct lvnode fN, fN2;  /* nodes of the current test */
+static int fN_used, fN2_used;  /* lvnode_init was called */
+static char f_mounted[4][320]; /* tmpfs/bind mounts to undo, innermost last */
+static int f_nmounted;
+
+static void f_kill_node(struct lvnode *n)
+{
+    if (n->pid > 0) {
+        kill(n->pid, SIGKILL);
+        waitpid(n->pid, NULL, 0);
+        n->pid = 0;
+    }
+    run_cmd(NULL, "fusermount3 -uz '%s' 2>/dev/null", n->mnt);
+}
+
+static void f_fini(void)
+{
+    if (fN_used)
+        f_kill_node(&fN);
+    if (fN2_used)
+        f_kill_node(&fN2);
+    for (int i = f_nmounted - 1; i >= 0; i--)
+        run_cmd(NULL, "umount -l '%s' 2>/dev/null", f_mounted[i]);
+    f_nmounted = 0;
+    if (fN_used)
+        lvnode_cleanup(&fN);
+    if (fN2_used)
+        lvnode_cleanup(&fN2);
+    fN_used = fN2_used = 0;
+}
+
+static void f_init(struct lvnode *n)
+{
+    lvnode_init(n, NULL);
+    if (n == &fN)
+        fN_used = 1;
+    else
+        fN2_used = 1;
+}
+
+TestSuite(faults, .fini = f_fini, .timeout = 120);
+
+/* ------------------------------------------------------------------ */
+/* Local helpers                                                       */
+/* ------------------------------------------------------------------ */
+
+/* Whole file as a NUL-terminated malloc'ed string ("" if unreadable). */
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    size_t cap = 4096, len = 0;
+    char *s = malloc(cap);
+    cr_assert_not_null(s);
+    if (f) {
+        size_t k;
+        while ((k = fread(s + len, 1, cap - len - 1, f)) > 0) {
+            len += k;
+            if (cap - len < 2) {
+                cap *= 2;
+                s = realloc(s, cap);
+                cr_assert_not_null(s);
+            }
+        }
+        fclose(f);
+    }
+    s[len] = 0;
+    return s;
+}
+
+/* Rewrite n's config file; data_extra lines (indented under data:) and
+ * top_extra (whole sections) may be NULL. */
+static void write_cfg_at(const char *path, const char *fuse_dir, const char *data_dir, const char *http,
+                         const char *data_extra, const char *top_extra)
+{
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f, "cannot write %s", path);
+    fprintf(f, "fuse:\n  dir: %s\ndata:\n  dir: %s\n%s", fuse_dir, data_dir, data_extra ? data_extra : "");
+    fprintf(f, "http:\n  addr: %s\nlog:\n  level: info\n%s", http, top_extra ? top_extra : "");
+    fclose(f);
+}
+
+static void write_cfg(const struct lvnode *n, const char *data_extra)
+{
+    write_cfg_at(n->config, n->mnt, n->data, n->http, data_extra, NULL);
+}
+
+/* `litevault status --json` of a running node, parsed; asserts success. */
+static json_t *get_status(const struct lvnode *n)
+{
+    char *out = NULL;
+    int rc = run_cmd(&out, "'%s' status -c '%s' --json 2>&1", getenv("LITEVAULT"), n->config);
+    cr_assert_eq(rc, 0, "status failed (%d): %s", rc, out ? out : "");
+    json_error_t je;
+    json_t *o = json_loads(out, 0, &je);
+    cr_assert_not_null(o, "status output is not JSON (%s): %s", je.text, out);
+    free(out);
+    return o;
+}
+
+/* Entry of database name in a status object (borrowed), or NULL. */
+static json_t *status_entry(json_t *st, const char *name)
+{
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(st, "databases"), i, e)
+    {
+        const char *nm = json_string_value(json_object_get(e, "name"));
+        if (nm && strcmp(nm, name) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+/* The daemon process exists and answers `status`. */
+static int daemon_up(const struct lvnode *n)
+{
+    if (n->pid <= 0 || kill(n->pid, 0) != 0)
+        return 0;
+    if (waitpid(n->pid, NULL, WNOHANG) == n->pid)
+        return 0;
+    return run_cmd(NULL, "'%s' status -c '%s' --json >/dev/null 2>&1", getenv("LITEVAULT"), n->config) == 0;
+}
+
+static uint64_t hex64(const char *s)
+{
+    cr_assert_not_null(s);
+    return strtoull(s, NULL, 16);
+}
+
+/* Execute sql on path (open errors included); the sqlite3 result code. */
+static int raw_sql(const char *path, const char *sql)
+{
+    sqlite3 *h = NULL;
+    int rc = sqlite3_open_v2(path, &h, SQLITE_OPEN_READWRITE, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(h, sql, NULL, NULL, NULL);
+    sqlite3_close(h);
+    return rc;
+}
+
+/* Run `litevault mount` directly (expected to fail fast); output in *out. */
+static int mount_expect_fail(const char *config, char **out)
+{
+    return run_cmd(out, "timeout -s KILL 15 '%s' mount -c '%s' 2>&1", getenv("LITEVAULT"), config);
+}
+
+static int is_mounted(const char *dir)
+{
+    char *out = NULL;
+    int rc = run_cmd(&out, "grep -c ' %s ' /proc/self/mountinfo", dir);
+    free(out);
+    return rc == 0;
+}
+
+/*
+ * The log agrees with the database: the database (checkpointed first when
+ * in WAL mode) passes integrity_check, `log replay` rebuilds it byte for
+ * byte, and status reports its checksum.  outdir must not be on a full disk.
+ */
+static void assert_log_matches(const struct lvnode *n, const char *db, int wal, const char *outdir)
+{
+    char *p = lvnode_path(n, db);
+    char out[600];
+    cr_assert_eq(sql_exec(p, wal ? "PRAGMA wal_checkpoint(TRUNCATE);" : "SELECT 1;", 0), SQLITE_OK);
+    sqlite3 *h = NULL;
+    sqlite3_stmt *st = NULL;
+    cr_assert_eq(sqlite3_open_v2(p, &h, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    cr_assert_eq(sqlite3_prepare_v2(h, "PRAGMA integrity_check", -1, &st, NULL), SQLITE_OK);
+    cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
+    cr_assert_str_eq((const char *)sqlite3_column_text(st, 0), "ok", "integrity_check of %s", db);
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    snprintf(out, sizeof out, "%s/replay-%d.db", outdir, (int)getpid());
+    unlink(out);
+    int rc = lvnode_replay(n, db, 0, out);
+    cr_assert_eq(rc, 0, "log replay of %s failed (%d)", db, rc);
+    cr_assert(files_equal(out, p), "log replay of %s differs from the database file", db);
+    json_t *stj = get_status(n);
+    json_t *e = status_entry(stj, db);
+    cr_assert_not_null(e, "%s missing from status", db);
+    cr_assert_str_eq(json_string_value(json_object_get(e, "status")), "ok");
+    cr_assert_eq(hex64(json_string_value(json_object_get(e, "checksum"))), file_db_checksum(p),
+                 "status checksum of %s differs from the file's", db);
+    json_decref(stj);
+    unlink(out);
+    lvnode_check_db(n, db);
+    free(p);
+}
+
+/* ------------------------------------------------------------------ */
+/* A file that is not SQLite                                           */
+/* ------------------------------------------------------------------ */
+
+Test(faults, not_sqlite_file)
+{
+    f_init(&fN);
+    lvnode_start(&fN);
+    const char *names[] = {"notes.txt", "fake.db"};
+    char text[4096];
+    size_t tl = 0;
+    for (int i = 0; i < 60; i++)
+        tl += (size_t)snprintf(text + tl, sizeof text - tl, "line %d: this is not a database\n", i);
+    for (size_t k = 0; k < 2; k++) {
+        char *p = lvnode_path(&fN, names[k]);
+        FILE *f = fopen(p, "w");
+        cr_assert_not_null(f, "create %s: %s", p, strerror(errno));
+        cr_assert_eq(fwrite(text, 1, tl, f), tl);
+        cr_assert_eq(fclose(f), 0);
+        /* append more and overwrite in the middle, as an editor might */
+        int fd = open(p, O_RDWR);
+        cr_assert_geq(fd, 0);
+        cr_assert_eq(pwrite(fd, "LINE", 4, 10), 4);
+        memcpy(text + 10, "LINE", 4);
+        close(fd);
+        char *back = slurp(p);
+        cr_assert_eq(strlen(back), tl);
+        cr_assert(memcmp(back, text, tl) == 0, "%s read back differs", names[k]);
+        free(back);
+        free(p);
+    }
+    /* a real database next to them is captured */
+    char *real = lvnode_path(&fN, "real.db");
+    sql_exec(real, "CREATE TABLE t(x); INSERT INTO t VALUES(1);", 0);
+    cr_assert(daemon_up(&fN), "daemon died");
+    json_t *st = get_status(&fN);
+    cr_assert_null(status_entry(st, "notes.txt"), "a plain text file is listed in status");
+    cr_assert_null(status_entry(st, "fake.db"), "a plain file named .db is listed in status");
+    cr_assert_not_null(status_entry(st, "real.db"), "the real database is not listed");
+    json_decref(st);
+    cr_assert(lvnode_log_contains(&fN, "fake.db is not a SQLite database"), "no log line says fake.db is not SQLite");
+    cr_assert(lvnode_log_contains(&fN, "notes.txt is not a SQLite database"), "no log line says notes.txt is not SQLite");
+    /* the plain files survive a restart unchanged */
+    lvnode_stop(&fN);
+    lvnode_start(&fN);
+    char *p = lvnode_path(&fN, "fake.db");
+    char *back = slurp(p);
+    cr_assert_eq(strlen(back), tl);
+    cr_assert(memcmp(back, text, tl) == 0);
+    free(back);
+    free(p);
+    cr_assert_eq(sql_int(real, "SELECT count(*) FROM t"), 1);
+    free(real);
+}
+
+/* ------------------------------------------------------------------ */
+/* An application garbles a database header                            */
+/* ------------------------------------------------------------------ */
+
+Test(faults, garbled_header_refused)
+{
+    f_init(&fN);
+    lvnode_start(&fN);
+    char *p = lvnode_path(&fN, "g.db");
+    sql_exec(p, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);", 0);
+    sql_exec(p, "BEGIN; WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i<500) "
+                "INSERT INTO t(v) SELECT printf('row %d', i) FROM c; COMMIT;", 0);
+    uint64_t txid0 = lvnode_last_txid(&fN, "g.db");
+    cr_assert_geq(txid0, 2);
+    uint64_t ck0 = file_db_checksum(p);
+
+    unsigned char junk[100];
+    for (int i = 0; i < 100; i++)
+        junk[i] = (unsigned char)(0xA5 ^ i * 7);
+    int fd = open(p, O_RDWR);
+    cr_assert_geq(fd, 0, "open %s: %s", p, strerror(errno));
+    errno = 0;
+    ssize_t w = pwrite(fd, junk, sizeof junk, 0);
+    cr_assert_eq(w, -1, "a garbage header write succeeded (%zd bytes)", w);
+    cr_assert_eq(errno, EIO, "expected EIO, got %s", strerror(errno));
+    /* a partial overwrite of the magic string is refused too */
+    errno = 0;
+    w = pwrite(fd, "XQLite", 6, 0);
+    cr_assert_eq(w, -1, "a write over the magic succeeded");
+    cr_assert_eq(errno, EIO);
+    /* the header reads back intact (no stale page cache) */
+    char hdr[16];
+    cr_assert_eq(pread(fd, hdr, 16, 0), 16);
+    cr_assert(memcmp(hdr, "SQLite format 3", 16) == 0, "header changed after a refused write");
+    close(fd);
+
+    cr_assert(daemon_up(&fN));
+    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), 500);
+    cr_assert_eq(lvnode_last_txid(&fN, "g.db"), txid0, "a refused write produced a record");
+    cr_assert_eq(file_db_checksum(p), ck0);
+    cr_assert(lvnode_log_contains(&fN, "g.db: refusing a write at offset 0 that would overwrite the SQLite header"),
+              "no clear log line about the refused header write");
+    /* the database keeps working */
+    sql_exec(p, "INSERT INTO t(v) VALUES('after');", 0);
+    cr_assert_eq(lvnode_last_txid(&fN, "g.db"), txid0 + 1);
+    assert_log_matches(&fN, "g.db", 0, fN.dir);
+    free(p);
+}
+
+/* ------------------------------------------------------------------ */
+/* Damaged log segments at start-up                                    */
+/* ------------------------------------------------------------------ */
+
+struct seginfo {
+    char path[700];     /* segment file */
+    char base[64];      /* its file name */
+    off_t size;         /* bytes */
+    int nrec;           /* complete records */
+    off_t off[512];     /* record offsets */
+    off_t len[512];     /* record lengths (header + payload + trailer) */
+};
+
+static uint64_t be64(const unsigned char *b)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | b[i];
+    return v;
+}
+
+static int seg_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct seginfo *)a)->base, ((const struct seginfo *)b)->base);
+}
+
+/* Parse the segments of db's log (record framing only); returns the count. */
+static int read_segments(const struct lvnode *n, const char *db, struct seginfo *segs, int max)
+{
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/meta/%s/log", n->data, db);
+    DIR *d = opendir(dir);
+    cr_assert_not_null(d, "opendir %s: %s", dir, strerror(errno));
+    struct dirent *e;
+    int ns = 0;
+    while ((e = readdir(d)) && ns < max) {
+        size_t l = strlen(e->d_name);
+        if (l < 7 || strcmp(e->d_name + l - 6, ".lvseg") != 0)
+            continue;
+        struct seginfo *s = &segs[ns++];
+        memset(s, 0, sizeof *s);
+        snprintf(s->base, sizeof s->base, "%s", e->d_name);
+        snprintf(s->path, sizeof s->path, "%s/%s", dir, e->d_name);
+    }
+    closedir(d);
+    qsort(segs, (size_t)ns, sizeof *segs, seg_cmp);
+    for (int i = 0; i < ns; i++) {
+        struct seginfo *s = &segs[i];
+        int fd = open(s->path, O_RDONLY);
+        cr_assert_geq(fd, 0);
+        struct stat st;
+        fstat(fd, &st);
+        s->size = st.st_size;
+        off_t off = 64;
+        unsigned char h[112];
+        while (off + 112 <= s->size && s->nrec < 512) {
+            cr_assert_eq(pread(fd, h, 112, off), 112);
+            cr_assert(h[0] == 'L' && h[1] == 'V' && h[2] == 'R' && h[3] == 'C', "bad record magic in %s at %lld",
+                      s->base, (long long)off);
+            off_t rl = (off_t)(112 + be64(h + 72) + 8);
+            if (off + rl > s->size)
+                break;
+            s->off[s->nrec] = off;
+            s->len[s->nrec] = rl;
+            s->nrec++;
+            off += rl;
+        }
+        close(fd);
+    }
+    return ns;
+}
+
+enum damage { DMG_BITFLIP, DMG_BITFLIP_LAST_PAYLOAD, DMG_BITFLIP_LAST_HEADER, DMG_TRUNCATE_NONFINAL, DMG_CUT_MIDDLE };
+
+/* Add transactions to db until its log has >= 3 segments and the last one
+ * holds >= 3 complete records. */
+static void grow_log(const struct lvnode *n, const char *db)
+{
+    static struct seginfo segs[64];
+    char *p = lvnode_path(n, db);
+    sql_exec(p, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);", 0);
+    for (int i = 0; i < 400; i++) {
+        sql_exec(p, "INSERT INTO t(v) VALUES(randomblob(5000));", 0);
+        if (i >= 20 && i % 4 == 0) {
+            int ns = read_segments(n, db, segs, 64);
+            if (ns >= 3 && segs[ns - 1].nrec >= 3)
+                break;
+        }
+    }
+    free(p);
+}
+
+static void damage_case(enum damage how)
+{
+    static struct seginfo segs[64];
+    f_init(&fN);
+    write_cfg(&fN, "  segment-size: 32KiB\n");
+    lvnode_start(&fN);
+    grow_log(&fN, "a.db");
+    char *pa = lvnode_path(&fN, "a.db"), *pb = lvnode_path(&fN, "b.db");
+    sql_exec(pb, "CREATE TABLE u(x); INSERT INTO u VALUES(1),(2),(3);", 0);
+    long long rows_a = sql_int(pa, "SELECT count(*) FROM t");
+    uint64_t txid_b = lvnode_last_txid(&fN, "b.db");
+    lvnode_stop(&fN);
+
+    int ns = read_segments(&fN, "a.db", segs, 64);
+    cr_assert_geq(ns, 3, "expected several segments, got %d", ns);
+    struct seginfo *victim = NULL;
+    int fd;
+    switch (how) {
+    case DMG_BITFLIP: {
+        /* a complete record in the middle of a middle segment */
+        victim = &segs[ns / 2];
+        cr_assert_geq(victim->nrec, 2);
+        int r = victim->nrec > 2 ? 1 : 0;
+        off_t at = victim->off[r] + 112 + (victim->len[r] - 120) / 2;
+        fd = open(victim->path, O_RDWR);
+        cr_assert_geq(fd, 0);
+        unsigned char b;
+        cr_assert_eq(pread(fd, &b, 1, at), 1);
+        b ^= 0x10;
+        cr_assert_eq(pwrite(fd, &b, 1, at), 1);
+        close(fd);
+        break;
+    }
+    case DMG_BITFLIP_LAST_PAYLOAD:
+    case DMG_BITFLIP_LAST_HEADER: {
+        /* the last segment, in a complete record that other records follow
+         * (so it is not a torn tail): its payload, or its header's TXID */
+        victim = &segs[ns - 1];
+        cr_assert_geq(victim->nrec, 3);
+        int r = 1;
+        off_t at = how == DMG_BITFLIP_LAST_HEADER ? victim->off[r] + 31
+                                                   : victim->off[r] + 112 + (victim->len[r] - 120) / 2;
+        fd = open(victim->path, O_RDWR);
+        cr_assert_geq(fd, 0);
+        unsigned char b;
+        cr_assert_eq(pread(fd, &b, 1, at), 1);
+        b ^= 0x01;
+        cr_assert_eq(pwrite(fd, &b, 1, at), 1);
+        close(fd);
+        break;
+    }
+    case DMG_TRUNCATE_NONFINAL: {
+        victim = &segs[ns / 2 < ns - 1 ? ns / 2 : 0];
+        int r = victim->nrec - 1;
+        off_t to = victim->off[r] + victim->len[r] / 2;
+        cr_assert_eq(truncate(victim->path, to), 0);
+        break;
+    }
+    case DMG_CUT_MIDDLE: {
+        /* cut bytes out of the first record of the last segment: the records
+         * after it follow directly, so the file does not end inside it */
+        victim = &segs[ns - 1];
+        cr_assert_geq(victim->nrec, 3);
+        off_t r0 = victim->off[0], l0 = victim->len[0];
+        off_t after = victim->size - (r0 + l0);
+        off_t cut = (l0 - 120) / 4;
+        if (cut > after / 2)
+            cut = after / 2;
+        cr_assert_gt(cut, 0);
+        off_t from = r0 + 112 + (l0 - 120) / 4;
+        char *all = malloc((size_t)victim->size);
+        fd = open(victim->path, O_RDWR);
+        cr_assert_geq(fd, 0);
+        cr_assert_eq(pread(fd, all, (size_t)victim->size, 0), victim->size);
+        memmove(all + from, all + from + cut, (size_t)(victim->size - from - cut));
+        cr_assert_eq(pwrite(fd, all, (size_t)(victim->size - cut), 0), victim->size - cut);
+        cr_assert_eq(ftruncate(fd, victim->size - cut), 0);
+        close(fd);
+        free(all);
+        break;
+    }
+    }
+
+    lvnode_start(&fN);
+    /* a.db refuses to open */
+    errno = 0;
+    fd = open(pa, O_RDONLY);
+    int e = errno;
+    if (fd >= 0)
+        close(fd);
+    cr_assert_lt(fd, 0, "a.db with a damaged log opened");
+    cr_assert_eq(e, EIO, "open of a.db failed with %s, expected EIO", strerror(e));
+    cr_assert_neq(raw_sql(pa, "SELECT count(*) FROM t;"), SQLITE_OK, "sqlite3 read a.db");
+    /* status names the problem and the segment */
+    json_t *st = get_status(&fN);
+    json_t *ea = status_entry(st, "a.db");
+    cr_assert_not_null(ea, "a.db missing from status");
+    cr_assert_str_eq(json_string_value(json_object_get(ea, "status")), "broken");
+    const char *err = json_string_value(json_object_get(ea, "error"));
+    cr_assert_not_null(err, "broken a.db has no error");
+    cr_assert(strstr(err, victim->base) != NULL, "error does not name segment %s: %s", victim->base, err);
+    json_t *eb = status_entry(st, "b.db");
+    cr_assert_not_null(eb);
+    cr_assert_str_eq(json_string_value(json_object_get(eb, "status")), "ok");
+    json_decref(st);
+    cr_assert(lvnode_log_contains(&fN, victim->base), "the daemon log does not name %s", victim->base);
+    /* replay refuses the damaged log */
+    char out[600];
+    snprintf(out, sizeof out, "%s/replay-a.db", fN.dir);
+    cr_assert_neq(lvnode_replay(&fN, "a.db", 0, out), 0, "replay of a damaged log succeeded");
+    /* b.db keeps working */
+    cr_assert_eq(sql_int(pb, "SELECT count(*) FROM u"), 3);
+    sql_exec(pb, "INSERT INTO u VALUES(4);", 0);
+    cr_assert_eq(lvnode_last_txid(&fN, "b.db"), txid_b + 1);
+    assert_log_matches(&fN, "b.db", 0, fN.dir);
+    cr_assert(daemon_up(&fN));
+    /* the data itself is untouched: with the log moved aside a.db is whole */
+    lvnode_stop(&fN);
+    cr_assert_eq(run_cmd(NULL, "mv '%s/meta/a.db' '%s/a.db-meta-damaged'", fN.data, fN.dir), 0);
+    lvnode_start(&fN);
+    cr_assert_eq(sql_int(pa, "SELECT count(*) FROM t"), rows_a);
+    free(pa);
+    free(pb);
+}
+
+Test(faults, segment_bitflip_complete_record)
+{
+    damage_case(DMG_BITFLIP);
+}
+
+Test(faults, segment_bitflip_last_segment_payload)
+{
+    damage_case(DMG_BITFLIP_LAST_PAYLOAD);
+}
+
+Test(faults, segment_bitflip_last_segment_header)
+{
+    damage_case(DMG_BITFLIP_LAST_HEADER);
+}
+
+Test(faults, segment_truncated_nonfinal)
+{
+    damage_case(DMG_TRUNCATE_NONFINAL);
+}
+
+Test(faults, segment_record_cut_in_middle)
+{
+    damage_case(DMG_CUT_MIDDLE);
+}
+
+/* ------------------------------------------------------------------ */
+/* Mount point: busy, missing, stale                                   */
+/* ------------------------------------------------------------------ */
+
+Test(faults, mountpoint_busy)
+{
+    f_init(&fN);
+    f_init(&fN2);
+    lvnode_start(&fN);
+    char *p = lvnode_path(&fN, "x.db");
+    sql_exec(p, "CREATE TABLE t(x); INSERT INTO t VALUES(42);", 0);
+    /* a second daemon (own data dir and port) on the same fuse.dir */
+    write_cfg_at(fN2.config, fN.mnt, fN2.data, fN2.http, NULL, NULL);
+    char *out = NULL;
+    int rc = mount_expect_fail(fN2.config, &out);
+    cr_assert_eq(rc, 1, "second mount exited %d: %s", rc, out);
+    cr_assert(strstr(out, "busy") != NULL, "no 'busy' in: %s", out);
+    cr_assert(strstr(out, fN.mnt) != NULL, "message does not name the mount point: %s", out);
+    free(out);
+    cr_assert(daemon_up(&fN));
+    cr_assert_eq(sql_int(p, "SELECT x FROM t"), 42);
+    sql_exec(p, "INSERT INTO t VALUES(43);", 0);
+    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), 2);
+    free(p);
+}
+
+Test(faults, mountpoint_missing_is_created)
+{
+    f_init(&fN);
+    rmdir(fN.mnt);
+    struct stat st;
+    cr_assert_neq(stat(fN.mnt, &st), 0, "could not remove the mount point");
+    lvnode_start(&fN);
+    cr_assert_eq(stat(fN.mnt, &st), 0);
+    cr_assert(S_ISDIR(st.st_mode));
+    char *p = lvnode_path(&fN, "m.db");
+    sql_exec(p, "CREATE TABLE t(x); INSERT INTO t VALUES(1);", 0);
+    cr_assert_eq(lvnode_last_txid(&fN, "m.db"), 2);
+    cr_assert(lvnode_log_contains(&fN, "created mount point"));
+    free(p);
+}
+
+Test(faults, mountpoint_stale)
+{
+    f_init(&fN);
+    lvnode_start(&fN);
+    char *p = lvnode_path(&fN, "s.db");
+    sql_exec(p, "CREATE TABLE t(x); INSERT INTO t VALUES(7),(8);", 0);
+    /* kill the daemon without unmounting: the mount goes stale */
+    kill(fN.pid, SIGKILL);
+    waitpid(fN.pid, NULL, 0);
+    fN.pid = 0;
+    /* (stat() of the root may still answer from the kernel's attribute
+     * cache; listing the directory needs the dead daemon) */
+    errno = 0;
+    DIR *dh = opendir(fN.mnt);
+    int e = errno;
+    if (dh)
+        closedir(dh);
+    cr_assert_null(dh, "the mount point still works after SIGKILL");
+    cr_assert_eq(e, ENOTCONN, "expected a stale mount, opendir says %s", strerror(e));
+    char *out = NULL;
+    int rc = mount_expect_fail(fN.config, &out);
+    cr_assert_eq(rc, 1, "mount on a stale mount point exited %d: %s", rc, out);
+    cr_assert(strstr(out, "stale") != NULL, "no 'stale' in: %s", out);
+    cr_assert(strstr(out, "fusermount3 -u") != NULL, "message does not say how to fix it: %s", out);
+    free(out);
+    /* after following the advice it starts and nothing is lost */
+    cr_assert_eq(run_cmd(NULL, "fusermount3 -uz '%s'", fN.mnt), 0);
+    lvnode_start(&fN);
+    cr_assert_eq(sql_int(p, "SELECT sum(x) FROM t"), 15);
+    assert_log_matches(&fN, "s.db", 0, fN.dir);
+    free(p);
+}
+
+/* ------------------------------------------------------------------ */
+/* data.dir unusable                                                   */
+/* ------------------------------------------------------------------ */
+
+Test(faults, datadir_is_a_file)
+{
+    f_init(&fN);
+    char file[400];
+    snprintf(file, sizeof file, "%s/plainfile", fN.dir);
+    FILE *f = fopen(file, "w");
+    cr_assert_not_null(f);
+    fputs("not a directory\n", f);
+    fclose(f);
+    write_cfg_at(fN.config, fN.mnt, file, fN.http, NULL, NULL);
+    char *out = NULL;
+    int rc = mount_expect_fail(fN.config, &out);
+    cr_assert_eq(rc, 1, "mount exited %d: %s", rc, out);
+    cr_assert(strstr(out, "data.dir") != NULL, "message does not name data.dir: %s", out);
+    cr_assert(strstr(out, file) != NULL, "message does not name the path: %s", out);
+    free(out);
+    cr_assert(!is_mounted(fN.mnt), "a failed start left a mount behind");
+    char *s = slurp(file);
+    cr_assert_str_eq(s, "not a directory\n");
+    free(s);
+}
+
+Test(faults, datadir_read_only)
+{
+    f_init(&fN);
+    cr_assert_eq(run_cmd(NULL, "mkdir -p '%s'", fN.data), 0);
+    cr_assert_eq(run_cmd(NULL, "mount --bind '%s' '%s'", fN.data, fN.data), 0);
+    snprintf(f_mounted[f_nmounted++], sizeof f_mounted[0], "%s", fN.data);
+    cr_assert_eq(run_cmd(NULL, "mount -o remount,bind,ro '%s'", fN.data), 0);
+    write_cfg(&fN, NULL);
+    char *out = NULL;
+    int rc = mount_expect_fail(fN.config, &out);
+    cr_assert_eq(rc, 1, "mount exited %d: %s", rc, out);
+    cr_assert(strstr(out, "data.dir") != NULL, "message does not name data.dir: %s", out);
+    cr_assert(strstr(out, "writable") != NULL || strstr(out, "Read-only") != NULL,
+              "message does not say why: %s", out);
+    free(out);
+    cr_assert(!is_mounted(fN.mnt), "a failed start left a mount behind");
+}
+
+/* ------------------------------------------------------------------ */
+/* Full disk                                                           */
+/* ------------------------------------------------------------------ */
+
+/* Insert 20 KB random rows one transaction each until a commit fails;
+ * returns the number of committed rows and the failing code in *err. */
+static int write_until_error(const char *path, int wal, int max, int *err)
+{
+    sqlite3 *h = NULL;
+    int ok = 0;
+    *err = SQLITE_OK;
+    cr_assert_eq(sqlite3_open(path, &h), SQLITE_OK);
+    sqlite3_busy_timeout(h, 5000);
+    sqlite3_exec(h, wal ? "PRAGMA journal_mode=WAL" : "PRAGMA journal_mode=DELETE", NULL, NULL, NULL);
+    for (int i = 0; i < max; i++) {
+        int rc = sqlite3_exec(h, "INSERT INTO t(v) VALUES(randomblob(20000))", NULL, NULL, NULL);
+        if (rc != SQLITE_OK) {
+            *err = sqlite3_extended_errcode(h);
+            break;
+        }
+        ok++;
+    }
+    sqlite3_close(h);
+    return ok;
+}
+
+/*
+ * A real full disk.  where == 0: all of data.dir is on an 8 MiB tmpfs, so
+ * SQLite's own writes and the log compete for space; where == 1: only
+ * data.dir/meta (the logs) is on a 4 MiB tmpfs, so the log append is what
+ * fails.  A filler file on the tmpfs leaves little room; deleting it frees
+ * the space again.
+ */
+static void full_disk_case(int wal, int where)
+{
+    char fsdir[400], filler[440];
+    f_init(&fN);
+    if (where == 0)
+        snprintf(fsdir, sizeof fsdir, "%s", fN.data);
+    else
+        snprintf(fsdir, sizeof fsdir, "%s/meta", fN.data);
+    cr_assert_eq(run_cmd(NULL, "mkdir -p '%s'", fsdir), 0);
+    cr_assert_eq(run_cmd(NULL, "mount -t tmpfs -o size=%s tmpfs '%s'", where ? "4m" : "8m", fsdir), 0);
+    snprintf(f_mounted[f_nmounted++], sizeof f_mounted[0], "%s", fsdir);
+    lvnode_start(&fN);
+    char *p = lvnode_path(&fN, "full.db");
+    sql_exec(p, wal ? "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);"
+                    : "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);", 0);
+    /* leave little space free on the tmpfs */
+    snprintf(filler, sizeof filler, "%s/.filler", fsdir);
+    struct statvfs sv;
+    cr_assert_eq(statvfs(fsdir, &sv), 0);
+    long long freeb = (long long)sv.f_bavail * (long long)sv.f_frsize;
+    long long fill = freeb - (where ? 600 : 1536) * 1024;
+    cr_assert_gt(fill, 0);
+    cr_assert_eq(run_cmd(NULL, "head -c %lld /dev/zero > '%s'", fill, filler), 0);
+
+    int err = 0;
+    int ok = write_until_error(p, wal, 400, &err);
+    cr_assert_neq(err, SQLITE_OK, "400 transactions of 20 KB fit into the space left?");
+    cr_assert((err & 0xff) == SQLITE_FULL || (err & 0xff) == SQLITE_IOERR,
+              "expected SQLITE_FULL or SQLITE_IOERR, got %d (%s)", err, sqlite3_errstr(err));
+    cr_assert_gt(ok, 0);
+    cr_assert(daemon_up(&fN), "the daemon died on a full disk");
+    if (where == 1)
+        cr_assert(lvnode_log_contains(&fN, "No space left on device"), "the daemon did not log the ENOSPC");
+    struct lvdbstat ds;
+    cr_assert_eq(lvnode_db_status(&fN, "full.db", &ds), 1);
+    cr_assert_str_eq(ds.status, "ok", "a full disk left the database broken");
+    /* a failed commit is not visible */
+    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), ok);
+
+    /* free space: writes work again, nothing committed was lost */
+    cr_assert_eq(unlink(filler), 0);
+    int err2 = 0;
+    int ok2 = write_until_error(p, wal, 3, &err2);
+    cr_assert_eq(err2, SQLITE_OK, "writes still fail after freeing space: %s", sqlite3_errstr(err2));
+    cr_assert_eq(ok2, 3);
+    long long rows = sql_int(p, "SELECT count(*) FROM t");
+    cr_assert_eq(rows, ok + 3, "rows %lld, committed %d", rows, ok + 3);
+    assert_log_matches(&fN, "full.db", wal, fN.dir);
+    /* and after a restart the log still agrees */
+    lvnode_stop(&fN);
+    lvnode_start(&fN);
+    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), ok + 3);
+    assert_log_matches(&fN, "full.db", wal, fN.dir);
+    free(p);
+}
+
+Test(faults, full_disk_tmpfs_delete)
+{
+    full_disk_case(0, 0);
+}
+
+Test(faults, full_disk_tmpfs_wal)
+{
+    full_disk_case(1, 0);
+}
+
+Test(faults, full_log_disk_tmpfs_delete)
+{
+    full_disk_case(0, 1);
+}
+
+Test(faults, full_log_disk_tmpfs_wal)
+{
+    full_disk_case(1, 1);
+}
+
+static void fault_env_case(int wal)
+{
+    f_init(&fN);
+    lvnode_start(&fN);
+    char *p = lvnode_path(&fN, "inj.db");
+    sql_exec(p, wal ? "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);"
+                    : "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);", 0);
+    lvnode_stop(&fN);
+    /* every log write after the first 15 fails with ENOSPC */
+    setenv("LV_FAULT", "write:ENOSPC:after=15:match=/log/", 1);
+    lvnode_start(&fN);
+    unsetenv("LV_FAULT");
+    int err = 0;
+    int ok = write_until_error(p, wal, 200, &err);
+    cr_assert_neq(err, SQLITE_OK, "no commit failed under LV_FAULT");
+    cr_assert((err & 0xff) == SQLITE_FULL || (err & 0xff) == SQLITE_IOERR,
+              "expected SQLITE_FULL or SQLITE_IOERR, got %d (%s)", err, sqlite3_errstr(err));
+    cr_assert(daemon_up(&fN), "the daemon died on ENOSPC");
+    cr_assert(lvnode_log_contains(&fN, "No space left on device"), "the daemon did not log the ENOSPC");
+    /* reads still work and see exactly the committed rows */
+    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), ok);
+    cr_assert_eq(sql_exec(p, "INSERT INTO t(v) VALUES(randomblob(100));", 1) != SQLITE_OK, 1,
+                 "a commit succeeded while the log cannot be written");
+    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), ok);
+    /* "free space": restart without the fault */
+    lvnode_stop(&fN);
+    lvnode_start(&fN);
+    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), ok);
+    int err2 = 0;
+    cr_assert_eq(write_until_error(p, wal, 3, &err2), 3, "writes fail after the fault is gone: %s",
+                 sqlite3_errstr(err2));
+    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), ok + 3);
+    assert_log_matches(&fN, "inj.db", wal, fN.dir);
+    free(p);
+}
+
+Test(faults, enospc_injected_delete)
+{
+    fault_env_case(0);
+}
+
+Test(faults, enospc_injected_wal)
+{
+    fault_env_case(1);
+}
+
+/* ------------------------------------------------------------------ */
+/* Bad configuration                                                   */
+/* ------------------------------------------------------------------ */
+
+/* Write a config with line 5 replaced by bad_line (under data:), run mount
+ * and check exit 2 and the position. */
+static void bad_config_case(const char *bad_line, const char *where, const char *word)
+{
+    f_init(&fN);
+    char path[400];
+    snprintf(path, sizeof path, "%s/bad.yml", fN.dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fprintf(f, "fuse:\n  dir: %s\ndata:\n  dir: %s\n%s\nhttp:\n  addr: %s\n", fN.mnt, fN.data, bad_line, fN.http);
+    fclose(f);
+    char *out = NULL;
+    int rc = mount_expect_fail(path, &out);
+    cr_assert_eq(rc, 2, "bad config exited %d: %s", rc, out);
+    char pos[64];
+    snprintf(pos, sizeof pos, "bad.yml:%s:", where);
+    cr_assert(strstr(out, pos) != NULL, "message lacks %s: %s", pos, out);
+    cr_assert(strstr(out, word) != NULL, "message lacks '%s': %s", word, out);
+    free(out);
+    cr_assert(!is_mounted(fN.mnt));
+    /* status and log commands reject it the same way */
+    rc = run_cmd(&out, "'%s' status -c '%s' 2>&1", getenv("LITEVAULT"), path);
+    cr_assert_eq(rc, 2, "status with a bad config exited %d: %s", rc, out);
+    cr_assert(strstr(out, pos) != NULL, "status message lacks %s: %s", pos, out);
+    free(out);
+}
+
+Test(faults, config_unknown_key)
+{
+    bad_config_case("  segmnt-size: 1MiB", "5:3", "unknown key");
+}
+
+Test(faults, config_wrong_type)
+{
+    bad_config_case("  segment-size: [1, 2]", "5:17", "segment-size");
+}
+
+Test(faults, config_bad_duration)
+{
+    bad_config_case("  state-interval: 10 parsecs", "5:19", "duration");
+}
