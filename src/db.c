@@ -117,7 +117,7 @@ struct db {
     int hdr_wal;             /* database header says WAL (byte 18 == 2) */
     int journal_active;      /* journal header written since the last commit */
     int bulk;                /* non-journal writes to a new/truncated file allowed */
-    int warned_nojournal;    /* the OFF/MEMORY refusal was logged */
+    int warned_nojournal;    /* the OFF/MEMORY capture mode was logged */
     uint64_t *dirty;         /* dirty 512-byte granules since the last commit */
     size_t dirty_words;      /* words allocated in dirty */
     uint64_t dmin, dmax;     /* range of dirty granule indexes (valid if dirty_any) */
@@ -746,10 +746,17 @@ static int read_id(struct db *d)
     return rc;
 }
 
+/* meta/ESCAPED, or for an escaped name too long for one directory entry,
+ * meta/<first 150 bytes>~<16 hex digits of XXH3 of the name>. */
 static void set_metadir(struct db *d)
 {
     char esc[PATH_MAX];
     escape_name(d->name, esc, sizeof esc);
+    if (strlen(esc) > 200) {
+        char hx[17];
+        cksum_hex(cksum_buf(d->name, strlen(d->name)), hx);
+        snprintf(esc + 150, sizeof esc - 150, "~%s", hx);
+    }
     snprintf(d->metadir, sizeof d->metadir, "%s/%s", d->reg->meta, esc);
 }
 
@@ -764,6 +771,21 @@ static int open_log(struct db *d, struct txlog_tail *tail)
     return rc;
 }
 
+/* Move the metadata directory dir into retired/ as <its name>.<tag>; 0 or LV_EIO. */
+static int retire_dir(struct dbreg *r, const char *dir, const char *tag)
+{
+    char dst[PATH_MAX * 2];
+    const char *base = strrchr(dir, '/');
+    base = base ? base + 1 : dir;
+    snprintf(dst, sizeof dst, "%s/%.*s.%s", r->retired, 180, base, tag);
+    if (rename(dir, dst) != 0) {
+        LV_ERROR("rename %s -> %s: %s", dir, dst, strerror(errno));
+        return LV_EIO;
+    }
+    LV_INFO("moved %s to %s", dir, dst);
+    return 0;
+}
+
 /* UNKNOWN -> SQLITE: new identity, meta directory and empty log. */
 static int promote(struct db *d)
 {
@@ -774,6 +796,15 @@ static int promote(struct db *d)
         return LV_EIO;
     }
     set_metadir(d);
+    struct stat st;
+    if (stat(d->metadir, &st) == 0) {
+        /* Metadata of an earlier database of this name that was not
+         * retired: keep it, but never mix it with the new history. */
+        char tag[48];
+        snprintf(tag, sizeof tag, "stale-%lld", (long long)lv_now_us());
+        if (retire_dir(d->reg, d->metadir, tag) != 0)
+            return LV_EIO;
+    }
     rc = sys_mkdir_p(d->metadir);
     if (rc == 0)
         rc = write_id(d);
@@ -1369,20 +1400,16 @@ void db_put(struct db *d)
 /* Move a database's metadata to retired/ (caller holds r->mu). */
 static void retire_locked(struct dbreg *r, struct db *d)
 {
-    char dst[PATH_MAX + 64], esc[PATH_MAX / 2], hex[33];
+    char hex[33];
     remove_locked(r, d);
     d->retired = 1;
     pthread_mutex_lock(&d->mu);
     if (d->kind == DBK_SQLITE) {
         if (d->log && d->log_unsynced)
             txlog_sync(d->log);
-        escape_name(d->name, esc, sizeof esc);
         hex_id(d->id, hex);
-        snprintf(dst, sizeof dst, "%s/%s.%s", r->retired, esc, hex);
-        if (rename(d->metadir, dst) != 0)
-            LV_ERROR("rename %s -> %s: %s", d->metadir, dst, strerror(errno));
-        else
-            LV_INFO("%s: deleted; its log is kept in %s", d->name, dst);
+        if (retire_dir(r, d->metadir, hex) == 0)
+            LV_INFO("%s: deleted; its log is kept under %s", d->name, r->retired);
         if (d->log) {
             txlog_close(d->log);
             d->log = NULL;
@@ -1656,7 +1683,8 @@ static ssize_t write_main(struct db *d, int fd, const void *buf, size_t len, off
 {
     if (off < 100) {
         uint8_t h[100];
-        if (read_page(fd, h, sizeof h, 0) != 0)
+        int rfd = main_fd(d); /* the writer's fd may be write-only */
+        if (rfd < 0 || read_page(rfd, h, sizeof h, 0) != 0)
             return -EIO;
         size_t n = (size_t)(100 - off) < len ? (size_t)(100 - off) : len;
         memcpy(h + off, buf, n);
@@ -1679,24 +1707,23 @@ static ssize_t write_main(struct db *d, int fd, const void *buf, size_t len, off
     }
     if (d->hdr_wal)
         return do_pwrite(fd, buf, len, off); /* checkpoint: pages already logged */
-    struct stat st;
-    if (fstat(fd, &st) == 0 && st.st_size == 0 && d->txid == 0) {
-        /* A new file written without a journal (cp, or SQLite's first
-         * write): capture at close or fsync. */
-        d->bulk = 1;
-        if (dirty_mark(d, (uint64_t)off, len) != 0)
-            return -ENOMEM;
-        return do_pwrite(fd, buf, len, off);
-    }
-    d->refused++;
-    if (!d->warned_nojournal) {
+    /* No journal and not WAL: a new file being copied in (cp), or SQLite
+     * with journal_mode=OFF or MEMORY.  These writes are "unjournaled": the
+     * transaction is captured when the writer fsyncs (with synchronous
+     * NORMAL or FULL, SQLite fsyncs the database once per commit in these
+     * modes, so that is its commit), closes the file, or starts a journaled
+     * transaction.  With synchronous=OFF several transactions may merge into
+     * one record. */
+    if (!d->warned_nojournal && d->txid > 0) {
         d->warned_nojournal = 1;
-        LV_ERROR("%s: refusing a write outside a journaled transaction: journal_mode=OFF and MEMORY are not "
-                 "supported (litevault needs the on-disk journal or WAL to see where a transaction commits); "
-                 "use DELETE, TRUNCATE, PERSIST or WAL",
-                 d->name);
+        LV_WARN("%s: writes without an on-disk journal (journal_mode=OFF or MEMORY): transactions are captured "
+                "at each fsync or close; with synchronous=OFF several may merge into one record",
+                d->name);
     }
-    return -EIO;
+    d->bulk = 1;
+    if (dirty_mark(d, (uint64_t)off, len) != 0)
+        return -ENOMEM;
+    return do_pwrite(fd, buf, len, off);
 }
 
 ssize_t db_on_write(struct db *d, enum db_filekind kind, int fd, const void *buf, size_t len, off_t off)
@@ -1727,6 +1754,13 @@ ssize_t db_on_write(struct db *d, enum db_filekind kind, int fd, const void *buf
             const uint8_t *b = buf;
             static const uint8_t zero8[8];
             if (memcmp(b, JOURNAL_MAGIC, 8) == 0) {
+                if (d->bulk && !d->journal_active) {
+                    if (capture_rollback(d, 0) != 0) {
+                        n = -EIO;
+                        break;
+                    }
+                    d->bulk = 0;
+                }
                 d->journal_active = 1;
             } else if (memcmp(b, zero8, 8) == 0 && d->journal_active) {
                 /* PERSIST (or exclusive mode) commit: log, then zero the header. */
@@ -1745,6 +1779,13 @@ ssize_t db_on_write(struct db *d, enum db_filekind kind, int fd, const void *buf
         n = do_pwrite(fd, buf, len, off);
         break;
     case DBF_WAL:
+        if (d->bulk && !d->journal_active) {
+            if (capture_rollback(d, 0) != 0) {
+                n = -EIO;
+                break;
+            }
+            d->bulk = 0;
+        }
         n = do_pwrite(fd, buf, len, off);
         if (n < 0)
             break;
@@ -1798,15 +1839,8 @@ int db_on_truncate(struct db *d, enum db_filekind kind, int fd, const char *rel,
     if (d->kind == DBK_SQLITE) {
         if (kind == DBF_MAIN) {
             if (!d->journal_active && !d->bulk && !d->hdr_wal &&
-                (uint64_t)size < (uint64_t)d->map.npages * d->map.page_size) {
-                if (size != 0) {
-                    d->refused++;
-                    LV_ERROR("%s: refusing to truncate the database outside a transaction", d->name);
-                    rc = -EIO;
-                    goto out_unlock;
-                }
-                d->bulk = 1; /* rewritten from scratch (cp over it) */
-            }
+                (uint64_t)size < (uint64_t)d->map.npages * d->map.page_size)
+                d->bulk = 1; /* unjournaled (cp over it, or journal_mode=OFF/MEMORY) */
             if (d->journal_active || d->bulk)
                 d->size_changed = 1;
         } else if (kind == DBF_JOURNAL && size == 0 && d->journal_active) {

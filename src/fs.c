@@ -52,6 +52,7 @@ struct lvfile {
     int fd;                 /* backing file descriptor */
     struct db *db;          /* owning database (referenced), NULL for directories */
     enum db_filekind kind;  /* which file of the database */
+    int wrote;              /* this handle wrote: its close may end an unjournaled transaction */
 };
 
 static struct dbreg *g_reg;      /* set by fs_main before the loop starts */
@@ -241,6 +242,11 @@ static int do_open(const char *path, struct fuse_file_info *fi, int create, mode
     if (trunc)
         flags &= ~O_TRUNC;
     flags &= ~(O_NOFOLLOW);
+    /* The daemon reads database files it writes (headers, pages at commit),
+     * so a write-only open becomes read-write on the backing file; the
+     * kernel has already checked the caller's permissions. */
+    if (f->db && (flags & O_ACCMODE) == O_WRONLY)
+        flags = (flags & ~O_ACCMODE) | O_RDWR;
     f->fd = create ? openat(rootfd(), r, flags | O_CREAT | O_CLOEXEC, mode)
                    : openat(rootfd(), r, flags | O_CLOEXEC);
     if (f->fd < 0) {
@@ -295,8 +301,10 @@ static int do_write(const char *buf, size_t size, off_t off, struct fuse_file_in
 {
     struct lvfile *f = F(fi);
     ssize_t n;
-    if (f->db)
+    if (f->db) {
+        f->wrote = 1;
         n = db_on_write(f->db, f->kind, f->fd, buf, size, off);
+    }
     else
         n = pwrite(f->fd, buf, size, off) < 0 ? -errno : (ssize_t)size;
     return (int)n;
@@ -311,7 +319,7 @@ static int lv_statfs(const char *path, struct statvfs *st) { return fstatvfs(roo
 static int do_flush(struct fuse_file_info *fi)
 {
     struct lvfile *f = F(fi);
-    return f && f->db ? db_on_flush(f->db, f->kind) : 0;
+    return f && f->db && f->wrote ? db_on_flush(f->db, f->kind) : 0;
 }
 static int lv_flush(const char *path, struct fuse_file_info *fi) { TIMED(MFOP_FLUSH, do_flush(fi)); }
 
