@@ -38,7 +38,7 @@ $(BUILD)/.deps-ok: tests/install-deps.sh
 $(BIN): $(OBJS)
 	$(CC) $(ALL_CFLAGS) -o $@ $(OBJS) $(LDFLAGS) $(LDLIBS)
 
-$(BUILD)/%.o: %.c $(wildcard src/*.h) | $(BUILD)/.deps-ok
+$(BUILD)/%.o: %.c $(wildcard src/*.h) tests/helpers.h | $(BUILD)/.deps-ok
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 

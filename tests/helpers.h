@@ -63,8 +63,10 @@ uint64_t file_db_checksum(const char *path);
 /* 1 if the two files have identical bytes. */
 int files_equal(const char *a, const char *b);
 
-/* Copy the logical database (the file plus its committed WAL) at src to dst with
- * sqlite3_backup (page layout kept, same page size); 0 on success. */
+/* Copy the logical database (the file plus its committed WAL) at src to dst
+ * (page layout kept, same page size, byte-exact: implemented with
+ * sqlite3_serialize, because sqlite3_backup rewrites header bytes 24, 40, 92);
+ * 0 on success. */
 int snapshot_db(const char *src, const char *dst);
 
 /* Execute SQL on path with libsqlite3 (new connection each call); asserts success
@@ -80,5 +82,70 @@ uint64_t sql_content_hash(const char *path);
 
 /* A free TCP port on 127.0.0.1. */
 int free_port(void);
+
+/* ---- Additions (h5).  Existing declarations above are unchanged. ---- */
+
+/* One record of `litevault log ls --json`. */
+struct lvrec {
+    uint64_t txid;          /* TXID */
+    int64_t time_us;        /* commit time, microseconds since the epoch */
+    uint32_t pages;         /* pages in the record */
+    uint32_t db_pages;      /* database size in pages after the record */
+    uint32_t page_size;     /* page size */
+    uint64_t pre_checksum;  /* database checksum before */
+    uint64_t post_checksum; /* database checksum after */
+    int snapshot;           /* snapshot record (all pages) */
+    int recovered;          /* written by start-up recovery */
+};
+
+/* Records of db via `log ls --json` into *out (malloc'ed array, caller frees);
+ * returns the count, or -1 if the command failed (e.g. unknown database). */
+int lvnode_log_records(const struct lvnode *n, const char *db, struct lvrec **out);
+
+/* One database of `litevault status --json`. */
+struct lvdbstat {
+    uint64_t txid;          /* last TXID */
+    uint64_t checksum;      /* database checksum (parsed from 16 hex) */
+    uint32_t page_size;     /* page size */
+    uint32_t pages;         /* pages */
+    char journal_mode[16];  /* delete|truncate|persist|wal|unknown */
+    char status[16];        /* ok|broken */
+    int64_t last_commit_us; /* last commit time */
+};
+
+/* Look db up in `status --json`: 1 found (*st filled), 0 not listed, -1 command failed. */
+int lvnode_db_status(const struct lvnode *n, const char *db, struct lvdbstat *st);
+
+/* Whole daemon log (stdout+stderr) as a malloc'ed string (caller frees; "" if none). */
+char *lvnode_log_text(const struct lvnode *n);
+
+/* 1 if the daemon log contains needle. */
+int lvnode_log_contains(const struct lvnode *n, const char *needle);
+
+/* Compare two files: 0 equal, 1 different (*offset = first differing byte, or the
+ * shorter length), -1 if one cannot be read. */
+int files_first_diff(const char *a, const char *b, long long *offset);
+
+/* The core consistency check for database name on a running node (asserts):
+ *  - `log replay` succeeds;
+ *  - the replayed file equals the database byte for byte: the file itself in a
+ *    rollback journal mode, a snapshot_db() copy in WAL mode;
+ *  - file_db_checksum(replay) == the checksum in `status --json`, and status "ok";
+ *  - the TXID in status equals the last record's TXID;
+ *  - PRAGMA integrity_check on the replayed copy is "ok".
+ * No connection may be writing the database meanwhile.  Returns the last TXID. */
+uint64_t lvnode_check_db(const struct lvnode *n, const char *db);
+
+/* PRAGMA wal_checkpoint(mode) on path (mode: PASSIVE|FULL|RESTART|TRUNCATE);
+ * asserts success and that the checkpoint was not blocked. */
+void sql_checkpoint(const char *path, const char *mode);
+
+/* Page numbers of record txid of db (`log dump --json`) into *pages (malloc'ed,
+ * caller frees); returns the count, or -1 if the command failed. */
+int lvnode_record_pages(const struct lvnode *n, const char *db, uint64_t txid, uint32_t **pages);
+
+/* Freelist pages (trunks and leaves) of a database file read directly (no WAL):
+ * malloc'ed sorted array in *pages (caller frees); returns the count or -1. */
+int file_freelist_pages(const char *path, uint32_t **pages);
 
 #endif /* TEST_HELPERS_H */
