@@ -750,18 +750,21 @@ static int read_id(struct db *d)
     return rc;
 }
 
-/* meta/ESCAPED, or for an escaped name too long for one directory entry,
- * meta/<first 150 bytes>~<16 hex digits of XXH3 of the name>. */
-static void set_metadir(struct db *d)
+void db_metadir_path(const char *data_dir, const char *name, char *out, size_t n)
 {
     char esc[PATH_MAX];
-    escape_name(d->name, esc, sizeof esc);
+    escape_name(name, esc, sizeof esc);
     if (strlen(esc) > 200) {
         char hx[17];
-        cksum_hex(cksum_buf(d->name, strlen(d->name)), hx);
+        cksum_hex(cksum_buf(name, strlen(name)), hx);
         snprintf(esc + 150, sizeof esc - 150, "~%s", hx);
     }
-    snprintf(d->metadir, sizeof d->metadir, "%s/%s", d->reg->meta, esc);
+    snprintf(out, n, "%s/meta/%s", data_dir, esc);
+}
+
+static void set_metadir(struct db *d)
+{
+    db_metadir_path(d->reg->cfg->data_dir, d->name, d->metadir, sizeof d->metadir);
 }
 
 static int open_log(struct db *d, struct txlog_tail *tail)
@@ -1731,6 +1734,22 @@ static ssize_t write_main(struct db *d, int fd, const void *buf, size_t len, off
     return do_pwrite(fd, buf, len, off);
 }
 
+/* The journal's fate marked a rollback commit (unlink, truncate to 0 or a
+ * zeroed header): log the transaction before the operation is performed,
+ * and make the record durable if the application fsynced during it.
+ * 0, or -EIO to refuse the operation (the journal stays hot). */
+static int journal_commit(struct db *d, enum jmode jm)
+{
+    if (d->broken || capture_rollback(d, 0) != 0)
+        return -EIO;
+    d->journal_active = 0;
+    d->jmode = jm;
+    if (d->sync_pending && d->log_unsynced && txlog_sync(d->log) == 0)
+        d->log_unsynced = 0;
+    d->sync_pending = 0;
+    return 0;
+}
+
 ssize_t db_on_write(struct db *d, enum db_filekind kind, int fd, const void *buf, size_t len, off_t off)
 {
     ssize_t n;
@@ -1769,16 +1788,9 @@ ssize_t db_on_write(struct db *d, enum db_filekind kind, int fd, const void *buf
                 d->journal_active = 1;
             } else if (memcmp(b, zero8, 8) == 0 && d->journal_active) {
                 /* PERSIST (or exclusive mode) commit: log, then zero the header. */
-                rc = capture_rollback(d, 0);
-                if (rc) {
-                    n = -EIO;
+                n = journal_commit(d, JM_PERSIST);
+                if (n)
                     break;
-                }
-                d->journal_active = 0;
-                d->jmode = JM_PERSIST;
-                if (d->sync_pending && d->log_unsynced && txlog_sync(d->log) == 0)
-                    d->log_unsynced = 0;
-                d->sync_pending = 0;
             }
         }
         n = do_pwrite(fd, buf, len, off);
@@ -1861,15 +1873,9 @@ int db_on_truncate(struct db *d, enum db_filekind kind, int fd, const char *rel,
             if (d->journal_active || d->bulk)
                 d->size_changed = 1;
         } else if (kind == DBF_JOURNAL && size == 0 && d->journal_active) {
-            if (capture_rollback(d, 0) != 0) {
-                rc = -EIO;
+            rc = journal_commit(d, JM_TRUNCATE);
+            if (rc)
                 goto out_unlock;
-            }
-            d->journal_active = 0;
-            d->jmode = JM_TRUNCATE;
-            if (d->sync_pending && d->log_unsynced && txlog_sync(d->log) == 0)
-                d->log_unsynced = 0;
-            d->sync_pending = 0;
         } else if (kind == DBF_WAL && size == 0) {
             d->wal_valid = 0;
         }
@@ -1886,15 +1892,9 @@ int db_on_unlink(struct db *d, enum db_filekind kind, const char *rel)
     int rc = 0;
     pthread_mutex_lock(&d->mu);
     if (d->kind == DBK_SQLITE && kind == DBF_JOURNAL && d->journal_active) {
-        if (d->broken || capture_rollback(d, 0) != 0) {
-            rc = -EIO;
+        rc = journal_commit(d, JM_DELETE);
+        if (rc)
             goto out_unlock;
-        }
-        d->journal_active = 0;
-        d->jmode = JM_DELETE;
-        if (d->sync_pending && d->log_unsynced && txlog_sync(d->log) == 0)
-            d->log_unsynced = 0;
-        d->sync_pending = 0;
     }
     if (kind == DBF_WAL)
         d->wal_valid = 0;

@@ -35,6 +35,11 @@ enum db_filekind {
  * Returns 0, or -1 if the name is too long. */
 int db_classify(const char *rel, enum db_filekind *kind, char *dbname, size_t n);
 
+/* Metadata directory of database name under data_dir:
+ * data_dir/meta/ESCAPED ('%' -> %25, '/' -> %2F; an escaped name over 200
+ * bytes is cut to 150 plus '~' and 16 hex digits of XXH3 of the name). */
+void db_metadir_path(const char *data_dir, const char *name, char *out, size_t n);
+
 /* Open the registry: create data.dir/files and data.dir/meta, scan the
  * tree, open every database's log and reconcile it with the files.
  * A database whose log is damaged is kept but refuses to open.  0 or

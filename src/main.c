@@ -366,17 +366,9 @@ out:
 
 static void log_dir_for(const struct config *cfg, const char *db, char *out, size_t n)
 {
-    char esc[PATH_MAX];
-    size_t j = 0;
-    for (const char *p = db; *p && j + 4 < sizeof esc; p++) {
-        if (*p == '%' || *p == '/') {
-            snprintf(esc + j, sizeof esc - j, "%%%02X", (unsigned char)*p);
-            j += 3;
-        } else
-            esc[j++] = *p;
-    }
-    esc[j] = 0;
-    snprintf(out, n, "%s/meta/%s/log", cfg->data_dir, esc);
+    char meta[PATH_MAX * 2];
+    db_metadir_path(cfg->data_dir, db, meta, sizeof meta);
+    snprintf(out, n, "%s/log", meta);
 }
 
 static void usage_log(void)
