@@ -128,7 +128,7 @@ struct db {
     int wal_valid;           /* WAL header known */
     uint32_t wal_psz, wal_salt1, wal_salt2; /* current WAL header */
     uint32_t wal_next;       /* first frame after the last commit seen */
-    uint64_t wal_hiwater;    /* highest byte written in the current WAL generation */
+    uint32_t wal_magic;      /* magic of the current WAL header (names the checksum byte order) */
     uint64_t commits;        /* records written since start */
     uint64_t bytes_logged;   /* page bytes logged since start */
     uint64_t pages_logged;   /* pages logged since start */
@@ -970,7 +970,7 @@ static int reconcile(struct db *d, const struct txlog_tail *tail, int full)
             d->wal_salt1 = wh.salt1;
             d->wal_salt2 = wh.salt2;
             d->wal_next = ncm ? cm[ncm - 1].last + 1 : 0;
-            d->wal_hiwater = wal_frame_off(d->wal_next, wh.page_size);
+            d->wal_magic = wh.magic;
         }
     }
     /* (a) Commits in the WAL after the last logged one become records. */
@@ -1815,7 +1815,7 @@ ssize_t db_on_write(struct db *d, enum db_filekind kind, int fd, const void *buf
                 d->wal_salt1 = wh.salt1;
                 d->wal_salt2 = wh.salt2;
                 d->wal_next = 0;
-                d->wal_hiwater = WAL_HDR_SIZE;
+                d->wal_magic = wh.magic;
             }
         } else if (d->wal_valid && off >= WAL_HDR_SIZE) {
             /* The commit is complete when either (a) a write ends at the
@@ -1823,20 +1823,26 @@ ssize_t db_on_write(struct db *d, enum db_filekind kind, int fd, const void *buf
              * 24-byte header of a commit frame whose page is already in:
              * after an in-place overwrite SQLite writes later frames with
              * zeroed salts and then rewrites their headers
-             * (walRewriteChecksums), so the header rewrite is the commit. */
+             * (walRewriteChecksums), so that header rewrite is the commit.
+             * For (b) the header's cumulative checksum must verify against
+             * the page bytes in the file, as SQLite's recovery would check:
+             * a header written over a stale frame (left by a rolled-back
+             * transaction) before its new page arrives does not verify. */
             uint64_t fsz = WAL_FRAME_HDR_SIZE + d->wal_psz;
             uint64_t end = (uint64_t)off + len, rel0 = (uint64_t)off - WAL_HDR_SIZE;
             uint32_t k = UINT32_MAX;
-            if ((end - WAL_HDR_SIZE) % fsz == 0)
+            int hdr_only = 0;
+            if ((end - WAL_HDR_SIZE) % fsz == 0) {
                 k = (uint32_t)((end - WAL_HDR_SIZE) / fsz - 1);
-            else if (len == WAL_FRAME_HDR_SIZE && rel0 % fsz == 0 &&
-                     wal_frame_off((uint32_t)(rel0 / fsz) + 1, d->wal_psz) <= d->wal_hiwater)
-                k = (uint32_t)(rel0 / fsz); /* (b): only if this generation wrote its page */
-            if (end > d->wal_hiwater)
-                d->wal_hiwater = end;
+            } else if (len == WAL_FRAME_HDR_SIZE && rel0 % fsz == 0) {
+                k = (uint32_t)(rel0 / fsz);
+                hdr_only = 1;
+            }
             uint8_t fh[WAL_FRAME_HDR_SIZE];
             if (k != UINT32_MAX && k >= d->wal_next &&
-                sys_pread_all(fd, fh, sizeof fh, (off_t)wal_frame_off(k, d->wal_psz), d->name) == 0) {
+                sys_pread_all(fd, fh, sizeof fh, (off_t)wal_frame_off(k, d->wal_psz), d->name) == 0 &&
+                (!hdr_only || (lv_get32(fh + 4) && lv_get32(fh + 8) == d->wal_salt1 &&
+                               wal_frame_valid(fd, d->wal_magic, d->wal_psz, k, fh)))) {
                 uint32_t commit = lv_get32(fh + 4);
                 if (commit && lv_get32(fh + 8) == d->wal_salt1 && lv_get32(fh + 12) == d->wal_salt2) {
                     rc = capture_wal(d, fd, d->wal_next, k, commit, 0);

@@ -140,3 +140,26 @@ out_free:
     free(frame);
     return rc;
 }
+
+int wal_frame_valid(int fd, uint32_t magic, uint32_t ps, uint32_t k, const uint8_t fh[WAL_FRAME_HDR_SIZE])
+{
+    uint8_t prev[8], *page = NULL;
+    uint32_t s[2];
+    int ok = 0;
+    /* The chain continues from frame k-1's checksum, or the header's. */
+    off_t poff = k == 0 ? 24 : (off_t)wal_frame_off(k - 1, ps) + 16;
+    if (pread(fd, prev, 8, poff) != 8)
+        return 0;
+    page = malloc(ps);
+    if (!page)
+        return 0;
+    if (pread(fd, page, ps, (off_t)wal_frame_off(k, ps) + WAL_FRAME_HDR_SIZE) == (ssize_t)ps) {
+        s[0] = lv_get32(prev);
+        s[1] = lv_get32(prev + 4);
+        wal_cksum(magic & 1, fh, 8, s);
+        wal_cksum(magic & 1, page, ps, s);
+        ok = s[0] == lv_get32(fh + 16) && s[1] == lv_get32(fh + 20);
+    }
+    free(page);
+    return ok;
+}

@@ -43,6 +43,11 @@ struct wal_commit {
  * n = 0 and returns 0 (SQLite ignores it too); LV_EIO on read errors. */
 int wal_scan(int fd, const char *path, struct wal_hdr *h, struct wal_commit **out, size_t *n);
 
+/* 1 if frame k's header fh (not necessarily written yet) checksums correctly
+ * over the page bytes now in the WAL file at fd, continuing the chain from
+ * frame k-1's stored checksum (or the WAL header's for k = 0). */
+int wal_frame_valid(int fd, uint32_t magic, uint32_t ps, uint32_t k, const uint8_t fh[WAL_FRAME_HDR_SIZE]);
+
 /* Byte offset of frame i's header for page size ps. */
 static inline uint64_t wal_frame_off(uint32_t i, uint32_t ps) { return WAL_HDR_SIZE + (uint64_t)i * (WAL_FRAME_HDR_SIZE + ps); }
 
