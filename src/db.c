@@ -1535,6 +1535,23 @@ void dbreg_save_states(struct dbreg *r, int force)
     }
 }
 
+void dbreg_sync_logs(struct dbreg *r)
+{
+    pthread_mutex_lock(&r->mu);
+    for (int b = 0; b < NBUCKETS; b++)
+        for (struct db *d = r->buckets[b]; d; d = d->next) {
+            pthread_mutex_lock(&d->mu);
+            if (d->kind == DBK_SQLITE && !d->broken && d->log_unsynced) {
+                if (txlog_sync(d->log) == 0)
+                    d->log_unsynced = 0;
+                else
+                    fail(d, "fsync of the transaction log failed");
+            }
+            pthread_mutex_unlock(&d->mu);
+        }
+    pthread_mutex_unlock(&r->mu);
+}
+
 char *dbreg_status_json(struct dbreg *r)
 {
     json_t *arr = json_array();
@@ -1735,17 +1752,22 @@ static ssize_t write_main(struct db *d, int fd, const void *buf, size_t len, off
 }
 
 /* The journal's fate marked a rollback commit (unlink, truncate to 0 or a
- * zeroed header): log the transaction before the operation is performed,
- * and make the record durable if the application fsynced during it.
- * 0, or -EIO to refuse the operation (the journal stays hot). */
+ * zeroed header): log the transaction before the operation is performed.
+ * 0, or -EIO to refuse the operation (the journal stays hot).
+ *
+ * The record is not fsynced here.  SQLite's own commit point, the journal's
+ * unlink, truncation or zeroing, is not durable either until the
+ * directory or the journal is synced (synchronous=EXTRA syncs the
+ * directory; the next transaction syncs the journal).  The record becomes
+ * durable with the application's next fsync of any file of this database,
+ * in parallel with it (db_on_fsync), or with its directory fsync
+ * (dbreg_sync_logs).  That makes it exactly as durable as the commit. */
 static int journal_commit(struct db *d, enum jmode jm)
 {
     if (d->broken || capture_rollback(d, 0) != 0)
         return -EIO;
     d->journal_active = 0;
     d->jmode = jm;
-    if (d->sync_pending && d->log_unsynced && txlog_sync(d->log) == 0)
-        d->log_unsynced = 0;
     d->sync_pending = 0;
     return 0;
 }

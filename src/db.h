@@ -70,6 +70,10 @@ void dbreg_renamed(struct dbreg *r, const char *from, const char *to);
  * Called periodically and at shutdown. */
 void dbreg_save_states(struct dbreg *r, int force);
 
+/* fsync every log with records not yet durable (the application fsynced
+ * a directory: synchronous=EXTRA after a journal unlink). */
+void dbreg_sync_logs(struct dbreg *r);
+
 /* JSON array of per-database status (malloc'ed, caller frees). */
 char *dbreg_status_json(struct dbreg *r);
 
