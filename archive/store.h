@@ -1,0 +1,98 @@
+/*
+ * store.h -- object storage backends behind one small interface.
+ *
+ * A store is opened from a destination URL:
+ *   file:///abs/path                     a local directory (the default)
+ *   s3://BUCKET/PREFIX?endpoint=URL&region=R&force-path-style=true
+ * Options may also come from a struct store_opts (YAML keys of an archive
+ * destination); URL query parameters override them.  Credentials come from
+ * the options, else AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
+ * AWS_SESSION_TOKEN; they are never logged.
+ *
+ * Keys are relative to the store's prefix ("app.db/<id>/seg/..."), use '/'
+ * as separator and never start with '/' or contain "..".
+ *
+ * Thread safety: one struct store may be used from several threads at once
+ * (each call takes its own connection from an internal pool).
+ * Errors: 0 or negative LV_E*; LV_ENOENT for a missing object; transient
+ * failures are retried inside the backend (exponential backoff with
+ * jitter); a permanent failure (bad credentials, missing bucket, access
+ * denied) returns at once with a message in the store's last error.
+ */
+#ifndef STORE_H
+#define STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Options of a destination (all strings borrowed for the call to store_open). */
+struct store_opts {
+    const char *endpoint;      /* S3 endpoint URL (http://127.0.0.1:9000), NULL for AWS */
+    const char *region;        /* S3 region, NULL for us-east-1 */
+    int force_path_style;      /* 1: http://endpoint/bucket/key; 0: virtual-hosted; -1: default */
+    const char *access_key;    /* credentials, NULL to use the environment */
+    const char *secret_key;
+    const char *session_token;
+    uint64_t multipart_threshold; /* bytes; 0 = default 16 MiB */
+    int parallel;              /* connections for multipart/ranged transfers; 0 = default 4 */
+    int max_retries;           /* 0 = default 5 */
+};
+
+/* One listed object. */
+struct store_obj {
+    char *key;                 /* key relative to the prefix (owned by the list) */
+    uint64_t size;             /* bytes */
+    int64_t mtime_us;          /* last modified, microseconds since epoch (0 if unknown) */
+};
+
+/* A list result (free with store_list_free). */
+struct store_list {
+    struct store_obj *v;       /* objects, sorted by key */
+    size_t n;                  /* count */
+};
+
+/* Request counters of a store (for metrics), monotonic. */
+struct store_stats {
+    uint64_t puts, gets, lists, deletes, heads; /* requests by type */
+    uint64_t bytes_up, bytes_down;              /* payload bytes */
+    uint64_t errors, retries;                   /* failed requests, retried attempts */
+};
+
+struct store;
+
+/* Open the destination named by url (query options override opts, which may be NULL).
+ * On error writes a message naming the URL (never credentials) into err. */
+int store_open(const char *url, const struct store_opts *opts, struct store **out, char *err, size_t errlen);
+
+/* Close and free. */
+void store_close(struct store *s);
+
+/* The URL without credentials, for messages (borrowed, valid until store_close). */
+const char *store_url(const struct store *s);
+
+/* Write an object atomically (readers see the old or the new content). */
+int store_put(struct store *s, const char *key, const void *data, size_t len);
+
+/* Read bytes [off, off+len) of an object (len 0 = to the end) into a
+ * malloc'ed buffer *out of *outlen bytes (caller frees). */
+int store_get(struct store *s, const char *key, uint64_t off, uint64_t len, void **out, size_t *outlen);
+
+/* Size and mtime of an object; LV_ENOENT if missing. */
+int store_head(struct store *s, const char *key, struct store_obj *info);
+
+/* List objects whose key starts with prefix (all pages, continuation handled). */
+int store_list(struct store *s, const char *prefix, struct store_list *out);
+
+/* Free a list result. */
+void store_list_free(struct store_list *l);
+
+/* Delete an object (deleting a missing object is not an error). */
+int store_delete(struct store *s, const char *key);
+
+/* Copy of the request counters. */
+void store_get_stats(const struct store *s, struct store_stats *st);
+
+/* Last error message of this store (borrowed; thread-local to the last failing call's thread). */
+const char *store_last_error(const struct store *s);
+
+#endif /* STORE_H */
