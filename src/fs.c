@@ -51,6 +51,7 @@ struct lvfile {
     struct db *db;          /* owning database (referenced), NULL for directories */
     enum db_filekind kind;  /* which file of the database */
     int wrote;              /* this handle wrote: its close may end an unjournaled transaction */
+    DIR *dir;               /* for directory handles: the stream (fd is its dirfd), else NULL */
 };
 
 static struct dbreg *g_reg;      /* set by fs_main before the loop starts */
@@ -353,21 +354,25 @@ static int lv_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 
 static int lv_opendir(const char *path, struct fuse_file_info *fi)
 {
+    struct lvfile *f = calloc(1, sizeof *f);
+    if (!f)
+        return -ENOMEM;
     int fd = openat(rootfd(), rel(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        close(fd);
-        return -errno;
+    if (fd < 0 || !(f->dir = fdopendir(fd))) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        free(f);
+        return -e;
     }
-    fi->fh = (uintptr_t)d;
+    f->fd = dirfd(f->dir);
+    fi->fh = (uintptr_t)f;
     return 0;
 }
 
 static int do_readdir(void *buf, fuse_fill_dir_t filler, struct fuse_file_info *fi)
 {
-    DIR *d = (DIR *)(uintptr_t)fi->fh;
+    DIR *d = F(fi)->dir;
     struct dirent *e;
     rewinddir(d);
     while ((e = readdir(d)) != NULL) {
@@ -388,17 +393,18 @@ static int lv_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
 
 static int lv_releasedir(const char *path, struct fuse_file_info *fi)
 {
-    closedir((DIR *)(uintptr_t)fi->fh);
+    struct lvfile *f = F(fi);
+    closedir(f->dir);
+    free(f);
     return 0;
 }
 
 static int lv_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi)
 {
-    DIR *d = (DIR *)(uintptr_t)fi->fh;
     /* SQLite (synchronous=EXTRA) syncs the directory after unlinking a
      * journal: that makes the commit durable, so the records must be too. */
     dbreg_sync_logs(g_reg);
-    return fsync(dirfd(d)) ? -errno : 0;
+    return fsync(F(fi)->fd) ? -errno : 0;
 }
 
 static int lv_fallocate(const char *path, int mode, off_t off, off_t len, struct fuse_file_info *fi)
