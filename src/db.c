@@ -114,6 +114,7 @@ struct db {
     uint64_t saved_txid;     /* TXID of the persisted state file */
     int saved_valid;         /* state file reflects saved_txid */
     enum jmode jmode;        /* journal mode seen at the last commit */
+    enum jmode jmode_saved;  /* journal mode last written to meta/NAME/journal-mode */
     int hdr_wal;             /* database header says WAL (byte 18 == 2) */
     int journal_active;      /* journal header written since the last commit */
     int bulk;                /* non-journal writes to a new/truncated file allowed */
@@ -1115,6 +1116,17 @@ static void db_load(struct db *d)
     d->kind = DBK_SQLITE;
     if (open_log(d, &tail) != 0)
         return;
+    {
+        void *jm = NULL;
+        size_t jl = 0;
+        snprintf(path, sizeof path, "%s/journal-mode", d->metadir);
+        if (sys_read_file(path, &jm, &jl) == 0) {
+            for (int i = 1; i < (int)LV_ARRAY_LEN(jmode_names); i++)
+                if (jl >= strlen(jmode_names[i]) && strncmp(jm, jmode_names[i], strlen(jmode_names[i])) == 0)
+                    d->jmode = d->jmode_saved = (enum jmode)i;
+            free(jm);
+        }
+    }
     cksum_map_init(&d->map);
     snprintf(path, sizeof path, "%s/state", d->metadir);
     rc = cksum_state_load(path, &d->map, sid, &stxid);
@@ -1524,6 +1536,16 @@ void dbreg_save_states(struct dbreg *r, int force)
         uint8_t id[16];
         memcpy(id, d->id, 16);
         pthread_mutex_unlock(&d->mu);
+        pthread_mutex_lock(&d->mu);
+        enum jmode jm = d->kind == DBK_SQLITE && d->jmode != d->jmode_saved ? d->jmode : JM_UNKNOWN;
+        char jpath[PATH_MAX + 16];
+        snprintf(jpath, sizeof jpath, "%s/journal-mode", d->metadir);
+        pthread_mutex_unlock(&d->mu);
+        if (jm != JM_UNKNOWN && sys_publish_file(jpath, jmode_names[jm], strlen(jmode_names[jm])) == 0) {
+            pthread_mutex_lock(&d->mu);
+            d->jmode_saved = jm;
+            pthread_mutex_unlock(&d->mu);
+        }
         if (want && cksum_state_save(path, &copy, id, txid) == 0) {
             pthread_mutex_lock(&d->mu);
             d->saved_txid = txid;
