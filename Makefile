@@ -29,10 +29,18 @@ all: $(BUILD)/.deps-ok $(BIN)
 DEBPKGS := build-essential libfuse3-dev fuse3 libsqlite3-dev sqlite3 libzstd-dev libarchive-dev \
            libyaml-dev libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev libxml2-dev \
            libcriterion-dev pkg-config libxxhash-dev python3 tcl-dev
+# Test-only tools from npm (s3rver for the S3 store tests, pinned in
+# tests/package-lock.json): node/npm and curl from apt only if missing, then
+# `npm ci` only if tests/node_modules is missing.
+NPM_DEPS = { command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || ./tests/install-deps.sh nodejs npm; } && \
+           { command -v curl >/dev/null 2>&1 || ./tests/install-deps.sh curl; } && \
+           { [ -x tests/node_modules/.bin/s3rver ] || (cd tests && npm ci --no-audit --no-fund); }
 deps:
 	@./tests/install-deps.sh $(DEBPKGS)
+	@$(NPM_DEPS)
 $(BUILD)/.deps-ok: tests/install-deps.sh
 	@./tests/install-deps.sh $(DEBPKGS)
+	@$(NPM_DEPS)
 	@mkdir -p $(BUILD) && touch $@
 
 $(BIN): $(OBJS)
@@ -111,7 +119,7 @@ litevault-asan-test: all $(BUILD)/tests/unit $(BUILD)/tests/it
 FUZZ_CC      ?= clang
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECS    ?= 20
-FUZZ_NAMES   := config txlog wal state time
+FUZZ_NAMES   := config txlog txlog_open wal state time
 FUZZ_LIBSRCS := src/lv.c src/lvlog.c src/sys.c src/cksum.c src/txlog.c src/wal.c src/config.c
 FUZZ_LIBOBJS := $(FUZZ_LIBSRCS:%.c=$(FUZZ_BUILD)/%.o)
 FUZZ_CFLAGS   = -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread $(filter-out -Wno-format-truncation,$(WARN)) -Isrc -Iarchive -Irestore $(PKG_CFLAGS) -g -O1 \
@@ -129,7 +137,7 @@ $(FUZZ_BUILD)/src/%.o: src/%.c $(wildcard src/*.h) | $(FUZZ_BUILD)/.deps-ok
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
 
-$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_common.h $(FUZZ_LIBOBJS)
+$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c $(wildcard fuzz/*.h) $(FUZZ_LIBOBJS)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIBOBJS) $(PKG_LIBS) -pthread -lm
 
 $(FUZZ_BUILD)/gen_seeds: fuzz/gen_seeds.c $(FUZZ_LIBOBJS)

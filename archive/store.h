@@ -29,13 +29,21 @@
 struct store_opts {
     const char *endpoint;      /* S3 endpoint URL (http://127.0.0.1:9000), NULL for AWS */
     const char *region;        /* S3 region, NULL for us-east-1 */
-    int force_path_style;      /* 1: http://endpoint/bucket/key; 0: virtual-hosted; -1: default */
+    int force_path_style;      /* 1: http://endpoint/bucket/key; 0: virtual-hosted; -1: default
+                                  (path style with an endpoint, virtual-hosted on AWS).  NOTE: a
+                                  zeroed struct means virtual-hosted: set -1 for the default.  An
+                                  IP-address endpoint always gets path style. */
     const char *access_key;    /* credentials, NULL to use the environment */
     const char *secret_key;
     const char *session_token;
     uint64_t multipart_threshold; /* bytes; 0 = default 16 MiB */
     int parallel;              /* connections for multipart/ranged transfers; 0 = default 4 */
     int max_retries;           /* 0 = default 5 */
+    /* Additions (h9); zero means the default for each. */
+    uint64_t part_size;        /* bytes of a multipart part / parallel ranged GET; 0 = 8 MiB (>= 5 MiB) */
+    int list_page_size;        /* S3 ListObjectsV2 max-keys; 0 = 1000 */
+    uint32_t retry_base_ms;    /* first retry delay; 0 = 200 ms (doubles each retry) */
+    uint32_t retry_max_ms;     /* cap of one retry delay; 0 = 5000 ms */
 };
 
 /* One listed object. */
