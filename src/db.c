@@ -125,6 +125,8 @@ struct db {
     int dirty_any;           /* some granule is dirty */
     int size_changed;        /* main file truncated since the last commit */
     int sync_pending;        /* app fsynced during this rollback transaction */
+    int ckpt_dirty;          /* dirty holds pages written by WAL checkpoints */
+    uint64_t ckpt_mismatch;  /* checkpointed pages that disagreed with the log */
     int log_unsynced;        /* records written and not yet fsynced */
     int wal_valid;           /* WAL header known */
     uint32_t wal_psz, wal_salt1, wal_salt2; /* current WAL header */
@@ -1620,6 +1622,7 @@ int dbreg_metrics(struct dbreg *r, char **buf, size_t *len, size_t *cap)
         {"litevault_db_pages", "gauge", "Database size in pages."},
         {"litevault_db_refused_writes_total", "counter", "Writes refused (OFF/MEMORY journal, garbled header)."},
         {"litevault_db_broken", "gauge", "1 if the database refuses access."},
+        {"litevault_db_checkpoint_mismatch_total", "counter", "Checkpointed pages that disagreed with the log."},
     };
     for (size_t m = 0; m < LV_ARRAY_LEN(names) && rc == 0; m++) {
         rc = metrics_appendf(buf, len, cap, "# HELP %s %s\n# TYPE %s %s\n", names[m][0], names[m][2], names[m][0],
@@ -1630,7 +1633,7 @@ int dbreg_metrics(struct dbreg *r, char **buf, size_t *len, size_t *cap)
                 pthread_mutex_lock(&d->mu);
                 if (d->kind == DBK_SQLITE || d->broken) {
                     uint64_t v[] = {d->txid, d->commits, d->bytes_logged, d->pages_logged, d->map.npages,
-                                    d->refused, (uint64_t)d->broken};
+                                    d->refused, (uint64_t)d->broken, d->ckpt_mismatch};
                     json_t *js = json_string(d->name); /* escape quotes safely */
                     const char *nm = json_string_value(js);
                     char esc[PATH_MAX * 2];
@@ -1752,8 +1755,14 @@ static ssize_t write_main(struct db *d, int fd, const void *buf, size_t len, off
             return -ENOMEM;
         return do_pwrite(fd, buf, len, off);
     }
-    if (d->hdr_wal)
-        return do_pwrite(fd, buf, len, off); /* checkpoint: pages already logged */
+    if (d->hdr_wal) {
+        /* A checkpoint: the pages are already logged.  Remember them so
+         * that ckpt_verify can check them once the WAL is fully copied. */
+        if (dirty_mark(d, (uint64_t)off, len) != 0)
+            return -ENOMEM;
+        d->ckpt_dirty = 1;
+        return do_pwrite(fd, buf, len, off);
+    }
     /* No journal and not WAL: a new file being copied in (cp), or SQLite
      * with journal_mode=OFF or MEMORY.  These writes are "unjournaled": the
      * transaction is captured when the writer fsyncs (with synchronous
@@ -1771,6 +1780,49 @@ static ssize_t write_main(struct db *d, int fd, const void *buf, size_t len, off
     if (dirty_mark(d, (uint64_t)off, len) != 0)
         return -ENOMEM;
     return do_pwrite(fd, buf, len, off);
+}
+
+/* Context for ckpt_page. */
+struct ckpt_ctx {
+    struct db *d;   /* database */
+    int fd;         /* main file */
+    uint8_t *buf;   /* scratch page */
+    uint32_t bad;   /* pages that disagreed */
+};
+
+static int ckpt_page(void *arg, uint32_t p)
+{
+    struct ckpt_ctx *k = arg;
+    struct db *d = k->d;
+    if (p > d->map.npages)
+        return 0;
+    if (read_page(k->fd, k->buf, d->map.page_size, (uint64_t)(p - 1) * d->map.page_size) != 0)
+        return LV_EIO;
+    if (cksum_page(p, k->buf, d->map.page_size) != cksum_map_get(&d->map, p)) {
+        if (k->bad++ < 5)
+            LV_ERROR("%s: page %u copied into the database by a checkpoint differs from the logged page (TXID "
+                     "%llu)", d->name, p, (unsigned long long)d->txid);
+    }
+    return 0;
+}
+
+/* The WAL is being reset (restart header, truncation to 0 or unlink), so
+ * SQLite has copied every frame into the database: the pages checkpoints
+ * wrote must now equal the logged state.  A disagreement is logged and
+ * counted (litevault_db_checkpoint_mismatch_total), never silent. */
+static void ckpt_verify(struct db *d)
+{
+    if (!d->ckpt_dirty || d->journal_active || d->bulk || d->map.page_size == 0)
+        return;
+    struct ckpt_ctx k = {d, main_fd(d), malloc(d->map.page_size), 0};
+    if (k.fd >= 0 && k.buf && dirty_pages(d, d->map.page_size, ckpt_page, &k) == 0 && k.bad) {
+        d->ckpt_mismatch += k.bad;
+        LV_ERROR("%s: %u checkpointed pages disagree with the log; the database file no longer matches its "
+                 "history (run 'litevault log replay' to compare)", d->name, k.bad);
+    }
+    free(k.buf);
+    dirty_clear(d);
+    d->ckpt_dirty = 0;
 }
 
 /* The journal's fate marked a rollback commit (unlink, truncate to 0 or a
@@ -1829,6 +1881,10 @@ ssize_t db_on_write(struct db *d, enum db_filekind kind, int fd, const void *buf
                     }
                     d->bulk = 0;
                 }
+                if (d->ckpt_dirty) {
+                    dirty_clear(d);
+                    d->ckpt_dirty = 0;
+                }
                 d->journal_active = 1;
             } else if (memcmp(b, zero8, 8) == 0 && d->journal_active) {
                 /* PERSIST (or exclusive mode) commit: log, then zero the header. */
@@ -1854,6 +1910,7 @@ ssize_t db_on_write(struct db *d, enum db_filekind kind, int fd, const void *buf
         if (off == 0 && len >= WAL_HDR_SIZE) {
             struct wal_hdr wh;
             if (wal_hdr_decode(buf, &wh) == 0) {
+                ckpt_verify(d);
                 d->wal_valid = 1;
                 d->wal_psz = wh.page_size;
                 d->wal_salt1 = wh.salt1;
@@ -1927,6 +1984,7 @@ int db_on_truncate(struct db *d, enum db_filekind kind, int fd, const char *rel,
             if (rc)
                 goto out_unlock;
         } else if (kind == DBF_WAL && size == 0) {
+            ckpt_verify(d);
             d->wal_valid = 0;
         }
     }
@@ -1946,8 +2004,10 @@ int db_on_unlink(struct db *d, enum db_filekind kind, const char *rel)
         if (rc)
             goto out_unlock;
     }
-    if (kind == DBF_WAL)
+    if (kind == DBF_WAL) {
+        ckpt_verify(d);
         d->wal_valid = 0;
+    }
     if (unlinkat(d->reg->rootfd, rel, 0) != 0)
         rc = -errno;
 out_unlock:
