@@ -283,6 +283,11 @@ int cksum_state_load(const char *path, struct cksum_map *m, uint8_t dbid[16], ui
         LV_ERROR("state file %s: checksum mismatch", path);
         goto out_free_data;
     }
+    uint32_t ps = lv_get32(b + 40);
+    if (lv_get32(b + 12) != 0 || (npages > 0 && (ps < 512 || ps > 65536 || (ps & (ps - 1))))) {
+        LV_ERROR("state file %s: reserved field not zero or invalid page size %u", path, ps);
+        goto out_free_data;
+    }
     total = lv_get64(b + 48);
     for (i = 0, p = b + STATE_HDR_SIZE; i < npages; i++, p += 8)
         x ^= lv_get64(p);

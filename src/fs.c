@@ -472,6 +472,7 @@ int fs_prepare(struct dbreg *reg, const char *mountpoint, struct fs **out, char 
     struct fuse_args args = FUSE_ARGS_INIT(3, (char **)argv);
     g_reg = reg;
     struct fuse *f = fuse_new(&args, &lv_ops, sizeof lv_ops, NULL);
+    fuse_opt_free_args(&args);
     if (!f) {
         snprintf(err, errlen, "cannot create the FUSE session (is libfuse3 installed?)");
         return LV_EIO;

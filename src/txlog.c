@@ -804,7 +804,8 @@ static int end_buffered(struct txlog *l)
         return rec_fail(l, LV_EIO, 0);
     }
     if (l->raw_used == 0 || csize >= l->raw_used) {
-        memcpy(pay, l->raw, l->raw_used);
+        if (l->raw_used)
+            memcpy(pay, l->raw, l->raw_used);
         h->comp = TXLOG_COMP_NONE;
         h->stored_len = l->raw_used;
     } else {

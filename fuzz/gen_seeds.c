@@ -1,0 +1,352 @@
+/*
+ * gen_seeds.c -- writes the binary seed corpora for the fuzz harnesses.
+ *
+ *   gen_seeds OUTDIR      creates OUTDIR/txlog, OUTDIR/txlog_open, OUTDIR/wal, OUTDIR/state
+ *
+ * The seeds are produced by the project's own writers (and SQLite), not
+ * checked in, so they follow the formats as the code currently writes
+ * them:
+ *   txlog/  (and the same in txlog_open/) segment files from the log writer (txlog_open/append): a log
+ *           starting at TXID 1 with a zstd record, a raw (incompressible)
+ *           record, a size-only record and a RECOVERED record carrying WAL
+ *           salts; a log starting with a SNAPSHOT record (page size 1024);
+ *           a log with a small segment size that rolls over into several
+ *           segments; plus a header-only segment and a bare 112-byte record
+ *           header cut from the first one.  Database checksums are real
+ *           (cksum_page XOR), so the pre/post chain holds.
+ *   wal/    -wal files written by SQLite (512-byte pages, autocheckpoint
+ *           off), copied while the connection is open, after 1 and after
+ *           4 transactions, plus the same file cut inside its last frame.
+ *   state/  state files from cksum_state_save: 0, 1 and 9 pages.
+ * Text seeds (config, time) are checked in under fuzz/corpus/.
+ *
+ * Exit status 0 on success; any failure prints what failed and exits 1.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cksum.h"
+#include "lv.h"
+#include "lvlog.h"
+#include "sys.h"
+#include "txlog.h"
+
+#define DIE(...) do { fprintf(stderr, "gen_seeds: " __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
+
+static const char *outdir;
+static char tmpdir[64];
+
+static void write_seed_one(const char *sub, const char *name, const void *buf, size_t len)
+{
+    char path[512];
+    FILE *f;
+
+    snprintf(path, sizeof path, "%s/%s", outdir, sub);
+    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+        DIE("mkdir %s: %s", path, strerror(errno));
+    snprintf(path, sizeof path, "%s/%s/%s", outdir, sub, name);
+    f = fopen(path, "wb");
+    if (!f || fwrite(buf, 1, len, f) != len || fclose(f) != 0)
+        DIE("write %s: %s", path, strerror(errno));
+}
+
+/* Segment seeds serve both fuzz_txlog and fuzz_txlog_open. */
+static void write_seed(const char *sub, const char *name, const void *buf, size_t len)
+{
+    write_seed_one(sub, name, buf, len);
+    if (strcmp(sub, "txlog") == 0)
+        write_seed_one("txlog_open", name, buf, len);
+}
+
+static void *read_whole(const char *path, size_t *len)
+{
+    void *buf = NULL;
+
+    if (sys_read_file(path, &buf, len) != 0)
+        DIE("read %s", path);
+    return buf;
+}
+
+/* ---- txlog ---- */
+
+/* A tiny in-memory database: pages and the real database checksum. */
+struct db {
+    uint32_t ps, npages;
+    uint8_t pages[16][1024];
+};
+
+static uint64_t db_cksum(const struct db *d)
+{
+    uint64_t x = 0;
+
+    for (uint32_t p = 1; p <= d->npages; p++)
+        x ^= cksum_page(p, d->pages[p - 1], d->ps);
+    return x;
+}
+
+static void fill_text(uint8_t *p, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (uint8_t)("litevault page "[(i + seed) % 15]);
+}
+
+static void fill_random(uint8_t *p, size_t n, unsigned seed)
+{
+    uint32_t x = 2463534242u ^ seed;
+
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        p[i] = (uint8_t)x;
+    }
+}
+
+/* Append one record: pages listed in pg[0..n-1] (already updated in d). */
+static void append(struct txlog *l, struct db *d, uint64_t txid, uint16_t flags, uint64_t pre, const uint32_t *pg,
+                   uint32_t n, uint32_t salt1)
+{
+    struct txlog_hdr h;
+    int rc;
+
+    memset(&h, 0, sizeof h);
+    h.txid = txid;
+    h.flags = flags;
+    h.time_us = 1790000000000000LL + (int64_t)txid * 1000;
+    h.page_size = d->ps;
+    h.db_pages = d->npages;
+    h.pre_cksum = pre;
+    h.post_cksum = db_cksum(d);
+    h.wal_salt1 = salt1;
+    h.wal_salt2 = salt1 ? salt1 ^ 0x5a5a5a5a : 0;
+    h.wal_frame = salt1 ? (uint32_t)txid * 3 : 0;
+    rc = txlog_append_begin(l, &h);
+    for (uint32_t i = 0; rc == 0 && i < n; i++)
+        rc = txlog_append_page(l, pg[i], d->pages[pg[i] - 1]);
+    if (rc == 0)
+        rc = txlog_append_end(l);
+    if (rc != 0)
+        DIE("append TXID %llu: %s", (unsigned long long)txid, lv_strerror(rc));
+}
+
+static struct txlog *open_log(const char *sub, uint8_t tag, uint64_t seg_size)
+{
+    char dir[128], err[512];
+    uint8_t dbid[16];
+    struct txlog *l;
+    struct txlog_tail tail;
+    int rc;
+
+    for (int i = 0; i < 16; i++)
+        dbid[i] = (uint8_t)(tag * 16 + i);
+    snprintf(dir, sizeof dir, "%s/%s", tmpdir, sub);
+    rc = txlog_open(dir, dbid, seg_size, &l, &tail, err, sizeof err);
+    if (rc != 0)
+        DIE("txlog_open %s: %s: %s", dir, lv_strerror(rc), err);
+    return l;
+}
+
+/* Copy every segment of tmpdir/sub into the txlog corpus as <sub>-<file>. */
+static void copy_segments(const char *sub)
+{
+    char dir[128], path[512], name[300];
+    struct dirent *e;
+    DIR *dp;
+    int found = 0;
+
+    snprintf(dir, sizeof dir, "%s/%s", tmpdir, sub);
+    dp = opendir(dir);
+    if (!dp)
+        DIE("opendir %s: %s", dir, strerror(errno));
+    while ((e = readdir(dp)) != NULL) {
+        size_t len, nl = strlen(e->d_name);
+        void *buf;
+        if (nl < 6 || strcmp(e->d_name + nl - 6, ".lvseg") != 0)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        buf = read_whole(path, &len);
+        snprintf(name, sizeof name, "%s-%s", sub, e->d_name);
+        write_seed("txlog", name, buf, len);
+        if (strcmp(sub, "basic") == 0 && len >= TXLOG_SEG_HDR_SIZE + TXLOG_HDR_SIZE) {
+            write_seed("txlog", "header-only.lvseg", buf, TXLOG_SEG_HDR_SIZE);
+            write_seed("txlog", "record-header.bin", (uint8_t *)buf + TXLOG_SEG_HDR_SIZE, TXLOG_HDR_SIZE);
+        }
+        free(buf);
+        found++;
+    }
+    closedir(dp);
+    if (!found)
+        DIE("no segments in %s", dir);
+}
+
+static void gen_txlog(void)
+{
+    static struct db d;
+    struct txlog *l;
+    uint64_t pre;
+    uint32_t pg[16];
+
+    /* basic: TXID 1..4 in one segment. */
+    memset(&d, 0, sizeof d);
+    d.ps = 512;
+    l = open_log("basic", 1, 1 << 20);
+    d.npages = 4;
+    for (uint32_t p = 1; p <= 4; p++) {
+        fill_text(d.pages[p - 1], d.ps, p);
+        pg[p - 1] = p;
+    }
+    append(l, &d, 1, 0, 0, pg, 4, 0); /* compressible: zstd */
+    pre = db_cksum(&d);
+    fill_random(d.pages[1], d.ps, 7);
+    pg[0] = 2;
+    append(l, &d, 2, 0, pre, pg, 1, 0); /* incompressible: stored raw */
+    pre = db_cksum(&d);
+    d.npages = 2;
+    append(l, &d, 3, 0, pre, pg, 0, 0); /* truncation: no pages */
+    pre = db_cksum(&d);
+    d.npages = 3;
+    fill_text(d.pages[2], d.ps, 11);
+    pg[0] = 1;
+    pg[1] = 3;
+    fill_random(d.pages[0], 64, 3);
+    append(l, &d, 4, TXLOG_F_RECOVERED, pre, pg, 2, 0x11223344);
+    txlog_close(l);
+    copy_segments("basic");
+
+    /* snap: starts with a snapshot at TXID 10, then one change. */
+    memset(&d, 0, sizeof d);
+    d.ps = 1024;
+    d.npages = 2;
+    l = open_log("snap", 2, 1 << 20);
+    fill_text(d.pages[0], d.ps, 1);
+    fill_random(d.pages[1], d.ps, 2);
+    pg[0] = 1;
+    pg[1] = 2;
+    append(l, &d, 10, TXLOG_F_SNAPSHOT, 0x0123456789abcdefULL, pg, 2, 0);
+    pre = db_cksum(&d);
+    fill_text(d.pages[1], d.ps, 5);
+    pg[0] = 2;
+    append(l, &d, 11, 0, pre, pg, 1, 0);
+    txlog_close(l);
+    copy_segments("snap");
+
+    /* roll: small segment size, several segments. */
+    memset(&d, 0, sizeof d);
+    d.ps = 512;
+    l = open_log("roll", 3, 4096);
+    pre = 0;
+    for (uint64_t t = 1; t <= 8; t++) {
+        d.npages = (uint32_t)(t < 4 ? t + 2 : 6);
+        fill_random(d.pages[t % 6], d.ps, (unsigned)t);
+        pg[0] = (uint32_t)(t % 6) + 1;
+        if (pg[0] > d.npages)
+            pg[0] = d.npages;
+        fill_random(d.pages[pg[0] - 1], d.ps, (unsigned)t);
+        append(l, &d, t, 0, pre, pg, 1, (uint32_t)t);
+        pre = db_cksum(&d);
+    }
+    txlog_close(l);
+    copy_segments("roll");
+}
+
+/* ---- WAL ---- */
+
+static void exec_sql(sqlite3 *db, const char *sql)
+{
+    char *msg = NULL;
+
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+        DIE("sqlite: %s: %s", sql, msg ? msg : "?");
+}
+
+static void gen_wal(void)
+{
+    char path[128], wal[160];
+    sqlite3 *db;
+    void *buf;
+    size_t len;
+
+    snprintf(path, sizeof path, "%s/w.db", tmpdir);
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    if (sqlite3_open(path, &db) != SQLITE_OK)
+        DIE("sqlite3_open %s", path);
+    exec_sql(db, "PRAGMA page_size=512; PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;"
+                 "CREATE TABLE t(a INTEGER PRIMARY KEY, b TEXT);");
+    buf = read_whole(wal, &len);
+    write_seed("wal", "one-tx.wal", buf, len);
+    free(buf);
+    exec_sql(db, "INSERT INTO t(b) VALUES('one'),('two');"
+                 "BEGIN; INSERT INTO t(b) SELECT hex(randomblob(300)) FROM t; COMMIT;"
+                 "UPDATE t SET b = 'x' WHERE a = 1;");
+    buf = read_whole(wal, &len);
+    write_seed("wal", "four-tx.wal", buf, len);
+    if (len > 100)
+        write_seed("wal", "torn.wal", buf, len - 100);
+    free(buf);
+    sqlite3_close(db);
+}
+
+/* ---- state ---- */
+
+static void gen_state(void)
+{
+    struct cksum_map m;
+    uint8_t dbid[16], page[512];
+    char path[128];
+    void *buf;
+    size_t len;
+    const uint32_t sizes[] = {0, 1, 9};
+
+    memset(dbid, 0xab, sizeof dbid);
+    snprintf(path, sizeof path, "%s/state", tmpdir);
+    for (size_t k = 0; k < LV_ARRAY_LEN(sizes); k++) {
+        char name[32];
+        cksum_map_init(&m);
+        cksum_map_reset(&m, sizes[k] ? 512 : 0);
+        if (cksum_map_resize(&m, sizes[k]) != 0)
+            DIE("cksum_map_resize");
+        for (uint32_t p = 1; p <= sizes[k]; p++) {
+            fill_random(page, sizeof page, p);
+            cksum_map_set(&m, p, cksum_page(p, page, sizeof page));
+        }
+        if (cksum_state_save(path, &m, dbid, 40 + k) != 0)
+            DIE("cksum_state_save %s", path);
+        buf = read_whole(path, &len);
+        snprintf(name, sizeof name, "pages-%u.state", sizes[k]);
+        write_seed("state", name, buf, len);
+        free(buf);
+        cksum_map_free(&m);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    char cmd[128];
+
+    if (argc != 2) {
+        fprintf(stderr, "usage: gen_seeds OUTDIR\n");
+        return 2;
+    }
+    lvlog_threshold = LVLOG_WARN;
+    outdir = argv[1];
+    if (sys_mkdir_p(outdir) != 0)
+        DIE("mkdir %s", outdir);
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/lvfuzz-seeds-XXXXXX");
+    if (!mkdtemp(tmpdir))
+        DIE("mkdtemp: %s", strerror(errno));
+    gen_txlog();
+    gen_wal();
+    gen_state();
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "gen_seeds: could not remove %s\n", tmpdir);
+    return 0;
+}
