@@ -115,7 +115,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     lv_put64(copy + len - 8, cksum_buf(copy, len - 8));
     ps = lv_get32(copy + 40);
     if (load(copy, len) != 0 && memcmp(copy, "LVSTATE1", 8) == 0 && lv_get32(copy + 8) == 1 &&
-        lv_get32(copy + 12) == 0 && (ps == 0 || (ps >= 512 && ps <= 65536 && (ps & (ps - 1)) == 0)))
+        lv_get32(copy + 12) == 0 && ((ps == 0 && n == 0) || (ps >= 512 && ps <= 65536 && (ps & (ps - 1)) == 0)))
         FAIL("a well-formed state file of %zu pages was rejected", n);
     free(copy);
     return 0;
