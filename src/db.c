@@ -1784,42 +1784,60 @@ static ssize_t write_main(struct db *d, int fd, const void *buf, size_t len, off
 
 /* Context for ckpt_page. */
 struct ckpt_ctx {
-    struct db *d;   /* database */
-    int fd;         /* main file */
-    uint8_t *buf;   /* scratch page */
-    uint32_t bad;   /* pages that disagreed */
+    struct db *d;         /* database */
+    int fd;               /* main file */
+    uint8_t *buf;         /* scratch page */
+    struct changes c;     /* pages that disagree, with their actual content */
+    uint32_t npages;      /* logical size of the database file */
 };
 
 static int ckpt_page(void *arg, uint32_t p)
 {
     struct ckpt_ctx *k = arg;
     struct db *d = k->d;
-    if (p > d->map.npages)
+    uint32_t ps = d->map.page_size;
+    if (p > d->map.npages || p > k->npages)
         return 0;
-    if (read_page(k->fd, k->buf, d->map.page_size, (uint64_t)(p - 1) * d->map.page_size) != 0)
+    uint64_t off = (uint64_t)(p - 1) * ps;
+    if (read_page(k->fd, k->buf, ps, off) != 0)
         return LV_EIO;
-    if (cksum_page(p, k->buf, d->map.page_size) != cksum_map_get(&d->map, p)) {
-        if (k->bad++ < 5)
-            LV_ERROR("%s: page %u copied into the database by a checkpoint differs from the logged page (TXID "
-                     "%llu)", d->name, p, (unsigned long long)d->txid);
-    }
-    return 0;
+    uint64_t h = cksum_page(p, k->buf, ps);
+    if (h == cksum_map_get(&d->map, p))
+        return 0;
+    if (k->c.n < 5)
+        LV_ERROR("%s: page %u copied into the database by a checkpoint differs from the logged page (TXID %llu)",
+                 d->name, p, (unsigned long long)d->txid);
+    return changes_add(&k->c, p, k->fd, off, h);
 }
 
-/* The WAL is being reset (restart header, truncation to 0 or unlink), so
- * SQLite has copied every frame into the database: the pages checkpoints
- * wrote must now equal the logged state.  A disagreement is logged and
- * counted (litevault_db_checkpoint_mismatch_total), never silent. */
+/*
+ * The WAL is being reset (restart header, truncation to 0 or unlink), so
+ * SQLite has copied every frame it considers committed into the database:
+ * the pages checkpoints wrote must now equal the logged state.  They differ
+ * only if the WAL was damaged behind SQLite's back (a committed frame lost),
+ * in which case the database no longer matches its history.  That is logged
+ * and counted (litevault_db_checkpoint_mismatch_total), and a RECOVERED
+ * record with the pages as they now are makes the log follow the database.
+ */
 static void ckpt_verify(struct db *d)
 {
+    uint8_t hdr[100];
+    struct stat st;
     if (!d->ckpt_dirty || d->journal_active || d->bulk || d->map.page_size == 0)
         return;
-    struct ckpt_ctx k = {d, main_fd(d), malloc(d->map.page_size), 0};
-    if (k.fd >= 0 && k.buf && dirty_pages(d, d->map.page_size, ckpt_page, &k) == 0 && k.bad) {
-        d->ckpt_mismatch += k.bad;
-        LV_ERROR("%s: %u checkpointed pages disagree with the log; the database file no longer matches its "
-                 "history (run 'litevault log replay' to compare)", d->name, k.bad);
+    struct ckpt_ctx k = {d, main_fd(d), malloc(d->map.page_size), {0}, d->map.npages};
+    if (k.fd >= 0 && fstat(k.fd, &st) == 0 && st.st_size >= 100 && read_page(k.fd, hdr, sizeof hdr, 0) == 0 &&
+        hdr_valid(hdr) && (uint32_t)page_size_from_hdr(hdr) == d->map.page_size)
+        k.npages = logical_pages(hdr, (uint64_t)st.st_size, d->map.page_size);
+    if (k.fd >= 0 && k.buf && dirty_pages(d, d->map.page_size, ckpt_page, &k) == 0 && k.c.n) {
+        d->ckpt_mismatch += k.c.n;
+        LV_ERROR("%s: %zu checkpointed pages disagree with the log: the WAL lost committed frames behind SQLite's "
+                 "back; logging the database as it now is",
+                 d->name, k.c.n);
+        dirty_clear(d);
+        emit(d, TXLOG_F_RECOVERED, d->map.page_size, k.npages, &k.c, 0, 0, 0);
     }
+    free(k.c.v);
     free(k.buf);
     dirty_clear(d);
     d->ckpt_dirty = 0;
