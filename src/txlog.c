@@ -86,6 +86,11 @@
  * record at the end of the newest segment as "not written yet" (LV_ENOENT)
  * and picks up growth and new segments on later calls, so it can tail a
  * live log.
+ *
+ * SEGMENT IMAGES (txlog_segment_image, for the archiver): records are
+ * copied byte for byte from the segment files into one in-memory segment
+ * image, checked on the way (header, trailer, continuity, chain) but never
+ * decompressed; details at the function, end of this file.
  */
 #include "txlog.h"
 
@@ -1952,5 +1957,293 @@ out_free:
     cksum_map_free(&check);
     free(rb.buf);
     free(tmp);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Segment images for the archiver                                     */
+/* ------------------------------------------------------------------ */
+
+/*
+ * txlog_segment_image copies records verbatim (header + stored payload +
+ * trailer, never decompressed) from the local segment files into one
+ * in-memory image in the "Segment file" format:
+ *
+ *   image[0..63]   segment header: dbid, first TXID = from_txid, creation
+ *                  time = commit time of the first record copied (so the
+ *                  same range always yields the same bytes)
+ *   image[64..]    the records from_txid..*last_txid, byte-identical to
+ *                  the local files
+ *
+ * Every copied record is checked as it is copied: header checksum and
+ * sanity (txlog_hdr_decode), database ID, TXID continuity (also across
+ * segment files and for the skipped records before from_txid), the
+ * pre/post checksum chain and the payload trailer (XXH3-64 of the stored
+ * bytes, hashed in the image buffer).  Records below from_txid in the
+ * first segment are only decoded and skipped by length.
+ *
+ * Concurrency with the writer (one pwrite per buffered record; streamed
+ * records get their real header last; a record never spans segments; a new
+ * segment is created only after the previous record is complete): the
+ * segment list is read once and each file's size is taken after that, so
+ * every listed segment but the last is complete.  In the last segment an
+ * incomplete record (file ends inside it, or its header is still all
+ * zeros) and a segment shorter than its header are "not written yet": the
+ * image stops before them.  The same conditions in an earlier segment are
+ * corruption.  A segment that vanishes (pruned) ends the image, or gives
+ * LV_ENOENT when nothing was copied yet.
+ */
+
+/* Builder state for txlog_segment_image. */
+struct img {
+    const uint8_t *dbid;   /* expected database ID (borrowed) */
+    uint64_t from_txid;    /* first TXID to copy */
+    uint64_t to_txid;      /* last TXID to copy (UINT64_MAX: no bound) */
+    uint64_t max_bytes;    /* image size bound (UINT64_MAX: no bound) */
+    uint8_t *buf;          /* the image (owned until handed to the caller) */
+    size_t len;            /* bytes of buf in use */
+    size_t cap;            /* bytes allocated */
+    int seen;              /* a record was seen (skipped or copied) */
+    uint64_t prev_txid;    /* TXID of the last record seen */
+    uint64_t prev_post;    /* its post checksum */
+    uint64_t ncopied;      /* records copied */
+    uint64_t last_txid;    /* TXID of the last record copied */
+    int64_t first_time_us; /* commit time of the first record copied */
+    int done;              /* a bound (to_txid, max_bytes) was reached */
+};
+
+static int img_fail(const char *path, uint64_t off, uint64_t txid, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int img_fail(const char *path, uint64_t off, uint64_t txid, const char *fmt, ...)
+{
+    char what[256];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    LV_ERROR("txlog: segment image: %s: offset %" PRIu64 ": TXID %" PRIu64 ": %s", path, off, txid, what);
+    return LV_ECORRUPT;
+}
+
+/* Copy the wanted records of segment file `path` (first TXID `first`,
+ * the newest listed segment when `last`) into im.  0 (also when the
+ * segment vanished: *gone = 1), LV_ECORRUPT, LV_EVERSION or an I/O error. */
+static int img_segment(struct img *im, const char *path, uint64_t first, int last, int *gone)
+{
+    uint8_t hb[TXLOG_HDR_SIZE];
+    struct seg_hdr sh;
+    struct txlog_hdr h;
+    uint64_t size = 0, off, rec_len, expect, sum;
+    uint8_t *rec;
+    int fd, rc, nrec = 0;
+    const char *torn = NULL;
+
+    *gone = 0;
+    fd = sys_open(path, O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0) {
+        if (fd == LV_ENOENT)
+            *gone = 1;
+        return fd == LV_ENOENT ? 0 : fd;
+    }
+    rc = fd_size(fd, path, &size);
+    if (rc)
+        goto out_close;
+    expect = im->seen ? im->prev_txid + 1 : first;
+    if (size < TXLOG_SEG_HDR_SIZE) {
+        if (!last)
+            rc = img_fail(path, 0, expect, "segment shorter than its header");
+        goto out_close; /* last: being created, nothing in it yet */
+    }
+    rc = sys_pread_all(fd, hb, TXLOG_SEG_HDR_SIZE, 0, path);
+    if (rc)
+        goto out_close;
+    rc = seg_hdr_decode(hb, &sh);
+    if (rc) {
+        img_fail(path, 0, expect, rc == LV_EVERSION ? "unsupported segment version" : "invalid segment header");
+        goto out_close;
+    }
+    if (memcmp(sh.dbid, im->dbid, 16) != 0) {
+        rc = img_fail(path, 0, expect, "segment belongs to another database");
+        goto out_close;
+    }
+    if (sh.first != first) {
+        rc = img_fail(path, 0, sh.first, "segment header first TXID does not match the file name");
+        goto out_close;
+    }
+    if (im->seen && sh.first != expect) {
+        rc = img_fail(path, 0, sh.first, "TXID gap: expected TXID %" PRIu64 " at segment start", expect);
+        goto out_close;
+    }
+
+    off = TXLOG_SEG_HDR_SIZE;
+    while (off < size && !im->done) {
+        expect = im->seen ? im->prev_txid + 1 : sh.first;
+        if (size - off < TXLOG_HDR_SIZE) {
+            torn = "file ends inside a record header";
+            break;
+        }
+        rc = sys_pread_all(fd, hb, TXLOG_HDR_SIZE, (off_t)off, path);
+        if (rc)
+            goto out_close;
+        if (all_zero(hb, sizeof(hb))) {
+            torn = "record header is all zeros";
+            break;
+        }
+        rc = txlog_hdr_decode(hb, &h);
+        if (rc) {
+            img_fail(path, off, expect, rc == LV_EVERSION ? "unsupported record version" : "invalid record header");
+            rc = rc == LV_EVERSION ? LV_EVERSION : LV_ECORRUPT;
+            goto out_close;
+        }
+        rec_len = TXLOG_HDR_SIZE + h.stored_len + TXLOG_TRAILER_SIZE;
+        if (rec_len > size - off) {
+            torn = "file ends inside the record";
+            break;
+        }
+        rc = LV_ECORRUPT;
+        if (memcmp(h.dbid, im->dbid, 16) != 0) {
+            img_fail(path, off, h.txid, "record belongs to another database");
+            goto out_close;
+        }
+        if (nrec == 0 && h.txid != sh.first) {
+            img_fail(path, off, h.txid, "first record does not match segment first TXID %" PRIu64, sh.first);
+            goto out_close;
+        }
+        if (im->seen && h.txid != expect) {
+            img_fail(path, off, h.txid, "TXID gap: expected TXID %" PRIu64, expect);
+            goto out_close;
+        }
+        if (im->seen && h.pre_cksum != im->prev_post) {
+            img_fail(path, off, h.txid,
+                     "checksum chain break: pre checksum %016" PRIx64 " != previous post %016" PRIx64, h.pre_cksum,
+                     im->prev_post);
+            goto out_close;
+        }
+        if (h.txid > im->to_txid) {
+            im->done = 1;
+            break;
+        }
+        if (h.txid >= im->from_txid) {
+            if (im->ncopied && (uint64_t)im->len + rec_len > im->max_bytes) {
+                im->done = 1;
+                break;
+            }
+            if (im->ncopied == 0 && h.txid != im->from_txid) {
+                /* Only possible when the first segment starts above from_txid. */
+                rc = LV_ENOENT;
+                goto out_close;
+            }
+            rc = grow(&im->buf, &im->cap, im->len + (size_t)rec_len);
+            if (rc)
+                goto out_close;
+            rec = im->buf + im->len;
+            memcpy(rec, hb, TXLOG_HDR_SIZE);
+            rc = sys_pread_all(fd, rec + TXLOG_HDR_SIZE, (size_t)(rec_len - TXLOG_HDR_SIZE),
+                               (off_t)(off + TXLOG_HDR_SIZE), path);
+            if (rc)
+                goto out_close;
+            /* The header bytes were decoded from hb, which is what was copied. */
+            sum = XXH3_64bits(rec + TXLOG_HDR_SIZE, (size_t)h.stored_len);
+            if (lv_get64(rec + TXLOG_HDR_SIZE + h.stored_len) != sum) {
+                rc = img_fail(path, off, h.txid, "payload checksum mismatch");
+                goto out_close;
+            }
+            if (im->ncopied == 0)
+                im->first_time_us = h.time_us;
+            im->len += (size_t)rec_len;
+            im->ncopied++;
+            im->last_txid = h.txid;
+            if (h.txid == im->to_txid)
+                im->done = 1;
+        }
+        im->seen = 1;
+        im->prev_txid = h.txid;
+        im->prev_post = h.post_cksum;
+        nrec++;
+        off += rec_len;
+    }
+    rc = 0;
+    if (torn && !last) {
+        rc = img_fail(path, off, im->seen ? im->prev_txid + 1 : sh.first,
+                      "truncated record in a segment that is not the last (%s)", torn);
+        goto out_close;
+    }
+    if (torn) {
+        LV_DEBUG("txlog: segment image: %s: offset %" PRIu64 ": %s; treated as not written yet", path, off, torn);
+        im->done = 1;
+    }
+out_close:
+    close(fd);
+    return rc;
+}
+
+int txlog_segment_image(const char *dir, const uint8_t dbid[16], uint64_t from_txid, uint64_t to_txid,
+                        uint64_t max_bytes, void **out, size_t *len, uint64_t *last_txid)
+{
+    struct img im;
+    struct seg_hdr sh;
+    uint64_t *segs = NULL;
+    size_t nsegs = 0, i = 0;
+    char *path;
+    int rc, gone;
+
+    *out = NULL;
+    *len = 0;
+    *last_txid = 0;
+    if (from_txid == 0 || (to_txid && to_txid < from_txid))
+        return LV_EINVAL;
+    memset(&im, 0, sizeof(im));
+    im.dbid = dbid;
+    im.from_txid = from_txid;
+    im.to_txid = to_txid ? to_txid : UINT64_MAX;
+    im.max_bytes = max_bytes ? max_bytes : UINT64_MAX;
+    im.len = TXLOG_SEG_HDR_SIZE;
+    rc = grow(&im.buf, &im.cap, TXLOG_SEG_HDR_SIZE);
+    if (rc)
+        return rc;
+
+    rc = seg_list(dir, &segs, &nsegs);
+    if (rc)
+        goto out_free;
+    if (nsegs == 0 || segs[0] > from_txid) {
+        rc = LV_ENOENT;
+        goto out_free;
+    }
+    /* The last segment whose first TXID <= from_txid holds it. */
+    while (i + 1 < nsegs && segs[i + 1] <= from_txid)
+        i++;
+    for (; i < nsegs && !im.done; i++) {
+        path = seg_path(dir, segs[i]);
+        if (!path) {
+            rc = LV_ENOMEM;
+            goto out_free;
+        }
+        rc = img_segment(&im, path, segs[i], i + 1 == nsegs, &gone);
+        free(path);
+        if (rc)
+            goto out_free;
+        if (gone)
+            break; /* pruned under us: what was copied so far stands */
+    }
+    if (im.ncopied == 0) {
+        rc = LV_ENOENT;
+        goto out_free;
+    }
+    memcpy(sh.dbid, dbid, 16);
+    sh.first = from_txid;
+    sh.ctime_us = im.first_time_us;
+    seg_hdr_encode(&sh, im.buf);
+    *out = im.buf;
+    *len = im.len;
+    *last_txid = im.last_txid;
+    im.buf = NULL;
+    rc = 0;
+out_free:
+    if (rc == LV_ENOENT)
+        LV_DEBUG("txlog: segment image: %s: TXID %" PRIu64 " is not in the log", dir, from_txid);
+    free(segs);
+    free(im.buf);
     return rc;
 }

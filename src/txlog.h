@@ -136,6 +136,26 @@ const char *txlog_reader_where(const struct txlog_reader *r, uint64_t *offset);
 /* Close and free. */
 void txlog_reader_close(struct txlog_reader *r);
 
+/* ---- Segment images (archiver) ---- */
+
+/* Build in memory a segment image (the "Segment file" format) holding the
+ * records from_txid..to_txid of the log in dir, copied byte for byte
+ * (header, stored payload, trailer; never recompressed).  The image's
+ * segment header names dbid and first TXID from_txid.  to_txid 0 means "up
+ * to the end of the log"; the image also ends early at the end of the log
+ * and, at a record boundary, before the record that would make it larger
+ * than max_bytes (0: no bound) -- but it always holds at least one record.
+ * Each copied record's header checksum, database ID, payload trailer, TXID
+ * continuity and checksum chain are verified; damage gives LV_ECORRUPT (or
+ * LV_EVERSION) with an LV_ERROR message naming the segment file and TXID.
+ * Safe while the writer appends: an incomplete final record is treated as
+ * not written yet.  On success *out (malloc'ed, caller frees) and *len hold
+ * the image and *last_txid the last TXID copied.  LV_ENOENT if from_txid is
+ * not in the log (pruned, or not written yet), LV_EINVAL for from_txid 0 or
+ * to_txid < from_txid. */
+int txlog_segment_image(const char *dir, const uint8_t dbid[16], uint64_t from_txid, uint64_t to_txid,
+                        uint64_t max_bytes, void **out, size_t *len, uint64_t *last_txid);
+
 /* ---- Replay ---- */
 
 /* Rebuild the database as of target_txid (0 = last) from the log in dir
