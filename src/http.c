@@ -112,8 +112,9 @@ struct http_server {
     struct http_route_ent *routes; /* route list; written only before http_start */
     struct http_route_ent **tail;  /* where the next route is linked */
     struct MHD_Daemon *mhd;        /* running daemon, NULL before http_start / after failure */
-    pthread_mutex_t err_lock;      /* guards last_err */
+    pthread_mutex_t err_lock;      /* guards last_err, and conn_fds */
     char last_err[256];            /* last libmicrohttpd error message (for http_start) */
+    int conn_fds[HTTP_MAX_CONNS + 8]; /* open client sockets, -1 when free (err_lock) */
 };
 
 /* Per-request state, libmicrohttpd's *con_cls; freed by request_done_cb. */
@@ -217,6 +218,8 @@ int http_new(const char *addr, struct http_server **out)
     }
     s->tail = &s->routes;
     pthread_mutex_init(&s->err_lock, NULL);
+    for (size_t i = 0; i < sizeof s->conn_fds / sizeof s->conn_fds[0]; i++)
+        s->conn_fds[i] = -1;
     *out = s;
     return 0;
 
@@ -495,6 +498,31 @@ static size_t unescape_cb(void *cls, struct MHD_Connection *c, char *s)
     return (size_t)(w - s);
 }
 
+/* Track open client sockets (MHD_OPTION_NOTIFY_CONNECTION), so that
+ * http_free can shut them down: otherwise MHD_stop_daemon waits out the
+ * connection timeout of idle or half-sent requests (30 s). */
+static void conn_notify_cb(void *cls, struct MHD_Connection *c, void **socket_context,
+                           enum MHD_ConnectionNotificationCode toe)
+{
+    struct http_server *s = cls;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci)
+        return;
+    int fd = (int)ci->connect_fd;
+    pthread_mutex_lock(&s->err_lock);
+    for (size_t i = 0; i < sizeof s->conn_fds / sizeof s->conn_fds[0]; i++) {
+        if (toe == MHD_CONNECTION_NOTIFY_STARTED && s->conn_fds[i] == -1) {
+            s->conn_fds[i] = fd;
+            break;
+        }
+        if (toe == MHD_CONNECTION_NOTIFY_CLOSED && s->conn_fds[i] == fd) {
+            s->conn_fds[i] = -1;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->err_lock);
+}
+
 /* libmicrohttpd's error log (MHD_USE_ERROR_LOG) -> LV_WARN; remembers the
  * last message so http_start can say why it failed. */
 static void mhd_log_cb(void *cls, const char *fmt, va_list ap)
@@ -537,6 +565,7 @@ int http_start(struct http_server *s)
                               MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONN_TIMEOUT_S,
                               MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
                               MHD_OPTION_NOTIFY_COMPLETED, request_done_cb, s,
+                              MHD_OPTION_NOTIFY_CONNECTION, conn_notify_cb, s,
                               MHD_OPTION_UNESCAPE_CALLBACK, unescape_cb, s,
                               MHD_OPTION_END);
     if (s->mhd == NULL) {
@@ -556,8 +585,15 @@ void http_free(struct http_server *s)
 
     if (s == NULL)
         return;
-    if (s->mhd != NULL)
-        MHD_stop_daemon(s->mhd);  /* joins the workers; completes pending requests */
+    if (s->mhd != NULL) {
+        /* Unblock idle and half-sent connections first (see conn_notify_cb). */
+        pthread_mutex_lock(&s->err_lock);
+        for (size_t i = 0; i < sizeof s->conn_fds / sizeof s->conn_fds[0]; i++)
+            if (s->conn_fds[i] != -1)
+                shutdown(s->conn_fds[i], SHUT_RDWR);
+        pthread_mutex_unlock(&s->err_lock);
+        MHD_stop_daemon(s->mhd);  /* joins the workers */
+    }
     for (r = s->routes; r; r = next) {
         next = r->next;
         free(r->method);
