@@ -62,10 +62,10 @@ $(BUILD)/bench: bench/bench.c $(LIBOBJS)
 
 JOBS ?= 2
 unit-test: $(BUILD)/tests/unit
-	$(BUILD)/tests/unit --jobs $(JOBS)
+	./tests/run-criterion.sh $(BUILD)/unit.log $(BUILD)/tests/unit --jobs $(JOBS)
 
 it-test: $(BIN) $(BUILD)/tests/it
-	LITEVAULT=$(abspath $(BIN)) $(BUILD)/tests/it --jobs $(JOBS)
+	LITEVAULT=$(abspath $(BIN)) ./tests/run-criterion.sh $(BUILD)/it.log $(BUILD)/tests/it --jobs $(JOBS)
 
 sqlite-tcl-test: $(BIN)
 	LITEVAULT=$(abspath $(BIN)) ./tests/sqlite-tcl.sh
