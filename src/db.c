@@ -136,6 +136,10 @@ struct db {
     uint64_t bytes_logged;   /* page bytes logged since start */
     uint64_t pages_logged;   /* pages logged since start */
     uint64_t refused;        /* writes refused */
+    struct db_image *img;    /* image being copied by dbreg_image (copy-on-write active), or NULL */
+    struct db_image *img_want; /* image waiting for the end of a rollback transaction, or NULL */
+    pthread_cond_t img_cv;   /* signalled when img_want has been set up (with mu) */
+    pthread_mutex_t img_mu;  /* held by dbreg_image for its whole run: one image at a time (before mu) */
 };
 
 struct dbreg {
@@ -924,6 +928,308 @@ static const struct change *overlay_find(const struct overlay *o, uint32_t pgno)
     return lo < o->n && o->v[lo].pgno == pgno ? &o->v[lo] : NULL;
 }
 
+/* ---------------------------------------------------------------- images */
+
+/*
+ * CONSISTENT IMAGES (dbreg_image), for export and archive snapshots.
+ *
+ * The image is the database just after TXID N, the last record when the
+ * image is set up.  Its pages come from two places, fixed at set-up:
+ *   - pages with a committed frame in the current WAL (frames before
+ *     wal_next): the newest such frame (the overlay), read from the WAL;
+ *   - every other page: the main file.
+ * Set-up happens with d->mu held at a moment when the files hold exactly
+ * TXID N: never inside a rollback transaction (journal_active or bulk
+ * writes pending).  If a rollback transaction is open, the request waits
+ * in img_want and is set up by img_serve() at the first quiescent moment,
+ * which every db_on_* call checks before releasing d->mu.  In WAL mode the
+ * main file changes only through checkpoints, which copy committed frames.
+ *
+ * Copy-on-write: from set-up until the copy ends, every write or truncate
+ * of the main file or the WAL (all of which run under d->mu) first copies
+ * into the image the not-yet-copied pages whose source it would change
+ * (img_cow_main, img_cow_wal).  The copier also holds d->mu for each chunk
+ * it copies, so a page is copied exactly once, from an unchanged source.
+ * The image keeps its own descriptors of the main file and the WAL, so
+ * unlink and rename do not disturb it.  A failure to write the image
+ * (ENOSPC) marks it failed; the application's write still proceeds.
+ * Finally the XOR of the copied pages' checksums must equal N's
+ * post-checksum, else LV_EMISMATCH: an image is never silently wrong.
+ */
+struct db_image {
+    int out_fd;            /* destination (borrowed from the caller) */
+    int mainfd;            /* own descriptor of the main file */
+    int walfd;             /* own descriptor of the WAL, or -1 */
+    struct overlay ov;     /* pages whose content is in a WAL frame */
+    uint64_t wal_end;      /* byte offset just past the last overlay frame */
+    uint32_t ps;           /* page size */
+    uint32_t npages;       /* pages in the image */
+    uint64_t *copied;      /* bitmap: page p copied (bit p-1) */
+    uint64_t cksum;        /* XOR of cksum_page of the pages copied so far */
+    uint64_t want;         /* expected checksum: post-checksum of txid */
+    uint64_t txid;         /* TXID of the image */
+    int64_t time_us;       /* its commit time */
+    uint8_t id[16];        /* database ID */
+    int err;               /* sticky: first error writing the image */
+    int ready;             /* set up (img_want served) */
+    uint8_t *buf;          /* scratch for one page (COW) */
+};
+
+/* Copy page p into the image if not copied yet.  d->mu held. */
+static int img_copy_page(struct db *d, struct db_image *im, uint32_t p)
+{
+    uint64_t bit = (uint64_t)(p - 1);
+    if (p == 0 || p > im->npages || (im->copied[bit / 64] >> (bit % 64) & 1) || im->err)
+        return im->err;
+    const struct change *c = overlay_find(&im->ov, p);
+    int rc = c ? sys_pread_all(im->walfd, im->buf, im->ps, (off_t)c->off, d->name)
+               : read_page(im->mainfd, im->buf, im->ps, (uint64_t)(p - 1) * im->ps);
+    if (rc == 0)
+        rc = sys_pwrite_all(im->out_fd, im->buf, im->ps, (off_t)(p - 1) * im->ps, "image");
+    if (rc) {
+        im->err = rc < 0 ? rc : LV_EIO;
+        return im->err;
+    }
+    im->cksum ^= cksum_page(p, im->buf, im->ps);
+    im->copied[bit / 64] |= 1ull << (bit % 64);
+    return 0;
+}
+
+/* The main file's bytes [off, off+len) are about to change: save the
+ * image's pages there whose source is the main file.  len 0 = to the end. */
+static void img_cow_main(struct db *d, uint64_t off, uint64_t len)
+{
+    struct db_image *im = d->img;
+    if (!im || im->err || im->npages == 0)
+        return;
+    uint64_t first = off / im->ps + 1, last = len ? (off + len - 1) / im->ps + 1 : im->npages;
+    if (last > im->npages)
+        last = im->npages;
+    for (uint64_t p = first; p <= last && !im->err; p++)
+        if (!overlay_find(&im->ov, (uint32_t)p))
+            img_copy_page(d, im, (uint32_t)p);
+}
+
+/* The WAL is about to change at off (a restart, an overwrite or a
+ * truncation to off): save every page still to be read from frames at or
+ * past off.  Rare (only after a WAL restart), so no finer tracking. */
+static void img_cow_wal(struct db *d, uint64_t off)
+{
+    struct db_image *im = d->img;
+    if (!im || im->err || im->ov.n == 0 || off >= im->wal_end)
+        return;
+    for (size_t i = 0; i < im->ov.n && !im->err; i++)
+        if (im->ov.v[i].off + im->ps > off)
+            img_copy_page(d, im, im->ov.v[i].pgno);
+}
+
+/* Release what an image owns (not out_fd). */
+static void img_free(struct db_image *im)
+{
+    if (im->mainfd >= 0)
+        close(im->mainfd);
+    if (im->walfd >= 0)
+        close(im->walfd);
+    free(im->ov.v);
+    free(im->copied);
+    free(im->buf);
+    im->ov.v = NULL;
+    im->copied = NULL;
+    im->buf = NULL;
+    im->mainfd = im->walfd = -1;
+}
+
+/* Fix the image at the current state (TXID d->txid).  d->mu held, the
+ * database quiescent.  0 or negative. */
+static int img_setup(struct db *d, struct db_image *im)
+{
+    char rel[PATH_MAX + 8];
+    int rc = 0;
+
+    im->ps = d->map.page_size;
+    im->npages = d->map.npages;
+    im->want = d->map.total;
+    im->txid = d->txid;
+    im->time_us = d->last_time;
+    memcpy(im->id, d->id, 16);
+    im->mainfd = openat(d->reg->rootfd, d->name, O_RDONLY | O_CLOEXEC);
+    if (im->mainfd < 0) {
+        LV_ERROR("%s: image: open %s/%s: %s", d->name, d->reg->files, d->name, strerror(errno));
+        return lv_from_errno(errno);
+    }
+    im->copied = calloc((size_t)im->npages / 64 + 1, sizeof(uint64_t));
+    im->buf = malloc(im->ps ? im->ps : 512);
+    if (!im->copied || !im->buf)
+        return LV_ENOMEM;
+    if (d->wal_valid && d->wal_next > 0 && d->wal_psz == im->ps) {
+        snprintf(rel, sizeof rel, "%s-wal", d->name);
+        im->walfd = openat(d->reg->rootfd, rel, O_RDONLY | O_CLOEXEC);
+        if (im->walfd < 0) {
+            LV_ERROR("%s: image: open %s/%s: %s", d->name, d->reg->files, rel, strerror(errno));
+            return lv_from_errno(errno);
+        }
+        rc = overlay_build(im->walfd, im->ps, d->wal_next, &im->ov);
+        if (rc)
+            return rc;
+        im->wal_end = wal_frame_off(d->wal_next, im->ps);
+    }
+    im->ready = 1;
+    d->img = im;
+    return 0;
+}
+
+/* A quiescent moment: set up a waiting image.  d->mu held. */
+static void img_serve(struct db *d)
+{
+    struct db_image *im = d->img_want;
+    if (!im || d->journal_active || d->bulk)
+        return;
+    d->img_want = NULL;
+    int rc = img_setup(d, im);
+    if (rc)
+        im->err = rc;
+    im->ready = 1;
+    pthread_cond_broadcast(&d->img_cv);
+}
+
+int dbreg_image(struct dbreg *r, const char *name, int out_fd, int timeout_ms, struct db_image_info *info,
+                db_image_progress_fn progress, void *arg)
+{
+    struct db_image im = {.out_fd = out_fd, .mainfd = -1, .walfd = -1};
+    struct db *d = dbreg_get(r, name, 0);
+    uint8_t *chunk = NULL;
+    int rc = 0;
+
+    if (!d)
+        return LV_ENOENT;
+    pthread_mutex_lock(&d->img_mu);
+    pthread_mutex_lock(&d->mu);
+    if (d->kind != DBK_SQLITE || d->txid == 0) {
+        rc = d->broken ? LV_EBROKEN : LV_ENOENT;
+        goto out_unlock;
+    }
+    if (d->broken) {
+        rc = LV_EBROKEN;
+        goto out_unlock;
+    }
+    if (!d->journal_active && !d->bulk) {
+        rc = img_setup(d, &im);
+    } else {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t ns = ts.tv_nsec + (int64_t)timeout_ms * 1000000;
+        ts.tv_sec += ns / 1000000000;
+        ts.tv_nsec = ns % 1000000000;
+        d->img_want = &im;
+        while (!im.ready && !d->broken)
+            if (pthread_cond_timedwait(&d->img_cv, &d->mu, &ts) == ETIMEDOUT)
+                break;
+        if (!im.ready) {
+            d->img_want = NULL;
+            rc = d->broken ? LV_EBROKEN : LV_EBUSY;
+            if (rc == LV_EBUSY)
+                LV_WARN("%s: image: a transaction stayed open for %d ms; try again", d->name, timeout_ms);
+            goto out_unlock;
+        }
+        rc = im.err;
+    }
+    if (rc)
+        goto out_clear;
+    pthread_mutex_unlock(&d->mu);
+
+    /* Copy in chunks of about 1 MiB, each under d->mu (writers wait at most
+     * one chunk), reading runs of the main file with one pread. */
+    uint32_t per = im.ps ? (uint32_t)((1u << 20) / im.ps) : 1;
+    if (per == 0)
+        per = 1;
+    chunk = malloc((size_t)per * (im.ps ? im.ps : 512));
+    if (!chunk) {
+        rc = LV_ENOMEM;
+        pthread_mutex_lock(&d->mu);
+        goto out_clear;
+    }
+    if (sys_ftruncate(out_fd, 0, "image") != 0) {
+        rc = LV_EIO;
+        pthread_mutex_lock(&d->mu);
+        goto out_clear;
+    }
+    /* Test seam: LV_TEST_IMAGE_DELAY_US slows the copy between chunks so
+     * that tests can make writers overlap it (unset in production). */
+    const char *delay_env = getenv("LV_TEST_IMAGE_DELAY_US");
+    long delay_us = delay_env ? atol(delay_env) : 0;
+    for (uint32_t p0 = 1; p0 <= im.npages && rc == 0; p0 += per) {
+        uint32_t n = im.npages - p0 + 1 < per ? im.npages - p0 + 1 : per;
+        if (delay_us > 0 && p0 > 1)
+            usleep((useconds_t)delay_us);
+        pthread_mutex_lock(&d->mu);
+        rc = im.err;
+        if (rc == 0 && d->broken)
+            rc = LV_EBROKEN;
+        if (rc == 0)
+            rc = read_page(im.mainfd, chunk, n * im.ps, (uint64_t)(p0 - 1) * im.ps);
+        uint32_t run0 = 0, runlen = 0; /* pending run of pages to write from chunk */
+        for (uint32_t i = 0; i < n && rc == 0; i++) {
+            uint32_t p = p0 + i;
+            uint64_t bit = p - 1;
+            if (im.copied[bit / 64] >> (bit % 64) & 1) {
+                if (runlen)
+                    rc = sys_pwrite_all(out_fd, chunk + (size_t)run0 * im.ps, (size_t)runlen * im.ps,
+                                        (off_t)(p0 - 1 + run0) * im.ps, "image");
+                runlen = 0;
+                continue;
+            }
+            const struct change *c = overlay_find(&im.ov, p);
+            if (c)
+                rc = sys_pread_all(im.walfd, chunk + (size_t)i * im.ps, im.ps, (off_t)c->off, d->name);
+            if (rc)
+                break;
+            im.cksum ^= cksum_page(p, chunk + (size_t)i * im.ps, im.ps);
+            im.copied[bit / 64] |= 1ull << (bit % 64);
+            if (!runlen)
+                run0 = i;
+            runlen++;
+        }
+        if (rc == 0 && runlen)
+            rc = sys_pwrite_all(out_fd, chunk + (size_t)run0 * im.ps, (size_t)runlen * im.ps,
+                                (off_t)(p0 - 1 + run0) * im.ps, "image");
+        if (rc == 0)
+            rc = im.err;
+        pthread_mutex_unlock(&d->mu);
+        if (rc == 0 && progress)
+            progress(arg, (uint64_t)(p0 - 1 + n), im.npages);
+    }
+    pthread_mutex_lock(&d->mu);
+    if (rc == 0 && im.npages == 0 && progress)
+        progress(arg, 0, 0);
+    if (rc == 0 && sys_ftruncate(out_fd, (off_t)im.npages * im.ps, "image") != 0)
+        rc = LV_EIO;
+    if (rc == 0 && im.cksum != im.want) {
+        char a[17], b[17];
+        LV_ERROR("%s: image at TXID %llu has checksum %s, the log says %s: the files disagree with the log; "
+                 "the image is discarded",
+                 d->name, (unsigned long long)im.txid, cksum_hex(im.cksum, a), cksum_hex(im.want, b));
+        rc = LV_EMISMATCH;
+    }
+    if (rc == 0 && info) {
+        memcpy(info->id, im.id, 16);
+        info->txid = im.txid;
+        info->time_us = im.time_us;
+        info->page_size = im.ps;
+        info->db_pages = im.npages;
+        info->cksum = im.cksum;
+    }
+out_clear:
+    if (d->img == &im)
+        d->img = NULL;
+out_unlock:
+    pthread_mutex_unlock(&d->mu);
+    pthread_mutex_unlock(&d->img_mu);
+    img_free(&im);
+    free(chunk);
+    db_put(d);
+    return rc;
+}
+
 /*
  * Reconcile the map (state after the last record) with the files.  See
  * the design comment.  full: compare every page (no state was available).
@@ -1186,6 +1492,8 @@ static struct db *db_new(struct dbreg *r, const char *name)
     d->reg = r;
     d->fd = -1;
     pthread_mutex_init(&d->mu, NULL);
+    pthread_mutex_init(&d->img_mu, NULL);
+    pthread_cond_init(&d->img_cv, NULL);
     cksum_map_init(&d->map);
     return d;
 }
@@ -1200,6 +1508,8 @@ static void db_free(struct db *d)
     free(d->dirty);
     free(d->name);
     pthread_mutex_destroy(&d->mu);
+    pthread_mutex_destroy(&d->img_mu);
+    pthread_cond_destroy(&d->img_cv);
     free(d);
 }
 
@@ -1611,6 +1921,60 @@ char *dbreg_status_json(struct dbreg *r)
     return s;
 }
 
+static int info_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct db_info *)a)->name, ((const struct db_info *)b)->name);
+}
+
+int dbreg_list(struct dbreg *r, struct db_info **out, size_t *n)
+{
+    struct db_info *v = NULL;
+    size_t cnt = 0, cap = 0;
+    int rc = 0;
+
+    pthread_mutex_lock(&r->mu);
+    for (int b = 0; b < NBUCKETS && rc == 0; b++)
+        for (struct db *d = r->buckets[b]; d && rc == 0; d = d->next) {
+            if (cnt == cap) {
+                size_t nc = cap ? cap * 2 : 16;
+                struct db_info *nv = realloc(v, nc * sizeof *nv);
+                if (!nv) {
+                    rc = LV_ENOMEM;
+                    break;
+                }
+                v = nv;
+                cap = nc;
+            }
+            pthread_mutex_lock(&d->mu);
+            if (d->kind == DBK_SQLITE || d->broken) {
+                struct db_info *i = &v[cnt++];
+                memset(i, 0, sizeof *i);
+                snprintf(i->name, sizeof i->name, "%s", d->name);
+                memcpy(i->id, d->id, 16);
+                snprintf(i->logdir, sizeof i->logdir, "%s/log", d->metadir);
+                i->txid = d->txid;
+                i->time_us = d->last_time;
+                i->page_size = d->map.page_size;
+                i->db_pages = d->map.npages;
+                i->cksum = d->map.total;
+                i->saved_txid = d->saved_valid ? d->saved_txid : 0;
+                i->broken = d->broken;
+            }
+            pthread_mutex_unlock(&d->mu);
+        }
+    pthread_mutex_unlock(&r->mu);
+    if (rc != 0) {
+        free(v);
+        v = NULL;
+        cnt = 0;
+    } else if (cnt > 1) {
+        qsort(v, cnt, sizeof *v, info_cmp);
+    }
+    *out = v;
+    *n = cnt;
+    return rc;
+}
+
 int dbreg_metrics(struct dbreg *r, char **buf, size_t *len, size_t *cap)
 {
     int rc = 0;
@@ -1885,6 +2249,7 @@ ssize_t db_on_write(struct db *d, enum db_filekind kind, int fd, const void *buf
     }
     switch (kind) {
     case DBF_MAIN:
+        img_cow_main(d, (uint64_t)off, len);
         n = write_main(d, fd, buf, len, off);
         break;
     case DBF_JOURNAL:
@@ -1914,6 +2279,7 @@ ssize_t db_on_write(struct db *d, enum db_filekind kind, int fd, const void *buf
         n = do_pwrite(fd, buf, len, off);
         break;
     case DBF_WAL:
+        img_cow_wal(d, (uint64_t)off);
         if (d->bulk && !d->journal_active) {
             if (capture_rollback(d, 0) != 0) {
                 n = -EIO;
@@ -1978,6 +2344,7 @@ ssize_t db_on_write(struct db *d, enum db_filekind kind, int fd, const void *buf
         n = do_pwrite(fd, buf, len, off);
     }
 out_unlock:
+    img_serve(d);
     pthread_mutex_unlock(&d->mu);
     return n;
 }
@@ -1991,6 +2358,10 @@ int db_on_truncate(struct db *d, enum db_filekind kind, int fd, const char *rel,
         goto out_unlock;
     }
     if (d->kind == DBK_SQLITE) {
+        if (kind == DBF_MAIN)
+            img_cow_main(d, (uint64_t)size, 0);
+        else if (kind == DBF_WAL)
+            img_cow_wal(d, (uint64_t)size);
         if (kind == DBF_MAIN) {
             if (!d->journal_active && !d->bulk && !d->hdr_wal &&
                 (uint64_t)size < (uint64_t)d->map.npages * d->map.page_size)
@@ -2009,6 +2380,7 @@ int db_on_truncate(struct db *d, enum db_filekind kind, int fd, const char *rel,
     if (fd >= 0 ? ftruncate(fd, size) : trunc_at(d->reg->rootfd, rel, size))
         rc = -errno;
 out_unlock:
+    img_serve(d);
     pthread_mutex_unlock(&d->mu);
     return rc;
 }
@@ -2029,6 +2401,7 @@ int db_on_unlink(struct db *d, enum db_filekind kind, const char *rel)
     if (unlinkat(d->reg->rootfd, rel, 0) != 0)
         rc = -errno;
 out_unlock:
+    img_serve(d);
     pthread_mutex_unlock(&d->mu);
     return rc;
 }
@@ -2045,6 +2418,7 @@ int db_on_flush(struct db *d, enum db_filekind kind)
         else
             d->bulk = 0;
     }
+    img_serve(d);
     pthread_mutex_unlock(&d->mu);
     return rc;
 }
@@ -2075,6 +2449,7 @@ int db_on_fsync(struct db *d, enum db_filekind kind, int fd, int datasync)
         }
     }
 out_unlock:
+    img_serve(d);
     pthread_mutex_unlock(&d->mu);
     if (rc == 0 && !synced && (datasync ? fdatasync(fd) : fsync(fd)) != 0)
         rc = -errno;

@@ -80,6 +80,57 @@ char *dbreg_status_json(struct dbreg *r);
 /* Append Prometheus metrics for all databases to *buf (see metrics.h). 0 or LV_ENOMEM. */
 int dbreg_metrics(struct dbreg *r, char **buf, size_t *len, size_t *cap);
 
+/* ---- Read-side access for the archiver, exports and the HTTP API ---- */
+
+/* One live SQLite database, as copied by dbreg_list. */
+struct db_info {
+    char name[1024];        /* name relative to the mount root */
+    uint8_t id[16];         /* database ID */
+    char logdir[4096];      /* directory of its txlog segments */
+    uint64_t txid;          /* last TXID logged (0: nothing logged yet) */
+    int64_t time_us;        /* commit time of that TXID */
+    uint32_t page_size;     /* page size after it */
+    uint32_t db_pages;      /* database size in pages after it */
+    uint64_t cksum;         /* database checksum after it */
+    uint64_t saved_txid;    /* TXID of the persisted checksum state (records after it are needed at start-up) */
+    int broken;             /* 1: the database refuses access */
+};
+
+/* Copy the state of every SQLite database (not plain files) into *out,
+ * a malloc'ed array of *n entries sorted by name (caller frees).  A
+ * consistent copy per database; databases may change right after.
+ * 0 or LV_ENOMEM. */
+int dbreg_list(struct dbreg *r, struct db_info **out, size_t *n);
+
+/* Facts about an image written by dbreg_image. */
+struct db_image_info {
+    uint8_t id[16];         /* database ID */
+    uint64_t txid;          /* the image is the database just after this TXID */
+    int64_t time_us;        /* that TXID's commit time */
+    uint32_t page_size;     /* page size */
+    uint32_t db_pages;      /* pages in the image (its size is db_pages * page_size) */
+    uint64_t cksum;         /* database checksum of the image, verified equal to the TXID's post-checksum */
+};
+
+/* Progress callback of dbreg_image: pages copied so far of total. */
+typedef void (*db_image_progress_fn)(void *arg, uint64_t done, uint64_t total);
+
+/* Write a consistent image of database name into out_fd (from offset 0;
+ * the file is truncated to the image size) as of the last TXID committed
+ * when the call starts.  Writers keep running: a page that a writer is
+ * about to overwrite before the copy reached it is copied first
+ * (copy-on-write inside db_on_write / db_on_truncate), so the image is the
+ * database exactly at the reported TXID.  In rollback journal modes the
+ * image is taken between transactions (it waits for a writer that is
+ * mid-transaction to commit or roll back, at most timeout_ms).  The
+ * checksum of the copied pages is verified against the log's
+ * post-checksum.  out_fd is not fsynced.  progress may be NULL.
+ * 0; LV_ENOENT (no such SQLite database); LV_EBROKEN; LV_EBUSY (timed out
+ * waiting for a transaction to end); LV_EMISMATCH (the copy does not match
+ * the log: nothing is trustworthy, logged); LV_EIO / LV_ENOSPC writing out_fd. */
+int dbreg_image(struct dbreg *r, const char *name, int out_fd, int timeout_ms, struct db_image_info *info,
+                db_image_progress_fn progress, void *arg);
+
 /* ---- Operations routed from the FUSE layer.  Each returns 0 (or a byte
  * count for writes) or a negative errno value for the FUSE reply. ---- */
 

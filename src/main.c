@@ -26,6 +26,7 @@
 
 #include <jansson.h>
 
+#include "api.h"
 #include "cksum.h"
 #include "config.h"
 #include "db.h"
@@ -244,7 +245,8 @@ static int cmd_mount(int argc, char **argv)
         goto out_cfg;
     }
     if (http_new(dm.cfg.http_addr, &hs) != 0 || http_route(hs, "GET", "/status", h_status, &dm) != 0 ||
-        http_route(hs, "GET", "/metrics", h_metrics, &dm) != 0 || http_start(hs) != 0) {
+        http_route(hs, "GET", "/metrics", h_metrics, &dm) != 0 || api_register(hs, dm.reg, &dm.cfg) != 0 ||
+        http_start(hs) != 0) {
         fprintf(stderr, "litevault: cannot serve HTTP on http.addr %s (in use, or not a local address?); "
                         "change http.addr\n", dm.cfg.http_addr);
         goto out_reg;

@@ -1,0 +1,134 @@
+/*
+ * api.c -- HTTP handlers of the daemon's API (see api.h).
+ *
+ * Images are written by the daemon itself, into data.dir/tmp/, rather than
+ * streamed over HTTP: the copy runs at local disk speed, the CLI on the same
+ * machine then renames the file into place (no second copy when the target
+ * is on the same filesystem), and a slow reader never holds the database's
+ * copy-on-write state open.  The file is created 0600 by mkstemp, so only
+ * the daemon's user (and root) can read it.
+ */
+#include <stddef.h>
+
+#include "api.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "cksum.h"
+#include "config.h"
+#include "db.h"
+#include "http.h"
+#include "lv.h"
+#include "lvlog.h"
+
+/* Borrowed context of the handlers. */
+struct api {
+    struct dbreg *reg;          /* databases (borrowed) */
+    const struct config *cfg;   /* configuration (borrowed) */
+};
+
+static struct api g_api;        /* one daemon per process */
+
+void api_tmp_dir(const char *data_dir, char *out, size_t n)
+{
+    snprintf(out, n, "%s/tmp", data_dir);
+}
+
+/* Reply {"error": msg} with status. */
+static int api_error(struct http_response *resp, int status, const char *msg)
+{
+    json_t *o = json_pack("{s:s}", "error", msg);
+    resp->status = status;
+    resp->body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return 0;
+}
+
+static int h_image(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    struct api *a = ctx;
+    const char *name = req->query(req, "db");
+    char dir[PATH_MAX], path[PATH_MAX + 32], msg[PATH_MAX + 256], idh[33], hex[17], t[40];
+    struct db_image_info info;
+    int fd, rc;
+
+    if (!name || !*name)
+        return api_error(resp, 400, "missing query parameter db=NAME");
+    api_tmp_dir(a->cfg->data_dir, dir, sizeof dir);
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        snprintf(msg, sizeof msg, "mkdir %s: %s", dir, strerror(errno));
+        LV_ERROR("image: %s", msg);
+        return api_error(resp, 500, msg);
+    }
+    snprintf(path, sizeof path, "%s/image-XXXXXX", dir);
+    fd = mkstemp(path);
+    if (fd < 0) {
+        snprintf(msg, sizeof msg, "mkstemp %s: %s", path, strerror(errno));
+        LV_ERROR("image: %s", msg);
+        return api_error(resp, 500, msg);
+    }
+    rc = dbreg_image(a->reg, name, fd, 30000, &info, NULL, NULL);
+    close(fd);
+    if (rc) {
+        unlink(path);
+        snprintf(msg, sizeof msg, "%s: %s%s", name, lv_strerror(rc),
+                 rc == LV_ENOENT ? " (no such database, or nothing committed yet)" :
+                 rc == LV_EBUSY ? " (a transaction stayed open; try again)" :
+                 rc == LV_EMISMATCH ? " (the files disagree with the log; see the daemon log)" : "");
+        return api_error(resp, rc == LV_ENOENT ? 404 : rc == LV_EBUSY || rc == LV_EBROKEN ? 409 : 500, msg);
+    }
+    for (int i = 0; i < 16; i++)
+        snprintf(idh + 2 * i, 3, "%02x", info.id[i]);
+    json_t *o = json_object();
+    json_object_set_new(o, "path", json_string(path));
+    json_object_set_new(o, "name", json_string(name));
+    json_object_set_new(o, "id", json_string(idh));
+    json_object_set_new(o, "txid", json_integer((json_int_t)info.txid));
+    json_object_set_new(o, "time", json_string(lv_fmt_time(info.time_us, t, sizeof t)));
+    json_object_set_new(o, "time_us", json_integer(info.time_us));
+    json_object_set_new(o, "page_size", json_integer(info.page_size));
+    json_object_set_new(o, "pages", json_integer(info.db_pages));
+    json_object_set_new(o, "checksum", json_string(cksum_hex(info.cksum, hex)));
+    resp->body = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    LV_INFO("%s: image at TXID %llu written to %s", name, (unsigned long long)info.txid, path);
+    return 0;
+}
+
+/* Remove files left in data.dir/tmp by an earlier run. */
+static void clear_tmp(const char *dir)
+{
+    DIR *dp = opendir(dir);
+    struct dirent *e;
+    char p[PATH_MAX + 300];
+    if (!dp)
+        return;
+    while ((e = readdir(dp)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        if (unlink(p) == 0)
+            LV_INFO("removed %s, left by an earlier run", p);
+    }
+    closedir(dp);
+}
+
+int api_register(struct http_server *s, struct dbreg *reg, const struct config *cfg)
+{
+    char dir[PATH_MAX];
+    g_api.reg = reg;
+    g_api.cfg = cfg;
+    api_tmp_dir(cfg->data_dir, dir, sizeof dir);
+    clear_tmp(dir);
+    return http_route(s, "POST", "/v1/image", h_image, &g_api);
+}
