@@ -52,6 +52,11 @@ enum bundle_format {
  * of a bare format word ("tar", "tar.zst", "tar.gz").  0 or LV_EINVAL. */
 int bundle_format_of(const char *name, enum bundle_format *fmt);
 
+/* 1 if name is a safe database name for a bundle: relative, no empty, "." or ".."
+ * components, no control characters, at most 1000 bytes, and not a -wal, -journal or
+ * -shm name.  0 otherwise. */
+int bundle_name_ok(const char *name);
+
 /* Write a bundle holding the entries plus manifest.json to fd; the format follows the
  * name's extension: .tar, .tar.zst or .tar.gz (LV_EINVAL otherwise).  Entry names must be
  * safe relative names (no leading '/', no "." or ".." components; LV_EINVAL).  fd is not
