@@ -1092,21 +1092,31 @@ static int export_part(struct export_result *r, int have_rss_db)
     /* Warm the page cache evenly: every method then reads the database from memory. */
     if (timed_sh("cat '%s' > /dev/null", fpath) < 0)
         return -1;
-    progress("export: cp, cp+fsync, litevault export, sqlite3 .backup of %.0f MiB", r->db_bytes / MiB);
+    progress("export: cp, cp+fsync, litevault export, sqlite3 .backup of %.0f MiB (2 rounds, best of each)",
+             r->db_bytes / MiB);
     snprintf(out, sizeof out, "%s/export-out.db", g.base);
-    if ((r->cp_s = timed_sh("cp '%s' '%s'", fpath, out)) < 0)
-        return -1;
-    unlink(out);
-    if ((r->cp_sync_s = timed_sh("cp '%s' '%s' && sync '%s'", fpath, out, out)) < 0)
-        return -1;
-    unlink(out);
-    if ((r->export_s = timed_sh("'%s' export -c '%s' --db '%s' -o '%s' > /dev/null", g.litevault, g.cfg, name,
-                                out)) < 0)
-        return -1;
-    unlink(out);
-    if ((r->backup_s = timed_sh("sqlite3 '%s' \".backup '%s'\"", mpath, out)) < 0)
-        return -1;
-    unlink(out);
+    double *best[4] = {&r->cp_s, &r->cp_sync_s, &r->export_s, &r->backup_s};
+    for (int round = 0; round < 2; round++)
+        for (int k = 0; k < 4; k++) {
+            int m = round ? 3 - k : k; /* alternate the order between rounds */
+            double t;
+            /* Start each from a clean page cache state: no dirty pages of the previous one. */
+            if (timed_sh("sync -f '%s'", g.base) < 0)
+                return -1;
+            if (m == 0)
+                t = timed_sh("cp '%s' '%s'", fpath, out);
+            else if (m == 1)
+                t = timed_sh("cp '%s' '%s' && sync '%s'", fpath, out, out);
+            else if (m == 2)
+                t = timed_sh("'%s' export -c '%s' --db '%s' -o '%s' > /dev/null", g.litevault, g.cfg, name, out);
+            else
+                t = timed_sh("sqlite3 '%s' \".backup '%s'\"", mpath, out);
+            unlink(out);
+            if (t < 0)
+                return -1;
+            if (*best[m] == 0 || t < *best[m])
+                *best[m] = t;
+        }
 
     progress("export: --all to .tar.zst");
     snprintf(out, sizeof out, "%s/export-all.tar.zst", g.base);
@@ -1133,7 +1143,7 @@ static int export_part(struct export_result *r, int have_rss_db)
 static void print_export(const struct export_result *r)
 {
     double mib = r->db_bytes / MiB;
-    printf("\nExport of a %.0f MiB database (quiescent; page cache warm for every method)\n", mib);
+    printf("\nExport of a %.0f MiB database (quiescent, page cache warm, no dirty pages at each start; best of 2)\n", mib);
     printf("| method                             |     s |  MiB/s | vs cp | vs cp+fsync |\n");
     printf("|------------------------------------|------:|-------:|------:|------------:|\n");
 #define EXROW(label, t) printf("| %-34s | %5.2f | %6.0f | %5.2f | %11.2f |\n", label, t, mib / (t), (t) / r->cp_s, \
@@ -1143,9 +1153,10 @@ static void print_export(const struct export_result *r)
     EXROW("litevault export --db (fsyncs)", r->export_s);
     EXROW("sqlite3 .backup (from the mount)", r->backup_s);
 #undef EXROW
-    double ratio = r->export_s / r->cp_s;
-    printf("  goal: export within 1.5x of cp: %.2fx -> %s (%.2fx of cp + fsync)\n", ratio,
-           ratio <= 1.5 ? "PASS" : "MISS", r->export_s / r->cp_sync_s);
+    double ratio = r->export_s / r->cp_s, ratio_sync = r->export_s / r->cp_sync_s;
+    /* export fsyncs its output (published atomically); plain cp leaves it dirty in the page cache. */
+    printf("  goal: export within 1.5x of cp: %.2fx of cp + fsync (both durable) -> %s; %.2fx of plain cp -> %s\n",
+           ratio_sync, ratio_sync <= 1.5 ? "PASS" : "MISS", ratio, ratio <= 1.5 ? "PASS" : "MISS");
     printf("  export --all -o .tar.zst: %d databases, %.0f MiB in %.2f s (%.0f MiB/s of input), "
            "bundle %.1f MiB, compression ratio %.2f\n",
            r->ndb, r->all_in_bytes / MiB, r->all_s, r->all_in_bytes / MiB / r->all_s, r->all_out_bytes / MiB,
