@@ -152,6 +152,13 @@ static int page_size_ok(uint32_t ps)
     return ps >= 512 && ps <= 65536 && (ps & (ps - 1)) == 0;
 }
 
+/* libarchive's message for a's last error, never NULL. */
+static const char *aerr(struct archive *a)
+{
+    const char *m = archive_error_string(a);
+    return m ? m : "unexpected end of data or I/O error";
+}
+
 /* ---------------------------------------------------------------- writing */
 
 /* Archive one image as db/<name>; *xxh3 receives the hash of its bytes. */
@@ -184,7 +191,7 @@ static int write_one(struct archive *a, const struct bundle_entry *e, uint64_t s
     archive_entry_set_mtime(ae, e->time_us / 1000000, (long)(e->time_us % 1000000) * 1000);
     if (archive_write_header(a, ae) != ARCHIVE_OK) {
         rc = LV_EIO;
-        seterr(err, errlen, "writing the bundle entry %s: %s", path, archive_error_string(a));
+        seterr(err, errlen, "writing the bundle entry %s: %s", path, aerr(a));
         goto out;
     }
     while (off < size) {
@@ -203,7 +210,7 @@ static int write_one(struct archive *a, const struct bundle_entry *e, uint64_t s
         if (w != got) {
             rc = LV_EIO;
             seterr(err, errlen, "writing the bundle (entry %s): %s", path,
-                   archive_error_string(a) ? archive_error_string(a) : "short write");
+                   aerr(a));
             goto out;
         }
         off += (uint64_t)got;
@@ -213,7 +220,7 @@ static int write_one(struct archive *a, const struct bundle_entry *e, uint64_t s
     }
     if (archive_write_finish_entry(a) != ARCHIVE_OK) {
         rc = LV_EIO;
-        seterr(err, errlen, "writing the bundle (entry %s): %s", path, archive_error_string(a));
+        seterr(err, errlen, "writing the bundle (entry %s): %s", path, aerr(a));
         goto out;
     }
     *xxh3 = XXH3_64bits_digest(st);
@@ -338,7 +345,7 @@ int bundle_write(int fd, const char *name_for_format, const struct bundle_entry 
     archive_write_set_bytes_in_last_block(a, 1);
     if (archive_write_open_fd(a, fd) != ARCHIVE_OK) {
         rc = LV_EIO;
-        seterr(err, errlen, "cannot start the bundle: %s", archive_error_string(a));
+        seterr(err, errlen, "cannot start the bundle: %s", aerr(a));
         goto out;
     }
     opened = 1;
@@ -362,13 +369,13 @@ int bundle_write(int fd, const char *name_for_format, const struct bundle_entry 
         archive_write_data(a, man, strlen(man)) != (la_ssize_t)strlen(man) ||
         archive_write_finish_entry(a) != ARCHIVE_OK) {
         rc = LV_EIO;
-        seterr(err, errlen, "writing manifest.json into the bundle: %s", archive_error_string(a));
+        seterr(err, errlen, "writing manifest.json into the bundle: %s", aerr(a));
         goto out;
     }
     opened = 0;
     if (archive_write_close(a) != ARCHIVE_OK) {
         rc = LV_EIO;
-        seterr(err, errlen, "finishing the bundle: %s", archive_error_string(a));
+        seterr(err, errlen, "finishing the bundle: %s", aerr(a));
         goto out;
     }
 out:
@@ -499,7 +506,7 @@ static int extract_data(struct archive *a, int dfd, const char *rel, struct xent
         if (got < 0) {
             rc = LV_ECORRUPT;
             seterr(err, errlen, "the bundle is damaged or truncated (in entry %s): %s", rel,
-                   archive_error_string(a) ? archive_error_string(a) : "read error");
+                   aerr(a));
             goto out;
         }
         XXH3_64bits_update(st, buf, (size_t)got);
@@ -738,7 +745,7 @@ int bundle_extract(int fd, const char *dir, struct bundle **out, char *err, size
     archive_read_support_format_tar(a);
     if (archive_read_open_fd(a, fd, 65536) != ARCHIVE_OK) {
         rc = LV_ECORRUPT;
-        seterr(err, errlen, "not a readable bundle (damaged or truncated, or not a tar, tar.zst or tar.gz file): %s", archive_error_string(a));
+        seterr(err, errlen, "not a readable bundle (damaged or truncated, or not a tar, tar.zst or tar.gz file): %s", aerr(a));
         goto out;
     }
     while ((r = archive_read_next_header(a, &ae)) != ARCHIVE_EOF) {
@@ -746,7 +753,7 @@ int bundle_extract(int fd, const char *dir, struct bundle **out, char *err, size
         if (r != ARCHIVE_OK) {
             rc = LV_ECORRUPT;
             seterr(err, errlen, "the bundle is damaged or truncated: %s",
-                   archive_error_string(a) ? archive_error_string(a) : "bad header");
+                   aerr(a));
             goto out;
         }
         raw = archive_entry_pathname(ae);
@@ -833,7 +840,7 @@ int bundle_extract(int fd, const char *dir, struct bundle **out, char *err, size
                 if (got < 0 || mlen + (size_t)got > BUNDLE_MANIFEST_MAX) {
                     rc = LV_ECORRUPT;
                     seterr(err, errlen, "the bundle is damaged or truncated (in manifest.json): %s",
-                           got < 0 && archive_error_string(a) ? archive_error_string(a) : "too large");
+                           got < 0 ? aerr(a) : "too large");
                     goto out;
                 }
                 mlen += (size_t)got;

@@ -334,6 +334,8 @@ Test(bundle, damaged_and_mismatched_bundles_are_refused)
     cr_assert_eq(stat(p, &st), 0);
     cr_assert_eq(run_cmd(NULL, "head -c %lld '%s' > '%s/tr3.tar.gz'", (long long)st.st_size / 3, p, ub_base), 0);
     ub_refused("tr3.tar.gz", LV_ECORRUPT, "truncated");
+    cr_assert_eq(run_cmd(NULL, "head -c %lld '%s' > '%s/tr5.tar.gz'", (long long)st.st_size - 6, p, ub_base), 0);
+    ub_refused("tr5.tar.gz", LV_ECORRUPT, "damaged or truncated"); /* only the gzip trailer is missing */
     snprintf(p, sizeof p, "%s/ok.tar", ub_base);
     cr_assert_eq(run_cmd(NULL, "head -c 100000 '%s' > '%s/tr4.tar'", p, ub_base), 0);
     ub_refused("tr4.tar", LV_ECORRUPT, "truncated");
