@@ -1712,6 +1712,11 @@ const char *txlog_reader_where(const struct txlog_reader *r, uint64_t *offset)
     return r->src.name ? r->src.name : "?";
 }
 
+const char *txlog_reader_error(const struct txlog_reader *r)
+{
+    return r->err;
+}
+
 void txlog_reader_close(struct txlog_reader *r)
 {
     if (!r)

@@ -133,6 +133,9 @@ int txlog_reader_page(struct txlog_reader *r, uint32_t *pgno, const void **data)
 /* Name of the segment and byte offset of the current record, for errors. */
 const char *txlog_reader_where(const struct txlog_reader *r, uint64_t *offset);
 
+/* Message of the reader's last failure ("" if none; borrowed until the next call). */
+const char *txlog_reader_error(const struct txlog_reader *r);
+
 /* Close and free. */
 void txlog_reader_close(struct txlog_reader *r);
 
