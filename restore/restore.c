@@ -69,7 +69,8 @@
 #include "sys.h"
 #include "txlog.h"
 
-#define RESTORE_RETRY 1 /* internal: start over with a lower target */
+#define RESTORE_RETRY 1  /* internal: start over with a lower target */
+#define RESTORE_REPLAN 2 /* internal: drop a damaged snapshot from the manifest and plan again */
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void seterr(char *err, size_t errlen, const char *fmt, ...)
@@ -379,6 +380,8 @@ struct attempt {
     int stop;                      /* target reached: apply nothing more */
     int partial;                   /* damage accepted (--allow-partial): stop here */
     uint64_t retry_txid;           /* RESTORE_RETRY: start over with this target */
+    int cur_snap;                  /* the object being applied is the plan's snapshot */
+    char drop_key[MANIFEST_KEY_MAX]; /* RESTORE_REPLAN: manifest key of the damaged snapshot */
     char *err;                     /* message buffer */
     size_t errlen;
 };
@@ -395,6 +398,13 @@ static int damage(struct attempt *at, int rc, const char *msg)
         return rc;
     }
     txlog_apply_state(at->a, &inf);
+    if (!inf.have && at->cur_snap) {
+        /* A damaged snapshot: plan again without it (an older snapshot and the segments may still reach the
+         * target exactly). */
+        snprintf(at->drop_key, sizeof at->drop_key, "%s", at->plan.snap->key);
+        LV_WARN("restore: %s; planning again without this snapshot (--allow-partial)", msg);
+        return RESTORE_REPLAN;
+    }
     if (!inf.have) {
         seterr(at->err, at->errlen, "nothing restorable before the damage: %s", msg);
         return rc;
@@ -621,6 +631,7 @@ static int attempt_run(struct attempt *at, const struct plan_target *t, int flag
             drew = 1;
         }
         res->bytes_fetched += fr.len;
+        at->cur_snap = res->objs[i].snapshot;
         if (fr.rc && (!fr.buf || fr.rc != LV_EMISMATCH || !o->allow_partial)) {
             rc = damage(at, fr.rc, fr.err);
         } else {
@@ -754,6 +765,12 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
         if (was_partial && !res->partial) {
             res->partial = 1;
             memcpy(res->partial_msg, keep, sizeof keep);
+        }
+        if (rc == RESTORE_REPLAN && tries < 16 && manifest_remove(&m, at.drop_key) == 0)
+            continue;
+        if (rc == RESTORE_REPLAN) {
+            rc = LV_ECORRUPT;
+            goto out;
         }
         if (rc != RESTORE_RETRY)
             break;
