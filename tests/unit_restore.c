@@ -781,10 +781,10 @@ Test(restore_current, encode_decode_roundtrip_and_errors)
     cr_assert_str_eq(d.dbid, c.dbid);
     cr_assert_eq(d.updated_us, c.updated_us);
     free(js);
-    cr_assert_eq(archive_current_decode("{\"format\":2,\"dbid\":\"x\",\"updated\":\"y\"}", 39, &d, err, sizeof err),
-                 LV_EVERSION);
-    cr_assert_eq(archive_current_decode("{\"format\":1,\"dbid\":\"0123\",\"updated\":\"2025-11-24T16:00:00Z\"}", 60,
-                                        &d, err, sizeof err), LV_ECORRUPT);
+    const char *v2 = "{\"format\":2,\"dbid\":\"x\",\"updated\":\"y\"}";
+    cr_assert_eq(archive_current_decode(v2, strlen(v2), &d, err, sizeof err), LV_EVERSION);
+    const char *bad = "{\"format\":1,\"dbid\":\"0123\",\"updated\":\"2025-11-24T16:00:00Z\"}";
+    cr_assert_eq(archive_current_decode(bad, strlen(bad), &d, err, sizeof err), LV_ECORRUPT);
     cr_assert(strstr(err, "dbid"), "%s", err);
     const char *x = "{\"format\":1,\"dbid\":\"0123456789abcdef0123456789abcdef\",\"updated\":\"2025-11-24T16:00:00+01:00\","
                     "\"extra\":1}";
