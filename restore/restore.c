@@ -583,6 +583,7 @@ static int attempt_run(struct attempt *at, const struct plan_target *t, int flag
     if (rc) {
         seterr(at->err, at->errlen, "%s: database '%s' lineage %s: %s", store_url(at->st), o->db, dbid,
                at->plan.msg);
+        plan_free(&at->plan);
         return rc;
     }
     if (at->plan.partial) {
@@ -591,8 +592,10 @@ static int attempt_run(struct attempt *at, const struct plan_target *t, int flag
         LV_WARN("restore: %s", at->plan.msg);
     }
     rc = fill_objects(at, dbid);
-    if (rc || o->dry_run)
+    if (rc || o->dry_run) {
+        plan_free(&at->plan);
         return rc;
+    }
 
     fd = sys_open(at->tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {

@@ -345,7 +345,9 @@ static void rt_cleanup(void)
     if (F.s3)
         run_cmd(NULL, S3SH " stop %s", F.dir);
     F.s3 = 0;
-    if (F.dir[0])
+    if (F.dir[0] && getenv("LV_TEST_KEEP"))
+        fprintf(stderr, "kept %s (LV_TEST_KEEP)\n", F.dir);
+    else if (F.dir[0])
         run_cmd(NULL, "rm -rf '%s'", F.dir);
 }
 
