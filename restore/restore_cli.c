@@ -95,7 +95,7 @@ static json_t *jtime(int64_t t)
 
 static void print_json(json_t *o)
 {
-    char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
 
     if (s) {
         printf("%s\n", s);

@@ -1158,3 +1158,31 @@ Test(restore_s3, missing_object_and_unknown_db)
         cr_assert(strstr(err, "nope.db") && strstr(err, F.bucket), "%s", err);
     }
 }
+
+/* A gap in the manifest itself (segment 201-225 retired without a
+ * replacement): plan error naming the TXIDs; --allow-partial plans up to 200. */
+Test(restore, manifest_gap)
+{
+    struct restore_result res;
+    struct store *st = rt_open();
+    char out[128], err[1024] = "";
+    int rc;
+
+    cr_assert_eq(manifest_remove(&F.m, K_SEG(0, 201, 225)), 0);
+    rt_put_manifest(st);
+    store_close(st);
+    rt_out(out, sizeof out, "gap.db");
+    rc = rt_restore(T_TXID(240), 0, 0, &res, err, sizeof err, out);
+    cr_assert_eq(rc, LV_EGAP, "%s", lv_strerror(rc));
+    cr_assert(strstr(err, "201..225"), "%s", err);
+    cr_assert_neq(access(out, F_OK), 0);
+    rc = rt_restore(T_TXID(240), 1, 1, &res, err, sizeof err, out);
+    cr_assert_eq(rc, 0, "%s", err);
+    cr_assert_eq(res.partial, 1);
+    cr_assert_eq(res.txid, 200);
+    cr_assert(strstr(res.partial_msg, "201..225"), "%s", res.partial_msg);
+    rt_check_db(out, 200, 1);
+    restore_result_free(&res);
+    /* Beyond the gap, snapshot 260 makes TXIDs 260..300 restorable again. */
+    rt_expect_ok(T_TXID(270), 270, 0);
+}
