@@ -5,7 +5,9 @@
  *
  * Fixture (rebuilt in every test process): a real SQLite database (DELETE
  * journal mode, 4 KiB pages) takes RT_N transactions -- inserts, updates,
- * deletes (freelist pages), a few VACUUMs (the file shrinks); after each
+ * deletes (freelist pages), a few VACUUMs (the file shrinks), and from
+ * TXID RT_WAL_FROM on WAL mode (checkpointed after every commit, so page 1
+ * of the restored file says WAL: sqlite3 must still open it); after each
  * commit the file is diffed against the previous image and the changed
  * pages are appended as one record to a local txlog with the real writer
  * (pre/post = database checksums of the two images).  For every TXID the
@@ -50,6 +52,7 @@
 #define RT_N 300
 #define RT_PS 4096u
 #define RT_T0 1764000000000000ll
+#define RT_WAL_FROM 281 /* TXID that switches the database to journal_mode=WAL */
 #define RT_DB "app.db"
 #define S3SH "tests/s3rver.sh"
 
@@ -127,6 +130,8 @@ static void rt_generate(void)
 
         if (x == 1)
             rt_sql(db, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, n INT)");
+        else if (x == RT_WAL_FROM)
+            rt_sql(db, "PRAGMA journal_mode=WAL"); /* page 1 now says WAL: restored files must still open */
         else if (x % 97 == 0)
             rt_sql(db, "VACUUM");
         else if (x % 50 == 0)
@@ -146,6 +151,8 @@ static void rt_generate(void)
         F.cnt[x] = sqlite3_column_int64(st, 0);
         F.sum[x] = sqlite3_column_double(st, 1);
         sqlite3_finalize(st);
+        if (x >= RT_WAL_FROM)
+            rt_sql(db, "PRAGMA wal_checkpoint(TRUNCATE)"); /* the file alone holds the committed state */
 
         cur = read_file(path, &cur_len);
         cr_assert_eq(cur_len % RT_PS, 0);
