@@ -3,12 +3,15 @@
  *
  * Slots move  QUEUED -> RUNNING (a worker downloads) -> DONE -> RELEASED.
  * Workers take slots in index order.  A worker may start slot i only when
- *   i < released + window                     (bounded look-ahead), and
- *   held + size(i) <= budget or held == 0     (bounded bytes in memory),
- * where `released` counts slots released by the consumer and `held` sums
- * the sizes of started, unreleased slots.  The consumer waits for slot
- * `released` (in order), so the next needed object is always admitted:
- * no deadlock, and memory stays within max(budget, largest object).
+ *   i < released + window                       (bounded look-ahead), and
+ *   i == released or ahead + size(i) <= budget  (bounded bytes in memory),
+ * where `released` counts slots released by the consumer (slot `released`
+ * is the one being consumed or awaited), `held` sums the sizes of started,
+ * unreleased slots and `ahead` is held minus the size of slot `released`
+ * if started.  The consumer waits for slot `released` (in order), which is
+ * always admissible: no deadlock.  Memory stays within the object being
+ * consumed plus the budget, and a large object (a snapshot) does not stop
+ * the small ones behind it from downloading while it is applied.
  *
  * Locking: one mutex (mu) guards every field below it in struct fetch;
  * one condition variable (cv) is broadcast on every state change.
@@ -88,6 +91,20 @@ static void download(struct fetch *f, struct slot *s)
     s->len = len;
 }
 
+/* Whether slot f->next may start now (rules above); called with mu held. */
+static int admissible(const struct fetch *f)
+{
+    uint64_t ahead = f->held;
+
+    if (f->next >= f->released + f->window)
+        return 0;
+    if (f->next == f->released)
+        return 1;
+    if (f->released < f->n && f->slots[f->released].state != SLOT_QUEUED)
+        ahead -= f->slots[f->released].size;
+    return ahead + f->slots[f->next].size <= f->budget;
+}
+
 static void *worker(void *arg)
 {
     struct fetch *f = arg;
@@ -96,9 +113,7 @@ static void *worker(void *arg)
     for (;;) {
         struct slot *s;
 
-        while (!f->stop && f->next < f->n &&
-               !(f->next < f->released + f->window &&
-                 (f->held == 0 || f->held + f->slots[f->next].size <= f->budget)))
+        while (!f->stop && f->next < f->n && !admissible(f))
             pthread_cond_wait(&f->cv, &f->mu);
         if (f->stop || f->next >= f->n)
             break;

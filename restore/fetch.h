@@ -4,11 +4,11 @@
  * The caller lists the objects (key, expected size and XXH3-64) in the
  * order it will consume them.  N worker threads download them with
  * store_get, at most `window` objects ahead of the consumer and within a
- * byte budget (an object larger than the budget is admitted alone), and
+ * byte budget counted beyond the object being consumed, and
  * verify size and XXH3 against the expected values.  The consumer takes
  * object i with fetch_wait(i) (in order), uses the bytes, then calls
  * fetch_release(i), which frees them and lets the workers move on.  So at
- * most about `budget` bytes (or one oversized object) are held at once.
+ * most the object being consumed plus `budget` bytes are held at once.
  *
  * Ownership: the fetcher owns the buffers until fetch_release; keys are
  * copied.  The store is borrowed (it is thread-safe).
