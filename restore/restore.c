@@ -636,7 +636,9 @@ static int attempt_run(struct attempt *at, const struct plan_target *t, int flag
         res->bytes_fetched += fr.len;
         at->cur_snap = res->objs[i].snapshot;
         if (fr.rc && (!fr.buf || fr.rc != LV_EMISMATCH || !o->allow_partial)) {
-            rc = damage(at, fr.rc, fr.err);
+            snprintf(msg, sizeof msg, "%s (TXIDs %" PRIu64 "..%" PRIu64 ")", fr.err, res->objs[i].first_txid,
+                     res->objs[i].last_txid);
+            rc = damage(at, fr.rc, msg);
         } else {
             if (fr.rc) /* size or XXH3 wrong: salvage the records that still verify */
                 LV_WARN("restore: %s; applying its records that verify (--allow-partial)", fr.err);

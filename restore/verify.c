@@ -169,6 +169,16 @@ out_rc:
     return rc;
 }
 
+/* msg without a leading "object <key>: " / "object <key> " (the report names the key already). */
+static const char *strip_key(const char *msg, const char *key)
+{
+    size_t k = strlen(key);
+
+    if (strncmp(msg, "object ", 7) == 0 && strncmp(msg + 7, key, k) == 0)
+        return msg + 7 + k + (msg[7 + k] == ':' ? 2 : msg[7 + k] == ' ' ? 1 : 0);
+    return msg;
+}
+
 static int fact_cmp(const void *pa, const void *pb)
 {
     const struct fact *a = pa, *b = pb;
@@ -271,7 +281,9 @@ int verify_lineage(const char *url, const struct store_opts *sopts, const char *
         fetch_wait(f, i, -1, &fr);
         res->bytes += fr.len;
         if (fr.rc)
-            rc = add_bad(&vs, i, fr.key, "%s", fr.err);
+            rc = add_bad(&vs, i, fr.key, "%s (TXIDs %" PRIu64 "..%" PRIu64 ")", strip_key(fr.err, fr.key),
+                         is_snap ? m.snaps[i].txid : m.segs[i - m.nsnaps].first_txid,
+                         is_snap ? m.snaps[i].txid : m.segs[i - m.nsnaps].last_txid);
         else
             rc = check_object(&vs, i, &fr, is_snap ? NULL : &m.segs[i - m.nsnaps], is_snap ? &m.snaps[i] : NULL);
         fetch_release(f, i);
