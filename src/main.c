@@ -6,6 +6,8 @@
  *   litevault log ls     [-c FILE] --db NAME [--json]
  *   litevault log dump   [-c FILE] --db NAME --txid N [--json]
  *   litevault log replay [-c FILE] --db NAME [--txid N] -o PATH
+ *   litevault restore    --from URL --db NAME [--txid N | --timestamp T] PATH   (restore/restore_cli.c)
+ *   litevault archive ls|verify --from URL [--db NAME]                        (restore/restore_cli.c)
  *   litevault export  ... / litevault import ...   (export_cli.c)
  *   litevault version
  *
@@ -37,6 +39,7 @@
 #include "lv.h"
 #include "lvlog.h"
 #include "metrics.h"
+#include "restore_cli.h"
 #include "sys.h"
 #include "txlog.h"
 
@@ -571,6 +574,8 @@ static void usage(FILE *f)
                "  mount     serve databases on a FUSE mount and capture every transaction\n"
                "  status    show the running daemon's databases\n"
                "  log       read the local transaction log (ls, dump, replay)\n"
+               "  restore   rebuild a database from an archive, as of a TXID or a point in time\n"
+               "  archive   inspect an archive (ls, verify)\n"
                "  export    write a consistent copy of a database, or a bundle of all of them\n"
                "  import    replace or create databases from a copy or a bundle\n"
                "  version   print the version\n\n"
@@ -592,6 +597,10 @@ int main(int argc, char **argv)
         return cmd_status(argc - 1, argv + 1);
     if (strcmp(cmd, "log") == 0)
         return cmd_log(argc - 1, argv + 1);
+    if (strcmp(cmd, "restore") == 0)
+        return restore_cli_restore(argc - 1, argv + 1);
+    if (strcmp(cmd, "archive") == 0)
+        return restore_cli_archive(argc - 1, argv + 1);
     if (strcmp(cmd, "export") == 0)
         return export_cli_export(argc - 1, argv + 1);
     if (strcmp(cmd, "import") == 0)

@@ -87,6 +87,12 @@
  * and picks up growth and new segments on later calls, so it can tail a
  * live log.
  *
+ * APPLY (txlog_apply_*): the one implementation of "apply a record to a
+ * database file" (continuity, chain, page-size rule, pwrite of pages,
+ * truncate, post checksum, final re-read), shared by txlog_replay and by
+ * the archive restore (restore/restore.c), which feeds it records from
+ * in-memory segment objects.
+ *
  * SEGMENT IMAGES (txlog_segment_image, for the archiver): records are
  * copied byte for byte from the segment files into one in-memory segment
  * image, checked on the way (header, trailer, continuity, chain) but never
@@ -1706,6 +1712,11 @@ const char *txlog_reader_where(const struct txlog_reader *r, uint64_t *offset)
     return r->src.name ? r->src.name : "?";
 }
 
+const char *txlog_reader_error(const struct txlog_reader *r)
+{
+    return r->err;
+}
+
 void txlog_reader_close(struct txlog_reader *r)
 {
     if (!r)
@@ -1722,7 +1733,7 @@ void txlog_reader_close(struct txlog_reader *r)
 }
 
 /* ------------------------------------------------------------------ */
-/* Replay                                                              */
+/* Applying records to a database file (replay and archive restore)    */
 /* ------------------------------------------------------------------ */
 
 /* Coalesces runs of consecutive pages into one pwrite. */
@@ -1781,31 +1792,175 @@ static int rp_fail(char *err, size_t errlen, struct txlog_reader *r, uint64_t tx
     return rc;
 }
 
+/*
+ * struct txlog_apply: the database being rebuilt.  States:
+ *   empty (have = 0) --record--> applied (have = 1, done = its TXID, clean)
+ *   applied --record ok--> applied        --record fails--> dirty if any
+ *   byte of the file may have changed (pages, truncation), else clean.
+ * Once dirty the handle refuses further records.
+ */
+struct txlog_apply {
+    struct runbuf rb;       /* output fd, path and write coalescing */
+    struct cksum_map map;   /* page checksums of the file as built */
+    int have;               /* a record was applied */
+    int dirty;              /* a failed record may have changed the file */
+    uint64_t done;          /* TXID of the last applied record */
+    uint64_t post;          /* its post checksum */
+    int64_t time_us;        /* its commit time */
+};
+
+int txlog_apply_open(int fd, const char *path, struct txlog_apply **out)
+{
+    struct txlog_apply *a = calloc(1, sizeof(*a));
+
+    *out = NULL;
+    if (!a)
+        return LV_ENOMEM;
+    a->rb.buf = malloc(IO_CHUNK);
+    if (!a->rb.buf) {
+        free(a);
+        return LV_ENOMEM;
+    }
+    a->rb.fd = fd;
+    a->rb.path = path;
+    cksum_map_init(&a->map);
+    *out = a;
+    return 0;
+}
+
+void txlog_apply_close(struct txlog_apply *a)
+{
+    if (!a)
+        return;
+    cksum_map_free(&a->map);
+    free(a->rb.buf);
+    free(a);
+}
+
+void txlog_apply_state(const struct txlog_apply *a, struct txlog_apply_info *info)
+{
+    info->have = a->have;
+    info->dirty = a->dirty;
+    info->txid = a->done;
+    info->post_cksum = a->post;
+    info->time_us = a->time_us;
+    info->page_size = a->map.page_size;
+    info->db_pages = a->map.npages;
+    info->db_cksum = a->map.total;
+}
+
+int txlog_apply_record(struct txlog_apply *a, struct txlog_reader *r, const struct txlog_hdr *h, char *err,
+                       size_t errlen)
+{
+    const char *tmp = a->rb.path;
+    uint32_t pgno;
+    const void *data;
+    int snap = (h->flags & TXLOG_F_SNAPSHOT) != 0;
+    int rc;
+
+    if (a->dirty)
+        return rp_fail(err, errlen, r, h->txid, LV_EBROKEN, "an earlier record failed while being applied");
+    if (!a->have) {
+        if (h->txid != 1 && !snap)
+            return rp_fail(err, errlen, r, h->txid, LV_ECORRUPT,
+                           "log starts at TXID %" PRIu64 ", which is neither TXID 1 nor a snapshot", h->txid);
+    } else if (h->txid != a->done + 1) {
+        return rp_fail(err, errlen, r, h->txid, LV_EGAP, "TXID gap: expected TXID %" PRIu64, a->done + 1);
+    }
+    if ((a->have || !snap) && h->pre_cksum != a->map.total)
+        return rp_fail(err, errlen, r, h->txid, LV_ECHAIN,
+                       "checksum chain break: pre checksum %016" PRIx64 " != database checksum %016" PRIx64,
+                       h->pre_cksum, a->map.total);
+    if (!snap && a->map.page_size && a->map.npages && a->map.page_size != h->page_size)
+        return rp_fail(err, errlen, r, h->txid, LV_ECORRUPT,
+                       "page size changes from %u to %u outside a snapshot record", a->map.page_size, h->page_size);
+    /* From here on the file may change. */
+    a->dirty = 1;
+    if (snap) {
+        rc = sys_ftruncate(a->rb.fd, 0, tmp);
+        if (rc)
+            return rc;
+        cksum_map_reset(&a->map, h->page_size);
+    } else if (a->map.page_size != h->page_size) {
+        cksum_map_reset(&a->map, h->page_size); /* empty database: any page size */
+    }
+    a->rb.ps = h->page_size;
+    rc = cksum_map_resize(&a->map, h->db_pages);
+    if (rc)
+        return rc;
+    while ((rc = txlog_reader_page(r, &pgno, &data)) == 0) {
+        cksum_map_set(&a->map, pgno, cksum_page(pgno, data, h->page_size));
+        rc = run_add(&a->rb, pgno, data);
+        if (rc)
+            return rc;
+    }
+    if (rc != LV_ENOENT) {
+        if (err && errlen)
+            snprintf(err, errlen, "%s", r->err[0] ? r->err : lv_strerror(rc));
+        return rc;
+    }
+    rc = run_flush(&a->rb);
+    if (!rc)
+        rc = sys_ftruncate(a->rb.fd, (off_t)h->db_pages * h->page_size, tmp);
+    if (rc)
+        return rc;
+    if (a->map.total != h->post_cksum)
+        return rp_fail(err, errlen, r, h->txid, LV_EMISMATCH,
+                       "database checksum %016" PRIx64 " after applying differs from post checksum %016" PRIx64,
+                       a->map.total, h->post_cksum);
+    a->dirty = 0;
+    a->have = 1;
+    a->done = h->txid;
+    a->post = h->post_cksum;
+    a->time_us = h->time_us;
+    return 0;
+}
+
+int txlog_apply_finish(struct txlog_apply *a, char *err, size_t errlen)
+{
+    struct cksum_map check;
+    const char *tmp = a->rb.path;
+    int rc;
+
+    if (!a->have || a->dirty) {
+        if (err && errlen)
+            snprintf(err, errlen, "%s: %s", tmp, a->dirty ? "a record failed while being applied" : "no records applied");
+        return a->dirty ? LV_EBROKEN : LV_ENOENT;
+    }
+    cksum_map_init(&check);
+    rc = sys_fsync(a->rb.fd, 0, tmp);
+    if (rc)
+        goto out;
+    /* Verify what reached the file, not just what we meant to write. */
+    rc = cksum_map_scan_fd(&check, a->rb.fd, a->map.page_size ? a->map.page_size : 4096, a->map.npages, tmp);
+    if (rc)
+        goto out;
+    if (check.total != a->post) {
+        rc = LV_EMISMATCH;
+        if (err && errlen)
+            snprintf(err, errlen, "%s: database checksum %016" PRIx64 " of the written file differs from %016" PRIx64
+                     " at TXID %" PRIu64, tmp, check.total, a->post, a->done);
+    }
+out:
+    cksum_map_free(&check);
+    return rc;
+}
+
 int txlog_replay(const char *dir, uint64_t target_txid, const char *out_path, uint64_t *txid_out,
                  uint64_t *cksum_out, char *err, size_t errlen)
 {
     struct txlog_reader *r = NULL;
-    struct cksum_map map, check;
-    struct runbuf rb = { .fd = -1 };
+    struct txlog_apply *a = NULL;
+    struct txlog_apply_info st;
     struct txlog_hdr h;
     char *tmp = NULL;
-    uint64_t done = 0, post = 0;
-    uint32_t pgno;
-    const void *data;
-    int rc, have = 0;
+    int fd = -1, rc;
 
-    cksum_map_init(&map);
-    cksum_map_init(&check);
     if (err && errlen)
         err[0] = '\0';
     if (asprintf(&tmp, "%s.tmp", out_path) < 0) {
         tmp = NULL;
         return LV_ENOMEM;
-    }
-    rb.buf = malloc(IO_CHUNK);
-    if (!rb.buf) {
-        rc = LV_ENOMEM;
-        goto out_free;
     }
     rc = txlog_reader_open(dir, 0, &r);
     if (rc) {
@@ -1813,20 +1968,21 @@ int txlog_replay(const char *dir, uint64_t target_txid, const char *out_path, ui
             snprintf(err, errlen, "%s: cannot read log: %s", dir, rc == LV_ENOENT ? "log is empty" : lv_strerror(rc));
         goto out_free;
     }
-    rb.fd = sys_open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (rb.fd < 0) {
-        rc = rb.fd;
-        rb.fd = -1;
+    fd = sys_open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        rc = fd;
+        fd = -1;
         if (err && errlen)
             snprintf(err, errlen, "%s: cannot create: %s", tmp, lv_strerror(rc));
         goto out_free;
     }
-    rb.path = tmp;
+    rc = txlog_apply_open(fd, tmp, &a);
+    if (rc)
+        goto out_unlink;
 
     for (;;) {
-        int snap;
-
-        if (have && target_txid && done == target_txid)
+        txlog_apply_state(a, &st);
+        if (st.have && target_txid && st.txid == target_txid)
             break;
         rc = txlog_reader_next(r, &h);
         if (rc == LV_ENOENT)
@@ -1836,100 +1992,38 @@ int txlog_replay(const char *dir, uint64_t target_txid, const char *out_path, ui
                 snprintf(err, errlen, "%s", r->err[0] ? r->err : lv_strerror(rc));
             goto out_unlink;
         }
-        snap = (h.flags & TXLOG_F_SNAPSHOT) != 0;
-        if (!have) {
-            if (h.txid != 1 && !snap) {
-                rc = rp_fail(err, errlen, r, h.txid, LV_ECORRUPT,
-                             "log starts at TXID %" PRIu64 ", which is neither TXID 1 nor a snapshot", h.txid);
-                goto out_unlink;
-            }
-            if (target_txid && h.txid > target_txid) {
-                rc = rp_fail(err, errlen, r, h.txid, LV_ENOENT,
-                             "target TXID %" PRIu64 " is before the first TXID %" PRIu64 " in the log", target_txid,
-                             h.txid);
-                goto out_unlink;
-            }
-        } else if (h.txid != done + 1) {
-            rc = rp_fail(err, errlen, r, h.txid, LV_ECORRUPT, "TXID gap: expected TXID %" PRIu64, done + 1);
+        if (!st.have && target_txid && h.txid > target_txid) {
+            rc = rp_fail(err, errlen, r, h.txid, LV_ENOENT,
+                         "target TXID %" PRIu64 " is before the first TXID %" PRIu64 " in the log", target_txid,
+                         h.txid);
             goto out_unlink;
         }
-        if ((have || !snap) && h.pre_cksum != map.total) {
-            rc = rp_fail(err, errlen, r, h.txid, LV_ECORRUPT,
-                         "checksum chain break: pre checksum %016" PRIx64 " != database checksum %016" PRIx64,
-                         h.pre_cksum, map.total);
+        rc = txlog_apply_record(a, r, &h, err, errlen);
+        if (rc) {
+            if (rc == LV_EGAP || rc == LV_ECHAIN || rc == LV_EMISMATCH)
+                rc = LV_ECORRUPT; /* replay reports every log inconsistency as corruption */
             goto out_unlink;
         }
-        if (snap) {
-            rc = sys_ftruncate(rb.fd, 0, tmp);
-            if (rc)
-                goto out_unlink;
-            cksum_map_reset(&map, h.page_size);
-        } else if (map.page_size == 0 || (map.npages == 0 && map.page_size != h.page_size)) {
-            cksum_map_reset(&map, h.page_size);
-        } else if (map.page_size != h.page_size) {
-            rc = rp_fail(err, errlen, r, h.txid, LV_ECORRUPT,
-                         "page size changes from %u to %u outside a snapshot record", map.page_size, h.page_size);
-            goto out_unlink;
-        }
-        rb.ps = h.page_size;
-        rc = cksum_map_resize(&map, h.db_pages);
-        if (rc)
-            goto out_unlink;
-        while ((rc = txlog_reader_page(r, &pgno, &data)) == 0) {
-            cksum_map_set(&map, pgno, cksum_page(pgno, data, h.page_size));
-            rc = run_add(&rb, pgno, data);
-            if (rc)
-                goto out_unlink;
-        }
-        if (rc != LV_ENOENT) {
-            if (err && errlen)
-                snprintf(err, errlen, "%s", r->err[0] ? r->err : lv_strerror(rc));
-            goto out_unlink;
-        }
-        rc = run_flush(&rb);
-        if (!rc)
-            rc = sys_ftruncate(rb.fd, (off_t)h.db_pages * h.page_size, tmp);
-        if (rc)
-            goto out_unlink;
-        if (map.total != h.post_cksum) {
-            rc = rp_fail(err, errlen, r, h.txid, LV_ECORRUPT,
-                         "database checksum %016" PRIx64 " after applying differs from post checksum %016" PRIx64,
-                         map.total, h.post_cksum);
-            goto out_unlink;
-        }
-        have = 1;
-        done = h.txid;
-        post = h.post_cksum;
     }
-    if (!have) {
+    txlog_apply_state(a, &st);
+    if (!st.have) {
         rc = LV_ENOENT;
         if (err && errlen)
             snprintf(err, errlen, "%s: log holds no records", dir);
         goto out_unlink;
     }
-    if (target_txid && done != target_txid) {
+    if (target_txid && st.txid != target_txid) {
         rc = LV_ENOENT;
         if (err && errlen)
             snprintf(err, errlen, "%s: target TXID %" PRIu64 " is beyond the last TXID %" PRIu64 " in the log", dir,
-                     target_txid, done);
+                     target_txid, st.txid);
         goto out_unlink;
     }
-    rc = sys_fsync(rb.fd, 0, tmp);
+    rc = txlog_apply_finish(a, err, errlen);
     if (rc)
         goto out_unlink;
-    /* Verify what reached the file, not just what we meant to write. */
-    rc = cksum_map_scan_fd(&check, rb.fd, map.page_size ? map.page_size : 4096, map.npages, tmp);
-    if (rc)
-        goto out_unlink;
-    if (check.total != post) {
-        rc = LV_EMISMATCH;
-        if (err && errlen)
-            snprintf(err, errlen, "%s: database checksum %016" PRIx64 " of the written file differs from %016" PRIx64
-                     " at TXID %" PRIu64, tmp, check.total, post, done);
-        goto out_unlink;
-    }
-    close(rb.fd);
-    rb.fd = -1;
+    close(fd);
+    fd = -1;
     rc = sys_rename(tmp, out_path);
     if (!rc)
         rc = sys_fsync_dir(out_path);
@@ -1939,9 +2033,9 @@ int txlog_replay(const char *dir, uint64_t target_txid, const char *out_path, ui
         goto out_unlink;
     }
     if (txid_out)
-        *txid_out = done;
+        *txid_out = st.txid;
     if (cksum_out)
-        *cksum_out = post;
+        *cksum_out = st.post_cksum;
     rc = 0;
     goto out_free;
 
@@ -1950,12 +2044,10 @@ out_unlink:
         snprintf(err, errlen, "replay of %s failed: %s", dir, lv_strerror(rc));
     unlink(tmp);
 out_free:
-    if (rb.fd >= 0)
-        close(rb.fd);
+    txlog_apply_close(a);
+    if (fd >= 0)
+        close(fd);
     txlog_reader_close(r);
-    cksum_map_free(&map);
-    cksum_map_free(&check);
-    free(rb.buf);
     free(tmp);
     return rc;
 }

@@ -133,6 +133,9 @@ int txlog_reader_page(struct txlog_reader *r, uint32_t *pgno, const void **data)
 /* Name of the segment and byte offset of the current record, for errors. */
 const char *txlog_reader_where(const struct txlog_reader *r, uint64_t *offset);
 
+/* Message of the reader's last failure ("" if none; borrowed until the next call). */
+const char *txlog_reader_error(const struct txlog_reader *r);
+
 /* Close and free. */
 void txlog_reader_close(struct txlog_reader *r);
 
@@ -155,6 +158,51 @@ void txlog_reader_close(struct txlog_reader *r);
  * to_txid < from_txid. */
 int txlog_segment_image(const char *dir, const uint8_t dbid[16], uint64_t from_txid, uint64_t to_txid,
                         uint64_t max_bytes, void **out, size_t *len, uint64_t *last_txid);
+
+/* ---- Applying records to a database file (replay, archive restore) ---- */
+
+/* A database file being rebuilt record by record (opaque). */
+struct txlog_apply;
+
+/* Where an apply handle stands. */
+struct txlog_apply_info {
+    int have;             /* at least one record was applied */
+    int dirty;            /* a record failed after it may have changed the file: start over */
+    uint64_t txid;        /* TXID of the last applied record (0 if none) */
+    uint64_t post_cksum;  /* its post checksum */
+    int64_t time_us;      /* its commit time */
+    uint32_t page_size;   /* current page size (0 if unknown) */
+    uint32_t db_pages;    /* current database size in pages */
+    uint64_t db_cksum;    /* database checksum of the pages written (== post_cksum unless dirty) */
+};
+
+/* Start rebuilding into fd (an empty file opened read-write; path names it
+ * in messages; both borrowed for the handle's life).  *out is freed by
+ * txlog_apply_close.  0 or LV_ENOMEM. */
+int txlog_apply_open(int fd, const char *path, struct txlog_apply **out);
+
+/* Apply the record whose header h was just returned by txlog_reader_next
+ * on r, reading its pages from r: checks that the first record is TXID 1
+ * or a SNAPSHOT, TXID continuity (LV_EGAP), pre checksum == current
+ * database checksum (LV_ECHAIN; not for a snapshot starting the file),
+ * page size changes only in a snapshot, every page (the reader verifies
+ * the payload), then writes pages at (pgno-1)*page_size, truncates to
+ * db_pages*page_size and checks the post checksum (LV_EMISMATCH).  On
+ * failure a message naming the object/segment, offset and TXID is written
+ * to err; if the file may already have changed the handle turns dirty. */
+int txlog_apply_record(struct txlog_apply *a, struct txlog_reader *r, const struct txlog_hdr *h, char *err,
+                       size_t errlen);
+
+/* Current state into *info. */
+void txlog_apply_state(const struct txlog_apply *a, struct txlog_apply_info *info);
+
+/* fsync the file, re-read it and check its database checksum equals the
+ * last post checksum.  0, LV_EMISMATCH, LV_ENOENT (nothing applied),
+ * LV_EBROKEN (dirty) or an I/O error, with a message in err. */
+int txlog_apply_finish(struct txlog_apply *a, char *err, size_t errlen);
+
+/* Free the handle (does not close the fd). */
+void txlog_apply_close(struct txlog_apply *a);
 
 /* ---- Replay ---- */
 

@@ -975,3 +975,11 @@ int file_freelist_pages(const char *path, uint32_t **pages)
     *pages = v;
     return cnt;
 }
+
+int lv_restore_cmd(const char *url, const char *db, const char *target_flag, const char *out)
+{
+    const char *bin = getenv("LITEVAULT");
+
+    return run_cmd(NULL, "'%s' restore --from '%s' --db '%s' %s -o '%s' 1>&2", bin && bin[0] ? bin : "./litevault", url,
+                   db, target_flag ? target_flag : "", out);
+}

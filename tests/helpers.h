@@ -148,4 +148,12 @@ int lvnode_record_pages(const struct lvnode *n, const char *db, uint64_t txid, u
  * malloc'ed sorted array in *pages (caller frees); returns the count or -1. */
 int file_freelist_pages(const char *path, uint32_t **pages);
 
+/* ---- Additions (restore). ---- */
+
+/* Run `$LITEVAULT restore --from url --db db [target_flag] -o out` (LITEVAULT
+ * defaults to ./litevault; target_flag e.g. "--txid 42", "--timestamp T" or
+ * NULL for the latest, and may carry more options such as "--force");
+ * stdout/stderr go to the test's stderr.  Returns the exit status (0/1/2). */
+int lv_restore_cmd(const char *url, const char *db, const char *target_flag, const char *out);
+
 #endif /* TEST_HELPERS_H */

@@ -946,7 +946,7 @@ Test(store_sigv4, signatures_verify)
     fclose(f);
     cr_assert_eq(run_cmd(&pid, "python3 %s %d %s >%s.err 2>&1 </dev/null & echo $!", py, port, log, log), 0);
     snprintf(sigv4_pid, sizeof sigv4_pid, "%d", atoi(pid));
-    for (int i = 0; i < 100 && run_cmd(NULL, "curl -s -o /dev/null http://127.0.0.1:%d/", port) != 0; i++)
+    for (int i = 0; i < 300 && run_cmd(NULL, "curl -s -o /dev/null http://127.0.0.1:%d/", port) != 0; i++)
         usleep(50000);
     cr_assert_eq(truncate(log, 0), 0, "the signature checker did not start"); /* drop the probes */
     snprintf(endpoint, sizeof endpoint, "http://127.0.0.1:%d", port);

@@ -1,0 +1,40 @@
+/*
+ * current.h -- the per-database pointer object <db name>/current.json.
+ *
+ * It names the database's current lineage so that a restore needs no
+ * LIST: {"format":1,"dbid":"<32 hex>","updated":"<RFC 3339 UTC>"}.
+ * The archiver rewrites it (store_put, atomic) whenever the lineage of a
+ * database changes; restore reads it.  Format: docs/FORMAT.md,
+ * "Current lineage pointer".  No I/O here.
+ */
+#ifndef ARCHIVE_CURRENT_H
+#define ARCHIVE_CURRENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ARCHIVE_CURRENT_FORMAT 1            /* "format" written and understood */
+#define ARCHIVE_CURRENT_OBJECT "current.json" /* object name under <db name>/ */
+
+/* Decoded pointer. */
+struct archive_current {
+    int format;          /* ARCHIVE_CURRENT_FORMAT */
+    char dbid[33];       /* current lineage: database ID, 32 lower-case hex + NUL */
+    int64_t updated_us;  /* when the pointer was written, microseconds since the epoch */
+};
+
+/* Key of the pointer object of database name: "<name>/current.json"
+ * (malloc'ed, caller frees), or NULL on out of memory. */
+char *archive_current_key(const char *name);
+
+/* Encode c as one line of JSON plus "\n" into *out (malloc'ed, caller
+ * frees; NUL-terminated), *len without the terminator.  0, LV_EINVAL (bad
+ * dbid) or LV_ENOMEM. */
+int archive_current_encode(const struct archive_current *c, char **out, size_t *len);
+
+/* Decode len bytes into *c.  0; LV_ECORRUPT with a message naming the
+ * member in err (not JSON, missing/unknown member, bad ID or time);
+ * LV_EVERSION for a format newer than ARCHIVE_CURRENT_FORMAT. */
+int archive_current_decode(const void *buf, size_t len, struct archive_current *c, char *err, size_t errlen);
+
+#endif /* ARCHIVE_CURRENT_H */

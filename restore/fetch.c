@@ -1,0 +1,261 @@
+/*
+ * fetch.c -- parallel in-order object download for restore and verify.
+ *
+ * Slots move  QUEUED -> RUNNING (a worker downloads) -> DONE -> RELEASED.
+ * Workers take slots in index order.  A worker may start slot i only when
+ *   i < released + window                       (bounded look-ahead), and
+ *   i == released or ahead + size(i) <= budget  (bounded bytes in memory),
+ * where `released` counts slots released by the consumer (slot `released`
+ * is the one being consumed or awaited), `held` sums the sizes of started,
+ * unreleased slots and `ahead` is held minus the size of slot `released`
+ * if started.  The consumer waits for slot `released` (in order), which is
+ * always admissible: no deadlock.  Memory stays within the object being
+ * consumed plus the budget, and a large object (a snapshot) does not stop
+ * the small ones behind it from downloading while it is applied.
+ *
+ * Locking: one mutex (mu) guards every field below it in struct fetch;
+ * one condition variable (cv) is broadcast on every state change.
+ * store_get runs without the lock.
+ */
+#include "fetch.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <xxhash.h>
+
+#include "lv.h"
+#include "store.h"
+
+enum { SLOT_QUEUED = 0, SLOT_RUNNING, SLOT_DONE, SLOT_RELEASED };
+
+struct slot {
+    char *key;          /* full key (owned; immutable after start) */
+    uint64_t size;      /* expected size (immutable) */
+    uint64_t xxh3;      /* expected checksum (immutable) */
+    int state;          /* SLOT_* (mu) */
+    int rc;             /* result (mu, written before DONE) */
+    void *buf;          /* bytes (owned; mu) */
+    size_t len;         /* their length */
+    char err[512];      /* message when rc != 0 */
+};
+
+struct fetch {
+    struct store *st;        /* store (borrowed, thread-safe) */
+    pthread_t *th;           /* workers */
+    int nth;                 /* workers started */
+    size_t n;                /* slots */
+    size_t window;           /* look-ahead in objects */
+    uint64_t budget;         /* byte budget */
+    pthread_mutex_t mu;      /* guards everything below */
+    pthread_cond_t cv;       /* broadcast on every change */
+    struct slot *slots;      /* n slots */
+    size_t next;             /* next slot to start */
+    size_t released;         /* slots 0..released-1 are released */
+    uint64_t held;           /* bytes of started, unreleased slots */
+    uint64_t bytes_done;     /* downloaded bytes */
+    uint64_t bytes_total;    /* expected total */
+    size_t objs_done;        /* downloaded objects */
+    int stop;                /* 1: workers exit */
+};
+
+static void download(struct fetch *f, struct slot *s)
+{
+    void *buf = NULL;
+    size_t len = 0;
+    int rc = store_get(f->st, s->key, 0, 0, &buf, &len);
+
+    if (rc == LV_ENOENT) {
+        snprintf(s->err, sizeof s->err, "object %s is missing from the store", s->key);
+    } else if (rc) {
+        snprintf(s->err, sizeof s->err, "object %s: download failed: %s (%s)", s->key, lv_strerror(rc),
+                 store_last_error(f->st) ? store_last_error(f->st) : "");
+    } else if (len != s->size) {
+        rc = LV_EMISMATCH;
+        snprintf(s->err, sizeof s->err, "object %s: size %zu differs from the manifest's %" PRIu64, s->key, len,
+                 s->size);
+    } else {
+        uint64_t h = XXH3_64bits(buf, len);
+        if (h != s->xxh3) {
+            rc = LV_EMISMATCH;
+            snprintf(s->err, sizeof s->err, "object %s: XXH3 %016" PRIx64 " differs from the manifest's %016" PRIx64,
+                     s->key, h, s->xxh3);
+        }
+    }
+    s->rc = rc;
+    s->buf = buf;
+    s->len = len;
+}
+
+/* Whether slot f->next may start now (rules above); called with mu held. */
+static int admissible(const struct fetch *f)
+{
+    uint64_t ahead = f->held;
+
+    if (f->next >= f->released + f->window)
+        return 0;
+    if (f->next == f->released)
+        return 1;
+    if (f->released < f->n && f->slots[f->released].state != SLOT_QUEUED)
+        ahead -= f->slots[f->released].size;
+    return ahead + f->slots[f->next].size <= f->budget;
+}
+
+static void *worker(void *arg)
+{
+    struct fetch *f = arg;
+
+    pthread_mutex_lock(&f->mu);
+    for (;;) {
+        struct slot *s;
+
+        while (!f->stop && f->next < f->n && !admissible(f))
+            pthread_cond_wait(&f->cv, &f->mu);
+        if (f->stop || f->next >= f->n)
+            break;
+        s = &f->slots[f->next++];
+        s->state = SLOT_RUNNING;
+        f->held += s->size;
+        pthread_mutex_unlock(&f->mu);
+        download(f, s);
+        pthread_mutex_lock(&f->mu);
+        s->state = SLOT_DONE;
+        f->bytes_done += s->len;
+        f->objs_done++;
+        pthread_cond_broadcast(&f->cv);
+    }
+    pthread_mutex_unlock(&f->mu);
+    return NULL;
+}
+
+int fetch_start(struct store *st, const struct fetch_obj *objs, size_t n, int parallel, size_t window,
+                uint64_t budget, struct fetch **out)
+{
+    struct fetch *f;
+    size_t i;
+    int t;
+
+    *out = NULL;
+    if (parallel < 1)
+        parallel = 1;
+    f = calloc(1, sizeof *f);
+    if (!f)
+        return LV_ENOMEM;
+    f->st = st;
+    f->n = n;
+    f->window = window ? window : 2 * (size_t)parallel;
+    f->budget = budget ? budget : 256ull << 20;
+    f->slots = calloc(n ? n : 1, sizeof *f->slots);
+    f->th = calloc((size_t)parallel, sizeof *f->th);
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_cond_init(&f->cv, NULL);
+    if (!f->slots || !f->th)
+        goto out_nomem;
+    for (i = 0; i < n; i++) {
+        f->slots[i].key = strdup(objs[i].key);
+        if (!f->slots[i].key)
+            goto out_nomem;
+        f->slots[i].size = objs[i].size;
+        f->slots[i].xxh3 = objs[i].xxh3;
+        f->bytes_total += objs[i].size;
+    }
+    for (t = 0; t < parallel && (size_t)t < (n ? n : 1); t++) {
+        if (pthread_create(&f->th[t], NULL, worker, f) != 0) {
+            fetch_stop(f);
+            return LV_EIO;
+        }
+        f->nth++;
+    }
+    *out = f;
+    return 0;
+out_nomem:
+    fetch_stop(f);
+    return LV_ENOMEM;
+}
+
+int fetch_wait(struct fetch *f, size_t i, int timeout_ms, struct fetch_res *res)
+{
+    struct timespec ts;
+    int ready;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (timeout_ms >= 0) {
+        ts.tv_sec += timeout_ms / 1000;
+        ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+    }
+    pthread_mutex_lock(&f->mu);
+    while (f->slots[i].state != SLOT_DONE) {
+        if (timeout_ms < 0)
+            pthread_cond_wait(&f->cv, &f->mu);
+        else if (pthread_cond_timedwait(&f->cv, &f->mu, &ts) == ETIMEDOUT)
+            break;
+    }
+    ready = f->slots[i].state == SLOT_DONE;
+    if (ready) {
+        struct slot *s = &f->slots[i];
+        res->rc = s->rc;
+        res->key = s->key;
+        res->buf = s->buf;
+        res->len = s->len;
+        res->err = s->err;
+    }
+    pthread_mutex_unlock(&f->mu);
+    return ready;
+}
+
+void fetch_release(struct fetch *f, size_t i)
+{
+    pthread_mutex_lock(&f->mu);
+    if (f->slots[i].state == SLOT_DONE) {
+        free(f->slots[i].buf);
+        f->slots[i].buf = NULL;
+        f->slots[i].state = SLOT_RELEASED;
+        f->held -= f->slots[i].size;
+        if (i + 1 > f->released)
+            f->released = i + 1;
+        pthread_cond_broadcast(&f->cv);
+    }
+    pthread_mutex_unlock(&f->mu);
+}
+
+void fetch_get_progress(struct fetch *f, struct fetch_progress *p)
+{
+    pthread_mutex_lock(&f->mu);
+    p->bytes_done = f->bytes_done;
+    p->bytes_total = f->bytes_total;
+    p->objs_done = f->objs_done;
+    p->objs_total = f->n;
+    pthread_mutex_unlock(&f->mu);
+}
+
+void fetch_stop(struct fetch *f)
+{
+    size_t i;
+    int t;
+
+    if (!f)
+        return;
+    pthread_mutex_lock(&f->mu);
+    f->stop = 1;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+    for (t = 0; t < f->nth; t++)
+        pthread_join(f->th[t], NULL);
+    for (i = 0; f->slots && i < f->n; i++) {
+        free(f->slots[i].key);
+        free(f->slots[i].buf);
+    }
+    pthread_mutex_destroy(&f->mu);
+    pthread_cond_destroy(&f->cv);
+    free(f->slots);
+    free(f->th);
+    free(f);
+}

@@ -1,0 +1,104 @@
+/*
+ * restore.h -- point-in-time restore of a database from an archive.
+ *
+ * restore_run finds the lineage (<db>/current.json, else a LIST of <db>/),
+ * reads and checks its manifest, plans (restore/plan.h), downloads the
+ * planned objects in parallel with bounded memory (restore/fetch.h),
+ * applies them in order to PATH.tmp with full verification (record
+ * checksums, TXID continuity, pre/post chain, final database checksum;
+ * src/txlog.h txlog_apply_*), runs PRAGMA integrity_check, and publishes
+ * PATH atomically.  Algorithm and checks: docs/FORMAT.md, "Restore".
+ *
+ * Ownership: options are borrowed for the call; a struct restore_result is
+ * the caller's and restore_result_free releases what it owns.
+ */
+#ifndef RESTORE_H
+#define RESTORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "manifest.h"
+#include "plan.h"
+
+struct store;
+struct store_opts;
+
+/* What to restore and how. */
+struct restore_opts {
+    const char *url;              /* archive destination URL (store_open syntax) */
+    const struct store_opts *sopts; /* store options, may be NULL */
+    const char *db;               /* database name in the archive */
+    const char *lineage;          /* database ID (32 hex) to use, NULL: current */
+    struct plan_target target;    /* latest, a TXID or a time */
+    const char *out_path;         /* PATH to create (not needed for dry_run) */
+    int parallel;                 /* download workers, 0 = 4 */
+    uint64_t mem_budget;          /* bytes of downloaded objects held at once, 0 = 256 MiB */
+    int force;                    /* replace a non-empty PATH; remove stale PATH-wal/-shm */
+    int if_not_exists;            /* PATH exists: do nothing, succeed */
+    int allow_partial;            /* on damage, restore the last verifiable TXID before it */
+    int no_integrity_check;       /* skip PRAGMA integrity_check */
+    int dry_run;                  /* plan only, download nothing */
+    int progress;                 /* draw a progress bar on stderr */
+};
+
+/* One planned object (dry run and results). */
+struct restore_obj {
+    char key[MANIFEST_NAME_MAX + MANIFEST_ID_HEX + MANIFEST_KEY_MAX + 4]; /* full key */
+    uint64_t size;                /* bytes */
+    int snapshot;                 /* 1: snapshot object */
+    uint64_t first_txid, last_txid; /* TXIDs held */
+};
+
+struct restore_result {
+    int skipped;                  /* 1: --if-db-not-exists and PATH existed; nothing done */
+    char dbid[MANIFEST_ID_HEX + 1]; /* lineage used */
+    int lineage_listed;           /* 1: found by LIST (no current.json) */
+    struct restore_obj *objs;     /* planned objects in apply order (owned) */
+    size_t nobjs;                 /* count */
+    uint64_t bytes;               /* their total size */
+    uint64_t start_txid;          /* snapshot TXID, 0 for the empty database */
+    uint64_t target_min, target_max; /* planned final TXID range (equal unless resolved by time) */
+    int64_t target_time_us;       /* dry run: commit time of target_max if known, else 0 */
+    uint64_t txid;                /* TXID reached (0 for a dry run) */
+    int64_t time_us;              /* its commit time */
+    uint64_t cksum;               /* database checksum there */
+    uint32_t page_size, db_pages; /* resulting database geometry */
+    int partial;                  /* 1: --allow-partial stopped before the target */
+    char partial_msg[600];        /* why, and where */
+    double seconds;               /* wall time of the run */
+    uint64_t bytes_fetched;       /* bytes downloaded */
+};
+
+/* Run a restore (or a dry run).  0 on success (also skipped and partial
+ * results); else a negative LV_E* with a message in err naming the URL,
+ * database, object key and TXID as relevant: LV_ENOENT (unknown database,
+ * empty archive, target not restorable), LV_EEXIST (PATH not empty, or
+ * stale -wal/-shm, without force), LV_ECORRUPT/LV_EGAP/LV_ECHAIN/
+ * LV_EMISMATCH (damage), LV_ENET, LV_EIO...  No partial output is left. */
+int restore_run(const struct restore_opts *o, struct restore_result *res, char *err, size_t errlen);
+
+/* Release what res owns. */
+void restore_result_free(struct restore_result *res);
+
+/* Find the lineage of database db: `want` (32 hex) if given, else the one
+ * named by <db>/current.json, else (pointer missing or unreadable) by
+ * LIST of <db>/ the lineage whose manifest has the newest commit time
+ * (*listed = 1; a warning says so).  out gets the ID.  LV_ENOENT when the
+ * database is not in the archive. */
+int restore_find_lineage(struct store *st, const char *db, const char *want, char out[MANIFEST_ID_HEX + 1],
+                         int *listed, char *err, size_t errlen);
+
+/* Download and decode <db>/<dbid>/manifest.json into *m (caller frees
+ * with manifest_free), checking it names db and dbid.  LV_ENOENT if
+ * missing, LV_ECORRUPT / LV_EVERSION if it fails to decode. */
+int restore_load_manifest(struct store *st, const char *db, const char *dbid, struct manifest *m, char *err,
+                          size_t errlen);
+
+/* Newest commit time listed in m (segment last times, snapshot times), 0 if empty. */
+int64_t restore_manifest_last_time(const struct manifest *m);
+
+/* Largest TXID listed in m and its commit time. */
+void restore_manifest_last(const struct manifest *m, uint64_t *txid, int64_t *time_us);
+
+#endif /* RESTORE_H */

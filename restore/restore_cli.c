@@ -1,0 +1,601 @@
+/*
+ * restore_cli.c -- the `restore` and `archive` commands.
+ *
+ *   litevault restore [--from URL | -c FILE] --db NAME [-o] PATH
+ *                     [--txid N | --timestamp T] [--lineage ID] [--parallel N]
+ *                     [--force] [--if-db-not-exists] [--allow-partial]
+ *                     [--no-integrity-check] [--dry-run] [--json]
+ *   litevault archive ls     [--from URL | -c FILE] [--db NAME] [--json]
+ *   litevault archive verify [--from URL | -c FILE] --db NAME [--lineage ID] [--parallel N] [--json]
+ *
+ * Exit codes: 0 ok, 1 runtime error (damage, unknown database, network),
+ * 2 usage or configuration error.  Text goes to stdout, diagnostics to
+ * stderr; --json prints one JSON object on stdout.  The engine is
+ * restore/restore.c and restore/verify.c; this file only parses options
+ * and prints.
+ */
+#include "restore_cli.h"
+
+#include <getopt.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "current.h"
+#include "lv.h"
+#include "lvlog.h"
+#include "manifest.h"
+#include "plan.h"
+#include "restore.h"
+#include "store.h"
+#include "verify.h"
+
+enum { OPT_TXID = 256, OPT_TIME, OPT_LINEAGE, OPT_PARALLEL, OPT_FORCE, OPT_IFNX, OPT_PARTIAL, OPT_NOIC, OPT_DRY,
+       OPT_JSON, OPT_FROM, OPT_DB };
+
+static int usage_err(const char *cmd, const char *msg)
+{
+    fprintf(stderr, "litevault %s: %s\nTry 'litevault %s --help'.\n", cmd, msg, cmd);
+    return LV_EXIT_USAGE;
+}
+
+static int exit_code(int rc)
+{
+    if (rc == 0)
+        return LV_EXIT_OK;
+    return rc == LV_EINVAL || rc == LV_ECONFIG || rc == LV_EUSAGE ? LV_EXIT_USAGE : LV_EXIT_RUNTIME;
+}
+
+/*
+ * The archive URL when --from is absent: the first archive destination of
+ * the configuration.  TO BE WIRED by the lead after the archiver's config
+ * section (struct config_archive *archive; size_t narchive; char *url) is
+ * merged: load cfg_path (config_find/config_load) and return a copy of
+ * cfg.archive[0].url.  Until then: an error.
+ */
+static int default_url_from_config(const char *cfg_path, char **url, char *err, size_t errlen)
+{
+    (void)cfg_path;
+    *url = NULL;
+    snprintf(err, errlen, "no --from given and no archive destination configured");
+    return LV_ECONFIG;
+}
+
+static int parse_u64(const char *s, uint64_t *v)
+{
+    char *end;
+    unsigned long long x;
+
+    if (!s[0] || s[0] == '-')
+        return -1;
+    x = strtoull(s, &end, 10);
+    if (*end)
+        return -1;
+    *v = x;
+    return 0;
+}
+
+static json_t *hex64(uint64_t v)
+{
+    char b[17];
+
+    snprintf(b, sizeof b, "%016" PRIx64, v);
+    return json_string(b);
+}
+
+static json_t *jtime(int64_t t)
+{
+    char b[40];
+
+    return t ? json_string(lv_fmt_time(t, b, sizeof b)) : json_null();
+}
+
+static void print_json(json_t *o)
+{
+    char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+
+    if (s) {
+        printf("%s\n", s);
+        free(s);
+    }
+    json_decref(o);
+}
+
+static void usage_restore(void)
+{
+    printf("usage: litevault restore [--from URL | -c FILE] --db NAME [-o] PATH [OPTIONS]\n\n"
+           "Rebuild database NAME from the archive at URL into PATH, as of the latest archived\n"
+           "transaction, a TXID or a point in time.  Every object, record and checksum is verified;\n"
+           "on any damage nothing is written (see --allow-partial).\n\n"
+           "  --from URL            archive destination (file:///dir, s3://bucket/prefix?endpoint=...)\n"
+           "  -c, --config FILE     take the URL from the config's first archive destination\n"
+           "  --db NAME             database name in the archive (its path on the mount)\n"
+           "  -o, --output PATH     file to create (or give PATH as the last argument)\n"
+           "  --txid N              restore as of TXID N\n"
+           "  --timestamp T         restore as of time T (RFC 3339, e.g. 2026-11-24T10:00:00.5Z or +01:00):\n"
+           "                        the last transaction committed at or before T\n"
+           "  --lineage ID          use this lineage (database ID) instead of the current one\n"
+           "  --parallel N          download N objects at once (default 4)\n"
+           "  --force               replace a non-empty PATH; remove stale PATH-wal/PATH-shm\n"
+           "  --if-db-not-exists    do nothing (exit 0) if PATH exists\n"
+           "  --allow-partial       on damage or a gap, restore the last verifiable TXID before it\n"
+           "  --no-integrity-check  skip PRAGMA integrity_check on the result\n"
+           "  --dry-run             print the plan (objects, bytes, resulting TXID); download nothing\n"
+           "  --json                machine-readable output\n\n"
+           "Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error.\n");
+}
+
+static void usage_archive(void)
+{
+    printf("usage: litevault archive ls     [--from URL | -c FILE] [--db NAME] [--json]\n"
+           "       litevault archive verify [--from URL | -c FILE] --db NAME [--lineage ID] [--parallel N] [--json]\n\n"
+           "  ls      list the archived databases, their lineages (* = current), TXID and time\n"
+           "          ranges, snapshots and sizes\n"
+           "  verify  download and check every object of a lineage (current, or --lineage):\n"
+           "          object checksums, every record, chains within and across objects,\n"
+           "          snapshot contents, overlapping compaction levels; exit 1 naming each bad object\n\n"
+           "Exit codes: 0 ok, 1 runtime error or damage found, 2 usage or configuration error.\n");
+}
+
+static const struct option restore_longopts[] = {
+    {"from", required_argument, NULL, OPT_FROM},
+    {"config", required_argument, NULL, 'c'},
+    {"db", required_argument, NULL, OPT_DB},
+    {"output", required_argument, NULL, 'o'},
+    {"txid", required_argument, NULL, OPT_TXID},
+    {"timestamp", required_argument, NULL, OPT_TIME},
+    {"lineage", required_argument, NULL, OPT_LINEAGE},
+    {"parallel", required_argument, NULL, OPT_PARALLEL},
+    {"force", no_argument, NULL, OPT_FORCE},
+    {"if-db-not-exists", no_argument, NULL, OPT_IFNX},
+    {"allow-partial", no_argument, NULL, OPT_PARTIAL},
+    {"no-integrity-check", no_argument, NULL, OPT_NOIC},
+    {"dry-run", no_argument, NULL, OPT_DRY},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+static void print_restore(const struct restore_opts *o, const struct restore_result *r, int json)
+{
+    char tb[40], tb2[40], ck[17];
+    size_t i;
+
+    if (json) {
+        json_t *objs = json_array(), *j = json_object();
+        for (i = 0; i < r->nobjs; i++)
+            json_array_append_new(objs, json_pack("{s:s,s:I,s:b,s:I,s:I}", "key", r->objs[i].key, "size",
+                                                  (json_int_t)r->objs[i].size, "snapshot", r->objs[i].snapshot,
+                                                  "first_txid", (json_int_t)r->objs[i].first_txid, "last_txid",
+                                                  (json_int_t)r->objs[i].last_txid));
+        json_object_set_new(j, "db", json_string(o->db));
+        json_object_set_new(j, "lineage", json_string(r->dbid));
+        json_object_set_new(j, "lineage_listed", json_boolean(r->lineage_listed));
+        json_object_set_new(j, "dry_run", json_boolean(o->dry_run));
+        json_object_set_new(j, "skipped", json_boolean(r->skipped));
+        if (o->out_path)
+            json_object_set_new(j, "path", json_string(o->out_path));
+        if (o->dry_run) {
+            json_object_set_new(j, "txid_min", json_integer((json_int_t)r->target_min));
+            json_object_set_new(j, "txid_max", json_integer((json_int_t)r->target_max));
+            json_object_set_new(j, "txid", r->target_min == r->target_max ? json_integer((json_int_t)r->target_max)
+                                                                          : json_null());
+            json_object_set_new(j, "time", jtime(r->target_min == r->target_max ? r->target_time_us : 0));
+        } else {
+            json_object_set_new(j, "txid", json_integer((json_int_t)r->txid));
+            json_object_set_new(j, "time", jtime(r->time_us));
+            json_object_set_new(j, "checksum", hex64(r->cksum));
+            json_object_set_new(j, "page_size", json_integer(r->page_size));
+            json_object_set_new(j, "pages", json_integer(r->db_pages));
+        }
+        json_object_set_new(j, "start_txid", json_integer((json_int_t)r->start_txid));
+        json_object_set_new(j, "objects", objs);
+        json_object_set_new(j, "bytes", json_integer((json_int_t)r->bytes));
+        json_object_set_new(j, "bytes_downloaded", json_integer((json_int_t)r->bytes_fetched));
+        json_object_set_new(j, "partial", json_boolean(r->partial));
+        json_object_set_new(j, "partial_reason", r->partial ? json_string(r->partial_msg) : json_null());
+        json_object_set_new(j, "seconds", json_real(r->seconds));
+        print_json(j);
+        return;
+    }
+    if (r->skipped) {
+        printf("%s exists; nothing done (--if-db-not-exists)\n", o->out_path);
+        return;
+    }
+    if (o->dry_run) {
+        printf("plan: restore '%s' (lineage %s%s) from %s\n", o->db, r->dbid,
+               r->lineage_listed ? ", found by listing" : "", o->url);
+        printf("  start: %s\n", r->start_txid ? "snapshot" : "empty database (TXID 0)");
+        for (i = 0; i < r->nobjs; i++)
+            printf("  %-64s %12" PRIu64 " bytes  TXID %" PRIu64 "..%" PRIu64 "\n", r->objs[i].key, r->objs[i].size,
+                   r->objs[i].first_txid, r->objs[i].last_txid);
+        printf("  total: %zu objects, %" PRIu64 " bytes\n", r->nobjs, r->bytes);
+        if (r->target_min == r->target_max)
+            printf("  result: TXID %" PRIu64 "%s%s\n", r->target_max, r->target_time_us ? " committed at " : "",
+                   r->target_time_us ? lv_fmt_time(r->target_time_us, tb, sizeof tb) : "");
+        else
+            printf("  result: TXID %" PRIu64 "..%" PRIu64 " (the last commit at or before %s, resolved while "
+                   "applying)\n", r->target_min, r->target_max, lv_fmt_time(o->target.time_us, tb2, sizeof tb2));
+        if (r->partial)
+            printf("  %s\n", r->partial_msg);
+        return;
+    }
+    snprintf(ck, sizeof ck, "%016" PRIx64, r->cksum);
+    printf("restored '%s' (lineage %s) to %s: TXID %" PRIu64 " committed at %s, checksum %s, %zu objects, %" PRIu64
+           " bytes in %.2f s\n", o->db, r->dbid, o->out_path, r->txid, lv_fmt_time(r->time_us, tb, sizeof tb), ck,
+           r->nobjs, r->bytes_fetched, r->seconds);
+    if (r->partial)
+        fprintf(stderr, "litevault restore: WARNING: %s\n", r->partial_msg);
+}
+
+int restore_cli_restore(int argc, char **argv)
+{
+    struct restore_opts o;
+    struct restore_result r;
+    char err[2048] = "", *cfgurl = NULL;
+    const char *cfg = NULL;
+    int c, json = 0, have_txid = 0, have_time = 0, rc;
+
+    memset(&o, 0, sizeof o);
+    o.target.kind = PLAN_LATEST;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "c:o:h", restore_longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_FROM: o.url = optarg; break;
+        case 'c': cfg = optarg; break;
+        case OPT_DB: o.db = optarg; break;
+        case 'o': o.out_path = optarg; break;
+        case OPT_TXID:
+            if (parse_u64(optarg, &o.target.txid) || o.target.txid == 0)
+                return usage_err("restore", "--txid takes a positive integer");
+            o.target.kind = PLAN_TXID;
+            have_txid = 1;
+            break;
+        case OPT_TIME:
+            if (lv_parse_time(optarg, &o.target.time_us))
+                return usage_err("restore", "--timestamp takes an RFC 3339 time, e.g. 2026-11-24T10:00:00Z");
+            o.target.kind = PLAN_TIME;
+            have_time = 1;
+            break;
+        case OPT_LINEAGE: o.lineage = optarg; break;
+        case OPT_PARALLEL: {
+            uint64_t n;
+            if (parse_u64(optarg, &n) || n < 1 || n > 64)
+                return usage_err("restore", "--parallel takes an integer 1..64");
+            o.parallel = (int)n;
+            break;
+        }
+        case OPT_FORCE: o.force = 1; break;
+        case OPT_IFNX: o.if_not_exists = 1; break;
+        case OPT_PARTIAL: o.allow_partial = 1; break;
+        case OPT_NOIC: o.no_integrity_check = 1; break;
+        case OPT_DRY: o.dry_run = 1; break;
+        case OPT_JSON: json = 1; break;
+        case 'h': usage_restore(); return LV_EXIT_OK;
+        default: return usage_err("restore", "unknown option");
+        }
+    }
+    if (optind < argc) {
+        if (o.out_path || optind + 1 < argc)
+            return usage_err("restore", "give one output PATH");
+        o.out_path = argv[optind];
+    }
+    if (have_txid && have_time)
+        return usage_err("restore", "--txid and --timestamp exclude each other");
+    if (!o.db || !o.db[0])
+        return usage_err("restore", "--db NAME is required");
+    if (!o.out_path && !o.dry_run)
+        return usage_err("restore", "an output PATH is required (-o PATH)");
+    if (o.force && o.if_not_exists)
+        return usage_err("restore", "--force and --if-db-not-exists exclude each other");
+    if (!o.url) {
+        rc = default_url_from_config(cfg, &cfgurl, err, sizeof err);
+        if (rc) {
+            fprintf(stderr, "litevault restore: %s\n", err);
+            return exit_code(rc);
+        }
+        o.url = cfgurl;
+    }
+    o.progress = !json && isatty(STDERR_FILENO);
+    rc = restore_run(&o, &r, err, sizeof err);
+    if (rc) {
+        fprintf(stderr, "litevault restore: %s\n", err[0] ? err : lv_strerror(rc));
+        if (json) {
+            json_t *j = json_pack("{s:s,s:s,s:s}", "db", o.db, "error", err[0] ? err : lv_strerror(rc), "code",
+                                  lv_strerror(rc));
+            print_json(j);
+        }
+    } else {
+        print_restore(&o, &r, json);
+    }
+    restore_result_free(&r);
+    free(cfgurl);
+    return exit_code(rc);
+}
+
+/* ---------------------------------------------------------------- archive ls */
+
+struct ls_db {
+    char *name;          /* database name (owned) */
+    char **ids;          /* lineages with a manifest (owned) */
+    size_t nids;
+    int has_current;     /* current.json present */
+};
+
+static struct ls_db *ls_get(struct ls_db **v, size_t *n, const char *name, size_t len)
+{
+    struct ls_db *d;
+    size_t i;
+
+    for (i = 0; i < *n; i++)
+        if (strlen((*v)[i].name) == len && strncmp((*v)[i].name, name, len) == 0)
+            return &(*v)[i];
+    d = realloc(*v, (*n + 1) * sizeof *d);
+    if (!d)
+        return NULL;
+    *v = d;
+    d = &d[(*n)++];
+    memset(d, 0, sizeof *d);
+    d->name = strndup(name, len);
+    return d->name ? d : NULL;
+}
+
+static int ls_is_id(const char *s)
+{
+    for (int i = 0; i < MANIFEST_ID_HEX; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+static int archive_ls(struct store *st, const char *db, int json)
+{
+    struct store_list l = {0};
+    struct ls_db *dbs = NULL;
+    size_t ndbs = 0, i, k;
+    char *prefix = NULL;
+    json_t *jdbs = json_array();
+    int rc, bad = 0;
+    const size_t tail = 1 + MANIFEST_ID_HEX + 1 + strlen(MANIFEST_OBJECT); /* "/<id>/manifest.json" */
+    const size_t ctail = 1 + strlen(ARCHIVE_CURRENT_OBJECT);               /* "/current.json" */
+
+    if (db && asprintf(&prefix, "%s/", db) < 0)
+        return LV_ENOMEM;
+    rc = store_list(st, prefix ? prefix : "", &l);
+    if (rc) {
+        fprintf(stderr, "litevault archive ls: %s: cannot list: %s (%s)\n", store_url(st), lv_strerror(rc),
+                store_last_error(st) ? store_last_error(st) : "");
+        goto out;
+    }
+    for (i = 0; i < l.n; i++) {
+        const char *key = l.v[i].key;
+        size_t len = strlen(key);
+        struct ls_db *d;
+
+        if (len > tail && key[len - tail] == '/' && key[len - tail + 1 + MANIFEST_ID_HEX] == '/' &&
+            strcmp(key + len - strlen(MANIFEST_OBJECT), MANIFEST_OBJECT) == 0 && ls_is_id(key + len - tail + 1)) {
+            if (db && (len - tail != strlen(db) || strncmp(key, db, len - tail)))
+                continue;
+            d = ls_get(&dbs, &ndbs, key, len - tail);
+            if (!d)
+                goto nomem;
+            char **ids = realloc(d->ids, (d->nids + 1) * sizeof *ids);
+            if (!ids)
+                goto nomem;
+            d->ids = ids;
+            d->ids[d->nids] = strndup(key + len - tail + 1, MANIFEST_ID_HEX);
+            if (!d->ids[d->nids++])
+                goto nomem;
+        } else if (len > ctail && strcmp(key + len - ctail, "/" ARCHIVE_CURRENT_OBJECT) == 0) {
+            if (db && (len - ctail != strlen(db) || strncmp(key, db, len - ctail)))
+                continue;
+            d = ls_get(&dbs, &ndbs, key, len - ctail);
+            if (!d)
+                goto nomem;
+            d->has_current = 1;
+        }
+    }
+    if (db && ndbs == 0) {
+        fprintf(stderr, "litevault archive ls: %s: database '%s' is not in the archive\n", store_url(st), db);
+        rc = LV_ENOENT;
+        goto out;
+    }
+    if (!json && ndbs == 0)
+        printf("%s: no databases\n", store_url(st));
+    for (i = 0; i < ndbs; i++) {
+        struct ls_db *d = &dbs[i];
+        char cur[MANIFEST_ID_HEX + 1] = "", err[1024];
+        int listed = 0;
+        json_t *jd = json_object(), *jl = json_array();
+
+        if (d->has_current && restore_find_lineage(st, d->name, NULL, cur, &listed, err, sizeof err) == 0 && listed)
+            cur[0] = '\0'; /* the pointer was unreadable */
+        if (!json)
+            printf("%s%s\n", d->name, cur[0] ? "" : "  (no current.json)");
+        for (k = 0; k < d->nids; k++) {
+            struct manifest m;
+            uint64_t last, first = 0;
+            int64_t last_t, first_t = 0;
+            int is_cur = strcmp(cur, d->ids[k]) == 0;
+            char tb1[40], tb2[40];
+
+            if (restore_load_manifest(st, d->name, d->ids[k], &m, err, sizeof err) != 0) {
+                bad = 1;
+                if (json)
+                    json_array_append_new(jl, json_pack("{s:s,s:b,s:s}", "lineage", d->ids[k], "current", is_cur,
+                                                        "error", err));
+                else
+                    printf("  %c %s  ERROR: %s\n", is_cur ? '*' : ' ', d->ids[k], err);
+                continue;
+            }
+            restore_manifest_last(&m, &last, &last_t);
+            if (m.nsnaps) {
+                first = m.snaps[0].txid;
+                first_t = m.snaps[0].time_us;
+            }
+            if (m.nsegs && (!first || m.segs[0].first_txid < first)) {
+                first = m.segs[0].first_txid;
+                first_t = m.segs[0].first_time_us;
+            }
+            if (json) {
+                json_t *snaps = json_array();
+                for (size_t s = 0; s < m.nsnaps; s++)
+                    json_array_append_new(snaps, json_pack("{s:I,s:o,s:I}", "txid", (json_int_t)m.snaps[s].txid,
+                                                           "time", jtime(m.snaps[s].time_us), "size",
+                                                           (json_int_t)m.snaps[s].size));
+                json_array_append_new(jl, json_pack("{s:s,s:b,s:I,s:I,s:o,s:o,s:I,s:I,s:o,s:I,s:I}", "lineage",
+                                                    d->ids[k], "current", is_cur, "first_txid", (json_int_t)first,
+                                                    "last_txid", (json_int_t)last, "first_time", jtime(first_t),
+                                                    "last_time", jtime(last_t), "segments", (json_int_t)m.nsegs,
+                                                    "snapshot_count", (json_int_t)m.nsnaps, "snapshots", snaps,
+                                                    "bytes", (json_int_t)manifest_total_bytes(&m), "generation",
+                                                    (json_int_t)m.generation));
+            } else {
+                printf("  %c %s  TXID %" PRIu64 "..%" PRIu64 "  %s .. %s  %zu segments, %zu snapshots, %" PRIu64
+                       " bytes\n", is_cur ? '*' : ' ', d->ids[k], first, last,
+                       first_t ? lv_fmt_time(first_t, tb1, sizeof tb1) : "-",
+                       last_t ? lv_fmt_time(last_t, tb2, sizeof tb2) : "-", m.nsegs, m.nsnaps,
+                       manifest_total_bytes(&m));
+                for (size_t s = 0; s < m.nsnaps; s++)
+                    printf("      snapshot TXID %" PRIu64 " at %s, %" PRIu64 " bytes\n", m.snaps[s].txid,
+                           lv_fmt_time(m.snaps[s].time_us, tb1, sizeof tb1), m.snaps[s].size);
+            }
+            manifest_free(&m);
+        }
+        json_object_set_new(jd, "name", json_string(d->name));
+        json_object_set_new(jd, "current", cur[0] ? json_string(cur) : json_null());
+        json_object_set_new(jd, "lineages", jl);
+        json_array_append_new(jdbs, jd);
+    }
+    if (json) {
+        json_t *j = json_pack("{s:s,s:O}", "url", store_url(st), "databases", jdbs);
+        print_json(j);
+    }
+    rc = bad ? LV_ECORRUPT : 0;
+    goto out;
+nomem:
+    rc = LV_ENOMEM;
+out:
+    json_decref(jdbs);
+    for (i = 0; i < ndbs; i++) {
+        for (k = 0; k < dbs[i].nids; k++)
+            free(dbs[i].ids[k]);
+        free(dbs[i].ids);
+        free(dbs[i].name);
+    }
+    free(dbs);
+    store_list_free(&l);
+    free(prefix);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- archive verify */
+
+static int archive_verify(const char *url, const char *db, const char *lineage, int parallel, int json)
+{
+    struct verify_result r;
+    char err[2048] = "";
+    size_t i;
+    int rc = verify_lineage(url, NULL, db, lineage, parallel, &r, err, sizeof err);
+
+    if (rc) {
+        fprintf(stderr, "litevault archive verify: %s\n", err[0] ? err : lv_strerror(rc));
+        return rc;
+    }
+    if (json) {
+        json_t *bad = json_array();
+        for (i = 0; i < r.nbad; i++)
+            json_array_append_new(bad, json_pack("{s:s,s:s}", "key", r.bad[i].key, "error", r.bad[i].why));
+        print_json(json_pack("{s:s,s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:f,s:b}", "db", db, "lineage", r.dbid,
+                             "lineage_listed", r.lineage_listed, "objects", (json_int_t)r.objects, "segments",
+                             (json_int_t)r.segments, "snapshots", (json_int_t)r.snapshots, "records",
+                             (json_int_t)r.records, "bytes", (json_int_t)r.bytes, "first_txid",
+                             (json_int_t)r.first_txid, "last_txid", (json_int_t)r.last_txid, "bad", bad, "seconds",
+                             r.seconds, "ok", r.nbad == 0));
+    } else {
+        for (i = 0; i < r.nbad; i++)
+            printf("BAD %s: %s\n", r.bad[i].key, r.bad[i].why);
+        printf("%s: '%s' lineage %s: %zu objects (%zu segments, %zu snapshots), %" PRIu64 " records, TXID %" PRIu64
+               "..%" PRIu64 ", %" PRIu64 " bytes: %s\n", url, db, r.dbid, r.objects, r.segments, r.snapshots,
+               r.records, r.first_txid, r.last_txid, r.bytes, r.nbad ? "DAMAGED" : "ok");
+    }
+    rc = r.nbad ? LV_ECORRUPT : 0;
+    if (r.nbad)
+        fprintf(stderr, "litevault archive verify: %zu bad object(s)\n", r.nbad);
+    verify_result_free(&r);
+    return rc;
+}
+
+int restore_cli_archive(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"from", required_argument, NULL, OPT_FROM},
+        {"config", required_argument, NULL, 'c'},
+        {"db", required_argument, NULL, OPT_DB},
+        {"lineage", required_argument, NULL, OPT_LINEAGE},
+        {"parallel", required_argument, NULL, OPT_PARALLEL},
+        {"json", no_argument, NULL, OPT_JSON},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *sub, *url = NULL, *db = NULL, *lineage = NULL, *cfg = NULL;
+    char err[1024] = "", *cfgurl = NULL;
+    struct store *st = NULL;
+    int c, json = 0, parallel = 4, rc;
+
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage_archive();
+        return argc < 2 ? LV_EXIT_USAGE : LV_EXIT_OK;
+    }
+    sub = argv[1];
+    if (strcmp(sub, "ls") && strcmp(sub, "verify"))
+        return usage_err("archive", "unknown subcommand (use ls or verify)");
+    optind = 1;
+    while ((c = getopt_long(argc - 1, argv + 1, "c:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_FROM: url = optarg; break;
+        case 'c': cfg = optarg; break;
+        case OPT_DB: db = optarg; break;
+        case OPT_LINEAGE: lineage = optarg; break;
+        case OPT_PARALLEL: {
+            uint64_t n;
+            if (parse_u64(optarg, &n) || n < 1 || n > 64)
+                return usage_err("archive", "--parallel takes an integer 1..64");
+            parallel = (int)n;
+            break;
+        }
+        case OPT_JSON: json = 1; break;
+        case 'h': usage_archive(); return LV_EXIT_OK;
+        default: return usage_err("archive", "unknown option");
+        }
+    }
+    if (optind < argc - 1)
+        return usage_err("archive", "unexpected argument");
+    if (strcmp(sub, "verify") == 0 && (!db || !db[0]))
+        return usage_err("archive", "verify needs --db NAME");
+    if (lineage && strcmp(sub, "ls") == 0)
+        return usage_err("archive", "--lineage is for verify");
+    if (!url) {
+        rc = default_url_from_config(cfg, &cfgurl, err, sizeof err);
+        if (rc) {
+            fprintf(stderr, "litevault archive: %s\n", err);
+            return exit_code(rc);
+        }
+        url = cfgurl;
+    }
+    if (strcmp(sub, "verify") == 0) {
+        rc = archive_verify(url, db, lineage, parallel, json);
+    } else {
+        rc = store_open(url, NULL, &st, err, sizeof err);
+        if (rc)
+            fprintf(stderr, "litevault archive ls: %s\n", err);
+        else
+            rc = archive_ls(st, db, json);
+        store_close(st);
+    }
+    free(cfgurl);
+    return exit_code(rc);
+}

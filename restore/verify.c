@@ -1,0 +1,314 @@
+/*
+ * verify.c -- `archive verify` (see verify.h for what is checked).
+ *
+ * Objects are fetched snapshots first, then segments in manifest order,
+ * through restore/fetch.c (size and XXH3 checked there).  Each object is
+ * read completely with a memory segment reader; draining every record's
+ * pages makes the reader check the payload trailer and page numbers.  For
+ * every record a "fact" (TXID, pre, post, commit time, object index) is
+ * kept; after all objects, facts sorted by TXID give the cross-object
+ * checks: equal TXIDs agree (overlapping compaction levels), and the post
+ * checksum of TXID x equals the pre checksum of TXID x+1 (chain across
+ * object boundaries; a snapshot record's pre checksum is not compared:
+ * a snapshot starts a database afresh).  Memory: one object window plus
+ * 40 bytes per record.
+ */
+#include "verify.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cksum.h"
+#include "fetch.h"
+#include "lv.h"
+#include "lvlog.h"
+#include "manifest.h"
+#include "restore.h"
+#include "store.h"
+#include "txlog.h"
+
+/* One record seen in one object. */
+struct fact {
+    uint64_t txid;     /* TXID */
+    uint64_t pre;      /* pre checksum */
+    uint64_t post;     /* post checksum */
+    int64_t time_us;   /* commit time */
+    uint32_t obj;      /* index of the object */
+    uint8_t snap;      /* from a snapshot record */
+};
+
+struct vstate {
+    struct verify_result *res;  /* result */
+    char **keys;                /* full key of each object (owned) */
+    struct fact *facts;         /* facts (owned) */
+    size_t nfacts, cap;
+    uint8_t *badobj;            /* 1 if object i was reported */
+};
+
+static int add_bad(struct vstate *vs, size_t obj, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int add_bad(struct vstate *vs, size_t obj, const char *key, const char *fmt, ...)
+{
+    struct verify_result *r = vs->res;
+    struct verify_bad *v;
+    va_list ap;
+
+    if (vs->badobj && obj != (size_t)-1 && vs->badobj[obj])
+        return 0; /* one report per object is enough */
+    v = realloc(r->bad, (r->nbad + 1) * sizeof *v);
+    if (!v)
+        return LV_ENOMEM;
+    r->bad = v;
+    v = &r->bad[r->nbad++];
+    snprintf(v->key, sizeof v->key, "%s", key);
+    va_start(ap, fmt);
+    vsnprintf(v->why, sizeof v->why, fmt, ap);
+    va_end(ap);
+    if (vs->badobj && obj != (size_t)-1)
+        vs->badobj[obj] = 1;
+    LV_ERROR("verify: %s: %s", v->key, v->why);
+    return 0;
+}
+
+static int add_fact(struct vstate *vs, const struct txlog_hdr *h, size_t obj)
+{
+    if (vs->nfacts == vs->cap) {
+        size_t ncap = vs->cap ? vs->cap * 2 : 1024;
+        struct fact *f = realloc(vs->facts, ncap * sizeof *f);
+        if (!f)
+            return LV_ENOMEM;
+        vs->facts = f;
+        vs->cap = ncap;
+    }
+    vs->facts[vs->nfacts++] = (struct fact){ h->txid, h->pre_cksum, h->post_cksum, h->time_us, (uint32_t)obj,
+                                             (uint8_t)((h->flags & TXLOG_F_SNAPSHOT) != 0) };
+    return 0;
+}
+
+/* Check one downloaded object against its manifest entry (seg or snap). */
+static int check_object(struct vstate *vs, size_t idx, const struct fetch_res *fr, const struct manifest_seg *seg,
+                        const struct manifest_snap *snap)
+{
+    struct txlog_reader *r = NULL;
+    struct txlog_hdr h, first, lasth;
+    uint64_t n = 0, pages_x = 0;
+    uint32_t pgno;
+    const void *data;
+    size_t nf0 = vs->nfacts;
+    int rc;
+
+    rc = txlog_reader_open_mem(fr->buf, fr->len, fr->key, &r);
+    if (rc) {
+        add_bad(vs, idx, fr->key, "unreadable segment header: %s", r ? txlog_reader_error(r) : lv_strerror(rc));
+        goto out;
+    }
+    memset(&first, 0, sizeof first);
+    memset(&lasth, 0, sizeof lasth);
+    for (;;) {
+        rc = txlog_reader_next(r, &h);
+        if (rc == LV_ENOENT)
+            break;
+        if (rc) {
+            add_bad(vs, idx, fr->key, "after TXID %" PRIu64 ": %s", n ? lasth.txid : 0, txlog_reader_error(r));
+            goto out;
+        }
+        pages_x = 0;
+        while ((rc = txlog_reader_page(r, &pgno, &data)) == 0)
+            pages_x ^= cksum_page(pgno, data, h.page_size);
+        if (rc != LV_ENOENT) {
+            add_bad(vs, idx, fr->key, "TXID %" PRIu64 ": %s", h.txid, txlog_reader_error(r));
+            goto out;
+        }
+        if (n == 0)
+            first = h;
+        lasth = h;
+        n++;
+        vs->res->records++;
+        rc = add_fact(vs, &h, idx);
+        if (rc)
+            goto out_rc;
+    }
+    if (n == 0) {
+        add_bad(vs, idx, fr->key, "holds no records");
+        goto out;
+    }
+    if (snap) {
+        if (n != 1 || !(first.flags & TXLOG_F_SNAPSHOT))
+            add_bad(vs, idx, fr->key, "TXID %" PRIu64 ": not exactly one snapshot record (%" PRIu64 " records)",
+                    first.txid, n);
+        else if (first.txid != snap->txid || first.time_us != snap->time_us || first.page_size != snap->page_size ||
+                 first.db_pages != snap->db_pages)
+            add_bad(vs, idx, fr->key, "TXID %" PRIu64 ": snapshot record differs from the manifest entry "
+                    "(TXID, time, page size or pages)", first.txid);
+        else if (first.post_cksum != snap->db_cksum || pages_x != snap->db_cksum)
+            add_bad(vs, idx, fr->key, "TXID %" PRIu64 ": snapshot content checksum %016" PRIx64 " / record post %016"
+                    PRIx64 " differ from the manifest's db_checksum %016" PRIx64, first.txid, pages_x,
+                    first.post_cksum, snap->db_cksum);
+    } else {
+        if (first.txid != seg->first_txid || lasth.txid != seg->last_txid)
+            add_bad(vs, idx, fr->key, "TXID %" PRIu64 ": holds TXIDs %" PRIu64 "..%" PRIu64 ", the manifest says %"
+                    PRIu64 "..%" PRIu64, first.txid != seg->first_txid ? first.txid : lasth.txid, first.txid,
+                    lasth.txid, seg->first_txid, seg->last_txid);
+        else if (first.pre_cksum != seg->pre_cksum || lasth.post_cksum != seg->post_cksum)
+            add_bad(vs, idx, fr->key, "TXID %" PRIu64 ": boundary checksums differ from the manifest",
+                    first.pre_cksum != seg->pre_cksum ? first.txid : lasth.txid);
+        else if (first.time_us != seg->first_time_us || lasth.time_us != seg->last_time_us)
+            add_bad(vs, idx, fr->key, "TXID %" PRIu64 ": commit times differ from the manifest",
+                    first.time_us != seg->first_time_us ? first.txid : lasth.txid);
+    }
+out:
+    if (vs->badobj[idx])
+        vs->nfacts = nf0; /* facts of a bad object are not trusted */
+    txlog_reader_close(r);
+    return 0;
+out_rc:
+    txlog_reader_close(r);
+    return rc;
+}
+
+/* msg without a leading "object <key>: " / "object <key> " (the report names the key already). */
+static const char *strip_key(const char *msg, const char *key)
+{
+    size_t k = strlen(key);
+
+    if (strncmp(msg, "object ", 7) == 0 && strncmp(msg + 7, key, k) == 0)
+        return msg + 7 + k + (msg[7 + k] == ':' ? 2 : msg[7 + k] == ' ' ? 1 : 0);
+    return msg;
+}
+
+static int fact_cmp(const void *pa, const void *pb)
+{
+    const struct fact *a = pa, *b = pb;
+
+    if (a->txid != b->txid)
+        return a->txid < b->txid ? -1 : 1;
+    return a->obj < b->obj ? -1 : a->obj > b->obj;
+}
+
+static void cross_check(struct vstate *vs)
+{
+    size_t i;
+
+    qsort(vs->facts, vs->nfacts, sizeof *vs->facts, fact_cmp);
+    for (i = 1; i < vs->nfacts; i++) {
+        const struct fact *p = &vs->facts[i - 1], *c = &vs->facts[i];
+        if (p->txid == c->txid) {
+            if (p->post != c->post || p->time_us != c->time_us || (!p->snap && !c->snap && p->pre != c->pre))
+                add_bad(vs, c->obj, vs->keys[c->obj],
+                        "TXID %" PRIu64 ": disagrees with overlapping object %s (checksums or commit time)", c->txid,
+                        vs->keys[p->obj]);
+        } else if (c->txid == p->txid + 1 && !c->snap && c->pre != p->post && c->obj != p->obj) {
+            add_bad(vs, c->obj, vs->keys[c->obj],
+                    "TXID %" PRIu64 ": pre checksum %016" PRIx64 " does not continue TXID %" PRIu64 " of %s (post %016"
+                    PRIx64 ")", c->txid, c->pre, p->txid, vs->keys[p->obj], p->post);
+        }
+    }
+}
+
+int verify_lineage(const char *url, const struct store_opts *sopts, const char *db, const char *lineage,
+                   int parallel, struct verify_result *res, char *err, size_t errlen)
+{
+    struct store *st = NULL;
+    struct manifest m;
+    struct vstate vs;
+    struct fetch *f = NULL;
+    struct fetch_obj *fo = NULL;
+    char merr[900];
+    int64_t t0 = lv_mono_us();
+    size_t n = 0, i;
+    int rc;
+
+    memset(res, 0, sizeof *res);
+    memset(&m, 0, sizeof m);
+    memset(&vs, 0, sizeof vs);
+    vs.res = res;
+    rc = store_open(url, sopts, &st, err, errlen);
+    if (rc)
+        goto out;
+    rc = restore_find_lineage(st, db, lineage, res->dbid, &res->lineage_listed, err, errlen);
+    if (rc)
+        goto out;
+    rc = restore_load_manifest(st, db, res->dbid, &m, merr, sizeof merr);
+    if (rc == LV_ECORRUPT || rc == LV_EVERSION) {
+        char key[1200];
+        snprintf(key, sizeof key, "%s/%s/%s", db, res->dbid, MANIFEST_OBJECT);
+        rc = add_bad(&vs, (size_t)-1, key, "%s", merr);
+        goto out;
+    }
+    if (rc) {
+        snprintf(err, errlen, "%s", merr);
+        goto out;
+    }
+    n = m.nsnaps + m.nsegs;
+    res->snapshots = m.nsnaps;
+    res->segments = m.nsegs;
+    res->objects = n;
+    res->last_txid = manifest_last_txid(&m);
+    res->first_txid = m.nsnaps ? m.snaps[0].txid : 0;
+    if (m.nsegs && (!res->first_txid || m.segs[0].first_txid < res->first_txid))
+        res->first_txid = m.segs[0].first_txid;
+    vs.keys = calloc(n ? n : 1, sizeof *vs.keys);
+    vs.badobj = calloc(n ? n : 1, 1);
+    fo = calloc(n ? n : 1, sizeof *fo);
+    if (!vs.keys || !vs.badobj || !fo) {
+        rc = LV_ENOMEM;
+        goto out;
+    }
+    for (i = 0; i < n; i++) {
+        int is_snap = i < m.nsnaps;
+        const char *k = is_snap ? m.snaps[i].key : m.segs[i - m.nsnaps].key;
+        if (asprintf(&vs.keys[i], "%s/%s/%s", db, res->dbid, k) < 0) {
+            vs.keys[i] = NULL;
+            rc = LV_ENOMEM;
+            goto out;
+        }
+        fo[i].key = vs.keys[i];
+        fo[i].size = is_snap ? m.snaps[i].size : m.segs[i - m.nsnaps].size;
+        fo[i].xxh3 = is_snap ? m.snaps[i].xxh3 : m.segs[i - m.nsnaps].xxh3;
+    }
+    rc = fetch_start(st, fo, n, parallel > 0 ? parallel : 4, 0, 0, &f);
+    if (rc) {
+        snprintf(err, errlen, "cannot start the download workers: %s", lv_strerror(rc));
+        goto out;
+    }
+    for (i = 0; i < n; i++) {
+        struct fetch_res fr;
+        int is_snap = i < m.nsnaps;
+
+        fetch_wait(f, i, -1, &fr);
+        res->bytes += fr.len;
+        if (fr.rc)
+            rc = add_bad(&vs, i, fr.key, "%s (TXIDs %" PRIu64 "..%" PRIu64 ")", strip_key(fr.err, fr.key),
+                         is_snap ? m.snaps[i].txid : m.segs[i - m.nsnaps].first_txid,
+                         is_snap ? m.snaps[i].txid : m.segs[i - m.nsnaps].last_txid);
+        else
+            rc = check_object(&vs, i, &fr, is_snap ? NULL : &m.segs[i - m.nsnaps], is_snap ? &m.snaps[i] : NULL);
+        fetch_release(f, i);
+        if (rc)
+            goto out;
+    }
+    cross_check(&vs);
+    rc = 0;
+out:
+    fetch_stop(f);
+    res->seconds = (double)(lv_mono_us() - t0) / 1e6;
+    for (i = 0; vs.keys && i < n; i++)
+        free(vs.keys[i]);
+    free(vs.keys);
+    free(vs.badobj);
+    free(vs.facts);
+    free(fo);
+    manifest_free(&m);
+    store_close(st);
+    return rc;
+}
+
+void verify_result_free(struct verify_result *res)
+{
+    free(res->bad);
+    res->bad = NULL;
+    res->nbad = 0;
+}
