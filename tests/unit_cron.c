@@ -111,7 +111,7 @@ Test(cron, day_of_month_or_day_of_week)
     /* One field '*': the other decides. */
     next_is("0 0 15 * *", "2026-03-01T00:00:00Z", "2026-03-15T00:00:00Z");
     next_is("0 0 * * mon", "2026-03-03T00:00:00Z", "2026-03-09T00:00:00Z");
-    /* A starred step counts as '*': both must match.  Weekdays of */5 are Sunday and Friday: the next
+    /* A starred step counts as '*': both must match.  Weekdays of "*\/5" are Sunday and Friday: the next
      * 13th on one of them after 2026-03-14 is Sunday 2026-09-13 (then Friday 2026-11-13). */
     next_is("0 0 13 * */5", "2026-03-14T00:00:00Z", "2026-09-13T00:00:00Z");
     next_is("0 0 13 * */5", "2026-09-13T00:00:00Z", "2026-11-13T00:00:00Z");
