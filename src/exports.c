@@ -100,7 +100,8 @@
 #define EXP_BACKOFF_MAX_US (300LL * 1000000)
 #define EXP_MAX_SLEEP_US (60LL * 1000000)
 #define EXP_ERR_MAX 1024
-#define EXP_STAMP_LEN 16 /* YYYYMMDDTHHMMSSZ */
+#define EXP_STAMP_CHARS 16 /* YYYYMMDDTHHMMSSZ */
+#define EXP_STAMP_LEN (EXP_STAMP_CHARS + 1)
 
 struct exp_job {
     const struct config_export *cfg; /* the job's configuration (borrowed, immutable) */
@@ -177,10 +178,10 @@ static void exp_hex_id(const uint8_t id[16], char out[33])
 /* Is s (length len) YYYYMMDDTHHMMSSZ? */
 static int exp_is_stamp(const char *s, size_t len)
 {
-    if (len != EXP_STAMP_LEN - 1)
+    if (len != EXP_STAMP_CHARS)
         return 0;
     for (size_t i = 0; i < len; i++) {
-        if (i == 8 ? s[i] != 'T' : i == 14 ? s[i] != 'Z' : (s[i] < '0' || s[i] > '9'))
+        if (i == 8 ? s[i] != 'T' : i == 15 ? s[i] != 'Z' : (s[i] < '0' || s[i] > '9'))
             return 0;
     }
     return 1;
@@ -196,18 +197,19 @@ static int exp_parse_key(const char *key, char *db, size_t dbn, char stamp[EXP_S
     size_t blen = strlen(base);
 
     *txid = 0;
-    if (!slash && strncmp(key, "litevault-", 10) == 0 && blen == 10 + 15 + 8 && strcmp(key + 25, ".tar.zst") == 0 &&
-        exp_is_stamp(key + 10, 15)) {
-        memcpy(stamp, key + 10, 15);
-        stamp[15] = '\0';
+    if (!slash && strncmp(key, "litevault-", 10) == 0 && blen == 10 + EXP_STAMP_CHARS + 8 &&
+        strcmp(key + 10 + EXP_STAMP_CHARS, ".tar.zst") == 0 && exp_is_stamp(key + 10, EXP_STAMP_CHARS)) {
+        memcpy(stamp, key + 10, EXP_STAMP_CHARS);
+        stamp[EXP_STAMP_CHARS] = '\0';
         db[0] = '\0';
         *bundle = 1;
         return 1;
     }
-    if (!slash || slash == key || (size_t)(slash - key) >= dbn || blen < 15 + 6 + 1 + 3 || !exp_is_stamp(base, 15) ||
-        strncmp(base + 15, "-txid-", 6) != 0 || strcmp(base + blen - 3, ".db") != 0)
+    if (!slash || slash == key || (size_t)(slash - key) >= dbn || blen < EXP_STAMP_CHARS + 6 + 1 + 3 ||
+        !exp_is_stamp(base, EXP_STAMP_CHARS) || strncmp(base + EXP_STAMP_CHARS, "-txid-", 6) != 0 ||
+        strcmp(base + blen - 3, ".db") != 0)
         return 0;
-    p = base + 21;
+    p = base + EXP_STAMP_CHARS + 6;
     if (p == base + blen - 3)
         return 0;
     for (const char *q = p; q < base + blen - 3; q++) {
@@ -215,8 +217,8 @@ static int exp_parse_key(const char *key, char *db, size_t dbn, char stamp[EXP_S
             return 0;
         *txid = *txid * 10 + (uint64_t)(*q - '0');
     }
-    memcpy(stamp, base, 15);
-    stamp[15] = '\0';
+    memcpy(stamp, base, EXP_STAMP_CHARS);
+    stamp[EXP_STAMP_CHARS] = '\0';
     memcpy(db, key, (size_t)(slash - key));
     db[slash - key] = '\0';
     *bundle = 0;
@@ -1028,7 +1030,7 @@ int exports_list_main(const char *url, int json)
     else
         printf("%-28s %-20s %10s %12s  %s\n", "DATABASE", "TIME (UTC)", "TXID", "SIZE", "KEY");
     for (size_t i = 0; i < l.n; i++) {
-        char t[24];
+        char t[32];
         if (!exp_parse_key(l.v[i].key, db, sizeof db, stamp, &txid, &bundle))
             continue;
         found++;
