@@ -6,6 +6,7 @@
  *   litevault log ls     [-c FILE] --db NAME [--json]
  *   litevault log dump   [-c FILE] --db NAME --txid N [--json]
  *   litevault log replay [-c FILE] --db NAME [--txid N] -o PATH
+ *   litevault export  ... / litevault import ...   (export_cli.c)
  *   litevault version
  *
  * Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error.
@@ -30,6 +31,7 @@
 #include "cksum.h"
 #include "config.h"
 #include "db.h"
+#include "export_cli.h"
 #include "exports.h"
 #include "fs.h"
 #include "http.h"
@@ -579,6 +581,8 @@ static void usage(FILE *f)
                "  mount     serve databases on a FUSE mount and capture every transaction\n"
                "  status    show the running daemon's databases\n"
                "  log       read the local transaction log (ls, dump, replay)\n"
+               "  export    write a consistent copy of a database, or a bundle of all of them\n"
+               "  import    replace or create databases from a copy or a bundle\n"
                "  version   print the version\n\n"
                "Run 'litevault COMMAND --help' for a command's options.\n"
                "Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error.\n");
@@ -600,6 +604,10 @@ int main(int argc, char **argv)
         return cmd_log(argc - 1, argv + 1);
     if (strcmp(cmd, "exports-list") == 0) /* hidden; becomes `export --list` */
         return exports_list_cli(argc - 1, argv + 1);
+    if (strcmp(cmd, "export") == 0)
+        return export_cli_export(argc - 1, argv + 1);
+    if (strcmp(cmd, "import") == 0)
+        return export_cli_import(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("litevault %s\n", LV_VERSION);
         return 0;

@@ -1,0 +1,912 @@
+/*
+ * bundle.c -- tar bundles of database images (see bundle.h).
+ *
+ * Layout (docs/FORMAT.md, "Export bundles"): a POSIX (pax) tar archive,
+ * optionally zstd- or gzip-compressed, with
+ *
+ *   db/<name>        one regular file per database: the raw image, exactly
+ *                    db_pages * page_size bytes, mode 0644, mtime = commit time
+ *   manifest.json    the last entry: format, versions and per database its
+ *                    facts and the XXH3-64 of the entry's bytes
+ *
+ * The manifest comes last so that a writer streams every image exactly once
+ * (hashing while archiving) and may write to a pipe.
+ *
+ * Reading is a state machine over the archive's entries, all checks being
+ * made before the caller changes anything:
+ *
+ *   for each header:  name checks (safe, known kind, no duplicate) ->
+ *                     type checks (regular file; directories under db/ are
+ *                     skipped; links and anything else refused) ->
+ *                     extract with O_CREAT|O_EXCL|O_NOFOLLOW under dir,
+ *                     hashing the bytes (XXH3-64) and the pages (database
+ *                     checksum, page size from the streamed header)
+ *   at EOF:           manifest present and well-formed -> entry set equal
+ *                     to the manifest's -> per database size, XXH3-64, page
+ *                     size, page count and database checksum equal.
+ *
+ * Any failure returns before *out is set; the caller removes dir.
+ * Invariant of extraction: nothing is ever created outside dir, because
+ * every path component is validated (no "..", not absolute), directories
+ * are opened with O_NOFOLLOW|O_DIRECTORY relative to their parent, and
+ * dir starts empty and only ever receives directories and regular files
+ * that this code created.
+ */
+#include "bundle.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <xxhash.h>
+
+#include "cksum.h"
+#include "lv.h"
+#include "lvlog.h"
+
+#define BUNDLE_FORMAT_NAME "litevault-bundle"
+#define BUNDLE_FORMAT_VERSION 1
+#define BUNDLE_CHUNK (1u << 20)          /* bytes per read while archiving / extracting */
+#define BUNDLE_MANIFEST_MAX (16u << 20)  /* largest manifest.json accepted */
+#define BUNDLE_NAME_MAX 1000             /* longest database name */
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    if (!err || !errlen)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+int bundle_format_of(const char *name, enum bundle_format *fmt)
+{
+    static const struct { const char *suf; enum bundle_format f; } tab[] = {
+        {"tar.zst", BUNDLE_TAR_ZST}, {"tar.gz", BUNDLE_TAR_GZ}, {"tar", BUNDLE_TAR}};
+    size_t len = name ? strlen(name) : 0;
+    for (size_t i = 0; i < LV_ARRAY_LEN(tab); i++) {
+        size_t sl = strlen(tab[i].suf);
+        if (strcmp(name ? name : "", tab[i].suf) == 0 ||
+            (len > sl && name[len - sl - 1] == '.' && strcmp(name + len - sl, tab[i].suf) == 0)) {
+            *fmt = tab[i].f;
+            return 0;
+        }
+    }
+    return LV_EINVAL;
+}
+
+int bundle_name_ok(const char *name)
+{
+    size_t len = strlen(name);
+    const char *p = name;
+    static const char *sufs[] = {"-wal", "-journal", "-shm"};
+
+    if (len == 0 || len > BUNDLE_NAME_MAX || name[0] == '/')
+        return 0;
+    for (const unsigned char *c = (const unsigned char *)name; *c; c++)
+        if (*c < 0x20 || *c == 0x7f || *c == '\\')
+            return 0;
+    while (*p) {
+        const char *slash = strchr(p, '/');
+        size_t cl = slash ? (size_t)(slash - p) : strlen(p);
+        if (cl == 0 || cl > NAME_MAX || (cl == 1 && p[0] == '.') || (cl == 2 && p[0] == '.' && p[1] == '.'))
+            return 0;
+        if (!slash)
+            break;
+        p = slash + 1;
+        if (!*p)
+            return 0; /* trailing slash */
+    }
+    for (size_t i = 0; i < LV_ARRAY_LEN(sufs); i++) {
+        size_t sl = strlen(sufs[i]);
+        if (len > sl && strcmp(name + len - sl, sufs[i]) == 0)
+            return 0;
+    }
+    return 1;
+}
+
+static void hex_id(const uint8_t id[16], char out[33])
+{
+    for (int i = 0; i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", id[i]);
+}
+
+/* Parse exactly 2*n hex digits into out; 0 or -1. */
+static int parse_hex(const char *s, uint8_t *out, size_t n)
+{
+    if (!s || strlen(s) != 2 * n)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned v;
+        if (sscanf(s + 2 * i, "%2x", &v) != 1 || !strchr("0123456789abcdefABCDEF", s[2 * i]) ||
+            !strchr("0123456789abcdefABCDEF", s[2 * i + 1]))
+            return -1;
+        out[i] = (uint8_t)v;
+    }
+    return 0;
+}
+
+static int parse_hex64(const char *s, uint64_t *v)
+{
+    uint8_t b[8];
+    if (parse_hex(s, b, 8) != 0)
+        return -1;
+    *v = lv_get64(b);
+    return 0;
+}
+
+static int page_size_ok(uint32_t ps)
+{
+    return ps >= 512 && ps <= 65536 && (ps & (ps - 1)) == 0;
+}
+
+/* ---------------------------------------------------------------- writing */
+
+/* Archive one image as db/<name>; *xxh3 receives the hash of its bytes. */
+static int write_one(struct archive *a, const struct bundle_entry *e, uint64_t size, uint8_t *buf,
+                     uint64_t *done, uint64_t total, bundle_progress_fn progress, void *arg, uint64_t *xxh3,
+                     char *err, size_t errlen)
+{
+    char path[BUNDLE_NAME_MAX + 8];
+    struct archive_entry *ae = archive_entry_new();
+    XXH3_state_t *st = XXH3_createState();
+    int fd = -1, rc = 0;
+    uint64_t off = 0;
+
+    if (!ae || !st) {
+        rc = LV_ENOMEM;
+        goto out;
+    }
+    XXH3_64bits_reset(st);
+    fd = open(e->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        rc = lv_from_errno(errno);
+        seterr(err, errlen, "cannot open the image of %s (%s): %s", e->name, e->path, strerror(errno));
+        goto out;
+    }
+    snprintf(path, sizeof path, "db/%s", e->name);
+    archive_entry_set_pathname(ae, path);
+    archive_entry_set_filetype(ae, AE_IFREG);
+    archive_entry_set_perm(ae, 0644);
+    archive_entry_set_size(ae, (la_int64_t)size);
+    archive_entry_set_mtime(ae, e->time_us / 1000000, (long)(e->time_us % 1000000) * 1000);
+    if (archive_write_header(a, ae) != ARCHIVE_OK) {
+        rc = LV_EIO;
+        seterr(err, errlen, "writing the bundle entry %s: %s", path, archive_error_string(a));
+        goto out;
+    }
+    while (off < size) {
+        size_t want = size - off < BUNDLE_CHUNK ? (size_t)(size - off) : BUNDLE_CHUNK;
+        ssize_t got = pread(fd, buf, want, (off_t)off);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            rc = got < 0 ? lv_from_errno(errno) : LV_ECORRUPT;
+            seterr(err, errlen, "reading the image of %s (%s): %s", e->name, e->path,
+                   got < 0 ? strerror(errno) : "file shrank while being archived");
+            goto out;
+        }
+        XXH3_64bits_update(st, buf, (size_t)got);
+        la_ssize_t w = archive_write_data(a, buf, (size_t)got);
+        if (w != got) {
+            rc = LV_EIO;
+            seterr(err, errlen, "writing the bundle (entry %s): %s", path,
+                   archive_error_string(a) ? archive_error_string(a) : "short write");
+            goto out;
+        }
+        off += (uint64_t)got;
+        *done += (uint64_t)got;
+        if (progress)
+            progress(arg, *done, total);
+    }
+    if (archive_write_finish_entry(a) != ARCHIVE_OK) {
+        rc = LV_EIO;
+        seterr(err, errlen, "writing the bundle (entry %s): %s", path, archive_error_string(a));
+        goto out;
+    }
+    *xxh3 = XXH3_64bits_digest(st);
+out:
+    if (fd >= 0)
+        close(fd);
+    XXH3_freeState(st);
+    archive_entry_free(ae);
+    return rc;
+}
+
+/* The manifest.json text for the entries (malloc'ed, caller frees), or NULL. */
+static char *manifest_text(const struct bundle_entry *v, size_t n, const uint64_t *sizes, const uint64_t *xxh)
+{
+    char t[40], idh[33], hx[17], hy[17];
+    int64_t now = lv_now_us();
+    json_t *o = json_object(), *arr = json_array();
+    char *s = NULL;
+
+    if (!o || !arr)
+        goto out;
+    json_object_set_new(o, "format", json_string(BUNDLE_FORMAT_NAME));
+    json_object_set_new(o, "format_version", json_integer(BUNDLE_FORMAT_VERSION));
+    json_object_set_new(o, "litevault_version", json_string(LV_VERSION));
+    json_object_set_new(o, "created", json_string(lv_fmt_time(now, t, sizeof t)));
+    json_object_set_new(o, "created_us", json_integer(now));
+    for (size_t i = 0; i < n; i++) {
+        char file[BUNDLE_NAME_MAX + 8];
+        json_t *d = json_object();
+        snprintf(file, sizeof file, "db/%s", v[i].name);
+        hex_id(v[i].id, idh);
+        json_object_set_new(d, "name", json_string(v[i].name));
+        json_object_set_new(d, "file", json_string(file));
+        json_object_set_new(d, "id", json_string(idh));
+        json_object_set_new(d, "txid", json_integer((json_int_t)v[i].txid));
+        json_object_set_new(d, "time", json_string(lv_fmt_time(v[i].time_us, t, sizeof t)));
+        json_object_set_new(d, "time_us", json_integer(v[i].time_us));
+        json_object_set_new(d, "checksum", json_string(cksum_hex(v[i].cksum, hx)));
+        json_object_set_new(d, "page_size", json_integer(v[i].page_size));
+        json_object_set_new(d, "pages", json_integer(v[i].db_pages));
+        json_object_set_new(d, "size", json_integer((json_int_t)sizes[i]));
+        json_object_set_new(d, "xxh3", json_string(cksum_hex(xxh[i], hy)));
+        json_array_append_new(arr, d);
+    }
+    json_object_set(o, "databases", arr);
+    s = json_dumps(o, JSON_INDENT(2));
+out:
+    json_decref(arr);
+    json_decref(o);
+    return s;
+}
+
+int bundle_write(int fd, const char *name_for_format, const struct bundle_entry *v, size_t n,
+                 bundle_progress_fn progress, void *arg, char *err, size_t errlen)
+{
+    enum bundle_format fmt;
+    struct archive *a = NULL;
+    uint64_t *sizes = NULL, *xxh = NULL, total = 0, done = 0;
+    uint8_t *buf = NULL;
+    char *man = NULL;
+    struct archive_entry *ae = NULL;
+    int rc = 0, opened = 0;
+
+    if (bundle_format_of(name_for_format, &fmt) != 0) {
+        seterr(err, errlen, "%s: unknown bundle format (use a name ending in .tar, .tar.zst or .tar.gz)",
+               name_for_format ? name_for_format : "(null)");
+        return LV_EINVAL;
+    }
+    sizes = calloc(n ? n : 1, sizeof *sizes);
+    xxh = calloc(n ? n : 1, sizeof *xxh);
+    buf = malloc(BUNDLE_CHUNK);
+    if (!sizes || !xxh || !buf) {
+        rc = LV_ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct stat st;
+        if (!bundle_name_ok(v[i].name)) {
+            seterr(err, errlen, "database name '%s' cannot be stored in a bundle (absolute, '..', or a -wal/-journal/-shm name)",
+                   v[i].name);
+            rc = LV_EINVAL;
+            goto out;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(v[i].name, v[j].name) == 0) {
+                seterr(err, errlen, "database %s is listed twice", v[i].name);
+                rc = LV_EINVAL;
+                goto out;
+            }
+        if (stat(v[i].path, &st) != 0) {
+            rc = lv_from_errno(errno);
+            seterr(err, errlen, "image of %s (%s): %s", v[i].name, v[i].path, strerror(errno));
+            goto out;
+        }
+        sizes[i] = (uint64_t)v[i].db_pages * v[i].page_size;
+        if ((uint64_t)st.st_size != sizes[i]) {
+            seterr(err, errlen, "image of %s (%s) has %llu bytes, expected %u pages of %u bytes", v[i].name,
+                   v[i].path, (unsigned long long)st.st_size, v[i].db_pages, v[i].page_size);
+            rc = LV_EMISMATCH;
+            goto out;
+        }
+        total += sizes[i];
+    }
+    a = archive_write_new();
+    if (!a) {
+        rc = LV_ENOMEM;
+        goto out;
+    }
+    archive_write_set_format_pax_restricted(a);
+    if (fmt == BUNDLE_TAR_ZST) {
+        char th[16];
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        archive_write_add_filter_zstd(a);
+        snprintf(th, sizeof th, "%ld", cpus > 4 ? 4 : cpus > 0 ? cpus : 1);
+        /* Best effort: older libarchive versions lack the option. */
+        archive_write_set_filter_option(a, "zstd", "threads", th);
+    } else if (fmt == BUNDLE_TAR_GZ) {
+        archive_write_add_filter_gzip(a);
+    } else {
+        archive_write_add_filter_none(a);
+    }
+    archive_write_set_bytes_in_last_block(a, 1);
+    if (archive_write_open_fd(a, fd) != ARCHIVE_OK) {
+        rc = LV_EIO;
+        seterr(err, errlen, "cannot start the bundle: %s", archive_error_string(a));
+        goto out;
+    }
+    opened = 1;
+    for (size_t i = 0; i < n; i++) {
+        rc = write_one(a, &v[i], sizes[i], buf, &done, total, progress, arg, &xxh[i], err, errlen);
+        if (rc)
+            goto out;
+    }
+    man = manifest_text(v, n, sizes, xxh);
+    ae = archive_entry_new();
+    if (!man || !ae) {
+        rc = LV_ENOMEM;
+        goto out;
+    }
+    archive_entry_set_pathname(ae, "manifest.json");
+    archive_entry_set_filetype(ae, AE_IFREG);
+    archive_entry_set_perm(ae, 0644);
+    archive_entry_set_size(ae, (la_int64_t)strlen(man));
+    archive_entry_set_mtime(ae, lv_now_us() / 1000000, 0);
+    if (archive_write_header(a, ae) != ARCHIVE_OK ||
+        archive_write_data(a, man, strlen(man)) != (la_ssize_t)strlen(man) ||
+        archive_write_finish_entry(a) != ARCHIVE_OK) {
+        rc = LV_EIO;
+        seterr(err, errlen, "writing manifest.json into the bundle: %s", archive_error_string(a));
+        goto out;
+    }
+    opened = 0;
+    if (archive_write_close(a) != ARCHIVE_OK) {
+        rc = LV_EIO;
+        seterr(err, errlen, "finishing the bundle: %s", archive_error_string(a));
+        goto out;
+    }
+out:
+    if (a) {
+        if (opened)
+            archive_write_fail(a);
+        archive_write_free(a);
+    }
+    archive_entry_free(ae);
+    free(man);
+    free(buf);
+    free(sizes);
+    free(xxh);
+    if (rc && err && !err[0])
+        seterr(err, errlen, "writing the bundle: %s", lv_strerror(rc));
+    return rc;
+}
+
+/* ---------------------------------------------------------------- reading */
+
+/* An entry extracted from the archive. */
+struct xentry {
+    char *name;            /* database name (after "db/") (owned) */
+    uint64_t size;         /* bytes extracted */
+    uint64_t xxh3;         /* XXH3-64 of the bytes */
+    uint32_t page_size;    /* from the streamed header, 0 if not a SQLite header */
+    uint64_t cksum;        /* database checksum of the bytes (valid if page_size and size % page_size == 0) */
+    int used;              /* matched by a manifest entry */
+};
+
+/* Streaming page checksum: pages are assembled from arbitrary chunks. */
+struct pagesum {
+    uint8_t *page;         /* 64 KiB assembly buffer (owned) */
+    uint32_t ps;           /* page size once known; 0 before the first 100 bytes */
+    uint32_t filled;       /* bytes in page */
+    uint32_t pgno;         /* number of the page being assembled (1-based) */
+    int bad;               /* the header is not SQLite's: stop summing */
+    uint64_t total;        /* XOR of the finished pages' checksums */
+};
+
+static void pagesum_feed(struct pagesum *s, const uint8_t *p, size_t len)
+{
+    while (len && !s->bad) {
+        uint32_t need = (s->ps ? s->ps : 100) - s->filled;
+        size_t k = len < need ? len : need;
+        memcpy(s->page + s->filled, p, k);
+        s->filled += (uint32_t)k;
+        p += k;
+        len -= k;
+        if (!s->ps && s->filled == 100) {
+            uint32_t ps = lv_get16(s->page + 16);
+            if (ps == 1)
+                ps = 65536;
+            if (memcmp(s->page, "SQLite format 3", 16) != 0 || !page_size_ok(ps))
+                s->bad = 1;
+            else
+                s->ps = ps;
+        } else if (s->ps && s->filled == s->ps) {
+            s->total ^= cksum_page(s->pgno++, s->page, s->ps);
+            s->filled = 0;
+        }
+    }
+}
+
+/* Create the directories of rel (all but its last component) under dfd,
+ * refusing anything that is not a directory we can open without following
+ * links.  Returns an fd of the parent directory (caller closes) or negative. */
+static int make_parents(int dfd, const char *rel, const char **base)
+{
+    char comp[NAME_MAX + 1];
+    const char *p = rel;
+    int cur = dup(dfd);
+    if (cur < 0)
+        return lv_from_errno(errno);
+    for (;;) {
+        const char *slash = strchr(p, '/');
+        if (!slash) {
+            *base = p;
+            return cur;
+        }
+        size_t cl = (size_t)(slash - p);
+        memcpy(comp, p, cl);
+        comp[cl] = 0;
+        if (mkdirat(cur, comp, 0700) != 0 && errno != EEXIST) {
+            int e = lv_from_errno(errno);
+            close(cur);
+            return e;
+        }
+        int next = openat(cur, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        int e = errno;
+        close(cur);
+        if (next < 0)
+            return lv_from_errno(e);
+        cur = next;
+        p = slash + 1;
+    }
+}
+
+/* Extract the current entry's data as rel under dfd into x. */
+static int extract_data(struct archive *a, int dfd, const char *rel, struct xentry *x, uint8_t *buf,
+                        struct pagesum *ps, char *err, size_t errlen)
+{
+    const char *base = NULL;
+    int pfd = make_parents(dfd, rel, &base), fd = -1, rc = 0;
+    XXH3_state_t *st = XXH3_createState();
+
+    if (pfd < 0) {
+        rc = pfd;
+        seterr(err, errlen, "cannot create the directories of %s in the extraction directory: %s", rel,
+               lv_strerror(rc));
+        goto out;
+    }
+    if (!st) {
+        rc = LV_ENOMEM;
+        goto out;
+    }
+    XXH3_64bits_reset(st);
+    fd = openat(pfd, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        rc = lv_from_errno(errno);
+        seterr(err, errlen, "cannot create %s in the extraction directory: %s", rel, strerror(errno));
+        goto out;
+    }
+    for (;;) {
+        la_ssize_t got = archive_read_data(a, buf, BUNDLE_CHUNK);
+        if (got == 0)
+            break;
+        if (got < 0) {
+            rc = LV_ECORRUPT;
+            seterr(err, errlen, "the bundle is damaged or truncated (in entry %s): %s", rel,
+                   archive_error_string(a) ? archive_error_string(a) : "read error");
+            goto out;
+        }
+        XXH3_64bits_update(st, buf, (size_t)got);
+        pagesum_feed(ps, buf, (size_t)got);
+        for (size_t off = 0; off < (size_t)got;) {
+            ssize_t w = write(fd, buf + off, (size_t)got - off);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0) {
+                rc = lv_from_errno(errno);
+                seterr(err, errlen, "writing %s in the extraction directory: %s", rel, strerror(errno));
+                goto out;
+            }
+            off += (size_t)w;
+        }
+        x->size += (uint64_t)got;
+    }
+    x->xxh3 = XXH3_64bits_digest(st);
+    x->page_size = ps->bad || ps->filled ? 0 : ps->ps;
+    x->cksum = ps->total;
+out:
+    if (fd >= 0 && close(fd) != 0 && rc == 0) {
+        rc = lv_from_errno(errno);
+        seterr(err, errlen, "writing %s in the extraction directory: %s", rel, strerror(errno));
+    }
+    if (pfd >= 0)
+        close(pfd);
+    XXH3_freeState(st);
+    return rc;
+}
+
+/* The name of an archive entry without leading "./" components (borrowed). */
+static const char *entry_name(const char *raw)
+{
+    while (raw[0] == '.' && raw[1] == '/')
+        raw += 2;
+    return raw;
+}
+
+/* 1 if a path has a ".." component. */
+static int has_dotdot(const char *p)
+{
+    size_t n = strlen(p);
+    for (size_t i = 0; i + 1 < n + 1; i++)
+        if ((i == 0 || p[i - 1] == '/') && p[i] == '.' && i + 1 < n && p[i + 1] == '.' &&
+            (i + 2 == n || p[i + 2] == '/'))
+            return 1;
+    return 0;
+}
+
+void bundle_free(struct bundle *b)
+{
+    if (!b)
+        return;
+    for (size_t i = 0; i < b->n; i++) {
+        free(b->v[i].name);
+        free(b->v[i].path);
+    }
+    free(b->v);
+    free(b->version);
+    free(b);
+}
+
+/* Validate the manifest and the extracted entries against each other. */
+static int check_manifest(const char *text, size_t len, const char *dir, struct xentry *xs, size_t nx,
+                          struct bundle **out, char *err, size_t errlen)
+{
+    json_error_t je;
+    json_t *o = json_loadb(text, len, 0, &je), *arr, *d;
+    struct bundle *b = NULL;
+    size_t i;
+    int rc = 0;
+
+    if (!o || !json_is_object(o)) {
+        seterr(err, errlen, "manifest.json is not valid JSON (line %d: %s)", je.line, je.text);
+        rc = LV_ECORRUPT;
+        goto out;
+    }
+    const char *fmt = json_string_value(json_object_get(o, "format"));
+    json_int_t fv = json_integer_value(json_object_get(o, "format_version"));
+    if (!fmt || strcmp(fmt, BUNDLE_FORMAT_NAME) != 0) {
+        seterr(err, errlen, "manifest.json: \"format\" is not \"%s\"; not a litevault bundle", BUNDLE_FORMAT_NAME);
+        rc = LV_ECORRUPT;
+        goto out;
+    }
+    if (fv != BUNDLE_FORMAT_VERSION) {
+        seterr(err, errlen, "manifest.json: format_version %lld is not supported (this litevault reads %d)",
+               (long long)fv, BUNDLE_FORMAT_VERSION);
+        rc = LV_EVERSION;
+        goto out;
+    }
+    arr = json_object_get(o, "databases");
+    if (!json_is_array(arr)) {
+        seterr(err, errlen, "manifest.json: \"databases\" is missing or not an array");
+        rc = LV_ECORRUPT;
+        goto out;
+    }
+    b = calloc(1, sizeof *b);
+    if (!b || !(b->v = calloc(json_array_size(arr) + 1, sizeof *b->v))) {
+        rc = LV_ENOMEM;
+        goto out;
+    }
+    const char *ver = json_string_value(json_object_get(o, "litevault_version"));
+    b->version = strdup(ver ? ver : "unknown");
+    b->created_us = json_integer_value(json_object_get(o, "created_us"));
+    json_array_foreach(arr, i, d)
+    {
+        struct bundle_db *bd = &b->v[b->n];
+        const char *name = json_string_value(json_object_get(d, "name"));
+        const char *file = json_string_value(json_object_get(d, "file"));
+        json_t *jt = json_object_get(d, "txid"), *jtu = json_object_get(d, "time_us"),
+               *jps = json_object_get(d, "page_size"), *jpg = json_object_get(d, "pages"),
+               *jsz = json_object_get(d, "size");
+        char want_file[BUNDLE_NAME_MAX + 8], hx[17], hy[17];
+        struct xentry *x = NULL;
+
+        if (!name || !bundle_name_ok(name)) {
+            seterr(err, errlen, "manifest.json: database #%zu has a missing or unsafe name '%s'", i + 1,
+                   name ? name : "");
+            rc = LV_EREFUSED;
+            goto out;
+        }
+        snprintf(want_file, sizeof want_file, "db/%s", name);
+        if (!file || strcmp(file, want_file) != 0 || !json_is_integer(jt) || !json_is_integer(jtu) ||
+            !json_is_integer(jps) || !json_is_integer(jpg) || !json_is_integer(jsz) ||
+            parse_hex(json_string_value(json_object_get(d, "id")), bd->id, 16) != 0 ||
+            parse_hex64(json_string_value(json_object_get(d, "checksum")), &bd->cksum) != 0 ||
+            parse_hex64(json_string_value(json_object_get(d, "xxh3")), &bd->xxh3) != 0 ||
+            json_integer_value(jt) < 0 || json_integer_value(jsz) < 0 || json_integer_value(jpg) < 0 ||
+            json_integer_value(jpg) > UINT32_MAX || !page_size_ok((uint32_t)json_integer_value(jps))) {
+            seterr(err, errlen, "manifest.json: database %s: a field is missing or malformed (file, id, txid, "
+                                "time_us, checksum, page_size, pages, size, xxh3)", name);
+            rc = LV_ECORRUPT;
+            goto out;
+        }
+        bd->txid = (uint64_t)json_integer_value(jt);
+        bd->time_us = json_integer_value(jtu);
+        bd->page_size = (uint32_t)json_integer_value(jps);
+        bd->db_pages = (uint32_t)json_integer_value(jpg);
+        bd->size = (uint64_t)json_integer_value(jsz);
+        for (size_t j = 0; j < b->n; j++)
+            if (strcmp(b->v[j].name, name) == 0) {
+                seterr(err, errlen, "manifest.json lists database %s twice", name);
+                rc = LV_ECORRUPT;
+                goto out;
+            }
+        bd->name = strdup(name);
+        if (!bd->name || asprintf(&bd->path, "%s/db/%s", dir, name) < 0) {
+            bd->path = NULL;
+            b->n++;
+            rc = LV_ENOMEM;
+            goto out;
+        }
+        b->n++;
+        if (bd->size != (uint64_t)bd->db_pages * bd->page_size) {
+            seterr(err, errlen, "manifest.json: database %s: size %llu is not pages %u x page_size %u", name,
+                   (unsigned long long)bd->size, bd->db_pages, bd->page_size);
+            rc = LV_ECORRUPT;
+            goto out;
+        }
+        for (size_t j = 0; j < nx; j++)
+            if (strcmp(xs[j].name, name) == 0)
+                x = &xs[j];
+        if (!x) {
+            seterr(err, errlen, "manifest.json lists %s but the bundle has no entry %s", name, want_file);
+            rc = LV_EMISMATCH;
+            goto out;
+        }
+        x->used = 1;
+        if (x->size != bd->size) {
+            seterr(err, errlen, "checksum mismatch: entry %s has %llu bytes, the manifest says %llu", want_file,
+                   (unsigned long long)x->size, (unsigned long long)bd->size);
+            rc = LV_EMISMATCH;
+            goto out;
+        }
+        if (x->xxh3 != bd->xxh3) {
+            seterr(err, errlen, "checksum mismatch: entry %s has XXH3 %s, the manifest says %s", want_file,
+                   cksum_hex(x->xxh3, hx), cksum_hex(bd->xxh3, hy));
+            rc = LV_EMISMATCH;
+            goto out;
+        }
+        if (x->page_size != bd->page_size) {
+            seterr(err, errlen, "entry %s is not a SQLite database with page size %u%s", want_file, bd->page_size,
+                   x->page_size ? " (its header says otherwise)" : " (no valid SQLite header)");
+            rc = LV_EMISMATCH;
+            goto out;
+        }
+        if (bd->size && x->cksum != bd->cksum) {
+            seterr(err, errlen, "checksum mismatch: entry %s has database checksum %s, the manifest says %s",
+                   want_file, cksum_hex(x->cksum, hx), cksum_hex(bd->cksum, hy));
+            rc = LV_EMISMATCH;
+            goto out;
+        }
+    }
+    for (i = 0; i < nx; i++)
+        if (!xs[i].used) {
+            seterr(err, errlen, "the bundle holds db/%s, which manifest.json does not list", xs[i].name);
+            rc = LV_EMISMATCH;
+            goto out;
+        }
+    *out = b;
+    b = NULL;
+out:
+    bundle_free(b);
+    json_decref(o);
+    return rc;
+}
+
+int bundle_extract(int fd, const char *dir, struct bundle **out, char *err, size_t errlen)
+{
+    struct archive *a = archive_read_new();
+    struct archive_entry *ae;
+    struct xentry *xs = NULL;
+    size_t nx = 0, capx = 0, mlen = 0;
+    char *man = NULL;
+    uint8_t *buf = malloc(BUNDLE_CHUNK);
+    struct pagesum ps = {.page = malloc(65536)};
+    int dfd = -1, rc = 0, r;
+
+    *out = NULL;
+    if (err && errlen)
+        err[0] = 0;
+    if (!a || !buf || !ps.page) {
+        rc = LV_ENOMEM;
+        goto out;
+    }
+    dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0) {
+        rc = lv_from_errno(errno);
+        seterr(err, errlen, "extraction directory %s: %s", dir, strerror(errno));
+        goto out;
+    }
+    archive_read_support_filter_zstd(a);
+    archive_read_support_filter_gzip(a);
+    archive_read_support_filter_none(a);
+    archive_read_support_format_tar(a);
+    if (archive_read_open_fd(a, fd, 65536) != ARCHIVE_OK) {
+        rc = LV_ECORRUPT;
+        seterr(err, errlen, "not a readable tar, tar.zst or tar.gz bundle: %s", archive_error_string(a));
+        goto out;
+    }
+    while ((r = archive_read_next_header(a, &ae)) != ARCHIVE_EOF) {
+        const char *raw, *name;
+        if (r != ARCHIVE_OK) {
+            rc = LV_ECORRUPT;
+            seterr(err, errlen, "the bundle is damaged or truncated: %s",
+                   archive_error_string(a) ? archive_error_string(a) : "bad header");
+            goto out;
+        }
+        raw = archive_entry_pathname(ae);
+        if (!raw) {
+            rc = LV_EREFUSED;
+            seterr(err, errlen, "refused: an entry has no usable name");
+            goto out;
+        }
+        name = entry_name(raw);
+        mode_t type = archive_entry_filetype(ae);
+        if (archive_entry_hardlink(ae)) {
+            rc = LV_EREFUSED;
+            seterr(err, errlen, "refused: entry %s is a hard link (to %s); bundles hold regular files only", raw,
+                   archive_entry_hardlink(ae));
+            goto out;
+        }
+        if (type == AE_IFLNK) {
+            rc = LV_EREFUSED;
+            seterr(err, errlen, "refused: entry %s is a symbolic link (to %s); bundles hold regular files only",
+                   raw, archive_entry_symlink(ae) ? archive_entry_symlink(ae) : "?");
+            goto out;
+        }
+        if (name[0] == '/') {
+            rc = LV_EREFUSED;
+            seterr(err, errlen, "refused: entry %s has an absolute name", raw);
+            goto out;
+        }
+        if (has_dotdot(name)) {
+            rc = LV_EREFUSED;
+            seterr(err, errlen, "refused: entry %s has a '..' component (path traversal)", raw);
+            goto out;
+        }
+        if (type == AE_IFDIR) {
+            /* Directories (from a re-packed bundle) carry nothing: only "", "db" or safe names under db/. */
+            size_t l = strlen(name);
+            char tmp[BUNDLE_NAME_MAX + 8];
+            if (l && name[l - 1] == '/')
+                l--;
+            if (l >= sizeof tmp) {
+                rc = LV_EREFUSED;
+                seterr(err, errlen, "refused: entry %s has a name that is too long", raw);
+                goto out;
+            }
+            memcpy(tmp, name, l);
+            tmp[l] = 0;
+            if (l == 0 || strcmp(tmp, ".") == 0 || strcmp(tmp, "db") == 0 ||
+                (strncmp(tmp, "db/", 3) == 0 && bundle_name_ok(tmp + 3)))
+                continue;
+            rc = LV_EREFUSED;
+            seterr(err, errlen, "refused: unexpected directory entry %s (a name with '..' or outside db/?)", raw);
+            goto out;
+        }
+        if (strcmp(name, "manifest.json") != 0 && !(strncmp(name, "db/", 3) == 0 && bundle_name_ok(name + 3))) {
+            rc = LV_EREFUSED;
+            seterr(err, errlen, "refused: entry %s is not a safe name (it must be manifest.json or db/NAME, "
+                                "relative, without '..')", raw);
+            goto out;
+        }
+        if (type != AE_IFREG) {
+            rc = LV_EREFUSED;
+            seterr(err, errlen, "refused: entry %s is not a regular file (type 0%o)", raw, (unsigned)type);
+            goto out;
+        }
+        if (strcmp(name, "manifest.json") == 0) {
+            if (man) {
+                rc = LV_EREFUSED;
+                seterr(err, errlen, "refused: the bundle holds manifest.json twice");
+                goto out;
+            }
+            if (archive_entry_size(ae) > (la_int64_t)BUNDLE_MANIFEST_MAX) {
+                rc = LV_ECORRUPT;
+                seterr(err, errlen, "manifest.json is larger than %u bytes", BUNDLE_MANIFEST_MAX);
+                goto out;
+            }
+            man = malloc(BUNDLE_MANIFEST_MAX + 1);
+            if (!man) {
+                rc = LV_ENOMEM;
+                goto out;
+            }
+            for (;;) {
+                la_ssize_t got = archive_read_data(a, man + mlen, BUNDLE_MANIFEST_MAX + 1 - mlen);
+                if (got == 0)
+                    break;
+                if (got < 0 || mlen + (size_t)got > BUNDLE_MANIFEST_MAX) {
+                    rc = LV_ECORRUPT;
+                    seterr(err, errlen, "the bundle is damaged or truncated (in manifest.json): %s",
+                           got < 0 && archive_error_string(a) ? archive_error_string(a) : "too large");
+                    goto out;
+                }
+                mlen += (size_t)got;
+            }
+            continue;
+        }
+        for (size_t j = 0; j < nx; j++)
+            if (strcmp(xs[j].name, name + 3) == 0) {
+                rc = LV_EREFUSED;
+                seterr(err, errlen, "refused: the bundle holds %s twice", name);
+                goto out;
+            }
+        if (nx == capx) {
+            size_t nc = capx ? capx * 2 : 8;
+            struct xentry *nv = realloc(xs, nc * sizeof *nv);
+            if (!nv) {
+                rc = LV_ENOMEM;
+                goto out;
+            }
+            xs = nv;
+            capx = nc;
+        }
+        memset(&xs[nx], 0, sizeof xs[nx]);
+        xs[nx].name = strdup(name + 3);
+        if (!xs[nx].name) {
+            rc = LV_ENOMEM;
+            goto out;
+        }
+        nx++;
+        ps.ps = ps.filled = 0;
+        ps.pgno = 1;
+        ps.bad = 0;
+        ps.total = 0;
+        rc = extract_data(a, dfd, name, &xs[nx - 1], buf, &ps, err, errlen);
+        if (rc)
+            goto out;
+    }
+    if (!man) {
+        rc = LV_ECORRUPT;
+        seterr(err, errlen, "the bundle has no manifest.json (truncated, or not made by litevault export)");
+        goto out;
+    }
+    rc = check_manifest(man, mlen, dir, xs, nx, out, err, errlen);
+out:
+    if (a) {
+        archive_read_close(a);
+        archive_read_free(a);
+    }
+    if (dfd >= 0)
+        close(dfd);
+    for (size_t j = 0; j < nx; j++)
+        free(xs[j].name);
+    free(xs);
+    free(man);
+    free(buf);
+    free(ps.page);
+    if (rc && err && !err[0])
+        seterr(err, errlen, "reading the bundle: %s", lv_strerror(rc));
+    return rc;
+}
+
+static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    if (flag == FTW_DP)
+        rmdir(path);
+    else
+        unlink(path);
+    return 0;
+}
+
+void bundle_rmtree(const char *dir)
+{
+    nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}

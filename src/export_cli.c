@@ -1,0 +1,1351 @@
+/*
+ * export_cli.c -- `litevault export` and `litevault import` (see export_cli.h).
+ *
+ * Export.  The daemon writes a consistent image of the database (dbreg_image,
+ * exactly the state after one TXID, copy-on-write against concurrent writers)
+ * into data.dir/tmp and answers its path and facts (POST /v1/image).  This
+ * command then owns that file:
+ *
+ *   image in data.dir/tmp --fsync--> rename onto OUT          (same filesystem)
+ *                         \--copy (copy_file_range)--> OUT.tmp --fsync--> rename onto OUT
+ *   then fsync OUT's directory and unlink the image (always, also on errors).
+ *
+ * --vacuum runs VACUUM INTO OUT.tmp on the image (opened immutable, so nothing
+ * is created next to it) instead, and reports the new file's checksum.
+ * --all takes one image per database listed by GET /status, then writes a
+ * bundle (bundle.h) to OUT.tmp (renamed onto OUT) or to stdout.
+ *
+ * Import.  The new content goes through the mount, so that SQLite's own
+ * locking protects open connections and the capture engine logs it like any
+ * write:
+ *
+ *   checks (nothing changed yet): SQLite header, page size, size a multiple
+ *     of it; a -wal or hot -journal next to the input is applied on a staged
+ *     copy (the input's logical content is imported, the input is untouched);
+ *     PRAGMA integrity_check (unless --no-check); for a bundle, every check of
+ *     bundle_extract and the above for every database before the first import.
+ *   new database: copy the bytes to MOUNT/dir/.NAME.import-XXXXXX, fsync, close
+ *     (captured as one snapshot record), renameat2(RENAME_NOREPLACE) onto NAME
+ *     (the registry keeps the log through the rename).  The checksum equals
+ *     the input's, which the command verifies in GET /status.
+ *   existing database: the sqlite3 backup API from the input into NAME opened
+ *     on the mount: one write transaction, hence one record; other connections
+ *     see the new content at their next transaction (the change counter, or
+ *     the WAL, tells them).  A WAL-mode database cannot change its page size,
+ *     so a page size mismatch is refused before anything changes.
+ *   afterwards: GET /status must show the TXID advanced (by exactly one unless
+ *     other writers committed meanwhile, which is reported).
+ *
+ * Exit codes: 0 ok, 1 runtime error or refused input, 2 usage/config error.
+ */
+#include "export_cli.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <sqlite3.h>
+
+#include "bundle.h"
+#include "cksum.h"
+#include "config.h"
+#include "http.h"
+#include "lv.h"
+#include "lvlog.h"
+#include "sys.h"
+
+#define ECLI_CHUNK (1u << 20)                 /* bytes per read/write when copying */
+#define ECLI_PROGRESS_MIN (64ull << 20)       /* show a progress bar from this size on */
+#define ECLI_BUSY_MS 30000                    /* how long import waits for SQLite locks */
+
+/* ---------------------------------------------------------------- helpers */
+
+static void ecli_err(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void ecli_err(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "litevault %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+static int ecli_usage(const char *cmd, const char *msg)
+{
+    fprintf(stderr, "litevault %s: %s\nTry 'litevault %s --help'.\n", cmd, msg, cmd);
+    return LV_EXIT_USAGE;
+}
+
+/* Load the configuration (-c or the default places); exit code or 0. */
+static int ecli_config(const char *cmd, const char *explicit_path, struct config *cfg)
+{
+    char err[1024] = "";
+    const char *path = config_find(explicit_path);
+    if (explicit_path && !path) {
+        ecli_err(cmd, "config file %s does not exist", explicit_path);
+        return LV_EXIT_USAGE;
+    }
+    if (!path)
+        return config_defaults(cfg) == 0 ? 0 : LV_EXIT_RUNTIME;
+    if (config_load(path, cfg, err, sizeof err) != 0) {
+        ecli_err(cmd, "%s", err[0] ? err : "cannot load the configuration");
+        return LV_EXIT_USAGE;
+    }
+    return 0;
+}
+
+/* Percent-encode s for a URL query value into out. */
+static void url_escape(const char *s, char *out, size_t n)
+{
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p && o + 4 < n; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+            strchr("-._~/", *p))
+            out[o++] = (char)*p;
+        else
+            o += (size_t)snprintf(out + o, n - o, "%%%02X", *p);
+    }
+    out[o] = 0;
+}
+
+/* A sqlite3 URI opening path immutable (nothing is created next to it). */
+static void sqlite_uri_immutable(const char *path, char *out, size_t n)
+{
+    size_t o = (size_t)snprintf(out, n, "file:");
+    for (const unsigned char *p = (const unsigned char *)path; *p && o + 4 < n; p++) {
+        if (*p == '?' || *p == '#' || *p == '%' || *p < 0x20 || *p >= 0x7f)
+            o += (size_t)snprintf(out + o, n - o, "%%%02X", *p);
+        else
+            out[o++] = (char)*p;
+    }
+    snprintf(out + o, n - o, "?immutable=1");
+}
+
+/* GET /status; the "databases" array of the reply in *dbs (caller decrefs the
+ * returned root).  NULL (message printed) if no daemon answers. */
+static json_t *ecli_status(const char *cmd, const struct config *cfg, json_t **dbs)
+{
+    char *body = NULL;
+    size_t len = 0;
+    long st = 0;
+    json_t *o = NULL;
+    if (http_get(cfg->http_addr, "/status", &body, &len, &st) != 0 || st != 200) {
+        ecli_err(cmd, "no daemon answers on http.addr %s; is 'litevault mount' running?", cfg->http_addr);
+        free(body);
+        return NULL;
+    }
+    o = json_loadb(body, len, 0, NULL);
+    free(body);
+    *dbs = json_object_get(o, "databases");
+    if (!o || !json_is_array(*dbs)) {
+        ecli_err(cmd, "the daemon on %s sent a malformed /status reply", cfg->http_addr);
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* Facts of database name in a /status array (borrowed), or NULL. */
+static json_t *status_find(json_t *dbs, const char *name)
+{
+    size_t i;
+    json_t *e;
+    json_array_foreach(dbs, i, e)
+    {
+        const char *n = json_string_value(json_object_get(e, "name"));
+        if (n && strcmp(n, name) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+static uint64_t json_hex64(json_t *v)
+{
+    const char *s = json_string_value(v);
+    return s ? strtoull(s, NULL, 16) : 0;
+}
+
+/* Database checksum of a file (XOR of its page checksums). 0 or negative. */
+static int file_cksum(const char *path, uint32_t ps, uint64_t *out)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC), rc = 0;
+    uint8_t *buf = malloc(ECLI_CHUNK);
+    uint64_t total = 0, pgno = 1;
+    off_t off = 0;
+    if (fd < 0 || !buf) {
+        rc = fd < 0 ? lv_from_errno(errno) : LV_ENOMEM;
+        goto out;
+    }
+    for (;;) {
+        ssize_t got = pread(fd, buf, ECLI_CHUNK, off);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            rc = lv_from_errno(errno);
+            goto out;
+        }
+        if (got == 0)
+            break;
+        if ((size_t)got % ps) {
+            rc = LV_ECORRUPT;
+            goto out;
+        }
+        for (size_t i = 0; i < (size_t)got; i += ps)
+            total ^= cksum_page((uint32_t)pgno++, buf + i, ps);
+        off += got;
+    }
+    *out = total;
+out:
+    if (fd >= 0)
+        close(fd);
+    free(buf);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- progress */
+
+/* A progress bar on stderr, drawn only when stderr is a terminal. */
+struct ecli_progress {
+    int on;                /* drawing (stderr is a tty and the job is large) */
+    const char *label;     /* what is being done (borrowed) */
+    int64_t t0;            /* start, monotonic us */
+    int64_t last;          /* last draw, monotonic us */
+};
+
+static void progress_init(struct ecli_progress *p, const char *label, uint64_t total)
+{
+    p->on = isatty(2) && total >= ECLI_PROGRESS_MIN;
+    p->label = label;
+    p->t0 = p->last = lv_mono_us();
+}
+
+static void progress_cb(void *arg, uint64_t done, uint64_t total)
+{
+    struct ecli_progress *p = arg;
+    int64_t now = lv_mono_us();
+    char bar[31];
+    if (!p->on || (now - p->last < 200000 && done < total))
+        return;
+    p->last = now;
+    double secs = (double)(now - p->t0) / 1e6, rate = secs > 0 ? (double)done / secs : 0;
+    int fill = total ? (int)(30.0 * (double)done / (double)total) : 30;
+    for (int i = 0; i < 30; i++)
+        bar[i] = i < fill ? '#' : '.';
+    bar[30] = 0;
+    fprintf(stderr, "\r%s [%s] %7.1f/%.1f MiB %6.1f MiB/s ETA %4.0fs ", p->label, bar, (double)done / 1048576.0,
+            (double)total / 1048576.0, rate / 1048576.0,
+            rate > 0 && total > done ? (double)(total - done) / rate : 0.0);
+    if (done >= total)
+        fputc('\n', stderr);
+}
+
+/* ---------------------------------------------------------------- copying */
+
+/* Copy in_fd from offset start up to size to out_fd (at its position), with
+ * copy_file_range, falling back to sendfile, then read/write.  0 or negative. */
+static int copy_fd_from(int in_fd, off_t start, int out_fd, uint64_t size, struct ecli_progress *pg)
+{
+    uint64_t done = (uint64_t)start;
+    int mode = 0; /* 0 copy_file_range, 1 sendfile, 2 read/write */
+    off_t in_off = start;
+    uint8_t *buf = NULL;
+    int rc = 0;
+
+    while (done < size) {
+        size_t want = size - done > ECLI_CHUNK * 8 ? ECLI_CHUNK * 8 : (size_t)(size - done);
+        ssize_t n;
+        if (mode == 0) {
+            n = copy_file_range(in_fd, &in_off, out_fd, NULL, want, 0);
+            if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
+                mode = 1;
+                continue;
+            }
+        } else if (mode == 1) {
+            n = sendfile(out_fd, in_fd, &in_off, want);
+            if (n < 0 && (errno == EINVAL || errno == ENOSYS)) {
+                mode = 2;
+                continue;
+            }
+        } else {
+            if (!buf && !(buf = malloc(ECLI_CHUNK))) {
+                rc = LV_ENOMEM;
+                break;
+            }
+            n = pread(in_fd, buf, want > ECLI_CHUNK ? ECLI_CHUNK : want, in_off);
+            if (n > 0) {
+                for (ssize_t o = 0; o < n;) {
+                    ssize_t w = write(out_fd, buf + o, (size_t)(n - o));
+                    if (w < 0 && errno == EINTR)
+                        continue;
+                    if (w < 0) {
+                        rc = lv_from_errno(errno);
+                        goto out;
+                    }
+                    o += w;
+                }
+                in_off += n;
+            }
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = lv_from_errno(errno);
+            break;
+        }
+        if (n == 0) {
+            rc = LV_ECORRUPT; /* the source shrank */
+            break;
+        }
+        done += (uint64_t)n;
+        if (pg)
+            progress_cb(pg, done, size);
+    }
+out:
+    free(buf);
+    return rc;
+}
+
+/* Copy all of in_fd to out_fd (see copy_fd_from). */
+static int copy_fd(int in_fd, int out_fd, uint64_t size, struct ecli_progress *pg)
+{
+    return copy_fd_from(in_fd, 0, out_fd, size, pg);
+}
+
+/* ---------------------------------------------------------------- export */
+
+/* One image taken by the daemon. */
+struct ecli_image {
+    char path[PATH_MAX];   /* file in data.dir/tmp, owned by us until unlinked */
+    char name[1024];       /* database name */
+    uint8_t id[16];        /* database ID */
+    uint64_t txid;         /* TXID of the image */
+    int64_t time_us;       /* its commit time */
+    uint32_t page_size;    /* page size */
+    uint32_t pages;        /* pages */
+    uint64_t cksum;        /* database checksum */
+};
+
+/* POST /v1/image?db=name into *im.  0, or an exit code with the message printed
+ * (*missing set when the daemon answered 404). */
+static int take_image(const char *cmd, const struct config *cfg, const char *name, struct ecli_image *im,
+                      int *missing)
+{
+    char q[4096], esc[3200];
+    char *body = NULL;
+    size_t len = 0;
+    long st = 0;
+    int rc = LV_EXIT_RUNTIME;
+    json_t *o = NULL;
+
+    if (missing)
+        *missing = 0;
+    memset(im, 0, sizeof *im);
+    url_escape(name, esc, sizeof esc);
+    snprintf(q, sizeof q, "/v1/image?db=%s", esc);
+    if (http_post(cfg->http_addr, q, "", 0, &body, &len, &st) != 0) {
+        ecli_err(cmd, "no daemon answers on http.addr %s; is 'litevault mount' running?", cfg->http_addr);
+        goto out;
+    }
+    o = json_loadb(body ? body : "", len, 0, NULL);
+    if (st != 200) {
+        const char *e = json_string_value(json_object_get(o, "error"));
+        if (missing)
+            *missing = st == 404;
+        ecli_err(cmd, "the daemon cannot export %s: %s", name, e ? e : "unexpected reply");
+        goto out;
+    }
+    const char *p = json_string_value(json_object_get(o, "path"));
+    const char *idh = json_string_value(json_object_get(o, "id"));
+    if (!p || strlen(p) >= sizeof im->path || !idh || strlen(idh) != 32) {
+        ecli_err(cmd, "the daemon sent a malformed /v1/image reply for %s", name);
+        goto out;
+    }
+    snprintf(im->path, sizeof im->path, "%s", p);
+    snprintf(im->name, sizeof im->name, "%s", name);
+    for (int i = 0; i < 16; i++) {
+        unsigned v = 0;
+        sscanf(idh + 2 * i, "%2x", &v);
+        im->id[i] = (uint8_t)v;
+    }
+    im->txid = (uint64_t)json_integer_value(json_object_get(o, "txid"));
+    im->time_us = json_integer_value(json_object_get(o, "time_us"));
+    im->page_size = (uint32_t)json_integer_value(json_object_get(o, "page_size"));
+    im->pages = (uint32_t)json_integer_value(json_object_get(o, "pages"));
+    im->cksum = json_hex64(json_object_get(o, "checksum"));
+    rc = 0;
+out:
+    json_decref(o);
+    free(body);
+    return rc;
+}
+
+static void drop_image(struct ecli_image *im)
+{
+    if (im->path[0] && unlink(im->path) != 0 && errno != ENOENT)
+        fprintf(stderr, "litevault: warning: cannot remove the daemon's image %s: %s\n", im->path, strerror(errno));
+    im->path[0] = 0;
+}
+
+/* Publish the image as out: rename (same filesystem) or copy to out.tmp and
+ * rename; fsync file and directory.  0 or an exit code (message printed). */
+static int publish_image(const char *cmd, struct ecli_image *im, const char *out)
+{
+    char tmp[PATH_MAX + 8];
+    uint64_t size = (uint64_t)im->pages * im->page_size;
+    mode_t um = umask(0);
+    umask(um);
+    int fd = open(im->path, O_RDONLY | O_CLOEXEC), ofd = -1, rc = LV_EXIT_RUNTIME;
+    struct ecli_progress pg;
+
+    if (fd < 0) {
+        ecli_err(cmd, "cannot open the daemon's image %s: %s (does this user may read data.dir/tmp?)", im->path,
+                 strerror(errno));
+        goto out;
+    }
+    if (strcmp(out, "-") == 0) {
+        progress_init(&pg, "export", size);
+        int e = copy_fd(fd, 1, size, &pg);
+        if (e) {
+            ecli_err(cmd, "writing to standard output: %s", lv_strerror(e));
+            goto out;
+        }
+        rc = 0;
+        goto out;
+    }
+    if (fsync(fd) != 0) {
+        ecli_err(cmd, "fsync %s: %s", im->path, strerror(errno));
+        goto out;
+    }
+    if (fchmod(fd, 0666 & ~um) != 0)
+        LV_DEBUG("fchmod %s: %s", im->path, strerror(errno));
+    if (rename(im->path, out) == 0) {
+        im->path[0] = 0; /* it is the output now */
+    } else if (errno == EXDEV || errno == EACCES || errno == EPERM) {
+        snprintf(tmp, sizeof tmp, "%s.tmp", out);
+        ofd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+        if (ofd < 0) {
+            ecli_err(cmd, "cannot create %s: %s", tmp, strerror(errno));
+            goto out;
+        }
+        progress_init(&pg, "export", size);
+        int e = copy_fd(fd, ofd, size, &pg);
+        if (e == 0 && fsync(ofd) != 0)
+            e = lv_from_errno(errno);
+        if (close(ofd) != 0 && e == 0)
+            e = lv_from_errno(errno);
+        ofd = -1;
+        if (e == 0 && rename(tmp, out) != 0)
+            e = lv_from_errno(errno);
+        if (e) {
+            ecli_err(cmd, "writing %s: %s", out, lv_strerror(e));
+            unlink(tmp);
+            goto out;
+        }
+    } else {
+        ecli_err(cmd, "cannot move the image to %s: %s", out, strerror(errno));
+        goto out;
+    }
+    if (sys_fsync_dir(out) != 0) {
+        ecli_err(cmd, "fsync of the directory of %s failed", out);
+        goto out;
+    }
+    rc = 0;
+out:
+    if (ofd >= 0)
+        close(ofd);
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
+/* VACUUM INTO out.tmp from the image, fsync, rename; the new file's checksum
+ * into *ck and pages into *pages.  0 or an exit code (message printed). */
+static int vacuum_image(const char *cmd, const struct ecli_image *im, const char *out, uint64_t *ck,
+                        uint32_t *pages, uint32_t *ps)
+{
+    char uri[PATH_MAX * 3 + 32], tmp[PATH_MAX + 8];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = LV_EXIT_RUNTIME, fd = -1;
+    struct stat sb;
+    uint8_t hdr[100];
+
+    snprintf(tmp, sizeof tmp, "%s.tmp", out);
+    unlink(tmp);
+    sqlite_uri_immutable(im->path, uri, sizeof uri);
+    if (sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "VACUUM INTO ?1", -1, &st, NULL) != SQLITE_OK ||
+        sqlite3_bind_text(st, 1, tmp, -1, SQLITE_STATIC) != SQLITE_OK || sqlite3_step(st) != SQLITE_DONE) {
+        ecli_err(cmd, "VACUUM INTO %s: %s", tmp, db ? sqlite3_errmsg(db) : "out of memory");
+        goto out;
+    }
+    fd = open(tmp, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fsync(fd) != 0 || fstat(fd, &sb) != 0 || pread(fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr) {
+        ecli_err(cmd, "%s: %s", tmp, strerror(errno));
+        goto out;
+    }
+    *ps = lv_get16(hdr + 16) == 1 ? 65536 : lv_get16(hdr + 16);
+    if (*ps < 512 || sb.st_size % *ps) {
+        ecli_err(cmd, "VACUUM INTO wrote an unexpected file %s", tmp);
+        goto out;
+    }
+    *pages = (uint32_t)(sb.st_size / *ps);
+    if (file_cksum(tmp, *ps, ck) != 0 || rename(tmp, out) != 0 || sys_fsync_dir(out) != 0) {
+        ecli_err(cmd, "cannot publish %s: %s", out, strerror(errno));
+        goto out;
+    }
+    rc = 0;
+out:
+    if (rc)
+        unlink(tmp);
+    if (fd >= 0)
+        close(fd);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return rc;
+}
+
+static json_t *image_json(const struct ecli_image *im)
+{
+    char idh[33], t[40], hx[17];
+    for (int i = 0; i < 16; i++)
+        snprintf(idh + 2 * i, 3, "%02x", im->id[i]);
+    json_t *o = json_object();
+    json_object_set_new(o, "name", json_string(im->name));
+    json_object_set_new(o, "id", json_string(idh));
+    json_object_set_new(o, "txid", json_integer((json_int_t)im->txid));
+    json_object_set_new(o, "time", json_string(lv_fmt_time(im->time_us, t, sizeof t)));
+    json_object_set_new(o, "time_us", json_integer(im->time_us));
+    json_object_set_new(o, "checksum", json_string(cksum_hex(im->cksum, hx)));
+    json_object_set_new(o, "page_size", json_integer(im->page_size));
+    json_object_set_new(o, "pages", json_integer(im->pages));
+    json_object_set_new(o, "size", json_integer((json_int_t)im->pages * im->page_size));
+    return o;
+}
+
+static void print_json(FILE *f, json_t *o)
+{
+    char *s = json_dumps(o, JSON_INDENT(2));
+    if (s)
+        fprintf(f, "%s\n", s);
+    free(s);
+}
+
+static int export_one(const struct config *cfg, const char *name, const char *out, int vacuum, int as_json)
+{
+    struct ecli_image im;
+    int rc = take_image("export", cfg, name, &im, NULL);
+    char hx[17], hy[17];
+    uint64_t vck = 0;
+    uint32_t vpages = 0, vps = 0;
+
+    if (rc)
+        return rc;
+    rc = vacuum ? vacuum_image("export", &im, out, &vck, &vpages, &vps) : publish_image("export", &im, out);
+    drop_image(&im);
+    if (rc)
+        return rc;
+    FILE *f = strcmp(out, "-") == 0 ? stderr : stdout;
+    if (as_json) {
+        json_t *o = image_json(&im);
+        json_object_set_new(o, "output", json_string(out));
+        json_object_set_new(o, "vacuum", json_boolean(vacuum));
+        if (vacuum) {
+            json_object_set(o, "log_checksum", json_object_get(o, "checksum"));
+            json_object_set_new(o, "checksum", json_string(cksum_hex(vck, hx)));
+            json_object_set_new(o, "page_size", json_integer(vps));
+            json_object_set_new(o, "pages", json_integer(vpages));
+            json_object_set_new(o, "size", json_integer((json_int_t)vpages * vps));
+        }
+        print_json(f, o);
+        json_decref(o);
+    } else if (vacuum) {
+        fprintf(f, "exported %s at TXID %llu into %s, compacted (VACUUM INTO): %u pages of %u bytes, checksum %s\n"
+                   "(the page layout changed, so this checksum differs from the log's %s at that TXID)\n",
+                name, (unsigned long long)im.txid, out, vpages, vps, cksum_hex(vck, hx), cksum_hex(im.cksum, hy));
+    } else {
+        fprintf(f, "exported %s at TXID %llu, checksum %s, %u pages of %u bytes, into %s\n", name,
+                (unsigned long long)im.txid, cksum_hex(im.cksum, hx), im.pages, im.page_size, out);
+    }
+    return 0;
+}
+
+static int export_all(const struct config *cfg, const char *out, const char *format, int as_json)
+{
+    json_t *dbs = NULL, *root = ecli_status("export", cfg, &dbs), *e;
+    struct ecli_image *ims = NULL;
+    struct bundle_entry *ents = NULL;
+    size_t n = 0, i;
+    int rc = LV_EXIT_RUNTIME, fd = -1, to_stdout = strcmp(out, "-") == 0;
+    char tmp[PATH_MAX + 8], err[2048] = "", fmtname[64];
+    enum bundle_format bf;
+    uint64_t total = 0;
+    struct ecli_progress pg;
+
+    if (!root)
+        return LV_EXIT_RUNTIME;
+    if (to_stdout) {
+        snprintf(fmtname, sizeof fmtname, "%s", format ? format : "tar.zst");
+        if (isatty(1)) {
+            rc = ecli_usage("export", "refusing to write a bundle to a terminal; redirect standard output");
+            goto out;
+        }
+    } else {
+        snprintf(fmtname, sizeof fmtname, "%s", out);
+    }
+    if (bundle_format_of(fmtname, &bf) != 0) {
+        rc = ecli_usage("export", to_stdout ? "--format must be tar, tar.zst or tar.gz"
+                                            : "the output of --all must end in .tar, .tar.zst or .tar.gz");
+        goto out;
+    }
+    ims = calloc(json_array_size(dbs) + 1, sizeof *ims);
+    ents = calloc(json_array_size(dbs) + 1, sizeof *ents);
+    if (!ims || !ents)
+        goto out;
+    json_array_foreach(dbs, i, e)
+    {
+        const char *name = json_string_value(json_object_get(e, "name"));
+        int missing = 0;
+        if (!name)
+            continue;
+        if (json_integer_value(json_object_get(e, "txid")) == 0) {
+            fprintf(stderr, "litevault export: skipping %s: nothing committed yet\n", name);
+            continue;
+        }
+        if (take_image("export", cfg, name, &ims[n], &missing) != 0) {
+            if (missing) { /* deleted since /status */
+                fprintf(stderr, "litevault export: skipping %s (deleted meanwhile)\n", name);
+                continue;
+            }
+            goto out;
+        }
+        ents[n].name = ims[n].name;
+        ents[n].path = ims[n].path;
+        memcpy(ents[n].id, ims[n].id, 16);
+        ents[n].txid = ims[n].txid;
+        ents[n].time_us = ims[n].time_us;
+        ents[n].cksum = ims[n].cksum;
+        ents[n].page_size = ims[n].page_size;
+        ents[n].db_pages = ims[n].pages;
+        total += (uint64_t)ims[n].pages * ims[n].page_size;
+        n++;
+    }
+    if (to_stdout) {
+        fd = 1;
+    } else {
+        snprintf(tmp, sizeof tmp, "%s.tmp", out);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+        if (fd < 0) {
+            ecli_err("export", "cannot create %s: %s", tmp, strerror(errno));
+            goto out;
+        }
+    }
+    progress_init(&pg, "export", total);
+    int e2 = bundle_write(fd, fmtname, ents, n, progress_cb, &pg, err, sizeof err);
+    if (e2 == 0 && !to_stdout && fsync(fd) != 0)
+        e2 = lv_from_errno(errno), snprintf(err, sizeof err, "fsync %s: %s", tmp, strerror(errno));
+    if (!to_stdout) {
+        if (close(fd) != 0 && e2 == 0)
+            e2 = lv_from_errno(errno), snprintf(err, sizeof err, "close %s: %s", tmp, strerror(errno));
+        fd = -1;
+        if (e2 == 0 && rename(tmp, out) != 0)
+            e2 = lv_from_errno(errno), snprintf(err, sizeof err, "rename %s: %s", tmp, strerror(errno));
+        if (e2 == 0 && sys_fsync_dir(out) != 0)
+            e2 = LV_EIO, snprintf(err, sizeof err, "fsync of the directory of %s failed", out);
+        if (e2)
+            unlink(tmp);
+    }
+    if (e2) {
+        ecli_err("export", "%s", err[0] ? err : lv_strerror(e2));
+        goto out;
+    }
+    FILE *f = to_stdout ? stderr : stdout;
+    if (as_json) {
+        json_t *o = json_object(), *arr = json_array();
+        for (i = 0; i < n; i++)
+            json_array_append_new(arr, image_json(&ims[i]));
+        json_object_set_new(o, "output", json_string(out));
+        json_object_set_new(o, "format", json_string(bf == BUNDLE_TAR ? "tar" : bf == BUNDLE_TAR_ZST ? "tar.zst" : "tar.gz"));
+        json_object_set_new(o, "databases", arr);
+        print_json(f, o);
+        json_decref(o);
+    } else {
+        for (i = 0; i < n; i++) {
+            char hx[17];
+            fprintf(f, "exported %s at TXID %llu, checksum %s\n", ims[i].name, (unsigned long long)ims[i].txid,
+                    cksum_hex(ims[i].cksum, hx));
+        }
+        fprintf(f, "wrote %zu database%s (%.1f MiB) into %s\n", n, n == 1 ? "" : "s", (double)total / 1048576.0,
+                to_stdout ? "standard output" : out);
+    }
+    rc = 0;
+out:
+    if (fd > 1)
+        close(fd);
+    for (i = 0; ims && i < n; i++)
+        drop_image(&ims[i]);
+    free(ims);
+    free(ents);
+    json_decref(root);
+    return rc;
+}
+
+static void usage_export(void)
+{
+    printf("usage: litevault export [-c FILE] --db NAME -o OUT.db [--vacuum] [--json]\n"
+           "       litevault export [-c FILE] --all -o OUT.tar|OUT.tar.zst|OUT.tar.gz [--json]\n"
+           "       litevault export [-c FILE] --all -o - [--format tar|tar.zst|tar.gz] [--json]\n\n"
+           "Write a consistent copy of a database as of one TXID, taken from the running daemon\n"
+           "while writers keep writing, and print that TXID and its checksum.  Without --vacuum\n"
+           "the copy keeps the page layout, so its checksum equals the log's at that TXID.\n"
+           "With --all, write every database plus a manifest.json into one tar bundle; the format\n"
+           "follows OUT's extension, or --format (default tar.zst) for standard output.\n\n"
+           "  -c, --config FILE   configuration file (default ./litevault.yml, then /etc/litevault.yml)\n"
+           "  -d, --db NAME       the database (its path on the mount)\n"
+           "  -a, --all           every database, as a bundle\n"
+           "  -o, --output OUT    output file, or - for standard output\n"
+           "  -f, --format F      bundle format for -o -: tar, tar.zst (default) or tar.gz\n"
+           "      --vacuum        a compact copy (VACUUM INTO); its page layout and checksum differ\n"
+           "      --json          print the result as JSON\n"
+           "  -h, --help          show this help\n");
+}
+
+int export_cli_export(int argc, char **argv)
+{
+    static const struct option opts[] = {{"config", 1, 0, 'c'}, {"db", 1, 0, 'd'},     {"all", 0, 0, 'a'},
+                                         {"output", 1, 0, 'o'}, {"format", 1, 0, 'f'}, {"vacuum", 0, 0, 'V'},
+                                         {"json", 0, 0, 'j'},   {"list", 0, 0, 'L'},   {"url", 1, 0, 'u'},
+                                         {"help", 0, 0, 'h'},   {0, 0, 0, 0}};
+    const char *cpath = NULL, *db = NULL, *out = NULL, *format = NULL, *url = NULL;
+    int c, all = 0, vacuum = 0, as_json = 0, list = 0, rc;
+    struct config cfg;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "c:d:ao:f:jh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': cpath = optarg; break;
+        case 'd': db = optarg; break;
+        case 'a': all = 1; break;
+        case 'o': out = optarg; break;
+        case 'f': format = optarg; break;
+        case 'V': vacuum = 1; break;
+        case 'j': as_json = 1; break;
+        case 'L': list = 1; break;
+        case 'u': url = optarg; break;
+        case 'h': usage_export(); return 0;
+        default: return ecli_usage("export", "unknown option");
+        }
+    }
+    if (optind < argc)
+        return ecli_usage("export", "unexpected argument");
+    if (list) {
+        /* LEAD: replace with exports_list_main(url, as_json) from the scheduler branch. */
+        (void)url;
+        fprintf(stderr, "litevault export: --list is not available in this build\n");
+        return LV_EXIT_USAGE;
+    }
+    if (!!db + all != 1)
+        return ecli_usage("export", "give exactly one of --db NAME or --all");
+    if (!out)
+        return ecli_usage("export", "-o OUT is required");
+    if (vacuum && all)
+        return ecli_usage("export", "--vacuum applies to --db only");
+    if (vacuum && strcmp(out, "-") == 0)
+        return ecli_usage("export", "--vacuum needs an output file, not -");
+    if (format && !all)
+        return ecli_usage("export", "--format applies to --all -o - only");
+    if (db && db[0] == '/')
+        db++;
+    rc = ecli_config("export", cpath, &cfg);
+    if (rc)
+        return rc;
+    lvlog_setup(cfg.log_level < LVLOG_WARN ? cfg.log_level : LVLOG_WARN, 0);
+    signal(SIGPIPE, SIG_IGN);
+    rc = all ? export_all(&cfg, out, format, as_json) : export_one(&cfg, db, out, vacuum, as_json);
+    config_free(&cfg);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- import */
+
+/* A checked input database. */
+struct imp_src {
+    char path[PATH_MAX];   /* file to import from (the input, or a staged copy) */
+    char stage[PATH_MAX];  /* staging directory to remove, or "" */
+    uint32_t page_size;    /* from the header */
+    uint64_t size;         /* bytes */
+    uint64_t cksum;        /* database checksum of path */
+};
+
+static int copy_path(const char *from, const char *to)
+{
+    struct stat sb;
+    int in = open(from, O_RDONLY | O_CLOEXEC), out = -1, rc;
+    if (in < 0)
+        return lv_from_errno(errno);
+    out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (out < 0 || fstat(in, &sb) != 0) {
+        rc = lv_from_errno(errno);
+        goto out;
+    }
+    rc = copy_fd(in, out, (uint64_t)sb.st_size, NULL);
+out:
+    if (out >= 0)
+        close(out);
+    close(in);
+    return rc;
+}
+
+/* Check an input database (see the design comment); fills *s.  0, or an exit
+ * code with the message printed.  label names the input in messages. */
+static int prep_input(const char *cmd, const char *in, const char *label, int check, struct imp_src *s)
+{
+    uint8_t hdr[100];
+    struct stat sb;
+    char side[PATH_MAX + 16], uri[PATH_MAX * 3 + 32];
+    int fd = -1, rc = LV_EXIT_RUNTIME;
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+
+    memset(s, 0, sizeof *s);
+    snprintf(s->path, sizeof s->path, "%s", in);
+    fd = open(in, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &sb) != 0) {
+        ecli_err(cmd, "cannot read %s: %s", label, strerror(errno));
+        goto out;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        ecli_err(cmd, "%s is not a regular file", label);
+        goto out;
+    }
+    if (sb.st_size < (off_t)sizeof hdr || pread(fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr ||
+        memcmp(hdr, "SQLite format 3", 16) != 0) {
+        ecli_err(cmd, "refused: %s is not a SQLite database (no SQLite header); nothing was changed", label);
+        goto out;
+    }
+    s->page_size = lv_get16(hdr + 16) == 1 ? 65536 : lv_get16(hdr + 16);
+    if (s->page_size < 512 || s->page_size > 65536 || (s->page_size & (s->page_size - 1)) ||
+        sb.st_size % s->page_size) {
+        ecli_err(cmd, "refused: %s is not a valid SQLite database (page size %u, %lld bytes); nothing was changed",
+                 label, s->page_size, (long long)sb.st_size);
+        goto out;
+    }
+    s->size = (uint64_t)sb.st_size;
+    close(fd);
+    fd = -1;
+
+    /* A -wal with frames or a -journal next to the input: import its logical
+     * content, made on a staged copy so the input stays untouched. */
+    const char *sfx[] = {"-wal", "-journal"};
+    for (int k = 0; k < 2; k++) {
+        struct stat ss;
+        snprintf(side, sizeof side, "%s%s", in, sfx[k]);
+        if (stat(side, &ss) != 0 || ss.st_size == 0)
+            continue;
+        const char *tdir = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+        char staged[PATH_MAX + 32], staged_side[PATH_MAX + 48];
+        snprintf(s->stage, sizeof s->stage, "%s/litevault-import-XXXXXX", tdir);
+        if (!mkdtemp(s->stage)) {
+            ecli_err(cmd, "cannot create a staging directory in %s: %s", tdir, strerror(errno));
+            s->stage[0] = 0;
+            goto out;
+        }
+        snprintf(staged, sizeof staged, "%s/in.db", s->stage);
+        snprintf(staged_side, sizeof staged_side, "%s%s", staged, sfx[k]);
+        fprintf(stderr, "litevault %s: %s has a %s file (%lld bytes): importing the database with it applied\n",
+                cmd, label, sfx[k], (long long)ss.st_size);
+        if (copy_path(in, staged) != 0 || copy_path(side, staged_side) != 0) {
+            ecli_err(cmd, "cannot stage a copy of %s in %s", label, s->stage);
+            goto out;
+        }
+        if (sqlite3_open_v2(staged, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
+            sqlite3_exec(db, "SELECT count(*) FROM sqlite_master; PRAGMA wal_checkpoint(TRUNCATE);", NULL, NULL,
+                         NULL) != SQLITE_OK) {
+            ecli_err(cmd, "refused: %s with its %s cannot be read: %s; nothing was changed", label, sfx[k],
+                     db ? sqlite3_errmsg(db) : "out of memory");
+            goto out;
+        }
+        sqlite3_close(db);
+        db = NULL;
+        snprintf(s->path, sizeof s->path, "%s", staged);
+        if (stat(staged, &sb) != 0) {
+            ecli_err(cmd, "%s: %s", staged, strerror(errno));
+            goto out;
+        }
+        s->size = (uint64_t)sb.st_size;
+        break;
+    }
+    if (check) {
+        sqlite_uri_immutable(s->path, uri, sizeof uri);
+        int r = sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
+        if (r == SQLITE_OK)
+            r = sqlite3_prepare_v2(db, "PRAGMA integrity_check(20)", -1, &st, NULL);
+        if (r != SQLITE_OK) {
+            ecli_err(cmd, "refused: %s cannot be opened by SQLite: %s; nothing was changed", label,
+                     db ? sqlite3_errmsg(db) : "out of memory");
+            goto out;
+        }
+        char msg[1024] = "";
+        size_t ml = 0;
+        while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+            const char *t = (const char *)sqlite3_column_text(st, 0);
+            ml += (size_t)snprintf(msg + ml, ml < sizeof msg ? sizeof msg - ml : 0, "%s%s", ml ? "; " : "",
+                                   t ? t : "");
+            if (ml >= sizeof msg)
+                ml = sizeof msg - 1;
+        }
+        if (r != SQLITE_DONE) {
+            ecli_err(cmd, "refused: integrity_check of %s failed: %s; nothing was changed", label,
+                     sqlite3_errmsg(db));
+            goto out;
+        }
+        if (strcmp(msg, "ok") != 0) {
+            ecli_err(cmd, "refused: integrity_check of %s failed: %s; nothing was changed "
+                          "(--no-check skips this check)", label, msg);
+            goto out;
+        }
+    }
+    if (file_cksum(s->path, s->page_size, &s->cksum) != 0) {
+        ecli_err(cmd, "cannot read %s: %s", label, strerror(errno));
+        goto out;
+    }
+    rc = 0;
+out:
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
+static void imp_src_done(struct imp_src *s)
+{
+    if (s->stage[0])
+        bundle_rmtree(s->stage);
+    s->stage[0] = 0;
+}
+
+/* Refuse, before anything changes, an import the daemon's current state forbids. */
+static int preflight(const char *cmd, json_t *dbs, const char *name, const struct imp_src *s, const char *label)
+{
+    json_t *e = status_find(dbs, name);
+    if (!bundle_name_ok(name)) {
+        ecli_err(cmd, "refused: '%s' is not a usable database name (absolute, '..', or a -wal/-journal/-shm name)",
+                 name);
+        return LV_EXIT_USAGE;
+    }
+    if (!e)
+        return 0;
+    const char *jm = json_string_value(json_object_get(e, "journal_mode"));
+    uint32_t ps = (uint32_t)json_integer_value(json_object_get(e, "page_size"));
+    if (json_string_value(json_object_get(e, "error"))) {
+        ecli_err(cmd, "refused: database %s is broken on the daemon (%s); nothing was changed", name,
+                 json_string_value(json_object_get(e, "error")));
+        return LV_EXIT_RUNTIME;
+    }
+    if (jm && strcmp(jm, "wal") == 0 && ps && ps != s->page_size) {
+        ecli_err(cmd, "refused: %s is in WAL mode with page size %u and %s has page size %u; SQLite cannot "
+                      "change the page size of a WAL database.  Convert the input first (sqlite3 IN.db "
+                      "'PRAGMA journal_mode=delete; PRAGMA page_size=%u; VACUUM') or take %s out of WAL mode; "
+                      "nothing was changed", name, ps, label, s->page_size, ps, name);
+        return LV_EXIT_RUNTIME;
+    }
+    return 0;
+}
+
+/* Result of one import. */
+struct imp_result {
+    int created;           /* 1: a new database */
+    uint64_t before_txid;  /* TXID before (0 if new) */
+    uint64_t txid;         /* TXID after */
+    uint64_t cksum;        /* checksum after (from /status) */
+    int others;            /* other writers committed meanwhile */
+};
+
+/* Create database name on the mount from s (see the design comment). 0 or exit code. */
+static int import_new(const char *cmd, const struct config *cfg, const char *name, const struct imp_src *s)
+{
+    char dst[PATH_MAX * 2], tmp[PATH_MAX * 2 + 32], dir[PATH_MAX * 2];
+    const char *slash = strrchr(name, '/');
+    int in = -1, fd = -1, rc = LV_EXIT_RUNTIME, e;
+
+    snprintf(dst, sizeof dst, "%s/%s", cfg->fuse_dir, name);
+    if (slash) {
+        snprintf(dir, sizeof dir, "%s/%.*s", cfg->fuse_dir, (int)(slash - name), name);
+        if (sys_mkdir_p(dir) != 0) {
+            ecli_err(cmd, "cannot create directory %s on the mount: %s", dir, strerror(errno));
+            return LV_EXIT_RUNTIME;
+        }
+        snprintf(tmp, sizeof tmp, "%s/.%s.import-XXXXXX", dir, slash + 1);
+    } else {
+        snprintf(tmp, sizeof tmp, "%s/.%s.import-XXXXXX", cfg->fuse_dir, name);
+    }
+    in = open(s->path, O_RDONLY | O_CLOEXEC);
+    if (in < 0) {
+        ecli_err(cmd, "cannot read %s: %s", s->path, strerror(errno));
+        goto out;
+    }
+    fd = mkstemp(tmp);
+    if (fd < 0) {
+        ecli_err(cmd, "cannot create %s on the mount: %s (is the mount %s live?)", tmp, strerror(errno),
+                 cfg->fuse_dir);
+        goto out;
+    }
+    /* The daemon treats writes to a file whose header says WAL (byte 18 == 2)
+     * as checkpoint writes, which are not captured.  So the first page goes
+     * in with the legacy (rollback) version bytes, making the copy an
+     * unjournaled bulk write, and the real bytes 18-19 are written last,
+     * still inside that bulk write: the fsync captures the exact input as
+     * one snapshot record. */
+    mode_t um = umask(0);
+    umask(um);
+    if (fchmod(fd, 0666 & ~um) != 0)
+        LV_DEBUG("fchmod %s: %s", tmp, strerror(errno));
+    struct ecli_progress pg;
+    uint8_t *first = malloc(s->page_size);
+    progress_init(&pg, "import", s->size);
+    e = first ? 0 : LV_ENOMEM;
+    if (e == 0 && pread(in, first, s->page_size, 0) != (ssize_t)s->page_size)
+        e = LV_EIO;
+    uint8_t ver[2] = {first ? first[18] : 1, first ? first[19] : 1};
+    if (e == 0) {
+        if (ver[0] == 2)
+            first[18] = 1;
+        if (ver[1] == 2)
+            first[19] = 1;
+        e = sys_pwrite_all(fd, first, s->page_size, 0, tmp);
+    }
+    if (e == 0 && lseek(fd, (off_t)s->page_size, SEEK_SET) < 0)
+        e = lv_from_errno(errno);
+    if (e == 0)
+        e = copy_fd_from(in, (off_t)s->page_size, fd, s->size, &pg);
+    if (e == 0 && (ver[0] == 2 || ver[1] == 2))
+        e = sys_pwrite_all(fd, ver, 2, 18, tmp);
+    free(first);
+    if (e == 0 && fsync(fd) != 0)
+        e = lv_from_errno(errno);
+    if (close(fd) != 0 && e == 0)
+        e = lv_from_errno(errno);
+    fd = -1;
+    if (e) {
+        ecli_err(cmd, "writing %s on the mount: %s", tmp, lv_strerror(e));
+        unlink(tmp);
+        goto out;
+    }
+    if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dst, RENAME_NOREPLACE) != 0) {
+        ecli_err(cmd, "cannot rename %s onto %s: %s%s", tmp, dst, strerror(errno),
+                 errno == EEXIST ? " (it was created meanwhile; run the import again to replace it)" : "");
+        unlink(tmp);
+        goto out;
+    }
+    sys_fsync_dir(dst);
+    rc = 0;
+out:
+    if (fd >= 0)
+        close(fd);
+    if (in >= 0)
+        close(in);
+    return rc;
+}
+
+/* Replace database name on the mount with s through the backup API. 0 or exit code. */
+static int import_replace(const char *cmd, const struct config *cfg, const char *name, const struct imp_src *s)
+{
+    char dst[PATH_MAX * 2], uri[PATH_MAX * 3 + 32];
+    sqlite3 *src = NULL, *db = NULL;
+    sqlite3_backup *bk = NULL;
+    int rc = LV_EXIT_RUNTIME, r;
+    int64_t deadline = lv_mono_us() + (int64_t)ECLI_BUSY_MS * 1000;
+
+    snprintf(dst, sizeof dst, "%s/%s", cfg->fuse_dir, name);
+    sqlite_uri_immutable(s->path, uri, sizeof uri);
+    if (sqlite3_open_v2(uri, &src, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL) != SQLITE_OK) {
+        ecli_err(cmd, "cannot open %s: %s", s->path, src ? sqlite3_errmsg(src) : "out of memory");
+        goto out;
+    }
+    if (sqlite3_open_v2(dst, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+        ecli_err(cmd, "cannot open %s on the mount: %s", dst, db ? sqlite3_errmsg(db) : "out of memory");
+        goto out;
+    }
+    sqlite3_busy_timeout(db, ECLI_BUSY_MS);
+    bk = sqlite3_backup_init(db, "main", src, "main");
+    if (!bk) {
+        ecli_err(cmd, "cannot start copying into %s: %s", dst, sqlite3_errmsg(db));
+        goto out;
+    }
+    while ((r = sqlite3_backup_step(bk, -1)) != SQLITE_DONE) {
+        if ((r == SQLITE_BUSY || r == SQLITE_LOCKED) && lv_mono_us() < deadline) {
+            usleep(20000);
+            continue;
+        }
+        ecli_err(cmd, "copying into %s failed: %s%s", dst, sqlite3_errstr(r),
+                 r == SQLITE_BUSY || r == SQLITE_LOCKED ? " (another connection kept a transaction open)" : "");
+        goto out;
+    }
+    r = sqlite3_backup_finish(bk);
+    bk = NULL;
+    if (r != SQLITE_OK) {
+        ecli_err(cmd, "copying into %s failed: %s", dst, sqlite3_errmsg(db));
+        goto out;
+    }
+    rc = 0;
+out:
+    if (bk)
+        sqlite3_backup_finish(bk);
+    if (db && sqlite3_close(db) != SQLITE_OK && rc == 0) {
+        ecli_err(cmd, "closing %s: %s", dst, sqlite3_errmsg(db));
+        rc = LV_EXIT_RUNTIME;
+    }
+    sqlite3_close(src);
+    return rc;
+}
+
+/* Import s as name, then verify in /status.  0 or exit code. */
+static int import_one(const char *cmd, const struct config *cfg, json_t *dbs, const char *name,
+                      const struct imp_src *s, struct imp_result *res)
+{
+    json_t *e = status_find(dbs, name), *root2, *dbs2 = NULL, *e2;
+    char hx[17], hy[17];
+    int rc;
+
+    memset(res, 0, sizeof *res);
+    res->created = e == NULL;
+    res->before_txid = e ? (uint64_t)json_integer_value(json_object_get(e, "txid")) : 0;
+    rc = e ? import_replace(cmd, cfg, name, s) : import_new(cmd, cfg, name, s);
+    if (rc)
+        return rc;
+    root2 = ecli_status(cmd, cfg, &dbs2);
+    if (!root2)
+        return LV_EXIT_RUNTIME;
+    e2 = status_find(dbs2, name);
+    if (!e2) {
+        ecli_err(cmd, "%s was written but the daemon does not list it as a SQLite database", name);
+        json_decref(root2);
+        return LV_EXIT_RUNTIME;
+    }
+    res->txid = (uint64_t)json_integer_value(json_object_get(e2, "txid"));
+    res->cksum = json_hex64(json_object_get(e2, "checksum"));
+    json_decref(root2);
+    if (res->txid <= res->before_txid) {
+        ecli_err(cmd, "%s: the daemon logged no change (TXID still %llu); check its log", name,
+                 (unsigned long long)res->txid);
+        return LV_EXIT_RUNTIME;
+    }
+    if (res->txid != res->before_txid + 1) {
+        res->others = 1;
+        fprintf(stderr, "litevault %s: note: %s advanced from TXID %llu to %llu: other writers committed meanwhile\n",
+                cmd, name, (unsigned long long)res->before_txid, (unsigned long long)res->txid);
+    } else if (res->created && res->cksum != s->cksum) {
+        ecli_err(cmd, "%s: the daemon reports checksum %s after the import, the input has %s", name,
+                 cksum_hex(res->cksum, hx), cksum_hex(s->cksum, hy));
+        return LV_EXIT_RUNTIME;
+    }
+    return 0;
+}
+
+static json_t *result_json(const char *name, const char *from, const struct imp_result *r)
+{
+    char hx[17];
+    json_t *o = json_object();
+    json_object_set_new(o, "name", json_string(name));
+    json_object_set_new(o, "input", json_string(from));
+    json_object_set_new(o, "created", json_boolean(r->created));
+    json_object_set_new(o, "previous_txid", json_integer((json_int_t)r->before_txid));
+    json_object_set_new(o, "txid", json_integer((json_int_t)r->txid));
+    json_object_set_new(o, "checksum", json_string(cksum_hex(r->cksum, hx)));
+    return o;
+}
+
+static void print_result(const char *name, const char *from, const struct imp_result *r)
+{
+    char hx[17];
+    if (r->created)
+        printf("imported %s as new database %s: TXID %llu, checksum %s\n", from, name, (unsigned long long)r->txid,
+               cksum_hex(r->cksum, hx));
+    else
+        printf("imported %s into %s (replaced; TXID was %llu): TXID %llu, checksum %s\n", from, name,
+               (unsigned long long)r->before_txid, (unsigned long long)r->txid, cksum_hex(r->cksum, hx));
+}
+
+static int import_file(const struct config *cfg, const char *name, const char *in, int check, int as_json)
+{
+    struct imp_src s;
+    struct imp_result res;
+    json_t *dbs = NULL, *root = NULL;
+    int rc = prep_input("import", in, in, check, &s);
+    if (rc)
+        goto out;
+    rc = LV_EXIT_RUNTIME;
+    root = ecli_status("import", cfg, &dbs);
+    if (!root)
+        goto out;
+    rc = preflight("import", dbs, name, &s, in);
+    if (rc)
+        goto out;
+    rc = import_one("import", cfg, dbs, name, &s, &res);
+    if (rc)
+        goto out;
+    if (as_json) {
+        json_t *o = result_json(name, in, &res);
+        print_json(stdout, o);
+        json_decref(o);
+    } else {
+        print_result(name, in, &res);
+    }
+out:
+    imp_src_done(&s);
+    json_decref(root);
+    return rc;
+}
+
+static int import_bundle(const struct config *cfg, const char *in, int check, int as_json)
+{
+    const char *tdir = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    char dir[PATH_MAX], err[2048] = "", label[PATH_MAX + 1100];
+    struct bundle *b = NULL;
+    struct imp_src *srcs = NULL;
+    json_t *root = NULL, *dbs = NULL, *arr = json_array();
+    int fd = -1, rc = LV_EXIT_RUNTIME, e;
+    size_t i, prepared = 0;
+
+    snprintf(dir, sizeof dir, "%s/litevault-bundle-XXXXXX", tdir);
+    if (!mkdtemp(dir)) {
+        ecli_err("import", "cannot create a directory in %s: %s (set TMPDIR)", tdir, strerror(errno));
+        dir[0] = 0;
+        goto out;
+    }
+    fd = strcmp(in, "-") == 0 ? 0 : open(in, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        ecli_err("import", "cannot read %s: %s", in, strerror(errno));
+        goto out;
+    }
+    e = bundle_extract(fd, dir, &b, err, sizeof err);
+    if (e) {
+        ecli_err("import", "%s: %s; nothing was changed", in, err);
+        goto out;
+    }
+    srcs = calloc(b->n + 1, sizeof *srcs);
+    if (!srcs)
+        goto out;
+    root = ecli_status("import", cfg, &dbs);
+    if (!root)
+        goto out;
+    for (i = 0; i < b->n; i++) {
+        snprintf(label, sizeof label, "%s (db/%s)", in, b->v[i].name);
+        rc = prep_input("import", b->v[i].path, label, check, &srcs[i]);
+        prepared = i + 1;
+        if (rc)
+            goto out;
+        rc = preflight("import", dbs, b->v[i].name, &srcs[i], label);
+        if (rc)
+            goto out;
+    }
+    rc = LV_EXIT_RUNTIME;
+    for (i = 0; i < b->n; i++) {
+        struct imp_result res;
+        snprintf(label, sizeof label, "%s (db/%s)", in, b->v[i].name);
+        if (import_one("import", cfg, dbs, b->v[i].name, &srcs[i], &res) != 0) {
+            if (i)
+                fprintf(stderr, "litevault import: %zu of %zu databases were imported before this failure\n", i,
+                        b->n);
+            goto out;
+        }
+        if (as_json)
+            json_array_append_new(arr, result_json(b->v[i].name, label, &res));
+        else
+            print_result(b->v[i].name, label, &res);
+    }
+    if (as_json) {
+        json_t *o = json_object();
+        json_object_set_new(o, "input", json_string(in));
+        json_object_set(o, "databases", arr);
+        print_json(stdout, o);
+        json_decref(o);
+    }
+    rc = 0;
+out:
+    for (i = 0; i < prepared; i++)
+        imp_src_done(&srcs[i]);
+    free(srcs);
+    bundle_free(b);
+    if (fd > 0)
+        close(fd);
+    if (dir[0])
+        bundle_rmtree(dir);
+    json_decref(arr);
+    json_decref(root);
+    return rc;
+}
+
+static void usage_import(void)
+{
+    printf("usage: litevault import [-c FILE] --db NAME IN.db [--no-check] [--json]\n"
+           "       litevault import [-c FILE] --all IN.tar.zst|IN.tar.gz|IN.tar|- [--no-check] [--json]\n\n"
+           "Replace database NAME on the running daemon with IN.db, or create it, as one logged\n"
+           "change (so the archive follows it).  Open connections see the new content at their\n"
+           "next transaction.  With --all, import every database of a bundle made by\n"
+           "'litevault export --all', after verifying its manifest and every checksum.\n"
+           "Before anything changes the input must be a SQLite database that passes\n"
+           "PRAGMA integrity_check; a bundle entry that is absolute, has '..', or is a link is\n"
+           "refused.  A -wal or -journal file next to IN.db is applied (on a copy) first.\n"
+           "Bundles are extracted into $TMPDIR (default /tmp).\n\n"
+           "  -c, --config FILE   configuration file (default ./litevault.yml, then /etc/litevault.yml)\n"
+           "  -d, --db NAME       the database to replace or create (its path on the mount)\n"
+           "  -a, --all           IN is a bundle\n"
+           "      --no-check      skip PRAGMA integrity_check\n"
+           "      --json          print the result as JSON\n"
+           "  -h, --help          show this help\n");
+}
+
+int export_cli_import(int argc, char **argv)
+{
+    static const struct option opts[] = {{"config", 1, 0, 'c'}, {"db", 1, 0, 'd'},   {"all", 0, 0, 'a'},
+                                         {"no-check", 0, 0, 'N'}, {"json", 0, 0, 'j'}, {"help", 0, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *cpath = NULL, *db = NULL, *in;
+    int c, all = 0, check = 1, as_json = 0, rc;
+    struct config cfg;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "c:d:ajh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': cpath = optarg; break;
+        case 'd': db = optarg; break;
+        case 'a': all = 1; break;
+        case 'N': check = 0; break;
+        case 'j': as_json = 1; break;
+        case 'h': usage_import(); return 0;
+        default: return ecli_usage("import", "unknown option");
+        }
+    }
+    if (!!db + all != 1)
+        return ecli_usage("import", "give exactly one of --db NAME or --all");
+    if (optind + 1 != argc)
+        return ecli_usage("import", "give exactly one input file");
+    in = argv[optind];
+    if (db && db[0] == '/')
+        db++;
+    if (db && !bundle_name_ok(db))
+        return ecli_usage("import", "--db NAME must be a relative name without '..' that is not a -wal, -journal "
+                                    "or -shm name");
+    if (db && strcmp(in, "-") == 0)
+        return ecli_usage("import", "--db takes a file, not standard input");
+    rc = ecli_config("import", cpath, &cfg);
+    if (rc)
+        return rc;
+    lvlog_setup(cfg.log_level < LVLOG_WARN ? cfg.log_level : LVLOG_WARN, 0);
+    rc = all ? import_bundle(&cfg, in, check, as_json) : import_file(&cfg, db, in, check, as_json);
+    config_free(&cfg);
+    return rc;
+}
