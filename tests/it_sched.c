@@ -65,22 +65,18 @@ static long long jint(json_t *o, const char *k)
     return (long long)json_integer_value(json_object_get(o, k));
 }
 
-/* TXID the job last exported for db (0 if none). */
-static uint64_t exported_txid(const struct lvnode *n, const char *job, const char *db)
-{
-    json_t *j = job_status(n, job);
-    uint64_t t = (uint64_t)json_integer_value(json_object_get(json_object_get(json_object_get(j, "databases"), db), "txid"));
-    json_decref(j);
-    return t;
-}
-
-/* Wait (<= 15 s) until job exported db at its current last TXID; returns that TXID. */
+/* Wait (<= 15 s) until job exported db at its current last TXID and that run ended
+ * (so its old exports are deleted too); returns that TXID. */
 static uint64_t wait_exported(const struct lvnode *n, const char *job, const char *db)
 {
     uint64_t want = lvnode_last_txid(n, db), got = 0;
     for (int i = 0; i < 150; i++) {
-        got = exported_txid(n, job, db);
-        if (got >= want)
+        json_t *j = job_status(n, job);
+        got = (uint64_t)json_integer_value(
+            json_object_get(json_object_get(json_object_get(j, "databases"), db), "txid"));
+        int running = json_is_true(json_object_get(j, "running"));
+        json_decref(j);
+        if (got >= want && !running)
             return got;
         usleep(100000);
     }
@@ -427,5 +423,134 @@ Test(sched, tar_zst_bundles)
     free(a);
     free(b);
     free(c);
+    lvnode_stop(&sN);
+}
+
+/* ---- S3: an s3rver that is stopped for a while, then started again ---- */
+
+#include "store.h"
+
+static char s3dir[64];
+
+static void s3_fini(void)
+{
+    s_fini();
+    if (s3dir[0]) {
+        run_cmd(NULL, "./tests/s3rver.sh stop '%s'; rm -rf '%s'", s3dir, s3dir);
+        s3dir[0] = '\0';
+    }
+}
+
+TestSuite(sched_s3, .fini = s3_fini, .timeout = 120);
+
+/* Fetch key from the store into path. */
+static void s3_fetch(struct store *s, const char *key, const char *path)
+{
+    void *buf = NULL;
+    size_t len = 0;
+    cr_assert_eq(store_get(s, key, 0, 0, &buf, &len), 0, "GET %s: %s", key, store_last_error(s));
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(buf, 1, len, f), len);
+    fclose(f);
+    free(buf);
+}
+
+Test(sched_s3, destination_down_for_a_while)
+{
+    char yml[1024], endpoint[64], p[600];
+    int port = free_port();
+    strcpy(s3dir, "/tmp/lvit-s3.XXXXXX");
+    cr_assert_not_null(mkdtemp(s3dir));
+    char *out = NULL;
+    cr_assert_eq(run_cmd(&out, "./tests/s3rver.sh start '%s' %d lvsched 2>&1", s3dir, port), 0,
+                 "s3rver did not start (run make deps): %s", out);
+    free(out);
+    snprintf(endpoint, sizeof endpoint, "http://127.0.0.1:%d", port);
+    snprintf(yml, sizeof yml,
+             "exports:\n"
+             "  - name: s3job\n"
+             "    schedule: '@every 1s'\n"
+             "    url: s3://lvsched/exp?max-retries=1&multipart-threshold=5MiB&part-size=5MiB\n"
+             "    endpoint: %s\n"
+             "    region: us-east-1\n"
+             "    force-path-style: true\n"
+             "    access-key-id: S3RVER\n"
+             "    secret-access-key: S3RVER\n"
+             "    keep: 2\n",
+             endpoint);
+    lvnode_init(&sN, yml);
+    sN_used = 1;
+    lvnode_start(&sN);
+    char *a = lvnode_path(&sN, "a.db");
+    /* ~7 MiB: uploaded in two parts from the mapped temp file */
+    sql_exec(a, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);"
+                "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i < 7000) "
+                "INSERT INTO t(v) SELECT randomblob(1000) FROM c;",
+             0);
+    uint64_t t1 = wait_exported(&sN, "s3job", "a.db");
+
+    struct store_opts o = {.endpoint = endpoint, .force_path_style = 1, .access_key = "S3RVER", .secret_key = "S3RVER"};
+    struct store *s = NULL;
+    char err[512];
+    cr_assert_eq(store_open("s3://lvsched/exp", &o, &s, err, sizeof err), 0, "%s", err);
+    struct store_list l = {0};
+    cr_assert_eq(store_list(s, "", &l), 0);
+    cr_assert_eq(l.n, 1);
+    cr_assert_gt(l.v[0].size, 6u << 20);
+    snprintf(p, sizeof p, "%s/got1.db", sN.dir);
+    s3_fetch(s, l.v[0].key, p);
+    check_image(&sN, "a.db", t1, p);
+    store_list_free(&l);
+
+    /* exports-list against S3 (credentials from the environment). */
+    cr_assert_eq(run_cmd(&out, "AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER '%s' exports-list --json "
+                               "--url 's3://lvsched/exp?endpoint=%s&force-path-style=true'",
+                         getenv("LITEVAULT"), endpoint),
+                 0, "%s", out);
+    json_t *jl = json_loads(out, 0, NULL);
+    cr_assert_eq(json_array_size(jl), 1, "%s", out);
+    cr_assert_eq((uint64_t)jint(json_array_get(jl, 0), "txid"), t1);
+    json_decref(jl);
+    free(out);
+
+    /* Down: runs fail and are recorded. */
+    cr_assert_eq(run_cmd(NULL, "./tests/s3rver.sh stop '%s'", s3dir), 0);
+    write_row(a, 1);
+    json_t *j = NULL;
+    for (int i = 0; i < 300; i++) {
+        json_decref(j);
+        j = job_status(&sN, "s3job");
+        if (jint(j, "consecutive_failures") >= 2)
+            break;
+        usleep(100000);
+    }
+    cr_assert_geq(jint(j, "consecutive_failures"), 2, "failures not recorded while S3 is down");
+    cr_assert(json_is_string(json_object_get(j, "last_error")));
+    cr_assert_null(strstr(json_string_value(json_object_get(j, "last_error")), "S3RVER"), "credentials leaked");
+    json_decref(j);
+    cr_assert_eq(run_cmd(&out, "curl -s -f 'http://%s/metrics' | grep '^litevault_export_failures_total{job=\"s3job\"}'",
+                         sN.http), 0);
+    cr_assert(atoi(strchr(out, ' ') + 1) >= 2, "metrics: %s", out);
+    free(out);
+
+    /* Back: the retry succeeds; keep 2 holds after one more change. */
+    cr_assert_eq(run_cmd(&out, "./tests/s3rver.sh start '%s' %d lvsched 2>&1", s3dir, port), 0, "%s", out);
+    free(out);
+    uint64_t t2 = wait_exported(&sN, "s3job", "a.db");
+    cr_assert_gt(t2, t1);
+    write_row(a, 2);
+    uint64_t t3 = wait_exported(&sN, "s3job", "a.db");
+    j = job_status(&sN, "s3job");
+    cr_assert_eq(jint(j, "consecutive_failures"), 0);
+    json_decref(j);
+    cr_assert_eq(store_list(s, "", &l), 0);
+    cr_assert_eq(l.n, 2, "keep 2 on S3: %zu objects", l.n);
+    snprintf(p, sizeof p, "%s/got3.db", sN.dir);
+    s3_fetch(s, l.v[1].key, p);
+    check_image(&sN, "a.db", t3, p);
+    store_list_free(&l);
+    store_close(s);
+    free(a);
     lvnode_stop(&sN);
 }
