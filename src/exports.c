@@ -1017,7 +1017,7 @@ int exports_list_main(const char *url, int json)
     rc = store_open(url, NULL, &s, err, sizeof err);
     if (rc < 0) {
         fprintf(stderr, "litevault export --list: %s\n", err[0] ? err : lv_strerror(rc));
-        return LV_EXIT_RUNTIME;
+        return rc == LV_ECONFIG ? LV_EXIT_USAGE : LV_EXIT_RUNTIME;
     }
     rc = store_list(s, "", &l);
     if (rc < 0) {
