@@ -8,7 +8,8 @@
  *   BENCH_KEEP=1   keep the temporary directory (and the daemon log)
  *   BENCH_TXN_MIB  transaction size of the 1 GiB load (default 32)
  *   BENCH_LOG_LEVEL  log.level of the daemon (default warn)
- *   BENCH_ONLY=1,3 run only these workloads (and skip the RSS part unless 7 is listed)
+ *   BENCH_ONLY=1,3 run only these workloads (and skip the RSS part unless 7 is
+ *                  listed, the export part unless 8 is listed)
  *   BENCH_SECS=N   measured seconds per side and workload (default 3, quick 0.5)
  *
  * Layout of the temporary directory BASE (one directory, one filesystem, so
@@ -37,6 +38,13 @@
  *   6    open a connection, 50 point SELECTs, close (WAL database, no other
  *        connection open, so every close also checkpoints and removes -wal);
  *        ops = open/close cycles.
+ *
+ * Export part (8, unless BENCH_QUICK, where it uses a 64 MiB database):
+ * on the 1 GiB database of part 7 (or one loaded the same way), quiescent,
+ * time `litevault export` against `sqlite3 .backup` (from the mount) and
+ * `cp` (of the backing file, plain and followed by an fsync, since export
+ * fsyncs its output), each into BASE/; then `litevault export --all` to a
+ * .tar.zst: compression ratio and throughput.
  *
  * Exit status: 0 when the bench ran (goals missed are reported as MISS),
  * 1 on any error (SQLite error, daemon failed to start or to stop cleanly).
@@ -997,6 +1005,164 @@ out_close:
     return rc;
 }
 
+/* ---------------------------------------------------------------- export */
+
+/* Result of the export part. */
+struct export_result {
+    double db_bytes;       /* size of the exported database */
+    double cp_s;           /* cp of the backing file */
+    double cp_sync_s;      /* cp, then fsync of the copy (sync FILE) */
+    double backup_s;       /* sqlite3 .backup from the mount */
+    double export_s;       /* litevault export --db */
+    double all_s;          /* litevault export --all -o .tar.zst */
+    double all_in_bytes;   /* bytes of all databases in the bundle */
+    double all_out_bytes;  /* size of the .tar.zst */
+    int ndb;               /* databases in the bundle */
+};
+
+/* Run a shell command, timed; seconds, or -1 if it failed (message printed). */
+static double timed_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static double timed_sh(const char *fmt, ...)
+{
+    char cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    double t0 = now_s();
+    int st = system(cmd);
+    double t = now_s() - t0;
+    if (st != 0) {
+        fprintf(stderr, "bench: command failed (status %d): %s\n", st, cmd);
+        return -1;
+    }
+    return t;
+}
+
+/* Load a database of about target bytes at path like rss_part does (half random, half zeros). */
+static int export_load(const char *path, double target)
+{
+    sqlite3 *db = NULL;
+    int rc = -1;
+    char sql[512];
+    if (db_open(path, &db) != 0)
+        return -1;
+    if (sql_exec(db, "PRAGMA page_size=4096") != 0 || db_modes(db, "wal", "NORMAL") != 0 ||
+        sql_exec(db, "PRAGMA cache_size=-65536; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB NOT NULL)") != 0)
+        goto out;
+    for (double have = 0; have < target;) {
+        char n[64];
+        snprintf(sql, sizeof sql,
+                 "BEGIN; WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<32768) "
+                 "INSERT INTO t(v) SELECT randomblob(500) || zeroblob(500) FROM c; COMMIT;");
+        if (sql_exec(db, sql) != 0 || sql_text(db, "SELECT page_count * page_size FROM pragma_page_count, "
+                                                   "pragma_page_size", n, sizeof n) != 0)
+            goto out;
+        have = atof(n);
+    }
+    rc = 0;
+out:
+    if (sqlite3_close(db) != SQLITE_OK)
+        rc = -1;
+    return rc;
+}
+
+static int export_part(struct export_result *r, int have_rss_db)
+{
+    char name[64], mpath[PATH_MAX], fpath[PATH_MAX], out[PATH_MAX], json[PATH_MAX];
+    struct stat st;
+    double target = (g.quick ? 64.0 : 1024.0) * MiB;
+
+    memset(r, 0, sizeof *r);
+    snprintf(name, sizeof name, "%s", have_rss_db ? "rss/big.db" : "exp/big.db");
+    snprintf(mpath, sizeof mpath, "%s/%s", g.mnt, name);
+    snprintf(fpath, sizeof fpath, "%s/files/%s", g.data, name);
+    if (!have_rss_db) {
+        char dir[PATH_MAX];
+        snprintf(dir, sizeof dir, "%s/exp", g.mnt);
+        progress("export: loading %.0f MiB through the mount", target / MiB);
+        if (mkdir(dir, 0755) != 0 || export_load(mpath, target) != 0)
+            return -1;
+    }
+    if (stat(fpath, &st) != 0) {
+        fprintf(stderr, "bench: %s: %s\n", fpath, strerror(errno));
+        return -1;
+    }
+    r->db_bytes = (double)st.st_size;
+    /* Warm the page cache evenly: every method then reads the database from memory. */
+    if (timed_sh("cat '%s' > /dev/null", fpath) < 0)
+        return -1;
+    progress("export: cp, cp+fsync, litevault export, sqlite3 .backup of %.0f MiB (2 rounds, best of each)",
+             r->db_bytes / MiB);
+    snprintf(out, sizeof out, "%s/export-out.db", g.base);
+    double *best[4] = {&r->cp_s, &r->cp_sync_s, &r->export_s, &r->backup_s};
+    for (int round = 0; round < 2; round++)
+        for (int k = 0; k < 4; k++) {
+            int m = round ? 3 - k : k; /* alternate the order between rounds */
+            double t;
+            /* Start each from a clean page cache state: no dirty pages of the previous one. */
+            if (timed_sh("sync -f '%s'", g.base) < 0)
+                return -1;
+            if (m == 0)
+                t = timed_sh("cp '%s' '%s'", fpath, out);
+            else if (m == 1)
+                t = timed_sh("cp '%s' '%s' && sync '%s'", fpath, out, out);
+            else if (m == 2)
+                t = timed_sh("'%s' export -c '%s' --db '%s' -o '%s' > /dev/null", g.litevault, g.cfg, name, out);
+            else
+                t = timed_sh("sqlite3 '%s' \".backup '%s'\"", mpath, out);
+            unlink(out);
+            if (t < 0)
+                return -1;
+            if (*best[m] == 0 || t < *best[m])
+                *best[m] = t;
+        }
+
+    progress("export: --all to .tar.zst");
+    snprintf(out, sizeof out, "%s/export-all.tar.zst", g.base);
+    snprintf(json, sizeof json, "%s/export-all.json", g.base);
+    if ((r->all_s = timed_sh("'%s' export -c '%s' --all -o '%s' --json > '%s'", g.litevault, g.cfg, out, json)) < 0)
+        return -1;
+    if (stat(out, &st) != 0)
+        return -1;
+    r->all_out_bytes = (double)st.st_size;
+    json_t *j = json_load_file(json, 0, NULL);
+    json_t *arr = json_object_get(j, "databases"), *e;
+    size_t i;
+    json_array_foreach(arr, i, e)
+    {
+        r->all_in_bytes += (double)json_integer_value(json_object_get(e, "size"));
+        r->ndb++;
+    }
+    json_decref(j);
+    unlink(out);
+    unlink(json);
+    return r->all_in_bytes > 0 ? 0 : -1;
+}
+
+static void print_export(const struct export_result *r)
+{
+    double mib = r->db_bytes / MiB;
+    printf("\nExport of a %.0f MiB database (quiescent, page cache warm, no dirty pages at each start; best of 2)\n", mib);
+    printf("| method                             |     s |  MiB/s | vs cp | vs cp+fsync |\n");
+    printf("|------------------------------------|------:|-------:|------:|------------:|\n");
+#define EXROW(label, t) printf("| %-34s | %5.2f | %6.0f | %5.2f | %11.2f |\n", label, t, mib / (t), (t) / r->cp_s, \
+                               (t) / r->cp_sync_s)
+    EXROW("cp (backing file)", r->cp_s);
+    EXROW("cp + fsync of the copy", r->cp_sync_s);
+    EXROW("litevault export --db (fsyncs)", r->export_s);
+    EXROW("sqlite3 .backup (from the mount)", r->backup_s);
+#undef EXROW
+    double ratio = r->export_s / r->cp_s, ratio_sync = r->export_s / r->cp_sync_s;
+    /* export fsyncs its output (published atomically); plain cp leaves it dirty in the page cache. */
+    printf("  goal: export within 1.5x of cp: %.2fx of cp + fsync (both durable) -> %s; %.2fx of plain cp -> %s\n",
+           ratio_sync, ratio_sync <= 1.5 ? "PASS" : "MISS", ratio, ratio <= 1.5 ? "PASS" : "MISS");
+    printf("  export --all -o .tar.zst: %d databases, %.0f MiB in %.2f s (%.0f MiB/s of input), "
+           "bundle %.1f MiB, compression ratio %.2f\n",
+           r->ndb, r->all_in_bytes / MiB, r->all_s, r->all_in_bytes / MiB / r->all_s, r->all_out_bytes / MiB,
+           r->all_in_bytes / r->all_out_bytes);
+}
+
 /* ---------------------------------------------------------------- report */
 
 static void print_facts(void)
@@ -1123,6 +1289,8 @@ int main(void)
 {
     struct side_result nat[NWORK], mnt[NWORK];
     struct rss_result rss;
+    struct export_result exr;
+    int have_rss_db = 0;
     const char *parent = getenv("BENCH_DIR");
     int rc = 1;
 
@@ -1185,8 +1353,14 @@ int main(void)
         if (rss_part(&rss) != 0)
             goto out_cleanup;
         print_rss(&rss);
+        have_rss_db = 1;
     } else {
         printf("\n(BENCH_QUICK: the 1 GiB RSS part is skipped)\n");
+    }
+    if (selected(8)) {
+        if (export_part(&exr, have_rss_db) != 0)
+            goto out_cleanup;
+        print_export(&exr);
     }
     printf("\ndaemon VmRSS now %.1f MiB, VmHWM %.1f MiB\n", status_kib(g.pid, "VmRSS") / 1024.0,
            status_kib(g.pid, "VmHWM") / 1024.0);

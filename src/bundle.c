@@ -738,7 +738,7 @@ int bundle_extract(int fd, const char *dir, struct bundle **out, char *err, size
     archive_read_support_format_tar(a);
     if (archive_read_open_fd(a, fd, 65536) != ARCHIVE_OK) {
         rc = LV_ECORRUPT;
-        seterr(err, errlen, "not a readable tar, tar.zst or tar.gz bundle: %s", archive_error_string(a));
+        seterr(err, errlen, "not a readable bundle (damaged or truncated, or not a tar, tar.zst or tar.gz file): %s", archive_error_string(a));
         goto out;
     }
     while ((r = archive_read_next_header(a, &ae)) != ARCHIVE_EOF) {

@@ -414,6 +414,10 @@ static int publish_image(const char *cmd, struct ecli_image *im, const char *out
         goto out;
     }
     if (strcmp(out, "-") == 0) {
+        if (isatty(1)) {
+            ecli_err(cmd, "refusing to write a database to a terminal; redirect standard output");
+            goto out;
+        }
         progress_init(&pg, "export", size);
         int e = copy_fd(fd, 1, size, &pg);
         if (e) {
@@ -1120,9 +1124,23 @@ static int import_one(const char *cmd, const struct config *cfg, json_t *dbs, co
     int rc;
 
     memset(res, 0, sizeof *res);
-    res->created = e == NULL;
+    char mp[PATH_MAX * 2];
+    struct stat st;
+    int replace = e != NULL;
+    snprintf(mp, sizeof mp, "%s/%s", cfg->fuse_dir, name);
+    if (!e && lstat(mp, &st) == 0) {
+        /* On the mount but not a database the daemon tracks: an empty file
+         * (sqlite3 opened it, nothing written yet) is filled like a database;
+         * anything else is not ours to replace. */
+        if (!S_ISREG(st.st_mode) || st.st_size != 0) {
+            ecli_err(cmd, "refused: %s exists on the mount but is not a SQLite database; nothing was changed", mp);
+            return LV_EXIT_RUNTIME;
+        }
+        replace = 1;
+    }
+    res->created = !replace;
     res->before_txid = e ? (uint64_t)json_integer_value(json_object_get(e, "txid")) : 0;
-    rc = e ? import_replace(cmd, cfg, name, s) : import_new(cmd, cfg, name, s);
+    rc = replace ? import_replace(cmd, cfg, name, s) : import_new(cmd, cfg, name, s);
     if (rc)
         return rc;
     root2 = ecli_status(cmd, cfg, &dbs2);
