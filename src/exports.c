@@ -35,7 +35,8 @@
  * in parts straight from the mapping).
  *
  * State.  data.dir/exports/NAME.json (published atomically with
- * sys_publish_file after every uploaded object):
+ * sys_publish_file after every uploaded object and at the end of a
+ * successful run that uploaded something; idle runs do not rewrite it):
  *   {"version":1, "job":NAME, "url":URL, "format":"db"|"tar.zst",
  *    "last_success_us":T,
  *    "databases": {DBNAME: {"id":32hex, "txid":N, "key":KEY, "time_us":T}}}
@@ -724,10 +725,11 @@ static void exp_run_job(struct exports *x, struct exp_job *j)
 {
     int64_t start = x->now(x->now_arg), end, next;
     char err[EXP_ERR_MAX] = "";
-    uint64_t consecutive;
+    uint64_t consecutive, uploaded_before;
     int rc;
 
     pthread_mutex_lock(&x->mu);
+    uploaded_before = j->uploaded;
     j->running = 1;
     j->runs++;
     j->last_run_us = start;
@@ -757,10 +759,11 @@ static void exp_run_job(struct exports *x, struct exp_job *j)
     }
     j->next_us = next;
     consecutive = j->consecutive;
+    int save = rc == 0 && j->uploaded != uploaded_before; /* idle runs do not rewrite the file */
     pthread_mutex_unlock(&x->mu);
-    if (rc == 0) {
+    if (save) {
         exp_save_state(x, j);
-    } else {
+    } else if (rc < 0) {
         char t[40];
         LV_WARN("export %s: run failed (%llu in a row): %s; retrying at %s", j->cfg->name,
                 (unsigned long long)consecutive, err[0] ? err : lv_strerror(rc), lv_fmt_time(next, t, sizeof t));

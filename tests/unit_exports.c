@@ -153,12 +153,21 @@ Test(exports, fake_clock_schedule_backoff_and_recovery)
                        buf);
     free(buf);
     snprintf(path, sizeof path, "%s/data/exports/job1.json", ex_dir);
-    cr_assert_eq(access(path, F_OK), 0, "state file %s", path);
+    cr_assert_neq(access(path, F_OK), 0, "a run that uploaded nothing does not write the state file %s", path);
     snprintf(path, sizeof path, "%s/blocker/exp", ex_dir);
     cr_assert_eq(access(path, F_OK), 0, "destination directory created");
 
     exports_stop(x);
-    /* The state survives: a new scheduler reads last_success back. */
+    /* A saved state is read back by a new scheduler (last_success of the last run that uploaded). */
+    snprintf(path, sizeof path, "%s/data/exports/job1.json", ex_dir);
+    snprintf(yml, sizeof yml, "{\"version\":1,\"job\":\"job1\",\"url\":\"%s/blocker/exp\",\"format\":\"db\","
+             "\"last_success_us\":1772364225000000,\"databases\":{}}", ex_dir);
+    char mk[300];
+    snprintf(mk, sizeof mk, "mkdir -p '%s/data/exports'", ex_dir);
+    cr_assert_eq(system(mk), 0);
+    f = fopen(path, "w");
+    fputs(yml, f);
+    fclose(f);
     cr_assert_eq(exports_new(&cfg, reg, fake_clock, NULL, &x, err, sizeof err), 0, "%s", err);
     o = st1(x);
     cr_assert_str_eq(json_string_value(json_object_get(o, "last_success")), "2026-03-01T11:23:45.000000Z");
