@@ -120,7 +120,7 @@ FUZZ_CC      ?= clang
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECS    ?= 20
 FUZZ_NAMES   := config txlog txlog_open wal state time
-FUZZ_LIBSRCS := src/lv.c src/lvlog.c src/sys.c src/cksum.c src/txlog.c src/wal.c src/config.c
+FUZZ_LIBSRCS := src/lv.c src/lvlog.c src/sys.c src/cksum.c src/txlog.c src/wal.c src/config.c src/cron.c
 FUZZ_LIBOBJS := $(FUZZ_LIBSRCS:%.c=$(FUZZ_BUILD)/%.o)
 FUZZ_CFLAGS   = -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread $(filter-out -Wno-format-truncation,$(WARN)) -Isrc -Iarchive -Irestore $(PKG_CFLAGS) -g -O1 \
                 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined

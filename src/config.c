@@ -8,6 +8,9 @@
  *   data:   dir, state-interval, segment-size    (section)
  *   http:   addr                                 (section)
  *   log:    level, format                        (section)
+ *   exports: name, schedule, url, format, databases, keep, on, endpoint,
+ *            region, force-path-style, access-key-id, secret-access-key,
+ *            session-token                       (list)
  *
  * Schema.  A schema is a NULL-terminated array of struct cfg_key.  Each
  * key is one of
@@ -25,6 +28,16 @@
  *     .off = offsetof(struct config, archive), .count_off = offsetof(struct config, narchive),
  *     .elem_size = sizeof(struct config_archive) }
  * config_free() walks the same schema to free owned strings and arrays.
+ *
+ * List items: key->elem_init (optional) sets an element's defaults before
+ * its keys are walked (calloc'ed elements are otherwise all zero), and
+ * key->elem_check (optional) validates the element as a whole after its
+ * walk (keys that depend on each other, uniqueness against the earlier
+ * elements), reporting at the item's position.
+ * Leaves with .seq also accept a sequence of scalars: parse runs once per
+ * item (p->keypath ends in "[j]" then); with .owned == 2 the field is a
+ * malloc'ed char ** array whose size_t count is at key->count_off, freed
+ * string by string (exports[].databases).
  *
  * Walk invariants: p->keypath always holds the dotted path of the node
  * being checked ("data.segment-size", "archive[1].url"), so every error
@@ -44,9 +57,11 @@
 
 #include "config.h"
 
+#include "cron.h"
 #include "lv.h"
 #include "lvlog.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -80,12 +95,16 @@ struct cfg_key {
     enum cfg_kind kind;         /* leaf, section or list */
     cfg_parse_fn parse;         /* CFG_LEAF: converter */
     size_t off;                 /* CFG_LEAF: field offset; CFG_LIST: offset of the element array pointer */
-    int owned;                  /* CFG_LEAF: field is a malloc'ed char * freed by config_free */
+    int owned;                  /* CFG_LEAF: 1: field is a malloc'ed char * freed by config_free;
+                                   2: a malloc'ed char ** of malloc'ed strings, count at count_off */
+    int seq;                    /* CFG_LEAF: a sequence of scalars is accepted too (parse per item) */
     int required;               /* must be present in its mapping */
     const char *example;        /* CFG_LEAF: an example value, for messages */
     const struct cfg_key *sub;  /* CFG_SECTION, CFG_LIST: keys of the nested mapping */
     size_t count_off;           /* CFG_LIST: offset of the size_t element count */
     size_t elem_size;           /* CFG_LIST: bytes per element */
+    void (*elem_init)(void *elem, size_t i);  /* CFG_LIST: defaults of element i, or NULL */
+    int (*elem_check)(struct cfg_parser *p, yaml_node_t *item, char *arr, size_t i); /* CFG_LIST: or NULL */
 };
 
 struct cfg_parser {
@@ -405,12 +424,249 @@ static const struct cfg_key log_keys[] = {
     {.name = NULL},
 };
 
-/* Top level.  Later versions add lease (CFG_SECTION), archive and exports (CFG_LIST) here. */
+/* ---- exports (scheduled export jobs) ---- */
+
+#define DEFAULT_EXPORT_KEEP 7
+#define MAX_EXPORT_KEEP 100000
+
+static int parse_export_name(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                             void *field)
+{
+    char *v;
+
+    LV_UNUSED(k);
+    if (!*value || strlen(value) > 64 || value[0] == '.')
+        goto bad;
+    for (const char *c = value; *c; c++) {
+        if (!isalnum((unsigned char)*c) && *c != '.' && *c != '_' && *c != '-')
+            goto bad;
+    }
+    v = strdup(value);
+    if (!v)
+        return LV_ENOMEM;
+    return set_string(field, v);
+bad:
+    return cfg_error(p, node->start_mark,
+                     "bad job name \"%s\" (use 1 to 64 letters, digits, '.', '_' or '-', not starting with '.')",
+                     value);
+}
+
+static int parse_schedule(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                          void *field)
+{
+    struct cron c;
+    char why[256];
+    char *v;
+
+    LV_UNUSED(k);
+    if (cron_parse(value, &c, why, sizeof why) < 0)
+        return cfg_error(p, node->start_mark, "bad schedule \"%s\": %s (schedules are in UTC)", value, why);
+    v = strdup(value);
+    if (!v)
+        return LV_ENOMEM;
+    return set_string(field, v);
+}
+
+static int parse_export_url(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                            void *field)
+{
+    char *v;
+
+    if (!*value)
+        return cfg_error(p, node->start_mark, "empty value (set a directory, file:///dir or s3://BUCKET/PREFIX, e.g. %s)",
+                         k->example);
+    if (strstr(value, "://")) {
+        if (strncmp(value, "s3://", 5) == 0) {
+            if (!value[5] || value[5] == '/' || value[5] == '?')
+                return cfg_error(p, node->start_mark, "s3 URL \"%s\" has no bucket (use s3://BUCKET/PREFIX)", value);
+        } else if (strncmp(value, "file://", 7) == 0) {
+            if (value[7] != '/')
+                return cfg_error(p, node->start_mark, "file URL \"%s\" needs an absolute path (file:///dir)", value);
+        } else {
+            return cfg_error(p, node->start_mark,
+                             "unsupported URL \"%s\" (use a directory, file:///dir or s3://BUCKET/PREFIX)", value);
+        }
+        v = strdup(value);
+    } else {
+        v = resolve_path(p->basedir, value); /* a directory, relative to the config file */
+    }
+    if (!v)
+        return LV_ENOMEM;
+    return set_string(field, v);
+}
+
+static int parse_export_format(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                               void *field)
+{
+    LV_UNUSED(k);
+    if (strcmp(value, "db") == 0)
+        *(int *)field = CONFIG_EXPORT_DB;
+    else if (strcmp(value, "tar.zst") == 0)
+        *(int *)field = CONFIG_EXPORT_TAR_ZST;
+    else
+        return cfg_error(p, node->start_mark, "unknown format \"%s\" (use db or tar.zst)", value);
+    return 0;
+}
+
+/* databases: "all", or (called once per item) one name of a list. */
+static int parse_export_databases(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                                  void *field)
+{
+    char ***arr = field;
+    size_t *count = (size_t *)((char *)field - k->off + k->count_off), len = strlen(p->keypath);
+    char **na, *v;
+
+    if (len == 0 || p->keypath[len - 1] != ']') { /* a single value */
+        if (strcmp(value, "all") == 0)
+            return 0;
+        return cfg_error(p, node->start_mark, "expected all, or a list of database names such as [app.db, dir/b.db]"
+                                              ", found \"%s\"", value);
+    }
+    if (!*value || value[0] == '/' || strstr(value, "..") || value[strlen(value) - 1] == '/')
+        return cfg_error(p, node->start_mark,
+                         "bad database name \"%s\" (use the path on the mount without a leading '/', e.g. dir/app.db)",
+                         value);
+    for (size_t i = 0; i < *count; i++) {
+        if (strcmp((*arr)[i], value) == 0)
+            return cfg_error(p, node->start_mark, "database \"%s\" is listed twice", value);
+    }
+    v = strdup(value);
+    na = v ? realloc(*arr, (*count + 1) * sizeof *na) : NULL;
+    if (!na) {
+        free(v);
+        return LV_ENOMEM;
+    }
+    na[(*count)++] = v;
+    *arr = na;
+    return 0;
+}
+
+static int parse_export_keep(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                             void *field)
+{
+    char *end;
+    long v;
+
+    LV_UNUSED(k);
+    errno = 0;
+    v = strtol(value, &end, 10);
+    if (!*value || *end || errno || v < 1 || v > MAX_EXPORT_KEEP)
+        return cfg_error(p, node->start_mark, "bad count \"%s\" (use an integer from 1 to %d, e.g. %d)", value,
+                         MAX_EXPORT_KEEP, DEFAULT_EXPORT_KEEP);
+    *(int *)field = (int)v;
+    return 0;
+}
+
+static int parse_export_on(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                           void *field)
+{
+    LV_UNUSED(k);
+    if (strcmp(value, "primary") == 0) {
+        *(int *)field = CONFIG_EXPORT_ON_PRIMARY;
+        return 0;
+    }
+    if (strcmp(value, "replica") == 0)
+        return cfg_error(p, node->start_mark, "on: replica is not supported yet (replication does not exist yet; "
+                                              "use primary)");
+    return cfg_error(p, node->start_mark, "unknown value \"%s\" (use primary)", value);
+}
+
+/* A non-empty string (S3 options and credentials). */
+static int parse_export_string(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                               void *field)
+{
+    char *v;
+
+    if (!*value)
+        return cfg_error(p, node->start_mark, "empty value (e.g. %s, or remove the key)", k->example);
+    v = strdup(value);
+    if (!v)
+        return LV_ENOMEM;
+    return set_string(field, v);
+}
+
+static int parse_export_bool(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                             void *field)
+{
+    LV_UNUSED(k);
+    if (strcmp(value, "true") == 0 || strcmp(value, "yes") == 0 || strcmp(value, "on") == 0)
+        *(int *)field = 1;
+    else if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0 || strcmp(value, "off") == 0)
+        *(int *)field = 0;
+    else
+        return cfg_error(p, node->start_mark, "expected true or false, found \"%s\"", value);
+    return 0;
+}
+
+static void export_init(void *elem, size_t i)
+{
+    struct config_export *e = elem;
+
+    e->keep = DEFAULT_EXPORT_KEEP;
+    e->force_path_style = -1;
+    e->format = CONFIG_EXPORT_DB;
+    e->on = CONFIG_EXPORT_ON_PRIMARY;
+    if (asprintf(&e->name, "job%zu", i + 1) < 0)
+        e->name = NULL; /* checked in export_check */
+}
+
+static int export_check(struct cfg_parser *p, yaml_node_t *item, char *arr, size_t i)
+{
+    struct config_export *v = (struct config_export *)arr, *e = &v[i];
+
+    if (!e->name)
+        return LV_ENOMEM;
+    for (size_t j = 0; j < i; j++) {
+        if (strcmp(v[j].name, e->name) == 0)
+            return cfg_error(p, item->start_mark, "job name \"%s\" is also used by exports[%zu] (names must be "
+                                                  "unique: each job keeps its state under that name)", e->name, j);
+    }
+    if (strncmp(e->url, "s3://", 5) != 0 &&
+        (e->endpoint || e->region || e->force_path_style != -1 || e->access_key_id || e->secret_access_key ||
+         e->session_token))
+        return cfg_error(p, item->start_mark, "endpoint, region, force-path-style and credentials apply only to an "
+                                              "s3:// url (url is %s)", e->url);
+    if (!e->access_key_id != !e->secret_access_key)
+        return cfg_error(p, item->start_mark, "set both access-key-id and secret-access-key, or neither (to use "
+                                              "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)");
+    return 0;
+}
+
+static const struct cfg_key export_keys[] = {
+    {.name = "name", .parse = parse_export_name, .off = offsetof(struct config_export, name), .owned = 1, .example = "nightly"},
+    {.name = "schedule", .parse = parse_schedule, .off = offsetof(struct config_export, schedule), .owned = 1,
+     .required = 1, .example = "@daily"},
+    {.name = "url", .parse = parse_export_url, .off = offsetof(struct config_export, url), .owned = 1, .required = 1,
+     .example = "s3://bucket/exports"},
+    {.name = "format", .parse = parse_export_format, .off = offsetof(struct config_export, format), .example = "db"},
+    {.name = "databases", .parse = parse_export_databases, .off = offsetof(struct config_export, databases),
+     .owned = 2, .seq = 1, .count_off = offsetof(struct config_export, ndatabases), .example = "all"},
+    {.name = "keep", .parse = parse_export_keep, .off = offsetof(struct config_export, keep), .example = "7"},
+    {.name = "on", .parse = parse_export_on, .off = offsetof(struct config_export, on), .example = "primary"},
+    {.name = "endpoint", .parse = parse_export_string, .off = offsetof(struct config_export, endpoint), .owned = 1,
+     .example = "http://127.0.0.1:9000"},
+    {.name = "region", .parse = parse_export_string, .off = offsetof(struct config_export, region), .owned = 1,
+     .example = "us-east-1"},
+    {.name = "force-path-style", .parse = parse_export_bool, .off = offsetof(struct config_export, force_path_style),
+     .example = "true"},
+    {.name = "access-key-id", .parse = parse_export_string, .off = offsetof(struct config_export, access_key_id),
+     .owned = 1, .example = "${AWS_ACCESS_KEY_ID}"},
+    {.name = "secret-access-key", .parse = parse_export_string,
+     .off = offsetof(struct config_export, secret_access_key), .owned = 1, .example = "${AWS_SECRET_ACCESS_KEY}"},
+    {.name = "session-token", .parse = parse_export_string, .off = offsetof(struct config_export, session_token),
+     .owned = 1, .example = "${AWS_SESSION_TOKEN}"},
+    {.name = NULL},
+};
+
+/* Top level.  Later versions add lease (CFG_SECTION) and archive (CFG_LIST) here. */
 static const struct cfg_key top_keys[] = {
     {.name = "fuse", .kind = CFG_SECTION, .sub = fuse_keys},
     {.name = "data", .kind = CFG_SECTION, .sub = data_keys},
     {.name = "http", .kind = CFG_SECTION, .sub = http_keys},
     {.name = "log", .kind = CFG_SECTION, .sub = log_keys},
+    {.name = "exports", .kind = CFG_LIST, .sub = export_keys, .off = offsetof(struct config, exports),
+     .count_off = offsetof(struct config, nexports), .elem_size = sizeof(struct config_export),
+     .elem_init = export_init, .elem_check = export_check},
     {.name = NULL},
 };
 
@@ -516,6 +772,26 @@ static int walk_leaf(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t 
     char *v = NULL;
     int rc;
 
+    if (val->type == YAML_SEQUENCE_NODE && k->seq) {
+        size_t old = strlen(p->keypath), n = (size_t)(val->data.sequence.items.top - val->data.sequence.items.start);
+        rc = 0;
+        if (n == 0)
+            return cfg_error(p, val->start_mark, "empty list (list at least one value, or remove the key)");
+        for (size_t j = 0; j < n && rc == 0; j++) {
+            yaml_node_t *item = yaml_document_get_node(p->doc, val->data.sequence.items.start[j]);
+            snprintf(p->keypath + old, sizeof p->keypath - old, "[%zu]", j);
+            if (item->type != YAML_SCALAR_NODE || is_null_scalar(item))
+                rc = cfg_error(p, item->start_mark, "expected a single value such as %s, found %s", k->example,
+                               item->type == YAML_SCALAR_NODE ? "nothing" : node_kind_name(item));
+            else if ((rc = expand_env(p, item, &v)) == 0) {
+                rc = k->parse(p, k, item, v, base + k->off);
+                free(v);
+                v = NULL;
+            }
+        }
+        p->keypath[old] = '\0';
+        return rc;
+    }
     if (val->type != YAML_SCALAR_NODE)
         return cfg_error(p, val->start_mark, "expected a single value such as %s, found %s", k->example,
                          node_kind_name(val));
@@ -556,10 +832,14 @@ static int walk_list(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t 
     for (size_t i = 0; i < n && rc == 0; i++) {
         yaml_node_t *item = yaml_document_get_node(p->doc, val->data.sequence.items.start[i]);
         snprintf(p->keypath + old, sizeof p->keypath - old, "[%zu]", i);
+        if (k->elem_init)
+            k->elem_init(*arr + i * k->elem_size, i);
         if (item->type != YAML_MAPPING_NODE)
             rc = cfg_error(p, item->start_mark, "expected a mapping (keys %s), found %s", listkeys, node_kind_name(item));
         else
             rc = walk_mapping(p, item, k->sub, *arr + i * k->elem_size);
+        if (rc == 0 && k->elem_check)
+            rc = k->elem_check(p, item, *arr, i);
     }
     p->keypath[old] = '\0';
     return rc;
@@ -654,7 +934,15 @@ static int walk_mapping(struct cfg_parser *p, yaml_node_t *map, const struct cfg
 static void free_schema(const struct cfg_key *keys, char *base)
 {
     for (const struct cfg_key *k = keys; k->name; k++) {
-        if (k->kind == CFG_LEAF && k->owned) {
+        if (k->kind == CFG_LEAF && k->owned == 2) {
+            char ***a = (char ***)(base + k->off);
+            size_t *count = (size_t *)(base + k->count_off);
+            for (size_t i = 0; *a && i < *count; i++)
+                free((*a)[i]);
+            free(*a);
+            *a = NULL;
+            *count = 0;
+        } else if (k->kind == CFG_LEAF && k->owned) {
             char **s = (char **)(base + k->off);
             free(*s);
             *s = NULL;

@@ -12,6 +12,35 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* exports[].format */
+enum config_export_format {
+    CONFIG_EXPORT_DB = 0,      /* "db": one SQLite file per database */
+    CONFIG_EXPORT_TAR_ZST = 1, /* "tar.zst": one bundle (bundle.h) per run */
+};
+
+/* exports[].on: where the job runs. */
+enum config_export_on {
+    CONFIG_EXPORT_ON_PRIMARY = 0, /* "primary" (the only value accepted for now) */
+};
+
+/* One scheduled export job (exports[] in the file; see config.yml.sample). */
+struct config_export {
+    char *name;                /* name: [A-Za-z0-9._-]+, unique; default "jobN" (1-based position) (owned) */
+    char *schedule;            /* schedule: cron expression, checked with cron_parse (owned); required */
+    char *url;                 /* url: absolute directory, file:///dir or s3://BUCKET/PREFIX (owned); required */
+    int format;                /* format: an enum config_export_format; default db */
+    char **databases;          /* databases: NULL for all (default), else ndatabases names (owned) */
+    size_t ndatabases;         /* entries in databases */
+    int keep;                  /* keep: exports kept per database (db) or per job (tar.zst); default 7 */
+    int on;                    /* on: an enum config_export_on; default primary */
+    char *endpoint;            /* endpoint: S3 endpoint URL (owned) or NULL */
+    char *region;              /* region: S3 region (owned) or NULL */
+    int force_path_style;      /* force-path-style: 1 true, 0 false, -1 default (as in store_opts) */
+    char *access_key_id;       /* access-key-id (owned, secret-adjacent; never logged) or NULL */
+    char *secret_access_key;   /* secret-access-key (owned, never logged) or NULL */
+    char *session_token;       /* session-token (owned, never logged) or NULL */
+};
+
 struct config {
     char *path;        /* file the config was read from (owned), or NULL for defaults */
     char *fuse_dir;    /* fuse.dir: mount point (owned); default "/var/lib/litevault/mnt" */
@@ -21,6 +50,8 @@ struct config {
     int log_json;      /* log.format: 1 for json, 0 for text (default) */
     int64_t state_interval_us;  /* data.state-interval: how often the checksum state is persisted; default 30s */
     int64_t segment_size;       /* data.segment-size: bytes before a log segment rolls over; default 64 MiB */
+    struct config_export *exports; /* exports: scheduled export jobs (owned array), NULL if none */
+    size_t nexports;               /* entries in exports */
 };
 
 /* Fill *cfg with defaults (strings owned by cfg). 0 or LV_ENOMEM. */

@@ -39,6 +39,7 @@
  * Exit codes: 0 ok, 1 runtime error or refused input, 2 usage/config error.
  */
 #include "export_cli.h"
+#include "exports.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -754,10 +755,9 @@ int export_cli_export(int argc, char **argv)
     if (optind < argc)
         return ecli_usage("export", "unexpected argument");
     if (list) {
-        /* LEAD: replace with exports_list_main(url, as_json) from the scheduler branch. */
-        (void)url;
-        fprintf(stderr, "litevault export: --list is not available in this build\n");
-        return LV_EXIT_USAGE;
+        if (!url)
+            return ecli_usage("export", "--list needs --url URL (a directory, file:// or s3:// URL)");
+        return exports_list_main(url, as_json);
     }
     if (!!db + all != 1)
         return ecli_usage("export", "give exactly one of --db NAME or --all");

@@ -34,6 +34,7 @@
 #include "config.h"
 #include "db.h"
 #include "export_cli.h"
+#include "exports.h"
 #include "fs.h"
 #include "http.h"
 #include "lv.h"
@@ -74,6 +75,7 @@ static void load_config(const char *explicit_path, struct config *cfg)
 struct daemon {
     struct config cfg;         /* configuration */
     struct dbreg *reg;         /* databases */
+    struct exports *exp;       /* scheduled exports (NULL if none); set before the HTTP server starts */
     pthread_mutex_t mu;        /* guards stop */
     pthread_cond_t cv;         /* signalled on stop */
     int stop;                  /* housekeeping should end */
@@ -88,6 +90,7 @@ static int h_status(void *ctx, const struct http_request *req, struct http_respo
     json_t *o = json_object();
     json_object_set_new(o, "version", json_string(LV_VERSION));
     json_object_set_new(o, "databases", dbs ? json_loads(dbs, 0, NULL) : json_array());
+    json_object_set_new(o, "exports", exports_status_json(dm->exp));
     free(dbs);
     resp->body = json_dumps(o, JSON_INDENT(2));
     json_decref(o);
@@ -100,7 +103,8 @@ static int h_metrics(void *ctx, const struct http_request *req, struct http_resp
     struct daemon *dm = ctx;
     char *buf = NULL;
     size_t len = 0, cap = 0;
-    if (dbreg_metrics(dm->reg, &buf, &len, &cap) != 0 || metrics_render_process(&buf, &len, &cap) != 0) {
+    if (dbreg_metrics(dm->reg, &buf, &len, &cap) != 0 || metrics_render_process(&buf, &len, &cap) != 0 ||
+        exports_metrics(dm->exp, &buf, &len, &cap) != 0) {
         free(buf);
         resp->status = 500;
         resp->body = strdup("{\"error\":\"out of memory\"}");
@@ -249,6 +253,10 @@ static int cmd_mount(int argc, char **argv)
         fprintf(stderr, "litevault: %s\n", err);
         goto out_cfg;
     }
+    if (exports_new(&dm.cfg, dm.reg, NULL, NULL, &dm.exp, err, sizeof err) != 0) {
+        fprintf(stderr, "litevault: %s\n", err);
+        goto out_reg;
+    }
     if (http_new(dm.cfg.http_addr, &hs) != 0 || http_route(hs, "GET", "/status", h_status, &dm) != 0 ||
         http_route(hs, "GET", "/metrics", h_metrics, &dm) != 0 || api_register(hs, dm.reg, &dm.cfg) != 0 ||
         http_start(hs) != 0) {
@@ -259,6 +267,7 @@ static int cmd_mount(int argc, char **argv)
     pthread_mutex_init(&dm.mu, NULL);
     pthread_cond_init(&dm.cv, NULL);
     pthread_create(&hk, NULL, housekeeping, &dm);
+    exports_start(dm.exp);
     if (fs_prepare(dm.reg, dm.cfg.fuse_dir, &fs, err, sizeof err) != 0) {
         fprintf(stderr, "litevault: %s\n", err);
         goto out_hk;
@@ -299,6 +308,7 @@ out_hk:
     pthread_join(hk, NULL);
     http_free(hs);
 out_reg:
+    exports_stop(dm.exp);
     dbreg_close(dm.reg);
 out_cfg:
     config_free(&dm.cfg);

@@ -253,7 +253,6 @@ Test(config, unknown_keys)
 {
     cft_load_err("lease:\n  ttl: 1s\n", 1, 1, "lease: unknown key", "fuse, data, http, log");
     cft_load_err("archive:\n  - url: s3://x\n", 1, 1, "archive: unknown key", NULL);
-    cft_load_err("exports: []\n", 1, 1, "exports: unknown key", NULL);
     cft_load_err("fuse:\n  dri: /x\n", 2, 3, "fuse.dri: unknown key", "did you mean \"dir\"");
     cft_load_err("data:\n  dir: /d\n  segment_size: 1MiB\n", 3, 3, "data.segment_size: unknown key",
                  "did you mean \"segment-size\"");
@@ -402,4 +401,141 @@ Test(config, sizes)
         cr_assert_eq(config_parse_size(bad[i], &v), LV_EINVAL, "\"%s\" accepted", bad[i]);
         cr_assert_eq(v, -77, "\"%s\" changed the output", bad[i]);
     }
+}
+
+/* ---- exports (scheduled export jobs) ---- */
+
+Test(config, exports_every_key_and_defaults)
+{
+    struct config c;
+    char want[300];
+
+    setenv("LVT_SECRET", "s3cr3t", 1);
+    cft_load_ok("exports:\n"
+                "  - schedule: \"*/15 * * * *\"\n"
+                "    url: ./out\n"
+                "  - name: nightly\n"
+                "    schedule: '@daily'\n"
+                "    url: s3://bucket/exports\n"
+                "    format: tar.zst\n"
+                "    databases: [app.db, dir/b.db]\n"
+                "    keep: 3\n"
+                "    on: primary\n"
+                "    endpoint: http://127.0.0.1:9000\n"
+                "    region: eu-west-1\n"
+                "    force-path-style: true\n"
+                "    access-key-id: AK\n"
+                "    secret-access-key: ${LVT_SECRET}\n"
+                "    session-token: tok\n"
+                "  - schedule: '@every 1s'\n"
+                "    url: file:///srv/x\n"
+                "    databases: all\n"
+                "    format: db\n"
+                "  - schedule: '0 3 * * mon-fri'\n"
+                "    url: s3://b2/p\n"
+                "    force-path-style: false\n"
+                "    databases:\n"
+                "      - one.db\n",
+                &c);
+    unsetenv("LVT_SECRET");
+    cr_assert_eq(c.nexports, 4);
+    /* defaults */
+    struct config_export *e = &c.exports[0];
+    cr_assert_str_eq(e->name, "job1");
+    cr_assert_str_eq(e->schedule, "*/15 * * * *");
+    snprintf(want, sizeof want, "%s/out", cft_dir);
+    char real[PATH_MAX];
+    cr_assert_not_null(realpath(cft_dir, real));
+    snprintf(want, sizeof want, "%s/out", real);
+    cr_assert_str_eq(e->url, want, "relative directory resolved against the config file");
+    cr_assert_eq(e->format, CONFIG_EXPORT_DB);
+    cr_assert_null(e->databases);
+    cr_assert_eq(e->ndatabases, 0);
+    cr_assert_eq(e->keep, 7);
+    cr_assert_eq(e->on, CONFIG_EXPORT_ON_PRIMARY);
+    cr_assert_eq(e->force_path_style, -1);
+    cr_assert_null(e->endpoint);
+    cr_assert_null(e->access_key_id);
+    /* every key */
+    e = &c.exports[1];
+    cr_assert_str_eq(e->name, "nightly");
+    cr_assert_str_eq(e->schedule, "@daily");
+    cr_assert_str_eq(e->url, "s3://bucket/exports");
+    cr_assert_eq(e->format, CONFIG_EXPORT_TAR_ZST);
+    cr_assert_eq(e->ndatabases, 2);
+    cr_assert_str_eq(e->databases[0], "app.db");
+    cr_assert_str_eq(e->databases[1], "dir/b.db");
+    cr_assert_eq(e->keep, 3);
+    cr_assert_str_eq(e->endpoint, "http://127.0.0.1:9000");
+    cr_assert_str_eq(e->region, "eu-west-1");
+    cr_assert_eq(e->force_path_style, 1);
+    cr_assert_str_eq(e->access_key_id, "AK");
+    cr_assert_str_eq(e->secret_access_key, "s3cr3t");
+    cr_assert_str_eq(e->session_token, "tok");
+    e = &c.exports[2];
+    cr_assert_str_eq(e->name, "job3");
+    cr_assert_str_eq(e->url, "file:///srv/x");
+    cr_assert_null(e->databases);
+    e = &c.exports[3];
+    cr_assert_eq(e->force_path_style, 0);
+    cr_assert_eq(e->ndatabases, 1);
+    cr_assert_str_eq(e->databases[0], "one.db");
+    config_free(&c);
+    cr_assert_null(c.exports);
+    cr_assert_eq(c.nexports, 0);
+
+    cft_load_ok("exports:\n", &c);
+    cr_assert_eq(c.nexports, 0);
+    config_free(&c);
+    cft_load_ok("exports: []\n", &c);
+    cr_assert_eq(c.nexports, 0);
+    config_free(&c);
+}
+
+Test(config, exports_errors_name_the_key)
+{
+    cft_load_err("exports:\n  - url: /x\n", 2, 5, "exports[0].schedule: required key is missing", NULL);
+    cft_load_err("exports:\n  - schedule: '@daily'\n", 2, 5, "exports[0].url: required key is missing", NULL);
+    cft_load_err("exports:\n  - schedule: '61 * * * *'\n    url: /x\n", 2, 15, "exports[0].schedule: bad schedule",
+                 "minute field \"61\"");
+    cft_load_err("exports:\n  - schedule: '0 0 30 2 *'\n    url: /x\n", 2, 15, "exports[0].schedule: bad schedule",
+                 "never");
+    cft_load_err("exports:\n  - schedule: '@every 10'\n    url: /x\n", 2, 15, "exports[0].schedule:", "@every");
+    cft_load_err("exports:\n  - schedule: '* * *'\n    url: /x\n", 2, 15, "exports[0].schedule:", "expected 5 fields");
+    cft_load_err("exports:\n  - schedule: '@daily'\n    url: ftp://x/y\n", 3, 10, "exports[0].url: unsupported URL",
+                 NULL);
+    cft_load_err("exports:\n  - schedule: '@daily'\n    url: s3:///p\n", 3, 10, "exports[0].url:", "no bucket");
+    cft_load_err("exports:\n  - schedule: '@daily'\n    url: file://rel\n", 3, 10, "exports[0].url:", "absolute");
+    cft_load_err("exports:\n  - schedule: '@daily'\n    url: /x\n    format: zip\n", 4, 13,
+                 "exports[0].format: unknown format \"zip\"", "db or tar.zst");
+    cft_load_err("exports:\n  - schedule: '@daily'\n    url: /x\n    keep: 0\n", 4, 11, "exports[0].keep: bad count",
+                 NULL);
+    cft_load_err("exports:\n  - schedule: '@daily'\n    url: /x\n    keep: many\n", 4, 11, "exports[0].keep:", NULL);
+    cft_load_err("exports:\n  - schedule: '@daily'\n    url: /x\n    on: replica\n", 4, 9, "exports[0].on:",
+                 "not supported yet");
+    cft_load_err("exports:\n  - schedule: '@daily'\n    url: /x\n    on: moon\n", 4, 9, "exports[0].on:", "primary");
+    cft_load_err("exports:\n  - schedule: '@daily'\n    url: /x\n    databases: some\n", 4, 16,
+                 "exports[0].databases: expected all", NULL);
+    cft_load_err("exports:\n  - schedule: '@daily'\n    url: /x\n    databases: [a.db, /b.db]\n", 4, 23,
+                 "exports[0].databases[1]: bad database name", NULL);
+    cft_load_err("exports:\n  - schedule: '@daily'\n    url: /x\n    databases: [a.db, a.db]\n", 4, 23,
+                 "exports[0].databases[1]: database \"a.db\" is listed twice", NULL);
+    cft_load_err("exports:\n  - schedule: '@daily'\n    url: /x\n    databases: []\n", 4, 16,
+                 "exports[0].databases: empty list", NULL);
+    cft_load_err("exports:\n  - schedule: '@daily'\n    url: /x\n    databases: [[a]]\n", 4, 17,
+                 "exports[0].databases[0]: expected a single value", NULL);
+    cft_load_err("exports:\n  - schedule: '@daily'\n    url: /x\n    name: 'a b'\n", 4, 11,
+                 "exports[0].name: bad job name", NULL);
+    cft_load_err("exports:\n  - schedule: '@daily'\n    url: /x\n  - schedule: '@daily'\n    url: /y\n    name: job1\n",
+                 4, 5, "exports[1]: job name \"job1\" is also used by exports[0]", NULL);
+    cft_load_err("exports:\n  - schedule: '@daily'\n    url: /x\n    endpoint: http://h\n", 2, 5,
+                 "exports[0]: endpoint, region", "s3://");
+    cft_load_err("exports:\n  - schedule: '@daily'\n    url: s3://b\n    access-key-id: A\n", 2, 5,
+                 "exports[0]: set both access-key-id and secret-access-key", NULL);
+    cft_load_err("exports:\n  - schedule: '@daily'\n    url: s3://b\n    force-path-style: maybe\n", 4, 23,
+                 "exports[0].force-path-style: expected true or false", NULL);
+    cft_load_err("exports:\n  - schedule: '@daily'\n    url: /x\n    keap: 3\n", 4, 5, "exports[0].keap: unknown key",
+                 "did you mean \"keep\"");
+    cft_load_err("exports:\n  schedule: '@daily'\n", 2, 3, "exports: expected a list of mappings", NULL);
+    cft_load_err("exports:\n  - '@daily'\n", 2, 5, "exports[0]: expected a mapping", NULL);
 }
