@@ -2119,9 +2119,12 @@ static ssize_t write_main(struct db *d, int fd, const void *buf, size_t len, off
             return -ENOMEM;
         return do_pwrite(fd, buf, len, off);
     }
-    if (d->hdr_wal) {
+    if (d->hdr_wal && d->map.npages > 0) {
         /* A checkpoint: the pages are already logged.  Remember them so
-         * that ckpt_verify can check them once the WAL is fully copied. */
+         * that ckpt_verify can check them once the WAL is fully copied.
+         * (A file with no logged pages whose header says WAL is being
+         * copied in -- cp of a WAL-mode database -- and takes the
+         * unjournaled path below.) */
         if (dirty_mark(d, (uint64_t)off, len) != 0)
             return -ENOMEM;
         d->ckpt_dirty = 1;
@@ -2363,9 +2366,10 @@ int db_on_truncate(struct db *d, enum db_filekind kind, int fd, const char *rel,
         else if (kind == DBF_WAL)
             img_cow_wal(d, (uint64_t)size);
         if (kind == DBF_MAIN) {
-            if (!d->journal_active && !d->bulk && !d->hdr_wal &&
+            if (!d->journal_active && !d->bulk && (!d->hdr_wal || size == 0) &&
                 (uint64_t)size < (uint64_t)d->map.npages * d->map.page_size)
-                d->bulk = 1; /* unjournaled (cp over it, or journal_mode=OFF/MEMORY) */
+                d->bulk = 1; /* unjournaled (cp over it, or journal_mode=OFF/MEMORY); SQLite
+                              * never truncates a WAL-mode database to 0, cp does */
             if (d->journal_active || d->bulk)
                 d->size_changed = 1;
         } else if (kind == DBF_JOURNAL && size == 0 && d->journal_active) {
