@@ -156,6 +156,18 @@ void txlog_reader_close(struct txlog_reader *r);
 int txlog_segment_image(const char *dir, const uint8_t dbid[16], uint64_t from_txid, uint64_t to_txid,
                         uint64_t max_bytes, void **out, size_t *len, uint64_t *last_txid);
 
+/* ---- Pruning (archiver) ---- */
+
+/* Delete whole segment files of the log in dir whose records all have
+ * TXID <= upto_txid, oldest first, never the newest segment (the one the
+ * writer appends to).  A segment's last TXID is the next segment's first
+ * TXID - 1.  *removed_bytes (may be NULL) gets the bytes freed.  Returns
+ * the number of segments removed (>= 0) or a negative LV_E*. */
+int txlog_prune(const char *dir, uint64_t upto_txid, uint64_t *removed_bytes);
+
+/* Bytes and first TXID of the segment files in dir (first_txid 0 if none). */
+int txlog_dir_usage(const char *dir, uint64_t *bytes, uint64_t *first_txid);
+
 /* ---- Replay ---- */
 
 /* Rebuild the database as of target_txid (0 = last) from the log in dir
