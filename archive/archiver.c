@@ -598,6 +598,11 @@ static int sync_segments(struct adest *d, struct adb *b, const struct db_info *i
             rc = take_snapshot(d, b, info, &snap);
             if (rc)
                 return rc;
+            if (snap < from) {
+                LV_ERROR("archive %s: %s: TXID %llu is neither in the local log nor covered by a snapshot",
+                         store_url(d->store), b->name, (unsigned long long)from);
+                return LV_EGAP;
+            }
             continue;
         }
         if (rc)
