@@ -93,6 +93,7 @@
 #include "txlog.h"
 
 #define SEG_MAX_BYTES (64ull << 20)   /* bound of one level-0 object while catching up */
+#define COMPACT_MAX_BYTES (256ull << 20) /* bound of one compacted object (it is built in memory) */
 #define BACKOFF_MAX_US (10LL * 1000000)
 #define WARN_EVERY_US (30LL * 1000000)
 #define IMAGE_TIMEOUT_MS 30000
@@ -713,10 +714,12 @@ static int compact(struct adest *d, struct adb *b, const struct db_info *info)
             }
             int64_t bucket = s->first_time_us / w;
             size_t j = i + 1, cnt = 1;
-            uint64_t prev_last = s->last_txid;
+            uint64_t prev_last = s->last_txid, bytes = s->size;
             while (j < nseg && b->m.segs[j].level < L && b->m.segs[j].first_txid == prev_last + 1 &&
-                   b->m.segs[j].first_time_us / w == bucket) {
+                   b->m.segs[j].first_time_us / w == bucket &&
+                   bytes + b->m.segs[j].size - TXLOG_SEG_HDR_SIZE <= COMPACT_MAX_BYTES) {
                 prev_last = b->m.segs[j].last_txid;
+                bytes += b->m.segs[j].size - TXLOG_SEG_HDR_SIZE;
                 j++;
                 cnt++;
             }
