@@ -66,6 +66,7 @@
  */
 #include "archiver.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -226,6 +227,25 @@ static int manifest_cksum_at(const struct manifest *m, uint64_t x, uint64_t *ck)
     return 0;
 }
 
+/* The stored manifest of b holds everything up to its last TXID: publish it as confirmed. */
+static void publish_confirmed(struct adest *d, struct adb *b)
+{
+    uint64_t last = manifest_last_txid(&b->m);
+    int64_t t = 0;
+    for (size_t i = b->m.nsegs; i-- > 0;)
+        if (b->m.segs[i].last_txid == last) {
+            t = b->m.segs[i].last_time_us;
+            break;
+        }
+    const struct manifest_snap *s = manifest_snapshot_at(&b->m, last);
+    if (s && s->txid == last)
+        t = s->time_us;
+    pthread_mutex_lock(&d->mu);
+    b->confirmed = last;
+    b->confirmed_time_us = t;
+    pthread_mutex_unlock(&d->mu);
+}
+
 /* Store the manifest of b (generation + 1).  0 or negative. */
 static int put_manifest(struct adest *d, struct adb *b)
 {
@@ -247,20 +267,7 @@ static int put_manifest(struct adest *d, struct adb *b)
         return rc;
     }
     b->dirty = 0;
-    uint64_t last = manifest_last_txid(&b->m);
-    int64_t t = 0;
-    for (size_t i = b->m.nsegs; i-- > 0;)
-        if (b->m.segs[i].last_txid == last) {
-            t = b->m.segs[i].last_time_us;
-            break;
-        }
-    const struct manifest_snap *s = manifest_snapshot_at(&b->m, last);
-    if (s && s->txid == last)
-        t = s->time_us;
-    pthread_mutex_lock(&d->mu);
-    b->confirmed = last;
-    b->confirmed_time_us = t;
-    pthread_mutex_unlock(&d->mu);
+    publish_confirmed(d, b);
     return 0;
 }
 
@@ -373,12 +380,7 @@ static int lineage_open(struct adest *d, struct adb *b, const struct db_info *in
             b->m = m;
             b->loaded = 1;
             note_snapshots(b);
-            pthread_mutex_lock(&d->mu);
-            b->confirmed = last;
-            pthread_mutex_unlock(&d->mu);
-            for (size_t i = 0; i < m.nsegs; i++)
-                if (m.segs[i].last_txid == last)
-                    b->confirmed_time_us = m.segs[i].last_time_us;
+            publish_confirmed(d, b);
             if (!cur[0] && (rc = put_current(d, b->name, b->lineage)) != 0)
                 return rc;
             LV_INFO("archive %s: %s: continuing lineage %s at TXID %llu", store_url(d->store), b->name, b->lineage,
@@ -1069,6 +1071,37 @@ static void *monitor_main(void *arg)
 
 /* ------------------------------------------------------------ public */
 
+/* Remove what a killed daemon left in data.dir/tmp (arch<N>-img-*, arch<N>-snap-*). */
+static void clean_tmp(const char *tmpdir)
+{
+    DIR *dir = opendir(tmpdir);
+    struct dirent *de;
+    if (!dir)
+        return;
+    while ((de = readdir(dir)) != NULL) {
+        char p[PATH_MAX * 2];
+        if (strncmp(de->d_name, "arch", 4) != 0 || (!strstr(de->d_name, "-img-") && !strstr(de->d_name, "-snap-")))
+            continue;
+        snprintf(p, sizeof p, "%s/%s", tmpdir, de->d_name);
+        if (unlink(p) != 0 && errno == EISDIR) {
+            DIR *sd = opendir(p);
+            struct dirent *se;
+            while (sd && (se = readdir(sd)) != NULL) {
+                char q[PATH_MAX * 3];
+                if (se->d_name[0] == '.')
+                    continue;
+                snprintf(q, sizeof q, "%s/%s", p, se->d_name);
+                unlink(q);
+            }
+            if (sd)
+                closedir(sd);
+            rmdir(p);
+        }
+        LV_DEBUG("archive: removed left-over %s", p);
+    }
+    closedir(dir);
+}
+
 int archiver_start(const struct config *cfg, struct dbreg *reg, struct archiver **out, char *err, size_t errlen)
 {
     struct archiver *a;
@@ -1092,6 +1125,8 @@ int archiver_start(const struct config *cfg, struct dbreg *reg, struct archiver 
     }
     a->ndests = cfg->narchive;
     rc = sys_mkdir_p(a->tmpdir);
+    if (rc == 0)
+        clean_tmp(a->tmpdir);
     for (size_t i = 0; i < a->ndests && rc == 0; i++) {
         const struct config_archive *c = &cfg->archive[i];
         struct adest *d = &a->dests[i];
