@@ -338,6 +338,27 @@ static uint64_t restore_from_archive(struct store *s, const char *db, const char
     return got;
 }
 
+/* Wait (<= 20 s) until the manifest of db's current lineage has not changed for quiet_ms
+ * (compaction and retention run concurrently with the checks otherwise). */
+static void wait_quiet(const char *db, int quiet_ms)
+{
+    struct store *s = open_dest();
+    char lin[64];
+    uint64_t gen = UINT64_MAX;
+    int still = 0;
+    current_lineage(s, db, lin, sizeof lin);
+    for (int i = 0; i < 200 && still < quiet_ms; i++) {
+        struct manifest m;
+        get_manifest(s, db, lin, &m);
+        still = m.generation == gen ? still + 100 : 0;
+        gen = m.generation;
+        manifest_free(&m);
+        sleep_ms(100);
+    }
+    cr_assert_geq(still, quiet_ms, "the archive of %s never settled", db);
+    store_close(s);
+}
+
 /* Full check of the archive of db on node n: returns the archive's last TXID.
  * exact: the lineage directory holds exactly the manifest's objects (no crash left-overs). */
 static uint64_t verify_archive(const struct lvnode *n, const char *db, int exact)
@@ -489,7 +510,7 @@ Test(archive, compaction_keeps_every_txid)
             sleep_ms(100);
     }
     cr_assert_eq(top, 2, "no level-2 object appeared");
-    sleep_ms(500);
+    wait_quiet("app.db", 4000); /* every window closed and compacted */
     verify_archive(n, "app.db", 1);
     /* Restore to many TXIDs from the compacted archive: each equals log replay. */
     get_manifest(s, "app.db", lin, &m);
@@ -514,6 +535,7 @@ Test(archive, retention_keeps_a_snapshot)
     write_rows(n, "app.db", 50, 100, 1);
     wait_confirmed(n, "app.db", 20);
     sleep_ms(3000); /* a snapshot older than the retention window exists now */
+    wait_quiet("app.db", 2500);
     struct store *s = open_dest();
     struct manifest m;
     char lin[64];
@@ -544,6 +566,9 @@ Test(archive, s3_outage_catches_up)
     uint64_t last = lvnode_last_txid(n, "app.db");
     cr_assert_lt(confirmed(n, "app.db"), (double)last, "confirmed while the destination was down");
     cr_assert_gt(metric(n, "litevault_archive_pending_records{dest=\"0\",db=\"app.db\"}"), 0);
+    for (int i = 0; i < 150 && !(metric(n, "litevault_archive_up{dest=\"0\"}") == 0 &&
+                                 lvnode_log_contains(n, "archiving failed")); i++)
+        sleep_ms(100);
     cr_assert_eq(metric(n, "litevault_archive_up{dest=\"0\"}"), 0);
     cr_assert(lvnode_log_contains(n, "archiving failed"), "no warning logged");
     s3_start();
@@ -562,7 +587,7 @@ Test(archive, kill9_during_uploads)
     lvnode_start(n);
     write_rows(n, "app.db", 20, 30, 1);
     wait_confirmed(n, "app.db", 20);
-    sleep_ms(2500); /* compaction of the windows around the crash */
+    wait_quiet("app.db", 2500); /* compaction of the windows around the crash */
     verify_archive(n, "app.db", 0);
     cr_assert(lvnode_log_contains(n, "continuing lineage"), "the restarted daemon did not continue the lineage");
     lvnode_stop(n);
