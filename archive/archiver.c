@@ -31,7 +31,11 @@
  * deleted; keys are never reused for different content (segment and
  * compacted objects are deterministic: a fresh header whose creation time
  * is the first record's commit time, then records copied byte for byte).
- * After a crash the worst left-overs are unreferenced objects.
+ * After a crash the worst left-overs are unreferenced objects; they are
+ * swept (one LIST of the lineage) when the lineage is opened at start-up.
+ * Objects dropped by compaction or retention are deleted delete-delay
+ * later (default 5 min), so a restore that read the previous manifest can
+ * still fetch everything it names.
  *
  * LINEAGE.  Objects live under <name>/<lineage>/.  The lineage is the
  * database ID in hex.  If the archive's manifest for that ID disagrees with
@@ -124,6 +128,12 @@ struct adb {
     uint64_t snapshots, compactions, retired; /* objects written by kind / deleted by retention */
 };
 
+/* An object dropped from a stored manifest, deleted once due. */
+struct adel {
+    char key[1200];             /* full key */
+    int64_t due_mono;           /* delete at or after (monotonic us) */
+};
+
 /* One destination. */
 struct adest {
     struct archiver *a;         /* owner (immutable) */
@@ -138,6 +148,8 @@ struct adest {
     int up;                     /* the last step succeeded */
     uint64_t errors;            /* failed steps, all databases */
     char last_error[256];       /* last failure, for /status */
+    struct adel *dels;          /* deletions waiting for delete-delay (thread only) */
+    size_t ndels, dels_cap;
 };
 
 struct archiver {
@@ -338,6 +350,8 @@ static void note_snapshots(struct adb *b)
     }
 }
 
+static void sweep(struct adest *d, struct adb *b);
+
 /* Find or start the lineage of b in the destination (see LINEAGE above). */
 static int lineage_open(struct adest *d, struct adb *b, const struct db_info *info)
 {
@@ -381,6 +395,7 @@ static int lineage_open(struct adest *d, struct adb *b, const struct db_info *in
             b->loaded = 1;
             note_snapshots(b);
             publish_confirmed(d, b);
+            sweep(d, b);
             if (!cur[0] && (rc = put_current(d, b->name, b->lineage)) != 0)
                 return rc;
             LV_INFO("archive %s: %s: continuing lineage %s at TXID %llu", store_url(d->store), b->name, b->lineage,
@@ -687,16 +702,81 @@ static int fetch_concat(struct adest *d, struct adb *b, const struct manifest_se
     return 0;
 }
 
-/* Delete objects (already gone from the stored manifest); failures only warn. */
+/* Queue a deletion of full key `key`, due in `delay` us.  Objects are gone
+ * from the stored manifest already; the delay lets a restore that read the
+ * previous manifest finish.  Out of memory: the object is left (swept later). */
+static void queue_delete(struct adest *d, const char *key, int64_t delay)
+{
+    if (d->ndels == d->dels_cap) {
+        size_t nc = d->dels_cap ? d->dels_cap * 2 : 16;
+        struct adel *nv = realloc(d->dels, nc * sizeof *nv);
+        if (!nv)
+            return;
+        d->dels = nv;
+        d->dels_cap = nc;
+    }
+    snprintf(d->dels[d->ndels].key, sizeof d->dels[d->ndels].key, "%s", key);
+    d->dels[d->ndels].due_mono = lv_mono_us() + delay;
+    d->ndels++;
+}
+
+/* Delete the queued objects that are due; failures only warn (retried next round). */
+static void run_deletes(struct adest *d)
+{
+    int64_t now = lv_mono_us();
+    for (size_t i = 0; i < d->ndels;) {
+        if (d->dels[i].due_mono > now) {
+            i++;
+            continue;
+        }
+        int rc = store_delete(d->store, d->dels[i].key);
+        if (rc) {
+            LV_WARN("archive %s: cannot delete %s (%s); it is no longer referenced, retrying later",
+                    store_url(d->store), d->dels[i].key, lv_strerror(rc));
+            return;
+        }
+        d->dels[i] = d->dels[--d->ndels];
+    }
+}
+
+/* Drop objects no stored manifest names any more (after delete-delay). */
 static void delete_keys(struct adest *d, struct adb *b, char (*keys)[MANIFEST_KEY_MAX], size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         char key[1200];
-        int rc = store_delete(d->store, okey(key, sizeof key, b, keys[i]));
-        if (rc)
-            LV_WARN("archive %s: cannot delete %s (%s); it is no longer referenced", store_url(d->store), key,
-                    lv_strerror(rc));
+        queue_delete(d, okey(key, sizeof key, b, keys[i]), d->cfg->delete_delay_us);
     }
+    run_deletes(d);
+}
+
+/* Start-up sweep of b's lineage (one LIST): objects the manifest does not
+ * name are left-overs of a crash (uploaded before their manifest, or
+ * dropped but not yet deleted); they are deleted once delete-delay after
+ * their last modification has passed. */
+static void sweep(struct adest *d, struct adb *b)
+{
+    struct store_list l = {0};
+    char prefix[1200];
+    int64_t now = lv_now_us();
+
+    snprintf(prefix, sizeof prefix, "%s/%s/", b->name, b->lineage);
+    if (store_list(d->store, prefix, &l) != 0)
+        return;
+    for (size_t i = 0; i < l.n; i++) {
+        const char *rel = l.v[i].key + strlen(prefix);
+        if (strcmp(rel, MANIFEST_OBJECT) == 0 || manifest_find_segment(&b->m, rel) ||
+            manifest_find_snapshot(&b->m, rel))
+            continue;
+        int64_t age = l.v[i].mtime_us ? now - l.v[i].mtime_us : d->cfg->delete_delay_us;
+        int64_t left = d->cfg->delete_delay_us - age;
+        LV_INFO("archive %s: %s is not named by the manifest (left over by a crash); deleting it%s",
+                store_url(d->store), l.v[i].key, left > 0 ? " after delete-delay" : "");
+        char key[1200];
+        snprintf(key, sizeof key, "%s", l.v[i].key);
+        queue_delete(d, key, left > 0 ? left : 0);
+    }
+    store_list_free(&l);
+    run_deletes(d);
 }
 
 /* At most one compaction step for b (see COMPACTION above).  0 or negative. */
@@ -994,8 +1074,10 @@ static void *dest_main(void *arg)
             pthread_mutex_unlock(&d->mu);
         }
         free(infos);
-        if (!stopping(a))
+        if (!stopping(a)) {
             drop_unseen(d);
+            run_deletes(d);
+        }
     }
     return NULL;
 }
@@ -1188,6 +1270,10 @@ void archiver_stop(struct archiver *a)
             free(d->dbs[j]);
         }
         free(d->dbs);
+        if (d->ndels)
+            LV_INFO("archive %s: %zu unreferenced objects are left for the next start's sweep",
+                    store_url(d->store), d->ndels);
+        free(d->dels);
         if (d->store)
             store_close(d->store);
         pthread_mutex_destroy(&d->mu);

@@ -31,6 +31,7 @@ struct config_archive {
     size_t ncompaction;         /* levels in compaction_us (0: no compaction) */
     int compaction_set;         /* compaction: was given (possibly empty) */
     int parallel;               /* parallel: connections per destination; default 4 */
+    int64_t delete_delay_us;    /* delete-delay: how long objects dropped from the manifest stay readable; default 5m */
 };
 
 struct config {

@@ -431,6 +431,7 @@ Test(config, archive_defaults_and_every_key)
                 "    retention: 30d\n"
                 "    compaction: [10s, 2m]\n"
                 "    parallel: 8\n"
+                "    delete-delay: 1m\n"
                 "  - url: file://rel/dir\n"
                 "    compaction: []\n",
                 &c);
@@ -448,6 +449,7 @@ Test(config, archive_defaults_and_every_key)
     cr_assert_eq(a->compaction_us[1], 300LL * 1000000);
     cr_assert_eq(a->compaction_us[2], 3600LL * 1000000);
     cr_assert_eq(a->parallel, 4);
+    cr_assert_eq(a->delete_delay_us, 300LL * 1000000);
     a = &c.archive[1];
     cr_assert_str_eq(a->url, "s3://bucket/prefix?region=eu-west-1");
     cr_assert_str_eq(a->endpoint, "http://127.0.0.1:9000");
@@ -463,6 +465,7 @@ Test(config, archive_defaults_and_every_key)
     cr_assert_eq(a->compaction_us[0], 10LL * 1000000);
     cr_assert_eq(a->compaction_us[1], 120LL * 1000000);
     cr_assert_eq(a->parallel, 8);
+    cr_assert_eq(a->delete_delay_us, 60LL * 1000000);
     a = &c.archive[2];
     char want[PATH_MAX + 16], real[PATH_MAX];
     cr_assert_not_null(realpath(cft_dir, real));
