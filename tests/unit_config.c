@@ -221,7 +221,7 @@ Test(config, sample_file_loads)
     cr_assert_eq(c.segment_size, 64LL << 20);
     cr_assert_eq(c.max_log_size, 10LL << 30);
     cr_assert_eq(c.narchive, 1, "make run archives to a local directory");
-    snprintf(want, sizeof want, "file://%s/archive", real);
+    snprintf(want, sizeof want, "file://%s/backup", real);
     cr_assert_str_eq(c.archive[0].url, want);
     cr_assert_eq(c.archive[0].sync_interval_us, 1000000);
     cr_assert_eq(c.archive[0].ncompaction, 3);
