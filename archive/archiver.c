@@ -853,6 +853,11 @@ static int compact(struct adest *d, struct adb *b, const struct db_info *info)
             manifest_seg_key(ns.key, ns.level, ns.first_txid, ns.last_txid);
             rc = store_put(d->store, okey(key, sizeof key, b, ns.key), buf, len);
             free(buf);
+            if (rc == 0 && getenv("LV_TEST_ARCHIVE_COMPACT_DELAY_US")) {
+                /* Test seam: widen the window between the compacted object and its manifest. */
+                LV_WARN("archive: test seam: %s uploaded, pausing before the manifest", key);
+                usleep((useconds_t)atol(getenv("LV_TEST_ARCHIVE_COMPACT_DELAY_US")));
+            }
             if (rc == 0) {
                 rc = manifest_add_segment(&b->m, &ns);
                 if (rc == LV_EEXIST)

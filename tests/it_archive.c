@@ -594,6 +594,31 @@ Test(archive, kill9_during_uploads)
     lvnode_stop(n);
 }
 
+/* kill -9 between the upload of a compacted object and the manifest naming it: after the
+ * restart the archive is complete and holds exactly what its manifest names. */
+Test(archive, kill9_during_compaction)
+{
+    dest(0, "    sync-interval: 200ms\n    compaction: [1s]\n    delete-delay: 1ms\n");
+    setenv("LV_TEST_ARCHIVE_COMPACT_DELAY_US", "20000000", 1);
+    struct lvnode *n = node(0, NULL);
+    unsetenv("LV_TEST_ARCHIVE_COMPACT_DELAY_US");
+    write_rows(n, "app.db", 30, 60, 1);
+    int paused = 0;
+    for (int i = 0; i < 100 && !paused; i++) {
+        paused = lvnode_log_contains(n, "test seam");
+        if (!paused)
+            sleep_ms(100);
+    }
+    cr_assert(paused, "no compaction started");
+    lvnode_kill9(n);
+    lvnode_start(n);
+    write_rows(n, "app.db", 10, 30, 1);
+    wait_confirmed(n, "app.db", 20);
+    wait_quiet("app.db", 2500);
+    verify_archive(n, "app.db", 1);
+    lvnode_stop(n);
+}
+
 /* Local log pruned after archiving; data.max-log-size refuses writes (never drops records) while
  * the destination is down, and writes work again once it is back. */
 Test(archive, disk_limit_and_pruning)
