@@ -452,6 +452,8 @@ static int take_snapshot(struct adest *d, struct adb *b, const struct db_info *i
     struct stat st;
     int fd = -1, sfd = -1, rc;
 
+    memset(&ii, 0, sizeof ii);
+    memset(&st, 0, sizeof st);
     snprintf(img, sizeof img, "%s/arch%d-img-XXXXXX", a->tmpdir, d->idx);
     snprintf(sdir, sizeof sdir, "%s/arch%d-snap-XXXXXX", a->tmpdir, d->idx);
     spath[0] = '\0';

@@ -680,6 +680,51 @@ Test(archive, disk_limit_and_pruning)
     lvnode_stop(n);
 }
 
+/* A destination added while the local log no longer starts at TXID 1: its lineage starts
+ * with a snapshot, and the first destination carries on unaffected. */
+Test(archive, new_destination_starts_from_a_snapshot)
+{
+    dest(0, "    sync-interval: 200ms\n    compaction: []\n");
+    struct lvnode *n = node(0, "  segment-size: 16KiB\n  state-interval: 200ms\n");
+    write_rows(n, "app.db", 40, 10, 1);
+    wait_confirmed(n, "app.db", 20);
+    struct lvrec *recs = NULL;
+    for (int i = 0; i < 50; i++) {
+        int nr = lvnode_log_records(n, "app.db", &recs);
+        cr_assert_gt(nr, 0);
+        int pruned = recs[0].txid > 1;
+        free(recs);
+        if (pruned)
+            break;
+        sleep_ms(100);
+    }
+    lvnode_stop(n);
+    FILE *f = fopen(n->config, "a");
+    cr_assert_not_null(f);
+    fprintf(f, "  - url: file://%s/archive2\n    sync-interval: 200ms\n    compaction: []\n", A.dir);
+    fclose(f);
+    lvnode_start(n);
+    write_rows(n, "app.db", 5, 0, 1);
+    uint64_t last = wait_confirmed(n, "app.db", 20);
+    for (int i = 0; i < 200 && metric(n, "litevault_archive_confirmed_txid{dest=\"1\",db=\"app.db\"}") < (double)last; i++)
+        sleep_ms(100);
+    cr_assert_geq(metric(n, "litevault_archive_confirmed_txid{dest=\"1\",db=\"app.db\"}"), (double)last);
+    verify_archive(n, "app.db", 1);
+    snprintf(A.url, sizeof A.url, "file://%s/archive2", A.dir);
+    verify_archive(n, "app.db", 1);
+    struct store *s = open_dest();
+    struct manifest m;
+    char lin[64];
+    current_lineage(s, "app.db", lin, sizeof lin);
+    get_manifest(s, "app.db", lin, &m);
+    cr_assert_geq(m.nsnaps, 1, "the new destination has no snapshot");
+    cr_assert_gt(m.snaps[0].txid, 1);
+    cr_assert(m.nsegs == 0 || m.segs[0].first_txid > 1, "the new destination claims TXID 1");
+    manifest_free(&m);
+    store_close(s);
+    lvnode_stop(n);
+}
+
 /* A different database under the same name in the same destination starts a new lineage and leaves
  * the first one untouched. */
 Test(archive, lineage_other_database)
