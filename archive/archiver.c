@@ -41,11 +41,13 @@
  * database ID in hex.  If the archive's manifest for that ID disagrees with
  * the local log (the archive is ahead of the log, or the post checksum of
  * its last TXID differs from the local record's), the archive is not
- * touched: the database continues in lineage "<id>-2" (then -3, ...), whose
- * manifest keeps database_id = the ID (the records carry it).  <name>/
- * current.json ({"format":1,"dbid":"<lineage>","updated":"<RFC3339>"},
- * the same format archive/current.c reads) names the newest lineage; it is
- * written when a lineage is created or when it is missing.  A lineage
+ * touched: the database continues in a derived lineage, 32 hex digits of
+ * XXH3-128("<id>-2") (then -3, ...), whose manifest has that derived ID as
+ * database_id and the original ID as "previous" (its records still carry
+ * the original ID).  <name>/current.json
+ * ({"dbid":"<lineage>","format":1,"updated":"<RFC3339>"}, the format of
+ * archive/current.c, written here by a static helper) names the newest
+ * lineage; it is written when a lineage is created or when it is missing.  A lineage
  * created while current.json names another database ID records that ID in
  * the manifest's "previous" (with its last TXID, when readable).
  *
@@ -288,7 +290,7 @@ static int put_current(struct adest *d, const char *name, const char *lineage)
 {
     char key[1200], body[256], t[40];
     snprintf(key, sizeof key, "%s/current.json", name);
-    int n = snprintf(body, sizeof body, "{\"format\":1,\"dbid\":\"%s\",\"updated\":\"%s\"}\n", lineage,
+    int n = snprintf(body, sizeof body, "{\"dbid\":\"%s\",\"format\":1,\"updated\":\"%s\"}\n", lineage,
                      lv_fmt_time(lv_now_us(), t, sizeof t));
     return store_put(d->store, key, body, (size_t)n);
 }
@@ -310,7 +312,7 @@ static int get_current(struct adest *d, const char *name, char *lineage, size_t 
         return rc;
     json_t *o = json_loadb(buf, len, 0, NULL);
     const char *v = json_string_value(json_object_get(o, "dbid"));
-    if (v && strlen(v) < n && strlen(v) >= 32)
+    if (v && strlen(v) == 32 && strlen(v) < n)
         snprintf(lineage, n, "%s", v);
     else
         LV_WARN("archive %s: %s is not a valid pointer object; ignoring it", store_url(d->store), key);
@@ -352,6 +354,17 @@ static void note_snapshots(struct adb *b)
 
 static void sweep(struct adest *d, struct adb *b);
 
+/* Lineage ID of the n-th (n >= 2) history of database ID idhex, into out
+ * (33 bytes): 32 hex digits of XXH3-128 of "<idhex>-<n>".  Deterministic,
+ * so a restarted daemon finds the same lineage again. */
+static void diverged_lineage(const char *idhex, int n, char *out)
+{
+    char buf[64];
+    int len = snprintf(buf, sizeof buf, "%s-%d", idhex, n);
+    XXH128_hash_t h = XXH3_128bits(buf, (size_t)len);
+    snprintf(out, 33, "%016llx%016llx", (unsigned long long)h.high64, (unsigned long long)h.low64);
+}
+
 /* Find or start the lineage of b in the destination (see LINEAGE above). */
 static int lineage_open(struct adest *d, struct adb *b, const struct db_info *info)
 {
@@ -366,7 +379,7 @@ static int lineage_open(struct adest *d, struct adb *b, const struct db_info *in
         if (n == 1)
             snprintf(b->lineage, sizeof b->lineage, "%s", b->idhex);
         else
-            snprintf(b->lineage, sizeof b->lineage, "%s-%d", b->idhex, n);
+            diverged_lineage(b->idhex, n, b->lineage);
         rc = get_manifest(d, b->name, b->lineage, &m);
         if (rc == LV_ENOENT)
             break;
@@ -382,7 +395,7 @@ static int lineage_open(struct adest *d, struct adb *b, const struct db_info *in
         uint64_t last = manifest_last_txid(&m), ck = 0;
         struct txlog_hdr h;
         int agree = 1;
-        if (strcmp(m.dbid, b->idhex) != 0 || last > info->txid) {
+        if (strcmp(m.dbid, b->lineage) != 0 || last > info->txid) {
             agree = 0;
         } else if (last > 0 && manifest_cksum_at(&m, last, &ck)) {
             int r = local_hdr(info->logdir, last, &h);
@@ -412,10 +425,15 @@ static int lineage_open(struct adest *d, struct adb *b, const struct db_info *in
             return LV_EEXIST;
     }
     /* A new lineage. */
-    rc = manifest_init(&b->m, b->name, b->idhex, lv_now_us());
+    rc = manifest_init(&b->m, b->name, b->lineage, lv_now_us());
     if (rc)
         return rc;
-    if (cur[0] && strncmp(cur, b->idhex, 32) != 0) {
+    if (n > 1) {
+        /* A diverged history of this ID: it continues the lineage named by the ID. */
+        snprintf(b->m.prev_dbid, sizeof b->m.prev_dbid, "%s", b->idhex);
+        LV_WARN("archive %s: %s: this database (ID %s) continues in the new lineage %s; the diverging archived "
+                "history stays in lineage %s", store_url(d->store), b->name, b->idhex, b->lineage, b->idhex);
+    } else if (cur[0] && strncmp(cur, b->idhex, 32) != 0) {
         struct manifest pm;
         snprintf(b->m.prev_dbid, sizeof b->m.prev_dbid, "%.32s", cur);
         if (get_manifest(d, b->name, cur, &pm) == 0) {

@@ -369,7 +369,7 @@ static uint64_t verify_archive(const struct lvnode *n, const char *db, int exact
     current_lineage(s, db, lineage, sizeof lineage);
     get_manifest(s, db, lineage, &m);
     cr_assert_eq(strcmp(m.name, db), 0);
-    cr_assert_eq(strncmp(m.dbid, lineage, 32), 0);
+    cr_assert_str_eq(m.dbid, lineage);
     uint64_t last = manifest_last_txid(&m);
     cr_assert_gt(last, 0, "empty archive");
 
@@ -763,7 +763,7 @@ Test(archive, lineage_other_database)
 }
 
 /* The same database ID whose archived history diverges from the local log: not overwritten,
- * continued as lineage <id>-2. */
+ * continued in a derived lineage (32 hex) whose manifest names the original as previous. */
 Test(archive, lineage_diverged_same_id)
 {
     dest(0, "    sync-interval: 200ms\n    compaction: []\n");
@@ -789,13 +789,29 @@ Test(archive, lineage_diverged_same_id)
     write_rows(a, "app.db", 8, 0, 1);
     wait_confirmed(a, "app.db", 20);
     current_lineage(s, "app.db", lin2, sizeof lin2);
-    cr_assert_eq(strncmp(lin2, lin1, 32), 0);
-    cr_assert(strcmp(lin2 + 32, "-2") == 0, "diverged lineage named %s", lin2);
+    cr_assert_neq(strcmp(lin2, lin1), 0, "current.json still names the diverged lineage");
+    cr_assert_eq(strlen(lin2), 32, "lineage %s is not a 32-hex ID", lin2);
+    struct manifest m2;
+    get_manifest(s, "app.db", lin2, &m2);
+    cr_assert_str_eq(m2.prev_dbid, lin1, "the new lineage does not name the one it continues");
+    manifest_free(&m2);
     get_manifest(s, "app.db", lin1, &m1);
     cr_assert_eq(m1.generation, gen, "the diverged archive was written to");
     cr_assert_eq(manifest_last_txid(&m1), last1);
     manifest_free(&m1);
     cr_assert(lvnode_log_contains(a, "differs from the local log"), "no warning");
     store_close(s);
+    verify_archive(a, "app.db", 1);
+    /* a restart finds the same (derived) lineage again */
+    lvnode_stop(a);
+    lvnode_start(a);
+    write_rows(a, "app.db", 3, 0, 1);
+    wait_confirmed(a, "app.db", 20);
+    s = open_dest();
+    char lin3[64];
+    current_lineage(s, "app.db", lin3, sizeof lin3);
+    cr_assert_str_eq(lin3, lin2);
+    store_close(s);
+    verify_archive(a, "app.db", 1);
     lvnode_stop(a);
 }
