@@ -10,10 +10,13 @@
  *   BENCH_LOG_LEVEL  log.level of the daemon (default warn)
  *   BENCH_ONLY=1,3 run only these workloads (and skip the RSS part unless 7 is listed,
  *                  the restore part unless 8 is listed,
- *                  the export part unless 9 is listed)
+ *                  the export part unless 9 is listed,
+ *                  the archive part unless 10 is listed)
  *   BENCH_RESTORE_MIB, BENCH_RESTORE_TXNS  size of the restore part's database (1024) and
  *                  transactions after its snapshot (3000)
  *   BENCH_SECS=N   measured seconds per side and workload (default 3, quick 0.5)
+ *   BENCH_ARCHIVE_URL  destination of the archive part (10); default: s3rver
+ *                  (tests/s3rver.sh) when installed, else file://BASE/archive
  *
  * Layout of the temporary directory BASE (one directory, one filesystem, so
  * the local side and the daemon's data.dir sit on the same disk):
@@ -106,6 +109,8 @@ struct bench {
     int port;               /* HTTP port of the daemon */
     pid_t pid;              /* daemon pid, 0 when not running */
     CURL *curl;             /* reused HTTP handle */
+    char archive_yaml[1024];/* archive: section of the config ("" for none; set by the archive part) */
+    char s3dir[PATH_MAX];   /* BASE/s3 when the archive part started s3rver, else "" */
 };
 
 static struct bench g;
@@ -544,8 +549,8 @@ static int daemon_start(void)
             "fuse:\n  dir: %s\n"
             "data:\n  dir: %s\n"
             "http:\n  addr: 127.0.0.1:%d\n"
-            "log:\n  level: %s\n  format: text\n",
-            g.mnt, g.data, g.port, getenv("BENCH_LOG_LEVEL") ? getenv("BENCH_LOG_LEVEL") : "warn");
+            "log:\n  level: %s\n  format: text\n%s",
+            g.mnt, g.data, g.port, getenv("BENCH_LOG_LEVEL") ? getenv("BENCH_LOG_LEVEL") : "warn", g.archive_yaml);
     if (fclose(f) != 0) {
         fprintf(stderr, "bench: %s: %s\n", g.cfg, strerror(errno));
         return -1;
@@ -1642,6 +1647,182 @@ static void print_restore(const struct restore_bench *r)
 /* ---------------------------------------------------------------- main */
 
 /* Whether workload n (7: the RSS part) is selected by BENCH_ONLY. */
+/* ---------------------------------------------------------------- archive (8) */
+
+/*
+ * Part 10: the archiver's RPO and request counts.  The daemon is restarted
+ * with one archive destination (sync-interval 1s, default compaction): s3rver
+ * when tests/s3rver.sh can start it, else a file:// directory (or
+ * BENCH_ARCHIVE_URL).  A writer commits one-row transactions at a steady
+ * 20/s for ARCH_WRITE_S seconds while GET /metrics is polled every loop;
+ * TXID base+i is the i-th commit, and its lag is the first poll that shows
+ * litevault_archive_confirmed_txid >= base+i minus its commit time (poll
+ * resolution ~50 ms).  Requests (litevault_archive_requests_total) are
+ * counted over the writing phase and over an idle phase, and extrapolated
+ * to one hour.
+ */
+struct arch_result {
+    int ran;                      /* the part ran */
+    char url[256];                /* destination */
+    int n;                        /* commits measured */
+    double p50, p99, max;         /* lag seconds */
+    double write_s, idle_s;       /* phase durations */
+    double wput, wget, wlist, wdel; /* requests in the writing phase */
+    double iput, iget, ilist, idel; /* in the idle phase */
+};
+
+/* Value of series (full text before the space) in /metrics, or -1. */
+static double metric_value(const char *series)
+{
+    char *body = http_get("/metrics");
+    double v = -1;
+    size_t l = strlen(series);
+    for (char *p = body; p && *p;) {
+        if (strncmp(p, series, l) == 0 && p[l] == ' ') {
+            v = strtod(p + l + 1, NULL);
+            break;
+        }
+        p = strchr(p, '\n');
+        if (p)
+            p++;
+    }
+    free(body);
+    return v;
+}
+
+static void arch_requests(double *put, double *get, double *list, double *del)
+{
+    *put = metric_value("litevault_archive_requests_total{dest=\"0\",type=\"put\"}");
+    *get = metric_value("litevault_archive_requests_total{dest=\"0\",type=\"get\"}");
+    *list = metric_value("litevault_archive_requests_total{dest=\"0\",type=\"list\"}");
+    *del = metric_value("litevault_archive_requests_total{dest=\"0\",type=\"delete\"}");
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int archive_part(struct arch_result *r)
+{
+    const double write_s = g.quick ? 8 : 30, idle_s = g.quick ? 4 : 15, tick = 0.05;
+    const char *env = getenv("BENCH_ARCHIVE_URL");
+    char path[PATH_MAX + 32], series[256];
+    sqlite3 *db = NULL;
+    int rc = -1, cap = (int)(write_s / tick) + 16, n = 0;
+    double *tc = calloc((size_t)cap, sizeof *tc), *lag = calloc((size_t)cap, sizeof *lag), p0, g0, l0, d0;
+    long long base;
+
+    memset(r, 0, sizeof *r);
+    if (!tc || !lag)
+        goto out;
+    if (env && *env) {
+        snprintf(r->url, sizeof r->url, "%s", env);
+    } else if (access("tests/s3rver.sh", X_OK) == 0 && access("tests/node_modules/.bin/s3rver", X_OK) == 0) {
+        char cmd[PATH_MAX + 128];
+        int port = free_port();
+        snprintf(g.s3dir, sizeof g.s3dir, "%s/s3", g.base);
+        snprintf(cmd, sizeof cmd, "tests/s3rver.sh start %s %d lvbench >/dev/null 2>&1", g.s3dir, port);
+        if (system(cmd) == 0) {
+            snprintf(r->url, sizeof r->url,
+                     "s3://lvbench/b?endpoint=http://127.0.0.1:%d&region=us-east-1&force-path-style=true", port);
+        } else {
+            g.s3dir[0] = '\0';
+        }
+    }
+    if (!r->url[0])
+        snprintf(r->url, sizeof r->url, "file://%s/archive", g.base);
+    snprintf(g.archive_yaml, sizeof g.archive_yaml,
+             "archive:\n  - url: \"%s\"\n    access-key-id: S3RVER\n    secret-access-key: S3RVER\n"
+             "    sync-interval: 1s\n",
+             r->url);
+    progress("archive: restarting the daemon with destination %s", r->url);
+    if (daemon_stop() != 0 || daemon_start() != 0)
+        goto out;
+    snprintf(path, sizeof path, "%s/w8", g.mnt);
+    mkdir(path, 0755);
+    snprintf(path, sizeof path, "%s/w8/rpo.db", g.mnt);
+    if (db_open(path, &db) != 0 || db_modes(db, "wal", "NORMAL") != 0 ||
+        sql_exec(db, "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB)") != 0)
+        goto out;
+    /* let the lineage start and the first upload settle */
+    snprintf(series, sizeof series, "litevault_archive_confirmed_txid{dest=\"0\",db=\"w8/rpo.db\"}");
+    for (double t0 = now_s(); now_s() - t0 < 20;) {
+        base = status_txid("w8/rpo.db");
+        if (base > 0 && metric_value(series) >= (double)base)
+            break;
+        usleep(100000);
+    }
+    base = status_txid("w8/rpo.db");
+    arch_requests(&p0, &g0, &l0, &d0);
+    progress("archive: %g s of 20 commits/s", write_s);
+    double start = now_s(), next = start, conf = 0;
+    int done = 0;
+    while (now_s() - start < write_s && n < cap) {
+        if (sql_exec(db, "INSERT INTO t(v) VALUES(randomblob(200))") != 0)
+            goto out;
+        tc[n++] = now_s();
+        conf = metric_value(series);
+        for (double now = now_s(); done < n && conf >= (double)(base + done + 1); done++)
+            lag[done] = now - tc[done];
+        next += tick;
+        double w = next - now_s();
+        if (w > 0)
+            usleep((useconds_t)(w * 1e6));
+    }
+    r->write_s = now_s() - start;
+    double p1, g1, l1, d1;
+    arch_requests(&p1, &g1, &l1, &d1);
+    r->wput = p1 - p0, r->wget = g1 - g0, r->wlist = l1 - l0, r->wdel = d1 - d0;
+    for (double t0 = now_s(); done < n && now_s() - t0 < 30;) {
+        conf = metric_value(series);
+        for (double now = now_s(); done < n && conf >= (double)(base + done + 1); done++)
+            lag[done] = now - tc[done];
+        usleep((useconds_t)(tick * 1e6));
+    }
+    if (done < n) {
+        fprintf(stderr, "bench: the archive confirmed only %d of %d commits within 30 s\n", done, n);
+        goto out;
+    }
+    usleep(1500000); /* let the last manifest and any compaction finish */
+    arch_requests(&p0, &g0, &l0, &d0);
+    progress("archive: %g s idle", idle_s);
+    start = now_s();
+    usleep((useconds_t)(idle_s * 1e6));
+    r->idle_s = now_s() - start;
+    arch_requests(&p1, &g1, &l1, &d1);
+    r->iput = p1 - p0, r->iget = g1 - g0, r->ilist = l1 - l0, r->idel = d1 - d0;
+    qsort(lag, (size_t)n, sizeof *lag, cmp_double);
+    r->n = n;
+    r->p50 = lag[n / 2];
+    r->p99 = lag[(size_t)((n - 1) * 0.99)];
+    r->max = lag[n - 1];
+    r->ran = 1;
+    rc = 0;
+out:
+    if (db)
+        sqlite3_close(db);
+    free(tc);
+    free(lag);
+    return rc;
+}
+
+static void print_archive(const struct arch_result *r)
+{
+    double wh = 3600.0 / r->write_s, ih = 3600.0 / r->idle_s;
+    printf("\nArchive (sync-interval 1s, destination %s)\n", r->url);
+    printf("  RPO, commit -> confirmed upload, %d commits at 20/s: p50 %.2f s, p99 %.2f s, max %.2f s  "
+           "(goal p99 <= 2.00 s: %s)\n",
+           r->n, r->p50, r->p99, r->max, r->p99 <= 2.0 ? "ok" : "MISS");
+    printf("  requests per hour, writing database: PUT %.0f  GET %.0f  LIST %.0f  DELETE %.0f  "
+           "(goal <= 1 segment PUT per sync interval: %.0f segment+manifest PUTs/h; LIST 0: %s)\n",
+           r->wput * wh, r->wget * wh, r->wlist * wh, r->wdel * wh, 3600.0 * 2, r->wlist == 0 ? "ok" : "MISS");
+    printf("  requests per hour, idle database:    PUT %.0f  GET %.0f  LIST %.0f  DELETE %.0f  (goal 0: %s)\n",
+           r->iput * ih, r->iget * ih, r->ilist * ih, r->idel * ih,
+           r->iput + r->iget + r->ilist + r->idel == 0 ? "ok" : "MISS");
+}
+
 static int selected(int n)
 {
     const char *only = getenv("BENCH_ONLY");
@@ -1759,6 +1940,12 @@ int main(void)
     }
     printf("\ndaemon VmRSS now %.1f MiB, VmHWM %.1f MiB\n", status_kib(g.pid, "VmRSS") / 1024.0,
            status_kib(g.pid, "VmHWM") / 1024.0);
+    if (selected(10)) {
+        struct arch_result ar;
+        if (archive_part(&ar) != 0)
+            goto out_cleanup;
+        print_archive(&ar);
+    }
     rc = 0;
 
 out_cleanup:
@@ -1777,6 +1964,12 @@ out_cleanup:
     if (g.curl)
         curl_easy_cleanup(g.curl);
     curl_global_cleanup();
+    if (g.s3dir[0]) {
+        char cmd[PATH_MAX + 64];
+        snprintf(cmd, sizeof cmd, "tests/s3rver.sh stop %s >/dev/null 2>&1", g.s3dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "bench: could not stop s3rver in %s\n", g.s3dir);
+    }
     cleanup();
     return rc;
 }

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "current.h"
 #include "lv.h"
 #include "lvlog.h"
@@ -50,18 +51,45 @@ static int exit_code(int rc)
 }
 
 /*
- * The archive URL when --from is absent: the first archive destination of
- * the configuration.  TO BE WIRED by the lead after the archiver's config
- * section (struct config_archive *archive; size_t narchive; char *url) is
- * merged: load cfg_path (config_find/config_load) and return a copy of
- * cfg.archive[0].url.  Until then: an error.
+ * The archive when --from is absent: the first archive destination of the
+ * configuration (-c FILE, else ./litevault.yml, else /etc/litevault.yml),
+ * with its S3 options and credentials.  On success *cfg is loaded (the
+ * caller frees it with config_free), *url and *so borrow from it.
  */
-static int default_url_from_config(const char *cfg_path, char **url, char *err, size_t errlen)
+static int default_dest_from_config(const char *cfg_path, struct config *cfg, const char **url, struct store_opts *so,
+                                    char *err, size_t errlen)
 {
-    (void)cfg_path;
-    *url = NULL;
-    snprintf(err, errlen, "no --from given and no archive destination configured");
-    return LV_ECONFIG;
+    const char *path = config_find(cfg_path);
+    char cerr[1024] = "";
+    int rc;
+
+    memset(cfg, 0, sizeof *cfg);
+    if (!path) {
+        snprintf(err, errlen, "no --from URL given and no configuration file found%s%s (give --from URL, or -c FILE "
+                 "with an archive: destination)", cfg_path ? " at " : "", cfg_path ? cfg_path : "");
+        return LV_ECONFIG;
+    }
+    rc = config_load(path, cfg, cerr, sizeof cerr);
+    if (rc) {
+        snprintf(err, errlen, "%s", cerr[0] ? cerr : lv_strerror(rc));
+        return LV_ECONFIG;
+    }
+    if (cfg->narchive == 0) {
+        snprintf(err, errlen, "no --from URL given and %s has no archive: destination (give --from URL)", path);
+        config_free(cfg);
+        return LV_ECONFIG;
+    }
+    const struct config_archive *c = &cfg->archive[0];
+    memset(so, 0, sizeof *so);
+    so->endpoint = c->endpoint;
+    so->region = c->region;
+    so->force_path_style = c->force_path_style == 0 ? -1 : c->force_path_style > 0;
+    so->access_key = c->access_key_id;
+    so->secret_key = c->secret_access_key;
+    so->session_token = c->session_token;
+    so->parallel = c->parallel;
+    *url = c->url;
+    return 0;
 }
 
 static int parse_u64(const char *s, uint64_t *v)
@@ -235,7 +263,10 @@ int restore_cli_restore(int argc, char **argv)
 {
     struct restore_opts o;
     struct restore_result r;
-    char err[2048] = "", *cfgurl = NULL;
+    char err[2048] = "";
+    struct config dcfg;
+    struct store_opts dso;
+    int have_dcfg = 0;
     const char *cfg = NULL;
     int c, json = 0, have_txid = 0, have_time = 0, rc;
 
@@ -292,12 +323,13 @@ int restore_cli_restore(int argc, char **argv)
     if (o.force && o.if_not_exists)
         return usage_err("restore", "--force and --if-db-not-exists exclude each other");
     if (!o.url) {
-        rc = default_url_from_config(cfg, &cfgurl, err, sizeof err);
+        rc = default_dest_from_config(cfg, &dcfg, &o.url, &dso, err, sizeof err);
         if (rc) {
             fprintf(stderr, "litevault restore: %s\n", err);
             return exit_code(rc);
         }
-        o.url = cfgurl;
+        have_dcfg = 1;
+        o.sopts = &dso;
     }
     o.progress = !json && isatty(STDERR_FILENO);
     rc = restore_run(&o, &r, err, sizeof err);
@@ -312,7 +344,8 @@ int restore_cli_restore(int argc, char **argv)
         print_restore(&o, &r, json);
     }
     restore_result_free(&r);
-    free(cfgurl);
+    if (have_dcfg)
+        config_free(&dcfg);
     return exit_code(rc);
 }
 
@@ -432,12 +465,14 @@ static int archive_ls(struct store *st, const char *db, int json)
                 continue;
             }
             restore_manifest_last(&m, &last, &last_t);
+            /* The earliest restorable TXID: 1 when segments start the log,
+             * else the oldest snapshot (older segments cannot be applied). */
             if (m.nsnaps) {
                 first = m.snaps[0].txid;
                 first_t = m.snaps[0].time_us;
             }
-            if (m.nsegs && (!first || m.segs[0].first_txid < first)) {
-                first = m.segs[0].first_txid;
+            if (m.nsegs && m.segs[0].first_txid == 1) {
+                first = 1;
                 first_t = m.segs[0].first_time_us;
             }
             if (json) {
@@ -494,12 +529,13 @@ out:
 
 /* ---------------------------------------------------------------- archive verify */
 
-static int archive_verify(const char *url, const char *db, const char *lineage, int parallel, int json)
+static int archive_verify(const char *url, const struct store_opts *so, const char *db, const char *lineage,
+                          int parallel, int json)
 {
     struct verify_result r;
     char err[2048] = "";
     size_t i;
-    int rc = verify_lineage(url, NULL, db, lineage, parallel, &r, err, sizeof err);
+    int rc = verify_lineage(url, so, db, lineage, parallel, &r, err, sizeof err);
 
     if (rc) {
         fprintf(stderr, "litevault archive verify: %s\n", err[0] ? err : lv_strerror(rc));
@@ -542,9 +578,11 @@ int restore_cli_archive(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     const char *sub, *url = NULL, *db = NULL, *lineage = NULL, *cfg = NULL;
-    char err[1024] = "", *cfgurl = NULL;
+    char err[1024] = "";
     struct store *st = NULL;
-    int c, json = 0, parallel = 4, rc;
+    struct config dcfg;
+    struct store_opts dso, *so = NULL;
+    int c, json = 0, parallel = 4, rc, have_dcfg = 0;
 
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage_archive();
@@ -579,23 +617,25 @@ int restore_cli_archive(int argc, char **argv)
     if (lineage && strcmp(sub, "ls") == 0)
         return usage_err("archive", "--lineage is for verify");
     if (!url) {
-        rc = default_url_from_config(cfg, &cfgurl, err, sizeof err);
+        rc = default_dest_from_config(cfg, &dcfg, &url, &dso, err, sizeof err);
         if (rc) {
             fprintf(stderr, "litevault archive: %s\n", err);
             return exit_code(rc);
         }
-        url = cfgurl;
+        have_dcfg = 1;
+        so = &dso;
     }
     if (strcmp(sub, "verify") == 0) {
-        rc = archive_verify(url, db, lineage, parallel, json);
+        rc = archive_verify(url, so, db, lineage, parallel, json);
     } else {
-        rc = store_open(url, NULL, &st, err, sizeof err);
+        rc = store_open(url, so, &st, err, sizeof err);
         if (rc)
             fprintf(stderr, "litevault archive ls: %s\n", err);
         else
             rc = archive_ls(st, db, json);
         store_close(st);
     }
-    free(cfgurl);
+    if (have_dcfg)
+        config_free(&dcfg);
     return exit_code(rc);
 }

@@ -105,9 +105,10 @@ static int h_image(void *ctx, const struct http_request *req, struct http_respon
     return 0;
 }
 
-/* Remove files left in data.dir/tmp by an earlier run. */
-static void clear_tmp(const char *dir)
+void api_clear_tmp(const char *data_dir)
 {
+    char dir[PATH_MAX];
+    api_tmp_dir(data_dir, dir, sizeof dir);
     DIR *dp = opendir(dir);
     struct dirent *e;
     char p[PATH_MAX + 300];
@@ -125,10 +126,7 @@ static void clear_tmp(const char *dir)
 
 int api_register(struct http_server *s, struct dbreg *reg, const struct config *cfg)
 {
-    char dir[PATH_MAX];
     g_api.reg = reg;
     g_api.cfg = cfg;
-    api_tmp_dir(cfg->data_dir, dir, sizeof dir);
-    clear_tmp(dir);
     return http_route(s, "POST", "/v1/image", h_image, &g_api);
 }

@@ -5,12 +5,13 @@
  * API (yaml_parser_load), then walked against a static key schema:
  *
  *   fuse:   dir                                  (section)
- *   data:   dir, state-interval, segment-size    (section)
+ *   data:   dir, state-interval, segment-size, max-log-size (section)
  *   http:   addr                                 (section)
  *   log:    level, format                        (section)
  *   exports: name, schedule, url, format, databases, keep, on, endpoint,
  *            region, force-path-style, access-key-id, secret-access-key,
  *            session-token                       (list)
+ *   archive: url, endpoint, region, ...          (list of destinations)
  *
  * Schema.  A schema is a NULL-terminated array of struct cfg_key.  Each
  * key is one of
@@ -34,10 +35,12 @@
  * key->elem_check (optional) validates the element as a whole after its
  * walk (keys that depend on each other, uniqueness against the earlier
  * elements), reporting at the item's position.
- * Leaves with .seq also accept a sequence of scalars: parse runs once per
- * item (p->keypath ends in "[j]" then); with .owned == 2 the field is a
- * malloc'ed char ** array whose size_t count is at key->count_off, freed
- * string by string (exports[].databases).
+ * Leaves with .seq also accept a sequence of scalars.  CFG_SEQ_EACH: parse
+ * runs once per item (p->keypath ends in "[j]" then); with .owned == 2 the
+ * field is a malloc'ed char ** array whose size_t count is at
+ * key->count_off, freed string by string (exports[].databases).
+ * CFG_SEQ_JOIN: parse runs once on the items joined by ',' ("" for [])
+ * (archive[].compaction).
  *
  * Walk invariants: p->keypath always holds the dotted path of the node
  * being checked ("data.segment-size", "archive[1].url"), so every error
@@ -78,6 +81,13 @@
 #define DEFAULT_STATE_INTERVAL_US (30LL * 1000000)
 #define DEFAULT_SEGMENT_SIZE (64LL << 20)
 #define MIN_SEGMENT_SIZE (4LL << 10)
+#define DEFAULT_MAX_LOG_SIZE (10LL << 30)
+#define DEFAULT_SYNC_INTERVAL_US (1000000LL)
+#define DEFAULT_SNAPSHOT_INTERVAL_US (86400LL * 1000000)
+#define DEFAULT_RETENTION_US (7LL * 86400 * 1000000)
+#define DEFAULT_PARALLEL 4
+#define DEFAULT_DELETE_DELAY_US (300LL * 1000000)
+static const int64_t default_levels_us[] = {30LL * 1000000, 300LL * 1000000, 3600LL * 1000000};
 
 #define CFG_MAX_KEYS 32 /* keys per schema table */
 
@@ -89,6 +99,7 @@ typedef int (*cfg_parse_fn)(struct cfg_parser *p, const struct cfg_key *k, yaml_
                             void *field);
 
 enum cfg_kind { CFG_LEAF, CFG_SECTION, CFG_LIST };
+enum cfg_seq { CFG_SEQ_NONE = 0, CFG_SEQ_EACH = 1, CFG_SEQ_JOIN = 2 };
 
 struct cfg_key {
     const char *name;           /* key as written in the file; NULL ends a table */
@@ -97,7 +108,9 @@ struct cfg_key {
     size_t off;                 /* CFG_LEAF: field offset; CFG_LIST: offset of the element array pointer */
     int owned;                  /* CFG_LEAF: 1: field is a malloc'ed char * freed by config_free;
                                    2: a malloc'ed char ** of malloc'ed strings, count at count_off */
-    int seq;                    /* CFG_LEAF: a sequence of scalars is accepted too (parse per item) */
+    int seq;                    /* CFG_LEAF: a sequence of scalars is accepted too: CFG_SEQ_EACH calls
+                                   parse once per item, CFG_SEQ_JOIN once with the items joined by ','
+                                   (an empty list gives "") */
     int required;               /* must be present in its mapping */
     const char *example;        /* CFG_LEAF: an example value, for messages */
     const struct cfg_key *sub;  /* CFG_SECTION, CFG_LIST: keys of the nested mapping */
@@ -399,6 +412,159 @@ static int parse_segsize(struct cfg_parser *p, const struct cfg_key *k, yaml_nod
     return 0;
 }
 
+static int parse_maxlog(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                        void *field)
+{
+    const char *why;
+    int64_t v;
+
+    if (parse_scaled(value, size_units, LV_ARRAY_LEN(size_units), &v, &why) < 0)
+        return cfg_error(p, node->start_mark,
+                         "bad size \"%s\": %s (use an integer with B, KiB, MiB, GiB, TiB, KB, MB, GB or TB, e.g. %s; "
+                         "0 for no limit)", value, why, k->example);
+    if (v != 0 && v < (1LL << 20))
+        return cfg_error(p, node->start_mark, "size %lld is too small (use at least 1MiB, or 0 for no limit)",
+                         (long long)v);
+    *(int64_t *)field = v;
+    return 0;
+}
+
+/* Any non-empty string (URLs, names, credentials). */
+static int parse_str(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value, void *field)
+{
+    char *v;
+
+    if (!*value)
+        return cfg_error(p, node->start_mark, "empty value (set e.g. %s, or remove the key)", k->example);
+    v = strdup(value);
+    if (!v)
+        return LV_ENOMEM;
+    return set_string(field, v);
+}
+
+/* Archive URL: s3://BUCKET[/PREFIX][?...] or file://PATH, a relative PATH resolved like data.dir. */
+static int parse_url(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value, void *field)
+{
+    char *v, *abs;
+
+    if (!*value)
+        return cfg_error(p, node->start_mark, "empty value (set a destination such as %s)", k->example);
+    if (strncmp(value, "s3://", 5) == 0) {
+        if (!value[5] || value[5] == '/' || value[5] == '?')
+            return cfg_error(p, node->start_mark, "missing bucket in \"%s\" (use s3://BUCKET/PREFIX)", value);
+        v = strdup(value);
+    } else if (strncmp(value, "file://", 7) == 0) {
+        if (!value[7])
+            return cfg_error(p, node->start_mark, "missing path in \"%s\" (use file:///abs/dir or file://rel/dir)",
+                             value);
+        abs = resolve_path(p->basedir, value + 7);
+        if (!abs)
+            return LV_ENOMEM;
+        if (asprintf(&v, "file://%s", abs) < 0)
+            v = NULL;
+        free(abs);
+    } else {
+        return cfg_error(p, node->start_mark, "unsupported URL \"%s\" (use file:///abs/dir or s3://BUCKET/PREFIX)",
+                         value);
+    }
+    if (!v)
+        return LV_ENOMEM;
+    return set_string(field, v);
+}
+
+static int parse_bool3(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                       void *field)
+{
+    LV_UNUSED(k);
+    if (strcmp(value, "true") == 0 || strcmp(value, "yes") == 0 || strcmp(value, "on") == 0)
+        *(int *)field = 1;
+    else if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0 || strcmp(value, "off") == 0)
+        *(int *)field = -1;
+    else
+        return cfg_error(p, node->start_mark, "expected true or false, found \"%s\"", value);
+    return 0;
+}
+
+static int parse_parallel(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                          void *field)
+{
+    char *end;
+    long v;
+
+    errno = 0;
+    v = strtol(value, &end, 10);
+    if (!*value || *end || errno || v < 1 || v > 64)
+        return cfg_error(p, node->start_mark, "expected an integer from 1 to 64, found \"%s\" (e.g. %s)", value,
+                         k->example);
+    *(int *)field = (int)v;
+    return 0;
+}
+
+/* compaction: a list of durations ([30s, 5m, 1h]), joined by ',' by the walk; "" or [] = no compaction.
+ * Each level's window must be longer than the previous one. */
+static int parse_levels(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                        void *field)
+{
+    struct config_archive *a = (struct config_archive *)((char *)field - offsetof(struct config_archive, compaction_us));
+    const char *s = value, *why;
+    size_t n = 0;
+
+    while (*s) {
+        char item[64];
+        size_t len = strcspn(s, ",");
+        int64_t v;
+        while (len && (*s == ' ')) {
+            s++;
+            len--;
+        }
+        if (len >= sizeof item || len == 0)
+            return cfg_error(p, node->start_mark, "bad level list \"%s\" (use a list of durations, e.g. %s)", value,
+                             k->example);
+        memcpy(item, s, len);
+        item[len] = '\0';
+        while (len && item[len - 1] == ' ')
+            item[--len] = '\0';
+        if (n >= CONFIG_MAX_LEVELS)
+            return cfg_error(p, node->start_mark, "at most %d compaction levels", CONFIG_MAX_LEVELS);
+        if (parse_scaled(item, duration_units, LV_ARRAY_LEN(duration_units), &v, &why) < 0 || v <= 0)
+            return cfg_error(p, node->start_mark, "bad duration \"%s\" in compaction (use e.g. %s)", item,
+                             k->example);
+        if (n > 0 && v <= a->compaction_us[n - 1])
+            return cfg_error(p, node->start_mark,
+                             "compaction level %zu (%s) must be longer than the level before it", n + 1, item);
+        a->compaction_us[n++] = v;
+        s += strcspn(s, ",");
+        if (*s == ',')
+            s++;
+    }
+    a->ncompaction = n;
+    a->compaction_set = 1;
+    return 0;
+}
+
+/* Fill the defaults of archive destinations after the walk. */
+static void archive_defaults(struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->narchive; i++) {
+        struct config_archive *a = &cfg->archive[i];
+        if (!a->sync_interval_us)
+            a->sync_interval_us = DEFAULT_SYNC_INTERVAL_US;
+        if (!a->snapshot_interval_us)
+            a->snapshot_interval_us = DEFAULT_SNAPSHOT_INTERVAL_US;
+        if (!a->retention_us)
+            a->retention_us = DEFAULT_RETENTION_US;
+        if (!a->parallel)
+            a->parallel = DEFAULT_PARALLEL;
+        if (!a->delete_delay_us)
+            a->delete_delay_us = DEFAULT_DELETE_DELAY_US;
+        if (!a->compaction_set) {
+            for (size_t j = 0; j < LV_ARRAY_LEN(default_levels_us); j++)
+                a->compaction_us[j] = default_levels_us[j];
+            a->ncompaction = LV_ARRAY_LEN(default_levels_us);
+        }
+    }
+}
+
 /* ---- schema ---- */
 
 static const struct cfg_key fuse_keys[] = {
@@ -410,6 +576,7 @@ static const struct cfg_key data_keys[] = {
     {.name = "dir", .parse = parse_dir, .off = offsetof(struct config, data_dir), .owned = 1, .example = DEFAULT_DATA_DIR},
     {.name = "state-interval", .parse = parse_interval, .off = offsetof(struct config, state_interval_us), .example = "30s"},
     {.name = "segment-size", .parse = parse_segsize, .off = offsetof(struct config, segment_size), .example = "64MiB"},
+    {.name = "max-log-size", .parse = parse_maxlog, .off = offsetof(struct config, max_log_size), .example = "10GiB"},
     {.name = NULL},
 };
 
@@ -640,7 +807,7 @@ static const struct cfg_key export_keys[] = {
      .example = "s3://bucket/exports"},
     {.name = "format", .parse = parse_export_format, .off = offsetof(struct config_export, format), .example = "db"},
     {.name = "databases", .parse = parse_export_databases, .off = offsetof(struct config_export, databases),
-     .owned = 2, .seq = 1, .count_off = offsetof(struct config_export, ndatabases), .example = "all"},
+     .owned = 2, .seq = CFG_SEQ_EACH, .count_off = offsetof(struct config_export, ndatabases), .example = "all"},
     {.name = "keep", .parse = parse_export_keep, .off = offsetof(struct config_export, keep), .example = "7"},
     {.name = "on", .parse = parse_export_on, .off = offsetof(struct config_export, on), .example = "primary"},
     {.name = "endpoint", .parse = parse_export_string, .off = offsetof(struct config_export, endpoint), .owned = 1,
@@ -658,7 +825,25 @@ static const struct cfg_key export_keys[] = {
     {.name = NULL},
 };
 
-/* Top level.  Later versions add lease (CFG_SECTION) and archive (CFG_LIST) here. */
+#define AOFF(f) offsetof(struct config_archive, f)
+static const struct cfg_key archive_keys[] = {
+    {.name = "url", .parse = parse_url, .off = AOFF(url), .owned = 1, .required = 1, .example = "file:///var/lib/litevault/archive"},
+    {.name = "endpoint", .parse = parse_str, .off = AOFF(endpoint), .owned = 1, .example = "http://127.0.0.1:9000"},
+    {.name = "region", .parse = parse_str, .off = AOFF(region), .owned = 1, .example = "us-east-1"},
+    {.name = "force-path-style", .parse = parse_bool3, .off = AOFF(force_path_style), .example = "true"},
+    {.name = "access-key-id", .parse = parse_str, .off = AOFF(access_key_id), .owned = 1, .example = "${AWS_ACCESS_KEY_ID}"},
+    {.name = "secret-access-key", .parse = parse_str, .off = AOFF(secret_access_key), .owned = 1, .example = "${AWS_SECRET_ACCESS_KEY}"},
+    {.name = "session-token", .parse = parse_str, .off = AOFF(session_token), .owned = 1, .example = "${AWS_SESSION_TOKEN}"},
+    {.name = "sync-interval", .parse = parse_interval, .off = AOFF(sync_interval_us), .example = "1s"},
+    {.name = "snapshot-interval", .parse = parse_interval, .off = AOFF(snapshot_interval_us), .example = "24h"},
+    {.name = "retention", .parse = parse_interval, .off = AOFF(retention_us), .example = "7d"},
+    {.name = "compaction", .parse = parse_levels, .off = AOFF(compaction_us), .seq = CFG_SEQ_JOIN, .example = "[30s, 5m, 1h]"},
+    {.name = "parallel", .parse = parse_parallel, .off = AOFF(parallel), .example = "4"},
+    {.name = "delete-delay", .parse = parse_interval, .off = AOFF(delete_delay_us), .example = "5m"},
+    {.name = NULL},
+};
+
+/* Top level.  A later version adds lease (CFG_SECTION) here. */
 static const struct cfg_key top_keys[] = {
     {.name = "fuse", .kind = CFG_SECTION, .sub = fuse_keys},
     {.name = "data", .kind = CFG_SECTION, .sub = data_keys},
@@ -667,6 +852,8 @@ static const struct cfg_key top_keys[] = {
     {.name = "exports", .kind = CFG_LIST, .sub = export_keys, .off = offsetof(struct config, exports),
      .count_off = offsetof(struct config, nexports), .elem_size = sizeof(struct config_export),
      .elem_init = export_init, .elem_check = export_check},
+    {.name = "archive", .kind = CFG_LIST, .sub = archive_keys, .off = offsetof(struct config, archive),
+     .count_off = offsetof(struct config, narchive), .elem_size = sizeof(struct config_archive)},
     {.name = NULL},
 };
 
@@ -772,7 +959,7 @@ static int walk_leaf(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t 
     char *v = NULL;
     int rc;
 
-    if (val->type == YAML_SEQUENCE_NODE && k->seq) {
+    if (val->type == YAML_SEQUENCE_NODE && k->seq == CFG_SEQ_EACH) {
         size_t old = strlen(p->keypath), n = (size_t)(val->data.sequence.items.top - val->data.sequence.items.start);
         rc = 0;
         if (n == 0)
@@ -790,6 +977,38 @@ static int walk_leaf(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t 
             }
         }
         p->keypath[old] = '\0';
+        return rc;
+    }
+    if (val->type == YAML_SEQUENCE_NODE && k->seq == CFG_SEQ_JOIN) {
+        size_t used = 0, cap = 1;
+        v = calloc(1, 1);
+        for (yaml_node_item_t *it = val->data.sequence.items.start; v && it < val->data.sequence.items.top; it++) {
+            yaml_node_t *item = yaml_document_get_node(p->doc, *it);
+            char *iv = NULL, *nv;
+            if (item->type != YAML_SCALAR_NODE || is_null_scalar(item)) {
+                free(v);
+                return cfg_error(p, item->start_mark, "expected a list of single values such as %s", k->example);
+            }
+            rc = expand_env(p, item, &iv);
+            if (rc < 0) {
+                free(v);
+                return rc;
+            }
+            cap = used + strlen(iv) + 2;
+            nv = realloc(v, cap);
+            if (!nv) {
+                free(iv);
+                free(v);
+                return LV_ENOMEM;
+            }
+            v = nv;
+            used += (size_t)sprintf(v + used, "%s%s", used ? "," : "", iv);
+            free(iv);
+        }
+        if (!v)
+            return LV_ENOMEM;
+        rc = k->parse(p, k, val, v, base + k->off);
+        free(v);
         return rc;
     }
     if (val->type != YAML_SCALAR_NODE)
@@ -981,6 +1200,7 @@ int config_defaults(struct config *cfg)
     cfg->log_json = 0;
     cfg->state_interval_us = DEFAULT_STATE_INTERVAL_US;
     cfg->segment_size = DEFAULT_SEGMENT_SIZE;
+    cfg->max_log_size = DEFAULT_MAX_LOG_SIZE;
     if (!cfg->fuse_dir || !cfg->data_dir || !cfg->http_addr) {
         config_free(cfg);
         return LV_ENOMEM;
@@ -1146,6 +1366,8 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
         rc = cfg_error(&p, root->start_mark, "expected a mapping with keys %s, found %s", valid, node_kind_name(root));
     } else {
         rc = walk_mapping(&p, root, top_keys, (char *)cfg);
+        if (rc == 0)
+            archive_defaults(cfg);
     }
 
 out_delete_doc:

@@ -41,6 +41,28 @@ struct config_export {
     char *session_token;       /* session-token (owned, never logged) or NULL */
 };
 
+#define CONFIG_MAX_LEVELS 9 /* compaction levels above level 0 */
+
+/* One archive destination (archive: list item).  Zero fields mean "the
+ * default" until config_load fills the defaults in; strings are owned. */
+struct config_archive {
+    char *url;                  /* url: file:///abs (relative paths resolved like data.dir) or s3://BUCKET/PREFIX?... (required) */
+    char *endpoint;             /* endpoint: S3 endpoint URL, NULL for AWS */
+    char *region;               /* region: S3 region, NULL for the default */
+    int force_path_style;       /* force-path-style: 0 default, 1 true, -1 false */
+    char *access_key_id;        /* access-key-id: NULL to use AWS_ACCESS_KEY_ID */
+    char *secret_access_key;    /* secret-access-key: never logged */
+    char *session_token;        /* session-token: never logged */
+    int64_t sync_interval_us;   /* sync-interval: default 1s */
+    int64_t snapshot_interval_us; /* snapshot-interval: default 24h */
+    int64_t retention_us;       /* retention: default 7d */
+    int64_t compaction_us[CONFIG_MAX_LEVELS]; /* compaction: window of levels 1..n; default [30s, 5m, 1h] */
+    size_t ncompaction;         /* levels in compaction_us (0: no compaction) */
+    int compaction_set;         /* compaction: was given (possibly empty) */
+    int parallel;               /* parallel: connections per destination; default 4 */
+    int64_t delete_delay_us;    /* delete-delay: how long objects dropped from the manifest stay readable; default 5m */
+};
+
 struct config {
     char *path;        /* file the config was read from (owned), or NULL for defaults */
     char *fuse_dir;    /* fuse.dir: mount point (owned); default "/var/lib/litevault/mnt" */
@@ -52,6 +74,10 @@ struct config {
     int64_t segment_size;       /* data.segment-size: bytes before a log segment rolls over; default 64 MiB */
     struct config_export *exports; /* exports: scheduled export jobs (owned array), NULL if none */
     size_t nexports;               /* entries in exports */
+    int64_t max_log_size;       /* data.max-log-size: local log bytes (all databases) before writes are
+                                   refused while an archive lags; 0 = no limit; default 10 GiB */
+    struct config_archive *archive; /* archive: destinations (owned array) */
+    size_t narchive;            /* entries in archive */
 };
 
 /* Fill *cfg with defaults (strings owned by cfg). 0 or LV_ENOMEM. */

@@ -157,6 +157,7 @@ struct dbreg {
     pthread_cond_t scv;       /* signals a new job or a finished one */
     struct sync_job *sq;      /* queued jobs (smu) */
     int sstop;                /* syncer should exit (smu) */
+    int log_full;             /* 1: local log over data.max-log-size: new transactions refused (atomic) */
 };
 
 /* One log fsync handed to the syncer thread. */
@@ -1926,6 +1927,11 @@ static int info_cmp(const void *a, const void *b)
     return strcmp(((const struct db_info *)a)->name, ((const struct db_info *)b)->name);
 }
 
+void dbreg_set_log_full(struct dbreg *r, int full)
+{
+    __atomic_store_n(&r->log_full, full ? 1 : 0, __ATOMIC_RELAXED);
+}
+
 int dbreg_list(struct dbreg *r, struct db_info **out, size_t *n)
 {
     struct db_info *v = NULL;
@@ -2248,6 +2254,13 @@ ssize_t db_on_write(struct db *d, enum db_filekind kind, int fd, const void *buf
     }
     if (d->kind != DBK_SQLITE) {
         n = do_pwrite(fd, buf, len, off);
+        goto out_unlock;
+    }
+    if ((kind == DBF_WAL || kind == DBF_JOURNAL) && __atomic_load_n(&d->reg->log_full, __ATOMIC_RELAXED)) {
+        /* data.max-log-size reached (archive lagging): no new transaction
+         * may start, so no record is ever dropped.  SQLite sees SQLITE_FULL. */
+        d->refused++;
+        n = -ENOSPC;
         goto out_unlock;
     }
     switch (kind) {

@@ -102,6 +102,12 @@ struct db_info {
  * 0 or LV_ENOMEM. */
 int dbreg_list(struct dbreg *r, struct db_info **out, size_t *n);
 
+/* Refuse (full = 1) or allow again (0) new transactions on every database:
+ * while set, writes to -wal and -journal files fail with ENOSPC (SQLite:
+ * SQLITE_FULL), so no transaction can start and nothing is ever dropped.
+ * Set by the archiver when the local log reaches data.max-log-size. */
+void dbreg_set_log_full(struct dbreg *r, int full);
+
 /* Facts about an image written by dbreg_image. */
 struct db_image_info {
     uint8_t id[16];         /* database ID */

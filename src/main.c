@@ -30,6 +30,7 @@
 #include <jansson.h>
 
 #include "api.h"
+#include "archiver.h"
 #include "cksum.h"
 #include "config.h"
 #include "db.h"
@@ -76,6 +77,7 @@ struct daemon {
     struct config cfg;         /* configuration */
     struct dbreg *reg;         /* databases */
     struct exports *exp;       /* scheduled exports (NULL if none); set before the HTTP server starts */
+    struct archiver *arch;     /* archive uploads, NULL without archive: destinations */
     pthread_mutex_t mu;        /* guards stop */
     pthread_cond_t cv;         /* signalled on stop */
     int stop;                  /* housekeeping should end */
@@ -92,6 +94,9 @@ static int h_status(void *ctx, const struct http_request *req, struct http_respo
     json_object_set_new(o, "databases", dbs ? json_loads(dbs, 0, NULL) : json_array());
     json_object_set_new(o, "exports", exports_status_json(dm->exp));
     free(dbs);
+    char *ar = archiver_status_json(dm->arch);
+    json_object_set_new(o, "archive", ar ? json_loads(ar, 0, NULL) : json_array());
+    free(ar);
     resp->body = json_dumps(o, JSON_INDENT(2));
     json_decref(o);
     resp->content_type = "application/json";
@@ -103,8 +108,8 @@ static int h_metrics(void *ctx, const struct http_request *req, struct http_resp
     struct daemon *dm = ctx;
     char *buf = NULL;
     size_t len = 0, cap = 0;
-    if (dbreg_metrics(dm->reg, &buf, &len, &cap) != 0 || metrics_render_process(&buf, &len, &cap) != 0 ||
-        exports_metrics(dm->exp, &buf, &len, &cap) != 0) {
+    if (dbreg_metrics(dm->reg, &buf, &len, &cap) != 0 || archiver_metrics(dm->arch, &buf, &len, &cap) != 0 ||
+        exports_metrics(dm->exp, &buf, &len, &cap) != 0 || metrics_render_process(&buf, &len, &cap) != 0) {
         free(buf);
         resp->status = 500;
         resp->body = strdup("{\"error\":\"out of memory\"}");
@@ -253,8 +258,14 @@ static int cmd_mount(int argc, char **argv)
         fprintf(stderr, "litevault: %s\n", err);
         goto out_cfg;
     }
+    api_clear_tmp(dm.cfg.data_dir); /* before any thread writes there */
     if (exports_new(&dm.cfg, dm.reg, NULL, NULL, &dm.exp, err, sizeof err) != 0) {
         fprintf(stderr, "litevault: %s\n", err);
+        goto out_reg;
+    }
+    if (archiver_start(&dm.cfg, dm.reg, &dm.arch, err, sizeof err) != 0) {
+        fprintf(stderr, "litevault: %s: %s\n", dm.cfg.path ? dm.cfg.path : "config", err);
+        rc = LV_EXIT_USAGE;
         goto out_reg;
     }
     if (http_new(dm.cfg.http_addr, &hs) != 0 || http_route(hs, "GET", "/status", h_status, &dm) != 0 ||
@@ -309,6 +320,7 @@ out_hk:
     http_free(hs);
 out_reg:
     exports_stop(dm.exp);
+    archiver_stop(dm.arch);
     dbreg_close(dm.reg);
 out_cfg:
     config_free(&dm.cfg);

@@ -1992,6 +1992,13 @@ int txlog_replay(const char *dir, uint64_t target_txid, const char *out_path, ui
                 snprintf(err, errlen, "%s", r->err[0] ? r->err : lv_strerror(rc));
             goto out_unlink;
         }
+        if (!st.have && h.txid != 1 && !(h.flags & TXLOG_F_SNAPSHOT)) {
+            rc = rp_fail(err, errlen, r, h.txid, LV_ECORRUPT,
+                         "log starts at TXID %" PRIu64 ", which is neither TXID 1 nor a snapshot (older "
+                         "records were pruned after they were archived: use `litevault restore` to rebuild "
+                         "the database from the archive)", h.txid);
+            goto out_unlink;
+        }
         if (!st.have && target_txid && h.txid > target_txid) {
             rc = rp_fail(err, errlen, r, h.txid, LV_ENOENT,
                          "target TXID %" PRIu64 " is before the first TXID %" PRIu64 " in the log", target_txid,
@@ -2338,4 +2345,85 @@ out_free:
     free(segs);
     free(im.buf);
     return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Pruning                                                             */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The archiver prunes the local log once every destination has confirmed
+ * records (and the checksum state file covers them).  Only whole segments
+ * that are not the newest go: the writer only ever appends to the newest
+ * segment, and readers (segment images, the directory reader) treat a
+ * vanished older segment as "pruned" rather than as damage.  The oldest
+ * segment goes first so the log stays contiguous at every moment.
+ */
+int txlog_prune(const char *dir, uint64_t upto_txid, uint64_t *removed_bytes)
+{
+    uint64_t *segs = NULL, freed = 0;
+    size_t n = 0;
+    int rc, removed = 0;
+
+    if (removed_bytes)
+        *removed_bytes = 0;
+    rc = seg_list(dir, &segs, &n);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i + 1 < n; i++) {
+        struct stat st;
+        char *path;
+        if (segs[i + 1] - 1 > upto_txid)
+            break;
+        path = seg_path(dir, segs[i]);
+        if (!path) {
+            rc = LV_ENOMEM;
+            break;
+        }
+        if (stat(path, &st) == 0)
+            freed += (uint64_t)st.st_size;
+        if (unlink(path) < 0 && errno != ENOENT) {
+            LV_ERROR("txlog: prune: unlink %s: %s", path, strerror(errno));
+            rc = lv_from_errno(errno);
+            free(path);
+            break;
+        }
+        LV_DEBUG("txlog: pruned %s (TXIDs up to %" PRIu64 ")", path, segs[i + 1] - 1);
+        free(path);
+        removed++;
+    }
+    if (removed)
+        sys_fsync_dir(dir);
+    free(segs);
+    if (removed_bytes)
+        *removed_bytes = freed;
+    return rc ? rc : removed;
+}
+
+int txlog_dir_usage(const char *dir, uint64_t *bytes, uint64_t *first_txid)
+{
+    uint64_t *segs = NULL, total = 0;
+    size_t n = 0;
+    int rc;
+
+    *bytes = 0;
+    *first_txid = 0;
+    rc = seg_list(dir, &segs, &n);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        struct stat st;
+        char *path = seg_path(dir, segs[i]);
+        if (!path) {
+            free(segs);
+            return LV_ENOMEM;
+        }
+        if (stat(path, &st) == 0)
+            total += (uint64_t)st.st_size;
+        free(path);
+    }
+    *bytes = total;
+    *first_txid = n ? segs[0] : 0;
+    free(segs);
+    return 0;
 }

@@ -203,6 +203,17 @@ int txlog_apply_finish(struct txlog_apply *a, char *err, size_t errlen);
 
 /* Free the handle (does not close the fd). */
 void txlog_apply_close(struct txlog_apply *a);
+/* ---- Pruning (archiver) ---- */
+
+/* Delete whole segment files of the log in dir whose records all have
+ * TXID <= upto_txid, oldest first, never the newest segment (the one the
+ * writer appends to).  A segment's last TXID is the next segment's first
+ * TXID - 1.  *removed_bytes (may be NULL) gets the bytes freed.  Returns
+ * the number of segments removed (>= 0) or a negative LV_E*. */
+int txlog_prune(const char *dir, uint64_t upto_txid, uint64_t *removed_bytes);
+
+/* Bytes and first TXID of the segment files in dir (first_txid 0 if none). */
+int txlog_dir_usage(const char *dir, uint64_t *bytes, uint64_t *first_txid);
 
 /* ---- Replay ---- */
 

@@ -219,6 +219,12 @@ Test(config, sample_file_loads)
     cr_assert_eq(c.log_level, LVLOG_INFO);
     cr_assert_eq(c.state_interval_us, 30LL * 1000000);
     cr_assert_eq(c.segment_size, 64LL << 20);
+    cr_assert_eq(c.max_log_size, 10LL << 30);
+    cr_assert_eq(c.narchive, 1, "make run archives to a local directory");
+    snprintf(want, sizeof want, "file://%s/backup", real);
+    cr_assert_str_eq(c.archive[0].url, want);
+    cr_assert_eq(c.archive[0].sync_interval_us, 1000000);
+    cr_assert_eq(c.archive[0].ncompaction, 3);
     config_free(&c);
 }
 
@@ -252,7 +258,7 @@ Test(config, missing_file)
 Test(config, unknown_keys)
 {
     cft_load_err("lease:\n  ttl: 1s\n", 1, 1, "lease: unknown key", "fuse, data, http, log");
-    cft_load_err("archive:\n  - url: s3://x\n", 1, 1, "archive: unknown key", NULL);
+    cft_load_err("lease:\n  kind: static\n", 1, 1, "lease: unknown key", NULL);
     cft_load_err("fuse:\n  dri: /x\n", 2, 3, "fuse.dri: unknown key", "did you mean \"dir\"");
     cft_load_err("data:\n  dir: /d\n  segment_size: 1MiB\n", 3, 3, "data.segment_size: unknown key",
                  "did you mean \"segment-size\"");
@@ -538,4 +544,100 @@ Test(config, exports_errors_name_the_key)
                  "did you mean \"keep\"");
     cft_load_err("exports:\n  schedule: '@daily'\n", 2, 3, "exports: expected a list of mappings", NULL);
     cft_load_err("exports:\n  - '@daily'\n", 2, 5, "exports[0]: expected a mapping", NULL);
+}
+
+/* ---- archive: destinations and data.max-log-size ---- */
+
+Test(config, archive_defaults_and_every_key)
+{
+    struct config c;
+
+    cft_load_ok("data:\n"
+                "  max-log-size: 2GiB\n"
+                "archive:\n"
+                "  - url: file:///srv/archive\n"
+                "  - url: s3://bucket/prefix?region=eu-west-1\n"
+                "    endpoint: http://127.0.0.1:9000\n"
+                "    region: us-east-1\n"
+                "    force-path-style: false\n"
+                "    access-key-id: AK\n"
+                "    secret-access-key: SK\n"
+                "    session-token: ST\n"
+                "    sync-interval: 250ms\n"
+                "    snapshot-interval: 1h\n"
+                "    retention: 30d\n"
+                "    compaction: [10s, 2m]\n"
+                "    parallel: 8\n"
+                "    delete-delay: 1m\n"
+                "  - url: file://rel/dir\n"
+                "    compaction: []\n",
+                &c);
+    cr_assert_eq(c.max_log_size, 2LL << 30);
+    cr_assert_eq(c.narchive, 3);
+    const struct config_archive *a = &c.archive[0];
+    cr_assert_str_eq(a->url, "file:///srv/archive");
+    cr_assert_null(a->endpoint);
+    cr_assert_eq(a->force_path_style, 0);
+    cr_assert_eq(a->sync_interval_us, 1000000);
+    cr_assert_eq(a->snapshot_interval_us, 86400LL * 1000000);
+    cr_assert_eq(a->retention_us, 7LL * 86400 * 1000000);
+    cr_assert_eq(a->ncompaction, 3);
+    cr_assert_eq(a->compaction_us[0], 30LL * 1000000);
+    cr_assert_eq(a->compaction_us[1], 300LL * 1000000);
+    cr_assert_eq(a->compaction_us[2], 3600LL * 1000000);
+    cr_assert_eq(a->parallel, 4);
+    cr_assert_eq(a->delete_delay_us, 300LL * 1000000);
+    a = &c.archive[1];
+    cr_assert_str_eq(a->url, "s3://bucket/prefix?region=eu-west-1");
+    cr_assert_str_eq(a->endpoint, "http://127.0.0.1:9000");
+    cr_assert_str_eq(a->region, "us-east-1");
+    cr_assert_eq(a->force_path_style, -1);
+    cr_assert_str_eq(a->access_key_id, "AK");
+    cr_assert_str_eq(a->secret_access_key, "SK");
+    cr_assert_str_eq(a->session_token, "ST");
+    cr_assert_eq(a->sync_interval_us, 250000);
+    cr_assert_eq(a->snapshot_interval_us, 3600LL * 1000000);
+    cr_assert_eq(a->retention_us, 30LL * 86400 * 1000000);
+    cr_assert_eq(a->ncompaction, 2);
+    cr_assert_eq(a->compaction_us[0], 10LL * 1000000);
+    cr_assert_eq(a->compaction_us[1], 120LL * 1000000);
+    cr_assert_eq(a->parallel, 8);
+    cr_assert_eq(a->delete_delay_us, 60LL * 1000000);
+    a = &c.archive[2];
+    char want[PATH_MAX + 16], real[PATH_MAX];
+    cr_assert_not_null(realpath(cft_dir, real));
+    snprintf(want, sizeof want, "file://%s/rel/dir", real);
+    cr_assert_str_eq(a->url, want, "relative file:// paths resolve like data.dir");
+    cr_assert_eq(a->ncompaction, 0, "compaction: [] disables compaction");
+    config_free(&c);
+    cr_assert_null(c.archive);
+
+    cft_load_ok("archive:\n  - url: s3://b\n    compaction: 1s, 1m\n", &c);
+    cr_assert_eq(c.archive[0].ncompaction, 2, "a comma-separated string works too");
+    config_free(&c);
+    cft_load_ok("data:\n  max-log-size: 0\n", &c);
+    cr_assert_eq(c.max_log_size, 0, "0: no limit");
+    cr_assert_eq(c.narchive, 0);
+    config_free(&c);
+    cft_load_ok("log:\n  level: warn\n", &c);
+    cr_assert_eq(c.max_log_size, 10LL << 30, "default 10GiB");
+    config_free(&c);
+}
+
+Test(config, archive_errors)
+{
+    cft_load_err("archive:\n  - sync-interval: 1s\n", 2, 5, "archive[0].url: required key is missing", NULL);
+    cft_load_err("archive:\n  - url: ftp://x\n", 2, 10, "archive[0].url: unsupported URL", "s3://");
+    cft_load_err("archive:\n  - url: s3:///x\n", 2, 10, "archive[0].url: missing bucket", NULL);
+    cft_load_err("archive:\n  - url: s3://b\n  - url: s3://b\n    compaction: [5m, 30s]\n", 4, 17,
+                 "archive[1].compaction: compaction level 2", "longer");
+    cft_load_err("archive:\n  - url: s3://b\n    compaction: [5x]\n", 3, 17, "archive[0].compaction: bad duration",
+                 NULL);
+    cft_load_err("archive:\n  - url: s3://b\n    force-path-style: maybe\n", 3, 23,
+                 "archive[0].force-path-style: expected true or false", NULL);
+    cft_load_err("archive:\n  - url: s3://b\n    parallel: 0\n", 3, 15, "archive[0].parallel: expected an integer", NULL);
+    cft_load_err("archive:\n  - url: s3://b\n    retension: 1d\n", 3, 5, "archive[0].retension: unknown key",
+                 "did you mean \"retention\"");
+    cft_load_err("archive:\n  url: s3://b\n", 2, 3, "archive: expected a list of mappings", NULL);
+    cft_load_err("data:\n  max-log-size: 10KiB\n", 2, 17, "data.max-log-size: size 10240 is too small", NULL);
 }

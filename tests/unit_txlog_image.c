@@ -684,3 +684,47 @@ Test(txlog_image, incomplete_tail_is_not_yet_there)
     }
     free(rec);
 }
+
+/* txlog_prune removes only whole older segments at or below the bound, never
+ * the newest; the rest of the log still opens, reads and images. */
+Test(txlog_image, prune_whole_old_segments_only)
+{
+    char *dir = ti_tmpdir();
+    uint64_t bytes = 0, first = 0, freed = 0, before = 0, last = 0;
+    struct txlog *l = NULL;
+    struct txlog_tail tail;
+    char err[256];
+
+    ti_build(dir, 20000, 40);
+    cr_assert_eq(txlog_dir_usage(dir, &before, &first), 0);
+    cr_assert_eq(first, 1);
+    cr_assert_eq(txlog_prune(dir, 0, NULL), 0, "nothing at or below TXID 0");
+    int n = ti_locate(dir, ti_locs, &last);
+    cr_assert_eq(last, 40);
+    cr_assert_gt(n, 0);
+    /* bound in the middle of some segment: that segment stays */
+    int removed = txlog_prune(dir, 20, &freed);
+    cr_assert_gt(removed, 0);
+    cr_assert_eq(txlog_dir_usage(dir, &bytes, &first), 0);
+    cr_assert_eq(bytes + freed, before);
+    cr_assert_gt(first, 1);
+    cr_assert_leq(first, 21, "a segment holding TXID %d was removed (log now starts at %llu)", 21,
+                  (unsigned long long)first);
+    /* everything after the bound is still readable, and the log opens */
+    void *img = NULL;
+    size_t len = 0;
+    cr_assert_eq(txlog_segment_image(dir, TI_ID, 21, 0, 0, &img, &len, &last), 0);
+    cr_assert_eq(last, 40);
+    free(img);
+    cr_assert_eq(txlog_open(dir, TI_ID, 20000, &l, &tail, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(tail.first_txid, first);
+    cr_assert_eq(tail.last_txid, 40);
+    txlog_close(l);
+    /* never the newest segment, even with a bound past the end */
+    txlog_prune(dir, UINT64_MAX, NULL);
+    cr_assert_eq(txlog_dir_usage(dir, &bytes, &first), 0);
+    cr_assert_gt(bytes, 0);
+    cr_assert_eq(txlog_segment_image(dir, TI_ID, first, 0, 0, &img, &len, &last), 0);
+    cr_assert_eq(last, 40);
+    free(img);
+}

@@ -1,0 +1,1468 @@
+/*
+ * archiver.c -- continuous archive of every database's log to each
+ * destination of `archive:` (layout and manifest: docs/FORMAT.md,
+ * "Archive layout and manifest"; design: docs/DESIGN.md, "Archiver").
+ *
+ * THREADS
+ *   - one thread per destination (struct adest).  It alone talks to its
+ *     store and owns the manifests of that destination, so a slow or
+ *     unreachable destination delays nobody else.  Capture (db.c) never
+ *     waits for it: it only reads the local log.
+ *   - one monitor thread: prunes the local log of what every destination
+ *     has confirmed, and enforces data.max-log-size.
+ *
+ * PER DATABASE, PER DESTINATION (struct adb, state machine)
+ *   NEW --open lineage (GET current.json, GET manifest)--> READY
+ *   READY, every sync-interval, if the database's TXID > archived:
+ *       segment image confirmed+1..txid (txlog_segment_image) --PUT-->
+ *       seg/0/<first>-<last>.lvseg, then manifest (generation+1) --PUT-->
+ *       manifest.json; confirmed = last.  The manifest, cached here, is the
+ *       source of truth: no LIST ever, idle databases cost no request.
+ *       When confirmed+1 is no longer in the local log (a new lineage, a
+ *       destination added later), a snapshot is uploaded first.
+ *   READY, snapshot-interval elapsed and the database changed: snapshot.
+ *   READY, compaction and retention are decided from the manifest alone.
+ *   A failed step leaves the in-memory manifest "dirty" (ahead of the
+ *   store) and retries with exponential backoff (capped at 10 s); warnings
+ *   are rate-limited; nothing is confirmed until the manifest PUT succeeds.
+ *
+ * WRITE ORDER (crash safety): an object is PUT before a manifest naming it;
+ * a manifest no longer naming an object is PUT before the object is
+ * deleted; keys are never reused for different content (segment and
+ * compacted objects are deterministic: a fresh header whose creation time
+ * is the first record's commit time, then records copied byte for byte).
+ * After a crash the worst left-overs are unreferenced objects; they are
+ * swept (one LIST of the lineage) when the lineage is opened at start-up.
+ * Objects dropped by compaction or retention are deleted delete-delay
+ * later (default 5 min), so a restore that read the previous manifest can
+ * still fetch everything it names.
+ *
+ * LINEAGE.  Objects live under <name>/<lineage>/.  The lineage is the
+ * database ID in hex.  If the archive's manifest for that ID disagrees with
+ * the local log (the archive is ahead of the log, or the post checksum of
+ * its last TXID differs from the local record's), the archive is not
+ * touched: the database continues in a derived lineage, 32 hex digits of
+ * XXH3-128("<id>-2") (then -3, ...), whose manifest has that derived ID as
+ * database_id and the original ID as "previous" (its records still carry
+ * the original ID).  <name>/current.json
+ * ({"dbid":"<lineage>","format":1,"updated":"<RFC3339>"}, the format of
+ * archive/current.c) names the newest
+ * lineage; it is written when a lineage is created or when it is missing.  A lineage
+ * created while current.json names another database ID records that ID in
+ * the manifest's "previous" (with its last TXID, when readable).
+ *
+ * COMPACTION (levels W1 < W2 < ..., config `compaction`): a run of >= 2
+ * TXID-consecutive segments of level < L whose first commit times fall in
+ * the same W_L-aligned window, once that window has closed, becomes one
+ * level-L object holding the same records byte for byte (from the local
+ * log when still there, else the downloaded objects concatenated).  No
+ * page de-duplication: a record is the only carrier of its TXID's commit
+ * time and checksums, so dropping older page versions would lose exact
+ * point-in-time restores; compaction only reduces the object count.
+ *
+ * RETENTION: with S the newest snapshot committed at or before now -
+ * retention, every snapshot before S and every segment ending at or before
+ * S's TXID is removed (manifest first, objects after).  Without such a
+ * snapshot nothing is removed, so at least one snapshot always remains.
+ *
+ * LOCKING: adest.mu guards each adb's published numbers (confirmed, pending,
+ * errors) and the adb array; the manifests and everything else in an adb
+ * are touched only by the destination's thread.  archiver.mu guards stop.
+ * Lock order: archiver.mu is never held while taking adest.mu.
+ */
+#include "archiver.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <xxhash.h>
+
+#include "config.h"
+#include "db.h"
+#include "lv.h"
+#include "lvlog.h"
+#include "current.h"
+#include "manifest.h"
+#include "metrics.h"
+#include "store.h"
+#include "sys.h"
+#include "txlog.h"
+
+#define SEG_MAX_BYTES (64ull << 20)   /* bound of one level-0 object while catching up */
+#define COMPACT_MAX_BYTES (256ull << 20) /* bound of one compacted object (it is built in memory) */
+#define BACKOFF_MAX_US (10LL * 1000000)
+#define WARN_EVERY_US (30LL * 1000000)
+#define IMAGE_TIMEOUT_MS 30000
+#define SNAP_CHUNK (1u << 20)
+
+/* One database at one destination. */
+struct adb {
+    char name[1024];            /* database name (immutable) */
+    uint8_t id[16];             /* database ID (immutable) */
+    char idhex[33];             /* its hex form */
+    char lineage[48];           /* directory under name/: idhex or idhex-N (thread) */
+    struct manifest m;          /* cached manifest of the lineage (thread) */
+    int loaded;                 /* m is valid (thread) */
+    int dirty;                  /* m has changes not yet stored (thread) */
+    int seen;                   /* listed in the current round (thread) */
+    int failures;               /* consecutive failed steps (thread) */
+    int64_t next_try_mono;      /* backoff: no attempt before (thread) */
+    int64_t last_warn_mono;     /* rate limit of warnings (thread) */
+    int64_t last_snap_us;       /* commit time of the newest snapshot, or lineage creation (thread) */
+    uint64_t last_snap_txid;    /* its TXID (thread) */
+    /* Published (adest.mu): */
+    uint64_t confirmed;         /* last TXID stored and named by a stored manifest */
+    int64_t confirmed_time_us;  /* its commit time */
+    uint64_t txid;              /* local TXID seen in the last round */
+    uint64_t pending_bytes;     /* estimated local log bytes not yet confirmed */
+    uint64_t errors;            /* failed steps */
+    uint64_t snapshots, compactions, retired; /* objects written by kind / deleted by retention */
+};
+
+/* An object dropped from a stored manifest, deleted once due. */
+struct adel {
+    char key[1200];             /* full key */
+    int64_t due_mono;           /* delete at or after (monotonic us) */
+};
+
+/* One destination. */
+struct adest {
+    struct archiver *a;         /* owner (immutable) */
+    int idx;                    /* position in archive: (immutable) */
+    const struct config_archive *cfg; /* its configuration (immutable) */
+    struct store *store;        /* the store (thread-safe) */
+    pthread_t th;               /* its thread */
+    int started;                /* th runs */
+    pthread_mutex_t mu;         /* guards dbs, ndbs, the published adb fields, up, errors, last_error */
+    struct adb **dbs;           /* databases seen */
+    size_t ndbs, cap;
+    int up;                     /* the last step succeeded */
+    uint64_t errors;            /* failed steps, all databases */
+    char last_error[256];       /* last failure, for /status */
+    struct adel *dels;          /* deletions waiting for delete-delay (thread only) */
+    size_t ndels, dels_cap;
+};
+
+struct archiver {
+    const struct config *cfg;   /* borrowed */
+    struct dbreg *reg;          /* borrowed */
+    char tmpdir[PATH_MAX];      /* data.dir/tmp */
+    pthread_mutex_t mu;         /* guards stop */
+    pthread_cond_t cv;          /* signalled on stop */
+    int stop;                   /* threads should end */
+    struct adest *dests;        /* destinations */
+    size_t ndests;
+    pthread_t mon;              /* monitor thread */
+    int mon_started;
+    uint64_t log_bytes;         /* local log bytes, all databases (atomic) */
+    int log_full;               /* writes refused (atomic) */
+    uint64_t pruned_bytes;      /* bytes pruned since start (atomic) */
+};
+
+/* ------------------------------------------------------------ helpers */
+
+static int stopping(struct archiver *a)
+{
+    int s;
+    pthread_mutex_lock(&a->mu);
+    s = a->stop;
+    pthread_mutex_unlock(&a->mu);
+    return s;
+}
+
+/* Wait up to us microseconds or until stop; returns stop. */
+static int nap(struct archiver *a, int64_t us)
+{
+    struct timespec ts;
+    int s;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t ns = (int64_t)ts.tv_nsec + us * 1000;
+    ts.tv_sec += ns / 1000000000;
+    ts.tv_nsec = ns % 1000000000;
+    pthread_mutex_lock(&a->mu);
+    if (!a->stop)
+        pthread_cond_timedwait(&a->cv, &a->mu, &ts);
+    s = a->stop;
+    pthread_mutex_unlock(&a->mu);
+    return s;
+}
+
+static void hex_id(const uint8_t id[16], char out[33])
+{
+    for (int i = 0; i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", id[i]);
+}
+
+/* "<name>/<lineage>/<rel>" into buf. */
+static const char *okey(char *buf, size_t n, const struct adb *b, const char *rel)
+{
+    snprintf(buf, n, "%s/%s/%s", b->name, b->lineage, rel);
+    return buf;
+}
+
+/* Header of local record txid into *h: 0, or LV_ENOENT when it is not in the local log. */
+static int local_hdr(const char *logdir, uint64_t txid, struct txlog_hdr *h)
+{
+    struct txlog_reader *r = NULL;
+    int rc = txlog_reader_open(logdir, txid, &r);
+    if (rc)
+        return rc;
+    rc = txlog_reader_next(r, h);
+    if (rc == 0 && h->txid != txid)
+        rc = LV_ENOENT;
+    txlog_reader_close(r);
+    return rc;
+}
+
+/* Database checksum after TXID x according to m (segment end or snapshot); 1 if known. */
+static int manifest_cksum_at(const struct manifest *m, uint64_t x, uint64_t *ck)
+{
+    for (size_t i = m->nsegs; i-- > 0;)
+        if (m->segs[i].last_txid == x) {
+            *ck = m->segs[i].post_cksum;
+            return 1;
+        }
+    const struct manifest_snap *s = manifest_snapshot_at(m, x);
+    if (s && s->txid == x) {
+        *ck = s->db_cksum;
+        return 1;
+    }
+    return 0;
+}
+
+/* The stored manifest of b holds everything up to its last TXID: publish it as confirmed. */
+static void publish_confirmed(struct adest *d, struct adb *b)
+{
+    uint64_t last = manifest_last_txid(&b->m);
+    int64_t t = 0;
+    for (size_t i = b->m.nsegs; i-- > 0;)
+        if (b->m.segs[i].last_txid == last) {
+            t = b->m.segs[i].last_time_us;
+            break;
+        }
+    const struct manifest_snap *s = manifest_snapshot_at(&b->m, last);
+    if (s && s->txid == last)
+        t = s->time_us;
+    pthread_mutex_lock(&d->mu);
+    b->confirmed = last;
+    b->confirmed_time_us = t;
+    pthread_mutex_unlock(&d->mu);
+}
+
+/* Store the manifest of b (generation + 1).  0 or negative. */
+static int put_manifest(struct adest *d, struct adb *b)
+{
+    char *json = NULL, err[256] = "", key[1200];
+    size_t len = 0;
+    int rc;
+
+    b->m.generation++;
+    rc = manifest_encode(&b->m, &json, &len, err, sizeof err);
+    if (rc) {
+        LV_ERROR("archive %s: %s: manifest does not encode: %s", store_url(d->store), b->name, err);
+        b->m.generation--;
+        return rc;
+    }
+    rc = store_put(d->store, okey(key, sizeof key, b, MANIFEST_OBJECT), json, len);
+    free(json);
+    if (rc) {
+        b->m.generation--;
+        return rc;
+    }
+    b->dirty = 0;
+    publish_confirmed(d, b);
+    return 0;
+}
+
+/* Write name/current.json naming lineage (archive/current.h).  0 or negative. */
+static int put_current(struct adest *d, const char *name, const char *lineage)
+{
+    struct archive_current c = {.format = ARCHIVE_CURRENT_FORMAT, .updated_us = lv_now_us()};
+    char *key = archive_current_key(name), *body = NULL;
+    size_t len = 0;
+    int rc;
+
+    snprintf(c.dbid, sizeof c.dbid, "%s", lineage);
+    rc = key ? archive_current_encode(&c, &body, &len) : LV_ENOMEM;
+    if (rc == 0)
+        rc = store_put(d->store, key, body, len);
+    free(body);
+    free(key);
+    return rc;
+}
+
+/* Read name/current.json: *lineage gets its dbid ("" if absent or not a
+ * valid pointer, which is logged).  0, or negative on a store error. */
+static int get_current(struct adest *d, const char *name, char *lineage, size_t n)
+{
+    struct archive_current c;
+    char *key = archive_current_key(name), err[256] = "";
+    void *buf = NULL;
+    size_t len = 0;
+    int rc;
+
+    lineage[0] = '\0';
+    if (!key)
+        return LV_ENOMEM;
+    rc = store_get(d->store, key, 0, 0, &buf, &len);
+    if (rc == LV_ENOENT) {
+        rc = 0;
+        goto out_free;
+    }
+    if (rc)
+        goto out_free;
+    if (archive_current_decode(buf, len, &c, err, sizeof err) == 0 && strlen(c.dbid) < n)
+        snprintf(lineage, n, "%s", c.dbid);
+    else
+        LV_WARN("archive %s: %s is not a valid pointer object (%s); ignoring it", store_url(d->store), key, err);
+out_free:
+    free(buf);
+    free(key);
+    return rc;
+}
+
+/* Fetch and decode the manifest of lineage under name into *m.  0, LV_ENOENT, LV_ECORRUPT or a store error. */
+static int get_manifest(struct adest *d, const char *name, const char *lineage, struct manifest *m)
+{
+    char key[1200], err[256] = "";
+    void *buf = NULL;
+    size_t len = 0;
+    int rc;
+
+    snprintf(key, sizeof key, "%s/%s/%s", name, lineage, MANIFEST_OBJECT);
+    rc = store_get(d->store, key, 0, 0, &buf, &len);
+    if (rc)
+        return rc;
+    rc = manifest_decode(buf, len, m, err, sizeof err);
+    free(buf);
+    if (rc)
+        LV_WARN("archive %s: %s: %s", store_url(d->store), key, err);
+    return rc;
+}
+
+/* Newest snapshot facts of b->m into last_snap_*. */
+static void note_snapshots(struct adb *b)
+{
+    if (b->m.nsnaps) {
+        b->last_snap_us = b->m.snaps[b->m.nsnaps - 1].time_us;
+        b->last_snap_txid = b->m.snaps[b->m.nsnaps - 1].txid;
+    } else {
+        b->last_snap_us = b->m.created_us;
+        b->last_snap_txid = 0;
+    }
+}
+
+static void sweep(struct adest *d, struct adb *b);
+
+/* Lineage ID of the n-th (n >= 2) history of database ID idhex, into out
+ * (33 bytes): 32 hex digits of XXH3-128 of "<idhex>-<n>".  Deterministic,
+ * so a restarted daemon finds the same lineage again. */
+static void diverged_lineage(const char *idhex, int n, char *out)
+{
+    char buf[64];
+    int len = snprintf(buf, sizeof buf, "%s-%d", idhex, n);
+    XXH128_hash_t h = XXH3_128bits(buf, (size_t)len);
+    snprintf(out, 33, "%016llx%016llx", (unsigned long long)h.high64, (unsigned long long)h.low64);
+}
+
+/* Find or start the lineage of b in the destination (see LINEAGE above). */
+static int lineage_open(struct adest *d, struct adb *b, const struct db_info *info)
+{
+    char cur[64];
+    int rc, n = 1;
+
+    rc = get_current(d, b->name, cur, sizeof cur);
+    if (rc)
+        return rc;
+    for (;;) {
+        struct manifest m;
+        if (n == 1)
+            snprintf(b->lineage, sizeof b->lineage, "%s", b->idhex);
+        else
+            diverged_lineage(b->idhex, n, b->lineage);
+        rc = get_manifest(d, b->name, b->lineage, &m);
+        if (rc == LV_ENOENT)
+            break;
+        if (rc == LV_ECORRUPT || rc == LV_EVERSION) {
+            LV_WARN("archive %s: %s: the manifest of lineage %s cannot be read; it is left alone and a new "
+                    "lineage is started", store_url(d->store), b->name, b->lineage);
+            n++;
+            continue;
+        }
+        if (rc)
+            return rc;
+        /* Does the archive agree with the local log? */
+        uint64_t last = manifest_last_txid(&m), ck = 0;
+        struct txlog_hdr h;
+        int agree = 1;
+        if (strcmp(m.dbid, b->lineage) != 0 || last > info->txid) {
+            agree = 0;
+        } else if (last > 0 && manifest_cksum_at(&m, last, &ck)) {
+            int r = local_hdr(info->logdir, last, &h);
+            if (r == 0 && h.post_cksum != ck)
+                agree = 0;
+            /* r == LV_ENOENT: pruned after it was confirmed; trusted. */
+        }
+        if (agree) {
+            b->m = m;
+            b->loaded = 1;
+            note_snapshots(b);
+            publish_confirmed(d, b);
+            sweep(d, b);
+            if (!cur[0] && (rc = put_current(d, b->name, b->lineage)) != 0)
+                return rc;
+            LV_INFO("archive %s: %s: continuing lineage %s at TXID %llu", store_url(d->store), b->name, b->lineage,
+                    (unsigned long long)last);
+            return 0;
+        }
+        LV_WARN("archive %s: %s: the archived history in lineage %s (up to TXID %llu) differs from the local "
+                "log (local TXID %llu); it is kept untouched and a new lineage is started",
+                store_url(d->store), b->name, b->lineage, (unsigned long long)last,
+                (unsigned long long)info->txid);
+        manifest_free(&m);
+        n++;
+        if (n > 99)
+            return LV_EEXIST;
+    }
+    /* A new lineage. */
+    rc = manifest_init(&b->m, b->name, b->lineage, lv_now_us());
+    if (rc)
+        return rc;
+    if (n > 1) {
+        /* A diverged history of this ID: it continues the lineage named by the ID. */
+        snprintf(b->m.prev_dbid, sizeof b->m.prev_dbid, "%s", b->idhex);
+        LV_WARN("archive %s: %s: this database (ID %s) continues in the new lineage %s; the diverging archived "
+                "history stays in lineage %s", store_url(d->store), b->name, b->idhex, b->lineage, b->idhex);
+    } else if (cur[0] && strncmp(cur, b->idhex, 32) != 0) {
+        struct manifest pm;
+        snprintf(b->m.prev_dbid, sizeof b->m.prev_dbid, "%.32s", cur);
+        if (get_manifest(d, b->name, cur, &pm) == 0) {
+            b->m.prev_txid = manifest_last_txid(&pm);
+            manifest_free(&pm);
+        }
+        LV_WARN("archive %s: %s: the archive holds another database (lineage %s); it is kept and this database "
+                "(ID %s) starts a new lineage %s", store_url(d->store), b->name, cur, b->idhex, b->lineage);
+    } else {
+        LV_INFO("archive %s: %s: starting lineage %s", store_url(d->store), b->name, b->lineage);
+    }
+    b->loaded = 1;
+    b->dirty = 1;
+    note_snapshots(b);
+    rc = put_manifest(d, b);
+    if (rc == 0)
+        rc = put_current(d, b->name, b->lineage);
+    return rc;
+}
+
+/* Take a snapshot of database b now and add it to the manifest (stored).
+ * *txid_out gets its TXID.  The image goes through data.dir/tmp and a
+ * one-record segment written by the txlog writer, so memory stays bounded. */
+static int take_snapshot(struct adest *d, struct adb *b, const struct db_info *info, uint64_t *txid_out)
+{
+    struct archiver *a = d->a;
+    char img[PATH_MAX + 64], sdir[PATH_MAX + 64], spath[PATH_MAX + 128], key[1200], err[512] = "";
+    struct db_image_info ii;
+    struct txlog *l = NULL;
+    struct txlog_tail tail;
+    struct txlog_hdr h, lh;
+    uint8_t *chunk = NULL;
+    void *map = MAP_FAILED;
+    struct stat st;
+    int fd = -1, sfd = -1, rc;
+
+    memset(&ii, 0, sizeof ii);
+    memset(&st, 0, sizeof st);
+    snprintf(img, sizeof img, "%s/arch%d-img-XXXXXX", a->tmpdir, d->idx);
+    snprintf(sdir, sizeof sdir, "%s/arch%d-snap-XXXXXX", a->tmpdir, d->idx);
+    spath[0] = '\0';
+    fd = mkstemp(img);
+    if (fd < 0) {
+        LV_ERROR("archive: mkstemp %s: %s", img, strerror(errno));
+        return lv_from_errno(errno);
+    }
+    if (!mkdtemp(sdir)) {
+        LV_ERROR("archive: mkdtemp %s: %s", sdir, strerror(errno));
+        rc = lv_from_errno(errno);
+        sdir[0] = '\0';
+        goto out;
+    }
+    rc = dbreg_image(a->reg, b->name, fd, IMAGE_TIMEOUT_MS, &ii, NULL, NULL);
+    if (rc) {
+        LV_WARN("archive %s: %s: cannot take an image for a snapshot: %s", store_url(d->store), b->name,
+                lv_strerror(rc));
+        goto out;
+    }
+    if (ii.page_size == 0 || ii.db_pages == 0) {
+        rc = LV_ENOENT; /* nothing to snapshot yet */
+        goto out;
+    }
+    rc = txlog_open(sdir, b->id, UINT64_MAX / 4, &l, &tail, err, sizeof err);
+    if (rc) {
+        LV_ERROR("archive: snapshot segment in %s: %s", sdir, err);
+        goto out;
+    }
+    memset(&h, 0, sizeof h);
+    h.flags = TXLOG_F_SNAPSHOT;
+    h.txid = ii.txid;
+    h.time_us = ii.time_us;
+    h.page_size = ii.page_size;
+    h.db_pages = ii.db_pages;
+    h.post_cksum = ii.cksum;
+    /* The pre checksum is the database before that TXID, when the log still has it. */
+    h.pre_cksum = local_hdr(info->logdir, ii.txid, &lh) == 0 ? lh.pre_cksum : 0;
+    chunk = malloc(SNAP_CHUNK);
+    if (!chunk) {
+        rc = LV_ENOMEM;
+        goto out;
+    }
+    rc = txlog_append_begin(l, &h);
+    uint32_t per = SNAP_CHUNK / ii.page_size;
+    for (uint32_t p = 1; rc == 0 && p <= ii.db_pages; p += per) {
+        uint32_t cnt = ii.db_pages - p + 1 < per ? ii.db_pages - p + 1 : per;
+        rc = sys_pread_all(fd, chunk, (size_t)cnt * ii.page_size, (off_t)(p - 1) * ii.page_size, img);
+        for (uint32_t i = 0; rc == 0 && i < cnt; i++)
+            rc = txlog_append_page(l, p + i, chunk + (size_t)i * ii.page_size);
+    }
+    if (rc == 0)
+        rc = txlog_append_end(l);
+    else
+        txlog_append_abort(l);
+    if (rc == 0)
+        rc = txlog_sync(l);
+    txlog_close(l);
+    l = NULL;
+    if (rc)
+        goto out;
+    snprintf(spath, sizeof spath, "%s/%016" PRIx64 ".lvseg", sdir, ii.txid);
+    sfd = open(spath, O_RDONLY | O_CLOEXEC);
+    if (sfd < 0 || fstat(sfd, &st) != 0) {
+        LV_ERROR("archive: open %s: %s", spath, strerror(errno));
+        rc = LV_EIO;
+        goto out;
+    }
+    map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, sfd, 0);
+    if (map == MAP_FAILED) {
+        LV_ERROR("archive: mmap %s: %s", spath, strerror(errno));
+        rc = LV_EIO;
+        goto out;
+    }
+    struct manifest_snap s;
+    memset(&s, 0, sizeof s);
+    s.txid = ii.txid;
+    s.time_us = ii.time_us;
+    s.page_size = ii.page_size;
+    s.db_pages = ii.db_pages;
+    s.db_cksum = ii.cksum;
+    s.size = (uint64_t)st.st_size;
+    s.xxh3 = XXH3_64bits(map, (size_t)st.st_size);
+    manifest_snap_key(s.key, s.txid);
+    if (!manifest_find_snapshot(&b->m, s.key)) {
+        rc = store_put(d->store, okey(key, sizeof key, b, s.key), map, (size_t)st.st_size);
+        if (rc)
+            goto out;
+        rc = manifest_add_snapshot(&b->m, &s);
+        if (rc) {
+            LV_ERROR("archive: %s: snapshot at TXID %llu does not fit the manifest (%s)", b->name,
+                     (unsigned long long)s.txid, lv_strerror(rc));
+            goto out;
+        }
+        b->dirty = 1;
+        rc = put_manifest(d, b);
+        if (rc)
+            goto out;
+        pthread_mutex_lock(&d->mu);
+        b->snapshots++;
+        pthread_mutex_unlock(&d->mu);
+        LV_INFO("archive %s: %s: snapshot at TXID %llu (%llu bytes)", store_url(d->store), b->name,
+                (unsigned long long)s.txid, (unsigned long long)s.size);
+    }
+    note_snapshots(b);
+    *txid_out = ii.txid;
+out:
+    if (map != MAP_FAILED)
+        munmap(map, (size_t)st.st_size);
+    if (sfd >= 0)
+        close(sfd);
+    if (spath[0])
+        unlink(spath);
+    if (sdir[0]) {
+        char p2[PATH_MAX + 128];
+        snprintf(p2, sizeof p2, "%s/%016" PRIx64 ".lvseg", sdir, ii.txid);
+        unlink(p2);
+        rmdir(sdir);
+    }
+    free(chunk);
+    close(fd);
+    unlink(img);
+    return rc;
+}
+
+/* Decode first and last record headers of a segment image. */
+static int image_ends(const uint8_t *buf, size_t len, struct txlog_hdr *first, struct txlog_hdr *last)
+{
+    size_t off = TXLOG_SEG_HDR_SIZE;
+    int n = 0;
+    while (off + TXLOG_HDR_SIZE <= len) {
+        struct txlog_hdr h;
+        int rc = txlog_hdr_decode(buf + off, &h);
+        if (rc)
+            return rc;
+        if (n++ == 0)
+            *first = h;
+        *last = h;
+        off += TXLOG_HDR_SIZE + h.stored_len + TXLOG_TRAILER_SIZE;
+    }
+    return n && off == len ? 0 : LV_ECORRUPT;
+}
+
+/* Upload level-0 segments until the archive holds info->txid. */
+static int sync_segments(struct adest *d, struct adb *b, const struct db_info *info)
+{
+    while (!stopping(d->a)) {
+        uint64_t from = manifest_last_txid(&b->m) + 1, last = 0, snap = 0;
+        void *buf = NULL;
+        size_t len = 0;
+        char key[1200];
+        struct txlog_hdr fh, lh;
+        int rc;
+
+        if (from > info->txid)
+            return 0;
+        rc = txlog_segment_image(info->logdir, b->id, from, info->txid, SEG_MAX_BYTES, &buf, &len, &last);
+        if (rc == LV_ENOENT) {
+            /* TXID `from` is no longer in the local log: start from a snapshot. */
+            LV_INFO("archive %s: %s: TXID %llu is no longer in the local log; uploading a snapshot",
+                    store_url(d->store), b->name, (unsigned long long)from);
+            rc = take_snapshot(d, b, info, &snap);
+            if (rc)
+                return rc;
+            if (snap < from) {
+                LV_ERROR("archive %s: %s: TXID %llu is neither in the local log nor covered by a snapshot",
+                         store_url(d->store), b->name, (unsigned long long)from);
+                return LV_EGAP;
+            }
+            continue;
+        }
+        if (rc)
+            return rc;
+        rc = image_ends(buf, len, &fh, &lh);
+        if (rc) {
+            free(buf);
+            return rc;
+        }
+        struct manifest_seg s;
+        memset(&s, 0, sizeof s);
+        s.level = 0;
+        s.first_txid = fh.txid;
+        s.last_txid = lh.txid;
+        s.first_time_us = fh.time_us;
+        s.last_time_us = lh.time_us;
+        s.pre_cksum = fh.pre_cksum;
+        s.post_cksum = lh.post_cksum;
+        s.size = len;
+        s.xxh3 = XXH3_64bits(buf, len);
+        manifest_seg_key(s.key, 0, s.first_txid, s.last_txid);
+        rc = store_put(d->store, okey(key, sizeof key, b, s.key), buf, len);
+        free(buf);
+        if (rc)
+            return rc;
+        rc = manifest_add_segment(&b->m, &s);
+        if (rc && rc != LV_EEXIST) {
+            LV_ERROR("archive: %s: segment %s does not fit the manifest (%s)", b->name, s.key, lv_strerror(rc));
+            return rc;
+        }
+        b->dirty = 1;
+        rc = put_manifest(d, b);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* Bytes of the objects named by keys[0..n), verified against size/xxh3, concatenated as one segment image. */
+static int fetch_concat(struct adest *d, struct adb *b, const struct manifest_seg *run, size_t n, void **out,
+                        size_t *outlen)
+{
+    uint8_t *img = NULL;
+    size_t used = 0;
+    int rc = 0;
+
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        char key[1200];
+        void *buf = NULL;
+        size_t len = 0;
+        rc = store_get(d->store, okey(key, sizeof key, b, run[i].key), 0, 0, &buf, &len);
+        if (rc)
+            break;
+        if (len != run[i].size || XXH3_64bits(buf, len) != run[i].xxh3 || len < TXLOG_SEG_HDR_SIZE) {
+            LV_ERROR("archive %s: %s: object does not match the manifest (size or xxh3); not compacting",
+                     store_url(d->store), key);
+            free(buf);
+            rc = LV_ECORRUPT;
+            break;
+        }
+        size_t skip = i == 0 ? 0 : TXLOG_SEG_HDR_SIZE;
+        uint8_t *ni = realloc(img, used + len - skip);
+        if (!ni) {
+            free(buf);
+            rc = LV_ENOMEM;
+            break;
+        }
+        img = ni;
+        memcpy(img + used, (uint8_t *)buf + skip, len - skip);
+        used += len - skip;
+        free(buf);
+    }
+    if (rc) {
+        free(img);
+        return rc;
+    }
+    *out = img;
+    *outlen = used;
+    return 0;
+}
+
+/* Queue a deletion of full key `key`, due in `delay` us.  Objects are gone
+ * from the stored manifest already; the delay lets a restore that read the
+ * previous manifest finish.  Out of memory: the object is left (swept later). */
+static void queue_delete(struct adest *d, const char *key, int64_t delay)
+{
+    if (d->ndels == d->dels_cap) {
+        size_t nc = d->dels_cap ? d->dels_cap * 2 : 16;
+        struct adel *nv = realloc(d->dels, nc * sizeof *nv);
+        if (!nv)
+            return;
+        d->dels = nv;
+        d->dels_cap = nc;
+    }
+    snprintf(d->dels[d->ndels].key, sizeof d->dels[d->ndels].key, "%s", key);
+    d->dels[d->ndels].due_mono = lv_mono_us() + delay;
+    d->ndels++;
+}
+
+/* Delete the queued objects that are due; failures only warn (retried next round). */
+static void run_deletes(struct adest *d)
+{
+    int64_t now = lv_mono_us();
+    for (size_t i = 0; i < d->ndels;) {
+        if (d->dels[i].due_mono > now) {
+            i++;
+            continue;
+        }
+        int rc = store_delete(d->store, d->dels[i].key);
+        if (rc) {
+            LV_WARN("archive %s: cannot delete %s (%s); it is no longer referenced, retrying later",
+                    store_url(d->store), d->dels[i].key, lv_strerror(rc));
+            return;
+        }
+        d->dels[i] = d->dels[--d->ndels];
+    }
+}
+
+/* Drop objects no stored manifest names any more (after delete-delay). */
+static void delete_keys(struct adest *d, struct adb *b, char (*keys)[MANIFEST_KEY_MAX], size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char key[1200];
+        queue_delete(d, okey(key, sizeof key, b, keys[i]), d->cfg->delete_delay_us);
+    }
+    run_deletes(d);
+}
+
+/* Start-up sweep of b's lineage (one LIST): objects the manifest does not
+ * name are left-overs of a crash (uploaded before their manifest, or
+ * dropped but not yet deleted); they are deleted once delete-delay after
+ * their last modification has passed. */
+static void sweep(struct adest *d, struct adb *b)
+{
+    struct store_list l = {0};
+    char prefix[1200];
+    int64_t now = lv_now_us();
+
+    snprintf(prefix, sizeof prefix, "%s/%s/", b->name, b->lineage);
+    if (store_list(d->store, prefix, &l) != 0)
+        return;
+    for (size_t i = 0; i < l.n; i++) {
+        const char *rel = l.v[i].key + strlen(prefix);
+        if (strcmp(rel, MANIFEST_OBJECT) == 0 || manifest_find_segment(&b->m, rel) ||
+            manifest_find_snapshot(&b->m, rel))
+            continue;
+        int64_t age = l.v[i].mtime_us ? now - l.v[i].mtime_us : d->cfg->delete_delay_us;
+        int64_t left = d->cfg->delete_delay_us - age;
+        LV_INFO("archive %s: %s is not named by the manifest (left over by a crash); deleting it%s",
+                store_url(d->store), l.v[i].key, left > 0 ? " after delete-delay" : "");
+        char key[1200];
+        snprintf(key, sizeof key, "%s", l.v[i].key);
+        queue_delete(d, key, left > 0 ? left : 0);
+    }
+    store_list_free(&l);
+    run_deletes(d);
+}
+
+/* At most one compaction step for b (see COMPACTION above).  0 or negative. */
+static int compact(struct adest *d, struct adb *b, const struct db_info *info)
+{
+    const struct config_archive *c = d->cfg;
+    int64_t now = lv_now_us();
+
+    for (size_t L = 1; L <= c->ncompaction && L <= MANIFEST_MAX_LEVEL; L++) {
+        int64_t w = c->compaction_us[L - 1];
+        size_t i = 0, nseg = b->m.nsegs;
+        while (i < nseg) {
+            const struct manifest_seg *s = &b->m.segs[i];
+            if (s->level >= L) {
+                i++;
+                continue;
+            }
+            int64_t bucket = s->first_time_us / w;
+            size_t j = i + 1, cnt = 1;
+            uint64_t prev_last = s->last_txid, bytes = s->size;
+            while (j < nseg && b->m.segs[j].level < L && b->m.segs[j].first_txid == prev_last + 1 &&
+                   b->m.segs[j].first_time_us / w == bucket &&
+                   bytes + b->m.segs[j].size - TXLOG_SEG_HDR_SIZE <= COMPACT_MAX_BYTES) {
+                prev_last = b->m.segs[j].last_txid;
+                bytes += b->m.segs[j].size - TXLOG_SEG_HDR_SIZE;
+                j++;
+                cnt++;
+            }
+            if (cnt < 2 || (bucket + 1) * w + 2 * c->sync_interval_us > now) {
+                i = j;
+                continue;
+            }
+            /* Compact segs[i..j) into one level-L object. */
+            struct manifest_seg *run = malloc(cnt * sizeof *run);
+            char(*old)[MANIFEST_KEY_MAX] = malloc(cnt * sizeof *old);
+            void *buf = NULL;
+            size_t len = 0;
+            uint64_t last = 0;
+            char key[1200];
+            int rc;
+            if (!run || !old) {
+                free(run);
+                free(old);
+                return LV_ENOMEM;
+            }
+            memcpy(run, &b->m.segs[i], cnt * sizeof *run);
+            for (size_t k = 0; k < cnt; k++)
+                memcpy(old[k], run[k].key, MANIFEST_KEY_MAX);
+            rc = txlog_segment_image(info->logdir, b->id, run[0].first_txid, run[cnt - 1].last_txid, 0, &buf, &len,
+                                     &last);
+            if (rc == 0 && last != run[cnt - 1].last_txid) {
+                free(buf);
+                buf = NULL;
+                rc = LV_ENOENT;
+            }
+            if (rc)
+                rc = fetch_concat(d, b, run, cnt, &buf, &len);
+            if (rc) {
+                free(run);
+                free(old);
+                return rc;
+            }
+            struct manifest_seg ns;
+            memset(&ns, 0, sizeof ns);
+            ns.level = (unsigned)L;
+            ns.first_txid = run[0].first_txid;
+            ns.last_txid = run[cnt - 1].last_txid;
+            ns.first_time_us = run[0].first_time_us;
+            ns.last_time_us = run[cnt - 1].last_time_us;
+            ns.pre_cksum = run[0].pre_cksum;
+            ns.post_cksum = run[cnt - 1].post_cksum;
+            ns.size = len;
+            ns.xxh3 = XXH3_64bits(buf, len);
+            manifest_seg_key(ns.key, ns.level, ns.first_txid, ns.last_txid);
+            rc = store_put(d->store, okey(key, sizeof key, b, ns.key), buf, len);
+            free(buf);
+            if (rc == 0 && getenv("LV_TEST_ARCHIVE_COMPACT_DELAY_US")) {
+                /* Test seam: widen the window between the compacted object and its manifest. */
+                LV_WARN("archive: test seam: %s uploaded, pausing before the manifest", key);
+                usleep((useconds_t)atol(getenv("LV_TEST_ARCHIVE_COMPACT_DELAY_US")));
+            }
+            if (rc == 0) {
+                rc = manifest_add_segment(&b->m, &ns);
+                if (rc == LV_EEXIST)
+                    rc = 0;
+            }
+            if (rc == 0) {
+                for (size_t k = 0; k < cnt; k++)
+                    manifest_remove(&b->m, old[k]);
+                b->dirty = 1;
+                rc = put_manifest(d, b);
+            }
+            if (rc == 0) {
+                delete_keys(d, b, old, cnt);
+                pthread_mutex_lock(&d->mu);
+                b->compactions++;
+                pthread_mutex_unlock(&d->mu);
+                LV_INFO("archive %s: %s: compacted %zu segments into %s", store_url(d->store), b->name, cnt, ns.key);
+            }
+            free(run);
+            free(old);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* Retention (see RETENTION above).  0 or negative. */
+static int retain(struct adest *d, struct adb *b)
+{
+    int64_t cut = lv_now_us() - d->cfg->retention_us;
+    const struct manifest_snap *base = NULL;
+    size_t n = 0;
+    int rc;
+
+    for (size_t i = 0; i < b->m.nsnaps; i++)
+        if (b->m.snaps[i].time_us <= cut)
+            base = &b->m.snaps[i];
+    if (!base)
+        return 0;
+    uint64_t bt = base->txid;
+    for (size_t i = 0; i < b->m.nsnaps; i++)
+        n += b->m.snaps[i].txid < bt;
+    for (size_t i = 0; i < b->m.nsegs; i++)
+        n += b->m.segs[i].last_txid <= bt;
+    if (n == 0)
+        return 0;
+    char(*old)[MANIFEST_KEY_MAX] = malloc(n * sizeof *old);
+    size_t k = 0;
+    if (!old)
+        return LV_ENOMEM;
+    for (size_t i = 0; i < b->m.nsnaps; i++)
+        if (b->m.snaps[i].txid < bt)
+            memcpy(old[k++], b->m.snaps[i].key, MANIFEST_KEY_MAX);
+    for (size_t i = 0; i < b->m.nsegs; i++)
+        if (b->m.segs[i].last_txid <= bt)
+            memcpy(old[k++], b->m.segs[i].key, MANIFEST_KEY_MAX);
+    for (size_t i = 0; i < k; i++)
+        manifest_remove(&b->m, old[i]);
+    b->dirty = 1;
+    rc = put_manifest(d, b);
+    if (rc == 0) {
+        delete_keys(d, b, old, k);
+        pthread_mutex_lock(&d->mu);
+        b->retired += k;
+        pthread_mutex_unlock(&d->mu);
+        LV_INFO("archive %s: %s: retention removed %zu objects before the snapshot at TXID %llu",
+                store_url(d->store), b->name, k, (unsigned long long)bt);
+    }
+    free(old);
+    return rc;
+}
+
+/* One round of work for database b.  0 or negative (retried with backoff). */
+static int db_step(struct adest *d, struct adb *b, const struct db_info *info)
+{
+    int rc;
+
+    if (!b->loaded) {
+        rc = lineage_open(d, b, info);
+        if (rc)
+            return rc;
+    }
+    if (b->dirty) {
+        rc = put_manifest(d, b);
+        if (rc)
+            return rc;
+    }
+    rc = sync_segments(d, b, info);
+    if (rc)
+        return rc;
+    if (info->txid > b->last_snap_txid && lv_now_us() - b->last_snap_us >= d->cfg->snapshot_interval_us) {
+        uint64_t t = 0;
+        rc = take_snapshot(d, b, info, &t);
+        if (rc == LV_ENOENT)
+            rc = 0;
+        if (rc)
+            return rc;
+    }
+    rc = compact(d, b, info);
+    if (rc)
+        return rc;
+    return retain(d, b);
+}
+
+static struct adb *find_db(struct adest *d, const struct db_info *info, int create)
+{
+    for (size_t i = 0; i < d->ndbs; i++)
+        if (strcmp(d->dbs[i]->name, info->name) == 0 && memcmp(d->dbs[i]->id, info->id, 16) == 0)
+            return d->dbs[i];
+    if (!create)
+        return NULL;
+    struct adb *b = calloc(1, sizeof *b);
+    if (!b)
+        return NULL;
+    snprintf(b->name, sizeof b->name, "%s", info->name);
+    memcpy(b->id, info->id, 16);
+    hex_id(info->id, b->idhex);
+    pthread_mutex_lock(&d->mu);
+    if (d->ndbs == d->cap) {
+        size_t nc = d->cap ? d->cap * 2 : 8;
+        struct adb **nv = realloc(d->dbs, nc * sizeof *nv);
+        if (!nv) {
+            pthread_mutex_unlock(&d->mu);
+            free(b);
+            return NULL;
+        }
+        d->dbs = nv;
+        d->cap = nc;
+    }
+    d->dbs[d->ndbs++] = b;
+    pthread_mutex_unlock(&d->mu);
+    return b;
+}
+
+/* Drop the databases not seen in this round (unlinked or replaced). */
+static void drop_unseen(struct adest *d)
+{
+    pthread_mutex_lock(&d->mu);
+    for (size_t i = 0; i < d->ndbs;) {
+        struct adb *b = d->dbs[i];
+        if (b->seen) {
+            b->seen = 0;
+            i++;
+            continue;
+        }
+        manifest_free(&b->m);
+        free(b);
+        d->dbs[i] = d->dbs[--d->ndbs];
+    }
+    pthread_mutex_unlock(&d->mu);
+}
+
+static void *dest_main(void *arg)
+{
+    struct adest *d = arg;
+    struct archiver *a = d->a;
+
+    while (!nap(a, d->cfg->sync_interval_us)) {
+        struct db_info *infos = NULL;
+        size_t n = 0;
+        if (dbreg_list(a->reg, &infos, &n) != 0)
+            continue;
+        for (size_t i = 0; i < n && !stopping(a); i++) {
+            struct db_info *info = &infos[i];
+            struct adb *b;
+            int rc;
+            if (info->broken || info->txid == 0)
+                continue;
+            b = find_db(d, info, 1);
+            if (!b)
+                continue;
+            b->seen = 1;
+            uint64_t lbytes = 0, lfirst = 0;
+            txlog_dir_usage(info->logdir, &lbytes, &lfirst);
+            pthread_mutex_lock(&d->mu);
+            b->txid = info->txid;
+            pthread_mutex_unlock(&d->mu);
+            if (lv_mono_us() < b->next_try_mono)
+                goto publish;
+            rc = db_step(d, b, info);
+            pthread_mutex_lock(&d->mu);
+            if (rc) {
+                b->errors++;
+                d->errors++;
+                d->up = 0;
+                snprintf(d->last_error, sizeof d->last_error, "%s: %s%s%s", b->name, lv_strerror(rc),
+                         store_last_error(d->store) && *store_last_error(d->store) ? ": " : "",
+                         store_last_error(d->store) ? store_last_error(d->store) : "");
+            } else {
+                d->up = 1;
+            }
+            pthread_mutex_unlock(&d->mu);
+            if (rc) {
+                int64_t back = d->cfg->sync_interval_us << (b->failures < 20 ? b->failures : 20);
+                if (back > BACKOFF_MAX_US)
+                    back = BACKOFF_MAX_US;
+                b->failures++;
+                b->next_try_mono = lv_mono_us() + back;
+                if (lv_mono_us() - b->last_warn_mono >= WARN_EVERY_US || b->last_warn_mono == 0) {
+                    b->last_warn_mono = lv_mono_us();
+                    LV_WARN("archive %s: %s: archiving failed (%s); %llu records pending, retrying in %lld ms "
+                            "(the local log keeps them)",
+                            store_url(d->store), b->name, d->last_error,
+                            (unsigned long long)(info->txid - b->confirmed), (long long)(back / 1000));
+                }
+            } else {
+                if (b->failures)
+                    LV_INFO("archive %s: %s: archiving works again (TXID %llu confirmed)", store_url(d->store),
+                            b->name, (unsigned long long)b->confirmed);
+                b->failures = 0;
+            }
+        publish:
+            pthread_mutex_lock(&d->mu);
+            {
+                uint64_t span = info->txid >= lfirst && lfirst ? info->txid - lfirst + 1 : 1;
+                uint64_t pend = info->txid > b->confirmed ? info->txid - b->confirmed : 0;
+                b->pending_bytes = pend >= span ? lbytes : (uint64_t)((double)lbytes * (double)pend / (double)span);
+            }
+            pthread_mutex_unlock(&d->mu);
+        }
+        free(infos);
+        if (!stopping(a)) {
+            drop_unseen(d);
+            run_deletes(d);
+        }
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------ monitor */
+
+/* Prune each local log up to what every destination confirmed (and the
+ * state file covers); sum the log sizes; apply data.max-log-size. */
+static void monitor_round(struct archiver *a)
+{
+    struct db_info *infos = NULL;
+    size_t n = 0;
+    uint64_t total = 0;
+
+    if (dbreg_list(a->reg, &infos, &n) != 0)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        struct db_info *info = &infos[i];
+        uint64_t minc = info->saved_txid, bytes = 0, first = 0, freed = 0;
+        for (size_t k = 0; k < a->ndests; k++) {
+            struct adest *d = &a->dests[k];
+            uint64_t c = 0;
+            pthread_mutex_lock(&d->mu);
+            for (size_t j = 0; j < d->ndbs; j++)
+                if (strcmp(d->dbs[j]->name, info->name) == 0 && memcmp(d->dbs[j]->id, info->id, 16) == 0)
+                    c = d->dbs[j]->confirmed;
+            pthread_mutex_unlock(&d->mu);
+            if (c < minc)
+                minc = c;
+        }
+        if (!info->broken && minc > 0 && txlog_prune(info->logdir, minc, &freed) > 0)
+            __atomic_add_fetch(&a->pruned_bytes, freed, __ATOMIC_RELAXED);
+        if (txlog_dir_usage(info->logdir, &bytes, &first) == 0)
+            total += bytes;
+    }
+    free(infos);
+    __atomic_store_n(&a->log_bytes, total, __ATOMIC_RELAXED);
+    int64_t lim = a->cfg->max_log_size;
+    int full = lim > 0 && total >= (uint64_t)lim;
+    int was = __atomic_load_n(&a->log_full, __ATOMIC_RELAXED);
+    static int64_t last_warn;
+    if (lim > 0 && total >= (uint64_t)lim / 10 * 8 && !full && lv_mono_us() - last_warn >= WARN_EVERY_US) {
+        last_warn = lv_mono_us();
+        LV_WARN("WARNING: the local transaction log holds %llu bytes, %.0f%% of data.max-log-size (%lld): an "
+                "archive destination is not keeping up; at 100%% new transactions are refused (SQLITE_FULL)",
+                (unsigned long long)total, 100.0 * (double)total / (double)lim, (long long)lim);
+    }
+    if (full != was) {
+        if (full)
+            LV_ERROR("the local transaction log reached data.max-log-size (%llu >= %lld bytes) because archiving "
+                     "lags: new transactions are refused (SQLITE_FULL) until destinations catch up; no record "
+                     "is dropped", (unsigned long long)total, (long long)lim);
+        else
+            LV_WARN("the local transaction log is below data.max-log-size again (%llu bytes); transactions are "
+                    "accepted again", (unsigned long long)total);
+        __atomic_store_n(&a->log_full, full, __ATOMIC_RELAXED);
+        dbreg_set_log_full(a->reg, full);
+    }
+}
+
+static void *monitor_main(void *arg)
+{
+    struct archiver *a = arg;
+    int64_t iv = 1000000;
+    for (size_t i = 0; i < a->ndests; i++)
+        if (a->dests[i].cfg->sync_interval_us < iv)
+            iv = a->dests[i].cfg->sync_interval_us;
+    do
+        monitor_round(a);
+    while (!nap(a, iv));
+    return NULL;
+}
+
+/* ------------------------------------------------------------ public */
+
+/* Remove what a killed daemon left in data.dir/tmp (arch<N>-img-*, arch<N>-snap-*). */
+static void clean_tmp(const char *tmpdir)
+{
+    DIR *dir = opendir(tmpdir);
+    struct dirent *de;
+    if (!dir)
+        return;
+    while ((de = readdir(dir)) != NULL) {
+        char p[PATH_MAX * 2];
+        if (strncmp(de->d_name, "arch", 4) != 0 || (!strstr(de->d_name, "-img-") && !strstr(de->d_name, "-snap-")))
+            continue;
+        snprintf(p, sizeof p, "%s/%s", tmpdir, de->d_name);
+        if (unlink(p) != 0 && errno == EISDIR) {
+            DIR *sd = opendir(p);
+            struct dirent *se;
+            while (sd && (se = readdir(sd)) != NULL) {
+                char q[PATH_MAX * 3];
+                if (se->d_name[0] == '.')
+                    continue;
+                snprintf(q, sizeof q, "%s/%s", p, se->d_name);
+                unlink(q);
+            }
+            if (sd)
+                closedir(sd);
+            rmdir(p);
+        }
+        LV_DEBUG("archive: removed left-over %s", p);
+    }
+    closedir(dir);
+}
+
+int archiver_start(const struct config *cfg, struct dbreg *reg, struct archiver **out, char *err, size_t errlen)
+{
+    struct archiver *a;
+    int rc = 0;
+
+    *out = NULL;
+    if (cfg->narchive == 0)
+        return 0;
+    a = calloc(1, sizeof *a);
+    if (!a)
+        return LV_ENOMEM;
+    a->cfg = cfg;
+    a->reg = reg;
+    snprintf(a->tmpdir, sizeof a->tmpdir, "%s/tmp", cfg->data_dir);
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_cond_init(&a->cv, NULL);
+    a->dests = calloc(cfg->narchive, sizeof *a->dests);
+    if (!a->dests) {
+        free(a);
+        return LV_ENOMEM;
+    }
+    a->ndests = cfg->narchive;
+    rc = sys_mkdir_p(a->tmpdir);
+    if (rc == 0)
+        clean_tmp(a->tmpdir);
+    for (size_t i = 0; i < a->ndests && rc == 0; i++) {
+        const struct config_archive *c = &cfg->archive[i];
+        struct adest *d = &a->dests[i];
+        struct store_opts o;
+        char e[512] = "";
+        memset(&o, 0, sizeof o);
+        o.endpoint = c->endpoint;
+        o.region = c->region;
+        o.force_path_style = c->force_path_style == 0 ? -1 : c->force_path_style > 0;
+        o.access_key = c->access_key_id;
+        o.secret_key = c->secret_access_key;
+        o.session_token = c->session_token;
+        o.parallel = c->parallel;
+        o.max_retries = 3;           /* the archiver retries itself, with backoff */
+        o.retry_max_ms = 2000;
+        d->a = a;
+        d->idx = (int)i;
+        d->cfg = c;
+        d->up = 1;
+        pthread_mutex_init(&d->mu, NULL);
+        rc = store_open(c->url, &o, &d->store, e, sizeof e);
+        if (rc) {
+            snprintf(err, errlen, "archive[%zu].url: %s", i, e[0] ? e : lv_strerror(rc));
+            rc = LV_ECONFIG;
+        }
+    }
+    if (rc) {
+        archiver_stop(a);
+        return rc;
+    }
+    for (size_t i = 0; i < a->ndests; i++) {
+        struct adest *d = &a->dests[i];
+        if (pthread_create(&d->th, NULL, dest_main, d) == 0)
+            d->started = 1;
+        LV_INFO("archiving to %s (sync every %lld ms)", store_url(d->store), (long long)(d->cfg->sync_interval_us / 1000));
+    }
+    if (pthread_create(&a->mon, NULL, monitor_main, a) == 0)
+        a->mon_started = 1;
+    *out = a;
+    return 0;
+}
+
+void archiver_stop(struct archiver *a)
+{
+    if (!a)
+        return;
+    pthread_mutex_lock(&a->mu);
+    a->stop = 1;
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+    if (a->mon_started)
+        pthread_join(a->mon, NULL);
+    for (size_t i = 0; i < a->ndests; i++) {
+        struct adest *d = &a->dests[i];
+        if (d->started)
+            pthread_join(d->th, NULL);
+        for (size_t j = 0; j < d->ndbs; j++) {
+            manifest_free(&d->dbs[j]->m);
+            free(d->dbs[j]);
+        }
+        free(d->dbs);
+        if (d->ndels)
+            LV_INFO("archive %s: %zu unreferenced objects are left for the next start's sweep",
+                    store_url(d->store), d->ndels);
+        free(d->dels);
+        if (d->store)
+            store_close(d->store);
+        pthread_mutex_destroy(&d->mu);
+    }
+    if (__atomic_load_n(&a->log_full, __ATOMIC_RELAXED))
+        dbreg_set_log_full(a->reg, 0);
+    free(a->dests);
+    pthread_cond_destroy(&a->cv);
+    pthread_mutex_destroy(&a->mu);
+    free(a);
+}
+
+/* Escape s for a Prometheus label value into out. */
+static const char *label(const char *s, char *out, size_t n)
+{
+    size_t j = 0;
+    for (; *s && j + 3 < n; s++) {
+        if (*s == '"' || *s == '\\')
+            out[j++] = '\\';
+        out[j++] = *s == '\n' ? ' ' : *s;
+    }
+    out[j] = '\0';
+    return out;
+}
+
+int archiver_metrics(struct archiver *a, char **buf, size_t *len, size_t *cap)
+{
+    int rc = 0;
+    static const char *const dbm[][3] = {
+        {"litevault_archive_confirmed_txid", "gauge", "Last TXID confirmed in the destination (manifest stored)."},
+        {"litevault_archive_confirmed_time_seconds", "gauge", "Commit time of the last confirmed TXID (RPO = now - this)."},
+        {"litevault_archive_pending_records", "gauge", "Records logged locally but not yet confirmed."},
+        {"litevault_archive_pending_bytes", "gauge", "Estimated local log bytes not yet confirmed."},
+        {"litevault_archive_db_errors_total", "counter", "Failed archive steps for this database."},
+        {"litevault_archive_snapshots_total", "counter", "Snapshots uploaded since start."},
+        {"litevault_archive_compactions_total", "counter", "Compacted objects written since start."},
+        {"litevault_archive_retired_objects_total", "counter", "Objects removed by retention since start."},
+    };
+    if (!a)
+        return 0;
+    for (size_t m = 0; m < LV_ARRAY_LEN(dbm) && rc == 0; m++) {
+        rc = metrics_appendf(buf, len, cap, "# HELP %s %s\n# TYPE %s %s\n", dbm[m][0], dbm[m][2], dbm[m][0],
+                             dbm[m][1]);
+        for (size_t i = 0; i < a->ndests && rc == 0; i++) {
+            struct adest *d = &a->dests[i];
+            pthread_mutex_lock(&d->mu);
+            for (size_t j = 0; j < d->ndbs && rc == 0; j++) {
+                struct adb *b = d->dbs[j];
+                char esc[2100];
+                label(b->name, esc, sizeof esc);
+                if (m == 1) {
+                    rc = metrics_appendf(buf, len, cap, "%s{dest=\"%zu\",db=\"%s\"} %.6f\n", dbm[m][0], i, esc,
+                                         (double)b->confirmed_time_us / 1e6);
+                    continue;
+                }
+                uint64_t v[] = {b->confirmed, 0, b->txid > b->confirmed ? b->txid - b->confirmed : 0,
+                                b->pending_bytes, b->errors, b->snapshots, b->compactions, b->retired};
+                rc = metrics_appendf(buf, len, cap, "%s{dest=\"%zu\",db=\"%s\"} %llu\n", dbm[m][0], i, esc,
+                                     (unsigned long long)v[m]);
+            }
+            pthread_mutex_unlock(&d->mu);
+        }
+    }
+    if (rc == 0)
+        rc = metrics_appendf(buf, len, cap,
+                             "# HELP litevault_archive_destination_info Archive destinations.\n"
+                             "# TYPE litevault_archive_destination_info gauge\n");
+    for (size_t i = 0; i < a->ndests && rc == 0; i++) {
+        char esc[1100];
+        rc = metrics_appendf(buf, len, cap, "litevault_archive_destination_info{dest=\"%zu\",url=\"%s\"} 1\n", i,
+                             label(store_url(a->dests[i].store), esc, sizeof esc));
+    }
+    if (rc == 0)
+        rc = metrics_appendf(buf, len, cap,
+                             "# HELP litevault_archive_requests_total Requests to the destination by type.\n"
+                             "# TYPE litevault_archive_requests_total counter\n");
+    for (size_t i = 0; i < a->ndests && rc == 0; i++) {
+        struct store_stats st;
+        store_get_stats(a->dests[i].store, &st);
+        const char *names[] = {"put", "get", "list", "delete", "head"};
+        uint64_t v[] = {st.puts, st.gets, st.lists, st.deletes, st.heads};
+        for (size_t k = 0; k < 5 && rc == 0; k++)
+            rc = metrics_appendf(buf, len, cap, "litevault_archive_requests_total{dest=\"%zu\",type=\"%s\"} %llu\n",
+                                 i, names[k], (unsigned long long)v[k]);
+        if (rc == 0)
+            rc = metrics_appendf(buf, len, cap,
+                                 "litevault_archive_bytes_total{dest=\"%zu\",direction=\"up\"} %llu\n"
+                                 "litevault_archive_bytes_total{dest=\"%zu\",direction=\"down\"} %llu\n"
+                                 "litevault_archive_request_errors_total{dest=\"%zu\"} %llu\n"
+                                 "litevault_archive_request_retries_total{dest=\"%zu\"} %llu\n",
+                                 i, (unsigned long long)st.bytes_up, i, (unsigned long long)st.bytes_down, i,
+                                 (unsigned long long)st.errors, i, (unsigned long long)st.retries);
+        pthread_mutex_lock(&a->dests[i].mu);
+        uint64_t errs = a->dests[i].errors;
+        int up = a->dests[i].up;
+        pthread_mutex_unlock(&a->dests[i].mu);
+        if (rc == 0)
+            rc = metrics_appendf(buf, len, cap,
+                                 "litevault_archive_errors_total{dest=\"%zu\"} %llu\n"
+                                 "litevault_archive_up{dest=\"%zu\"} %d\n",
+                                 i, (unsigned long long)errs, i, up);
+    }
+    if (rc == 0)
+        rc = metrics_appendf(buf, len, cap,
+                             "# HELP litevault_local_log_bytes Bytes of all local transaction logs.\n"
+                             "# TYPE litevault_local_log_bytes gauge\nlitevault_local_log_bytes %llu\n"
+                             "# HELP litevault_local_log_limit_bytes data.max-log-size (0: none).\n"
+                             "# TYPE litevault_local_log_limit_bytes gauge\nlitevault_local_log_limit_bytes %lld\n"
+                             "# HELP litevault_local_log_full 1 while new transactions are refused.\n"
+                             "# TYPE litevault_local_log_full gauge\nlitevault_local_log_full %d\n"
+                             "# HELP litevault_local_log_pruned_bytes_total Local log bytes pruned after archiving.\n"
+                             "# TYPE litevault_local_log_pruned_bytes_total counter\n"
+                             "litevault_local_log_pruned_bytes_total %llu\n",
+                             (unsigned long long)__atomic_load_n(&a->log_bytes, __ATOMIC_RELAXED),
+                             (long long)a->cfg->max_log_size, __atomic_load_n(&a->log_full, __ATOMIC_RELAXED),
+                             (unsigned long long)__atomic_load_n(&a->pruned_bytes, __ATOMIC_RELAXED));
+    return rc;
+}
+
+char *archiver_status_json(struct archiver *a)
+{
+    json_t *arr = json_array();
+    char *s;
+
+    for (size_t i = 0; a && i < a->ndests; i++) {
+        struct adest *d = &a->dests[i];
+        json_t *o = json_object(), *dbs = json_array();
+        pthread_mutex_lock(&d->mu);
+        json_object_set_new(o, "url", json_string(store_url(d->store)));
+        json_object_set_new(o, "up", json_boolean(d->up));
+        json_object_set_new(o, "errors", json_integer((json_int_t)d->errors));
+        json_object_set_new(o, "last_error", json_string(d->last_error));
+        for (size_t j = 0; j < d->ndbs; j++) {
+            struct adb *b = d->dbs[j];
+            json_t *e = json_object();
+            char t[40];
+            json_object_set_new(e, "name", json_string(b->name));
+            json_object_set_new(e, "lineage", json_string(b->lineage));
+            json_object_set_new(e, "confirmed_txid", json_integer((json_int_t)b->confirmed));
+            json_object_set_new(e, "confirmed_time",
+                                b->confirmed_time_us ? json_string(lv_fmt_time(b->confirmed_time_us, t, sizeof t))
+                                                     : json_null());
+            json_object_set_new(e, "pending_records",
+                                json_integer((json_int_t)(b->txid > b->confirmed ? b->txid - b->confirmed : 0)));
+            json_object_set_new(e, "pending_bytes", json_integer((json_int_t)b->pending_bytes));
+            json_array_append_new(dbs, e);
+        }
+        pthread_mutex_unlock(&d->mu);
+        json_object_set_new(o, "databases", dbs);
+        json_array_append_new(arr, o);
+    }
+    s = json_dumps(arr, JSON_COMPACT);
+    json_decref(arr);
+    return s;
+}
