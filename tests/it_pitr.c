@@ -442,3 +442,53 @@ static void oracle_archive(int s3)
 
 Test(pitr, oracle_archive_file) { oracle_archive(0); }
 Test(pitr, oracle_archive_s3) { oracle_archive(1); }
+
+/* ---- the archive follows an import ---- */
+
+/* `litevault import` of a new database and over an existing one, on a node
+ * that archives: a restore from the archive of the TXID just after each
+ * import gives the imported content (for a new database, byte for byte). */
+Test(pitr, archive_follows_import)
+{
+    char in1[600], in2[600], out[600], *o = NULL;
+    lvnode_init(&pN, "archive:\n  - url: file://./archive\n    sync-interval: 200ms\n");
+    pN_used = 1;
+    lvnode_start(&pN);
+    snprintf(in1, sizeof in1, "%s/in1.db", pN.dir);
+    snprintf(in2, sizeof in2, "%s/in2.db", pN.dir);
+    snprintf(out, sizeof out, "%s/restored.db", pN.dir);
+    sql_exec(in1, "CREATE TABLE a(x); INSERT INTO a VALUES (1), (2), (3);", 0);
+    sql_exec(in2, "PRAGMA journal_mode=WAL; CREATE TABLE b(y TEXT); INSERT INTO b VALUES ('imported');", 0);
+
+    /* A new database: TXID 1 is the import, byte for byte. */
+    cr_assert_eq(run_cmd(&o, "\"$LITEVAULT\" import -c '%s' --db new.db '%s' 2>&1", pN.config, in1), 0, "%s", o);
+    free(o);
+    wait_archived(&pN, "new.db", 1);
+    cr_assert_eq(restore_archive(&pN, "new.db", "--txid 1", out, NULL), 0);
+    cr_assert_eq(file_db_checksum(out), file_db_checksum(in1));
+    cr_assert_eq(sql_content_hash(out), sql_content_hash(in1));
+
+    /* An existing database with its own history, replaced by another. */
+    char *live = lvnode_path(&pN, "live.db");
+    sql_exec(live, "CREATE TABLE old(z); INSERT INTO old VALUES ('before');", 0);
+    sql_exec(live, "INSERT INTO old VALUES ('still before');", 0);
+    uint64_t before = lvnode_last_txid(&pN, "live.db");
+    uint64_t hash_before = sql_content_hash(live);
+    cr_assert_eq(run_cmd(&o, "\"$LITEVAULT\" import -c '%s' --db live.db '%s' 2>&1", pN.config, in2), 0, "%s", o);
+    free(o);
+    uint64_t after = lvnode_last_txid(&pN, "live.db");
+    cr_assert_eq(after, before + 1, "the import must be one transaction");
+    sql_exec(live, "INSERT INTO b VALUES ('after the import');", 0);
+    wait_archived(&pN, "live.db", after + 1);
+    char flag[64];
+    snprintf(flag, sizeof flag, "--txid %llu", (unsigned long long)after);
+    run_cmd(NULL, "rm -f '%s'", out);
+    cr_assert_eq(restore_archive(&pN, "live.db", flag, out, NULL), 0);
+    cr_assert_eq(sql_content_hash(out), sql_content_hash(in2), "the restore at the import's TXID is not the import");
+    snprintf(flag, sizeof flag, "--txid %llu", (unsigned long long)before);
+    run_cmd(NULL, "rm -f '%s'", out);
+    cr_assert_eq(restore_archive(&pN, "live.db", flag, out, NULL), 0);
+    cr_assert_eq(sql_content_hash(out), hash_before, "the restore just before the import changed");
+    free(live);
+    lvnode_stop(&pN);
+}
