@@ -1254,7 +1254,7 @@ int archiver_start(const struct config *cfg, struct dbreg *reg, struct archiver 
         memset(&o, 0, sizeof o);
         o.endpoint = c->endpoint;
         o.region = c->region;
-        o.force_path_style = c->force_path_style == 0 ? -1 : c->force_path_style > 0;
+        o.force_path_style = c->force_path_style;
         o.access_key = c->access_key_id;
         o.secret_key = c->secret_access_key;
         o.session_token = c->session_token;

@@ -21,18 +21,6 @@
 
 #include "lv.h"
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!err || !errlen)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static int id_ok(const char *s)
 {
     size_t i;
@@ -92,20 +80,20 @@ int archive_current_decode(const void *buf, size_t len, struct archive_current *
     memset(c, 0, sizeof *c);
     o = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
     if (!o) {
-        seterr(err, errlen, "current.json: not valid JSON: %s (line %d)", je.text, je.line);
+        lv_seterr(err, errlen, "current.json: not valid JSON: %s (line %d)", je.text, je.line);
         return LV_ECORRUPT;
     }
     if (!json_is_object(o)) {
-        seterr(err, errlen, "current.json: not a JSON object");
+        lv_seterr(err, errlen, "current.json: not a JSON object");
         goto out;
     }
     v = json_object_get(o, "format");
     if (!json_is_integer(v) || json_integer_value(v) < 1) {
-        seterr(err, errlen, "current.json: \"format\" missing or not a positive integer");
+        lv_seterr(err, errlen, "current.json: \"format\" missing or not a positive integer");
         goto out;
     }
     if (json_integer_value(v) > ARCHIVE_CURRENT_FORMAT) {
-        seterr(err, errlen, "current.json: unsupported format %lld (this litevault reads format %d)",
+        lv_seterr(err, errlen, "current.json: unsupported format %lld (this litevault reads format %d)",
                (long long)json_integer_value(v), ARCHIVE_CURRENT_FORMAT);
         rc = LV_EVERSION;
         goto out;
@@ -113,19 +101,19 @@ int archive_current_decode(const void *buf, size_t len, struct archive_current *
     c->format = (int)json_integer_value(v);
     json_object_foreach(o, k, v) {
         if (strcmp(k, "format") && strcmp(k, "dbid") && strcmp(k, "updated")) {
-            seterr(err, errlen, "current.json: unknown member \"%s\"", k);
+            lv_seterr(err, errlen, "current.json: unknown member \"%s\"", k);
             goto out;
         }
     }
     v = json_object_get(o, "dbid");
     if (!json_is_string(v) || !id_ok(json_string_value(v))) {
-        seterr(err, errlen, "current.json: \"dbid\" missing or not 32 lower-case hex digits");
+        lv_seterr(err, errlen, "current.json: \"dbid\" missing or not 32 lower-case hex digits");
         goto out;
     }
     memcpy(c->dbid, json_string_value(v), 33);
     v = json_object_get(o, "updated");
     if (!json_is_string(v) || lv_parse_time(json_string_value(v), &c->updated_us) != 0) {
-        seterr(err, errlen, "current.json: \"updated\" missing or not an RFC 3339 time");
+        lv_seterr(err, errlen, "current.json: \"updated\" missing or not an RFC 3339 time");
         goto out;
     }
     rc = 0;

@@ -61,18 +61,6 @@
 #define SEG_HDR ((uint64_t)TXLOG_SEG_HDR_SIZE)                   /* segment header bytes */
 #define REC_MIN ((uint64_t)(TXLOG_HDR_SIZE + TXLOG_TRAILER_SIZE)) /* smallest record */
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!err || !errlen)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* ---- keys and small validators ---- */
 
 char *manifest_seg_key(char *buf, unsigned level, uint64_t first_txid, uint64_t last_txid)
@@ -143,31 +131,31 @@ static int seg_valid(const struct manifest_seg *s, const char *where, char *err,
     uint64_t n;
 
     if (s->level > MANIFEST_MAX_LEVEL) {
-        seterr(err, errlen, "%s.level: %u is above %d", where, s->level, MANIFEST_MAX_LEVEL);
+        lv_seterr(err, errlen, "%s.level: %u is above %d", where, s->level, MANIFEST_MAX_LEVEL);
         return LV_ECORRUPT;
     }
     if (s->first_txid < 1 || s->first_txid > INT64_MAX) {
-        seterr(err, errlen, "%s.first_txid: %" PRIu64 " out of range", where, s->first_txid);
+        lv_seterr(err, errlen, "%s.first_txid: %" PRIu64 " out of range", where, s->first_txid);
         return LV_ECORRUPT;
     }
     if (s->last_txid < s->first_txid || s->last_txid > INT64_MAX) {
-        seterr(err, errlen, "%s.last_txid: %" PRIu64 " is below first_txid %" PRIu64 " or out of range", where,
+        lv_seterr(err, errlen, "%s.last_txid: %" PRIu64 " is below first_txid %" PRIu64 " or out of range", where,
                s->last_txid, s->first_txid);
         return LV_ECORRUPT;
     }
     if (s->last_time_us < s->first_time_us) {
-        seterr(err, errlen, "%s.last_time_us: %" PRId64 " is before first_time_us %" PRId64, where, s->last_time_us,
+        lv_seterr(err, errlen, "%s.last_time_us: %" PRId64 " is before first_time_us %" PRId64, where, s->last_time_us,
                s->first_time_us);
         return LV_ECORRUPT;
     }
     n = s->last_txid - s->first_txid + 1;
     if (s->size > INT64_MAX || s->size < SEG_HDR || (s->size - SEG_HDR) / REC_MIN < n) {
-        seterr(err, errlen, "%s.size: %" PRIu64 " bytes cannot hold %" PRIu64 " records", where, s->size, n);
+        lv_seterr(err, errlen, "%s.size: %" PRIu64 " bytes cannot hold %" PRIu64 " records", where, s->size, n);
         return LV_ECORRUPT;
     }
     manifest_seg_key(key, s->level, s->first_txid, s->last_txid);
     if (s->key[0] && strcmp(key, s->key) != 0) {
-        seterr(err, errlen, "%s.key: \"%.*s\" differs from \"%s\" derived from level and TXIDs", where,
+        lv_seterr(err, errlen, "%s.key: \"%.*s\" differs from \"%s\" derived from level and TXIDs", where,
                (int)strnlen(s->key, MANIFEST_KEY_MAX), s->key, key);
         return LV_ECORRUPT;
     }
@@ -179,24 +167,24 @@ static int snap_valid(const struct manifest_snap *s, const char *where, char *er
     char key[MANIFEST_KEY_MAX];
 
     if (s->txid < 1 || s->txid > INT64_MAX) {
-        seterr(err, errlen, "%s.txid: %" PRIu64 " out of range", where, s->txid);
+        lv_seterr(err, errlen, "%s.txid: %" PRIu64 " out of range", where, s->txid);
         return LV_ECORRUPT;
     }
     if (s->page_size < 512 || s->page_size > 65536 || (s->page_size & (s->page_size - 1))) {
-        seterr(err, errlen, "%s.page_size: %u is not a power of two in 512..65536", where, s->page_size);
+        lv_seterr(err, errlen, "%s.page_size: %u is not a power of two in 512..65536", where, s->page_size);
         return LV_ECORRUPT;
     }
     if (s->db_pages == 0 && s->db_cksum != 0) {
-        seterr(err, errlen, "%s.db_checksum: must be 0 for an empty database", where);
+        lv_seterr(err, errlen, "%s.db_checksum: must be 0 for an empty database", where);
         return LV_ECORRUPT;
     }
     if (s->size > INT64_MAX || s->size < SEG_HDR + REC_MIN) {
-        seterr(err, errlen, "%s.size: %" PRIu64 " bytes cannot hold a snapshot record", where, s->size);
+        lv_seterr(err, errlen, "%s.size: %" PRIu64 " bytes cannot hold a snapshot record", where, s->size);
         return LV_ECORRUPT;
     }
     manifest_snap_key(key, s->txid);
     if (s->key[0] && strcmp(key, s->key) != 0) {
-        seterr(err, errlen, "%s.key: \"%.*s\" differs from \"%s\" derived from txid", where,
+        lv_seterr(err, errlen, "%s.key: \"%.*s\" differs from \"%s\" derived from txid", where,
                (int)strnlen(s->key, MANIFEST_KEY_MAX), s->key, key);
         return LV_ECORRUPT;
     }
@@ -507,7 +495,7 @@ static int check_facts(const struct manifest *m, char *err, size_t errlen)
         if (c->kind == 0) {
             if (prev_ck && prev_ck->x == c->x && prev_ck->v != c->v) {
                 fact_where(c, w1, sizeof w1), fact_where(prev_ck, w2, sizeof w2);
-                seterr(err, errlen, "%s: %s differs from %s %s for the database after TXID %" PRIu64, w1,
+                lv_seterr(err, errlen, "%s: %s differs from %s %s for the database after TXID %" PRIu64, w1,
                        cksum_hex(c->v, h1), w2, cksum_hex(prev_ck->v, h2), c->x);
                 rc = LV_ECORRUPT;
                 goto out_free_facts;
@@ -518,7 +506,7 @@ static int check_facts(const struct manifest *m, char *err, size_t errlen)
              * times at one x, and no smaller time at a larger x. */
             if (prev_t && ((prev_t->x == c->x && prev_t->v != c->v) || (int64_t)c->v < (int64_t)prev_t->v)) {
                 fact_where(c, w1, sizeof w1), fact_where(prev_t, w2, sizeof w2);
-                seterr(err, errlen,
+                lv_seterr(err, errlen,
                        "%s: commit time %" PRId64 " of TXID %" PRIu64 " is out of order with %s %" PRId64
                        " of TXID %" PRIu64,
                        w1, (int64_t)c->v, c->x, w2, (int64_t)prev_t->v, prev_t->x);
@@ -540,27 +528,27 @@ int manifest_check(const struct manifest *m, char *err, size_t errlen)
     size_t i;
 
     if (m->format != MANIFEST_FORMAT) {
-        seterr(err, errlen, "format: %d is not %d", m->format, MANIFEST_FORMAT);
+        lv_seterr(err, errlen, "format: %d is not %d", m->format, MANIFEST_FORMAT);
         return LV_ECORRUPT;
     }
     if (!m->name || (why = name_problem(m->name)) != NULL) {
-        seterr(err, errlen, "name: %s", why);
+        lv_seterr(err, errlen, "name: %s", why);
         return LV_ECORRUPT;
     }
     if (!is_hex(m->dbid, MANIFEST_ID_HEX)) {
-        seterr(err, errlen, "database_id: not 32 lower-case hex digits");
+        lv_seterr(err, errlen, "database_id: not 32 lower-case hex digits");
         return LV_ECORRUPT;
     }
     if (m->prev_dbid[0] && (!is_hex(m->prev_dbid, MANIFEST_ID_HEX) || strcmp(m->prev_dbid, m->dbid) == 0)) {
-        seterr(err, errlen, "previous.database_id: not 32 lower-case hex digits, or equal to database_id");
+        lv_seterr(err, errlen, "previous.database_id: not 32 lower-case hex digits, or equal to database_id");
         return LV_ECORRUPT;
     }
     if (!m->prev_dbid[0] && m->prev_txid) {
-        seterr(err, errlen, "previous.txid: set without previous.database_id");
+        lv_seterr(err, errlen, "previous.txid: set without previous.database_id");
         return LV_ECORRUPT;
     }
     if (m->generation > INT64_MAX || m->prev_txid > INT64_MAX) {
-        seterr(err, errlen, "%s: out of range", m->generation > INT64_MAX ? "generation" : "previous.txid");
+        lv_seterr(err, errlen, "%s: out of range", m->generation > INT64_MAX ? "generation" : "previous.txid");
         return LV_ECORRUPT;
     }
     for (i = 0; i < m->nsegs; i++) {
@@ -568,7 +556,7 @@ int manifest_check(const struct manifest *m, char *err, size_t errlen)
         if (seg_valid(&m->segs[i], where, err, errlen) != 0)
             return LV_ECORRUPT;
         if (i > 0 && seg_cmp(&m->segs[i - 1], &m->segs[i]) >= 0) {
-            seterr(err, errlen, "%s.key: %s %s (sorted by first_txid, last_txid, level; keys unique)", where,
+            lv_seterr(err, errlen, "%s.key: %s %s (sorted by first_txid, last_txid, level; keys unique)", where,
                    m->segs[i].key,
                    seg_cmp(&m->segs[i - 1], &m->segs[i]) == 0 ? "is a duplicate" : "is out of order");
             return LV_ECORRUPT;
@@ -579,7 +567,7 @@ int manifest_check(const struct manifest *m, char *err, size_t errlen)
         if (snap_valid(&m->snaps[i], where, err, errlen) != 0)
             return LV_ECORRUPT;
         if (i > 0 && m->snaps[i - 1].txid >= m->snaps[i].txid) {
-            seterr(err, errlen, "%s.key: %s %s (sorted by txid; keys unique)", where, m->snaps[i].key,
+            lv_seterr(err, errlen, "%s.key: %s %s (sorted by txid; keys unique)", where, m->snaps[i].key,
                    m->snaps[i - 1].txid == m->snaps[i].txid ? "is a duplicate" : "is out of order");
             return LV_ECORRUPT;
         }
@@ -731,7 +719,7 @@ static int only_fields(json_t *o, const char *where, const char *const *allowed,
             if (strcmp(k, allowed[i]) == 0)
                 break;
         if (i == nallowed) {
-            seterr(err, errlen, "%s%sunknown field \"%.64s\"", where ? where : "", where ? ": " : "", k);
+            lv_seterr(err, errlen, "%s%sunknown field \"%.64s\"", where ? where : "", where ? ": " : "", k);
             return LV_ECORRUPT;
         }
     }
@@ -746,16 +734,16 @@ static int get_int(json_t *o, const char *where, const char *key, int64_t min, i
 
     fname(f, sizeof f, where, key);
     if (!v) {
-        seterr(err, errlen, "%s: missing", f);
+        lv_seterr(err, errlen, "%s: missing", f);
         return LV_ECORRUPT;
     }
     if (!json_is_integer(v)) {
-        seterr(err, errlen, "%s: not an integer", f);
+        lv_seterr(err, errlen, "%s: not an integer", f);
         return LV_ECORRUPT;
     }
     *out = json_integer_value(v);
     if (*out < min || *out > max) {
-        seterr(err, errlen, "%s: %" PRId64 " out of range %" PRId64 "..%" PRId64, f, *out, min, max);
+        lv_seterr(err, errlen, "%s: %" PRId64 " out of range %" PRId64 "..%" PRId64, f, *out, min, max);
         return LV_ECORRUPT;
     }
     return 0;
@@ -778,11 +766,11 @@ static int get_str(json_t *o, const char *where, const char *key, const char **o
 
     fname(f, sizeof f, where, key);
     if (!v) {
-        seterr(err, errlen, "%s: missing", f);
+        lv_seterr(err, errlen, "%s: missing", f);
         return LV_ECORRUPT;
     }
     if (!json_is_string(v)) {
-        seterr(err, errlen, "%s: not a string", f);
+        lv_seterr(err, errlen, "%s: not a string", f);
         return LV_ECORRUPT;
     }
     *out = json_string_value(v);
@@ -799,7 +787,7 @@ static int get_hex64(json_t *o, const char *where, const char *key, uint64_t *ou
         return rc;
     if (parse_hex64(s, out) != 0) {
         fname(f, sizeof f, where, key);
-        seterr(err, errlen, "%s: not 16 lower-case hex digits", f);
+        lv_seterr(err, errlen, "%s: not 16 lower-case hex digits", f);
         return LV_ECORRUPT;
     }
     return 0;
@@ -816,7 +804,7 @@ static int get_id(json_t *o, const char *where, const char *key, char out[MANIFE
         return rc;
     if (!is_hex(s, MANIFEST_ID_HEX)) {
         fname(f, sizeof f, where, key);
-        seterr(err, errlen, "%s: not 32 lower-case hex digits", f);
+        lv_seterr(err, errlen, "%s: not 32 lower-case hex digits", f);
         return LV_ECORRUPT;
     }
     memcpy(out, s, MANIFEST_ID_HEX + 1);
@@ -833,7 +821,7 @@ static int get_key(json_t *o, const char *where, char out[MANIFEST_KEY_MAX], cha
         return rc;
     if (strlen(s) >= MANIFEST_KEY_MAX || s[0] == '\0') {
         fname(f, sizeof f, where, "key");
-        seterr(err, errlen, "%s: empty or longer than %d bytes", f, MANIFEST_KEY_MAX - 1);
+        lv_seterr(err, errlen, "%s: empty or longer than %d bytes", f, MANIFEST_KEY_MAX - 1);
         return LV_ECORRUPT;
     }
     strcpy(out, s);
@@ -855,7 +843,7 @@ static int decode_seg(json_t *o, const char *where, struct manifest_seg *s, char
 
     memset(s, 0, sizeof *s);
     if (!json_is_object(o)) {
-        seterr(err, errlen, "%s: not an object", where);
+        lv_seterr(err, errlen, "%s: not an object", where);
         return LV_ECORRUPT;
     }
     if ((rc = only_fields(o, where, seg_fields, LV_ARRAY_LEN(seg_fields), err, errlen)) ||
@@ -881,7 +869,7 @@ static int decode_snap(json_t *o, const char *where, struct manifest_snap *s, ch
 
     memset(s, 0, sizeof *s);
     if (!json_is_object(o)) {
-        seterr(err, errlen, "%s: not an object", where);
+        lv_seterr(err, errlen, "%s: not an object", where);
         return LV_ECORRUPT;
     }
     if ((rc = only_fields(o, where, snap_fields, LV_ARRAY_LEN(snap_fields), err, errlen)) ||
@@ -912,12 +900,12 @@ static int decode_tree(json_t *root, struct manifest *m, char *err, size_t errle
     if ((rc = get_int(root, NULL, "format", INT64_MIN, INT64_MAX, &fmt, err, errlen)))
         return rc;
     if (fmt > MANIFEST_FORMAT) {
-        seterr(err, errlen, "format: %" PRId64 " is newer than this litevault understands (%d)", fmt,
+        lv_seterr(err, errlen, "format: %" PRId64 " is newer than this litevault understands (%d)", fmt,
                MANIFEST_FORMAT);
         return LV_EVERSION;
     }
     if (fmt != MANIFEST_FORMAT) {
-        seterr(err, errlen, "format: %" PRId64 " is not a manifest format", fmt);
+        lv_seterr(err, errlen, "format: %" PRId64 " is not a manifest format", fmt);
         return LV_ECORRUPT;
     }
     m->format = (int)fmt;
@@ -925,7 +913,7 @@ static int decode_tree(json_t *root, struct manifest *m, char *err, size_t errle
         (rc = get_str(root, NULL, "name", &name, err, errlen)))
         return rc;
     if ((why = name_problem(name)) != NULL) {
-        seterr(err, errlen, "name: %s", why);
+        lv_seterr(err, errlen, "name: %s", why);
         return LV_ECORRUPT;
     }
     if (!(m->name = strdup(name)))
@@ -937,12 +925,12 @@ static int decode_tree(json_t *root, struct manifest *m, char *err, size_t errle
     m->created_us = created;
     prev = json_object_get(root, "previous");
     if (!prev) {
-        seterr(err, errlen, "previous: missing");
+        lv_seterr(err, errlen, "previous: missing");
         return LV_ECORRUPT;
     }
     if (!json_is_null(prev)) {
         if (!json_is_object(prev)) {
-            seterr(err, errlen, "previous: not null or an object");
+            lv_seterr(err, errlen, "previous: not null or an object");
             return LV_ECORRUPT;
         }
         if ((rc = only_fields(prev, "previous", prev_fields, LV_ARRAY_LEN(prev_fields), err, errlen)) ||
@@ -950,13 +938,13 @@ static int decode_tree(json_t *root, struct manifest *m, char *err, size_t errle
             (rc = get_u64(prev, "previous", "txid", 0, &m->prev_txid, err, errlen)))
             return rc;
         if (strcmp(m->prev_dbid, m->dbid) == 0) {
-            seterr(err, errlen, "previous.database_id: equals database_id");
+            lv_seterr(err, errlen, "previous.database_id: equals database_id");
             return LV_ECORRUPT;
         }
     }
     arr = json_object_get(root, "segments");
     if (!json_is_array(arr)) {
-        seterr(err, errlen, "segments: %s", arr ? "not an array" : "missing");
+        lv_seterr(err, errlen, "segments: %s", arr ? "not an array" : "missing");
         return LV_ECORRUPT;
     }
     if (json_array_size(arr)) {
@@ -973,7 +961,7 @@ static int decode_tree(json_t *root, struct manifest *m, char *err, size_t errle
     }
     arr = json_object_get(root, "snapshots");
     if (!json_is_array(arr)) {
-        seterr(err, errlen, "snapshots: %s", arr ? "not an array" : "missing");
+        lv_seterr(err, errlen, "snapshots: %s", arr ? "not an array" : "missing");
         return LV_ECORRUPT;
     }
     if (json_array_size(arr)) {
@@ -1002,11 +990,11 @@ int manifest_decode(const void *buf, size_t len, struct manifest *m, char *err, 
     memset(m, 0, sizeof *m);
     root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
-        seterr(err, errlen, "not valid JSON: line %d column %d: %s", jerr.line, jerr.column, jerr.text);
+        lv_seterr(err, errlen, "not valid JSON: line %d column %d: %s", jerr.line, jerr.column, jerr.text);
         return LV_ECORRUPT;
     }
     if (!json_is_object(root)) {
-        seterr(err, errlen, "top level: not an object");
+        lv_seterr(err, errlen, "top level: not an object");
         rc = LV_ECORRUPT;
         goto out_put_root;
     }
@@ -1021,7 +1009,7 @@ int manifest_decode(const void *buf, size_t len, struct manifest *m, char *err, 
     if (rc)
         goto out_put_root;
     if (calc != stored) {
-        seterr(err, errlen, "checksum: stored %s, computed %s", cksum_hex(stored, stored_hex),
+        lv_seterr(err, errlen, "checksum: stored %s, computed %s", cksum_hex(stored, stored_hex),
                cksum_hex(calc, calc_hex));
         rc = LV_ECORRUPT;
     }

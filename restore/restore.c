@@ -72,18 +72,6 @@
 #define RESTORE_RETRY 1  /* internal: start over with a lower target */
 #define RESTORE_REPLAN 2 /* internal: drop a damaged snapshot from the manifest and plan again */
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!err || !errlen)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static int is_id(const char *s)
 {
     size_t i;
@@ -138,23 +126,23 @@ int restore_load_manifest(struct store *st, const char *db, const char *dbid, st
         return LV_ENOMEM;
     rc = store_get(st, key, 0, 0, &buf, &len);
     if (rc == LV_ENOENT) {
-        seterr(err, errlen, "%s: no manifest %s: lineage %s of database '%s' is not in the archive", store_url(st),
+        lv_seterr(err, errlen, "%s: no manifest %s: lineage %s of database '%s' is not in the archive", store_url(st),
                key, dbid, db);
         goto out;
     }
     if (rc) {
-        seterr(err, errlen, "%s: cannot read %s: %s (%s)", store_url(st), key, lv_strerror(rc),
+        lv_seterr(err, errlen, "%s: cannot read %s: %s (%s)", store_url(st), key, lv_strerror(rc),
                store_last_error(st) ? store_last_error(st) : "");
         goto out;
     }
     rc = manifest_decode(buf, len, m, merr, sizeof merr);
     if (rc) {
-        seterr(err, errlen, "%s: manifest %s is %s: %s", store_url(st), key,
+        lv_seterr(err, errlen, "%s: manifest %s is %s: %s", store_url(st), key,
                rc == LV_EVERSION ? "of an unsupported version" : "corrupt", merr);
         goto out;
     }
     if (strcmp(m->dbid, dbid) != 0 || strcmp(m->name, db) != 0) {
-        seterr(err, errlen, "%s: manifest %s names database '%s' lineage %s; expected '%s' lineage %s",
+        lv_seterr(err, errlen, "%s: manifest %s names database '%s' lineage %s; expected '%s' lineage %s",
                store_url(st), key, m->name, m->dbid, db, dbid);
         manifest_free(m);
         rc = LV_ECORRUPT;
@@ -180,7 +168,7 @@ int restore_find_lineage(struct store *st, const char *db, const char *want, cha
     out[0] = '\0';
     if (want) {
         if (!is_id(want)) {
-            seterr(err, errlen, "lineage '%s' is not a database ID (32 lower-case hex digits)", want);
+            lv_seterr(err, errlen, "lineage '%s' is not a database ID (32 lower-case hex digits)", want);
             return LV_EINVAL;
         }
         memcpy(out, want, MANIFEST_ID_HEX + 1);
@@ -199,7 +187,7 @@ int restore_find_lineage(struct store *st, const char *db, const char *want, cha
         LV_WARN("restore: %s: %s is unreadable (%s); looking for lineages by listing %s/", store_url(st), key, cerr,
                 db);
     } else if (rc != LV_ENOENT) {
-        seterr(err, errlen, "%s: cannot read %s: %s (%s)", store_url(st), key, lv_strerror(rc),
+        lv_seterr(err, errlen, "%s: cannot read %s: %s (%s)", store_url(st), key, lv_strerror(rc),
                store_last_error(st) ? store_last_error(st) : "");
         goto out;
     }
@@ -212,7 +200,7 @@ int restore_find_lineage(struct store *st, const char *db, const char *want, cha
     }
     rc = store_list(st, prefix, &l);
     if (rc) {
-        seterr(err, errlen, "%s: cannot list %s: %s (%s)", store_url(st), prefix, lv_strerror(rc),
+        lv_seterr(err, errlen, "%s: cannot list %s: %s (%s)", store_url(st), prefix, lv_strerror(rc),
                store_last_error(st) ? store_last_error(st) : "");
         goto out;
     }
@@ -245,10 +233,10 @@ int restore_find_lineage(struct store *st, const char *db, const char *want, cha
     if (!out[0]) {
         rc = LV_ENOENT;
         if (ncand)
-            seterr(err, errlen, "%s: database '%s': no readable manifest in its %zu lineage(s)", store_url(st), db,
+            lv_seterr(err, errlen, "%s: database '%s': no readable manifest in its %zu lineage(s)", store_url(st), db,
                    ncand);
         else
-            seterr(err, errlen, "%s: database '%s' is not in the archive (no %s and no lineages under %s)",
+            lv_seterr(err, errlen, "%s: database '%s' is not in the archive (no %s and no lineages under %s)",
                    store_url(st), db, key, prefix);
         goto out;
     }
@@ -303,21 +291,21 @@ static int integrity_check(const char *path, char *err, size_t errlen)
     strcpy(uri + n, "?immutable=1");
     src = sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
     if (src != SQLITE_OK) {
-        seterr(err, errlen, "%s: sqlite3 cannot open the restored file: %s", path, db ? sqlite3_errmsg(db) : "?");
+        lv_seterr(err, errlen, "%s: sqlite3 cannot open the restored file: %s", path, db ? sqlite3_errmsg(db) : "?");
         goto out;
     }
     src = sqlite3_prepare_v2(db, "PRAGMA integrity_check(20)", -1, &stmt, NULL);
     if (src != SQLITE_OK) {
-        seterr(err, errlen, "%s: integrity_check: %s", path, sqlite3_errmsg(db));
+        lv_seterr(err, errlen, "%s: integrity_check: %s", path, sqlite3_errmsg(db));
         goto out;
     }
     src = sqlite3_step(stmt);
     if (src != SQLITE_ROW) {
-        seterr(err, errlen, "%s: integrity_check: %s", path, sqlite3_errmsg(db));
+        lv_seterr(err, errlen, "%s: integrity_check: %s", path, sqlite3_errmsg(db));
         goto out;
     }
     if (strcmp((const char *)sqlite3_column_text(stmt, 0), "ok") != 0) {
-        seterr(err, errlen, "%s: PRAGMA integrity_check failed: %s", path, (const char *)sqlite3_column_text(stmt, 0));
+        lv_seterr(err, errlen, "%s: PRAGMA integrity_check failed: %s", path, (const char *)sqlite3_column_text(stmt, 0));
         goto out;
     }
     rc = 0;
@@ -394,7 +382,7 @@ static int damage(struct attempt *at, int rc, const char *msg)
     char tb[40];
 
     if (!at->o->allow_partial) {
-        seterr(at->err, at->errlen, "%s", msg);
+        lv_seterr(at->err, at->errlen, "%s", msg);
         return rc;
     }
     txlog_apply_state(at->a, &inf);
@@ -406,7 +394,7 @@ static int damage(struct attempt *at, int rc, const char *msg)
         return RESTORE_REPLAN;
     }
     if (!inf.have) {
-        seterr(at->err, at->errlen, "nothing restorable before the damage: %s", msg);
+        lv_seterr(at->err, at->errlen, "nothing restorable before the damage: %s", msg);
         return rc;
     }
     at->partial = 1;
@@ -581,7 +569,7 @@ static int attempt_run(struct attempt *at, const struct plan_target *t, int flag
 
     rc = plan_make(at->m, t, flags, &at->plan);
     if (rc) {
-        seterr(at->err, at->errlen, "%s: database '%s' lineage %s: %s", store_url(at->st), o->db, dbid,
+        lv_seterr(at->err, at->errlen, "%s: database '%s' lineage %s: %s", store_url(at->st), o->db, dbid,
                at->plan.msg);
         plan_free(&at->plan);
         return rc;
@@ -601,7 +589,7 @@ static int attempt_run(struct attempt *at, const struct plan_target *t, int flag
     if (fd < 0) {
         rc = fd;
         fd = -1;
-        seterr(at->err, at->errlen, "%s: cannot create: %s", at->tmp, lv_strerror(rc));
+        lv_seterr(at->err, at->errlen, "%s: cannot create: %s", at->tmp, lv_strerror(rc));
         goto out;
     }
     rc = txlog_apply_open(fd, at->tmp, &at->a);
@@ -619,7 +607,7 @@ static int attempt_run(struct attempt *at, const struct plan_target *t, int flag
     }
     rc = fetch_start(at->st, fo, res->nobjs, o->parallel > 0 ? o->parallel : 4, 0, o->mem_budget, &f);
     if (rc) {
-        seterr(at->err, at->errlen, "cannot start the download workers: %s", lv_strerror(rc));
+        lv_seterr(at->err, at->errlen, "cannot start the download workers: %s", lv_strerror(rc));
         goto out;
     }
     for (i = 0; i < res->nobjs && !at->stop && !at->partial; i++) {
@@ -664,18 +652,18 @@ static int attempt_run(struct attempt *at, const struct plan_target *t, int flag
                                                                           inf.txid <= at->plan.target_txid
                                                                     : inf.txid == at->plan.target_txid)) {
         rc = LV_ECORRUPT;
-        seterr(at->err, at->errlen, "%s: database '%s': the objects reached TXID %" PRIu64 ", not the planned %" PRIu64,
+        lv_seterr(at->err, at->errlen, "%s: database '%s': the objects reached TXID %" PRIu64 ", not the planned %" PRIu64,
                store_url(at->st), o->db, inf.txid, at->plan.target_txid);
         goto out;
     }
     if (!inf.have) {
         rc = LV_ENOENT;
-        seterr(at->err, at->errlen, "%s: database '%s': no record applied", store_url(at->st), o->db);
+        lv_seterr(at->err, at->errlen, "%s: database '%s': no record applied", store_url(at->st), o->db);
         goto out;
     }
     rc = txlog_apply_finish(at->a, msg, sizeof msg);
     if (rc) {
-        seterr(at->err, at->errlen, "TXID %" PRIu64 ": %s", inf.txid, msg);
+        lv_seterr(at->err, at->errlen, "TXID %" PRIu64 ": %s", inf.txid, msg);
         goto out;
     }
     res->txid = inf.txid;
@@ -715,7 +703,7 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
         err[0] = '\0';
     if (!o->dry_run) {
         if (!o->out_path || !o->out_path[0]) {
-            seterr(err, errlen, "no output path given");
+            lv_seterr(err, errlen, "no output path given");
             return LV_EINVAL;
         }
         if (asprintf(&tmp, "%s.tmp", o->out_path) < 0 || asprintf(&wal, "%s-wal", o->out_path) < 0 ||
@@ -731,12 +719,12 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
         }
         if (path_exists(o->out_path, &sb) && (sb.st_size > 0 || !S_ISREG(sb.st_mode)) && !o->force) {
             rc = LV_EEXIST;
-            seterr(err, errlen, "%s exists and is not empty; use --force to replace it", o->out_path);
+            lv_seterr(err, errlen, "%s exists and is not empty; use --force to replace it", o->out_path);
             goto out;
         }
         if ((path_exists(wal, &sb) || path_exists(shm, &sb)) && !o->force) {
             rc = LV_EEXIST;
-            seterr(err, errlen, "%s or %s exists (left by an earlier database; SQLite would apply it to the restored "
+            lv_seterr(err, errlen, "%s or %s exists (left by an earlier database; SQLite would apply it to the restored "
                    "file); remove it or use --force", wal, shm);
             goto out;
         }
@@ -781,7 +769,7 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
             break;
         if (tries >= 1) {
             rc = LV_ECORRUPT;
-            seterr(err, errlen, "%s", res->partial_msg);
+            lv_seterr(err, errlen, "%s", res->partial_msg);
             goto out;
         }
         /* A damaged record had already changed the file: rebuild up to the last good TXID. */
@@ -809,7 +797,7 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
     if (!rc)
         rc = sys_fsync_dir(o->out_path);
     if (rc) {
-        seterr(err, errlen, "%s: cannot publish the restored database: %s", o->out_path, lv_strerror(rc));
+        lv_seterr(err, errlen, "%s: cannot publish the restored database: %s", o->out_path, lv_strerror(rc));
         unlink(tmp);
         goto out;
     }

@@ -83,7 +83,7 @@ static int default_dest_from_config(const char *cfg_path, struct config *cfg, co
     memset(so, 0, sizeof *so);
     so->endpoint = c->endpoint;
     so->region = c->region;
-    so->force_path_style = c->force_path_style == 0 ? -1 : c->force_path_style > 0;
+    so->force_path_style = c->force_path_style;
     so->access_key = c->access_key_id;
     so->secret_key = c->secret_access_key;
     so->session_token = c->session_token;

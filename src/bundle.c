@@ -60,17 +60,6 @@
 #define BUNDLE_MANIFEST_MAX (16u << 20)  /* largest manifest.json accepted */
 #define BUNDLE_NAME_MAX 1000             /* longest database name */
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    if (!err || !errlen)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 int bundle_format_of(const char *name, enum bundle_format *fmt)
 {
     static const struct { const char *suf; enum bundle_format f; } tab[] = {
@@ -180,7 +169,7 @@ static int write_one(struct archive *a, const struct bundle_entry *e, uint64_t s
     fd = open(e->path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         rc = lv_from_errno(errno);
-        seterr(err, errlen, "cannot open the image of %s (%s): %s", e->name, e->path, strerror(errno));
+        lv_seterr(err, errlen, "cannot open the image of %s (%s): %s", e->name, e->path, strerror(errno));
         goto out;
     }
     snprintf(path, sizeof path, "db/%s", e->name);
@@ -191,7 +180,7 @@ static int write_one(struct archive *a, const struct bundle_entry *e, uint64_t s
     archive_entry_set_mtime(ae, e->time_us / 1000000, (long)(e->time_us % 1000000) * 1000);
     if (archive_write_header(a, ae) != ARCHIVE_OK) {
         rc = LV_EIO;
-        seterr(err, errlen, "writing the bundle entry %s: %s", path, aerr(a));
+        lv_seterr(err, errlen, "writing the bundle entry %s: %s", path, aerr(a));
         goto out;
     }
     while (off < size) {
@@ -201,7 +190,7 @@ static int write_one(struct archive *a, const struct bundle_entry *e, uint64_t s
             continue;
         if (got <= 0) {
             rc = got < 0 ? lv_from_errno(errno) : LV_ECORRUPT;
-            seterr(err, errlen, "reading the image of %s (%s): %s", e->name, e->path,
+            lv_seterr(err, errlen, "reading the image of %s (%s): %s", e->name, e->path,
                    got < 0 ? strerror(errno) : "file shrank while being archived");
             goto out;
         }
@@ -209,7 +198,7 @@ static int write_one(struct archive *a, const struct bundle_entry *e, uint64_t s
         la_ssize_t w = archive_write_data(a, buf, (size_t)got);
         if (w != got) {
             rc = LV_EIO;
-            seterr(err, errlen, "writing the bundle (entry %s): %s", path,
+            lv_seterr(err, errlen, "writing the bundle (entry %s): %s", path,
                    aerr(a));
             goto out;
         }
@@ -220,7 +209,7 @@ static int write_one(struct archive *a, const struct bundle_entry *e, uint64_t s
     }
     if (archive_write_finish_entry(a) != ARCHIVE_OK) {
         rc = LV_EIO;
-        seterr(err, errlen, "writing the bundle (entry %s): %s", path, aerr(a));
+        lv_seterr(err, errlen, "writing the bundle (entry %s): %s", path, aerr(a));
         goto out;
     }
     *xxh3 = XXH3_64bits_digest(st);
@@ -285,7 +274,7 @@ int bundle_write(int fd, const char *name_for_format, const struct bundle_entry 
     int rc = 0, opened = 0;
 
     if (bundle_format_of(name_for_format, &fmt) != 0) {
-        seterr(err, errlen, "%s: unknown bundle format (use a name ending in .tar, .tar.zst or .tar.gz)",
+        lv_seterr(err, errlen, "%s: unknown bundle format (use a name ending in .tar, .tar.zst or .tar.gz)",
                name_for_format ? name_for_format : "(null)");
         return LV_EINVAL;
     }
@@ -299,25 +288,25 @@ int bundle_write(int fd, const char *name_for_format, const struct bundle_entry 
     for (size_t i = 0; i < n; i++) {
         struct stat st;
         if (!bundle_name_ok(v[i].name)) {
-            seterr(err, errlen, "database name '%s' cannot be stored in a bundle (absolute, '..', or a -wal/-journal/-shm name)",
+            lv_seterr(err, errlen, "database name '%s' cannot be stored in a bundle (absolute, '..', or a -wal/-journal/-shm name)",
                    v[i].name);
             rc = LV_EINVAL;
             goto out;
         }
         for (size_t j = 0; j < i; j++)
             if (strcmp(v[i].name, v[j].name) == 0) {
-                seterr(err, errlen, "database %s is listed twice", v[i].name);
+                lv_seterr(err, errlen, "database %s is listed twice", v[i].name);
                 rc = LV_EINVAL;
                 goto out;
             }
         if (stat(v[i].path, &st) != 0) {
             rc = lv_from_errno(errno);
-            seterr(err, errlen, "image of %s (%s): %s", v[i].name, v[i].path, strerror(errno));
+            lv_seterr(err, errlen, "image of %s (%s): %s", v[i].name, v[i].path, strerror(errno));
             goto out;
         }
         sizes[i] = (uint64_t)v[i].db_pages * v[i].page_size;
         if ((uint64_t)st.st_size != sizes[i]) {
-            seterr(err, errlen, "image of %s (%s) has %llu bytes, expected %u pages of %u bytes", v[i].name,
+            lv_seterr(err, errlen, "image of %s (%s) has %llu bytes, expected %u pages of %u bytes", v[i].name,
                    v[i].path, (unsigned long long)st.st_size, v[i].db_pages, v[i].page_size);
             rc = LV_EMISMATCH;
             goto out;
@@ -345,7 +334,7 @@ int bundle_write(int fd, const char *name_for_format, const struct bundle_entry 
     archive_write_set_bytes_in_last_block(a, 1);
     if (archive_write_open_fd(a, fd) != ARCHIVE_OK) {
         rc = LV_EIO;
-        seterr(err, errlen, "cannot start the bundle: %s", aerr(a));
+        lv_seterr(err, errlen, "cannot start the bundle: %s", aerr(a));
         goto out;
     }
     opened = 1;
@@ -369,13 +358,13 @@ int bundle_write(int fd, const char *name_for_format, const struct bundle_entry 
         archive_write_data(a, man, strlen(man)) != (la_ssize_t)strlen(man) ||
         archive_write_finish_entry(a) != ARCHIVE_OK) {
         rc = LV_EIO;
-        seterr(err, errlen, "writing manifest.json into the bundle: %s", aerr(a));
+        lv_seterr(err, errlen, "writing manifest.json into the bundle: %s", aerr(a));
         goto out;
     }
     opened = 0;
     if (archive_write_close(a) != ARCHIVE_OK) {
         rc = LV_EIO;
-        seterr(err, errlen, "finishing the bundle: %s", aerr(a));
+        lv_seterr(err, errlen, "finishing the bundle: %s", aerr(a));
         goto out;
     }
 out:
@@ -390,7 +379,7 @@ out:
     free(sizes);
     free(xxh);
     if (rc && err && !err[0])
-        seterr(err, errlen, "writing the bundle: %s", lv_strerror(rc));
+        lv_seterr(err, errlen, "writing the bundle: %s", lv_strerror(rc));
     return rc;
 }
 
@@ -484,7 +473,7 @@ static int extract_data(struct archive *a, int dfd, const char *rel, struct xent
 
     if (pfd < 0) {
         rc = pfd;
-        seterr(err, errlen, "cannot create the directories of %s in the extraction directory: %s", rel,
+        lv_seterr(err, errlen, "cannot create the directories of %s in the extraction directory: %s", rel,
                lv_strerror(rc));
         goto out;
     }
@@ -496,7 +485,7 @@ static int extract_data(struct archive *a, int dfd, const char *rel, struct xent
     fd = openat(pfd, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
         rc = lv_from_errno(errno);
-        seterr(err, errlen, "cannot create %s in the extraction directory: %s", rel, strerror(errno));
+        lv_seterr(err, errlen, "cannot create %s in the extraction directory: %s", rel, strerror(errno));
         goto out;
     }
     for (;;) {
@@ -505,7 +494,7 @@ static int extract_data(struct archive *a, int dfd, const char *rel, struct xent
             break;
         if (got < 0) {
             rc = LV_ECORRUPT;
-            seterr(err, errlen, "the bundle is damaged or truncated (in entry %s): %s", rel,
+            lv_seterr(err, errlen, "the bundle is damaged or truncated (in entry %s): %s", rel,
                    aerr(a));
             goto out;
         }
@@ -517,7 +506,7 @@ static int extract_data(struct archive *a, int dfd, const char *rel, struct xent
                 continue;
             if (w < 0) {
                 rc = lv_from_errno(errno);
-                seterr(err, errlen, "writing %s in the extraction directory: %s", rel, strerror(errno));
+                lv_seterr(err, errlen, "writing %s in the extraction directory: %s", rel, strerror(errno));
                 goto out;
             }
             off += (size_t)w;
@@ -530,7 +519,7 @@ static int extract_data(struct archive *a, int dfd, const char *rel, struct xent
 out:
     if (fd >= 0 && close(fd) != 0 && rc == 0) {
         rc = lv_from_errno(errno);
-        seterr(err, errlen, "writing %s in the extraction directory: %s", rel, strerror(errno));
+        lv_seterr(err, errlen, "writing %s in the extraction directory: %s", rel, strerror(errno));
     }
     if (pfd >= 0)
         close(pfd);
@@ -581,26 +570,26 @@ static int check_manifest(const char *text, size_t len, const char *dir, struct 
     int rc = 0;
 
     if (!o || !json_is_object(o)) {
-        seterr(err, errlen, "manifest.json is not valid JSON (line %d: %s)", je.line, je.text);
+        lv_seterr(err, errlen, "manifest.json is not valid JSON (line %d: %s)", je.line, je.text);
         rc = LV_ECORRUPT;
         goto out;
     }
     const char *fmt = json_string_value(json_object_get(o, "format"));
     json_int_t fv = json_integer_value(json_object_get(o, "format_version"));
     if (!fmt || strcmp(fmt, BUNDLE_FORMAT_NAME) != 0) {
-        seterr(err, errlen, "manifest.json: \"format\" is not \"%s\"; not a litevault bundle", BUNDLE_FORMAT_NAME);
+        lv_seterr(err, errlen, "manifest.json: \"format\" is not \"%s\"; not a litevault bundle", BUNDLE_FORMAT_NAME);
         rc = LV_ECORRUPT;
         goto out;
     }
     if (fv != BUNDLE_FORMAT_VERSION) {
-        seterr(err, errlen, "manifest.json: format_version %lld is not supported (this litevault reads %d)",
+        lv_seterr(err, errlen, "manifest.json: format_version %lld is not supported (this litevault reads %d)",
                (long long)fv, BUNDLE_FORMAT_VERSION);
         rc = LV_EVERSION;
         goto out;
     }
     arr = json_object_get(o, "databases");
     if (!json_is_array(arr)) {
-        seterr(err, errlen, "manifest.json: \"databases\" is missing or not an array");
+        lv_seterr(err, errlen, "manifest.json: \"databases\" is missing or not an array");
         rc = LV_ECORRUPT;
         goto out;
     }
@@ -624,7 +613,7 @@ static int check_manifest(const char *text, size_t len, const char *dir, struct 
         struct xentry *x = NULL;
 
         if (!name || !bundle_name_ok(name)) {
-            seterr(err, errlen, "manifest.json: database #%zu has a missing or unsafe name '%s'", i + 1,
+            lv_seterr(err, errlen, "manifest.json: database #%zu has a missing or unsafe name '%s'", i + 1,
                    name ? name : "");
             rc = LV_EREFUSED;
             goto out;
@@ -637,7 +626,7 @@ static int check_manifest(const char *text, size_t len, const char *dir, struct 
             parse_hex64(json_string_value(json_object_get(d, "xxh3")), &bd->xxh3) != 0 ||
             json_integer_value(jt) < 0 || json_integer_value(jsz) < 0 || json_integer_value(jpg) < 0 ||
             json_integer_value(jpg) > UINT32_MAX || !page_size_ok((uint32_t)json_integer_value(jps))) {
-            seterr(err, errlen, "manifest.json: database %s: a field is missing or malformed (file, id, txid, "
+            lv_seterr(err, errlen, "manifest.json: database %s: a field is missing or malformed (file, id, txid, "
                                 "time_us, checksum, page_size, pages, size, xxh3)", name);
             rc = LV_ECORRUPT;
             goto out;
@@ -649,7 +638,7 @@ static int check_manifest(const char *text, size_t len, const char *dir, struct 
         bd->size = (uint64_t)json_integer_value(jsz);
         for (size_t j = 0; j < b->n; j++)
             if (strcmp(b->v[j].name, name) == 0) {
-                seterr(err, errlen, "manifest.json lists database %s twice", name);
+                lv_seterr(err, errlen, "manifest.json lists database %s twice", name);
                 rc = LV_ECORRUPT;
                 goto out;
             }
@@ -662,7 +651,7 @@ static int check_manifest(const char *text, size_t len, const char *dir, struct 
         }
         b->n++;
         if (bd->size != (uint64_t)bd->db_pages * bd->page_size) {
-            seterr(err, errlen, "manifest.json: database %s: size %llu is not pages %u x page_size %u", name,
+            lv_seterr(err, errlen, "manifest.json: database %s: size %llu is not pages %u x page_size %u", name,
                    (unsigned long long)bd->size, bd->db_pages, bd->page_size);
             rc = LV_ECORRUPT;
             goto out;
@@ -671,31 +660,31 @@ static int check_manifest(const char *text, size_t len, const char *dir, struct 
             if (strcmp(xs[j].name, name) == 0)
                 x = &xs[j];
         if (!x) {
-            seterr(err, errlen, "manifest.json lists %s but the bundle has no entry %s", name, want_file);
+            lv_seterr(err, errlen, "manifest.json lists %s but the bundle has no entry %s", name, want_file);
             rc = LV_EMISMATCH;
             goto out;
         }
         x->used = 1;
         if (x->size != bd->size) {
-            seterr(err, errlen, "checksum mismatch: entry %s has %llu bytes, the manifest says %llu", want_file,
+            lv_seterr(err, errlen, "checksum mismatch: entry %s has %llu bytes, the manifest says %llu", want_file,
                    (unsigned long long)x->size, (unsigned long long)bd->size);
             rc = LV_EMISMATCH;
             goto out;
         }
         if (x->xxh3 != bd->xxh3) {
-            seterr(err, errlen, "checksum mismatch: entry %s has XXH3 %s, the manifest says %s", want_file,
+            lv_seterr(err, errlen, "checksum mismatch: entry %s has XXH3 %s, the manifest says %s", want_file,
                    cksum_hex(x->xxh3, hx), cksum_hex(bd->xxh3, hy));
             rc = LV_EMISMATCH;
             goto out;
         }
         if (x->page_size != bd->page_size) {
-            seterr(err, errlen, "entry %s is not a SQLite database with page size %u%s", want_file, bd->page_size,
+            lv_seterr(err, errlen, "entry %s is not a SQLite database with page size %u%s", want_file, bd->page_size,
                    x->page_size ? " (its header says otherwise)" : " (no valid SQLite header)");
             rc = LV_EMISMATCH;
             goto out;
         }
         if (bd->size && x->cksum != bd->cksum) {
-            seterr(err, errlen, "checksum mismatch: entry %s has database checksum %s, the manifest says %s",
+            lv_seterr(err, errlen, "checksum mismatch: entry %s has database checksum %s, the manifest says %s",
                    want_file, cksum_hex(x->cksum, hx), cksum_hex(bd->cksum, hy));
             rc = LV_EMISMATCH;
             goto out;
@@ -703,7 +692,7 @@ static int check_manifest(const char *text, size_t len, const char *dir, struct 
     }
     for (i = 0; i < nx; i++)
         if (!xs[i].used) {
-            seterr(err, errlen, "the bundle holds db/%s, which manifest.json does not list", xs[i].name);
+            lv_seterr(err, errlen, "the bundle holds db/%s, which manifest.json does not list", xs[i].name);
             rc = LV_EMISMATCH;
             goto out;
         }
@@ -736,7 +725,7 @@ int bundle_extract(int fd, const char *dir, struct bundle **out, char *err, size
     dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (dfd < 0) {
         rc = lv_from_errno(errno);
-        seterr(err, errlen, "extraction directory %s: %s", dir, strerror(errno));
+        lv_seterr(err, errlen, "extraction directory %s: %s", dir, strerror(errno));
         goto out;
     }
     archive_read_support_filter_zstd(a);
@@ -745,45 +734,45 @@ int bundle_extract(int fd, const char *dir, struct bundle **out, char *err, size
     archive_read_support_format_tar(a);
     if (archive_read_open_fd(a, fd, 65536) != ARCHIVE_OK) {
         rc = LV_ECORRUPT;
-        seterr(err, errlen, "not a readable bundle (damaged or truncated, or not a tar, tar.zst or tar.gz file): %s", aerr(a));
+        lv_seterr(err, errlen, "not a readable bundle (damaged or truncated, or not a tar, tar.zst or tar.gz file): %s", aerr(a));
         goto out;
     }
     while ((r = archive_read_next_header(a, &ae)) != ARCHIVE_EOF) {
         const char *raw, *name;
         if (r != ARCHIVE_OK) {
             rc = LV_ECORRUPT;
-            seterr(err, errlen, "the bundle is damaged or truncated: %s",
+            lv_seterr(err, errlen, "the bundle is damaged or truncated: %s",
                    aerr(a));
             goto out;
         }
         raw = archive_entry_pathname(ae);
         if (!raw) {
             rc = LV_EREFUSED;
-            seterr(err, errlen, "refused: an entry has no usable name");
+            lv_seterr(err, errlen, "refused: an entry has no usable name");
             goto out;
         }
         name = entry_name(raw);
         mode_t type = archive_entry_filetype(ae);
         if (archive_entry_hardlink(ae)) {
             rc = LV_EREFUSED;
-            seterr(err, errlen, "refused: entry %s is a hard link (to %s); bundles hold regular files only", raw,
+            lv_seterr(err, errlen, "refused: entry %s is a hard link (to %s); bundles hold regular files only", raw,
                    archive_entry_hardlink(ae));
             goto out;
         }
         if (type == AE_IFLNK) {
             rc = LV_EREFUSED;
-            seterr(err, errlen, "refused: entry %s is a symbolic link (to %s); bundles hold regular files only",
+            lv_seterr(err, errlen, "refused: entry %s is a symbolic link (to %s); bundles hold regular files only",
                    raw, archive_entry_symlink(ae) ? archive_entry_symlink(ae) : "?");
             goto out;
         }
         if (name[0] == '/') {
             rc = LV_EREFUSED;
-            seterr(err, errlen, "refused: entry %s has an absolute name", raw);
+            lv_seterr(err, errlen, "refused: entry %s has an absolute name", raw);
             goto out;
         }
         if (has_dotdot(name)) {
             rc = LV_EREFUSED;
-            seterr(err, errlen, "refused: entry %s has a '..' component (path traversal)", raw);
+            lv_seterr(err, errlen, "refused: entry %s has a '..' component (path traversal)", raw);
             goto out;
         }
         if (type == AE_IFDIR) {
@@ -794,7 +783,7 @@ int bundle_extract(int fd, const char *dir, struct bundle **out, char *err, size
                 l--;
             if (l >= sizeof tmp) {
                 rc = LV_EREFUSED;
-                seterr(err, errlen, "refused: entry %s has a name that is too long", raw);
+                lv_seterr(err, errlen, "refused: entry %s has a name that is too long", raw);
                 goto out;
             }
             memcpy(tmp, name, l);
@@ -803,29 +792,29 @@ int bundle_extract(int fd, const char *dir, struct bundle **out, char *err, size
                 (strncmp(tmp, "db/", 3) == 0 && bundle_name_ok(tmp + 3)))
                 continue;
             rc = LV_EREFUSED;
-            seterr(err, errlen, "refused: unexpected directory entry %s (a name with '..' or outside db/?)", raw);
+            lv_seterr(err, errlen, "refused: unexpected directory entry %s (a name with '..' or outside db/?)", raw);
             goto out;
         }
         if (strcmp(name, "manifest.json") != 0 && !(strncmp(name, "db/", 3) == 0 && bundle_name_ok(name + 3))) {
             rc = LV_EREFUSED;
-            seterr(err, errlen, "refused: entry %s is not a safe name (it must be manifest.json or db/NAME, "
+            lv_seterr(err, errlen, "refused: entry %s is not a safe name (it must be manifest.json or db/NAME, "
                                 "relative, without '..')", raw);
             goto out;
         }
         if (type != AE_IFREG) {
             rc = LV_EREFUSED;
-            seterr(err, errlen, "refused: entry %s is not a regular file (type 0%o)", raw, (unsigned)type);
+            lv_seterr(err, errlen, "refused: entry %s is not a regular file (type 0%o)", raw, (unsigned)type);
             goto out;
         }
         if (strcmp(name, "manifest.json") == 0) {
             if (man) {
                 rc = LV_EREFUSED;
-                seterr(err, errlen, "refused: the bundle holds manifest.json twice");
+                lv_seterr(err, errlen, "refused: the bundle holds manifest.json twice");
                 goto out;
             }
             if (archive_entry_size(ae) > (la_int64_t)BUNDLE_MANIFEST_MAX) {
                 rc = LV_ECORRUPT;
-                seterr(err, errlen, "manifest.json is larger than %u bytes", BUNDLE_MANIFEST_MAX);
+                lv_seterr(err, errlen, "manifest.json is larger than %u bytes", BUNDLE_MANIFEST_MAX);
                 goto out;
             }
             man = malloc(BUNDLE_MANIFEST_MAX + 1);
@@ -839,7 +828,7 @@ int bundle_extract(int fd, const char *dir, struct bundle **out, char *err, size
                     break;
                 if (got < 0 || mlen + (size_t)got > BUNDLE_MANIFEST_MAX) {
                     rc = LV_ECORRUPT;
-                    seterr(err, errlen, "the bundle is damaged or truncated (in manifest.json): %s",
+                    lv_seterr(err, errlen, "the bundle is damaged or truncated (in manifest.json): %s",
                            got < 0 ? aerr(a) : "too large");
                     goto out;
                 }
@@ -850,7 +839,7 @@ int bundle_extract(int fd, const char *dir, struct bundle **out, char *err, size
         for (size_t j = 0; j < nx; j++)
             if (strcmp(xs[j].name, name + 3) == 0) {
                 rc = LV_EREFUSED;
-                seterr(err, errlen, "refused: the bundle holds %s twice", name);
+                lv_seterr(err, errlen, "refused: the bundle holds %s twice", name);
                 goto out;
             }
         if (nx == capx) {
@@ -880,7 +869,7 @@ int bundle_extract(int fd, const char *dir, struct bundle **out, char *err, size
     }
     if (!man) {
         rc = LV_ECORRUPT;
-        seterr(err, errlen, "the bundle has no manifest.json (truncated, or not made by litevault export)");
+        lv_seterr(err, errlen, "the bundle has no manifest.json (truncated, or not made by litevault export)");
         goto out;
     }
     rc = check_manifest(man, mlen, dir, xs, nx, out, err, errlen);
@@ -898,7 +887,7 @@ out:
     free(buf);
     free(ps.page);
     if (rc && err && !err[0])
-        seterr(err, errlen, "reading the bundle: %s", lv_strerror(rc));
+        lv_seterr(err, errlen, "reading the bundle: %s", lv_strerror(rc));
     return rc;
 }
 

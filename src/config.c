@@ -472,19 +472,6 @@ static int parse_url(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t 
     return set_string(field, v);
 }
 
-static int parse_bool3(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
-                       void *field)
-{
-    LV_UNUSED(k);
-    if (strcmp(value, "true") == 0 || strcmp(value, "yes") == 0 || strcmp(value, "on") == 0)
-        *(int *)field = 1;
-    else if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0 || strcmp(value, "off") == 0)
-        *(int *)field = -1;
-    else
-        return cfg_error(p, node->start_mark, "expected true or false, found \"%s\"", value);
-    return 0;
-}
-
 static int parse_parallel(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
                           void *field)
 {
@@ -739,20 +726,7 @@ static int parse_export_on(struct cfg_parser *p, const struct cfg_key *k, yaml_n
 }
 
 /* A non-empty string (S3 options and credentials). */
-static int parse_export_string(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
-                               void *field)
-{
-    char *v;
-
-    if (!*value)
-        return cfg_error(p, node->start_mark, "empty value (e.g. %s, or remove the key)", k->example);
-    v = strdup(value);
-    if (!v)
-        return LV_ENOMEM;
-    return set_string(field, v);
-}
-
-static int parse_export_bool(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+static int parse_bool(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
                              void *field)
 {
     LV_UNUSED(k);
@@ -810,27 +784,35 @@ static const struct cfg_key export_keys[] = {
      .owned = 2, .seq = CFG_SEQ_EACH, .count_off = offsetof(struct config_export, ndatabases), .example = "all"},
     {.name = "keep", .parse = parse_export_keep, .off = offsetof(struct config_export, keep), .example = "7"},
     {.name = "on", .parse = parse_export_on, .off = offsetof(struct config_export, on), .example = "primary"},
-    {.name = "endpoint", .parse = parse_export_string, .off = offsetof(struct config_export, endpoint), .owned = 1,
+    {.name = "endpoint", .parse = parse_str, .off = offsetof(struct config_export, endpoint), .owned = 1,
      .example = "http://127.0.0.1:9000"},
-    {.name = "region", .parse = parse_export_string, .off = offsetof(struct config_export, region), .owned = 1,
+    {.name = "region", .parse = parse_str, .off = offsetof(struct config_export, region), .owned = 1,
      .example = "us-east-1"},
-    {.name = "force-path-style", .parse = parse_export_bool, .off = offsetof(struct config_export, force_path_style),
+    {.name = "force-path-style", .parse = parse_bool, .off = offsetof(struct config_export, force_path_style),
      .example = "true"},
-    {.name = "access-key-id", .parse = parse_export_string, .off = offsetof(struct config_export, access_key_id),
+    {.name = "access-key-id", .parse = parse_str, .off = offsetof(struct config_export, access_key_id),
      .owned = 1, .example = "${AWS_ACCESS_KEY_ID}"},
-    {.name = "secret-access-key", .parse = parse_export_string,
+    {.name = "secret-access-key", .parse = parse_str,
      .off = offsetof(struct config_export, secret_access_key), .owned = 1, .example = "${AWS_SECRET_ACCESS_KEY}"},
-    {.name = "session-token", .parse = parse_export_string, .off = offsetof(struct config_export, session_token),
+    {.name = "session-token", .parse = parse_str, .off = offsetof(struct config_export, session_token),
      .owned = 1, .example = "${AWS_SESSION_TOKEN}"},
     {.name = NULL},
 };
+
+/* Defaults of an archive[] item that zero cannot express (the rest are
+ * filled after the walk). */
+static void archive_init(void *elem, size_t i)
+{
+    LV_UNUSED(i);
+    ((struct config_archive *)elem)->force_path_style = -1;
+}
 
 #define AOFF(f) offsetof(struct config_archive, f)
 static const struct cfg_key archive_keys[] = {
     {.name = "url", .parse = parse_url, .off = AOFF(url), .owned = 1, .required = 1, .example = "file:///var/lib/litevault/archive"},
     {.name = "endpoint", .parse = parse_str, .off = AOFF(endpoint), .owned = 1, .example = "http://127.0.0.1:9000"},
     {.name = "region", .parse = parse_str, .off = AOFF(region), .owned = 1, .example = "us-east-1"},
-    {.name = "force-path-style", .parse = parse_bool3, .off = AOFF(force_path_style), .example = "true"},
+    {.name = "force-path-style", .parse = parse_bool, .off = AOFF(force_path_style), .example = "true"},
     {.name = "access-key-id", .parse = parse_str, .off = AOFF(access_key_id), .owned = 1, .example = "${AWS_ACCESS_KEY_ID}"},
     {.name = "secret-access-key", .parse = parse_str, .off = AOFF(secret_access_key), .owned = 1, .example = "${AWS_SECRET_ACCESS_KEY}"},
     {.name = "session-token", .parse = parse_str, .off = AOFF(session_token), .owned = 1, .example = "${AWS_SESSION_TOKEN}"},
@@ -853,7 +835,8 @@ static const struct cfg_key top_keys[] = {
      .count_off = offsetof(struct config, nexports), .elem_size = sizeof(struct config_export),
      .elem_init = export_init, .elem_check = export_check},
     {.name = "archive", .kind = CFG_LIST, .sub = archive_keys, .off = offsetof(struct config, archive),
-     .count_off = offsetof(struct config, narchive), .elem_size = sizeof(struct config_archive)},
+     .count_off = offsetof(struct config, narchive), .elem_size = sizeof(struct config_archive),
+     .elem_init = archive_init},
     {.name = NULL},
 };
 

@@ -49,7 +49,7 @@ struct config_archive {
     char *url;                  /* url: file:///abs (relative paths resolved like data.dir) or s3://BUCKET/PREFIX?... (required) */
     char *endpoint;             /* endpoint: S3 endpoint URL, NULL for AWS */
     char *region;               /* region: S3 region, NULL for the default */
-    int force_path_style;       /* force-path-style: 0 default, 1 true, -1 false */
+    int force_path_style;       /* force-path-style: 1 true, 0 false, -1 default (as in store_opts) */
     char *access_key_id;        /* access-key-id: NULL to use AWS_ACCESS_KEY_ID */
     char *secret_access_key;    /* secret-access-key: never logged */
     char *session_token;        /* session-token: never logged */

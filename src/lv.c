@@ -23,6 +23,7 @@
 #include "lv.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -246,4 +247,15 @@ int lv_parse_time(const char *s, int64_t *t_us)
     t -= (int64_t)sign * (oh * 3600 + om * 60); /* local = UTC + offset */
     *t_us = t * 1000000 + frac;
     return 0;
+}
+
+void lv_seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!err || !errlen)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
 }

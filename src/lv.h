@@ -60,6 +60,10 @@ int64_t lv_mono_us(void);
 /* Format t (microseconds since epoch) as 2026-11-24T10:00:00.123456Z into buf (>= 32 bytes). */
 char *lv_fmt_time(int64_t t_us, char *buf, size_t n);
 
+/* printf into err (errlen bytes, always terminated); does nothing when err
+ * is NULL or errlen 0.  For the "char *err, size_t errlen" message buffers. */
+void lv_seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* Parse an RFC 3339 time with optional fraction and Z/offset into *t_us; 0 or LV_EINVAL. */
 int lv_parse_time(const char *s, int64_t *t_us);
 

@@ -577,7 +577,7 @@ Test(config, archive_defaults_and_every_key)
     const struct config_archive *a = &c.archive[0];
     cr_assert_str_eq(a->url, "file:///srv/archive");
     cr_assert_null(a->endpoint);
-    cr_assert_eq(a->force_path_style, 0);
+    cr_assert_eq(a->force_path_style, -1);
     cr_assert_eq(a->sync_interval_us, 1000000);
     cr_assert_eq(a->snapshot_interval_us, 86400LL * 1000000);
     cr_assert_eq(a->retention_us, 7LL * 86400 * 1000000);
@@ -591,7 +591,7 @@ Test(config, archive_defaults_and_every_key)
     cr_assert_str_eq(a->url, "s3://bucket/prefix?region=eu-west-1");
     cr_assert_str_eq(a->endpoint, "http://127.0.0.1:9000");
     cr_assert_str_eq(a->region, "us-east-1");
-    cr_assert_eq(a->force_path_style, -1);
+    cr_assert_eq(a->force_path_style, 0);
     cr_assert_str_eq(a->access_key_id, "AK");
     cr_assert_str_eq(a->secret_access_key, "SK");
     cr_assert_str_eq(a->session_token, "ST");
