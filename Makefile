@@ -119,8 +119,9 @@ litevault-asan-test: all $(BUILD)/tests/unit $(BUILD)/tests/it
 FUZZ_CC      ?= clang
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECS    ?= 20
-FUZZ_NAMES   := config txlog txlog_open wal state time
-FUZZ_LIBSRCS := src/lv.c src/lvlog.c src/sys.c src/cksum.c src/txlog.c src/wal.c src/config.c src/cron.c
+FUZZ_NAMES   := config txlog txlog_open wal state time cron manifest
+FUZZ_LIBSRCS := src/lv.c src/lvlog.c src/sys.c src/cksum.c src/txlog.c src/wal.c src/config.c src/cron.c \
+                archive/manifest.c archive/current.c restore/plan.c
 FUZZ_LIBOBJS := $(FUZZ_LIBSRCS:%.c=$(FUZZ_BUILD)/%.o)
 FUZZ_CFLAGS   = -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread $(filter-out -Wno-format-truncation,$(WARN)) -Isrc -Iarchive -Irestore $(PKG_CFLAGS) -g -O1 \
                 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
@@ -133,7 +134,7 @@ $(FUZZ_BUILD)/.deps-ok: tests/install-deps.sh
 	@./tests/install-deps.sh $(DEBPKGS) clang libclang-rt-dev
 	@mkdir -p $(FUZZ_BUILD) && touch $@
 
-$(FUZZ_BUILD)/src/%.o: src/%.c $(wildcard src/*.h) | $(FUZZ_BUILD)/.deps-ok
+$(FUZZ_BUILD)/%.o: %.c $(wildcard src/*.h archive/*.h restore/*.h) | $(FUZZ_BUILD)/.deps-ok
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
 

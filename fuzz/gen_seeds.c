@@ -18,6 +18,8 @@
  *           off), copied while the connection is open, after 1 and after
  *           4 transactions, plus the same file cut inside its last frame.
  *   state/  state files from cksum_state_save: 0, 1 and 9 pages.
+ *   manifest/  archive manifests from manifest_encode (empty; level-0 and
+ *           level-1 segments with snapshots) and a current.json pointer.
  * Text seeds (config, time) are checked in under fuzz/corpus/.
  *
  * Exit status 0 on success; any failure prints what failed and exits 1.
@@ -34,8 +36,10 @@
 #include <unistd.h>
 
 #include "cksum.h"
+#include "current.h"
 #include "lv.h"
 #include "lvlog.h"
+#include "manifest.h"
 #include "sys.h"
 #include "txlog.h"
 
@@ -327,6 +331,56 @@ static void gen_state(void)
     }
 }
 
+/* ---- manifest ---- */
+
+static void put_manifest(const char *name, const struct manifest *m)
+{
+    char *enc = NULL, err[256];
+    size_t len = 0;
+    if (manifest_encode(m, &enc, &len, err, sizeof err) != 0)
+        DIE("manifest_encode: %s", err);
+    write_seed("manifest", name, enc, len);
+    free(enc);
+}
+
+static void gen_manifest(void)
+{
+    static const char id[] = "0123456789abcdef0123456789abcdef";
+    struct manifest m;
+    struct archive_current c = {.format = ARCHIVE_CURRENT_FORMAT, .updated_us = 1795514400123456LL};
+    char *enc = NULL;
+    size_t len = 0;
+    uint64_t ck = 0x1111;
+
+    if (manifest_init(&m, "dir/app.db", id, 1795514400000000LL) != 0)
+        DIE("manifest_init");
+    put_manifest("empty.json", &m);
+    for (uint64_t f = 1; f <= 40; f += 10) { /* level 0: 1-10, 11-20, ... */
+        struct manifest_seg sg = {.level = 0, .first_txid = f, .last_txid = f + 9,
+                                  .first_time_us = 1795514400000000LL + (int64_t)f * 1000,
+                                  .last_time_us = 1795514400000000LL + (int64_t)(f + 9) * 1000,
+                                  .pre_cksum = ck, .post_cksum = ck + 1, .size = 4096, .xxh3 = f};
+        ck++;
+        if (manifest_add_segment(&m, &sg) != 0)
+            DIE("manifest_add_segment");
+    }
+    put_manifest("level0.json", &m);
+    struct manifest_seg l1 = {.level = 1, .first_txid = 1, .last_txid = 20, .first_time_us = 1795514400001000LL,
+                              .last_time_us = 1795514400020000LL, .pre_cksum = 0x1111, .post_cksum = 0x1113,
+                              .size = 8192, .xxh3 = 99};
+    struct manifest_snap sn = {.txid = 20, .time_us = 1795514400020000LL, .page_size = 4096, .db_pages = 3,
+                               .db_cksum = 0x1113, .size = 5000, .xxh3 = 7};
+    if (manifest_add_segment(&m, &l1) != 0 || manifest_add_snapshot(&m, &sn) != 0)
+        DIE("manifest_add");
+    put_manifest("levels-snapshot.json", &m);
+    manifest_free(&m);
+    memcpy(c.dbid, id, sizeof c.dbid);
+    if (archive_current_encode(&c, &enc, &len) != 0)
+        DIE("archive_current_encode");
+    write_seed("manifest", "current.json", enc, len);
+    free(enc);
+}
+
 int main(int argc, char **argv)
 {
     char cmd[128];
@@ -345,6 +399,7 @@ int main(int argc, char **argv)
     gen_txlog();
     gen_wal();
     gen_state();
+    gen_manifest();
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0)
         fprintf(stderr, "gen_seeds: could not remove %s\n", tmpdir);
