@@ -15,24 +15,36 @@
  *   NEW --open lineage (GET current.json, GET manifest)--> READY
  *   READY, every sync-interval, if the database's TXID > archived:
  *       segment image confirmed+1..txid (txlog_segment_image) --PUT-->
- *       seg/0/<first>-<last>.lvseg, then manifest (generation+1) --PUT-->
- *       manifest.json; confirmed = last.  The manifest, cached here, is the
- *       source of truth: no LIST ever, idle databases cost no request.
+ *       seg/0/<first>-<last>.lvseg; confirmed = last.  That is the only
+ *       request of a writing database's interval: the in-memory manifest
+ *       gets the segment and becomes "dirty" (ahead of the stored one).
+ *       The cached manifest is the source of truth: no LIST in steady
+ *       state, idle databases cost no request.
  *       When confirmed+1 is no longer in the local log (a new lineage, a
  *       destination added later), a snapshot is uploaded first.
+ *   READY, manifest.json (generation+1) --PUT--> when the manifest has
+ *       lagged behind the stored segments for manifest-interval (default
+ *       1m), at once after any other change ("urgent": snapshot,
+ *       compaction, retention, lineage start, adoption), and at a clean
+ *       shutdown (end of the destination's thread, in archiver_stop).
  *   READY, snapshot-interval elapsed and the database changed: snapshot.
  *   READY, compaction and retention are decided from the manifest alone.
- *   A failed step leaves the in-memory manifest "dirty" (ahead of the
- *   store) and retries with exponential backoff (capped at 10 s); warnings
- *   are rate-limited; nothing is confirmed until the manifest PUT succeeds.
+ *   A failed step keeps the in-memory change and retries with exponential
+ *   backoff (capped at 10 s); warnings are rate-limited.
  *
  * WRITE ORDER (crash safety): an object is PUT before a manifest naming it;
  * a manifest no longer naming an object is PUT before the object is
  * deleted; keys are never reused for different content (segment and
  * compacted objects are deterministic: a fresh header whose creation time
  * is the first record's commit time, then records copied byte for byte).
- * After a crash the worst left-overs are unreferenced objects; they are
- * swept (one LIST of the lineage) when the lineage is opened at start-up.
+ * After a crash the stored manifest may lag behind the stored level-0
+ * segments (at most manifest-interval of them): when the lineage is
+ * opened at start-up, one LIST of the lineage finds them; those that
+ * continue the manifest's chain are downloaded, verified and ADOPTED
+ * (archive/tail.c), the manifest is stored at once, and only the other
+ * unreferenced objects are swept (deleted).  Restore and `archive
+ * ls/verify` find the same tail the same way, so a confirmed TXID is
+ * restorable whether or not the manifest lists it yet.
  * Objects dropped by compaction or retention are deleted delete-delay
  * later (default 5 min), so a restore that read the previous manifest can
  * still fetch everything it names.
@@ -98,6 +110,7 @@
 #include "metrics.h"
 #include "store.h"
 #include "sys.h"
+#include "tail.h"
 #include "txlog.h"
 
 #define SEG_MAX_BYTES (64ull << 20)   /* bound of one level-0 object while catching up */
@@ -116,6 +129,8 @@ struct adb {
     struct manifest m;          /* cached manifest of the lineage (thread) */
     int loaded;                 /* m is valid (thread) */
     int dirty;                  /* m has changes not yet stored (thread) */
+    int urgent;                 /* among them a change other than new level-0 segments: store it at once (thread) */
+    int64_t lag_since_mono;     /* when m first got a change not yet stored (monotonic us; valid if dirty) (thread) */
     int seen;                   /* listed in the current round (thread) */
     int failures;               /* consecutive failed steps (thread) */
     int64_t next_try_mono;      /* backoff: no attempt before (thread) */
@@ -282,8 +297,21 @@ static int put_manifest(struct adest *d, struct adb *b)
         return rc;
     }
     b->dirty = 0;
+    b->urgent = 0;
     publish_confirmed(d, b);
     return 0;
+}
+
+/* b->m changed in memory.  urgent: a change other than new level-0
+ * segments (snapshot, compaction, retention, lineage, adoption), stored at
+ * once; else the manifest may lag up to manifest-interval. */
+static void mark_dirty(struct adb *b, int urgent)
+{
+    if (!b->dirty)
+        b->lag_since_mono = lv_mono_us();
+    b->dirty = 1;
+    if (urgent)
+        b->urgent = 1;
 }
 
 /* Write name/current.json naming lineage (archive/current.h).  0 or negative. */
@@ -364,7 +392,7 @@ static void note_snapshots(struct adb *b)
     }
 }
 
-static void sweep(struct adest *d, struct adb *b);
+static int sweep(struct adest *d, struct adb *b, const struct db_info *info);
 
 /* Lineage ID of the n-th (n >= 2) history of database ID idhex, into out
  * (33 bytes): 32 hex digits of XXH3-128 of "<idhex>-<n>".  Deterministic,
@@ -417,10 +445,15 @@ static int lineage_open(struct adest *d, struct adb *b, const struct db_info *in
         }
         if (agree) {
             b->m = m;
+            rc = sweep(d, b, info);
+            if (rc) {
+                manifest_free(&b->m);
+                return rc;
+            }
             b->loaded = 1;
             note_snapshots(b);
             publish_confirmed(d, b);
-            sweep(d, b);
+            last = manifest_last_txid(&b->m);
             if (!cur[0] && (rc = put_current(d, b->name, b->lineage)) != 0)
                 return rc;
             LV_INFO("archive %s: %s: continuing lineage %s at TXID %llu", store_url(d->store), b->name, b->lineage,
@@ -458,7 +491,7 @@ static int lineage_open(struct adest *d, struct adb *b, const struct db_info *in
         LV_INFO("archive %s: %s: starting lineage %s", store_url(d->store), b->name, b->lineage);
     }
     b->loaded = 1;
-    b->dirty = 1;
+    mark_dirty(b, 1);
     note_snapshots(b);
     rc = put_manifest(d, b);
     if (rc == 0)
@@ -578,7 +611,7 @@ static int take_snapshot(struct adest *d, struct adb *b, const struct db_info *i
                      (unsigned long long)s.txid, lv_strerror(rc));
             goto out;
         }
-        b->dirty = 1;
+        mark_dirty(b, 1);
         rc = put_manifest(d, b);
         if (rc)
             goto out;
@@ -683,10 +716,10 @@ static int sync_segments(struct adest *d, struct adb *b, const struct db_info *i
             LV_ERROR("archive: %s: segment %s does not fit the manifest (%s)", b->name, s.key, lv_strerror(rc));
             return rc;
         }
-        b->dirty = 1;
-        rc = put_manifest(d, b);
-        if (rc)
-            return rc;
+        /* Confirmed now: the segment is stored and continues the chain; the
+         * manifest follows within manifest-interval (or the next start adopts it). */
+        mark_dirty(b, 0);
+        publish_confirmed(d, b);
     }
     return 0;
 }
@@ -781,19 +814,56 @@ static void delete_keys(struct adest *d, struct adb *b, char (*keys)[MANIFEST_KE
     run_deletes(d);
 }
 
-/* Start-up sweep of b's lineage (one LIST): objects the manifest does not
- * name are left-overs of a crash (uploaded before their manifest, or
- * dropped but not yet deleted); they are deleted once delete-delay after
- * their last modification has passed. */
-static void sweep(struct adest *d, struct adb *b)
+/* Start-up sweep of b's lineage (one LIST).  First the tail: level-0
+ * segments stored after the last manifest write that continue its chain
+ * (archive/tail.c verifies each one completely) are adopted into b->m,
+ * as long as they agree with the local log, and the manifest is stored at
+ * once.  Other objects the manifest does not name are left-overs of a crash
+ * (a segment that does not continue the chain, a compacted object uploaded
+ * before its manifest, an object dropped but not yet deleted); they are
+ * deleted once delete-delay after their last modification has passed.
+ * 0, or the LIST's error (the lineage is opened again later). */
+static int sweep(struct adest *d, struct adb *b, const struct db_info *info)
 {
     struct store_list l = {0};
+    struct tail_result tr;
     char prefix[1200];
     int64_t now = lv_now_us();
+    int rc;
 
+    memset(&tr, 0, sizeof tr);
     snprintf(prefix, sizeof prefix, "%s/%s/", b->name, b->lineage);
-    if (store_list(d->store, prefix, &l) != 0)
-        return;
+    rc = store_list(d->store, prefix, &l);
+    if (rc) {
+        LV_WARN("archive %s: cannot list %s to adopt or sweep left-overs: %s", store_url(d->store), prefix,
+                lv_strerror(rc));
+        return rc;
+    }
+    rc = tail_adopt(d->store, prefix, &l, &b->m, info->txid, &tr);
+    if (rc) {
+        store_list_free(&l);
+        return rc;
+    }
+    if (tr.n) {
+        /* The tail must be this database's history: its last record agrees with the local log. */
+        struct txlog_hdr h;
+        const struct manifest_seg *ls = manifest_find_segment(&b->m, tr.keys[tr.n - 1]);
+        if (ls && local_hdr(info->logdir, ls->last_txid, &h) == 0 && h.post_cksum != ls->post_cksum) {
+            LV_WARN("archive %s: %s: the segments after the manifest (up to TXID %llu) differ from the local log; "
+                    "they are not adopted", store_url(d->store), b->name, (unsigned long long)ls->last_txid);
+            for (size_t i = 0; i < tr.n; i++)
+                manifest_remove(&b->m, tr.keys[i]);
+            tail_result_free(&tr);
+        } else {
+            LV_INFO("archive %s: %s: adopted %zu segment(s) stored after the last manifest (TXIDs %llu..%llu)",
+                    store_url(d->store), b->name, tr.n, (unsigned long long)tr.manifest_last + 1,
+                    (unsigned long long)tr.last_txid);
+            mark_dirty(b, 1);
+        }
+    }
+    if (tr.stop != TAIL_END)
+        LV_WARN("archive %s: %s: %s; the object(s) not continuing the manifest are swept and the records are "
+                "uploaded again from the local log", store_url(d->store), b->name, tr.msg);
     for (size_t i = 0; i < l.n; i++) {
         const char *rel = l.v[i].key + strlen(prefix);
         if (strcmp(rel, MANIFEST_OBJECT) == 0 || manifest_find_segment(&b->m, rel) ||
@@ -808,7 +878,9 @@ static void sweep(struct adest *d, struct adb *b)
         queue_delete(d, key, left > 0 ? left : 0);
     }
     store_list_free(&l);
+    tail_result_free(&tr);
     run_deletes(d);
+    return 0;
 }
 
 /* At most one compaction step for b (see COMPACTION above).  0 or negative. */
@@ -898,7 +970,7 @@ static int compact(struct adest *d, struct adb *b, const struct db_info *info)
             if (rc == 0) {
                 for (size_t k = 0; k < cnt; k++)
                     manifest_remove(&b->m, old[k]);
-                b->dirty = 1;
+                mark_dirty(b, 1);
                 rc = put_manifest(d, b);
             }
             if (rc == 0) {
@@ -948,7 +1020,7 @@ static int retain(struct adest *d, struct adb *b)
             memcpy(old[k++], b->m.segs[i].key, MANIFEST_KEY_MAX);
     for (size_t i = 0; i < k; i++)
         manifest_remove(&b->m, old[i]);
-    b->dirty = 1;
+    mark_dirty(b, 1);
     rc = put_manifest(d, b);
     if (rc == 0) {
         delete_keys(d, b, old, k);
@@ -972,7 +1044,7 @@ static int db_step(struct adest *d, struct adb *b, const struct db_info *info)
         if (rc)
             return rc;
     }
-    if (b->dirty) {
+    if (b->urgent) {
         rc = put_manifest(d, b);
         if (rc)
             return rc;
@@ -980,6 +1052,11 @@ static int db_step(struct adest *d, struct adb *b, const struct db_info *info)
     rc = sync_segments(d, b, info);
     if (rc)
         return rc;
+    if (b->dirty && lv_mono_us() - b->lag_since_mono >= d->cfg->manifest_interval_us) {
+        rc = put_manifest(d, b);
+        if (rc)
+            return rc;
+    }
     if (info->txid > b->last_snap_txid && lv_now_us() - b->last_snap_us >= d->cfg->snapshot_interval_us) {
         uint64_t t = 0;
         rc = take_snapshot(d, b, info, &t);
@@ -1115,6 +1192,17 @@ static void *dest_main(void *arg)
             drop_unseen(d);
             run_deletes(d);
         }
+    }
+    /* Clean shutdown: store every manifest that lags behind its segments. */
+    for (size_t i = 0; i < d->ndbs; i++) {
+        struct adb *b = d->dbs[i];
+        int rc;
+        if (!b->loaded || !b->dirty)
+            continue;
+        rc = put_manifest(d, b);
+        if (rc)
+            LV_WARN("archive %s: %s: cannot store the manifest at shutdown (%s); the next start adopts the "
+                    "segments it does not list", store_url(d->store), b->name, lv_strerror(rc));
     }
     return NULL;
 }
@@ -1340,7 +1428,7 @@ int archiver_metrics(struct archiver *a, char **buf, size_t *len, size_t *cap)
 {
     int rc = 0;
     static const char *const dbm[][3] = {
-        {"litevault_archive_confirmed_txid", "gauge", "Last TXID confirmed in the destination (manifest stored)."},
+        {"litevault_archive_confirmed_txid", "gauge", "Last TXID confirmed in the destination (its segment stored)."},
         {"litevault_archive_confirmed_time_seconds", "gauge", "Commit time of the last confirmed TXID (RPO = now - this)."},
         {"litevault_archive_pending_records", "gauge", "Records logged locally but not yet confirmed."},
         {"litevault_archive_pending_bytes", "gauge", "Estimated local log bytes not yet confirmed."},

@@ -87,6 +87,7 @@
 #define DEFAULT_RETENTION_US (7LL * 86400 * 1000000)
 #define DEFAULT_PARALLEL 4
 #define DEFAULT_DELETE_DELAY_US (300LL * 1000000)
+#define DEFAULT_MANIFEST_INTERVAL_US (60LL * 1000000)
 static const int64_t default_levels_us[] = {30LL * 1000000, 300LL * 1000000, 3600LL * 1000000};
 
 #define CFG_MAX_KEYS 32 /* keys per schema table */
@@ -544,6 +545,8 @@ static void archive_defaults(struct config *cfg)
             a->parallel = DEFAULT_PARALLEL;
         if (!a->delete_delay_us)
             a->delete_delay_us = DEFAULT_DELETE_DELAY_US;
+        if (!a->manifest_interval_us)
+            a->manifest_interval_us = DEFAULT_MANIFEST_INTERVAL_US;
         if (!a->compaction_set) {
             for (size_t j = 0; j < LV_ARRAY_LEN(default_levels_us); j++)
                 a->compaction_us[j] = default_levels_us[j];
@@ -822,6 +825,7 @@ static const struct cfg_key archive_keys[] = {
     {.name = "compaction", .parse = parse_levels, .off = AOFF(compaction_us), .seq = CFG_SEQ_JOIN, .example = "[30s, 5m, 1h]"},
     {.name = "parallel", .parse = parse_parallel, .off = AOFF(parallel), .example = "4"},
     {.name = "delete-delay", .parse = parse_interval, .off = AOFF(delete_delay_us), .example = "5m"},
+    {.name = "manifest-interval", .parse = parse_interval, .off = AOFF(manifest_interval_us), .example = "1m"},
     {.name = NULL},
 };
 

@@ -61,6 +61,7 @@ struct config_archive {
     int compaction_set;         /* compaction: was given (possibly empty) */
     int parallel;               /* parallel: connections per destination; default 4 */
     int64_t delete_delay_us;    /* delete-delay: how long objects dropped from the manifest stay readable; default 5m */
+    int64_t manifest_interval_us; /* manifest-interval: longest lag of manifest.json behind the uploaded segments; default 1m */
 };
 
 struct config {

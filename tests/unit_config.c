@@ -569,6 +569,7 @@ Test(config, archive_defaults_and_every_key)
                 "    compaction: [10s, 2m]\n"
                 "    parallel: 8\n"
                 "    delete-delay: 1m\n"
+                "    manifest-interval: 10s\n"
                 "  - url: file://rel/dir\n"
                 "    compaction: []\n",
                 &c);
@@ -587,6 +588,7 @@ Test(config, archive_defaults_and_every_key)
     cr_assert_eq(a->compaction_us[2], 3600LL * 1000000);
     cr_assert_eq(a->parallel, 4);
     cr_assert_eq(a->delete_delay_us, 300LL * 1000000);
+    cr_assert_eq(a->manifest_interval_us, 60LL * 1000000, "manifest-interval defaults to 1m");
     a = &c.archive[1];
     cr_assert_str_eq(a->url, "s3://bucket/prefix?region=eu-west-1");
     cr_assert_str_eq(a->endpoint, "http://127.0.0.1:9000");
@@ -603,6 +605,7 @@ Test(config, archive_defaults_and_every_key)
     cr_assert_eq(a->compaction_us[1], 120LL * 1000000);
     cr_assert_eq(a->parallel, 8);
     cr_assert_eq(a->delete_delay_us, 60LL * 1000000);
+    cr_assert_eq(a->manifest_interval_us, 10LL * 1000000);
     a = &c.archive[2];
     char want[PATH_MAX + 16], real[PATH_MAX];
     cr_assert_not_null(realpath(cft_dir, real));
