@@ -11,6 +11,14 @@
  *   3. Manifest: <db>/<id>/manifest.json, decoded and verified
  *      (manifest_decode: checksum and cross-entry rules), and it must name
  *      db and id.
+ *   3b. Tail: the manifest may lag behind the stored level-0 segments (up
+ *      to the archiver's manifest-interval).  One LIST of
+ *      <db>/<id>/seg/0/ and archive/tail.c add the objects that continue
+ *      the manifest's chain to the in-memory manifest, each downloaded and
+ *      verified completely first (their real size and XXH3 then guard the
+ *      second download).  A gap or a damaged tail object stops the tail:
+ *      a target beyond it fails naming the object (LV_EGAP / the check's
+ *      error), or with --allow-partial restores the last TXID before it.
  *   4. Plan: plan_make (PLAN_ALLOW_PARTIAL with --allow-partial).
  *   5. Fetch: restore/fetch.c downloads the objects in apply order with N
  *      workers, a bounded look-ahead window and byte budget, verifying each
@@ -67,6 +75,7 @@
 #include "lvlog.h"
 #include "store.h"
 #include "sys.h"
+#include "tail.h"
 #include "txlog.h"
 
 #define RESTORE_RETRY 1  /* internal: start over with a lower target */
@@ -252,6 +261,26 @@ out:
     return rc;
 }
 
+int restore_load_tail(struct store *st, const char *db, const char *dbid, struct manifest *m,
+                      struct tail_result *tail, char *err, size_t errlen)
+{
+    char *prefix = NULL;
+    int rc;
+
+    memset(tail, 0, sizeof *tail);
+    if (asprintf(&prefix, "%s/%s/", db, dbid) < 0)
+        return LV_ENOMEM;
+    rc = tail_load(st, prefix, m, tail, err, errlen);
+    if (rc == 0 && tail->n)
+        LV_INFO("restore: %s: %zu segment(s) after the manifest's last TXID %" PRIu64 " (not yet in the manifest) "
+                "reach TXID %" PRIu64, store_url(st), tail->n, tail->manifest_last, tail->last_txid);
+    if (rc == 0 && tail->stop != TAIL_END)
+        LV_WARN("restore: %s: the tail after the manifest stops at TXID %" PRIu64 ": %s", store_url(st),
+                tail->last_txid, tail->msg);
+    free(prefix);
+    return rc;
+}
+
 /* ---------------------------------------------------------------- helpers */
 
 void restore_result_free(struct restore_result *res)
@@ -360,7 +389,8 @@ static void progress_draw(struct fetch *f, int64_t t0_us)
 struct attempt {
     const struct restore_opts *o;  /* options */
     struct store *st;              /* store */
-    const struct manifest *m;      /* manifest */
+    const struct manifest *m;      /* manifest (with the tail) */
+    const struct tail_result *tail; /* tail objects added to it */
     struct plan plan;              /* the plan */
     struct restore_result *res;    /* result being filled */
     const char *tmp;               /* PATH.tmp */
@@ -544,6 +574,7 @@ static int fill_objects(struct attempt *at, const char *dbid)
         ob->size = p->segs[i]->size;
         ob->first_txid = p->segs[i]->first_txid;
         ob->last_txid = p->segs[i]->last_txid;
+        ob->tail = at->tail && tail_contains(at->tail, p->segs[i]->key);
     }
     res->nobjs = k;
     res->bytes = p->bytes;
@@ -690,6 +721,7 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
 {
     struct store *st = NULL;
     struct manifest m;
+    struct tail_result tail;
     struct attempt at;
     struct plan_target t = o->target;
     struct stat sb;
@@ -699,6 +731,7 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
 
     memset(res, 0, sizeof *res);
     memset(&m, 0, sizeof m);
+    memset(&tail, 0, sizeof tail);
     if (err && errlen)
         err[0] = '\0';
     if (!o->dry_run) {
@@ -739,11 +772,36 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
     rc = restore_load_manifest(st, o->db, dbid, &m, err, errlen);
     if (rc)
         goto out;
+    rc = restore_load_tail(st, o->db, dbid, &m, &tail, err, errlen);
+    if (rc)
+        goto out;
+    res->tail_objects = tail.n;
+    res->manifest_txid = tail.manifest_last;
+    if (tail.stop != TAIL_END) {
+        int64_t known = restore_manifest_last_time(&m);
+        int hit = t.kind == PLAN_LATEST || (t.kind == PLAN_TXID && t.txid > tail.last_txid) ||
+                  (t.kind == PLAN_TIME && t.time_us > known);
+        if (hit && !o->allow_partial) {
+            rc = tail.stop == TAIL_GAP ? LV_EGAP : LV_ECORRUPT;
+            lv_seterr(err, errlen, "%s: database '%s' lineage %s: TXIDs after %" PRIu64 " are not restorable: %s",
+                      store_url(st), o->db, dbid, tail.last_txid, tail.msg);
+            goto out;
+        }
+        if (hit) {
+            res->partial = 1;
+            snprintf(res->partial_msg, sizeof res->partial_msg, "partial: stopped at TXID %" PRIu64 ": %s",
+                     tail.last_txid, tail.msg);
+            LV_WARN("restore: %s", res->partial_msg);
+            if (t.kind == PLAN_TXID && tail.last_txid > 0)
+                t.txid = tail.last_txid;
+        }
+    }
 
     memset(&at, 0, sizeof at);
     at.o = o;
     at.st = st;
     at.m = &m;
+    at.tail = &tail;
     at.res = res;
     at.tmp = tmp;
     at.err = err;
@@ -803,6 +861,7 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
     }
 out:
     res->seconds = (double)(lv_mono_us() - t0) / 1e6;
+    tail_result_free(&tail);
     manifest_free(&m);
     store_close(st);
     free(tmp);

@@ -2,7 +2,9 @@
  * restore.h -- point-in-time restore of a database from an archive.
  *
  * restore_run finds the lineage (<db>/current.json, else a LIST of <db>/),
- * reads and checks its manifest, plans (restore/plan.h), downloads the
+ * reads and checks its manifest, extends it with the tail of level-0
+ * segments stored after it (one LIST, archive/tail.h), plans
+ * (restore/plan.h), downloads the
  * planned objects in parallel with bounded memory (restore/fetch.h),
  * applies them in order to PATH.tmp with full verification (record
  * checksums, TXID continuity, pre/post chain, final database checksum;
@@ -47,6 +49,7 @@ struct restore_obj {
     char key[MANIFEST_NAME_MAX + MANIFEST_ID_HEX + MANIFEST_KEY_MAX + 4]; /* full key */
     uint64_t size;                /* bytes */
     int snapshot;                 /* 1: snapshot object */
+    int tail;                     /* 1: a level-0 segment not yet named by the manifest (archive/tail.h) */
     uint64_t first_txid, last_txid; /* TXIDs held */
 };
 
@@ -54,6 +57,8 @@ struct restore_result {
     int skipped;                  /* 1: --if-db-not-exists and PATH existed; nothing done */
     char dbid[MANIFEST_ID_HEX + 1]; /* lineage used */
     int lineage_listed;           /* 1: found by LIST (no current.json) */
+    size_t tail_objects;          /* level-0 segments found after the manifest's last TXID (one LIST) */
+    uint64_t manifest_txid;       /* last TXID named by the manifest itself */
     struct restore_obj *objs;     /* planned objects in apply order (owned) */
     size_t nobjs;                 /* count */
     uint64_t bytes;               /* their total size */
@@ -94,6 +99,16 @@ int restore_find_lineage(struct store *st, const char *db, const char *want, cha
  * missing, LV_ECORRUPT / LV_EVERSION if it fails to decode. */
 int restore_load_manifest(struct store *st, const char *db, const char *dbid, struct manifest *m, char *err,
                           size_t errlen);
+
+struct tail_result;
+
+/* Extend m (loaded by restore_load_manifest) with the level-0 segments
+ * stored after its last TXID (one LIST of <db>/<dbid>/seg/0/, each object
+ * downloaded and verified: archive/tail.h).  *tail is the caller's
+ * (tail_result_free).  0, or a LIST error / LV_ENOMEM with err set; a
+ * damaged or missing tail object is not an error here: tail->stop. */
+int restore_load_tail(struct store *st, const char *db, const char *dbid, struct manifest *m,
+                      struct tail_result *tail, char *err, size_t errlen);
 
 /* Newest commit time listed in m (segment last times, snapshot times), 0 if empty. */
 int64_t restore_manifest_last_time(const struct manifest *m);

@@ -29,6 +29,7 @@
 #include "lv.h"
 #include "lvlog.h"
 #include "manifest.h"
+#include "tail.h"
 #include "plan.h"
 #include "restore.h"
 #include "store.h"
@@ -195,13 +196,16 @@ static void print_restore(const struct restore_opts *o, const struct restore_res
     if (json) {
         json_t *objs = json_array(), *j = json_object();
         for (i = 0; i < r->nobjs; i++)
-            json_array_append_new(objs, json_pack("{s:s,s:I,s:b,s:I,s:I}", "key", r->objs[i].key, "size",
+            json_array_append_new(objs, json_pack("{s:s,s:I,s:b,s:b,s:I,s:I}", "key", r->objs[i].key, "size",
                                                   (json_int_t)r->objs[i].size, "snapshot", r->objs[i].snapshot,
-                                                  "first_txid", (json_int_t)r->objs[i].first_txid, "last_txid",
+                                                  "tail", r->objs[i].tail, "first_txid",
+                                                  (json_int_t)r->objs[i].first_txid, "last_txid",
                                                   (json_int_t)r->objs[i].last_txid));
         json_object_set_new(j, "db", json_string(o->db));
         json_object_set_new(j, "lineage", json_string(r->dbid));
         json_object_set_new(j, "lineage_listed", json_boolean(r->lineage_listed));
+        json_object_set_new(j, "manifest_txid", json_integer((json_int_t)r->manifest_txid));
+        json_object_set_new(j, "tail_objects", json_integer((json_int_t)r->tail_objects));
         json_object_set_new(j, "dry_run", json_boolean(o->dry_run));
         json_object_set_new(j, "skipped", json_boolean(r->skipped));
         if (o->out_path)
@@ -238,9 +242,13 @@ static void print_restore(const struct restore_opts *o, const struct restore_res
                r->lineage_listed ? ", found by listing" : "", o->url);
         printf("  start: %s\n", r->start_txid ? "snapshot" : "empty database (TXID 0)");
         for (i = 0; i < r->nobjs; i++)
-            printf("  %-64s %12" PRIu64 " bytes  TXID %" PRIu64 "..%" PRIu64 "\n", r->objs[i].key, r->objs[i].size,
-                   r->objs[i].first_txid, r->objs[i].last_txid);
+            printf("  %-64s %12" PRIu64 " bytes  TXID %" PRIu64 "..%" PRIu64 "%s\n", r->objs[i].key,
+                   r->objs[i].size, r->objs[i].first_txid, r->objs[i].last_txid,
+                   r->objs[i].tail ? "  (tail: not yet in the manifest)" : "");
         printf("  total: %zu objects, %" PRIu64 " bytes\n", r->nobjs, r->bytes);
+        if (r->tail_objects)
+            printf("  manifest: up to TXID %" PRIu64 "; %zu tail object(s) after it found by listing\n",
+                   r->manifest_txid, r->tail_objects);
         if (r->target_min == r->target_max)
             printf("  result: TXID %" PRIu64 "%s%s\n", r->target_max, r->target_time_us ? " committed at " : "",
                    r->target_time_us ? lv_fmt_time(r->target_time_us, tb, sizeof tb) : "");
@@ -464,6 +472,12 @@ static int archive_ls(struct store *st, const char *db, int json)
                     printf("  %c %s  ERROR: %s\n", is_cur ? '*' : ' ', d->ids[k], err);
                 continue;
             }
+            /* Segments stored after the manifest's last write (the manifest may lag). */
+            struct tail_result tr;
+            if (restore_load_tail(st, d->name, d->ids[k], &m, &tr, err, sizeof err) != 0) {
+                fprintf(stderr, "litevault archive ls: %s\n", err);
+                memset(&tr, 0, sizeof tr);
+            }
             restore_manifest_last(&m, &last, &last_t);
             /* The earliest restorable TXID: 1 when segments start the log,
              * else the oldest snapshot (older segments cannot be applied). */
@@ -481,23 +495,33 @@ static int archive_ls(struct store *st, const char *db, int json)
                     json_array_append_new(snaps, json_pack("{s:I,s:o,s:I}", "txid", (json_int_t)m.snaps[s].txid,
                                                            "time", jtime(m.snaps[s].time_us), "size",
                                                            (json_int_t)m.snaps[s].size));
-                json_array_append_new(jl, json_pack("{s:s,s:b,s:I,s:I,s:o,s:o,s:I,s:I,s:o,s:I,s:I}", "lineage",
-                                                    d->ids[k], "current", is_cur, "first_txid", (json_int_t)first,
-                                                    "last_txid", (json_int_t)last, "first_time", jtime(first_t),
-                                                    "last_time", jtime(last_t), "segments", (json_int_t)m.nsegs,
-                                                    "snapshot_count", (json_int_t)m.nsnaps, "snapshots", snaps,
-                                                    "bytes", (json_int_t)manifest_total_bytes(&m), "generation",
-                                                    (json_int_t)m.generation));
+                json_t *jo = json_pack("{s:s,s:b,s:I,s:I,s:o,s:o,s:I,s:I,s:o,s:I,s:I}", "lineage",
+                                       d->ids[k], "current", is_cur, "first_txid", (json_int_t)first,
+                                       "last_txid", (json_int_t)last, "first_time", jtime(first_t),
+                                       "last_time", jtime(last_t), "segments", (json_int_t)m.nsegs,
+                                       "snapshot_count", (json_int_t)m.nsnaps, "snapshots", snaps,
+                                       "bytes", (json_int_t)manifest_total_bytes(&m), "generation",
+                                       (json_int_t)m.generation);
+                json_object_set_new(jo, "manifest_txid", json_integer((json_int_t)tr.manifest_last));
+                json_object_set_new(jo, "tail_objects", json_integer((json_int_t)tr.n));
+                json_object_set_new(jo, "tail_error", tr.stop != TAIL_END ? json_string(tr.msg) : json_null());
+                json_array_append_new(jl, jo);
             } else {
                 printf("  %c %s  TXID %" PRIu64 "..%" PRIu64 "  %s .. %s  %zu segments, %zu snapshots, %" PRIu64
                        " bytes\n", is_cur ? '*' : ' ', d->ids[k], first, last,
                        first_t ? lv_fmt_time(first_t, tb1, sizeof tb1) : "-",
                        last_t ? lv_fmt_time(last_t, tb2, sizeof tb2) : "-", m.nsegs, m.nsnaps,
                        manifest_total_bytes(&m));
+                if (tr.n)
+                    printf("      %zu segment(s) not yet in the manifest (manifest up to TXID %" PRIu64 ")\n", tr.n,
+                           tr.manifest_last);
+                if (tr.stop != TAIL_END)
+                    printf("      WARNING: %s\n", tr.msg);
                 for (size_t s = 0; s < m.nsnaps; s++)
                     printf("      snapshot TXID %" PRIu64 " at %s, %" PRIu64 " bytes\n", m.snaps[s].txid,
                            lv_fmt_time(m.snaps[s].time_us, tb1, sizeof tb1), m.snaps[s].size);
             }
+            tail_result_free(&tr);
             manifest_free(&m);
         }
         json_object_set_new(jd, "name", json_string(d->name));
@@ -545,18 +569,24 @@ static int archive_verify(const char *url, const struct store_opts *so, const ch
         json_t *bad = json_array();
         for (i = 0; i < r.nbad; i++)
             json_array_append_new(bad, json_pack("{s:s,s:s}", "key", r.bad[i].key, "error", r.bad[i].why));
-        print_json(json_pack("{s:s,s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:f,s:b}", "db", db, "lineage", r.dbid,
-                             "lineage_listed", r.lineage_listed, "objects", (json_int_t)r.objects, "segments",
-                             (json_int_t)r.segments, "snapshots", (json_int_t)r.snapshots, "records",
-                             (json_int_t)r.records, "bytes", (json_int_t)r.bytes, "first_txid",
-                             (json_int_t)r.first_txid, "last_txid", (json_int_t)r.last_txid, "bad", bad, "seconds",
-                             r.seconds, "ok", r.nbad == 0));
+        json_t *jv = json_pack("{s:s,s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:f,s:b}", "db", db, "lineage", r.dbid,
+                               "lineage_listed", r.lineage_listed, "objects", (json_int_t)r.objects, "segments",
+                               (json_int_t)r.segments, "snapshots", (json_int_t)r.snapshots, "records",
+                               (json_int_t)r.records, "bytes", (json_int_t)r.bytes, "first_txid",
+                               (json_int_t)r.first_txid, "last_txid", (json_int_t)r.last_txid, "bad", bad, "seconds",
+                               r.seconds, "ok", r.nbad == 0);
+        json_object_set_new(jv, "tail_objects", json_integer((json_int_t)r.tail));
+        json_object_set_new(jv, "manifest_txid", json_integer((json_int_t)r.manifest_txid));
+        print_json(jv);
     } else {
         for (i = 0; i < r.nbad; i++)
             printf("BAD %s: %s\n", r.bad[i].key, r.bad[i].why);
         printf("%s: '%s' lineage %s: %zu objects (%zu segments, %zu snapshots), %" PRIu64 " records, TXID %" PRIu64
                "..%" PRIu64 ", %" PRIu64 " bytes: %s\n", url, db, r.dbid, r.objects, r.segments, r.snapshots,
                r.records, r.first_txid, r.last_txid, r.bytes, r.nbad ? "DAMAGED" : "ok");
+        if (r.tail)
+            printf("  %zu of them not yet in the manifest (it names up to TXID %" PRIu64 ")\n", r.tail,
+                   r.manifest_txid);
     }
     rc = r.nbad ? LV_ECORRUPT : 0;
     if (r.nbad)

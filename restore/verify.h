@@ -33,6 +33,8 @@ struct verify_bad {
 struct verify_result {
     char dbid[33];            /* lineage verified */
     int lineage_listed;       /* 1: found by LIST (no current.json) */
+    size_t tail;              /* objects not yet named by the manifest (found by one LIST; included below) */
+    uint64_t manifest_txid;   /* last TXID the manifest itself names */
     size_t objects;           /* objects checked (segments + snapshots) */
     size_t segments, snapshots; /* of which */
     uint64_t bytes;           /* bytes downloaded */
