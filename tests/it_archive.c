@@ -34,6 +34,7 @@
 #include "manifest.h"
 #include "plan.h"
 #include "store.h"
+#include "tail.h"
 #include "txlog.h"
 
 #define S3SH "tests/s3rver.sh"
@@ -232,6 +233,22 @@ static void get_manifest(struct store *s, const char *db, const char *lineage, s
     free(buf);
 }
 
+/* The archive's view of db: the stored manifest plus its tail (level-0
+ * segments stored after it, archive/tail.c), which must be undamaged.
+ * Returns the number of tail objects. */
+static size_t get_view(struct store *s, const char *db, const char *lineage, struct manifest *m)
+{
+    struct tail_result tr;
+    char prefix[256], err[512] = "";
+    get_manifest(s, db, lineage, m);
+    snprintf(prefix, sizeof prefix, "%s/%s/", db, lineage);
+    cr_assert_eq(tail_load(s, prefix, m, &tr, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(tr.stop, TAIL_END, "damaged tail: %s", tr.msg);
+    size_t n = tr.n;
+    tail_result_free(&tr);
+    return n;
+}
+
 /* Download one manifest object, check size/xxh3; caller frees. */
 static void *fetch(struct store *s, const char *db, const char *lineage, const char *key, uint64_t size,
                    uint64_t xxh, size_t *len)
@@ -367,7 +384,7 @@ static uint64_t verify_archive(const struct lvnode *n, const char *db, int exact
     struct manifest m;
     char lineage[64], prefix[256];
     current_lineage(s, db, lineage, sizeof lineage);
-    get_manifest(s, db, lineage, &m);
+    get_view(s, db, lineage, &m);
     cr_assert_eq(strcmp(m.name, db), 0);
     cr_assert_str_eq(m.dbid, lineage);
     uint64_t last = manifest_last_txid(&m);
@@ -459,7 +476,7 @@ static void basic(int s3)
     struct manifest m;
     char lin[64];
     current_lineage(s, "app.db", lin, sizeof lin);
-    get_manifest(s, "app.db", lin, &m);
+    get_view(s, "app.db", lin, &m);
     cr_assert_gt(m.nsegs, 1);
     for (size_t i = 0; i < m.nsegs; i++)
         cr_assert_eq(m.segs[i].level, 0);
@@ -513,7 +530,7 @@ Test(archive, compaction_keeps_every_txid)
     wait_quiet("app.db", 4000); /* every window closed and compacted */
     verify_archive(n, "app.db", 1);
     /* Restore to many TXIDs from the compacted archive: each equals log replay. */
-    get_manifest(s, "app.db", lin, &m);
+    get_view(s, "app.db", lin, &m);
     for (uint64_t x = 1; x <= last; x += 1 + last / 12) {
         char a[600], b[600];
         snprintf(a, sizeof a, "%s/a.db", A.dir);
@@ -814,4 +831,261 @@ Test(archive, lineage_diverged_same_id)
     store_close(s);
     verify_archive(a, "app.db", 1);
     lvnode_stop(a);
+}
+
+/* ------------------------------------------------------------ one PUT per interval, the tail */
+
+/* Level-0 objects under <db>/<lineage>/seg/0/ (the test's own LIST). */
+static size_t count_seg0(struct store *s, const char *db, const char *lin)
+{
+    struct store_list l = {0};
+    char prefix[256];
+    snprintf(prefix, sizeof prefix, "%s/%s/seg/0/", db, lin);
+    cr_assert_eq(store_list(s, prefix, &l), 0);
+    size_t n = l.n;
+    store_list_free(&l);
+    return n;
+}
+
+/* `litevault restore` of db on node n (config's destination) to txid (0: latest) into out;
+ * extra: more flags.  Returns the exit status; *msg (if given) gets stdout+stderr. */
+static int cli_restore(const struct lvnode *n, const char *db, uint64_t txid, const char *extra, const char *out,
+                       char **msg)
+{
+    char t[64] = "";
+    if (txid)
+        snprintf(t, sizeof t, "--txid %llu", (unsigned long long)txid);
+    run_cmd(NULL, "rm -f '%s'", out);
+    return run_cmd(msg, "\"$LITEVAULT\" restore -c '%s' --db '%s' %s %s -o '%s' 2>&1", n->config, db, t,
+                   extra ? extra : "", out);
+}
+
+/* Database checksum at TXID txid according to the local log (`log replay`). */
+static uint64_t lvnode_db_checksum_at(const struct lvnode *n, const char *db, uint64_t txid)
+{
+    char b[600];
+    snprintf(b, sizeof b, "%s/ck.db", A.dir);
+    cr_assert_eq(lvnode_replay(n, db, txid, b), 0, "log replay to TXID %llu", (unsigned long long)txid);
+    uint64_t ck = file_db_checksum(b);
+    unlink(b);
+    return ck;
+}
+
+/* Restore db to txid with the CLI and compare byte for byte with `log replay` of the same TXID. */
+static void restore_exact(const struct lvnode *n, const char *db, uint64_t txid)
+{
+    char a[600], b[600], *msg = NULL;
+    snprintf(a, sizeof a, "%s/cli.db", A.dir);
+    snprintf(b, sizeof b, "%s/replay.db", A.dir);
+    cr_assert_eq(cli_restore(n, db, txid, NULL, a, &msg), 0, "restore of TXID %llu failed: %s",
+                 (unsigned long long)txid, msg);
+    free(msg);
+    run_cmd(NULL, "rm -f '%s'", b);
+    cr_assert_eq(lvnode_replay(n, db, txid, b), 0);
+    cr_assert(files_equal(a, b), "restore of TXID %llu differs from log replay", (unsigned long long)txid);
+}
+
+/* With a long manifest-interval a writing database costs exactly one PUT (its level-0 segment)
+ * per sync interval; restore is exact to the latest TXID and to TXIDs only in the tail. */
+static void one_put(int s3)
+{
+    dest(s3, "    sync-interval: 300ms\n    manifest-interval: 1h\n    compaction: []\n");
+    struct lvnode *n = node(0, NULL);
+    write_rows(n, "app.db", 5, 0, 1);
+    wait_confirmed(n, "app.db", 20);
+    sleep_ms(700);
+    struct store *s = open_dest();
+    struct manifest m;
+    char lin[64];
+    current_lineage(s, "app.db", lin, sizeof lin);
+    get_manifest(s, "app.db", lin, &m);
+    uint64_t gen0 = m.generation;
+    manifest_free(&m);
+    double p0 = requests(n, "put"), l0 = requests(n, "list");
+    size_t c0 = count_seg0(s, "app.db", lin);
+    int64_t t0 = lv_mono_us();
+    write_rows(n, "app.db", 40, 50, 1);
+    uint64_t last = wait_confirmed(n, "app.db", 20);
+    double p1 = requests(n, "put");
+    int64_t t1 = lv_mono_us();
+    size_t c1 = count_seg0(s, "app.db", lin);
+    cr_assert_gt(c1 - c0, 1, "the writes went into one segment only");
+    cr_assert_eq(p1 - p0, (double)(c1 - c0), "%.0f PUTs for %zu new segments: the manifest was written too",
+                 p1 - p0, c1 - c0);
+    cr_assert_leq(c1 - c0, (size_t)((t1 - t0) / 300000) + 2, "more than one segment per sync interval");
+    cr_assert_eq(requests(n, "list"), l0, "LIST in steady state");
+    get_manifest(s, "app.db", lin, &m);
+    cr_assert_eq(m.generation, gen0, "the manifest was rewritten within manifest-interval");
+    uint64_t mlast = manifest_last_txid(&m);
+    cr_assert_lt(mlast, last - 2, "the manifest does not lag");
+    manifest_free(&m);
+
+    /* Idle: no request at all. */
+    sleep_ms(1000);
+    cr_assert_eq(requests(n, "put"), p1, "PUTs while idle");
+
+    /* Restore: the latest TXID (in the tail) and a TXID only in the tail, exact. */
+    restore_exact(n, "app.db", last);
+    char a[600], *out = NULL;
+    snprintf(a, sizeof a, "%s/latest.db", A.dir);
+    cr_assert_eq(cli_restore(n, "app.db", 0, NULL, a, NULL), 0);
+    cr_assert_eq(file_db_checksum(a), lvnode_db_checksum_at(n, "app.db", last), "latest restore is not TXID %llu",
+                 (unsigned long long)last);
+    restore_exact(n, "app.db", mlast + (last - mlast) / 2);
+    restore_exact(n, "app.db", mlast + 1);
+    /* The dry run lists the tail objects as such; verify and ls see the tail. */
+    cr_assert_eq(run_cmd(&out, "\"$LITEVAULT\" restore -c '%s' --db app.db --dry-run 2>&1", n->config), 0);
+    cr_assert(strstr(out, "(tail: not yet in the manifest)"), "dry run: %s", out);
+    free(out);
+    cr_assert_eq(run_cmd(&out, "\"$LITEVAULT\" archive verify -c '%s' --db app.db --json 2>/dev/null", n->config), 0,
+                 "verify: %s", out);
+    json_t *j = json_loads(out, 0, NULL);
+    cr_assert_not_null(j, "%s", out);
+    cr_assert_eq(json_integer_value(json_object_get(j, "last_txid")), (json_int_t)last);
+    cr_assert_gt(json_integer_value(json_object_get(j, "tail_objects")), 0);
+    json_decref(j);
+    free(out);
+    cr_assert_eq(run_cmd(&out, "\"$LITEVAULT\" archive ls -c '%s' --db app.db --json 2>/dev/null", n->config), 0);
+    j = json_loads(out, 0, NULL);
+    cr_assert_not_null(j, "%s", out);
+    json_t *jl = json_array_get(json_object_get(json_array_get(json_object_get(j, "databases"), 0), "lineages"), 0);
+    cr_assert_eq(json_integer_value(json_object_get(jl, "last_txid")), (json_int_t)last, "ls: %s", out);
+    cr_assert_eq(json_integer_value(json_object_get(jl, "manifest_txid")), (json_int_t)mlast, "ls: %s", out);
+    cr_assert_gt(json_integer_value(json_object_get(jl, "tail_objects")), 0, "ls: %s", out);
+    json_decref(j);
+    free(out);
+
+    /* A clean shutdown stores the manifest. */
+    lvnode_stop(n);
+    get_manifest(s, "app.db", lin, &m);
+    cr_assert_eq(manifest_last_txid(&m), last, "the manifest was not stored at shutdown");
+    manifest_free(&m);
+    store_close(s);
+}
+
+Test(archive, one_put_per_interval_file) { one_put(0); }
+Test(archive, one_put_per_interval_s3) { one_put(1); }
+
+/* kill -9 while the manifest lags: the restart adopts the tail (does not delete it), the
+ * manifest catches up, verify passes, and every TXID around the boundary restores exactly. */
+Test(archive, kill9_adopts_the_tail)
+{
+    dest(0, "    sync-interval: 200ms\n    manifest-interval: 1h\n    compaction: []\n    delete-delay: 1ms\n");
+    struct lvnode *n = node(0, NULL);
+    write_rows(n, "app.db", 30, 30, 1);
+    uint64_t last1 = wait_confirmed(n, "app.db", 20);
+    struct store *s = open_dest();
+    struct manifest m;
+    char lin[64], prefix[256];
+    current_lineage(s, "app.db", lin, sizeof lin);
+    get_manifest(s, "app.db", lin, &m);
+    uint64_t mlast = manifest_last_txid(&m);
+    manifest_free(&m);
+    cr_assert_lt(mlast, last1, "the manifest does not lag");
+    struct store_list before = {0};
+    snprintf(prefix, sizeof prefix, "app.db/%s/seg/0/", lin);
+    cr_assert_eq(store_list(s, prefix, &before), 0);
+    cr_assert_gt(before.n, 1);
+
+    lvnode_kill9(n);
+    lvnode_start(n);
+    int adopted = 0;
+    for (int i = 0; i < 100 && !adopted; i++) {
+        get_manifest(s, "app.db", lin, &m);
+        adopted = manifest_last_txid(&m) >= last1;
+        manifest_free(&m);
+        if (!adopted)
+            sleep_ms(100);
+    }
+    cr_assert(adopted, "the manifest did not catch up after the restart");
+    cr_assert(lvnode_log_contains(n, "adopted"), "no adoption logged");
+    get_manifest(s, "app.db", lin, &m);
+    for (size_t i = 0; i < before.n; i++) {
+        const char *rel = before.v[i].key + strlen("app.db/") + strlen(lin) + 1;
+        cr_assert_not_null(manifest_find_segment(&m, rel), "%s was not adopted", before.v[i].key);
+        struct store_obj o;
+        cr_assert_eq(store_head(s, before.v[i].key, &o), 0, "%s was deleted", before.v[i].key);
+    }
+    manifest_free(&m);
+    store_list_free(&before);
+
+    write_rows(n, "app.db", 10, 30, 1);
+    uint64_t last2 = wait_confirmed(n, "app.db", 20);
+    char *out = NULL;
+    cr_assert_eq(run_cmd(&out, "\"$LITEVAULT\" archive verify -c '%s' --db app.db 2>&1", n->config), 0, "verify: %s",
+                 out);
+    free(out);
+    verify_archive(n, "app.db", 1);
+    for (uint64_t x = mlast > 2 ? mlast - 2 : 1; x <= last1 + 3 && x <= last2; x++)
+        restore_exact(n, "app.db", x);
+    store_close(s);
+    lvnode_stop(n);
+}
+
+/* A damaged (bit flip) or missing tail object in the middle: restore fails naming it, or with
+ * --allow-partial reaches exactly the last TXID before it; verify names it. */
+Test(archive, tail_damage)
+{
+    dest(0, "    sync-interval: 200ms\n    manifest-interval: 1h\n    compaction: []\n");
+    struct lvnode *n = node(0, NULL);
+    write_rows(n, "app.db", 40, 30, 1);
+    wait_confirmed(n, "app.db", 20);
+    lvnode_kill9(n); /* the manifest stays behind */
+    struct store *s = open_dest();
+    struct manifest m;
+    char lin[64], prefix[256];
+    current_lineage(s, "app.db", lin, sizeof lin);
+    get_manifest(s, "app.db", lin, &m);
+    uint64_t mlast = manifest_last_txid(&m);
+    manifest_free(&m);
+    struct store_list l = {0};
+    snprintf(prefix, sizeof prefix, "app.db/%s/seg/0/", lin);
+    cr_assert_eq(store_list(s, prefix, &l), 0);
+    /* tail objects: first TXID > mlast */
+    char keys[64][256];
+    uint64_t firsts[64];
+    size_t nt = 0;
+    for (size_t i = 0; i < l.n && nt < 64; i++) {
+        unsigned long long f, e;
+        cr_assert_eq(sscanf(l.v[i].key + strlen(prefix), "%16llx-%16llx", &f, &e), 2);
+        if (f > mlast) {
+            snprintf(keys[nt], sizeof keys[nt], "%s", l.v[i].key);
+            firsts[nt++] = f;
+        }
+    }
+    store_list_free(&l);
+    cr_assert_geq(nt, 3, "need 3 tail objects, have %zu", nt);
+    const char *mid = keys[1];
+    uint64_t good = firsts[1] - 1;
+    char path[900], a[600], *out = NULL;
+    snprintf(path, sizeof path, "%s/archive/%s", A.dir, mid);
+    snprintf(a, sizeof a, "%s/dmg.db", A.dir);
+
+    /* Bit flip in the middle of the object. */
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0, "%s", path);
+    cr_assert_eq(run_cmd(NULL, "cp '%s' '%s.orig' && printf '\\x5a' | dd of='%s' bs=1 seek=%lld conv=notrunc 2>/dev/null",
+                         path, path, path, (long long)st.st_size / 2), 0);
+    cr_assert_neq(cli_restore(n, "app.db", 0, NULL, a, &out), 0, "restore of a damaged tail succeeded: %s", out);
+    cr_assert(strstr(out, mid + strlen("app.db/")), "the error does not name %s: %s", mid, out);
+    free(out);
+    cr_assert_eq(access(a, F_OK), -1, "partial output left");
+    cr_assert_eq(cli_restore(n, "app.db", 0, "--allow-partial", a, &out), 0, "--allow-partial failed: %s", out);
+    free(out);
+    cr_assert_eq(file_db_checksum(a), lvnode_db_checksum_at(n, "app.db", good), "--allow-partial is not TXID %llu",
+                 (unsigned long long)good);
+    restore_exact(n, "app.db", good); /* before the damage: no flag needed */
+    cr_assert_neq(run_cmd(&out, "\"$LITEVAULT\" archive verify -c '%s' --db app.db 2>&1", n->config), 0);
+    cr_assert(strstr(out, mid), "verify does not name %s: %s", mid, out);
+    free(out);
+
+    /* The same object missing: a gap in the tail. */
+    cr_assert_eq(run_cmd(NULL, "rm -f '%s' '%s.orig'", path, path), 0);
+    cr_assert_neq(cli_restore(n, "app.db", 0, NULL, a, &out), 0, "restore across a gap succeeded: %s", out);
+    cr_assert(strstr(out, "not contiguous") && strstr(out, keys[2] + strlen("app.db/")), "gap not named: %s", out);
+    free(out);
+    cr_assert_eq(cli_restore(n, "app.db", 0, "--allow-partial", a, &out), 0, "--allow-partial failed: %s", out);
+    free(out);
+    cr_assert_eq(file_db_checksum(a), lvnode_db_checksum_at(n, "app.db", good));
+    store_close(s);
 }
