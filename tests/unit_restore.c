@@ -1242,3 +1242,99 @@ Test(restore, fetch_window_and_checks)
     fetch_stop(f);
     store_close(st);
 }
+
+/* The manifest lags behind the stored level-0 segments (the archiver rewrites it only every
+ * manifest-interval): restore, dry run and verify find the tail with one LIST, exact to the
+ * last TXID; a damaged or missing tail object stops it, named, or --allow-partial stops before. */
+static void rt_cut_manifest_at_250(void)
+{
+    struct store *st = rt_open();
+    cr_assert_eq(manifest_remove(&F.m, K_SEG(0, 251, 275)), 0);
+    cr_assert_eq(manifest_remove(&F.m, K_SEG(0, 276, 300)), 0);
+    cr_assert_eq(manifest_remove(&F.m, "snap/0000000000000104.lvseg"), 0); /* snapshot at TXID 260 */
+    cr_assert_eq(manifest_last_txid(&F.m), 250);
+    rt_put_manifest(st);
+    store_close(st);
+}
+
+Test(restore, tail_after_a_lagging_manifest)
+{
+    struct restore_result res;
+    struct restore_opts o;
+    struct verify_result vr;
+    char err[1024] = "";
+    int rc;
+
+    rt_cut_manifest_at_250();
+    rt_expect_ok(T_LATEST(), 300, 1);
+    rt_expect_ok(T_TXID(251), 251, 0);
+    rt_expect_ok(T_TXID(288), 288, 0);
+    rt_expect_ok(T_TIME(F.time[270]), rt_at_time(F.time[270]), 0);
+    memset(&o, 0, sizeof o);
+    o.url = F.url;
+    o.db = RT_DB;
+    o.target = T_LATEST();
+    o.dry_run = 1;
+    rc = restore_run(&o, &res, err, sizeof err);
+    cr_assert_eq(rc, 0, "%s", err);
+    cr_assert_eq(res.tail_objects, 2);
+    cr_assert_eq(res.manifest_txid, 250);
+    cr_assert_eq(res.target_max, 300);
+    cr_assert_geq(res.nobjs, 2);
+    cr_assert(res.objs[res.nobjs - 1].tail && res.objs[res.nobjs - 2].tail, "tail objects not marked");
+    cr_assert(strstr(res.objs[res.nobjs - 1].key, K_SEG(0, 276, 300)));
+    cr_assert_eq(res.objs[res.nobjs - 3].tail, 0);
+    restore_result_free(&res);
+    vr = rt_verify();
+    cr_assert_eq(vr.nbad, 0, "%s: %s", vr.nbad ? vr.bad[0].key : "", vr.nbad ? vr.bad[0].why : "");
+    cr_assert_eq(vr.tail, 2);
+    cr_assert_eq(vr.last_txid, 300);
+    verify_result_free(&vr);
+}
+
+Test(restore, tail_damaged_or_missing)
+{
+    struct restore_result res;
+    struct verify_result vr;
+    char out[128], err[1024] = "", *p = rt_objpath(K_SEG(0, 251, 275));
+    int rc;
+
+    rt_cut_manifest_at_250();
+    rt_flip_payload(K_SEG(0, 251, 275), 263);
+    rt_out(out, sizeof out, "tail.db");
+    rc = rt_restore(T_LATEST(), 0, 0, &res, err, sizeof err, out);
+    cr_assert_neq(rc, 0, "a damaged tail restored");
+    cr_assert(strstr(err, K_SEG(0, 251, 275)), "%s", err);
+    cr_assert_neq(access(out, F_OK), 0);
+    rc = rt_restore(T_TXID(280), 0, 0, &res, err, sizeof err, out);
+    cr_assert_neq(rc, 0, "a TXID beyond the damage restored");
+    rc = rt_restore(T_LATEST(), 1, 1, &res, err, sizeof err, out);
+    cr_assert_eq(rc, 0, "%s", err);
+    cr_assert_eq(res.partial, 1);
+    cr_assert_eq(res.txid, 250);
+    cr_assert(strstr(res.partial_msg, K_SEG(0, 251, 275)), "%s", res.partial_msg);
+    rt_check_db(out, 250, 1);
+    restore_result_free(&res);
+    rt_expect_ok(T_TXID(250), 250, 0); /* before the damage: no flag needed */
+    vr = rt_verify();
+    cr_assert_geq(vr.nbad, 1);
+    cr_assert(vr_names(&vr, K_SEG(0, 251, 275)));
+    verify_result_free(&vr);
+
+    /* Missing: a gap between the manifest and the next tail object. */
+    cr_assert_eq(unlink(p), 0);
+    rc = rt_restore(T_LATEST(), 0, 0, &res, err, sizeof err, out);
+    cr_assert_eq(rc, LV_EGAP, "%s", lv_strerror(rc));
+    cr_assert(strstr(err, "251..275") && strstr(err, K_SEG(0, 276, 300)), "%s", err);
+    rc = rt_restore(T_LATEST(), 1, 1, &res, err, sizeof err, out);
+    cr_assert_eq(rc, 0, "%s", err);
+    cr_assert_eq(res.partial, 1);
+    cr_assert_eq(res.txid, 250);
+    rt_check_db(out, 250, 1);
+    restore_result_free(&res);
+    vr = rt_verify();
+    cr_assert_eq(vr.nbad, 1);
+    cr_assert(vr_names(&vr, K_SEG(0, 276, 300)));
+    verify_result_free(&vr);
+    free(p);
+}
