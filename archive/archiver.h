@@ -23,7 +23,9 @@ struct archiver;
  * opened is a configuration error: LV_ECONFIG with a message in err. */
 int archiver_start(const struct config *cfg, struct dbreg *reg, struct archiver **out, char *err, size_t errlen);
 
-/* Stop the threads (an upload in progress finishes or fails first), close the stores, free. */
+/* Stop the threads (an upload in progress finishes or fails first; each
+ * destination then stores the manifests that lag behind their segments),
+ * close the stores, free. */
 void archiver_stop(struct archiver *a);
 
 /* Append Prometheus metrics (per destination and database) to *buf (see metrics.h).  0 or LV_ENOMEM. */
