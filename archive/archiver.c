@@ -47,7 +47,8 @@
  * restorable whether or not the manifest lists it yet.
  * Objects dropped by compaction or retention are deleted delete-delay
  * later (default 5 min), so a restore that read the previous manifest can
- * still fetch everything it names.
+ * still fetch everything it names.  A queued deletion is cancelled when the same
+ * key is stored again meanwhile (a re-upload reproducing a swept key).
  *
  * LINEAGE.  Objects live under <name>/<lineage>/.  The lineage is the
  * database ID in hex.  If the archive's manifest for that ID disagrees with
@@ -393,6 +394,7 @@ static void note_snapshots(struct adb *b)
 }
 
 static int sweep(struct adest *d, struct adb *b, const struct db_info *info);
+static void cancel_delete(struct adest *d, const char *key);
 
 /* Lineage ID of the n-th (n >= 2) history of database ID idhex, into out
  * (33 bytes): 32 hex digits of XXH3-128 of "<idhex>-<n>".  Deterministic,
@@ -603,6 +605,8 @@ static int take_snapshot(struct adest *d, struct adb *b, const struct db_info *i
     manifest_snap_key(s.key, s.txid);
     if (!manifest_find_snapshot(&b->m, s.key)) {
         rc = store_put(d->store, okey(key, sizeof key, b, s.key), map, (size_t)st.st_size);
+        if (rc == 0)
+            cancel_delete(d, key);
         if (rc)
             goto out;
         rc = manifest_add_snapshot(&b->m, &s);
@@ -708,6 +712,8 @@ static int sync_segments(struct adest *d, struct adb *b, const struct db_info *i
         s.xxh3 = XXH3_64bits(buf, len);
         manifest_seg_key(s.key, 0, s.first_txid, s.last_txid);
         rc = store_put(d->store, okey(key, sizeof key, b, s.key), buf, len);
+        if (rc == 0)
+            cancel_delete(d, key);
         free(buf);
         if (rc)
             return rc;
@@ -783,6 +789,21 @@ static void queue_delete(struct adest *d, const char *key, int64_t delay)
     snprintf(d->dels[d->ndels].key, sizeof d->dels[d->ndels].key, "%s", key);
     d->dels[d->ndels].due_mono = lv_mono_us() + delay;
     d->ndels++;
+}
+
+/* An object was just stored under key: drop a deletion queued for that
+ * key (a swept left-over whose key the re-upload reproduced), so the new
+ * object, which a manifest is going to name, is never deleted. */
+static void cancel_delete(struct adest *d, const char *key)
+{
+    for (size_t i = 0; i < d->ndels;) {
+        if (strcmp(d->dels[i].key, key) == 0) {
+            LV_DEBUG("archive %s: %s stored again; its queued deletion is cancelled", store_url(d->store), key);
+            d->dels[i] = d->dels[--d->ndels];
+        } else {
+            i++;
+        }
+    }
 }
 
 /* Delete the queued objects that are due; failures only warn (retried next round). */
@@ -956,6 +977,8 @@ static int compact(struct adest *d, struct adb *b, const struct db_info *info)
             ns.xxh3 = XXH3_64bits(buf, len);
             manifest_seg_key(ns.key, ns.level, ns.first_txid, ns.last_txid);
             rc = store_put(d->store, okey(key, sizeof key, b, ns.key), buf, len);
+            if (rc == 0)
+                cancel_delete(d, key);
             free(buf);
             if (rc == 0 && getenv("LV_TEST_ARCHIVE_COMPACT_DELAY_US")) {
                 /* Test seam: widen the window between the compacted object and its manifest. */
