@@ -860,6 +860,8 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
         goto out;
     }
 out:
+    if (rc != 0)
+        restore_result_free(res); /* on failure res owns nothing */
     res->seconds = (double)(lv_mono_us() - t0) / 1e6;
     tail_result_free(&tail);
     manifest_free(&m);

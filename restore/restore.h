@@ -80,7 +80,8 @@ struct restore_result {
  * database, object key and TXID as relevant: LV_ENOENT (unknown database,
  * empty archive, target not restorable), LV_EEXIST (PATH not empty, or
  * stale -wal/-shm, without force), LV_ECORRUPT/LV_EGAP/LV_ECHAIN/
- * LV_EMISMATCH (damage), LV_ENET, LV_EIO...  No partial output is left. */
+ * LV_EMISMATCH (damage), LV_ENET, LV_EIO...  No partial output is left, and
+ * on failure res owns nothing (restore_result_free is still safe). */
 int restore_run(const struct restore_opts *o, struct restore_result *res, char *err, size_t errlen);
 
 /* Release what res owns. */
