@@ -1666,10 +1666,25 @@ int txlog_reader_open(const char *dir, uint64_t from_txid, struct txlog_reader *
         snprintf(r->err, sizeof(r->err), "%s: no log segments", dir);
         goto out_close;
     }
-    /* The last segment whose first TXID <= from_txid holds it. */
-    while (i + 1 < r->nsegs && r->segs[i + 1] <= from_txid)
-        i++;
-    rc = rd_open_seg(r, i);
+    /* The last segment whose first TXID <= from_txid holds it.  A segment
+     * listed but gone when opened was pruned meanwhile (the archiver deletes
+     * old segments while readers such as `log ls` run): list again. */
+    for (int tries = 0;; tries++) {
+        i = 0;
+        while (i + 1 < r->nsegs && r->segs[i + 1] <= from_txid)
+            i++;
+        rc = rd_open_seg(r, i);
+        if (rc != LV_ENOENT || tries == 5)
+            break;
+        free(r->segs);
+        r->segs = NULL;
+        rc = seg_list(dir, &r->segs, &r->nsegs);
+        if (rc == 0 && r->nsegs == 0)
+            rc = LV_ENOENT;
+        if (rc)
+            break;
+        r->err[0] = '\0';
+    }
     if (rc)
         goto out_close;
     *out = r;
