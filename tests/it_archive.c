@@ -1224,7 +1224,19 @@ static void full_disk(int s3, int wal)
     cr_assert_eq(restored_hash(n, "full.db", t_full, &rows), h_full, "the archive at TXID %llu is not what was committed",
                  (unsigned long long)t_full);
     cr_assert_eq(rows, committed);
+    /* Keep the disk full until the archiver has tried to stage a snapshot image in
+     * data.dir/tmp (snapshot-interval 1s): it fails, nothing else does. */
+    int tried = 0;
+    for (int i = 0; i < 100 && !tried; i++) {
+        tried = lvnode_log_contains(n, "cannot take an image for a snapshot: no space left on device");
+        if (!tried)
+            sleep_ms(100);
+    }
+    cr_assert(tried, "no snapshot was attempted (or it did not fail for lack of space) while the disk was full");
     cr_assert_eq(kill(n->pid, 0), 0, "the daemon died on a full disk");
+    cr_assert_eq(lvnode_db_status(n, "full.db", &ds), 1);
+    cr_assert_str_eq(ds.status, "ok", "a failed snapshot image marked the database broken");
+    cr_assert_eq(ds.txid, t_full);
 
     /* Free the space: writes work again and reach the archive. */
     cr_assert_eq(unlink(filler), 0);
@@ -1248,16 +1260,53 @@ static void full_disk(int s3, int wal)
     restore_exact(n, "full.db", t_last);
     restore_exact(n, "full.db", t_pre);
     restore_exact(n, "full.db", t_full);
+
+    /* The snapshot that failed is taken once there is room, and the failed
+     * attempts left nothing behind in data.dir/tmp. */
+    struct store *s = open_dest();
+    char lin[64];
+    current_lineage(s, "full.db", lin, sizeof lin);
+    uint64_t snap = 0;
+    for (int i = 0; i < 150 && snap != t_last; i++) {
+        struct manifest m;
+        get_manifest(s, "full.db", lin, &m);
+        snap = m.nsnaps ? m.snaps[m.nsnaps - 1].txid : 0;
+        manifest_free(&m);
+        if (snap != t_last)
+            sleep_ms(100);
+    }
+    cr_assert_eq(snap, t_last, "no snapshot at TXID %llu after space was freed (newest %llu)",
+                 (unsigned long long)t_last, (unsigned long long)snap);
+    store_close(s);
+    cr_assert_eq(run_cmd(&out, "ls -A '%s/tmp'", n->data), 0);
+    cr_assert_str_eq(out, "", "left in data.dir/tmp: %s", out);
+    free(out);
     verify_archive(n, "full.db", 1);
+    cr_assert_eq(run_cmd(&out, "\"$LITEVAULT\" archive verify -c '%s' --db full.db 2>&1", n->config), 0, "verify: %s",
+                 out);
+    free(out);
 
     /* A clear message about the full disk; the database was never broken. */
     char *log = lvnode_log_text(n);
     cr_assert(strstr(log, "No space left on device") || strstr(log, "no space left on device"),
               "the daemon did not log the full disk:\n%s", log);
     cr_assert_null(strstr(log, "broken"), "something was marked broken:\n%s", log);
+    /* The failed snapshot's warning names its cause, not an older, unrelated store answer
+     * (the 404 of the lineage's first manifest GET used to be appended). */
+    cr_assert_null(strstr(log, "HTTP 404"), "a stale store error in the log:\n%s", log);
     free(log);
     cr_assert_eq(lvnode_db_status(n, "full.db", &ds), 1);
     cr_assert_str_eq(ds.status, "ok");
+
+    /* A restart finds the same state: the log agrees with the database, and it keeps archiving. */
+    lvnode_stop(n);
+    lvnode_start(n);
+    cr_assert_eq(lvnode_check_db(n, "full.db"), t_last);
+    cr_assert_eq(sql_content_hash(p), h_last);
+    cr_assert_eq(fill_rows(p, wal, 2, &err), 2, "writes fail after the restart: %s", sqlite3_errstr(err));
+    uint64_t t_end = wait_confirmed(n, "full.db", 20);
+    cr_assert_eq(t_end, t_last + 2);
+    restore_exact(n, "full.db", t_end);
     lvnode_stop(n);
     free(p);
 }
