@@ -11,6 +11,9 @@
  * concatenated into one segment file, txlog_replay) and compares it byte for
  * byte with `litevault log replay` to the same TXID.  Request counts come
  * from /metrics.
+ *
+ * full_local_disk_* puts data.dir on a small tmpfs (mounted by the test,
+ * unmounted lazily if busy in a_fini) and fills it while archiving.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
