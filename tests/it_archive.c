@@ -66,7 +66,7 @@ static void a_fini(void)
         if (A.used[i])
             lvnode_cleanup(&A.n[i]);
     if (A.s3)
-        run_cmd(NULL, S3SH " stop %s", A.dir);
+        run_cmd(NULL, S3SH " stop %s/s3", A.dir);
     if (A.dir[0] && !getenv("LV_KEEP"))
         run_cmd(NULL, "rm -rf '%s'", A.dir);
     memset(&A, 0, sizeof A);
