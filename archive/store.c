@@ -17,8 +17,10 @@
  *   - the calling thread's slot tl_err (tagged with the store's id), and
  *   - the store's own err[] (under err_lock), the newest of any thread.
  * store_last_error() returns this thread's message when the thread's last
- * failure was on this store, else a thread-local copy of the store's
- * newest message.  Either way the pointer stays valid until this thread's
+ * call was on this store ("" if that call succeeded: a success clears the
+ * thread's slot, so an error of some later non-store step is never
+ * reported with an older, unrelated store message), else a thread-local
+ * copy of the store's newest message.  Either way the pointer stays valid until this thread's
  * next call into this module.
  *
  * Backoff.  Retry n (1-based) waits d = min(retry_max, retry_base * 2^(n-1))
@@ -412,6 +414,11 @@ static int store_result(struct store *s, int rc)
 {
     if (rc < 0 && rc != LV_ENOENT)
         STAT_ADD(s, n_errors, 1);
+    if (rc == 0) {
+        /* this thread's last call on s succeeded: no message of an older call lingers */
+        tl_err[0] = '\0';
+        tl_err_id = s->id;
+    }
     return rc;
 }
 

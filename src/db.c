@@ -136,6 +136,7 @@ struct db {
     uint64_t bytes_logged;   /* page bytes logged since start */
     uint64_t pages_logged;   /* pages logged since start */
     uint64_t refused;        /* writes refused */
+    int64_t nospace_warn_us; /* lv_mono_us of the last "no space" warning, 0 if none (mu) */
     struct db_image *img;    /* image being copied by dbreg_image (copy-on-write active), or NULL */
     struct db_image *img_want; /* image waiting for the end of a rollback transaction, or NULL */
     pthread_cond_t img_cv;   /* signalled when img_want has been set up (with mu) */
@@ -2365,6 +2366,18 @@ ssize_t db_on_write(struct db *d, enum db_filekind kind, int fd, const void *buf
         break;
     default:
         n = do_pwrite(fd, buf, len, off);
+    }
+    if (n == -ENOSPC || n == -EDQUOT) {
+        /* The file system under data.dir is full: SQLite fails (and rolls back)
+         * this transaction with SQLITE_FULL.  Say so, at most every 10 s. */
+        int64_t now = lv_mono_us();
+        if (!d->nospace_warn_us || now - d->nospace_warn_us >= 10000000) {
+            d->nospace_warn_us = now;
+            LV_ERROR("%s: writing its %s in %s failed: %s; the application's transaction fails "
+                     "(SQLITE_FULL), committed transactions are kept; free space there",
+                     d->name, kind == DBF_WAL ? "WAL" : kind == DBF_JOURNAL ? "rollback journal" : "file",
+                     d->reg->files, strerror(-(int)n));
+        }
     }
 out_unlock:
     img_serve(d);

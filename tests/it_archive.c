@@ -11,6 +11,9 @@
  * concatenated into one segment file, txlog_replay) and compares it byte for
  * byte with `litevault log replay` to the same TXID.  Request counts come
  * from /metrics.
+ *
+ * full_local_disk_* puts data.dir on a small tmpfs (mounted by the test,
+ * unmounted lazily if busy in a_fini) and fills it while archiving.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -21,7 +24,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -47,17 +52,21 @@ static struct {
     int port;            /* its port */
     char url[512];       /* destination URL as the daemon gets it */
     char yaml[2048];     /* archive: section */
+    char tmpfs[320];     /* a tmpfs the test mounted (unmounted lazily in a_fini), or "" */
 } A;
 
 static void a_fini(void)
 {
     for (int i = 0; i < 2; i++)
-        if (A.used[i]) {
+        if (A.used[i])
             lvnode_kill9(&A.n[i]);
+    if (A.tmpfs[0])
+        run_cmd(NULL, "umount '%s' 2>/dev/null || umount -l '%s'", A.tmpfs, A.tmpfs);
+    for (int i = 0; i < 2; i++)
+        if (A.used[i])
             lvnode_cleanup(&A.n[i]);
-        }
     if (A.s3)
-        run_cmd(NULL, S3SH " stop %s", A.dir);
+        run_cmd(NULL, S3SH " stop %s/s3", A.dir);
     if (A.dir[0] && !getenv("LV_KEEP"))
         run_cmd(NULL, "rm -rf '%s'", A.dir);
     memset(&A, 0, sizeof A);
@@ -1089,3 +1098,221 @@ Test(archive, tail_damage)
     cr_assert_eq(file_db_checksum(a), lvnode_db_checksum_at(n, "app.db", good));
     store_close(s);
 }
+
+/* ------------------------------------------------------------ a full local disk */
+
+/* Commit 20 KB one-row transactions into path through one connection until a commit
+ * fails or max are done; returns the number committed, *err the failing extended code. */
+static int fill_rows(const char *path, int wal, int max, int *err)
+{
+    sqlite3 *h = NULL;
+    int ok = 0;
+    *err = SQLITE_OK;
+    cr_assert_eq(sqlite3_open(path, &h), SQLITE_OK);
+    sqlite3_busy_timeout(h, 5000);
+    sqlite3_exec(h, wal ? "PRAGMA journal_mode=WAL" : "PRAGMA journal_mode=DELETE", NULL, NULL, NULL);
+    for (int i = 0; i < max; i++) {
+        int rc = sqlite3_exec(h, "INSERT INTO t(v) VALUES(randomblob(20000))", NULL, NULL, NULL);
+        if (rc != SQLITE_OK) {
+            *err = sqlite3_extended_errcode(h);
+            break;
+        }
+        ok++;
+    }
+    sqlite3_close(h);
+    return ok;
+}
+
+/* The archive's latest TXID of db as `restore --dry-run --json` plans it (0 if none). */
+static uint64_t archive_txid(const struct lvnode *n, const char *db)
+{
+    char *out = NULL;
+    uint64_t t = 0;
+    if (run_cmd(&out, "\"$LITEVAULT\" restore -c '%s' --db '%s' --dry-run --json 2>/dev/null", n->config, db) == 0) {
+        json_t *j = json_loads(out ? out : "", 0, NULL);
+        if (j)
+            t = (uint64_t)json_integer_value(json_object_get(j, "txid"));
+        json_decref(j);
+    }
+    free(out);
+    return t;
+}
+
+/* Restore db to txid with the CLI into A.dir and return its sql_content_hash; rows (if given) gets count(*) of t. */
+static uint64_t restored_hash(const struct lvnode *n, const char *db, uint64_t txid, long long *rows)
+{
+    char a[600], *msg = NULL;
+    snprintf(a, sizeof a, "%s/hash.db", A.dir);
+    cr_assert_eq(cli_restore(n, db, txid, NULL, a, &msg), 0, "restore of TXID %llu failed: %s",
+                 (unsigned long long)txid, msg);
+    free(msg);
+    if (rows)
+        *rows = sql_int(a, "SELECT count(*) FROM t");
+    uint64_t h = sql_content_hash(a);
+    unlink(a);
+    return h;
+}
+
+/*
+ * A full local disk under an archiving daemon: all of data.dir (databases, logs,
+ * data.dir/tmp where snapshot images are staged) is on an 8 MiB tmpfs; the
+ * archive is elsewhere.  A filler file leaves ~1.5 MiB, then 20 KB transactions
+ * are committed until SQLite reports SQLITE_FULL (or an I/O error).  The
+ * snapshot-interval is short, so the archiver also tries (and fails) to stage
+ * snapshot images while the disk is full.
+ *
+ * Expected and observed behaviour (docs/DESIGN.md "Errors"): ENOSPC from the
+ * file system fails only the transaction being committed; the database is NOT
+ * marked broken (status "ok" throughout, no restart needed), the daemon and its
+ * HTTP API stay up, every transaction SQLite reported committed is in the log
+ * and reaches the archive while the disk is still full; after space is freed,
+ * writes work again, the archive catches up, `archive verify` passes, and the
+ * latest TXID, the last TXID before the disk filled, and the TXID at which it
+ * filled restore exactly (byte for byte as `log replay`, and with the content
+ * recorded at commit time).
+ */
+static void full_disk(int s3, int wal)
+{
+    dest(s3, "    sync-interval: 200ms\n    compaction: []\n    snapshot-interval: 1s\n");
+    struct lvnode *n = &A.n[0];
+    char filler[400], *out = NULL;
+    lvnode_init(n, A.yaml);
+    A.used[0] = 1;
+    cr_assert_eq(run_cmd(NULL, "mkdir -p '%s'", n->data), 0);
+    cr_assert_eq(run_cmd(NULL, "mount -t tmpfs -o size=8m tmpfs '%s'", n->data), 0, "cannot mount a tmpfs");
+    snprintf(A.tmpfs, sizeof A.tmpfs, "%s", n->data);
+    lvnode_start(n);
+    char *p = lvnode_path(n, "full.db");
+    sql_exec(p, wal ? "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);"
+                    : "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);", 0);
+    int err = 0;
+    cr_assert_eq(fill_rows(p, wal, 10, &err), 10, "writes fail before the disk is full: %s", sqlite3_errstr(err));
+    uint64_t t_pre = wait_confirmed(n, "full.db", 20);
+    uint64_t h_pre = sql_content_hash(p);
+
+    /* Leave ~1.5 MiB on the tmpfs, then write until SQLite reports the full disk. */
+    snprintf(filler, sizeof filler, "%s/.filler", n->data);
+    struct statvfs sv;
+    cr_assert_eq(statvfs(n->data, &sv), 0);
+    long long fill = (long long)sv.f_bavail * (long long)sv.f_frsize - 1536 * 1024;
+    cr_assert_gt(fill, 0);
+    cr_assert_eq(run_cmd(NULL, "head -c %lld /dev/zero > '%s'", fill, filler), 0);
+    int ok = fill_rows(p, wal, 400, &err);
+    cr_assert_neq(err, SQLITE_OK, "400 transactions of 20 KB fit into 1.5 MiB?");
+    cr_assert((err & 0xff) == SQLITE_FULL || (err & 0xff) == SQLITE_IOERR,
+              "expected SQLITE_FULL or SQLITE_IOERR, got %d (%s)", err, sqlite3_errstr(err));
+    cr_assert_gt(ok, 0, "no transaction fitted");
+    long long committed = 10 + ok;
+
+    /* The daemon is alive, /status answers, the database is not broken, nothing committed is missing. */
+    cr_assert_eq(kill(n->pid, 0), 0, "the daemon died on a full disk");
+    cr_assert_eq(run_cmd(&out, "curl -s -f -m 5 'http://%s/status'", n->http), 0, "/status does not answer");
+    cr_assert(strstr(out, "full.db"), "/status: %s", out);
+    free(out);
+    struct lvdbstat ds;
+    cr_assert_eq(lvnode_db_status(n, "full.db", &ds), 1);
+    cr_assert_str_eq(ds.status, "ok", "the full disk marked the database broken");
+    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), committed, "a failed commit is visible, or a committed one lost");
+    uint64_t t_full = lvnode_last_txid(n, "full.db");
+    cr_assert_eq(ds.txid, t_full, "status TXID %llu, log %llu", (unsigned long long)ds.txid,
+                 (unsigned long long)t_full);
+    cr_assert_geq(t_full, t_pre + (uint64_t)ok, "log ends at TXID %llu; %d commits after TXID %llu",
+                  (unsigned long long)t_full, ok, (unsigned long long)t_pre);
+    uint64_t h_full = sql_content_hash(p);
+    cr_assert_neq(h_full, h_pre);
+
+    /* The archive gets every committed transaction while the disk is still full. */
+    cr_assert_eq(wait_confirmed(n, "full.db", 20), t_full);
+    long long rows = 0;
+    cr_assert_eq(restored_hash(n, "full.db", t_full, &rows), h_full, "the archive at TXID %llu is not what was committed",
+                 (unsigned long long)t_full);
+    cr_assert_eq(rows, committed);
+    /* Keep the disk full until the archiver has tried to stage a snapshot image in
+     * data.dir/tmp (snapshot-interval 1s): it fails, nothing else does. */
+    int tried = 0;
+    for (int i = 0; i < 100 && !tried; i++) {
+        tried = lvnode_log_contains(n, "cannot take an image for a snapshot: no space left on device");
+        if (!tried)
+            sleep_ms(100);
+    }
+    cr_assert(tried, "no snapshot was attempted (or it did not fail for lack of space) while the disk was full");
+    cr_assert_eq(kill(n->pid, 0), 0, "the daemon died on a full disk");
+    cr_assert_eq(lvnode_db_status(n, "full.db", &ds), 1);
+    cr_assert_str_eq(ds.status, "ok", "a failed snapshot image marked the database broken");
+    cr_assert_eq(ds.txid, t_full);
+
+    /* Free the space: writes work again and reach the archive. */
+    cr_assert_eq(unlink(filler), 0);
+    cr_assert_eq(fill_rows(p, wal, 5, &err), 5, "writes still fail after freeing space: %s", sqlite3_errstr(err));
+    committed += 5;
+    uint64_t h_last = sql_content_hash(p);
+    uint64_t t_last = wait_confirmed(n, "full.db", 20);
+    cr_assert_geq(t_last, t_full + 5);
+    uint64_t at = 0;
+    for (int i = 0; i < 100 && (at = archive_txid(n, "full.db")) != t_last; i++)
+        sleep_ms(100);
+    cr_assert_eq(at, t_last, "the archive's latest TXID is %llu, not %llu", (unsigned long long)at,
+                 (unsigned long long)t_last);
+    cr_assert_eq(run_cmd(&out, "\"$LITEVAULT\" archive verify -c '%s' --db full.db 2>&1", n->config), 0, "verify: %s",
+                 out);
+    free(out);
+    cr_assert_eq(restored_hash(n, "full.db", 0, &rows), h_last, "latest restore is not the committed content");
+    cr_assert_eq(rows, committed);
+    cr_assert_eq(restored_hash(n, "full.db", t_pre, NULL), h_pre);
+    cr_assert_eq(restored_hash(n, "full.db", t_full, NULL), h_full);
+    restore_exact(n, "full.db", t_last);
+    restore_exact(n, "full.db", t_pre);
+    restore_exact(n, "full.db", t_full);
+
+    /* The snapshot that failed is taken once there is room, and the failed
+     * attempts left nothing behind in data.dir/tmp. */
+    struct store *s = open_dest();
+    char lin[64];
+    current_lineage(s, "full.db", lin, sizeof lin);
+    uint64_t snap = 0;
+    for (int i = 0; i < 150 && snap != t_last; i++) {
+        struct manifest m;
+        get_manifest(s, "full.db", lin, &m);
+        snap = m.nsnaps ? m.snaps[m.nsnaps - 1].txid : 0;
+        manifest_free(&m);
+        if (snap != t_last)
+            sleep_ms(100);
+    }
+    cr_assert_eq(snap, t_last, "no snapshot at TXID %llu after space was freed (newest %llu)",
+                 (unsigned long long)t_last, (unsigned long long)snap);
+    store_close(s);
+    cr_assert_eq(run_cmd(&out, "ls -A '%s/tmp'", n->data), 0);
+    cr_assert_str_eq(out, "", "left in data.dir/tmp: %s", out);
+    free(out);
+    verify_archive(n, "full.db", 1);
+    cr_assert_eq(run_cmd(&out, "\"$LITEVAULT\" archive verify -c '%s' --db full.db 2>&1", n->config), 0, "verify: %s",
+                 out);
+    free(out);
+
+    /* A clear message about the full disk; the database was never broken. */
+    char *log = lvnode_log_text(n);
+    cr_assert(strstr(log, "No space left on device") || strstr(log, "no space left on device"),
+              "the daemon did not log the full disk:\n%s", log);
+    cr_assert_null(strstr(log, "broken"), "something was marked broken:\n%s", log);
+    /* The failed snapshot's warning names its cause, not an older, unrelated store answer
+     * (the 404 of the lineage's first manifest GET used to be appended). */
+    cr_assert_null(strstr(log, "HTTP 404"), "a stale store error in the log:\n%s", log);
+    free(log);
+    cr_assert_eq(lvnode_db_status(n, "full.db", &ds), 1);
+    cr_assert_str_eq(ds.status, "ok");
+
+    /* A restart finds the same state: the log agrees with the database, and it keeps archiving. */
+    lvnode_stop(n);
+    lvnode_start(n);
+    cr_assert_eq(lvnode_check_db(n, "full.db"), t_last);
+    cr_assert_eq(sql_content_hash(p), h_last);
+    cr_assert_eq(fill_rows(p, wal, 2, &err), 2, "writes fail after the restart: %s", sqlite3_errstr(err));
+    uint64_t t_end = wait_confirmed(n, "full.db", 20);
+    cr_assert_eq(t_end, t_last + 2);
+    restore_exact(n, "full.db", t_end);
+    lvnode_stop(n);
+    free(p);
+}
+
+Test(archive, full_local_disk_file, .timeout = 90) { full_disk(0, 1); }
+Test(archive, full_local_disk_s3, .timeout = 90) { full_disk(1, 0); }
