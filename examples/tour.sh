@@ -1,6 +1,7 @@
 #!/bin/sh
 # The README's 5-minute tour as a script: mount, write with the sqlite3
-# shell in two journal modes, inspect the log, and replay an earlier state.
+# shell in two journal modes, inspect the log, replay an earlier state,
+# restore one from the archive (a local directory), and export a live copy.
 # Run from the repository root after `make`:  sh examples/tour.sh
 set -eu
 LV=${LITEVAULT:-./litevault}
@@ -18,6 +19,9 @@ http:
   addr: 127.0.0.1:${PORT:-20299}
 log:
   level: warn
+archive:
+  - url: file://$dir/archive
+    sync-interval: 200ms
 CFG
 "$LV" mount -c "$dir/litevault.yml" -- sh -c '
   set -e
@@ -30,5 +34,10 @@ CFG
   "$2" log replay -c "$1/litevault.yml" --db app.db --txid 2 -o "$1/app-at-2.db"
   echo "after TXID 2:"; sqlite3 "$1/app-at-2.db" "select * from notes"
   echo "now:";          sqlite3 app.db "select * from notes"
+  sleep 1   # the archive uploads every 200 ms
+  "$2" archive ls -c "$1/litevault.yml"
+  "$2" restore -c "$1/litevault.yml" --db app.db --txid 3 "$1/app-at-3.db"
+  echo "restored from the archive, after TXID 3:"; sqlite3 "$1/app-at-3.db" "select * from notes"
+  "$2" export -c "$1/litevault.yml" --db app.db -o "$1/copy.db"
 ' tour "$dir" "$LV"
 rm -rf "$dir"

@@ -272,7 +272,7 @@ int restore_load_tail(struct store *st, const char *db, const char *dbid, struct
         return LV_ENOMEM;
     rc = tail_load(st, prefix, m, tail, err, errlen);
     if (rc == 0 && tail->n)
-        LV_INFO("restore: %s: %zu segment(s) after the manifest's last TXID %" PRIu64 " (not yet in the manifest) "
+        LV_DEBUG("restore: %s: %zu segment(s) after the manifest's last TXID %" PRIu64 " (not yet in the manifest) "
                 "reach TXID %" PRIu64, store_url(st), tail->n, tail->manifest_last, tail->last_txid);
     if (rc == 0 && tail->stop != TAIL_END)
         LV_WARN("restore: %s: the tail after the manifest stops at TXID %" PRIu64 ": %s", store_url(st),

@@ -228,6 +228,27 @@ Test(config, sample_file_loads)
     config_free(&c);
 }
 
+Test(config, example_file_loads)
+{
+    struct config c;
+    char err[512] = "";
+    const char *ex = "examples/litevault.yml";
+
+    if (access(ex, R_OK) != 0)
+        cr_skip_test("run from the repository root to check %s", ex);
+    cr_assert_eq(config_load(ex, &c, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(c.log_json, 1);
+    cr_assert_eq(c.narchive, 2);
+    cr_assert_str_eq(c.archive[0].region, "eu-west-1");
+    cr_assert_eq(c.archive[0].retention_us, 7LL * 86400 * 1000000);
+    cr_assert_str_eq(c.archive[1].url, "file:///srv/backup/litevault");
+    cr_assert_eq(c.nexports, 1);
+    cr_assert_str_eq(c.exports[0].name, "nightly");
+    cr_assert_eq(c.exports[0].format, CONFIG_EXPORT_TAR_ZST);
+    cr_assert_eq(c.exports[0].keep, 14);
+    config_free(&c);
+}
+
 Test(config, find)
 {
     cr_assert_str_eq(config_find("/x/explicit.yml"), "/x/explicit.yml");
