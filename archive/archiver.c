@@ -242,22 +242,6 @@ static int local_hdr(const char *logdir, uint64_t txid, struct txlog_hdr *h)
     return rc;
 }
 
-/* Database checksum after TXID x according to m (segment end or snapshot); 1 if known. */
-static int manifest_cksum_at(const struct manifest *m, uint64_t x, uint64_t *ck)
-{
-    for (size_t i = m->nsegs; i-- > 0;)
-        if (m->segs[i].last_txid == x) {
-            *ck = m->segs[i].post_cksum;
-            return 1;
-        }
-    const struct manifest_snap *s = manifest_snapshot_at(m, x);
-    if (s && s->txid == x) {
-        *ck = s->db_cksum;
-        return 1;
-    }
-    return 0;
-}
-
 /* The stored manifest of b holds everything up to its last TXID: publish it as confirmed. */
 static void publish_confirmed(struct adest *d, struct adb *b)
 {
@@ -1332,6 +1316,18 @@ static void clean_tmp(const char *tmpdir)
     closedir(dir);
 }
 
+void archiver_store_opts(const struct config_archive *c, struct store_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->endpoint = c->endpoint;
+    o->region = c->region;
+    o->force_path_style = c->force_path_style;
+    o->access_key = c->access_key_id;
+    o->secret_key = c->secret_access_key;
+    o->session_token = c->session_token;
+    o->parallel = c->parallel;
+}
+
 int archiver_start(const struct config *cfg, struct dbreg *reg, struct archiver **out, char *err, size_t errlen)
 {
     struct archiver *a;
@@ -1362,14 +1358,7 @@ int archiver_start(const struct config *cfg, struct dbreg *reg, struct archiver 
         struct adest *d = &a->dests[i];
         struct store_opts o;
         char e[512] = "";
-        memset(&o, 0, sizeof o);
-        o.endpoint = c->endpoint;
-        o.region = c->region;
-        o.force_path_style = c->force_path_style;
-        o.access_key = c->access_key_id;
-        o.secret_key = c->secret_access_key;
-        o.session_token = c->session_token;
-        o.parallel = c->parallel;
+        archiver_store_opts(c, &o);
         o.max_retries = 3;           /* the archiver retries itself, with backoff */
         o.retry_max_ms = 2000;
         d->a = a;

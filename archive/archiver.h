@@ -16,11 +16,19 @@
 struct config;
 struct dbreg;
 struct archiver;
+struct config_archive;
+struct store_opts;
 
 /* Open every destination of cfg->archive and start one thread per
  * destination plus the local-log monitor.  *out is NULL (and 0 returned)
  * when no destination is configured.  A destination URL that cannot be
  * opened is a configuration error: LV_ECONFIG with a message in err. */
+/* Store options of archive destination c (strings borrowed from c): its
+ * endpoint, region, addressing, credentials and parallelism; the rest 0
+ * (the store's defaults).  Used by the archiver and by restore/archive
+ * commands that read their destination from the config. */
+void archiver_store_opts(const struct config_archive *c, struct store_opts *o);
+
 int archiver_start(const struct config *cfg, struct dbreg *reg, struct archiver **out, char *err, size_t errlen);
 
 /* Stop the threads (an upload in progress finishes or fails first; each

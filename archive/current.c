@@ -20,16 +20,7 @@
 #include <string.h>
 
 #include "lv.h"
-
-static int id_ok(const char *s)
-{
-    size_t i;
-
-    for (i = 0; i < 32; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return 0;
-    return s[32] == '\0';
-}
+#include "manifest.h"
 
 char *archive_current_key(const char *name)
 {
@@ -48,7 +39,7 @@ int archive_current_encode(const struct archive_current *c, char **out, size_t *
 
     *out = NULL;
     *len = 0;
-    if (!id_ok(c->dbid))
+    if (!manifest_id_ok(c->dbid))
         return LV_EINVAL;
     o = json_pack("{s:i,s:s,s:s}", "format", ARCHIVE_CURRENT_FORMAT, "dbid", c->dbid, "updated",
                   lv_fmt_time(c->updated_us, tb, sizeof tb));
@@ -106,7 +97,7 @@ int archive_current_decode(const void *buf, size_t len, struct archive_current *
         }
     }
     v = json_object_get(o, "dbid");
-    if (!json_is_string(v) || !id_ok(json_string_value(v))) {
+    if (!json_is_string(v) || !manifest_id_ok(json_string_value(v))) {
         lv_seterr(err, errlen, "current.json: \"dbid\" missing or not 32 lower-case hex digits");
         goto out;
     }

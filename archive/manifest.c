@@ -403,6 +403,26 @@ int manifest_remove(struct manifest *m, const char *key)
     return LV_ENOENT;
 }
 
+int manifest_id_ok(const char *s)
+{
+    return is_hex(s, MANIFEST_ID_HEX);
+}
+
+int manifest_cksum_at(const struct manifest *m, uint64_t x, uint64_t *ck)
+{
+    for (size_t i = m->nsegs; i-- > 0;)
+        if (m->segs[i].last_txid == x) {
+            *ck = m->segs[i].post_cksum;
+            return 1;
+        }
+    const struct manifest_snap *s = manifest_snapshot_at(m, x);
+    if (s && s->txid == x) {
+        *ck = s->db_cksum;
+        return 1;
+    }
+    return 0;
+}
+
 uint64_t manifest_last_txid(const struct manifest *m)
 {
     uint64_t last = 0;

@@ -98,6 +98,14 @@ int manifest_remove(struct manifest *m, const char *key);
 const struct manifest_seg *manifest_find_segment(const struct manifest *m, const char *key);
 const struct manifest_snap *manifest_find_snapshot(const struct manifest *m, const char *key);
 
+/* 1 if s is a database ID: exactly MANIFEST_ID_HEX lower-case hex digits. */
+int manifest_id_ok(const char *s);
+
+/* Database checksum just after TXID x as m states it (the post checksum of
+ * a segment ending at x, or the checksum of a snapshot at x): 1 and *ck, or
+ * 0 when no entry ends at x. */
+int manifest_cksum_at(const struct manifest *m, uint64_t x, uint64_t *ck);
+
 /* Largest TXID held by any segment or snapshot; 0 when empty. */
 uint64_t manifest_last_txid(const struct manifest *m);
 

@@ -66,22 +66,6 @@ static int parse_seg0(const char *rel, uint64_t *first, uint64_t *last)
     return 1;
 }
 
-/* Checksum after TXID x named by m (segment end or snapshot); 1 if known. */
-static int post_at(const struct manifest *m, uint64_t x, uint64_t *ck)
-{
-    for (size_t i = m->nsegs; i-- > 0;)
-        if (m->segs[i].last_txid == x) {
-            *ck = m->segs[i].post_cksum;
-            return 1;
-        }
-    const struct manifest_snap *s = manifest_snapshot_at(m, x);
-    if (s && s->txid == x) {
-        *ck = s->db_cksum;
-        return 1;
-    }
-    return 0;
-}
-
 /* Read the whole image (every page, so payload trailers are checked) and
  * fill *s.  0 or LV_ECORRUPT / LV_EGAP / LV_ECHAIN with msg set. */
 static int check_image(const void *buf, size_t len, const char *key, const struct cand *c, int have_pre,
@@ -179,7 +163,7 @@ int tail_adopt(struct store *st, const char *prefix, const struct store_list *l,
     memset(res, 0, sizeof *res);
     res->manifest_last = res->last_txid = manifest_last_txid(m);
     expect = res->manifest_last + 1;
-    have_pre = res->manifest_last > 0 && post_at(m, res->manifest_last, &prev_post);
+    have_pre = res->manifest_last > 0 && manifest_cksum_at(m, res->manifest_last, &prev_post);
     cv = calloc(l->n ? l->n : 1, sizeof *cv);
     if (!cv)
         return LV_ENOMEM;

@@ -81,16 +81,6 @@
 #define RESTORE_RETRY 1  /* internal: start over with a lower target */
 #define RESTORE_REPLAN 2 /* internal: drop a damaged snapshot from the manifest and plan again */
 
-static int is_id(const char *s)
-{
-    size_t i;
-
-    for (i = 0; i < MANIFEST_ID_HEX; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return 0;
-    return s[MANIFEST_ID_HEX] == '\0';
-}
-
 /* ---------------------------------------------------------------- lineage and manifest */
 
 int64_t restore_manifest_last_time(const struct manifest *m)
@@ -176,7 +166,7 @@ int restore_find_lineage(struct store *st, const char *db, const char *want, cha
     *listed = 0;
     out[0] = '\0';
     if (want) {
-        if (!is_id(want)) {
+        if (!manifest_id_ok(want)) {
             lv_seterr(err, errlen, "lineage '%s' is not a database ID (32 lower-case hex digits)", want);
             return LV_EINVAL;
         }
@@ -225,7 +215,7 @@ int restore_find_lineage(struct store *st, const char *db, const char *want, cha
             continue;
         memcpy(id, rest, MANIFEST_ID_HEX);
         id[MANIFEST_ID_HEX] = '\0';
-        if (!is_id(id))
+        if (!manifest_id_ok(id))
             continue;
         ncand++;
         if (restore_load_manifest(st, db, id, &m, merr, sizeof merr) != 0) {

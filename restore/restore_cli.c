@@ -24,6 +24,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "archiver.h"
 #include "config.h"
 #include "current.h"
 #include "lv.h"
@@ -80,16 +81,8 @@ static int default_dest_from_config(const char *cfg_path, struct config *cfg, co
         config_free(cfg);
         return LV_ECONFIG;
     }
-    const struct config_archive *c = &cfg->archive[0];
-    memset(so, 0, sizeof *so);
-    so->endpoint = c->endpoint;
-    so->region = c->region;
-    so->force_path_style = c->force_path_style;
-    so->access_key = c->access_key_id;
-    so->secret_key = c->secret_access_key;
-    so->session_token = c->session_token;
-    so->parallel = c->parallel;
-    *url = c->url;
+    archiver_store_opts(&cfg->archive[0], so);
+    *url = cfg->archive[0].url;
     return 0;
 }
 
