@@ -1006,37 +1006,15 @@ static int import_new(const char *cmd, const struct config *cfg, const char *nam
                  cfg->fuse_dir);
         goto out;
     }
-    /* The daemon treats writes to a file whose header says WAL (byte 18 == 2)
-     * as checkpoint writes, which are not captured.  So the first page goes
-     * in with the legacy (rollback) version bytes, making the copy an
-     * unjournaled bulk write, and the real bytes 18-19 are written last,
-     * still inside that bulk write: the fsync captures the exact input as
-     * one snapshot record. */
+    /* A plain copy: the daemon captures an unjournaled write to a new file
+     * (WAL-mode header or not) as one snapshot record at the fsync. */
     mode_t um = umask(0);
     umask(um);
     if (fchmod(fd, 0666 & ~um) != 0)
         LV_DEBUG("fchmod %s: %s", tmp, strerror(errno));
     struct ecli_progress pg;
-    uint8_t *first = malloc(s->page_size);
     progress_init(&pg, "import", s->size);
-    e = first ? 0 : LV_ENOMEM;
-    if (e == 0 && pread(in, first, s->page_size, 0) != (ssize_t)s->page_size)
-        e = LV_EIO;
-    uint8_t ver[2] = {first ? first[18] : 1, first ? first[19] : 1};
-    if (e == 0) {
-        if (ver[0] == 2)
-            first[18] = 1;
-        if (ver[1] == 2)
-            first[19] = 1;
-        e = sys_pwrite_all(fd, first, s->page_size, 0, tmp);
-    }
-    if (e == 0 && lseek(fd, (off_t)s->page_size, SEEK_SET) < 0)
-        e = lv_from_errno(errno);
-    if (e == 0)
-        e = copy_fd_from(in, (off_t)s->page_size, fd, s->size, &pg);
-    if (e == 0 && (ver[0] == 2 || ver[1] == 2))
-        e = sys_pwrite_all(fd, ver, 2, 18, tmp);
-    free(first);
+    e = copy_fd_from(in, 0, fd, s->size, &pg);
     if (e == 0 && fsync(fd) != 0)
         e = lv_from_errno(errno);
     if (close(fd) != 0 && e == 0)
