@@ -4,7 +4,7 @@
  * The file is read whole into memory and loaded with libyaml's document
  * API (yaml_parser_load), then walked against a static key schema:
  *
- *   fuse:   dir                                  (section)
+ *   fuse:   dir, allow-other                     (section)
  *   data:   dir, state-interval, segment-size, max-log-size (section)
  *   http:   addr                                 (section)
  *   log:    level, format                        (section)
@@ -557,8 +557,12 @@ static void archive_defaults(struct config *cfg)
 
 /* ---- schema ---- */
 
+static int parse_bool(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                      void *field);
+
 static const struct cfg_key fuse_keys[] = {
     {.name = "dir", .parse = parse_dir, .off = offsetof(struct config, fuse_dir), .owned = 1, .example = DEFAULT_FUSE_DIR},
+    {.name = "allow-other", .parse = parse_bool, .off = offsetof(struct config, fuse_allow_other), .example = "false"},
     {.name = NULL},
 };
 
@@ -728,7 +732,7 @@ static int parse_export_on(struct cfg_parser *p, const struct cfg_key *k, yaml_n
     return cfg_error(p, node->start_mark, "unknown value \"%s\" (use primary)", value);
 }
 
-/* A non-empty string (S3 options and credentials). */
+/* true/yes/on or false/no/off, into an int. */
 static int parse_bool(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
                              void *field)
 {

@@ -2448,6 +2448,16 @@ out_unlock:
     return rc;
 }
 
+int db_close_may_commit(struct db *d)
+{
+    pthread_mutex_lock(&d->mu);
+    /* In a WAL-mode database only a truncation to a smaller size (cp over
+     * it, handled in db_on_truncate) can start unjournaled writes. */
+    int settled = d->kind == DBK_SQLITE && d->hdr_wal && d->map.npages > 0 && !d->bulk && !d->journal_active;
+    pthread_mutex_unlock(&d->mu);
+    return !settled;
+}
+
 int db_on_flush(struct db *d, enum db_filekind kind)
 {
     int rc = 0;

@@ -155,6 +155,11 @@ int db_on_truncate(struct db *d, enum db_filekind kind, int fd, const char *rel,
 /* Unlink the backing file rel of kind (journal or wal; main files use dbreg_unlinked). */
 int db_on_unlink(struct db *d, enum db_filekind kind, const char *rel);
 
+/* Could a close(2) of a new handle on the main file end a transaction
+ * (unjournaled writes: cp, journal_mode=OFF/MEMORY)?  0 only for a
+ * WAL-mode database with content, where commits are seen in the WAL. */
+int db_close_may_commit(struct db *d);
+
 /* A handle of kind was flushed (close(2)): captures bulk writes (cp). */
 int db_on_flush(struct db *d, enum db_filekind kind);
 

@@ -17,9 +17,14 @@
  *    access("-journal") and fstat() calls are answered by the kernel;
  *  - writes are write-through (no writeback cache), so the daemon sees
  *    every write in order and can detect commits synchronously;
- *  - a multi-threaded session with large writes.
- * The -shm file is an ordinary file here: its mmap is served from the
- * kernel page cache and shared by all local processes.
+ *  - a multi-threaded session with large writes;
+ *  - -shm files use kernel passthrough where the kernel has it (see
+ *    "kernel passthrough" below): reads, writes and mmap never reach the
+ *    daemon; elsewhere the -shm file is an ordinary cached file;
+ *  - noflush on every open whose close cannot end a transaction (do_open);
+ *  - a private mount unless fuse.allow-other: no default_permissions, so
+ *    no attribute refresh of the directory after each create and unlink,
+ *    and FUSE_HANDLE_KILLPRIV, so none before each chown.
  */
 #define FUSE_USE_VERSION 312
 #include "fs.h"
@@ -37,7 +42,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/ioctl.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "db.h"
@@ -52,9 +59,12 @@ struct lvfile {
     enum db_filekind kind;  /* which file of the database */
     int wrote;              /* this handle wrote: its close may end an unjournaled transaction */
     DIR *dir;               /* for directory handles: the stream (fd is its dirfd), else NULL */
+    struct pt_backing *pt;  /* -shm: its shared passthrough registration (g_pt_mu), or NULL */
+    int noflush;            /* opened with noflush: close(2) sends no FLUSH, release captures */
 };
 
 static struct dbreg *g_reg;      /* set by fs_main before the loop starts */
+static int g_private;             /* mounted without allow_other: callers have the daemon's credentials */
 static double g_timeout = 60.0;  /* entry/attr cache timeout in seconds */
 
 static int rootfd(void) { return dbreg_rootfd(g_reg); }
@@ -90,6 +100,14 @@ static void *lv_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
         conn->want |= FUSE_CAP_PARALLEL_DIROPS;
     if (conn->capable & FUSE_CAP_ASYNC_READ)
         conn->want |= FUSE_CAP_ASYNC_READ;
+    /* Every caller has the daemon's credentials, so the daemon's own
+     * writes, truncations and chowns of the backing files clear set-user-ID
+     * and set-group-ID bits exactly as the caller's would; saying so stops
+     * the kernel from fetching attributes before each chown. */
+    if (g_private && (conn->capable & FUSE_CAP_HANDLE_KILLPRIV))
+        conn->want |= FUSE_CAP_HANDLE_KILLPRIV;
+    else
+        conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV; /* a shared mount: the kernel clears the bits */
     conn->max_write = 1u << 20;
     conn->max_readahead = 1u << 20;
     LV_INFO("mounted (FUSE protocol %u.%u)", conn->proto_major, conn->proto_minor);
@@ -220,6 +238,236 @@ static int lv_utimens(const char *path, const struct timespec tv[2], struct fuse
     return utimensat(rootfd(), rel(path), tv, AT_SYMLINK_NOFOLLOW) ? -errno : 0;
 }
 
+/* ------------------------------------------------------ kernel passthrough
+ *
+ * Linux 6.9 added FUSE passthrough: an OPEN or CREATE reply may name a
+ * "backing file" (registered on /dev/fuse with FUSE_DEV_IOC_BACKING_OPEN),
+ * and the kernel then serves read, write and mmap of that open file from
+ * the backing file without a round trip.  libfuse 3.14 (Debian 12) predates
+ * it, so litevault installs its own writev for the session
+ * (fuse_session_custom_io) and edits two kinds of reply on their way out:
+ *
+ *   INIT reply (the first reply of the session), struct fuse_init_out:
+ *     offset 12 u32 flags       FUSE_HANDLE_KILLPRIV (1<<19) set on a private
+ *                               mount, cleared on a shared one (lv_init);
+ *                               without FUSE_INIT_EXT (1<<30) nothing more
+ *                               is edited
+ *     offset 32 u32 flags2      |= 1<<5 (FUSE_PASSTHROUGH, bit 37 overall)
+ *     offset 36 u32 max_stack_depth = 1 (backing files on a plain filesystem)
+ *   OPEN reply, struct fuse_open_out (16 bytes), or CREATE reply, a
+ *   fuse_entry_out (128 bytes) followed by it:
+ *     offset 8  u32 open_flags  |= FOPEN_PASSTHROUGH (1<<7), and flags the
+ *                               kernel refuses with it (KEEP_CACHE) cleared
+ *     offset 12 s32 backing_id  (was padding)
+ *
+ * An open handler that registered a backing file leaves its ID in the
+ * thread-local pt_pending; libfuse sends the reply from the same thread
+ * right after the handler returns, and the writev hook consumes it (an
+ * error reply is passed on unedited, and release unregisters the ID).
+ * A kernel without passthrough ignores the INIT bit and refuses the
+ * registration ioctl; the first refusal turns the feature off (pt_state),
+ * and everything goes through the daemon as before.
+ *
+ * Only -shm files use it: their content is never captured.  The kernel
+ * refuses to mix passthrough and cached opens of one inode, and requires
+ * all passthrough opens of an inode to name the same backing file, so the
+ * opens of one backing inode share one registration (struct pt_backing,
+ * reference counted, unregistered by the last release), and an inode whose
+ * registration failed stays cached for all its opens.  Registration needs
+ * CAP_SYS_ADMIN.
+ */
+#define PT_INIT_EXT (1u << 30)
+#define PT_INIT_KILLPRIV (1u << 19) /* FUSE_HANDLE_KILLPRIV */
+#define PT_FLAGS2_PASSTHROUGH (1u << 5)
+#define PT_FOPEN_PASSTHROUGH (1u << 7)
+/* DIRECT_IO, NOFLUSH, PARALLEL_DIRECT_WRITES, PASSTHROUGH */
+#define PT_FOPEN_ALLOWED ((1u << 0) | (1u << 5) | (1u << 6) | (1u << 7))
+#define PT_OUT_HEADER_SIZE 16
+#define PT_ENTRY_OUT_SIZE 128
+#define PT_OPEN_OUT_SIZE 16
+#define PT_INIT_OUT_MIN 40
+struct pt_backing_map {
+    int32_t fd;       /* backing file */
+    uint32_t flags;   /* 0 */
+    uint64_t padding; /* 0 */
+};
+#define PT_IOC_BACKING_OPEN _IOW(229, 1, struct pt_backing_map)
+#define PT_IOC_BACKING_CLOSE _IOW(229, 2, uint32_t)
+
+static int g_devfd = -1;            /* the session's /dev/fuse fd (set before the loop) */
+static int g_pt_state;              /* 0 offered, 1 registration worked, -1 off (atomic) */
+static int g_init_seen;             /* the INIT reply went out (first writev; atomic) */
+static __thread int pt_pending;     /* backing ID for the reply this thread sends next, 0 if none */
+
+/* One registered backing file: the kernel requires every passthrough open
+ * of an inode to name the same one, so opens of one backing inode share
+ * it.  Keyed by the backing file's inode (SQLite unlinks and recreates
+ * -shm files, so the name is not enough). */
+struct pt_backing {
+    dev_t dev;               /* backing file's device */
+    ino_t ino;               /* and inode */
+    int id;                  /* backing ID from FUSE_DEV_IOC_BACKING_OPEN; 0: registration
+                              * failed, the inode's opens go through the daemon */
+    int refs;                /* open handles using it */
+    struct pt_backing *next; /* list link */
+};
+static pthread_mutex_t g_pt_mu = PTHREAD_MUTEX_INITIALIZER; /* guards g_pt_list */
+static struct pt_backing *g_pt_list;                         /* registered backing files (g_pt_mu) */
+
+/* Register (or share) the backing file of f and ask for passthrough in the
+ * reply.  On failure the open goes through the daemon as before. */
+static void pt_attach(struct lvfile *f, struct fuse_file_info *fi)
+{
+    struct stat st;
+    struct pt_backing *b;
+    if (g_devfd < 0 || __atomic_load_n(&g_pt_state, __ATOMIC_RELAXED) < 0 || fstat(f->fd, &st) != 0)
+        return;
+    pthread_mutex_lock(&g_pt_mu);
+    for (b = g_pt_list; b; b = b->next)
+        if (b->dev == st.st_dev && b->ino == st.st_ino)
+            break;
+    if (!b) {
+        /* Register a read-write file whatever this open's mode, since
+         * later opens of the inode share it. */
+        int fd = f->fd, rw = -1;
+        if ((fcntl(f->fd, F_GETFL) & O_ACCMODE) != O_RDWR) {
+            char proc[64];
+            snprintf(proc, sizeof proc, "/proc/self/fd/%d", f->fd);
+            rw = open(proc, O_RDWR | O_CLOEXEC);
+            if (rw >= 0)
+                fd = rw;
+        }
+        struct pt_backing_map m = {fd, 0, 0};
+        int id = ioctl(g_devfd, PT_IOC_BACKING_OPEN, &m);
+        int e = errno;
+        if (rw >= 0)
+            close(rw); /* the kernel holds its own reference */
+        if (id <= 0) {
+            id = 0;
+            if (__atomic_load_n(&g_pt_state, __ATOMIC_RELAXED) == 0) {
+                __atomic_store_n(&g_pt_state, -1, __ATOMIC_RELAXED);
+                LV_INFO("FUSE passthrough is not available (%s): -shm files go through the daemon",
+                        strerror(e));
+                goto out_unlock;
+            }
+            /* Worked before: remember this inode as cached, so that its
+             * other opens do not ask for passthrough either (the kernel
+             * refuses to mix the two on one inode). */
+            LV_WARN("FUSE passthrough: registering a -shm file failed (%s); it goes through the daemon",
+                    strerror(e));
+        } else if (__atomic_exchange_n(&g_pt_state, 1, __ATOMIC_RELAXED) == 0) {
+            LV_INFO("FUSE passthrough is on for -shm files");
+        }
+        if (!(b = calloc(1, sizeof *b))) {
+            uint32_t u = (uint32_t)id;
+            if (id > 0)
+                ioctl(g_devfd, PT_IOC_BACKING_CLOSE, &u);
+            goto out_unlock;
+        }
+        *b = (struct pt_backing){st.st_dev, st.st_ino, id, 0, g_pt_list};
+        g_pt_list = b;
+    }
+    b->refs++;
+    f->pt = b;
+    if (b->id > 0) {
+        fi->keep_cache = 0;
+        pt_pending = b->id;
+    }
+out_unlock:
+    pthread_mutex_unlock(&g_pt_mu);
+}
+
+/* Drop f's share of its backing file; the last one unregisters it. */
+static void pt_detach(struct lvfile *f)
+{
+    struct pt_backing *b = f->pt;
+    if (!b)
+        return;
+    pthread_mutex_lock(&g_pt_mu);
+    if (--b->refs == 0) {
+        for (struct pt_backing **pp = &g_pt_list; *pp; pp = &(*pp)->next)
+            if (*pp == b) {
+                *pp = b->next;
+                break;
+            }
+        uint32_t id = (uint32_t)b->id;
+        if (b->id > 0 && ioctl(g_devfd, PT_IOC_BACKING_CLOSE, &id) != 0)
+            LV_DEBUG("FUSE passthrough: closing backing ID %u: %s", id, strerror(errno));
+        free(b);
+    }
+    pthread_mutex_unlock(&g_pt_mu);
+    f->pt = NULL;
+}
+
+static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static uint32_t get32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* The session's writev: edits the INIT reply and passthrough OPEN/CREATE
+ * replies (see above) in a copy, then writes. */
+static ssize_t pt_writev(int fd, struct iovec *iov, int count, void *userdata)
+{
+    (void)userdata;
+    uint8_t copy[PT_ENTRY_OUT_SIZE + PT_OPEN_OUT_SIZE];
+    struct iovec v[2];
+    int pending = pt_pending;
+    int first = !__atomic_load_n(&g_init_seen, __ATOMIC_ACQUIRE);
+    if (!first && !pending)
+        return writev(fd, iov, count);
+    pt_pending = 0;
+    /* iov[0] is struct fuse_out_header: u32 len, s32 error, u64 unique. */
+    if (count != 2 || iov[0].iov_len != PT_OUT_HEADER_SIZE || get32((const uint8_t *)iov[0].iov_base + 4) != 0 ||
+        iov[1].iov_len > sizeof copy)
+        goto out_plain;
+    memcpy(copy, iov[1].iov_base, iov[1].iov_len);
+    if (first) {
+        __atomic_store_n(&g_init_seen, 1, __ATOMIC_RELEASE);
+        if (iov[1].iov_len < PT_INIT_OUT_MIN)
+            goto out_plain;
+        /* libfuse 3.14 never sends FUSE_HANDLE_KILLPRIV, whatever the
+         * filesystem wants (see lv_init for why a private mount wants it). */
+        if (g_private)
+            put32(copy + 12, get32(copy + 12) | PT_INIT_KILLPRIV);
+        else
+            put32(copy + 12, get32(copy + 12) & ~PT_INIT_KILLPRIV);
+        if (!(get32(copy + 12) & PT_INIT_EXT))
+            goto out_edited;
+        put32(copy + 32, get32(copy + 32) | PT_FLAGS2_PASSTHROUGH);
+        put32(copy + 36, 1);
+    }
+    else {
+        size_t at;
+        if (iov[1].iov_len == PT_OPEN_OUT_SIZE)
+            at = 0;
+        else if (iov[1].iov_len == PT_ENTRY_OUT_SIZE + PT_OPEN_OUT_SIZE)
+            at = PT_ENTRY_OUT_SIZE;
+        else
+            goto out_plain;
+        /* The kernel refuses a passthrough open that carries any flag
+         * outside FOPEN_PASSTHROUGH_MASK, notably FOPEN_KEEP_CACHE, which
+         * libfuse's kernel_cache option adds after the handler. */
+        put32(copy + at + 8, (get32(copy + at + 8) & PT_FOPEN_ALLOWED) | PT_FOPEN_PASSTHROUGH);
+        put32(copy + at + 12, (uint32_t)pending);
+    }
+out_edited:
+    v[0] = iov[0];
+    v[1].iov_base = copy;
+    v[1].iov_len = iov[1].iov_len;
+    return writev(fd, v, 2);
+out_plain:
+    return writev(fd, iov, count);
+}
+
+static ssize_t pt_read(int fd, void *buf, size_t len, void *userdata)
+{
+    (void)userdata;
+    return read(fd, buf, len);
+}
+
 /* Open (or create) and attach the database.  O_TRUNC on a database file
  * is routed through db_on_truncate. */
 static int do_open(const char *path, struct fuse_file_info *fi, int create, mode_t mode)
@@ -262,6 +510,19 @@ static int do_open(const char *path, struct fuse_file_info *fi, int create, mode
         }
     }
     fi->keep_cache = 1;
+    /* close(2) costs a FLUSH round trip unless the reply says noflush.
+     * Only a main database file's close can end a transaction (bulk
+     * writes, db_on_flush), and not that of a WAL-mode database opened
+     * without O_TRUNC; should such a handle truncate it and write without
+     * a journal after all, its release does the capture (do_release). */
+    if (k != DBF_MAIN || !f->db || (!trunc && !db_close_may_commit(f->db))) {
+        fi->noflush = 1;
+        f->noflush = 1;
+    }
+    /* The -shm file carries no data to capture: the kernel serves its
+     * reads, writes and mmap straight from the backing file. */
+    if (k == DBF_SHM && f->db)
+        pt_attach(f, fi);
     /* Rollback journals are written in 4+page+4 byte records at unaligned
      * offsets and read back only to roll back a hot journal.  Through the
      * page cache the kernel splits each page write at the partial page
@@ -333,6 +594,9 @@ static int do_release(struct fuse_file_info *fi)
     struct lvfile *f = F(fi);
     if (!f)
         return 0;
+    pt_detach(f);
+    if (f->noflush && f->wrote && f->kind == DBF_MAIN && f->db)
+        (void)db_on_flush(f->db, f->kind); /* a failure is logged there and leaves the database broken */
     close(f->fd);
     db_put(f->db);
     free(f);
@@ -462,12 +726,21 @@ static void on_signal(int sig)
         fuse_exit(g_fuse);
 }
 
-int fs_prepare(struct dbreg *reg, const char *mountpoint, struct fs **out, char *err, size_t errlen)
+int fs_prepare(struct dbreg *reg, const char *mountpoint, int allow_other, struct fs **out, char *err,
+               size_t errlen)
 {
     const char *argv[] = {"litevault", "-o", NULL, NULL};
     char opts[256];
-    snprintf(opts, sizeof opts, "fsname=litevault,subtype=litevault,default_permissions%s",
-             geteuid() == 0 ? ",allow_other" : "");
+    /* Shared (allow_other): the kernel checks each caller's permissions
+     * against the attributes (default_permissions), which makes it refresh
+     * a directory's attributes after every create and unlink in it.
+     * Private (the default): only processes with the daemon's own
+     * credentials get in, the daemon's own access to the backing files is
+     * the check, and those round trips go away (so does the attribute
+     * fetch before each chown, FUSE_CAP_HANDLE_KILLPRIV in lv_init). */
+    g_private = !allow_other;
+    snprintf(opts, sizeof opts, "fsname=litevault,subtype=litevault%s",
+             allow_other ? ",allow_other,default_permissions" : "");
     argv[2] = opts;
     struct fuse_args args = FUSE_ARGS_INIT(3, (char **)argv);
     g_reg = reg;
@@ -480,10 +753,22 @@ int fs_prepare(struct dbreg *reg, const char *mountpoint, struct fs **out, char 
     if (fuse_mount(f, mountpoint) != 0) {
         snprintf(err, errlen,
                  "cannot mount on fuse.dir %s: check that /dev/fuse exists, that fuse3 is installed, and that "
-                 "the directory is not already a mount point",
-                 mountpoint);
+                 "the directory is not already a mount point%s",
+                 mountpoint,
+                 allow_other && geteuid() != 0
+                     ? " (fuse.allow-other is true: a user other than root also needs user_allow_other in "
+                       "/etc/fuse.conf)"
+                     : "");
         fuse_destroy(f);
         return LV_EIO;
+    }
+    /* Our own writev for the session, for kernel passthrough (above). */
+    static const struct fuse_custom_io io = {.writev = pt_writev, .read = pt_read};
+    struct fuse_session *se = fuse_get_session(f);
+    g_devfd = fuse_session_fd(se);
+    if (fuse_session_custom_io(se, &io, g_devfd) != 0) {
+        LV_INFO("FUSE passthrough is not available (libfuse refused custom I/O)");
+        g_devfd = -1;
     }
     g_fuse = f;
     *out = (struct fs *)f;

@@ -12,8 +12,9 @@ struct dbreg;
 struct fs;
 
 /* Create the session and mount it on mountpoint, serving files of reg
- * (borrowed until fs_finish).  0, or LV_EIO with a message in err. */
-int fs_prepare(struct dbreg *reg, const char *mountpoint, struct fs **out, char *err, size_t errlen);
+ * (borrowed until fs_finish); allow_other lets other users in (fuse.allow-other).  0, or LV_EIO with a message in err. */
+int fs_prepare(struct dbreg *reg, const char *mountpoint, int allow_other, struct fs **out, char *err,
+               size_t errlen);
 
 /* Serve requests until asked to exit (blocks; call from the main thread
  * with SIGINT/SIGTERM/SIGHUP blocked in every other thread).  0 or -1. */

@@ -279,7 +279,7 @@ static int cmd_mount(int argc, char **argv)
     pthread_cond_init(&dm.cv, NULL);
     pthread_create(&hk, NULL, housekeeping, &dm);
     exports_start(dm.exp);
-    if (fs_prepare(dm.reg, dm.cfg.fuse_dir, &fs, err, sizeof err) != 0) {
+    if (fs_prepare(dm.reg, dm.cfg.fuse_dir, dm.cfg.fuse_allow_other, &fs, err, sizeof err) != 0) {
         fprintf(stderr, "litevault: %s\n", err);
         goto out_hk;
     }

@@ -639,3 +639,97 @@ Test(misc, checkpoint_disagreeing_with_log)
     free(p);
     lvnode_stop(&mN);
 }
+
+/* Sum of the FUSE operation counters of kind op on a running node. */
+static double fuse_ops(const struct lvnode *n, const char *op)
+{
+    char *body = NULL, series[96];
+    cr_assert_eq(http_get_path(n, "/metrics", &body), 200);
+    snprintf(series, sizeof series, "litevault_fuse_ops_total{op=\"%s\"}", op);
+    double v = metric(body, series);
+    free(body);
+    return v < 0 ? 0 : v;
+}
+
+/* 1 if the mount at dir carries the mount option opt. */
+static int mount_has_option(const char *dir, const char *opt)
+{
+    return run_cmd(NULL, "grep ' %s ' /proc/self/mounts | grep -q '[,(]*%s[,) ]'", dir, opt) == 0;
+}
+
+/*
+ * Opening and closing a WAL-mode connection costs round trips that the
+ * mount avoids: no FLUSH on close (-wal, -shm, and the main file of a
+ * WAL-mode database), and with kernel passthrough no -shm reads or writes
+ * through the daemon.  A main-file handle opened without O_TRUNC that is
+ * then truncated and written like cp still gets captured, at its release.
+ * The default mount is private (no allow_other, no default_permissions);
+ * fuse.allow-other: true shares it.
+ */
+Test(misc, wal_connection_round_trips)
+{
+    m_init();
+    lvnode_start(&mN);
+    cr_assert(!mount_has_option(mN.mnt, "allow_other"), "the default mount should be private");
+    cr_assert(!mount_has_option(mN.mnt, "default_permissions"));
+    char *p = lvnode_path(&mN, "rt.db");
+    sql_exec(p, "PRAGMA journal_mode=WAL; CREATE TABLE t(a INTEGER PRIMARY KEY, b);"
+                "INSERT INTO t VALUES(1, 'one');", 0);
+    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), 1);
+    double flush0 = fuse_ops(&mN, "flush"), write0 = fuse_ops(&mN, "write"), read0 = fuse_ops(&mN, "read");
+    for (int i = 0; i < 20; i++) {
+        sqlite3 *db;
+        cr_assert_eq(sqlite3_open_v2(p, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+        for (int j = 0; j < 5; j++)
+            m_exec(db, "SELECT b FROM t WHERE a = 1");
+        cr_assert_eq(sqlite3_close(db), SQLITE_OK);
+    }
+    cr_assert_eq(fuse_ops(&mN, "flush"), flush0, "closing a WAL-mode connection sent FLUSH requests");
+    if (lvnode_log_contains(&mN, "FUSE passthrough is on for -shm files")) {
+        cr_assert_eq(fuse_ops(&mN, "write"), write0, "-shm writes went through the daemon");
+        cr_assert_eq(fuse_ops(&mN, "read"), read0, "-shm reads went through the daemon");
+    }
+    sql_exec(p, "INSERT INTO t VALUES(2, 'two');", 0);
+    lvnode_check_db(&mN, "rt.db");
+
+    /* Overwrite the WAL-mode database through a handle opened without
+     * O_TRUNC: ftruncate, write a rollback-mode database, close. */
+    char src[600];
+    snprintf(src, sizeof src, "%s/src.db", mN.dir);
+    sql_exec(src, "CREATE TABLE u(x); INSERT INTO u VALUES(42);", 0);
+    uint64_t before = lvnode_last_txid(&mN, "rt.db");
+    char *img = NULL;
+    size_t len = 0;
+    FILE *f = fopen(src, "rb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fseek(f, 0, SEEK_END), 0);
+    len = (size_t)ftell(f);
+    rewind(f);
+    img = malloc(len);
+    cr_assert_eq(fread(img, 1, len, f), len);
+    fclose(f);
+    int fd = open(p, O_RDWR);
+    cr_assert_geq(fd, 0, "open %s: %s", p, strerror(errno));
+    cr_assert_eq(ftruncate(fd, 0), 0, "ftruncate: %s", strerror(errno));
+    cr_assert_eq(pwrite(fd, img, len, 0), (ssize_t)len, "pwrite: %s", strerror(errno));
+    cr_assert_eq(close(fd), 0);
+    free(img);
+    /* The release that captures it reaches the daemon after close(2). */
+    for (int i = 0; i < 100 && lvnode_last_txid(&mN, "rt.db") == before; i++)
+        usleep(50000);
+    cr_assert_gt(lvnode_last_txid(&mN, "rt.db"), before, "the overwrite was not captured");
+    cr_assert_eq(sql_int(p, "SELECT x FROM u"), 42);
+    lvnode_check_db(&mN, "rt.db");
+    free(p);
+    lvnode_stop(&mN);
+
+    /* fuse.allow-other: true shares the mount, with the kernel checking permissions. */
+    cr_assert_eq(run_cmd(NULL, "sed -i '/^fuse:/a\\  allow-other: true' '%s'", mN.config), 0);
+    lvnode_start(&mN);
+    cr_assert(mount_has_option(mN.mnt, "allow_other"), "fuse.allow-other: true did not share the mount");
+    cr_assert(mount_has_option(mN.mnt, "default_permissions"));
+    p = lvnode_path(&mN, "rt.db");
+    cr_assert_eq(sql_int(p, "SELECT x FROM u"), 42);
+    free(p);
+    lvnode_stop(&mN);
+}

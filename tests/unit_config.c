@@ -83,6 +83,7 @@ static void cft_assert_defaults(const struct config *c)
     cr_assert_str_eq(c->fuse_dir, "/var/lib/litevault/mnt");
     cr_assert_str_eq(c->data_dir, "/var/lib/litevault/data");
     cr_assert_str_eq(c->http_addr, "127.0.0.1:20202");
+    cr_assert_eq(c->fuse_allow_other, 0);
     cr_assert_eq(c->log_level, LVLOG_INFO);
     cr_assert_eq(c->log_json, 0);
     cr_assert_eq(c->state_interval_us, 30LL * 1000000);
@@ -125,6 +126,7 @@ Test(config, every_key)
     cft_load_ok("# full\n"
                 "fuse:\n"
                 "  dir: /srv/lv/mnt/\n"
+                "  allow-other: yes\n"
                 "data:\n"
                 "  dir: /srv/lv/data\n"
                 "  state-interval: 500ms\n"
@@ -136,6 +138,7 @@ Test(config, every_key)
                 "  format: json\n",
                 &c);
     cr_assert_str_eq(c.fuse_dir, "/srv/lv/mnt", "trailing slash dropped");
+    cr_assert_eq(c.fuse_allow_other, 1);
     cr_assert_str_eq(c.data_dir, "/srv/lv/data");
     cr_assert_str_eq(c.http_addr, "[::1]:8080");
     cr_assert_eq(c.log_level, LVLOG_DEBUG);
@@ -313,6 +316,7 @@ Test(config, bad_values)
     cft_load_err("log:\n  format: xml\n", 2, 11, "log.format: unknown format \"xml\"", "text or json");
     cft_load_err("http:\n  addr: localhost\n", 2, 9, "http.addr: bad address \"localhost\"", "HOST:PORT");
     cft_load_err("http:\n  addr: localhost:99999\n", 2, 9, "http.addr: bad port", NULL);
+    cft_load_err("fuse:\n  allow-other: everyone\n", 2, 16, "fuse.allow-other: expected true or false", NULL);
 }
 
 Test(config, empty_required_strings)
