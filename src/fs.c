@@ -263,10 +263,11 @@ static int lv_utimens(const char *path, const struct timespec tv[2], struct fuse
  * An open handler that registered a backing file leaves its ID in the
  * thread-local pt_pending; libfuse sends the reply from the same thread
  * right after the handler returns, and the writev hook consumes it (an
- * error reply is passed on unedited, and release unregisters the ID).
- * A kernel without passthrough ignores the INIT bit and refuses the
- * registration ioctl; the first refusal turns the feature off (pt_state),
- * and everything goes through the daemon as before.
+ * error reply is passed on unedited, and the last release of the file
+ * unregisters the ID).  A kernel without passthrough ignores the INIT bit
+ * and refuses the registration ioctl; a refusal before any registration
+ * worked turns the feature off (g_pt_state), and everything goes through
+ * the daemon as before.
  *
  * Only -shm files use it: their content is never captured.  The kernel
  * refuses to mix passthrough and cached opens of one inode, and requires
