@@ -177,7 +177,7 @@ build_testfixture() {
     if ! (cd "$CACHE/src" && apt-get "${APT_OPTS[@]}" source sqlite3) >"$CACHE/apt-source.log" 2>&1; then
         BUILD_ERR="apt-get source sqlite3 failed (see $CACHE/apt-source.log)"; return 1
     fi
-    srcdir=$(find "$CACHE/src" -mindepth 1 -maxdepth 1 -type d -name 'sqlite3-*' | head -n 1)
+    srcdir=$(find "$CACHE/src" -mindepth 1 -maxdepth 1 -type d -name 'sqlite3-*' | sed -n 1p)
     if [ -z "$srcdir" ] || ! [ -f "$srcdir/test/tester.tcl" ]; then
         BUILD_ERR="unpacked source has no test/tester.tcl"; return 1
     fi
@@ -502,7 +502,7 @@ if [ -s "$DAEMON_LOG" ]; then
     # Most frequent messages first, with the leading timestamp removed.
     log "daemon output ($(wc -l <"$DAEMON_LOG") lines in $DAEMON_LOG), most frequent:"
     sed -E 's/^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z? //' "$DAEMON_LOG" | LC_ALL=C sort | uniq -c |
-        sort -rn | head -n 12 | cut -c 1-200 | sed 's/^/  /' >&2
+        sort -rn | sed -n '1,12p' | cut -c 1-200 | sed 's/^/  /' >&2 # sed reads it all: no SIGPIPE under pipefail
 fi
 
 printf '%d passed, %d failed\n' "$npass" "$nfail"
