@@ -29,8 +29,10 @@
  * Flow: start `$LITEVAULT mount -c BASE/config.yml` as a child, wait until
  * the mount point appears in /proc/self/mounts and GET /metrics answers;
  * for each workload run native then mount (same seed, warm-up, duration);
- * on the mount side the sum of litevault_fuse_ops_total is read before and
- * after the measured loop, giving FUSE round trips per operation.  Then
+ * on the mount side litevault_fuse_requests_total (requests the kernel sent,
+ * by opcode: the round trips) and litevault_fuse_ops_total (the daemon's
+ * libfuse operations, with handler times) are read before and after the
+ * measured loop, giving both per operation.  Then
  * (unless BENCH_QUICK) build a ~1 GiB database through the mount in big
  * transactions, run point reads and writes on it, and read VmRSS/VmHWM of
  * the daemon from /proc/PID/status.  Finally print the tables, stop the
@@ -126,13 +128,13 @@ struct workload {
     double goal;          /* minimal mount/native ratio */
 };
 
-#define MAXOPS 24  /* FUSE op kinds tracked (the daemon has 16) */
+#define MAXOPS 64  /* FUSE op kinds tracked (the daemon has 16) plus "req:" request opcodes */
 
 /* Snapshot (or accumulated delta) of the daemon's FUSE metrics and CPU time. */
 struct msnap {
     int n;                 /* ops in use */
-    char op[MAXOPS][16];   /* op label ("write", ...) */
-    double count[MAXOPS];  /* litevault_fuse_ops_total{op} */
+    char op[MAXOPS][24];   /* op label ("write", ...), or "req:" + a request opcode ("req:write") */
+    double count[MAXOPS];  /* litevault_fuse_ops_total{op}, or litevault_fuse_requests_total{op} */
     double sum_s[MAXOPS];  /* litevault_fuse_op_duration_seconds_sum{op} */
     double cpu_s;          /* daemon utime+stime, seconds */
 };
@@ -394,6 +396,7 @@ static int msnap_take(struct msnap *s)
 {
     static const char kcount[] = "litevault_fuse_ops_total{op=\"";
     static const char ksum[] = "litevault_fuse_op_duration_seconds_sum{op=\"";
+    static const char kreq[] = "litevault_fuse_requests_total{op=\"";
     char *body = http_get("/metrics");
     int seen = 0;
 
@@ -411,6 +414,17 @@ static int msnap_take(struct msnap *s)
             is_count = 1;
         } else if (strncmp(line, ksum, sizeof ksum - 1) == 0) {
             rest = line + sizeof ksum - 1;
+        } else if (strncmp(line, kreq, sizeof kreq - 1) == 0) {
+            /* a request opcode: its own slot, "req:NAME" */
+            const char *r = line + sizeof kreq - 1, *q = strchr(r, '"');
+            const char *v = q ? strchr(q, '}') : NULL;
+            char name[24];
+            if (q && v && (size_t)(q - r) + 4 < sizeof name) {
+                snprintf(name, sizeof name, "req:%.*s", (int)(q - r), r);
+                int i = msnap_slot(s, name, strlen(name));
+                if (i >= 0)
+                    s->count[i] = strtod(v + 1, NULL);
+            }
         }
         if (rest) {
             const char *q = strchr(rest, '"');
@@ -451,11 +465,13 @@ static void msnap_add_delta(struct msnap *acc, const struct msnap *a, const stru
     acc->cpu_s += b->cpu_s - a->cpu_s;
 }
 
-static double msnap_total(const struct msnap *s)
+/* Sum of the operation counts (req = 0) or of the request counts (req = 1). */
+static double msnap_total(const struct msnap *s, int req)
 {
     double t = 0;
     for (int i = 0; i < s->n; i++)
-        t += s->count[i];
+        if ((strncmp(s->op[i], "req:", 4) == 0) == req)
+            t += s->count[i];
     return t;
 }
 
@@ -1212,7 +1228,7 @@ static void print_facts(void)
 
 static void print_table(const struct side_result nat[], const struct side_result mnt[])
 {
-    printf("| workload                        |     native |      mount | ratio | goal    | result | FUSE ops/op |\n");
+    printf("| workload                        |     native |      mount | ratio | goal    | result | requests/op |\n");
     printf("|---------------------------------|-----------:|-----------:|------:|---------|--------|------------:|\n");
     for (size_t i = 0; i < NWORK; i++) {
         const struct workload *w = &g_workloads[i];
@@ -1221,14 +1237,16 @@ static void print_table(const struct side_result nat[], const struct side_result
         double on = nat[i].ops / nat[i].secs, om = mnt[i].ops / mnt[i].secs;
         double ratio = om / on;
         char fops[32] = "?";
-        if (mnt[i].fuse.n > 0)
-            snprintf(fops, sizeof fops, "%.2f", msnap_total(&mnt[i].fuse) / (double)mnt[i].ops);
+        if (msnap_total(&mnt[i].fuse, 1) > 0)
+            snprintf(fops, sizeof fops, "%.2f", msnap_total(&mnt[i].fuse, 1) / (double)mnt[i].ops);
         printf("| %-31s | %10.0f | %10.0f | %5.2f | >= %.2f | %-6s | %11s |\n", w->label, on, om, ratio, w->goal,
                ratio >= w->goal ? "PASS" : "MISS", fops);
     }
     printf("\nops/s: transactions (1-3), SELECTs (4-5), open+50 SELECT+close cycles (6).\n");
-    printf("FUSE ops/op: sum of litevault_fuse_ops_total during the measured mount loops / operations.\n");
-    printf("\nMount side, per operation: FUSE ops by kind (mean daemon time in the handler), daemon CPU:\n");
+    printf("requests/op: requests the kernel sent to the daemon (litevault_fuse_requests_total, the round trips)\n"
+           "during the measured mount loops / operations; forget and release do not block the application.\n");
+    printf("\nMount side, per operation: FUSE operations by kind (mean daemon time in the handler; libfuse's own\n"
+           "operations included), daemon CPU; then the kernel's requests by kind:\n");
     for (size_t i = 0; i < NWORK; i++) {
         const struct msnap *f = &mnt[i].fuse;
         double ops = (double)mnt[i].ops;
@@ -1236,10 +1254,17 @@ static void print_table(const struct side_result nat[], const struct side_result
             continue;
         printf("  w%zu:", i + 1);
         for (int k = 0; k < f->n; k++)
-            if (f->count[k] > 0)
+            if (f->count[k] > 0 && strncmp(f->op[k], "req:", 4) != 0)
                 printf(" %s %.2f (%.0f us)", f->op[k], f->count[k] / ops, 1e6 * f->sum_s[k] / f->count[k]);
         printf("; daemon CPU %.0f us/op, wall %.0f us/op (native %.0f us/op)\n", 1e6 * f->cpu_s / ops,
                1e6 * mnt[i].secs / ops, 1e6 * nat[i].secs / (double)nat[i].ops);
+        if (msnap_total(f, 1) > 0) {
+            printf("      requests:");
+            for (int k = 0; k < f->n; k++)
+                if (f->count[k] > 0 && strncmp(f->op[k], "req:", 4) == 0)
+                    printf(" %s %.2f", f->op[k] + 4, f->count[k] / ops);
+            printf("\n");
+        }
     }
     printf("\n");
     for (size_t i = 0; i < NWORK; i++) {

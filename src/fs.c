@@ -463,10 +463,14 @@ out_plain:
     return writev(fd, iov, count);
 }
 
+/* The session's read: counts each request by opcode (the round trips). */
 static ssize_t pt_read(int fd, void *buf, size_t len, void *userdata)
 {
     (void)userdata;
-    return read(fd, buf, len);
+    ssize_t n = read(fd, buf, len);
+    if (n >= 8) /* struct fuse_in_header: u32 len, u32 opcode, ... */
+        metrics_fuse_request(get32((const uint8_t *)buf + 4));
+    return n;
 }
 
 /* Open (or create) and attach the database.  O_TRUNC on a database file

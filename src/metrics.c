@@ -26,6 +26,8 @@
  *   litevault_fuse_op_duration_seconds_sum{op="read"} S.SSSSSS
  *   litevault_fuse_op_duration_seconds_count{op="read"} N
  * then litevault_fuse_ops_total{op="..."} N for each op, then
+ * litevault_fuse_requests_total{op="..."} N for each kernel opcode seen on
+ * the device (metrics_fuse_request; the round trips), then
  * litevault_process_rss_bytes, each family preceded by # HELP and # TYPE.
  */
 #include <stddef.h> /* metrics.h uses size_t without including it */
@@ -155,6 +157,49 @@ uint64_t metrics_rss_bytes(void)
     return (uint64_t)rss_pages * (uint64_t)page;
 }
 
+/* Requests read from the FUSE device, by kernel opcode (fuse_kernel.h);
+ * opcodes outside the table count as "other". */
+#define METRICS_NREQ 64
+static _Atomic uint64_t metrics_req[METRICS_NREQ];
+static const char *const metrics_req_names[METRICS_NREQ] = {
+    [1] = "lookup",        [2] = "forget",        [3] = "getattr",      [4] = "setattr",
+    [5] = "readlink",      [6] = "symlink",       [8] = "mknod",        [9] = "mkdir",
+    [10] = "unlink",       [11] = "rmdir",        [12] = "rename",      [13] = "link",
+    [14] = "open",         [15] = "read",         [16] = "write",       [17] = "statfs",
+    [18] = "release",      [20] = "fsync",        [21] = "setxattr",    [22] = "getxattr",
+    [23] = "listxattr",    [24] = "removexattr",  [25] = "flush",       [26] = "init",
+    [27] = "opendir",      [28] = "readdir",      [29] = "releasedir",  [30] = "fsyncdir",
+    [31] = "getlk",        [32] = "setlk",        [33] = "setlkw",      [34] = "access",
+    [35] = "create",       [36] = "interrupt",    [37] = "bmap",        [38] = "destroy",
+    [39] = "ioctl",        [40] = "poll",         [41] = "notify_reply", [42] = "batch_forget",
+    [43] = "fallocate",    [44] = "readdirplus",  [45] = "rename2",     [46] = "lseek",
+    [47] = "copy_file_range", [50] = "syncfs",    [51] = "tmpfile",     [52] = "statx",
+    [0] = "other",
+};
+
+void metrics_fuse_request(uint32_t opcode)
+{
+    if (opcode >= METRICS_NREQ || !metrics_req_names[opcode])
+        opcode = 0;
+    atomic_fetch_add_explicit(&metrics_req[opcode], 1, memory_order_relaxed);
+}
+
+/* Render litevault_fuse_requests_total: the opcodes seen so far. */
+static int render_requests(char **buf, size_t *len, size_t *cap)
+{
+    int rc = metrics_appendf(buf, len, cap,
+                             "# HELP litevault_fuse_requests_total Requests read from the FUSE device, by kernel "
+                             "opcode (round trips; forget and release do not block the caller).\n"
+                             "# TYPE litevault_fuse_requests_total counter\n");
+    for (int i = 0; rc == 0 && i < METRICS_NREQ; i++) {
+        uint64_t v = atomic_load_explicit(&metrics_req[i], memory_order_relaxed);
+        if (v && metrics_req_names[i])
+            rc = metrics_appendf(buf, len, cap, "litevault_fuse_requests_total{op=\"%s\"} %llu\n",
+                                 metrics_req_names[i], (unsigned long long)v);
+    }
+    return rc;
+}
+
 /* Render the duration histogram and ops_total families. */
 static int render_fuse(char **buf, size_t *len, size_t *cap)
 {
@@ -207,6 +252,8 @@ int metrics_render_process(char **buf, size_t *len, size_t *cap)
     int rc;
 
     rc = render_fuse(buf, len, cap);
+    if (rc == 0)
+        rc = render_requests(buf, len, cap);
     if (rc != 0)
         return rc;
     return metrics_appendf(buf, len, cap,

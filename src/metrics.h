@@ -19,6 +19,11 @@ enum metrics_fuse_op {
 /* Record one FUSE operation that took dur_us microseconds. */
 void metrics_fuse(enum metrics_fuse_op op, int64_t dur_us);
 
+/* Count one request read from the FUSE device: opcode is the kernel's
+ * (struct fuse_in_header.opcode).  These are the round trips, as opposed to
+ * the operations of metrics_fuse, which libfuse may add to or merge. */
+void metrics_fuse_request(uint32_t opcode);
+
 /* Name of a FUSE op for labels ("lookup", ...). */
 const char *metrics_fuse_name(enum metrics_fuse_op op);
 

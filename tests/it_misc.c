@@ -651,6 +651,17 @@ static double fuse_ops(const struct lvnode *n, const char *op)
     return v < 0 ? 0 : v;
 }
 
+/* Requests of kernel opcode op (lower case) read from the FUSE device so far. */
+static double fuse_requests(const struct lvnode *n, const char *op)
+{
+    char *body = NULL, series[96];
+    cr_assert_eq(http_get_path(n, "/metrics", &body), 200);
+    snprintf(series, sizeof series, "litevault_fuse_requests_total{op=\"%s\"}", op);
+    double v = metric(body, series);
+    free(body);
+    return v < 0 ? 0 : v;
+}
+
 /* 1 if the mount at dir carries the mount option opt. */
 static int mount_has_option(const char *dir, const char *opt)
 {
@@ -677,6 +688,7 @@ Test(misc, wal_connection_round_trips)
                 "INSERT INTO t VALUES(1, 'one');", 0);
     cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), 1);
     double flush0 = fuse_ops(&mN, "flush"), write0 = fuse_ops(&mN, "write"), read0 = fuse_ops(&mN, "read");
+    double kflush0 = fuse_requests(&mN, "flush"), kopen0 = fuse_requests(&mN, "open");
     for (int i = 0; i < 20; i++) {
         sqlite3 *db;
         cr_assert_eq(sqlite3_open_v2(p, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
@@ -685,6 +697,8 @@ Test(misc, wal_connection_round_trips)
         cr_assert_eq(sqlite3_close(db), SQLITE_OK);
     }
     cr_assert_eq(fuse_ops(&mN, "flush"), flush0, "closing a WAL-mode connection sent FLUSH requests");
+    cr_assert_eq(fuse_requests(&mN, "flush"), kflush0, "the kernel sent FLUSH requests");
+    cr_assert_geq(fuse_requests(&mN, "open") - kopen0, 20, "the device read hook counts no OPEN requests");
     if (lvnode_log_contains(&mN, "FUSE passthrough is on for -shm files")) {
         cr_assert_eq(fuse_ops(&mN, "write"), write0, "-shm writes went through the daemon");
         cr_assert_eq(fuse_ops(&mN, "read"), read0, "-shm reads went through the daemon");

@@ -213,8 +213,14 @@ Test(metrics, prometheus_text_format)
     int nfam = 0, nsamples = 0;
 
     metrics_fuse(MFOP_READ, 42);
+    metrics_fuse_request(16);   /* FUSE_WRITE */
+    metrics_fuse_request(16);
+    metrics_fuse_request(9999); /* unknown: "other" */
     text = tm_render();
     cr_assert(text[strlen(text) - 1] == '\n', "output must end with a newline");
+    cr_assert(strstr(text, "\nlitevault_fuse_requests_total{op=\"write\"} 2\n"), "%s", text);
+    cr_assert(strstr(text, "\nlitevault_fuse_requests_total{op=\"other\"} 1\n"), "%s", text);
+    cr_assert_null(strstr(text, "litevault_fuse_requests_total{op=\"read\"}"), "unseen opcodes are not listed");
     cr_assert_eq(regcomp(&sample,
                          "^([a-zA-Z_:][a-zA-Z0-9_:]*)"
                          "(\\{[a-zA-Z_][a-zA-Z0-9_]*=\"[^\"\\\\]*\"(,[a-zA-Z_][a-zA-Z0-9_]*=\"[^\"\\\\]*\")*\\})?"
@@ -243,12 +249,13 @@ Test(metrics, prometheus_text_format)
         const char *fam = families[nfam - 1];
         cr_assert(strncmp(line, fam, strlen(fam)) == 0, "sample '%s' outside family %s", line, fam);
     }
-    /* 16 ops x (10 buckets + sum + count) + 16 totals + rss. */
-    cr_assert_eq(nsamples, MFOP_COUNT * 12 + MFOP_COUNT + 1);
-    cr_assert_eq(nfam, 3);
+    /* 16 ops x (10 buckets + sum + count) + 16 totals + 2 request opcodes + rss. */
+    cr_assert_eq(nsamples, MFOP_COUNT * 12 + MFOP_COUNT + 2 + 1);
+    cr_assert_eq(nfam, 4);
     cr_assert_str_eq(families[0], "litevault_fuse_op_duration_seconds");
     cr_assert_str_eq(families[1], "litevault_fuse_ops_total");
-    cr_assert_str_eq(families[2], "litevault_process_rss_bytes");
+    cr_assert_str_eq(families[2], "litevault_fuse_requests_total");
+    cr_assert_str_eq(families[3], "litevault_process_rss_bytes");
     regfree(&sample);
     regfree(&help);
     regfree(&type);
