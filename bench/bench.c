@@ -1237,7 +1237,9 @@ static void print_table(const struct side_result nat[], const struct side_result
         double on = nat[i].ops / nat[i].secs, om = mnt[i].ops / mnt[i].secs;
         double ratio = om / on;
         char fops[32] = "?";
-        if (msnap_total(&mnt[i].fuse, 1) > 0)
+        /* "?" when the daemon answered operations but counted no requests
+         * (no device read hook); 0.00 when nothing reached it at all */
+        if (msnap_total(&mnt[i].fuse, 1) > 0 || (mnt[i].fuse.n > 0 && msnap_total(&mnt[i].fuse, 0) == 0))
             snprintf(fops, sizeof fops, "%.2f", msnap_total(&mnt[i].fuse, 1) / (double)mnt[i].ops);
         printf("| %-31s | %10.0f | %10.0f | %5.2f | >= %.2f | %-6s | %11s |\n", w->label, on, om, ratio, w->goal,
                ratio >= w->goal ? "PASS" : "MISS", fops);
