@@ -405,7 +405,7 @@ static int msnap_take(struct msnap *s)
         return -1;
     for (char *line = body; line && *line;) {
         char *nl = strchr(line, '\n');
-        const char *rest = NULL;
+        const char *rest = NULL, *prefix = ""; /* prefix: "req:" for a request opcode's slot */
         int is_count = 0;
         if (nl)
             *nl = '\0';
@@ -415,20 +415,16 @@ static int msnap_take(struct msnap *s)
         } else if (strncmp(line, ksum, sizeof ksum - 1) == 0) {
             rest = line + sizeof ksum - 1;
         } else if (strncmp(line, kreq, sizeof kreq - 1) == 0) {
-            /* a request opcode: its own slot, "req:NAME" */
-            const char *r = line + sizeof kreq - 1, *q = strchr(r, '"');
-            const char *v = q ? strchr(q, '}') : NULL;
-            char name[24];
-            if (q && v && (size_t)(q - r) + 4 < sizeof name) {
-                snprintf(name, sizeof name, "req:%.*s", (int)(q - r), r);
-                int i = msnap_slot(s, name, strlen(name));
-                if (i >= 0)
-                    s->count[i] = strtod(v + 1, NULL);
-            }
+            rest = line + sizeof kreq - 1;
+            prefix = "req:";
+            is_count = 1;
         }
         if (rest) {
             const char *q = strchr(rest, '"');
-            int i = q ? msnap_slot(s, rest, (size_t)(q - rest)) : -1;
+            char name[sizeof s->op[0]];
+            int i = -1;
+            if (q && snprintf(name, sizeof name, "%s%.*s", prefix, (int)(q - rest), rest) < (int)sizeof name)
+                i = msnap_slot(s, name, strlen(name));
             const char *v = q ? strchr(q, '}') : NULL;
             if (i >= 0 && v) {
                 if (is_count) {

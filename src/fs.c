@@ -400,6 +400,7 @@ static void pt_detach(struct lvfile *f)
     f->pt = NULL;
 }
 
+/* FUSE messages are in host byte order (lv_get32/lv_put32 are big-endian). */
 static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
 static uint32_t get32(const uint8_t *p)
 {
