@@ -8,13 +8,18 @@ CFLAGS  ?= $(OPT)
 WARN    := -Wall -Wextra -Wno-unused-parameter -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-format-truncation
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-ALL_CFLAGS = -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread $(WARN) -Isrc -Iarchive -Irestore $(PKG_CFLAGS) $(CFLAGS)
+ALL_CFLAGS = -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread $(WARN) -Isrc -I. $(PKG_CFLAGS) $(CFLAGS)
 LDLIBS  += $(PKG_LIBS) -pthread -lm
 
 BUILD   ?= build
 BIN     ?= litevault
-SRCS    := $(wildcard src/*.c archive/*.c restore/*.c)
-LIBSRCS := $(filter-out src/main.c,$(SRCS))
+# Sources are found recursively: src/<layer>/*.c, archive/*.c, restore/*.c
+# (docs/DESIGN.md shows the layers).  Header dependencies are generated
+# (-MMD -MP into the .d files beside the objects), so an object is rebuilt
+# only when a header it includes changes.
+SRCDIRS := $(shell find src archive restore -type d)
+SRCS    := $(sort $(foreach d,$(SRCDIRS),$(wildcard $(d)/*.c)))
+LIBSRCS := $(filter-out src/cli/main.c,$(SRCS))
 OBJS    := $(SRCS:%.c=$(BUILD)/%.o)
 LIBOBJS := $(LIBSRCS:%.c=$(BUILD)/%.o)
 TESTSRCS:= $(wildcard tests/unit_*.c)
@@ -46,9 +51,10 @@ $(BUILD)/.deps-ok: tests/install-deps.sh
 $(BIN): $(OBJS)
 	$(CC) $(ALL_CFLAGS) -o $@ $(OBJS) $(LDFLAGS) $(LDLIBS)
 
-$(BUILD)/%.o: %.c $(wildcard src/*.h archive/*.h restore/*.h) tests/helpers.h | $(BUILD)/.deps-ok
+$(BUILD)/%.o: %.c | $(BUILD)/.deps-ok
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
 
 $(BUILD)/tests/unit: $(TESTSRCS:%.c=$(BUILD)/%.o) $(LIBOBJS) $(TESTLIB)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS) -lcriterion
@@ -120,10 +126,10 @@ FUZZ_CC      ?= clang
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECS    ?= 20
 FUZZ_NAMES   := config txlog txlog_open wal state time cron manifest
-FUZZ_LIBSRCS := src/lv.c src/lvlog.c src/sys.c src/cksum.c src/txlog.c src/wal.c src/config.c src/cron.c \
+FUZZ_LIBSRCS := src/base/lv.c src/base/lvlog.c src/base/sys.c src/base/cksum.c src/log/txlog.c src/log/wal.c src/daemon/config.c src/export/cron.c \
                 archive/manifest.c archive/current.c restore/plan.c
 FUZZ_LIBOBJS := $(FUZZ_LIBSRCS:%.c=$(FUZZ_BUILD)/%.o)
-FUZZ_CFLAGS   = -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread $(filter-out -Wno-format-truncation,$(WARN)) -Isrc -Iarchive -Irestore $(PKG_CFLAGS) -g -O1 \
+FUZZ_CFLAGS   = -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread $(filter-out -Wno-format-truncation,$(WARN)) -Isrc -I. $(PKG_CFLAGS) -g -O1 \
                 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_BINS    := $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz_%)
 
@@ -134,9 +140,9 @@ $(FUZZ_BUILD)/.deps-ok: tests/install-deps.sh
 	@./tests/install-deps.sh $(DEBPKGS) clang libclang-rt-dev
 	@mkdir -p $(FUZZ_BUILD) && touch $@
 
-$(FUZZ_BUILD)/%.o: %.c $(wildcard src/*.h archive/*.h restore/*.h) | $(FUZZ_BUILD)/.deps-ok
+$(FUZZ_BUILD)/%.o: %.c | $(FUZZ_BUILD)/.deps-ok
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c -o $@ $<
 
 $(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c $(wildcard fuzz/*.h) $(FUZZ_LIBOBJS)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIBOBJS) $(PKG_LIBS) -pthread -lm
@@ -156,3 +162,6 @@ install: all
 
 clean:
 	rm -rf build build-asan build-fuzz litevault
+
+# Generated header dependencies (see SRCS).
+-include $(shell find $(BUILD) $(FUZZ_BUILD) -name '*.d' 2>/dev/null)

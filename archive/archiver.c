@@ -83,7 +83,7 @@
  * are touched only by the destination's thread.  archiver.mu guards stop.
  * Lock order: archiver.mu is never held while taking adest.mu.
  */
-#include "archiver.h"
+#include "archive/archiver.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -102,17 +102,17 @@
 #include <jansson.h>
 #include <xxhash.h>
 
-#include "config.h"
-#include "db.h"
-#include "lv.h"
-#include "lvlog.h"
-#include "current.h"
-#include "manifest.h"
-#include "metrics.h"
-#include "store.h"
-#include "sys.h"
-#include "tail.h"
-#include "txlog.h"
+#include "daemon/config.h"
+#include "capture/db.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
+#include "archive/current.h"
+#include "archive/manifest.h"
+#include "base/metrics.h"
+#include "store/store.h"
+#include "base/sys.h"
+#include "archive/tail.h"
+#include "log/txlog.h"
 
 #define SEG_MAX_BYTES (64ull << 20)   /* bound of one level-0 object while catching up */
 #define COMPACT_MAX_BYTES (256ull << 20) /* bound of one compacted object (it is built in memory) */

@@ -11,7 +11,7 @@
  * pointer fails to parse or names a lineage whose manifest does not exist
  * or names another ID, and the restore then reports it.
  */
-#include "current.h"
+#include "archive/current.h"
 
 #include <jansson.h>
 #include <stdarg.h>
@@ -19,8 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lv.h"
-#include "manifest.h"
+#include "base/lv.h"
+#include "archive/manifest.h"
 
 char *archive_current_key(const char *name)
 {

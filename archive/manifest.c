@@ -42,7 +42,7 @@
  * non-decreasing in x (the writer clamps a backwards clock step, src/db.c).
  * O(n log n) at decode; the planner then never re-sorts.
  */
-#include "manifest.h"
+#include "archive/manifest.h"
 
 #include <inttypes.h>
 #include <jansson.h>
@@ -52,10 +52,10 @@
 #include <string.h>
 #include <xxhash.h>
 
-#include "cksum.h"
-#include "lv.h"
-#include "lvlog.h"
-#include "txlog.h"
+#include "base/cksum.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
+#include "log/txlog.h"
 
 #define CANON_FLAGS (JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII)
 #define SEG_HDR ((uint64_t)TXLOG_SEG_HDR_SIZE)                   /* segment header bytes */

@@ -26,7 +26,7 @@
  * Nothing here deletes or writes: the caller decides (the archiver sweeps
  * what was not adopted; readers report it).
  */
-#include "tail.h"
+#include "archive/tail.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -35,10 +35,10 @@
 
 #include <xxhash.h>
 
-#include "lv.h"
-#include "lvlog.h"
-#include "store.h"
-#include "txlog.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
+#include "store/store.h"
+#include "log/txlog.h"
 
 #define SEG0_DIR "seg/0/"
 

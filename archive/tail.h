@@ -24,7 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "manifest.h"
+#include "archive/manifest.h"
 
 struct store;
 struct store_list;

@@ -82,14 +82,14 @@
 #include <unistd.h>
 #include <zstd.h>
 
-#include "cksum.h"
-#include "current.h"
-#include "lv.h"
-#include "manifest.h"
-#include "plan.h"
-#include "restore.h"
-#include "store.h"
-#include "txlog.h"
+#include "base/cksum.h"
+#include "archive/current.h"
+#include "base/lv.h"
+#include "archive/manifest.h"
+#include "restore/plan.h"
+#include "restore/restore.h"
+#include "store/store.h"
+#include "log/txlog.h"
 
 #define MiB (1024.0 * 1024.0)
 

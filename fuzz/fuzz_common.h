@@ -31,7 +31,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "lvlog.h"
+#include "base/lvlog.h"
 
 static char fz_dir[64];    /* scratch directory, "" before fz_init */
 static char fz_path[128];  /* fz_dir/input */

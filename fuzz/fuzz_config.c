@@ -18,8 +18,8 @@
  */
 #include <stddef.h>
 
-#include "config.h"
-#include "lv.h"
+#include "daemon/config.h"
+#include "base/lv.h"
 #include "fuzz_common.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);

@@ -9,7 +9,7 @@
  */
 #include <inttypes.h>
 
-#include "cron.h"
+#include "export/cron.h"
 #include "fuzz_common.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);

@@ -20,11 +20,11 @@
  */
 #include <inttypes.h>
 
-#include "current.h"
+#include "archive/current.h"
 #include "fuzz_common.h"
-#include "lv.h"
-#include "manifest.h"
-#include "plan.h"
+#include "base/lv.h"
+#include "archive/manifest.h"
+#include "restore/plan.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

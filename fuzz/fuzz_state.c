@@ -22,8 +22,8 @@
  */
 #include <inttypes.h>
 
-#include "cksum.h"
-#include "lv.h"
+#include "base/cksum.h"
+#include "base/lv.h"
 #include "fuzz_common.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);

@@ -20,8 +20,8 @@
 #include <inttypes.h>
 #include <strings.h>
 
-#include "config.h"
-#include "lv.h"
+#include "daemon/config.h"
+#include "base/lv.h"
 #include "fuzz_common.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);

@@ -27,9 +27,9 @@
  */
 #include <inttypes.h>
 
-#include "cksum.h"
-#include "lv.h"
-#include "txlog.h"
+#include "base/cksum.h"
+#include "base/lv.h"
+#include "log/txlog.h"
 #include "fuzz_common.h"
 #include "txlog_fix.h"
 

@@ -27,8 +27,8 @@
  */
 #include <sys/mman.h>
 
-#include "lv.h"
-#include "wal.h"
+#include "base/lv.h"
+#include "log/wal.h"
 #include "fuzz_common.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);

@@ -35,13 +35,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cksum.h"
-#include "current.h"
-#include "lv.h"
-#include "lvlog.h"
-#include "manifest.h"
-#include "sys.h"
-#include "txlog.h"
+#include "base/cksum.h"
+#include "archive/current.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
+#include "archive/manifest.h"
+#include "base/sys.h"
+#include "log/txlog.h"
 
 #define DIE(...) do { fprintf(stderr, "gen_seeds: " __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
 

@@ -16,9 +16,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cksum.h"
-#include "lv.h"
-#include "txlog.h"
+#include "base/cksum.h"
+#include "base/lv.h"
+#include "log/txlog.h"
 
 static inline void fz_fix_segment(uint8_t *b, size_t n)
 {

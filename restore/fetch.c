@@ -17,7 +17,7 @@
  * one condition variable (cv) is broadcast on every state change.
  * store_get runs without the lock.
  */
-#include "fetch.h"
+#include "restore/fetch.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -28,8 +28,8 @@
 #include <time.h>
 #include <xxhash.h>
 
-#include "lv.h"
-#include "store.h"
+#include "base/lv.h"
+#include "store/store.h"
 
 enum { SLOT_QUEUED = 0, SLOT_RUNNING, SLOT_DONE, SLOT_RELEASED };
 

@@ -34,7 +34,7 @@
  *    segment - 1, at most goal) are missing: LV_EGAP, or with
  *    PLAN_ALLOW_PARTIAL a successful plan ending at next - 1.
  */
-#include "plan.h"
+#include "restore/plan.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -42,7 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lv.h"
+#include "base/lv.h"
 
 static void fail(struct plan *p, enum plan_fail why, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void fail(struct plan *p, enum plan_fail why, const char *fmt, ...)

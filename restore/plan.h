@@ -21,7 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "manifest.h"
+#include "archive/manifest.h"
 
 enum plan_kind {
     PLAN_LATEST = 0, /* the last TXID in the archive */

@@ -55,7 +55,7 @@
  *   - nothing applied (damaged snapshot): fail, nothing is restorable.
  * The result says partial, the TXID reached, and why.
  */
-#include "restore.h"
+#include "restore/restore.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -68,15 +68,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cksum.h"
-#include "current.h"
-#include "fetch.h"
-#include "lv.h"
-#include "lvlog.h"
-#include "store.h"
-#include "sys.h"
-#include "tail.h"
-#include "txlog.h"
+#include "base/cksum.h"
+#include "archive/current.h"
+#include "restore/fetch.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
+#include "store/store.h"
+#include "base/sys.h"
+#include "archive/tail.h"
+#include "log/txlog.h"
 
 #define RESTORE_RETRY 1  /* internal: start over with a lower target */
 #define RESTORE_REPLAN 2 /* internal: drop a damaged snapshot from the manifest and plan again */

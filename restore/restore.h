@@ -20,8 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "manifest.h"
-#include "plan.h"
+#include "archive/manifest.h"
+#include "restore/plan.h"
 
 struct store;
 struct store_opts;

@@ -13,7 +13,7 @@
  * a snapshot starts a database afresh).  Memory: one object window plus
  * 40 bytes per record.
  */
-#include "verify.h"
+#include "restore/verify.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -21,15 +21,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cksum.h"
-#include "fetch.h"
-#include "lv.h"
-#include "lvlog.h"
-#include "manifest.h"
-#include "restore.h"
-#include "store.h"
-#include "tail.h"
-#include "txlog.h"
+#include "base/cksum.h"
+#include "restore/fetch.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
+#include "archive/manifest.h"
+#include "restore/restore.h"
+#include "store/store.h"
+#include "archive/tail.h"
+#include "log/txlog.h"
 
 /* One record seen in one object. */
 struct fact {

@@ -52,7 +52,7 @@
 #include <sqlite3.h>
 #include <xxhash.h>
 
-#include "cksum.h"
+#include "base/cksum.h"
 
 /* ------------------------------------------------------------ small utils */
 

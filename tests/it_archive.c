@@ -34,13 +34,13 @@
 #include <xxhash.h>
 
 #include "helpers.h"
-#include "lv.h"
-#include "lvlog.h"
-#include "manifest.h"
-#include "plan.h"
-#include "store.h"
-#include "tail.h"
-#include "txlog.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
+#include "archive/manifest.h"
+#include "restore/plan.h"
+#include "store/store.h"
+#include "archive/tail.h"
+#include "log/txlog.h"
 
 #define S3SH "tests/s3rver.sh"
 

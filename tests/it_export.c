@@ -31,7 +31,7 @@
 
 #include <jansson.h>
 
-#include "bundle.h"
+#include "export/bundle.h"
 #include "helpers.h"
 
 static struct lvnode xA, xB;

@@ -32,7 +32,7 @@
 
 #include <jansson.h>
 
-#include "cksum.h"
+#include "base/cksum.h"
 #include "helpers.h"
 
 static struct lvnode mN;

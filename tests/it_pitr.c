@@ -305,9 +305,9 @@ static void wait_archived(const struct lvnode *n, const char *name, uint64_t wan
 
 /* Segment objects by level in the current lineage, from `archive ls --json`
  * is not enough (no levels): read the manifest through the store API. */
-#include "manifest.h"
-#include "store.h"
-#include "current.h"
+#include "archive/manifest.h"
+#include "store/store.h"
+#include "archive/current.h"
 static void archive_levels(const char *url, const char *name, size_t *l0, size_t *higher, size_t *snaps)
 {
     struct store_opts so = {.force_path_style = -1, .access_key = "S3RVER", .secret_key = "S3RVER"};

@@ -23,9 +23,9 @@
 
 #include <jansson.h>
 
-#include "bundle.h"
+#include "export/bundle.h"
 #include "helpers.h"
-#include "lv.h"
+#include "base/lv.h"
 
 static struct lvnode sN;
 static int sN_used;
@@ -428,7 +428,7 @@ Test(sched, tar_zst_bundles)
 
 /* ---- S3: an s3rver that is stopped for a while, then started again ---- */
 
-#include "store.h"
+#include "store/store.h"
 
 static char s3dir[64];
 

@@ -20,10 +20,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "bundle.h"
+#include "export/bundle.h"
 #include "helpers.h"
-#include "lv.h"
-#include "lvlog.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
 
 static char ub_base[64];   /* per-test temporary directory */
 static int ub_nx;          /* extraction directories made */

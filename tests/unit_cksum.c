@@ -12,9 +12,9 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "cksum.h"
-#include "lv.h"
-#include "lvlog.h"
+#include "base/cksum.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
 
 static char *ck_dir; /* temporary directory of the running test, removed by ck_cleanup */
 

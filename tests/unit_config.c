@@ -11,9 +11,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "lv.h"
-#include "lvlog.h"
+#include "daemon/config.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
 
 static char cft_dir[64];
 static char cft_file[128];

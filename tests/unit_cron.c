@@ -11,9 +11,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "cron.h"
-#include "lv.h"
-#include "lvlog.h"
+#include "export/cron.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
 
 static void cron_quiet(void)
 {

@@ -14,11 +14,11 @@
 
 #include <jansson.h>
 
-#include "config.h"
-#include "db.h"
-#include "exports.h"
-#include "lv.h"
-#include "lvlog.h"
+#include "daemon/config.h"
+#include "capture/db.h"
+#include "export/exports.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
 
 static char ex_dir[64];
 static int64_t fake_now;

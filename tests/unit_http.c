@@ -21,8 +21,8 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "http.h"
-#include "lv.h"
+#include "base/http.h"
+#include "base/lv.h"
 
 /* ---- helpers ---------------------------------------------------------- */
 

@@ -12,8 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "lv.h"
-#include "lvlog.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
 
 static void lvt_quiet(void)
 {

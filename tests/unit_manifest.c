@@ -15,9 +15,9 @@
 #include <string.h>
 #include <xxhash.h>
 
-#include "lv.h"
-#include "lvlog.h"
-#include "manifest.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
+#include "archive/manifest.h"
 
 static void mt_quiet(void)
 {

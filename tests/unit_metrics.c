@@ -16,8 +16,8 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "lv.h"
-#include "metrics.h"
+#include "base/lv.h"
+#include "base/metrics.h"
 
 static const char *const tm_le[] = { "1e-05", "5e-05", "0.0001", "0.0005", "0.001",
                                      "0.005", "0.01",  "0.05",   "0.1",    "+Inf" };

@@ -13,10 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lv.h"
-#include "lvlog.h"
-#include "manifest.h"
-#include "plan.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
+#include "archive/manifest.h"
+#include "restore/plan.h"
 
 static void pt_quiet(void)
 {

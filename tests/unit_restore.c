@@ -36,18 +36,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cksum.h"
-#include "current.h"
-#include "fetch.h"
+#include "base/cksum.h"
+#include "archive/current.h"
+#include "restore/fetch.h"
 #include "helpers.h"
-#include "lv.h"
-#include "lvlog.h"
-#include "manifest.h"
-#include "restore.h"
-#include "store.h"
-#include "sys.h"
-#include "txlog.h"
-#include "verify.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
+#include "archive/manifest.h"
+#include "restore/restore.h"
+#include "store/store.h"
+#include "base/sys.h"
+#include "log/txlog.h"
+#include "restore/verify.h"
 
 #define RT_N 300
 #define RT_PS 4096u

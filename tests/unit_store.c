@@ -26,11 +26,11 @@
 #include <unistd.h>
 
 #include "helpers.h"
-#include "lv.h"
-#include "lvlog.h"
-#include "store.h"
-#include "store_impl.h"
-#include "sys.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
+#include "store/store.h"
+#include "store/store_impl.h"
+#include "base/sys.h"
 
 #define MIB (1024u * 1024u)
 #define S3SH "tests/s3rver.sh"

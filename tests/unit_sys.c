@@ -14,9 +14,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "lv.h"
-#include "lvlog.h"
-#include "sys.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
+#include "base/sys.h"
 
 static char syt_dir[64];
 

@@ -18,11 +18,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cksum.h"
-#include "lv.h"
-#include "lvlog.h"
-#include "sys.h"
-#include "txlog.h"
+#include "base/cksum.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
+#include "base/sys.h"
+#include "log/txlog.h"
 
 /* Strings and temporary directories released after each test. */
 static void *tl_garbage[512];

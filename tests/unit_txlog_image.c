@@ -20,9 +20,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "lv.h"
-#include "lvlog.h"
-#include "txlog.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
+#include "log/txlog.h"
 
 static char *ti_dirs[8];
 static int ti_ndirs;

@@ -20,7 +20,7 @@
  * proleptic Gregorian days-from-civil arithmetic, so no libc time zone
  * state (TZ, timegm) is involved and the functions are thread-safe.
  */
-#include "lv.h"
+#include "base/lv.h"
 
 #include <errno.h>
 #include <stdarg.h>

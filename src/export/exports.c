@@ -59,7 +59,7 @@
  */
 #include <stddef.h>
 
-#include "exports.h"
+#include "export/exports.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -74,20 +74,20 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "api.h"
-#include "cksum.h"
-#include "config.h"
-#include "cron.h"
-#include "db.h"
-#include "lv.h"
-#include "lvlog.h"
-#include "metrics.h"
-#include "store.h"
-#include "sys.h"
+#include "daemon/api.h"
+#include "base/cksum.h"
+#include "daemon/config.h"
+#include "export/cron.h"
+#include "capture/db.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
+#include "base/metrics.h"
+#include "store/store.h"
+#include "base/sys.h"
 
 #if defined(__has_include)
 #if __has_include("bundle.h")
-#include "bundle.h"
+#include "export/bundle.h"
 #define EXP_HAVE_BUNDLE 1
 #endif
 #endif

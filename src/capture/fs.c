@@ -27,7 +27,7 @@
  *    and FUSE_HANDLE_KILLPRIV, so none before each chown.
  */
 #define FUSE_USE_VERSION 312
-#include "fs.h"
+#include "capture/fs.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -47,10 +47,10 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "db.h"
-#include "lv.h"
-#include "lvlog.h"
-#include "metrics.h"
+#include "capture/db.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
+#include "base/metrics.h"
 
 /* Per-open state, stored in fi->fh. */
 struct lvfile {

@@ -29,21 +29,21 @@
 
 #include <jansson.h>
 
-#include "api.h"
-#include "archiver.h"
-#include "cksum.h"
-#include "config.h"
-#include "db.h"
-#include "export_cli.h"
-#include "exports.h"
-#include "fs.h"
-#include "http.h"
-#include "lv.h"
-#include "lvlog.h"
-#include "metrics.h"
-#include "restore_cli.h"
-#include "sys.h"
-#include "txlog.h"
+#include "daemon/api.h"
+#include "archive/archiver.h"
+#include "base/cksum.h"
+#include "daemon/config.h"
+#include "capture/db.h"
+#include "cli/export_cli.h"
+#include "export/exports.h"
+#include "capture/fs.h"
+#include "base/http.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
+#include "base/metrics.h"
+#include "cli/restore_cli.h"
+#include "base/sys.h"
+#include "log/txlog.h"
 
 static void die_usage(const char *cmd, const char *msg)
 {

@@ -58,7 +58,7 @@
  * LOCKING: dbreg.mu guards the table, names, refs and retired flags;
  * db.mu guards everything else in struct db.  Order: dbreg.mu, then db.mu.
  */
-#include "db.h"
+#include "capture/db.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -76,14 +76,14 @@
 
 #include <jansson.h>
 
-#include "cksum.h"
-#include "config.h"
-#include "lv.h"
-#include "lvlog.h"
-#include "metrics.h"
-#include "sys.h"
-#include "txlog.h"
-#include "wal.h"
+#include "base/cksum.h"
+#include "daemon/config.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
+#include "base/metrics.h"
+#include "base/sys.h"
+#include "log/txlog.h"
+#include "log/wal.h"
 
 #define GRANULE 512
 #define NBUCKETS 256

@@ -38,10 +38,10 @@
  * Two writers publishing the same path at once must be serialized by the
  * caller (they share path.tmp).
  */
-#include "sys.h"
+#include "base/sys.h"
 
-#include "lv.h"
-#include "lvlog.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -35,7 +35,7 @@
  * per page on resize.  A static 64 KiB zero buffer (bss, costs nothing
  * until touched) serves every legal page size.
  */
-#include "cksum.h"
+#include "base/cksum.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -44,9 +44,9 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "lv.h"
-#include "lvlog.h"
-#include "sys.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
+#include "base/sys.h"
 
 #define STATE_MAGIC "LVSTATE1"
 #define STATE_VERSION 1u

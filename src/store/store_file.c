@@ -25,12 +25,12 @@
  * Limits compared with S3: a key cannot be both an object and a
  * "directory" prefix of another key ("a" and "a/b"); that put fails.
  */
-#include "store.h"
-#include "store_impl.h"
+#include "store/store.h"
+#include "store/store_impl.h"
 
-#include "lv.h"
-#include "lvlog.h"
-#include "sys.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
+#include "base/sys.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -58,11 +58,11 @@
  */
 #include <stddef.h> /* config.h uses size_t without including it */
 
-#include "config.h"
+#include "daemon/config.h"
 
-#include "cron.h"
-#include "lv.h"
-#include "lvlog.h"
+#include "export/cron.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
 
 #include <ctype.h>
 #include <errno.h>

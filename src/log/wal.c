@@ -18,15 +18,15 @@
  * Checksum step over 32-bit words x0,x1 (read with the byte order the
  * magic names):  s1 += x0 + s2;  s2 += x1 + s1.
  */
-#include "wal.h"
+#include "log/wal.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "lv.h"
-#include "lvlog.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
 
 /* Continue the checksum (s[0], s[1]) over n bytes (multiple of 8). */
 static void wal_cksum(int big, const uint8_t *b, size_t n, uint32_t s[2])

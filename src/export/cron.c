@@ -38,10 +38,10 @@
  * month that no selected month has, e.g. "0 0 30 2 *"); Feb 29 is allowed
  * (it fires in leap years).
  */
-#include "cron.h"
+#include "export/cron.h"
 
-#include "config.h"
-#include "lv.h"
+#include "daemon/config.h"
+#include "base/lv.h"
 
 #include <ctype.h>
 #include <stdarg.h>

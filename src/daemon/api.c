@@ -10,7 +10,7 @@
  */
 #include <stddef.h>
 
-#include "api.h"
+#include "daemon/api.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -24,12 +24,12 @@
 
 #include <jansson.h>
 
-#include "cksum.h"
-#include "config.h"
-#include "db.h"
-#include "http.h"
-#include "lv.h"
-#include "lvlog.h"
+#include "base/cksum.h"
+#include "daemon/config.h"
+#include "capture/db.h"
+#include "base/http.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
 
 /* Borrowed context of the handlers. */
 struct api {

@@ -62,11 +62,11 @@
  * concurrent overwrite cannot produce a mix of two versions (the read
  * restarts, at most S3_GET_TRIES times).
  */
-#include "store.h"
-#include "store_impl.h"
+#include "store/store.h"
+#include "store/store_impl.h"
 
-#include "lv.h"
-#include "lvlog.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>

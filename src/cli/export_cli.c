@@ -38,8 +38,8 @@
  *
  * Exit codes: 0 ok, 1 runtime error or refused input, 2 usage/config error.
  */
-#include "export_cli.h"
-#include "exports.h"
+#include "cli/export_cli.h"
+#include "export/exports.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -57,13 +57,13 @@
 #include <jansson.h>
 #include <sqlite3.h>
 
-#include "bundle.h"
-#include "cksum.h"
-#include "config.h"
-#include "http.h"
-#include "lv.h"
-#include "lvlog.h"
-#include "sys.h"
+#include "export/bundle.h"
+#include "base/cksum.h"
+#include "daemon/config.h"
+#include "base/http.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
+#include "base/sys.h"
 
 #define ECLI_CHUNK (1u << 20)                 /* bytes per read/write when copying */
 #define ECLI_PROGRESS_MIN (64ull << 20)       /* show a progress bar from this size on */

@@ -27,11 +27,11 @@
  * scaled by a random factor in [0.5, 1] ("equal jitter": never zero, and
  * clients that failed together spread out).
  */
-#include "store.h"
-#include "store_impl.h"
+#include "store/store.h"
+#include "store/store_impl.h"
 
-#include "lv.h"
-#include "lvlog.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
 
 #include <ctype.h>
 #include <errno.h>

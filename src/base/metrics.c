@@ -32,7 +32,7 @@
  */
 #include <stddef.h> /* metrics.h uses size_t without including it */
 
-#include "metrics.h"
+#include "base/metrics.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -43,7 +43,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "lv.h"
+#include "base/lv.h"
 
 /* Upper bounds of the finite buckets, microseconds, ascending. */
 static const int64_t metrics_bounds_us[] = { 10, 50, 100, 500, 1000, 5000, 10000, 50000, 100000 };

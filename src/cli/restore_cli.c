@@ -14,7 +14,7 @@
  * restore/restore.c and restore/verify.c; this file only parses options
  * and prints.
  */
-#include "restore_cli.h"
+#include "cli/restore_cli.h"
 
 #include <getopt.h>
 #include <inttypes.h>
@@ -24,17 +24,17 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "archiver.h"
-#include "config.h"
-#include "current.h"
-#include "lv.h"
-#include "lvlog.h"
-#include "manifest.h"
-#include "tail.h"
-#include "plan.h"
-#include "restore.h"
-#include "store.h"
-#include "verify.h"
+#include "archive/archiver.h"
+#include "daemon/config.h"
+#include "archive/current.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
+#include "archive/manifest.h"
+#include "archive/tail.h"
+#include "restore/plan.h"
+#include "restore/restore.h"
+#include "store/store.h"
+#include "restore/verify.h"
 
 enum { OPT_TXID = 256, OPT_TIME, OPT_LINEAGE, OPT_PARALLEL, OPT_FORCE, OPT_IFNX, OPT_PARTIAL, OPT_NOIC, OPT_DRY,
        OPT_JSON, OPT_FROM, OPT_DB };

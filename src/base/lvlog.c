@@ -20,9 +20,9 @@
  * reads them, so no lock is needed.  errno is preserved across
  * lvlog_write() so callers may log before inspecting it.
  */
-#include "lvlog.h"
+#include "base/lvlog.h"
 
-#include "lv.h"
+#include "base/lv.h"
 
 #include <errno.h>
 #include <jansson.h>

@@ -61,7 +61,7 @@
  * caller inspects *status); transport failures are LV_ENET, with curl's
  * message logged at LV_DEBUG so callers decide what the user sees.
  */
-#include "http.h"
+#include "base/http.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -78,8 +78,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "lv.h"
-#include "lvlog.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
 
 #define HTTP_POOL_THREADS 2                 /* libmicrohttpd worker threads */
 #define HTTP_MAX_CONNS 64                   /* concurrent connections */

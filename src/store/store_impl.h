@@ -22,7 +22,7 @@
 #ifndef STORE_IMPL_H
 #define STORE_IMPL_H
 
-#include "store.h"
+#include "store/store.h"
 
 #include <pthread.h>
 #include <stdarg.h>

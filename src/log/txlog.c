@@ -98,7 +98,7 @@
  * image, checked on the way (header, trailer, continuity, chain) but never
  * decompressed; details at the function, end of this file.
  */
-#include "txlog.h"
+#include "log/txlog.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -113,10 +113,10 @@
 #include <xxhash.h>
 #include <zstd.h>
 
-#include "cksum.h"
-#include "lv.h"
-#include "lvlog.h"
-#include "sys.h"
+#include "base/cksum.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
+#include "base/sys.h"
 
 #define SEG_MAGIC "LVTXSEG1"
 #define SEG_VERSION 1u

@@ -32,7 +32,7 @@
  * dir starts empty and only ever receives directories and regular files
  * that this code created.
  */
-#include "bundle.h"
+#include "export/bundle.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -50,9 +50,9 @@
 #include <jansson.h>
 #include <xxhash.h>
 
-#include "cksum.h"
-#include "lv.h"
-#include "lvlog.h"
+#include "base/cksum.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
 
 #define BUNDLE_FORMAT_NAME "litevault-bundle"
 #define BUNDLE_FORMAT_VERSION 1
