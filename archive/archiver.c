@@ -102,7 +102,6 @@
 #include <jansson.h>
 #include <xxhash.h>
 
-#include "daemon/config.h"
 #include "capture/db.h"
 #include "base/lv.h"
 #include "base/lvlog.h"
@@ -157,7 +156,7 @@ struct adel {
 struct adest {
     struct archiver *a;         /* owner (immutable) */
     int idx;                    /* position in archive: (immutable) */
-    const struct config_archive *cfg; /* its configuration (immutable) */
+    const struct archiver_dest *cfg; /* its configuration (immutable) */
     struct store *store;        /* the store (thread-safe) */
     pthread_t th;               /* its thread */
     int started;                /* th runs */
@@ -172,7 +171,7 @@ struct adest {
 };
 
 struct archiver {
-    const struct config *cfg;   /* borrowed */
+    int64_t max_log_size;       /* data.max-log-size in bytes, 0 for no limit (immutable) */
     struct dbreg *reg;          /* borrowed */
     char tmpdir[PATH_MAX];      /* data.dir/tmp */
     pthread_mutex_t mu;         /* guards stop */
@@ -891,7 +890,7 @@ static int sweep(struct adest *d, struct adb *b, const struct db_info *info)
 /* At most one compaction step for b (see COMPACTION above).  0 or negative. */
 static int compact(struct adest *d, struct adb *b, const struct db_info *info)
 {
-    const struct config_archive *c = d->cfg;
+    const struct archiver_dest *c = d->cfg;
     int64_t now = lv_now_us();
 
     for (size_t L = 1; L <= c->ncompaction && L <= MANIFEST_MAX_LEVEL; L++) {
@@ -1247,7 +1246,7 @@ static void monitor_round(struct archiver *a)
     }
     free(infos);
     __atomic_store_n(&a->log_bytes, total, __ATOMIC_RELAXED);
-    int64_t lim = a->cfg->max_log_size;
+    int64_t lim = a->max_log_size;
     int full = lim > 0 && total >= (uint64_t)lim;
     int was = __atomic_load_n(&a->log_full, __ATOMIC_RELAXED);
     static int64_t last_warn;
@@ -1316,45 +1315,40 @@ static void clean_tmp(const char *tmpdir)
     closedir(dir);
 }
 
-void archiver_store_opts(const struct config_archive *c, struct store_opts *o)
+void archiver_store_opts(const struct archiver_dest *c, struct store_opts *o)
 {
-    memset(o, 0, sizeof *o);
-    o->endpoint = c->endpoint;
-    o->region = c->region;
-    o->force_path_style = c->force_path_style;
-    o->access_key = c->access_key_id;
-    o->secret_key = c->secret_access_key;
-    o->session_token = c->session_token;
+    store_conf_opts(&c->s3, o);
     o->parallel = c->parallel;
 }
 
-int archiver_start(const struct config *cfg, struct dbreg *reg, struct archiver **out, char *err, size_t errlen)
+int archiver_start(const struct archiver_dest *dests, size_t n, int64_t max_log_size, struct dbreg *reg,
+                   struct archiver **out, char *err, size_t errlen)
 {
     struct archiver *a;
     int rc = 0;
 
     *out = NULL;
-    if (cfg->narchive == 0)
+    if (n == 0)
         return 0;
     a = calloc(1, sizeof *a);
     if (!a)
         return LV_ENOMEM;
-    a->cfg = cfg;
+    a->max_log_size = max_log_size;
     a->reg = reg;
-    snprintf(a->tmpdir, sizeof a->tmpdir, "%s/tmp", cfg->data_dir);
+    dbreg_tmp_dir(dbreg_data_dir(reg), a->tmpdir, sizeof a->tmpdir);
     pthread_mutex_init(&a->mu, NULL);
     pthread_cond_init(&a->cv, NULL);
-    a->dests = calloc(cfg->narchive, sizeof *a->dests);
+    a->dests = calloc(n, sizeof *a->dests);
     if (!a->dests) {
         free(a);
         return LV_ENOMEM;
     }
-    a->ndests = cfg->narchive;
+    a->ndests = n;
     rc = sys_mkdir_p(a->tmpdir);
     if (rc == 0)
         clean_tmp(a->tmpdir);
     for (size_t i = 0; i < a->ndests && rc == 0; i++) {
-        const struct config_archive *c = &cfg->archive[i];
+        const struct archiver_dest *c = &dests[i];
         struct adest *d = &a->dests[i];
         struct store_opts o;
         char e[512] = "";
@@ -1525,7 +1519,7 @@ int archiver_metrics(struct archiver *a, char **buf, size_t *len, size_t *cap)
                              "# TYPE litevault_local_log_pruned_bytes_total counter\n"
                              "litevault_local_log_pruned_bytes_total %llu\n",
                              (unsigned long long)__atomic_load_n(&a->log_bytes, __ATOMIC_RELAXED),
-                             (long long)a->cfg->max_log_size, __atomic_load_n(&a->log_full, __ATOMIC_RELAXED),
+                             (long long)a->max_log_size, __atomic_load_n(&a->log_full, __ATOMIC_RELAXED),
                              (unsigned long long)__atomic_load_n(&a->pruned_bytes, __ATOMIC_RELAXED));
     return rc;
 }

@@ -12,24 +12,47 @@
 #define ARCHIVER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
-struct config;
+#include "store/store.h"
+
+#define ARCHIVER_MAX_LEVELS 9 /* compaction levels above level 0 */
+
+/* One archive destination (archive: list item of the config file, parsed by
+ * config.c).  Zero fields mean "the default" until config_load fills the
+ * defaults in; strings are owned by the config. */
+struct archiver_dest {
+    char *url;                  /* url: file:///abs (relative paths resolved like data.dir) or s3://BUCKET/PREFIX?... (required) */
+    struct store_conf s3;       /* endpoint, region, force-path-style, credentials */
+    int64_t sync_interval_us;   /* sync-interval: default 1s */
+    int64_t snapshot_interval_us; /* snapshot-interval: default 24h */
+    int64_t retention_us;       /* retention: default 7d */
+    int64_t compaction_us[ARCHIVER_MAX_LEVELS]; /* compaction: window of levels 1..n; default [30s, 5m, 1h] */
+    size_t ncompaction;         /* levels in compaction_us (0: no compaction) */
+    int compaction_set;         /* compaction: was given (possibly empty) */
+    int parallel;               /* parallel: connections per destination; default 4 */
+    int64_t delete_delay_us;    /* delete-delay: how long objects dropped from the manifest stay readable; default 5m */
+    int64_t manifest_interval_us; /* manifest-interval: longest lag of manifest.json behind the uploaded segments; default 1m */
+};
+
 struct dbreg;
 struct archiver;
-struct config_archive;
+struct archiver_dest;
 struct store_opts;
 
-/* Open every destination of cfg->archive and start one thread per
- * destination plus the local-log monitor.  *out is NULL (and 0 returned)
- * when no destination is configured.  A destination URL that cannot be
- * opened is a configuration error: LV_ECONFIG with a message in err. */
 /* Store options of archive destination c (strings borrowed from c): its
  * endpoint, region, addressing, credentials and parallelism; the rest 0
  * (the store's defaults).  Used by the archiver and by restore/archive
  * commands that read their destination from the config. */
-void archiver_store_opts(const struct config_archive *c, struct store_opts *o);
+void archiver_store_opts(const struct archiver_dest *c, struct store_opts *o);
 
-int archiver_start(const struct config *cfg, struct dbreg *reg, struct archiver **out, char *err, size_t errlen);
+/* Open every destination of dests[0..n) (borrowed, must outlive the
+ * archiver; max_log_size is data.max-log-size, 0 for no limit) and start one thread per
+ * destination plus the local-log monitor.  *out is NULL (and 0 returned)
+ * when no destination is configured.  A destination URL that cannot be
+ * opened is a configuration error: LV_ECONFIG with a message in err. */
+int archiver_start(const struct archiver_dest *dests, size_t n, int64_t max_log_size, struct dbreg *reg,
+                   struct archiver **out, char *err, size_t errlen);
 
 /* Stop the threads (an upload in progress finishes or fails first; each
  * destination then stores the manifests that lag behind their segments),

@@ -1,6 +1,6 @@
 /*
  * fuzz_time.c -- libFuzzer harness for the small text parsers:
- * lv_parse_time (src/lv.c), config_parse_duration and config_parse_size
+ * lv_parse_time (src/lv.c), lv_parse_duration and lv_parse_size
  * (src/config.c).
  *
  * Input: any bytes; they are made into a C string (cut at the first NUL,
@@ -64,7 +64,7 @@ static void check_scaled(const char *s, int is_size)
     char buf[32];
     int rc;
 
-    rc = is_size ? config_parse_size(s, &v) : config_parse_duration(s, &v);
+    rc = is_size ? lv_parse_size(s, &v) : lv_parse_duration(s, &v);
     if (rc != 0) {
         if (rc != LV_EINVAL)
             FAIL("parse of \"%s\" returned %d", s, rc);
@@ -74,12 +74,12 @@ static void check_scaled(const char *s, int is_size)
         FAIL("\"%s\" parsed to negative %" PRId64, s, v);
     if (is_size) {
         snprintf(buf, sizeof buf, "%" PRId64, v);
-        rc = config_parse_size(buf, &v2);
+        rc = lv_parse_size(buf, &v2);
     } else {
         if (v % 1000 != 0)
             FAIL("duration \"%s\" parsed to %" PRId64 " us, not a whole number of ms", s, v);
         snprintf(buf, sizeof buf, "%" PRId64 "ms", v / 1000);
-        rc = config_parse_duration(buf, &v2);
+        rc = lv_parse_duration(buf, &v2);
     }
     if (rc != 0 || v2 != v)
         FAIL("\"%s\" parsed to %" PRId64 ", but \"%s\" gives rc %d value %" PRId64, s, v, buf, rc, v2);

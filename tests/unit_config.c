@@ -242,12 +242,12 @@ Test(config, example_file_loads)
     cr_assert_eq(config_load(ex, &c, err, sizeof err), 0, "%s", err);
     cr_assert_eq(c.log_json, 1);
     cr_assert_eq(c.narchive, 2);
-    cr_assert_str_eq(c.archive[0].region, "eu-west-1");
+    cr_assert_str_eq(c.archive[0].s3.region, "eu-west-1");
     cr_assert_eq(c.archive[0].retention_us, 7LL * 86400 * 1000000);
     cr_assert_str_eq(c.archive[1].url, "file:///srv/backup/litevault");
     cr_assert_eq(c.nexports, 1);
     cr_assert_str_eq(c.exports[0].name, "nightly");
-    cr_assert_eq(c.exports[0].format, CONFIG_EXPORT_TAR_ZST);
+    cr_assert_eq(c.exports[0].format, EXPORTS_FMT_TAR_ZST);
     cr_assert_eq(c.exports[0].keep, 14);
     config_free(&c);
 }
@@ -382,19 +382,19 @@ Test(config, durations)
 
     for (size_t i = 0; i < LV_ARRAY_LEN(ok); i++) {
         int64_t v = -1;
-        cr_assert_eq(config_parse_duration(ok[i].s, &v), 0, "\"%s\" rejected", ok[i].s);
+        cr_assert_eq(lv_parse_duration(ok[i].s, &v), 0, "\"%s\" rejected", ok[i].s);
         cr_assert_eq(v, ok[i].us, "\"%s\" = %lld, want %lld", ok[i].s, (long long)v, (long long)ok[i].us);
     }
     for (size_t i = 0; i < LV_ARRAY_LEN(bad); i++) {
         int64_t v = -77;
-        cr_assert_eq(config_parse_duration(bad[i], &v), LV_EINVAL, "\"%s\" accepted", bad[i]);
+        cr_assert_eq(lv_parse_duration(bad[i], &v), LV_EINVAL, "\"%s\" accepted", bad[i]);
         cr_assert_eq(v, -77, "\"%s\" changed the output", bad[i]);
     }
     /* The largest whole number of days that fits, and one more. */
     int64_t v;
-    cr_assert_eq(config_parse_duration("106751991d", &v), 0);
+    cr_assert_eq(lv_parse_duration("106751991d", &v), 0);
     cr_assert_eq(v, 106751991LL * 86400 * 1000000);
-    cr_assert_eq(config_parse_duration(NULL, &v), LV_EINVAL);
+    cr_assert_eq(lv_parse_duration(NULL, &v), LV_EINVAL);
 }
 
 Test(config, sizes)
@@ -424,12 +424,12 @@ Test(config, sizes)
 
     for (size_t i = 0; i < LV_ARRAY_LEN(ok); i++) {
         int64_t v = -1;
-        cr_assert_eq(config_parse_size(ok[i].s, &v), 0, "\"%s\" rejected", ok[i].s);
+        cr_assert_eq(lv_parse_size(ok[i].s, &v), 0, "\"%s\" rejected", ok[i].s);
         cr_assert_eq(v, ok[i].bytes, "\"%s\" = %lld, want %lld", ok[i].s, (long long)v, (long long)ok[i].bytes);
     }
     for (size_t i = 0; i < LV_ARRAY_LEN(bad); i++) {
         int64_t v = -77;
-        cr_assert_eq(config_parse_size(bad[i], &v), LV_EINVAL, "\"%s\" accepted", bad[i]);
+        cr_assert_eq(lv_parse_size(bad[i], &v), LV_EINVAL, "\"%s\" accepted", bad[i]);
         cr_assert_eq(v, -77, "\"%s\" changed the output", bad[i]);
     }
 }
@@ -471,7 +471,7 @@ Test(config, exports_every_key_and_defaults)
     unsetenv("LVT_SECRET");
     cr_assert_eq(c.nexports, 4);
     /* defaults */
-    struct config_export *e = &c.exports[0];
+    struct exports_job *e = &c.exports[0];
     cr_assert_str_eq(e->name, "job1");
     cr_assert_str_eq(e->schedule, "*/15 * * * *");
     snprintf(want, sizeof want, "%s/out", cft_dir);
@@ -479,36 +479,36 @@ Test(config, exports_every_key_and_defaults)
     cr_assert_not_null(realpath(cft_dir, real));
     snprintf(want, sizeof want, "%s/out", real);
     cr_assert_str_eq(e->url, want, "relative directory resolved against the config file");
-    cr_assert_eq(e->format, CONFIG_EXPORT_DB);
+    cr_assert_eq(e->format, EXPORTS_FMT_DB);
     cr_assert_null(e->databases);
     cr_assert_eq(e->ndatabases, 0);
     cr_assert_eq(e->keep, 7);
-    cr_assert_eq(e->on, CONFIG_EXPORT_ON_PRIMARY);
-    cr_assert_eq(e->force_path_style, -1);
-    cr_assert_null(e->endpoint);
-    cr_assert_null(e->access_key_id);
+    cr_assert_eq(e->on, EXPORTS_ON_PRIMARY);
+    cr_assert_eq(e->s3.force_path_style, -1);
+    cr_assert_null(e->s3.endpoint);
+    cr_assert_null(e->s3.access_key_id);
     /* every key */
     e = &c.exports[1];
     cr_assert_str_eq(e->name, "nightly");
     cr_assert_str_eq(e->schedule, "@daily");
     cr_assert_str_eq(e->url, "s3://bucket/exports");
-    cr_assert_eq(e->format, CONFIG_EXPORT_TAR_ZST);
+    cr_assert_eq(e->format, EXPORTS_FMT_TAR_ZST);
     cr_assert_eq(e->ndatabases, 2);
     cr_assert_str_eq(e->databases[0], "app.db");
     cr_assert_str_eq(e->databases[1], "dir/b.db");
     cr_assert_eq(e->keep, 3);
-    cr_assert_str_eq(e->endpoint, "http://127.0.0.1:9000");
-    cr_assert_str_eq(e->region, "eu-west-1");
-    cr_assert_eq(e->force_path_style, 1);
-    cr_assert_str_eq(e->access_key_id, "AK");
-    cr_assert_str_eq(e->secret_access_key, "s3cr3t");
-    cr_assert_str_eq(e->session_token, "tok");
+    cr_assert_str_eq(e->s3.endpoint, "http://127.0.0.1:9000");
+    cr_assert_str_eq(e->s3.region, "eu-west-1");
+    cr_assert_eq(e->s3.force_path_style, 1);
+    cr_assert_str_eq(e->s3.access_key_id, "AK");
+    cr_assert_str_eq(e->s3.secret_access_key, "s3cr3t");
+    cr_assert_str_eq(e->s3.session_token, "tok");
     e = &c.exports[2];
     cr_assert_str_eq(e->name, "job3");
     cr_assert_str_eq(e->url, "file:///srv/x");
     cr_assert_null(e->databases);
     e = &c.exports[3];
-    cr_assert_eq(e->force_path_style, 0);
+    cr_assert_eq(e->s3.force_path_style, 0);
     cr_assert_eq(e->ndatabases, 1);
     cr_assert_str_eq(e->databases[0], "one.db");
     config_free(&c);
@@ -600,10 +600,10 @@ Test(config, archive_defaults_and_every_key)
                 &c);
     cr_assert_eq(c.max_log_size, 2LL << 30);
     cr_assert_eq(c.narchive, 3);
-    const struct config_archive *a = &c.archive[0];
+    const struct archiver_dest *a = &c.archive[0];
     cr_assert_str_eq(a->url, "file:///srv/archive");
-    cr_assert_null(a->endpoint);
-    cr_assert_eq(a->force_path_style, -1);
+    cr_assert_null(a->s3.endpoint);
+    cr_assert_eq(a->s3.force_path_style, -1);
     cr_assert_eq(a->sync_interval_us, 1000000);
     cr_assert_eq(a->snapshot_interval_us, 86400LL * 1000000);
     cr_assert_eq(a->retention_us, 7LL * 86400 * 1000000);
@@ -616,12 +616,12 @@ Test(config, archive_defaults_and_every_key)
     cr_assert_eq(a->manifest_interval_us, 60LL * 1000000, "manifest-interval defaults to 1m");
     a = &c.archive[1];
     cr_assert_str_eq(a->url, "s3://bucket/prefix?region=eu-west-1");
-    cr_assert_str_eq(a->endpoint, "http://127.0.0.1:9000");
-    cr_assert_str_eq(a->region, "us-east-1");
-    cr_assert_eq(a->force_path_style, 0);
-    cr_assert_str_eq(a->access_key_id, "AK");
-    cr_assert_str_eq(a->secret_access_key, "SK");
-    cr_assert_str_eq(a->session_token, "ST");
+    cr_assert_str_eq(a->s3.endpoint, "http://127.0.0.1:9000");
+    cr_assert_str_eq(a->s3.region, "us-east-1");
+    cr_assert_eq(a->s3.force_path_style, 0);
+    cr_assert_str_eq(a->s3.access_key_id, "AK");
+    cr_assert_str_eq(a->s3.secret_access_key, "SK");
+    cr_assert_str_eq(a->s3.session_token, "ST");
     cr_assert_eq(a->sync_interval_us, 250000);
     cr_assert_eq(a->snapshot_interval_us, 3600LL * 1000000);
     cr_assert_eq(a->retention_us, 30LL * 86400 * 1000000);

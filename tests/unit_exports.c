@@ -90,10 +90,10 @@ Test(exports, fake_clock_schedule_backoff_and_recovery)
     fputs(yml, f);
     fclose(f);
     cr_assert_eq(config_load(path, &cfg, err, sizeof err), 0, "%s", err);
-    cr_assert_eq(dbreg_open(&cfg, &reg, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(dbreg_open(&(struct dbreg_opts){cfg.data_dir, cfg.segment_size}, &reg, err, sizeof err), 0, "%s", err);
 
     fake_now = T("2026-03-01T10:02:30Z");
-    cr_assert_eq(exports_new(&cfg, reg, fake_clock, NULL, &x, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(exports_new(cfg.exports, cfg.nexports, cfg.data_dir, reg, fake_clock, NULL, &x, err, sizeof err), 0, "%s", err);
     cr_assert_not_null(x);
     cr_assert_eq(next_run(x), T("2026-03-01T10:05:00Z"));
 
@@ -168,7 +168,7 @@ Test(exports, fake_clock_schedule_backoff_and_recovery)
     f = fopen(path, "w");
     fputs(yml, f);
     fclose(f);
-    cr_assert_eq(exports_new(&cfg, reg, fake_clock, NULL, &x, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(exports_new(cfg.exports, cfg.nexports, cfg.data_dir, reg, fake_clock, NULL, &x, err, sizeof err), 0, "%s", err);
     o = st1(x);
     cr_assert_str_eq(json_string_value(json_object_get(o, "last_success")), "2026-03-01T11:23:45.000000Z");
     json_decref(o);
@@ -184,7 +184,7 @@ Test(exports, no_jobs_means_no_scheduler)
     char err[128];
     json_t *a;
     cr_assert_eq(config_defaults(&cfg), 0);
-    cr_assert_eq(exports_new(&cfg, NULL, NULL, NULL, &x, err, sizeof err), 0);
+    cr_assert_eq(exports_new(cfg.exports, cfg.nexports, cfg.data_dir, NULL, NULL, NULL, &x, err, sizeof err), 0);
     cr_assert_null(x);
     cr_assert_eq(exports_start(NULL), 0);
     a = exports_status_json(NULL);

@@ -259,3 +259,92 @@ void lv_seterr(char *err, size_t errlen, const char *fmt, ...)
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
 }
+
+/* ---- durations and sizes (config values, CLI flags) ---- */
+
+struct lv_unit {
+    const char *name; /* suffix as written */
+    int64_t mult;     /* value of one unit */
+};
+
+static const struct lv_unit duration_units[] = {
+    {"ms", 1000LL}, {"s", 1000000LL}, {"m", 60LL * 1000000}, {"h", 3600LL * 1000000}, {"d", 86400LL * 1000000},
+};
+
+static const struct lv_unit size_units[] = {
+    {"", 1},           {"B", 1},           {"KiB", 1LL << 10}, {"MiB", 1LL << 20}, {"GiB", 1LL << 30},
+    {"TiB", 1LL << 40}, {"KB", 1000LL},     {"MB", 1000000LL},  {"GB", 1000000000LL}, {"TB", 1000000000000LL},
+};
+
+/* Parse "<digits>[ ]<unit>" with unit from units[]; on failure *why says what is wrong. */
+static int parse_scaled(const char *s, const struct lv_unit *units, size_t nunits, int64_t *out, const char **why)
+{
+    const char *p = s;
+    int64_t v = 0;
+
+    if (*p == '-') {
+        *why = "negative values are not allowed";
+        return LV_EINVAL;
+    }
+    if (*p < '0' || *p > '9') {
+        *why = "expected an integer followed by a unit";
+        return LV_EINVAL;
+    }
+    for (; *p >= '0' && *p <= '9'; p++) {
+        if (v > (INT64_MAX - (*p - '0')) / 10) {
+            *why = "value is too large";
+            return LV_EINVAL;
+        }
+        v = v * 10 + (*p - '0');
+    }
+    if (*p == '.' || *p == ',') {
+        *why = "fractions are not supported (use a smaller unit)";
+        return LV_EINVAL;
+    }
+    if (*p == ' ' && p[1] != '\0') /* "64 MiB"; a bare trailing space is not a unit */
+        p++;
+    for (size_t i = 0; i < nunits; i++) {
+        if (strcmp(p, units[i].name) != 0)
+            continue;
+        if (v > INT64_MAX / units[i].mult) {
+            *why = "value is too large";
+            return LV_EINVAL;
+        }
+        *out = v * units[i].mult;
+        return 0;
+    }
+    *why = *p ? "unknown unit" : "missing unit";
+    return LV_EINVAL;
+}
+
+
+
+int lv_parse_duration_why(const char *s, int64_t *us, const char **why)
+{
+    *why = "missing value";
+    if (!s)
+        return LV_EINVAL;
+    return parse_scaled(s, duration_units, LV_ARRAY_LEN(duration_units), us, why);
+}
+
+int lv_parse_size_why(const char *s, int64_t *bytes, const char **why)
+{
+    *why = "missing value";
+    if (!s)
+        return LV_EINVAL;
+    return parse_scaled(s, size_units, LV_ARRAY_LEN(size_units), bytes, why);
+}
+
+int lv_parse_duration(const char *s, int64_t *us)
+{
+    const char *why;
+
+    return lv_parse_duration_why(s, us, &why);
+}
+
+int lv_parse_size(const char *s, int64_t *bytes)
+{
+    const char *why;
+
+    return lv_parse_size_why(s, bytes, &why);
+}

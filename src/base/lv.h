@@ -84,4 +84,15 @@ static inline void lv_put64(uint8_t *p, uint64_t v) { lv_put32(p, (uint32_t)(v >
 #define LV_UNUSED(x) (void)(x)
 #define LV_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
+/* Parse a duration such as 500ms, 1s, 10m, 24h, 7d into microseconds; 0 or LV_EINVAL. */
+int lv_parse_duration(const char *s, int64_t *us);
+
+/* Parse a size such as 64MiB, 1GiB, 512KiB, 1024 into bytes; 0 or LV_EINVAL. */
+int lv_parse_size(const char *s, int64_t *bytes);
+
+/* As lv_parse_duration and lv_parse_size; on failure *why (a static string)
+ * says what is wrong ("unknown unit", "fractions are not supported ..."). */
+int lv_parse_duration_why(const char *s, int64_t *us, const char **why);
+int lv_parse_size_why(const char *s, int64_t *bytes, const char **why);
+
 #endif /* LV_H */

@@ -77,7 +77,6 @@
 #include <jansson.h>
 
 #include "base/cksum.h"
-#include "daemon/config.h"
 #include "base/lv.h"
 #include "base/lvlog.h"
 #include "base/metrics.h"
@@ -144,7 +143,8 @@ struct db {
 };
 
 struct dbreg {
-    const struct config *cfg; /* configuration (borrowed) */
+    char data_dir[PATH_MAX];  /* data.dir (immutable) */
+    uint64_t segment_size;    /* data.segment-size (immutable) */
     char files[PATH_MAX];     /* data.dir/files */
     char meta[PATH_MAX];      /* data.dir/meta */
     char retired[PATH_MAX];   /* data.dir/retired */
@@ -780,14 +780,14 @@ void db_metadir_path(const char *data_dir, const char *name, char *out, size_t n
 
 static void set_metadir(struct db *d)
 {
-    db_metadir_path(d->reg->cfg->data_dir, d->name, d->metadir, sizeof d->metadir);
+    db_metadir_path(d->reg->data_dir, d->name, d->metadir, sizeof d->metadir);
 }
 
 static int open_log(struct db *d, struct txlog_tail *tail)
 {
     char dir[PATH_MAX + 8], err[512] = "";
     snprintf(dir, sizeof dir, "%s/log", d->metadir);
-    int rc = txlog_open(dir, d->id, (uint64_t)d->reg->cfg->segment_size, &d->log, tail, err, sizeof err);
+    int rc = txlog_open(dir, d->id, d->reg->segment_size, &d->log, tail, err, sizeof err);
     if (rc)
         fail(d, "the transaction log is damaged: %s (move %s aside to start a new history, or restore it)",
              err[0] ? err : lv_strerror(rc), dir);
@@ -1619,13 +1619,14 @@ static void scan_dir(struct dbreg *r, const char *rel)
     closedir(dir);
 }
 
-int dbreg_open(const struct config *cfg, struct dbreg **out, char *err, size_t errlen)
+int dbreg_open(const struct dbreg_opts *cfg, struct dbreg **out, char *err, size_t errlen)
 {
     struct dbreg *r = calloc(1, sizeof *r);
     int rc;
     if (!r)
         return LV_ENOMEM;
-    r->cfg = cfg;
+    snprintf(r->data_dir, sizeof r->data_dir, "%s", cfg->data_dir);
+    r->segment_size = (uint64_t)cfg->segment_size;
     r->rootfd = -1;
     r->lockfd = -1;
     pthread_mutex_init(&r->mu, NULL);
@@ -1709,6 +1710,11 @@ void dbreg_close(struct dbreg *r)
     close(r->rootfd);
     close(r->lockfd);
     free(r);
+}
+
+const char *dbreg_data_dir(const struct dbreg *r)
+{
+    return r->data_dir;
 }
 
 int dbreg_rootfd(const struct dbreg *r) { return r->rootfd; }
@@ -2506,4 +2512,30 @@ out_unlock:
     if (rc == 0 && !synced && (datasync ? fdatasync(fd) : fsync(fd)) != 0)
         rc = -errno;
     return rc;
+}
+
+/* ---- data.dir/tmp, where images are written ---- */
+
+void dbreg_tmp_dir(const char *data_dir, char *out, size_t n)
+{
+    snprintf(out, n, "%s/tmp", data_dir);
+}
+
+void dbreg_clear_tmp(const char *data_dir)
+{
+    char dir[PATH_MAX];
+    dbreg_tmp_dir(data_dir, dir, sizeof dir);
+    DIR *dp = opendir(dir);
+    struct dirent *e;
+    char p[PATH_MAX + 300];
+    if (!dp)
+        return;
+    while ((e = readdir(dp)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        if (unlink(p) == 0)
+            LV_INFO("removed %s, left by an earlier run", p);
+    }
+    closedir(dp);
 }

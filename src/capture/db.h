@@ -18,9 +18,14 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-struct config;
 struct dbreg;
 struct db;
+
+/* What the registry needs of the configuration (copied by dbreg_open). */
+struct dbreg_opts {
+    const char *data_dir;   /* data.dir: backing files, logs and state */
+    int64_t segment_size;   /* data.segment-size: bytes before a log segment rolls over */
+};
 
 /* What a path on the mount is, judged by its name. */
 enum db_filekind {
@@ -44,7 +49,17 @@ void db_metadir_path(const char *data_dir, const char *name, char *out, size_t n
  * tree, open every database's log and reconcile it with the files.
  * A database whose log is damaged is kept but refuses to open.  0 or
  * negative LV_E* (with a message in err) when data.dir is unusable. */
-int dbreg_open(const struct config *cfg, struct dbreg **out, char *err, size_t errlen);
+int dbreg_open(const struct dbreg_opts *o, struct dbreg **out, char *err, size_t errlen);
+
+/* data.dir of the registry (borrowed, valid until dbreg_close). */
+const char *dbreg_data_dir(const struct dbreg *r);
+
+/* The directory images are written into: data_dir/tmp (into out, size n). */
+void dbreg_tmp_dir(const char *data_dir, char *out, size_t n);
+
+/* Remove the files an earlier run left in data_dir/tmp (call at start-up,
+ * before any thread writes there). */
+void dbreg_clear_tmp(const char *data_dir);
 
 /* Persist every database's checksum state, close logs, free. */
 void dbreg_close(struct dbreg *r);

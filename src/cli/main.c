@@ -254,16 +254,16 @@ static int cmd_mount(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    if (dbreg_open(&dm.cfg, &dm.reg, err, sizeof err) != 0) {
+    if (dbreg_open(&(struct dbreg_opts){dm.cfg.data_dir, dm.cfg.segment_size}, &dm.reg, err, sizeof err) != 0) {
         fprintf(stderr, "litevault: %s\n", err);
         goto out_cfg;
     }
-    api_clear_tmp(dm.cfg.data_dir); /* before any thread writes there */
-    if (exports_new(&dm.cfg, dm.reg, NULL, NULL, &dm.exp, err, sizeof err) != 0) {
+    dbreg_clear_tmp(dm.cfg.data_dir); /* before any thread writes there */
+    if (exports_new(dm.cfg.exports, dm.cfg.nexports, dm.cfg.data_dir, dm.reg, NULL, NULL, &dm.exp, err, sizeof err) != 0) {
         fprintf(stderr, "litevault: %s\n", err);
         goto out_reg;
     }
-    if (archiver_start(&dm.cfg, dm.reg, &dm.arch, err, sizeof err) != 0) {
+    if (archiver_start(dm.cfg.archive, dm.cfg.narchive, dm.cfg.max_log_size, dm.reg, &dm.arch, err, sizeof err) != 0) {
         fprintf(stderr, "litevault: %s: %s\n", dm.cfg.path ? dm.cfg.path : "config", err);
         rc = LV_EXIT_USAGE;
         goto out_reg;

@@ -39,11 +39,6 @@ struct api {
 
 static struct api g_api;        /* one daemon per process */
 
-void api_tmp_dir(const char *data_dir, char *out, size_t n)
-{
-    snprintf(out, n, "%s/tmp", data_dir);
-}
-
 /* Reply {"error": msg} with status. */
 static int api_error(struct http_response *resp, int status, const char *msg)
 {
@@ -64,7 +59,7 @@ static int h_image(void *ctx, const struct http_request *req, struct http_respon
 
     if (!name || !*name)
         return api_error(resp, 400, "missing query parameter db=NAME");
-    api_tmp_dir(a->cfg->data_dir, dir, sizeof dir);
+    dbreg_tmp_dir(a->cfg->data_dir, dir, sizeof dir);
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
         snprintf(msg, sizeof msg, "mkdir %s: %s", dir, strerror(errno));
         LV_ERROR("image: %s", msg);
@@ -105,24 +100,6 @@ static int h_image(void *ctx, const struct http_request *req, struct http_respon
     return 0;
 }
 
-void api_clear_tmp(const char *data_dir)
-{
-    char dir[PATH_MAX];
-    api_tmp_dir(data_dir, dir, sizeof dir);
-    DIR *dp = opendir(dir);
-    struct dirent *e;
-    char p[PATH_MAX + 300];
-    if (!dp)
-        return;
-    while ((e = readdir(dp)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        if (unlink(p) == 0)
-            LV_INFO("removed %s, left by an earlier run", p);
-    }
-    closedir(dp);
-}
 
 int api_register(struct http_server *s, struct dbreg *reg, const struct config *cfg)
 {

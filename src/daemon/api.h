@@ -24,11 +24,4 @@ struct config;
  * borrowed and must outlive the server.  0 or negative. */
 int api_register(struct http_server *s, struct dbreg *reg, const struct config *cfg);
 
-/* Remove the files an earlier run left in data_dir/tmp (call at start-up,
- * before any thread writes there). */
-void api_clear_tmp(const char *data_dir);
-
-/* The directory the daemon writes images into: data_dir/tmp (into out). */
-void api_tmp_dir(const char *data_dir, char *out, size_t n);
-
 #endif /* API_H */

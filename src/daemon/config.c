@@ -27,7 +27,7 @@
  * config.h, a key table and one line in top_keys[]: e.g.
  *   { .name = "archive", .kind = CFG_LIST, .sub = archive_keys,
  *     .off = offsetof(struct config, archive), .count_off = offsetof(struct config, narchive),
- *     .elem_size = sizeof(struct config_archive) }
+ *     .elem_size = sizeof(struct archiver_dest) }
  * config_free() walks the same schema to free owned strings and arrays.
  *
  * List items: key->elem_init (optional) sets an element's defaults before
@@ -213,79 +213,6 @@ static int edit_distance(const char *a, const char *b, int cap)
 
 /* ---- durations and sizes ---- */
 
-struct cfg_unit {
-    const char *name; /* suffix as written */
-    int64_t mult;     /* value of one unit */
-};
-
-static const struct cfg_unit duration_units[] = {
-    {"ms", 1000LL}, {"s", 1000000LL}, {"m", 60LL * 1000000}, {"h", 3600LL * 1000000}, {"d", 86400LL * 1000000},
-};
-
-static const struct cfg_unit size_units[] = {
-    {"", 1},           {"B", 1},           {"KiB", 1LL << 10}, {"MiB", 1LL << 20}, {"GiB", 1LL << 30},
-    {"TiB", 1LL << 40}, {"KB", 1000LL},     {"MB", 1000000LL},  {"GB", 1000000000LL}, {"TB", 1000000000000LL},
-};
-
-/* Parse "<digits>[ ]<unit>" with unit from units[]; on failure *why says what is wrong. */
-static int parse_scaled(const char *s, const struct cfg_unit *units, size_t nunits, int64_t *out, const char **why)
-{
-    const char *p = s;
-    int64_t v = 0;
-
-    if (*p == '-') {
-        *why = "negative values are not allowed";
-        return LV_EINVAL;
-    }
-    if (*p < '0' || *p > '9') {
-        *why = "expected an integer followed by a unit";
-        return LV_EINVAL;
-    }
-    for (; *p >= '0' && *p <= '9'; p++) {
-        if (v > (INT64_MAX - (*p - '0')) / 10) {
-            *why = "value is too large";
-            return LV_EINVAL;
-        }
-        v = v * 10 + (*p - '0');
-    }
-    if (*p == '.' || *p == ',') {
-        *why = "fractions are not supported (use a smaller unit)";
-        return LV_EINVAL;
-    }
-    if (*p == ' ' && p[1] != '\0') /* "64 MiB"; a bare trailing space is not a unit */
-        p++;
-    for (size_t i = 0; i < nunits; i++) {
-        if (strcmp(p, units[i].name) != 0)
-            continue;
-        if (v > INT64_MAX / units[i].mult) {
-            *why = "value is too large";
-            return LV_EINVAL;
-        }
-        *out = v * units[i].mult;
-        return 0;
-    }
-    *why = *p ? "unknown unit" : "missing unit";
-    return LV_EINVAL;
-}
-
-int config_parse_duration(const char *s, int64_t *us)
-{
-    const char *why;
-
-    if (!s)
-        return LV_EINVAL;
-    return parse_scaled(s, duration_units, LV_ARRAY_LEN(duration_units), us, &why);
-}
-
-int config_parse_size(const char *s, int64_t *bytes)
-{
-    const char *why;
-
-    if (!s)
-        return LV_EINVAL;
-    return parse_scaled(s, size_units, LV_ARRAY_LEN(size_units), bytes, &why);
-}
-
 /* ---- leaf converters ---- */
 
 static int set_string(void *field, char *v)
@@ -387,7 +314,7 @@ static int parse_interval(struct cfg_parser *p, const struct cfg_key *k, yaml_no
     const char *why;
     int64_t v;
 
-    if (parse_scaled(value, duration_units, LV_ARRAY_LEN(duration_units), &v, &why) < 0)
+    if (lv_parse_duration_why(value, &v, &why) < 0)
         return cfg_error(p, node->start_mark, "bad duration \"%s\": %s (use an integer with ms, s, m, h or d, e.g. %s)",
                          value, why, k->example);
     if (v <= 0)
@@ -402,7 +329,7 @@ static int parse_segsize(struct cfg_parser *p, const struct cfg_key *k, yaml_nod
     const char *why;
     int64_t v;
 
-    if (parse_scaled(value, size_units, LV_ARRAY_LEN(size_units), &v, &why) < 0)
+    if (lv_parse_size_why(value, &v, &why) < 0)
         return cfg_error(p, node->start_mark,
                          "bad size \"%s\": %s (use an integer with B, KiB, MiB, GiB, TiB, KB, MB, GB or TB, e.g. %s)",
                          value, why, k->example);
@@ -419,7 +346,7 @@ static int parse_maxlog(struct cfg_parser *p, const struct cfg_key *k, yaml_node
     const char *why;
     int64_t v;
 
-    if (parse_scaled(value, size_units, LV_ARRAY_LEN(size_units), &v, &why) < 0)
+    if (lv_parse_size_why(value, &v, &why) < 0)
         return cfg_error(p, node->start_mark,
                          "bad size \"%s\": %s (use an integer with B, KiB, MiB, GiB, TiB, KB, MB, GB or TB, e.g. %s; "
                          "0 for no limit)", value, why, k->example);
@@ -493,7 +420,7 @@ static int parse_parallel(struct cfg_parser *p, const struct cfg_key *k, yaml_no
 static int parse_levels(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
                         void *field)
 {
-    struct config_archive *a = (struct config_archive *)((char *)field - offsetof(struct config_archive, compaction_us));
+    struct archiver_dest *a = (struct archiver_dest *)((char *)field - offsetof(struct archiver_dest, compaction_us));
     const char *s = value, *why;
     size_t n = 0;
 
@@ -512,9 +439,9 @@ static int parse_levels(struct cfg_parser *p, const struct cfg_key *k, yaml_node
         item[len] = '\0';
         while (len && item[len - 1] == ' ')
             item[--len] = '\0';
-        if (n >= CONFIG_MAX_LEVELS)
-            return cfg_error(p, node->start_mark, "at most %d compaction levels", CONFIG_MAX_LEVELS);
-        if (parse_scaled(item, duration_units, LV_ARRAY_LEN(duration_units), &v, &why) < 0 || v <= 0)
+        if (n >= ARCHIVER_MAX_LEVELS)
+            return cfg_error(p, node->start_mark, "at most %d compaction levels", ARCHIVER_MAX_LEVELS);
+        if (lv_parse_duration_why(item, &v, &why) < 0 || v <= 0)
             return cfg_error(p, node->start_mark, "bad duration \"%s\" in compaction (use e.g. %s)", item,
                              k->example);
         if (n > 0 && v <= a->compaction_us[n - 1])
@@ -534,7 +461,7 @@ static int parse_levels(struct cfg_parser *p, const struct cfg_key *k, yaml_node
 static void archive_defaults(struct config *cfg)
 {
     for (size_t i = 0; i < cfg->narchive; i++) {
-        struct config_archive *a = &cfg->archive[i];
+        struct archiver_dest *a = &cfg->archive[i];
         if (!a->sync_interval_us)
             a->sync_interval_us = DEFAULT_SYNC_INTERVAL_US;
         if (!a->snapshot_interval_us)
@@ -661,9 +588,9 @@ static int parse_export_format(struct cfg_parser *p, const struct cfg_key *k, ya
 {
     LV_UNUSED(k);
     if (strcmp(value, "db") == 0)
-        *(int *)field = CONFIG_EXPORT_DB;
+        *(int *)field = EXPORTS_FMT_DB;
     else if (strcmp(value, "tar.zst") == 0)
-        *(int *)field = CONFIG_EXPORT_TAR_ZST;
+        *(int *)field = EXPORTS_FMT_TAR_ZST;
     else
         return cfg_error(p, node->start_mark, "unknown format \"%s\" (use db or tar.zst)", value);
     return 0;
@@ -723,7 +650,7 @@ static int parse_export_on(struct cfg_parser *p, const struct cfg_key *k, yaml_n
 {
     LV_UNUSED(k);
     if (strcmp(value, "primary") == 0) {
-        *(int *)field = CONFIG_EXPORT_ON_PRIMARY;
+        *(int *)field = EXPORTS_ON_PRIMARY;
         return 0;
     }
     if (strcmp(value, "replica") == 0)
@@ -748,19 +675,19 @@ static int parse_bool(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t
 
 static void export_init(void *elem, size_t i)
 {
-    struct config_export *e = elem;
+    struct exports_job *e = elem;
 
     e->keep = DEFAULT_EXPORT_KEEP;
-    e->force_path_style = -1;
-    e->format = CONFIG_EXPORT_DB;
-    e->on = CONFIG_EXPORT_ON_PRIMARY;
+    e->s3.force_path_style = -1;
+    e->format = EXPORTS_FMT_DB;
+    e->on = EXPORTS_ON_PRIMARY;
     if (asprintf(&e->name, "job%zu", i + 1) < 0)
         e->name = NULL; /* checked in export_check */
 }
 
 static int export_check(struct cfg_parser *p, yaml_node_t *item, char *arr, size_t i)
 {
-    struct config_export *v = (struct config_export *)arr, *e = &v[i];
+    struct exports_job *v = (struct exports_job *)arr, *e = &v[i];
 
     if (!e->name)
         return LV_ENOMEM;
@@ -769,40 +696,41 @@ static int export_check(struct cfg_parser *p, yaml_node_t *item, char *arr, size
             return cfg_error(p, item->start_mark, "job name \"%s\" is also used by exports[%zu] (names must be "
                                                   "unique: each job keeps its state under that name)", e->name, j);
     }
-    if (strncmp(e->url, "s3://", 5) != 0 &&
-        (e->endpoint || e->region || e->force_path_style != -1 || e->access_key_id || e->secret_access_key ||
-         e->session_token))
+    if (strncmp(e->url, "s3://", 5) != 0 && store_conf_any(&e->s3))
         return cfg_error(p, item->start_mark, "endpoint, region, force-path-style and credentials apply only to an "
                                               "s3:// url (url is %s)", e->url);
-    if (!e->access_key_id != !e->secret_access_key)
+    if (!e->s3.access_key_id != !e->s3.secret_access_key)
         return cfg_error(p, item->start_mark, "set both access-key-id and secret-access-key, or neither (to use "
                                               "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)");
     return 0;
 }
 
+/* The S3 keys of an archive[] or exports[] item, into its struct store_conf
+ * at member M of type T (one table for both lists). */
+#define CFG_S3_KEYS(T, M)                                                                                          \
+    {.name = "endpoint", .parse = parse_str, .off = offsetof(T, M.endpoint), .owned = 1,                           \
+     .example = "http://127.0.0.1:9000"},                                                                          \
+    {.name = "region", .parse = parse_str, .off = offsetof(T, M.region), .owned = 1, .example = "us-east-1"},      \
+    {.name = "force-path-style", .parse = parse_bool, .off = offsetof(T, M.force_path_style), .example = "true"},  \
+    {.name = "access-key-id", .parse = parse_str, .off = offsetof(T, M.access_key_id), .owned = 1,                 \
+     .example = "${AWS_ACCESS_KEY_ID}"},                                                                           \
+    {.name = "secret-access-key", .parse = parse_str, .off = offsetof(T, M.secret_access_key), .owned = 1,         \
+     .example = "${AWS_SECRET_ACCESS_KEY}"},                                                                       \
+    {.name = "session-token", .parse = parse_str, .off = offsetof(T, M.session_token), .owned = 1,                 \
+     .example = "${AWS_SESSION_TOKEN}"}
+
 static const struct cfg_key export_keys[] = {
-    {.name = "name", .parse = parse_export_name, .off = offsetof(struct config_export, name), .owned = 1, .example = "nightly"},
-    {.name = "schedule", .parse = parse_schedule, .off = offsetof(struct config_export, schedule), .owned = 1,
+    {.name = "name", .parse = parse_export_name, .off = offsetof(struct exports_job, name), .owned = 1, .example = "nightly"},
+    {.name = "schedule", .parse = parse_schedule, .off = offsetof(struct exports_job, schedule), .owned = 1,
      .required = 1, .example = "@daily"},
-    {.name = "url", .parse = parse_export_url, .off = offsetof(struct config_export, url), .owned = 1, .required = 1,
+    {.name = "url", .parse = parse_export_url, .off = offsetof(struct exports_job, url), .owned = 1, .required = 1,
      .example = "s3://bucket/exports"},
-    {.name = "format", .parse = parse_export_format, .off = offsetof(struct config_export, format), .example = "db"},
-    {.name = "databases", .parse = parse_export_databases, .off = offsetof(struct config_export, databases),
-     .owned = 2, .seq = CFG_SEQ_EACH, .count_off = offsetof(struct config_export, ndatabases), .example = "all"},
-    {.name = "keep", .parse = parse_export_keep, .off = offsetof(struct config_export, keep), .example = "7"},
-    {.name = "on", .parse = parse_export_on, .off = offsetof(struct config_export, on), .example = "primary"},
-    {.name = "endpoint", .parse = parse_str, .off = offsetof(struct config_export, endpoint), .owned = 1,
-     .example = "http://127.0.0.1:9000"},
-    {.name = "region", .parse = parse_str, .off = offsetof(struct config_export, region), .owned = 1,
-     .example = "us-east-1"},
-    {.name = "force-path-style", .parse = parse_bool, .off = offsetof(struct config_export, force_path_style),
-     .example = "true"},
-    {.name = "access-key-id", .parse = parse_str, .off = offsetof(struct config_export, access_key_id),
-     .owned = 1, .example = "${AWS_ACCESS_KEY_ID}"},
-    {.name = "secret-access-key", .parse = parse_str,
-     .off = offsetof(struct config_export, secret_access_key), .owned = 1, .example = "${AWS_SECRET_ACCESS_KEY}"},
-    {.name = "session-token", .parse = parse_str, .off = offsetof(struct config_export, session_token),
-     .owned = 1, .example = "${AWS_SESSION_TOKEN}"},
+    {.name = "format", .parse = parse_export_format, .off = offsetof(struct exports_job, format), .example = "db"},
+    {.name = "databases", .parse = parse_export_databases, .off = offsetof(struct exports_job, databases),
+     .owned = 2, .seq = CFG_SEQ_EACH, .count_off = offsetof(struct exports_job, ndatabases), .example = "all"},
+    {.name = "keep", .parse = parse_export_keep, .off = offsetof(struct exports_job, keep), .example = "7"},
+    {.name = "on", .parse = parse_export_on, .off = offsetof(struct exports_job, on), .example = "primary"},
+    CFG_S3_KEYS(struct exports_job, s3),
     {.name = NULL},
 };
 
@@ -811,18 +739,13 @@ static const struct cfg_key export_keys[] = {
 static void archive_init(void *elem, size_t i)
 {
     LV_UNUSED(i);
-    ((struct config_archive *)elem)->force_path_style = -1;
+    ((struct archiver_dest *)elem)->s3.force_path_style = -1;
 }
 
-#define AOFF(f) offsetof(struct config_archive, f)
+#define AOFF(f) offsetof(struct archiver_dest, f)
 static const struct cfg_key archive_keys[] = {
     {.name = "url", .parse = parse_url, .off = AOFF(url), .owned = 1, .required = 1, .example = "file:///var/lib/litevault/archive"},
-    {.name = "endpoint", .parse = parse_str, .off = AOFF(endpoint), .owned = 1, .example = "http://127.0.0.1:9000"},
-    {.name = "region", .parse = parse_str, .off = AOFF(region), .owned = 1, .example = "us-east-1"},
-    {.name = "force-path-style", .parse = parse_bool, .off = AOFF(force_path_style), .example = "true"},
-    {.name = "access-key-id", .parse = parse_str, .off = AOFF(access_key_id), .owned = 1, .example = "${AWS_ACCESS_KEY_ID}"},
-    {.name = "secret-access-key", .parse = parse_str, .off = AOFF(secret_access_key), .owned = 1, .example = "${AWS_SECRET_ACCESS_KEY}"},
-    {.name = "session-token", .parse = parse_str, .off = AOFF(session_token), .owned = 1, .example = "${AWS_SESSION_TOKEN}"},
+    CFG_S3_KEYS(struct archiver_dest, s3),
     {.name = "sync-interval", .parse = parse_interval, .off = AOFF(sync_interval_us), .example = "1s"},
     {.name = "snapshot-interval", .parse = parse_interval, .off = AOFF(snapshot_interval_us), .example = "24h"},
     {.name = "retention", .parse = parse_interval, .off = AOFF(retention_us), .example = "7d"},
@@ -840,10 +763,10 @@ static const struct cfg_key top_keys[] = {
     {.name = "http", .kind = CFG_SECTION, .sub = http_keys},
     {.name = "log", .kind = CFG_SECTION, .sub = log_keys},
     {.name = "exports", .kind = CFG_LIST, .sub = export_keys, .off = offsetof(struct config, exports),
-     .count_off = offsetof(struct config, nexports), .elem_size = sizeof(struct config_export),
+     .count_off = offsetof(struct config, nexports), .elem_size = sizeof(struct exports_job),
      .elem_init = export_init, .elem_check = export_check},
     {.name = "archive", .kind = CFG_LIST, .sub = archive_keys, .off = offsetof(struct config, archive),
-     .count_off = offsetof(struct config, narchive), .elem_size = sizeof(struct config_archive),
+     .count_off = offsetof(struct config, narchive), .elem_size = sizeof(struct archiver_dest),
      .elem_init = archive_init},
     {.name = NULL},
 };

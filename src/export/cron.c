@@ -23,7 +23,7 @@
  *
  * Shortcuts: @yearly/@annually = "0 0 1 1 *", @monthly = "0 0 1 * *",
  * @weekly = "0 0 * * 0", @daily/@midnight = "0 0 * * *", @hourly =
- * "0 * * * *"; "@every DURATION" (config_parse_duration: 30s, 15m, 24h;
+ * "0 * * * *"; "@every DURATION" (lv_parse_duration: 30s, 15m, 24h;
  * at least 1s) fires at every whole multiple of DURATION since the Unix
  * epoch, so "@every 24h" fires at 00:00 UTC and the times do not depend on
  * when the daemon started.
@@ -40,7 +40,6 @@
  */
 #include "export/cron.h"
 
-#include "daemon/config.h"
 #include "base/lv.h"
 
 #include <ctype.h>
@@ -273,7 +272,7 @@ int cron_parse(const char *expr, struct cron *out, char *err, size_t errlen)
                 d++;
             if (!*d)
                 return errf(err, errlen, "@every needs a duration (e.g. @every 15m)");
-            if (config_parse_duration(d, &us) < 0)
+            if (lv_parse_duration(d, &us) < 0)
                 return errf(err, errlen, "@every: bad duration \"%s\" (use an integer with s, m, h or d, e.g. 15m)",
                             d);
             if (us < 1000000)

@@ -74,9 +74,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "daemon/api.h"
 #include "base/cksum.h"
-#include "daemon/config.h"
 #include "export/cron.h"
 #include "capture/db.h"
 #include "base/lv.h"
@@ -104,7 +102,7 @@
 #define EXP_STAMP_LEN (EXP_STAMP_CHARS + 1)
 
 struct exp_job {
-    const struct config_export *cfg; /* the job's configuration (borrowed, immutable) */
+    const struct exports_job *cfg; /* the job's configuration (borrowed, immutable) */
     struct cron sched;               /* parsed schedule (immutable) */
     char url[1024];                  /* destination without query options, for messages (immutable) */
     char state_path[PATH_MAX];       /* data.dir/exports/NAME.json (immutable) */
@@ -127,7 +125,7 @@ struct exp_job {
 };
 
 struct exports {
-    const struct config *cfg;  /* configuration (borrowed) */
+    const char *data_dir;      /* data.dir (borrowed) */
     struct dbreg *reg;         /* databases (borrowed) */
     exports_clock_fn now;      /* wall clock (immutable) */
     void *now_arg;             /* its argument */
@@ -149,12 +147,12 @@ static int64_t exp_real_clock(void *arg)
 /* Does job j run on this node?  (on: primary; every node is a primary until replication exists.) */
 static int exp_job_runs_here(const struct exp_job *j)
 {
-    return j->cfg->on == CONFIG_EXPORT_ON_PRIMARY;
+    return j->cfg->on == EXPORTS_ON_PRIMARY;
 }
 
 static const char *exp_format_name(int f)
 {
-    return f == CONFIG_EXPORT_TAR_ZST ? "tar.zst" : "db";
+    return f == EXPORTS_FMT_TAR_ZST ? "tar.zst" : "db";
 }
 
 /* YYYYMMDDTHHMMSSZ of t_us (UTC) into buf (>= 17 bytes). */
@@ -313,7 +311,7 @@ static void exp_save_state(struct exports *x, struct exp_job *j)
         LV_WARN("export %s: out of memory saving %s", j->cfg->name, j->state_path);
         return;
     }
-    snprintf(dir, sizeof dir, "%s/exports", x->cfg->data_dir);
+    snprintf(dir, sizeof dir, "%s/exports", x->data_dir);
     rc = sys_mkdir_p(dir);
     if (rc == 0)
         rc = sys_publish_file(j->state_path, s, strlen(s));
@@ -415,7 +413,7 @@ static int exp_image(struct exports *x, const char *name, char *tmp, size_t n, s
     char dir[PATH_MAX];
     int fd, rc;
 
-    api_tmp_dir(x->cfg->data_dir, dir, sizeof dir);
+    dbreg_tmp_dir(x->data_dir, dir, sizeof dir);
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
         LV_ERROR("mkdir(%s): %s", dir, strerror(errno));
         exp_adderr(err, errlen, "%s: cannot create %s: %s", name, dir, strerror(errno));
@@ -625,7 +623,7 @@ static int exp_run_bundle(struct exports *x, struct exp_job *j, const struct db_
     }
     if (ne == 0)
         goto out;
-    api_tmp_dir(x->cfg->data_dir, dir, sizeof dir);
+    dbreg_tmp_dir(x->data_dir, dir, sizeof dir);
     snprintf(bpath, sizeof bpath, "%s/export-bundle-XXXXXX", dir);
     fd = mkstemp(bpath);
     if (fd < 0) {
@@ -687,12 +685,7 @@ static int exp_attempt(struct exports *x, struct exp_job *j, int64_t now, char *
     int rc;
 
     if (!j->store) {
-        o.endpoint = j->cfg->endpoint;
-        o.region = j->cfg->region;
-        o.force_path_style = j->cfg->force_path_style;
-        o.access_key = j->cfg->access_key_id;
-        o.secret_key = j->cfg->secret_access_key;
-        o.session_token = j->cfg->session_token;
+        store_conf_opts(&j->cfg->s3, &o);
         rc = store_open(j->cfg->url, &o, &j->store, oerr, sizeof oerr);
         if (rc < 0) {
             exp_adderr(err, errlen, "cannot open the destination: %s", oerr[0] ? oerr : lv_strerror(rc));
@@ -706,7 +699,7 @@ static int exp_attempt(struct exports *x, struct exp_job *j, int64_t now, char *
     }
     exp_check_missing(j, v, n);
     exp_stamp(now, stamp, sizeof stamp);
-    if (j->cfg->format == CONFIG_EXPORT_TAR_ZST)
+    if (j->cfg->format == EXPORTS_FMT_TAR_ZST)
         rc = exp_run_bundle(x, j, v, n, stamp, err, errlen);
     else
         rc = exp_run_db(x, j, v, n, stamp, err, errlen);
@@ -824,8 +817,8 @@ static void *exp_thread(void *arg)
 
 /* ---- life cycle ---- */
 
-int exports_new(const struct config *cfg, struct dbreg *reg, exports_clock_fn now, void *now_arg,
-                struct exports **out, char *err, size_t errlen)
+int exports_new(const struct exports_job *jobs, size_t njobs, const char *data_dir, struct dbreg *reg,
+                exports_clock_fn now, void *now_arg, struct exports **out, char *err, size_t errlen)
 {
     struct exports *x;
     char cerr[256];
@@ -834,26 +827,26 @@ int exports_new(const struct config *cfg, struct dbreg *reg, exports_clock_fn no
     *out = NULL;
     if (err && errlen)
         err[0] = '\0';
-    if (cfg->nexports == 0)
+    if (njobs == 0)
         return 0;
     x = calloc(1, sizeof *x);
-    if (!x || !(x->jobs = calloc(cfg->nexports, sizeof *x->jobs))) {
+    if (!x || !(x->jobs = calloc(njobs, sizeof *x->jobs))) {
         free(x);
         snprintf(err, errlen, "out of memory");
         return LV_ENOMEM;
     }
-    x->cfg = cfg;
+    x->data_dir = data_dir;
     x->reg = reg;
     x->now = now ? now : exp_real_clock;
     x->now_arg = now_arg;
-    x->n = cfg->nexports;
+    x->n = njobs;
     pthread_mutex_init(&x->mu, NULL);
     pthread_cond_init(&x->cv, NULL);
     t = x->now(x->now_arg);
     for (size_t i = 0; i < x->n; i++) {
         struct exp_job *j = &x->jobs[i];
         char *q;
-        j->cfg = &cfg->exports[i];
+        j->cfg = &jobs[i];
         if (cron_parse(j->cfg->schedule, &j->sched, cerr, sizeof cerr) < 0) {
             snprintf(err, errlen, "exports[%zu].schedule: bad schedule \"%s\": %s", i, j->cfg->schedule, cerr);
             exports_stop(x);
@@ -862,7 +855,7 @@ int exports_new(const struct config *cfg, struct dbreg *reg, exports_clock_fn no
         snprintf(j->url, sizeof j->url, "%s", j->cfg->url);
         if ((q = strchr(j->url, '?')) != NULL)
             *q = '\0';
-        snprintf(j->state_path, sizeof j->state_path, "%s/exports/%s.json", cfg->data_dir, j->cfg->name);
+        snprintf(j->state_path, sizeof j->state_path, "%s/exports/%s.json", data_dir, j->cfg->name);
         j->state = exp_load_state(j);
         if (!j->state) {
             snprintf(err, errlen, "out of memory");
@@ -872,7 +865,7 @@ int exports_new(const struct config *cfg, struct dbreg *reg, exports_clock_fn no
         j->last_success_us = json_integer_value(json_object_get(j->state, "last_success_us"));
         if (cron_next(&j->sched, t, &j->next_us) < 0)
             j->next_us = INT64_MAX;
-        if (j->cfg->format == CONFIG_EXPORT_TAR_ZST && !EXP_HAVE_BUNDLE)
+        if (j->cfg->format == EXPORTS_FMT_TAR_ZST && !EXP_HAVE_BUNDLE)
             LV_WARN("export %s: format tar.zst is not available in this build; its runs will fail", j->cfg->name);
         char nt[40];
         LV_INFO("export %s: %s every \"%s\" (UTC) to %s, keep %d; first run at %s", j->cfg->name,

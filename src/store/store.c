@@ -537,3 +537,27 @@ void store_get_stats(const struct store *s, struct store_stats *st)
     st->errors = __atomic_load_n(&s->n_errors, __ATOMIC_RELAXED);
     st->retries = __atomic_load_n(&s->n_retries, __ATOMIC_RELAXED);
 }
+
+/* ---- options from the config file ---- */
+
+void store_conf_opts(const struct store_conf *c, struct store_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->endpoint = c->endpoint;
+    o->region = c->region;
+    o->force_path_style = c->force_path_style;
+    o->access_key = c->access_key_id;
+    o->secret_key = c->secret_access_key;
+    o->session_token = c->session_token;
+}
+
+void store_conf_free(struct store_conf *c)
+{
+    free(c->endpoint);
+    free(c->region);
+    free(c->access_key_id);
+    free(c->secret_access_key);
+    free(c->session_token);
+    memset(c, 0, sizeof *c);
+    c->force_path_style = -1;
+}

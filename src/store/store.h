@@ -46,6 +46,32 @@ struct store_opts {
     uint32_t retry_max_ms;     /* cap of one retry delay; 0 = 5000 ms */
 };
 
+/* The S3 keys of a destination as written in the config file (archive[]
+ * and exports[] share them; config.c parses both through one table).
+ * Strings are owned; zeroed plus force_path_style = -1 means "none given". */
+struct store_conf {
+    char *endpoint;            /* endpoint: S3 endpoint URL, NULL for AWS */
+    char *region;              /* region: S3 region, NULL for the default */
+    int force_path_style;      /* force-path-style: 1 true, 0 false, -1 default (as in store_opts) */
+    char *access_key_id;       /* access-key-id: NULL to use AWS_ACCESS_KEY_ID (never logged) */
+    char *secret_access_key;   /* secret-access-key: never logged */
+    char *session_token;       /* session-token: never logged */
+};
+
+/* Fill *o from c: endpoint, region, addressing and credentials (strings
+ * borrowed from c, valid while c is); every other field 0, the defaults. */
+void store_conf_opts(const struct store_conf *c, struct store_opts *o);
+
+/* Does c name any S3 option (endpoint, region, addressing or credentials)? */
+static inline int store_conf_any(const struct store_conf *c)
+{
+    return c->endpoint || c->region || c->force_path_style != -1 || c->access_key_id || c->secret_access_key ||
+           c->session_token;
+}
+
+/* Free the strings c owns and zero it (force_path_style back to -1). */
+void store_conf_free(struct store_conf *c);
+
 /* One listed object. */
 struct store_obj {
     char *key;                 /* key relative to the prefix (owned by the list) */
