@@ -8,7 +8,8 @@ CFLAGS  ?= $(OPT)
 WARN    := -Wall -Wextra -Wno-unused-parameter -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-format-truncation
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-ALL_CFLAGS = -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread $(WARN) -Isrc -I. $(PKG_CFLAGS) $(CFLAGS)
+ASSERTS ?= 1
+ALL_CFLAGS = -DLV_ASSERTS=$(ASSERTS) -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread $(WARN) -Isrc -I. $(PKG_CFLAGS) $(CFLAGS)
 LDLIBS  += $(PKG_LIBS) -pthread -lm
 
 BUILD   ?= build
@@ -26,7 +27,7 @@ TESTSRCS:= $(wildcard tests/unit_*.c)
 ITSRCS  := $(wildcard tests/it_*.c)
 TESTLIB := $(BUILD)/tests/helpers.o
 
-.PHONY: all deps test unit-test it-test sqlite-tcl-test run bench asan fuzz install clean
+.PHONY: all release deps test unit-test it-test sqlite-tcl-test run bench asan fuzz install clean
 
 all: $(BUILD)/.deps-ok $(BIN)
 
@@ -81,8 +82,15 @@ test: all unit-test it-test sqlite-tcl-test
 run: all
 	./$(BIN) mount -c config.yml.sample
 
-bench: all $(BUILD)/bench
-	LITEVAULT=$(abspath $(BIN)) $(BUILD)/bench
+# Release builds (ASSERTS=0: LV_ASSERT compiled out) live in build-release/:
+# the bench measures what users install.
+REL_MAKE = $(MAKE) BUILD=build-release BIN=build-release/litevault ASSERTS=0
+release:
+	$(REL_MAKE) all
+
+bench:
+	$(REL_MAKE) all build-release/bench
+	LITEVAULT=$(abspath build-release/litevault) build-release/bench
 
 # ASan+UBSan build in build-asan/: unit tests with leak detection, then the
 # integration tests against the sanitized daemon build-asan/litevault (both
@@ -129,7 +137,7 @@ FUZZ_NAMES   := config txlog txlog_open wal state time cron manifest
 FUZZ_LIBSRCS := src/base/lv.c src/base/lvlog.c src/base/sys.c src/base/cksum.c src/log/txlog.c src/log/wal.c src/daemon/config.c src/export/cron.c \
                 archive/manifest.c archive/current.c restore/plan.c
 FUZZ_LIBOBJS := $(FUZZ_LIBSRCS:%.c=$(FUZZ_BUILD)/%.o)
-FUZZ_CFLAGS   = -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread $(filter-out -Wno-format-truncation,$(WARN)) -Isrc -I. $(PKG_CFLAGS) -g -O1 \
+FUZZ_CFLAGS   = -DLV_ASSERTS=1 -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread $(filter-out -Wno-format-truncation,$(WARN)) -Isrc -I. $(PKG_CFLAGS) -g -O1 \
                 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_BINS    := $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz_%)
 
@@ -155,13 +163,13 @@ $(FUZZ_BUILD)/seeds/.ok: $(FUZZ_BUILD)/gen_seeds
 	$(FUZZ_BUILD)/gen_seeds $(FUZZ_BUILD)/seeds
 	@touch $@
 
-install: all
+install: release
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/doc/litevault
-	install -m 0755 litevault $(DESTDIR)$(PREFIX)/bin/litevault
+	install -m 0755 build-release/litevault $(DESTDIR)$(PREFIX)/bin/litevault
 	install -m 0644 README.md config.yml.sample docs/*.md $(DESTDIR)$(PREFIX)/share/doc/litevault/
 
 clean:
-	rm -rf build build-asan build-fuzz litevault
+	rm -rf build build-asan build-fuzz build-release litevault
 
 # Generated header dependencies (see SRCS).
 -include $(shell find $(BUILD) $(FUZZ_BUILD) -name '*.d' 2>/dev/null)

@@ -1,7 +1,7 @@
 /*
  * unit_sys.c -- the syscall seam (src/sys.c): real I/O paths, fault
  * injection from sys_fault_set() and LV_FAULT, and the atomicity of
- * sys_publish_file().
+ * publish_buf().
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -16,6 +16,7 @@
 
 #include "base/lv.h"
 #include "base/lvlog.h"
+#include "base/publish.h"
 #include "base/sys.h"
 
 static char syt_dir[64];
@@ -231,9 +232,9 @@ static void syt_publish_fails_atomically(enum sys_op op, int err, int expect)
     void *data;
     size_t len;
 
-    cr_assert_eq(sys_publish_file(p, syt_old, strlen(syt_old)), 0);
+    cr_assert_eq(publish_buf(p, syt_old, strlen(syt_old)), 0);
     sys_fault_set(op, err, 0, NULL);
-    cr_assert_eq(sys_publish_file(p, "NEW NEW NEW NEW NEW NEW NEW NEW", 31), expect);
+    cr_assert_eq(publish_buf(p, "NEW NEW NEW NEW NEW NEW NEW NEW", 31), expect);
     sys_fault_clear();
     cr_assert_eq(sys_read_file(p, &data, &len), 0);
     cr_assert_eq(len, strlen(syt_old));
@@ -249,8 +250,8 @@ Test(sys, publish_file_replaces_content)
     void *data;
     size_t len;
 
-    cr_assert_eq(sys_publish_file(p, "first", 5), 0);
-    cr_assert_eq(sys_publish_file(p, "second!", 7), 0);
+    cr_assert_eq(publish_buf(p, "first", 5), 0);
+    cr_assert_eq(publish_buf(p, "second!", 7), 0);
     cr_assert_eq(sys_read_file(p, &data, &len), 0);
     cr_assert_eq(len, 7);
     cr_assert_arr_eq(data, "second!", 7);

@@ -26,7 +26,7 @@
  *   56  8n  h(1) .. h(npages)
  * 56+8n  8  XXH3-64 (seed 0) of bytes 0 .. 55+8n
  *
- * It is written with sys_publish_file (tmp + fsync + rename + fsync dir),
+ * It is written with publish_buf (tmp + fsync + rename + fsync dir),
  * so a reader sees either the old or the new file, never a mix.  Loading
  * checks magic, version, exact length, the trailing checksum and that the
  * XOR of the entries equals the stored total.
@@ -46,6 +46,7 @@
 
 #include "base/lv.h"
 #include "base/lvlog.h"
+#include "base/publish.h"
 #include "base/sys.h"
 
 #define STATE_MAGIC "LVSTATE1"
@@ -242,7 +243,7 @@ int cksum_state_save(const char *path, const struct cksum_map *m, const uint8_t 
     for (i = 0; i < m->npages; i++, p += 8)
         lv_put64(p, m->h[i]);
     lv_put64(p, cksum_buf(buf, len - 8));
-    rc = sys_publish_file(path, buf, len);
+    rc = publish_buf(path, buf, len);
     free(buf);
     return rc;
 }

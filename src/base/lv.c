@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -347,4 +348,47 @@ int lv_parse_size(const char *s, int64_t *bytes)
     const char *why;
 
     return lv_parse_size_why(s, bytes, &why);
+}
+
+/* ---- small helpers ---- */
+
+void lv_assert_fail(const char *expr, const char *file, int line, const char *func)
+{
+    fprintf(stderr, "litevault: assertion failed: %s (%s:%d, %s)\n", expr, file, line, func);
+    fflush(stderr);
+    abort();
+}
+
+char *lv_hex(const uint8_t *in, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+    return out;
+}
+
+static int hexdigit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int lv_unhex(const char *s, uint8_t *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int hi = hexdigit(s[2 * i]), lo = hi < 0 ? -1 : hexdigit(s[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return LV_EINVAL;
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return s[2 * n] == '\0' ? 0 : LV_EINVAL;
 }

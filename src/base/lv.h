@@ -82,7 +82,30 @@ static inline void lv_put32(uint8_t *p, uint32_t v)
 static inline void lv_put64(uint8_t *p, uint64_t v) { lv_put32(p, (uint32_t)(v >> 32)); lv_put32(p + 4, (uint32_t)v); }
 
 #define LV_UNUSED(x) (void)(x)
+
+/* Invariant checks (as SQLite's assert()): compiled in when LV_ASSERTS is
+ * nonzero (the Makefile's default, so `make test` and `make asan` run them;
+ * `make install` and `make bench` build with ASSERTS=0), compiled out
+ * otherwise, where the expression is not evaluated.  A failure prints the
+ * expression and its place, then aborts. */
+#ifndef LV_ASSERTS
+#define LV_ASSERTS 0
+#endif
+#if LV_ASSERTS
+#define LV_ASSERT(x) ((x) ? (void)0 : lv_assert_fail(#x, __FILE__, __LINE__, __func__))
+#else
+#define LV_ASSERT(x) ((void)0)
+#endif
+
+/* Report a failed LV_ASSERT on stderr and abort (never returns). */
+void lv_assert_fail(const char *expr, const char *file, int line, const char *func) __attribute__((noreturn));
 #define LV_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Lower-case hex of n bytes into out (2n+1 bytes with the NUL); returns out. */
+char *lv_hex(const uint8_t *in, size_t n, char *out);
+
+/* Parse exactly 2n hex digits (either case) of s into out[n]; 0 or LV_EINVAL. */
+int lv_unhex(const char *s, uint8_t *out, size_t n);
 
 /* Parse a duration such as 500ms, 1s, 10m, 24h, 7d into microseconds; 0 or LV_EINVAL. */
 int lv_parse_duration(const char *s, int64_t *us);

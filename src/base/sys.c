@@ -30,13 +30,8 @@
  * match= is last and runs to the next ';' (it may contain ':').
  * Empty faults (";;") are ignored.
  *
- * sys_publish_file(path) states:  write path.tmp -> fsync(tmp) -> close
- *   -> rename(tmp, path) -> fsync(dir).  Until the rename the old file is
- * untouched; on any failure before the rename, path.tmp is unlinked.  A
- * failure of the final directory fsync is reported although the new
- * content is already visible: durability of the rename is not known.
- * Two writers publishing the same path at once must be serialized by the
- * caller (they share path.tmp).
+ * Publishing a file atomically (temp, fsync, rename, fsync dir) is built on
+ * these wrappers in publish.c.
  */
 #include "base/sys.h"
 
@@ -430,42 +425,6 @@ int sys_fsync_dir(const char *path)
         return fd;
     rc = sys_fsync(fd, 0, dir);
     close(fd);
-    return rc;
-}
-
-int sys_publish_file(const char *path, const void *buf, size_t len)
-{
-    char *tmp;
-    int fd, rc;
-
-    if (asprintf(&tmp, "%s.tmp", path) < 0)
-        return LV_ENOMEM;
-    fd = sys_open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) {
-        rc = fd;
-        goto out_free_tmp;
-    }
-    rc = sys_pwrite_all(fd, buf, len, 0, tmp);
-    if (rc == 0)
-        rc = sys_fsync(fd, 0, tmp);
-    if (close(fd) < 0 && rc == 0) {
-        int e = errno;
-        log_fail(e, "close", tmp, 0);
-        rc = lv_from_errno(e);
-    }
-    if (rc < 0)
-        goto out_unlink_tmp;
-    rc = sys_rename(tmp, path);
-    if (rc < 0)
-        goto out_unlink_tmp;
-    rc = sys_fsync_dir(path);
-    goto out_free_tmp;
-
-out_unlink_tmp:
-    if (unlink(tmp) < 0 && errno != ENOENT)
-        LV_WARN("unlink(%s): %s", tmp, strerror(errno));
-out_free_tmp:
-    free(tmp);
     return rc;
 }
 

@@ -54,9 +54,6 @@ int sys_rename(const char *from, const char *to);
 /* fsync the directory containing path (or path itself if it is a directory); 0 or negative. */
 int sys_fsync_dir(const char *path);
 
-/* Atomically publish buf as path: write path.tmp, fsync, rename, fsync dir.  0 or negative. */
-int sys_publish_file(const char *path, const void *buf, size_t len);
-
 /* Read a whole file into a malloc'ed buffer (*out, caller frees) of *len bytes; 0 or negative. */
 int sys_read_file(const char *path, void **out, size_t *len);
 

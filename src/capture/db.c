@@ -80,6 +80,7 @@
 #include "base/lv.h"
 #include "base/lvlog.h"
 #include "base/metrics.h"
+#include "base/publish.h"
 #include "base/sys.h"
 #include "log/txlog.h"
 #include "log/wal.h"
@@ -738,7 +739,7 @@ static int write_id(struct db *d)
     hex[32] = '\n';
     hex[33] = 0;
     snprintf(path, sizeof path, "%s/id", d->metadir);
-    return sys_publish_file(path, hex, 33);
+    return publish_buf(path, hex, 33);
 }
 
 static int read_id(struct db *d)
@@ -1873,7 +1874,7 @@ void dbreg_save_states(struct dbreg *r, int force)
         char jpath[PATH_MAX + 16];
         snprintf(jpath, sizeof jpath, "%s/journal-mode", d->metadir);
         pthread_mutex_unlock(&d->mu);
-        if (jm != JM_UNKNOWN && sys_publish_file(jpath, jmode_names[jm], strlen(jmode_names[jm])) == 0) {
+        if (jm != JM_UNKNOWN && publish_buf(jpath, jmode_names[jm], strlen(jmode_names[jm])) == 0) {
             pthread_mutex_lock(&d->mu);
             d->jmode_saved = jm;
             pthread_mutex_unlock(&d->mu);

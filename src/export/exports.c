@@ -35,7 +35,7 @@
  * in parts straight from the mapping).
  *
  * State.  data.dir/exports/NAME.json (published atomically with
- * sys_publish_file after every uploaded object and at the end of a
+ * publish_buf after every uploaded object and at the end of a
  * successful run that uploaded something; idle runs do not rewrite it):
  *   {"version":1, "job":NAME, "url":URL, "format":"db"|"tar.zst",
  *    "last_success_us":T,
@@ -81,6 +81,7 @@
 #include "base/lvlog.h"
 #include "base/metrics.h"
 #include "store/store.h"
+#include "base/publish.h"
 #include "base/sys.h"
 
 #if defined(__has_include)
@@ -314,7 +315,7 @@ static void exp_save_state(struct exports *x, struct exp_job *j)
     snprintf(dir, sizeof dir, "%s/exports", x->data_dir);
     rc = sys_mkdir_p(dir);
     if (rc == 0)
-        rc = sys_publish_file(j->state_path, s, strlen(s));
+        rc = publish_buf(j->state_path, s, strlen(s));
     if (rc < 0)
         LV_WARN("export %s: cannot save %s (%s); unchanged databases may be exported again after a restart",
                 j->cfg->name, j->state_path, lv_strerror(rc));
