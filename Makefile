@@ -27,7 +27,7 @@ TESTSRCS:= $(wildcard tests/unit_*.c)
 ITSRCS  := $(wildcard tests/it_*.c)
 TESTLIB := $(BUILD)/tests/helpers.o
 
-.PHONY: all release deps test unit-test it-test sqlite-tcl-test run bench asan fuzz install clean
+.PHONY: all release check-layers deps test unit-test it-test sqlite-tcl-test run bench asan fuzz install clean
 
 all: $(BUILD)/.deps-ok $(BIN)
 
@@ -77,7 +77,12 @@ it-test: $(BIN) $(BUILD)/tests/it
 sqlite-tcl-test: $(BIN)
 	LITEVAULT=$(abspath $(BIN)) ./tests/sqlite-tcl.sh
 
-test: all unit-test it-test sqlite-tcl-test
+# Include rules of docs/DESIGN.md: includes name their folder, point down
+# the layers, and form no cycle.
+check-layers:
+	python3 tests/check-layers.py
+
+test: all check-layers unit-test it-test sqlite-tcl-test
 
 run: all
 	./$(BIN) mount -c config.yml.sample

@@ -40,6 +40,7 @@
  */
 #include "cli/export_cli.h"
 #include "export/exports.h"
+#include "store/store.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -474,6 +475,68 @@ out:
     return rc;
 }
 
+/* `export --list --url URL [--json]`: the exports a destination holds. */
+static int export_list(const char *url, int json)
+{
+    struct store *s = NULL;
+    struct store_list l = {0};
+    char err[512] = "", db[1024], stamp[EXPORTS_STAMP_LEN];
+    json_t *arr = NULL;
+    uint64_t txid;
+    int bundle, rc, found = 0;
+
+    rc = store_open(url, NULL, &s, err, sizeof err);
+    if (rc < 0) {
+        fprintf(stderr, "litevault export --list: %s\n", err[0] ? err : lv_strerror(rc));
+        return rc == LV_ECONFIG ? LV_EXIT_USAGE : LV_EXIT_RUNTIME;
+    }
+    rc = store_list(s, "", &l);
+    if (rc < 0) {
+        fprintf(stderr, "litevault export --list: cannot list %s: %s\n", store_url(s), store_last_error(s));
+        store_close(s);
+        return LV_EXIT_RUNTIME;
+    }
+    if (json)
+        arr = json_array();
+    else
+        printf("%-28s %-20s %10s %12s  %s\n", "DATABASE", "TIME (UTC)", "TXID", "SIZE", "KEY");
+    for (size_t i = 0; i < l.n; i++) {
+        char t[32];
+        if (!exports_parse_key(l.v[i].key, db, sizeof db, stamp, &txid, &bundle))
+            continue;
+        found++;
+        /* 20261124T100000Z -> 2026-11-24T10:00:00Z */
+        snprintf(t, sizeof t, "%.4s-%.2s-%.2sT%.2s:%.2s:%.2sZ", stamp, stamp + 4, stamp + 6, stamp + 9, stamp + 11,
+                 stamp + 13);
+        if (json) {
+            json_t *o = json_object();
+            json_object_set_new(o, "database", bundle ? json_null() : json_string(db));
+            json_object_set_new(o, "format", json_string(bundle ? "tar.zst" : "db"));
+            json_object_set_new(o, "time", json_string(t));
+            json_object_set_new(o, "txid", bundle ? json_null() : json_integer((json_int_t)txid));
+            json_object_set_new(o, "size", json_integer((json_int_t)l.v[i].size));
+            json_object_set_new(o, "key", json_string(l.v[i].key));
+            json_array_append_new(arr, o);
+        } else {
+            char tx[24];
+            snprintf(tx, sizeof tx, "%llu", (unsigned long long)txid);
+            printf("%-28s %-20s %10s %12llu  %s\n", bundle ? "(bundle: all)" : db, t, bundle ? "-" : tx,
+                   (unsigned long long)l.v[i].size, l.v[i].key);
+        }
+    }
+    if (json) {
+        char *out = json_dumps(arr, JSON_INDENT(2));
+        puts(out ? out : "[]");
+        free(out);
+        json_decref(arr);
+    } else if (!found) {
+        fprintf(stderr, "no exports found at %s\n", store_url(s));
+    }
+    store_list_free(&l);
+    store_close(s);
+    return 0;
+}
+
 /* VACUUM INTO out.tmp from the image, fsync, rename; the new file's checksum
  * into *ck and pages into *pages.  0 or an exit code (message printed). */
 static int vacuum_image(const char *cmd, const struct ecli_image *im, const char *out, uint64_t *ck,
@@ -757,7 +820,7 @@ int export_cli_export(int argc, char **argv)
     if (list) {
         if (!url)
             return ecli_usage("export", "--list needs --url URL (a directory, file:// or s3:// URL)");
-        return exports_list_main(url, as_json);
+        return export_list(url, as_json);
     }
     if (!!db + all != 1)
         return ecli_usage("export", "give exactly one of --db NAME or --all");

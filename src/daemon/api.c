@@ -25,19 +25,15 @@
 #include <jansson.h>
 
 #include "base/cksum.h"
-#include "daemon/config.h"
+#include "archive/archiver.h"
+#include "base/metrics.h"
+#include "export/exports.h"
 #include "capture/db.h"
 #include "base/http.h"
 #include "base/lv.h"
 #include "base/lvlog.h"
 
-/* Borrowed context of the handlers. */
-struct api {
-    struct dbreg *reg;          /* databases (borrowed) */
-    const struct config *cfg;   /* configuration (borrowed) */
-};
-
-static struct api g_api;        /* one daemon per process */
+static struct api_ctx g_api;    /* one daemon per process: the handlers' context (immutable once registered) */
 
 /* Reply {"error": msg} with status. */
 static int api_error(struct http_response *resp, int status, const char *msg)
@@ -51,7 +47,7 @@ static int api_error(struct http_response *resp, int status, const char *msg)
 
 static int h_image(void *ctx, const struct http_request *req, struct http_response *resp)
 {
-    struct api *a = ctx;
+    const struct api_ctx *a = ctx;
     const char *name = req->query(req, "db");
     char dir[PATH_MAX], path[PATH_MAX + 32], msg[PATH_MAX + 256], idh[33], hex[17], t[40];
     struct db_image_info info;
@@ -59,7 +55,7 @@ static int h_image(void *ctx, const struct http_request *req, struct http_respon
 
     if (!name || !*name)
         return api_error(resp, 400, "missing query parameter db=NAME");
-    dbreg_tmp_dir(a->cfg->data_dir, dir, sizeof dir);
+    dbreg_tmp_dir(a->data_dir, dir, sizeof dir);
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
         snprintf(msg, sizeof msg, "mkdir %s: %s", dir, strerror(errno));
         LV_ERROR("image: %s", msg);
@@ -101,9 +97,48 @@ static int h_image(void *ctx, const struct http_request *req, struct http_respon
 }
 
 
-int api_register(struct http_server *s, struct dbreg *reg, const struct config *cfg)
+static int h_status(void *ctx, const struct http_request *req, struct http_response *resp)
 {
-    g_api.reg = reg;
-    g_api.cfg = cfg;
-    return http_route(s, "POST", "/v1/image", h_image, &g_api);
+    const struct api_ctx *dm = ctx;
+    char *dbs = dbreg_status_json(dm->reg);
+    json_t *o = json_object();
+    json_object_set_new(o, "version", json_string(LV_VERSION));
+    json_object_set_new(o, "databases", dbs ? json_loads(dbs, 0, NULL) : json_array());
+    json_object_set_new(o, "exports", exports_status_json(dm->exp));
+    free(dbs);
+    char *ar = archiver_status_json(dm->arch);
+    json_object_set_new(o, "archive", ar ? json_loads(ar, 0, NULL) : json_array());
+    free(ar);
+    resp->body = json_dumps(o, JSON_INDENT(2));
+    json_decref(o);
+    resp->content_type = "application/json";
+    return 0;
+}
+
+static int h_metrics(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    const struct api_ctx *dm = ctx;
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    if (dbreg_metrics(dm->reg, &buf, &len, &cap) != 0 || archiver_metrics(dm->arch, &buf, &len, &cap) != 0 ||
+        exports_metrics(dm->exp, &buf, &len, &cap) != 0 || metrics_render_process(&buf, &len, &cap) != 0) {
+        free(buf);
+        resp->status = 500;
+        resp->body = strdup("{\"error\":\"out of memory\"}");
+        return 0;
+    }
+    resp->body = buf;
+    resp->body_len = len;
+    resp->content_type = "text/plain; version=0.0.4";
+    return 0;
+}
+
+int api_register(struct http_server *s, const struct api_ctx *ctx)
+{
+    g_api = *ctx;
+    if (http_route(s, "GET", "/status", h_status, &g_api) != 0 ||
+        http_route(s, "GET", "/metrics", h_metrics, &g_api) != 0 ||
+        http_route(s, "POST", "/v1/image", h_image, &g_api) != 0)
+        return LV_ENOMEM;
+    return 0;
 }

@@ -1,6 +1,10 @@
 /*
- * api.h -- the daemon's HTTP API beyond /status and /metrics.
+ * api.h -- every route of the daemon's HTTP API, in one place.
  *
+ *   GET  /status             JSON: version, databases (dbreg_status_json),
+ *                            exports and archive destinations.
+ *   GET  /metrics            Prometheus text format: capture, archive,
+ *                            exports and process metrics.
  *   POST /v1/image?db=NAME   write a consistent image of database NAME (see
  *                            dbreg_image) into a new file under
  *                            data.dir/tmp/ and answer, as JSON, its path and
@@ -18,10 +22,19 @@
 
 struct http_server;
 struct dbreg;
-struct config;
+struct exports;
+struct archiver;
 
-/* Register the routes above on s (before http_start); reg and cfg are
- * borrowed and must outlive the server.  0 or negative. */
-int api_register(struct http_server *s, struct dbreg *reg, const struct config *cfg);
+/* What the handlers read (all borrowed; each must outlive the server). */
+struct api_ctx {
+    struct dbreg *reg;          /* databases */
+    struct exports *exp;        /* scheduled exports, NULL if none */
+    struct archiver *arch;      /* archiver, NULL without destinations */
+    const char *data_dir;       /* data.dir (images go to data.dir/tmp) */
+};
+
+/* Register every route above on s (before http_start); *ctx is copied, the
+ * objects it points to are borrowed.  0 or LV_ENOMEM. */
+int api_register(struct http_server *s, const struct api_ctx *ctx);
 
 #endif /* API_H */

@@ -99,8 +99,8 @@
 #define EXP_BACKOFF_MAX_US (300LL * 1000000)
 #define EXP_MAX_SLEEP_US (60LL * 1000000)
 #define EXP_ERR_MAX 1024
-#define EXP_STAMP_CHARS 16 /* YYYYMMDDTHHMMSSZ */
-#define EXP_STAMP_LEN (EXP_STAMP_CHARS + 1)
+#define EXP_STAMP_CHARS EXPORTS_STAMP_CHARS
+#define EXP_STAMP_LEN EXPORTS_STAMP_LEN
 
 struct exp_job {
     const struct exports_job *cfg; /* the job's configuration (borrowed, immutable) */
@@ -186,11 +186,8 @@ static int exp_is_stamp(const char *s, size_t len)
     return 1;
 }
 
-/* Parse an export object key.  Format db: "DBNAME/STAMP-txid-N.db" (database name
- * into db, *bundle = 0); format tar.zst: "litevault-STAMP.tar.zst" (*bundle = 1,
- * db = "").  stamp gets STAMP.  1 if key is an export, else 0. */
-static int exp_parse_key(const char *key, char *db, size_t dbn, char stamp[EXP_STAMP_LEN], uint64_t *txid,
-                         int *bundle)
+int exports_parse_key(const char *key, char *db, size_t dbn, char stamp[EXPORTS_STAMP_LEN], uint64_t *txid,
+                      int *bundle)
 {
     const char *slash = strrchr(key, '/'), *base = slash ? slash + 1 : key, *p;
     size_t blen = strlen(base);
@@ -265,7 +262,7 @@ static void exp_prune(struct exports *x, struct exp_job *j, const char *db, cons
     if (!v)
         goto out_free_list;
     for (size_t i = 0; i < l.n; i++) {
-        if (!exp_parse_key(l.v[i].key, name, sizeof name, stamp, &txid, &bundle))
+        if (!exports_parse_key(l.v[i].key, name, sizeof name, stamp, &txid, &bundle))
             continue;
         if (db ? (bundle || strcmp(name, db) != 0) : !bundle)
             continue;
@@ -999,65 +996,3 @@ int exports_metrics(struct exports *x, char **buf, size_t *len, size_t *cap)
     return rc;
 }
 
-/* ---- export --list ---- */
-
-int exports_list_main(const char *url, int json)
-{
-    struct store *s = NULL;
-    struct store_list l = {0};
-    char err[512] = "", db[1024], stamp[EXP_STAMP_LEN];
-    json_t *arr = NULL;
-    uint64_t txid;
-    int bundle, rc, found = 0;
-
-    rc = store_open(url, NULL, &s, err, sizeof err);
-    if (rc < 0) {
-        fprintf(stderr, "litevault export --list: %s\n", err[0] ? err : lv_strerror(rc));
-        return rc == LV_ECONFIG ? LV_EXIT_USAGE : LV_EXIT_RUNTIME;
-    }
-    rc = store_list(s, "", &l);
-    if (rc < 0) {
-        fprintf(stderr, "litevault export --list: cannot list %s: %s\n", store_url(s), store_last_error(s));
-        store_close(s);
-        return LV_EXIT_RUNTIME;
-    }
-    if (json)
-        arr = json_array();
-    else
-        printf("%-28s %-20s %10s %12s  %s\n", "DATABASE", "TIME (UTC)", "TXID", "SIZE", "KEY");
-    for (size_t i = 0; i < l.n; i++) {
-        char t[32];
-        if (!exp_parse_key(l.v[i].key, db, sizeof db, stamp, &txid, &bundle))
-            continue;
-        found++;
-        /* 20261124T100000Z -> 2026-11-24T10:00:00Z */
-        snprintf(t, sizeof t, "%.4s-%.2s-%.2sT%.2s:%.2s:%.2sZ", stamp, stamp + 4, stamp + 6, stamp + 9, stamp + 11,
-                 stamp + 13);
-        if (json) {
-            json_t *o = json_object();
-            json_object_set_new(o, "database", bundle ? json_null() : json_string(db));
-            json_object_set_new(o, "format", json_string(bundle ? "tar.zst" : "db"));
-            json_object_set_new(o, "time", json_string(t));
-            json_object_set_new(o, "txid", bundle ? json_null() : json_integer((json_int_t)txid));
-            json_object_set_new(o, "size", json_integer((json_int_t)l.v[i].size));
-            json_object_set_new(o, "key", json_string(l.v[i].key));
-            json_array_append_new(arr, o);
-        } else {
-            char tx[24];
-            snprintf(tx, sizeof tx, "%llu", (unsigned long long)txid);
-            printf("%-28s %-20s %10s %12llu  %s\n", bundle ? "(bundle: all)" : db, t, bundle ? "-" : tx,
-                   (unsigned long long)l.v[i].size, l.v[i].key);
-        }
-    }
-    if (json) {
-        char *out = json_dumps(arr, JSON_INDENT(2));
-        puts(out ? out : "[]");
-        free(out);
-        json_decref(arr);
-    } else if (!found) {
-        fprintf(stderr, "no exports found at %s\n", store_url(s));
-    }
-    store_list_free(&l);
-    store_close(s);
-    return 0;
-}

@@ -74,9 +74,14 @@ json_t *exports_status_json(struct exports *x);
 /* Append the jobs' Prometheus metrics to *buf (see metrics.h).  x may be NULL.  0 or LV_ENOMEM. */
 int exports_metrics(struct exports *x, char **buf, size_t *len, size_t *cap);
 
-/* List the exports found at url (a directory, file:// or s3:// URL; S3
- * credentials from the environment) on stdout, as a table or (json) a
- * JSON array.  Returns a process exit code (0, or 1 on error). */
-int exports_list_main(const char *url, int json);
+#define EXPORTS_STAMP_CHARS 16 /* YYYYMMDDTHHMMSSZ */
+#define EXPORTS_STAMP_LEN (EXPORTS_STAMP_CHARS + 1)
+
+/* Parse an export object key.  Format db: "DBNAME/STAMP-txid-N.db" (database
+ * name into db of size dbn, *bundle = 0); format tar.zst:
+ * "litevault-STAMP.tar.zst" (*bundle = 1, db = "").  stamp gets STAMP.
+ * Returns 1 if key is an export, else 0 (the outputs are then unspecified). */
+int exports_parse_key(const char *key, char *db, size_t dbn, char stamp[EXPORTS_STAMP_LEN], uint64_t *txid,
+                      int *bundle);
 
 #endif /* EXPORTS_H */
