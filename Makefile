@@ -27,7 +27,7 @@ TESTSRCS:= $(wildcard tests/unit_*.c)
 ITSRCS  := $(wildcard tests/it_*.c)
 TESTLIB := $(BUILD)/tests/helpers.o
 
-.PHONY: all release check-layers deps test unit-test it-test sqlite-tcl-test run bench asan fuzz install clean
+.PHONY: all release check-layers deps npm-deps test unit-test it-test sqlite-tcl-test run bench asan fuzz install clean
 
 all: $(BUILD)/.deps-ok $(BIN)
 
@@ -46,8 +46,11 @@ deps:
 	@$(NPM_DEPS)
 $(BUILD)/.deps-ok: tests/install-deps.sh
 	@./tests/install-deps.sh $(DEBPKGS)
-	@$(NPM_DEPS)
 	@mkdir -p $(BUILD) && touch $@
+
+# Only the tests and the bench need the S3 test server (make run does not).
+npm-deps: $(BUILD)/.deps-ok
+	@$(NPM_DEPS)
 
 $(BIN): $(OBJS)
 	$(CC) $(ALL_CFLAGS) -o $@ $(OBJS) $(LDFLAGS) $(LDLIBS)
@@ -68,10 +71,10 @@ $(BUILD)/bench: bench/bench.c $(LIBOBJS)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
 JOBS ?= 2
-unit-test: $(BUILD)/tests/unit
+unit-test: npm-deps $(BUILD)/tests/unit
 	./tests/run-criterion.sh $(BUILD)/unit.log $(BUILD)/tests/unit --jobs $(JOBS)
 
-it-test: $(BIN) $(BUILD)/tests/it
+it-test: npm-deps $(BIN) $(BUILD)/tests/it
 	LITEVAULT=$(abspath $(BIN)) ./tests/run-criterion.sh $(BUILD)/it.log $(BUILD)/tests/it --jobs $(JOBS)
 
 sqlite-tcl-test: $(BIN)
@@ -93,7 +96,7 @@ REL_MAKE = $(MAKE) BUILD=build-release BIN=build-release/litevault ASSERTS=0
 release:
 	$(REL_MAKE) all
 
-bench:
+bench: npm-deps
 	$(REL_MAKE) all build-release/bench
 	LITEVAULT=$(abspath build-release/litevault) build-release/bench
 
@@ -116,7 +119,7 @@ asan:
 
 ASAN_REPORTS = $(abspath $(BUILD))/reports
 ASAN_UBSAN   = UBSAN_OPTIONS=print_stacktrace=1:log_path=$(ASAN_REPORTS)/ubsan
-litevault-asan-test: all $(BUILD)/tests/unit $(BUILD)/tests/it
+litevault-asan-test: all npm-deps $(BUILD)/tests/unit $(BUILD)/tests/it
 	@rm -rf $(ASAN_REPORTS) && mkdir -p $(ASAN_REPORTS)
 	@printf 'leak:criterion_run_all_tests\n' > $(BUILD)/lsan.supp
 	@rc=0; \
