@@ -23,6 +23,7 @@
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -359,9 +360,15 @@ static char *x_state(const struct lvnode *n)
 }
 
 /* Run an import expecting exit code want and needle in its output; the state must not change. */
-static void x_refused(const struct lvnode *n, const char *args, int want, const char *needle)
+static void x_refused(const struct lvnode *n, int want, const char *needle, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void x_refused(const struct lvnode *n, int want, const char *needle, const char *fmt, ...)
 {
-    char *before = x_state(n), *o = NULL;
+    char *before = x_state(n), *o = NULL, *args = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    cr_assert(vasprintf(&args, fmt, ap) >= 0);
+    va_end(ap);
     int rc = lvnode_cli(n, &o, "import", "%s", args);
     cr_assert_eq(rc, want, "import %s: exit %d, want %d: %s", args, rc, want, o ? o : "");
     cr_assert(o && strstr(o, needle), "import %s: message lacks '%s': %s", args, needle, o ? o : "");
@@ -370,6 +377,7 @@ static void x_refused(const struct lvnode *n, const char *args, int want, const 
     free(before);
     free(after);
     free(o);
+    free(args);
 }
 
 static void x_mangle(const char *dir, const char *in, const char *out, const char *kind, const char *arg)
@@ -430,8 +438,7 @@ Test(export, bad_input_is_refused_and_changes_nothing)
     for (size_t i = 0; i < LV_ARRAY_LEN(mangled); i++) {
         snprintf(bad, sizeof bad, "%s/%s.tar", xA->dir, mangled[i].kind);
         x_mangle(xA->dir, good, bad, mangled[i].kind, mangled[i].arg);
-        snprintf(args, sizeof args, "--all '%s'", bad);
-        x_refused(xA, args, 1, mangled[i].reason);
+        x_refused(xA, 1, mangled[i].reason, "--all '%s'", bad);
         cr_assert_neq(access(victim, F_OK), 0, "%s: path traversal wrote %s", mangled[i].kind, victim);
     }
 
@@ -444,16 +451,13 @@ Test(export, bad_input_is_refused_and_changes_nothing)
     cr_assert_eq(stat(zst, &st), 0);
     snprintf(bad, sizeof bad, "%s/trunc.tar.zst", xA->dir);
     cr_assert_eq(run_cmd(NULL, "head -c %lld '%s' > '%s'", (long long)st.st_size * 2 / 3, zst, bad), 0);
-    snprintf(args, sizeof args, "--all '%s'", bad);
-    x_refused(xA, args, 1, "truncated");
+    x_refused(xA, 1, "truncated", "--all '%s'", bad);
 
     /* Not SQLite; corrupt SQLite. */
     snprintf(bad, sizeof bad, "%s/text.db", xA->dir);
     cr_assert_eq(run_cmd(NULL, "head -c 8192 /dev/urandom > '%s'", bad), 0);
-    snprintf(args, sizeof args, "--db d.db '%s'", bad);
-    x_refused(xA, args, 1, "not a SQLite database");
-    snprintf(args, sizeof args, "--db new.db '%s'", bad);
-    x_refused(xA, args, 1, "not a SQLite database");
+    x_refused(xA, 1, "not a SQLite database", "--db d.db '%s'", bad);
+    x_refused(xA, 1, "not a SQLite database", "--db new.db '%s'", bad);
 
     char corrupt[512];
     snprintf(corrupt, sizeof corrupt, "%s/corrupt.db", xA->dir);
@@ -462,10 +466,8 @@ Test(export, bad_input_is_refused_and_changes_nothing)
                       "INSERT INTO c SELECT randomblob(100) FROM r;", 0);
     cr_assert_eq(run_cmd(NULL, "dd if=/dev/zero of='%s' bs=4096 seek=20 count=1 conv=notrunc 2>/dev/null", corrupt),
                  0);
-    snprintf(args, sizeof args, "--db d.db '%s'", corrupt);
-    x_refused(xA, args, 1, "integrity_check");
-    snprintf(args, sizeof args, "--db new.db '%s'", corrupt);
-    x_refused(xA, args, 1, "integrity_check");
+    x_refused(xA, 1, "integrity_check", "--db d.db '%s'", corrupt);
+    x_refused(xA, 1, "integrity_check", "--db new.db '%s'", corrupt);
 
     /* A bundle whose first database is fine and second is corrupt: not even the first is imported. */
     char okdb[512];
@@ -485,8 +487,7 @@ Test(export, bad_input_is_refused_and_changes_nothing)
     cr_assert(fd >= 0);
     cr_assert_eq(bundle_write(fd, bad, e, 2, NULL, NULL, err, sizeof err), 0, "%s", err);
     close(fd);
-    snprintf(args, sizeof args, "--all '%s'", bad);
-    x_refused(xA, args, 1, "integrity_check");
+    x_refused(xA, 1, "integrity_check", "--all '%s'", bad);
     /* ... and the same with --no-check goes through (the check was what refused it). */
     cr_assert_eq(run_cmd(&o, "\"$LITEVAULT\" import -c '%s' --all --no-check '%s' 2>&1", xA->config, bad), 0,
                  "%s", o ? o : "");
@@ -499,16 +500,13 @@ Test(export, bad_input_is_refused_and_changes_nothing)
     char small[512];
     snprintf(small, sizeof small, "%s/small.db", xA->dir);
     sql_exec(small, "PRAGMA page_size=1024; CREATE TABLE s(x); INSERT INTO s VALUES (1);", 0);
-    snprintf(args, sizeof args, "--db w.db '%s'", small);
-    x_refused(xA, args, 1, "page size");
+    x_refused(xA, 1, "page size", "--db w.db '%s'", small);
 
     /* Usage errors. */
-    x_refused(xA, "--db w.db", 2, "input file");
-    x_refused(xA, "--all a.tar b.tar", 2, "input file");
-    snprintf(args, sizeof args, "--db ../up.db '%s'", small);
-    x_refused(xA, args, 2, "..");
-    snprintf(args, sizeof args, "--db w.db-wal '%s'", small);
-    x_refused(xA, args, 2, "-wal");
+    x_refused(xA, 2, "input file", "--db w.db");
+    x_refused(xA, 2, "input file", "--all a.tar b.tar");
+    x_refused(xA, 2, "..", "--db ../up.db '%s'", small);
+    x_refused(xA, 2, "-wal", "--db w.db-wal '%s'", small);
     x_stop(xA);
 }
 

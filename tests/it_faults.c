@@ -376,13 +376,7 @@ static void damage_case(enum damage how)
         cr_assert_geq(victim->nrec, 2);
         int r = victim->nrec > 2 ? 1 : 0;
         off_t at = victim->off[r] + 112 + (victim->len[r] - 120) / 2;
-        fd = open(victim->path, O_RDWR);
-        cr_assert_geq(fd, 0);
-        unsigned char b;
-        cr_assert_eq(pread(fd, &b, 1, at), 1);
-        b ^= 0x10;
-        cr_assert_eq(pwrite(fd, &b, 1, at), 1);
-        close(fd);
+        file_xor_byte(victim->path, at, 0x10);
         break;
     }
     case DMG_BITFLIP_LAST_PAYLOAD:
@@ -394,13 +388,7 @@ static void damage_case(enum damage how)
         int r = 1;
         off_t at = how == DMG_BITFLIP_LAST_HEADER ? victim->off[r] + 31
                                                    : victim->off[r] + 112 + (victim->len[r] - 120) / 2;
-        fd = open(victim->path, O_RDWR);
-        cr_assert_geq(fd, 0);
-        unsigned char b;
-        cr_assert_eq(pread(fd, &b, 1, at), 1);
-        b ^= 0x01;
-        cr_assert_eq(pwrite(fd, &b, 1, at), 1);
-        close(fd);
+        file_xor_byte(victim->path, at, 0x01);
         break;
     }
     case DMG_TRUNCATE_NONFINAL: {

@@ -99,6 +99,17 @@ int files_first_diff(const char *a, const char *b, long long *offset)
     return r;
 }
 
+void file_xor_byte(const char *path, long long off, unsigned char mask)
+{
+    unsigned char b;
+    int fd = open(path, O_RDWR);
+    cr_assert_geq(fd, 0, "open %s: %s", path, strerror(errno));
+    cr_assert_eq(pread(fd, &b, 1, (off_t)off), 1, "%s: no byte at %lld", path, off);
+    b ^= mask;
+    cr_assert_eq(pwrite(fd, &b, 1, (off_t)off), 1, "%s: cannot write at %lld", path, off);
+    close(fd);
+}
+
 uint32_t sqlite_hdr_page_size(const unsigned char *h)
 {
     if (memcmp(h, "SQLite format 3", 16) != 0)

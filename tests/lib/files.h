@@ -30,6 +30,9 @@ int files_equal(const char *a, const char *b);
  * shorter length), -1 if one cannot be read. */
 int files_first_diff(const char *a, const char *b, long long *offset);
 
+/* XOR the byte at offset off of path with mask (damage a file in place); asserts. */
+void file_xor_byte(const char *path, long long off, unsigned char mask);
+
 /* Page size from a 100-byte SQLite header; 0 if not a valid header. */
 uint32_t sqlite_hdr_page_size(const unsigned char *h);
 
