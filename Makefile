@@ -25,7 +25,8 @@ OBJS    := $(SRCS:%.c=$(BUILD)/%.o)
 LIBOBJS := $(LIBSRCS:%.c=$(BUILD)/%.o)
 TESTSRCS:= $(wildcard tests/unit_*.c)
 ITSRCS  := $(wildcard tests/it_*.c)
-TESTLIB := $(BUILD)/tests/helpers.o
+# The test library: every module of tests/lib/ (see tests/lib/lvtest.h).
+TESTLIB := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tests/lib/*.c))
 
 .PHONY: all release man check-layers cli-docs-test deps npm-deps test unit-test it-test sqlite-tcl-test run bench asan fuzz install clean
 

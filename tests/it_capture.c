@@ -48,19 +48,14 @@
 #include <criterion/criterion.h>
 #include <sqlite3.h>
 
-#include "helpers.h"
+#include "lib/lvtest.h"
 
 /* ------------------------------------------------------------ fixture */
 
-static struct lvnode N;   /* this test's node */
+static struct lvnode *N; /* this test's node (registry-owned) */
 static char TAG[64];      /* "mode/page size", prefixed to failure messages */
 static const char *MODE;  /* journal mode under test */
 static int PSZ;           /* page size under test */
-
-static void fini(void)
-{
-    lvnode_cleanup(&N);
-}
 
 #define CHECK(cond, fmt, ...) cr_assert(cond, "[%s] " fmt, TAG, ##__VA_ARGS__)
 
@@ -69,8 +64,8 @@ static void start(const char *mode, int psz)
     MODE = mode;
     PSZ = psz;
     snprintf(TAG, sizeof TAG, "%s/%d", mode, psz);
-    lvnode_init(&N, NULL);
-    lvnode_start(&N);
+    sql_set_tag(TAG);
+    N = lvnode_started(NULL);
 }
 
 static int is_wal(void)
@@ -80,7 +75,7 @@ static int is_wal(void)
 
 static char *P(const char *name)
 {
-    return lvnode_path(&N, name);
+    return lvnode_path(N, name);
 }
 
 /* Open name on the mount, busy timeout 10 s, and (mode != NULL) set the journal
@@ -113,47 +108,15 @@ static sqlite3 *dbopen(const char *name)
     return dbopen_mode(name, MODE);
 }
 
-static void xsql(sqlite3 *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void xsql(sqlite3 *db, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *q = sqlite3_vmprintf(fmt, ap);
-    va_end(ap);
-    char *err = NULL;
-    int rc = sqlite3_exec(db, q, NULL, NULL, &err);
-    if (rc != SQLITE_OK) {
-        char msg[600];
-        snprintf(msg, sizeof msg, "%s (rc %d)", err ? err : sqlite3_errstr(rc), rc);
-        sqlite3_free(err);
-        cr_assert_fail("[%s] SQL failed: %s: %s", TAG, q, msg);
-    }
-    sqlite3_free(q);
-}
+#define xsql sqlh_exec /* failures name TAG (sql_set_tag) */
 
-/* Exec returning the extended result code (no assert). */
 static int xsql_rc(sqlite3 *db, const char *sql)
 {
     int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
     return rc == SQLITE_OK ? rc : sqlite3_extended_errcode(db);
 }
 
-static long long qint(sqlite3 *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static long long qint(sqlite3 *db, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *q = sqlite3_vmprintf(fmt, ap);
-    va_end(ap);
-    sqlite3_stmt *st = NULL;
-    cr_assert(sqlite3_prepare_v2(db, q, -1, &st, NULL) == SQLITE_OK, "[%s] %s: %s", TAG, q, sqlite3_errmsg(db));
-    int rc = sqlite3_step(st);
-    cr_assert(rc == SQLITE_ROW, "[%s] %s: rc %d %s", TAG, q, rc, sqlite3_errmsg(db));
-    long long v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    sqlite3_free(q);
-    return v;
-}
+#define qint sqlh_int
 
 static int blob_size(void)
 {
@@ -173,9 +136,9 @@ static sqlite3 *create_db(const char *name)
     xsql(db, "CREATE TABLE t(id INTEGER PRIMARY KEY, k INTEGER, v BLOB)");
     xsql(db, "CREATE INDEX t_k ON t(k)");
     CHECK(qint(db, "PRAGMA page_size") == PSZ, "page_size is %lld, want %d", qint(db, "PRAGMA page_size"), PSZ);
-    CHECK(lvnode_last_txid(&N, name) >= 2, "%s: no records after CREATE TABLE + CREATE INDEX", name);
+    CHECK(lvnode_last_txid(N, name) >= 2, "%s: no records after CREATE TABLE + CREATE INDEX", name);
     struct lvdbstat st;
-    CHECK(lvnode_db_status(&N, name, &st) == 1, "%s not in status", name);
+    CHECK(lvnode_db_status(N, name, &st) == 1, "%s not in status", name);
     CHECK(strcmp(st.journal_mode, MODE) == 0, "%s: status journal_mode %s", name, st.journal_mode);
     CHECK(st.page_size == (uint32_t)PSZ, "%s: status page_size %u", name, st.page_size);
     return db;
@@ -183,7 +146,7 @@ static sqlite3 *create_db(const char *name)
 
 static uint64_t TX(const char *name)
 {
-    return lvnode_last_txid(&N, name);
+    return lvnode_last_txid(N, name);
 }
 
 #define EXPECT_TX(name, want, what)                                                                      \
@@ -207,7 +170,7 @@ static void insert_rows(sqlite3 *db, int n, int k)
 static void check_records(const char *name)
 {
     struct lvrec *r = NULL;
-    int n = lvnode_log_records(&N, name, &r);
+    int n = lvnode_log_records(N, name, &r);
     CHECK(n >= 1, "%s: log ls returned %d records", name, n);
     CHECK(r[0].txid == 1, "%s: first TXID is %llu", name, (unsigned long long)r[0].txid);
     CHECK(r[0].snapshot, "%s: the first record is not a snapshot", name);
@@ -229,7 +192,7 @@ static void check_records(const char *name)
 
 static void check(const char *name)
 {
-    lvnode_check_db(&N, name);
+    lvnode_check_db(N, name);
 }
 
 /* In a rollback journal mode SQLite reuses freelist leaf pages without
@@ -248,7 +211,7 @@ static uint64_t expect_rollback_noop(const char *name, uint64_t t, int had_free,
           (unsigned long long)got, (unsigned long long)t, had_free ? " (or +1 for reused free pages)" : "");
     uint32_t *pg = NULL, *fl = NULL;
     char *path = P(name);
-    int np = lvnode_record_pages(&N, name, got, &pg);
+    int np = lvnode_record_pages(N, name, got, &pg);
     int nf = file_freelist_pages(path, &fl);
     CHECK(np > 0 && nf >= 0, "%s: cannot list record %llu pages (%d) or the freelist (%d)", name,
           (unsigned long long)got, np, nf);
@@ -284,11 +247,11 @@ static uint64_t spill_rollback(sqlite3 *db, const char *name, uint64_t t)
 /* ---------------------------------------------------------- instantiation */
 
 #define T_ONE(suite, name, fn, mode, psz)                                                  \
-    Test(suite, name##_##mode##_##psz, .fini = fini, .timeout = 120)                     \
+    Test(suite, name##_##mode##_##psz, .fini = lvt_fini, .timeout = 120)                     \
     {                                                                                      \
         start(#mode, psz);                                                                 \
         fn();                                                                              \
-        lvnode_stop(&N);                                                                   \
+        lvnode_stop(N);                                                                   \
     }
 #define T_MODE(suite, name, fn, mode)          \
     T_ONE(suite, name, fn, mode, 512)          \
@@ -372,8 +335,8 @@ static void case_basic(void)
         CHECK(stat(wal, &st) != 0 || st.st_size == 0, "WAL not empty after a TRUNCATE checkpoint");
         free(wal);
         char rp[600];
-        snprintf(rp, sizeof rp, "%s/replay-direct.db", N.dir);
-        CHECK(lvnode_replay(&N, "a.db", 0, rp) == 0, "replay failed");
+        snprintf(rp, sizeof rp, "%s/replay-direct.db", N->dir);
+        CHECK(lvnode_replay(N, "a.db", 0, rp) == 0, "replay failed");
         CHECK(files_equal(rp, path), "checkpointed file differs from the replay");
         free(path);
     }
@@ -459,7 +422,7 @@ static void case_vacuum(void)
         EXPECT_TX("v.db", ++t, "VACUUM to a new page size");
         CHECK(qint(db, "PRAGMA page_size") == nps, "page size not changed by VACUUM");
         struct lvdbstat st;
-        CHECK(lvnode_db_status(&N, "v.db", &st) == 1, "v.db not in status");
+        CHECK(lvnode_db_status(N, "v.db", &st) == 1, "v.db not in status");
         CHECK(st.page_size == (uint32_t)nps, "status page_size %u, expected %d", st.page_size, nps);
         check("v.db");
         insert_rows(db, 3, 2);
@@ -702,7 +665,7 @@ T_ALL(capture, locks, case_locks)
 static int status_lists(const char *name)
 {
     struct lvdbstat st;
-    int r = lvnode_db_status(&N, name, &st);
+    int r = lvnode_db_status(N, name, &st);
     CHECK(r >= 0, "status --json failed");
     return r;
 }
@@ -732,7 +695,7 @@ static void case_files(void)
     }
     struct stat st;
     char *data_sub;
-    CHECK(asprintf(&data_sub, "%s/files/sub/c.db", N.data) > 0, "asprintf");
+    CHECK(asprintf(&data_sub, "%s/files/sub/c.db", N->data) > 0, "asprintf");
     CHECK(stat(data_sub, &st) == 0, "the subdirectory database is not mirrored at %s", data_sub);
     free(data_sub);
     for (int i = 0; i < 3; i++) {
@@ -772,7 +735,7 @@ static void case_files(void)
     CHECK(unlink(b) == 0, "unlink b.db: %s", strerror(errno));
     CHECK(!status_lists("b.db"), "a deleted database still shows in status");
     struct lvrec *recs = NULL;
-    int nrec = lvnode_log_records(&N, "b.db", &recs);
+    int nrec = lvnode_log_records(N, "b.db", &recs);
     free(recs);
     CHECK(nrec <= 0, "log ls --db b.db still lists %d records after the delete", nrec);
 
@@ -798,7 +761,7 @@ T_ALL(capture, files, case_files)
 /* The daemon log has the line explaining how OFF/MEMORY writes are captured. */
 static int log_has_unjournaled_note(const char *name)
 {
-    char *txt = lvnode_log_text(&N);
+    char *txt = lvnode_log_text(N);
     int found = 0;
     for (char *line = strtok(txt, "\n"); line; line = strtok(NULL, "\n"))
         if (strstr(line, name) && strstr(line, "journal_mode") && strstr(line, "OFF") && strstr(line, "MEMORY"))

@@ -34,97 +34,34 @@
 
 #include <jansson.h>
 
-#include "helpers.h"
+#include "lib/lvtest.h"
 
 /* ------------------------------------------------------------------ */
 /* Per-test state and cleanup                                          */
 /* ------------------------------------------------------------------ */
 
-static struct lvnode fN, fN2;  /* nodes of the current test */
-static int fN_used, fN2_used;  /* lvnode_init was called */
-static char f_mounted[4][320]; /* tmpfs/bind mounts to undo, innermost last */
-static int f_nmounted;
+static struct lvnode *fN, *fN2; /* nodes of the current test (registry-owned) */
 
-static void f_kill_node(struct lvnode *n)
-{
-    if (n->pid > 0) {
-        kill(n->pid, SIGKILL);
-        waitpid(n->pid, NULL, 0);
-        n->pid = 0;
-    }
-    run_cmd(NULL, "fusermount3 -uz '%s' 2>/dev/null", n->mnt);
-}
-
-static void f_fini(void)
-{
-    if (fN_used)
-        f_kill_node(&fN);
-    if (fN2_used)
-        f_kill_node(&fN2);
-    for (int i = f_nmounted - 1; i >= 0; i--)
-        run_cmd(NULL, "umount -l '%s' 2>/dev/null", f_mounted[i]);
-    f_nmounted = 0;
-    if (fN_used)
-        lvnode_cleanup(&fN);
-    if (fN2_used)
-        lvnode_cleanup(&fN2);
-    fN_used = fN2_used = 0;
-}
-
-static void f_init(struct lvnode *n)
-{
-    lvnode_init(n, NULL);
-    if (n == &fN)
-        fN_used = 1;
-    else
-        fN2_used = 1;
-}
-
-TestSuite(faults, .fini = f_fini, .timeout = 120);
+TestSuite(faults, .fini = lvt_fini, .timeout = 120);
 
 /* ------------------------------------------------------------------ */
 /* Local helpers                                                       */
 /* ------------------------------------------------------------------ */
 
-/* Whole file as a NUL-terminated malloc'ed string ("" if unreadable). */
+/* Whole file as a NUL-terminated malloc'ed string (asserts it can be read). */
 static char *slurp(const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    size_t cap = 4096, len = 0;
-    char *s = malloc(cap);
-    cr_assert_not_null(s);
-    if (f) {
-        size_t k;
-        while ((k = fread(s + len, 1, cap - len - 1, f)) > 0) {
-            len += k;
-            if (cap - len < 2) {
-                cap *= 2;
-                s = realloc(s, cap);
-                cr_assert_not_null(s);
-            }
-        }
-        fclose(f);
-    }
-    s[len] = 0;
+    char *s = file_read(path, NULL);
+    cr_assert_not_null(s, "cannot read %s", path);
     return s;
 }
 
-/* Rewrite n's config file; data_extra lines (indented under data:) and
- * top_extra (whole sections) may be NULL. */
-static void write_cfg_at(const char *path, const char *fuse_dir, const char *data_dir, const char *http,
-                         const char *data_extra, const char *top_extra)
-{
-    FILE *f = fopen(path, "w");
-    cr_assert_not_null(f, "cannot write %s", path);
-    fprintf(f, "fuse:\n  dir: %s\ndata:\n  dir: %s\n%s", fuse_dir, data_dir, data_extra ? data_extra : "");
-    fprintf(f, "http:\n  addr: %s\nlog:\n  level: info\n%s", http, top_extra ? top_extra : "");
-    fclose(f);
-}
+/* Write a config file (see lvconf_write): data_extra under data:, top_extra sections. */
+#define write_cfg_at(path, fuse_dir, data_dir, http, data_extra, top_extra) \
+    lvconf_write(path, fuse_dir, data_dir, http, data_extra, top_extra)
 
-static void write_cfg(const struct lvnode *n, const char *data_extra)
-{
-    write_cfg_at(n->config, n->mnt, n->data, n->http, data_extra, NULL);
-}
+/* Rewrite n's config with data_extra lines under data:. */
+#define write_cfg(n, data_extra) lvnode_reconfig(n, data_extra, NULL)
 
 /* `litevault status --json` of a running node, parsed; asserts success. */
 static json_t *get_status(const struct lvnode *n)
@@ -154,11 +91,9 @@ static json_t *status_entry(json_t *st, const char *name)
 }
 
 /* The daemon process exists and answers `status`. */
-static int daemon_up(const struct lvnode *n)
+static int daemon_up(struct lvnode *n)
 {
-    if (n->pid <= 0 || kill(n->pid, 0) != 0)
-        return 0;
-    if (waitpid(n->pid, NULL, WNOHANG) == n->pid)
+    if (!lvnode_alive(n))
         return 0;
     return run_cmd(NULL, "'%s' status -c '%s' --json >/dev/null 2>&1", getenv("LITEVAULT"), n->config) == 0;
 }
@@ -186,13 +121,7 @@ static int mount_expect_fail(const char *config, char **out)
     return run_cmd(out, "timeout -s KILL 15 '%s' mount -c '%s' 2>&1", getenv("LITEVAULT"), config);
 }
 
-static int is_mounted(const char *dir)
-{
-    char *out = NULL;
-    int rc = run_cmd(&out, "grep -c ' %s ' /proc/self/mountinfo", dir);
-    free(out);
-    return rc == 0;
-}
+#define is_mounted path_is_mounted
 
 /*
  * The log agrees with the database: the database (checkpointed first when
@@ -235,15 +164,14 @@ static void assert_log_matches(const struct lvnode *n, const char *db, int wal, 
 
 Test(faults, not_sqlite_file)
 {
-    f_init(&fN);
-    lvnode_start(&fN);
+    fN = lvnode_started(NULL);
     const char *names[] = {"notes.txt", "fake.db"};
     char text[4096];
     size_t tl = 0;
     for (int i = 0; i < 60; i++)
         tl += (size_t)snprintf(text + tl, sizeof text - tl, "line %d: this is not a database\n", i);
     for (size_t k = 0; k < 2; k++) {
-        char *p = lvnode_path(&fN, names[k]);
+        char *p = lvnode_path(fN, names[k]);
         FILE *f = fopen(p, "w");
         cr_assert_not_null(f, "create %s: %s", p, strerror(errno));
         cr_assert_eq(fwrite(text, 1, tl, f), tl);
@@ -261,20 +189,20 @@ Test(faults, not_sqlite_file)
         free(p);
     }
     /* a real database next to them is captured */
-    char *real = lvnode_path(&fN, "real.db");
+    char *real = lvnode_path(fN, "real.db");
     sql_exec(real, "CREATE TABLE t(x); INSERT INTO t VALUES(1);", 0);
-    cr_assert(daemon_up(&fN), "daemon died");
-    json_t *st = get_status(&fN);
+    cr_assert(daemon_up(fN), "daemon died");
+    json_t *st = get_status(fN);
     cr_assert_null(status_entry(st, "notes.txt"), "a plain text file is listed in status");
     cr_assert_null(status_entry(st, "fake.db"), "a plain file named .db is listed in status");
     cr_assert_not_null(status_entry(st, "real.db"), "the real database is not listed");
     json_decref(st);
-    cr_assert(lvnode_log_contains(&fN, "fake.db is not a SQLite database"), "no log line says fake.db is not SQLite");
-    cr_assert(lvnode_log_contains(&fN, "notes.txt is not a SQLite database"), "no log line says notes.txt is not SQLite");
+    cr_assert(lvnode_log_contains(fN, "fake.db is not a SQLite database"), "no log line says fake.db is not SQLite");
+    cr_assert(lvnode_log_contains(fN, "notes.txt is not a SQLite database"), "no log line says notes.txt is not SQLite");
     /* the plain files survive a restart unchanged */
-    lvnode_stop(&fN);
-    lvnode_start(&fN);
-    char *p = lvnode_path(&fN, "fake.db");
+    lvnode_stop(fN);
+    lvnode_start(fN);
+    char *p = lvnode_path(fN, "fake.db");
     char *back = slurp(p);
     cr_assert_eq(strlen(back), tl);
     cr_assert(memcmp(back, text, tl) == 0);
@@ -290,13 +218,12 @@ Test(faults, not_sqlite_file)
 
 Test(faults, garbled_header_refused)
 {
-    f_init(&fN);
-    lvnode_start(&fN);
-    char *p = lvnode_path(&fN, "g.db");
+    fN = lvnode_started(NULL);
+    char *p = lvnode_path(fN, "g.db");
     sql_exec(p, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);", 0);
     sql_exec(p, "BEGIN; WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i<500) "
                 "INSERT INTO t(v) SELECT printf('row %d', i) FROM c; COMMIT;", 0);
-    uint64_t txid0 = lvnode_last_txid(&fN, "g.db");
+    uint64_t txid0 = lvnode_last_txid(fN, "g.db");
     cr_assert_geq(txid0, 2);
     uint64_t ck0 = file_db_checksum(p);
 
@@ -320,16 +247,16 @@ Test(faults, garbled_header_refused)
     cr_assert(memcmp(hdr, "SQLite format 3", 16) == 0, "header changed after a refused write");
     close(fd);
 
-    cr_assert(daemon_up(&fN));
+    cr_assert(daemon_up(fN));
     cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), 500);
-    cr_assert_eq(lvnode_last_txid(&fN, "g.db"), txid0, "a refused write produced a record");
+    cr_assert_eq(lvnode_last_txid(fN, "g.db"), txid0, "a refused write produced a record");
     cr_assert_eq(file_db_checksum(p), ck0);
-    cr_assert(lvnode_log_contains(&fN, "g.db: refusing a write at offset 0 that would overwrite the SQLite header"),
+    cr_assert(lvnode_log_contains(fN, "g.db: refusing a write at offset 0 that would overwrite the SQLite header"),
               "no clear log line about the refused header write");
     /* the database keeps working */
     sql_exec(p, "INSERT INTO t(v) VALUES('after');", 0);
-    cr_assert_eq(lvnode_last_txid(&fN, "g.db"), txid0 + 1);
-    assert_log_matches(&fN, "g.db", 0, fN.dir);
+    cr_assert_eq(lvnode_last_txid(fN, "g.db"), txid0 + 1);
+    assert_log_matches(fN, "g.db", 0, fN->dir);
     free(p);
 }
 
@@ -428,17 +355,17 @@ static void grow_log(const struct lvnode *n, const char *db)
 static void damage_case(enum damage how)
 {
     static struct seginfo segs[64];
-    f_init(&fN);
-    write_cfg(&fN, "  segment-size: 32KiB\n");
-    lvnode_start(&fN);
-    grow_log(&fN, "a.db");
-    char *pa = lvnode_path(&fN, "a.db"), *pb = lvnode_path(&fN, "b.db");
+    fN = lvnode_new(NULL);
+    write_cfg(fN, "  segment-size: 32KiB\n");
+    lvnode_start(fN);
+    grow_log(fN, "a.db");
+    char *pa = lvnode_path(fN, "a.db"), *pb = lvnode_path(fN, "b.db");
     sql_exec(pb, "CREATE TABLE u(x); INSERT INTO u VALUES(1),(2),(3);", 0);
     long long rows_a = sql_int(pa, "SELECT count(*) FROM t");
-    uint64_t txid_b = lvnode_last_txid(&fN, "b.db");
-    lvnode_stop(&fN);
+    uint64_t txid_b = lvnode_last_txid(fN, "b.db");
+    lvnode_stop(fN);
 
-    int ns = read_segments(&fN, "a.db", segs, 64);
+    int ns = read_segments(fN, "a.db", segs, 64);
     cr_assert_geq(ns, 3, "expected several segments, got %d", ns);
     struct seginfo *victim = NULL;
     int fd;
@@ -449,13 +376,7 @@ static void damage_case(enum damage how)
         cr_assert_geq(victim->nrec, 2);
         int r = victim->nrec > 2 ? 1 : 0;
         off_t at = victim->off[r] + 112 + (victim->len[r] - 120) / 2;
-        fd = open(victim->path, O_RDWR);
-        cr_assert_geq(fd, 0);
-        unsigned char b;
-        cr_assert_eq(pread(fd, &b, 1, at), 1);
-        b ^= 0x10;
-        cr_assert_eq(pwrite(fd, &b, 1, at), 1);
-        close(fd);
+        file_xor_byte(victim->path, at, 0x10);
         break;
     }
     case DMG_BITFLIP_LAST_PAYLOAD:
@@ -467,13 +388,7 @@ static void damage_case(enum damage how)
         int r = 1;
         off_t at = how == DMG_BITFLIP_LAST_HEADER ? victim->off[r] + 31
                                                    : victim->off[r] + 112 + (victim->len[r] - 120) / 2;
-        fd = open(victim->path, O_RDWR);
-        cr_assert_geq(fd, 0);
-        unsigned char b;
-        cr_assert_eq(pread(fd, &b, 1, at), 1);
-        b ^= 0x01;
-        cr_assert_eq(pwrite(fd, &b, 1, at), 1);
-        close(fd);
+        file_xor_byte(victim->path, at, 0x01);
         break;
     }
     case DMG_TRUNCATE_NONFINAL: {
@@ -508,7 +423,7 @@ static void damage_case(enum damage how)
     }
     }
 
-    lvnode_start(&fN);
+    lvnode_start(fN);
     /* a.db refuses to open */
     errno = 0;
     fd = open(pa, O_RDONLY);
@@ -519,7 +434,7 @@ static void damage_case(enum damage how)
     cr_assert_eq(e, EIO, "open of a.db failed with %s, expected EIO", strerror(e));
     cr_assert_neq(raw_sql(pa, "SELECT count(*) FROM t;"), SQLITE_OK, "sqlite3 read a.db");
     /* status names the problem and the segment */
-    json_t *st = get_status(&fN);
+    json_t *st = get_status(fN);
     json_t *ea = status_entry(st, "a.db");
     cr_assert_not_null(ea, "a.db missing from status");
     cr_assert_str_eq(json_string_value(json_object_get(ea, "status")), "broken");
@@ -530,21 +445,21 @@ static void damage_case(enum damage how)
     cr_assert_not_null(eb);
     cr_assert_str_eq(json_string_value(json_object_get(eb, "status")), "ok");
     json_decref(st);
-    cr_assert(lvnode_log_contains(&fN, victim->base), "the daemon log does not name %s", victim->base);
+    cr_assert(lvnode_log_contains(fN, victim->base), "the daemon log does not name %s", victim->base);
     /* replay refuses the damaged log */
     char out[600];
-    snprintf(out, sizeof out, "%s/replay-a.db", fN.dir);
-    cr_assert_neq(lvnode_replay(&fN, "a.db", 0, out), 0, "replay of a damaged log succeeded");
+    snprintf(out, sizeof out, "%s/replay-a.db", fN->dir);
+    cr_assert_neq(lvnode_replay(fN, "a.db", 0, out), 0, "replay of a damaged log succeeded");
     /* b.db keeps working */
     cr_assert_eq(sql_int(pb, "SELECT count(*) FROM u"), 3);
     sql_exec(pb, "INSERT INTO u VALUES(4);", 0);
-    cr_assert_eq(lvnode_last_txid(&fN, "b.db"), txid_b + 1);
-    assert_log_matches(&fN, "b.db", 0, fN.dir);
-    cr_assert(daemon_up(&fN));
+    cr_assert_eq(lvnode_last_txid(fN, "b.db"), txid_b + 1);
+    assert_log_matches(fN, "b.db", 0, fN->dir);
+    cr_assert(daemon_up(fN));
     /* the data itself is untouched: with the log moved aside a.db is whole */
-    lvnode_stop(&fN);
-    cr_assert_eq(run_cmd(NULL, "mv '%s/meta/a.db' '%s/a.db-meta-damaged'", fN.data, fN.dir), 0);
-    lvnode_start(&fN);
+    lvnode_stop(fN);
+    cr_assert_eq(run_cmd(NULL, "mv '%s/meta/a.db' '%s/a.db-meta-damaged'", fN->data, fN->dir), 0);
+    lvnode_start(fN);
     cr_assert_eq(sql_int(pa, "SELECT count(*) FROM t"), rows_a);
     free(pa);
     free(pb);
@@ -581,20 +496,20 @@ Test(faults, segment_record_cut_in_middle)
 
 Test(faults, mountpoint_busy)
 {
-    f_init(&fN);
-    f_init(&fN2);
-    lvnode_start(&fN);
-    char *p = lvnode_path(&fN, "x.db");
+    fN = lvnode_new(NULL);
+    fN2 = lvnode_new(NULL);
+    lvnode_start(fN);
+    char *p = lvnode_path(fN, "x.db");
     sql_exec(p, "CREATE TABLE t(x); INSERT INTO t VALUES(42);", 0);
     /* a second daemon (own data dir and port) on the same fuse.dir */
-    write_cfg_at(fN2.config, fN.mnt, fN2.data, fN2.http, NULL, NULL);
+    write_cfg_at(fN2->config, fN->mnt, fN2->data, fN2->http, NULL, NULL);
     char *out = NULL;
-    int rc = mount_expect_fail(fN2.config, &out);
+    int rc = mount_expect_fail(fN2->config, &out);
     cr_assert_eq(rc, 1, "second mount exited %d: %s", rc, out);
     cr_assert(strstr(out, "busy") != NULL, "no 'busy' in: %s", out);
-    cr_assert(strstr(out, fN.mnt) != NULL, "message does not name the mount point: %s", out);
+    cr_assert(strstr(out, fN->mnt) != NULL, "message does not name the mount point: %s", out);
     free(out);
-    cr_assert(daemon_up(&fN));
+    cr_assert(daemon_up(fN));
     cr_assert_eq(sql_int(p, "SELECT x FROM t"), 42);
     sql_exec(p, "INSERT INTO t VALUES(43);", 0);
     cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), 2);
@@ -603,50 +518,49 @@ Test(faults, mountpoint_busy)
 
 Test(faults, mountpoint_missing_is_created)
 {
-    f_init(&fN);
-    rmdir(fN.mnt);
+    fN = lvnode_new(NULL);
+    rmdir(fN->mnt);
     struct stat st;
-    cr_assert_neq(stat(fN.mnt, &st), 0, "could not remove the mount point");
-    lvnode_start(&fN);
-    cr_assert_eq(stat(fN.mnt, &st), 0);
+    cr_assert_neq(stat(fN->mnt, &st), 0, "could not remove the mount point");
+    lvnode_start(fN);
+    cr_assert_eq(stat(fN->mnt, &st), 0);
     cr_assert(S_ISDIR(st.st_mode));
-    char *p = lvnode_path(&fN, "m.db");
+    char *p = lvnode_path(fN, "m.db");
     sql_exec(p, "CREATE TABLE t(x); INSERT INTO t VALUES(1);", 0);
-    cr_assert_eq(lvnode_last_txid(&fN, "m.db"), 2);
-    cr_assert(lvnode_log_contains(&fN, "created mount point"));
+    cr_assert_eq(lvnode_last_txid(fN, "m.db"), 2);
+    cr_assert(lvnode_log_contains(fN, "created mount point"));
     free(p);
 }
 
 Test(faults, mountpoint_stale)
 {
-    f_init(&fN);
-    lvnode_start(&fN);
-    char *p = lvnode_path(&fN, "s.db");
+    fN = lvnode_started(NULL);
+    char *p = lvnode_path(fN, "s.db");
     sql_exec(p, "CREATE TABLE t(x); INSERT INTO t VALUES(7),(8);", 0);
     /* kill the daemon without unmounting: the mount goes stale */
-    kill(fN.pid, SIGKILL);
-    waitpid(fN.pid, NULL, 0);
-    fN.pid = 0;
+    kill(fN->pid, SIGKILL);
+    waitpid(fN->pid, NULL, 0);
+    fN->pid = 0;
     /* (stat() of the root may still answer from the kernel's attribute
      * cache; listing the directory needs the dead daemon) */
     errno = 0;
-    DIR *dh = opendir(fN.mnt);
+    DIR *dh = opendir(fN->mnt);
     int e = errno;
     if (dh)
         closedir(dh);
     cr_assert_null(dh, "the mount point still works after SIGKILL");
     cr_assert_eq(e, ENOTCONN, "expected a stale mount, opendir says %s", strerror(e));
     char *out = NULL;
-    int rc = mount_expect_fail(fN.config, &out);
+    int rc = mount_expect_fail(fN->config, &out);
     cr_assert_eq(rc, 1, "mount on a stale mount point exited %d: %s", rc, out);
     cr_assert(strstr(out, "stale") != NULL, "no 'stale' in: %s", out);
     cr_assert(strstr(out, "fusermount3 -u") != NULL, "message does not say how to fix it: %s", out);
     free(out);
     /* after following the advice it starts and nothing is lost */
-    cr_assert_eq(run_cmd(NULL, "fusermount3 -uz '%s'", fN.mnt), 0);
-    lvnode_start(&fN);
+    cr_assert_eq(run_cmd(NULL, "fusermount3 -uz '%s'", fN->mnt), 0);
+    lvnode_start(fN);
     cr_assert_eq(sql_int(p, "SELECT sum(x) FROM t"), 15);
-    assert_log_matches(&fN, "s.db", 0, fN.dir);
+    assert_log_matches(fN, "s.db", 0, fN->dir);
     free(p);
 }
 
@@ -656,21 +570,21 @@ Test(faults, mountpoint_stale)
 
 Test(faults, datadir_is_a_file)
 {
-    f_init(&fN);
+    fN = lvnode_new(NULL);
     char file[400];
-    snprintf(file, sizeof file, "%s/plainfile", fN.dir);
+    snprintf(file, sizeof file, "%s/plainfile", fN->dir);
     FILE *f = fopen(file, "w");
     cr_assert_not_null(f);
     fputs("not a directory\n", f);
     fclose(f);
-    write_cfg_at(fN.config, fN.mnt, file, fN.http, NULL, NULL);
+    write_cfg_at(fN->config, fN->mnt, file, fN->http, NULL, NULL);
     char *out = NULL;
-    int rc = mount_expect_fail(fN.config, &out);
+    int rc = mount_expect_fail(fN->config, &out);
     cr_assert_eq(rc, 1, "mount exited %d: %s", rc, out);
     cr_assert(strstr(out, "data.dir") != NULL, "message does not name data.dir: %s", out);
     cr_assert(strstr(out, file) != NULL, "message does not name the path: %s", out);
     free(out);
-    cr_assert(!is_mounted(fN.mnt), "a failed start left a mount behind");
+    cr_assert(!is_mounted(fN->mnt), "a failed start left a mount behind");
     char *s = slurp(file);
     cr_assert_str_eq(s, "not a directory\n");
     free(s);
@@ -678,47 +592,28 @@ Test(faults, datadir_is_a_file)
 
 Test(faults, datadir_read_only)
 {
-    f_init(&fN);
-    cr_assert_eq(run_cmd(NULL, "mkdir -p '%s'", fN.data), 0);
-    cr_assert_eq(run_cmd(NULL, "mount --bind '%s' '%s'", fN.data, fN.data), 0);
-    snprintf(f_mounted[f_nmounted++], sizeof f_mounted[0], "%s", fN.data);
-    cr_assert_eq(run_cmd(NULL, "mount -o remount,bind,ro '%s'", fN.data), 0);
-    write_cfg(&fN, NULL);
+    fN = lvnode_new(NULL);
+    cr_assert_eq(run_cmd(NULL, "mkdir -p '%s'", fN->data), 0);
+    cr_assert_eq(run_cmd(NULL, "mount --bind '%s' '%s'", fN->data, fN->data), 0);
+    lvt_defer_umount(fN->data);
+    cr_assert_eq(run_cmd(NULL, "mount -o remount,bind,ro '%s'", fN->data), 0);
+    write_cfg(fN, NULL);
     char *out = NULL;
-    int rc = mount_expect_fail(fN.config, &out);
+    int rc = mount_expect_fail(fN->config, &out);
     cr_assert_eq(rc, 1, "mount exited %d: %s", rc, out);
     cr_assert(strstr(out, "data.dir") != NULL, "message does not name data.dir: %s", out);
     cr_assert(strstr(out, "writable") != NULL || strstr(out, "Read-only") != NULL,
               "message does not say why: %s", out);
     free(out);
-    cr_assert(!is_mounted(fN.mnt), "a failed start left a mount behind");
+    cr_assert(!is_mounted(fN->mnt), "a failed start left a mount behind");
 }
 
 /* ------------------------------------------------------------------ */
 /* Full disk                                                           */
 /* ------------------------------------------------------------------ */
 
-/* Insert 20 KB random rows one transaction each until a commit fails;
- * returns the number of committed rows and the failing code in *err. */
-static int write_until_error(const char *path, int wal, int max, int *err)
-{
-    sqlite3 *h = NULL;
-    int ok = 0;
-    *err = SQLITE_OK;
-    cr_assert_eq(sqlite3_open(path, &h), SQLITE_OK);
-    sqlite3_busy_timeout(h, 5000);
-    sqlite3_exec(h, wal ? "PRAGMA journal_mode=WAL" : "PRAGMA journal_mode=DELETE", NULL, NULL, NULL);
-    for (int i = 0; i < max; i++) {
-        int rc = sqlite3_exec(h, "INSERT INTO t(v) VALUES(randomblob(20000))", NULL, NULL, NULL);
-        if (rc != SQLITE_OK) {
-            *err = sqlite3_extended_errcode(h);
-            break;
-        }
-        ok++;
-    }
-    sqlite3_close(h);
-    return ok;
-}
+/* Insert 20 KB random rows one transaction each until a commit fails. */
+#define write_until_error(path, wal, max, err) sql_insert_until_error(path, wal, 20000, max, err)
 
 /*
  * A real full disk.  where == 0: all of data.dir is on an 8 MiB tmpfs, so
@@ -730,16 +625,16 @@ static int write_until_error(const char *path, int wal, int max, int *err)
 static void full_disk_case(int wal, int where)
 {
     char fsdir[400], filler[440];
-    f_init(&fN);
+    fN = lvnode_new(NULL);
     if (where == 0)
-        snprintf(fsdir, sizeof fsdir, "%s", fN.data);
+        snprintf(fsdir, sizeof fsdir, "%s", fN->data);
     else
-        snprintf(fsdir, sizeof fsdir, "%s/meta", fN.data);
+        snprintf(fsdir, sizeof fsdir, "%s/meta", fN->data);
     cr_assert_eq(run_cmd(NULL, "mkdir -p '%s'", fsdir), 0);
     cr_assert_eq(run_cmd(NULL, "mount -t tmpfs -o size=%s tmpfs '%s'", where ? "4m" : "8m", fsdir), 0);
-    snprintf(f_mounted[f_nmounted++], sizeof f_mounted[0], "%s", fsdir);
-    lvnode_start(&fN);
-    char *p = lvnode_path(&fN, "full.db");
+    lvt_defer_umount(fsdir);
+    lvnode_start(fN);
+    char *p = lvnode_path(fN, "full.db");
     sql_exec(p, wal ? "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);"
                     : "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);", 0);
     /* leave little space free on the tmpfs */
@@ -757,11 +652,11 @@ static void full_disk_case(int wal, int where)
     cr_assert((err & 0xff) == SQLITE_FULL || (err & 0xff) == SQLITE_IOERR,
               "expected SQLITE_FULL or SQLITE_IOERR, got %d (%s)", err, sqlite3_errstr(err));
     cr_assert_gt(ok, 0);
-    cr_assert(daemon_up(&fN), "the daemon died on a full disk");
+    cr_assert(daemon_up(fN), "the daemon died on a full disk");
     if (where == 1)
-        cr_assert(lvnode_log_contains(&fN, "No space left on device"), "the daemon did not log the ENOSPC");
+        cr_assert(lvnode_log_contains(fN, "No space left on device"), "the daemon did not log the ENOSPC");
     struct lvdbstat ds;
-    cr_assert_eq(lvnode_db_status(&fN, "full.db", &ds), 1);
+    cr_assert_eq(lvnode_db_status(fN, "full.db", &ds), 1);
     cr_assert_str_eq(ds.status, "ok", "a full disk left the database broken");
     /* a failed commit is not visible */
     cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), ok);
@@ -774,12 +669,12 @@ static void full_disk_case(int wal, int where)
     cr_assert_eq(ok2, 3);
     long long rows = sql_int(p, "SELECT count(*) FROM t");
     cr_assert_eq(rows, ok + 3, "rows %lld, committed %d", rows, ok + 3);
-    assert_log_matches(&fN, "full.db", wal, fN.dir);
+    assert_log_matches(fN, "full.db", wal, fN->dir);
     /* and after a restart the log still agrees */
-    lvnode_stop(&fN);
-    lvnode_start(&fN);
+    lvnode_stop(fN);
+    lvnode_start(fN);
     cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), ok + 3);
-    assert_log_matches(&fN, "full.db", wal, fN.dir);
+    assert_log_matches(fN, "full.db", wal, fN->dir);
     free(p);
 }
 
@@ -805,37 +700,36 @@ Test(faults, full_log_disk_tmpfs_wal)
 
 static void fault_env_case(int wal)
 {
-    f_init(&fN);
-    lvnode_start(&fN);
-    char *p = lvnode_path(&fN, "inj.db");
+    fN = lvnode_started(NULL);
+    char *p = lvnode_path(fN, "inj.db");
     sql_exec(p, wal ? "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);"
                     : "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);", 0);
-    lvnode_stop(&fN);
+    lvnode_stop(fN);
     /* every log write after the first 15 fails with ENOSPC */
     setenv("LV_FAULT", "write:ENOSPC:after=15:match=/log/", 1);
-    lvnode_start(&fN);
+    lvnode_start(fN);
     unsetenv("LV_FAULT");
     int err = 0;
     int ok = write_until_error(p, wal, 200, &err);
     cr_assert_neq(err, SQLITE_OK, "no commit failed under LV_FAULT");
     cr_assert((err & 0xff) == SQLITE_FULL || (err & 0xff) == SQLITE_IOERR,
               "expected SQLITE_FULL or SQLITE_IOERR, got %d (%s)", err, sqlite3_errstr(err));
-    cr_assert(daemon_up(&fN), "the daemon died on ENOSPC");
-    cr_assert(lvnode_log_contains(&fN, "No space left on device"), "the daemon did not log the ENOSPC");
+    cr_assert(daemon_up(fN), "the daemon died on ENOSPC");
+    cr_assert(lvnode_log_contains(fN, "No space left on device"), "the daemon did not log the ENOSPC");
     /* reads still work and see exactly the committed rows */
     cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), ok);
     cr_assert_eq(sql_exec(p, "INSERT INTO t(v) VALUES(randomblob(100));", 1) != SQLITE_OK, 1,
                  "a commit succeeded while the log cannot be written");
     cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), ok);
     /* "free space": restart without the fault */
-    lvnode_stop(&fN);
-    lvnode_start(&fN);
+    lvnode_stop(fN);
+    lvnode_start(fN);
     cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), ok);
     int err2 = 0;
     cr_assert_eq(write_until_error(p, wal, 3, &err2), 3, "writes fail after the fault is gone: %s",
                  sqlite3_errstr(err2));
     cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), ok + 3);
-    assert_log_matches(&fN, "inj.db", wal, fN.dir);
+    assert_log_matches(fN, "inj.db", wal, fN->dir);
     free(p);
 }
 
@@ -857,12 +751,12 @@ Test(faults, enospc_injected_wal)
  * and check exit 2 and the position. */
 static void bad_config_case(const char *bad_line, const char *where, const char *word)
 {
-    f_init(&fN);
+    fN = lvnode_new(NULL);
     char path[400];
-    snprintf(path, sizeof path, "%s/bad.yml", fN.dir);
+    snprintf(path, sizeof path, "%s/bad.yml", fN->dir);
     FILE *f = fopen(path, "w");
     cr_assert_not_null(f);
-    fprintf(f, "fuse:\n  dir: %s\ndata:\n  dir: %s\n%s\nhttp:\n  addr: %s\n", fN.mnt, fN.data, bad_line, fN.http);
+    fprintf(f, "fuse:\n  dir: %s\ndata:\n  dir: %s\n%s\nhttp:\n  addr: %s\n", fN->mnt, fN->data, bad_line, fN->http);
     fclose(f);
     char *out = NULL;
     int rc = mount_expect_fail(path, &out);
@@ -872,7 +766,7 @@ static void bad_config_case(const char *bad_line, const char *where, const char 
     cr_assert(strstr(out, pos) != NULL, "message lacks %s: %s", pos, out);
     cr_assert(strstr(out, word) != NULL, "message lacks '%s': %s", word, out);
     free(out);
-    cr_assert(!is_mounted(fN.mnt));
+    cr_assert(!is_mounted(fN->mnt));
     /* status and log commands reject it the same way */
     rc = run_cmd(&out, "'%s' status -c '%s' 2>&1", getenv("LITEVAULT"), path);
     cr_assert_eq(rc, 2, "status with a bad config exited %d: %s", rc, out);

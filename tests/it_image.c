@@ -22,59 +22,23 @@
 
 #include <jansson.h>
 
-#include "helpers.h"
+#include "lib/lvtest.h"
 
-static struct lvnode iN;
-static int iN_used;
+static struct lvnode *iN; /* this test's node (registry-owned) */
 
-static void i_fini(void)
-{
-    if (iN_used) {
-        lvnode_kill9(&iN);
-        lvnode_cleanup(&iN);
-        iN_used = 0;
-    }
-}
+TestSuite(image, .fini = lvt_fini, .timeout = 240);
 
-TestSuite(image, .fini = i_fini, .timeout = 240);
-
-struct writer {
-    char *path;           /* database on the mount */
-    atomic_int stop;      /* set to end the writer */
-    atomic_long commits;  /* transactions committed */
-    int rows;             /* rows in t */
-};
-
-static void *writer_main(void *arg)
-{
-    struct writer *w = arg;
-    sqlite3 *db = NULL;
-    unsigned seed = 7;
-    cr_assert_eq(sqlite3_open(w->path, &db), SQLITE_OK);
-    sqlite3_busy_timeout(db, 10000);
-    sqlite3_exec(db, "PRAGMA wal_autocheckpoint=50", NULL, NULL, NULL);
-    while (!atomic_load(&w->stop)) {
-        char sql[256];
-        int id = (int)(rand_r(&seed) % (unsigned)w->rows) + 1;
-        snprintf(sql, sizeof sql,
-                 "BEGIN; UPDATE t SET v = randomblob(300) WHERE id = %d; UPDATE t SET v = randomblob(300) "
-                 "WHERE id = %d; COMMIT;",
-                 id, (id * 7919) % w->rows + 1);
-        if (sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK)
-            atomic_fetch_add(&w->commits, 1);
-        else
-            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-    }
-    sqlite3_close(db);
-    return NULL;
-}
+/* The writer's transaction (sql_writer: %1$d and %2$d are random row ids). */
+static const char WRITER_SQL[] =
+    "BEGIN; UPDATE t SET v = randomblob(300) WHERE id = %1$d; UPDATE t SET v = randomblob(300) "
+    "WHERE id = %2$d; COMMIT;";
 
 /* POST /v1/image for db; returns the parsed JSON reply (caller decrefs). */
 static json_t *take_image(const struct lvnode *n, const char *db)
 {
     char *out = NULL;
     int rc = run_cmd(&out, "curl -s -f -X POST 'http://%s/v1/image?db=%s'", n->http, db);
-    cr_assert_eq(rc, 0, "image request failed: %s", out ? out : "");
+    cr_assert_eq(rc, 0, "image request failed: %s", out ? out : ""); /* POST: not in http.h */
     json_t *j = json_loads(out, 0, NULL);
     cr_assert_not_null(j, "bad JSON: %s", out);
     free(out);
@@ -84,26 +48,23 @@ static json_t *take_image(const struct lvnode *n, const char *db)
 static void image_under_load(const char *mode)
 {
     char sql[256];
-    lvnode_init(&iN, NULL);
-    iN_used = 1;
+    iN = lvnode_new(NULL);
     setenv("LV_TEST_IMAGE_DELAY_US", "20000", 1); /* ~0.5 s per image: writers overlap the copy */
-    lvnode_start(&iN);
+    lvnode_start(iN);
     unsetenv("LV_TEST_IMAGE_DELAY_US");
-    char *db = lvnode_path(&iN, "img.db");
+    char *db = lvnode_path(iN, "img.db");
     snprintf(sql, sizeof sql, "PRAGMA journal_mode=%s; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);", mode);
     sql_exec(db, sql, 0);
     sql_exec(db, "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i < 60000) "
                  "INSERT INTO t SELECT i, randomblob(300) FROM c;",
              0);
-    struct writer w = {.path = db, .rows = 60000};
-    pthread_t th;
-    cr_assert_eq(pthread_create(&th, NULL, writer_main, &w), 0);
-    while (atomic_load(&w.commits) < 20)
-        usleep(10000);
+    struct sql_writer w = {.path = db, .sql = WRITER_SQL, .rows = 60000, .seed = 7};
+    sql_writer_start(&w);
+    sql_writer_wait(&w, 20);
 
     uint64_t last_txid = 0;
     for (int i = 0; i < 5; i++) {
-        json_t *j = take_image(&iN, "img.db");
+        json_t *j = take_image(iN, "img.db");
         const char *path = json_string_value(json_object_get(j, "path"));
         uint64_t txid = (uint64_t)json_integer_value(json_object_get(j, "txid"));
         const char *ck = json_string_value(json_object_get(j, "checksum"));
@@ -111,11 +72,11 @@ static void image_under_load(const char *mode)
         cr_assert_geq(txid, last_txid);
         last_txid = txid;
         char rp[512], cp[512];
-        snprintf(rp, sizeof rp, "%s/replay-%d.db", iN.dir, i);
-        snprintf(cp, sizeof cp, "%s/image-%d.db", iN.dir, i);
+        snprintf(rp, sizeof rp, "%s/replay-%d.db", iN->dir, i);
+        snprintf(cp, sizeof cp, "%s/image-%d.db", iN->dir, i);
         cr_assert_eq(run_cmd(NULL, "mv '%s' '%s'", path, cp), 0);
         /* writers continue while we check */
-        cr_assert_eq(lvnode_replay(&iN, "img.db", txid, rp), 0);
+        cr_assert_eq(lvnode_replay(iN, "img.db", txid, rp), 0);
         long long off = -1;
         cr_assert_eq(files_first_diff(cp, rp, &off), 0, "image %d (TXID %llu) differs from the replay at byte %lld",
                      i, (unsigned long long)txid, off);
@@ -125,22 +86,21 @@ static void image_under_load(const char *mode)
         json_decref(j);
         usleep(200000);
     }
-    atomic_store(&w.stop, 1);
-    pthread_join(th, NULL);
-    cr_assert_gt(atomic_load(&w.commits), 25);
+    sql_writer_wait(&w, 26); /* the writer kept going while the images were taken */
+    sql_writer_stop(&w);
     char cp[512];
-    snprintf(cp, sizeof cp, "%s/image-4.db", iN.dir);
+    snprintf(cp, sizeof cp, "%s/image-4.db", iN->dir);
     char *ok = NULL;
     cr_assert_eq(run_cmd(&ok, "sqlite3 '%s' 'PRAGMA integrity_check'", cp), 0);
     cr_assert(strncmp(ok, "ok", 2) == 0, "integrity_check: %s", ok);
     free(ok);
     /* Nothing is left behind in data.dir/tmp. */
     char *ls = NULL;
-    run_cmd(&ls, "ls -A '%s/tmp'", iN.data);
+    run_cmd(&ls, "ls -A '%s/tmp'", iN->data);
     cr_assert_str_eq(ls, "");
     free(ls);
     free(db);
-    lvnode_stop(&iN);
+    lvnode_stop(iN);
 }
 
 Test(image, under_load_wal) { image_under_load("wal"); }
@@ -148,18 +108,16 @@ Test(image, under_load_delete) { image_under_load("delete"); }
 
 Test(image, unknown_database_and_bad_request)
 {
-    lvnode_init(&iN, NULL);
-    iN_used = 1;
-    lvnode_start(&iN);
+    iN = lvnode_started(NULL);
     char *out = NULL;
     cr_assert_eq(run_cmd(&out, "curl -s -o /dev/null -w '%%{http_code}' -X POST 'http://%s/v1/image?db=nope.db'",
-                         iN.http), 0);
+                         iN->http), 0);
     cr_assert_str_eq(out, "404");
     free(out);
-    cr_assert_eq(run_cmd(&out, "curl -s -o /dev/null -w '%%{http_code}' -X POST 'http://%s/v1/image'", iN.http), 0);
+    cr_assert_eq(run_cmd(&out, "curl -s -o /dev/null -w '%%{http_code}' -X POST 'http://%s/v1/image'", iN->http), 0);
     cr_assert_str_eq(out, "400");
     free(out);
-    lvnode_stop(&iN);
+    lvnode_stop(iN);
 }
 
 /* cp of a WAL-mode database onto the mount (new name, then over it): each
@@ -168,35 +126,33 @@ Test(image, unknown_database_and_bad_request)
 Test(image, cp_wal_mode_database)
 {
     char src[600], src2[600], *out = NULL;
-    lvnode_init(&iN, NULL);
-    iN_used = 1;
-    lvnode_start(&iN);
-    snprintf(src, sizeof src, "%s/src.db", iN.dir);
-    snprintf(src2, sizeof src2, "%s/src2.db", iN.dir);
+    iN = lvnode_started(NULL);
+    snprintf(src, sizeof src, "%s/src.db", iN->dir);
+    snprintf(src2, sizeof src2, "%s/src2.db", iN->dir);
     sql_exec(src, "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t SELECT randomblob(500) FROM "
                   "(WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i < 300) SELECT i FROM c);",
              0);
     sql_exec(src2, "PRAGMA journal_mode=WAL; CREATE TABLE u(y); INSERT INTO u VALUES (1), (2);", 0);
-    char *dst = lvnode_path(&iN, "copied.db");
+    char *dst = lvnode_path(iN, "copied.db");
     cr_assert_eq(run_cmd(NULL, "cp '%s' '%s'", src, dst), 0);
     struct lvdbstat st;
-    cr_assert_eq(lvnode_db_status(&iN, "copied.db", &st), 1);
+    cr_assert_eq(lvnode_db_status(iN, "copied.db", &st), 1);
     cr_assert_eq(st.txid, 1, "cp of a WAL-mode database was not logged (TXID %llu)", (unsigned long long)st.txid);
     cr_assert_eq(st.checksum, file_db_checksum(src));
     /* SQLite in WAL mode on the copy: commits, a checkpoint, close. */
     sql_exec(dst, "INSERT INTO t VALUES (randomblob(100)); INSERT INTO t VALUES (randomblob(100));", 0);
     sql_checkpoint(dst, "TRUNCATE");
-    lvnode_check_db(&iN, "copied.db");
+    lvnode_check_db(iN, "copied.db");
     /* cp over it (truncate to 0, then the new bytes). */
-    uint64_t before = lvnode_last_txid(&iN, "copied.db");
+    uint64_t before = lvnode_last_txid(iN, "copied.db");
     cr_assert_eq(run_cmd(NULL, "cp '%s' '%s'", src2, dst), 0);
-    cr_assert_eq(lvnode_db_status(&iN, "copied.db", &st), 1);
+    cr_assert_eq(lvnode_db_status(iN, "copied.db", &st), 1);
     cr_assert_eq(st.txid, before + 1);
     cr_assert_eq(st.checksum, file_db_checksum(src2));
     cr_assert_eq(sql_int(dst, "SELECT count(*) FROM u"), 2);
-    lvnode_check_db(&iN, "copied.db");
-    cr_assert_eq(lvnode_log_contains(&iN, "disagree"), 0, "a checkpoint mismatch was reported");
+    lvnode_check_db(iN, "copied.db");
+    cr_assert_eq(lvnode_log_contains(iN, "disagree"), 0, "a checkpoint mismatch was reported");
     free(out);
     free(dst);
-    lvnode_stop(&iN);
+    lvnode_stop(iN);
 }

@@ -33,32 +33,13 @@
 #include <jansson.h>
 
 #include "base/cksum.h"
-#include "helpers.h"
+#include "lib/lvtest.h"
 
-static struct lvnode mN;
-static int mN_used;
+static struct lvnode *mN; /* this test's node (registry-owned) */
 
-static void m_fini(void)
-{
-    if (mN_used) {
-        lvnode_kill9(&mN);
-        lvnode_cleanup(&mN);
-        mN_used = 0;
-    }
-}
+TestSuite(misc, .fini = lvt_fini, .timeout = 150);
 
-TestSuite(misc, .fini = m_fini, .timeout = 150);
-
-static void m_init(void)
-{
-    lvnode_init(&mN, NULL);
-    mN_used = 1;
-}
-
-static int mounted(const char *dir)
-{
-    return run_cmd(NULL, "grep -q ' %s ' /proc/self/mountinfo", dir) == 0;
-}
+#define mounted path_is_mounted
 
 /* ------------------------------------------------------------------ */
 /* Databases larger than 1 GiB                                         */
@@ -114,9 +95,8 @@ Test(misc, database_over_1gib_lock_page)
 {
     const int ps = 65536;
     const long long lockpg = 0x40000000LL / ps + 1; /* 16385 */
-    m_init();
-    lvnode_start(&mN);
-    char *p = lvnode_path(&mN, "huge.db");
+    mN = lvnode_started(NULL);
+    char *p = lvnode_path(mN, "huge.db");
     sql_exec(p, "PRAGMA page_size=65536; PRAGMA journal_mode=DELETE; "
                 "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);", 0);
     /* 6 transactions x 190 rows of 1 MB: every 8th row random, the rest zeros */
@@ -139,23 +119,23 @@ Test(misc, database_over_1gib_lock_page)
     cr_assert(page_is_zero(p, lockpg, ps), "the lock page holds data");
 
     char out[600];
-    snprintf(out, sizeof out, "%s/replay-huge.db", mN.dir);
-    cr_assert_eq(lvnode_replay(&mN, "huge.db", 0, out), 0);
+    snprintf(out, sizeof out, "%s/replay-huge.db", mN->dir);
+    cr_assert_eq(lvnode_replay(mN, "huge.db", 0, out), 0);
     long long d = stream_cmp(out, p);
     cr_assert_eq(d, -1, "replay differs from the database at byte %lld (page %lld)", d, d / ps + 1);
     uint64_t ck = file_db_checksum(p);
     cr_assert_eq(file_db_checksum(out), ck);
     struct lvdbstat ds;
-    cr_assert_eq(lvnode_db_status(&mN, "huge.db", &ds), 1);
+    cr_assert_eq(lvnode_db_status(mN, "huge.db", &ds), 1);
     cr_assert_eq(ds.checksum, ck, "status checksum differs from the file's");
     cr_assert_eq((long long)ds.pages, pages);
     cr_assert_str_eq(ds.status, "ok");
     /* an earlier TXID replays too, from the same log */
-    snprintf(out, sizeof out, "%s/replay-huge-2.db", mN.dir);
-    cr_assert_eq(lvnode_replay(&mN, "huge.db", 2, out), 0);
+    snprintf(out, sizeof out, "%s/replay-huge-2.db", mN->dir);
+    cr_assert_eq(lvnode_replay(mN, "huge.db", 2, out), 0);
     cr_assert_eq(sql_int(out, "SELECT count(*) FROM t"), 190);
     unlink(out);
-    snprintf(out, sizeof out, "%s/replay-huge.db", mN.dir);
+    snprintf(out, sizeof out, "%s/replay-huge.db", mN->dir);
     unlink(out);
     free(p);
 }
@@ -166,44 +146,44 @@ Test(misc, database_over_1gib_lock_page)
 
 static int mount_cmd(char **out, const char *cmd)
 {
-    return run_cmd(out, "timeout -s KILL 30 \"$LITEVAULT\" mount -c '%s' -- %s 2>&1", mN.config, cmd);
+    return run_cmd(out, "timeout -s KILL 30 \"$LITEVAULT\" mount -c '%s' -- %s 2>&1", mN->config, cmd);
 }
 
 Test(misc, mount_run_command_exit_code)
 {
-    m_init();
+    mN = lvnode_new(NULL);
     char *out = NULL;
     cr_assert_eq(mount_cmd(&out, "sh -c 'exit 7'"), 7, "output: %s", out);
     free(out);
-    cr_assert(!mounted(mN.mnt), "mount left behind after the command exited");
+    cr_assert(!mounted(mN->mnt), "mount left behind after the command exited");
     cr_assert_eq(mount_cmd(&out, "true"), 0, "output: %s", out);
     free(out);
-    cr_assert(!mounted(mN.mnt));
+    cr_assert(!mounted(mN->mnt));
     /* killed by a signal: 128 + signal */
     cr_assert_eq(mount_cmd(&out, "sh -c 'kill -9 $$'"), 137, "output: %s", out);
     free(out);
-    cr_assert(!mounted(mN.mnt));
+    cr_assert(!mounted(mN->mnt));
     /* a missing command */
     int rc = mount_cmd(&out, "/nonexistent/command");
     cr_assert_eq(rc, 127, "missing command gave %d: %s", rc, out);
     free(out);
-    cr_assert(!mounted(mN.mnt));
+    cr_assert(!mounted(mN->mnt));
     /* the command sees the mount and its writes are captured */
     char cmd[1200];
     snprintf(cmd, sizeof cmd,
              "sh -c 'grep -q \" %s \" /proc/self/mountinfo || exit 50; "
              "sqlite3 %s/c.db \"CREATE TABLE t(x); INSERT INTO t VALUES(5); INSERT INTO t VALUES(6);\" || exit 51; "
              "exit 3'",
-             mN.mnt, mN.mnt);
+             mN->mnt, mN->mnt);
     rc = mount_cmd(&out, cmd);
     cr_assert_eq(rc, 3, "got %d: %s", rc, out);
     free(out);
-    cr_assert(!mounted(mN.mnt));
-    cr_assert_eq(lvnode_last_txid(&mN, "c.db"), 3);
-    lvnode_start(&mN);
-    char *p = lvnode_path(&mN, "c.db");
+    cr_assert(!mounted(mN->mnt));
+    cr_assert_eq(lvnode_last_txid(mN, "c.db"), 3);
+    lvnode_start(mN);
+    char *p = lvnode_path(mN, "c.db");
     cr_assert_eq(sql_int(p, "SELECT sum(x) FROM t"), 11);
-    lvnode_check_db(&mN, "c.db");
+    lvnode_check_db(mN, "c.db");
     free(p);
 }
 
@@ -218,7 +198,7 @@ static const char *py_path(void)
 
 static void clients_case(const char *db, int wal)
 {
-    char *p = lvnode_path(&mN, db);
+    char *p = lvnode_path(mN, db);
     char *out = NULL;
     int rc = run_cmd(&out, "sqlite3 '%s' \"PRAGMA journal_mode=%s; CREATE TABLE t(id INTEGER PRIMARY KEY, who TEXT, "
                            "v INT); INSERT INTO t(who, v) VALUES('shell', 1);\" 2>&1",
@@ -244,11 +224,11 @@ static void clients_case(const char *db, int wal)
     cr_assert_eq(rc, 0, "python: %s", out);
     cr_assert_str_eq(out, "6\n");
     free(out);
-    uint64_t tx0 = lvnode_last_txid(&mN, db);
+    uint64_t tx0 = lvnode_last_txid(mN, db);
 
     /* concurrently: 150 commits from the shell and 150 from Python */
     char script[600];
-    snprintf(script, sizeof script, "%s/shell-%s.sql", mN.dir, db);
+    snprintf(script, sizeof script, "%s/shell-%s.sql", mN->dir, db);
     FILE *f = fopen(script, "w");
     cr_assert_not_null(f);
     fprintf(f, ".timeout 20000\n");
@@ -267,29 +247,28 @@ static void clients_case(const char *db, int wal)
     free(out);
     cr_assert_eq(sql_int(p, "SELECT count(*) FROM t WHERE who = 'shell-c'"), 150);
     cr_assert_eq(sql_int(p, "SELECT count(*) FROM t WHERE who = 'python-c'"), 150);
-    cr_assert_eq(lvnode_last_txid(&mN, db), tx0 + 300, "expected one record per commit");
+    cr_assert_eq(lvnode_last_txid(mN, db), tx0 + 300, "expected one record per commit");
     rc = run_cmd(&out, "sqlite3 '%s' 'PRAGMA integrity_check'", p);
     cr_assert_str_eq(out, "ok\n");
     free(out);
     struct lvdbstat ds;
-    cr_assert_eq(lvnode_db_status(&mN, db, &ds), 1);
+    cr_assert_eq(lvnode_db_status(mN, db, &ds), 1);
     cr_assert_str_eq(ds.journal_mode, wal ? "wal" : "delete");
     if (wal)
         sql_checkpoint(p, "TRUNCATE");
-    lvnode_check_db(&mN, db);
+    lvnode_check_db(mN, db);
     free(p);
 }
 
 Test(misc, shell_python_and_library_clients)
 {
-    m_init();
-    lvnode_start(&mN);
+    mN = lvnode_started(NULL);
     clients_case("cli-wal.db", 1);
     clients_case("cli-delete.db", 0);
     /* the data survives a restart */
-    lvnode_stop(&mN);
-    lvnode_start(&mN);
-    char *p = lvnode_path(&mN, "cli-wal.db");
+    lvnode_stop(mN);
+    lvnode_start(mN);
+    char *p = lvnode_path(mN, "cli-wal.db");
     cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), 303);
     free(p);
 }
@@ -381,16 +360,7 @@ static int http_get_path(const struct lvnode *n, const char *path, char **body)
     return http_req(n, req, (size_t)l, body);
 }
 
-/* Value of the Prometheus sample whose line starts with series + ' ', or -1. */
-static double metric(const char *text, const char *series)
-{
-    size_t l = strlen(series);
-    for (const char *s = text; s && *s; s = strchr(s, '\n') ? strchr(s, '\n') + 1 : NULL) {
-        if (strncmp(s, series, l) == 0 && s[l] == ' ')
-            return strtod(s + l + 1, NULL);
-    }
-    return -1;
-}
+#define metric metrics_value
 
 static int daemon_answers(const struct lvnode *n)
 {
@@ -404,25 +374,24 @@ static int daemon_answers(const struct lvnode *n)
 
 Test(misc, http_metrics_and_status)
 {
-    m_init();
-    lvnode_start(&mN);
-    char *p = lvnode_path(&mN, "m.db");
-    char *q = lvnode_path(&mN, "n.db");
+    mN = lvnode_started(NULL);
+    char *p = lvnode_path(mN, "m.db");
+    char *q = lvnode_path(mN, "n.db");
     sql_exec(p, "CREATE TABLE t(x);", 0);
     for (int i = 0; i < 4; i++)
         sql_exec(p, "INSERT INTO t VALUES(randomblob(3000));", 0);
     sql_exec(q, "PRAGMA journal_mode=WAL; CREATE TABLE u(y); INSERT INTO u VALUES(1);", 0);
-    uint64_t txm = lvnode_last_txid(&mN, "m.db"), txn = lvnode_last_txid(&mN, "n.db");
+    uint64_t txm = lvnode_last_txid(mN, "m.db"), txn = lvnode_last_txid(mN, "n.db");
     cr_assert_eq(txm, 5);
 
     char *body = NULL;
-    cr_assert_eq(http_get_path(&mN, "/metrics", &body), 200);
+    cr_assert_eq(http_get_path(mN, "/metrics", &body), 200);
     cr_assert_eq(metric(body, "litevault_db_txid{db=\"m.db\"}"), (double)txm, "metrics:\n%s", body);
     cr_assert_eq(metric(body, "litevault_db_txid{db=\"n.db\"}"), (double)txn);
     cr_assert_eq(metric(body, "litevault_db_commits_total{db=\"m.db\"}"), 5.0);
     cr_assert_eq(metric(body, "litevault_db_broken{db=\"m.db\"}"), 0.0);
     struct lvdbstat ds;
-    cr_assert_eq(lvnode_db_status(&mN, "m.db", &ds), 1);
+    cr_assert_eq(lvnode_db_status(mN, "m.db", &ds), 1);
     cr_assert_eq(metric(body, "litevault_db_pages{db=\"m.db\"}"), (double)ds.pages);
     double writes = metric(body, "litevault_fuse_ops_total{op=\"write\"}");
     double opens = metric(body, "litevault_fuse_ops_total{op=\"open\"}");
@@ -435,7 +404,7 @@ Test(misc, http_metrics_and_status)
     free(body);
     /* a commit moves the counters */
     sql_exec(p, "INSERT INTO t VALUES(1);", 0);
-    cr_assert_eq(http_get_path(&mN, "/metrics", &body), 200);
+    cr_assert_eq(http_get_path(mN, "/metrics", &body), 200);
     cr_assert_eq(metric(body, "litevault_db_txid{db=\"m.db\"}"), (double)txm + 1);
     cr_assert_eq(metric(body, "litevault_db_commits_total{db=\"m.db\"}"), 6.0);
     cr_assert_gt(metric(body, "litevault_fuse_ops_total{op=\"write\"}"), writes);
@@ -443,8 +412,8 @@ Test(misc, http_metrics_and_status)
 
     /* GET /status equals `status --json` */
     char *cli = NULL;
-    cr_assert_eq(run_cmd(&cli, "\"$LITEVAULT\" status -c '%s' --json", mN.config), 0);
-    cr_assert_eq(http_get_path(&mN, "/status", &body), 200);
+    cr_assert_eq(run_cmd(&cli, "\"$LITEVAULT\" status -c '%s' --json", mN->config), 0);
+    cr_assert_eq(http_get_path(mN, "/status", &body), 200);
     json_t *a = json_loads(cli, 0, NULL), *b = json_loads(body, 0, NULL);
     cr_assert_not_null(a, "status --json: %s", cli);
     cr_assert_not_null(b, "GET /status: %s", body);
@@ -460,9 +429,8 @@ Test(misc, http_metrics_and_status)
 
 Test(misc, http_hostile_requests)
 {
-    m_init();
-    lvnode_start(&mN);
-    char *p = lvnode_path(&mN, "h.db");
+    mN = lvnode_started(NULL);
+    char *p = lvnode_path(mN, "h.db");
     sql_exec(p, "CREATE TABLE t(x); INSERT INTO t VALUES(1);", 0);
 
     /* garbage bytes */
@@ -470,23 +438,23 @@ Test(misc, http_hostile_requests)
     srand(4242);
     for (size_t i = 0; i < sizeof junk; i++)
         junk[i] = (unsigned char)rand();
-    int st = http_req(&mN, (const char *)junk, sizeof junk, NULL);
+    int st = http_req(mN, (const char *)junk, sizeof junk, NULL);
     cr_assert(st == 0 || (st >= 400 && st < 500), "garbage got status %d", st);
-    cr_assert(daemon_answers(&mN), "daemon down after garbage bytes");
+    cr_assert(daemon_answers(mN), "daemon down after garbage bytes");
     /* garbage that looks almost like HTTP */
     const char *bad = "GET /status HTTP/9.9\r\nHost\r\n: x\r\n\r\n";
-    st = http_req(&mN, bad, strlen(bad), NULL);
+    st = http_req(mN, bad, strlen(bad), NULL);
     cr_assert_neq(st, 200, "a malformed request got 200");
-    cr_assert(daemon_answers(&mN));
+    cr_assert(daemon_answers(mN));
 
     /* unknown paths */
     char *body = NULL;
-    cr_assert_eq(http_get_path(&mN, "/nope", &body), 404);
+    cr_assert_eq(http_get_path(mN, "/nope", &body), 404);
     free(body);
-    cr_assert_eq(http_get_path(&mN, "/status/../../etc/passwd", &body), 404);
+    cr_assert_eq(http_get_path(mN, "/status/../../etc/passwd", &body), 404);
     cr_assert(strstr(body, "root:") == NULL);
     free(body);
-    cr_assert_eq(http_get_path(&mN, "/metrics%00x", &body), 404);
+    cr_assert_eq(http_get_path(mN, "/metrics%00x", &body), 404);
     free(body);
 
     /* a 10 MB POST with Content-Length, to a known and an unknown path */
@@ -505,14 +473,14 @@ Test(misc, http_hostile_requests)
         char *req = malloc(tot);
         memcpy(req, hdr, (size_t)hl);
         memcpy(req + hl, payload, big);
-        st = http_req(&mN, req, tot, NULL);
+        st = http_req(mN, req, tot, NULL);
         free(req);
         cr_assert(st == 0 || (st >= 400 && st < 500), "10 MB POST %s got %d", paths[k], st);
-        cr_assert(daemon_answers(&mN), "daemon down after a 10 MB POST to %s", paths[k]);
+        cr_assert(daemon_answers(mN), "daemon down after a 10 MB POST to %s", paths[k]);
     }
     /* the same as chunked transfer encoding (no length announced) */
     {
-        int fd = http_connect(&mN);
+        int fd = http_connect(mN);
         const char *h = "POST /status HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
         send_all(fd, h, strlen(h));
         char chunkhdr[32];
@@ -531,7 +499,7 @@ Test(misc, http_hostile_requests)
         cr_assert_neq(s2, 200, "a chunked 10 MB POST got 200");
         free(resp);
         close(fd);
-        cr_assert(daemon_answers(&mN), "daemon down after a chunked 10 MB POST");
+        cr_assert(daemon_answers(mN), "daemon down after a chunked 10 MB POST");
     }
     free(payload);
 
@@ -543,36 +511,36 @@ Test(misc, http_hostile_requests)
         memset(req + l, 'x', ul);
         l += (int)ul;
         l += snprintf(req + l, 100, " HTTP/1.1\r\nHost: x\r\n\r\n");
-        st = http_req(&mN, req, (size_t)l, NULL);
+        st = http_req(mN, req, (size_t)l, NULL);
         free(req);
         cr_assert(st == 0 || (st >= 400 && st < 500), "huge URL got %d", st);
-        cr_assert(daemon_answers(&mN));
+        cr_assert(daemon_answers(mN));
         char *flood = malloc(1 << 20);
         size_t fl = (size_t)snprintf(flood, 64, "GET /status HTTP/1.1\r\nHost: x\r\n");
         for (int i = 0; fl < (1u << 20) - 64; i++)
             fl += (size_t)snprintf(flood + fl, 64, "X-H%d: %0*d\r\n", i, 30, i);
         fl += (size_t)snprintf(flood + fl, 8, "\r\n");
-        st = http_req(&mN, flood, fl, NULL);
+        st = http_req(mN, flood, fl, NULL);
         free(flood);
         cr_assert_neq(st, 200, "a 1 MB header block got 200");
-        cr_assert(daemon_answers(&mN));
+        cr_assert(daemon_answers(mN));
     }
     /* many idle connections at once, then a normal request */
     {
         int fds[40];
         for (int i = 0; i < 40; i++) {
-            fds[i] = http_connect(&mN);
+            fds[i] = http_connect(mN);
             send_all(fds[i], "GET /sta", 8);
         }
         for (int i = 0; i < 40; i++)
             close(fds[i]);
     }
-    cr_assert(daemon_answers(&mN), "daemon down after idle connections");
+    cr_assert(daemon_answers(mN), "daemon down after idle connections");
     /* the FUSE side never noticed */
     sql_exec(p, "INSERT INTO t VALUES(2);", 0);
     cr_assert_eq(sql_int(p, "SELECT sum(x) FROM t"), 3);
-    lvnode_check_db(&mN, "h.db");
-    lvnode_stop(&mN); /* asserts a clean exit */
+    lvnode_check_db(mN, "h.db");
+    lvnode_stop(mN); /* asserts a clean exit */
     free(p);
 }
 
@@ -596,9 +564,8 @@ static void m_exec(sqlite3 *db, const char *sql)
  */
 Test(misc, checkpoint_disagreeing_with_log)
 {
-    m_init();
-    lvnode_start(&mN);
-    char *p = lvnode_path(&mN, "w6.db"), wal[600];
+    mN = lvnode_started(NULL);
+    char *p = lvnode_path(mN, "w6.db"), wal[600];
     snprintf(wal, sizeof wal, "%s-wal", p);
     sqlite3 *db, *db2;
     cr_assert_eq(sqlite3_open(p, &db), SQLITE_OK);
@@ -623,21 +590,21 @@ Test(misc, checkpoint_disagreeing_with_log)
     struct stat st;
     cr_assert(stat(wal, &st) != 0 || st.st_size == 0, "the WAL should be gone after the last close");
 
-    cr_assert(lvnode_log_contains(&mN, "checkpointed pages disagree with the log"),
+    cr_assert(lvnode_log_contains(mN, "checkpointed pages disagree with the log"),
               "the daemon did not report the checkpoint that disagrees with the log");
     char *metrics = NULL;
-    cr_assert_eq(run_cmd(&metrics, "curl -s http://%s/metrics", mN.http), 0);
+    cr_assert_eq(run_cmd(&metrics, "curl -s http://%s/metrics", mN->http), 0);
     char *line = strstr(metrics, "litevault_db_checkpoint_mismatch_total{db=\"w6.db\"} ");
     cr_assert(line, "no checkpoint mismatch metric for w6.db");
     cr_assert_gt(atoll(line + strlen("litevault_db_checkpoint_mismatch_total{db=\"w6.db\"} ")), 0);
     free(metrics);
     /* The log follows the database as it now is. */
     char rp[600];
-    snprintf(rp, sizeof rp, "%s/w6-replay.db", mN.dir);
-    cr_assert_eq(lvnode_replay(&mN, "w6.db", 0, rp), 0);
+    snprintf(rp, sizeof rp, "%s/w6-replay.db", mN->dir);
+    cr_assert_eq(lvnode_replay(mN, "w6.db", 0, rp), 0);
     cr_assert(files_equal(rp, p), "replay differs from the database after the recovered record");
     free(p);
-    lvnode_stop(&mN);
+    lvnode_stop(mN);
 }
 
 /* Counter family{op="op"} on a running node, 0 when not listed: family is
@@ -672,16 +639,15 @@ static int mount_has_option(const char *dir, const char *opt)
  */
 Test(misc, wal_connection_round_trips)
 {
-    m_init();
-    lvnode_start(&mN);
-    cr_assert(!mount_has_option(mN.mnt, "allow_other"), "the default mount should be private");
-    cr_assert(!mount_has_option(mN.mnt, "default_permissions"));
-    char *p = lvnode_path(&mN, "rt.db");
+    mN = lvnode_started(NULL);
+    cr_assert(!mount_has_option(mN->mnt, "allow_other"), "the default mount should be private");
+    cr_assert(!mount_has_option(mN->mnt, "default_permissions"));
+    char *p = lvnode_path(mN, "rt.db");
     sql_exec(p, "PRAGMA journal_mode=WAL; CREATE TABLE t(a INTEGER PRIMARY KEY, b);"
                 "INSERT INTO t VALUES(1, 'one');", 0);
     cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), 1);
-    double flush0 = fuse_ops(&mN, "flush"), write0 = fuse_ops(&mN, "write"), read0 = fuse_ops(&mN, "read");
-    double kflush0 = fuse_requests(&mN, "flush"), kopen0 = fuse_requests(&mN, "open");
+    double flush0 = fuse_ops(mN, "flush"), write0 = fuse_ops(mN, "write"), read0 = fuse_ops(mN, "read");
+    double kflush0 = fuse_requests(mN, "flush"), kopen0 = fuse_requests(mN, "open");
     for (int i = 0; i < 20; i++) {
         sqlite3 *db;
         cr_assert_eq(sqlite3_open_v2(p, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
@@ -689,26 +655,26 @@ Test(misc, wal_connection_round_trips)
             m_exec(db, "SELECT b FROM t WHERE a = 1");
         cr_assert_eq(sqlite3_close(db), SQLITE_OK);
     }
-    cr_assert_eq(fuse_ops(&mN, "flush"), flush0, "closing a WAL-mode connection sent FLUSH requests");
-    cr_assert_eq(fuse_requests(&mN, "flush"), kflush0, "the kernel sent FLUSH requests");
-    cr_assert_geq(fuse_requests(&mN, "open") - kopen0, 20, "the device read hook counts no OPEN requests");
+    cr_assert_eq(fuse_ops(mN, "flush"), flush0, "closing a WAL-mode connection sent FLUSH requests");
+    cr_assert_eq(fuse_requests(mN, "flush"), kflush0, "the kernel sent FLUSH requests");
+    cr_assert_geq(fuse_requests(mN, "open") - kopen0, 20, "the device read hook counts no OPEN requests");
     /* Every -shm open asks for passthrough: the daemon says which way it went. */
-    int pt_on = lvnode_log_contains(&mN, "FUSE passthrough is on for -shm files");
-    cr_assert(pt_on || lvnode_log_contains(&mN, "FUSE passthrough is not available"),
+    int pt_on = lvnode_log_contains(mN, "FUSE passthrough is on for -shm files");
+    cr_assert(pt_on || lvnode_log_contains(mN, "FUSE passthrough is not available"),
               "no -shm open asked for kernel passthrough");
     if (pt_on) {
-        cr_assert_eq(fuse_ops(&mN, "write"), write0, "-shm writes went through the daemon");
-        cr_assert_eq(fuse_ops(&mN, "read"), read0, "-shm reads went through the daemon");
+        cr_assert_eq(fuse_ops(mN, "write"), write0, "-shm writes went through the daemon");
+        cr_assert_eq(fuse_ops(mN, "read"), read0, "-shm reads went through the daemon");
     }
     sql_exec(p, "INSERT INTO t VALUES(2, 'two');", 0);
-    lvnode_check_db(&mN, "rt.db");
+    lvnode_check_db(mN, "rt.db");
 
     /* Overwrite the WAL-mode database through a handle opened without
      * O_TRUNC: ftruncate, write a rollback-mode database, close. */
     char src[600];
-    snprintf(src, sizeof src, "%s/src.db", mN.dir);
+    snprintf(src, sizeof src, "%s/src.db", mN->dir);
     sql_exec(src, "CREATE TABLE u(x); INSERT INTO u VALUES(42);", 0);
-    uint64_t before = lvnode_last_txid(&mN, "rt.db");
+    uint64_t before = lvnode_last_txid(mN, "rt.db");
     char *img = NULL;
     size_t len = 0;
     FILE *f = fopen(src, "rb");
@@ -726,21 +692,20 @@ Test(misc, wal_connection_round_trips)
     cr_assert_eq(close(fd), 0);
     free(img);
     /* The release that captures it reaches the daemon after close(2). */
-    for (int i = 0; i < 100 && lvnode_last_txid(&mN, "rt.db") == before; i++)
-        usleep(50000);
-    cr_assert_gt(lvnode_last_txid(&mN, "rt.db"), before, "the overwrite was not captured");
+    WAIT_FOR(lvnode_last_txid(mN, "rt.db") != before, LVT_WAIT_MS);
+    cr_assert_gt(lvnode_last_txid(mN, "rt.db"), before, "the overwrite was not captured");
     cr_assert_eq(sql_int(p, "SELECT x FROM u"), 42);
-    lvnode_check_db(&mN, "rt.db");
+    lvnode_check_db(mN, "rt.db");
     free(p);
-    lvnode_stop(&mN);
+    lvnode_stop(mN);
 
     /* fuse.allow-other: true shares the mount, with the kernel checking permissions. */
-    cr_assert_eq(run_cmd(NULL, "sed -i '/^fuse:/a\\  allow-other: true' '%s'", mN.config), 0);
-    lvnode_start(&mN);
-    cr_assert(mount_has_option(mN.mnt, "allow_other"), "fuse.allow-other: true did not share the mount");
-    cr_assert(mount_has_option(mN.mnt, "default_permissions"));
-    p = lvnode_path(&mN, "rt.db");
+    cr_assert_eq(run_cmd(NULL, "sed -i '/^fuse:/a\\  allow-other: true' '%s'", mN->config), 0);
+    lvnode_start(mN);
+    cr_assert(mount_has_option(mN->mnt, "allow_other"), "fuse.allow-other: true did not share the mount");
+    cr_assert(mount_has_option(mN->mnt, "default_permissions"));
+    p = lvnode_path(mN, "rt.db");
     cr_assert_eq(sql_int(p, "SELECT x FROM u"), 42);
     free(p);
-    lvnode_stop(&mN);
+    lvnode_stop(mN);
 }

@@ -6,10 +6,21 @@
  * (CREATE TABLE, ALTER TABLE ADD COLUMN, DROP TABLE), VACUUM, and a switch
  * from journal_mode=DELETE to WAL a third of the way in.  After every
  * commit the test records the content hash of the database (sql_content_hash:
- * every row of every table, independent of the page layout) and, from the
- * log, each TXID's commit time.  Every transaction changes something, so
- * transaction k of the workload is TXID k; the test checks that the log
- * holds exactly as many records.
+ * every row of every table, independent of the page layout) and the commit
+ * time the daemon gave it, read from the daemon's memory (GET /status: the
+ * database's TXID and last commit time) before the next transaction starts.
+ * Every transaction changes something, so transaction k of the workload is
+ * TXID k; the test checks that after every commit.
+ *
+ * Why not read the times from the log afterwards: an archiving daemon
+ * prunes the local log up to what every destination confirmed (whole
+ * segments, once the state file covers them), so on a slow run the early
+ * records are gone by the time the workload ends.  Their times stayed 0,
+ * and the oracle asked for a restore "as of 1970" expecting a late TXID.
+ * /status after each commit cannot race pruning: it is the daemon's
+ * in-memory state of that commit, and nothing else writes the database
+ * between the commit and the request.  The records still in the log are
+ * then checked against the recorded times.
  *
  * Then it restores 50 random TXIDs and 50 random timestamps -- some exactly
  * at a commit, some strictly between two commits, one before the first --
@@ -30,30 +41,12 @@
 
 #include <jansson.h>
 
-#include "helpers.h"
+#include "lib/lvtest.h"
 
 #define NTX 2000
 #define NMORE 40 /* transactions after the retention restart */
-#define S3SH "tests/s3rver.sh"
 
-static struct lvnode pN;
-static int pN_used;
-static char s3dir[64]; /* s3rver's directory while it runs */
-
-static void p_fini(void)
-{
-    if (pN_used) {
-        lvnode_kill9(&pN);
-        lvnode_cleanup(&pN);
-        pN_used = 0;
-    }
-    if (s3dir[0]) {
-        run_cmd(NULL, S3SH " stop %s; rm -rf %s", s3dir, s3dir);
-        s3dir[0] = '\0';
-    }
-}
-
-TestSuite(pitr, .fini = p_fini, .timeout = 600);
+TestSuite(pitr, .fini = lvt_fini, .timeout = 600);
 
 /* What the workload left: per TXID (1-based) its content hash and commit time. */
 struct oracle {
@@ -70,8 +63,24 @@ static void exec_ok(sqlite3 *db, const char *sql)
     sqlite3_free(msg);
 }
 
-/* Run the workload on path, filling o->hash. */
-static void workload(const char *path, struct oracle *o)
+/* After transaction k of the workload: the daemon holds TXID k; record its
+ * commit time (from /status, i.e. memory, not the log: see the top). */
+static void record_commit(const struct lvnode *n, const char *name, uint64_t k, struct oracle *o)
+{
+    struct lvdbstat st;
+    int found = 0;
+    /* the record is written before the commit returns; the wait only covers a slow HTTP answer */
+    WAIT_FOR((found = lvnode_http_db(n, name, &st)) == 1 && st.txid >= k, LVT_WAIT_MS);
+    cr_assert_eq(found, 1, "%s is not in /status after transaction %llu", name, (unsigned long long)k);
+    cr_assert_eq(st.txid, k, "transaction %llu of the workload is TXID %llu", (unsigned long long)k,
+                 (unsigned long long)st.txid);
+    cr_assert_gt(st.last_commit_us, 0, "TXID %llu has no commit time", (unsigned long long)k);
+    cr_assert_geq(st.last_commit_us, o->time_us[k - 1], "commit times go back at TXID %llu", (unsigned long long)k);
+    o->time_us[k] = st.last_commit_us;
+}
+
+/* Run the workload on name (path on node n), filling o->hash and o->time_us. */
+static void workload(const struct lvnode *n, const char *name, const char *path, struct oracle *o)
 {
     sqlite3 *db = NULL;
     unsigned seed = 20261124;
@@ -133,6 +142,7 @@ static void workload(const char *path, struct oracle *o)
             if (sqlite3_changes(db) == 0)
                 exec_ok(db, "INSERT INTO kv(k, v) VALUES('filler', randomblob(100))");
         }
+        record_commit(n, name, (uint64_t)k, o);
         o->hash[k] = sql_content_hash(path);
         if (k % 97 == 0)
             usleep(3000); /* wider gaps between some commits */
@@ -141,22 +151,25 @@ static void workload(const char *path, struct oracle *o)
     o->last = NTX;
 }
 
-/* Collect commit times from the log and check the TXID <-> transaction
- * mapping: the log ends at the workload's last transaction, with no gap (it
- * may start after TXID 1 once the archiver pruned what it confirmed). */
-static void read_times(const struct lvnode *n, const char *name, struct oracle *o)
+/* Check the records still in the local log against the oracle: the log ends
+ * at the workload's last transaction, with no gap and the recorded commit
+ * times (it may start after TXID 1 once the archiver pruned what it confirmed). */
+static void check_log_times(const struct lvnode *n, const char *name, const struct oracle *o)
 {
     struct lvrec *recs = NULL;
     int cnt = lvnode_log_records(n, name, &recs);
     cr_assert_gt(cnt, 0, "no records in the log");
+    if (recs[0].txid > 1)
+        cr_log_info("the local log starts at TXID %llu: the archiver pruned what it confirmed",
+                    (unsigned long long)recs[0].txid);
     cr_assert_eq(recs[cnt - 1].txid, o->last, "the log ends at TXID %llu after %llu transactions",
                  (unsigned long long)recs[cnt - 1].txid, (unsigned long long)o->last);
     for (int i = 0; i < cnt; i++) {
-        if (i > 0) {
+        if (i > 0)
             cr_assert_eq(recs[i].txid, recs[i - 1].txid + 1);
-            cr_assert_geq(recs[i].time_us, recs[i - 1].time_us);
-        }
-        o->time_us[recs[i].txid] = recs[i].time_us;
+        cr_assert_eq(recs[i].time_us, o->time_us[recs[i].txid], "TXID %llu: the log says %lld, /status said %lld",
+                     (unsigned long long)recs[i].txid, (long long)recs[i].time_us,
+                     (long long)o->time_us[recs[i].txid]);
     }
     free(recs);
 }
@@ -231,15 +244,16 @@ static struct oracle g_or;
 
 Test(pitr, oracle_local_log)
 {
-    lvnode_init(&pN, NULL);
-    pN_used = 1;
-    lvnode_start(&pN);
-    char *path = lvnode_path(&pN, "pitr.db");
-    workload(path, &g_or);
-    read_times(&pN, "pitr.db", &g_or);
-    check_points(&pN, "pitr.db", &g_or, 1, 0, restore_local, NULL, 1);
+    struct lvnode *n = lvnode_started(NULL);
+    char *path = lvnode_path(n, "pitr.db");
+    workload(n, "pitr.db", path, &g_or);
+    check_log_times(n, "pitr.db", &g_or);
+    struct lvrec *recs = NULL;
+    cr_assert_eq(lvnode_log_records(n, "pitr.db", &recs), NTX, "without an archive the log holds every TXID");
+    free(recs);
+    check_points(n, "pitr.db", &g_or, 1, 0, restore_local, NULL, 1);
     free(path);
-    lvnode_stop(&pN);
+    lvnode_stop(n);
 }
 
 /* ---- the archive: file:// and s3rver ---- */
@@ -249,35 +263,15 @@ Test(pitr, oracle_local_log)
 static int restore_archive(const struct lvnode *n, const char *name, const char *flag, const char *out, void *arg)
 {
     (void)arg;
-    return run_cmd(NULL, "\"$LITEVAULT\" restore -c '%s' --db '%s' %s -o '%s' >/dev/null 2>>'%s/restore.err'",
-                   n->config, name, flag, out, n->dir);
-}
-
-/* The archive's plan for the latest state, via `restore --dry-run --json`:
- * fills the last TXID and the start TXID (snapshot or 0); 0 or -1. */
-static int archive_range(const struct lvnode *n, const char *name, uint64_t *last, uint64_t *start)
-{
-    char *out = NULL;
-    int rc = run_cmd(&out, "\"$LITEVAULT\" restore -c '%s' --db '%s' --dry-run --json 2>/dev/null", n->config, name);
-    json_t *j = rc == 0 && out ? json_loads(out, 0, NULL) : NULL;
-    free(out);
-    if (!j)
-        return -1;
-    *last = (uint64_t)json_integer_value(json_object_get(j, "txid"));
-    *start = (uint64_t)json_integer_value(json_object_get(j, "start_txid"));
-    json_decref(j);
-    return 0;
+    return lvnode_restore(n, name, flag, out, NULL);
 }
 
 /* First TXID restorable from the current lineage (`archive ls --json`), 0 on error. */
 static uint64_t archive_first_txid(const struct lvnode *n, const char *name)
 {
-    char *out = NULL;
     uint64_t first = 0;
-    int rc = run_cmd(&out, "\"$LITEVAULT\" archive ls -c '%s' --db '%s' --json 2>/dev/null", n->config, name);
-    json_t *j = rc == 0 && out ? json_loads(out, 0, NULL) : NULL, *dbs, *d, *ls, *l;
+    json_t *j = lvnode_cli_json(n, NULL, "archive ls", "--db '%s'", name), *dbs, *d, *ls, *l;
     size_t i, k;
-    free(out);
     dbs = json_object_get(j, "databases");
     json_array_foreach(dbs, i, d) {
         ls = json_object_get(d, "lineages");
@@ -290,17 +284,13 @@ static uint64_t archive_first_txid(const struct lvnode *n, const char *name)
     return first;
 }
 
-/* Wait (<= 60 s) until the archive holds TXID want. */
+/* Wait until the archive holds TXID want. */
 static void wait_archived(const struct lvnode *n, const char *name, uint64_t want)
 {
-    uint64_t last = 0, start = 0;
-    for (int i = 0; i < 600; i++) {
-        if (archive_range(n, name, &last, &start) == 0 && last >= want)
-            return;
-        usleep(100000);
-    }
-    cr_assert_fail("the archive reached TXID %llu, not %llu, within 60 s", (unsigned long long)last,
-                   (unsigned long long)want);
+    uint64_t last = 0;
+    cr_assert(WAIT_FOR((last = lvnode_archive_txid(n, name, NULL)) >= want, LVT_WAIT_MS),
+              "the archive reached TXID %llu, not %llu, within %d s", (unsigned long long)last,
+              (unsigned long long)want, LVT_WAIT_MS / 1000);
 }
 
 /* Segment objects by level in the current lineage, from `archive ls --json`
@@ -310,14 +300,12 @@ static void wait_archived(const struct lvnode *n, const char *name, uint64_t wan
 #include "archive/current.h"
 static void archive_levels(const char *url, const char *name, size_t *l0, size_t *higher, size_t *snaps)
 {
-    struct store_opts so = {.force_path_style = -1, .access_key = "S3RVER", .secret_key = "S3RVER"};
-    struct store *st = NULL;
+    struct store *st = lvstore_open(url);
     struct archive_current cur;
     struct manifest m;
     char err[512], key[1200];
     void *buf = NULL;
     size_t len = 0;
-    cr_assert_eq(store_open(url, &so, &st, err, sizeof err), 0, "%s", err);
     snprintf(key, sizeof key, "%s/current.json", name);
     cr_assert_eq(store_get(st, key, 0, 0, &buf, &len), 0, "%s", store_last_error(st));
     cr_assert_eq(archive_current_decode(buf, len, &cur, err, sizeof err), 0, "%s", err);
@@ -335,7 +323,7 @@ static void archive_levels(const char *url, const char *name, size_t *l0, size_t
 }
 
 /* More transactions after the workload (TXIDs NTX+1..NTX+NMORE). */
-static void more_transactions(const char *path, struct oracle *o)
+static void more_transactions(const struct lvnode *n, const char *name, const char *path, struct oracle *o)
 {
     sqlite3 *db = NULL;
     char sql[256];
@@ -344,6 +332,7 @@ static void more_transactions(const char *path, struct oracle *o)
     for (uint64_t k = o->last + 1; k <= NTX + NMORE; k++) {
         snprintf(sql, sizeof sql, "INSERT INTO kv(k, v) VALUES('more-%llu', randomblob(700))", (unsigned long long)k);
         exec_ok(db, sql);
+        record_commit(n, name, k, o);
         o->hash[k] = sql_content_hash(path);
         usleep(20000);
     }
@@ -351,97 +340,74 @@ static void more_transactions(const char *path, struct oracle *o)
     o->last = NTX + NMORE;
 }
 
-static void oracle_archive(int s3)
+static void oracle_archive(enum lvdest_kind kind)
 {
-    char url[512], yaml[2048], yaml2[2048];
+    char yaml[2048], yaml2[2048];
     size_t l0 = 0, hi = 0, snaps = 0;
     uint64_t last = 0, start = 0;
     static struct oracle o;
     const char *name = "pitr.db";
 
     memset(&o, 0, sizeof o);
-    if (s3) {
-        int port = free_port();
-        strcpy(s3dir, "/tmp/lvpitr-s3-XXXXXX");
-        cr_assert_not_null(mkdtemp(s3dir));
-        cr_assert_eq(run_cmd(NULL, S3SH " start %s %d lvpitr", s3dir, port), 0, "s3rver did not start");
-        snprintf(url, sizeof url, "s3://lvpitr/a?endpoint=http://127.0.0.1:%d&region=us-east-1&force-path-style=true",
-                 port);
-    }
+    struct lvdest *d = lvdest_new(kind);
+    const char *url = d->url;
     /* Phase 1: compaction windows of 2 s and 6 s, no retention to speak of. */
-    const char *dest_keys = s3 ? "    access-key-id: S3RVER\n    secret-access-key: S3RVER\n" : "";
-    snprintf(yaml, sizeof yaml,
-             "archive:\n  - url: \"%s\"\n%s    sync-interval: 200ms\n    compaction: [2s, 6s]\n"
-             "    delete-delay: 1s\n",
-             s3 ? url : "file://./archive", dest_keys);
-    lvnode_init(&pN, yaml);
-    pN_used = 1;
-    if (!s3)
-        snprintf(url, sizeof url, "file://%s/archive", pN.dir);
-    lvnode_start(&pN);
-    char *path = lvnode_path(&pN, name);
-    workload(path, &o);
-    read_times(&pN, name, &o);
-    wait_archived(&pN, name, o.last);
+    lvdest_yaml(d, "    sync-interval: 200ms\n    compaction: [2s, 6s]\n    delete-delay: 1s\n", yaml, sizeof yaml);
+    struct lvnode *pN = lvnode_started(yaml);
+    char *path = lvnode_path(pN, name);
+    workload(pN, name, path, &o);
+    check_log_times(pN, name, &o);
+    wait_archived(pN, name, o.last);
 
     /* Before compaction has merged everything: 50 TXIDs, 50 timestamps. */
-    check_points(&pN, name, &o, 1, 1, restore_archive, NULL, 11);
+    check_points(pN, name, &o, 1, 1, restore_archive, NULL, 11);
 
     /* After compaction: wait for the level-2 window to close, then again. */
-    for (int i = 0; i < 200; i++) {
-        archive_levels(url, name, &l0, &hi, &snaps);
-        if (hi > 0 && l0 <= 2)
-            break;
-        usleep(100000);
-    }
-    cr_assert_gt(hi, 0, "no compacted object after 20 s (%zu level-0 objects)", l0);
-    check_points(&pN, name, &o, 1, 1, restore_archive, NULL, 12);
-    lvnode_stop(&pN);
+    WAIT_FOR((archive_levels(url, name, &l0, &hi, &snaps), hi > 0 && l0 <= 2), LVT_WAIT_MS);
+    cr_assert_gt(hi, 0, "no compacted object after %d s (%zu level-0 objects)", LVT_WAIT_MS / 1000, l0);
+    check_points(pN, name, &o, 1, 1, restore_archive, NULL, 12);
+    lvnode_stop(pN);
 
     /* Phase 2: a 3 s retention window and 1 s snapshots.  New transactions
      * make a snapshot; then everything before the newest snapshot older
      * than the window goes, and what is left must still be exact. */
-    snprintf(yaml2, sizeof yaml2,
-             "archive:\n  - url: \"%s\"\n%s    sync-interval: 200ms\n    compaction: [2s, 6s]\n"
-             "    delete-delay: 1s\n    snapshot-interval: 1s\n    retention: 3s\n",
-             s3 ? url : "file://./archive", dest_keys);
-    cr_assert_eq(run_cmd(NULL, "sed -i '/^archive:/,$d' '%s' && printf '%%s' '%s' >> '%s'", pN.config, yaml2,
-                         pN.config), 0);
-    lvnode_start(&pN);
-    more_transactions(path, &o);
-    read_times(&pN, name, &o);
-    wait_archived(&pN, name, o.last);
+    lvdest_yaml(d,
+                "    sync-interval: 200ms\n    compaction: [2s, 6s]\n    delete-delay: 1s\n"
+                "    snapshot-interval: 1s\n    retention: 3s\n",
+                yaml2, sizeof yaml2);
+    lvnode_reconfig(pN, NULL, yaml2);
+    lvnode_start(pN);
+    more_transactions(pN, name, path, &o);
+    check_log_times(pN, name, &o);
+    wait_archived(pN, name, o.last);
     uint64_t first = 1;
-    for (int i = 0; i < 300 && first <= 1; i++) {
-        usleep(100000);
-        first = archive_first_txid(&pN, name);
-    }
+    WAIT_FOR((first = archive_first_txid(pN, name)) > 1, LVT_WAIT_MS);
     cr_assert_gt(first, 1, "retention left the archive starting at TXID %llu", (unsigned long long)first);
     /* Stop the daemon, so that retention (a 3 s window) does not keep
      * moving the earliest point while the restores below run. */
-    lvnode_stop(&pN);
-    first = archive_first_txid(&pN, name);
-    cr_assert_eq(archive_range(&pN, name, &last, &start), 0);
+    lvnode_stop(pN);
+    first = archive_first_txid(pN, name);
+    last = lvnode_archive_txid(pN, name, &start);
     cr_assert_eq(last, o.last);
     start = first;
     archive_levels(url, name, &l0, &hi, &snaps);
     cr_assert_geq(snaps, 1, "retention must keep a snapshot");
     /* A TXID before the first snapshot is refused, not approximated. */
     char out[600];
-    snprintf(out, sizeof out, "%s/gone.db", pN.dir);
-    cr_assert_neq(restore_archive(&pN, name, "--txid 1", out, NULL), 0, "TXID 1 restored after retention");
+    snprintf(out, sizeof out, "%s/gone.db", pN->dir);
+    cr_assert_neq(restore_archive(pN, name, "--txid 1", out, NULL), 0, "TXID 1 restored after retention");
     cr_assert_neq(access(out, F_OK), 0, "a refused restore left output behind");
-    check_points(&pN, name, &o, start, 1, restore_archive, NULL, 13);
+    check_points(pN, name, &o, start, 1, restore_archive, NULL, 13);
     /* And the whole archive verifies. */
     char *vout = NULL;
-    cr_assert_eq(run_cmd(&vout, "\"$LITEVAULT\" archive verify -c '%s' --db '%s' 2>&1", pN.config, name), 0, "%s",
-                 vout);
+    cr_assert_eq(lvnode_cli(pN, &vout, "archive verify", "--db '%s'", name), 0, "%s", vout);
     free(vout);
     free(path);
 }
 
-Test(pitr, oracle_archive_file) { oracle_archive(0); }
-Test(pitr, oracle_archive_s3) { oracle_archive(1); }
+/* One test per destination kind: oracle_archive_file, oracle_archive_s3. */
+#define ORACLE_ARCHIVE(sfx, kind) Test(pitr, oracle_archive_##sfx) { oracle_archive(kind); }
+LVDEST_KINDS(ORACLE_ARCHIVE)
 
 /* ---- the archive follows an import ---- */
 
@@ -451,44 +417,42 @@ Test(pitr, oracle_archive_s3) { oracle_archive(1); }
 Test(pitr, archive_follows_import)
 {
     char in1[600], in2[600], out[600], *o = NULL;
-    lvnode_init(&pN, "archive:\n  - url: file://./archive\n    sync-interval: 200ms\n");
-    pN_used = 1;
-    lvnode_start(&pN);
-    snprintf(in1, sizeof in1, "%s/in1.db", pN.dir);
-    snprintf(in2, sizeof in2, "%s/in2.db", pN.dir);
-    snprintf(out, sizeof out, "%s/restored.db", pN.dir);
+    struct lvnode *pN = lvnode_started("archive:\n  - url: file://./archive\n    sync-interval: 200ms\n");
+    snprintf(in1, sizeof in1, "%s/in1.db", pN->dir);
+    snprintf(in2, sizeof in2, "%s/in2.db", pN->dir);
+    snprintf(out, sizeof out, "%s/restored.db", pN->dir);
     sql_exec(in1, "CREATE TABLE a(x); INSERT INTO a VALUES (1), (2), (3);", 0);
     sql_exec(in2, "PRAGMA journal_mode=WAL; CREATE TABLE b(y TEXT); INSERT INTO b VALUES ('imported');", 0);
 
     /* A new database: TXID 1 is the import, byte for byte. */
-    cr_assert_eq(run_cmd(&o, "\"$LITEVAULT\" import -c '%s' --db new.db '%s' 2>&1", pN.config, in1), 0, "%s", o);
+    cr_assert_eq(lvnode_cli(pN, &o, "import", "--db new.db '%s'", in1), 0, "%s", o);
     free(o);
-    wait_archived(&pN, "new.db", 1);
-    cr_assert_eq(restore_archive(&pN, "new.db", "--txid 1", out, NULL), 0);
+    wait_archived(pN, "new.db", 1);
+    cr_assert_eq(restore_archive(pN, "new.db", "--txid 1", out, NULL), 0);
     cr_assert_eq(file_db_checksum(out), file_db_checksum(in1));
     cr_assert_eq(sql_content_hash(out), sql_content_hash(in1));
 
     /* An existing database with its own history, replaced by another. */
-    char *live = lvnode_path(&pN, "live.db");
+    char *live = lvnode_path(pN, "live.db");
     sql_exec(live, "CREATE TABLE old(z); INSERT INTO old VALUES ('before');", 0);
     sql_exec(live, "INSERT INTO old VALUES ('still before');", 0);
-    uint64_t before = lvnode_last_txid(&pN, "live.db");
+    uint64_t before = lvnode_last_txid(pN, "live.db");
     uint64_t hash_before = sql_content_hash(live);
-    cr_assert_eq(run_cmd(&o, "\"$LITEVAULT\" import -c '%s' --db live.db '%s' 2>&1", pN.config, in2), 0, "%s", o);
+    cr_assert_eq(lvnode_cli(pN, &o, "import", "--db live.db '%s'", in2), 0, "%s", o);
     free(o);
-    uint64_t after = lvnode_last_txid(&pN, "live.db");
+    uint64_t after = lvnode_last_txid(pN, "live.db");
     cr_assert_eq(after, before + 1, "the import must be one transaction");
     sql_exec(live, "INSERT INTO b VALUES ('after the import');", 0);
-    wait_archived(&pN, "live.db", after + 1);
+    wait_archived(pN, "live.db", after + 1);
     char flag[64];
     snprintf(flag, sizeof flag, "--txid %llu", (unsigned long long)after);
     run_cmd(NULL, "rm -f '%s'", out);
-    cr_assert_eq(restore_archive(&pN, "live.db", flag, out, NULL), 0);
+    cr_assert_eq(restore_archive(pN, "live.db", flag, out, NULL), 0);
     cr_assert_eq(sql_content_hash(out), sql_content_hash(in2), "the restore at the import's TXID is not the import");
     snprintf(flag, sizeof flag, "--txid %llu", (unsigned long long)before);
     run_cmd(NULL, "rm -f '%s'", out);
-    cr_assert_eq(restore_archive(&pN, "live.db", flag, out, NULL), 0);
+    cr_assert_eq(restore_archive(pN, "live.db", flag, out, NULL), 0);
     cr_assert_eq(sql_content_hash(out), hash_before, "the restore just before the import changed");
     free(live);
-    lvnode_stop(&pN);
+    lvnode_stop(pN);
 }

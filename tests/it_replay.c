@@ -27,22 +27,17 @@
 #include <criterion/criterion.h>
 #include <sqlite3.h>
 
-#include "helpers.h"
+#include "lib/lvtest.h"
 
 #define NTX 100      /* write-or-not operations per run */
 #define NSAMPLE 15   /* replays at sampled TXIDs per run */
 #define MAXTX 512    /* expected[] capacity */
 
-static struct lvnode N;
+static struct lvnode *N; /* registry-owned */
 static uint64_t SEED, RNG;
 static const char *MODE;
 static int PSZ;
 static char TAG[96];
-
-static void fini(void)
-{
-    lvnode_cleanup(&N);
-}
 
 #define CHECK(cond, fmt, ...) cr_assert(cond, "[%s] " fmt, TAG, ##__VA_ARGS__)
 
@@ -60,39 +55,8 @@ static int rndn(int n)
     return (int)(rnd() % (uint64_t)n);
 }
 
-static void xsql(sqlite3 *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void xsql(sqlite3 *db, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *q = sqlite3_vmprintf(fmt, ap);
-    va_end(ap);
-    char *err = NULL;
-    int rc = sqlite3_exec(db, q, NULL, NULL, &err);
-    if (rc != SQLITE_OK) {
-        char msg[600];
-        snprintf(msg, sizeof msg, "%s", err ? err : sqlite3_errstr(rc));
-        sqlite3_free(err);
-        cr_assert_fail("[%s] SQL failed: %s: %s", TAG, q, msg);
-    }
-    sqlite3_free(q);
-}
-
-static long long qint(sqlite3 *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static long long qint(sqlite3 *db, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *sql = sqlite3_vmprintf(fmt, ap);
-    va_end(ap);
-    sqlite3_stmt *st = NULL;
-    cr_assert(sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK, "[%s] %s: %s", TAG, sql, sqlite3_errmsg(db));
-    cr_assert(sqlite3_step(st) == SQLITE_ROW, "[%s] %s: %s", TAG, sql, sqlite3_errmsg(db));
-    long long v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    sqlite3_free(sql);
-    return v;
-}
+#define xsql sqlh_exec /* failures name TAG (sql_set_tag) */
+#define qint sqlh_int
 
 static sqlite3 *dbopen(const char *path)
 {
@@ -174,7 +138,7 @@ static void copy_file(const char *src, const char *dst)
  * moved, remember the expected checksum (and maybe a full copy). */
 static uint64_t after_op(const char *path, uint64_t t, int want_delta, const char *what)
 {
-    uint64_t now = lvnode_last_txid(&N, "r.db");
+    uint64_t now = lvnode_last_txid(N, "r.db");
     if (want_delta == -1) {
         /* A rolled-back transaction in a rollback journal mode: SQLite does not
          * restore free pages it reused (see it_capture.c, expect_rollback_noop),
@@ -182,7 +146,7 @@ static uint64_t after_op(const char *path, uint64_t t, int want_delta, const cha
         want_delta = 0;
         if (now == t + 1 && strcmp(MODE, "wal") != 0) {
             uint32_t *pg = NULL, *fl = NULL;
-            int np = lvnode_record_pages(&N, "r.db", now, &pg);
+            int np = lvnode_record_pages(N, "r.db", now, &pg);
             int nf = file_freelist_pages(path, &fl);
             CHECK(np > 0 && nf >= 0, "cannot list the pages of TXID %llu", (unsigned long long)now);
             for (int i = 0; i < np; i++) {
@@ -205,14 +169,14 @@ static uint64_t after_op(const char *path, uint64_t t, int want_delta, const cha
     char snap[600];
     const char *src = path;
     if (strcmp(MODE, "wal") == 0) {
-        snprintf(snap, sizeof snap, "%s/cur.db", N.dir);
+        snprintf(snap, sizeof snap, "%s/cur.db", N->dir);
         CHECK(snapshot_db(path, snap) == 0, "snapshot_db");
         src = snap;
     }
     expected[now] = file_db_checksum(src);
     if (rndn(NTX) < NSAMPLE + 2) {
         char keep[600];
-        snprintf(keep, sizeof keep, "%s/exp-%llu.db", N.dir, (unsigned long long)now);
+        snprintf(keep, sizeof keep, "%s/exp-%llu.db", N->dir, (unsigned long long)now);
         copy_file(src, keep);
         saved[now] = 1;
     }
@@ -234,9 +198,9 @@ static void run_workload(const char *mode, int psz)
     memset(expected, 0, sizeof expected);
     memset(saved, 0, sizeof saved);
 
-    lvnode_init(&N, NULL);
-    lvnode_start(&N);
-    char *path = lvnode_path(&N, "r.db");
+    sql_set_tag(TAG);
+    N = lvnode_started(NULL);
+    char *path = lvnode_path(N, "r.db");
     sqlite3 *db = NULL;
     cr_assert(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) == SQLITE_OK);
     sqlite3_busy_timeout(db, 10000);
@@ -246,7 +210,7 @@ static void run_workload(const char *mode, int psz)
     xsql(db, "CREATE TABLE t0(id INTEGER PRIMARY KEY, k INTEGER, v BLOB)");
     /* auto_vacuum on an empty file and journal_mode=WAL commit header-only
      * transactions of their own: the workload's accounting starts here. */
-    uint64_t t = lvnode_last_txid(&N, "r.db");
+    uint64_t t = lvnode_last_txid(N, "r.db");
     CHECK(t >= 1 && t <= 3, "%llu records after creating the database", (unsigned long long)t);
     t = after_op(path, t - 1, 1, "CREATE TABLE");
     uint64_t first = t;
@@ -374,18 +338,18 @@ static void run_workload(const char *mode, int psz)
         const char *src = path;
         char snap[600];
         if (strcmp(mode, "wal") == 0) {
-            snprintf(snap, sizeof snap, "%s/cur.db", N.dir);
+            snprintf(snap, sizeof snap, "%s/cur.db", N->dir);
             CHECK(snapshot_db(path, snap) == 0, "snapshot_db");
             src = snap;
         }
-        snprintf(keep, sizeof keep, "%s/exp-%llu.db", N.dir, (unsigned long long)t);
+        snprintf(keep, sizeof keep, "%s/exp-%llu.db", N->dir, (unsigned long long)t);
         copy_file(src, keep);
         saved[t] = 1;
     }
 
     /* Every record's post-checksum is the expected state after it. */
     struct lvrec *recs = NULL;
-    int nrec = lvnode_log_records(&N, "r.db", &recs);
+    int nrec = lvnode_log_records(N, "r.db", &recs);
     CHECK(nrec == (int)t, "the log has %d records, %llu transactions committed", nrec, (unsigned long long)t);
     for (int i = 0; i < nrec; i++) {
         uint64_t x = recs[i].txid;
@@ -403,9 +367,9 @@ static void run_workload(const char *mode, int psz)
         if (!saved[x])
             continue;
         char rp[600], keep[600];
-        snprintf(rp, sizeof rp, "%s/replay-%llu.db", N.dir, (unsigned long long)x);
-        snprintf(keep, sizeof keep, "%s/exp-%llu.db", N.dir, (unsigned long long)x);
-        CHECK(lvnode_replay(&N, "r.db", x, rp) == 0, "replay --txid %llu failed", (unsigned long long)x);
+        snprintf(rp, sizeof rp, "%s/replay-%llu.db", N->dir, (unsigned long long)x);
+        snprintf(keep, sizeof keep, "%s/exp-%llu.db", N->dir, (unsigned long long)x);
+        CHECK(lvnode_replay(N, "r.db", x, rp) == 0, "replay --txid %llu failed", (unsigned long long)x);
         uint64_t ck = file_db_checksum(rp);
         CHECK(ck == expected[x], "replay --txid %llu checksum %016llx, expected %016llx", (unsigned long long)x,
               (unsigned long long)ck, (unsigned long long)expected[x]);
@@ -421,13 +385,13 @@ static void run_workload(const char *mode, int psz)
     }
     cr_log_info("[%s] %llu transactions, %d replays compared", TAG, (unsigned long long)t, replays);
     CHECK(replays >= 3, "only %d replays sampled", replays);
-    lvnode_check_db(&N, "r.db");
+    lvnode_check_db(N, "r.db");
     free(path);
-    lvnode_stop(&N);
+    lvnode_stop(N);
 }
 
 #define R_ONE(mode, psz)                                                       \
-    Test(replay, random_##mode##_##psz, .fini = fini, .timeout = 180)         \
+    Test(replay, random_##mode##_##psz, .fini = lvt_fini, .timeout = 180)         \
     {                                                                          \
         run_workload(#mode, psz);                                              \
     }

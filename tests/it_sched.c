@@ -24,39 +24,24 @@
 #include <jansson.h>
 
 #include "export/bundle.h"
-#include "helpers.h"
+#include "lib/lvtest.h"
 #include "base/lv.h"
 
-static struct lvnode sN;
-static int sN_used;
+static struct lvnode *sN; /* this test's node (registry-owned) */
 
-static void s_fini(void)
-{
-    if (sN_used) {
-        lvnode_kill9(&sN);
-        lvnode_cleanup(&sN);
-        sN_used = 0;
-    }
-}
-
-TestSuite(sched, .fini = s_fini, .timeout = 120);
+TestSuite(sched, .fini = lvt_fini, .timeout = 180);
 
 /* The /status entry of job (new reference), or NULL if the request failed. */
 static json_t *job_status(const struct lvnode *n, const char *job)
 {
-    char *out = NULL;
-    json_t *res = NULL;
-    if (run_cmd(&out, "curl -s -f 'http://%s/status'", n->http) == 0) {
-        json_t *o = json_loads(out, 0, NULL), *e;
-        size_t i;
-        json_array_foreach(json_object_get(o, "exports"), i, e)
-        {
-            if (strcmp(json_string_value(json_object_get(e, "name")), job) == 0)
-                res = json_deep_copy(e);
-        }
-        json_decref(o);
+    json_t *res = NULL, *o = lvnode_status(n), *e;
+    size_t i;
+    json_array_foreach(json_object_get(o, "exports"), i, e)
+    {
+        if (strcmp(json_string_value(json_object_get(e, "name")), job) == 0)
+            res = json_deep_copy(e);
     }
-    free(out);
+    json_decref(o);
     return res;
 }
 
@@ -65,24 +50,39 @@ static long long jint(json_t *o, const char *k)
     return (long long)json_integer_value(json_object_get(o, k));
 }
 
-/* Wait (<= 15 s) until job exported db at its current last TXID and that run ended
+/* 1 if job's last finished run exported db at TXID want or later (*got: its TXID). */
+static int exported(const struct lvnode *n, const char *job, const char *db, uint64_t want, uint64_t *got)
+{
+    json_t *j = job_status(n, job);
+    *got = (uint64_t)json_integer_value(json_object_get(json_object_get(json_object_get(j, "databases"), db), "txid"));
+    int running = json_is_true(json_object_get(j, "running"));
+    json_decref(j);
+    return *got >= want && !running;
+}
+
+/* Wait until job exported db at its current last TXID and that run ended
  * (so its old exports are deleted too); returns that TXID. */
 static uint64_t wait_exported(const struct lvnode *n, const char *job, const char *db)
 {
     uint64_t want = lvnode_last_txid(n, db), got = 0;
-    for (int i = 0; i < 150; i++) {
-        json_t *j = job_status(n, job);
-        got = (uint64_t)json_integer_value(
-            json_object_get(json_object_get(json_object_get(j, "databases"), db), "txid"));
-        int running = json_is_true(json_object_get(j, "running"));
-        json_decref(j);
-        if (got >= want && !running)
-            return got;
-        usleep(100000);
-    }
-    cr_assert_fail("job %s did not export %s at TXID %llu within 15 s (last: %llu)", job, db,
-                   (unsigned long long)want, (unsigned long long)got);
-    return 0;
+    cr_assert(WAIT_FOR(exported(n, job, db, want, &got), LVT_WAIT_MS),
+              "job %s did not export %s at TXID %llu within %d s (last: %llu)", job, db, (unsigned long long)want,
+              LVT_WAIT_MS / 1000, (unsigned long long)got);
+    return got;
+}
+
+/* Wait until job has finished at least `more` runs after the `runs` it had; returns the new status
+ * (caller decrefs).  Used before asserting that an idle run did nothing: it waits for the runs
+ * to happen, however long they take, rather than for a number of seconds. */
+static json_t *wait_runs(const struct lvnode *n, const char *job, long long runs, int more)
+{
+    json_t *j = NULL;
+    cr_assert(WAIT_FOR((json_decref(j), j = job_status(n, job),
+                        json_integer_value(json_object_get(j, "runs")) >= runs + more &&
+                            !json_is_true(json_object_get(j, "running"))),
+                       LVT_WAIT_MS),
+              "job %s did not run %d more times", job, more);
+    return j;
 }
 
 /* Sorted names of the regular files in dir (malloc'ed array of malloc'ed strings); returns the count. */
@@ -161,20 +161,18 @@ static void write_row(const char *path, int i)
 
 Test(sched, db_format_keeps_n_skips_idle_and_matches_replay)
 {
-    lvnode_init(&sN, "exports:\n"
+    sN = lvnode_started("exports:\n"
                      "  - name: fast\n"
                      "    schedule: '@every 1s'\n"
                      "    url: ./exp\n"
                      "    keep: 3\n"
                      "    databases: [a.db, sub/b.db]\n");
-    sN_used = 1;
-    lvnode_start(&sN);
-    char *a = lvnode_path(&sN, "a.db"), *b = lvnode_path(&sN, "sub/b.db"), *c = lvnode_path(&sN, "c.db");
+    char *a = lvnode_path(sN, "a.db"), *b = lvnode_path(sN, "sub/b.db"), *c = lvnode_path(sN, "c.db");
     char dir_a[400], dir_b[400], dir_c[400], p[800];
-    snprintf(dir_a, sizeof dir_a, "%s/exp/a.db", sN.dir);
-    snprintf(dir_b, sizeof dir_b, "%s/exp/sub/b.db", sN.dir);
-    snprintf(dir_c, sizeof dir_c, "%s/exp/c.db", sN.dir);
-    cr_assert_eq(run_cmd(NULL, "mkdir -p '%s/sub'", sN.mnt), 0);
+    snprintf(dir_a, sizeof dir_a, "%s/exp/a.db", sN->dir);
+    snprintf(dir_b, sizeof dir_b, "%s/exp/sub/b.db", sN->dir);
+    snprintf(dir_c, sizeof dir_c, "%s/exp/c.db", sN->dir);
+    cr_assert_eq(run_cmd(NULL, "mkdir -p '%s/sub'", sN->mnt), 0);
     sql_exec(a, "PRAGMA journal_mode=wal; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);", 0);
     sql_exec(b, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);", 0);
     sql_exec(c, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);", 0); /* not selected */
@@ -183,9 +181,9 @@ Test(sched, db_format_keeps_n_skips_idle_and_matches_replay)
     write_row(b, 0);
     for (int i = 0; i < 5; i++) {
         write_row(a, i);
-        wait_exported(&sN, "fast", "a.db");
+        wait_exported(sN, "fast", "a.db");
     }
-    wait_exported(&sN, "fast", "sub/b.db");
+    wait_exported(sN, "fast", "sub/b.db");
 
     char **va, **vb, **vc;
     int na = list_dir(dir_a, &va), nb = list_dir(dir_b, &vb), nc = list_dir(dir_c, &vc);
@@ -199,17 +197,17 @@ Test(sched, db_format_keeps_n_skips_idle_and_matches_replay)
         cr_assert_gt(txid, prev, "kept exports are the newest, oldest first");
         prev = txid;
         snprintf(p, sizeof p, "%s/%s", dir_a, va[i]);
-        check_image(&sN, "a.db", txid, p);
+        check_image(sN, "a.db", txid, p);
     }
-    cr_assert_eq(prev, lvnode_last_txid(&sN, "a.db"), "the newest export is at the last TXID");
+    cr_assert_eq(prev, lvnode_last_txid(sN, "a.db"), "the newest export is at the last TXID");
     uint64_t tb = check_name(vb[nb - 1]);
-    cr_assert_eq(tb, lvnode_last_txid(&sN, "sub/b.db"));
+    cr_assert_eq(tb, lvnode_last_txid(sN, "sub/b.db"));
     snprintf(p, sizeof p, "%s/%s", dir_b, vb[nb - 1]);
-    check_image(&sN, "sub/b.db", tb, p);
+    check_image(sN, "sub/b.db", tb, p);
 
     /* export --list shows exactly these. */
     char *out = NULL;
-    cr_assert_eq(run_cmd(&out, "'%s' export --list --url '%s/exp' --json", getenv("LITEVAULT"), sN.dir), 0, "%s", out);
+    cr_assert_eq(run_cmd(&out, "'%s' export --list --url '%s/exp' --json", getenv("LITEVAULT"), sN->dir), 0, "%s", out);
     json_t *l = json_loads(out, 0, NULL);
     cr_assert(json_is_array(l), "%s", out);
     cr_assert_eq(json_array_size(l), (size_t)(na + nb), "%s", out);
@@ -221,7 +219,7 @@ Test(sched, db_format_keeps_n_skips_idle_and_matches_replay)
         const char *dbn = json_string_value(json_object_get(e, "database"));
         const char *key = json_string_value(json_object_get(e, "key"));
         char kp[1000];
-        snprintf(kp, sizeof kp, "%s/exp/%s", sN.dir, key);
+        snprintf(kp, sizeof kp, "%s/exp/%s", sN->dir, key);
         struct stat st;
         cr_assert_eq(stat(kp, &st), 0, "listed key %s does not exist", key);
         cr_assert_eq(jint(e, "size"), (long long)st.st_size);
@@ -236,15 +234,14 @@ Test(sched, db_format_keeps_n_skips_idle_and_matches_replay)
     cr_assert(seen_b);
     json_decref(l);
     free(out);
-    cr_assert_eq(run_cmd(&out, "'%s' export --list --url 'file://%s/exp'", getenv("LITEVAULT"), sN.dir), 0);
+    cr_assert_eq(run_cmd(&out, "'%s' export --list --url 'file://%s/exp'", getenv("LITEVAULT"), sN->dir), 0);
     cr_assert_not_null(strstr(out, va[2]), "%s", out);
     free(out);
     cr_assert_eq(run_cmd(NULL, "'%s' export --list 2>/dev/null", getenv("LITEVAULT")), 2, "--url is required");
 
     /* Idle: no new objects while nothing is written; the runs go on and count skips. */
-    json_t *j0 = job_status(&sN, "fast");
-    sleep(3);
-    json_t *j1 = job_status(&sN, "fast");
+    json_t *j0 = job_status(sN, "fast");
+    json_t *j1 = wait_runs(sN, "fast", jint(j0, "runs"), 2);
     cr_assert_eq(jint(j1, "uploaded"), jint(j0, "uploaded"), "nothing uploaded while idle");
     cr_assert_geq(jint(j1, "runs"), jint(j0, "runs") + 1, "the job kept running");
     cr_assert_geq(jint(j1, "skipped"), jint(j0, "skipped") + 2, "both databases skipped on each run");
@@ -265,7 +262,7 @@ Test(sched, db_format_keeps_n_skips_idle_and_matches_replay)
     free_list(va2, na2);
 
     /* Metrics. */
-    cr_assert_eq(run_cmd(&out, "curl -s -f 'http://%s/metrics' | grep '^litevault_export_' ", sN.http), 0);
+    cr_assert_eq(run_cmd(&out, "curl -s -f 'http://%s/metrics' | grep '^litevault_export_' ", sN->http), 0);
     cr_assert_not_null(strstr(out, "litevault_export_runs_total{job=\"fast\"}"), "%s", out);
     char want[128];
     snprintf(want, sizeof want, "litevault_export_uploaded_total{job=\"fast\"} %lld\n", uploaded);
@@ -274,10 +271,9 @@ Test(sched, db_format_keeps_n_skips_idle_and_matches_replay)
     free(out);
 
     /* A restart does not export unchanged databases again (state in data.dir/exports/fast.json). */
-    lvnode_stop(&sN);
-    lvnode_start(&sN);
-    sleep(3);
-    json_t *j2 = job_status(&sN, "fast");
+    lvnode_stop(sN);
+    lvnode_start(sN);
+    json_t *j2 = wait_runs(sN, "fast", 0, 2);
     cr_assert_geq(jint(j2, "runs"), 1);
     cr_assert_eq(jint(j2, "uploaded"), 0, "unchanged databases re-exported after a restart");
     json_decref(j2);
@@ -291,32 +287,25 @@ Test(sched, db_format_keeps_n_skips_idle_and_matches_replay)
     free(a);
     free(b);
     free(c);
-    lvnode_stop(&sN);
+    lvnode_stop(sN);
 }
 
 Test(sched, destination_down_then_recovers)
 {
-    lvnode_init(&sN, "exports:\n"
+    sN = lvnode_new("exports:\n"
                      "  - name: flaky\n"
                      "    schedule: '@every 1s'\n"
                      "    url: ./blocker/exp\n");
-    sN_used = 1;
     char blocker[400], p[800];
-    snprintf(blocker, sizeof blocker, "%s/blocker", sN.dir);
+    snprintf(blocker, sizeof blocker, "%s/blocker", sN->dir);
     cr_assert_eq(run_cmd(NULL, "echo x > '%s'", blocker), 0); /* a file: exp under it cannot exist, even for root */
-    lvnode_start(&sN);
-    char *a = lvnode_path(&sN, "a.db");
+    lvnode_start(sN);
+    char *a = lvnode_path(sN, "a.db");
     sql_exec(a, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);", 0);
     write_row(a, 1);
 
     json_t *j = NULL;
-    for (int i = 0; i < 100; i++) {
-        json_decref(j);
-        j = job_status(&sN, "flaky");
-        if (jint(j, "consecutive_failures") >= 2)
-            break;
-        usleep(100000);
-    }
+    WAIT_FOR((json_decref(j), j = job_status(sN, "flaky"), jint(j, "consecutive_failures") >= 2), LVT_WAIT_MS);
     cr_assert_geq(jint(j, "consecutive_failures"), 2, "failures were not recorded");
     cr_assert_geq(jint(j, "failures"), 2);
     const char *le = json_string_value(json_object_get(j, "last_error"));
@@ -327,33 +316,33 @@ Test(sched, destination_down_then_recovers)
     json_decref(j);
     char *out = NULL;
     cr_assert_eq(run_cmd(&out, "curl -s -f 'http://%s/metrics' | grep '^litevault_export_failures_total{job=\"flaky\"}'",
-                         sN.http), 0);
+                         sN->http), 0);
     cr_assert(atoi(strchr(out, ' ') + 1) >= 2, "metrics: %s", out);
     free(out);
-    cr_assert(lvnode_log_contains(&sN, "export flaky: run failed"));
+    cr_assert(lvnode_log_contains(sN, "export flaky: run failed"));
 
     /* Fix the destination: the retry (with backoff) succeeds. */
     cr_assert_eq(unlink(blocker), 0);
-    uint64_t t = wait_exported(&sN, "flaky", "a.db");
-    j = job_status(&sN, "flaky");
+    uint64_t t = wait_exported(sN, "flaky", "a.db");
+    j = job_status(sN, "flaky");
     cr_assert_eq(jint(j, "consecutive_failures"), 0);
     cr_assert(json_is_string(json_object_get(j, "last_success")));
     cr_assert(json_is_string(json_object_get(j, "last_error")), "the last error stays visible");
     const char *key = json_string_value(json_object_get(json_object_get(json_object_get(j, "databases"), "a.db"), "key"));
     snprintf(p, sizeof p, "%s/exp/%s", blocker, key);
-    check_image(&sN, "a.db", t, p);
+    check_image(sN, "a.db", t, p);
     json_decref(j);
     cr_assert_eq(run_cmd(&out, "curl -s -f 'http://%s/metrics' | grep '^litevault_export_last_success_timestamp_seconds'",
-                         sN.http), 0);
+                         sN->http), 0);
     cr_assert(atof(strchr(out, ' ') + 1) > 1e9, "metrics: %s", out);
     free(out);
     free(a);
-    lvnode_stop(&sN);
+    lvnode_stop(sN);
 }
 
 Test(sched, tar_zst_bundles)
 {
-    lvnode_init(&sN, "exports:\n"
+    sN = lvnode_started("exports:\n"
                      "  - name: bun\n"
                      "    schedule: '@every 1s'\n"
                      "    url: ./bundles\n"
@@ -362,20 +351,18 @@ Test(sched, tar_zst_bundles)
                      "    databases:\n"
                      "      - a.db\n"
                      "      - b.db\n");
-    sN_used = 1;
-    lvnode_start(&sN);
-    char *a = lvnode_path(&sN, "a.db"), *b = lvnode_path(&sN, "b.db"), *c = lvnode_path(&sN, "c.db");
+    char *a = lvnode_path(sN, "a.db"), *b = lvnode_path(sN, "b.db"), *c = lvnode_path(sN, "c.db");
     char bdir[400], p[800], x[800];
-    snprintf(bdir, sizeof bdir, "%s/bundles", sN.dir);
+    snprintf(bdir, sizeof bdir, "%s/bundles", sN->dir);
     sql_exec(a, "PRAGMA journal_mode=wal; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);", 0);
     sql_exec(b, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);", 0);
     sql_exec(c, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);", 0);
     write_row(b, 1);
     for (int i = 0; i < 3; i++) {
         write_row(a, i);
-        wait_exported(&sN, "bun", "a.db");
+        wait_exported(sN, "bun", "a.db");
     }
-    wait_exported(&sN, "bun", "b.db");
+    wait_exported(sN, "bun", "b.db");
     char **v;
     int n = list_dir(bdir, &v);
     cr_assert_eq(n, 2, "keep 2: found %d bundles", n);
@@ -386,7 +373,7 @@ Test(sched, tar_zst_bundles)
     }
     /* The newest bundle holds a.db and b.db (not c.db), each equal to the replay at its TXID. */
     snprintf(p, sizeof p, "%s/%s", bdir, v[n - 1]);
-    snprintf(x, sizeof x, "%s/extract", sN.dir);
+    snprintf(x, sizeof x, "%s/extract", sN->dir);
     cr_assert_eq(mkdir(x, 0700), 0);
     FILE *f = fopen(p, "rb");
     cr_assert_not_null(f);
@@ -399,14 +386,16 @@ Test(sched, tar_zst_bundles)
     for (size_t i = 0; i < bu->n; i++) {
         cr_assert(strcmp(bu->v[i].name, "a.db") == 0 || strcmp(bu->v[i].name, "b.db") == 0, "%s", bu->v[i].name);
         seen |= strcmp(bu->v[i].name, "a.db") == 0 ? 1 : 2;
-        cr_assert_eq(bu->v[i].txid, lvnode_last_txid(&sN, bu->v[i].name));
-        check_image(&sN, bu->v[i].name, bu->v[i].txid, bu->v[i].path);
+        cr_assert_eq(bu->v[i].txid, lvnode_last_txid(sN, bu->v[i].name));
+        check_image(sN, bu->v[i].name, bu->v[i].txid, bu->v[i].path);
     }
     cr_assert_eq(seen, 3);
     bundle_free(bu);
 
-    /* Idle: no new bundle. */
-    sleep(3);
+    /* Idle: no new bundle after two more runs. */
+    json_t *jb = job_status(sN, "bun");
+    json_decref(wait_runs(sN, "bun", jint(jb, "runs"), 2));
+    json_decref(jb);
     char **v2;
     int n2 = list_dir(bdir, &v2);
     cr_assert_eq(n2, 2);
@@ -423,25 +412,14 @@ Test(sched, tar_zst_bundles)
     free(a);
     free(b);
     free(c);
-    lvnode_stop(&sN);
+    lvnode_stop(sN);
 }
 
 /* ---- S3: an s3rver that is stopped for a while, then started again ---- */
 
 #include "store/store.h"
 
-static char s3dir[64];
-
-static void s3_fini(void)
-{
-    s_fini();
-    if (s3dir[0]) {
-        run_cmd(NULL, "./tests/s3rver.sh stop '%s'; rm -rf '%s'", s3dir, s3dir);
-        s3dir[0] = '\0';
-    }
-}
-
-TestSuite(sched_s3, .fini = s3_fini, .timeout = 120);
+TestSuite(sched_s3, .fini = lvt_fini, .timeout = 180);
 
 /* Fetch key from the store into path. */
 static void s3_fetch(struct store *s, const char *key, const char *path)
@@ -458,15 +436,9 @@ static void s3_fetch(struct store *s, const char *key, const char *path)
 
 Test(sched_s3, destination_down_for_a_while)
 {
-    char yml[1024], endpoint[64], p[600];
-    int port = free_port();
-    strcpy(s3dir, "/tmp/lvit-s3.XXXXXX");
-    cr_assert_not_null(mkdtemp(s3dir));
-    char *out = NULL;
-    cr_assert_eq(run_cmd(&out, "./tests/s3rver.sh start '%s' %d lvsched 2>&1", s3dir, port), 0,
-                 "s3rver did not start (run make deps): %s", out);
-    free(out);
-    snprintf(endpoint, sizeof endpoint, "http://127.0.0.1:%d", port);
+    char yml[1024], p[600], *out = NULL;
+    struct s3rver *srv = s3rver_start("lvsched");
+    const char *endpoint = srv->endpoint;
     snprintf(yml, sizeof yml,
              "exports:\n"
              "  - name: s3job\n"
@@ -479,16 +451,14 @@ Test(sched_s3, destination_down_for_a_while)
              "    secret-access-key: S3RVER\n"
              "    keep: 2\n",
              endpoint);
-    lvnode_init(&sN, yml);
-    sN_used = 1;
-    lvnode_start(&sN);
-    char *a = lvnode_path(&sN, "a.db");
+    sN = lvnode_started(yml);
+    char *a = lvnode_path(sN, "a.db");
     /* ~7 MiB: uploaded in two parts from the mapped temp file */
     sql_exec(a, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);"
                 "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i < 7000) "
                 "INSERT INTO t(v) SELECT randomblob(1000) FROM c;",
              0);
-    uint64_t t1 = wait_exported(&sN, "s3job", "a.db");
+    uint64_t t1 = wait_exported(sN, "s3job", "a.db");
 
     struct store_opts o = {.endpoint = endpoint, .force_path_style = 1, .access_key = "S3RVER", .secret_key = "S3RVER"};
     struct store *s = NULL;
@@ -498,9 +468,9 @@ Test(sched_s3, destination_down_for_a_while)
     cr_assert_eq(store_list(s, "", &l), 0);
     cr_assert_eq(l.n, 1);
     cr_assert_gt(l.v[0].size, 6u << 20);
-    snprintf(p, sizeof p, "%s/got1.db", sN.dir);
+    snprintf(p, sizeof p, "%s/got1.db", sN->dir);
     s3_fetch(s, l.v[0].key, p);
-    check_image(&sN, "a.db", t1, p);
+    check_image(sN, "a.db", t1, p);
     store_list_free(&l);
 
     /* export --list against S3 (credentials from the environment). */
@@ -515,42 +485,35 @@ Test(sched_s3, destination_down_for_a_while)
     free(out);
 
     /* Down: runs fail and are recorded. */
-    cr_assert_eq(run_cmd(NULL, "./tests/s3rver.sh stop '%s'", s3dir), 0);
+    s3rver_stop(srv);
     write_row(a, 1);
     json_t *j = NULL;
-    for (int i = 0; i < 300; i++) {
-        json_decref(j);
-        j = job_status(&sN, "s3job");
-        if (jint(j, "consecutive_failures") >= 2)
-            break;
-        usleep(100000);
-    }
+    WAIT_FOR((json_decref(j), j = job_status(sN, "s3job"), jint(j, "consecutive_failures") >= 2), LVT_WAIT_MS);
     cr_assert_geq(jint(j, "consecutive_failures"), 2, "failures not recorded while S3 is down");
     cr_assert(json_is_string(json_object_get(j, "last_error")));
     cr_assert_null(strstr(json_string_value(json_object_get(j, "last_error")), "S3RVER"), "credentials leaked");
     json_decref(j);
     cr_assert_eq(run_cmd(&out, "curl -s -f 'http://%s/metrics' | grep '^litevault_export_failures_total{job=\"s3job\"}'",
-                         sN.http), 0);
+                         sN->http), 0);
     cr_assert(atoi(strchr(out, ' ') + 1) >= 2, "metrics: %s", out);
     free(out);
 
     /* Back: the retry succeeds; keep 2 holds after one more change. */
-    cr_assert_eq(run_cmd(&out, "./tests/s3rver.sh start '%s' %d lvsched 2>&1", s3dir, port), 0, "%s", out);
-    free(out);
-    uint64_t t2 = wait_exported(&sN, "s3job", "a.db");
+    s3rver_restart(srv);
+    uint64_t t2 = wait_exported(sN, "s3job", "a.db");
     cr_assert_gt(t2, t1);
     write_row(a, 2);
-    uint64_t t3 = wait_exported(&sN, "s3job", "a.db");
-    j = job_status(&sN, "s3job");
+    uint64_t t3 = wait_exported(sN, "s3job", "a.db");
+    j = job_status(sN, "s3job");
     cr_assert_eq(jint(j, "consecutive_failures"), 0);
     json_decref(j);
     cr_assert_eq(store_list(s, "", &l), 0);
     cr_assert_eq(l.n, 2, "keep 2 on S3: %zu objects", l.n);
-    snprintf(p, sizeof p, "%s/got3.db", sN.dir);
+    snprintf(p, sizeof p, "%s/got3.db", sN->dir);
     s3_fetch(s, l.v[1].key, p);
-    check_image(&sN, "a.db", t3, p);
+    check_image(sN, "a.db", t3, p);
     store_list_free(&l);
     store_close(s);
     free(a);
-    lvnode_stop(&sN);
+    lvnode_stop(sN);
 }

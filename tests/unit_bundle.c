@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 #include "export/bundle.h"
-#include "helpers.h"
+#include "lib/lvtest.h"
 #include "base/lv.h"
 #include "base/lvlog.h"
 

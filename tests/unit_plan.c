@@ -139,6 +139,98 @@ static const char *pt_k(unsigned level, uint64_t a, uint64_t b)
     return manifest_seg_key(k, level, a, b);
 }
 
+/* ---- planning cases as tables ---- */
+
+#define NO (-1) /* in a pt_case: do not check this field */
+
+/* One planning case on the manifest the test built: the target, then what the
+ * plan must say.  Fields left at NO are not checked; .what names the case in
+ * every failure message.  Write rows with PT(...), which presets NO. */
+struct pt_case {
+    const char *what;         /* the case, for failure messages */
+    enum plan_kind kind;      /* target kind */
+    uint64_t txid;            /* PLAN_TXID: the TXID */
+    uint64_t at;              /* PLAN_TIME: pt_tm[at] + off */
+    int64_t off;
+    int flags;                /* PLAN_ALLOW_PARTIAL or 0 */
+    int rc;                   /* plan_make's return code */
+    int fail;                 /* p.fail */
+    long long snap;           /* start snapshot's TXID, 0 for none */
+    long long target;         /* p.target_txid */
+    long long min;            /* p.target_min_txid */
+    long long nsegs;          /* segments in the plan */
+    long long objects;        /* p.objects */
+    long long first_seg;      /* first_txid of the first segment */
+    long long last_seg;       /* last_txid of the last segment */
+    long long time_at;        /* p.time_us == pt_tm[time_at] */
+    int resolve;              /* p.resolve_by_time */
+    int partial;              /* p.partial */
+    long long gap_first;      /* p.gap_first */
+    long long gap_last;       /* p.gap_last */
+    const char *msg, *msg2;   /* substrings of p.msg (NULL: none) */
+};
+
+/* A row with every check off, then the given fields (later designators win;
+ * PT_CHECK silences -Woverride-init for exactly that). */
+#define PT(...)                                                                                                     \
+    {                                                                                                               \
+        .fail = NO, .snap = NO, .target = NO, .min = NO, .nsegs = NO, .objects = NO, .first_seg = NO,               \
+        .last_seg = NO, .time_at = NO, .resolve = NO, .partial = NO, .gap_first = NO, .gap_last = NO, __VA_ARGS__   \
+    }
+
+#define PT_EQ(c, field, got)                                                                                        \
+    do {                                                                                                            \
+        if ((c)->field != NO)                                                                                       \
+            cr_assert_eq((long long)(got), (long long)(c)->field, "[%s] " #field " is %lld, expected %lld",       \
+                         (c)->what, (long long)(got), (long long)(c)->field);                                     \
+    } while (0)
+
+/* Plan every case of the table on m and check what it says. */
+static void pt_check_cases(const struct manifest *m, const struct pt_case *cases, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct pt_case *c = &cases[i];
+        struct plan p;
+        int64_t t = c->kind == PLAN_TIME ? pt_tm[c->at] + c->off : 0;
+        int rc = pt_plan(m, c->kind, c->txid, t, c->flags, &p);
+        cr_assert_eq(rc, c->rc, "[%s] plan_make returned %d, expected %d (%s)", c->what, rc, c->rc, p.msg);
+        if (rc == 0)
+            pt_check_chain(&p);
+        PT_EQ(c, fail, p.fail);
+        PT_EQ(c, snap, p.snap ? p.snap->txid : 0);
+        PT_EQ(c, target, p.target_txid);
+        PT_EQ(c, min, p.target_min_txid);
+        PT_EQ(c, nsegs, p.nsegs);
+        PT_EQ(c, objects, p.objects);
+        if (p.nsegs) {
+            PT_EQ(c, first_seg, p.segs[0]->first_txid);
+            PT_EQ(c, last_seg, p.segs[p.nsegs - 1]->last_txid);
+        } else if (rc != 0 && c->nsegs == 0) {
+            cr_assert_null(p.segs, "[%s] a failed plan keeps a segment array", c->what);
+        }
+        if (c->time_at != NO)
+            cr_assert_eq(p.time_us, pt_tm[c->time_at], "[%s] time_us %lld", c->what, (long long)p.time_us);
+        PT_EQ(c, resolve, p.resolve_by_time);
+        PT_EQ(c, partial, p.partial);
+        PT_EQ(c, gap_first, p.gap_first);
+        PT_EQ(c, gap_last, p.gap_last);
+        if (c->msg)
+            cr_assert_not_null(strstr(p.msg, c->msg), "[%s] message lacks \"%s\": %s", c->what, c->msg, p.msg);
+        if (c->msg2)
+            cr_assert_not_null(strstr(p.msg, c->msg2), "[%s] message lacks \"%s\": %s", c->what, c->msg2, p.msg);
+        plan_free(&p);
+    }
+}
+
+/* Check the cases (PT rows) on manifest m. */
+#define PT_CHECK(m, ...)                                                                                            \
+    do {                                                                                                            \
+        _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Woverride-init\"")                     \
+        static const struct pt_case pt_cases_[] = {__VA_ARGS__};                                                   \
+        _Pragma("GCC diagnostic pop")                                                                               \
+        pt_check_cases(m, pt_cases_, LV_ARRAY_LEN(pt_cases_));                                                     \
+    } while (0)
+
 /* ---- basic targets ---- */
 
 Test(plan, latest_from_snapshot)
@@ -166,29 +258,16 @@ Test(plan, latest_from_snapshot)
 Test(plan, txid_at_boundaries_and_inside_segments)
 {
     struct manifest m;
-    struct plan p;
-    static const struct {
-        uint64_t target;
-        size_t nsegs;
-        uint64_t last_seg_last;
-    } cases[] = {{100, 0, 0}, {101, 1, 110}, {110, 1, 110}, {111, 2, 120}, {115, 2, 120}, {120, 2, 120}, {121, 3, 130}};
 
     pt_init(&m);
     pt_snap(&m, 100);
     pt_add_run(&m, 0, 101, 130, 10);
-    for (size_t i = 0; i < LV_ARRAY_LEN(cases); i++) {
-        cr_assert_eq(pt_plan(&m, PLAN_TXID, cases[i].target, 0, 0, &p), 0, "%s", p.msg);
-        pt_check_chain(&p);
-        cr_assert_eq(p.target_txid, cases[i].target);
-        cr_assert_eq(p.target_min_txid, cases[i].target);
-        cr_assert_eq(p.resolve_by_time, 0);
-        cr_assert_eq(p.nsegs, cases[i].nsegs, "target %llu", (unsigned long long)cases[i].target);
-        if (p.nsegs)
-            cr_assert_eq(p.segs[p.nsegs - 1]->last_txid, cases[i].last_seg_last);
-        else
-            cr_assert_eq(p.objects, 1);
-        plan_free(&p);
-    }
+#define AT_TXID(x, n, last) \
+    PT(.what = "TXID " #x, .kind = PLAN_TXID, .txid = x, .target = x, .min = x, .resolve = 0, .nsegs = n, \
+       .last_seg = last, .objects = 1 + n)
+    PT_CHECK(&m, AT_TXID(100, 0, NO), AT_TXID(101, 1, 110), AT_TXID(110, 1, 110), AT_TXID(111, 2, 120),
+             AT_TXID(115, 2, 120), AT_TXID(120, 2, 120), AT_TXID(121, 3, 130));
+#undef AT_TXID
     manifest_free(&m);
 }
 
@@ -212,101 +291,53 @@ Test(plan, empty_database_start_when_log_begins_at_txid_1)
 Test(plan, several_snapshots_pick_nearest_not_after_target)
 {
     struct manifest m;
-    struct plan p;
 
     pt_init(&m);
     pt_snap(&m, 100);
     pt_snap(&m, 200);
     pt_snap(&m, 300);
     pt_add_run(&m, 0, 101, 400, 10);
-
-    cr_assert_eq(pt_plan(&m, PLAN_TXID, 250, 0, 0, &p), 0);
-    pt_check_chain(&p);
-    cr_assert_eq(p.snap->txid, 200);
-    cr_assert_eq(p.nsegs, 5);
-    cr_assert_eq(p.segs[0]->first_txid, 201);
-    plan_free(&p);
-
-    cr_assert_eq(pt_plan(&m, PLAN_TXID, 299, 0, 0, &p), 0);
-    cr_assert_eq(p.snap->txid, 200);
-    cr_assert_eq(p.nsegs, 10);
-    plan_free(&p);
-
-    cr_assert_eq(pt_plan(&m, PLAN_TXID, 300, 0, 0, &p), 0);
-    cr_assert_eq(p.snap->txid, 300);
-    cr_assert_eq(p.nsegs, 0);
-    cr_assert_eq(p.bytes, p.snap->size);
-    plan_free(&p);
-
-    cr_assert_eq(pt_plan(&m, PLAN_LATEST, 0, 0, 0, &p), 0);
-    cr_assert_eq(p.snap->txid, 300);
-    cr_assert_eq(p.nsegs, 10);
-    cr_assert_eq(p.target_txid, 400);
-    plan_free(&p);
-
-    /* by time: the newest snapshot committed at or before T */
-    cr_assert_eq(pt_plan(&m, PLAN_TIME, 0, pt_tm[250], 0, &p), 0);
-    cr_assert_eq(p.snap->txid, 200);
-    cr_assert_eq(p.target_txid, 250);
-    plan_free(&p);
-    cr_assert_eq(pt_plan(&m, PLAN_TIME, 0, pt_tm[300] - 1, 0, &p), 0);
-    cr_assert_eq(p.snap->txid, 200);
-    cr_assert_eq(p.target_txid, 299);
-    plan_free(&p);
+    PT_CHECK(&m, PT(.what = "TXID 250", .kind = PLAN_TXID, .txid = 250, .snap = 200, .nsegs = 5, .first_seg = 201),
+             PT(.what = "TXID 299", .kind = PLAN_TXID, .txid = 299, .snap = 200, .nsegs = 10),
+             PT(.what = "TXID 300: the snapshot alone", .kind = PLAN_TXID, .txid = 300, .snap = 300, .nsegs = 0,
+                .objects = 1),
+             PT(.what = "latest", .kind = PLAN_LATEST, .snap = 300, .nsegs = 10, .target = 400),
+             /* by time: the newest snapshot committed at or before T */
+             PT(.what = "time of 250", .kind = PLAN_TIME, .at = 250, .snap = 200, .target = 250),
+             PT(.what = "just before 300", .kind = PLAN_TIME, .at = 300, .off = -1, .snap = 200, .target = 299));
     manifest_free(&m);
 }
 
 Test(plan, before_earliest_beyond_end_and_bad_targets)
 {
     struct manifest m;
-    struct plan p;
 
     pt_init(&m);
-    cr_assert_eq(pt_plan(&m, PLAN_LATEST, 0, 0, 0, &p), LV_ENOENT);
-    cr_assert_eq(p.fail, PLAN_FAIL_EMPTY);
-    plan_free(&p);
+    PT_CHECK(&m, PT(.what = "empty manifest", .kind = PLAN_LATEST, .rc = LV_ENOENT, .fail = PLAN_FAIL_EMPTY));
 
     pt_snap(&m, 100);
     pt_add_run(&m, 0, 51, 130, 10); /* the log starts at 51: no empty-database start */
-    cr_assert_eq(pt_plan(&m, PLAN_TXID, 50, 0, 0, &p), LV_ENOENT);
-    cr_assert_eq(p.fail, PLAN_FAIL_BEFORE);
-    cr_assert_not_null(strstr(p.msg, "TXID 100"), "%s", p.msg);
-    cr_assert_eq(p.nsegs, 0);
-    plan_free(&p);
-    cr_assert_eq(pt_plan(&m, PLAN_TXID, 99, 0, 0, &p), LV_ENOENT);
-    cr_assert_eq(p.fail, PLAN_FAIL_BEFORE);
-    plan_free(&p);
-    cr_assert_eq(pt_plan(&m, PLAN_TIME, 0, pt_tm[100] - 1, 0, &p), LV_ENOENT);
-    cr_assert_eq(p.fail, PLAN_FAIL_BEFORE);
-    plan_free(&p);
-
-    cr_assert_eq(pt_plan(&m, PLAN_TXID, 131, 0, 0, &p), LV_ENOENT);
-    cr_assert_eq(p.fail, PLAN_FAIL_BEYOND);
-    cr_assert_not_null(strstr(p.msg, "131"), "%s", p.msg);
-    cr_assert_not_null(strstr(p.msg, "130"), "%s", p.msg);
-    plan_free(&p);
-
-    cr_assert_eq(pt_plan(&m, PLAN_TXID, 0, 0, 0, &p), LV_EINVAL);
-    cr_assert_eq(p.fail, PLAN_FAIL_INVAL);
-    plan_free(&p);
-    cr_assert_eq(pt_plan(&m, (enum plan_kind)7, 1, 0, 0, &p), LV_EINVAL);
-    plan_free(&p);
+    PT_CHECK(&m,
+             PT(.what = "TXID 50", .kind = PLAN_TXID, .txid = 50, .rc = LV_ENOENT, .fail = PLAN_FAIL_BEFORE,
+                .msg = "TXID 100", .nsegs = 0),
+             PT(.what = "TXID 99", .kind = PLAN_TXID, .txid = 99, .rc = LV_ENOENT, .fail = PLAN_FAIL_BEFORE),
+             PT(.what = "before the snapshot's time", .kind = PLAN_TIME, .at = 100, .off = -1, .rc = LV_ENOENT,
+                .fail = PLAN_FAIL_BEFORE),
+             PT(.what = "TXID 131", .kind = PLAN_TXID, .txid = 131, .rc = LV_ENOENT, .fail = PLAN_FAIL_BEYOND,
+                .msg = "131", .msg2 = "130"),
+             PT(.what = "TXID 0", .kind = PLAN_TXID, .txid = 0, .rc = LV_EINVAL, .fail = PLAN_FAIL_INVAL),
+             PT(.what = "kind 7", .kind = (enum plan_kind)7, .txid = 1, .rc = LV_EINVAL));
     manifest_free(&m);
 
-    /* no snapshot, log from TXID 1: before the first commit */
+    /* no snapshot, log from TXID 1 */
     pt_init(&m);
     pt_add_run(&m, 0, 1, 30, 10);
-    cr_assert_eq(pt_plan(&m, PLAN_TIME, 0, pt_tm[1] - 1, 0, &p), LV_ENOENT);
-    cr_assert_eq(p.fail, PLAN_FAIL_BEFORE);
-    cr_assert_not_null(strstr(p.msg, "first commit"), "%s", p.msg);
-    plan_free(&p);
-    /* at TXID 1's time: 1..9 are possible from the manifest (segment 1-10) */
-    cr_assert_eq(pt_plan(&m, PLAN_TIME, 0, pt_tm[1], 0, &p), 0, "%s", p.msg);
-    cr_assert_eq(p.target_min_txid, 1);
-    cr_assert_eq(p.target_txid, 9);
-    cr_assert_eq(p.resolve_by_time, 1);
-    cr_assert_eq(p.nsegs, 1);
-    plan_free(&p);
+    PT_CHECK(&m,
+             PT(.what = "before the first commit", .kind = PLAN_TIME, .at = 1, .off = -1, .rc = LV_ENOENT,
+                .fail = PLAN_FAIL_BEFORE, .msg = "first commit"),
+             /* at TXID 1's time: 1..9 are possible from the manifest (segment 1-10) */
+             PT(.what = "at TXID 1's time", .kind = PLAN_TIME, .at = 1, .min = 1, .target = 9, .resolve = 1,
+                .nsegs = 1));
     manifest_free(&m);
 }
 
@@ -402,55 +433,28 @@ Test(plan, equal_reach_ties_go_to_fewer_bytes)
 Test(plan, gap_is_named_and_allow_partial_stops_before_it)
 {
     struct manifest m;
-    struct plan p;
 
     pt_init(&m);
     pt_snap(&m, 100);
     pt_add(&m, 0, 101, 110);
     pt_add(&m, 0, 121, 130);
-    cr_assert_eq(pt_plan(&m, PLAN_LATEST, 0, 0, 0, &p), LV_EGAP);
-    cr_assert_eq(p.fail, PLAN_FAIL_GAP);
-    cr_assert_eq(p.gap_first, 111);
-    cr_assert_eq(p.gap_last, 120);
-    cr_assert_not_null(strstr(p.msg, "111..120"), "%s", p.msg);
-    cr_assert_eq(p.nsegs, 0);
-    cr_assert_null(p.segs);
-    plan_free(&p);
-
-    /* a target before the gap is fine */
-    cr_assert_eq(pt_plan(&m, PLAN_TXID, 110, 0, 0, &p), 0);
-    plan_free(&p);
-
-    cr_assert_eq(pt_plan(&m, PLAN_LATEST, 0, 0, PLAN_ALLOW_PARTIAL, &p), 0, "%s", p.msg);
-    pt_check_chain(&p);
-    cr_assert_eq(p.partial, 1);
-    cr_assert_eq(p.target_txid, 110);
-    cr_assert_eq(p.gap_first, 111);
-    cr_assert_eq(p.gap_last, 120);
-    cr_assert_eq(p.nsegs, 1);
-    cr_assert_not_null(strstr(p.msg, "partial"), "%s", p.msg);
-    plan_free(&p);
-
-    /* a time target past the gap, partial */
-    cr_assert_eq(pt_plan(&m, PLAN_TIME, 0, pt_tm[125], PLAN_ALLOW_PARTIAL, &p), 0, "%s", p.msg);
-    cr_assert_eq(p.partial, 1);
-    cr_assert_eq(p.target_txid, 110);
-    cr_assert_eq(p.resolve_by_time, 0);
-    plan_free(&p);
+    PT_CHECK(&m,
+             PT(.what = "latest across the gap", .kind = PLAN_LATEST, .rc = LV_EGAP, .fail = PLAN_FAIL_GAP,
+                .gap_first = 111, .gap_last = 120, .msg = "111..120", .nsegs = 0),
+             PT(.what = "a target before the gap", .kind = PLAN_TXID, .txid = 110),
+             PT(.what = "latest, partial", .kind = PLAN_LATEST, .flags = PLAN_ALLOW_PARTIAL, .partial = 1,
+                .target = 110, .gap_first = 111, .gap_last = 120, .nsegs = 1, .msg = "partial"),
+             PT(.what = "a time past the gap, partial", .kind = PLAN_TIME, .at = 125, .flags = PLAN_ALLOW_PARTIAL,
+                .partial = 1, .target = 110, .resolve = 0));
     manifest_free(&m);
 
     /* gap right after the snapshot: partial is the snapshot alone */
     pt_init(&m);
     pt_snap(&m, 100);
     pt_add(&m, 0, 111, 120);
-    cr_assert_eq(pt_plan(&m, PLAN_TXID, 115, 0, PLAN_ALLOW_PARTIAL, &p), 0);
-    cr_assert_eq(p.partial, 1);
-    cr_assert_eq(p.target_txid, 100);
-    cr_assert_eq(p.nsegs, 0);
-    cr_assert_eq(p.objects, 1);
-    cr_assert_eq(p.gap_first, 101);
-    cr_assert_eq(p.gap_last, 110);
-    plan_free(&p);
+    PT_CHECK(&m, PT(.what = "gap after the snapshot, partial", .kind = PLAN_TXID, .txid = 115,
+                    .flags = PLAN_ALLOW_PARTIAL, .partial = 1, .target = 100, .nsegs = 0, .objects = 1,
+                    .gap_first = 101, .gap_last = 110));
     manifest_free(&m);
 
     /* gap running to the target: the range is capped at the target */
@@ -458,10 +462,8 @@ Test(plan, gap_is_named_and_allow_partial_stops_before_it)
     pt_snap(&m, 100);
     pt_add(&m, 0, 101, 110);
     pt_snap(&m, 200);
-    cr_assert_eq(pt_plan(&m, PLAN_TXID, 150, 0, 0, &p), LV_EGAP);
-    cr_assert_eq(p.gap_first, 111);
-    cr_assert_eq(p.gap_last, 150);
-    plan_free(&p);
+    PT_CHECK(&m, PT(.what = "gap up to the target", .kind = PLAN_TXID, .txid = 150, .rc = LV_EGAP, .gap_first = 111,
+                    .gap_last = 150));
     manifest_free(&m);
 }
 
@@ -470,69 +472,38 @@ Test(plan, gap_is_named_and_allow_partial_stops_before_it)
 Test(plan, timestamps_between_and_at_commits)
 {
     struct manifest m;
-    struct plan p;
 
     pt_init(&m);
     pt_snap(&m, 100);
     pt_add_run(&m, 0, 101, 130, 10);
-
-    /* exactly the commit time of a segment's last record: exact */
-    cr_assert_eq(pt_plan(&m, PLAN_TIME, 0, pt_tm[110], 0, &p), 0, "%s", p.msg);
-    pt_check_chain(&p);
-    cr_assert_eq(p.target_txid, 110);
-    cr_assert_eq(p.resolve_by_time, 0);
-    cr_assert_eq(p.time_us, pt_tm[110]);
-    plan_free(&p);
-
-    /* between two segments: exact */
-    cr_assert_eq(pt_plan(&m, PLAN_TIME, 0, pt_tm[110] + 500, 0, &p), 0);
-    cr_assert_eq(p.target_txid, 110);
-    cr_assert_eq(p.resolve_by_time, 0);
-    cr_assert_eq(p.nsegs, 1);
-    plan_free(&p);
-
-    /* between commits 115 and 116, inside segment 111-120: resolved while applying */
-    cr_assert_eq(pt_plan(&m, PLAN_TIME, 0, pt_tm[115] + 500, 0, &p), 0);
-    pt_check_chain(&p);
-    cr_assert_eq(p.resolve_by_time, 1);
-    cr_assert_eq(p.target_min_txid, 111);
-    cr_assert_eq(p.target_txid, 119);
-    cr_assert_str_eq(p.segs[p.nsegs - 1]->key, pt_k(0, 111, 120));
-    cr_assert_eq(p.nsegs, 2);
-    plan_free(&p);
-
-    /* at the snapshot's own time: the snapshot alone */
-    cr_assert_eq(pt_plan(&m, PLAN_TIME, 0, pt_tm[100], 0, &p), 0);
-    cr_assert_eq(p.target_txid, 100);
-    cr_assert_eq(p.nsegs, 0);
-    plan_free(&p);
-
-    /* after the last commit: latest, exact */
-    cr_assert_eq(pt_plan(&m, PLAN_TIME, 0, pt_tm[130] + 3600000000ll, 0, &p), 0);
-    cr_assert_eq(p.target_txid, 130);
-    cr_assert_eq(p.resolve_by_time, 0);
-    plan_free(&p);
+    PT_CHECK(&m,
+             PT(.what = "exactly a segment's last commit: exact", .kind = PLAN_TIME, .at = 110, .target = 110,
+                .resolve = 0, .time_at = 110),
+             PT(.what = "between two segments: exact", .kind = PLAN_TIME, .at = 110, .off = 500, .target = 110,
+                .resolve = 0, .nsegs = 1),
+             PT(.what = "between 115 and 116, inside segment 111-120: resolved while applying", .kind = PLAN_TIME,
+                .at = 115, .off = 500, .resolve = 1, .min = 111, .target = 119, .nsegs = 2, .first_seg = 101,
+                .last_seg = 120),
+             PT(.what = "at the snapshot's own time: the snapshot alone", .kind = PLAN_TIME, .at = 100, .target = 100,
+                .nsegs = 0),
+             PT(.what = "an hour after the last commit: latest, exact", .kind = PLAN_TIME, .at = 130,
+                .off = 3600000000ll, .target = 130, .resolve = 0));
     manifest_free(&m);
 }
 
 Test(plan, timestamps_with_equal_commit_times)
 {
     struct manifest m;
-    struct plan p;
 
     pt_init(&m);
     for (int x = 101; x <= 120; x++) /* a clock step back clamped: 20 commits at one time */
         pt_tm[x] = pt_tm[100] + 7;
     pt_snap(&m, 100);
     pt_add_run(&m, 0, 101, 130, 10);
-    cr_assert_eq(pt_plan(&m, PLAN_TIME, 0, pt_tm[100] + 7, 0, &p), 0, "%s", p.msg);
-    cr_assert_eq(p.target_txid, 120);
-    cr_assert_eq(p.resolve_by_time, 0);
-    cr_assert_eq(p.nsegs, 2);
-    plan_free(&p);
-    cr_assert_eq(pt_plan(&m, PLAN_TIME, 0, pt_tm[100] + 6, 0, &p), 0, "%s", p.msg);
-    cr_assert_eq(p.target_txid, 100);
-    plan_free(&p);
+    PT_CHECK(&m,
+             PT(.what = "the shared time: the last of them", .kind = PLAN_TIME, .at = 100, .off = 7, .target = 120,
+                .resolve = 0, .nsegs = 2),
+             PT(.what = "just before it", .kind = PLAN_TIME, .at = 100, .off = 6, .target = 100));
     manifest_free(&m);
 }
 

@@ -39,7 +39,7 @@
 #include "base/cksum.h"
 #include "archive/current.h"
 #include "restore/fetch.h"
-#include "helpers.h"
+#include "lib/lvtest.h"
 #include "base/lv.h"
 #include "base/lvlog.h"
 #include "archive/manifest.h"
@@ -54,14 +54,12 @@
 #define RT_T0 1764000000000000ll
 #define RT_WAL_FROM 281 /* TXID that switches the database to journal_mode=WAL */
 #define RT_DB "app.db"
-#define S3SH "tests/s3rver.sh"
 
 /* The fixture of one test process. */
 static struct {
-    char dir[64];               /* temporary root */
+    char dir[300];              /* temporary root (registry-owned, removed at lvt_fini) */
     char url[512];              /* store URL */
     char root[128];             /* file store root (file suite) */
-    int s3, port;               /* s3rver running, its port */
     char bucket[64];            /* s3 bucket */
     uint8_t id[16];             /* database ID */
     char idhex[33];             /* as hex */
@@ -331,8 +329,7 @@ static void rt_build(void)
 
 static void rt_mkdir(void)
 {
-    strcpy(F.dir, "/tmp/lv-restore-XXXXXX");
-    cr_assert_not_null(mkdtemp(F.dir));
+    snprintf(F.dir, sizeof F.dir, "%s", lvt_tmpdir("restore"));
 }
 
 static void file_setup(void)
@@ -350,35 +347,20 @@ static void rt_cleanup(void)
     manifest_free(&F.m);
     free(F.img120);
     free(F.img260);
-    if (F.s3)
-        run_cmd(NULL, S3SH " stop %s", F.dir);
-    F.s3 = 0;
-    if (F.dir[0] && getenv("LV_TEST_KEEP"))
-        fprintf(stderr, "kept %s (LV_TEST_KEEP)\n", F.dir);
-    else if (F.dir[0])
-        run_cmd(NULL, "rm -rf '%s'", F.dir);
+    lvt_fini(); /* the s3rver, F.dir (kept with LV_KEEP=1) */
 }
 
 static void s3_setup(void)
 {
-    char *out = NULL;
-    int rc;
-
     rt_quiet();
     memset(&F, 0, sizeof F);
-    cr_assert_eq(access(S3SH, X_OK), 0, "%s not found: run the tests from the repository root", S3SH);
     rt_mkdir();
-    F.port = free_port();
     snprintf(F.bucket, sizeof F.bucket, "lv-restore-%ld", (long)getpid());
-    rc = run_cmd(&out, S3SH " start %s %d %s 2>&1", F.dir, F.port, F.bucket);
-    cr_assert_eq(rc, 0, "s3rver did not start (make deps): %s", out ? out : "");
-    free(out);
-    F.s3 = 1;
+    struct s3rver *srv = s3rver_start(F.bucket);
     setenv("AWS_ACCESS_KEY_ID", "S3RVER", 1);
     setenv("AWS_SECRET_ACCESS_KEY", "S3RVER", 1);
     unsetenv("AWS_SESSION_TOKEN");
-    snprintf(F.url, sizeof F.url,
-             "s3://%s/arch?endpoint=http://127.0.0.1:%d&region=us-east-1&force-path-style=true", F.bucket, F.port);
+    s3rver_url(srv, "arch", F.url, sizeof F.url);
     rt_build();
 }
 

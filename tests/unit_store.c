@@ -25,7 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "helpers.h"
+#include "lib/lvtest.h"
 #include "base/lv.h"
 #include "base/lvlog.h"
 #include "store/store.h"
@@ -33,63 +33,47 @@
 #include "base/sys.h"
 
 #define MIB (1024u * 1024u)
-#define S3SH "tests/s3rver.sh"
-
 /* The store under test and its surroundings (one per test process). */
 static struct {
-    char dir[64];     /* temporary directory (file root, or s3rver's DIR) */
-    char bucket[64];  /* s3: bucket created for this test */
-    int port;         /* s3: s3rver port */
-    int s3;           /* 1 when s3rver runs */
-    char url[256];    /* store URL (without query) */
+    char dir[300];        /* temporary directory (file root, scratch files) */
+    char bucket[64];      /* s3: bucket created for this test */
+    int port;             /* s3: s3rver port */
+    int s3;               /* 1 when s3rver runs */
+    struct s3rver *srv;   /* s3: the server (registry-owned) */
+    char url[256];        /* store URL (without query) */
 } T;
 
 static void quiet_logs(void) { lvlog_threshold = -1; }
-
-static void mkdir_tmp(void)
-{
-    strcpy(T.dir, "/tmp/lv-store-XXXXXX");
-    cr_assert_not_null(mkdtemp(T.dir), "mkdtemp: %s", strerror(errno));
-}
-
-static void rm_tmp(void)
-{
-    if (T.dir[0] && run_cmd(NULL, "rm -rf '%s'", T.dir) != 0)
-        fprintf(stderr, "cleanup of %s failed\n", T.dir);
-}
 
 static void file_setup(void)
 {
     quiet_logs();
     sys_fault_clear();
-    mkdir_tmp();
+    snprintf(T.dir, sizeof T.dir, "%s", lvt_tmpdir("store"));
     snprintf(T.url, sizeof T.url, "file://%s/root", T.dir);
 }
 
 static void file_teardown(void)
 {
     sys_fault_clear();
-    rm_tmp();
+    lvt_fini();
 }
 
 static void s3_start(void)
 {
-    char *out = NULL;
-    int rc = run_cmd(&out, S3SH " start %s %d %s 2>&1", T.dir, T.port, T.bucket);
-    cr_assert_eq(rc, 0, "s3rver did not start (is it installed? `make deps` runs npm ci in tests/): %s",
-                 out ? out : "");
-    free(out);
+    s3rver_restart(T.srv);
 }
 
 static void s3_setup(void)
 {
+    char bucket[64];
     quiet_logs();
-    cr_assert_eq(access(S3SH, X_OK), 0, "%s not found: run the tests from the repository root", S3SH);
-    mkdir_tmp();
-    T.port = free_port();
-    snprintf(T.bucket, sizeof T.bucket, "lv-test-%ld", (long)getpid());
+    snprintf(T.dir, sizeof T.dir, "%s", lvt_tmpdir("store"));
+    snprintf(bucket, sizeof bucket, "lv-test-%ld", (long)getpid());
+    T.srv = s3rver_start(bucket);
+    T.port = T.srv->port;
+    snprintf(T.bucket, sizeof T.bucket, "%s", bucket);
     snprintf(T.url, sizeof T.url, "s3://%s/pre/fix", T.bucket);
-    s3_start();
     T.s3 = 1;
     unsetenv("AWS_ACCESS_KEY_ID");
     unsetenv("AWS_SECRET_ACCESS_KEY");
@@ -98,10 +82,8 @@ static void s3_setup(void)
 
 static void s3_teardown(void)
 {
-    if (T.s3)
-        run_cmd(NULL, S3SH " stop %s", T.dir);
     T.s3 = 0;
-    rm_tmp();
+    lvt_fini();
 }
 
 TestSuite(store_file, .init = file_setup, .fini = file_teardown, .timeout = 30);
@@ -666,7 +648,7 @@ Test(store_s3, retries_until_server_returns)
     put_str(s, "keep", "kept across the restart");
 
     /* Down: GET and PUT retry, then succeed once the server is back. */
-    cr_assert_eq(run_cmd(NULL, S3SH " kill %s", T.dir), 0);
+    s3rver_kill(T.srv);
     cr_assert_eq(pthread_create(&th, NULL, restart_later, (void *)(intptr_t)800), 0);
     t0 = lv_mono_us();
     get_expect(s, "keep", 0, 0, "kept across the restart", 23);
@@ -684,7 +666,7 @@ Test(store_s3, retries_until_server_returns)
         struct store_stats st2;
         cr_assert_eq(pthread_create(&killer, NULL, restart_later, (void *)(intptr_t)1000), 0);
         usleep(1000);
-        run_cmd(NULL, "sleep 0.05; " S3SH " kill %s", T.dir); /* while parts are in flight */
+        run_cmd(NULL, "sleep 0.05; tests/s3rver.sh kill '%s'", T.srv->dir); /* while parts are in flight */
         put_ok(s, "big", d, len);
         pthread_join(killer, NULL);
         get_expect(s, "big", 0, 0, d, len);
@@ -708,7 +690,7 @@ Test(store_s3, gives_up_after_max_retries)
     o.retry_base_ms = 10;
     o.retry_max_ms = 20;
     s = open_store(&o);
-    cr_assert_eq(run_cmd(NULL, S3SH " stop %s", T.dir), 0);
+    s3rver_stop(T.srv);
     T.s3 = 0;
     cr_assert_eq(store_get(s, "x", 0, 0, &buf, &n), LV_ENET);
     cr_assert(strstr(store_last_error(s), "giving up after 4 attempts") != NULL, "%s", store_last_error(s));
