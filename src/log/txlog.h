@@ -103,6 +103,9 @@ int txlog_sync(struct txlog *l);
 /* Sticky error: 0 if healthy, else the error that broke the log. */
 int txlog_error(const struct txlog *l);
 
+/* TXID of the last complete record (0 if the log is empty). */
+uint64_t txlog_last_txid(const struct txlog *l);
+
 /* Bytes written since open (for metrics). */
 uint64_t txlog_bytes_written(const struct txlog *l);
 

@@ -548,6 +548,11 @@ int txlog_error(const struct txlog *l)
     return l->broken;
 }
 
+uint64_t txlog_last_txid(const struct txlog *l)
+{
+    return l->have_last ? l->last_txid : 0;
+}
+
 uint64_t txlog_bytes_written(const struct txlog *l)
 {
     return l->bytes_written;
