@@ -181,32 +181,36 @@ static int rd_rescan(struct txlog_reader *r)
 /* At the end of the open segment (or before an incomplete record at off):
  * 1 if the segment grew, 2 if a newer segment was opened, 0 if this is the
  * end of the log for now, or negative. */
-static int rd_advance(struct txlog_reader *r)
+/* Did the open segment file grow?  1 (size updated), 0, or negative. */
+static int rd_grew(struct txlog_reader *r)
 {
     uint64_t size = 0;
-    int rc, newer;
+    int rc = txlog_fd_size(r->src.fd, r->src.name, &size);
+
+    if (rc)
+        return rc;
+    if (size <= r->src.size)
+        return 0;
+    r->src.size = size;
+    return 1;
+}
+
+static int rd_advance(struct txlog_reader *r)
+{
+    int rc;
 
     if (!r->dir)
         return 0;
-    rc = txlog_fd_size(r->src.fd, r->src.name, &size);
+    rc = rd_grew(r);
     if (rc)
         return rc;
-    if (size > r->src.size) {
-        r->src.size = size;
-        return 1;
-    }
-    newer = r->seg_i + 1 < r->nsegs || rd_rescan(r);
-    if (!newer)
+    if (!(r->seg_i + 1 < r->nsegs || rd_rescan(r)))
         return 0;
     /* A newer segment exists, so the writer finished this one; pick up
      * anything written to it just before the roll-over. */
-    rc = txlog_fd_size(r->src.fd, r->src.name, &size);
+    rc = rd_grew(r);
     if (rc)
         return rc;
-    if (size > r->src.size) {
-        r->src.size = size;
-        return 1;
-    }
     if (r->off < r->src.size)
         return rd_fail(r, r->link.have ? r->link.prev_txid + 1 : r->sh.first,
                        "truncated record in a segment that is not the last");

@@ -361,17 +361,24 @@ int txlog_append_begin(struct txlog *l, const struct txlog_hdr *h)
     return 0;
 }
 
+/* The entry check of append_page and append_end: a healthy log with a
+ * record in progress.  0, or the error to return. */
+static int rec_in_progress(const struct txlog *l)
+{
+    assert_writer_state(l);
+    if (l->broken)
+        return l->broken;
+    return l->state == REC_IDLE ? LV_EINVAL : 0;
+}
+
 int txlog_append_page(struct txlog *l, uint32_t pgno, const void *data)
 {
     uint32_t ps = l->cur.page_size;
     uint8_t be[4];
-    int rc;
+    int rc = rec_in_progress(l);
 
-    assert_writer_state(l);
-    if (l->broken)
-        return l->broken;
-    if (l->state == REC_IDLE)
-        return LV_EINVAL;
+    if (rc)
+        return rc;
     if (pgno <= l->last_pgno || pgno > l->cur.db_pages) {
         LV_ERROR("txlog: TXID %" PRIu64 ": page %u out of order or beyond %u pages", l->cur.txid, pgno,
                  l->cur.db_pages);
@@ -481,13 +488,10 @@ static int end_streaming(struct txlog *l)
 
 int txlog_append_end(struct txlog *l)
 {
-    int rc;
+    int rc = rec_in_progress(l);
 
-    assert_writer_state(l);
-    if (l->broken)
-        return l->broken;
-    if (l->state == REC_IDLE)
-        return LV_EINVAL;
+    if (rc)
+        return rc;
     if ((l->cur.flags & TXLOG_F_SNAPSHOT) && l->cur.npages != l->cur.db_pages) {
         LV_ERROR("txlog: snapshot TXID %" PRIu64 " holds %u of %u pages", l->cur.txid, l->cur.npages,
                  l->cur.db_pages);
