@@ -52,16 +52,17 @@
  * db_fail) on an uncertain I/O error or a damaged log; a broken database
  * refuses to open and every write fails.
  * Within SQLITE, the transaction in progress:
- *   idle --journal magic at offset 0 (db_on_write)--> journal_active
+ *   idle --journal magic at offset 0 (write_journal)--> journal_active
  *   journal_active --unlink / truncate to 0 / zeroed header
  *        (journal_commit, after db_capture_rollback)--> idle
  *   idle --write to the main file with no journal, not a checkpoint
  *        (write_main), or a truncation (db_on_truncate)--> bulk
- *   bulk --fsync, close, journal or WAL start (db_capture_rollback)--> idle
+ *   bulk --fsync, close, journal or WAL start (bulk_commit)--> idle
  *   idle --checkpoint write in WAL mode (write_main)--> ckpt_dirty
  *   ckpt_dirty --WAL reset (ckpt_verify) or journal start--> idle
  * WAL position (wal_valid, wal_next) moves on WAL header writes (wal_next
- * = 0) and commit frames (wal_next = commit + 1), in db_on_write.
+ * = 0) and commit frames (wal_next = commit + 1), in write_wal and
+ * wal_detect_commit (db_capture.c).
  *
  * START-UP (db_load): open and verify the log, load the persisted checksum
  * map (meta/NAME/state) and roll it forward with the page checksums of
