@@ -103,6 +103,9 @@ int txlog_sync(struct txlog *l);
 /* Sticky error: 0 if healthy, else the error that broke the log. */
 int txlog_error(const struct txlog *l);
 
+/* TXID of the last complete record (0 if the log is empty). */
+uint64_t txlog_last_txid(const struct txlog *l);
+
 /* Bytes written since open (for metrics). */
 uint64_t txlog_bytes_written(const struct txlog *l);
 
@@ -218,7 +221,8 @@ int txlog_dir_usage(const char *dir, uint64_t *bytes, uint64_t *first_txid);
 /* ---- Replay ---- */
 
 /* Rebuild the database as of target_txid (0 = last) from the log in dir
- * into out_path (written as out_path.tmp, verified, fsynced, renamed).
+ * into out_path (written to a temporary file beside it, verified, and
+ * published with publish.h: fsync, rename, directory fsync).
  * Checks every record checksum, TXID continuity, the pre/post chain and
  * the final database checksum.  On success *txid_out and *cksum_out get the
  * TXID and checksum reached.  Messages go to err. */

@@ -25,6 +25,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/dbhdr.h"
 #include "base/lv.h"
 #include "base/lvlog.h"
 
@@ -63,7 +64,7 @@ int wal_hdr_decode(const uint8_t *b, struct wal_hdr *h)
         return LV_ECORRUPT;
     if (h->version != 3007000)
         return LV_ECORRUPT;
-    if (h->page_size < 512 || h->page_size > 65536 || (h->page_size & (h->page_size - 1)))
+    if (!dbhdr_page_size_ok(h->page_size))
         return LV_ECORRUPT;
     wal_cksum(h->magic & 1, b, 24, s);
     if (s[0] != h->ck1 || s[1] != h->ck2)

@@ -1,0 +1,621 @@
+/*
+ * db_capture.c -- the write path: every mutating operation the FUSE layer
+ * (fs.c) routes to a database, its -journal or its -wal (db_on_*), commit
+ * detection, checkpoint verification, and fsync with the syncer worker.
+ *
+ * Each db_on_* call runs under d->mu (C3 of db.c) inside the FUSE request,
+ * while the writer holds SQLite's locks (C2): it performs the operation on
+ * the backing file and detects and logs commits synchronously (the rules
+ * are in db.c: COMMIT DETECTION).  The transaction states (idle,
+ * journal_active, bulk, ckpt_dirty) move here:
+ *   write_journal      idle/bulk -> journal_active (journal magic at 0)
+ *   journal_commit     journal_active -> idle (unlink, truncate, zeroing)
+ *   write_main         idle -> bulk (unjournaled) or ckpt_dirty (checkpoint)
+ *   db_on_truncate     idle -> bulk (a truncation below the logged size)
+ *   bulk_commit        bulk -> idle (fsync, close, journal or WAL start)
+ *   ckpt_verify        ckpt_dirty -> idle (the WAL is reset)
+ * and every call leaves through hook_exit, which serves a waiting image
+ * and checks db_assert_state.  The capture path is hot: what it checks is
+ * O(1).
+ */
+#include "capture/db.h"
+#include "capture/db_impl.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/cksum.h"
+#include "base/dbhdr.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
+#include "base/sys.h"
+#include "base/worker.h"
+#include "log/txlog.h"
+#include "log/wal.h"
+
+/* One log fsync handed to the syncer thread. */
+struct db_sync_job {
+    struct txlog *log;          /* log to fsync (its db's mu is held by the waiter) */
+    int rc;                     /* result (reg->smu) */
+    int done;                   /* finished (reg->smu) */
+    struct db_sync_job *next;   /* queue link (reg->smu) */
+};
+
+/*
+ * SYNCER.  With synchronous=FULL, SQLite fsyncs the WAL after each commit,
+ * and the record must be durable before that fsync returns (C7).  Doing
+ * the log's fdatasync and the application's fsync one after the other
+ * would double the commit latency, so the log's is handed to this worker
+ * and both run at once (the filesystem can also merge them into one
+ * journal commit).  A job is queued under smu and the worker woken; the
+ * waiter sleeps on scv until done.  The worker drains the queue before it
+ * exits, so no waiter is left behind.
+ */
+static void syncer_drain(struct dbreg *r)
+{
+    pthread_mutex_lock(&r->smu);
+    while (r->sq) {
+        struct db_sync_job *j = r->sq;
+        r->sq = j->next;
+        pthread_mutex_unlock(&r->smu);
+        int rc = txlog_sync(j->log);
+        pthread_mutex_lock(&r->smu);
+        j->rc = rc;
+        j->done = 1;
+        pthread_cond_broadcast(&r->scv);
+    }
+    pthread_mutex_unlock(&r->smu);
+}
+
+static void syncer_main(struct worker *w, void *arg)
+{
+    struct dbreg *r = arg;
+
+    while (!worker_nap(w, 1000000))
+        syncer_drain(r);
+    syncer_drain(r);
+}
+
+void db_syncer_start(struct dbreg *r)
+{
+    pthread_mutex_init(&r->smu, NULL);
+    pthread_cond_init(&r->scv, NULL);
+    if (worker_start("lv-syncer", syncer_main, r, &r->syncer) != 0)
+        r->syncer = NULL; /* logged; log fsyncs then run inline */
+}
+
+void db_syncer_stop(struct dbreg *r)
+{
+    worker_stop(r->syncer);
+    r->syncer = NULL;
+    pthread_cond_destroy(&r->scv);
+    pthread_mutex_destroy(&r->smu);
+}
+
+static int fsync_fd(int fd, int datasync)
+{
+    return (datasync ? fdatasync(fd) : fsync(fd)) ? -errno : 0;
+}
+
+/* fsync fd (the application's file) and the log of d at the same time.
+ * Caller holds d->mu.  Returns 0 or -errno for fd; *log_rc gets the log's. */
+static int sync_both(struct db *d, int fd, int datasync, int *log_rc)
+{
+    struct dbreg *r = d->reg;
+    struct db_sync_job j = {d->log, 0, 0, NULL};
+    struct db_sync_job **pp;
+    int rc;
+
+    if (!r->syncer) {
+        *log_rc = txlog_sync(d->log);
+        return fsync_fd(fd, datasync);
+    }
+    pthread_mutex_lock(&r->smu);
+    for (pp = &r->sq; *pp; pp = &(*pp)->next)
+        ;
+    *pp = &j;
+    pthread_mutex_unlock(&r->smu);
+    worker_wake(r->syncer);
+    rc = fsync_fd(fd, datasync);
+    pthread_mutex_lock(&r->smu);
+    while (!j.done)
+        pthread_cond_wait(&r->scv, &r->smu);
+    pthread_mutex_unlock(&r->smu);
+    *log_rc = j.rc;
+    return rc;
+}
+
+int db_check_open(struct db *d)
+{
+    int rc = 0;
+    pthread_mutex_lock(&d->mu);
+    if (d->broken) {
+        LV_ERROR("%s: refusing to open: %s", d->name, d->why);
+        rc = -EIO;
+    }
+    pthread_mutex_unlock(&d->mu);
+    return rc;
+}
+
+void db_on_create(struct db *d, enum db_filekind kind)
+{
+    LV_UNUSED(d);
+    LV_UNUSED(kind);
+}
+
+/* truncate(2) relative to a directory fd; 0 or -1 with errno set. */
+static int trunc_at(int dirfd, const char *rel, off_t size)
+{
+    int fd = openat(dirfd, rel, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = ftruncate(fd, size);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return rc;
+}
+
+static ssize_t do_pwrite(int fd, const void *buf, size_t len, off_t off)
+{
+    ssize_t n = pwrite(fd, buf, len, off);
+    return n < 0 ? -errno : n;
+}
+
+/* Decide the kind of an UNKNOWN main file at its first write. */
+static int settle_kind(struct db *d, enum db_filekind kind, const void *buf, size_t len, off_t off)
+{
+    const uint8_t *b = buf;
+    if (d->kind != DBK_UNKNOWN)
+        return 0;
+    int is_sqlite = 0;
+    if (kind == DBF_MAIN) {
+        if (off == 0 && len >= 16)
+            is_sqlite = dbhdr_magic_ok(b);
+        else {
+            uint8_t h[16];
+            int fd = db_main_fd(d);
+            is_sqlite = fd >= 0 && pread(fd, h, 16, 0) == 16 && dbhdr_magic_ok(h);
+        }
+        if (!is_sqlite) {
+            d->kind = DBK_PLAIN;
+            LV_INFO("%s is not a SQLite database: stored as a plain file, without capture", d->name);
+            return 0;
+        }
+    } else if (kind == DBF_JOURNAL) {
+        if (!(off == 0 && len >= 8 && memcmp(b, db_journal_magic, 8) == 0))
+            return 0;
+    } else if (kind == DBF_WAL) {
+        if (!(off == 0 && len >= 4 && (lv_get32(b) == WAL_MAGIC_LE || lv_get32(b) == WAL_MAGIC_BE)))
+            return 0;
+    } else {
+        return 0;
+    }
+    int rc = db_promote(d);
+    if (rc)
+        db_fail(d, "cannot start its transaction log (%s)", lv_strerror(rc));
+    return rc;
+}
+
+static ssize_t write_main(struct db *d, int fd, const void *buf, size_t len, off_t off)
+{
+    if (off < 100) {
+        uint8_t h[100];
+        int rfd = db_main_fd(d); /* the writer's fd may be write-only */
+        if (rfd < 0 || db_read_page(rfd, h, sizeof h, 0) != 0)
+            return -EIO;
+        size_t n = (size_t)(100 - off) < len ? (size_t)(100 - off) : len;
+        memcpy(h + off, buf, n);
+        struct stat st;
+        int was_empty = fstat(fd, &st) == 0 && st.st_size == 0;
+        if ((off == 0 || !was_empty) && !dbhdr_valid(h) && !(off > 0 && len + (size_t)off < 16)) {
+            d->refused++;
+            LV_ERROR("%s: refusing a write at offset %lld that would overwrite the SQLite header with invalid "
+                     "data; the database is unchanged",
+                     d->name, (long long)off);
+            return -EIO;
+        }
+        if (off <= 18 && (size_t)off + len > 18)
+            d->hdr_wal = h[18] == 2;
+    }
+    if (d->journal_active || d->bulk) {
+        if (db_dirty_mark(d, (uint64_t)off, len) != 0)
+            return -ENOMEM;
+        return do_pwrite(fd, buf, len, off);
+    }
+    if (d->hdr_wal && d->map.npages > 0) {
+        /* A checkpoint: the pages are already logged.  Remember them so
+         * that ckpt_verify can check them once the WAL is fully copied.
+         * (A file with no logged pages whose header says WAL is being
+         * copied in -- cp of a WAL-mode database -- and takes the
+         * unjournaled path below.) */
+        if (db_dirty_mark(d, (uint64_t)off, len) != 0)
+            return -ENOMEM;
+        d->ckpt_dirty = 1;
+        return do_pwrite(fd, buf, len, off);
+    }
+    /* No journal and not WAL: a new file being copied in (cp), or SQLite
+     * with journal_mode=OFF or MEMORY.  These writes are "unjournaled": the
+     * transaction is captured when the writer fsyncs (with synchronous
+     * NORMAL or FULL, SQLite fsyncs the database once per commit in these
+     * modes, so that is its commit), closes the file, or starts a journaled
+     * transaction.  With synchronous=OFF several transactions may merge into
+     * one record. */
+    if (!d->warned_nojournal && d->txid > 0) {
+        d->warned_nojournal = 1;
+        LV_WARN("%s: writes without an on-disk journal (journal_mode=OFF or MEMORY): transactions are captured "
+                "at each fsync or close; with synchronous=OFF several may merge into one record",
+                d->name);
+    }
+    d->bulk = 1;
+    if (db_dirty_mark(d, (uint64_t)off, len) != 0)
+        return -ENOMEM;
+    return do_pwrite(fd, buf, len, off);
+}
+
+/* Context for ckpt_page. */
+struct ckpt_ctx {
+    struct db *d;         /* database */
+    int fd;               /* main file */
+    uint8_t *buf;         /* scratch page */
+    struct changes c;     /* pages that disagree, with their actual content */
+    uint32_t npages;      /* logical size of the database file */
+};
+
+static int ckpt_page(void *arg, uint32_t p)
+{
+    struct ckpt_ctx *k = arg;
+    struct db *d = k->d;
+    uint32_t ps = d->map.page_size;
+    if (p > d->map.npages || p > k->npages)
+        return 0;
+    uint64_t off = (uint64_t)(p - 1) * ps;
+    if (db_read_page(k->fd, k->buf, ps, off) != 0)
+        return LV_EIO;
+    uint64_t h = cksum_page(p, k->buf, ps);
+    if (h == cksum_map_get(&d->map, p))
+        return 0;
+    if (k->c.n < 5)
+        LV_ERROR("%s: page %u copied into the database by a checkpoint differs from the logged page (TXID %llu)",
+                 d->name, p, (unsigned long long)d->txid);
+    return db_changes_add(&k->c, p, k->fd, off, h);
+}
+
+/*
+ * The WAL is being reset (restart header, truncation to 0 or unlink), so
+ * SQLite has copied every frame it considers committed into the database:
+ * the pages checkpoints wrote must now equal the logged state.  They differ
+ * only if the WAL was damaged behind SQLite's back (a committed frame lost),
+ * in which case the database no longer matches its history.  That is logged
+ * and counted (litevault_db_checkpoint_mismatch_total), and a RECOVERED
+ * record with the pages as they now are makes the log follow the database.
+ */
+static void ckpt_verify(struct db *d)
+{
+    uint8_t hdr[100];
+    struct stat st;
+    if (!d->ckpt_dirty || d->journal_active || d->bulk || d->map.page_size == 0)
+        return;
+    struct ckpt_ctx k = {d, db_main_fd(d), malloc(d->map.page_size), {0}, d->map.npages};
+    if (k.fd >= 0 && fstat(k.fd, &st) == 0 && st.st_size >= 100 && db_read_page(k.fd, hdr, sizeof hdr, 0) == 0 &&
+        dbhdr_valid(hdr) && (uint32_t)dbhdr_page_size(hdr) == d->map.page_size)
+        k.npages = dbhdr_pages(hdr, (uint64_t)st.st_size, d->map.page_size);
+    if (k.fd >= 0 && k.buf && db_dirty_pages(d, d->map.page_size, ckpt_page, &k) == 0 && k.c.n) {
+        d->ckpt_mismatch += k.c.n;
+        LV_ERROR("%s: %zu checkpointed pages disagree with the log: the WAL lost committed frames behind SQLite's "
+                 "back; logging the database as it now is",
+                 d->name, k.c.n);
+        db_dirty_clear(d);
+        db_emit(d, TXLOG_F_RECOVERED, d->map.page_size, k.npages, &k.c, 0, 0, 0);
+    }
+    free(k.c.v);
+    free(k.buf);
+    db_dirty_clear(d);
+    d->ckpt_dirty = 0;
+}
+
+/* The journal's fate marked a rollback commit (unlink, truncate to 0 or a
+ * zeroed header): log the transaction before the operation is performed.
+ * 0, or -EIO to refuse the operation (the journal stays hot).
+ *
+ * The record is not fsynced here.  SQLite's own commit point, the journal's
+ * unlink, truncation or zeroing, is not durable either until the
+ * directory or the journal is synced (synchronous=EXTRA syncs the
+ * directory; the next transaction syncs the journal).  The record becomes
+ * durable with the application's next fsync of any file of this database,
+ * in parallel with it (db_on_fsync), or with its directory fsync
+ * (dbreg_sync_logs).  That makes it exactly as durable as the commit. */
+static int journal_commit(struct db *d, enum jmode jm)
+{
+    LV_ASSERT(d->journal_active && !d->bulk);
+    if (d->broken || db_capture_rollback(d, 0) != 0)
+        return -EIO;
+    d->journal_active = 0; /* journal_active -> idle */
+    d->jmode = jm;
+    d->sync_pending = 0;
+    return 0;
+}
+
+/* Unjournaled writes end (a journal or WAL starts, an fsync or close):
+ * log them.  bulk -> idle.  0, or -EIO to refuse the operation. */
+static int bulk_commit(struct db *d)
+{
+    LV_ASSERT(d->bulk && !d->journal_active);
+    if (db_capture_rollback(d, 0) != 0)
+        return -EIO;
+    d->bulk = 0;
+    return 0;
+}
+
+/* Leave a db_on_* call: set up a waiting image at this quiescent moment,
+ * check the state (C3-C6 of db.c) and release d->mu. */
+static void hook_exit(struct db *d)
+{
+    db_img_serve(d);
+    db_assert_state(d);
+    pthread_mutex_unlock(&d->mu);
+}
+
+/* A write to the journal (kind DBF_JOURNAL): a header with the magic
+ * starts a transaction (idle or bulk -> journal_active); a zeroed header
+ * over an active one is a PERSIST commit. */
+static ssize_t write_journal(struct db *d, int fd, const void *buf, size_t len, off_t off)
+{
+    static const uint8_t zero8[8];
+    ssize_t n;
+
+    if (off == 0 && len >= 8 && memcmp(buf, db_journal_magic, 8) == 0) {
+        if (d->bulk && !d->journal_active && bulk_commit(d) != 0)
+            return -EIO;
+        if (d->ckpt_dirty) {
+            db_dirty_clear(d);
+            d->ckpt_dirty = 0;
+        }
+        d->journal_active = 1;
+    } else if (off == 0 && len >= 8 && memcmp(buf, zero8, 8) == 0 && d->journal_active) {
+        /* PERSIST (or exclusive mode) commit: log, then zero the header. */
+        n = journal_commit(d, JM_PERSIST);
+        if (n)
+            return n;
+    }
+    return do_pwrite(fd, buf, len, off);
+}
+
+/* The WAL write [off, off+len) just done may complete a commit frame: if
+ * so, log the transaction wal_next..k and move wal_next past it.
+ *
+ * The commit is complete when either (a) a write ends at the last byte of
+ * a commit frame, or (b) a write is exactly the 24-byte header of a commit
+ * frame whose page is already in: after an in-place overwrite SQLite
+ * writes later frames with zeroed salts and then rewrites their headers
+ * (walRewriteChecksums), so that header rewrite is the commit.  For (b)
+ * the header's cumulative checksum must verify against the page bytes in
+ * the file, as SQLite's recovery would check: a header written over a
+ * stale frame (left by a rolled-back transaction) before its new page
+ * arrives does not verify.  0, or -EIO when logging failed. */
+static int wal_detect_commit(struct db *d, int fd, size_t len, off_t off)
+{
+    uint64_t fsz = WAL_FRAME_HDR_SIZE + d->wal_psz;
+    uint64_t end = (uint64_t)off + len, rel0 = (uint64_t)off - WAL_HDR_SIZE;
+    uint8_t fh[WAL_FRAME_HDR_SIZE];
+    uint32_t k = UINT32_MAX, commit;
+    int hdr_only = 0;
+
+    if ((end - WAL_HDR_SIZE) % fsz == 0) {
+        k = (uint32_t)((end - WAL_HDR_SIZE) / fsz - 1);
+    } else if (len == WAL_FRAME_HDR_SIZE && rel0 % fsz == 0) {
+        k = (uint32_t)(rel0 / fsz);
+        hdr_only = 1;
+    }
+    if (k == UINT32_MAX || k < d->wal_next ||
+        sys_pread_all(fd, fh, sizeof fh, (off_t)wal_frame_off(k, d->wal_psz), d->name) != 0)
+        return 0;
+    commit = lv_get32(fh + 4);
+    if (!commit || lv_get32(fh + 8) != d->wal_salt1 || lv_get32(fh + 12) != d->wal_salt2)
+        return 0;
+    if (hdr_only && !wal_frame_valid(fd, d->wal_magic, d->wal_psz, k, fh))
+        return 0;
+    if (db_capture_wal(d, fd, d->wal_next, k, commit, 0) != 0)
+        return -EIO;
+    d->wal_next = k + 1;
+    return 0;
+}
+
+/* A write to the WAL (kind DBF_WAL): a header write starts a new WAL
+ * generation (after checking what checkpoints copied); a frame write may
+ * complete a commit. */
+static ssize_t write_wal(struct db *d, int fd, const void *buf, size_t len, off_t off)
+{
+    struct wal_hdr wh;
+    ssize_t n;
+
+    db_img_cow_wal(d, (uint64_t)off);
+    if (d->bulk && !d->journal_active && bulk_commit(d) != 0)
+        return -EIO;
+    n = do_pwrite(fd, buf, len, off);
+    if (n < 0)
+        return n;
+    d->jmode = JM_WAL;
+    if (off == 0 && len >= WAL_HDR_SIZE) {
+        if (wal_hdr_decode(buf, &wh) == 0) {
+            ckpt_verify(d);
+            d->wal_valid = 1;
+            d->wal_psz = wh.page_size;
+            d->wal_salt1 = wh.salt1;
+            d->wal_salt2 = wh.salt2;
+            d->wal_next = 0;
+            d->wal_magic = wh.magic;
+        }
+    } else if (d->wal_valid && off >= WAL_HDR_SIZE && wal_detect_commit(d, fd, len, off) != 0) {
+        return -EIO;
+    }
+    return n;
+}
+
+/* The file system under data.dir is full: SQLite fails (and rolls back)
+ * this transaction with SQLITE_FULL.  Say so, at most every 10 s. */
+static void nospace_warn(struct db *d, enum db_filekind kind, ssize_t n)
+{
+    int64_t now = lv_mono_us();
+
+    if (d->nospace_warn_us && now - d->nospace_warn_us < 10000000)
+        return;
+    d->nospace_warn_us = now;
+    LV_ERROR("%s: writing its %s in %s failed: %s; the application's transaction fails "
+             "(SQLITE_FULL), committed transactions are kept; free space there",
+             d->name, kind == DBF_WAL ? "WAL" : kind == DBF_JOURNAL ? "rollback journal" : "file", d->reg->files,
+             strerror(-(int)n));
+}
+
+ssize_t db_on_write(struct db *d, enum db_filekind kind, int fd, const void *buf, size_t len, off_t off)
+{
+    ssize_t n;
+
+    if (kind == DBF_SHM)
+        return do_pwrite(fd, buf, len, off);
+    pthread_mutex_lock(&d->mu);
+    if (d->broken || settle_kind(d, kind, buf, len, off) != 0) {
+        n = -EIO;
+        goto out_unlock;
+    }
+    if (d->kind != DBK_SQLITE) {
+        n = do_pwrite(fd, buf, len, off);
+        goto out_unlock;
+    }
+    if ((kind == DBF_WAL || kind == DBF_JOURNAL) && __atomic_load_n(&d->reg->log_full, __ATOMIC_RELAXED)) {
+        /* data.max-log-size reached (archive lagging): no new transaction
+         * may start, so no record is ever dropped.  SQLite sees SQLITE_FULL. */
+        d->refused++;
+        n = -ENOSPC;
+        goto out_unlock;
+    }
+    if (kind == DBF_MAIN) {
+        db_img_cow_main(d, (uint64_t)off, len);
+        n = write_main(d, fd, buf, len, off);
+    } else if (kind == DBF_JOURNAL) {
+        n = write_journal(d, fd, buf, len, off);
+    } else if (kind == DBF_WAL) {
+        n = write_wal(d, fd, buf, len, off);
+    } else {
+        n = do_pwrite(fd, buf, len, off);
+    }
+    if (n == -ENOSPC || n == -EDQUOT)
+        nospace_warn(d, kind, n);
+out_unlock:
+    hook_exit(d);
+    return n;
+}
+
+int db_on_truncate(struct db *d, enum db_filekind kind, int fd, const char *rel, off_t size)
+{
+    int rc = 0;
+    pthread_mutex_lock(&d->mu);
+    if (d->broken && kind != DBF_SHM) {
+        rc = -EIO;
+        goto out_unlock;
+    }
+    if (d->kind == DBK_SQLITE) {
+        if (kind == DBF_MAIN)
+            db_img_cow_main(d, (uint64_t)size, 0);
+        else if (kind == DBF_WAL)
+            db_img_cow_wal(d, (uint64_t)size);
+        if (kind == DBF_MAIN) {
+            if (!d->journal_active && !d->bulk && (!d->hdr_wal || size == 0) &&
+                (uint64_t)size < (uint64_t)d->map.npages * d->map.page_size)
+                d->bulk = 1; /* unjournaled (cp over it, or journal_mode=OFF/MEMORY); SQLite
+                              * never truncates a WAL-mode database to 0, cp does */
+            if (d->journal_active || d->bulk)
+                d->size_changed = 1;
+        } else if (kind == DBF_JOURNAL && size == 0 && d->journal_active) {
+            rc = journal_commit(d, JM_TRUNCATE);
+            if (rc)
+                goto out_unlock;
+        } else if (kind == DBF_WAL && size == 0) {
+            ckpt_verify(d);
+            d->wal_valid = 0;
+        }
+    }
+    if (fd >= 0 ? ftruncate(fd, size) : trunc_at(d->reg->rootfd, rel, size))
+        rc = -errno;
+out_unlock:
+    hook_exit(d);
+    return rc;
+}
+
+int db_on_unlink(struct db *d, enum db_filekind kind, const char *rel)
+{
+    int rc = 0;
+    pthread_mutex_lock(&d->mu);
+    if (d->kind == DBK_SQLITE && kind == DBF_JOURNAL && d->journal_active) {
+        rc = journal_commit(d, JM_DELETE);
+        if (rc)
+            goto out_unlock;
+    }
+    if (kind == DBF_WAL) {
+        ckpt_verify(d);
+        d->wal_valid = 0;
+    }
+    if (unlinkat(d->reg->rootfd, rel, 0) != 0)
+        rc = -errno;
+out_unlock:
+    hook_exit(d);
+    return rc;
+}
+
+int db_close_may_commit(struct db *d)
+{
+    pthread_mutex_lock(&d->mu);
+    /* In a WAL-mode database only a truncation to a smaller size (cp over
+     * it, handled in db_on_truncate) can start unjournaled writes. */
+    int settled = d->kind == DBK_SQLITE && d->hdr_wal && d->map.npages > 0 && !d->bulk && !d->journal_active;
+    pthread_mutex_unlock(&d->mu);
+    return !settled;
+}
+
+int db_on_flush(struct db *d, enum db_filekind kind)
+{
+    int rc = 0;
+    if (kind != DBF_MAIN)
+        return 0;
+    pthread_mutex_lock(&d->mu);
+    if (d->kind == DBK_SQLITE && d->bulk && !d->journal_active && !d->broken)
+        rc = bulk_commit(d);
+    hook_exit(d);
+    return rc;
+}
+
+int db_on_fsync(struct db *d, enum db_filekind kind, int fd, int datasync)
+{
+    int rc = 0, log_rc = 0, synced = 0;
+    pthread_mutex_lock(&d->mu);
+    if (d->kind == DBK_SQLITE && !d->broken) {
+        if (kind == DBF_MAIN && d->bulk && !d->journal_active) {
+            rc = bulk_commit(d);
+            if (rc)
+                goto out_unlock;
+        }
+        if (d->journal_active)
+            d->sync_pending = 1;
+        if (d->log_unsynced) {
+            rc = sync_both(d, fd, datasync, &log_rc); /* C7 */
+            synced = 1;
+            if (log_rc != 0) {
+                db_fail(d, "fsync of the transaction log failed");
+                rc = -EIO;
+                goto out_unlock;
+            }
+            d->log_unsynced = 0;
+        }
+    }
+out_unlock:
+    hook_exit(d);
+    if (rc == 0 && !synced && (datasync ? fdatasync(fd) : fsync(fd)) != 0)
+        rc = -errno;
+    return rc;
+}
+

@@ -1,0 +1,219 @@
+/*
+ * db_impl.h -- what the files of the capture module share: struct db (one
+ * per database), struct dbreg (the registry), and the functions each file
+ * offers the others.  Internal to src/capture/db*.c; the public interface
+ * is db.h.  The design (commit detection, invariants, states, locking) is
+ * the comment at the top of db.c.
+ *
+ *   db.c           shared pieces: failure, backing files, the dirty set,
+ *                  changes and WAL overlays, identity and metadata
+ *   db_record.c    turning a transaction into a log record (db_emit,
+ *                  db_capture_rollback, db_capture_wal)
+ *   db_capture.c   the write path from the FUSE layer (db_on_*): commit
+ *                  detection, checkpoints, fsync with the syncer thread
+ *   db_reconcile.c start-up: load the log and the state, reconcile files
+ *   db_image.c     consistent images with copy-on-write (dbreg_image)
+ *   dbreg.c        the registry: scan, get/put, rename/unlink, status,
+ *                  metrics, state saving
+ */
+#ifndef DB_IMPL_H
+#define DB_IMPL_H
+
+#include "capture/db.h"
+
+#include <limits.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/cksum.h"
+#include "log/txlog.h"
+
+#define DB_GRANULE 512   /* bytes per dirty-set bit: independent of the page size */
+#define DB_NBUCKETS 256  /* hash buckets of the registry */
+
+/* SQLite's rollback journal header magic (first 8 bytes of an active journal). */
+extern const uint8_t db_journal_magic[8];
+
+enum db_kind { DBK_UNKNOWN = 0, DBK_SQLITE, DBK_PLAIN };
+enum jmode { JM_UNKNOWN = 0, JM_DELETE, JM_TRUNCATE, JM_PERSIST, JM_WAL };
+
+/* Names of enum jmode, as stored in meta/NAME/journal-mode and shown in /status. */
+extern const char *const db_jmode_names[5];
+
+struct db_image;
+struct worker;
+
+struct db {
+    struct dbreg *reg;       /* owning registry (immutable) */
+    struct db *next;         /* hash chain (reg->mu) */
+    char *name;              /* name relative to the mount root (changed with reg->mu and mu held; read with either) */
+    int refs;                /* references (reg->mu) */
+    int retired;             /* unlinked; no longer in the table (reg->mu) */
+    pthread_mutex_t mu;      /* guards every field below unless it says otherwise */
+    enum db_kind kind;       /* UNKNOWN, SQLITE or PLAIN (mu) */
+    int broken;              /* sticky failure: refuse open and writes (mu) */
+    char why[512];           /* reason for broken (mu) */
+    int fd;                  /* backing main file, O_RDWR, or -1 (mu) */
+    char metadir[PATH_MAX];  /* data.dir/meta/ESCAPED (mu) */
+    uint8_t id[16];          /* database ID (mu) */
+    struct txlog *log;       /* the log (SQLITE only) (mu) */
+    struct cksum_map map;    /* checksums of the state after record txid (mu) */
+    uint64_t txid;           /* last TXID logged (mu) */
+    int64_t last_time;       /* its commit time (mu) */
+    uint64_t saved_txid;     /* TXID of the persisted state file (mu) */
+    int saved_valid;         /* state file reflects saved_txid (mu) */
+    enum jmode jmode;        /* journal mode seen at the last commit (mu) */
+    enum jmode jmode_saved;  /* journal mode last written to meta/NAME/journal-mode (mu) */
+    int hdr_wal;             /* database header says WAL (byte 18 == 2) (mu) */
+    int journal_active;      /* journal header written since the last commit (mu) */
+    int bulk;                /* non-journal writes to a new/truncated file allowed (mu) */
+    int warned_nojournal;    /* the OFF/MEMORY capture mode was logged (mu) */
+    uint64_t *dirty;         /* dirty 512-byte granules since the last commit (mu) */
+    size_t dirty_words;      /* words allocated in dirty (mu) */
+    uint64_t dmin, dmax;     /* range of dirty granule indexes (valid if dirty_any) (mu) */
+    int dirty_any;           /* some granule is dirty (mu) */
+    int size_changed;        /* main file truncated since the last commit (mu) */
+    int sync_pending;        /* app fsynced during this rollback transaction (mu) */
+    int ckpt_dirty;          /* dirty holds pages written by WAL checkpoints (mu) */
+    uint64_t ckpt_mismatch;  /* checkpointed pages that disagreed with the log (mu) */
+    int log_unsynced;        /* records written and not yet fsynced (mu) */
+    int wal_valid;           /* WAL header known (mu) */
+    uint32_t wal_psz, wal_salt1, wal_salt2; /* current WAL header (mu) */
+    uint32_t wal_next;       /* first frame after the last commit seen (mu) */
+    uint32_t wal_magic;      /* magic of the current WAL header (names the checksum byte order) (mu) */
+    uint64_t commits;        /* records written since start (mu) */
+    uint64_t bytes_logged;   /* page bytes logged since start (mu) */
+    uint64_t pages_logged;   /* pages logged since start (mu) */
+    uint64_t refused;        /* writes refused (mu) */
+    int64_t nospace_warn_us; /* lv_mono_us of the last "no space" warning, 0 if none (mu) */
+    struct db_image *img;    /* image being copied by dbreg_image (copy-on-write active), or NULL (mu) */
+    struct db_image *img_want; /* image waiting for the end of a rollback transaction, or NULL (mu) */
+    pthread_cond_t img_cv;   /* signalled (with mu) when img_want has been set up; CLOCK_MONOTONIC */
+    pthread_mutex_t img_mu;  /* held by dbreg_image for its whole run: one image at a time (before mu) */
+};
+
+struct dbreg {
+    char data_dir[PATH_MAX];  /* data.dir (immutable) */
+    uint64_t segment_size;    /* data.segment-size (immutable) */
+    char files[PATH_MAX];     /* data.dir/files (immutable) */
+    char meta[PATH_MAX];      /* data.dir/meta (immutable) */
+    char retired[PATH_MAX];   /* data.dir/retired (immutable) */
+    int rootfd;               /* open directory fd of files (immutable) */
+    int lockfd;               /* data.dir/lock, flock'ed for the daemon's lifetime (immutable) */
+    pthread_mutex_t mu;       /* guards buckets, and names, refs, retired of every db */
+    struct db *buckets[DB_NBUCKETS]; /* hash table of live databases (mu) */
+    struct worker *syncer;    /* fsyncs logs in parallel with the app's fsync; NULL: sync inline (immutable) */
+    pthread_mutex_t smu;      /* guards the sync queue below */
+    pthread_cond_t scv;       /* signals a finished job (smu) */
+    struct db_sync_job *sq;   /* queued jobs (smu) */
+    int log_full;             /* 1: local log over data.max-log-size: new transactions refused (atomic) */
+};
+
+/* A page changed by a transaction and where to read its new content. */
+struct change {
+    uint32_t pgno;  /* page number */
+    int fd;         /* file holding the content */
+    uint64_t off;   /* byte offset of the content in fd */
+    uint64_t h;     /* its checksum (or, while collecting WAL frames, the frame index) */
+};
+
+/* A growable array of changes; owned by one caller (no lock). */
+struct changes {
+    struct change *v; /* entries (owned) */
+    size_t n, cap;    /* used and allocated */
+};
+
+/* Sorted (pgno, offset) overlay of committed WAL frames; one owner. */
+struct overlay {
+    struct change *v; /* pgno and offset of the newest committed frame; sorted */
+    size_t n;         /* entries */
+};
+
+/* ---- db.c: shared pieces (every function here: d->mu held) ---- */
+
+/* The invariants and states of the design comment (db.c) that are O(1). */
+void db_assert_state(const struct db *d);
+
+/* Mark a database broken: refuse everything until restart (sticky). */
+void db_fail(struct db *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The backing main file, opened read-write on first use; -1 if it cannot be. */
+int db_main_fd(struct db *d);
+
+/* Read ps bytes at off from fd; bytes past EOF read as zeros.  0 or LV_EIO. */
+int db_read_page(int fd, void *buf, uint32_t ps, uint64_t off);
+
+/* Checksum of an all-zero page (page size ps, page pgno). */
+uint64_t db_zero_page_cksum(uint32_t pgno, uint32_t ps);
+
+/* The checksum map's entry for page p, or an all-zero page's past its end. */
+uint64_t db_map_before(const struct db *d, uint32_t p, uint32_t ps);
+
+/* Read the database header of fd (of size size) and derive its page size
+ * and logical size in pages (an empty file: the map's page size, 0 pages).
+ * 0, LV_ENOTSQLITE when the header is not valid SQLite, or LV_EIO. */
+int db_hdr_geometry(struct db *d, int fd, uint64_t size, uint32_t *ps, uint32_t *npages, uint8_t hdr[100]);
+
+int db_changes_add(struct changes *c, uint32_t pgno, int fd, uint64_t off, uint64_t h);
+int db_change_cmp(const void *a, const void *b);
+
+/* Mark bytes [off, off+len) of the main file dirty.  0 or LV_ENOMEM. */
+int db_dirty_mark(struct db *d, uint64_t off, uint64_t len);
+/* Forget the dirty set and size_changed. */
+void db_dirty_clear(struct db *d);
+/* Is any granule of page p (size ps) dirty? */
+int db_dirty_page(const struct db *d, uint32_t p, uint32_t ps);
+/* Call fn for every page (of size ps) that has a dirty granule, ascending. */
+int db_dirty_pages(struct db *d, uint32_t ps, int (*fn)(void *, uint32_t), void *arg);
+
+/* Overlay of the committed frames 0..nframes-1 of the WAL walfd. */
+int db_overlay_build(int walfd, uint32_t ps, uint32_t nframes, struct overlay *o);
+const struct change *db_overlay_find(const struct overlay *o, uint32_t pgno);
+
+/* Identity and metadata. */
+void db_set_metadir(struct db *d);
+int db_read_id(struct db *d);
+int db_open_log(struct db *d, struct txlog_tail *tail);
+int db_retire_dir(struct dbreg *r, const char *dir, const char *tag);
+/* UNKNOWN -> SQLITE: new identity, meta directory and empty log. */
+int db_promote(struct db *d);
+
+/* ---- db_record.c (d->mu held) ---- */
+
+/* Write one record for the changes c, leaving the database at db_pages
+ * pages of page size ps; on success the map, TXID and counters advance. */
+int db_emit(struct db *d, uint16_t flags, uint32_t ps, uint32_t db_pages, struct changes *c, uint32_t salt1,
+            uint32_t salt2, uint32_t wal_frame);
+/* Log the pages of the main file that differ from the map (rollback or bulk commit). */
+int db_capture_rollback(struct db *d, uint16_t extra_flags);
+/* Log WAL frames [first, last] of walfd committed with db_pages. */
+int db_capture_wal(struct db *d, int walfd, uint32_t first, uint32_t last, uint32_t db_pages,
+                   uint16_t extra_flags);
+
+/* ---- db_capture.c ---- */
+
+/* Start the syncer thread (on failure logs fsync inline); stop it. */
+void db_syncer_start(struct dbreg *r);
+void db_syncer_stop(struct dbreg *r);
+
+/* ---- db_reconcile.c ---- */
+
+/* Load an existing SQLite database at start-up (d->mu held).  Failures mark it broken. */
+void db_load(struct db *d);
+
+/* ---- db_image.c (d->mu held) ---- */
+
+/* The main file's bytes [off, off+len) (len 0: to the end) are about to change. */
+void db_img_cow_main(struct db *d, uint64_t off, uint64_t len);
+/* The WAL is about to change at off. */
+void db_img_cow_wal(struct db *d, uint64_t off);
+/* A quiescent moment: set up a waiting image. */
+void db_img_serve(struct db *d);
+
+/* ---- dbreg.c ---- */
+
+/* Free a db no longer referenced nor in the table. */
+void db_free(struct db *d);
+
+#endif /* DB_IMPL_H */
