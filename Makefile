@@ -200,4 +200,4 @@ clean:
 	rm -rf build build-asan build-fuzz build-release litevault
 
 # Generated header dependencies (see SRCS).
--include $(shell find $(BUILD) $(FUZZ_BUILD) -name '*.d' -type f -path '*.d' -not -path '*/sqlite-tcl/*' 2>/dev/null)
+-include $(shell find $(BUILD) $(FUZZ_BUILD) -name '*.d' -type f -not -path '*/sqlite-tcl/*' 2>/dev/null)
