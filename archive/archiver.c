@@ -214,12 +214,6 @@ static int nap(struct archiver *a, int64_t us)
     return s;
 }
 
-static void hex_id(const uint8_t id[16], char out[33])
-{
-    for (int i = 0; i < 16; i++)
-        snprintf(out + 2 * i, 3, "%02x", id[i]);
-}
-
 /* "<name>/<lineage>/<rel>" into buf. */
 static const char *okey(char *buf, size_t n, const struct adb *b, const char *rel)
 {
@@ -1089,7 +1083,7 @@ static struct adb *find_db(struct adest *d, const struct db_info *info, int crea
         return NULL;
     snprintf(b->name, sizeof b->name, "%s", info->name);
     memcpy(b->id, info->id, 16);
-    hex_id(info->id, b->idhex);
+    lv_hex(info->id, 16, b->idhex);
     pthread_mutex_lock(&d->mu);
     if (d->ndbs == d->cap) {
         size_t nc = d->cap ? d->cap * 2 : 8;

@@ -60,6 +60,7 @@
 
 #include "export/bundle.h"
 #include "base/cksum.h"
+#include "base/dbhdr.h"
 #include "daemon/config.h"
 #include "base/http.h"
 #include "base/lv.h"
@@ -369,17 +370,12 @@ static int take_image(const char *cmd, const struct config *cfg, const char *nam
     }
     const char *p = json_string_value(json_object_get(o, "path"));
     const char *idh = json_string_value(json_object_get(o, "id"));
-    if (!p || strlen(p) >= sizeof im->path || !idh || strlen(idh) != 32) {
+    if (!p || strlen(p) >= sizeof im->path || !idh || lv_unhex(idh, im->id, 16) != 0) {
         ecli_err(cmd, "the daemon sent a malformed /v1/image reply for %s", name);
         goto out;
     }
     snprintf(im->path, sizeof im->path, "%s", p);
     snprintf(im->name, sizeof im->name, "%s", name);
-    for (int i = 0; i < 16; i++) {
-        unsigned v = 0;
-        sscanf(idh + 2 * i, "%2x", &v);
-        im->id[i] = (uint8_t)v;
-    }
     im->txid = (uint64_t)json_integer_value(json_object_get(o, "txid"));
     im->time_us = json_integer_value(json_object_get(o, "time_us"));
     im->page_size = (uint32_t)json_integer_value(json_object_get(o, "page_size"));
@@ -547,7 +543,7 @@ static int vacuum_image(const char *cmd, const struct ecli_image *im, const char
     sqlite3_stmt *st = NULL;
     int rc = LV_EXIT_RUNTIME, fd = -1;
     struct stat sb;
-    uint8_t hdr[100];
+    uint8_t hdr[DBHDR_SIZE];
 
     snprintf(tmp, sizeof tmp, "%s.tmp", out);
     unlink(tmp);
@@ -563,8 +559,8 @@ static int vacuum_image(const char *cmd, const struct ecli_image *im, const char
         ecli_err(cmd, "%s: %s", tmp, strerror(errno));
         goto out;
     }
-    *ps = lv_get16(hdr + 16) == 1 ? 65536 : lv_get16(hdr + 16);
-    if (*ps < 512 || sb.st_size % *ps) {
+    *ps = dbhdr_page_size(hdr);
+    if (*ps == 0 || sb.st_size % *ps) {
         ecli_err(cmd, "VACUUM INTO wrote an unexpected file %s", tmp);
         goto out;
     }
@@ -587,8 +583,7 @@ out:
 static json_t *image_json(const struct ecli_image *im)
 {
     char idh[33], t[40], hx[17];
-    for (int i = 0; i < 16; i++)
-        snprintf(idh + 2 * i, 3, "%02x", im->id[i]);
+    lv_hex(im->id, 16, idh);
     json_t *o = json_object();
     json_object_set_new(o, "name", json_string(im->name));
     json_object_set_new(o, "id", json_string(idh));
@@ -878,7 +873,7 @@ out:
  * code with the message printed.  label names the input in messages. */
 static int prep_input(const char *cmd, const char *in, const char *label, int check, struct imp_src *s)
 {
-    uint8_t hdr[100];
+    uint8_t hdr[DBHDR_SIZE];
     struct stat sb;
     char side[PATH_MAX + 16], uri[PATH_MAX * 3 + 32];
     int fd = -1, rc = LV_EXIT_RUNTIME;
@@ -897,15 +892,15 @@ static int prep_input(const char *cmd, const char *in, const char *label, int ch
         goto out;
     }
     if (sb.st_size < (off_t)sizeof hdr || pread(fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr ||
-        memcmp(hdr, "SQLite format 3", 16) != 0) {
+        !dbhdr_magic_ok(hdr)) {
         ecli_err(cmd, "refused: %s is not a SQLite database (no SQLite header); nothing was changed", label);
         goto out;
     }
-    s->page_size = lv_get16(hdr + 16) == 1 ? 65536 : lv_get16(hdr + 16);
-    if (s->page_size < 512 || s->page_size > 65536 || (s->page_size & (s->page_size - 1)) ||
-        sb.st_size % s->page_size) {
+    s->page_size = dbhdr_page_size(hdr);
+    if (s->page_size == 0 || sb.st_size % s->page_size) {
+        uint32_t raw = lv_get16(hdr + 16); /* named as the header has it */
         ecli_err(cmd, "refused: %s is not a valid SQLite database (page size %u, %lld bytes); nothing was changed",
-                 label, s->page_size, (long long)sb.st_size);
+                 label, raw == 1 ? 65536 : raw, (long long)sb.st_size);
         goto out;
     }
     s->size = (uint64_t)sb.st_size;

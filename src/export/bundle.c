@@ -51,6 +51,7 @@
 #include <xxhash.h>
 
 #include "base/cksum.h"
+#include "base/dbhdr.h"
 #include "base/lv.h"
 #include "base/lvlog.h"
 
@@ -106,25 +107,10 @@ int bundle_name_ok(const char *name)
     return 1;
 }
 
-static void hex_id(const uint8_t id[16], char out[33])
-{
-    for (int i = 0; i < 16; i++)
-        snprintf(out + 2 * i, 3, "%02x", id[i]);
-}
-
 /* Parse exactly 2*n hex digits into out; 0 or -1. */
 static int parse_hex(const char *s, uint8_t *out, size_t n)
 {
-    if (!s || strlen(s) != 2 * n)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        unsigned v;
-        if (sscanf(s + 2 * i, "%2x", &v) != 1 || !strchr("0123456789abcdefABCDEF", s[2 * i]) ||
-            !strchr("0123456789abcdefABCDEF", s[2 * i + 1]))
-            return -1;
-        out[i] = (uint8_t)v;
-    }
-    return 0;
+    return s && lv_unhex(s, out, n) == 0 ? 0 : -1;
 }
 
 static int parse_hex64(const char *s, uint64_t *v)
@@ -134,11 +120,6 @@ static int parse_hex64(const char *s, uint64_t *v)
         return -1;
     *v = lv_get64(b);
     return 0;
-}
-
-static int page_size_ok(uint32_t ps)
-{
-    return ps >= 512 && ps <= 65536 && (ps & (ps - 1)) == 0;
 }
 
 /* libarchive's message for a's last error, never NULL. */
@@ -240,7 +221,7 @@ static char *manifest_text(const struct bundle_entry *v, size_t n, const uint64_
         char file[BUNDLE_NAME_MAX + 8];
         json_t *d = json_object();
         snprintf(file, sizeof file, "db/%s", v[i].name);
-        hex_id(v[i].id, idh);
+        lv_hex(v[i].id, 16, idh);
         json_object_set_new(d, "name", json_string(v[i].name));
         json_object_set_new(d, "file", json_string(file));
         json_object_set_new(d, "id", json_string(idh));
@@ -415,10 +396,8 @@ static void pagesum_feed(struct pagesum *s, const uint8_t *p, size_t len)
         p += k;
         len -= k;
         if (!s->ps && s->filled == 100) {
-            uint32_t ps = lv_get16(s->page + 16);
-            if (ps == 1)
-                ps = 65536;
-            if (memcmp(s->page, "SQLite format 3", 16) != 0 || !page_size_ok(ps))
+            uint32_t ps = dbhdr_page_size(s->page);
+            if (!dbhdr_magic_ok(s->page) || ps == 0)
                 s->bad = 1;
             else
                 s->ps = ps;
@@ -625,7 +604,7 @@ static int check_manifest(const char *text, size_t len, const char *dir, struct 
             parse_hex64(json_string_value(json_object_get(d, "checksum")), &bd->cksum) != 0 ||
             parse_hex64(json_string_value(json_object_get(d, "xxh3")), &bd->xxh3) != 0 ||
             json_integer_value(jt) < 0 || json_integer_value(jsz) < 0 || json_integer_value(jpg) < 0 ||
-            json_integer_value(jpg) > UINT32_MAX || !page_size_ok((uint32_t)json_integer_value(jps))) {
+            json_integer_value(jpg) > UINT32_MAX || !dbhdr_page_size_ok((uint32_t)json_integer_value(jps))) {
             lv_seterr(err, errlen, "manifest.json: database %s: a field is missing or malformed (file, id, txid, "
                                 "time_us, checksum, page_size, pages, size, xxh3)", name);
             rc = LV_ECORRUPT;

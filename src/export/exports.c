@@ -166,12 +166,6 @@ static char *exp_stamp(int64_t t_us, char *buf, size_t n)
     return buf;
 }
 
-static void exp_hex_id(const uint8_t id[16], char out[33])
-{
-    for (int i = 0; i < 16; i++)
-        snprintf(out + 2 * i, 3, "%02x", id[i]);
-}
-
 /* ---- object names ---- */
 
 /* Is s (length len) YYYYMMDDTHHMMSSZ? */
@@ -367,7 +361,7 @@ static int exp_unchanged(const struct exp_job *j, const char *name, const uint8_
     char hex[33];
     const char *sid = json_string_value(json_object_get(e, "id"));
 
-    exp_hex_id(id, hex);
+    lv_hex(id, 16, hex);
     return e && sid && strcmp(sid, hex) == 0 && (uint64_t)json_integer_value(json_object_get(e, "txid")) == txid;
 }
 
@@ -376,7 +370,7 @@ static void exp_record(struct exp_job *j, const char *name, const uint8_t id[16]
                        const char *key)
 {
     char hex[33];
-    exp_hex_id(id, hex);
+    lv_hex(id, 16, hex);
     json_object_set_new(json_object_get(j->state, "databases"), name,
                         json_pack("{s:s, s:I, s:s, s:I}", "id", hex, "txid", (json_int_t)txid, "key", key, "time_us",
                                   (json_int_t)time_us));
