@@ -37,8 +37,8 @@
  *      committed after the target time.
  *   7. Finish: fsync, re-read PATH.tmp and compare its database checksum
  *      with the last post checksum; PRAGMA integrity_check (read-only,
- *      immutable URI: no -wal/-shm are created); rename to PATH; fsync the
- *      directory.
+ *      immutable URI: no -wal/-shm are created); publish (publish_adopt +
+ *      publish_commit: fsync, rename to PATH, fsync the directory).
  *
  * DAMAGE (any failed check in 5-7): without --allow-partial the restore
  * fails with a message naming the object key and TXID and PATH.tmp is
@@ -73,6 +73,7 @@
 #include "restore/fetch.h"
 #include "base/lv.h"
 #include "base/lvlog.h"
+#include "base/publish.h"
 #include "store/store.h"
 #include "base/sys.h"
 #include "archive/tail.h"
@@ -716,6 +717,7 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
     struct plan_target t = o->target;
     struct stat sb;
     char *tmp = NULL, *wal = NULL, *shm = NULL, dbid[MANIFEST_ID_HEX + 1];
+    struct publish pub;
     int64_t t0 = lv_mono_us();
     int rc, flags = o->allow_partial ? PLAN_ALLOW_PARTIAL : 0, tries;
 
@@ -841,9 +843,9 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
         if (unlink(shm) != 0 && errno != ENOENT)
             LV_WARN("restore: cannot remove %s: %s", shm, strerror(errno));
     }
-    rc = sys_rename(tmp, o->out_path);
+    rc = publish_adopt(&pub, tmp, o->out_path);
     if (!rc)
-        rc = sys_fsync_dir(o->out_path);
+        rc = publish_commit(&pub); /* fsync, rename, fsync of the directory */
     if (rc) {
         lv_seterr(err, errlen, "%s: cannot publish the restored database: %s", o->out_path, lv_strerror(rc));
         unlink(tmp);

@@ -15,6 +15,7 @@
  * and prints.
  */
 #include "cli/restore_cli.h"
+#include "cli/cli.h"
 
 #include <getopt.h>
 #include <inttypes.h>
@@ -61,19 +62,19 @@ static int exit_code(int rc)
 static int default_dest_from_config(const char *cfg_path, struct config *cfg, const char **url, struct store_opts *so,
                                     char *err, size_t errlen)
 {
-    const char *path = config_find(cfg_path);
+    const char *path = NULL;
     char cerr[1024] = "";
     int rc;
 
     memset(cfg, 0, sizeof *cfg);
-    if (!path) {
+    rc = cli_config_file(cfg_path, cfg, &path, cerr, sizeof cerr);
+    if (rc == LV_ENOENT) {
         snprintf(err, errlen, "no --from URL given and no configuration file found%s%s (give --from URL, or -c FILE "
                  "with an archive: destination)", cfg_path ? " at " : "", cfg_path ? cfg_path : "");
         return LV_ECONFIG;
     }
-    rc = config_load(path, cfg, cerr, sizeof cerr);
     if (rc) {
-        snprintf(err, errlen, "%s", cerr[0] ? cerr : lv_strerror(rc));
+        snprintf(err, errlen, "%s", cerr);
         return LV_ECONFIG;
     }
     if (cfg->narchive == 0) {

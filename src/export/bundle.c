@@ -54,6 +54,7 @@
 #include "base/dbhdr.h"
 #include "base/lv.h"
 #include "base/lvlog.h"
+#include "base/sys.h"
 
 #define BUNDLE_FORMAT_NAME "litevault-bundle"
 #define BUNDLE_FORMAT_VERSION 1
@@ -130,6 +131,39 @@ static const char *aerr(struct archive *a)
 }
 
 /* ---------------------------------------------------------------- writing */
+
+/* Where bundle_write's bytes go: fd, named for logs and LV_FAULT matching. */
+struct bsink {
+    int fd;                /* borrowed; written sequentially */
+    char label[PATH_MAX];  /* the file behind fd (from /proc/self/fd), or "fd N" */
+};
+
+static void sink_init(struct bsink *s, int fd)
+{
+    char link[64];
+    ssize_t n;
+
+    s->fd = fd;
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    n = readlink(link, s->label, sizeof s->label - 1);
+    if (n > 0)
+        s->label[n] = '\0';
+    else
+        snprintf(s->label, sizeof s->label, "fd %d", fd);
+}
+
+/* libarchive's write callback: every byte through the syscall seam. */
+static la_ssize_t sink_write(struct archive *a, void *arg, const void *buf, size_t len)
+{
+    struct bsink *s = arg;
+    int rc = sys_write_all(s->fd, buf, len, s->label);
+
+    if (rc < 0) {
+        archive_set_error(a, lv_to_errno(rc), "write %s: %s", s->label, lv_strerror(rc));
+        return -1;
+    }
+    return (la_ssize_t)len;
+}
 
 /* Archive one image as db/<name>; *xxh3 receives the hash of its bytes. */
 static int write_one(struct archive *a, const struct bundle_entry *e, uint64_t size, uint8_t *buf,
@@ -252,6 +286,7 @@ int bundle_write(int fd, const char *name_for_format, const struct bundle_entry 
     uint8_t *buf = NULL;
     char *man = NULL;
     struct archive_entry *ae = NULL;
+    struct bsink sink;
     int rc = 0, opened = 0;
 
     if (bundle_format_of(name_for_format, &fmt) != 0) {
@@ -313,7 +348,8 @@ int bundle_write(int fd, const char *name_for_format, const struct bundle_entry 
         archive_write_add_filter_none(a);
     }
     archive_write_set_bytes_in_last_block(a, 1);
-    if (archive_write_open_fd(a, fd) != ARCHIVE_OK) {
+    sink_init(&sink, fd);
+    if (archive_write_open(a, &sink, NULL, sink_write, NULL) != ARCHIVE_OK) {
         rc = LV_EIO;
         lv_seterr(err, errlen, "cannot start the bundle: %s", aerr(a));
         goto out;
