@@ -80,8 +80,10 @@
  *
  * LOCKING: adest.mu guards each adb's published numbers (confirmed, pending,
  * errors) and the adb array; the manifests and everything else in an adb
- * are touched only by the destination's thread.  archiver.mu guards stop.
- * Lock order: archiver.mu is never held while taking adest.mu.
+ * are touched only by the destination's thread.  The threads are workers
+ * (base/worker.h): each naps on its own worker and checks its own stop
+ * flag; archiver_stop asks them all, then joins each.  adest.mu is the
+ * only lock of this file, and no two are ever held together.
  */
 #include "archive/archiver.h"
 
@@ -110,6 +112,7 @@
 #include "base/metrics.h"
 #include "store/store.h"
 #include "base/sys.h"
+#include "base/worker.h"
 #include "archive/tail.h"
 #include "log/txlog.h"
 
@@ -158,8 +161,8 @@ struct adest {
     int idx;                    /* position in archive: (immutable) */
     const struct archiver_dest *cfg; /* its configuration (immutable) */
     struct store *store;        /* the store (thread-safe) */
-    pthread_t th;               /* its thread */
-    int started;                /* th runs */
+    struct worker *th;          /* its thread (archiver_start/archiver_stop), NULL if not started */
+    struct worker *self;        /* the same worker, as its own thread knows it (thread) */
     pthread_mutex_t mu;         /* guards dbs, ndbs, the published adb fields, up, errors, last_error */
     struct adb **dbs;           /* databases seen */
     size_t ndbs, cap;
@@ -174,45 +177,15 @@ struct archiver {
     int64_t max_log_size;       /* data.max-log-size in bytes, 0 for no limit (immutable) */
     struct dbreg *reg;          /* borrowed */
     char tmpdir[PATH_MAX];      /* data.dir/tmp */
-    pthread_mutex_t mu;         /* guards stop */
-    pthread_cond_t cv;          /* signalled on stop */
-    int stop;                   /* threads should end */
-    struct adest *dests;        /* destinations */
+    struct adest *dests;        /* destinations (immutable after archiver_start) */
     size_t ndests;
-    pthread_t mon;              /* monitor thread */
-    int mon_started;
+    struct worker *mon;         /* monitor thread (archiver_start/archiver_stop), NULL if not started */
     uint64_t log_bytes;         /* local log bytes, all databases (atomic) */
     int log_full;               /* writes refused (atomic) */
     uint64_t pruned_bytes;      /* bytes pruned since start (atomic) */
 };
 
 /* ------------------------------------------------------------ helpers */
-
-static int stopping(struct archiver *a)
-{
-    int s;
-    pthread_mutex_lock(&a->mu);
-    s = a->stop;
-    pthread_mutex_unlock(&a->mu);
-    return s;
-}
-
-/* Wait up to us microseconds or until stop; returns stop. */
-static int nap(struct archiver *a, int64_t us)
-{
-    struct timespec ts;
-    int s;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    int64_t ns = (int64_t)ts.tv_nsec + us * 1000;
-    ts.tv_sec += ns / 1000000000;
-    ts.tv_nsec = ns % 1000000000;
-    pthread_mutex_lock(&a->mu);
-    if (!a->stop)
-        pthread_cond_timedwait(&a->cv, &a->mu, &ts);
-    s = a->stop;
-    pthread_mutex_unlock(&a->mu);
-    return s;
-}
 
 /* "<name>/<lineage>/<rel>" into buf. */
 static const char *okey(char *buf, size_t n, const struct adb *b, const char *rel)
@@ -644,7 +617,7 @@ static int image_ends(const uint8_t *buf, size_t len, struct txlog_hdr *first, s
 /* Upload level-0 segments until the archive holds info->txid. */
 static int sync_segments(struct adest *d, struct adb *b, const struct db_info *info)
 {
-    while (!stopping(d->a)) {
+    while (!worker_stopping(d->self)) {
         uint64_t from = manifest_last_txid(&b->m) + 1, last = 0, snap = 0;
         void *buf = NULL;
         size_t len = 0;
@@ -1119,17 +1092,18 @@ static void drop_unseen(struct adest *d)
     pthread_mutex_unlock(&d->mu);
 }
 
-static void *dest_main(void *arg)
+static void dest_main(struct worker *w, void *arg)
 {
     struct adest *d = arg;
     struct archiver *a = d->a;
 
-    while (!nap(a, d->cfg->sync_interval_us)) {
+    d->self = w;
+    while (!worker_nap(w, d->cfg->sync_interval_us)) {
         struct db_info *infos = NULL;
         size_t n = 0;
         if (dbreg_list(a->reg, &infos, &n) != 0)
             continue;
-        for (size_t i = 0; i < n && !stopping(a); i++) {
+        for (size_t i = 0; i < n && !worker_stopping(w); i++) {
             struct db_info *info = &infos[i];
             struct adb *b;
             int rc;
@@ -1188,7 +1162,7 @@ static void *dest_main(void *arg)
             pthread_mutex_unlock(&d->mu);
         }
         free(infos);
-        if (!stopping(a)) {
+        if (!worker_stopping(w)) {
             drop_unseen(d);
             run_deletes(d);
         }
@@ -1204,7 +1178,6 @@ static void *dest_main(void *arg)
             LV_WARN("archive %s: %s: cannot store the manifest at shutdown (%s); the next start adopts the "
                     "segments it does not list", store_url(d->store), b->name, lv_strerror(rc));
     }
-    return NULL;
 }
 
 /* ------------------------------------------------------------ monitor */
@@ -1263,7 +1236,7 @@ static void monitor_round(struct archiver *a)
     }
 }
 
-static void *monitor_main(void *arg)
+static void monitor_main(struct worker *w, void *arg)
 {
     struct archiver *a = arg;
     int64_t iv = 1000000;
@@ -1272,8 +1245,7 @@ static void *monitor_main(void *arg)
             iv = a->dests[i].cfg->sync_interval_us;
     do
         monitor_round(a);
-    while (!nap(a, iv));
-    return NULL;
+    while (!worker_nap(w, iv));
 }
 
 /* ------------------------------------------------------------ public */
@@ -1330,8 +1302,6 @@ int archiver_start(const struct archiver_dest *dests, size_t n, int64_t max_log_
     a->max_log_size = max_log_size;
     a->reg = reg;
     dbreg_tmp_dir(dbreg_data_dir(reg), a->tmpdir, sizeof a->tmpdir);
-    pthread_mutex_init(&a->mu, NULL);
-    pthread_cond_init(&a->cv, NULL);
     a->dests = calloc(n, sizeof *a->dests);
     if (!a->dests) {
         free(a);
@@ -1366,12 +1336,12 @@ int archiver_start(const struct archiver_dest *dests, size_t n, int64_t max_log_
     }
     for (size_t i = 0; i < a->ndests; i++) {
         struct adest *d = &a->dests[i];
-        if (pthread_create(&d->th, NULL, dest_main, d) == 0)
-            d->started = 1;
+        char name[16];
+        snprintf(name, sizeof name, "lv-archive%zu", i);
+        worker_start(name, dest_main, d, &d->th); /* logged if it fails */
         LV_INFO("archiving to %s (sync every %lld ms)", store_url(d->store), (long long)(d->cfg->sync_interval_us / 1000));
     }
-    if (pthread_create(&a->mon, NULL, monitor_main, a) == 0)
-        a->mon_started = 1;
+    worker_start("lv-archive-mon", monitor_main, a, &a->mon);
     *out = a;
     return 0;
 }
@@ -1380,16 +1350,15 @@ void archiver_stop(struct archiver *a)
 {
     if (!a)
         return;
-    pthread_mutex_lock(&a->mu);
-    a->stop = 1;
-    pthread_cond_broadcast(&a->cv);
-    pthread_mutex_unlock(&a->mu);
-    if (a->mon_started)
-        pthread_join(a->mon, NULL);
+    /* Ask every thread first, so that the destinations store their
+     * lagging manifests in parallel; then join them one by one. */
+    worker_ask_stop(a->mon);
+    for (size_t i = 0; i < a->ndests; i++)
+        worker_ask_stop(a->dests[i].th);
+    worker_stop(a->mon);
     for (size_t i = 0; i < a->ndests; i++) {
         struct adest *d = &a->dests[i];
-        if (d->started)
-            pthread_join(d->th, NULL);
+        worker_stop(d->th);
         for (size_t j = 0; j < d->ndbs; j++) {
             manifest_free(&d->dbs[j]->m);
             free(d->dbs[j]);
@@ -1406,8 +1375,6 @@ void archiver_stop(struct archiver *a)
     if (__atomic_load_n(&a->log_full, __ATOMIC_RELAXED))
         dbreg_set_log_full(a->reg, 0);
     free(a->dests);
-    pthread_cond_destroy(&a->cv);
-    pthread_mutex_destroy(&a->mu);
     free(a);
 }
 

@@ -45,10 +45,11 @@
  * data.dir/meta/ because meta/ holds one directory per database name and
  * a database may be called "exports".
  *
- * Threads and locks.  One scheduler thread (exp_thread) runs the due jobs
- * one after the other, then sleeps on x->cv until the earliest next run
- * (at most 60 s at a time, so a wall-clock step is noticed).  x->mu guards
- * x->stop and every job field marked (mu); the scheduler holds it only for
+ * Threads and locks.  One scheduler thread (exp_thread, a worker.h worker)
+ * runs the due jobs one after the other, then naps until the earliest next
+ * run (at most 60 s at a time, so a wall-clock step is noticed; the nap
+ * itself is on the monotonic clock, and exports_stop ends it).  x->mu
+ * guards every job field marked (mu); the scheduler holds it only for
  * short updates, never across I/O, so /status and /metrics never wait for
  * an upload.  Fields marked (thread) belong to whoever runs the jobs (the
  * thread, or a test calling exports_run_due; never both).
@@ -78,6 +79,7 @@
 #include "export/cron.h"
 #include "capture/db.h"
 #include "base/lv.h"
+#include "base/worker.h"
 #include "base/lvlog.h"
 #include "base/metrics.h"
 #include "store/store.h"
@@ -132,12 +134,17 @@ struct exports {
     void *now_arg;             /* its argument */
     struct exp_job *jobs;      /* one per cfg->exports[] (array immutable; fields as marked) */
     size_t n;                  /* jobs */
-    pthread_mutex_t mu;        /* guards stop and the (mu) job fields */
-    pthread_cond_t cv;         /* signalled on stop */
-    int stop;                  /* the thread must end (mu) */
-    int started;               /* th is running (set before the thread starts, immutable after) */
-    pthread_t th;              /* scheduler thread */
+    pthread_mutex_t mu;        /* guards the (mu) job fields */
+    struct worker *th;         /* scheduler thread, NULL if not started (exports_start/exports_stop) */
+    struct worker *self;       /* the same worker as its thread knows it; NULL when a test runs
+                                * the jobs (thread) */
 };
+
+/* Has exports_stop asked the scheduler to end?  (Never, when a test runs the jobs.) */
+static int exp_stopping(struct exports *x)
+{
+    return x->self && worker_stopping(x->self);
+}
 
 static int64_t exp_real_clock(void *arg)
 {
@@ -519,12 +526,11 @@ static int exp_run_db(struct exports *x, struct exp_job *j, const struct db_info
         unchanged = exp_unchanged(j, d->name, d->id, d->txid);
         if (unchanged)
             j->skipped++;
-        if (x->stop) {
-            pthread_mutex_unlock(&x->mu);
+        pthread_mutex_unlock(&x->mu);
+        if (exp_stopping(x)) {
             exp_adderr(err, errlen, "interrupted by shutdown");
             return LV_EBUSY;
         }
-        pthread_mutex_unlock(&x->mu);
         if (unchanged) {
             LV_DEBUG("export %s: %s unchanged at TXID %llu; skipped", j->cfg->name, d->name,
                      (unsigned long long)d->txid);
@@ -763,14 +769,12 @@ int64_t exports_run_due(struct exports *x)
     for (size_t i = 0; i < x->n; i++) {
         struct exp_job *j = &x->jobs[i];
         int64_t next;
-        int stop;
 
+        if (exp_stopping(x))
+            break;
         pthread_mutex_lock(&x->mu);
         next = j->next_us;
-        stop = x->stop;
         pthread_mutex_unlock(&x->mu);
-        if (stop)
-            break;
         if (exp_job_runs_here(j) && next <= x->now(x->now_arg)) {
             exp_run_job(x, j);
             pthread_mutex_lock(&x->mu);
@@ -783,28 +787,19 @@ int64_t exports_run_due(struct exports *x)
     return earliest;
 }
 
-static void *exp_thread(void *arg)
+/* The scheduler: run the due jobs, nap until the earliest next run (at
+ * most EXP_MAX_SLEEP_US, so a wall-clock step is noticed), again. */
+static void exp_thread(struct worker *w, void *arg)
 {
     struct exports *x = arg;
+    int64_t wait;
 
-    pthread_mutex_lock(&x->mu);
-    while (!x->stop) {
-        pthread_mutex_unlock(&x->mu);
-        int64_t next = exports_run_due(x), wait = next - x->now(x->now_arg);
-        pthread_mutex_lock(&x->mu);
-        if (x->stop || wait <= 0)
-            continue;
+    x->self = w;
+    do {
+        wait = exports_run_due(x) - x->now(x->now_arg);
         if (wait > EXP_MAX_SLEEP_US)
             wait = EXP_MAX_SLEEP_US;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        int64_t ns = (int64_t)ts.tv_nsec + wait * 1000;
-        ts.tv_sec += ns / 1000000000;
-        ts.tv_nsec = ns % 1000000000;
-        pthread_cond_timedwait(&x->cv, &x->mu, &ts);
-    }
-    pthread_mutex_unlock(&x->mu);
-    return NULL;
+    } while (!worker_nap(w, wait));
 }
 
 /* ---- life cycle ---- */
@@ -833,7 +828,6 @@ int exports_new(const struct exports_job *jobs, size_t njobs, const char *data_d
     x->now_arg = now_arg;
     x->n = njobs;
     pthread_mutex_init(&x->mu, NULL);
-    pthread_cond_init(&x->cv, NULL);
     t = x->now(x->now_arg);
     for (size_t i = 0; i < x->n; i++) {
         struct exp_job *j = &x->jobs[i];
@@ -872,30 +866,18 @@ int exports_start(struct exports *x)
 {
     if (!x)
         return 0;
-    x->started = 1;
-    if (pthread_create(&x->th, NULL, exp_thread, x) != 0) {
-        x->started = 0;
-        LV_ERROR("cannot start the export scheduler thread");
-        return LV_ENOMEM;
-    }
-    return 0;
+    return worker_start("lv-exports", exp_thread, x, &x->th); /* logged if it fails */
 }
 
 void exports_stop(struct exports *x)
 {
     if (!x)
         return;
-    pthread_mutex_lock(&x->mu);
-    x->stop = 1;
-    pthread_cond_broadcast(&x->cv);
-    pthread_mutex_unlock(&x->mu);
-    if (x->started)
-        pthread_join(x->th, NULL);
+    worker_stop(x->th);
     for (size_t i = 0; x->jobs && i < x->n; i++) {
         store_close(x->jobs[i].store);
         json_decref(x->jobs[i].state);
     }
-    pthread_cond_destroy(&x->cv);
     pthread_mutex_destroy(&x->mu);
     free(x->jobs);
     free(x);

@@ -67,6 +67,7 @@
 
 #include "base/lv.h"
 #include "base/lvlog.h"
+#include "base/worker.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -1067,10 +1068,9 @@ struct s3_jobs {
     atomic_int rc;                                /* first failure, 0 if none */
 };
 
-static void *jobs_worker(void *arg)
+/* Claim and run jobs until none is left or one failed. */
+static void jobs_work(struct s3_jobs *j)
 {
-    struct s3_jobs *j = arg;
-
     for (;;) {
         size_t i = atomic_fetch_add(&j->next, 1);
         int rc;
@@ -1082,13 +1082,19 @@ static void *jobs_worker(void *arg)
             atomic_compare_exchange_strong(&j->rc, &zero, rc);
         }
     }
-    return NULL;
+}
+
+/* A helper thread of jobs_run (a one-shot worker.h worker). */
+static void jobs_worker(struct worker *w, void *arg)
+{
+    LV_UNUSED(w);
+    jobs_work(arg);
 }
 
 /* Run all jobs; the caller's thread works too.  Returns the first failure. */
 static int jobs_run(struct s3_jobs *j)
 {
-    pthread_t th[S3_MAX_PARALLEL];
+    struct worker *th[S3_MAX_PARALLEL];
     int nth = s3_of(j->s)->cfg.parallel - 1, started = 0;
 
     atomic_init(&j->next, 0);
@@ -1096,11 +1102,11 @@ static int jobs_run(struct s3_jobs *j)
     if ((size_t)nth > j->n - 1)
         nth = (int)(j->n - 1);
     for (int i = 0; i < nth; i++)
-        if (pthread_create(&th[started], NULL, jobs_worker, j) == 0)
-            started++;
-    jobs_worker(j);
+        if (worker_start("lv-s3-job", jobs_worker, j, &th[started]) == 0)
+            started++; /* a thread that cannot start is logged; the others do its share */
+    jobs_work(j);
     for (int i = 0; i < started; i++)
-        pthread_join(th[i], NULL);
+        worker_stop(th[i]); /* joins: the job loop has returned or is about to */
     return atomic_load(&j->rc);
 }
 
