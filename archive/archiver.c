@@ -1378,110 +1378,133 @@ void archiver_stop(struct archiver *a)
     free(a);
 }
 
-/* Escape s for a Prometheus label value into out. */
-static const char *label(const char *s, char *out, size_t n)
-{
-    size_t j = 0;
-    for (; *s && j + 3 < n; s++) {
-        if (*s == '"' || *s == '\\')
-            out[j++] = '\\';
-        out[j++] = *s == '\n' ? ' ' : *s;
-    }
-    out[j] = '\0';
-    return out;
-}
+/* The families archiver_metrics writes (base/metrics.h), in output order. */
+static const struct metrics_family am_db_families[] = {
+    {"litevault_archive_confirmed_txid", "gauge", "Last TXID confirmed in the destination (its segment stored)."},
+    {"litevault_archive_confirmed_time_seconds", "gauge", "Commit time of the last confirmed TXID (RPO = now - this)."},
+    {"litevault_archive_pending_records", "gauge", "Records logged locally but not yet confirmed."},
+    {"litevault_archive_pending_bytes", "gauge", "Estimated local log bytes not yet confirmed."},
+    {"litevault_archive_db_errors_total", "counter", "Failed archive steps for this database."},
+    {"litevault_archive_snapshots_total", "counter", "Snapshots uploaded since start."},
+    {"litevault_archive_compactions_total", "counter", "Compacted objects written since start."},
+    {"litevault_archive_retired_objects_total", "counter", "Objects removed by retention since start."},
+};
+enum { AM_DEST_INFO, AM_DEST_REQUESTS, AM_DEST_BYTES, AM_DEST_REQ_ERRORS, AM_DEST_RETRIES, AM_DEST_ERRORS,
+       AM_DEST_UP, AM_DEST_N };
+static const struct metrics_family am_dest_families[AM_DEST_N] = {
+    {"litevault_archive_destination_info", "gauge", "Archive destinations."},
+    {"litevault_archive_requests_total", "counter", "Requests to the destination by type."},
+    {"litevault_archive_bytes_total", "counter", "Bytes sent to (up) and received from (down) the destination."},
+    {"litevault_archive_request_errors_total", "counter", "Requests to the destination that failed."},
+    {"litevault_archive_request_retries_total", "counter", "Requests to the destination that were retried."},
+    {"litevault_archive_errors_total", "counter", "Failed archive steps, all databases of the destination."},
+    {"litevault_archive_up", "gauge", "1 if the destination's last archive step succeeded."},
+};
+static const struct metrics_family am_log_families[] = {
+    {"litevault_local_log_bytes", "gauge", "Bytes of all local transaction logs."},
+    {"litevault_local_log_limit_bytes", "gauge", "data.max-log-size (0: none)."},
+    {"litevault_local_log_full", "gauge", "1 while new transactions are refused."},
+    {"litevault_local_log_pruned_bytes_total", "counter", "Local log bytes pruned after archiving."},
+};
 
-int archiver_metrics(struct archiver *a, char **buf, size_t *len, size_t *cap)
+/* The per-database families: family m, every destination, every database. */
+static int am_render_dbs(struct archiver *a, char **buf, size_t *len, size_t *cap)
 {
     int rc = 0;
-    static const char *const dbm[][3] = {
-        {"litevault_archive_confirmed_txid", "gauge", "Last TXID confirmed in the destination (its segment stored)."},
-        {"litevault_archive_confirmed_time_seconds", "gauge", "Commit time of the last confirmed TXID (RPO = now - this)."},
-        {"litevault_archive_pending_records", "gauge", "Records logged locally but not yet confirmed."},
-        {"litevault_archive_pending_bytes", "gauge", "Estimated local log bytes not yet confirmed."},
-        {"litevault_archive_db_errors_total", "counter", "Failed archive steps for this database."},
-        {"litevault_archive_snapshots_total", "counter", "Snapshots uploaded since start."},
-        {"litevault_archive_compactions_total", "counter", "Compacted objects written since start."},
-        {"litevault_archive_retired_objects_total", "counter", "Objects removed by retention since start."},
-    };
-    if (!a)
-        return 0;
-    for (size_t m = 0; m < LV_ARRAY_LEN(dbm) && rc == 0; m++) {
-        rc = metrics_appendf(buf, len, cap, "# HELP %s %s\n# TYPE %s %s\n", dbm[m][0], dbm[m][2], dbm[m][0],
-                             dbm[m][1]);
+
+    for (size_t m = 0; m < LV_ARRAY_LEN(am_db_families) && rc == 0; m++) {
+        const char *name = am_db_families[m].name;
+        rc = metrics_family(buf, len, cap, &am_db_families[m]);
         for (size_t i = 0; i < a->ndests && rc == 0; i++) {
             struct adest *d = &a->dests[i];
             pthread_mutex_lock(&d->mu);
             for (size_t j = 0; j < d->ndbs && rc == 0; j++) {
                 struct adb *b = d->dbs[j];
                 char esc[2100];
-                label(b->name, esc, sizeof esc);
+                metrics_label_escape(b->name, esc, sizeof esc);
                 if (m == 1) {
-                    rc = metrics_appendf(buf, len, cap, "%s{dest=\"%zu\",db=\"%s\"} %.6f\n", dbm[m][0], i, esc,
+                    rc = metrics_appendf(buf, len, cap, "%s{dest=\"%zu\",db=\"%s\"} %.6f\n", name, i, esc,
                                          (double)b->confirmed_time_us / 1e6);
                     continue;
                 }
                 uint64_t v[] = {b->confirmed, 0, b->txid > b->confirmed ? b->txid - b->confirmed : 0,
                                 b->pending_bytes, b->errors, b->snapshots, b->compactions, b->retired};
-                rc = metrics_appendf(buf, len, cap, "%s{dest=\"%zu\",db=\"%s\"} %llu\n", dbm[m][0], i, esc,
+                rc = metrics_appendf(buf, len, cap, "%s{dest=\"%zu\",db=\"%s\"} %llu\n", name, i, esc,
                                      (unsigned long long)v[m]);
             }
             pthread_mutex_unlock(&d->mu);
         }
     }
-    if (rc == 0)
-        rc = metrics_appendf(buf, len, cap,
-                             "# HELP litevault_archive_destination_info Archive destinations.\n"
-                             "# TYPE litevault_archive_destination_info gauge\n");
-    for (size_t i = 0; i < a->ndests && rc == 0; i++) {
-        char esc[1100];
-        rc = metrics_appendf(buf, len, cap, "litevault_archive_destination_info{dest=\"%zu\",url=\"%s\"} 1\n", i,
-                             label(store_url(a->dests[i].store), esc, sizeof esc));
+    return rc;
+}
+
+/* Samples of family f for destination i, whose request statistics are st. */
+static int am_render_dest(struct archiver *a, size_t i, int f, const struct store_stats *st, char **buf,
+                          size_t *len, size_t *cap)
+{
+    static const char *const types[] = {"put", "get", "list", "delete", "head"};
+    const char *name = am_dest_families[f].name;
+    struct adest *d = &a->dests[i];
+    uint64_t errs;
+    int up, rc = 0;
+    char esc[1100];
+
+    pthread_mutex_lock(&d->mu);
+    errs = d->errors;
+    up = d->up;
+    pthread_mutex_unlock(&d->mu);
+    switch (f) {
+    case AM_DEST_INFO:
+        return metrics_appendf(buf, len, cap, "%s{dest=\"%zu\",url=\"%s\"} 1\n", name, i,
+                               metrics_label_escape(store_url(d->store), esc, sizeof esc));
+    case AM_DEST_REQUESTS: {
+        uint64_t v[] = {st->puts, st->gets, st->lists, st->deletes, st->heads};
+        for (size_t k = 0; k < LV_ARRAY_LEN(v) && rc == 0; k++)
+            rc = metrics_appendf(buf, len, cap, "%s{dest=\"%zu\",type=\"%s\"} %llu\n", name, i, types[k],
+                                 (unsigned long long)v[k]);
+        return rc;
     }
-    if (rc == 0)
-        rc = metrics_appendf(buf, len, cap,
-                             "# HELP litevault_archive_requests_total Requests to the destination by type.\n"
-                             "# TYPE litevault_archive_requests_total counter\n");
-    for (size_t i = 0; i < a->ndests && rc == 0; i++) {
-        struct store_stats st;
-        store_get_stats(a->dests[i].store, &st);
-        const char *names[] = {"put", "get", "list", "delete", "head"};
-        uint64_t v[] = {st.puts, st.gets, st.lists, st.deletes, st.heads};
-        for (size_t k = 0; k < 5 && rc == 0; k++)
-            rc = metrics_appendf(buf, len, cap, "litevault_archive_requests_total{dest=\"%zu\",type=\"%s\"} %llu\n",
-                                 i, names[k], (unsigned long long)v[k]);
-        if (rc == 0)
-            rc = metrics_appendf(buf, len, cap,
-                                 "litevault_archive_bytes_total{dest=\"%zu\",direction=\"up\"} %llu\n"
-                                 "litevault_archive_bytes_total{dest=\"%zu\",direction=\"down\"} %llu\n"
-                                 "litevault_archive_request_errors_total{dest=\"%zu\"} %llu\n"
-                                 "litevault_archive_request_retries_total{dest=\"%zu\"} %llu\n",
-                                 i, (unsigned long long)st.bytes_up, i, (unsigned long long)st.bytes_down, i,
-                                 (unsigned long long)st.errors, i, (unsigned long long)st.retries);
-        pthread_mutex_lock(&a->dests[i].mu);
-        uint64_t errs = a->dests[i].errors;
-        int up = a->dests[i].up;
-        pthread_mutex_unlock(&a->dests[i].mu);
-        if (rc == 0)
-            rc = metrics_appendf(buf, len, cap,
-                                 "litevault_archive_errors_total{dest=\"%zu\"} %llu\n"
-                                 "litevault_archive_up{dest=\"%zu\"} %d\n",
-                                 i, (unsigned long long)errs, i, up);
+    case AM_DEST_BYTES:
+        return metrics_appendf(buf, len, cap, "%s{dest=\"%zu\",direction=\"up\"} %llu\n"
+                                              "%s{dest=\"%zu\",direction=\"down\"} %llu\n",
+                               name, i, (unsigned long long)st->bytes_up, name, i,
+                               (unsigned long long)st->bytes_down);
+    case AM_DEST_UP:
+        return metrics_appendf(buf, len, cap, "%s{dest=\"%zu\"} %d\n", name, i, up);
+    default: {
+        uint64_t v = f == AM_DEST_REQ_ERRORS ? st->errors : f == AM_DEST_RETRIES ? st->retries : errs;
+        return metrics_appendf(buf, len, cap, "%s{dest=\"%zu\"} %llu\n", name, i, (unsigned long long)v);
     }
-    if (rc == 0)
-        rc = metrics_appendf(buf, len, cap,
-                             "# HELP litevault_local_log_bytes Bytes of all local transaction logs.\n"
-                             "# TYPE litevault_local_log_bytes gauge\nlitevault_local_log_bytes %llu\n"
-                             "# HELP litevault_local_log_limit_bytes data.max-log-size (0: none).\n"
-                             "# TYPE litevault_local_log_limit_bytes gauge\nlitevault_local_log_limit_bytes %lld\n"
-                             "# HELP litevault_local_log_full 1 while new transactions are refused.\n"
-                             "# TYPE litevault_local_log_full gauge\nlitevault_local_log_full %d\n"
-                             "# HELP litevault_local_log_pruned_bytes_total Local log bytes pruned after archiving.\n"
-                             "# TYPE litevault_local_log_pruned_bytes_total counter\n"
-                             "litevault_local_log_pruned_bytes_total %llu\n",
-                             (unsigned long long)__atomic_load_n(&a->log_bytes, __ATOMIC_RELAXED),
-                             (long long)a->max_log_size, __atomic_load_n(&a->log_full, __ATOMIC_RELAXED),
-                             (unsigned long long)__atomic_load_n(&a->pruned_bytes, __ATOMIC_RELAXED));
+    }
+}
+
+int archiver_metrics(struct archiver *a, char **buf, size_t *len, size_t *cap)
+{
+    struct store_stats *st;
+    int rc;
+
+    if (!a)
+        return 0;
+    st = calloc(a->ndests, sizeof *st);
+    if (!st)
+        return LV_ENOMEM;
+    for (size_t i = 0; i < a->ndests; i++)
+        store_get_stats(a->dests[i].store, &st[i]); /* one snapshot, so the families agree */
+    rc = am_render_dbs(a, buf, len, cap);
+    for (int f = 0; f < AM_DEST_N && rc == 0; f++) {
+        rc = metrics_family(buf, len, cap, &am_dest_families[f]);
+        for (size_t i = 0; i < a->ndests && rc == 0; i++)
+            rc = am_render_dest(a, i, f, &st[i], buf, len, cap);
+    }
+    free(st);
+    uint64_t v[] = {__atomic_load_n(&a->log_bytes, __ATOMIC_RELAXED), (uint64_t)a->max_log_size,
+                    (uint64_t)__atomic_load_n(&a->log_full, __ATOMIC_RELAXED),
+                    __atomic_load_n(&a->pruned_bytes, __ATOMIC_RELAXED)};
+    for (size_t k = 0; k < LV_ARRAY_LEN(am_log_families) && rc == 0; k++) {
+        rc = metrics_family(buf, len, cap, &am_log_families[k]);
+        if (rc == 0)
+            rc = metrics_appendf(buf, len, cap, "%s %llu\n", am_log_families[k].name, (unsigned long long)v[k]);
+    }
     return rc;
 }
 

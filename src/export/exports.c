@@ -931,9 +931,7 @@ json_t *exports_status_json(struct exports *x)
 
 int exports_metrics(struct exports *x, char **buf, size_t *len, size_t *cap)
 {
-    static const struct {
-        const char *name, *type, *help;
-    } m[] = {
+    static const struct metrics_family m[] = {
         {"litevault_export_runs_total", "counter", "Scheduled export runs started."},
         {"litevault_export_failures_total", "counter", "Scheduled export runs that failed."},
         {"litevault_export_consecutive_failures", "gauge", "Failed runs since the last success."},
@@ -951,20 +949,20 @@ int exports_metrics(struct exports *x, char **buf, size_t *len, size_t *cap)
         return 0;
     pthread_mutex_lock(&x->mu);
     for (size_t k = 0; k < LV_ARRAY_LEN(m) && rc == 0; k++) {
-        rc = metrics_appendf(buf, len, cap, "# HELP %s %s\n# TYPE %s %s\n", m[k].name, m[k].help, m[k].name,
-                             m[k].type);
+        rc = metrics_family(buf, len, cap, &m[k]);
         for (size_t i = 0; i < x->n && rc == 0; i++) {
             const struct exp_job *j = &x->jobs[i];
             uint64_t u[] = {j->runs, j->failures, j->consecutive, j->uploaded, j->bytes, j->skipped, j->deleted};
+            char esc[512];
+            metrics_label_escape(j->cfg->name, esc, sizeof esc);
             if (k < LV_ARRAY_LEN(u)) {
-                rc = metrics_appendf(buf, len, cap, "%s{job=\"%s\"} %llu\n", m[k].name, j->cfg->name,
+                rc = metrics_appendf(buf, len, cap, "%s{job=\"%s\"} %llu\n", m[k].name, esc,
                                      (unsigned long long)u[k]);
             } else {
                 int64_t t = k == 7 ? j->last_success_us : k == 8 ? j->last_error_us : j->next_us;
                 if (t == INT64_MAX)
                     t = 0;
-                rc = metrics_appendf(buf, len, cap, "%s{job=\"%s\"} %.3f\n", m[k].name, j->cfg->name,
-                                     (double)t / 1e6);
+                rc = metrics_appendf(buf, len, cap, "%s{job=\"%s\"} %.3f\n", m[k].name, esc, (double)t / 1e6);
             }
         }
     }
