@@ -856,8 +856,9 @@ static const char *const seg_fields[] = {"first_time_us", "first_txid", "key",  
 static const char *const snap_fields[] = {"db_checksum", "db_pages", "key",  "page_size",
                                           "size",        "time_us",  "txid", "xxh3"};
 
-static int decode_seg(json_t *o, const char *where, struct manifest_seg *s, char *err, size_t errlen)
+static int decode_seg(json_t *o, const char *where, void *elem, char *err, size_t errlen)
 {
+    struct manifest_seg *s = elem;
     int64_t level;
     int rc;
 
@@ -882,8 +883,9 @@ static int decode_seg(json_t *o, const char *where, struct manifest_seg *s, char
     return seg_valid(s, where, err, errlen);
 }
 
-static int decode_snap(json_t *o, const char *where, struct manifest_snap *s, char *err, size_t errlen)
+static int decode_snap(json_t *o, const char *where, void *elem, char *err, size_t errlen)
 {
+    struct manifest_snap *s = elem;
     int64_t ps, pages;
     int rc;
 
@@ -907,14 +909,43 @@ static int decode_snap(json_t *o, const char *where, struct manifest_snap *s, ch
     return snap_valid(s, where, err, errlen);
 }
 
+/* Decode the array root[key] into a new array of elements of elem_size
+ * bytes (*out, *n used, *cap allocated), each with decode(element, "key[i]",
+ * ...).  On failure *n counts the elements decoded (for manifest_free). */
+static int decode_array(json_t *root, const char *key, size_t elem_size,
+                        int (*decode)(json_t *o, const char *where, void *elem, char *err, size_t errlen),
+                        void **out, size_t *n, size_t *cap, char *err, size_t errlen)
+{
+    json_t *arr = json_object_get(root, key), *v;
+    char where[64];
+    size_t i;
+    int rc;
+
+    if (!json_is_array(arr)) {
+        lv_seterr(err, errlen, "%s: %s", key, arr ? "not an array" : "missing");
+        return LV_ECORRUPT;
+    }
+    if (json_array_size(arr)) {
+        *out = calloc(json_array_size(arr), elem_size);
+        if (!*out)
+            return LV_ENOMEM;
+        *cap = json_array_size(arr);
+    }
+    json_array_foreach(arr, i, v) {
+        snprintf(where, sizeof where, "%s[%zu]", key, i);
+        if ((rc = decode(v, where, (char *)*out + i * elem_size, err, errlen)))
+            return rc;
+        (*n)++;
+    }
+    return 0;
+}
+
 /* Fill m (already zeroed) from root; everything but the checksum. */
 static int decode_tree(json_t *root, struct manifest *m, char *err, size_t errlen)
 {
-    json_t *arr, *prev, *v;
+    json_t *prev;
     const char *name, *why;
     int64_t fmt, created;
-    char where[48];
-    size_t i;
     int rc;
 
     if ((rc = get_int(root, NULL, "format", INT64_MIN, INT64_MAX, &fmt, err, errlen)))
@@ -962,40 +993,11 @@ static int decode_tree(json_t *root, struct manifest *m, char *err, size_t errle
             return LV_ECORRUPT;
         }
     }
-    arr = json_object_get(root, "segments");
-    if (!json_is_array(arr)) {
-        lv_seterr(err, errlen, "segments: %s", arr ? "not an array" : "missing");
-        return LV_ECORRUPT;
-    }
-    if (json_array_size(arr)) {
-        m->segs = calloc(json_array_size(arr), sizeof *m->segs);
-        if (!m->segs)
-            return LV_ENOMEM;
-        m->segs_cap = json_array_size(arr);
-    }
-    json_array_foreach(arr, i, v) {
-        snprintf(where, sizeof where, "segments[%zu]", i);
-        if ((rc = decode_seg(v, where, &m->segs[i], err, errlen)))
-            return rc;
-        m->nsegs++;
-    }
-    arr = json_object_get(root, "snapshots");
-    if (!json_is_array(arr)) {
-        lv_seterr(err, errlen, "snapshots: %s", arr ? "not an array" : "missing");
-        return LV_ECORRUPT;
-    }
-    if (json_array_size(arr)) {
-        m->snaps = calloc(json_array_size(arr), sizeof *m->snaps);
-        if (!m->snaps)
-            return LV_ENOMEM;
-        m->snaps_cap = json_array_size(arr);
-    }
-    json_array_foreach(arr, i, v) {
-        snprintf(where, sizeof where, "snapshots[%zu]", i);
-        if ((rc = decode_snap(v, where, &m->snaps[i], err, errlen)))
-            return rc;
-        m->nsnaps++;
-    }
+    if ((rc = decode_array(root, "segments", sizeof *m->segs, decode_seg, (void **)&m->segs, &m->nsegs,
+                           &m->segs_cap, err, errlen)) ||
+        (rc = decode_array(root, "snapshots", sizeof *m->snaps, decode_snap, (void **)&m->snaps, &m->nsnaps,
+                           &m->snaps_cap, err, errlen)))
+        return rc;
     return manifest_check(m, err, errlen);
 }
 
