@@ -719,188 +719,219 @@ out:
     return rc;
 }
 
-int bundle_extract(int fd, const char *dir, struct bundle **out, char *err, size_t errlen)
+/* Directories (from a re-packed bundle) carry nothing: only "", "db" or
+ * safe names under db/ are skipped (1); anything else is refused. */
+static int dir_entry_check(const char *raw, const char *name, char *err, size_t errlen)
 {
-    struct archive *a = archive_read_new();
-    struct archive_entry *ae;
-    struct xentry *xs = NULL;
-    size_t nx = 0, capx = 0, mlen = 0;
-    char *man = NULL;
-    uint8_t *buf = malloc(BUNDLE_CHUNK);
-    struct pagesum ps = {.page = malloc(65536)};
-    int dfd = -1, rc = 0, r;
+    size_t l = strlen(name);
+    char tmp[BUNDLE_NAME_MAX + 8];
 
-    *out = NULL;
-    if (err && errlen)
-        err[0] = 0;
-    if (!a || !buf || !ps.page) {
-        rc = LV_ENOMEM;
-        goto out;
+    if (l && name[l - 1] == '/')
+        l--;
+    if (l >= sizeof tmp) {
+        lv_seterr(err, errlen, "refused: entry %s has a name that is too long", raw);
+        return LV_EREFUSED;
     }
-    dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (dfd < 0) {
-        rc = lv_from_errno(errno);
-        lv_seterr(err, errlen, "extraction directory %s: %s", dir, strerror(errno));
-        goto out;
+    memcpy(tmp, name, l);
+    tmp[l] = 0;
+    if (l == 0 || strcmp(tmp, ".") == 0 || strcmp(tmp, "db") == 0 ||
+        (strncmp(tmp, "db/", 3) == 0 && bundle_name_ok(tmp + 3)))
+        return 1;
+    lv_seterr(err, errlen, "refused: unexpected directory entry %s (a name with '..' or outside db/?)", raw);
+    return LV_EREFUSED;
+}
+
+/* Check the name and type of the entry ae (see the design comment): 0 for a
+ * file to read (manifest.json or db/NAME), 1 for a directory entry to skip,
+ * or LV_EREFUSED with the message in err. */
+static int entry_check(struct archive_entry *ae, const char *raw, const char *name, char *err, size_t errlen)
+{
+    mode_t type = archive_entry_filetype(ae);
+
+    if (archive_entry_hardlink(ae)) {
+        lv_seterr(err, errlen, "refused: entry %s is a hard link (to %s); bundles hold regular files only", raw,
+               archive_entry_hardlink(ae));
+        return LV_EREFUSED;
     }
+    if (type == AE_IFLNK) {
+        lv_seterr(err, errlen, "refused: entry %s is a symbolic link (to %s); bundles hold regular files only",
+               raw, archive_entry_symlink(ae) ? archive_entry_symlink(ae) : "?");
+        return LV_EREFUSED;
+    }
+    if (name[0] == '/') {
+        lv_seterr(err, errlen, "refused: entry %s has an absolute name", raw);
+        return LV_EREFUSED;
+    }
+    if (has_dotdot(name)) {
+        lv_seterr(err, errlen, "refused: entry %s has a '..' component (path traversal)", raw);
+        return LV_EREFUSED;
+    }
+    if (type == AE_IFDIR)
+        return dir_entry_check(raw, name, err, errlen);
+    if (strcmp(name, "manifest.json") != 0 && !(strncmp(name, "db/", 3) == 0 && bundle_name_ok(name + 3))) {
+        lv_seterr(err, errlen, "refused: entry %s is not a safe name (it must be manifest.json or db/NAME, "
+                            "relative, without '..')", raw);
+        return LV_EREFUSED;
+    }
+    if (type != AE_IFREG) {
+        lv_seterr(err, errlen, "refused: entry %s is not a regular file (type 0%o)", raw, (unsigned)type);
+        return LV_EREFUSED;
+    }
+    return 0;
+}
+
+/* What bundle_extract has read so far. */
+struct xstate {
+    struct archive *a;     /* the archive being read */
+    int dfd;               /* the extraction directory */
+    struct xentry *xs;     /* db/ entries extracted (owned) */
+    size_t nx, capx;       /* used / allocated entries of xs */
+    char *man;             /* manifest.json's bytes (owned), NULL until read */
+    size_t mlen;           /* their length */
+    uint8_t *buf;          /* copy buffer, BUNDLE_CHUNK bytes */
+    struct pagesum ps;     /* page checksums of the entry being extracted */
+};
+
+/* Read manifest.json (the entry ae) into x->man.  0 or negative. */
+static int read_manifest(struct xstate *x, struct archive_entry *ae, char *err, size_t errlen)
+{
+    if (x->man) {
+        lv_seterr(err, errlen, "refused: the bundle holds manifest.json twice");
+        return LV_EREFUSED;
+    }
+    if (archive_entry_size(ae) > (la_int64_t)BUNDLE_MANIFEST_MAX) {
+        lv_seterr(err, errlen, "manifest.json is larger than %u bytes", BUNDLE_MANIFEST_MAX);
+        return LV_ECORRUPT;
+    }
+    x->man = malloc(BUNDLE_MANIFEST_MAX + 1);
+    if (!x->man)
+        return LV_ENOMEM;
+    for (;;) {
+        la_ssize_t got = archive_read_data(x->a, x->man + x->mlen, BUNDLE_MANIFEST_MAX + 1 - x->mlen);
+        if (got == 0)
+            return 0;
+        if (got < 0 || x->mlen + (size_t)got > BUNDLE_MANIFEST_MAX) {
+            lv_seterr(err, errlen, "the bundle is damaged or truncated (in manifest.json): %s",
+                   got < 0 ? aerr(x->a) : "too large");
+            return LV_ECORRUPT;
+        }
+        x->mlen += (size_t)got;
+    }
+}
+
+/* Extract the entry db/NAME (name) into the directory, hashing it.  0 or negative. */
+static int read_db_entry(struct xstate *x, const char *name, char *err, size_t errlen)
+{
+    for (size_t j = 0; j < x->nx; j++)
+        if (strcmp(x->xs[j].name, name + 3) == 0) {
+            lv_seterr(err, errlen, "refused: the bundle holds %s twice", name);
+            return LV_EREFUSED;
+        }
+    if (x->nx == x->capx) {
+        size_t nc = x->capx ? x->capx * 2 : 8;
+        struct xentry *nv = realloc(x->xs, nc * sizeof *nv);
+        if (!nv)
+            return LV_ENOMEM;
+        x->xs = nv;
+        x->capx = nc;
+    }
+    memset(&x->xs[x->nx], 0, sizeof x->xs[x->nx]);
+    x->xs[x->nx].name = strdup(name + 3);
+    if (!x->xs[x->nx].name)
+        return LV_ENOMEM;
+    x->nx++;
+    x->ps.ps = x->ps.filled = 0;
+    x->ps.pgno = 1;
+    x->ps.bad = 0;
+    x->ps.total = 0;
+    return extract_data(x->a, x->dfd, name, &x->xs[x->nx - 1], x->buf, &x->ps, err, errlen);
+}
+
+/* Open the bundle on fd for reading (any of the formats).  0 or negative. */
+static int open_bundle(struct archive *a, int fd, char *err, size_t errlen)
+{
     archive_read_support_filter_zstd(a);
     archive_read_support_filter_gzip(a);
     archive_read_support_filter_none(a);
     archive_read_support_format_tar(a);
     if (archive_read_open_fd(a, fd, 65536) != ARCHIVE_OK) {
-        rc = LV_ECORRUPT;
         lv_seterr(err, errlen, "not a readable bundle (damaged or truncated, or not a tar, tar.zst or tar.gz file): %s", aerr(a));
-        goto out;
+        return LV_ECORRUPT;
     }
-    while ((r = archive_read_next_header(a, &ae)) != ARCHIVE_EOF) {
+    return 0;
+}
+
+/* Read every entry: check it, then read manifest.json or extract db/NAME.  0 or negative. */
+static int read_entries(struct xstate *x, char *err, size_t errlen)
+{
+    struct archive_entry *ae;
+    int r, rc;
+
+    while ((r = archive_read_next_header(x->a, &ae)) != ARCHIVE_EOF) {
         const char *raw, *name;
         if (r != ARCHIVE_OK) {
-            rc = LV_ECORRUPT;
-            lv_seterr(err, errlen, "the bundle is damaged or truncated: %s",
-                   aerr(a));
-            goto out;
+            lv_seterr(err, errlen, "the bundle is damaged or truncated: %s", aerr(x->a));
+            return LV_ECORRUPT;
         }
         raw = archive_entry_pathname(ae);
         if (!raw) {
-            rc = LV_EREFUSED;
             lv_seterr(err, errlen, "refused: an entry has no usable name");
-            goto out;
+            return LV_EREFUSED;
         }
         name = entry_name(raw);
-        mode_t type = archive_entry_filetype(ae);
-        if (archive_entry_hardlink(ae)) {
-            rc = LV_EREFUSED;
-            lv_seterr(err, errlen, "refused: entry %s is a hard link (to %s); bundles hold regular files only", raw,
-                   archive_entry_hardlink(ae));
-            goto out;
-        }
-        if (type == AE_IFLNK) {
-            rc = LV_EREFUSED;
-            lv_seterr(err, errlen, "refused: entry %s is a symbolic link (to %s); bundles hold regular files only",
-                   raw, archive_entry_symlink(ae) ? archive_entry_symlink(ae) : "?");
-            goto out;
-        }
-        if (name[0] == '/') {
-            rc = LV_EREFUSED;
-            lv_seterr(err, errlen, "refused: entry %s has an absolute name", raw);
-            goto out;
-        }
-        if (has_dotdot(name)) {
-            rc = LV_EREFUSED;
-            lv_seterr(err, errlen, "refused: entry %s has a '..' component (path traversal)", raw);
-            goto out;
-        }
-        if (type == AE_IFDIR) {
-            /* Directories (from a re-packed bundle) carry nothing: only "", "db" or safe names under db/. */
-            size_t l = strlen(name);
-            char tmp[BUNDLE_NAME_MAX + 8];
-            if (l && name[l - 1] == '/')
-                l--;
-            if (l >= sizeof tmp) {
-                rc = LV_EREFUSED;
-                lv_seterr(err, errlen, "refused: entry %s has a name that is too long", raw);
-                goto out;
-            }
-            memcpy(tmp, name, l);
-            tmp[l] = 0;
-            if (l == 0 || strcmp(tmp, ".") == 0 || strcmp(tmp, "db") == 0 ||
-                (strncmp(tmp, "db/", 3) == 0 && bundle_name_ok(tmp + 3)))
-                continue;
-            rc = LV_EREFUSED;
-            lv_seterr(err, errlen, "refused: unexpected directory entry %s (a name with '..' or outside db/?)", raw);
-            goto out;
-        }
-        if (strcmp(name, "manifest.json") != 0 && !(strncmp(name, "db/", 3) == 0 && bundle_name_ok(name + 3))) {
-            rc = LV_EREFUSED;
-            lv_seterr(err, errlen, "refused: entry %s is not a safe name (it must be manifest.json or db/NAME, "
-                                "relative, without '..')", raw);
-            goto out;
-        }
-        if (type != AE_IFREG) {
-            rc = LV_EREFUSED;
-            lv_seterr(err, errlen, "refused: entry %s is not a regular file (type 0%o)", raw, (unsigned)type);
-            goto out;
-        }
-        if (strcmp(name, "manifest.json") == 0) {
-            if (man) {
-                rc = LV_EREFUSED;
-                lv_seterr(err, errlen, "refused: the bundle holds manifest.json twice");
-                goto out;
-            }
-            if (archive_entry_size(ae) > (la_int64_t)BUNDLE_MANIFEST_MAX) {
-                rc = LV_ECORRUPT;
-                lv_seterr(err, errlen, "manifest.json is larger than %u bytes", BUNDLE_MANIFEST_MAX);
-                goto out;
-            }
-            man = malloc(BUNDLE_MANIFEST_MAX + 1);
-            if (!man) {
-                rc = LV_ENOMEM;
-                goto out;
-            }
-            for (;;) {
-                la_ssize_t got = archive_read_data(a, man + mlen, BUNDLE_MANIFEST_MAX + 1 - mlen);
-                if (got == 0)
-                    break;
-                if (got < 0 || mlen + (size_t)got > BUNDLE_MANIFEST_MAX) {
-                    rc = LV_ECORRUPT;
-                    lv_seterr(err, errlen, "the bundle is damaged or truncated (in manifest.json): %s",
-                           got < 0 ? aerr(a) : "too large");
-                    goto out;
-                }
-                mlen += (size_t)got;
-            }
+        rc = entry_check(ae, raw, name, err, errlen);
+        if (rc == 1)
             continue;
-        }
-        for (size_t j = 0; j < nx; j++)
-            if (strcmp(xs[j].name, name + 3) == 0) {
-                rc = LV_EREFUSED;
-                lv_seterr(err, errlen, "refused: the bundle holds %s twice", name);
-                goto out;
-            }
-        if (nx == capx) {
-            size_t nc = capx ? capx * 2 : 8;
-            struct xentry *nv = realloc(xs, nc * sizeof *nv);
-            if (!nv) {
-                rc = LV_ENOMEM;
-                goto out;
-            }
-            xs = nv;
-            capx = nc;
-        }
-        memset(&xs[nx], 0, sizeof xs[nx]);
-        xs[nx].name = strdup(name + 3);
-        if (!xs[nx].name) {
-            rc = LV_ENOMEM;
-            goto out;
-        }
-        nx++;
-        ps.ps = ps.filled = 0;
-        ps.pgno = 1;
-        ps.bad = 0;
-        ps.total = 0;
-        rc = extract_data(a, dfd, name, &xs[nx - 1], buf, &ps, err, errlen);
+        if (rc == 0)
+            rc = strcmp(name, "manifest.json") == 0 ? read_manifest(x, ae, err, errlen)
+                                                     : read_db_entry(x, name, err, errlen);
         if (rc)
-            goto out;
+            return rc;
     }
-    if (!man) {
-        rc = LV_ECORRUPT;
+    if (!x->man) {
         lv_seterr(err, errlen, "the bundle has no manifest.json (truncated, or not made by litevault export)");
+        return LV_ECORRUPT;
+    }
+    return 0;
+}
+
+int bundle_extract(int fd, const char *dir, struct bundle **out, char *err, size_t errlen)
+{
+    struct xstate x = {.a = archive_read_new(), .dfd = -1, .buf = malloc(BUNDLE_CHUNK),
+                       .ps = {.page = malloc(65536)}};
+    int rc = 0;
+
+    *out = NULL;
+    if (err && errlen)
+        err[0] = 0;
+    if (!x.a || !x.buf || !x.ps.page) {
+        rc = LV_ENOMEM;
         goto out;
     }
-    rc = check_manifest(man, mlen, dir, xs, nx, out, err, errlen);
-out:
-    if (a) {
-        archive_read_close(a);
-        archive_read_free(a);
+    x.dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (x.dfd < 0) {
+        rc = lv_from_errno(errno);
+        lv_seterr(err, errlen, "extraction directory %s: %s", dir, strerror(errno));
+        goto out;
     }
-    if (dfd >= 0)
-        close(dfd);
-    for (size_t j = 0; j < nx; j++)
-        free(xs[j].name);
-    free(xs);
-    free(man);
-    free(buf);
-    free(ps.page);
+    rc = open_bundle(x.a, fd, err, errlen);
+    if (rc == 0)
+        rc = read_entries(&x, err, errlen);
+    if (rc == 0)
+        rc = check_manifest(x.man, x.mlen, dir, x.xs, x.nx, out, err, errlen);
+out:
+    if (x.a) {
+        archive_read_close(x.a);
+        archive_read_free(x.a);
+    }
+    if (x.dfd >= 0)
+        close(x.dfd);
+    for (size_t j = 0; j < x.nx; j++)
+        free(x.xs[j].name);
+    free(x.xs);
+    free(x.man);
+    free(x.buf);
+    free(x.ps.page);
     if (rc && err && !err[0])
         lv_seterr(err, errlen, "reading the bundle: %s", lv_strerror(rc));
     return rc;
