@@ -321,45 +321,32 @@ static int header_safe(const char *v)
     return 1;
 }
 
-int store_s3_parse(const char *url, const struct store_opts *o, struct s3_config *cfg, char *err, size_t errlen)
+/* Bucket and prefix of url into cfg (the prefix decoded, without a leading
+ * '/', stored with one trailing '/'), *display the URL for messages
+ * (malloc'ed) and *query the "?..." part or NULL.  0 or negative. */
+static int s3_parse_location(const char *url, struct s3_config *cfg, char **display, const char **query, char *err,
+                             size_t errlen)
 {
-    static const struct store_opts none;
-    struct s3_raw raw = {.path_style = -1, .max_retries = -1, .url = url};
-    const char *p, *q, *slash, *ak, *sk, *tok;
-    char *prefix = NULL, *display = NULL;
+    const char *p = url + 5, *q = strchr(p, '?'), *slash = strchr(p, '/');
+    char *prefix = NULL;
     int rc = LV_ECONFIG;
 
-    memset(cfg, 0, sizeof *cfg);
-    if (!o)
-        o = &none;
-    if (strncmp(url, "s3://", 5) != 0) {
-        snprintf(err, errlen, "%.200s: not an s3:// URL", url);
-        return LV_ECONFIG;
-    }
-    p = url + 5;
-    q = strchr(p, '?');
-    slash = strchr(p, '/');
+    *display = NULL;
+    *query = q;
     if (slash && q && slash > q)
         slash = NULL;
-    {
-        size_t blen = slash ? (size_t)(slash - p) : q ? (size_t)(q - p) : strlen(p);
-        cfg->bucket = strndup(p, blen);
-    }
-    if (!cfg->bucket) {
-        rc = LV_ENOMEM;
-        goto out;
-    }
+    cfg->bucket = strndup(p, slash ? (size_t)(slash - p) : q ? (size_t)(q - p) : strlen(p));
+    if (!cfg->bucket)
+        return LV_ENOMEM;
     if (!bucket_name_ok(cfg->bucket)) {
         snprintf(err, errlen, "%.200s: invalid bucket name \"%.80s\" (3-63 of a-z 0-9 . - _)", url, cfg->bucket);
-        goto out;
+        return LV_ECONFIG;
     }
-    /* Prefix: decoded, without leading '/', stored with one trailing '/'. */
     if (slash) {
-        size_t plen = q ? (size_t)(q - slash - 1) : strlen(slash + 1);
-        prefix = store_url_decode(slash + 1, plen);
+        prefix = store_url_decode(slash + 1, q ? (size_t)(q - slash - 1) : strlen(slash + 1));
         if (!prefix) {
             snprintf(err, errlen, "%.200s: bad %%-escape in the prefix", url);
-            goto out;
+            return LV_ECONFIG;
         }
         while (*prefix && prefix[strlen(prefix) - 1] == '/')
             prefix[strlen(prefix) - 1] = '\0';
@@ -371,87 +358,86 @@ int store_s3_parse(const char *url, const struct store_opts *o, struct s3_config
     if (prefix && *prefix) {
         if (asprintf(&cfg->prefix, "%s/", prefix) < 0)
             cfg->prefix = NULL;
-        if (asprintf(&display, "s3://%s/%s", cfg->bucket, prefix) < 0)
-            display = NULL;
+        if (asprintf(display, "s3://%s/%s", cfg->bucket, prefix) < 0)
+            *display = NULL;
     } else {
         cfg->prefix = strdup("");
-        if (asprintf(&display, "s3://%s", cfg->bucket) < 0)
-            display = NULL;
+        if (asprintf(display, "s3://%s", cfg->bucket) < 0)
+            *display = NULL;
     }
-    if (!cfg->prefix || !display) {
-        rc = LV_ENOMEM;
-        goto out;
-    }
-    raw.url = display;
+    rc = cfg->prefix && *display ? 0 : LV_ENOMEM;
+out:
+    free(prefix);
+    return rc;
+}
 
-    /* Options: the struct first, then the query overrides. */
-    if ((o->endpoint && set_str(&raw.endpoint, o->endpoint) < 0) || (o->region && set_str(&raw.region, o->region) < 0)) {
-        rc = LV_ENOMEM;
-        goto out;
-    }
-    raw.path_style = o->force_path_style;
-    raw.threshold = o->multipart_threshold;
-    raw.part = o->part_size;
-    raw.parallel = o->parallel;
-    raw.list_page = o->list_page_size;
-    if (q && (rc = store_query_each(q + 1, s3_query_param, &raw, err, errlen)) < 0)
-        goto out;
-    rc = LV_ECONFIG;
+/* Region, endpoint and addressing style from raw into cfg.  0 or negative. */
+static int s3_parse_endpoint_opts(const char *display, const struct s3_raw *raw, struct s3_config *cfg, char *err,
+                                  size_t errlen)
+{
+    char *aws = NULL;
+    int rc;
 
-    /* Region and endpoint. */
-    if (set_str(&cfg->region, raw.region && *raw.region ? raw.region : "us-east-1") < 0) {
-        rc = LV_ENOMEM;
-        goto out;
-    }
+    if (set_str(&cfg->region, raw->region && *raw->region ? raw->region : "us-east-1") < 0)
+        return LV_ENOMEM;
     for (const char *c = cfg->region; *c; c++) {
         if (!isalnum((unsigned char)*c) && *c != '-' && *c != '_') {
             snprintf(err, errlen, "%s: invalid region \"%.40s\"", display, cfg->region);
-            goto out;
+            return LV_ECONFIG;
         }
     }
-    if (raw.endpoint && *raw.endpoint) {
-        if ((rc = parse_endpoint(display, raw.endpoint, cfg, err, errlen)) < 0)
-            goto out;
-        cfg->path_style = raw.path_style < 0 ? 1 : raw.path_style;
+    if (raw->endpoint && *raw->endpoint) {
+        if ((rc = parse_endpoint(display, raw->endpoint, cfg, err, errlen)) < 0)
+            return rc;
+        cfg->path_style = raw->path_style < 0 ? 1 : raw->path_style;
         if (!cfg->path_style && host_is_ip(cfg->host)) {
             /* BUCKET.127.0.0.1 cannot resolve: an IP endpoint means path style. */
             LV_DEBUG("%s: endpoint is an IP address: using path-style addressing", display);
             cfg->path_style = 1;
         }
     } else {
-        char *aws = NULL;
-        if (asprintf(&aws, "https://s3.%s.amazonaws.com", cfg->region) < 0) {
-            rc = LV_ENOMEM;
-            goto out;
-        }
+        if (asprintf(&aws, "https://s3.%s.amazonaws.com", cfg->region) < 0)
+            return LV_ENOMEM;
         rc = parse_endpoint(display, aws, cfg, err, errlen);
         free(aws);
         if (rc < 0)
-            goto out;
-        cfg->path_style = raw.path_style < 0 ? 0 : raw.path_style;
+            return rc;
+        cfg->path_style = raw->path_style < 0 ? 0 : raw->path_style;
     }
-    rc = LV_ECONFIG;
     if (!cfg->path_style && strchr(cfg->bucket, '_')) {
         snprintf(err, errlen, "%s: bucket name with '_' needs force-path-style=true", display);
-        goto out;
+        return LV_ECONFIG;
     }
+    return 0;
+}
 
-    /* Sizes. */
-    cfg->multipart_threshold = raw.threshold ? raw.threshold : S3_DEF_THRESHOLD;
-    cfg->part_size = raw.part ? raw.part : S3_DEF_PART;
+/* Part sizes, parallelism and list page size from raw into cfg.  0 or LV_ECONFIG. */
+static int s3_parse_sizes(const char *display, const struct s3_raw *raw, struct s3_config *cfg, char *err,
+                          size_t errlen)
+{
+    cfg->multipart_threshold = raw->threshold ? raw->threshold : S3_DEF_THRESHOLD;
+    cfg->part_size = raw->part ? raw->part : S3_DEF_PART;
     if (cfg->part_size < S3_MIN_PART) {
         snprintf(err, errlen, "%s: part size %llu is below the S3 minimum of 5 MiB", display,
                  (unsigned long long)cfg->part_size);
-        goto out;
+        return LV_ECONFIG;
     }
-    cfg->parallel = raw.parallel ? raw.parallel : S3_DEF_PARALLEL;
+    cfg->parallel = raw->parallel ? raw->parallel : S3_DEF_PARALLEL;
     if (cfg->parallel > S3_MAX_PARALLEL)
         cfg->parallel = S3_MAX_PARALLEL;
-    cfg->list_page = raw.list_page ? raw.list_page : S3_DEF_LIST_PAGE;
+    cfg->list_page = raw->list_page ? raw->list_page : S3_DEF_LIST_PAGE;
     if (cfg->list_page > 1000)
         cfg->list_page = 1000;
+    cfg->max_retries = raw->max_retries;
+    return 0;
+}
 
-    /* Credentials: the options, else the environment (never both halves mixed). */
+/* Credentials: the options, else the environment (never both halves mixed).  0 or negative. */
+static int s3_parse_credentials(const char *display, const struct store_opts *o, struct s3_config *cfg, char *err,
+                                size_t errlen)
+{
+    const char *ak, *sk, *tok;
+
     if (o->access_key || o->secret_key) {
         ak = o->access_key;
         sk = o->secret_key;
@@ -466,27 +452,61 @@ int store_s3_parse(const char *url, const struct store_opts *o, struct s3_config
                  "%s: no credentials: set access_key_id and secret_access_key in the configuration, or "
                  "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
                  display);
-        goto out;
+        return LV_ECONFIG;
     }
     if (!header_safe(ak) || !header_safe(sk) || (tok && !header_safe(tok))) {
         snprintf(err, errlen, "%s: credentials contain control characters", display);
-        goto out;
+        return LV_ECONFIG;
     }
     cfg->access_key = strdup(ak);
     cfg->secret_key = strdup(sk);
     cfg->session_token = tok && *tok ? strdup(tok) : NULL;
-    if (!cfg->access_key || !cfg->secret_key || (tok && *tok && !cfg->session_token)) {
+    if (!cfg->access_key || !cfg->secret_key || (tok && *tok && !cfg->session_token))
+        return LV_ENOMEM;
+    return 0;
+}
+
+int store_s3_parse(const char *url, const struct store_opts *o, struct s3_config *cfg, char *err, size_t errlen)
+{
+    static const struct store_opts none;
+    struct s3_raw raw = {.path_style = -1, .max_retries = -1, .url = url};
+    const char *q = NULL;
+    char *display = NULL;
+    int rc;
+
+    memset(cfg, 0, sizeof *cfg);
+    if (!o)
+        o = &none;
+    if (strncmp(url, "s3://", 5) != 0) {
+        snprintf(err, errlen, "%.200s: not an s3:// URL", url);
+        return LV_ECONFIG;
+    }
+    rc = s3_parse_location(url, cfg, &display, &q, err, errlen);
+    if (rc < 0)
+        goto out;
+    raw.url = display;
+    /* Options: the struct first, then the query overrides. */
+    if ((o->endpoint && set_str(&raw.endpoint, o->endpoint) < 0) || (o->region && set_str(&raw.region, o->region) < 0)) {
         rc = LV_ENOMEM;
         goto out;
     }
-    cfg->max_retries = raw.max_retries;
+    raw.path_style = o->force_path_style;
+    raw.threshold = o->multipart_threshold;
+    raw.part = o->part_size;
+    raw.parallel = o->parallel;
+    raw.list_page = o->list_page_size;
+    if (q && (rc = store_query_each(q + 1, s3_query_param, &raw, err, errlen)) < 0)
+        goto out;
+    if ((rc = s3_parse_endpoint_opts(display, &raw, cfg, err, errlen)) < 0 ||
+        (rc = s3_parse_sizes(display, &raw, cfg, err, errlen)) < 0 ||
+        (rc = s3_parse_credentials(display, o, cfg, err, errlen)) < 0)
+        goto out;
     rc = 0;
 out:
     if (rc < 0)
         store_s3_config_free(cfg);
     free(raw.endpoint);
     free(raw.region);
-    free(prefix);
     free(display);
     return rc;
 }
