@@ -12,6 +12,18 @@
  *     has confirmed, and enforces data.max-log-size.
  *
  * PER DATABASE, PER DESTINATION (struct adb, state machine)
+ *   States: NEW (!loaded), READY and clean (loaded, !dirty), READY and
+ *   DIRTY (loaded, dirty: the cached manifest is ahead of the stored one;
+ *   URGENT when it must be stored at once).  Moves: lineage_open NEW ->
+ *   READY (DIRTY+URGENT for a new lineage); mark_dirty -> DIRTY[/URGENT];
+ *   put_manifest DIRTY -> clean; publish_confirmed publishes `confirmed`.
+ *   Invariants, checked by assert_adb_state at each of these moves:
+ *     L1. NEW is never dirty or urgent (nothing to store before a lineage).
+ *     L2. urgent implies dirty.
+ *     L3. READY: the cached manifest is of this database and of its
+ *         lineage (m.name == name, m.dbid == lineage).
+ *     L4. READY: confirmed <= the cached manifest's last TXID (the cache is
+ *         never behind what was published as confirmed).
  *   NEW --open lineage (GET current.json, GET manifest)--> READY
  *   READY, every sync-interval, if the database's TXID > archived:
  *       segment image confirmed+1..txid (txlog_segment_image) --PUT-->
@@ -208,6 +220,17 @@ static int local_hdr(const char *logdir, uint64_t txid, struct txlog_hdr *h)
     return rc;
 }
 
+/* L1-L4 of the design comment (compiled out of release builds).  Called on
+ * the destination's thread, the only writer of every field it reads. */
+static void assert_adb_state(const struct adb *b)
+{
+    LV_ASSERT(b->loaded || (!b->dirty && !b->urgent)); /* L1 */
+    LV_ASSERT(!b->urgent || b->dirty);                  /* L2 */
+    LV_ASSERT(!b->loaded || (b->m.name && strcmp(b->m.name, b->name) == 0 &&
+                             strcmp(b->m.dbid, b->lineage) == 0)); /* L3 */
+    LV_ASSERT(!b->loaded || b->confirmed <= manifest_last_txid(&b->m)); /* L4 */
+}
+
 /* The stored manifest of b holds everything up to its last TXID: publish it as confirmed. */
 static void publish_confirmed(struct adest *d, struct adb *b)
 {
@@ -225,6 +248,7 @@ static void publish_confirmed(struct adest *d, struct adb *b)
     b->confirmed = last;
     b->confirmed_time_us = t;
     pthread_mutex_unlock(&d->mu);
+    assert_adb_state(b);
 }
 
 /* Store the manifest of b (generation + 1).  0 or negative. */
@@ -249,7 +273,7 @@ static int put_manifest(struct adest *d, struct adb *b)
     }
     b->dirty = 0;
     b->urgent = 0;
-    publish_confirmed(d, b);
+    publish_confirmed(d, b); /* asserts the state */
     return 0;
 }
 
@@ -263,6 +287,7 @@ static void mark_dirty(struct adb *b, int urgent)
     b->dirty = 1;
     if (urgent)
         b->urgent = 1;
+    assert_adb_state(b);
 }
 
 /* Write name/current.json naming lineage (archive/current.h).  0 or negative. */
@@ -397,12 +422,13 @@ static int lineage_open(struct adest *d, struct adb *b, const struct db_info *in
         }
         if (agree) {
             b->m = m;
+            b->loaded = 1; /* READY: sweep may adopt the tail (DIRTY) */
             rc = sweep(d, b, info);
             if (rc) {
                 manifest_free(&b->m);
+                b->loaded = b->dirty = b->urgent = 0; /* back to NEW; tried again */
                 return rc;
             }
-            b->loaded = 1;
             note_snapshots(b);
             publish_confirmed(d, b);
             last = manifest_last_txid(&b->m);
@@ -410,6 +436,7 @@ static int lineage_open(struct adest *d, struct adb *b, const struct db_info *in
                 return rc;
             LV_INFO("archive %s: %s: continuing lineage %s at TXID %llu", store_url(d->store), b->name, b->lineage,
                     (unsigned long long)last);
+            assert_adb_state(b);
             return 0;
         }
         LV_WARN("archive %s: %s: the archived history in lineage %s (up to TXID %llu) differs from the local "

@@ -54,6 +54,18 @@
  * an upload.  Fields marked (thread) belong to whoever runs the jobs (the
  * thread, or a test calling exports_run_due; never both).
  *
+ * Job states: WAITING (!running) --exp_run_job--> RUNNING --> WAITING,
+ * after a success (consecutive = 0, next_us from the schedule) or a failure
+ * (consecutive + 1, next_us = end + backoff).  Invariants, checked by
+ * assert_job_state at both moves (x->mu held):
+ *   J1. consecutive <= failures <= runs.
+ *   J2. WAITING after a failure (consecutive > 0): last_error is set, and
+ *       last_error_us >= last_run_us.
+ *   J3. WAITING after a success (consecutive == 0, runs > 0):
+ *       last_success_us == last_run_us.
+ *   J4. WAITING: next_us >= last_run_us (the next run is never in the past
+ *       of the last one).
+ *
  * Clock.  x->now (injectable) gives the wall-clock time used for the
  * schedule, object names and status; tests pass a fake clock and call
  * exports_run_due themselves.  Waiting uses the real clock.
@@ -711,6 +723,21 @@ static int exp_attempt(struct exports *x, struct exp_job *j, int64_t now, char *
 }
 
 /* Run job j once now, then schedule its next run. */
+/* J1-J4 of the design comment for job j; x->mu held.  Compiled out of
+ * release builds. */
+static void assert_job_state(const struct exp_job *j)
+{
+    LV_ASSERT(j->running == 0 || j->running == 1);
+    LV_ASSERT(j->consecutive <= j->failures && j->failures <= j->runs); /* J1 */
+    if (j->running || j->runs == 0)
+        return;
+    if (j->consecutive > 0) /* J2 */
+        LV_ASSERT(j->last_error[0] != '\0' && j->last_error_us >= j->last_run_us);
+    else /* J3 */
+        LV_ASSERT(j->last_success_us == j->last_run_us);
+    LV_ASSERT(j->next_us >= j->last_run_us); /* J4 */
+}
+
 static void exp_run_job(struct exports *x, struct exp_job *j)
 {
     int64_t start = x->now(x->now_arg), end, next;
@@ -719,6 +746,8 @@ static void exp_run_job(struct exports *x, struct exp_job *j)
     int rc;
 
     pthread_mutex_lock(&x->mu);
+    assert_job_state(j);
+    LV_ASSERT(!j->running); /* WAITING -> RUNNING */
     uploaded_before = j->uploaded;
     j->running = 1;
     j->runs++;
@@ -748,6 +777,7 @@ static void exp_run_job(struct exports *x, struct exp_job *j)
         next = end + (delay < EXP_BACKOFF_MAX_US ? delay : EXP_BACKOFF_MAX_US);
     }
     j->next_us = next;
+    assert_job_state(j); /* RUNNING -> WAITING */
     consecutive = j->consecutive;
     int save = rc == 0 && j->uploaded != uploaded_before; /* idle runs do not rewrite the file */
     pthread_mutex_unlock(&x->mu);
