@@ -574,12 +574,114 @@ void bundle_free(struct bundle *b)
     free(b);
 }
 
+/* The top of manifest.json: format name and version, and the databases
+ * array into *arr (borrowed).  0 or negative. */
+static int manifest_head(json_t *o, json_t **arr, char *err, size_t errlen)
+{
+    const char *fmt = json_string_value(json_object_get(o, "format"));
+    json_int_t fv = json_integer_value(json_object_get(o, "format_version"));
+
+    if (!fmt || strcmp(fmt, BUNDLE_FORMAT_NAME) != 0) {
+        lv_seterr(err, errlen, "manifest.json: \"format\" is not \"%s\"; not a litevault bundle", BUNDLE_FORMAT_NAME);
+        return LV_ECORRUPT;
+    }
+    if (fv != BUNDLE_FORMAT_VERSION) {
+        lv_seterr(err, errlen, "manifest.json: format_version %lld is not supported (this litevault reads %d)",
+               (long long)fv, BUNDLE_FORMAT_VERSION);
+        return LV_EVERSION;
+    }
+    *arr = json_object_get(o, "databases");
+    if (!json_is_array(*arr)) {
+        lv_seterr(err, errlen, "manifest.json: \"databases\" is missing or not an array");
+        return LV_ECORRUPT;
+    }
+    return 0;
+}
+
+/* The fields of database d (the i-th) of manifest.json into *bd, all but
+ * name and path; *name borrows d's name.  0 or negative. */
+static int manifest_db(json_t *d, size_t i, struct bundle_db *bd, const char **name, char *err, size_t errlen)
+{
+    const char *file = json_string_value(json_object_get(d, "file"));
+    json_t *jt = json_object_get(d, "txid"), *jtu = json_object_get(d, "time_us"),
+           *jps = json_object_get(d, "page_size"), *jpg = json_object_get(d, "pages"), *jsz = json_object_get(d, "size");
+    char want_file[BUNDLE_NAME_MAX + 8];
+
+    *name = json_string_value(json_object_get(d, "name"));
+    if (!*name || !bundle_name_ok(*name)) {
+        lv_seterr(err, errlen, "manifest.json: database #%zu has a missing or unsafe name '%s'", i + 1,
+               *name ? *name : "");
+        return LV_EREFUSED;
+    }
+    snprintf(want_file, sizeof want_file, "db/%s", *name);
+    if (!file || strcmp(file, want_file) != 0 || !json_is_integer(jt) || !json_is_integer(jtu) ||
+        !json_is_integer(jps) || !json_is_integer(jpg) || !json_is_integer(jsz) ||
+        parse_hex(json_string_value(json_object_get(d, "id")), bd->id, 16) != 0 ||
+        parse_hex64(json_string_value(json_object_get(d, "checksum")), &bd->cksum) != 0 ||
+        parse_hex64(json_string_value(json_object_get(d, "xxh3")), &bd->xxh3) != 0 ||
+        json_integer_value(jt) < 0 || json_integer_value(jsz) < 0 || json_integer_value(jpg) < 0 ||
+        json_integer_value(jpg) > UINT32_MAX || !dbhdr_page_size_ok((uint32_t)json_integer_value(jps))) {
+        lv_seterr(err, errlen, "manifest.json: database %s: a field is missing or malformed (file, id, txid, "
+                            "time_us, checksum, page_size, pages, size, xxh3)", *name);
+        return LV_ECORRUPT;
+    }
+    bd->txid = (uint64_t)json_integer_value(jt);
+    bd->time_us = json_integer_value(jtu);
+    bd->page_size = (uint32_t)json_integer_value(jps);
+    bd->db_pages = (uint32_t)json_integer_value(jpg);
+    bd->size = (uint64_t)json_integer_value(jsz);
+    return 0;
+}
+
+/* The extracted entry of bd among xs[nx] must be there and match it
+ * (size, XXH3, page size, database checksum); marks it used.  0 or negative. */
+static int manifest_match(const struct bundle_db *bd, struct xentry *xs, size_t nx, char *err, size_t errlen)
+{
+    char hx[17], hy[17];
+    struct xentry *x = NULL;
+
+    if (bd->size != (uint64_t)bd->db_pages * bd->page_size) {
+        lv_seterr(err, errlen, "manifest.json: database %s: size %llu is not pages %u x page_size %u", bd->name,
+               (unsigned long long)bd->size, bd->db_pages, bd->page_size);
+        return LV_ECORRUPT;
+    }
+    for (size_t j = 0; j < nx; j++)
+        if (strcmp(xs[j].name, bd->name) == 0)
+            x = &xs[j];
+    if (!x) {
+        lv_seterr(err, errlen, "manifest.json lists %s but the bundle has no entry db/%s", bd->name, bd->name);
+        return LV_EMISMATCH;
+    }
+    x->used = 1;
+    if (x->size != bd->size) {
+        lv_seterr(err, errlen, "checksum mismatch: entry db/%s has %llu bytes, the manifest says %llu", bd->name,
+               (unsigned long long)x->size, (unsigned long long)bd->size);
+        return LV_EMISMATCH;
+    }
+    if (x->xxh3 != bd->xxh3) {
+        lv_seterr(err, errlen, "checksum mismatch: entry db/%s has XXH3 %s, the manifest says %s", bd->name,
+               cksum_hex(x->xxh3, hx), cksum_hex(bd->xxh3, hy));
+        return LV_EMISMATCH;
+    }
+    if (x->page_size != bd->page_size) {
+        lv_seterr(err, errlen, "entry db/%s is not a SQLite database with page size %u%s", bd->name, bd->page_size,
+               x->page_size ? " (its header says otherwise)" : " (no valid SQLite header)");
+        return LV_EMISMATCH;
+    }
+    if (bd->size && x->cksum != bd->cksum) {
+        lv_seterr(err, errlen, "checksum mismatch: entry db/%s has database checksum %s, the manifest says %s",
+               bd->name, cksum_hex(x->cksum, hx), cksum_hex(bd->cksum, hy));
+        return LV_EMISMATCH;
+    }
+    return 0;
+}
+
 /* Validate the manifest and the extracted entries against each other. */
 static int check_manifest(const char *text, size_t len, const char *dir, struct xentry *xs, size_t nx,
                           struct bundle **out, char *err, size_t errlen)
 {
     json_error_t je;
-    json_t *o = json_loadb(text, len, 0, &je), *arr, *d;
+    json_t *o = json_loadb(text, len, 0, &je), *arr = NULL, *d;
     struct bundle *b = NULL;
     size_t i;
     int rc = 0;
@@ -589,25 +691,8 @@ static int check_manifest(const char *text, size_t len, const char *dir, struct 
         rc = LV_ECORRUPT;
         goto out;
     }
-    const char *fmt = json_string_value(json_object_get(o, "format"));
-    json_int_t fv = json_integer_value(json_object_get(o, "format_version"));
-    if (!fmt || strcmp(fmt, BUNDLE_FORMAT_NAME) != 0) {
-        lv_seterr(err, errlen, "manifest.json: \"format\" is not \"%s\"; not a litevault bundle", BUNDLE_FORMAT_NAME);
-        rc = LV_ECORRUPT;
+    if ((rc = manifest_head(o, &arr, err, errlen)))
         goto out;
-    }
-    if (fv != BUNDLE_FORMAT_VERSION) {
-        lv_seterr(err, errlen, "manifest.json: format_version %lld is not supported (this litevault reads %d)",
-               (long long)fv, BUNDLE_FORMAT_VERSION);
-        rc = LV_EVERSION;
-        goto out;
-    }
-    arr = json_object_get(o, "databases");
-    if (!json_is_array(arr)) {
-        lv_seterr(err, errlen, "manifest.json: \"databases\" is missing or not an array");
-        rc = LV_ECORRUPT;
-        goto out;
-    }
     b = calloc(1, sizeof *b);
     if (!b || !(b->v = calloc(json_array_size(arr) + 1, sizeof *b->v))) {
         rc = LV_ENOMEM;
@@ -619,38 +704,10 @@ static int check_manifest(const char *text, size_t len, const char *dir, struct 
     json_array_foreach(arr, i, d)
     {
         struct bundle_db *bd = &b->v[b->n];
-        const char *name = json_string_value(json_object_get(d, "name"));
-        const char *file = json_string_value(json_object_get(d, "file"));
-        json_t *jt = json_object_get(d, "txid"), *jtu = json_object_get(d, "time_us"),
-               *jps = json_object_get(d, "page_size"), *jpg = json_object_get(d, "pages"),
-               *jsz = json_object_get(d, "size");
-        char want_file[BUNDLE_NAME_MAX + 8], hx[17], hy[17];
-        struct xentry *x = NULL;
+        const char *name;
 
-        if (!name || !bundle_name_ok(name)) {
-            lv_seterr(err, errlen, "manifest.json: database #%zu has a missing or unsafe name '%s'", i + 1,
-                   name ? name : "");
-            rc = LV_EREFUSED;
+        if ((rc = manifest_db(d, i, bd, &name, err, errlen)))
             goto out;
-        }
-        snprintf(want_file, sizeof want_file, "db/%s", name);
-        if (!file || strcmp(file, want_file) != 0 || !json_is_integer(jt) || !json_is_integer(jtu) ||
-            !json_is_integer(jps) || !json_is_integer(jpg) || !json_is_integer(jsz) ||
-            parse_hex(json_string_value(json_object_get(d, "id")), bd->id, 16) != 0 ||
-            parse_hex64(json_string_value(json_object_get(d, "checksum")), &bd->cksum) != 0 ||
-            parse_hex64(json_string_value(json_object_get(d, "xxh3")), &bd->xxh3) != 0 ||
-            json_integer_value(jt) < 0 || json_integer_value(jsz) < 0 || json_integer_value(jpg) < 0 ||
-            json_integer_value(jpg) > UINT32_MAX || !dbhdr_page_size_ok((uint32_t)json_integer_value(jps))) {
-            lv_seterr(err, errlen, "manifest.json: database %s: a field is missing or malformed (file, id, txid, "
-                                "time_us, checksum, page_size, pages, size, xxh3)", name);
-            rc = LV_ECORRUPT;
-            goto out;
-        }
-        bd->txid = (uint64_t)json_integer_value(jt);
-        bd->time_us = json_integer_value(jtu);
-        bd->page_size = (uint32_t)json_integer_value(jps);
-        bd->db_pages = (uint32_t)json_integer_value(jpg);
-        bd->size = (uint64_t)json_integer_value(jsz);
         for (size_t j = 0; j < b->n; j++)
             if (strcmp(b->v[j].name, name) == 0) {
                 lv_seterr(err, errlen, "manifest.json lists database %s twice", name);
@@ -658,52 +715,14 @@ static int check_manifest(const char *text, size_t len, const char *dir, struct 
                 goto out;
             }
         bd->name = strdup(name);
+        b->n++;
         if (!bd->name || asprintf(&bd->path, "%s/db/%s", dir, name) < 0) {
             bd->path = NULL;
-            b->n++;
             rc = LV_ENOMEM;
             goto out;
         }
-        b->n++;
-        if (bd->size != (uint64_t)bd->db_pages * bd->page_size) {
-            lv_seterr(err, errlen, "manifest.json: database %s: size %llu is not pages %u x page_size %u", name,
-                   (unsigned long long)bd->size, bd->db_pages, bd->page_size);
-            rc = LV_ECORRUPT;
+        if ((rc = manifest_match(bd, xs, nx, err, errlen)))
             goto out;
-        }
-        for (size_t j = 0; j < nx; j++)
-            if (strcmp(xs[j].name, name) == 0)
-                x = &xs[j];
-        if (!x) {
-            lv_seterr(err, errlen, "manifest.json lists %s but the bundle has no entry %s", name, want_file);
-            rc = LV_EMISMATCH;
-            goto out;
-        }
-        x->used = 1;
-        if (x->size != bd->size) {
-            lv_seterr(err, errlen, "checksum mismatch: entry %s has %llu bytes, the manifest says %llu", want_file,
-                   (unsigned long long)x->size, (unsigned long long)bd->size);
-            rc = LV_EMISMATCH;
-            goto out;
-        }
-        if (x->xxh3 != bd->xxh3) {
-            lv_seterr(err, errlen, "checksum mismatch: entry %s has XXH3 %s, the manifest says %s", want_file,
-                   cksum_hex(x->xxh3, hx), cksum_hex(bd->xxh3, hy));
-            rc = LV_EMISMATCH;
-            goto out;
-        }
-        if (x->page_size != bd->page_size) {
-            lv_seterr(err, errlen, "entry %s is not a SQLite database with page size %u%s", want_file, bd->page_size,
-                   x->page_size ? " (its header says otherwise)" : " (no valid SQLite header)");
-            rc = LV_EMISMATCH;
-            goto out;
-        }
-        if (bd->size && x->cksum != bd->cksum) {
-            lv_seterr(err, errlen, "checksum mismatch: entry %s has database checksum %s, the manifest says %s",
-                   want_file, cksum_hex(x->cksum, hx), cksum_hex(bd->cksum, hy));
-            rc = LV_EMISMATCH;
-            goto out;
-        }
     }
     for (i = 0; i < nx; i++)
         if (!xs[i].used) {
