@@ -708,6 +708,127 @@ out:
     return rc;
 }
 
+/* Refuse an output that exists (unless --force), or skip it with
+ * --if-db-not-exists: 1 when there is nothing to do, else 0 or negative. */
+static int check_output(const struct restore_opts *o, const char *wal, const char *shm, struct restore_result *res,
+                        char *err, size_t errlen)
+{
+    struct stat sb;
+
+    if (path_exists(o->out_path, &sb) && o->if_not_exists) {
+        res->skipped = 1;
+        LV_INFO("restore: %s exists; nothing to do (--if-db-not-exists)", o->out_path);
+        return 1;
+    }
+    if (path_exists(o->out_path, &sb) && (sb.st_size > 0 || !S_ISREG(sb.st_mode)) && !o->force) {
+        lv_seterr(err, errlen, "%s exists and is not empty; use --force to replace it", o->out_path);
+        return LV_EEXIST;
+    }
+    if ((path_exists(wal, &sb) || path_exists(shm, &sb)) && !o->force) {
+        lv_seterr(err, errlen, "%s or %s exists (left by an earlier database; SQLite would apply it to the restored "
+               "file); remove it or use --force", wal, shm);
+        return LV_EEXIST;
+    }
+    return 0;
+}
+
+/* The tail after the manifest stopped early (tail->stop != TAIL_END): a
+ * target beyond it fails, or with --allow-partial becomes the last TXID
+ * before it (*t adjusted, res marked partial).  0 or negative. */
+static int tail_damage(const struct restore_opts *o, struct store *st, const struct manifest *m,
+                       const struct tail_result *tail, const char *dbid, struct plan_target *t,
+                       struct restore_result *res, char *err, size_t errlen)
+{
+    int64_t known = restore_manifest_last_time(m);
+    int hit = t->kind == PLAN_LATEST || (t->kind == PLAN_TXID && t->txid > tail->last_txid) ||
+              (t->kind == PLAN_TIME && t->time_us > known);
+
+    if (!hit)
+        return 0;
+    if (!o->allow_partial) {
+        lv_seterr(err, errlen, "%s: database '%s' lineage %s: TXIDs after %" PRIu64 " are not restorable: %s",
+                  store_url(st), o->db, dbid, tail->last_txid, tail->msg);
+        return tail->stop == TAIL_GAP ? LV_EGAP : LV_ECORRUPT;
+    }
+    res->partial = 1;
+    snprintf(res->partial_msg, sizeof res->partial_msg, "partial: stopped at TXID %" PRIu64 ": %s", tail->last_txid,
+             tail->msg);
+    LV_WARN("restore: %s", res->partial_msg);
+    if (t->kind == PLAN_TXID && tail->last_txid > 0)
+        t->txid = tail->last_txid;
+    return 0;
+}
+
+/* Attempt the restore until it succeeds or fails for good: a damaged
+ * snapshot is dropped and the restore planned again (at most 16 times); a
+ * damaged record that already changed the file starts it over, once, up to
+ * the last good TXID.  0 or negative. */
+static int run_attempts(struct attempt *at, struct manifest *m, struct plan_target t, int flags, const char *dbid)
+{
+    struct restore_result *res = at->res;
+    int rc;
+
+    for (int tries = 0;; tries++) {
+        char keep[sizeof res->partial_msg];
+        int was_partial = res->partial;
+
+        memcpy(keep, res->partial_msg, sizeof keep);
+        at->stop = at->partial = 0;
+        rc = attempt_run(at, &t, flags, dbid);
+        if (was_partial && !res->partial) {
+            res->partial = 1;
+            memcpy(res->partial_msg, keep, sizeof keep);
+        }
+        if (rc == RESTORE_REPLAN && tries < 16 && manifest_remove(m, at->drop_key) == 0)
+            continue;
+        if (rc == RESTORE_REPLAN)
+            return LV_ECORRUPT;
+        if (rc != RESTORE_RETRY)
+            return rc;
+        if (tries >= 1) {
+            lv_seterr(at->err, at->errlen, "%s", res->partial_msg);
+            return LV_ECORRUPT;
+        }
+        /* A damaged record had already changed the file: rebuild up to the last good TXID. */
+        t.kind = PLAN_TXID;
+        t.txid = at->retry_txid;
+        flags = 0;
+        LV_INFO("restore: starting over, up to TXID %" PRIu64, t.txid);
+    }
+}
+
+/* Check PATH.tmp (PRAGMA integrity_check unless disabled), remove a stale
+ * -wal/-shm with --force, and publish it as PATH.  0 or negative; on
+ * failure PATH.tmp is gone. */
+static int finish_output(const struct restore_opts *o, const char *tmp, const char *wal, const char *shm, char *err,
+                         size_t errlen)
+{
+    struct publish pub;
+    int rc;
+
+    if (!o->no_integrity_check) {
+        rc = integrity_check(tmp, err, errlen);
+        if (rc) {
+            unlink(tmp);
+            return rc;
+        }
+    }
+    if (o->force) {
+        if (unlink(wal) != 0 && errno != ENOENT)
+            LV_WARN("restore: cannot remove %s: %s", wal, strerror(errno));
+        if (unlink(shm) != 0 && errno != ENOENT)
+            LV_WARN("restore: cannot remove %s: %s", shm, strerror(errno));
+    }
+    rc = publish_adopt(&pub, tmp, o->out_path);
+    if (!rc)
+        rc = publish_commit(&pub); /* fsync, rename, fsync of the directory */
+    if (rc) {
+        lv_seterr(err, errlen, "%s: cannot publish the restored database: %s", o->out_path, lv_strerror(rc));
+        unlink(tmp);
+    }
+    return rc;
+}
+
 int restore_run(const struct restore_opts *o, struct restore_result *res, char *err, size_t errlen)
 {
     struct store *st = NULL;
@@ -715,11 +836,9 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
     struct tail_result tail;
     struct attempt at;
     struct plan_target t = o->target;
-    struct stat sb;
     char *tmp = NULL, *wal = NULL, *shm = NULL, dbid[MANIFEST_ID_HEX + 1];
-    struct publish pub;
     int64_t t0 = lv_mono_us();
-    int rc, flags = o->allow_partial ? PLAN_ALLOW_PARTIAL : 0, tries;
+    int rc;
 
     memset(res, 0, sizeof *res);
     memset(&m, 0, sizeof m);
@@ -736,21 +855,9 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
             rc = LV_ENOMEM;
             goto out;
         }
-        if (path_exists(o->out_path, &sb) && o->if_not_exists) {
-            res->skipped = 1;
-            LV_INFO("restore: %s exists; nothing to do (--if-db-not-exists)", o->out_path);
-            rc = 0;
-            goto out;
-        }
-        if (path_exists(o->out_path, &sb) && (sb.st_size > 0 || !S_ISREG(sb.st_mode)) && !o->force) {
-            rc = LV_EEXIST;
-            lv_seterr(err, errlen, "%s exists and is not empty; use --force to replace it", o->out_path);
-            goto out;
-        }
-        if ((path_exists(wal, &sb) || path_exists(shm, &sb)) && !o->force) {
-            rc = LV_EEXIST;
-            lv_seterr(err, errlen, "%s or %s exists (left by an earlier database; SQLite would apply it to the restored "
-                   "file); remove it or use --force", wal, shm);
+        rc = check_output(o, wal, shm, res, err, errlen);
+        if (rc) {
+            rc = rc > 0 ? 0 : rc;
             goto out;
         }
     }
@@ -769,88 +876,13 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
         goto out;
     res->tail_objects = tail.n;
     res->manifest_txid = tail.manifest_last;
-    if (tail.stop != TAIL_END) {
-        int64_t known = restore_manifest_last_time(&m);
-        int hit = t.kind == PLAN_LATEST || (t.kind == PLAN_TXID && t.txid > tail.last_txid) ||
-                  (t.kind == PLAN_TIME && t.time_us > known);
-        if (hit && !o->allow_partial) {
-            rc = tail.stop == TAIL_GAP ? LV_EGAP : LV_ECORRUPT;
-            lv_seterr(err, errlen, "%s: database '%s' lineage %s: TXIDs after %" PRIu64 " are not restorable: %s",
-                      store_url(st), o->db, dbid, tail.last_txid, tail.msg);
-            goto out;
-        }
-        if (hit) {
-            res->partial = 1;
-            snprintf(res->partial_msg, sizeof res->partial_msg, "partial: stopped at TXID %" PRIu64 ": %s",
-                     tail.last_txid, tail.msg);
-            LV_WARN("restore: %s", res->partial_msg);
-            if (t.kind == PLAN_TXID && tail.last_txid > 0)
-                t.txid = tail.last_txid;
-        }
-    }
-
-    memset(&at, 0, sizeof at);
-    at.o = o;
-    at.st = st;
-    at.m = &m;
-    at.tail = &tail;
-    at.res = res;
-    at.tmp = tmp;
-    at.err = err;
-    at.errlen = errlen;
-    for (tries = 0;; tries++) {
-        char keep[sizeof res->partial_msg];
-        int was_partial = res->partial;
-
-        memcpy(keep, res->partial_msg, sizeof keep);
-        at.stop = at.partial = 0;
-        rc = attempt_run(&at, &t, flags, dbid);
-        if (was_partial && !res->partial) {
-            res->partial = 1;
-            memcpy(res->partial_msg, keep, sizeof keep);
-        }
-        if (rc == RESTORE_REPLAN && tries < 16 && manifest_remove(&m, at.drop_key) == 0)
-            continue;
-        if (rc == RESTORE_REPLAN) {
-            rc = LV_ECORRUPT;
-            goto out;
-        }
-        if (rc != RESTORE_RETRY)
-            break;
-        if (tries >= 1) {
-            rc = LV_ECORRUPT;
-            lv_seterr(err, errlen, "%s", res->partial_msg);
-            goto out;
-        }
-        /* A damaged record had already changed the file: rebuild up to the last good TXID. */
-        t.kind = PLAN_TXID;
-        t.txid = at.retry_txid;
-        flags = 0;
-        LV_INFO("restore: starting over, up to TXID %" PRIu64, t.txid);
-    }
-    if (rc || o->dry_run)
+    if (tail.stop != TAIL_END && (rc = tail_damage(o, st, &m, &tail, dbid, &t, res, err, errlen)) != 0)
         goto out;
-    if (!o->no_integrity_check) {
-        rc = integrity_check(tmp, err, errlen);
-        if (rc) {
-            unlink(tmp);
-            goto out;
-        }
-    }
-    if (o->force) {
-        if (unlink(wal) != 0 && errno != ENOENT)
-            LV_WARN("restore: cannot remove %s: %s", wal, strerror(errno));
-        if (unlink(shm) != 0 && errno != ENOENT)
-            LV_WARN("restore: cannot remove %s: %s", shm, strerror(errno));
-    }
-    rc = publish_adopt(&pub, tmp, o->out_path);
-    if (!rc)
-        rc = publish_commit(&pub); /* fsync, rename, fsync of the directory */
-    if (rc) {
-        lv_seterr(err, errlen, "%s: cannot publish the restored database: %s", o->out_path, lv_strerror(rc));
-        unlink(tmp);
-        goto out;
-    }
+    at = (struct attempt){.o = o, .st = st, .m = &m, .tail = &tail, .res = res, .tmp = tmp, .err = err,
+                          .errlen = errlen};
+    rc = run_attempts(&at, &m, t, o->allow_partial ? PLAN_ALLOW_PARTIAL : 0, dbid);
+    if (rc == 0 && !o->dry_run)
+        rc = finish_output(o, tmp, wal, shm, err, errlen);
 out:
     if (rc != 0)
         restore_result_free(res); /* on failure res owns nothing */
