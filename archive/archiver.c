@@ -478,87 +478,62 @@ static int lineage_open(struct adest *d, struct adb *b, const struct db_info *in
     return rc;
 }
 
-/* Take a snapshot of database b now and add it to the manifest (stored).
- * *txid_out gets its TXID.  The image goes through data.dir/tmp and a
- * one-record segment written by the txlog writer, so memory stays bounded. */
-static int take_snapshot(struct adest *d, struct adb *b, const struct db_info *info, uint64_t *txid_out)
+/* Write the image (fd, named img; facts in *ii) as a one-record segment (a
+ * SNAPSHOT record) in the directory sdir, through the txlog writer, so
+ * memory stays bounded.  0 or negative. */
+static int snap_write_segment(const char *sdir, const struct adb *b, const struct db_info *info, int fd,
+                              const char *img, const struct db_image_info *ii)
 {
-    struct archiver *a = d->a;
-    char img[PATH_MAX + 64], sdir[PATH_MAX + 64], spath[PATH_MAX + 128], key[1200], err[512] = "";
-    struct db_image_info ii;
     struct txlog *l = NULL;
     struct txlog_tail tail;
     struct txlog_hdr h, lh;
     uint8_t *chunk = NULL;
-    void *map = MAP_FAILED;
-    struct stat st;
-    int fd = -1, sfd = -1, rc;
+    char err[512] = "";
+    uint32_t per = SNAP_CHUNK / ii->page_size;
+    int rc = txlog_open(sdir, b->id, UINT64_MAX / 4, &l, &tail, err, sizeof err);
 
-    memset(&ii, 0, sizeof ii);
-    memset(&st, 0, sizeof st);
-    snprintf(img, sizeof img, "%s/arch%d-img-XXXXXX", a->tmpdir, d->idx);
-    snprintf(sdir, sizeof sdir, "%s/arch%d-snap-XXXXXX", a->tmpdir, d->idx);
-    spath[0] = '\0';
-    fd = mkstemp(img);
-    if (fd < 0) {
-        LV_ERROR("archive: mkstemp %s: %s", img, strerror(errno));
-        return lv_from_errno(errno);
-    }
-    if (!mkdtemp(sdir)) {
-        LV_ERROR("archive: mkdtemp %s: %s", sdir, strerror(errno));
-        rc = lv_from_errno(errno);
-        sdir[0] = '\0';
-        goto out;
-    }
-    rc = dbreg_image(a->reg, b->name, fd, IMAGE_TIMEOUT_MS, &ii, NULL, NULL);
-    if (rc) {
-        LV_WARN("archive %s: %s: cannot take an image for a snapshot: %s", store_url(d->store), b->name,
-                lv_strerror(rc));
-        goto out;
-    }
-    if (ii.page_size == 0 || ii.db_pages == 0) {
-        rc = LV_ENOENT; /* nothing to snapshot yet */
-        goto out;
-    }
-    rc = txlog_open(sdir, b->id, UINT64_MAX / 4, &l, &tail, err, sizeof err);
     if (rc) {
         LV_ERROR("archive: snapshot segment in %s: %s", sdir, err);
-        goto out;
+        return rc;
     }
     memset(&h, 0, sizeof h);
     h.flags = TXLOG_F_SNAPSHOT;
-    h.txid = ii.txid;
-    h.time_us = ii.time_us;
-    h.page_size = ii.page_size;
-    h.db_pages = ii.db_pages;
-    h.post_cksum = ii.cksum;
+    h.txid = ii->txid;
+    h.time_us = ii->time_us;
+    h.page_size = ii->page_size;
+    h.db_pages = ii->db_pages;
+    h.post_cksum = ii->cksum;
     /* The pre checksum is the database before that TXID, when the log still has it. */
-    h.pre_cksum = local_hdr(info->logdir, ii.txid, &lh) == 0 ? lh.pre_cksum : 0;
+    h.pre_cksum = local_hdr(info->logdir, ii->txid, &lh) == 0 ? lh.pre_cksum : 0;
     chunk = malloc(SNAP_CHUNK);
-    if (!chunk) {
-        rc = LV_ENOMEM;
-        goto out;
-    }
-    rc = txlog_append_begin(l, &h);
-    uint32_t per = SNAP_CHUNK / ii.page_size;
-    for (uint32_t p = 1; rc == 0 && p <= ii.db_pages; p += per) {
-        uint32_t cnt = ii.db_pages - p + 1 < per ? ii.db_pages - p + 1 : per;
-        rc = sys_pread_all(fd, chunk, (size_t)cnt * ii.page_size, (off_t)(p - 1) * ii.page_size, img);
+    rc = chunk ? txlog_append_begin(l, &h) : LV_ENOMEM;
+    for (uint32_t p = 1; chunk && rc == 0 && p <= ii->db_pages; p += per) {
+        uint32_t cnt = ii->db_pages - p + 1 < per ? ii->db_pages - p + 1 : per;
+        rc = sys_pread_all(fd, chunk, (size_t)cnt * ii->page_size, (off_t)(p - 1) * ii->page_size, img);
         for (uint32_t i = 0; rc == 0 && i < cnt; i++)
-            rc = txlog_append_page(l, p + i, chunk + (size_t)i * ii.page_size);
+            rc = txlog_append_page(l, p + i, chunk + (size_t)i * ii->page_size);
     }
     if (rc == 0)
         rc = txlog_append_end(l);
-    else
+    else if (chunk)
         txlog_append_abort(l);
     if (rc == 0)
         rc = txlog_sync(l);
     txlog_close(l);
-    l = NULL;
-    if (rc)
-        goto out;
-    snprintf(spath, sizeof spath, "%s/%016" PRIx64 ".lvseg", sdir, ii.txid);
-    sfd = open(spath, O_RDONLY | O_CLOEXEC);
+    free(chunk);
+    return rc;
+}
+
+/* Upload the snapshot segment spath (of the image *ii) as snap/<txid>.lvseg
+ * unless the manifest has it, and store the manifest naming it.  0 or negative. */
+static int snap_upload(struct adest *d, struct adb *b, const char *spath, const struct db_image_info *ii)
+{
+    struct manifest_snap s;
+    struct stat st;
+    void *map = MAP_FAILED;
+    char key[1200];
+    int rc = 0, sfd = open(spath, O_RDONLY | O_CLOEXEC);
+
     if (sfd < 0 || fstat(sfd, &st) != 0) {
         LV_ERROR("archive: open %s: %s", spath, strerror(errno));
         rc = LV_EIO;
@@ -570,54 +545,89 @@ static int take_snapshot(struct adest *d, struct adb *b, const struct db_info *i
         rc = LV_EIO;
         goto out;
     }
-    struct manifest_snap s;
     memset(&s, 0, sizeof s);
-    s.txid = ii.txid;
-    s.time_us = ii.time_us;
-    s.page_size = ii.page_size;
-    s.db_pages = ii.db_pages;
-    s.db_cksum = ii.cksum;
+    s.txid = ii->txid;
+    s.time_us = ii->time_us;
+    s.page_size = ii->page_size;
+    s.db_pages = ii->db_pages;
+    s.db_cksum = ii->cksum;
     s.size = (uint64_t)st.st_size;
     s.xxh3 = XXH3_64bits(map, (size_t)st.st_size);
     manifest_snap_key(s.key, s.txid);
-    if (!manifest_find_snapshot(&b->m, s.key)) {
-        rc = store_put(d->store, okey(key, sizeof key, b, s.key), map, (size_t)st.st_size);
-        if (rc == 0)
-            cancel_delete(d, key);
-        if (rc)
-            goto out;
-        rc = manifest_add_snapshot(&b->m, &s);
-        if (rc) {
-            LV_ERROR("archive: %s: snapshot at TXID %llu does not fit the manifest (%s)", b->name,
-                     (unsigned long long)s.txid, lv_strerror(rc));
-            goto out;
-        }
-        mark_dirty(b, 1);
-        rc = put_manifest(d, b);
-        if (rc)
-            goto out;
-        pthread_mutex_lock(&d->mu);
-        b->snapshots++;
-        pthread_mutex_unlock(&d->mu);
-        LV_INFO("archive %s: %s: snapshot at TXID %llu (%llu bytes)", store_url(d->store), b->name,
-                (unsigned long long)s.txid, (unsigned long long)s.size);
+    if (manifest_find_snapshot(&b->m, s.key))
+        goto out;
+    rc = store_put(d->store, okey(key, sizeof key, b, s.key), map, (size_t)st.st_size);
+    if (rc)
+        goto out;
+    cancel_delete(d, key);
+    rc = manifest_add_snapshot(&b->m, &s);
+    if (rc) {
+        LV_ERROR("archive: %s: snapshot at TXID %llu does not fit the manifest (%s)", b->name,
+                 (unsigned long long)s.txid, lv_strerror(rc));
+        goto out;
     }
-    note_snapshots(b);
-    *txid_out = ii.txid;
+    mark_dirty(b, 1);
+    rc = put_manifest(d, b);
+    if (rc)
+        goto out;
+    pthread_mutex_lock(&d->mu);
+    b->snapshots++;
+    pthread_mutex_unlock(&d->mu);
+    LV_INFO("archive %s: %s: snapshot at TXID %llu (%llu bytes)", store_url(d->store), b->name,
+            (unsigned long long)s.txid, (unsigned long long)s.size);
 out:
     if (map != MAP_FAILED)
         munmap(map, (size_t)st.st_size);
     if (sfd >= 0)
         close(sfd);
-    if (spath[0])
-        unlink(spath);
-    if (sdir[0]) {
-        char p2[PATH_MAX + 128];
-        snprintf(p2, sizeof p2, "%s/%016" PRIx64 ".lvseg", sdir, ii.txid);
-        unlink(p2);
-        rmdir(sdir);
+    return rc;
+}
+
+/* Take a snapshot of database b now and add it to the manifest (stored).
+ * *txid_out gets its TXID.  The image goes through data.dir/tmp and a
+ * one-record segment written by the txlog writer, so memory stays bounded. */
+static int take_snapshot(struct adest *d, struct adb *b, const struct db_info *info, uint64_t *txid_out)
+{
+    struct archiver *a = d->a;
+    char img[PATH_MAX + 64], sdir[PATH_MAX + 64], spath[PATH_MAX + 128];
+    struct db_image_info ii;
+    int fd, rc;
+
+    memset(&ii, 0, sizeof ii);
+    snprintf(img, sizeof img, "%s/arch%d-img-XXXXXX", a->tmpdir, d->idx);
+    snprintf(sdir, sizeof sdir, "%s/arch%d-snap-XXXXXX", a->tmpdir, d->idx);
+    fd = mkstemp(img);
+    if (fd < 0) {
+        LV_ERROR("archive: mkstemp %s: %s", img, strerror(errno));
+        return lv_from_errno(errno);
     }
-    free(chunk);
+    if (!mkdtemp(sdir)) {
+        LV_ERROR("archive: mkdtemp %s: %s", sdir, strerror(errno));
+        rc = lv_from_errno(errno);
+        goto out_img;
+    }
+    rc = dbreg_image(a->reg, b->name, fd, IMAGE_TIMEOUT_MS, &ii, NULL, NULL);
+    if (rc) {
+        LV_WARN("archive %s: %s: cannot take an image for a snapshot: %s", store_url(d->store), b->name,
+                lv_strerror(rc));
+        goto out_sdir;
+    }
+    if (ii.page_size == 0 || ii.db_pages == 0) {
+        rc = LV_ENOENT; /* nothing to snapshot yet */
+        goto out_sdir;
+    }
+    rc = snap_write_segment(sdir, b, info, fd, img, &ii);
+    snprintf(spath, sizeof spath, "%s/%016" PRIx64 ".lvseg", sdir, ii.txid);
+    if (rc == 0)
+        rc = snap_upload(d, b, spath, &ii);
+    if (rc == 0) {
+        note_snapshots(b);
+        *txid_out = ii.txid;
+    }
+    unlink(spath);
+out_sdir:
+    rmdir(sdir);
+out_img:
     close(fd);
     unlink(img);
     return rc;
