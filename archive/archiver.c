@@ -234,16 +234,10 @@ static void assert_adb_state(const struct adb *b)
 /* The stored manifest of b holds everything up to its last TXID: publish it as confirmed. */
 static void publish_confirmed(struct adest *d, struct adb *b)
 {
-    uint64_t last = manifest_last_txid(&b->m);
-    int64_t t = 0;
-    for (size_t i = b->m.nsegs; i-- > 0;)
-        if (b->m.segs[i].last_txid == last) {
-            t = b->m.segs[i].last_time_us;
-            break;
-        }
-    const struct manifest_snap *s = manifest_snapshot_at(&b->m, last);
-    if (s && s->txid == last)
-        t = s->time_us;
+    uint64_t last;
+    int64_t t;
+
+    manifest_last(&b->m, &last, &t);
     pthread_mutex_lock(&d->mu);
     b->confirmed = last;
     b->confirmed_time_us = t;
@@ -765,14 +759,8 @@ static int fetch_concat(struct adest *d, struct adb *b, const struct manifest_se
  * previous manifest finish.  Out of memory: the object is left (swept later). */
 static void queue_delete(struct adest *d, const char *key, int64_t delay)
 {
-    if (d->ndels == d->dels_cap) {
-        size_t nc = d->dels_cap ? d->dels_cap * 2 : 16;
-        struct adel *nv = realloc(d->dels, nc * sizeof *nv);
-        if (!nv)
-            return;
-        d->dels = nv;
-        d->dels_cap = nc;
-    }
+    if (lv_grow((void **)&d->dels, &d->dels_cap, d->ndels, sizeof *d->dels, 16) != 0)
+        return;
     snprintf(d->dels[d->ndels].key, sizeof d->dels[d->ndels].key, "%s", key);
     d->dels[d->ndels].due_mono = lv_mono_us() + delay;
     d->ndels++;
@@ -820,6 +808,28 @@ static void delete_keys(struct adest *d, struct adb *b, char (*keys)[MANIFEST_KE
         queue_delete(d, okey(key, sizeof key, b, keys[i]), d->cfg->delete_delay_us);
     }
     run_deletes(d);
+}
+
+/* Remove the n objects keys from b's manifest, store it, then queue their
+ * deletion (WRITE ORDER: the manifest no longer naming them first) and add
+ * by to *counter (a published adb field, d->mu).  0 or negative (the
+ * manifest stays dirty and the objects are kept). */
+static int drop_objects(struct adest *d, struct adb *b, char (*keys)[MANIFEST_KEY_MAX], size_t n, uint64_t *counter,
+                        uint64_t by)
+{
+    int rc;
+
+    for (size_t i = 0; i < n; i++)
+        manifest_remove(&b->m, keys[i]);
+    mark_dirty(b, 1);
+    rc = put_manifest(d, b);
+    if (rc)
+        return rc;
+    delete_keys(d, b, keys, n);
+    pthread_mutex_lock(&d->mu);
+    *counter += by;
+    pthread_mutex_unlock(&d->mu);
+    return 0;
 }
 
 /* Start-up sweep of b's lineage (one LIST).  First the tail: level-0
@@ -977,17 +987,9 @@ static int compact(struct adest *d, struct adb *b, const struct db_info *info)
                 if (rc == LV_EEXIST)
                     rc = 0;
             }
+            if (rc == 0)
+                rc = drop_objects(d, b, old, cnt, &b->compactions, 1);
             if (rc == 0) {
-                for (size_t k = 0; k < cnt; k++)
-                    manifest_remove(&b->m, old[k]);
-                mark_dirty(b, 1);
-                rc = put_manifest(d, b);
-            }
-            if (rc == 0) {
-                delete_keys(d, b, old, cnt);
-                pthread_mutex_lock(&d->mu);
-                b->compactions++;
-                pthread_mutex_unlock(&d->mu);
                 LV_INFO("archive %s: %s: compacted %zu segments into %s", store_url(d->store), b->name, cnt, ns.key);
             }
             free(run);
@@ -1028,15 +1030,8 @@ static int retain(struct adest *d, struct adb *b)
     for (size_t i = 0; i < b->m.nsegs; i++)
         if (b->m.segs[i].last_txid <= bt)
             memcpy(old[k++], b->m.segs[i].key, MANIFEST_KEY_MAX);
-    for (size_t i = 0; i < k; i++)
-        manifest_remove(&b->m, old[i]);
-    mark_dirty(b, 1);
-    rc = put_manifest(d, b);
+    rc = drop_objects(d, b, old, k, &b->retired, k);
     if (rc == 0) {
-        delete_keys(d, b, old, k);
-        pthread_mutex_lock(&d->mu);
-        b->retired += k;
-        pthread_mutex_unlock(&d->mu);
         LV_INFO("archive %s: %s: retention removed %zu objects before the snapshot at TXID %llu",
                 store_url(d->store), b->name, k, (unsigned long long)bt);
     }
@@ -1095,16 +1090,10 @@ static struct adb *find_db(struct adest *d, const struct db_info *info, int crea
     memcpy(b->id, info->id, 16);
     lv_hex(info->id, 16, b->idhex);
     pthread_mutex_lock(&d->mu);
-    if (d->ndbs == d->cap) {
-        size_t nc = d->cap ? d->cap * 2 : 8;
-        struct adb **nv = realloc(d->dbs, nc * sizeof *nv);
-        if (!nv) {
-            pthread_mutex_unlock(&d->mu);
-            free(b);
-            return NULL;
-        }
-        d->dbs = nv;
-        d->cap = nc;
+    if (lv_grow((void **)&d->dbs, &d->cap, d->ndbs, sizeof *d->dbs, 8) != 0) {
+        pthread_mutex_unlock(&d->mu);
+        free(b);
+        return NULL;
     }
     d->dbs[d->ndbs++] = b;
     pthread_mutex_unlock(&d->mu);

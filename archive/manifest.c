@@ -293,66 +293,62 @@ void manifest_free(struct manifest *m)
     memset(m, 0, sizeof *m);
 }
 
-/* Make room for one more element in *arr (cap doubles).  0 or LV_ENOMEM. */
-static int grow(void **arr, size_t *cap, size_t n, size_t elem)
+/* Insert e (elem bytes) at position at of the sorted array *arr of *n
+ * elements (capacity *cap); returns the new element or NULL (LV_ENOMEM). */
+static void *insert_at(void **arr, size_t *n, size_t *cap, size_t elem, size_t at, const void *e)
 {
-    size_t ncap;
-    void *p;
+    char *v;
 
-    if (n < *cap)
-        return 0;
-    ncap = *cap ? *cap * 2 : 16;
-    p = realloc(*arr, ncap * elem);
-    if (!p)
-        return LV_ENOMEM;
-    *arr = p;
-    *cap = ncap;
-    return 0;
+    if (lv_grow(arr, cap, *n, elem, 16) != 0)
+        return NULL;
+    v = *arr;
+    memmove(v + (at + 1) * elem, v + at * elem, (*n - at) * elem);
+    memcpy(v + at * elem, e, elem);
+    (*n)++;
+    return v + at * elem;
+}
+
+/* A message from seg_valid/snap_valid refusing an entry (rc != 0): logged, LV_EINVAL. */
+static int refused(const struct manifest *m, int rc, const char *msg)
+{
+    if (rc)
+        LV_DEBUG("manifest %s: refused %s", m->name ? m->name : "?", msg);
+    return rc ? LV_EINVAL : 0;
 }
 
 int manifest_add_segment(struct manifest *m, const struct manifest_seg *s)
 {
+    struct manifest_seg *e;
     char msg[256];
     size_t at;
-    int rc;
 
-    if (seg_valid(s, "segment", msg, sizeof msg) != 0) {
-        LV_DEBUG("manifest %s: refused %s", m->name ? m->name : "?", msg);
+    if (refused(m, seg_valid(s, "segment", msg, sizeof msg), msg))
         return LV_EINVAL;
-    }
     at = seg_lower_bound(m, s);
     if (at < m->nsegs && seg_cmp(&m->segs[at], s) == 0)
         return LV_EEXIST;
-    rc = grow((void **)&m->segs, &m->segs_cap, m->nsegs, sizeof *m->segs);
-    if (rc)
-        return rc;
-    memmove(&m->segs[at + 1], &m->segs[at], (m->nsegs - at) * sizeof *m->segs);
-    m->segs[at] = *s;
-    manifest_seg_key(m->segs[at].key, s->level, s->first_txid, s->last_txid);
-    m->nsegs++;
+    e = insert_at((void **)&m->segs, &m->nsegs, &m->segs_cap, sizeof *s, at, s);
+    if (!e)
+        return LV_ENOMEM;
+    manifest_seg_key(e->key, s->level, s->first_txid, s->last_txid);
     return 0;
 }
 
 int manifest_add_snapshot(struct manifest *m, const struct manifest_snap *s)
 {
+    struct manifest_snap *e;
     char msg[256];
     size_t at;
-    int rc;
 
-    if (snap_valid(s, "snapshot", msg, sizeof msg) != 0) {
-        LV_DEBUG("manifest %s: refused %s", m->name ? m->name : "?", msg);
+    if (refused(m, snap_valid(s, "snapshot", msg, sizeof msg), msg))
         return LV_EINVAL;
-    }
     at = snap_lower_bound(m, s->txid);
     if (at < m->nsnaps && m->snaps[at].txid == s->txid)
         return LV_EEXIST;
-    rc = grow((void **)&m->snaps, &m->snaps_cap, m->nsnaps, sizeof *m->snaps);
-    if (rc)
-        return rc;
-    memmove(&m->snaps[at + 1], &m->snaps[at], (m->nsnaps - at) * sizeof *m->snaps);
-    m->snaps[at] = *s;
-    manifest_snap_key(m->snaps[at].key, s->txid);
-    m->nsnaps++;
+    e = insert_at((void **)&m->snaps, &m->nsnaps, &m->snaps_cap, sizeof *s, at, s);
+    if (!e)
+        return LV_ENOMEM;
+    manifest_snap_key(e->key, s->txid);
     return 0;
 }
 
@@ -423,17 +419,57 @@ int manifest_cksum_at(const struct manifest *m, uint64_t x, uint64_t *ck)
     return 0;
 }
 
+/* The highest TXID and the newest commit time over every object of m. */
+static void manifest_max(const struct manifest *m, uint64_t *txid, int64_t *time_us)
+{
+    *txid = 0;
+    *time_us = 0;
+    for (size_t i = 0; i < m->nsegs; i++) {
+        if (m->segs[i].last_txid > *txid)
+            *txid = m->segs[i].last_txid;
+        if (m->segs[i].last_time_us > *time_us)
+            *time_us = m->segs[i].last_time_us;
+    }
+    for (size_t i = 0; i < m->nsnaps; i++) {
+        if (m->snaps[i].txid > *txid)
+            *txid = m->snaps[i].txid;
+        if (m->snaps[i].time_us > *time_us)
+            *time_us = m->snaps[i].time_us;
+    }
+}
+
 uint64_t manifest_last_txid(const struct manifest *m)
 {
-    uint64_t last = 0;
-    size_t i;
+    uint64_t txid;
+    int64_t t;
 
-    for (i = 0; i < m->nsegs; i++)
-        if (m->segs[i].last_txid > last)
-            last = m->segs[i].last_txid;
-    if (m->nsnaps && m->snaps[m->nsnaps - 1].txid > last)
-        last = m->snaps[m->nsnaps - 1].txid;
-    return last;
+    manifest_max(m, &txid, &t);
+    return txid;
+}
+
+int64_t manifest_last_time(const struct manifest *m)
+{
+    uint64_t txid;
+    int64_t t;
+
+    manifest_max(m, &txid, &t);
+    return t;
+}
+
+void manifest_last(const struct manifest *m, uint64_t *txid, int64_t *time_us)
+{
+    const struct manifest_snap *s;
+
+    *txid = manifest_last_txid(m);
+    *time_us = 0;
+    for (size_t i = m->nsegs; i-- > 0;)
+        if (m->segs[i].last_txid == *txid) {
+            *time_us = m->segs[i].last_time_us;
+            break;
+        }
+    s = manifest_snapshot_at(m, *txid);
+    if (s && s->txid == *txid)
+        *time_us = s->time_us;
 }
 
 const struct manifest_snap *manifest_snapshot_at(const struct manifest *m, uint64_t txid)

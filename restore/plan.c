@@ -104,14 +104,8 @@ static void time_bounds(const struct manifest *m, int64_t t, uint64_t start, uin
 
 static int push(struct plan *p, size_t *cap, const struct manifest_seg *s)
 {
-    if (p->nsegs == *cap) {
-        size_t ncap = *cap ? *cap * 2 : 8;
-        const struct manifest_seg **v = realloc(p->segs, ncap * sizeof *v);
-        if (!v)
-            return LV_ENOMEM;
-        p->segs = v;
-        *cap = ncap;
-    }
+    if (lv_grow((void **)&p->segs, cap, p->nsegs, sizeof *p->segs, 8) != 0)
+        return LV_ENOMEM;
     p->segs[p->nsegs++] = s;
     p->bytes += s->size;
     return 0;

@@ -84,35 +84,6 @@
 
 /* ---------------------------------------------------------------- lineage and manifest */
 
-int64_t restore_manifest_last_time(const struct manifest *m)
-{
-    int64_t t = 0;
-    size_t i;
-
-    for (i = 0; i < m->nsegs; i++)
-        if (m->segs[i].last_time_us > t)
-            t = m->segs[i].last_time_us;
-    for (i = 0; i < m->nsnaps; i++)
-        if (m->snaps[i].time_us > t)
-            t = m->snaps[i].time_us;
-    return t;
-}
-
-void restore_manifest_last(const struct manifest *m, uint64_t *txid, int64_t *time_us)
-{
-    uint64_t x = manifest_last_txid(m);
-    size_t i;
-
-    *txid = x;
-    *time_us = 0;
-    for (i = 0; i < m->nsegs; i++)
-        if (m->segs[i].last_txid == x)
-            *time_us = m->segs[i].last_time_us;
-    for (i = 0; i < m->nsnaps; i++)
-        if (m->snaps[i].txid == x)
-            *time_us = m->snaps[i].time_us;
-}
-
 int restore_load_manifest(struct store *st, const char *db, const char *dbid, struct manifest *m, char *err,
                           size_t errlen)
 {
@@ -198,12 +169,9 @@ int restore_find_lineage(struct store *st, const char *db, const char *want, cha
         rc = LV_ENOMEM;
         goto out;
     }
-    rc = store_list(st, prefix, &l);
-    if (rc) {
-        lv_seterr(err, errlen, "%s: cannot list %s: %s (%s)", store_url(st), prefix, lv_strerror(rc),
-               store_last_error(st) ? store_last_error(st) : "");
+    rc = store_list_err(st, prefix, &l, err, errlen);
+    if (rc)
         goto out;
-    }
     plen = strlen(prefix);
     for (i = 0; i < l.n; i++) {
         const char *rest = l.v[i].key + plen;
@@ -223,7 +191,7 @@ int restore_find_lineage(struct store *st, const char *db, const char *want, cha
             LV_WARN("restore: skipping lineage %s: %s", id, merr);
             continue;
         }
-        t = restore_manifest_last_time(&m);
+        t = manifest_last_time(&m);
         manifest_free(&m);
         if (!out[0] || t > best_time) {
             best_time = t;
@@ -739,7 +707,7 @@ static int tail_damage(const struct restore_opts *o, struct store *st, const str
                        const struct tail_result *tail, const char *dbid, struct plan_target *t,
                        struct restore_result *res, char *err, size_t errlen)
 {
-    int64_t known = restore_manifest_last_time(m);
+    int64_t known = manifest_last_time(m);
     int hit = t->kind == PLAN_LATEST || (t->kind == PLAN_TXID && t->txid > tail->last_txid) ||
               (t->kind == PLAN_TIME && t->time_us > known);
 

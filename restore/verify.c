@@ -76,14 +76,8 @@ static int add_bad(struct vstate *vs, size_t obj, const char *key, const char *f
 
 static int add_fact(struct vstate *vs, const struct txlog_hdr *h, size_t obj)
 {
-    if (vs->nfacts == vs->cap) {
-        size_t ncap = vs->cap ? vs->cap * 2 : 1024;
-        struct fact *f = realloc(vs->facts, ncap * sizeof *f);
-        if (!f)
-            return LV_ENOMEM;
-        vs->facts = f;
-        vs->cap = ncap;
-    }
+    if (lv_grow((void **)&vs->facts, &vs->cap, vs->nfacts, sizeof *vs->facts, 1024) != 0)
+        return LV_ENOMEM;
     vs->facts[vs->nfacts++] = (struct fact){ h->txid, h->pre_cksum, h->post_cksum, h->time_us, (uint32_t)obj,
                                              (uint8_t)((h->flags & TXLOG_F_SNAPSHOT) != 0) };
     return 0;

@@ -448,7 +448,7 @@ static json_t *ls_lineage_json(const char *id, int is_cur, const struct manifest
     uint64_t last, first;
     int64_t last_t, first_t;
 
-    restore_manifest_last(m, &last, &last_t);
+    manifest_last(m, &last, &last_t);
     ls_first(m, &first, &first_t);
     for (size_t s = 0; s < m->nsnaps; s++)
         json_array_append_new(snaps, json_pack("{s:I,s:o,s:I}", "txid", (json_int_t)m->snaps[s].txid, "time",
@@ -471,7 +471,7 @@ static void ls_lineage_text(const char *id, int is_cur, const struct manifest *m
     int64_t last_t, first_t;
     char tb1[40], tb2[40];
 
-    restore_manifest_last(m, &last, &last_t);
+    manifest_last(m, &last, &last_t);
     ls_first(m, &first, &first_t);
     printf("  %c %s  TXID %" PRIu64 "..%" PRIu64 "  %s .. %s  %zu segments, %zu snapshots, %" PRIu64 " bytes\n",
            is_cur ? '*' : ' ', id, first, last, first_t ? lv_fmt_time(first_t, tb1, sizeof tb1) : "-",

@@ -846,14 +846,8 @@ static int read_db_entry(struct xstate *x, const char *name, char *err, size_t e
             lv_seterr(err, errlen, "refused: the bundle holds %s twice", name);
             return LV_EREFUSED;
         }
-    if (x->nx == x->capx) {
-        size_t nc = x->capx ? x->capx * 2 : 8;
-        struct xentry *nv = realloc(x->xs, nc * sizeof *nv);
-        if (!nv)
-            return LV_ENOMEM;
-        x->xs = nv;
-        x->capx = nc;
-    }
+    if (lv_grow((void **)&x->xs, &x->capx, x->nx, sizeof *x->xs, 8) != 0)
+        return LV_ENOMEM;
     memset(&x->xs[x->nx], 0, sizeof x->xs[x->nx]);
     x->xs[x->nx].name = strdup(name + 3);
     if (!x->xs[x->nx].name)

@@ -328,14 +328,8 @@ struct file_walk {
 
 static int walk_add(struct file_walk *w, const char *key, const struct stat *st)
 {
-    if (w->out->n == w->cap) {
-        size_t cap = w->cap ? w->cap * 2 : 64;
-        struct store_obj *v = realloc(w->out->v, cap * sizeof *v);
-        if (!v)
-            return LV_ENOMEM;
-        w->out->v = v;
-        w->cap = cap;
-    }
+    if (lv_grow((void **)&w->out->v, &w->cap, w->out->n, sizeof *w->out->v, 64) != 0)
+        return LV_ENOMEM;
     w->out->v[w->out->n].key = strdup(key);
     if (!w->out->v[w->out->n].key)
         return LV_ENOMEM;

@@ -1509,16 +1509,7 @@ static int list_parse(struct store *s, const char *body, size_t n, struct store_
         sz = xml_child_text(c, "Size");
         lm = xml_child_text(c, "LastModified");
         if (k && strncmp(k, b->cfg.prefix, plen) == 0 && k[plen]) {
-            if (out->n == *cap) {
-                size_t nc = *cap ? *cap * 2 : 256;
-                struct store_obj *v = realloc(out->v, nc * sizeof *v);
-                if (!v)
-                    rc = LV_ENOMEM;
-                else {
-                    out->v = v;
-                    *cap = nc;
-                }
-            }
+            rc = lv_grow((void **)&out->v, cap, out->n, sizeof *out->v, 256);
             if (rc == 0) {
                 struct store_obj *o = &out->v[out->n];
                 int64_t t = 0;
