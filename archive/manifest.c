@@ -782,21 +782,33 @@ static int only_fields(json_t *o, const char *where, const char *const *allowed,
     return 0;
 }
 
-static int get_int(json_t *o, const char *where, const char *key, int64_t min, int64_t max, int64_t *out,
-                   char *err, size_t errlen)
+/* Field key of o (in where) of JSON type type (named what in messages)
+ * into *v; its full name into f (96 bytes).  0 or LV_ECORRUPT. */
+static int get_field(json_t *o, const char *where, const char *key, json_type type, const char *what, json_t **v,
+                     char f[96], char *err, size_t errlen)
 {
-    json_t *v = json_object_get(o, key);
-    char f[96];
-
-    fname(f, sizeof f, where, key);
-    if (!v) {
+    *v = json_object_get(o, key);
+    fname(f, 96, where, key);
+    if (!*v) {
         lv_seterr(err, errlen, "%s: missing", f);
         return LV_ECORRUPT;
     }
-    if (!json_is_integer(v)) {
-        lv_seterr(err, errlen, "%s: not an integer", f);
+    if (json_typeof(*v) != type) {
+        lv_seterr(err, errlen, "%s: not %s", f, what);
         return LV_ECORRUPT;
     }
+    return 0;
+}
+
+static int get_int(json_t *o, const char *where, const char *key, int64_t min, int64_t max, int64_t *out,
+                   char *err, size_t errlen)
+{
+    json_t *v;
+    char f[96];
+    int rc = get_field(o, where, key, JSON_INTEGER, "an integer", &v, f, err, errlen);
+
+    if (rc)
+        return rc;
     *out = json_integer_value(v);
     if (*out < min || *out > max) {
         lv_seterr(err, errlen, "%s: %" PRId64 " out of range %" PRId64 "..%" PRId64, f, *out, min, max);
@@ -817,20 +829,13 @@ static int get_u64(json_t *o, const char *where, const char *key, uint64_t min, 
 
 static int get_str(json_t *o, const char *where, const char *key, const char **out, char *err, size_t errlen)
 {
-    json_t *v = json_object_get(o, key);
+    json_t *v;
     char f[96];
+    int rc = get_field(o, where, key, JSON_STRING, "a string", &v, f, err, errlen);
 
-    fname(f, sizeof f, where, key);
-    if (!v) {
-        lv_seterr(err, errlen, "%s: missing", f);
-        return LV_ECORRUPT;
-    }
-    if (!json_is_string(v)) {
-        lv_seterr(err, errlen, "%s: not a string", f);
-        return LV_ECORRUPT;
-    }
-    *out = json_string_value(v);
-    return 0;
+    if (rc == 0)
+        *out = json_string_value(v);
+    return rc;
 }
 
 static int get_hex64(json_t *o, const char *where, const char *key, uint64_t *out, char *err, size_t errlen)

@@ -910,20 +910,14 @@ out:
     return rc;
 }
 
-/* Check an input database (see the design comment); fills *s.  0, or an exit
- * code with the message printed.  label names the input in messages. */
-static int prep_input(const char *cmd, const char *in, const char *label, int check, struct imp_src *s)
+/* The input's SQLite header, page size and size into *s.  0, or an exit
+ * code with the message printed. */
+static int prep_header(const char *cmd, const char *in, const char *label, struct imp_src *s)
 {
     uint8_t hdr[DBHDR_SIZE];
     struct stat sb;
-    char side[PATH_MAX + 16], uri[PATH_MAX * 3 + 32];
-    int fd = -1, rc = LV_EXIT_RUNTIME;
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
+    int fd = open(in, O_RDONLY | O_CLOEXEC), rc = LV_EXIT_RUNTIME;
 
-    memset(s, 0, sizeof *s);
-    snprintf(s->path, sizeof s->path, "%s", in);
-    fd = open(in, O_RDONLY | O_CLOEXEC);
     if (fd < 0 || fstat(fd, &sb) != 0) {
         ecli_err(cmd, "cannot read %s: %s", label, strerror(errno));
         goto out;
@@ -945,91 +939,121 @@ static int prep_input(const char *cmd, const char *in, const char *label, int ch
         goto out;
     }
     s->size = (uint64_t)sb.st_size;
-    close(fd);
-    fd = -1;
+    rc = 0;
+out:
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
 
-    /* A -wal with frames or a -journal next to the input: import its logical
-     * content, made on a staged copy so the input stays untouched. */
-    const char *sfx[] = {"-wal", "-journal"};
-    for (int k = 0; k < 2; k++) {
-        struct stat ss;
+/* A -wal with frames or a -journal next to the input: import its logical
+ * content, made on a staged copy (s->stage, s->path) so the input stays
+ * untouched.  0, or an exit code with the message printed. */
+static int prep_stage(const char *cmd, const char *in, const char *label, struct imp_src *s)
+{
+    static const char *const sfx[] = {"-wal", "-journal"};
+    const char *tdir = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    char side[PATH_MAX + 16], staged[PATH_MAX + 32], staged_side[PATH_MAX + 48];
+    struct stat ss;
+    sqlite3 *db = NULL;
+    int k, rc = LV_EXIT_RUNTIME;
+
+    for (k = 0; k < 2; k++) {
         snprintf(side, sizeof side, "%s%s", in, sfx[k]);
-        if (stat(side, &ss) != 0 || ss.st_size == 0)
-            continue;
-        const char *tdir = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-        char staged[PATH_MAX + 32], staged_side[PATH_MAX + 48];
-        snprintf(s->stage, sizeof s->stage, "%s/litevault-import-XXXXXX", tdir);
-        if (!mkdtemp(s->stage)) {
-            ecli_err(cmd, "cannot create a staging directory in %s: %s", tdir, strerror(errno));
-            s->stage[0] = 0;
-            goto out;
-        }
-        snprintf(staged, sizeof staged, "%s/in.db", s->stage);
-        snprintf(staged_side, sizeof staged_side, "%s%s", staged, sfx[k]);
-        fprintf(stderr, "litevault %s: %s has a %s file (%lld bytes): importing the database with it applied\n",
-                cmd, label, sfx[k], (long long)ss.st_size);
-        if (copy_path(in, staged) != 0 || copy_path(side, staged_side) != 0) {
-            ecli_err(cmd, "cannot stage a copy of %s in %s", label, s->stage);
-            goto out;
-        }
-        if (sqlite3_open_v2(staged, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
-            sqlite3_exec(db, "SELECT count(*) FROM sqlite_master; PRAGMA wal_checkpoint(TRUNCATE);", NULL, NULL,
-                         NULL) != SQLITE_OK) {
-            ecli_err(cmd, "refused: %s with its %s cannot be read: %s; nothing was changed", label, sfx[k],
-                     db ? sqlite3_errmsg(db) : "out of memory");
-            goto out;
-        }
-        sqlite3_close(db);
-        db = NULL;
-        snprintf(s->path, sizeof s->path, "%s", staged);
-        if (stat(staged, &sb) != 0) {
-            ecli_err(cmd, "%s: %s", staged, strerror(errno));
-            goto out;
-        }
-        s->size = (uint64_t)sb.st_size;
-        break;
+        if (stat(side, &ss) == 0 && ss.st_size > 0)
+            break;
     }
-    if (check) {
-        sqlite_uri_immutable(s->path, uri, sizeof uri);
-        int r = sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
-        if (r == SQLITE_OK)
-            r = sqlite3_prepare_v2(db, "PRAGMA integrity_check(20)", -1, &st, NULL);
-        if (r != SQLITE_OK) {
-            ecli_err(cmd, "refused: %s cannot be opened by SQLite: %s; nothing was changed", label,
-                     db ? sqlite3_errmsg(db) : "out of memory");
-            goto out;
-        }
-        char msg[1024] = "";
-        size_t ml = 0;
-        while ((r = sqlite3_step(st)) == SQLITE_ROW) {
-            const char *t = (const char *)sqlite3_column_text(st, 0);
-            ml += (size_t)snprintf(msg + ml, ml < sizeof msg ? sizeof msg - ml : 0, "%s%s", ml ? "; " : "",
-                                   t ? t : "");
-            if (ml >= sizeof msg)
-                ml = sizeof msg - 1;
-        }
-        if (r != SQLITE_DONE) {
-            ecli_err(cmd, "refused: integrity_check of %s failed: %s; nothing was changed", label,
-                     sqlite3_errmsg(db));
-            goto out;
-        }
-        if (strcmp(msg, "ok") != 0) {
-            ecli_err(cmd, "refused: integrity_check of %s failed: %s; nothing was changed "
-                          "(--no-check skips this check)", label, msg);
-            goto out;
-        }
+    if (k == 2)
+        return 0;
+    snprintf(s->stage, sizeof s->stage, "%s/litevault-import-XXXXXX", tdir);
+    if (!mkdtemp(s->stage)) {
+        ecli_err(cmd, "cannot create a staging directory in %s: %s", tdir, strerror(errno));
+        s->stage[0] = 0;
+        return LV_EXIT_RUNTIME;
     }
-    if (file_cksum(s->path, s->page_size, &s->cksum) != 0) {
-        ecli_err(cmd, "cannot read %s: %s", label, strerror(errno));
+    snprintf(staged, sizeof staged, "%s/in.db", s->stage);
+    snprintf(staged_side, sizeof staged_side, "%s%s", staged, sfx[k]);
+    fprintf(stderr, "litevault %s: %s has a %s file (%lld bytes): importing the database with it applied\n", cmd,
+            label, sfx[k], (long long)ss.st_size);
+    if (copy_path(in, staged) != 0 || copy_path(side, staged_side) != 0) {
+        ecli_err(cmd, "cannot stage a copy of %s in %s", label, s->stage);
+        goto out;
+    }
+    if (sqlite3_open_v2(staged, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
+        sqlite3_exec(db, "SELECT count(*) FROM sqlite_master; PRAGMA wal_checkpoint(TRUNCATE);", NULL, NULL, NULL) !=
+            SQLITE_OK) {
+        ecli_err(cmd, "refused: %s with its %s cannot be read: %s; nothing was changed", label, sfx[k],
+                 db ? sqlite3_errmsg(db) : "out of memory");
+        goto out;
+    }
+    snprintf(s->path, sizeof s->path, "%s", staged);
+    if (stat(staged, &ss) != 0) {
+        ecli_err(cmd, "%s: %s", staged, strerror(errno));
+        goto out;
+    }
+    s->size = (uint64_t)ss.st_size;
+    rc = 0;
+out:
+    sqlite3_close(db);
+    return rc;
+}
+
+/* PRAGMA integrity_check of s->path.  0, or an exit code with the message printed. */
+static int prep_integrity(const char *cmd, const char *label, const struct imp_src *s)
+{
+    char uri[PATH_MAX * 3 + 32], msg[1024] = "";
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    size_t ml = 0;
+    int r, rc = LV_EXIT_RUNTIME;
+
+    sqlite_uri_immutable(s->path, uri, sizeof uri);
+    r = sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
+    if (r == SQLITE_OK)
+        r = sqlite3_prepare_v2(db, "PRAGMA integrity_check(20)", -1, &st, NULL);
+    if (r != SQLITE_OK) {
+        ecli_err(cmd, "refused: %s cannot be opened by SQLite: %s; nothing was changed", label,
+                 db ? sqlite3_errmsg(db) : "out of memory");
+        goto out;
+    }
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *t = (const char *)sqlite3_column_text(st, 0);
+        ml += (size_t)snprintf(msg + ml, ml < sizeof msg ? sizeof msg - ml : 0, "%s%s", ml ? "; " : "", t ? t : "");
+        if (ml >= sizeof msg)
+            ml = sizeof msg - 1;
+    }
+    if (r != SQLITE_DONE) {
+        ecli_err(cmd, "refused: integrity_check of %s failed: %s; nothing was changed", label, sqlite3_errmsg(db));
+        goto out;
+    }
+    if (strcmp(msg, "ok") != 0) {
+        ecli_err(cmd, "refused: integrity_check of %s failed: %s; nothing was changed "
+                      "(--no-check skips this check)", label, msg);
         goto out;
     }
     rc = 0;
 out:
     sqlite3_finalize(st);
     sqlite3_close(db);
-    if (fd >= 0)
-        close(fd);
     return rc;
+}
+
+/* Check an input database (see the design comment); fills *s.  0, or an exit
+ * code with the message printed.  label names the input in messages. */
+static int prep_input(const char *cmd, const char *in, const char *label, int check, struct imp_src *s)
+{
+    int rc;
+
+    memset(s, 0, sizeof *s);
+    snprintf(s->path, sizeof s->path, "%s", in);
+    if ((rc = prep_header(cmd, in, label, s)) || (rc = prep_stage(cmd, in, label, s)) ||
+        (check && (rc = prep_integrity(cmd, label, s))))
+        return rc;
+    if (file_cksum(s->path, s->page_size, &s->cksum) != 0) {
+        ecli_err(cmd, "cannot read %s: %s", label, strerror(errno));
+        return LV_EXIT_RUNTIME;
+    }
+    return 0;
 }
 
 static void imp_src_done(struct imp_src *s)
