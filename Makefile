@@ -139,7 +139,7 @@ FUZZ_CC      ?= clang
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECS    ?= 20
 FUZZ_NAMES   := config txlog txlog_open wal state time cron manifest
-FUZZ_LIBSRCS := src/base/lv.c src/base/lvlog.c src/base/sys.c src/base/cksum.c src/log/txlog.c src/log/wal.c src/daemon/config.c src/export/cron.c \
+FUZZ_LIBSRCS := src/base/lv.c src/base/lvlog.c src/base/sys.c src/base/publish.c src/base/cksum.c src/log/txlog.c src/log/wal.c src/daemon/config.c src/export/cron.c \
                 archive/manifest.c archive/current.c restore/plan.c
 FUZZ_LIBOBJS := $(FUZZ_LIBSRCS:%.c=$(FUZZ_BUILD)/%.o)
 FUZZ_CFLAGS   = -DLV_ASSERTS=1 -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread $(filter-out -Wno-format-truncation,$(WARN)) -Isrc -I. $(PKG_CFLAGS) -g -O1 \
