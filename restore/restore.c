@@ -544,24 +544,15 @@ static int fill_objects(struct attempt *at, const char *dbid)
     return 0;
 }
 
-/* One planning + applying pass.  0, RESTORE_RETRY or a negative error. */
-static int attempt_run(struct attempt *at, const struct plan_target *t, int flags, const char *dbid)
+/* Plan the restore to *t and list its objects in res.  0 or negative. */
+static int attempt_plan(struct attempt *at, const struct plan_target *t, int flags, const char *dbid)
 {
-    const struct restore_opts *o = at->o;
     struct restore_result *res = at->res;
-    struct fetch *f = NULL;
-    struct fetch_obj *fo = NULL;
-    struct txlog_apply_info inf;
-    char msg[900];
-    int64_t t0 = lv_mono_us();
-    int fd = -1, rc, drew = 0;
-    size_t i;
+    int rc = plan_make(at->m, t, flags, &at->plan);
 
-    rc = plan_make(at->m, t, flags, &at->plan);
     if (rc) {
-        lv_seterr(at->err, at->errlen, "%s: database '%s' lineage %s: %s", store_url(at->st), o->db, dbid,
+        lv_seterr(at->err, at->errlen, "%s: database '%s' lineage %s: %s", store_url(at->st), at->o->db, dbid,
                at->plan.msg);
-        plan_free(&at->plan);
         return rc;
     }
     if (at->plan.partial) {
@@ -569,12 +560,117 @@ static int attempt_run(struct attempt *at, const struct plan_target *t, int flag
         snprintf(res->partial_msg, sizeof res->partial_msg, "%s", at->plan.msg);
         LV_WARN("restore: %s", at->plan.msg);
     }
-    rc = fill_objects(at, dbid);
-    if (rc || o->dry_run) {
+    return fill_objects(at, dbid);
+}
+
+/* Start the downloads of the planned objects into *f.  0 or negative. */
+static int attempt_fetch(struct attempt *at, struct fetch_obj **fo, struct fetch **f)
+{
+    const struct restore_result *res = at->res;
+    int rc;
+
+    *fo = calloc(res->nobjs ? res->nobjs : 1, sizeof **fo);
+    if (!*fo)
+        return LV_ENOMEM;
+    for (size_t i = 0; i < res->nobjs; i++) {
+        (*fo)[i].key = res->objs[i].key;
+        (*fo)[i].size = res->objs[i].size;
+        (*fo)[i].xxh3 = res->objs[i].snapshot ? at->plan.snap->xxh3
+                                              : at->plan.segs[i - (at->plan.snap ? 1 : 0)]->xxh3;
+    }
+    rc = fetch_start(at->st, *fo, res->nobjs, at->o->parallel > 0 ? at->o->parallel : 4, 0, at->o->mem_budget, f);
+    if (rc)
+        lv_seterr(at->err, at->errlen, "cannot start the download workers: %s", lv_strerror(rc));
+    return rc;
+}
+
+/* Wait for object i and apply it (damage handled as the design comment
+ * says).  *drew is set when a progress line was drawn.  0 or negative. */
+static int attempt_object(struct attempt *at, struct fetch *f, size_t i, int64_t t0, int *drew)
+{
+    const struct restore_opts *o = at->o;
+    struct restore_result *res = at->res;
+    struct txlog_apply_info inf;
+    struct fetch_res fr;
+    char msg[900];
+    int rc;
+
+    while (!fetch_wait(f, i, o->progress ? 200 : -1, &fr)) {
+        progress_draw(f, t0);
+        *drew = 1;
+    }
+    if (o->progress) {
+        progress_draw(f, t0);
+        *drew = 1;
+    }
+    res->bytes_fetched += fr.len;
+    at->cur_snap = res->objs[i].snapshot;
+    if (fr.rc && (!fr.buf || fr.rc != LV_EMISMATCH || !o->allow_partial)) {
+        snprintf(msg, sizeof msg, "%s (TXIDs %" PRIu64 "..%" PRIu64 ")", fr.err, res->objs[i].first_txid,
+                 res->objs[i].last_txid);
+        rc = damage(at, fr.rc, msg);
+    } else {
+        if (fr.rc) /* size or XXH3 wrong: salvage the records that still verify */
+            LV_WARN("restore: %s; applying its records that verify (--allow-partial)", fr.err);
+        rc = apply_object(at, i, &fr);
+        if (rc == 0 && fr.rc && !at->partial && !at->stop) {
+            /* Every planned record verified although the object's hash did not: still report it. */
+            txlog_apply_state(at->a, &inf);
+            snprintf(msg, sizeof msg, "%s (its records up to TXID %" PRIu64 " verified)", fr.err, inf.txid);
+            rc = damage(at, fr.rc, msg);
+        }
+    }
+    fetch_release(f, i);
+    return rc;
+}
+
+/* Every object applied: the planned target must be reached; finish the
+ * file (checksum re-read) and fill res.  0 or negative. */
+static int attempt_finish(struct attempt *at)
+{
+    struct restore_result *res = at->res;
+    struct txlog_apply_info inf;
+    char msg[900];
+    int rc;
+
+    txlog_apply_state(at->a, &inf);
+    if (!at->partial && !res->partial && !(at->plan.resolve_by_time ? inf.txid >= at->plan.target_min_txid &&
+                                                                          inf.txid <= at->plan.target_txid
+                                                                    : inf.txid == at->plan.target_txid)) {
+        lv_seterr(at->err, at->errlen, "%s: database '%s': the objects reached TXID %" PRIu64 ", not the planned %" PRIu64,
+               store_url(at->st), at->o->db, inf.txid, at->plan.target_txid);
+        return LV_ECORRUPT;
+    }
+    if (!inf.have) {
+        lv_seterr(at->err, at->errlen, "%s: database '%s': no record applied", store_url(at->st), at->o->db);
+        return LV_ENOENT;
+    }
+    rc = txlog_apply_finish(at->a, msg, sizeof msg);
+    if (rc) {
+        lv_seterr(at->err, at->errlen, "TXID %" PRIu64 ": %s", inf.txid, msg);
+        return rc;
+    }
+    res->txid = inf.txid;
+    res->time_us = inf.time_us;
+    res->cksum = inf.post_cksum;
+    res->page_size = inf.page_size;
+    res->db_pages = inf.db_pages;
+    return 0;
+}
+
+/* One planning + applying pass.  0, RESTORE_RETRY or a negative error. */
+static int attempt_run(struct attempt *at, const struct plan_target *t, int flags, const char *dbid)
+{
+    struct fetch *f = NULL;
+    struct fetch_obj *fo = NULL;
+    int64_t t0 = lv_mono_us();
+    int fd = -1, rc, drew = 0;
+
+    rc = attempt_plan(at, t, flags, dbid);
+    if (rc || at->o->dry_run) {
         plan_free(&at->plan);
         return rc;
     }
-
     fd = sys_open(at->tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         rc = fd;
@@ -583,84 +679,17 @@ static int attempt_run(struct attempt *at, const struct plan_target *t, int flag
         goto out;
     }
     rc = txlog_apply_open(fd, at->tmp, &at->a);
+    if (rc == 0)
+        rc = attempt_fetch(at, &fo, &f);
+    for (size_t i = 0; rc == 0 && i < at->res->nobjs && !at->stop && !at->partial; i++)
+        rc = attempt_object(at, f, i, t0, &drew);
     if (rc)
         goto out;
-    fo = calloc(res->nobjs ? res->nobjs : 1, sizeof *fo);
-    if (!fo) {
-        rc = LV_ENOMEM;
-        goto out;
-    }
-    for (i = 0; i < res->nobjs; i++) {
-        fo[i].key = res->objs[i].key;
-        fo[i].size = res->objs[i].size;
-        fo[i].xxh3 = res->objs[i].snapshot ? at->plan.snap->xxh3 : at->plan.segs[i - (at->plan.snap ? 1 : 0)]->xxh3;
-    }
-    rc = fetch_start(at->st, fo, res->nobjs, o->parallel > 0 ? o->parallel : 4, 0, o->mem_budget, &f);
-    if (rc) {
-        lv_seterr(at->err, at->errlen, "cannot start the download workers: %s", lv_strerror(rc));
-        goto out;
-    }
-    for (i = 0; i < res->nobjs && !at->stop && !at->partial; i++) {
-        struct fetch_res fr;
-
-        while (!fetch_wait(f, i, o->progress ? 200 : -1, &fr)) {
-            progress_draw(f, t0);
-            drew = 1;
-        }
-        if (o->progress) {
-            progress_draw(f, t0);
-            drew = 1;
-        }
-        res->bytes_fetched += fr.len;
-        at->cur_snap = res->objs[i].snapshot;
-        if (fr.rc && (!fr.buf || fr.rc != LV_EMISMATCH || !o->allow_partial)) {
-            snprintf(msg, sizeof msg, "%s (TXIDs %" PRIu64 "..%" PRIu64 ")", fr.err, res->objs[i].first_txid,
-                     res->objs[i].last_txid);
-            rc = damage(at, fr.rc, msg);
-        } else {
-            if (fr.rc) /* size or XXH3 wrong: salvage the records that still verify */
-                LV_WARN("restore: %s; applying its records that verify (--allow-partial)", fr.err);
-            rc = apply_object(at, i, &fr);
-            if (rc == 0 && fr.rc && !at->partial && !at->stop) {
-                /* Every planned record verified although the object's hash did not: still report it. */
-                txlog_apply_state(at->a, &inf);
-                snprintf(msg, sizeof msg, "%s (its records up to TXID %" PRIu64 " verified)", fr.err, inf.txid);
-                rc = damage(at, fr.rc, msg);
-            }
-        }
-        fetch_release(f, i);
-        if (rc)
-            goto out;
-    }
     if (drew)
         fprintf(stderr, "\n");
     fetch_stop(f);
     f = NULL;
-
-    txlog_apply_state(at->a, &inf);
-    if (!at->partial && !res->partial && !(at->plan.resolve_by_time ? inf.txid >= at->plan.target_min_txid &&
-                                                                          inf.txid <= at->plan.target_txid
-                                                                    : inf.txid == at->plan.target_txid)) {
-        rc = LV_ECORRUPT;
-        lv_seterr(at->err, at->errlen, "%s: database '%s': the objects reached TXID %" PRIu64 ", not the planned %" PRIu64,
-               store_url(at->st), o->db, inf.txid, at->plan.target_txid);
-        goto out;
-    }
-    if (!inf.have) {
-        rc = LV_ENOENT;
-        lv_seterr(at->err, at->errlen, "%s: database '%s': no record applied", store_url(at->st), o->db);
-        goto out;
-    }
-    rc = txlog_apply_finish(at->a, msg, sizeof msg);
-    if (rc) {
-        lv_seterr(at->err, at->errlen, "TXID %" PRIu64 ": %s", inf.txid, msg);
-        goto out;
-    }
-    res->txid = inf.txid;
-    res->time_us = inf.time_us;
-    res->cksum = inf.post_cksum;
-    res->page_size = inf.page_size;
-    res->db_pages = inf.db_pages;
+    rc = attempt_finish(at);
 out:
     if (drew && f)
         fprintf(stderr, "\n");

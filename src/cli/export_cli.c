@@ -692,29 +692,110 @@ static int export_one(const struct config *cfg, const char *name, const char *ou
     return 0;
 }
 
+/* Take an image of every database of dbs (a /status array) that has a
+ * commit, into ims[] and the bundle entries ents[] (*n of them, *total
+ * bytes).  A database deleted meanwhile is skipped.  0 or an exit code. */
+static int take_all_images(const struct config *cfg, json_t *dbs, struct ecli_image *ims, struct bundle_entry *ents,
+                           size_t *n, uint64_t *total)
+{
+    size_t i;
+    json_t *e;
+
+    json_array_foreach(dbs, i, e)
+    {
+        const char *name = json_string_value(json_object_get(e, "name"));
+        struct ecli_image *im = &ims[*n];
+        int missing = 0;
+        if (!name)
+            continue;
+        if (json_integer_value(json_object_get(e, "txid")) == 0) {
+            fprintf(stderr, "litevault export: skipping %s: nothing committed yet\n", name);
+            continue;
+        }
+        if (take_image("export", cfg, name, im, &missing) != 0) {
+            if (missing) { /* deleted since /status */
+                fprintf(stderr, "litevault export: skipping %s (deleted meanwhile)\n", name);
+                continue;
+            }
+            return LV_EXIT_RUNTIME;
+        }
+        ents[*n] = (struct bundle_entry){.name = im->name, .path = im->path, .txid = im->txid,
+                                         .time_us = im->time_us, .cksum = im->cksum, .page_size = im->page_size,
+                                         .db_pages = im->pages};
+        memcpy(ents[*n].id, im->id, 16);
+        *total += (uint64_t)im->pages * im->page_size;
+        (*n)++;
+    }
+    return 0;
+}
+
+/* Write the bundle of ents[n] (format from fmtname) to standard output
+ * (out "-") or publish it as out.  0 or an exit code (message printed). */
+static int write_bundle(const char *out, const char *fmtname, const struct bundle_entry *ents, size_t n,
+                        uint64_t total)
+{
+    struct publish pub = {.fd = -1};
+    struct ecli_progress pg;
+    char err[2048] = "";
+    int to_stdout = strcmp(out, "-") == 0, e;
+
+    if (!to_stdout && (e = publish_begin(&pub, out, 0666)) != 0) {
+        ecli_err("export", "cannot create %s: %s", out, lv_strerror(e));
+        return LV_EXIT_RUNTIME;
+    }
+    progress_init(&pg, "export", total);
+    e = bundle_write(to_stdout ? 1 : pub.fd, fmtname, ents, n, progress_cb, &pg, err, sizeof err);
+    if (!to_stdout && e == 0 && (e = publish_commit(&pub)) != 0)
+        snprintf(err, sizeof err, "cannot publish %s: %s", out, lv_strerror(e));
+    publish_abort(&pub); /* a bundle not published leaves no temporary file */
+    if (e) {
+        ecli_err("export", "%s", err[0] ? err : lv_strerror(e));
+        return LV_EXIT_RUNTIME;
+    }
+    return 0;
+}
+
+/* What `export --all` wrote, as text or JSON, on f. */
+static void print_all(FILE *f, const struct ecli_image *ims, size_t n, const char *out, enum bundle_format bf,
+                      uint64_t total, int as_json)
+{
+    if (as_json) {
+        json_t *o = json_object(), *arr = json_array();
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(arr, image_json(&ims[i]));
+        json_object_set_new(o, "output", json_string(out));
+        json_object_set_new(o, "format", json_string(bf == BUNDLE_TAR ? "tar" : bf == BUNDLE_TAR_ZST ? "tar.zst" : "tar.gz"));
+        json_object_set_new(o, "databases", arr);
+        print_json(f, o);
+        json_decref(o);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char hx[17];
+        fprintf(f, "exported %s at TXID %llu, checksum %s\n", ims[i].name, (unsigned long long)ims[i].txid,
+                cksum_hex(ims[i].cksum, hx));
+    }
+    fprintf(f, "wrote %zu database%s (%.1f MiB) into %s\n", n, n == 1 ? "" : "s", (double)total / 1048576.0,
+            strcmp(out, "-") == 0 ? "standard output" : out);
+}
+
 static int export_all(const struct config *cfg, const char *out, const char *format, int as_json)
 {
-    json_t *dbs = NULL, *root = ecli_status("export", cfg, &dbs), *e;
+    json_t *dbs = NULL, *root = ecli_status("export", cfg, &dbs);
     struct ecli_image *ims = NULL;
     struct bundle_entry *ents = NULL;
-    size_t n = 0, i;
-    int rc = LV_EXIT_RUNTIME, fd = -1, to_stdout = strcmp(out, "-") == 0;
-    struct publish pub = {.fd = -1};
-    char err[2048] = "", fmtname[PATH_MAX];
+    size_t n = 0;
+    int rc = LV_EXIT_RUNTIME, to_stdout = strcmp(out, "-") == 0;
+    char fmtname[PATH_MAX];
     enum bundle_format bf;
     uint64_t total = 0;
-    struct ecli_progress pg;
 
     if (!root)
         return LV_EXIT_RUNTIME;
-    if (to_stdout) {
-        snprintf(fmtname, sizeof fmtname, "%s", format ? format : "tar.zst");
-        if (isatty(1)) {
-            rc = ecli_usage("export", "refusing to write a bundle to a terminal; redirect standard output");
-            goto out;
-        }
-    } else {
-        snprintf(fmtname, sizeof fmtname, "%s", out);
+    snprintf(fmtname, sizeof fmtname, "%s", to_stdout ? (format ? format : "tar.zst") : out);
+    if (to_stdout && isatty(1)) {
+        rc = ecli_usage("export", "refusing to write a bundle to a terminal; redirect standard output");
+        goto out;
     }
     if (bundle_format_of(fmtname, &bf) != 0) {
         rc = ecli_usage("export", to_stdout ? "--format must be tar, tar.zst or tar.gz"
@@ -725,78 +806,13 @@ static int export_all(const struct config *cfg, const char *out, const char *for
     ents = calloc(json_array_size(dbs) + 1, sizeof *ents);
     if (!ims || !ents)
         goto out;
-    json_array_foreach(dbs, i, e)
-    {
-        const char *name = json_string_value(json_object_get(e, "name"));
-        int missing = 0;
-        if (!name)
-            continue;
-        if (json_integer_value(json_object_get(e, "txid")) == 0) {
-            fprintf(stderr, "litevault export: skipping %s: nothing committed yet\n", name);
-            continue;
-        }
-        if (take_image("export", cfg, name, &ims[n], &missing) != 0) {
-            if (missing) { /* deleted since /status */
-                fprintf(stderr, "litevault export: skipping %s (deleted meanwhile)\n", name);
-                continue;
-            }
-            goto out;
-        }
-        ents[n].name = ims[n].name;
-        ents[n].path = ims[n].path;
-        memcpy(ents[n].id, ims[n].id, 16);
-        ents[n].txid = ims[n].txid;
-        ents[n].time_us = ims[n].time_us;
-        ents[n].cksum = ims[n].cksum;
-        ents[n].page_size = ims[n].page_size;
-        ents[n].db_pages = ims[n].pages;
-        total += (uint64_t)ims[n].pages * ims[n].page_size;
-        n++;
-    }
-    if (to_stdout) {
-        fd = 1;
-    } else {
-        int e1 = publish_begin(&pub, out, 0666);
-        if (e1) {
-            ecli_err("export", "cannot create %s: %s", out, lv_strerror(e1));
-            goto out;
-        }
-        fd = pub.fd;
-    }
-    progress_init(&pg, "export", total);
-    int e2 = bundle_write(fd, fmtname, ents, n, progress_cb, &pg, err, sizeof err);
-    if (!to_stdout) {
-        fd = -1; /* pub owns it */
-        if (e2 == 0 && (e2 = publish_commit(&pub)) != 0)
-            snprintf(err, sizeof err, "cannot publish %s: %s", out, lv_strerror(e2));
-    }
-    if (e2) {
-        ecli_err("export", "%s", err[0] ? err : lv_strerror(e2));
-        goto out;
-    }
-    FILE *f = to_stdout ? stderr : stdout;
-    if (as_json) {
-        json_t *o = json_object(), *arr = json_array();
-        for (i = 0; i < n; i++)
-            json_array_append_new(arr, image_json(&ims[i]));
-        json_object_set_new(o, "output", json_string(out));
-        json_object_set_new(o, "format", json_string(bf == BUNDLE_TAR ? "tar" : bf == BUNDLE_TAR_ZST ? "tar.zst" : "tar.gz"));
-        json_object_set_new(o, "databases", arr);
-        print_json(f, o);
-        json_decref(o);
-    } else {
-        for (i = 0; i < n; i++) {
-            char hx[17];
-            fprintf(f, "exported %s at TXID %llu, checksum %s\n", ims[i].name, (unsigned long long)ims[i].txid,
-                    cksum_hex(ims[i].cksum, hx));
-        }
-        fprintf(f, "wrote %zu database%s (%.1f MiB) into %s\n", n, n == 1 ? "" : "s", (double)total / 1048576.0,
-                to_stdout ? "standard output" : out);
-    }
-    rc = 0;
+    rc = take_all_images(cfg, dbs, ims, ents, &n, &total);
+    if (rc == 0)
+        rc = write_bundle(out, fmtname, ents, n, total);
+    if (rc == 0)
+        print_all(to_stdout ? stderr : stdout, ims, n, out, bf, total, as_json);
 out:
-    publish_abort(&pub); /* a bundle not published leaves no temporary file */
-    for (i = 0; ims && i < n; i++)
+    for (size_t i = 0; ims && i < n; i++)
         drop_image(&ims[i]);
     free(ims);
     free(ents);

@@ -277,6 +277,94 @@ out:
     return s;
 }
 
+/* Check the entries before anything is written: safe, distinct names, and
+ * images of the announced sizes (into sizes[], their sum into *total).
+ * 0 or negative with the message in err. */
+static int check_entries(const struct bundle_entry *v, size_t n, uint64_t *sizes, uint64_t *total, char *err,
+                         size_t errlen)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct stat st;
+        if (!bundle_name_ok(v[i].name)) {
+            lv_seterr(err, errlen, "database name '%s' cannot be stored in a bundle (absolute, '..', or a -wal/-journal/-shm name)",
+                   v[i].name);
+            return LV_EINVAL;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(v[i].name, v[j].name) == 0) {
+                lv_seterr(err, errlen, "database %s is listed twice", v[i].name);
+                return LV_EINVAL;
+            }
+        if (stat(v[i].path, &st) != 0) {
+            lv_seterr(err, errlen, "image of %s (%s): %s", v[i].name, v[i].path, strerror(errno));
+            return lv_from_errno(errno);
+        }
+        sizes[i] = (uint64_t)v[i].db_pages * v[i].page_size;
+        if ((uint64_t)st.st_size != sizes[i]) {
+            lv_seterr(err, errlen, "image of %s (%s) has %llu bytes, expected %u pages of %u bytes", v[i].name,
+                   v[i].path, (unsigned long long)st.st_size, v[i].db_pages, v[i].page_size);
+            return LV_EMISMATCH;
+        }
+        *total += sizes[i];
+    }
+    return 0;
+}
+
+/* A pax tar writer for fmt into sink (zstd with up to 4 threads, gzip or
+ * none), opened, into *out.  0, LV_ENOMEM, or LV_EIO with the message in err. */
+static int open_writer(enum bundle_format fmt, struct bsink *sink, struct archive **out, char *err, size_t errlen)
+{
+    struct archive *a = archive_write_new();
+
+    *out = NULL;
+    if (!a)
+        return LV_ENOMEM;
+    archive_write_set_format_pax_restricted(a);
+    if (fmt == BUNDLE_TAR_ZST) {
+        char th[16];
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        archive_write_add_filter_zstd(a);
+        snprintf(th, sizeof th, "%ld", cpus > 4 ? 4 : cpus > 0 ? cpus : 1);
+        /* Best effort: older libarchive versions lack the option. */
+        archive_write_set_filter_option(a, "zstd", "threads", th);
+    } else if (fmt == BUNDLE_TAR_GZ) {
+        archive_write_add_filter_gzip(a);
+    } else {
+        archive_write_add_filter_none(a);
+    }
+    archive_write_set_bytes_in_last_block(a, 1);
+    if (archive_write_open(a, sink, NULL, sink_write, NULL) != ARCHIVE_OK) {
+        lv_seterr(err, errlen, "cannot start the bundle: %s", aerr(a));
+        archive_write_free(a);
+        return LV_EIO;
+    }
+    *out = a;
+    return 0;
+}
+
+/* Append manifest.json (text) as the last entry.  0 or LV_E*. */
+static int write_manifest_entry(struct archive *a, const char *man, char *err, size_t errlen)
+{
+    struct archive_entry *ae = archive_entry_new();
+    int rc = 0;
+
+    if (!ae)
+        return LV_ENOMEM;
+    archive_entry_set_pathname(ae, "manifest.json");
+    archive_entry_set_filetype(ae, AE_IFREG);
+    archive_entry_set_perm(ae, 0644);
+    archive_entry_set_size(ae, (la_int64_t)strlen(man));
+    archive_entry_set_mtime(ae, lv_now_us() / 1000000, 0);
+    if (archive_write_header(a, ae) != ARCHIVE_OK ||
+        archive_write_data(a, man, strlen(man)) != (la_ssize_t)strlen(man) ||
+        archive_write_finish_entry(a) != ARCHIVE_OK) {
+        rc = LV_EIO;
+        lv_seterr(err, errlen, "writing manifest.json into the bundle: %s", aerr(a));
+    }
+    archive_entry_free(ae);
+    return rc;
+}
+
 int bundle_write(int fd, const char *name_for_format, const struct bundle_entry *v, size_t n,
                  bundle_progress_fn progress, void *arg, char *err, size_t errlen)
 {
@@ -285,7 +373,6 @@ int bundle_write(int fd, const char *name_for_format, const struct bundle_entry 
     uint64_t *sizes = NULL, *xxh = NULL, total = 0, done = 0;
     uint8_t *buf = NULL;
     char *man = NULL;
-    struct archive_entry *ae = NULL;
     struct bsink sink;
     int rc = 0, opened = 0;
 
@@ -301,59 +388,13 @@ int bundle_write(int fd, const char *name_for_format, const struct bundle_entry 
         rc = LV_ENOMEM;
         goto out;
     }
-    for (size_t i = 0; i < n; i++) {
-        struct stat st;
-        if (!bundle_name_ok(v[i].name)) {
-            lv_seterr(err, errlen, "database name '%s' cannot be stored in a bundle (absolute, '..', or a -wal/-journal/-shm name)",
-                   v[i].name);
-            rc = LV_EINVAL;
-            goto out;
-        }
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(v[i].name, v[j].name) == 0) {
-                lv_seterr(err, errlen, "database %s is listed twice", v[i].name);
-                rc = LV_EINVAL;
-                goto out;
-            }
-        if (stat(v[i].path, &st) != 0) {
-            rc = lv_from_errno(errno);
-            lv_seterr(err, errlen, "image of %s (%s): %s", v[i].name, v[i].path, strerror(errno));
-            goto out;
-        }
-        sizes[i] = (uint64_t)v[i].db_pages * v[i].page_size;
-        if ((uint64_t)st.st_size != sizes[i]) {
-            lv_seterr(err, errlen, "image of %s (%s) has %llu bytes, expected %u pages of %u bytes", v[i].name,
-                   v[i].path, (unsigned long long)st.st_size, v[i].db_pages, v[i].page_size);
-            rc = LV_EMISMATCH;
-            goto out;
-        }
-        total += sizes[i];
-    }
-    a = archive_write_new();
-    if (!a) {
-        rc = LV_ENOMEM;
+    rc = check_entries(v, n, sizes, &total, err, errlen);
+    if (rc)
         goto out;
-    }
-    archive_write_set_format_pax_restricted(a);
-    if (fmt == BUNDLE_TAR_ZST) {
-        char th[16];
-        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        archive_write_add_filter_zstd(a);
-        snprintf(th, sizeof th, "%ld", cpus > 4 ? 4 : cpus > 0 ? cpus : 1);
-        /* Best effort: older libarchive versions lack the option. */
-        archive_write_set_filter_option(a, "zstd", "threads", th);
-    } else if (fmt == BUNDLE_TAR_GZ) {
-        archive_write_add_filter_gzip(a);
-    } else {
-        archive_write_add_filter_none(a);
-    }
-    archive_write_set_bytes_in_last_block(a, 1);
     sink_init(&sink, fd);
-    if (archive_write_open(a, &sink, NULL, sink_write, NULL) != ARCHIVE_OK) {
-        rc = LV_EIO;
-        lv_seterr(err, errlen, "cannot start the bundle: %s", aerr(a));
+    rc = open_writer(fmt, &sink, &a, err, errlen);
+    if (rc)
         goto out;
-    }
     opened = 1;
     for (size_t i = 0; i < n; i++) {
         rc = write_one(a, &v[i], sizes[i], buf, &done, total, progress, arg, &xxh[i], err, errlen);
@@ -361,23 +402,13 @@ int bundle_write(int fd, const char *name_for_format, const struct bundle_entry 
             goto out;
     }
     man = manifest_text(v, n, sizes, xxh);
-    ae = archive_entry_new();
-    if (!man || !ae) {
+    if (!man) {
         rc = LV_ENOMEM;
         goto out;
     }
-    archive_entry_set_pathname(ae, "manifest.json");
-    archive_entry_set_filetype(ae, AE_IFREG);
-    archive_entry_set_perm(ae, 0644);
-    archive_entry_set_size(ae, (la_int64_t)strlen(man));
-    archive_entry_set_mtime(ae, lv_now_us() / 1000000, 0);
-    if (archive_write_header(a, ae) != ARCHIVE_OK ||
-        archive_write_data(a, man, strlen(man)) != (la_ssize_t)strlen(man) ||
-        archive_write_finish_entry(a) != ARCHIVE_OK) {
-        rc = LV_EIO;
-        lv_seterr(err, errlen, "writing manifest.json into the bundle: %s", aerr(a));
+    rc = write_manifest_entry(a, man, err, errlen);
+    if (rc)
         goto out;
-    }
     opened = 0;
     if (archive_write_close(a) != ARCHIVE_OK) {
         rc = LV_EIO;
@@ -390,7 +421,6 @@ out:
             archive_write_fail(a);
         archive_write_free(a);
     }
-    archive_entry_free(ae);
     free(man);
     free(buf);
     free(sizes);
