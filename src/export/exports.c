@@ -578,23 +578,13 @@ static int exp_run_db(struct exports *x, struct exp_job *j, const struct db_info
     return rc;
 }
 
-/* Format tar.zst: one bundle of every selected database when any changed. */
-static int exp_run_bundle(struct exports *x, struct exp_job *j, const struct db_info *v, size_t n, const char *stamp,
-                          char *err, size_t errlen)
-{
 #if EXP_HAVE_BUNDLE
-    struct bundle_entry *ents = calloc(n ? n : 1, sizeof *ents);
-    char (*tmps)[PATH_MAX] = calloc(n ? n : 1, sizeof *tmps);
-    char bpath[PATH_MAX] = "", key[64], dir[PATH_MAX], berr[512] = "";
-    size_t ne = 0, nsel = 0, nchanged = 0;
-    uint64_t bytes = 0;
-    int rc = 0, r, fd = -1;
+/* Whether any selected database of v[n] changed since the job's last
+ * export; when none did, they all count as skipped. */
+static int exp_bundle_changed(struct exports *x, struct exp_job *j, const struct db_info *v, size_t n)
+{
+    size_t nsel = 0, nchanged = 0;
 
-    if (!ents || !tmps) {
-        exp_adderr(err, errlen, "out of memory");
-        rc = LV_ENOMEM;
-        goto out;
-    }
     pthread_mutex_lock(&x->mu);
     for (size_t i = 0; i < n; i++) {
         if (!exp_selected(j, v[i].name) || v[i].txid == 0)
@@ -606,10 +596,17 @@ static int exp_run_bundle(struct exports *x, struct exp_job *j, const struct db_
     if (nchanged == 0)
         j->skipped += nsel;
     pthread_mutex_unlock(&x->mu);
-    if (nchanged == 0) {
-        LV_DEBUG("export %s: no selected database changed; skipped", j->cfg->name);
-        goto out;
-    }
+    return nchanged > 0;
+}
+
+/* An image of every selected database of v[n] into tmps[] and the bundle
+ * entries ents[] (*ne of them).  A broken database or a failed image is
+ * left out (the run then fails).  0 or negative with the reasons in err. */
+static int exp_bundle_images(struct exports *x, struct exp_job *j, const struct db_info *v, size_t n,
+                             struct bundle_entry *ents, char (*tmps)[PATH_MAX], size_t *ne, char *err, size_t errlen)
+{
+    int rc = 0, r;
+
     for (size_t i = 0; i < n; i++) {
         struct db_image_info info;
         if (!exp_selected(j, v[i].name) || v[i].txid == 0)
@@ -620,42 +617,49 @@ static int exp_run_bundle(struct exports *x, struct exp_job *j, const struct db_
             rc = LV_EBROKEN;
             continue;
         }
-        r = exp_image(x, v[i].name, tmps[ne], sizeof tmps[ne], &info, err, errlen);
+        r = exp_image(x, v[i].name, tmps[*ne], sizeof tmps[*ne], &info, err, errlen);
         if (r < 0) {
             rc = r;
             continue;
         }
-        ents[ne] = (struct bundle_entry){.name = v[i].name, .path = tmps[ne], .txid = info.txid,
-                                         .time_us = info.time_us, .cksum = info.cksum, .page_size = info.page_size,
-                                         .db_pages = info.db_pages};
-        memcpy(ents[ne].id, info.id, 16);
-        ne++;
+        ents[*ne] = (struct bundle_entry){.name = v[i].name, .path = tmps[*ne], .txid = info.txid,
+                                          .time_us = info.time_us, .cksum = info.cksum, .page_size = info.page_size,
+                                          .db_pages = info.db_pages};
+        memcpy(ents[*ne].id, info.id, 16);
+        (*ne)++;
     }
-    if (ne == 0)
-        goto out;
+    return rc;
+}
+
+/* Write ents[ne] as the bundle litevault-STAMP.tar.zst into data.dir/tmp
+ * (bpath, PATH_MAX bytes: "" when none was made), upload it, record it in
+ * the state and prune old bundles.  0 or negative with the reason in err. */
+static int exp_bundle_store(struct exports *x, struct exp_job *j, const struct bundle_entry *ents, size_t ne,
+                            const char *stamp, char *bpath, char *err, size_t errlen)
+{
+    char key[64], dir[PATH_MAX], berr[512] = "";
+    uint64_t bytes = 0;
+    int r, fd;
+
     dbreg_tmp_dir(x->data_dir, dir, sizeof dir);
-    snprintf(bpath, sizeof bpath, "%s/export-bundle-XXXXXX", dir);
+    snprintf(bpath, PATH_MAX, "%s/export-bundle-XXXXXX", dir);
     fd = mkstemp(bpath);
     if (fd < 0) {
         LV_ERROR("mkstemp(%s): %s", bpath, strerror(errno));
         exp_adderr(err, errlen, "cannot create a temp file in %s: %s", dir, strerror(errno));
         bpath[0] = '\0';
-        rc = lv_from_errno(errno);
-        goto out;
+        return lv_from_errno(errno);
     }
     snprintf(key, sizeof key, "litevault-%s.tar.zst", stamp);
     r = bundle_write(fd, key, ents, ne, NULL, NULL, berr, sizeof berr);
     close(fd);
     if (r < 0) {
         exp_adderr(err, errlen, "cannot write the bundle: %s", berr[0] ? berr : lv_strerror(r));
-        rc = r;
-        goto out;
+        return r;
     }
     r = exp_upload(j, bpath, key, &bytes, err, errlen);
-    if (r < 0) {
-        rc = r;
-        goto out;
-    }
+    if (r < 0)
+        return r;
     LV_INFO("export %s: %zu database(s) stored as %s (%llu bytes)", j->cfg->name, ne, key, (unsigned long long)bytes);
     pthread_mutex_lock(&x->mu);
     for (size_t i = 0; i < ne; i++)
@@ -665,6 +669,36 @@ static int exp_run_bundle(struct exports *x, struct exp_job *j, const struct db_
     pthread_mutex_unlock(&x->mu);
     exp_save_state(x, j);
     exp_prune(x, j, NULL, key);
+    return 0;
+}
+#endif
+
+/* Format tar.zst: one bundle of every selected database when any changed. */
+static int exp_run_bundle(struct exports *x, struct exp_job *j, const struct db_info *v, size_t n, const char *stamp,
+                          char *err, size_t errlen)
+{
+#if EXP_HAVE_BUNDLE
+    struct bundle_entry *ents = calloc(n ? n : 1, sizeof *ents);
+    char (*tmps)[PATH_MAX] = calloc(n ? n : 1, sizeof *tmps);
+    char bpath[PATH_MAX] = "";
+    size_t ne = 0;
+    int rc = 0, r;
+
+    if (!ents || !tmps) {
+        exp_adderr(err, errlen, "out of memory");
+        rc = LV_ENOMEM;
+        goto out;
+    }
+    if (!exp_bundle_changed(x, j, v, n)) {
+        LV_DEBUG("export %s: no selected database changed; skipped", j->cfg->name);
+        goto out;
+    }
+    rc = exp_bundle_images(x, j, v, n, ents, tmps, &ne, err, errlen);
+    if (ne == 0)
+        goto out;
+    r = exp_bundle_store(x, j, ents, ne, stamp, bpath, err, errlen);
+    if (r < 0)
+        rc = r;
 out:
     for (size_t i = 0; tmps && i < ne; i++)
         unlink(tmps[i]);
