@@ -1357,38 +1357,104 @@ static int rget_chunk(struct s3_jobs *j, size_t i)
     return rc;
 }
 
+/* The size to read to the end of key from off, and its version: one HEAD.
+ * g->n and g->etag (pointing into etag) set.  0 or negative. */
+static int rget_head(struct store *s, const char *key, uint64_t off, struct s3_rget *g, char etag[S3_ETAG_MAX])
+{
+    struct s3_req h = {.method = "HEAD", .op = "GET(head)", .key = key};
+    int rc = s3_do(s, &h);
+
+    snprintf(etag, S3_ETAG_MAX, "%s", h.etag);
+    req_free(&h);
+    if (rc < 0)
+        return rc;
+    if (off > 0 && off >= h.clen) {
+        store_set_error(s, "%s: GET %s: range starts at %llu, beyond the object's %llu bytes", s->url, key,
+                        (unsigned long long)off, (unsigned long long)h.clen);
+        return LV_EINVAL;
+    }
+    g->n = h.clen - off;
+    g->etag = etag[0] ? etag : NULL;
+    return 0;
+}
+
+/* A whole small object in one plain GET (no Range) into g->buf; *changed
+ * when it is not the version the HEAD saw.  0 or negative. */
+static int rget_whole(struct store *s, const char *key, struct s3_rget *g, const char *etag, int *changed)
+{
+    struct s3_req r = {.method = "GET", .op = "GET", .key = key, .if_match = g->etag, .ok_412 = 1};
+    int rc;
+
+    r.dst = g->buf;
+    r.dst_cap = (size_t)g->n;
+    rc = s3_do(s, &r);
+    if (rc == LV_ENET && r.overflow)
+        *changed = 1; /* it grew since the HEAD */
+    else if (rc == 0 && (r.status == 412 || r.dst_n != g->n || (etag[0] && strcmp(r.etag, etag) != 0)))
+        *changed = 1;
+    req_free(&r);
+    return rc < 0 && !*changed ? rc : 0;
+}
+
+/* Ranged GETs of nch chunks in parallel into g->buf; *total the bytes up
+ * to where the object ends, *changed when the chunks disagree on the
+ * version or the end (or, exact, the size is not the HEAD's).  0 or negative. */
+static int rget_ranged(struct store *s, const char *key, uint64_t off, int exact, struct s3_rget *g, size_t nch,
+                       uint64_t *total, int *changed)
+{
+    struct s3_jobs j = {.s = s, .fn = rget_chunk, .arg = g, .n = nch};
+    int rc = LV_ENOMEM, ended = 0;
+
+    g->got = calloc(nch, sizeof *g->got);
+    g->status = calloc(nch, sizeof *g->status);
+    g->etags = calloc(nch, sizeof *g->etags);
+    if (g->got && g->status && g->etags)
+        rc = jobs_run(&j);
+    for (size_t i = 0; rc == 0 && i < nch && !*changed; i++) {
+        /* Chunks must agree on the version and end at one point. */
+        uint64_t want = g->n - (uint64_t)i * g->part < g->part ? g->n - (uint64_t)i * g->part : g->part;
+        if (g->status[i] == 412 || (g->etags[i][0] && g->etags[0][0] && strcmp(g->etags[i], g->etags[0])))
+            *changed = 1;
+        else if (ended && g->got[i] > 0)
+            *changed = 1;
+        else if (!ended)
+            *total += g->got[i];
+        if (g->got[i] < want)
+            ended = 1;
+    }
+    if (rc == 0 && !*changed && g->status[0] == 416 && off > 0) {
+        store_set_error(s, "%s: GET %s: range starts at %llu, beyond the end of the object", s->url, key,
+                        (unsigned long long)off);
+        rc = LV_EINVAL;
+    }
+    if (rc == 0 && exact && *total != g->n)
+        *changed = 1;
+    free(g->got);
+    free(g->status);
+    free(g->etags);
+    g->got = NULL;
+    g->status = NULL;
+    g->etags = NULL;
+    return rc;
+}
+
+/* GET len bytes of key from off (len 0: to the end), in parallel ranged
+ * chunks above the part size; read again, up to S3_GET_TRIES times, when
+ * the object changes meanwhile. */
 static int s3_get(struct store *s, const char *key, uint64_t off, uint64_t len, void **out, size_t *outlen)
 {
     struct s3_store *b = s3_of(s);
     int rc = 0;
 
     for (int tries = 0; tries < S3_GET_TRIES; tries++) {
-        struct s3_rget g = {.key = key, .off = off, .part = b->cfg.part_size};
-        struct s3_jobs j = {.s = s, .fn = rget_chunk, .arg = &g};
+        struct s3_rget g = {.key = key, .off = off, .part = b->cfg.part_size, .n = len};
         char etag[S3_ETAG_MAX] = "";
-        int exact = 0, changed = 0;
+        int exact = len == 0, changed = 0;
         uint64_t total = 0;
         size_t nch;
 
-        if (len == 0) {
-            /* To the end: size and version from a HEAD. */
-            struct s3_req h = {.method = "HEAD", .op = "GET(head)", .key = key};
-            rc = s3_do(s, &h);
-            snprintf(etag, sizeof etag, "%s", h.etag);
-            req_free(&h);
-            if (rc < 0)
-                return rc;
-            if (off > 0 && off >= h.clen) {
-                store_set_error(s, "%s: GET %s: range starts at %llu, beyond the object's %llu bytes", s->url, key,
-                                (unsigned long long)off, (unsigned long long)h.clen);
-                return LV_EINVAL;
-            }
-            g.n = h.clen - off;
-            g.etag = etag[0] ? etag : NULL;
-            exact = 1;
-        } else {
-            g.n = len;
-        }
+        if (exact && (rc = rget_head(s, key, off, &g, etag)) < 0)
+            return rc;
         if (g.n > SIZE_MAX - 1)
             return LV_ENOMEM;
         g.buf = malloc(g.n ? (size_t)g.n : 1);
@@ -1401,60 +1467,14 @@ static int s3_get(struct store *s, const char *key, uint64_t off, uint64_t len, 
         }
         nch = (size_t)((g.n + g.part - 1) / g.part);
         if (exact && off == 0 && nch == 1) {
-            /* Whole small object: one plain GET, no Range. */
-            struct s3_req r = {.method = "GET", .op = "GET", .key = key, .if_match = g.etag, .ok_412 = 1};
-            r.dst = g.buf;
-            r.dst_cap = (size_t)g.n;
-            rc = s3_do(s, &r);
-            if (rc == LV_ENET && r.overflow)
-                changed = 1; /* it grew since the HEAD */
-            else if (rc == 0 && (r.status == 412 || r.dst_n != g.n || (etag[0] && strcmp(r.etag, etag) != 0)))
-                changed = 1;
-            req_free(&r);
-            if (rc < 0 && !changed) {
-                free(g.buf);
-                return rc;
-            }
+            rc = rget_whole(s, key, &g, etag, &changed);
             total = g.n;
         } else {
-            g.got = calloc(nch, sizeof *g.got);
-            g.status = calloc(nch, sizeof *g.status);
-            g.etags = calloc(nch, sizeof *g.etags);
-            if (!g.got || !g.status || !g.etags) {
-                rc = LV_ENOMEM;
-            } else {
-                j.n = nch;
-                rc = jobs_run(&j);
-            }
-            if (rc == 0) {
-                /* Chunks must agree on the version and end at one point. */
-                int ended = 0;
-                for (size_t i = 0; i < nch && !changed; i++) {
-                    uint64_t want = g.n - (uint64_t)i * g.part < g.part ? g.n - (uint64_t)i * g.part : g.part;
-                    if (g.status[i] == 412 || (g.etags[i][0] && g.etags[0][0] && strcmp(g.etags[i], g.etags[0])))
-                        changed = 1;
-                    else if (ended && g.got[i] > 0)
-                        changed = 1;
-                    else if (!ended)
-                        total += g.got[i];
-                    if (g.got[i] < want)
-                        ended = 1;
-                }
-                if (!changed && g.status[0] == 416 && off > 0) {
-                    store_set_error(s, "%s: GET %s: range starts at %llu, beyond the end of the object", s->url, key,
-                                    (unsigned long long)off);
-                    rc = LV_EINVAL;
-                }
-                if (exact && total != g.n)
-                    changed = 1;
-            }
-            free(g.got);
-            free(g.status);
-            free(g.etags);
-            if (rc < 0) {
-                free(g.buf);
-                return rc;
-            }
+            rc = rget_ranged(s, key, off, exact, &g, nch, &total, &changed);
+        }
+        if (rc < 0) {
+            free(g.buf);
+            return rc;
         }
         if (changed) {
             free(g.buf);
