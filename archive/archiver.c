@@ -12,6 +12,18 @@
  *     has confirmed, and enforces data.max-log-size.
  *
  * PER DATABASE, PER DESTINATION (struct adb, state machine)
+ *   States: NEW (!loaded), READY and clean (loaded, !dirty), READY and
+ *   DIRTY (loaded, dirty: the cached manifest is ahead of the stored one;
+ *   URGENT when it must be stored at once).  Moves: lineage_open NEW ->
+ *   READY (DIRTY+URGENT for a new lineage); mark_dirty -> DIRTY[/URGENT];
+ *   put_manifest DIRTY -> clean; publish_confirmed publishes `confirmed`.
+ *   Invariants, checked by assert_adb_state at each of these moves:
+ *     L1. NEW is never dirty or urgent (nothing to store before a lineage).
+ *     L2. urgent implies dirty.
+ *     L3. READY: the cached manifest is of this database and of its
+ *         lineage (m.name == name, m.dbid == lineage).
+ *     L4. READY: confirmed <= the cached manifest's last TXID (the cache is
+ *         never behind what was published as confirmed).
  *   NEW --open lineage (GET current.json, GET manifest)--> READY
  *   READY, every sync-interval, if the database's TXID > archived:
  *       segment image confirmed+1..txid (txlog_segment_image) --PUT-->
@@ -80,8 +92,10 @@
  *
  * LOCKING: adest.mu guards each adb's published numbers (confirmed, pending,
  * errors) and the adb array; the manifests and everything else in an adb
- * are touched only by the destination's thread.  archiver.mu guards stop.
- * Lock order: archiver.mu is never held while taking adest.mu.
+ * are touched only by the destination's thread.  The threads are workers
+ * (base/worker.h): each naps on its own worker and checks its own stop
+ * flag; archiver_stop asks them all, then joins each.  adest.mu is the
+ * only lock of this file, and no two are ever held together.
  */
 #include "archive/archiver.h"
 
@@ -110,6 +124,7 @@
 #include "base/metrics.h"
 #include "store/store.h"
 #include "base/sys.h"
+#include "base/worker.h"
 #include "archive/tail.h"
 #include "log/txlog.h"
 
@@ -158,8 +173,8 @@ struct adest {
     int idx;                    /* position in archive: (immutable) */
     const struct archiver_dest *cfg; /* its configuration (immutable) */
     struct store *store;        /* the store (thread-safe) */
-    pthread_t th;               /* its thread */
-    int started;                /* th runs */
+    struct worker *th;          /* its thread (archiver_start/archiver_stop), NULL if not started */
+    struct worker *self;        /* the same worker, as its own thread knows it (thread) */
     pthread_mutex_t mu;         /* guards dbs, ndbs, the published adb fields, up, errors, last_error */
     struct adb **dbs;           /* databases seen */
     size_t ndbs, cap;
@@ -174,51 +189,15 @@ struct archiver {
     int64_t max_log_size;       /* data.max-log-size in bytes, 0 for no limit (immutable) */
     struct dbreg *reg;          /* borrowed */
     char tmpdir[PATH_MAX];      /* data.dir/tmp */
-    pthread_mutex_t mu;         /* guards stop */
-    pthread_cond_t cv;          /* signalled on stop */
-    int stop;                   /* threads should end */
-    struct adest *dests;        /* destinations */
+    struct adest *dests;        /* destinations (immutable after archiver_start) */
     size_t ndests;
-    pthread_t mon;              /* monitor thread */
-    int mon_started;
+    struct worker *mon;         /* monitor thread (archiver_start/archiver_stop), NULL if not started */
     uint64_t log_bytes;         /* local log bytes, all databases (atomic) */
     int log_full;               /* writes refused (atomic) */
     uint64_t pruned_bytes;      /* bytes pruned since start (atomic) */
 };
 
 /* ------------------------------------------------------------ helpers */
-
-static int stopping(struct archiver *a)
-{
-    int s;
-    pthread_mutex_lock(&a->mu);
-    s = a->stop;
-    pthread_mutex_unlock(&a->mu);
-    return s;
-}
-
-/* Wait up to us microseconds or until stop; returns stop. */
-static int nap(struct archiver *a, int64_t us)
-{
-    struct timespec ts;
-    int s;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    int64_t ns = (int64_t)ts.tv_nsec + us * 1000;
-    ts.tv_sec += ns / 1000000000;
-    ts.tv_nsec = ns % 1000000000;
-    pthread_mutex_lock(&a->mu);
-    if (!a->stop)
-        pthread_cond_timedwait(&a->cv, &a->mu, &ts);
-    s = a->stop;
-    pthread_mutex_unlock(&a->mu);
-    return s;
-}
-
-static void hex_id(const uint8_t id[16], char out[33])
-{
-    for (int i = 0; i < 16; i++)
-        snprintf(out + 2 * i, 3, "%02x", id[i]);
-}
 
 /* "<name>/<lineage>/<rel>" into buf. */
 static const char *okey(char *buf, size_t n, const struct adb *b, const char *rel)
@@ -241,23 +220,29 @@ static int local_hdr(const char *logdir, uint64_t txid, struct txlog_hdr *h)
     return rc;
 }
 
+/* L1-L4 of the design comment (compiled out of release builds).  Called on
+ * the destination's thread, the only writer of every field it reads. */
+static void assert_adb_state(const struct adb *b)
+{
+    LV_ASSERT(b->loaded || (!b->dirty && !b->urgent)); /* L1 */
+    LV_ASSERT(!b->urgent || b->dirty);                  /* L2 */
+    LV_ASSERT(!b->loaded || (b->m.name && strcmp(b->m.name, b->name) == 0 &&
+                             strcmp(b->m.dbid, b->lineage) == 0)); /* L3 */
+    LV_ASSERT(!b->loaded || b->confirmed <= manifest_last_txid(&b->m)); /* L4 */
+}
+
 /* The stored manifest of b holds everything up to its last TXID: publish it as confirmed. */
 static void publish_confirmed(struct adest *d, struct adb *b)
 {
-    uint64_t last = manifest_last_txid(&b->m);
-    int64_t t = 0;
-    for (size_t i = b->m.nsegs; i-- > 0;)
-        if (b->m.segs[i].last_txid == last) {
-            t = b->m.segs[i].last_time_us;
-            break;
-        }
-    const struct manifest_snap *s = manifest_snapshot_at(&b->m, last);
-    if (s && s->txid == last)
-        t = s->time_us;
+    uint64_t last;
+    int64_t t;
+
+    manifest_last(&b->m, &last, &t);
     pthread_mutex_lock(&d->mu);
     b->confirmed = last;
     b->confirmed_time_us = t;
     pthread_mutex_unlock(&d->mu);
+    assert_adb_state(b);
 }
 
 /* Store the manifest of b (generation + 1).  0 or negative. */
@@ -282,7 +267,7 @@ static int put_manifest(struct adest *d, struct adb *b)
     }
     b->dirty = 0;
     b->urgent = 0;
-    publish_confirmed(d, b);
+    publish_confirmed(d, b); /* asserts the state */
     return 0;
 }
 
@@ -296,6 +281,7 @@ static void mark_dirty(struct adb *b, int urgent)
     b->dirty = 1;
     if (urgent)
         b->urgent = 1;
+    assert_adb_state(b);
 }
 
 /* Write name/current.json naming lineage (archive/current.h).  0 or negative. */
@@ -430,12 +416,13 @@ static int lineage_open(struct adest *d, struct adb *b, const struct db_info *in
         }
         if (agree) {
             b->m = m;
+            b->loaded = 1; /* READY: sweep may adopt the tail (DIRTY) */
             rc = sweep(d, b, info);
             if (rc) {
                 manifest_free(&b->m);
+                b->loaded = b->dirty = b->urgent = 0; /* back to NEW; tried again */
                 return rc;
             }
-            b->loaded = 1;
             note_snapshots(b);
             publish_confirmed(d, b);
             last = manifest_last_txid(&b->m);
@@ -443,6 +430,7 @@ static int lineage_open(struct adest *d, struct adb *b, const struct db_info *in
                 return rc;
             LV_INFO("archive %s: %s: continuing lineage %s at TXID %llu", store_url(d->store), b->name, b->lineage,
                     (unsigned long long)last);
+            assert_adb_state(b);
             return 0;
         }
         LV_WARN("archive %s: %s: the archived history in lineage %s (up to TXID %llu) differs from the local "
@@ -484,87 +472,62 @@ static int lineage_open(struct adest *d, struct adb *b, const struct db_info *in
     return rc;
 }
 
-/* Take a snapshot of database b now and add it to the manifest (stored).
- * *txid_out gets its TXID.  The image goes through data.dir/tmp and a
- * one-record segment written by the txlog writer, so memory stays bounded. */
-static int take_snapshot(struct adest *d, struct adb *b, const struct db_info *info, uint64_t *txid_out)
+/* Write the image (fd, named img; facts in *ii) as a one-record segment (a
+ * SNAPSHOT record) in the directory sdir, through the txlog writer, so
+ * memory stays bounded.  0 or negative. */
+static int snap_write_segment(const char *sdir, const struct adb *b, const struct db_info *info, int fd,
+                              const char *img, const struct db_image_info *ii)
 {
-    struct archiver *a = d->a;
-    char img[PATH_MAX + 64], sdir[PATH_MAX + 64], spath[PATH_MAX + 128], key[1200], err[512] = "";
-    struct db_image_info ii;
     struct txlog *l = NULL;
     struct txlog_tail tail;
     struct txlog_hdr h, lh;
     uint8_t *chunk = NULL;
-    void *map = MAP_FAILED;
-    struct stat st;
-    int fd = -1, sfd = -1, rc;
+    char err[512] = "";
+    uint32_t per = SNAP_CHUNK / ii->page_size;
+    int rc = txlog_open(sdir, b->id, UINT64_MAX / 4, &l, &tail, err, sizeof err);
 
-    memset(&ii, 0, sizeof ii);
-    memset(&st, 0, sizeof st);
-    snprintf(img, sizeof img, "%s/arch%d-img-XXXXXX", a->tmpdir, d->idx);
-    snprintf(sdir, sizeof sdir, "%s/arch%d-snap-XXXXXX", a->tmpdir, d->idx);
-    spath[0] = '\0';
-    fd = mkstemp(img);
-    if (fd < 0) {
-        LV_ERROR("archive: mkstemp %s: %s", img, strerror(errno));
-        return lv_from_errno(errno);
-    }
-    if (!mkdtemp(sdir)) {
-        LV_ERROR("archive: mkdtemp %s: %s", sdir, strerror(errno));
-        rc = lv_from_errno(errno);
-        sdir[0] = '\0';
-        goto out;
-    }
-    rc = dbreg_image(a->reg, b->name, fd, IMAGE_TIMEOUT_MS, &ii, NULL, NULL);
-    if (rc) {
-        LV_WARN("archive %s: %s: cannot take an image for a snapshot: %s", store_url(d->store), b->name,
-                lv_strerror(rc));
-        goto out;
-    }
-    if (ii.page_size == 0 || ii.db_pages == 0) {
-        rc = LV_ENOENT; /* nothing to snapshot yet */
-        goto out;
-    }
-    rc = txlog_open(sdir, b->id, UINT64_MAX / 4, &l, &tail, err, sizeof err);
     if (rc) {
         LV_ERROR("archive: snapshot segment in %s: %s", sdir, err);
-        goto out;
+        return rc;
     }
     memset(&h, 0, sizeof h);
     h.flags = TXLOG_F_SNAPSHOT;
-    h.txid = ii.txid;
-    h.time_us = ii.time_us;
-    h.page_size = ii.page_size;
-    h.db_pages = ii.db_pages;
-    h.post_cksum = ii.cksum;
+    h.txid = ii->txid;
+    h.time_us = ii->time_us;
+    h.page_size = ii->page_size;
+    h.db_pages = ii->db_pages;
+    h.post_cksum = ii->cksum;
     /* The pre checksum is the database before that TXID, when the log still has it. */
-    h.pre_cksum = local_hdr(info->logdir, ii.txid, &lh) == 0 ? lh.pre_cksum : 0;
+    h.pre_cksum = local_hdr(info->logdir, ii->txid, &lh) == 0 ? lh.pre_cksum : 0;
     chunk = malloc(SNAP_CHUNK);
-    if (!chunk) {
-        rc = LV_ENOMEM;
-        goto out;
-    }
-    rc = txlog_append_begin(l, &h);
-    uint32_t per = SNAP_CHUNK / ii.page_size;
-    for (uint32_t p = 1; rc == 0 && p <= ii.db_pages; p += per) {
-        uint32_t cnt = ii.db_pages - p + 1 < per ? ii.db_pages - p + 1 : per;
-        rc = sys_pread_all(fd, chunk, (size_t)cnt * ii.page_size, (off_t)(p - 1) * ii.page_size, img);
+    rc = chunk ? txlog_append_begin(l, &h) : LV_ENOMEM;
+    for (uint32_t p = 1; chunk && rc == 0 && p <= ii->db_pages; p += per) {
+        uint32_t cnt = ii->db_pages - p + 1 < per ? ii->db_pages - p + 1 : per;
+        rc = sys_pread_all(fd, chunk, (size_t)cnt * ii->page_size, (off_t)(p - 1) * ii->page_size, img);
         for (uint32_t i = 0; rc == 0 && i < cnt; i++)
-            rc = txlog_append_page(l, p + i, chunk + (size_t)i * ii.page_size);
+            rc = txlog_append_page(l, p + i, chunk + (size_t)i * ii->page_size);
     }
     if (rc == 0)
         rc = txlog_append_end(l);
-    else
+    else if (chunk)
         txlog_append_abort(l);
     if (rc == 0)
         rc = txlog_sync(l);
     txlog_close(l);
-    l = NULL;
-    if (rc)
-        goto out;
-    snprintf(spath, sizeof spath, "%s/%016" PRIx64 ".lvseg", sdir, ii.txid);
-    sfd = open(spath, O_RDONLY | O_CLOEXEC);
+    free(chunk);
+    return rc;
+}
+
+/* Upload the snapshot segment spath (of the image *ii) as snap/<txid>.lvseg
+ * unless the manifest has it, and store the manifest naming it.  0 or negative. */
+static int snap_upload(struct adest *d, struct adb *b, const char *spath, const struct db_image_info *ii)
+{
+    struct manifest_snap s;
+    struct stat st;
+    void *map = MAP_FAILED;
+    char key[1200];
+    int rc = 0, sfd = open(spath, O_RDONLY | O_CLOEXEC);
+
     if (sfd < 0 || fstat(sfd, &st) != 0) {
         LV_ERROR("archive: open %s: %s", spath, strerror(errno));
         rc = LV_EIO;
@@ -576,54 +539,89 @@ static int take_snapshot(struct adest *d, struct adb *b, const struct db_info *i
         rc = LV_EIO;
         goto out;
     }
-    struct manifest_snap s;
     memset(&s, 0, sizeof s);
-    s.txid = ii.txid;
-    s.time_us = ii.time_us;
-    s.page_size = ii.page_size;
-    s.db_pages = ii.db_pages;
-    s.db_cksum = ii.cksum;
+    s.txid = ii->txid;
+    s.time_us = ii->time_us;
+    s.page_size = ii->page_size;
+    s.db_pages = ii->db_pages;
+    s.db_cksum = ii->cksum;
     s.size = (uint64_t)st.st_size;
     s.xxh3 = XXH3_64bits(map, (size_t)st.st_size);
     manifest_snap_key(s.key, s.txid);
-    if (!manifest_find_snapshot(&b->m, s.key)) {
-        rc = store_put(d->store, okey(key, sizeof key, b, s.key), map, (size_t)st.st_size);
-        if (rc == 0)
-            cancel_delete(d, key);
-        if (rc)
-            goto out;
-        rc = manifest_add_snapshot(&b->m, &s);
-        if (rc) {
-            LV_ERROR("archive: %s: snapshot at TXID %llu does not fit the manifest (%s)", b->name,
-                     (unsigned long long)s.txid, lv_strerror(rc));
-            goto out;
-        }
-        mark_dirty(b, 1);
-        rc = put_manifest(d, b);
-        if (rc)
-            goto out;
-        pthread_mutex_lock(&d->mu);
-        b->snapshots++;
-        pthread_mutex_unlock(&d->mu);
-        LV_INFO("archive %s: %s: snapshot at TXID %llu (%llu bytes)", store_url(d->store), b->name,
-                (unsigned long long)s.txid, (unsigned long long)s.size);
+    if (manifest_find_snapshot(&b->m, s.key))
+        goto out;
+    rc = store_put(d->store, okey(key, sizeof key, b, s.key), map, (size_t)st.st_size);
+    if (rc)
+        goto out;
+    cancel_delete(d, key);
+    rc = manifest_add_snapshot(&b->m, &s);
+    if (rc) {
+        LV_ERROR("archive: %s: snapshot at TXID %llu does not fit the manifest (%s)", b->name,
+                 (unsigned long long)s.txid, lv_strerror(rc));
+        goto out;
     }
-    note_snapshots(b);
-    *txid_out = ii.txid;
+    mark_dirty(b, 1);
+    rc = put_manifest(d, b);
+    if (rc)
+        goto out;
+    pthread_mutex_lock(&d->mu);
+    b->snapshots++;
+    pthread_mutex_unlock(&d->mu);
+    LV_INFO("archive %s: %s: snapshot at TXID %llu (%llu bytes)", store_url(d->store), b->name,
+            (unsigned long long)s.txid, (unsigned long long)s.size);
 out:
     if (map != MAP_FAILED)
         munmap(map, (size_t)st.st_size);
     if (sfd >= 0)
         close(sfd);
-    if (spath[0])
-        unlink(spath);
-    if (sdir[0]) {
-        char p2[PATH_MAX + 128];
-        snprintf(p2, sizeof p2, "%s/%016" PRIx64 ".lvseg", sdir, ii.txid);
-        unlink(p2);
-        rmdir(sdir);
+    return rc;
+}
+
+/* Take a snapshot of database b now and add it to the manifest (stored).
+ * *txid_out gets its TXID.  The image goes through data.dir/tmp and a
+ * one-record segment written by the txlog writer, so memory stays bounded. */
+static int take_snapshot(struct adest *d, struct adb *b, const struct db_info *info, uint64_t *txid_out)
+{
+    struct archiver *a = d->a;
+    char img[PATH_MAX + 64], sdir[PATH_MAX + 64], spath[PATH_MAX + 128];
+    struct db_image_info ii;
+    int fd, rc;
+
+    memset(&ii, 0, sizeof ii);
+    snprintf(img, sizeof img, "%s/arch%d-img-XXXXXX", a->tmpdir, d->idx);
+    snprintf(sdir, sizeof sdir, "%s/arch%d-snap-XXXXXX", a->tmpdir, d->idx);
+    fd = mkstemp(img);
+    if (fd < 0) {
+        LV_ERROR("archive: mkstemp %s: %s", img, strerror(errno));
+        return lv_from_errno(errno);
     }
-    free(chunk);
+    if (!mkdtemp(sdir)) {
+        LV_ERROR("archive: mkdtemp %s: %s", sdir, strerror(errno));
+        rc = lv_from_errno(errno);
+        goto out_img;
+    }
+    rc = dbreg_image(a->reg, b->name, fd, IMAGE_TIMEOUT_MS, &ii, NULL, NULL);
+    if (rc) {
+        LV_WARN("archive %s: %s: cannot take an image for a snapshot: %s", store_url(d->store), b->name,
+                lv_strerror(rc));
+        goto out_sdir;
+    }
+    if (ii.page_size == 0 || ii.db_pages == 0) {
+        rc = LV_ENOENT; /* nothing to snapshot yet */
+        goto out_sdir;
+    }
+    rc = snap_write_segment(sdir, b, info, fd, img, &ii);
+    snprintf(spath, sizeof spath, "%s/%016" PRIx64 ".lvseg", sdir, ii.txid);
+    if (rc == 0)
+        rc = snap_upload(d, b, spath, &ii);
+    if (rc == 0) {
+        note_snapshots(b);
+        *txid_out = ii.txid;
+    }
+    unlink(spath);
+out_sdir:
+    rmdir(sdir);
+out_img:
     close(fd);
     unlink(img);
     return rc;
@@ -650,7 +648,7 @@ static int image_ends(const uint8_t *buf, size_t len, struct txlog_hdr *first, s
 /* Upload level-0 segments until the archive holds info->txid. */
 static int sync_segments(struct adest *d, struct adb *b, const struct db_info *info)
 {
-    while (!stopping(d->a)) {
+    while (!worker_stopping(d->self)) {
         uint64_t from = manifest_last_txid(&b->m) + 1, last = 0, snap = 0;
         void *buf = NULL;
         size_t len = 0;
@@ -761,14 +759,8 @@ static int fetch_concat(struct adest *d, struct adb *b, const struct manifest_se
  * previous manifest finish.  Out of memory: the object is left (swept later). */
 static void queue_delete(struct adest *d, const char *key, int64_t delay)
 {
-    if (d->ndels == d->dels_cap) {
-        size_t nc = d->dels_cap ? d->dels_cap * 2 : 16;
-        struct adel *nv = realloc(d->dels, nc * sizeof *nv);
-        if (!nv)
-            return;
-        d->dels = nv;
-        d->dels_cap = nc;
-    }
+    if (lv_grow((void **)&d->dels, &d->dels_cap, d->ndels, sizeof *d->dels, 16) != 0)
+        return;
     snprintf(d->dels[d->ndels].key, sizeof d->dels[d->ndels].key, "%s", key);
     d->dels[d->ndels].due_mono = lv_mono_us() + delay;
     d->ndels++;
@@ -816,6 +808,28 @@ static void delete_keys(struct adest *d, struct adb *b, char (*keys)[MANIFEST_KE
         queue_delete(d, okey(key, sizeof key, b, keys[i]), d->cfg->delete_delay_us);
     }
     run_deletes(d);
+}
+
+/* Remove the n objects keys from b's manifest, store it, then queue their
+ * deletion (WRITE ORDER: the manifest no longer naming them first) and add
+ * by to *counter (a published adb field, d->mu).  0 or negative (the
+ * manifest stays dirty and the objects are kept). */
+static int drop_objects(struct adest *d, struct adb *b, char (*keys)[MANIFEST_KEY_MAX], size_t n, uint64_t *counter,
+                        uint64_t by)
+{
+    int rc;
+
+    for (size_t i = 0; i < n; i++)
+        manifest_remove(&b->m, keys[i]);
+    mark_dirty(b, 1);
+    rc = put_manifest(d, b);
+    if (rc)
+        return rc;
+    delete_keys(d, b, keys, n);
+    pthread_mutex_lock(&d->mu);
+    *counter += by;
+    pthread_mutex_unlock(&d->mu);
+    return 0;
 }
 
 /* Start-up sweep of b's lineage (one LIST).  First the tail: level-0
@@ -973,17 +987,9 @@ static int compact(struct adest *d, struct adb *b, const struct db_info *info)
                 if (rc == LV_EEXIST)
                     rc = 0;
             }
+            if (rc == 0)
+                rc = drop_objects(d, b, old, cnt, &b->compactions, 1);
             if (rc == 0) {
-                for (size_t k = 0; k < cnt; k++)
-                    manifest_remove(&b->m, old[k]);
-                mark_dirty(b, 1);
-                rc = put_manifest(d, b);
-            }
-            if (rc == 0) {
-                delete_keys(d, b, old, cnt);
-                pthread_mutex_lock(&d->mu);
-                b->compactions++;
-                pthread_mutex_unlock(&d->mu);
                 LV_INFO("archive %s: %s: compacted %zu segments into %s", store_url(d->store), b->name, cnt, ns.key);
             }
             free(run);
@@ -1024,15 +1030,8 @@ static int retain(struct adest *d, struct adb *b)
     for (size_t i = 0; i < b->m.nsegs; i++)
         if (b->m.segs[i].last_txid <= bt)
             memcpy(old[k++], b->m.segs[i].key, MANIFEST_KEY_MAX);
-    for (size_t i = 0; i < k; i++)
-        manifest_remove(&b->m, old[i]);
-    mark_dirty(b, 1);
-    rc = put_manifest(d, b);
+    rc = drop_objects(d, b, old, k, &b->retired, k);
     if (rc == 0) {
-        delete_keys(d, b, old, k);
-        pthread_mutex_lock(&d->mu);
-        b->retired += k;
-        pthread_mutex_unlock(&d->mu);
         LV_INFO("archive %s: %s: retention removed %zu objects before the snapshot at TXID %llu",
                 store_url(d->store), b->name, k, (unsigned long long)bt);
     }
@@ -1089,18 +1088,12 @@ static struct adb *find_db(struct adest *d, const struct db_info *info, int crea
         return NULL;
     snprintf(b->name, sizeof b->name, "%s", info->name);
     memcpy(b->id, info->id, 16);
-    hex_id(info->id, b->idhex);
+    lv_hex(info->id, 16, b->idhex);
     pthread_mutex_lock(&d->mu);
-    if (d->ndbs == d->cap) {
-        size_t nc = d->cap ? d->cap * 2 : 8;
-        struct adb **nv = realloc(d->dbs, nc * sizeof *nv);
-        if (!nv) {
-            pthread_mutex_unlock(&d->mu);
-            free(b);
-            return NULL;
-        }
-        d->dbs = nv;
-        d->cap = nc;
+    if (lv_grow((void **)&d->dbs, &d->cap, d->ndbs, sizeof *d->dbs, 8) != 0) {
+        pthread_mutex_unlock(&d->mu);
+        free(b);
+        return NULL;
     }
     d->dbs[d->ndbs++] = b;
     pthread_mutex_unlock(&d->mu);
@@ -1125,17 +1118,18 @@ static void drop_unseen(struct adest *d)
     pthread_mutex_unlock(&d->mu);
 }
 
-static void *dest_main(void *arg)
+static void dest_main(struct worker *w, void *arg)
 {
     struct adest *d = arg;
     struct archiver *a = d->a;
 
-    while (!nap(a, d->cfg->sync_interval_us)) {
+    d->self = w;
+    while (!worker_nap(w, d->cfg->sync_interval_us)) {
         struct db_info *infos = NULL;
         size_t n = 0;
         if (dbreg_list(a->reg, &infos, &n) != 0)
             continue;
-        for (size_t i = 0; i < n && !stopping(a); i++) {
+        for (size_t i = 0; i < n && !worker_stopping(w); i++) {
             struct db_info *info = &infos[i];
             struct adb *b;
             int rc;
@@ -1194,7 +1188,7 @@ static void *dest_main(void *arg)
             pthread_mutex_unlock(&d->mu);
         }
         free(infos);
-        if (!stopping(a)) {
+        if (!worker_stopping(w)) {
             drop_unseen(d);
             run_deletes(d);
         }
@@ -1210,7 +1204,6 @@ static void *dest_main(void *arg)
             LV_WARN("archive %s: %s: cannot store the manifest at shutdown (%s); the next start adopts the "
                     "segments it does not list", store_url(d->store), b->name, lv_strerror(rc));
     }
-    return NULL;
 }
 
 /* ------------------------------------------------------------ monitor */
@@ -1269,7 +1262,7 @@ static void monitor_round(struct archiver *a)
     }
 }
 
-static void *monitor_main(void *arg)
+static void monitor_main(struct worker *w, void *arg)
 {
     struct archiver *a = arg;
     int64_t iv = 1000000;
@@ -1278,8 +1271,7 @@ static void *monitor_main(void *arg)
             iv = a->dests[i].cfg->sync_interval_us;
     do
         monitor_round(a);
-    while (!nap(a, iv));
-    return NULL;
+    while (!worker_nap(w, iv));
 }
 
 /* ------------------------------------------------------------ public */
@@ -1336,8 +1328,6 @@ int archiver_start(const struct archiver_dest *dests, size_t n, int64_t max_log_
     a->max_log_size = max_log_size;
     a->reg = reg;
     dbreg_tmp_dir(dbreg_data_dir(reg), a->tmpdir, sizeof a->tmpdir);
-    pthread_mutex_init(&a->mu, NULL);
-    pthread_cond_init(&a->cv, NULL);
     a->dests = calloc(n, sizeof *a->dests);
     if (!a->dests) {
         free(a);
@@ -1372,12 +1362,12 @@ int archiver_start(const struct archiver_dest *dests, size_t n, int64_t max_log_
     }
     for (size_t i = 0; i < a->ndests; i++) {
         struct adest *d = &a->dests[i];
-        if (pthread_create(&d->th, NULL, dest_main, d) == 0)
-            d->started = 1;
+        char name[16];
+        snprintf(name, sizeof name, "lv-archive%zu", i);
+        worker_start(name, dest_main, d, &d->th); /* logged if it fails */
         LV_INFO("archiving to %s (sync every %lld ms)", store_url(d->store), (long long)(d->cfg->sync_interval_us / 1000));
     }
-    if (pthread_create(&a->mon, NULL, monitor_main, a) == 0)
-        a->mon_started = 1;
+    worker_start("lv-archive-mon", monitor_main, a, &a->mon);
     *out = a;
     return 0;
 }
@@ -1386,16 +1376,15 @@ void archiver_stop(struct archiver *a)
 {
     if (!a)
         return;
-    pthread_mutex_lock(&a->mu);
-    a->stop = 1;
-    pthread_cond_broadcast(&a->cv);
-    pthread_mutex_unlock(&a->mu);
-    if (a->mon_started)
-        pthread_join(a->mon, NULL);
+    /* Ask every thread first, so that the destinations store their
+     * lagging manifests in parallel; then join them one by one. */
+    worker_ask_stop(a->mon);
+    for (size_t i = 0; i < a->ndests; i++)
+        worker_ask_stop(a->dests[i].th);
+    worker_stop(a->mon);
     for (size_t i = 0; i < a->ndests; i++) {
         struct adest *d = &a->dests[i];
-        if (d->started)
-            pthread_join(d->th, NULL);
+        worker_stop(d->th);
         for (size_t j = 0; j < d->ndbs; j++) {
             manifest_free(&d->dbs[j]->m);
             free(d->dbs[j]);
@@ -1412,115 +1401,136 @@ void archiver_stop(struct archiver *a)
     if (__atomic_load_n(&a->log_full, __ATOMIC_RELAXED))
         dbreg_set_log_full(a->reg, 0);
     free(a->dests);
-    pthread_cond_destroy(&a->cv);
-    pthread_mutex_destroy(&a->mu);
     free(a);
 }
 
-/* Escape s for a Prometheus label value into out. */
-static const char *label(const char *s, char *out, size_t n)
-{
-    size_t j = 0;
-    for (; *s && j + 3 < n; s++) {
-        if (*s == '"' || *s == '\\')
-            out[j++] = '\\';
-        out[j++] = *s == '\n' ? ' ' : *s;
-    }
-    out[j] = '\0';
-    return out;
-}
+/* The families archiver_metrics writes (base/metrics.h), in output order. */
+static const struct metrics_family am_db_families[] = {
+    {"litevault_archive_confirmed_txid", "gauge", "Last TXID confirmed in the destination (its segment stored)."},
+    {"litevault_archive_confirmed_time_seconds", "gauge", "Commit time of the last confirmed TXID (RPO = now - this)."},
+    {"litevault_archive_pending_records", "gauge", "Records logged locally but not yet confirmed."},
+    {"litevault_archive_pending_bytes", "gauge", "Estimated local log bytes not yet confirmed."},
+    {"litevault_archive_db_errors_total", "counter", "Failed archive steps for this database."},
+    {"litevault_archive_snapshots_total", "counter", "Snapshots uploaded since start."},
+    {"litevault_archive_compactions_total", "counter", "Compacted objects written since start."},
+    {"litevault_archive_retired_objects_total", "counter", "Objects removed by retention since start."},
+};
+enum { AM_DEST_INFO, AM_DEST_REQUESTS, AM_DEST_BYTES, AM_DEST_REQ_ERRORS, AM_DEST_RETRIES, AM_DEST_ERRORS,
+       AM_DEST_UP, AM_DEST_N };
+static const struct metrics_family am_dest_families[AM_DEST_N] = {
+    {"litevault_archive_destination_info", "gauge", "Archive destinations."},
+    {"litevault_archive_requests_total", "counter", "Requests to the destination by type."},
+    {"litevault_archive_bytes_total", "counter", "Bytes sent to (up) and received from (down) the destination."},
+    {"litevault_archive_request_errors_total", "counter", "Requests to the destination that failed."},
+    {"litevault_archive_request_retries_total", "counter", "Requests to the destination that were retried."},
+    {"litevault_archive_errors_total", "counter", "Failed archive steps, all databases of the destination."},
+    {"litevault_archive_up", "gauge", "1 if the destination's last archive step succeeded."},
+};
+static const struct metrics_family am_log_families[] = {
+    {"litevault_local_log_bytes", "gauge", "Bytes of all local transaction logs."},
+    {"litevault_local_log_limit_bytes", "gauge", "data.max-log-size (0: none)."},
+    {"litevault_local_log_full", "gauge", "1 while new transactions are refused."},
+    {"litevault_local_log_pruned_bytes_total", "counter", "Local log bytes pruned after archiving."},
+};
 
-int archiver_metrics(struct archiver *a, char **buf, size_t *len, size_t *cap)
+/* The per-database families: family m, every destination, every database. */
+static int am_render_dbs(struct archiver *a, char **buf, size_t *len, size_t *cap)
 {
     int rc = 0;
-    static const char *const dbm[][3] = {
-        {"litevault_archive_confirmed_txid", "gauge", "Last TXID confirmed in the destination (its segment stored)."},
-        {"litevault_archive_confirmed_time_seconds", "gauge", "Commit time of the last confirmed TXID (RPO = now - this)."},
-        {"litevault_archive_pending_records", "gauge", "Records logged locally but not yet confirmed."},
-        {"litevault_archive_pending_bytes", "gauge", "Estimated local log bytes not yet confirmed."},
-        {"litevault_archive_db_errors_total", "counter", "Failed archive steps for this database."},
-        {"litevault_archive_snapshots_total", "counter", "Snapshots uploaded since start."},
-        {"litevault_archive_compactions_total", "counter", "Compacted objects written since start."},
-        {"litevault_archive_retired_objects_total", "counter", "Objects removed by retention since start."},
-    };
-    if (!a)
-        return 0;
-    for (size_t m = 0; m < LV_ARRAY_LEN(dbm) && rc == 0; m++) {
-        rc = metrics_appendf(buf, len, cap, "# HELP %s %s\n# TYPE %s %s\n", dbm[m][0], dbm[m][2], dbm[m][0],
-                             dbm[m][1]);
+
+    for (size_t m = 0; m < LV_ARRAY_LEN(am_db_families) && rc == 0; m++) {
+        const char *name = am_db_families[m].name;
+        rc = metrics_family(buf, len, cap, &am_db_families[m]);
         for (size_t i = 0; i < a->ndests && rc == 0; i++) {
             struct adest *d = &a->dests[i];
             pthread_mutex_lock(&d->mu);
             for (size_t j = 0; j < d->ndbs && rc == 0; j++) {
                 struct adb *b = d->dbs[j];
                 char esc[2100];
-                label(b->name, esc, sizeof esc);
+                metrics_label_escape(b->name, esc, sizeof esc);
                 if (m == 1) {
-                    rc = metrics_appendf(buf, len, cap, "%s{dest=\"%zu\",db=\"%s\"} %.6f\n", dbm[m][0], i, esc,
+                    rc = metrics_appendf(buf, len, cap, "%s{dest=\"%zu\",db=\"%s\"} %.6f\n", name, i, esc,
                                          (double)b->confirmed_time_us / 1e6);
                     continue;
                 }
                 uint64_t v[] = {b->confirmed, 0, b->txid > b->confirmed ? b->txid - b->confirmed : 0,
                                 b->pending_bytes, b->errors, b->snapshots, b->compactions, b->retired};
-                rc = metrics_appendf(buf, len, cap, "%s{dest=\"%zu\",db=\"%s\"} %llu\n", dbm[m][0], i, esc,
+                rc = metrics_appendf(buf, len, cap, "%s{dest=\"%zu\",db=\"%s\"} %llu\n", name, i, esc,
                                      (unsigned long long)v[m]);
             }
             pthread_mutex_unlock(&d->mu);
         }
     }
-    if (rc == 0)
-        rc = metrics_appendf(buf, len, cap,
-                             "# HELP litevault_archive_destination_info Archive destinations.\n"
-                             "# TYPE litevault_archive_destination_info gauge\n");
-    for (size_t i = 0; i < a->ndests && rc == 0; i++) {
-        char esc[1100];
-        rc = metrics_appendf(buf, len, cap, "litevault_archive_destination_info{dest=\"%zu\",url=\"%s\"} 1\n", i,
-                             label(store_url(a->dests[i].store), esc, sizeof esc));
+    return rc;
+}
+
+/* Samples of family f for destination i, whose request statistics are st. */
+static int am_render_dest(struct archiver *a, size_t i, int f, const struct store_stats *st, char **buf,
+                          size_t *len, size_t *cap)
+{
+    static const char *const types[] = {"put", "get", "list", "delete", "head"};
+    const char *name = am_dest_families[f].name;
+    struct adest *d = &a->dests[i];
+    uint64_t errs;
+    int up, rc = 0;
+    char esc[1100];
+
+    pthread_mutex_lock(&d->mu);
+    errs = d->errors;
+    up = d->up;
+    pthread_mutex_unlock(&d->mu);
+    switch (f) {
+    case AM_DEST_INFO:
+        return metrics_appendf(buf, len, cap, "%s{dest=\"%zu\",url=\"%s\"} 1\n", name, i,
+                               metrics_label_escape(store_url(d->store), esc, sizeof esc));
+    case AM_DEST_REQUESTS: {
+        uint64_t v[] = {st->puts, st->gets, st->lists, st->deletes, st->heads};
+        for (size_t k = 0; k < LV_ARRAY_LEN(v) && rc == 0; k++)
+            rc = metrics_appendf(buf, len, cap, "%s{dest=\"%zu\",type=\"%s\"} %llu\n", name, i, types[k],
+                                 (unsigned long long)v[k]);
+        return rc;
     }
-    if (rc == 0)
-        rc = metrics_appendf(buf, len, cap,
-                             "# HELP litevault_archive_requests_total Requests to the destination by type.\n"
-                             "# TYPE litevault_archive_requests_total counter\n");
-    for (size_t i = 0; i < a->ndests && rc == 0; i++) {
-        struct store_stats st;
-        store_get_stats(a->dests[i].store, &st);
-        const char *names[] = {"put", "get", "list", "delete", "head"};
-        uint64_t v[] = {st.puts, st.gets, st.lists, st.deletes, st.heads};
-        for (size_t k = 0; k < 5 && rc == 0; k++)
-            rc = metrics_appendf(buf, len, cap, "litevault_archive_requests_total{dest=\"%zu\",type=\"%s\"} %llu\n",
-                                 i, names[k], (unsigned long long)v[k]);
-        if (rc == 0)
-            rc = metrics_appendf(buf, len, cap,
-                                 "litevault_archive_bytes_total{dest=\"%zu\",direction=\"up\"} %llu\n"
-                                 "litevault_archive_bytes_total{dest=\"%zu\",direction=\"down\"} %llu\n"
-                                 "litevault_archive_request_errors_total{dest=\"%zu\"} %llu\n"
-                                 "litevault_archive_request_retries_total{dest=\"%zu\"} %llu\n",
-                                 i, (unsigned long long)st.bytes_up, i, (unsigned long long)st.bytes_down, i,
-                                 (unsigned long long)st.errors, i, (unsigned long long)st.retries);
-        pthread_mutex_lock(&a->dests[i].mu);
-        uint64_t errs = a->dests[i].errors;
-        int up = a->dests[i].up;
-        pthread_mutex_unlock(&a->dests[i].mu);
-        if (rc == 0)
-            rc = metrics_appendf(buf, len, cap,
-                                 "litevault_archive_errors_total{dest=\"%zu\"} %llu\n"
-                                 "litevault_archive_up{dest=\"%zu\"} %d\n",
-                                 i, (unsigned long long)errs, i, up);
+    case AM_DEST_BYTES:
+        return metrics_appendf(buf, len, cap, "%s{dest=\"%zu\",direction=\"up\"} %llu\n"
+                                              "%s{dest=\"%zu\",direction=\"down\"} %llu\n",
+                               name, i, (unsigned long long)st->bytes_up, name, i,
+                               (unsigned long long)st->bytes_down);
+    case AM_DEST_UP:
+        return metrics_appendf(buf, len, cap, "%s{dest=\"%zu\"} %d\n", name, i, up);
+    default: {
+        uint64_t v = f == AM_DEST_REQ_ERRORS ? st->errors : f == AM_DEST_RETRIES ? st->retries : errs;
+        return metrics_appendf(buf, len, cap, "%s{dest=\"%zu\"} %llu\n", name, i, (unsigned long long)v);
     }
-    if (rc == 0)
-        rc = metrics_appendf(buf, len, cap,
-                             "# HELP litevault_local_log_bytes Bytes of all local transaction logs.\n"
-                             "# TYPE litevault_local_log_bytes gauge\nlitevault_local_log_bytes %llu\n"
-                             "# HELP litevault_local_log_limit_bytes data.max-log-size (0: none).\n"
-                             "# TYPE litevault_local_log_limit_bytes gauge\nlitevault_local_log_limit_bytes %lld\n"
-                             "# HELP litevault_local_log_full 1 while new transactions are refused.\n"
-                             "# TYPE litevault_local_log_full gauge\nlitevault_local_log_full %d\n"
-                             "# HELP litevault_local_log_pruned_bytes_total Local log bytes pruned after archiving.\n"
-                             "# TYPE litevault_local_log_pruned_bytes_total counter\n"
-                             "litevault_local_log_pruned_bytes_total %llu\n",
-                             (unsigned long long)__atomic_load_n(&a->log_bytes, __ATOMIC_RELAXED),
-                             (long long)a->max_log_size, __atomic_load_n(&a->log_full, __ATOMIC_RELAXED),
-                             (unsigned long long)__atomic_load_n(&a->pruned_bytes, __ATOMIC_RELAXED));
+    }
+}
+
+int archiver_metrics(struct archiver *a, char **buf, size_t *len, size_t *cap)
+{
+    struct store_stats *st;
+    int rc;
+
+    if (!a)
+        return 0;
+    st = calloc(a->ndests, sizeof *st);
+    if (!st)
+        return LV_ENOMEM;
+    for (size_t i = 0; i < a->ndests; i++)
+        store_get_stats(a->dests[i].store, &st[i]); /* one snapshot, so the families agree */
+    rc = am_render_dbs(a, buf, len, cap);
+    for (int f = 0; f < AM_DEST_N && rc == 0; f++) {
+        rc = metrics_family(buf, len, cap, &am_dest_families[f]);
+        for (size_t i = 0; i < a->ndests && rc == 0; i++)
+            rc = am_render_dest(a, i, f, &st[i], buf, len, cap);
+    }
+    free(st);
+    uint64_t v[] = {__atomic_load_n(&a->log_bytes, __ATOMIC_RELAXED), (uint64_t)a->max_log_size,
+                    (uint64_t)__atomic_load_n(&a->log_full, __ATOMIC_RELAXED),
+                    __atomic_load_n(&a->pruned_bytes, __ATOMIC_RELAXED)};
+    for (size_t k = 0; k < LV_ARRAY_LEN(am_log_families) && rc == 0; k++) {
+        rc = metrics_family(buf, len, cap, &am_log_families[k]);
+        if (rc == 0)
+            rc = metrics_appendf(buf, len, cap, "%s %llu\n", am_log_families[k].name, (unsigned long long)v[k]);
+    }
     return rc;
 }
 

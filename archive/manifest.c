@@ -293,66 +293,62 @@ void manifest_free(struct manifest *m)
     memset(m, 0, sizeof *m);
 }
 
-/* Make room for one more element in *arr (cap doubles).  0 or LV_ENOMEM. */
-static int grow(void **arr, size_t *cap, size_t n, size_t elem)
+/* Insert e (elem bytes) at position at of the sorted array *arr of *n
+ * elements (capacity *cap); returns the new element or NULL (LV_ENOMEM). */
+static void *insert_at(void **arr, size_t *n, size_t *cap, size_t elem, size_t at, const void *e)
 {
-    size_t ncap;
-    void *p;
+    char *v;
 
-    if (n < *cap)
-        return 0;
-    ncap = *cap ? *cap * 2 : 16;
-    p = realloc(*arr, ncap * elem);
-    if (!p)
-        return LV_ENOMEM;
-    *arr = p;
-    *cap = ncap;
-    return 0;
+    if (lv_grow(arr, cap, *n, elem, 16) != 0)
+        return NULL;
+    v = *arr;
+    memmove(v + (at + 1) * elem, v + at * elem, (*n - at) * elem);
+    memcpy(v + at * elem, e, elem);
+    (*n)++;
+    return v + at * elem;
+}
+
+/* A message from seg_valid/snap_valid refusing an entry (rc != 0): logged, LV_EINVAL. */
+static int refused(const struct manifest *m, int rc, const char *msg)
+{
+    if (rc)
+        LV_DEBUG("manifest %s: refused %s", m->name ? m->name : "?", msg);
+    return rc ? LV_EINVAL : 0;
 }
 
 int manifest_add_segment(struct manifest *m, const struct manifest_seg *s)
 {
+    struct manifest_seg *e;
     char msg[256];
     size_t at;
-    int rc;
 
-    if (seg_valid(s, "segment", msg, sizeof msg) != 0) {
-        LV_DEBUG("manifest %s: refused %s", m->name ? m->name : "?", msg);
+    if (refused(m, seg_valid(s, "segment", msg, sizeof msg), msg))
         return LV_EINVAL;
-    }
     at = seg_lower_bound(m, s);
     if (at < m->nsegs && seg_cmp(&m->segs[at], s) == 0)
         return LV_EEXIST;
-    rc = grow((void **)&m->segs, &m->segs_cap, m->nsegs, sizeof *m->segs);
-    if (rc)
-        return rc;
-    memmove(&m->segs[at + 1], &m->segs[at], (m->nsegs - at) * sizeof *m->segs);
-    m->segs[at] = *s;
-    manifest_seg_key(m->segs[at].key, s->level, s->first_txid, s->last_txid);
-    m->nsegs++;
+    e = insert_at((void **)&m->segs, &m->nsegs, &m->segs_cap, sizeof *s, at, s);
+    if (!e)
+        return LV_ENOMEM;
+    manifest_seg_key(e->key, s->level, s->first_txid, s->last_txid);
     return 0;
 }
 
 int manifest_add_snapshot(struct manifest *m, const struct manifest_snap *s)
 {
+    struct manifest_snap *e;
     char msg[256];
     size_t at;
-    int rc;
 
-    if (snap_valid(s, "snapshot", msg, sizeof msg) != 0) {
-        LV_DEBUG("manifest %s: refused %s", m->name ? m->name : "?", msg);
+    if (refused(m, snap_valid(s, "snapshot", msg, sizeof msg), msg))
         return LV_EINVAL;
-    }
     at = snap_lower_bound(m, s->txid);
     if (at < m->nsnaps && m->snaps[at].txid == s->txid)
         return LV_EEXIST;
-    rc = grow((void **)&m->snaps, &m->snaps_cap, m->nsnaps, sizeof *m->snaps);
-    if (rc)
-        return rc;
-    memmove(&m->snaps[at + 1], &m->snaps[at], (m->nsnaps - at) * sizeof *m->snaps);
-    m->snaps[at] = *s;
-    manifest_snap_key(m->snaps[at].key, s->txid);
-    m->nsnaps++;
+    e = insert_at((void **)&m->snaps, &m->nsnaps, &m->snaps_cap, sizeof *s, at, s);
+    if (!e)
+        return LV_ENOMEM;
+    manifest_snap_key(e->key, s->txid);
     return 0;
 }
 
@@ -423,17 +419,57 @@ int manifest_cksum_at(const struct manifest *m, uint64_t x, uint64_t *ck)
     return 0;
 }
 
+/* The highest TXID and the newest commit time over every object of m. */
+static void manifest_max(const struct manifest *m, uint64_t *txid, int64_t *time_us)
+{
+    *txid = 0;
+    *time_us = 0;
+    for (size_t i = 0; i < m->nsegs; i++) {
+        if (m->segs[i].last_txid > *txid)
+            *txid = m->segs[i].last_txid;
+        if (m->segs[i].last_time_us > *time_us)
+            *time_us = m->segs[i].last_time_us;
+    }
+    for (size_t i = 0; i < m->nsnaps; i++) {
+        if (m->snaps[i].txid > *txid)
+            *txid = m->snaps[i].txid;
+        if (m->snaps[i].time_us > *time_us)
+            *time_us = m->snaps[i].time_us;
+    }
+}
+
 uint64_t manifest_last_txid(const struct manifest *m)
 {
-    uint64_t last = 0;
-    size_t i;
+    uint64_t txid;
+    int64_t t;
 
-    for (i = 0; i < m->nsegs; i++)
-        if (m->segs[i].last_txid > last)
-            last = m->segs[i].last_txid;
-    if (m->nsnaps && m->snaps[m->nsnaps - 1].txid > last)
-        last = m->snaps[m->nsnaps - 1].txid;
-    return last;
+    manifest_max(m, &txid, &t);
+    return txid;
+}
+
+int64_t manifest_last_time(const struct manifest *m)
+{
+    uint64_t txid;
+    int64_t t;
+
+    manifest_max(m, &txid, &t);
+    return t;
+}
+
+void manifest_last(const struct manifest *m, uint64_t *txid, int64_t *time_us)
+{
+    const struct manifest_snap *s;
+
+    *txid = manifest_last_txid(m);
+    *time_us = 0;
+    for (size_t i = m->nsegs; i-- > 0;)
+        if (m->segs[i].last_txid == *txid) {
+            *time_us = m->segs[i].last_time_us;
+            break;
+        }
+    s = manifest_snapshot_at(m, *txid);
+    if (s && s->txid == *txid)
+        *time_us = s->time_us;
 }
 
 const struct manifest_snap *manifest_snapshot_at(const struct manifest *m, uint64_t txid)
@@ -746,21 +782,33 @@ static int only_fields(json_t *o, const char *where, const char *const *allowed,
     return 0;
 }
 
-static int get_int(json_t *o, const char *where, const char *key, int64_t min, int64_t max, int64_t *out,
-                   char *err, size_t errlen)
+/* Field key of o (in where) of JSON type type (named what in messages)
+ * into *v; its full name into f (96 bytes).  0 or LV_ECORRUPT. */
+static int get_field(json_t *o, const char *where, const char *key, json_type type, const char *what, json_t **v,
+                     char f[96], char *err, size_t errlen)
 {
-    json_t *v = json_object_get(o, key);
-    char f[96];
-
-    fname(f, sizeof f, where, key);
-    if (!v) {
+    *v = json_object_get(o, key);
+    fname(f, 96, where, key);
+    if (!*v) {
         lv_seterr(err, errlen, "%s: missing", f);
         return LV_ECORRUPT;
     }
-    if (!json_is_integer(v)) {
-        lv_seterr(err, errlen, "%s: not an integer", f);
+    if (json_typeof(*v) != type) {
+        lv_seterr(err, errlen, "%s: not %s", f, what);
         return LV_ECORRUPT;
     }
+    return 0;
+}
+
+static int get_int(json_t *o, const char *where, const char *key, int64_t min, int64_t max, int64_t *out,
+                   char *err, size_t errlen)
+{
+    json_t *v;
+    char f[96];
+    int rc = get_field(o, where, key, JSON_INTEGER, "an integer", &v, f, err, errlen);
+
+    if (rc)
+        return rc;
     *out = json_integer_value(v);
     if (*out < min || *out > max) {
         lv_seterr(err, errlen, "%s: %" PRId64 " out of range %" PRId64 "..%" PRId64, f, *out, min, max);
@@ -781,20 +829,13 @@ static int get_u64(json_t *o, const char *where, const char *key, uint64_t min, 
 
 static int get_str(json_t *o, const char *where, const char *key, const char **out, char *err, size_t errlen)
 {
-    json_t *v = json_object_get(o, key);
+    json_t *v;
     char f[96];
+    int rc = get_field(o, where, key, JSON_STRING, "a string", &v, f, err, errlen);
 
-    fname(f, sizeof f, where, key);
-    if (!v) {
-        lv_seterr(err, errlen, "%s: missing", f);
-        return LV_ECORRUPT;
-    }
-    if (!json_is_string(v)) {
-        lv_seterr(err, errlen, "%s: not a string", f);
-        return LV_ECORRUPT;
-    }
-    *out = json_string_value(v);
-    return 0;
+    if (rc == 0)
+        *out = json_string_value(v);
+    return rc;
 }
 
 static int get_hex64(json_t *o, const char *where, const char *key, uint64_t *out, char *err, size_t errlen)
@@ -856,8 +897,9 @@ static const char *const seg_fields[] = {"first_time_us", "first_txid", "key",  
 static const char *const snap_fields[] = {"db_checksum", "db_pages", "key",  "page_size",
                                           "size",        "time_us",  "txid", "xxh3"};
 
-static int decode_seg(json_t *o, const char *where, struct manifest_seg *s, char *err, size_t errlen)
+static int decode_seg(json_t *o, const char *where, void *elem, char *err, size_t errlen)
 {
+    struct manifest_seg *s = elem;
     int64_t level;
     int rc;
 
@@ -882,8 +924,9 @@ static int decode_seg(json_t *o, const char *where, struct manifest_seg *s, char
     return seg_valid(s, where, err, errlen);
 }
 
-static int decode_snap(json_t *o, const char *where, struct manifest_snap *s, char *err, size_t errlen)
+static int decode_snap(json_t *o, const char *where, void *elem, char *err, size_t errlen)
 {
+    struct manifest_snap *s = elem;
     int64_t ps, pages;
     int rc;
 
@@ -907,14 +950,43 @@ static int decode_snap(json_t *o, const char *where, struct manifest_snap *s, ch
     return snap_valid(s, where, err, errlen);
 }
 
+/* Decode the array root[key] into a new array of elements of elem_size
+ * bytes (*out, *n used, *cap allocated), each with decode(element, "key[i]",
+ * ...).  On failure *n counts the elements decoded (for manifest_free). */
+static int decode_array(json_t *root, const char *key, size_t elem_size,
+                        int (*decode)(json_t *o, const char *where, void *elem, char *err, size_t errlen),
+                        void **out, size_t *n, size_t *cap, char *err, size_t errlen)
+{
+    json_t *arr = json_object_get(root, key), *v;
+    char where[64];
+    size_t i;
+    int rc;
+
+    if (!json_is_array(arr)) {
+        lv_seterr(err, errlen, "%s: %s", key, arr ? "not an array" : "missing");
+        return LV_ECORRUPT;
+    }
+    if (json_array_size(arr)) {
+        *out = calloc(json_array_size(arr), elem_size);
+        if (!*out)
+            return LV_ENOMEM;
+        *cap = json_array_size(arr);
+    }
+    json_array_foreach(arr, i, v) {
+        snprintf(where, sizeof where, "%s[%zu]", key, i);
+        if ((rc = decode(v, where, (char *)*out + i * elem_size, err, errlen)))
+            return rc;
+        (*n)++;
+    }
+    return 0;
+}
+
 /* Fill m (already zeroed) from root; everything but the checksum. */
 static int decode_tree(json_t *root, struct manifest *m, char *err, size_t errlen)
 {
-    json_t *arr, *prev, *v;
+    json_t *prev;
     const char *name, *why;
     int64_t fmt, created;
-    char where[48];
-    size_t i;
     int rc;
 
     if ((rc = get_int(root, NULL, "format", INT64_MIN, INT64_MAX, &fmt, err, errlen)))
@@ -962,40 +1034,11 @@ static int decode_tree(json_t *root, struct manifest *m, char *err, size_t errle
             return LV_ECORRUPT;
         }
     }
-    arr = json_object_get(root, "segments");
-    if (!json_is_array(arr)) {
-        lv_seterr(err, errlen, "segments: %s", arr ? "not an array" : "missing");
-        return LV_ECORRUPT;
-    }
-    if (json_array_size(arr)) {
-        m->segs = calloc(json_array_size(arr), sizeof *m->segs);
-        if (!m->segs)
-            return LV_ENOMEM;
-        m->segs_cap = json_array_size(arr);
-    }
-    json_array_foreach(arr, i, v) {
-        snprintf(where, sizeof where, "segments[%zu]", i);
-        if ((rc = decode_seg(v, where, &m->segs[i], err, errlen)))
-            return rc;
-        m->nsegs++;
-    }
-    arr = json_object_get(root, "snapshots");
-    if (!json_is_array(arr)) {
-        lv_seterr(err, errlen, "snapshots: %s", arr ? "not an array" : "missing");
-        return LV_ECORRUPT;
-    }
-    if (json_array_size(arr)) {
-        m->snaps = calloc(json_array_size(arr), sizeof *m->snaps);
-        if (!m->snaps)
-            return LV_ENOMEM;
-        m->snaps_cap = json_array_size(arr);
-    }
-    json_array_foreach(arr, i, v) {
-        snprintf(where, sizeof where, "snapshots[%zu]", i);
-        if ((rc = decode_snap(v, where, &m->snaps[i], err, errlen)))
-            return rc;
-        m->nsnaps++;
-    }
+    if ((rc = decode_array(root, "segments", sizeof *m->segs, decode_seg, (void **)&m->segs, &m->nsegs,
+                           &m->segs_cap, err, errlen)) ||
+        (rc = decode_array(root, "snapshots", sizeof *m->snaps, decode_snap, (void **)&m->snaps, &m->nsnaps,
+                           &m->snaps_cap, err, errlen)))
+        return rc;
     return manifest_check(m, err, errlen);
 }
 

@@ -109,6 +109,12 @@ int manifest_cksum_at(const struct manifest *m, uint64_t x, uint64_t *ck);
 /* Largest TXID held by any segment or snapshot; 0 when empty. */
 uint64_t manifest_last_txid(const struct manifest *m);
 
+/* The newest commit time of any object of m (0 when empty). */
+int64_t manifest_last_time(const struct manifest *m);
+
+/* manifest_last_txid and the commit time of that TXID (0, 0 when empty). */
+void manifest_last(const struct manifest *m, uint64_t *txid, int64_t *time_us);
+
 /* Newest snapshot with txid <= txid (borrowed), or NULL.  O(log n). */
 const struct manifest_snap *manifest_snapshot_at(const struct manifest *m, uint64_t txid);
 

@@ -266,12 +266,9 @@ int tail_load(struct store *st, const char *prefix, struct manifest *m, struct t
     memset(res, 0, sizeof *res);
     if (asprintf(&lp, "%s%s", prefix, SEG0_DIR) < 0)
         return LV_ENOMEM;
-    rc = store_list(st, lp, &l);
-    if (rc) {
-        lv_seterr(err, errlen, "%s: cannot list %s: %s (%s)", store_url(st), lp, lv_strerror(rc),
-                  store_last_error(st) ? store_last_error(st) : "");
+    rc = store_list_err(st, lp, &l, err, errlen);
+    if (rc)
         goto out;
-    }
     rc = tail_adopt(st, prefix, &l, m, 0, res);
 out:
     store_list_free(&l);

@@ -1428,10 +1428,9 @@ static int restore_part(struct restore_bench *r)
     r->ntx = tx_env && atoi(tx_env) > 0 ? atoi(tx_env) : 3000;
     if (!page || !h)
         goto out;
-    for (int i = 0; i < 16; i++) {
+    for (int i = 0; i < 16; i++)
         id[i] = (uint8_t)(0xb0 + i);
-        sprintf(idhex + 2 * i, "%02x", id[i]);
-    }
+    lv_hex(id, 16, idhex);
     snprintf(dir, sizeof dir, "%s/restore", g.base);
     snprintf(logdir, sizeof logdir, "%s/log", dir);
     snprintf(s3dir, sizeof s3dir, "%s/s3", dir);

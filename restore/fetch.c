@@ -13,9 +13,25 @@
  * consumed plus the budget, and a large object (a snapshot) does not stop
  * the small ones behind it from downloading while it is applied.
  *
+ * Invariants (assert_fetch_state, checked at every transition, as SQLite's
+ * assert_pager_state):
+ *   F1. released <= next <= n.
+ *   F2. slots [next, n) are QUEUED; slots [0, released) are RELEASED (the
+ *       consumer releases in order: fetch_release(i) only for i == released).
+ *   F3. slots [released, next) are RUNNING or DONE, and held is the sum of
+ *       their sizes.
+ *   F4. a slot is DONE or RELEASED once its rc, buf and len are final; buf
+ *       is NULL once RELEASED.
+ * Transitions: worker_main QUEUED->RUNNING->DONE, fetch_release
+ * DONE->RELEASED.
+ *
+ * Threads: the downloaders are worker.h workers (checked start, named
+ * threads); they wait for work on cv, not in worker_nap, so fetch_stop sets
+ * stop, broadcasts, and then stops (joins) each worker.
+ *
  * Locking: one mutex (mu) guards every field below it in struct fetch;
- * one condition variable (cv) is broadcast on every state change.
- * store_get runs without the lock.
+ * one condition variable (cv, on CLOCK_MONOTONIC: lv_cond_init) is
+ * broadcast on every state change.  store_get runs without the lock.
  */
 #include "restore/fetch.h"
 
@@ -29,6 +45,7 @@
 #include <xxhash.h>
 
 #include "base/lv.h"
+#include "base/worker.h"
 #include "store/store.h"
 
 enum { SLOT_QUEUED = 0, SLOT_RUNNING, SLOT_DONE, SLOT_RELEASED };
@@ -46,8 +63,8 @@ struct slot {
 
 struct fetch {
     struct store *st;        /* store (borrowed, thread-safe) */
-    pthread_t *th;           /* workers */
-    int nth;                 /* workers started */
+    struct worker **th;      /* downloaders (fetch_start/fetch_stop) */
+    int nth;                 /* downloaders started */
     size_t n;                /* slots */
     size_t window;           /* look-ahead in objects */
     uint64_t budget;         /* byte budget */
@@ -91,6 +108,27 @@ static void download(struct fetch *f, struct slot *s)
     s->len = len;
 }
 
+/* F1-F4 of the design comment, over the window [released, next]; mu held.
+ * Compiled out of release builds. */
+static void assert_fetch_state(const struct fetch *f)
+{
+#if LV_ASSERTS
+    uint64_t held = 0;
+
+    LV_ASSERT(f->released <= f->next && f->next <= f->n); /* F1 */
+    LV_ASSERT(f->next == f->n || f->slots[f->next].state == SLOT_QUEUED); /* F2 */
+    LV_ASSERT(f->released == 0 || f->slots[f->released - 1].state == SLOT_RELEASED); /* F2 */
+    for (size_t i = f->released; i < f->next; i++) {
+        const struct slot *s = &f->slots[i];
+        LV_ASSERT(s->state == SLOT_RUNNING || s->state == SLOT_DONE); /* F3 */
+        held += s->size;
+    }
+    LV_ASSERT(held == f->held); /* F3 */
+#else
+    LV_UNUSED(f);
+#endif
+}
+
 /* Whether slot f->next may start now (rules above); called with mu held. */
 static int admissible(const struct fetch *f)
 {
@@ -105,10 +143,11 @@ static int admissible(const struct fetch *f)
     return ahead + f->slots[f->next].size <= f->budget;
 }
 
-static void *worker(void *arg)
+static void worker_main(struct worker *w, void *arg)
 {
     struct fetch *f = arg;
 
+    LV_UNUSED(w);
     pthread_mutex_lock(&f->mu);
     for (;;) {
         struct slot *s;
@@ -118,18 +157,21 @@ static void *worker(void *arg)
         if (f->stop || f->next >= f->n)
             break;
         s = &f->slots[f->next++];
+        LV_ASSERT(s->state == SLOT_QUEUED);
         s->state = SLOT_RUNNING;
         f->held += s->size;
+        assert_fetch_state(f);
         pthread_mutex_unlock(&f->mu);
         download(f, s);
         pthread_mutex_lock(&f->mu);
+        LV_ASSERT(s->state == SLOT_RUNNING);
         s->state = SLOT_DONE;
         f->bytes_done += s->len;
         f->objs_done++;
+        assert_fetch_state(f);
         pthread_cond_broadcast(&f->cv);
     }
     pthread_mutex_unlock(&f->mu);
-    return NULL;
 }
 
 int fetch_start(struct store *st, const struct fetch_obj *objs, size_t n, int parallel, size_t window,
@@ -152,8 +194,7 @@ int fetch_start(struct store *st, const struct fetch_obj *objs, size_t n, int pa
     f->slots = calloc(n ? n : 1, sizeof *f->slots);
     f->th = calloc((size_t)parallel, sizeof *f->th);
     pthread_mutex_init(&f->mu, NULL);
-    pthread_cond_init(&f->cv, NULL);
-    if (!f->slots || !f->th)
+    if (lv_cond_init(&f->cv) != 0 || !f->slots || !f->th)
         goto out_nomem;
     for (i = 0; i < n; i++) {
         f->slots[i].key = strdup(objs[i].key);
@@ -164,7 +205,7 @@ int fetch_start(struct store *st, const struct fetch_obj *objs, size_t n, int pa
         f->bytes_total += objs[i].size;
     }
     for (t = 0; t < parallel && (size_t)t < (n ? n : 1); t++) {
-        if (pthread_create(&f->th[t], NULL, worker, f) != 0) {
+        if (worker_start("lv-fetch", worker_main, f, &f->th[t]) != 0) {
             fetch_stop(f);
             return LV_EIO;
         }
@@ -179,23 +220,15 @@ out_nomem:
 
 int fetch_wait(struct fetch *f, size_t i, int timeout_ms, struct fetch_res *res)
 {
-    struct timespec ts;
+    int64_t deadline = lv_mono_us() + (int64_t)timeout_ms * 1000;
     int ready;
 
-    clock_gettime(CLOCK_REALTIME, &ts);
-    if (timeout_ms >= 0) {
-        ts.tv_sec += timeout_ms / 1000;
-        ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-    }
     pthread_mutex_lock(&f->mu);
+    LV_ASSERT(i == f->released); /* F2: in order */
     while (f->slots[i].state != SLOT_DONE) {
         if (timeout_ms < 0)
             pthread_cond_wait(&f->cv, &f->mu);
-        else if (pthread_cond_timedwait(&f->cv, &f->mu, &ts) == ETIMEDOUT)
+        else if (lv_cond_wait_us(&f->cv, &f->mu, deadline - lv_mono_us()) == ETIMEDOUT)
             break;
     }
     ready = f->slots[i].state == SLOT_DONE;
@@ -215,12 +248,14 @@ void fetch_release(struct fetch *f, size_t i)
 {
     pthread_mutex_lock(&f->mu);
     if (f->slots[i].state == SLOT_DONE) {
+        LV_ASSERT(i == f->released); /* F2: in order */
         free(f->slots[i].buf);
         f->slots[i].buf = NULL;
         f->slots[i].state = SLOT_RELEASED;
         f->held -= f->slots[i].size;
         if (i + 1 > f->released)
             f->released = i + 1;
+        assert_fetch_state(f);
         pthread_cond_broadcast(&f->cv);
     }
     pthread_mutex_unlock(&f->mu);
@@ -248,7 +283,7 @@ void fetch_stop(struct fetch *f)
     pthread_cond_broadcast(&f->cv);
     pthread_mutex_unlock(&f->mu);
     for (t = 0; t < f->nth; t++)
-        pthread_join(f->th[t], NULL);
+        worker_stop(f->th[t]);
     for (i = 0; f->slots && i < f->n; i++) {
         free(f->slots[i].key);
         free(f->slots[i].buf);

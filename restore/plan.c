@@ -104,99 +104,89 @@ static void time_bounds(const struct manifest *m, int64_t t, uint64_t start, uin
 
 static int push(struct plan *p, size_t *cap, const struct manifest_seg *s)
 {
-    if (p->nsegs == *cap) {
-        size_t ncap = *cap ? *cap * 2 : 8;
-        const struct manifest_seg **v = realloc(p->segs, ncap * sizeof *v);
-        if (!v)
-            return LV_ENOMEM;
-        p->segs = v;
-        *cap = ncap;
-    }
+    if (lv_grow((void **)&p->segs, cap, p->nsegs, sizeof *p->segs, 8) != 0)
+        return LV_ENOMEM;
     p->segs[p->nsegs++] = s;
     p->bytes += s->size;
     return 0;
 }
 
-int plan_make(const struct manifest *m, const struct plan_target *t, int flags, struct plan *p)
+/* Resolve a TXID target (PLAN_TXID, or PLAN_LATEST when latest): the
+ * snapshot to start from into p->snap, the goal into *goal and *lo.  0 or
+ * negative with p's failure set. */
+static int plan_txid_target(const struct manifest *m, const struct plan_target *t, uint64_t latest, int have_empty,
+                            struct plan *p, uint64_t *goal, uint64_t *lo)
 {
-    uint64_t latest, goal, lo, next;
-    size_t i = 0, cap = 0;
-    char tb[40], tb2[40];
-    int have_empty, rc;
-
-    memset(p, 0, sizeof *p);
-    if (m->nsegs == 0 && m->nsnaps == 0) {
-        fail(p, PLAN_FAIL_EMPTY, "the archive of %s holds no segments or snapshots", m->name ? m->name : "?");
-        return LV_ENOENT;
-    }
-    latest = manifest_last_txid(m);
-    have_empty = m->nsegs > 0 && m->segs[0].first_txid == 1;
-
-    switch (t->kind) {
-    case PLAN_LATEST:
-    case PLAN_TXID:
-        goal = t->kind == PLAN_LATEST ? latest : t->txid;
-        if (goal == 0) {
-            fail(p, PLAN_FAIL_INVAL, "TXID 0 is not a target (TXIDs start at 1)");
-            return LV_EINVAL;
-        }
-        if (goal > latest) {
-            fail(p, PLAN_FAIL_BEYOND, "TXID %" PRIu64 " is beyond the last archived TXID %" PRIu64, goal,
-                 latest);
-            return LV_ENOENT;
-        }
-        p->snap = manifest_snapshot_at(m, goal);
-        if (!p->snap && !have_empty) {
-            if (m->nsnaps)
-                fail(p, PLAN_FAIL_BEFORE,
-                     "TXID %" PRIu64 " is before the earliest restorable point, snapshot TXID %" PRIu64, goal,
-                     m->snaps[0].txid);
-            else
-                fail(p, PLAN_FAIL_BEFORE,
-                     "TXID %" PRIu64 " is not restorable: no snapshots and the log starts at TXID %" PRIu64,
-                     goal, m->segs[0].first_txid);
-            return LV_ENOENT;
-        }
-        lo = goal;
-        break;
-    case PLAN_TIME: {
-        size_t k = snap_after_time(m, t->time_us);
-        p->time_us = t->time_us;
-        p->snap = k > 0 ? &m->snaps[k - 1] : NULL;
-        if (p->snap || have_empty)
-            time_bounds(m, t->time_us, p->snap ? p->snap->txid : 0, latest, &lo, &goal);
-        if ((!p->snap && !have_empty) || goal == 0) {
-            if (have_empty)
-                fail(p, PLAN_FAIL_BEFORE, "%s is before the first commit (TXID 1 at %s)",
-                     lv_fmt_time(t->time_us, tb, sizeof tb), lv_fmt_time(m->segs[0].first_time_us, tb2, sizeof tb2));
-            else if (m->nsnaps)
-                fail(p, PLAN_FAIL_BEFORE, "%s is before the earliest restorable point, snapshot TXID %" PRIu64
-                     " at %s", lv_fmt_time(t->time_us, tb, sizeof tb), m->snaps[0].txid,
-                     lv_fmt_time(m->snaps[0].time_us, tb2, sizeof tb2));
-            else
-                fail(p, PLAN_FAIL_BEFORE, "%s is not restorable: no snapshots and the log starts at TXID %" PRIu64,
-                     lv_fmt_time(t->time_us, tb, sizeof tb), m->segs[0].first_txid);
-            return LV_ENOENT;
-        }
-        p->resolve_by_time = lo < goal;
-        break;
-    }
-    default:
-        fail(p, PLAN_FAIL_INVAL, "unknown target kind %d", (int)t->kind);
+    *goal = t->kind == PLAN_LATEST ? latest : t->txid;
+    if (*goal == 0) {
+        fail(p, PLAN_FAIL_INVAL, "TXID 0 is not a target (TXIDs start at 1)");
         return LV_EINVAL;
     }
+    if (*goal > latest) {
+        fail(p, PLAN_FAIL_BEYOND, "TXID %" PRIu64 " is beyond the last archived TXID %" PRIu64, *goal, latest);
+        return LV_ENOENT;
+    }
+    p->snap = manifest_snapshot_at(m, *goal);
+    if (!p->snap && !have_empty) {
+        if (m->nsnaps)
+            fail(p, PLAN_FAIL_BEFORE, "TXID %" PRIu64 " is before the earliest restorable point, snapshot TXID %" PRIu64,
+                 *goal, m->snaps[0].txid);
+        else
+            fail(p, PLAN_FAIL_BEFORE, "TXID %" PRIu64 " is not restorable: no snapshots and the log starts at TXID %" PRIu64,
+                 *goal, m->segs[0].first_txid);
+        return LV_ENOENT;
+    }
+    *lo = *goal;
+    return 0;
+}
 
-    p->start_txid = p->snap ? p->snap->txid : 0;
-    if (p->snap)
-        p->bytes = p->snap->size;
-    next = p->start_txid + 1;
-    while (next <= goal) {
+/* Resolve a time target: the snapshot into p->snap, the TXIDs that may be
+ * the last commit at or before the time into *lo..*goal.  0 or negative
+ * with p's failure set. */
+static int plan_time_target(const struct manifest *m, const struct plan_target *t, uint64_t latest, int have_empty,
+                            struct plan *p, uint64_t *goal, uint64_t *lo)
+{
+    size_t k = snap_after_time(m, t->time_us);
+    char tb[40], tb2[40];
+
+    *goal = *lo = 0;
+    p->time_us = t->time_us;
+    p->snap = k > 0 ? &m->snaps[k - 1] : NULL;
+    if (p->snap || have_empty)
+        time_bounds(m, t->time_us, p->snap ? p->snap->txid : 0, latest, lo, goal);
+    if ((!p->snap && !have_empty) || *goal == 0) {
+        if (have_empty)
+            fail(p, PLAN_FAIL_BEFORE, "%s is before the first commit (TXID 1 at %s)",
+                 lv_fmt_time(t->time_us, tb, sizeof tb), lv_fmt_time(m->segs[0].first_time_us, tb2, sizeof tb2));
+        else if (m->nsnaps)
+            fail(p, PLAN_FAIL_BEFORE, "%s is before the earliest restorable point, snapshot TXID %" PRIu64 " at %s",
+                 lv_fmt_time(t->time_us, tb, sizeof tb), m->snaps[0].txid,
+                 lv_fmt_time(m->snaps[0].time_us, tb2, sizeof tb2));
+        else
+            fail(p, PLAN_FAIL_BEFORE, "%s is not restorable: no snapshots and the log starts at TXID %" PRIu64,
+                 lv_fmt_time(t->time_us, tb, sizeof tb), m->segs[0].first_txid);
+        return LV_ENOENT;
+    }
+    p->resolve_by_time = *lo < *goal;
+    return 0;
+}
+
+/* The fewest segments from p->start_txid + 1 to *goal (greedy: the one
+ * reaching furthest, the smaller on a tie).  A gap fails, or with
+ * PLAN_ALLOW_PARTIAL ends the plan before it (*goal and *lo lowered).
+ * 0 or negative with p's failure set. */
+static int plan_chain(const struct manifest *m, int flags, struct plan *p, uint64_t *goal, uint64_t *lo)
+{
+    uint64_t next = p->start_txid + 1;
+    size_t i = 0, cap = 0;
+
+    while (next <= *goal) {
         const struct manifest_seg *best = NULL;
         uint64_t best_reach = 0;
 
         for (; i < m->nsegs && m->segs[i].first_txid <= next; i++) {
             const struct manifest_seg *s = &m->segs[i];
-            uint64_t reach = s->last_txid < goal ? s->last_txid : goal;
+            uint64_t reach = s->last_txid < *goal ? s->last_txid : *goal;
             if (s->last_txid < next)
                 continue;
             if (!best || reach > best_reach || (reach == best_reach && s->size < best->size)) {
@@ -206,41 +196,66 @@ int plan_make(const struct manifest *m, const struct plan_target *t, int flags, 
         }
         if (!best) {
             p->gap_first = next;
-            p->gap_last = i < m->nsegs && m->segs[i].first_txid - 1 < goal ? m->segs[i].first_txid - 1 : goal;
+            p->gap_last = i < m->nsegs && m->segs[i].first_txid - 1 < *goal ? m->segs[i].first_txid - 1 : *goal;
             if (!(flags & PLAN_ALLOW_PARTIAL)) {
                 fail(p, PLAN_FAIL_GAP,
-                     "no segment holds TXIDs %" PRIu64 "..%" PRIu64 " (needed to go from TXID %" PRIu64
-                     " to %" PRIu64 ")",
-                     p->gap_first, p->gap_last, p->start_txid, goal);
-                rc = LV_EGAP;
-                goto out_free_segs;
+                     "no segment holds TXIDs %" PRIu64 "..%" PRIu64 " (needed to go from TXID %" PRIu64 " to %" PRIu64 ")",
+                     p->gap_first, p->gap_last, p->start_txid, *goal);
+                return LV_EGAP;
             }
             p->partial = 1;
             p->resolve_by_time = 0;
-            goal = lo = next - 1;
-            snprintf(p->msg, sizeof p->msg,
-                     "partial: stopped at TXID %" PRIu64 "; no segment holds TXIDs %" PRIu64 "..%" PRIu64, goal,
-                     p->gap_first, p->gap_last);
-            break;
+            *goal = *lo = next - 1;
+            snprintf(p->msg, sizeof p->msg, "partial: stopped at TXID %" PRIu64 "; no segment holds TXIDs %" PRIu64
+                     "..%" PRIu64, *goal, p->gap_first, p->gap_last);
+            return 0;
         }
-        rc = push(p, &cap, best);
-        if (rc) {
+        if (push(p, &cap, best) != 0) {
             fail(p, PLAN_FAIL_NOMEM, "out of memory");
-            goto out_free_segs;
+            return LV_ENOMEM;
         }
         next = best->last_txid + 1;
+    }
+    return 0;
+}
+
+int plan_make(const struct manifest *m, const struct plan_target *t, int flags, struct plan *p)
+{
+    uint64_t latest, goal = 0, lo = 0;
+    int have_empty, rc;
+
+    memset(p, 0, sizeof *p);
+    if (m->nsegs == 0 && m->nsnaps == 0) {
+        fail(p, PLAN_FAIL_EMPTY, "the archive of %s holds no segments or snapshots", m->name ? m->name : "?");
+        return LV_ENOENT;
+    }
+    latest = manifest_last_txid(m);
+    have_empty = m->nsegs > 0 && m->segs[0].first_txid == 1;
+    if (t->kind == PLAN_LATEST || t->kind == PLAN_TXID) {
+        rc = plan_txid_target(m, t, latest, have_empty, p, &goal, &lo);
+    } else if (t->kind == PLAN_TIME) {
+        rc = plan_time_target(m, t, latest, have_empty, p, &goal, &lo);
+    } else {
+        fail(p, PLAN_FAIL_INVAL, "unknown target kind %d", (int)t->kind);
+        rc = LV_EINVAL;
+    }
+    if (rc)
+        return rc;
+    p->start_txid = p->snap ? p->snap->txid : 0;
+    if (p->snap)
+        p->bytes = p->snap->size;
+    rc = plan_chain(m, flags, p, &goal, &lo);
+    if (rc) {
+        free(p->segs);
+        p->segs = NULL;
+        p->nsegs = 0;
+        p->bytes = 0;
+        return rc;
     }
     p->target_txid = goal;
     p->target_min_txid = lo;
     p->objects = p->nsegs + (p->snap ? 1 : 0);
     return 0;
-
-out_free_segs:
-    free(p->segs);
-    p->segs = NULL;
-    p->nsegs = 0;
-    p->bytes = 0;
-    return rc;
 }
 
 void plan_free(struct plan *p)

@@ -37,8 +37,8 @@
  *      committed after the target time.
  *   7. Finish: fsync, re-read PATH.tmp and compare its database checksum
  *      with the last post checksum; PRAGMA integrity_check (read-only,
- *      immutable URI: no -wal/-shm are created); rename to PATH; fsync the
- *      directory.
+ *      immutable URI: no -wal/-shm are created); publish (publish_adopt +
+ *      publish_commit: fsync, rename to PATH, fsync the directory).
  *
  * DAMAGE (any failed check in 5-7): without --allow-partial the restore
  * fails with a message naming the object key and TXID and PATH.tmp is
@@ -73,6 +73,7 @@
 #include "restore/fetch.h"
 #include "base/lv.h"
 #include "base/lvlog.h"
+#include "base/publish.h"
 #include "store/store.h"
 #include "base/sys.h"
 #include "archive/tail.h"
@@ -82,35 +83,6 @@
 #define RESTORE_REPLAN 2 /* internal: drop a damaged snapshot from the manifest and plan again */
 
 /* ---------------------------------------------------------------- lineage and manifest */
-
-int64_t restore_manifest_last_time(const struct manifest *m)
-{
-    int64_t t = 0;
-    size_t i;
-
-    for (i = 0; i < m->nsegs; i++)
-        if (m->segs[i].last_time_us > t)
-            t = m->segs[i].last_time_us;
-    for (i = 0; i < m->nsnaps; i++)
-        if (m->snaps[i].time_us > t)
-            t = m->snaps[i].time_us;
-    return t;
-}
-
-void restore_manifest_last(const struct manifest *m, uint64_t *txid, int64_t *time_us)
-{
-    uint64_t x = manifest_last_txid(m);
-    size_t i;
-
-    *txid = x;
-    *time_us = 0;
-    for (i = 0; i < m->nsegs; i++)
-        if (m->segs[i].last_txid == x)
-            *time_us = m->segs[i].last_time_us;
-    for (i = 0; i < m->nsnaps; i++)
-        if (m->snaps[i].txid == x)
-            *time_us = m->snaps[i].time_us;
-}
 
 int restore_load_manifest(struct store *st, const char *db, const char *dbid, struct manifest *m, char *err,
                           size_t errlen)
@@ -197,12 +169,9 @@ int restore_find_lineage(struct store *st, const char *db, const char *want, cha
         rc = LV_ENOMEM;
         goto out;
     }
-    rc = store_list(st, prefix, &l);
-    if (rc) {
-        lv_seterr(err, errlen, "%s: cannot list %s: %s (%s)", store_url(st), prefix, lv_strerror(rc),
-               store_last_error(st) ? store_last_error(st) : "");
+    rc = store_list_err(st, prefix, &l, err, errlen);
+    if (rc)
         goto out;
-    }
     plen = strlen(prefix);
     for (i = 0; i < l.n; i++) {
         const char *rest = l.v[i].key + plen;
@@ -222,7 +191,7 @@ int restore_find_lineage(struct store *st, const char *db, const char *want, cha
             LV_WARN("restore: skipping lineage %s: %s", id, merr);
             continue;
         }
-        t = restore_manifest_last_time(&m);
+        t = manifest_last_time(&m);
         manifest_free(&m);
         if (!out[0] || t > best_time) {
             best_time = t;
@@ -575,24 +544,15 @@ static int fill_objects(struct attempt *at, const char *dbid)
     return 0;
 }
 
-/* One planning + applying pass.  0, RESTORE_RETRY or a negative error. */
-static int attempt_run(struct attempt *at, const struct plan_target *t, int flags, const char *dbid)
+/* Plan the restore to *t and list its objects in res.  0 or negative. */
+static int attempt_plan(struct attempt *at, const struct plan_target *t, int flags, const char *dbid)
 {
-    const struct restore_opts *o = at->o;
     struct restore_result *res = at->res;
-    struct fetch *f = NULL;
-    struct fetch_obj *fo = NULL;
-    struct txlog_apply_info inf;
-    char msg[900];
-    int64_t t0 = lv_mono_us();
-    int fd = -1, rc, drew = 0;
-    size_t i;
+    int rc = plan_make(at->m, t, flags, &at->plan);
 
-    rc = plan_make(at->m, t, flags, &at->plan);
     if (rc) {
-        lv_seterr(at->err, at->errlen, "%s: database '%s' lineage %s: %s", store_url(at->st), o->db, dbid,
+        lv_seterr(at->err, at->errlen, "%s: database '%s' lineage %s: %s", store_url(at->st), at->o->db, dbid,
                at->plan.msg);
-        plan_free(&at->plan);
         return rc;
     }
     if (at->plan.partial) {
@@ -600,12 +560,117 @@ static int attempt_run(struct attempt *at, const struct plan_target *t, int flag
         snprintf(res->partial_msg, sizeof res->partial_msg, "%s", at->plan.msg);
         LV_WARN("restore: %s", at->plan.msg);
     }
-    rc = fill_objects(at, dbid);
-    if (rc || o->dry_run) {
+    return fill_objects(at, dbid);
+}
+
+/* Start the downloads of the planned objects into *f.  0 or negative. */
+static int attempt_fetch(struct attempt *at, struct fetch_obj **fo, struct fetch **f)
+{
+    const struct restore_result *res = at->res;
+    int rc;
+
+    *fo = calloc(res->nobjs ? res->nobjs : 1, sizeof **fo);
+    if (!*fo)
+        return LV_ENOMEM;
+    for (size_t i = 0; i < res->nobjs; i++) {
+        (*fo)[i].key = res->objs[i].key;
+        (*fo)[i].size = res->objs[i].size;
+        (*fo)[i].xxh3 = res->objs[i].snapshot ? at->plan.snap->xxh3
+                                              : at->plan.segs[i - (at->plan.snap ? 1 : 0)]->xxh3;
+    }
+    rc = fetch_start(at->st, *fo, res->nobjs, at->o->parallel > 0 ? at->o->parallel : 4, 0, at->o->mem_budget, f);
+    if (rc)
+        lv_seterr(at->err, at->errlen, "cannot start the download workers: %s", lv_strerror(rc));
+    return rc;
+}
+
+/* Wait for object i and apply it (damage handled as the design comment
+ * says).  *drew is set when a progress line was drawn.  0 or negative. */
+static int attempt_object(struct attempt *at, struct fetch *f, size_t i, int64_t t0, int *drew)
+{
+    const struct restore_opts *o = at->o;
+    struct restore_result *res = at->res;
+    struct txlog_apply_info inf;
+    struct fetch_res fr;
+    char msg[900];
+    int rc;
+
+    while (!fetch_wait(f, i, o->progress ? 200 : -1, &fr)) {
+        progress_draw(f, t0);
+        *drew = 1;
+    }
+    if (o->progress) {
+        progress_draw(f, t0);
+        *drew = 1;
+    }
+    res->bytes_fetched += fr.len;
+    at->cur_snap = res->objs[i].snapshot;
+    if (fr.rc && (!fr.buf || fr.rc != LV_EMISMATCH || !o->allow_partial)) {
+        snprintf(msg, sizeof msg, "%s (TXIDs %" PRIu64 "..%" PRIu64 ")", fr.err, res->objs[i].first_txid,
+                 res->objs[i].last_txid);
+        rc = damage(at, fr.rc, msg);
+    } else {
+        if (fr.rc) /* size or XXH3 wrong: salvage the records that still verify */
+            LV_WARN("restore: %s; applying its records that verify (--allow-partial)", fr.err);
+        rc = apply_object(at, i, &fr);
+        if (rc == 0 && fr.rc && !at->partial && !at->stop) {
+            /* Every planned record verified although the object's hash did not: still report it. */
+            txlog_apply_state(at->a, &inf);
+            snprintf(msg, sizeof msg, "%s (its records up to TXID %" PRIu64 " verified)", fr.err, inf.txid);
+            rc = damage(at, fr.rc, msg);
+        }
+    }
+    fetch_release(f, i);
+    return rc;
+}
+
+/* Every object applied: the planned target must be reached; finish the
+ * file (checksum re-read) and fill res.  0 or negative. */
+static int attempt_finish(struct attempt *at)
+{
+    struct restore_result *res = at->res;
+    struct txlog_apply_info inf;
+    char msg[900];
+    int rc;
+
+    txlog_apply_state(at->a, &inf);
+    if (!at->partial && !res->partial && !(at->plan.resolve_by_time ? inf.txid >= at->plan.target_min_txid &&
+                                                                          inf.txid <= at->plan.target_txid
+                                                                    : inf.txid == at->plan.target_txid)) {
+        lv_seterr(at->err, at->errlen, "%s: database '%s': the objects reached TXID %" PRIu64 ", not the planned %" PRIu64,
+               store_url(at->st), at->o->db, inf.txid, at->plan.target_txid);
+        return LV_ECORRUPT;
+    }
+    if (!inf.have) {
+        lv_seterr(at->err, at->errlen, "%s: database '%s': no record applied", store_url(at->st), at->o->db);
+        return LV_ENOENT;
+    }
+    rc = txlog_apply_finish(at->a, msg, sizeof msg);
+    if (rc) {
+        lv_seterr(at->err, at->errlen, "TXID %" PRIu64 ": %s", inf.txid, msg);
+        return rc;
+    }
+    res->txid = inf.txid;
+    res->time_us = inf.time_us;
+    res->cksum = inf.post_cksum;
+    res->page_size = inf.page_size;
+    res->db_pages = inf.db_pages;
+    return 0;
+}
+
+/* One planning + applying pass.  0, RESTORE_RETRY or a negative error. */
+static int attempt_run(struct attempt *at, const struct plan_target *t, int flags, const char *dbid)
+{
+    struct fetch *f = NULL;
+    struct fetch_obj *fo = NULL;
+    int64_t t0 = lv_mono_us();
+    int fd = -1, rc, drew = 0;
+
+    rc = attempt_plan(at, t, flags, dbid);
+    if (rc || at->o->dry_run) {
         plan_free(&at->plan);
         return rc;
     }
-
     fd = sys_open(at->tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         rc = fd;
@@ -614,84 +679,17 @@ static int attempt_run(struct attempt *at, const struct plan_target *t, int flag
         goto out;
     }
     rc = txlog_apply_open(fd, at->tmp, &at->a);
+    if (rc == 0)
+        rc = attempt_fetch(at, &fo, &f);
+    for (size_t i = 0; rc == 0 && i < at->res->nobjs && !at->stop && !at->partial; i++)
+        rc = attempt_object(at, f, i, t0, &drew);
     if (rc)
         goto out;
-    fo = calloc(res->nobjs ? res->nobjs : 1, sizeof *fo);
-    if (!fo) {
-        rc = LV_ENOMEM;
-        goto out;
-    }
-    for (i = 0; i < res->nobjs; i++) {
-        fo[i].key = res->objs[i].key;
-        fo[i].size = res->objs[i].size;
-        fo[i].xxh3 = res->objs[i].snapshot ? at->plan.snap->xxh3 : at->plan.segs[i - (at->plan.snap ? 1 : 0)]->xxh3;
-    }
-    rc = fetch_start(at->st, fo, res->nobjs, o->parallel > 0 ? o->parallel : 4, 0, o->mem_budget, &f);
-    if (rc) {
-        lv_seterr(at->err, at->errlen, "cannot start the download workers: %s", lv_strerror(rc));
-        goto out;
-    }
-    for (i = 0; i < res->nobjs && !at->stop && !at->partial; i++) {
-        struct fetch_res fr;
-
-        while (!fetch_wait(f, i, o->progress ? 200 : -1, &fr)) {
-            progress_draw(f, t0);
-            drew = 1;
-        }
-        if (o->progress) {
-            progress_draw(f, t0);
-            drew = 1;
-        }
-        res->bytes_fetched += fr.len;
-        at->cur_snap = res->objs[i].snapshot;
-        if (fr.rc && (!fr.buf || fr.rc != LV_EMISMATCH || !o->allow_partial)) {
-            snprintf(msg, sizeof msg, "%s (TXIDs %" PRIu64 "..%" PRIu64 ")", fr.err, res->objs[i].first_txid,
-                     res->objs[i].last_txid);
-            rc = damage(at, fr.rc, msg);
-        } else {
-            if (fr.rc) /* size or XXH3 wrong: salvage the records that still verify */
-                LV_WARN("restore: %s; applying its records that verify (--allow-partial)", fr.err);
-            rc = apply_object(at, i, &fr);
-            if (rc == 0 && fr.rc && !at->partial && !at->stop) {
-                /* Every planned record verified although the object's hash did not: still report it. */
-                txlog_apply_state(at->a, &inf);
-                snprintf(msg, sizeof msg, "%s (its records up to TXID %" PRIu64 " verified)", fr.err, inf.txid);
-                rc = damage(at, fr.rc, msg);
-            }
-        }
-        fetch_release(f, i);
-        if (rc)
-            goto out;
-    }
     if (drew)
         fprintf(stderr, "\n");
     fetch_stop(f);
     f = NULL;
-
-    txlog_apply_state(at->a, &inf);
-    if (!at->partial && !res->partial && !(at->plan.resolve_by_time ? inf.txid >= at->plan.target_min_txid &&
-                                                                          inf.txid <= at->plan.target_txid
-                                                                    : inf.txid == at->plan.target_txid)) {
-        rc = LV_ECORRUPT;
-        lv_seterr(at->err, at->errlen, "%s: database '%s': the objects reached TXID %" PRIu64 ", not the planned %" PRIu64,
-               store_url(at->st), o->db, inf.txid, at->plan.target_txid);
-        goto out;
-    }
-    if (!inf.have) {
-        rc = LV_ENOENT;
-        lv_seterr(at->err, at->errlen, "%s: database '%s': no record applied", store_url(at->st), o->db);
-        goto out;
-    }
-    rc = txlog_apply_finish(at->a, msg, sizeof msg);
-    if (rc) {
-        lv_seterr(at->err, at->errlen, "TXID %" PRIu64 ": %s", inf.txid, msg);
-        goto out;
-    }
-    res->txid = inf.txid;
-    res->time_us = inf.time_us;
-    res->cksum = inf.post_cksum;
-    res->page_size = inf.page_size;
-    res->db_pages = inf.db_pages;
+    rc = attempt_finish(at);
 out:
     if (drew && f)
         fprintf(stderr, "\n");
@@ -707,6 +705,127 @@ out:
     return rc;
 }
 
+/* Refuse an output that exists (unless --force), or skip it with
+ * --if-db-not-exists: 1 when there is nothing to do, else 0 or negative. */
+static int check_output(const struct restore_opts *o, const char *wal, const char *shm, struct restore_result *res,
+                        char *err, size_t errlen)
+{
+    struct stat sb;
+
+    if (path_exists(o->out_path, &sb) && o->if_not_exists) {
+        res->skipped = 1;
+        LV_INFO("restore: %s exists; nothing to do (--if-db-not-exists)", o->out_path);
+        return 1;
+    }
+    if (path_exists(o->out_path, &sb) && (sb.st_size > 0 || !S_ISREG(sb.st_mode)) && !o->force) {
+        lv_seterr(err, errlen, "%s exists and is not empty; use --force to replace it", o->out_path);
+        return LV_EEXIST;
+    }
+    if ((path_exists(wal, &sb) || path_exists(shm, &sb)) && !o->force) {
+        lv_seterr(err, errlen, "%s or %s exists (left by an earlier database; SQLite would apply it to the restored "
+               "file); remove it or use --force", wal, shm);
+        return LV_EEXIST;
+    }
+    return 0;
+}
+
+/* The tail after the manifest stopped early (tail->stop != TAIL_END): a
+ * target beyond it fails, or with --allow-partial becomes the last TXID
+ * before it (*t adjusted, res marked partial).  0 or negative. */
+static int tail_damage(const struct restore_opts *o, struct store *st, const struct manifest *m,
+                       const struct tail_result *tail, const char *dbid, struct plan_target *t,
+                       struct restore_result *res, char *err, size_t errlen)
+{
+    int64_t known = manifest_last_time(m);
+    int hit = t->kind == PLAN_LATEST || (t->kind == PLAN_TXID && t->txid > tail->last_txid) ||
+              (t->kind == PLAN_TIME && t->time_us > known);
+
+    if (!hit)
+        return 0;
+    if (!o->allow_partial) {
+        lv_seterr(err, errlen, "%s: database '%s' lineage %s: TXIDs after %" PRIu64 " are not restorable: %s",
+                  store_url(st), o->db, dbid, tail->last_txid, tail->msg);
+        return tail->stop == TAIL_GAP ? LV_EGAP : LV_ECORRUPT;
+    }
+    res->partial = 1;
+    snprintf(res->partial_msg, sizeof res->partial_msg, "partial: stopped at TXID %" PRIu64 ": %s", tail->last_txid,
+             tail->msg);
+    LV_WARN("restore: %s", res->partial_msg);
+    if (t->kind == PLAN_TXID && tail->last_txid > 0)
+        t->txid = tail->last_txid;
+    return 0;
+}
+
+/* Attempt the restore until it succeeds or fails for good: a damaged
+ * snapshot is dropped and the restore planned again (at most 16 times); a
+ * damaged record that already changed the file starts it over, once, up to
+ * the last good TXID.  0 or negative. */
+static int run_attempts(struct attempt *at, struct manifest *m, struct plan_target t, int flags, const char *dbid)
+{
+    struct restore_result *res = at->res;
+    int rc;
+
+    for (int tries = 0;; tries++) {
+        char keep[sizeof res->partial_msg];
+        int was_partial = res->partial;
+
+        memcpy(keep, res->partial_msg, sizeof keep);
+        at->stop = at->partial = 0;
+        rc = attempt_run(at, &t, flags, dbid);
+        if (was_partial && !res->partial) {
+            res->partial = 1;
+            memcpy(res->partial_msg, keep, sizeof keep);
+        }
+        if (rc == RESTORE_REPLAN && tries < 16 && manifest_remove(m, at->drop_key) == 0)
+            continue;
+        if (rc == RESTORE_REPLAN)
+            return LV_ECORRUPT;
+        if (rc != RESTORE_RETRY)
+            return rc;
+        if (tries >= 1) {
+            lv_seterr(at->err, at->errlen, "%s", res->partial_msg);
+            return LV_ECORRUPT;
+        }
+        /* A damaged record had already changed the file: rebuild up to the last good TXID. */
+        t.kind = PLAN_TXID;
+        t.txid = at->retry_txid;
+        flags = 0;
+        LV_INFO("restore: starting over, up to TXID %" PRIu64, t.txid);
+    }
+}
+
+/* Check PATH.tmp (PRAGMA integrity_check unless disabled), remove a stale
+ * -wal/-shm with --force, and publish it as PATH.  0 or negative; on
+ * failure PATH.tmp is gone. */
+static int finish_output(const struct restore_opts *o, const char *tmp, const char *wal, const char *shm, char *err,
+                         size_t errlen)
+{
+    struct publish pub;
+    int rc;
+
+    if (!o->no_integrity_check) {
+        rc = integrity_check(tmp, err, errlen);
+        if (rc) {
+            unlink(tmp);
+            return rc;
+        }
+    }
+    if (o->force) {
+        if (unlink(wal) != 0 && errno != ENOENT)
+            LV_WARN("restore: cannot remove %s: %s", wal, strerror(errno));
+        if (unlink(shm) != 0 && errno != ENOENT)
+            LV_WARN("restore: cannot remove %s: %s", shm, strerror(errno));
+    }
+    rc = publish_adopt(&pub, tmp, o->out_path);
+    if (!rc)
+        rc = publish_commit(&pub); /* fsync, rename, fsync of the directory */
+    if (rc) {
+        lv_seterr(err, errlen, "%s: cannot publish the restored database: %s", o->out_path, lv_strerror(rc));
+        unlink(tmp);
+    }
+    return rc;
+}
+
 int restore_run(const struct restore_opts *o, struct restore_result *res, char *err, size_t errlen)
 {
     struct store *st = NULL;
@@ -714,10 +833,9 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
     struct tail_result tail;
     struct attempt at;
     struct plan_target t = o->target;
-    struct stat sb;
     char *tmp = NULL, *wal = NULL, *shm = NULL, dbid[MANIFEST_ID_HEX + 1];
     int64_t t0 = lv_mono_us();
-    int rc, flags = o->allow_partial ? PLAN_ALLOW_PARTIAL : 0, tries;
+    int rc;
 
     memset(res, 0, sizeof *res);
     memset(&m, 0, sizeof m);
@@ -734,21 +852,9 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
             rc = LV_ENOMEM;
             goto out;
         }
-        if (path_exists(o->out_path, &sb) && o->if_not_exists) {
-            res->skipped = 1;
-            LV_INFO("restore: %s exists; nothing to do (--if-db-not-exists)", o->out_path);
-            rc = 0;
-            goto out;
-        }
-        if (path_exists(o->out_path, &sb) && (sb.st_size > 0 || !S_ISREG(sb.st_mode)) && !o->force) {
-            rc = LV_EEXIST;
-            lv_seterr(err, errlen, "%s exists and is not empty; use --force to replace it", o->out_path);
-            goto out;
-        }
-        if ((path_exists(wal, &sb) || path_exists(shm, &sb)) && !o->force) {
-            rc = LV_EEXIST;
-            lv_seterr(err, errlen, "%s or %s exists (left by an earlier database; SQLite would apply it to the restored "
-                   "file); remove it or use --force", wal, shm);
+        rc = check_output(o, wal, shm, res, err, errlen);
+        if (rc) {
+            rc = rc > 0 ? 0 : rc;
             goto out;
         }
     }
@@ -767,88 +873,13 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
         goto out;
     res->tail_objects = tail.n;
     res->manifest_txid = tail.manifest_last;
-    if (tail.stop != TAIL_END) {
-        int64_t known = restore_manifest_last_time(&m);
-        int hit = t.kind == PLAN_LATEST || (t.kind == PLAN_TXID && t.txid > tail.last_txid) ||
-                  (t.kind == PLAN_TIME && t.time_us > known);
-        if (hit && !o->allow_partial) {
-            rc = tail.stop == TAIL_GAP ? LV_EGAP : LV_ECORRUPT;
-            lv_seterr(err, errlen, "%s: database '%s' lineage %s: TXIDs after %" PRIu64 " are not restorable: %s",
-                      store_url(st), o->db, dbid, tail.last_txid, tail.msg);
-            goto out;
-        }
-        if (hit) {
-            res->partial = 1;
-            snprintf(res->partial_msg, sizeof res->partial_msg, "partial: stopped at TXID %" PRIu64 ": %s",
-                     tail.last_txid, tail.msg);
-            LV_WARN("restore: %s", res->partial_msg);
-            if (t.kind == PLAN_TXID && tail.last_txid > 0)
-                t.txid = tail.last_txid;
-        }
-    }
-
-    memset(&at, 0, sizeof at);
-    at.o = o;
-    at.st = st;
-    at.m = &m;
-    at.tail = &tail;
-    at.res = res;
-    at.tmp = tmp;
-    at.err = err;
-    at.errlen = errlen;
-    for (tries = 0;; tries++) {
-        char keep[sizeof res->partial_msg];
-        int was_partial = res->partial;
-
-        memcpy(keep, res->partial_msg, sizeof keep);
-        at.stop = at.partial = 0;
-        rc = attempt_run(&at, &t, flags, dbid);
-        if (was_partial && !res->partial) {
-            res->partial = 1;
-            memcpy(res->partial_msg, keep, sizeof keep);
-        }
-        if (rc == RESTORE_REPLAN && tries < 16 && manifest_remove(&m, at.drop_key) == 0)
-            continue;
-        if (rc == RESTORE_REPLAN) {
-            rc = LV_ECORRUPT;
-            goto out;
-        }
-        if (rc != RESTORE_RETRY)
-            break;
-        if (tries >= 1) {
-            rc = LV_ECORRUPT;
-            lv_seterr(err, errlen, "%s", res->partial_msg);
-            goto out;
-        }
-        /* A damaged record had already changed the file: rebuild up to the last good TXID. */
-        t.kind = PLAN_TXID;
-        t.txid = at.retry_txid;
-        flags = 0;
-        LV_INFO("restore: starting over, up to TXID %" PRIu64, t.txid);
-    }
-    if (rc || o->dry_run)
+    if (tail.stop != TAIL_END && (rc = tail_damage(o, st, &m, &tail, dbid, &t, res, err, errlen)) != 0)
         goto out;
-    if (!o->no_integrity_check) {
-        rc = integrity_check(tmp, err, errlen);
-        if (rc) {
-            unlink(tmp);
-            goto out;
-        }
-    }
-    if (o->force) {
-        if (unlink(wal) != 0 && errno != ENOENT)
-            LV_WARN("restore: cannot remove %s: %s", wal, strerror(errno));
-        if (unlink(shm) != 0 && errno != ENOENT)
-            LV_WARN("restore: cannot remove %s: %s", shm, strerror(errno));
-    }
-    rc = sys_rename(tmp, o->out_path);
-    if (!rc)
-        rc = sys_fsync_dir(o->out_path);
-    if (rc) {
-        lv_seterr(err, errlen, "%s: cannot publish the restored database: %s", o->out_path, lv_strerror(rc));
-        unlink(tmp);
-        goto out;
-    }
+    at = (struct attempt){.o = o, .st = st, .m = &m, .tail = &tail, .res = res, .tmp = tmp, .err = err,
+                          .errlen = errlen};
+    rc = run_attempts(&at, &m, t, o->allow_partial ? PLAN_ALLOW_PARTIAL : 0, dbid);
+    if (rc == 0 && !o->dry_run)
+        rc = finish_output(o, tmp, wal, shm, err, errlen);
 out:
     if (rc != 0)
         restore_result_free(res); /* on failure res owns nothing */

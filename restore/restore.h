@@ -111,10 +111,4 @@ struct tail_result;
 int restore_load_tail(struct store *st, const char *db, const char *dbid, struct manifest *m,
                       struct tail_result *tail, char *err, size_t errlen);
 
-/* Newest commit time listed in m (segment last times, snapshot times), 0 if empty. */
-int64_t restore_manifest_last_time(const struct manifest *m);
-
-/* Largest TXID listed in m and its commit time. */
-void restore_manifest_last(const struct manifest *m, uint64_t *txid, int64_t *time_us);
-
 #endif /* RESTORE_H */

@@ -76,14 +76,8 @@ static int add_bad(struct vstate *vs, size_t obj, const char *key, const char *f
 
 static int add_fact(struct vstate *vs, const struct txlog_hdr *h, size_t obj)
 {
-    if (vs->nfacts == vs->cap) {
-        size_t ncap = vs->cap ? vs->cap * 2 : 1024;
-        struct fact *f = realloc(vs->facts, ncap * sizeof *f);
-        if (!f)
-            return LV_ENOMEM;
-        vs->facts = f;
-        vs->cap = ncap;
-    }
+    if (lv_grow((void **)&vs->facts, &vs->cap, vs->nfacts, sizeof *vs->facts, 1024) != 0)
+        return LV_ENOMEM;
     vs->facts[vs->nfacts++] = (struct fact){ h->txid, h->pre_cksum, h->post_cksum, h->time_us, (uint32_t)obj,
                                              (uint8_t)((h->flags & TXLOG_F_SNAPSHOT) != 0) };
     return 0;
@@ -209,6 +203,92 @@ static void cross_check(struct vstate *vs)
     }
 }
 
+/* The counts and TXID range of m (with its tail) into res. */
+static void verify_facts(const struct manifest *m, struct verify_result *res)
+{
+    res->snapshots = m->nsnaps;
+    res->segments = m->nsegs;
+    res->objects = m->nsnaps + m->nsegs;
+    res->last_txid = manifest_last_txid(m);
+    res->first_txid = m->nsnaps ? m->snaps[0].txid : 0;
+    if (m->nsegs && (!res->first_txid || m->segs[0].first_txid < res->first_txid))
+        res->first_txid = m->segs[0].first_txid;
+}
+
+/* Object i of m in download order: the snapshots, then the segments. */
+static void verify_object_facts(const struct manifest *m, size_t i, const char **key, uint64_t *size, uint64_t *xxh3,
+                                uint64_t *first, uint64_t *last)
+{
+    if (i < m->nsnaps) {
+        *key = m->snaps[i].key;
+        *size = m->snaps[i].size;
+        *xxh3 = m->snaps[i].xxh3;
+        *first = *last = m->snaps[i].txid;
+    } else {
+        const struct manifest_seg *s = &m->segs[i - m->nsnaps];
+        *key = s->key;
+        *size = s->size;
+        *xxh3 = s->xxh3;
+        *first = s->first_txid;
+        *last = s->last_txid;
+    }
+}
+
+/* Download every object of m through the fetcher and check each one
+ * (check_object), then across objects (cross_check).  0 or negative. */
+static int verify_objects(struct store *st, const char *db, const struct manifest *m, int parallel, struct vstate *vs,
+                          char *err, size_t errlen)
+{
+    struct verify_result *res = vs->res;
+    size_t n = m->nsnaps + m->nsegs, i;
+    struct fetch_obj *fo = calloc(n ? n : 1, sizeof *fo);
+    struct fetch *f = NULL;
+    uint64_t first, last, size, xxh3;
+    const char *k;
+    int rc = 0;
+
+    vs->keys = calloc(n ? n : 1, sizeof *vs->keys);
+    vs->badobj = calloc(n ? n : 1, 1);
+    if (!vs->keys || !vs->badobj || !fo) {
+        rc = LV_ENOMEM;
+        goto out;
+    }
+    for (i = 0; i < n; i++) {
+        verify_object_facts(m, i, &k, &fo[i].size, &fo[i].xxh3, &first, &last);
+        if (asprintf(&vs->keys[i], "%s/%s/%s", db, res->dbid, k) < 0) {
+            vs->keys[i] = NULL;
+            rc = LV_ENOMEM;
+            goto out;
+        }
+        fo[i].key = vs->keys[i];
+    }
+    rc = fetch_start(st, fo, n, parallel > 0 ? parallel : 4, 0, 0, &f);
+    if (rc) {
+        snprintf(err, errlen, "cannot start the download workers: %s", lv_strerror(rc));
+        goto out;
+    }
+    for (i = 0; i < n && rc == 0; i++) {
+        struct fetch_res fr;
+        int is_snap = i < m->nsnaps;
+
+        fetch_wait(f, i, -1, &fr);
+        res->bytes += fr.len;
+        verify_object_facts(m, i, &k, &size, &xxh3, &first, &last);
+        if (fr.rc)
+            rc = add_bad(vs, i, fr.key, "%s (TXIDs %" PRIu64 "..%" PRIu64 ")", strip_key(fr.err, fr.key), first,
+                         last);
+        else
+            rc = check_object(vs, i, &fr, is_snap ? NULL : &m->segs[i - m->nsnaps], is_snap ? &m->snaps[i] : NULL);
+        fetch_release(f, i);
+    }
+    if (rc == 0)
+        cross_check(vs);
+out:
+    fetch_stop(f);
+    free(fo);
+    return rc;
+}
+
 int verify_lineage(const char *url, const struct store_opts *sopts, const char *db, const char *lineage,
                    int parallel, struct verify_result *res, char *err, size_t errlen)
 {
@@ -216,11 +296,8 @@ int verify_lineage(const char *url, const struct store_opts *sopts, const char *
     struct manifest m;
     struct tail_result tail;
     struct vstate vs;
-    struct fetch *f = NULL;
-    struct fetch_obj *fo = NULL;
-    char merr[900];
+    char merr[900], key[1200];
     int64_t t0 = lv_mono_us();
-    size_t n = 0, i;
     int rc;
 
     memset(res, 0, sizeof *res);
@@ -236,7 +313,6 @@ int verify_lineage(const char *url, const struct store_opts *sopts, const char *
         goto out;
     rc = restore_load_manifest(st, db, res->dbid, &m, merr, sizeof merr);
     if (rc == LV_ECORRUPT || rc == LV_EVERSION) {
-        char key[1200];
         snprintf(key, sizeof key, "%s/%s/%s", db, res->dbid, MANIFEST_OBJECT);
         rc = add_bad(&vs, (size_t)-1, key, "%s", merr);
         goto out;
@@ -254,71 +330,20 @@ int verify_lineage(const char *url, const struct store_opts *sopts, const char *
     res->tail = tail.n;
     res->manifest_txid = tail.manifest_last;
     if (tail.stop != TAIL_END) {
-        char key[1200];
         snprintf(key, sizeof key, "%s/%s/%s", db, res->dbid, tail.bad_key);
         rc = add_bad(&vs, (size_t)-1, key, "%s", tail.msg);
         if (rc)
             goto out;
     }
-    n = m.nsnaps + m.nsegs;
-    res->snapshots = m.nsnaps;
-    res->segments = m.nsegs;
-    res->objects = n;
-    res->last_txid = manifest_last_txid(&m);
-    res->first_txid = m.nsnaps ? m.snaps[0].txid : 0;
-    if (m.nsegs && (!res->first_txid || m.segs[0].first_txid < res->first_txid))
-        res->first_txid = m.segs[0].first_txid;
-    vs.keys = calloc(n ? n : 1, sizeof *vs.keys);
-    vs.badobj = calloc(n ? n : 1, 1);
-    fo = calloc(n ? n : 1, sizeof *fo);
-    if (!vs.keys || !vs.badobj || !fo) {
-        rc = LV_ENOMEM;
-        goto out;
-    }
-    for (i = 0; i < n; i++) {
-        int is_snap = i < m.nsnaps;
-        const char *k = is_snap ? m.snaps[i].key : m.segs[i - m.nsnaps].key;
-        if (asprintf(&vs.keys[i], "%s/%s/%s", db, res->dbid, k) < 0) {
-            vs.keys[i] = NULL;
-            rc = LV_ENOMEM;
-            goto out;
-        }
-        fo[i].key = vs.keys[i];
-        fo[i].size = is_snap ? m.snaps[i].size : m.segs[i - m.nsnaps].size;
-        fo[i].xxh3 = is_snap ? m.snaps[i].xxh3 : m.segs[i - m.nsnaps].xxh3;
-    }
-    rc = fetch_start(st, fo, n, parallel > 0 ? parallel : 4, 0, 0, &f);
-    if (rc) {
-        snprintf(err, errlen, "cannot start the download workers: %s", lv_strerror(rc));
-        goto out;
-    }
-    for (i = 0; i < n; i++) {
-        struct fetch_res fr;
-        int is_snap = i < m.nsnaps;
-
-        fetch_wait(f, i, -1, &fr);
-        res->bytes += fr.len;
-        if (fr.rc)
-            rc = add_bad(&vs, i, fr.key, "%s (TXIDs %" PRIu64 "..%" PRIu64 ")", strip_key(fr.err, fr.key),
-                         is_snap ? m.snaps[i].txid : m.segs[i - m.nsnaps].first_txid,
-                         is_snap ? m.snaps[i].txid : m.segs[i - m.nsnaps].last_txid);
-        else
-            rc = check_object(&vs, i, &fr, is_snap ? NULL : &m.segs[i - m.nsnaps], is_snap ? &m.snaps[i] : NULL);
-        fetch_release(f, i);
-        if (rc)
-            goto out;
-    }
-    cross_check(&vs);
-    rc = 0;
+    verify_facts(&m, res);
+    rc = verify_objects(st, db, &m, parallel, &vs, err, errlen);
 out:
-    fetch_stop(f);
     res->seconds = (double)(lv_mono_us() - t0) / 1e6;
-    for (i = 0; vs.keys && i < n; i++)
+    for (size_t i = 0; vs.keys && i < m.nsnaps + m.nsegs; i++)
         free(vs.keys[i]);
     free(vs.keys);
     free(vs.badobj);
     free(vs.facts);
-    free(fo);
     tail_result_free(&tail);
     manifest_free(&m);
     store_close(st);

@@ -371,6 +371,22 @@ char *lv_hex(const uint8_t *in, size_t n, char *out)
     return out;
 }
 
+int lv_grow(void **arr, size_t *cap, size_t n, size_t elem, size_t first)
+{
+    size_t ncap;
+    void *p;
+
+    if (n < *cap)
+        return 0;
+    ncap = *cap ? *cap * 2 : first;
+    p = realloc(*arr, ncap * elem);
+    if (!p)
+        return LV_ENOMEM;
+    *arr = p;
+    *cap = ncap;
+    return 0;
+}
+
 static int hexdigit(char c)
 {
     if (c >= '0' && c <= '9')

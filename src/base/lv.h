@@ -104,6 +104,12 @@ void lv_assert_fail(const char *expr, const char *file, int line, const char *fu
 /* Lower-case hex of n bytes into out (2n+1 bytes with the NUL); returns out. */
 char *lv_hex(const uint8_t *in, size_t n, char *out);
 
+/* Make room for element n of the malloc'ed array *arr of *cap elements of
+ * elem bytes: when n == *cap it grows to twice as many (first elements the
+ * first time).  0 or LV_ENOMEM (the array is then unchanged).  Callers
+ * cast: lv_grow((void **)&v, &cap, n, sizeof *v, 16). */
+int lv_grow(void **arr, size_t *cap, size_t n, size_t elem, size_t first);
+
 /* Parse exactly 2n hex digits (either case) of s into out[n]; 0 or LV_EINVAL. */
 int lv_unhex(const char *s, uint8_t *out, size_t n);
 

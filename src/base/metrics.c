@@ -97,6 +97,37 @@ void metrics_fuse(enum metrics_fuse_op op, int64_t dur_us)
  * the second, after growing *buf by doubling, when the text did not fit.
  * *buf stays NUL-terminated.  Besides LV_ENOMEM, returns LV_EINVAL if
  * vsnprintf reports an encoding error (then nothing is appended). */
+/* The families of metrics_render_process. */
+enum { PF_DURATION, PF_OPS, PF_REQUESTS, PF_RSS };
+static const struct metrics_family process_families[] = {
+    [PF_DURATION] = {"litevault_fuse_op_duration_seconds", "histogram", "Duration of FUSE operations."},
+    [PF_OPS] = {"litevault_fuse_ops_total", "counter", "FUSE operations completed."},
+    [PF_REQUESTS] = {"litevault_fuse_requests_total", "counter",
+                     "Requests read from the FUSE device, by kernel opcode (round trips; forget and release do "
+                     "not block the caller)."},
+    [PF_RSS] = {"litevault_process_rss_bytes", "gauge", "Resident set size of the daemon."},
+};
+
+int metrics_family(char **buf, size_t *len, size_t *cap, const struct metrics_family *f)
+{
+    return metrics_appendf(buf, len, cap, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name, f->type);
+}
+
+const char *metrics_label_escape(const char *s, char *out, size_t n)
+{
+    size_t j = 0;
+
+    if (n == 0)
+        return out;
+    for (; *s && j + 3 < n; s++) {
+        if (*s == '"' || *s == '\\')
+            out[j++] = '\\';
+        out[j++] = *s == '\n' ? ' ' : *s;
+    }
+    out[j] = '\0';
+    return out;
+}
+
 int metrics_appendf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
 {
     va_list ap, ap2;
@@ -187,10 +218,7 @@ void metrics_fuse_request(uint32_t opcode)
 /* Render litevault_fuse_requests_total: the opcodes seen so far. */
 static int render_requests(char **buf, size_t *len, size_t *cap)
 {
-    int rc = metrics_appendf(buf, len, cap,
-                             "# HELP litevault_fuse_requests_total Requests read from the FUSE device, by kernel "
-                             "opcode (round trips; forget and release do not block the caller).\n"
-                             "# TYPE litevault_fuse_requests_total counter\n");
+    int rc = metrics_family(buf, len, cap, &process_families[PF_REQUESTS]);
     for (int i = 0; rc == 0 && i < METRICS_NREQ; i++) {
         uint64_t v = atomic_load_explicit(&metrics_req[i], memory_order_relaxed);
         if (v && metrics_req_names[i])
@@ -206,9 +234,7 @@ static int render_fuse(char **buf, size_t *len, size_t *cap)
     uint64_t count[MFOP_COUNT];
     int rc;
 
-    rc = metrics_appendf(buf, len, cap,
-                         "# HELP litevault_fuse_op_duration_seconds Duration of FUSE operations.\n"
-                         "# TYPE litevault_fuse_op_duration_seconds histogram\n");
+    rc = metrics_family(buf, len, cap, &process_families[PF_DURATION]);
     if (rc != 0)
         return rc;
     for (int op = 0; op < MFOP_COUNT; op++) {
@@ -233,9 +259,7 @@ static int render_fuse(char **buf, size_t *len, size_t *cap)
         if (rc != 0)
             return rc;
     }
-    rc = metrics_appendf(buf, len, cap,
-                         "# HELP litevault_fuse_ops_total FUSE operations completed.\n"
-                         "# TYPE litevault_fuse_ops_total counter\n");
+    rc = metrics_family(buf, len, cap, &process_families[PF_OPS]);
     if (rc != 0)
         return rc;
     for (int op = 0; op < MFOP_COUNT; op++) {
@@ -256,9 +280,8 @@ int metrics_render_process(char **buf, size_t *len, size_t *cap)
         rc = render_requests(buf, len, cap);
     if (rc != 0)
         return rc;
-    return metrics_appendf(buf, len, cap,
-                           "# HELP litevault_process_rss_bytes Resident set size of the daemon.\n"
-                           "# TYPE litevault_process_rss_bytes gauge\n"
-                           "litevault_process_rss_bytes %llu\n",
-                           (unsigned long long)metrics_rss_bytes());
+    rc = metrics_family(buf, len, cap, &process_families[PF_RSS]);
+    if (rc != 0)
+        return rc;
+    return metrics_appendf(buf, len, cap, "litevault_process_rss_bytes %llu\n", (unsigned long long)metrics_rss_bytes());
 }

@@ -36,6 +36,23 @@ int metrics_render_process(char **buf, size_t *len, size_t *cap);
 int metrics_appendf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* One metric family of the Prometheus text format.  A renderer keeps a
+ * static table of its families and writes each one's samples right after
+ * its metrics_family header (the format wants a family's lines together). */
+struct metrics_family {
+    const char *name;      /* e.g. litevault_archive_up */
+    const char *type;      /* "counter", "gauge" or "histogram" */
+    const char *help;      /* one line */
+};
+
+/* Append "# HELP name help" and "# TYPE name type".  0 or LV_ENOMEM. */
+int metrics_family(char **buf, size_t *len, size_t *cap, const struct metrics_family *f);
+
+/* Escape s for a label value into out (n bytes, always terminated, cut if
+ * too long): backslash and double quote get a backslash, a newline becomes
+ * a space.  Returns out. */
+const char *metrics_label_escape(const char *s, char *out, size_t n);
+
 /* Resident set size of this process in bytes (from /proc/self/statm), or 0. */
 uint64_t metrics_rss_bytes(void);
 

@@ -30,14 +30,24 @@ static atomic_uint publish_counter;
 
 int publish_begin(struct publish *p, const char *path, mode_t mode)
 {
-    int n;
+    char tmp[sizeof p->tmp];
 
+    if (snprintf(tmp, sizeof tmp, "%s.tmp-%ld-%u", path, (long)getpid(), atomic_fetch_add(&publish_counter, 1)) >=
+        (int)sizeof tmp) {
+        memset(p, 0, sizeof *p);
+        p->fd = -1;
+        return LV_EINVAL;
+    }
+    return publish_begin_tmp(p, path, tmp, mode);
+}
+
+int publish_begin_tmp(struct publish *p, const char *path, const char *tmp, mode_t mode)
+{
     memset(p, 0, sizeof *p);
     p->fd = -1;
     if (snprintf(p->path, sizeof p->path, "%s", path) >= (int)sizeof p->path)
         return LV_EINVAL;
-    n = snprintf(p->tmp, sizeof p->tmp, "%s.tmp-%ld-%u", path, (long)getpid(), atomic_fetch_add(&publish_counter, 1));
-    if (n >= (int)sizeof p->tmp) {
+    if (snprintf(p->tmp, sizeof p->tmp, "%s", tmp) >= (int)sizeof p->tmp) {
         p->tmp[0] = '\0';
         return LV_EINVAL;
     }
@@ -85,7 +95,8 @@ int publish_write(struct publish *p, const void *buf, size_t len)
     return rc;
 }
 
-int publish_commit(struct publish *p)
+/* publish_commit and publish_commit_noreplace. */
+static int commit(struct publish *p, int noreplace)
 {
     int rc;
 
@@ -100,7 +111,7 @@ int publish_commit(struct publish *p)
     p->fd = -1;
     if (rc < 0)
         goto out_unlink;
-    rc = sys_rename(p->tmp, p->path);
+    rc = noreplace ? sys_rename_noreplace(p->tmp, p->path) : sys_rename(p->tmp, p->path);
     if (rc < 0)
         goto out_unlink;
     p->tmp[0] = '\0';
@@ -114,6 +125,16 @@ out_unlink:
 out:
     assert_publish(p);
     return rc;
+}
+
+int publish_commit(struct publish *p)
+{
+    return commit(p, 0);
+}
+
+int publish_commit_noreplace(struct publish *p)
+{
+    return commit(p, 1);
 }
 
 void publish_abort(struct publish *p)

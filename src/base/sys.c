@@ -318,6 +318,39 @@ int sys_pwrite_all(int fd, const void *buf, size_t len, off_t off, const char *p
     return 0;
 }
 
+int sys_write_all(int fd, const void *buf, size_t len, const char *path)
+{
+    const char *p = buf;
+    int e = fault_check(SYS_OP_WRITE, path, NULL);
+
+    if (e == SYS_FAULT_SHORT) {
+        ssize_t n;
+        do
+            n = write(fd, p, len / 2);
+        while (n < 0 && errno == EINTR);
+        LV_ERROR("write(%s): short write of %zd of %zu bytes, then %s (injected)", path ? path : "?", n, len,
+                 strerror(ENOSPC));
+        return LV_ENOSPC;
+    }
+    if (e > 0) {
+        log_fail(e, "write", path, 1);
+        return lv_from_errno(e);
+    }
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            e = n < 0 ? errno : EIO;
+            log_fail(e, "write", path, 0);
+            return lv_from_errno(e);
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
 int sys_pread_all(int fd, void *buf, size_t len, off_t off, const char *path)
 {
     char *p = buf;
@@ -382,20 +415,36 @@ int sys_ftruncate(int fd, off_t len, const char *path)
     return 0;
 }
 
-int sys_rename(const char *from, const char *to)
+/* rename(2), or renameat2(RENAME_NOREPLACE) when noreplace; an EEXIST of
+ * the latter is the caller's to explain, so it is logged at debug level. */
+static int rename_flags(const char *from, const char *to, int noreplace)
 {
+    const char *call = noreplace ? "renameat2" : "rename";
     int e = fault_check(SYS_OP_RENAME, from, to);
 
     if (e > 0) {
-        LV_ERROR("rename(%s, %s): %s (injected)", from, to, strerror(e));
+        LV_ERROR("%s(%s, %s): %s (injected)", call, from, to, strerror(e));
         return lv_from_errno(e);
     }
-    if (rename(from, to) < 0) {
+    if ((noreplace ? renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) : rename(from, to)) < 0) {
         e = errno;
-        LV_ERROR("rename(%s, %s): %s", from, to, strerror(e));
+        if (e == EEXIST)
+            LV_DEBUG("%s(%s, %s): %s", call, from, to, strerror(e));
+        else
+            LV_ERROR("%s(%s, %s): %s", call, from, to, strerror(e));
         return lv_from_errno(e);
     }
     return 0;
+}
+
+int sys_rename(const char *from, const char *to)
+{
+    return rename_flags(from, to, 0);
+}
+
+int sys_rename_noreplace(const char *from, const char *to)
+{
+    return rename_flags(from, to, 1);
 }
 
 int sys_fsync_dir(const char *path)

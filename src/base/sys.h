@@ -39,6 +39,10 @@ int sys_open(const char *path, int flags, mode_t mode);
  * path names the file for logs and fault matching. */
 int sys_pwrite_all(int fd, const void *buf, size_t len, off_t off, const char *path);
 
+/* Write all len bytes at the file position (write loop: pipes too); 0 or
+ * negative LV_E*.  A fault on write applies as to sys_pwrite_all. */
+int sys_write_all(int fd, const void *buf, size_t len, const char *path);
+
 /* Read exactly len bytes at off; 0, LV_ECORRUPT on short read (EOF), or LV_EIO. */
 int sys_pread_all(int fd, void *buf, size_t len, off_t off, const char *path);
 
@@ -50,6 +54,9 @@ int sys_ftruncate(int fd, off_t len, const char *path);
 
 /* rename(2); 0 or negative LV_E*. */
 int sys_rename(const char *from, const char *to);
+
+/* renameat2(RENAME_NOREPLACE): LV_EEXIST when to exists; 0 or negative LV_E*. */
+int sys_rename_noreplace(const char *from, const char *to);
 
 /* fsync the directory containing path (or path itself if it is a directory); 0 or negative. */
 int sys_fsync_dir(const char *path);

@@ -136,16 +136,23 @@ void worker_wake(struct worker *w)
     pthread_mutex_unlock(&w->mu);
 }
 
-void worker_stop(struct worker *w)
+void worker_ask_stop(struct worker *w)
 {
     if (!w)
         return;
-    LV_ASSERT(!pthread_equal(pthread_self(), w->th)); /* W3 */
     pthread_mutex_lock(&w->mu);
     if (w->state == WORKER_RUNNING)
         w->state = WORKER_STOPPING; /* W1 */
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
+}
+
+void worker_stop(struct worker *w)
+{
+    if (!w)
+        return;
+    LV_ASSERT(!pthread_equal(pthread_self(), w->th)); /* W3 */
+    worker_ask_stop(w);
     pthread_join(w->th, NULL);
     LV_ASSERT(w->state == WORKER_EXITED); /* W1 */
     pthread_cond_destroy(&w->cv);

@@ -38,6 +38,11 @@ int worker_stopping(struct worker *w);
 /* End w's current (or next) nap early: there is new work. */
 void worker_wake(struct worker *w);
 
+/* Ask w to stop and wake it, without waiting: a caller with several
+ * workers asks them all, so they wind down in parallel, then calls
+ * worker_stop on each.  Any thread; NULL is fine. */
+void worker_ask_stop(struct worker *w);
+
 /* Ask w to stop, wake it, wait for fn to return, free w.  NULL is fine. */
 void worker_stop(struct worker *w);
 

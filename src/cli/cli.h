@@ -11,14 +11,28 @@
 #ifndef CLI_H
 #define CLI_H
 
+#include <stddef.h>
+
 struct config;
 
 /* Print "litevault CMD: MSG" and the --help hint to stderr; exit 2. */
 void cli_die_usage(const char *cmd, const char *msg) __attribute__((noreturn));
 
-/* Load the config named by -c (explicit_path, may be NULL) or found by
- * config_find, else the defaults, into *cfg (the caller frees it with
- * config_free); on error print it and exit 2. */
+/* The one way the commands load their configuration.
+ *
+ * cli_config_file: load the file named by -c (explicit_path, may be NULL)
+ * or found by config_find into *cfg (the caller frees it with config_free);
+ * *found (if non-NULL) is that file or NULL.  0; LV_ENOENT when there is no
+ * such file (*cfg untouched); LV_ECONFIG with the message in err. */
+int cli_config_file(const char *explicit_path, struct config *cfg, const char **found, char *err, size_t errlen);
+
+/* cli_config_file, else the defaults when no -c was given and no file
+ * exists.  On error prints "litevault CMD: MSG" (cmd NULL: "litevault:
+ * MSG").  Returns 0 or the exit code (2 for a bad or missing file, 1 when
+ * the defaults cannot be made). */
+int cli_config(const char *cmd, const char *explicit_path, struct config *cfg);
+
+/* cli_config(NULL, ...), exiting with its exit code on error. */
 void cli_load_config(const char *explicit_path, struct config *cfg);
 
 /* `litevault mount ARGS`: argv[0] is "mount".  Returns the exit code. */

@@ -6,14 +6,19 @@
  * into data.dir/tmp and answers its path and facts (POST /v1/image).  This
  * command then owns that file:
  *
- *   image in data.dir/tmp --fsync--> rename onto OUT          (same filesystem)
- *                         \--copy (copy_file_range)--> OUT.tmp --fsync--> rename onto OUT
- *   then fsync OUT's directory and unlink the image (always, also on errors).
+ *   image in data.dir/tmp --publish_adopt--> fsync, rename onto OUT   (same mount)
+ *                         \--publish_begin + copy--> OUT.tmp-* --fsync--> rename onto OUT
+ *   then fsync OUT's directory (publish_commit) and unlink the image
+ *   (always, also on errors).  Every step goes through the syscall seam
+ *   (base/publish.h), so LV_FAULT reaches it; a failure leaves OUT as it
+ *   was and no temporary file.
  *
- * --vacuum runs VACUUM INTO OUT.tmp on the image (opened immutable, so nothing
- * is created next to it) instead, and reports the new file's checksum.
+ * --vacuum runs VACUUM INTO a temporary file beside OUT on the image
+ * (opened immutable, so nothing is created next to it) and publishes it
+ * with publish_adopt instead, and reports the new file's checksum.
  * --all takes one image per database listed by GET /status, then writes a
- * bundle (bundle.h) to OUT.tmp (renamed onto OUT) or to stdout.
+ * bundle (bundle.h) into a publish_begin temporary file (published onto
+ * OUT) or to stdout.
  *
  * Import.  The new content goes through the mount, so that SQLite's own
  * locking protects open connections and the capture engine logs it like any
@@ -24,9 +29,10 @@
  *     copy (the input's logical content is imported, the input is untouched);
  *     PRAGMA integrity_check (unless --no-check); for a bundle, every check of
  *     bundle_extract and the above for every database before the first import.
- *   new database: copy the bytes to MOUNT/dir/.NAME.import-XXXXXX, fsync, close
+ *   new database: copy the bytes to MOUNT/dir/.NAME.import-PID, fsync, close
  *     (captured as one snapshot record), renameat2(RENAME_NOREPLACE) onto NAME
- *     (the registry keeps the log through the rename).  The checksum equals
+ *     (the registry keeps the log through the rename): publish_begin_tmp,
+ *     publish_write, publish_commit_noreplace, so LV_FAULT reaches it too.  The checksum equals
  *     the input's, which the command verifies in GET /status.
  *   existing database: the sqlite3 backup API from the input into NAME opened
  *     on the mount: one write transaction, hence one record; other connections
@@ -39,6 +45,7 @@
  * Exit codes: 0 ok, 1 runtime error or refused input, 2 usage/config error.
  */
 #include "cli/export_cli.h"
+#include "cli/cli.h"
 #include "export/exports.h"
 #include "store/store.h"
 
@@ -60,10 +67,12 @@
 
 #include "export/bundle.h"
 #include "base/cksum.h"
+#include "base/dbhdr.h"
 #include "daemon/config.h"
 #include "base/http.h"
 #include "base/lv.h"
 #include "base/lvlog.h"
+#include "base/publish.h"
 #include "base/sys.h"
 
 #define ECLI_CHUNK (1u << 20)                 /* bytes per read/write when copying */
@@ -89,22 +98,12 @@ static int ecli_usage(const char *cmd, const char *msg)
     return LV_EXIT_USAGE;
 }
 
-/* Load the configuration (-c or the default places); exit code or 0. */
-static int ecli_config(const char *cmd, const char *explicit_path, struct config *cfg)
+/* Arm LV_FAULT's faults (sys.h): export and import publish their files
+ * through the syscall seam, so tests can fail any step. */
+static void ecli_faults(const char *cmd)
 {
-    char err[1024] = "";
-    const char *path = config_find(explicit_path);
-    if (explicit_path && !path) {
-        ecli_err(cmd, "config file %s does not exist", explicit_path);
-        return LV_EXIT_USAGE;
-    }
-    if (!path)
-        return config_defaults(cfg) == 0 ? 0 : LV_EXIT_RUNTIME;
-    if (config_load(path, cfg, err, sizeof err) != 0) {
-        ecli_err(cmd, "%s", err[0] ? err : "cannot load the configuration");
-        return LV_EXIT_USAGE;
-    }
-    return 0;
+    if (sys_fault_from_env() != 0)
+        fprintf(stderr, "litevault %s: warning: LV_FAULT is set but could not be parsed; ignoring it\n", cmd);
 }
 
 /* Percent-encode s for a URL query value into out. */
@@ -254,13 +253,15 @@ static void progress_cb(void *arg, uint64_t done, uint64_t total)
 
 /* ---------------------------------------------------------------- copying */
 
-/* Copy in_fd from offset start up to size to out_fd (at its position), with
- * copy_file_range, falling back to sendfile, then read/write.  0 or negative. */
-static int copy_fd_from(int in_fd, off_t start, int out_fd, uint64_t size, struct ecli_progress *pg)
+/* Copy size bytes of in_fd to out_fd (at its position: standard output, a
+ * staged copy), with copy_file_range, falling back to sendfile, then
+ * read/write.  Files that are published go through publish_copy instead.
+ * 0 or negative. */
+static int copy_fd(int in_fd, int out_fd, uint64_t size, struct ecli_progress *pg)
 {
-    uint64_t done = (uint64_t)start;
+    uint64_t done = 0;
     int mode = 0; /* 0 copy_file_range, 1 sendfile, 2 read/write */
-    off_t in_off = start;
+    off_t in_off = 0;
     uint8_t *buf = NULL;
     int rc = 0;
 
@@ -318,11 +319,6 @@ out:
     return rc;
 }
 
-/* Copy all of in_fd to out_fd (see copy_fd_from). */
-static int copy_fd(int in_fd, int out_fd, uint64_t size, struct ecli_progress *pg)
-{
-    return copy_fd_from(in_fd, 0, out_fd, size, pg);
-}
 
 /* ---------------------------------------------------------------- export */
 
@@ -369,17 +365,12 @@ static int take_image(const char *cmd, const struct config *cfg, const char *nam
     }
     const char *p = json_string_value(json_object_get(o, "path"));
     const char *idh = json_string_value(json_object_get(o, "id"));
-    if (!p || strlen(p) >= sizeof im->path || !idh || strlen(idh) != 32) {
+    if (!p || strlen(p) >= sizeof im->path || !idh || lv_unhex(idh, im->id, 16) != 0) {
         ecli_err(cmd, "the daemon sent a malformed /v1/image reply for %s", name);
         goto out;
     }
     snprintf(im->path, sizeof im->path, "%s", p);
     snprintf(im->name, sizeof im->name, "%s", name);
-    for (int i = 0; i < 16; i++) {
-        unsigned v = 0;
-        sscanf(idh + 2 * i, "%2x", &v);
-        im->id[i] = (uint8_t)v;
-    }
     im->txid = (uint64_t)json_integer_value(json_object_get(o, "txid"));
     im->time_us = json_integer_value(json_object_get(o, "time_us"));
     im->page_size = (uint32_t)json_integer_value(json_object_get(o, "page_size"));
@@ -399,80 +390,123 @@ static void drop_image(struct ecli_image *im)
     im->path[0] = 0;
 }
 
-/* Publish the image as out: rename (same filesystem) or copy to out.tmp and
- * rename; fsync file and directory.  0 or an exit code (message printed). */
+/* Copy size bytes of in_fd into the file being published, through
+ * publish_write (so the syscall seam sees every write).  0 or negative. */
+static int publish_copy(struct publish *p, int in_fd, uint64_t size, struct ecli_progress *pg)
+{
+    uint8_t *buf = malloc(ECLI_CHUNK);
+    uint64_t done = 0;
+    int rc = buf ? 0 : LV_ENOMEM;
+
+    while (rc == 0 && done < size) {
+        size_t want = size - done > ECLI_CHUNK ? ECLI_CHUNK : (size_t)(size - done);
+        ssize_t n = pread(in_fd, buf, want, (off_t)done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            rc = n < 0 ? lv_from_errno(errno) : LV_ECORRUPT; /* LV_ECORRUPT: the source shrank */
+            break;
+        }
+        rc = publish_write(p, buf, (size_t)n);
+        done += (uint64_t)n;
+        if (rc == 0 && pg)
+            progress_cb(pg, done, size);
+    }
+    free(buf);
+    return rc;
+}
+
+/* Can a rename move the file open as fd (at path) to out?  Both on one mount
+ * (statx mount IDs: st_dev alone misses bind mounts of one filesystem, where
+ * rename fails with EXDEV) and both directories writable by us. */
+static int can_rename(int fd, const char *path, const char *out)
+{
+    char odir[PATH_MAX], idir[PATH_MAX];
+    const char *s;
+    struct statx a, b;
+
+    s = strrchr(out, '/');
+    snprintf(odir, sizeof odir, "%.*s", s ? (int)(s - out) + (s == out) : 1, s ? out : ".");
+    s = strrchr(path, '/');
+    snprintf(idir, sizeof idir, "%.*s", s ? (int)(s - path) + (s == path) : 1, s ? path : ".");
+    if (statx(fd, "", AT_EMPTY_PATH, STATX_MNT_ID, &a) != 0 || statx(AT_FDCWD, odir, 0, STATX_MNT_ID, &b) != 0)
+        return 0;
+    if (access(odir, W_OK) != 0 || access(idir, W_OK) != 0 || access(path, W_OK) != 0)
+        return 0;
+    if ((a.stx_mask & b.stx_mask & STATX_MNT_ID) == 0)
+        return a.stx_dev_major == b.stx_dev_major && a.stx_dev_minor == b.stx_dev_minor;
+    return a.stx_mnt_id == b.stx_mnt_id;
+}
+
+/* Stream the image to standard output.  0 or an exit code (message printed). */
+static int image_to_stdout(const char *cmd, int fd, uint64_t size)
+{
+    struct ecli_progress pg;
+    int e;
+
+    if (isatty(1)) {
+        ecli_err(cmd, "refusing to write a database to a terminal; redirect standard output");
+        return LV_EXIT_RUNTIME;
+    }
+    progress_init(&pg, "export", size);
+    e = copy_fd(fd, 1, size, &pg);
+    if (e) {
+        ecli_err(cmd, "writing to standard output: %s", lv_strerror(e));
+        return LV_EXIT_RUNTIME;
+    }
+    return 0;
+}
+
+/* Publish the image as out (publish.h): adopted and renamed when it can be
+ * (same mount), else copied into a new temporary file beside out.  Either
+ * way fsync, rename onto out, fsync of the directory; on a failure out is
+ * untouched and no temporary file is left.  0 or an exit code (message
+ * printed, naming out). */
 static int publish_image(const char *cmd, struct ecli_image *im, const char *out)
 {
-    char tmp[PATH_MAX + 8];
     uint64_t size = (uint64_t)im->pages * im->page_size;
     mode_t um = umask(0);
-    umask(um);
-    int fd = open(im->path, O_RDONLY | O_CLOEXEC), ofd = -1, rc = LV_EXIT_RUNTIME;
+    struct publish p;
     struct ecli_progress pg;
+    int fd, e;
 
+    umask(um);
+    fd = open(im->path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         ecli_err(cmd, "cannot open the daemon's image %s: %s (does this user may read data.dir/tmp?)", im->path,
                  strerror(errno));
-        goto out;
+        return LV_EXIT_RUNTIME;
     }
     if (strcmp(out, "-") == 0) {
-        if (isatty(1)) {
-            ecli_err(cmd, "refusing to write a database to a terminal; redirect standard output");
-            goto out;
-        }
-        progress_init(&pg, "export", size);
-        int e = copy_fd(fd, 1, size, &pg);
-        if (e) {
-            ecli_err(cmd, "writing to standard output: %s", lv_strerror(e));
-            goto out;
-        }
-        rc = 0;
-        goto out;
-    }
-    if (fsync(fd) != 0) {
-        ecli_err(cmd, "fsync %s: %s", im->path, strerror(errno));
-        goto out;
-    }
-    if (fchmod(fd, 0666 & ~um) != 0)
-        LV_DEBUG("fchmod %s: %s", im->path, strerror(errno));
-    if (rename(im->path, out) == 0) {
-        im->path[0] = 0; /* it is the output now */
-    } else if (errno == EXDEV || errno == EACCES || errno == EPERM) {
-        snprintf(tmp, sizeof tmp, "%s.tmp", out);
-        ofd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-        if (ofd < 0) {
-            ecli_err(cmd, "cannot create %s: %s", tmp, strerror(errno));
-            goto out;
-        }
-        progress_init(&pg, "export", size);
-        int e = copy_fd(fd, ofd, size, &pg);
-        if (e == 0 && fsync(ofd) != 0)
-            e = lv_from_errno(errno);
-        if (close(ofd) != 0 && e == 0)
-            e = lv_from_errno(errno);
-        ofd = -1;
-        if (e == 0 && rename(tmp, out) != 0)
-            e = lv_from_errno(errno);
-        if (e) {
-            ecli_err(cmd, "writing %s: %s", out, lv_strerror(e));
-            unlink(tmp);
-            goto out;
-        }
-    } else {
-        ecli_err(cmd, "cannot move the image to %s: %s", out, strerror(errno));
-        goto out;
-    }
-    if (sys_fsync_dir(out) != 0) {
-        ecli_err(cmd, "fsync of the directory of %s failed", out);
-        goto out;
-    }
-    rc = 0;
-out:
-    if (ofd >= 0)
-        close(ofd);
-    if (fd >= 0)
+        e = image_to_stdout(cmd, fd, size);
         close(fd);
-    return rc;
+        return e;
+    }
+    if (can_rename(fd, im->path, out)) {
+        e = publish_adopt(&p, im->path, out);
+        if (e == 0 && fchmod(p.fd, 0666 & ~um) != 0)
+            LV_DEBUG("fchmod %s: %s", im->path, strerror(errno));
+        if (e == 0)
+            e = publish_commit(&p); /* renamed: the image is the output now (or removed on failure) */
+        if (e == 0)
+            im->path[0] = 0;
+        if (e)
+            ecli_err(cmd, "cannot move the image to %s: %s", out, lv_strerror(e));
+    } else {
+        e = publish_begin(&p, out, 0666);
+        if (e == 0) {
+            progress_init(&pg, "export", size);
+            e = publish_copy(&p, fd, size, &pg);
+            if (e)
+                publish_abort(&p);
+            else
+                e = publish_commit(&p);
+        }
+        if (e)
+            ecli_err(cmd, "writing %s: %s", out, lv_strerror(e));
+    }
+    close(fd);
+    return e ? LV_EXIT_RUNTIME : 0;
 }
 
 /* `export --list --url URL [--json]`: the exports a destination holds. */
@@ -537,48 +571,58 @@ static int export_list(const char *url, int json)
     return 0;
 }
 
-/* VACUUM INTO out.tmp from the image, fsync, rename; the new file's checksum
- * into *ck and pages into *pages.  0 or an exit code (message printed). */
+/* VACUUM INTO a temporary file beside out from the image, then publish it
+ * (publish_adopt: fsync, rename, fsync of the directory); the new file's
+ * checksum into *ck, its pages and page size into *pages and *ps.  0 or an
+ * exit code (message printed); on failure neither out nor the temporary
+ * file is left changed. */
 static int vacuum_image(const char *cmd, const struct ecli_image *im, const char *out, uint64_t *ck,
                         uint32_t *pages, uint32_t *ps)
 {
-    char uri[PATH_MAX * 3 + 32], tmp[PATH_MAX + 8];
+    char uri[PATH_MAX * 3 + 32], tmp[PATH_MAX + 32];
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
-    int rc = LV_EXIT_RUNTIME, fd = -1;
+    struct publish p = {.fd = -1};
+    int rc = LV_EXIT_RUNTIME, e;
     struct stat sb;
-    uint8_t hdr[100];
+    uint8_t hdr[DBHDR_SIZE];
 
-    snprintf(tmp, sizeof tmp, "%s.tmp", out);
+    snprintf(tmp, sizeof tmp, "%s.tmp-%ld-vacuum", out, (long)getpid());
     unlink(tmp);
     sqlite_uri_immutable(im->path, uri, sizeof uri);
     if (sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(db, "VACUUM INTO ?1", -1, &st, NULL) != SQLITE_OK ||
         sqlite3_bind_text(st, 1, tmp, -1, SQLITE_STATIC) != SQLITE_OK || sqlite3_step(st) != SQLITE_DONE) {
         ecli_err(cmd, "VACUUM INTO %s: %s", tmp, db ? sqlite3_errmsg(db) : "out of memory");
+        unlink(tmp);
         goto out;
     }
-    fd = open(tmp, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fsync(fd) != 0 || fstat(fd, &sb) != 0 || pread(fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr) {
+    e = publish_adopt(&p, tmp, out);
+    if (e) {
+        ecli_err(cmd, "cannot publish %s: %s", out, lv_strerror(e));
+        unlink(tmp);
+        goto out;
+    }
+    if (fstat(p.fd, &sb) != 0 || pread(p.fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr) {
         ecli_err(cmd, "%s: %s", tmp, strerror(errno));
         goto out;
     }
-    *ps = lv_get16(hdr + 16) == 1 ? 65536 : lv_get16(hdr + 16);
-    if (*ps < 512 || sb.st_size % *ps) {
+    *ps = dbhdr_page_size(hdr);
+    if (*ps == 0 || sb.st_size % *ps) {
         ecli_err(cmd, "VACUUM INTO wrote an unexpected file %s", tmp);
         goto out;
     }
     *pages = (uint32_t)(sb.st_size / *ps);
-    if (file_cksum(tmp, *ps, ck) != 0 || rename(tmp, out) != 0 || sys_fsync_dir(out) != 0) {
-        ecli_err(cmd, "cannot publish %s: %s", out, strerror(errno));
+    e = file_cksum(tmp, *ps, ck);
+    if (e == 0)
+        e = publish_commit(&p);
+    if (e) {
+        ecli_err(cmd, "cannot publish %s: %s", out, lv_strerror(e));
         goto out;
     }
     rc = 0;
 out:
-    if (rc)
-        unlink(tmp);
-    if (fd >= 0)
-        close(fd);
+    publish_abort(&p); /* removes tmp unless published */
     sqlite3_finalize(st);
     sqlite3_close(db);
     return rc;
@@ -587,8 +631,7 @@ out:
 static json_t *image_json(const struct ecli_image *im)
 {
     char idh[33], t[40], hx[17];
-    for (int i = 0; i < 16; i++)
-        snprintf(idh + 2 * i, 3, "%02x", im->id[i]);
+    lv_hex(im->id, 16, idh);
     json_t *o = json_object();
     json_object_set_new(o, "name", json_string(im->name));
     json_object_set_new(o, "id", json_string(idh));
@@ -649,28 +692,110 @@ static int export_one(const struct config *cfg, const char *name, const char *ou
     return 0;
 }
 
+/* Take an image of every database of dbs (a /status array) that has a
+ * commit, into ims[] and the bundle entries ents[] (*n of them, *total
+ * bytes).  A database deleted meanwhile is skipped.  0 or an exit code. */
+static int take_all_images(const struct config *cfg, json_t *dbs, struct ecli_image *ims, struct bundle_entry *ents,
+                           size_t *n, uint64_t *total)
+{
+    size_t i;
+    json_t *e;
+
+    json_array_foreach(dbs, i, e)
+    {
+        const char *name = json_string_value(json_object_get(e, "name"));
+        struct ecli_image *im = &ims[*n];
+        int missing = 0;
+        if (!name)
+            continue;
+        if (json_integer_value(json_object_get(e, "txid")) == 0) {
+            fprintf(stderr, "litevault export: skipping %s: nothing committed yet\n", name);
+            continue;
+        }
+        if (take_image("export", cfg, name, im, &missing) != 0) {
+            if (missing) { /* deleted since /status */
+                fprintf(stderr, "litevault export: skipping %s (deleted meanwhile)\n", name);
+                continue;
+            }
+            return LV_EXIT_RUNTIME;
+        }
+        ents[*n] = (struct bundle_entry){.name = im->name, .path = im->path, .txid = im->txid,
+                                         .time_us = im->time_us, .cksum = im->cksum, .page_size = im->page_size,
+                                         .db_pages = im->pages};
+        memcpy(ents[*n].id, im->id, 16);
+        *total += (uint64_t)im->pages * im->page_size;
+        (*n)++;
+    }
+    return 0;
+}
+
+/* Write the bundle of ents[n] (format from fmtname) to standard output
+ * (out "-") or publish it as out.  0 or an exit code (message printed). */
+static int write_bundle(const char *out, const char *fmtname, const struct bundle_entry *ents, size_t n,
+                        uint64_t total)
+{
+    struct publish pub = {.fd = -1};
+    struct ecli_progress pg;
+    char err[2048] = "";
+    int to_stdout = strcmp(out, "-") == 0, e;
+
+    if (!to_stdout && (e = publish_begin(&pub, out, 0666)) != 0) {
+        ecli_err("export", "cannot create %s: %s", out, lv_strerror(e));
+        return LV_EXIT_RUNTIME;
+    }
+    progress_init(&pg, "export", total);
+    e = bundle_write(to_stdout ? 1 : pub.fd, fmtname, ents, n, progress_cb, &pg, err, sizeof err);
+    if (!to_stdout && e == 0 && (e = publish_commit(&pub)) != 0)
+        snprintf(err, sizeof err, "cannot publish %s: %s", out, lv_strerror(e));
+    publish_abort(&pub); /* a bundle not published leaves no temporary file */
+    if (e) {
+        ecli_err("export", "%s", err[0] ? err : lv_strerror(e));
+        return LV_EXIT_RUNTIME;
+    }
+    return 0;
+}
+
+/* What `export --all` wrote, as text or JSON, on f. */
+static void print_all(FILE *f, const struct ecli_image *ims, size_t n, const char *out, enum bundle_format bf,
+                      uint64_t total, int as_json)
+{
+    if (as_json) {
+        json_t *o = json_object(), *arr = json_array();
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(arr, image_json(&ims[i]));
+        json_object_set_new(o, "output", json_string(out));
+        json_object_set_new(o, "format", json_string(bf == BUNDLE_TAR ? "tar" : bf == BUNDLE_TAR_ZST ? "tar.zst" : "tar.gz"));
+        json_object_set_new(o, "databases", arr);
+        print_json(f, o);
+        json_decref(o);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char hx[17];
+        fprintf(f, "exported %s at TXID %llu, checksum %s\n", ims[i].name, (unsigned long long)ims[i].txid,
+                cksum_hex(ims[i].cksum, hx));
+    }
+    fprintf(f, "wrote %zu database%s (%.1f MiB) into %s\n", n, n == 1 ? "" : "s", (double)total / 1048576.0,
+            strcmp(out, "-") == 0 ? "standard output" : out);
+}
+
 static int export_all(const struct config *cfg, const char *out, const char *format, int as_json)
 {
-    json_t *dbs = NULL, *root = ecli_status("export", cfg, &dbs), *e;
+    json_t *dbs = NULL, *root = ecli_status("export", cfg, &dbs);
     struct ecli_image *ims = NULL;
     struct bundle_entry *ents = NULL;
-    size_t n = 0, i;
-    int rc = LV_EXIT_RUNTIME, fd = -1, to_stdout = strcmp(out, "-") == 0;
-    char tmp[PATH_MAX + 8], err[2048] = "", fmtname[64];
+    size_t n = 0;
+    int rc = LV_EXIT_RUNTIME, to_stdout = strcmp(out, "-") == 0;
+    char fmtname[PATH_MAX];
     enum bundle_format bf;
     uint64_t total = 0;
-    struct ecli_progress pg;
 
     if (!root)
         return LV_EXIT_RUNTIME;
-    if (to_stdout) {
-        snprintf(fmtname, sizeof fmtname, "%s", format ? format : "tar.zst");
-        if (isatty(1)) {
-            rc = ecli_usage("export", "refusing to write a bundle to a terminal; redirect standard output");
-            goto out;
-        }
-    } else {
-        snprintf(fmtname, sizeof fmtname, "%s", out);
+    snprintf(fmtname, sizeof fmtname, "%s", to_stdout ? (format ? format : "tar.zst") : out);
+    if (to_stdout && isatty(1)) {
+        rc = ecli_usage("export", "refusing to write a bundle to a terminal; redirect standard output");
+        goto out;
     }
     if (bundle_format_of(fmtname, &bf) != 0) {
         rc = ecli_usage("export", to_stdout ? "--format must be tar, tar.zst or tar.gz"
@@ -681,87 +806,13 @@ static int export_all(const struct config *cfg, const char *out, const char *for
     ents = calloc(json_array_size(dbs) + 1, sizeof *ents);
     if (!ims || !ents)
         goto out;
-    json_array_foreach(dbs, i, e)
-    {
-        const char *name = json_string_value(json_object_get(e, "name"));
-        int missing = 0;
-        if (!name)
-            continue;
-        if (json_integer_value(json_object_get(e, "txid")) == 0) {
-            fprintf(stderr, "litevault export: skipping %s: nothing committed yet\n", name);
-            continue;
-        }
-        if (take_image("export", cfg, name, &ims[n], &missing) != 0) {
-            if (missing) { /* deleted since /status */
-                fprintf(stderr, "litevault export: skipping %s (deleted meanwhile)\n", name);
-                continue;
-            }
-            goto out;
-        }
-        ents[n].name = ims[n].name;
-        ents[n].path = ims[n].path;
-        memcpy(ents[n].id, ims[n].id, 16);
-        ents[n].txid = ims[n].txid;
-        ents[n].time_us = ims[n].time_us;
-        ents[n].cksum = ims[n].cksum;
-        ents[n].page_size = ims[n].page_size;
-        ents[n].db_pages = ims[n].pages;
-        total += (uint64_t)ims[n].pages * ims[n].page_size;
-        n++;
-    }
-    if (to_stdout) {
-        fd = 1;
-    } else {
-        snprintf(tmp, sizeof tmp, "%s.tmp", out);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-        if (fd < 0) {
-            ecli_err("export", "cannot create %s: %s", tmp, strerror(errno));
-            goto out;
-        }
-    }
-    progress_init(&pg, "export", total);
-    int e2 = bundle_write(fd, fmtname, ents, n, progress_cb, &pg, err, sizeof err);
-    if (e2 == 0 && !to_stdout && fsync(fd) != 0)
-        e2 = lv_from_errno(errno), snprintf(err, sizeof err, "fsync %s: %s", tmp, strerror(errno));
-    if (!to_stdout) {
-        if (close(fd) != 0 && e2 == 0)
-            e2 = lv_from_errno(errno), snprintf(err, sizeof err, "close %s: %s", tmp, strerror(errno));
-        fd = -1;
-        if (e2 == 0 && rename(tmp, out) != 0)
-            e2 = lv_from_errno(errno), snprintf(err, sizeof err, "rename %s: %s", tmp, strerror(errno));
-        if (e2 == 0 && sys_fsync_dir(out) != 0)
-            e2 = LV_EIO, snprintf(err, sizeof err, "fsync of the directory of %s failed", out);
-        if (e2)
-            unlink(tmp);
-    }
-    if (e2) {
-        ecli_err("export", "%s", err[0] ? err : lv_strerror(e2));
-        goto out;
-    }
-    FILE *f = to_stdout ? stderr : stdout;
-    if (as_json) {
-        json_t *o = json_object(), *arr = json_array();
-        for (i = 0; i < n; i++)
-            json_array_append_new(arr, image_json(&ims[i]));
-        json_object_set_new(o, "output", json_string(out));
-        json_object_set_new(o, "format", json_string(bf == BUNDLE_TAR ? "tar" : bf == BUNDLE_TAR_ZST ? "tar.zst" : "tar.gz"));
-        json_object_set_new(o, "databases", arr);
-        print_json(f, o);
-        json_decref(o);
-    } else {
-        for (i = 0; i < n; i++) {
-            char hx[17];
-            fprintf(f, "exported %s at TXID %llu, checksum %s\n", ims[i].name, (unsigned long long)ims[i].txid,
-                    cksum_hex(ims[i].cksum, hx));
-        }
-        fprintf(f, "wrote %zu database%s (%.1f MiB) into %s\n", n, n == 1 ? "" : "s", (double)total / 1048576.0,
-                to_stdout ? "standard output" : out);
-    }
-    rc = 0;
+    rc = take_all_images(cfg, dbs, ims, ents, &n, &total);
+    if (rc == 0)
+        rc = write_bundle(out, fmtname, ents, n, total);
+    if (rc == 0)
+        print_all(to_stdout ? stderr : stdout, ims, n, out, bf, total, as_json);
 out:
-    if (fd > 1)
-        close(fd);
-    for (i = 0; ims && i < n; i++)
+    for (size_t i = 0; ims && i < n; i++)
         drop_image(&ims[i]);
     free(ims);
     free(ents);
@@ -834,10 +885,11 @@ int export_cli_export(int argc, char **argv)
         return ecli_usage("export", "--format applies to --all -o - only");
     if (db && db[0] == '/')
         db++;
-    rc = ecli_config("export", cpath, &cfg);
+    rc = cli_config("export", cpath, &cfg);
     if (rc)
         return rc;
     lvlog_setup(cfg.log_level < LVLOG_WARN ? cfg.log_level : LVLOG_WARN, 0);
+    ecli_faults("export");
     signal(SIGPIPE, SIG_IGN);
     rc = all ? export_all(&cfg, out, format, as_json) : export_one(&cfg, db, out, vacuum, as_json);
     config_free(&cfg);
@@ -874,20 +926,14 @@ out:
     return rc;
 }
 
-/* Check an input database (see the design comment); fills *s.  0, or an exit
- * code with the message printed.  label names the input in messages. */
-static int prep_input(const char *cmd, const char *in, const char *label, int check, struct imp_src *s)
+/* The input's SQLite header, page size and size into *s.  0, or an exit
+ * code with the message printed. */
+static int prep_header(const char *cmd, const char *in, const char *label, struct imp_src *s)
 {
-    uint8_t hdr[100];
+    uint8_t hdr[DBHDR_SIZE];
     struct stat sb;
-    char side[PATH_MAX + 16], uri[PATH_MAX * 3 + 32];
-    int fd = -1, rc = LV_EXIT_RUNTIME;
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
+    int fd = open(in, O_RDONLY | O_CLOEXEC), rc = LV_EXIT_RUNTIME;
 
-    memset(s, 0, sizeof *s);
-    snprintf(s->path, sizeof s->path, "%s", in);
-    fd = open(in, O_RDONLY | O_CLOEXEC);
     if (fd < 0 || fstat(fd, &sb) != 0) {
         ecli_err(cmd, "cannot read %s: %s", label, strerror(errno));
         goto out;
@@ -897,103 +943,133 @@ static int prep_input(const char *cmd, const char *in, const char *label, int ch
         goto out;
     }
     if (sb.st_size < (off_t)sizeof hdr || pread(fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr ||
-        memcmp(hdr, "SQLite format 3", 16) != 0) {
+        !dbhdr_magic_ok(hdr)) {
         ecli_err(cmd, "refused: %s is not a SQLite database (no SQLite header); nothing was changed", label);
         goto out;
     }
-    s->page_size = lv_get16(hdr + 16) == 1 ? 65536 : lv_get16(hdr + 16);
-    if (s->page_size < 512 || s->page_size > 65536 || (s->page_size & (s->page_size - 1)) ||
-        sb.st_size % s->page_size) {
+    s->page_size = dbhdr_page_size(hdr);
+    if (s->page_size == 0 || sb.st_size % s->page_size) {
+        uint32_t raw = lv_get16(hdr + 16); /* named as the header has it */
         ecli_err(cmd, "refused: %s is not a valid SQLite database (page size %u, %lld bytes); nothing was changed",
-                 label, s->page_size, (long long)sb.st_size);
+                 label, raw == 1 ? 65536 : raw, (long long)sb.st_size);
         goto out;
     }
     s->size = (uint64_t)sb.st_size;
-    close(fd);
-    fd = -1;
+    rc = 0;
+out:
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
 
-    /* A -wal with frames or a -journal next to the input: import its logical
-     * content, made on a staged copy so the input stays untouched. */
-    const char *sfx[] = {"-wal", "-journal"};
-    for (int k = 0; k < 2; k++) {
-        struct stat ss;
+/* A -wal with frames or a -journal next to the input: import its logical
+ * content, made on a staged copy (s->stage, s->path) so the input stays
+ * untouched.  0, or an exit code with the message printed. */
+static int prep_stage(const char *cmd, const char *in, const char *label, struct imp_src *s)
+{
+    static const char *const sfx[] = {"-wal", "-journal"};
+    const char *tdir = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    char side[PATH_MAX + 16], staged[PATH_MAX + 32], staged_side[PATH_MAX + 48];
+    struct stat ss;
+    sqlite3 *db = NULL;
+    int k, rc = LV_EXIT_RUNTIME;
+
+    for (k = 0; k < 2; k++) {
         snprintf(side, sizeof side, "%s%s", in, sfx[k]);
-        if (stat(side, &ss) != 0 || ss.st_size == 0)
-            continue;
-        const char *tdir = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-        char staged[PATH_MAX + 32], staged_side[PATH_MAX + 48];
-        snprintf(s->stage, sizeof s->stage, "%s/litevault-import-XXXXXX", tdir);
-        if (!mkdtemp(s->stage)) {
-            ecli_err(cmd, "cannot create a staging directory in %s: %s", tdir, strerror(errno));
-            s->stage[0] = 0;
-            goto out;
-        }
-        snprintf(staged, sizeof staged, "%s/in.db", s->stage);
-        snprintf(staged_side, sizeof staged_side, "%s%s", staged, sfx[k]);
-        fprintf(stderr, "litevault %s: %s has a %s file (%lld bytes): importing the database with it applied\n",
-                cmd, label, sfx[k], (long long)ss.st_size);
-        if (copy_path(in, staged) != 0 || copy_path(side, staged_side) != 0) {
-            ecli_err(cmd, "cannot stage a copy of %s in %s", label, s->stage);
-            goto out;
-        }
-        if (sqlite3_open_v2(staged, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
-            sqlite3_exec(db, "SELECT count(*) FROM sqlite_master; PRAGMA wal_checkpoint(TRUNCATE);", NULL, NULL,
-                         NULL) != SQLITE_OK) {
-            ecli_err(cmd, "refused: %s with its %s cannot be read: %s; nothing was changed", label, sfx[k],
-                     db ? sqlite3_errmsg(db) : "out of memory");
-            goto out;
-        }
-        sqlite3_close(db);
-        db = NULL;
-        snprintf(s->path, sizeof s->path, "%s", staged);
-        if (stat(staged, &sb) != 0) {
-            ecli_err(cmd, "%s: %s", staged, strerror(errno));
-            goto out;
-        }
-        s->size = (uint64_t)sb.st_size;
-        break;
+        if (stat(side, &ss) == 0 && ss.st_size > 0)
+            break;
     }
-    if (check) {
-        sqlite_uri_immutable(s->path, uri, sizeof uri);
-        int r = sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
-        if (r == SQLITE_OK)
-            r = sqlite3_prepare_v2(db, "PRAGMA integrity_check(20)", -1, &st, NULL);
-        if (r != SQLITE_OK) {
-            ecli_err(cmd, "refused: %s cannot be opened by SQLite: %s; nothing was changed", label,
-                     db ? sqlite3_errmsg(db) : "out of memory");
-            goto out;
-        }
-        char msg[1024] = "";
-        size_t ml = 0;
-        while ((r = sqlite3_step(st)) == SQLITE_ROW) {
-            const char *t = (const char *)sqlite3_column_text(st, 0);
-            ml += (size_t)snprintf(msg + ml, ml < sizeof msg ? sizeof msg - ml : 0, "%s%s", ml ? "; " : "",
-                                   t ? t : "");
-            if (ml >= sizeof msg)
-                ml = sizeof msg - 1;
-        }
-        if (r != SQLITE_DONE) {
-            ecli_err(cmd, "refused: integrity_check of %s failed: %s; nothing was changed", label,
-                     sqlite3_errmsg(db));
-            goto out;
-        }
-        if (strcmp(msg, "ok") != 0) {
-            ecli_err(cmd, "refused: integrity_check of %s failed: %s; nothing was changed "
-                          "(--no-check skips this check)", label, msg);
-            goto out;
-        }
+    if (k == 2)
+        return 0;
+    snprintf(s->stage, sizeof s->stage, "%s/litevault-import-XXXXXX", tdir);
+    if (!mkdtemp(s->stage)) {
+        ecli_err(cmd, "cannot create a staging directory in %s: %s", tdir, strerror(errno));
+        s->stage[0] = 0;
+        return LV_EXIT_RUNTIME;
     }
-    if (file_cksum(s->path, s->page_size, &s->cksum) != 0) {
-        ecli_err(cmd, "cannot read %s: %s", label, strerror(errno));
+    snprintf(staged, sizeof staged, "%s/in.db", s->stage);
+    snprintf(staged_side, sizeof staged_side, "%s%s", staged, sfx[k]);
+    fprintf(stderr, "litevault %s: %s has a %s file (%lld bytes): importing the database with it applied\n", cmd,
+            label, sfx[k], (long long)ss.st_size);
+    if (copy_path(in, staged) != 0 || copy_path(side, staged_side) != 0) {
+        ecli_err(cmd, "cannot stage a copy of %s in %s", label, s->stage);
+        goto out;
+    }
+    if (sqlite3_open_v2(staged, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
+        sqlite3_exec(db, "SELECT count(*) FROM sqlite_master; PRAGMA wal_checkpoint(TRUNCATE);", NULL, NULL, NULL) !=
+            SQLITE_OK) {
+        ecli_err(cmd, "refused: %s with its %s cannot be read: %s; nothing was changed", label, sfx[k],
+                 db ? sqlite3_errmsg(db) : "out of memory");
+        goto out;
+    }
+    snprintf(s->path, sizeof s->path, "%s", staged);
+    if (stat(staged, &ss) != 0) {
+        ecli_err(cmd, "%s: %s", staged, strerror(errno));
+        goto out;
+    }
+    s->size = (uint64_t)ss.st_size;
+    rc = 0;
+out:
+    sqlite3_close(db);
+    return rc;
+}
+
+/* PRAGMA integrity_check of s->path.  0, or an exit code with the message printed. */
+static int prep_integrity(const char *cmd, const char *label, const struct imp_src *s)
+{
+    char uri[PATH_MAX * 3 + 32], msg[1024] = "";
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    size_t ml = 0;
+    int r, rc = LV_EXIT_RUNTIME;
+
+    sqlite_uri_immutable(s->path, uri, sizeof uri);
+    r = sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
+    if (r == SQLITE_OK)
+        r = sqlite3_prepare_v2(db, "PRAGMA integrity_check(20)", -1, &st, NULL);
+    if (r != SQLITE_OK) {
+        ecli_err(cmd, "refused: %s cannot be opened by SQLite: %s; nothing was changed", label,
+                 db ? sqlite3_errmsg(db) : "out of memory");
+        goto out;
+    }
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *t = (const char *)sqlite3_column_text(st, 0);
+        ml += (size_t)snprintf(msg + ml, ml < sizeof msg ? sizeof msg - ml : 0, "%s%s", ml ? "; " : "", t ? t : "");
+        if (ml >= sizeof msg)
+            ml = sizeof msg - 1;
+    }
+    if (r != SQLITE_DONE) {
+        ecli_err(cmd, "refused: integrity_check of %s failed: %s; nothing was changed", label, sqlite3_errmsg(db));
+        goto out;
+    }
+    if (strcmp(msg, "ok") != 0) {
+        ecli_err(cmd, "refused: integrity_check of %s failed: %s; nothing was changed "
+                      "(--no-check skips this check)", label, msg);
         goto out;
     }
     rc = 0;
 out:
     sqlite3_finalize(st);
     sqlite3_close(db);
-    if (fd >= 0)
-        close(fd);
     return rc;
+}
+
+/* Check an input database (see the design comment); fills *s.  0, or an exit
+ * code with the message printed.  label names the input in messages. */
+static int prep_input(const char *cmd, const char *in, const char *label, int check, struct imp_src *s)
+{
+    int rc;
+
+    memset(s, 0, sizeof *s);
+    snprintf(s->path, sizeof s->path, "%s", in);
+    if ((rc = prep_header(cmd, in, label, s)) || (rc = prep_stage(cmd, in, label, s)) ||
+        (check && (rc = prep_integrity(cmd, label, s))))
+        return rc;
+    if (file_cksum(s->path, s->page_size, &s->cksum) != 0) {
+        ecli_err(cmd, "cannot read %s: %s", label, strerror(errno));
+        return LV_EXIT_RUNTIME;
+    }
+    return 0;
 }
 
 static void imp_src_done(struct imp_src *s)
@@ -1040,13 +1116,20 @@ struct imp_result {
     int others;            /* other writers committed meanwhile */
 };
 
-/* Create database name on the mount from s (see the design comment). 0 or exit code. */
+/* Create database name on the mount from s (see the design comment): the
+ * bytes go to a hidden temporary name beside it through publish.h, which
+ * renames it onto name only if name does not exist (RENAME_NOREPLACE).  A
+ * failure leaves neither name nor the temporary file.  0 or exit code. */
 static int import_new(const char *cmd, const struct config *cfg, const char *name, const struct imp_src *s)
 {
-    char dst[PATH_MAX * 2], tmp[PATH_MAX * 2 + 32], dir[PATH_MAX * 2];
+    char dst[PATH_MAX * 2], tmp[PATH_MAX * 2 + 48], dir[PATH_MAX * 2];
     const char *slash = strrchr(name, '/');
-    int in = -1, fd = -1, rc = LV_EXIT_RUNTIME, e;
+    mode_t um = umask(0);
+    struct publish p;
+    struct ecli_progress pg;
+    int in = -1, rc = LV_EXIT_RUNTIME, e;
 
+    umask(um);
     snprintf(dst, sizeof dst, "%s/%s", cfg->fuse_dir, name);
     if (slash) {
         snprintf(dir, sizeof dir, "%s/%.*s", cfg->fuse_dir, (int)(slash - name), name);
@@ -1054,53 +1137,39 @@ static int import_new(const char *cmd, const struct config *cfg, const char *nam
             ecli_err(cmd, "cannot create directory %s on the mount: %s", dir, strerror(errno));
             return LV_EXIT_RUNTIME;
         }
-        snprintf(tmp, sizeof tmp, "%s/.%s.import-XXXXXX", dir, slash + 1);
+        snprintf(tmp, sizeof tmp, "%s/.%s.import-%ld", dir, slash + 1, (long)getpid());
     } else {
-        snprintf(tmp, sizeof tmp, "%s/.%s.import-XXXXXX", cfg->fuse_dir, name);
+        snprintf(tmp, sizeof tmp, "%s/.%s.import-%ld", cfg->fuse_dir, name, (long)getpid());
     }
     in = open(s->path, O_RDONLY | O_CLOEXEC);
     if (in < 0) {
         ecli_err(cmd, "cannot read %s: %s", s->path, strerror(errno));
-        goto out;
+        return LV_EXIT_RUNTIME;
     }
-    fd = mkstemp(tmp);
-    if (fd < 0) {
-        ecli_err(cmd, "cannot create %s on the mount: %s (is the mount %s live?)", tmp, strerror(errno),
+    e = publish_begin_tmp(&p, dst, tmp, 0666 & ~um);
+    if (e) {
+        ecli_err(cmd, "cannot create %s on the mount: %s (is the mount %s live?)", tmp, lv_strerror(e),
                  cfg->fuse_dir);
-        goto out;
+        goto out_in;
     }
     /* A plain copy: the daemon captures an unjournaled write to a new file
      * (WAL-mode header or not) as one snapshot record at the fsync. */
-    mode_t um = umask(0);
-    umask(um);
-    if (fchmod(fd, 0666 & ~um) != 0)
-        LV_DEBUG("fchmod %s: %s", tmp, strerror(errno));
-    struct ecli_progress pg;
     progress_init(&pg, "import", s->size);
-    e = copy_fd_from(in, 0, fd, s->size, &pg);
-    if (e == 0 && fsync(fd) != 0)
-        e = lv_from_errno(errno);
-    if (close(fd) != 0 && e == 0)
-        e = lv_from_errno(errno);
-    fd = -1;
+    e = publish_copy(&p, in, s->size, &pg);
     if (e) {
         ecli_err(cmd, "writing %s on the mount: %s", tmp, lv_strerror(e));
-        unlink(tmp);
-        goto out;
+        publish_abort(&p);
+        goto out_in;
     }
-    if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dst, RENAME_NOREPLACE) != 0) {
-        ecli_err(cmd, "cannot rename %s onto %s: %s%s", tmp, dst, strerror(errno),
-                 errno == EEXIST ? " (it was created meanwhile; run the import again to replace it)" : "");
-        unlink(tmp);
-        goto out;
+    e = publish_commit_noreplace(&p);
+    if (e) {
+        ecli_err(cmd, "cannot publish %s onto %s: %s%s", tmp, dst, lv_strerror(e),
+                 e == LV_EEXIST ? " (it was created meanwhile; run the import again to replace it)" : "");
+        goto out_in;
     }
-    sys_fsync_dir(dst);
     rc = 0;
-out:
-    if (fd >= 0)
-        close(fd);
-    if (in >= 0)
-        close(in);
+out_in:
+    close(in);
     return rc;
 }
 
@@ -1400,10 +1469,11 @@ int export_cli_import(int argc, char **argv)
                                     "or -shm name");
     if (db && strcmp(in, "-") == 0)
         return ecli_usage("import", "--db takes a file, not standard input");
-    rc = ecli_config("import", cpath, &cfg);
+    rc = cli_config("import", cpath, &cfg);
     if (rc)
         return rc;
     lvlog_setup(cfg.log_level < LVLOG_WARN ? cfg.log_level : LVLOG_WARN, 0);
+    ecli_faults("import");
     rc = all ? import_bundle(&cfg, in, check, as_json) : import_file(&cfg, db, in, check, as_json);
     config_free(&cfg);
     return rc;

@@ -15,6 +15,7 @@
  * and prints.
  */
 #include "cli/restore_cli.h"
+#include "cli/cli.h"
 
 #include <getopt.h>
 #include <inttypes.h>
@@ -61,19 +62,19 @@ static int exit_code(int rc)
 static int default_dest_from_config(const char *cfg_path, struct config *cfg, const char **url, struct store_opts *so,
                                     char *err, size_t errlen)
 {
-    const char *path = config_find(cfg_path);
+    const char *path = NULL;
     char cerr[1024] = "";
     int rc;
 
     memset(cfg, 0, sizeof *cfg);
-    if (!path) {
+    rc = cli_config_file(cfg_path, cfg, &path, cerr, sizeof cerr);
+    if (rc == LV_ENOENT) {
         snprintf(err, errlen, "no --from URL given and no configuration file found%s%s (give --from URL, or -c FILE "
                  "with an archive: destination)", cfg_path ? " at " : "", cfg_path ? cfg_path : "");
         return LV_ECONFIG;
     }
-    rc = config_load(path, cfg, cerr, sizeof cerr);
     if (rc) {
-        snprintf(err, errlen, "%s", cerr[0] ? cerr : lv_strerror(rc));
+        snprintf(err, errlen, "%s", cerr);
         return LV_ECONFIG;
     }
     if (cfg->narchive == 0) {
@@ -385,6 +386,156 @@ static int ls_is_id(const char *s)
     return 1;
 }
 
+/* Group the keys of l by database (name filter db, may be NULL): each
+ * "<name>/<id>/manifest.json" adds a lineage, "<name>/current.json" marks
+ * the pointer.  0 or LV_ENOMEM. */
+static int ls_collect(const struct store_list *l, const char *db, struct ls_db **dbs, size_t *ndbs)
+{
+    const size_t tail = 1 + MANIFEST_ID_HEX + 1 + strlen(MANIFEST_OBJECT); /* "/<id>/manifest.json" */
+    const size_t ctail = 1 + strlen(ARCHIVE_CURRENT_OBJECT);               /* "/current.json" */
+
+    for (size_t i = 0; i < l->n; i++) {
+        const char *key = l->v[i].key;
+        size_t len = strlen(key);
+        struct ls_db *d;
+
+        if (len > tail && key[len - tail] == '/' && key[len - tail + 1 + MANIFEST_ID_HEX] == '/' &&
+            strcmp(key + len - strlen(MANIFEST_OBJECT), MANIFEST_OBJECT) == 0 && ls_is_id(key + len - tail + 1)) {
+            if (db && (len - tail != strlen(db) || strncmp(key, db, len - tail)))
+                continue;
+            d = ls_get(dbs, ndbs, key, len - tail);
+            if (!d)
+                return LV_ENOMEM;
+            char **ids = realloc(d->ids, (d->nids + 1) * sizeof *ids);
+            if (!ids)
+                return LV_ENOMEM;
+            d->ids = ids;
+            d->ids[d->nids] = strndup(key + len - tail + 1, MANIFEST_ID_HEX);
+            if (!d->ids[d->nids++])
+                return LV_ENOMEM;
+        } else if (len > ctail && strcmp(key + len - ctail, "/" ARCHIVE_CURRENT_OBJECT) == 0) {
+            if (db && (len - ctail != strlen(db) || strncmp(key, db, len - ctail)))
+                continue;
+            d = ls_get(dbs, ndbs, key, len - ctail);
+            if (!d)
+                return LV_ENOMEM;
+            d->has_current = 1;
+        }
+    }
+    return 0;
+}
+
+/* The earliest restorable TXID of m and its time: 1 when segments start
+ * the log, else the oldest snapshot (older segments cannot be applied). */
+static void ls_first(const struct manifest *m, uint64_t *first, int64_t *first_t)
+{
+    *first = 0;
+    *first_t = 0;
+    if (m->nsnaps) {
+        *first = m->snaps[0].txid;
+        *first_t = m->snaps[0].time_us;
+    }
+    if (m->nsegs && m->segs[0].first_txid == 1) {
+        *first = 1;
+        *first_t = m->segs[0].first_time_us;
+    }
+}
+
+/* One lineage of `archive ls --json`. */
+static json_t *ls_lineage_json(const char *id, int is_cur, const struct manifest *m, const struct tail_result *tr)
+{
+    json_t *snaps = json_array(), *jo;
+    uint64_t last, first;
+    int64_t last_t, first_t;
+
+    manifest_last(m, &last, &last_t);
+    ls_first(m, &first, &first_t);
+    for (size_t s = 0; s < m->nsnaps; s++)
+        json_array_append_new(snaps, json_pack("{s:I,s:o,s:I}", "txid", (json_int_t)m->snaps[s].txid, "time",
+                                               jtime(m->snaps[s].time_us), "size", (json_int_t)m->snaps[s].size));
+    jo = json_pack("{s:s,s:b,s:I,s:I,s:o,s:o,s:I,s:I,s:o,s:I,s:I}", "lineage", id, "current", is_cur,
+                   "first_txid", (json_int_t)first, "last_txid", (json_int_t)last, "first_time", jtime(first_t),
+                   "last_time", jtime(last_t), "segments", (json_int_t)m->nsegs, "snapshot_count",
+                   (json_int_t)m->nsnaps, "snapshots", snaps, "bytes", (json_int_t)manifest_total_bytes(m),
+                   "generation", (json_int_t)m->generation);
+    json_object_set_new(jo, "manifest_txid", json_integer((json_int_t)tr->manifest_last));
+    json_object_set_new(jo, "tail_objects", json_integer((json_int_t)tr->n));
+    json_object_set_new(jo, "tail_error", tr->stop != TAIL_END ? json_string(tr->msg) : json_null());
+    return jo;
+}
+
+/* One lineage of `archive ls` as text. */
+static void ls_lineage_text(const char *id, int is_cur, const struct manifest *m, const struct tail_result *tr)
+{
+    uint64_t last, first;
+    int64_t last_t, first_t;
+    char tb1[40], tb2[40];
+
+    manifest_last(m, &last, &last_t);
+    ls_first(m, &first, &first_t);
+    printf("  %c %s  TXID %" PRIu64 "..%" PRIu64 "  %s .. %s  %zu segments, %zu snapshots, %" PRIu64 " bytes\n",
+           is_cur ? '*' : ' ', id, first, last, first_t ? lv_fmt_time(first_t, tb1, sizeof tb1) : "-",
+           last_t ? lv_fmt_time(last_t, tb2, sizeof tb2) : "-", m->nsegs, m->nsnaps, manifest_total_bytes(m));
+    if (tr->n)
+        printf("      %zu segment(s) not yet in the manifest (manifest up to TXID %" PRIu64 ")\n", tr->n,
+               tr->manifest_last);
+    if (tr->stop != TAIL_END)
+        printf("      WARNING: %s\n", tr->msg);
+    for (size_t s = 0; s < m->nsnaps; s++)
+        printf("      snapshot TXID %" PRIu64 " at %s, %" PRIu64 " bytes\n", m->snaps[s].txid,
+               lv_fmt_time(m->snaps[s].time_us, tb1, sizeof tb1), m->snaps[s].size);
+}
+
+/* List lineage id of database d (appended to jl with --json, else printed).
+ * 0, or 1 when its manifest cannot be read (reported in the listing). */
+static int ls_lineage(struct store *st, const struct ls_db *d, const char *id, const char *cur, int json, json_t *jl)
+{
+    struct manifest m;
+    struct tail_result tr;
+    int is_cur = strcmp(cur, id) == 0;
+    char err[1024];
+
+    if (restore_load_manifest(st, d->name, id, &m, err, sizeof err) != 0) {
+        if (json)
+            json_array_append_new(jl, json_pack("{s:s,s:b,s:s}", "lineage", id, "current", is_cur, "error", err));
+        else
+            printf("  %c %s  ERROR: %s\n", is_cur ? '*' : ' ', id, err);
+        return 1;
+    }
+    /* Segments stored after the manifest's last write (the manifest may lag). */
+    if (restore_load_tail(st, d->name, id, &m, &tr, err, sizeof err) != 0) {
+        fprintf(stderr, "litevault archive ls: %s\n", err);
+        memset(&tr, 0, sizeof tr);
+    }
+    if (json)
+        json_array_append_new(jl, ls_lineage_json(id, is_cur, &m, &tr));
+    else
+        ls_lineage_text(id, is_cur, &m, &tr);
+    tail_result_free(&tr);
+    manifest_free(&m);
+    return 0;
+}
+
+/* List database d's lineages; its JSON object into jdbs.  Returns 1 if one was unreadable. */
+static int ls_database(struct store *st, const struct ls_db *d, int json, json_t *jdbs)
+{
+    char cur[MANIFEST_ID_HEX + 1] = "", err[1024];
+    int listed = 0, bad = 0;
+    json_t *jd = json_object(), *jl = json_array();
+
+    if (d->has_current && restore_find_lineage(st, d->name, NULL, cur, &listed, err, sizeof err) == 0 && listed)
+        cur[0] = '\0'; /* the pointer was unreadable */
+    if (!json)
+        printf("%s%s\n", d->name, cur[0] ? "" : "  (no current.json)");
+    for (size_t k = 0; k < d->nids; k++)
+        bad |= ls_lineage(st, d, d->ids[k], cur, json, jl);
+    json_object_set_new(jd, "name", json_string(d->name));
+    json_object_set_new(jd, "current", cur[0] ? json_string(cur) : json_null());
+    json_object_set_new(jd, "lineages", jl);
+    json_array_append_new(jdbs, jd);
+    return bad;
+}
+
 static int archive_ls(struct store *st, const char *db, int json)
 {
     struct store_list l = {0};
@@ -393,8 +544,6 @@ static int archive_ls(struct store *st, const char *db, int json)
     char *prefix = NULL;
     json_t *jdbs = json_array();
     int rc, bad = 0;
-    const size_t tail = 1 + MANIFEST_ID_HEX + 1 + strlen(MANIFEST_OBJECT); /* "/<id>/manifest.json" */
-    const size_t ctail = 1 + strlen(ARCHIVE_CURRENT_OBJECT);               /* "/current.json" */
 
     if (db && asprintf(&prefix, "%s/", db) < 0)
         return LV_ENOMEM;
@@ -404,34 +553,9 @@ static int archive_ls(struct store *st, const char *db, int json)
                 store_last_error(st) ? store_last_error(st) : "");
         goto out;
     }
-    for (i = 0; i < l.n; i++) {
-        const char *key = l.v[i].key;
-        size_t len = strlen(key);
-        struct ls_db *d;
-
-        if (len > tail && key[len - tail] == '/' && key[len - tail + 1 + MANIFEST_ID_HEX] == '/' &&
-            strcmp(key + len - strlen(MANIFEST_OBJECT), MANIFEST_OBJECT) == 0 && ls_is_id(key + len - tail + 1)) {
-            if (db && (len - tail != strlen(db) || strncmp(key, db, len - tail)))
-                continue;
-            d = ls_get(&dbs, &ndbs, key, len - tail);
-            if (!d)
-                goto nomem;
-            char **ids = realloc(d->ids, (d->nids + 1) * sizeof *ids);
-            if (!ids)
-                goto nomem;
-            d->ids = ids;
-            d->ids[d->nids] = strndup(key + len - tail + 1, MANIFEST_ID_HEX);
-            if (!d->ids[d->nids++])
-                goto nomem;
-        } else if (len > ctail && strcmp(key + len - ctail, "/" ARCHIVE_CURRENT_OBJECT) == 0) {
-            if (db && (len - ctail != strlen(db) || strncmp(key, db, len - ctail)))
-                continue;
-            d = ls_get(&dbs, &ndbs, key, len - ctail);
-            if (!d)
-                goto nomem;
-            d->has_current = 1;
-        }
-    }
+    rc = ls_collect(&l, db, &dbs, &ndbs);
+    if (rc)
+        goto out;
     if (db && ndbs == 0) {
         fprintf(stderr, "litevault archive ls: %s: database '%s' is not in the archive\n", store_url(st), db);
         rc = LV_ENOENT;
@@ -439,97 +563,13 @@ static int archive_ls(struct store *st, const char *db, int json)
     }
     if (!json && ndbs == 0)
         printf("%s: no databases\n", store_url(st));
-    for (i = 0; i < ndbs; i++) {
-        struct ls_db *d = &dbs[i];
-        char cur[MANIFEST_ID_HEX + 1] = "", err[1024];
-        int listed = 0;
-        json_t *jd = json_object(), *jl = json_array();
-
-        if (d->has_current && restore_find_lineage(st, d->name, NULL, cur, &listed, err, sizeof err) == 0 && listed)
-            cur[0] = '\0'; /* the pointer was unreadable */
-        if (!json)
-            printf("%s%s\n", d->name, cur[0] ? "" : "  (no current.json)");
-        for (k = 0; k < d->nids; k++) {
-            struct manifest m;
-            uint64_t last, first = 0;
-            int64_t last_t, first_t = 0;
-            int is_cur = strcmp(cur, d->ids[k]) == 0;
-            char tb1[40], tb2[40];
-
-            if (restore_load_manifest(st, d->name, d->ids[k], &m, err, sizeof err) != 0) {
-                bad = 1;
-                if (json)
-                    json_array_append_new(jl, json_pack("{s:s,s:b,s:s}", "lineage", d->ids[k], "current", is_cur,
-                                                        "error", err));
-                else
-                    printf("  %c %s  ERROR: %s\n", is_cur ? '*' : ' ', d->ids[k], err);
-                continue;
-            }
-            /* Segments stored after the manifest's last write (the manifest may lag). */
-            struct tail_result tr;
-            if (restore_load_tail(st, d->name, d->ids[k], &m, &tr, err, sizeof err) != 0) {
-                fprintf(stderr, "litevault archive ls: %s\n", err);
-                memset(&tr, 0, sizeof tr);
-            }
-            restore_manifest_last(&m, &last, &last_t);
-            /* The earliest restorable TXID: 1 when segments start the log,
-             * else the oldest snapshot (older segments cannot be applied). */
-            if (m.nsnaps) {
-                first = m.snaps[0].txid;
-                first_t = m.snaps[0].time_us;
-            }
-            if (m.nsegs && m.segs[0].first_txid == 1) {
-                first = 1;
-                first_t = m.segs[0].first_time_us;
-            }
-            if (json) {
-                json_t *snaps = json_array();
-                for (size_t s = 0; s < m.nsnaps; s++)
-                    json_array_append_new(snaps, json_pack("{s:I,s:o,s:I}", "txid", (json_int_t)m.snaps[s].txid,
-                                                           "time", jtime(m.snaps[s].time_us), "size",
-                                                           (json_int_t)m.snaps[s].size));
-                json_t *jo = json_pack("{s:s,s:b,s:I,s:I,s:o,s:o,s:I,s:I,s:o,s:I,s:I}", "lineage",
-                                       d->ids[k], "current", is_cur, "first_txid", (json_int_t)first,
-                                       "last_txid", (json_int_t)last, "first_time", jtime(first_t),
-                                       "last_time", jtime(last_t), "segments", (json_int_t)m.nsegs,
-                                       "snapshot_count", (json_int_t)m.nsnaps, "snapshots", snaps,
-                                       "bytes", (json_int_t)manifest_total_bytes(&m), "generation",
-                                       (json_int_t)m.generation);
-                json_object_set_new(jo, "manifest_txid", json_integer((json_int_t)tr.manifest_last));
-                json_object_set_new(jo, "tail_objects", json_integer((json_int_t)tr.n));
-                json_object_set_new(jo, "tail_error", tr.stop != TAIL_END ? json_string(tr.msg) : json_null());
-                json_array_append_new(jl, jo);
-            } else {
-                printf("  %c %s  TXID %" PRIu64 "..%" PRIu64 "  %s .. %s  %zu segments, %zu snapshots, %" PRIu64
-                       " bytes\n", is_cur ? '*' : ' ', d->ids[k], first, last,
-                       first_t ? lv_fmt_time(first_t, tb1, sizeof tb1) : "-",
-                       last_t ? lv_fmt_time(last_t, tb2, sizeof tb2) : "-", m.nsegs, m.nsnaps,
-                       manifest_total_bytes(&m));
-                if (tr.n)
-                    printf("      %zu segment(s) not yet in the manifest (manifest up to TXID %" PRIu64 ")\n", tr.n,
-                           tr.manifest_last);
-                if (tr.stop != TAIL_END)
-                    printf("      WARNING: %s\n", tr.msg);
-                for (size_t s = 0; s < m.nsnaps; s++)
-                    printf("      snapshot TXID %" PRIu64 " at %s, %" PRIu64 " bytes\n", m.snaps[s].txid,
-                           lv_fmt_time(m.snaps[s].time_us, tb1, sizeof tb1), m.snaps[s].size);
-            }
-            tail_result_free(&tr);
-            manifest_free(&m);
-        }
-        json_object_set_new(jd, "name", json_string(d->name));
-        json_object_set_new(jd, "current", cur[0] ? json_string(cur) : json_null());
-        json_object_set_new(jd, "lineages", jl);
-        json_array_append_new(jdbs, jd);
-    }
+    for (i = 0; i < ndbs; i++)
+        bad |= ls_database(st, &dbs[i], json, jdbs);
     if (json) {
         json_t *j = json_pack("{s:s,s:O}", "url", store_url(st), "databases", jdbs);
         print_json(j);
     }
     rc = bad ? LV_ECORRUPT : 0;
-    goto out;
-nomem:
-    rc = LV_ENOMEM;
 out:
     json_decref(jdbs);
     for (i = 0; i < ndbs; i++) {

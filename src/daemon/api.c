@@ -78,8 +78,7 @@ static int h_image(void *ctx, const struct http_request *req, struct http_respon
                  rc == LV_EMISMATCH ? " (the files disagree with the log; see the daemon log)" : "");
         return api_error(resp, rc == LV_ENOENT ? 404 : rc == LV_EBUSY || rc == LV_EBROKEN ? 409 : 500, msg);
     }
-    for (int i = 0; i < 16; i++)
-        snprintf(idh + 2 * i, 3, "%02x", info.id[i]);
+    lv_hex(info.id, 16, idh);
     json_t *o = json_object();
     json_object_set_new(o, "path", json_string(path));
     json_object_set_new(o, "name", json_string(name));

@@ -1179,15 +1179,92 @@ static yaml_mark_t mark_at(const char *buf, size_t len, size_t off)
     return m;
 }
 
+/* Read the file path into *buf (*len bytes, malloc'ed) and its directory,
+ * absolute, into *dir (malloc'ed), for relative paths in it.  0 or
+ * LV_ENOENT with the message in err. */
+static int cfg_read(const char *path, char **buf, size_t *len, char **dir, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    char *slash;
+
+    *buf = *dir = NULL;
+    if (!f) {
+        if (err)
+            snprintf(err, errlen, "%s: cannot open: %s (check the path given with -c)", path, strerror(errno));
+        return LV_ENOENT;
+    }
+    *buf = slurp(f, len);
+    fclose(f);
+    if (!*buf) {
+        if (err)
+            snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+        return LV_ENOENT;
+    }
+    *dir = realpath(path, NULL);
+    if (!*dir) {
+        if (err)
+            snprintf(err, errlen, "%s: cannot resolve path: %s", path, strerror(errno));
+        free(*buf);
+        *buf = NULL;
+        return LV_ENOENT;
+    }
+    slash = strrchr(*dir, '/');
+    if (slash == *dir)
+        slash[1] = '\0';
+    else
+        *slash = '\0';
+    return 0;
+}
+
+/* Parse buf (len bytes) into *doc: exactly one YAML document (a second
+ * "---" is most likely a mistake).  0 (*doc to be deleted by the caller),
+ * or negative with the error reported through p (no document then). */
+static int cfg_parse(struct cfg_parser *p, yaml_parser_t *parser, const char *buf, size_t len, yaml_document_t *doc)
+{
+    yaml_document_t extra;
+    int rc;
+
+    yaml_parser_set_input_string(parser, (const unsigned char *)buf, len);
+    if (!yaml_parser_load(parser, doc)) {
+        yaml_mark_t m = parser->error == YAML_READER_ERROR ? mark_at(buf, len, parser->problem_offset)
+                                                           : parser->problem_mark;
+        int tab = m.index < len && buf[m.index] == '\t';
+        p->syntax = 1;
+        rc = cfg_error(p, m, "syntax error: %s%s%s (%s)", parser->problem ? parser->problem : "unknown problem",
+                       parser->context ? " " : "", parser->context ? parser->context : "",
+                       tab ? "YAML does not allow tabs for indentation: use spaces"
+                           : "fix the YAML: check indentation, colons and quotes");
+        return parser->error == YAML_MEMORY_ERROR ? LV_ENOMEM : rc;
+    }
+    if (!yaml_document_get_root_node(doc))
+        return 0; /* empty file: all defaults */
+    if (!yaml_parser_load(parser, &extra)) {
+        p->syntax = 1;
+        rc = cfg_error(p, parser->problem_mark, "syntax error: %s (fix the YAML)",
+                       parser->problem ? parser->problem : "unknown problem");
+        yaml_document_delete(doc);
+        return rc;
+    }
+    if (yaml_document_get_root_node(&extra)) {
+        p->syntax = 1;
+        rc = cfg_error(p, yaml_document_get_root_node(&extra)->start_mark,
+                       "a second YAML document is not allowed (remove the extra \"---\" and what follows)");
+        yaml_document_delete(&extra);
+        yaml_document_delete(doc);
+        return rc;
+    }
+    yaml_document_delete(&extra);
+    return 0;
+}
+
 int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
 {
     struct cfg_parser p = {.file = path, .err = err, .errlen = errlen};
     yaml_parser_t parser;
-    yaml_document_t doc, extra;
+    yaml_document_t doc;
     yaml_node_t *root;
-    char *buf, *dir = NULL, *real, *slash;
+    char *buf = NULL, *dir = NULL;
     size_t len = 0;
-    FILE *f;
     int rc;
 
     if (err && errlen)
@@ -1200,79 +1277,20 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
         rc = LV_ENOMEM;
         goto out_fail;
     }
-
-    f = fopen(path, "r");
-    if (!f) {
-        if (err)
-            snprintf(err, errlen, "%s: cannot open: %s (check the path given with -c)", path, strerror(errno));
-        rc = LV_ENOENT;
+    rc = cfg_read(path, &buf, &len, &dir, err, errlen);
+    if (rc)
         goto out_fail;
-    }
-    buf = slurp(f, &len);
-    fclose(f);
-    if (!buf) {
-        if (err)
-            snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
-        rc = LV_ENOENT;
-        goto out_fail;
-    }
-
-    /* Directory of the file, absolute, for relative paths in it. */
-    real = realpath(path, NULL);
-    if (!real) {
-        if (err)
-            snprintf(err, errlen, "%s: cannot resolve path: %s", path, strerror(errno));
-        rc = LV_ENOENT;
-        goto out_free_buf;
-    }
-    slash = strrchr(real, '/');
-    if (slash == real)
-        slash[1] = '\0';
-    else
-        *slash = '\0';
-    dir = real;
     p.basedir = dir;
-
     if (!yaml_parser_initialize(&parser)) {
         rc = LV_ENOMEM;
-        goto out_free_dir;
+        goto out_free;
     }
-    yaml_parser_set_input_string(&parser, (const unsigned char *)buf, len);
-    if (!yaml_parser_load(&parser, &doc)) {
-        yaml_mark_t m = parser.error == YAML_READER_ERROR ? mark_at(buf, len, parser.problem_offset) : parser.problem_mark;
-        int tab = m.index < len && buf[m.index] == '\t';
-        p.syntax = 1;
-        rc = cfg_error(&p, m, "syntax error: %s%s%s (%s)", parser.problem ? parser.problem : "unknown problem",
-                       parser.context ? " " : "", parser.context ? parser.context : "",
-                       tab ? "YAML does not allow tabs for indentation: use spaces"
-                           : "fix the YAML: check indentation, colons and quotes");
-        if (parser.error == YAML_MEMORY_ERROR)
-            rc = LV_ENOMEM;
+    rc = cfg_parse(&p, &parser, buf, len, &doc);
+    if (rc)
         goto out_delete_parser;
-    }
     p.doc = &doc;
     root = yaml_document_get_root_node(&doc);
-    if (!root) {
-        rc = 0; /* empty file: all defaults */
-        goto out_delete_doc;
-    }
-    /* Exactly one document: a second "---" is most likely a mistake. */
-    if (!yaml_parser_load(&parser, &extra)) {
-        p.syntax = 1;
-        rc = cfg_error(&p, parser.problem_mark, "syntax error: %s (fix the YAML)",
-                       parser.problem ? parser.problem : "unknown problem");
-        goto out_delete_doc;
-    }
-    if (yaml_document_get_root_node(&extra)) {
-        p.syntax = 1;
-        rc = cfg_error(&p, yaml_document_get_root_node(&extra)->start_mark,
-                       "a second YAML document is not allowed (remove the extra \"---\" and what follows)");
-        yaml_document_delete(&extra);
-        goto out_delete_doc;
-    }
-    yaml_document_delete(&extra);
-
-    if (is_null_scalar(root)) {
+    if (!root || is_null_scalar(root)) {
         rc = 0;
     } else if (root->type != YAML_MAPPING_NODE) {
         char valid[256];
@@ -1283,14 +1301,11 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
         if (rc == 0)
             archive_defaults(cfg);
     }
-
-out_delete_doc:
     yaml_document_delete(&doc);
 out_delete_parser:
     yaml_parser_delete(&parser);
-out_free_dir:
+out_free:
     free(dir);
-out_free_buf:
     free(buf);
     if (rc == 0)
         return 0;

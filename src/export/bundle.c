@@ -51,8 +51,10 @@
 #include <xxhash.h>
 
 #include "base/cksum.h"
+#include "base/dbhdr.h"
 #include "base/lv.h"
 #include "base/lvlog.h"
+#include "base/sys.h"
 
 #define BUNDLE_FORMAT_NAME "litevault-bundle"
 #define BUNDLE_FORMAT_VERSION 1
@@ -106,25 +108,10 @@ int bundle_name_ok(const char *name)
     return 1;
 }
 
-static void hex_id(const uint8_t id[16], char out[33])
-{
-    for (int i = 0; i < 16; i++)
-        snprintf(out + 2 * i, 3, "%02x", id[i]);
-}
-
 /* Parse exactly 2*n hex digits into out; 0 or -1. */
 static int parse_hex(const char *s, uint8_t *out, size_t n)
 {
-    if (!s || strlen(s) != 2 * n)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        unsigned v;
-        if (sscanf(s + 2 * i, "%2x", &v) != 1 || !strchr("0123456789abcdefABCDEF", s[2 * i]) ||
-            !strchr("0123456789abcdefABCDEF", s[2 * i + 1]))
-            return -1;
-        out[i] = (uint8_t)v;
-    }
-    return 0;
+    return s && lv_unhex(s, out, n) == 0 ? 0 : -1;
 }
 
 static int parse_hex64(const char *s, uint64_t *v)
@@ -136,11 +123,6 @@ static int parse_hex64(const char *s, uint64_t *v)
     return 0;
 }
 
-static int page_size_ok(uint32_t ps)
-{
-    return ps >= 512 && ps <= 65536 && (ps & (ps - 1)) == 0;
-}
-
 /* libarchive's message for a's last error, never NULL. */
 static const char *aerr(struct archive *a)
 {
@@ -149,6 +131,39 @@ static const char *aerr(struct archive *a)
 }
 
 /* ---------------------------------------------------------------- writing */
+
+/* Where bundle_write's bytes go: fd, named for logs and LV_FAULT matching. */
+struct bsink {
+    int fd;                /* borrowed; written sequentially */
+    char label[PATH_MAX];  /* the file behind fd (from /proc/self/fd), or "fd N" */
+};
+
+static void sink_init(struct bsink *s, int fd)
+{
+    char link[64];
+    ssize_t n;
+
+    s->fd = fd;
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    n = readlink(link, s->label, sizeof s->label - 1);
+    if (n > 0)
+        s->label[n] = '\0';
+    else
+        snprintf(s->label, sizeof s->label, "fd %d", fd);
+}
+
+/* libarchive's write callback: every byte through the syscall seam. */
+static la_ssize_t sink_write(struct archive *a, void *arg, const void *buf, size_t len)
+{
+    struct bsink *s = arg;
+    int rc = sys_write_all(s->fd, buf, len, s->label);
+
+    if (rc < 0) {
+        archive_set_error(a, lv_to_errno(rc), "write %s: %s", s->label, lv_strerror(rc));
+        return -1;
+    }
+    return (la_ssize_t)len;
+}
 
 /* Archive one image as db/<name>; *xxh3 receives the hash of its bytes. */
 static int write_one(struct archive *a, const struct bundle_entry *e, uint64_t size, uint8_t *buf,
@@ -240,7 +255,7 @@ static char *manifest_text(const struct bundle_entry *v, size_t n, const uint64_
         char file[BUNDLE_NAME_MAX + 8];
         json_t *d = json_object();
         snprintf(file, sizeof file, "db/%s", v[i].name);
-        hex_id(v[i].id, idh);
+        lv_hex(v[i].id, 16, idh);
         json_object_set_new(d, "name", json_string(v[i].name));
         json_object_set_new(d, "file", json_string(file));
         json_object_set_new(d, "id", json_string(idh));
@@ -262,62 +277,48 @@ out:
     return s;
 }
 
-int bundle_write(int fd, const char *name_for_format, const struct bundle_entry *v, size_t n,
-                 bundle_progress_fn progress, void *arg, char *err, size_t errlen)
+/* Check the entries before anything is written: safe, distinct names, and
+ * images of the announced sizes (into sizes[], their sum into *total).
+ * 0 or negative with the message in err. */
+static int check_entries(const struct bundle_entry *v, size_t n, uint64_t *sizes, uint64_t *total, char *err,
+                         size_t errlen)
 {
-    enum bundle_format fmt;
-    struct archive *a = NULL;
-    uint64_t *sizes = NULL, *xxh = NULL, total = 0, done = 0;
-    uint8_t *buf = NULL;
-    char *man = NULL;
-    struct archive_entry *ae = NULL;
-    int rc = 0, opened = 0;
-
-    if (bundle_format_of(name_for_format, &fmt) != 0) {
-        lv_seterr(err, errlen, "%s: unknown bundle format (use a name ending in .tar, .tar.zst or .tar.gz)",
-               name_for_format ? name_for_format : "(null)");
-        return LV_EINVAL;
-    }
-    sizes = calloc(n ? n : 1, sizeof *sizes);
-    xxh = calloc(n ? n : 1, sizeof *xxh);
-    buf = malloc(BUNDLE_CHUNK);
-    if (!sizes || !xxh || !buf) {
-        rc = LV_ENOMEM;
-        goto out;
-    }
     for (size_t i = 0; i < n; i++) {
         struct stat st;
         if (!bundle_name_ok(v[i].name)) {
             lv_seterr(err, errlen, "database name '%s' cannot be stored in a bundle (absolute, '..', or a -wal/-journal/-shm name)",
                    v[i].name);
-            rc = LV_EINVAL;
-            goto out;
+            return LV_EINVAL;
         }
         for (size_t j = 0; j < i; j++)
             if (strcmp(v[i].name, v[j].name) == 0) {
                 lv_seterr(err, errlen, "database %s is listed twice", v[i].name);
-                rc = LV_EINVAL;
-                goto out;
+                return LV_EINVAL;
             }
         if (stat(v[i].path, &st) != 0) {
-            rc = lv_from_errno(errno);
             lv_seterr(err, errlen, "image of %s (%s): %s", v[i].name, v[i].path, strerror(errno));
-            goto out;
+            return lv_from_errno(errno);
         }
         sizes[i] = (uint64_t)v[i].db_pages * v[i].page_size;
         if ((uint64_t)st.st_size != sizes[i]) {
             lv_seterr(err, errlen, "image of %s (%s) has %llu bytes, expected %u pages of %u bytes", v[i].name,
                    v[i].path, (unsigned long long)st.st_size, v[i].db_pages, v[i].page_size);
-            rc = LV_EMISMATCH;
-            goto out;
+            return LV_EMISMATCH;
         }
-        total += sizes[i];
+        *total += sizes[i];
     }
-    a = archive_write_new();
-    if (!a) {
-        rc = LV_ENOMEM;
-        goto out;
-    }
+    return 0;
+}
+
+/* A pax tar writer for fmt into sink (zstd with up to 4 threads, gzip or
+ * none), opened, into *out.  0, LV_ENOMEM, or LV_EIO with the message in err. */
+static int open_writer(enum bundle_format fmt, struct bsink *sink, struct archive **out, char *err, size_t errlen)
+{
+    struct archive *a = archive_write_new();
+
+    *out = NULL;
+    if (!a)
+        return LV_ENOMEM;
     archive_write_set_format_pax_restricted(a);
     if (fmt == BUNDLE_TAR_ZST) {
         char th[16];
@@ -332,23 +333,23 @@ int bundle_write(int fd, const char *name_for_format, const struct bundle_entry 
         archive_write_add_filter_none(a);
     }
     archive_write_set_bytes_in_last_block(a, 1);
-    if (archive_write_open_fd(a, fd) != ARCHIVE_OK) {
-        rc = LV_EIO;
+    if (archive_write_open(a, sink, NULL, sink_write, NULL) != ARCHIVE_OK) {
         lv_seterr(err, errlen, "cannot start the bundle: %s", aerr(a));
-        goto out;
+        archive_write_free(a);
+        return LV_EIO;
     }
-    opened = 1;
-    for (size_t i = 0; i < n; i++) {
-        rc = write_one(a, &v[i], sizes[i], buf, &done, total, progress, arg, &xxh[i], err, errlen);
-        if (rc)
-            goto out;
-    }
-    man = manifest_text(v, n, sizes, xxh);
-    ae = archive_entry_new();
-    if (!man || !ae) {
-        rc = LV_ENOMEM;
-        goto out;
-    }
+    *out = a;
+    return 0;
+}
+
+/* Append manifest.json (text) as the last entry.  0 or LV_E*. */
+static int write_manifest_entry(struct archive *a, const char *man, char *err, size_t errlen)
+{
+    struct archive_entry *ae = archive_entry_new();
+    int rc = 0;
+
+    if (!ae)
+        return LV_ENOMEM;
     archive_entry_set_pathname(ae, "manifest.json");
     archive_entry_set_filetype(ae, AE_IFREG);
     archive_entry_set_perm(ae, 0644);
@@ -359,8 +360,55 @@ int bundle_write(int fd, const char *name_for_format, const struct bundle_entry 
         archive_write_finish_entry(a) != ARCHIVE_OK) {
         rc = LV_EIO;
         lv_seterr(err, errlen, "writing manifest.json into the bundle: %s", aerr(a));
+    }
+    archive_entry_free(ae);
+    return rc;
+}
+
+int bundle_write(int fd, const char *name_for_format, const struct bundle_entry *v, size_t n,
+                 bundle_progress_fn progress, void *arg, char *err, size_t errlen)
+{
+    enum bundle_format fmt;
+    struct archive *a = NULL;
+    uint64_t *sizes = NULL, *xxh = NULL, total = 0, done = 0;
+    uint8_t *buf = NULL;
+    char *man = NULL;
+    struct bsink sink;
+    int rc = 0, opened = 0;
+
+    if (bundle_format_of(name_for_format, &fmt) != 0) {
+        lv_seterr(err, errlen, "%s: unknown bundle format (use a name ending in .tar, .tar.zst or .tar.gz)",
+               name_for_format ? name_for_format : "(null)");
+        return LV_EINVAL;
+    }
+    sizes = calloc(n ? n : 1, sizeof *sizes);
+    xxh = calloc(n ? n : 1, sizeof *xxh);
+    buf = malloc(BUNDLE_CHUNK);
+    if (!sizes || !xxh || !buf) {
+        rc = LV_ENOMEM;
         goto out;
     }
+    rc = check_entries(v, n, sizes, &total, err, errlen);
+    if (rc)
+        goto out;
+    sink_init(&sink, fd);
+    rc = open_writer(fmt, &sink, &a, err, errlen);
+    if (rc)
+        goto out;
+    opened = 1;
+    for (size_t i = 0; i < n; i++) {
+        rc = write_one(a, &v[i], sizes[i], buf, &done, total, progress, arg, &xxh[i], err, errlen);
+        if (rc)
+            goto out;
+    }
+    man = manifest_text(v, n, sizes, xxh);
+    if (!man) {
+        rc = LV_ENOMEM;
+        goto out;
+    }
+    rc = write_manifest_entry(a, man, err, errlen);
+    if (rc)
+        goto out;
     opened = 0;
     if (archive_write_close(a) != ARCHIVE_OK) {
         rc = LV_EIO;
@@ -373,7 +421,6 @@ out:
             archive_write_fail(a);
         archive_write_free(a);
     }
-    archive_entry_free(ae);
     free(man);
     free(buf);
     free(sizes);
@@ -415,10 +462,8 @@ static void pagesum_feed(struct pagesum *s, const uint8_t *p, size_t len)
         p += k;
         len -= k;
         if (!s->ps && s->filled == 100) {
-            uint32_t ps = lv_get16(s->page + 16);
-            if (ps == 1)
-                ps = 65536;
-            if (memcmp(s->page, "SQLite format 3", 16) != 0 || !page_size_ok(ps))
+            uint32_t ps = dbhdr_page_size(s->page);
+            if (!dbhdr_magic_ok(s->page) || ps == 0)
                 s->bad = 1;
             else
                 s->ps = ps;
@@ -559,12 +604,114 @@ void bundle_free(struct bundle *b)
     free(b);
 }
 
+/* The top of manifest.json: format name and version, and the databases
+ * array into *arr (borrowed).  0 or negative. */
+static int manifest_head(json_t *o, json_t **arr, char *err, size_t errlen)
+{
+    const char *fmt = json_string_value(json_object_get(o, "format"));
+    json_int_t fv = json_integer_value(json_object_get(o, "format_version"));
+
+    if (!fmt || strcmp(fmt, BUNDLE_FORMAT_NAME) != 0) {
+        lv_seterr(err, errlen, "manifest.json: \"format\" is not \"%s\"; not a litevault bundle", BUNDLE_FORMAT_NAME);
+        return LV_ECORRUPT;
+    }
+    if (fv != BUNDLE_FORMAT_VERSION) {
+        lv_seterr(err, errlen, "manifest.json: format_version %lld is not supported (this litevault reads %d)",
+               (long long)fv, BUNDLE_FORMAT_VERSION);
+        return LV_EVERSION;
+    }
+    *arr = json_object_get(o, "databases");
+    if (!json_is_array(*arr)) {
+        lv_seterr(err, errlen, "manifest.json: \"databases\" is missing or not an array");
+        return LV_ECORRUPT;
+    }
+    return 0;
+}
+
+/* The fields of database d (the i-th) of manifest.json into *bd, all but
+ * name and path; *name borrows d's name.  0 or negative. */
+static int manifest_db(json_t *d, size_t i, struct bundle_db *bd, const char **name, char *err, size_t errlen)
+{
+    const char *file = json_string_value(json_object_get(d, "file"));
+    json_t *jt = json_object_get(d, "txid"), *jtu = json_object_get(d, "time_us"),
+           *jps = json_object_get(d, "page_size"), *jpg = json_object_get(d, "pages"), *jsz = json_object_get(d, "size");
+    char want_file[BUNDLE_NAME_MAX + 8];
+
+    *name = json_string_value(json_object_get(d, "name"));
+    if (!*name || !bundle_name_ok(*name)) {
+        lv_seterr(err, errlen, "manifest.json: database #%zu has a missing or unsafe name '%s'", i + 1,
+               *name ? *name : "");
+        return LV_EREFUSED;
+    }
+    snprintf(want_file, sizeof want_file, "db/%s", *name);
+    if (!file || strcmp(file, want_file) != 0 || !json_is_integer(jt) || !json_is_integer(jtu) ||
+        !json_is_integer(jps) || !json_is_integer(jpg) || !json_is_integer(jsz) ||
+        parse_hex(json_string_value(json_object_get(d, "id")), bd->id, 16) != 0 ||
+        parse_hex64(json_string_value(json_object_get(d, "checksum")), &bd->cksum) != 0 ||
+        parse_hex64(json_string_value(json_object_get(d, "xxh3")), &bd->xxh3) != 0 ||
+        json_integer_value(jt) < 0 || json_integer_value(jsz) < 0 || json_integer_value(jpg) < 0 ||
+        json_integer_value(jpg) > UINT32_MAX || !dbhdr_page_size_ok((uint32_t)json_integer_value(jps))) {
+        lv_seterr(err, errlen, "manifest.json: database %s: a field is missing or malformed (file, id, txid, "
+                            "time_us, checksum, page_size, pages, size, xxh3)", *name);
+        return LV_ECORRUPT;
+    }
+    bd->txid = (uint64_t)json_integer_value(jt);
+    bd->time_us = json_integer_value(jtu);
+    bd->page_size = (uint32_t)json_integer_value(jps);
+    bd->db_pages = (uint32_t)json_integer_value(jpg);
+    bd->size = (uint64_t)json_integer_value(jsz);
+    return 0;
+}
+
+/* The extracted entry of bd among xs[nx] must be there and match it
+ * (size, XXH3, page size, database checksum); marks it used.  0 or negative. */
+static int manifest_match(const struct bundle_db *bd, struct xentry *xs, size_t nx, char *err, size_t errlen)
+{
+    char hx[17], hy[17];
+    struct xentry *x = NULL;
+
+    if (bd->size != (uint64_t)bd->db_pages * bd->page_size) {
+        lv_seterr(err, errlen, "manifest.json: database %s: size %llu is not pages %u x page_size %u", bd->name,
+               (unsigned long long)bd->size, bd->db_pages, bd->page_size);
+        return LV_ECORRUPT;
+    }
+    for (size_t j = 0; j < nx; j++)
+        if (strcmp(xs[j].name, bd->name) == 0)
+            x = &xs[j];
+    if (!x) {
+        lv_seterr(err, errlen, "manifest.json lists %s but the bundle has no entry db/%s", bd->name, bd->name);
+        return LV_EMISMATCH;
+    }
+    x->used = 1;
+    if (x->size != bd->size) {
+        lv_seterr(err, errlen, "checksum mismatch: entry db/%s has %llu bytes, the manifest says %llu", bd->name,
+               (unsigned long long)x->size, (unsigned long long)bd->size);
+        return LV_EMISMATCH;
+    }
+    if (x->xxh3 != bd->xxh3) {
+        lv_seterr(err, errlen, "checksum mismatch: entry db/%s has XXH3 %s, the manifest says %s", bd->name,
+               cksum_hex(x->xxh3, hx), cksum_hex(bd->xxh3, hy));
+        return LV_EMISMATCH;
+    }
+    if (x->page_size != bd->page_size) {
+        lv_seterr(err, errlen, "entry db/%s is not a SQLite database with page size %u%s", bd->name, bd->page_size,
+               x->page_size ? " (its header says otherwise)" : " (no valid SQLite header)");
+        return LV_EMISMATCH;
+    }
+    if (bd->size && x->cksum != bd->cksum) {
+        lv_seterr(err, errlen, "checksum mismatch: entry db/%s has database checksum %s, the manifest says %s",
+               bd->name, cksum_hex(x->cksum, hx), cksum_hex(bd->cksum, hy));
+        return LV_EMISMATCH;
+    }
+    return 0;
+}
+
 /* Validate the manifest and the extracted entries against each other. */
 static int check_manifest(const char *text, size_t len, const char *dir, struct xentry *xs, size_t nx,
                           struct bundle **out, char *err, size_t errlen)
 {
     json_error_t je;
-    json_t *o = json_loadb(text, len, 0, &je), *arr, *d;
+    json_t *o = json_loadb(text, len, 0, &je), *arr = NULL, *d;
     struct bundle *b = NULL;
     size_t i;
     int rc = 0;
@@ -574,25 +721,8 @@ static int check_manifest(const char *text, size_t len, const char *dir, struct 
         rc = LV_ECORRUPT;
         goto out;
     }
-    const char *fmt = json_string_value(json_object_get(o, "format"));
-    json_int_t fv = json_integer_value(json_object_get(o, "format_version"));
-    if (!fmt || strcmp(fmt, BUNDLE_FORMAT_NAME) != 0) {
-        lv_seterr(err, errlen, "manifest.json: \"format\" is not \"%s\"; not a litevault bundle", BUNDLE_FORMAT_NAME);
-        rc = LV_ECORRUPT;
+    if ((rc = manifest_head(o, &arr, err, errlen)))
         goto out;
-    }
-    if (fv != BUNDLE_FORMAT_VERSION) {
-        lv_seterr(err, errlen, "manifest.json: format_version %lld is not supported (this litevault reads %d)",
-               (long long)fv, BUNDLE_FORMAT_VERSION);
-        rc = LV_EVERSION;
-        goto out;
-    }
-    arr = json_object_get(o, "databases");
-    if (!json_is_array(arr)) {
-        lv_seterr(err, errlen, "manifest.json: \"databases\" is missing or not an array");
-        rc = LV_ECORRUPT;
-        goto out;
-    }
     b = calloc(1, sizeof *b);
     if (!b || !(b->v = calloc(json_array_size(arr) + 1, sizeof *b->v))) {
         rc = LV_ENOMEM;
@@ -604,38 +734,10 @@ static int check_manifest(const char *text, size_t len, const char *dir, struct 
     json_array_foreach(arr, i, d)
     {
         struct bundle_db *bd = &b->v[b->n];
-        const char *name = json_string_value(json_object_get(d, "name"));
-        const char *file = json_string_value(json_object_get(d, "file"));
-        json_t *jt = json_object_get(d, "txid"), *jtu = json_object_get(d, "time_us"),
-               *jps = json_object_get(d, "page_size"), *jpg = json_object_get(d, "pages"),
-               *jsz = json_object_get(d, "size");
-        char want_file[BUNDLE_NAME_MAX + 8], hx[17], hy[17];
-        struct xentry *x = NULL;
+        const char *name;
 
-        if (!name || !bundle_name_ok(name)) {
-            lv_seterr(err, errlen, "manifest.json: database #%zu has a missing or unsafe name '%s'", i + 1,
-                   name ? name : "");
-            rc = LV_EREFUSED;
+        if ((rc = manifest_db(d, i, bd, &name, err, errlen)))
             goto out;
-        }
-        snprintf(want_file, sizeof want_file, "db/%s", name);
-        if (!file || strcmp(file, want_file) != 0 || !json_is_integer(jt) || !json_is_integer(jtu) ||
-            !json_is_integer(jps) || !json_is_integer(jpg) || !json_is_integer(jsz) ||
-            parse_hex(json_string_value(json_object_get(d, "id")), bd->id, 16) != 0 ||
-            parse_hex64(json_string_value(json_object_get(d, "checksum")), &bd->cksum) != 0 ||
-            parse_hex64(json_string_value(json_object_get(d, "xxh3")), &bd->xxh3) != 0 ||
-            json_integer_value(jt) < 0 || json_integer_value(jsz) < 0 || json_integer_value(jpg) < 0 ||
-            json_integer_value(jpg) > UINT32_MAX || !page_size_ok((uint32_t)json_integer_value(jps))) {
-            lv_seterr(err, errlen, "manifest.json: database %s: a field is missing or malformed (file, id, txid, "
-                                "time_us, checksum, page_size, pages, size, xxh3)", name);
-            rc = LV_ECORRUPT;
-            goto out;
-        }
-        bd->txid = (uint64_t)json_integer_value(jt);
-        bd->time_us = json_integer_value(jtu);
-        bd->page_size = (uint32_t)json_integer_value(jps);
-        bd->db_pages = (uint32_t)json_integer_value(jpg);
-        bd->size = (uint64_t)json_integer_value(jsz);
         for (size_t j = 0; j < b->n; j++)
             if (strcmp(b->v[j].name, name) == 0) {
                 lv_seterr(err, errlen, "manifest.json lists database %s twice", name);
@@ -643,52 +745,14 @@ static int check_manifest(const char *text, size_t len, const char *dir, struct 
                 goto out;
             }
         bd->name = strdup(name);
+        b->n++;
         if (!bd->name || asprintf(&bd->path, "%s/db/%s", dir, name) < 0) {
             bd->path = NULL;
-            b->n++;
             rc = LV_ENOMEM;
             goto out;
         }
-        b->n++;
-        if (bd->size != (uint64_t)bd->db_pages * bd->page_size) {
-            lv_seterr(err, errlen, "manifest.json: database %s: size %llu is not pages %u x page_size %u", name,
-                   (unsigned long long)bd->size, bd->db_pages, bd->page_size);
-            rc = LV_ECORRUPT;
+        if ((rc = manifest_match(bd, xs, nx, err, errlen)))
             goto out;
-        }
-        for (size_t j = 0; j < nx; j++)
-            if (strcmp(xs[j].name, name) == 0)
-                x = &xs[j];
-        if (!x) {
-            lv_seterr(err, errlen, "manifest.json lists %s but the bundle has no entry %s", name, want_file);
-            rc = LV_EMISMATCH;
-            goto out;
-        }
-        x->used = 1;
-        if (x->size != bd->size) {
-            lv_seterr(err, errlen, "checksum mismatch: entry %s has %llu bytes, the manifest says %llu", want_file,
-                   (unsigned long long)x->size, (unsigned long long)bd->size);
-            rc = LV_EMISMATCH;
-            goto out;
-        }
-        if (x->xxh3 != bd->xxh3) {
-            lv_seterr(err, errlen, "checksum mismatch: entry %s has XXH3 %s, the manifest says %s", want_file,
-                   cksum_hex(x->xxh3, hx), cksum_hex(bd->xxh3, hy));
-            rc = LV_EMISMATCH;
-            goto out;
-        }
-        if (x->page_size != bd->page_size) {
-            lv_seterr(err, errlen, "entry %s is not a SQLite database with page size %u%s", want_file, bd->page_size,
-                   x->page_size ? " (its header says otherwise)" : " (no valid SQLite header)");
-            rc = LV_EMISMATCH;
-            goto out;
-        }
-        if (bd->size && x->cksum != bd->cksum) {
-            lv_seterr(err, errlen, "checksum mismatch: entry %s has database checksum %s, the manifest says %s",
-                   want_file, cksum_hex(x->cksum, hx), cksum_hex(bd->cksum, hy));
-            rc = LV_EMISMATCH;
-            goto out;
-        }
     }
     for (i = 0; i < nx; i++)
         if (!xs[i].used) {
@@ -704,188 +768,213 @@ out:
     return rc;
 }
 
-int bundle_extract(int fd, const char *dir, struct bundle **out, char *err, size_t errlen)
+/* Directories (from a re-packed bundle) carry nothing: only "", "db" or
+ * safe names under db/ are skipped (1); anything else is refused. */
+static int dir_entry_check(const char *raw, const char *name, char *err, size_t errlen)
 {
-    struct archive *a = archive_read_new();
-    struct archive_entry *ae;
-    struct xentry *xs = NULL;
-    size_t nx = 0, capx = 0, mlen = 0;
-    char *man = NULL;
-    uint8_t *buf = malloc(BUNDLE_CHUNK);
-    struct pagesum ps = {.page = malloc(65536)};
-    int dfd = -1, rc = 0, r;
+    size_t l = strlen(name);
+    char tmp[BUNDLE_NAME_MAX + 8];
 
-    *out = NULL;
-    if (err && errlen)
-        err[0] = 0;
-    if (!a || !buf || !ps.page) {
-        rc = LV_ENOMEM;
-        goto out;
+    if (l && name[l - 1] == '/')
+        l--;
+    if (l >= sizeof tmp) {
+        lv_seterr(err, errlen, "refused: entry %s has a name that is too long", raw);
+        return LV_EREFUSED;
     }
-    dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (dfd < 0) {
-        rc = lv_from_errno(errno);
-        lv_seterr(err, errlen, "extraction directory %s: %s", dir, strerror(errno));
-        goto out;
+    memcpy(tmp, name, l);
+    tmp[l] = 0;
+    if (l == 0 || strcmp(tmp, ".") == 0 || strcmp(tmp, "db") == 0 ||
+        (strncmp(tmp, "db/", 3) == 0 && bundle_name_ok(tmp + 3)))
+        return 1;
+    lv_seterr(err, errlen, "refused: unexpected directory entry %s (a name with '..' or outside db/?)", raw);
+    return LV_EREFUSED;
+}
+
+/* Check the name and type of the entry ae (see the design comment): 0 for a
+ * file to read (manifest.json or db/NAME), 1 for a directory entry to skip,
+ * or LV_EREFUSED with the message in err. */
+static int entry_check(struct archive_entry *ae, const char *raw, const char *name, char *err, size_t errlen)
+{
+    mode_t type = archive_entry_filetype(ae);
+
+    if (archive_entry_hardlink(ae)) {
+        lv_seterr(err, errlen, "refused: entry %s is a hard link (to %s); bundles hold regular files only", raw,
+               archive_entry_hardlink(ae));
+        return LV_EREFUSED;
     }
+    if (type == AE_IFLNK) {
+        lv_seterr(err, errlen, "refused: entry %s is a symbolic link (to %s); bundles hold regular files only",
+               raw, archive_entry_symlink(ae) ? archive_entry_symlink(ae) : "?");
+        return LV_EREFUSED;
+    }
+    if (name[0] == '/') {
+        lv_seterr(err, errlen, "refused: entry %s has an absolute name", raw);
+        return LV_EREFUSED;
+    }
+    if (has_dotdot(name)) {
+        lv_seterr(err, errlen, "refused: entry %s has a '..' component (path traversal)", raw);
+        return LV_EREFUSED;
+    }
+    if (type == AE_IFDIR)
+        return dir_entry_check(raw, name, err, errlen);
+    if (strcmp(name, "manifest.json") != 0 && !(strncmp(name, "db/", 3) == 0 && bundle_name_ok(name + 3))) {
+        lv_seterr(err, errlen, "refused: entry %s is not a safe name (it must be manifest.json or db/NAME, "
+                            "relative, without '..')", raw);
+        return LV_EREFUSED;
+    }
+    if (type != AE_IFREG) {
+        lv_seterr(err, errlen, "refused: entry %s is not a regular file (type 0%o)", raw, (unsigned)type);
+        return LV_EREFUSED;
+    }
+    return 0;
+}
+
+/* What bundle_extract has read so far. */
+struct xstate {
+    struct archive *a;     /* the archive being read */
+    int dfd;               /* the extraction directory */
+    struct xentry *xs;     /* db/ entries extracted (owned) */
+    size_t nx, capx;       /* used / allocated entries of xs */
+    char *man;             /* manifest.json's bytes (owned), NULL until read */
+    size_t mlen;           /* their length */
+    uint8_t *buf;          /* copy buffer, BUNDLE_CHUNK bytes */
+    struct pagesum ps;     /* page checksums of the entry being extracted */
+};
+
+/* Read manifest.json (the entry ae) into x->man.  0 or negative. */
+static int read_manifest(struct xstate *x, struct archive_entry *ae, char *err, size_t errlen)
+{
+    if (x->man) {
+        lv_seterr(err, errlen, "refused: the bundle holds manifest.json twice");
+        return LV_EREFUSED;
+    }
+    if (archive_entry_size(ae) > (la_int64_t)BUNDLE_MANIFEST_MAX) {
+        lv_seterr(err, errlen, "manifest.json is larger than %u bytes", BUNDLE_MANIFEST_MAX);
+        return LV_ECORRUPT;
+    }
+    x->man = malloc(BUNDLE_MANIFEST_MAX + 1);
+    if (!x->man)
+        return LV_ENOMEM;
+    for (;;) {
+        la_ssize_t got = archive_read_data(x->a, x->man + x->mlen, BUNDLE_MANIFEST_MAX + 1 - x->mlen);
+        if (got == 0)
+            return 0;
+        if (got < 0 || x->mlen + (size_t)got > BUNDLE_MANIFEST_MAX) {
+            lv_seterr(err, errlen, "the bundle is damaged or truncated (in manifest.json): %s",
+                   got < 0 ? aerr(x->a) : "too large");
+            return LV_ECORRUPT;
+        }
+        x->mlen += (size_t)got;
+    }
+}
+
+/* Extract the entry db/NAME (name) into the directory, hashing it.  0 or negative. */
+static int read_db_entry(struct xstate *x, const char *name, char *err, size_t errlen)
+{
+    for (size_t j = 0; j < x->nx; j++)
+        if (strcmp(x->xs[j].name, name + 3) == 0) {
+            lv_seterr(err, errlen, "refused: the bundle holds %s twice", name);
+            return LV_EREFUSED;
+        }
+    if (lv_grow((void **)&x->xs, &x->capx, x->nx, sizeof *x->xs, 8) != 0)
+        return LV_ENOMEM;
+    memset(&x->xs[x->nx], 0, sizeof x->xs[x->nx]);
+    x->xs[x->nx].name = strdup(name + 3);
+    if (!x->xs[x->nx].name)
+        return LV_ENOMEM;
+    x->nx++;
+    x->ps.ps = x->ps.filled = 0;
+    x->ps.pgno = 1;
+    x->ps.bad = 0;
+    x->ps.total = 0;
+    return extract_data(x->a, x->dfd, name, &x->xs[x->nx - 1], x->buf, &x->ps, err, errlen);
+}
+
+/* Open the bundle on fd for reading (any of the formats).  0 or negative. */
+static int open_bundle(struct archive *a, int fd, char *err, size_t errlen)
+{
     archive_read_support_filter_zstd(a);
     archive_read_support_filter_gzip(a);
     archive_read_support_filter_none(a);
     archive_read_support_format_tar(a);
     if (archive_read_open_fd(a, fd, 65536) != ARCHIVE_OK) {
-        rc = LV_ECORRUPT;
         lv_seterr(err, errlen, "not a readable bundle (damaged or truncated, or not a tar, tar.zst or tar.gz file): %s", aerr(a));
-        goto out;
+        return LV_ECORRUPT;
     }
-    while ((r = archive_read_next_header(a, &ae)) != ARCHIVE_EOF) {
+    return 0;
+}
+
+/* Read every entry: check it, then read manifest.json or extract db/NAME.  0 or negative. */
+static int read_entries(struct xstate *x, char *err, size_t errlen)
+{
+    struct archive_entry *ae;
+    int r, rc;
+
+    while ((r = archive_read_next_header(x->a, &ae)) != ARCHIVE_EOF) {
         const char *raw, *name;
         if (r != ARCHIVE_OK) {
-            rc = LV_ECORRUPT;
-            lv_seterr(err, errlen, "the bundle is damaged or truncated: %s",
-                   aerr(a));
-            goto out;
+            lv_seterr(err, errlen, "the bundle is damaged or truncated: %s", aerr(x->a));
+            return LV_ECORRUPT;
         }
         raw = archive_entry_pathname(ae);
         if (!raw) {
-            rc = LV_EREFUSED;
             lv_seterr(err, errlen, "refused: an entry has no usable name");
-            goto out;
+            return LV_EREFUSED;
         }
         name = entry_name(raw);
-        mode_t type = archive_entry_filetype(ae);
-        if (archive_entry_hardlink(ae)) {
-            rc = LV_EREFUSED;
-            lv_seterr(err, errlen, "refused: entry %s is a hard link (to %s); bundles hold regular files only", raw,
-                   archive_entry_hardlink(ae));
-            goto out;
-        }
-        if (type == AE_IFLNK) {
-            rc = LV_EREFUSED;
-            lv_seterr(err, errlen, "refused: entry %s is a symbolic link (to %s); bundles hold regular files only",
-                   raw, archive_entry_symlink(ae) ? archive_entry_symlink(ae) : "?");
-            goto out;
-        }
-        if (name[0] == '/') {
-            rc = LV_EREFUSED;
-            lv_seterr(err, errlen, "refused: entry %s has an absolute name", raw);
-            goto out;
-        }
-        if (has_dotdot(name)) {
-            rc = LV_EREFUSED;
-            lv_seterr(err, errlen, "refused: entry %s has a '..' component (path traversal)", raw);
-            goto out;
-        }
-        if (type == AE_IFDIR) {
-            /* Directories (from a re-packed bundle) carry nothing: only "", "db" or safe names under db/. */
-            size_t l = strlen(name);
-            char tmp[BUNDLE_NAME_MAX + 8];
-            if (l && name[l - 1] == '/')
-                l--;
-            if (l >= sizeof tmp) {
-                rc = LV_EREFUSED;
-                lv_seterr(err, errlen, "refused: entry %s has a name that is too long", raw);
-                goto out;
-            }
-            memcpy(tmp, name, l);
-            tmp[l] = 0;
-            if (l == 0 || strcmp(tmp, ".") == 0 || strcmp(tmp, "db") == 0 ||
-                (strncmp(tmp, "db/", 3) == 0 && bundle_name_ok(tmp + 3)))
-                continue;
-            rc = LV_EREFUSED;
-            lv_seterr(err, errlen, "refused: unexpected directory entry %s (a name with '..' or outside db/?)", raw);
-            goto out;
-        }
-        if (strcmp(name, "manifest.json") != 0 && !(strncmp(name, "db/", 3) == 0 && bundle_name_ok(name + 3))) {
-            rc = LV_EREFUSED;
-            lv_seterr(err, errlen, "refused: entry %s is not a safe name (it must be manifest.json or db/NAME, "
-                                "relative, without '..')", raw);
-            goto out;
-        }
-        if (type != AE_IFREG) {
-            rc = LV_EREFUSED;
-            lv_seterr(err, errlen, "refused: entry %s is not a regular file (type 0%o)", raw, (unsigned)type);
-            goto out;
-        }
-        if (strcmp(name, "manifest.json") == 0) {
-            if (man) {
-                rc = LV_EREFUSED;
-                lv_seterr(err, errlen, "refused: the bundle holds manifest.json twice");
-                goto out;
-            }
-            if (archive_entry_size(ae) > (la_int64_t)BUNDLE_MANIFEST_MAX) {
-                rc = LV_ECORRUPT;
-                lv_seterr(err, errlen, "manifest.json is larger than %u bytes", BUNDLE_MANIFEST_MAX);
-                goto out;
-            }
-            man = malloc(BUNDLE_MANIFEST_MAX + 1);
-            if (!man) {
-                rc = LV_ENOMEM;
-                goto out;
-            }
-            for (;;) {
-                la_ssize_t got = archive_read_data(a, man + mlen, BUNDLE_MANIFEST_MAX + 1 - mlen);
-                if (got == 0)
-                    break;
-                if (got < 0 || mlen + (size_t)got > BUNDLE_MANIFEST_MAX) {
-                    rc = LV_ECORRUPT;
-                    lv_seterr(err, errlen, "the bundle is damaged or truncated (in manifest.json): %s",
-                           got < 0 ? aerr(a) : "too large");
-                    goto out;
-                }
-                mlen += (size_t)got;
-            }
+        rc = entry_check(ae, raw, name, err, errlen);
+        if (rc == 1)
             continue;
-        }
-        for (size_t j = 0; j < nx; j++)
-            if (strcmp(xs[j].name, name + 3) == 0) {
-                rc = LV_EREFUSED;
-                lv_seterr(err, errlen, "refused: the bundle holds %s twice", name);
-                goto out;
-            }
-        if (nx == capx) {
-            size_t nc = capx ? capx * 2 : 8;
-            struct xentry *nv = realloc(xs, nc * sizeof *nv);
-            if (!nv) {
-                rc = LV_ENOMEM;
-                goto out;
-            }
-            xs = nv;
-            capx = nc;
-        }
-        memset(&xs[nx], 0, sizeof xs[nx]);
-        xs[nx].name = strdup(name + 3);
-        if (!xs[nx].name) {
-            rc = LV_ENOMEM;
-            goto out;
-        }
-        nx++;
-        ps.ps = ps.filled = 0;
-        ps.pgno = 1;
-        ps.bad = 0;
-        ps.total = 0;
-        rc = extract_data(a, dfd, name, &xs[nx - 1], buf, &ps, err, errlen);
+        if (rc == 0)
+            rc = strcmp(name, "manifest.json") == 0 ? read_manifest(x, ae, err, errlen)
+                                                     : read_db_entry(x, name, err, errlen);
         if (rc)
-            goto out;
+            return rc;
     }
-    if (!man) {
-        rc = LV_ECORRUPT;
+    if (!x->man) {
         lv_seterr(err, errlen, "the bundle has no manifest.json (truncated, or not made by litevault export)");
+        return LV_ECORRUPT;
+    }
+    return 0;
+}
+
+int bundle_extract(int fd, const char *dir, struct bundle **out, char *err, size_t errlen)
+{
+    struct xstate x = {.a = archive_read_new(), .dfd = -1, .buf = malloc(BUNDLE_CHUNK),
+                       .ps = {.page = malloc(65536)}};
+    int rc = 0;
+
+    *out = NULL;
+    if (err && errlen)
+        err[0] = 0;
+    if (!x.a || !x.buf || !x.ps.page) {
+        rc = LV_ENOMEM;
         goto out;
     }
-    rc = check_manifest(man, mlen, dir, xs, nx, out, err, errlen);
-out:
-    if (a) {
-        archive_read_close(a);
-        archive_read_free(a);
+    x.dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (x.dfd < 0) {
+        rc = lv_from_errno(errno);
+        lv_seterr(err, errlen, "extraction directory %s: %s", dir, strerror(errno));
+        goto out;
     }
-    if (dfd >= 0)
-        close(dfd);
-    for (size_t j = 0; j < nx; j++)
-        free(xs[j].name);
-    free(xs);
-    free(man);
-    free(buf);
-    free(ps.page);
+    rc = open_bundle(x.a, fd, err, errlen);
+    if (rc == 0)
+        rc = read_entries(&x, err, errlen);
+    if (rc == 0)
+        rc = check_manifest(x.man, x.mlen, dir, x.xs, x.nx, out, err, errlen);
+out:
+    if (x.a) {
+        archive_read_close(x.a);
+        archive_read_free(x.a);
+    }
+    if (x.dfd >= 0)
+        close(x.dfd);
+    for (size_t j = 0; j < x.nx; j++)
+        free(x.xs[j].name);
+    free(x.xs);
+    free(x.man);
+    free(x.buf);
+    free(x.ps.page);
     if (rc && err && !err[0])
         lv_seterr(err, errlen, "reading the bundle: %s", lv_strerror(rc));
     return rc;

@@ -45,13 +45,26 @@
  * data.dir/meta/ because meta/ holds one directory per database name and
  * a database may be called "exports".
  *
- * Threads and locks.  One scheduler thread (exp_thread) runs the due jobs
- * one after the other, then sleeps on x->cv until the earliest next run
- * (at most 60 s at a time, so a wall-clock step is noticed).  x->mu guards
- * x->stop and every job field marked (mu); the scheduler holds it only for
+ * Threads and locks.  One scheduler thread (exp_thread, a worker.h worker)
+ * runs the due jobs one after the other, then naps until the earliest next
+ * run (at most 60 s at a time, so a wall-clock step is noticed; the nap
+ * itself is on the monotonic clock, and exports_stop ends it).  x->mu
+ * guards every job field marked (mu); the scheduler holds it only for
  * short updates, never across I/O, so /status and /metrics never wait for
  * an upload.  Fields marked (thread) belong to whoever runs the jobs (the
  * thread, or a test calling exports_run_due; never both).
+ *
+ * Job states: WAITING (!running) --exp_run_job--> RUNNING --> WAITING,
+ * after a success (consecutive = 0, next_us from the schedule) or a failure
+ * (consecutive + 1, next_us = end + backoff).  Invariants, checked by
+ * assert_job_state at both moves (x->mu held):
+ *   J1. consecutive <= failures <= runs.
+ *   J2. WAITING after a failure (consecutive > 0): last_error is set, and
+ *       last_error_us >= last_run_us.
+ *   J3. WAITING after a success (consecutive == 0, runs > 0):
+ *       last_success_us == last_run_us.
+ *   J4. WAITING: next_us >= last_run_us (the next run is never in the past
+ *       of the last one).
  *
  * Clock.  x->now (injectable) gives the wall-clock time used for the
  * schedule, object names and status; tests pass a fake clock and call
@@ -78,6 +91,7 @@
 #include "export/cron.h"
 #include "capture/db.h"
 #include "base/lv.h"
+#include "base/worker.h"
 #include "base/lvlog.h"
 #include "base/metrics.h"
 #include "store/store.h"
@@ -132,12 +146,17 @@ struct exports {
     void *now_arg;             /* its argument */
     struct exp_job *jobs;      /* one per cfg->exports[] (array immutable; fields as marked) */
     size_t n;                  /* jobs */
-    pthread_mutex_t mu;        /* guards stop and the (mu) job fields */
-    pthread_cond_t cv;         /* signalled on stop */
-    int stop;                  /* the thread must end (mu) */
-    int started;               /* th is running (set before the thread starts, immutable after) */
-    pthread_t th;              /* scheduler thread */
+    pthread_mutex_t mu;        /* guards the (mu) job fields */
+    struct worker *th;         /* scheduler thread, NULL if not started (exports_start/exports_stop) */
+    struct worker *self;       /* the same worker as its thread knows it; NULL when a test runs
+                                * the jobs (thread) */
 };
+
+/* Has exports_stop asked the scheduler to end?  (Never, when a test runs the jobs.) */
+static int exp_stopping(struct exports *x)
+{
+    return x->self && worker_stopping(x->self);
+}
 
 static int64_t exp_real_clock(void *arg)
 {
@@ -164,12 +183,6 @@ static char *exp_stamp(int64_t t_us, char *buf, size_t n)
     gmtime_r(&t, &tm);
     strftime(buf, n, "%Y%m%dT%H%M%SZ", &tm);
     return buf;
-}
-
-static void exp_hex_id(const uint8_t id[16], char out[33])
-{
-    for (int i = 0; i < 16; i++)
-        snprintf(out + 2 * i, 3, "%02x", id[i]);
 }
 
 /* ---- object names ---- */
@@ -367,7 +380,7 @@ static int exp_unchanged(const struct exp_job *j, const char *name, const uint8_
     char hex[33];
     const char *sid = json_string_value(json_object_get(e, "id"));
 
-    exp_hex_id(id, hex);
+    lv_hex(id, 16, hex);
     return e && sid && strcmp(sid, hex) == 0 && (uint64_t)json_integer_value(json_object_get(e, "txid")) == txid;
 }
 
@@ -376,7 +389,7 @@ static void exp_record(struct exp_job *j, const char *name, const uint8_t id[16]
                        const char *key)
 {
     char hex[33];
-    exp_hex_id(id, hex);
+    lv_hex(id, 16, hex);
     json_object_set_new(json_object_get(j->state, "databases"), name,
                         json_pack("{s:s, s:I, s:s, s:I}", "id", hex, "txid", (json_int_t)txid, "key", key, "time_us",
                                   (json_int_t)time_us));
@@ -525,12 +538,11 @@ static int exp_run_db(struct exports *x, struct exp_job *j, const struct db_info
         unchanged = exp_unchanged(j, d->name, d->id, d->txid);
         if (unchanged)
             j->skipped++;
-        if (x->stop) {
-            pthread_mutex_unlock(&x->mu);
+        pthread_mutex_unlock(&x->mu);
+        if (exp_stopping(x)) {
             exp_adderr(err, errlen, "interrupted by shutdown");
             return LV_EBUSY;
         }
-        pthread_mutex_unlock(&x->mu);
         if (unchanged) {
             LV_DEBUG("export %s: %s unchanged at TXID %llu; skipped", j->cfg->name, d->name,
                      (unsigned long long)d->txid);
@@ -566,23 +578,13 @@ static int exp_run_db(struct exports *x, struct exp_job *j, const struct db_info
     return rc;
 }
 
-/* Format tar.zst: one bundle of every selected database when any changed. */
-static int exp_run_bundle(struct exports *x, struct exp_job *j, const struct db_info *v, size_t n, const char *stamp,
-                          char *err, size_t errlen)
-{
 #if EXP_HAVE_BUNDLE
-    struct bundle_entry *ents = calloc(n ? n : 1, sizeof *ents);
-    char (*tmps)[PATH_MAX] = calloc(n ? n : 1, sizeof *tmps);
-    char bpath[PATH_MAX] = "", key[64], dir[PATH_MAX], berr[512] = "";
-    size_t ne = 0, nsel = 0, nchanged = 0;
-    uint64_t bytes = 0;
-    int rc = 0, r, fd = -1;
+/* Whether any selected database of v[n] changed since the job's last
+ * export; when none did, they all count as skipped. */
+static int exp_bundle_changed(struct exports *x, struct exp_job *j, const struct db_info *v, size_t n)
+{
+    size_t nsel = 0, nchanged = 0;
 
-    if (!ents || !tmps) {
-        exp_adderr(err, errlen, "out of memory");
-        rc = LV_ENOMEM;
-        goto out;
-    }
     pthread_mutex_lock(&x->mu);
     for (size_t i = 0; i < n; i++) {
         if (!exp_selected(j, v[i].name) || v[i].txid == 0)
@@ -594,10 +596,17 @@ static int exp_run_bundle(struct exports *x, struct exp_job *j, const struct db_
     if (nchanged == 0)
         j->skipped += nsel;
     pthread_mutex_unlock(&x->mu);
-    if (nchanged == 0) {
-        LV_DEBUG("export %s: no selected database changed; skipped", j->cfg->name);
-        goto out;
-    }
+    return nchanged > 0;
+}
+
+/* An image of every selected database of v[n] into tmps[] and the bundle
+ * entries ents[] (*ne of them).  A broken database or a failed image is
+ * left out (the run then fails).  0 or negative with the reasons in err. */
+static int exp_bundle_images(struct exports *x, struct exp_job *j, const struct db_info *v, size_t n,
+                             struct bundle_entry *ents, char (*tmps)[PATH_MAX], size_t *ne, char *err, size_t errlen)
+{
+    int rc = 0, r;
+
     for (size_t i = 0; i < n; i++) {
         struct db_image_info info;
         if (!exp_selected(j, v[i].name) || v[i].txid == 0)
@@ -608,42 +617,49 @@ static int exp_run_bundle(struct exports *x, struct exp_job *j, const struct db_
             rc = LV_EBROKEN;
             continue;
         }
-        r = exp_image(x, v[i].name, tmps[ne], sizeof tmps[ne], &info, err, errlen);
+        r = exp_image(x, v[i].name, tmps[*ne], sizeof tmps[*ne], &info, err, errlen);
         if (r < 0) {
             rc = r;
             continue;
         }
-        ents[ne] = (struct bundle_entry){.name = v[i].name, .path = tmps[ne], .txid = info.txid,
-                                         .time_us = info.time_us, .cksum = info.cksum, .page_size = info.page_size,
-                                         .db_pages = info.db_pages};
-        memcpy(ents[ne].id, info.id, 16);
-        ne++;
+        ents[*ne] = (struct bundle_entry){.name = v[i].name, .path = tmps[*ne], .txid = info.txid,
+                                          .time_us = info.time_us, .cksum = info.cksum, .page_size = info.page_size,
+                                          .db_pages = info.db_pages};
+        memcpy(ents[*ne].id, info.id, 16);
+        (*ne)++;
     }
-    if (ne == 0)
-        goto out;
+    return rc;
+}
+
+/* Write ents[ne] as the bundle litevault-STAMP.tar.zst into data.dir/tmp
+ * (bpath, PATH_MAX bytes: "" when none was made), upload it, record it in
+ * the state and prune old bundles.  0 or negative with the reason in err. */
+static int exp_bundle_store(struct exports *x, struct exp_job *j, const struct bundle_entry *ents, size_t ne,
+                            const char *stamp, char *bpath, char *err, size_t errlen)
+{
+    char key[64], dir[PATH_MAX], berr[512] = "";
+    uint64_t bytes = 0;
+    int r, fd;
+
     dbreg_tmp_dir(x->data_dir, dir, sizeof dir);
-    snprintf(bpath, sizeof bpath, "%s/export-bundle-XXXXXX", dir);
+    snprintf(bpath, PATH_MAX, "%s/export-bundle-XXXXXX", dir);
     fd = mkstemp(bpath);
     if (fd < 0) {
         LV_ERROR("mkstemp(%s): %s", bpath, strerror(errno));
         exp_adderr(err, errlen, "cannot create a temp file in %s: %s", dir, strerror(errno));
         bpath[0] = '\0';
-        rc = lv_from_errno(errno);
-        goto out;
+        return lv_from_errno(errno);
     }
     snprintf(key, sizeof key, "litevault-%s.tar.zst", stamp);
     r = bundle_write(fd, key, ents, ne, NULL, NULL, berr, sizeof berr);
     close(fd);
     if (r < 0) {
         exp_adderr(err, errlen, "cannot write the bundle: %s", berr[0] ? berr : lv_strerror(r));
-        rc = r;
-        goto out;
+        return r;
     }
     r = exp_upload(j, bpath, key, &bytes, err, errlen);
-    if (r < 0) {
-        rc = r;
-        goto out;
-    }
+    if (r < 0)
+        return r;
     LV_INFO("export %s: %zu database(s) stored as %s (%llu bytes)", j->cfg->name, ne, key, (unsigned long long)bytes);
     pthread_mutex_lock(&x->mu);
     for (size_t i = 0; i < ne; i++)
@@ -653,6 +669,36 @@ static int exp_run_bundle(struct exports *x, struct exp_job *j, const struct db_
     pthread_mutex_unlock(&x->mu);
     exp_save_state(x, j);
     exp_prune(x, j, NULL, key);
+    return 0;
+}
+#endif
+
+/* Format tar.zst: one bundle of every selected database when any changed. */
+static int exp_run_bundle(struct exports *x, struct exp_job *j, const struct db_info *v, size_t n, const char *stamp,
+                          char *err, size_t errlen)
+{
+#if EXP_HAVE_BUNDLE
+    struct bundle_entry *ents = calloc(n ? n : 1, sizeof *ents);
+    char (*tmps)[PATH_MAX] = calloc(n ? n : 1, sizeof *tmps);
+    char bpath[PATH_MAX] = "";
+    size_t ne = 0;
+    int rc = 0, r;
+
+    if (!ents || !tmps) {
+        exp_adderr(err, errlen, "out of memory");
+        rc = LV_ENOMEM;
+        goto out;
+    }
+    if (!exp_bundle_changed(x, j, v, n)) {
+        LV_DEBUG("export %s: no selected database changed; skipped", j->cfg->name);
+        goto out;
+    }
+    rc = exp_bundle_images(x, j, v, n, ents, tmps, &ne, err, errlen);
+    if (ne == 0)
+        goto out;
+    r = exp_bundle_store(x, j, ents, ne, stamp, bpath, err, errlen);
+    if (r < 0)
+        rc = r;
 out:
     for (size_t i = 0; tmps && i < ne; i++)
         unlink(tmps[i]);
@@ -711,6 +757,21 @@ static int exp_attempt(struct exports *x, struct exp_job *j, int64_t now, char *
 }
 
 /* Run job j once now, then schedule its next run. */
+/* J1-J4 of the design comment for job j; x->mu held.  Compiled out of
+ * release builds. */
+static void assert_job_state(const struct exp_job *j)
+{
+    LV_ASSERT(j->running == 0 || j->running == 1);
+    LV_ASSERT(j->consecutive <= j->failures && j->failures <= j->runs); /* J1 */
+    if (j->running || j->runs == 0)
+        return;
+    if (j->consecutive > 0) /* J2 */
+        LV_ASSERT(j->last_error[0] != '\0' && j->last_error_us >= j->last_run_us);
+    else /* J3 */
+        LV_ASSERT(j->last_success_us == j->last_run_us);
+    LV_ASSERT(j->next_us >= j->last_run_us); /* J4 */
+}
+
 static void exp_run_job(struct exports *x, struct exp_job *j)
 {
     int64_t start = x->now(x->now_arg), end, next;
@@ -719,6 +780,8 @@ static void exp_run_job(struct exports *x, struct exp_job *j)
     int rc;
 
     pthread_mutex_lock(&x->mu);
+    assert_job_state(j);
+    LV_ASSERT(!j->running); /* WAITING -> RUNNING */
     uploaded_before = j->uploaded;
     j->running = 1;
     j->runs++;
@@ -748,6 +811,7 @@ static void exp_run_job(struct exports *x, struct exp_job *j)
         next = end + (delay < EXP_BACKOFF_MAX_US ? delay : EXP_BACKOFF_MAX_US);
     }
     j->next_us = next;
+    assert_job_state(j); /* RUNNING -> WAITING */
     consecutive = j->consecutive;
     int save = rc == 0 && j->uploaded != uploaded_before; /* idle runs do not rewrite the file */
     pthread_mutex_unlock(&x->mu);
@@ -769,14 +833,12 @@ int64_t exports_run_due(struct exports *x)
     for (size_t i = 0; i < x->n; i++) {
         struct exp_job *j = &x->jobs[i];
         int64_t next;
-        int stop;
 
+        if (exp_stopping(x))
+            break;
         pthread_mutex_lock(&x->mu);
         next = j->next_us;
-        stop = x->stop;
         pthread_mutex_unlock(&x->mu);
-        if (stop)
-            break;
         if (exp_job_runs_here(j) && next <= x->now(x->now_arg)) {
             exp_run_job(x, j);
             pthread_mutex_lock(&x->mu);
@@ -789,28 +851,19 @@ int64_t exports_run_due(struct exports *x)
     return earliest;
 }
 
-static void *exp_thread(void *arg)
+/* The scheduler: run the due jobs, nap until the earliest next run (at
+ * most EXP_MAX_SLEEP_US, so a wall-clock step is noticed), again. */
+static void exp_thread(struct worker *w, void *arg)
 {
     struct exports *x = arg;
+    int64_t wait;
 
-    pthread_mutex_lock(&x->mu);
-    while (!x->stop) {
-        pthread_mutex_unlock(&x->mu);
-        int64_t next = exports_run_due(x), wait = next - x->now(x->now_arg);
-        pthread_mutex_lock(&x->mu);
-        if (x->stop || wait <= 0)
-            continue;
+    x->self = w;
+    do {
+        wait = exports_run_due(x) - x->now(x->now_arg);
         if (wait > EXP_MAX_SLEEP_US)
             wait = EXP_MAX_SLEEP_US;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        int64_t ns = (int64_t)ts.tv_nsec + wait * 1000;
-        ts.tv_sec += ns / 1000000000;
-        ts.tv_nsec = ns % 1000000000;
-        pthread_cond_timedwait(&x->cv, &x->mu, &ts);
-    }
-    pthread_mutex_unlock(&x->mu);
-    return NULL;
+    } while (!worker_nap(w, wait));
 }
 
 /* ---- life cycle ---- */
@@ -839,7 +892,6 @@ int exports_new(const struct exports_job *jobs, size_t njobs, const char *data_d
     x->now_arg = now_arg;
     x->n = njobs;
     pthread_mutex_init(&x->mu, NULL);
-    pthread_cond_init(&x->cv, NULL);
     t = x->now(x->now_arg);
     for (size_t i = 0; i < x->n; i++) {
         struct exp_job *j = &x->jobs[i];
@@ -878,30 +930,18 @@ int exports_start(struct exports *x)
 {
     if (!x)
         return 0;
-    x->started = 1;
-    if (pthread_create(&x->th, NULL, exp_thread, x) != 0) {
-        x->started = 0;
-        LV_ERROR("cannot start the export scheduler thread");
-        return LV_ENOMEM;
-    }
-    return 0;
+    return worker_start("lv-exports", exp_thread, x, &x->th); /* logged if it fails */
 }
 
 void exports_stop(struct exports *x)
 {
     if (!x)
         return;
-    pthread_mutex_lock(&x->mu);
-    x->stop = 1;
-    pthread_cond_broadcast(&x->cv);
-    pthread_mutex_unlock(&x->mu);
-    if (x->started)
-        pthread_join(x->th, NULL);
+    worker_stop(x->th);
     for (size_t i = 0; x->jobs && i < x->n; i++) {
         store_close(x->jobs[i].store);
         json_decref(x->jobs[i].state);
     }
-    pthread_cond_destroy(&x->cv);
     pthread_mutex_destroy(&x->mu);
     free(x->jobs);
     free(x);
@@ -955,9 +995,7 @@ json_t *exports_status_json(struct exports *x)
 
 int exports_metrics(struct exports *x, char **buf, size_t *len, size_t *cap)
 {
-    static const struct {
-        const char *name, *type, *help;
-    } m[] = {
+    static const struct metrics_family m[] = {
         {"litevault_export_runs_total", "counter", "Scheduled export runs started."},
         {"litevault_export_failures_total", "counter", "Scheduled export runs that failed."},
         {"litevault_export_consecutive_failures", "gauge", "Failed runs since the last success."},
@@ -975,20 +1013,20 @@ int exports_metrics(struct exports *x, char **buf, size_t *len, size_t *cap)
         return 0;
     pthread_mutex_lock(&x->mu);
     for (size_t k = 0; k < LV_ARRAY_LEN(m) && rc == 0; k++) {
-        rc = metrics_appendf(buf, len, cap, "# HELP %s %s\n# TYPE %s %s\n", m[k].name, m[k].help, m[k].name,
-                             m[k].type);
+        rc = metrics_family(buf, len, cap, &m[k]);
         for (size_t i = 0; i < x->n && rc == 0; i++) {
             const struct exp_job *j = &x->jobs[i];
             uint64_t u[] = {j->runs, j->failures, j->consecutive, j->uploaded, j->bytes, j->skipped, j->deleted};
+            char esc[512];
+            metrics_label_escape(j->cfg->name, esc, sizeof esc);
             if (k < LV_ARRAY_LEN(u)) {
-                rc = metrics_appendf(buf, len, cap, "%s{job=\"%s\"} %llu\n", m[k].name, j->cfg->name,
+                rc = metrics_appendf(buf, len, cap, "%s{job=\"%s\"} %llu\n", m[k].name, esc,
                                      (unsigned long long)u[k]);
             } else {
                 int64_t t = k == 7 ? j->last_success_us : k == 8 ? j->last_error_us : j->next_us;
                 if (t == INT64_MAX)
                     t = 0;
-                rc = metrics_appendf(buf, len, cap, "%s{job=\"%s\"} %.3f\n", m[k].name, j->cfg->name,
-                                     (double)t / 1e6);
+                rc = metrics_appendf(buf, len, cap, "%s{job=\"%s\"} %.3f\n", m[k].name, esc, (double)t / 1e6);
             }
         }
     }

@@ -503,6 +503,16 @@ int store_list(struct store *s, const char *prefix, struct store_list *out)
     return 0;
 }
 
+int store_list_err(struct store *s, const char *prefix, struct store_list *out, char *err, size_t errlen)
+{
+    int rc = store_list(s, prefix, out);
+
+    if (rc)
+        lv_seterr(err, errlen, "%s: cannot list %s: %s (%s)", store_url(s), prefix, lv_strerror(rc),
+                  store_last_error(s) ? store_last_error(s) : "");
+    return rc;
+}
+
 void store_list_free(struct store_list *l)
 {
     if (!l)

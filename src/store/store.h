@@ -117,6 +117,10 @@ int store_head(struct store *s, const char *key, struct store_obj *info);
 /* List objects whose key starts with prefix (all pages, continuation handled). */
 int store_list(struct store *s, const char *prefix, struct store_list *out);
 
+/* store_list, with a failure described in err as
+ * "URL: cannot list PREFIX: ERROR (the store's last error)". */
+int store_list_err(struct store *s, const char *prefix, struct store_list *out, char *err, size_t errlen);
+
 /* Free a list result. */
 void store_list_free(struct store_list *l);
 

@@ -13,9 +13,9 @@
  *
  * Atomic put (states and the calls that move between them):
  *   mkdir parents (fsync the parent of each new directory)
- *   -> open(tmp, O_EXCL) -> write all -> fsync(tmp) -> close
- *   -> rename(tmp, path)          readers now see the new content
- *   -> fsync(dir)                 the rename is durable
+ *   -> publish_begin_tmp (open tmp, O_EXCL) -> publish_write (all bytes)
+ *   -> publish_commit: fsync(tmp), close, rename(tmp, path) (readers now
+ *      see the new content), fsync(dir) (the rename is durable)
  * Until the rename a reader sees the old content (or none); a failure
  * before it unlinks tmp.  Temporary names are unique per process and call,
  * so concurrent puts of the same key do not collide: the last rename wins,
@@ -30,6 +30,7 @@
 
 #include "base/lv.h"
 #include "base/lvlog.h"
+#include "base/publish.h"
 #include "base/sys.h"
 
 #include <dirent.h>
@@ -175,7 +176,8 @@ static int file_put(struct store *s, const char *key, const void *data, size_t l
 {
     struct file_store *fs = fs_of(s);
     char *path = NULL, *tmp = NULL, *slash;
-    int fd = -1, rc;
+    struct publish p;
+    int rc;
 
     if (key_is_tmp_name(key)) {
         store_set_error(s, "%s: PUT %s: key names a temporary file", s->url, key);
@@ -195,28 +197,18 @@ static int file_put(struct store *s, const char *key, const void *data, size_t l
     }
     if ((rc = file_mkdirs(fs, key)) < 0)
         goto out_fail;
-    fd = sys_open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        rc = fd;
+    if ((rc = publish_begin_tmp(&p, path, tmp, 0644)) < 0)
+        goto out_fail;
+    if ((rc = publish_write(&p, data, len)) < 0) {
+        publish_abort(&p);
         goto out_fail;
     }
-    if ((rc = sys_pwrite_all(fd, data, len, 0, tmp)) < 0 || (rc = sys_fsync(fd, 0, tmp)) < 0)
-        goto out_unlink;
-    close(fd);
-    fd = -1;
-    if ((rc = sys_rename(tmp, path)) < 0)
-        goto out_unlink;
-    /* Visible now; a failing directory fsync leaves durability unknown. */
-    if ((rc = sys_fsync_dir(path)) < 0)
+    /* Removes tmp on failure; a failing directory fsync (after the rename)
+     * leaves the object visible but its durability unknown. */
+    if ((rc = publish_commit(&p)) < 0)
         goto out_fail;
-    rc = 0;
     goto out_free;
 
-out_unlink:
-    if (fd >= 0)
-        close(fd);
-    fd = -1;
-    unlink(tmp);
 out_fail:
     store_fail(s, "%s: PUT %s: %s", s->url, key, lv_strerror(rc));
 out_free:
@@ -336,14 +328,8 @@ struct file_walk {
 
 static int walk_add(struct file_walk *w, const char *key, const struct stat *st)
 {
-    if (w->out->n == w->cap) {
-        size_t cap = w->cap ? w->cap * 2 : 64;
-        struct store_obj *v = realloc(w->out->v, cap * sizeof *v);
-        if (!v)
-            return LV_ENOMEM;
-        w->out->v = v;
-        w->cap = cap;
-    }
+    if (lv_grow((void **)&w->out->v, &w->cap, w->out->n, sizeof *w->out->v, 64) != 0)
+        return LV_ENOMEM;
     w->out->v[w->out->n].key = strdup(key);
     if (!w->out->v[w->out->n].key)
         return LV_ENOMEM;

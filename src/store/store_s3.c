@@ -67,6 +67,7 @@
 
 #include "base/lv.h"
 #include "base/lvlog.h"
+#include "base/worker.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -320,45 +321,32 @@ static int header_safe(const char *v)
     return 1;
 }
 
-int store_s3_parse(const char *url, const struct store_opts *o, struct s3_config *cfg, char *err, size_t errlen)
+/* Bucket and prefix of url into cfg (the prefix decoded, without a leading
+ * '/', stored with one trailing '/'), *display the URL for messages
+ * (malloc'ed) and *query the "?..." part or NULL.  0 or negative. */
+static int s3_parse_location(const char *url, struct s3_config *cfg, char **display, const char **query, char *err,
+                             size_t errlen)
 {
-    static const struct store_opts none;
-    struct s3_raw raw = {.path_style = -1, .max_retries = -1, .url = url};
-    const char *p, *q, *slash, *ak, *sk, *tok;
-    char *prefix = NULL, *display = NULL;
+    const char *p = url + 5, *q = strchr(p, '?'), *slash = strchr(p, '/');
+    char *prefix = NULL;
     int rc = LV_ECONFIG;
 
-    memset(cfg, 0, sizeof *cfg);
-    if (!o)
-        o = &none;
-    if (strncmp(url, "s3://", 5) != 0) {
-        snprintf(err, errlen, "%.200s: not an s3:// URL", url);
-        return LV_ECONFIG;
-    }
-    p = url + 5;
-    q = strchr(p, '?');
-    slash = strchr(p, '/');
+    *display = NULL;
+    *query = q;
     if (slash && q && slash > q)
         slash = NULL;
-    {
-        size_t blen = slash ? (size_t)(slash - p) : q ? (size_t)(q - p) : strlen(p);
-        cfg->bucket = strndup(p, blen);
-    }
-    if (!cfg->bucket) {
-        rc = LV_ENOMEM;
-        goto out;
-    }
+    cfg->bucket = strndup(p, slash ? (size_t)(slash - p) : q ? (size_t)(q - p) : strlen(p));
+    if (!cfg->bucket)
+        return LV_ENOMEM;
     if (!bucket_name_ok(cfg->bucket)) {
         snprintf(err, errlen, "%.200s: invalid bucket name \"%.80s\" (3-63 of a-z 0-9 . - _)", url, cfg->bucket);
-        goto out;
+        return LV_ECONFIG;
     }
-    /* Prefix: decoded, without leading '/', stored with one trailing '/'. */
     if (slash) {
-        size_t plen = q ? (size_t)(q - slash - 1) : strlen(slash + 1);
-        prefix = store_url_decode(slash + 1, plen);
+        prefix = store_url_decode(slash + 1, q ? (size_t)(q - slash - 1) : strlen(slash + 1));
         if (!prefix) {
             snprintf(err, errlen, "%.200s: bad %%-escape in the prefix", url);
-            goto out;
+            return LV_ECONFIG;
         }
         while (*prefix && prefix[strlen(prefix) - 1] == '/')
             prefix[strlen(prefix) - 1] = '\0';
@@ -370,87 +358,86 @@ int store_s3_parse(const char *url, const struct store_opts *o, struct s3_config
     if (prefix && *prefix) {
         if (asprintf(&cfg->prefix, "%s/", prefix) < 0)
             cfg->prefix = NULL;
-        if (asprintf(&display, "s3://%s/%s", cfg->bucket, prefix) < 0)
-            display = NULL;
+        if (asprintf(display, "s3://%s/%s", cfg->bucket, prefix) < 0)
+            *display = NULL;
     } else {
         cfg->prefix = strdup("");
-        if (asprintf(&display, "s3://%s", cfg->bucket) < 0)
-            display = NULL;
+        if (asprintf(display, "s3://%s", cfg->bucket) < 0)
+            *display = NULL;
     }
-    if (!cfg->prefix || !display) {
-        rc = LV_ENOMEM;
-        goto out;
-    }
-    raw.url = display;
+    rc = cfg->prefix && *display ? 0 : LV_ENOMEM;
+out:
+    free(prefix);
+    return rc;
+}
 
-    /* Options: the struct first, then the query overrides. */
-    if ((o->endpoint && set_str(&raw.endpoint, o->endpoint) < 0) || (o->region && set_str(&raw.region, o->region) < 0)) {
-        rc = LV_ENOMEM;
-        goto out;
-    }
-    raw.path_style = o->force_path_style;
-    raw.threshold = o->multipart_threshold;
-    raw.part = o->part_size;
-    raw.parallel = o->parallel;
-    raw.list_page = o->list_page_size;
-    if (q && (rc = store_query_each(q + 1, s3_query_param, &raw, err, errlen)) < 0)
-        goto out;
-    rc = LV_ECONFIG;
+/* Region, endpoint and addressing style from raw into cfg.  0 or negative. */
+static int s3_parse_endpoint_opts(const char *display, const struct s3_raw *raw, struct s3_config *cfg, char *err,
+                                  size_t errlen)
+{
+    char *aws = NULL;
+    int rc;
 
-    /* Region and endpoint. */
-    if (set_str(&cfg->region, raw.region && *raw.region ? raw.region : "us-east-1") < 0) {
-        rc = LV_ENOMEM;
-        goto out;
-    }
+    if (set_str(&cfg->region, raw->region && *raw->region ? raw->region : "us-east-1") < 0)
+        return LV_ENOMEM;
     for (const char *c = cfg->region; *c; c++) {
         if (!isalnum((unsigned char)*c) && *c != '-' && *c != '_') {
             snprintf(err, errlen, "%s: invalid region \"%.40s\"", display, cfg->region);
-            goto out;
+            return LV_ECONFIG;
         }
     }
-    if (raw.endpoint && *raw.endpoint) {
-        if ((rc = parse_endpoint(display, raw.endpoint, cfg, err, errlen)) < 0)
-            goto out;
-        cfg->path_style = raw.path_style < 0 ? 1 : raw.path_style;
+    if (raw->endpoint && *raw->endpoint) {
+        if ((rc = parse_endpoint(display, raw->endpoint, cfg, err, errlen)) < 0)
+            return rc;
+        cfg->path_style = raw->path_style < 0 ? 1 : raw->path_style;
         if (!cfg->path_style && host_is_ip(cfg->host)) {
             /* BUCKET.127.0.0.1 cannot resolve: an IP endpoint means path style. */
             LV_DEBUG("%s: endpoint is an IP address: using path-style addressing", display);
             cfg->path_style = 1;
         }
     } else {
-        char *aws = NULL;
-        if (asprintf(&aws, "https://s3.%s.amazonaws.com", cfg->region) < 0) {
-            rc = LV_ENOMEM;
-            goto out;
-        }
+        if (asprintf(&aws, "https://s3.%s.amazonaws.com", cfg->region) < 0)
+            return LV_ENOMEM;
         rc = parse_endpoint(display, aws, cfg, err, errlen);
         free(aws);
         if (rc < 0)
-            goto out;
-        cfg->path_style = raw.path_style < 0 ? 0 : raw.path_style;
+            return rc;
+        cfg->path_style = raw->path_style < 0 ? 0 : raw->path_style;
     }
-    rc = LV_ECONFIG;
     if (!cfg->path_style && strchr(cfg->bucket, '_')) {
         snprintf(err, errlen, "%s: bucket name with '_' needs force-path-style=true", display);
-        goto out;
+        return LV_ECONFIG;
     }
+    return 0;
+}
 
-    /* Sizes. */
-    cfg->multipart_threshold = raw.threshold ? raw.threshold : S3_DEF_THRESHOLD;
-    cfg->part_size = raw.part ? raw.part : S3_DEF_PART;
+/* Part sizes, parallelism and list page size from raw into cfg.  0 or LV_ECONFIG. */
+static int s3_parse_sizes(const char *display, const struct s3_raw *raw, struct s3_config *cfg, char *err,
+                          size_t errlen)
+{
+    cfg->multipart_threshold = raw->threshold ? raw->threshold : S3_DEF_THRESHOLD;
+    cfg->part_size = raw->part ? raw->part : S3_DEF_PART;
     if (cfg->part_size < S3_MIN_PART) {
         snprintf(err, errlen, "%s: part size %llu is below the S3 minimum of 5 MiB", display,
                  (unsigned long long)cfg->part_size);
-        goto out;
+        return LV_ECONFIG;
     }
-    cfg->parallel = raw.parallel ? raw.parallel : S3_DEF_PARALLEL;
+    cfg->parallel = raw->parallel ? raw->parallel : S3_DEF_PARALLEL;
     if (cfg->parallel > S3_MAX_PARALLEL)
         cfg->parallel = S3_MAX_PARALLEL;
-    cfg->list_page = raw.list_page ? raw.list_page : S3_DEF_LIST_PAGE;
+    cfg->list_page = raw->list_page ? raw->list_page : S3_DEF_LIST_PAGE;
     if (cfg->list_page > 1000)
         cfg->list_page = 1000;
+    cfg->max_retries = raw->max_retries;
+    return 0;
+}
 
-    /* Credentials: the options, else the environment (never both halves mixed). */
+/* Credentials: the options, else the environment (never both halves mixed).  0 or negative. */
+static int s3_parse_credentials(const char *display, const struct store_opts *o, struct s3_config *cfg, char *err,
+                                size_t errlen)
+{
+    const char *ak, *sk, *tok;
+
     if (o->access_key || o->secret_key) {
         ak = o->access_key;
         sk = o->secret_key;
@@ -465,27 +452,61 @@ int store_s3_parse(const char *url, const struct store_opts *o, struct s3_config
                  "%s: no credentials: set access_key_id and secret_access_key in the configuration, or "
                  "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
                  display);
-        goto out;
+        return LV_ECONFIG;
     }
     if (!header_safe(ak) || !header_safe(sk) || (tok && !header_safe(tok))) {
         snprintf(err, errlen, "%s: credentials contain control characters", display);
-        goto out;
+        return LV_ECONFIG;
     }
     cfg->access_key = strdup(ak);
     cfg->secret_key = strdup(sk);
     cfg->session_token = tok && *tok ? strdup(tok) : NULL;
-    if (!cfg->access_key || !cfg->secret_key || (tok && *tok && !cfg->session_token)) {
+    if (!cfg->access_key || !cfg->secret_key || (tok && *tok && !cfg->session_token))
+        return LV_ENOMEM;
+    return 0;
+}
+
+int store_s3_parse(const char *url, const struct store_opts *o, struct s3_config *cfg, char *err, size_t errlen)
+{
+    static const struct store_opts none;
+    struct s3_raw raw = {.path_style = -1, .max_retries = -1, .url = url};
+    const char *q = NULL;
+    char *display = NULL;
+    int rc;
+
+    memset(cfg, 0, sizeof *cfg);
+    if (!o)
+        o = &none;
+    if (strncmp(url, "s3://", 5) != 0) {
+        snprintf(err, errlen, "%.200s: not an s3:// URL", url);
+        return LV_ECONFIG;
+    }
+    rc = s3_parse_location(url, cfg, &display, &q, err, errlen);
+    if (rc < 0)
+        goto out;
+    raw.url = display;
+    /* Options: the struct first, then the query overrides. */
+    if ((o->endpoint && set_str(&raw.endpoint, o->endpoint) < 0) || (o->region && set_str(&raw.region, o->region) < 0)) {
         rc = LV_ENOMEM;
         goto out;
     }
-    cfg->max_retries = raw.max_retries;
+    raw.path_style = o->force_path_style;
+    raw.threshold = o->multipart_threshold;
+    raw.part = o->part_size;
+    raw.parallel = o->parallel;
+    raw.list_page = o->list_page_size;
+    if (q && (rc = store_query_each(q + 1, s3_query_param, &raw, err, errlen)) < 0)
+        goto out;
+    if ((rc = s3_parse_endpoint_opts(display, &raw, cfg, err, errlen)) < 0 ||
+        (rc = s3_parse_sizes(display, &raw, cfg, err, errlen)) < 0 ||
+        (rc = s3_parse_credentials(display, o, cfg, err, errlen)) < 0)
+        goto out;
     rc = 0;
 out:
     if (rc < 0)
         store_s3_config_free(cfg);
     free(raw.endpoint);
     free(raw.region);
-    free(prefix);
     free(display);
     return rc;
 }
@@ -1067,10 +1088,9 @@ struct s3_jobs {
     atomic_int rc;                                /* first failure, 0 if none */
 };
 
-static void *jobs_worker(void *arg)
+/* Claim and run jobs until none is left or one failed. */
+static void jobs_work(struct s3_jobs *j)
 {
-    struct s3_jobs *j = arg;
-
     for (;;) {
         size_t i = atomic_fetch_add(&j->next, 1);
         int rc;
@@ -1082,13 +1102,19 @@ static void *jobs_worker(void *arg)
             atomic_compare_exchange_strong(&j->rc, &zero, rc);
         }
     }
-    return NULL;
+}
+
+/* A helper thread of jobs_run (a one-shot worker.h worker). */
+static void jobs_worker(struct worker *w, void *arg)
+{
+    LV_UNUSED(w);
+    jobs_work(arg);
 }
 
 /* Run all jobs; the caller's thread works too.  Returns the first failure. */
 static int jobs_run(struct s3_jobs *j)
 {
-    pthread_t th[S3_MAX_PARALLEL];
+    struct worker *th[S3_MAX_PARALLEL];
     int nth = s3_of(j->s)->cfg.parallel - 1, started = 0;
 
     atomic_init(&j->next, 0);
@@ -1096,11 +1122,11 @@ static int jobs_run(struct s3_jobs *j)
     if ((size_t)nth > j->n - 1)
         nth = (int)(j->n - 1);
     for (int i = 0; i < nth; i++)
-        if (pthread_create(&th[started], NULL, jobs_worker, j) == 0)
-            started++;
-    jobs_worker(j);
+        if (worker_start("lv-s3-job", jobs_worker, j, &th[started]) == 0)
+            started++; /* a thread that cannot start is logged; the others do its share */
+    jobs_work(j);
     for (int i = 0; i < started; i++)
-        pthread_join(th[i], NULL);
+        worker_stop(th[i]); /* joins: the job loop has returned or is about to */
     return atomic_load(&j->rc);
 }
 
@@ -1331,38 +1357,104 @@ static int rget_chunk(struct s3_jobs *j, size_t i)
     return rc;
 }
 
+/* The size to read to the end of key from off, and its version: one HEAD.
+ * g->n and g->etag (pointing into etag) set.  0 or negative. */
+static int rget_head(struct store *s, const char *key, uint64_t off, struct s3_rget *g, char etag[S3_ETAG_MAX])
+{
+    struct s3_req h = {.method = "HEAD", .op = "GET(head)", .key = key};
+    int rc = s3_do(s, &h);
+
+    snprintf(etag, S3_ETAG_MAX, "%s", h.etag);
+    req_free(&h);
+    if (rc < 0)
+        return rc;
+    if (off > 0 && off >= h.clen) {
+        store_set_error(s, "%s: GET %s: range starts at %llu, beyond the object's %llu bytes", s->url, key,
+                        (unsigned long long)off, (unsigned long long)h.clen);
+        return LV_EINVAL;
+    }
+    g->n = h.clen - off;
+    g->etag = etag[0] ? etag : NULL;
+    return 0;
+}
+
+/* A whole small object in one plain GET (no Range) into g->buf; *changed
+ * when it is not the version the HEAD saw.  0 or negative. */
+static int rget_whole(struct store *s, const char *key, struct s3_rget *g, const char *etag, int *changed)
+{
+    struct s3_req r = {.method = "GET", .op = "GET", .key = key, .if_match = g->etag, .ok_412 = 1};
+    int rc;
+
+    r.dst = g->buf;
+    r.dst_cap = (size_t)g->n;
+    rc = s3_do(s, &r);
+    if (rc == LV_ENET && r.overflow)
+        *changed = 1; /* it grew since the HEAD */
+    else if (rc == 0 && (r.status == 412 || r.dst_n != g->n || (etag[0] && strcmp(r.etag, etag) != 0)))
+        *changed = 1;
+    req_free(&r);
+    return rc < 0 && !*changed ? rc : 0;
+}
+
+/* Ranged GETs of nch chunks in parallel into g->buf; *total the bytes up
+ * to where the object ends, *changed when the chunks disagree on the
+ * version or the end (or, exact, the size is not the HEAD's).  0 or negative. */
+static int rget_ranged(struct store *s, const char *key, uint64_t off, int exact, struct s3_rget *g, size_t nch,
+                       uint64_t *total, int *changed)
+{
+    struct s3_jobs j = {.s = s, .fn = rget_chunk, .arg = g, .n = nch};
+    int rc = LV_ENOMEM, ended = 0;
+
+    g->got = calloc(nch, sizeof *g->got);
+    g->status = calloc(nch, sizeof *g->status);
+    g->etags = calloc(nch, sizeof *g->etags);
+    if (g->got && g->status && g->etags)
+        rc = jobs_run(&j);
+    for (size_t i = 0; rc == 0 && i < nch && !*changed; i++) {
+        /* Chunks must agree on the version and end at one point. */
+        uint64_t want = g->n - (uint64_t)i * g->part < g->part ? g->n - (uint64_t)i * g->part : g->part;
+        if (g->status[i] == 412 || (g->etags[i][0] && g->etags[0][0] && strcmp(g->etags[i], g->etags[0])))
+            *changed = 1;
+        else if (ended && g->got[i] > 0)
+            *changed = 1;
+        else if (!ended)
+            *total += g->got[i];
+        if (g->got[i] < want)
+            ended = 1;
+    }
+    if (rc == 0 && !*changed && g->status[0] == 416 && off > 0) {
+        store_set_error(s, "%s: GET %s: range starts at %llu, beyond the end of the object", s->url, key,
+                        (unsigned long long)off);
+        rc = LV_EINVAL;
+    }
+    if (rc == 0 && exact && *total != g->n)
+        *changed = 1;
+    free(g->got);
+    free(g->status);
+    free(g->etags);
+    g->got = NULL;
+    g->status = NULL;
+    g->etags = NULL;
+    return rc;
+}
+
+/* GET len bytes of key from off (len 0: to the end), in parallel ranged
+ * chunks above the part size; read again, up to S3_GET_TRIES times, when
+ * the object changes meanwhile. */
 static int s3_get(struct store *s, const char *key, uint64_t off, uint64_t len, void **out, size_t *outlen)
 {
     struct s3_store *b = s3_of(s);
     int rc = 0;
 
     for (int tries = 0; tries < S3_GET_TRIES; tries++) {
-        struct s3_rget g = {.key = key, .off = off, .part = b->cfg.part_size};
-        struct s3_jobs j = {.s = s, .fn = rget_chunk, .arg = &g};
+        struct s3_rget g = {.key = key, .off = off, .part = b->cfg.part_size, .n = len};
         char etag[S3_ETAG_MAX] = "";
-        int exact = 0, changed = 0;
+        int exact = len == 0, changed = 0;
         uint64_t total = 0;
         size_t nch;
 
-        if (len == 0) {
-            /* To the end: size and version from a HEAD. */
-            struct s3_req h = {.method = "HEAD", .op = "GET(head)", .key = key};
-            rc = s3_do(s, &h);
-            snprintf(etag, sizeof etag, "%s", h.etag);
-            req_free(&h);
-            if (rc < 0)
-                return rc;
-            if (off > 0 && off >= h.clen) {
-                store_set_error(s, "%s: GET %s: range starts at %llu, beyond the object's %llu bytes", s->url, key,
-                                (unsigned long long)off, (unsigned long long)h.clen);
-                return LV_EINVAL;
-            }
-            g.n = h.clen - off;
-            g.etag = etag[0] ? etag : NULL;
-            exact = 1;
-        } else {
-            g.n = len;
-        }
+        if (exact && (rc = rget_head(s, key, off, &g, etag)) < 0)
+            return rc;
         if (g.n > SIZE_MAX - 1)
             return LV_ENOMEM;
         g.buf = malloc(g.n ? (size_t)g.n : 1);
@@ -1375,60 +1467,14 @@ static int s3_get(struct store *s, const char *key, uint64_t off, uint64_t len, 
         }
         nch = (size_t)((g.n + g.part - 1) / g.part);
         if (exact && off == 0 && nch == 1) {
-            /* Whole small object: one plain GET, no Range. */
-            struct s3_req r = {.method = "GET", .op = "GET", .key = key, .if_match = g.etag, .ok_412 = 1};
-            r.dst = g.buf;
-            r.dst_cap = (size_t)g.n;
-            rc = s3_do(s, &r);
-            if (rc == LV_ENET && r.overflow)
-                changed = 1; /* it grew since the HEAD */
-            else if (rc == 0 && (r.status == 412 || r.dst_n != g.n || (etag[0] && strcmp(r.etag, etag) != 0)))
-                changed = 1;
-            req_free(&r);
-            if (rc < 0 && !changed) {
-                free(g.buf);
-                return rc;
-            }
+            rc = rget_whole(s, key, &g, etag, &changed);
             total = g.n;
         } else {
-            g.got = calloc(nch, sizeof *g.got);
-            g.status = calloc(nch, sizeof *g.status);
-            g.etags = calloc(nch, sizeof *g.etags);
-            if (!g.got || !g.status || !g.etags) {
-                rc = LV_ENOMEM;
-            } else {
-                j.n = nch;
-                rc = jobs_run(&j);
-            }
-            if (rc == 0) {
-                /* Chunks must agree on the version and end at one point. */
-                int ended = 0;
-                for (size_t i = 0; i < nch && !changed; i++) {
-                    uint64_t want = g.n - (uint64_t)i * g.part < g.part ? g.n - (uint64_t)i * g.part : g.part;
-                    if (g.status[i] == 412 || (g.etags[i][0] && g.etags[0][0] && strcmp(g.etags[i], g.etags[0])))
-                        changed = 1;
-                    else if (ended && g.got[i] > 0)
-                        changed = 1;
-                    else if (!ended)
-                        total += g.got[i];
-                    if (g.got[i] < want)
-                        ended = 1;
-                }
-                if (!changed && g.status[0] == 416 && off > 0) {
-                    store_set_error(s, "%s: GET %s: range starts at %llu, beyond the end of the object", s->url, key,
-                                    (unsigned long long)off);
-                    rc = LV_EINVAL;
-                }
-                if (exact && total != g.n)
-                    changed = 1;
-            }
-            free(g.got);
-            free(g.status);
-            free(g.etags);
-            if (rc < 0) {
-                free(g.buf);
-                return rc;
-            }
+            rc = rget_ranged(s, key, off, exact, &g, nch, &total, &changed);
+        }
+        if (rc < 0) {
+            free(g.buf);
+            return rc;
         }
         if (changed) {
             free(g.buf);
@@ -1483,16 +1529,7 @@ static int list_parse(struct store *s, const char *body, size_t n, struct store_
         sz = xml_child_text(c, "Size");
         lm = xml_child_text(c, "LastModified");
         if (k && strncmp(k, b->cfg.prefix, plen) == 0 && k[plen]) {
-            if (out->n == *cap) {
-                size_t nc = *cap ? *cap * 2 : 256;
-                struct store_obj *v = realloc(out->v, nc * sizeof *v);
-                if (!v)
-                    rc = LV_ENOMEM;
-                else {
-                    out->v = v;
-                    *cap = nc;
-                }
-            }
+            rc = lv_grow((void **)&out->v, cap, out->n, sizeof *out->v, 256);
             if (rc == 0) {
                 struct store_obj *o = &out->v[out->n];
                 int64_t t = 0;
