@@ -351,20 +351,30 @@ int sys_write_all(int fd, const void *buf, size_t len, const char *path)
     return 0;
 }
 
+/* One read(2) (off < 0) or pread(2) at off, retried on EINTR: bytes read
+ * (0 at end of file), or LV_ENOMEM / LV_EIO with the call and path logged. */
+static ssize_t read_some(int fd, void *buf, size_t len, off_t off, const char *path)
+{
+    for (;;) {
+        ssize_t n = off < 0 ? read(fd, buf, len) : pread(fd, buf, len, off);
+        if (n >= 0)
+            return n;
+        if (errno != EINTR) {
+            int e = errno;
+            log_fail(e, off < 0 ? "read" : "pread", path, 0);
+            return lv_from_errno(e) == LV_ENOMEM ? LV_ENOMEM : LV_EIO;
+        }
+    }
+}
+
 int sys_pread_all(int fd, void *buf, size_t len, off_t off, const char *path)
 {
     char *p = buf;
 
     while (len > 0) {
-        ssize_t n = pread(fd, p, len, off);
-        if (n < 0) {
-            int e;
-            if (errno == EINTR)
-                continue;
-            e = errno;
-            log_fail(e, "pread", path, 0);
-            return lv_from_errno(e) == LV_ENOMEM ? LV_ENOMEM : LV_EIO;
-        }
+        ssize_t n = read_some(fd, p, len, off, path);
+        if (n < 0)
+            return (int)n;
         if (n == 0) {
             LV_DEBUG("pread(%s): end of file at offset %lld, %zu bytes short", path ? path : "?", (long long)off, len);
             return LV_ECORRUPT;
@@ -510,14 +520,9 @@ int sys_read_file(const char *path, void **out, size_t *len)
             buf = nb;
             cap *= 2;
         }
-        n = read(fd, buf + used, cap - 1 - used);
+        n = read_some(fd, buf + used, cap - 1 - used, -1, path);
         if (n < 0) {
-            int e;
-            if (errno == EINTR)
-                continue;
-            e = errno;
-            log_fail(e, "read", path, 0);
-            rc = LV_EIO;
+            rc = (int)n;
             goto out_free_buf;
         }
         if (n == 0)
