@@ -552,13 +552,9 @@ void store_get_stats(const struct store *s, struct store_stats *st)
 
 void store_conf_opts(const struct store_conf *c, struct store_opts *o)
 {
-    memset(o, 0, sizeof *o);
-    o->endpoint = c->endpoint;
-    o->region = c->region;
-    o->force_path_style = c->force_path_style;
-    o->access_key = c->access_key_id;
-    o->secret_key = c->secret_access_key;
-    o->session_token = c->session_token;
+    *o = (struct store_opts){.endpoint = c->endpoint, .region = c->region, .force_path_style = c->force_path_style,
+                             .access_key = c->access_key_id, .secret_key = c->secret_access_key,
+                             .session_token = c->session_token};
 }
 
 void store_conf_free(struct store_conf *c)
