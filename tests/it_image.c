@@ -22,6 +22,7 @@
 
 #include <jansson.h>
 
+#include "base/http.h"
 #include "lib/lvtest.h"
 
 static struct lvnode *iN; /* this test's node (registry-owned) */
@@ -33,13 +34,18 @@ static const char WRITER_SQL[] =
     "BEGIN; UPDATE t SET v = randomblob(300) WHERE id = %1$d; UPDATE t SET v = randomblob(300) "
     "WHERE id = %2$d; COMMIT;";
 
-/* POST /v1/image for db; returns the parsed JSON reply (caller decrefs). */
-static json_t *take_image(const struct lvnode *n, const char *db)
+/* POST /v1/image for db on the admin socket; returns the parsed JSON reply
+ * (caller decrefs) and in *conn the connection that holds the image (the
+ * daemon deletes what is left of it when the caller closes conn). */
+static json_t *take_image(const struct lvnode *n, const char *db, int *conn)
 {
-    char *out = NULL;
-    int rc = run_cmd(&out, "curl -s -f -X POST 'http://%s/v1/image?db=%s'", n->http, db);
-    cr_assert_eq(rc, 0, "image request failed: %s", out ? out : ""); /* POST: not in http.h */
-    json_t *j = json_loads(out, 0, NULL);
+    char sock[400], q[300], *out = NULL;
+    long st = 0;
+    snprintf(sock, sizeof sock, "%s/admin.sock", n->data);
+    snprintf(q, sizeof q, "/v1/image?db=%s", db);
+    cr_assert_eq(http_post_hold(sock, q, 120, &out, &st, conn), 0, "image request failed");
+    cr_assert_eq(st, 200, "image request: HTTP %ld %s", st, out);
+    json_t *j = json_loads(out, JSON_DISABLE_EOF_CHECK, NULL);
     cr_assert_not_null(j, "bad JSON: %s", out);
     free(out);
     return j;
@@ -64,7 +70,8 @@ static void image_under_load(const char *mode)
 
     uint64_t last_txid = 0;
     for (int i = 0; i < 5; i++) {
-        json_t *j = take_image(iN, "img.db");
+        int conn = -1;
+        json_t *j = take_image(iN, "img.db", &conn);
         const char *path = json_string_value(json_object_get(j, "path"));
         uint64_t txid = (uint64_t)json_integer_value(json_object_get(j, "txid"));
         const char *ck = json_string_value(json_object_get(j, "checksum"));
@@ -75,6 +82,7 @@ static void image_under_load(const char *mode)
         snprintf(rp, sizeof rp, "%s/replay-%d.db", iN->dir, i);
         snprintf(cp, sizeof cp, "%s/image-%d.db", iN->dir, i);
         cr_assert_eq(run_cmd(NULL, "mv '%s' '%s'", path, cp), 0);
+        close(conn); /* the image is ours now */
         /* writers continue while we check */
         cr_assert_eq(lvnode_replay(iN, "img.db", txid, rp), 0);
         long long off = -1;
@@ -110,11 +118,12 @@ Test(image, unknown_database_and_bad_request)
 {
     iN = lvnode_started(NULL);
     char *out = NULL;
-    cr_assert_eq(run_cmd(&out, "curl -s -o /dev/null -w '%%{http_code}' -X POST 'http://%s/v1/image?db=nope.db'",
-                         iN->http), 0);
+    cr_assert_eq(run_cmd(&out, "curl -s -o /dev/null -w '%%{http_code}' --unix-socket '%s/admin.sock' -X POST "
+                               "'http://localhost/v1/image?db=nope.db'", iN->data), 0);
     cr_assert_str_eq(out, "404");
     free(out);
-    cr_assert_eq(run_cmd(&out, "curl -s -o /dev/null -w '%%{http_code}' -X POST 'http://%s/v1/image'", iN->http), 0);
+    cr_assert_eq(run_cmd(&out, "curl -s -o /dev/null -w '%%{http_code}' --unix-socket '%s/admin.sock' -X POST "
+                               "'http://localhost/v1/image'", iN->data), 0);
     cr_assert_str_eq(out, "400");
     free(out);
     lvnode_stop(iN);

@@ -4,7 +4,9 @@
  * Each test starts a real server on 127.0.0.1 and a free port (found by
  * binding a socket to port 0 and closing it), talks to it with
  * http_get/http_post and with raw sockets for malformed and hostile
- * requests, and checks that the server keeps answering afterwards.
+ * requests, and checks that the server keeps answering afterwards.  The
+ * last tests cover the header timeout, Unix-socket servers with held
+ * responses, and timeouts reported as LV_EBUSY.
  */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
@@ -18,7 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "base/http.h"
@@ -816,4 +820,119 @@ Test(http, route_after_start_refused, .timeout = 30)
     cr_assert_eq(http_get(t.addr, "/late", NULL, NULL, &st), 0);
     cr_assert_eq(st, 404);
     http_free(t.s);
+}
+
+/* ---- header timeout, Unix sockets, holds ------------------------------ */
+
+/* A trickling client (one header byte every 100 ms) is dropped once the
+ * header timeout passes, although it is never idle. */
+Test(http, header_timeout_drops_tricklers, .timeout = 60)
+{
+    struct th_srv t;
+    const char *part = "GET /hello HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    int fd, dropped = 0;
+
+    t.port = th_free_port(AF_INET);
+    snprintf(t.addr, sizeof(t.addr), "127.0.0.1:%d", t.port);
+    cr_assert_eq(http_new(t.addr, &t.s), 0);
+    cr_assert_eq(http_set_limits(t.s, &(struct http_limits){0, 0, 1}), 0);
+    cr_assert_eq(http_route(t.s, "GET", "/hello", h_hello, NULL), 0);
+    cr_assert_eq(http_start(t.s), 0);
+    fd = th_connect(t.port);
+    th_send(fd, part, strlen(part));
+    for (int i = 0; i < 300 && !dropped; i++) { /* bounded: 30 s; the timeout is 1 s */
+        if (send(fd, "a", 1, MSG_NOSIGNAL) < 0)
+            dropped = 1;
+        char c;
+        ssize_t r = recv(fd, &c, 1, MSG_DONTWAIT);
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+            dropped = 1;
+        usleep(100 * 1000);
+    }
+    cr_assert(dropped, "a client trickling its header was never dropped");
+    close(fd);
+    th_assert_alive(&t);
+    http_free(t.s);
+}
+
+static atomic_int th_hold_done;
+
+static void th_hold_end(void *arg)
+{
+    atomic_fetch_add(&th_hold_done, 1);
+    free(arg);
+}
+
+static int h_held(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    resp->body = strdup("{\"held\":true}\n");
+    resp->hold_done = th_hold_end;
+    resp->hold_arg = strdup("x");
+    return 0;
+}
+
+/* A Unix-socket server: 0600, GET over curl, a held POST released when the client hangs up. */
+Test(http, unix_socket_hold, .timeout = 60)
+{
+    char dir[] = "/tmp/lvhttp.XXXXXX", sock[64], *body = NULL;
+    struct http_server *s = NULL;
+    struct stat st;
+    size_t len = 0;
+    long code = 0;
+    int conn = -1;
+
+    cr_assert(mkdtemp(dir) != NULL);
+    snprintf(sock, sizeof sock, "%s/admin.sock", dir);
+    cr_assert_eq(http_new(sock, &s), 0);
+    cr_assert_eq(http_route(s, "GET", "/hello", h_hello, NULL), 0);
+    cr_assert_eq(http_route(s, "POST", "/held", h_held, NULL), 0);
+    cr_assert_eq(http_start(s), 0);
+    cr_assert_eq(stat(sock, &st), 0);
+    cr_assert_eq(st.st_mode & 0777, 0600);
+    cr_assert_eq(http_get(sock, "/hello", &body, &len, &code), 0);
+    cr_assert_eq(code, 200);
+    cr_assert_str_eq(body, "hello");
+    free(body);
+    cr_assert_eq(http_post_hold(sock, "/held", 30, &body, &code, &conn), 0);
+    cr_assert_eq(code, 200);
+    cr_assert_str_eq(body, "{\"held\":true}\n");
+    free(body);
+    usleep(300 * 1000);
+    cr_assert_eq(atomic_load(&th_hold_done), 0, "released while the client still holds it");
+    /* Other requests are served meanwhile (thread per connection). */
+    cr_assert_eq(http_get(sock, "/hello", &body, &len, &code), 0);
+    free(body);
+    close(conn);
+    for (int i = 0; i < 200 && atomic_load(&th_hold_done) == 0; i++) /* bounded: 20 s */
+        usleep(100 * 1000);
+    cr_assert_eq(atomic_load(&th_hold_done), 1);
+    /* A hold still open when the server stops is released too. */
+    cr_assert_eq(http_post_hold(sock, "/held", 30, &body, &code, &conn), 0);
+    free(body);
+    http_free(s);
+    cr_assert_eq(atomic_load(&th_hold_done), 2);
+    cr_assert_neq(stat(sock, &st), 0, "the socket outlived the server");
+    close(conn);
+    rmdir(dir);
+}
+
+/* A server that accepts and never answers: the client reports LV_EBUSY (timed out). */
+Test(http, client_timeout_is_busy, .timeout = 60)
+{
+    char dir[] = "/tmp/lvhttp.XXXXXX", sock[64], *body = NULL;
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    long code = 0;
+    int conn = -1;
+
+    cr_assert(mkdtemp(dir) != NULL);
+    snprintf(sock, sizeof sock, "%s/mute.sock", dir);
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", sock);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    cr_assert(bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && listen(fd, 4) == 0);
+    cr_assert_eq(http_post_hold(sock, "/x", 1, &body, &code, &conn), LV_EBUSY);
+    cr_assert_eq(http_get(sock, "/x", &body, NULL, &code), LV_EBUSY);
+    close(fd);
+    unlink(sock);
+    cr_assert_eq(http_get(sock, "/x", &body, NULL, &code), LV_ENET);
+    rmdir(dir);
 }

@@ -37,11 +37,40 @@
  * its buffer whatever the outcome (completed, timed out, client closed,
  * daemon stopped).
  *
- * Defences against hostile clients: at most HTTP_MAX_CONNS connections,
+ * Listeners.  A TCP server (addr "host:port") runs an internal polling
+ * thread pool of HTTP_POOL_THREADS threads: only quick routes belong there.
+ * A Unix-socket server (addr an absolute path) runs one thread per
+ * connection, so a long handler (an image) or a held connection delays no
+ * one else; its socket is bound, chmod'ed 0600 and only then listen()ed, so
+ * no other user can ever connect (connect(2) needs write permission).
+ *
+ * Connection table and header timeout.  conn_notify_cb records every open
+ * client socket in s->conns (under s->lock) with a deadline: the time by
+ * which its request head must be complete.  access_cb's first call for a
+ * request (the head is parsed) clears it; request_done_cb sets it again
+ * (a keep-alive connection must start its next request in time).  The
+ * watchdog worker, twice a second, shuts down (SHUT_RDWR) the socket of
+ * every connection past its deadline; libmicrohttpd then sees EOF and
+ * closes it.  Invariants:
+ *   H1. An fd is in s->conns only between the STARTED and CLOSED
+ *       notifications, so a shutdown under s->lock never hits a reused fd.
+ *   H2. A connection with deadline 0 is inside a request (never dropped by
+ *       the watchdog; the inactivity timeout still applies while it reads).
+ *   H3. hold_done of a response runs exactly once: from hold_free, the
+ *       content reader's free callback, or at once when no response exists.
+ *
+ * Holds.  A handler may ask to hold the connection after its body
+ * (struct http_response.hold_done, Unix servers only).  The response is
+ * then a content-reader response: hold_read returns the body, then blocks
+ * (this connection's own thread) polling the socket until the client hangs
+ * up or the server stops, and ends the stream; hold_free runs hold_done.
+ *
+ * Defences against hostile clients: at most s->lim.max_conns connections,
+ * s->lim.per_addr per client address (TCP), the header timeout above,
  * HTTP_CONN_TIMEOUT_S seconds of inactivity, HTTP_CONN_MEMORY bytes of
  * libmicrohttpd pool memory per connection (request line + headers; larger
  * requests are refused by libmicrohttpd itself), HTTP_MAX_BODY bytes of
- * body.  Worst-case body memory is HTTP_MAX_CONNS * HTTP_MAX_BODY (64 MiB).
+ * body.  Worst-case body memory is max_conns * HTTP_MAX_BODY (64 MiB by default).
  * The URL unescaper keeps "%00" literal so a path can never be truncated
  * by an embedded NUL into a route name ("/metrics%00x" is not "/metrics").
  *
@@ -57,9 +86,12 @@
  * http_get()/http_post() use one curl easy handle per call with a
  * HTTP_CLIENT_TIMEOUT_S total timeout, no proxy, no redirects, and collect
  * the body into a malloc'ed, NUL-terminated buffer of at most
- * HTTP_CLIENT_MAX_BODY bytes.  Any HTTP status counts as success (0; the
- * caller inspects *status); transport failures are LV_ENET, with curl's
- * message logged at LV_DEBUG so callers decide what the user sees.
+ * HTTP_CLIENT_MAX_BODY bytes.  An addr starting with '/' is a Unix socket
+ * (CURLOPT_UNIX_SOCKET_PATH).  Any HTTP status counts as success (0; the
+ * caller inspects *status); a timeout is LV_EBUSY, other transport failures
+ * LV_ENET, with curl's message logged at LV_DEBUG so callers decide what
+ * the user sees.  http_post_hold speaks HTTP/1.0 over a raw Unix socket,
+ * because the caller must keep the connection open after the reply.
  */
 #include "base/http.h"
 
@@ -76,13 +108,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "base/lv.h"
 #include "base/lvlog.h"
+#include "base/worker.h"
 
 #define HTTP_POOL_THREADS 2                 /* libmicrohttpd worker threads */
-#define HTTP_MAX_CONNS 64                   /* concurrent connections */
+#define HTTP_MAX_CONNS 64                   /* default concurrent connections */
+#define HTTP_HEADER_TIMEOUT_S 10            /* default seconds to send a request head */
+#define HTTP_WATCH_US 500000                /* watchdog period */
+#define HTTP_CONN_SLOTS 1024                /* size of the connection table (>= max_conns) */
 #define HTTP_CONN_TIMEOUT_S 30              /* idle seconds before a connection is closed */
 #define HTTP_CONN_MEMORY (64u * 1024)       /* MHD pool per connection (request line, headers) */
 #define HTTP_DISCARD_MAX (4u * HTTP_MAX_BODY) /* discarded body bytes before we hang up */
@@ -105,16 +145,27 @@ struct http_route_ent {
     struct http_route_ent *next;   /* next route, in registration order */
 };
 
+/* One open client socket (s->conns, under s->lock). */
+struct http_connslot {
+    int fd;                        /* client socket, -1 when the slot is free */
+    int64_t deadline_us;           /* lv_mono_us by which the request head must be in; 0: in a request (H2) */
+};
+
 struct http_server {
     char *addr;                    /* address as given to http_new, for logs (owned) */
-    struct sockaddr_storage sa;    /* parsed listen address */
+    struct sockaddr_storage sa;    /* parsed listen address (TCP) */
     int ipv6;                      /* 1 if sa is AF_INET6 */
+    int is_unix;                   /* 1: addr is a Unix socket path */
+    int lfd;                       /* our listening Unix socket, -1 if none (MHD closes it) */
+    struct http_limits lim;        /* limits, defaults filled in */
+    struct worker *watch;          /* header-timeout watchdog, NULL when not running */
+    volatile int stopping;         /* http_free began: holds end */
     struct http_route_ent *routes; /* route list; written only before http_start */
     struct http_route_ent **tail;  /* where the next route is linked */
     struct MHD_Daemon *mhd;        /* running daemon, NULL before http_start / after failure */
-    pthread_mutex_t err_lock;      /* guards last_err, and conn_fds */
+    pthread_mutex_t err_lock;      /* guards last_err, and conns */
     char last_err[256];            /* last libmicrohttpd error message (for http_start) */
-    int conn_fds[HTTP_MAX_CONNS + 8]; /* open client sockets, -1 when free (err_lock) */
+    struct http_connslot conns[HTTP_CONN_SLOTS]; /* open client sockets (err_lock; H1) */
 };
 
 /* Per-request state, libmicrohttpd's *con_cls; freed by request_done_cb. */
@@ -205,7 +256,17 @@ int http_new(const char *addr, struct http_server **out)
     s = calloc(1, sizeof(*s));
     if (s == NULL)
         return LV_ENOMEM;
-    rc = parse_addr(addr, &s->sa, &s->ipv6);
+    s->lfd = -1;
+    if (addr != NULL && addr[0] == '/') {
+        s->is_unix = 1;
+        rc = strlen(addr) < sizeof(((struct sockaddr_un *)0)->sun_path) ? 0 : LV_EINVAL;
+        if (rc != 0) {
+            LV_ERROR("http: Unix socket path %s is too long (at most %zu bytes); use a shorter data.dir", addr,
+                     sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+            goto out_free_s;
+        }
+    } else
+        rc = parse_addr(addr, &s->sa, &s->ipv6);
     if (rc != 0) {
         LV_ERROR("http: invalid listen address '%s' (want host:port or [v6]:port, port 1-65535)",
                  addr ? addr : "(null)");
@@ -218,14 +279,27 @@ int http_new(const char *addr, struct http_server **out)
     }
     s->tail = &s->routes;
     pthread_mutex_init(&s->err_lock, NULL);
-    for (size_t i = 0; i < sizeof s->conn_fds / sizeof s->conn_fds[0]; i++)
-        s->conn_fds[i] = -1;
+    for (size_t i = 0; i < HTTP_CONN_SLOTS; i++)
+        s->conns[i].fd = -1;
+    s->lim = (struct http_limits){HTTP_MAX_CONNS, 0, HTTP_HEADER_TIMEOUT_S};
     *out = s;
     return 0;
 
 out_free_s:
     free(s);
     return rc;
+}
+
+int http_set_limits(struct http_server *s, const struct http_limits *l)
+{
+    if (s->mhd != NULL)
+        return LV_EINVAL;
+    s->lim.max_conns = l->max_conns ? l->max_conns : HTTP_MAX_CONNS;
+    if (s->lim.max_conns > HTTP_CONN_SLOTS - 8)
+        s->lim.max_conns = HTTP_CONN_SLOTS - 8;
+    s->lim.per_addr = l->per_addr;
+    s->lim.header_timeout_s = l->header_timeout_s ? l->header_timeout_s : HTTP_HEADER_TIMEOUT_S;
+    return 0;
 }
 
 int http_route(struct http_server *s, const char *method, const char *path, http_handler_fn fn, void *ctx)
@@ -354,9 +428,85 @@ static int conn_append(struct http_conn *hc, const char *data, size_t n)
     return 0;
 }
 
+/* A held response (see "Holds"): its body, the client socket, what to run at the end. */
+struct http_hold {
+    struct http_server *s;         /* the server (its stopping flag) */
+    int fd;                        /* the connection's socket (libmicrohttpd's) */
+    char *body;                    /* body bytes (owned) */
+    size_t len;                    /* bytes in body */
+    void (*done)(void *arg);       /* hold_done */
+    void *arg;                     /* its argument */
+};
+
+/* Content reader of a held response: the body, then wait for the client to hang up. */
+static ssize_t hold_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct http_hold *h = cls;
+
+    if (pos < h->len) {
+        size_t n = h->len - (size_t)pos < max ? h->len - (size_t)pos : max;
+        memcpy(buf, h->body + pos, n);
+        return (ssize_t)n;
+    }
+    while (!h->s->stopping) {
+        struct pollfd p = {.fd = h->fd, .events = POLLIN | POLLRDHUP};
+        int n = poll(&p, 1, 200);
+        if (n < 0 && errno != EINTR)
+            break;
+        if (n > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)))
+            break;
+        if (n > 0 && (p.revents & POLLIN)) {
+            char c;
+            if (recv(h->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) <= 0)
+                break; /* EOF */
+            break;     /* the client talks again: a hold ends with its request */
+        }
+    }
+    return MHD_CONTENT_READER_END_OF_STREAM;
+}
+
+/* Free callback of a held response: runs hold_done (H3). */
+static void hold_free(void *cls)
+{
+    struct http_hold *h = cls;
+
+    h->done(h->arg);
+    free(h->body);
+    free(h);
+}
+
+/* Queue a held response (resp->hold_done set).  Ownership of resp->body
+ * and hold_arg passes here whatever happens (H3). */
+static enum MHD_Result send_held(struct MHD_Connection *c, struct http_server *s, struct http_response *resp)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    struct http_hold *h = calloc(1, sizeof *h);
+    struct MHD_Response *r = NULL;
+    enum MHD_Result ret;
+
+    if (h == NULL || ci == NULL || !s->is_unix) {
+        if (!s->is_unix)
+            LV_ERROR("http %s: a hold response needs a Unix-socket server", s->addr);
+        free(h);
+        free(resp->body);
+        resp->hold_done(resp->hold_arg);
+        return MHD_NO;
+    }
+    *h = (struct http_hold){s, (int)ci->connect_fd, resp->body, resp->body_len, resp->hold_done, resp->hold_arg};
+    r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, hold_read, h, hold_free);
+    if (r == NULL) {
+        hold_free(h);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, resp->content_type ? resp->content_type : "application/json");
+    ret = MHD_queue_response(c, (unsigned)resp->status, r);
+    MHD_destroy_response(r); /* hold_free runs when the connection lets go of it */
+    return ret;
+}
+
 /* Run the route's handler and queue its response. */
-static enum MHD_Result dispatch(struct MHD_Connection *c, struct http_conn *hc, const char *url,
-                                const char *method)
+static enum MHD_Result dispatch(struct http_server *s, struct MHD_Connection *c, struct http_conn *hc,
+                                const char *url, const char *method)
 {
     struct http_request req = {
         .method = method,
@@ -370,6 +520,10 @@ static enum MHD_Result dispatch(struct MHD_Connection *c, struct http_conn *hc, 
     int rc;
 
     rc = hc->route->fn(hc->route->ctx, &req, &resp);
+    if (rc != 0 && resp.hold_done != NULL) {
+        resp.hold_done(resp.hold_arg); /* H3: a failed handler's hold ends at once */
+        resp.hold_done = NULL;
+    }
     if (rc != 0) {
         LV_WARN("http: handler for %s %s failed: %s", method, url, lv_strerror(rc));
         free(resp.body);
@@ -382,9 +536,28 @@ static enum MHD_Result dispatch(struct MHD_Connection *c, struct http_conn *hc, 
     }
     if (resp.body != NULL && resp.body_len == 0)
         resp.body_len = strlen(resp.body);
+    if (resp.hold_done != NULL)
+        return send_held(c, s, &resp);
     return send_response(c, (unsigned)resp.status,
                          resp.content_type ? resp.content_type : "application/json",
                          resp.body, resp.body_len, NULL);
+}
+
+/* Set the header deadline of c's socket: now + header timeout, or 0 (in a request). */
+static void conn_deadline(struct http_server *s, struct MHD_Connection *c, int in_request)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    int64_t d = in_request ? 0 : lv_mono_us() + (int64_t)s->lim.header_timeout_s * 1000000;
+
+    if (ci == NULL)
+        return;
+    pthread_mutex_lock(&s->err_lock);
+    for (size_t i = 0; i < HTTP_CONN_SLOTS; i++)
+        if (s->conns[i].fd == (int)ci->connect_fd) {
+            s->conns[i].deadline_us = d;
+            break;
+        }
+    pthread_mutex_unlock(&s->err_lock);
 }
 
 static enum MHD_Result access_cb(void *cls, struct MHD_Connection *c, const char *url,
@@ -402,6 +575,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *c, const char
         if (hc == NULL)
             return MHD_NO;
         *con_cls = hc;
+        conn_deadline(s, c, 1); /* the head is in (H2) */
         for (const struct http_route_ent *r = s->routes; r; r = r->next) {
             if (strcmp(r->path, url) != 0)
                 continue;
@@ -454,16 +628,19 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *c, const char
         return send_error(c, HTTP_STATUS_TOO_LARGE, "request body too large", NULL);
     }
     hc->answered = 1;
-    return dispatch(c, hc, url, method);
+    return dispatch(s, c, hc, url, method);
 }
 
 static void request_done_cb(void *cls, struct MHD_Connection *c, void **con_cls,
                             enum MHD_RequestTerminationCode toe)
 {
+    struct http_server *s = cls;
     struct http_conn *hc = *con_cls;
 
+    LV_UNUSED(toe);
     if (hc == NULL)
         return;
+    conn_deadline(s, c, 0); /* a keep-alive connection must send its next head in time */
     free(hc->buf);
     free(hc);
     *con_cls = NULL;
@@ -509,18 +686,80 @@ static void conn_notify_cb(void *cls, struct MHD_Connection *c, void **socket_co
     if (!ci)
         return;
     int fd = (int)ci->connect_fd;
+    int64_t d = lv_mono_us() + (int64_t)s->lim.header_timeout_s * 1000000;
     pthread_mutex_lock(&s->err_lock);
-    for (size_t i = 0; i < sizeof s->conn_fds / sizeof s->conn_fds[0]; i++) {
-        if (toe == MHD_CONNECTION_NOTIFY_STARTED && s->conn_fds[i] == -1) {
-            s->conn_fds[i] = fd;
+    for (size_t i = 0; i < HTTP_CONN_SLOTS; i++) {
+        if (toe == MHD_CONNECTION_NOTIFY_STARTED && s->conns[i].fd == -1) {
+            s->conns[i] = (struct http_connslot){fd, d};
             break;
         }
-        if (toe == MHD_CONNECTION_NOTIFY_CLOSED && s->conn_fds[i] == fd) {
-            s->conn_fds[i] = -1;
+        if (toe == MHD_CONNECTION_NOTIFY_CLOSED && s->conns[i].fd == fd) {
+            s->conns[i].fd = -1;
             break;
         }
     }
     pthread_mutex_unlock(&s->err_lock);
+}
+
+/* The header-timeout watchdog: drops connections past their deadline. */
+static void watch_loop(struct worker *w, void *arg)
+{
+    struct http_server *s = arg;
+
+    while (!worker_nap(w, HTTP_WATCH_US)) {
+        int64_t now = lv_mono_us();
+        unsigned dropped = 0;
+        pthread_mutex_lock(&s->err_lock);
+        for (size_t i = 0; i < HTTP_CONN_SLOTS; i++) {
+            struct http_connslot *k = &s->conns[i];
+            if (k->fd != -1 && k->deadline_us != 0 && now > k->deadline_us) {
+                shutdown(k->fd, SHUT_RDWR); /* H1: still libmicrohttpd's fd */
+                k->deadline_us = 0;
+                dropped++;
+            }
+        }
+        pthread_mutex_unlock(&s->err_lock);
+        if (dropped)
+            LV_DEBUG("http %s: dropped %u connection(s) that sent no complete request within %us", s->addr,
+                     dropped, s->lim.header_timeout_s);
+    }
+}
+
+/* Bind the Unix socket s->addr (replacing a stale one), 0600, listening.  0 or LV_EIO. */
+static int unix_listen(struct http_server *s)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    int fd;
+
+    snprintf(sun.sun_path, sizeof sun.sun_path, "%s", s->addr);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        LV_ERROR("http: socket(AF_UNIX) for %s: %s", s->addr, strerror(errno));
+        return LV_EIO;
+    }
+    if (unlink(s->addr) != 0 && errno != ENOENT)
+        LV_WARN("http: unlink %s: %s", s->addr, strerror(errno));
+    if (bind(fd, (struct sockaddr *)&sun, sizeof sun) != 0) {
+        LV_ERROR("http: bind %s: %s", s->addr, strerror(errno));
+        goto out_close;
+    }
+    /* Before listen(): nobody can connect yet, so no one else ever does. */
+    if (chmod(s->addr, 0600) != 0) {
+        LV_ERROR("http: chmod 0600 %s: %s", s->addr, strerror(errno));
+        goto out_unlink;
+    }
+    if (listen(fd, 64) != 0) {
+        LV_ERROR("http: listen %s: %s", s->addr, strerror(errno));
+        goto out_unlink;
+    }
+    s->lfd = fd;
+    return 0;
+
+out_unlink:
+    unlink(s->addr);
+out_close:
+    close(fd);
+    return LV_EIO;
 }
 
 /* libmicrohttpd's error log (MHD_USE_ERROR_LOG) -> LV_WARN; remembers the
@@ -553,21 +792,49 @@ int http_start(struct http_server *s)
     if (s->ipv6)
         flags |= MHD_USE_IPv6;
     s->last_err[0] = '\0';
-    /* The port argument is ignored with MHD_OPTION_SOCK_ADDR, but it is
-     * the one libmicrohttpd names in its bind error message. */
-    port = ntohs(s->ipv6 ? ((struct sockaddr_in6 *)&s->sa)->sin6_port
-                         : ((struct sockaddr_in *)&s->sa)->sin_port);
-    s->mhd = MHD_start_daemon(flags, port, NULL, NULL, access_cb, s,
-                              MHD_OPTION_EXTERNAL_LOGGER, mhd_log_cb, s, /* must come first */
-                              MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&s->sa,
-                              MHD_OPTION_THREAD_POOL_SIZE, (unsigned)HTTP_POOL_THREADS,
-                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_MAX_CONNS,
-                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONN_TIMEOUT_S,
-                              MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
-                              MHD_OPTION_NOTIFY_COMPLETED, request_done_cb, s,
-                              MHD_OPTION_NOTIFY_CONNECTION, conn_notify_cb, s,
-                              MHD_OPTION_UNESCAPE_CALLBACK, unescape_cb, s,
-                              MHD_OPTION_END);
+    if (s->is_unix) {
+        if (unix_listen(s) != 0)
+            return LV_EIO;
+        flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+        s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, access_cb, s,
+                                  MHD_OPTION_EXTERNAL_LOGGER, mhd_log_cb, s, /* must come first */
+                                  MHD_OPTION_LISTEN_SOCKET, s->lfd,
+                                  MHD_OPTION_CONNECTION_LIMIT, s->lim.max_conns,
+                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONN_TIMEOUT_S,
+                                  MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
+                                  MHD_OPTION_NOTIFY_COMPLETED, request_done_cb, s,
+                                  MHD_OPTION_NOTIFY_CONNECTION, conn_notify_cb, s,
+                                  MHD_OPTION_UNESCAPE_CALLBACK, unescape_cb, s,
+                                  MHD_OPTION_END);
+        if (s->mhd == NULL) {
+            close(s->lfd);
+            unlink(s->addr);
+        }
+        s->lfd = -1; /* libmicrohttpd's now (closed by MHD_stop_daemon) */
+    } else {
+        /* The port argument is ignored with MHD_OPTION_SOCK_ADDR, but it is
+         * the one libmicrohttpd names in its bind error message. */
+        port = ntohs(s->ipv6 ? ((struct sockaddr_in6 *)&s->sa)->sin6_port
+                             : ((struct sockaddr_in *)&s->sa)->sin_port);
+        s->mhd = MHD_start_daemon(flags, port, NULL, NULL, access_cb, s,
+                                  MHD_OPTION_EXTERNAL_LOGGER, mhd_log_cb, s, /* must come first */
+                                  MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&s->sa,
+                                  MHD_OPTION_THREAD_POOL_SIZE, (unsigned)HTTP_POOL_THREADS,
+                                  MHD_OPTION_CONNECTION_LIMIT, s->lim.max_conns,
+                                  MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->lim.per_addr,
+                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONN_TIMEOUT_S,
+                                  MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
+                                  MHD_OPTION_NOTIFY_COMPLETED, request_done_cb, s,
+                                  MHD_OPTION_NOTIFY_CONNECTION, conn_notify_cb, s,
+                                  MHD_OPTION_UNESCAPE_CALLBACK, unescape_cb, s,
+                                  MHD_OPTION_END);
+    }
+    if (s->mhd != NULL && worker_start("lv-http-watch", watch_loop, s, &s->watch) != 0) {
+        MHD_stop_daemon(s->mhd);
+        s->mhd = NULL;
+        if (s->is_unix)
+            unlink(s->addr);
+    }
     if (s->mhd == NULL) {
         pthread_mutex_lock(&s->err_lock);
         LV_ERROR("http: cannot listen on %s: %s", s->addr,
@@ -585,14 +852,18 @@ void http_free(struct http_server *s)
 
     if (s == NULL)
         return;
+    worker_stop(s->watch);
     if (s->mhd != NULL) {
-        /* Unblock idle and half-sent connections first (see conn_notify_cb). */
+        /* Unblock idle, half-sent and held connections first (see conn_notify_cb). */
+        s->stopping = 1;
         pthread_mutex_lock(&s->err_lock);
-        for (size_t i = 0; i < sizeof s->conn_fds / sizeof s->conn_fds[0]; i++)
-            if (s->conn_fds[i] != -1)
-                shutdown(s->conn_fds[i], SHUT_RDWR);
+        for (size_t i = 0; i < HTTP_CONN_SLOTS; i++)
+            if (s->conns[i].fd != -1)
+                shutdown(s->conns[i].fd, SHUT_RDWR);
         pthread_mutex_unlock(&s->err_lock);
         MHD_stop_daemon(s->mhd);  /* joins the workers */
+        if (s->is_unix && unlink(s->addr) != 0 && errno != ENOENT)
+            LV_WARN("http: unlink %s: %s", s->addr, strerror(errno));
     }
     for (r = s->routes; r; r = next) {
         next = r->next;
@@ -672,7 +943,7 @@ static int http_request(const char *addr, const char *path, const void *data, si
         LV_DEBUG("http: curl_global_init: %s", curl_easy_strerror(curl_init_rc));
         return LV_ENET;
     }
-    if (asprintf(&url, "http://%s%s%s", addr, path[0] == '/' ? "" : "/", path) < 0)
+    if (asprintf(&url, "http://%s%s%s", addr[0] == '/' ? "localhost" : addr, path[0] == '/' ? "" : "/", path) < 0)
         return LV_ENOMEM;
     h = curl_easy_init();
     if (h == NULL) {
@@ -681,6 +952,8 @@ static int http_request(const char *addr, const char *path, const void *data, si
     }
     errbuf[0] = '\0';
     curl_easy_setopt(h, CURLOPT_URL, url);
+    if (addr[0] == '/')
+        curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, addr);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT, HTTP_CLIENT_TIMEOUT_S);
@@ -703,7 +976,7 @@ static int http_request(const char *addr, const char *path, const void *data, si
     if (cc != CURLE_OK) {
         LV_DEBUG("http: %s %s: %s", data ? "POST" : "GET", url,
                  sink.too_big ? "response body too large" : errbuf[0] ? errbuf : curl_easy_strerror(cc));
-        rc = LV_ENET;
+        rc = cc == CURLE_OPERATION_TIMEDOUT ? LV_EBUSY : LV_ENET;
         goto out_free_sink;
     }
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
@@ -744,4 +1017,111 @@ int http_post(const char *addr, const char *path, const void *data, size_t dlen,
 {
     /* POSTFIELDS needs a non-NULL pointer even for an empty body. */
     return http_request(addr, path, data ? data : "", data ? dlen : 0, body, len, status);
+}
+
+/* ---- client: held POST over a Unix socket ---------------------------- */
+
+/* Read from fd into *buf until stop(buf) or EOF, by deadline (lv_mono_us).  0, LV_EBUSY, LV_ENET. */
+static int hold_recv(int fd, struct http_sink *k, int64_t deadline, int (*stop)(const struct http_sink *))
+{
+    char tmp[4096];
+
+    while (!stop(k)) {
+        int64_t left = deadline - lv_mono_us();
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (left <= 0)
+            return LV_EBUSY;
+        int n = poll(&p, 1, (int)(left / 1000) + 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n == 0)
+            continue;
+        ssize_t r = recv(fd, tmp, sizeof tmp, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return LV_ENET;
+        if (r == 0)
+            return 0; /* EOF */
+        if (write_cb(tmp, 1, (size_t)r, k) != (size_t)r)
+            return LV_ENET;
+    }
+    return 0;
+}
+
+/* Is the response head in, and the first body line after it? */
+static int head_and_line(const struct http_sink *k)
+{
+    const char *e = k->buf ? strstr(k->buf, "\r\n\r\n") : NULL;
+    return e != NULL && strchr(e + 4, '\n') != NULL;
+}
+
+static int never(const struct http_sink *k)
+{
+    LV_UNUSED(k);
+    return 0;
+}
+
+int http_post_hold(const char *sock, const char *path, int timeout_s, char **body, long *status, int *conn)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    struct http_sink k = {0};
+    int64_t deadline = lv_mono_us() + (int64_t)timeout_s * 1000000;
+    char *req = NULL;
+    int fd = -1, rc = LV_ENET, n;
+    long code = 0;
+
+    *body = NULL;
+    *status = 0;
+    *conn = -1;
+    if (strlen(sock) >= sizeof sun.sun_path)
+        return LV_ENET;
+    snprintf(sun.sun_path, sizeof sun.sun_path, "%s", sock);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return LV_ENET;
+    if (connect(fd, (struct sockaddr *)&sun, sizeof sun) != 0) {
+        LV_DEBUG("http: connect %s: %s", sock, strerror(errno));
+        goto out_close;
+    }
+    n = asprintf(&req, "POST %s HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n", path);
+    if (n < 0) {
+        rc = LV_ENOMEM;
+        goto out_close;
+    }
+    if (send(fd, req, (size_t)n, MSG_NOSIGNAL) != n) {
+        LV_DEBUG("http: send to %s: %s", sock, strerror(errno));
+        goto out_free_req;
+    }
+    rc = hold_recv(fd, &k, deadline, head_and_line);
+    if (rc != 0)
+        goto out_free_sink;
+    if (k.buf == NULL || sscanf(k.buf, "HTTP/1.%*d %ld", &code) != 1 || strstr(k.buf, "\r\n\r\n") == NULL) {
+        LV_DEBUG("http: malformed reply from %s", sock);
+        rc = LV_ENET;
+        goto out_free_sink;
+    }
+    if (code != 200 && (rc = hold_recv(fd, &k, deadline, never)) != 0)
+        goto out_free_sink;
+    char *b = strstr(k.buf, "\r\n\r\n") + 4;
+    *body = strdup(b);
+    if (*body == NULL) {
+        rc = LV_ENOMEM;
+        goto out_free_sink;
+    }
+    *status = code;
+    if (code == 200) {
+        *conn = fd;
+        fd = -1;
+    }
+    rc = 0;
+
+out_free_sink:
+    free(k.buf);
+out_free_req:
+    free(req);
+out_close:
+    if (fd >= 0)
+        close(fd);
+    return rc;
 }

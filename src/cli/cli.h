@@ -35,6 +35,19 @@ int cli_config(const char *cmd, const char *explicit_path, struct config *cfg);
 /* cli_config(NULL, ...), exiting with its exit code on error. */
 void cli_load_config(const char *explicit_path, struct config *cfg);
 
+/* Reaching the daemon.  The admin socket (data.dir/admin.sock, 0600) is
+ * tried first; http.addr serves the read-only routes to other users.
+ *
+ * cli_daemon_get: GET path from the daemon into *body (malloc'ed, caller
+ * frees; *len bytes).  0 when it answered 200; else prints "litevault CMD:
+ * ..." -- "timed out" when the daemon accepted but did not answer in time,
+ * "no daemon answers" when nothing listens -- and returns LV_EXIT_RUNTIME. */
+int cli_daemon_get(const char *cmd, const struct config *cfg, const char *path, char **body, size_t *len);
+
+/* The admin socket's path into buf, when this user may use it: 0; else prints
+ * why not (no daemon, or permission denied) and returns LV_EXIT_RUNTIME. */
+int cli_admin_socket(const char *cmd, const struct config *cfg, char *buf, size_t len);
+
 /* `litevault mount ARGS`: argv[0] is "mount".  Returns the exit code. */
 int cli_mount(int argc, char **argv);
 

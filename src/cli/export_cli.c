@@ -3,13 +3,16 @@
  *
  * Export.  The daemon writes a consistent image of the database (dbreg_image,
  * exactly the state after one TXID, copy-on-write against concurrent writers)
- * into data.dir/tmp and answers its path and facts (POST /v1/image).  This
- * command then owns that file:
+ * into data.dir/tmp and answers its path and facts (POST /v1/image, on the
+ * admin socket data.dir/admin.sock only).  The daemon keeps the connection
+ * and deletes the image when this command hangs up (or dies); meanwhile
+ * this command may move or copy it:
  *
  *   image in data.dir/tmp --publish_adopt--> fsync, rename onto OUT   (same mount)
  *                         \--publish_begin + copy--> OUT.tmp-* --fsync--> rename onto OUT
- *   then fsync OUT's directory (publish_commit) and unlink the image
- *   (always, also on errors).  Every step goes through the syscall seam
+ *   then fsync OUT's directory (publish_commit), unlink the image and hang
+ *   up (always, also on errors: drop_image).  A renamed image is ours; the
+ *   daemon's unlink then finds nothing.  Every step goes through the syscall seam
  *   (base/publish.h), so LV_FAULT reaches it; a failure leaves OUT as it
  *   was and no temporary file.
  *
@@ -78,6 +81,7 @@
 #define ECLI_CHUNK (1u << 20)                 /* bytes per read/write when copying */
 #define ECLI_PROGRESS_MIN (64ull << 20)       /* show a progress bar from this size on */
 #define ECLI_BUSY_MS 30000                    /* how long import waits for SQLite locks */
+#define ECLI_IMAGE_TIMEOUT_S 3600               /* how long export waits for the daemon's image */
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -139,13 +143,9 @@ static json_t *ecli_status(const char *cmd, const struct config *cfg, json_t **d
 {
     char *body = NULL;
     size_t len = 0;
-    long st = 0;
     json_t *o = NULL;
-    if (http_get(cfg->http_addr, "/status", &body, &len, &st) != 0 || st != 200) {
-        ecli_err(cmd, "no daemon answers on http.addr %s; is 'litevault mount' running?", cfg->http_addr);
-        free(body);
+    if (cli_daemon_get(cmd, cfg, "/status", &body, &len) != 0)
         return NULL;
-    }
     o = json_loadb(body, len, 0, NULL);
     free(body);
     *dbs = json_object_get(o, "databases");
@@ -324,7 +324,8 @@ out:
 
 /* One image taken by the daemon. */
 struct ecli_image {
-    char path[PATH_MAX];   /* file in data.dir/tmp, owned by us until unlinked */
+    char path[PATH_MAX];   /* file in data.dir/tmp, the daemon's until renamed; removed when hold closes */
+    int hold;              /* the connection that keeps the image alive (closed by drop_image), -1 if none */
     char name[1024];       /* database name */
     uint8_t id[16];        /* database ID */
     uint64_t txid;         /* TXID of the image */
@@ -339,23 +340,31 @@ struct ecli_image {
 static int take_image(const char *cmd, const struct config *cfg, const char *name, struct ecli_image *im,
                       int *missing)
 {
-    char q[4096], esc[3200];
+    char q[4096], esc[3200], sock[PATH_MAX];
     char *body = NULL;
-    size_t len = 0;
     long st = 0;
-    int rc = LV_EXIT_RUNTIME;
+    int rc = LV_EXIT_RUNTIME, herr;
     json_t *o = NULL;
 
     if (missing)
         *missing = 0;
     memset(im, 0, sizeof *im);
+    im->hold = -1;
+    if (cli_admin_socket(cmd, cfg, sock, sizeof sock) != 0)
+        goto out;
     url_escape(name, esc, sizeof esc);
     snprintf(q, sizeof q, "/v1/image?db=%s", esc);
-    if (http_post(cfg->http_addr, q, "", 0, &body, &len, &st) != 0) {
-        ecli_err(cmd, "no daemon answers on http.addr %s; is 'litevault mount' running?", cfg->http_addr);
+    herr = http_post_hold(sock, q, ECLI_IMAGE_TIMEOUT_S, &body, &st, &im->hold);
+    if (herr == LV_EBUSY) {
+        ecli_err(cmd, "timed out: the daemon on %s did not send the image of %s within %d s", sock, name,
+                 ECLI_IMAGE_TIMEOUT_S);
         goto out;
     }
-    o = json_loadb(body ? body : "", len, 0, NULL);
+    if (herr != 0) {
+        ecli_err(cmd, "no daemon answers on the admin socket %s; is 'litevault mount' running?", sock);
+        goto out;
+    }
+    o = json_loads(body ? body : "", JSON_DISABLE_EOF_CHECK, NULL);
     if (st != 200) {
         const char *e = json_string_value(json_object_get(o, "error"));
         if (missing)
@@ -388,6 +397,9 @@ static void drop_image(struct ecli_image *im)
     if (im->path[0] && unlink(im->path) != 0 && errno != ENOENT)
         fprintf(stderr, "litevault: warning: cannot remove the daemon's image %s: %s\n", im->path, strerror(errno));
     im->path[0] = 0;
+    if (im->hold >= 0)
+        close(im->hold); /* the daemon deletes what is left of the image */
+    im->hold = -1;
 }
 
 /* Copy size bytes of in_fd into the file being published, through

@@ -1,6 +1,7 @@
 /*
  * status_cli.c -- `litevault status [-c FILE] [--json]`: what the running
- * daemon reports (GET /status), as a table or as its JSON.
+ * daemon reports (GET /status, on the admin socket if this user may use it,
+ * else on http.addr: cli_daemon_get), as a table or as its JSON.
  */
 #include "cli/cli.h"
 
@@ -23,7 +24,6 @@ int cli_status(int argc, char **argv)
     struct config cfg;
     char *body = NULL;
     size_t len = 0;
-    long status = 0;
     while ((c = getopt_long(argc, argv, "c:jh", opts, NULL)) != -1) {
         if (c == 'c')
             cpath = optarg;
@@ -38,11 +38,8 @@ int cli_status(int argc, char **argv)
             cli_die_usage("status", "unknown option");
     }
     cli_load_config(cpath, &cfg);
-    if (http_get(cfg.http_addr, "/status", &body, &len, &status) != 0 || status != 200) {
-        fprintf(stderr, "litevault status: no daemon answers on http.addr %s; is 'litevault mount' running?\n",
-                cfg.http_addr);
+    if (cli_daemon_get("status", &cfg, "/status", &body, &len) != 0)
         goto out;
-    }
     if (as_json) {
         fwrite(body, 1, len, stdout);
         putchar('\n');

@@ -1,6 +1,24 @@
 /*
  * api.c -- HTTP handlers of the daemon's API (see api.h).
  *
+ * Image lifetime.  States of one image file:
+ *   RESERVED  h_image checked room and added the expected size to
+ *             g_img.bytes (under g_img.lock);
+ *   WRITTEN   dbreg_image filled data.dir/tmp/image-XXXXXX; the
+ *             reservation is corrected to the real size;
+ *   HELD      the reply was sent; the client adopts or copies the file;
+ *   (gone)    image_release: unlink (ENOENT when the client renamed it)
+ *             and the reservation returned.  Runs when the client hangs
+ *             up, when the daemon stops (http_free cuts holds), or at once
+ *             when anything before HELD fails.
+ * Invariants:
+ *   A1. g_img.bytes is the sum of the sizes of images in RESERVED..HELD.
+ *   A2. A new image is refused (507) when g_img.bytes + its expected size
+ *       exceeds the limit: http.image-space, or, when 0, half of
+ *       (free space of data.dir/tmp + g_img.bytes): images never take
+ *       more than half of what is left for the application.
+ *   A3. Every image reaches (gone) exactly once (http.c's H3).
+ *
  * Images are written by the daemon itself, into data.dir/tmp/, rather than
  * streamed over HTTP: the copy runs at local disk speed, the CLI on the same
  * machine then renames the file into place (no second copy when the target
@@ -19,7 +37,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -34,6 +54,89 @@
 #include "base/lvlog.h"
 
 static struct api_ctx g_api;    /* one daemon per process: the handlers' context (immutable once registered) */
+static volatile int g_serving;  /* /health: 1 while the mount serves, 2 once it stopped */
+
+/* Images in data.dir/tmp that requests hold (A1). */
+static struct {
+    pthread_mutex_t lock;
+    int64_t bytes;              /* reserved or written bytes of live images */
+    int n;                      /* live images */
+} g_img = {PTHREAD_MUTEX_INITIALIZER, 0, 0};
+
+/* One live image: what image_release needs. */
+struct api_image {
+    char path[PATH_MAX + 32];   /* data.dir/tmp/image-XXXXXX */
+    int64_t bytes;              /* its share of g_img.bytes */
+};
+
+/* (gone): delete the image unless the client renamed it, return its bytes (A3). */
+static void image_release(void *arg)
+{
+    struct api_image *im = arg;
+
+    if (im->path[0] && unlink(im->path) != 0 && errno != ENOENT)
+        LV_WARN("image: unlink %s: %s", im->path, strerror(errno));
+    pthread_mutex_lock(&g_img.lock);
+    g_img.bytes -= im->bytes;
+    g_img.n--;
+    LV_ASSERT(g_img.bytes >= 0 && g_img.n >= 0);
+    pthread_mutex_unlock(&g_img.lock);
+    free(im);
+}
+
+/* Current size of database name (pages * page size), 0 if unknown. */
+static int64_t db_bytes(struct dbreg *reg, const char *name)
+{
+    struct db_info *l = NULL;
+    size_t n = 0;
+    int64_t b = 0;
+
+    if (dbreg_list(reg, &l, &n) != 0)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(l[i].name, name) == 0)
+            b = (int64_t)l[i].db_pages * l[i].page_size;
+    free(l);
+    return b;
+}
+
+/* RESERVED: reserve want bytes for a new image (A2).  0, or LV_ENOSPC with msg filled. */
+static int image_reserve(const struct api_ctx *a, const char *dir, int64_t want, struct api_image *im, char *msg,
+                         size_t msglen)
+{
+    struct statvfs sv;
+    int64_t limit = a->image_space;
+    int rc = 0;
+
+    pthread_mutex_lock(&g_img.lock);
+    if (limit == 0) {
+        int64_t avail = statvfs(dir, &sv) == 0 ? (int64_t)sv.f_bavail * (int64_t)sv.f_frsize : 0;
+        limit = (avail + g_img.bytes) / 2;
+    }
+    if (g_img.bytes + want > limit) {
+        snprintf(msg, msglen,
+                 "no room for a %lld-byte image: images in progress hold %lld bytes (%d) of the %lld allowed "
+                 "(http.image-space%s); try again when they finish, or raise http.image-space",
+                 (long long)want, (long long)g_img.bytes, g_img.n, (long long)limit,
+                 a->image_space ? "" : ": half the free space of data.dir");
+        rc = LV_ENOSPC;
+    } else {
+        g_img.bytes += want;
+        g_img.n++;
+        im->bytes = want;
+    }
+    pthread_mutex_unlock(&g_img.lock);
+    return rc;
+}
+
+/* WRITTEN: correct a reservation to the image's real size. */
+static void image_resize(struct api_image *im, int64_t real)
+{
+    pthread_mutex_lock(&g_img.lock);
+    g_img.bytes += real - im->bytes;
+    im->bytes = real;
+    pthread_mutex_unlock(&g_img.lock);
+}
 
 /* Reply {"error": msg} with status. */
 static int api_error(struct http_response *resp, int status, const char *msg)
@@ -49,8 +152,10 @@ static int h_image(void *ctx, const struct http_request *req, struct http_respon
 {
     const struct api_ctx *a = ctx;
     const char *name = req->query(req, "db");
-    char dir[PATH_MAX], path[PATH_MAX + 32], msg[PATH_MAX + 256], idh[33], hex[17], t[40];
+    char dir[PATH_MAX], msg[PATH_MAX + 512], idh[33], hex[17], t[40];
     struct db_image_info info;
+    struct api_image *im = NULL;
+    json_t *o = NULL;
     int fd, rc;
 
     if (!name || !*name)
@@ -61,26 +166,39 @@ static int h_image(void *ctx, const struct http_request *req, struct http_respon
         LV_ERROR("image: %s", msg);
         return api_error(resp, 500, msg);
     }
-    snprintf(path, sizeof path, "%s/image-XXXXXX", dir);
-    fd = mkstemp(path);
+    im = calloc(1, sizeof *im);
+    if (im == NULL)
+        return api_error(resp, 500, "out of memory");
+    if (image_reserve(a, dir, db_bytes(a->reg, name), im, msg, sizeof msg) != 0) {
+        LV_WARN("image of %s refused: %s", name, msg);
+        free(im);
+        return api_error(resp, 507, msg);
+    }
+    snprintf(im->path, sizeof im->path, "%s/image-XXXXXX", dir);
+    fd = mkstemp(im->path);
     if (fd < 0) {
-        snprintf(msg, sizeof msg, "mkstemp %s: %s", path, strerror(errno));
+        snprintf(msg, sizeof msg, "mkstemp %s: %s", im->path, strerror(errno));
         LV_ERROR("image: %s", msg);
+        im->path[0] = 0;
+        image_release(im);
         return api_error(resp, 500, msg);
     }
     rc = dbreg_image(a->reg, name, fd, 30000, &info, NULL, NULL);
     close(fd);
     if (rc) {
-        unlink(path);
+        image_release(im); /* (gone) at once */
         snprintf(msg, sizeof msg, "%s: %s%s", name, lv_strerror(rc),
                  rc == LV_ENOENT ? " (no such database, or nothing committed yet)" :
                  rc == LV_EBUSY ? " (a transaction stayed open; try again)" :
+                 rc == LV_ENOSPC ? " (data.dir is full)" :
                  rc == LV_EMISMATCH ? " (the files disagree with the log; see the daemon log)" : "");
-        return api_error(resp, rc == LV_ENOENT ? 404 : rc == LV_EBUSY || rc == LV_EBROKEN ? 409 : 500, msg);
+        return api_error(resp, rc == LV_ENOENT ? 404 : rc == LV_EBUSY || rc == LV_EBROKEN ? 409 :
+                               rc == LV_ENOSPC ? 507 : 500, msg);
     }
+    image_resize(im, (int64_t)info.db_pages * info.page_size);
     lv_hex(info.id, 16, idh);
-    json_t *o = json_object();
-    json_object_set_new(o, "path", json_string(path));
+    o = json_object();
+    json_object_set_new(o, "path", json_string(im->path));
     json_object_set_new(o, "name", json_string(name));
     json_object_set_new(o, "id", json_string(idh));
     json_object_set_new(o, "txid", json_integer((json_int_t)info.txid));
@@ -89,12 +207,48 @@ static int h_image(void *ctx, const struct http_request *req, struct http_respon
     json_object_set_new(o, "page_size", json_integer(info.page_size));
     json_object_set_new(o, "pages", json_integer(info.db_pages));
     json_object_set_new(o, "checksum", json_string(cksum_hex(info.cksum, hex)));
-    resp->body = json_dumps(o, JSON_COMPACT);
+    char *line = json_dumps(o, JSON_COMPACT);
     json_decref(o);
-    LV_INFO("%s: image at TXID %llu written to %s", name, (unsigned long long)info.txid, path);
+    if (line == NULL || asprintf(&resp->body, "%s\n", line) < 0) { /* one line: the client reads up to '\n' */
+        free(line);
+        resp->body = NULL;
+        image_release(im);
+        return api_error(resp, 500, "out of memory");
+    }
+    free(line);
+    resp->hold_done = image_release; /* HELD: released when the client hangs up (A3) */
+    resp->hold_arg = im;
+    LV_INFO("%s: image at TXID %llu written to %s", name, (unsigned long long)info.txid, im->path);
     return 0;
 }
 
+/* POST /v1/image on http.addr: refused, saying where it is served. */
+static int h_image_public(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    const struct api_ctx *a = ctx;
+    char msg[PATH_MAX + 200];
+
+    LV_UNUSED(req);
+    snprintf(msg, sizeof msg, "POST /v1/image is served only on the admin socket %s/admin.sock (the daemon's user "
+                              "and root); use 'litevault export' as that user", a->data_dir);
+    return api_error(resp, 403, msg);
+}
+
+static int h_health(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    int sv = g_serving;
+
+    LV_UNUSED(ctx);
+    LV_UNUSED(req);
+    resp->status = sv == 1 ? 200 : 503;
+    resp->body = strdup(sv == 1 ? "{\"status\":\"ok\"}" : sv == 0 ? "{\"status\":\"starting\"}" : "{\"status\":\"stopping\"}");
+    return 0;
+}
+
+void api_set_serving(int serving)
+{
+    g_serving = serving ? 1 : g_serving == 1 ? 2 : 0;
+}
 
 static int h_status(void *ctx, const struct http_request *req, struct http_response *resp)
 {
@@ -132,12 +286,13 @@ static int h_metrics(void *ctx, const struct http_request *req, struct http_resp
     return 0;
 }
 
-int api_register(struct http_server *s, const struct api_ctx *ctx)
+int api_register(struct http_server *s, const struct api_ctx *ctx, int admin)
 {
     g_api = *ctx;
     if (http_route(s, "GET", "/status", h_status, &g_api) != 0 ||
         http_route(s, "GET", "/metrics", h_metrics, &g_api) != 0 ||
-        http_route(s, "POST", "/v1/image", h_image, &g_api) != 0)
+        http_route(s, "GET", "/health", h_health, &g_api) != 0 ||
+        http_route(s, "POST", "/v1/image", admin ? h_image : h_image_public, &g_api) != 0)
         return LV_ENOMEM;
     return 0;
 }

@@ -1,24 +1,38 @@
 /*
  * api.h -- every route of the daemon's HTTP API, in one place.
  *
+ * Two listeners: the admin socket (data.dir/admin.sock, 0600: the daemon's
+ * user and root only) serves every route; http.addr serves the read-only
+ * ones (/status, /metrics, /health) unless http.public is false.
+ *
  *   GET  /status             JSON: version, databases (dbreg_status_json),
  *                            exports and archive destinations.
  *   GET  /metrics            Prometheus text format: capture, archive,
  *                            exports and process metrics.
- *   POST /v1/image?db=NAME   write a consistent image of database NAME (see
- *                            dbreg_image) into a new file under
- *                            data.dir/tmp/ and answer, as JSON, its path and
- *                            facts: {"path","name","id","txid","time",
- *                            "time_us","page_size","pages","checksum"}.
- *                            The caller owns the file from then on: it
- *                            renames or copies it, then deletes it.  Files
- *                            left behind are removed at the next start.
+ *   GET  /health             200 {"status":"ok"} while the mount serves,
+ *                            503 {"status":"starting"|"stopping"} otherwise.
+ *   POST /v1/image?db=NAME   (admin socket only) write a consistent image of
+ *                            database NAME (see dbreg_image) into a new file
+ *                            under data.dir/tmp/ and answer, as one JSON
+ *                            line, its path and facts: {"path","name","id",
+ *                            "txid","time","time_us","page_size","pages",
+ *                            "checksum"}.  The connection is then held: the
+ *                            image exists until the client hangs up (or the
+ *                            daemon stops), and is deleted then.  The client
+ *                            renames (adopts) or copies it meanwhile; a
+ *                            renamed image is the client's.  Images together
+ *                            may occupy at most http.image-space bytes
+ *                            (default: half the free space of data.dir);
+ *                            beyond, 507.
  *
- * Errors are JSON {"error": "..."} with 400 (bad request), 404 (no such
- * database), 409 (busy or broken) or 500.
+ * On http.addr, POST /v1/image answers 403 naming the admin socket.
+ * Errors are JSON {"error": "..."} with 400 (bad request), 403, 404 (no such
+ * database), 409 (busy or broken), 507 (no room for the image) or 500.
  */
 #ifndef API_H
 #define API_H
+
+#include <stdint.h>
 
 struct http_server;
 struct dbreg;
@@ -31,10 +45,15 @@ struct api_ctx {
     struct exports *exp;        /* scheduled exports, NULL if none */
     struct archiver *arch;      /* archiver, NULL without destinations */
     const char *data_dir;       /* data.dir (images go to data.dir/tmp) */
+    int64_t image_space;        /* http.image-space: bytes images may occupy together; 0: half the free space */
 };
 
-/* Register every route above on s (before http_start); *ctx is copied, the
- * objects it points to are borrowed.  0 or LV_ENOMEM. */
-int api_register(struct http_server *s, const struct api_ctx *ctx);
+/* Register routes on s (before http_start): every route if admin, else the
+ * read-only ones.  *ctx is copied (the last call's copy is used by both
+ * servers), the objects it points to are borrowed.  0 or LV_ENOMEM. */
+int api_register(struct http_server *s, const struct api_ctx *ctx, int admin);
+
+/* Tell /health whether the mount serves (1) or not (0: starting, or stopping once it served). */
+void api_set_serving(int serving);
 
 #endif /* API_H */

@@ -6,7 +6,8 @@
  *
  *   fuse:   dir, allow-other                     (section)
  *   data:   dir, state-interval, segment-size, max-log-size (section)
- *   http:   addr                                 (section)
+ *   http:   addr, public, image-space, header-timeout,
+ *           max-conns-per-address                (section)
  *   log:    level, format                        (section)
  *   exports: name, schedule, url, format, databases, keep, on, endpoint,
  *            region, force-path-style, access-key-id, secret-access-key,
@@ -78,6 +79,8 @@
 #define DEFAULT_FUSE_DIR "/var/lib/litevault/mnt"
 #define DEFAULT_DATA_DIR "/var/lib/litevault/data"
 #define DEFAULT_HTTP_ADDR "127.0.0.1:20202"
+#define DEFAULT_HTTP_HEADER_TIMEOUT_US (10LL * 1000000)
+#define DEFAULT_HTTP_PER_ADDR 16
 #define DEFAULT_STATE_INTERVAL_US (30LL * 1000000)
 #define DEFAULT_SEGMENT_SIZE (64LL << 20)
 #define MIN_SEGMENT_SIZE (4LL << 10)
@@ -357,6 +360,54 @@ static int parse_maxlog(struct cfg_parser *p, const struct cfg_key *k, yaml_node
     return 0;
 }
 
+/* http.image-space: "auto" (0) or a size of at least 1MiB. */
+static int parse_image_space(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                             void *field)
+{
+    const char *why;
+    int64_t v;
+
+    if (strcmp(value, "auto") == 0) {
+        *(int64_t *)field = 0;
+        return 0;
+    }
+    if (lv_parse_size_why(value, &v, &why) < 0)
+        return cfg_error(p, node->start_mark,
+                         "bad size \"%s\": %s (use auto, or an integer with B, KiB, MiB, GiB, TiB, KB, MB, GB or TB, "
+                         "e.g. %s)", value, why, k->example);
+    if (v < (1LL << 20))
+        return cfg_error(p, node->start_mark, "size %lld is too small (use at least 1MiB, or auto)", (long long)v);
+    *(int64_t *)field = v;
+    return 0;
+}
+
+/* http.header-timeout: whole seconds, 1s..1h. */
+static int parse_header_timeout(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                                void *field)
+{
+    int rc = parse_interval(p, k, node, value, field);
+
+    if (rc == 0 && (*(int64_t *)field < 1000000 || *(int64_t *)field > 3600LL * 1000000))
+        return cfg_error(p, node->start_mark, "header timeout must be between 1s and 1h (e.g. %s)", k->example);
+    return rc;
+}
+
+/* http.max-conns-per-address: 1..1000, or 0 for no limit. */
+static int parse_per_addr(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                          void *field)
+{
+    char *end;
+    long v;
+
+    errno = 0;
+    v = strtol(value, &end, 10);
+    if (errno || end == value || *end || v < 0 || v > 1000)
+        return cfg_error(p, node->start_mark, "expected a number from 0 (no limit) to 1000, found \"%s\" (e.g. %s)",
+                         value, k->example);
+    *(int *)field = (int)v;
+    return 0;
+}
+
 /* Any non-empty string (URLs, names, credentials). */
 static int parse_str(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value, void *field)
 {
@@ -503,6 +554,10 @@ static const struct cfg_key data_keys[] = {
 
 static const struct cfg_key http_keys[] = {
     {.name = "addr", .parse = parse_addr, .off = offsetof(struct config, http_addr), .owned = 1, .example = DEFAULT_HTTP_ADDR},
+    {.name = "public", .parse = parse_bool, .off = offsetof(struct config, http_public), .example = "true"},
+    {.name = "image-space", .parse = parse_image_space, .off = offsetof(struct config, http_image_space), .example = "auto"},
+    {.name = "header-timeout", .parse = parse_header_timeout, .off = offsetof(struct config, http_header_timeout_us), .example = "10s"},
+    {.name = "max-conns-per-address", .parse = parse_per_addr, .off = offsetof(struct config, http_per_addr), .example = "16"},
     {.name = NULL},
 };
 
@@ -1110,6 +1165,9 @@ int config_defaults(struct config *cfg)
     cfg->fuse_dir = strdup(DEFAULT_FUSE_DIR);
     cfg->data_dir = strdup(DEFAULT_DATA_DIR);
     cfg->http_addr = strdup(DEFAULT_HTTP_ADDR);
+    cfg->http_public = 1;
+    cfg->http_header_timeout_us = DEFAULT_HTTP_HEADER_TIMEOUT_US;
+    cfg->http_per_addr = DEFAULT_HTTP_PER_ADDR;
     cfg->log_level = LVLOG_INFO;
     cfg->log_json = 0;
     cfg->state_interval_us = DEFAULT_STATE_INTERVAL_US;
@@ -1120,6 +1178,13 @@ int config_defaults(struct config *cfg)
         return LV_ENOMEM;
     }
     return 0;
+}
+
+int config_admin_socket(const struct config *cfg, char *buf, size_t len)
+{
+    int n = snprintf(buf, len, "%s/admin.sock", cfg->data_dir);
+
+    return n < 0 || (size_t)n >= len ? LV_EINVAL : 0;
 }
 
 const char *config_find(const char *explicit_path)

@@ -21,6 +21,12 @@ struct config {
     int fuse_allow_other; /* fuse.allow-other: users other than the daemon's may use the mount; default 0 */
     char *data_dir;    /* data.dir: backing files and logs (owned); default "/var/lib/litevault/data" */
     char *http_addr;   /* http.addr: host:port (owned); default "127.0.0.1:20202" */
+    int http_public;   /* http.public: /status, /metrics, /health served on http.addr; default 1
+                          (0: only on the admin socket data.dir/admin.sock) */
+    int64_t http_image_space;       /* http.image-space: bytes images may hold in data.dir/tmp; 0 (auto,
+                                       the default): half the free space */
+    int64_t http_header_timeout_us; /* http.header-timeout: to send a request head; default 10s */
+    int http_per_addr;              /* http.max-conns-per-address on http.addr; 0 = none; default 16 */
     int log_level;     /* log.level: an lvlog_level; default LVLOG_INFO */
     int log_json;      /* log.format: 1 for json, 0 for text (default) */
     int64_t state_interval_us;  /* data.state-interval: how often the checksum state is persisted; default 30s */
@@ -44,6 +50,9 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen);
 /* Find the config file: explicit (if non-NULL), else ./litevault.yml, else
  * /etc/litevault.yml.  Returns a static or borrowed string, or NULL if none exists. */
 const char *config_find(const char *explicit_path);
+
+/* The admin socket of cfg's daemon, data.dir/admin.sock, into buf.  0 or LV_EINVAL (too long). */
+int config_admin_socket(const struct config *cfg, char *buf, size_t len);
 
 /* Free the strings owned by cfg; cfg itself is the caller's. */
 void config_free(struct config *cfg);

@@ -6,7 +6,8 @@
  *   2. SIGINT/SIGTERM/SIGHUP blocked in every thread (fs_run takes them)
  *   3. the registry (dbreg_open: data.dir, logs, reconcile), data.dir/tmp cleared
  *   4. scheduled exports (created, not started) and the archiver (threads run)
- *   5. the HTTP API (every route: api_register)
+ *   5. the HTTP API: the admin socket data.dir/admin.sock (0600, every
+ *      route) and, unless http.public is false, http.addr (read-only routes)
  *   6. housekeeping (state saves every data.state-interval) and the export scheduler
  *   7. the FUSE mount (fs_prepare), then the -- CMD child, then fs_run
  * Shutdown runs the same steps backwards from wherever start-up stopped.
@@ -15,6 +16,8 @@
  *   D1. No thread writes to data.dir/tmp before dbreg_clear_tmp has run.
  *   D2. The HTTP routes' context (struct api_ctx) outlives the server:
  *       http_free runs before the registry, exports or archiver are freed.
+ *   D3. The admin socket is replaced only after dbreg_open took data.dir's
+ *       lock, so a second daemon never steals a running one's socket.
  */
 #include "daemon/daemon.h"
 
@@ -157,8 +160,34 @@ static int start_child(struct daemon *dm, char **cmd, const sigset_t *set)
     return 0;
 }
 
+/* Step 5: the admin socket (*admin) and, if http.public, http.addr (*hs).  0 or an exit code. */
+static int open_http(struct daemon *dm, struct http_server **hs, struct http_server **admin)
+{
+    const struct config *cfg = dm->cfg;
+    struct api_ctx ctx = {dm->reg, dm->exp, dm->arch, cfg->data_dir, cfg->http_image_space};
+    struct http_limits lim = {0, (unsigned)cfg->http_per_addr, (unsigned)(cfg->http_header_timeout_us / 1000000)};
+    char sock[PATH_MAX];
+
+    if (config_admin_socket(cfg, sock, sizeof sock) != 0 || http_new(sock, admin) != 0 ||
+        http_set_limits(*admin, &(struct http_limits){32, 0, lim.header_timeout_s}) != 0 ||
+        api_register(*admin, &ctx, 1) != 0 || http_start(*admin) != 0) { /* D3: after dbreg_open */
+        fprintf(stderr, "litevault: cannot serve the admin socket %s/admin.sock (see the log above); "
+                        "check data.dir\n", cfg->data_dir);
+        return LV_EXIT_RUNTIME;
+    }
+    if (!cfg->http_public)
+        return 0;
+    if (http_new(cfg->http_addr, hs) != 0 || http_set_limits(*hs, &lim) != 0 || api_register(*hs, &ctx, 0) != 0 ||
+        http_start(*hs) != 0) {
+        fprintf(stderr, "litevault: cannot serve HTTP on http.addr %s (in use, or not a local address?); "
+                        "change http.addr\n", cfg->http_addr);
+        return LV_EXIT_RUNTIME;
+    }
+    return 0;
+}
+
 /* Steps 3 to 5 of start-up.  0 or an exit code (message printed). */
-static int open_parts(struct daemon *dm, struct http_server **hs)
+static int open_parts(struct daemon *dm, struct http_server **hs, struct http_server **admin)
 {
     const struct config *cfg = dm->cfg;
     char err[1024] = "";
@@ -176,19 +205,13 @@ static int open_parts(struct daemon *dm, struct http_server **hs)
         fprintf(stderr, "litevault: %s: %s\n", cfg->path ? cfg->path : "config", err);
         return LV_EXIT_USAGE;
     }
-    struct api_ctx ctx = {dm->reg, dm->exp, dm->arch, cfg->data_dir};
-    if (http_new(cfg->http_addr, hs) != 0 || api_register(*hs, &ctx) != 0 || http_start(*hs) != 0) {
-        fprintf(stderr, "litevault: cannot serve HTTP on http.addr %s (in use, or not a local address?); "
-                        "change http.addr\n", cfg->http_addr);
-        return LV_EXIT_RUNTIME;
-    }
-    return 0;
+    return open_http(dm, hs, admin);
 }
 
 int daemon_run(const struct config *cfg, char **cmd)
 {
     struct daemon dm = {.cfg = cfg};
-    struct http_server *hs = NULL;
+    struct http_server *hs = NULL, *admin = NULL;
     struct fs *fs = NULL;
     char err[1024] = "";
     sigset_t set;
@@ -204,7 +227,7 @@ int daemon_run(const struct config *cfg, char **cmd)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    rc = open_parts(&dm, &hs);
+    rc = open_parts(&dm, &hs, &admin);
     if (rc)
         goto out_parts;
     rc = LV_EXIT_RUNTIME;
@@ -219,7 +242,9 @@ int daemon_run(const struct config *cfg, char **cmd)
         fs_finish(fs);
         goto out_workers;
     }
+    api_set_serving(1);
     fs_run(fs);
+    api_set_serving(0);
     fs_finish(fs);
     rc = 0;
     if (dm.waiter) {
@@ -231,6 +256,7 @@ out_workers:
     worker_stop(dm.hk);
 out_parts:
     http_free(hs); /* D2 */
+    http_free(admin);
     exports_stop(dm.exp);
     archiver_stop(dm.arch);
     dbreg_close(dm.reg);

@@ -449,7 +449,7 @@ static int s3_parse_credentials(const char *display, const struct store_opts *o,
     }
     if (!ak || !*ak || !sk || !*sk) {
         snprintf(err, errlen,
-                 "%s: no credentials: set access_key_id and secret_access_key in the configuration, or "
+                 "%s: no credentials: set access-key-id and secret-access-key in the configuration, or "
                  "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
                  display);
         return LV_ECONFIG;
