@@ -503,6 +503,21 @@ int store_list(struct store *s, const char *prefix, struct store_list *out)
     return 0;
 }
 
+int store_probe(struct store *s, int *empty, char *err, size_t errlen)
+{
+    int rc;
+
+    *empty = 0;
+    if (errlen)
+        err[0] = '\0';
+    STAT_ADD(s, n_lists, 1);
+    rc = s->be->probe(s, empty);
+    if (rc < 0)
+        snprintf(err, errlen, "%s", store_last_error(s) && *store_last_error(s) ? store_last_error(s)
+                                                                                 : lv_strerror(rc));
+    return store_result(s, rc);
+}
+
 int store_list_err(struct store *s, const char *prefix, struct store_list *out, char *err, size_t errlen)
 {
     int rc = store_list(s, prefix, out);
