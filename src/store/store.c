@@ -4,7 +4,8 @@
  * backoff shared by the backends (store_impl.h describes the split).
  *
  * Dispatch.  store_open() picks the backend by the URL scheme:
- *     file://PATH  or a bare absolute PATH   -> store_file_backend
+ *     file://PATH (absolute, or relative to the current directory)
+ *       or a bare absolute PATH             -> store_file_backend
  *     s3://BUCKET[/PREFIX][?opt=v&...]        -> store_s3_backend
  * and lets it parse the rest.  Every other call checks its arguments
  * (keys through store_key_valid()), calls the backend, then counts:

@@ -2,7 +2,8 @@
  * store.h -- object storage backends behind one small interface.
  *
  * A store is opened from a destination URL:
- *   file:///abs/path                     a local directory (the default)
+ *   file:///abs/path                     a local directory (the default);
+ *   file://rel/path, file://./path       relative to the current directory
  *   s3://BUCKET/PREFIX?endpoint=URL&region=R&force-path-style=true
  * Options may also come from a struct store_opts (YAML keys of an archive
  * destination); URL query parameters override them.  Credentials come from

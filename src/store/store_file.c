@@ -22,6 +22,11 @@
  * as the last PUT wins on S3.  All writes go through src/sys.h, so unit
  * tests can inject ENOSPC/EIO into any step.
  *
+ * Root.  file:///abs/dir, or file://rel/dir and file://./dir relative to the
+ * current directory (made absolute at open).  Open creates the root unless
+ * store_opts.no_create (readers); store_probe then tells a missing root
+ * (LV_ENOENT) from an empty one.
+ *
  * Limits compared with S3: a key cannot be both an object and a
  * "directory" prefix of another key ("a" and "a/b"); that put fails.
  */
