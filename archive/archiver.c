@@ -90,6 +90,22 @@
  * S's TXID is removed (manifest first, objects after).  Without such a
  * snapshot nothing is removed, so at least one snapshot always remains.
  *
+ * CLEAN STOP (archiver_drain, called by the daemon once the mount is gone):
+ * each destination's thread leaves its loop and DRAINS: for every
+ * database it uploads the records not yet confirmed and stores the
+ * manifest, retrying failures (100 ms doubling to 2 s), until all are
+ * confirmed or archive[].shutdown-timeout (default 30s) has passed; then
+ * it logs every database still missing records, and which TXIDs.
+ *   A1. The drain starts after the unmount: the TXIDs it reads no longer
+ *       move, so "everything confirmed" is a fixed goal.
+ *   A2. It ends at the deadline at the latest, plus the request in
+ *       progress: sync_segments starts no upload after it (dest_may_work);
+ *       a database that succeeded before it is confirmed up to its TXID.
+ *   A3. Nothing is confirmed that is not stored, as in steady state; what
+ *       is not confirmed stays in the local log for the next start.
+ * A stop without archiver_drain (a failed start-up) only stores the
+ * manifests that lag behind their segments.
+ *
  * LOCKING: adest.mu guards each adb's published numbers (confirmed, pending,
  * errors) and the adb array; the manifests and everything else in an adb
  * are touched only by the destination's thread.  The threads are workers
@@ -183,6 +199,7 @@ struct adest {
     char last_error[256];       /* last failure, for /status */
     struct adel *dels;          /* deletions waiting for delete-delay (thread only) */
     size_t ndels, dels_cap;
+    int64_t drain_deadline;     /* clean stop: keep uploading until (monotonic us); 0 before the drain (thread) */
 };
 
 struct archiver {
@@ -195,6 +212,7 @@ struct archiver {
     uint64_t log_bytes;         /* local log bytes, all databases (atomic) */
     int log_full;               /* writes refused (atomic) */
     uint64_t pruned_bytes;      /* bytes pruned since start (atomic) */
+    int drain;                  /* archiver_drain was called: the threads upload everything before exiting (atomic) */
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -645,10 +663,20 @@ static int image_ends(const uint8_t *buf, size_t len, struct txlog_hdr *first, s
     return n && off == len ? 0 : LV_ECORRUPT;
 }
 
+/* May the destination's thread start another upload?  Until it is asked
+ * to stop; during the clean-stop drain, until its deadline (A2). */
+static int dest_may_work(struct adest *d)
+{
+    if (!worker_stopping(d->self))
+        return 1;
+    int64_t dl = __atomic_load_n(&d->drain_deadline, __ATOMIC_ACQUIRE);
+    return dl && lv_mono_us() < dl;
+}
+
 /* Upload level-0 segments until the archive holds info->txid. */
 static int sync_segments(struct adest *d, struct adb *b, const struct db_info *info)
 {
-    while (!worker_stopping(d->self)) {
+    while (dest_may_work(d)) {
         uint64_t from = manifest_last_txid(&b->m) + 1, last = 0, snap = 0;
         void *buf = NULL;
         size_t len = 0;
@@ -1118,6 +1146,104 @@ static void drop_unseen(struct adest *d)
     pthread_mutex_unlock(&d->mu);
 }
 
+/* ------------------------------------------------------------ drain */
+
+/* Sleep us microseconds (the drain runs after the worker was asked to
+ * stop, so worker_nap no longer sleeps). */
+static void drain_nap(int64_t us)
+{
+    struct timespec ts = {us / 1000000, (long)(us % 1000000) * 1000};
+
+    while (us > 0 && nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/* One drain attempt for database b: open its lineage, upload every record
+ * up to info->txid, store the manifest.  0 or negative. */
+static int drain_db(struct adest *d, struct adb *b, const struct db_info *info)
+{
+    int rc = 0;
+
+    if (!b->loaded)
+        rc = lineage_open(d, b, info);
+    if (rc == 0)
+        rc = sync_segments(d, b, info);
+    if (rc == 0 && b->dirty)
+        rc = put_manifest(d, b);
+    return rc;
+}
+
+/*
+ * Clean stop (A1-A3 of the design comment): the mount is gone, so the
+ * databases' TXIDs no longer move.  Upload every record not yet confirmed
+ * and store every lagging manifest, retrying failures with backoff, until
+ * everything is confirmed or shutdown-timeout has passed; then log each
+ * database still missing records (the local log keeps them for the next
+ * start).
+ */
+static void dest_drain(struct adest *d)
+{
+    struct archiver *a = d->a;
+    int64_t deadline = lv_mono_us() + d->cfg->shutdown_timeout_us, back = 100000;
+    struct db_info *infos = NULL;
+    size_t n = 0, missing = 0;
+    uint64_t uploaded = 0;
+
+    __atomic_store_n(&d->drain_deadline, deadline, __ATOMIC_RELEASE);
+    if (dbreg_list(a->reg, &infos, &n) != 0) {
+        LV_WARN("archive %s: cannot list the databases at shutdown; unconfirmed records are uploaded at the "
+                "next start", store_url(d->store));
+        return;
+    }
+    for (;;) {
+        missing = 0;
+        for (size_t i = 0; i < n; i++) {
+            struct db_info *info = &infos[i];
+            struct adb *b;
+            if (info->broken || info->txid == 0 || !(b = find_db(d, info, 1)))
+                continue;
+            uint64_t before = b->confirmed;
+            int rc = drain_db(d, b, info);
+            if (rc) {
+                pthread_mutex_lock(&d->mu);
+                b->errors++;
+                d->errors++;
+                d->up = 0;
+                snprintf(d->last_error, sizeof d->last_error, "%s: %s%s%s", b->name, lv_strerror(rc),
+                         store_last_error(d->store) && *store_last_error(d->store) ? ": " : "",
+                         store_last_error(d->store) ? store_last_error(d->store) : "");
+                pthread_mutex_unlock(&d->mu);
+            }
+            LV_ASSERT(rc || lv_mono_us() >= deadline || b->confirmed >= info->txid); /* A2 */
+            if (b->confirmed > before)
+                uploaded += b->confirmed - before;
+            if (rc || b->confirmed < info->txid || b->dirty)
+                missing++;
+        }
+        if (missing == 0 || lv_mono_us() >= deadline)
+            break;
+        drain_nap(back < deadline - lv_mono_us() ? back : deadline - lv_mono_us());
+        back = back * 2 > 2000000 ? 2000000 : back * 2;
+    }
+    for (size_t i = 0; i < n && missing; i++) {
+        struct db_info *info = &infos[i];
+        struct adb *b = info->broken || info->txid == 0 ? NULL : find_db(d, info, 0);
+        uint64_t conf = b ? b->confirmed : 0;
+        if (b && conf >= info->txid && !b->dirty)
+            continue;
+        if (info->broken || info->txid == 0)
+            continue;
+        LV_WARN("archive %s: %s: archive[%d].shutdown-timeout (%lld ms) reached: TXID %llu..%llu not archived%s%s "
+                "(the local log keeps them; the next start uploads them)", store_url(d->store), info->name, d->idx,
+                (long long)(d->cfg->shutdown_timeout_us / 1000), (unsigned long long)(conf + 1),
+                (unsigned long long)info->txid, d->last_error[0] ? ": " : "", d->last_error);
+    }
+    if (!missing && uploaded)
+        LV_INFO("archive %s: shutdown: %llu record(s) uploaded; every transaction is archived", store_url(d->store),
+                (unsigned long long)uploaded);
+    free(infos);
+}
+
 static void dest_main(struct worker *w, void *arg)
 {
     struct adest *d = arg;
@@ -1193,7 +1319,9 @@ static void dest_main(struct worker *w, void *arg)
             run_deletes(d);
         }
     }
-    /* Clean shutdown: store every manifest that lags behind its segments. */
+    if (__atomic_load_n(&a->drain, __ATOMIC_ACQUIRE))
+        dest_drain(d);
+    /* Stop: store every manifest that lags behind its segments. */
     for (size_t i = 0; i < d->ndbs; i++) {
         struct adb *b = d->dbs[i];
         int rc;
@@ -1370,6 +1498,19 @@ int archiver_start(const struct archiver_dest *dests, size_t n, int64_t max_log_
     worker_start("lv-archive-mon", monitor_main, a, &a->mon);
     *out = a;
     return 0;
+}
+
+void archiver_drain(struct archiver *a)
+{
+    if (!a)
+        return;
+    __atomic_store_n(&a->drain, 1, __ATOMIC_RELEASE);
+    for (size_t i = 0; i < a->ndests; i++)
+        worker_ask_stop(a->dests[i].th);
+    for (size_t i = 0; i < a->ndests; i++) {
+        worker_stop(a->dests[i].th); /* joins: the drain is over */
+        a->dests[i].th = NULL;
+    }
 }
 
 void archiver_stop(struct archiver *a)

@@ -33,6 +33,7 @@ struct archiver_dest {
     int parallel;               /* parallel: connections per destination; default 4 */
     int64_t delete_delay_us;    /* delete-delay: how long objects dropped from the manifest stay readable; default 5m */
     int64_t manifest_interval_us; /* manifest-interval: longest lag of manifest.json behind the uploaded segments; default 1m */
+    int64_t shutdown_timeout_us; /* shutdown-timeout: bound of the upload of unconfirmed records at a clean stop; default 30s */
 };
 
 struct dbreg;
@@ -53,6 +54,13 @@ void archiver_store_opts(const struct archiver_dest *c, struct store_opts *o);
  * opened is a configuration error: LV_ECONFIG with a message in err. */
 int archiver_start(const struct archiver_dest *dests, size_t n, int64_t max_log_size, struct dbreg *reg,
                    struct archiver **out, char *err, size_t errlen);
+
+/* Clean stop, once no transaction can be committed any more (after the
+ * unmount): each destination uploads every record it has not confirmed and
+ * stores its manifests, bounded by its shutdown-timeout, logging what is
+ * still missing when the bound is hit; returns when every destination is
+ * done.  Then call archiver_stop (which frees). */
+void archiver_drain(struct archiver *a);
 
 /* Stop the threads (an upload in progress finishes or fails first; each
  * destination then stores the manifests that lag behind their segments),

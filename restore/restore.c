@@ -124,6 +124,56 @@ out:
     return rc;
 }
 
+/* Step 3c: note the archive's end, and whether a time target lies after
+ * it (the latest is then restored; with --strict it is an error, since the
+ * node may have committed transactions that never reached the archive). */
+static int check_after_end(const struct restore_opts *o, const struct manifest *m, struct restore_result *res,
+                           char *err, size_t errlen)
+{
+    char tb[40], lb[40];
+
+    manifest_last(m, &res->archive_last_txid, &res->archive_last_time_us);
+    res->after_end = o->target.kind == PLAN_TIME && res->archive_last_txid > 0 &&
+                     o->target.time_us > res->archive_last_time_us;
+    if (!res->after_end || !o->strict)
+        return 0;
+    lv_seterr(err, errlen, "%s: the target %s lies after the last archived transaction of '%s', TXID %" PRIu64
+              " committed at %s: later transactions, if any, are not in the archive (--strict; without it the "
+              "restore gives TXID %" PRIu64 ")", o->url, lv_fmt_time(o->target.time_us, tb, sizeof tb),
+              o->db, res->archive_last_txid, lv_fmt_time(res->archive_last_time_us, lb, sizeof lb),
+              res->archive_last_txid);
+    return LV_ENOENT;
+}
+
+int restore_open_archive(const char *url, const struct store_opts *so, struct store **out, int *empty, char *err,
+                         size_t errlen)
+{
+    struct store_opts o = {0}; /* as store_open with NULL options */
+    char perr[1024] = "";
+    int rc, e = 0;
+
+    *out = NULL;
+    if (so)
+        o = *so;
+    o.no_create = 1;
+    rc = store_open(url, &o, out, err, errlen);
+    if (rc)
+        return rc;
+    rc = store_probe(*out, &e, perr, sizeof perr);
+    if (rc == LV_ENOENT)
+        lv_seterr(err, errlen, "%s; check the archive URL (--from, or the config's archive: url)", perr);
+    else if (rc)
+        lv_seterr(err, errlen, "%s: cannot read the archive: %s", url, perr);
+    if (rc) {
+        store_close(*out);
+        *out = NULL;
+        return rc;
+    }
+    if (empty)
+        *empty = e;
+    return 0;
+}
+
 int restore_find_lineage(struct store *st, const char *db, const char *want, char out[MANIFEST_ID_HEX + 1],
                          int *listed, char *err, size_t errlen)
 {
@@ -858,7 +908,7 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
             goto out;
         }
     }
-    rc = store_open(o->url, o->sopts, &st, err, errlen);
+    rc = restore_open_archive(o->url, o->sopts, &st, NULL, err, errlen);
     if (rc)
         goto out;
     rc = restore_find_lineage(st, o->db, o->lineage, dbid, &res->lineage_listed, err, errlen);
@@ -874,6 +924,9 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
     res->tail_objects = tail.n;
     res->manifest_txid = tail.manifest_last;
     if (tail.stop != TAIL_END && (rc = tail_damage(o, st, &m, &tail, dbid, &t, res, err, errlen)) != 0)
+        goto out;
+    rc = check_after_end(o, &m, res, err, errlen);
+    if (rc)
         goto out;
     at = (struct attempt){.o = o, .st = st, .m = &m, .tail = &tail, .res = res, .tmp = tmp, .err = err,
                           .errlen = errlen};

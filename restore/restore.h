@@ -42,6 +42,7 @@ struct restore_opts {
     int no_integrity_check;       /* skip PRAGMA integrity_check */
     int dry_run;                  /* plan only, download nothing */
     int progress;                 /* draw a progress bar on stderr */
+    int strict;                   /* a time target after the last archived commit is an error (LV_ENOENT) */
 };
 
 /* One planned object (dry run and results). */
@@ -71,6 +72,9 @@ struct restore_result {
     uint32_t page_size, db_pages; /* resulting database geometry */
     int partial;                  /* 1: --allow-partial stopped before the target */
     char partial_msg[600];        /* why, and where */
+    uint64_t archive_last_txid;   /* last TXID the archive holds (manifest and tail) */
+    int64_t archive_last_time_us; /* its commit time */
+    int after_end;                /* 1: the time target lies after archive_last_time_us (the latest was restored) */
     double seconds;               /* wall time of the run */
     uint64_t bytes_fetched;       /* bytes downloaded */
 };
@@ -86,6 +90,13 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
 
 /* Release what res owns. */
 void restore_result_free(struct restore_result *res);
+
+/* Open the archive at url for reading (so may be NULL): its directory is
+ * never created, and a missing directory or bucket is LV_ENOENT with err
+ * naming it and saying to check the URL.  *empty (may be NULL) gets 1 when
+ * no object is stored under it.  *out is the caller's (store_close). */
+int restore_open_archive(const char *url, const struct store_opts *so, struct store **out, int *empty, char *err,
+                         size_t errlen);
 
 /* Find the lineage of database db: `want` (32 hex) if given, else the one
  * named by <db>/current.json, else (pointer missing or unreadable) by

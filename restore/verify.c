@@ -305,7 +305,7 @@ int verify_lineage(const char *url, const struct store_opts *sopts, const char *
     memset(&tail, 0, sizeof tail);
     memset(&vs, 0, sizeof vs);
     vs.res = res;
-    rc = store_open(url, sopts, &st, err, errlen);
+    rc = restore_open_archive(url, sopts, &st, NULL, err, errlen);
     if (rc)
         goto out;
     rc = restore_find_lineage(st, db, lineage, res->dbid, &res->lineage_listed, err, errlen);

@@ -595,6 +595,7 @@ Test(config, archive_defaults_and_every_key)
                 "    parallel: 8\n"
                 "    delete-delay: 1m\n"
                 "    manifest-interval: 10s\n"
+                "    shutdown-timeout: 5s\n"
                 "  - url: file://rel/dir\n"
                 "    compaction: []\n",
                 &c);
@@ -614,6 +615,7 @@ Test(config, archive_defaults_and_every_key)
     cr_assert_eq(a->parallel, 4);
     cr_assert_eq(a->delete_delay_us, 300LL * 1000000);
     cr_assert_eq(a->manifest_interval_us, 60LL * 1000000, "manifest-interval defaults to 1m");
+    cr_assert_eq(a->shutdown_timeout_us, 30LL * 1000000, "shutdown-timeout defaults to 30s");
     a = &c.archive[1];
     cr_assert_str_eq(a->url, "s3://bucket/prefix?region=eu-west-1");
     cr_assert_str_eq(a->s3.endpoint, "http://127.0.0.1:9000");
@@ -631,6 +633,7 @@ Test(config, archive_defaults_and_every_key)
     cr_assert_eq(a->parallel, 8);
     cr_assert_eq(a->delete_delay_us, 60LL * 1000000);
     cr_assert_eq(a->manifest_interval_us, 10LL * 1000000);
+    cr_assert_eq(a->shutdown_timeout_us, 5LL * 1000000);
     a = &c.archive[2];
     char want[PATH_MAX + 16], real[PATH_MAX];
     cr_assert_not_null(realpath(cft_dir, real));

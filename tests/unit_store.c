@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -495,7 +496,7 @@ Test(store_file, url_forms)
     snprintf(url, sizeof url, "file://%s/x%%20y?foo=1", T.dir);
     cr_assert_eq(store_open(url, NULL, &s, err, sizeof err), LV_ECONFIG);
     cr_assert(strstr(err, "\"foo\"") != NULL, "%s", err);
-    cr_assert_eq(store_open("file://relative/dir", NULL, &s, err, sizeof err), LV_ECONFIG);
+    cr_assert_eq(store_open("file://", NULL, &s, err, sizeof err), LV_ECONFIG);
     cr_assert_eq(store_open("ftp://x/y", NULL, &s, err, sizeof err), LV_ECONFIG);
     cr_assert(strstr(err, "ftp://") != NULL, "%s", err);
 
@@ -512,7 +513,93 @@ Test(store_file, url_forms)
     store_close(s);
 }
 
+/* file://rel and file://./rel are relative to the current directory, as a
+ * relative url: in the config file is relative to the config's directory. */
+Test(store_file, relative_url)
+{
+    struct store *s = NULL;
+    char err[256], cwd[PATH_MAX], here[PATH_MAX], want[PATH_MAX + 32];
+    int fd = -1;
+
+    cr_assert_not_null(getcwd(cwd, sizeof cwd));
+    cr_assert_eq(chdir(T.dir), 0);
+    cr_assert_not_null(getcwd(here, sizeof here));
+    int rc = store_open("file://./backup", NULL, &s, err, sizeof err);
+    snprintf(want, sizeof want, "file://%s/backup", here);
+    if (rc == 0) {
+        cr_expect_str_eq(store_url(s), want);
+        put_str(s, "k", "v");
+        store_close(s);
+        snprintf(want, sizeof want, "%s/backup/k", here);
+        fd = open(want, O_RDONLY);
+        cr_expect_geq(fd, 0, "file://./backup did not write to %s", want);
+        if (fd >= 0)
+            close(fd);
+    }
+    int rc2 = store_open("file://rel/dir", NULL, &s, err, sizeof err);
+    if (rc2 == 0) {
+        snprintf(want, sizeof want, "file://%s/rel/dir", here);
+        cr_expect_str_eq(store_url(s), want);
+        store_close(s);
+    }
+    cr_assert_eq(chdir(cwd), 0);
+    cr_assert_eq(rc, 0, "file://./backup: %s", err);
+    cr_assert_eq(rc2, 0, "file://rel/dir: %s", err);
+}
+
+/* Readers open with no_create: a missing directory is not created and
+ * store_probe names it; an existing one is empty until an object is stored. */
+Test(store_file, probe_missing_and_empty)
+{
+    struct store_opts o = {.no_create = 1};
+    struct store *s = NULL;
+    char err[512], url[400], path[400];
+    struct stat st;
+    int empty = -1;
+
+    snprintf(path, sizeof path, "%s/missing", T.dir);
+    snprintf(url, sizeof url, "file://%s", path);
+    cr_assert_eq(store_open(url, &o, &s, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(store_probe(s, &empty, err, sizeof err), LV_ENOENT);
+    cr_assert(strstr(err, path) && strstr(err, "does not exist"), "%s", err);
+    cr_assert_neq(stat(path, &st), 0, "a reader created %s", path);
+    store_close(s);
+
+    cr_assert_eq(store_open(url, NULL, &s, err, sizeof err), 0, "%s", err); /* a writer creates it */
+    cr_assert_eq(store_probe(s, &empty, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(empty, 1);
+    put_str(s, "a/b/c", "v");
+    cr_assert_eq(store_probe(s, &empty, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(empty, 0);
+    store_close(s);
+}
+
 /* ---------------- S3 specifics ---------------- */
+
+/* store_probe on S3: a missing bucket is LV_ENOENT naming it; the prefix
+ * is empty until an object is stored under it. */
+Test(store_s3, probe_missing_bucket_and_empty_prefix)
+{
+    struct store_opts o = s3_opts();
+    struct store *s = NULL;
+    char err[512], url[300];
+    int empty = -1;
+
+    snprintf(url, sizeof url, "s3://nosuchbucket/pre");
+    cr_assert_eq(store_open(url, &o, &s, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(store_probe(s, &empty, err, sizeof err), LV_ENOENT, "%s", err);
+    cr_assert(strstr(err, "bucket 'nosuchbucket' does not exist"), "%s", err);
+    store_close(s);
+
+    s = open_store(&o);
+    cr_assert_eq(store_probe(s, &empty, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(empty, 1);
+    put_str(s, "x/y", "v");
+    cr_assert_eq(store_probe(s, &empty, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(empty, 0);
+    store_close(s);
+}
+
 
 /* ETag of an object as the server reports it (via curl), "" if none. */
 static void s3_etag(const char *key, char *etag, size_t n)

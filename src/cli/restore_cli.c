@@ -4,7 +4,7 @@
  *   litevault restore [--from URL | -c FILE] --db NAME [-o] PATH
  *                     [--txid N | --timestamp T] [--lineage ID] [--parallel N]
  *                     [--force] [--if-db-not-exists] [--allow-partial]
- *                     [--no-integrity-check] [--dry-run] [--json]
+ *                     [--no-integrity-check] [--dry-run] [--strict] [--json]
  *   litevault archive ls     [--from URL | -c FILE] [--db NAME] [--json]
  *   litevault archive verify [--from URL | -c FILE] --db NAME [--lineage ID] [--parallel N] [--json]
  *
@@ -38,7 +38,7 @@
 #include "restore/verify.h"
 
 enum { OPT_TXID = 256, OPT_TIME, OPT_LINEAGE, OPT_PARALLEL, OPT_FORCE, OPT_IFNX, OPT_PARTIAL, OPT_NOIC, OPT_DRY,
-       OPT_JSON, OPT_FROM, OPT_DB };
+       OPT_JSON, OPT_FROM, OPT_DB, OPT_STRICT };
 
 static int usage_err(const char *cmd, const char *msg)
 {
@@ -147,6 +147,8 @@ static void usage_restore(void)
            "  --allow-partial       on damage or a gap, restore the last verifiable TXID before it\n"
            "  --no-integrity-check  skip PRAGMA integrity_check on the result\n"
            "  --dry-run             print the plan (objects, bytes, resulting TXID); download nothing\n"
+           "  --strict              fail (exit 1) when the --timestamp lies after the last archived\n"
+           "                        transaction, instead of restoring that one with a note\n"
            "  --json                machine-readable output\n\n"
            "Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error.\n");
 }
@@ -177,10 +179,33 @@ static const struct option restore_longopts[] = {
     {"allow-partial", no_argument, NULL, OPT_PARTIAL},
     {"no-integrity-check", no_argument, NULL, OPT_NOIC},
     {"dry-run", no_argument, NULL, OPT_DRY},
+    {"strict", no_argument, NULL, OPT_STRICT},
     {"json", no_argument, NULL, OPT_JSON},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
+
+/* The archive's end and whether the time target lies after it, into j. */
+static void json_archive_end(json_t *j, const struct restore_result *r)
+{
+    json_object_set_new(j, "archive_last_txid", json_integer((json_int_t)r->archive_last_txid));
+    json_object_set_new(j, "archive_last_time", jtime(r->archive_last_time_us));
+    json_object_set_new(j, "target_after_end", json_boolean(r->after_end));
+}
+
+/* Say on stderr that the time target lies after the archive's last commit. */
+static void note_after_end(const struct restore_opts *o, const struct restore_result *r)
+{
+    char tb[40], lb[40];
+
+    if (!r->after_end)
+        return;
+    fprintf(stderr, "litevault restore: note: the target %s lies after the last archived transaction of '%s', "
+                    "TXID %" PRIu64 " committed at %s; restoring that one (the latest). Transactions committed "
+                    "after it, if any, never reached the archive; --strict makes this an error.\n",
+            lv_fmt_time(o->target.time_us, tb, sizeof tb), o->db, r->archive_last_txid,
+            lv_fmt_time(r->archive_last_time_us, lb, sizeof lb));
+}
 
 static void print_restore(const struct restore_opts *o, const struct restore_result *r, int json)
 {
@@ -223,6 +248,7 @@ static void print_restore(const struct restore_opts *o, const struct restore_res
         json_object_set_new(j, "bytes_downloaded", json_integer((json_int_t)r->bytes_fetched));
         json_object_set_new(j, "partial", json_boolean(r->partial));
         json_object_set_new(j, "partial_reason", r->partial ? json_string(r->partial_msg) : json_null());
+        json_archive_end(j, r);
         json_object_set_new(j, "seconds", json_real(r->seconds));
         print_json(j);
         return;
@@ -251,6 +277,7 @@ static void print_restore(const struct restore_opts *o, const struct restore_res
                    "applying)\n", r->target_min, r->target_max, lv_fmt_time(o->target.time_us, tb2, sizeof tb2));
         if (r->partial)
             printf("  %s\n", r->partial_msg);
+        note_after_end(o, r);
         return;
     }
     snprintf(ck, sizeof ck, "%016" PRIx64, r->cksum);
@@ -259,6 +286,7 @@ static void print_restore(const struct restore_opts *o, const struct restore_res
            r->nobjs, r->bytes_fetched, r->seconds);
     if (r->partial)
         fprintf(stderr, "litevault restore: WARNING: %s\n", r->partial_msg);
+    note_after_end(o, r);
 }
 
 int restore_cli_restore(int argc, char **argv)
@@ -306,6 +334,7 @@ int restore_cli_restore(int argc, char **argv)
         case OPT_PARTIAL: o.allow_partial = 1; break;
         case OPT_NOIC: o.no_integrity_check = 1; break;
         case OPT_DRY: o.dry_run = 1; break;
+        case OPT_STRICT: o.strict = 1; break;
         case OPT_JSON: json = 1; break;
         case 'h': usage_restore(); return LV_EXIT_OK;
         default: return usage_err("restore", "unknown option");
@@ -340,6 +369,8 @@ int restore_cli_restore(int argc, char **argv)
         if (json) {
             json_t *j = json_pack("{s:s,s:s,s:s}", "db", o.db, "error", err[0] ? err : lv_strerror(rc), "code",
                                   lv_strerror(rc));
+            if (r.after_end)
+                json_archive_end(j, &r);
             print_json(j);
         }
     } else {
@@ -561,6 +592,13 @@ static int archive_ls(struct store *st, const char *db, int json)
         rc = LV_ENOENT;
         goto out;
     }
+    if (!db && ndbs == 0 && l.n > 0) {
+        fprintf(stderr, "litevault archive ls: %s holds %zu object(s) (e.g. %s) but no litevault archive: no "
+                        "<db>/current.json and no <db>/<lineage>/manifest.json; check the path or prefix of the URL\n",
+                store_url(st), l.n, l.v[0].key);
+        rc = LV_ENOENT;
+        goto out;
+    }
     if (!json && ndbs == 0)
         printf("%s: no databases\n", store_url(st));
     for (i = 0; i < ndbs; i++)
@@ -691,7 +729,7 @@ int restore_cli_archive(int argc, char **argv)
     if (strcmp(sub, "verify") == 0) {
         rc = archive_verify(url, so, db, lineage, parallel, json);
     } else {
-        rc = store_open(url, so, &st, err, sizeof err);
+        rc = restore_open_archive(url, so, &st, NULL, err, sizeof err);
         if (rc)
             fprintf(stderr, "litevault archive ls: %s\n", err);
         else

@@ -91,6 +91,7 @@
 #define DEFAULT_PARALLEL 4
 #define DEFAULT_DELETE_DELAY_US (300LL * 1000000)
 #define DEFAULT_MANIFEST_INTERVAL_US (60LL * 1000000)
+#define DEFAULT_SHUTDOWN_TIMEOUT_US (30LL * 1000000)
 static const int64_t default_levels_us[] = {30LL * 1000000, 300LL * 1000000, 3600LL * 1000000};
 
 #define CFG_MAX_KEYS 32 /* keys per schema table */
@@ -525,6 +526,8 @@ static void archive_defaults(struct config *cfg)
             a->delete_delay_us = DEFAULT_DELETE_DELAY_US;
         if (!a->manifest_interval_us)
             a->manifest_interval_us = DEFAULT_MANIFEST_INTERVAL_US;
+        if (!a->shutdown_timeout_us)
+            a->shutdown_timeout_us = DEFAULT_SHUTDOWN_TIMEOUT_US;
         if (!a->compaction_set) {
             for (size_t j = 0; j < LV_ARRAY_LEN(default_levels_us); j++)
                 a->compaction_us[j] = default_levels_us[j];
@@ -808,6 +811,7 @@ static const struct cfg_key archive_keys[] = {
     {.name = "parallel", .parse = parse_parallel, .off = AOFF(parallel), .example = "4"},
     {.name = "delete-delay", .parse = parse_interval, .off = AOFF(delete_delay_us), .example = "5m"},
     {.name = "manifest-interval", .parse = parse_interval, .off = AOFF(manifest_interval_us), .example = "1m"},
+    {.name = "shutdown-timeout", .parse = parse_interval, .off = AOFF(shutdown_timeout_us), .example = "30s"},
     {.name = NULL},
 };
 

@@ -10,7 +10,10 @@
  *      route) and, unless http.public is false, http.addr (read-only routes)
  *   6. housekeeping (state saves every data.state-interval) and the export scheduler
  *   7. the FUSE mount (fs_prepare), then the -- CMD child, then fs_run
- * Shutdown runs the same steps backwards from wherever start-up stopped.
+ * Shutdown runs the same steps backwards from wherever start-up stopped;
+ * after a clean run (a signal, or the -- CMD child exited) the archiver
+ * first drains: the unmount comes first (no new commits), then every
+ * record not yet archived is uploaded, bounded by shutdown-timeout.
  *
  * Invariants:
  *   D1. No thread writes to data.dir/tmp before dbreg_clear_tmp has run.
@@ -18,6 +21,8 @@
  *       http_free runs before the registry, exports or archiver are freed.
  *   D3. The admin socket is replaced only after dbreg_open took data.dir's
  *       lock, so a second daemon never steals a running one's socket.
+ *   D4. archiver_drain runs after fs_finish (the mount is gone), so the
+ *       TXIDs it drains to are final.
  */
 #include "daemon/daemon.h"
 
@@ -246,6 +251,7 @@ int daemon_run(const struct config *cfg, char **cmd)
     fs_run(fs);
     api_set_serving(0);
     fs_finish(fs);
+    archiver_drain(dm.arch); /* D3: after the unmount, bounded by archive[].shutdown-timeout */
     rc = 0;
     if (dm.waiter) {
         worker_stop(dm.waiter); /* the child has exited: fs_run returned because of it, or a signal */

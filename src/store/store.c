@@ -4,7 +4,8 @@
  * backoff shared by the backends (store_impl.h describes the split).
  *
  * Dispatch.  store_open() picks the backend by the URL scheme:
- *     file://PATH  or a bare absolute PATH   -> store_file_backend
+ *     file://PATH (absolute, or relative to the current directory)
+ *       or a bare absolute PATH             -> store_file_backend
  *     s3://BUCKET[/PREFIX][?opt=v&...]        -> store_s3_backend
  * and lets it parse the rest.  Every other call checks its arguments
  * (keys through store_key_valid()), calls the backend, then counts:
@@ -501,6 +502,21 @@ int store_list(struct store *s, const char *prefix, struct store_list *out)
     if (out->n > 1)
         qsort(out->v, out->n, sizeof *out->v, obj_cmp);
     return 0;
+}
+
+int store_probe(struct store *s, int *empty, char *err, size_t errlen)
+{
+    int rc;
+
+    *empty = 0;
+    if (errlen)
+        err[0] = '\0';
+    STAT_ADD(s, n_lists, 1);
+    rc = s->be->probe(s, empty);
+    if (rc < 0)
+        snprintf(err, errlen, "%s", store_last_error(s) && *store_last_error(s) ? store_last_error(s)
+                                                                                 : lv_strerror(rc));
+    return store_result(s, rc);
 }
 
 int store_list_err(struct store *s, const char *prefix, struct store_list *out, char *err, size_t errlen)

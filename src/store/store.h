@@ -2,7 +2,8 @@
  * store.h -- object storage backends behind one small interface.
  *
  * A store is opened from a destination URL:
- *   file:///abs/path                     a local directory (the default)
+ *   file:///abs/path                     a local directory (the default);
+ *   file://rel/path, file://./path       relative to the current directory
  *   s3://BUCKET/PREFIX?endpoint=URL&region=R&force-path-style=true
  * Options may also come from a struct store_opts (YAML keys of an archive
  * destination); URL query parameters override them.  Credentials come from
@@ -44,6 +45,8 @@ struct store_opts {
     int list_page_size;        /* S3 ListObjectsV2 max-keys; 0 = 1000 */
     uint32_t retry_base_ms;    /* first retry delay; 0 = 200 ms (doubles each retry) */
     uint32_t retry_max_ms;     /* cap of one retry delay; 0 = 5000 ms */
+    int no_create;             /* file://: do not create the directory (readers: restore, archive ls/verify);
+                                  store_probe then reports it missing.  0 = create it (writers) */
 };
 
 /* The S3 keys of a destination as written in the config file (archive[]
@@ -126,6 +129,13 @@ void store_list_free(struct store_list *l);
 
 /* Delete an object (deleting a missing object is not an error). */
 int store_delete(struct store *s, const char *key);
+
+/* Does the destination exist?  0 when its directory (file://) or bucket
+ * (s3://) exists, with *empty set to 1 when no object is stored under it
+ * (its prefix); LV_ENOENT when the directory or bucket does not exist,
+ * other negative when the store cannot tell.  On failure err gets a
+ * message naming the URL and what is missing.  One LIST request on S3. */
+int store_probe(struct store *s, int *empty, char *err, size_t errlen);
 
 /* Copy of the request counters. */
 void store_get_stats(const struct store *s, struct store_stats *st);

@@ -22,6 +22,11 @@
  * as the last PUT wins on S3.  All writes go through src/sys.h, so unit
  * tests can inject ENOSPC/EIO into any step.
  *
+ * Root.  file:///abs/dir, or file://rel/dir and file://./dir relative to the
+ * current directory (made absolute at open).  Open creates the root unless
+ * store_opts.no_create (readers); store_probe then tells a missing root
+ * (LV_ENOENT) from an empty one.
+ *
  * Limits compared with S3: a key cannot be both an object and a
  * "directory" prefix of another key ("a" and "a/b"); that put fails.
  */
@@ -36,6 +41,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +69,28 @@ static int file_query_param(const char *name, const char *value, void *arg, char
     return LV_ECONFIG;
 }
 
+/* Make the relative path *p absolute against the current directory
+ * (leading "./" dropped); *p is replaced (old string freed).  0 or negative. */
+static int file_abs_path(char **p)
+{
+    char cwd[PATH_MAX], *rel = *p, *abs = NULL;
+
+    if (!getcwd(cwd, sizeof cwd)) {
+        int rc = lv_from_errno(errno);
+        LV_ERROR("getcwd: %s", strerror(errno));
+        return rc;
+    }
+    while (rel[0] == '.' && rel[1] == '/')
+        rel += 2;
+    if (strcmp(rel, ".") == 0)
+        rel += 1;
+    if (asprintf(&abs, "%s%s%s", cwd, *rel && strcmp(cwd, "/") ? "/" : "", rel) < 0)
+        return LV_ENOMEM;
+    free(*p);
+    *p = abs;
+    return 0;
+}
+
 static int file_open(struct store *s, const char *url, const struct store_opts *opts, char *err, size_t errlen)
 {
     const char *p = url, *q;
@@ -71,22 +99,28 @@ static int file_open(struct store *s, const char *url, const struct store_opts *
     size_t n;
     int rc;
 
-    LV_UNUSED(opts);
     if (strncmp(p, "file://", 7) == 0) {
         p += 7;
         if (strncmp(p, "localhost/", 10) == 0)
             p += 9;
     }
-    if (*p != '/') {
-        snprintf(err, errlen, "%.200s: file:// URL needs an absolute path (file:///dir)", url);
-        return LV_ECONFIG;
-    }
     q = strchr(p, '?');
     n = q ? (size_t)(q - p) : strlen(p);
+    if (n == 0) {
+        snprintf(err, errlen, "%.200s: file:// URL without a path (use file:///abs/dir or file://rel/dir)", url);
+        return LV_ECONFIG;
+    }
     path = store_url_decode(p, n);
     if (!path) {
         snprintf(err, errlen, "%.200s: bad %%-escape in path", url);
         return LV_ECONFIG;
+    }
+    if (path[0] != '/') { /* file://rel/dir and file://./dir: relative to the current directory */
+        rc = file_abs_path(&path);
+        if (rc) {
+            snprintf(err, errlen, "%.200s: cannot resolve the relative path: %s", url, lv_strerror(rc));
+            goto out_free_path;
+        }
     }
     while (strlen(path) > 1 && path[strlen(path) - 1] == '/')
         path[strlen(path) - 1] = '\0';
@@ -99,7 +133,7 @@ static int file_open(struct store *s, const char *url, const struct store_opts *
         rc = LV_ENOMEM;
         goto out_free_path;
     }
-    rc = sys_mkdir_p(path);
+    rc = opts && opts->no_create ? 0 : sys_mkdir_p(path);
     if (rc < 0) {
         snprintf(err, errlen, "%s: cannot create directory: %s", s->url, lv_strerror(rc));
         goto out_free_path;
@@ -420,6 +454,51 @@ static int file_list(struct store *s, const char *prefix, struct store_list *out
     return rc;
 }
 
+/* store_probe: the root directory exists and holds a file (ignoring
+ * temporary files), looked for depth first. */
+static int file_has_object(const char *dir, int depth)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    int found = 0;
+
+    if (!d)
+        return 0;
+    while (!found && (de = readdir(d)) != NULL) {
+        char *p = NULL;
+        struct stat st;
+        if (de->d_name[0] == '.' && (!de->d_name[1] || (de->d_name[1] == '.' && !de->d_name[2]) ||
+                                     strncmp(de->d_name, FILE_TMP_PREFIX, strlen(FILE_TMP_PREFIX)) == 0))
+            continue;
+        if (asprintf(&p, "%s/%s", dir, de->d_name) < 0)
+            break;
+        if (stat(p, &st) == 0)
+            found = S_ISREG(st.st_mode) || (S_ISDIR(st.st_mode) && depth < 64 && file_has_object(p, depth + 1));
+        free(p);
+    }
+    closedir(d);
+    return found;
+}
+
+static int file_probe(struct store *s, int *empty)
+{
+    struct file_store *fs = fs_of(s);
+    struct stat st;
+
+    if (stat(fs->root, &st) != 0) {
+        int e = errno;
+        store_set_error(s, "%s: directory %s %s", s->url, fs->root,
+                        e == ENOENT ? "does not exist" : strerror(e));
+        return e == ENOENT || e == ENOTDIR ? LV_ENOENT : lv_from_errno(e);
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        store_set_error(s, "%s: %s is not a directory", s->url, fs->root);
+        return LV_ENOENT;
+    }
+    *empty = !file_has_object(fs->root, 0);
+    return 0;
+}
+
 const struct store_backend store_file_backend = {
     .scheme = "file",
     .open = file_open,
@@ -429,4 +508,5 @@ const struct store_backend store_file_backend = {
     .head = file_head,
     .list = file_list,
     .del = file_del,
+    .probe = file_probe,
 };

@@ -39,6 +39,9 @@ struct store_backend {
     int (*head)(struct store *s, const char *key, struct store_obj *info);
     int (*list)(struct store *s, const char *prefix, struct store_list *out);
     int (*del)(struct store *s, const char *key);
+    /* store_probe: 0 (and *empty) if the root (directory, bucket) exists;
+     * LV_ENOENT if it does not, with the message set by store_set_error. */
+    int (*probe)(struct store *s, int *empty);
 };
 
 #define STORE_MAX_SECRETS 3  /* access key, secret key, session token */

@@ -630,6 +630,7 @@ struct s3_req {
     int ok_416;            /* 416 is an answer (range beyond the end), not an error */
     int ok_412;            /* 412 is an answer (If-Match failed) */
     int body_error_check;  /* a 200 whose body is <Error> is an error (CompleteMultipartUpload) */
+    int quiet_no_bucket;   /* a missing bucket is an answer (store_probe): LV_ENOENT, not logged */
     /* Response. */
     long status;           /* HTTP status of the last attempt */
     struct s3_buf resp;    /* response body when dst is NULL */
@@ -1024,7 +1025,7 @@ static int s3_do(struct store *s, struct s3_req *r)
                 } else {
                     cls = S3_FAIL;
                     if (st == 404 && (strcmp(code, "NoSuchBucket") == 0))
-                        rc = LV_ECONFIG;
+                        rc = r->quiet_no_bucket ? LV_ENOENT : LV_ECONFIG;
                     else if (st == 404)
                         rc = LV_ENOENT; /* NoSuchKey, NoSuchUpload, or a HEAD without body */
                     else if (st == 401 || st == 403)
@@ -1041,7 +1042,7 @@ static int s3_do(struct store *s, struct s3_req *r)
             break;
         }
         if (cls == S3_FAIL) {
-            if (rc == LV_ENOENT && strcmp(code, "NoSuchBucket") != 0) {
+            if (rc == LV_ENOENT && (strcmp(code, "NoSuchBucket") != 0 || r->quiet_no_bucket)) {
                 store_set_error(s, "%s: %s %s: %s", s->url, r->op, req_what(r), reason);
                 LV_DEBUG("%s", store_last_error(s));
             } else {
@@ -1609,6 +1610,37 @@ static int s3_list(struct store *s, const char *prefix, struct store_list *out)
     return rc;
 }
 
+/* store_probe: one LIST of at most one key under the prefix. */
+static int s3_probe(struct store *s, int *empty)
+{
+    struct s3_store *b = s3_of(s);
+    struct store_list l = {0};
+    size_t cap = 0;
+    char *enc = enc_dup(b->cfg.prefix), *query = NULL, *next = NULL;
+    struct s3_req r = {.method = "GET", .op = "LIST", .key = NULL, .what = "(probe)", .quiet_no_bucket = 1};
+    int rc;
+
+    if (!enc || asprintf(&query, "list-type=2&max-keys=1&prefix=%s", enc) < 0) {
+        free(enc);
+        return LV_ENOMEM;
+    }
+    r.query = query;
+    rc = s3_do(s, &r);
+    if (rc == LV_ENOENT)
+        store_set_error(s, "%s: bucket '%s' does not exist (NoSuchBucket at %s://%s%s)", s->url, b->cfg.bucket,
+                        b->cfg.scheme, b->cfg.host, b->cfg.port);
+    if (rc == 0)
+        rc = list_parse(s, r.resp.p, r.resp.n, &l, &cap, &next);
+    if (rc == 0)
+        *empty = l.n == 0;
+    store_list_free(&l);
+    free(next);
+    req_free(&r);
+    free(query);
+    free(enc);
+    return rc;
+}
+
 static int s3_open(struct store *s, const char *url, const struct store_opts *opts, char *err, size_t errlen)
 {
     struct s3_store *b;
@@ -1671,4 +1703,5 @@ const struct store_backend store_s3_backend = {
     .head = s3_head,
     .list = s3_list,
     .del = s3_del,
+    .probe = s3_probe,
 };
