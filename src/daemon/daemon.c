@@ -251,7 +251,7 @@ int daemon_run(const struct config *cfg, char **cmd)
     fs_run(fs);
     api_set_serving(0);
     fs_finish(fs);
-    archiver_drain(dm.arch); /* D3: after the unmount, bounded by archive[].shutdown-timeout */
+    archiver_drain(dm.arch); /* D4: after the unmount, bounded by archive[].shutdown-timeout */
     rc = 0;
     if (dm.waiter) {
         worker_stop(dm.waiter); /* the child has exited: fs_run returned because of it, or a signal */
