@@ -28,7 +28,7 @@ ITSRCS  := $(wildcard tests/it_*.c)
 # The test library: every module of tests/lib/ (see tests/lib/lvtest.h).
 TESTLIB := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tests/lib/*.c))
 
-.PHONY: all release man check-layers cli-docs-test deps npm-deps test unit-test it-test sqlite-tcl-test run bench asan fuzz install clean
+.PHONY: all release man check-layers cli-docs-test deps npm-deps promtool-deps test unit-test it-test sqlite-tcl-test run bench asan fuzz install clean
 
 all: $(BUILD)/.deps-ok $(BIN)
 
@@ -92,7 +92,14 @@ sqlite-tcl-test: $(BIN)
 check-layers:
 	python3 tests/check-layers.py
 
-test: all check-layers cli-docs-test unit-test it-test sqlite-tcl-test
+# promtool (Debian's prometheus package, about 100 MB installed, so only
+# for the tests) checks /metrics in it_ops.c; without it that test is
+# skipped with a notice.
+promtool-deps:
+	@command -v promtool >/dev/null 2>&1 || ./tests/install-deps.sh prometheus || \
+	    echo "notice: promtool is not installed (apt-get install prometheus); /metrics will not be checked with it"
+
+test: all check-layers cli-docs-test unit-test promtool-deps it-test sqlite-tcl-test
 
 run: all
 	./$(BIN) mount -c config.yml.sample

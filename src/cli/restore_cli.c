@@ -166,7 +166,8 @@ static void usage_restore(void)
            "  --allow-partial       on damage or a gap, restore the last verifiable TXID before it\n"
            "  --no-integrity-check  skip PRAGMA integrity_check on the result\n"
            "  --dry-run             print the plan (objects, bytes, resulting TXID); download nothing\n"
-           "  --json                machine-readable output\n\n"
+           "  --json                machine-readable output\n"
+           "  -h, --help            show this help\n\n"
            "Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error.\n");
 }
 
@@ -179,6 +180,13 @@ static void usage_archive(void)
            "  verify  download and check every object of a lineage (current, or --lineage):\n"
            "          object checksums, every record, chains within and across objects,\n"
            "          snapshot contents, overlapping compaction levels; exit 1 naming each bad object\n\n"
+           "  --from URL            archive destination (file:///dir, s3://bucket/prefix?endpoint=...)\n"
+           "  -c, --config FILE     take the URL from the config's first archive destination\n"
+           "  --db NAME             database name in the archive (ls: only this one)\n"
+           "  --lineage ID          verify: this lineage instead of the current one\n"
+           "  --parallel N          verify: download N objects at once (default 4)\n"
+           "  --json                machine-readable output\n"
+           "  -h, --help            show this help\n\n"
            "Exit codes: 0 ok, 1 runtime error or damage found, 2 usage or configuration error.\n");
 }
 
