@@ -2,7 +2,7 @@
 CC      ?= cc
 PREFIX  ?= /usr/local
 DESTDIR ?=
-PKGS    := fuse3 sqlite3 libzstd libarchive yaml-0.1 libcurl libmicrohttpd jansson libxml-2.0 libxxhash
+PKGS    := fuse3 libsystemd sqlite3 libzstd libarchive yaml-0.1 libcurl libmicrohttpd jansson libxml-2.0 libxxhash
 OPT     ?= -O2 -g
 CFLAGS  ?= $(OPT)
 WARN    := -Wall -Wextra -Wno-unused-parameter -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-format-truncation
@@ -28,14 +28,14 @@ ITSRCS  := $(wildcard tests/it_*.c)
 # The test library: every module of tests/lib/ (see tests/lib/lvtest.h).
 TESTLIB := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tests/lib/*.c))
 
-.PHONY: all release man check-layers cli-docs-test deps npm-deps test unit-test it-test sqlite-tcl-test run bench asan fuzz install clean
+.PHONY: all release man check-layers cli-docs-test deps npm-deps promtool-deps test unit-test it-test sqlite-tcl-test run bench asan fuzz install clean
 
 all: $(BUILD)/.deps-ok $(BIN)
 
 # Install only what is missing (Debian 12).  Other targets depend on this stamp.
 DEBPKGS := build-essential libfuse3-dev fuse3 libsqlite3-dev sqlite3 libzstd-dev libarchive-dev \
            libyaml-dev libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev libxml2-dev \
-           libcriterion-dev pkg-config libxxhash-dev python3 tcl-dev help2man
+           libcriterion-dev pkg-config libxxhash-dev python3 tcl-dev help2man libsystemd-dev
 # Test-only tools from npm (s3rver for the S3 store tests, pinned in
 # tests/package-lock.json): node/npm and curl from apt only if missing, then
 # `npm ci` only if tests/node_modules is missing.
@@ -45,7 +45,8 @@ NPM_DEPS = { command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 |
 deps:
 	@./tests/install-deps.sh $(DEBPKGS)
 	@$(NPM_DEPS)
-$(BUILD)/.deps-ok: tests/install-deps.sh
+# The stamp follows this Makefile too, so a package added to DEBPKGS is installed.
+$(BUILD)/.deps-ok: tests/install-deps.sh Makefile
 	@./tests/install-deps.sh $(DEBPKGS)
 	@mkdir -p $(BUILD) && touch $@
 
@@ -91,7 +92,14 @@ sqlite-tcl-test: $(BIN)
 check-layers:
 	python3 tests/check-layers.py
 
-test: all check-layers cli-docs-test unit-test it-test sqlite-tcl-test
+# promtool (Debian's prometheus package, about 100 MB installed, so only
+# for the tests) checks /metrics in it_ops.c; without it that test is
+# skipped with a notice.
+promtool-deps:
+	@command -v promtool >/dev/null 2>&1 || ./tests/install-deps.sh prometheus || \
+	    echo "notice: promtool is not installed (apt-get install prometheus); /metrics will not be checked with it"
+
+test: all check-layers cli-docs-test unit-test promtool-deps it-test sqlite-tcl-test
 
 run: all
 	./$(BIN) mount -c config.yml.sample

@@ -41,7 +41,7 @@ struct fetch_res {
 
 /* Progress counters (snapshot). */
 struct fetch_progress {
-    uint64_t bytes_done;   /* bytes downloaded so far */
+    uint64_t bytes_done;   /* bytes downloaded so far, counted per chunk as they arrive */
     uint64_t bytes_total;  /* expected bytes of all objects */
     size_t objs_done;      /* objects downloaded */
     size_t objs_total;     /* objects */
@@ -60,7 +60,12 @@ int fetch_wait(struct fetch *f, size_t i, int timeout_ms, struct fetch_res *res)
 /* Done with object i: free its bytes, let the workers continue. */
 void fetch_release(struct fetch *f, size_t i);
 
-/* Current progress. */
+/* Objects larger than bytes (0: the default, 8 MiB) are downloaded in
+ * ranged requests of that size, counted in bytes_done as each arrives.
+ * Process-wide; set before fetch_start (tests use small chunks). */
+void fetch_set_chunk(size_t bytes);
+
+/* Current progress (bytes_done moves during a large object's download). */
 void fetch_get_progress(struct fetch *f, struct fetch_progress *p);
 
 /* Stop the workers (pending downloads finish first), join them, free everything. */

@@ -26,6 +26,22 @@ for c in $cmds; do
     done
 done
 
+# Every option a command accepts is in its --help: each long option named in
+# src/cli/ is tried on each command (from an empty directory, no config);
+# one the command does not reject as unrecognized must be in its --help.
+longopts=$(grep -oh '{"[a-z][a-z-]*", *[a-z_0-9]*, *[A-Za-z_0-9]*, *[A-Za-z_0-9'"'"']*}' "$top"/src/cli/*.c |
+           sed 's/{"\([a-z-]*\)".*/\1/' | sort -u)
+probe=$(mktemp -d)
+for c in mount status "log ls" "log dump" "log replay" restore "archive ls" "archive verify" export import; do
+    help=$("$bin" $c --help 2>&1)
+    for f in $longopts; do
+        out=$(cd "$probe" && timeout 20 "$bin" $c "--$f" </dev/null 2>&1 || true)
+        case "$out" in *"unrecognized option"*) continue ;; esac
+        echo "$help" | grep -q -- "--$f" && ok || bad "'litevault $c' accepts --$f but its --help does not say so"
+    done
+done
+rm -rf "$probe"
+
 complete_words() { # complete_words WORD... : what completion offers for the last word
     bash -c '. "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _litevault; printf "%s\n" "${COMPREPLY[@]}"' \
         x "$top/docs/litevault.bash-completion" "$@"

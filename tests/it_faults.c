@@ -8,7 +8,7 @@
  *   - a damaged log segment found at start-up (bit flip in a complete
  *     record, a truncated non-final segment, a record cut out of the middle
  *     of a segment): that database is "broken", the others keep working;
- *   - a busy, missing or stale mount point;
+ *   - a busy or missing mount point; a stale one (SIGKILL) detached at the next start;
  *   - a data.dir that is a regular file or on a read-only file system;
  *   - a full disk while logging (a real one on a small tmpfs, and ENOSPC
  *     injected into the log writes with LV_FAULT);
@@ -550,15 +550,10 @@ Test(faults, mountpoint_stale)
         closedir(dh);
     cr_assert_null(dh, "the mount point still works after SIGKILL");
     cr_assert_eq(e, ENOTCONN, "expected a stale mount, opendir says %s", strerror(e));
-    char *out = NULL;
-    int rc = mount_expect_fail(fN->config, &out);
-    cr_assert_eq(rc, 1, "mount on a stale mount point exited %d: %s", rc, out);
-    cr_assert(strstr(out, "stale") != NULL, "no 'stale' in: %s", out);
-    cr_assert(strstr(out, "fusermount3 -u") != NULL, "message does not say how to fix it: %s", out);
-    free(out);
-    /* after following the advice it starts and nothing is lost */
-    cr_assert_eq(run_cmd(NULL, "fusermount3 -uz '%s'", fN->mnt), 0);
+    /* the next start with the same config detaches the dead litevault
+     * mount itself (with a log line) and nothing is lost */
     lvnode_start(fN);
+    cr_assert(lvnode_log_contains(fN, "stale litevault mount"), "no log line about the detached mount");
     cr_assert_eq(sql_int(p, "SELECT sum(x) FROM t"), 15);
     assert_log_matches(fN, "s.db", 0, fN->dir);
     free(p);

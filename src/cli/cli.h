@@ -14,9 +14,46 @@
 #include <stddef.h>
 
 struct config;
+struct option;
 
-/* Print "litevault CMD: MSG" and the --help hint to stderr; exit 2. */
+/* A command, as its error messages name it (all strings static, borrowed). */
+struct cli_cmd {
+    const char *name;  /* the full command: "status", "log ls", "archive verify" */
+    const char *usage; /* its usage line(s): "usage: litevault status [-c FILE] [--json]" */
+    const char *help;  /* what the hint runs with --help, NULL: name */
+};
+
+/* getopt_long with getopt's own messages off; a bad option (unknown,
+ * missing or extra argument) is reported by cli_usage_error.  Returns what
+ * getopt_long returns, never '?'. */
+int cli_getopt(const struct cli_cmd *cc, int argc, char **argv, const char *shortopts, const struct option *longopts);
+
+/* Print "litevault NAME: MESSAGE", the usage line and the --help hint to
+ * stderr; exit 2 (through cli_exit). */
+void cli_usage_error(const struct cli_cmd *cc, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+
+/* As cli_usage_error without exiting: returns 2 (the exit code). */
+int cli_usage_print(const struct cli_cmd *cc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Print "litevault CMD: MSG" and the --help hint to stderr; exit 2 (through cli_exit). */
 void cli_die_usage(const char *cmd, const char *msg) __attribute__((noreturn));
+
+/* Does argv (argv[0] the command) hold --json before any "--"? */
+int cli_has_json(int argc, char **argv);
+
+/* With --json: wrap stdout and stderr so that a failing command that
+ * printed nothing on stdout prints {"command","error","exit_code"} there
+ * at the end (cli.c: the JSON guard).  command ("log ls") is copied. */
+void cli_json_guard_start(const char *command);
+
+/* The failure object goes to stderr (stdout carries data, e.g. export -o -). */
+void cli_json_to_stderr(void);
+
+/* End the guard with exit code rc: print the failure object if due; flush. */
+void cli_json_guard_end(int rc);
+
+/* cli_json_guard_end(rc), then exit(rc): the one way a command exits early. */
+void cli_exit(int rc) __attribute__((noreturn));
 
 /* The one way the commands load their configuration.
  *

@@ -96,10 +96,16 @@ static void ecli_err(const char *cmd, const char *fmt, ...)
     fputc('\n', stderr);
 }
 
+static const struct cli_cmd export_cmd = {
+    "export", "usage: litevault export [-c FILE] (--db NAME -o OUT.db | --all -o OUT) [OPTIONS]\n"
+              "       litevault export --list --url URL [--json]", NULL};
+static const struct cli_cmd import_cmd = {
+    "import", "usage: litevault import [-c FILE] (--db NAME IN.db | --all IN) [--no-check] [--json]", NULL};
+
+/* A usage error of cmd ("export" or "import"): message, usage line, hint.  Returns 2. */
 static int ecli_usage(const char *cmd, const char *msg)
 {
-    fprintf(stderr, "litevault %s: %s\nTry 'litevault %s --help'.\n", cmd, msg, cmd);
-    return LV_EXIT_USAGE;
+    return cli_usage_print(strcmp(cmd, "import") == 0 ? &import_cmd : &export_cmd, "%s", msg);
 }
 
 /* Arm LV_FAULT's faults (sys.h): export and import publish their files
@@ -836,20 +842,25 @@ static void usage_export(void)
 {
     printf("usage: litevault export [-c FILE] --db NAME -o OUT.db [--vacuum] [--json]\n"
            "       litevault export [-c FILE] --all -o OUT.tar|OUT.tar.zst|OUT.tar.gz [--json]\n"
-           "       litevault export [-c FILE] --all -o - [--format tar|tar.zst|tar.gz] [--json]\n\n"
+           "       litevault export [-c FILE] --all -o - [--format tar|tar.zst|tar.gz] [--json]\n"
+           "       litevault export --list --url URL [--json]\n\n"
            "Write a consistent copy of a database as of one TXID, taken from the running daemon\n"
            "while writers keep writing, and print that TXID and its checksum.  Without --vacuum\n"
            "the copy keeps the page layout, so its checksum equals the log's at that TXID.\n"
            "With --all, write every database plus a manifest.json into one tar bundle; the format\n"
-           "follows OUT's extension, or --format (default tar.zst) for standard output.\n\n"
+           "follows OUT's extension, or --format (default tar.zst) for standard output.\n"
+           "With --list, show the exports a destination holds (what scheduled exports wrote).\n\n"
            "  -c, --config FILE   configuration file (default ./litevault.yml, then /etc/litevault.yml)\n"
            "  -d, --db NAME       the database (its path on the mount)\n"
            "  -a, --all           every database, as a bundle\n"
            "  -o, --output OUT    output file, or - for standard output\n"
            "  -f, --format F      bundle format for -o -: tar, tar.zst (default) or tar.gz\n"
            "      --vacuum        a compact copy (VACUUM INTO); its page layout and checksum differ\n"
-           "      --json          print the result as JSON\n"
-           "  -h, --help          show this help\n");
+           "      --list          list the exports at --url instead of exporting\n"
+           "      --url URL       with --list: a directory, file:// or s3:// URL\n"
+           "  -j, --json          print the result as JSON (with -o -, on standard error)\n"
+           "  -h, --help          show this help\n\n"
+           "Exit codes: 0 ok, 1 runtime error or refused input, 2 usage or configuration error.\n");
 }
 
 int export_cli_export(int argc, char **argv)
@@ -863,7 +874,7 @@ int export_cli_export(int argc, char **argv)
     struct config cfg;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "c:d:ao:f:jh", opts, NULL)) != -1) {
+    while ((c = cli_getopt(&export_cmd, argc, argv, "c:d:ao:f:jh", opts)) != -1) {
         switch (c) {
         case 'c': cpath = optarg; break;
         case 'd': db = optarg; break;
@@ -879,7 +890,9 @@ int export_cli_export(int argc, char **argv)
         }
     }
     if (optind < argc)
-        return ecli_usage("export", "unexpected argument");
+        return cli_usage_print(&export_cmd, "unexpected argument '%s'", argv[optind]);
+    if (out && strcmp(out, "-") == 0)
+        cli_json_to_stderr(); /* stdout carries the bundle */
     if (list) {
         if (!url)
             return ecli_usage("export", "--list needs --url URL (a directory, file:// or s3:// URL)");
@@ -1444,8 +1457,9 @@ static void usage_import(void)
            "  -d, --db NAME       the database to replace or create (its path on the mount)\n"
            "  -a, --all           IN is a bundle\n"
            "      --no-check      skip PRAGMA integrity_check\n"
-           "      --json          print the result as JSON\n"
-           "  -h, --help          show this help\n");
+           "  -j, --json          print the result as JSON\n"
+           "  -h, --help          show this help\n\n"
+           "Exit codes: 0 ok, 1 runtime error or refused input, 2 usage or configuration error.\n");
 }
 
 int export_cli_import(int argc, char **argv)
@@ -1458,7 +1472,7 @@ int export_cli_import(int argc, char **argv)
     struct config cfg;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "c:d:ajh", opts, NULL)) != -1) {
+    while ((c = cli_getopt(&import_cmd, argc, argv, "c:d:ajh", opts)) != -1) {
         switch (c) {
         case 'c': cpath = optarg; break;
         case 'd': db = optarg; break;

@@ -29,17 +29,42 @@ static void log_dir_for(const struct config *cfg, const char *db, char *out, siz
     snprintf(out, n, "%s/log", meta);
 }
 
+/* Each subcommand as its errors name it, then `log` itself. */
+static const struct cli_cmd log_cmds[] = {
+    {"log ls", "usage: litevault log ls [-c FILE] --db NAME [--txid N] [--json]", NULL},
+    {"log dump", "usage: litevault log dump [-c FILE] --db NAME --txid N [--json]", NULL},
+    {"log replay", "usage: litevault log replay [-c FILE] --db NAME [--txid N] -o PATH [--json]", NULL},
+    {"log", "usage: litevault log ls|dump|replay [-c FILE] --db NAME [OPTIONS]", NULL},
+};
+
+static const struct cli_cmd *log_cmd(const char *sub)
+{
+    size_t i;
+
+    for (i = 0; i + 1 < sizeof log_cmds / sizeof log_cmds[0]; i++)
+        if (strcmp(log_cmds[i].name + 4, sub) == 0)
+            break;
+    return &log_cmds[i];
+}
+
 static void usage_log(void)
 {
-    printf("usage: litevault log ls     [-c FILE] --db NAME [--json]\n"
+    printf("usage: litevault log ls     [-c FILE] --db NAME [--txid N] [--json]\n"
            "       litevault log dump   [-c FILE] --db NAME --txid N [--json]\n"
-           "       litevault log replay [-c FILE] --db NAME [--txid N] -o PATH\n\n"
+           "       litevault log replay [-c FILE] --db NAME [--txid N] -o PATH [--json]\n\n"
            "Read the local transaction log of database NAME (its path on the mount).\n"
            "  ls      one line per record: TXID, commit time (UTC), pages, database size,\n"
            "          pre and post checksums\n"
            "  dump    one record's header and page numbers\n"
            "  replay  rebuild the database as of TXID N (default: the last) into PATH,\n"
-           "          verifying every checksum\n");
+           "          verifying every checksum\n\n"
+           "  -c, --config FILE   configuration file (default ./litevault.yml, then /etc/litevault.yml)\n"
+           "  -d, --db NAME       the database: its path on the mount\n"
+           "  -t, --txid N        ls: start at TXID N; dump: the record; replay: the target\n"
+           "  -o, --output PATH   replay: the file to write\n"
+           "  -j, --json          print the result as JSON\n"
+           "  -h, --help          show this help\n\n"
+           "Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error.\n");
 }
 
 static json_t *hdr_json(const struct txlog_hdr *h)
@@ -82,9 +107,10 @@ static int log_parse_args(int argc, char **argv, struct log_args *a)
 
     memset(a, 0, sizeof *a);
     a->sub = argv[1];
+    const struct cli_cmd *cc = log_cmd(a->sub);
     argc--;
     argv++;
-    while ((c = getopt_long(argc, argv, "c:d:t:o:jh", opts, NULL)) != -1) {
+    while ((c = cli_getopt(cc, argc, argv, "c:d:t:o:jh", opts)) != -1) {
         char *end;
         switch (c) {
         case 'c': a->cpath = optarg; break;
@@ -95,21 +121,22 @@ static int log_parse_args(int argc, char **argv, struct log_args *a)
             errno = 0;
             a->txid = strtoull(optarg, &end, 10);
             if (errno || *end || !*optarg || optarg[0] == '-')
-                cli_die_usage("log", "--txid takes a positive integer");
+                cli_usage_error(cc, "--txid takes a positive integer");
             a->have_txid = 1;
             break;
         case 'h': usage_log(); return 1;
-        default: cli_die_usage("log", "unknown option");
         }
     }
-    if (!a->db)
-        cli_die_usage("log", "--db NAME is required");
     if (strcmp(a->sub, "ls") && strcmp(a->sub, "dump") && strcmp(a->sub, "replay"))
-        cli_die_usage("log", "unknown subcommand (use ls, dump or replay)");
+        cli_usage_error(cc, "unknown subcommand '%s' (use ls, dump or replay)", a->sub);
+    if (optind < argc)
+        cli_usage_error(cc, "unexpected argument '%s'", argv[optind]);
+    if (!a->db)
+        cli_usage_error(cc, "--db NAME is required");
     if (strcmp(a->sub, "dump") == 0 && !a->have_txid)
-        cli_die_usage("log", "dump needs --txid N");
+        cli_usage_error(cc, "dump needs --txid N");
     if (strcmp(a->sub, "replay") == 0 && !a->outp)
-        cli_die_usage("log", "replay needs -o PATH");
+        cli_usage_error(cc, "replay needs -o PATH");
     if (a->db[0] == '/')
         a->db++;
     return 0;

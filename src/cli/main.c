@@ -11,6 +11,10 @@
  *   litevault export  ... / litevault import ...                      (export_cli.c)
  *   litevault version
  *
+ * Every command reports a bad option as one line naming the full command,
+ * then its usage line (cli_getopt); with --json, every failure also prints
+ * a JSON object on stdout (the JSON guard in cli.c, armed here).
+ *
  * Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error.
  */
 #include <stdio.h>
@@ -38,13 +42,9 @@ static void usage(FILE *f)
                "Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error.\n");
 }
 
-int main(int argc, char **argv)
+/* Run the command argv[1] with argv + 1; its exit code. */
+static int dispatch(int argc, char **argv)
 {
-    lvlog_setup(LVLOG_INFO, 0);
-    if (argc < 2) {
-        usage(stderr);
-        return LV_EXIT_USAGE;
-    }
     const char *cmd = argv[1];
     if (strcmp(cmd, "mount") == 0)
         return cli_mount(argc - 1, argv + 1);
@@ -71,4 +71,25 @@ int main(int argc, char **argv)
     fprintf(stderr, "litevault: unknown command '%s'\n", cmd);
     usage(stderr);
     return LV_EXIT_USAGE;
+}
+
+int main(int argc, char **argv)
+{
+    char name[64];
+    int rc;
+
+    lvlog_setup(LVLOG_INFO, 0);
+    if (argc < 2) {
+        usage(stderr);
+        return LV_EXIT_USAGE;
+    }
+    /* With --json, a failure prints a JSON object on stdout too (cli.c). */
+    if (cli_has_json(argc - 1, argv + 1)) {
+        int sub = (strcmp(argv[1], "log") == 0 || strcmp(argv[1], "archive") == 0) && argc > 2 && argv[2][0] != '-';
+        snprintf(name, sizeof name, "%s%s%s", argv[1], sub ? " " : "", sub ? argv[2] : "");
+        cli_json_guard_start(name);
+    }
+    rc = dispatch(argc, argv);
+    cli_json_guard_end(rc);
+    return rc;
 }

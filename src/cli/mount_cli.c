@@ -13,14 +13,19 @@
 #include "daemon/config.h"
 #include "daemon/daemon.h"
 
+static const struct cli_cmd mount_cmd = {"mount", "usage: litevault mount [-c FILE] [-- CMD ARGS...]", NULL};
+
 static void usage_mount(void)
 {
-    printf("usage: litevault mount [-c FILE] [-- CMD ARGS...]\n\n"
+    printf("%s\n\n"
            "Serve the databases in data.dir on the FUSE mount fuse.dir, in the foreground,\n"
            "capturing every committed transaction.  Unmounts cleanly on SIGINT and SIGTERM.\n"
            "With -- CMD, runs CMD once the mount is ready and exits with its exit code.\n\n"
            "  -c, --config FILE   configuration file (default ./litevault.yml, then /etc/litevault.yml)\n"
-           "  -h, --help          show this help\n");
+           "  -h, --help          show this help\n\n"
+           "Under systemd (Type=notify), tells it READY=1 once the mount answers.  A dead\n"
+           "litevault mount left on fuse.dir by a killed daemon is detached at start.\n",
+           mount_cmd.usage);
 }
 
 int cli_mount(int argc, char **argv)
@@ -30,14 +35,13 @@ int cli_mount(int argc, char **argv)
     struct config cfg;
     int c, rc;
 
-    while ((c = getopt_long(argc, argv, "+c:h", opts, NULL)) != -1) {
+    while ((c = cli_getopt(&mount_cmd, argc, argv, "+c:h", opts)) != -1) {
         if (c == 'c')
             cpath = optarg;
         else if (c == 'h') {
             usage_mount();
             return 0;
-        } else
-            cli_die_usage("mount", "unknown option");
+        }
     }
     char **cmd = optind < argc ? argv + optind : NULL;
     cli_load_config(cpath, &cfg);

@@ -40,10 +40,29 @@
 enum { OPT_TXID = 256, OPT_TIME, OPT_LINEAGE, OPT_PARALLEL, OPT_FORCE, OPT_IFNX, OPT_PARTIAL, OPT_NOIC, OPT_DRY,
        OPT_JSON, OPT_FROM, OPT_DB, OPT_STRICT };
 
-static int usage_err(const char *cmd, const char *msg)
+/* The commands of this file, as their errors name them. */
+static const struct cli_cmd restore_cmds[] = {
+    {"restore", "usage: litevault restore [--from URL | -c FILE] --db NAME [-o] PATH [OPTIONS]", NULL},
+    {"archive ls", "usage: litevault archive ls [--from URL | -c FILE] [--db NAME] [--json]", NULL},
+    {"archive verify", "usage: litevault archive verify [--from URL | -c FILE] --db NAME [--lineage ID] "
+                       "[--parallel N] [--json]", NULL},
+    {"archive", "usage: litevault archive ls|verify [--from URL | -c FILE] [OPTIONS]", NULL},
+};
+
+static const struct cli_cmd *restore_cmd(const char *name)
 {
-    fprintf(stderr, "litevault %s: %s\nTry 'litevault %s --help'.\n", cmd, msg, cmd);
-    return LV_EXIT_USAGE;
+    size_t i;
+
+    for (i = 0; i + 1 < sizeof restore_cmds / sizeof restore_cmds[0]; i++)
+        if (strcmp(restore_cmds[i].name, name) == 0)
+            break;
+    return &restore_cmds[i];
+}
+
+/* A usage error of command name: message, usage line, hint; exits 2. */
+static int usage_err(const char *name, const char *msg)
+{
+    cli_usage_error(restore_cmd(name), "%s", msg);
 }
 
 static int exit_code(int rc)
@@ -149,7 +168,8 @@ static void usage_restore(void)
            "  --dry-run             print the plan (objects, bytes, resulting TXID); download nothing\n"
            "  --strict              fail (exit 1) when the --timestamp lies after the last archived\n"
            "                        transaction, instead of restoring that one with a note\n"
-           "  --json                machine-readable output\n\n"
+           "  --json                machine-readable output\n"
+           "  -h, --help            show this help\n\n"
            "Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error.\n");
 }
 
@@ -162,6 +182,13 @@ static void usage_archive(void)
            "  verify  download and check every object of a lineage (current, or --lineage):\n"
            "          object checksums, every record, chains within and across objects,\n"
            "          snapshot contents, overlapping compaction levels; exit 1 naming each bad object\n\n"
+           "  --from URL            archive destination (file:///dir, s3://bucket/prefix?endpoint=...)\n"
+           "  -c, --config FILE     take the URL from the config's first archive destination\n"
+           "  --db NAME             database name in the archive (ls: only this one)\n"
+           "  --lineage ID          verify: this lineage instead of the current one\n"
+           "  --parallel N          verify: download N objects at once (default 4)\n"
+           "  --json                machine-readable output\n"
+           "  -h, --help            show this help\n\n"
            "Exit codes: 0 ok, 1 runtime error or damage found, 2 usage or configuration error.\n");
 }
 
@@ -303,7 +330,7 @@ int restore_cli_restore(int argc, char **argv)
     memset(&o, 0, sizeof o);
     o.target.kind = PLAN_LATEST;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "c:o:h", restore_longopts, NULL)) != -1) {
+    while ((c = cli_getopt(restore_cmd("restore"), argc, argv, "c:o:h", restore_longopts)) != -1) {
         switch (c) {
         case OPT_FROM: o.url = optarg; break;
         case 'c': cfg = optarg; break;
@@ -692,8 +719,9 @@ int restore_cli_archive(int argc, char **argv)
     sub = argv[1];
     if (strcmp(sub, "ls") && strcmp(sub, "verify"))
         return usage_err("archive", "unknown subcommand (use ls or verify)");
+    const char *acmd = strcmp(sub, "ls") == 0 ? "archive ls" : "archive verify";
     optind = 1;
-    while ((c = getopt_long(argc - 1, argv + 1, "c:h", longopts, NULL)) != -1) {
+    while ((c = cli_getopt(restore_cmd(acmd), argc - 1, argv + 1, "c:h", longopts)) != -1) {
         switch (c) {
         case OPT_FROM: url = optarg; break;
         case 'c': cfg = optarg; break;
@@ -702,21 +730,21 @@ int restore_cli_archive(int argc, char **argv)
         case OPT_PARALLEL: {
             uint64_t n;
             if (parse_u64(optarg, &n) || n < 1 || n > 64)
-                return usage_err("archive", "--parallel takes an integer 1..64");
+                return usage_err(acmd, "--parallel takes an integer 1..64");
             parallel = (int)n;
             break;
         }
         case OPT_JSON: json = 1; break;
         case 'h': usage_archive(); return LV_EXIT_OK;
-        default: return usage_err("archive", "unknown option");
+        default: return usage_err(acmd, "unknown option");
         }
     }
     if (optind < argc - 1)
-        return usage_err("archive", "unexpected argument");
+        return usage_err(acmd, "unexpected argument");
     if (strcmp(sub, "verify") == 0 && (!db || !db[0]))
-        return usage_err("archive", "verify needs --db NAME");
+        return usage_err(acmd, "verify needs --db NAME");
     if (lineage && strcmp(sub, "ls") == 0)
-        return usage_err("archive", "--lineage is for verify");
+        return usage_err(acmd, "--lineage is for verify");
     if (!url) {
         rc = default_dest_from_config(cfg, &dcfg, &url, &dso, err, sizeof err);
         if (rc) {

@@ -15,6 +15,21 @@
 #include "base/lv.h"
 #include "daemon/config.h"
 
+static const struct cli_cmd status_cmd = {"status", "usage: litevault status [-c FILE] [--json]", NULL};
+
+static void usage_status(void)
+{
+    printf("%s\n\n"
+           "Show what the running daemon reports for each database: name, TXID,\n"
+           "checksum, page size, size in pages, journal mode and last commit time.\n"
+           "Asks the daemon of the configuration over HTTP (http.addr).\n\n"
+           "  -c, --config FILE   configuration file (default ./litevault.yml, then /etc/litevault.yml)\n"
+           "  -j, --json          print the daemon's answer (GET /status) as JSON\n"
+           "  -h, --help          show this help\n\n"
+           "Exit codes: 0 ok, 1 no daemon answers, 2 usage or configuration error.\n",
+           status_cmd.usage);
+}
+
 int cli_status(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -24,19 +39,18 @@ int cli_status(int argc, char **argv)
     struct config cfg;
     char *body = NULL;
     size_t len = 0;
-    while ((c = getopt_long(argc, argv, "c:jh", opts, NULL)) != -1) {
+    while ((c = cli_getopt(&status_cmd, argc, argv, "c:jh", opts)) != -1) {
         if (c == 'c')
             cpath = optarg;
         else if (c == 'j')
             as_json = 1;
         else if (c == 'h') {
-            printf("usage: litevault status [-c FILE] [--json]\n\n"
-                   "Show what the running daemon reports for each database: name, TXID,\n"
-                   "checksum, page size, size in pages, journal mode and last commit time.\n");
+            usage_status();
             return 0;
-        } else
-            cli_die_usage("status", "unknown option");
+        }
     }
+    if (optind < argc)
+        cli_usage_error(&status_cmd, "unexpected argument '%s'", argv[optind]);
     cli_load_config(cpath, &cfg);
     if (cli_daemon_get("status", &cfg, "/status", &body, &len) != 0)
         goto out;

@@ -2,18 +2,21 @@
  * daemon.c -- the daemon's wiring (see daemon.h).
  *
  * Start-up order, each step depending on the ones before it:
- *   1. the mount point is usable (check_mountpoint: not a live or dead mount)
+ *   1. the mount point is usable (check_mountpoint: not a live mount; a dead
+ *      litevault mount, left by a killed daemon, is detached)
  *   2. SIGINT/SIGTERM/SIGHUP blocked in every thread (fs_run takes them)
  *   3. the registry (dbreg_open: data.dir, logs, reconcile), data.dir/tmp cleared
  *   4. scheduled exports (created, not started) and the archiver (threads run)
  *   5. the HTTP API: the admin socket data.dir/admin.sock (0600, every
  *      route) and, unless http.public is false, http.addr (read-only routes)
  *   6. housekeeping (state saves every data.state-interval) and the export scheduler
- *   7. the FUSE mount (fs_prepare), then the -- CMD child, then fs_run
- * Shutdown runs the same steps backwards from wherever start-up stopped;
- * after a clean run (a signal, or the -- CMD child exited) the archiver
- * first drains: the unmount comes first (no new commits), then every
- * record not yet archived is uploaded, bounded by shutdown-timeout.
+ *   7. the FUSE mount (fs_prepare), the readiness probe, then the -- CMD
+ *      child, then fs_run
+ * Shutdown runs the same steps backwards from wherever start-up stopped,
+ * telling systemd STOPPING=1 and a STATUS= line per step (notify.h); after
+ * a clean run (a signal, or the -- CMD child exited) the archiver first
+ * drains: the unmount comes first (no new commits), then every record not
+ * yet archived is uploaded, bounded by shutdown-timeout.
  *
  * Invariants:
  *   D1. No thread writes to data.dir/tmp before dbreg_clear_tmp has run.
@@ -23,6 +26,10 @@
  *       lock, so a second daemon never steals a running one's socket.
  *   D4. archiver_drain runs after fs_finish (the mount is gone), so the
  *       TXIDs it drains to are final.
+ *   D5. READY=1 goes to systemd only once the mount answers a request
+ *       (ready_probe's statvfs returned), so units ordered After= this one
+ *       find the databases there; the probe is joined after fs_finish,
+ *       which ends any request still waiting.
  */
 #include "daemon/daemon.h"
 
@@ -32,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
@@ -47,6 +55,7 @@
 #include "capture/fs.h"
 #include "daemon/api.h"
 #include "daemon/config.h"
+#include "daemon/notify.h"
 #include "export/exports.h"
 
 /* The running daemon (one per process, on daemon_run's stack). */
@@ -57,6 +66,7 @@ struct daemon {
     struct archiver *arch;     /* archive uploads, NULL without archive: destinations */
     struct worker *hk;         /* housekeeping: saves checksum states */
     struct worker *waiter;     /* waits for the -- CMD child, NULL without one */
+    struct worker *probe;      /* readiness probe (ready_probe), NULL before the mount */
     pid_t child;               /* -- CMD child, or 0 (immutable once the waiter runs) */
     int child_status;          /* its wait status (written by the waiter before it exits) */
 };
@@ -83,35 +93,129 @@ static void child_waiter(struct worker *w, void *arg)
     fs_request_exit();
 }
 
-/* Is dir already a mount point (per /proc/self/mountinfo)? */
-static int is_mounted(const char *dir)
+/* Where dir (an absolute or relative path) would appear in mountinfo:
+ * realpath of its parent plus its name, because realpath(dir) itself
+ * fails on a dead mount (ENOTCONN). */
+static void mount_path(const char *dir, char *out, size_t outlen)
+{
+    char parent[PATH_MAX], real[PATH_MAX];
+    const char *slash = strrchr(dir, '/');
+
+    if (realpath(dir, real)) {
+        snprintf(out, outlen, "%s", real);
+        return;
+    }
+    if (!slash)
+        snprintf(parent, sizeof parent, ".");
+    else
+        snprintf(parent, sizeof parent, "%.*s", slash == dir ? 1 : (int)(slash - dir), dir);
+    if (realpath(parent, real))
+        snprintf(out, outlen, "%s%s%s", real, strcmp(real, "/") ? "/" : "", slash ? slash + 1 : dir);
+    else
+        snprintf(out, outlen, "%s", dir);
+}
+
+/* Undo mountinfo's octal escapes (\040 for a space) in place. */
+static void mountinfo_unescape(char *s)
+{
+    char *w = s;
+
+    for (; *s; s++) {
+        if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
+            *w++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
+            s += 3;
+        } else {
+            *w++ = *s;
+        }
+    }
+    *w = 0;
+}
+
+/* Is dir a mount point (per /proc/self/mountinfo)?  1 with its file system
+ * type (e.g. "fuse.litevault") in fstype, else 0.  The last matching line
+ * wins: it is the mount on top. */
+static int mount_lookup(const char *dir, char *fstype, size_t fslen)
 {
     FILE *mi = fopen("/proc/self/mountinfo", "r");
-    char line[8192], real[PATH_MAX], mp[PATH_MAX];
+    char line[8192], want[PATH_MAX], mp[PATH_MAX], fs[256];
     int found = 0;
 
     if (!mi)
         return 0;
-    if (!realpath(dir, real))
-        snprintf(real, sizeof real, "%s", dir);
-    while (!found && fgets(line, sizeof line, mi))
-        found = sscanf(line, "%*s %*s %*s %*s %4095s", mp) == 1 && strcmp(mp, real) == 0;
+    mount_path(dir, want, sizeof want);
+    while (fgets(line, sizeof line, mi)) {
+        const char *sep = strstr(line, " - ");
+        if (!sep || sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1 || sscanf(sep + 3, "%255s", fs) != 1)
+            continue;
+        mountinfo_unescape(mp);
+        if (strcmp(mp, want) == 0) {
+            found = 1;
+            snprintf(fstype, fslen, "%s", fs);
+        }
+    }
     fclose(mi);
     return found;
 }
 
-/* 0 if dir is usable as a mount point (created if missing), else an exit code. */
+/* Detach the dead mount on dir: umount2(MNT_DETACH) as root, else
+ * fusermount3 -u -z (setuid, for the user who mounted it).  0 or LV_EIO. */
+static int detach_mount(const char *dir)
+{
+    int st = 0;
+    pid_t pid;
+
+    if (umount2(dir, MNT_DETACH) == 0)
+        return 0;
+    LV_DEBUG("umount2 %s: %s; trying fusermount3 -u -z", dir, strerror(errno));
+    fflush(NULL);
+    pid = fork();
+    if (pid == 0) {
+        execlp("fusermount3", "fusermount3", "-u", "-z", dir, (char *)NULL);
+        _exit(127);
+    }
+    if (pid < 0)
+        return LV_EIO;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : LV_EIO;
+}
+
+/* Is dir a dead FUSE mount (its server gone: ENOTCONN)?  stat() may be
+ * answered from the kernel's attribute cache; statvfs always reaches the
+ * server. */
+static int mount_is_dead(const char *dir)
+{
+    struct statvfs sv;
+    struct stat st;
+
+    return (stat(dir, &st) != 0 && errno == ENOTCONN) || (statvfs(dir, &sv) != 0 && errno == ENOTCONN);
+}
+
+/* 0 if dir is usable as a mount point (created if missing), else an exit
+ * code.  A dead litevault mount on dir (left by a daemon that was killed,
+ * with this fuse.dir: this configuration's) is detached; any other mount,
+ * or a dead mount of another file system, is refused. */
 static int check_mountpoint(const char *dir)
 {
+    char fstype[256] = "";
     struct stat st;
-    struct statvfs sv;
+    int mounted = mount_lookup(dir, fstype, sizeof fstype);
 
-    if (stat(dir, &st) != 0) {
-        if (errno == ENOTCONN) {
-            fprintf(stderr, "litevault: fuse.dir %s is a stale FUSE mount (transport endpoint is not connected); "
-                            "run 'fusermount3 -u %s' and start again\n", dir, dir);
+    if (mounted && mount_is_dead(dir)) {
+        if (strcmp(fstype, "fuse.litevault") != 0) {
+            fprintf(stderr, "litevault: fuse.dir %s is a stale %s mount (transport endpoint is not connected) "
+                            "that is not litevault's; run 'fusermount3 -u %s' and start again\n", dir, fstype, dir);
             return LV_EXIT_RUNTIME;
         }
+        if (detach_mount(dir) != 0) {
+            fprintf(stderr, "litevault: fuse.dir %s is a stale litevault mount (transport endpoint is not "
+                            "connected) and cannot be detached; run 'fusermount3 -u %s' and start again\n", dir, dir);
+            return LV_EXIT_RUNTIME;
+        }
+        LV_WARN("fuse.dir %s was a stale litevault mount (its daemon was killed); detached it", dir);
+        mounted = mount_lookup(dir, fstype, sizeof fstype);
+    }
+    if (stat(dir, &st) != 0) {
         if (errno != ENOENT || sys_mkdir_p(dir) != 0) {
             fprintf(stderr, "litevault: fuse.dir %s: %s; create it or fix fuse.dir\n", dir, strerror(errno));
             return LV_EXIT_RUNTIME;
@@ -123,19 +227,29 @@ static int check_mountpoint(const char *dir)
         fprintf(stderr, "litevault: fuse.dir %s is not a directory; set fuse.dir to a directory\n", dir);
         return LV_EXIT_RUNTIME;
     }
-    if (!is_mounted(dir))
+    if (!mounted)
         return 0;
-    /* stat() may be answered from the kernel's attribute cache; statvfs
-     * always reaches the (dead) server. */
-    if (statvfs(dir, &sv) != 0 && errno == ENOTCONN) {
-        fprintf(stderr, "litevault: fuse.dir %s is a stale FUSE mount (transport endpoint is not "
-                        "connected); run 'fusermount3 -u %s' and start again\n", dir, dir);
-        return LV_EXIT_RUNTIME;
-    }
     fprintf(stderr, "litevault: fuse.dir %s is busy: something is already mounted there "
                     "(another litevault?); unmount it (fusermount3 -u %s) or choose another fuse.dir\n",
             dir, dir);
     return LV_EXIT_RUNTIME;
+}
+
+/* The readiness probe: statvfs on the mount point blocks until the FUSE
+ * loop answers, then READY=1 goes to systemd (D5).  A probe that fails
+ * (the mount went away before answering) sends nothing. */
+static void ready_probe(struct worker *w, void *arg)
+{
+    struct daemon *dm = arg;
+    struct statvfs sv;
+
+    LV_UNUSED(w);
+    if (statvfs(dm->cfg->fuse_dir, &sv) != 0) {
+        LV_DEBUG("readiness probe: statvfs %s: %s", dm->cfg->fuse_dir, strerror(errno));
+        return;
+    }
+    notify_ready("serving");
+    LV_DEBUG("the mount %s answers; told systemd READY=1", dm->cfg->fuse_dir);
 }
 
 /* Fork and exec cmd with the signals unblocked; the waiter worker reaps it.  0 or an exit code. */
@@ -243,6 +357,10 @@ int daemon_run(const struct config *cfg, char **cmd)
         goto out_workers;
     }
     LV_INFO("serving %s on %s (http %s)", cfg->data_dir, cfg->fuse_dir, cfg->http_addr);
+    if (worker_start("lv-ready", ready_probe, &dm, &dm.probe) != 0) {
+        fs_finish(fs);
+        goto out_workers;
+    }
     if (cmd && (rc = start_child(&dm, cmd, &set)) != 0) {
         fs_finish(fs);
         goto out_workers;
@@ -250,7 +368,10 @@ int daemon_run(const struct config *cfg, char **cmd)
     api_set_serving(1);
     fs_run(fs);
     api_set_serving(0);
+    notify_stopping("unmounting");
     fs_finish(fs);
+    if (dm.arch)
+        notify_status("archiving the rest of the log");
     archiver_drain(dm.arch); /* D4: after the unmount, bounded by archive[].shutdown-timeout */
     rc = 0;
     if (dm.waiter) {
@@ -259,12 +380,19 @@ int daemon_run(const struct config *cfg, char **cmd)
         rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
     }
 out_workers:
+    worker_stop(dm.probe); /* D5: fs_finish has ended its request */
     worker_stop(dm.hk);
 out_parts:
+    notify_status("stopping the HTTP API");
     http_free(hs); /* D2 */
     http_free(admin);
+    notify_status("finishing scheduled exports");
     exports_stop(dm.exp);
+    if (dm.arch)
+        notify_status("stopping the archiver");
     archiver_stop(dm.arch);
+    notify_status("saving checksum states");
     dbreg_close(dm.reg);
+    notify_status("stopped");
     return rc;
 }
