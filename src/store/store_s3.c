@@ -838,15 +838,9 @@ static const char *req_what(const struct s3_req *r)
     return r->key ? r->key : r->what ? r->what : "";
 }
 
-/* One attempt.  Returns the CURLcode; r->status is set on a response. */
-static CURLcode s3_attempt(struct s3_store *b, struct s3_req *r, CURL *h, const char *url)
+/* Clear what a previous attempt of r left in its response fields. */
+static void s3_req_reset(struct s3_req *r)
 {
-    struct curl_slist *hdrs = NULL, *t;
-    char line[512];
-    CURLcode cc;
-    curl_off_t ft = -1, cl = -1;
-    long nconn = 0;
-
     r->status = 0;
     r->hdr_status = 0;
     r->resp.n = 0;
@@ -858,47 +852,67 @@ static CURLcode s3_attempt(struct s3_store *b, struct s3_req *r, CURL *h, const 
     r->mtime_us = 0;
     r->has_clen = 0;
     r->up_pos = 0;
+}
 
-    t = curl_slist_append(hdrs, "x-amz-content-sha256: UNSIGNED-PAYLOAD");
-    if (t) {
-        hdrs = t;
-        t = curl_slist_append(hdrs, "Expect:"); /* no 100-continue round trip */
-    }
+/* Append "NAME: VALUE" to *hdrs; 0, or -1 when out of memory (the list stays valid). */
+static int s3_header(struct curl_slist **hdrs, const char *name, const char *value)
+{
+    char line[512];
+    struct curl_slist *t;
+
+    snprintf(line, sizeof line, "%s: %s", name, value);
+    t = curl_slist_append(*hdrs, line);
+    if (!t)
+        return -1;
+    *hdrs = t;
+    return 0;
+}
+
+/* The request headers of r (the session token is wiped from our copy once
+ * libcurl has its own).  The list into *out (caller frees with
+ * curl_slist_free_all); CURLE_OK or CURLE_OUT_OF_MEMORY. */
+static CURLcode s3_headers(const struct s3_store *b, const struct s3_req *r, struct curl_slist **out)
+{
+    struct curl_slist *hdrs = NULL, *t;
+    int bad = 0;
+
+    bad |= s3_header(&hdrs, "x-amz-content-sha256", "UNSIGNED-PAYLOAD");
+    t = bad ? NULL : curl_slist_append(hdrs, "Expect:"); /* no 100-continue round trip */
     if (t)
         hdrs = t;
-    if (t && b->cfg.session_token) {
+    else
+        bad = 1;
+    if (!bad && b->cfg.session_token) {
         char *tok = NULL;
         if (asprintf(&tok, "x-amz-security-token: %s", b->cfg.session_token) < 0) {
-            tok = NULL;
-            t = NULL;
+            bad = 1;
         } else {
             t = curl_slist_append(hdrs, tok); /* copies; the copy is freed (not wiped) with the list */
             explicit_bzero(tok, strlen(tok));
             free(tok);
+            if (t)
+                hdrs = t;
+            else
+                bad = 1;
         }
-        if (t)
-            hdrs = t;
     }
-    if (t && r->range[0]) {
-        snprintf(line, sizeof line, "Range: %s", r->range);
-        if ((t = curl_slist_append(hdrs, line)))
-            hdrs = t;
-    }
-    if (t && r->if_match && *r->if_match) {
-        snprintf(line, sizeof line, "If-Match: %s", r->if_match);
-        if ((t = curl_slist_append(hdrs, line)))
-            hdrs = t;
-    }
-    if (t && r->body) {
-        snprintf(line, sizeof line, "Content-Type: %s", r->ctype ? r->ctype : "application/octet-stream");
-        if ((t = curl_slist_append(hdrs, line)))
-            hdrs = t;
-    }
-    if (!t) {
+    if (!bad && r->range[0])
+        bad |= s3_header(&hdrs, "Range", r->range);
+    if (!bad && r->if_match && *r->if_match)
+        bad |= s3_header(&hdrs, "If-Match", r->if_match);
+    if (!bad && r->body)
+        bad |= s3_header(&hdrs, "Content-Type", r->ctype ? r->ctype : "application/octet-stream");
+    if (bad) {
         curl_slist_free_all(hdrs);
         return CURLE_OUT_OF_MEMORY;
     }
+    *out = hdrs;
+    return CURLE_OK;
+}
 
+/* Set every option of handle h for r at url, with headers hdrs (borrowed until the perform). */
+static void s3_setopts(const struct s3_store *b, struct s3_req *r, CURL *h, const char *url, struct curl_slist *hdrs)
+{
     curl_easy_setopt(h, CURLOPT_VERBOSE, 0L); /* never: it would print the Authorization header */
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -934,8 +948,14 @@ static CURLcode s3_attempt(struct s3_store *b, struct s3_req *r, CURL *h, const 
     } else if (strcmp(r->method, "GET") != 0) {
         curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, r->method);
     }
+}
 
-    cc = curl_easy_perform(h);
+/* After a perform: status, connections made, modification time and length into r. */
+static void s3_collect(struct s3_req *r, CURL *h)
+{
+    curl_off_t ft = -1, cl = -1;
+    long nconn = 0;
+
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
     if (curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &nconn) == CURLE_OK && nconn > 0)
         __atomic_add_fetch(&r->store->n_connects, (uint64_t)nconn, __ATOMIC_RELAXED);
@@ -945,6 +965,21 @@ static CURLcode s3_attempt(struct s3_store *b, struct s3_req *r, CURL *h, const 
         r->clen = (uint64_t)cl;
         r->has_clen = 1;
     }
+}
+
+/* One attempt.  Returns the CURLcode; r->status is set on a response. */
+static CURLcode s3_attempt(struct s3_store *b, struct s3_req *r, CURL *h, const char *url)
+{
+    struct curl_slist *hdrs = NULL;
+    CURLcode cc;
+
+    s3_req_reset(r);
+    cc = s3_headers(b, r, &hdrs);
+    if (cc != CURLE_OK)
+        return cc;
+    s3_setopts(b, r, h, url, hdrs);
+    cc = curl_easy_perform(h);
+    s3_collect(r, h);
     /* Forget the credentials and headers on this handle before it idles in the pool. */
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
     curl_easy_setopt(h, CURLOPT_USERNAME, NULL);
