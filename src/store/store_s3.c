@@ -993,11 +993,86 @@ enum s3_class { S3_OK, S3_RETRY, S3_FAIL };
 
 /* Run r with retries; 0, LV_ENOENT (missing object/upload, not logged) or
  * a negative LV_E* after store_fail(). */
+/* One attempt of r, counted in the store's request and in-flight gauges. */
+static CURLcode s3_counted_attempt(struct store *s, struct s3_store *b, struct s3_req *r, CURL *h, const char *url)
+{
+    int now = __atomic_add_fetch(&s->n_inflight, 1, __ATOMIC_RELAXED);
+    int max = __atomic_load_n(&s->max_inflight, __ATOMIC_RELAXED);
+    CURLcode cc;
+
+    while (now > max &&
+           !__atomic_compare_exchange_n(&s->max_inflight, &max, now, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        ;
+    __atomic_add_fetch(&s->n_requests, 1, __ATOMIC_RELAXED);
+    cc = s3_attempt(b, r, h, url);
+    __atomic_sub_fetch(&s->n_inflight, 1, __ATOMIC_RELAXED);
+    return cc;
+}
+
+/* The class of an HTTP answer with status st (S3 error code in code, message
+ * in msg), its reason into reason and the error it maps to into *rc. */
+static enum s3_class s3_classify_status(const struct s3_req *r, long st, const char *code, const char *msg,
+                                        char *reason, size_t rn, int *rc)
+{
+    if (code[0])
+        snprintf(reason, rn, "%s: %s", code, msg[0] ? msg : "(no message)");
+    else
+        snprintf(reason, rn, "HTTP %ld", st);
+    if (st >= 500 || st == 429 || st == 408 || (st == 400 && strcmp(code, "RequestTimeout") == 0)) {
+        *rc = LV_ENET;
+        return S3_RETRY;
+    }
+    if (st == 404 && strcmp(code, "NoSuchBucket") == 0)
+        *rc = r->quiet_no_bucket ? LV_ENOENT : LV_ECONFIG;
+    else if (st == 404)
+        *rc = LV_ENOENT; /* NoSuchKey, NoSuchUpload, or a HEAD without body */
+    else if (st == 401 || st == 403)
+        *rc = LV_EPERM;
+    else if (st == 400 || st == 411 || st == 416)
+        *rc = LV_EINVAL;
+    else
+        *rc = LV_ENET;
+    return S3_FAIL;
+}
+
+/* The class of one attempt that ended with cc: its reason into reason (size
+ * rn), the S3 error code into code (size 128) and the error it maps to into *rc. */
+static enum s3_class s3_classify(struct s3_req *r, CURLcode cc, char *reason, size_t rn, char *code, int *rc)
+{
+    char msg[400] = "";
+    long st = r->status;
+
+    code[0] = '\0';
+    if (cc == CURLE_WRITE_ERROR && r->overflow) {
+        snprintf(reason, rn, "response larger than expected (server ignored Range?)");
+        *rc = LV_ENET;
+        return S3_FAIL;
+    }
+    if (cc != CURLE_OK) {
+        snprintf(reason, rn, "%s", curl_easy_strerror(cc));
+        *rc = cc == CURLE_OUT_OF_MEMORY ? LV_ENOMEM : LV_ENET;
+        return curl_transient(cc) ? S3_RETRY : S3_FAIL;
+    }
+    if (!((st >= 200 && st < 300) || (st == 416 && r->ok_416) || (st == 412 && r->ok_412))) {
+        parse_error_body(r, code, 128, msg, sizeof msg);
+        return s3_classify_status(r, st, code, msg, reason, rn, rc);
+    }
+    if (st == 200 && r->body_error_check) {
+        parse_error_body(r, code, 128, msg, sizeof msg);
+        if (code[0]) { /* CompleteMultipartUpload failed after the 200 */
+            snprintf(reason, rn, "%s: %s", code, msg);
+            *rc = LV_ENET;
+            return strcmp(code, "InternalError") == 0 || strcmp(code, "SlowDown") == 0 ? S3_RETRY : S3_FAIL;
+        }
+    }
+    return S3_OK;
+}
+
 static int s3_do(struct store *s, struct s3_req *r)
 {
     struct s3_store *b = s3_of(s);
     char *url = store_s3_object_url(&b->cfg, r->key, r->query);
-    char reason[600], code[128], msg[400];
+    char reason[600], code[128];
     int rc = 0;
 
     if (!url) {
@@ -1015,63 +1090,9 @@ static int s3_do(struct store *s, struct s3_req *r)
             store_fail(s, "%s: %s %s: cannot create a curl handle", s->url, r->op, req_what(r));
             break;
         }
-        {
-            int now = __atomic_add_fetch(&s->n_inflight, 1, __ATOMIC_RELAXED);
-            int max = __atomic_load_n(&s->max_inflight, __ATOMIC_RELAXED);
-            while (now > max && !__atomic_compare_exchange_n(&s->max_inflight, &max, now, 0, __ATOMIC_RELAXED,
-                                                             __ATOMIC_RELAXED))
-                ;
-            __atomic_add_fetch(&s->n_requests, 1, __ATOMIC_RELAXED);
-            cc = s3_attempt(b, r, h, url);
-            __atomic_sub_fetch(&s->n_inflight, 1, __ATOMIC_RELAXED);
-        }
+        cc = s3_counted_attempt(s, b, r, h, url);
         pool_give(b, h, cc != CURLE_OK);
-        code[0] = msg[0] = '\0';
-        if (cc == CURLE_WRITE_ERROR && r->overflow) {
-            snprintf(reason, sizeof reason, "response larger than expected (server ignored Range?)");
-            cls = S3_FAIL;
-            rc = LV_ENET;
-        } else if (cc != CURLE_OK) {
-            snprintf(reason, sizeof reason, "%s", curl_easy_strerror(cc));
-            cls = curl_transient(cc) ? S3_RETRY : S3_FAIL;
-            rc = cc == CURLE_OUT_OF_MEMORY ? LV_ENOMEM : LV_ENET;
-        } else {
-            long st = r->status;
-            if ((st >= 200 && st < 300) || (st == 416 && r->ok_416) || (st == 412 && r->ok_412)) {
-                cls = S3_OK;
-                if (st == 200 && r->body_error_check) {
-                    parse_error_body(r, code, sizeof code, msg, sizeof msg);
-                    if (code[0]) { /* CompleteMultipartUpload failed after the 200 */
-                        snprintf(reason, sizeof reason, "%s: %s", code, msg);
-                        cls = strcmp(code, "InternalError") == 0 || strcmp(code, "SlowDown") == 0 ? S3_RETRY
-                                                                                                   : S3_FAIL;
-                        rc = LV_ENET;
-                    }
-                }
-            } else {
-                parse_error_body(r, code, sizeof code, msg, sizeof msg);
-                if (code[0])
-                    snprintf(reason, sizeof reason, "%s: %s", code, msg[0] ? msg : "(no message)");
-                else
-                    snprintf(reason, sizeof reason, "HTTP %ld", st);
-                if (st >= 500 || st == 429 || st == 408 || (st == 400 && strcmp(code, "RequestTimeout") == 0)) {
-                    cls = S3_RETRY;
-                    rc = LV_ENET;
-                } else {
-                    cls = S3_FAIL;
-                    if (st == 404 && (strcmp(code, "NoSuchBucket") == 0))
-                        rc = r->quiet_no_bucket ? LV_ENOENT : LV_ECONFIG;
-                    else if (st == 404)
-                        rc = LV_ENOENT; /* NoSuchKey, NoSuchUpload, or a HEAD without body */
-                    else if (st == 401 || st == 403)
-                        rc = LV_EPERM;
-                    else if (st == 400 || st == 411 || st == 416)
-                        rc = LV_EINVAL;
-                    else
-                        rc = LV_ENET;
-                }
-            }
-        }
+        cls = s3_classify(r, cc, reason, sizeof reason, code, &rc);
         if (cls == S3_OK) {
             rc = 0;
             break;
@@ -1091,13 +1112,11 @@ static int s3_do(struct store *s, struct s3_req *r)
             rc = LV_ENET;
             break;
         }
-        {
-            char warn[STORE_ERR_MAX];
-            snprintf(warn, sizeof warn, "%s: %s %s: %s; retry %d of %d", s->url, r->op, req_what(r), reason,
-                     r->attempts, s->max_retries);
-            store_redact(s, warn, sizeof warn);
-            LV_WARN("%s", warn);
-        }
+        char warn[STORE_ERR_MAX];
+        snprintf(warn, sizeof warn, "%s: %s %s: %s; retry %d of %d", s->url, r->op, req_what(r), reason,
+                 r->attempts, s->max_retries);
+        store_redact(s, warn, sizeof warn);
+        LV_WARN("%s", warn);
         store_backoff(s, r->attempts);
     }
     free(url);
