@@ -1227,35 +1227,123 @@ static int mpu_part(struct s3_jobs *j, size_t i)
     return rc;
 }
 
+/* CreateMultipartUpload of key: the upload ID into *upload_id (malloc'ed,
+ * caller frees).  0 or negative (store_fail called). */
+static int mpu_create(struct store *s, const char *key, char **upload_id)
+{
+    struct s3_req r = {.method = "POST", .op = "PUT(create multipart)", .key = key, .query = "uploads="};
+    xmlDoc *doc;
+    int rc;
+
+    *upload_id = NULL;
+    rc = s3_do(s, &r);
+    if (rc < 0)
+        goto out;
+    doc = xml_parse(r.resp.p, r.resp.n);
+    if (doc) {
+        *upload_id = xml_child_text(xmlDocGetRootElement(doc), "UploadId");
+        xmlFreeDoc(doc);
+    }
+    if (!*upload_id || !**upload_id) {
+        store_fail(s, "%s: PUT %s: CreateMultipartUpload returned no UploadId", s->url, key);
+        rc = LV_ENET;
+    }
+out:
+    req_free(&r);
+    return rc;
+}
+
+/* The CompleteMultipartUpload body for the nparts ETags of m: *xml
+ * (malloc'ed, caller frees) of *xlen bytes.  0 or LV_ENOMEM. */
+static int mpu_complete_body(const struct s3_mpu *m, size_t nparts, char **xml, size_t *xlen)
+{
+    FILE *f = open_memstream(xml, xlen);
+
+    if (!f)
+        return LV_ENOMEM;
+    fputs("<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">", f);
+    for (size_t i = 0; i < nparts; i++)
+        fprintf(f, "<Part><PartNumber>%zu</PartNumber><ETag>%s</ETag></Part>", i + 1, m->etags[i]);
+    fputs("</CompleteMultipartUpload>", f);
+    return fclose(f) == 0 ? 0 : LV_ENOMEM;
+}
+
+/* CompleteMultipartUpload of the len bytes uploaded as m's nparts parts.
+ * 0 or negative (store_fail called). */
+static int mpu_complete(struct store *s, const struct s3_mpu *m, size_t nparts, size_t len)
+{
+    struct s3_req r = {.method = "POST", .op = "PUT(complete multipart)", .key = m->key,
+                       .ctype = "application/xml", .body_error_check = 1};
+    char *xml = NULL, *query = NULL;
+    size_t xlen = 0;
+    int rc;
+
+    rc = mpu_complete_body(m, nparts, &xml, &xlen);
+    if (rc < 0)
+        goto out;
+    if (asprintf(&query, "uploadId=%s", m->upload_id_enc) < 0) {
+        query = NULL;
+        rc = LV_ENOMEM;
+        goto out;
+    }
+    r.query = query;
+    r.body = (const uint8_t *)xml;
+    r.body_len = xlen;
+    rc = s3_do(s, &r);
+    if (rc == LV_ENOENT && r.attempts > 1) {
+        /* A retried Complete whose first try succeeded finds no upload:
+         * accept if the object now has the expected size. */
+        struct s3_req h = {.method = "HEAD", .op = "HEAD", .key = m->key};
+        if (s3_do(s, &h) == 0 && h.has_clen && h.clen == len)
+            rc = 0;
+        req_free(&h);
+    }
+    if (rc == LV_ENOENT) {
+        store_fail(s, "%s: PUT %s: CompleteMultipartUpload: NoSuchUpload", s->url, m->key);
+        rc = LV_ENET;
+    }
+out:
+    req_free(&r);
+    free(query);
+    free(xml);
+    return rc;
+}
+
+/* AbortMultipartUpload of m, keeping the store's last error (the cause, not the abort). */
+static void mpu_abort(struct store *s, const struct s3_mpu *m)
+{
+    struct s3_req a = {.method = "DELETE", .op = "PUT(abort multipart)", .key = m->key};
+    char keep[STORE_ERR_MAX], *aq = NULL;
+
+    if (asprintf(&aq, "uploadId=%s", m->upload_id_enc) < 0)
+        return;
+    snprintf(keep, sizeof keep, "%s", store_last_error(s));
+    a.query = aq;
+    if (s3_do(s, &a) < 0)
+        LV_WARN("%s: PUT %s: could not abort multipart upload (it may linger until a lifecycle rule "
+                "removes it)", s->url, m->key);
+    store_set_error(s, "%s", keep);
+    free(aq);
+    req_free(&a);
+}
+
 static int s3_put_multipart(struct store *s, const char *key, const void *data, size_t len)
 {
     struct s3_store *b = s3_of(s);
     struct s3_mpu m = {.key = key, .data = data, .len = len};
-    struct s3_req r = {.method = "POST", .op = "PUT(create multipart)", .key = key, .query = "uploads="};
     struct s3_jobs j = {.s = s, .fn = mpu_part, .arg = &m};
-    char *xml = NULL, *query = NULL, *upload_id = NULL;
-    size_t nparts, xlen = 0;
+    char *upload_id = NULL;
+    size_t nparts;
     int rc;
-    xmlDoc *doc;
 
     m.part = b->cfg.part_size;
     if ((len + m.part - 1) / m.part > S3_MAX_PARTS)
         m.part = (len + S3_MAX_PARTS - 1) / S3_MAX_PARTS;
     nparts = (len + m.part - 1) / m.part;
 
-    rc = s3_do(s, &r);
+    rc = mpu_create(s, key, &upload_id);
     if (rc < 0)
         goto out;
-    doc = xml_parse(r.resp.p, r.resp.n);
-    if (doc) {
-        upload_id = xml_child_text(xmlDocGetRootElement(doc), "UploadId");
-        xmlFreeDoc(doc);
-    }
-    if (!upload_id || !*upload_id) {
-        store_fail(s, "%s: PUT %s: CreateMultipartUpload returned no UploadId", s->url, key);
-        rc = LV_ENET;
-        goto out;
-    }
     m.upload_id_enc = enc_dup(upload_id);
     m.etags = calloc(nparts, sizeof *m.etags);
     if (!m.upload_id_enc || !m.etags) {
@@ -1266,70 +1354,12 @@ static int s3_put_multipart(struct store *s, const char *key, const void *data, 
     j.n = nparts;
     if ((rc = jobs_run(&j)) < 0)
         goto out_abort;
-
-    /* CompleteMultipartUpload body. */
-    {
-        FILE *f = open_memstream(&xml, &xlen);
-        if (!f) {
-            rc = LV_ENOMEM;
-            goto out_abort;
-        }
-        fputs("<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">", f);
-        for (size_t i = 0; i < nparts; i++)
-            fprintf(f, "<Part><PartNumber>%zu</PartNumber><ETag>%s</ETag></Part>", i + 1, m.etags[i]);
-        fputs("</CompleteMultipartUpload>", f);
-        if (fclose(f) != 0) {
-            rc = LV_ENOMEM;
-            goto out_abort;
-        }
-    }
-    if (asprintf(&query, "uploadId=%s", m.upload_id_enc) < 0) {
-        query = NULL;
-        rc = LV_ENOMEM;
-        goto out_abort;
-    }
-    req_free(&r);
-    memset(&r, 0, sizeof r);
-    r.method = "POST";
-    r.op = "PUT(complete multipart)";
-    r.key = key;
-    r.query = query;
-    r.body = (const uint8_t *)xml;
-    r.body_len = xlen;
-    r.ctype = "application/xml";
-    r.body_error_check = 1;
-    rc = s3_do(s, &r);
-    if (rc == LV_ENOENT && r.attempts > 1) {
-        /* A retried Complete whose first try succeeded finds no upload:
-         * accept if the object now has the expected size. */
-        struct s3_req h = {.method = "HEAD", .op = "HEAD", .key = key};
-        if (s3_do(s, &h) == 0 && h.has_clen && h.clen == len)
-            rc = 0;
-        req_free(&h);
-    }
+    rc = mpu_complete(s, &m, nparts, len);
     if (rc == 0)
         goto out;
-    if (rc == LV_ENOENT) {
-        store_fail(s, "%s: PUT %s: CompleteMultipartUpload: NoSuchUpload", s->url, key);
-        rc = LV_ENET;
-    }
-
 out_abort:
-    if (m.upload_id_enc) {
-        struct s3_req a = {.method = "DELETE", .op = "PUT(abort multipart)", .key = key};
-        char *aq = NULL;
-        if (asprintf(&aq, "uploadId=%s", m.upload_id_enc) >= 0) {
-            char keep[STORE_ERR_MAX];
-            snprintf(keep, sizeof keep, "%s", store_last_error(s)); /* report the cause, not the abort */
-            a.query = aq;
-            if (s3_do(s, &a) < 0)
-                LV_WARN("%s: PUT %s: could not abort multipart upload (it may linger until a lifecycle rule "
-                        "removes it)", s->url, key);
-            store_set_error(s, "%s", keep);
-            free(aq);
-        }
-        req_free(&a);
-    }
+    if (m.upload_id_enc)
+        mpu_abort(s, &m);
 out:
     if (m.etags)
         for (size_t i = 0; i < nparts; i++)
@@ -1337,9 +1367,6 @@ out:
     free(m.etags);
     free(m.upload_id_enc);
     free(upload_id);
-    free(query);
-    free(xml);
-    req_free(&r);
     return rc;
 }
 
