@@ -8,6 +8,7 @@
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <sched.h>
 #include <regex.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -168,12 +169,12 @@ static void *tm_updater(void *arg)
 
 static void *tm_renderer(void *arg)
 {
-    int *renders = arg;
+    atomic_int *renders = arg;
     while (!atomic_load(&tm_stop)) {
         char *t = tm_render();
         tm_assert_consistent(t);
         free(t);
-        (*renders)++;
+        atomic_fetch_add(renders, 1);
     }
     return NULL;
 }
@@ -181,7 +182,8 @@ static void *tm_renderer(void *arg)
 Test(metrics, concurrent_updates_consistent, .timeout = 60)
 {
     pthread_t up[4], rd;
-    int renders = 0;
+    atomic_int renders = 0;
+    int before;
     char *t0 = tm_render(), *t1;
     double r0 = tm_opval(t0, "litevault_fuse_ops_total", "read");
     double w0 = tm_opval(t0, "litevault_fuse_ops_total", "write");
@@ -189,14 +191,20 @@ Test(metrics, concurrent_updates_consistent, .timeout = 60)
     tm_assert_consistent(t0);
     atomic_store(&tm_stop, 0);
     cr_assert_eq(pthread_create(&rd, NULL, tm_renderer, &renders), 0);
+    /* The renderer is running before the updaters start, and renders at
+     * least once more after they started, however the threads are scheduled. */
+    while (atomic_load(&renders) == 0)
+        sched_yield();
+    before = atomic_load(&renders);
     for (int i = 0; i < 4; i++)
         cr_assert_eq(pthread_create(&up[i], NULL, tm_updater,
                                     (void *)(intptr_t)(i % 2 ? MFOP_READ : MFOP_WRITE)), 0);
     for (int i = 0; i < 4; i++)
         pthread_join(up[i], NULL);
+    while (atomic_load(&renders) < before + 2)
+        sched_yield();
     atomic_store(&tm_stop, 1);
     pthread_join(rd, NULL);
-    cr_assert(renders > 0);
     t1 = tm_render();
     tm_assert_consistent(t1);
     cr_assert_eq(tm_opval(t1, "litevault_fuse_ops_total", "read") - r0, 200000);
