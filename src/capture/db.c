@@ -209,6 +209,17 @@ int db_read_page(int fd, void *buf, uint32_t ps, uint64_t off)
     return 0;
 }
 
+int db_read_over(int fd, void *buf, size_t len, uint64_t off, const struct db_wbuf *w)
+{
+    int rc = db_read_page(fd, buf, (uint32_t)len, off);
+    if (rc || !w || w->fd != fd)
+        return rc;
+    uint64_t lo = off > w->off ? off : w->off, hi = off + len < w->off + w->len ? off + len : w->off + w->len;
+    if (lo < hi)
+        memcpy((uint8_t *)buf + (lo - off), w->buf + (lo - w->off), (size_t)(hi - lo));
+    return 0;
+}
+
 /* Mark a database broken: refuse everything until restart (sticky). */
 void db_fail(struct db *d, const char *fmt, ...)
 {

@@ -386,8 +386,39 @@ static ssize_t write_journal(struct db *d, int fd, const void *buf, size_t len, 
     return do_pwrite(fd, buf, len, off);
 }
 
-/* The WAL write [off, off+len) just done may complete a commit frame: if
- * so, log the transaction wal_next..k and move wal_next past it.
+/* The refused write [off, off+len) should have completed frame k, whose
+ * header is already in the file.  Its page bytes in the file are stale,
+ * and the frame is invalid -- unless the stale bytes happen to equal the
+ * page SQLite meant to write (the same page at the same WAL offset in an
+ * earlier generation).  Then spoil one byte of the page inside the range
+ * of the refused write (the kernel drops its cached pages of a failed
+ * write, so every reader sees the spoiled byte), so that no recovery can
+ * take the refused commit as committed (C8).  Writing over existing bytes
+ * allocates nothing; if it fails anyway the WAL is uncertain: broken. */
+static void wal_spoil_frame(struct db *d, int fd, uint32_t k, uint64_t off, size_t len)
+{
+    uint8_t fh[WAL_FRAME_HDR_SIZE], b;
+    uint64_t last = wal_frame_off(k + 1, d->wal_psz) - 1;
+
+    if (last < off || last >= off + len ||
+        sys_pread_all(fd, fh, sizeof fh, (off_t)wal_frame_off(k, d->wal_psz), d->name) != 0 ||
+        !wal_frame_valid(fd, d->wal_magic, d->wal_psz, k, fh))
+        return;
+    if (pread(fd, &b, 1, (off_t)last) != 1 || (b ^= 0xff, pwrite(fd, &b, 1, (off_t)last)) != 1) {
+        db_fail(d, "a refused WAL commit frame could not be invalidated (%s)", strerror(errno));
+        return;
+    }
+    LV_WARN("%s: the refused commit frame %u was valid with stale page bytes; spoiled it", d->name, k);
+}
+
+/*
+ * The WAL write [off, off+len) of buf, not performed yet, may complete a
+ * commit frame k: if so, log the transaction wal_next..k as it will be once
+ * the write is done (the frames in the file with buf laid over them), and
+ * move wal_next past it.  The write is performed by the caller only after
+ * this returned 0, so a commit frame reaches the file only once its record
+ * is in the log (C8): a refused commit leaves no valid commit frame behind
+ * for SQLite's WAL recovery to find.
  *
  * The commit is complete when either (a) a write ends at the last byte of
  * a commit frame, or (b) a write is exactly the 24-byte header of a commit
@@ -397,15 +428,25 @@ static ssize_t write_journal(struct db *d, int fd, const void *buf, size_t len, 
  * the header's cumulative checksum must verify against the page bytes in
  * the file, as SQLite's recovery would check: a header written over a
  * stale frame (left by a rolled-back transaction) before its new page
- * arrives does not verify.  0, or -EIO when logging failed. */
-static int wal_detect_commit(struct db *d, int fd, size_t len, off_t off)
+ * arrives does not verify.  (SQLite writes a frame's header before its
+ * page, so in (a) the header is in the file; a page written in several
+ * requests has its first parts in the file and its last in buf.)
+ *
+ * Before logging, the blocks of the write are allocated (fallocate,
+ * KEEP_SIZE), so that the write cannot fail with ENOSPC once the record
+ * is in the log.  Returns 0 (not a commit: *logged = 0; or logged:
+ * *logged = 1), or -ENOSPC / -EIO to refuse the write (nothing written).
+ */
+static int wal_detect_commit(struct db *d, int fd, const void *buf, size_t len, off_t off, int *logged)
 {
     uint64_t fsz = WAL_FRAME_HDR_SIZE + d->wal_psz;
     uint64_t end = (uint64_t)off + len, rel0 = (uint64_t)off - WAL_HDR_SIZE;
+    struct db_wbuf w = {fd, buf, len, (uint64_t)off};
     uint8_t fh[WAL_FRAME_HDR_SIZE];
     uint32_t k = UINT32_MAX, commit;
-    int hdr_only = 0;
+    int hdr_only = 0, rc;
 
+    *logged = 0;
     if ((end - WAL_HDR_SIZE) % fsz == 0) {
         k = (uint32_t)((end - WAL_HDR_SIZE) / fsz - 1);
     } else if (len == WAL_FRAME_HDR_SIZE && rel0 % fsz == 0) {
@@ -413,35 +454,47 @@ static int wal_detect_commit(struct db *d, int fd, size_t len, off_t off)
         hdr_only = 1;
     }
     if (k == UINT32_MAX || k < d->wal_next ||
-        sys_pread_all(fd, fh, sizeof fh, (off_t)wal_frame_off(k, d->wal_psz), d->name) != 0)
+        db_read_over(fd, fh, sizeof fh, wal_frame_off(k, d->wal_psz), &w) != 0)
         return 0;
     commit = lv_get32(fh + 4);
     if (!commit || lv_get32(fh + 8) != d->wal_salt1 || lv_get32(fh + 12) != d->wal_salt2)
         return 0;
     if (hdr_only && !wal_frame_valid(fd, d->wal_magic, d->wal_psz, k, fh))
         return 0;
-    if (db_capture_wal(d, fd, d->wal_next, k, commit, 0) != 0)
-        return -EIO;
+    if (fallocate(fd, FALLOC_FL_KEEP_SIZE, off, (off_t)len) != 0 && (errno == ENOSPC || errno == EDQUOT)) {
+        rc = -errno;
+        if (!hdr_only)
+            wal_spoil_frame(d, fd, k, (uint64_t)off, len);
+        return rc; /* SQLITE_FULL; nothing logged (other errors: no preallocation, go on) */
+    }
+    rc = db_capture_wal(d, fd, d->wal_next, k, commit, 0, &w);
+    if (rc != 0) {
+        if (!hdr_only)
+            wal_spoil_frame(d, fd, k, (uint64_t)off, len);
+        return rc == LV_ENOSPC && !d->broken ? -ENOSPC : -EIO;
+    }
     d->wal_next = k + 1;
+    *logged = 1;
     return 0;
 }
 
 /* A write to the WAL (kind DBF_WAL): a header write starts a new WAL
  * generation (after checking what checkpoints copied); a frame write may
- * complete a commit. */
+ * complete a commit, which is logged before the write is performed (C8). */
 static ssize_t write_wal(struct db *d, int fd, const void *buf, size_t len, off_t off)
 {
     struct wal_hdr wh;
     ssize_t n;
+    int logged = 0, rc;
 
     db_img_cow_wal(d, (uint64_t)off);
     if (d->bulk && !d->journal_active && bulk_commit(d) != 0)
         return -EIO;
-    n = do_pwrite(fd, buf, len, off);
-    if (n < 0)
-        return n;
-    d->jmode = JM_WAL;
     if (off == 0 && len >= WAL_HDR_SIZE) {
+        n = do_pwrite(fd, buf, len, off);
+        if (n < 0)
+            return n;
+        d->jmode = JM_WAL;
         if (wal_hdr_decode(buf, &wh) == 0) {
             ckpt_verify(d);
             d->wal_valid = 1;
@@ -451,9 +504,20 @@ static ssize_t write_wal(struct db *d, int fd, const void *buf, size_t len, off_
             d->wal_next = 0;
             d->wal_magic = wh.magic;
         }
-    } else if (d->wal_valid && off >= WAL_HDR_SIZE && wal_detect_commit(d, fd, len, off) != 0) {
-        return -EIO;
+        return n;
     }
+    if (d->wal_valid && off >= WAL_HDR_SIZE) {
+        rc = wal_detect_commit(d, fd, buf, len, off, &logged);
+        if (rc)
+            return rc;
+    }
+    n = do_pwrite(fd, buf, len, off);
+    if (logged && n != (ssize_t)len)
+        /* The record is in the log, the commit frame is not (wholly) in
+         * the WAL: the two disagree until start-up reconcile. */
+        db_fail(d, "the WAL write of a logged commit failed (%s)", n < 0 ? strerror((int)-n) : "short write");
+    if (n >= 0)
+        d->jmode = JM_WAL;
     return n;
 }
 

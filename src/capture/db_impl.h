@@ -118,10 +118,21 @@ struct change {
     uint64_t h;     /* its checksum (or, while collecting WAL frames, the frame index) */
 };
 
+/* A write to fd not performed yet whose bytes the capture must see as if
+ * it were (a WAL commit is logged before the write that completes its
+ * commit frame reaches the file: C8 of db.c).  Borrowed. */
+struct db_wbuf {
+    int fd;              /* the file it is for */
+    const uint8_t *buf;  /* its bytes */
+    size_t len;          /* their number */
+    uint64_t off;        /* file offset of buf[0] */
+};
+
 /* A growable array of changes; owned by one caller (no lock). */
 struct changes {
     struct change *v; /* entries (owned) */
     size_t n, cap;    /* used and allocated */
+    const struct db_wbuf *over; /* reads of the entries see this pending write, or NULL (borrowed) */
 };
 
 /* Sorted (pgno, offset) overlay of committed WAL frames; one owner. */
@@ -143,6 +154,10 @@ int db_main_fd(struct db *d);
 
 /* Read ps bytes at off from fd; bytes past EOF read as zeros.  0 or LV_EIO. */
 int db_read_page(int fd, void *buf, uint32_t ps, uint64_t off);
+
+/* Read len bytes at off from fd as they will be once the pending write w
+ * (NULL: none) is performed; bytes past EOF read as zeros.  0 or LV_EIO. */
+int db_read_over(int fd, void *buf, size_t len, uint64_t off, const struct db_wbuf *w);
 
 /* Checksum of an all-zero page (page size ps, page pgno). */
 uint64_t db_zero_page_cksum(uint32_t pgno, uint32_t ps);
@@ -187,9 +202,10 @@ int db_emit(struct db *d, uint16_t flags, uint32_t ps, uint32_t db_pages, struct
             uint32_t salt2, uint32_t wal_frame);
 /* Log the pages of the main file that differ from the map (rollback or bulk commit). */
 int db_capture_rollback(struct db *d, uint16_t extra_flags);
-/* Log WAL frames [first, last] of walfd committed with db_pages. */
+/* Log WAL frames [first, last] of walfd committed with db_pages, as they
+ * are once the pending write over (NULL: none) is performed. */
 int db_capture_wal(struct db *d, int walfd, uint32_t first, uint32_t last, uint32_t db_pages,
-                   uint16_t extra_flags);
+                   uint16_t extra_flags, const struct db_wbuf *over);
 
 /* ---- db_capture.c ---- */
 
