@@ -338,6 +338,8 @@ void db_dirty_clear(struct db *d)
         memset(d->dirty + d->dmin / 64, 0, (size_t)(d->dmax / 64 - d->dmin / 64 + 1) * sizeof(uint64_t));
     d->dirty_any = 0;
     d->size_changed = 0;
+    d->resv_pages = 0;
+    d->resv_refused = 0;
 }
 
 /* Is any granule of page p (size ps) dirty? */

@@ -202,8 +202,73 @@ static int settle_kind(struct db *d, enum db_filekind kind, const void *buf, siz
     return rc;
 }
 
+/* Are the bytes [off, off+len) of buf whole pages each equal to the
+ * logged page (the map's)?  What a rollback's playback writes. */
+static int write_restores_map(const struct db *d, const uint8_t *buf, size_t len, uint64_t off)
+{
+    uint32_t ps = d->map.page_size;
+
+    if (!ps || len == 0 || off % ps || len % ps)
+        return 0;
+    for (size_t i = 0; i < len; i += ps) {
+        uint32_t p = (uint32_t)((off + i) / ps + 1);
+        if (p > d->map.npages || cksum_page(p, buf + i, ps) != cksum_map_get(&d->map, p))
+            return 0;
+    }
+    return 1;
+}
+
+/*
+ * RESERVATION (C9 of db.c).  A write to the main file in a rollback or
+ * unjournaled transaction, before it is performed, reserves room in the
+ * log for the record the transaction may need at its commit point: every
+ * page dirtied so far, at most page size + 4 bytes each (txlog_reserve;
+ * fallocate in 1 MiB chunks, so most writes cost a comparison).  When the
+ * room cannot be had, the write is refused with ENOSPC, which SQLite
+ * reports as SQLITE_FULL and answers by rolling the transaction back:
+ * the transaction fails while SQLite is still writing, not at its commit
+ * point (the journal's unlink, truncation or zeroing), where only an I/O
+ * error could be reported.  After a refusal the transaction reserves no
+ * more (resv_refused), so the rollback's own writes go through, and so do
+ * writes that only put back logged pages (a hot journal rolled back by
+ * another process or after a restart).  0 or -ENOSPC/-EIO.
+ */
+static int reserve_dirty(struct db *d, const void *buf, size_t len, off_t off)
+{
+    uint32_t ps = d->map.page_size, n = 0;
+    int rc;
+
+    if (len == 0)
+        return 0;
+    if (!ps)
+        ps = off == 0 && len >= DBHDR_SIZE && dbhdr_valid(buf) ? dbhdr_page_size(buf) : 4096;
+    for (uint64_t p = (uint64_t)off / ps + 1; p <= ((uint64_t)off + len - 1) / ps + 1; p++)
+        if (!db_dirty_page(d, (uint32_t)p, ps))
+            n++;
+    if (n == 0 || d->resv_refused)
+        return 0;
+    rc = txlog_reserve(d->log, d->txid + 1, (uint64_t)(d->resv_pages + n) * (ps + 4));
+    if (rc == 0) {
+        d->resv_pages += n;
+        return 0;
+    }
+    if (txlog_error(d->log)) {
+        db_fail(d, "the transaction log failed (%s) and its state is uncertain", lv_strerror(txlog_error(d->log)));
+        return -EIO;
+    }
+    if (write_restores_map(d, buf, len, (uint64_t)off))
+        return 0;
+    d->resv_refused = 1;
+    d->refused++;
+    LV_ERROR("%s: no room in the transaction log for this transaction (%s); the write is refused and SQLite rolls "
+             "the transaction back (SQLITE_FULL)", d->name, lv_strerror(rc));
+    return rc == LV_ENOSPC ? -ENOSPC : -EIO;
+}
+
 static ssize_t write_main(struct db *d, int fd, const void *buf, size_t len, off_t off)
 {
+    int rc;
+
     if (off < 100) {
         uint8_t h[100];
         int rfd = db_main_fd(d); /* the writer's fd may be write-only */
@@ -224,6 +289,8 @@ static ssize_t write_main(struct db *d, int fd, const void *buf, size_t len, off
             d->hdr_wal = h[18] == 2;
     }
     if (d->journal_active || d->bulk) {
+        if ((rc = reserve_dirty(d, buf, len, off)) != 0)
+            return rc;
         if (db_dirty_mark(d, (uint64_t)off, len) != 0)
             return -ENOMEM;
         return do_pwrite(fd, buf, len, off);
@@ -253,6 +320,8 @@ static ssize_t write_main(struct db *d, int fd, const void *buf, size_t len, off
                 d->name);
     }
     d->bulk = 1;
+    if ((rc = reserve_dirty(d, buf, len, off)) != 0)
+        return rc;
     if (db_dirty_mark(d, (uint64_t)off, len) != 0)
         return -ENOMEM;
     return do_pwrite(fd, buf, len, off);
@@ -377,6 +446,7 @@ static ssize_t write_journal(struct db *d, int fd, const void *buf, size_t len, 
             d->ckpt_dirty = 0;
         }
         d->journal_active = 1;
+        d->resv_refused = 0; /* a new transaction reserves again */
     } else if (off == 0 && len >= 8 && memcmp(buf, zero8, 8) == 0 && d->journal_active) {
         /* PERSIST (or exclusive mode) commit: log, then zero the header. */
         n = journal_commit(d, JM_PERSIST);

@@ -74,6 +74,8 @@ struct db {
     uint64_t dmin, dmax;     /* range of dirty granule indexes (valid if dirty_any) (mu) */
     int dirty_any;           /* some granule is dirty (mu) */
     int size_changed;        /* main file truncated since the last commit (mu) */
+    uint32_t resv_pages;     /* pages dirtied in this rollback/bulk transaction, counted for the reservation (mu) */
+    int resv_refused;        /* a write of this transaction was refused for lack of log space: no more reserving (mu) */
     int sync_pending;        /* app fsynced during this rollback transaction (mu) */
     int ckpt_dirty;          /* dirty holds pages written by WAL checkpoints (mu) */
     uint64_t ckpt_mismatch;  /* checkpointed pages that disagreed with the log (mu) */
