@@ -405,6 +405,7 @@ static int journal_commit(struct db *d, enum jmode jm)
     if (d->broken || db_capture_rollback(d, 0) != 0)
         return -EIO;
     d->journal_active = 0; /* journal_active -> idle */
+    d->resv_refused = 0;   /* C9: the next transaction reserves again */
     d->jmode = jm;
     d->sync_pending = 0;
     return 0;
@@ -418,6 +419,7 @@ static int bulk_commit(struct db *d)
     if (db_capture_rollback(d, 0) != 0)
         return -EIO;
     d->bulk = 0;
+    d->resv_refused = 0;
     return 0;
 }
 
@@ -543,6 +545,7 @@ static int wal_detect_commit(struct db *d, int fd, const void *buf, size_t len, 
             wal_spoil_frame(d, fd, k, (uint64_t)off, len);
         return rc == LV_ENOSPC && !d->broken ? -ENOSPC : -EIO;
     }
+    LV_ASSERT(txlog_last_txid(d->log) == d->txid); /* C8: in the log before the write */
     d->wal_next = k + 1;
     *logged = 1;
     return 0;

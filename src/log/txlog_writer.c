@@ -33,6 +33,13 @@
  * ever needs to sync the current segment (plus the directory once after a
  * segment was created).
  *
+ * RESERVATION (txlog_reserve, L9 of txlog.c): the capture layer reserves
+ * room for the record of a transaction while it is being written; the
+ * segment choice above is then made by the reservation (an empty segment
+ * named for the next TXID is the record's), and blocks up to resv_end are
+ * allocated with fallocate(KEEP_SIZE), so the append cannot hit ENOSPC.
+ * seg_close and rec_drop's truncation release blocks past the end.
+ *
  * The writer enforces the invariants the scan checks: TXID = previous + 1
  * and pre checksum = previous post checksum; an empty log starts at TXID 1
  * (with pre checksum 0) or with a snapshot record.
