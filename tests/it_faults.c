@@ -10,8 +10,12 @@
  *     of a segment): that database is "broken", the others keep working;
  *   - a busy, missing or stale mount point;
  *   - a data.dir that is a regular file or on a read-only file system;
- *   - a full disk while logging (a real one on a small tmpfs, and ENOSPC
- *     injected into the log writes with LV_FAULT);
+ *   - a full disk while logging (a real one on a small tmpfs in WAL,
+ *     DELETE, TRUNCATE and PERSIST modes, ENOSPC injected into the log
+ *     writes, and into the log's space reservation, with LV_FAULT): the
+ *     transaction fails (SQLITE_FULL where the disk is full) and a NEW
+ *     connection does not see it, also after the writer exits without
+ *     closing; the next commit gets the next TXID;
  *   - a bad configuration file (exit 2 with file:line:col).
  *
  * Every test uses its own lvnode; the fini hook kills a daemon left
@@ -860,6 +864,57 @@ Test(faults, enospc_injected_delete)
 Test(faults, enospc_injected_wal)
 {
     fault_env_case(1);
+}
+
+/*
+ * Log space cannot be reserved (fallocate of the log fails with ENOSPC,
+ * injected): a rollback-mode transaction fails with SQLITE_FULL while
+ * SQLite writes its pages, before its commit point, and leaves nothing a
+ * new connection could see; without the fault the next commit is the next
+ * TXID.
+ */
+static void reserve_fault_case(enum jm jm)
+{
+    fN = lvnode_started(NULL);
+    char *p = lvnode_path(fN, "resv.db");
+    sqlite3 *h = open_jm(p, jm);
+    sqlh_exec(h, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)");
+    cr_assert_eq(big_txn(h, 1, 16000, 0), SQLITE_OK);
+    sqlite3_close(h);
+    uint64_t txid0 = lvnode_last_txid(fN, "resv.db");
+    lvnode_stop(fN);
+    setenv("LV_FAULT", "fallocate:ENOSPC:match=/log/", 1);
+    lvnode_start(fN);
+    unsetenv("LV_FAULT");
+    h = open_jm(p, jm);
+    int err = big_txn(h, 50, 16000, 0);
+    cr_assert_eq(err, SQLITE_FULL, "[%s] expected SQLITE_FULL, got %d (%s)", jm_names[jm], err, sqlite3_errstr(err));
+    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), 1);
+    sqlite3_close(h);
+    err = big_txn_and_crash(p, jm, 50, 16000);
+    cr_assert_eq(err, SQLITE_FULL, "[%s] expected SQLITE_FULL, got %d (%s)", jm_names[jm], err, sqlite3_errstr(err));
+    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), 1, "a new connection sees the rows of a refused commit");
+    cr_assert_eq(lvnode_last_txid(fN, "resv.db"), txid0);
+    cr_assert(daemon_up(fN));
+    lvnode_stop(fN);
+    lvnode_start(fN);
+    h = open_jm(p, jm);
+    cr_assert_eq(big_txn(h, 50, 16000, 0), SQLITE_OK);
+    sqlite3_close(h);
+    cr_assert_eq(lvnode_last_txid(fN, "resv.db"), txid0 + 1);
+    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), 51);
+    assert_log_matches(fN, "resv.db", 0, fN->dir);
+    free(p);
+}
+
+Test(faults, enospc_reserve_injected_delete)
+{
+    reserve_fault_case(JMF_DELETE);
+}
+
+Test(faults, enospc_reserve_injected_persist)
+{
+    reserve_fault_case(JMF_PERSIST);
 }
 
 /* ------------------------------------------------------------------ */
