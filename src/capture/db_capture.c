@@ -509,6 +509,8 @@ static void wal_spoil_frame(struct db *d, int fd, uint32_t k, uint64_t off, size
  * is in the log.  Returns 0 (not a commit: *logged = 0; or logged:
  * *logged = 1), or -ENOSPC / -EIO to refuse the write (nothing written).
  */
+#define WAL_PREALLOC (256u << 10) /* bytes of -wal allocated ahead of a commit frame's write */
+
 static int wal_detect_commit(struct db *d, int fd, const void *buf, size_t len, off_t off, int *logged)
 {
     uint64_t fsz = WAL_FRAME_HDR_SIZE + d->wal_psz;
@@ -533,11 +535,19 @@ static int wal_detect_commit(struct db *d, int fd, const void *buf, size_t len, 
         return 0;
     if (hdr_only && !wal_frame_valid(fd, d->wal_magic, d->wal_psz, k, fh))
         return 0;
-    if (fallocate(fd, FALLOC_FL_KEEP_SIZE, off, (off_t)len) != 0 && (errno == ENOSPC || errno == EDQUOT)) {
-        rc = -errno;
-        if (!hdr_only)
-            wal_spoil_frame(d, fd, k, (uint64_t)off, len);
-        return rc; /* SQLITE_FULL; nothing logged (other errors: no preallocation, go on) */
+    if (end > d->wal_alloc) {
+        /* Appending: allocate WAL_PREALLOC ahead, so that this costs one
+         * fallocate per WAL_PREALLOC bytes of WAL growth. */
+        if (fallocate(fd, FALLOC_FL_KEEP_SIZE, off, (off_t)(end + WAL_PREALLOC - (uint64_t)off)) == 0)
+            d->wal_alloc = end + WAL_PREALLOC;
+        else if (errno == ENOSPC || errno == EDQUOT) {
+            if (fallocate(fd, FALLOC_FL_KEEP_SIZE, off, (off_t)len) != 0 && (errno == ENOSPC || errno == EDQUOT)) {
+                rc = -errno;
+                if (!hdr_only)
+                    wal_spoil_frame(d, fd, k, (uint64_t)off, len);
+                return rc; /* SQLITE_FULL; nothing logged */
+            }
+        } /* other errors: no preallocation here; go on */
     }
     rc = db_capture_wal(d, fd, d->wal_next, k, commit, 0, &w);
     if (rc != 0) {
@@ -585,6 +595,8 @@ static ssize_t write_wal(struct db *d, int fd, const void *buf, size_t len, off_
             return rc;
     }
     n = do_pwrite(fd, buf, len, off);
+    if (n > 0 && (uint64_t)off + (uint64_t)n > d->wal_alloc)
+        d->wal_alloc = (uint64_t)off + (uint64_t)n;
     if (logged && n != (ssize_t)len)
         /* The record is in the log, the commit frame is not (wholly) in
          * the WAL: the two disagree until start-up reconcile. */
@@ -676,6 +688,8 @@ int db_on_truncate(struct db *d, enum db_filekind kind, int fd, const char *rel,
             ckpt_verify(d);
             d->wal_valid = 0;
         }
+        if (kind == DBF_WAL && (uint64_t)size < d->wal_alloc)
+            d->wal_alloc = (uint64_t)size; /* the truncation frees the blocks past size */
     }
     if (fd >= 0 ? ftruncate(fd, size) : trunc_at(d->reg->rootfd, rel, size))
         rc = -errno;
@@ -696,6 +710,7 @@ int db_on_unlink(struct db *d, enum db_filekind kind, const char *rel)
     if (kind == DBF_WAL) {
         ckpt_verify(d);
         d->wal_valid = 0;
+        d->wal_alloc = 0;
     }
     if (unlinkat(d->reg->rootfd, rel, 0) != 0)
         rc = -errno;

@@ -84,6 +84,7 @@ struct db {
     uint32_t wal_psz, wal_salt1, wal_salt2; /* current WAL header (mu) */
     uint32_t wal_next;       /* first frame after the last commit seen (mu) */
     uint32_t wal_magic;      /* magic of the current WAL header (names the checksum byte order) (mu) */
+    uint64_t wal_alloc;      /* bytes of the -wal whose blocks are allocated (written or preallocated) (mu) */
     uint64_t commits;        /* records written since start (mu) */
     uint64_t bytes_logged;   /* page bytes logged since start (mu) */
     uint64_t pages_logged;   /* pages logged since start (mu) */
