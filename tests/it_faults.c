@@ -10,8 +10,12 @@
  *     of a segment): that database is "broken", the others keep working;
  *   - a busy or missing mount point; a stale one (SIGKILL) detached at the next start;
  *   - a data.dir that is a regular file or on a read-only file system;
- *   - a full disk while logging (a real one on a small tmpfs, and ENOSPC
- *     injected into the log writes with LV_FAULT);
+ *   - a full disk while logging (a real one on a small tmpfs in WAL,
+ *     DELETE, TRUNCATE and PERSIST modes, ENOSPC injected into the log
+ *     writes, and into the log's space reservation, with LV_FAULT): the
+ *     transaction fails (SQLITE_FULL where the disk is full) and a NEW
+ *     connection does not see it, also after the writer exits without
+ *     closing; the next commit gets the next TXID;
  *   - a bad configuration file (exit 2 with file:line:col).
  *
  * Every test uses its own lvnode; the fini hook kills a daemon left
@@ -610,87 +614,197 @@ Test(faults, datadir_read_only)
 /* Insert 20 KB random rows one transaction each until a commit fails. */
 #define write_until_error(path, wal, max, err) sql_insert_until_error(path, wal, 20000, max, err)
 
-/*
- * A real full disk.  where == 0: all of data.dir is on an 8 MiB tmpfs, so
- * SQLite's own writes and the log compete for space; where == 1: only
- * data.dir/meta (the logs) is on a 4 MiB tmpfs, so the log append is what
- * fails.  A filler file on the tmpfs leaves little room; deleting it frees
- * the space again.
- */
-static void full_disk_case(int wal, int where)
+enum jm { JMF_DELETE, JMF_TRUNCATE, JMF_PERSIST, JMF_WAL };
+static const char *const jm_names[] = {"DELETE", "TRUNCATE", "PERSIST", "WAL"};
+
+/* One transaction of nrows rows of blob random bytes into t on h: SQLITE_OK,
+ * or the extended result code of the statement that failed; the
+ * transaction is then rolled back unless crash (the caller exits at once). */
+static int big_txn(sqlite3 *h, int nrows, int blob, int crash)
 {
-    char fsdir[400], filler[440];
+    char sql[96];
+    int rc = sqlite3_exec(h, "BEGIN", NULL, NULL, NULL);
+    snprintf(sql, sizeof sql, "INSERT INTO t(v) VALUES(randomblob(%d))", blob);
+    for (int i = 0; i < nrows && rc == SQLITE_OK; i++)
+        rc = sqlite3_exec(h, sql, NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(h, "COMMIT", NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        return SQLITE_OK;
+    rc = sqlite3_extended_errcode(h);
+    if (!crash)
+        sqlite3_exec(h, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+/* Open path with journal mode jm (busy timeout 10 s); asserts. */
+static sqlite3 *open_jm(const char *path, enum jm jm)
+{
+    sqlite3 *h = sql_open(path);
+    sqlh_exec(h, "PRAGMA journal_mode=%s", jm_names[jm]);
+    return h;
+}
+
+/*
+ * An application that crashes after a failed commit: a child process opens
+ * path (journal mode jm), runs big_txn and _exits right after the error
+ * without closing its connection or rolling back.  Returns the result code
+ * the child saw (SQLITE_OK if it committed), or -1 if it could not run.
+ */
+static int big_txn_and_crash(const char *path, enum jm jm, int nrows, int blob)
+{
+    int pfd[2], rc = -1;
+    cr_assert_eq(pipe(pfd), 0);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        sqlite3 *h = NULL;
+        char sql[64];
+        close(pfd[0]);
+        if (sqlite3_open(path, &h) == SQLITE_OK) {
+            sqlite3_busy_timeout(h, 10000);
+            snprintf(sql, sizeof sql, "PRAGMA journal_mode=%s", jm_names[jm]);
+            if (sqlite3_exec(h, sql, NULL, NULL, NULL) == SQLITE_OK)
+                rc = big_txn(h, nrows, blob, 1);
+        }
+        if (write(pfd[1], &rc, sizeof rc) != (ssize_t)sizeof rc)
+            _exit(3);
+        _exit(0); /* no sqlite3_close: the connection dies with the process */
+    }
+    close(pfd[1]);
+    if (read(pfd[0], &rc, sizeof rc) != (ssize_t)sizeof rc)
+        rc = -1;
+    close(pfd[0]);
+    int ws = 0;
+    cr_assert_eq(waitpid(pid, &ws, 0), pid);
+    cr_assert(WIFEXITED(ws) && WEXITSTATUS(ws) == 0, "the writer process did not exit cleanly (status %d)", ws);
+    return rc;
+}
+
+/*
+ * A real full disk, in journal mode jm.  where == 0: all of data.dir is on
+ * a 24 MiB tmpfs, so SQLite's own writes and the log compete for space;
+ * where == 1: only data.dir/meta (the logs) is on an 8 MiB tmpfs, so the
+ * log is what runs out.  A filler file leaves room for one transaction of
+ * 190 rows of 16 KB (about 3 MiB of pages) but not for both its pages and
+ * its record (where == 0), or not for its record (where == 1).  Deleting
+ * the filler frees the space again.
+ *
+ * The commit must fail with SQLITE_FULL, and leave nothing behind that a
+ * NEW connection could see: neither while the writer keeps its connection
+ * open, nor after a writer that exits right after the error without
+ * closing (the next connection recovers the WAL or rolls back the hot
+ * journal).  Once space is back, the next commit is the next TXID and the
+ * refused rows are in neither the database nor the log.
+ */
+static void full_disk_case(enum jm jm, int where)
+{
+    char fsdir[400], filler[440], tag[64];
+    int wal = jm == JMF_WAL;
+    snprintf(tag, sizeof tag, "%s, %s on tmpfs", jm_names[jm], where ? "log" : "data.dir");
+    sql_set_tag(tag);
     fN = lvnode_new(NULL);
     if (where == 0)
         snprintf(fsdir, sizeof fsdir, "%s", fN->data);
     else
         snprintf(fsdir, sizeof fsdir, "%s/meta", fN->data);
     cr_assert_eq(run_cmd(NULL, "mkdir -p '%s'", fsdir), 0);
-    cr_assert_eq(run_cmd(NULL, "mount -t tmpfs -o size=%s tmpfs '%s'", where ? "4m" : "8m", fsdir), 0);
+    cr_assert_eq(run_cmd(NULL, "mount -t tmpfs -o size=%s tmpfs '%s'", where ? "8m" : "24m", fsdir), 0);
     lvt_defer_umount(fsdir);
     lvnode_start(fN);
     char *p = lvnode_path(fN, "full.db");
-    sql_exec(p, wal ? "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);"
-                    : "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);", 0);
+    sqlite3 *h = open_jm(p, jm);
+    sqlh_exec(h, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)");
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq(big_txn(h, 1, 16000, 0), SQLITE_OK);
+    sqlite3_close(h);
+    const long long rows0 = 5;
+    uint64_t txid0 = lvnode_last_txid(fN, "full.db");
+    cr_assert_geq(txid0, 6);
+
     /* leave little space free on the tmpfs */
     snprintf(filler, sizeof filler, "%s/.filler", fsdir);
     struct statvfs sv;
     cr_assert_eq(statvfs(fsdir, &sv), 0);
     long long freeb = (long long)sv.f_bavail * (long long)sv.f_frsize;
-    long long fill = freeb - (where ? 600 : 1536) * 1024;
+    long long fill = freeb - (where ? 1536 : 4608) * 1024;
     cr_assert_gt(fill, 0);
     cr_assert_eq(run_cmd(NULL, "head -c %lld /dev/zero > '%s'", fill, filler), 0);
 
-    int err = 0;
-    int ok = write_until_error(p, wal, 400, &err);
-    cr_assert_neq(err, SQLITE_OK, "400 transactions of 20 KB fit into the space left?");
-    cr_assert((err & 0xff) == SQLITE_FULL || (err & 0xff) == SQLITE_IOERR,
-              "expected SQLITE_FULL or SQLITE_IOERR, got %d (%s)", err, sqlite3_errstr(err));
-    cr_assert_gt(ok, 0);
+    /* 1. The commit fails with SQLITE_FULL; the writer keeps its connection. */
+    h = open_jm(p, jm);
+    int err = big_txn(h, 190, 16000, 0);
+    cr_assert_eq(err, SQLITE_FULL, "[%s] a transaction on a full disk failed with %d (%s), expected SQLITE_FULL", tag,
+                 err, sqlite3_errstr(err));
     cr_assert(daemon_up(fN), "the daemon died on a full disk");
-    if (where == 1)
-        cr_assert(lvnode_log_contains(fN, "No space left on device"), "the daemon did not log the ENOSPC");
+    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), rows0,
+                 "[%s] a new connection sees the rows of the refused commit", tag);
+    cr_assert_eq(lvnode_last_txid(fN, "full.db"), txid0, "[%s] the refused commit was logged", tag);
+    sqlite3_close(h);
+    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), rows0,
+                 "[%s] after the writer closed, a new connection sees the rows of the refused commit", tag);
     struct lvdbstat ds;
     cr_assert_eq(lvnode_db_status(fN, "full.db", &ds), 1);
     cr_assert_str_eq(ds.status, "ok", "a full disk left the database broken");
-    /* a failed commit is not visible */
-    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), ok);
 
-    /* free space: writes work again, nothing committed was lost */
+    /* 2. The same, by an application that exits right after the error. */
+    err = big_txn_and_crash(p, jm, 190, 16000);
+    cr_assert_eq(err, SQLITE_FULL, "[%s] the crashing writer's transaction failed with %d (%s), expected SQLITE_FULL",
+                 tag, err, sqlite3_errstr(err));
+    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), rows0,
+                 "[%s] after a writer crashed on a refused commit, a new connection sees its rows", tag);
+    cr_assert_eq(lvnode_last_txid(fN, "full.db"), txid0, "[%s] the crashed writer's commit was logged", tag);
+    cr_assert(daemon_up(fN), "the daemon died on a full disk");
+    cr_assert_eq(lvnode_db_status(fN, "full.db", &ds), 1);
+    cr_assert_str_eq(ds.status, "ok", "a full disk left the database broken");
+
+    /* 3. Space is back: the next commit is the next TXID, without the refused rows. */
     cr_assert_eq(unlink(filler), 0);
-    int err2 = 0;
-    int ok2 = write_until_error(p, wal, 3, &err2);
-    cr_assert_eq(err2, SQLITE_OK, "writes still fail after freeing space: %s", sqlite3_errstr(err2));
-    cr_assert_eq(ok2, 3);
-    long long rows = sql_int(p, "SELECT count(*) FROM t");
-    cr_assert_eq(rows, ok + 3, "rows %lld, committed %d", rows, ok + 3);
+    h = open_jm(p, jm);
+    cr_assert_eq(big_txn(h, 1, 16000, 0), SQLITE_OK, "[%s] writes still fail after freeing space", tag);
+    sqlite3_close(h);
+    cr_assert_eq(lvnode_last_txid(fN, "full.db"), txid0 + 1, "[%s] the next commit is not TXID %llu", tag,
+                 (unsigned long long)txid0 + 1);
+    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), rows0 + 1);
     assert_log_matches(fN, "full.db", wal, fN->dir);
     /* and after a restart the log still agrees */
     lvnode_stop(fN);
     lvnode_start(fN);
-    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), ok + 3);
+    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), rows0 + 1);
+    cr_assert_eq(lvnode_last_txid(fN, "full.db"), txid0 + 1);
     assert_log_matches(fN, "full.db", wal, fN->dir);
+    sql_set_tag(NULL);
     free(p);
 }
 
 Test(faults, full_disk_tmpfs_delete)
 {
-    full_disk_case(0, 0);
+    full_disk_case(JMF_DELETE, 0);
+}
+
+Test(faults, full_disk_tmpfs_truncate)
+{
+    full_disk_case(JMF_TRUNCATE, 0);
+}
+
+Test(faults, full_disk_tmpfs_persist)
+{
+    full_disk_case(JMF_PERSIST, 0);
 }
 
 Test(faults, full_disk_tmpfs_wal)
 {
-    full_disk_case(1, 0);
+    full_disk_case(JMF_WAL, 0);
 }
 
 Test(faults, full_log_disk_tmpfs_delete)
 {
-    full_disk_case(0, 1);
+    full_disk_case(JMF_DELETE, 1);
 }
 
 Test(faults, full_log_disk_tmpfs_wal)
 {
-    full_disk_case(1, 1);
+    full_disk_case(JMF_WAL, 1);
 }
 
 static void fault_env_case(int wal)
@@ -713,6 +827,15 @@ static void fault_env_case(int wal)
     cr_assert(lvnode_log_contains(fN, "No space left on device"), "the daemon did not log the ENOSPC");
     /* reads still work and see exactly the committed rows */
     cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), ok);
+    /* an application that gets the error and exits without closing: a new
+     * connection (recovering the WAL, or rolling back the hot journal) must
+     * not see its row either */
+    int cerr = big_txn_and_crash(p, wal ? JMF_WAL : JMF_DELETE, 1, 20000);
+    cr_assert_neq(cerr, SQLITE_OK, "a commit succeeded while the log cannot be written");
+    cr_assert((cerr & 0xff) == SQLITE_FULL || (cerr & 0xff) == SQLITE_IOERR,
+              "expected SQLITE_FULL or SQLITE_IOERR, got %d (%s)", cerr, sqlite3_errstr(cerr));
+    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), ok,
+                 "after a writer crashed on a refused commit, a new connection sees its row");
     cr_assert_eq(sql_exec(p, "INSERT INTO t(v) VALUES(randomblob(100));", 1) != SQLITE_OK, 1,
                  "a commit succeeded while the log cannot be written");
     cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), ok);
@@ -736,6 +859,57 @@ Test(faults, enospc_injected_delete)
 Test(faults, enospc_injected_wal)
 {
     fault_env_case(1);
+}
+
+/*
+ * Log space cannot be reserved (fallocate of the log fails with ENOSPC,
+ * injected): a rollback-mode transaction fails with SQLITE_FULL while
+ * SQLite writes its pages, before its commit point, and leaves nothing a
+ * new connection could see; without the fault the next commit is the next
+ * TXID.
+ */
+static void reserve_fault_case(enum jm jm)
+{
+    fN = lvnode_started(NULL);
+    char *p = lvnode_path(fN, "resv.db");
+    sqlite3 *h = open_jm(p, jm);
+    sqlh_exec(h, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)");
+    cr_assert_eq(big_txn(h, 1, 16000, 0), SQLITE_OK);
+    sqlite3_close(h);
+    uint64_t txid0 = lvnode_last_txid(fN, "resv.db");
+    lvnode_stop(fN);
+    setenv("LV_FAULT", "fallocate:ENOSPC:match=/log/", 1);
+    lvnode_start(fN);
+    unsetenv("LV_FAULT");
+    h = open_jm(p, jm);
+    int err = big_txn(h, 50, 16000, 0);
+    cr_assert_eq(err, SQLITE_FULL, "[%s] expected SQLITE_FULL, got %d (%s)", jm_names[jm], err, sqlite3_errstr(err));
+    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), 1);
+    sqlite3_close(h);
+    err = big_txn_and_crash(p, jm, 50, 16000);
+    cr_assert_eq(err, SQLITE_FULL, "[%s] expected SQLITE_FULL, got %d (%s)", jm_names[jm], err, sqlite3_errstr(err));
+    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), 1, "a new connection sees the rows of a refused commit");
+    cr_assert_eq(lvnode_last_txid(fN, "resv.db"), txid0);
+    cr_assert(daemon_up(fN));
+    lvnode_stop(fN);
+    lvnode_start(fN);
+    h = open_jm(p, jm);
+    cr_assert_eq(big_txn(h, 50, 16000, 0), SQLITE_OK);
+    sqlite3_close(h);
+    cr_assert_eq(lvnode_last_txid(fN, "resv.db"), txid0 + 1);
+    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), 51);
+    assert_log_matches(fN, "resv.db", 0, fN->dir);
+    free(p);
+}
+
+Test(faults, enospc_reserve_injected_delete)
+{
+    reserve_fault_case(JMF_DELETE);
+}
+
+Test(faults, enospc_reserve_injected_persist)
+{
+    reserve_fault_case(JMF_PERSIST);
 }
 
 /* ------------------------------------------------------------------ */

@@ -25,7 +25,7 @@
  * LV_FAULT syntax (parsed by sys_fault_from_env):
  *     spec   := fault ( ';' fault )*
  *     fault  := op ':' err ( ':' 'after=' N )? ( ':' 'match=' STRING )?
- *     op     := write | fsync | rename | open | ftruncate
+ *     op     := write | fsync | rename | open | ftruncate | fallocate
  *     err    := ENOSPC | EIO | SHORT        (SHORT only with write)
  * match= is last and runs to the next ';' (it may contain ':').
  * Empty faults (";;") are ignored.
@@ -65,7 +65,8 @@ static struct sys_fault faults[SYS_MAX_FAULTS]; /* guarded by fault_lock */
 static int nfaults;                             /* entries in faults[]; guarded by fault_lock */
 static atomic_int fault_armed;                  /* copy of nfaults readable without the lock */
 
-static const char *const op_names[SYS_OP_COUNT] = {"write", "fsync", "rename", "open", "ftruncate"};
+static const char *const op_names[SYS_OP_COUNT] = {"write", "fsync", "rename", "open", "ftruncate",
+                                                            "fallocate"};
 
 void sys_fault_set(enum sys_op op, int err, long after, const char *match)
 {
@@ -173,7 +174,7 @@ static int fault_parse_one(const char *s, size_t n, struct fault_spec *fs)
         if (strcmp(p, op_names[i]) == 0)
             op = i;
     if (op < 0) {
-        LV_ERROR("LV_FAULT: unknown op \"%s\" (use write, fsync, rename, open or ftruncate)", p);
+        LV_ERROR("LV_FAULT: unknown op \"%s\" (use write, fsync, rename, open, ftruncate or fallocate)", p);
         return LV_EINVAL;
     }
     fs->op = (enum sys_op)op;
@@ -420,6 +421,27 @@ int sys_ftruncate(int fd, off_t len, const char *path)
     if (rc < 0) {
         e = errno;
         log_fail(e, "ftruncate", path, 0);
+        return lv_from_errno(e);
+    }
+    return 0;
+}
+
+int sys_fallocate_keep(int fd, off_t off, off_t len, const char *path)
+{
+    int rc, e = fault_check(SYS_OP_FALLOCATE, path, NULL);
+
+    if (e > 0) {
+        log_fail(e, "fallocate", path, 1);
+        return lv_from_errno(e);
+    }
+    do
+        rc = fallocate(fd, FALLOC_FL_KEEP_SIZE, off, len);
+    while (rc < 0 && errno == EINTR);
+    if (rc < 0) {
+        e = errno;
+        if (e == EOPNOTSUPP || e == ENOSYS)
+            return LV_EREFUSED;
+        log_fail(e, "fallocate", path, 0);
         return lv_from_errno(e);
     }
     return 0;

@@ -12,7 +12,8 @@
  *   LV_FAULT="write:ENOSPC:after=10:match=/seg/"
  * fails every write(2)/pwrite(2) whose path contains "/seg/" after the
  * first 10 such calls succeed.  op is one of write, fsync, rename, open,
- * ftruncate; err is ENOSPC, EIO or SHORT (a short write of half the bytes).
+ * ftruncate, fallocate; err is ENOSPC, EIO or SHORT (a short write of half
+ * the bytes).
  */
 #ifndef SYS_H
 #define SYS_H
@@ -20,7 +21,15 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-enum sys_op { SYS_OP_WRITE = 0, SYS_OP_FSYNC, SYS_OP_RENAME, SYS_OP_OPEN, SYS_OP_FTRUNCATE, SYS_OP_COUNT };
+enum sys_op {
+    SYS_OP_WRITE = 0,
+    SYS_OP_FSYNC,
+    SYS_OP_RENAME,
+    SYS_OP_OPEN,
+    SYS_OP_FTRUNCATE,
+    SYS_OP_FALLOCATE,
+    SYS_OP_COUNT
+};
 
 /* Arm a fault: calls of op whose path contains match (NULL: any) fail with
  * errno err (or a short write if err == -1) after `after` successful calls. */
@@ -51,6 +60,12 @@ int sys_fsync(int fd, int data_only, const char *path);
 
 /* ftruncate(2); 0 or negative LV_E*. */
 int sys_ftruncate(int fd, off_t len, const char *path);
+
+/* fallocate(2) with FALLOC_FL_KEEP_SIZE: allocate the blocks of [off,
+ * off+len) without changing the file size, so that later writes there
+ * need no new space.  0, LV_ENOSPC, LV_EREFUSED when the file system
+ * cannot preallocate (EOPNOTSUPP; not logged), or another negative LV_E*. */
+int sys_fallocate_keep(int fd, off_t off, off_t len, const char *path);
 
 /* rename(2); 0 or negative LV_E*. */
 int sys_rename(const char *from, const char *to);

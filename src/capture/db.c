@@ -17,7 +17,10 @@
  *    after commit" and the salts of the current WAL header.  The
  *    transaction is the frames from wal_next to that frame; the last frame
  *    of each page wins.  SQLite writes a frame's header before its page, so
- *    the trigger fires only when the page bytes are in.  Frames that SQLite
+ *    the trigger fires only when the page bytes come in.  The capture runs
+ *    BEFORE that write is performed, reading the frames as they will be
+ *    (the file with the incoming bytes laid over it, struct db_wbuf): C8.
+ *    Frames that SQLite
  *    overwrites in place within a transaction (wal.c iReCksum) are read at
  *    commit time and so have their final content; the checksum rewrite that
  *    follows the commit frame touches only frame headers (never a frame's
@@ -29,7 +32,9 @@
  *    truncation to 0 (TRUNCATE) or a zeroed header (PERSIST, and any mode
  *    under locking_mode=EXCLUSIVE).  The capture runs BEFORE that operation
  *    is performed; if it fails the operation is refused with EIO, the
- *    journal stays hot, and SQLite rolls the transaction back.
+ *    journal stays hot, and SQLite rolls the transaction back.  Room for
+ *    the record is reserved earlier, while SQLite writes the pages (C9),
+ *    so that a full disk fails a write (SQLITE_FULL), not the commit.
  *  - Unjournaled ("bulk") writes: a new file (or one truncated) written
  *    without a journal, e.g. by cp, and writes with journal_mode=OFF or
  *    MEMORY, are captured when the writer fsyncs or closes the file, or
@@ -104,14 +109,47 @@
  *      unlink, truncation or zeroing, before it is performed), so no other
  *      writer's commit can interleave, and the record is written to the
  *      log before the application sees its commit succeed.  If logging
- *      fails, that request fails (EIO), so no commit is acknowledged
- *      unlogged: a rollback-mode commit is then not performed and SQLite
- *      rolls back; in WAL mode the commit frame is already in the WAL and
- *      SQLite reports the commit failed (should it later recover that
- *      frame, start-up reconcile or the next capture logs it).
- *      Unjournaled writes are the exception: they are logged at the next
- *      fsync or close (or journal/WAL start), so with synchronous=OFF
+ *      fails, that request fails, so no commit is acknowledged unlogged,
+ *      and nothing of the refused commit stays behind (C8): a rollback-
+ *      mode commit point is not performed, the journal stays hot and
+ *      SQLite rolls back; a WAL commit frame is never completed in the
+ *      file.  Unjournaled writes are the exception: they are logged at the
+ *      next fsync or close (or journal/WAL start), so with synchronous=OFF
  *      several transactions may merge into one record.
+ *  C8. A refused commit leaves no committed state behind for any
+ *      connection, now or after a crash: in WAL mode the write that
+ *      completes a commit frame (its page, or the header rewritten after
+ *      an in-place overwrite) reaches the -wal only after its record is in
+ *      the log (wal_detect_commit, before do_pwrite).  Until then the frame
+ *      fails SQLite's recovery checks (its page bytes are stale, or its
+ *      header has zeroed salts), so neither this writer, nor a reader
+ *      (which reads frames only up to the wal-index's mxFrame, published
+ *      after the write), nor the next connection's WAL recovery after a
+ *      crash takes it as committed; should the stale bytes happen to equal
+ *      the new page, the refusal spoils one of them (wal_spoil_frame).  The
+ *      write's blocks are allocated before logging (fallocate KEEP_SIZE),
+ *      so a logged commit's write cannot fail for lack of space; if it
+ *      fails anyway (EIO), the log is ahead of the WAL: broken (sticky).
+ *      In rollback modes the commit point (unlink, truncation, zeroing)
+ *      is performed only after logging (C2).
+ *  C9. A full disk is SQLITE_FULL in every journal mode.  SQLite reports
+ *      ENOSPC from a write as SQLITE_FULL, but errors of unlink, ftruncate
+ *      and fsync as SQLITE_IOERR_*, and a rollback-mode commit point is one
+ *      of those.  So, in rollback and unjournaled transactions, every write
+ *      to the main file first reserves log room for the record (all pages
+ *      dirtied so far, page size + 4 bytes each: reserve_dirty,
+ *      txlog_reserve, L9 of log/txlog.c) and is refused with ENOSPC when
+ *      it cannot be had; SQLite then rolls back (its playback writes are
+ *      let through).  In WAL mode a log append failing for lack of space
+ *      refuses the commit frame's write with ENOSPC (C8).  Per mode:
+ *      - WAL: SQLITE_FULL (the refused frame write, or SQLite's own -wal
+ *        write); nothing committed, the next commit gets the next TXID.
+ *      - DELETE, TRUNCATE, PERSIST, OFF/MEMORY (bulk): SQLITE_FULL from a
+ *        page write before the commit point; the record's append then
+ *        lands in reserved blocks.  Where the file system cannot
+ *        preallocate, or the append fails otherwise (EIO), the commit
+ *        point is refused with EIO as before (SQLITE_IOERR_*, the journal
+ *        stays hot, SQLite rolls back): still nothing is committed.
  *  C5 (above): TXID order with pre checksum == previous post checksum;
  *      RECOVERED and snapshot records are part of that chain like any
  *      other, and a replica must apply them too.
@@ -178,6 +216,8 @@ void db_assert_state(const struct db *d)
     LV_ASSERT(d->map.npages == 0 || dbhdr_page_size_ok(d->map.page_size));
     LV_ASSERT(!d->wal_valid || dbhdr_page_size_ok(d->wal_psz));
     LV_ASSERT(!d->img || d->kind == DBK_SQLITE);
+    /* C9: a refusal for lack of log room belongs to an open transaction. */
+    LV_ASSERT(!d->resv_refused || d->journal_active || d->bulk);
     /* C4: the log ends at the record the map describes. */
     LV_ASSERT(d->broken || d->kind != DBK_SQLITE || !d->log || txlog_last_txid(d->log) == d->txid);
 }
@@ -206,6 +246,17 @@ int db_read_page(int fd, void *buf, uint32_t ps, uint64_t off)
     }
     if (got < ps)
         memset((char *)buf + got, 0, ps - got);
+    return 0;
+}
+
+int db_read_over(int fd, void *buf, size_t len, uint64_t off, const struct db_wbuf *w)
+{
+    int rc = db_read_page(fd, buf, (uint32_t)len, off);
+    if (rc || !w || w->fd != fd)
+        return rc;
+    uint64_t lo = off > w->off ? off : w->off, hi = off + len < w->off + w->len ? off + len : w->off + w->len;
+    if (lo < hi)
+        memcpy((uint8_t *)buf + (lo - off), w->buf + (lo - w->off), (size_t)(hi - lo));
     return 0;
 }
 
@@ -327,6 +378,8 @@ void db_dirty_clear(struct db *d)
         memset(d->dirty + d->dmin / 64, 0, (size_t)(d->dmax / 64 - d->dmin / 64 + 1) * sizeof(uint64_t));
     d->dirty_any = 0;
     d->size_changed = 0;
+    d->resv_pages = 0;
+    d->resv_refused = 0;
 }
 
 /* Is any granule of page p (size ps) dirty? */

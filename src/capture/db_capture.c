@@ -202,8 +202,73 @@ static int settle_kind(struct db *d, enum db_filekind kind, const void *buf, siz
     return rc;
 }
 
+/* Are the bytes [off, off+len) of buf whole pages each equal to the
+ * logged page (the map's)?  What a rollback's playback writes. */
+static int write_restores_map(const struct db *d, const uint8_t *buf, size_t len, uint64_t off)
+{
+    uint32_t ps = d->map.page_size;
+
+    if (!ps || len == 0 || off % ps || len % ps)
+        return 0;
+    for (size_t i = 0; i < len; i += ps) {
+        uint32_t p = (uint32_t)((off + i) / ps + 1);
+        if (p > d->map.npages || cksum_page(p, buf + i, ps) != cksum_map_get(&d->map, p))
+            return 0;
+    }
+    return 1;
+}
+
+/*
+ * RESERVATION (C9 of db.c).  A write to the main file in a rollback or
+ * unjournaled transaction, before it is performed, reserves room in the
+ * log for the record the transaction may need at its commit point: every
+ * page dirtied so far, at most page size + 4 bytes each (txlog_reserve;
+ * fallocate in 1 MiB chunks, so most writes cost a comparison).  When the
+ * room cannot be had, the write is refused with ENOSPC, which SQLite
+ * reports as SQLITE_FULL and answers by rolling the transaction back:
+ * the transaction fails while SQLite is still writing, not at its commit
+ * point (the journal's unlink, truncation or zeroing), where only an I/O
+ * error could be reported.  After a refusal the transaction reserves no
+ * more (resv_refused), so the rollback's own writes go through, and so do
+ * writes that only put back logged pages (a hot journal rolled back by
+ * another process or after a restart).  0 or -ENOSPC/-EIO.
+ */
+static int reserve_dirty(struct db *d, const void *buf, size_t len, off_t off)
+{
+    uint32_t ps = d->map.page_size, n = 0;
+    int rc;
+
+    if (len == 0)
+        return 0;
+    if (!ps)
+        ps = off == 0 && len >= DBHDR_SIZE && dbhdr_valid(buf) ? dbhdr_page_size(buf) : 4096;
+    for (uint64_t p = (uint64_t)off / ps + 1; p <= ((uint64_t)off + len - 1) / ps + 1; p++)
+        if (!db_dirty_page(d, (uint32_t)p, ps))
+            n++;
+    if (n == 0 || d->resv_refused)
+        return 0;
+    rc = txlog_reserve(d->log, d->txid + 1, (uint64_t)(d->resv_pages + n) * (ps + 4));
+    if (rc == 0) {
+        d->resv_pages += n;
+        return 0;
+    }
+    if (txlog_error(d->log)) {
+        db_fail(d, "the transaction log failed (%s) and its state is uncertain", lv_strerror(txlog_error(d->log)));
+        return -EIO;
+    }
+    if (write_restores_map(d, buf, len, (uint64_t)off))
+        return 0;
+    d->resv_refused = 1;
+    d->refused++;
+    LV_ERROR("%s: no room in the transaction log for this transaction (%s); the write is refused and SQLite rolls "
+             "the transaction back (SQLITE_FULL)", d->name, lv_strerror(rc));
+    return rc == LV_ENOSPC ? -ENOSPC : -EIO;
+}
+
 static ssize_t write_main(struct db *d, int fd, const void *buf, size_t len, off_t off)
 {
+    int rc;
+
     if (off < 100) {
         uint8_t h[100];
         int rfd = db_main_fd(d); /* the writer's fd may be write-only */
@@ -224,6 +289,8 @@ static ssize_t write_main(struct db *d, int fd, const void *buf, size_t len, off
             d->hdr_wal = h[18] == 2;
     }
     if (d->journal_active || d->bulk) {
+        if ((rc = reserve_dirty(d, buf, len, off)) != 0)
+            return rc;
         if (db_dirty_mark(d, (uint64_t)off, len) != 0)
             return -ENOMEM;
         return do_pwrite(fd, buf, len, off);
@@ -253,6 +320,8 @@ static ssize_t write_main(struct db *d, int fd, const void *buf, size_t len, off
                 d->name);
     }
     d->bulk = 1;
+    if ((rc = reserve_dirty(d, buf, len, off)) != 0)
+        return rc;
     if (db_dirty_mark(d, (uint64_t)off, len) != 0)
         return -ENOMEM;
     return do_pwrite(fd, buf, len, off);
@@ -336,6 +405,7 @@ static int journal_commit(struct db *d, enum jmode jm)
     if (d->broken || db_capture_rollback(d, 0) != 0)
         return -EIO;
     d->journal_active = 0; /* journal_active -> idle */
+    d->resv_refused = 0;   /* C9: the next transaction reserves again */
     d->jmode = jm;
     d->sync_pending = 0;
     return 0;
@@ -349,6 +419,7 @@ static int bulk_commit(struct db *d)
     if (db_capture_rollback(d, 0) != 0)
         return -EIO;
     d->bulk = 0;
+    d->resv_refused = 0;
     return 0;
 }
 
@@ -377,6 +448,7 @@ static ssize_t write_journal(struct db *d, int fd, const void *buf, size_t len, 
             d->ckpt_dirty = 0;
         }
         d->journal_active = 1;
+        d->resv_refused = 0; /* a new transaction reserves again */
     } else if (off == 0 && len >= 8 && memcmp(buf, zero8, 8) == 0 && d->journal_active) {
         /* PERSIST (or exclusive mode) commit: log, then zero the header. */
         n = journal_commit(d, JM_PERSIST);
@@ -386,8 +458,39 @@ static ssize_t write_journal(struct db *d, int fd, const void *buf, size_t len, 
     return do_pwrite(fd, buf, len, off);
 }
 
-/* The WAL write [off, off+len) just done may complete a commit frame: if
- * so, log the transaction wal_next..k and move wal_next past it.
+/* The refused write [off, off+len) should have completed frame k, whose
+ * header is already in the file.  Its page bytes in the file are stale,
+ * and the frame is invalid -- unless the stale bytes happen to equal the
+ * page SQLite meant to write (the same page at the same WAL offset in an
+ * earlier generation).  Then spoil one byte of the page inside the range
+ * of the refused write (the kernel drops its cached pages of a failed
+ * write, so every reader sees the spoiled byte), so that no recovery can
+ * take the refused commit as committed (C8).  Writing over existing bytes
+ * allocates nothing; if it fails anyway the WAL is uncertain: broken. */
+static void wal_spoil_frame(struct db *d, int fd, uint32_t k, uint64_t off, size_t len)
+{
+    uint8_t fh[WAL_FRAME_HDR_SIZE], b;
+    uint64_t last = wal_frame_off(k + 1, d->wal_psz) - 1;
+
+    if (last < off || last >= off + len ||
+        sys_pread_all(fd, fh, sizeof fh, (off_t)wal_frame_off(k, d->wal_psz), d->name) != 0 ||
+        !wal_frame_valid(fd, d->wal_magic, d->wal_psz, k, fh))
+        return;
+    if (pread(fd, &b, 1, (off_t)last) != 1 || (b ^= 0xff, pwrite(fd, &b, 1, (off_t)last)) != 1) {
+        db_fail(d, "a refused WAL commit frame could not be invalidated (%s)", strerror(errno));
+        return;
+    }
+    LV_WARN("%s: the refused commit frame %u was valid with stale page bytes; spoiled it", d->name, k);
+}
+
+/*
+ * The WAL write [off, off+len) of buf, not performed yet, may complete a
+ * commit frame k: if so, log the transaction wal_next..k as it will be once
+ * the write is done (the frames in the file with buf laid over them), and
+ * move wal_next past it.  The write is performed by the caller only after
+ * this returned 0, so a commit frame reaches the file only once its record
+ * is in the log (C8): a refused commit leaves no valid commit frame behind
+ * for SQLite's WAL recovery to find.
  *
  * The commit is complete when either (a) a write ends at the last byte of
  * a commit frame, or (b) a write is exactly the 24-byte header of a commit
@@ -397,15 +500,27 @@ static ssize_t write_journal(struct db *d, int fd, const void *buf, size_t len, 
  * the header's cumulative checksum must verify against the page bytes in
  * the file, as SQLite's recovery would check: a header written over a
  * stale frame (left by a rolled-back transaction) before its new page
- * arrives does not verify.  0, or -EIO when logging failed. */
-static int wal_detect_commit(struct db *d, int fd, size_t len, off_t off)
+ * arrives does not verify.  (SQLite writes a frame's header before its
+ * page, so in (a) the header is in the file; a page written in several
+ * requests has its first parts in the file and its last in buf.)
+ *
+ * Before logging, the blocks of the write are allocated (fallocate,
+ * KEEP_SIZE), so that the write cannot fail with ENOSPC once the record
+ * is in the log.  Returns 0 (not a commit: *logged = 0; or logged:
+ * *logged = 1), or -ENOSPC / -EIO to refuse the write (nothing written).
+ */
+#define WAL_PREALLOC (256u << 10) /* bytes of -wal allocated ahead of a commit frame's write */
+
+static int wal_detect_commit(struct db *d, int fd, const void *buf, size_t len, off_t off, int *logged)
 {
     uint64_t fsz = WAL_FRAME_HDR_SIZE + d->wal_psz;
     uint64_t end = (uint64_t)off + len, rel0 = (uint64_t)off - WAL_HDR_SIZE;
+    struct db_wbuf w = {fd, buf, len, (uint64_t)off};
     uint8_t fh[WAL_FRAME_HDR_SIZE];
     uint32_t k = UINT32_MAX, commit;
-    int hdr_only = 0;
+    int hdr_only = 0, rc;
 
+    *logged = 0;
     if ((end - WAL_HDR_SIZE) % fsz == 0) {
         k = (uint32_t)((end - WAL_HDR_SIZE) / fsz - 1);
     } else if (len == WAL_FRAME_HDR_SIZE && rel0 % fsz == 0) {
@@ -413,35 +528,56 @@ static int wal_detect_commit(struct db *d, int fd, size_t len, off_t off)
         hdr_only = 1;
     }
     if (k == UINT32_MAX || k < d->wal_next ||
-        sys_pread_all(fd, fh, sizeof fh, (off_t)wal_frame_off(k, d->wal_psz), d->name) != 0)
+        db_read_over(fd, fh, sizeof fh, wal_frame_off(k, d->wal_psz), &w) != 0)
         return 0;
     commit = lv_get32(fh + 4);
     if (!commit || lv_get32(fh + 8) != d->wal_salt1 || lv_get32(fh + 12) != d->wal_salt2)
         return 0;
     if (hdr_only && !wal_frame_valid(fd, d->wal_magic, d->wal_psz, k, fh))
         return 0;
-    if (db_capture_wal(d, fd, d->wal_next, k, commit, 0) != 0)
-        return -EIO;
+    if (end > d->wal_alloc) {
+        /* Appending: allocate WAL_PREALLOC ahead, so that this costs one
+         * fallocate per WAL_PREALLOC bytes of WAL growth. */
+        if (fallocate(fd, FALLOC_FL_KEEP_SIZE, off, (off_t)(end + WAL_PREALLOC - (uint64_t)off)) == 0)
+            d->wal_alloc = end + WAL_PREALLOC;
+        else if (errno == ENOSPC || errno == EDQUOT) {
+            if (fallocate(fd, FALLOC_FL_KEEP_SIZE, off, (off_t)len) != 0 && (errno == ENOSPC || errno == EDQUOT)) {
+                rc = -errno;
+                if (!hdr_only)
+                    wal_spoil_frame(d, fd, k, (uint64_t)off, len);
+                return rc; /* SQLITE_FULL; nothing logged */
+            }
+        } /* other errors: no preallocation here; go on */
+    }
+    rc = db_capture_wal(d, fd, d->wal_next, k, commit, 0, &w);
+    if (rc != 0) {
+        if (!hdr_only)
+            wal_spoil_frame(d, fd, k, (uint64_t)off, len);
+        return rc == LV_ENOSPC && !d->broken ? -ENOSPC : -EIO;
+    }
+    LV_ASSERT(txlog_last_txid(d->log) == d->txid); /* C8: in the log before the write */
     d->wal_next = k + 1;
+    *logged = 1;
     return 0;
 }
 
 /* A write to the WAL (kind DBF_WAL): a header write starts a new WAL
  * generation (after checking what checkpoints copied); a frame write may
- * complete a commit. */
+ * complete a commit, which is logged before the write is performed (C8). */
 static ssize_t write_wal(struct db *d, int fd, const void *buf, size_t len, off_t off)
 {
     struct wal_hdr wh;
     ssize_t n;
+    int logged = 0, rc;
 
     db_img_cow_wal(d, (uint64_t)off);
     if (d->bulk && !d->journal_active && bulk_commit(d) != 0)
         return -EIO;
-    n = do_pwrite(fd, buf, len, off);
-    if (n < 0)
-        return n;
-    d->jmode = JM_WAL;
     if (off == 0 && len >= WAL_HDR_SIZE) {
+        n = do_pwrite(fd, buf, len, off);
+        if (n < 0)
+            return n;
+        d->jmode = JM_WAL;
         if (wal_hdr_decode(buf, &wh) == 0) {
             ckpt_verify(d);
             d->wal_valid = 1;
@@ -451,9 +587,22 @@ static ssize_t write_wal(struct db *d, int fd, const void *buf, size_t len, off_
             d->wal_next = 0;
             d->wal_magic = wh.magic;
         }
-    } else if (d->wal_valid && off >= WAL_HDR_SIZE && wal_detect_commit(d, fd, len, off) != 0) {
-        return -EIO;
+        return n;
     }
+    if (d->wal_valid && off >= WAL_HDR_SIZE) {
+        rc = wal_detect_commit(d, fd, buf, len, off, &logged);
+        if (rc)
+            return rc;
+    }
+    n = do_pwrite(fd, buf, len, off);
+    if (n > 0 && (uint64_t)off + (uint64_t)n > d->wal_alloc)
+        d->wal_alloc = (uint64_t)off + (uint64_t)n;
+    if (logged && n != (ssize_t)len)
+        /* The record is in the log, the commit frame is not (wholly) in
+         * the WAL: the two disagree until start-up reconcile. */
+        db_fail(d, "the WAL write of a logged commit failed (%s)", n < 0 ? strerror((int)-n) : "short write");
+    if (n >= 0)
+        d->jmode = JM_WAL;
     return n;
 }
 
@@ -539,6 +688,8 @@ int db_on_truncate(struct db *d, enum db_filekind kind, int fd, const char *rel,
             ckpt_verify(d);
             d->wal_valid = 0;
         }
+        if (kind == DBF_WAL && (uint64_t)size < d->wal_alloc)
+            d->wal_alloc = (uint64_t)size; /* the truncation frees the blocks past size */
     }
     if (fd >= 0 ? ftruncate(fd, size) : trunc_at(d->reg->rootfd, rel, size))
         rc = -errno;
@@ -559,6 +710,7 @@ int db_on_unlink(struct db *d, enum db_filekind kind, const char *rel)
     if (kind == DBF_WAL) {
         ckpt_verify(d);
         d->wal_valid = 0;
+        d->wal_alloc = 0;
     }
     if (unlinkat(d->reg->rootfd, rel, 0) != 0)
         rc = -errno;

@@ -74,6 +74,8 @@ struct db {
     uint64_t dmin, dmax;     /* range of dirty granule indexes (valid if dirty_any) (mu) */
     int dirty_any;           /* some granule is dirty (mu) */
     int size_changed;        /* main file truncated since the last commit (mu) */
+    uint32_t resv_pages;     /* pages dirtied in this rollback/bulk transaction, counted for the reservation (mu) */
+    int resv_refused;        /* a write of this transaction was refused for lack of log space: no more reserving (mu) */
     int sync_pending;        /* app fsynced during this rollback transaction (mu) */
     int ckpt_dirty;          /* dirty holds pages written by WAL checkpoints (mu) */
     uint64_t ckpt_mismatch;  /* checkpointed pages that disagreed with the log (mu) */
@@ -82,6 +84,7 @@ struct db {
     uint32_t wal_psz, wal_salt1, wal_salt2; /* current WAL header (mu) */
     uint32_t wal_next;       /* first frame after the last commit seen (mu) */
     uint32_t wal_magic;      /* magic of the current WAL header (names the checksum byte order) (mu) */
+    uint64_t wal_alloc;      /* bytes of the -wal whose blocks are allocated (written or preallocated) (mu) */
     uint64_t commits;        /* records written since start (mu) */
     uint64_t bytes_logged;   /* page bytes logged since start (mu) */
     uint64_t pages_logged;   /* pages logged since start (mu) */
@@ -118,10 +121,21 @@ struct change {
     uint64_t h;     /* its checksum (or, while collecting WAL frames, the frame index) */
 };
 
+/* A write to fd not performed yet whose bytes the capture must see as if
+ * it were (a WAL commit is logged before the write that completes its
+ * commit frame reaches the file: C8 of db.c).  Borrowed. */
+struct db_wbuf {
+    int fd;              /* the file it is for */
+    const uint8_t *buf;  /* its bytes */
+    size_t len;          /* their number */
+    uint64_t off;        /* file offset of buf[0] */
+};
+
 /* A growable array of changes; owned by one caller (no lock). */
 struct changes {
     struct change *v; /* entries (owned) */
     size_t n, cap;    /* used and allocated */
+    const struct db_wbuf *over; /* reads of the entries see this pending write, or NULL (borrowed) */
 };
 
 /* Sorted (pgno, offset) overlay of committed WAL frames; one owner. */
@@ -143,6 +157,10 @@ int db_main_fd(struct db *d);
 
 /* Read ps bytes at off from fd; bytes past EOF read as zeros.  0 or LV_EIO. */
 int db_read_page(int fd, void *buf, uint32_t ps, uint64_t off);
+
+/* Read len bytes at off from fd as they will be once the pending write w
+ * (NULL: none) is performed; bytes past EOF read as zeros.  0 or LV_EIO. */
+int db_read_over(int fd, void *buf, size_t len, uint64_t off, const struct db_wbuf *w);
 
 /* Checksum of an all-zero page (page size ps, page pgno). */
 uint64_t db_zero_page_cksum(uint32_t pgno, uint32_t ps);
@@ -187,9 +205,10 @@ int db_emit(struct db *d, uint16_t flags, uint32_t ps, uint32_t db_pages, struct
             uint32_t salt2, uint32_t wal_frame);
 /* Log the pages of the main file that differ from the map (rollback or bulk commit). */
 int db_capture_rollback(struct db *d, uint16_t extra_flags);
-/* Log WAL frames [first, last] of walfd committed with db_pages. */
+/* Log WAL frames [first, last] of walfd committed with db_pages, as they
+ * are once the pending write over (NULL: none) is performed. */
 int db_capture_wal(struct db *d, int walfd, uint32_t first, uint32_t last, uint32_t db_pages,
-                   uint16_t extra_flags);
+                   uint16_t extra_flags, const struct db_wbuf *over);
 
 /* ---- db_capture.c ---- */
 

@@ -144,7 +144,7 @@ static int reconcile_wal_commits(struct db *d, const struct txlog_tail *tail, co
     for (size_t i = 0; i < w->ncm; i++) {
         if (w->cm[i].last + 1 <= tail->last_wal_frame)
             continue;
-        rc = db_capture_wal(d, w->fd, w->cm[i].first, w->cm[i].last, w->cm[i].db_pages, TXLOG_F_RECOVERED);
+        rc = db_capture_wal(d, w->fd, w->cm[i].first, w->cm[i].last, w->cm[i].db_pages, TXLOG_F_RECOVERED, NULL);
         if (rc)
             return rc;
     }

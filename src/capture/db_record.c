@@ -61,7 +61,7 @@ static int emit_append(struct db *d, const struct txlog_hdr *h, const struct cha
     int rc = txlog_append_begin(d->log, h);
 
     for (size_t i = 0; i < c->n && rc == 0; i++) {
-        rc = db_read_page(c->v[i].fd, buf, ps, c->v[i].off);
+        rc = db_read_over(c->v[i].fd, buf, ps, c->v[i].off, c->over);
         if (rc == 0 && cksum_page(c->v[i].pgno, buf, ps) != c->v[i].h) {
             LV_ERROR("%s: page %u changed while it was being logged", d->name, c->v[i].pgno);
             rc = LV_EMISMATCH;
@@ -258,7 +258,7 @@ static int wal_collect_frames(struct db *d, int walfd, uint32_t ps, uint32_t fir
 
     for (uint32_t i = first; i <= last; i++) {
         uint64_t off = wal_frame_off(i, ps);
-        rc = sys_pread_all(walfd, fh, sizeof fh, (off_t)off, d->name);
+        rc = db_read_over(walfd, fh, sizeof fh, off, c->over);
         if (rc)
             return rc;
         if (lv_get32(fh) == 0)
@@ -282,9 +282,10 @@ static int wal_collect_frames(struct db *d, int walfd, uint32_t ps, uint32_t fir
 }
 
 /* WAL frames [first, last] of walfd (page size ps) committed with db_pages:
- * log the pages that differ from the map. */
+ * log the pages that differ from the map.  Frames are read as they will be
+ * once the pending write over (NULL: none) is performed (C8 of db.c). */
 int db_capture_wal(struct db *d, int walfd, uint32_t first, uint32_t last, uint32_t db_pages,
-                   uint16_t extra_flags)
+                   uint16_t extra_flags, const struct db_wbuf *over)
 {
     struct changes c = {0};
     uint32_t ps = d->wal_psz;
@@ -306,6 +307,7 @@ int db_capture_wal(struct db *d, int walfd, uint32_t first, uint32_t last, uint3
     buf = malloc(ps);
     if (!buf)
         return LV_ENOMEM;
+    c.over = over;
     rc = wal_collect_frames(d, walfd, ps, first, last, &c);
     if (rc)
         goto out_free;
@@ -314,7 +316,7 @@ int db_capture_wal(struct db *d, int walfd, uint32_t first, uint32_t last, uint3
         uint32_t p = c.v[i].pgno;
         if (p > db_pages)
             continue;
-        rc = db_read_page(walfd, buf, ps, c.v[i].off);
+        rc = db_read_over(walfd, buf, ps, c.v[i].off, over);
         if (rc)
             goto out_free;
         uint64_t h = cksum_page(p, buf, ps);

@@ -88,6 +88,15 @@
  *      created; roll-over fdatasyncs the segment it leaves).  append_end
  *      alone promises nothing across a power failure; when the capture
  *      layer calls txlog_sync is its contract (capture/db.c, C7).
+ *  L9. Reservation: after txlog_reserve(l, txid, raw) returned 0 on a file
+ *      system that preallocates, the record of TXID txid with at most raw
+ *      bytes of raw payload lands in the current segment inside
+ *      [seg_end, resv_end), blocks allocated by fallocate(KEEP_SIZE), so
+ *      its append needs no new space (bar file system metadata).  The
+ *      segment is chosen by the reservation (roll-over happens there), and
+ *      blocks reserved past seg_end are released when a segment is closed
+ *      (ftruncate to seg_end) or a partial record is cut off.  The file
+ *      size never includes reserved blocks, so no reader sees them.
  */
 #include "log/txlog.h"
 #include "log/txlog_impl.h"

@@ -83,6 +83,16 @@ struct txlog_tail {
 int txlog_open(const char *dir, const uint8_t dbid[16], uint64_t seg_size,
                struct txlog **out, struct txlog_tail *tail, char *err, size_t errlen);
 
+/* Reserve room for the next record, of TXID txid and with at most raw_len
+ * bytes of raw payload (npages x (4 + page size)): its segment is chosen
+ * now (rolling over if it would not fit) and the blocks it may need are
+ * allocated ahead with fallocate(KEEP_SIZE), so that its append cannot
+ * fail for lack of space (L9 of txlog.c).  Cheap when the reservation
+ * already covers raw_len.  0; LV_ENOSPC when the space cannot be had; 0
+ * too when the file system cannot preallocate (the append then takes its
+ * chances); or another negative error. */
+int txlog_reserve(struct txlog *l, uint64_t txid, uint64_t raw_len);
+
 /* Start a record.  h->txid, time, sizes, flags and checksums must be set;
  * npages/lengths are filled in by txlog_append_end. */
 int txlog_append_begin(struct txlog *l, const struct txlog_hdr *h);

@@ -33,6 +33,13 @@
  * ever needs to sync the current segment (plus the directory once after a
  * segment was created).
  *
+ * RESERVATION (txlog_reserve, L9 of txlog.c): the capture layer reserves
+ * room for the record of a transaction while it is being written; the
+ * segment choice above is then made by the reservation (an empty segment
+ * named for the next TXID is the record's), and blocks up to resv_end are
+ * allocated with fallocate(KEEP_SIZE), so the append cannot hit ENOSPC.
+ * seg_close and rec_drop's truncation release blocks past the end.
+ *
  * The writer enforces the invariants the scan checks: TXID = previous + 1
  * and pre checksum = previous post checksum; an empty log starts at TXID 1
  * (with pre checksum 0) or with a snapshot record.
@@ -73,6 +80,8 @@ struct txlog {
     char *seg_path;         /* its path (owned), NULL if none */
     uint64_t seg_first;     /* its first TXID */
     uint64_t seg_end;       /* bytes of segment header + complete records */
+    uint64_t resv_end;      /* blocks of the current segment allocated up to here (fallocate KEEP_SIZE), L9 */
+    int no_prealloc;        /* the file system cannot preallocate: txlog_reserve does nothing */
     int dir_unsynced;       /* a segment was created since the last directory fsync */
     int dirty;              /* current segment has writes not yet fdatasynced */
     int broken;             /* sticky: 0 or LV_EBROKEN */
@@ -127,11 +136,16 @@ static void assert_writer_state(const struct txlog *l)
               (l->cur.txid == l->last_txid + 1 && l->cur.pre_cksum == l->last_post));
 }
 
-/* Close the current segment (no sync). */
+/* Close the current segment (no sync), releasing blocks reserved past its
+ * end (L9). */
 static void seg_close(struct txlog *l)
 {
+    if (l->fd >= 0 && l->resv_end > l->seg_end &&
+        sys_ftruncate(l->fd, (off_t)l->seg_end, l->seg_path) != 0)
+        LV_WARN("txlog: could not release the space reserved past the end of %s", l->seg_path);
     if (l->fd >= 0)
         close(l->fd);
+    l->resv_end = 0;
     l->fd = -1;
     free(l->seg_path);
     l->seg_path = NULL;
@@ -172,6 +186,7 @@ static int seg_create(struct txlog *l, uint64_t first)
     l->seg_path = path;
     l->seg_first = first;
     l->seg_end = TXLOG_SEG_HDR_SIZE;
+    l->resv_end = TXLOG_SEG_HDR_SIZE;
     l->dir_unsynced = 1;
     l->dirty = 1;
     l->bytes_written += sizeof(buf);
@@ -224,6 +239,7 @@ static void rec_drop(struct txlog *l, int written)
                      l->seg_path, l->rec_start);
             l->broken = LV_EBROKEN;
         }
+        l->resv_end = l->rec_start; /* the truncation released the reserved blocks too */
     }
     if (l->state != REC_IDLE)
         ZSTD_CCtx_reset(l->cctx, ZSTD_reset_session_only);
@@ -307,6 +323,56 @@ static int stream_start(struct txlog *l)
     rc = stream_in(l, l->raw, l->raw_used, ZSTD_e_continue);
     l->raw_used = 0;
     return rc;
+}
+
+/*
+ * Reservation (L9).  A record of raw payload raw_len takes at most
+ * TXLOG_HDR_SIZE + stored + TXLOG_TRAILER_SIZE bytes, stored <= raw_len
+ * for a buffered record (stored raw when zstd does not shrink it) and at
+ * most zstd's bound for a streamed one.  seg_prepare picks the segment
+ * the append will pick (an empty segment named txid stays the record's),
+ * and the blocks up to the record's end plus TXLOG_RESV_CHUNK (never past
+ * the roll-over size unless the record itself is) are allocated, so that
+ * a transaction growing page by page calls fallocate once per chunk.
+ */
+#define TXLOG_RESV_CHUNK (1u << 20)
+
+int txlog_reserve(struct txlog *l, uint64_t txid, uint64_t raw_len)
+{
+    uint64_t need = TXLOG_HDR_SIZE + raw_len + raw_len / 128 + 1024 + TXLOG_TRAILER_SIZE, to, from;
+    int streaming = raw_len > TXLOG_RAW_MAX, rc;
+
+    assert_writer_state(l);
+    if (l->broken)
+        return l->broken;
+    if (l->no_prealloc || l->state != REC_IDLE)
+        return 0;
+    if (l->fd >= 0 && l->seg_end + need <= l->resv_end &&
+        (l->seg_end <= TXLOG_SEG_HDR_SIZE ? l->seg_first == txid : !streaming && l->seg_end + need <= l->seg_size))
+        return 0; /* covered */
+    rc = seg_prepare(l, txid, need, streaming);
+    if (rc)
+        return rc;
+    if (l->seg_end + need <= l->resv_end)
+        return 0;
+    to = l->seg_end + need + TXLOG_RESV_CHUNK;
+    if (to > l->seg_size && l->seg_end + need <= l->seg_size)
+        to = l->seg_size;
+    from = l->resv_end > l->seg_end ? l->resv_end : l->seg_end;
+    rc = sys_fallocate_keep(l->fd, (off_t)from, (off_t)(to - from), l->seg_path);
+    if (rc == LV_ENOSPC && to > l->seg_end + need) {
+        to = l->seg_end + need; /* no room for the chunk: the record alone may still fit */
+        rc = sys_fallocate_keep(l->fd, (off_t)from, (off_t)(to - from), l->seg_path);
+    }
+    if (rc == LV_EREFUSED) {
+        LV_INFO("txlog: %s cannot preallocate; a full disk is then found at the commit point", l->dir);
+        l->no_prealloc = 1;
+        return 0;
+    }
+    if (rc)
+        return rc;
+    l->resv_end = to;
+    return 0;
 }
 
 int txlog_append_begin(struct txlog *l, const struct txlog_hdr *h)
@@ -609,6 +675,7 @@ int txlog_open(const char *dir, const uint8_t dbid[16], uint64_t seg_size, struc
     l->seg_path = nw.path;
     l->seg_first = nw.first;
     l->seg_end = nw.end;
+    l->resv_end = nw.end;
     l->have_last = tail->last_txid != 0;
     l->last_txid = tail->last_txid;
     l->last_post = tail->last_post;
