@@ -1173,6 +1173,19 @@ static int drain_db(struct adest *d, struct adb *b, const struct db_info *info)
     return rc;
 }
 
+/* A failed step of database b at destination d: count it and keep its
+ * message (the store's last error) for /status.  Caller holds d->mu. */
+static void note_failure(struct adest *d, struct adb *b, int rc)
+{
+    const char *se = store_last_error(d->store);
+
+    b->errors++;
+    d->errors++;
+    d->up = 0;
+    snprintf(d->last_error, sizeof d->last_error, "%s: %s%s%s", b->name, lv_strerror(rc), se && *se ? ": " : "",
+             se ? se : "");
+}
+
 /*
  * Clean stop (A1-A3 of the design comment): the mount is gone, so the
  * databases' TXIDs no longer move.  Upload every record not yet confirmed
@@ -1206,12 +1219,7 @@ static void dest_drain(struct adest *d)
             int rc = drain_db(d, b, info);
             if (rc) {
                 pthread_mutex_lock(&d->mu);
-                b->errors++;
-                d->errors++;
-                d->up = 0;
-                snprintf(d->last_error, sizeof d->last_error, "%s: %s%s%s", b->name, lv_strerror(rc),
-                         store_last_error(d->store) && *store_last_error(d->store) ? ": " : "",
-                         store_last_error(d->store) ? store_last_error(d->store) : "");
+                note_failure(d, b, rc);
                 pthread_mutex_unlock(&d->mu);
             }
             LV_ASSERT(rc || lv_mono_us() >= deadline || b->confirmed >= info->txid); /* A2 */
@@ -1275,12 +1283,7 @@ static void dest_main(struct worker *w, void *arg)
             rc = db_step(d, b, info);
             pthread_mutex_lock(&d->mu);
             if (rc) {
-                b->errors++;
-                d->errors++;
-                d->up = 0;
-                snprintf(d->last_error, sizeof d->last_error, "%s: %s%s%s", b->name, lv_strerror(rc),
-                         store_last_error(d->store) && *store_last_error(d->store) ? ": " : "",
-                         store_last_error(d->store) ? store_last_error(d->store) : "");
+                note_failure(d, b, rc);
             } else {
                 d->up = 1;
             }

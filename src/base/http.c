@@ -782,6 +782,12 @@ static void mhd_log_cb(void *cls, const char *fmt, va_list ap)
 
 /* ---- server: lifecycle ---------------------------------------------- */
 
+/* The options both listeners share (the admin socket and http.addr). */
+#define HTTP_COMMON_OPTIONS(s)                                                                                      \
+    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONN_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,             \
+        (size_t)HTTP_CONN_MEMORY, MHD_OPTION_NOTIFY_COMPLETED, request_done_cb, (s), MHD_OPTION_NOTIFY_CONNECTION, \
+        conn_notify_cb, (s), MHD_OPTION_UNESCAPE_CALLBACK, unescape_cb, (s)
+
 int http_start(struct http_server *s)
 {
     unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
@@ -800,12 +806,7 @@ int http_start(struct http_server *s)
                                   MHD_OPTION_EXTERNAL_LOGGER, mhd_log_cb, s, /* must come first */
                                   MHD_OPTION_LISTEN_SOCKET, s->lfd,
                                   MHD_OPTION_CONNECTION_LIMIT, s->lim.max_conns,
-                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONN_TIMEOUT_S,
-                                  MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
-                                  MHD_OPTION_NOTIFY_COMPLETED, request_done_cb, s,
-                                  MHD_OPTION_NOTIFY_CONNECTION, conn_notify_cb, s,
-                                  MHD_OPTION_UNESCAPE_CALLBACK, unescape_cb, s,
-                                  MHD_OPTION_END);
+                                  HTTP_COMMON_OPTIONS(s), MHD_OPTION_END);
         if (s->mhd == NULL) {
             close(s->lfd);
             unlink(s->addr);
@@ -822,12 +823,7 @@ int http_start(struct http_server *s)
                                   MHD_OPTION_THREAD_POOL_SIZE, (unsigned)HTTP_POOL_THREADS,
                                   MHD_OPTION_CONNECTION_LIMIT, s->lim.max_conns,
                                   MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->lim.per_addr,
-                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONN_TIMEOUT_S,
-                                  MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
-                                  MHD_OPTION_NOTIFY_COMPLETED, request_done_cb, s,
-                                  MHD_OPTION_NOTIFY_CONNECTION, conn_notify_cb, s,
-                                  MHD_OPTION_UNESCAPE_CALLBACK, unescape_cb, s,
-                                  MHD_OPTION_END);
+                                  HTTP_COMMON_OPTIONS(s), MHD_OPTION_END);
     }
     if (s->mhd != NULL && worker_start("lv-http-watch", watch_loop, s, &s->watch) != 0) {
         MHD_stop_daemon(s->mhd);

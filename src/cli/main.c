@@ -45,21 +45,19 @@ static void usage(FILE *f)
 /* Run the command argv[1] with argv + 1; its exit code. */
 static int dispatch(int argc, char **argv)
 {
+    static const struct {
+        const char *name;              /* argv[1] */
+        int (*run)(int, char **);      /* the command, given argv + 1 */
+    } commands[] = {
+        {"mount", cli_mount},           {"status", cli_status},           {"log", cli_log},
+        {"restore", restore_cli_restore}, {"archive", restore_cli_archive}, {"export", export_cli_export},
+        {"import", export_cli_import},
+    };
     const char *cmd = argv[1];
-    if (strcmp(cmd, "mount") == 0)
-        return cli_mount(argc - 1, argv + 1);
-    if (strcmp(cmd, "status") == 0)
-        return cli_status(argc - 1, argv + 1);
-    if (strcmp(cmd, "log") == 0)
-        return cli_log(argc - 1, argv + 1);
-    if (strcmp(cmd, "restore") == 0)
-        return restore_cli_restore(argc - 1, argv + 1);
-    if (strcmp(cmd, "archive") == 0)
-        return restore_cli_archive(argc - 1, argv + 1);
-    if (strcmp(cmd, "export") == 0)
-        return export_cli_export(argc - 1, argv + 1);
-    if (strcmp(cmd, "import") == 0)
-        return export_cli_import(argc - 1, argv + 1);
+
+    for (size_t i = 0; i < LV_ARRAY_LEN(commands); i++)
+        if (strcmp(cmd, commands[i].name) == 0)
+            return commands[i].run(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("litevault %s\n", LV_VERSION);
         return 0;
