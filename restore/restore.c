@@ -366,29 +366,31 @@ static void fmt_bytes(uint64_t b, char *buf, size_t n)
         snprintf(buf, n, "%.1f KiB", (double)b / 1024);
 }
 
-static void progress_draw(struct fetch *f, int64_t t0_us)
+/* One progress line: bytes downloaded of the total (moving per 8 MiB chunk
+ * of a large object), objects, rate and ETA of the download, and the bytes
+ * written into the output so far (moving per 8 MiB while applying). */
+static void progress_draw(const struct fetch_progress *p, uint64_t written, int64_t t0_us)
 {
-    struct fetch_progress p;
-    char done[32], total[32], rate[32], eta[32] = "--";
+    char done[32], total[32], rate[32], wrote[32], eta[32] = "--";
     double secs = (double)(lv_mono_us() - t0_us) / 1e6, bps;
     int width = 24, fill;
     char bar[32];
 
-    fetch_get_progress(f, &p);
-    bps = secs > 0 ? (double)p.bytes_done / secs : 0;
-    fmt_bytes(p.bytes_done, done, sizeof done);
-    fmt_bytes(p.bytes_total, total, sizeof total);
+    bps = secs > 0 ? (double)p->bytes_done / secs : 0;
+    fmt_bytes(p->bytes_done, done, sizeof done);
+    fmt_bytes(p->bytes_total, total, sizeof total);
     fmt_bytes((uint64_t)bps, rate, sizeof rate);
-    if (bps > 0 && p.bytes_total >= p.bytes_done)
-        snprintf(eta, sizeof eta, "%.0fs", (double)(p.bytes_total - p.bytes_done) / bps);
-    fill = p.bytes_total ? (int)((double)p.bytes_done / (double)p.bytes_total * width) : width;
+    fmt_bytes(written, wrote, sizeof wrote);
+    if (bps > 0 && p->bytes_total >= p->bytes_done)
+        snprintf(eta, sizeof eta, "%.0fs", (double)(p->bytes_total - p->bytes_done) / bps);
+    fill = p->bytes_total ? (int)((double)p->bytes_done / (double)p->bytes_total * width) : width;
     if (fill > width)
         fill = width;
     memset(bar, '#', (size_t)fill);
     memset(bar + fill, '.', (size_t)(width - fill));
     bar[width] = '\0';
-    fprintf(stderr, "\r[%s] %s / %s  %zu/%zu objects  %s/s  ETA %s   ", bar, done, total, p.objs_done, p.objs_total,
-            rate, eta);
+    fprintf(stderr, "\r[%s] %s / %s  %zu/%zu objects  %s/s  ETA %s  written %s   ", bar, done, total, p->objs_done,
+            p->objs_total, rate, eta, wrote);
     fflush(stderr);
 }
 
@@ -411,7 +413,32 @@ struct attempt {
     char drop_key[MANIFEST_KEY_MAX]; /* RESTORE_REPLAN: manifest key of the damaged snapshot */
     char *err;                     /* message buffer */
     size_t errlen;
+    struct fetch *f;               /* the downloads, for the progress bar (NULL outside attempt_run) */
+    int64_t t0_us;                 /* lv_mono_us at the start, for the progress bar's rate */
+    uint64_t written;              /* page bytes written into tmp so far (txlog_apply progress) */
+    int drew;                      /* a progress line was drawn */
 };
+
+/* Draw the progress line of attempt at (if it shows one). */
+static void attempt_progress(struct attempt *at)
+{
+    struct fetch_progress p;
+
+    if (!at->o->progress || !at->f)
+        return;
+    fetch_get_progress(at->f, &p);
+    progress_draw(&p, at->written, at->t0_us);
+    at->drew = 1;
+}
+
+/* txlog_apply's progress callback: bytes written into the output so far. */
+static void attempt_written(void *arg, uint64_t bytes)
+{
+    struct attempt *at = arg;
+
+    at->written = bytes;
+    attempt_progress(at);
+}
 
 /* Damage found (message in msg).  Returns the error, 0 to stop here
  * (partial), or RESTORE_RETRY. */
@@ -635,8 +662,8 @@ static int attempt_fetch(struct attempt *at, struct fetch_obj **fo, struct fetch
 }
 
 /* Wait for object i and apply it (damage handled as the design comment
- * says).  *drew is set when a progress line was drawn.  0 or negative. */
-static int attempt_object(struct attempt *at, struct fetch *f, size_t i, int64_t t0, int *drew)
+ * says).  0 or negative. */
+static int attempt_object(struct attempt *at, struct fetch *f, size_t i)
 {
     const struct restore_opts *o = at->o;
     struct restore_result *res = at->res;
@@ -645,14 +672,9 @@ static int attempt_object(struct attempt *at, struct fetch *f, size_t i, int64_t
     char msg[900];
     int rc;
 
-    while (!fetch_wait(f, i, o->progress ? 200 : -1, &fr)) {
-        progress_draw(f, t0);
-        *drew = 1;
-    }
-    if (o->progress) {
-        progress_draw(f, t0);
-        *drew = 1;
-    }
+    while (!fetch_wait(f, i, o->progress ? 200 : -1, &fr))
+        attempt_progress(at);
+    attempt_progress(at);
     res->bytes_fetched += fr.len;
     at->cur_snap = res->objs[i].snapshot;
     if (fr.rc && (!fr.buf || fr.rc != LV_EMISMATCH || !o->allow_partial)) {
@@ -731,18 +753,28 @@ static int attempt_run(struct attempt *at, const struct plan_target *t, int flag
     rc = txlog_apply_open(fd, at->tmp, &at->a);
     if (rc == 0)
         rc = attempt_fetch(at, &fo, &f);
+    at->f = f;
+    at->t0_us = t0;
+    at->written = 0;
+    at->drew = 0;
+    if (rc == 0 && at->o->progress)
+        txlog_apply_set_progress(at->a, attempt_written, at);
     for (size_t i = 0; rc == 0 && i < at->res->nobjs && !at->stop && !at->partial; i++)
-        rc = attempt_object(at, f, i, t0, &drew);
+        rc = attempt_object(at, f, i);
+    drew = at->drew;
     if (rc)
         goto out;
+    attempt_progress(at); /* the final line: everything downloaded and written */
     if (drew)
         fprintf(stderr, "\n");
+    at->f = NULL;
     fetch_stop(f);
     f = NULL;
     rc = attempt_finish(at);
 out:
     if (drew && f)
         fprintf(stderr, "\n");
+    at->f = NULL;
     fetch_stop(f);
     free(fo);
     txlog_apply_close(at->a);

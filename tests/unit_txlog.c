@@ -1185,3 +1185,58 @@ Test(txlog, reader_follows_a_growing_log)
     txlog_close(l);
     md_free(&md);
 }
+
+/* The progress callback of txlog_apply: called as pages are written (every
+ * 8 MiB), with a growing total that never passes what was applied. */
+struct tl_prog {
+    int calls;         /* callbacks */
+    uint64_t last;     /* bytes of the last callback */
+    int monotonic;     /* every callback saw more than the one before */
+};
+
+static void tl_on_progress(void *arg, uint64_t bytes)
+{
+    struct tl_prog *p = arg;
+
+    if (bytes <= p->last)
+        p->monotonic = 0;
+    p->last = bytes;
+    p->calls++;
+}
+
+Test(txlog, apply_reports_bytes_written)
+{
+    char *dir = tl_cat(tl_tmpdir(), "log"), *out = tl_cat(dir, "../applied.db");
+    struct tl_md md;
+    struct txlog_tail t;
+    struct txlog *l;
+    struct txlog_apply *a;
+    struct txlog_reader *r;
+    struct txlog_hdr h;
+    struct tl_prog p = {0, 0, 1};
+    char err[512];
+    int fd, rc;
+
+    md_init(&md, 4096, 83);
+    l = tl_open(dir, 64 << 20, &t);
+    cr_assert_eq(md_commit(l, &md, 6000, 6000, 1, 4096), 0); /* a 23 MiB snapshot */
+    cr_assert_eq(md_commit(l, &md, 6000, 10, 0, 0), 0);
+    txlog_close(l);
+    fd = open(out, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(txlog_apply_open(fd, out, &a), 0);
+    txlog_apply_set_progress(a, tl_on_progress, &p);
+    cr_assert_eq(txlog_reader_open(dir, 1, &r), 0);
+    while ((rc = txlog_reader_next(r, &h)) == 0)
+        cr_assert_eq(txlog_apply_record(a, r, &h, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(rc, LV_ENOENT);
+    txlog_reader_close(r);
+    cr_assert_eq(txlog_apply_finish(a, err, sizeof err), 0, "%s", err);
+    txlog_apply_close(a);
+    close(fd);
+    cr_assert_geq(p.calls, 2, "the 23 MiB snapshot was written without progress (%d calls)", p.calls);
+    cr_assert(p.monotonic, "progress went backwards");
+    cr_assert_leq(p.last, (uint64_t)6010 * 4096, "more bytes reported (%llu) than written",
+                  (unsigned long long)p.last);
+    md_free(&md);
+}

@@ -194,6 +194,11 @@ struct txlog_apply_info {
  * txlog_apply_close.  0 or LV_ENOMEM. */
 int txlog_apply_open(int fd, const char *path, struct txlog_apply **out);
 
+/* Call fn(arg, bytes) with the total page bytes written to the file so far,
+ * every 8 MiB while records are applied (for a progress bar; fn runs on the
+ * applying thread and must not call back into a).  fn NULL: no calls. */
+void txlog_apply_set_progress(struct txlog_apply *a, void (*fn)(void *arg, uint64_t bytes), void *arg);
+
 /* Apply the record whose header h was just returned by txlog_reader_next
  * on r, reading its pages from r: checks that the first record is TXID 1
  * or a SNAPSHOT, TXID continuity (LV_EGAP), pre checksum == current

@@ -53,6 +53,9 @@ struct runbuf {
     uint32_t n;           /* pages pending */
     uint8_t *buf;         /* TXLOG_IO_CHUNK bytes */
     uint64_t unkicked;    /* bytes written since writeback was last started */
+    uint64_t written;     /* page bytes written in all */
+    void (*progress)(void *arg, uint64_t bytes); /* told every 8 MiB (txlog_apply_set_progress), or NULL */
+    void *progress_arg;   /* its argument */
 };
 
 static int run_flush(struct runbuf *rb)
@@ -64,9 +67,12 @@ static int run_flush(struct runbuf *rb)
         /* Start writeback every 8 MiB while applying goes on, so the final
          * fsync has little left to write (advisory; errors show at fsync). */
         rb->unkicked += (uint64_t)rb->n * rb->ps;
+        rb->written += (uint64_t)rb->n * rb->ps;
         if (rc == 0 && rb->unkicked >= (8u << 20)) {
             (void)sync_file_range(rb->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
             rb->unkicked = 0;
+            if (rb->progress)
+                rb->progress(rb->progress_arg, rb->written);
         }
     }
     rb->n = 0;
@@ -126,6 +132,12 @@ static void assert_apply_state(const struct txlog_apply *a)
     LV_ASSERT(a->have || a->dirty || (a->done == 0 && a->map.total == 0)); /* EMPTY */
     LV_ASSERT(!a->have || a->done > 0);
     LV_ASSERT(a->dirty || !a->have || a->map.total == a->post); /* A1 */
+}
+
+void txlog_apply_set_progress(struct txlog_apply *a, void (*fn)(void *arg, uint64_t bytes), void *arg)
+{
+    a->rb.progress = fn;
+    a->rb.progress_arg = arg;
 }
 
 int txlog_apply_open(int fd, const char *path, struct txlog_apply **out)
