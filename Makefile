@@ -73,8 +73,8 @@ $(BUILD)/bench: bench/bench.c $(LIBOBJS)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
 JOBS ?= 2
-unit-test: npm-deps $(BUILD)/tests/unit
-	./tests/run-criterion.sh $(BUILD)/unit.log $(BUILD)/tests/unit --jobs $(JOBS)
+unit-test: npm-deps $(BIN) $(BUILD)/tests/unit
+	LITEVAULT=$(abspath $(BIN)) ./tests/run-criterion.sh $(BUILD)/unit.log $(BUILD)/tests/unit --jobs $(JOBS)
 
 it-test: npm-deps $(BIN) $(BUILD)/tests/it
 	LITEVAULT=$(abspath $(BIN)) ./tests/run-criterion.sh $(BUILD)/it.log $(BUILD)/tests/it --jobs $(JOBS)
@@ -140,7 +140,7 @@ litevault-asan-test: all npm-deps $(BUILD)/tests/unit $(BUILD)/tests/it
 	echo "$(BUILD)/tests/unit --jobs $(JOBS)   (with leak detection)"; \
 	ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0:log_path=$(ASAN_REPORTS)/asan \
 	    LSAN_OPTIONS=suppressions=$(abspath $(BUILD))/lsan.supp $(ASAN_UBSAN) \
-	    $(BUILD)/tests/unit --jobs $(JOBS) || rc=1; \
+	    LITEVAULT=$(abspath $(BIN)) $(BUILD)/tests/unit --jobs $(JOBS) || rc=1; \
 	echo "LITEVAULT=$(abspath $(BIN)) $(BUILD)/tests/it --jobs 1"; \
 	ASAN_OPTIONS=detect_leaks=0:log_path=$(ASAN_REPORTS)/asan $(ASAN_UBSAN) \
 	    LITEVAULT=$(abspath $(BIN)) $(BUILD)/tests/it --jobs 1 || rc=1; \
