@@ -573,13 +573,3 @@ void store_conf_opts(const struct store_conf *c, struct store_opts *o)
                              .session_token = c->session_token};
 }
 
-void store_conf_free(struct store_conf *c)
-{
-    free(c->endpoint);
-    free(c->region);
-    free(c->access_key_id);
-    free(c->secret_access_key);
-    free(c->session_token);
-    memset(c, 0, sizeof *c);
-    c->force_path_style = -1;
-}

@@ -72,9 +72,6 @@ static inline int store_conf_any(const struct store_conf *c)
            c->session_token;
 }
 
-/* Free the strings c owns and zero it (force_path_style back to -1). */
-void store_conf_free(struct store_conf *c);
-
 /* One listed object. */
 struct store_obj {
     char *key;                 /* key relative to the prefix (owned by the list) */
