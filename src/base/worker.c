@@ -106,12 +106,15 @@ int worker_start(const char *name, worker_fn fn, void *arg, struct worker **out)
 
 int worker_nap(struct worker *w, int64_t us)
 {
+    int64_t end = lv_mono_us() + (us > 0 ? us : 0), left;
     int stop;
 
     LV_ASSERT(pthread_equal(pthread_self(), w->th)); /* W2 */
+
     pthread_mutex_lock(&w->mu);
-    if (w->state == WORKER_RUNNING && !w->woken && us > 0)
-        lv_cond_wait_us(&w->cv, &w->mu, us);
+    /* Loop: a spurious wake-up does not end the nap early. */
+    while (w->state == WORKER_RUNNING && !w->woken && (left = end - lv_mono_us()) > 0)
+        lv_cond_wait_us(&w->cv, &w->mu, left);
     w->woken = 0;
     stop = w->state != WORKER_RUNNING;
     pthread_mutex_unlock(&w->mu);
