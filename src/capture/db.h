@@ -18,6 +18,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "log/txlog.h"
+
 struct dbreg;
 struct db;
 
@@ -180,5 +182,105 @@ int db_on_flush(struct db *d, enum db_filekind kind);
 
 /* fsync the backing file fd of kind, making logged records durable first. */
 int db_on_fsync(struct db *d, enum db_filekind kind, int fd, int datasync);
+
+
+/* ---- Replication: what src/replica drives on a replica, and the commit
+ * notification the primary's stream waits on ---- */
+
+/* Make the registry a replica of the primary at primary_url (copied; named
+ * in the log line that refuses a write), or a primary again (NULL, the
+ * default).  On a replica, applications' writes to a database, its
+ * -journal or its -wal fail with EROFS (SQLite: an I/O error or
+ * SQLITE_READONLY); reads, -shm traffic, creating an empty -wal and
+ * deleting empty -wal/-journal files work, so readers open as usual. */
+void dbreg_set_replica(struct dbreg *r, const char *primary_url);
+
+/* Is the registry a replica? */
+int dbreg_is_replica(const struct dbreg *r);
+
+/* The mount point (copied), through which the applier takes SQLite's locks.
+ * Set before any dbreg_apply*. */
+void dbreg_set_mount(struct dbreg *r, const char *mountpoint);
+
+/* Kernel cache invalidation, provided by the FUSE layer (fs.c sets it):
+ * ino is the FUSE node ID (st_ino of a file on the mount); off >= 0 and
+ * len > 0 drop that byte range and the attributes; len 0 drops the whole
+ * file.  inval_entry drops the dentry name in directory parent_ino. */
+struct dbreg_inval {
+    void (*inval)(void *arg, uint64_t ino, int64_t off, int64_t len);
+    void (*inval_entry)(void *arg, uint64_t parent_ino, const char *name);
+    void *arg;
+};
+void dbreg_set_inval(struct dbreg *r, const struct dbreg_inval *iv);
+
+/* The commit sequence: +1 whenever any database logs a record, or is
+ * created, deleted or renamed. */
+uint64_t dbreg_commit_seq(struct dbreg *r);
+
+/* Wait until the commit sequence differs from seen, at most timeout_ms.
+ * Returns the current sequence. */
+uint64_t dbreg_wait_commit(struct dbreg *r, uint64_t seen, int timeout_ms);
+
+/* A record received from the primary: its decoded header and its bytes
+ * exactly as stored in a log (header, payload, trailer), borrowed. */
+struct db_rec {
+    struct txlog_hdr h;   /* decoded header */
+    const void *raw;      /* the record's bytes */
+    size_t len;           /* their number */
+};
+
+/* What an apply cost (for /status and metrics). */
+struct db_apply_stats {
+    int64_t lock_wait_us;  /* waiting for SQLite's locks */
+    int64_t apply_us;      /* writing, logging, invalidating, with the locks held */
+    int wal_locks;         /* 1: applied under the -shm locks (WAL readers were present) */
+};
+
+/* Apply records recs[0..n-1] (consecutive TXIDs) of database name on a
+ * replica, atomically for SQLite's readers: every page is decoded and the
+ * chain checked (recs[0] continues the database's TXID and checksum; each
+ * post checksum is verified) before anything is written; then, under
+ * SQLite's locks taken through the mount (waiting at most wait_ms for
+ * readers), the pages are written to the backing file, the changed ranges
+ * invalidated in the kernel, the wal-index header bumped for WAL readers,
+ * and the records appended to the replica's own log unchanged.  A record
+ * with TXID 1 (or a SNAPSHOT record) for a database the replica lacks
+ * creates it with the record's database ID.
+ * 0; LV_EBUSY (readers kept the locks past wait_ms: nothing changed, try
+ * again); LV_ECHAIN / LV_EGAP (the records do not continue this replica's
+ * database: it needs a snapshot); LV_ECORRUPT / LV_EMISMATCH (a record is
+ * damaged); LV_EBROKEN / LV_EIO / LV_ENOSPC (the database broke).  A
+ * message naming the database and TXID goes to err. */
+int dbreg_apply(struct dbreg *r, const char *name, const struct db_rec *recs, size_t n, int wait_ms,
+                struct db_apply_stats *st, char *err, size_t errlen);
+
+/* A snapshot being received (opaque). */
+struct db_snap;
+
+/* Start receiving a snapshot of database name: the image described by
+ * info (ID, TXID, time, page size, pages, checksum).  Pages are staged in
+ * data.dir/tmp.  0 or negative with a message in err. */
+int dbreg_snap_begin(struct dbreg *r, const char *name, const struct db_image_info *info, struct db_snap **out,
+                     char *err, size_t errlen);
+
+/* Stage count pages (page size of the snapshot) starting at first_pgno. */
+int dbreg_snap_pages(struct db_snap *s, uint32_t first_pgno, uint32_t count, const void *pages, char *err,
+                     size_t errlen);
+
+/* Verify the staged image against its checksum and install it: the
+ * database (created if missing) becomes the image under SQLite's locks as
+ * in dbreg_apply, its old log is retired, and a new log starts with one
+ * SNAPSHOT record at the image's TXID.  Frees s whatever the result.
+ * 0; LV_EBUSY (s is kept: call again); LV_EMISMATCH; other errors. */
+int dbreg_snap_end(struct db_snap *s, int wait_ms, char *err, size_t errlen);
+
+/* Drop a snapshot being received (frees s). */
+void dbreg_snap_abort(struct db_snap *s);
+
+/* The primary deleted database name: delete it here (file and log retired). */
+int dbreg_apply_drop(struct dbreg *r, const char *name, char *err, size_t errlen);
+
+/* The primary renamed database from -> to: do the same here. */
+int dbreg_apply_rename(struct dbreg *r, const char *from, const char *to, char *err, size_t errlen);
 
 #endif /* DB_H */

@@ -244,4 +244,30 @@ int txlog_dir_usage(const char *dir, uint64_t *bytes, uint64_t *first_txid);
 int txlog_replay(const char *dir, uint64_t target_txid, const char *out_path,
                  uint64_t *txid_out, uint64_t *cksum_out, char *err, size_t errlen);
 
+
+/* ---- Raw records (replication: a record travels from the primary's log
+ * to a replica's log byte for byte) ---- */
+
+/* The current record (just returned by txlog_reader_next) exactly as
+ * stored: header, stored payload and trailer, into *out (malloc'ed,
+ * caller frees) and *len.  Verifies the trailer.  The reader moves past
+ * the record (txlog_reader_page then returns LV_ENOENT).  0, LV_ECORRUPT
+ * or LV_ENOMEM. */
+int txlog_reader_raw(struct txlog_reader *r, void **out, size_t *len);
+
+/* Check a raw record (header checksum, lengths, trailer) and decode its
+ * pages, calling fn(arg, pgno, page) for each in order (page borrowed for
+ * the call; fn returns 0 or a negative error that stops the walk).  *h
+ * receives the header.  0, LV_ECORRUPT / LV_EVERSION (message in err),
+ * LV_ENOMEM, or fn's error. */
+int txlog_record_pages(const void *rec, size_t len, struct txlog_hdr *h,
+                       int (*fn)(void *arg, uint32_t pgno, const void *page), void *arg, char *err, size_t errlen);
+
+/* Append a raw record unchanged: checks it as txlog_record_pages does
+ * (without decompressing), its database ID, TXID continuity (last + 1; any
+ * TXID when the log is empty) and chain (pre checksum == the last record's
+ * post).  Written with write(2), not fsynced.  0 or negative (LV_EGAP,
+ * LV_ECHAIN, LV_ECORRUPT, LV_EIO, LV_ENOSPC). */
+int txlog_append_raw(struct txlog *l, const void *rec, size_t len);
+
 #endif /* TXLOG_H */
