@@ -30,6 +30,8 @@ struct http_request {
     const void *body;    /* request body (borrowed), NULL if none */
     size_t body_len;     /* bytes in body */
     void *impl;          /* private to http.c */
+    /* TEMP(scaffold, helper B owns this): request header lookup (PLAN.md, HTTP). */
+    const char *(*header)(const struct http_request *r, const char *name);
 };
 
 struct http_response {
@@ -43,7 +45,17 @@ struct http_response {
      * could not be sent at all.  The handler hands over what hold_arg owns. */
     void (*hold_done)(void *hold_arg);
     void *hold_arg;
+    /* TEMP(scaffold, helper B owns this): streaming responses (PLAN.md, HTTP). */
+    long (*stream_fn)(void *arg, char *buf, size_t max);
+    void (*stream_free)(void *arg);
+    void *stream_arg;
 };
+
+/* TEMP(scaffold, helper B owns this) */
+#define HTTP_STREAM_END (-1)
+#define HTTP_STREAM_ERROR (-2)
+#define HTTP_R_PUBLIC 1u
+#define HTTP_R_PRIVATE 2u
 
 /* A handler fills *resp; returns 0 (the response is sent as filled). */
 typedef int (*http_handler_fn)(void *ctx, const struct http_request *req, struct http_response *resp);
@@ -67,6 +79,12 @@ int http_set_limits(struct http_server *s, const struct http_limits *l);
 
 /* Register a route: exact path match, method "GET"/"POST"/..., handler and its context. 0 or LV_ENOMEM. */
 int http_route(struct http_server *s, const char *method, const char *path, http_handler_fn fn, void *ctx);
+
+/* TEMP(scaffold, helper B owns these) */
+int http_route_ex(struct http_server *s, const char *method, const char *path, http_handler_fn fn, void *ctx,
+                  unsigned flags);
+int http_set_token(struct http_server *s, const char *token);
+int http_set_tls(struct http_server *s, const char *cert_file, const char *key_file);
 
 /* Start listening.  A Unix socket path is replaced (a stale socket of a
  * previous run; the caller holds whatever lock makes it its own) and made

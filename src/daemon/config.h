@@ -37,6 +37,18 @@ struct config {
                                    refused while an archive lags; 0 = no limit; default 10 GiB */
     struct archiver_dest *archive; /* archive: destinations (owned array) */
     size_t narchive;            /* entries in archive */
+    /* TEMP(scaffold, helper B owns these; PLAN.md "Roles and config") */
+    char *lease_type;
+    int lease_candidate;
+    char *advertise_url;
+    char *primary_url;
+    char *http_token;
+    int http_allow_no_token;
+    char *http_tls_cert, *http_tls_key, *http_tls_ca;
+    int64_t repl_max_lag_us;
+    int64_t repl_max_retain;
+    int repl_seed;
+    int64_t repl_apply_wait_us;
 };
 
 /* Fill *cfg with defaults (strings owned by cfg). 0 or LV_ENOMEM. */
