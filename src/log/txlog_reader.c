@@ -10,7 +10,8 @@
  * count.  A directory reader treats an incomplete record at the end of the
  * newest segment as "not written yet" (LV_ENOENT) and picks up growth and
  * new segments on later calls, so it can tail a live log (L7 of txlog.c):
- * this is what a replication sender will read with.
+ * this is what the replication sender reads with (txlog_reader_raw hands
+ * it each record byte for byte, never decompressed or recompressed).
  *
  * STATES of a reader: between records (in_rec 0) -> txlog_reader_next ->
  * in a record (in_rec 1, pages_done 0) -> txlog_reader_page ... -> pages
@@ -425,6 +426,40 @@ int txlog_reader_page(struct txlog_reader *r, uint32_t *pgno, const void **data)
     r->pages_out++;
     *pgno = p;
     *data = r->entry + 4;
+    return 0;
+}
+
+/* The current record byte for byte (replication sends it unchanged).  The
+ * header was checked by txlog_reader_next; the trailer is checked here
+ * over the bytes read, so what leaves is what the writer stored. */
+int txlog_reader_raw(struct txlog_reader *r, void **out, size_t *len)
+{
+    uint64_t total, stored;
+    uint8_t *buf;
+    int rc;
+
+    *out = NULL;
+    *len = 0;
+    if (!r->in_rec)
+        return LV_EINVAL;
+    stored = r->cur.stored_len;
+    total = r->next_off - r->off;
+    LV_ASSERT(total == TXLOG_HDR_SIZE + stored + TXLOG_TRAILER_SIZE);
+    if (total > SIZE_MAX)
+        return LV_ENOMEM;
+    buf = malloc((size_t)total);
+    if (!buf)
+        return LV_ENOMEM;
+    rc = txlog_src_read(&r->src, r->off, buf, (size_t)total);
+    if (rc == 0 && XXH3_64bits(buf + TXLOG_HDR_SIZE, (size_t)stored) != lv_get64(buf + TXLOG_HDR_SIZE + stored))
+        rc = rd_fail(r, r->cur.txid, "payload checksum mismatch");
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    r->pages_done = 1;
+    *out = buf;
+    *len = (size_t)total;
     return 0;
 }
 
