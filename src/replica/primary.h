@@ -1,0 +1,95 @@
+/*
+ * primary.h -- the primary's side of replication: POST /v1/stream answers
+ * each replica with one long-lived stream of frames (replica/stream.h):
+ * HELLO, then what brings each of its databases up to date (DROP/RENAME,
+ * RECORDs read raw from the local logs, or a SNAP_BEGIN/PAGES/END image
+ * followed by the records after it), then every new commit as it is
+ * logged, with a HEARTBEAT each idle second.  Protocol: docs/DESIGN.md,
+ * "Replication"; design: primary.c.
+ *
+ * Ownership: primary_new returns a handle owned by the caller and freed by
+ * primary_free once no stream can run any more (after http_free of the
+ * server primary_register was called on).  The registry is borrowed.
+ */
+#ifndef REPL_PRIMARY_H
+#define REPL_PRIMARY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct dbreg;
+struct db_info;
+struct http_server;
+struct primary;
+struct primary_conn;
+
+/* What the primary needs (strings copied by primary_new). */
+struct primary_opts {
+    struct dbreg *reg;          /* the databases (borrowed) */
+    const char *data_dir;       /* data.dir: snapshot images go to data.dir/tmp */
+    const uint8_t *cluster;     /* cluster ID, 16 bytes (cluster_id_ensure) */
+    const char *node_id;        /* this node's ID (node_id_ensure) */
+    const char *url;            /* lease.advertise-url, sent in HELLO */
+    int64_t max_retain;         /* replication.max-retain: log bytes kept for replicas beyond the
+                                   archive's need (0: the default, 1 GiB) */
+    /* The image-space budget shared with POST /v1/image (daemon/api.c):
+     * reserve bytes for a snapshot image (0, or an error with a message);
+     * give them back.  NULL: no budget. */
+    int (*image_reserve)(void *arg, int64_t bytes, char *msg, size_t msglen);
+    void (*image_release)(void *arg, int64_t bytes);
+    void *image_arg;
+};
+
+/* Create the primary's state.  0 or LV_ENOMEM. */
+int primary_new(const struct primary_opts *o, struct primary **out);
+
+/* Route POST /v1/stream on s (a private route: it needs http.token when
+ * one is set).  0 or LV_ENOMEM. */
+int primary_register(struct primary *p, struct http_server *s);
+
+/* End every stream at its next step (the node stops being the primary, or
+ * shuts down); new ones are refused with 503. */
+void primary_stop_streams(struct primary *p);
+
+/* The archiver's retention hook (archiver_set_retain): the TXID up to
+ * which the log of database info may be pruned, given that the archive
+ * would prune up to upto: never past what a replica streaming it (or one
+ * that disconnected less than a minute ago) still needs, unless that
+ * would keep more than replication.max-retain bytes of segments the
+ * archive no longer needs (the replica then gets a snapshot, logged). */
+uint64_t primary_retain(void *arg, const struct db_info *info, uint64_t upto);
+
+/* JSON array of the replicas streaming (or recently disconnected):
+ * [{"node","addr","connected","since","bytes":{"record","snapshot",
+ * "other"},"records","snapshots","databases":[{"name","txid"}]}]
+ * (malloc'ed, caller frees; NULL on ENOMEM). */
+char *primary_status_json(struct primary *p);
+
+/* Append Prometheus metrics (litevault_replication_sent_bytes_total{type},
+ * ...) to *buf (see metrics.h).  0 or LV_ENOMEM. */
+int primary_metrics(struct primary *p, char **buf, size_t *len, size_t *cap);
+
+/* Free (every stream must have ended: see above).  NULL is fine. */
+void primary_free(struct primary *p);
+
+/* ---- One replica's stream, without HTTP (the route's handler is built on
+ * these; tests drive them directly) ---- */
+
+/* Check a POST /v1/stream request body (JSON, see docs/DESIGN.md) from a
+ * replica at addr (for /status; may be NULL) and open its stream.  0 with
+ * *out; or an HTTP status in *status (400 malformed, 409 another cluster
+ * or a replica that cannot be adopted, 503 not serving) and *errjson, a
+ * malloc'ed {"error": "..."} body (caller frees). */
+int primary_conn_open(struct primary *p, const void *body, size_t len, const char *addr,
+                      struct primary_conn **out, int *status, char **errjson);
+
+/* The stream's next bytes into buf (at most max): > 0 bytes written, 0
+ * nothing yet (call again; the call blocked up to a second waiting for a
+ * commit), -1 the stream ended, -2 abort the connection.  The shape of
+ * http_response.stream_fn; arg is the struct primary_conn. */
+long primary_conn_read(void *arg, char *buf, size_t max);
+
+/* Close the stream (http_response.stream_free; exactly once). */
+void primary_conn_close(void *arg);
+
+#endif /* REPL_PRIMARY_H */

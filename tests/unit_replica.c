@@ -1,0 +1,686 @@
+/*
+ * unit_replica.c -- replication: the pure decisions (src/replica/plan.c),
+ * raw records from the log reader (txlog_reader_raw), and the primary's
+ * stream (src/replica/primary.c) driven without HTTP against a real
+ * registry whose databases are made with SQLite directly in data.dir/files
+ * (the registry's start-up reconcile logs them, so no mount is needed).
+ */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/cksum.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
+#include "capture/db.h"
+#include "log/txlog.h"
+#include "replica/plan.h"
+#include "replica/primary.h"
+#include "replica/stream.h"
+#include "lib/lvtest.h"
+
+static void rp_init(void)
+{
+    lvlog_threshold = getenv("LV_TEST_LOG") ? LVLOG_DEBUG : -1;
+}
+
+TestSuite(replica, .init = rp_init, .fini = lvt_fini, .timeout = 60);
+
+/* ------------------------------------------------------------ plan: names */
+
+static struct repl_pos P(const char *name, int id, uint64_t txid, uint64_t cksum)
+{
+    struct repl_pos p;
+    memset(&p, 0, sizeof p);
+    snprintf(p.name, sizeof p.name, "%s", name);
+    memset(p.id, id, 16);
+    p.txid = txid;
+    p.cksum = cksum;
+    return p;
+}
+
+Test(replica, names_keep_drop_rename)
+{
+    struct repl_pos rep[] = {P("a.db", 1, 5, 0), P("old.db", 2, 3, 0), P("gone.db", 3, 1, 0), P("c.db", 9, 1, 0)};
+    struct repl_pos prim[] = {P("a.db", 1, 7, 0), P("new.db", 2, 3, 0), P("c.db", 4, 1, 0)};
+    struct repl_name_action *a = NULL;
+    size_t n = 0;
+
+    cr_assert_eq(repl_plan_names(rep, 4, prim, 3, &a, &n), 0);
+    cr_assert_eq(n, 3);
+    /* gone.db: ID unknown; c.db: the primary's c.db is another database. */
+    cr_assert_eq(a[0].op, RN_DROP);
+    cr_assert_str_eq(a[0].name, "gone.db");
+    cr_assert_eq(a[1].op, RN_DROP);
+    cr_assert_str_eq(a[1].name, "c.db");
+    cr_assert_eq(a[2].op, RN_RENAME);
+    cr_assert_str_eq(a[2].name, "old.db");
+    cr_assert_str_eq(a[2].to, "new.db");
+    cr_assert_str_eq(rep[0].name, "a.db");
+    cr_assert_str_eq(rep[1].name, "new.db");
+    cr_assert_eq(rep[2].name[0], 0);
+    cr_assert_eq(rep[3].name[0], 0);
+    free(a);
+}
+
+Test(replica, names_swap_breaks_cycle_with_a_drop)
+{
+    /* The primary swapped a and b: one rename cannot run before the other. */
+    struct repl_pos rep[] = {P("a", 1, 1, 0), P("b", 2, 1, 0)};
+    struct repl_pos prim[] = {P("a", 2, 1, 0), P("b", 1, 1, 0)};
+    struct repl_name_action *a = NULL;
+    size_t n = 0;
+
+    cr_assert_eq(repl_plan_names(rep, 2, prim, 2, &a, &n), 0);
+    cr_assert_eq(n, 2);
+    cr_assert_eq(a[0].op, RN_DROP);
+    cr_assert_str_eq(a[0].name, "a");
+    cr_assert_eq(a[1].op, RN_RENAME);
+    cr_assert_str_eq(a[1].name, "b");
+    cr_assert_str_eq(a[1].to, "a");
+    free(a);
+}
+
+Test(replica, names_chain_of_renames_in_order)
+{
+    /* a -> b and b -> c on the primary: b must move out first. */
+    struct repl_pos rep[] = {P("a", 1, 1, 0), P("b", 2, 1, 0)};
+    struct repl_pos prim[] = {P("b", 1, 1, 0), P("c", 2, 1, 0)};
+    struct repl_name_action *a = NULL;
+    size_t n = 0;
+
+    cr_assert_eq(repl_plan_names(rep, 2, prim, 2, &a, &n), 0);
+    cr_assert_eq(n, 2);
+    cr_assert_eq(a[0].op, RN_RENAME);
+    cr_assert_str_eq(a[0].name, "b");
+    cr_assert_str_eq(a[0].to, "c");
+    cr_assert_eq(a[1].op, RN_RENAME);
+    cr_assert_str_eq(a[1].name, "a");
+    cr_assert_str_eq(a[1].to, "b");
+    free(a);
+}
+
+Test(replica, names_duplicate_id_keeps_the_one_in_place)
+{
+    struct repl_pos rep[] = {P("copy", 1, 1, 0), P("a", 1, 1, 0)};
+    struct repl_pos prim[] = {P("a", 1, 1, 0)};
+    struct repl_name_action *a = NULL;
+    size_t n = 0;
+
+    cr_assert_eq(repl_plan_names(rep, 2, prim, 1, &a, &n), 0);
+    cr_assert_eq(n, 1);
+    cr_assert_eq(a[0].op, RN_DROP);
+    cr_assert_str_eq(a[0].name, "copy");
+    free(a);
+    cr_assert_eq(repl_plan_names(rep, 0, prim, 1, &a, &n), 0);
+    cr_assert_eq(n, 0);
+    cr_assert_null(a);
+}
+
+/* ------------------------------------------------------------ plan: start */
+
+Test(replica, start_decisions)
+{
+    struct repl_pos prim = P("a", 1, 10, 0xAA), rep;
+    uint64_t from = 99;
+
+    cr_assert_eq(repl_plan_start(&prim, NULL, &from), RST_RECORDS);
+    cr_assert_eq(from, 1);
+    rep = P("a", 1, 10, 0xAA);
+    cr_assert_eq(repl_plan_start(&prim, &rep, &from), RST_WAIT);
+    rep.cksum = 0xAB;
+    cr_assert_eq(repl_plan_start(&prim, &rep, &from), RST_SNAPSHOT);
+    rep = P("a", 1, 11, 0xAA);
+    cr_assert_eq(repl_plan_start(&prim, &rep, &from), RST_SNAPSHOT, "a replica ahead of the primary");
+    rep = P("a", 1, 4, 0x44);
+    cr_assert_eq(repl_plan_start(&prim, &rep, &from), RST_RECORDS);
+    cr_assert_eq(from, 5);
+    rep.resync = 1;
+    cr_assert_eq(repl_plan_start(&prim, &rep, &from), RST_SNAPSHOT);
+    rep = P("a", 1, 0, 0);
+    cr_assert_eq(repl_plan_start(&prim, &rep, &from), RST_RECORDS);
+    cr_assert_eq(from, 1);
+    prim.txid = 0;
+    cr_assert_eq(repl_plan_start(&prim, NULL, &from), RST_WAIT, "nothing logged yet");
+}
+
+Test(replica, continues)
+{
+    struct txlog_hdr h;
+
+    memset(&h, 0, sizeof h);
+    h.txid = 5;
+    h.pre_cksum = 0x44;
+    cr_assert(repl_continues(&h, 4, 0x44));
+    cr_assert_not(repl_continues(&h, 4, 0x45));
+    cr_assert_not(repl_continues(&h, 3, 0x44), "a gap");
+    h.flags = TXLOG_F_SNAPSHOT;
+    cr_assert(repl_continues(&h, 4, 0x45), "a snapshot record replaces everything");
+    h.txid = 1;
+    h.flags = 0;
+    cr_assert(repl_continues(&h, 0, 0x99), "an empty copy takes TXID 1");
+    h.txid = 2;
+    cr_assert_not(repl_continues(&h, 0, 0), "an empty copy cannot take TXID 2");
+}
+
+/* ------------------------------------------------------------ plan: retention */
+
+Test(replica, retain_point)
+{
+    /* Segments 1-99, 100-199, 200-299, 300- (newest, never pruned). */
+    struct repl_seg s[] = {{1, 1000}, {100, 2000}, {200, 4000}, {300, 50}};
+    int cut = 9;
+
+    cr_assert_eq(repl_retain_point(s, 4, 250, 300, 0, &cut), 250, "want past upto: upto");
+    cr_assert_eq(cut, 0);
+    /* Replica at 150: keeps 100-199 and 200-299 (6000 bytes) that the archive would prune. */
+    cr_assert_eq(repl_retain_point(s, 4, 299, 150, 6000, &cut), 150);
+    cr_assert_eq(cut, 0);
+    cr_assert_eq(repl_retain_point(s, 4, 299, 150, 5000, &cut), 199, "over the bound: the oldest goes");
+    cr_assert_eq(cut, 1);
+    /* Replica at 50 needs 1-99, 100-199, 200-299: 7000 bytes. */
+    cr_assert_eq(repl_retain_point(s, 4, 299, 50, 6000, &cut), 99, "give up 1-99 only");
+    cr_assert_eq(cut, 1);
+    cr_assert_eq(repl_retain_point(s, 4, 299, 50, 5000, &cut), 199);
+    /* Bound 0: nothing kept for replicas. */
+    cr_assert_eq(repl_retain_point(s, 4, 299, 50, 0, &cut), 299);
+    cr_assert_eq(cut, 1);
+    /* upto inside a segment: 200-299 is not prunable at 250 anyway. */
+    cr_assert_eq(repl_retain_point(s, 4, 250, 50, 2500, &cut), 99);
+    cr_assert_eq(repl_retain_point(s, 4, 250, 50, 3000, &cut), 50);
+    /* One segment: nothing prunable, nothing held. */
+    cr_assert_eq(repl_retain_point(s + 3, 1, 400, 310, 0, &cut), 310);
+    cr_assert_eq(cut, 0);
+}
+
+Test(replica, backoff)
+{
+    int64_t b = 0;
+    int64_t want[] = {100000, 200000, 400000, 800000, 1600000, 3200000, 5000000, 5000000};
+
+    for (size_t i = 0; i < LV_ARRAY_LEN(want); i++) {
+        b = repl_backoff_next(b);
+        cr_assert_eq(b, want[i], "step %zu: %lld", i, (long long)b);
+    }
+}
+
+/* ------------------------------------------------------------ txlog_reader_raw */
+
+static const uint8_t RID[16] = {7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7};
+
+/* Append a record changing pages pg[0..n) of a 1024-byte-page database to fill. */
+static void rec_append(struct txlog *l, struct cksum_map *m, uint64_t txid, const uint32_t *pg, int n, int fill)
+{
+    uint8_t page[1024];
+    struct txlog_hdr h;
+
+    memset(&h, 0, sizeof h);
+    h.txid = txid;
+    h.time_us = 1700000000000000ll + (int64_t)txid;
+    h.page_size = 1024;
+    h.pre_cksum = m->total;
+    uint32_t np = m->npages;
+    for (int i = 0; i < n; i++)
+        if (pg[i] > np)
+            np = pg[i];
+    cr_assert_eq(cksum_map_resize(m, np), 0);
+    for (int i = 0; i < n; i++) {
+        memset(page, fill + i, sizeof page);
+        cksum_map_set(m, pg[i], cksum_page(pg[i], page, sizeof page));
+    }
+    h.db_pages = np;
+    h.post_cksum = m->total;
+    cr_assert_eq(txlog_append_begin(l, &h), 0);
+    for (int i = 0; i < n; i++) {
+        memset(page, fill + i, sizeof page);
+        cr_assert_eq(txlog_append_page(l, pg[i], page), 0);
+    }
+    cr_assert_eq(txlog_append_end(l), 0);
+}
+
+Test(replica, reader_raw_is_the_stored_record)
+{
+    const char *dir = lvt_tmpdir("raw");
+    struct txlog *l = NULL;
+    struct txlog_tail t;
+    struct cksum_map m;
+    char err[512], seg[4200];
+    struct txlog_reader *r = NULL;
+    struct txlog_hdr h, h2;
+    void *raw = NULL;
+    size_t len = 0, flen = 0;
+    uint32_t pgno;
+    const void *data;
+
+    cksum_map_init(&m);
+    cksum_map_reset(&m, 1024);
+    cr_assert_eq(txlog_open(dir, RID, 1 << 20, &l, &t, err, sizeof err), 0, "%s", err);
+    rec_append(l, &m, 1, (uint32_t[]){1, 2, 3}, 3, 'a');
+    rec_append(l, &m, 2, (uint32_t[]){2}, 1, 'x');
+    rec_append(l, &m, 3, (uint32_t[]){1, 4}, 2, 'q');
+    txlog_close(l);
+    snprintf(seg, sizeof seg, "%s/%016x.lvseg", dir, 1);
+    char *file = file_read(seg, &flen);
+    cr_assert_not_null(file);
+
+    cr_assert_eq(txlog_reader_open(dir, 1, &r), 0);
+    cr_assert_eq(txlog_reader_raw(r, &raw, &len), LV_EINVAL, "no current record yet");
+    cr_assert_eq(txlog_reader_next(r, &h), 0);
+    cr_assert_eq(txlog_reader_raw(r, &raw, &len), 0);
+    cr_assert_eq(len, TXLOG_HDR_SIZE + h.stored_len + TXLOG_TRAILER_SIZE);
+    cr_assert_eq(memcmp(raw, file + TXLOG_SEG_HDR_SIZE, len), 0, "byte for byte what the writer stored");
+    cr_assert_eq(txlog_hdr_decode(raw, &h2), 0);
+    cr_assert_eq(h2.txid, 1);
+    cr_assert_eq(txlog_reader_page(r, &pgno, &data), LV_ENOENT, "the reader moved past the record");
+    size_t off1 = TXLOG_SEG_HDR_SIZE + len;
+    free(raw);
+
+    /* After some pages were read, raw still returns the whole record. */
+    cr_assert_eq(txlog_reader_next(r, &h), 0);
+    cr_assert_eq(h.txid, 2);
+    cr_assert_eq(txlog_reader_page(r, &pgno, &data), 0);
+    cr_assert_eq(txlog_reader_raw(r, &raw, &len), 0);
+    cr_assert_eq(memcmp(raw, file + off1, len), 0);
+    size_t off2 = off1 + len;
+    free(raw);
+    txlog_reader_close(r);
+
+    /* A damaged payload is refused by raw (the header still decodes). */
+    file_xor_byte(seg, (long long)(off2 + TXLOG_HDR_SIZE + 3), 0x10);
+    cr_assert_eq(txlog_reader_open(dir, 3, &r), 0);
+    cr_assert_eq(txlog_reader_next(r, &h), 0);
+    cr_assert_eq(h.txid, 3);
+    cr_assert_eq(txlog_reader_raw(r, &raw, &len), LV_ECORRUPT);
+    cr_assert_null(raw);
+    cr_assert(strstr(txlog_reader_error(r), "checksum"), "%s", txlog_reader_error(r));
+    txlog_reader_close(r);
+    free(file);
+    cksum_map_free(&m);
+}
+
+/* ------------------------------------------------------------ the primary's stream */
+
+struct tframe {
+    int type;
+    char name[1100], name2[1100];
+    struct txlog_hdr hdr;
+    uint8_t dbid[16];
+    uint64_t txid, cksum, seq;
+    uint32_t page_size, db_pages, first_pgno, count;
+    uint8_t *pages;      /* SNAP_PAGES copy */
+    char *text;          /* HELLO / ERROR copy */
+};
+
+struct tstream {
+    struct primary_conn *c;
+    struct stream_dec *dec;
+    struct tframe f[4096];
+    int n;
+    int ended;
+};
+
+
+/* Read frames until one of type stop_type arrives (0: none), the stream
+ * ends, or ms pass. */
+static void ts_read(struct tstream *t, int stop_type, int ms)
+{
+    static char buf[1 << 16];
+    int64_t end = lv_mono_us() + (int64_t)ms * 1000;
+
+    while (!t->ended && lv_mono_us() < end) {
+        long n = primary_conn_read(t->c, buf, sizeof buf);
+        if (n < 0) {
+            t->ended = 1;
+            break;
+        }
+        cr_assert_eq(stream_dec_push(t->dec, buf, (size_t)n), 0);
+        struct stream_frame fr;
+        int rc, stop = 0;
+        while ((rc = stream_dec_next(t->dec, &fr)) == 1) {
+            cr_assert(t->n < (int)LV_ARRAY_LEN(t->f));
+            struct tframe *f = &t->f[t->n++];
+            memset(f, 0, sizeof *f);
+            f->type = fr.type;
+            if (fr.name)
+                snprintf(f->name, sizeof f->name, "%s", fr.name);
+            if (fr.name2)
+                snprintf(f->name2, sizeof f->name2, "%s", fr.name2);
+            f->hdr = fr.hdr;
+            memcpy(f->dbid, fr.dbid, 16);
+            f->txid = fr.txid;
+            f->cksum = fr.cksum;
+            f->seq = fr.seq;
+            f->page_size = fr.page_size;
+            f->db_pages = fr.db_pages;
+            f->first_pgno = fr.first_pgno;
+            f->count = fr.count;
+            if (fr.type == ST_SNAP_PAGES) {
+                f->pages = malloc((size_t)fr.count * fr.page_size);
+                memcpy(f->pages, fr.pages, (size_t)fr.count * fr.page_size);
+            }
+            if (fr.text)
+                f->text = strdup(fr.text);
+            if ((int)fr.type == stop_type)
+                stop = 1;
+        }
+        cr_assert_eq(rc, 0, "decode: %s", stream_dec_error(t->dec));
+        if (stop)
+            break;
+    }
+}
+
+static int ts_count(const struct tstream *t, int type)
+{
+    int k = 0;
+    for (int i = 0; i < t->n; i++)
+        k += t->f[i].type == type;
+    return k;
+}
+
+static void ts_close(struct tstream *t)
+{
+    primary_conn_close(t->c);
+    stream_dec_free(t->dec);
+    for (int i = 0; i < t->n; i++) {
+        free(t->f[i].pages);
+        free(t->f[i].text);
+    }
+    free(t);
+}
+
+struct tprim {
+    const char *data;
+    char db[4300];
+    struct dbreg *reg;
+    struct primary *p;
+    uint8_t cluster[16];
+    char cluster_hex[33];
+};
+
+static void tp_open_reg(struct tprim *tp)
+{
+    char err[512] = "";
+    cr_assert_eq(dbreg_open(&(struct dbreg_opts){tp->data, 1 << 20}, &tp->reg, err, sizeof err), 0, "%s", err);
+}
+
+/* A data.dir with files/a.db (made by SQLite, rollback journal) and its registry. */
+static void tp_setup(struct tprim *tp)
+{
+    char files[4200];
+
+    memset(tp, 0, sizeof *tp);
+    tp->data = lvt_tmpdir("prim");
+    snprintf(files, sizeof files, "%s/files", tp->data);
+    cr_assert_eq(mkdir(files, 0755), 0);
+    snprintf(tp->db, sizeof tp->db, "%s/a.db", files);
+    sql_exec(tp->db, "PRAGMA journal_mode=DELETE; CREATE TABLE t(x); INSERT INTO t VALUES(randomblob(3000));", 0);
+    tp_open_reg(tp);
+    memset(tp->cluster, 0x5c, 16);
+    lv_hex(tp->cluster, 16, tp->cluster_hex);
+    cr_assert_eq(primary_new(&(struct primary_opts){.reg = tp->reg, .data_dir = tp->data, .cluster = tp->cluster,
+                                                    .node_id = "aaaa", .url = "http://primary:1"},
+                             &tp->p),
+                 0);
+}
+
+static void tp_teardown(struct tprim *tp)
+{
+    primary_free(tp->p);
+    dbreg_close(tp->reg);
+}
+
+/* The registry's view of name. */
+static struct db_info tp_info(struct tprim *tp, const char *name)
+{
+    struct db_info *l = NULL, r;
+    size_t n = 0;
+
+    memset(&r, 0, sizeof r);
+    cr_assert_eq(dbreg_list(tp->reg, &l, &n), 0);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(l[i].name, name) == 0)
+            r = l[i];
+    free(l);
+    cr_assert(r.name[0], "no database %s", name);
+    return r;
+}
+
+/* Open a stream with body; expect status (200: the stream). */
+static struct tstream *ts_open(struct tprim *tp, const char *body, int want_status, char **errjson)
+{
+    struct tstream *t = calloc(1, sizeof *t);
+    int status = 0;
+    char *err = NULL;
+    int rc = primary_conn_open(tp->p, body, strlen(body), "test", &t->c, &status, &err);
+
+    cr_assert_eq(status, want_status, "status %d: %s", status, err ? err : "");
+    if (want_status != 200) {
+        cr_assert_neq(rc, 0);
+        cr_assert_not_null(err);
+        if (errjson)
+            *errjson = err;
+        else
+            free(err);
+        free(t);
+        return NULL;
+    }
+    cr_assert_eq(rc, 0);
+    cr_assert_eq(stream_dec_new(0, &t->dec), 0);
+    return t;
+}
+
+static char *body_with(struct tprim *tp, const char *cluster, const char *name, const struct db_info *i,
+                       uint64_t txid, uint64_t cksum)
+{
+    char *b = NULL, idh[33];
+    if (!i)
+        cr_assert(asprintf(&b, "{\"cluster\":\"%s\",\"node\":\"bbbb\",\"dbs\":[]}", cluster) > 0);
+    else
+        cr_assert(asprintf(&b, "{\"cluster\":\"%s\",\"node\":\"bbbb\",\"url\":\"http://replica:2\",\"dbs\":[{\"name\":"
+                               "\"%s\",\"id\":\"%s\",\"txid\":%llu,\"cksum\":\"%016llx\"}]}",
+                           cluster, name, lv_hex(i->id, 16, idh), (unsigned long long)txid,
+                           (unsigned long long)cksum) > 0);
+    LV_UNUSED(tp);
+    return b;
+}
+
+Test(replica, primary_streams_whole_log_to_an_empty_replica)
+{
+    struct tprim tp;
+    tp_setup(&tp);
+    struct db_info a = tp_info(&tp, "a.db");
+    cr_assert_geq(a.txid, 1);
+    struct tstream *t = ts_open(&tp, "{\"cluster\":\"\",\"node\":\"bbbb\",\"dbs\":[]}", 200, NULL);
+
+    ts_read(t, ST_HEARTBEAT, 5000);
+    cr_assert_geq(t->n, 2);
+    cr_assert_eq(t->f[0].type, ST_HELLO);
+    cr_assert(strstr(t->f[0].text, tp.cluster_hex), "%s", t->f[0].text);
+    cr_assert(strstr(t->f[0].text, "\"node\":\"aaaa\""), "%s", t->f[0].text);
+    uint64_t next = 1;
+    for (int i = 1; i < t->n; i++) {
+        if (t->f[i].type != ST_RECORD)
+            continue;
+        cr_assert_str_eq(t->f[i].name, "a.db");
+        cr_assert_eq(t->f[i].hdr.txid, next, "records in order from TXID 1");
+        next++;
+    }
+    cr_assert_eq(next, a.txid + 1);
+    cr_assert_eq(t->f[t->n - 1].type, ST_HEARTBEAT);
+    cr_assert_eq(ts_count(t, ST_SNAP_BEGIN), 0);
+
+    char *st = primary_status_json(tp.p);
+    cr_assert(strstr(st, "\"node\":\"bbbb\""), "%s", st);
+    cr_assert(strstr(st, "\"snapshot\":0"), "%s", st);
+    free(st);
+    /* The retention hook holds this replica's position... */
+    cr_assert_eq(primary_retain(tp.p, &a, 1000), a.txid);
+    ts_close(t);
+    /* ... and still for a while after it disconnected. */
+    cr_assert_eq(primary_retain(tp.p, &a, 1000), a.txid);
+    tp_teardown(&tp);
+}
+
+Test(replica, primary_sends_only_the_tail)
+{
+    struct tprim tp;
+    tp_setup(&tp);
+    struct db_info a1 = tp_info(&tp, "a.db");
+
+    /* A commit made while the daemon is down becomes a RECOVERED record. */
+    dbreg_close(tp.reg);
+    sql_exec(tp.db, "INSERT INTO t VALUES(randomblob(5000));", 0);
+    primary_free(tp.p);
+    tp_open_reg(&tp);
+    cr_assert_eq(primary_new(&(struct primary_opts){.reg = tp.reg, .data_dir = tp.data, .cluster = tp.cluster,
+                                                    .node_id = "aaaa", .url = "u"},
+                             &tp.p),
+                 0);
+    struct db_info a2 = tp_info(&tp, "a.db");
+    cr_assert_gt(a2.txid, a1.txid);
+
+    char *body = body_with(&tp, tp.cluster_hex, "a.db", &a1, a1.txid, a1.cksum);
+    struct tstream *t = ts_open(&tp, body, 200, NULL);
+    free(body);
+    ts_read(t, ST_HEARTBEAT, 5000);
+    cr_assert_eq(ts_count(t, ST_SNAP_BEGIN), 0);
+    cr_assert_eq(ts_count(t, ST_RECORD), (int)(a2.txid - a1.txid));
+    for (int i = 0, k = 0; i < t->n; i++)
+        if (t->f[i].type == ST_RECORD) {
+            cr_assert_eq(t->f[i].hdr.txid, a1.txid + 1 + (uint64_t)k++);
+            if (k == 1)
+                cr_assert_eq(t->f[i].hdr.pre_cksum, a1.cksum);
+        }
+    char *st = primary_status_json(tp.p);
+    cr_assert(strstr(st, "\"snapshot\":0"), "%s", st);
+    cr_assert_null(strstr(st, "\"record\":0,"), "%s", st);
+    free(st);
+    ts_close(t);
+
+    /* A replica already at the end gets nothing but heartbeats. */
+    body = body_with(&tp, tp.cluster_hex, "a.db", &a2, a2.txid, a2.cksum);
+    t = ts_open(&tp, body, 200, NULL);
+    free(body);
+    ts_read(t, ST_HEARTBEAT, 5000);
+    cr_assert_eq(t->n, 2, "HELLO, HEARTBEAT");
+    ts_close(t);
+    tp_teardown(&tp);
+}
+
+Test(replica, primary_snapshot_when_the_copy_differs)
+{
+    struct tprim tp;
+    tp_setup(&tp);
+    struct db_info a = tp_info(&tp, "a.db");
+    char *body = body_with(&tp, tp.cluster_hex, "a.db", &a, a.txid, a.cksum ^ 1);
+    struct tstream *t = ts_open(&tp, body, 200, NULL);
+    free(body);
+
+    ts_read(t, ST_HEARTBEAT, 10000);
+    cr_assert_eq(ts_count(t, ST_SNAP_BEGIN), 1);
+    cr_assert_eq(ts_count(t, ST_SNAP_END), 1);
+    cr_assert_eq(ts_count(t, ST_RECORD), 0);
+    /* The pages rebuild the file. */
+    size_t flen = 0;
+    char *file = file_read(tp.db, &flen);
+    int begin = -1;
+    uint32_t got = 0;
+    for (int i = 0; i < t->n; i++) {
+        struct tframe *f = &t->f[i];
+        if (f->type == ST_SNAP_BEGIN) {
+            begin = i;
+            cr_assert_eq(f->txid, a.txid);
+            cr_assert_eq(f->cksum, a.cksum);
+            cr_assert_eq(memcmp(f->dbid, a.id, 16), 0);
+            cr_assert_eq((size_t)f->db_pages * f->page_size, flen);
+        }
+        if (f->type == ST_SNAP_PAGES) {
+            cr_assert_gt(begin, 0);
+            cr_assert_eq(f->first_pgno, got + 1);
+            cr_assert_eq(memcmp(f->pages, file + (size_t)got * f->page_size, (size_t)f->count * f->page_size), 0);
+            got += f->count;
+        }
+        if (f->type == ST_SNAP_END)
+            cr_assert_eq(got, t->f[begin].db_pages);
+    }
+    free(file);
+    char *st = primary_status_json(tp.p);
+    cr_assert(strstr(st, "\"snapshots\":1"), "%s", st);
+    free(st);
+    ts_close(t);
+    tp_teardown(&tp);
+}
+
+Test(replica, primary_drops_and_renames)
+{
+    struct tprim tp;
+    tp_setup(&tp);
+    struct db_info a = tp_info(&tp, "a.db"), other = a;
+    char *body = NULL, idh[33], idh2[33];
+
+    memset(other.id, 0xEE, 16);
+    cr_assert(asprintf(&body,
+                       "{\"cluster\":\"%s\",\"node\":\"bbbb\",\"dbs\":[{\"name\":\"old.db\",\"id\":\"%s\",\"txid\":%llu,"
+                       "\"cksum\":\"%016llx\"},{\"name\":\"x/gone.db\",\"id\":\"%s\",\"txid\":3,\"cksum\":\"0000000000000001\"}]}",
+                       tp.cluster_hex, lv_hex(a.id, 16, idh), (unsigned long long)a.txid, (unsigned long long)a.cksum,
+                       lv_hex(other.id, 16, idh2)) > 0);
+    struct tstream *t = ts_open(&tp, body, 200, NULL);
+    free(body);
+    ts_read(t, ST_HEARTBEAT, 5000);
+    cr_assert_eq(t->n, 4, "HELLO DROP RENAME HEARTBEAT, got %d frames", t->n);
+    cr_assert_eq(t->f[1].type, ST_DROP);
+    cr_assert_str_eq(t->f[1].name, "x/gone.db");
+    cr_assert_eq(t->f[2].type, ST_RENAME);
+    cr_assert_str_eq(t->f[2].name, "old.db");
+    cr_assert_str_eq(t->f[2].name2, "a.db");
+    ts_close(t);
+    tp_teardown(&tp);
+}
+
+Test(replica, primary_refuses_other_cluster_and_unknown_databases)
+{
+    struct tprim tp;
+    tp_setup(&tp);
+    struct db_info a = tp_info(&tp, "a.db");
+    char *err = NULL;
+
+    ts_open(&tp, "{\"cluster\":\"0123456789abcdef0123456789abcdef\",\"node\":\"bbbb\",\"dbs\":[]}", 409, &err);
+    cr_assert(strstr(err, tp.cluster_hex) && strstr(err, "0123456789abcdef0123456789abcdef"), "%s", err);
+    free(err);
+
+    /* No cluster-id and a database this primary never had: not adopted. */
+    memset(a.id, 0x77, 16);
+    char *body = body_with(&tp, "", "mine.db", &a, 3, 1);
+    ts_open(&tp, body, 409, &err);
+    cr_assert(strstr(err, "mine.db") && strstr(err, "adopt"), "%s", err);
+    free(err);
+    free(body);
+
+    ts_open(&tp, "not json", 400, NULL);
+    ts_open(&tp, "{\"node\":\"bbbb\",\"dbs\":[{\"name\":\"a\"}]}", 400, NULL);
+    ts_open(&tp, "{\"node\":\"../x\",\"dbs\":[]}", 400, NULL);
+    tp_teardown(&tp);
+}
+
+Test(replica, primary_stop_ends_streams_with_error)
+{
+    struct tprim tp;
+    tp_setup(&tp);
+    struct db_info a = tp_info(&tp, "a.db");
+    char *body = body_with(&tp, tp.cluster_hex, "a.db", &a, a.txid, a.cksum);
+    struct tstream *t = ts_open(&tp, body, 200, NULL);
+    free(body);
+
+    ts_read(t, ST_HEARTBEAT, 5000);
+    cr_assert_eq(t->n, 2);
+    primary_stop_streams(tp.p);
+    ts_read(t, 0, 3000);
+    cr_assert(t->ended);
+    cr_assert_eq(t->f[t->n - 1].type, ST_ERROR);
+    ts_close(t);
+    tp_teardown(&tp);
+}
