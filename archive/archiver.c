@@ -106,12 +106,20 @@
  * A stop without archiver_drain (a failed start-up) only stores the
  * manifests that lag behind their segments.
  *
+ * LOCAL RETENTION: the monitor prunes each local log up to the smallest
+ * TXID every destination confirmed (and the state file covers), moved back
+ * by the retention hook when one is set (archiver_set_retain: replication
+ * keeps what its replicas still read, within replication.max-retain).
+ *
  * LOCKING: adest.mu guards each adb's published numbers (confirmed, pending,
  * errors) and the adb array; the manifests and everything else in an adb
  * are touched only by the destination's thread.  The threads are workers
  * (base/worker.h): each naps on its own worker and checks its own stop
- * flag; archiver_stop asks them all, then joins each.  adest.mu is the
- * only lock of this file, and no two are ever held together.
+ * flag; archiver_stop asks them all, then joins each.  retain_mu guards the
+ * retention hook and is held while the monitor calls it (so clearing the
+ * hook waits for a call in progress); the hook takes its owner's locks and
+ * never calls back into the archiver.  No two locks of this file are ever
+ * held together.
  */
 #include "archive/archiver.h"
 
@@ -213,6 +221,9 @@ struct archiver {
     int log_full;               /* writes refused (atomic) */
     uint64_t pruned_bytes;      /* bytes pruned since start (atomic) */
     int drain;                  /* archiver_drain was called: the threads upload everything before exiting (atomic) */
+    pthread_mutex_t retain_mu;  /* guards retain_fn/retain_arg; held by the monitor while it calls the hook */
+    archiver_retain_fn retain_fn; /* replication's retention hook (archiver_set_retain), NULL if none */
+    void *retain_arg;
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -1363,6 +1374,12 @@ static void monitor_round(struct archiver *a)
             if (c < minc)
                 minc = c;
         }
+        if (!info->broken && minc > 0) {
+            pthread_mutex_lock(&a->retain_mu);
+            if (a->retain_fn)
+                minc = a->retain_fn(a->retain_arg, info, minc);
+            pthread_mutex_unlock(&a->retain_mu);
+        }
         if (!info->broken && minc > 0 && txlog_prune(info->logdir, minc, &freed) > 0)
             __atomic_add_fetch(&a->pruned_bytes, freed, __ATOMIC_RELAXED);
         if (txlog_dir_usage(info->logdir, &bytes, &first) == 0)
@@ -1458,6 +1475,7 @@ int archiver_start(const struct archiver_dest *dests, size_t n, int64_t max_log_
         return LV_ENOMEM;
     a->max_log_size = max_log_size;
     a->reg = reg;
+    pthread_mutex_init(&a->retain_mu, NULL);
     dbreg_tmp_dir(dbreg_data_dir(reg), a->tmpdir, sizeof a->tmpdir);
     a->dests = calloc(n, sizeof *a->dests);
     if (!a->dests) {
@@ -1503,6 +1521,16 @@ int archiver_start(const struct archiver_dest *dests, size_t n, int64_t max_log_
     return 0;
 }
 
+void archiver_set_retain(struct archiver *a, archiver_retain_fn fn, void *arg)
+{
+    if (!a)
+        return;
+    pthread_mutex_lock(&a->retain_mu);
+    a->retain_fn = fn;
+    a->retain_arg = arg;
+    pthread_mutex_unlock(&a->retain_mu);
+}
+
 void archiver_drain(struct archiver *a)
 {
     if (!a)
@@ -1545,6 +1573,7 @@ void archiver_stop(struct archiver *a)
     if (__atomic_load_n(&a->log_full, __ATOMIC_RELAXED))
         dbreg_set_log_full(a->reg, 0);
     free(a->dests);
+    pthread_mutex_destroy(&a->retain_mu);
     free(a);
 }
 

@@ -67,6 +67,17 @@ void archiver_drain(struct archiver *a);
  * close the stores, free. */
 void archiver_stop(struct archiver *a);
 
+/* The retention hook: before pruning the local log of database info up to
+ * TXID upto (what every destination confirmed and the state file covers),
+ * the monitor asks fn(arg, info, upto) for the TXID to prune up to
+ * instead (<= upto; replication keeps the records its replicas still
+ * read).  Set once the hook's owner exists; fn NULL removes it (before the
+ * owner goes away).  Any thread; a round in progress finishes with the old
+ * hook.  A NULL archiver is fine (nothing is pruned without one). */
+struct db_info;
+typedef uint64_t (*archiver_retain_fn)(void *arg, const struct db_info *info, uint64_t upto);
+void archiver_set_retain(struct archiver *a, archiver_retain_fn fn, void *arg);
+
 /* Append Prometheus metrics (per destination and database) to *buf (see metrics.h).  0 or LV_ENOMEM. */
 int archiver_metrics(struct archiver *a, char **buf, size_t *len, size_t *cap);
 
