@@ -7,6 +7,7 @@
  */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -683,4 +684,352 @@ Test(replica, primary_stop_ends_streams_with_error)
     cr_assert_eq(t->f[t->n - 1].type, ST_ERROR);
     ts_close(t);
     tp_teardown(&tp);
+}
+
+/* ------------------------------------------------------------ the replica's receiver (rx) */
+
+#include "replica/rx.h"
+
+/* A fake sink: records what it is asked and answers from a script. */
+struct fsink {
+    char log[8192];          /* "apply a 1-3;" ... */
+    int busy_left;           /* answer LV_EBUSY this many times (apply and snap_end) */
+    int fail_rc;             /* answer this once from apply (0: none) */
+    int snaps;               /* live fake snapshots */
+    uint32_t pages;          /* pages staged */
+};
+
+static struct fsink FS;
+
+static void fs_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void fs_log(const char *fmt, ...)
+{
+    va_list ap;
+    size_t l = strlen(FS.log);
+    va_start(ap, fmt);
+    vsnprintf(FS.log + l, sizeof FS.log - l, fmt, ap);
+    va_end(ap);
+}
+
+static int fk_apply(void *arg, const char *name, const struct db_rec *recs, size_t n, int wait_ms,
+                    struct db_apply_stats *st, char *err, size_t errlen)
+{
+    LV_UNUSED(arg);
+    LV_UNUSED(wait_ms);
+    st->lock_wait_us = 7;
+    if (FS.busy_left > 0) {
+        FS.busy_left--;
+        fs_log("busy %s;", name);
+        return LV_EBUSY;
+    }
+    if (FS.fail_rc) {
+        int rc = FS.fail_rc;
+        FS.fail_rc = 0;
+        fs_log("fail %s;", name);
+        lv_seterr(err, errlen, "%s: scripted failure", name);
+        return rc;
+    }
+    for (size_t i = 1; i < n; i++)
+        cr_assert_eq(recs[i].h.txid, recs[i - 1].h.txid + 1);
+    fs_log("apply %s %llu-%llu;", name, (unsigned long long)recs[0].h.txid, (unsigned long long)recs[n - 1].h.txid);
+    return 0;
+}
+
+static int fk_snap_begin(void *arg, const char *name, const struct db_image_info *info, struct db_snap **out,
+                         char *err, size_t errlen)
+{
+    LV_UNUSED(arg);
+    LV_UNUSED(err);
+    LV_UNUSED(errlen);
+    fs_log("begin %s %llu;", name, (unsigned long long)info->txid);
+    FS.snaps++;
+    *out = (struct db_snap *)malloc(1);
+    return 0;
+}
+
+static int fk_snap_pages(void *arg, struct db_snap *s, uint32_t first_pgno, uint32_t count, const void *pages,
+                         char *err, size_t errlen)
+{
+    LV_UNUSED(arg);
+    LV_UNUSED(s);
+    LV_UNUSED(pages);
+    LV_UNUSED(err);
+    LV_UNUSED(errlen);
+    cr_assert_eq(first_pgno, FS.pages + 1);
+    FS.pages += count;
+    return 0;
+}
+
+static int fk_snap_end(void *arg, struct db_snap *s, int wait_ms, char *err, size_t errlen)
+{
+    LV_UNUSED(arg);
+    LV_UNUSED(wait_ms);
+    LV_UNUSED(err);
+    LV_UNUSED(errlen);
+    if (FS.busy_left > 0) {
+        FS.busy_left--;
+        fs_log("endbusy;");
+        return LV_EBUSY;
+    }
+    fs_log("end;");
+    free(s);
+    FS.snaps--;
+    return 0;
+}
+
+static void fk_snap_abort(void *arg, struct db_snap *s)
+{
+    LV_UNUSED(arg);
+    fs_log("abort;");
+    free(s);
+    FS.snaps--;
+}
+
+static int fk_drop(void *arg, const char *name, char *err, size_t errlen)
+{
+    LV_UNUSED(arg);
+    LV_UNUSED(err);
+    LV_UNUSED(errlen);
+    fs_log("drop %s;", name);
+    return 0;
+}
+
+static int fk_rename(void *arg, const char *from, const char *to, char *err, size_t errlen)
+{
+    LV_UNUSED(arg);
+    LV_UNUSED(err);
+    LV_UNUSED(errlen);
+    fs_log("rename %s %s;", from, to);
+    return 0;
+}
+
+static struct repl_rx *rx_new(size_t batch_max)
+{
+    struct repl_sink s = {fk_apply, fk_snap_begin, fk_snap_pages, fk_snap_end, fk_snap_abort, fk_drop, fk_rename,
+                          NULL};
+    struct repl_rx *x = NULL;
+
+    memset(&FS, 0, sizeof FS);
+    cr_assert_eq(repl_rx_new(&s, &(struct repl_rx_opts){20, batch_max}, &x), 0);
+    return x;
+}
+
+static uint8_t rx_bytes[1000];
+
+/* Feed a RECORD frame of txid for name (time: now - age_ms). */
+static int rx_rec(struct repl_rx *x, const char *name, uint64_t txid, int64_t age_ms, char *err)
+{
+    struct stream_frame f;
+    memset(&f, 0, sizeof f);
+    f.type = ST_RECORD;
+    f.name = name;
+    f.hdr.txid = txid;
+    f.hdr.time_us = lv_now_us() - age_ms * 1000;
+    f.rec = rx_bytes;
+    f.rec_len = 100;
+    return repl_rx_frame(x, &f, err, 512);
+}
+
+static int rx_simple(struct repl_rx *x, int type, const char *name, const char *name2, char *err)
+{
+    struct stream_frame f;
+    static uint8_t pages[2048];
+    memset(&f, 0, sizeof f);
+    f.type = type;
+    f.name = name;
+    f.name2 = name2;
+    f.txid = 40;
+    f.page_size = 1024;
+    f.db_pages = 4;
+    f.first_pgno = FS.pages + 1;
+    f.count = 2;
+    f.pages = pages;
+    return repl_rx_frame(x, &f, err, 512);
+}
+
+static struct repl_rx_stat rx_stat(struct repl_rx *x, const char *name)
+{
+    struct repl_rx_stat *v = NULL, r;
+    size_t n = 0;
+    memset(&r, 0, sizeof r);
+    cr_assert_eq(repl_rx_stats(x, lv_now_us(), &v, &n), 0);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(v[i].name, name) == 0)
+            r = v[i];
+    free(v);
+    cr_assert(r.name[0], "no stats for %s", name);
+    return r;
+}
+
+Test(replica, rx_batches_per_database)
+{
+    struct repl_rx *x = rx_new(0);
+    char err[512] = "";
+
+    for (int i = 1; i <= 3; i++)
+        cr_assert_eq(rx_rec(x, "a", (uint64_t)i, 0, err), 0);
+    cr_assert_eq(rx_rec(x, "b", 8, 0, err), 0);
+    cr_assert_eq(rx_rec(x, "b", 9, 0, err), 0);
+    cr_assert_eq(repl_rx_pending(x), 500);
+    cr_assert_str_eq(FS.log, "", "nothing is applied before the flush");
+    cr_assert_eq(repl_rx_flush(x, 0, err, sizeof err), 0);
+    cr_assert_str_eq(FS.log, "apply a 1-3;apply b 8-9;");
+    cr_assert_eq(repl_rx_pending(x), 0);
+    struct repl_rx_stat s = rx_stat(x, "a");
+    cr_assert_eq(s.txid, 3);
+    cr_assert_str_eq(s.state, "streaming");
+    cr_assert_eq(s.records, 3);
+    cr_assert_eq(s.lock_wait_us, 7);
+    repl_rx_free(x);
+
+    /* batch_max splits a long batch, and a full batch goes at once. */
+    x = rx_new(250);
+    for (int i = 1; i <= 5; i++)
+        cr_assert_eq(rx_rec(x, "a", (uint64_t)i, 0, err), 0);
+    cr_assert_str_eq(FS.log, "apply a 1-2;apply a 3-3;", "a batch reaching batch_max is applied without a flush");
+    cr_assert_eq(repl_rx_flush(x, 0, err, sizeof err), 0);
+    cr_assert_str_eq(FS.log, "apply a 1-2;apply a 3-3;apply a 4-5;");
+    repl_rx_free(x);
+}
+
+Test(replica, rx_busy_batch_waits_while_others_go_on)
+{
+    struct repl_rx *x = rx_new(0);
+    char err[512] = "";
+
+    cr_assert_eq(rx_rec(x, "a", 1, 0, err), 0);
+    FS.busy_left = 1;
+    cr_assert_eq(repl_rx_flush(x, 0, err, sizeof err), 0);
+    cr_assert_str_eq(FS.log, "busy a;");
+    cr_assert_str_eq(rx_stat(x, "a").state, "waiting-for-readers");
+    cr_assert_eq(rx_rec(x, "a", 2, 0, err), 0);
+    cr_assert_eq(rx_rec(x, "b", 5, 0, err), 0);
+    cr_assert_eq(repl_rx_flush(x, 0, err, sizeof err), 0);
+    cr_assert_str_eq(FS.log, "busy a;apply b 5-5;", "a is not tried again before wait_ms");
+    cr_assert_eq(repl_rx_pending(x), 200);
+    sleep_ms(30);
+    cr_assert_eq(repl_rx_flush(x, 0, err, sizeof err), 0);
+    cr_assert_str_eq(FS.log, "busy a;apply b 5-5;apply a 1-2;");
+    cr_assert_str_eq(rx_stat(x, "a").state, "streaming");
+    cr_assert_eq(rx_stat(x, "a").busy, 1);
+    cr_assert_eq(repl_rx_pending(x), 0);
+    repl_rx_free(x);
+}
+
+Test(replica, rx_lag)
+{
+    struct repl_rx *x = rx_new(0);
+    char err[512] = "";
+
+    cr_assert_eq(rx_rec(x, "a", 1, 3000, err), 0);
+    struct repl_rx_stat s = rx_stat(x, "a");
+    cr_assert_geq(s.lag_us, 3000000, "pending: now - oldest commit");
+    cr_assert_str_eq(s.state, "applying");
+    cr_assert_eq(s.recv_txid, 1);
+    cr_assert_eq(s.txid, 0);
+    cr_assert_eq(repl_rx_flush(x, 0, err, sizeof err), 0);
+    s = rx_stat(x, "a");
+    cr_assert_geq(s.lag_us, 3000000, "applied: the last record's delay");
+    cr_assert_lt(s.lag_us, 4000000);
+    cr_assert_eq(rx_rec(x, "a", 2, 0, err), 0);
+    cr_assert_eq(repl_rx_flush(x, 0, err, sizeof err), 0);
+    cr_assert_lt(rx_stat(x, "a").lag_us, 500000);
+    repl_rx_free(x);
+}
+
+Test(replica, rx_chain_break_asks_for_a_snapshot)
+{
+    struct repl_rx *x = rx_new(0);
+    char err[512] = "";
+    struct db_info pos;
+
+    cr_assert_eq(rx_rec(x, "a", 7, 0, err), 0);
+    FS.fail_rc = LV_ECHAIN;
+    cr_assert_eq(repl_rx_flush(x, 0, err, sizeof err), LV_ECHAIN);
+    cr_assert(strstr(err, "a:") && strstr(err, "snapshot"), "%s", err);
+    cr_assert(repl_rx_resync(x, "a"));
+    cr_assert_eq(repl_rx_pending(x), 0);
+    memset(&pos, 0, sizeof pos);
+    snprintf(pos.name, sizeof pos.name, "a");
+    pos.txid = 6;
+    cr_assert_eq(repl_rx_session(x, &pos, 1), 0);
+    cr_assert(repl_rx_resync(x, "a"), "still asks in the next session");
+    cr_assert_eq(rx_simple(x, ST_SNAP_BEGIN, "a", NULL, err), 0);
+    cr_assert_eq(rx_simple(x, ST_SNAP_PAGES, "a", NULL, err), 0);
+    cr_assert_eq(rx_simple(x, ST_SNAP_PAGES, "a", NULL, err), 0);
+    cr_assert_eq(rx_simple(x, ST_SNAP_END, "a", NULL, err), 0);
+    cr_assert_not(repl_rx_resync(x, "a"), "the snapshot answered it");
+    cr_assert_eq(rx_stat(x, "a").txid, 40);
+    cr_assert_eq(FS.pages, 4);
+    repl_rx_free(x);
+}
+
+Test(replica, rx_broken_database_is_skipped_not_fatal)
+{
+    struct repl_rx *x = rx_new(0);
+    char err[512] = "";
+
+    cr_assert_eq(rx_rec(x, "a", 1, 0, err), 0);
+    cr_assert_eq(rx_rec(x, "b", 1, 0, err), 0);
+    FS.fail_rc = LV_EIO;
+    cr_assert_eq(repl_rx_flush(x, 0, err, sizeof err), 0);
+    cr_assert_str_eq(FS.log, "fail a;apply b 1-1;");
+    struct repl_rx_stat s = rx_stat(x, "a");
+    cr_assert_str_eq(s.state, "error");
+    cr_assert(strstr(s.error, "scripted"), "%s", s.error);
+    cr_assert_eq(rx_rec(x, "a", 2, 0, err), 0);
+    cr_assert_eq(repl_rx_pending(x), 0, "a's frames are ignored");
+    cr_assert_eq(repl_rx_session(x, NULL, 0), 0);
+    cr_assert_eq(rx_rec(x, "a", 1, 0, err), 0);
+    cr_assert_eq(repl_rx_flush(x, 0, err, sizeof err), 0);
+    cr_assert_str_eq(FS.log, "fail a;apply b 1-1;apply a 1-1;", "a new session tries again");
+    repl_rx_free(x);
+}
+
+Test(replica, rx_snapshot_order)
+{
+    struct repl_rx *x = rx_new(0);
+    char err[512] = "";
+
+    cr_assert_eq(rx_simple(x, ST_SNAP_PAGES, "a", NULL, err), LV_ECORRUPT, "pages without a begin");
+    cr_assert(strstr(err, "SNAP_BEGIN"), "%s", err);
+    cr_assert_eq(rx_rec(x, "a", 3, 0, err), 0);
+    cr_assert_eq(rx_simple(x, ST_SNAP_BEGIN, "a", NULL, err), 0);
+    cr_assert_eq(repl_rx_pending(x), 0, "the image replaces what was pending");
+    cr_assert_eq(rx_rec(x, "a", 41, 0, err), LV_ECORRUPT, "a record inside a snapshot");
+    cr_assert_str_eq(rx_stat(x, "a").state, "snapshot");
+    cr_assert_eq(rx_simple(x, ST_SNAP_PAGES, "a", NULL, err), 0);
+    cr_assert_eq(rx_simple(x, ST_SNAP_PAGES, "a", NULL, err), 0);
+    FS.busy_left = 1;
+    cr_assert_eq(rx_simple(x, ST_SNAP_END, "a", NULL, err), 0);
+    cr_assert_str_eq(FS.log, "begin a 40;endbusy;");
+    /* Records after the image wait behind its installation. */
+    cr_assert_eq(rx_rec(x, "a", 41, 0, err), 0);
+    cr_assert_eq(rx_rec(x, "a", 42, 0, err), 0);
+    cr_assert_eq(repl_rx_flush(x, 1, err, sizeof err), 0);
+    cr_assert_str_eq(FS.log, "begin a 40;endbusy;end;apply a 41-42;");
+    cr_assert_eq(FS.snaps, 0);
+
+    /* A new snapshot replaces one in progress. */
+    cr_assert_eq(rx_simple(x, ST_SNAP_BEGIN, "b", NULL, err), 0);
+    cr_assert_eq(rx_simple(x, ST_SNAP_BEGIN, "b", NULL, err), 0);
+    cr_assert_eq(FS.snaps, 1);
+    repl_rx_free(x);
+    cr_assert_eq(FS.snaps, 0, "freeing aborts it");
+}
+
+Test(replica, rx_drop_and_rename)
+{
+    struct repl_rx *x = rx_new(0);
+    char err[512] = "";
+
+    cr_assert_eq(rx_rec(x, "a", 1, 0, err), 0);
+    cr_assert_eq(rx_rec(x, "c", 1, 0, err), 0);
+    cr_assert_eq(rx_simple(x, ST_RENAME, "a", "b", err), 0);
+    cr_assert_eq(rx_simple(x, ST_DROP, "c", NULL, err), 0);
+    cr_assert_eq(repl_rx_pending(x), 100);
+    cr_assert_eq(repl_rx_flush(x, 0, err, sizeof err), 0);
+    cr_assert_str_eq(FS.log, "rename a b;drop c;apply b 1-1;", "pending records follow the rename");
+    cr_assert_eq(rx_simple(x, ST_HELLO, NULL, NULL, err), LV_EINVAL);
+    repl_rx_free(x);
 }
