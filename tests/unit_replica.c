@@ -1033,3 +1033,297 @@ Test(replica, rx_drop_and_rename)
     cr_assert_eq(rx_simple(x, ST_HELLO, NULL, NULL, err), LV_EINVAL);
     repl_rx_free(x);
 }
+
+/* ------------------------------------------------------------ the replica's client against a fake server */
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sys/socket.h>
+
+#include "replica/replica.h"
+
+/* A one-connection-at-a-time HTTP server that answers POST /v1/stream:
+ * mode 's' streams from a real primary_conn, '4' answers 409, 'q' sends
+ * HELLO then nothing, 'g' sends garbage. */
+struct fakesrv {
+    int lfd, port;
+    char mode;
+    struct primary *p;
+    pthread_t th;
+    volatile int stop;
+    pthread_mutex_t mu;
+    char req[8192];          /* the last request (head and body) */
+    int conns;
+};
+
+static int fs_write(int fd, const void *b, size_t n)
+{
+    const char *p = b;
+    while (n > 0) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int fs_chunk(int fd, const void *b, size_t n)
+{
+    char h[32];
+    snprintf(h, sizeof h, "%zx\r\n", n);
+    return fs_write(fd, h, strlen(h)) || fs_write(fd, b, n) || fs_write(fd, "\r\n", 2) ? -1 : 0;
+}
+
+static void fs_serve(struct fakesrv *s, int fd)
+{
+    char req[8192];
+    size_t got = 0;
+    char *end = NULL;
+    long clen = 0;
+
+    while (got < sizeof req - 1) {
+        ssize_t r = recv(fd, req + got, sizeof req - 1 - got, 0);
+        if (r <= 0)
+            return;
+        got += (size_t)r;
+        req[got] = 0;
+        end = strstr(req, "\r\n\r\n");
+        if (end) {
+            const char *cl = strcasestr(req, "Content-Length:");
+            clen = cl ? atol(cl + 15) : 0;
+            if (got >= (size_t)(end + 4 - req) + (size_t)clen)
+                break;
+        }
+    }
+    pthread_mutex_lock(&s->mu);
+    memcpy(s->req, req, got + 1);
+    s->conns++;
+    pthread_mutex_unlock(&s->mu);
+    const char *body = end ? end + 4 : "";
+    if (s->mode == '4') {
+        const char *b = "{\"error\":\"cluster mismatch: test\"}";
+        char h[256];
+        snprintf(h, sizeof h, "HTTP/1.1 409 Conflict\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                              "Connection: close\r\n\r\n", strlen(b));
+        fs_write(fd, h, strlen(h));
+        fs_write(fd, b, strlen(b));
+        return;
+    }
+    const char *h = "HTTP/1.1 200 OK\r\nContent-Type: application/x-litevault-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+    if (fs_write(fd, h, strlen(h)))
+        return;
+    if (s->mode == 'g') {
+        fs_chunk(fd, "this is not a frame at all....", 30);
+        sleep_ms(2000);
+        return;
+    }
+    struct primary_conn *c = NULL;
+    int status = 0;
+    char *err = NULL;
+    if (primary_conn_open(s->p, body, (size_t)clen, "fake", &c, &status, &err) != 0) {
+        free(err);
+        return;
+    }
+    static char buf[1 << 16];
+    int sent_hello = 0;
+    while (!s->stop) {
+        long n = primary_conn_read(c, buf, s->mode == 'q' && !sent_hello ? 16 : sizeof buf);
+        if (n < 0)
+            break;
+        if (s->mode == 'q') {
+            /* HELLO only: its header then its payload, then silence. */
+            if (sent_hello >= 2) {
+                sleep_ms(50);
+                continue;
+            }
+            sent_hello++;
+        }
+        if (n > 0 && fs_chunk(fd, buf, (size_t)n))
+            break;
+    }
+    primary_conn_close(c);
+}
+
+static void *fs_main(void *arg)
+{
+    struct fakesrv *s = arg;
+    while (!s->stop) {
+        int fd = accept(s->lfd, NULL, NULL);
+        if (fd < 0)
+            continue;
+        fs_serve(s, fd);
+        close(fd);
+    }
+    return NULL;
+}
+
+static void fakesrv_start(struct fakesrv *s, char mode, struct primary *p)
+{
+    struct sockaddr_in a;
+    socklen_t al = sizeof a;
+    struct timeval tv = {0, 200000};
+
+    memset(s, 0, sizeof *s);
+    s->mode = mode;
+    s->p = p;
+    pthread_mutex_init(&s->mu, NULL);
+    s->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(bind(s->lfd, (struct sockaddr *)&a, sizeof a), 0);
+    cr_assert_eq(listen(s->lfd, 4), 0);
+    cr_assert_eq(getsockname(s->lfd, (struct sockaddr *)&a, &al), 0);
+    setsockopt(s->lfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    s->port = ntohs(a.sin_port);
+    cr_assert_eq(pthread_create(&s->th, NULL, fs_main, s), 0);
+}
+
+static void fakesrv_stop(struct fakesrv *s)
+{
+    s->stop = 1;
+    pthread_join(s->th, NULL);
+    close(s->lfd);
+}
+
+struct trep {
+    const char *data;
+    struct dbreg *reg;
+    struct replica *r;
+};
+
+static void trep_start(struct trep *t, int port, const char *token)
+{
+    char err[512] = "", url[64];
+
+    memset(t, 0, sizeof *t);
+    t->data = lvt_tmpdir("repl");
+    cr_assert_eq(dbreg_open(&(struct dbreg_opts){t->data, 1 << 20}, &t->reg, err, sizeof err), 0, "%s", err);
+    dbreg_set_replica(t->reg, "http://primary");
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/", port);
+    cr_assert_eq(replica_start(&(struct replica_opts){.reg = t->reg, .data_dir = t->data, .primary_url = url,
+                                                      .token = token, .node_id = "cccc", .url = "http://me:3",
+                                                      .apply_wait_us = 20000, .max_lag_us = 1000000},
+                               &t->r),
+                 0);
+}
+
+static void trep_stop(struct trep *t)
+{
+    int64_t t0 = lv_mono_us();
+    replica_stop(t->r);
+    cr_assert_lt(lv_mono_us() - t0, 3000000, "replica_stop returns within about a second");
+    dbreg_close(t->reg);
+}
+
+/* Wait up to ms for the status JSON to contain needle; returns it (malloc'ed). */
+static char *trep_wait_status(struct trep *t, const char *needle, int ms)
+{
+    char *st = NULL;
+    for (int i = 0; i < ms / 20; i++) {
+        free(st);
+        st = replica_status_json(t->r);
+        if (st && strstr(st, needle))
+            return st;
+        sleep_ms(20);
+    }
+    cr_assert_fail("status never contained %s: %s", needle, st ? st : "(null)");
+    return st;
+}
+
+Test(replica, client_follows_and_adopts_the_cluster)
+{
+    struct tprim tp;
+    struct fakesrv fs;
+    struct trep t;
+    char reason[512] = "", cid[4200];
+
+    tp_setup(&tp);
+    fakesrv_start(&fs, 's', tp.p);
+    trep_start(&t, fs.port, "s3cret");
+    char *st = trep_wait_status(&t, "\"connected\":true", 5000);
+    cr_assert(strstr(st, tp.cluster_hex), "the replica adopted the primary's cluster: %s", st);
+    free(st);
+    snprintf(cid, sizeof cid, "%s/cluster-id", t.data);
+    char *c = file_read(cid, NULL);
+    cr_assert(c && strncmp(c, tp.cluster_hex, 32) == 0, "cluster-id file: %s", c ? c : "(none)");
+    free(c);
+    pthread_mutex_lock(&fs.mu);
+    cr_assert(strstr(fs.req, "POST /v1/stream "), "%s", fs.req);
+    cr_assert(strstr(fs.req, "Authorization: Bearer s3cret"), "%s", fs.req);
+    cr_assert(strstr(fs.req, "\"cluster\":\"\""), "no cluster-id yet: %s", fs.req);
+    cr_assert(strstr(fs.req, "\"node\":\"cccc\""), "%s", fs.req);
+    pthread_mutex_unlock(&fs.mu);
+    /* The records reached the sink (a stub before the merge: the database
+     * is in error, which /health reports). */
+    st = trep_wait_status(&t, "\"a.db\"", 5000);
+    free(st);
+    cr_assert_eq(replica_health(t.r, reason, sizeof reason), 0);
+    cr_assert(strstr(reason, "a.db"), "%s", reason);
+    /* Heartbeats keep the stream alive past the 5 s stall limit. */
+    sleep_ms(6000);
+    pthread_mutex_lock(&fs.mu);
+    cr_assert_eq(fs.conns, 1, "one stream all along");
+    pthread_mutex_unlock(&fs.mu);
+    char *m = NULL;
+    size_t ml = 0, mc = 0;
+    cr_assert_eq(replica_metrics(t.r, &m, &ml, &mc), 0);
+    cr_assert(strstr(m, "litevault_replication_connected 1"), "%s", m);
+    cr_assert(strstr(m, "litevault_replication_lag_seconds{db=\"a.db\"}"), "%s", m);
+    free(m);
+    trep_stop(&t);
+    fakesrv_stop(&fs);
+    tp_teardown(&tp);
+}
+
+Test(replica, client_backs_off_when_refused)
+{
+    struct fakesrv fs;
+    struct trep t;
+    char reason[512] = "";
+
+    fakesrv_start(&fs, '4', NULL);
+    trep_start(&t, fs.port, NULL);
+    sleep_ms(1700);
+    char *st = replica_status_json(t.r);
+    cr_assert(strstr(st, "\"connected\":false") && strstr(st, "HTTP 409: cluster mismatch: test"), "%s", st);
+    free(st);
+    pthread_mutex_lock(&fs.mu);
+    /* Attempts at 0, 0.1, 0.3, 0.7, 1.5 s: 5 (a little slack either way). */
+    cr_assert(fs.conns >= 4 && fs.conns <= 6, "%d attempts", fs.conns);
+    cr_assert_null(strstr(fs.req, "Authorization"), "no token, no header");
+    pthread_mutex_unlock(&fs.mu);
+    cr_assert_eq(replica_health(t.r, reason, sizeof reason), 0);
+    cr_assert(strstr(reason, "not connected") && strstr(reason, "409"), "%s", reason);
+    trep_stop(&t);
+    fakesrv_stop(&fs);
+}
+
+Test(replica, client_reconnects_on_garbage_and_silence)
+{
+    struct tprim tp;
+    struct fakesrv fs;
+    struct trep t;
+
+    fakesrv_start(&fs, 'g', NULL);
+    trep_start(&t, fs.port, NULL);
+    char *st = trep_wait_status(&t, "damaged", 5000);
+    free(st);
+    trep_stop(&t);
+    fakesrv_stop(&fs);
+
+    tp_setup(&tp);
+    fakesrv_start(&fs, 'q', tp.p);
+    trep_start(&t, fs.port, NULL);
+    st = trep_wait_status(&t, "\"connected\":true", 5000);
+    free(st);
+    st = trep_wait_status(&t, "no byte from the primary", 9000);
+    cr_assert(strstr(st, "\"connected\":false"), "%s", st);
+    free(st);
+    trep_stop(&t);
+    fakesrv_stop(&fs);
+    tp_teardown(&tp);
+}

@@ -155,6 +155,14 @@ static void del_db(struct repl_rx *x, size_t i)
     pthread_mutex_unlock(&x->mu);
 }
 
+/* msg without a leading "name: " (the registry's messages name the
+ * database; ours add the name once). */
+static const char *unnamed(const char *name, const char *msg)
+{
+    size_t n = strlen(name);
+    return strncmp(msg, name, n) == 0 && msg[n] == ':' && msg[n + 1] == ' ' ? msg + n + 2 : msg;
+}
+
 /* Does rc mean "this copy cannot continue the primary's history"? */
 static int needs_snapshot(int rc)
 {
@@ -164,6 +172,7 @@ static int needs_snapshot(int rc)
 /* The database broke: FAILED until the next session. */
 static void fail_db(struct repl_rx *x, struct rxdb *d, int rc, const char *msg)
 {
+    msg = unnamed(d->name, msg);
     LV_ERROR("replication: %s: %s (%s); its updates are skipped until the next connection to the primary", d->name,
              msg, lv_strerror(rc));
     abort_snap(x, d);
@@ -213,7 +222,7 @@ static int end_snap(struct repl_rx *x, struct rxdb *d, char *err, size_t errlen)
     }
     drop_pending(x, d);
     lv_seterr(err, errlen, "%s: installing the snapshot at TXID %llu: %s", d->name,
-              (unsigned long long)d->snap_info.txid, e[0] ? e : lv_strerror(rc));
+              (unsigned long long)d->snap_info.txid, e[0] ? unnamed(d->name, e) : lv_strerror(rc));
     return rc;
 }
 
@@ -269,7 +278,7 @@ static int apply_db(struct repl_rx *x, size_t i, int force, char *err, size_t er
             drop_first(x, d, d->nrecs);
             pthread_mutex_unlock(&x->mu);
             lv_seterr(err, errlen, "%s: the records do not continue this replica's copy (%s); asking the primary "
-                      "for a snapshot", d->name, e[0] ? e : lv_strerror(rc));
+                      "for a snapshot", d->name, e[0] ? unnamed(d->name, e) : lv_strerror(rc));
             return rc;
         }
         fail_db(x, d, rc, e[0] ? e : "applying records failed");

@@ -1,0 +1,644 @@
+/*
+ * replica.c -- a replica's client (see replica.h).
+ *
+ * ONE THREAD (the worker) runs sessions one after the other:
+ *   1. positions: dbreg_list (name, ID, TXID, checksum per database; a
+ *      database whose copy could not continue, or that is broken, asks for
+ *      a snapshot: "resync":true); repl_rx_session resets the receiver.
+ *   2. POST /v1/stream to the primary with {"cluster","node","url","dbs"}
+ *      (libcurl: bearer token, CA file, TCP_NODELAY, connect timeout 5 s).
+ *   3. The write callback feeds the decoder (stream_dec) and handles each
+ *      frame at once, on this thread: HELLO (the cluster check), then
+ *      everything else through rx; after each network read, rx applies
+ *      what it batched (so a burst becomes one dbreg_apply per database,
+ *      and a lone commit is applied as soon as it arrives: no timer).
+ *   4. The session ends on any failure; the worker naps (backoff) and
+ *      starts over.  The primary resends from the positions of step 1.
+ * Applying inline keeps the design simple: while rx applies, the socket is
+ * not read, and TCP pushes back on the primary.  A database whose readers
+ * keep SQLite's locks (LV_EBUSY) does not stop the others: its batch waits
+ * in rx, tried again every apply-wait.  Only when the batches kept that
+ * way exceed max_pending (64 MiB) does the callback stay and retry them
+ * (each try waits up to apply-wait for the readers) until they fit: that
+ * bounds the memory, and the primary's stream backs up meanwhile.
+ *
+ * CLUSTER.  The replica sends its cluster ID, or "" when data.dir has no
+ * cluster-id file.  The primary refuses another cluster's replica (409,
+ * naming both IDs), and a replica without a cluster ID holding databases
+ * the primary does not have (by ID: databases seeded from the primary's
+ * archive have its IDs) -- so that a replica pointed at the wrong primary
+ * never has its databases dropped.  On HELLO a replica without a
+ * cluster-id adopts the primary's (cluster_id_save) and keeps it; a HELLO
+ * naming another cluster than the replica's own ends the session.
+ *
+ * FAILURES.  Every session end is logged once, naming the primary's URL
+ * and, for an apply, the database: refused (the primary's JSON error),
+ * cut, damaged (the decoder's message), silent for 5 s (heartbeats come
+ * every second), a copy that needs a snapshot.  Nothing received is
+ * trusted before it is decoded and checked; a bad frame never crashes.
+ *
+ * LOCKING.  r->mu guards what /status and /health read (connected,
+ * cluster, since, last_error, primary_node); rx has its own lock; counters
+ * are atomics.  The worker never holds r->mu across a network or apply call.
+ */
+#include "replica/replica.h"
+
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+#include "base/cksum.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
+#include "base/metrics.h"
+#include "base/worker.h"
+#include "capture/db.h"
+#include "replica/cluster.h"
+#include "replica/plan.h"
+#include "replica/rx.h"
+#include "replica/stream.h"
+
+#define RP_STALL_US (5 * 1000000LL)       /* no byte for this long: reconnect */
+#define RP_CONNECT_TIMEOUT_S 5L
+#define RP_MAX_PENDING (64u << 20)
+#define RP_ERRBODY_MAX 65536
+#define RP_DEFAULT_WAIT_US 100000
+#define RP_DEFAULT_MAX_LAG_US (10 * 1000000LL)
+
+struct replica {
+    struct dbreg *reg;
+    char data_dir[PATH_MAX];
+    char primary_url[1024];
+    char *token;              /* owned, NULL if none; never logged */
+    char ca_file[PATH_MAX];   /* "" for the system's */
+    char node[72];
+    char url[1024];
+    int wait_ms;
+    int64_t max_lag_us;
+    size_t max_pending;
+    struct repl_rx *rx;
+    struct worker *w;         /* the thread (replica_start/replica_stop) */
+    struct worker *self;      /* the same worker as its own thread knows it (thread only) */
+    pthread_mutex_t mu;       /* guards the fields below */
+    int connected;            /* a stream is being followed (HELLO accepted) */
+    char cluster_hex[33];     /* this node's cluster ID, "" if none yet */
+    char primary_node[72];    /* the node ID in the last HELLO */
+    int64_t since_us;         /* connected: since; else: disconnected since (0: never connected) */
+    char last_error[600];     /* why the last session ended */
+    uint64_t rx_bytes;        /* atomic: stream bytes received */
+    uint64_t sessions;        /* atomic: sessions attempted */
+};
+
+/* One session (one POST /v1/stream). */
+struct rsess {
+    struct replica *r;
+    CURL *h;
+    struct stream_dec *dec;
+    int checked;              /* the response status was looked at */
+    long status;              /* HTTP status */
+    char *errbody;            /* a non-200 answer's body (bounded) */
+    size_t errlen;
+    int hello;                /* HELLO accepted */
+    int aborted;              /* the callback ended the transfer; why says why */
+    char why[600];
+    int64_t last_rx_mono;     /* last bytes (or the start) */
+    int have_cluster;
+    uint8_t cluster[16];
+};
+
+static pthread_once_t rp_curl_once = PTHREAD_ONCE_INIT;
+static CURLcode rp_curl_rc;
+
+static void rp_curl_init(void)
+{
+    rp_curl_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static void set_error(struct replica *r, const char *msg)
+{
+    pthread_mutex_lock(&r->mu);
+    snprintf(r->last_error, sizeof r->last_error, "%s", msg);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void set_connected(struct replica *r, int c, const char *primary_node)
+{
+    pthread_mutex_lock(&r->mu);
+    if (c != r->connected) {
+        r->connected = c;
+        r->since_us = lv_now_us();
+    }
+    if (primary_node)
+        snprintf(r->primary_node, sizeof r->primary_node, "%s", primary_node);
+    if (c)
+        r->last_error[0] = 0;
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* End the session from a callback: the reason is logged once, after the transfer. */
+static size_t abort_session(struct rsess *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static size_t abort_session(struct rsess *s, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!s->aborted) {
+        va_start(ap, fmt);
+        vsnprintf(s->why, sizeof s->why, fmt, ap);
+        va_end(ap);
+        s->aborted = 1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ frames */
+
+/* HELLO: the cluster check (and adoption on first contact). 0 or negative (why set). */
+static int on_hello(struct rsess *s, const struct stream_frame *f)
+{
+    struct replica *r = s->r;
+    json_error_t je;
+    json_t *o = json_loadb(f->text, f->text_len, 0, &je);
+    const char *ch = json_string_value(json_object_get(o, "cluster"));
+    const char *node = json_string_value(json_object_get(o, "node"));
+    uint8_t theirs[16];
+    char mine[33];
+    int rc = 0;
+
+    if (!ch || strlen(ch) != 32 || lv_unhex(ch, theirs, 16) != 0) {
+        abort_session(s, "HELLO without a valid cluster ID: %.200s", f->text);
+        rc = LV_ECORRUPT;
+    } else if (s->have_cluster && memcmp(theirs, s->cluster, 16) != 0) {
+        abort_session(s, "the primary belongs to cluster %s, this replica to cluster %s: refusing to follow it", ch,
+                      lv_hex(s->cluster, 16, mine));
+        rc = LV_EREFUSED;
+    } else if (!s->have_cluster) {
+        rc = cluster_id_save(r->data_dir, theirs);
+        if (rc) {
+            abort_session(s, "cannot save the cluster ID %s in %s/cluster-id: %s", ch, r->data_dir, lv_strerror(rc));
+        } else {
+            LV_INFO("replication: joined cluster %s of the primary %s (saved in %s/cluster-id)", ch, r->primary_url,
+                    r->data_dir);
+            memcpy(s->cluster, theirs, 16);
+            s->have_cluster = 1;
+            pthread_mutex_lock(&r->mu);
+            snprintf(r->cluster_hex, sizeof r->cluster_hex, "%s", ch);
+            pthread_mutex_unlock(&r->mu);
+        }
+    }
+    if (rc == 0) {
+        s->hello = 1;
+        set_connected(r, 1, node ? node : "");
+        LV_INFO("replication: following the primary %s (node %s, cluster %s)", r->primary_url, node ? node : "?", ch);
+    }
+    json_decref(o);
+    return rc;
+}
+
+static size_t on_data(char *ptr, size_t size, size_t nmemb, void *arg)
+{
+    struct rsess *s = arg;
+    struct replica *r = s->r;
+    size_t n = size * nmemb;
+    struct stream_frame f;
+    char err[1200] = "";
+    int rc;
+
+    s->last_rx_mono = lv_mono_us();
+    if (worker_stopping(r->self))
+        return abort_session(s, "stopping");
+    if (!s->checked) {
+        curl_easy_getinfo(s->h, CURLINFO_RESPONSE_CODE, &s->status);
+        s->checked = 1;
+    }
+    if (s->status != 200) {
+        /* An error answer: keep (the start of) its body for the log. */
+        size_t take = s->errlen + n > RP_ERRBODY_MAX ? RP_ERRBODY_MAX - s->errlen : n;
+        char *nb = realloc(s->errbody, s->errlen + take + 1);
+        if (nb) {
+            memcpy(nb + s->errlen, ptr, take);
+            s->errlen += take;
+            nb[s->errlen] = 0;
+            s->errbody = nb;
+        }
+        return n;
+    }
+    __atomic_add_fetch(&r->rx_bytes, n, __ATOMIC_RELAXED);
+    if (stream_dec_push(s->dec, ptr, n) != 0)
+        return abort_session(s, "out of memory");
+    while ((rc = stream_dec_next(s->dec, &f)) == 1) {
+        if (!s->hello) {
+            if (f.type != ST_HELLO)
+                return abort_session(s, "the stream does not begin with HELLO (got %s)", stream_type_name(f.type));
+            if (on_hello(s, &f) != 0)
+                return 0;
+            continue;
+        }
+        if (f.type == ST_HELLO)
+            return abort_session(s, "a second HELLO in the stream");
+        if (f.type == ST_ERROR)
+            return abort_session(s, "the primary ended the stream: %.400s", f.text);
+        rc = repl_rx_frame(r->rx, &f, err, sizeof err);
+        if (rc)
+            return abort_session(s, "%s", err[0] ? err : lv_strerror(rc));
+    }
+    if (rc < 0)
+        return abort_session(s, "the stream is damaged: %s", stream_dec_error(s->dec));
+    rc = repl_rx_flush(r->rx, 0, err, sizeof err);
+    /* Memory bound: stay here (the socket is not read) until the batches
+     * kept out by readers fit again. */
+    while (rc == 0 && repl_rx_pending(r->rx) > r->max_pending && !worker_stopping(r->self))
+        rc = repl_rx_flush(r->rx, 1, err, sizeof err);
+    if (rc)
+        return abort_session(s, "%s", err[0] ? err : lv_strerror(rc));
+    s->last_rx_mono = lv_mono_us();
+    return n;
+}
+
+/* Called by libcurl about once a second and on progress: stop and stall checks. */
+static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+    struct rsess *s = arg;
+
+    LV_UNUSED(dltotal);
+    LV_UNUSED(dlnow);
+    LV_UNUSED(ultotal);
+    LV_UNUSED(ulnow);
+    if (worker_stopping(s->r->self)) {
+        abort_session(s, "stopping");
+        return 1;
+    }
+    if (lv_mono_us() - s->last_rx_mono > RP_STALL_US) {
+        abort_session(s, "no byte from the primary for %lld s (it sends a heartbeat every second)",
+                      (long long)(RP_STALL_US / 1000000));
+        return 1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ a session */
+
+/* The request body: this node and its databases' positions.  malloc'ed or NULL. */
+static char *request_body(struct replica *r, struct rsess *s, const struct db_info *l, size_t n)
+{
+    json_t *o = json_object(), *arr = json_array();
+    char idh[33], ck[17], ch[33];
+    char *body;
+
+    for (size_t i = 0; i < n; i++) {
+        json_t *e = json_object();
+        json_object_set_new(e, "name", json_string(l[i].name));
+        json_object_set_new(e, "id", json_string(lv_hex(l[i].id, 16, idh)));
+        json_object_set_new(e, "txid", json_integer((json_int_t)l[i].txid));
+        snprintf(ck, sizeof ck, "%016" PRIx64, l[i].cksum);
+        json_object_set_new(e, "cksum", json_string(ck));
+        if (l[i].broken || repl_rx_resync(r->rx, l[i].name))
+            json_object_set_new(e, "resync", json_true());
+        json_array_append_new(arr, e);
+    }
+    json_object_set_new(o, "cluster", json_string(s->have_cluster ? lv_hex(s->cluster, 16, ch) : ""));
+    json_object_set_new(o, "node", json_string(r->node));
+    json_object_set_new(o, "url", json_string(r->url));
+    json_object_set_new(o, "dbs", arr);
+    body = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return body;
+}
+
+/* Why the refused request was refused: the JSON error's message, or the body. */
+static void refused_reason(const struct rsess *s, char *out, size_t n)
+{
+    json_error_t je;
+    json_t *o = s->errbody ? json_loads(s->errbody, 0, &je) : NULL;
+    const char *m = json_string_value(json_object_get(o, "error"));
+
+    snprintf(out, n, "HTTP %ld%s%.400s", s->status, m || s->errbody ? ": " : "",
+             m ? m : s->errbody ? s->errbody : "");
+    json_decref(o);
+}
+
+/* Run one session.  Returns 1 if a stream was followed (HELLO accepted). */
+static int session(struct replica *r)
+{
+    struct rsess s;
+    struct db_info *l = NULL;
+    size_t n = 0;
+    char *body = NULL, *url = NULL, errbuf[CURL_ERROR_SIZE] = "", msg[1000];
+    struct curl_slist *hdrs = NULL;
+    CURLcode cc;
+    int rc;
+
+    memset(&s, 0, sizeof s);
+    s.r = r;
+    __atomic_add_fetch(&r->sessions, 1, __ATOMIC_RELAXED);
+    rc = cluster_id_load(r->data_dir, s.cluster);
+    if (rc != 0 && rc != LV_ENOENT) {
+        snprintf(msg, sizeof msg, "cannot read %s/cluster-id (%s); fix or remove it", r->data_dir, lv_strerror(rc));
+        goto fail;
+    }
+    s.have_cluster = rc == 0;
+    if (s.have_cluster) {
+        pthread_mutex_lock(&r->mu);
+        lv_hex(s.cluster, 16, r->cluster_hex);
+        pthread_mutex_unlock(&r->mu);
+    }
+    if (dbreg_list(r->reg, &l, &n) != 0 || repl_rx_session(r->rx, l, n) != 0 || stream_dec_new(0, &s.dec) != 0 ||
+        !(body = request_body(r, &s, l, n)) || asprintf(&url, "%s/v1/stream", r->primary_url) < 0) {
+        url = NULL;
+        snprintf(msg, sizeof msg, "out of memory");
+        goto fail;
+    }
+    pthread_once(&rp_curl_once, rp_curl_init);
+    s.h = rp_curl_rc == CURLE_OK ? curl_easy_init() : NULL;
+    if (!s.h) {
+        snprintf(msg, sizeof msg, "cannot initialise libcurl");
+        goto fail;
+    }
+    hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+    hdrs = curl_slist_append(hdrs, "Accept: application/x-litevault-stream");
+    hdrs = curl_slist_append(hdrs, "Expect:");
+    if (r->token) {
+        char *auth = NULL;
+        if (asprintf(&auth, "Authorization: Bearer %s", r->token) >= 0) {
+            hdrs = curl_slist_append(hdrs, auth);
+            explicit_bzero(auth, strlen(auth));
+            free(auth);
+        }
+    }
+    curl_easy_setopt(s.h, CURLOPT_URL, url);
+    curl_easy_setopt(s.h, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(s.h, CURLOPT_POST, 1L);
+    curl_easy_setopt(s.h, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(s.h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
+    curl_easy_setopt(s.h, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(s.h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(s.h, CURLOPT_PROXY, "");
+    curl_easy_setopt(s.h, CURLOPT_CONNECTTIMEOUT, RP_CONNECT_TIMEOUT_S);
+    curl_easy_setopt(s.h, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(s.h, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(s.h, CURLOPT_BUFFERSIZE, 256L * 1024);
+    curl_easy_setopt(s.h, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(s.h, CURLOPT_WRITEDATA, &s);
+    curl_easy_setopt(s.h, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(s.h, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(s.h, CURLOPT_XFERINFODATA, &s);
+    if (r->ca_file[0])
+        curl_easy_setopt(s.h, CURLOPT_CAINFO, r->ca_file);
+    s.last_rx_mono = lv_mono_us();
+    cc = curl_easy_perform(s.h);
+    if (s.checked == 0)
+        curl_easy_getinfo(s.h, CURLINFO_RESPONSE_CODE, &s.status);
+    if (worker_stopping(r->self))
+        goto out;
+    if (s.status && s.status != 200) {
+        char why[700];
+        refused_reason(&s, why, sizeof why);
+        snprintf(msg, sizeof msg, "the primary refused the stream: %s", why);
+    } else if (s.aborted) {
+        snprintf(msg, sizeof msg, "%s", s.why);
+    } else if (cc != CURLE_OK) {
+        snprintf(msg, sizeof msg, "%s", errbuf[0] ? errbuf : curl_easy_strerror(cc));
+    } else {
+        snprintf(msg, sizeof msg, "the primary ended the stream");
+    }
+    goto fail;
+fail:
+    LV_WARN("replication from %s: %s; reconnecting", r->primary_url, msg);
+    set_error(r, msg);
+out:
+    set_connected(r, 0, NULL);
+    if (s.h)
+        curl_easy_cleanup(s.h);
+    curl_slist_free_all(hdrs);
+    if (body)
+        explicit_bzero(body, strlen(body));
+    free(body);
+    free(url);
+    free(s.errbody);
+    stream_dec_free(s.dec);
+    free(l);
+    return s.hello;
+}
+
+static void replica_main(struct worker *w, void *arg)
+{
+    struct replica *r = arg;
+    int64_t backoff = 0;
+
+    r->self = w;
+    LV_INFO("replication: this node is a replica of %s", r->primary_url);
+    while (!worker_stopping(w)) {
+        if (session(r))
+            backoff = 0; /* reset once a stream was followed */
+        backoff = repl_backoff_next(backoff);
+        if (worker_nap(w, backoff))
+            break;
+    }
+}
+
+/* ------------------------------------------------------------ status */
+
+int replica_health(struct replica *r, char *reason, size_t n)
+{
+    struct repl_rx_stat *v = NULL;
+    size_t nv = 0;
+    int ok;
+
+    pthread_mutex_lock(&r->mu);
+    ok = r->connected;
+    if (!ok)
+        snprintf(reason, n, "not connected to the primary %s%s%s", r->primary_url, r->last_error[0] ? ": " : "",
+                 r->last_error);
+    pthread_mutex_unlock(&r->mu);
+    if (!ok)
+        return 0;
+    if (repl_rx_stats(r->rx, lv_now_us(), &v, &nv) != 0) {
+        snprintf(reason, n, "out of memory");
+        return 0;
+    }
+    for (size_t i = 0; i < nv && ok; i++) {
+        if (strcmp(v[i].state, "error") == 0) {
+            snprintf(reason, n, "%s: %s", v[i].name, v[i].error);
+            ok = 0;
+        } else if (v[i].lag_us > r->max_lag_us) {
+            snprintf(reason, n, "%s is %lld ms behind the primary (replication.max-lag is %lld ms; %s)", v[i].name,
+                     (long long)(v[i].lag_us / 1000), (long long)(r->max_lag_us / 1000), v[i].state);
+            ok = 0;
+        }
+    }
+    free(v);
+    return ok;
+}
+
+char *replica_status_json(struct replica *r)
+{
+    struct repl_rx_stat *v = NULL;
+    size_t nv = 0;
+    json_t *o = json_object(), *dbs = json_object();
+    char t[40], *s;
+
+    if (repl_rx_stats(r->rx, lv_now_us(), &v, &nv) != 0) {
+        json_decref(o);
+        json_decref(dbs);
+        return NULL;
+    }
+    for (size_t i = 0; i < nv; i++) {
+        json_t *e = json_object();
+        json_object_set_new(e, "txid", json_integer((json_int_t)v[i].txid));
+        json_object_set_new(e, "lag_txids", json_integer((json_int_t)(v[i].recv_txid - v[i].txid)));
+        json_object_set_new(e, "lag_ms", json_integer(v[i].lag_us / 1000));
+        json_object_set_new(e, "state", json_string(v[i].state));
+        if (v[i].error[0])
+            json_object_set_new(e, "error", json_string(v[i].error));
+        json_object_set_new(e, "records", json_integer((json_int_t)v[i].records));
+        json_object_set_new(e, "busy", json_integer((json_int_t)v[i].busy));
+        json_object_set_new(e, "lock_wait_ms", json_integer(v[i].lock_wait_us / 1000));
+        json_object_set_new(dbs, v[i].name, e);
+    }
+    free(v);
+    pthread_mutex_lock(&r->mu);
+    json_object_set_new(o, "primary", json_string(r->primary_url));
+    json_object_set_new(o, "connected", json_boolean(r->connected));
+    json_object_set_new(o, "cluster", json_string(r->cluster_hex));
+    json_object_set_new(o, "primary_node", json_string(r->primary_node));
+    json_object_set_new(o, "since", r->since_us ? json_string(lv_fmt_time(r->since_us, t, sizeof t)) : json_null());
+    json_object_set_new(o, "last_error", r->last_error[0] ? json_string(r->last_error) : json_null());
+    pthread_mutex_unlock(&r->mu);
+    json_object_set_new(o, "databases", dbs);
+    s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return s;
+}
+
+static const struct metrics_family rm_families[] = {
+    {"litevault_replication_connected", "gauge", "1 while this replica follows the primary's stream."},
+    {"litevault_replication_received_bytes_total", "counter", "Replication stream bytes received."},
+    {"litevault_replication_sessions_total", "counter", "Connections to the primary attempted."},
+    {"litevault_replication_applied_records_total", "counter", "Records applied from the primary."},
+    {"litevault_replication_snapshots_applied_total", "counter", "Snapshots from the primary installed."},
+    {"litevault_replication_apply_busy_total", "counter", "Applies deferred because readers held SQLite's locks."},
+    {"litevault_replication_lag_seconds", "gauge", "How far a database is behind the primary (see /status lag_ms)."},
+    {"litevault_replication_lag_txids", "gauge", "Transactions received from the primary and not applied yet."},
+    {"litevault_replication_pending_bytes", "gauge", "Record bytes received and not applied yet."},
+};
+
+int replica_metrics(struct replica *r, char **buf, size_t *len, size_t *cap)
+{
+    struct repl_rx_totals t;
+    struct repl_rx_stat *v = NULL;
+    size_t nv = 0;
+    uint64_t vals[6];
+    int rc = 0, connected;
+
+    if (!r)
+        return 0;
+    pthread_mutex_lock(&r->mu);
+    connected = r->connected;
+    pthread_mutex_unlock(&r->mu);
+    repl_rx_totals(r->rx, &t);
+    vals[0] = (uint64_t)connected;
+    vals[1] = __atomic_load_n(&r->rx_bytes, __ATOMIC_RELAXED);
+    vals[2] = __atomic_load_n(&r->sessions, __ATOMIC_RELAXED);
+    vals[3] = t.records;
+    vals[4] = t.snapshots;
+    vals[5] = t.busy;
+    for (int k = 0; k < 6 && rc == 0; k++) {
+        rc = metrics_family(buf, len, cap, &rm_families[k]);
+        if (rc == 0)
+            rc = metrics_appendf(buf, len, cap, "%s %" PRIu64 "\n", rm_families[k].name, vals[k]);
+    }
+    if (rc == 0)
+        rc = repl_rx_stats(r->rx, lv_now_us(), &v, &nv);
+    for (int k = 6; k < 8 && rc == 0; k++) {
+        rc = metrics_family(buf, len, cap, &rm_families[k]);
+        for (size_t i = 0; i < nv && rc == 0; i++) {
+            char db[2100];
+            metrics_label_escape(v[i].name, db, sizeof db);
+            if (k == 6)
+                rc = metrics_appendf(buf, len, cap, "litevault_replication_lag_seconds{db=\"%s\"} %.6f\n", db,
+                                     (double)v[i].lag_us / 1e6);
+            else
+                rc = metrics_appendf(buf, len, cap, "litevault_replication_lag_txids{db=\"%s\"} %" PRIu64 "\n", db,
+                                     v[i].recv_txid - v[i].txid);
+        }
+    }
+    free(v);
+    if (rc == 0)
+        rc = metrics_family(buf, len, cap, &rm_families[8]);
+    if (rc == 0)
+        rc = metrics_appendf(buf, len, cap, "litevault_replication_pending_bytes %zu\n", repl_rx_pending(r->rx));
+    return rc;
+}
+
+const char *replica_primary_url(const struct replica *r)
+{
+    return r->primary_url;
+}
+
+/* ------------------------------------------------------------ life */
+
+int replica_start(const struct replica_opts *o, struct replica **out)
+{
+    struct replica *r = calloc(1, sizeof *r);
+    struct repl_sink sink;
+    int rc;
+
+    *out = NULL;
+    if (!r)
+        return LV_ENOMEM;
+    r->reg = o->reg;
+    snprintf(r->data_dir, sizeof r->data_dir, "%s", o->data_dir);
+    snprintf(r->primary_url, sizeof r->primary_url, "%s", o->primary_url);
+    /* "http://host:1/" and "http://host:1" are the same base. */
+    size_t ul = strlen(r->primary_url);
+    while (ul > 0 && r->primary_url[ul - 1] == '/')
+        r->primary_url[--ul] = 0;
+    snprintf(r->ca_file, sizeof r->ca_file, "%s", o->ca_file ? o->ca_file : "");
+    snprintf(r->node, sizeof r->node, "%s", o->node_id ? o->node_id : "");
+    snprintf(r->url, sizeof r->url, "%s", o->url ? o->url : "");
+    r->wait_ms = (int)((o->apply_wait_us > 0 ? o->apply_wait_us : RP_DEFAULT_WAIT_US) / 1000);
+    if (r->wait_ms < 1)
+        r->wait_ms = 1;
+    r->max_lag_us = o->max_lag_us > 0 ? o->max_lag_us : RP_DEFAULT_MAX_LAG_US;
+    r->max_pending = o->max_pending ? o->max_pending : RP_MAX_PENDING;
+    pthread_mutex_init(&r->mu, NULL);
+    if (o->token && !(r->token = strdup(o->token))) {
+        replica_stop(r);
+        return LV_ENOMEM;
+    }
+    repl_sink_dbreg(o->reg, &sink);
+    rc = repl_rx_new(&sink, &(struct repl_rx_opts){r->wait_ms, 0}, &r->rx);
+    if (rc == 0)
+        rc = worker_start("lv-replica", replica_main, r, &r->w);
+    if (rc) {
+        replica_stop(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+void replica_ask_stop(struct replica *r)
+{
+    if (r)
+        worker_ask_stop(r->w);
+}
+
+void replica_stop(struct replica *r)
+{
+    if (!r)
+        return;
+    worker_stop(r->w);
+    repl_rx_free(r->rx);
+    if (r->token) {
+        explicit_bzero(r->token, strlen(r->token));
+        free(r->token);
+    }
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
