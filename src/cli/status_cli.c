@@ -8,6 +8,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <jansson.h>
 
@@ -21,13 +22,72 @@ static void usage_status(void)
 {
     printf("%s\n\n"
            "Show what the running daemon reports for each database: name, TXID,\n"
-           "checksum, page size, size in pages, journal mode and last commit time.\n"
+           "checksum, page size, size in pages, journal mode and last commit time;\n"
+           "then its replication role: on the primary, each replica with the bytes\n"
+           "streamed to it; on a replica, its primary and how far each database\n"
+           "is behind (TXIDs, milliseconds) and in what state.\n"
            "Asks the daemon of the configuration over HTTP (http.addr).\n\n"
            "  -c, --config FILE   configuration file (default ./litevault.yml, then /etc/litevault.yml)\n"
            "  -j, --json          print the daemon's answer (GET /status) as JSON\n"
            "  -h, --help          show this help\n\n"
            "Exit codes: 0 ok, 1 no daemon answers, 2 usage or configuration error.\n",
            status_cmd.usage);
+}
+
+/* The replication part of /status: the primary's replicas, or a
+ * replica's primary and how far behind each database is. */
+static void print_role(json_t *o)
+{
+    const char *role = json_string_value(json_object_get(o, "role"));
+    const char *cluster = json_string_value(json_object_get(o, "cluster"));
+    size_t i;
+    json_t *e;
+
+    if (!role)
+        return;
+    if (strcmp(role, "primary") == 0) {
+        json_t *reps = json_object_get(o, "replicas");
+        printf("\nrole: primary (node %s, cluster %s), %zu replica(s)\n",
+               json_string_value(json_object_get(o, "node")), cluster ? cluster : "-", json_array_size(reps));
+        if (json_array_size(reps) == 0)
+            return;
+        printf("%-32s %-28s %-9s %12s %14s %s\n", "REPLICA", "ADDR", "CONNECTED", "RECORD BYTES", "SNAPSHOT BYTES",
+               "DATABASES (TXID SENT)");
+        json_array_foreach(reps, i, e)
+        {
+            json_t *b = json_object_get(e, "bytes"), *d;
+            size_t k;
+            const char *addr = json_string_value(json_object_get(e, "addr"));
+            printf("%-32s %-28s %-9s %12lld %14lld ", json_string_value(json_object_get(e, "node")),
+                   addr && *addr ? addr : "-", json_is_true(json_object_get(e, "connected")) ? "yes" : "no",
+                   (long long)json_integer_value(json_object_get(b, "record")),
+                   (long long)json_integer_value(json_object_get(b, "snapshot")));
+            json_array_foreach(json_object_get(e, "databases"), k, d)
+                printf("%s%s@%lld", k ? " " : "", json_string_value(json_object_get(d, "name")),
+                       (long long)json_integer_value(json_object_get(d, "txid")));
+            putchar('\n');
+        }
+        return;
+    }
+    json_t *rep = json_object_get(o, "replication");
+    const char *err = json_string_value(json_object_get(rep, "last_error"));
+    int connected = json_is_true(json_object_get(o, "connected"));
+    printf("\nrole: replica of %s (%s%s%s), node %s, cluster %s\n", json_string_value(json_object_get(o, "primary")),
+           connected ? "connected" : "not connected", !connected && err ? ": " : "", !connected && err ? err : "",
+           json_string_value(json_object_get(o, "node")), cluster && *cluster ? cluster : "- (none yet)");
+    printf("%-24s %10s %10s %10s %s\n", "NAME", "TXID", "LAG TXIDS", "LAG MS", "STATE");
+    json_array_foreach(json_object_get(o, "databases"), i, e)
+    {
+        json_t *r = json_object_get(e, "replication");
+        const char *er = json_string_value(json_object_get(r, "error"));
+        if (!r)
+            continue;
+        printf("%-24s %10lld %10lld %10lld %s%s%s\n", json_string_value(json_object_get(e, "name")),
+               (long long)json_integer_value(json_object_get(r, "txid")),
+               (long long)json_integer_value(json_object_get(r, "lag_txids")),
+               (long long)json_integer_value(json_object_get(r, "lag_ms")),
+               json_string_value(json_object_get(r, "state")), er ? ": " : "", er ? er : "");
+    }
 }
 
 int cli_status(int argc, char **argv)
@@ -79,6 +139,7 @@ int cli_status(int argc, char **argv)
                json_object_get(e, "error") ? "  BROKEN: " : "",
                json_object_get(e, "error") ? json_string_value(json_object_get(e, "error")) : "");
     }
+    print_role(o);
     json_decref(o);
     rc = 0;
 out:

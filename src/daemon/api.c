@@ -52,9 +52,12 @@
 #include "base/http.h"
 #include "base/lv.h"
 #include "base/lvlog.h"
+#include "replica/primary.h"
+#include "replica/replica.h"
 
 static struct api_ctx g_api;    /* one daemon per process: the handlers' context (immutable once registered) */
 static volatile int g_serving;  /* /health: 1 while the mount serves, 2 once it stopped */
+static struct replica *g_replica; /* a replica's client while it runs (atomic: api_set_replica) */
 
 /* Images in data.dir/tmp that requests hold (A1). */
 static struct {
@@ -100,9 +103,8 @@ static int64_t db_bytes(struct dbreg *reg, const char *name)
     return b;
 }
 
-/* RESERVED: reserve want bytes for a new image (A2).  0, or LV_ENOSPC with msg filled. */
-static int image_reserve(const struct api_ctx *a, const char *dir, int64_t want, struct api_image *im, char *msg,
-                         size_t msglen)
+/* Reserve want bytes of the image space in dir (A2).  0, or LV_ENOSPC with msg filled. */
+static int budget_reserve(const struct api_ctx *a, const char *dir, int64_t want, char *msg, size_t msglen)
 {
     struct statvfs sv;
     int64_t limit = a->image_space;
@@ -123,10 +125,39 @@ static int image_reserve(const struct api_ctx *a, const char *dir, int64_t want,
     } else {
         g_img.bytes += want;
         g_img.n++;
-        im->bytes = want;
     }
     pthread_mutex_unlock(&g_img.lock);
     return rc;
+}
+
+/* RESERVED: reserve want bytes for a new image (A2).  0, or LV_ENOSPC with msg filled. */
+static int image_reserve(const struct api_ctx *a, const char *dir, int64_t want, struct api_image *im, char *msg,
+                         size_t msglen)
+{
+    int rc = budget_reserve(a, dir, want, msg, msglen);
+
+    if (rc == 0)
+        im->bytes = want;
+    return rc;
+}
+
+int api_image_reserve(void *arg, int64_t bytes, char *msg, size_t msglen)
+{
+    char dir[PATH_MAX];
+
+    LV_UNUSED(arg);
+    dbreg_tmp_dir(g_api.data_dir, dir, sizeof dir);
+    return budget_reserve(&g_api, dir, bytes, msg, msglen);
+}
+
+void api_image_release(void *arg, int64_t bytes)
+{
+    LV_UNUSED(arg);
+    pthread_mutex_lock(&g_img.lock);
+    g_img.bytes -= bytes;
+    g_img.n--;
+    LV_ASSERT(g_img.bytes >= 0 && g_img.n >= 0);
+    pthread_mutex_unlock(&g_img.lock);
 }
 
 /* WRITTEN: correct a reservation to the image's real size. */
@@ -236,10 +267,26 @@ static int h_image_public(void *ctx, const struct http_request *req, struct http
 
 static int h_health(void *ctx, const struct http_request *req, struct http_response *resp)
 {
+    const struct api_ctx *a = ctx;
+    struct replica *rep = __atomic_load_n(&g_replica, __ATOMIC_ACQUIRE);
     int sv = g_serving;
+    char reason[1200];
 
-    LV_UNUSED(ctx);
     LV_UNUSED(req);
+    if (sv == 1 && a->primary_url) {
+        /* A replica is healthy when it follows the primary closely enough. */
+        if (!rep)
+            snprintf(reason, sizeof reason, "the replication client has not started");
+        if (rep && replica_health(rep, reason, sizeof reason))
+            reason[0] = 0;
+        if (reason[0]) {
+            json_t *o = json_pack("{s:s,s:s,s:s}", "status", "unhealthy", "role", "replica", "reason", reason);
+            resp->status = 503;
+            resp->body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+            json_decref(o);
+            return 0;
+        }
+    }
     resp->status = sv == 1 ? 200 : 503;
     resp->body = strdup(sv == 1 ? "{\"status\":\"ok\"}" : sv == 0 ? "{\"status\":\"starting\"}" : "{\"status\":\"stopping\"}");
     return 0;
@@ -250,6 +297,49 @@ void api_set_serving(int serving)
     g_serving = serving ? 1 : g_serving == 1 ? 2 : 0;
 }
 
+void api_set_replica(struct replica *r)
+{
+    __atomic_store_n(&g_replica, r, __ATOMIC_RELEASE);
+}
+
+/* Role and replication facts into the /status object o. */
+static void status_role(const struct api_ctx *a, json_t *o)
+{
+    struct replica *rep = __atomic_load_n(&g_replica, __ATOMIC_ACQUIRE);
+
+    json_object_set_new(o, "node", json_string(a->node_id ? a->node_id : ""));
+    if (!a->primary_url) {
+        char *r = primary_status_json(a->primary);
+        json_object_set_new(o, "role", json_string("primary"));
+        json_object_set_new(o, "cluster", json_string(a->cluster_hex ? a->cluster_hex : ""));
+        json_object_set_new(o, "replicas", r ? json_loads(r, 0, NULL) : json_array());
+        free(r);
+        return;
+    }
+    json_object_set_new(o, "role", json_string("replica"));
+    json_object_set_new(o, "primary", json_string(a->primary_url));
+    char *rs = rep ? replica_status_json(rep) : NULL;
+    json_t *ro = rs ? json_loads(rs, 0, NULL) : NULL;
+    free(rs);
+    json_object_set_new(o, "connected", json_boolean(json_is_true(json_object_get(ro, "connected"))));
+    const char *cl = json_string_value(json_object_get(ro, "cluster"));
+    json_object_set_new(o, "cluster", json_string(cl ? cl : ""));
+    /* Each database gets its "replication" entry. */
+    json_t *per = json_object_get(ro, "databases"), *arr = json_object_get(o, "databases"), *e;
+    size_t i;
+    json_array_foreach(arr, i, e)
+    {
+        json_t *r = json_object_get(per, json_string_value(json_object_get(e, "name")));
+        if (r)
+            json_object_set(e, "replication", r);
+    }
+    if (ro) {
+        json_object_del(ro, "databases");
+        json_object_set(o, "replication", ro);
+    }
+    json_decref(ro);
+}
+
 static int h_status(void *ctx, const struct http_request *req, struct http_response *resp)
 {
     const struct api_ctx *dm = ctx;
@@ -257,6 +347,7 @@ static int h_status(void *ctx, const struct http_request *req, struct http_respo
     json_t *o = json_object();
     json_object_set_new(o, "version", json_string(LV_VERSION));
     json_object_set_new(o, "databases", dbs ? json_loads(dbs, 0, NULL) : json_array());
+    status_role(dm, o);
     json_object_set_new(o, "exports", exports_status_json(dm->exp));
     free(dbs);
     char *ar = archiver_status_json(dm->arch);
@@ -274,7 +365,9 @@ static int h_metrics(void *ctx, const struct http_request *req, struct http_resp
     char *buf = NULL;
     size_t len = 0, cap = 0;
     if (dbreg_metrics(dm->reg, &buf, &len, &cap) != 0 || archiver_metrics(dm->arch, &buf, &len, &cap) != 0 ||
-        exports_metrics(dm->exp, &buf, &len, &cap) != 0 || metrics_render_process(&buf, &len, &cap) != 0) {
+        exports_metrics(dm->exp, &buf, &len, &cap) != 0 || primary_metrics(dm->primary, &buf, &len, &cap) != 0 ||
+        replica_metrics(__atomic_load_n(&g_replica, __ATOMIC_ACQUIRE), &buf, &len, &cap) != 0 ||
+        metrics_render_process(&buf, &len, &cap) != 0) {
         free(buf);
         resp->status = 500;
         resp->body = strdup("{\"error\":\"out of memory\"}");
@@ -286,13 +379,34 @@ static int h_metrics(void *ctx, const struct http_request *req, struct http_resp
     return 0;
 }
 
+/* POST /v1/stream on a replica: replicas follow the primary. */
+static int h_stream_replica(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    const struct api_ctx *a = ctx;
+    char msg[1200];
+
+    LV_UNUSED(req);
+    snprintf(msg, sizeof msg, "this node is a replica of %s: replicas stream from the primary", a->primary_url);
+    return api_error(resp, 503, msg);
+}
+
 int api_register(struct http_server *s, const struct api_ctx *ctx, int admin)
 {
+    unsigned pub = HTTP_R_PUBLIC, priv = HTTP_R_PRIVATE;
+
     g_api = *ctx;
-    if (http_route(s, "GET", "/status", h_status, &g_api) != 0 ||
-        http_route(s, "GET", "/metrics", h_metrics, &g_api) != 0 ||
-        http_route(s, "GET", "/health", h_health, &g_api) != 0 ||
-        http_route(s, "POST", "/v1/image", admin ? h_image : h_image_public, &g_api) != 0)
+    if (admin) /* the admin socket: its file mode is the access control */
+        return http_route(s, "GET", "/status", h_status, &g_api) != 0 ||
+                       http_route(s, "GET", "/metrics", h_metrics, &g_api) != 0 ||
+                       http_route(s, "GET", "/health", h_health, &g_api) != 0 ||
+                       http_route(s, "POST", "/v1/image", h_image, &g_api) != 0
+                   ? LV_ENOMEM
+                   : 0;
+    if (http_route_ex(s, "GET", "/status", h_status, &g_api, pub) != 0 ||
+        http_route_ex(s, "GET", "/metrics", h_metrics, &g_api, pub) != 0 ||
+        http_route_ex(s, "GET", "/health", h_health, &g_api, pub) != 0 ||
+        http_route_ex(s, "POST", "/v1/image", h_image_public, &g_api, priv) != 0 ||
+        (ctx->primary_url && http_route_ex(s, "POST", "/v1/stream", h_stream_replica, &g_api, priv) != 0))
         return LV_ENOMEM;
     return 0;
 }

@@ -10,7 +10,19 @@
  *   GET  /metrics            Prometheus text format: capture, archive,
  *                            exports and process metrics.
  *   GET  /health             200 {"status":"ok"} while the mount serves,
- *                            503 {"status":"starting"|"stopping"} otherwise.
+ *                            503 {"status":"starting"|"stopping"} otherwise;
+ *                            on a replica also 503 {"status":"unhealthy",
+ *                            "reason"} when it does not follow the primary
+ *                            or a database is behind replication.max-lag.
+ *   POST /v1/stream          (http.addr, needs http.token) the replication
+ *                            stream of the primary (replica/primary.h); on
+ *                            a replica 503 naming its primary.
+ *
+ * /status carries the node's role: on the primary {"role":"primary",
+ * "node","cluster","replicas":[...]} (primary_status_json); on a replica
+ * {"role":"replica","node","primary","connected","cluster",
+ * "replication":{...}} and, in each database, "replication":{"txid",
+ * "lag_txids","lag_ms","state"} (replica_status_json).
  *   POST /v1/image?db=NAME   (admin socket only) write a consistent image of
  *                            database NAME (see dbreg_image) into a new file
  *                            under data.dir/tmp/ and answer, as one JSON
@@ -32,12 +44,15 @@
 #ifndef API_H
 #define API_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct http_server;
 struct dbreg;
 struct exports;
 struct archiver;
+struct primary;
+struct replica;
 
 /* What the handlers read (all borrowed; each must outlive the server). */
 struct api_ctx {
@@ -46,6 +61,10 @@ struct api_ctx {
     struct archiver *arch;      /* archiver, NULL without destinations */
     const char *data_dir;       /* data.dir (images go to data.dir/tmp) */
     int64_t image_space;        /* http.image-space: bytes images may occupy together; 0: half the free space */
+    struct primary *primary;    /* the replication streams when this node is the primary, else NULL */
+    const char *node_id;        /* this node's ID (data.dir/node-id) */
+    const char *cluster_hex;    /* the primary's cluster ID (a replica's is in its status), or NULL */
+    const char *primary_url;    /* a replica's primary, NULL on the primary */
 };
 
 /* Register routes on s (before http_start): every route if admin, else the
@@ -55,5 +74,15 @@ int api_register(struct http_server *s, const struct api_ctx *ctx, int admin);
 
 /* Tell /health whether the mount serves (1) or not (0: starting, or stopping once it served). */
 void api_set_serving(int serving);
+
+/* The replica client /status, /health and /metrics report (set once it
+ * runs, NULL before it stops; a replica's client starts after the mount). */
+void api_set_replica(struct replica *r);
+
+/* The image-space budget of POST /v1/image, shared with the primary's
+ * snapshot images (struct primary_opts): reserve bytes (0, or LV_ENOSPC
+ * with a message), and give them back.  arg is unused. */
+int api_image_reserve(void *arg, int64_t bytes, char *msg, size_t msglen);
+void api_image_release(void *arg, int64_t bytes);
 
 #endif /* API_H */

@@ -6,12 +6,18 @@
  *      litevault mount, left by a killed daemon, is detached)
  *   2. SIGINT/SIGTERM/SIGHUP blocked in every thread (fs_run takes them)
  *   3. the registry (dbreg_open: data.dir, logs, reconcile), data.dir/tmp cleared
- *   4. scheduled exports (created, not started) and the archiver (threads run)
+ *   4. the role, from the lease (lease.*): the primary gets its cluster ID
+ *      and its replication streams (replica/primary.h), scheduled exports
+ *      (created, not started) and the archiver (threads run) with the
+ *      streams' retention hook; a replica refuses applications' writes
+ *      (dbreg_set_replica) and neither archives nor exports
  *   5. the HTTP API: the admin socket data.dir/admin.sock (0600, every
- *      route) and, unless http.public is false, http.addr (read-only routes)
+ *      route) and, when http.public is true or the node is the primary,
+ *      http.addr (read-only routes, and POST /v1/stream behind http.token)
  *   6. housekeeping (state saves every data.state-interval) and the export scheduler
- *   7. the FUSE mount (fs_prepare), the readiness probe, then the -- CMD
- *      child, then fs_run
+ *   7. the FUSE mount (fs_prepare), the readiness probe, a replica's
+ *      client (replica/replica.h: it applies through the mount), then the
+ *      -- CMD child, then fs_run
  * Shutdown runs the same steps backwards from wherever start-up stopped,
  * telling systemd STOPPING=1 and a STATUS= line per step (notify.h); after
  * a clean run (a signal, or the -- CMD child exited) the archiver first
@@ -30,6 +36,13 @@
  *       (ready_probe's statvfs returned), so units ordered After= this one
  *       find the databases there; the probe is joined after fs_finish,
  *       which ends any request still waiting.
+ *   D6. A replica's registry refuses writes before the mount exists
+ *       (dbreg_set_replica right after dbreg_open), and its client starts
+ *       after fs_prepare (it applies through the mount) and is asked to stop
+ *       before fs_finish, joined after it (an apply waiting on the mount
+ *       then fails instead of hanging).
+ *   D7. The primary's streams are freed after the HTTP server (which ends
+ *       them) and after the archiver (which calls their retention hook).
  */
 #include "daemon/daemon.h"
 
@@ -57,6 +70,10 @@
 #include "daemon/config.h"
 #include "daemon/notify.h"
 #include "export/exports.h"
+#include "replica/cluster.h"
+#include "replica/lease.h"
+#include "replica/primary.h"
+#include "replica/replica.h"
 
 /* The running daemon (one per process, on daemon_run's stack). */
 struct daemon {
@@ -69,6 +86,13 @@ struct daemon {
     struct worker *probe;      /* readiness probe (ready_probe), NULL before the mount */
     pid_t child;               /* -- CMD child, or 0 (immutable once the waiter runs) */
     int child_status;          /* its wait status (written by the waiter before it exits) */
+    struct lease *lease;       /* who is the primary */
+    int primary;               /* this node is the primary (the lease said so at start) */
+    char node_id[33];          /* data.dir/node-id */
+    char cluster_hex[33];      /* the primary's cluster ID (data.dir/cluster-id) */
+    char primary_url[1024];    /* a replica's primary */
+    struct primary *prim;      /* the primary's replication streams, NULL on a replica */
+    struct replica *repl;      /* a replica's client, NULL on the primary and before the mount */
 };
 
 static void housekeeping(struct worker *w, void *arg)
@@ -279,11 +303,13 @@ static int start_child(struct daemon *dm, char **cmd, const sigset_t *set)
     return 0;
 }
 
-/* Step 5: the admin socket (*admin) and, if http.public, http.addr (*hs).  0 or an exit code. */
+/* Step 5: the admin socket (*admin) and, if http.public or the node is the
+ * primary (replicas connect there), http.addr (*hs).  0 or an exit code. */
 static int open_http(struct daemon *dm, struct http_server **hs, struct http_server **admin)
 {
     const struct config *cfg = dm->cfg;
-    struct api_ctx ctx = {dm->reg, dm->exp, dm->arch, cfg->data_dir, cfg->http_image_space};
+    struct api_ctx ctx = {dm->reg, dm->exp, dm->arch, cfg->data_dir, cfg->http_image_space, dm->prim,
+                          dm->node_id, dm->primary ? dm->cluster_hex : NULL, dm->primary ? NULL : dm->primary_url};
     struct http_limits lim = {0, (unsigned)cfg->http_per_addr, (unsigned)(cfg->http_header_timeout_us / 1000000)};
     char sock[PATH_MAX];
 
@@ -294,9 +320,12 @@ static int open_http(struct daemon *dm, struct http_server **hs, struct http_ser
                         "check data.dir\n", cfg->data_dir);
         return LV_EXIT_RUNTIME;
     }
-    if (!cfg->http_public)
+    if (!cfg->http_public && !dm->primary)
         return 0;
-    if (http_new(cfg->http_addr, hs) != 0 || http_set_limits(*hs, &lim) != 0 || api_register(*hs, &ctx, 0) != 0 ||
+    if (http_new(cfg->http_addr, hs) != 0 || http_set_limits(*hs, &lim) != 0 ||
+        http_set_token(*hs, cfg->http_token) != 0 ||
+        (cfg->http_tls_cert && http_set_tls(*hs, cfg->http_tls_cert, cfg->http_tls_key) != 0) ||
+        api_register(*hs, &ctx, 0) != 0 || (dm->prim && primary_register(dm->prim, *hs) != 0) ||
         http_start(*hs) != 0) {
         fprintf(stderr, "litevault: cannot serve HTTP on http.addr %s (in use, or not a local address?); "
                         "change http.addr\n", cfg->http_addr);
@@ -305,17 +334,62 @@ static int open_http(struct daemon *dm, struct http_server **hs, struct http_ser
     return 0;
 }
 
-/* Steps 3 to 5 of start-up.  0 or an exit code (message printed). */
-static int open_parts(struct daemon *dm, struct http_server **hs, struct http_server **admin)
+/* The lease changed who the primary is: this process keeps the role it
+ * started with, so it stops; its service manager starts it again in the
+ * new role. */
+static void lease_changed(void *arg)
+{
+    struct daemon *dm = arg;
+
+    LV_WARN("the lease changed: this node %s the primary now; stopping so that a restart takes the new role",
+            dm->primary ? "is no longer" : "may be");
+    fs_request_exit();
+}
+
+/* Step 4: the role from the lease, and what each role runs.  0 or an exit code. */
+static int open_role(struct daemon *dm)
 {
     const struct config *cfg = dm->cfg;
+    const struct lease_conf lc = {cfg->lease_type, cfg->lease_candidate, cfg->advertise_url, cfg->primary_url};
     char err[1024] = "";
+    uint8_t cluster[16];
+    int rc;
 
-    if (dbreg_open(&(struct dbreg_opts){cfg->data_dir, cfg->segment_size}, &dm->reg, err, sizeof err) != 0) {
-        fprintf(stderr, "litevault: %s\n", err);
+    if (lease_open(&lc, &dm->lease, err, sizeof err) != 0) {
+        fprintf(stderr, "litevault: %s: %s\n", cfg->path ? cfg->path : "config", err);
+        return LV_EXIT_USAGE;
+    }
+    if ((rc = node_id_ensure(cfg->data_dir, dm->node_id)) != 0) {
+        fprintf(stderr, "litevault: cannot read or create %s/node-id: %s\n", cfg->data_dir, lv_strerror(rc));
         return LV_EXIT_RUNTIME;
     }
-    dbreg_clear_tmp(cfg->data_dir); /* D1 */
+    dm->primary = lease_is_primary(dm->lease);
+    if (!dm->primary) {
+        if (lease_primary_url(dm->lease, dm->primary_url, sizeof dm->primary_url) != 0) {
+            fprintf(stderr, "litevault: this node is a replica but no primary is known; set lease.primary-url\n");
+            return LV_EXIT_USAGE;
+        }
+        dbreg_set_replica(dm->reg, dm->primary_url); /* D6 */
+        dbreg_set_mount(dm->reg, cfg->fuse_dir);
+        LV_INFO("role: replica of %s (node %s); archiving and scheduled exports run on the primary only",
+                dm->primary_url, dm->node_id);
+        lease_on_change(dm->lease, lease_changed, dm);
+        return 0;
+    }
+    if ((rc = cluster_id_ensure(cfg->data_dir, cluster)) != 0) {
+        fprintf(stderr, "litevault: cannot read or create %s/cluster-id: %s\n", cfg->data_dir, lv_strerror(rc));
+        return LV_EXIT_RUNTIME;
+    }
+    lv_hex(cluster, 16, dm->cluster_hex);
+    if (primary_new(&(struct primary_opts){.reg = dm->reg, .data_dir = cfg->data_dir, .cluster = cluster,
+                                           .node_id = dm->node_id, .url = cfg->advertise_url,
+                                           .max_retain = cfg->repl_max_retain, .image_reserve = api_image_reserve,
+                                           .image_release = api_image_release},
+                    &dm->prim) != 0) {
+        fprintf(stderr, "litevault: out of memory\n");
+        return LV_EXIT_RUNTIME;
+    }
+    LV_INFO("role: primary (node %s, cluster %s)", dm->node_id, dm->cluster_hex);
     if (exports_new(cfg->exports, cfg->nexports, cfg->data_dir, dm->reg, NULL, NULL, &dm->exp, err, sizeof err) != 0) {
         fprintf(stderr, "litevault: %s\n", err);
         return LV_EXIT_RUNTIME;
@@ -324,7 +398,45 @@ static int open_parts(struct daemon *dm, struct http_server **hs, struct http_se
         fprintf(stderr, "litevault: %s: %s\n", cfg->path ? cfg->path : "config", err);
         return LV_EXIT_USAGE;
     }
-    return open_http(dm, hs, admin);
+    archiver_set_retain(dm->arch, primary_retain, dm->prim);
+    lease_on_change(dm->lease, lease_changed, dm);
+    return 0;
+}
+
+/* Steps 3 to 5 of start-up.  0 or an exit code (message printed). */
+static int open_parts(struct daemon *dm, struct http_server **hs, struct http_server **admin)
+{
+    const struct config *cfg = dm->cfg;
+    char err[1024] = "";
+    int rc;
+
+    if (dbreg_open(&(struct dbreg_opts){cfg->data_dir, cfg->segment_size}, &dm->reg, err, sizeof err) != 0) {
+        fprintf(stderr, "litevault: %s\n", err);
+        return LV_EXIT_RUNTIME;
+    }
+    dbreg_clear_tmp(cfg->data_dir); /* D1 */
+    rc = open_role(dm);
+    return rc ? rc : open_http(dm, hs, admin);
+}
+
+/* Step 7 on a replica: its client, once the mount exists (D6).  0 or an exit code. */
+static int start_replica(struct daemon *dm)
+{
+    const struct config *cfg = dm->cfg;
+
+    if (dm->primary)
+        return 0;
+    if (replica_start(&(struct replica_opts){.reg = dm->reg, .data_dir = cfg->data_dir,
+                                             .primary_url = dm->primary_url, .token = cfg->http_token,
+                                             .ca_file = cfg->http_tls_ca, .node_id = dm->node_id,
+                                             .url = cfg->advertise_url, .apply_wait_us = cfg->repl_apply_wait_us,
+                                             .max_lag_us = cfg->repl_max_lag_us},
+                      &dm->repl) != 0) {
+        fprintf(stderr, "litevault: cannot start the replication client\n");
+        return LV_EXIT_RUNTIME;
+    }
+    api_set_replica(dm->repl);
+    return 0;
 }
 
 int daemon_run(const struct config *cfg, char **cmd)
@@ -357,7 +469,8 @@ int daemon_run(const struct config *cfg, char **cmd)
         goto out_workers;
     }
     LV_INFO("serving %s on %s (http %s)", cfg->data_dir, cfg->fuse_dir, cfg->http_addr);
-    if (worker_start("lv-ready", ready_probe, &dm, &dm.probe) != 0) {
+    if (worker_start("lv-ready", ready_probe, &dm, &dm.probe) != 0 || (rc = start_replica(&dm)) != 0) {
+        rc = LV_EXIT_RUNTIME;
         fs_finish(fs);
         goto out_workers;
     }
@@ -369,6 +482,8 @@ int daemon_run(const struct config *cfg, char **cmd)
     fs_run(fs);
     api_set_serving(0);
     notify_stopping("unmounting");
+    replica_ask_stop(dm.repl);      /* D6 */
+    primary_stop_streams(dm.prim);  /* replicas hear why the stream ends */
     fs_finish(fs);
     if (dm.arch)
         notify_status("archiving the rest of the log");
@@ -380,6 +495,9 @@ int daemon_run(const struct config *cfg, char **cmd)
         rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
     }
 out_workers:
+    api_set_replica(NULL);
+    replica_stop(dm.repl); /* D6: after fs_finish */
+    dm.repl = NULL;
     worker_stop(dm.probe); /* D5: fs_finish has ended its request */
     worker_stop(dm.hk);
 out_parts:
@@ -391,6 +509,9 @@ out_parts:
     if (dm.arch)
         notify_status("stopping the archiver");
     archiver_stop(dm.arch);
+    primary_free(dm.prim); /* D7 */
+    if (dm.lease)
+        lease_close(dm.lease);
     notify_status("saving checksum states");
     dbreg_close(dm.reg);
     notify_status("stopped");

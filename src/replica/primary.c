@@ -1341,7 +1341,7 @@ int primary_metrics(struct primary *p, char **buf, size_t *len, size_t *cap)
         rc = metrics_family(buf, len, cap, &pm_families[5]);
     if (rc == 0)
         rc = metrics_appendf(buf, len, cap, "litevault_replication_replicas %d\n", connected);
-    if (rc == 0)
+    if (rc == 0 && p->reps)
         rc = metrics_family(buf, len, cap, &pm_families[6]);
     for (struct prep *r = p->reps; r && rc == 0; r = r->next) {
         char node[160];

@@ -554,7 +554,7 @@ int replica_metrics(struct replica *r, char **buf, size_t *len, size_t *cap)
     }
     if (rc == 0)
         rc = repl_rx_stats(r->rx, lv_now_us(), &v, &nv);
-    for (int k = 6; k < 8 && rc == 0; k++) {
+    for (int k = 6; k < 8 && rc == 0 && nv > 0; k++) {
         rc = metrics_family(buf, len, cap, &rm_families[k]);
         for (size_t i = 0; i < nv && rc == 0; i++) {
             char db[2100];
