@@ -611,7 +611,10 @@ int replica_start(const struct replica_opts *o, struct replica **out)
         replica_stop(r);
         return LV_ENOMEM;
     }
-    repl_sink_dbreg(o->reg, &sink);
+    if (o->sink)
+        sink = *o->sink;
+    else
+        repl_sink_dbreg(o->reg, &sink);
     rc = repl_rx_new(&sink, &(struct repl_rx_opts){r->wait_ms, 0}, &r->rx);
     if (rc == 0)
         rc = worker_start("lv-replica", replica_main, r, &r->w);

@@ -19,6 +19,7 @@
 
 struct dbreg;
 struct replica;
+struct repl_sink;
 
 /* What the client needs (strings copied by replica_start). */
 struct replica_opts {
@@ -33,6 +34,8 @@ struct replica_opts {
     int64_t max_lag_us;         /* replication.max-lag, for /health (0: 10 s) */
     size_t max_pending;         /* record bytes held for busy databases before the socket is no
                                    longer read (0: 64 MiB) */
+    const struct repl_sink *sink; /* what applies the frames (replica/rx.h); NULL: the registry (tests
+                                     pass a fake) */
 };
 
 /* Start the client's thread.  0 or LV_ENOMEM. */
