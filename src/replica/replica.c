@@ -170,7 +170,13 @@ static int on_hello(struct rsess *s, const struct stream_frame *f)
     char mine[33];
     int rc = 0;
 
-    if (!ch || strlen(ch) != 32 || lv_unhex(ch, theirs, 16) != 0) {
+    json_t *ver = json_object_get(o, "version");
+
+    if (!json_is_integer(ver) || json_integer_value(ver) != 1) {
+        abort_session(s, "the primary speaks stream version %lld; this replica knows version 1: upgrade it",
+                      (long long)json_integer_value(ver));
+        rc = LV_EVERSION;
+    } else if (!ch || strlen(ch) != 32 || lv_unhex(ch, theirs, 16) != 0) {
         abort_session(s, "HELLO without a valid cluster ID: %.200s", f->text);
         rc = LV_ECORRUPT;
     } else if (s->have_cluster && memcmp(theirs, s->cluster, 16) != 0) {

@@ -119,7 +119,8 @@ static void drop_first(struct repl_rx *x, struct rxdb *d, size_t k)
         x->pending -= d->recs[i].len;
         free((void *)d->recs[i].raw);
     }
-    memmove(d->recs, d->recs + k, (d->nrecs - k) * sizeof *d->recs);
+    if (k < d->nrecs)
+        memmove(d->recs, d->recs + k, (d->nrecs - k) * sizeof *d->recs);
     d->nrecs -= k;
     d->busy = d->nrecs ? d->busy : 0;
 }
