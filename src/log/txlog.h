@@ -255,6 +255,11 @@ int txlog_replay(const char *dir, uint64_t target_txid, const char *out_path,
  * or LV_ENOMEM. */
 int txlog_reader_raw(struct txlog_reader *r, void **out, size_t *len);
 
+/* Check a raw record without decompressing it: header checksum and
+ * fields, lengths, trailer.  *h receives the header.  0 or LV_ECORRUPT /
+ * LV_EVERSION with a message in err. */
+int txlog_record_check(const void *rec, size_t len, struct txlog_hdr *h, char *err, size_t errlen);
+
 /* Check a raw record (header checksum, lengths, trailer) and decode its
  * pages, calling fn(arg, pgno, page) for each in order (page borrowed for
  * the call; fn returns 0 or a negative error that stops the walk).  *h
