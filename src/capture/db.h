@@ -192,7 +192,10 @@ int db_on_fsync(struct db *d, enum db_filekind kind, int fd, int datasync);
  * default).  On a replica, applications' writes to a database, its
  * -journal or its -wal fail with EROFS (SQLite: an I/O error or
  * SQLITE_READONLY); reads, -shm traffic, creating an empty -wal and
- * deleting empty -wal/-journal files work, so readers open as usual. */
+ * deleting empty -wal/-journal files work, so readers open as usual.
+ * Turning replica on checkpoints every non-empty -wal (frames of the time
+ * this node was a primary) into its database file: call it before the
+ * mount serves. */
 void dbreg_set_replica(struct dbreg *r, const char *primary_url);
 
 /* Is the registry a replica? */

@@ -20,14 +20,17 @@
  *     the mount excludes the applications' SQLite connections exactly as
  *     another SQLite process would:
  *       - EXCLUSIVE on the database file (RESERVED, PENDING, then the
- *         SHARED range, as unixLock does): no connection reads, and none
- *         is in WAL mode (a WAL connection keeps SHARED for its life);
- *       - else, if the database has a -shm: the WAL lock set, DMS shared
- *         and WRITE, CKPT, RECOVER, READ0-4 exclusive (bytes 120-127):
- *         no WAL reader is inside a read transaction, and none can start;
- *       - else wait (PENDING held, so new rollback readers wait too), up
- *         to the caller's wait_ms, then give up with LV_EBUSY having
- *         changed nothing.
+ *         SHARED range, as unixLock does): no connection is reading, and
+ *         none is in WAL mode (a WAL connection keeps SHARED for its
+ *         life).  PENDING, once won, is kept while waiting, so new
+ *         rollback-mode readers wait and the ones inside finish;
+ *       - else, if some connection uses the -shm (its DMS byte is locked:
+ *         WAL connections exist), the WAL lock set: DMS shared, WRITE,
+ *         CKPT, RECOVER, READ0-4 exclusive (bytes 120-128), won byte by
+ *         byte and kept; new WAL readers are kept out meanwhile by
+ *         setting the wal-index's nBackfill != mxFrame (wal_locks_round);
+ *       - else wait, up to the caller's wait_ms, then give up with
+ *         LV_EBUSY having changed nothing.
  *  3. under d->mu: check the chain (TXID, pre checksum, database ID) and
  *     every post checksum against the checksum map (with an undo log, so
  *     a bad record changes nothing); write the pages to the backing file,
@@ -86,6 +89,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
 #include "base/cksum.h"
 #include "base/dbhdr.h"
 #include "base/lv.h"
@@ -108,8 +113,42 @@
 
 /* ---------------------------------------------------------------- setup */
 
+/* A replica's -wal files must hold no frame: readers would take them
+ * over the pages the applier writes into the database file.  Frames left
+ * by the time this node was a primary (logged at capture or by start-up
+ * reconcile) are checkpointed into the file with SQLite itself, on the
+ * backing file, before the mount serves anyone. */
+static void checkpoint_wals(struct dbreg *r)
+{
+    for (int b = 0; b < DB_NBUCKETS; b++)
+        for (struct db *d = r->buckets[b]; d; d = d->next) {
+            char rel[PATH_MAX], path[PATH_MAX * 2];
+            struct stat st;
+            snprintf(rel, sizeof rel, "%s-wal", d->name);
+            if (fstatat(r->rootfd, rel, &st, 0) != 0 || st.st_size == 0)
+                continue;
+            snprintf(path, sizeof path, "%s/%s", r->files, d->name);
+            sqlite3 *db = NULL;
+            int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL);
+            if (rc == SQLITE_OK)
+                rc = sqlite3_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
+            if (rc != SQLITE_OK)
+                LV_WARN("%s: could not checkpoint its -wal before serving as a replica: %s", d->name,
+                        db ? sqlite3_errmsg(db) : "out of memory");
+            else
+                LV_INFO("%s: checkpointed its -wal (%lld bytes) before serving as a replica", d->name,
+                        (long long)st.st_size);
+            sqlite3_close(db);
+        }
+}
+
 void dbreg_set_replica(struct dbreg *r, const char *primary_url)
 {
+    if (primary_url) {
+        pthread_mutex_lock(&r->mu);
+        checkpoint_wals(r);
+        pthread_mutex_unlock(&r->mu);
+    }
     free(r->primary_url);
     r->primary_url = primary_url ? strdup(primary_url) : NULL;
     __atomic_store_n(&r->replica, primary_url != NULL, __ATOMIC_RELEASE);
@@ -235,6 +274,8 @@ enum lockset { LS_NONE = 0, LS_EXCL, LS_WAL };
 struct applock {
     int dbfd;           /* the main file through the mount (borrowed: d->mnt_fd) */
     int shmfd;          /* the -shm through the mount (owned), or -1 */
+    unsigned held;      /* -shm lock bytes held: bit i for byte 120 + i, 0x100 for DMS (shared) */
+    int blocking;       /* nBackfill was set to 1 to keep new WAL readers out (wal_locks_round) */
     enum lockset set;   /* what is held */
 };
 
@@ -274,33 +315,81 @@ static int mount_fd(struct dbreg *r, struct db *d, const char *name)
     return fd;
 }
 
-/* Try the WAL lock set on name-shm.  0 (al->shmfd set), or -EAGAIN. */
-static int try_wal_locks(struct dbreg *r, const char *name, struct applock *al)
+/* Is some connection using the -shm (its DMS byte locked by anyone)?
+ * Open it through the mount into al->shmfd if so.  Never takes a lock. */
+static int wal_users(struct dbreg *r, const char *name, struct applock *al)
 {
     char rel[PATH_MAX], path[PATH_MAX * 2];
-    snprintf(rel, sizeof rel, "%s-shm", name);
-    if (faccessat(r->rootfd, rel, F_OK, 0) != 0)
-        return -EAGAIN; /* a connection is still opening: retry */
-    snprintf(path, sizeof path, "%s/%s", r->mount, rel);
-    int fd = open(path, O_RDWR | O_CLOEXEC);
-    if (fd < 0)
-        return -EAGAIN;
-    if (ofd_lock(fd, F_RDLCK, SHM_DMS, 1) != 0 || ofd_lock(fd, F_WRLCK, SHM_LOCK_FIRST, SHM_LOCK_N) != 0) {
-        close(fd); /* releases whatever was taken */
-        return -EAGAIN;
+    struct flock fl;
+    if (al->shmfd < 0) {
+        snprintf(rel, sizeof rel, "%s-shm", name);
+        if (faccessat(r->rootfd, rel, F_OK, 0) != 0)
+            return 0;
+        snprintf(path, sizeof path, "%s/%s", r->mount, rel);
+        al->shmfd = open(path, O_RDWR | O_CLOEXEC);
+        if (al->shmfd < 0)
+            return 0;
     }
-    al->shmfd = fd;
-    return 0;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = SHM_DMS;
+    fl.l_len = 1;
+    if (fcntl(al->shmfd, F_OFD_GETLK, &fl) != 0)
+        return 0;
+    return fl.l_type != F_UNLCK;
+}
+
+/* One round of the WAL lock set (all held: 1).  First DMS shared and the
+ * bytes no reader holds between transactions (WRITE, CKPT, RECOVER,
+ * READ1-4: a replica's wal-index has mxFrame == nBackfill == 0, so every
+ * reader uses READ0), keeping what was won.  Then, as SQLite's PENDING
+ * lock does for rollback readers, stop new readers: with CKPT held, set
+ * nBackfill to 1 (!= mxFrame), which sends a reader beginning a read
+ * transaction past READ0 to the read marks, all of which the applier
+ * holds, so it retries inside SQLite (walTryBeginRead's WAL_RETRY, with
+ * its own backoff); readers already inside a transaction finish, and
+ * READ0 comes free.  shm_publish, or release_locks on failure, puts
+ * nBackfill back to 0. */
+static int wal_locks_round(struct applock *al)
+{
+    if (!(al->held & 0x100)) {
+        if (ofd_lock(al->shmfd, F_RDLCK, SHM_DMS, 1) != 0)
+            return 0; /* a connection is initialising the -shm */
+        al->held |= 0x100;
+    }
+    for (int i = 0; i < SHM_LOCK_N; i++)
+        if (i != 3 && !(al->held & (1u << i)) && ofd_lock(al->shmfd, F_WRLCK, SHM_LOCK_FIRST + i, 1) == 0)
+            al->held |= 1u << i;
+    if ((al->held & 0xf7) != 0xf7)
+        return 0;
+    if (!al->blocking) {
+        uint8_t h[SHM_HDR];
+        uint32_t mx, nb, one = 1;
+        if (pread(al->shmfd, h, sizeof h, 0) == (ssize_t)sizeof h && pread(al->shmfd, &nb, 4, SHM_CKPT) == 4) {
+            memcpy(&mx, h + 16, 4);
+            if (h[12] && mx == 0 && nb == 0 && pwrite(al->shmfd, &one, 4, SHM_CKPT) == 4)
+                al->blocking = 1;
+        }
+    }
+    if (ofd_lock(al->shmfd, F_WRLCK, SHM_LOCK_FIRST + 3, 1) == 0)
+        al->held |= 1u << 3;
+    return (al->held & 0xff) == 0xff;
 }
 
 static void release_locks(struct applock *al)
 {
     if (al->shmfd >= 0) {
-        close(al->shmfd);
+        uint32_t zero = 0;
+        if (al->blocking && pwrite(al->shmfd, &zero, 4, SHM_CKPT) != 4)
+            LV_WARN("restoring the wal-index's nBackfill failed: %s; readers will recover it", strerror(errno));
+        close(al->shmfd); /* drops every lock of this open file description */
         al->shmfd = -1;
     }
     if (al->dbfd >= 0 && al->set != LS_NONE)
         ofd_lock(al->dbfd, F_UNLCK, 0, 0);
+    al->held = 0;
+    al->blocking = 0;
     al->set = LS_NONE;
 }
 
@@ -308,34 +397,50 @@ static void release_locks(struct applock *al)
 static int take_locks(struct dbreg *r, const char *name, struct applock *al, int wait_ms, int64_t *waited)
 {
     int64_t t0 = lv_mono_us(), deadline = t0 + (int64_t)wait_ms * 1000;
-    int64_t nap = 50;
-    int rc = LV_EBUSY;
+    int64_t nap = 20;
+    int rc = LV_EBUSY, pending = 0;
 
+    al->set = LS_EXCL; /* something may be held from here on */
     for (;;) {
-        al->set = LS_EXCL; /* something may be held from here on */
-        if (ofd_lock(al->dbfd, F_WRLCK, SQ_RESERVED, 1) == 0 && ofd_lock(al->dbfd, F_WRLCK, SQ_PENDING, 1) == 0) {
-            if (ofd_lock(al->dbfd, F_WRLCK, SQ_SHARED_FIRST, SQ_SHARED_SIZE) == 0) {
-                rc = 0;
-                break;
+        /* PENDING, once won, is kept: new rollback-mode readers wait. */
+        if (!pending && ofd_lock(al->dbfd, F_WRLCK, SQ_RESERVED, 1) == 0 &&
+            ofd_lock(al->dbfd, F_WRLCK, SQ_PENDING, 1) == 0)
+            pending = 1;
+        if (pending && ofd_lock(al->dbfd, F_WRLCK, SQ_SHARED_FIRST, SQ_SHARED_SIZE) == 0) {
+            if (al->shmfd >= 0) { /* no connection at all: the -shm is not in use */
+                close(al->shmfd);
+                al->shmfd = -1;
+                al->held = 0;
             }
-            if (try_wal_locks(r, name, al) == 0) {
-                /* WAL connections keep SHARED on the database file: let
-                 * them (and new ones) have it; the -shm locks exclude. */
-                ofd_lock(al->dbfd, F_UNLCK, 0, 0);
-                al->set = LS_WAL;
-                rc = 0;
-                break;
-            }
+            rc = 0;
+            break;
+        }
+        /* WAL connections keep SHARED for their lives: exclude them with
+         * the -shm's locks instead. */
+        if ((al->held || wal_users(r, name, al)) && wal_locks_round(al)) {
+            al->set = LS_WAL;
+            rc = 0;
+            break;
         }
         if (lv_mono_us() >= deadline)
             break;
         struct timespec ts = {0, nap * 1000};
         nanosleep(&ts, NULL);
-        if (nap < 1000)
+        if (nap < 500)
             nap *= 2;
     }
-    if (rc)
+    if (rc) {
+        struct flock fl;
+        memset(&fl, 0, sizeof fl);
+        fl.l_type = F_WRLCK;
+        fl.l_start = SHM_LOCK_FIRST + 3;
+        fl.l_len = 1;
+        if (al->shmfd >= 0)
+            fcntl(al->shmfd, F_OFD_GETLK, &fl);
+        LV_DEBUG("%s: SQLite's locks not won in %d ms (PENDING %s, -shm locks held 0x%x, READ0 by %d type %d)", name, wait_ms,
+                 pending ? "held" : "not held", al->held, fl.l_pid, fl.l_type);
         release_locks(al);
+    }
     *waited = lv_mono_us() - t0;
     return rc;
 }
@@ -652,7 +757,7 @@ int dbreg_apply(struct dbreg *r, const char *name, const struct db_rec *recs, si
                 struct db_apply_stats *st, char *err, size_t errlen)
 {
     struct decoded dc;
-    struct applock al = {-1, -1, LS_NONE};
+    struct applock al = {-1, -1, 0, 0, LS_NONE};
     struct db *d = NULL;
     struct txlog_hdr h;
     uint32_t *pg = NULL;
@@ -961,7 +1066,7 @@ out:
 int dbreg_snap_end(struct db_snap *s, int wait_ms, char *err, size_t errlen)
 {
     struct dbreg *r = s->r;
-    struct applock al = {-1, -1, LS_NONE};
+    struct applock al = {-1, -1, 0, 0, LS_NONE};
     struct db *d = NULL;
     uint32_t *pg = NULL;
     size_t npg = 0;
