@@ -59,7 +59,8 @@ enum stream_type {
 };
 
 /* A decoded frame.  Every pointer is borrowed from the decoder and valid
- * until the next stream_dec_next or stream_dec_free. */
+ * until the next stream_dec_next or stream_dec_free (stream_dec_push does
+ * not move them). */
 struct stream_frame {
     enum stream_type type;   /* which frame */
     const char *name;        /* NAME (NUL-terminated), or the RENAME's from; NULL if the type has none */
@@ -117,7 +118,10 @@ int stream_dec_push(struct stream_dec *d, const void *buf, size_t len);
 /* The next complete frame: 1 and *f filled; 0 if more bytes are needed;
  * LV_ECORRUPT (bad magic, header checksum, flags, unknown type, a payload
  * that does not parse, a length over max_frame), with a message from
- * stream_dec_error.  After an error the decoder stays failed. */
+ * stream_dec_error.  After an error the decoder stays failed.  A header is
+ * checked as soon as its 16 bytes are there, so a length over max_frame
+ * fails before the payload is waited for.  LV_ENOMEM (copying a HELLO or
+ * ERROR text) consumes nothing and may be retried. */
 int stream_dec_next(struct stream_dec *d, struct stream_frame *f);
 
 /* Bytes buffered and not yet returned as frames (a stream cut mid-frame leaves some). */
