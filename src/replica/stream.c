@@ -439,7 +439,8 @@ int stream_dec_push(struct stream_dec *d, const void *data, size_t n)
         need = live + n;
         if (d->keep == 0) {
             /* Nothing borrowed: compact to the front, then grow if still short. */
-            memmove(d->buf, d->buf + d->start, live);
+            if (live)
+                memmove(d->buf, d->buf + d->start, live);
             d->start = 0;
             d->end = live;
             if (need > d->cap) {
