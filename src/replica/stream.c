@@ -52,7 +52,8 @@
  * Everything semantic (does the record continue this database, does the
  * HELLO's cluster match) is the consumer's business (replica.c).
  *
- * DECODER INVARIANTS (struct stream_dec):
+ * DECODER INVARIANTS (struct stream_dec; D1 and D3 checked by
+ * assert_dec_state):
  *   D1  start + keep <= end <= cap; buf[start + keep .. end) are the bytes
  *       received and not yet returned as frames (stream_dec_pending), and
  *       off is the stream offset of buf[start + keep].
@@ -415,6 +416,16 @@ const char *stream_dec_error(const struct stream_dec *d)
     return d->err;
 }
 
+/* D1 and D3, checked at every transition (push, release, frame returned). */
+static void assert_dec_state(const struct stream_dec *d)
+{
+    LV_ASSERT(d->start + d->keep <= d->end && d->end <= d->cap);
+    LV_ASSERT(d->buf || d->cap == 0);
+    LV_ASSERT(!d->held || d->keep == 0);
+    LV_ASSERT(d->max_frame > 0);
+    LV_UNUSED(d);
+}
+
 /* Capacity for need bytes, growing from cap: at least double, at least DEC_MIN_CAP. */
 static size_t grow_cap(size_t cap, size_t need)
 {
@@ -469,6 +480,7 @@ int stream_dec_push(struct stream_dec *d, const void *data, size_t n)
     }
     memcpy(d->buf + d->end, data, n);
     d->end += n;
+    assert_dec_state(d);
     return 0;
 }
 
@@ -504,6 +516,7 @@ static void dec_release(struct stream_dec *d)
             d->cap = ncap;
         }
     }
+    assert_dec_state(d);
 }
 
 /* A database name made safe to print (control bytes as '?', cut at 100 bytes). */
@@ -761,5 +774,6 @@ int stream_dec_next(struct stream_dec *d, struct stream_frame *f)
     }
     d->keep = STREAM_HDR_SIZE + (size_t)len;
     d->off += d->keep;
+    assert_dec_state(d);
     return 1;
 }
