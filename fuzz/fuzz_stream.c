@@ -57,7 +57,7 @@ struct outcome {
     size_t end[MAX_FRAMES];      /* input offset just after each frame */
     uint8_t type[MAX_FRAMES];    /* its type */
     int rc;                      /* 0 (wants more at the end of the input) or LV_ECORRUPT */
-    char err[512];               /* the message if rc */
+    char err[768];               /* the message if rc */
     size_t pending;              /* stream_dec_pending at the end */
 };
 

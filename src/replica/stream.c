@@ -110,7 +110,7 @@ struct stream_dec {
     char *text;                      /* HELLO / ERROR text of the frame returned last (owned) */
     char name[STREAM_NAME_MAX + 1];  /* NAME of the frame returned last */
     char name2[STREAM_NAME_MAX + 1]; /* RENAME: to */
-    char err[512];                   /* message of the error, "" if none */
+    char err[768];                   /* message of the error, "" if none (room for any dec_fail) */
 };
 
 /* A read position in a payload. */
