@@ -72,6 +72,10 @@ $(BUILD)/bench: bench/bench.c $(LIBOBJS)
 	@mkdir -p $(BUILD)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
+$(BUILD)/bench_repl: bench/bench_repl.c | $(BUILD)/.deps-ok
+	@mkdir -p $(BUILD)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+
 JOBS ?= 2
 unit-test: npm-deps $(BIN) $(BUILD)/tests/unit
 	LITEVAULT=$(abspath $(BIN)) ./tests/run-criterion.sh $(BUILD)/unit.log $(BUILD)/tests/unit --jobs $(JOBS)
@@ -110,9 +114,11 @@ REL_MAKE = $(MAKE) BUILD=build-release BIN=build-release/litevault ASSERTS=0
 release:
 	$(REL_MAKE) all
 
+# BENCH_PARTS=main or repl runs one of the two programs (default: both).
 bench: npm-deps
-	$(REL_MAKE) all build-release/bench
-	LITEVAULT=$(abspath build-release/litevault) build-release/bench
+	$(REL_MAKE) all build-release/bench build-release/bench_repl
+	@if [ "$(BENCH_PARTS)" != repl ]; then LITEVAULT=$(abspath build-release/litevault) build-release/bench; fi
+	@if [ "$(BENCH_PARTS)" != main ]; then LITEVAULT=$(abspath build-release/litevault) build-release/bench_repl; fi
 
 # ASan+UBSan build in build-asan/: unit tests with leak detection, then the
 # integration tests against the sanitized daemon build-asan/litevault (both
