@@ -180,6 +180,11 @@ void txlog_apply_state(const struct txlog_apply *a, struct txlog_apply_info *inf
     info->db_cksum = a->map.total;
 }
 
+const struct cksum_map *txlog_apply_map(const struct txlog_apply *a)
+{
+    return &a->map;
+}
+
 /* May h be applied next (A2, A3)?  0, or the error (reported). */
 static int apply_check(const struct txlog_apply *a, struct txlog_reader *r, const struct txlog_hdr *h, char *err,
                        size_t errlen)
