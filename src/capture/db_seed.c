@@ -332,7 +332,7 @@ int db_seed_install(const char *data_dir, const struct db_seed *s, const char *f
     }
     sync_dirs(dst, root);
     meta_in = 0;
-    LV_INFO("%s: seeded at TXID %" PRIu64 " (%u pages of %u bytes); its log continues at TXID %" PRIu64, s->name,
+    LV_DEBUG("%s: seeded at TXID %" PRIu64 " (%u pages of %u bytes); its log continues at TXID %" PRIu64, s->name,
             s->txid, s->map->npages, s->map->page_size, s->txid + 1);
 out:
     if (meta_in && rm_tree(meta) == 0) {
