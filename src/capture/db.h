@@ -327,8 +327,8 @@ int db_seed_install(const char *data_dir, const struct db_seed *s, const char *f
                     char *err, size_t errlen);
 
 /* Remove database name installed by db_seed_install (seeding of several
- * databases failed later): files/NAME and its metadata directory.  0 or
- * negative (logged). */
+ * databases failed later): files/NAME, the directories holding it that are
+ * left empty, and its metadata directory.  0 or negative (logged). */
 int db_seed_uninstall(const char *data_dir, const char *name);
 
 #endif /* DB_H */

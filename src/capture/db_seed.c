@@ -273,6 +273,23 @@ static void sync_dirs(const char *path, const char *root)
     }
 }
 
+/* Remove the empty directories holding path, up to (not including) root. */
+static void prune_parents(const char *path, const char *root)
+{
+    char d[PATH_MAX * 2];
+    size_t rl = strlen(root);
+
+    snprintf(d, sizeof d, "%s", path);
+    for (;;) {
+        char *slash = strrchr(d, '/');
+        if (!slash || (size_t)(slash - d) <= rl)
+            break;
+        *slash = '\0';
+        if (rmdir(d) != 0)
+            break;
+    }
+}
+
 int db_seed_install(const char *data_dir, const struct db_seed *s, const char *file, const char *stage_dir,
                     char *err, size_t errlen)
 {
@@ -328,6 +345,7 @@ int db_seed_install(const char *data_dir, const struct db_seed *s, const char *f
         rc = sys_rename_noreplace(file, dst);
     if (rc) {
         lv_seterr(err, errlen, "%s: cannot move the database into place: %s", dst, lv_strerror(rc));
+        prune_parents(dst, root);
         goto out;
     }
     sync_dirs(dst, root);
@@ -355,6 +373,8 @@ int db_seed_uninstall(const char *data_dir, const char *name)
         rc = lv_from_errno(errno);
     }
     sys_fsync_dir(path);
+    snprintf(meta, sizeof meta, "%s/files", data_dir);
+    prune_parents(path, meta);
     db_metadir_path(data_dir, name, meta, sizeof meta);
     if (rm_tree(meta) != 0)
         rc = LV_EIO;
