@@ -32,6 +32,11 @@
  *   5. data.dir/tmp/seed is removed, whatever happened (a crash leaves it:
  *      the next seed removes it first; data.dir/tmp is not the daemon's
  *      until it starts, which needs the lock).
+ * A crash (SIGKILL, power) during step 4 -- renames and small metadata
+ * files, milliseconds -- can leave some databases installed and not the
+ * others.  Each installed one is complete and consistent (its file's
+ * rename was its commit point); the others are simply absent, so a
+ * replica gets them from its primary, and a rerun with --db adds them.
  *
  * COST: one download of the planned objects and one write of the database
  * (restore's apply), one read of it (the checksum re-read of
