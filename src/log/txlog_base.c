@@ -103,11 +103,14 @@ int txlog_base_load(const char *dir, const uint8_t dbid[16], struct txlog_base *
 {
     char path[4200], a[33], c[33];
     const char *why = "";
+    struct stat st;
     void *buf = NULL;
     size_t len = 0;
     int rc;
 
     snprintf(path, sizeof path, "%s/%s", dir, BASE_NAME);
+    if (stat(path, &st) != 0 && errno == ENOENT)
+        return LV_ENOENT; /* the common case (every log that is not seeded): no open, no fault seam */
     rc = sys_read_file(path, &buf, &len);
     if (rc == LV_ENOENT)
         return rc;
