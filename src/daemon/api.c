@@ -292,7 +292,7 @@ int api_register(struct http_server *s, const struct api_ctx *ctx, int admin)
     if (http_route(s, "GET", "/status", h_status, &g_api) != 0 ||
         http_route(s, "GET", "/metrics", h_metrics, &g_api) != 0 ||
         http_route(s, "GET", "/health", h_health, &g_api) != 0 ||
-        http_route(s, "POST", "/v1/image", admin ? h_image : h_image_public, &g_api) != 0)
+        http_route_ex(s, "POST", "/v1/image", admin ? h_image : h_image_public, &g_api, HTTP_R_PRIVATE) != 0)
         return LV_ENOMEM;
     return 0;
 }

@@ -8,7 +8,10 @@
  *   3. the registry (dbreg_open: data.dir, logs, reconcile), data.dir/tmp cleared
  *   4. scheduled exports (created, not started) and the archiver (threads run)
  *   5. the HTTP API: the admin socket data.dir/admin.sock (0600, every
- *      route) and, unless http.public is false, http.addr (read-only routes)
+ *      route, no token: only the daemon's user and root can connect) and,
+ *      unless http.public is false with no http.token, http.addr (its
+ *      routes; the token, if set, guards the private ones, and the public
+ *      ones too when http.public is false; HTTPS with http.tls-cert/-key)
  *   6. housekeeping (state saves every data.state-interval) and the export scheduler
  *   7. the FUSE mount (fs_prepare), the readiness probe, then the -- CMD
  *      child, then fs_run
@@ -279,7 +282,7 @@ static int start_child(struct daemon *dm, char **cmd, const sigset_t *set)
     return 0;
 }
 
-/* Step 5: the admin socket (*admin) and, if http.public, http.addr (*hs).  0 or an exit code. */
+/* Step 5: the admin socket (*admin) and, if config_http_listens, http.addr (*hs).  0 or an exit code. */
 static int open_http(struct daemon *dm, struct http_server **hs, struct http_server **admin)
 {
     const struct config *cfg = dm->cfg;
@@ -294,12 +297,30 @@ static int open_http(struct daemon *dm, struct http_server **hs, struct http_ser
                         "check data.dir\n", cfg->data_dir);
         return LV_EXIT_RUNTIME;
     }
-    if (!cfg->http_public)
+    if (!config_http_listens(cfg))
         return 0;
+    if (!cfg->http_token && !cfg->http_allow_no_token && !http_addr_is_loopback(cfg->http_addr)) {
+        fprintf(stderr, "litevault: http.addr %s is not a loopback address and no http.token is set; set http.token "
+                        "(or http.token-file), or http.allow-no-token: true\n", cfg->http_addr); /* config_load's check */
+        return LV_EXIT_USAGE;
+    }
     if (http_new(cfg->http_addr, hs) != 0 || http_set_limits(*hs, &lim) != 0 || api_register(*hs, &ctx, 0) != 0 ||
-        http_start(*hs) != 0) {
-        fprintf(stderr, "litevault: cannot serve HTTP on http.addr %s (in use, or not a local address?); "
-                        "change http.addr\n", cfg->http_addr);
+        http_set_token(*hs, cfg->http_token) != 0 || http_set_public(*hs, cfg->http_public) != 0) {
+        fprintf(stderr, "litevault: cannot set up HTTP on http.addr %s (see the log above); change http.addr\n",
+                cfg->http_addr);
+        return LV_EXIT_RUNTIME;
+    }
+    if (cfg->http_tls_cert && http_set_tls(*hs, cfg->http_tls_cert, cfg->http_tls_key) != 0) {
+        fprintf(stderr, "litevault: cannot serve HTTPS on http.addr %s: http.tls-cert %s or http.tls-key %s cannot be "
+                        "read (see the log above); fix the files or those keys\n", cfg->http_addr, cfg->http_tls_cert,
+                cfg->http_tls_key);
+        return LV_EXIT_USAGE;
+    }
+    if (http_start(*hs) != 0) {
+        fprintf(stderr, "litevault: cannot serve HTTP%s on http.addr %s (in use, or not a local address?%s); "
+                        "change http.addr%s\n", cfg->http_tls_cert ? "S" : "", cfg->http_addr,
+                cfg->http_tls_cert ? " or http.tls-cert and http.tls-key are not a valid, matching certificate and key"
+                                   : "", cfg->http_tls_cert ? " or those keys" : "");
         return LV_EXIT_RUNTIME;
     }
     return 0;
