@@ -28,14 +28,16 @@ ITSRCS  := $(wildcard tests/it_*.c)
 # The test library: every module of tests/lib/ (see tests/lib/lvtest.h).
 TESTLIB := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tests/lib/*.c))
 
-.PHONY: all release man check-layers cli-docs-test deps npm-deps promtool-deps test unit-test it-test sqlite-tcl-test run bench asan fuzz install clean
+.PHONY: all release man check-layers cli-docs-test deps npm-deps promtool-deps test unit-test it-test sqlite-tcl-test run bench asan fuzz fuzz-smoke install clean
 
 all: $(BUILD)/.deps-ok $(BIN)
 
 # Install only what is missing (Debian 12).  Other targets depend on this stamp.
+# openssl: the tests make throwaway TLS certificates with it.
 DEBPKGS := build-essential libfuse3-dev fuse3 libsqlite3-dev sqlite3 libzstd-dev libarchive-dev \
            libyaml-dev libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev libxml2-dev \
-           libcriterion-dev pkg-config libxxhash-dev python3 tcl-dev help2man libsystemd-dev
+           libcriterion-dev pkg-config libxxhash-dev python3 tcl-dev help2man libsystemd-dev \
+           openssl
 # Test-only tools from npm (s3rver for the S3 store tests, pinned in
 # tests/package-lock.json): node/npm and curl from apt only if missing, then
 # `npm ci` only if tests/node_modules is missing.
@@ -72,6 +74,10 @@ $(BUILD)/bench: bench/bench.c $(LIBOBJS)
 	@mkdir -p $(BUILD)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
+$(BUILD)/bench_repl: bench/bench_repl.c | $(BUILD)/.deps-ok
+	@mkdir -p $(BUILD)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+
 JOBS ?= 2
 unit-test: npm-deps $(BIN) $(BUILD)/tests/unit
 	LITEVAULT=$(abspath $(BIN)) ./tests/run-criterion.sh $(BUILD)/unit.log $(BUILD)/tests/unit --jobs $(JOBS)
@@ -99,7 +105,7 @@ promtool-deps:
 	@command -v promtool >/dev/null 2>&1 || ./tests/install-deps.sh prometheus || \
 	    echo "notice: promtool is not installed (apt-get install prometheus); /metrics will not be checked with it"
 
-test: all check-layers cli-docs-test unit-test promtool-deps it-test sqlite-tcl-test
+test: all check-layers cli-docs-test unit-test fuzz-smoke promtool-deps it-test sqlite-tcl-test
 
 run: all
 	./$(BIN) mount -c config.yml.sample
@@ -110,9 +116,11 @@ REL_MAKE = $(MAKE) BUILD=build-release BIN=build-release/litevault ASSERTS=0
 release:
 	$(REL_MAKE) all
 
+# BENCH_PARTS=main or repl runs one of the two programs (default: both).
 bench: npm-deps
-	$(REL_MAKE) all build-release/bench
-	LITEVAULT=$(abspath build-release/litevault) build-release/bench
+	$(REL_MAKE) all build-release/bench build-release/bench_repl
+	@if [ "$(BENCH_PARTS)" != repl ]; then LITEVAULT=$(abspath build-release/litevault) build-release/bench; fi
+	@if [ "$(BENCH_PARTS)" != main ]; then LITEVAULT=$(abspath build-release/litevault) build-release/bench_repl; fi
 
 # ASan+UBSan build in build-asan/: unit tests with leak detection, then the
 # integration tests against the sanitized daemon build-asan/litevault (both
@@ -155,11 +163,11 @@ litevault-asan-test: all npm-deps $(BUILD)/tests/unit $(BUILD)/tests/it
 FUZZ_CC      ?= clang
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECS    ?= 20
-FUZZ_NAMES   := config txlog txlog_open wal state time cron manifest
+FUZZ_NAMES   := config txlog txlog_open wal state time cron manifest stream
 # The parsers and decoders the harnesses reach, with what they link: the
 # base and log layers whole (so splitting a file there needs no edit here).
 FUZZ_LIBSRCS := $(wildcard src/base/*.c src/log/*.c) src/daemon/config.c src/export/cron.c \
-                archive/manifest.c archive/current.c restore/plan.c
+                archive/manifest.c archive/current.c restore/plan.c src/replica/stream.c
 FUZZ_LIBOBJS := $(FUZZ_LIBSRCS:%.c=$(FUZZ_BUILD)/%.o)
 FUZZ_CFLAGS   = -DLV_ASSERTS=1 -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread $(filter-out -Wno-format-truncation,$(WARN)) -Isrc -I. $(PKG_CFLAGS) -g -O1 \
                 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
@@ -167,6 +175,19 @@ FUZZ_BINS    := $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz_%)
 
 fuzz: $(FUZZ_BINS) $(FUZZ_BUILD)/seeds/.ok
 	./fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECS) $(FUZZ_NAMES)
+
+# make test runs a short pass (FUZZ_SMOKE_SECS) of the harnesses of the
+# decoders that read bytes from the network (FUZZ_SMOKE_NAMES: the
+# replication stream), through make fuzz; skipped with a notice when
+# $(FUZZ_CC) is not installed (make fuzz installs it).
+FUZZ_SMOKE_NAMES ?= stream
+FUZZ_SMOKE_SECS  ?= 5
+fuzz-smoke:
+	@if command -v $(FUZZ_CC) >/dev/null 2>&1; then \
+	    $(MAKE) --no-print-directory FUZZ_NAMES="$(FUZZ_SMOKE_NAMES)" FUZZ_SECS=$(FUZZ_SMOKE_SECS) fuzz; \
+	else \
+	    echo "notice: $(FUZZ_CC) is not installed; the fuzz smoke pass ($(FUZZ_SMOKE_NAMES)) is skipped (make fuzz installs it)"; \
+	fi
 
 $(FUZZ_BUILD)/.deps-ok: tests/install-deps.sh
 	@./tests/install-deps.sh $(DEBPKGS) clang libclang-rt-dev

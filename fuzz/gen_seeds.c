@@ -1,7 +1,8 @@
 /*
  * gen_seeds.c -- writes the binary seed corpora for the fuzz harnesses.
  *
- *   gen_seeds OUTDIR      creates OUTDIR/txlog, OUTDIR/txlog_open, OUTDIR/wal, OUTDIR/state
+ *   gen_seeds OUTDIR      creates OUTDIR/txlog, OUTDIR/txlog_open, OUTDIR/wal, OUTDIR/state,
+ *                         OUTDIR/manifest, OUTDIR/stream
  *
  * The seeds are produced by the project's own writers (and SQLite), not
  * checked in, so they follow the formats as the code currently writes
@@ -20,6 +21,11 @@
  *   state/  state files from cksum_state_save: 0, 1 and 9 pages.
  *   manifest/  archive manifests from manifest_encode (empty; level-0 and
  *           level-1 segments with snapshots) and a current.json pointer.
+ *   stream/  replication streams from the stream encoder (replica/stream.h):
+ *           one with every frame type, whose RECORD frames carry the real
+ *           records of the txlog seeds above (zstd, raw, size-only,
+ *           RECOVERED, SNAPSHOT); the same cut inside its last frame; and
+ *           each frame type on its own.
  * Text seeds (config, time) are checked in under fuzz/corpus/.
  *
  * Exit status 0 on success; any failure prints what failed and exits 1.
@@ -42,6 +48,7 @@
 #include "archive/manifest.h"
 #include "base/sys.h"
 #include "log/txlog.h"
+#include "replica/stream.h"
 
 #define DIE(...) do { fprintf(stderr, "gen_seeds: " __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
 
@@ -261,6 +268,80 @@ static void gen_txlog(void)
     copy_segments("roll");
 }
 
+/* ---- replication stream ---- */
+
+struct sbuf {
+    uint8_t *p;
+    size_t n;
+};
+
+/* Append the frame *f of *n bytes that an encoder returned (rc) to b, and
+ * write it alone as stream/<name> too (name NULL: not).  Pointers, read
+ * after the encoder ran: put_frame(b, name, enc(..., &f, &n), &f, &n). */
+static void put_frame(struct sbuf *b, const char *name, int rc, uint8_t **f, size_t *n)
+{
+    if (rc != 0)
+        DIE("stream %s: %s", name ? name : "frame", lv_strerror(rc));
+    if (name)
+        write_seed("stream", name, *f, *n);
+    b->p = realloc(b->p, b->n + *n);
+    if (!b->p)
+        DIE("out of memory");
+    memcpy(b->p + b->n, *f, *n);
+    b->n += *n;
+    free(*f);
+    *f = NULL;
+}
+
+/* A RECORD frame for each record of the segment file tmpdir/sub/file. */
+static void put_records(struct sbuf *b, const char *sub, const char *file, const char *dbname)
+{
+    char path[512];
+    size_t len, off = TXLOG_SEG_HDR_SIZE;
+    uint8_t *seg, *f;
+    size_t n;
+
+    snprintf(path, sizeof path, "%s/%s/%s", tmpdir, sub, file);
+    seg = read_whole(path, &len);
+    while (len - off >= TXLOG_HDR_SIZE) {
+        uint64_t stored = lv_get64(seg + off + 72);
+        size_t rlen = TXLOG_HDR_SIZE + (size_t)stored + TXLOG_TRAILER_SIZE;
+        if (stored > len - off || rlen > len - off)
+            DIE("%s: record at %zu does not fit", path, off);
+        put_frame(b, off == TXLOG_SEG_HDR_SIZE ? (sub[0] == 'b' ? "record.bin" : "record-snapshot.bin") : NULL,
+                  stream_enc_record(dbname, seg + off, rlen, &f, &n), &f, &n);
+        off += rlen;
+    }
+    free(seg);
+}
+
+static void gen_stream(void)
+{
+    struct sbuf b = {0};
+    uint8_t *f, dbid[16], pages[2 * 1024];
+    size_t n;
+
+    for (size_t i = 0; i < sizeof pages; i++)
+        pages[i] = (uint8_t)("litevault page "[i % 15]);
+    for (int i = 0; i < 16; i++)
+        dbid[i] = (uint8_t)(0xa0 + i);
+    put_frame(&b, "hello.bin", stream_enc_text(ST_HELLO, "{\"version\":1,\"cluster\":\"00112233445566778899aabbccddeeff\","
+              "\"node\":\"n1\",\"url\":\"http://127.0.0.1:8080\",\"time_us\":1790000000000000}", &f, &n), &f, &n);
+    put_records(&b, "basic", "0000000000000001.lvseg", "app.db");
+    put_frame(&b, "snap-begin.bin", stream_enc_snap_begin("sub/b.db", dbid, 10, 1790000000000010LL, 1024, 2,
+              0x0123456789abcdefULL, &f, &n), &f, &n);
+    put_frame(&b, "snap-pages.bin", stream_enc_snap_pages("sub/b.db", 1, 2, 1024, pages, &f, &n), &f, &n);
+    put_frame(&b, "snap-end.bin", stream_enc_name(ST_SNAP_END, "sub/b.db", &f, &n), &f, &n);
+    put_records(&b, "snap", "000000000000000a.lvseg", "sub/b.db");
+    put_frame(&b, "heartbeat.bin", stream_enc_heartbeat(1790000001000000LL, 17, &f, &n), &f, &n);
+    put_frame(&b, "drop.bin", stream_enc_name(ST_DROP, "old.db", &f, &n), &f, &n);
+    put_frame(&b, "rename.bin", stream_enc_rename("sub/b.db", "sub/c.db", &f, &n), &f, &n);
+    put_frame(&b, "error.bin", stream_enc_text(ST_ERROR, "the primary is shutting down", &f, &n), &f, &n);
+    write_seed("stream", "all.bin", b.p, b.n);
+    write_seed("stream", "cut.bin", b.p, b.n - 7);
+    free(b.p);
+}
+
 /* ---- WAL ---- */
 
 static void exec_sql(sqlite3 *db, const char *sql)
@@ -400,6 +481,7 @@ int main(int argc, char **argv)
     gen_wal();
     gen_state();
     gen_manifest();
+    gen_stream();
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0)
         fprintf(stderr, "gen_seeds: could not remove %s\n", tmpdir);

@@ -34,7 +34,7 @@ for n in "$@"; do
     [ -f "fuzz/$n.dict" ] && dict="-dict=fuzz/$n.dict"
     # Binary images: room for a few 512-byte WAL frames or log records.
     case $n in
-    wal|txlog|txlog_open|manifest) maxlen=16384 ;;
+    wal|txlog|txlog_open|manifest|stream) maxlen=16384 ;;
     *) maxlen=4096 ;;
     esac
     stamp="$build/logs/$n.start"

@@ -532,6 +532,7 @@ static int apply_object(struct attempt *at, size_t i, const struct fetch_res *fr
             break;
         }
         aerr[0] = '\0';
+        memcpy(at->res->rec_dbid, h.dbid, 16);
         rc = txlog_apply_record(at->a, r, &h, aerr, sizeof aerr);
         if (rc) {
             snprintf(msg, sizeof msg, "object %s: TXID %" PRIu64 ": %s", fr->key, h.txid, aerr[0] ? aerr : lv_strerror(rc));
@@ -721,6 +722,15 @@ static int attempt_finish(struct attempt *at)
     if (rc) {
         lv_seterr(at->err, at->errlen, "TXID %" PRIu64 ": %s", inf.txid, msg);
         return rc;
+    }
+    if (at->o->map_out) {
+        cksum_map_free(at->o->map_out);
+        cksum_map_init(at->o->map_out);
+        rc = cksum_map_copy(at->o->map_out, txlog_apply_map(at->a));
+        if (rc) {
+            lv_seterr(at->err, at->errlen, "%s", lv_strerror(rc));
+            return rc;
+        }
     }
     res->txid = inf.txid;
     res->time_us = inf.time_us;

@@ -23,6 +23,7 @@
 #include "archive/manifest.h"
 #include "restore/plan.h"
 
+struct cksum_map;
 struct store;
 struct store_opts;
 
@@ -43,6 +44,9 @@ struct restore_opts {
     int dry_run;                  /* plan only, download nothing */
     int progress;                 /* draw a progress bar on stderr */
     int strict;                   /* a time target after the last archived commit is an error (LV_ENOENT) */
+    struct cksum_map *map_out;    /* if set (initialised by the caller): on success, the page checksums of the
+                                   * restored file, so that seeding does not read the file again (the caller
+                                   * frees it with cksum_map_free, whatever the result) */
 };
 
 /* One planned object (dry run and results). */
@@ -57,6 +61,8 @@ struct restore_obj {
 struct restore_result {
     int skipped;                  /* 1: --if-db-not-exists and PATH existed; nothing done */
     char dbid[MANIFEST_ID_HEX + 1]; /* lineage used */
+    uint8_t rec_dbid[16];         /* database ID the applied records carry (the lineage's, unless it was derived
+                                   * after a divergence: docs/FORMAT.md); valid when txid > 0 */
     int lineage_listed;           /* 1: found by LIST (no current.json) */
     size_t tail_objects;          /* level-0 segments found after the manifest's last TXID (one LIST) */
     uint64_t manifest_txid;       /* last TXID named by the manifest itself */

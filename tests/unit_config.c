@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "daemon/config.h"
@@ -281,8 +282,11 @@ Test(config, missing_file)
 
 Test(config, unknown_keys)
 {
-    cft_load_err("lease:\n  ttl: 1s\n", 1, 1, "lease: unknown key", "fuse, data, http, log");
-    cft_load_err("lease:\n  kind: static\n", 1, 1, "lease: unknown key", NULL);
+    cft_load_err("leases:\n  ttl: 1s\n", 1, 1, "leases: unknown key", "did you mean \"lease\"");
+    cft_load_err("lease:\n  ttl: 1s\n", 2, 3, "lease.ttl: unknown key", "type, candidate, advertise-url, primary-url");
+    cft_load_err("lease:\n  kind: static\n", 2, 3, "lease.kind: unknown key", NULL);
+    cft_load_err("replication:\n  max_lag: 1s\n", 2, 3, "replication.max_lag: unknown key",
+                 "did you mean \"max-lag\"");
     cft_load_err("fuse:\n  dri: /x\n", 2, 3, "fuse.dri: unknown key", "did you mean \"dir\"");
     cft_load_err("data:\n  dir: /d\n  segment_size: 1MiB\n", 3, 3, "data.segment_size: unknown key",
                  "did you mean \"segment-size\"");
@@ -671,4 +675,234 @@ Test(config, archive_errors)
                  "did you mean \"retention\"");
     cft_load_err("archive:\n  url: s3://b\n", 2, 3, "archive: expected a list of mappings", NULL);
     cft_load_err("data:\n  max-log-size: 10KiB\n", 2, 17, "data.max-log-size: size 10240 is too small", NULL);
+}
+
+/* ---- roles, access and replication ---- */
+
+#define CFT_TOKEN "0123456789abcdef0123456789abcdef"
+
+/* Write text into the file name in cft_dir; its path into path (PATH_MAX). */
+static void cft_put(const char *name, const char *text, char *path)
+{
+    FILE *f;
+
+    snprintf(path, PATH_MAX, "%s/%s", cft_dir, name);
+    f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+Test(config, roles_defaults)
+{
+    struct config c;
+
+    cr_assert_eq(config_defaults(&c), 0);
+    cr_assert_str_eq(c.lease_type, "static");
+    cr_assert_eq(c.lease_candidate, 1, "a node without lease: is a static primary");
+    cr_assert_str_eq(c.advertise_url, "http://127.0.0.1:20202");
+    cr_assert_null(c.primary_url);
+    cr_assert_null(c.http_token);
+    cr_assert_null(c.http_token_file);
+    cr_assert_eq(c.http_allow_no_token, 0);
+    cr_assert_null(c.http_tls_cert);
+    cr_assert_null(c.http_tls_key);
+    cr_assert_null(c.http_tls_ca);
+    cr_assert_eq(c.repl_max_lag_us, 10LL * 1000000);
+    cr_assert_eq(c.repl_max_retain, 1LL << 30);
+    cr_assert_eq(c.repl_seed, 1);
+    cr_assert_eq(c.repl_apply_wait_us, 100000);
+    cr_assert_eq(config_http_listens(&c), 1);
+    config_free(&c);
+    cr_assert_null(c.lease_type);
+    cr_assert_null(c.advertise_url);
+
+    cft_load_ok("http:\n  addr: 127.0.0.1:7000\n", &c);
+    cr_assert_str_eq(c.advertise_url, "http://127.0.0.1:7000", "advertise-url follows http.addr");
+    config_free(&c);
+    cft_load_ok("lease:\n  primary-url: http://db1:20202\n", &c);
+    cr_assert_eq(c.lease_candidate, 0, "a node told whom to follow is a replica");
+    config_free(&c);
+    cft_load_ok("lease:\n  candidate: true\n  primary-url: http://db1:20202\n", &c);
+    cr_assert_eq(c.lease_candidate, 1, "unless it says otherwise (one file for every node)");
+    config_free(&c);
+    cft_load_ok("http:\n  public: false\n", &c);
+    cr_assert_eq(config_http_listens(&c), 0, "public false, no token: nothing on http.addr");
+    config_free(&c);
+}
+
+Test(config, roles_every_key)
+{
+    struct config c;
+    char cert[PATH_MAX], key[PATH_MAX], ca[PATH_MAX], want[PATH_MAX + 32], text[4096];
+
+    cft_put("cert.pem", "-----BEGIN CERTIFICATE-----\n", cert);
+    cft_put("key.pem", "-----BEGIN PRIVATE KEY-----\n", key);
+    cft_put("ca.pem", "-----BEGIN CERTIFICATE-----\n", ca);
+    snprintf(text, sizeof text,
+             "http:\n"
+             "  addr: 0.0.0.0:7443\n"
+             "  public: false\n"
+             "  token: " CFT_TOKEN "\n"
+             "  tls-cert: cert.pem\n"
+             "  tls-key: ./key.pem\n"
+             "  tls-ca: %s\n"
+             "lease:\n"
+             "  type: static\n"
+             "  candidate: no\n"
+             "  advertise-url: https://db2.internal:7443/\n"
+             "  primary-url: https://[fd00::1]:7443/litevault//\n"
+             "replication:\n"
+             "  max-lag: 2s\n"
+             "  max-retain: 0\n"
+             "  seed: false\n"
+             "  apply-wait: 250ms\n",
+             ca);
+    cft_load_ok(text, &c);
+    cr_assert_str_eq(c.http_token, CFT_TOKEN);
+    cr_assert_eq(c.http_public, 0);
+    cr_assert_eq(config_http_listens(&c), 1, "a token opens http.addr");
+    cr_assert_str_eq(c.http_tls_cert, cert, "relative to the config's directory");
+    cr_assert_str_eq(c.http_tls_key, key);
+    cr_assert_str_eq(c.http_tls_ca, ca);
+    cr_assert_str_eq(c.lease_type, "static");
+    cr_assert_eq(c.lease_candidate, 0);
+    cr_assert_str_eq(c.advertise_url, "https://db2.internal:7443", "trailing slashes dropped");
+    cr_assert_str_eq(c.primary_url, "https://[fd00::1]:7443/litevault");
+    cr_assert_eq(c.repl_max_lag_us, 2000000);
+    cr_assert_eq(c.repl_max_retain, 0);
+    cr_assert_eq(c.repl_seed, 0);
+    cr_assert_eq(c.repl_apply_wait_us, 250000);
+    config_free(&c);
+
+    /* HTTPS changes the default advertise-url's scheme; 0.0.0.0 becomes the host name. */
+    snprintf(text, sizeof text, "http:\n  addr: 0.0.0.0:7443\n  allow-no-token: true\n  tls-cert: %s\n"
+                                "  tls-key: %s\n", cert, key);
+    cft_load_ok(text, &c);
+    char host[256];
+    cr_assert_eq(gethostname(host, sizeof host), 0);
+    snprintf(want, sizeof want, "https://%s:7443", host);
+    cr_assert_str_eq(c.advertise_url, want);
+    cr_assert_eq(c.http_allow_no_token, 1);
+    cr_assert_null(c.http_token);
+    config_free(&c);
+}
+
+Test(config, token_file)
+{
+    struct config c;
+    char tok[PATH_MAX], text[PATH_MAX + 64], err[512];
+
+    cft_put("token", CFT_TOKEN "\n", tok);
+    cft_load_ok("http:\n  token-file: token\n", &c);
+    cr_assert_str_eq(c.http_token, CFT_TOKEN, "read at load, newline dropped");
+    cr_assert_str_eq(c.http_token_file, tok);
+    config_free(&c);
+    cft_put("token", CFT_TOKEN "\r\n", tok);
+    cft_load_ok("http:\n  token-file: token\n", &c);
+    cr_assert_str_eq(c.http_token, CFT_TOKEN, "CRLF too");
+    config_free(&c);
+    cft_put("token", CFT_TOKEN, tok);
+    cft_load_ok("http:\n  token-file: token\n", &c);
+    cr_assert_str_eq(c.http_token, CFT_TOKEN, "no newline at all");
+    config_free(&c);
+
+    cft_load_err("http:\n  token: " CFT_TOKEN "\n  token-file: token\n", 3, 3, "http.token-file: set http.token or "
+                 "http.token-file, not both", NULL);
+    cft_load_err("http:\n  token-file: nope\n", 2, 15, "http.token-file: cannot use ", "No such file");
+    cft_put("token", "\n", tok);
+    cft_load_err("http:\n  token-file: token\n", 2, 15, "http.token-file: ", "is empty");
+    cft_put("token", "short\n", tok);
+    cft_load_err("http:\n  token-file: token\n", 2, 15, "http.token-file: ", "shorter than 16");
+    cft_put("token", CFT_TOKEN "\n" CFT_TOKEN "\n", tok);
+    cft_load_err("http:\n  token-file: token\n", 2, 15, "http.token-file: ", "printable");
+    if (geteuid() != 0) {
+        cft_put("token", CFT_TOKEN "\n", tok);
+        cr_assert_eq(chmod(tok, 0), 0);
+        snprintf(text, sizeof text, "http:\n  token-file: %s\n", tok);
+        cft_write(text);
+        cr_assert_eq(config_load(cft_file, &c, err, sizeof err), LV_ECONFIG);
+        cr_assert_not_null(strstr(err, "http.token-file: cannot read"), "%s", err);
+        cr_assert_not_null(strstr(err, tok), "the message names the file: %s", err);
+        cr_assert_not_null(strstr(err, "Permission denied"), "%s", err);
+    }
+}
+
+/* Messages say what is wrong with a token, never what it is. */
+Test(config, token_never_in_messages)
+{
+    const char *bad[] = {"abc", "0123456789abcdef 0123456789", "0123456789abcdef\t0123456789", "0123456789abcdéf0123"};
+    char text[256], err[512];
+    struct config c;
+
+    for (size_t i = 0; i < LV_ARRAY_LEN(bad); i++) {
+        snprintf(text, sizeof text, "http:\n  token: \"%s\"\n", bad[i]);
+        cft_write(text);
+        cr_assert_eq(config_load(cft_file, &c, err, sizeof err), LV_ECONFIG, "token '%s' accepted", bad[i]);
+        cr_assert_eq(strncmp(strchr(err, ':'), ":2:10: http.token: ", 19), 0, "%s", err);
+        cr_assert_null(strstr(err, bad[i]), "the token is in the message: %s", err);
+        cr_assert_null(strstr(err, "0123456789"), "part of the token is in the message: %s", err);
+    }
+}
+
+Test(config, roles_errors)
+{
+    char cert[PATH_MAX], text[PATH_MAX + 128];
+
+    cft_load_err("lease:\n  type: etcd\n", 2, 9, "lease.type: etcd leases are not supported yet", "use static");
+    cft_load_err("lease:\n  type: raft\n", 2, 9, "lease.type: unknown lease type \"raft\"", "use static");
+    cft_load_err("lease:\n  candidate: false\n", 2, 3, "lease.primary-url: required when lease.candidate is false",
+                 "primary-url: http://");
+    cft_load_err("lease:\n  candidate: maybe\n", 2, 14, "lease.candidate: expected true or false", NULL);
+    cft_load_err("lease:\n  primary-url: ftp://db1:20202\n", 2, 16, "lease.primary-url: unsupported URL",
+                 "http://HOST:PORT or https://");
+    cft_load_err("lease:\n  primary-url: db1:20202\n", 2, 16, "lease.primary-url: unsupported URL", NULL);
+    cft_load_err("lease:\n  primary-url: http://\n", 2, 16, "lease.primary-url: missing host", NULL);
+    cft_load_err("lease:\n  primary-url: http://:80\n", 2, 16, "lease.primary-url: missing host", NULL);
+    cft_load_err("lease:\n  primary-url: http://u:pw@db1:20202\n", 2, 16, "lease.primary-url: the URL must not "
+                 "carry credentials", "http.token");
+    cft_load_err("lease:\n  primary-url: http://db1:0\n", 2, 16, "lease.primary-url: bad port", NULL);
+    cft_load_err("lease:\n  primary-url: http://db1:99999\n", 2, 16, "lease.primary-url: bad port", NULL);
+    cft_load_err("lease:\n  primary-url: http://db1:2x\n", 2, 16, "lease.primary-url: bad port", NULL);
+    cft_load_err("lease:\n  primary-url: \"http://db1:1/?a=b\"\n", 2, 16, "lease.primary-url: bad URL", "query");
+    cft_load_err("lease:\n  primary-url: \"http://db 1:1\"\n", 2, 16, "lease.primary-url: bad URL", NULL);
+    cft_load_err("lease:\n  primary-url: http://[fd00::1:1\n", 2, 16, "lease.primary-url: bad IPv6 host", NULL);
+    cft_load_err("lease:\n  advertise-url: ''\n", 2, 18, "lease.advertise-url: empty value", NULL);
+    cft_load_err("replication:\n  max-lag: 0s\n", 2, 12, "replication.max-lag: duration must be greater than zero",
+                 NULL);
+    cft_load_err("replication:\n  max-retain: lots\n", 2, 15, "replication.max-retain: bad size", "0 for none");
+    cft_load_err("replication:\n  seed: sometimes\n", 2, 9, "replication.seed: expected true or false", NULL);
+    cft_load_err("replication:\n  apply-wait: 2m\n", 2, 15, "replication.apply-wait: apply-wait must be at most 1m",
+                 NULL);
+    cft_load_err("http:\n  token: ''\n", 2, 10, "http.token: empty value", NULL);
+    cft_load_err("http:\n  tls-cert: /nonexistent/cert.pem\n", 2, 13, "http.tls-cert: cannot use "
+                 "/nonexistent/cert.pem: No such file", NULL);
+    cft_load_err("http:\n  tls-ca: /tmp\n", 2, 11, "http.tls-ca: /tmp is a directory", NULL);
+    cft_put("cert.pem", "-----BEGIN CERTIFICATE-----\n", cert);
+    snprintf(text, sizeof text, "http:\n  tls-cert: %s\n", cert);
+    cft_load_err(text, 2, 3, "http.tls-cert: set both http.tls-cert and http.tls-key", NULL);
+    snprintf(text, sizeof text, "http:\n  addr: 127.0.0.1:1\n  tls-key: %s\n", cert);
+    cft_load_err(text, 3, 3, "http.tls-key: set both http.tls-cert and http.tls-key", NULL);
+}
+
+/* A non-loopback http.addr without a token is refused unless allowed. */
+Test(config, open_addr_needs_a_token)
+{
+    struct config c;
+
+    cft_load_err("http:\n  addr: 0.0.0.0:20202\n", 2, 9, "http.addr: 0.0.0.0:20202 is not a loopback address and no "
+                 "http.token is set", "set http.token (or http.token-file), or set http.allow-no-token: true");
+    cft_load_err("http:\n  public: true\n  addr: 10.1.2.3:20202\n", 3, 9, "http.addr: 10.1.2.3:20202 is not a "
+                 "loopback", NULL);
+    cft_load_err("http:\n  addr: \"[::]:20202\"\n", 2, 9, "http.addr: [::]:20202 is not a loopback", NULL);
+    cft_load_ok("http:\n  addr: 0.0.0.0:20202\n  allow-no-token: true\n", &c);
+    config_free(&c);
+    cft_load_ok("http:\n  addr: 0.0.0.0:20202\n  token: " CFT_TOKEN "\n", &c);
+    config_free(&c);
+    cft_load_ok("http:\n  addr: 0.0.0.0:20202\n  public: false\n", &c); /* nothing listens there */
+    config_free(&c);
+    cft_load_ok("http:\n  addr: \"[::1]:20202\"\n", &c);
+    config_free(&c);
+    cft_load_ok("http:\n  addr: localhost:20202\n", &c);
+    config_free(&c);
 }

@@ -466,7 +466,7 @@ const struct change *db_overlay_find(const struct overlay *o, uint32_t pgno)
 /* ---------------------------------------------------------------- identity */
 
 /* meta/NAME/id: the database ID in 32 hex digits and a newline. */
-static int db_write_id(struct db *d)
+int db_write_id(struct db *d)
 {
     char path[PATH_MAX + 8], hex[34];
     lv_hex(d->id, 16, hex);
@@ -541,11 +541,15 @@ int db_retire_dir(struct dbreg *r, const char *dir, const char *tag)
 }
 
 /* UNKNOWN -> SQLITE: new identity, meta directory and empty log. */
-int db_promote(struct db *d)
+int db_promote(struct db *d) { return db_promote_id(d, NULL); }
+
+int db_promote_id(struct db *d, const uint8_t *id)
 {
     struct txlog_tail tail;
     int rc;
-    if (getrandom(d->id, sizeof d->id, 0) != (ssize_t)sizeof d->id) {
+    if (id)
+        memcpy(d->id, id, sizeof d->id);
+    else if (getrandom(d->id, sizeof d->id, 0) != (ssize_t)sizeof d->id) {
         LV_ERROR("getrandom: %s", strerror(errno));
         return LV_EIO;
     }

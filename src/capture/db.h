@@ -192,7 +192,10 @@ int db_on_fsync(struct db *d, enum db_filekind kind, int fd, int datasync);
  * default).  On a replica, applications' writes to a database, its
  * -journal or its -wal fail with EROFS (SQLite: an I/O error or
  * SQLITE_READONLY); reads, -shm traffic, creating an empty -wal and
- * deleting empty -wal/-journal files work, so readers open as usual. */
+ * deleting empty -wal/-journal files work, so readers open as usual.
+ * Turning replica on checkpoints every non-empty -wal (frames of the time
+ * this node was a primary) into its database file: call it before the
+ * mount serves. */
 void dbreg_set_replica(struct dbreg *r, const char *primary_url);
 
 /* Is the registry a replica? */
@@ -282,5 +285,53 @@ int dbreg_apply_drop(struct dbreg *r, const char *name, char *err, size_t errlen
 
 /* The primary renamed database from -> to: do the same here. */
 int dbreg_apply_rename(struct dbreg *r, const char *from, const char *to, char *err, size_t errlen);
+
+
+/* ---- Seeding (restore --seed; restore/seed.c drives it, db_seed.c
+ * implements it): install a database rebuilt from an archive so that the
+ * daemon loads it at the archive's TXID, with the archive's database ID and
+ * checksum, no reconcile record and no snapshot ---- */
+
+struct cksum_map;
+
+/* One database rebuilt from the archive. */
+struct db_seed {
+    const char *name;             /* database name (its path on the mount) */
+    uint8_t id[16];               /* database ID (the one the archive's records carry) */
+    uint64_t txid;                /* T: the file is the database just after TXID T (>= 1) */
+    int64_t time_us;              /* T's commit time */
+    uint64_t cksum;               /* database checksum at T */
+    const struct cksum_map *map;  /* page checksums of the file (its page size and pages; total == cksum) */
+};
+
+/* Take data.dir's lock (data_dir/lock, flock'ed as dbreg_open does) into
+ * *lockfd (close it to release).  0; LV_EBUSY when a daemon or another
+ * seed holds it (message in err); or another negative error. */
+int db_seed_lock(const char *data_dir, int *lockfd, char *err, size_t errlen);
+
+/* Does data_dir/files hold any file (a database, or anything else)?
+ * 1 with its name relative to files/ in what (size n), 0 (none, or no
+ * files/ yet), or negative. */
+int db_seed_dir_used(const char *data_dir, char *what, size_t n);
+
+/* Install database s: file (complete and fsynced, on data_dir's file
+ * system) becomes data_dir/files/NAME, and data_dir/meta/<escaped NAME>/
+ * gets its id, its checksum state at T (s->map) and a log that continues
+ * after T (txlog_base_create: no record is written).  The metadata is
+ * built in stage_dir (a directory on the same file system, e.g. under
+ * data_dir/tmp) and renamed into place first; the file's rename is the
+ * commit point, so a database never appears without its metadata (a stale
+ * metadata directory of the name, without a file, is moved to retired/).
+ * Call with data_dir locked (db_seed_lock) and no daemon running.
+ * 0; LV_EEXIST (files/NAME exists); LV_EINVAL (s inconsistent with the
+ * file); other negative errors.  On failure nothing of s is installed and
+ * file is left where it was.  Messages go to err. */
+int db_seed_install(const char *data_dir, const struct db_seed *s, const char *file, const char *stage_dir,
+                    char *err, size_t errlen);
+
+/* Remove database name installed by db_seed_install (seeding of several
+ * databases failed later): files/NAME, the directories holding it that are
+ * left empty, and its metadata directory.  0 or negative (logged). */
+int db_seed_uninstall(const char *data_dir, const char *name);
 
 #endif /* DB_H */

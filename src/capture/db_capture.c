@@ -627,6 +627,8 @@ ssize_t db_on_write(struct db *d, enum db_filekind kind, int fd, const void *buf
 
     if (kind == DBF_SHM)
         return do_pwrite(fd, buf, len, off);
+    if (dbreg_is_replica(d->reg))
+        return db_replica_refuse(d->reg, d->name);
     pthread_mutex_lock(&d->mu);
     if (d->broken || settle_kind(d, kind, buf, len, off) != 0) {
         n = -EIO;
@@ -663,6 +665,12 @@ out_unlock:
 int db_on_truncate(struct db *d, enum db_filekind kind, int fd, const char *rel, off_t size)
 {
     int rc = 0;
+    if (dbreg_is_replica(d->reg) && kind != DBF_SHM) {
+        /* A reader's connection may empty its -wal or -journal; nothing else. */
+        if (kind == DBF_MAIN || size != 0)
+            return db_replica_refuse(d->reg, d->name);
+        return (fd >= 0 ? ftruncate(fd, 0) : trunc_at(d->reg->rootfd, rel, 0)) ? -errno : 0;
+    }
     pthread_mutex_lock(&d->mu);
     if (d->broken && kind != DBF_SHM) {
         rc = -EIO;
@@ -701,6 +709,8 @@ out_unlock:
 int db_on_unlink(struct db *d, enum db_filekind kind, const char *rel)
 {
     int rc = 0;
+    if (dbreg_is_replica(d->reg)) /* a reader's connection closing: nothing to capture */
+        return unlinkat(d->reg->rootfd, rel, 0) ? -errno : 0;
     pthread_mutex_lock(&d->mu);
     if (d->kind == DBK_SQLITE && kind == DBF_JOURNAL && d->journal_active) {
         rc = journal_commit(d, JM_DELETE);

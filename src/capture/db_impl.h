@@ -94,6 +94,14 @@ struct db {
     struct db_image *img_want; /* image waiting for the end of a rollback transaction, or NULL (mu) */
     pthread_cond_t img_cv;   /* signalled (with mu) when img_want has been set up; CLOCK_MONOTONIC */
     pthread_mutex_t img_mu;  /* held by dbreg_image for its whole run: one image at a time (before mu) */
+    int mnt_fd;              /* replica: the main file opened through the mount, for SQLite's locks,
+                                or -1 (reg->apply_mu) */
+    uint64_t mnt_ino;        /* its FUSE node ID (st_ino) (reg->apply_mu) */
+    int64_t applied_us;      /* replica: lv_now_us of the last apply (mu) */
+    int64_t applied_commit_us; /* replica: commit time of the last applied record (mu) */
+    uint64_t applies;        /* replica: successful dbreg_apply calls (mu) */
+    uint64_t apply_busy;     /* replica: applies that waited past the limit for readers (mu) */
+    int64_t lock_wait_max_us; /* replica: longest wait for SQLite's locks (mu) */
 };
 
 struct dbreg {
@@ -111,6 +119,15 @@ struct dbreg {
     pthread_cond_t scv;       /* signals a finished job (smu) */
     struct db_sync_job *sq;   /* queued jobs (smu) */
     int log_full;             /* 1: local log over data.max-log-size: new transactions refused (atomic) */
+    char *primary_url;        /* replica: the primary's URL (owned; set before serving), NULL on a primary */
+    int replica;              /* 1: a replica: applications' writes are refused (atomic) */
+    int64_t rofs_warn_us;     /* lv_mono_us of the last "writes belong on the primary" line (atomic) */
+    char mount[PATH_MAX];     /* the mount point (set before serving; immutable after) */
+    struct dbreg_inval iv;    /* kernel cache invalidation from the FUSE layer (set before serving) */
+    pthread_mutex_t apply_mu; /* serializes dbreg_apply*, snapshots, drops and renames on a replica */
+    pthread_mutex_t seq_mu;   /* guards seq; signals seq_cv */
+    pthread_cond_t seq_cv;    /* broadcast when seq moves (seq_mu); CLOCK_MONOTONIC */
+    uint64_t seq;             /* commit sequence: +1 per record, creation, deletion, rename (seq_mu) */
 };
 
 /* A page changed by a transaction and where to read its new content. */
@@ -194,8 +211,19 @@ void db_set_metadir(struct db *d);
 int db_read_id(struct db *d);
 int db_open_log(struct db *d, struct txlog_tail *tail);
 int db_retire_dir(struct dbreg *r, const char *dir, const char *tag);
-/* UNKNOWN -> SQLITE: new identity, meta directory and empty log. */
+/* UNKNOWN -> SQLITE: new identity (random, or id when not NULL: a replica
+ * takes the primary's), meta directory and empty log. */
 int db_promote(struct db *d);
+int db_promote_id(struct db *d, const uint8_t *id);
+/* Publish d->id into metadir/id. */
+int db_write_id(struct db *d);
+
+/* On a replica: log (at most every 10 s) that a write to what was refused
+ * because writes belong on the primary, and return -EROFS; 0 on a primary. */
+int db_replica_refuse(struct dbreg *r, const char *what);
+
+/* Move the commit sequence on (any lock but seq_mu may be held). */
+void dbreg_bump_seq(struct dbreg *r);
 
 /* ---- db_record.c (d->mu held) ---- */
 

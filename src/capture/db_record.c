@@ -98,6 +98,7 @@ static int emit_advance(struct db *d, const struct txlog_hdr *h, const struct ch
     d->bytes_logged += (uint64_t)c->n * h->page_size;
     d->log_unsynced = 1;
     LV_ASSERT(d->map.total == h->post_cksum && txlog_last_txid(d->log) == d->txid); /* C4 */
+    dbreg_bump_seq(d->reg);
     return 0;
 }
 

@@ -64,6 +64,7 @@ static struct db *db_new(struct dbreg *r, const char *name)
     }
     d->reg = r;
     d->fd = -1;
+    d->mnt_fd = -1;
     if (lv_cond_init(&d->img_cv) != 0) {
         free(d->name);
         free(d);
@@ -81,6 +82,8 @@ void db_free(struct db *d)
         txlog_close(d->log);
     if (d->fd >= 0)
         close(d->fd);
+    if (d->mnt_fd >= 0)
+        close(d->mnt_fd);
     cksum_map_free(&d->map);
     free(d->dirty);
     free(d->name);
@@ -173,6 +176,12 @@ int dbreg_open(const struct dbreg_opts *cfg, struct dbreg **out, char *err, size
     r->rootfd = -1;
     r->lockfd = -1;
     pthread_mutex_init(&r->mu, NULL);
+    pthread_mutex_init(&r->apply_mu, NULL);
+    pthread_mutex_init(&r->seq_mu, NULL);
+    if (lv_cond_init(&r->seq_cv) != 0) {
+        free(r);
+        return LV_ENOMEM;
+    }
     snprintf(r->files, sizeof r->files, "%s/files", cfg->data_dir);
     snprintf(r->meta, sizeof r->meta, "%s/meta", cfg->data_dir);
     snprintf(r->retired, sizeof r->retired, "%s/retired", cfg->data_dir);
@@ -244,6 +253,8 @@ void dbreg_close(struct dbreg *r)
     }
     close(r->rootfd);
     close(r->lockfd);
+    free(r->primary_url);
+    pthread_cond_destroy(&r->seq_cv);
     free(r);
 }
 
@@ -315,10 +326,13 @@ void dbreg_unlinked(struct dbreg *r, const char *name)
         if (d->refs == 0) {
             pthread_mutex_unlock(&r->mu);
             db_free(d);
+            dbreg_bump_seq(r);
             return;
         }
     }
     pthread_mutex_unlock(&r->mu);
+    if (d)
+        dbreg_bump_seq(r);
 }
 
 /* Rename one database's entry and metadata (caller holds r->mu). */
@@ -373,6 +387,7 @@ void dbreg_renamed(struct dbreg *r, const char *from, const char *to)
         }
     }
     pthread_mutex_unlock(&r->mu);
+    dbreg_bump_seq(r);
 }
 
 void dbreg_save_states(struct dbreg *r, int force)

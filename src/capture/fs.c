@@ -30,6 +30,7 @@
 #include "capture/fs.h"
 
 #include <dirent.h>
+#include <inttypes.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse.h>
@@ -157,6 +158,8 @@ static int do_unlink(const char *path)
     const char *r = rel(path);
     if (db_classify(r, &k, name, sizeof name) != 0)
         return -ENAMETOOLONG;
+    if (k == DBF_MAIN && dbreg_is_replica(g_reg))
+        return -EROFS; /* the primary decides which databases exist */
     if (k == DBF_JOURNAL || k == DBF_WAL) {
         struct db *d = dbreg_get(g_reg, name, 0);
         if (d) {
@@ -175,6 +178,8 @@ static int lv_unlink(const char *path) { TIMED(MFOP_UNLINK, do_unlink(path)); }
 
 static int do_rename(const char *from, const char *to, unsigned int flags)
 {
+    if (dbreg_is_replica(g_reg))
+        return -EROFS;
     if (renameat2(rootfd(), rel(from), rootfd(), rel(to), flags) != 0)
         return -errno;
     dbreg_renamed(g_reg, rel(from), rel(to));
@@ -488,6 +493,10 @@ static int do_open(const char *path, struct fuse_file_info *fi, int create, mode
     if (!f)
         return -ENOMEM;
     f->kind = k;
+    if (create && k == DBF_MAIN && dbreg_is_replica(g_reg) && faccessat(rootfd(), r, F_OK, 0) != 0) {
+        free(f);
+        return -EROFS; /* a replica's databases come from the primary */
+    }
     f->db = dbreg_get(g_reg, name, 1);
     if (f->db && (rc = db_check_open(f->db)) != 0)
         goto out_free;
@@ -732,6 +741,25 @@ static void on_signal(int sig)
         fuse_exit(g_fuse);
 }
 
+/* Kernel cache invalidation for the replica's applier (db_apply.c), from
+ * its own thread, never from a request handler. */
+static void fs_inval(void *arg, uint64_t ino, int64_t off, int64_t len)
+{
+    struct fuse_session *se = fuse_get_session((struct fuse *)arg);
+    int rc = fuse_lowlevel_notify_inval_inode(se, (fuse_ino_t)ino, off, len);
+    if (rc && rc != -ENOENT)
+        LV_WARN("FUSE: invalidating node %" PRIu64 " [%" PRId64 ", +%" PRId64 "] failed: %s", ino, off, len,
+                strerror(-rc));
+}
+
+static void fs_inval_entry(void *arg, uint64_t parent, const char *name)
+{
+    struct fuse_session *se = fuse_get_session((struct fuse *)arg);
+    int rc = fuse_lowlevel_notify_inval_entry(se, (fuse_ino_t)parent, name, strlen(name));
+    if (rc && rc != -ENOENT)
+        LV_WARN("FUSE: invalidating the name %s failed: %s", name, strerror(-rc));
+}
+
 int fs_prepare(struct dbreg *reg, const char *mountpoint, int allow_other, struct fs **out, char *err,
                size_t errlen)
 {
@@ -777,6 +805,9 @@ int fs_prepare(struct dbreg *reg, const char *mountpoint, int allow_other, struc
         g_devfd = -1;
     }
     g_fuse = f;
+    struct dbreg_inval iv = {fs_inval, fs_inval_entry, f};
+    dbreg_set_inval(reg, &iv);
+    dbreg_set_mount(reg, mountpoint);
     *out = (struct fs *)f;
     return 0;
 }

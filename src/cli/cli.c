@@ -311,7 +311,11 @@ int cli_daemon_get(const char *cmd, const struct config *cfg, const char *path, 
     if (rc == LV_ENET) {
         free(*body);
         *body = NULL;
-        rc = http_get(cfg->http_addr, path, body, len, &st);
+        /* With HTTPS, the certificate is checked against http.tls-ca, else
+         * against itself (a self-signed one); the token, if readable here. */
+        struct http_client_opts o = {cfg->http_token, cfg->http_tls_cert != NULL,
+                                     cfg->http_tls_ca ? cfg->http_tls_ca : cfg->http_tls_cert};
+        rc = http_get_ex(cfg->http_addr, path, &o, body, len, &st);
         where = cfg->http_addr;
     }
     if (rc == LV_EBUSY) {

@@ -7,6 +7,7 @@
  *   litevault log dump   [-c FILE] --db NAME --txid N [--json]
  *   litevault log replay [-c FILE] --db NAME [--txid N] -o PATH
  *   litevault restore    --from URL --db NAME [--txid N | --timestamp T] PATH   (restore_cli.c)
+ *   litevault restore    --seed -c FILE [--db NAME]     (restore_cli.c, restore/seed.c)
  *   litevault archive ls|verify --from URL [--db NAME]                        (restore_cli.c)
  *   litevault export  ... / litevault import ...                      (export_cli.c)
  *   litevault version
@@ -33,7 +34,8 @@ static void usage(FILE *f)
                "  mount     serve databases on a FUSE mount and capture every transaction\n"
                "  status    show the running daemon's databases\n"
                "  log       read the local transaction log (ls, dump, replay)\n"
-               "  restore   rebuild a database from an archive, as of a TXID or a point in time\n"
+               "  restore   rebuild a database from an archive, as of a TXID or a point in time;\n"
+               "            --seed: fill a new node's data.dir from it\n"
                "  archive   inspect an archive (ls, verify)\n"
                "  export    write a consistent copy of a database, or a bundle of all of them\n"
                "  import    replace or create databases from a copy or a bundle\n"

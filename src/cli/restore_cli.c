@@ -5,6 +5,8 @@
  *                     [--txid N | --timestamp T] [--lineage ID] [--parallel N]
  *                     [--force] [--if-db-not-exists] [--allow-partial]
  *                     [--no-integrity-check] [--dry-run] [--strict] [--json]
+ *   litevault restore --seed [-c FILE] [--from URL] [--db NAME [--txid N | --timestamp T]]
+ *                     [--parallel N] [--json]
  *   litevault archive ls     [--from URL | -c FILE] [--db NAME] [--json]
  *   litevault archive verify [--from URL | -c FILE] --db NAME [--lineage ID] [--parallel N] [--json]
  *
@@ -12,7 +14,7 @@
  * 2 usage or configuration error.  Text goes to stdout, diagnostics to
  * stderr; --json prints one JSON object on stdout.  The engine is
  * restore/restore.c and restore/verify.c; this file only parses options
- * and prints.
+ * and prints; --seed drives restore/seed.c (the data.dir of FILE's node).
  */
 #include "cli/restore_cli.h"
 #include "cli/cli.h"
@@ -34,15 +36,17 @@
 #include "archive/tail.h"
 #include "restore/plan.h"
 #include "restore/restore.h"
+#include "restore/seed.h"
 #include "store/store.h"
 #include "restore/verify.h"
 
 enum { OPT_TXID = 256, OPT_TIME, OPT_LINEAGE, OPT_PARALLEL, OPT_FORCE, OPT_IFNX, OPT_PARTIAL, OPT_NOIC, OPT_DRY,
-       OPT_JSON, OPT_FROM, OPT_DB, OPT_STRICT };
+       OPT_JSON, OPT_FROM, OPT_DB, OPT_STRICT, OPT_SEED };
 
 /* The commands of this file, as their errors name them. */
 static const struct cli_cmd restore_cmds[] = {
-    {"restore", "usage: litevault restore [--from URL | -c FILE] --db NAME [-o] PATH [OPTIONS]", NULL},
+    {"restore", "usage: litevault restore [--from URL | -c FILE] --db NAME [-o] PATH [OPTIONS]\n"
+                "       litevault restore --seed [-c FILE] [--from URL] [--db NAME] [OPTIONS]", NULL},
     {"archive ls", "usage: litevault archive ls [--from URL | -c FILE] [--db NAME] [--json]", NULL},
     {"archive verify", "usage: litevault archive verify [--from URL | -c FILE] --db NAME [--lineage ID] "
                        "[--parallel N] [--json]", NULL},
@@ -148,10 +152,19 @@ static void print_json(json_t *o)
 
 static void usage_restore(void)
 {
-    printf("usage: litevault restore [--from URL | -c FILE] --db NAME [-o] PATH [OPTIONS]\n\n"
+    printf("usage: litevault restore [--from URL | -c FILE] --db NAME [-o] PATH [OPTIONS]\n"
+           "       litevault restore --seed [-c FILE] [--from URL] [--db NAME] [OPTIONS]\n\n"
            "Rebuild database NAME from the archive at URL into PATH, as of the latest archived\n"
            "transaction, a TXID or a point in time.  Every object, record and checksum is verified;\n"
            "on any damage nothing is written (see --allow-partial).\n\n"
+           "With --seed, build the data.dir of FILE's node instead: every database of the archive\n"
+           "(its files/ must be empty), or --db NAME (which it must not hold), each as of the\n"
+           "latest archived TXID (or --txid/--timestamp, with --db).  The node then starts with\n"
+           "each database at that TXID, its ID and checksum, and continues at the next TXID: a\n"
+           "replica asks its primary only for what follows.  Every database is installed, or none.\n"
+           "The daemon must not be running.  Checksums are verified end to end; PRAGMA\n"
+           "integrity_check is not run (the result is the primary's database, byte for byte).\n"
+           "Options for --seed: -c, --from, --db, --txid, --timestamp, --parallel, --json.\n\n"
            "  --from URL            archive destination (file:///dir, s3://bucket/prefix?endpoint=...)\n"
            "  -c, --config FILE     take the URL from the config's first archive destination\n"
            "  --db NAME             database name in the archive (its path on the mount)\n"
@@ -168,6 +181,7 @@ static void usage_restore(void)
            "  --dry-run             print the plan (objects, bytes, resulting TXID); download nothing\n"
            "  --strict              fail (exit 1) when the --timestamp lies after the last archived\n"
            "                        transaction, instead of restoring that one with a note\n"
+           "  --seed                fill the data.dir of FILE's node (see above) instead of writing PATH\n"
            "  --json                machine-readable output\n"
            "  -h, --help            show this help\n\n"
            "Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error.\n");
@@ -207,6 +221,7 @@ static const struct option restore_longopts[] = {
     {"no-integrity-check", no_argument, NULL, OPT_NOIC},
     {"dry-run", no_argument, NULL, OPT_DRY},
     {"strict", no_argument, NULL, OPT_STRICT},
+    {"seed", no_argument, NULL, OPT_SEED},
     {"json", no_argument, NULL, OPT_JSON},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -316,6 +331,119 @@ static void print_restore(const struct restore_opts *o, const struct restore_res
     note_after_end(o, r);
 }
 
+/* ---------------------------------------------------------------- restore --seed */
+
+static void print_seed(const struct seed_opts *o, const struct seed_result *r, int json)
+{
+    char tb[40];
+
+    if (json) {
+        json_t *dbs = json_array(), *j = json_object();
+        for (size_t i = 0; i < r->n; i++) {
+            const struct seed_db *d = &r->dbs[i];
+            json_t *e = json_object();
+            json_object_set_new(e, "db", json_string(d->name));
+            json_object_set_new(e, "id", json_string(d->id));
+            json_object_set_new(e, "lineage", json_string(d->lineage));
+            json_object_set_new(e, "txid", json_integer((json_int_t)d->txid));
+            json_object_set_new(e, "time", jtime(d->time_us));
+            json_object_set_new(e, "checksum", hex64(d->cksum));
+            json_object_set_new(e, "page_size", json_integer(d->page_size));
+            json_object_set_new(e, "pages", json_integer(d->db_pages));
+            json_object_set_new(e, "bytes_downloaded", json_integer((json_int_t)d->bytes));
+            json_object_set_new(e, "seconds", json_real(d->seconds));
+            json_array_append_new(dbs, e);
+        }
+        json_object_set_new(j, "data_dir", json_string(o->data_dir));
+        json_object_set_new(j, "from", json_string(o->url));
+        json_object_set_new(j, "databases", dbs);
+        json_object_set_new(j, "bytes_downloaded", json_integer((json_int_t)r->bytes));
+        json_object_set_new(j, "seconds", json_real(r->seconds));
+        print_json(j);
+        return;
+    }
+    if (r->n == 0) {
+        printf("the archive at %s holds no database; nothing seeded\n", o->url);
+        return;
+    }
+    for (size_t i = 0; i < r->n; i++) {
+        const struct seed_db *d = &r->dbs[i];
+        printf("seeded '%s' at TXID %" PRIu64 " committed at %s, checksum %016" PRIx64 ", %u pages of %u bytes "
+               "(id %s), %" PRIu64 " bytes downloaded in %.2f s\n", d->name, d->txid,
+               lv_fmt_time(d->time_us, tb, sizeof tb), d->cksum, d->db_pages, d->page_size, d->id, d->bytes,
+               d->seconds);
+    }
+    printf("seeded %zu database%s into %s in %.2f s; the node continues each at the TXID after it\n", r->n,
+           r->n == 1 ? "" : "s", o->data_dir, r->seconds);
+}
+
+/* `restore --seed`: fill the data.dir of the configuration's node.  ro
+ * holds the options parsed (url, db, target, parallel).  Exit code. */
+static int seed_cli(const char *cfg_path, const struct restore_opts *ro, int json)
+{
+    struct config cfg;
+    struct store_opts so;
+    struct seed_opts o = {.url = ro->url, .db = ro->db, .target = ro->target, .parallel = ro->parallel};
+    struct seed_result r;
+    const char *found = NULL;
+    char err[2048] = "";
+    int rc;
+
+    memset(&cfg, 0, sizeof cfg);
+    memset(&r, 0, sizeof r);
+    rc = cli_config_file(cfg_path, &cfg, &found, err, sizeof err);
+    if (rc == LV_ENOENT) {
+        fprintf(stderr, "litevault restore: --seed fills the data.dir of a node's configuration, and %s; give "
+                        "-c FILE\n", cfg_path ? "that file does not exist" : "none was found");
+        return LV_EXIT_USAGE;
+    }
+    if (rc) {
+        fprintf(stderr, "litevault restore: %s\n", err);
+        return LV_EXIT_USAGE;
+    }
+    o.data_dir = cfg.data_dir;
+    if (!o.url) {
+        if (cfg.narchive == 0) {
+            fprintf(stderr, "litevault restore: no --from URL given and %s has no archive: destination (give "
+                            "--from URL)\n", found);
+            config_free(&cfg);
+            return LV_EXIT_USAGE;
+        }
+        archiver_store_opts(&cfg.archive[0], &so);
+        o.url = cfg.archive[0].url;
+        o.sopts = &so;
+    }
+    o.progress = !json && isatty(STDERR_FILENO);
+    rc = seed_run(&o, &r, err, sizeof err);
+    if (rc) {
+        fprintf(stderr, "litevault restore: %s\n", err[0] ? err : lv_strerror(rc));
+        if (json) {
+            json_t *j = json_pack("{s:s,s:s,s:s}", "data_dir", o.data_dir, "error", err[0] ? err : lv_strerror(rc),
+                                  "code", lv_strerror(rc));
+            print_json(j);
+        }
+    } else {
+        print_seed(&o, &r, json);
+    }
+    seed_result_free(&r);
+    config_free(&cfg);
+    return exit_code(rc);
+}
+
+/* The options --seed does not take (named in the usage error), or NULL. */
+static const char *seed_conflict(const struct restore_opts *o, int have_path)
+{
+    if (have_path || o->out_path)
+        return "--seed writes into the data.dir of -c FILE: give no output PATH";
+    if (o->force || o->if_not_exists)
+        return "--seed never replaces a database: --force and --if-db-not-exists do not apply";
+    if (o->allow_partial || o->dry_run || o->strict || o->lineage || o->no_integrity_check)
+        return "--seed takes only -c, --from, --db, --txid, --timestamp, --parallel and --json";
+    if (o->target.kind != PLAN_LATEST && !o->db)
+        return "--txid and --timestamp with --seed need --db NAME";
+    return NULL;
+}
+
 int restore_cli_restore(int argc, char **argv)
 {
     struct restore_opts o;
@@ -325,7 +453,7 @@ int restore_cli_restore(int argc, char **argv)
     struct store_opts dso;
     int have_dcfg = 0;
     const char *cfg = NULL;
-    int c, json = 0, have_txid = 0, have_time = 0, rc;
+    int c, json = 0, have_txid = 0, have_time = 0, seed = 0, rc;
 
     memset(&o, 0, sizeof o);
     o.target.kind = PLAN_LATEST;
@@ -362,6 +490,7 @@ int restore_cli_restore(int argc, char **argv)
         case OPT_NOIC: o.no_integrity_check = 1; break;
         case OPT_DRY: o.dry_run = 1; break;
         case OPT_STRICT: o.strict = 1; break;
+        case OPT_SEED: seed = 1; break;
         case OPT_JSON: json = 1; break;
         case 'h': usage_restore(); return LV_EXIT_OK;
         default: return usage_err("restore", "unknown option");
@@ -374,6 +503,14 @@ int restore_cli_restore(int argc, char **argv)
     }
     if (have_txid && have_time)
         return usage_err("restore", "--txid and --timestamp exclude each other");
+    if (seed) {
+        const char *why = seed_conflict(&o, optind < argc);
+        if (why)
+            return usage_err("restore", why);
+        if (o.db && !o.db[0])
+            return usage_err("restore", "--db takes a database name");
+        return seed_cli(cfg, &o, json);
+    }
     if (!o.db || !o.db[0])
         return usage_err("restore", "--db NAME is required");
     if (!o.out_path && !o.dry_run)

@@ -392,21 +392,13 @@ static int h_stream_replica(void *ctx, const struct http_request *req, struct ht
 
 int api_register(struct http_server *s, const struct api_ctx *ctx, int admin)
 {
-    unsigned pub = HTTP_R_PUBLIC, priv = HTTP_R_PRIVATE;
-
     g_api = *ctx;
-    if (admin) /* the admin socket: its file mode is the access control */
-        return http_route(s, "GET", "/status", h_status, &g_api) != 0 ||
-                       http_route(s, "GET", "/metrics", h_metrics, &g_api) != 0 ||
-                       http_route(s, "GET", "/health", h_health, &g_api) != 0 ||
-                       http_route(s, "POST", "/v1/image", h_image, &g_api) != 0
-                   ? LV_ENOMEM
-                   : 0;
-    if (http_route_ex(s, "GET", "/status", h_status, &g_api, pub) != 0 ||
-        http_route_ex(s, "GET", "/metrics", h_metrics, &g_api, pub) != 0 ||
-        http_route_ex(s, "GET", "/health", h_health, &g_api, pub) != 0 ||
-        http_route_ex(s, "POST", "/v1/image", h_image_public, &g_api, priv) != 0 ||
-        (ctx->primary_url && http_route_ex(s, "POST", "/v1/stream", h_stream_replica, &g_api, priv) != 0))
+    if (http_route(s, "GET", "/status", h_status, &g_api) != 0 ||
+        http_route(s, "GET", "/metrics", h_metrics, &g_api) != 0 ||
+        http_route(s, "GET", "/health", h_health, &g_api) != 0 ||
+        http_route_ex(s, "POST", "/v1/image", admin ? h_image : h_image_public, &g_api, HTTP_R_PRIVATE) != 0 ||
+        (!admin && ctx->primary_url &&
+         http_route_ex(s, "POST", "/v1/stream", h_stream_replica, &g_api, HTTP_R_PRIVATE) != 0))
         return LV_ENOMEM;
     return 0;
 }

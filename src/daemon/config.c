@@ -7,8 +7,11 @@
  *   fuse:   dir, allow-other                     (section)
  *   data:   dir, state-interval, segment-size, max-log-size (section)
  *   http:   addr, public, image-space, header-timeout,
- *           max-conns-per-address                (section)
+ *           max-conns-per-address, token, token-file, allow-no-token,
+ *           tls-cert, tls-key, tls-ca            (section)
  *   log:    level, format                        (section)
+ *   lease:  type, candidate, advertise-url, primary-url (section)
+ *   replication: max-lag, max-retain, seed, apply-wait (section)
  *   exports: name, schedule, url, format, databases, keep, on, endpoint,
  *            region, force-path-style, access-key-id, secret-access-key,
  *            session-token                       (list)
@@ -55,13 +58,30 @@
  * an empty section or list, an error for a leaf.
  *
  * Relative fuse.dir and data.dir are resolved against the directory that
- * contains the config file, so the result never depends on the cwd.
+ * contains the config file, so the result never depends on the cwd.  So
+ * are http.token-file and the http.tls-* files, which must exist (a
+ * permission error is left to the daemon, so that other users' commands
+ * still load a configuration whose key file they may not see).
+ *
+ * Whole-file checks.  After the walk, config_check validates what one key
+ * alone cannot (keys that depend on each other), naming the key and its
+ * position found again in the document (map_get): http.token or
+ * http.token-file, not both (the file is read then: its contents, without
+ * the trailing newline, become http_token); tls-cert with tls-key, and a
+ * libmicrohttpd with TLS; a static replica (candidate false, the default
+ * when primary-url is set) needs primary-url; a non-loopback http.addr
+ * that listens without a token needs http.allow-no-token; advertise-url
+ * defaults to http[s]://<http.addr>.
+ *
+ * Secrets.  http.token's value never enters a message (the parsers say
+ * what is wrong with it, not what it is); config_free wipes it.
  */
 #include <stddef.h> /* config.h uses size_t without including it */
 
 #include "daemon/config.h"
 
 #include "export/cron.h"
+#include "base/http.h"
 #include "base/lv.h"
 #include "base/lvlog.h"
 
@@ -73,6 +93,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <yaml.h>
 
@@ -92,6 +113,13 @@
 #define DEFAULT_DELETE_DELAY_US (300LL * 1000000)
 #define DEFAULT_MANIFEST_INTERVAL_US (60LL * 1000000)
 #define DEFAULT_SHUTDOWN_TIMEOUT_US (30LL * 1000000)
+#define DEFAULT_LEASE_TYPE "static"
+#define DEFAULT_REPL_MAX_LAG_US (10LL * 1000000)
+#define DEFAULT_REPL_MAX_RETAIN (1LL << 30)
+#define DEFAULT_REPL_APPLY_WAIT_US (100LL * 1000)
+#define MAX_REPL_APPLY_WAIT_US (60LL * 1000000)
+#define TOKEN_MIN 16   /* shortest http.token accepted */
+#define TOKEN_MAX 4096 /* longest */
 static const int64_t default_levels_us[] = {30LL * 1000000, 300LL * 1000000, 3600LL * 1000000};
 
 #define CFG_MAX_KEYS 32 /* keys per schema table */
@@ -509,6 +537,158 @@ static int parse_levels(struct cfg_parser *p, const struct cfg_key *k, yaml_node
     return 0;
 }
 
+/* What is wrong with token t (static text that never quotes it), or NULL if it is usable. */
+static const char *token_problem(const char *t)
+{
+    size_t n = strlen(t);
+
+    if (n < TOKEN_MIN)
+        return "the token is shorter than 16 characters (make one with: openssl rand -hex 32)";
+    if (n > TOKEN_MAX)
+        return "the token is longer than 4096 characters";
+    for (const char *c = t; *c; c++)
+        if ((unsigned char)*c <= 0x20 || (unsigned char)*c >= 0x7f)
+            return "the token may hold only printable ASCII characters, without spaces (make one with: openssl "
+                   "rand -hex 32)";
+    return NULL;
+}
+
+/* http.token: a bearer token (see token_problem).  The value is never quoted in a message. */
+static int parse_token(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value, void *field)
+{
+    const char *why;
+    char *v;
+
+    if (!*value)
+        return cfg_error(p, node->start_mark, "empty value (set a token, e.g. %s, or remove the key)", k->example);
+    why = token_problem(value);
+    if (why)
+        return cfg_error(p, node->start_mark, "%s", why);
+    v = strdup(value);
+    if (!v)
+        return LV_ENOMEM;
+    return set_string(field, v);
+}
+
+/* A file that must exist (http.token-file, http.tls-*): its path, resolved
+ * against the config's directory.  EACCES is not an error here (see the top). */
+static int parse_file(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value, void *field)
+{
+    struct stat st;
+    char *v;
+
+    if (!*value)
+        return cfg_error(p, node->start_mark, "empty value (set a file path, e.g. %s, or remove the key)", k->example);
+    v = resolve_path(p->basedir, value);
+    if (!v)
+        return LV_ENOMEM;
+    if (stat(v, &st) != 0 && errno != EACCES) {
+        int e = errno;
+        cfg_error(p, node->start_mark, "cannot use %s: %s (set the path of an existing file)", v, strerror(e));
+        free(v);
+        return LV_ECONFIG;
+    }
+    if (stat(v, &st) == 0 && S_ISDIR(st.st_mode)) {
+        cfg_error(p, node->start_mark, "%s is a directory (set the path of a file)", v);
+        free(v);
+        return LV_ECONFIG;
+    }
+    return set_string(field, v);
+}
+
+static int parse_lease_type(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                            void *field)
+{
+    char *v;
+
+    LV_UNUSED(k);
+    if (strcmp(value, "etcd") == 0)
+        return cfg_error(p, node->start_mark, "etcd leases are not supported yet (use static: the primary is the "
+                                              "node with candidate: true, replicas name it in primary-url)");
+    if (strcmp(value, "static") != 0)
+        return cfg_error(p, node->start_mark, "unknown lease type \"%s\" (use static)", value);
+    v = strdup(value);
+    if (!v)
+        return LV_ENOMEM;
+    return set_string(field, v);
+}
+
+/* lease.advertise-url, lease.primary-url: http[s]://HOST[:PORT][/PATH], no
+ * credentials, query or fragment; trailing slashes dropped. */
+static int parse_peer_url(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                          void *field)
+{
+    const char *host, *end, *colon;
+    size_t n;
+    char *v;
+
+    if (!*value)
+        return cfg_error(p, node->start_mark, "empty value (set a URL such as %s, or remove the key)", k->example);
+    if (strncmp(value, "http://", 7) == 0)
+        host = value + 7;
+    else if (strncmp(value, "https://", 8) == 0)
+        host = value + 8;
+    else
+        return cfg_error(p, node->start_mark, "unsupported URL \"%s\" (use http://HOST:PORT or https://HOST:PORT, "
+                                              "e.g. %s)", value, k->example);
+    for (const char *c = value; *c; c++)
+        if ((unsigned char)*c <= 0x20 || (unsigned char)*c >= 0x7f || *c == '?' || *c == '#')
+            return cfg_error(p, node->start_mark, "bad URL \"%s\": no spaces, query (?) or fragment (#) (e.g. %s)",
+                             value, k->example);
+    end = host + strcspn(host, "/");
+    if (memchr(host, '@', (size_t)(end - host)))
+        return cfg_error(p, node->start_mark, "the URL must not carry credentials (user@host): set http.token "
+                                              "instead");
+    if (end == host || *host == ':')
+        return cfg_error(p, node->start_mark, "missing host in \"%s\" (e.g. %s)", value, k->example);
+    colon = *host == '[' ? memchr(host, ']', (size_t)(end - host)) : host;
+    if (!colon)
+        return cfg_error(p, node->start_mark, "bad IPv6 host in \"%s\" (write http://[::1]:20202)", value);
+    colon = memchr(colon, ':', (size_t)(end - colon));
+    if (colon) {
+        long port = 0;
+        const char *d = colon + 1;
+        for (; d < end && *d >= '0' && *d <= '9' && port <= 65535; d++)
+            port = port * 10 + (*d - '0');
+        if (d != end || d == colon + 1 || port < 1 || port > 65535)
+            return cfg_error(p, node->start_mark, "bad port in \"%s\" (use a port from 1 to 65535, e.g. %s)",
+                             value, k->example);
+    }
+    v = strdup(value);
+    if (!v)
+        return LV_ENOMEM;
+    n = strlen(v);
+    while (n > 0 && v[n - 1] == '/' && v + n - 1 >= v + (end - value))
+        v[--n] = '\0';
+    return set_string(field, v);
+}
+
+/* replication.max-retain: a size, 0 for none. */
+static int parse_retain(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                        void *field)
+{
+    const char *why;
+    int64_t v;
+
+    if (lv_parse_size_why(value, &v, &why) < 0)
+        return cfg_error(p, node->start_mark,
+                         "bad size \"%s\": %s (use an integer with B, KiB, MiB, GiB, TiB, KB, MB, GB or TB, e.g. %s; "
+                         "0 for none)", value, why, k->example);
+    *(int64_t *)field = v;
+    return 0;
+}
+
+/* replication.apply-wait: a duration up to a minute. */
+static int parse_apply_wait(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                            void *field)
+{
+    int rc = parse_interval(p, k, node, value, field);
+
+    if (rc == 0 && *(int64_t *)field > MAX_REPL_APPLY_WAIT_US)
+        return cfg_error(p, node->start_mark, "apply-wait must be at most 1m (e.g. %s)", k->example);
+    return rc;
+}
+
 /* Fill the defaults of archive destinations after the walk. */
 static void archive_defaults(struct config *cfg)
 {
@@ -561,6 +741,28 @@ static const struct cfg_key http_keys[] = {
     {.name = "image-space", .parse = parse_image_space, .off = offsetof(struct config, http_image_space), .example = "auto"},
     {.name = "header-timeout", .parse = parse_header_timeout, .off = offsetof(struct config, http_header_timeout_us), .example = "10s"},
     {.name = "max-conns-per-address", .parse = parse_per_addr, .off = offsetof(struct config, http_per_addr), .example = "16"},
+    {.name = "token", .parse = parse_token, .off = offsetof(struct config, http_token), .owned = 1, .example = "${LITEVAULT_TOKEN}"},
+    {.name = "token-file", .parse = parse_file, .off = offsetof(struct config, http_token_file), .owned = 1, .example = "/etc/litevault/token"},
+    {.name = "allow-no-token", .parse = parse_bool, .off = offsetof(struct config, http_allow_no_token), .example = "false"},
+    {.name = "tls-cert", .parse = parse_file, .off = offsetof(struct config, http_tls_cert), .owned = 1, .example = "/etc/litevault/cert.pem"},
+    {.name = "tls-key", .parse = parse_file, .off = offsetof(struct config, http_tls_key), .owned = 1, .example = "/etc/litevault/key.pem"},
+    {.name = "tls-ca", .parse = parse_file, .off = offsetof(struct config, http_tls_ca), .owned = 1, .example = "/etc/litevault/ca.pem"},
+    {.name = NULL},
+};
+
+static const struct cfg_key lease_keys[] = {
+    {.name = "type", .parse = parse_lease_type, .off = offsetof(struct config, lease_type), .owned = 1, .example = "static"},
+    {.name = "candidate", .parse = parse_bool, .off = offsetof(struct config, lease_candidate), .example = "true"},
+    {.name = "advertise-url", .parse = parse_peer_url, .off = offsetof(struct config, advertise_url), .owned = 1, .example = "http://db1.internal:20202"},
+    {.name = "primary-url", .parse = parse_peer_url, .off = offsetof(struct config, primary_url), .owned = 1, .example = "http://db1.internal:20202"},
+    {.name = NULL},
+};
+
+static const struct cfg_key replication_keys[] = {
+    {.name = "max-lag", .parse = parse_interval, .off = offsetof(struct config, repl_max_lag_us), .example = "10s"},
+    {.name = "max-retain", .parse = parse_retain, .off = offsetof(struct config, repl_max_retain), .example = "1GiB"},
+    {.name = "seed", .parse = parse_bool, .off = offsetof(struct config, repl_seed), .example = "true"},
+    {.name = "apply-wait", .parse = parse_apply_wait, .off = offsetof(struct config, repl_apply_wait_us), .example = "100ms"},
     {.name = NULL},
 };
 
@@ -815,12 +1017,14 @@ static const struct cfg_key archive_keys[] = {
     {.name = NULL},
 };
 
-/* Top level.  A later version adds lease (CFG_SECTION) here. */
+/* Top level. */
 static const struct cfg_key top_keys[] = {
     {.name = "fuse", .kind = CFG_SECTION, .sub = fuse_keys},
     {.name = "data", .kind = CFG_SECTION, .sub = data_keys},
     {.name = "http", .kind = CFG_SECTION, .sub = http_keys},
     {.name = "log", .kind = CFG_SECTION, .sub = log_keys},
+    {.name = "lease", .kind = CFG_SECTION, .sub = lease_keys},
+    {.name = "replication", .kind = CFG_SECTION, .sub = replication_keys},
     {.name = "exports", .kind = CFG_LIST, .sub = export_keys, .off = offsetof(struct config, exports),
      .count_off = offsetof(struct config, nexports), .elem_size = sizeof(struct exports_job),
      .elem_init = export_init, .elem_check = export_check},
@@ -1152,12 +1356,163 @@ static void free_schema(const struct cfg_key *keys, char *base)
     }
 }
 
+/* ---- whole-file checks (see the top) ---- */
+
+/* The value node of key in the mapping map (NULL if map is NULL, not a
+ * mapping, or lacks key); *kn (if kn) its key node. */
+static yaml_node_t *map_get(struct cfg_parser *p, yaml_node_t *map, const char *key, yaml_node_t **kn)
+{
+    if (kn)
+        *kn = NULL;
+    if (!map || map->type != YAML_MAPPING_NODE)
+        return NULL;
+    for (yaml_node_pair_t *pair = map->data.mapping.pairs.start; pair < map->data.mapping.pairs.top; pair++) {
+        yaml_node_t *k = yaml_document_get_node(p->doc, pair->key);
+        if (k->type == YAML_SCALAR_NODE && strcmp((const char *)k->data.scalar.value, key) == 0) {
+            if (kn)
+                *kn = k;
+            return yaml_document_get_node(p->doc, pair->value);
+        }
+    }
+    return NULL;
+}
+
+/* Report at the first non-NULL of a, b, c (nodes), naming keypath. */
+static int check_error(struct cfg_parser *p, const char *keypath, yaml_node_t *a, yaml_node_t *b, yaml_node_t *c,
+                       const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static int check_error(struct cfg_parser *p, const char *keypath, yaml_node_t *a, yaml_node_t *b, yaml_node_t *c,
+                       const char *fmt, ...)
+{
+    yaml_node_t *at = a ? a : b ? b : c;
+    yaml_mark_t m = at ? at->start_mark : (yaml_mark_t){0};
+    char msg[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    snprintf(p->keypath, sizeof p->keypath, "%s", keypath);
+    return cfg_error(p, m, "%s", msg);
+}
+
+/* Read http.token-file (cfg->http_token_file) into cfg->http_token: one line,
+ * its trailing newline dropped.  at: the value node, for messages. */
+static int read_token_file(struct cfg_parser *p, yaml_node_t *at, struct config *cfg)
+{
+    const char *path = cfg->http_token_file, *why;
+    char buf[TOKEN_MAX + 3];
+    size_t n;
+    FILE *f = fopen(path, "r");
+    int rc = 0;
+
+    if (!f)
+        return check_error(p, "http.token-file", at, NULL, NULL, "cannot read %s: %s (the daemon's user, and whoever "
+                           "runs litevault commands with this configuration, must be able to read it)", path,
+                           strerror(errno));
+    n = fread(buf, 1, sizeof buf - 1, f);
+    if (ferror(f))
+        rc = check_error(p, "http.token-file", at, NULL, NULL, "cannot read %s: %s", path, strerror(errno));
+    fclose(f);
+    if (rc)
+        goto out;
+    buf[n] = '\0';
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        buf[--n] = '\0';
+    if (n == 0) {
+        rc = check_error(p, "http.token-file", at, NULL, NULL, "%s is empty (write the token into it, e.g. openssl "
+                         "rand -hex 32 > %s)", path, path);
+        goto out;
+    }
+    if (strlen(buf) != n || (why = token_problem(buf)) != NULL) {
+        rc = check_error(p, "http.token-file", at, NULL, NULL, "%s: %s", path,
+                         strlen(buf) != n ? "the file holds a NUL byte" : why);
+        goto out;
+    }
+    cfg->http_token = strdup(buf);
+    if (!cfg->http_token)
+        rc = LV_ENOMEM;
+out:
+    explicit_bzero(buf, sizeof buf);
+    return rc;
+}
+
+/* Default advertise-url: http[s]://<http.addr>, the host name standing for 0.0.0.0 or [::]. */
+static int default_advertise(struct config *cfg)
+{
+    const char *addr = cfg->http_addr, *port = strrchr(addr, ':');
+    const char *scheme = cfg->http_tls_cert ? "https" : "http";
+    char host[256];
+    char *v;
+
+    if (port && (strncmp(addr, "0.0.0.0:", 8) == 0 || strncmp(addr, "[::]:", 5) == 0) &&
+        gethostname(host, sizeof host) == 0) {
+        host[sizeof host - 1] = '\0';
+        if (asprintf(&v, "%s://%s%s", scheme, host, port) < 0)
+            v = NULL;
+    } else if (asprintf(&v, "%s://%s", scheme, addr) < 0) {
+        v = NULL;
+    }
+    if (!v)
+        return LV_ENOMEM;
+    return set_string(&cfg->advertise_url, v);
+}
+
+static int config_check(struct cfg_parser *p, yaml_node_t *root, struct config *cfg)
+{
+    yaml_node_t *http = map_get(p, root, "http", NULL), *lease = map_get(p, root, "lease", NULL);
+    yaml_node_t *kn, *vn, *kn2, *vn2;
+    int rc;
+
+    if (cfg->http_token_file) {
+        vn = map_get(p, http, "token-file", &kn);
+        if (cfg->http_token)
+            return check_error(p, "http.token-file", kn, NULL, NULL, "set http.token or http.token-file, not both");
+        rc = read_token_file(p, vn, cfg);
+        if (rc)
+            return rc;
+    }
+    if (!cfg->http_tls_cert != !cfg->http_tls_key) {
+        vn = map_get(p, http, cfg->http_tls_cert ? "tls-cert" : "tls-key", &kn);
+        return check_error(p, cfg->http_tls_cert ? "http.tls-cert" : "http.tls-key", kn, NULL, NULL,
+                           "set both http.tls-cert and http.tls-key (HTTPS needs the certificate and its private "
+                           "key), or neither");
+    }
+    if (cfg->http_tls_cert && !http_tls_supported()) {
+        map_get(p, http, "tls-cert", &kn);
+        return check_error(p, "http.tls-cert", kn, NULL, NULL, "this libmicrohttpd was built without TLS, so "
+                           "http.addr cannot serve HTTPS (install a libmicrohttpd with GnuTLS, or remove tls-cert and "
+                           "tls-key and put a TLS proxy in front)");
+    }
+    vn = map_get(p, lease, "candidate", &kn);
+    if (!vn) /* not set: a node told whom to follow is a replica */
+        cfg->lease_candidate = cfg->primary_url == NULL;
+    if (!cfg->lease_candidate && !cfg->primary_url)
+        return check_error(p, "lease.primary-url", kn, lease, root, "required when lease.candidate is false: a "
+                           "static replica follows the primary at this URL (add primary-url: "
+                           "http://PRIMARY-HOST:20202)");
+    if (config_http_listens(cfg) && !cfg->http_token && !cfg->http_allow_no_token &&
+        !http_addr_is_loopback(cfg->http_addr)) {
+        vn = map_get(p, http, "addr", &kn);
+        vn2 = map_get(p, http, "public", &kn2);
+        return check_error(p, "http.addr", vn, http, root, "%s is not a loopback address and no http.token is set: "
+                           "anyone who reaches it could read /status and /metrics and follow every database as a "
+                           "replica; set http.token (or http.token-file), or set http.allow-no-token: true to serve "
+                           "it without one%s", cfg->http_addr, vn2 ? "" : " (or http.public: false to listen only on "
+                           "the admin socket)");
+    }
+    if (!map_get(p, lease, "advertise-url", NULL))
+        return default_advertise(cfg);
+    return 0;
+}
+
 /* ---- public ---- */
 
 void config_free(struct config *cfg)
 {
     if (!cfg)
         return;
+    if (cfg->http_token)
+        explicit_bzero(cfg->http_token, strlen(cfg->http_token));
     free_schema(top_keys, (char *)cfg);
     free(cfg->path);
     cfg->path = NULL;
@@ -1177,11 +1532,23 @@ int config_defaults(struct config *cfg)
     cfg->state_interval_us = DEFAULT_STATE_INTERVAL_US;
     cfg->segment_size = DEFAULT_SEGMENT_SIZE;
     cfg->max_log_size = DEFAULT_MAX_LOG_SIZE;
-    if (!cfg->fuse_dir || !cfg->data_dir || !cfg->http_addr) {
+    cfg->lease_type = strdup(DEFAULT_LEASE_TYPE);
+    cfg->lease_candidate = 1;
+    cfg->advertise_url = strdup("http://" DEFAULT_HTTP_ADDR);
+    cfg->repl_max_lag_us = DEFAULT_REPL_MAX_LAG_US;
+    cfg->repl_max_retain = DEFAULT_REPL_MAX_RETAIN;
+    cfg->repl_seed = 1;
+    cfg->repl_apply_wait_us = DEFAULT_REPL_APPLY_WAIT_US;
+    if (!cfg->fuse_dir || !cfg->data_dir || !cfg->http_addr || !cfg->lease_type || !cfg->advertise_url) {
         config_free(cfg);
         return LV_ENOMEM;
     }
     return 0;
+}
+
+int config_http_listens(const struct config *cfg)
+{
+    return cfg->http_public || cfg->http_token != NULL;
 }
 
 int config_admin_socket(const struct config *cfg, char *buf, size_t len)
@@ -1369,6 +1736,8 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
         rc = walk_mapping(&p, root, top_keys, (char *)cfg);
         if (rc == 0)
             archive_defaults(cfg);
+        if (rc == 0)
+            rc = config_check(&p, root, cfg);
     }
     yaml_document_delete(&doc);
 out_delete_parser:

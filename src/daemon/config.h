@@ -4,7 +4,9 @@
  * Errors name file:line:column and the key, e.g.
  *   litevault.yml:3:9: log.level: unknown level "loud" (use error, warn, info or debug)
  * Unknown keys, wrong types (a mapping where a scalar is expected, a
- * non-number) and bad durations are rejected.
+ * non-number) and bad durations are rejected, and so are combinations that
+ * cannot work (a replica without primary-url, tls-cert without tls-key, a
+ * non-loopback http.addr open to anyone without a token).
  */
 #ifndef CONFIG_H
 #define CONFIG_H
@@ -21,8 +23,9 @@ struct config {
     int fuse_allow_other; /* fuse.allow-other: users other than the daemon's may use the mount; default 0 */
     char *data_dir;    /* data.dir: backing files and logs (owned); default "/var/lib/litevault/data" */
     char *http_addr;   /* http.addr: host:port (owned); default "127.0.0.1:20202" */
-    int http_public;   /* http.public: /status, /metrics, /health served on http.addr; default 1
-                          (0: only on the admin socket data.dir/admin.sock) */
+    int http_public;   /* http.public: /status, /metrics, /health served on http.addr without the token;
+                          default 1 (0: they need the token there; without a token nothing listens on
+                          http.addr: everything is on the admin socket data.dir/admin.sock) */
     int64_t http_image_space;       /* http.image-space: bytes images may hold in data.dir/tmp; 0 (auto,
                                        the default): half the free space */
     int64_t http_header_timeout_us; /* http.header-timeout: to send a request head; default 10s */
@@ -37,19 +40,32 @@ struct config {
                                    refused while an archive lags; 0 = no limit; default 10 GiB */
     struct archiver_dest *archive; /* archive: destinations (owned array) */
     size_t narchive;            /* entries in archive */
-    /* TEMP(scaffold, helper B owns these; PLAN.md "Roles and config") */
-    char *lease_type;
-    int lease_candidate;
-    char *advertise_url;
-    char *primary_url;
-    char *http_token;
-    int http_allow_no_token;
-    char *http_tls_cert, *http_tls_key, *http_tls_ca;
-    int64_t repl_max_lag_us;
-    int64_t repl_max_retain;
-    int repl_seed;
-    int64_t repl_apply_wait_us;
+    /* Roles (lease:).  Without a lease section the node is a static primary. */
+    char *lease_type;           /* lease.type: "static" (owned; the default) */
+    int lease_candidate;        /* lease.candidate: 1 if this node may be the primary (static: it is); default
+                                   1, or 0 when lease.primary-url is set */
+    char *advertise_url;        /* lease.advertise-url: how others reach this node (owned); default
+                                   http[s]://<http.addr> (the host name for 0.0.0.0 / [::]) */
+    char *primary_url;          /* lease.primary-url: the primary a static replica follows (owned), NULL if
+                                   none; required when lease_candidate is 0 */
+    /* Access to http.addr.  The token is never logged nor shown. */
+    char *http_token;           /* http.token, or the contents of http.token-file (owned), NULL: none */
+    char *http_token_file;      /* http.token-file: the path read (owned), NULL if none */
+    int http_allow_no_token;    /* http.allow-no-token: serve a non-loopback http.addr without a token */
+    char *http_tls_cert;        /* http.tls-cert: PEM certificate chain for HTTPS on http.addr (owned), or NULL */
+    char *http_tls_key;         /* http.tls-key: its PEM private key (owned), or NULL; set with tls-cert */
+    char *http_tls_ca;          /* http.tls-ca: PEM CA file a replica checks the primary with (owned), or NULL */
+    /* replication: */
+    int64_t repl_max_lag_us;    /* replication.max-lag: a replica's /health is 503 above it; default 10s */
+    int64_t repl_max_retain;    /* replication.max-retain: log bytes the primary keeps for a connected replica
+                                   beyond the archive's need; default 1 GiB (0: none) */
+    int repl_seed;              /* replication.seed: an empty replica with archive: seeds from it; default 1 */
+    int64_t repl_apply_wait_us; /* replication.apply-wait: per attempt, lock wait for readers; default 100ms */
 };
+
+/* Does cfg's daemon listen on http.addr?  Unless http.public is false and
+ * no token is set (then everything is on the admin socket only). */
+int config_http_listens(const struct config *cfg);
 
 /* Fill *cfg with defaults (strings owned by cfg). 0 or LV_ENOMEM. */
 int config_defaults(struct config *cfg);

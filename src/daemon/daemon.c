@@ -5,15 +5,20 @@
  *   1. the mount point is usable (check_mountpoint: not a live mount; a dead
  *      litevault mount, left by a killed daemon, is detached)
  *   2. SIGINT/SIGTERM/SIGHUP blocked in every thread (fs_run takes them)
- *   3. the registry (dbreg_open: data.dir, logs, reconcile), data.dir/tmp cleared
- *   4. the role, from the lease (lease.*): the primary gets its cluster ID
+ *   3. the lease (who is the primary); on a replica with an archive and an
+ *      empty data.dir, seeding from the archive (replication.seed); the
+ *      registry (dbreg_open: data.dir, logs, reconcile), data.dir/tmp cleared
+ *   4. the role's parts: the primary gets its cluster ID
  *      and its replication streams (replica/primary.h), scheduled exports
  *      (created, not started) and the archiver (threads run) with the
  *      streams' retention hook; a replica refuses applications' writes
  *      (dbreg_set_replica) and neither archives nor exports
  *   5. the HTTP API: the admin socket data.dir/admin.sock (0600, every
- *      route) and, when http.public is true or the node is the primary,
- *      http.addr (read-only routes, and POST /v1/stream behind http.token)
+ *      route, no token: only the daemon's user and root can connect) and,
+ *      unless http.public is false with no http.token, http.addr (its
+ *      routes; the token, if set, guards the private ones, and the public
+ *      ones too when http.public is false; HTTPS with http.tls-cert/-key);
+ *      on the primary also POST /v1/stream, the replicas' (private) route
  *   6. housekeeping (state saves every data.state-interval) and the export scheduler
  *   7. the FUSE mount (fs_prepare), the readiness probe, a replica's
  *      client (replica/replica.h: it applies through the mount), then the
@@ -74,6 +79,7 @@
 #include "replica/lease.h"
 #include "replica/primary.h"
 #include "replica/replica.h"
+#include "restore/seed.h"
 
 /* The running daemon (one per process, on daemon_run's stack). */
 struct daemon {
@@ -303,8 +309,7 @@ static int start_child(struct daemon *dm, char **cmd, const sigset_t *set)
     return 0;
 }
 
-/* Step 5: the admin socket (*admin) and, if http.public or the node is the
- * primary (replicas connect there), http.addr (*hs).  0 or an exit code. */
+/* Step 5: the admin socket (*admin) and, if config_http_listens, http.addr (*hs).  0 or an exit code. */
 static int open_http(struct daemon *dm, struct http_server **hs, struct http_server **admin)
 {
     const struct config *cfg = dm->cfg;
@@ -320,15 +325,35 @@ static int open_http(struct daemon *dm, struct http_server **hs, struct http_ser
                         "check data.dir\n", cfg->data_dir);
         return LV_EXIT_RUNTIME;
     }
-    if (!cfg->http_public && !dm->primary)
+    if (!config_http_listens(cfg)) {
+        if (dm->primary)
+            LV_WARN("http.addr is not served (http.public is false and no http.token is set): replicas cannot "
+                    "connect to this primary; set http.token to serve them");
         return 0;
-    if (http_new(cfg->http_addr, hs) != 0 || http_set_limits(*hs, &lim) != 0 ||
-        http_set_token(*hs, cfg->http_token) != 0 ||
-        (cfg->http_tls_cert && http_set_tls(*hs, cfg->http_tls_cert, cfg->http_tls_key) != 0) ||
-        api_register(*hs, &ctx, 0) != 0 || (dm->prim && primary_register(dm->prim, *hs) != 0) ||
-        http_start(*hs) != 0) {
-        fprintf(stderr, "litevault: cannot serve HTTP on http.addr %s (in use, or not a local address?); "
-                        "change http.addr\n", cfg->http_addr);
+    }
+    if (!cfg->http_token && !cfg->http_allow_no_token && !http_addr_is_loopback(cfg->http_addr)) {
+        fprintf(stderr, "litevault: http.addr %s is not a loopback address and no http.token is set; set http.token "
+                        "(or http.token-file), or http.allow-no-token: true\n", cfg->http_addr); /* config_load's check */
+        return LV_EXIT_USAGE;
+    }
+    if (http_new(cfg->http_addr, hs) != 0 || http_set_limits(*hs, &lim) != 0 || api_register(*hs, &ctx, 0) != 0 ||
+        (dm->prim && primary_register(dm->prim, *hs) != 0) || http_set_token(*hs, cfg->http_token) != 0 ||
+        http_set_public(*hs, cfg->http_public) != 0) {
+        fprintf(stderr, "litevault: cannot set up HTTP on http.addr %s (see the log above); change http.addr\n",
+                cfg->http_addr);
+        return LV_EXIT_RUNTIME;
+    }
+    if (cfg->http_tls_cert && http_set_tls(*hs, cfg->http_tls_cert, cfg->http_tls_key) != 0) {
+        fprintf(stderr, "litevault: cannot serve HTTPS on http.addr %s: http.tls-cert %s or http.tls-key %s cannot be "
+                        "read (see the log above); fix the files or those keys\n", cfg->http_addr, cfg->http_tls_cert,
+                cfg->http_tls_key);
+        return LV_EXIT_USAGE;
+    }
+    if (http_start(*hs) != 0) {
+        fprintf(stderr, "litevault: cannot serve HTTP%s on http.addr %s (in use, or not a local address?%s); "
+                        "change http.addr%s\n", cfg->http_tls_cert ? "S" : "", cfg->http_addr,
+                cfg->http_tls_cert ? " or http.tls-cert and http.tls-key are not a valid, matching certificate and key"
+                                   : "", cfg->http_tls_cert ? " or those keys" : "");
         return LV_EXIT_RUNTIME;
     }
     return 0;
@@ -346,29 +371,63 @@ static void lease_changed(void *arg)
     fs_request_exit();
 }
 
-/* Step 4: the role from the lease, and what each role runs.  0 or an exit code. */
-static int open_role(struct daemon *dm)
+/* Step 3a: who is the primary (the lease).  0 or an exit code. */
+static int open_lease(struct daemon *dm)
 {
     const struct config *cfg = dm->cfg;
     const struct lease_conf lc = {cfg->lease_type, cfg->lease_candidate, cfg->advertise_url, cfg->primary_url};
     char err[1024] = "";
-    uint8_t cluster[16];
-    int rc;
 
     if (lease_open(&lc, &dm->lease, err, sizeof err) != 0) {
         fprintf(stderr, "litevault: %s: %s\n", cfg->path ? cfg->path : "config", err);
         return LV_EXIT_USAGE;
     }
+    dm->primary = lease_is_primary(dm->lease);
+    if (!dm->primary && lease_primary_url(dm->lease, dm->primary_url, sizeof dm->primary_url) != 0) {
+        fprintf(stderr, "litevault: this node is a replica but no primary is known; set lease.primary-url\n");
+        return LV_EXIT_USAGE;
+    }
+    return 0;
+}
+
+/* Step 3b on a replica with an archive and replication.seed: an empty
+ * data.dir is seeded from the archive (restore/seed.h) before the registry
+ * opens it.  A failure leaves data.dir empty: the primary then sends
+ * snapshots instead. */
+static void seed_replica(struct daemon *dm)
+{
+    const struct config *cfg = dm->cfg;
+    struct seed_result res;
+    char err[1024] = "";
+    int rc;
+
+    if (dm->primary || !cfg->repl_seed || cfg->narchive == 0)
+        return;
+    memset(&res, 0, sizeof res);
+    notify_status("seeding data.dir from the archive");
+    rc = seed_if_empty(cfg->data_dir, cfg->archive, cfg->narchive, 1, cfg->repl_seed, &res, err, sizeof err);
+    if (rc)
+        LV_WARN("replica: seeding the empty data.dir from the archive %s failed (%s); the primary sends snapshots "
+                "instead", cfg->archive[0].url, err[0] ? err : lv_strerror(rc));
+    else if (res.n)
+        LV_INFO("replica: seeded %zu database(s) from the archive %s (%llu bytes in %.1f s)", res.n,
+                cfg->archive[0].url, (unsigned long long)res.bytes, res.seconds);
+    seed_result_free(&res);
+}
+
+/* Step 4: what each role runs.  0 or an exit code. */
+static int open_role(struct daemon *dm)
+{
+    const struct config *cfg = dm->cfg;
+    char err[1024] = "";
+    uint8_t cluster[16];
+    int rc;
+
     if ((rc = node_id_ensure(cfg->data_dir, dm->node_id)) != 0) {
         fprintf(stderr, "litevault: cannot read or create %s/node-id: %s\n", cfg->data_dir, lv_strerror(rc));
         return LV_EXIT_RUNTIME;
     }
-    dm->primary = lease_is_primary(dm->lease);
     if (!dm->primary) {
-        if (lease_primary_url(dm->lease, dm->primary_url, sizeof dm->primary_url) != 0) {
-            fprintf(stderr, "litevault: this node is a replica but no primary is known; set lease.primary-url\n");
-            return LV_EXIT_USAGE;
-        }
         dbreg_set_replica(dm->reg, dm->primary_url); /* D6 */
         dbreg_set_mount(dm->reg, cfg->fuse_dir);
         LV_INFO("role: replica of %s (node %s); archiving and scheduled exports run on the primary only",
@@ -410,6 +469,10 @@ static int open_parts(struct daemon *dm, struct http_server **hs, struct http_se
     char err[1024] = "";
     int rc;
 
+    rc = open_lease(dm);
+    if (rc)
+        return rc;
+    seed_replica(dm);
     if (dbreg_open(&(struct dbreg_opts){cfg->data_dir, cfg->segment_size}, &dm->reg, err, sizeof err) != 0) {
         fprintf(stderr, "litevault: %s\n", err);
         return LV_EXIT_RUNTIME;

@@ -221,6 +221,15 @@ int txlog_apply_finish(struct txlog_apply *a, char *err, size_t errlen);
 
 /* Free the handle (does not close the fd). */
 void txlog_apply_close(struct txlog_apply *a);
+
+struct cksum_map;
+
+/* The page checksums of the file as built (borrowed until the next call on
+ * a).  After a record was applied and the handle is not dirty, they
+ * describe the file's pages and their XOR is the last post checksum (A1
+ * of txlog_apply.c): a restore hands them on instead of reading the file
+ * again. */
+const struct cksum_map *txlog_apply_map(const struct txlog_apply *a);
 /* ---- Pruning (archiver) ---- */
 
 /* Delete whole segment files of the log in dir whose records all have
@@ -232,6 +241,33 @@ int txlog_prune(const char *dir, uint64_t upto_txid, uint64_t *removed_bytes);
 
 /* Bytes and first TXID of the segment files in dir (first_txid 0 if none). */
 int txlog_dir_usage(const char *dir, uint64_t *bytes, uint64_t *first_txid);
+
+/* ---- Base: a log that continues a history kept elsewhere (a database
+ * seeded from an archive; txlog_base.c, docs/FORMAT.md "Base file") ---- */
+
+/* The last record of that history, as far as the log needs it. */
+struct txlog_base {
+    uint8_t dbid[16];     /* database ID */
+    uint64_t txid;        /* T: the last TXID of the history (>= 1); the log continues at T+1 */
+    int64_t time_us;      /* T's commit time */
+    uint32_t page_size;   /* page size after T */
+    uint32_t db_pages;    /* database size in pages after T */
+    uint64_t post_cksum;  /* database checksum after T */
+};
+
+/* Make dir (created if missing; it must hold no segment: LV_EEXIST) the
+ * log of a database whose history up to b->txid lives elsewhere: the file
+ * dir/base (published atomically) and an empty segment named b->txid + 1,
+ * fsynced.  txlog_open then reports b as the last record (tail->last_txid,
+ * last_post, ...) while the log holds no record, so the next record
+ * appended is TXID b->txid + 1 with pre checksum b->post_cksum.  0 or
+ * negative with a message in err. */
+int txlog_base_create(const char *dir, const struct txlog_base *b, char *err, size_t errlen);
+
+/* Read dir/base into *b, checking it belongs to dbid.  0; LV_ENOENT (no
+ * base file); LV_ECORRUPT / LV_EVERSION / an I/O error, with a message in
+ * err. */
+int txlog_base_load(const char *dir, const uint8_t dbid[16], struct txlog_base *b, char *err, size_t errlen);
 
 /* ---- Replay ---- */
 
@@ -254,6 +290,11 @@ int txlog_replay(const char *dir, uint64_t target_txid, const char *out_path,
  * the record (txlog_reader_page then returns LV_ENOENT).  0, LV_ECORRUPT
  * or LV_ENOMEM. */
 int txlog_reader_raw(struct txlog_reader *r, void **out, size_t *len);
+
+/* Check a raw record without decompressing it: header checksum and
+ * fields, lengths, trailer.  *h receives the header.  0 or LV_ECORRUPT /
+ * LV_EVERSION with a message in err. */
+int txlog_record_check(const void *rec, size_t len, struct txlog_hdr *h, char *err, size_t errlen);
 
 /* Check a raw record (header checksum, lengths, trailer) and decode its
  * pages, calling fn(arg, pgno, page) for each in order (page borrowed for

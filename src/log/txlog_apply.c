@@ -37,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/cksum.h"
 #include "base/lv.h"
@@ -178,6 +179,11 @@ void txlog_apply_state(const struct txlog_apply *a, struct txlog_apply_info *inf
     info->page_size = a->map.page_size;
     info->db_pages = a->map.npages;
     info->db_cksum = a->map.total;
+}
+
+const struct cksum_map *txlog_apply_map(const struct txlog_apply *a)
+{
+    return &a->map;
 }
 
 /* May h be applied next (A2, A3)?  0, or the error (reported). */
@@ -340,7 +346,11 @@ static int replay_reached(const struct txlog_apply_info *st, const char *dir, ui
                           size_t errlen)
 {
     if (!st->have) {
-        lv_seterr(err, errlen, "%s: log holds no records", dir);
+        char base[4200];
+        snprintf(base, sizeof base, "%s/base", dir);
+        lv_seterr(err, errlen, "%s: log holds no records%s", dir,
+                  access(base, F_OK) == 0 ? " (a database seeded from an archive: its history is there; use "
+                                            "`litevault restore`)" : "");
         return LV_ENOENT;
     }
     if (target_txid && st->txid != target_txid) {

@@ -14,6 +14,7 @@
  *   txlog_apply.c   applying records to a database file; txlog_replay
  *   txlog_image.c   segment images for the archiver
  *   txlog_prune.c   pruning and disk usage
+ *   txlog_base.c    the base file: a log continuing a history kept elsewhere
  */
 #ifndef TXLOG_IMPL_H
 #define TXLOG_IMPL_H
@@ -131,5 +132,15 @@ struct txlog_newest {
  * the segment, offset and TXID.  On failure nothing is left open. */
 int txlog_scan(const char *dir, const uint8_t dbid[16], struct txlog_tail *tail, struct txlog_newest *nw,
                char *err, size_t errlen);
+
+/* ---- Base file (txlog_base.c), used by txlog_scan ---- */
+
+/* The scan found no record in dir: if dir/base exists and no segment names
+ * another next TXID than its TXID + 1 (nw: the newest segment, fd -1 if
+ * none), fill *tail as if its record were the last.  0 (also when there is
+ * no base, or it does not apply: logged), or LV_ECORRUPT / LV_EVERSION /
+ * an I/O error with a message in err. */
+int txlog_base_adopt(const char *dir, const uint8_t dbid[16], struct txlog_tail *tail, const struct txlog_newest *nw,
+                     char *err, size_t errlen);
 
 #endif /* TXLOG_IMPL_H */

@@ -13,6 +13,9 @@
  * a zero header) is removed.  Everything else is LV_ECORRUPT with a
  * message naming the segment, offset and TXID.
  *
+ * A log with no record at all may continue a history kept elsewhere (a
+ * seeded database): txlog_base.c then fills the tail from its base file.
+ *
  * The newest segment stays open read-write and is handed to the writer
  * (struct txlog_newest); the scan owns nothing after it returns.
  */
@@ -300,6 +303,13 @@ int txlog_scan(const char *dir, const uint8_t dbid[16], struct txlog_tail *tail,
         rc = scan_segment(&sc, dir, segs[i], i + 1 == nseg, nw);
     if (rc == 1)
         rc = 0; /* the newest segment was empty: the writer starts a new one */
+    if (rc == 0 && !sc.link.have)
+        rc = txlog_base_adopt(dir, dbid, tail, nw, err, errlen); /* no record: a seeded log? */
+    if (rc && nw->fd >= 0) {
+        close(nw->fd);
+        free(nw->path);
+        *nw = (struct txlog_newest){.fd = -1};
+    }
     free(segs);
 out_free_scan:
     if (sc.xs)

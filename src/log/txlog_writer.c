@@ -687,3 +687,55 @@ out_close_log:
     txlog_close(l);
     return rc;
 }
+
+int txlog_append_raw(struct txlog *l, const void *rec, size_t len)
+{
+    struct txlog_hdr h;
+    char err[256];
+    int rc;
+
+    assert_writer_state(l);
+    if (l->broken)
+        return l->broken;
+    if (l->state != REC_IDLE) {
+        LV_ERROR("txlog: append_raw with a record in progress");
+        return LV_EINVAL;
+    }
+    rc = txlog_record_check(rec, len, &h, err, sizeof err);
+    if (rc) {
+        LV_ERROR("txlog %s: refusing a raw record: %s", l->dir, err);
+        return rc;
+    }
+    if (memcmp(h.dbid, l->dbid, 16) != 0) {
+        LV_ERROR("txlog %s: TXID %" PRIu64 " belongs to another database", l->dir, h.txid);
+        return LV_ECHAIN;
+    }
+    if (l->have_last && h.txid != l->last_txid + 1) {
+        LV_ERROR("txlog %s: TXID %" PRIu64 " does not follow %" PRIu64, l->dir, h.txid, l->last_txid);
+        return LV_EGAP;
+    }
+    if (l->have_last && h.pre_cksum != l->last_post) {
+        LV_ERROR("txlog %s: TXID %" PRIu64 " pre checksum %016" PRIx64 " != previous post %016" PRIx64, l->dir,
+                 h.txid, h.pre_cksum, l->last_post);
+        return LV_ECHAIN;
+    }
+    rc = seg_prepare(l, h.txid, len, 0);
+    if (rc)
+        return rc;
+    l->rec_start = l->seg_end;
+    rc = sys_pwrite_all(l->fd, rec, len, (off_t)l->seg_end, l->seg_path);
+    if (rc) {
+        rec_drop(l, 1);
+        return l->broken ? l->broken : rc;
+    }
+    l->seg_end += len;
+    if (l->resv_end < l->seg_end)
+        l->resv_end = l->seg_end;
+    l->bytes_written += len;
+    l->dirty = 1;
+    l->have_last = 1;
+    l->last_txid = h.txid;
+    l->last_post = h.post_cksum;
+    assert_writer_state(l);
+    return 0;
+}

@@ -126,7 +126,8 @@ struct pdb {
 /* One replica, streaming or gone for less than PR_GRACE_US. */
 struct prep {
     char node[72];            /* node ID it sent */
-    char addr[512];           /* where it says it is (its advertise URL) */
+    char addr[128];           /* its address as the connection shows it (http_request.peer) */
+    char url[512];            /* where it says it is (its advertise URL) */
     int connected;            /* its stream runs */
     int superseded;           /* a newer stream of the same node replaced this one */
     int64_t since_us;         /* when the stream began (wall clock) */
@@ -1110,7 +1111,8 @@ int primary_conn_open(struct primary *p, const void *body, size_t len, const cha
         goto fail;
     }
     snprintf(r->node, sizeof r->node, "%s", node);
-    snprintf(r->addr, sizeof r->addr, "%s", url[0] ? url : addr ? addr : "");
+    snprintf(r->addr, sizeof r->addr, "%s", addr ? addr : "");
+    snprintf(r->url, sizeof r->url, "%s", url);
     r->connected = 1;
     r->since_us = lv_now_us();
     for (size_t i = 0; i < ndbs; i++) {
@@ -1140,7 +1142,8 @@ int primary_conn_open(struct primary *p, const void *body, size_t len, const cha
     p->reps = r;
     pthread_mutex_unlock(&p->mu);
     __atomic_add_fetch(&p->streams, 1, __ATOMIC_RELAXED);
-    LV_INFO("replication: replica %s (%s) connected%s, %zu databases reported", node, r->addr,
+    LV_INFO("replication: replica %s (%s, %s) connected%s, %zu databases reported", node, r->addr,
+            r->url[0] ? r->url : "no url",
             has_cluster ? "" : " without a cluster-id (it adopts this cluster's)", ndbs);
     free(dbs);
     *out = c;
@@ -1162,7 +1165,7 @@ static int h_stream(void *ctx, const struct http_request *req, struct http_respo
     char *err = NULL;
     int status = 0;
 
-    if (primary_conn_open(p, req->body, req->body_len, NULL, &c, &status, &err) != 0) {
+    if (primary_conn_open(p, req->body, req->body_len, req->peer, &c, &status, &err) != 0) {
         resp->status = status;
         resp->body = err;
         return 0;
@@ -1288,6 +1291,7 @@ char *primary_status_json(struct primary *p)
                                                      (json_int_t)r->dbs[i].txid));
         json_object_set_new(o, "node", json_string(r->node));
         json_object_set_new(o, "addr", json_string(r->addr));
+        json_object_set_new(o, "url", json_string(r->url));
         json_object_set_new(o, "connected", json_boolean(r->connected && !r->superseded));
         json_object_set_new(o, "since", json_string(lv_fmt_time(r->since_us, t, sizeof t)));
         json_object_set_new(o, "bytes", b);
@@ -1371,7 +1375,7 @@ int primary_new(const struct primary_opts *o, struct primary **out)
     lv_hex(p->cluster, 16, p->cluster_hex);
     snprintf(p->node, sizeof p->node, "%s", o->node_id ? o->node_id : "");
     snprintf(p->url, sizeof p->url, "%s", o->url ? o->url : "");
-    p->max_retain = o->max_retain > 0 ? (uint64_t)o->max_retain : (uint64_t)PR_DEFAULT_RETAIN;
+    p->max_retain = o->max_retain >= 0 ? (uint64_t)o->max_retain : (uint64_t)PR_DEFAULT_RETAIN;
     p->image_reserve = o->image_reserve;
     p->image_release = o->image_release;
     p->image_arg = o->image_arg;

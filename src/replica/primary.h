@@ -31,7 +31,7 @@ struct primary_opts {
     const char *node_id;        /* this node's ID (node_id_ensure) */
     const char *url;            /* lease.advertise-url, sent in HELLO */
     int64_t max_retain;         /* replication.max-retain: log bytes kept for replicas beyond the
-                                   archive's need (0: the default, 1 GiB) */
+                                   archive's need (0: none; negative: the default, 1 GiB) */
     /* The image-space budget shared with POST /v1/image (daemon/api.c):
      * reserve bytes for a snapshot image (0, or an error with a message);
      * give them back.  NULL: no budget. */
@@ -60,7 +60,7 @@ void primary_stop_streams(struct primary *p);
 uint64_t primary_retain(void *arg, const struct db_info *info, uint64_t upto);
 
 /* JSON array of the replicas streaming (or recently disconnected):
- * [{"node","addr","connected","since","bytes":{"record","snapshot",
+ * [{"node","addr","url","connected","since","bytes":{"record","snapshot",
  * "other"},"records","snapshots","databases":[{"name","txid"}]}]
  * (malloc'ed, caller frees; NULL on ENOMEM). */
 char *primary_status_json(struct primary *p);
@@ -76,7 +76,8 @@ void primary_free(struct primary *p);
  * these; tests drive them directly) ---- */
 
 /* Check a POST /v1/stream request body (JSON, see docs/DESIGN.md) from a
- * replica at addr (for /status; may be NULL) and open its stream.  0 with
+ * replica at addr (its peer address, for /status; may be NULL) and open
+ * its stream.  0 with
  * *out; or an HTTP status in *status (400 malformed, 409 another cluster
  * or a replica that cannot be adopted, 503 not serving) and *errjson, a
  * malloc'ed {"error": "..."} body (caller frees). */

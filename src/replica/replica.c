@@ -6,7 +6,8 @@
  *      database whose copy could not continue, or that is broken, asks for
  *      a snapshot: "resync":true); repl_rx_session resets the receiver.
  *   2. POST /v1/stream to the primary with {"cluster","node","url","dbs"}
- *      (libcurl: bearer token, CA file, TCP_NODELAY, connect timeout 5 s).
+ *      (libcurl set up by http_client_setup: bearer token, CA file, http
+ *      and https only; TCP_NODELAY, connect timeout 5 s).
  *   3. The write callback feeds the decoder (stream_dec) and handles each
  *      frame at once, on this thread: HELLO (the cluster check), then
  *      everything else through rx; after each network read, rx applies
@@ -54,6 +55,7 @@
 #include <jansson.h>
 
 #include "base/cksum.h"
+#include "base/http.h"
 #include "base/lv.h"
 #include "base/lvlog.h"
 #include "base/metrics.h"
@@ -368,16 +370,12 @@ static int session(struct replica *r)
     hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
     hdrs = curl_slist_append(hdrs, "Accept: application/x-litevault-stream");
     hdrs = curl_slist_append(hdrs, "Expect:");
-    if (r->token) {
-        char *auth = NULL;
-        if (asprintf(&auth, "Authorization: Bearer %s", r->token) >= 0) {
-            hdrs = curl_slist_append(hdrs, auth);
-            explicit_bzero(auth, strlen(auth));
-            free(auth);
-        }
+    /* The token header, the CA file, http/https only (base/http.h). */
+    if (!hdrs || http_client_setup(s.h, r->token, r->ca_file[0] ? r->ca_file : NULL, &hdrs) != 0) {
+        snprintf(msg, sizeof msg, "out of memory");
+        goto fail;
     }
     curl_easy_setopt(s.h, CURLOPT_URL, url);
-    curl_easy_setopt(s.h, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(s.h, CURLOPT_POST, 1L);
     curl_easy_setopt(s.h, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(s.h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
@@ -393,8 +391,6 @@ static int session(struct replica *r)
     curl_easy_setopt(s.h, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(s.h, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(s.h, CURLOPT_XFERINFODATA, &s);
-    if (r->ca_file[0])
-        curl_easy_setopt(s.h, CURLOPT_CAINFO, r->ca_file);
     s.last_rx_mono = lv_mono_us();
     cc = curl_easy_perform(s.h);
     if (s.checked == 0)

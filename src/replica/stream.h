@@ -14,15 +14,18 @@
  *  12  u32 XXH32 of bytes 0..11 (seed 0)
  *
  * Payloads (NAME = u16 length n, 1..4095, then n bytes of a database name
- * relative to the mount root, no NUL, no leading '/', no ".." component):
- *   HELLO       JSON object (UTF-8): {"version":1,"cluster":"<32 hex>",
- *               "node":"<id>","url":"<advertise url>","time_us":N}
+ * relative to the mount root, no NUL, no leading '/', no empty, "." or ".."
+ * component):
+ *   HELLO       JSON object (UTF-8, not empty): {"version":1,"cluster":
+ *               "<32 hex>","node":"<id>","url":"<advertise url>","time_us":N}
+ *               (the decoder checks UTF-8 and no NUL; the replica parses it)
  *   RECORD      NAME, then one txlog record exactly as stored in the log
  *               (112-byte header, stored payload, 8-byte trailer); the
  *               decoder checks the header checksum, that the lengths add
  *               up, and the trailer (XXH3-64 of the stored payload)
- *   SNAP_BEGIN  NAME, dbid[16], u64 txid, i64 time_us, u32 page_size,
- *               u32 db_pages, u64 cksum (database checksum at txid)
+ *   SNAP_BEGIN  NAME, dbid[16], u64 txid (>= 1), i64 time_us, u32 page_size
+ *               (a power of two in 512..65536), u32 db_pages, u64 cksum
+ *               (database checksum at txid)
  *   SNAP_PAGES  NAME, u32 first_pgno (1-based), u32 count, then count
  *               pages of the SNAP_BEGIN's page size (the decoder derives
  *               the page size from the length and checks it is a power of
@@ -31,7 +34,8 @@
  *   HEARTBEAT   i64 time_us (the primary's clock), u64 commit sequence
  *   DROP        NAME (the database was deleted on the primary)
  *   RENAME      NAME (from), NAME (to)
- *   ERROR       UTF-8 text (the primary gives up; the connection ends)
+ *   ERROR       UTF-8 text, may be empty (the primary gives up; the
+ *               connection ends)
  */
 #ifndef STREAM_H
 #define STREAM_H
@@ -59,7 +63,8 @@ enum stream_type {
 };
 
 /* A decoded frame.  Every pointer is borrowed from the decoder and valid
- * until the next stream_dec_next or stream_dec_free. */
+ * until the next stream_dec_next or stream_dec_free (stream_dec_push does
+ * not move them). */
 struct stream_frame {
     enum stream_type type;   /* which frame */
     const char *name;        /* NAME (NUL-terminated), or the RENAME's from; NULL if the type has none */
@@ -87,8 +92,12 @@ struct stream_frame {
 };
 
 /* ---- Encoder: each call returns a whole frame (header and payload) in a
- * malloc'ed buffer *out of *len bytes (caller frees).  0, LV_EINVAL (a bad
- * name or length) or LV_ENOMEM. ---- */
+ * malloc'ed buffer *out of *len bytes (caller frees; NULL and 0 on
+ * failure).  0, LV_EINVAL (a bad name, field or length -- whatever a
+ * decoder would refuse -- or a payload over STREAM_DEFAULT_MAX_FRAME: a
+ * record that large must go as a snapshot) or LV_ENOMEM.  A RECORD's
+ * header and lengths are checked, not its trailer (txlog_reader_raw
+ * verified it). ---- */
 
 /* The 16-byte header of a frame of type and payload length len. */
 void stream_hdr_encode(uint8_t out[STREAM_HDR_SIZE], enum stream_type type, uint32_t len);
@@ -117,7 +126,10 @@ int stream_dec_push(struct stream_dec *d, const void *buf, size_t len);
 /* The next complete frame: 1 and *f filled; 0 if more bytes are needed;
  * LV_ECORRUPT (bad magic, header checksum, flags, unknown type, a payload
  * that does not parse, a length over max_frame), with a message from
- * stream_dec_error.  After an error the decoder stays failed. */
+ * stream_dec_error.  After an error the decoder stays failed.  A header is
+ * checked as soon as its 16 bytes are there, so a length over max_frame
+ * fails before the payload is waited for.  LV_ENOMEM (copying a HELLO or
+ * ERROR text) consumes nothing and may be retried. */
 int stream_dec_next(struct stream_dec *d, struct stream_frame *f);
 
 /* Bytes buffered and not yet returned as frames (a stream cut mid-frame leaves some). */

@@ -1,0 +1,149 @@
+/*
+ * lease.c -- the lease interface (lease.h) and its static implementation.
+ *
+ * Design.  struct lease is a small object with an ops table: lease_open
+ * picks the implementation from lease_conf.type, and every public call
+ * goes through l->ops, so a later etcd lease adds one ops table and one
+ * line in lease_open, and the daemon does not change.  What all kinds
+ * share lives in struct lease itself: the copied configuration and the
+ * change callback (under l->lock, because an etcd lease calls it from its
+ * own thread while the daemon may replace it).
+ *
+ * Static lease.  Roles come from configuration and never change: the
+ * candidate is the primary; a non-candidate follows primary_url.  Its ops
+ * read only immutable fields, so they take no lock, and it never calls the
+ * change callback.
+ *
+ * Invariants:
+ *   L1. After lease_open, type, candidate, advertise_url and primary_url
+ *       never change (an etcd lease keeps its changing state elsewhere).
+ *   L2. A static lease with candidate 0 has a primary_url.
+ */
+#include "replica/lease.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/lv.h"
+
+struct lease_ops {
+    int (*is_primary)(struct lease *l);
+    int (*primary_url)(struct lease *l, char *buf, size_t n);
+    void (*close)(struct lease *l);
+};
+
+struct lease {
+    const struct lease_ops *ops; /* the implementation */
+    char *type;                  /* lease type (owned; L1) */
+    int candidate;               /* may be the primary (L1) */
+    char *advertise_url;         /* this node's URL (owned), or NULL (L1) */
+    char *primary_url;           /* the primary to follow (owned), or NULL (L1) */
+    pthread_mutex_t lock;        /* guards change_fn, change_arg */
+    void (*change_fn)(void *arg);
+    void *change_arg;
+};
+
+/* Copy s into buf (n bytes).  0, LV_ENOENT (s NULL), LV_EINVAL (too small). */
+static int copy_url(const char *s, char *buf, size_t n)
+{
+    size_t len;
+
+    if (s == NULL)
+        return LV_ENOENT;
+    len = strlen(s);
+    if (len >= n)
+        return LV_EINVAL;
+    memcpy(buf, s, len + 1);
+    return 0;
+}
+
+/* ---- static ---- */
+
+static int static_is_primary(struct lease *l)
+{
+    return l->candidate;
+}
+
+static int static_primary_url(struct lease *l, char *buf, size_t n)
+{
+    return copy_url(l->candidate ? l->advertise_url : l->primary_url, buf, n);
+}
+
+static void static_close(struct lease *l)
+{
+    LV_UNUSED(l);
+}
+
+static const struct lease_ops static_ops = {static_is_primary, static_primary_url, static_close};
+
+/* ---- the interface ---- */
+
+int lease_open(const struct lease_conf *c, struct lease **out, char *err, size_t errlen)
+{
+    const char *type = c->type ? c->type : "static";
+    struct lease *l;
+
+    *out = NULL;
+    if (strcmp(type, "etcd") == 0) {
+        lv_seterr(err, errlen, "lease.type etcd is not supported yet (use static)");
+        return LV_ECONFIG;
+    }
+    if (strcmp(type, "static") != 0) {
+        lv_seterr(err, errlen, "unknown lease.type \"%s\" (use static)", type);
+        return LV_ECONFIG;
+    }
+    if (!c->candidate && (c->primary_url == NULL || *c->primary_url == '\0')) { /* L2 */
+        lv_seterr(err, errlen, "a static replica (lease.candidate false) needs lease.primary-url");
+        return LV_ECONFIG;
+    }
+    l = calloc(1, sizeof *l);
+    if (l == NULL)
+        return LV_ENOMEM;
+    l->ops = &static_ops;
+    l->candidate = c->candidate != 0;
+    l->type = strdup(type);
+    l->advertise_url = c->advertise_url ? strdup(c->advertise_url) : NULL;
+    l->primary_url = c->primary_url ? strdup(c->primary_url) : NULL;
+    if (l->type == NULL || (c->advertise_url && l->advertise_url == NULL) ||
+        (c->primary_url && l->primary_url == NULL)) {
+        free(l->type);
+        free(l->advertise_url);
+        free(l->primary_url);
+        free(l);
+        return LV_ENOMEM;
+    }
+    pthread_mutex_init(&l->lock, NULL);
+    *out = l;
+    return 0;
+}
+
+int lease_is_primary(struct lease *l)
+{
+    return l->ops->is_primary(l);
+}
+
+int lease_primary_url(struct lease *l, char *buf, size_t n)
+{
+    return l->ops->primary_url(l, buf, n);
+}
+
+void lease_on_change(struct lease *l, void (*fn)(void *arg), void *arg)
+{
+    pthread_mutex_lock(&l->lock);
+    l->change_fn = fn;
+    l->change_arg = arg;
+    pthread_mutex_unlock(&l->lock);
+}
+
+void lease_close(struct lease *l)
+{
+    if (l == NULL)
+        return;
+    l->ops->close(l);
+    pthread_mutex_destroy(&l->lock);
+    free(l->type);
+    free(l->advertise_url);
+    free(l->primary_url);
+    free(l);
+}

@@ -1,0 +1,205 @@
+/*
+ * it_replica.c -- live replicas: a primary and replicas on loopback, each a
+ * litevault daemon with its own data dir and mount.
+ *
+ *   replica/restart_*     a restarted replica resumes with no snapshot; a
+ *                         restarted primary is rejoined and caught up
+ *   replica/snapshot_*    a replica whose backing file changed behind its
+ *                         back, one ahead of the primary, one down past the
+ *                         primary's log limit: each gets a snapshot
+ *   replica/cluster_*, replica/token_*   refusals with clear errors
+ *   replica/stopped_primary  SIGSTOP the primary, resume: recovers alone
+ *   replica/writes_refused   a write on a replica fails at once, logged
+ *
+ * The workload with readers checking an invariant in every journal mode is
+ * in it_replica_bank.c; partitions in it_replica_net.c; bad peers in
+ * it_replica_peers.c.
+ */
+#include <criterion/criterion.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "lib/lvtest.h"
+#include "lib/repl.h"
+
+TestSuite(replica, .fini = lvt_fini, .timeout = 300);
+
+/* A few transactions of every kind on db (path on the primary's mount), in
+ * journal mode g_mode. */
+static const char *g_mode = "wal";
+static void some_writes(const char *path, int base, int n)
+{
+    sqlite3 *db = sql_open(path);
+    sqlh_exec(db, "PRAGMA journal_mode=%s", g_mode);
+    sqlh_exec(db, "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT)");
+    for (int i = 0; i < n; i++)
+        sqlh_exec(db, "INSERT INTO t VALUES(%d, hex(randomblob(64)))", base + i);
+    sqlh_exec(db, "UPDATE t SET v = 'u' WHERE id %% 7 = 0");
+    sqlh_exec(db, "DELETE FROM t WHERE id %% 11 = 0");
+    sqlite3_close(db);
+}
+
+Test(replica, restart_replica_resumes_without_snapshot)
+{
+    struct lvcluster *c = repl_cluster(2, NULL);
+    char *p = lvnode_path(c->node[0], "app.db");
+    some_writes(p, 0, 50);
+    repl_wait_caught_up(c, "app.db");
+    double snaps0 = lvnode_metric(c->node[0], "litevault_replication_snapshots_sent_total");
+
+    lvnode_stop(c->node[1]);
+    some_writes(p, 1000, 50);
+    lvnode_start(c->node[1]);
+    some_writes(p, 2000, 10);
+    repl_wait_caught_up(c, "app.db");
+    repl_assert_same(c, "app.db");
+    cr_assert_eq(lvnode_metric(c->node[0], "litevault_replication_snapshots_sent_total"), snaps0,
+                 "the restarted replica was sent a snapshot");
+    struct lvrec *recs = NULL;
+    int n = lvnode_log_records(c->node[1], "app.db", &recs);
+    cr_assert_gt(n, 0);
+    for (int i = 0; i < n; i++)
+        cr_assert(!recs[i].snapshot && !recs[i].recovered, "TXID %" PRIu64 " on the replica is a %s record",
+                  recs[i].txid, recs[i].snapshot ? "snapshot" : "recovered");
+    free(recs);
+    free(p);
+}
+
+Test(replica, restart_primary_is_rejoined)
+{
+    g_mode = "delete";
+    struct lvcluster *c = repl_cluster(2, NULL);
+    char *p = lvnode_path(c->node[0], "app.db");
+    some_writes(p, 0, 30);
+    repl_wait_caught_up(c, "app.db");
+    lvnode_stop(c->node[0]);
+    lvnode_start(c->node[0]);
+    some_writes(p, 500, 30);
+    repl_wait_caught_up(c, "app.db");
+    repl_assert_same(c, "app.db");
+    free(p);
+}
+
+Test(replica, snapshot_when_backing_file_changed)
+{
+    struct lvcluster *c = repl_cluster(1, NULL);
+    char *p = lvnode_path(c->node[0], "app.db");
+    char back[600];
+    some_writes(p, 0, 40);
+    repl_wait_caught_up(c, "app.db");
+    lvnode_stop(c->node[1]);
+    /* change the replica's database behind its back (not through the mount) */
+    snprintf(back, sizeof back, "%s/files/app.db", c->node[1]->data);
+    cr_assert_eq(sql_exec(back, "UPDATE t SET v = 'behind its back' WHERE id = 3", 0), 0);
+    lvnode_start(c->node[1]);
+    some_writes(p, 100, 5);
+    repl_wait_caught_up(c, "app.db");
+    repl_assert_same(c, "app.db");
+    cr_assert_gt(lvnode_metric(c->node[0], "litevault_replication_snapshots_sent_total"), 0,
+                 "no snapshot was sent to the diverged replica");
+    free(p);
+}
+
+Test(replica, snapshot_when_replica_ahead)
+{
+    struct lvcluster *c = repl_cluster(1, NULL);
+    char *p = lvnode_path(c->node[0], "app.db");
+    char saved[600], cmd[2048];
+    some_writes(p, 0, 20);
+    repl_wait_caught_up(c, "app.db");
+    /* keep the primary's data dir as it is now */
+    lvnode_stop(c->node[0]);
+    snprintf(saved, sizeof saved, "%s/saved-data", c->node[0]->dir);
+    snprintf(cmd, sizeof cmd, "cp -a %s %s", c->node[0]->data, saved);
+    cr_assert_eq(system(cmd), 0);
+    lvnode_start(c->node[0]);
+    some_writes(p, 100, 20);
+    repl_wait_caught_up(c, "app.db");
+    /* the primary loses its last transactions (restored from an older copy) */
+    lvnode_stop(c->node[0]);
+    snprintf(cmd, sizeof cmd, "rm -rf %s && mv %s %s", c->node[0]->data, saved, c->node[0]->data);
+    cr_assert_eq(system(cmd), 0);
+    lvnode_start(c->node[0]);
+    repl_wait_caught_up(c, "app.db");
+    repl_assert_same(c, "app.db");
+    cr_assert_gt(lvnode_metric(c->node[0], "litevault_replication_snapshots_sent_total"), 0,
+                 "no snapshot was sent to the replica that was ahead");
+    free(p);
+}
+
+Test(replica, stopped_primary_recovers)
+{
+    struct lvcluster *c = repl_cluster(1, "replication:\n  max-lag: 2s\n");
+    char *p = lvnode_path(c->node[0], "app.db");
+    some_writes(p, 0, 10);
+    repl_wait_caught_up(c, "app.db");
+    kill(c->node[0]->pid, SIGSTOP);
+    /* silence past the replica's 5 s limit: it notices and reconnects */
+    long st = 0;
+    WAIT_FOR(({ free(lvnode_http_get(c->node[1], "/health", &st)); st == 503; }), LVT_WAIT_MS);
+    kill(c->node[0]->pid, SIGCONT);
+    some_writes(p, 100, 10);
+    repl_wait_caught_up(c, "app.db");
+    repl_assert_same(c, "app.db");
+    WAIT_FOR(({ free(lvnode_http_get(c->node[1], "/health", &st)); st == 200; }), LVT_WAIT_MS);
+    free(p);
+}
+
+Test(replica, writes_refused_on_replica)
+{
+    struct lvcluster *c = repl_cluster(1, NULL);
+    char *p = lvnode_path(c->node[0], "app.db"), *q = lvnode_path(c->node[1], "app.db");
+    some_writes(p, 0, 5);
+    repl_wait_caught_up(c, "app.db");
+    cr_assert_neq(sql_exec(q, "INSERT INTO t VALUES(99999, 'x')", 1), 0, "a write on the replica succeeded");
+    cr_assert(lvnode_log_contains(c->node[1], "writes belong on the primary at http://127.0.0.1:"));
+    char *nq = lvnode_path(c->node[1], "new.db");
+    cr_assert_neq(sql_exec(nq, "CREATE TABLE x(a)", 1), 0, "a new database was created on the replica");
+    /* the replica still follows */
+    some_writes(p, 100, 5);
+    repl_wait_caught_up(c, "app.db");
+    repl_assert_same(c, "app.db");
+    free(p);
+    free(q);
+    free(nq);
+}
+
+Test(replica, cluster_mismatch_refused)
+{
+    struct lvcluster *c = repl_cluster(1, NULL);
+    char *p = lvnode_path(c->node[0], "app.db");
+    char idp[600];
+    some_writes(p, 0, 5);
+    repl_wait_caught_up(c, "app.db");
+    lvnode_stop(c->node[1]);
+    snprintf(idp, sizeof idp, "%s/cluster-id", c->node[1]->data);
+    FILE *f = fopen(idp, "w");
+    cr_assert(f);
+    fprintf(f, "0123456789abcdef0123456789abcdef\n");
+    fclose(f);
+    lvnode_start(c->node[1]);
+    WAIT_FOR(lvnode_log_contains(c->node[1], "0123456789abcdef0123456789abcdef"), LVT_WAIT_MS);
+    cr_assert(lvnode_alive(c->node[1]));
+    long st = 0;
+    free(lvnode_http_get(c->node[1], "/health", &st));
+    cr_assert_eq(st, 503);
+    free(p);
+}
+
+Test(replica, wrong_token_refused)
+{
+    const char *per[2] = {"  token: primary-secret-0123456789\n", "  token: another-secret-0123456789\n"};
+    struct lvcluster *c = repl_cluster_with(1, NULL, per, 1);
+    WAIT_FOR(lvnode_log_contains(c->node[1], "401"), LVT_WAIT_MS);
+    cr_assert(lvnode_alive(c->node[1]));
+    char *log = lvnode_log_text(c->node[1]);
+    cr_assert_null(strstr(log, "primary-secret-0123456789"), "a token appears in the log");
+    cr_assert_null(strstr(log, "another-secret-0123456789"), "a token appears in the log");
+    free(log);
+}

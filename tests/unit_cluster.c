@@ -1,0 +1,221 @@
+/*
+ * unit_cluster.c -- roles and identities of a node: the static lease
+ * (src/replica/lease.c) and the cluster-id / node-id files of data.dir
+ * (src/replica/cluster.c): creation, reload, the exact file format, and
+ * every kind of damage refused with LV_ECORRUPT.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/lv.h"
+#include "base/lvlog.h"
+#include "replica/cluster.h"
+#include "replica/lease.h"
+
+/* ---- lease ---- */
+
+static int lt_changes;
+
+static void lt_changed(void *arg)
+{
+    LV_UNUSED(arg);
+    lt_changes++;
+}
+
+Test(lease, static_primary)
+{
+    struct lease *l = NULL;
+    char buf[128], err[256] = "";
+
+    cr_assert_eq(lease_open(&(struct lease_conf){"static", 1, "http://db1:20202", NULL}, &l, err, sizeof err), 0,
+                 "%s", err);
+    cr_assert_eq(lease_is_primary(l), 1);
+    cr_assert_eq(lease_primary_url(l, buf, sizeof buf), 0);
+    cr_assert_str_eq(buf, "http://db1:20202", "a primary names itself");
+    cr_assert_eq(lease_primary_url(l, buf, 5), LV_EINVAL, "buffer too small");
+    lease_on_change(l, lt_changed, NULL);
+    lease_on_change(l, NULL, NULL);
+    cr_assert_eq(lt_changes, 0, "a static lease never changes");
+    lease_close(l);
+
+    cr_assert_eq(lease_open(&(struct lease_conf){NULL, 1, NULL, NULL}, &l, err, sizeof err), 0, "type NULL: static");
+    cr_assert_eq(lease_is_primary(l), 1);
+    cr_assert_eq(lease_primary_url(l, buf, sizeof buf), LV_ENOENT, "no advertise-url: unknown");
+    lease_close(l);
+    lease_close(NULL);
+}
+
+Test(lease, static_replica)
+{
+    struct lease *l = NULL;
+    char buf[128], err[256] = "";
+    char primary[] = "https://db1:20202";
+
+    cr_assert_eq(lease_open(&(struct lease_conf){"static", 0, "http://db2:20202", primary}, &l, err, sizeof err), 0,
+                 "%s", err);
+    primary[0] = 'X'; /* copied */
+    cr_assert_eq(lease_is_primary(l), 0);
+    cr_assert_eq(lease_primary_url(l, buf, sizeof buf), 0);
+    cr_assert_str_eq(buf, "https://db1:20202");
+    lease_close(l);
+}
+
+Test(lease, refused)
+{
+    struct lease *l = (struct lease *)1;
+    char err[256] = "";
+
+    cr_assert_eq(lease_open(&(struct lease_conf){"static", 0, NULL, NULL}, &l, err, sizeof err), LV_ECONFIG);
+    cr_assert_null(l);
+    cr_assert_not_null(strstr(err, "lease.primary-url"), "%s", err);
+    cr_assert_eq(lease_open(&(struct lease_conf){"static", 0, NULL, ""}, &l, err, sizeof err), LV_ECONFIG);
+    cr_assert_eq(lease_open(&(struct lease_conf){"etcd", 1, NULL, NULL}, &l, err, sizeof err), LV_ECONFIG);
+    cr_assert_not_null(strstr(err, "not supported yet"), "%s", err);
+    cr_assert_eq(lease_open(&(struct lease_conf){"zk", 1, NULL, NULL}, &l, err, sizeof err), LV_ECONFIG);
+    cr_assert_not_null(strstr(err, "unknown lease.type \"zk\""), "%s", err);
+}
+
+/* ---- cluster-id, node-id ---- */
+
+static char ct_dir[64];
+
+static void ct_setup(void)
+{
+    lvlog_threshold = -1;
+    strcpy(ct_dir, "/tmp/lvcluster-XXXXXX");
+    cr_assert_not_null(mkdtemp(ct_dir));
+}
+
+static void ct_teardown(void)
+{
+    char cmd[128];
+
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", ct_dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cleanup of %s failed\n", ct_dir);
+}
+
+TestSuite(cluster, .init = ct_setup, .fini = ct_teardown);
+
+/* Write len bytes of text as ct_dir/name. */
+static void ct_put(const char *name, const char *text, size_t len)
+{
+    char path[128];
+    FILE *f;
+
+    snprintf(path, sizeof path, "%s/%s", ct_dir, name);
+    f = fopen(path, "w");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(text, 1, len, f), len);
+    fclose(f);
+}
+
+/* The contents of ct_dir/name (static buffer), or NULL. */
+static const char *ct_get(const char *name)
+{
+    static char buf[256];
+    char path[128];
+    FILE *f;
+    size_t n;
+
+    snprintf(path, sizeof path, "%s/%s", ct_dir, name);
+    f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+Test(cluster, cluster_id_made_once_and_reloaded)
+{
+    uint8_t a[16], b[16], c[16];
+    char hex[33], want[34];
+
+    cr_assert_eq(cluster_id_load(ct_dir, a), LV_ENOENT);
+    cr_assert_eq(cluster_id_ensure(ct_dir, a), 0);
+    snprintf(want, sizeof want, "%s\n", lv_hex(a, 16, hex));
+    cr_assert_str_eq(ct_get("cluster-id"), want, "32 lower-case hex digits and a newline");
+    cr_assert_eq(cluster_id_ensure(ct_dir, b), 0);
+    cr_assert_eq(memcmp(a, b, 16), 0, "ensure loads the existing ID");
+    cr_assert_eq(cluster_id_load(ct_dir, c), 0);
+    cr_assert_eq(memcmp(a, c, 16), 0);
+
+    /* Saving replaces it (a replica adopting its primary's). */
+    memset(b, 0xab, sizeof b);
+    cr_assert_eq(cluster_id_save(ct_dir, b), 0);
+    cr_assert_str_eq(ct_get("cluster-id"), "abababababababababababababababab\n");
+    cr_assert_eq(cluster_id_load(ct_dir, c), 0);
+    cr_assert_eq(memcmp(b, c, 16), 0);
+
+    /* Two fresh directories get different IDs. */
+    ct_teardown();
+    ct_setup();
+    cr_assert_eq(cluster_id_ensure(ct_dir, c), 0);
+    cr_assert_neq(memcmp(a, c, 16), 0, "random IDs repeat");
+}
+
+Test(cluster, node_id)
+{
+    char a[33], b[33];
+
+    cr_assert_eq(node_id_ensure(ct_dir, a), 0);
+    cr_assert_eq(strlen(a), 32);
+    cr_assert_eq(strspn(a, "0123456789abcdef"), 32);
+    cr_assert_eq(node_id_ensure(ct_dir, b), 0);
+    cr_assert_str_eq(a, b, "kept across starts");
+    cr_assert_eq(strncmp(ct_get("node-id"), a, 32), 0);
+    cr_assert_null(ct_get("cluster-id"), "node_id_ensure touches node-id only");
+}
+
+Test(cluster, damage_is_refused)
+{
+    const char *bad[] = {
+        "",                                     /* empty */
+        "0123456789abcdef0123456789abcdef",     /* no newline */
+        "0123456789abcdef0123456789abcde\n",    /* too short */
+        "0123456789abcdef0123456789abcdef0\n",  /* too long */
+        "0123456789ABCDEF0123456789abcdef\n",   /* upper case */
+        "0123456789abcdef0123456789abcdeg\n",   /* not hex */
+        "0123456789abcdef0123456789abcdef\n\n", /* extra line */
+        "0123456789abcdef0123456789abcdef \n",  /* trailing space */
+        " 123456789abcdef0123456789abcdef\n",   /* leading space */
+    };
+    uint8_t id[16];
+    char node[33];
+
+    for (size_t i = 0; i < LV_ARRAY_LEN(bad); i++) {
+        ct_put("cluster-id", bad[i], strlen(bad[i]));
+        cr_assert_eq(cluster_id_load(ct_dir, id), LV_ECORRUPT, "accepted \"%s\"", bad[i]);
+        cr_assert_eq(cluster_id_ensure(ct_dir, id), LV_ECORRUPT, "ensure replaced a damaged \"%s\"", bad[i]);
+        cr_assert_str_eq(ct_get("cluster-id"), bad[i], "the damaged file was changed");
+        ct_put("node-id", bad[i], strlen(bad[i]));
+        cr_assert_eq(node_id_ensure(ct_dir, node), LV_ECORRUPT, "node-id \"%s\" accepted", bad[i]);
+        cr_assert_str_eq(node, "");
+    }
+    ct_put("cluster-id", "0123456789abcdef\0" "123456789abcdef\n", 33);
+    cr_assert_eq(cluster_id_load(ct_dir, id), LV_ECORRUPT, "a NUL byte");
+    ct_put("cluster-id", "0123456789abcdef0123456789abcdef\n", 33);
+    cr_assert_eq(cluster_id_load(ct_dir, id), 0);
+    cr_assert_eq(id[0], 0x01);
+    cr_assert_eq(id[15], 0xef);
+}
+
+Test(cluster, unwritable_dir)
+{
+    uint8_t id[16];
+    char path[128];
+
+    if (geteuid() == 0)
+        cr_skip_test("root writes anywhere");
+    snprintf(path, sizeof path, "%s/ro", ct_dir);
+    cr_assert_eq(mkdir(path, 0500), 0);
+    cr_assert_lt(cluster_id_ensure(path, id), 0);
+    cr_assert_eq(cluster_id_load(path, id), LV_ENOENT, "nothing half-written is left");
+    cr_assert_eq(cluster_id_load("/nonexistent-dir", id), LV_ENOENT);
+}
