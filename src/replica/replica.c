@@ -32,11 +32,13 @@
  * cluster-id adopts the primary's (cluster_id_save) and keeps it; a HELLO
  * naming another cluster than the replica's own ends the session.
  *
- * FAILURES.  Every session end is logged once, naming the primary's URL
- * and, for an apply, the database: refused (the primary's JSON error),
- * cut, damaged (the decoder's message), silent for 5 s (heartbeats come
- * every second), a copy that needs a snapshot.  Nothing received is
- * trusted before it is decoded and checked; a bad frame never crashes.
+ * FAILURES.  Every session end is logged, naming the primary's URL and,
+ * for an apply, the database: refused (the primary's JSON error), cut,
+ * damaged (the decoder's message), silent for 5 s (heartbeats come every
+ * second), a copy that needs a snapshot.  The same failure again (a
+ * primary down for a while) is a warning once a minute, debug otherwise.
+ * Nothing received is trusted before it is decoded and checked; a bad
+ * frame never crashes.
  *
  * LOCKING.  r->mu guards what /status and /health read (connected,
  * cluster, since, last_error, primary_node); rx has its own lock; counters
@@ -72,6 +74,7 @@
 #define RP_ERRBODY_MAX 65536
 #define RP_DEFAULT_WAIT_US 100000
 #define RP_DEFAULT_MAX_LAG_US (10 * 1000000LL)
+#define RP_REPEAT_WARN_US (60 * 1000000LL) /* the same failure is a warning once a minute */
 
 struct replica {
     struct dbreg *reg;
@@ -93,6 +96,7 @@ struct replica {
     char primary_node[72];    /* the node ID in the last HELLO */
     int64_t since_us;         /* connected: since; else: disconnected since (0: never connected) */
     char last_error[600];     /* why the last session ended */
+    int64_t last_warn_mono;   /* when a failure was last logged as a warning */
     uint64_t rx_bytes;        /* atomic: stream bytes received */
     uint64_t sessions;        /* atomic: sessions attempted */
 };
@@ -138,8 +142,10 @@ static void set_connected(struct replica *r, int c, const char *primary_node)
     }
     if (primary_node)
         snprintf(r->primary_node, sizeof r->primary_node, "%s", primary_node);
-    if (c)
+    if (c) {
         r->last_error[0] = 0;
+        r->last_warn_mono = 0;
+    }
     pthread_mutex_unlock(&r->mu);
 }
 
@@ -410,7 +416,17 @@ static int session(struct replica *r)
     }
     goto fail;
 fail:
-    LV_WARN("replication from %s: %s; reconnecting", r->primary_url, msg);
+    /* The same failure again (a primary down for a while) is logged once a
+     * minute, not at every attempt. */
+    pthread_mutex_lock(&r->mu);
+    int again = strcmp(r->last_error, msg) == 0 && lv_mono_us() - r->last_warn_mono < RP_REPEAT_WARN_US;
+    if (!again)
+        r->last_warn_mono = lv_mono_us();
+    pthread_mutex_unlock(&r->mu);
+    if (again)
+        LV_DEBUG("replication from %s: %s; reconnecting", r->primary_url, msg);
+    else
+        LV_WARN("replication from %s: %s; reconnecting", r->primary_url, msg);
     set_error(r, msg);
 out:
     set_connected(r, 0, NULL);
