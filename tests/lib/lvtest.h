@@ -11,10 +11,12 @@
  *   http.h     a node's HTTP API: /status, /metrics samples
  *   s3rver.h   a local S3 server per test; stores with its credentials
  *   dest.h     archive destinations (file:// or s3) and the twin-test table
+ *   bank.h     the bank workload: a transfer writer, invariant-checking reader processes
  */
 #ifndef TESTLIB_LVTEST_H
 #define TESTLIB_LVTEST_H
 
+#include "bank.h"
 #include "cli.h"
 #include "dest.h"
 #include "files.h"
