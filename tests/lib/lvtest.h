@@ -12,6 +12,7 @@
  *   s3rver.h   a local S3 server per test; stores with its credentials
  *   dest.h     archive destinations (file:// or s3) and the twin-test table
  *   bank.h     the bank workload: a transfer writer, invariant-checking reader processes
+ *   netns.h    network namespaces: nodes inside them, cut and heal (partitions)
  */
 #ifndef TESTLIB_LVTEST_H
 #define TESTLIB_LVTEST_H
@@ -22,6 +23,7 @@
 #include "files.h"
 #include "fixture.h"
 #include "http.h"
+#include "netns.h"
 #include "node.h"
 #include "s3rver.h"
 #include "sql.h"
