@@ -58,6 +58,7 @@ static void bank_on_one_node(const char *mode)
     long c1 = bank_writer_commits(w);
     struct bank_wstats ws = bank_writer_stats(w);
     cr_assert_eq(bank_verify(path, NACCT), ws.tick, "[%s] tick in the database != the writer's", mode);
+    cr_assert(bank_readers_wait_tick(r, ws.tick, LVT_WAIT_MS), "[%s] the readers did not see tick %lld", mode, ws.tick);
     sleep_ms(300);
     cr_assert_eq(bank_writer_commits(w), c1, "[%s] the writer committed while paused", mode);
     bank_writer_resume(w);

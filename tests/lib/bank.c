@@ -85,7 +85,15 @@ void bank_create(const char *path, int naccounts, const char *journal_mode)
 
 long long bank_verify(const char *path, int naccounts)
 {
-    sqlite3 *db = sql_open(path);
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL);
+    if (rc != SQLITE_OK) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "%s", db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        sqlite3_close(db);
+        cr_assert_fail("%s%sbank_verify: cannot open %s: %s", sql_tag(), sql_tag()[0] ? ": " : "", path, msg);
+    }
+    sqlite3_busy_timeout(db, 10000);
     sqlh_exec(db, "BEGIN");
     long long sum = sqlh_int(db, "SELECT sum(bal) FROM acct");
     long long cnt = sqlh_int(db, "SELECT count(*) FROM acct");
@@ -959,6 +967,21 @@ int bank_readers_wait(struct bank_readers *r, long min_ok, long min_distinct, in
         for (int i = 0; i < r->n && all; i++)
             all = atomic_load(&r->shm->slot[i].ok) >= min_ok &&
                   atomic_load(&r->shm->slot[i].tick_distinct) >= min_distinct;
+        if (all)
+            return 1;
+        if (now_ms() >= end)
+            return 0;
+        sleep_ms(20);
+    }
+}
+
+int bank_readers_wait_tick(struct bank_readers *r, long long tick, int ms)
+{
+    int64_t end = now_ms() + ms;
+    for (;;) {
+        int all = 1;
+        for (int i = 0; i < r->n && all; i++)
+            all = atomic_load(&r->shm->slot[i].tick_max) >= tick;
         if (all)
             return 1;
         if (now_ms() >= end)

@@ -93,7 +93,8 @@
  * first, then the tables above in one transaction; asserts. */
 void bank_create(const char *path, int naccounts, const char *journal_mode);
 
-/* Check the invariants once on a new connection to path (one read
+/* Check the invariants once on a new connection to path (opened without
+ * SQLITE_OPEN_CREATE, so a replica's missing file is not made; one read
  * transaction: sum, count) and return tick.n; asserts. */
 long long bank_verify(const char *path, int naccounts);
 
@@ -205,6 +206,11 @@ struct bank_result bank_readers_peek(struct bank_readers *r);
 /* Wait (<= ms) until every reader has at least min_ok good transactions and
  * has seen at least min_distinct tick values; 1 if so, 0 on timeout. */
 int bank_readers_wait(struct bank_readers *r, long min_ok, long min_distinct, int ms);
+
+/* Wait (<= ms) until every reader has seen tick >= tick (e.g. the writer's
+ * tick after bank_writer_pause: the readers of a replica see all of it);
+ * 1 if so, 0 on timeout. */
+int bank_readers_wait_tick(struct bank_readers *r, long long tick, int ms);
 
 /* Ask the readers to finish their transaction and exit, wait (<= 30 s,
  * then SIGKILL: counted as hung), free them; returns the totals. */
