@@ -74,8 +74,9 @@ static void bank_on_one_node(const char *mode)
     ws = bank_writer_stop(w);
     struct bank_result res = bank_readers_stop(r);
     bank_result_print(stderr, mode, &res);
-    fprintf(stderr, "%s: writer: %ld + %ld transfers, mixed steps by hand %d done %d skipped, then %ld done %ld skipped\n",
-            mode, before.commits, ws.commits, done, skipped, ws.mixed, ws.mixed_skipped);
+    fprintf(stderr,
+            "%s: writer: %ld + %ld transfers, mixed steps by hand %d done %d skipped, then %ld done %ld skipped\n", mode,
+            before.commits, ws.commits, done, skipped, ws.mixed, ws.mixed_skipped);
     cr_assert_eq(before.errors, 0, "[%s] writer: %ld errors, first rc %d: %s", mode, before.errors, before.first_rc,
                  before.first_err);
     cr_assert_eq(ws.errors, 0, "[%s] writer: %ld errors, first rc %d: %s", mode, ws.errors, ws.first_rc, ws.first_err);

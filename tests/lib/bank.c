@@ -222,7 +222,8 @@ static void mixed_sql(sqlite3 *db, int step, char *buf, size_t len, const char *
                  "INSERT INTO extra(k, v) SELECT abs(random()) %% 1000, randomblob(200) FROM c; COMMIT");
         break;
     case 1:
-        snprintf(buf, len, "BEGIN IMMEDIATE; UPDATE extra SET k = k + 1, v = randomblob(150) WHERE id %% 3 = %d; COMMIT",
+        snprintf(buf, len,
+                 "BEGIN IMMEDIATE; UPDATE extra SET k = k + 1, v = randomblob(150) WHERE id %% 3 = %d; COMMIT",
                  step % 3);
         break;
     case 2:
@@ -253,8 +254,8 @@ static void mixed_sql(sqlite3 *db, int step, char *buf, size_t len, const char *
     }
     case 5:
         snprintf(buf, len,
-                 "BEGIN IMMEDIATE; DROP INDEX IF EXISTS \"extra_k%d\"; CREATE INDEX IF NOT EXISTS \"extra_k%d\" ON extra(k); "
-                 "COMMIT",
+                 "BEGIN IMMEDIATE; DROP INDEX IF EXISTS \"extra_k%d\"; "
+                 "CREATE INDEX IF NOT EXISTS \"extra_k%d\" ON extra(k); COMMIT",
                  step - BANK_MIXED_KINDS, step);
         break;
     case 6:
@@ -1023,15 +1024,15 @@ char *bank_result_format(const struct bank_result *res, char *buf, size_t len)
             o += (size_t)snprintf(buf + o, len - o, __VA_ARGS__);                                                   \
     } while (0)
     buf[0] = 0;
-    PUT("%d readers: %ld ok (fewest per reader %ld), %ld violations, %ld fatal, %ld busy, %ld other errors", res->readers,
-        res->ok, res->ok_min, res->violations, res->fatal, res->busy, res->other);
+    PUT("%d readers: %ld ok (fewest per reader %ld), %ld violations, %ld fatal, %ld busy, %ld other errors",
+        res->readers, res->ok, res->ok_min, res->violations, res->fatal, res->busy, res->other);
     if (res->hung || res->died)
         PUT(", %d hung, %d died", res->hung, res->died);
     PUT("; tick max %lld, distinct ticks per reader %ld..%ld", res->tick_max, res->tick_distinct_min,
         res->tick_distinct_max);
     for (int i = 0; i < res->nerr; i++)
-        PUT("; rc %d (%s) x%ld, first: %s", res->err[i].code, res->err[i].code < 0 ? "timeout" : sqlite3_errstr(res->err[i].code),
-            res->err[i].count, res->err[i].first);
+        PUT("; rc %d (%s) x%ld, first: %s", res->err[i].code,
+            res->err[i].code < 0 ? "timeout" : sqlite3_errstr(res->err[i].code), res->err[i].count, res->err[i].first);
     if (res->first_violation[0])
         PUT("; first violation: %s", res->first_violation);
 #undef PUT
