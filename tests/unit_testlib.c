@@ -78,3 +78,19 @@ Test(testlib, wait_for_polls_and_gives_up)
     cr_assert_not(WAIT_FOR(0, 200), "WAIT_FOR(0) held");
     cr_assert_geq(now_ms() - t0, 200, "WAIT_FOR gave up before its bound");
 }
+
+Test(testlib, set_http_keeps_the_other_parts)
+{
+    struct lvnode *n = lvnode_new_with("  # data key\n", "# extra\n");
+    lvnode_set_http(n, "0.0.0.0", "  # http key\n");
+    char want[64];
+    snprintf(want, sizeof want, "addr: 0.0.0.0:%d\n  # http key\n", n->port);
+    cr_assert(file_has(n->config, want), "no listen address with its http keys");
+    cr_assert(file_has(n->config, "  # data key\n") && file_has(n->config, "# extra\n"), "lost the other parts");
+    cr_assert(strstr(n->http, "0.0.0.0:") == n->http, "n->http %s", n->http);
+    lvnode_reconfig(n, NULL, "# other\n"); /* keeps the address and http keys */
+    cr_assert(file_has(n->config, want) && file_has(n->config, "# other\n"));
+    cr_assert(!file_has(n->config, "# data key") && !file_has(n->config, "# extra"));
+    lvnode_set_http(n, NULL, NULL);
+    cr_assert(!file_has(n->config, "# http key") && file_has(n->config, "addr: 0.0.0.0:"));
+}

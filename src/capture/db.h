@@ -205,6 +205,10 @@ int dbreg_is_replica(const struct dbreg *r);
  * Set before any dbreg_apply*. */
 void dbreg_set_mount(struct dbreg *r, const char *mountpoint);
 
+/* Close the files the applier opened through the mount (call after the
+ * replication client stopped, before the mount goes away). */
+void dbreg_close_mount_fds(struct dbreg *r);
+
 /* Kernel cache invalidation, provided by the FUSE layer (fs.c sets it):
  * ino is the FUSE node ID (st_ino of a file on the mount); off >= 0 and
  * len > 0 drop that byte range and the attributes; len 0 drops the whole

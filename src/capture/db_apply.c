@@ -1196,3 +1196,17 @@ int dbreg_apply_rename(struct dbreg *r, const char *from, const char *to, char *
     pthread_mutex_unlock(&r->apply_mu);
     return rc;
 }
+
+void dbreg_close_mount_fds(struct dbreg *r)
+{
+    pthread_mutex_lock(&r->apply_mu);
+    pthread_mutex_lock(&r->mu);
+    for (int b = 0; b < DB_NBUCKETS; b++)
+        for (struct db *d = r->buckets[b]; d; d = d->next)
+            if (d->mnt_fd >= 0) {
+                close(d->mnt_fd);
+                d->mnt_fd = -1;
+            }
+    pthread_mutex_unlock(&r->mu);
+    pthread_mutex_unlock(&r->apply_mu);
+}

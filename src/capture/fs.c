@@ -481,6 +481,19 @@ static ssize_t pt_read(int fd, void *buf, size_t len, void *userdata)
 
 /* Open (or create) and attach the database.  O_TRUNC on a database file
  * is routed through db_on_truncate. */
+/* Is the caller a thread of this daemon (a replica's applier opening a
+ * database through its own mount to take SQLite's locks)?  Its close must
+ * send no FLUSH: at exit, or after the session stopped, a FLUSH to
+ * ourselves would wait forever.  Only a replica opens through its mount. */
+static int own_thread(void)
+{
+    char p[64];
+    if (!dbreg_is_replica(g_reg))
+        return 0;
+    snprintf(p, sizeof p, "/proc/self/task/%d", (int)fuse_get_context()->pid);
+    return access(p, F_OK) == 0;
+}
+
 static int do_open(const char *path, struct fuse_file_info *fi, int create, mode_t mode)
 {
     char name[PATH_MAX];
@@ -530,7 +543,7 @@ static int do_open(const char *path, struct fuse_file_info *fi, int create, mode
      * writes, db_on_flush), and not that of a WAL-mode database opened
      * without O_TRUNC; should such a handle truncate it and write without
      * a journal after all, its release does the capture (do_release). */
-    if (k != DBF_MAIN || !f->db || (!trunc && !db_close_may_commit(f->db))) {
+    if (k != DBF_MAIN || !f->db || (!trunc && !db_close_may_commit(f->db)) || own_thread()) {
         fi->noflush = 1;
         f->noflush = 1;
     }

@@ -11,15 +11,19 @@
  *   http.h     a node's HTTP API: /status, /metrics samples
  *   s3rver.h   a local S3 server per test; stores with its credentials
  *   dest.h     archive destinations (file:// or s3) and the twin-test table
+ *   bank.h     the bank workload: a transfer writer, invariant-checking reader processes
+ *   netns.h    network namespaces: nodes inside them, cut and heal (partitions)
  */
 #ifndef TESTLIB_LVTEST_H
 #define TESTLIB_LVTEST_H
 
+#include "bank.h"
 #include "cli.h"
 #include "dest.h"
 #include "files.h"
 #include "fixture.h"
 #include "http.h"
+#include "netns.h"
 #include "node.h"
 #include "s3rver.h"
 #include "sql.h"

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,6 +100,12 @@ int free_port(void)
 void lvconf_write(const char *path, const char *fuse_dir, const char *data_dir, const char *http,
                   const char *data_keys, const char *extra_yaml)
 {
+    lvconf_write_http(path, fuse_dir, data_dir, http, data_keys, NULL, extra_yaml);
+}
+
+void lvconf_write_http(const char *path, const char *fuse_dir, const char *data_dir, const char *http,
+                       const char *data_keys, const char *http_keys, const char *extra_yaml)
+{
     FILE *f = fopen(path, "w");
     cr_assert(f != NULL, "cannot write %s: %s", path, strerror(errno));
     fprintf(f,
@@ -109,10 +116,11 @@ void lvconf_write(const char *path, const char *fuse_dir, const char *data_dir, 
             "%s"
             "http:\n"
             "  addr: %s\n"
+            "%s"
             "log:\n"
             "  level: info\n"
             "  format: text\n",
-            fuse_dir, data_dir, data_keys ? data_keys : "", http);
+            fuse_dir, data_dir, data_keys ? data_keys : "", http, http_keys ? http_keys : "");
     if (extra_yaml && *extra_yaml) {
         fputs(extra_yaml, f);
         if (extra_yaml[strlen(extra_yaml) - 1] != '\n')
@@ -121,9 +129,29 @@ void lvconf_write(const char *path, const char *fuse_dir, const char *data_dir, 
     cr_assert(fclose(f) == 0, "cannot write %s", path);
 }
 
+/* *slot = a copy of s (NULL stays NULL), the old value freed after the copy
+ * (s may be *slot itself). */
+static void keep_str(char **slot, const char *s)
+{
+    char *c = s ? strdup(s) : NULL;
+    cr_assert(!s || c);
+    free(*slot);
+    *slot = c;
+}
+
 void lvnode_reconfig(struct lvnode *n, const char *data_keys, const char *extra_yaml)
 {
-    lvconf_write(n->config, n->mnt, n->data, n->http, data_keys, extra_yaml);
+    keep_str(&n->data_keys, data_keys);
+    keep_str(&n->extra_yaml, extra_yaml);
+    lvconf_write_http(n->config, n->mnt, n->data, n->http, n->data_keys, n->http_keys, n->extra_yaml);
+}
+
+void lvnode_set_http(struct lvnode *n, const char *host, const char *http_keys)
+{
+    if (host)
+        snprintf(n->http, sizeof n->http, "%s:%d", host, n->port);
+    keep_str(&n->http_keys, http_keys);
+    lvnode_reconfig(n, n->data_keys, n->extra_yaml);
 }
 
 static void node_kill(void *arg)
@@ -133,8 +161,12 @@ static void node_kill(void *arg)
 
 static void node_free(void *arg)
 {
-    lvnode_cleanup(arg);
-    free(arg);
+    struct lvnode *n = arg;
+    lvnode_cleanup(n);
+    free(n->data_keys);
+    free(n->http_keys);
+    free(n->extra_yaml);
+    free(n);
 }
 
 struct lvnode *lvnode_new_with(const char *data_keys, const char *extra_yaml)
@@ -170,6 +202,13 @@ struct lvnode *lvnode_started(const char *extra_yaml)
 static pid_t spawn_daemon(struct lvnode *n)
 {
     const char *bin = litevault_bin();
+    int nsfd = -1;
+    if (n->netns[0]) {
+        char nspath[64];
+        snprintf(nspath, sizeof nspath, "/run/netns/%s", n->netns);
+        nsfd = open(nspath, O_RDONLY | O_CLOEXEC);
+        cr_assert(nsfd >= 0, "node %s: network namespace %s: %s", n->dir, nspath, strerror(errno));
+    }
     fflush(NULL);
     pid_t p = fork();
     cr_assert(p >= 0, "fork: %s", strerror(errno));
@@ -187,6 +226,11 @@ static pid_t spawn_daemon(struct lvnode *n)
             if (nfd > 0)
                 close(nfd);
         }
+        /* Its network namespace only: the mount stays visible to the test. */
+        if (nsfd >= 0 && setns(nsfd, CLONE_NEWNET) != 0) {
+            fprintf(stderr, "setns %s: %s\n", n->netns, strerror(errno));
+            _exit(126);
+        }
         /* End the daemon (cleanly) if the test process dies. */
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         sigset_t none;
@@ -196,6 +240,8 @@ static pid_t spawn_daemon(struct lvnode *n)
         fprintf(stderr, "exec %s: %s\n", bin, strerror(errno));
         _exit(127);
     }
+    if (nsfd >= 0)
+        close(nsfd);
     return p;
 }
 

@@ -19,6 +19,11 @@
  *   lvnode_stop   SIGTERM, wait for exit status 0 and for the mount to go.
  *   lvnode_kill9  SIGKILL, then `fusermount3 -uz` (the kernel keeps a dead mount).
  *
+ * A node whose netns field names a network namespace (netns.h:
+ * lvnode_in_netns) runs its daemon there: the child enters it with
+ * setns(CLONE_NEWNET) before exec, staying in the test's mount namespace,
+ * so the mount is seen as usual.
+ *
  * A cluster is N such nodes made together, each with its own directory and
  * port, sharing a YAML section plus one of its own; it is the fixture for
  * tests with several daemons (export from one, import into another; the
@@ -40,6 +45,10 @@ struct lvnode {
     char http[64];     /* 127.0.0.1:PORT */
     int port;          /* the HTTP port */
     pid_t pid;         /* daemon pid, 0 when stopped */
+    char netns[32];    /* network namespace the daemon runs in, "" = the test's own (netns.h) */
+    char *data_keys;   /* the config's parts, kept so it can be rewritten (owned, NULL = none): */
+    char *http_keys;   /*   data: keys, http: keys after addr, extra YAML */
+    char *extra_yaml;
 };
 
 /* A free TCP port on 127.0.0.1. */
@@ -62,8 +71,20 @@ struct lvnode *lvnode_new_with(const char *data_keys, const char *extra_yaml);
 void lvconf_write(const char *path, const char *fuse_dir, const char *data_dir, const char *http,
                   const char *data_keys, const char *extra_yaml);
 
-/* Rewrite n's config file with other data keys and extra YAML (same paths and port). */
+/* lvconf_write with http_keys (may be NULL: lines "  key: value\n") added to
+ * the http: section after addr. */
+void lvconf_write_http(const char *path, const char *fuse_dir, const char *data_dir, const char *http,
+                       const char *data_keys, const char *http_keys, const char *extra_yaml);
+
+/* Rewrite n's config file with other data keys and extra YAML (same paths,
+ * address and http keys). */
 void lvnode_reconfig(struct lvnode *n, const char *data_keys, const char *extra_yaml);
+
+/* Listen on host (NULL: keep; e.g. "0.0.0.0", or a namespace's address) at
+ * n's port, with http_keys (NULL: none) in the http: section, e.g.
+ * "  allow-no-token: true\n" or "  token: T\n"; rewrites the config (the
+ * other parts kept) and n->http.  Takes effect at the next start. */
+void lvnode_set_http(struct lvnode *n, const char *host, const char *http_keys);
 
 /* Start the daemon and wait (<= 30 s) until the mount is live; asserts on failure. */
 void lvnode_start(struct lvnode *n);

@@ -1,0 +1,331 @@
+/*
+ * it_replica_peers.c -- a replica against a hostile or broken primary.
+ *
+ * A fake primary (a thread of the test with a listening socket on
+ * loopback) answers POST /v1/stream with crafted bytes: garbage, a stream
+ * cut in the middle of a record, a frame header announcing 4 GiB, a record
+ * whose checksum chain does not continue, a HELLO of another cluster, a
+ * 401.  Each must give a clear line in the replica's log and a reconnect;
+ * the replica never crashes, and what it already holds stays intact and
+ * equal to what the valid frames carried.
+ */
+#include <criterion/criterion.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "base/cksum.h"
+#include "base/lv.h"
+#include "base/sys.h"
+#include "lib/lvtest.h"
+#include "log/txlog.h"
+#include "replica/stream.h"
+
+TestSuite(replica_peers, .fini = lvt_fini, .timeout = 240);
+
+#define CLUSTER "5eed5eed5eed5eed5eed5eed5eed5eed"
+
+enum scenario { SC_GARBAGE, SC_CUT, SC_HUGE, SC_CHAIN, SC_CLUSTER, SC_401 };
+
+/* The fake primary. */
+struct fake {
+    int lfd;                 /* listening socket */
+    int port;                /* its port */
+    enum scenario sc;        /* what to answer */
+    pthread_t th;            /* the accept loop */
+    volatile int conns;      /* requests answered */
+    char last_body[8192];    /* the last request body (the replica's positions) */
+    uint8_t *rec[3];         /* raw records TXID 1, 2, 3 of one database (valid chain) */
+    size_t rec_len[3];
+};
+
+static void put(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n <= 0)
+            return;
+        p += n;
+        len -= (size_t)n;
+    }
+}
+
+static void put_frame(int fd, uint8_t *fr, size_t len)
+{
+    put(fd, fr, len);
+    free(fr);
+}
+
+static void hello(int fd, const char *cluster)
+{
+    char js[256];
+    uint8_t *fr;
+    size_t len;
+    snprintf(js, sizeof js, "{\"version\":1,\"cluster\":\"%s\",\"node\":\"fake\",\"url\":\"http://fake\",\"time_us\":%lld}",
+             cluster, (long long)lv_now_us());
+    cr_assert_eq(stream_enc_text(ST_HELLO, js, &fr, &len), 0);
+    put_frame(fd, fr, len);
+}
+
+static void record(int fd, struct fake *f, int i, size_t cut)
+{
+    uint8_t *fr;
+    size_t len;
+    cr_assert_eq(stream_enc_record("app.db", f->rec[i], f->rec_len[i], &fr, &len), 0);
+    put(fd, fr, cut && cut < len ? cut : len);
+    free(fr);
+}
+
+/* Read a request head and its body (Content-Length) into f->last_body. */
+static void read_request(int fd, struct fake *f)
+{
+    char buf[16384];
+    size_t n = 0;
+    long clen = 0;
+    char *end = NULL;
+    while (n < sizeof buf - 1) {
+        ssize_t k = read(fd, buf + n, sizeof buf - 1 - n);
+        if (k <= 0)
+            break;
+        n += (size_t)k;
+        buf[n] = 0;
+        if (!end && (end = strstr(buf, "\r\n\r\n"))) {
+            char *cl = strcasestr(buf, "content-length:");
+            clen = cl ? atol(cl + 15) : 0;
+        }
+        if (end && (long)(n - (size_t)(end + 4 - buf)) >= clen)
+            break;
+    }
+    if (end)
+        snprintf(f->last_body, sizeof f->last_body, "%s", end + 4);
+}
+
+static void *fake_loop(void *arg)
+{
+    struct fake *f = arg;
+    static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Type: application/x-litevault-stream\r\n"
+                             "Connection: close\r\n\r\n";
+    for (;;) {
+        int fd = accept(f->lfd, NULL, NULL);
+        if (fd < 0)
+            return NULL;
+        read_request(fd, f);
+        switch (f->sc) {
+        case SC_GARBAGE: {
+            put(fd, ok, sizeof ok - 1);
+            uint8_t junk[4096];
+            for (size_t i = 0; i < sizeof junk; i++)
+                junk[i] = (uint8_t)(i * 131 + 7);
+            put(fd, junk, sizeof junk);
+            break;
+        }
+        case SC_CUT:
+            put(fd, ok, sizeof ok - 1);
+            hello(fd, CLUSTER);
+            record(fd, f, 0, 0);
+            record(fd, f, 1, 60); /* cut inside TXID 2 */
+            break;
+        case SC_HUGE: {
+            put(fd, ok, sizeof ok - 1);
+            hello(fd, CLUSTER);
+            uint8_t h[STREAM_HDR_SIZE];
+            stream_hdr_encode(h, ST_RECORD, 0xFFFFFFF0u);
+            put(fd, h, sizeof h);
+            put(fd, "xxxxxxxx", 8);
+            break;
+        }
+        case SC_CHAIN:
+            put(fd, ok, sizeof ok - 1);
+            hello(fd, CLUSTER);
+            if (!strstr(f->last_body, "\"txid\":1") && !strstr(f->last_body, "\"txid\": 1"))
+                record(fd, f, 0, 0); /* TXID 1 once */
+            record(fd, f, 2, 0);     /* then TXID 3: does not continue */
+            break;
+        case SC_CLUSTER:
+            put(fd, ok, sizeof ok - 1);
+            hello(fd, "0000000000000000000000000000beef");
+            break;
+        case SC_401: {
+            static const char no[] = "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\n"
+                                     "Content-Type: application/json\r\nContent-Length: 34\r\nConnection: close\r\n\r\n"
+                                     "{\"error\":\"missing or wrong token\"}";
+            put(fd, no, sizeof no - 1);
+            break;
+        }
+        }
+        __atomic_add_fetch(&f->conns, 1, __ATOMIC_SEQ_CST);
+        close(fd);
+    }
+}
+
+static void fake_stop(void *arg)
+{
+    struct fake *f = arg;
+    shutdown(f->lfd, SHUT_RDWR);
+    close(f->lfd);
+    pthread_join(f->th, NULL);
+    for (int i = 0; i < 3; i++)
+        free(f->rec[i]);
+    free(f);
+}
+
+/* Three consecutive records of a one-table database, built with the log writer. */
+static void make_records(struct fake *f)
+{
+    char dir[] = "/tmp/lvpeer.XXXXXX", err[256];
+    cr_assert(mkdtemp(dir));
+    uint8_t id[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+    struct txlog *l;
+    struct txlog_tail tail;
+    cr_assert_eq(txlog_open(dir, id, 1 << 20, &l, &tail, err, sizeof err), 0, "%s", err);
+    /* pages: a valid SQLite header on page 1 is not needed by the log; the
+     * replica checks checksums, not SQL, so any bytes do */
+    uint8_t page[4096];
+    uint64_t pre = 0;
+    for (int t = 1; t <= 3; t++) {
+        memset(page, 0, sizeof page);
+        memcpy(page, "SQLite format 3", 16);
+        page[16] = 0x10; /* page size 4096 */
+        page[17] = 0x00;
+        page[18] = page[19] = 1;
+        page[28 + 3] = 1; /* 1 page */
+        page[100] = (uint8_t)t;
+        struct txlog_hdr h = {.version = 1, .txid = (uint64_t)t, .time_us = lv_now_us(), .page_size = 4096,
+                              .db_pages = 1, .pre_cksum = pre, .post_cksum = cksum_page(1, page, 4096)};
+        memcpy(h.dbid, id, 16);
+        cr_assert_eq(txlog_append_begin(l, &h), 0);
+        cr_assert_eq(txlog_append_page(l, 1, page), 0);
+        cr_assert_eq(txlog_append_end(l), 0);
+        pre = h.post_cksum;
+    }
+    txlog_close(l);
+    void *img;
+    size_t len;
+    uint64_t last;
+    cr_assert_eq(txlog_segment_image(dir, id, 1, 0, 0, &img, &len, &last), 0);
+    size_t off = TXLOG_SEG_HDR_SIZE;
+    for (int i = 0; i < 3; i++) {
+        struct txlog_hdr h;
+        cr_assert_eq(txlog_hdr_decode((uint8_t *)img + off, &h), 0);
+        f->rec_len[i] = TXLOG_HDR_SIZE + h.stored_len + TXLOG_TRAILER_SIZE;
+        f->rec[i] = malloc(f->rec_len[i]);
+        memcpy(f->rec[i], (uint8_t *)img + off, f->rec_len[i]);
+        off += f->rec_len[i];
+    }
+    free(img);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+static struct fake *fake_start(enum scenario sc)
+{
+    struct fake *f = calloc(1, sizeof *f);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sa;
+    f->sc = sc;
+    make_records(f);
+    f->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert(f->lfd >= 0);
+    cr_assert_eq(bind(f->lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    cr_assert_eq(listen(f->lfd, 8), 0);
+    cr_assert_eq(getsockname(f->lfd, (struct sockaddr *)&sa, &sl), 0);
+    f->port = ntohs(sa.sin_port);
+    cr_assert_eq(pthread_create(&f->th, NULL, fake_loop, f), 0);
+    lvt_defer(LVT_UNDO, fake_stop, f);
+    return f;
+}
+
+/* A replica of the fake primary, started; cluster: its cluster-id (or NULL). */
+static struct lvnode *replica_of(struct fake *f, const char *cluster)
+{
+    char yaml[256];
+    snprintf(yaml, sizeof yaml, "lease:\n  type: static\n  candidate: false\n  primary-url: http://127.0.0.1:%d\n",
+             f->port);
+    struct lvnode *n = lvnode_new(yaml);
+    if (cluster) {
+        char p[400];
+        snprintf(p, sizeof p, "%s/cluster-id", n->data);
+        cr_assert_eq(sys_mkdir_p(n->data), 0);
+        FILE *fp = fopen(p, "w");
+        cr_assert(fp);
+        fprintf(fp, "%s\n", cluster);
+        fclose(fp);
+    }
+    lvnode_start(n);
+    return n;
+}
+
+/* The replica reconnected at least 3 times, logged needle, and lives. */
+static void expect_reconnects(struct fake *f, struct lvnode *n, const char *needle)
+{
+    WAIT_FOR(__atomic_load_n(&f->conns, __ATOMIC_SEQ_CST) >= 3, LVT_WAIT_MS);
+    WAIT_FOR(lvnode_log_contains(n, needle), LVT_WAIT_MS);
+    cr_assert(lvnode_alive(n), "the replica died");
+    long st = 0;
+    char *body = lvnode_http_get(n, "/health", &st);
+    cr_assert_eq(st, 503, "/health on a replica of a broken primary: %ld %s", st, body ? body : "");
+    free(body);
+}
+
+Test(replica_peers, garbage)
+{
+    struct fake *f = fake_start(SC_GARBAGE);
+    struct lvnode *n = replica_of(f, NULL);
+    expect_reconnects(f, n, "127.0.0.1");
+    cr_assert(lvnode_log_contains(n, "magic") || lvnode_log_contains(n, "frame"));
+}
+
+Test(replica_peers, cut_mid_record)
+{
+    struct fake *f = fake_start(SC_CUT);
+    struct lvnode *n = replica_of(f, NULL);
+    expect_reconnects(f, n, "127.0.0.1");
+    /* TXID 1 arrived whole and stays; the cut TXID 2 was never applied */
+    struct lvdbstat st;
+    WAIT_FOR(lvnode_db_status(n, "app.db", &st) == 1 && st.txid == 1, LVT_WAIT_MS);
+    cr_assert(strstr(f->last_body, "app.db"), "the replica did not resume from its position: %s", f->last_body);
+}
+
+Test(replica_peers, oversized_frame)
+{
+    struct fake *f = fake_start(SC_HUGE);
+    struct lvnode *n = replica_of(f, NULL);
+    expect_reconnects(f, n, "127.0.0.1");
+    cr_assert(lvnode_log_contains(n, "4294967280") || lvnode_log_contains(n, "limit") ||
+              lvnode_log_contains(n, "too large"), "the oversized frame is not named in the log");
+}
+
+Test(replica_peers, broken_chain)
+{
+    struct fake *f = fake_start(SC_CHAIN);
+    struct lvnode *n = replica_of(f, NULL);
+    expect_reconnects(f, n, "TXID 3");
+    struct lvdbstat st;
+    cr_assert_eq(lvnode_db_status(n, "app.db", &st), 1);
+    cr_assert_eq(st.txid, 1, "the replica's copy moved past TXID 1: %" PRIu64, st.txid);
+    cr_assert_str_eq(st.status, "ok");
+}
+
+Test(replica_peers, other_cluster)
+{
+    struct fake *f = fake_start(SC_CLUSTER);
+    struct lvnode *n = replica_of(f, CLUSTER);
+    expect_reconnects(f, n, "0000000000000000000000000000beef");
+    cr_assert(lvnode_log_contains(n, CLUSTER), "the log does not name the replica's own cluster");
+}
+
+Test(replica_peers, unauthorized)
+{
+    struct fake *f = fake_start(SC_401);
+    struct lvnode *n = replica_of(f, NULL);
+    expect_reconnects(f, n, "401");
+}
