@@ -43,9 +43,12 @@
  *       which ends any request still waiting.
  *   D6. A replica's registry refuses writes before the mount exists
  *       (dbreg_set_replica right after dbreg_open), and its client starts
- *       after fs_prepare (it applies through the mount) and is asked to stop
- *       before fs_finish, joined after it (an apply waiting on the mount
- *       then fails instead of hanging).
+ *       after fs_prepare (it applies through the mount).  At the stop it is
+ *       asked to stop and given 3 s to leave before fs_finish, so that the
+ *       applier's files on the mount are closed (dbreg_close_mount_fds)
+ *       while the mount exists; one still inside an apply waiting on the
+ *       mount (which no longer serves) leaves when fs_finish ends that
+ *       request, and is joined after it.
  *   D7. The primary's streams are freed after the HTTP server (which ends
  *       them) and after the archiver (which calls their retention hook).
  */
@@ -546,6 +549,8 @@ int daemon_run(const struct config *cfg, char **cmd)
     api_set_serving(0);
     notify_stopping("unmounting");
     replica_ask_stop(dm.repl);      /* D6 */
+    if (dm.repl && replica_wait_stopped(dm.repl, 3000))
+        dbreg_close_mount_fds(dm.reg); /* the applier's files on the mount, before it goes */
     primary_stop_streams(dm.prim);  /* replicas hear why the stream ends */
     fs_finish(fs);
     if (dm.arch)
@@ -560,6 +565,8 @@ int daemon_run(const struct config *cfg, char **cmd)
 out_workers:
     api_set_replica(NULL);
     replica_stop(dm.repl); /* D6: after fs_finish */
+    if (dm.repl)
+        dbreg_close_mount_fds(dm.reg); /* when the client had not left before fs_finish */
     dm.repl = NULL;
     worker_stop(dm.probe); /* D5: fs_finish has ended its request */
     worker_stop(dm.hk);

@@ -91,6 +91,8 @@ struct replica {
     struct worker *w;         /* the thread (replica_start/replica_stop) */
     struct worker *self;      /* the same worker as its own thread knows it (thread only) */
     pthread_mutex_t mu;       /* guards the fields below */
+    pthread_cond_t exited_cv; /* signalled when exited turns 1 */
+    int exited;               /* the thread left replica_main */
     int connected;            /* a stream is being followed (HELLO accepted) */
     char cluster_hex[33];     /* this node's cluster ID, "" if none yet */
     char primary_node[72];    /* the node ID in the last HELLO */
@@ -457,6 +459,25 @@ static void replica_main(struct worker *w, void *arg)
         if (worker_nap(w, backoff))
             break;
     }
+    pthread_mutex_lock(&r->mu);
+    r->exited = 1;
+    pthread_cond_broadcast(&r->exited_cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+int replica_wait_stopped(struct replica *r, int ms)
+{
+    int64_t end = lv_mono_us() + (int64_t)ms * 1000;
+    int done;
+
+    if (!r)
+        return 1;
+    pthread_mutex_lock(&r->mu);
+    while (!r->exited && lv_mono_us() < end)
+        lv_cond_wait_us(&r->exited_cv, &r->mu, end - lv_mono_us());
+    done = r->exited;
+    pthread_mutex_unlock(&r->mu);
+    return done;
 }
 
 /* ------------------------------------------------------------ status */
@@ -625,6 +646,7 @@ int replica_start(const struct replica_opts *o, struct replica **out)
     r->max_lag_us = o->max_lag_us > 0 ? o->max_lag_us : RP_DEFAULT_MAX_LAG_US;
     r->max_pending = o->max_pending ? o->max_pending : RP_MAX_PENDING;
     pthread_mutex_init(&r->mu, NULL);
+    lv_cond_init(&r->exited_cv);
     if (o->token && !(r->token = strdup(o->token))) {
         replica_stop(r);
         return LV_ENOMEM;
@@ -660,6 +682,7 @@ void replica_stop(struct replica *r)
         explicit_bzero(r->token, strlen(r->token));
         free(r->token);
     }
+    pthread_cond_destroy(&r->exited_cv);
     pthread_mutex_destroy(&r->mu);
     free(r);
 }

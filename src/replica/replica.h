@@ -46,6 +46,11 @@ int replica_start(const struct replica_opts *o, struct replica **out);
 void replica_ask_stop(struct replica *r);
 void replica_stop(struct replica *r);
 
+/* After replica_ask_stop: wait up to ms for the thread to leave (it may
+ * be inside an apply waiting on the mount).  1 when it has (nothing of it
+ * touches the registry any more), else 0.  NULL: 1. */
+int replica_wait_stopped(struct replica *r, int ms);
+
 /* The primary's URL (borrowed, valid until replica_stop). */
 const char *replica_primary_url(const struct replica *r);
 
