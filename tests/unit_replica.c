@@ -1330,3 +1330,27 @@ Test(replica, client_reconnects_on_garbage_and_silence)
     fakesrv_stop(&fs);
     tp_teardown(&tp);
 }
+
+Test(replica, rx_chain_break_goes_alone)
+{
+    struct repl_rx *x = rx_new(0);
+    char err[512] = "";
+    struct stream_frame f;
+
+    cr_assert_eq(rx_rec(x, "a", 1, 0, err), 0);
+    cr_assert_eq(rx_rec(x, "a", 2, 0, err), 0);
+    cr_assert_eq(rx_rec(x, "a", 4, 0, err), 0);
+    /* TXID 5 with a pre checksum that is not 4's post checksum. */
+    memset(&f, 0, sizeof f);
+    f.type = ST_RECORD;
+    f.name = "a";
+    f.hdr.txid = 5;
+    f.hdr.pre_cksum = 0x99;
+    f.rec = rx_bytes;
+    f.rec_len = 100;
+    cr_assert_eq(repl_rx_frame(x, &f, err, sizeof err), 0);
+    cr_assert_eq(repl_rx_flush(x, 0, err, sizeof err), 0);
+    cr_assert_str_eq(FS.log, "apply a 1-2;apply a 4-4;apply a 5-5;",
+                     "the valid run first, each break alone (the registry refuses those)");
+    repl_rx_free(x);
+}

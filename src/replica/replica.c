@@ -13,8 +13,11 @@
  *      everything else through rx; after each network read, rx applies
  *      what it batched (so a burst becomes one dbreg_apply per database,
  *      and a lone commit is applied as soon as it arrives: no timer).
- *   4. The session ends on any failure; the worker naps (backoff) and
- *      starts over.  The primary resends from the positions of step 1.
+ *   4. The session ends on any failure; the worker naps (backoff: 100 ms
+ *      doubling to 5 s, back to 100 ms after a session that followed the
+ *      stream for 2 s, so a primary that fails every stream at once is not
+ *      hammered) and starts over.  The primary resends from the positions
+ *      of step 1.
  * Applying inline keeps the design simple: while rx applies, the socket is
  * not read, and TCP pushes back on the primary.  A database whose readers
  * keep SQLite's locks (LV_EBUSY) does not stop the others: its batch waits
@@ -75,6 +78,7 @@
 #define RP_DEFAULT_WAIT_US 100000
 #define RP_DEFAULT_MAX_LAG_US (10 * 1000000LL)
 #define RP_REPEAT_WARN_US (60 * 1000000LL) /* the same failure is a warning once a minute */
+#define RP_PROGRESS_US (2 * 1000000LL)     /* a stream followed this long resets the backoff */
 
 struct replica {
     struct dbreg *reg;
@@ -144,10 +148,7 @@ static void set_connected(struct replica *r, int c, const char *primary_node)
     }
     if (primary_node)
         snprintf(r->primary_node, sizeof r->primary_node, "%s", primary_node);
-    if (c) {
-        r->last_error[0] = 0;
-        r->last_warn_mono = 0;
-    }
+
     pthread_mutex_unlock(&r->mu);
 }
 
@@ -338,7 +339,8 @@ static void refused_reason(const struct rsess *s, char *out, size_t n)
     json_decref(o);
 }
 
-/* Run one session.  Returns 1 if a stream was followed (HELLO accepted). */
+/* Run one session.  Returns 1 if it made progress: a stream was followed
+ * (HELLO accepted) for RP_PROGRESS_US at least. */
 static int session(struct replica *r)
 {
     struct rsess s;
@@ -348,6 +350,8 @@ static int session(struct replica *r)
     struct curl_slist *hdrs = NULL;
     CURLcode cc;
     int rc;
+
+    int64_t t0 = lv_mono_us();
 
     memset(&s, 0, sizeof s);
     s.r = r;
@@ -442,7 +446,7 @@ out:
     free(s.errbody);
     stream_dec_free(s.dec);
     free(l);
-    return s.hello;
+    return s.hello && lv_mono_us() - t0 >= RP_PROGRESS_US;
 }
 
 static void replica_main(struct worker *w, void *arg)
@@ -454,7 +458,7 @@ static void replica_main(struct worker *w, void *arg)
     LV_INFO("replication: this node is a replica of %s", r->primary_url);
     while (!worker_stopping(w)) {
         if (session(r))
-            backoff = 0; /* reset once a stream was followed */
+            backoff = 0; /* reset once a stream was followed for a while */
         backoff = repl_backoff_next(backoff);
         if (worker_nap(w, backoff))
             break;

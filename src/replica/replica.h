@@ -2,7 +2,8 @@
  * replica.h -- a replica's client: one worker thread that follows the
  * primary's POST /v1/stream (libcurl), checks the cluster, and applies
  * what it receives through the registry (replica/rx.h).  It reconnects
- * with backoff (100 ms doubling to 5 s, reset once a stream began) after
+ * with backoff (100 ms doubling to 5 s, reset after a stream was followed
+ * for 2 s) after
  * any failure: refused request, cut or damaged stream, 5 s without a byte,
  * a copy that needs a snapshot.  Design: replica.c; protocol:
  * docs/DESIGN.md, "Replication".

@@ -22,7 +22,10 @@
  *
  * Invariants:
  *   R1. A database's records are applied in the order received, each batch
- *       continuing the last applied TXID (dbreg_apply checks it too).
+ *       continuing the last applied TXID (dbreg_apply checks it too), and a
+ *       batch holds only records that continue each other: a break in the
+ *       chain is applied (and refused) on its own, after the valid run
+ *       before it.
  *   R2. Nothing of a database is applied while its snapshot is being
  *       received or waits to be installed.
  *   R3. x->pending is the sum of the databases' pending record bytes.
@@ -227,6 +230,13 @@ static int end_snap(struct repl_rx *x, struct rxdb *d, char *err, size_t errlen)
     return rc;
 }
 
+/* Does record b continue record a (TXID + 1 and the checksum chain; a
+ * SNAPSHOT record continues anything)? */
+static int continues(const struct txlog_hdr *a, const struct txlog_hdr *b)
+{
+    return b->txid == a->txid + 1 && ((b->flags & TXLOG_F_SNAPSHOT) || b->pre_cksum == a->post_cksum);
+}
+
 /* Apply what database i has pending, if due (or force).  0, or negative:
  * the session must end. */
 static int apply_db(struct repl_rx *x, size_t i, int force, char *err, size_t errlen)
@@ -249,7 +259,11 @@ static int apply_db(struct repl_rx *x, size_t i, int force, char *err, size_t er
         struct db_apply_stats st = {0, 0, 0};
         char e[512] = "";
         size_t k = 0, bytes = 0;
-        while (k < d->nrecs && (k == 0 || bytes + d->recs[k].len <= x->batch_max))
+        /* A batch is a run of records that continue each other (R1): a
+         * record that breaks the chain goes alone, after the run before it
+         * was applied, so its refusal costs nothing that was valid. */
+        while (k < d->nrecs && (k == 0 || (bytes + d->recs[k].len <= x->batch_max &&
+                                           continues(&d->recs[k - 1].h, &d->recs[k].h))))
             bytes += d->recs[k++].len;
         rc = x->s.apply(x->s.arg, d->name, d->recs, k, x->wait_ms, &st, e, sizeof e);
         int64_t now = lv_now_us();
