@@ -49,7 +49,7 @@ static void bank_run(const char *mode)
     repl_wait_caught_up(c, "bank.db");
     repl_assert_same(c, "bank.db");
     for (int i = 0; i < 2; i++) {
-        cr_assert(bank_readers_wait_tick(rd[i], ws.tick, LVT_WAIT_MS) == 0,
+        cr_assert(bank_readers_wait_tick(rd[i], ws.tick, LVT_WAIT_MS),
                   "the readers of replica %d never saw tick %lld", i + 1, ws.tick);
         struct bank_result res = bank_readers_stop(rd[i]);
         char what[64];

@@ -27,6 +27,10 @@ struct db;
 struct dbreg_opts {
     const char *data_dir;   /* data.dir: backing files, logs and state */
     int64_t segment_size;   /* data.segment-size: bytes before a log segment rolls over */
+    int verify_files;       /* 1 (a replica): start-up compares every page of every database with
+                               its log, so a file changed behind the daemon's back is found (and
+                               logged as a RECOVERED record, which the primary answers with a
+                               snapshot); 0: only the pages the log or the WAL name */
 };
 
 /* What a path on the mount is, judged by its name. */

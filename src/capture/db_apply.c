@@ -394,7 +394,8 @@ static void release_locks(struct applock *al)
 }
 
 /* Step 2 of the design comment.  0, LV_EBUSY after wait_ms. */
-static int take_locks(struct dbreg *r, const char *name, struct applock *al, int wait_ms, int64_t *waited)
+static int take_locks(struct dbreg *r, const char *name, struct applock *al, int allow_wal, int wait_ms,
+                      int64_t *waited)
 {
     int64_t t0 = lv_mono_us(), deadline = t0 + (int64_t)wait_ms * 1000;
     int64_t nap = 20;
@@ -417,7 +418,7 @@ static int take_locks(struct dbreg *r, const char *name, struct applock *al, int
         }
         /* WAL connections keep SHARED for their lives: exclude them with
          * the -shm's locks instead. */
-        if ((al->held || wal_users(r, name, al)) && wal_locks_round(al)) {
+        if (allow_wal && (al->held || wal_users(r, name, al)) && wal_locks_round(al)) {
             al->set = LS_WAL;
             rc = 0;
             break;
@@ -753,6 +754,31 @@ out:
     return rc;
 }
 
+/* May this batch be applied under the WAL lock set?  Only when the file is
+ * in WAL mode now (byte 18 of its header is 2) and no record of the batch
+ * switches the journal mode: SQLite itself switches modes only with no
+ * other connection open, so a switch is applied under EXCLUSIVE, which WAL
+ * connections (holding SHARED for their lives) leave only by closing; and
+ * in rollback mode the WAL lock set would not exclude rollback readers.
+ * With PENDING held meanwhile, no new connection starts reading. */
+static int wal_lockset_ok(struct db *d, const struct decoded *dc, const struct db_rec *recs, size_t n)
+{
+    uint8_t h[20];
+    int fd;
+    pthread_mutex_lock(&d->mu);
+    fd = db_main_fd(d);
+    int ok = fd >= 0 && pread(fd, h, sizeof h, 0) == (ssize_t)sizeof h && h[18] == 2 && h[19] == 2;
+    pthread_mutex_unlock(&d->mu);
+    for (size_t i = 0; ok && i < dc->n; i++)
+        if (dc->v[i].pgno == 1 && recs[dc->v[i].rec].h.page_size >= 20) {
+            const uint8_t *p1 = dc->buf + dc->v[i].off;
+            if (p1[18] != 2 || p1[19] != 2)
+                ok = 0;
+        }
+    (void)n;
+    return ok;
+}
+
 int dbreg_apply(struct dbreg *r, const char *name, const struct db_rec *recs, size_t n, int wait_ms,
                 struct db_apply_stats *st, char *err, size_t errlen)
 {
@@ -826,7 +852,7 @@ int dbreg_apply(struct dbreg *r, const char *name, const struct db_rec *recs, si
         rc = LV_EIO;
         goto out;
     }
-    rc = take_locks(r, name, &al, wait_ms, &st->lock_wait_us);
+    rc = take_locks(r, name, &al, wal_lockset_ok(d, &dc, recs, n), wait_ms, &st->lock_wait_us);
     if (rc) {
         snprintf(err, errlen, "%s: readers kept SQLite's locks for more than %d ms; TXID %" PRIu64 " waits", name,
                  wait_ms, recs[0].h.txid);
@@ -1115,7 +1141,7 @@ int dbreg_snap_end(struct db_snap *s, int wait_ms, char *err, size_t errlen)
         rc = LV_EIO;
         goto out_free;
     }
-    rc = take_locks(r, s->name, &al, wait_ms, &waited);
+    rc = take_locks(r, s->name, &al, 0, wait_ms, &waited);
     if (rc) {
         snprintf(err, errlen, "%s: readers kept SQLite's locks for more than %d ms; the snapshot waits", s->name,
                  wait_ms);

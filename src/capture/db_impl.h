@@ -107,6 +107,7 @@ struct db {
 struct dbreg {
     char data_dir[PATH_MAX];  /* data.dir (immutable) */
     uint64_t segment_size;    /* data.segment-size (immutable) */
+    int verify_files;         /* dbreg_opts.verify_files (immutable) */
     char files[PATH_MAX];     /* data.dir/files (immutable) */
     char meta[PATH_MAX];      /* data.dir/meta (immutable) */
     char retired[PATH_MAX];   /* data.dir/retired (immutable) */

@@ -401,7 +401,7 @@ void db_load(struct db *d)
          * snapshot comparison is only needed for a first capture. */
         full = 0;
     }
-    rc = reconcile(d, &tail, full || d->txid == 0);
+    rc = reconcile(d, &tail, full || d->txid == 0 || d->reg->verify_files);
     if (rc && !d->broken)
         db_fail(d, "start-up reconcile failed: %s", lv_strerror(rc));
     db_assert_state(d);

@@ -476,7 +476,10 @@ static int open_parts(struct daemon *dm, struct http_server **hs, struct http_se
     if (rc)
         return rc;
     seed_replica(dm);
-    if (dbreg_open(&(struct dbreg_opts){cfg->data_dir, cfg->segment_size}, &dm->reg, err, sizeof err) != 0) {
+    /* A replica checks every page at start-up: a copy changed behind its
+     * back must not pass for the primary's. */
+    if (dbreg_open(&(struct dbreg_opts){cfg->data_dir, cfg->segment_size, !lease_is_primary(dm->lease)}, &dm->reg,
+                   err, sizeof err) != 0) {
         fprintf(stderr, "litevault: %s\n", err);
         return LV_EXIT_RUNTIME;
     }
