@@ -7,10 +7,10 @@
  * header, the stored payload (stored_len bytes, zstd or plain) and the
  * 8-byte trailer (XXH3-64 of the stored payload).  txlog_record_check
  * verifies the parts that need no decompression (header checksum and
- * fields, lengths, trailer); txlog_record_pages also decodes every page, by
- * laying a segment header in front of the record and reading the result
- * with the in-memory reader, so the page checks (count, order, bounds,
- * frame end) are the reader's, written once.
+ * fields, lengths, trailer); txlog_record_pages also decompresses the
+ * payload in one call (into exactly raw_len bytes, which must be npages
+ * entries of 4 + page_size bytes) with a per-thread context, and checks
+ * each entry's page number (increasing, 1..db_pages).
  *
  * INVARIANT R1: a record accepted here has len == 112 + stored_len + 8 and
  * a trailer equal to XXH3-64 of its stored payload.
@@ -19,9 +19,11 @@
 #include "log/txlog_impl.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zstd.h>
 
 #include "base/cksum.h"
 #include "base/lv.h"
@@ -52,50 +54,79 @@ int txlog_record_check(const void *rec, size_t len, struct txlog_hdr *h, char *e
     return 0;
 }
 
+/* One decompression context per thread, kept for the thread's life (a
+ * replica decodes every record it receives; creating a context costs more
+ * than decoding a small record).  Freed by the key's destructor. */
+static pthread_key_t g_dctx_key;
+static pthread_once_t g_dctx_once = PTHREAD_ONCE_INIT;
+
+static void dctx_free(void *p) { ZSTD_freeDCtx(p); }
+static void dctx_key_init(void) { pthread_key_create(&g_dctx_key, dctx_free); }
+
+static ZSTD_DCtx *thread_dctx(void)
+{
+    pthread_once(&g_dctx_once, dctx_key_init);
+    ZSTD_DCtx *c = pthread_getspecific(g_dctx_key);
+    if (!c && (c = ZSTD_createDCtx()) != NULL && pthread_setspecific(g_dctx_key, c) != 0) {
+        ZSTD_freeDCtx(c);
+        c = NULL;
+    }
+    return c;
+}
+
 int txlog_record_pages(const void *rec, size_t len, struct txlog_hdr *h,
                        int (*fn)(void *arg, uint32_t pgno, const void *page), void *arg, char *err, size_t errlen)
 {
-    struct txlog_seg_hdr sh;
-    struct txlog_reader *r = NULL;
-    struct txlog_hdr rh;
-    uint8_t *img = NULL;
-    uint32_t pgno;
-    const void *data;
+    const uint8_t *pay = (const uint8_t *)rec + TXLOG_HDR_SIZE;
+    uint8_t *raw = NULL;
+    const uint8_t *p;
+    size_t entry;
+    uint32_t last = 0;
     int rc;
 
     rc = txlog_record_check(rec, len, h, err, errlen);
     if (rc)
         goto out;
-    img = malloc(TXLOG_SEG_HDR_SIZE + len);
-    if (!img) {
-        rc = LV_ENOMEM;
+    entry = 4 + (size_t)h->page_size;
+    if (h->raw_len != (uint64_t)h->npages * entry || (h->comp != TXLOG_COMP_NONE && h->comp != TXLOG_COMP_ZSTD) ||
+        (h->comp == TXLOG_COMP_NONE && h->stored_len != h->raw_len)) {
+        snprintf(err, errlen, "TXID %" PRIu64 ": payload lengths do not match %u pages of %u bytes", h->txid,
+                 h->npages, h->page_size);
+        rc = LV_ECORRUPT;
         goto out;
     }
-    memcpy(sh.dbid, h->dbid, 16);
-    sh.first = h->txid;
-    sh.ctime_us = 0;
-    txlog_seg_hdr_encode(&sh, img);
-    memcpy(img + TXLOG_SEG_HDR_SIZE, rec, len);
-    rc = txlog_reader_open_mem(img, TXLOG_SEG_HDR_SIZE + len, "record", &r);
-    if (rc)
-        goto out_msg;
-    rc = txlog_reader_next(r, &rh);
-    if (rc)
-        goto out_msg;
-    while ((rc = txlog_reader_page(r, &pgno, &data)) == 0) {
-        rc = fn(arg, pgno, data);
+    if (h->comp == TXLOG_COMP_ZSTD) {
+        ZSTD_DCtx *c = thread_dctx();
+        raw = h->raw_len ? malloc((size_t)h->raw_len) : NULL;
+        if (!c || (h->raw_len && !raw)) {
+            rc = LV_ENOMEM;
+            goto out;
+        }
+        size_t got = ZSTD_decompressDCtx(c, raw, (size_t)h->raw_len, pay, (size_t)h->stored_len);
+        if (ZSTD_isError(got) || got != h->raw_len) {
+            snprintf(err, errlen, "TXID %" PRIu64 ": the payload does not decompress to %" PRIu64 " bytes (%s)",
+                     h->txid, h->raw_len, ZSTD_isError(got) ? ZSTD_getErrorName(got) : "short");
+            rc = LV_ECORRUPT;
+            goto out;
+        }
+        p = raw;
+    } else {
+        p = pay;
+    }
+    for (uint32_t i = 0; i < h->npages; i++, p += entry) {
+        uint32_t pgno = lv_get32(p);
+        if (pgno == 0 || pgno <= last || pgno > h->db_pages) {
+            snprintf(err, errlen, "TXID %" PRIu64 ": page number %u out of order or beyond %u pages", h->txid, pgno,
+                     h->db_pages);
+            rc = LV_ECORRUPT;
+            goto out;
+        }
+        last = pgno;
+        rc = fn(arg, pgno, p + 4);
         if (rc)
             goto out;
     }
-    if (rc == LV_ENOENT)
-        rc = 0;
-out_msg:
-    if (rc && r && txlog_reader_error(r)[0])
-        snprintf(err, errlen, "%s", txlog_reader_error(r));
-    else if (rc)
-        snprintf(err, errlen, "TXID %" PRIu64 ": record does not decode (%s)", h->txid, lv_strerror(rc));
 out:
-    txlog_reader_close(r);
-    free(img);
+    free(raw);
     return rc;
 }
