@@ -216,3 +216,28 @@ Test(replica, wrong_token_refused)
     cr_assert_null(strstr(log, "another-secret-0123456789"), "a token appears in the log");
     free(log);
 }
+
+Test(replica, new_renamed_deleted_databases_follow)
+{
+    struct lvcluster *c = repl_cluster(1, NULL);
+    char *a = lvnode_path(c->node[0], "a.db"), *b = lvnode_path(c->node[0], "sub/b.db");
+    char *a2 = lvnode_path(c->node[0], "a2.db"), *dir = lvnode_path(c->node[0], "sub");
+    cr_assert_eq(mkdir(dir, 0755), 0);
+    some_writes(a, 0, 10);
+    some_writes(b, 0, 10);
+    repl_wait_caught_up(c, "a.db");
+    repl_wait_caught_up(c, "sub/b.db");
+    repl_assert_same(c, "sub/b.db");
+    /* rename a.db (a closed database) and delete sub/b.db on the primary */
+    cr_assert_eq(rename(a, a2), 0);
+    cr_assert_eq(unlink(b), 0);
+    some_writes(a2, 100, 5);
+    repl_wait_caught_up(c, "a2.db");
+    repl_assert_same(c, "a2.db");
+    char *ra = lvnode_path(c->node[1], "a.db"), *rb = lvnode_path(c->node[1], "sub/b.db");
+    cr_assert(WAIT_FOR(access(ra, F_OK) != 0 && access(rb, F_OK) != 0, LVT_WAIT_MS),
+              "a.db or sub/b.db is still on the replica after the rename and the delete");
+    struct lvdbstat st;
+    cr_assert_eq(lvnode_db_status(c->node[1], "sub/b.db", &st), 0, "the replica still lists the deleted database");
+    free(a), free(b), free(a2), free(dir), free(ra), free(rb);
+}
