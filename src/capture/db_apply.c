@@ -674,11 +674,77 @@ static struct db *create_db(struct dbreg *r, const char *name, const uint8_t id[
 
 /* ------------------------------------------------------------- applying */
 
+/* One page of the batch and the record that last wrote it. */
+struct lastw {
+    uint32_t pgno;  /* page number */
+    uint32_t i;     /* index in the batch's page list (later = newer) */
+};
+
+static int cmp_lastw(const void *a, const void *b)
+{
+    const struct lastw *x = a, *y = b;
+    if (x->pgno != y->pgno)
+        return x->pgno < y->pgno ? -1 : 1;
+    return x->i > y->i ? -1 : x->i < y->i; /* newest first */
+}
+
+/* Write each page of the batch once, with its final content: that of the
+ * last record that wrote it, or zeros if a later record of the batch cut
+ * the database below it (it grew back empty).  Pages past the final size
+ * are not written.  The page numbers written go to pgs (*npgs, ascending,
+ * room for dc->n).  0 or negative. */
+static int write_final_pages(struct db *d, int fd, const struct db_rec *recs, size_t n, const struct decoded *dc,
+                             uint32_t *pgs, size_t *npgs)
+{
+    const struct txlog_hdr *last = &recs[n - 1].h;
+    uint32_t ps = last->page_size;
+    struct lastw *w = malloc((dc->n ? dc->n : 1) * sizeof *w);
+    uint32_t *cut = malloc(n * sizeof *cut); /* cut[r]: the fewest pages of a record after r */
+    uint8_t *zero = NULL;
+    int rc = 0;
+
+    *npgs = 0;
+    if (!w || !cut) {
+        rc = LV_ENOMEM;
+        goto out;
+    }
+    cut[n - 1] = UINT32_MAX;
+    for (size_t r = n - 1; r > 0; r--)
+        cut[r - 1] = recs[r].h.db_pages < cut[r] ? recs[r].h.db_pages : cut[r];
+    for (size_t i = 0; i < dc->n; i++)
+        w[i] = (struct lastw){dc->v[i].pgno, (uint32_t)i};
+    qsort(w, dc->n, sizeof *w, cmp_lastw);
+    for (size_t i = 0; i < dc->n; i++) {
+        if (i > 0 && w[i].pgno == w[i - 1].pgno)
+            continue; /* an older version */
+        const struct dpage *pg = &dc->v[w[i].i];
+        if (pg->pgno > last->db_pages || recs[pg->rec].h.page_size != ps)
+            continue;
+        const uint8_t *src = dc->buf + pg->off;
+        if (cut[pg->rec] < pg->pgno) {
+            if (!zero && !(zero = calloc(1, ps))) {
+                rc = LV_ENOMEM;
+                goto out;
+            }
+            src = zero;
+        }
+        rc = sys_pwrite_all(fd, src, ps, (off_t)(pg->pgno - 1) * ps, d->name);
+        if (rc)
+            goto out;
+        pgs[(*npgs)++] = pg->pgno;
+    }
+out:
+    free(w);
+    free(cut);
+    free(zero);
+    return rc;
+}
+
 /* Steps 3: check, write, log (d->mu held).  *old_size gets the file size
  * before.  0 or negative with err; on failure before the first write
  * nothing changed, after it the database is broken. */
 static int apply_locked(struct db *d, const struct db_rec *recs, size_t n, struct decoded *dc, uint64_t *old_size,
-                        char *err, size_t errlen)
+                        uint32_t *pgs, size_t *npgs, char *err, size_t errlen)
 {
     struct mapedit e;
     struct stat st;
@@ -715,15 +781,9 @@ static int apply_locked(struct db *d, const struct db_rec *recs, size_t n, struc
         goto out_fail;
     }
     *old_size = (uint64_t)st.st_size;
-    for (size_t i = 0; i < dc->n; i++) {
-        const struct dpage *pg = &dc->v[i];
-        uint32_t ps = recs[pg->rec].h.page_size;
-        if (pg->pgno > last->db_pages)
-            continue;
-        rc = sys_pwrite_all(fd, dc->buf + pg->off, ps, (off_t)(pg->pgno - 1) * ps, d->name);
-        if (rc)
-            goto out_fail;
-    }
+    rc = write_final_pages(d, fd, recs, n, dc, pgs, npgs);
+    if (rc)
+        goto out_fail;
     if ((uint64_t)last->db_pages * last->page_size != *old_size || dc->n == 0) {
         rc = sys_ftruncate(fd, (off_t)((uint64_t)last->db_pages * last->page_size), d->name);
         if (rc)
@@ -787,6 +847,7 @@ int dbreg_apply(struct dbreg *r, const char *name, const struct db_rec *recs, si
     struct db *d = NULL;
     struct txlog_hdr h;
     uint32_t *pg = NULL;
+    size_t npg = 0;
     uint64_t old_size = 0;
     int64_t t1;
     int rc = 0;
@@ -864,8 +925,14 @@ int dbreg_apply(struct dbreg *r, const char *name, const struct db_rec *recs, si
     st->wal_locks = al.set == LS_WAL;
     t1 = lv_mono_us();
     /* 3. check, write, log */
+    pg = malloc((dc.n ? dc.n : 1) * sizeof *pg);
+    if (!pg) {
+        release_locks(&al);
+        rc = LV_ENOMEM;
+        goto out;
+    }
     pthread_mutex_lock(&d->mu);
-    rc = apply_locked(d, recs, n, &dc, &old_size, err, errlen);
+    rc = apply_locked(d, recs, n, &dc, &old_size, pg, &npg, err, errlen);
     if (rc == 0) {
         d->applies++;
         d->applied_us = lv_now_us();
@@ -877,17 +944,7 @@ int dbreg_apply(struct dbreg *r, const char *name, const struct db_rec *recs, si
     if (rc == 0) {
         /* 4. the kernel's caches */
         const struct txlog_hdr *last = &recs[n - 1].h;
-        pg = malloc((dc.n ? dc.n : 1) * sizeof *pg);
-        if (!pg) {
-            if (r->iv.inval)
-                r->iv.inval(r->iv.arg, d->mnt_ino, 0, 0);
-        } else {
-            size_t k = 0;
-            for (size_t i = 0; i < dc.n; i++)
-                pg[k++] = dc.v[i].pgno;
-            inval_pages(r, d->mnt_ino, pg, k, last->page_size, old_size,
-                        (uint64_t)last->db_pages * last->page_size);
-        }
+        inval_pages(r, d->mnt_ino, pg, npg, last->page_size, old_size, (uint64_t)last->db_pages * last->page_size);
         /* 5. the wal-index */
         if (al.set == LS_WAL)
             shm_publish(name, al.shmfd, last->page_size, last->db_pages);
