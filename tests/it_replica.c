@@ -141,6 +141,57 @@ Test(replica, snapshot_when_replica_ahead)
     free(p);
 }
 
+/* First TXID in n's local log of db (`log ls`), or -1 if it lists nothing. */
+static long long first_logged(const struct lvnode *n, const char *db)
+{
+    struct lvrec *recs = NULL;
+    int nr = lvnode_log_records(n, db, &recs);
+    long long first = nr > 0 ? (long long)recs[0].txid : -1;
+    free(recs);
+    return first;
+}
+
+/* A replica down while the primary archived and pruned its local log past
+ * the replica's position (more than replication.max-retain behind, so the
+ * primary gives its records up) gets a snapshot and ends equal. */
+Test(replica, snapshot_when_past_log_limit)
+{
+    struct lvdest *d = lvdest_new(LVDEST_FILE);
+    char arch[2048], common[4096];
+    lvdest_yaml(d, "    sync-interval: 200ms\n    compaction: []\n", arch, sizeof arch);
+    snprintf(common, sizeof common, "%sreplication:\n  max-retain: 32KiB\n  seed: false\n", arch);
+    struct lvcluster *c = repl_cluster_with(1, common, NULL, 0);
+    for (int i = 0; i < c->n; i++)
+        repl_reconfig_data(c, i, "  segment-size: 16KiB\n  state-interval: 200ms\n", common, NULL);
+    lvcluster_start(c);
+    char *p = lvnode_path(c->node[0], "app.db");
+    some_writes(p, 0, 20);
+    repl_wait_caught_up(c, "app.db");
+    struct lvdbstat st;
+    cr_assert_eq(lvnode_db_status(c->node[1], "app.db", &st), 1);
+    uint64_t at = st.txid; /* the replica needs TXID at + 1 next */
+    double snaps0 = lvnode_metric(c->node[0], "litevault_replication_snapshots_sent_total");
+
+    lvnode_stop(c->node[1]);
+    some_writes(p, 1000, 200); /* some 200 records: many 16 KiB segments, well past max-retain */
+    cr_assert(WAIT_FOR(first_logged(c->node[0], "app.db") > (long long)at + 1, LVT_WAIT_MS),
+              "the primary's log was not pruned past TXID %" PRIu64 " (starts at %lld)", at + 1,
+              first_logged(c->node[0], "app.db"));
+    /* the counters follow the unlinks (and the directory's fsync): wait for them */
+    cr_assert(WAIT_FOR(lvnode_metric(c->node[0], "litevault_replication_retain_cuts_total") > 0, LVT_WAIT_MS),
+              "the log was pruned past the replica without a max-retain cut");
+    cr_assert(WAIT_FOR(lvnode_metric(c->node[0], "litevault_local_log_pruned_bytes_total") > 0, LVT_WAIT_MS),
+              "the log was pruned but litevault_local_log_pruned_bytes_total stays 0");
+
+    lvnode_start(c->node[1]);
+    some_writes(p, 5000, 5);
+    repl_wait_caught_up(c, "app.db");
+    repl_assert_same(c, "app.db");
+    cr_assert_gt(lvnode_metric(c->node[0], "litevault_replication_snapshots_sent_total"), snaps0,
+                 "no snapshot was sent to the replica past the primary's log");
+    free(p);
+}
+
 Test(replica, stopped_primary_recovers)
 {
     struct lvcluster *c = repl_cluster(1, "replication:\n  max-lag: 2s\n");

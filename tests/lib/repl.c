@@ -13,13 +13,14 @@
 #include "sql.h"
 #include "util.h"
 
-void repl_reconfig(struct lvcluster *c, int i, const char *common_yaml, const char *http_keys)
+void repl_reconfig_data(struct lvcluster *c, int i, const char *data_keys, const char *common_yaml,
+                        const char *http_keys)
 {
     struct lvnode *n = c->node[i];
     FILE *f = fopen(n->config, "w");
     cr_assert(f, "cannot write %s", n->config);
-    fprintf(f, "fuse:\n  dir: %s\ndata:\n  dir: %s\nhttp:\n  addr: %s\n%slog:\n  level: info\n  format: text\n",
-            n->mnt, n->data, n->http, http_keys ? http_keys : "");
+    fprintf(f, "fuse:\n  dir: %s\ndata:\n  dir: %s\n%shttp:\n  addr: %s\n%slog:\n  level: info\n  format: text\n",
+            n->mnt, n->data, data_keys ? data_keys : "", n->http, http_keys ? http_keys : "");
     if (i == 0)
         fprintf(f, "lease:\n  type: static\n  candidate: true\n");
     else
@@ -27,6 +28,11 @@ void repl_reconfig(struct lvcluster *c, int i, const char *common_yaml, const ch
     if (common_yaml && *common_yaml)
         fprintf(f, "%s%s", common_yaml, common_yaml[strlen(common_yaml) - 1] == '\n' ? "" : "\n");
     cr_assert(fclose(f) == 0);
+}
+
+void repl_reconfig(struct lvcluster *c, int i, const char *common_yaml, const char *http_keys)
+{
+    repl_reconfig_data(c, i, NULL, common_yaml, http_keys);
 }
 
 struct lvcluster *repl_cluster_with(int nrep, const char *common_yaml, const char *const *http_keys, int start)

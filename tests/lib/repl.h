@@ -23,6 +23,11 @@ struct lvcluster *repl_cluster_with(int nrep, const char *common_yaml, const cha
 /* Rewrite node i's config (same paths and port) with common_yaml and http_keys. */
 void repl_reconfig(struct lvcluster *c, int i, const char *common_yaml, const char *http_keys);
 
+/* The same with data_keys (lines "  key: value\n", may be NULL) inside the
+ * data: section, e.g. a small segment-size. */
+void repl_reconfig_data(struct lvcluster *c, int i, const char *data_keys, const char *common_yaml,
+                        const char *http_keys);
+
 /* Wait (LVT_WAIT_MS) until every running replica holds db at the primary's
  * TXID with the primary's checksum; asserts. */
 void repl_wait_caught_up(struct lvcluster *c, const char *db);
