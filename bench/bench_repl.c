@@ -8,6 +8,8 @@
  *   BENCH_KEEP=1    keep the temporary directory (daemon logs)
  *   BENCH_SECS=N    seconds of the lag and read parts (default 10; quick 3)
  *   BENCH_CATCHUP=N transactions of the catch-up part (default 100000; quick 20000)
+ *   BENCH_ONLY=1,5  only these parts (R1..R5; R2-R4 need nothing from R1)
+ *   BENCH_TXN_MIB=N transaction size of R5's load (default 32)
  *
  * Parts (every figure from this run):
  *  R1 lag: a writer on the primary commits 1-row INSERTs (WAL,
@@ -27,10 +29,26 @@
  *  R4 the primary's write ratios (mount/native, 1-row INSERT transactions
  *     in WAL/NORMAL, WAL/FULL, DELETE/FULL) with both replicas connected
  *     and with both stopped, alternating twice.  Goal: a drop <= 0.02.
+ *  R5 seed: once nodes 0-2 are stopped, a fresh primary (node 3) with a
+ *     file:// archive (BASE/archive, sync-interval 200ms, compaction off so
+ *     the lineage holds each record once) loads a ~1 GiB database (64 MiB
+ *     quick) like bench.c's RSS part and waits until the archive confirmed
+ *     its last TXID.  Baseline, "download + decompress", timed in-process:
+ *     read every object a seed needs (current.json, manifest.json, the
+ *     newest snapshot if any, every segment after it) into memory, then
+ *     decompress every record payload of those objects with libzstd
+ *     streaming into a discarded 1 MiB buffer; no checksum, no write.
+ *     Seed: `litevault restore --seed -c` for a new replica node (node 4)
+ *     into an empty data.dir, timed as a child process, the primary still
+ *     running.  The page cache cannot be dropped fairly, so both are run
+ *     twice, alternating (baseline, seed, baseline, seed), and the second
+ *     run of each is reported: both read a warm archive.  Goal: seed /
+ *     baseline <= 1.2.
  *
  * Exit status: 0 when the bench ran (missed goals print MISS), 1 on error.
  */
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -53,8 +71,13 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #define NNODE 3 /* node 0: primary; 1, 2: replicas */
+#define SEED_PRIMARY 3 /* R5: a fresh primary with an archive */
+#define SEED_NODE 4    /* R5: the node seeded from that archive (never started) */
+#define NALL 5
+#define MiB (1024.0 * 1024.0)
 
 /* One daemon of the bench. */
 struct node {
@@ -72,7 +95,9 @@ static struct {
     int quick, keep;        /* BENCH_QUICK, BENCH_KEEP */
     double secs;            /* seconds of R1 and R2 */
     long catchup;           /* transactions of R3 */
-    struct node n[NNODE];   /* the daemons */
+    const char *only;       /* BENCH_ONLY, or NULL: every part */
+    char archive[PATH_MAX]; /* R5: BASE/archive */
+    struct node n[NALL];    /* the daemons */
 } g;
 
 static double now_s(void)
@@ -138,6 +163,8 @@ static void show_log(const struct node *nd)
 
 /* ---------------------------------------------------------------- daemons */
 
+/* Node i's config: 0 and SEED_PRIMARY are primaries, the others replicas
+ * (SEED_NODE of SEED_PRIMARY, 1 and 2 of 0); the R5 nodes get the archive. */
 static int node_config(int i)
 {
     struct node *nd = &g.n[i];
@@ -146,11 +173,13 @@ static int node_config(int i)
         return -1;
     fprintf(f, "fuse:\n  dir: %s\ndata:\n  dir: %s/data\nhttp:\n  addr: 127.0.0.1:%d\n"
                "log:\n  level: warn\n  format: text\n", nd->mnt, nd->dir, nd->port);
-    if (i == 0)
+    if (i == 0 || i == SEED_PRIMARY)
         fprintf(f, "lease:\n  type: static\n  candidate: true\n  advertise-url: http://127.0.0.1:%d\n", nd->port);
     else
         fprintf(f, "lease:\n  type: static\n  candidate: false\n  primary-url: http://127.0.0.1:%d\n",
-                g.n[0].port);
+                g.n[i == SEED_NODE ? SEED_PRIMARY : 0].port);
+    if (i >= NNODE)
+        fprintf(f, "archive:\n  - url: file://%s\n    sync-interval: 200ms\n    compaction: []\n", g.archive);
     return fclose(f) == 0 ? 0 : -1;
 }
 
@@ -592,11 +621,419 @@ static int part_writes(double ratio[2][NWCASE])
     return 0;
 }
 
-/* ---------------------------------------------------------------- main */
+/* ---------------------------------------------------------------- R5 seed */
+
+struct membuf {
+    char *p;
+    size_t len;
+};
+
+static size_t curl_sink(char *data, size_t size, size_t n, void *arg)
+{
+    struct membuf *m = arg;
+    size_t add = size * n;
+    char *np = realloc(m->p, m->len + add + 1);
+    if (!np)
+        return 0;
+    memcpy(np + m->len, data, add);
+    m->len += add;
+    np[m->len] = '\0';
+    m->p = np;
+    return add;
+}
+
+/* GET http://127.0.0.1:PORT/path into a malloc'ed string, or NULL. */
+static char *http_get(int port, const char *path)
+{
+    char url[128];
+    struct membuf m = {NULL, 0};
+    long code = 0;
+    CURL *c = curl_easy_init();
+    if (!c)
+        return NULL;
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, curl_sink);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &m);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    if (curl_easy_perform(c) != CURLE_OK || curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code) != CURLE_OK ||
+        code != 200) {
+        free(m.p);
+        m.p = NULL;
+    }
+    curl_easy_cleanup(c);
+    return m.p;
+}
+
+/* TXID of database name in GET /status of the daemon on port, or -1. */
+static long long status_txid(int port, const char *name)
+{
+    char *body = http_get(port, "/status");
+    json_t *root = body ? json_loads(body, 0, NULL) : NULL, *d;
+    long long txid = -1;
+    size_t i;
+    free(body);
+    if (!root)
+        return -1;
+    json_array_foreach(json_object_get(root, "databases"), i, d) {
+        const char *n = json_string_value(json_object_get(d, "name"));
+        if (n && (strcmp(n, name) == 0 || (n[0] == '/' && strcmp(n + 1, name) == 0)))
+            txid = json_integer_value(json_object_get(d, "txid"));
+    }
+    json_decref(root);
+    return txid;
+}
+
+/* Value of series (the full text before the space) in GET /metrics, or -1. */
+static double metric_value(int port, const char *series)
+{
+    char *body = http_get(port, "/metrics");
+    double v = -1;
+    size_t l = strlen(series);
+    for (char *p = body; p && *p;) {
+        if (strncmp(p, series, l) == 0 && p[l] == ' ') {
+            v = strtod(p + l + 1, NULL);
+            break;
+        }
+        p = strchr(p, '\n');
+        if (p)
+            p++;
+    }
+    free(body);
+    return v;
+}
+
+static uint64_t be64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+struct seed_result {
+    double db_mib;          /* size of the seeded database */
+    long txns;              /* transactions of the load */
+    double load_s, confirm_s; /* load; then until the archive confirmed the last TXID */
+    int nobj;               /* objects the baseline reads (current.json and manifest.json included) */
+    int nsnap;              /* of which snapshots */
+    double obj_mib, raw_mib; /* their bytes; record payload bytes after decompression */
+    double read_s[2], zstd_s[2], base_s[2]; /* baseline runs: download, decompress, total */
+    double seed_s[2];       /* restore --seed runs */
+    double ratio;           /* seed_s[1] / base_s[1] */
+};
+
+struct objlist {
+    char **p;
+    int n, cap;
+};
+
+static int obj_add(struct objlist *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int obj_add(struct objlist *o, const char *fmt, ...)
+{
+    char path[PATH_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(path, sizeof path, fmt, ap);
+    va_end(ap);
+    if (o->n == o->cap) {
+        char **np = realloc(o->p, sizeof *np * (size_t)(o->cap ? 2 * o->cap : 64));
+        if (!np)
+            return -1;
+        o->p = np;
+        o->cap = o->cap ? 2 * o->cap : 64;
+    }
+    return (o->p[o->n++] = strdup(path)) ? 0 : -1;
+}
+
+static void obj_free(struct objlist *o)
+{
+    for (int i = 0; i < o->n; i++)
+        free(o->p[i]);
+    free(o->p);
+    memset(o, 0, sizeof *o);
+}
+
+/* The objects a seed of name reads from the file:// archive, as the
+ * restore plan picks them with compaction off: current.json, the current
+ * lineage's manifest.json, its newest snapshot (if any) and every segment
+ * ending after that snapshot's TXID (every segment without a snapshot). */
+static int seed_objects(const char *name, struct objlist *o, int *nsnap)
+{
+    char path[PATH_MAX], lin[PATH_MAX];
+    unsigned long long snap = 0, first, last;
+    json_error_t je;
+    struct dirent *e;
+    DIR *d;
+    *nsnap = 0;
+    snprintf(path, sizeof path, "%s/%s/current.json", g.archive, name);
+    json_t *cur = json_load_file(path, 0, &je);
+    const char *id = cur ? json_string_value(json_object_get(cur, "dbid")) : NULL;
+    if (!id) {
+        progress("R5: %s: no dbid (%s)", path, je.text);
+        json_decref(cur);
+        return -1;
+    }
+    snprintf(lin, sizeof lin, "%s/%s/%s", g.archive, name, id);
+    json_decref(cur);
+    if (obj_add(o, "%s", path) != 0 || obj_add(o, "%s/manifest.json", lin) != 0)
+        return -1;
+    snprintf(path, sizeof path, "%s/snap", lin);
+    if ((d = opendir(path)) != NULL) {
+        while ((e = readdir(d)) != NULL)
+            if (sscanf(e->d_name, "%16llx.lvseg", &first) == 1 && first > snap)
+                snap = first;
+        closedir(d);
+    }
+    if (snap) {
+        *nsnap = 1;
+        if (obj_add(o, "%s/snap/%016llx.lvseg", lin, snap) != 0)
+            return -1;
+    }
+    for (int level = 0; level <= 9; level++) {
+        snprintf(path, sizeof path, "%s/seg/%d", lin, level);
+        if ((d = opendir(path)) == NULL)
+            continue;
+        while ((e = readdir(d)) != NULL)
+            if (sscanf(e->d_name, "%16llx-%16llx.lvseg", &first, &last) == 2 && last > snap &&
+                obj_add(o, "%s/%s", path, e->d_name) != 0) {
+                closedir(d);
+                return -1;
+            }
+        closedir(d);
+    }
+    return 0;
+}
+
+/* Decompress every record payload of one segment image (docs/FORMAT.md
+ * "Segment file", "Record") into a discarded buffer; adds the raw bytes. */
+static int seg_decompress(ZSTD_DCtx *z, const unsigned char *b, size_t len, char *out, size_t outcap, double *raw)
+{
+    if (len < 64 || memcmp(b, "LVTXSEG1", 8) != 0)
+        return -1;
+    for (size_t off = 64; off < len;) {
+        const unsigned char *h = b + off;
+        if (len - off < 120 || be64(h) >> 32 != 0x4C565243)
+            return -1;
+        uint64_t s = be64(h + 72), rawlen = be64(h + 80);
+        if (s > len - off - 120)
+            return -1;
+        if (h[52] == 1) {
+            ZSTD_inBuffer in = {h + 112, (size_t)s, 0};
+            size_t ret = 1, got = 0;
+            ZSTD_DCtx_reset(z, ZSTD_reset_session_only);
+            while (ret != 0) {
+                ZSTD_outBuffer ob = {out, outcap, 0};
+                ret = ZSTD_decompressStream(z, &ob, &in);
+                if (ZSTD_isError(ret) || (ob.pos == 0 && in.pos == in.size && ret != 0))
+                    return -1;
+                got += ob.pos;
+            }
+            if (got != rawlen)
+                return -1;
+        }
+        *raw += (double)rawlen;
+        off += 120 + s;
+    }
+    return 0;
+}
+
+/* One baseline run: read each object whole into memory ("download"), then
+ * decompress its records; the two summed over all objects. */
+static int baseline_once(const struct objlist *o, struct seed_result *r, int run)
+{
+    const size_t outcap = 1 << 20;
+    char *out = malloc(outcap);
+    ZSTD_DCtx *z = ZSTD_createDCtx();
+    int rc = -1;
+    r->read_s[run] = r->zstd_s[run] = 0;
+    r->obj_mib = r->raw_mib = 0;
+    for (int i = 0; out && z && i < o->n; i++) {
+        double t0 = now_s(), raw = 0;
+        struct stat st;
+        int fd = open(o->p[i], O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || fstat(fd, &st) != 0) {
+            progress("R5: %s: %s", o->p[i], strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            goto out;
+        }
+        unsigned char *b = malloc((size_t)st.st_size + 1);
+        size_t have = 0;
+        ssize_t k;
+        while (b && have < (size_t)st.st_size && (k = read(fd, b + have, (size_t)st.st_size - have)) > 0)
+            have += (size_t)k;
+        close(fd);
+        double t1 = now_s();
+        r->read_s[run] += t1 - t0;
+        r->obj_mib += (double)have / MiB;
+        if (!b || have != (size_t)st.st_size) {
+            free(b);
+            goto out;
+        }
+        if (strstr(o->p[i], ".lvseg") && seg_decompress(z, b, have, out, outcap, &raw) != 0) {
+            progress("R5: %s: not a segment image this bench can decode", o->p[i]);
+            free(b);
+            goto out;
+        }
+        r->zstd_s[run] += now_s() - t1;
+        r->raw_mib += raw / MiB;
+        free(b);
+    }
+    r->base_s[run] = r->read_s[run] + r->zstd_s[run];
+    rc = out && z ? 0 : -1;
+out:
+    ZSTD_freeDCtx(z);
+    free(out);
+    return rc;
+}
 
 static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
     return remove(path);
+}
+
+/* One `litevault restore --seed` of SEED_NODE into an empty data.dir, timed
+ * from fork to exit; its output goes to BASE/n4/seed.log. */
+static int seed_once(double *secs)
+{
+    struct node *nd = &g.n[SEED_NODE];
+    char data[PATH_MAX];
+    int status;
+    snprintf(data, sizeof data, "%s/data", nd->dir);
+    nftw(data, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    if (mkdir(data, 0755) != 0)
+        return -1;
+    double t0 = now_s();
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        char logp[PATH_MAX];
+        snprintf(logp, sizeof logp, "%s/seed.log", nd->dir);
+        int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        execl(g.litevault, "litevault", "restore", "--seed", "-c", nd->cfg, (char *)NULL);
+        _exit(127);
+    }
+    if (waitpid(pid, &status, 0) != pid)
+        return -1;
+    *secs = now_s() - t0;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        char cmd[PATH_MAX + 32];
+        progress("R5: restore --seed failed (status %d); %s/seed.log:", status, nd->dir);
+        snprintf(cmd, sizeof cmd, "tail -n 20 %s/seed.log >&2", nd->dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "(no log)\n");
+        return -1;
+    }
+    /* its own account of the download and the whole seed */
+    char cmd[PATH_MAX + 64];
+    snprintf(cmd, sizeof cmd, "tail -n 2 %s/seed.log | sed 's/^/bench_repl: R5:   /' >&2", nd->dir);
+    if (system(cmd) != 0)
+        progress("R5: no seed.log");
+    return 0;
+}
+
+static int part_seed(struct seed_result *r)
+{
+    const char *name = "seed.db", *env = getenv("BENCH_TXN_MIB");
+    const double target = (g.quick ? 64.0 : 1024.0) * MiB;
+    double txn_mib = env && atof(env) > 0 ? atof(env) : 32;
+    char p[PATH_MAX], series[256], seeded[PATH_MAX];
+    struct node *pr = &g.n[SEED_PRIMARY];
+    struct objlist o = {0};
+    sqlite3_stmt *ins = NULL;
+    struct stat st;
+    int rc = -1;
+
+    if (node_start(SEED_PRIMARY) != 0)
+        return -1;
+    snprintf(p, sizeof p, "%s/%s", pr->mnt, name);
+    sqlite3 *w = db_open(p, NULL, NULL);
+    if (!w || exec(w, "PRAGMA page_size=4096; PRAGMA journal_mode=wal; PRAGMA synchronous=NORMAL;"
+                      "PRAGMA cache_size=-65536; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB NOT NULL)") != 0)
+        goto out;
+    /* ~4 rows of ~1000 bytes per 4096-byte page; half random, half zeros
+     * (zstd halves it), as bench.c's RSS part */
+    if (sqlite3_prepare_v2(w, "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<?1) "
+                              "INSERT INTO t(v) SELECT randomblob(500) || zeroblob(500) FROM c",
+                           -1, &ins, NULL) != SQLITE_OK)
+        goto out;
+    progress("R5: loading %.0f MiB on a primary with a file:// archive, %.0f MiB transactions", target / MiB,
+             txn_mib);
+    double t0 = now_s();
+    for (;;) {
+        long long bytes = one_int(w, "SELECT page_count * page_size FROM pragma_page_count, pragma_page_size");
+        if (bytes < 0)
+            goto out;
+        r->db_mib = (double)bytes / MiB;
+        if (bytes >= target)
+            break;
+        sqlite3_bind_int64(ins, 1, (sqlite3_int64)(txn_mib * MiB / 1024.0));
+        if (exec(w, "BEGIN") != 0 || sqlite3_step(ins) != SQLITE_DONE || exec(w, "COMMIT") != 0) {
+            progress("R5 load: %s", sqlite3_errmsg(w));
+            goto out;
+        }
+        sqlite3_reset(ins);
+        r->txns++;
+    }
+    sqlite3_finalize(ins);
+    ins = NULL;
+    sqlite3_close(w);
+    w = NULL;
+    r->load_s = now_s() - t0;
+    t0 = now_s();
+    snprintf(series, sizeof series, "litevault_archive_confirmed_txid{dest=\"0\",db=\"%s\"}", name);
+    for (;;) {
+        long long txid = status_txid(pr->port, name);
+        double conf = metric_value(pr->port, series);
+        if (txid > 0 && conf >= (double)txid)
+            break;
+        if (now_s() - t0 > 600) {
+            progress("R5: the archive did not confirm TXID %lld within 600 s (confirmed: %.0f)", txid, conf);
+            goto out;
+        }
+        usleep(100000);
+    }
+    r->confirm_s = now_s() - t0;
+    progress("R5: loaded %.0f MiB in %ld transactions in %.1f s; archive confirmed %.1f s later", r->db_mib,
+             r->txns, r->load_s, r->confirm_s);
+    if (seed_objects(name, &o, &r->nsnap) != 0)
+        goto out;
+    r->nobj = o.n;
+    for (int run = 0; run < 2; run++) {
+        progress("R5: run %d of 2: download + decompress, then restore --seed%s", run + 1,
+                 run ? "" : " (warm-up, not reported)");
+        if (baseline_once(&o, r, run) != 0 || seed_once(&r->seed_s[run]) != 0)
+            goto out;
+        progress("R5: baseline %.2f s (read %.2f s, zstd %.2f s), seed %.2f s", r->base_s[run], r->read_s[run],
+                 r->zstd_s[run], r->seed_s[run]);
+    }
+    r->ratio = r->seed_s[1] / r->base_s[1];
+    snprintf(seeded, sizeof seeded, "%s/data/files/%s", g.n[SEED_NODE].dir, name);
+    if (stat(seeded, &st) != 0 || (double)st.st_size != r->db_mib * MiB) {
+        progress("R5: the seeded %s is missing or not %.0f bytes", seeded, r->db_mib * MiB);
+        goto out;
+    }
+    rc = 0;
+out:
+    sqlite3_finalize(ins);
+    sqlite3_close(w);
+    obj_free(&o);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- main */
+
+/* Part k (1..5) selected by BENCH_ONLY (default: all). */
+static int want(int k)
+{
+    return !g.only || strchr(g.only, '0' + k) != NULL;
 }
 
 int main(void)
@@ -604,8 +1041,9 @@ int main(void)
     struct lag_result lag = {0};
     struct read_result rd = {0};
     struct catchup_result cu = {0};
-    double wr[2][NWCASE];
-    int rc = 0, ok_lag, ok_rd, ok_cu, ok_wr;
+    struct seed_result sd = {0};
+    double wr[2][NWCASE] = {{0}};
+    int rc = 0, ok_lag = 1, ok_rd = 1, ok_cu = 1, ok_wr = 1, ok_sd = 1, three = 0;
     const char *tmp = getenv("BENCH_DIR") ? getenv("BENCH_DIR") : getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
 
     g.litevault = getenv("LITEVAULT");
@@ -615,14 +1053,16 @@ int main(void)
     }
     g.quick = getenv("BENCH_QUICK") != NULL;
     g.keep = getenv("BENCH_KEEP") != NULL;
+    g.only = getenv("BENCH_ONLY") && *getenv("BENCH_ONLY") ? getenv("BENCH_ONLY") : NULL;
     g.secs = getenv("BENCH_SECS") ? atof(getenv("BENCH_SECS")) : g.quick ? 3 : 10;
     g.catchup = getenv("BENCH_CATCHUP") ? atol(getenv("BENCH_CATCHUP")) : g.quick ? 20000 : 100000;
     snprintf(g.base, sizeof g.base, "%s/lvbench-repl.XXXXXX", tmp);
-    if (!mkdtemp(g.base)) {
+    if (!mkdtemp(g.base) || curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
         perror("mkdtemp");
         return 1;
     }
-    for (int i = 0; i < NNODE; i++) {
+    snprintf(g.archive, sizeof g.archive, "%s/archive", g.base);
+    for (int i = 0; i < NALL; i++) {
         struct node *nd = &g.n[i];
         snprintf(nd->dir, sizeof nd->dir, "%s/n%d", g.base, i);
         snprintf(nd->mnt, sizeof nd->mnt, "%s/mnt", nd->dir);
@@ -632,54 +1072,91 @@ int main(void)
         if (mkdir(nd->dir, 0755) != 0 || mkdir(nd->mnt, 0755) != 0 || node_config(i) != 0)
             return 1;
     }
-    progress("starting a primary and two replicas under %s", g.base);
-    for (int i = 0; i < NNODE && rc == 0; i++)
-        rc = node_start(i);
-    if (rc == 0) {
+    for (int k = 1; k <= 4; k++)
+        three |= want(k);
+    if (three) {
+        progress("starting a primary and two replicas under %s", g.base);
+        for (int i = 0; i < NNODE && rc == 0; i++)
+            rc = node_start(i);
+    }
+    if (rc == 0 && want(1)) {
         progress("R1: lag at 1,000 tx/s for %.0f s", g.secs);
         rc = part_lag(&lag);
     }
-    if (rc == 0) {
+    if (rc == 0 && want(2)) {
         progress("R2: point reads on a replica applying 100 tx/s");
         rc = part_reads(&rd);
     }
-    if (rc == 0)
+    if (rc == 0 && want(3))
         rc = part_catchup(&cu);
-    if (rc == 0) {
+    if (rc == 0 && want(4)) {
         progress("R4: the primary's writes with replicas connected and stopped");
         rc = part_writes(wr);
     }
     for (int i = NNODE - 1; i >= 0; i--)
         if (node_stop(i) != 0 && rc == 0)
             progress("node %d did not stop cleanly", i);
+    if (rc == 0 && want(5)) {
+        progress("R5: seeding a new node from a file:// archive under %s", g.base);
+        rc = part_seed(&sd);
+        if (node_stop(SEED_PRIMARY) != 0 && rc == 0)
+            progress("node %d did not stop cleanly", SEED_PRIMARY);
+    }
+    curl_global_cleanup();
     if (rc != 0) {
-        for (int i = 0; i < NNODE; i++) {
+        for (int i = 0; i < NALL; i++) {
+            if (access(g.n[i].log, F_OK) != 0)
+                continue;
             fprintf(stderr, "--- node %d log:\n", i);
             show_log(&g.n[i]);
         }
         fprintf(stderr, "bench_repl: failed; kept %s\n", g.base);
         return 1;
     }
-    ok_lag = lag.p99_ms <= 2.0;
-    ok_rd = rd.ratio >= 0.9;
-    ok_cu = cu.rate_start >= 50000;
-    ok_wr = 1;
-    for (size_t c = 0; c < NWCASE; c++)
+    if (want(1))
+        ok_lag = lag.p99_ms <= 2.0;
+    if (want(2))
+        ok_rd = rd.ratio >= 0.9;
+    if (want(3))
+        ok_cu = cu.rate_start >= 50000;
+    for (size_t c = 0; want(4) && c < NWCASE; c++)
         if (wr[0][c] - wr[1][c] > 0.02)
             ok_wr = 0;
+    if (want(5))
+        ok_sd = sd.ratio <= 1.2;
     printf("\nReplication (primary + 2 replicas on loopback, one run)%s\n\n",
-           ok_lag && ok_rd && ok_cu && ok_wr ? "" : ": some goals MISSED");
+           ok_lag && ok_rd && ok_cu && ok_wr && ok_sd ? "" : ": some goals MISSED");
     printf("| part | measured | goal | |\n|---|---|---|---|\n");
-    printf("| R1 lag commit->visible on replica, %.0f tx/s, %ld tx | p50 %.3f ms, p99 %.3f ms, max %.3f ms | "
-           "p99 <= 2 ms | %s |\n", lag.rate, lag.n, lag.p50_ms, lag.p99_ms, lag.max_ms, ok_lag ? "ok" : "MISS");
-    printf("| R2 point SELECTs on replica / native (primary 100 tx/s) | %.0f / %.0f = %.2f | >= 0.90 | %s |\n",
-           rd.replica_ops, rd.native_ops, rd.ratio, ok_rd ? "ok" : "MISS");
-    printf("| R3 catch-up of %ld tx | %.0f rec/s from start (%.2f s), %.0f rec/s from first record | "
-           ">= 50,000/s | %s |\n", cu.n, cu.rate_start, cu.from_start_s, cu.rate_first, ok_cu ? "ok" : "MISS");
-    for (size_t c = 0; c < NWCASE; c++)
+    if (want(1))
+        printf("| R1 lag commit->visible on replica, %.0f tx/s, %ld tx | p50 %.3f ms, p99 %.3f ms, max %.3f ms | "
+               "p99 <= 2 ms | %s |\n", lag.rate, lag.n, lag.p50_ms, lag.p99_ms, lag.max_ms, ok_lag ? "ok" : "MISS");
+    if (want(2))
+        printf("| R2 point SELECTs on replica / native (primary 100 tx/s) | %.0f / %.0f = %.2f | >= 0.90 | %s |\n",
+               rd.replica_ops, rd.native_ops, rd.ratio, ok_rd ? "ok" : "MISS");
+    if (want(3))
+        printf("| R3 catch-up of %ld tx | %.0f rec/s from start (%.2f s), %.0f rec/s from first record | "
+               ">= 50,000/s | %s |\n", cu.n, cu.rate_start, cu.from_start_s, cu.rate_first, ok_cu ? "ok" : "MISS");
+    for (size_t c = 0; want(4) && c < NWCASE; c++)
         printf("| R4 %s: mount/native, no replicas / 2 replicas | %.3f / %.3f (drop %+.3f) | drop <= 0.02 | %s |\n",
                g_wcases[c].label, wr[0][c], wr[1][c], wr[0][c] - wr[1][c],
                wr[0][c] - wr[1][c] <= 0.02 ? "ok" : "MISS");
+    if (want(5)) {
+        char label[32];
+        if (sd.db_mib >= 1000)
+            snprintf(label, sizeof label, "%.0f GiB", sd.db_mib / 1024);
+        else
+            snprintf(label, sizeof label, "%.0f MiB", sd.db_mib);
+        printf("| R5 seed %s from archive / download+decompress | %.2f s / %.2f s = %.2f | <= 1.2 | %s |\n",
+               label, sd.seed_s[1], sd.base_s[1], sd.ratio, ok_sd ? "ok" : "MISS");
+        printf("\nR5: second of two alternating runs (page cache warm for both). Baseline = reading %d file:// "
+               "objects (%.1f MiB: current.json, manifest.json, %d snapshot(s), segments) whole into memory "
+               "(%.2f s) + zstd-decompressing every record payload into a discarded buffer (%.1f MiB raw, %.2f s); "
+               "no checksum, no write. Seed = `litevault restore --seed` as a child process, fork to exit "
+               "(first runs: seed %.2f s, baseline %.2f s). Load: %ld transactions in %.1f s, archive confirmed "
+               "%.1f s later.\n",
+               sd.nobj, sd.obj_mib, sd.nsnap, sd.read_s[1], sd.raw_mib, sd.zstd_s[1], sd.seed_s[0], sd.base_s[0],
+               sd.txns, sd.load_s, sd.confirm_s);
+    }
     if (!g.keep)
         nftw(g.base, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
     return 0;
