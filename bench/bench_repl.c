@@ -1180,7 +1180,7 @@ int main(void)
         printf("\nR5: second of two alternating runs (page cache warm for both). Baseline = reading %d file:// "
                "objects (%.1f MiB: current.json, manifest.json, %d snapshot(s), segments) whole into memory "
                "(%.2f s) + zstd-decompressing every record payload into one file, fsynced (%.1f MiB raw, %.2f s); "
-               "no checksum, no write. Seed = `litevault restore --seed` as a child process, fork to exit "
+               "no checksum. Seed = `litevault restore --seed` as a child process, fork to exit "
                "(first runs: seed %.2f s, baseline %.2f s). Load: %ld transactions in %.1f s, archive confirmed "
                "%.1f s later.\n",
                sd.nobj, sd.obj_mib, sd.nsnap, sd.read_s[1], sd.raw_mib, sd.zstd_s[1], sd.seed_s[0], sd.base_s[0],
