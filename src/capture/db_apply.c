@@ -740,6 +740,27 @@ out:
     return rc;
 }
 
+/* Append the batch to d's log unchanged, in one write when it can. */
+static int append_records(struct db *d, const struct db_rec *recs, size_t n)
+{
+    const void **p = malloc(n * sizeof *p);
+    size_t *l = malloc(n * sizeof *l);
+    int rc;
+    if (!p || !l) {
+        free(p);
+        free(l);
+        return LV_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        p[i] = recs[i].raw;
+        l[i] = recs[i].len;
+    }
+    rc = txlog_append_raws(d->log, p, l, n);
+    free(p);
+    free(l);
+    return rc;
+}
+
 /* Steps 3: check, write, log (d->mu held).  *old_size gets the file size
  * before.  0 or negative with err; on failure before the first write
  * nothing changed, after it the database is broken. */
@@ -789,12 +810,10 @@ static int apply_locked(struct db *d, const struct db_rec *recs, size_t n, struc
         if (rc)
             goto out_fail;
     }
-    for (size_t i = 0; i < n; i++) {
-        rc = txlog_append_raw(d->log, recs[i].raw, recs[i].len);
-        if (rc)
-            goto out_fail;
-        d->txid = recs[i].h.txid;
-    }
+    rc = append_records(d, recs, n);
+    if (rc)
+        goto out_fail;
+    d->txid = last->txid;
     d->last_time = last->time_us;
     d->commits += n;
     d->pages_logged += dc->n;

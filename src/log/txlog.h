@@ -311,4 +311,10 @@ int txlog_record_pages(const void *rec, size_t len, struct txlog_hdr *h,
  * LV_ECHAIN, LV_ECORRUPT, LV_EIO, LV_ENOSPC). */
 int txlog_append_raw(struct txlog *l, const void *rec, size_t len);
 
+/* Append n consecutive raw records (recs[i], lens[i] bytes; borrowed), each
+ * checked as txlog_append_raw does, with one write when they fit in the
+ * current segment (else one by one).  All or, on an error, a prefix of them
+ * is appended: txlog_last_txid says how far.  0 or negative as above. */
+int txlog_append_raws(struct txlog *l, const void *const *recs, const size_t *lens, size_t n);
+
 #endif /* TXLOG_H */

@@ -739,3 +739,63 @@ int txlog_append_raw(struct txlog *l, const void *rec, size_t len)
     assert_writer_state(l);
     return 0;
 }
+
+int txlog_append_raws(struct txlog *l, const void *const *recs, const size_t *lens, size_t n)
+{
+    struct txlog_hdr h;
+    uint64_t total = 0, txid, post;
+    int have;
+    char err[256];
+    uint8_t *buf = NULL;
+    int rc = 0;
+
+    assert_writer_state(l);
+    if (l->broken)
+        return l->broken;
+    if (n < 2 || l->state != REC_IDLE || l->fd < 0 || l->seg_end <= TXLOG_SEG_HDR_SIZE)
+        goto one_by_one;
+    /* Check the whole run as txlog_append_raw would, record by record. */
+    have = l->have_last;
+    txid = l->last_txid;
+    post = l->last_post;
+    for (size_t i = 0; i < n; i++) {
+        rc = txlog_record_check(recs[i], lens[i], &h, err, sizeof err);
+        if (rc || memcmp(h.dbid, l->dbid, 16) != 0 || (have && (h.txid != txid + 1 || h.pre_cksum != post)))
+            goto one_by_one; /* the single path reports the exact error */
+        have = 1;
+        txid = h.txid;
+        post = h.post_cksum;
+        total += lens[i];
+    }
+    if (l->seg_end + total > l->seg_size)
+        goto one_by_one; /* a roll-over inside the run */
+    buf = malloc((size_t)total);
+    if (!buf)
+        goto one_by_one;
+    for (size_t i = 0, off = 0; i < n; off += lens[i], i++)
+        memcpy(buf + off, recs[i], lens[i]);
+    l->rec_start = l->seg_end;
+    rc = sys_pwrite_all(l->fd, buf, (size_t)total, (off_t)l->seg_end, l->seg_path);
+    free(buf);
+    if (rc) {
+        rec_drop(l, 1);
+        return l->broken ? l->broken : rc;
+    }
+    l->seg_end += total;
+    if (l->resv_end < l->seg_end)
+        l->resv_end = l->seg_end;
+    l->bytes_written += total;
+    l->dirty = 1;
+    l->have_last = 1;
+    l->last_txid = txid;
+    l->last_post = post;
+    assert_writer_state(l);
+    return 0;
+one_by_one:
+    for (size_t i = 0; i < n; i++) {
+        rc = txlog_append_raw(l, recs[i], lens[i]);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
