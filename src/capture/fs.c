@@ -62,7 +62,15 @@ struct lvfile {
     DIR *dir;               /* for directory handles: the stream (fd is its dirfd), else NULL */
     struct pt_backing *pt;  /* -shm: its shared passthrough registration (g_pt_mu), or NULL */
     int noflush;            /* opened with noflush: close(2) sends no FLUSH, release captures */
+    int own;                /* opened by a thread of this daemon (the replica's applier): on g_own (g_own_mu) */
+    struct lvfile *own_next, *own_prev; /* links of g_own (g_own_mu) */
 };
+
+/* Handles this daemon's own threads opened through the mount.  Their
+ * RELEASE can arrive after the session stopped serving (the applier closes
+ * them at shutdown), so fs_finish frees whatever is left here. */
+static pthread_mutex_t g_own_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct lvfile *g_own;   /* list head (g_own_mu) */
 
 static struct dbreg *g_reg;      /* set by fs_main before the loop starts */
 static int g_private;             /* mounted without allow_other: callers have the daemon's credentials */
@@ -543,9 +551,18 @@ static int do_open(const char *path, struct fuse_file_info *fi, int create, mode
      * writes, db_on_flush), and not that of a WAL-mode database opened
      * without O_TRUNC; should such a handle truncate it and write without
      * a journal after all, its release does the capture (do_release). */
-    if (k != DBF_MAIN || !f->db || (!trunc && !db_close_may_commit(f->db)) || own_thread()) {
+    f->own = own_thread();
+    if (k != DBF_MAIN || !f->db || (!trunc && !db_close_may_commit(f->db)) || f->own) {
         fi->noflush = 1;
         f->noflush = 1;
+    }
+    if (f->own) {
+        pthread_mutex_lock(&g_own_mu);
+        f->own_next = g_own;
+        if (g_own)
+            g_own->own_prev = f;
+        g_own = f;
+        pthread_mutex_unlock(&g_own_mu);
     }
     /* The -shm file carries no data to capture: the kernel serves its
      * reads, writes and mmap straight from the backing file. */
@@ -622,6 +639,16 @@ static int do_release(struct fuse_file_info *fi)
     struct lvfile *f = F(fi);
     if (!f)
         return 0;
+    if (f->own) {
+        pthread_mutex_lock(&g_own_mu);
+        if (f->own_prev)
+            f->own_prev->own_next = f->own_next;
+        else
+            g_own = f->own_next;
+        if (f->own_next)
+            f->own_next->own_prev = f->own_prev;
+        pthread_mutex_unlock(&g_own_mu);
+    }
     pt_detach(f);
     if (f->noflush && f->wrote && f->kind == DBF_MAIN && f->db)
         (void)db_on_flush(f->db, f->kind); /* a failure is logged there and leaves the database broken */
@@ -877,5 +904,14 @@ void fs_finish(struct fs *fs)
     g_fuse = NULL;
     fuse_unmount(f);
     fuse_destroy(f);
+    pthread_mutex_lock(&g_own_mu);
+    while (g_own) { /* released after the session stopped: never seen by do_release */
+        struct lvfile *o = g_own;
+        g_own = o->own_next;
+        close(o->fd);
+        db_put(o->db);
+        free(o);
+    }
+    pthread_mutex_unlock(&g_own_mu);
     LV_INFO("unmounted");
 }
