@@ -840,7 +840,7 @@ out:
  * connections (holding SHARED for their lives) leave only by closing; and
  * in rollback mode the WAL lock set would not exclude rollback readers.
  * With PENDING held meanwhile, no new connection starts reading. */
-static int wal_lockset_ok(struct db *d, const struct decoded *dc, const struct db_rec *recs, size_t n)
+static int wal_lockset_ok(struct db *d, const struct decoded *dc, const struct db_rec *recs)
 {
     uint8_t h[20];
     int fd;
@@ -854,7 +854,6 @@ static int wal_lockset_ok(struct db *d, const struct decoded *dc, const struct d
             if (p1[18] != 2 || p1[19] != 2)
                 ok = 0;
         }
-    (void)n;
     return ok;
 }
 
@@ -932,7 +931,7 @@ int dbreg_apply(struct dbreg *r, const char *name, const struct db_rec *recs, si
         rc = LV_EIO;
         goto out;
     }
-    rc = take_locks(r, name, &al, wal_lockset_ok(d, &dc, recs, n), wait_ms, &st->lock_wait_us);
+    rc = take_locks(r, name, &al, wal_lockset_ok(d, &dc, recs), wait_ms, &st->lock_wait_us);
     if (rc) {
         snprintf(err, errlen, "%s: readers kept SQLite's locks for more than %d ms; TXID %" PRIu64 " waits", name,
                  wait_ms, recs[0].h.txid);

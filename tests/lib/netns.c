@@ -234,54 +234,11 @@ int netns_exec(const struct netns *ns, char **out, const char *fmt, ...)
     int r = vasprintf(&cmd, fmt, ap);
     va_end(ap);
     cr_assert(r >= 0, "vasprintf");
-    if (out)
-        *out = NULL;
     int fd = ns_fd(ns);
-    int pfd[2] = {-1, -1};
-    if (out)
-        cr_assert(pipe2(pfd, O_CLOEXEC) == 0, "pipe: %s", strerror(errno));
-    fflush(NULL);
-    pid_t p = fork();
-    cr_assert(p >= 0, "fork: %s", strerror(errno));
-    if (p == 0) {
-        if (out)
-            dup2(pfd[1], 1);
-        if (setns(fd, CLONE_NEWNET) != 0)
-            _exit(126);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
-    free(cmd);
+    int rc = run_cmd_ns(fd, out, cmd);
     close(fd);
-    if (out) {
-        close(pfd[1]);
-        size_t len = 0, cap = 4096;
-        char *buf = malloc(cap + 1);
-        cr_assert(buf != NULL);
-        for (;;) {
-            if (cap - len < 1024) {
-                cap *= 2;
-                buf = realloc(buf, cap + 1);
-                cr_assert(buf != NULL);
-            }
-            ssize_t k = read(pfd[0], buf + len, cap - len);
-            if (k < 0 && errno == EINTR)
-                continue;
-            if (k <= 0)
-                break;
-            len += (size_t)k;
-        }
-        buf[len] = 0;
-        close(pfd[0]);
-        *out = buf;
-    }
-    int st;
-    while (waitpid(p, &st, 0) < 0 && errno == EINTR)
-        ;
-    return status_code(st);
+    free(cmd);
+    return rc;
 }
 
 pid_t netns_spawn(const struct netns *ns, const char *logpath, char *const argv[])

@@ -4,6 +4,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -62,14 +63,8 @@ const char *litevault_bin(void)
     return b;
 }
 
-int run_cmd(char **out, const char *fmt, ...)
+int run_cmd_ns(int nsfd, char **out, const char *cmd)
 {
-    char *cmd = NULL;
-    va_list ap;
-    va_start(ap, fmt);
-    int r = vasprintf(&cmd, fmt, ap);
-    va_end(ap);
-    cr_assert(r >= 0, "vasprintf");
     if (out)
         *out = NULL;
 
@@ -82,13 +77,14 @@ int run_cmd(char **out, const char *fmt, ...)
     if (p == 0) {
         if (out)
             dup2(pfd[1], 1);
+        if (nsfd >= 0 && setns(nsfd, CLONE_NEWNET) != 0)
+            _exit(126);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
         _exit(127);
     }
-    free(cmd);
     if (out) {
         close(pfd[1]);
         size_t len = 0, cap = 4096;
@@ -115,4 +111,17 @@ int run_cmd(char **out, const char *fmt, ...)
     while (waitpid(p, &st, 0) < 0 && errno == EINTR)
         ;
     return status_code(st);
+}
+
+int run_cmd(char **out, const char *fmt, ...)
+{
+    char *cmd = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int r = vasprintf(&cmd, fmt, ap);
+    va_end(ap);
+    cr_assert(r >= 0, "vasprintf");
+    int rc = run_cmd_ns(-1, out, cmd);
+    free(cmd);
+    return rc;
 }

@@ -47,6 +47,10 @@ void sleep_ms(int ms);
  * Output is captured into *out (malloc'ed, caller frees) if out != NULL. */
 int run_cmd(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* run_cmd of an already formatted cmd (borrowed), in the network namespace
+ * nsfd (an open /run/netns/NAME; -1: this one). */
+int run_cmd_ns(int nsfd, char **out, const char *cmd);
+
 /* Exit status of a wait(2) status word: the exit code, 128+signal, or 255. */
 int status_code(int wstatus);
 
