@@ -1,30 +1,38 @@
 /*
  * replica.c -- a replica's client (see replica.h).
  *
- * ONE THREAD (the worker) runs sessions one after the other:
+ * TWO THREADS per session.  The worker (the receiver) runs sessions one
+ * after the other:
  *   1. positions: dbreg_list (name, ID, TXID, checksum per database; a
  *      database whose copy could not continue, or that is broken, asks for
  *      a snapshot: "resync":true); repl_rx_session resets the receiver.
  *   2. POST /v1/stream to the primary with {"cluster","node","url","dbs"}
  *      (libcurl set up by http_client_setup: bearer token, CA file, http
  *      and https only; TCP_NODELAY, connect timeout 5 s).
- *   3. The write callback feeds the decoder (stream_dec) and handles each
- *      frame at once, on this thread: HELLO (the cluster check), then
- *      everything else through rx; after each network read, rx applies
- *      what it batched (so a burst becomes one dbreg_apply per database,
- *      and a lone commit is applied as soon as it arrives: no timer).
- *   4. The session ends on any failure; the worker naps (backoff: 100 ms
- *      doubling to 5 s, back to 100 ms after a session that followed the
- *      stream for 2 s, so a primary that fails every stream at once is not
- *      hammered) and starts over.  The primary resends from the positions
- *      of step 1.
- * Applying inline keeps the design simple: while rx applies, the socket is
- * not read, and TCP pushes back on the primary.  A database whose readers
- * keep SQLite's locks (LV_EBUSY) does not stop the others: its batch waits
- * in rx, tried again every apply-wait.  Only when the batches kept that
- * way exceed max_pending (64 MiB) does the callback stay and retry them
- * (each try waits up to apply-wait for the readers) until they fit: that
- * bounds the memory, and the primary's stream backs up meanwhile.
+ *   3. The write callback appends the bytes to the session's queue and
+ *      wakes the applier, a thread of the session (started with the
+ *      transfer, joined after it).  The applier takes everything queued at
+ *      once, feeds the decoder (stream_dec) and handles each frame: HELLO
+ *      (the cluster check), then everything else through rx; then rx
+ *      applies what it batched.  So a lone commit is applied as soon as it
+ *      arrives (no timer), and while one batch is being applied the next
+ *      one gathers in the queue: the slower the apply (readers holding
+ *      SQLite's locks, a burst), the larger the batch, and the cost of
+ *      taking the locks, writing a page several records changed and
+ *      telling the kernel is paid once per batch, not per record.
+ *   4. The session ends on any failure, of either thread (the applier
+ *      sets s->aborted; the receiver's callbacks see it and end the
+ *      transfer); the worker naps (backoff: 100 ms doubling to 5 s, back
+ *      to 100 ms after a session that followed the stream for 2 s, so a
+ *      primary that fails every stream at once is not hammered) and starts
+ *      over.  The primary resends from the positions of step 1.
+ * MEMORY.  The queue holds at most RP_QUEUE_MAX bytes (plus one network
+ * read): beyond that the write callback waits, the socket is not read and
+ * TCP pushes back on the primary.  A database whose readers keep SQLite's
+ * locks (LV_EBUSY) does not stop the others: its batch waits in rx, tried
+ * again every apply-wait.  Only when the batches kept that way exceed
+ * max_pending (64 MiB) does the applier stay and retry them (each try
+ * waits up to apply-wait for the readers) until they fit.
  *
  * CLUSTER.  The replica sends its cluster ID, or "" when data.dir has no
  * cluster-id file.  The primary refuses another cluster's replica (409,
@@ -45,7 +53,8 @@
  *
  * LOCKING.  r->mu guards what /status and /health read (connected,
  * cluster, since, last_error, primary_node); rx has its own lock; counters
- * are atomics.  The worker never holds r->mu across a network or apply call.
+ * are atomics.  A session's qmu guards its queue, eof, aborted and why.
+ * Neither thread holds a lock across a network or apply call.
  */
 #include "replica/replica.h"
 
@@ -74,6 +83,8 @@
 #define RP_STALL_US (5 * 1000000LL)       /* no byte for this long: reconnect */
 #define RP_CONNECT_TIMEOUT_S 5L
 #define RP_MAX_PENDING (64u << 20)
+#define RP_QUEUE_MAX (8u << 20)            /* stream bytes received and not yet taken by the applier */
+#define RP_QUEUE_WAIT_US 100000            /* the callback's nap while the queue is full (stop checks) */
 #define RP_ERRBODY_MAX 65536
 #define RP_DEFAULT_WAIT_US 100000
 #define RP_DEFAULT_MAX_LAG_US (10 * 1000000LL)
@@ -107,21 +118,28 @@ struct replica {
     uint64_t sessions;        /* atomic: sessions attempted */
 };
 
-/* One session (one POST /v1/stream). */
+/* One session (one POST /v1/stream).  Fields without a lock named belong
+ * to one thread: the receiver's (curl's callbacks), or the applier's. */
 struct rsess {
     struct replica *r;
-    CURL *h;
-    struct stream_dec *dec;
-    int checked;              /* the response status was looked at */
-    long status;              /* HTTP status */
-    char *errbody;            /* a non-200 answer's body (bounded) */
-    size_t errlen;
-    int hello;                /* HELLO accepted */
-    int aborted;              /* the callback ended the transfer; why says why */
+    CURL *h;                  /* receiver */
+    struct stream_dec *dec;   /* applier */
+    int checked;              /* receiver: the response status was looked at */
+    long status;              /* receiver: HTTP status */
+    char *errbody;            /* receiver: a non-200 answer's body (bounded) */
+    size_t errlen;            /* receiver */
+    int hello;                /* applier: HELLO accepted (read by the receiver after the join) */
+    int64_t last_rx_mono;     /* receiver: last bytes (or the start) */
+    int have_cluster;         /* applier (set before it starts) */
+    uint8_t cluster[16];      /* applier (set before it starts) */
+    struct worker *applier;   /* the applier thread, NULL when not started */
+    pthread_mutex_t qmu;      /* guards the fields below */
+    pthread_cond_t qcv;       /* signalled on every change of them */
+    uint8_t *q;               /* bytes received, not yet taken by the applier (owned) */
+    size_t qlen, qcap;        /* used and allocated */
+    int eof;                  /* the transfer ended: nothing more will be queued */
+    int aborted;              /* atomic too: a thread ended the session; why says why */
     char why[600];
-    int64_t last_rx_mono;     /* last bytes (or the start) */
-    int have_cluster;
-    uint8_t cluster[16];
 };
 
 static pthread_once_t rp_curl_once = PTHREAD_ONCE_INIT;
@@ -152,20 +170,27 @@ static void set_connected(struct replica *r, int c, const char *primary_node)
     pthread_mutex_unlock(&r->mu);
 }
 
-/* End the session from a callback: the reason is logged once, after the transfer. */
+/* End the session from either thread: the first reason is kept and logged
+ * once, after the transfer.  Returns 0 (what a curl callback returns to
+ * end the transfer). */
 static size_t abort_session(struct rsess *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static size_t abort_session(struct rsess *s, const char *fmt, ...)
 {
     va_list ap;
 
+    pthread_mutex_lock(&s->qmu);
     if (!s->aborted) {
         va_start(ap, fmt);
         vsnprintf(s->why, sizeof s->why, fmt, ap);
         va_end(ap);
-        s->aborted = 1;
+        __atomic_store_n(&s->aborted, 1, __ATOMIC_RELEASE);
+        pthread_cond_broadcast(&s->qcv);
     }
+    pthread_mutex_unlock(&s->qmu);
     return 0;
 }
+
+static int is_aborted(struct rsess *s) { return __atomic_load_n(&s->aborted, __ATOMIC_ACQUIRE); }
 
 /* ------------------------------------------------------------ frames */
 
@@ -217,14 +242,107 @@ static int on_hello(struct rsess *s, const struct stream_frame *f)
     return rc;
 }
 
+/* The applier's handling of the bytes it took: decode, hand frames to rx,
+ * apply.  0, or the session ended (abort_session called). */
+static int take_bytes(struct rsess *s, const uint8_t *p, size_t n)
+{
+    struct replica *r = s->r;
+    struct stream_frame f;
+    char err[1200] = "";
+    int rc;
+
+    if (n && stream_dec_push(s->dec, p, n) != 0)
+        return (int)abort_session(s, "out of memory") - 1;
+    while ((rc = stream_dec_next(s->dec, &f)) == 1) {
+        if (!s->hello) {
+            if (f.type != ST_HELLO)
+                return (int)abort_session(s, "the stream does not begin with HELLO (got %s)",
+                                          stream_type_name(f.type)) - 1;
+            if (on_hello(s, &f) != 0)
+                return -1;
+            continue;
+        }
+        if (f.type == ST_HELLO)
+            return (int)abort_session(s, "a second HELLO in the stream") - 1;
+        if (f.type == ST_ERROR)
+            return (int)abort_session(s, "the primary ended the stream: %.400s", f.text) - 1;
+        rc = repl_rx_frame(r->rx, &f, err, sizeof err);
+        if (rc)
+            return (int)abort_session(s, "%s", err[0] ? err : lv_strerror(rc)) - 1;
+    }
+    if (rc < 0)
+        return (int)abort_session(s, "the stream is damaged: %s", stream_dec_error(s->dec)) - 1;
+    rc = repl_rx_flush(r->rx, 0, err, sizeof err);
+    /* Memory bound: stay here (the queue fills, then the socket is not
+     * read) until the batches kept out by readers fit again. */
+    while (rc == 0 && repl_rx_pending(r->rx) > r->max_pending && !worker_stopping(r->self) && !is_aborted(s))
+        rc = repl_rx_flush(r->rx, 1, err, sizeof err);
+    if (rc)
+        return (int)abort_session(s, "%s", err[0] ? err : lv_strerror(rc)) - 1;
+    return 0;
+}
+
+/* The applier: takes what the receiver queued, all of it at once, until
+ * the transfer ended and the queue is empty, or the session is aborted.
+ * With nothing queued it still wakes every apply-wait, so a batch kept out
+ * by readers is tried again when due. */
+static void applier_main(struct worker *w, void *arg)
+{
+    struct rsess *s = arg;
+    uint8_t *mine = NULL;
+    size_t mine_cap = 0;
+
+    LV_UNUSED(w);
+    for (;;) {
+        size_t n;
+        pthread_mutex_lock(&s->qmu);
+        if (s->qlen == 0 && !s->eof && !s->aborted)
+            lv_cond_wait_us(&s->qcv, &s->qmu, (int64_t)s->r->wait_ms * 1000);
+        if (s->aborted || (s->eof && s->qlen == 0)) {
+            pthread_mutex_unlock(&s->qmu);
+            break;
+        }
+        /* Swap buffers: the receiver goes on filling an empty one. */
+        uint8_t *t = s->q;
+        size_t tc = s->qcap;
+        n = s->qlen;
+        s->q = mine;
+        s->qcap = mine_cap;
+        s->qlen = 0;
+        mine = t;
+        mine_cap = tc;
+        pthread_cond_broadcast(&s->qcv);
+        pthread_mutex_unlock(&s->qmu);
+        if (worker_stopping(s->r->self)) {
+            abort_session(s, "stopping");
+            break;
+        }
+        if (take_bytes(s, mine, n) != 0)
+            break;
+    }
+    free(mine);
+}
+
+/* Grow *buf (*cap bytes) to hold need bytes.  0 or LV_ENOMEM (unchanged). */
+static int reserve(uint8_t **buf, size_t *cap, size_t need)
+{
+    size_t nc = *cap ? *cap : 1u << 16;
+    while (nc < need)
+        nc *= 2;
+    uint8_t *nb = realloc(*buf, nc);
+    if (!nb)
+        return LV_ENOMEM;
+    *buf = nb;
+    *cap = nc;
+    return 0;
+}
+
 static size_t on_data(char *ptr, size_t size, size_t nmemb, void *arg)
 {
     struct rsess *s = arg;
     struct replica *r = s->r;
     size_t n = size * nmemb;
-    struct stream_frame f;
-    char err[1200] = "";
-    int rc;
+    size_t rc = n;
 
     s->last_rx_mono = lv_mono_us();
     if (worker_stopping(r->self))
@@ -246,35 +364,26 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *arg)
         return n;
     }
     __atomic_add_fetch(&r->rx_bytes, n, __ATOMIC_RELAXED);
-    if (stream_dec_push(s->dec, ptr, n) != 0)
-        return abort_session(s, "out of memory");
-    while ((rc = stream_dec_next(s->dec, &f)) == 1) {
-        if (!s->hello) {
-            if (f.type != ST_HELLO)
-                return abort_session(s, "the stream does not begin with HELLO (got %s)", stream_type_name(f.type));
-            if (on_hello(s, &f) != 0)
-                return 0;
-            continue;
-        }
-        if (f.type == ST_HELLO)
-            return abort_session(s, "a second HELLO in the stream");
-        if (f.type == ST_ERROR)
-            return abort_session(s, "the primary ended the stream: %.400s", f.text);
-        rc = repl_rx_frame(r->rx, &f, err, sizeof err);
-        if (rc)
-            return abort_session(s, "%s", err[0] ? err : lv_strerror(rc));
+    if (!s->applier && worker_start("lv-repl-apply", applier_main, s, &s->applier) != 0)
+        return abort_session(s, "cannot start the applier thread");
+    pthread_mutex_lock(&s->qmu);
+    /* Memory bound: a full queue waits for the applier. */
+    while (s->qlen > RP_QUEUE_MAX && !s->aborted && !worker_stopping(r->self))
+        lv_cond_wait_us(&s->qcv, &s->qmu, RP_QUEUE_WAIT_US);
+    if (s->aborted || worker_stopping(r->self)) {
+        rc = 0;
+    } else if (s->qlen + n > s->qcap && reserve(&s->q, &s->qcap, s->qlen + n) != 0) {
+        rc = 0;
+    } else {
+        memcpy(s->q + s->qlen, ptr, n);
+        s->qlen += n;
+        pthread_cond_broadcast(&s->qcv);
     }
-    if (rc < 0)
-        return abort_session(s, "the stream is damaged: %s", stream_dec_error(s->dec));
-    rc = repl_rx_flush(r->rx, 0, err, sizeof err);
-    /* Memory bound: stay here (the socket is not read) until the batches
-     * kept out by readers fit again. */
-    while (rc == 0 && repl_rx_pending(r->rx) > r->max_pending && !worker_stopping(r->self))
-        rc = repl_rx_flush(r->rx, 1, err, sizeof err);
-    if (rc)
-        return abort_session(s, "%s", err[0] ? err : lv_strerror(rc));
+    pthread_mutex_unlock(&s->qmu);
+    if (rc == 0 && !is_aborted(s))
+        abort_session(s, worker_stopping(r->self) ? "stopping" : "out of memory");
     s->last_rx_mono = lv_mono_us();
-    return n;
+    return rc;
 }
 
 /* Called by libcurl about once a second and on progress: stop and stall checks. */
@@ -290,6 +399,8 @@ static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off
         abort_session(s, "stopping");
         return 1;
     }
+    if (is_aborted(s))
+        return 1; /* the applier ended the session */
     if (lv_mono_us() - s->last_rx_mono > RP_STALL_US) {
         abort_session(s, "no byte from the primary for %lld s (it sends a heartbeat every second)",
                       (long long)(RP_STALL_US / 1000000));
@@ -355,6 +466,11 @@ static int session(struct replica *r)
 
     memset(&s, 0, sizeof s);
     s.r = r;
+    pthread_mutex_init(&s.qmu, NULL);
+    if (lv_cond_init(&s.qcv) != 0) {
+        pthread_mutex_destroy(&s.qmu);
+        return 0;
+    }
     __atomic_add_fetch(&r->sessions, 1, __ATOMIC_RELAXED);
     rc = cluster_id_load(r->data_dir, s.cluster);
     if (rc != 0 && rc != LV_ENOENT) {
@@ -405,6 +521,14 @@ static int session(struct replica *r)
     curl_easy_setopt(s.h, CURLOPT_XFERINFODATA, &s);
     s.last_rx_mono = lv_mono_us();
     cc = curl_easy_perform(s.h);
+    /* The applier finishes what was queued (unless the session was
+     * aborted) and is joined. */
+    pthread_mutex_lock(&s.qmu);
+    s.eof = 1;
+    pthread_cond_broadcast(&s.qcv);
+    pthread_mutex_unlock(&s.qmu);
+    worker_stop(s.applier);
+    s.applier = NULL;
     if (s.checked == 0)
         curl_easy_getinfo(s.h, CURLINFO_RESPONSE_CODE, &s.status);
     if (worker_stopping(r->self))
@@ -444,6 +568,9 @@ out:
     free(body);
     free(url);
     free(s.errbody);
+    free(s.q);
+    pthread_cond_destroy(&s.qcv);
+    pthread_mutex_destroy(&s.qmu);
     stream_dec_free(s.dec);
     free(l);
     return s.hello && lv_mono_us() - t0 >= RP_PROGRESS_US;
