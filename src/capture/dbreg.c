@@ -505,40 +505,47 @@ void dbreg_set_log_full(struct dbreg *r, int full)
 int dbreg_list(struct dbreg *r, struct db_info **out, size_t *n)
 {
     struct db_info *v = NULL;
-    size_t cnt = 0, cap = 0;
+    struct db **dv = NULL;
+    size_t cnt = 0, nd = 0, cap = 0;
     int rc = 0;
 
+    /* References first, under r->mu alone; then each database under its
+     * own mu without r->mu: a commit holds d->mu across its fsyncs, and
+     * r->mu held meanwhile would stall every lookup in the registry. */
     pthread_mutex_lock(&r->mu);
     for (int b = 0; b < DB_NBUCKETS && rc == 0; b++)
         for (struct db *d = r->buckets[b]; d && rc == 0; d = d->next) {
-            if (cnt == cap) {
-                size_t nc = cap ? cap * 2 : 16;
-                struct db_info *nv = realloc(v, nc * sizeof *nv);
-                if (!nv) {
-                    rc = LV_ENOMEM;
-                    break;
-                }
-                v = nv;
-                cap = nc;
+            if (lv_grow((void **)&dv, &cap, nd, sizeof *dv, 16) != 0) {
+                rc = LV_ENOMEM;
+                break;
             }
-            pthread_mutex_lock(&d->mu);
-            if (d->kind == DBK_SQLITE || d->broken) {
-                struct db_info *i = &v[cnt++];
-                memset(i, 0, sizeof *i);
-                snprintf(i->name, sizeof i->name, "%s", d->name);
-                memcpy(i->id, d->id, 16);
-                snprintf(i->logdir, sizeof i->logdir, "%s/log", d->metadir);
-                i->txid = d->txid;
-                i->time_us = d->last_time;
-                i->page_size = d->map.page_size;
-                i->db_pages = d->map.npages;
-                i->cksum = d->map.total;
-                i->saved_txid = d->saved_valid ? d->saved_txid : 0;
-                i->broken = d->broken;
-            }
-            pthread_mutex_unlock(&d->mu);
+            d->refs++;
+            dv[nd++] = d;
         }
     pthread_mutex_unlock(&r->mu);
+    if (rc == 0 && nd > 0 && !(v = malloc(nd * sizeof *v)))
+        rc = LV_ENOMEM;
+    for (size_t k = 0; k < nd; k++) {
+        struct db *d = dv[k];
+        pthread_mutex_lock(&d->mu);
+        if (rc == 0 && (d->kind == DBK_SQLITE || d->broken)) {
+            struct db_info *i = &v[cnt++];
+            memset(i, 0, sizeof *i);
+            snprintf(i->name, sizeof i->name, "%s", d->name);
+            memcpy(i->id, d->id, 16);
+            snprintf(i->logdir, sizeof i->logdir, "%s/log", d->metadir);
+            i->txid = d->txid;
+            i->time_us = d->last_time;
+            i->page_size = d->map.page_size;
+            i->db_pages = d->map.npages;
+            i->cksum = d->map.total;
+            i->saved_txid = d->saved_valid ? d->saved_txid : 0;
+            i->broken = d->broken;
+        }
+        pthread_mutex_unlock(&d->mu);
+        db_put(d);
+    }
+    free(dv);
     if (rc != 0) {
         free(v);
         v = NULL;

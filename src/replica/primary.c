@@ -549,7 +549,9 @@ static int send_records(struct primary_conn *c, struct pdb *d, const struct db_i
     int reopened = 0, rc = 0;
     int64_t est = (int64_t)info->db_pages * info->page_size;
 
-    for (int k = 0; k < PR_ROUND_RECORDS; k++) {
+    /* Up to what the registry listed: reading past it would only find the
+     * end of the log, which costs the reader a look for a newer segment. */
+    for (int k = 0; k < PR_ROUND_RECORDS && (d->txid < info->txid || !d->have); k++) {
         struct txlog_hdr h;
         void *raw = NULL;
         size_t rlen = 0;
@@ -635,7 +637,8 @@ static int send_records(struct primary_conn *c, struct pdb *d, const struct db_i
             return 0;
         }
     }
-    c->more = 1;
+    if (d->txid < info->txid)
+        c->more = 1; /* PR_ROUND_RECORDS sent: the next round goes on */
     return 0;
 }
 
