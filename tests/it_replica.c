@@ -10,6 +10,10 @@
  *   replica/cluster_*, replica/token_*   refusals with clear errors
  *   replica/stopped_primary  SIGSTOP the primary, resume: recovers alone
  *   replica/writes_refused   a write on a replica fails at once, logged
+ *   replica/role_endpoints_and_wait   GET /primary, /replica (load
+ *                         balancers' checks) on both roles; GET /v1/wait on
+ *                         a replica answers when the TXID arrives, 504 at
+ *                         its timeout, 400 on a bad query
  *
  * The workload with readers checking an invariant in every journal mode is
  * in it_replica_bank.c; partitions in it_replica_net.c; bad peers in
@@ -17,6 +21,7 @@
  */
 #include <criterion/criterion.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -291,4 +296,88 @@ Test(replica, new_renamed_deleted_databases_follow)
     struct lvdbstat st;
     cr_assert_eq(lvnode_db_status(c->node[1], "sub/b.db", &st), 0, "the replica still lists the deleted database");
     free(a), free(b), free(a2), free(dir), free(ra), free(rb);
+}
+
+/* GET path on node n from a thread: the status and how long it took. */
+struct waiter {
+    const struct lvnode *n;
+    char path[256];
+    long status;
+    char *body;
+    int64_t ms;
+};
+
+static void *wait_thread(void *arg)
+{
+    struct waiter *w = arg;
+    int64_t t0 = now_ms();
+    w->body = lvnode_http_get(w->n, w->path, &w->status);
+    w->ms = now_ms() - t0;
+    return NULL;
+}
+
+Test(replica, role_endpoints_and_wait)
+{
+    struct lvcluster *c = repl_cluster(1, NULL);
+    struct lvnode *pr = c->node[0], *rp = c->node[1];
+    char *p = lvnode_path(pr, "app.db"), *b;
+    long st = 0;
+    struct lvdbstat ds;
+
+    some_writes(p, 0, 5);
+    repl_wait_caught_up(c, "app.db");
+    /* roles */
+    free(lvnode_http_get(pr, "/primary", &st));
+    cr_assert_eq(st, 200, "GET /primary on the primary: %ld", st);
+    b = lvnode_http_get(rp, "/primary", &st);
+    cr_assert_eq(st, 503, "GET /primary on a replica: %ld", st);
+    cr_assert(b && strstr(b, "\"primary\":\"http://127.0.0.1:"), "no primary URL in %s", b ? b : "(null)");
+    free(b);
+    free(lvnode_http_get(rp, "/replica", &st));
+    cr_assert_eq(st, 200, "GET /replica on a caught-up replica: %ld", st);
+    free(lvnode_http_get(pr, "/replica", &st));
+    cr_assert_eq(st, 503, "GET /replica on the primary: %ld", st);
+
+    /* a TXID the replica holds: at once */
+    cr_assert_eq(lvnode_http_db(pr, "app.db", &ds), 1);
+    uint64_t t = ds.txid;
+    char path[256];
+    snprintf(path, sizeof path, "/v1/wait?db=app.db&txid=%" PRIu64, t);
+    b = lvnode_http_get(rp, path, &st);
+    cr_assert_eq(st, 200, "wait for a held TXID: %ld %s", st, b ? b : "");
+    free(b);
+    /* the next TXID: answered when the commit arrives, not at the timeout */
+    struct waiter w = {rp, "", 0, NULL, 0};
+    snprintf(w.path, sizeof w.path, "/v1/wait?db=app.db&txid=%" PRIu64 "&timeout=20s", t + 1);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, wait_thread, &w), 0);
+    sleep_ms(300);
+    cr_assert_eq(sql_exec(p, "INSERT INTO t VALUES(100000, 'w')", 0), 0);
+    pthread_join(th, NULL);
+    cr_assert_eq(w.status, 200, "wait for the next TXID: %ld %s", w.status, w.body ? w.body : "");
+    cr_assert(w.ms >= 250 && w.ms < 10000, "the wait took %" PRId64 " ms", w.ms);
+    json_t *o = w.body ? json_loads(w.body, 0, NULL) : NULL;
+    cr_assert(json_integer_value(json_object_get(o, "txid")) >= (json_int_t)(t + 1), "%s", w.body);
+    json_decref(o);
+    free(w.body);
+    /* never arrives: 504 after the timeout, with the TXID held */
+    snprintf(path, sizeof path, "/v1/wait?db=app.db&txid=%" PRIu64 "&timeout=400ms", t + 1000);
+    int64_t t0 = now_ms();
+    b = lvnode_http_get(rp, path, &st);
+    int64_t took = now_ms() - t0;
+    cr_assert_eq(st, 504, "wait past the end: %ld %s", st, b ? b : "");
+    cr_assert(took >= 380 && took < 5000, "the 400ms wait took %" PRId64 " ms", took);
+    free(b);
+    free(lvnode_http_get(rp, "/v1/wait?db=none.db&txid=1&timeout=100ms", &st));
+    cr_assert_eq(st, 504, "a database the node lacks: %ld", st);
+    /* bad queries */
+    const char *bad[] = {"/v1/wait?txid=1", "/v1/wait?db=app.db", "/v1/wait?db=app.db&txid=-1",
+                         "/v1/wait?db=app.db&txid=12x", "/v1/wait?db=app.db&txid=1&timeout=soon"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        b = lvnode_http_get(rp, bad[i], &st);
+        cr_assert_eq(st, 400, "%s: %ld %s", bad[i], st, b ? b : "");
+        cr_assert(b && strstr(b, "\"error\""), "%s: %s", bad[i], b ? b : "");
+        free(b);
+    }
+    free(p);
 }

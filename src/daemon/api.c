@@ -55,6 +55,9 @@
 #include "replica/primary.h"
 #include "replica/replica.h"
 
+#define API_WAIT_DEFAULT_US (5 * 1000000LL) /* GET /v1/wait without timeout= */
+#define API_WAIT_MAX_US (60 * 1000000LL)    /* the longest timeout= honoured */
+
 static struct api_ctx g_api;    /* one daemon per process: the handlers' context (immutable once registered) */
 static volatile int g_serving;  /* /health: 1 while the mount serves, 2 once it stopped */
 static struct replica *g_replica; /* a replica's client while it runs (atomic: api_set_replica) */
@@ -169,14 +172,19 @@ static void image_resize(struct api_image *im, int64_t real)
     pthread_mutex_unlock(&g_img.lock);
 }
 
-/* Reply {"error": msg} with status. */
-static int api_error(struct http_response *resp, int status, const char *msg)
+/* Reply status with the JSON object o (consumed). */
+static int api_json(struct http_response *resp, int status, json_t *o)
 {
-    json_t *o = json_pack("{s:s}", "error", msg);
     resp->status = status;
     resp->body = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     return 0;
+}
+
+/* Reply {"error": msg} with status. */
+static int api_error(struct http_response *resp, int status, const char *msg)
+{
+    return api_json(resp, status, json_pack("{s:s}", "error", msg));
 }
 
 static int h_image(void *ctx, const struct http_request *req, struct http_response *resp)
@@ -279,17 +287,108 @@ static int h_health(void *ctx, const struct http_request *req, struct http_respo
             snprintf(reason, sizeof reason, "the replication client has not started");
         if (rep && replica_health(rep, reason, sizeof reason))
             reason[0] = 0;
-        if (reason[0]) {
-            json_t *o = json_pack("{s:s,s:s,s:s}", "status", "unhealthy", "role", "replica", "reason", reason);
-            resp->status = 503;
-            resp->body = o ? json_dumps(o, JSON_COMPACT) : NULL;
-            json_decref(o);
-            return 0;
-        }
+        if (reason[0])
+            return api_json(resp, 503, json_pack("{s:s,s:s,s:s}", "status", "unhealthy", "role", "replica", "reason",
+                                                 reason));
     }
     resp->status = sv == 1 ? 200 : 503;
     resp->body = strdup(sv == 1 ? "{\"status\":\"ok\"}" : sv == 0 ? "{\"status\":\"starting\"}" : "{\"status\":\"stopping\"}");
     return 0;
+}
+
+/* GET /primary: 200 only on the node that takes writes now (a load
+ * balancer's check for where writes go). */
+static int h_primary(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    const struct api_ctx *a = ctx;
+    int sv = g_serving;
+
+    LV_UNUSED(req);
+    if (sv != 1)
+        return api_json(resp, 503, json_pack("{s:s,s:s}", "role", a->primary_url ? "replica" : "primary", "reason",
+                                             sv == 0 ? "starting" : "stopping"));
+    if (a->primary_url)
+        return api_json(resp, 503, json_pack("{s:s,s:s,s:s}", "role", "replica", "primary", a->primary_url,
+                                             "reason", "this node is a replica; writes go to its primary"));
+    return api_json(resp, 200, json_pack("{s:s}", "role", "primary"));
+}
+
+/* GET /replica: 200 only on a replica that follows its primary within
+ * replication.max-lag (where reads may go). */
+static int h_replica(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    const struct api_ctx *a = ctx;
+    struct replica *rep = __atomic_load_n(&g_replica, __ATOMIC_ACQUIRE);
+    char reason[1200] = "";
+
+    LV_UNUSED(req);
+    if (!a->primary_url)
+        return api_json(resp, 503, json_pack("{s:s,s:s}", "role", "primary", "reason", "this node is the primary"));
+    if (g_serving != 1)
+        snprintf(reason, sizeof reason, "%s", g_serving == 0 ? "starting" : "stopping");
+    else if (!rep)
+        snprintf(reason, sizeof reason, "the replication client has not started");
+    else if (replica_health(rep, reason, sizeof reason))
+        reason[0] = 0;
+    if (reason[0])
+        return api_json(resp, 503, json_pack("{s:s,s:s,s:s}", "role", "replica", "primary", a->primary_url,
+                                             "reason", reason));
+    return api_json(resp, 200, json_pack("{s:s,s:s}", "role", "replica", "primary", a->primary_url));
+}
+
+/* TXID of database name here, or -1 if this node has no such database. */
+static int64_t local_txid(struct dbreg *reg, const char *name)
+{
+    struct db_info *l = NULL;
+    size_t n = 0;
+    int64_t t = -1;
+
+    if (dbreg_list(reg, &l, &n) != 0)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(l[i].name, name) == 0)
+            t = (int64_t)l[i].txid;
+    free(l);
+    return t;
+}
+
+/* GET /v1/wait?db=NAME&txid=N[&timeout=T]: answer once this node holds
+ * TXID N of NAME (committed here, or applied from the primary), so that a
+ * proxy can give a client read-your-writes on a replica.  200
+ * {"db","txid"} (the TXID held, >= N); after the timeout (default 5s, at
+ * most 60s) 504 with the TXID held (-1: no such database yet). */
+static int h_wait(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    const struct api_ctx *a = ctx;
+    const char *name = req->query(req, "db"), *ts = req->query(req, "txid"), *to = req->query(req, "timeout");
+    const char *why = NULL;
+    int64_t timeout_us = API_WAIT_DEFAULT_US, want, have;
+    char *end = NULL, msg[400];
+
+    if (!name || !*name)
+        return api_error(resp, 400, "missing query parameter db=NAME");
+    errno = 0;
+    want = ts && *ts >= '0' && *ts <= '9' ? (int64_t)strtoll(ts, &end, 10) : -1;
+    if (want < 0 || errno || *end)
+        return api_error(resp, 400, "missing or bad query parameter txid=N (a TXID, a whole number)");
+    if (to && lv_parse_duration_why(to, &timeout_us, &why) != 0) {
+        snprintf(msg, sizeof msg, "bad query parameter timeout=%.100s: %s (write it as 500ms, 2s, ...)", to,
+                 why ? why : "not a duration");
+        return api_error(resp, 400, msg);
+    }
+    if (timeout_us > API_WAIT_MAX_US)
+        timeout_us = API_WAIT_MAX_US;
+    int64_t deadline = lv_mono_us() + timeout_us;
+    for (;;) {
+        uint64_t seq = dbreg_commit_seq(a->reg); /* before the look: a commit after it wakes the wait */
+        have = local_txid(a->reg, name);
+        int64_t left = deadline - lv_mono_us();
+        if (have >= want || left <= 0 || g_serving == 2)
+            break;
+        dbreg_wait_commit(a->reg, seq, (int)((left + 999) / 1000));
+    }
+    return api_json(resp, have >= want ? 200 : 504,
+                    json_pack("{s:s,s:I,s:I}", "db", name, "txid", (json_int_t)have, "waited_for", (json_int_t)want));
 }
 
 void api_set_serving(int serving)
@@ -396,6 +495,9 @@ int api_register(struct http_server *s, const struct api_ctx *ctx, int admin)
     if (http_route(s, "GET", "/status", h_status, &g_api) != 0 ||
         http_route(s, "GET", "/metrics", h_metrics, &g_api) != 0 ||
         http_route(s, "GET", "/health", h_health, &g_api) != 0 ||
+        http_route(s, "GET", "/primary", h_primary, &g_api) != 0 ||
+        http_route(s, "GET", "/replica", h_replica, &g_api) != 0 ||
+        http_route(s, "GET", "/v1/wait", h_wait, &g_api) != 0 ||
         http_route_ex(s, "POST", "/v1/image", admin ? h_image : h_image_public, &g_api, HTTP_R_PRIVATE) != 0 ||
         (!admin && ctx->primary_url &&
          http_route_ex(s, "POST", "/v1/stream", h_stream_replica, &g_api, HTTP_R_PRIVATE) != 0))

@@ -14,6 +14,22 @@
  *                            on a replica also 503 {"status":"unhealthy",
  *                            "reason"} when it does not follow the primary
  *                            or a database is behind replication.max-lag.
+ *   GET  /primary            200 {"role":"primary"} only on the primary
+ *                            while the mount serves; else 503 {"role",
+ *                            "primary" (a replica's primary URL), "reason"}.
+ *                            For load balancers (HAProxy's httpchk): writes
+ *                            go where it answers 200.
+ *   GET  /replica            200 {"role":"replica","primary"} only on a
+ *                            replica that /health calls healthy; else 503
+ *                            {"role","reason"}: where reads may go.
+ *   GET  /v1/wait?db=NAME&txid=N[&timeout=T]
+ *                            answers once this node holds TXID N of NAME:
+ *                            200 {"db","txid","waited_for"} (txid: the one
+ *                            held, >= N); after T (a duration, default 5s,
+ *                            at most 60s) 504 with the TXID held (-1: no
+ *                            such database here yet); 400 on a bad query.
+ *                            Read-your-writes for a proxy in front of a
+ *                            replica (nginx's auth_request).
  *   POST /v1/stream          (http.addr, needs http.token) the replication
  *                            stream of the primary (replica/primary.h); on
  *                            a replica 503 naming its primary.
