@@ -14,6 +14,7 @@
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -727,4 +728,41 @@ Test(txlog_image, prune_whole_old_segments_only)
     cr_assert_eq(txlog_segment_image(dir, TI_ID, first, 0, 0, &img, &len, &last), 0);
     cr_assert_eq(last, 40);
     free(img);
+}
+
+/* A reservation that rolled over leaves the newest segment without a
+ * record: pruning then keeps the segment before it, so the log still ends
+ * at its last record, before and after a reopen. */
+Test(txlog_image, prune_keeps_last_record_before_empty_newest)
+{
+    char *dir = ti_tmpdir();
+    uint64_t bytes = 0, first = 0, last = 0;
+    struct txlog *l = NULL;
+    struct txlog_tail tail;
+    char err[256];
+
+    ti_build(dir, 20000, 40);
+    cr_assert_eq(txlog_open(dir, TI_ID, 20000, &l, &tail, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(tail.last_txid, 40);
+    /* a record too large for the open segment's room: rolls to segment 41 */
+    cr_assert_eq(txlog_reserve(l, 41, 40000), 0);
+    txlog_close(l);
+    cr_assert_eq(txlog_dir_usage(dir, &bytes, &first), 0);
+    char newest[PATH_MAX];
+    struct stat st;
+    snprintf(newest, sizeof newest, "%s/%016llx.lvseg", dir, 41ULL);
+    cr_assert_eq(stat(newest, &st), 0, "the reservation did not roll over to segment 41");
+    txlog_prune(dir, UINT64_MAX, NULL);
+    cr_assert_eq(txlog_dir_usage(dir, &bytes, &first), 0);
+    cr_assert_lt(first, 41, "every segment holding a record was pruned (the log starts at %llu)",
+                 (unsigned long long)first);
+    void *img = NULL;
+    size_t len = 0;
+    cr_assert_eq(txlog_segment_image(dir, TI_ID, first, 0, 0, &img, &len, &last), 0);
+    cr_assert_eq(last, 40);
+    free(img);
+    cr_assert_eq(txlog_open(dir, TI_ID, 20000, &l, &tail, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(tail.last_txid, 40, "after the prune the log ends at TXID %llu",
+                 (unsigned long long)tail.last_txid);
+    txlog_close(l);
 }

@@ -234,7 +234,8 @@ const struct cksum_map *txlog_apply_map(const struct txlog_apply *a);
 
 /* Delete whole segment files of the log in dir whose records all have
  * TXID <= upto_txid, oldest first, never the newest segment (the one the
- * writer appends to).  A segment's last TXID is the next segment's first
+ * writer appends to), nor the one before it while the newest holds no
+ * record (the log's last record stays).  A segment's last TXID is the next segment's first
  * TXID - 1.  *removed_bytes (may be NULL) gets the bytes freed.  Returns
  * the number of segments removed (>= 0) or a negative LV_E*. */
 int txlog_prune(const char *dir, uint64_t upto_txid, uint64_t *removed_bytes);
