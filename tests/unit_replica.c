@@ -892,6 +892,33 @@ Test(replica, rx_batches_per_database)
     repl_rx_free(x);
 }
 
+/* batch_max counts the pages a record decodes to, not only its bytes as
+ * received: a catch-up of well-compressed records stays within it. */
+Test(replica, rx_batch_bound_counts_decoded_pages)
+{
+    struct repl_rx *x = rx_new(650);
+    char err[512] = "";
+    struct stream_frame f;
+
+    for (int i = 1; i <= 5; i++) {
+        memset(&f, 0, sizeof f);
+        f.type = ST_RECORD;
+        f.name = "a";
+        f.hdr.txid = (uint64_t)i;
+        f.hdr.time_us = lv_now_us();
+        f.hdr.raw_len = 200; /* + 100 received: 300 per record, two per batch */
+        f.rec = rx_bytes;
+        f.rec_len = 100;
+        cr_assert_eq(repl_rx_frame(x, &f, err, sizeof err), 0, "%s", err);
+    }
+    cr_assert_eq(repl_rx_flush(x, 0, err, sizeof err), 0);
+    /* the third record brought the pending cost past 650: 1-2 went at once (and 3
+     * with them, alone); the flush applies the rest */
+    cr_assert_str_eq(FS.log, "apply a 1-2;apply a 3-3;apply a 4-5;");
+    cr_assert_eq(repl_rx_pending(x), 0);
+    repl_rx_free(x);
+}
+
 Test(replica, rx_busy_batch_waits_while_others_go_on)
 {
     struct repl_rx *x = rx_new(0);

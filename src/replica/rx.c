@@ -3,9 +3,10 @@
  *
  * PER DATABASE (struct rxdb), states:
  *   STREAMING  nothing pending: every record received is applied.
- *   APPLYING   records pending (a batch being gathered from one network
- *              read, or too large for one call: applied batch_max at a
- *              time).
+ *   APPLYING   records pending (a batch being gathered from what the
+ *              applier took at once, or too large for one call: applied
+ *              batch_max at a time, counted by rec_cost: bytes received
+ *              plus pages decoded, what dbreg_apply holds in memory).
  *   WAITING    the last apply found readers holding SQLite's locks past
  *              wait_ms (LV_EBUSY): the batch stays, grows with new
  *              records, and is tried again wait_ms later; other databases
@@ -58,6 +59,7 @@ struct rxdb {
     struct db_rec *recs;      /* pending records (raw copies owned) */
     size_t nrecs, cap;
     size_t bytes;             /* their bytes */
+    size_t cost;              /* their rec_cost: what applying them all at once would hold in memory */
     uint64_t txid;            /* last TXID applied */
     uint64_t recv_txid;       /* last TXID received */
     int64_t last_lag_us;      /* apply time - commit time of the last record applied */
@@ -114,11 +116,19 @@ static long get_db(struct repl_rx *x, const char *name)
     return i;
 }
 
+/* What applying record r holds in memory: its bytes as received and its
+ * pages decoded.  batch_max bounds the sum over a batch. */
+static size_t rec_cost(const struct db_rec *r)
+{
+    return r->len + (size_t)r->h.raw_len;
+}
+
 /* Drop the first k pending records of d (x->mu held). */
 static void drop_first(struct repl_rx *x, struct rxdb *d, size_t k)
 {
     for (size_t i = 0; i < k; i++) {
         d->bytes -= d->recs[i].len;
+        d->cost -= rec_cost(&d->recs[i]);
         x->pending -= d->recs[i].len;
         free((void *)d->recs[i].raw);
     }
@@ -262,9 +272,9 @@ static int apply_db(struct repl_rx *x, size_t i, int force, char *err, size_t er
         /* A batch is a run of records that continue each other (R1): a
          * record that breaks the chain goes alone, after the run before it
          * was applied, so its refusal costs nothing that was valid. */
-        while (k < d->nrecs && (k == 0 || (bytes + d->recs[k].len <= x->batch_max &&
+        while (k < d->nrecs && (k == 0 || (bytes + rec_cost(&d->recs[k]) <= x->batch_max &&
                                            continues(&d->recs[k - 1].h, &d->recs[k].h))))
-            bytes += d->recs[k++].len;
+            bytes += rec_cost(&d->recs[k++]);
         rc = x->s.apply(x->s.arg, d->name, d->recs, k, x->wait_ms, &st, e, sizeof e);
         int64_t now = lv_now_us();
         pthread_mutex_lock(&x->mu);
@@ -342,13 +352,14 @@ static int on_record(struct repl_rx *x, const struct stream_frame *f, char *err,
     }
     d->recs[d->nrecs++] = (struct db_rec){f->hdr, copy, f->rec_len};
     d->bytes += f->rec_len;
+    d->cost += rec_cost(&d->recs[d->nrecs - 1]);
     x->pending += f->rec_len;
     if (f->hdr.txid > d->recv_txid)
         d->recv_txid = f->hdr.txid;
     pthread_mutex_unlock(&x->mu);
     /* A batch that reached batch_max goes now, without waiting for the end
      * of the network read. */
-    return d->bytes >= x->batch_max ? apply_db(x, (size_t)i, 0, err, errlen) : 0;
+    return d->cost >= x->batch_max ? apply_db(x, (size_t)i, 0, err, errlen) : 0;
 }
 
 static int on_snap_begin(struct repl_rx *x, const struct stream_frame *f, char *err, size_t errlen)

@@ -43,7 +43,8 @@ void repl_sink_dbreg(struct dbreg *reg, struct repl_sink *out);
 
 struct repl_rx_opts {
     int wait_ms;          /* replication.apply-wait: per attempt, how long readers may keep SQLite's locks */
-    size_t batch_max;     /* record bytes of one database applied in one call (0: 16 MiB) */
+    size_t batch_max;     /* memory of one database's batch applied in one call: its records as received
+                           * plus their pages decoded (0: 16 MiB) */
 };
 
 struct repl_rx;
