@@ -123,6 +123,10 @@ struct db_info {
  * 0 or LV_ENOMEM. */
 int dbreg_list(struct dbreg *r, struct db_info **out, size_t *n);
 
+/* The last TXID of database name into *txid: 0, or LV_ENOENT (no such
+ * SQLite database here; *txid 0).  Cheaper than dbreg_list for one name. */
+int dbreg_txid(struct dbreg *r, const char *name, uint64_t *txid);
+
 /* Refuse (full = 1) or allow again (0) new transactions on every database:
  * while set, writes to -wal and -journal files fail with ENOSPC (SQLite:
  * SQLITE_FULL), so no transaction can start and nothing is ever dropped.

@@ -527,9 +527,11 @@ int dbreg_list(struct dbreg *r, struct db_info **out, size_t *n)
         rc = LV_ENOMEM;
     for (size_t k = 0; k < nd; k++) {
         struct db *d = dv[k];
+        int listed = 0;
         pthread_mutex_lock(&d->mu);
         if (rc == 0 && (d->kind == DBK_SQLITE || d->broken)) {
             struct db_info *i = &v[cnt++];
+            listed = 1;
             memset(i, 0, sizeof *i);
             snprintf(i->name, sizeof i->name, "%s", d->name);
             memcpy(i->id, d->id, 16);
@@ -543,6 +545,11 @@ int dbreg_list(struct dbreg *r, struct db_info **out, size_t *n)
             i->broken = d->broken;
         }
         pthread_mutex_unlock(&d->mu);
+        /* Unlinked (or replaced by a rename) since the first pass: not live. */
+        pthread_mutex_lock(&r->mu);
+        if (listed && d->retired)
+            cnt--;
+        pthread_mutex_unlock(&r->mu);
         db_put(d);
     }
     free(dv);
@@ -555,6 +562,24 @@ int dbreg_list(struct dbreg *r, struct db_info **out, size_t *n)
     }
     *out = v;
     *n = cnt;
+    return rc;
+}
+
+int dbreg_txid(struct dbreg *r, const char *name, uint64_t *txid)
+{
+    struct db *d = dbreg_get(r, name, 0);
+    int rc = LV_ENOENT;
+
+    *txid = 0;
+    if (!d)
+        return rc;
+    pthread_mutex_lock(&d->mu);
+    if (d->kind == DBK_SQLITE) {
+        *txid = d->txid;
+        rc = 0;
+    }
+    pthread_mutex_unlock(&d->mu);
+    db_put(d);
     return rc;
 }
 

@@ -57,6 +57,7 @@
 
 #define API_WAIT_DEFAULT_US (5 * 1000000LL) /* GET /v1/wait without timeout= */
 #define API_WAIT_MAX_US (60 * 1000000LL)    /* the longest timeout= honoured */
+#define API_WAITERS_MAX 16                  /* GET /v1/wait requests at once; more get 503 */
 
 static struct api_ctx g_api;    /* one daemon per process: the handlers' context (immutable once registered) */
 static volatile int g_serving;  /* /health: 1 while the mount serves, 2 once it stopped */
@@ -197,8 +198,11 @@ static int h_image(void *ctx, const struct http_request *req, struct http_respon
     json_t *o = NULL;
     int fd, rc;
 
-    if (!name || !*name)
-        return api_error(resp, 400, "missing query parameter db=NAME");
+    json_t *js = name && *name ? json_string(name) : NULL; /* NULL: not UTF-8 */
+    if (!js)
+        return api_error(resp, 400, name && *name ? "query parameter db= is not a UTF-8 name"
+                                                  : "missing query parameter db=NAME");
+    json_decref(js);
     dbreg_tmp_dir(a->data_dir, dir, sizeof dir);
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
         snprintf(msg, sizeof msg, "mkdir %s: %s", dir, strerror(errno));
@@ -339,25 +343,37 @@ static int h_replica(void *ctx, const struct http_request *req, struct http_resp
 /* TXID of database name here, or -1 if this node has no such database. */
 static int64_t local_txid(struct dbreg *reg, const char *name)
 {
-    struct db_info *l = NULL;
-    size_t n = 0;
-    int64_t t = -1;
-
-    if (dbreg_list(reg, &l, &n) != 0)
-        return -1;
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(l[i].name, name) == 0)
-            t = (int64_t)l[i].txid;
-    free(l);
-    return t;
+    uint64_t t = 0;
+    return dbreg_txid(reg, name, &t) == 0 ? (int64_t)t : -1;
 }
 
 /* GET /v1/wait?db=NAME&txid=N[&timeout=T]: answer once this node holds
  * TXID N of NAME (committed here, or applied from the primary), so that a
  * proxy can give a client read-your-writes on a replica.  200
  * {"db","txid"} (the TXID held, >= N); after the timeout (default 5s, at
- * most 60s) 504 with the TXID held (-1: no such database yet). */
+ * most 60s) 504 with the TXID held (-1: no such database yet).  At most
+ * API_WAITERS_MAX wait at once (each holds a connection's thread): more
+ * get 503 at once, so waits cannot take every connection from /health and
+ * the replication streams.  A stopping daemon ends the waits within a
+ * second. */
+static int g_waiters; /* atomic: requests in h_wait */
+static int wait_txid(void *ctx, const struct http_request *req, struct http_response *resp);
+
 static int h_wait(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    int rc;
+    if (__atomic_add_fetch(&g_waiters, 1, __ATOMIC_ACQ_REL) > API_WAITERS_MAX) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "too many waits at once (%d); try again shortly", API_WAITERS_MAX);
+        rc = api_error(resp, 503, msg);
+    } else {
+        rc = wait_txid(ctx, req, resp);
+    }
+    __atomic_sub_fetch(&g_waiters, 1, __ATOMIC_ACQ_REL);
+    return rc;
+}
+
+static int wait_txid(void *ctx, const struct http_request *req, struct http_response *resp)
 {
     const struct api_ctx *a = ctx;
     const char *name = req->query(req, "db"), *ts = req->query(req, "txid"), *to = req->query(req, "timeout");
@@ -372,7 +388,7 @@ static int h_wait(void *ctx, const struct http_request *req, struct http_respons
     if (want < 0 || errno || *end)
         return api_error(resp, 400, "missing or bad query parameter txid=N (a TXID, a whole number)");
     if (to && lv_parse_duration_why(to, &timeout_us, &why) != 0) {
-        snprintf(msg, sizeof msg, "bad query parameter timeout=%.100s: %s (write it as 500ms, 2s, ...)", to,
+        snprintf(msg, sizeof msg, "bad query parameter timeout: %s (write it as 500ms, 2s, ...)",
                  why ? why : "not a duration");
         return api_error(resp, 400, msg);
     }
@@ -385,7 +401,7 @@ static int h_wait(void *ctx, const struct http_request *req, struct http_respons
         int64_t left = deadline - lv_mono_us();
         if (have >= want || left <= 0 || g_serving == 2)
             break;
-        dbreg_wait_commit(a->reg, seq, (int)((left + 999) / 1000));
+        dbreg_wait_commit(a->reg, seq, left > 1000000 ? 1000 : (int)((left + 999) / 1000));
     }
     return api_json(resp, have >= want ? 200 : 504,
                     json_pack("{s:s,s:I,s:I}", "db", name, "txid", (json_int_t)have, "waited_for", (json_int_t)want));

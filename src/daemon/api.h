@@ -27,7 +27,8 @@
  *                            200 {"db","txid","waited_for"} (txid: the one
  *                            held, >= N); after T (a duration, default 5s,
  *                            at most 60s) 504 with the TXID held (-1: no
- *                            such database here yet); 400 on a bad query.
+ *                            such database here yet); 400 on a bad query;
+ *                            503 beyond 16 waits at once.
  *                            Read-your-writes for a proxy in front of a
  *                            replica (nginx's auth_request).
  *   POST /v1/stream          (http.addr, needs http.token) the replication

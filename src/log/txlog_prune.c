@@ -27,17 +27,17 @@
 #include "base/sys.h"
 
 /* Does segment first of dir hold no record yet (nothing but zeros, or
- * nothing at all, after its header)?  An unreadable one counts as holding
- * records (kept). */
+ * nothing at all, after its header)?  One that cannot be read counts as
+ * empty: the segment before it is then kept, the safe side. */
 static int seg_empty(const char *dir, uint64_t first)
 {
     uint8_t hb[TXLOG_HDR_SIZE];
     char *path = txlog_seg_path(dir, first);
-    int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1, empty = 0;
+    int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1, empty = 1;
 
     if (fd >= 0) {
         ssize_t got = pread(fd, hb, sizeof hb, TXLOG_SEG_HDR_SIZE);
-        empty = got == 0 || (got > 0 && txlog_all_zero(hb, (size_t)got));
+        empty = got <= 0 || txlog_all_zero(hb, (size_t)got);
         close(fd);
     }
     free(path);

@@ -26,9 +26,11 @@
  *      to 100 ms after a session that followed the stream for 2 s, so a
  *      primary that fails every stream at once is not hammered) and starts
  *      over.  The primary resends from the positions of step 1.
- * MEMORY.  The queue holds at most RP_QUEUE_MAX bytes (plus one network
- * read): beyond that the write callback waits, the socket is not read and
- * TCP pushes back on the primary.  A database whose readers keep SQLite's
+ * MEMORY.  The queue holds at most RP_QUEUE_MAX bytes: beyond that the
+ * write callback waits, the socket is not read and TCP pushes back on the
+ * primary.  With the applier's buffer (swapped with the queue's) and the
+ * decoder's copy of what it has not decoded yet, a session's stream bytes
+ * take at most about 3 x RP_QUEUE_MAX.  A database whose readers keep SQLite's
  * locks (LV_EBUSY) does not stop the others: its batch waits in rx, tried
  * again every apply-wait.  Only when the batches kept that way exceed
  * max_pending (64 MiB) does the applier stay and retry them (each try
@@ -104,7 +106,8 @@ struct replica {
     size_t max_pending;
     struct repl_rx *rx;
     struct worker *w;         /* the thread (replica_start/replica_stop) */
-    struct worker *self;      /* the same worker as its own thread knows it (thread only) */
+    struct worker *self;      /* the same worker as its own thread knows it (set before any session: its
+                               * threads, the worker and the applier, read it) */
     pthread_mutex_t mu;       /* guards the fields below */
     pthread_cond_t exited_cv; /* signalled when exited turns 1 */
     int exited;               /* the thread left replica_main */
@@ -137,7 +140,7 @@ struct rsess {
     pthread_cond_t qcv;       /* signalled on every change of them */
     uint8_t *q;               /* bytes received, not yet taken by the applier (owned) */
     size_t qlen, qcap;        /* used and allocated */
-    int eof;                  /* the transfer ended: nothing more will be queued */
+    int eof;                  /* atomic too: the transfer ended, nothing more will be queued */
     int aborted;              /* atomic too: a thread ended the session; why says why */
     char why[600];
 };
@@ -191,6 +194,7 @@ static size_t abort_session(struct rsess *s, const char *fmt, ...)
 }
 
 static int is_aborted(struct rsess *s) { return __atomic_load_n(&s->aborted, __ATOMIC_ACQUIRE); }
+static int is_eof(struct rsess *s) { return __atomic_load_n(&s->eof, __ATOMIC_ACQUIRE); }
 
 /* ------------------------------------------------------------ frames */
 
@@ -274,8 +278,10 @@ static int take_bytes(struct rsess *s, const uint8_t *p, size_t n)
         return (int)abort_session(s, "the stream is damaged: %s", stream_dec_error(s->dec)) - 1;
     rc = repl_rx_flush(r->rx, 0, err, sizeof err);
     /* Memory bound: stay here (the queue fills, then the socket is not
-     * read) until the batches kept out by readers fit again. */
-    while (rc == 0 && repl_rx_pending(r->rx) > r->max_pending && !worker_stopping(r->self) && !is_aborted(s))
+     * read) until the batches kept out by readers fit again -- unless the
+     * transfer ended: the next session starts over from the positions. */
+    while (rc == 0 && repl_rx_pending(r->rx) > r->max_pending && !worker_stopping(r->self) && !is_aborted(s) &&
+           !is_eof(s))
         rc = repl_rx_flush(r->rx, 1, err, sizeof err);
     if (rc)
         return (int)abort_session(s, "%s", err[0] ? err : lv_strerror(rc)) - 1;
@@ -368,7 +374,7 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *arg)
         return abort_session(s, "cannot start the applier thread");
     pthread_mutex_lock(&s->qmu);
     /* Memory bound: a full queue waits for the applier. */
-    while (s->qlen > RP_QUEUE_MAX && !s->aborted && !worker_stopping(r->self))
+    while (s->qlen > 0 && s->qlen + n > RP_QUEUE_MAX && !s->aborted && !worker_stopping(r->self))
         lv_cond_wait_us(&s->qcv, &s->qmu, RP_QUEUE_WAIT_US);
     if (s->aborted || worker_stopping(r->self)) {
         rc = 0;
@@ -524,7 +530,7 @@ static int session(struct replica *r)
     /* The applier finishes what was queued (unless the session was
      * aborted) and is joined. */
     pthread_mutex_lock(&s.qmu);
-    s.eof = 1;
+    __atomic_store_n(&s.eof, 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&s.qcv);
     pthread_mutex_unlock(&s.qmu);
     worker_stop(s.applier);
