@@ -572,16 +572,6 @@ Test(archive, kill9_during_compaction)
     lvnode_stop(n);
 }
 
-/* First TXID in n's local log of db (`log ls`), or -1 if log ls fails or lists nothing. */
-static long long first_logged(const struct lvnode *n, const char *db)
-{
-    struct lvrec *recs = NULL;
-    int nr = lvnode_log_records(n, db, &recs);
-    long long first = nr > 0 ? (long long)recs[0].txid : -1;
-    free(recs);
-    return first;
-}
-
 /* Local log pruned after archiving; data.max-log-size refuses writes (never drops records) while
  * the destination is down, and writes work again once it is back. */
 Test(archive, disk_limit_and_pruning)
@@ -591,8 +581,8 @@ Test(archive, disk_limit_and_pruning)
     write_rows(n, "app.db", 40, 10, 1);
     wait_confirmed(n, "app.db", 20);
     /* the state is saved, then the log pruned: wait for it */
-    cr_assert(WAIT_FOR(first_logged(n, "app.db") > 1, LVT_WAIT_MS), "the local log was not pruned (starts at %lld)",
-              first_logged(n, "app.db"));
+    cr_assert(WAIT_FOR(lvnode_log_first(n, "app.db") > 1, LVT_WAIT_MS), "the local log was not pruned (starts at %lld)",
+              lvnode_log_first(n, "app.db"));
     char out[600];
     snprintf(out, sizeof out, "%s/replay.db", A.dir);
     cr_assert_neq(lvnode_replay(n, "app.db", 0, out), 0, "replay of a pruned log should fail");
@@ -649,7 +639,7 @@ Test(archive, new_destination_starts_from_a_snapshot)
     struct lvnode *n = node("  segment-size: 16KiB\n  state-interval: 200ms\n");
     write_rows(n, "app.db", 40, 10, 1);
     wait_confirmed(n, "app.db", 20);
-    cr_assert(WAIT_FOR(first_logged(n, "app.db") > 1, LVT_WAIT_MS), "the local log was not pruned");
+    cr_assert(WAIT_FOR(lvnode_log_first(n, "app.db") > 1, LVT_WAIT_MS), "the local log was not pruned");
     lvnode_stop(n);
     struct lvdest *d2 = lvdest_new(LVDEST_FILE);
     char item[1024];

@@ -146,16 +146,6 @@ Test(replica, snapshot_when_replica_ahead)
     free(p);
 }
 
-/* First TXID in n's local log of db (`log ls`), or -1 if it lists nothing. */
-static long long first_logged(const struct lvnode *n, const char *db)
-{
-    struct lvrec *recs = NULL;
-    int nr = lvnode_log_records(n, db, &recs);
-    long long first = nr > 0 ? (long long)recs[0].txid : -1;
-    free(recs);
-    return first;
-}
-
 /* A replica down while the primary archived and pruned its local log past
  * the replica's position (more than replication.max-retain behind, so the
  * primary gives its records up) gets a snapshot and ends equal. */
@@ -179,9 +169,9 @@ Test(replica, snapshot_when_past_log_limit)
 
     lvnode_stop(c->node[1]);
     some_writes(p, 1000, 200); /* some 200 records: many 16 KiB segments, well past max-retain */
-    cr_assert(WAIT_FOR(first_logged(c->node[0], "app.db") > (long long)at + 1, LVT_WAIT_MS),
+    cr_assert(WAIT_FOR(lvnode_log_first(c->node[0], "app.db") > (long long)at + 1, LVT_WAIT_MS),
               "the primary's log was not pruned past TXID %" PRIu64 " (starts at %lld)", at + 1,
-              first_logged(c->node[0], "app.db"));
+              lvnode_log_first(c->node[0], "app.db"));
     /* the counters follow the unlinks (and the directory's fsync): wait for them */
     cr_assert(WAIT_FOR(lvnode_metric(c->node[0], "litevault_replication_retain_cuts_total") > 0, LVT_WAIT_MS),
               "the log was pruned past the replica without a max-retain cut");

@@ -277,20 +277,29 @@ static int h_image_public(void *ctx, const struct http_request *req, struct http
     return api_error(resp, 403, msg);
 }
 
+/* Why this replica does not follow its primary closely enough, into
+ * reason (n bytes); "" when it does.  A replica is healthy when its client
+ * runs, is connected and every database is within replication.max-lag. */
+static void replica_unhealthy(char *reason, size_t n)
+{
+    struct replica *rep = __atomic_load_n(&g_replica, __ATOMIC_ACQUIRE);
+
+    reason[0] = 0;
+    if (!rep)
+        snprintf(reason, n, "the replication client has not started");
+    else if (replica_health(rep, reason, n))
+        reason[0] = 0;
+}
+
 static int h_health(void *ctx, const struct http_request *req, struct http_response *resp)
 {
     const struct api_ctx *a = ctx;
-    struct replica *rep = __atomic_load_n(&g_replica, __ATOMIC_ACQUIRE);
     int sv = g_serving;
     char reason[1200];
 
     LV_UNUSED(req);
     if (sv == 1 && a->primary_url) {
-        /* A replica is healthy when it follows the primary closely enough. */
-        if (!rep)
-            snprintf(reason, sizeof reason, "the replication client has not started");
-        if (rep && replica_health(rep, reason, sizeof reason))
-            reason[0] = 0;
+        replica_unhealthy(reason, sizeof reason);
         if (reason[0])
             return api_json(resp, 503, json_pack("{s:s,s:s,s:s}", "status", "unhealthy", "role", "replica", "reason",
                                                  reason));
@@ -322,18 +331,15 @@ static int h_primary(void *ctx, const struct http_request *req, struct http_resp
 static int h_replica(void *ctx, const struct http_request *req, struct http_response *resp)
 {
     const struct api_ctx *a = ctx;
-    struct replica *rep = __atomic_load_n(&g_replica, __ATOMIC_ACQUIRE);
-    char reason[1200] = "";
+    char reason[1200];
 
     LV_UNUSED(req);
     if (!a->primary_url)
         return api_json(resp, 503, json_pack("{s:s,s:s}", "role", "primary", "reason", "this node is the primary"));
     if (g_serving != 1)
         snprintf(reason, sizeof reason, "%s", g_serving == 0 ? "starting" : "stopping");
-    else if (!rep)
-        snprintf(reason, sizeof reason, "the replication client has not started");
-    else if (replica_health(rep, reason, sizeof reason))
-        reason[0] = 0;
+    else
+        replica_unhealthy(reason, sizeof reason);
     if (reason[0])
         return api_json(resp, 503, json_pack("{s:s,s:s,s:s}", "role", "replica", "primary", a->primary_url,
                                              "reason", reason));

@@ -118,6 +118,15 @@ int lvnode_log_records(const struct lvnode *n, const char *db, struct lvrec **ou
     return (int)cnt;
 }
 
+long long lvnode_log_first(const struct lvnode *n, const char *db)
+{
+    struct lvrec *recs = NULL;
+    int nr = lvnode_log_records(n, db, &recs);
+    long long first = nr > 0 ? (long long)recs[0].txid : -1;
+    free(recs);
+    return first;
+}
+
 void lvdbstat_from_json(json_t *o, struct lvdbstat *st)
 {
     memset(st, 0, sizeof *st);

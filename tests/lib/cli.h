@@ -53,6 +53,10 @@ struct lvrec {
  * returns the count, or -1 if the command failed (e.g. unknown database). */
 int lvnode_log_records(const struct lvnode *n, const char *db, struct lvrec **out);
 
+/* First TXID in n's local log of db (`log ls`), or -1 if log ls fails or
+ * lists nothing: where pruning left the log. */
+long long lvnode_log_first(const struct lvnode *n, const char *db);
+
 /* One database of `litevault status --json`. */
 struct lvdbstat {
     uint64_t txid;          /* last TXID */
