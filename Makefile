@@ -39,7 +39,7 @@ all: $(BUILD)/.deps-ok $(BIN)
 DEBPKGS := build-essential libfuse3-dev fuse3 libsqlite3-dev sqlite3 libzstd-dev libarchive-dev \
            libyaml-dev libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev libxml2-dev \
            libcriterion-dev pkg-config libxxhash-dev python3 tcl-dev help2man libsystemd-dev \
-           openssl iproute2 nftables haproxy
+           openssl iproute2 nftables haproxy etcd-server
 # Test-only tools from npm (s3rver for the S3 store tests, pinned in
 # tests/package-lock.json): node/npm and curl from apt only if missing, then
 # `npm ci` only if tests/node_modules is missing.

@@ -31,7 +31,7 @@ Test(lease, static_primary)
     struct lease *l = NULL;
     char buf[128], err[256] = "";
 
-    cr_assert_eq(lease_open(&(struct lease_conf){"static", 1, "http://db1:20202", NULL}, &l, err, sizeof err), 0,
+    cr_assert_eq(lease_open(&(struct lease_conf){.type = "static", .candidate = 1, .advertise_url = "http://db1:20202"}, &l, err, sizeof err), 0,
                  "%s", err);
     cr_assert_eq(lease_is_primary(l), 1);
     cr_assert_eq(lease_primary_url(l, buf, sizeof buf), 0);
@@ -42,7 +42,7 @@ Test(lease, static_primary)
     cr_assert_eq(lt_changes, 0, "a static lease never changes");
     lease_close(l);
 
-    cr_assert_eq(lease_open(&(struct lease_conf){NULL, 1, NULL, NULL}, &l, err, sizeof err), 0, "type NULL: static");
+    cr_assert_eq(lease_open(&(struct lease_conf){.candidate = 1}, &l, err, sizeof err), 0, "type NULL: static");
     cr_assert_eq(lease_is_primary(l), 1);
     cr_assert_eq(lease_primary_url(l, buf, sizeof buf), LV_ENOENT, "no advertise-url: unknown");
     lease_close(l);
@@ -55,7 +55,7 @@ Test(lease, static_replica)
     char buf[128], err[256] = "";
     char primary[] = "https://db1:20202";
 
-    cr_assert_eq(lease_open(&(struct lease_conf){"static", 0, "http://db2:20202", primary}, &l, err, sizeof err), 0,
+    cr_assert_eq(lease_open(&(struct lease_conf){.type = "static", .advertise_url = "http://db2:20202", .primary_url = primary}, &l, err, sizeof err), 0,
                  "%s", err);
     primary[0] = 'X'; /* copied */
     cr_assert_eq(lease_is_primary(l), 0);
@@ -69,13 +69,17 @@ Test(lease, refused)
     struct lease *l = (struct lease *)1;
     char err[256] = "";
 
-    cr_assert_eq(lease_open(&(struct lease_conf){"static", 0, NULL, NULL}, &l, err, sizeof err), LV_ECONFIG);
+    cr_assert_eq(lease_open(&(struct lease_conf){.type = "static"}, &l, err, sizeof err), LV_ECONFIG);
     cr_assert_null(l);
     cr_assert_not_null(strstr(err, "lease.primary-url"), "%s", err);
-    cr_assert_eq(lease_open(&(struct lease_conf){"static", 0, NULL, ""}, &l, err, sizeof err), LV_ECONFIG);
-    cr_assert_eq(lease_open(&(struct lease_conf){"etcd", 1, NULL, NULL}, &l, err, sizeof err), LV_ECONFIG);
-    cr_assert_not_null(strstr(err, "not supported yet"), "%s", err);
-    cr_assert_eq(lease_open(&(struct lease_conf){"zk", 1, NULL, NULL}, &l, err, sizeof err), LV_ECONFIG);
+    cr_assert_eq(lease_open(&(struct lease_conf){.type = "static", .primary_url = ""}, &l, err, sizeof err), LV_ECONFIG);
+    cr_assert_eq(lease_open(&(struct lease_conf){.type = "etcd", .candidate = 1}, &l, err, sizeof err), LV_ECONFIG);
+    cr_assert_not_null(strstr(err, "needs lease.endpoints"), "%s", err);
+    cr_assert_null(l);
+    cr_assert_eq(lease_open(&(struct lease_conf){.type = "etcd", .candidate = 1, .endpoints = "http://127.0.0.1:1"},
+                            &l, err, sizeof err), LV_ECONFIG, "no key and no cluster ID");
+    cr_assert_not_null(strstr(err, "cluster ID"), "%s", err);
+    cr_assert_eq(lease_open(&(struct lease_conf){.type = "zk", .candidate = 1}, &l, err, sizeof err), LV_ECONFIG);
     cr_assert_not_null(strstr(err, "unknown lease.type \"zk\""), "%s", err);
 }
 

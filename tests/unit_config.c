@@ -283,7 +283,7 @@ Test(config, missing_file)
 Test(config, unknown_keys)
 {
     cft_load_err("leases:\n  ttl: 1s\n", 1, 1, "leases: unknown key", "did you mean \"lease\"");
-    cft_load_err("lease:\n  ttl: 1s\n", 2, 3, "lease.ttl: unknown key", "type, candidate, advertise-url, primary-url");
+    cft_load_err("lease:\n  ttls: 1s\n", 2, 3, "lease.ttls: unknown key", "did you mean \"ttl\"");
     cft_load_err("lease:\n  kind: static\n", 2, 3, "lease.kind: unknown key", NULL);
     cft_load_err("replication:\n  max_lag: 1s\n", 2, 3, "replication.max_lag: unknown key",
                  "did you mean \"max-lag\"");
@@ -786,6 +786,27 @@ Test(config, roles_every_key)
     cr_assert_eq(c.http_allow_no_token, 1);
     cr_assert_null(c.http_token);
     config_free(&c);
+
+    /* etcd: every key. */
+    snprintf(text, sizeof text, "lease:\n  type: etcd\n  endpoints: [http://e1:2379, https://e2:2379/]\n"
+                                "  key: /app/primary\n  ttl: 4s\n  tls-ca: %s\n  tls-cert: %s\n  tls-key: %s\n",
+             ca, cert, key);
+    cft_load_ok(text, &c);
+    cr_assert_str_eq(c.lease_type, "etcd");
+    cr_assert_eq(c.lease_candidate, 1, "every etcd node is a candidate by default");
+    cr_assert_str_eq(c.lease_endpoints, "http://e1:2379,https://e2:2379/");
+    cr_assert_str_eq(c.lease_key, "/app/primary");
+    cr_assert_eq(c.lease_ttl_us, 4000000);
+    cr_assert_str_eq(c.lease_tls_ca, ca);
+    cr_assert_str_eq(c.lease_tls_cert, cert);
+    cr_assert_str_eq(c.lease_tls_key, key);
+    config_free(&c);
+    cft_load_ok("lease:\n  type: etcd\n  endpoints: http://e1:2379\n  candidate: false\n", &c);
+    cr_assert_str_eq(c.lease_endpoints, "http://e1:2379", "one endpoint without a list");
+    cr_assert_eq(c.lease_candidate, 0);
+    cr_assert_null(c.lease_key);
+    cr_assert_eq(c.lease_ttl_us, 0, "unset: the lease's default");
+    config_free(&c);
 }
 
 Test(config, token_file)
@@ -849,8 +870,21 @@ Test(config, roles_errors)
 {
     char cert[PATH_MAX], text[PATH_MAX + 128];
 
-    cft_load_err("lease:\n  type: etcd\n", 2, 9, "lease.type: etcd leases are not supported yet", "use static");
+    cft_load_err("lease:\n  type: etcd\n", 2, 9, "lease.endpoints: required with lease.type etcd", "endpoints:");
     cft_load_err("lease:\n  type: raft\n", 2, 9, "lease.type: unknown lease type \"raft\"", "use static");
+    cft_load_err("lease:\n  type: etcd\n  endpoints: [http://e1:2379]\n  primary-url: http://db1:20202\n", 2, 9,
+                 "lease.primary-url: not used with lease.type etcd", NULL);
+    cft_load_err("lease:\n  endpoints: http://e1:2379\n", 2, 3, "lease.endpoints: only used with lease.type etcd", NULL);
+    cft_load_err("lease:\n  type: etcd\n  endpoints: [e1:2379]\n", 3, 14, "lease.endpoints: bad etcd endpoint \"e1:2379\"",
+                 NULL);
+    cft_load_err("lease:\n  type: etcd\n  endpoints: [http://e1:2379/v3]\n", 3, 14, "lease.endpoints: bad etcd endpoint",
+                 "without a path");
+    cft_load_err("lease:\n  type: etcd\n  endpoints: [http://e1:2379]\n  ttl: 1s\n", 4, 8,
+                 "lease.ttl: expected whole seconds from 2s to 5m", NULL);
+    cft_load_err("lease:\n  type: etcd\n  endpoints: [http://e1:2379]\n  ttl: 2500ms\n", 4, 8,
+                 "lease.ttl: expected whole seconds", NULL);
+    cft_load_err("lease:\n  type: etcd\n  endpoints: [http://e1:2379]\n  key: litevault/p\n", 4, 8,
+                 "lease.key: the lease key must start with '/'", NULL);
     cft_load_err("lease:\n  candidate: false\n", 2, 3, "lease.primary-url: required when lease.candidate is false",
                  "primary-url: http://");
     cft_load_err("lease:\n  candidate: maybe\n", 2, 14, "lease.candidate: expected true or false", NULL);

@@ -209,6 +209,23 @@ void dbreg_set_replica(struct dbreg *r, const char *primary_url);
 /* Is the registry a replica? */
 int dbreg_is_replica(const struct dbreg *r);
 
+/* Fence (1) or unfence (0) a primary whose lease is in doubt: while
+ * fenced, applications' writes, truncations, journal commits, creations,
+ * deletions and renames of databases fail with EROFS (SQLite: an I/O
+ * error), so nothing is committed; reads and -shm traffic work.  Unlike
+ * dbreg_set_replica it touches no file, so it may be called any time, from
+ * any thread.  Returns once every write that passed the check before has
+ * finished: after dbreg_set_fenced(r, 1), no new record is logged. */
+void dbreg_set_fenced(struct dbreg *r, int fenced);
+
+/* Is the registry fenced (dbreg_set_fenced, or past its fence deadline)? */
+int dbreg_is_fenced(const struct dbreg *r);
+
+/* Refuse writes from lv_mono_us() == mono_us on, as if fenced (0: no
+ * deadline): the lease's renewal deadline, checked by every write itself,
+ * so a late fencing thread cannot let one through.  Any thread. */
+void dbreg_set_fence_deadline(struct dbreg *r, int64_t mono_us);
+
 /* The mount point (copied), through which the applier takes SQLite's locks.
  * Set before any dbreg_apply*. */
 void dbreg_set_mount(struct dbreg *r, const char *mountpoint);

@@ -149,9 +149,54 @@ void dbreg_set_replica(struct dbreg *r, const char *primary_url)
         checkpoint_wals(r);
         pthread_mutex_unlock(&r->mu);
     }
+    pthread_mutex_lock(&r->url_mu);
     free(r->primary_url);
     r->primary_url = primary_url ? strdup(primary_url) : NULL;
+    pthread_mutex_unlock(&r->url_mu);
     __atomic_store_n(&r->replica, primary_url != NULL, __ATOMIC_RELEASE);
+}
+
+void dbreg_set_fenced(struct dbreg *r, int fenced)
+{
+    int was = __atomic_exchange_n(&r->fenced, fenced != 0, __ATOMIC_ACQ_REL);
+
+    if (!fenced || was)
+        return;
+    /* The barrier: every write checks the flag under its d->mu (db_fence_refuse),
+     * so once each d->mu has been free, none that passed the check is left. */
+    pthread_mutex_lock(&r->mu);
+    for (size_t i = 0; i < DB_NBUCKETS; i++)
+        for (struct db *d = r->buckets[i]; d; d = d->next) {
+            pthread_mutex_lock(&d->mu);
+            pthread_mutex_unlock(&d->mu);
+        }
+    pthread_mutex_unlock(&r->mu);
+    dbreg_bump_seq(r); /* /v1/wait and the like look again */
+}
+
+int dbreg_is_fenced(const struct dbreg *r)
+{
+    int64_t at = __atomic_load_n(&r->fence_at_us, __ATOMIC_ACQUIRE);
+
+    return __atomic_load_n(&r->fenced, __ATOMIC_ACQUIRE) || (at != 0 && lv_mono_us() >= at);
+}
+
+void dbreg_set_fence_deadline(struct dbreg *r, int64_t mono_us)
+{
+    __atomic_store_n(&r->fence_at_us, mono_us, __ATOMIC_RELEASE);
+}
+
+int db_fence_refuse(struct dbreg *r, const char *what)
+{
+    if (!dbreg_is_fenced(r))
+        return 0;
+    int64_t now = lv_mono_us(), last = __atomic_load_n(&r->fence_warn_us, __ATOMIC_RELAXED);
+    if (last == 0 || now - last > 10000000) {
+        __atomic_store_n(&r->fence_warn_us, now, __ATOMIC_RELAXED);
+        LV_WARN("refused a write to %s: this node lost its primary lease (fenced) and takes no writes until it "
+                "renews it or another primary is elected", what);
+    }
+    return -EROFS;
 }
 
 int dbreg_is_replica(const struct dbreg *r) { return __atomic_load_n(&r->replica, __ATOMIC_ACQUIRE); }
@@ -206,8 +251,10 @@ int db_replica_refuse(struct dbreg *r, const char *what)
     int64_t now = lv_mono_us(), last = __atomic_load_n(&r->rofs_warn_us, __ATOMIC_RELAXED);
     if (last == 0 || now - last > 10000000) {
         __atomic_store_n(&r->rofs_warn_us, now, __ATOMIC_RELAXED);
+        pthread_mutex_lock(&r->url_mu);
         LV_WARN("refused a write to %s: this node is a read replica; writes belong on the primary at %s",
                 what, r->primary_url ? r->primary_url : "(unknown)");
+        pthread_mutex_unlock(&r->url_mu);
     }
     return -EROFS;
 }
@@ -818,8 +865,7 @@ static int apply_locked(struct db *d, const struct db_rec *recs, size_t n, struc
     d->commits += n;
     d->pages_logged += dc->n;
     d->log_unsynced = 1;
-    d->hdr_wal = 0;
-    for (size_t i = 0; i < dc->n; i++)
+    for (size_t i = 0; i < dc->n; i++) /* a WAL-mode commit may leave page 1 as it was */
         if (dc->v[i].pgno == 1)
             d->hdr_wal = dc->buf[dc->v[i].off + 18] == 2;
     LV_ASSERT(d->map.total == last->post_cksum && txlog_last_txid(d->log) == d->txid); /* A1 */

@@ -630,6 +630,8 @@ ssize_t db_on_write(struct db *d, enum db_filekind kind, int fd, const void *buf
     if (dbreg_is_replica(d->reg))
         return db_replica_refuse(d->reg, d->name);
     pthread_mutex_lock(&d->mu);
+    if ((n = db_fence_refuse(d->reg, d->name)) != 0)
+        goto out_unlock;
     if (d->broken || settle_kind(d, kind, buf, len, off) != 0) {
         n = -EIO;
         goto out_unlock;
@@ -672,6 +674,8 @@ int db_on_truncate(struct db *d, enum db_filekind kind, int fd, const char *rel,
         return (fd >= 0 ? ftruncate(fd, 0) : trunc_at(d->reg->rootfd, rel, 0)) ? -errno : 0;
     }
     pthread_mutex_lock(&d->mu);
+    if (kind != DBF_SHM && (rc = db_fence_refuse(d->reg, d->name)) != 0)
+        goto out_unlock;
     if (d->broken && kind != DBF_SHM) {
         rc = -EIO;
         goto out_unlock;
@@ -712,6 +716,9 @@ int db_on_unlink(struct db *d, enum db_filekind kind, const char *rel)
     if (dbreg_is_replica(d->reg)) /* a reader's connection closing: nothing to capture */
         return unlinkat(d->reg->rootfd, rel, 0) ? -errno : 0;
     pthread_mutex_lock(&d->mu);
+    if (d->kind == DBK_SQLITE && kind == DBF_JOURNAL && d->journal_active &&
+        (rc = db_fence_refuse(d->reg, d->name)) != 0)
+        goto out_unlock; /* the commit is refused: SQLite rolls back from the journal once writes return */
     if (d->kind == DBK_SQLITE && kind == DBF_JOURNAL && d->journal_active) {
         rc = journal_commit(d, JM_DELETE);
         if (rc)

@@ -120,8 +120,13 @@ struct dbreg {
     pthread_cond_t scv;       /* signals a finished job (smu) */
     struct db_sync_job *sq;   /* queued jobs (smu) */
     int log_full;             /* 1: local log over data.max-log-size: new transactions refused (atomic) */
-    char *primary_url;        /* replica: the primary's URL (owned; set before serving), NULL on a primary */
+    pthread_mutex_t url_mu;   /* guards primary_url (a lease may change it while the mount serves) */
+    char *primary_url;        /* replica: the primary's URL (owned; url_mu), NULL on a primary */
     int replica;              /* 1: a replica: applications' writes are refused (atomic) */
+    int fenced;               /* 1: a primary without a valid lease: applications' writes are refused (atomic;
+                                 set under each d->mu too, see dbreg_set_fenced) */
+    int64_t fence_warn_us;    /* lv_mono_us of the last "fenced" line (atomic) */
+    int64_t fence_at_us;      /* lv_mono_us from which writes are refused as if fenced; 0: never (atomic) */
     int64_t rofs_warn_us;     /* lv_mono_us of the last "writes belong on the primary" line (atomic) */
     char mount[PATH_MAX];     /* the mount point (set before serving; immutable after) */
     struct dbreg_inval iv;    /* kernel cache invalidation from the FUSE layer (set before serving) */
@@ -222,6 +227,11 @@ int db_write_id(struct db *d);
 /* On a replica: log (at most every 10 s) that a write to what was refused
  * because writes belong on the primary, and return -EROFS; 0 on a primary. */
 int db_replica_refuse(struct dbreg *r, const char *what);
+
+/* -EROFS (and a log line at most every 10 s) if the registry is fenced
+ * (dbreg_set_fenced), else 0.  Called with d->mu held, so that a fence
+ * waits for the write it lets through. */
+int db_fence_refuse(struct dbreg *r, const char *what);
 
 /* Move the commit sequence on (any lock but seq_mu may be held). */
 void dbreg_bump_seq(struct dbreg *r);

@@ -178,6 +178,7 @@ int dbreg_open(const struct dbreg_opts *cfg, struct dbreg **out, char *err, size
     r->lockfd = -1;
     pthread_mutex_init(&r->mu, NULL);
     pthread_mutex_init(&r->apply_mu, NULL);
+    pthread_mutex_init(&r->url_mu, NULL);
     pthread_mutex_init(&r->seq_mu, NULL);
     if (lv_cond_init(&r->seq_cv) != 0) {
         free(r);

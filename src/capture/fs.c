@@ -166,7 +166,7 @@ static int do_unlink(const char *path)
     const char *r = rel(path);
     if (db_classify(r, &k, name, sizeof name) != 0)
         return -ENAMETOOLONG;
-    if (k == DBF_MAIN && dbreg_is_replica(g_reg))
+    if (k == DBF_MAIN && (dbreg_is_replica(g_reg) || dbreg_is_fenced(g_reg)))
         return -EROFS; /* the primary decides which databases exist */
     if (k == DBF_JOURNAL || k == DBF_WAL) {
         struct db *d = dbreg_get(g_reg, name, 0);
@@ -186,7 +186,7 @@ static int lv_unlink(const char *path) { TIMED(MFOP_UNLINK, do_unlink(path)); }
 
 static int do_rename(const char *from, const char *to, unsigned int flags)
 {
-    if (dbreg_is_replica(g_reg))
+    if (dbreg_is_replica(g_reg) || dbreg_is_fenced(g_reg))
         return -EROFS;
     if (renameat2(rootfd(), rel(from), rootfd(), rel(to), flags) != 0)
         return -errno;
@@ -514,7 +514,8 @@ static int do_open(const char *path, struct fuse_file_info *fi, int create, mode
     if (!f)
         return -ENOMEM;
     f->kind = k;
-    if (create && k == DBF_MAIN && dbreg_is_replica(g_reg) && faccessat(rootfd(), r, F_OK, 0) != 0) {
+    if (create && k == DBF_MAIN && (dbreg_is_replica(g_reg) || dbreg_is_fenced(g_reg)) &&
+        faccessat(rootfd(), r, F_OK, 0) != 0) {
         free(f);
         return -EROFS; /* a replica's databases come from the primary */
     }

@@ -52,6 +52,7 @@
 #include "base/http.h"
 #include "base/lv.h"
 #include "base/lvlog.h"
+#include "replica/lease.h"
 #include "replica/primary.h"
 #include "replica/replica.h"
 
@@ -59,7 +60,42 @@
 #define API_WAIT_MAX_US (60 * 1000000LL)    /* the longest timeout= honoured */
 #define API_WAITERS_MAX 16                  /* GET /v1/wait requests at once; more get 503 */
 
-static struct api_ctx g_api;    /* one daemon per process: the handlers' context (immutable once registered) */
+static struct api_ctx g_api;    /* one daemon per process: the handlers' context (immutable once registered;
+                                   its role fields are only the start: see g_role) */
+
+/* The role, which a lease may change while the servers run (api_set_role). */
+struct api_role {
+    int replica;              /* 1: a replica */
+    char primary_url[1024];   /* a replica's primary ("" unknown) */
+    char cluster_hex[33];     /* the primary's cluster ID ("" unknown) */
+    struct primary *primary;  /* the primary's streams, or NULL */
+    struct archiver *arch;    /* archiver, or NULL */
+    struct exports *exp;      /* scheduled exports, or NULL */
+    struct lease *lease;      /* the lease, or NULL */
+};
+static pthread_mutex_t g_role_mu = PTHREAD_MUTEX_INITIALIZER; /* guards g_role */
+static struct api_role g_role;  /* (g_role_mu); the objects it points to outlive the servers (daemon.c D2) */
+
+/* A copy of the role now. */
+static void role_get(struct api_role *out)
+{
+    pthread_mutex_lock(&g_role_mu);
+    *out = g_role;
+    pthread_mutex_unlock(&g_role_mu);
+}
+
+void api_set_role(const struct api_ctx *ctx)
+{
+    pthread_mutex_lock(&g_role_mu);
+    g_role.replica = ctx->primary_url != NULL;
+    snprintf(g_role.primary_url, sizeof g_role.primary_url, "%s", ctx->primary_url ? ctx->primary_url : "");
+    snprintf(g_role.cluster_hex, sizeof g_role.cluster_hex, "%s", ctx->cluster_hex ? ctx->cluster_hex : "");
+    g_role.primary = ctx->primary;
+    g_role.arch = ctx->arch;
+    g_role.exp = ctx->exp;
+    g_role.lease = ctx->lease;
+    pthread_mutex_unlock(&g_role_mu);
+}
 static volatile int g_serving;  /* /health: 1 while the mount serves, 2 once it stopped */
 static struct replica *g_replica; /* a replica's client while it runs (atomic: api_set_replica) */
 
@@ -293,12 +329,14 @@ static void replica_unhealthy(char *reason, size_t n)
 
 static int h_health(void *ctx, const struct http_request *req, struct http_response *resp)
 {
-    const struct api_ctx *a = ctx;
+    struct api_role r;
     int sv = g_serving;
     char reason[1200];
 
     LV_UNUSED(req);
-    if (sv == 1 && a->primary_url) {
+    LV_UNUSED(ctx);
+    role_get(&r);
+    if (sv == 1 && r.replica) {
         replica_unhealthy(reason, sizeof reason);
         if (reason[0])
             return api_json(resp, 503, json_pack("{s:s,s:s,s:s}", "status", "unhealthy", "role", "replica", "reason",
@@ -314,15 +352,21 @@ static int h_health(void *ctx, const struct http_request *req, struct http_respo
 static int h_primary(void *ctx, const struct http_request *req, struct http_response *resp)
 {
     const struct api_ctx *a = ctx;
+    struct api_role r;
     int sv = g_serving;
 
     LV_UNUSED(req);
+    role_get(&r);
     if (sv != 1)
-        return api_json(resp, 503, json_pack("{s:s,s:s}", "role", a->primary_url ? "replica" : "primary", "reason",
+        return api_json(resp, 503, json_pack("{s:s,s:s}", "role", r.replica ? "replica" : "primary", "reason",
                                              sv == 0 ? "starting" : "stopping"));
-    if (a->primary_url)
-        return api_json(resp, 503, json_pack("{s:s,s:s,s:s}", "role", "replica", "primary", a->primary_url,
-                                             "reason", "this node is a replica; writes go to its primary"));
+    if (r.replica)
+        return api_json(resp, 503, json_pack("{s:s,s:s,s:s}", "role", "replica", "primary", r.primary_url,
+                                             "reason", r.primary_url[0] ? "this node is a replica; writes go to its "
+                                             "primary" : "this node is a replica and no primary is elected"));
+    if (dbreg_is_fenced(a->reg))
+        return api_json(resp, 503, json_pack("{s:s,s:s}", "role", "primary", "reason", "the lease could not be "
+                                             "renewed in time: writes are refused (fenced)"));
     return api_json(resp, 200, json_pack("{s:s}", "role", "primary"));
 }
 
@@ -330,20 +374,22 @@ static int h_primary(void *ctx, const struct http_request *req, struct http_resp
  * replication.max-lag (where reads may go). */
 static int h_replica(void *ctx, const struct http_request *req, struct http_response *resp)
 {
-    const struct api_ctx *a = ctx;
+    struct api_role r;
     char reason[1200];
 
     LV_UNUSED(req);
-    if (!a->primary_url)
+    LV_UNUSED(ctx);
+    role_get(&r);
+    if (!r.replica)
         return api_json(resp, 503, json_pack("{s:s,s:s}", "role", "primary", "reason", "this node is the primary"));
     if (g_serving != 1)
         snprintf(reason, sizeof reason, "%s", g_serving == 0 ? "starting" : "stopping");
     else
         replica_unhealthy(reason, sizeof reason);
     if (reason[0])
-        return api_json(resp, 503, json_pack("{s:s,s:s,s:s}", "role", "replica", "primary", a->primary_url,
+        return api_json(resp, 503, json_pack("{s:s,s:s,s:s}", "role", "replica", "primary", r.primary_url,
                                              "reason", reason));
-    return api_json(resp, 200, json_pack("{s:s,s:s}", "role", "replica", "primary", a->primary_url));
+    return api_json(resp, 200, json_pack("{s:s,s:s}", "role", "replica", "primary", r.primary_url));
 }
 
 /* TXID of database name here, or -1 if this node has no such database. */
@@ -424,21 +470,28 @@ void api_set_replica(struct replica *r)
 }
 
 /* Role and replication facts into the /status object o. */
-static void status_role(const struct api_ctx *a, json_t *o)
+static void status_role(const struct api_ctx *a, const struct api_role *role, json_t *o)
 {
     struct replica *rep = __atomic_load_n(&g_replica, __ATOMIC_ACQUIRE);
 
     json_object_set_new(o, "node", json_string(a->node_id ? a->node_id : ""));
-    if (!a->primary_url) {
-        char *r = primary_status_json(a->primary);
+    if (role->lease) {
+        struct lease_info li;
+        lease_info(role->lease, &li);
+        json_object_set_new(o, "lease", json_pack("{s:s,s:I,s:I,s:s}", "state", li.state, "term", (json_int_t)li.term,
+                                                  "renew_deadline_ms", (json_int_t)li.deadline_ms, "error", li.error));
+    }
+    if (!role->replica) {
+        char *r = primary_status_json(role->primary);
         json_object_set_new(o, "role", json_string("primary"));
-        json_object_set_new(o, "cluster", json_string(a->cluster_hex ? a->cluster_hex : ""));
+        json_object_set_new(o, "fenced", json_boolean(dbreg_is_fenced(a->reg)));
+        json_object_set_new(o, "cluster", json_string(role->cluster_hex));
         json_object_set_new(o, "replicas", r ? json_loads(r, 0, NULL) : json_array());
         free(r);
         return;
     }
     json_object_set_new(o, "role", json_string("replica"));
-    json_object_set_new(o, "primary", json_string(a->primary_url));
+    json_object_set_new(o, "primary", json_string(role->primary_url));
     char *rs = rep ? replica_status_json(rep) : NULL;
     json_t *ro = rs ? json_loads(rs, 0, NULL) : NULL;
     free(rs);
@@ -466,12 +519,15 @@ static int h_status(void *ctx, const struct http_request *req, struct http_respo
     const struct api_ctx *dm = ctx;
     char *dbs = dbreg_status_json(dm->reg);
     json_t *o = json_object();
+    struct api_role r;
+
+    role_get(&r);
     json_object_set_new(o, "version", json_string(LV_VERSION));
     json_object_set_new(o, "databases", dbs ? json_loads(dbs, 0, NULL) : json_array());
-    status_role(dm, o);
-    json_object_set_new(o, "exports", exports_status_json(dm->exp));
+    status_role(dm, &r, o);
+    json_object_set_new(o, "exports", exports_status_json(r.exp));
     free(dbs);
-    char *ar = archiver_status_json(dm->arch);
+    char *ar = archiver_status_json(r.arch);
     json_object_set_new(o, "archive", ar ? json_loads(ar, 0, NULL) : json_array());
     free(ar);
     resp->body = json_dumps(o, JSON_INDENT(2));
@@ -485,8 +541,11 @@ static int h_metrics(void *ctx, const struct http_request *req, struct http_resp
     const struct api_ctx *dm = ctx;
     char *buf = NULL;
     size_t len = 0, cap = 0;
-    if (dbreg_metrics(dm->reg, &buf, &len, &cap) != 0 || archiver_metrics(dm->arch, &buf, &len, &cap) != 0 ||
-        exports_metrics(dm->exp, &buf, &len, &cap) != 0 || primary_metrics(dm->primary, &buf, &len, &cap) != 0 ||
+    struct api_role r;
+
+    role_get(&r);
+    if (dbreg_metrics(dm->reg, &buf, &len, &cap) != 0 || archiver_metrics(r.arch, &buf, &len, &cap) != 0 ||
+        exports_metrics(r.exp, &buf, &len, &cap) != 0 || primary_metrics(r.primary, &buf, &len, &cap) != 0 ||
         replica_metrics(__atomic_load_n(&g_replica, __ATOMIC_ACQUIRE), &buf, &len, &cap) != 0 ||
         metrics_render_process(&buf, &len, &cap) != 0) {
         free(buf);
@@ -500,20 +559,30 @@ static int h_metrics(void *ctx, const struct http_request *req, struct http_resp
     return 0;
 }
 
-/* POST /v1/stream on a replica: replicas follow the primary. */
-static int h_stream_replica(void *ctx, const struct http_request *req, struct http_response *resp)
+/* POST /v1/stream: the primary's streams (replica/primary.h); a replica
+ * sends the asker to its primary. */
+static int h_stream(void *ctx, const struct http_request *req, struct http_response *resp)
 {
-    const struct api_ctx *a = ctx;
+    struct api_role r;
     char msg[1200];
 
-    LV_UNUSED(req);
-    snprintf(msg, sizeof msg, "this node is a replica of %s: replicas stream from the primary", a->primary_url);
+    LV_UNUSED(ctx);
+    role_get(&r);
+    if (!r.replica && r.primary)
+        return primary_stream(r.primary, req, resp);
+    if (!r.replica)
+        snprintf(msg, sizeof msg, "this node is starting as the primary; try again shortly");
+    else if (r.primary_url[0])
+        snprintf(msg, sizeof msg, "this node is a replica of %s: replicas stream from the primary", r.primary_url);
+    else
+        snprintf(msg, sizeof msg, "this node is a replica and no primary is elected yet; try again shortly");
     return api_error(resp, 503, msg);
 }
 
 int api_register(struct http_server *s, const struct api_ctx *ctx, int admin)
 {
     g_api = *ctx;
+    api_set_role(ctx);
     if (http_route(s, "GET", "/status", h_status, &g_api) != 0 ||
         http_route(s, "GET", "/metrics", h_metrics, &g_api) != 0 ||
         http_route(s, "GET", "/health", h_health, &g_api) != 0 ||
@@ -521,8 +590,7 @@ int api_register(struct http_server *s, const struct api_ctx *ctx, int admin)
         http_route(s, "GET", "/replica", h_replica, &g_api) != 0 ||
         http_route(s, "GET", "/v1/wait", h_wait, &g_api) != 0 ||
         http_route_ex(s, "POST", "/v1/image", admin ? h_image : h_image_public, &g_api, HTTP_R_PRIVATE) != 0 ||
-        (!admin && ctx->primary_url &&
-         http_route_ex(s, "POST", "/v1/stream", h_stream_replica, &g_api, HTTP_R_PRIVATE) != 0))
+        (!admin && http_route_ex(s, "POST", "/v1/stream", h_stream, &g_api, HTTP_R_PRIVATE) != 0))
         return LV_ENOMEM;
     return 0;
 }

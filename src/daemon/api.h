@@ -81,13 +81,20 @@ struct api_ctx {
     struct primary *primary;    /* the replication streams when this node is the primary, else NULL */
     const char *node_id;        /* this node's ID (data.dir/node-id) */
     const char *cluster_hex;    /* the primary's cluster ID (a replica's is in its status), or NULL */
-    const char *primary_url;    /* a replica's primary, NULL on the primary */
+    const char *primary_url;    /* a replica's primary ("" if none is known), NULL on the primary */
+    struct lease *lease;        /* the lease (its state in /status), or NULL */
 };
 
 /* Register routes on s (before http_start): every route if admin, else the
  * read-only ones.  *ctx is copied (the last call's copy is used by both
  * servers), the objects it points to are borrowed.  0 or LV_ENOMEM. */
 int api_register(struct http_server *s, const struct api_ctx *ctx, int admin);
+
+/* The role changed (a lease elected this node, or another primary): the
+ * role fields of *ctx (primary, arch, exp, cluster_hex, primary_url,
+ * lease) replace those api_register was given; strings are copied, the
+ * objects borrowed until the servers are freed. */
+void api_set_role(const struct api_ctx *ctx);
 
 /* Tell /health whether the mount serves (1) or not (0: starting, or stopping once it served). */
 void api_set_serving(int serving);

@@ -602,15 +602,68 @@ static int parse_lease_type(struct cfg_parser *p, const struct cfg_key *k, yaml_
     char *v;
 
     LV_UNUSED(k);
-    if (strcmp(value, "etcd") == 0)
-        return cfg_error(p, node->start_mark, "etcd leases are not supported yet (use static: the primary is the "
-                                              "node with candidate: true, replicas name it in primary-url)");
-    if (strcmp(value, "static") != 0)
-        return cfg_error(p, node->start_mark, "unknown lease type \"%s\" (use static)", value);
+    if (strcmp(value, "static") != 0 && strcmp(value, "etcd") != 0)
+        return cfg_error(p, node->start_mark, "unknown lease type \"%s\" (use static: fixed roles, or etcd: "
+                                              "elected, with fail-over)", value);
     v = strdup(value);
     if (!v)
         return LV_ENOMEM;
     return set_string(field, v);
+}
+
+/* lease.endpoints: one http[s]://HOST:PORT or a list of them (joined by ','
+ * by the walk), each an etcd member's client URL without a path. */
+static int parse_endpoints(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                           void *field)
+{
+    const char *s = value;
+    char *v;
+
+    if (!*value)
+        return cfg_error(p, node->start_mark, "empty value (list etcd's client URLs, e.g. %s)", k->example);
+    while (*s) {
+        size_t len = strcspn(s, ","), skip = strncmp(s, "https://", 8) == 0 ? 8 : strncmp(s, "http://", 7) == 0 ? 7 : 0;
+        while (len && s[len - 1] == '/')
+            len--;
+        if (!skip || len <= skip || memchr(s + skip, '/', len - skip) || memchr(s, ' ', len) ||
+            memchr(s + skip, '@', len - skip))
+            return cfg_error(p, node->start_mark, "bad etcd endpoint \"%.*s\" (use http://HOST:PORT or "
+                             "https://HOST:PORT, without a path or credentials, e.g. %s)", (int)strcspn(s, ","), s,
+                             k->example);
+        s += strcspn(s, ",");
+        if (*s == ',')
+            s++;
+    }
+    v = strdup(value);
+    if (!v)
+        return LV_ENOMEM;
+    return set_string(field, v);
+}
+
+/* lease.key: an absolute etcd key. */
+static int parse_lease_key(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                           void *field)
+{
+    if (value[0] != '/' || strlen(value) > 512)
+        return cfg_error(p, node->start_mark, "the lease key must start with '/' and be at most 512 bytes (e.g. %s)",
+                         k->example);
+    return parse_str(p, k, node, value, field);
+}
+
+/* lease.ttl: 2s to 5m, whole seconds (etcd counts in seconds). */
+static int parse_lease_ttl(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                           void *field)
+{
+    const char *why;
+    int64_t v;
+
+    if (lv_parse_duration_why(value, &v, &why) < 0)
+        return cfg_error(p, node->start_mark, "bad duration \"%s\": %s (e.g. %s)", value, why, k->example);
+    if (v < 2000000 || v > 300000000 || v % 1000000)
+        return cfg_error(p, node->start_mark, "expected whole seconds from 2s to 5m, found \"%s\" (e.g. %s)", value,
+                         k->example);
+    *(int64_t *)field = v;
+    return 0;
 }
 
 /* lease.advertise-url, lease.primary-url: http[s]://HOST[:PORT][/PATH], no
@@ -755,6 +808,12 @@ static const struct cfg_key lease_keys[] = {
     {.name = "candidate", .parse = parse_bool, .off = offsetof(struct config, lease_candidate), .example = "true"},
     {.name = "advertise-url", .parse = parse_peer_url, .off = offsetof(struct config, advertise_url), .owned = 1, .example = "http://db1.internal:20202"},
     {.name = "primary-url", .parse = parse_peer_url, .off = offsetof(struct config, primary_url), .owned = 1, .example = "http://db1.internal:20202"},
+    {.name = "endpoints", .parse = parse_endpoints, .seq = CFG_SEQ_JOIN, .off = offsetof(struct config, lease_endpoints), .owned = 1, .example = "[http://10.0.0.1:2379, http://10.0.0.2:2379]"},
+    {.name = "key", .parse = parse_lease_key, .off = offsetof(struct config, lease_key), .owned = 1, .example = "/litevault/app/primary"},
+    {.name = "ttl", .parse = parse_lease_ttl, .off = offsetof(struct config, lease_ttl_us), .example = "10s"},
+    {.name = "tls-ca", .parse = parse_file, .off = offsetof(struct config, lease_tls_ca), .owned = 1, .example = "/etc/litevault/etcd-ca.pem"},
+    {.name = "tls-cert", .parse = parse_file, .off = offsetof(struct config, lease_tls_cert), .owned = 1, .example = "/etc/litevault/etcd-client.pem"},
+    {.name = "tls-key", .parse = parse_file, .off = offsetof(struct config, lease_tls_key), .owned = 1, .example = "/etc/litevault/etcd-client-key.pem"},
     {.name = NULL},
 };
 
@@ -1486,7 +1545,23 @@ static int config_check(struct cfg_parser *p, yaml_node_t *root, struct config *
     vn = map_get(p, lease, "candidate", &kn);
     if (!vn) /* not set: a node told whom to follow is a replica */
         cfg->lease_candidate = cfg->primary_url == NULL;
-    if (!cfg->lease_candidate && !cfg->primary_url)
+    if (strcmp(cfg->lease_type, "etcd") == 0) {
+        vn = map_get(p, lease, "type", &kn);
+        if (!cfg->lease_endpoints)
+            return check_error(p, "lease.endpoints", vn, lease, root, "required with lease.type etcd: the client URLs "
+                               "of the etcd members (add endpoints: [http://ETCD-HOST:2379])");
+        if (cfg->primary_url)
+            return check_error(p, "lease.primary-url", vn, lease, root, "not used with lease.type etcd: the "
+                               "primary is whoever holds the lease (remove primary-url)");
+        if (!cfg->lease_tls_cert != !cfg->lease_tls_key)
+            return check_error(p, cfg->lease_tls_cert ? "lease.tls-cert" : "lease.tls-key", vn, lease, root,
+                               "set both lease.tls-cert and lease.tls-key (etcd's client certificate and its key), "
+                               "or neither");
+    } else if (cfg->lease_endpoints || cfg->lease_key || cfg->lease_ttl_us) {
+        vn = map_get(p, lease, cfg->lease_endpoints ? "endpoints" : cfg->lease_key ? "key" : "ttl", &kn);
+        return check_error(p, cfg->lease_endpoints ? "lease.endpoints" : cfg->lease_key ? "lease.key" : "lease.ttl",
+                           kn, lease, root, "only used with lease.type etcd (set type: etcd, or remove the key)");
+    } else if (!cfg->lease_candidate && !cfg->primary_url)
         return check_error(p, "lease.primary-url", kn, lease, root, "required when lease.candidate is false: a "
                            "static replica follows the primary at this URL (add primary-url: "
                            "http://PRIMARY-HOST:20202)");
@@ -1534,6 +1609,7 @@ int config_defaults(struct config *cfg)
     cfg->max_log_size = DEFAULT_MAX_LOG_SIZE;
     cfg->lease_type = strdup(DEFAULT_LEASE_TYPE);
     cfg->lease_candidate = 1;
+    cfg->lease_ttl_us = 0; /* lease.ttl unset (etcd: DEFAULT_LEASE_TTL_US) */
     cfg->advertise_url = strdup("http://" DEFAULT_HTTP_ADDR);
     cfg->repl_max_lag_us = DEFAULT_REPL_MAX_LAG_US;
     cfg->repl_max_retain = DEFAULT_REPL_MAX_RETAIN;

@@ -48,6 +48,12 @@ struct config {
                                    http[s]://<http.addr> (the host name for 0.0.0.0 / [::]) */
     char *primary_url;          /* lease.primary-url: the primary a static replica follows (owned), NULL if
                                    none; required when lease_candidate is 0 */
+    char *lease_endpoints;      /* lease.endpoints: etcd client URLs, comma-separated (owned), NULL if none */
+    char *lease_key;            /* lease.key: the etcd key (owned), NULL: /litevault/<cluster-id>/primary */
+    int64_t lease_ttl_us;       /* lease.ttl: the etcd lease's TTL; 0 if unset (10 s) */
+    char *lease_tls_ca;         /* lease.tls-ca: PEM CA for etcd (owned), or NULL */
+    char *lease_tls_cert;       /* lease.tls-cert: client certificate for etcd (owned), or NULL */
+    char *lease_tls_key;        /* lease.tls-key: its key (owned), or NULL */
     /* Access to http.addr.  The token is never logged nor shown. */
     char *http_token;           /* http.token, or the contents of http.token-file (owned), NULL: none */
     char *http_token_file;      /* http.token-file: the path read (owned), NULL if none */

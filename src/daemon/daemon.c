@@ -66,6 +66,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "archive/archiver.h"
 #include "base/http.h"
 #include "base/lv.h"
@@ -96,13 +98,22 @@ struct daemon {
     pid_t child;               /* -- CMD child, or 0 (immutable once the waiter runs) */
     int child_status;          /* its wait status (written by the waiter before it exits) */
     struct lease *lease;       /* who is the primary */
-    int primary;               /* this node is the primary (the lease said so at start) */
+    int primary;               /* this node runs the primary's parts (atomic: read by the lease's thread;
+                                  written by start-up, then by the role worker, 0 -> 1 only) */
     char node_id[33];          /* data.dir/node-id */
     char cluster_hex[33];      /* the primary's cluster ID (data.dir/cluster-id) */
-    char primary_url[1024];    /* a replica's primary */
+    char primary_url[1024];    /* a replica's primary ("" while none is known) */
     struct primary *prim;      /* the primary's replication streams, NULL on a replica */
-    struct replica *repl;      /* a replica's client, NULL on the primary and before the mount */
+    struct replica *repl;      /* a replica's client, NULL on the primary, before the mount, and while no
+                                  primary is known */
+    int mounted;               /* the mount serves: a replica's client may start (role worker's) */
+    struct worker *role;       /* follows an etcd lease (role_worker); NULL for a static lease */
+    int exit_code;             /* nonzero: daemon_run's exit status (a deposed primary: LV_EXIT_DEPOSED) */
 };
+
+/* Exit status of a primary deposed by its lease: a service manager's
+ * restart (Restart=on-failure) brings it back as a replica. */
+#define LV_EXIT_DEPOSED 3
 
 static void housekeeping(struct worker *w, void *arg)
 {
@@ -317,7 +328,8 @@ static int open_http(struct daemon *dm, struct http_server **hs, struct http_ser
 {
     const struct config *cfg = dm->cfg;
     struct api_ctx ctx = {dm->reg, dm->exp, dm->arch, cfg->data_dir, cfg->http_image_space, dm->prim,
-                          dm->node_id, dm->primary ? dm->cluster_hex : NULL, dm->primary ? NULL : dm->primary_url};
+                          dm->node_id, dm->primary ? dm->cluster_hex : NULL, dm->primary ? NULL : dm->primary_url,
+                          dm->lease};
     struct http_limits lim = {0, (unsigned)cfg->http_per_addr, (unsigned)(cfg->http_header_timeout_us / 1000000)};
     char sock[PATH_MAX];
 
@@ -340,7 +352,7 @@ static int open_http(struct daemon *dm, struct http_server **hs, struct http_ser
         return LV_EXIT_USAGE;
     }
     if (http_new(cfg->http_addr, hs) != 0 || http_set_limits(*hs, &lim) != 0 || api_register(*hs, &ctx, 0) != 0 ||
-        (dm->prim && primary_register(dm->prim, *hs) != 0) || http_set_token(*hs, cfg->http_token) != 0 ||
+        http_set_token(*hs, cfg->http_token) != 0 ||
         http_set_public(*hs, cfg->http_public) != 0) {
         fprintf(stderr, "litevault: cannot set up HTTP on http.addr %s (see the log above); change http.addr\n",
                 cfg->http_addr);
@@ -362,31 +374,104 @@ static int open_http(struct daemon *dm, struct http_server **hs, struct http_ser
     return 0;
 }
 
-/* The lease changed who the primary is: this process keeps the role it
- * started with, so it stops; its service manager starts it again in the
- * new role. */
+/* The lease changed (on the lease's thread): a primary that is no longer
+ * the lease's holder in good standing refuses writes at once; the role
+ * worker does the rest. */
 static void lease_changed(void *arg)
 {
     struct daemon *dm = arg;
 
-    LV_WARN("the lease changed: this node %s the primary now; stopping so that a restart takes the new role",
-            dm->primary ? "is no longer" : "may be");
-    fs_request_exit();
+    struct worker *role = __atomic_load_n(&dm->role, __ATOMIC_ACQUIRE);
+
+    if (__atomic_load_n(&dm->primary, __ATOMIC_ACQUIRE) && !lease_is_primary(dm->lease))
+        dbreg_set_fenced(dm->reg, 1);
+    if (role)
+        worker_wake(role);
 }
 
-/* Step 3a: who is the primary (the lease).  0 or an exit code. */
+/* The databases' positions for an etcd lease's value ({"NAME": TXID}, malloc'ed), or NULL. */
+static char *lease_positions(void *arg)
+{
+    struct daemon *dm = arg;
+    struct dbreg *reg = __atomic_load_n(&dm->reg, __ATOMIC_ACQUIRE);
+    struct db_info *dbs = NULL;
+    size_t n = 0;
+    char *s = NULL;
+    json_t *o;
+
+    if (!reg || dbreg_list(reg, &dbs, &n) != 0)
+        return NULL;
+    o = json_object();
+    for (size_t i = 0; o && i < n; i++)
+        json_object_set_new(o, dbs[i].name, json_integer((json_int_t)dbs[i].txid));
+    s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    free(dbs);
+    return s;
+}
+
+/* The etcd lease's renewal deadline: every write checks it (dbreg_set_fence_deadline). */
+static void lease_deadline(void *arg, int64_t mono_us)
+{
+    struct daemon *dm = arg;
+    struct dbreg *reg = __atomic_load_n(&dm->reg, __ATOMIC_ACQUIRE);
+
+    if (reg)
+        dbreg_set_fence_deadline(reg, mono_us);
+}
+
+/* The cluster ID of an etcd lease without lease.key: agreed through etcd
+ * (lease_etcd_cluster) and kept in data.dir/cluster-id.  0 or an exit code. */
+static int etcd_cluster(struct daemon *dm, const struct lease_conf *lc)
+{
+    const struct config *cfg = dm->cfg;
+    char err[1024] = "";
+    uint8_t id[16];
+    int have = cluster_id_load(cfg->data_dir, id) == 0, rc;
+
+    if (have)
+        lv_hex(id, 16, dm->cluster_hex);
+    rc = lease_etcd_cluster(lc, dm->cluster_hex, have, 30000000, err, sizeof err);
+    if (rc) {
+        fprintf(stderr, "litevault: %s: %s\n", cfg->path ? cfg->path : "config", err);
+        return rc == LV_EREFUSED ? LV_EXIT_USAGE : LV_EXIT_RUNTIME;
+    }
+    if (!have && (lv_unhex(dm->cluster_hex, id, 16) != 0 || cluster_id_save(cfg->data_dir, id) != 0)) {
+        fprintf(stderr, "litevault: cannot save %s/cluster-id\n", cfg->data_dir);
+        return LV_EXIT_RUNTIME;
+    }
+    return 0;
+}
+
+/* Step 3a: who is the primary (the lease).  A static lease says at once;
+ * an etcd node starts as a replica of whoever holds the lease (perhaps
+ * nobody yet) and the role worker promotes it if it wins.  0 or an exit code. */
 static int open_lease(struct daemon *dm)
 {
     const struct config *cfg = dm->cfg;
-    const struct lease_conf lc = {cfg->lease_type, cfg->lease_candidate, cfg->advertise_url, cfg->primary_url};
+    struct lease_conf lc = {.type = cfg->lease_type, .candidate = cfg->lease_candidate,
+                            .advertise_url = cfg->advertise_url, .primary_url = cfg->primary_url,
+                            .node_id = dm->node_id, .endpoints = cfg->lease_endpoints, .key = cfg->lease_key,
+                            .ttl_us = cfg->lease_ttl_us, .ca_file = cfg->lease_tls_ca,
+                            .cert_file = cfg->lease_tls_cert, .key_file = cfg->lease_tls_key,
+                            .positions = lease_positions, .deadline = lease_deadline, .positions_arg = dm};
+    int etcd = strcmp(cfg->lease_type, "etcd") == 0, rc = 0;
     char err[1024] = "";
 
+    if (sys_mkdir_p(cfg->data_dir) != 0 || (rc = node_id_ensure(cfg->data_dir, dm->node_id)) != 0) {
+        fprintf(stderr, "litevault: cannot read or create %s/node-id: %s\n", cfg->data_dir,
+                rc ? lv_strerror(rc) : strerror(errno));
+        return LV_EXIT_RUNTIME;
+    }
+    if (etcd && !cfg->lease_key && (rc = etcd_cluster(dm, &lc)) != 0)
+        return rc;
+    lc.cluster_hex = dm->cluster_hex[0] ? dm->cluster_hex : NULL;
     if (lease_open(&lc, &dm->lease, err, sizeof err) != 0) {
         fprintf(stderr, "litevault: %s: %s\n", cfg->path ? cfg->path : "config", err);
         return LV_EXIT_USAGE;
     }
-    dm->primary = lease_is_primary(dm->lease);
-    if (!dm->primary && lease_primary_url(dm->lease, dm->primary_url, sizeof dm->primary_url) != 0) {
+    dm->primary = !etcd && lease_is_primary(dm->lease);
+    if (!dm->primary && lease_primary_url(dm->lease, dm->primary_url, sizeof dm->primary_url) != 0 && !etcd) {
         fprintf(stderr, "litevault: this node is a replica but no primary is known; set lease.primary-url\n");
         return LV_EXIT_USAGE;
     }
@@ -418,26 +503,15 @@ static void seed_replica(struct daemon *dm)
     seed_result_free(&res);
 }
 
-/* Step 4: what each role runs.  0 or an exit code. */
-static int open_role(struct daemon *dm)
+/* The primary's parts: cluster ID, streams, scheduled exports (started
+ * when started is 1) and the archiver.  0 or an exit code (message printed). */
+static int primary_parts(struct daemon *dm, int started)
 {
     const struct config *cfg = dm->cfg;
     char err[1024] = "";
     uint8_t cluster[16];
     int rc;
 
-    if ((rc = node_id_ensure(cfg->data_dir, dm->node_id)) != 0) {
-        fprintf(stderr, "litevault: cannot read or create %s/node-id: %s\n", cfg->data_dir, lv_strerror(rc));
-        return LV_EXIT_RUNTIME;
-    }
-    if (!dm->primary) {
-        dbreg_set_replica(dm->reg, dm->primary_url); /* D6 */
-        dbreg_set_mount(dm->reg, cfg->fuse_dir);
-        LV_INFO("role: replica of %s (node %s); archiving and scheduled exports run on the primary only",
-                dm->primary_url, dm->node_id);
-        lease_on_change(dm->lease, lease_changed, dm);
-        return 0;
-    }
     if ((rc = cluster_id_ensure(cfg->data_dir, cluster)) != 0) {
         fprintf(stderr, "litevault: cannot read or create %s/cluster-id: %s\n", cfg->data_dir, lv_strerror(rc));
         return LV_EXIT_RUNTIME;
@@ -451,9 +525,9 @@ static int open_role(struct daemon *dm)
         fprintf(stderr, "litevault: out of memory\n");
         return LV_EXIT_RUNTIME;
     }
-    LV_INFO("role: primary (node %s, cluster %s)", dm->node_id, dm->cluster_hex);
-    if (exports_new(cfg->exports, cfg->nexports, cfg->data_dir, dm->reg, NULL, NULL, &dm->exp, err, sizeof err) != 0) {
-        fprintf(stderr, "litevault: %s\n", err);
+    if (exports_new(cfg->exports, cfg->nexports, cfg->data_dir, dm->reg, NULL, NULL, &dm->exp, err, sizeof err) != 0 ||
+        (started && exports_start(dm->exp) != 0)) {
+        fprintf(stderr, "litevault: %s\n", err[0] ? err : "cannot start the scheduled exports");
         return LV_EXIT_RUNTIME;
     }
     if (archiver_start(cfg->archive, cfg->narchive, cfg->max_log_size, dm->reg, &dm->arch, err, sizeof err) != 0) {
@@ -461,6 +535,39 @@ static int open_role(struct daemon *dm)
         return LV_EXIT_USAGE;
     }
     archiver_set_retain(dm->arch, primary_retain, dm->prim);
+    return 0;
+}
+
+/* The role's fields of the HTTP API's context (api_set_role). */
+static void set_api_role(struct daemon *dm)
+{
+    api_set_role(&(struct api_ctx){.primary = dm->prim, .arch = dm->arch, .exp = dm->exp, .lease = dm->lease,
+                                   .cluster_hex = dm->primary ? dm->cluster_hex : NULL,
+                                   .primary_url = dm->primary ? NULL : dm->primary_url});
+}
+
+/* Step 4: what each role runs.  0 or an exit code. */
+static int open_role(struct daemon *dm)
+{
+    const struct config *cfg = dm->cfg;
+    int rc;
+
+    if (!dm->primary) {
+        dbreg_set_replica(dm->reg, dm->primary_url); /* D6 */
+        dbreg_set_mount(dm->reg, cfg->fuse_dir);
+        if (dm->primary_url[0])
+            LV_INFO("role: replica of %s (node %s); archiving and scheduled exports run on the primary only",
+                    dm->primary_url, dm->node_id);
+        else
+            LV_INFO("role: replica (node %s) until the lease names a primary%s", dm->node_id,
+                    cfg->lease_candidate ? " or elects this node" : "");
+        lease_on_change(dm->lease, lease_changed, dm);
+        return 0;
+    }
+    rc = primary_parts(dm, 0);
+    if (rc)
+        return rc;
+    LV_INFO("role: primary (node %s, cluster %s)", dm->node_id, dm->cluster_hex);
     lease_on_change(dm->lease, lease_changed, dm);
     return 0;
 }
@@ -469,6 +576,7 @@ static int open_role(struct daemon *dm)
 static int open_parts(struct daemon *dm, struct http_server **hs, struct http_server **admin)
 {
     const struct config *cfg = dm->cfg;
+    struct dbreg *reg = NULL;
     char err[1024] = "";
     int rc;
 
@@ -478,11 +586,12 @@ static int open_parts(struct daemon *dm, struct http_server **hs, struct http_se
     seed_replica(dm);
     /* A replica checks every page at start-up: a copy changed behind its
      * back must not pass for the primary's. */
-    if (dbreg_open(&(struct dbreg_opts){cfg->data_dir, cfg->segment_size, !lease_is_primary(dm->lease)}, &dm->reg,
+    if (dbreg_open(&(struct dbreg_opts){cfg->data_dir, cfg->segment_size, !lease_is_primary(dm->lease)}, &reg,
                    err, sizeof err) != 0) {
         fprintf(stderr, "litevault: %s\n", err);
         return LV_EXIT_RUNTIME;
     }
+    __atomic_store_n(&dm->reg, reg, __ATOMIC_RELEASE); /* the lease's thread may look (lease_deadline) */
     dbreg_clear_tmp(cfg->data_dir); /* D1 */
     rc = open_role(dm);
     return rc ? rc : open_http(dm, hs, admin);
@@ -493,7 +602,7 @@ static int start_replica(struct daemon *dm)
 {
     const struct config *cfg = dm->cfg;
 
-    if (dm->primary)
+    if (dm->primary || !dm->primary_url[0])
         return 0;
     if (replica_start(&(struct replica_opts){.reg = dm->reg, .data_dir = cfg->data_dir,
                                              .primary_url = dm->primary_url, .token = cfg->http_token,
@@ -506,6 +615,90 @@ static int start_replica(struct daemon *dm)
     }
     api_set_replica(dm->repl);
     return 0;
+}
+
+/* Stop a replica's client (the mount still serves). */
+static void stop_replica(struct daemon *dm)
+{
+    if (!dm->repl)
+        return;
+    api_set_replica(NULL);
+    replica_ask_stop(dm->repl);
+    if (replica_wait_stopped(dm->repl, 3000))
+        dbreg_close_mount_fds(dm->reg);
+    replica_stop(dm->repl);
+    dbreg_close_mount_fds(dm->reg);
+    dm->repl = NULL;
+}
+
+/* The lease elected this replica: it becomes the primary in place, the
+ * mount serving throughout.  Its client stops first (nothing more is
+ * applied), the primary's parts start, and only then do writes open.  0
+ * or an exit code (the daemon then stops). */
+static int promote(struct daemon *dm)
+{
+    int rc;
+
+    LV_INFO("lease: this node was elected; promoting it to primary (replication from %s stops)",
+            dm->primary_url[0] ? dm->primary_url : "(none)");
+    stop_replica(dm);
+    rc = primary_parts(dm, 1);
+    if (rc)
+        return rc;
+    __atomic_store_n(&dm->primary, 1, __ATOMIC_RELEASE);
+    dm->primary_url[0] = 0;
+    set_api_role(dm);
+    dbreg_set_fenced(dm->reg, !lease_is_primary(dm->lease));
+    dbreg_set_replica(dm->reg, NULL); /* writes open */
+    LV_INFO("role: primary (node %s, cluster %s)%s", dm->node_id, dm->cluster_hex,
+            dbreg_is_fenced(dm->reg) ? ", fenced until the lease is renewed" : "");
+    return 0;
+}
+
+/* One look at the lease (role_worker).  0, or an exit code: the daemon stops. */
+static int role_step(struct daemon *dm)
+{
+    char url[1024] = "";
+    int is_primary = lease_is_primary(dm->lease);
+    int known = lease_primary_url(dm->lease, url, sizeof url) == 0;
+
+    if (dm->primary) {
+        struct lease_info li;
+        dbreg_set_fenced(dm->reg, !is_primary);
+        lease_info(dm->lease, &li);
+        if (!li.holding) {
+            LV_WARN("lease: this node lost its term (%s): it stops (exit status %d) so that its restart rejoins as a "
+                    "replica", known ? url : "no primary elected yet", LV_EXIT_DEPOSED);
+            return LV_EXIT_DEPOSED;
+        }
+        return 0;
+    }
+    if (is_primary)
+        return promote(dm);
+    if (!known || strcmp(url, dm->primary_url) == 0 || !__atomic_load_n(&dm->mounted, __ATOMIC_ACQUIRE))
+        return 0;
+    LV_INFO("lease: following the primary %s%s%s", url, dm->primary_url[0] ? " instead of " : "", dm->primary_url);
+    stop_replica(dm);
+    snprintf(dm->primary_url, sizeof dm->primary_url, "%s", url);
+    dbreg_set_replica(dm->reg, dm->primary_url);
+    set_api_role(dm);
+    return start_replica(dm);
+}
+
+/* Follows an etcd lease: promotes, re-points the replica's client, fences
+ * and, once deposed, stops the daemon. */
+static void role_worker(struct worker *w, void *arg)
+{
+    struct daemon *dm = arg;
+
+    while (!worker_nap(w, 1000000)) {
+        int rc = role_step(dm);
+        if (rc) {
+            dm->exit_code = rc;
+            fs_request_exit();
+            break;
+        }
+    }
 }
 
 int daemon_run(const struct config *cfg, char **cmd)
@@ -547,10 +740,23 @@ int daemon_run(const struct config *cfg, char **cmd)
         fs_finish(fs);
         goto out_workers;
     }
+    __atomic_store_n(&dm.mounted, 1, __ATOMIC_RELEASE);
+    if (strcmp(cfg->lease_type, "etcd") == 0) {
+        struct worker *role = NULL;
+        if (worker_start("lv-role", role_worker, &dm, &role) != 0) {
+            rc = LV_EXIT_RUNTIME;
+            fs_finish(fs);
+            goto out_workers;
+        }
+        __atomic_store_n(&dm.role, role, __ATOMIC_RELEASE);
+    }
     api_set_serving(1);
     fs_run(fs);
     api_set_serving(0);
     notify_stopping("unmounting");
+    lease_on_change(dm.lease, NULL, NULL);
+    worker_stop(dm.role); /* the role stays as it is from here */
+    dm.role = NULL;
     replica_ask_stop(dm.repl);      /* D6 */
     if (dm.repl && replica_wait_stopped(dm.repl, 3000))
         dbreg_close_mount_fds(dm.reg); /* the applier's files on the mount, before it goes */
@@ -559,13 +765,17 @@ int daemon_run(const struct config *cfg, char **cmd)
     if (dm.arch)
         notify_status("archiving the rest of the log");
     archiver_drain(dm.arch); /* D4: after the unmount, bounded by archive[].shutdown-timeout */
-    rc = 0;
+    rc = dm.exit_code;
     if (dm.waiter) {
         worker_stop(dm.waiter); /* the child has exited: fs_run returned because of it, or a signal */
         int st = dm.child_status;
-        rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        if (!dm.exit_code) /* a deposed primary's status wins: its restart must rejoin */
+            rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
     }
 out_workers:
+    if (dm.lease)
+        lease_on_change(dm.lease, NULL, NULL);
+    worker_stop(dm.role);
     api_set_replica(NULL);
     replica_stop(dm.repl); /* D6: after fs_finish */
     if (dm.repl)

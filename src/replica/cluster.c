@@ -100,8 +100,7 @@ static int id_save(const char *data_dir, const char *name, const uint8_t id[16])
     return publish_buf(path, buf, ID_FILE_LEN);
 }
 
-/* 128 random bits into id.  0 or LV_EIO (logged). */
-static int id_random(uint8_t id[16])
+int cluster_id_random(uint8_t id[16])
 {
     size_t got = 0;
 
@@ -126,7 +125,7 @@ static int id_ensure(const char *data_dir, const char *name, uint8_t id[16])
 
     if (rc != LV_ENOENT)
         return rc;
-    rc = id_random(id);
+    rc = cluster_id_random(id);
     if (rc == 0)
         rc = id_save(data_dir, name, id);
     if (rc == 0)

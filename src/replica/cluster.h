@@ -29,6 +29,9 @@ int cluster_id_save(const char *data_dir, const uint8_t id[16]);
  * save them when there is none.  0 or LV_E* as cluster_id_load/_save. */
 int cluster_id_ensure(const char *data_dir, uint8_t id[16]);
 
+/* 128 random bits (getrandom) into id.  0 or LV_EIO (logged). */
+int cluster_id_random(uint8_t id[16]);
+
 /* This node's ID as 32 lower-case hex digits into out (NUL-terminated):
  * loaded from data_dir/node-id, or made and saved at the first start.
  * 0; LV_ECORRUPT (logged, naming the file); LV_E* (I/O, logged). */

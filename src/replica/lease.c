@@ -3,8 +3,8 @@
  *
  * Design.  struct lease is a small object with an ops table: lease_open
  * picks the implementation from lease_conf.type, and every public call
- * goes through l->ops, so a later etcd lease adds one ops table and one
- * line in lease_open, and the daemon does not change.  What all kinds
+ * goes through l->ops (lease_impl.h); the etcd kind lives in
+ * lease_etcd.c.  What all kinds
  * share lives in struct lease itself: the copied configuration and the
  * change callback (under l->lock, because an etcd lease calls it from its
  * own thread while the daemon may replace it).
@@ -18,8 +18,11 @@
  *   L1. After lease_open, type, candidate, advertise_url and primary_url
  *       never change (an etcd lease keeps its changing state elsewhere).
  *   L2. A static lease with candidate 0 has a primary_url.
+ *   L3. The change callback runs with l->lock held, so once lease_on_change
+ *       returns, the callback it replaced runs no more: its argument may be
+ *       freed.
  */
-#include "replica/lease.h"
+#include "replica/lease_impl.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -27,19 +30,14 @@
 
 #include "base/lv.h"
 
-struct lease_ops {
-    int (*is_primary)(struct lease *l);
-    int (*primary_url)(struct lease *l, char *buf, size_t n);
-    void (*close)(struct lease *l);
-};
-
 struct lease {
     const struct lease_ops *ops; /* the implementation */
+    void *impl;                  /* its private part (etcd), or NULL */
     char *type;                  /* lease type (owned; L1) */
     int candidate;               /* may be the primary (L1) */
     char *advertise_url;         /* this node's URL (owned), or NULL (L1) */
     char *primary_url;           /* the primary to follow (owned), or NULL (L1) */
-    pthread_mutex_t lock;        /* guards change_fn, change_arg */
+    pthread_mutex_t lock;        /* guards change_fn, change_arg; held while the callback runs (L3) */
     void (*change_fn)(void *arg);
     void *change_arg;
 };
@@ -70,12 +68,42 @@ static int static_primary_url(struct lease *l, char *buf, size_t n)
     return copy_url(l->candidate ? l->advertise_url : l->primary_url, buf, n);
 }
 
+static void static_info(struct lease *l, struct lease_info *out)
+{
+    out->state = l->candidate ? "primary" : "follower";
+    out->holding = l->candidate;
+}
+
 static void static_close(struct lease *l)
 {
     LV_UNUSED(l);
 }
 
-static const struct lease_ops static_ops = {static_is_primary, static_primary_url, static_close};
+static const struct lease_ops static_ops = {static_is_primary, static_primary_url, static_info, static_close};
+
+/* ---- for the kinds (lease_impl.h) ---- */
+
+void lease_set_impl(struct lease *l, const struct lease_ops *ops, void *impl)
+{
+    l->ops = ops;
+    l->impl = impl;
+}
+
+void *lease_impl(struct lease *l) { return l->impl; }
+
+const char *lease_advertise_url(struct lease *l) { return l->advertise_url ? l->advertise_url : ""; }
+
+int lease_candidate(struct lease *l) { return l->candidate; }
+
+int64_t lease_margin_us(int64_t ttl_us) { return ttl_us / 4 > 200000 ? ttl_us / 4 : 200000; }
+
+void lease_notify(struct lease *l)
+{
+    pthread_mutex_lock(&l->lock); /* held during the call: lease_on_change waits for it (L3) */
+    if (l->change_fn)
+        l->change_fn(l->change_arg);
+    pthread_mutex_unlock(&l->lock);
+}
 
 /* ---- the interface ---- */
 
@@ -84,16 +112,14 @@ int lease_open(const struct lease_conf *c, struct lease **out, char *err, size_t
     const char *type = c->type ? c->type : "static";
     struct lease *l;
 
+    int etcd = strcmp(type, "etcd") == 0, rc;
+
     *out = NULL;
-    if (strcmp(type, "etcd") == 0) {
-        lv_seterr(err, errlen, "lease.type etcd is not supported yet (use static)");
+    if (!etcd && strcmp(type, "static") != 0) {
+        lv_seterr(err, errlen, "unknown lease.type \"%s\" (use static or etcd)", type);
         return LV_ECONFIG;
     }
-    if (strcmp(type, "static") != 0) {
-        lv_seterr(err, errlen, "unknown lease.type \"%s\" (use static)", type);
-        return LV_ECONFIG;
-    }
-    if (!c->candidate && (c->primary_url == NULL || *c->primary_url == '\0')) { /* L2 */
+    if (!etcd && !c->candidate && (c->primary_url == NULL || *c->primary_url == '\0')) { /* L2 */
         lv_seterr(err, errlen, "a static replica (lease.candidate false) needs lease.primary-url");
         return LV_ECONFIG;
     }
@@ -114,6 +140,10 @@ int lease_open(const struct lease_conf *c, struct lease **out, char *err, size_t
         return LV_ENOMEM;
     }
     pthread_mutex_init(&l->lock, NULL);
+    if (etcd && (rc = lease_etcd_open(l, c, err, errlen)) != 0) {
+        lease_close(l);
+        return rc;
+    }
     *out = l;
     return 0;
 }
@@ -126,6 +156,12 @@ int lease_is_primary(struct lease *l)
 int lease_primary_url(struct lease *l, char *buf, size_t n)
 {
     return l->ops->primary_url(l, buf, n);
+}
+
+void lease_info(struct lease *l, struct lease_info *out)
+{
+    memset(out, 0, sizeof *out);
+    l->ops->info(l, out);
 }
 
 void lease_on_change(struct lease *l, void (*fn)(void *arg), void *arg)

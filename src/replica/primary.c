@@ -1181,9 +1181,9 @@ static int h_stream(void *ctx, const struct http_request *req, struct http_respo
     return 0;
 }
 
-int primary_register(struct primary *p, struct http_server *s)
+int primary_stream(struct primary *p, const struct http_request *req, struct http_response *resp)
 {
-    return http_route_ex(s, "POST", "/v1/stream", h_stream, p, HTTP_R_PRIVATE) != 0 ? LV_ENOMEM : 0;
+    return h_stream(p, req, resp);
 }
 
 /* ------------------------------------------------------------ retention */

@@ -9,7 +9,7 @@
  *
  * Ownership: primary_new returns a handle owned by the caller and freed by
  * primary_free once no stream can run any more (after http_free of the
- * server primary_register was called on).  The registry is borrowed.
+ * server whose route calls primary_stream).  The registry is borrowed.
  */
 #ifndef REPL_PRIMARY_H
 #define REPL_PRIMARY_H
@@ -19,7 +19,8 @@
 
 struct dbreg;
 struct db_info;
-struct http_server;
+struct http_request;
+struct http_response;
 struct primary;
 struct primary_conn;
 
@@ -43,9 +44,10 @@ struct primary_opts {
 /* Create the primary's state.  0 or LV_ENOMEM. */
 int primary_new(const struct primary_opts *o, struct primary **out);
 
-/* Route POST /v1/stream on s (a private route: it needs http.token when
- * one is set).  0 or LV_ENOMEM. */
-int primary_register(struct primary *p, struct http_server *s);
+/* Answer POST /v1/stream (req) into resp: the daemon's route calls it on
+ * the primary (a private route: it needs http.token when one is set).
+ * Always 0 (errors are answered in resp). */
+int primary_stream(struct primary *p, const struct http_request *req, struct http_response *resp);
 
 /* End every stream at its next step (the node stops being the primary, or
  * shuts down); new ones are refused with 503. */

@@ -13,6 +13,7 @@
  *   dest.h     archive destinations (file:// or s3) and the twin-test table
  *   bank.h     the bank workload: a transfer writer, invariant-checking reader processes
  *   netns.h    network namespaces: nodes inside them, cut and heal (partitions)
+ *   etcd.h     a single-member etcd per test (the etcd lease)
  */
 #ifndef TESTLIB_LVTEST_H
 #define TESTLIB_LVTEST_H
@@ -20,6 +21,7 @@
 #include "bank.h"
 #include "cli.h"
 #include "dest.h"
+#include "etcd.h"
 #include "files.h"
 #include "fixture.h"
 #include "http.h"

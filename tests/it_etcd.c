@@ -1,0 +1,463 @@
+/*
+ * it_etcd.c -- the etcd lease (lease.type: etcd) against a real etcd
+ * (Debian's etcd-server, one member per test on loopback).
+ *
+ *   etcd/failover          three candidates: the first started wins and the
+ *                          others follow it; after kill -9 of the primary
+ *                          under a write load, another is elected and takes
+ *                          writes within ttl + 2 s, holding every row the
+ *                          replicas had, with no gap; the third follows it
+ *   etcd/fence_and_resume  etcd killed under a write load: the primary
+ *                          stops taking writes before its TTL runs out
+ *                          (never after), and takes them again once etcd
+ *                          is back on the same data (the lease survived)
+ *   etcd/deposed           a primary frozen past its TTL (SIGSTOP) is
+ *                          replaced; when it wakes it accepts nothing more,
+ *                          exits with status 3, and its restart follows
+ *                          the new primary; both TXID histories agree
+ *   etcd/most_advanced_wins  of two surviving candidates, the one that had
+ *                          applied more (the other's applies held back by a
+ *                          long reader) is elected: the lagging one does
+ *                          not race while the other's node key lives, even
+ *                          when it alone sees the primary go (the other
+ *                          paused)
+ *   etcd/bad_answers       etcd endpoints that answer garbage, HTTP 500 or
+ *                          nothing at all: the daemon stays up as a replica
+ *                          without a primary, refuses writes, and names the
+ *                          endpoint and the problem in its log and /status
+ *
+ * Skipped, saying so, when etcd is not installed (`make test` installs it).
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "lib/lvtest.h"
+
+TestSuite(etcd, .fini = lvt_fini, .timeout = 240);
+
+static void need_etcd(void)
+{
+    char why[256];
+    if (!etcd_available(why, sizeof why))
+        cr_skip_test("%s", why);
+}
+
+/* A node with an etcd lease of ttl_s seconds on e. */
+static struct lvnode *etcd_node(const struct lvetcd *e, int ttl_s, int start)
+{
+    char yaml[512], ep[128];
+    snprintf(yaml, sizeof yaml, "lease:\n  type: etcd\n  endpoints: %s\n  ttl: %ds\n",
+             etcd_endpoints(e, 0, ep, sizeof ep), ttl_s);
+    struct lvnode *n = lvnode_new(yaml);
+    if (start)
+        lvnode_start(n);
+    return n;
+}
+
+/* 1 if n answers GET /primary with 200. */
+static int is_primary(const struct lvnode *n)
+{
+    long st = 0;
+    free(lvnode_http_get(n, "/primary", &st));
+    return st == 200;
+}
+
+/* The primary URL n's /status names ("" on the primary or when unknown), into buf. */
+static const char *follows(const struct lvnode *n, char *buf, size_t len)
+{
+    json_t *s = lvnode_status(n);
+    const char *p = s ? json_string_value(json_object_get(s, "primary")) : NULL;
+    snprintf(buf, len, "%s", p ? p : "");
+    json_decref(s);
+    return buf;
+}
+
+static int follows_node(const struct lvnode *n, const struct lvnode *p)
+{
+    char buf[256], want[128];
+    snprintf(want, sizeof want, "http://%s", p->http);
+    return strcmp(follows(n, buf, sizeof buf), want) == 0;
+}
+
+/* Rows in t on n, or -1. */
+static long long rows(const struct lvnode *n)
+{
+    char *path = lvnode_path(n, "app.db");
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    long long v = -1;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, "SELECT count(*) FROM t", -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    free(path);
+    return v;
+}
+
+/* A writer inserting ids 1, 2, 3, ... one per transaction, retrying a
+ * refused write every 20 ms; it notes what was acknowledged and when. */
+struct writer {
+    char *path;               /* database on the mount */
+    atomic_int stop;          /* set to end it */
+    atomic_long acked;        /* last id committed */
+    atomic_llong first_fail;  /* now_ms of the first refused write after a success, or 0 */
+    atomic_llong last_ok;     /* now_ms of the last commit */
+    atomic_llong ok_after_fail; /* now_ms of the first commit after first_fail, or 0 */
+    long first;               /* the first id it inserts */
+    int fail_rc;              /* SQLite's code for first_fail */
+    char fail_msg[128];       /* and its message */
+    pthread_t thread;
+};
+
+static void *writer_main(void *arg)
+{
+    struct writer *w = arg;
+    sqlite3 *db = NULL;
+    long next = w->first;
+
+    cr_assert_eq(sqlite3_open(w->path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 200);
+    sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
+    while (!atomic_load(&w->stop)) {
+        char sql[128];
+        snprintf(sql, sizeof sql, "INSERT INTO t(id) VALUES(%ld)", next);
+        int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+        long long now = now_ms();
+        if (rc == SQLITE_OK) {
+            atomic_store(&w->acked, next++);
+            atomic_store(&w->last_ok, now);
+            if (atomic_load(&w->first_fail) && !atomic_load(&w->ok_after_fail))
+                atomic_store(&w->ok_after_fail, now);
+        } else if (rc == SQLITE_CONSTRAINT) {
+            next++; /* committed, but its acknowledgement was lost: never counted */
+        } else if (!atomic_load(&w->first_fail) && atomic_load(&w->acked) > 0) {
+            atomic_store(&w->first_fail, now);
+            w->fail_rc = rc;
+            snprintf(w->fail_msg, sizeof w->fail_msg, "%s", sqlite3_errmsg(db));
+        }
+        sleep_ms(rc == SQLITE_OK ? 5 : 20);
+    }
+    sqlite3_close(db);
+    return NULL;
+}
+
+static void writer_start(struct writer *w, const struct lvnode *n, long first)
+{
+    memset(w, 0, sizeof *w);
+    w->first = first;
+    w->path = lvnode_path(n, "app.db");
+    cr_assert_eq(pthread_create(&w->thread, NULL, writer_main, w), 0);
+}
+
+static void writer_stop(struct writer *w)
+{
+    atomic_store(&w->stop, 1);
+    pthread_join(w->thread, NULL);
+    free(w->path);
+}
+
+static void make_table(const struct lvnode *n)
+{
+    char *p = lvnode_path(n, "app.db");
+    cr_assert_eq(sql_exec(p, "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY)", 0), 0);
+    free(p);
+}
+
+/* Try one statement on n's app.db: SQLite's result code (never asserts). */
+static int try_sql(const struct lvnode *n, const char *db, const char *sql)
+{
+    char *path = lvnode_path(n, db);
+    sqlite3 *h = NULL;
+    int rc = sqlite3_open(path, &h);
+    if (rc == SQLITE_OK) {
+        sqlite3_busy_timeout(h, 200);
+        rc = sqlite3_exec(h, sql, NULL, NULL, NULL);
+    }
+    sqlite3_close(h);
+    free(path);
+    return rc;
+}
+
+/* Rows 1..max(id) all present in n's t (no gap)? */
+static int no_gap(const struct lvnode *n)
+{
+    char *p = lvnode_path(n, "app.db");
+    long long c = sql_int(p, "SELECT count(*) FROM t WHERE id < 1000000"),
+              m = sql_int(p, "SELECT coalesce(max(id),0) FROM t WHERE id < 1000000");
+    free(p);
+    return c == m;
+}
+
+Test(etcd, failover)
+{
+    need_etcd();
+    struct lvetcd *e = etcd_start(NULL);
+    struct lvnode *n[3];
+    n[0] = etcd_node(e, 2, 1);
+    cr_assert(WAIT_FOR(is_primary(n[0]), 10000), "the first candidate did not win the lease");
+    n[1] = etcd_node(e, 2, 1);
+    n[2] = etcd_node(e, 2, 1);
+    cr_assert(WAIT_FOR(follows_node(n[1], n[0]) && follows_node(n[2], n[0]), 10000),
+              "the other candidates do not follow the primary");
+    cr_assert(!is_primary(n[1]) && !is_primary(n[2]));
+    make_table(n[0]);
+
+    struct writer w;
+    writer_start(&w, n[0], 1);
+    cr_assert(WAIT_FOR(atomic_load(&w.acked) >= 100, 10000));
+    writer_stop(&w);
+    long acked = atomic_load(&w.acked);
+    cr_assert(WAIT_FOR(rows(n[1]) == acked && rows(n[2]) == acked, 10000), "replicas did not catch up");
+
+    /* Kill -9 the primary under load: a second writer keeps committing until the kill. */
+    writer_start(&w, n[0], acked + 1);
+    sleep_ms(300);
+    lvnode_kill9(n[0]);
+    long long t_kill = now_ms();
+    writer_stop(&w);
+
+    int winner = -1;
+    long long t_first = 0;
+    while (winner < 0 && now_ms() - t_kill < 10000) {
+        for (int i = 1; i < 3 && winner < 0; i++) {
+            if (try_sql(n[i], "app.db", "INSERT INTO t(id) VALUES(1000000)") == SQLITE_OK) {
+                winner = i;
+                t_first = now_ms();
+            }
+        }
+        if (winner < 0)
+            sleep_ms(50);
+    }
+    cr_assert_geq(winner, 1, "no node took writes within 10 s of the primary's death");
+    cr_log_info("failover: first write accepted %lld ms after kill -9 (ttl 2 s)", t_first - t_kill);
+    cr_assert_leq(t_first - t_kill, 4000, "failover took %lld ms, more than ttl + 2 s", t_first - t_kill);
+    struct lvnode *np = n[winner], *other = n[3 - winner];
+    char *p = lvnode_path(np, "app.db");
+    long long have = sql_int(p, "SELECT count(*) FROM t WHERE id < 1000000");
+    free(p);
+    cr_log_info("failover: the new primary holds rows 1..%lld; %ld were acknowledged before the kill (asynchronous "
+                "replication: the difference is what the dead primary had not yet sent)", have, atomic_load(&w.acked));
+    cr_assert_geq(have, acked, "the new primary lost rows every replica held");
+    cr_assert(no_gap(np));
+    cr_assert(WAIT_FOR(follows_node(other, np), 10000), "the third node does not follow the new primary");
+    cr_assert(WAIT_FOR(rows(other) == have + 1, 10000), "the third node did not get the new primary's write");
+}
+
+Test(etcd, fence_and_resume)
+{
+    need_etcd();
+    struct lvetcd *e = etcd_start(NULL);
+    struct lvnode *n = etcd_node(e, 3, 1);
+    cr_assert(WAIT_FOR(is_primary(n), 10000));
+    make_table(n);
+    struct writer w;
+    writer_start(&w, n, 1);
+    cr_assert(WAIT_FOR(atomic_load(&w.acked) >= 20, 10000));
+    etcd_kill(e);
+    long long t_kill = now_ms();
+    cr_assert(WAIT_FOR(atomic_load(&w.first_fail) != 0, 6000), "writes still accepted 6 s after etcd died");
+    long long fail = atomic_load(&w.first_fail), last = atomic_load(&w.last_ok);
+    cr_log_info("fence: last write accepted %lld ms, first refused %lld ms after etcd died (ttl 3 s): %d %s",
+                last - t_kill, fail - t_kill, w.fail_rc, w.fail_msg);
+    cr_assert_lt(last - t_kill, 3000, "a write was accepted %lld ms after etcd died: past the TTL", last - t_kill);
+    cr_assert_eq(atomic_load(&w.ok_after_fail), 0, "a write was accepted while fenced");
+    long st = 0;
+    free(lvnode_http_get(n, "/primary", &st));
+    cr_assert_eq(st, 503, "GET /primary answers %ld while fenced", st);
+    sleep_ms(1500);
+    cr_assert_eq(atomic_load(&w.ok_after_fail), 0, "a write was accepted while etcd was down");
+
+    etcd_restart(e);
+    cr_assert(WAIT_FOR(atomic_load(&w.ok_after_fail) != 0, 15000), "writes did not resume once etcd was back");
+    writer_stop(&w);
+    cr_assert(lvnode_alive(n));
+    cr_assert(is_primary(n));
+    cr_assert(lvnode_log_contains(n, "fenced"));
+    cr_assert(no_gap(n));
+    lvnode_stop(n);
+}
+
+Test(etcd, deposed)
+{
+    need_etcd();
+    struct lvetcd *e = etcd_start(NULL);
+    struct lvnode *a = etcd_node(e, 2, 1);
+    cr_assert(WAIT_FOR(is_primary(a), 10000));
+    struct lvnode *b = etcd_node(e, 2, 1);
+    cr_assert(WAIT_FOR(follows_node(b, a), 10000));
+    make_table(a);
+    char *pa = lvnode_path(a, "app.db"), *pb = lvnode_path(b, "app.db");
+    for (int i = 1; i <= 10; i++) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "INSERT INTO t(id) VALUES(%d)", i);
+        cr_assert_eq(sql_exec(pa, sql, 0), 0);
+    }
+    cr_assert(WAIT_FOR(rows(b) == 10, 10000));
+    uint64_t a_txid = lvnode_last_txid(a, "app.db");
+
+    kill(a->pid, SIGSTOP);
+    cr_assert(WAIT_FOR(is_primary(b), 10000), "the replica was not elected while the primary was frozen");
+    cr_assert(WAIT_FOR(try_sql(b, "app.db", "INSERT INTO t(id) VALUES(11)") == SQLITE_OK, 5000),
+              "the new primary takes no writes");
+    kill(a->pid, SIGCONT);
+    int st = wait_exit(a->pid, 10000);
+    cr_assert_geq(st, 0, "the deposed primary did not stop");
+    cr_assert_eq(status_code(st), 3, "the deposed primary exited with %d, not 3", status_code(st));
+    lvt_forget_child(a->pid);
+    a->pid = 0;
+    run_cmd(NULL, "fusermount3 -uz %s 2>/dev/null", a->mnt);
+    cr_assert(lvnode_log_contains(a, "lost its term"));
+    cr_assert_eq(lvnode_last_txid(a, "app.db"), a_txid, "the deposed primary logged a transaction after it froze");
+
+    lvnode_start(a);
+    cr_assert(WAIT_FOR(follows_node(a, b), 10000), "the restarted node does not follow the new primary");
+    cr_assert(WAIT_FOR(rows(a) == 11, 10000));
+    cr_assert(!is_primary(a));
+    /* One history: the same checksum after every TXID both hold. */
+    struct lvrec *ra = NULL, *rb = NULL;
+    int na = lvnode_log_records(a, "app.db", &ra), nb = lvnode_log_records(b, "app.db", &rb);
+    cr_assert_geq(na, 1);
+    cr_assert_eq(na, nb);
+    for (int i = 0; i < na; i++)
+        cr_assert_eq(ra[i].post_checksum, rb[i].post_checksum, "the histories differ at TXID %llu", (unsigned long long)ra[i].txid);
+    free(ra);
+    free(rb);
+    free(pa);
+    free(pb);
+}
+
+/* A node with an etcd lease of ttl_s seconds on e and an extra YAML section. */
+static struct lvnode *etcd_node_with(const struct lvetcd *e, int ttl_s, const char *more)
+{
+    char yaml[512], ep[128];
+    snprintf(yaml, sizeof yaml, "lease:\n  type: etcd\n  endpoints: %s\n  ttl: %ds\n%s",
+             etcd_endpoints(e, 0, ep, sizeof ep), ttl_s, more);
+    struct lvnode *n = lvnode_new(yaml);
+    lvnode_start(n);
+    return n;
+}
+
+Test(etcd, most_advanced_wins)
+{
+    need_etcd();
+    struct lvetcd *e = etcd_start(NULL);
+    struct lvnode *a = etcd_node(e, 2, 1);
+    cr_assert(WAIT_FOR(is_primary(a), 10000));
+    /* b's lease outlives a pause of several seconds; c gives up an apply
+     * after 50 ms of a reader in the way, and keeps trying. */
+    struct lvnode *b = etcd_node_with(e, 8, "");
+    struct lvnode *c = etcd_node_with(e, 2, "replication:\n  apply-wait: 50ms\n");
+    cr_assert(WAIT_FOR(follows_node(b, a) && follows_node(c, a), 10000));
+    make_table(a);
+    cr_assert_eq(try_sql(a, "app.db", "INSERT INTO t(id) VALUES(1)"), SQLITE_OK);
+    cr_assert(WAIT_FOR(rows(b) == 1 && rows(c) == 1, 10000));
+
+    /* A reader on c holds its snapshot: c stops applying, b keeps up. */
+    char *pc = lvnode_path(c, "app.db");
+    sqlite3 *rd = NULL;
+    cr_assert_eq(sqlite3_open_v2(pc, &rd, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(rd, "BEGIN; SELECT count(*) FROM t;", NULL, NULL, NULL), SQLITE_OK);
+    for (int i = 2; i <= 20; i++) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "INSERT INTO t(id) VALUES(%d)", i);
+        cr_assert_eq(try_sql(a, "app.db", sql), SQLITE_OK);
+    }
+    cr_assert(WAIT_FOR(rows(b) == 20, 10000));
+    uint64_t tb = lvnode_last_txid(b, "app.db"), tc = lvnode_last_txid(c, "app.db");
+    cr_assert_lt(tc, tb, "c applied despite its reader (TXID %llu, b %llu)", (unsigned long long)tc,
+                 (unsigned long long)tb);
+    sleep_ms(2500); /* the node keys carry the new positions (put every TTL/4) */
+
+    /* b pauses (its lease and node key live on), a dies: c alone sees the
+     * primary key go, and must leave it to b, which is ahead. */
+    kill(b->pid, SIGSTOP);
+    lvnode_kill9(a);
+    long long t0 = now_ms();
+    cr_assert(WAIT_FOR(lvnode_log_contains(c, "no primary holds"), 10000), "c did not see the primary key go");
+    long long t1 = now_ms();
+    sleep_ms(1500);
+    int c_won = is_primary(c);
+    cr_log_info("most_advanced: the primary key went %lld ms after the kill; c checked at %lld ms", t1 - t0,
+                now_ms() - t0);
+    kill(b->pid, SIGCONT);
+    cr_assert(!c_won, "the lagging node was elected while a more advanced candidate lived");
+    cr_assert(lvnode_log_contains(c, "not racing for"), "c did not say why it stayed out");
+    cr_assert(WAIT_FOR(is_primary(b), 10000), "b was not elected");
+    sqlite3_exec(rd, "COMMIT", NULL, NULL, NULL);
+    sqlite3_close(rd);
+    free(pc);
+    cr_assert(WAIT_FOR(follows_node(c, b), 10000));
+    cr_assert(WAIT_FOR(rows(c) == 20, 10000), "c did not catch up from the new primary");
+}
+
+/* A fake etcd on port: every request to /v3/kv/range gets 200 with
+ * garbage, everything else 500 with an etcd-style error. */
+static const char FAKE_ETCD[] =
+    "import http.server,sys\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "  def do_POST(s):\n"
+    "    s.rfile.read(int(s.headers.get('Content-Length') or 0))\n"
+    "    if s.path=='/v3/kv/range': b=b'<html>not etcd</html>'; s.send_response(200)\n"
+    "    else: b=b'{\"error\":\"etcdserver: boom\",\"message\":\"etcdserver: boom\",\"code\":2}'; s.send_response(500)\n"
+    "    s.send_header('Content-Length',str(len(b))); s.end_headers(); s.wfile.write(b)\n"
+    "  def log_message(s,*a): pass\n"
+    "http.server.HTTPServer(('127.0.0.1',int(sys.argv[1])),H).serve_forever()\n";
+
+Test(etcd, bad_answers)
+{
+    int fport = free_port(), hport;
+    char cmd[64], log[300], yaml[512];
+    snprintf(cmd, sizeof cmd, "%d", fport);
+    snprintf(log, sizeof log, "%s/fake.log", lvt_tmpdir("fake-etcd"));
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        execlp("python3", "python3", "-c", FAKE_ETCD, cmd, (char *)NULL);
+        _exit(127);
+    }
+    lvt_defer_kill(pid);
+    /* An endpoint that accepts and never answers: a listening socket nobody reads. */
+    hport = free_port();
+    cr_assert(WAIT_FOR(run_cmd(NULL, "curl -s -o /dev/null --max-time 1 -X POST http://127.0.0.1:%d/", fport) == 0, 5000));
+    pid_t hp = fork();
+    cr_assert_geq(hp, 0);
+    if (hp == 0) {
+        execlp("python3", "python3", "-c",
+               "import socket,sys,time\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+               "s.bind(('127.0.0.1',int(sys.argv[1])));s.listen(64)\nwhile True: time.sleep(1)\n",
+               (snprintf(cmd, sizeof cmd, "%d", hport), cmd), (char *)NULL);
+        _exit(127);
+    }
+    lvt_defer_kill(hp);
+    sleep_ms(300);
+    snprintf(yaml, sizeof yaml, "lease:\n  type: etcd\n  key: /test/primary\n  ttl: 2s\n"
+                                "  endpoints: [http://127.0.0.1:%d, http://127.0.0.1:%d]\n", fport, hport);
+    struct lvnode *n = lvnode_new(yaml);
+    lvnode_start(n);
+    sleep_ms(4000);
+    cr_assert(lvnode_alive(n), "the daemon died on bad etcd answers");
+    cr_assert(!is_primary(n));
+    cr_assert(lvnode_log_contains(n, "is not a JSON object") || lvnode_log_contains(n, "answered HTTP 500"),
+              "no log line about the bad answers");
+    char ep[64];
+    snprintf(ep, sizeof ep, "127.0.0.1:%d", hport);
+    cr_assert(lvnode_log_contains(n, ep), "the silent endpoint is not named in the log");
+    json_t *s = lvnode_status(n);
+    cr_assert_not_null(s);
+    const char *err = json_string_value(json_object_get(json_object_get(s, "lease"), "error"));
+    cr_assert(err && *err, "/status shows no lease error");
+    json_decref(s);
+    cr_assert_neq(try_sql(n, "new.db", "CREATE TABLE x(a)"), SQLITE_OK, "a write was accepted without a lease");
+    lvnode_stop(n);
+}

@@ -1,0 +1,102 @@
+/*
+ * etcd.c -- a single-member etcd per test (see etcd.h).
+ */
+#include "etcd.h"
+
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "files.h"
+#include "fixture.h"
+#include "node.h"
+#include "util.h"
+
+#define ETCD_BIN "/usr/bin/etcd"
+
+int etcd_available(char *why, size_t len)
+{
+    if (access(ETCD_BIN, X_OK) == 0)
+        return 1;
+    snprintf(why, len, "%s is not installed (Debian's etcd-server; `make test` installs it)", ETCD_BIN);
+    return 0;
+}
+
+static void etcd_spawn(struct lvetcd *e)
+{
+    char data[300], log[300], listen[160], peer[64], cluster[96];
+    pid_t pid;
+
+    snprintf(data, sizeof data, "%s/data", e->dir);
+    snprintf(log, sizeof log, "%s/etcd.log", e->dir);
+    if (e->extra[0])
+        snprintf(listen, sizeof listen, "http://127.0.0.1:%d,http://%s:%d", e->port, e->extra, e->port);
+    else
+        snprintf(listen, sizeof listen, "http://127.0.0.1:%d", e->port);
+    snprintf(peer, sizeof peer, "http://127.0.0.1:%d", e->peer);
+    snprintf(cluster, sizeof cluster, "default=%s", peer);
+    pid = fork();
+    cr_assert_geq(pid, 0, "fork");
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        execl(ETCD_BIN, "etcd", "--name", "default", "--data-dir", data, "--listen-client-urls", listen,
+              "--advertise-client-urls", e->url, "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+              "--initial-cluster", cluster, "--log-level", "warn", (char *)NULL);
+        _exit(127);
+    }
+    e->pid = pid;
+    lvt_defer_kill(pid);
+    int up = WAIT_FOR(run_cmd(NULL, "curl -sf --max-time 1 %s/health >/dev/null", e->url) == 0, 20000);
+    cr_assert(up, "etcd did not answer on %s within 20 s (see %s)", e->url, log);
+}
+
+struct lvetcd *etcd_start(const char *extra_addr)
+{
+    struct lvetcd *e = calloc(1, sizeof *e);
+
+    cr_assert(e);
+    lvt_defer(LVT_UNDO, free, e);
+    snprintf(e->dir, sizeof e->dir, "%s", lvt_tmpdir("etcd"));
+    snprintf(e->extra, sizeof e->extra, "%s", extra_addr ? extra_addr : "");
+    e->port = free_port();
+    do
+        e->peer = free_port();
+    while (e->peer == e->port);
+    snprintf(e->url, sizeof e->url, "http://127.0.0.1:%d", e->port);
+    etcd_spawn(e);
+    return e;
+}
+
+void etcd_restart(struct lvetcd *e)
+{
+    cr_assert_eq(e->pid, 0, "etcd is still running");
+    etcd_spawn(e);
+}
+
+void etcd_kill(struct lvetcd *e)
+{
+    if (!e->pid)
+        return;
+    kill(e->pid, SIGKILL);
+    wait_exit(e->pid, 5000);
+    lvt_forget_child(e->pid);
+    e->pid = 0;
+}
+
+char *etcd_endpoints(const struct lvetcd *e, int via_extra, char *buf, size_t len)
+{
+    if (via_extra && e->extra[0])
+        snprintf(buf, len, "[http://%s:%d]", e->extra, e->port);
+    else
+        snprintf(buf, len, "[%s]", e->url);
+    return buf;
+}
