@@ -218,6 +218,21 @@ int dbreg_is_replica(const struct dbreg *r);
  * finished: after dbreg_set_fenced(r, 1), no new record is logged. */
 void dbreg_set_fenced(struct dbreg *r, int fenced);
 
+/* Run fn(arg, name, txid) after each application operation that logged a
+ * record (TXID txid of database name), on the application's FUSE thread,
+ * before the application learns the operation's result: the primary's
+ * synchronous replication waits there for its replicas.  fn returns 0, or
+ * nonzero to fail the operation (EIO: the commit is not acknowledged,
+ * though it is in the log).  No lock is held during the call.  fn NULL
+ * removes the hook; arg must stay valid until the hook is removed and no
+ * operation is in flight (the mount is gone). */
+void dbreg_set_commit_hook(struct dbreg *r, int (*fn)(void *arg, const char *name, uint64_t txid), void *arg);
+
+/* Called by the FUSE layer at the end of every operation, with its result
+ * rc: runs the commit hook for the record this thread logged during it,
+ * if any.  Returns rc, or -EIO if the hook refused to acknowledge. */
+int dbreg_commit_wait(struct dbreg *r, int rc);
+
 /* Is the registry fenced (dbreg_set_fenced, or past its fence deadline)? */
 int dbreg_is_fenced(const struct dbreg *r);
 

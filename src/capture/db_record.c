@@ -18,6 +18,7 @@
 #include "capture/db_impl.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -74,6 +75,16 @@ static int emit_append(struct db *d, const struct txlog_hdr *h, const struct cha
     return rc ? rc : txlog_append_end(d->log);
 }
 
+/* The last record this thread logged and has not yet waited for
+ * (dbreg_commit_wait): an application's commit is one FUSE operation on
+ * one thread, and the wait runs on that thread before the kernel hears
+ * the operation's result. */
+static __thread struct {
+    struct dbreg *reg;   /* its registry, NULL: nothing pending */
+    char name[1024];     /* its database */
+    uint64_t txid;       /* its TXID */
+} t_logged;
+
 /* The record h (changes c) is in the log: move the map, the TXID and the
  * counters to the state just after it.  0, or an error that broke d. */
 static int emit_advance(struct db *d, const struct txlog_hdr *h, const struct changes *c)
@@ -99,7 +110,33 @@ static int emit_advance(struct db *d, const struct txlog_hdr *h, const struct ch
     d->log_unsynced = 1;
     LV_ASSERT(d->map.total == h->post_cksum && txlog_last_txid(d->log) == d->txid); /* C4 */
     dbreg_bump_seq(d->reg);
+    if (__atomic_load_n(&d->reg->commit_hook, __ATOMIC_ACQUIRE)) {
+        t_logged.reg = d->reg;
+        snprintf(t_logged.name, sizeof t_logged.name, "%s", d->name);
+        t_logged.txid = h->txid;
+    }
     return 0;
+}
+
+void dbreg_set_commit_hook(struct dbreg *r, int (*fn)(void *arg, const char *name, uint64_t txid), void *arg)
+{
+    __atomic_store_n(&r->commit_hook, NULL, __ATOMIC_RELEASE);
+    __atomic_store_n(&r->commit_arg, arg, __ATOMIC_RELEASE);
+    __atomic_store_n(&r->commit_hook, fn, __ATOMIC_RELEASE);
+}
+
+int dbreg_commit_wait(struct dbreg *r, int rc)
+{
+    int (*fn)(void *, const char *, uint64_t);
+
+    if (!t_logged.reg)
+        return rc;
+    LV_ASSERT(t_logged.reg == r);
+    t_logged.reg = NULL;
+    fn = __atomic_load_n(&r->commit_hook, __ATOMIC_ACQUIRE);
+    if (fn && fn(__atomic_load_n(&r->commit_arg, __ATOMIC_ACQUIRE), t_logged.name, t_logged.txid) != 0 && rc >= 0)
+        rc = -EIO;
+    return rc;
 }
 
 /*

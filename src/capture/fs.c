@@ -86,7 +86,7 @@ static struct lvfile *F(struct fuse_file_info *fi) { return (struct lvfile *)(ui
 #define TIMED(op, expr)                                  \
     do {                                                 \
         int64_t t0_ = lv_mono_us();                      \
-        int r_ = (expr);                                 \
+        int r_ = dbreg_commit_wait(g_reg, (expr));       \
         metrics_fuse((op), lv_mono_us() - t0_);          \
         return r_;                                       \
     } while (0)

@@ -579,6 +579,24 @@ static int h_stream(void *ctx, const struct http_request *req, struct http_respo
     return api_error(resp, 503, msg);
 }
 
+/* POST /v1/ack: a replica tells the primary what it holds (synchronous replication). */
+static int h_ack(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    struct api_role r;
+    char msg[256] = "";
+    int rc;
+
+    LV_UNUSED(ctx);
+    role_get(&r);
+    if (r.replica || !r.primary)
+        return api_error(resp, 503, "this node is not the primary");
+    rc = primary_ack(r.primary, req->body ? req->body : "", req->body_len, msg, sizeof msg);
+    if (rc)
+        return api_error(resp, rc == LV_EINVAL ? 400 : 404, msg);
+    resp->body = strdup("{}");
+    return 0;
+}
+
 int api_register(struct http_server *s, const struct api_ctx *ctx, int admin)
 {
     g_api = *ctx;
@@ -590,7 +608,8 @@ int api_register(struct http_server *s, const struct api_ctx *ctx, int admin)
         http_route(s, "GET", "/replica", h_replica, &g_api) != 0 ||
         http_route(s, "GET", "/v1/wait", h_wait, &g_api) != 0 ||
         http_route_ex(s, "POST", "/v1/image", admin ? h_image : h_image_public, &g_api, HTTP_R_PRIVATE) != 0 ||
-        (!admin && http_route_ex(s, "POST", "/v1/stream", h_stream, &g_api, HTTP_R_PRIVATE) != 0))
+        (!admin && http_route_ex(s, "POST", "/v1/stream", h_stream, &g_api, HTTP_R_PRIVATE) != 0) ||
+        (!admin && http_route_ex(s, "POST", "/v1/ack", h_ack, &g_api, HTTP_R_PRIVATE) != 0))
         return LV_ENOMEM;
     return 0;
 }

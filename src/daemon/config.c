@@ -115,6 +115,7 @@
 #define DEFAULT_SHUTDOWN_TIMEOUT_US (30LL * 1000000)
 #define DEFAULT_LEASE_TYPE "static"
 #define DEFAULT_REPL_MAX_LAG_US (10LL * 1000000)
+#define DEFAULT_REPL_SYNC_TIMEOUT_US (5LL * 1000000)
 #define DEFAULT_REPL_MAX_RETAIN (1LL << 30)
 #define DEFAULT_REPL_APPLY_WAIT_US (100LL * 1000)
 #define MAX_REPL_APPLY_WAIT_US (60LL * 1000000)
@@ -731,6 +732,38 @@ static int parse_retain(struct cfg_parser *p, const struct cfg_key *k, yaml_node
     return 0;
 }
 
+/* replication.sync-replicas: 0 to 16. */
+static int parse_sync_replicas(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                               void *field)
+{
+    char *end;
+    long v;
+
+    errno = 0;
+    v = strtol(value, &end, 10);
+    if (!*value || *end || errno || v < 0 || v > 16)
+        return cfg_error(p, node->start_mark, "expected an integer from 0 to 16, found \"%s\" (e.g. %s; 0: "
+                                              "asynchronous)", value, k->example);
+    *(int *)field = (int)v;
+    return 0;
+}
+
+/* replication.sync-timeout: 10ms to 10m. */
+static int parse_sync_timeout(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                              void *field)
+{
+    const char *why;
+    int64_t v;
+
+    if (lv_parse_duration_why(value, &v, &why) < 0)
+        return cfg_error(p, node->start_mark, "bad duration \"%s\": %s (e.g. %s)", value, why, k->example);
+    if (v < 10000 || v > 600000000)
+        return cfg_error(p, node->start_mark, "expected a duration from 10ms to 10m, found \"%s\" (e.g. %s)", value,
+                         k->example);
+    *(int64_t *)field = v;
+    return 0;
+}
+
 /* replication.apply-wait: a duration up to a minute. */
 static int parse_apply_wait(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
                             void *field)
@@ -822,6 +855,8 @@ static const struct cfg_key replication_keys[] = {
     {.name = "max-retain", .parse = parse_retain, .off = offsetof(struct config, repl_max_retain), .example = "1GiB"},
     {.name = "seed", .parse = parse_bool, .off = offsetof(struct config, repl_seed), .example = "true"},
     {.name = "apply-wait", .parse = parse_apply_wait, .off = offsetof(struct config, repl_apply_wait_us), .example = "100ms"},
+    {.name = "sync-replicas", .parse = parse_sync_replicas, .off = offsetof(struct config, repl_sync_replicas), .example = "1"},
+    {.name = "sync-timeout", .parse = parse_sync_timeout, .off = offsetof(struct config, repl_sync_timeout_us), .example = "5s"},
     {.name = NULL},
 };
 
@@ -1615,6 +1650,7 @@ int config_defaults(struct config *cfg)
     cfg->repl_max_retain = DEFAULT_REPL_MAX_RETAIN;
     cfg->repl_seed = 1;
     cfg->repl_apply_wait_us = DEFAULT_REPL_APPLY_WAIT_US;
+    cfg->repl_sync_timeout_us = DEFAULT_REPL_SYNC_TIMEOUT_US;
     if (!cfg->fuse_dir || !cfg->data_dir || !cfg->http_addr || !cfg->lease_type || !cfg->advertise_url) {
         config_free(cfg);
         return LV_ENOMEM;

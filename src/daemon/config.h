@@ -67,6 +67,9 @@ struct config {
                                    beyond the archive's need; default 1 GiB (0: none) */
     int repl_seed;              /* replication.seed: an empty replica with archive: seeds from it; default 1 */
     int64_t repl_apply_wait_us; /* replication.apply-wait: per attempt, lock wait for readers; default 100ms */
+    int repl_sync_replicas;     /* replication.sync-replicas: a commit on the primary waits until this many
+                                   replicas hold it; default 0 (asynchronous) */
+    int64_t repl_sync_timeout_us; /* replication.sync-timeout: the longest a commit waits; default 5s */
 };
 
 /* Does cfg's daemon listen on http.addr?  Unless http.public is false and

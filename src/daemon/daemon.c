@@ -51,6 +51,10 @@
  *       request, and is joined after it.
  *   D7. The primary's streams are freed after the HTTP server (which ends
  *       them) and after the archiver (which calls their retention hook).
+ *   D8. With replication.sync-replicas, the registry's commit hook waits
+ *       in the primary's streams (primary_sync_wait); it is set once they
+ *       exist and removed before they are freed, after the mount is gone
+ *       (no commit in flight).
  */
 #include "daemon/daemon.h"
 
@@ -520,11 +524,15 @@ static int primary_parts(struct daemon *dm, int started)
     if (primary_new(&(struct primary_opts){.reg = dm->reg, .data_dir = cfg->data_dir, .cluster = cluster,
                                            .node_id = dm->node_id, .url = cfg->advertise_url,
                                            .max_retain = cfg->repl_max_retain, .image_reserve = api_image_reserve,
-                                           .image_release = api_image_release},
+                                           .image_release = api_image_release,
+                                           .sync_replicas = cfg->repl_sync_replicas,
+                                           .sync_timeout_us = cfg->repl_sync_timeout_us},
                     &dm->prim) != 0) {
         fprintf(stderr, "litevault: out of memory\n");
         return LV_EXIT_RUNTIME;
     }
+    if (primary_sync_enabled(dm->prim)) /* D8 */
+        dbreg_set_commit_hook(dm->reg, primary_sync_wait, dm->prim);
     if (exports_new(cfg->exports, cfg->nexports, cfg->data_dir, dm->reg, NULL, NULL, &dm->exp, err, sizeof err) != 0 ||
         (started && exports_start(dm->exp) != 0)) {
         fprintf(stderr, "litevault: %s\n", err[0] ? err : "cannot start the scheduled exports");
@@ -792,6 +800,8 @@ out_parts:
     if (dm.arch)
         notify_status("stopping the archiver");
     archiver_stop(dm.arch);
+    if (dm.reg)
+        dbreg_set_commit_hook(dm.reg, NULL, NULL); /* D8 */
     primary_free(dm.prim); /* D7 */
     if (dm.lease)
         lease_close(dm.lease);

@@ -30,7 +30,11 @@
  *      if we held it); absent: a candidate that was never deposed and that
  *      no other live candidate is strictly ahead of (et_most_advanced: at
  *      least our TXID on every database and more on one) races for it
- *      with a transaction that creates it only if absent (et_acquire).
+ *      with a transaction that creates it only if absent (et_acquire) --
+ *      but only once the key has been absent for ET_SETTLE_US (at most
+ *      TTL/4), so that every node's node key carries the positions it has
+ *      now, not those of up to TTL/4 ago (a stale key could make a
+ *      lagging candidate look as advanced as one that is ahead).
  * The rule in 4 is what keeps a lagging replica from winning while a more
  * advanced one lives: the most advanced candidates race, one wins.
  *
@@ -107,6 +111,7 @@
 #define ET_DRIFT 0.001           /* clock-rate drift bound (rho) */
 #define ET_MIN_MARGIN_US 200000  /* M at least */
 #define ET_WATCH_RETRY_US 500000 /* pause between watch attempts */
+#define ET_SETTLE_US 300000      /* after the primary key goes, before comparing positions (at most TTL/4) */
 
 enum et_state { ET_FOLLOW, ET_PRIMARY, ET_FENCED };
 
@@ -143,6 +148,7 @@ struct etcd {
                                  (the daemon restarts it as a replica: E4) */
     char node_put[4096];      /* the node key's value last put with lease_id ("" none, or too long to compare) */
     char defer_why[512];      /* why we last did not race for the key ("" we did) */
+    int64_t absent_since;     /* loop thread only: when the primary key was first seen absent (0: present) */
     struct worker *loop;      /* et_loop */
     struct worker *watch;     /* et_watch */
     struct worker *dog;       /* et_watchdog */
@@ -734,8 +740,19 @@ static int64_t et_round(struct etcd *e, CURL *c)
         if (holding)
             et_lose(e, kv ? "another node holds the lease key" : "the lease key is gone");
         et_set_holder(e, kv);
-        if (!kv && may && et_most_advanced(e, c, step) && et_acquire(e, c, step, id, t0, ttl))
-            step = 0; /* confirm the key at once */
+        if (kv) {
+            e->absent_since = 0;
+        } else if (may) {
+            /* Settle: every node puts its fresh positions on seeing the key
+             * go (step 2 of its next round); compare only after that. */
+            int64_t now = lv_mono_us(), settle = step < ET_SETTLE_US ? step : ET_SETTLE_US;
+            if (e->absent_since == 0)
+                e->absent_since = now;
+            if (now - e->absent_since < settle)
+                step = settle - (now - e->absent_since);
+            else if (et_most_advanced(e, c, step) && et_acquire(e, c, step, id, t0, ttl))
+                step = 0; /* confirm the key at once */
+        }
     }
     json_decref(kv);
     return step;

@@ -96,6 +96,8 @@
 #define PR_SNAP_RETRY_US 1000000LL      /* a busy image is tried again after */
 #define PR_SNAP_ROOM_RETRY_US 5000000LL /* an image refused for lack of room is tried again after */
 #define PR_DEFAULT_RETAIN (1LL << 30)
+#define PR_DEFAULT_SYNC_TIMEOUT_US (5 * 1000000LL) /* replication.sync-timeout unset */
+#define PR_SYNC_POLL_US 50000                      /* a waiting commit looks at the fence this often */
 #define PR_NO_RETAIN UINT64_MAX
 
 enum { BT_RECORD = 0, BT_SNAPSHOT, BT_OTHER, BT_N };
@@ -110,6 +112,7 @@ struct pdb {
     int have;                 /* the replica holds a copy (p->mu) */
     uint64_t txid, cksum;     /* its position after every frame sent (P2) (p->mu) */
     uint64_t ret_txid;        /* retention keeps the records after it; PR_NO_RETAIN: none (p->mu) */
+    uint64_t acked;           /* the last TXID the replica says it holds (POST /v1/ack) (p->mu) */
     uint64_t ck_txid;         /* position at ck_mono, becomes ret_txid PR_RETAIN_CK_US later */
     int64_t ck_mono;
     int resync;               /* the replica asked for a snapshot */
@@ -129,6 +132,8 @@ struct prep {
     char addr[128];           /* its address as the connection shows it (http_request.peer) */
     char url[512];            /* where it says it is (its advertise URL) */
     int connected;            /* its stream runs */
+    int in_sync;              /* counts for sync-replicas: it acknowledged everything sent to it since its
+                                 stream began, and has not let a commit wait out sync-timeout since (p->mu) */
     int superseded;           /* a newer stream of the same node replaced this one */
     int64_t since_us;         /* when the stream began (wall clock) */
     int64_t gone_mono;        /* when it ended (monotonic) */
@@ -190,6 +195,13 @@ struct primary {
     uint64_t streams;         /* atomic: streams opened */
     uint64_t retain_cuts;     /* atomic: max-retain gave up a replica's records */
     int64_t last_cut_warn;    /* rate limit of that warning (p->mu) */
+    int sync_n;               /* replication.sync-replicas (immutable) */
+    int64_t sync_timeout_us;  /* replication.sync-timeout (immutable) */
+    pthread_cond_t ack_cv;    /* broadcast on every acknowledgement and stream end (p->mu); CLOCK_MONOTONIC */
+    int sync_short;           /* the last wait found fewer than sync_n replicas in sync (p->mu; logs once) */
+    uint64_t sync_waits;      /* atomic: commits that waited for acknowledgements */
+    uint64_t sync_timeouts;   /* atomic: waits that ran out of sync-timeout */
+    uint64_t sync_skipped;    /* atomic: commits that did not wait (fewer than sync_n replicas in sync) */
 };
 
 /* ------------------------------------------------------------ replicas */
@@ -324,8 +336,8 @@ static int emit_enc(struct primary_conn *c, int rc, uint8_t *f, size_t len, int 
 static int emit_hello(struct primary_conn *c)
 {
     struct primary *p = c->p;
-    json_t *o = json_pack("{s:i,s:s,s:s,s:s,s:I}", "version", 1, "cluster", p->cluster_hex, "node", p->node, "url",
-                          p->url, "time_us", (json_int_t)lv_now_us());
+    json_t *o = json_pack("{s:i,s:s,s:s,s:s,s:I,s:b}", "version", 1, "cluster", p->cluster_hex, "node", p->node,
+                          "url", p->url, "time_us", (json_int_t)lv_now_us(), "acks", p->sync_n > 0);
     char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
     uint8_t *f = NULL;
     size_t len = 0;
@@ -934,7 +946,9 @@ void primary_conn_close(void *arg)
         }
     }
     c->rep->connected = 0;
+    c->rep->in_sync = 0;
     c->rep->gone_mono = lv_mono_us();
+    pthread_cond_broadcast(&p->ack_cv);
     pthread_mutex_unlock(&p->mu);
     LV_INFO("replication to %s (%s): stream ended", c->rep->node, c->rep->addr);
     free(c->out);
@@ -1290,12 +1304,15 @@ char *primary_status_json(struct primary *p)
             json_object_set_new(b, bt_names[k], json_integer((json_int_t)r->bytes[k]));
         for (size_t i = 0; i < r->ndbs; i++)
             if (r->dbs[i].have)
-                json_array_append_new(dbs, json_pack("{s:s,s:I}", "name", r->dbs[i].name, "txid",
-                                                     (json_int_t)r->dbs[i].txid));
+                json_array_append_new(dbs, json_pack("{s:s,s:I,s:I}", "name", r->dbs[i].name, "txid",
+                                                     (json_int_t)r->dbs[i].txid, "acked",
+                                                     (json_int_t)r->dbs[i].acked));
         json_object_set_new(o, "node", json_string(r->node));
         json_object_set_new(o, "addr", json_string(r->addr));
         json_object_set_new(o, "url", json_string(r->url));
         json_object_set_new(o, "connected", json_boolean(r->connected && !r->superseded));
+        if (p->sync_n > 0)
+            json_object_set_new(o, "in_sync", json_boolean(r->connected && !r->superseded && r->in_sync));
         json_object_set_new(o, "since", json_string(lv_fmt_time(r->since_us, t, sizeof t)));
         json_object_set_new(o, "bytes", b);
         json_object_set_new(o, "records", json_integer((json_int_t)r->records));
@@ -1319,12 +1336,18 @@ static const struct metrics_family pm_families[] = {
     {"litevault_replication_replicas", "gauge", "Replicas streaming from this primary."},
     {"litevault_replication_replica_sent_bytes_total", "counter",
      "Replication stream bytes sent to one replica, by frame kind."},
+    {"litevault_replication_sync_waits_total", "counter",
+     "Commits that waited for replicas' acknowledgements (replication.sync-replicas)."},
+    {"litevault_replication_sync_timeouts_total", "counter",
+     "Commit waits that ran out of replication.sync-timeout."},
+    {"litevault_replication_sync_skipped_total", "counter",
+     "Commits that did not wait: fewer than sync-replicas replicas were connected and in sync."},
 };
 
 int primary_metrics(struct primary *p, char **buf, size_t *len, size_t *cap)
 {
-    uint64_t v[4];
-    int rc = 0, connected = 0;
+    uint64_t v[7];
+    int rc = 0, connected = 0, nv;
 
     if (!p)
         return 0;
@@ -1336,10 +1359,15 @@ int primary_metrics(struct primary *p, char **buf, size_t *len, size_t *cap)
     v[1] = __atomic_load_n(&p->snapshots, __ATOMIC_RELAXED);
     v[2] = __atomic_load_n(&p->streams, __ATOMIC_RELAXED);
     v[3] = __atomic_load_n(&p->retain_cuts, __ATOMIC_RELAXED);
-    for (int k = 0; k < 4 && rc == 0; k++) {
-        rc = metrics_family(buf, len, cap, &pm_families[1 + k]);
+    v[4] = __atomic_load_n(&p->sync_waits, __ATOMIC_RELAXED);
+    v[5] = __atomic_load_n(&p->sync_timeouts, __ATOMIC_RELAXED);
+    v[6] = __atomic_load_n(&p->sync_skipped, __ATOMIC_RELAXED);
+    nv = p->sync_n > 0 ? 7 : 4;
+    for (int k = 0; k < nv && rc == 0; k++) {
+        const struct metrics_family *f = &pm_families[k < 4 ? 1 + k : 3 + k];
+        rc = metrics_family(buf, len, cap, f);
         if (rc == 0)
-            rc = metrics_appendf(buf, len, cap, "%s %" PRIu64 "\n", pm_families[1 + k].name, v[k]);
+            rc = metrics_appendf(buf, len, cap, "%s %" PRIu64 "\n", f->name, v[k]);
     }
     pthread_mutex_lock(&p->mu);
     for (struct prep *r = p->reps; r; r = r->next)
@@ -1382,9 +1410,135 @@ int primary_new(const struct primary_opts *o, struct primary **out)
     p->image_reserve = o->image_reserve;
     p->image_release = o->image_release;
     p->image_arg = o->image_arg;
+    p->sync_n = o->sync_replicas > 0 ? o->sync_replicas : 0;
+    p->sync_timeout_us = o->sync_timeout_us > 0 ? o->sync_timeout_us : PR_DEFAULT_SYNC_TIMEOUT_US;
     pthread_mutex_init(&p->mu, NULL);
+    if (lv_cond_init(&p->ack_cv) != 0) {
+        pthread_mutex_destroy(&p->mu);
+        free(p);
+        return LV_ENOMEM;
+    }
     sys_mkdir_p(p->tmpdir);
     *out = p;
+    return 0;
+}
+
+/* ------------------------------------------------------ synchronous replication */
+
+/* Does replica r hold everything its stream sent (every database's acked >= sent txid)? */
+static int prep_caught_up(const struct prep *r)
+{
+    for (size_t i = 0; i < r->ndbs; i++)
+        if (r->dbs[i].have && r->dbs[i].acked < r->dbs[i].txid)
+            return 0;
+    return 1;
+}
+
+int primary_ack(struct primary *p, const void *body, size_t len, char *msg, size_t msglen)
+{
+    json_t *o = json_loadb(body, len, 0, NULL), *tx = json_object_get(o, "txids"), *v;
+    const char *node = json_string_value(json_object_get(o, "node")), *name;
+    struct prep *r;
+    int rc = LV_ENOENT;
+
+    if (!node || !json_is_object(tx)) {
+        snprintf(msg, msglen, "expected {\"node\": ID, \"txids\": {NAME: TXID, ...}}");
+        json_decref(o);
+        return LV_EINVAL;
+    }
+    pthread_mutex_lock(&p->mu);
+    for (r = p->reps; r; r = r->next)
+        if (r->connected && !r->superseded && strcmp(r->node, node) == 0)
+            break;
+    if (r) {
+        json_object_foreach(tx, name, v)
+        {
+            struct pdb *d = find_pdb(r, name);
+            if (d && json_is_integer(v) && json_integer_value(v) > 0 && (uint64_t)json_integer_value(v) > d->acked)
+                d->acked = (uint64_t)json_integer_value(v);
+        }
+        if (!r->in_sync && prep_caught_up(r)) {
+            r->in_sync = 1;
+            LV_INFO("replication: replica %s (%s) holds everything sent to it: it counts for sync-replicas", r->node,
+                    r->url);
+        }
+        pthread_cond_broadcast(&p->ack_cv);
+        rc = 0;
+    } else {
+        snprintf(msg, msglen, "no stream of node %.72s runs here", node);
+    }
+    pthread_mutex_unlock(&p->mu);
+    json_decref(o);
+    return rc;
+}
+
+int primary_sync_enabled(const struct primary *p)
+{
+    return p && p->sync_n > 0;
+}
+
+int primary_sync_wait(void *arg, const char *name, uint64_t txid)
+{
+    struct primary *p = arg;
+    int64_t end = lv_mono_us() + p->sync_timeout_us;
+    int waited = 0, acked = 0;
+
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        int in_sync = 0, have = 0;
+        for (struct prep *r = p->reps; r; r = r->next) {
+            struct pdb *d;
+            if (!r->connected || r->superseded || !r->in_sync)
+                continue;
+            in_sync++;
+            if ((d = find_pdb(r, name)) != NULL && d->acked >= txid)
+                have++;
+        }
+        if (have >= p->sync_n) {
+            acked = 1;
+            if (p->sync_short)
+                LV_INFO("replication: %d replica(s) in sync again: commits wait for sync-replicas (%d)", in_sync,
+                        p->sync_n);
+            p->sync_short = 0;
+            break;
+        }
+        if (dbreg_is_fenced(p->reg))
+            break; /* no use waiting: refused below */
+        if (in_sync < p->sync_n || __atomic_load_n(&p->stopping, __ATOMIC_ACQUIRE)) {
+            if (!p->sync_short)
+                LV_WARN("replication: sync-replicas is %d but only %d replica(s) are connected and in sync: commits "
+                        "do not wait (asynchronous) until enough catch up", p->sync_n, in_sync);
+            p->sync_short = 1;
+            __atomic_add_fetch(&p->sync_skipped, 1, __ATOMIC_RELAXED);
+            break;
+        }
+        int64_t left = end - lv_mono_us();
+        if (left <= 0) {
+            for (struct prep *r = p->reps; r; r = r->next) {
+                struct pdb *d = r->connected && r->in_sync ? find_pdb(r, name) : NULL;
+                if (r->connected && r->in_sync && (!d || d->acked < txid)) {
+                    r->in_sync = 0; /* until it holds everything sent to it again */
+                    LV_WARN("replication: replica %s (%s) did not acknowledge TXID %" PRIu64 " of %s within "
+                            "sync-timeout (%lld ms): it no longer counts for sync-replicas until it catches up",
+                            r->node, r->url, txid, name, (long long)(p->sync_timeout_us / 1000));
+                }
+            }
+            __atomic_add_fetch(&p->sync_timeouts, 1, __ATOMIC_RELAXED);
+            continue; /* counts again: fewer in sync now */
+        }
+        waited = 1;
+        lv_cond_wait_us(&p->ack_cv, &p->mu, left < PR_SYNC_POLL_US ? left : PR_SYNC_POLL_US); /* and the fence */
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (waited)
+        __atomic_add_fetch(&p->sync_waits, 1, __ATOMIC_RELAXED);
+    if (!acked && dbreg_is_fenced(p->reg)) {
+        /* Fenced meanwhile and no replica holds it: the new primary may not
+         * have it, so the application must not be told it committed. */
+        LV_WARN("replication: TXID %" PRIu64 " of %s is not acknowledged to the application (an I/O error): no "
+                "replica confirmed it before this node was fenced", txid, name);
+        return LV_EREFUSED;
+    }
     return 0;
 }
 
@@ -1398,6 +1552,7 @@ void primary_free(struct primary *p)
 {
     if (!p)
         return;
+    pthread_cond_destroy(&p->ack_cv);
     while (p->reps) {
         struct prep *r = p->reps;
         LV_ASSERT(!r->connected);

@@ -39,10 +39,31 @@ struct primary_opts {
     int (*image_reserve)(void *arg, int64_t bytes, char *msg, size_t msglen);
     void (*image_release)(void *arg, int64_t bytes);
     void *image_arg;
+    int sync_replicas;          /* replication.sync-replicas: a commit waits until this many replicas hold
+                                   it (0: none, asynchronous) */
+    int64_t sync_timeout_us;    /* replication.sync-timeout: the longest a commit waits (<= 0: 5 s) */
 };
 
 /* Create the primary's state.  0 or LV_ENOMEM. */
 int primary_new(const struct primary_opts *o, struct primary **out);
+
+/* POST /v1/ack from a replica (body: {"node": ID, "txids": {NAME: TXID}}):
+ * what it holds now.  0; LV_EINVAL (malformed) or LV_ENOENT (no stream of
+ * that node here), with a message in msg. */
+int primary_ack(struct primary *p, const void *body, size_t len, char *msg, size_t msglen);
+
+/* 1 if commits wait for replicas (replication.sync-replicas > 0). */
+int primary_sync_enabled(const struct primary *p);
+
+/* The commit hook of synchronous replication (dbreg_set_commit_hook; arg
+ * is the struct primary): wait until sync-replicas replicas that are in
+ * sync acknowledged TXID txid of database name.  Stops waiting at once
+ * when fewer than that many are connected and in sync (asynchronous until
+ * they catch up); after sync-timeout, the replicas that did not
+ * acknowledge stop counting until they hold everything sent to them.
+ * 0 (acknowledge the commit), or LV_EREFUSED when no replica confirmed it
+ * and this node was fenced meanwhile (the application gets an I/O error). */
+int primary_sync_wait(void *arg, const char *name, uint64_t txid);
 
 /* Answer POST /v1/stream (req) into resp: the daemon's route calls it on
  * the primary (a private route: it needs http.token when one is set).

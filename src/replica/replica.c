@@ -132,6 +132,10 @@ struct rsess {
     char *errbody;            /* receiver: a non-200 answer's body (bounded) */
     size_t errlen;            /* receiver */
     int hello;                /* applier: HELLO accepted (read by the receiver after the join) */
+    int acks;                 /* applier: the primary wants acknowledgements (HELLO "acks") */
+    CURL *ack_h;              /* applier: POST /v1/ack (kept alive), NULL until the first */
+    struct curl_slist *ack_hdrs; /* applier: its headers */
+    char *ack_last;           /* applier: the last positions acknowledged (malloc'ed JSON), or NULL */
     int64_t last_rx_mono;     /* receiver: last bytes (or the start) */
     int have_cluster;         /* applier (set before it starts) */
     uint8_t cluster[16];      /* applier (set before it starts) */
@@ -239,11 +243,78 @@ static int on_hello(struct rsess *s, const struct stream_frame *f)
     }
     if (rc == 0) {
         s->hello = 1;
+        s->acks = json_is_true(json_object_get(o, "acks"));
         set_connected(r, 1, node ? node : "");
         LV_INFO("replication: following the primary %s (node %s, cluster %s)", r->primary_url, node ? node : "?", ch);
     }
     json_decref(o);
     return rc;
+}
+
+/* libcurl write callback that drops an answer's body. */
+static size_t discard_body(char *p, size_t sz, size_t n, void *arg)
+{
+    LV_UNUSED(p);
+    LV_UNUSED(arg);
+    return sz * n;
+}
+
+/* Tell the primary what this replica holds now (POST /v1/ack: its
+ * synchronous replication waits for it), when that changed.  A failure is
+ * logged (debug) and otherwise ignored: the primary stops counting this
+ * replica after its sync-timeout, and the stream goes on. */
+static void send_ack(struct rsess *s)
+{
+    struct replica *r = s->r;
+    struct repl_rx_stat *st = NULL;
+    size_t n = 0;
+    json_t *o = json_object(), *tx = json_object();
+    char *body = NULL, url[1200], errbuf[CURL_ERROR_SIZE] = "";
+    long status = 0;
+    CURLcode cc;
+
+    if (!o || !tx || repl_rx_stats(r->rx, lv_now_us(), &st, &n) != 0)
+        goto out;
+    for (size_t i = 0; i < n; i++)
+        if (st[i].txid)
+            json_object_set_new(tx, st[i].name, json_integer((json_int_t)st[i].txid));
+    json_object_set_new(o, "node", json_string(r->node));
+    json_object_set(o, "txids", tx);
+    body = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    if (!body || (s->ack_last && strcmp(body, s->ack_last) == 0))
+        goto out;
+    if (!s->ack_h) {
+        s->ack_h = curl_easy_init();
+        s->ack_hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+        if (!s->ack_h || !s->ack_hdrs ||
+            http_client_setup(s->ack_h, r->token, r->ca_file[0] ? r->ca_file : NULL, &s->ack_hdrs) != 0)
+            goto out;
+    }
+    snprintf(url, sizeof url, "%s/v1/ack", r->primary_url);
+    curl_easy_setopt(s->ack_h, CURLOPT_URL, url);
+    curl_easy_setopt(s->ack_h, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(s->ack_h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
+    curl_easy_setopt(s->ack_h, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(s->ack_h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(s->ack_h, CURLOPT_PROXY, "");
+    curl_easy_setopt(s->ack_h, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(s->ack_h, CURLOPT_TIMEOUT_MS, 2000L);
+    curl_easy_setopt(s->ack_h, CURLOPT_WRITEFUNCTION, discard_body);
+    cc = curl_easy_perform(s->ack_h);
+    curl_easy_getinfo(s->ack_h, CURLINFO_RESPONSE_CODE, &status);
+    if (cc != CURLE_OK || status != 200) {
+        LV_DEBUG("replication: acknowledging to %s failed: %s", r->primary_url,
+                 cc != CURLE_OK ? (errbuf[0] ? errbuf : curl_easy_strerror(cc)) : "not 200");
+        goto out;
+    }
+    free(s->ack_last);
+    s->ack_last = body;
+    body = NULL;
+out:
+    free(body);
+    free(st);
+    json_decref(tx);
+    json_decref(o);
 }
 
 /* The applier's handling of the bytes it took: decode, hand frames to rx,
@@ -285,6 +356,8 @@ static int take_bytes(struct rsess *s, const uint8_t *p, size_t n)
         rc = repl_rx_flush(r->rx, 1, err, sizeof err);
     if (rc)
         return (int)abort_session(s, "%s", err[0] ? err : lv_strerror(rc)) - 1;
+    if (s->acks)
+        send_ack(s);
     return 0;
 }
 
@@ -327,6 +400,13 @@ static void applier_main(struct worker *w, void *arg)
             break;
     }
     free(mine);
+    if (s->ack_h)
+        curl_easy_cleanup(s->ack_h);
+    curl_slist_free_all(s->ack_hdrs);
+    free(s->ack_last);
+    s->ack_h = NULL;
+    s->ack_hdrs = NULL;
+    s->ack_last = NULL;
 }
 
 /* Grow *buf (*cap bytes) to hold need bytes.  0 or LV_ENOMEM (unchanged). */
