@@ -165,11 +165,11 @@ litevault-asan-test: all npm-deps $(BUILD)/tests/unit $(BUILD)/tests/it
 FUZZ_CC      ?= clang
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECS    ?= 20
-FUZZ_NAMES   := config txlog txlog_open wal state time cron manifest stream
+FUZZ_NAMES   := config txlog txlog_open wal state time cron manifest stream etcd
 # The parsers and decoders the harnesses reach, with what they link: the
 # base and log layers whole (so splitting a file there needs no edit here).
 FUZZ_LIBSRCS := $(wildcard src/base/*.c src/log/*.c) src/daemon/config.c src/export/cron.c \
-                archive/manifest.c archive/current.c restore/plan.c src/replica/stream.c
+                archive/manifest.c archive/current.c restore/plan.c src/replica/stream.c src/replica/etcd_value.c
 FUZZ_LIBOBJS := $(FUZZ_LIBSRCS:%.c=$(FUZZ_BUILD)/%.o)
 FUZZ_CFLAGS   = -DLV_ASSERTS=1 -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread $(filter-out -Wno-format-truncation,$(WARN)) -Isrc -I. $(PKG_CFLAGS) -g -O1 \
                 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
@@ -182,7 +182,7 @@ fuzz: $(FUZZ_BINS) $(FUZZ_BUILD)/seeds/.ok
 # decoders that read bytes from the network (FUZZ_SMOKE_NAMES: the
 # replication stream), through make fuzz; skipped with a notice when
 # $(FUZZ_CC) is not installed (make fuzz installs it).
-FUZZ_SMOKE_NAMES ?= stream
+FUZZ_SMOKE_NAMES ?= stream etcd
 FUZZ_SMOKE_SECS  ?= 5
 fuzz-smoke:
 	@if command -v $(FUZZ_CC) >/dev/null 2>&1; then \

@@ -14,6 +14,7 @@
 #include "base/lv.h"
 #include "base/lvlog.h"
 #include "replica/cluster.h"
+#include "replica/etcd_value.h"
 #include "replica/lease.h"
 
 /* ---- lease ---- */
@@ -222,4 +223,58 @@ Test(cluster, unwritable_dir)
     cr_assert_lt(cluster_id_ensure(path, id), 0);
     cr_assert_eq(cluster_id_load(path, id), LV_ENOENT, "nothing half-written is left");
     cr_assert_eq(cluster_id_load("/nonexistent-dir", id), LV_ENOENT);
+}
+
+/* ---- etcd values (etcd_value.h) ---- */
+
+Test(etcdv, base64)
+{
+    static const struct {
+        const char *plain, *b64;
+    } v[] = {{"", ""}, {"f", "Zg=="}, {"fo", "Zm8="}, {"foo", "Zm9v"}, {"foob", "Zm9vYg=="},
+             {"/litevault/primary", "L2xpdGV2YXVsdC9wcmltYXJ5"}};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        size_t len = 99;
+        char *e = etcdv_b64_enc(v[i].plain, strlen(v[i].plain)), *d = etcdv_b64_dec(v[i].b64, &len);
+        cr_assert_str_eq(e, v[i].b64);
+        cr_assert_not_null(d);
+        cr_assert_eq(len, strlen(v[i].plain));
+        cr_assert_str_eq(d, v[i].plain);
+        free(e);
+        free(d);
+    }
+    size_t len;
+    const char *bad[] = {"Zg=", "Z===", "Zg=a", "Zm9v\n", "Zm 9", "=Zm9", "Zm9!"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        cr_assert_null(etcdv_b64_dec(bad[i], &len), "accepted \"%s\"", bad[i]);
+}
+
+Test(etcdv, member_and_ahead)
+{
+    const char *json = "{\"url\":\"http://a:1\",\"node\":\"n1\",\"candidate\":true,\"txids\":{\"x.db\":5,\"y.db\":2}}";
+    char *b = etcdv_b64_enc(json, strlen(json));
+    struct etcdv_member m;
+    cr_assert_eq(etcdv_member_parse(b, &m), 0);
+    cr_assert_str_eq(m.url, "http://a:1");
+    cr_assert_str_eq(m.node, "n1");
+    cr_assert_eq(m.candidate, 1);
+    cr_assert_str_eq(m.proxy, "");
+    json_t *mine = json_pack("{s:i,s:i}", "x.db", 5, "y.db", 1), *same = json_pack("{s:i,s:i}", "x.db", 5, "y.db", 2);
+    json_t *other = json_pack("{s:i}", "z.db", 1);
+    cr_assert_eq(etcdv_ahead(m.txids, mine), 1, "ahead on y.db, equal on x.db");
+    cr_assert_eq(etcdv_ahead(mine, m.txids), 0);
+    cr_assert_eq(etcdv_ahead(m.txids, same), 0, "equal is not ahead");
+    cr_assert_eq(etcdv_ahead(other, mine), 0, "behind on x.db: not ahead, whatever else it has");
+    cr_assert_eq(etcdv_ahead(other, NULL), 1, "a database the other lacks");
+    cr_assert_eq(etcdv_ahead(NULL, NULL), 0);
+    etcdv_member_clear(&m);
+    json_decref(mine);
+    json_decref(same);
+    json_decref(other);
+    free(b);
+    char *nourl = etcdv_b64_enc("{\"node\":\"n\"}", 12);
+    cr_assert_eq(etcdv_member_parse(nourl, &m), LV_ECORRUPT);
+    cr_assert_eq(etcdv_member_parse("not base64!", &m), LV_ECORRUPT);
+    cr_assert_null(m.txids);
+    free(nourl);
 }

@@ -106,6 +106,7 @@
 #include "base/lvlog.h"
 #include "base/worker.h"
 #include "replica/cluster.h"
+#include "replica/etcd_value.h"
 
 #define ET_RESP_MAX (1u << 20)   /* bytes of one etcd answer we accept */
 #define ET_DRIFT 0.001           /* clock-rate drift bound (rho) */
@@ -153,63 +154,6 @@ struct etcd {
     struct worker *watch;     /* et_watch */
     struct worker *dog;       /* et_watchdog */
 };
-
-/* ---- base64 (etcd's keys and values; no Debian library we link has a public one) ---- */
-
-static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/* Encode n bytes of in as padded base64 (malloc'ed), or NULL. */
-static char *b64_enc(const void *in, size_t n)
-{
-    const uint8_t *p = in;
-    char *out = malloc((n + 2) / 3 * 4 + 1), *o = out;
-
-    if (!out)
-        return NULL;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) | (i + 2 < n ? p[i + 2] : 0);
-        *o++ = B64[v >> 18 & 63];
-        *o++ = B64[v >> 12 & 63];
-        *o++ = i + 1 < n ? B64[v >> 6 & 63] : '=';
-        *o++ = i + 2 < n ? B64[v & 63] : '=';
-    }
-    *o = 0;
-    return out;
-}
-
-/* Decode base64 s into a NUL-terminated malloc'ed string (*len bytes), or NULL if malformed. */
-static char *b64_dec(const char *s, size_t *len)
-{
-    size_t n = strlen(s), o = 0;
-    char *out = malloc(n / 4 * 3 + 1);
-    uint32_t acc = 0;
-    int bits = 0;
-
-    if (!out || n % 4)
-        goto fail;
-    for (size_t i = 0; i < n; i++) {
-        const char *c = s[i] == '=' ? NULL : strchr(B64, s[i]);
-        if (s[i] == '=') {
-            if (i < n - 2 || (i == n - 2 && s[n - 1] != '='))
-                goto fail;
-            continue;
-        }
-        if (!c || !*c)
-            goto fail;
-        acc = acc << 6 | (uint32_t)(c - B64);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (char)(acc >> bits & 0xff);
-        }
-    }
-    out[o] = 0;
-    *len = o;
-    return out;
-fail:
-    free(out);
-    return NULL;
-}
 
 /* ---- one request ---- */
 
@@ -416,25 +360,20 @@ static void et_lose(struct etcd *e, const char *why)
 static void et_set_holder(struct etcd *e, json_t *kv)
 {
     char url[1024] = "", proxy[1024] = "", node[64] = "";
-    size_t vlen = 0;
-    json_t *v = NULL;
-    char *raw = NULL;
     int changed;
 
     if (kv) {
         json_t *val = json_object_get(kv, "value");
-        raw = json_is_string(val) ? b64_dec(json_string_value(val), &vlen) : NULL;
-        v = raw ? json_loadb(raw, vlen, 0, NULL) : NULL;
-        if (!json_is_string(json_object_get(v, "url")))
-            et_problem(e, "the lease key %s holds a value that is not litevault's ({\"url\":...}): %.80s; another "
-                          "program uses this key? set lease.key to a key of litevault's own", e->key, raw ? raw : "");
+        struct etcdv_member m = {0};
+        if (!json_is_string(val) || etcdv_member_parse(json_string_value(val), &m) != 0)
+            et_problem(e, "the lease key %s holds a value that is not litevault's ({\"url\":...}); another program "
+                          "uses this key? set lease.key to a key of litevault's own", e->key);
         else {
-            snprintf(url, sizeof url, "%s", json_string_value(json_object_get(v, "url")));
-            if (json_is_string(json_object_get(v, "proxy")))
-                snprintf(proxy, sizeof proxy, "%s", json_string_value(json_object_get(v, "proxy")));
-            if (json_is_string(json_object_get(v, "node")))
-                snprintf(node, sizeof node, "%s", json_string_value(json_object_get(v, "node")));
+            snprintf(url, sizeof url, "%s", m.url);
+            snprintf(proxy, sizeof proxy, "%s", m.proxy);
+            snprintf(node, sizeof node, "%s", m.node);
         }
+        etcdv_member_clear(&m);
     }
     pthread_mutex_lock(&e->mu);
     changed = strcmp(url, e->holder_url) != 0;
@@ -449,8 +388,6 @@ static void et_set_holder(struct etcd *e, json_t *kv)
             LV_INFO("lease: no primary holds %s now", e->key);
         et_notify(e);
     }
-    json_decref(v);
-    free(raw);
 }
 
 /* Read the key (linearizable).  0 with *kv (a new reference, or NULL when
@@ -564,7 +501,7 @@ static void et_put_node(struct etcd *e, CURL *c, int64_t id, int64_t step_us)
     pthread_mutex_lock(&e->mu);
     same = strcmp(v, e->node_put) == 0;
     pthread_mutex_unlock(&e->mu);
-    vb = same ? NULL : b64_enc(v, strlen(v));
+    vb = same ? NULL : etcdv_b64_enc(v, strlen(v));
     req = vb ? json_pack("{s:s,s:s,s:I}", "key", e->node_b64, "value", vb, "lease", (json_int_t)id) : NULL;
     if (req && et_call(e, c, "/v3/kv/put", req, step_us, "node key put", &ans) == 0) {
         pthread_mutex_lock(&e->mu);
@@ -575,14 +512,6 @@ static void et_put_node(struct etcd *e, CURL *c, int64_t id, int64_t step_us)
     json_decref(req);
     free(vb);
     free(v);
-}
-
-/* TXID of name in positions object o (0 if absent). */
-static int64_t et_txid(json_t *o, const char *name)
-{
-    json_t *v = json_object_get(o, name);
-
-    return json_is_integer(v) ? (int64_t)json_integer_value(v) : 0;
 }
 
 /* May we race for the key?  Not when another live candidate is strictly
@@ -603,27 +532,13 @@ static int et_most_advanced(struct etcd *e, CURL *c, int64_t step_us)
     }
     json_array_foreach(json_object_get(ans, "kvs"), i, kv)
     {
-        json_t *val = json_object_get(kv, "value"), *o, *theirs, *x;
-        size_t vlen = 0;
-        char *raw = json_is_string(val) ? b64_dec(json_string_value(val), &vlen) : NULL;
-        const char *name, *node;
-        int ge = 1, gt = 0;
+        json_t *val = json_object_get(kv, "value");
+        struct etcdv_member m = {0};
 
-        o = raw ? json_loadb(raw, vlen, 0, NULL) : NULL;
-        free(raw);
-        node = json_string_value(json_object_get(o, "node"));
-        theirs = json_object_get(o, "txids");
-        if (!node || strcmp(node, e->node_id) == 0 || !json_is_true(json_object_get(o, "candidate")) ||
-            !json_is_object(theirs)) {
-            json_decref(o);
-            continue;
-        }
-        json_object_foreach(mine, name, x) if (et_txid(theirs, name) < et_txid(mine, name)) ge = 0;
-        json_object_foreach(theirs, name, x) if (et_txid(theirs, name) > et_txid(mine, name)) gt = 1;
-        if (ge && gt)
-            snprintf(ahead, sizeof ahead, "node %s (%s) is ahead", node,
-                     json_string_value(json_object_get(o, "url")) ? json_string_value(json_object_get(o, "url")) : "?");
-        json_decref(o);
+        if (json_is_string(val) && etcdv_member_parse(json_string_value(val), &m) == 0 && m.candidate &&
+            strcmp(m.node, e->node_id) != 0 && etcdv_ahead(m.txids, mine))
+            snprintf(ahead, sizeof ahead, "node %s (%s) is ahead", m.node[0] ? m.node : "?", m.url);
+        etcdv_member_clear(&m);
         if (ahead[0])
             break;
     }
@@ -649,7 +564,7 @@ static int et_hold(struct etcd *e, int64_t id, uint64_t term, int64_t t0, int64_
 static int et_acquire(struct etcd *e, CURL *c, int64_t step_us, int64_t id, int64_t t0, int64_t ttl)
 {
     json_t *req = NULL, *ans = NULL;
-    char *v = et_value(e), *val = v ? b64_enc(v, strlen(v)) : NULL;
+    char *v = et_value(e), *val = v ? etcdv_b64_enc(v, strlen(v)) : NULL;
     int64_t rev;
     int won = 0;
 
@@ -976,10 +891,10 @@ static int et_node_keys(struct etcd *e, const char *node)
         mine = NULL;
         goto out;
     }
-    e->node_b64 = b64_enc(mine, strlen(mine));
-    e->nodes_b64 = b64_enc(prefix, strlen(prefix));
+    e->node_b64 = etcdv_b64_enc(mine, strlen(mine));
+    e->nodes_b64 = etcdv_b64_enc(prefix, strlen(prefix));
     prefix[strlen(prefix) - 1]++; /* "/" + 1 = "0": the end of the prefix's range */
-    e->nodes_end_b64 = b64_enc(prefix, strlen(prefix));
+    e->nodes_end_b64 = etcdv_b64_enc(prefix, strlen(prefix));
     rc = e->node_b64 && e->nodes_b64 && e->nodes_end_b64 ? 0 : LV_ENOMEM;
 out:
     free(prefix);
@@ -1035,7 +950,7 @@ int lease_etcd_open(struct lease *l, const struct lease_conf *c, char *err, size
             lv_seterr(err, errlen, "an etcd lease without lease.key needs the cluster ID");
         return c->key || c->cluster_hex ? LV_ENOMEM : LV_ECONFIG;
     }
-    e->key_b64 = b64_enc(e->key, strlen(e->key));
+    e->key_b64 = etcdv_b64_enc(e->key, strlen(e->key));
     if ((rc = et_node_keys(e, c->node_id ? c->node_id : "")) != 0)
         return rc;
     e->node_id = strdup(c->node_id ? c->node_id : "");
@@ -1062,7 +977,7 @@ int lease_etcd_cluster(const struct lease_conf *c, char hex[33], int have, int64
 {
     struct etcd e = {.ca = (char *)c->ca_file, .cert = (char *)c->cert_file, .ckey = (char *)c->key_file};
     static const char key[] = "/litevault/cluster-id";
-    char *kb = b64_enc(key, strlen(key)), *vb = have ? b64_enc(hex, strlen(hex)) : NULL, *got = NULL;
+    char *kb = etcdv_b64_enc(key, strlen(key)), *vb = have ? etcdv_b64_enc(hex, strlen(hex)) : NULL, *got = NULL;
     int64_t end = lv_mono_us() + timeout_us;
     CURL *h = curl_easy_init();
     json_t *req = NULL, *ans = NULL;
@@ -1077,7 +992,7 @@ int lease_etcd_cluster(const struct lease_conf *c, char hex[33], int have, int64
         if ((rc = cluster_id_random(id)) != 0)
             goto out;
         lv_hex(id, sizeof id, hex);
-        if (!(vb = b64_enc(hex, strlen(hex)))) {
+        if (!(vb = etcdv_b64_enc(hex, strlen(hex)))) {
             rc = LV_ENOMEM;
             goto out;
         }
@@ -1103,7 +1018,7 @@ int lease_etcd_cluster(const struct lease_conf *c, char hex[33], int have, int64
         json_t *kvs = json_object_get(json_object_get(json_array_get(json_object_get(ans, "responses"), 0),
                                                       "response_range"), "kvs");
         json_t *v = json_object_get(json_array_get(kvs, 0), "value");
-        got = json_is_string(v) ? b64_dec(json_string_value(v), &glen) : NULL;
+        got = json_is_string(v) ? etcdv_b64_dec(json_string_value(v), &glen) : NULL;
         if (!got || glen != 32 || strspn(got, "0123456789abcdef") != 32) {
             lv_seterr(err, errlen, "etcd key %s does not hold a cluster ID (32 hex digits); fix or delete it, or set "
                                    "lease.key", key);
