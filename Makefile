@@ -10,7 +10,7 @@ PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 ASSERTS ?= 1
 ALL_CFLAGS = -DLV_ASSERTS=$(ASSERTS) -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread $(WARN) -Isrc -I. $(PKG_CFLAGS) $(CFLAGS)
-LDLIBS  += $(PKG_LIBS) -pthread -lm
+LDLIBS  += $(PKG_LIBS) -lhttp_parser -pthread -lm
 
 BUILD   ?= build
 BIN     ?= litevault
@@ -36,10 +36,11 @@ all: $(BUILD)/.deps-ok $(BIN)
 # openssl: the tests make throwaway TLS certificates with it.
 # iproute2 and nftables: network namespaces and partitions (tests/lib/netns.h).
 # haproxy: tests/it_haproxy.c runs examples/haproxy.cfg.
+# libhttp-parser-dev: the built-in HTTP proxy (src/daemon/proxy.c) parses HTTP/1.1 with it.
 DEBPKGS := build-essential libfuse3-dev fuse3 libsqlite3-dev sqlite3 libzstd-dev libarchive-dev \
            libyaml-dev libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev libxml2-dev \
            libcriterion-dev pkg-config libxxhash-dev python3 tcl-dev help2man libsystemd-dev \
-           openssl iproute2 nftables haproxy
+           openssl iproute2 nftables haproxy libhttp-parser-dev
 # Test-only tools from npm (s3rver for the S3 store tests, pinned in
 # tests/package-lock.json): node/npm and curl from apt only if missing, then
 # `npm ci` only if tests/node_modules is missing.
