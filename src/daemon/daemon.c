@@ -77,6 +77,7 @@
 #include "daemon/api.h"
 #include "daemon/config.h"
 #include "daemon/notify.h"
+#include "daemon/proxy_node.h"
 #include "export/exports.h"
 #include "replica/cluster.h"
 #include "replica/lease.h"
@@ -512,6 +513,7 @@ int daemon_run(const struct config *cfg, char **cmd)
 {
     struct daemon dm = {.cfg = cfg};
     struct http_server *hs = NULL, *admin = NULL;
+    struct proxy_node *px = NULL;
     struct fs *fs = NULL;
     char err[1024] = "";
     sigset_t set;
@@ -543,6 +545,10 @@ int daemon_run(const struct config *cfg, char **cmd)
         fs_finish(fs);
         goto out_workers;
     }
+    if ((rc = proxy_node_start(cfg, dm.reg, dm.lease, &px)) != 0) { /* proxy: in front of the application */
+        fs_finish(fs);
+        goto out_workers;
+    }
     if (cmd && (rc = start_child(&dm, cmd, &set)) != 0) {
         fs_finish(fs);
         goto out_workers;
@@ -566,6 +572,7 @@ int daemon_run(const struct config *cfg, char **cmd)
         rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
     }
 out_workers:
+    proxy_node_stop(px);
     api_set_replica(NULL);
     replica_stop(dm.repl); /* D6: after fs_finish */
     if (dm.repl)
