@@ -736,6 +736,10 @@ static int serve(struct conn *c, struct pxh_head *h)
         px_error(c, 405, "CONNECT is not supported");
         goto out;
     }
+    if (h->parser.http_major != 1) {
+        px_error(c, 505, "only HTTP/1.0 and HTTP/1.1 are served");
+        goto out;
+    }
     if (pxh_target_path(h->buf + h->url, h->url_len, c->ob, PX_OUT) != 0) {
         px_error(c, 400, "bad request-target");
         goto out;

@@ -16,6 +16,11 @@
  *       extending the length.
  *   X3. At most PXH_MAX_FIELDS fields are recorded; one more fails the
  *       parse (LV_ENOSPC), never writes past f[].
+ *   X4. Every field name of an accepted head is a token (RFC 9110 5.1).
+ *       libhttp-parser as Debian builds it lets "Transfer-Encoding x" or a
+ *       name with a space through; passed on, such a field could make the
+ *       application frame a body differently from the proxy (request
+ *       smuggling), so the head is refused instead.
  */
 #include "daemon/proxy_http.h"
 
@@ -95,6 +100,22 @@ static const http_parser_settings head_settings = {
     .on_headers_complete = on_headers_complete,
 };
 
+/* Is s (n bytes) an RFC 9110 token (a field name): one or more tchar? */
+static int is_token(const char *s, size_t n)
+{
+    static const char special[] = "!#$%&'*+-.^_`|~";
+
+    if (n == 0)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+              (ch && strchr(special, ch))))
+            return 0;
+    }
+    return 1;
+}
+
 int pxh_parse_head(struct pxh_head *h, int type, int skip_body, const char *buf, size_t len, const char **why)
 {
     size_t n;
@@ -115,6 +136,12 @@ int pxh_parse_head(struct pxh_head *h, int type, int skip_body, const char *buf,
         return LV_ENOSPC;
     }
     if (e == HPE_PAUSED && h->done) {
+        for (size_t i = 0; i < h->nf; i++) {
+            if (!is_token(buf + h->f[i].name, h->f[i].name_len)) { /* X4 */
+                *why = "invalid character in a header field name";
+                return LV_EINVAL;
+            }
+        }
         h->len = n;
         return n > 0 ? (int)n : LV_EINVAL;
     }
