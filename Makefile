@@ -166,10 +166,10 @@ litevault-asan-test: all npm-deps $(BUILD)/tests/unit $(BUILD)/tests/it
 FUZZ_CC      ?= clang
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECS    ?= 20
-FUZZ_NAMES   := config txlog txlog_open wal state time cron manifest stream
+FUZZ_NAMES   := config txlog txlog_open wal state time cron manifest stream proxy
 # The parsers and decoders the harnesses reach, with what they link: the
 # base and log layers whole (so splitting a file there needs no edit here).
-FUZZ_LIBSRCS := $(wildcard src/base/*.c src/log/*.c) src/daemon/config.c src/export/cron.c \
+FUZZ_LIBSRCS := $(wildcard src/base/*.c src/log/*.c) src/daemon/config.c src/daemon/proxy_http.c src/export/cron.c \
                 archive/manifest.c archive/current.c restore/plan.c src/replica/stream.c
 FUZZ_LIBOBJS := $(FUZZ_LIBSRCS:%.c=$(FUZZ_BUILD)/%.o)
 FUZZ_CFLAGS   = -DLV_ASSERTS=1 -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread $(filter-out -Wno-format-truncation,$(WARN)) -Isrc -I. $(PKG_CFLAGS) -g -O1 \
@@ -181,9 +181,9 @@ fuzz: $(FUZZ_BINS) $(FUZZ_BUILD)/seeds/.ok
 
 # make test runs a short pass (FUZZ_SMOKE_SECS) of the harnesses of the
 # decoders that read bytes from the network (FUZZ_SMOKE_NAMES: the
-# replication stream), through make fuzz; skipped with a notice when
-# $(FUZZ_CC) is not installed (make fuzz installs it).
-FUZZ_SMOKE_NAMES ?= stream
+# replication stream, the proxy's HTTP heads), through make fuzz; skipped
+# with a notice when $(FUZZ_CC) is not installed (make fuzz installs it).
+FUZZ_SMOKE_NAMES ?= stream proxy
 FUZZ_SMOKE_SECS  ?= 5
 fuzz-smoke:
 	@if command -v $(FUZZ_CC) >/dev/null 2>&1; then \
@@ -201,10 +201,10 @@ $(FUZZ_BUILD)/%.o: %.c | $(FUZZ_BUILD)/.deps-ok
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c -o $@ $<
 
 $(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c $(wildcard fuzz/*.h) $(FUZZ_LIBOBJS)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIBOBJS) $(PKG_LIBS) -pthread -lm
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIBOBJS) $(PKG_LIBS) -lhttp_parser -pthread -lm
 
 $(FUZZ_BUILD)/gen_seeds: fuzz/gen_seeds.c $(FUZZ_LIBOBJS)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -o $@ $< $(FUZZ_LIBOBJS) $(PKG_LIBS) -pthread -lm
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -o $@ $< $(FUZZ_LIBOBJS) $(PKG_LIBS) -lhttp_parser -pthread -lm
 
 $(FUZZ_BUILD)/seeds/.ok: $(FUZZ_BUILD)/gen_seeds
 	rm -rf $(FUZZ_BUILD)/seeds
