@@ -81,6 +81,10 @@ $(BUILD)/bench_repl: bench/bench_repl.c | $(BUILD)/.deps-ok
 	@mkdir -p $(BUILD)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
+$(BUILD)/bench_proxy: bench/bench_proxy.c | $(BUILD)/.deps-ok
+	@mkdir -p $(BUILD)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+
 JOBS ?= 2
 unit-test: npm-deps $(BIN) $(BUILD)/tests/unit
 	LITEVAULT=$(abspath $(BIN)) ./tests/run-criterion.sh $(BUILD)/unit.log $(BUILD)/tests/unit --jobs $(JOBS)
@@ -119,11 +123,14 @@ REL_MAKE = $(MAKE) BUILD=build-release BIN=build-release/litevault ASSERTS=0
 release:
 	$(REL_MAKE) all
 
-# BENCH_PARTS=main or repl runs one of the two programs (default: both).
+# BENCH_PARTS: the programs to run, any of main (bench.c), repl
+# (bench_repl.c) and proxy (bench_proxy.c); default: all three.
+BENCH_PARTS ?= main repl proxy
 bench: npm-deps
-	$(REL_MAKE) all build-release/bench build-release/bench_repl
-	@if [ "$(BENCH_PARTS)" != repl ]; then LITEVAULT=$(abspath build-release/litevault) build-release/bench; fi
-	@if [ "$(BENCH_PARTS)" != main ]; then LITEVAULT=$(abspath build-release/litevault) build-release/bench_repl; fi
+	$(REL_MAKE) all build-release/bench build-release/bench_repl build-release/bench_proxy
+	@case " $(BENCH_PARTS) " in *" main "*) LITEVAULT=$(abspath build-release/litevault) build-release/bench;; esac
+	@case " $(BENCH_PARTS) " in *" repl "*) LITEVAULT=$(abspath build-release/litevault) build-release/bench_repl;; esac
+	@case " $(BENCH_PARTS) " in *" proxy "*) LITEVAULT=$(abspath build-release/litevault) build-release/bench_proxy;; esac
 
 # ASan+UBSan build in build-asan/: unit tests with leak detection, then the
 # integration tests against the sanitized daemon build-asan/litevault (both
