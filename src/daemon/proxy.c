@@ -944,9 +944,15 @@ static void refuse(int fd, const char *why)
     struct iovec v[2] = {{head, (size_t)hn}, {msg, (size_t)bn}};
     struct msghdr m = {.msg_iov = v, .msg_iovlen = 2};
 
+    char drop[4096];
+
     if (sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
         LV_DEBUG("proxy: refusing a connection: %s", strerror(errno));
     shutdown(fd, SHUT_WR);
+    /* what the client already sent, read and dropped: unread bytes at close
+     * would make the kernel reset the connection, and the client might lose the 503 */
+    for (int i = 0; i < 16 && recv(fd, drop, sizeof drop, MSG_DONTWAIT) > 0; i++)
+        ;
     close(fd);
 }
 
