@@ -728,7 +728,7 @@ static int serve(struct conn *c, struct pxh_head *h)
     struct pxh_head *rh = NULL;
     char host[256], port[16], url[1024], err[1400] = "";
     const char *why = NULL, *dest = "the application";
-    int remote = 0, reused = 0, keep = 0, rechunk = 0, req_done = 0, rc;
+    int remote = 0, reused = 0, keep = 0, rechunk = 0, req_done = 0, copied = 0, rc;
     struct px_out o;
 
     req_facts(h, &rq);
@@ -799,8 +799,13 @@ static int serve(struct conn *c, struct pxh_head *h)
             goto out;
         c->body_bytes = 0;
         rc = px_write(c, c->up, o.b, o.n, PX_IO_TIMEOUT_MS);
-        if (rc == 0 && attempt == 0) { /* a retry has no body: the request was complete */
+        if (rc != 0 && reused && attempt == 0 && !rq.has_body) {
+            up_close(c); /* the kept connection had been closed by the other side: once more, afresh */
+            continue;
+        }
+        if (rc == 0 && !copied) { /* once: a retry is for a request without a body */
             size_t pos = c->rpos, len = c->rlen;
+            copied = 1;
             rc = copy_body(c, &h->parser, c->rb, &pos, &len, c->fd, c->up, rq.chunked);
             c->rpos = pos;
             c->rlen = len;
