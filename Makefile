@@ -10,7 +10,7 @@ PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 ASSERTS ?= 1
 ALL_CFLAGS = -DLV_ASSERTS=$(ASSERTS) -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread $(WARN) -Isrc -I. $(PKG_CFLAGS) $(CFLAGS)
-LDLIBS  += $(PKG_LIBS) -pthread -lm
+LDLIBS  += $(PKG_LIBS) -lhttp_parser -pthread -lm
 
 BUILD   ?= build
 BIN     ?= litevault
@@ -36,10 +36,11 @@ all: $(BUILD)/.deps-ok $(BIN)
 # openssl: the tests make throwaway TLS certificates with it.
 # iproute2 and nftables: network namespaces and partitions (tests/lib/netns.h).
 # haproxy: tests/it_haproxy.c runs examples/haproxy.cfg.
+# libhttp-parser-dev: the built-in HTTP proxy (src/daemon/proxy.c) parses HTTP/1.1 with it.
 DEBPKGS := build-essential libfuse3-dev fuse3 libsqlite3-dev sqlite3 libzstd-dev libarchive-dev \
            libyaml-dev libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev libxml2-dev \
            libcriterion-dev pkg-config libxxhash-dev python3 tcl-dev help2man libsystemd-dev \
-           openssl iproute2 nftables haproxy etcd-server
+           openssl iproute2 nftables haproxy etcd-server libhttp-parser-dev
 # Test-only tools from npm (s3rver for the S3 store tests, pinned in
 # tests/package-lock.json): node/npm and curl from apt only if missing, then
 # `npm ci` only if tests/node_modules is missing.
@@ -77,6 +78,10 @@ $(BUILD)/bench: bench/bench.c $(LIBOBJS)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
 $(BUILD)/bench_repl: bench/bench_repl.c | $(BUILD)/.deps-ok
+	@mkdir -p $(BUILD)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/bench_proxy: bench/bench_proxy.c | $(BUILD)/.deps-ok
 	@mkdir -p $(BUILD)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
@@ -118,11 +123,14 @@ REL_MAKE = $(MAKE) BUILD=build-release BIN=build-release/litevault ASSERTS=0
 release:
 	$(REL_MAKE) all
 
-# BENCH_PARTS=main or repl runs one of the two programs (default: both).
+# BENCH_PARTS: the programs to run, any of main (bench.c), repl
+# (bench_repl.c) and proxy (bench_proxy.c); default: all three.
+BENCH_PARTS ?= main repl proxy
 bench: npm-deps
-	$(REL_MAKE) all build-release/bench build-release/bench_repl
-	@if [ "$(BENCH_PARTS)" != repl ]; then LITEVAULT=$(abspath build-release/litevault) build-release/bench; fi
-	@if [ "$(BENCH_PARTS)" != main ]; then LITEVAULT=$(abspath build-release/litevault) build-release/bench_repl; fi
+	$(REL_MAKE) all build-release/bench build-release/bench_repl build-release/bench_proxy
+	@case " $(BENCH_PARTS) " in *" main "*) LITEVAULT=$(abspath build-release/litevault) build-release/bench;; esac
+	@case " $(BENCH_PARTS) " in *" repl "*) LITEVAULT=$(abspath build-release/litevault) build-release/bench_repl;; esac
+	@case " $(BENCH_PARTS) " in *" proxy "*) LITEVAULT=$(abspath build-release/litevault) build-release/bench_proxy;; esac
 
 # ASan+UBSan build in build-asan/: unit tests with leak detection, then the
 # integration tests against the sanitized daemon build-asan/litevault (both
@@ -165,10 +173,10 @@ litevault-asan-test: all npm-deps $(BUILD)/tests/unit $(BUILD)/tests/it
 FUZZ_CC      ?= clang
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECS    ?= 20
-FUZZ_NAMES   := config txlog txlog_open wal state time cron manifest stream etcd
+FUZZ_NAMES   := config txlog txlog_open wal state time cron manifest stream etcd proxy
 # The parsers and decoders the harnesses reach, with what they link: the
 # base and log layers whole (so splitting a file there needs no edit here).
-FUZZ_LIBSRCS := $(wildcard src/base/*.c src/log/*.c) src/daemon/config.c src/export/cron.c \
+FUZZ_LIBSRCS := $(wildcard src/base/*.c src/log/*.c) src/daemon/config.c src/daemon/proxy_http.c src/export/cron.c \
                 archive/manifest.c archive/current.c restore/plan.c src/replica/stream.c src/replica/etcd_value.c
 FUZZ_LIBOBJS := $(FUZZ_LIBSRCS:%.c=$(FUZZ_BUILD)/%.o)
 FUZZ_CFLAGS   = -DLV_ASSERTS=1 -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread $(filter-out -Wno-format-truncation,$(WARN)) -Isrc -I. $(PKG_CFLAGS) -g -O1 \
@@ -180,9 +188,10 @@ fuzz: $(FUZZ_BINS) $(FUZZ_BUILD)/seeds/.ok
 
 # make test runs a short pass (FUZZ_SMOKE_SECS) of the harnesses of the
 # decoders that read bytes from the network (FUZZ_SMOKE_NAMES: the
-# replication stream), through make fuzz; skipped with a notice when
-# $(FUZZ_CC) is not installed (make fuzz installs it).
-FUZZ_SMOKE_NAMES ?= stream etcd
+# replication stream, the etcd lease's values, the proxy's HTTP heads),
+# through make fuzz; skipped with a notice when $(FUZZ_CC) is not installed
+# (make fuzz installs it).
+FUZZ_SMOKE_NAMES ?= stream etcd proxy
 FUZZ_SMOKE_SECS  ?= 5
 fuzz-smoke:
 	@if command -v $(FUZZ_CC) >/dev/null 2>&1; then \
@@ -200,10 +209,10 @@ $(FUZZ_BUILD)/%.o: %.c | $(FUZZ_BUILD)/.deps-ok
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c -o $@ $<
 
 $(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c $(wildcard fuzz/*.h) $(FUZZ_LIBOBJS)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIBOBJS) $(PKG_LIBS) -pthread -lm
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIBOBJS) $(PKG_LIBS) -lhttp_parser -pthread -lm
 
 $(FUZZ_BUILD)/gen_seeds: fuzz/gen_seeds.c $(FUZZ_LIBOBJS)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -o $@ $< $(FUZZ_LIBOBJS) $(PKG_LIBS) -pthread -lm
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -o $@ $< $(FUZZ_LIBOBJS) $(PKG_LIBS) -lhttp_parser -pthread -lm
 
 $(FUZZ_BUILD)/seeds/.ok: $(FUZZ_BUILD)/gen_seeds
 	rm -rf $(FUZZ_BUILD)/seeds

@@ -940,3 +940,151 @@ Test(config, open_addr_needs_a_token)
     cft_load_ok("http:\n  addr: localhost:20202\n", &c);
     config_free(&c);
 }
+
+/* ---- proxy: ---- */
+
+Test(config, proxy_defaults)
+{
+    struct config c;
+
+    cr_assert_eq(config_defaults(&c), 0);
+    cr_assert_null(c.proxy_addr, "no proxy without the section");
+    cr_assert_null(c.proxy_target);
+    cr_assert_null(c.proxy_db);
+    cr_assert_null(c.proxy_passthrough);
+    cr_assert_eq(c.nproxy_passthrough, 0);
+    cr_assert_eq(c.proxy_max_lag_wait_us, 5LL * 1000000);
+    cr_assert_eq(c.proxy_header_timeout_us, 10LL * 1000000);
+    cr_assert_eq(c.proxy_max_conns, 256);
+    cr_assert_null(c.proxy_advertise_url);
+    cr_assert_null(c.proxy_primary_url);
+    config_free(&c);
+
+    cft_load_ok("proxy:\n  addr: 127.0.0.1:8080\n  target: 127.0.0.1:8081\n  db: app.db\n", &c);
+    cr_assert_str_eq(c.proxy_addr, "127.0.0.1:8080");
+    cr_assert_str_eq(c.proxy_target, "127.0.0.1:8081");
+    cr_assert_str_eq(c.proxy_db, "app.db");
+    cr_assert_str_eq(c.proxy_advertise_url, "http://127.0.0.1:8080", "advertise-url follows proxy.addr");
+    cr_assert_eq(c.proxy_max_conns, 256);
+    config_free(&c);
+    cr_assert_null(c.proxy_addr);
+    cr_assert_null(c.proxy_advertise_url);
+
+    cft_load_ok("proxy:\n  addr: 0.0.0.0:8080\n  target: http://localhost:8081/\n  db: d/app.db\n"
+                "  passthrough: '*.css'\n", &c);
+    char host[256], want[300];
+    cr_assert_eq(gethostname(host, sizeof host), 0);
+    snprintf(want, sizeof want, "http://%s:8080", host);
+    cr_assert_str_eq(c.proxy_advertise_url, want, "0.0.0.0 becomes the host name");
+    cr_assert_eq(c.nproxy_passthrough, 1, "one pattern without a list");
+    cr_assert_str_eq(c.proxy_passthrough[0], "*.css");
+    config_free(&c);
+}
+
+Test(config, proxy_every_key)
+{
+    struct config c;
+
+    cft_load_ok("lease:\n  primary-url: http://db1:20202\n"
+                "proxy:\n"
+                "  addr: 127.0.0.1:8080\n"
+                "  target: '[::1]:8081'\n"
+                "  db: app.db\n"
+                "  passthrough: [/static/*, '*.js']\n"
+                "  max-lag-wait: 250ms\n"
+                "  header-timeout: 3s\n"
+                "  max-conns: 17\n"
+                "  advertise-url: http://db2.internal:8080/\n"
+                "  primary-url: http://db1.internal:8080\n",
+                &c);
+    cr_assert_eq(c.lease_candidate, 0);
+    cr_assert_str_eq(c.proxy_target, "[::1]:8081");
+    cr_assert_eq(c.nproxy_passthrough, 2);
+    cr_assert_str_eq(c.proxy_passthrough[0], "/static/*");
+    cr_assert_str_eq(c.proxy_passthrough[1], "*.js");
+    cr_assert_eq(c.proxy_max_lag_wait_us, 250000);
+    cr_assert_eq(c.proxy_header_timeout_us, 3000000);
+    cr_assert_eq(c.proxy_max_conns, 17);
+    cr_assert_str_eq(c.proxy_advertise_url, "http://db2.internal:8080", "trailing slash dropped");
+    cr_assert_str_eq(c.proxy_primary_url, "http://db1.internal:8080");
+    config_free(&c);
+    cr_assert_null(c.proxy_passthrough);
+    cr_assert_eq(c.nproxy_passthrough, 0);
+}
+
+Test(config, proxy_errors_name_the_key)
+{
+    const char *base = "proxy:\n  addr: 127.0.0.1:8080\n  target: 127.0.0.1:8081\n  db: app.db\n";
+    char text[512];
+
+    cft_load_err("proxy:\n  target: 127.0.0.1:8081\n  db: app.db\n", 2, 3, "proxy.addr: required key is missing",
+                 NULL);
+    cft_load_err("proxy:\n  addr: 127.0.0.1:8080\n  db: app.db\n", 2, 3, "proxy.target: required key is missing",
+                 NULL);
+    cft_load_err("proxy:\n  addr: 127.0.0.1:8080\n  target: 127.0.0.1:8081\n", 2, 3,
+                 "proxy.db: required key is missing", NULL);
+    cft_load_err("proxy:\n  addr: 8080\n  target: 127.0.0.1:8081\n  db: app.db\n", 2, 9, "proxy.addr: bad address",
+                 NULL);
+    cft_load_err("proxy:\n  addr: 127.0.0.1:8080\n  target: https://app:8081\n  db: app.db\n", 3, 11,
+                 "proxy.target: bad address", "https is not supported");
+    cft_load_err("proxy:\n  addr: 127.0.0.1:8080\n  target: app\n  db: app.db\n", 3, 11, "proxy.target: bad address",
+                 "missing port");
+    cft_load_err("proxy:\n  addr: 127.0.0.1:8080\n  target: http://app:8081/x\n  db: app.db\n", 3, 11,
+                 "proxy.target: bad address", "no path");
+    cft_load_err("proxy:\n  addr: 127.0.0.1:8080\n  target: 127.0.0.1:8081\n  db: /abs.db\n", 4, 7,
+                 "proxy.db: bad database name", NULL);
+    snprintf(text, sizeof text, "%s  passthrough: static/*\n", base);
+    cft_load_err(text, 5, 16, "proxy.passthrough: pattern \"static/*\" can never match", NULL);
+    snprintf(text, sizeof text, "%s  passthrough: [/a, '']\n", base);
+    cft_load_err(text, 5, 21, "proxy.passthrough[1]: empty pattern", NULL);
+    snprintf(text, sizeof text, "%s  max-lag-wait: 2m\n", base);
+    cft_load_err(text, 5, 17, "proxy.max-lag-wait: max-lag-wait must be at most 1m", NULL);
+    snprintf(text, sizeof text, "%s  max-lag-wait: soon\n", base);
+    cft_load_err(text, 5, 17, "proxy.max-lag-wait: bad duration", NULL);
+    snprintf(text, sizeof text, "%s  header-timeout: 0s\n", base);
+    cft_load_err(text, 5, 19, "proxy.header-timeout:", NULL);
+    snprintf(text, sizeof text, "%s  max-conns: 0\n", base);
+    cft_load_err(text, 5, 14, "proxy.max-conns: expected a number from 1 to 100000", NULL);
+    snprintf(text, sizeof text, "%s  advertise-url: https://db1:8080\n", base);
+    cft_load_err(text, 5, 18, "proxy.advertise-url: unsupported URL", "plain HTTP");
+    snprintf(text, sizeof text, "%s  primary-url: http://db1:8080/p\n", base);
+    cft_load_err(text, 5, 16, "proxy.primary-url: bad URL", "no path");
+    snprintf(text, sizeof text, "%s  port: 1\n", base);
+    cft_load_err(text, 5, 3, "proxy.port: unknown key", NULL);
+    snprintf(text, sizeof text, "lease:\n  candidate: false\n  primary-url: http://db1:20202\n%s", base);
+    cft_load_err(text, 5, 3, "proxy.primary-url: required on a replica", "the primary's proxy");
+}
+
+/* Every key the sample documents (commented out) loads, with the values shown. */
+Test(config, proxy_sample_section_loads)
+{
+    FILE *f = fopen("config.yml.sample", "r");
+    char line[512], text[8192] = "lease:\n  candidate: false\n  primary-url: http://db1:20202\n";
+    size_t n = strlen(text);
+    int in = 0;
+    struct config c;
+
+    if (!f)
+        cr_skip_test("run from the repository root to check config.yml.sample");
+    while (fgets(line, sizeof line, f)) {
+        if (strcmp(line, "#proxy:\n") == 0)
+            in = 1;
+        else if (in && line[0] != '#')
+            break;
+        if (in)
+            n += (size_t)snprintf(text + n, sizeof text - n, "%s", line + 1);
+    }
+    fclose(f);
+    cr_assert(in, "config.yml.sample has no #proxy: section");
+    cft_load_ok(text, &c);
+    cr_assert_str_eq(c.proxy_addr, "0.0.0.0:8080");
+    cr_assert_str_eq(c.proxy_target, "127.0.0.1:8081");
+    cr_assert_str_eq(c.proxy_db, "app.db");
+    cr_assert_eq(c.nproxy_passthrough, 3);
+    cr_assert_eq(c.proxy_max_lag_wait_us, 5LL * 1000000, "the sample shows the default");
+    cr_assert_eq(c.proxy_header_timeout_us, 10LL * 1000000, "the sample shows the default");
+    cr_assert_eq(c.proxy_max_conns, 256, "the sample shows the default");
+    cr_assert_str_eq(c.proxy_advertise_url, "http://db1.internal:8080");
+    cr_assert_str_eq(c.proxy_primary_url, "http://db1.internal:8080");
+    config_free(&c);
+}

@@ -12,6 +12,8 @@
  *   log:    level, format                        (section)
  *   lease:  type, candidate, advertise-url, primary-url (section)
  *   replication: max-lag, max-retain, seed, apply-wait (section)
+ *   proxy:  addr, target, db, passthrough, max-lag-wait, header-timeout,
+ *           max-conns, advertise-url, primary-url (section)
  *   exports: name, schedule, url, format, databases, keep, on, endpoint,
  *            region, force-path-style, access-key-id, secret-access-key,
  *            session-token                       (list)
@@ -71,7 +73,9 @@
  * libmicrohttpd with TLS; a static replica (candidate false, the default
  * when primary-url is set) needs primary-url; a non-loopback http.addr
  * that listens without a token needs http.allow-no-token; advertise-url
- * defaults to http[s]://<http.addr>.
+ * defaults to http[s]://<http.addr>; a replica's proxy needs
+ * proxy.primary-url, and proxy.advertise-url defaults to
+ * http://<proxy.addr>.
  *
  * Secrets.  http.token's value never enters a message (the parsers say
  * what is wrong with it, not what it is); config_free wipes it.
@@ -84,6 +88,7 @@
 #include "base/http.h"
 #include "base/lv.h"
 #include "base/lvlog.h"
+#include "daemon/proxy_http.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -119,6 +124,11 @@
 #define DEFAULT_REPL_MAX_RETAIN (1LL << 30)
 #define DEFAULT_REPL_APPLY_WAIT_US (100LL * 1000)
 #define MAX_REPL_APPLY_WAIT_US (60LL * 1000000)
+#define DEFAULT_PROXY_MAX_LAG_WAIT_US (5LL * 1000000)
+#define MAX_PROXY_MAX_LAG_WAIT_US (60LL * 1000000)
+#define DEFAULT_PROXY_HEADER_TIMEOUT_US (10LL * 1000000)
+#define DEFAULT_PROXY_MAX_CONNS 256
+#define MAX_PROXY_MAX_CONNS 100000
 #define TOKEN_MIN 16   /* shortest http.token accepted */
 #define TOKEN_MAX 4096 /* longest */
 static const int64_t default_levels_us[] = {30LL * 1000000, 300LL * 1000000, 3600LL * 1000000};
@@ -775,6 +785,113 @@ static int parse_apply_wait(struct cfg_parser *p, const struct cfg_key *k, yaml_
     return rc;
 }
 
+/* proxy.target: HOST:PORT or http://HOST:PORT[/]. */
+static int parse_proxy_target(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                              void *field)
+{
+    char host[256], port[16], *v;
+    const char *why;
+
+    if (!*value)
+        return cfg_error(p, node->start_mark, "empty value (set the application's address, e.g. %s)", k->example);
+    if (pxh_hostport(value, host, sizeof host, port, sizeof port, &why) != 0)
+        return cfg_error(p, node->start_mark, "bad address \"%s\": %s (e.g. %s)", value, why, k->example);
+    v = strdup(value);
+    if (!v)
+        return LV_ENOMEM;
+    return set_string(field, v);
+}
+
+/* proxy.advertise-url, proxy.primary-url: http://HOST[:PORT], a trailing slash dropped. */
+static int parse_proxy_url(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                           void *field)
+{
+    char host[256], port[16], *v;
+    const char *why;
+    size_t n;
+
+    if (!*value)
+        return cfg_error(p, node->start_mark, "empty value (set a URL such as %s, or remove the key)", k->example);
+    if (strncmp(value, "http://", 7) != 0)
+        return cfg_error(p, node->start_mark, "unsupported URL \"%s\" (use http://HOST:PORT: proxies forward to "
+                                              "each other in plain HTTP; e.g. %s)", value, k->example);
+    if (pxh_hostport(value, host, sizeof host, port, sizeof port, &why) != 0)
+        return cfg_error(p, node->start_mark, "bad URL \"%s\": %s (e.g. %s)", value, why, k->example);
+    v = strdup(value);
+    if (!v)
+        return LV_ENOMEM;
+    n = strlen(v);
+    if (n > 0 && v[n - 1] == '/')
+        v[n - 1] = '\0';
+    return set_string(field, v);
+}
+
+/* proxy.db: a database path on the mount. */
+static int parse_proxy_db(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                          void *field)
+{
+    char *v;
+
+    if (!*value || value[0] == '/' || strstr(value, "..") || value[strlen(value) - 1] == '/')
+        return cfg_error(p, node->start_mark, "bad database name \"%s\" (use the path on the mount without a "
+                                              "leading '/', e.g. %s)", value, k->example);
+    v = strdup(value);
+    if (!v)
+        return LV_ENOMEM;
+    return set_string(field, v);
+}
+
+/* proxy.passthrough: one pattern or a list of them (fnmatch, on the request path). */
+static int parse_passthrough(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                             void *field)
+{
+    char ***arr = field;
+    size_t *count = (size_t *)((char *)field - k->off + k->count_off);
+    char **na, *v;
+
+    if (!*value)
+        return cfg_error(p, node->start_mark, "empty pattern (use e.g. %s)", k->example);
+    if (value[0] != '/' && value[0] != '*' && value[0] != '?' && value[0] != '[')
+        return cfg_error(p, node->start_mark, "pattern \"%s\" can never match a request path, which starts with "
+                                              "'/' (e.g. /static/* or *.css)", value);
+    v = strdup(value);
+    na = v ? realloc(*arr, (*count + 1) * sizeof *na) : NULL;
+    if (!na) {
+        free(v);
+        return LV_ENOMEM;
+    }
+    na[(*count)++] = v;
+    *arr = na;
+    return 0;
+}
+
+/* proxy.max-lag-wait: a duration up to a minute. */
+static int parse_lag_wait(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                          void *field)
+{
+    int rc = parse_interval(p, k, node, value, field);
+
+    if (rc == 0 && *(int64_t *)field > MAX_PROXY_MAX_LAG_WAIT_US)
+        return cfg_error(p, node->start_mark, "max-lag-wait must be at most 1m (e.g. %s)", k->example);
+    return rc;
+}
+
+/* proxy.max-conns: 1..100000. */
+static int parse_max_conns(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                           void *field)
+{
+    char *end;
+    long v;
+
+    errno = 0;
+    v = strtol(value, &end, 10);
+    if (errno || end == value || *end || v < 1 || v > MAX_PROXY_MAX_CONNS)
+        return cfg_error(p, node->start_mark, "expected a number from 1 to %d, found \"%s\" (e.g. %s)",
+                         MAX_PROXY_MAX_CONNS, value, k->example);
+    *(int *)field = (int)v;
+    return 0;
+}
+
 /* Fill the defaults of archive destinations after the walk. */
 static void archive_defaults(struct config *cfg)
 {
@@ -857,6 +974,20 @@ static const struct cfg_key replication_keys[] = {
     {.name = "apply-wait", .parse = parse_apply_wait, .off = offsetof(struct config, repl_apply_wait_us), .example = "100ms"},
     {.name = "sync-replicas", .parse = parse_sync_replicas, .off = offsetof(struct config, repl_sync_replicas), .example = "1"},
     {.name = "sync-timeout", .parse = parse_sync_timeout, .off = offsetof(struct config, repl_sync_timeout_us), .example = "5s"},
+    {.name = NULL},
+};
+
+static const struct cfg_key proxy_keys[] = {
+    {.name = "addr", .parse = parse_addr, .off = offsetof(struct config, proxy_addr), .owned = 1, .required = 1, .example = "0.0.0.0:8080"},
+    {.name = "target", .parse = parse_proxy_target, .off = offsetof(struct config, proxy_target), .owned = 1, .required = 1, .example = "127.0.0.1:8081"},
+    {.name = "db", .parse = parse_proxy_db, .off = offsetof(struct config, proxy_db), .owned = 1, .required = 1, .example = "app.db"},
+    {.name = "passthrough", .parse = parse_passthrough, .off = offsetof(struct config, proxy_passthrough), .owned = 2,
+     .seq = CFG_SEQ_EACH, .count_off = offsetof(struct config, nproxy_passthrough), .example = "/static/*"},
+    {.name = "max-lag-wait", .parse = parse_lag_wait, .off = offsetof(struct config, proxy_max_lag_wait_us), .example = "5s"},
+    {.name = "header-timeout", .parse = parse_header_timeout, .off = offsetof(struct config, proxy_header_timeout_us), .example = "10s"},
+    {.name = "max-conns", .parse = parse_max_conns, .off = offsetof(struct config, proxy_max_conns), .example = "256"},
+    {.name = "advertise-url", .parse = parse_proxy_url, .off = offsetof(struct config, proxy_advertise_url), .owned = 1, .example = "http://db1.internal:8080"},
+    {.name = "primary-url", .parse = parse_proxy_url, .off = offsetof(struct config, proxy_primary_url), .owned = 1, .example = "http://db1.internal:8080"},
     {.name = NULL},
 };
 
@@ -1119,6 +1250,7 @@ static const struct cfg_key top_keys[] = {
     {.name = "log", .kind = CFG_SECTION, .sub = log_keys},
     {.name = "lease", .kind = CFG_SECTION, .sub = lease_keys},
     {.name = "replication", .kind = CFG_SECTION, .sub = replication_keys},
+    {.name = "proxy", .kind = CFG_SECTION, .sub = proxy_keys},
     {.name = "exports", .kind = CFG_LIST, .sub = export_keys, .off = offsetof(struct config, exports),
      .count_off = offsetof(struct config, nexports), .elem_size = sizeof(struct exports_job),
      .elem_init = export_init, .elem_check = export_check},
@@ -1530,11 +1662,10 @@ out:
     return rc;
 }
 
-/* Default advertise-url: http[s]://<http.addr>, the host name standing for 0.0.0.0 or [::]. */
-static int default_advertise(struct config *cfg)
+/* scheme://<addr> into *field, the host name standing for 0.0.0.0 or [::]. */
+static int default_url(const char *addr, const char *scheme, char **field)
 {
-    const char *addr = cfg->http_addr, *port = strrchr(addr, ':');
-    const char *scheme = cfg->http_tls_cert ? "https" : "http";
+    const char *port = strrchr(addr, ':');
     char host[256];
     char *v;
 
@@ -1548,7 +1679,37 @@ static int default_advertise(struct config *cfg)
     }
     if (!v)
         return LV_ENOMEM;
-    return set_string(&cfg->advertise_url, v);
+    return set_string(field, v);
+}
+
+/* Default advertise-url: http[s]://<http.addr>, the host name standing for 0.0.0.0 or [::]. */
+static int default_advertise(struct config *cfg)
+{
+    return default_url(cfg->http_addr, cfg->http_tls_cert ? "https" : "http", &cfg->advertise_url);
+}
+
+/* The proxy's keys that depend on others: a static replica's proxy needs
+ * primary-url; advertise-url defaults to http://<proxy.addr>. */
+static int check_proxy(struct cfg_parser *p, yaml_node_t *root, struct config *cfg)
+{
+    yaml_node_t *proxy = map_get(p, root, "proxy", NULL), *kn;
+
+    if (!cfg->proxy_addr)
+        return 0;
+    if (strcmp(cfg->lease_type, "etcd") == 0 && cfg->proxy_primary_url) {
+        map_get(p, proxy, "primary-url", &kn);
+        return check_error(p, "proxy.primary-url", kn, proxy, root, "not used with lease.type etcd: the primary "
+                           "publishes its proxy.advertise-url with its lease (remove primary-url)");
+    }
+    if (strcmp(cfg->lease_type, "etcd") != 0 && !cfg->lease_candidate && !cfg->proxy_primary_url) {
+        map_get(p, proxy, "addr", &kn);
+        return check_error(p, "proxy.primary-url", kn, proxy, root, "required on a replica (lease.candidate false) "
+                           "that serves proxy.addr: writes go to the primary's proxy at this URL (add primary-url: "
+                           "http://PRIMARY-HOST:PORT, the primary's proxy.addr)");
+    }
+    if (!cfg->proxy_advertise_url)
+        return default_url(cfg->proxy_addr, "http", &cfg->proxy_advertise_url);
+    return 0;
 }
 
 static int config_check(struct cfg_parser *p, yaml_node_t *root, struct config *cfg)
@@ -1610,6 +1771,9 @@ static int config_check(struct cfg_parser *p, yaml_node_t *root, struct config *
                            "it without one%s", cfg->http_addr, vn2 ? "" : " (or http.public: false to listen only on "
                            "the admin socket)");
     }
+    rc = check_proxy(p, root, cfg);
+    if (rc)
+        return rc;
     if (!map_get(p, lease, "advertise-url", NULL))
         return default_advertise(cfg);
     return 0;
@@ -1651,6 +1815,9 @@ int config_defaults(struct config *cfg)
     cfg->repl_seed = 1;
     cfg->repl_apply_wait_us = DEFAULT_REPL_APPLY_WAIT_US;
     cfg->repl_sync_timeout_us = DEFAULT_REPL_SYNC_TIMEOUT_US;
+    cfg->proxy_max_lag_wait_us = DEFAULT_PROXY_MAX_LAG_WAIT_US;
+    cfg->proxy_header_timeout_us = DEFAULT_PROXY_HEADER_TIMEOUT_US;
+    cfg->proxy_max_conns = DEFAULT_PROXY_MAX_CONNS;
     if (!cfg->fuse_dir || !cfg->data_dir || !cfg->http_addr || !cfg->lease_type || !cfg->advertise_url) {
         config_free(cfg);
         return LV_ENOMEM;

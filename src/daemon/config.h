@@ -70,6 +70,22 @@ struct config {
     int repl_sync_replicas;     /* replication.sync-replicas: a commit on the primary waits until this many
                                    replicas hold it; default 0 (asynchronous) */
     int64_t repl_sync_timeout_us; /* replication.sync-timeout: the longest a commit waits; default 5s */
+    /* proxy: the built-in HTTP proxy (daemon/proxy.h); none without the section */
+    char *proxy_addr;           /* proxy.addr: HOST:PORT it listens on (owned), NULL: no proxy (the default) */
+    char *proxy_target;         /* proxy.target: the application, HOST:PORT or http://HOST:PORT (owned);
+                                   required with the section */
+    char *proxy_db;             /* proxy.db: the database (path on the mount) whose TXID the __txid cookie
+                                   carries (owned); required with the section */
+    char **proxy_passthrough;   /* proxy.passthrough: fnmatch patterns on request paths (owned array of owned
+                                   strings), NULL: none */
+    size_t nproxy_passthrough;  /* entries in proxy_passthrough */
+    int64_t proxy_max_lag_wait_us;   /* proxy.max-lag-wait: a read's longest wait for its __txid; default 5s */
+    int64_t proxy_header_timeout_us; /* proxy.header-timeout: a whole request head, and keep-alive idle; default 10s */
+    int proxy_max_conns;        /* proxy.max-conns: client connections at once; default 256 */
+    char *proxy_advertise_url;  /* proxy.advertise-url: how other nodes reach this proxy (owned); default
+                                   http://<proxy.addr> (the host name for 0.0.0.0 / [::]); NULL without proxy */
+    char *proxy_primary_url;    /* proxy.primary-url: the primary's proxy, for a static replica (owned), NULL if
+                                   none; required with proxy.addr when lease.candidate is false */
 };
 
 /* Does cfg's daemon listen on http.addr?  Unless http.public is false and

@@ -83,6 +83,7 @@
 #include "daemon/api.h"
 #include "daemon/config.h"
 #include "daemon/notify.h"
+#include "daemon/proxy_node.h"
 #include "export/exports.h"
 #include "replica/cluster.h"
 #include "replica/lease.h"
@@ -455,7 +456,8 @@ static int open_lease(struct daemon *dm)
     const struct config *cfg = dm->cfg;
     struct lease_conf lc = {.type = cfg->lease_type, .candidate = cfg->lease_candidate,
                             .advertise_url = cfg->advertise_url, .primary_url = cfg->primary_url,
-                            .node_id = dm->node_id, .endpoints = cfg->lease_endpoints, .key = cfg->lease_key,
+                            .node_id = dm->node_id, .proxy_url = cfg->proxy_advertise_url,
+                            .endpoints = cfg->lease_endpoints, .key = cfg->lease_key,
                             .ttl_us = cfg->lease_ttl_us, .ca_file = cfg->lease_tls_ca,
                             .cert_file = cfg->lease_tls_cert, .key_file = cfg->lease_tls_key,
                             .positions = lease_positions, .deadline = lease_deadline, .positions_arg = dm};
@@ -713,6 +715,7 @@ int daemon_run(const struct config *cfg, char **cmd)
 {
     struct daemon dm = {.cfg = cfg};
     struct http_server *hs = NULL, *admin = NULL;
+    struct proxy_node *px = NULL;
     struct fs *fs = NULL;
     char err[1024] = "";
     sigset_t set;
@@ -741,6 +744,10 @@ int daemon_run(const struct config *cfg, char **cmd)
     LV_INFO("serving %s on %s (http %s)", cfg->data_dir, cfg->fuse_dir, cfg->http_addr);
     if (worker_start("lv-ready", ready_probe, &dm, &dm.probe) != 0 || (rc = start_replica(&dm)) != 0) {
         rc = LV_EXIT_RUNTIME;
+        fs_finish(fs);
+        goto out_workers;
+    }
+    if ((rc = proxy_node_start(cfg, dm.reg, dm.lease, &px)) != 0) { /* proxy: in front of the application */
         fs_finish(fs);
         goto out_workers;
     }
@@ -781,6 +788,7 @@ int daemon_run(const struct config *cfg, char **cmd)
             rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
     }
 out_workers:
+    proxy_node_stop(px);
     if (dm.lease)
         lease_on_change(dm.lease, NULL, NULL);
     worker_stop(dm.role);
