@@ -18,15 +18,17 @@
  *                          acknowledged is on the new primary, the two
  *                          TXID histories agree up to where they part;
  *                          after the heal the old primary exits (status
- *                          3) and its restart follows the new one
+ *                          3); its restart keeps a copy of its databases
+ *                          (surplus included) and follows the new one
  *   etcd/fence_and_resume  etcd killed under a write load: the primary
  *                          stops taking writes before its TTL runs out
  *                          (never after), and takes them again once etcd
  *                          is back on the same data (the lease survived)
  *   etcd/deposed           a primary frozen past its TTL (SIGSTOP) is
  *                          replaced; when it wakes it accepts nothing more,
- *                          exits with status 3, and its restart follows
- *                          the new primary; both TXID histories agree
+ *                          exits with status 3, and its restart sets its
+ *                          databases aside (named in its log), then
+ *                          follows the new primary; both histories agree
  *   etcd/most_advanced_wins  of two surviving candidates, the one that had
  *                          applied more (the other's applies held back by a
  *                          long reader) is elected: the lagging one does
@@ -212,6 +214,21 @@ static int try_sql(const struct lvnode *n, const char *db, const char *sql)
     sqlite3_close(h);
     free(path);
     return rc;
+}
+
+/* Rows in the copy of app.db that a former primary n set aside at its
+ * restart (data.dir/surplus/<time>-term-N/app.db), or -1 if there is none. */
+static long long surplus_rows(const struct lvnode *n)
+{
+    char *out = NULL, path[700];
+    long long v = -1;
+    if (run_cmd(&out, "ls -d %s/surplus/*-term-*/app.db 2>/dev/null | head -1", n->data) == 0 && out && *out) {
+        out[strcspn(out, "\n")] = 0;
+        snprintf(path, sizeof path, "%s", out);
+        v = sql_int(path, "SELECT count(*) FROM t");
+    }
+    free(out);
+    return v;
 }
 
 /* Rows 1..max(id) all present in n's t (no gap)? */
@@ -422,6 +439,9 @@ Test(etcd, partition)
     free(ra);
     free(rb);
     lvnode_start(a);
+    long long kept = surplus_rows(a);
+    cr_log_info("partition: the old primary set aside a copy with %lld rows", kept);
+    cr_assert_geq(kept, acked, "the old primary's set-aside copy lacks rows it acknowledged");
     cr_assert(WAIT_FOR(follows_node(a, np), 15000), "the old primary does not follow the new one");
     cr_assert(WAIT_FOR(rows(a) == have + 1, 15000), "the old primary did not catch up");
     cr_assert(!is_primary(a));
@@ -494,6 +514,8 @@ Test(etcd, deposed)
     cr_assert_eq(lvnode_last_txid(a, "app.db"), a_txid, "the deposed primary logged a transaction after it froze");
 
     lvnode_start(a);
+    cr_assert(lvnode_log_contains(a, "surplus: kept"), "the former primary did not set its databases aside");
+    cr_assert_eq(surplus_rows(a), 10, "the set-aside copy does not hold the former primary's rows");
     cr_assert(WAIT_FOR(follows_node(a, b), 10000), "the restarted node does not follow the new primary");
     cr_assert(WAIT_FOR(rows(a) == 11, 10000));
     cr_assert(!is_primary(a));

@@ -46,6 +46,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -597,5 +598,69 @@ int sys_mkdir_p(const char *path)
 
 out_free_s:
     free(s);
+    return rc;
+}
+
+int sys_copy_fd(int in_fd, int out_fd, uint64_t size, void (*progress)(void *arg, uint64_t done, uint64_t size),
+                void *arg)
+{
+    enum { CHUNK = 1u << 20 };
+    uint64_t done = 0;
+    int mode = 0; /* 0 copy_file_range, 1 sendfile, 2 read/write */
+    off_t in_off = 0;
+    uint8_t *buf = NULL;
+    int rc = 0;
+
+    while (done < size) {
+        size_t want = size - done > CHUNK * 8u ? CHUNK * 8u : (size_t)(size - done);
+        ssize_t n;
+        if (mode == 0) {
+            n = copy_file_range(in_fd, &in_off, out_fd, NULL, want, 0);
+            if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
+                mode = 1;
+                continue;
+            }
+        } else if (mode == 1) {
+            n = sendfile(out_fd, in_fd, &in_off, want);
+            if (n < 0 && (errno == EINVAL || errno == ENOSYS)) {
+                mode = 2;
+                continue;
+            }
+        } else {
+            if (!buf && !(buf = malloc(CHUNK))) {
+                rc = LV_ENOMEM;
+                break;
+            }
+            n = pread(in_fd, buf, want > CHUNK ? CHUNK : want, in_off);
+            if (n > 0) {
+                for (ssize_t o = 0; o < n;) {
+                    ssize_t w = write(out_fd, buf + o, (size_t)(n - o));
+                    if (w < 0 && errno == EINTR)
+                        continue;
+                    if (w < 0) {
+                        rc = lv_from_errno(errno);
+                        goto out;
+                    }
+                    o += w;
+                }
+                in_off += n;
+            }
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = lv_from_errno(errno);
+            break;
+        }
+        if (n == 0) {
+            rc = LV_ECORRUPT; /* the source shrank */
+            break;
+        }
+        done += (uint64_t)n;
+        if (progress)
+            progress(arg, done, size);
+    }
+out:
+    free(buf);
     return rc;
 }

@@ -19,6 +19,7 @@
 #define SYS_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 enum sys_op {
@@ -81,5 +82,13 @@ int sys_read_file(const char *path, void **out, size_t *len);
 
 /* mkdir -p with mode 0755; 0 or negative. */
 int sys_mkdir_p(const char *path);
+
+/* Copy size bytes of in_fd (from offset 0) to out_fd at its file position,
+ * with copy_file_range (a reflink where the file system can), falling back
+ * to sendfile, then read/write; progress(arg, done, size) after each step
+ * (NULL: none).  0; LV_ECORRUPT (in_fd shrank); LV_ENOMEM; another
+ * negative LV_E* (errno converted, not logged: the caller names the files). */
+int sys_copy_fd(int in_fd, int out_fd, uint64_t size, void (*progress)(void *arg, uint64_t done, uint64_t size),
+                void *arg);
 
 #endif /* SYS_H */

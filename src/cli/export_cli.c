@@ -259,72 +259,19 @@ static void progress_cb(void *arg, uint64_t done, uint64_t total)
 
 /* ---------------------------------------------------------------- copying */
 
-/* Copy size bytes of in_fd to out_fd (at its position: standard output, a
- * staged copy), with copy_file_range, falling back to sendfile, then
- * read/write.  Files that are published go through publish_copy instead.
- * 0 or negative. */
-static int copy_fd(int in_fd, int out_fd, uint64_t size, struct ecli_progress *pg)
+/* sys_copy_fd's progress callback: the export's progress line. */
+static void copy_progress(void *arg, uint64_t done, uint64_t total)
 {
-    uint64_t done = 0;
-    int mode = 0; /* 0 copy_file_range, 1 sendfile, 2 read/write */
-    off_t in_off = 0;
-    uint8_t *buf = NULL;
-    int rc = 0;
-
-    while (done < size) {
-        size_t want = size - done > ECLI_CHUNK * 8 ? ECLI_CHUNK * 8 : (size_t)(size - done);
-        ssize_t n;
-        if (mode == 0) {
-            n = copy_file_range(in_fd, &in_off, out_fd, NULL, want, 0);
-            if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
-                mode = 1;
-                continue;
-            }
-        } else if (mode == 1) {
-            n = sendfile(out_fd, in_fd, &in_off, want);
-            if (n < 0 && (errno == EINVAL || errno == ENOSYS)) {
-                mode = 2;
-                continue;
-            }
-        } else {
-            if (!buf && !(buf = malloc(ECLI_CHUNK))) {
-                rc = LV_ENOMEM;
-                break;
-            }
-            n = pread(in_fd, buf, want > ECLI_CHUNK ? ECLI_CHUNK : want, in_off);
-            if (n > 0) {
-                for (ssize_t o = 0; o < n;) {
-                    ssize_t w = write(out_fd, buf + o, (size_t)(n - o));
-                    if (w < 0 && errno == EINTR)
-                        continue;
-                    if (w < 0) {
-                        rc = lv_from_errno(errno);
-                        goto out;
-                    }
-                    o += w;
-                }
-                in_off += n;
-            }
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            rc = lv_from_errno(errno);
-            break;
-        }
-        if (n == 0) {
-            rc = LV_ECORRUPT; /* the source shrank */
-            break;
-        }
-        done += (uint64_t)n;
-        if (pg)
-            progress_cb(pg, done, size);
-    }
-out:
-    free(buf);
-    return rc;
+    progress_cb(arg, done, total);
 }
 
+/* Copy size bytes of in_fd to out_fd (at its position: standard output, a
+ * staged copy) with sys_copy_fd, drawing pg (may be NULL).  Files that are
+ * published go through publish_copy instead.  0 or negative. */
+static int copy_fd(int in_fd, int out_fd, uint64_t size, struct ecli_progress *pg)
+{
+    return sys_copy_fd(in_fd, out_fd, size, pg ? copy_progress : NULL, pg);
+}
 
 /* ---------------------------------------------------------------- export */
 

@@ -83,6 +83,7 @@
 #include "daemon/api.h"
 #include "daemon/config.h"
 #include "daemon/notify.h"
+#include "daemon/surplus.h"
 #include "daemon/proxy_node.h"
 #include "export/exports.h"
 #include "replica/cluster.h"
@@ -593,6 +594,13 @@ static int open_parts(struct daemon *dm, struct http_server **hs, struct http_se
     rc = open_lease(dm);
     if (rc)
         return rc;
+    if (strcmp(cfg->lease_type, "etcd") == 0) { /* a former primary's databases, before they can be replaced */
+        char aside[PATH_MAX];
+        if (surplus_set_aside(cfg->data_dir, aside, sizeof aside) != 0) {
+            fprintf(stderr, "litevault: cannot set aside the databases of this former primary (see the log)\n");
+            return LV_EXIT_RUNTIME;
+        }
+    }
     seed_replica(dm);
     /* A replica checks every page at start-up: a copy changed behind its
      * back must not pass for the primary's. */
@@ -649,9 +657,16 @@ static int promote(struct daemon *dm)
 {
     int rc;
 
+    struct lease_info li;
+
     LV_INFO("lease: this node was elected; promoting it to primary (replication from %s stops)",
             dm->primary_url[0] ? dm->primary_url : "(none)");
     stop_replica(dm);
+    lease_info(dm->lease, &li);
+    if (surplus_mark(dm->cfg->data_dir, li.term) != 0) { /* before any write: see surplus.h */
+        fprintf(stderr, "litevault: cannot write %s/last-term (see the log); the node stops\n", dm->cfg->data_dir);
+        return LV_EXIT_RUNTIME;
+    }
     rc = primary_parts(dm, 1);
     if (rc)
         return rc;
