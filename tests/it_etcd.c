@@ -35,6 +35,10 @@
  *                          not race while the other's node key lives, even
  *                          when it alone sees the primary go (the other
  *                          paused)
+ *   etcd/sigterm_hands_over  SIGTERM on the primary with an in-sync replica:
+ *                          it hands the lease over (the replica takes
+ *                          writes well before a TTL), exits 0, and the
+ *                          replica holds every row
  *   etcd/bad_answers       etcd endpoints that answer garbage, HTTP 500 or
  *                          nothing at all: the daemon stays up as a replica
  *                          without a primary, refuses writes, and names the
@@ -583,6 +587,30 @@ Test(etcd, most_advanced_wins)
     free(pc);
     cr_assert(WAIT_FOR(follows_node(c, b), 10000));
     cr_assert(WAIT_FOR(rows(c) == 20, 10000), "c did not catch up from the new primary");
+}
+
+Test(etcd, sigterm_hands_over)
+{
+    need_etcd();
+    struct lvetcd *e = etcd_start(NULL);
+    struct lvnode *a = etcd_node(e, 5, 1);
+    cr_assert(WAIT_FOR(is_primary(a), 10000));
+    struct lvnode *b = etcd_node(e, 5, 1);
+    cr_assert(WAIT_FOR(follows_node(b, a), 10000));
+    make_table(a);
+    for (int i = 1; i <= 30; i++) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "INSERT INTO t(id) VALUES(%d)", i);
+        cr_assert_eq(try_sql(a, "app.db", sql), SQLITE_OK);
+    }
+    long long t0 = now_ms();
+    lvnode_stop(a); /* SIGTERM; asserts exit status 0 */
+    cr_assert(WAIT_FOR(try_sql(b, "app.db", "INSERT INTO t(id) VALUES(31)") == SQLITE_OK, 10000));
+    long long took = now_ms() - t0;
+    cr_log_info("sigterm: the replica took writes %lld ms after SIGTERM to the primary (ttl 5 s)", took);
+    cr_assert_lt(took, 4000, "no hand-over: the replica waited for the lease to expire");
+    cr_assert(lvnode_log_contains(a, "handed the primary role to node"));
+    cr_assert_eq(rows(b), 31);
 }
 
 /* A fake etcd on port: every request to /v3/kv/range gets 200 with

@@ -30,6 +30,12 @@
  *                           killed; once a new one is elected, writes
  *                           through the remaining replica reach it and
  *                           reads through either node see them, every time
+ *   proxy/etcd_handoff      the same three nodes: `litevault promote` on a
+ *                           replica while a client writes through the other
+ *                           replica's proxy: the role moves to it, the old
+ *                           primary exits with status 3, only writes in
+ *                           flight during the hand-over fail, and every
+ *                           acknowledged row is on the new primary
  *   proxy/errors            the primary's proxy unreachable: 502 naming
  *                           it; the application down: 502 naming it; a
  *                           forwarded write reaching a replica: 503 (no
@@ -507,6 +513,8 @@ Test(proxy, hostile_input)
     curl_easy_cleanup(h);
 }
 
+static struct lvetcd *px_etcd_cluster(struct lvnode **n, struct pxnode *pn);
+
 /* The node of n[0..k) whose /primary answers 200 (-1 if none), skipping dead. */
 static int px_primary(struct lvnode **n, int k, int dead)
 {
@@ -542,12 +550,30 @@ static void px_round(CURL *a, CURL *b, int wp, int rp, int round, int ms)
 
 Test(proxy, etcd_failover)
 {
-    char why[256], yaml[1024], ep[128];
+    char why[256];
     if (!etcd_available(why, sizeof why))
         cr_skip_test("%s", why);
-    struct lvetcd *e = etcd_start(NULL);
     struct pxnode pn[3];
     struct lvnode *n[3];
+    px_etcd_cluster(n, pn);
+    CURL *a = curl_easy_init(), *b = curl_easy_init();
+    for (int i = 0; i < 20; i++)
+        px_round(a, b, pn[1].proxy, pn[2].proxy, i, 10000);
+    lvnode_kill9(n[0]);
+    int p = -1;
+    cr_assert(WAIT_FOR((p = px_primary(n, 3, 0)) >= 0, 15000), "no new primary");
+    int r = 3 - p; /* the other survivor */
+    for (int i = 20; i < 40; i++)
+        px_round(a, b, pn[r].proxy, i % 2 ? pn[p].proxy : pn[r].proxy, i, 10000);
+    curl_easy_cleanup(a);
+    curl_easy_cleanup(b);
+}
+
+/* Start three etcd-lease nodes with proxies and applications (n[0] the primary). */
+static struct lvetcd *px_etcd_cluster(struct lvnode **n, struct pxnode *pn)
+{
+    char yaml[1024], ep[128];
+    struct lvetcd *e = etcd_start(NULL);
     crc_init();
     for (int i = 0; i < 3; i++) {
         pn[i].proxy = free_port();
@@ -566,17 +592,73 @@ Test(proxy, etcd_failover)
         snprintf(name, sizeof name, "node%d", i);
         start_app(n[i], pn[i].app, i == 0, name);
     }
-    CURL *a = curl_easy_init(), *b = curl_easy_init();
-    for (int i = 0; i < 20; i++)
-        px_round(a, b, pn[1].proxy, pn[2].proxy, i, 10000);
-    lvnode_kill9(n[0]);
-    int p = -1;
-    cr_assert(WAIT_FOR((p = px_primary(n, 3, 0)) >= 0, 15000), "no new primary");
-    int r = 3 - p; /* the other survivor */
-    for (int i = 20; i < 40; i++)
-        px_round(a, b, pn[r].proxy, i % 2 ? pn[p].proxy : pn[r].proxy, i, 10000);
-    curl_easy_cleanup(a);
-    curl_easy_cleanup(b);
+    return e;
+}
+
+/* A client writing through one proxy as fast as it can, counting. */
+struct pxwriter {
+    int port;               /* the proxy it writes through */
+    volatile int stop;      /* set to end it */
+    long ok, failed;        /* answers 200 / other */
+    long long max_id;       /* the largest id acknowledged */
+    pthread_t th;
+};
+
+static void *pxwriter_main(void *arg)
+{
+    struct pxwriter *w = arg;
+    CURL *h = curl_easy_init();
+    struct pxresp r;
+    while (!w->stop) {
+        px_do(h, w->port, "POST", "/rows", NULL, "x", NULL, 0, &r);
+        if (r.status == 200) {
+            long long id = json_num(r.body, "id");
+            w->ok++;
+            if (id > w->max_id)
+                w->max_id = id;
+        } else {
+            w->failed++;
+            sleep_ms(20);
+        }
+    }
+    curl_easy_cleanup(h);
+    return NULL;
+}
+
+Test(proxy, etcd_handoff)
+{
+    char why[256];
+    if (!etcd_available(why, sizeof why))
+        cr_skip_test("%s", why);
+    struct lvnode *n[3];
+    struct pxnode pn[3];
+    px_etcd_cluster(n, pn);
+    struct pxwriter w = {.port = pn[2].proxy};
+    cr_assert_eq(pthread_create(&w.th, NULL, pxwriter_main, &w), 0);
+    cr_assert(WAIT_FOR(w.ok >= 50, 10000), "the writer makes no progress");
+    long failed_before = w.failed;
+    char *out = NULL;
+    int rc = lvnode_cli(n[1], &out, "promote", "%s", "");
+    cr_log_info("handoff: litevault promote on node1: %d: %s", rc, out ? out : "");
+    cr_assert_eq(rc, 0, "litevault promote failed: %s", out ? out : "");
+    free(out);
+    cr_assert(WAIT_FOR(px_primary(n, 3, 0) == 1, 10000), "node1 is not the primary after the hand-over");
+    int st = wait_exit(n[0]->pid, 10000);
+    cr_assert_eq(status_code(st), 3, "the old primary exited with %d, not 3", status_code(st));
+    lvt_forget_child(n[0]->pid);
+    n[0]->pid = 0;
+    run_cmd(NULL, "fusermount3 -uz %s 2>/dev/null", n[0]->mnt);
+    long ok_at = w.ok;
+    cr_assert(WAIT_FOR(w.ok >= ok_at + 50, 10000), "writes do not reach the new primary");
+    w.stop = 1;
+    pthread_join(w.th, NULL);
+    char *path = lvnode_path(n[1], "app.db");
+    long long have = sql_int(path, "SELECT count(*) FROM rows"), top = sql_int(path, "SELECT max(id) FROM rows");
+    free(path);
+    cr_log_info("handoff: %ld writes acknowledged (max id %lld), %ld failed during the hand-over; the new primary "
+                "holds %lld rows (max id %lld)", w.ok, w.max_id, w.failed - failed_before, have, top);
+    cr_assert_geq(top, w.max_id, "an acknowledged row is missing on the new primary");
+    cr_assert_leq(w.failed - failed_before, 100, "too many writes failed during the hand-over");
 }
 
 Test(proxy, errors)

@@ -91,6 +91,9 @@ int cli_mount(int argc, char **argv);
 /* `litevault status ARGS`: argv[0] is "status".  Returns the exit code. */
 int cli_status(int argc, char **argv);
 
+/* `litevault promote`: a graceful hand-over of the primary role (status_cli.c). */
+int cli_promote(int argc, char **argv);
+
 /* `litevault log ls|dump|replay ARGS`: argv[0] is "log".  Returns the exit code. */
 int cli_log(int argc, char **argv);
 

@@ -33,6 +33,7 @@ static void usage(FILE *f)
                "Commands:\n"
                "  mount     serve databases on a FUSE mount and capture every transaction\n"
                "  status    show the running daemon's databases\n"
+               "  promote   hand the primary role over gracefully (etcd lease)\n"
                "  log       read the local transaction log (ls, dump, replay)\n"
                "  restore   rebuild a database from an archive, as of a TXID or a point in time;\n"
                "            --seed: fill a new node's data.dir from it\n"
@@ -53,7 +54,7 @@ static int dispatch(int argc, char **argv)
     } commands[] = {
         {"mount", cli_mount},           {"status", cli_status},           {"log", cli_log},
         {"restore", restore_cli_restore}, {"archive", restore_cli_archive}, {"export", export_cli_export},
-        {"import", export_cli_import},
+        {"import", export_cli_import},  {"promote", cli_promote},
     };
     const char *cmd = argv[1];
 

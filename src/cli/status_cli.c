@@ -147,3 +147,76 @@ out:
     config_free(&cfg);
     return rc;
 }
+
+/* ---- litevault promote ---- */
+
+static const struct cli_cmd promote_cmd = {"promote", "usage: litevault promote [-c FILE] [--node ID]", NULL};
+
+static void usage_promote(void)
+{
+    printf("%s\n\n"
+           "Hand the primary role over gracefully (lease.type etcd): the primary\n"
+           "stops taking writes, waits until the chosen replica holds every\n"
+           "database up to its last transaction (at most 10 s), hands it the\n"
+           "lease, and restarts as its replica (exit status 3: run it under a\n"
+           "service manager that restarts it).  Nothing acknowledged is lost;\n"
+           "writes in flight during the hand-over fail.\n"
+           "Run on a replica: this node becomes the primary.  Run on the\n"
+           "primary: the role goes to --node, or to any replica that holds\n"
+           "everything.  Asks the daemon of the configuration on its admin socket.\n\n"
+           "  -c, --config FILE   configuration file (default ./litevault.yml, then /etc/litevault.yml)\n"
+           "  -n, --node ID       on the primary: the node to hand over to (its node ID, see status)\n"
+           "  -h, --help          show this help\n\n"
+           "Exit codes: 0 handed over, 1 refused or failed (writes resume on the primary), 2 usage or\n"
+           "configuration error.\n",
+           promote_cmd.usage);
+}
+
+int cli_promote(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", 1, 0, 'c'}, {"node", 1, 0, 'n'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    const char *cpath = NULL, *node = NULL;
+    char sock[PATH_MAX], req[256];
+    struct config cfg;
+    char *body = NULL;
+    size_t len = 0;
+    long st = 0;
+    int c, rc = LV_EXIT_RUNTIME;
+
+    while ((c = cli_getopt(&promote_cmd, argc, argv, "c:n:h", opts)) != -1) {
+        if (c == 'c')
+            cpath = optarg;
+        else if (c == 'n')
+            node = optarg;
+        else if (c == 'h') {
+            usage_promote();
+            return 0;
+        }
+    }
+    if (optind < argc)
+        cli_usage_error(&promote_cmd, "unexpected argument '%s'", argv[optind]);
+    if (node && (strlen(node) != 32 || strspn(node, "0123456789abcdef") != 32))
+        cli_usage_error(&promote_cmd, "--node takes a node ID: 32 lower-case hex digits (see litevault status)");
+    cli_load_config(cpath, &cfg);
+    if (cli_admin_socket("promote", &cfg, sock, sizeof sock) != 0)
+        goto out;
+    snprintf(req, sizeof req, node ? "{\"node\":\"%s\"}" : "{}", node);
+    if (http_post(sock, "/v1/promote", req, strlen(req), &body, &len, &st) != 0) {
+        fprintf(stderr, "litevault promote: no answer from the daemon on %s\n", sock);
+        goto out;
+    }
+    json_t *o = json_loadb(body, len, 0, NULL);
+    const char *msg = json_string_value(json_object_get(o, st == 200 ? "result" : "error"));
+    if (st == 200) {
+        printf("%s\n", msg ? msg : "handed over");
+        rc = 0;
+    } else {
+        fprintf(stderr, "litevault promote: %s\n", msg ? msg : body);
+    }
+    json_decref(o);
+out:
+    free(body);
+    config_free(&cfg);
+    return rc;
+}

@@ -597,6 +597,29 @@ static int h_ack(void *ctx, const struct http_request *req, struct http_response
     return 0;
 }
 
+/* POST /v1/promote [{"node": ID}]: a graceful hand-over (api_ctx.promote). */
+static int h_promote(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    const struct api_ctx *a = ctx;
+    json_t *o = req->body_len ? json_loadb(req->body, req->body_len, 0, NULL) : NULL;
+    const char *node = json_string_value(json_object_get(o, "node"));
+    char msg[1200] = "";
+    int st;
+
+    if (req->body_len && !json_is_object(o)) {
+        json_decref(o);
+        return api_error(resp, 400, "expected no body, or {\"node\": NODE-ID}");
+    }
+    if (!a->promote)
+        st = 503, snprintf(msg, sizeof msg, "this daemon cannot hand over yet");
+    else
+        st = a->promote(a->promote_arg, node ? node : "", msg, sizeof msg);
+    json_decref(o);
+    if (st != 200)
+        return api_error(resp, st, msg);
+    return api_json(resp, 200, json_pack("{s:s}", "result", msg));
+}
+
 int api_register(struct http_server *s, const struct api_ctx *ctx, int admin)
 {
     g_api = *ctx;
@@ -609,7 +632,8 @@ int api_register(struct http_server *s, const struct api_ctx *ctx, int admin)
         http_route(s, "GET", "/v1/wait", h_wait, &g_api) != 0 ||
         http_route_ex(s, "POST", "/v1/image", admin ? h_image : h_image_public, &g_api, HTTP_R_PRIVATE) != 0 ||
         (!admin && http_route_ex(s, "POST", "/v1/stream", h_stream, &g_api, HTTP_R_PRIVATE) != 0) ||
-        (!admin && http_route_ex(s, "POST", "/v1/ack", h_ack, &g_api, HTTP_R_PRIVATE) != 0))
+        (!admin && http_route_ex(s, "POST", "/v1/ack", h_ack, &g_api, HTTP_R_PRIVATE) != 0) ||
+        http_route_ex(s, "POST", "/v1/promote", h_promote, &g_api, HTTP_R_PRIVATE) != 0)
         return LV_ENOMEM;
     return 0;
 }

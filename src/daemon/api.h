@@ -83,6 +83,11 @@ struct api_ctx {
     const char *cluster_hex;    /* the primary's cluster ID (a replica's is in its status), or NULL */
     const char *primary_url;    /* a replica's primary ("" if none is known), NULL on the primary */
     struct lease *lease;        /* the lease (its state in /status), or NULL */
+    /* POST /v1/promote: hand the primary role over (on the primary: to node,
+     * or "" for any replica that holds everything; on a replica: to this
+     * node, asking its primary).  Fills msg; returns an HTTP status. */
+    int (*promote)(void *arg, const char *node, char *msg, size_t msglen);
+    void *promote_arg;
 };
 
 /* Register routes on s (before http_start): every route if admin, else the

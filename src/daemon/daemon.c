@@ -114,6 +114,8 @@ struct daemon {
                                   primary is known */
     int mounted;               /* the mount serves: a replica's client may start (role worker's) */
     struct worker *role;       /* follows an etcd lease (role_worker); NULL for a static lease */
+    pthread_mutex_t handoff_mu; /* one hand-over at a time (handoff) */
+    int handing_over;          /* a hand-over has stopped writes (atomic): role_step keeps them stopped */
     int exit_code;             /* nonzero: daemon_run's exit status (a deposed primary: LV_EXIT_DEPOSED) */
 };
 
@@ -329,13 +331,15 @@ static int start_child(struct daemon *dm, char **cmd, const sigset_t *set)
     return 0;
 }
 
+static int promote_cb(void *arg, const char *node, char *msg, size_t n);
+
 /* Step 5: the admin socket (*admin) and, if config_http_listens, http.addr (*hs).  0 or an exit code. */
 static int open_http(struct daemon *dm, struct http_server **hs, struct http_server **admin)
 {
     const struct config *cfg = dm->cfg;
     struct api_ctx ctx = {dm->reg, dm->exp, dm->arch, cfg->data_dir, cfg->http_image_space, dm->prim,
                           dm->node_id, dm->primary ? dm->cluster_hex : NULL, dm->primary ? NULL : dm->primary_url,
-                          dm->lease};
+                          dm->lease, promote_cb, dm};
     struct http_limits lim = {0, (unsigned)cfg->http_per_addr, (unsigned)(cfg->http_header_timeout_us / 1000000)};
     char sock[PATH_MAX];
 
@@ -529,6 +533,7 @@ static int primary_parts(struct daemon *dm, int started)
                                            .max_retain = cfg->repl_max_retain, .image_reserve = api_image_reserve,
                                            .image_release = api_image_release,
                                            .sync_replicas = cfg->repl_sync_replicas,
+                                           .acks = strcmp(cfg->lease_type, "etcd") == 0,
                                            .sync_timeout_us = cfg->repl_sync_timeout_us},
                     &dm->prim) != 0) {
         fprintf(stderr, "litevault: out of memory\n");
@@ -689,7 +694,7 @@ static int role_step(struct daemon *dm)
 
     if (dm->primary) {
         struct lease_info li;
-        dbreg_set_fenced(dm->reg, !is_primary);
+        dbreg_set_fenced(dm->reg, !is_primary || __atomic_load_n(&dm->handing_over, __ATOMIC_ACQUIRE));
         lease_info(dm->lease, &li);
         if (!li.holding) {
             LV_WARN("lease: this node lost its term (%s): it stops (exit status %d) so that its restart rejoins as a "
@@ -710,6 +715,125 @@ static int role_step(struct daemon *dm)
     return start_replica(dm);
 }
 
+/* A graceful hand-over of the primary role (POST /v1/promote, litevault
+ * promote, SIGTERM): stop writes, wait (at most timeout_us) until a
+ * replica -- to, or any when to is "" -- holds every database up to its
+ * last TXID, then hand it the lease (lease_handoff).  This node is then
+ * deposed: its role worker stops the daemon (exit status 3) and its
+ * restart follows the new primary.  200 with msg, or an HTTP error status
+ * (writes resume). */
+static int handoff(struct daemon *dm, const char *to, int64_t timeout_us, char *msg, size_t n)
+{
+    struct db_info *dbs = NULL;
+    size_t ndb = 0;
+    char target[72] = "", err[512] = "";
+    int st = 200;
+
+    pthread_mutex_lock(&dm->handoff_mu);
+    if (!__atomic_load_n(&dm->primary, __ATOMIC_ACQUIRE) || !lease_is_primary(dm->lease)) {
+        snprintf(msg, n, "this node is not the primary");
+        st = 409;
+        goto out;
+    }
+    __atomic_store_n(&dm->handing_over, 1, __ATOMIC_RELEASE);
+    dbreg_set_fenced(dm->reg, 1); /* no commit from here on: the TXIDs below are final */
+    if (dbreg_list(dm->reg, &dbs, &ndb) != 0) {
+        snprintf(msg, n, "out of memory");
+        st = 500;
+        goto out_resume;
+    }
+    LV_INFO("hand-over: writes stopped; waiting up to %lld ms for %s%s to hold every database", 
+            (long long)(timeout_us / 1000), to[0] ? "node " : "a replica", to);
+    if (primary_handoff_wait(dm->prim, to, dbs, ndb, timeout_us, target, sizeof target) != 0) {
+        snprintf(msg, n, "%s%s did not acknowledge every database within %lld ms; writes resume here", 
+                 to[0] ? "node " : "no connected replica", to, (long long)(timeout_us / 1000));
+        st = 504;
+        goto out_resume;
+    }
+    if (lease_handoff(dm->lease, target, err, sizeof err) != 0) {
+        snprintf(msg, n, "the lease could not be handed over to node %s: %s; writes resume here", target, err);
+        st = 502;
+        goto out_resume;
+    }
+    snprintf(msg, n, "handed the primary role to node %s; this node takes no more writes and restarts as its replica",
+             target);
+    LV_INFO("hand-over: %s", msg);
+    goto out;
+out_resume:
+    __atomic_store_n(&dm->handing_over, 0, __ATOMIC_RELEASE);
+    dbreg_set_fenced(dm->reg, !lease_is_primary(dm->lease));
+    LV_WARN("hand-over failed: %s", msg);
+out:
+    pthread_mutex_unlock(&dm->handoff_mu);
+    free(dbs);
+    return st;
+}
+
+/* libcurl write callback: keep up to 2 KiB of the answer. */
+static size_t keep_answer(char *p, size_t sz, size_t nm, void *arg)
+{
+    char *buf = arg;
+    size_t have = strlen(buf), add = sz * nm, room = 2047 - have;
+
+    memcpy(buf + have, p, add < room ? add : room);
+    buf[have + (add < room ? add : room)] = 0;
+    return sz * nm;
+}
+
+/* POST /v1/promote (api_ctx.promote): on the primary, hand over to node (or
+ * any); on a replica, ask the primary to hand over to this node. */
+static int promote_cb(void *arg, const char *node, char *msg, size_t n)
+{
+    struct daemon *dm = arg;
+    const struct config *cfg = dm->cfg;
+    char url[1200], body[128], answer[2048] = "", errbuf[CURL_ERROR_SIZE] = "";
+    struct curl_slist *hdrs = NULL;
+    long status = 0;
+    CURL *c;
+    int st;
+
+    if (strcmp(cfg->lease_type, "etcd") != 0) {
+        snprintf(msg, n, "only an etcd lease can be handed over (lease.type is %s)", cfg->lease_type);
+        return 409;
+    }
+    if (__atomic_load_n(&dm->primary, __ATOMIC_ACQUIRE))
+        return handoff(dm, node, 10000000, msg, n);
+    if (lease_primary_url(dm->lease, url, sizeof url) != 0 || !url[0]) {
+        snprintf(msg, n, "no primary is elected now; try again shortly");
+        return 503;
+    }
+    snprintf(url + strlen(url), sizeof url - strlen(url), "/v1/promote");
+    snprintf(body, sizeof body, "{\"node\":\"%s\"}", node[0] ? node : dm->node_id);
+    c = curl_easy_init();
+    hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+    if (!c || !hdrs || http_client_setup(c, cfg->http_token, cfg->http_tls_ca, &hdrs) != 0) {
+        snprintf(msg, n, "out of memory");
+        st = 500;
+        goto out;
+    }
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_PROXY, "");
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 20000L);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, keep_answer);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, answer);
+    if (curl_easy_perform(c) != CURLE_OK) {
+        snprintf(msg, n, "cannot reach the primary at %s: %s", url, errbuf);
+        st = 502;
+        goto out;
+    }
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    snprintf(msg, n, "the primary at %s answered: %s", url, answer);
+    st = (int)status;
+out:
+    curl_slist_free_all(hdrs);
+    if (c)
+        curl_easy_cleanup(c);
+    return st;
+}
+
 /* Follows an etcd lease: promotes, re-points the replica's client, fences
  * and, once deposed, stops the daemon. */
 static void role_worker(struct worker *w, void *arg)
@@ -728,7 +852,7 @@ static void role_worker(struct worker *w, void *arg)
 
 int daemon_run(const struct config *cfg, char **cmd)
 {
-    struct daemon dm = {.cfg = cfg};
+    struct daemon dm = {.cfg = cfg, .handoff_mu = PTHREAD_MUTEX_INITIALIZER};
     struct http_server *hs = NULL, *admin = NULL;
     struct proxy_node *px = NULL;
     struct fs *fs = NULL;
@@ -784,9 +908,16 @@ int daemon_run(const struct config *cfg, char **cmd)
     fs_run(fs);
     api_set_serving(0);
     notify_stopping("unmounting");
+    int elected = dm.role != NULL;
     lease_on_change(dm.lease, NULL, NULL);
     worker_stop(dm.role); /* the role stays as it is from here */
     dm.role = NULL;
+    if (elected && !dm.exit_code && __atomic_load_n(&dm.primary, __ATOMIC_ACQUIRE) && lease_is_primary(dm.lease)) {
+        char msg[1200];
+        notify_status("handing the primary role over");
+        if (handoff(&dm, "", 5000000, msg, sizeof msg) != 200) /* the mount serves no more: nothing is in flight */
+            LV_INFO("stopping without a hand-over (%s); the lease is given up and the candidates race", msg);
+    }
     replica_ask_stop(dm.repl);      /* D6 */
     if (dm.repl && replica_wait_stopped(dm.repl, 3000))
         dbreg_close_mount_fds(dm.reg); /* the applier's files on the mount, before it goes */

@@ -74,12 +74,22 @@ static void static_info(struct lease *l, struct lease_info *out)
     out->holding = l->candidate;
 }
 
+static int static_handoff(struct lease *l, const char *to, char *err, size_t errlen)
+{
+    LV_UNUSED(l);
+    LV_UNUSED(to);
+    lv_seterr(err, errlen, "a static lease cannot be handed over: change lease.candidate and lease.primary-url on "
+                           "the nodes and restart them, or use lease.type etcd");
+    return LV_EREFUSED;
+}
+
 static void static_close(struct lease *l)
 {
     LV_UNUSED(l);
 }
 
-static const struct lease_ops static_ops = {static_is_primary, static_primary_url, static_info, static_close};
+static const struct lease_ops static_ops = {static_is_primary, static_primary_url, static_info, static_handoff,
+                                            static_close};
 
 /* ---- for the kinds (lease_impl.h) ---- */
 
@@ -162,6 +172,11 @@ void lease_info(struct lease *l, struct lease_info *out)
 {
     memset(out, 0, sizeof *out);
     l->ops->info(l, out);
+}
+
+int lease_handoff(struct lease *l, const char *to, char *err, size_t errlen)
+{
+    return l->ops->handoff(l, to, err, errlen);
 }
 
 void lease_on_change(struct lease *l, void (*fn)(void *arg), void *arg)

@@ -79,6 +79,15 @@ int lease_open(const struct lease_conf *c, struct lease **out, char *err, size_t
 int lease_etcd_cluster(const struct lease_conf *c, char hex[33], int have, int64_t timeout_us, char *err,
                        size_t errlen);
 
+/* Hand the lease to node `to` (its node ID): the caller, the primary, has
+ * stopped writes and knows `to` holds everything.  The lease names `to`
+ * as the next holder for one TTL (the other candidates do not race
+ * meanwhile), then gives the key up; this node never races again in this
+ * process (lease_info: "deposed").  0; LV_EREFUSED (a static lease, or not
+ * the holder: message in err); LV_ENET (etcd failed: err; the lease is
+ * kept if it was not given up). */
+int lease_handoff(struct lease *l, const char *to, char *err, size_t errlen);
+
 /* Fill *out with the lease's state. */
 void lease_info(struct lease *l, struct lease_info *out);
 

@@ -27,7 +27,11 @@
  *   3. read the primary key (linearizable range): a keepalive alone does
  *      not prove the key exists (etcd before 3.4.31/3.4.38);
  *   4. ours: renew the deadline (et_hold); another's: follow it (et_lose
- *      if we held it); absent: a candidate that was never deposed and that
+ *      if we held it); absent: if the handoff key (<dir>/handoff, put by a
+ *      primary handing over: lease_handoff, on a lease of one TTL that is
+ *      never renewed) names this node, it races at once; if it names
+ *      another, it does not race while the key lives; else a candidate
+ *      that was never deposed and that
  *      no other live candidate is strictly ahead of (et_most_advanced: at
  *      least our TXID on every database and more on one) races for it
  *      with a transaction that creates it only if absent (et_acquire) --
@@ -125,6 +129,7 @@ struct etcd {
     char *node_b64;           /* this node's key <dir of key>/nodes/<node ID>, base64 (owned, immutable) */
     char *nodes_b64;          /* the node keys' prefix, base64 (owned, immutable) */
     char *nodes_end_b64;      /* the end of their range (prefix + 1), base64 (owned, immutable) */
+    char *handoff_b64;        /* <dir of key>/handoff, base64 (owned, immutable) */
     char *key;                /* the key (owned, immutable) */
     char *node_id;            /* this node's ID (owned, immutable) */
     char *proxy_url;          /* this node's proxy URL, or NULL (owned, immutable) */
@@ -558,6 +563,41 @@ out:
 
 static int et_hold(struct etcd *e, int64_t id, uint64_t term, int64_t t0, int64_t ttl);
 
+/* Is the lease being handed over (the handoff key, lease_handoff)?  0 no
+ * (or unknown), 1 to this node, 2 to another (which should take it: this
+ * node does not race while the key lives, one TTL). */
+static int et_handoff_to(struct etcd *e, CURL *c, int64_t step_us)
+{
+    json_t *req = json_pack("{s:s}", "key", e->handoff_b64), *ans = NULL, *o = NULL, *val;
+    char *raw = NULL;
+    size_t len = 0;
+    int r = 0;
+
+    if (!req || et_call(e, c, "/v3/kv/range", req, step_us, "handoff key range", &ans) != 0)
+        goto out;
+    val = json_object_get(json_array_get(json_object_get(ans, "kvs"), 0), "value");
+    raw = json_is_string(val) ? etcdv_b64_dec(json_string_value(val), &len) : NULL;
+    o = raw ? json_loadb(raw, len, 0, NULL) : NULL;
+    if (json_is_string(json_object_get(o, "to")))
+        r = strcmp(json_string_value(json_object_get(o, "to")), e->node_id) == 0 ? 1 : 2;
+    if (r == 2) {
+        char why[512];
+        snprintf(why, sizeof why, "the lease is being handed over to node %s", json_string_value(json_object_get(o, "to")));
+        pthread_mutex_lock(&e->mu);
+        int log = strcmp(why, e->defer_why) != 0;
+        snprintf(e->defer_why, sizeof e->defer_why, "%s", why);
+        pthread_mutex_unlock(&e->mu);
+        if (log)
+            LV_INFO("lease: not racing for %s: %s", e->key, why);
+    }
+out:
+    json_decref(o);
+    free(raw);
+    json_decref(ans);
+    json_decref(req);
+    return r;
+}
+
 /* The key is absent, we are a candidate and nobody is ahead: try to create
  * it with our lease id, alive at t0 with ttl seconds left.  1 if we won
  * (state PRIMARY), 0 if not. */
@@ -661,9 +701,14 @@ static int64_t et_round(struct etcd *e, CURL *c)
             /* Settle: every node puts its fresh positions on seeing the key
              * go (step 2 of its next round); compare only after that. */
             int64_t now = lv_mono_us(), settle = step < ET_SETTLE_US ? step : ET_SETTLE_US;
+            int h = et_handoff_to(e, c, step);
             if (e->absent_since == 0)
                 e->absent_since = now;
-            if (now - e->absent_since < settle)
+            if (h == 1 && et_acquire(e, c, step, id, t0, ttl))
+                step = 0; /* handed to us: no settle, no comparison */
+            else if (h == 1 || h == 2)
+                step = step < 100000 ? step : 100000; /* handed to another: look again soon */
+            else if (now - e->absent_since < settle)
                 step = settle - (now - e->absent_since);
             else if (et_most_advanced(e, c, step) && et_acquire(e, c, step, id, t0, ttl))
                 step = 0; /* confirm the key at once */
@@ -868,6 +913,7 @@ static void et_close(struct lease *l)
     free(e->node_b64);
     free(e->nodes_b64);
     free(e->nodes_end_b64);
+    free(e->handoff_b64);
     free(e->node_id);
     free(e->proxy_url);
     free(e->ca);
@@ -877,7 +923,78 @@ static void et_close(struct lease *l)
     free(e);
 }
 
-static const struct lease_ops etcd_ops = {et_is_primary, et_primary_url, et_info, et_close};
+/* Hand over (lease_handoff): name `to` in the handoff key, on a lease of
+ * its own that is never renewed (it lasts one TTL), then revoke ours (the
+ * primary key and our node key go with it). */
+static int et_handoff(struct lease *l, const char *to, char *err, size_t errlen)
+{
+    struct etcd *e = lease_impl(l);
+    CURL *c = curl_easy_init();
+    json_t *req = NULL, *ans = NULL, *v = NULL;
+    char *val = NULL, *vb = NULL;
+    int64_t id, hid, step;
+    int rc = LV_ENOMEM;
+
+    pthread_mutex_lock(&e->mu);
+    id = e->state != ET_FOLLOW ? e->lease_id : 0;
+    step = (e->ttl_us ? e->ttl_us : e->ttl_req_s * 1000000) / 4;
+    pthread_mutex_unlock(&e->mu);
+    if (!id) {
+        lv_seterr(err, errlen, "this node does not hold the lease");
+        rc = LV_EREFUSED;
+        goto out;
+    }
+    if (!c || !(req = json_pack("{s:I}", "TTL", (json_int_t)e->ttl_req_s)))
+        goto out;
+    if ((rc = et_call(e, c, "/v3/lease/grant", req, step, "handoff lease grant", &ans)) != 0 ||
+        (hid = et_int(ans, "ID")) == 0) {
+        lv_seterr(err, errlen, "etcd did not grant the handoff's lease: %s", e->last_err);
+        rc = LV_ENET;
+        goto out;
+    }
+    json_decref(req);
+    json_decref(ans);
+    ans = NULL;
+    v = json_pack("{s:s,s:s}", "to", to, "from", e->node_id);
+    val = v ? json_dumps(v, JSON_COMPACT) : NULL;
+    vb = val ? etcdv_b64_enc(val, strlen(val)) : NULL;
+    req = vb ? json_pack("{s:s,s:s,s:I}", "key", e->handoff_b64, "value", vb, "lease", (json_int_t)hid) : NULL;
+    rc = LV_ENOMEM;
+    if (!req)
+        goto out;
+    if ((rc = et_call(e, c, "/v3/kv/put", req, step, "handoff key put", &ans)) != 0) {
+        lv_seterr(err, errlen, "etcd did not take the handoff key: %s", e->last_err);
+        rc = LV_ENET;
+        goto out;
+    }
+    pthread_mutex_lock(&e->mu);
+    e->deposed = 1; /* E4: from here on this node never races */
+    pthread_mutex_unlock(&e->mu);
+    et_lose(e, "handed over");
+    json_decref(req);
+    json_decref(ans);
+    ans = NULL;
+    req = json_pack("{s:I}", "ID", (json_int_t)id);
+    if (req && et_call(e, c, "/v3/lease/revoke", req, step, "revoke", &ans) != 0)
+        LV_WARN("lease: could not revoke the lease; %s goes when it expires (%s)", e->key, e->last_err);
+    pthread_mutex_lock(&e->mu);
+    if (e->lease_id == id)
+        e->lease_id = 0; /* the loop grants a new one for the node key */
+    pthread_mutex_unlock(&e->mu);
+    LV_INFO("lease: handed %s over to node %s", e->key, to);
+    rc = 0;
+out:
+    free(vb);
+    free(val);
+    json_decref(v);
+    json_decref(ans);
+    json_decref(req);
+    if (c)
+        curl_easy_cleanup(c);
+    return rc;
+}
+
+static const struct lease_ops etcd_ops = {et_is_primary, et_primary_url, et_info, et_handoff, et_close};
 
 /* The node keys: <the lease key's directory>/nodes/<node ID>. */
 static int et_node_keys(struct etcd *e, const char *node)
@@ -895,7 +1012,12 @@ static int et_node_keys(struct etcd *e, const char *node)
     e->nodes_b64 = etcdv_b64_enc(prefix, strlen(prefix));
     prefix[strlen(prefix) - 1]++; /* "/" + 1 = "0": the end of the prefix's range */
     e->nodes_end_b64 = etcdv_b64_enc(prefix, strlen(prefix));
-    rc = e->node_b64 && e->nodes_b64 && e->nodes_end_b64 ? 0 : LV_ENOMEM;
+    free(mine);
+    mine = NULL;
+    if (asprintf(&mine, "%.*s/handoff", dir, e->key) < 0)
+        mine = NULL;
+    e->handoff_b64 = mine ? etcdv_b64_enc(mine, strlen(mine)) : NULL;
+    rc = e->node_b64 && e->nodes_b64 && e->nodes_end_b64 && e->handoff_b64 ? 0 : LV_ENOMEM;
 out:
     free(prefix);
     free(mine);

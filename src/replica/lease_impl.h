@@ -12,6 +12,7 @@ struct lease_ops {
     int (*is_primary)(struct lease *l);                       /* lease_is_primary */
     int (*primary_url)(struct lease *l, char *buf, size_t n); /* lease_primary_url */
     void (*info)(struct lease *l, struct lease_info *out);    /* lease_info */
+    int (*handoff)(struct lease *l, const char *to, char *err, size_t errlen); /* lease_handoff */
     void (*close)(struct lease *l);                           /* frees the kind's part (impl) */
 };
 

@@ -196,6 +196,7 @@ struct primary {
     uint64_t retain_cuts;     /* atomic: max-retain gave up a replica's records */
     int64_t last_cut_warn;    /* rate limit of that warning (p->mu) */
     int sync_n;               /* replication.sync-replicas (immutable) */
+    int acks;                 /* replicas acknowledge even without sync_n (a lease that hands over) (immutable) */
     int64_t sync_timeout_us;  /* replication.sync-timeout (immutable) */
     pthread_cond_t ack_cv;    /* broadcast on every acknowledgement and stream end (p->mu); CLOCK_MONOTONIC */
     int sync_short;           /* the last wait found fewer than sync_n replicas in sync (p->mu; logs once) */
@@ -337,7 +338,7 @@ static int emit_hello(struct primary_conn *c)
 {
     struct primary *p = c->p;
     json_t *o = json_pack("{s:i,s:s,s:s,s:s,s:I,s:b}", "version", 1, "cluster", p->cluster_hex, "node", p->node,
-                          "url", p->url, "time_us", (json_int_t)lv_now_us(), "acks", p->sync_n > 0);
+                          "url", p->url, "time_us", (json_int_t)lv_now_us(), "acks", p->sync_n > 0 || p->acks);
     char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
     uint8_t *f = NULL;
     size_t len = 0;
@@ -1411,6 +1412,7 @@ int primary_new(const struct primary_opts *o, struct primary **out)
     p->image_release = o->image_release;
     p->image_arg = o->image_arg;
     p->sync_n = o->sync_replicas > 0 ? o->sync_replicas : 0;
+    p->acks = o->acks;
     p->sync_timeout_us = o->sync_timeout_us > 0 ? o->sync_timeout_us : PR_DEFAULT_SYNC_TIMEOUT_US;
     pthread_mutex_init(&p->mu, NULL);
     if (lv_cond_init(&p->ack_cv) != 0) {
@@ -1469,6 +1471,42 @@ int primary_ack(struct primary *p, const void *body, size_t len, char *msg, size
     }
     pthread_mutex_unlock(&p->mu);
     json_decref(o);
+    return rc;
+}
+
+int primary_handoff_wait(struct primary *p, const char *node, const struct db_info *dbs, size_t n, int64_t timeout_us,
+                         char *out, size_t outlen)
+{
+    int64_t end = lv_mono_us() + timeout_us;
+    int rc = LV_EBUSY;
+
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        struct prep *best = NULL;
+        for (struct prep *r = p->reps; r; r = r->next) {
+            size_t have = 0;
+            if (!r->connected || r->superseded || (node && *node && strcmp(r->node, node) != 0))
+                continue;
+            for (size_t i = 0; i < n; i++) {
+                struct pdb *d = find_pdb(r, dbs[i].name);
+                have += d && d->acked >= dbs[i].txid;
+            }
+            if (have == n) {
+                best = r;
+                break;
+            }
+        }
+        if (best) {
+            snprintf(out, outlen, "%s", best->node);
+            rc = 0;
+            break;
+        }
+        int64_t left = end - lv_mono_us();
+        if (left <= 0)
+            break;
+        lv_cond_wait_us(&p->ack_cv, &p->mu, left);
+    }
+    pthread_mutex_unlock(&p->mu);
     return rc;
 }
 

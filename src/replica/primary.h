@@ -42,6 +42,8 @@ struct primary_opts {
     int sync_replicas;          /* replication.sync-replicas: a commit waits until this many replicas hold
                                    it (0: none, asynchronous) */
     int64_t sync_timeout_us;    /* replication.sync-timeout: the longest a commit waits (<= 0: 5 s) */
+    int acks;                   /* 1: replicas acknowledge what they apply even without sync_replicas (so
+                                   that a hand-over knows who holds everything: primary_handoff_wait) */
 };
 
 /* Create the primary's state.  0 or LV_ENOMEM. */
@@ -51,6 +53,13 @@ int primary_new(const struct primary_opts *o, struct primary **out);
  * what it holds now.  0; LV_EINVAL (malformed) or LV_ENOENT (no stream of
  * that node here), with a message in msg. */
 int primary_ack(struct primary *p, const void *body, size_t len, char *msg, size_t msglen);
+
+/* Wait (at most timeout_us) until a connected replica -- node, or any when
+ * node is NULL or "" -- acknowledged every database of dbs (n entries) up
+ * to its txid; its node ID into out.  The caller has stopped writes.  0;
+ * LV_EBUSY (none did in time). */
+int primary_handoff_wait(struct primary *p, const char *node, const struct db_info *dbs, size_t n, int64_t timeout_us,
+                         char *out, size_t outlen);
 
 /* 1 if commits wait for replicas (replication.sync-replicas > 0). */
 int primary_sync_enabled(const struct primary *p);
