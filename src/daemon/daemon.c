@@ -469,9 +469,12 @@ static int open_lease(struct daemon *dm)
     int etcd = strcmp(cfg->lease_type, "etcd") == 0, rc = 0;
     char err[1024] = "";
 
-    if (sys_mkdir_p(cfg->data_dir) != 0 || (rc = node_id_ensure(cfg->data_dir, dm->node_id)) != 0) {
-        fprintf(stderr, "litevault: cannot read or create %s/node-id: %s\n", cfg->data_dir,
-                rc ? lv_strerror(rc) : strerror(errno));
+    /* An etcd lease publishes the node ID, so it is read before the registry
+     * opens (a static lease's node reads it in open_role, after dbreg_open
+     * has checked data.dir). */
+    if (etcd && (sys_mkdir_p(cfg->data_dir) != 0 || (rc = node_id_ensure(cfg->data_dir, dm->node_id)) != 0)) {
+        fprintf(stderr, "litevault: data.dir %s: cannot read or create its node-id: %s; check data.dir\n",
+                cfg->data_dir, rc ? lv_strerror(rc) : strerror(errno));
         return LV_EXIT_RUNTIME;
     }
     if (etcd && !cfg->lease_key && (rc = etcd_cluster(dm, &lc)) != 0)
@@ -567,6 +570,11 @@ static int open_role(struct daemon *dm)
 {
     const struct config *cfg = dm->cfg;
     int rc;
+
+    if (!dm->node_id[0] && (rc = node_id_ensure(cfg->data_dir, dm->node_id)) != 0) {
+        fprintf(stderr, "litevault: cannot read or create %s/node-id: %s\n", cfg->data_dir, lv_strerror(rc));
+        return LV_EXIT_RUNTIME;
+    }
 
     if (!dm->primary) {
         dbreg_set_replica(dm->reg, dm->primary_url); /* D6 */
