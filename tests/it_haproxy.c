@@ -35,19 +35,7 @@ TestSuite(haproxy, .fini = lvt_fini, .timeout = 180);
 /* Start argv as a child with stdout and stderr to log; killed at lvt_fini. */
 static int spawn(char *const argv[], const char *log)
 {
-    int pid = fork();
-    cr_assert_geq(pid, 0, "fork");
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        execvp(argv[0], argv);
-        _exit(127);
-    }
-    lvt_defer_kill(pid);
-    return pid;
+    return lvt_spawn(argv, log);
 }
 
 static size_t keep_body(char *p, size_t size, size_t n, void *arg)

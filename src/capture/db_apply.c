@@ -186,13 +186,22 @@ void dbreg_set_fence_deadline(struct dbreg *r, int64_t mono_us)
     __atomic_store_n(&r->fence_at_us, mono_us, __ATOMIC_RELEASE);
 }
 
+/* 1 at most once every 10 s per *last (a refusal's log line; atomic). */
+static int warn_due(int64_t *last_us)
+{
+    int64_t now = lv_mono_us(), last = __atomic_load_n(last_us, __ATOMIC_RELAXED);
+
+    if (last != 0 && now - last <= 10000000)
+        return 0;
+    __atomic_store_n(last_us, now, __ATOMIC_RELAXED);
+    return 1;
+}
+
 int db_fence_refuse(struct dbreg *r, const char *what)
 {
     if (!dbreg_is_fenced(r))
         return 0;
-    int64_t now = lv_mono_us(), last = __atomic_load_n(&r->fence_warn_us, __ATOMIC_RELAXED);
-    if (last == 0 || now - last > 10000000) {
-        __atomic_store_n(&r->fence_warn_us, now, __ATOMIC_RELAXED);
+    if (warn_due(&r->fence_warn_us)) {
         LV_WARN("refused a write to %s: this node lost its primary lease (fenced) and takes no writes until it "
                 "renews it or another primary is elected", what);
     }
@@ -248,9 +257,7 @@ int db_replica_refuse(struct dbreg *r, const char *what)
 {
     if (!dbreg_is_replica(r))
         return 0;
-    int64_t now = lv_mono_us(), last = __atomic_load_n(&r->rofs_warn_us, __ATOMIC_RELAXED);
-    if (last == 0 || now - last > 10000000) {
-        __atomic_store_n(&r->rofs_warn_us, now, __ATOMIC_RELAXED);
+    if (warn_due(&r->rofs_warn_us)) {
         pthread_mutex_lock(&r->url_mu);
         LV_WARN("refused a write to %s: this node is a read replica; writes belong on the primary at %s",
                 what, r->primary_url ? r->primary_url : "(unknown)");

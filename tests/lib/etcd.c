@@ -40,21 +40,11 @@ static void etcd_spawn(struct lvetcd *e)
         snprintf(listen, sizeof listen, "http://127.0.0.1:%d", e->port);
     snprintf(peer, sizeof peer, "http://127.0.0.1:%d", e->peer);
     snprintf(cluster, sizeof cluster, "default=%s", peer);
-    pid = fork();
-    cr_assert_geq(pid, 0, "fork");
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        execl(ETCD_BIN, "etcd", "--name", "default", "--data-dir", data, "--listen-client-urls", listen,
-              "--advertise-client-urls", e->url, "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-              "--initial-cluster", cluster, "--log-level", "warn", (char *)NULL);
-        _exit(127);
-    }
+    char *argv[] = {ETCD_BIN, "--name", "default", "--data-dir", data, "--listen-client-urls", listen,
+                    "--advertise-client-urls", e->url, "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                    "--initial-cluster", cluster, "--log-level", "warn", NULL};
+    pid = lvt_spawn(argv, log);
     e->pid = pid;
-    lvt_defer_kill(pid);
     int up = WAIT_FOR(run_cmd(NULL, "curl -sf --max-time 1 %s/health >/dev/null", e->url) == 0, 20000);
     cr_assert(up, "etcd did not answer on %s within 20 s (see %s)", e->url, log);
 }

@@ -3,6 +3,8 @@
  */
 #include "util.h"
 
+#include "fixture.h"
+
 #include <errno.h>
 #include <sched.h>
 #include <fcntl.h>
@@ -124,4 +126,21 @@ int run_cmd(char **out, const char *fmt, ...)
     int rc = run_cmd_ns(-1, out, cmd);
     free(cmd);
     return rc;
+}
+
+int lvt_spawn(char *const argv[], const char *log)
+{
+    int pid = fork();
+    cr_assert_geq(pid, 0, "fork");
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    lvt_defer_kill(pid);
+    return pid;
 }

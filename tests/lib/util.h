@@ -57,6 +57,10 @@ int status_code(int wstatus);
 /* Wait up to ms for child pid to exit: its wait status, -1 on timeout, -2 if not our child. */
 int wait_exit(int pid, int ms);
 
+/* Start argv (argv[0] looked up in PATH) as a child with stdout and stderr
+ * appended to log; SIGKILLed at lvt_fini (fixture.h).  Its pid; asserts. */
+int lvt_spawn(char *const argv[], const char *log);
+
 /* Path of the litevault binary under test ($LITEVAULT; asserts it is set). Borrowed. */
 const char *litevault_bin(void);
 
