@@ -163,14 +163,29 @@ void dbreg_set_fenced(struct dbreg *r, int fenced)
     if (!fenced || was)
         return;
     /* The barrier: every write checks the flag under its d->mu (db_fence_refuse),
-     * so once each d->mu has been free, none that passed the check is left. */
+     * so once each d->mu has been free, none that passed the check is left.
+     * References first under r->mu, then each d->mu alone (a commit holds
+     * d->mu across its fsyncs: r->mu must not wait for them), as dbreg_list. */
+    struct db **dv = NULL;
+    size_t nd = 0, cap = 0;
     pthread_mutex_lock(&r->mu);
     for (size_t i = 0; i < DB_NBUCKETS; i++)
         for (struct db *d = r->buckets[i]; d; d = d->next) {
-            pthread_mutex_lock(&d->mu);
-            pthread_mutex_unlock(&d->mu);
+            if (lv_grow((void **)&dv, &cap, nd, sizeof *dv, 16) != 0) {
+                pthread_mutex_lock(&d->mu); /* out of memory: wait here instead */
+                pthread_mutex_unlock(&d->mu);
+                continue;
+            }
+            d->refs++;
+            dv[nd++] = d;
         }
     pthread_mutex_unlock(&r->mu);
+    for (size_t k = 0; k < nd; k++) {
+        pthread_mutex_lock(&dv[k]->mu);
+        pthread_mutex_unlock(&dv[k]->mu);
+        db_put(dv[k]);
+    }
+    free(dv);
     dbreg_bump_seq(r); /* /v1/wait and the like look again */
 }
 

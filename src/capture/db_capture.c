@@ -752,7 +752,8 @@ int db_on_flush(struct db *d, enum db_filekind kind)
     if (kind != DBF_MAIN)
         return 0;
     pthread_mutex_lock(&d->mu);
-    if (d->kind == DBK_SQLITE && d->bulk && !d->journal_active && !d->broken)
+    if (d->kind == DBK_SQLITE && d->bulk && !d->journal_active && !d->broken &&
+        (rc = db_fence_refuse(d->reg, d->name)) == 0) /* fenced: the commit is refused, nothing logged */
         rc = bulk_commit(d);
     hook_exit(d);
     return rc;
@@ -764,7 +765,9 @@ int db_on_fsync(struct db *d, enum db_filekind kind, int fd, int datasync)
     pthread_mutex_lock(&d->mu);
     if (d->kind == DBK_SQLITE && !d->broken) {
         if (kind == DBF_MAIN && d->bulk && !d->journal_active) {
-            rc = bulk_commit(d);
+            rc = db_fence_refuse(d->reg, d->name); /* fenced: the commit is refused, nothing logged */
+            if (rc == 0)
+                rc = bulk_commit(d);
             if (rc)
                 goto out_unlock;
         }

@@ -606,9 +606,10 @@ static int h_promote(void *ctx, const struct http_request *req, struct http_resp
     char msg[1200] = "";
     int st;
 
-    if (req->body_len && !json_is_object(o)) {
+    if ((req->body_len && !json_is_object(o)) ||
+        (node && *node && (strlen(node) != 32 || strspn(node, "0123456789abcdef") != 32))) {
         json_decref(o);
-        return api_error(resp, 400, "expected no body, or {\"node\": NODE-ID}");
+        return api_error(resp, 400, "expected no body, or {\"node\": NODE-ID} (32 lower-case hex digits)");
     }
     if (!a->promote)
         st = 503, snprintf(msg, sizeof msg, "this daemon cannot hand over yet");

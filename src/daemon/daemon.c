@@ -115,6 +115,8 @@ struct daemon {
     int mounted;               /* the mount serves: a replica's client may start (role worker's) */
     struct worker *role;       /* follows an etcd lease (role_worker); NULL for a static lease */
     pthread_mutex_t handoff_mu; /* one hand-over at a time (handoff) */
+    pthread_mutex_t fence_mu;  /* serializes refence (computing and setting the registry's fence) */
+    int64_t pending_deadline;  /* the lease's last fencing deadline (atomic), applied when the registry opens */
     int handing_over;          /* a hand-over has stopped writes (atomic): role_step keeps them stopped */
     int64_t handed_at;         /* role worker: when it saw the lease handed over (it stops 0.5 s later) */
     int exit_code;             /* nonzero: daemon_run's exit status (a deposed primary: LV_EXIT_DEPOSED) */
@@ -385,6 +387,20 @@ static int open_http(struct daemon *dm, struct http_server **hs, struct http_ser
     return 0;
 }
 
+/* Set the registry's fence from the state now: fenced when this node runs
+ * the primary's parts but the lease does not say it may write, or a
+ * hand-over stopped writes.  Every caller recomputes under fence_mu, so a
+ * value computed before a change can never be stored after the value
+ * computed after it (the lease's thread, the role worker, promote and
+ * handoff all call it). */
+static void refence(struct daemon *dm)
+{
+    pthread_mutex_lock(&dm->fence_mu);
+    dbreg_set_fenced(dm->reg, __atomic_load_n(&dm->primary, __ATOMIC_ACQUIRE) &&
+                                  (!lease_is_primary(dm->lease) || __atomic_load_n(&dm->handing_over, __ATOMIC_ACQUIRE)));
+    pthread_mutex_unlock(&dm->fence_mu);
+}
+
 /* The lease changed (on the lease's thread): a primary that is no longer
  * the lease's holder in good standing refuses writes at once; the role
  * worker does the rest. */
@@ -394,8 +410,8 @@ static void lease_changed(void *arg)
 
     struct worker *role = __atomic_load_n(&dm->role, __ATOMIC_ACQUIRE);
 
-    if (__atomic_load_n(&dm->primary, __ATOMIC_ACQUIRE) && !lease_is_primary(dm->lease))
-        dbreg_set_fenced(dm->reg, 1);
+    if (__atomic_load_n(&dm->primary, __ATOMIC_ACQUIRE))
+        refence(dm);
     if (role)
         worker_wake(role);
 }
@@ -425,8 +441,10 @@ static char *lease_positions(void *arg)
 static void lease_deadline(void *arg, int64_t mono_us)
 {
     struct daemon *dm = arg;
-    struct dbreg *reg = __atomic_load_n(&dm->reg, __ATOMIC_ACQUIRE);
+    struct dbreg *reg;
 
+    __atomic_store_n(&dm->pending_deadline, mono_us, __ATOMIC_RELEASE); /* before reg is read: see open_parts */
+    reg = __atomic_load_n(&dm->reg, __ATOMIC_ACQUIRE);
     if (reg)
         dbreg_set_fence_deadline(reg, mono_us);
 }
@@ -624,6 +642,7 @@ static int open_parts(struct daemon *dm, struct http_server **hs, struct http_se
         return LV_EXIT_RUNTIME;
     }
     __atomic_store_n(&dm->reg, reg, __ATOMIC_RELEASE); /* the lease's thread may look (lease_deadline) */
+    dbreg_set_fence_deadline(reg, __atomic_load_n(&dm->pending_deadline, __ATOMIC_ACQUIRE)); /* one told before */
     dbreg_clear_tmp(cfg->data_dir); /* D1 */
     rc = open_role(dm);
     return rc ? rc : open_http(dm, hs, admin);
@@ -687,8 +706,8 @@ static int promote(struct daemon *dm)
     __atomic_store_n(&dm->primary, 1, __ATOMIC_RELEASE);
     dm->primary_url[0] = 0;
     set_api_role(dm);
-    dbreg_set_fenced(dm->reg, !lease_is_primary(dm->lease));
-    dbreg_set_replica(dm->reg, NULL); /* writes open */
+    refence(dm);
+    dbreg_set_replica(dm->reg, NULL); /* writes open (unless fenced) */
     LV_INFO("role: primary (node %s, cluster %s)%s", dm->node_id, dm->cluster_hex,
             dbreg_is_fenced(dm->reg) ? ", fenced until the lease is renewed" : "");
     return 0;
@@ -703,7 +722,7 @@ static int role_step(struct daemon *dm)
 
     if (dm->primary) {
         struct lease_info li;
-        dbreg_set_fenced(dm->reg, !is_primary || __atomic_load_n(&dm->handing_over, __ATOMIC_ACQUIRE));
+        refence(dm);
         lease_info(dm->lease, &li);
         if (!li.holding && __atomic_load_n(&dm->handing_over, __ATOMIC_ACQUIRE) && !dm->handed_at) {
             dm->handed_at = lv_mono_us(); /* let the answer to POST /v1/promote go out first */
@@ -740,9 +759,10 @@ static int role_step(struct daemon *dm)
 static int handoff(struct daemon *dm, const char *to, int64_t timeout_us, char *msg, size_t n)
 {
     struct db_info *dbs = NULL;
-    size_t ndb = 0;
-    char target[72] = "", err[512] = "";
-    int st = 200;
+    size_t ndb = 0, nskip = 0;
+    char target[72] = "", err[512] = "", *skip[8];
+    int64_t end = lv_mono_us() + timeout_us;
+    int st = 200, rc;
 
     pthread_mutex_lock(&dm->handoff_mu);
     if (!__atomic_load_n(&dm->primary, __ATOMIC_ACQUIRE) || !lease_is_primary(dm->lease)) {
@@ -750,8 +770,13 @@ static int handoff(struct daemon *dm, const char *to, int64_t timeout_us, char *
         st = 409;
         goto out;
     }
+    if (strcmp(to, dm->node_id) == 0) {
+        snprintf(msg, n, "node %s is this primary already", to);
+        st = 409;
+        goto out;
+    }
     __atomic_store_n(&dm->handing_over, 1, __ATOMIC_RELEASE);
-    dbreg_set_fenced(dm->reg, 1); /* no commit from here on: the TXIDs below are final */
+    refence(dm); /* no commit from here on: the TXIDs below are final */
     if (dbreg_list(dm->reg, &dbs, &ndb) != 0) {
         snprintf(msg, n, "out of memory");
         st = 500;
@@ -759,16 +784,26 @@ static int handoff(struct daemon *dm, const char *to, int64_t timeout_us, char *
     }
     LV_INFO("hand-over: writes stopped; waiting up to %lld ms for %s%s to hold every database", 
             (long long)(timeout_us / 1000), to[0] ? "node " : "a replica", to);
-    if (primary_handoff_wait(dm->prim, to, dbs, ndb, timeout_us, target, sizeof target) != 0) {
-        snprintf(msg, n, "%s%s did not acknowledge every database within %lld ms; writes resume here", 
-                 to[0] ? "node " : "no connected replica", to, (long long)(timeout_us / 1000));
-        st = 504;
-        goto out_resume;
-    }
-    if (lease_handoff(dm->lease, target, err, sizeof err) != 0) {
-        snprintf(msg, n, "the lease could not be handed over to node %s: %s; writes resume here", target, err);
-        st = 502;
-        goto out_resume;
+    for (;;) { /* a replica that cannot take the lease (not a candidate) is skipped */
+        int64_t left = end - lv_mono_us();
+        if (left <= 0 || primary_handoff_wait(dm->prim, to, (const char *const *)skip, nskip, dbs, ndb, left, target,
+                                                       sizeof target) != 0) {
+            snprintf(msg, n, "%s%s did not acknowledge every database within %lld ms; writes resume here",
+                     to[0] ? "node " : "no connected candidate replica", to, (long long)(timeout_us / 1000));
+            st = 504;
+            goto out_resume;
+        }
+        rc = lease_handoff(dm->lease, target, err, sizeof err);
+        if (rc == 0)
+            break;
+        if (rc != LV_EREFUSED || to[0] || nskip == sizeof skip / sizeof skip[0] ||
+            !(skip[nskip] = strdup(target))) {
+            snprintf(msg, n, "the lease could not be handed over to node %s: %s; writes resume here", target, err);
+            st = rc == LV_EREFUSED ? 409 : 502;
+            goto out_resume;
+        }
+        LV_INFO("hand-over: skipping node %s: %s", target, err);
+        nskip++;
     }
     snprintf(msg, n, "handed the primary role to node %s; this node takes no more writes and restarts as its replica",
              target);
@@ -776,10 +811,12 @@ static int handoff(struct daemon *dm, const char *to, int64_t timeout_us, char *
     goto out;
 out_resume:
     __atomic_store_n(&dm->handing_over, 0, __ATOMIC_RELEASE);
-    dbreg_set_fenced(dm->reg, !lease_is_primary(dm->lease));
+    refence(dm);
     LV_WARN("hand-over failed: %s", msg);
 out:
     pthread_mutex_unlock(&dm->handoff_mu);
+    for (size_t k = 0; k < nskip; k++)
+        free(skip[k]);
     free(dbs);
     return st;
 }
@@ -813,8 +850,9 @@ static int promote_cb(void *arg, const char *node, char *msg, size_t n)
     }
     if (__atomic_load_n(&dm->primary, __ATOMIC_ACQUIRE))
         return handoff(dm, node, 10000000, msg, n);
-    if (lease_primary_url(dm->lease, url, sizeof url) != 0 || !url[0]) {
-        snprintf(msg, n, "no primary is elected now; try again shortly");
+    if (lease_primary_url(dm->lease, url, sizeof url) != 0 || !url[0] || lease_is_primary(dm->lease)) {
+        snprintf(msg, n, "%s", lease_is_primary(dm->lease) ? "this node was just elected and is becoming the primary"
+                                                            : "no primary is elected now; try again shortly");
         return 503;
     }
     snprintf(url + strlen(url), sizeof url - strlen(url), "/v1/promote");
@@ -867,7 +905,7 @@ static void role_worker(struct worker *w, void *arg)
 
 int daemon_run(const struct config *cfg, char **cmd)
 {
-    struct daemon dm = {.cfg = cfg, .handoff_mu = PTHREAD_MUTEX_INITIALIZER};
+    struct daemon dm = {.cfg = cfg, .handoff_mu = PTHREAD_MUTEX_INITIALIZER, .fence_mu = PTHREAD_MUTEX_INITIALIZER};
     struct http_server *hs = NULL, *admin = NULL;
     struct proxy_node *px = NULL;
     struct fs *fs = NULL;

@@ -113,7 +113,7 @@ int surplus_set_aside(const char *data_dir, char *dir, size_t n)
     free(buf);
     lv_fmt_time(lv_now_us(), t, sizeof t);
     snprintf(files, sizeof files, "%s/files", data_dir);
-    if (snprintf(dest, sizeof dest, "%s/surplus/%s-term-%s", data_dir, t, term) >= (int)sizeof dest)
+    if (snprintf(dest, sizeof dest, "%s/surplus/%s-term-%s-%d", data_dir, t, term, (int)getpid()) >= (int)sizeof dest)
         return LV_EINVAL;
     LV_WARN("surplus: this node was the primary (term %s): its databases are kept in %s before it follows another "
             "primary", term, dest);

@@ -9,7 +9,7 @@
  * the next start of such a node (after a kill, a deposition, or a clean
  * stop), before the registry opens, every file of data.dir/files (the
  * databases and their -wal/-journal, not the -shm) is copied to
- * data.dir/surplus/<UTC time>/, keeping the tree, and each copy is named in
+ * data.dir/surplus/<UTC time>-term-<T>-<pid>/, keeping the tree, and each copy is named in
  * the log.  They are kept until the user deletes them.
  */
 #ifndef SURPLUS_H

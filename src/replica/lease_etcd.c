@@ -355,7 +355,7 @@ static void et_lose(struct etcd *e, const char *why)
         e->deposed = 1; /* E4 */
     pthread_mutex_unlock(&e->mu);
     if (was != ET_FOLLOW) {
-        et_tell_deadline(e, 0);
+        et_tell_deadline(e, 1); /* already past: writes stop now, before the daemon hears of it */
         LV_WARN("lease: this node is no longer the primary: %s", why);
         et_notify(e);
     }
@@ -637,7 +637,7 @@ static int et_hold(struct etcd *e, int64_t id, uint64_t term, int64_t t0, int64_
 
     pthread_mutex_lock(&e->mu);
     was = e->state;
-    if (e->lease_id != id || (was != ET_FOLLOW && e->term != term)) {
+    if (e->lease_id != id || (was != ET_FOLLOW && e->term != term) || (was == ET_FOLLOW && e->deposed)) { /* E4 */
         pthread_mutex_unlock(&e->mu);
         return 0;
     }
@@ -923,6 +923,39 @@ static void et_close(struct lease *l)
     free(e);
 }
 
+/* The last etcd problem (et_problem) into buf. */
+static void et_last_err(struct etcd *e, char *buf, size_t n)
+{
+    pthread_mutex_lock(&e->mu);
+    snprintf(buf, n, "%s", e->last_err[0] ? e->last_err : "no answer");
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* 1 if node's key says it is a live candidate, else 0 (absent, not a candidate, or etcd failed). */
+static int et_node_candidate(struct etcd *e, CURL *c, const char *node, int64_t step_us)
+{
+    const char *slash = strrchr(e->key, '/');
+    char *key = NULL, *kb = NULL;
+    json_t *req = NULL, *ans = NULL, *val;
+    struct etcdv_member m = {0};
+    int yes = 0;
+
+    if (asprintf(&key, "%.*s/nodes/%s", slash ? (int)(slash - e->key) : 0, e->key, node) < 0)
+        return 0;
+    kb = etcdv_b64_enc(key, strlen(key));
+    req = kb ? json_pack("{s:s}", "key", kb) : NULL;
+    if (req && et_call(e, c, "/v3/kv/range", req, step_us, "node key range", &ans) == 0) {
+        val = json_object_get(json_array_get(json_object_get(ans, "kvs"), 0), "value");
+        yes = json_is_string(val) && etcdv_member_parse(json_string_value(val), &m) == 0 && m.candidate;
+    }
+    etcdv_member_clear(&m);
+    json_decref(ans);
+    json_decref(req);
+    free(kb);
+    free(key);
+    return yes;
+}
+
 /* Hand over (lease_handoff): name `to` in the handoff key, on a lease of
  * its own that is never renewed (it lasts one TTL), then revoke ours (the
  * primary key and our node key go with it). */
@@ -931,7 +964,7 @@ static int et_handoff(struct lease *l, const char *to, char *err, size_t errlen)
     struct etcd *e = lease_impl(l);
     CURL *c = curl_easy_init();
     json_t *req = NULL, *ans = NULL, *v = NULL;
-    char *val = NULL, *vb = NULL;
+    char *val = NULL, *vb = NULL, why[256];
     int64_t id, hid, step;
     int rc = LV_ENOMEM;
 
@@ -946,9 +979,16 @@ static int et_handoff(struct lease *l, const char *to, char *err, size_t errlen)
     }
     if (!c || !(req = json_pack("{s:I}", "TTL", (json_int_t)e->ttl_req_s)))
         goto out;
+    if (!et_node_candidate(e, c, to, step)) {
+        lv_seterr(err, errlen, "node %s is not a candidate that etcd knows (lease.candidate false, or not running)",
+                  to);
+        rc = LV_EREFUSED;
+        goto out;
+    }
     if ((rc = et_call(e, c, "/v3/lease/grant", req, step, "handoff lease grant", &ans)) != 0 ||
         (hid = et_int(ans, "ID")) == 0) {
-        lv_seterr(err, errlen, "etcd did not grant the handoff's lease: %s", e->last_err);
+        et_last_err(e, why, sizeof why);
+        lv_seterr(err, errlen, "etcd did not grant the handoff's lease: %s", why);
         rc = LV_ENET;
         goto out;
     }
@@ -963,7 +1003,13 @@ static int et_handoff(struct lease *l, const char *to, char *err, size_t errlen)
     if (!req)
         goto out;
     if ((rc = et_call(e, c, "/v3/kv/put", req, step, "handoff key put", &ans)) != 0) {
-        lv_seterr(err, errlen, "etcd did not take the handoff key: %s", e->last_err);
+        json_t *rq = json_pack("{s:I}", "ID", (json_int_t)hid), *an = NULL;
+        et_last_err(e, why, sizeof why);
+        lv_seterr(err, errlen, "etcd did not take the handoff key: %s", why);
+        if (rq) /* in case the put landed after all: its key goes with its lease */
+            et_call(e, c, "/v3/lease/revoke", rq, step, "handoff lease revoke", &an);
+        json_decref(an);
+        json_decref(rq);
         rc = LV_ENET;
         goto out;
     }
@@ -975,8 +1021,10 @@ static int et_handoff(struct lease *l, const char *to, char *err, size_t errlen)
     json_decref(ans);
     ans = NULL;
     req = json_pack("{s:I}", "ID", (json_int_t)id);
-    if (req && et_call(e, c, "/v3/lease/revoke", req, step, "revoke", &ans) != 0)
-        LV_WARN("lease: could not revoke the lease; %s goes when it expires (%s)", e->key, e->last_err);
+    if (req && et_call(e, c, "/v3/lease/revoke", req, step, "revoke", &ans) != 0) {
+        et_last_err(e, why, sizeof why);
+        LV_WARN("lease: could not revoke the lease; %s goes when it expires (%s)", e->key, why);
+    }
     pthread_mutex_lock(&e->mu);
     if (e->lease_id == id)
         e->lease_id = 0; /* the loop grants a new one for the node key */

@@ -1474,8 +1474,8 @@ int primary_ack(struct primary *p, const void *body, size_t len, char *msg, size
     return rc;
 }
 
-int primary_handoff_wait(struct primary *p, const char *node, const struct db_info *dbs, size_t n, int64_t timeout_us,
-                         char *out, size_t outlen)
+int primary_handoff_wait(struct primary *p, const char *node, const char *const *skip, size_t nskip,
+                         const struct db_info *dbs, size_t n, int64_t timeout_us, char *out, size_t outlen)
 {
     int64_t end = lv_mono_us() + timeout_us;
     int rc = LV_EBUSY;
@@ -1485,7 +1485,10 @@ int primary_handoff_wait(struct primary *p, const char *node, const struct db_in
         struct prep *best = NULL;
         for (struct prep *r = p->reps; r; r = r->next) {
             size_t have = 0;
-            if (!r->connected || r->superseded || (node && *node && strcmp(r->node, node) != 0))
+            int skipped = 0;
+            for (size_t k = 0; k < nskip; k++)
+                skipped |= strcmp(r->node, skip[k]) == 0;
+            if (!r->connected || r->superseded || skipped || (node && *node && strcmp(r->node, node) != 0))
                 continue;
             for (size_t i = 0; i < n; i++) {
                 struct pdb *d = find_pdb(r, dbs[i].name);

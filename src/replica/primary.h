@@ -54,12 +54,12 @@ int primary_new(const struct primary_opts *o, struct primary **out);
  * that node here), with a message in msg. */
 int primary_ack(struct primary *p, const void *body, size_t len, char *msg, size_t msglen);
 
-/* Wait (at most timeout_us) until a connected replica -- node, or any when
- * node is NULL or "" -- acknowledged every database of dbs (n entries) up
- * to its txid; its node ID into out.  The caller has stopped writes.  0;
- * LV_EBUSY (none did in time). */
-int primary_handoff_wait(struct primary *p, const char *node, const struct db_info *dbs, size_t n, int64_t timeout_us,
-                         char *out, size_t outlen);
+/* Wait (at most timeout_us) until a connected replica -- node, or any but
+ * the nskip in skip when node is NULL or "" -- acknowledged every database
+ * of dbs (n entries) up to its txid; its node ID into out.  The caller has
+ * stopped writes.  0; LV_EBUSY (none did in time). */
+int primary_handoff_wait(struct primary *p, const char *node, const char *const *skip, size_t nskip,
+                         const struct db_info *dbs, size_t n, int64_t timeout_us, char *out, size_t outlen);
 
 /* 1 if commits wait for replicas (replication.sync-replicas > 0). */
 int primary_sync_enabled(const struct primary *p);
