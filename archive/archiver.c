@@ -221,6 +221,7 @@ struct archiver {
     int log_full;               /* writes refused (atomic) */
     uint64_t pruned_bytes;      /* bytes pruned since start (atomic) */
     int drain;                  /* archiver_drain was called: the threads upload everything before exiting (atomic) */
+    int held;                   /* archiver_hold: no upload starts (atomic) */
     pthread_mutex_t retain_mu;  /* guards retain_fn/retain_arg; held by the monitor while it calls the hook */
     archiver_retain_fn retain_fn; /* replication's retention hook (archiver_set_retain), NULL if none */
     void *retain_arg;
@@ -1272,6 +1273,8 @@ static void dest_main(struct worker *w, void *arg)
     while (!worker_nap(w, d->cfg->sync_interval_us)) {
         struct db_info *infos = NULL;
         size_t n = 0;
+        if (__atomic_load_n(&a->held, __ATOMIC_ACQUIRE))
+            continue; /* archiver_hold: a fenced primary uploads nothing more */
         if (dbreg_list(a->reg, &infos, &n) != 0)
             continue;
         for (size_t i = 0; i < n && !worker_stopping(w); i++) {
@@ -1529,6 +1532,13 @@ void archiver_set_retain(struct archiver *a, archiver_retain_fn fn, void *arg)
     a->retain_fn = fn;
     a->retain_arg = arg;
     pthread_mutex_unlock(&a->retain_mu);
+}
+
+void archiver_hold(struct archiver *a, int hold)
+{
+    if (a && __atomic_exchange_n(&a->held, hold != 0, __ATOMIC_ACQ_REL) != (hold != 0))
+        LV_INFO("archiver: %s", hold ? "held: this node lost its lease, so it uploads nothing more (the next primary "
+                                       "archives what it holds)" : "uploading again");
 }
 
 void archiver_drain(struct archiver *a)

@@ -62,6 +62,12 @@ int archiver_start(const struct archiver_dest *dests, size_t n, int64_t max_log_
  * done.  Then call archiver_stop (which frees). */
 void archiver_drain(struct archiver *a);
 
+/* Hold (1) or release (0) the uploads: while held, no destination starts
+ * one (one in progress finishes).  A primary whose lease is in doubt holds
+ * them, so that records no other node may hold never reach a shared
+ * archive.  Any thread; NULL is fine. */
+void archiver_hold(struct archiver *a, int hold);
+
 /* Stop the threads (an upload in progress finishes or fails first; each
  * destination then stores the manifests that lag behind their segments),
  * close the stores, free. */

@@ -377,7 +377,11 @@ Test(etcd, partition)
         cr_skip_test("network namespaces are not available here: %s", why);
     struct netns *ns = netns_new();
     struct lvetcd *e = etcd_start(ns->host_addr);
-    const char *sync = "replication:\n  sync-replicas: 1\n  sync-timeout: 10s\n";
+    /* One archive for all: a cut-off primary must upload nothing the next one lacks. */
+    char sync[1024], arch_url[400];
+    snprintf(arch_url, sizeof arch_url, "file://%s", lvt_tmpdir("archive"));
+    snprintf(sync, sizeof sync, "replication:\n  sync-replicas: 1\n  sync-timeout: 10s\narchive:\n  - url: %s\n"
+             "    sync-interval: 100ms\n", arch_url);
     snprintf(yaml, sizeof yaml, "lease:\n  type: etcd\n  endpoints: %s\n  ttl: 3s\n%s",
              etcd_endpoints(e, 1, ep, sizeof ep), sync);
     struct lvnode *a = lvnode_new_in_netns(ns, NULL, "  allow-no-token: true\n", yaml);
@@ -449,6 +453,15 @@ Test(etcd, partition)
     cr_assert(WAIT_FOR(follows_node(a, np), 15000), "the old primary does not follow the new one");
     cr_assert(WAIT_FOR(rows(a) == have + 1, 15000), "the old primary did not catch up");
     cr_assert(!is_primary(a));
+    /* The archive: the new primary's history, restorable and verified. */
+    uint64_t last = lvnode_last_txid(np, "app.db");
+    cr_assert(WAIT_FOR(lvnode_archive_txid(np, "app.db", NULL) == last, 15000), "the archive did not reach TXID %llu",
+              (unsigned long long)last);
+    char out[400];
+    snprintf(out, sizeof out, "%s/restored.db", lvt_tmpdir("restore"));
+    cr_assert_eq(lv_restore_cmd(arch_url, "app.db", NULL, out), 0, "the shared archive does not restore");
+    cr_assert_eq(sql_int(out, "SELECT count(*) FROM t"), have + 1, "the archive's history is not the new primary's");
+    cr_assert(lvnode_log_contains(a, "uploads nothing more"), "the cut-off primary did not hold its archiver");
 }
 
 Test(etcd, fence_and_resume)

@@ -395,9 +395,13 @@ static int open_http(struct daemon *dm, struct http_server **hs, struct http_ser
  * handoff all call it). */
 static void refence(struct daemon *dm)
 {
+    int fenced;
+
     pthread_mutex_lock(&dm->fence_mu);
-    dbreg_set_fenced(dm->reg, __atomic_load_n(&dm->primary, __ATOMIC_ACQUIRE) &&
-                                  (!lease_is_primary(dm->lease) || __atomic_load_n(&dm->handing_over, __ATOMIC_ACQUIRE)));
+    fenced = __atomic_load_n(&dm->primary, __ATOMIC_ACQUIRE) &&
+             (!lease_is_primary(dm->lease) || __atomic_load_n(&dm->handing_over, __ATOMIC_ACQUIRE));
+    dbreg_set_fenced(dm->reg, fenced);
+    archiver_hold(__atomic_load_n(&dm->arch, __ATOMIC_ACQUIRE), fenced); /* nothing more to the shared archive */
     pthread_mutex_unlock(&dm->fence_mu);
 }
 
@@ -568,10 +572,12 @@ static int primary_parts(struct daemon *dm, int started)
         fprintf(stderr, "litevault: %s\n", err[0] ? err : "cannot start the scheduled exports");
         return LV_EXIT_RUNTIME;
     }
-    if (archiver_start(cfg->archive, cfg->narchive, cfg->max_log_size, dm->reg, &dm->arch, err, sizeof err) != 0) {
+    struct archiver *arch = NULL;
+    if (archiver_start(cfg->archive, cfg->narchive, cfg->max_log_size, dm->reg, &arch, err, sizeof err) != 0) {
         fprintf(stderr, "litevault: %s: %s\n", cfg->path ? cfg->path : "config", err);
         return LV_EXIT_USAGE;
     }
+    __atomic_store_n(&dm->arch, arch, __ATOMIC_RELEASE); /* refence reads it on the lease's thread */
     archiver_set_retain(dm->arch, primary_retain, dm->prim);
     return 0;
 }
@@ -978,7 +984,10 @@ int daemon_run(const struct config *cfg, char **cmd)
     fs_finish(fs);
     if (dm.arch)
         notify_status("archiving the rest of the log");
-    archiver_drain(dm.arch); /* D4: after the unmount, bounded by archive[].shutdown-timeout */
+    if (dm.reg && dbreg_is_fenced(dm.reg)) /* deposed, or handed over: the next primary archives */
+        LV_INFO("not draining the archiver: this node no longer holds the lease");
+    else
+        archiver_drain(dm.arch); /* D4: after the unmount, bounded by archive[].shutdown-timeout */
     rc = dm.exit_code;
     if (dm.waiter) {
         worker_stop(dm.waiter); /* the child has exited: fs_run returned because of it, or a signal */
