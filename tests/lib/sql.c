@@ -159,10 +159,17 @@ int sql_integrity_ok(const char *path, int immutable)
     sqlite3_stmt *st = NULL;
     char uri[1200];
     int ok = 0;
+    int rc = SQLITE_OK;
     snprintf(uri, sizeof uri, "file:%s%s", path, immutable ? "?immutable=1" : "");
-    if (sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL) == SQLITE_OK &&
-        sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+    if ((rc = sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL)) == SQLITE_OK &&
+        (sqlite3_busy_timeout(db, 2000), rc = sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL)) ==
+            SQLITE_OK &&
+        (rc = sqlite3_step(st)) == SQLITE_ROW)
         ok = sqlite3_column_text(st, 0) && strcmp((const char *)sqlite3_column_text(st, 0), "ok") == 0;
+    if (!ok) /* what failed: a lock (busy), an I/O error, or what integrity_check found */
+        fprintf(stderr, "sql_integrity_ok(%s): rc %d (%s): %s\n", path, rc, sqlite3_errstr(rc),
+                rc == SQLITE_ROW && sqlite3_column_text(st, 0) ? (const char *)sqlite3_column_text(st, 0)
+                                                               : db ? sqlite3_errmsg(db) : "");
     sqlite3_finalize(st);
     sqlite3_close(db);
     return ok;
