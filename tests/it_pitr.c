@@ -262,8 +262,14 @@ Test(pitr, oracle_local_log)
  * archive destination, with its S3 options and credentials). */
 static int restore_archive(const struct lvnode *n, const char *name, const char *flag, const char *out, void *arg)
 {
+    char *msg = NULL;
+    int rc;
     (void)arg;
-    return lvnode_restore(n, name, flag, out, NULL);
+    rc = lvnode_restore(n, name, flag, out, &msg);
+    if (rc != 0) /* the reason, for the failure report */
+        fprintf(stderr, "restore %s %s: status %d: %s\n", name, flag, rc, msg ? msg : "");
+    free(msg);
+    return rc;
 }
 
 /* First TXID restorable from the current lineage (`archive ls --json`), 0 on error. */
