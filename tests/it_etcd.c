@@ -235,6 +235,16 @@ static long long surplus_rows(const struct lvnode *n)
     return v;
 }
 
+/* Insert ids from..to into n's t, one transaction each; asserts each commits. */
+static void insert_ids(const struct lvnode *n, int from, int to)
+{
+    for (int i = from; i <= to; i++) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "INSERT INTO t(id) VALUES(%d)", i);
+        cr_assert_eq(try_sql(n, "app.db", sql), SQLITE_OK, "INSERT of id %d on %s", i, n->http);
+    }
+}
+
 /* Rows 1..max(id) all present in n's t (no gap)? */
 static int no_gap(const struct lvnode *n)
 {
@@ -507,12 +517,7 @@ Test(etcd, deposed)
     struct lvnode *b = etcd_node(e, 2, 1);
     cr_assert(WAIT_FOR(follows_node(b, a), 10000));
     make_table(a);
-    char *pa = lvnode_path(a, "app.db"), *pb = lvnode_path(b, "app.db");
-    for (int i = 1; i <= 10; i++) {
-        char sql[64];
-        snprintf(sql, sizeof sql, "INSERT INTO t(id) VALUES(%d)", i);
-        cr_assert_eq(sql_exec(pa, sql, 0), 0);
-    }
+    insert_ids(a, 1, 10);
     cr_assert(WAIT_FOR(rows(b) == 10, 10000));
     uint64_t a_txid = lvnode_last_txid(a, "app.db");
 
@@ -545,8 +550,6 @@ Test(etcd, deposed)
         cr_assert_eq(ra[i].post_checksum, rb[i].post_checksum, "the histories differ at TXID %llu", (unsigned long long)ra[i].txid);
     free(ra);
     free(rb);
-    free(pa);
-    free(pb);
 }
 
 Test(etcd, most_advanced_wins)
@@ -569,11 +572,7 @@ Test(etcd, most_advanced_wins)
     sqlite3 *rd = NULL;
     cr_assert_eq(sqlite3_open_v2(pc, &rd, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
     cr_assert_eq(sqlite3_exec(rd, "BEGIN; SELECT count(*) FROM t;", NULL, NULL, NULL), SQLITE_OK);
-    for (int i = 2; i <= 20; i++) {
-        char sql[64];
-        snprintf(sql, sizeof sql, "INSERT INTO t(id) VALUES(%d)", i);
-        cr_assert_eq(try_sql(a, "app.db", sql), SQLITE_OK);
-    }
+    insert_ids(a, 2, 20);
     cr_assert(WAIT_FOR(rows(b) == 20, 10000));
     uint64_t tb = lvnode_last_txid(b, "app.db"), tc = lvnode_last_txid(c, "app.db");
     cr_assert_lt(tc, tb, "c applied despite its reader (TXID %llu, b %llu)", (unsigned long long)tc,
@@ -611,11 +610,7 @@ Test(etcd, sigterm_hands_over)
     struct lvnode *b = etcd_node(e, 5, 1);
     cr_assert(WAIT_FOR(follows_node(b, a), 10000));
     make_table(a);
-    for (int i = 1; i <= 30; i++) {
-        char sql[64];
-        snprintf(sql, sizeof sql, "INSERT INTO t(id) VALUES(%d)", i);
-        cr_assert_eq(try_sql(a, "app.db", sql), SQLITE_OK);
-    }
+    insert_ids(a, 1, 30);
     long long t0 = now_ms();
     lvnode_stop(a); /* SIGTERM; asserts exit status 0 */
     cr_assert(WAIT_FOR(try_sql(b, "app.db", "INSERT INTO t(id) VALUES(31)") == SQLITE_OK, 10000));

@@ -931,16 +931,27 @@ static void et_last_err(struct etcd *e, char *buf, size_t n)
     pthread_mutex_unlock(&e->mu);
 }
 
+/* "<the lease key's directory>/<rel><name>" (malloc'ed), or NULL: the node
+ * keys and the handoff key live beside the lease key. */
+static char *et_dir_key(const struct etcd *e, const char *rel, const char *name)
+{
+    const char *slash = strrchr(e->key, '/');
+    char *k = NULL;
+
+    if (asprintf(&k, "%.*s/%s%s", slash ? (int)(slash - e->key) : 0, e->key, rel, name) < 0)
+        return NULL;
+    return k;
+}
+
 /* 1 if node's key says it is a live candidate, else 0 (absent, not a candidate, or etcd failed). */
 static int et_node_candidate(struct etcd *e, CURL *c, const char *node, int64_t step_us)
 {
-    const char *slash = strrchr(e->key, '/');
-    char *key = NULL, *kb = NULL;
+    char *key = et_dir_key(e, "nodes/", node), *kb = NULL;
     json_t *req = NULL, *ans = NULL, *val;
     struct etcdv_member m = {0};
     int yes = 0;
 
-    if (asprintf(&key, "%.*s/nodes/%s", slash ? (int)(slash - e->key) : 0, e->key, node) < 0)
+    if (!key)
         return 0;
     kb = etcdv_b64_enc(key, strlen(key));
     req = kb ? json_pack("{s:s}", "key", kb) : NULL;
@@ -1047,28 +1058,22 @@ static const struct lease_ops etcd_ops = {et_is_primary, et_primary_url, et_info
 /* The node keys: <the lease key's directory>/nodes/<node ID>. */
 static int et_node_keys(struct etcd *e, const char *node)
 {
-    const char *slash = strrchr(e->key, '/');
-    int dir = slash ? (int)(slash - e->key) : 0;
-    char *prefix = NULL, *mine = NULL;
+    char *mine = et_dir_key(e, "nodes/", node), *prefix = et_dir_key(e, "nodes/", "");
+    char *handoff = et_dir_key(e, "handoff", "");
     int rc = LV_ENOMEM;
 
-    if (asprintf(&prefix, "%.*s/nodes/", dir, e->key) < 0 || asprintf(&mine, "%s%s", prefix, node) < 0) {
-        mine = NULL;
+    if (!mine || !prefix || !handoff)
         goto out;
-    }
     e->node_b64 = etcdv_b64_enc(mine, strlen(mine));
     e->nodes_b64 = etcdv_b64_enc(prefix, strlen(prefix));
     prefix[strlen(prefix) - 1]++; /* "/" + 1 = "0": the end of the prefix's range */
     e->nodes_end_b64 = etcdv_b64_enc(prefix, strlen(prefix));
-    free(mine);
-    mine = NULL;
-    if (asprintf(&mine, "%.*s/handoff", dir, e->key) < 0)
-        mine = NULL;
-    e->handoff_b64 = mine ? etcdv_b64_enc(mine, strlen(mine)) : NULL;
+    e->handoff_b64 = etcdv_b64_enc(handoff, strlen(handoff));
     rc = e->node_b64 && e->nodes_b64 && e->nodes_end_b64 && e->handoff_b64 ? 0 : LV_ENOMEM;
 out:
     free(prefix);
     free(mine);
+    free(handoff);
     return rc;
 }
 
