@@ -54,6 +54,17 @@ class Handler(BaseHTTPRequestHandler):
     def read_body(self):
         """The request body as it comes: its length and CRC-32 (never held whole)."""
         n, crc = 0, 0
+
+        def take(left):  # read exactly `left` bytes into n and crc
+            nonlocal n, crc
+            while left:
+                part = self.rfile.read(min(left, 1 << 16))
+                if not part:
+                    raise IOError("body cut")
+                crc = zlib.crc32(part, crc)
+                n += len(part)
+                left -= len(part)
+
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             while True:
                 line = self.rfile.readline(1024)
@@ -62,24 +73,10 @@ class Handler(BaseHTTPRequestHandler):
                     while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                         pass
                     break
-                left = size
-                while left:
-                    part = self.rfile.read(min(left, 1 << 16))
-                    if not part:
-                        raise IOError("body cut")
-                    crc = zlib.crc32(part, crc)
-                    n += len(part)
-                    left -= len(part)
+                take(size)
                 self.rfile.readline(16)
         else:
-            left = int(self.headers.get("Content-Length", "0") or 0)
-            while left:
-                part = self.rfile.read(min(left, 1 << 16))
-                if not part:
-                    raise IOError("body cut")
-                crc = zlib.crc32(part, crc)
-                n += len(part)
-                left -= len(part)
+            take(int(self.headers.get("Content-Length", "0") or 0))
         return n, crc
 
     def do_POST(self):

@@ -159,6 +159,13 @@ static int lv_link(const char *from, const char *to)
     return linkat(rootfd(), rel(from), rootfd(), rel(to), 0) ? -errno : 0;
 }
 
+/* May applications create, delete or rename databases here?  Not on a
+ * replica (the primary decides), nor on a fenced primary (no lease). */
+static int may_change_dbs(void)
+{
+    return !dbreg_is_replica(g_reg) && !dbreg_is_fenced(g_reg);
+}
+
 static int do_unlink(const char *path)
 {
     char name[PATH_MAX];
@@ -166,7 +173,7 @@ static int do_unlink(const char *path)
     const char *r = rel(path);
     if (db_classify(r, &k, name, sizeof name) != 0)
         return -ENAMETOOLONG;
-    if (k == DBF_MAIN && (dbreg_is_replica(g_reg) || dbreg_is_fenced(g_reg)))
+    if (k == DBF_MAIN && !may_change_dbs())
         return -EROFS; /* the primary decides which databases exist */
     if (k == DBF_JOURNAL || k == DBF_WAL) {
         struct db *d = dbreg_get(g_reg, name, 0);
@@ -186,7 +193,7 @@ static int lv_unlink(const char *path) { TIMED(MFOP_UNLINK, do_unlink(path)); }
 
 static int do_rename(const char *from, const char *to, unsigned int flags)
 {
-    if (dbreg_is_replica(g_reg) || dbreg_is_fenced(g_reg))
+    if (!may_change_dbs())
         return -EROFS;
     if (renameat2(rootfd(), rel(from), rootfd(), rel(to), flags) != 0)
         return -errno;
@@ -514,8 +521,7 @@ static int do_open(const char *path, struct fuse_file_info *fi, int create, mode
     if (!f)
         return -ENOMEM;
     f->kind = k;
-    if (create && k == DBF_MAIN && (dbreg_is_replica(g_reg) || dbreg_is_fenced(g_reg)) &&
-        faccessat(rootfd(), r, F_OK, 0) != 0) {
+    if (create && k == DBF_MAIN && !may_change_dbs() && faccessat(rootfd(), r, F_OK, 0) != 0) {
         free(f);
         return -EROFS; /* a replica's databases come from the primary */
     }
