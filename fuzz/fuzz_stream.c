@@ -105,7 +105,7 @@ static void reencode(const struct stream_frame *f, uint8_t **out, size_t *len)
         rc = stream_enc_record(f->name, f->rec, f->rec_len, out, len);
         break;
     case ST_SNAP_BEGIN:
-        rc = stream_enc_snap_begin(f->name, f->dbid, f->txid, f->time_us, f->page_size, f->db_pages, f->cksum, out,
+        rc = stream_enc_snap_begin(f->name, f->dbid, f->txid, f->time_us, f->page_size, f->db_pages, f->cksum, f->term, out,
                                    len);
         break;
     case ST_SNAP_PAGES:

@@ -49,8 +49,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 /* Check a header that txlog_hdr_decode accepted against the format rules. */
 static void check_hdr(const struct txlog_hdr *h)
 {
-    if (h->version != 1)
+    if (h->version != 1 && h->version != 2)
         FAIL("accepted version %u", h->version);
+    if (h->term > TXLOG_TERM_MAX || (h->version == 1 && h->term != 0))
+        FAIL("accepted term %llu in a version %u header", (unsigned long long)h->term, h->version);
     if (h->flags & ~(TXLOG_F_SNAPSHOT | TXLOG_F_RECOVERED))
         FAIL("accepted unknown flags %#x", h->flags);
     if (h->txid == 0)

@@ -325,11 +325,11 @@ static void gen_stream(void)
         pages[i] = (uint8_t)("litevault page "[i % 15]);
     for (int i = 0; i < 16; i++)
         dbid[i] = (uint8_t)(0xa0 + i);
-    put_frame(&b, "hello.bin", stream_enc_text(ST_HELLO, "{\"version\":1,\"cluster\":\"00112233445566778899aabbccddeeff\","
+    put_frame(&b, "hello.bin", stream_enc_text(ST_HELLO, "{\"version\":2,\"term\":7,\"cluster\":\"00112233445566778899aabbccddeeff\","
               "\"node\":\"n1\",\"url\":\"http://127.0.0.1:8080\",\"time_us\":1790000000000000}", &f, &n), &f, &n);
     put_records(&b, "basic", "0000000000000001.lvseg", "app.db");
     put_frame(&b, "snap-begin.bin", stream_enc_snap_begin("sub/b.db", dbid, 10, 1790000000000010LL, 1024, 2,
-              0x0123456789abcdefULL, &f, &n), &f, &n);
+              0x0123456789abcdefULL, 7, &f, &n), &f, &n);
     put_frame(&b, "snap-pages.bin", stream_enc_snap_pages("sub/b.db", 1, 2, 1024, pages, &f, &n), &f, &n);
     put_frame(&b, "snap-end.bin", stream_enc_name(ST_SNAP_END, "sub/b.db", &f, &n), &f, &n);
     put_records(&b, "snap", "000000000000000a.lvseg", "sub/b.db");

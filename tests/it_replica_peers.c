@@ -32,7 +32,7 @@ TestSuite(replica_peers, .fini = lvt_fini, .timeout = 240);
 
 #define CLUSTER "5eed5eed5eed5eed5eed5eed5eed5eed"
 
-enum scenario { SC_GARBAGE, SC_CUT, SC_HUGE, SC_CHAIN, SC_CLUSTER, SC_401 };
+enum scenario { SC_GARBAGE, SC_CUT, SC_HUGE, SC_CHAIN, SC_CLUSTER, SC_401, SC_TERM };
 
 /* The fake primary. */
 struct fake {
@@ -42,8 +42,9 @@ struct fake {
     pthread_t th;            /* the accept loop */
     volatile int conns;      /* requests answered */
     char last_body[8192];    /* the last request body (the replica's positions) */
-    uint8_t *rec[3];         /* raw records TXID 1, 2, 3 of one database (valid chain) */
+    uint8_t *rec[3];         /* raw records TXID 1, 2, 3 of one database (valid chain, term 5) */
     size_t rec_len[3];
+    uint8_t *deposed;        /* TXID 2 as rec[1], but of term 3: a deposed primary's record */
 };
 
 static void put(int fd, const void *buf, size_t len)
@@ -149,6 +150,17 @@ static void *fake_loop(void *arg)
                 record(fd, f, 0, 0); /* TXID 1 once */
             record(fd, f, 2, 0);     /* then TXID 3: does not continue */
             break;
+        case SC_TERM: {
+            put(fd, ok, sizeof ok - 1);
+            hello(fd, CLUSTER);
+            if (!strstr(f->last_body, "\"txid\":1") && !strstr(f->last_body, "\"txid\": 1"))
+                record(fd, f, 0, 0); /* TXID 1 (term 5) once */
+            uint8_t *fr;
+            size_t len;
+            cr_assert_eq(stream_enc_record("app.db", f->deposed, f->rec_len[1], &fr, &len), 0);
+            put_frame(fd, fr, len); /* TXID 2 continues the chain, but its term went back */
+            break;
+        }
         case SC_CLUSTER:
             put(fd, ok, sizeof ok - 1);
             hello(fd, "0000000000000000000000000000beef");
@@ -174,6 +186,7 @@ static void fake_stop(void *arg)
     pthread_join(f->th, NULL);
     for (int i = 0; i < 3; i++)
         free(f->rec[i]);
+    free(f->deposed);
     free(f);
 }
 
@@ -198,8 +211,8 @@ static void make_records(struct fake *f)
         page[18] = page[19] = 1;
         page[28 + 3] = 1; /* 1 page */
         page[100] = (uint8_t)t;
-        struct txlog_hdr h = {.version = 1, .txid = (uint64_t)t, .time_us = lv_now_us(), .page_size = 4096,
-                              .db_pages = 1, .pre_cksum = pre, .post_cksum = cksum_page(1, page, 4096)};
+        struct txlog_hdr h = {.version = 2, .txid = (uint64_t)t, .time_us = lv_now_us(), .page_size = 4096,
+                              .db_pages = 1, .pre_cksum = pre, .post_cksum = cksum_page(1, page, 4096), .term = 5};
         memcpy(h.dbid, id, 16);
         cr_assert_eq(txlog_append_begin(l, &h), 0);
         cr_assert_eq(txlog_append_page(l, 1, page), 0);
@@ -221,6 +234,10 @@ static void make_records(struct fake *f)
         off += f->rec_len[i];
     }
     free(img);
+    f->deposed = malloc(f->rec_len[1]);
+    memcpy(f->deposed, f->rec[1], f->rec_len[1]);
+    lv_put32(f->deposed + 100, 3); /* term 3 (low 32 bits), header checksum redone */
+    lv_put64(f->deposed + 104, cksum_buf(f->deposed, 104));
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     cr_assert_eq(system(cmd), 0);
@@ -317,6 +334,18 @@ Test(replica_peers, broken_chain)
     cr_assert_eq(lvnode_db_status(n, "app.db", &st), 1);
     cr_assert_eq(st.txid, 1, "the replica's copy moved past TXID 1: %" PRIu64, st.txid);
     cr_assert_str_eq(st.status, "ok");
+}
+
+/* Terms never go back: a record from a deposed primary (term 3) after the
+ * replica applied term 5 is refused, though it continues the checksum chain. */
+Test(replica_peers, deposed_term)
+{
+    struct fake *f = fake_start(SC_TERM);
+    struct lvnode *n = replica_of(f, NULL);
+    expect_reconnects(f, n, "was written in term 3, but this replica already holds term 5");
+    struct lvdbstat st;
+    cr_assert_eq(lvnode_db_status(n, "app.db", &st), 1);
+    cr_assert_eq(st.txid, 1, "the replica applied the deposed term's TXID 2: at %" PRIu64, st.txid);
 }
 
 Test(replica_peers, other_cluster)

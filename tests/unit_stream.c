@@ -127,7 +127,7 @@ static struct bytes all_frames(void)
     rec = mk_record(5, 2, 9, &rlen);
     b_frame(&b, stream_enc_text(ST_HELLO, "{\"version\":1,\"cluster\":\"c\"}", &f, &n), &f, &n);
     b_frame(&b, stream_enc_record("sub/a.db", rec, rlen, &f, &n), &f, &n);
-    b_frame(&b, stream_enc_snap_begin("b.db", dbid, 42, -7, 1024, 3, 0x0123456789abcdefULL, &f, &n), &f, &n);
+    b_frame(&b, stream_enc_snap_begin("b.db", dbid, 42, -7, 1024, 3, 0x0123456789abcdefULL, 77, &f, &n), &f, &n);
     b_frame(&b, stream_enc_snap_pages("b.db", 1, 3, 1024, pages_buf, &f, &n), &f, &n);
     b_frame(&b, stream_enc_name(ST_SNAP_END, "b.db", &f, &n), &f, &n);
     b_frame(&b, stream_enc_heartbeat(1790000000123456LL, 99, &f, &n), &f, &n);
@@ -174,6 +174,7 @@ static void check_frame(int i, const struct stream_frame *f)
         cr_assert_eq(f->page_size, 1024);
         cr_assert_eq(f->db_pages, 3);
         cr_assert_eq(f->cksum, 0x0123456789abcdefULL);
+        cr_assert_eq(f->term, 77);
         break;
     case ST_SNAP_PAGES:
         cr_assert_str_eq(f->name, "b.db");
@@ -269,7 +270,7 @@ Test(stream, reencode_identical)
         case ST_ERROR: rc = stream_enc_text(f.type, f.text, &o, &n); break;
         case ST_RECORD: rc = stream_enc_record(f.name, f.rec, f.rec_len, &o, &n); break;
         case ST_SNAP_BEGIN:
-            rc = stream_enc_snap_begin(f.name, f.dbid, f.txid, f.time_us, f.page_size, f.db_pages, f.cksum, &o, &n);
+            rc = stream_enc_snap_begin(f.name, f.dbid, f.txid, f.time_us, f.page_size, f.db_pages, f.cksum, f.term, &o, &n);
             break;
         case ST_SNAP_PAGES: rc = stream_enc_snap_pages(f.name, f.first_pgno, f.count, f.page_size, f.pages, &o, &n); break;
         case ST_SNAP_END:
@@ -706,7 +707,7 @@ Test(stream, payload_refusals)
     k = put_name(p, "s.db", 4);
     b = (struct bytes){0};
     b_raw(&b, STREAM_MAGIC, ST_SNAP_BEGIN, 0, 0, (uint32_t)(k + 47), p, k + 47);
-    expect_fail(&b, 0, 0, "47 payload bytes after the name, expected 48");
+    expect_fail(&b, 0, 0, "47 payload bytes after the name, expected 56");
     free(b.p);
     lv_put64(p + k + 16, 9);
     lv_put32(p + k + 32, 1000);
@@ -720,6 +721,27 @@ Test(stream, payload_refusals)
     b_raw(&b, STREAM_MAGIC, ST_SNAP_BEGIN, 0, 0, (uint32_t)(k + 48), p, k + 48);
     expect_fail(&b, 0, 0, "TXID 0");
     free(b.p);
+    /* SNAP_BEGIN with a term over 56 bits; then the 48-byte form of a version 1 primary decodes with term 0. */
+    lv_put64(p + k + 16, 9);
+    lv_put64(p + k + 48, UINT64_C(1) << 56);
+    b = (struct bytes){0};
+    b_raw(&b, STREAM_MAGIC, ST_SNAP_BEGIN, 0, 0, (uint32_t)(k + 56), p, k + 56);
+    expect_fail(&b, 0, 0, "term 72057594037927936 over 56 bits");
+    free(b.p);
+    {
+        struct stream_dec *d;
+        struct stream_frame f;
+        b = (struct bytes){0};
+        b_raw(&b, STREAM_MAGIC, ST_SNAP_BEGIN, 0, 0, (uint32_t)(k + 48), p, k + 48);
+        cr_assert_eq(stream_dec_new(0, &d), 0);
+        cr_assert_eq(stream_dec_push(d, b.p, b.n), 0);
+        cr_assert_eq(stream_dec_next(d, &f), 1, "%s", stream_dec_error(d));
+        cr_assert_eq(f.txid, 9);
+        cr_assert_eq(f.term, 0);
+        stream_dec_free(d);
+        free(b.p);
+    }
+    lv_put64(p + k + 48, 0);
     /* SNAP_PAGES: 3 pages in 3000 bytes; count 0; pgno 0; past 2^32-1. */
     lv_put32(p + k, 1);
     lv_put32(p + k + 4, 3);
@@ -802,8 +824,8 @@ Test(stream, encoder_refusals)
     cr_assert_eq(stream_enc_text(ST_ERROR, "", &f, &n), 0);
     cr_assert_eq(n, STREAM_HDR_SIZE);
     free(f);
-    cr_assert_eq(stream_enc_snap_begin("a.db", dbid, 0, 0, 4096, 1, 0, &f, &n), LV_EINVAL);
-    cr_assert_eq(stream_enc_snap_begin("a.db", dbid, 1, 0, 4000, 1, 0, &f, &n), LV_EINVAL);
+    cr_assert_eq(stream_enc_snap_begin("a.db", dbid, 0, 0, 4096, 1, 0, 0, &f, &n), LV_EINVAL);
+    cr_assert_eq(stream_enc_snap_begin("a.db", dbid, 1, 0, 4000, 1, 0, 0, &f, &n), LV_EINVAL);
     cr_assert_eq(stream_enc_snap_pages("a.db", 1, 0, 512, page, &f, &n), LV_EINVAL);
     cr_assert_eq(stream_enc_snap_pages("a.db", 0, 1, 512, page, &f, &n), LV_EINVAL);
     cr_assert_eq(stream_enc_snap_pages("a.db", 0xFFFFFFFFu, 2, 512, page, &f, &n), LV_EINVAL);

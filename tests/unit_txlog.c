@@ -373,6 +373,7 @@ static void tl_hdr_eq(const struct txlog_hdr *a, const struct txlog_hdr *b)
     cr_assert_eq(a->wal_salt1, b->wal_salt1);
     cr_assert_eq(a->wal_salt2, b->wal_salt2);
     cr_assert_eq(a->wal_frame, b->wal_frame);
+    cr_assert_eq(a->term, b->term);
 }
 
 Test(txlog, hdr_roundtrip_and_layout)
@@ -451,7 +452,7 @@ static void m_npages(struct txlog_hdr *h) { h->db_pages = 2; }
 static void m_snap(struct txlog_hdr *h) { h->flags = TXLOG_F_SNAPSHOT; }
 static void m_comp(struct txlog_hdr *h) { h->comp = 2; }
 static void m_rawstored(struct txlog_hdr *h) { h->comp = TXLOG_COMP_NONE; }
-static void m_version2(struct txlog_hdr *h) { h->version = 2; }
+static void m_version3(struct txlog_hdr *h) { h->version = 3; }
 static void m_version0(struct txlog_hdr *h) { h->version = 0; }
 static void m_txid0(struct txlog_hdr *h) { h->txid = 0; }
 static void m_flags(struct txlog_hdr *h) { h->flags = 0x8000; }
@@ -469,7 +470,7 @@ Test(txlog, hdr_semantic_checks)
     cr_assert_eq(tl_decode_bad(m_snap, 0, 0, 0), LV_ECORRUPT);
     cr_assert_eq(tl_decode_bad(m_comp, 0, 0, 0), LV_ECORRUPT);
     cr_assert_eq(tl_decode_bad(m_rawstored, 0, 0, 0), LV_ECORRUPT);
-    cr_assert_eq(tl_decode_bad(m_version2, 0, 0, 0), LV_EVERSION);
+    cr_assert_eq(tl_decode_bad(m_version3, 0, 0, 0), LV_EVERSION);
     cr_assert_eq(tl_decode_bad(m_version0, 0, 0, 0), LV_ECORRUPT);
     cr_assert_eq(tl_decode_bad(m_txid0, 0, 0, 0), LV_ECORRUPT);
     cr_assert_eq(tl_decode_bad(m_flags, 0, 0, 0), LV_ECORRUPT);
@@ -481,6 +482,33 @@ Test(txlog, hdr_semantic_checks)
         cr_assert_eq(tl_decode_bad(NULL, 1, at, 1), LV_ECORRUPT, "reserved byte %d", at);
     cr_assert_eq(tl_decode_bad(NULL, 1, 0, 'X'), LV_ECORRUPT); /* magic */
 }
+
+/* Version 2 carries the term in bytes 53..55 (high) and 100..103 (low). */
+Test(txlog, hdr_v2_term)
+{
+    struct txlog_hdr h = tl_hdr_sample(), d;
+    uint8_t b[TXLOG_HDR_SIZE];
+
+    h.version = 2;
+    h.term = UINT64_C(0x00A1B2C3D4E5F607);
+    txlog_hdr_encode(&h, b);
+    cr_assert_eq(lv_get16(b + 4), 2);
+    cr_assert_eq(b[53], 0xA1);
+    cr_assert_eq(b[54], 0xB2);
+    cr_assert_eq(b[55], 0xC3);
+    cr_assert_eq(lv_get32(b + 100), 0xD4E5F607u);
+    cr_assert_eq(txlog_hdr_decode(b, &d), 0);
+    tl_hdr_eq(&h, &d);
+    h.term = TXLOG_TERM_MAX;
+    txlog_hdr_encode(&h, b);
+    cr_assert_eq(txlog_hdr_decode(b, &d), 0);
+    cr_assert_eq(d.term, TXLOG_TERM_MAX);
+    /* The same bytes in a version 1 header are reserved: corruption. */
+    b[5] = 1;
+    lv_put64(b + 104, cksum_buf(b, 104));
+    cr_assert_eq(txlog_hdr_decode(b, &d), LV_ECORRUPT);
+}
+
 
 /* ---- writer + reader ---- */
 
@@ -862,6 +890,60 @@ Test(txlog, truncated_non_last_segment_is_corrupt)
     cr_assert(strstr(err, "not the last"), "%s", err);
     free(b);
     md_free(&md);
+}
+
+/* L10: the writer refuses a record whose term is before the log's, the
+ * start-up scan refuses a log where a term goes back, and the tail and
+ * txlog_last_term report the last term. */
+Test(txlog, terms_never_go_back)
+{
+    char *dir = tl_cat(tl_tmpdir(), "log");
+    char err[512], want[160];
+    struct txlog_tail t;
+    struct txlog *l;
+    struct txlog_hdr h;
+    uint8_t page[1024] = {0}, *b;
+    uint64_t offs[8];
+    size_t len;
+
+    l = tl_open(dir, 1 << 20, &t);
+    h = (struct txlog_hdr){.txid = 1, .page_size = 1024, .db_pages = 1, .post_cksum = 11, .term = 7};
+    cr_assert_eq(txlog_append_begin(l, &h), 0);
+    cr_assert_eq(txlog_append_page(l, 1, page), 0);
+    cr_assert_eq(txlog_append_end(l), 0);
+    cr_assert_eq(txlog_last_term(l), 7);
+    h = (struct txlog_hdr){.txid = 2, .page_size = 1024, .db_pages = 1, .pre_cksum = 11, .post_cksum = 12,
+                           .term = 6};
+    cr_assert_eq(txlog_append_begin(l, &h), LV_ECHAIN); /* a deposed term's record */
+    h.term = TXLOG_TERM_MAX + 1;
+    cr_assert_eq(txlog_append_begin(l, &h), LV_EINVAL);
+    h.term = 7;
+    cr_assert_eq(txlog_append_begin(l, &h), 0);
+    cr_assert_eq(txlog_append_page(l, 1, page), 0);
+    cr_assert_eq(txlog_append_end(l), 0);
+    h = (struct txlog_hdr){.txid = 3, .page_size = 1024, .db_pages = 1, .pre_cksum = 12, .post_cksum = 13,
+                           .term = 9};
+    cr_assert_eq(txlog_append_begin(l, &h), 0);
+    cr_assert_eq(txlog_append_page(l, 1, page), 0);
+    cr_assert_eq(txlog_append_end(l), 0);
+    txlog_close(l);
+    l = tl_open(dir, 1 << 20, &t);
+    cr_assert_eq(t.last_term, 9);
+    cr_assert_eq(txlog_last_term(l), 9);
+    txlog_close(l);
+
+    /* Rewrite record 3's term to 5 (header checksum fixed): every reader refuses it. */
+    char *p = tl_cat(dir, "0000000000000001.lvseg");
+    b = tl_read(p, &len);
+    cr_assert_eq(tl_offsets(b, len, offs, 7), 3);
+    lv_put32(b + offs[2] + 100, 5);
+    lv_put64(b + offs[2] + 104, cksum_buf(b + offs[2], 104));
+    tl_write(p, b, len);
+    cr_assert_eq(tl_open_rc(dir, err, sizeof(err), &t), LV_ECORRUPT);
+    snprintf(want, sizeof want, "offset %llu: TXID 3: term goes back: term 5 after term 7",
+             (unsigned long long)offs[2]);
+    cr_assert(strstr(err, want), "%s", err);
+    free(b);
 }
 
 Test(txlog, gap_and_chain_break_messages)

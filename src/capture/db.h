@@ -141,6 +141,7 @@ struct db_image_info {
     uint32_t page_size;     /* page size */
     uint32_t db_pages;      /* pages in the image (its size is db_pages * page_size) */
     uint64_t cksum;         /* database checksum of the image, verified equal to the TXID's post-checksum */
+    uint64_t term;          /* the term of that TXID's record (0: none) */
 };
 
 /* Progress callback of dbreg_image: pages copied so far of total. */
@@ -240,6 +241,15 @@ int dbreg_is_fenced(const struct dbreg *r);
  * deadline): the lease's renewal deadline, checked by every write itself,
  * so a late fencing thread cannot let one through.  Any thread. */
 void dbreg_set_fence_deadline(struct dbreg *r, int64_t mono_us);
+
+/* The primary term (an etcd lease's revision; 0 under a static lease)
+ * stamped on the records this node writes from now on: each record gets
+ * max(term, its log's last term), so terms never go back (txlog L10).  Set
+ * it before writes open in a new term.  Any thread. */
+void dbreg_set_term(struct dbreg *r, uint64_t term);
+
+/* The term dbreg_set_term set (0 before).  Any thread. */
+uint64_t dbreg_term(const struct dbreg *r);
 
 /* The mount point (copied), through which the applier takes SQLite's locks.
  * Set before any dbreg_apply*. */

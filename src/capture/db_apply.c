@@ -201,6 +201,17 @@ void dbreg_set_fence_deadline(struct dbreg *r, int64_t mono_us)
     __atomic_store_n(&r->fence_at_us, mono_us, __ATOMIC_RELEASE);
 }
 
+void dbreg_set_term(struct dbreg *r, uint64_t term)
+{
+    LV_ASSERT(term <= TXLOG_TERM_MAX);
+    __atomic_store_n(&r->term, term, __ATOMIC_RELEASE);
+}
+
+uint64_t dbreg_term(const struct dbreg *r)
+{
+    return __atomic_load_n(&r->term, __ATOMIC_ACQUIRE);
+}
+
 /* 1 at most once every 10 s per *last (a refusal's log line; atomic). */
 static int warn_due(int64_t *last_us)
 {
@@ -830,6 +841,20 @@ static int append_records(struct db *d, const struct db_rec *recs, size_t n)
     return rc;
 }
 
+/* Terms never go back (txlog L10): a record or snapshot of term `term` at
+ * TXID txid may follow a record of term `mine` (the log's last term, or the
+ * previous record's in a batch) only if term >= mine; otherwise it comes
+ * from a primary that was deposed after this replica had followed a later
+ * one: LV_EREFUSED with err.  d->mu held. */
+static int term_ok(struct db *d, uint64_t mine, uint64_t term, uint64_t txid, char *err, size_t errlen)
+{
+    if (term >= mine)
+        return 0;
+    snprintf(err, errlen, "%s: TXID %" PRIu64 " was written in term %" PRIu64 ", but this replica already holds "
+             "term %" PRIu64 ": it comes from a deposed primary and is refused", d->name, txid, term, mine);
+    return LV_EREFUSED;
+}
+
 /* Steps 3: check, write, log (d->mu held).  *old_size gets the file size
  * before.  0 or negative with err; on failure before the first write
  * nothing changed, after it the database is broken. */
@@ -858,6 +883,10 @@ static int apply_locked(struct db *d, const struct db_rec *recs, size_t n, struc
                  recs[0].h.pre_cksum, d->txid, d->map.total);
         return recs[0].h.txid != d->txid + 1 ? LV_EGAP : LV_ECHAIN;
     }
+    for (size_t i = 0; i < n; i++)
+        if ((rc = term_ok(d, i ? recs[i - 1].h.term : d->log ? txlog_last_term(d->log) : 0, recs[i].h.term,
+                          recs[i].h.txid, err, errlen)) != 0)
+            return rc;
     for (size_t i = 0; i < n && rc == 0; i++)
         rc = map_advance(d, &recs[i].h, dc, &pi, (uint32_t)i, &e, err, errlen);
     if (rc) {
@@ -1147,6 +1176,8 @@ static int snap_install(struct db_snap *s, struct db *d, uint32_t *pg, size_t *n
     *npg = 0;
     if (!buf)
         return LV_ENOMEM;
+    if ((rc = term_ok(d, d->log ? txlog_last_term(d->log) : 0, in->term, in->txid, err, errlen)) != 0)
+        goto out_free_buf;
     fd = db_main_fd(d);
     if (fd < 0 || fstat(fd, &st) != 0) {
         rc = LV_EIO;
@@ -1191,8 +1222,9 @@ static int snap_install(struct db_snap *s, struct db *d, uint32_t *pg, size_t *n
     if ((rc = db_write_id(d)) != 0 || (rc = db_open_log(d, &tail)) != 0)
         goto out_fail;
     memset(&h, 0, sizeof h);
-    h.version = 1;
+    h.version = 2;
     h.flags = TXLOG_F_SNAPSHOT;
+    h.term = in->term;
     memcpy(h.dbid, in->id, 16);
     h.txid = in->txid;
     h.time_us = in->time_us;
@@ -1228,6 +1260,7 @@ out_fail:
              "until restart", d->name, in->txid, lv_strerror(rc));
     db_fail(d, "installing a snapshot from the primary failed (%s)", lv_strerror(rc));
 out:
+out_free_buf:
     free(buf);
     return rc;
 }

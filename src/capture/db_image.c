@@ -55,6 +55,7 @@ struct db_image {
     uint64_t *copied;      /* bitmap: page p copied (bit p-1) (mu) */
     uint64_t cksum;        /* XOR of cksum_page of the pages copied so far (mu) */
     uint64_t want;         /* expected checksum: post-checksum of txid (fixed at set-up) */
+    uint64_t term;         /* term of txid's record (fixed at set-up) */
     uint64_t txid;         /* TXID of the image (fixed at set-up) */
     int64_t time_us;       /* its commit time (fixed at set-up) */
     uint8_t id[16];        /* database ID (fixed at set-up) */
@@ -138,6 +139,7 @@ static int img_setup(struct db *d, struct db_image *im)
     im->npages = d->map.npages;
     im->want = d->map.total;
     im->txid = d->txid;
+    im->term = d->log ? txlog_last_term(d->log) : 0;
     im->time_us = d->last_time;
     memcpy(im->id, d->id, 16);
     im->mainfd = openat(d->reg->rootfd, d->name, O_RDONLY | O_CLOEXEC);
@@ -304,6 +306,7 @@ static int img_finish(struct db *d, struct db_image *im, struct db_image_info *i
         info->page_size = im->ps;
         info->db_pages = im->npages;
         info->cksum = im->cksum;
+        info->term = im->term;
     }
     return 0;
 }

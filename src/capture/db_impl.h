@@ -127,6 +127,7 @@ struct dbreg {
                                  set under each d->mu too, see dbreg_set_fenced) */
     int64_t fence_warn_us;    /* lv_mono_us of the last "fenced" line (atomic) */
     int64_t fence_at_us;      /* lv_mono_us from which writes are refused as if fenced; 0: never (atomic) */
+    uint64_t term;            /* primary term stamped on new records, dbreg_set_term (atomic) */
     int (*commit_hook)(void *arg, const char *name, uint64_t txid); /* dbreg_set_commit_hook (atomic) */
     void *commit_arg;         /* its argument (atomic; stored before commit_hook) */
     int64_t rofs_warn_us;     /* lv_mono_us of the last "writes belong on the primary" line (atomic) */

@@ -155,7 +155,7 @@ int db_emit(struct db *d, uint16_t flags, uint32_t ps, uint32_t db_pages, struct
     LV_ASSERT(d->broken || txlog_last_txid(d->log) == d->txid); /* C4 before */
     qsort(c->v, c->n, sizeof *c->v, db_change_cmp);
     memset(&h, 0, sizeof h);
-    h.version = 1;
+    h.version = 2;
     h.flags = flags;
     memcpy(h.dbid, d->id, 16);
     h.txid = d->txid + 1;                      /* C5: TXID order */
@@ -170,6 +170,9 @@ int db_emit(struct db *d, uint16_t flags, uint32_t ps, uint32_t db_pages, struct
     h.wal_salt1 = salt1;
     h.wal_salt2 = salt2;
     h.wal_frame = wal_frame;
+    h.term = __atomic_load_n(&d->reg->term, __ATOMIC_ACQUIRE);
+    if (h.term < txlog_last_term(d->log))
+        h.term = txlog_last_term(d->log); /* L10: terms never go back */
     buf = malloc(ps);
     if (!buf)
         return LV_ENOMEM;

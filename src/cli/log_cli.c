@@ -77,6 +77,7 @@ static json_t *hdr_json(const struct txlog_hdr *h)
     json_object_set_new(o, "pages", json_integer(h->npages));
     json_object_set_new(o, "db_pages", json_integer(h->db_pages));
     json_object_set_new(o, "page_size", json_integer(h->page_size));
+    json_object_set_new(o, "term", json_integer((json_int_t)h->term));
     json_object_set_new(o, "pre_checksum", json_string(cksum_hex(h->pre_cksum, a)));
     json_object_set_new(o, "post_checksum", json_string(cksum_hex(h->post_cksum, b)));
     json_object_set_new(o, "snapshot", json_boolean(h->flags & TXLOG_F_SNAPSHOT));
@@ -170,15 +171,16 @@ static int log_ls(struct txlog_reader *r, int as_json)
     int e;
 
     if (!as_json)
-        printf("%10s  %-27s %6s %10s  %-16s %-16s\n", "TXID", "COMMIT TIME (UTC)", "PAGES", "DB PAGES", "PRE",
-               "POST");
+        printf("%10s  %-27s %6s %10s %8s  %-16s %-16s\n", "TXID", "COMMIT TIME (UTC)", "PAGES", "DB PAGES", "TERM",
+               "PRE", "POST");
     while ((e = txlog_reader_next(r, &h)) == 0) {
         char t[40], a[17], b[17];
         if (as_json)
             json_array_append_new(arr, hdr_json(&h));
         else
-            printf("%10llu  %-27s %6u %10u  %s %s%s\n", (unsigned long long)h.txid,
-                   lv_fmt_time(h.time_us, t, sizeof t), h.npages, h.db_pages, cksum_hex(h.pre_cksum, a),
+            printf("%10llu  %-27s %6u %10u %8llu  %s %s%s\n", (unsigned long long)h.txid,
+                   lv_fmt_time(h.time_us, t, sizeof t), h.npages, h.db_pages, (unsigned long long)h.term,
+                   cksum_hex(h.pre_cksum, a),
                    cksum_hex(h.post_cksum, b),
                    h.flags & TXLOG_F_SNAPSHOT ? "  snapshot" : (h.flags & TXLOG_F_RECOVERED ? "  recovered" : ""));
     }
@@ -198,9 +200,11 @@ static void log_dump_text(const struct txlog_hdr *h, json_t *pages)
     size_t i;
     json_t *v;
 
-    printf("TXID          %llu\ncommit time   %s\npage size     %u\ndb pages      %u\npages         %u\n"
-           "pre checksum  %s\npost checksum %s\nflags         %s%s\nstored bytes  %llu\npage numbers ",
-           (unsigned long long)h->txid, lv_fmt_time(h->time_us, t, sizeof t), h->page_size, h->db_pages, h->npages,
+    printf("TXID          %llu\ncommit time   %s\nterm          %llu\npage size     %u\ndb pages      %u\n"
+           "pages         %u\npre checksum  %s\npost checksum %s\nflags         %s%s\nstored bytes  %llu\n"
+           "page numbers ",
+           (unsigned long long)h->txid, lv_fmt_time(h->time_us, t, sizeof t), (unsigned long long)h->term,
+           h->page_size, h->db_pages, h->npages,
            cksum_hex(h->pre_cksum, a), cksum_hex(h->post_cksum, b), h->flags & TXLOG_F_SNAPSHOT ? "snapshot " : "",
            h->flags & TXLOG_F_RECOVERED ? "recovered" : "", (unsigned long long)h->stored_len);
     json_array_foreach(pages, i, v) printf(" %lld", (long long)json_integer_value(v));

@@ -20,16 +20,18 @@
  *
  * Record = 112-byte header + stored payload + 8-byte trailer
  *    0   4  magic 0x4C565243 "LVRC"        56   8  pre checksum
- *    4   2  version (1)                     64   8  post checksum
+ *    4   2  version (2; 1 is read)          64   8  post checksum
  *    6   2  flags (TXLOG_F_*)               72   8  stored payload length
  *    8  16  database ID                     80   8  raw payload length
  *   24   8  TXID                            88   4  WAL salt-1
  *   32   8  commit time (us, signed)        92   4  WAL salt-2
  *   40   4  page size                       96   4  WAL commit frame (1-based, 0 none)
- *   44   4  database pages after commit    100   4  reserved (0)
+ *   44   4  database pages after commit    100   4  term, low 32 bits
  *   48   4  pages in payload               104   8  XXH3-64 of bytes 0..103
  *   52   1  compression (0 none, 1 zstd)
- *   53   3  reserved (0)
+ *   53   3  term, high 24 bits (version 2; version 1: reserved, 0)
+ * The term (56 bits, 0: none) is the primary term that wrote the record
+ * (an etcd lease's revision; 0 under a static lease), L10.
  * Raw payload: npages x (u32 pgno, page_size bytes), pgno strictly
  * increasing; stored as one zstd frame (compression 1) or as is (0).
  * Trailer: XXH3-64 (seed 0) of the stored payload bytes.
@@ -58,6 +60,12 @@
  *      txlog_append_begin refuses a record that breaks L1 or L2
  *      (LV_EGAP, LV_ECHAIN); every reader re-checks both
  *      (txlog_link_check), so no reader trusts the writer.
+ *  L10. Terms never go back: each record's term is at least the previous
+ *      record's (the writer stamps max(its term, the log's last term));
+ *      txlog_append_begin and txlog_append_raw refuse a record with a
+ *      smaller term (LV_ECHAIN) and every reader re-checks it, so a record
+ *      written by a deposed primary after a later term's record is refused
+ *      by replicas, restore and archive verify alike.
  *  L3. A record lies wholly inside one segment; only the newest segment
  *      may end inside a record (a torn append), and txlog_open cuts that
  *      off before the writer appends again.
@@ -136,6 +144,11 @@ void txlog_hdr_encode(const struct txlog_hdr *h, uint8_t out[TXLOG_HDR_SIZE])
     lv_put32(out + 88, h->wal_salt1);
     lv_put32(out + 92, h->wal_salt2);
     lv_put32(out + 96, h->wal_frame);
+    LV_ASSERT(h->term <= TXLOG_TERM_MAX && (h->version >= 2 || h->term == 0));
+    out[53] = (uint8_t)(h->term >> 48);
+    out[54] = (uint8_t)(h->term >> 40);
+    out[55] = (uint8_t)(h->term >> 32);
+    lv_put32(out + 100, (uint32_t)h->term);
     lv_put64(out + 104, cksum_buf(out, 104));
 }
 
@@ -164,8 +177,9 @@ int txlog_hdr_decode(const uint8_t in[TXLOG_HDR_SIZE], struct txlog_hdr *h)
     h->wal_salt1 = lv_get32(in + 88);
     h->wal_salt2 = lv_get32(in + 92);
     h->wal_frame = lv_get32(in + 96);
-    if (in[53] || in[54] || in[55] || lv_get32(in + 100))
-        return LV_ECORRUPT;
+    h->term = (uint64_t)in[53] << 48 | (uint64_t)in[54] << 40 | (uint64_t)in[55] << 32 | lv_get32(in + 100);
+    if (h->version == 1 && h->term != 0)
+        return LV_ECORRUPT; /* reserved in version 1 */
     if (h->flags & ~TXLOG_KNOWN_FLAGS)
         return LV_ECORRUPT;
     if (h->txid == 0 || !dbhdr_page_size_ok(h->page_size))
@@ -248,6 +262,9 @@ int txlog_link_check(const struct txlog_link *lk, uint32_t nrec, uint64_t seg_fi
     else if (lk->have && h->pre_cksum != lk->prev_post)
         snprintf(what, n, "checksum chain break: pre checksum %016" PRIx64 " != previous post %016" PRIx64,
                  h->pre_cksum, lk->prev_post);
+    else if (lk->have && h->term < lk->prev_term)
+        snprintf(what, n, "term goes back: term %" PRIu64 " after term %" PRIu64 " (a deposed primary's record)",
+                 h->term, lk->prev_term);
     else
         return 0;
     return LV_ECORRUPT;
@@ -256,7 +273,9 @@ int txlog_link_check(const struct txlog_link *lk, uint32_t nrec, uint64_t seg_fi
 void txlog_link_advance(struct txlog_link *lk, const struct txlog_hdr *h)
 {
     LV_ASSERT(!lk->have || (h->txid == lk->prev_txid + 1 && h->pre_cksum == lk->prev_post)); /* L1, L2 */
+    LV_ASSERT(!lk->have || h->term >= lk->prev_term);                                          /* L10 */
     lk->have = 1;
+    lk->prev_term = h->term;
     lk->prev_txid = h->txid;
     lk->prev_post = h->post_cksum;
 }

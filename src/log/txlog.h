@@ -31,7 +31,7 @@
 
 /* Decoded record header. */
 struct txlog_hdr {
-    uint16_t version;     /* record format version (1) */
+    uint16_t version;     /* record format version (2; 1 is read, with term 0) */
     uint16_t flags;       /* TXLOG_F_* */
     uint8_t dbid[16];     /* database ID */
     uint64_t txid;        /* transaction ID, 1-based, +1 per record */
@@ -47,7 +47,10 @@ struct txlog_hdr {
     uint32_t wal_salt1;   /* WAL salt-1 of the commit frame, 0 if not from a WAL */
     uint32_t wal_salt2;   /* WAL salt-2 of the commit frame */
     uint32_t wal_frame;   /* 1-based index of the WAL commit frame, 0 if none */
+    uint64_t term;        /* primary term that wrote it (etcd revision), 0: none; <= TXLOG_TERM_MAX */
 };
+
+#define TXLOG_TERM_MAX ((UINT64_C(1) << 56) - 1) /* terms are 56 bits in the record header */
 
 /* Encode h into out[TXLOG_HDR_SIZE], computing the header checksum. */
 void txlog_hdr_encode(const struct txlog_hdr *h, uint8_t out[TXLOG_HDR_SIZE]);
@@ -69,6 +72,7 @@ struct txlog_tail {
     uint32_t last_page_size; /* page size of the last record */
     uint32_t last_db_pages;  /* db size of the last record */
     uint32_t last_wal_salt1, last_wal_salt2, last_wal_frame; /* WAL position of the last record */
+    uint64_t last_term;    /* term of the last record (0 if empty, or after a base file) */
     uint64_t torn_bytes;   /* bytes of an incomplete final record that were cut off */
     uint64_t total_bytes;  /* bytes in all segments */
     uint32_t nsegments;    /* number of segment files */
@@ -115,6 +119,9 @@ int txlog_error(const struct txlog *l);
 
 /* TXID of the last complete record (0 if the log is empty). */
 uint64_t txlog_last_txid(const struct txlog *l);
+
+/* Term of the last complete record (0 if none, or a version 1 record). */
+uint64_t txlog_last_term(const struct txlog *l);
 
 /* Bytes written since open (for metrics). */
 uint64_t txlog_bytes_written(const struct txlog *l);

@@ -28,7 +28,7 @@
 #define TXLOG_SEG_MAGIC "LVTXSEG1"
 #define TXLOG_SEG_VERSION 1u
 #define TXLOG_REC_MAGIC 0x4C565243u
-#define TXLOG_REC_VERSION 1u
+#define TXLOG_REC_VERSION 2u /* 2: the term; version 1 records are read (term 0) */
 #define TXLOG_ZSTD_LEVEL 1
 #define TXLOG_RAW_MAX (1u << 20)    /* raw payload bytes buffered before streaming */
 #define TXLOG_OUT_CHUNK (1u << 20)  /* streamed output written per pwrite */
@@ -65,6 +65,7 @@ struct txlog_link {
     int have;             /* a record was seen */
     uint64_t prev_txid;   /* TXID of the last record seen (when have) */
     uint64_t prev_post;   /* its post checksum (when have) */
+    uint64_t prev_term;   /* its term (when have), L10 */
 };
 
 /* Check h against lk (nrec: records seen so far in this segment, whose

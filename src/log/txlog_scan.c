@@ -127,6 +127,7 @@ static void scan_note(struct scan *sc, const struct txlog_hdr *h)
     t->last_wal_salt1 = h->wal_salt1;
     t->last_wal_salt2 = h->wal_salt2;
     t->last_wal_frame = h->wal_frame;
+    t->last_term = h->term;
 }
 
 /* Verify the records of one segment (header already checked) starting at

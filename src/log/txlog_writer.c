@@ -89,6 +89,7 @@ struct txlog {
     int have_last;          /* the log holds at least one record */
     uint64_t last_txid;     /* TXID of the last complete record */
     uint64_t last_post;     /* its post checksum */
+    uint64_t last_term;     /* its term (L10) */
 
     /* Record in progress. */
     int state;              /* REC_IDLE, REC_BUFFERED or REC_STREAMING */
@@ -134,6 +135,8 @@ static void assert_writer_state(const struct txlog *l)
     /* L1, L2: a record in progress continues the log. */
     LV_ASSERT(l->state == REC_IDLE || !l->have_last ||
               (l->cur.txid == l->last_txid + 1 && l->cur.pre_cksum == l->last_post));
+    /* L10: terms never go back. */
+    LV_ASSERT(l->state == REC_IDLE || !l->have_last || l->cur.term >= l->last_term);
 }
 
 /* Close the current segment (no sync), releasing blocks reserved past its
@@ -386,7 +389,8 @@ int txlog_append_begin(struct txlog *l, const struct txlog_hdr *h)
         LV_ERROR("txlog: append_begin with a record in progress");
         return LV_EINVAL;
     }
-    if (!dbhdr_page_size_ok(h->page_size) || (h->flags & ~TXLOG_KNOWN_FLAGS) || h->txid == 0) {
+    if (!dbhdr_page_size_ok(h->page_size) || (h->flags & ~TXLOG_KNOWN_FLAGS) || h->txid == 0 ||
+        h->term > TXLOG_TERM_MAX) {
         LV_ERROR("txlog: bad record header (TXID %" PRIu64 ", page size %u, flags 0x%x)", h->txid,
                  h->page_size, h->flags);
         return LV_EINVAL;
@@ -399,6 +403,11 @@ int txlog_append_begin(struct txlog *l, const struct txlog_hdr *h)
         if (h->pre_cksum != l->last_post) {
             LV_ERROR("txlog: TXID %" PRIu64 " pre checksum %016" PRIx64 " != previous post %016" PRIx64,
                      h->txid, h->pre_cksum, l->last_post);
+            return LV_ECHAIN;
+        }
+        if (h->term < l->last_term) {
+            LV_ERROR("txlog: TXID %" PRIu64 " term %" PRIu64 " is before the log's term %" PRIu64, h->txid, h->term,
+                     l->last_term);
             return LV_ECHAIN;
         }
     } else if (!snap) {
@@ -572,6 +581,7 @@ int txlog_append_end(struct txlog *l)
     l->have_last = 1;
     l->last_txid = l->cur.txid;
     l->last_post = l->cur.post_cksum;
+    l->last_term = l->cur.term;
     assert_writer_state(l);
     return 0;
 }
@@ -621,6 +631,11 @@ int txlog_error(const struct txlog *l)
 uint64_t txlog_last_txid(const struct txlog *l)
 {
     return l->have_last ? l->last_txid : 0;
+}
+
+uint64_t txlog_last_term(const struct txlog *l)
+{
+    return l->have_last ? l->last_term : 0;
 }
 
 uint64_t txlog_bytes_written(const struct txlog *l)
@@ -679,6 +694,7 @@ int txlog_open(const char *dir, const uint8_t dbid[16], uint64_t seg_size, struc
     l->have_last = tail->last_txid != 0;
     l->last_txid = tail->last_txid;
     l->last_post = tail->last_post;
+    l->last_term = tail->last_term;
     assert_writer_state(l);
     *out = l;
     return 0;
@@ -719,6 +735,12 @@ int txlog_append_raw(struct txlog *l, const void *rec, size_t len)
                  h.txid, h.pre_cksum, l->last_post);
         return LV_ECHAIN;
     }
+    if (l->have_last && h.term < l->last_term) {
+        LV_ERROR("txlog %s: TXID %" PRIu64 " has term %" PRIu64 " but the log already holds term %" PRIu64
+                 ": it was written by a deposed primary; refused",
+                 l->dir, h.txid, h.term, l->last_term);
+        return LV_ECHAIN;
+    }
     rc = seg_prepare(l, h.txid, len, 0);
     if (rc)
         return rc;
@@ -736,6 +758,7 @@ int txlog_append_raw(struct txlog *l, const void *rec, size_t len)
     l->have_last = 1;
     l->last_txid = h.txid;
     l->last_post = h.post_cksum;
+    l->last_term = h.term;
     assert_writer_state(l);
     return 0;
 }
@@ -743,7 +766,7 @@ int txlog_append_raw(struct txlog *l, const void *rec, size_t len)
 int txlog_append_raws(struct txlog *l, const void *const *recs, const size_t *lens, size_t n)
 {
     struct txlog_hdr h;
-    uint64_t total = 0, txid, post;
+    uint64_t total = 0, txid, post, term;
     int have;
     char err[256];
     uint8_t *buf = NULL;
@@ -758,13 +781,16 @@ int txlog_append_raws(struct txlog *l, const void *const *recs, const size_t *le
     have = l->have_last;
     txid = l->last_txid;
     post = l->last_post;
+    term = l->last_term;
     for (size_t i = 0; i < n; i++) {
         rc = txlog_record_check(recs[i], lens[i], &h, err, sizeof err);
-        if (rc || memcmp(h.dbid, l->dbid, 16) != 0 || (have && (h.txid != txid + 1 || h.pre_cksum != post)))
+        if (rc || memcmp(h.dbid, l->dbid, 16) != 0 ||
+            (have && (h.txid != txid + 1 || h.pre_cksum != post || h.term < term)))
             goto one_by_one; /* the single path reports the exact error */
         have = 1;
         txid = h.txid;
         post = h.post_cksum;
+        term = h.term;
         total += lens[i];
     }
     if (l->seg_end + total > l->seg_size)
@@ -789,6 +815,7 @@ int txlog_append_raws(struct txlog *l, const void *const *recs, const size_t *le
     l->have_last = 1;
     l->last_txid = txid;
     l->last_post = post;
+    l->last_term = term;
     assert_writer_state(l);
     return 0;
 one_by_one:

@@ -203,6 +203,8 @@ struct primary {
     uint64_t sync_waits;      /* atomic: commits that waited for acknowledgements */
     uint64_t sync_timeouts;   /* atomic: waits that ran out of sync-timeout */
     uint64_t sync_skipped;    /* atomic: commits that did not wait (fewer than sync_n replicas in sync) */
+    long test_delay_us;       /* test seam LV_TEST_STREAM_DELAY_US: each stream waits this long after a
+                                 commit wakes it, as over a slow network (0 in production; immutable) */
 };
 
 /* ------------------------------------------------------------ replicas */
@@ -337,8 +339,9 @@ static int emit_enc(struct primary_conn *c, int rc, uint8_t *f, size_t len, int 
 static int emit_hello(struct primary_conn *c)
 {
     struct primary *p = c->p;
-    json_t *o = json_pack("{s:i,s:s,s:s,s:s,s:I,s:b}", "version", 1, "cluster", p->cluster_hex, "node", p->node,
-                          "url", p->url, "time_us", (json_int_t)lv_now_us(), "acks", p->sync_n > 0 || p->acks);
+    json_t *o = json_pack("{s:i,s:s,s:s,s:s,s:I,s:b,s:I}", "version", 2, "cluster", p->cluster_hex, "node",
+                          p->node, "url", p->url, "time_us", (json_int_t)lv_now_us(), "acks",
+                          p->sync_n > 0 || p->acks, "term", (json_int_t)dbreg_term(p->reg));
     char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
     uint8_t *f = NULL;
     size_t len = 0;
@@ -496,7 +499,7 @@ static int snap_step(struct primary_conn *c)
             return 0;
         }
         rc = stream_enc_snap_begin(s->name, s->info.id, s->info.txid, s->info.time_us, s->info.page_size,
-                                   s->info.db_pages, s->info.cksum, &f, &len);
+                                   s->info.db_pages, s->info.cksum, s->info.term, &f, &len);
         rc = emit_enc(c, rc, f, len, BT_SNAPSHOT);
         if (rc)
             return rc;
@@ -881,7 +884,8 @@ static void wait_work(struct primary_conn *c)
     }
     if (ms <= 0 || c->more)
         return;
-    dbreg_wait_commit(c->p->reg, c->seq, (int)ms);
+    if (dbreg_wait_commit(c->p->reg, c->seq, (int)ms) != c->seq && c->p->test_delay_us > 0)
+        usleep((useconds_t)c->p->test_delay_us); /* test seam: a slow network (LV_TEST_STREAM_DELAY_US) */
 }
 
 long primary_conn_read(void *arg, char *buf, size_t max)
@@ -1412,6 +1416,8 @@ int primary_new(const struct primary_opts *o, struct primary **out)
     p->image_release = o->image_release;
     p->image_arg = o->image_arg;
     p->sync_n = o->sync_replicas > 0 ? o->sync_replicas : 0;
+    const char *delay = getenv("LV_TEST_STREAM_DELAY_US"); /* test seam, unset in production */
+    p->test_delay_us = delay ? atol(delay) : 0;
     p->acks = o->acks;
     p->sync_timeout_us = o->sync_timeout_us > 0 ? o->sync_timeout_us : PR_DEFAULT_SYNC_TIMEOUT_US;
     pthread_mutex_init(&p->mu, NULL);

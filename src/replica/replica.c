@@ -101,6 +101,7 @@ struct replica {
     char ca_file[PATH_MAX];   /* "" for the system's */
     char node[72];
     char url[1024];
+    uint64_t min_term;        /* refuse a HELLO with a lower term (immutable) */
     int wait_ms;
     int64_t max_lag_us;
     size_t max_pending;
@@ -215,11 +216,17 @@ static int on_hello(struct rsess *s, const struct stream_frame *f)
     int rc = 0;
 
     json_t *ver = json_object_get(o, "version");
+    json_int_t term = json_integer_value(json_object_get(o, "term")); /* 0 when absent (version 1) */
 
-    if (!json_is_integer(ver) || json_integer_value(ver) != 1) {
-        abort_session(s, "the primary speaks stream version %lld; this replica knows version 1: upgrade it",
+    if (!json_is_integer(ver) || json_integer_value(ver) < 1 || json_integer_value(ver) > 2) {
+        abort_session(s, "the primary speaks stream version %lld; this replica knows versions 1 and 2: upgrade it",
                       (long long)json_integer_value(ver));
         rc = LV_EVERSION;
+    } else if (term < 0 || (uint64_t)term < r->min_term) {
+        abort_session(s, "the primary %s (node %s) is at term %lld, but the lease names term %llu: it was deposed; "
+                      "not following it", r->primary_url, node ? node : "?", (long long)term,
+                      (unsigned long long)r->min_term);
+        rc = LV_EREFUSED;
     } else if (!ch || strlen(ch) != 32 || lv_unhex(ch, theirs, 16) != 0) {
         abort_session(s, "HELLO without a valid cluster ID: %.200s", f->text);
         rc = LV_ECORRUPT;
@@ -857,6 +864,7 @@ int replica_start(const struct replica_opts *o, struct replica **out)
     snprintf(r->ca_file, sizeof r->ca_file, "%s", o->ca_file ? o->ca_file : "");
     snprintf(r->node, sizeof r->node, "%s", o->node_id ? o->node_id : "");
     snprintf(r->url, sizeof r->url, "%s", o->url ? o->url : "");
+    r->min_term = o->min_term;
     r->wait_ms = (int)((o->apply_wait_us > 0 ? o->apply_wait_us : RP_DEFAULT_WAIT_US) / 1000);
     if (r->wait_ms < 1)
         r->wait_ms = 1;

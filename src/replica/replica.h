@@ -27,6 +27,7 @@ struct replica_opts {
     struct dbreg *reg;          /* the registry, already a replica (dbreg_set_replica) */
     const char *data_dir;       /* data.dir: the cluster-id file */
     const char *primary_url;    /* the primary's base URL (http[s]://host:port) */
+    uint64_t min_term;          /* refuse a primary whose HELLO term is lower (the lease's current term; 0: any) */
     const char *token;          /* http.token, sent as "Authorization: Bearer"; NULL: none */
     const char *ca_file;        /* http.tls-ca: CA certificates checking the primary; NULL: the system's */
     const char *node_id;        /* this node's ID (node_id_ensure) */

@@ -240,11 +240,12 @@ static int end_snap(struct repl_rx *x, struct rxdb *d, char *err, size_t errlen)
     return rc;
 }
 
-/* Does record b continue record a (TXID + 1 and the checksum chain; a
- * SNAPSHOT record continues anything)? */
+/* Does record b continue record a (TXID + 1, the checksum chain and a term
+ * that does not go back; a SNAPSHOT record continues anything)? */
 static int continues(const struct txlog_hdr *a, const struct txlog_hdr *b)
 {
-    return b->txid == a->txid + 1 && ((b->flags & TXLOG_F_SNAPSHOT) || b->pre_cksum == a->post_cksum);
+    return b->txid == a->txid + 1 &&
+           ((b->flags & TXLOG_F_SNAPSHOT) || (b->pre_cksum == a->post_cksum && b->term >= a->term));
 }
 
 /* Apply what database i has pending, if due (or force).  0, or negative:
@@ -385,6 +386,7 @@ static int on_snap_begin(struct repl_rx *x, const struct stream_frame *f, char *
     info.page_size = f->page_size;
     info.db_pages = f->db_pages;
     info.cksum = f->cksum;
+    info.term = f->term;
     rc = x->s.snap_begin(x->s.arg, f->name, &info, &s, e, sizeof e);
     if (rc) {
         lv_seterr(err, errlen, "%s: cannot receive the snapshot at TXID %llu: %s", f->name,

@@ -20,7 +20,8 @@
  *   RECORD      NAME, one txlog record: 112-byte header, S stored bytes,
  *               8-byte trailer; 2 + n + 112 + S + 8 == L
  *   SNAP_BEGIN  NAME, dbid[16], u64 txid, i64 time_us, u32 page_size,
- *               u32 db_pages, u64 cksum; 2 + n + 48 == L
+ *               u32 db_pages, u64 cksum[, u64 term]; 2 + n + 56 == L
+ *               (2 + n + 48 from a HELLO version 1 primary: term 0)
  *   SNAP_PAGES  NAME, u32 first_pgno, u32 count, count pages;
  *               page size = (L - 2 - n - 8) / count
  *   SNAP_END    NAME; 2 + n == L
@@ -89,10 +90,12 @@
 #include "base/cksum.h"
 #include "base/dbhdr.h"
 #include "base/lv.h"
+#include "log/txlog.h"
 
 #define DEC_MIN_CAP (64u << 10)   /* first allocation of a decoder buffer */
 #define DEC_SHRINK (1u << 20)     /* buffers above this are given back when mostly empty (D5) */
-#define SNAP_BEGIN_FIXED 48       /* SNAP_BEGIN bytes after NAME */
+#define SNAP_BEGIN_FIXED 56       /* SNAP_BEGIN bytes after NAME (with the term) */
+#define SNAP_BEGIN_V1 48          /* ... as HELLO version 1 primaries send it (no term) */
 #define SNAP_PAGES_FIXED 8        /* SNAP_PAGES bytes after NAME, before the pages */
 #define HEARTBEAT_LEN 16          /* HEARTBEAT payload */
 #define REC_MIN (TXLOG_HDR_SIZE + TXLOG_TRAILER_SIZE)
@@ -289,7 +292,8 @@ int stream_enc_record(const char *name, const void *rec, size_t rec_len, uint8_t
 }
 
 int stream_enc_snap_begin(const char *name, const uint8_t dbid[16], uint64_t txid, int64_t time_us,
-                          uint32_t page_size, uint32_t db_pages, uint64_t cksum, uint8_t **out, size_t *len)
+                          uint32_t page_size, uint32_t db_pages, uint64_t cksum, uint64_t term, uint8_t **out,
+                          size_t *len)
 {
     uint8_t *p;
     size_t n;
@@ -297,7 +301,7 @@ int stream_enc_snap_begin(const char *name, const uint8_t dbid[16], uint64_t txi
 
     *out = NULL;
     *len = 0;
-    if (enc_name_ok(name, &n) != 0 || txid == 0 || !dbhdr_page_size_ok(page_size))
+    if (enc_name_ok(name, &n) != 0 || txid == 0 || !dbhdr_page_size_ok(page_size) || term > TXLOG_TERM_MAX)
         return LV_EINVAL;
     rc = enc_alloc(ST_SNAP_BEGIN, 2 + n + SNAP_BEGIN_FIXED, out, len, &p);
     if (rc != 0)
@@ -309,6 +313,7 @@ int stream_enc_snap_begin(const char *name, const uint8_t dbid[16], uint64_t txi
     lv_put32(p + 32, page_size);
     lv_put32(p + 36, db_pages);
     lv_put64(p + 40, cksum);
+    lv_put64(p + 48, term);
     return 0;
 }
 
@@ -645,7 +650,7 @@ static int dec_record(struct stream_dec *d, const struct cur *c, struct stream_f
 static int dec_snap_begin(struct stream_dec *d, const struct cur *c, struct stream_frame *f)
 {
     const uint8_t *p = c->p;
-    int rc = dec_exact(d, ST_SNAP_BEGIN, f->name, c, SNAP_BEGIN_FIXED);
+    int rc = c->n == SNAP_BEGIN_V1 ? 0 : dec_exact(d, ST_SNAP_BEGIN, f->name, c, SNAP_BEGIN_FIXED);
 
     if (rc != 0)
         return rc;
@@ -655,6 +660,9 @@ static int dec_snap_begin(struct stream_dec *d, const struct cur *c, struct stre
     f->page_size = lv_get32(p + 32);
     f->db_pages = lv_get32(p + 36);
     f->cksum = lv_get64(p + 40);
+    f->term = c->n == SNAP_BEGIN_FIXED ? lv_get64(p + 48) : 0;
+    if (f->term > TXLOG_TERM_MAX)
+        return dec_fail(d, ST_SNAP_BEGIN, f->name, "term %" PRIu64 " over 56 bits", f->term);
     if (f->txid == 0)
         return dec_fail(d, ST_SNAP_BEGIN, f->name, "TXID 0");
     if (!dbhdr_page_size_ok(f->page_size))

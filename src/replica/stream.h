@@ -80,6 +80,7 @@ struct stream_frame {
     uint32_t page_size;      /* SNAP_BEGIN / SNAP_PAGES: page size */
     uint32_t db_pages;       /* SNAP_BEGIN: pages in the image */
     uint64_t cksum;          /* SNAP_BEGIN: database checksum of the image */
+    uint64_t term;           /* SNAP_BEGIN: term of the image's TXID (0: none, or a version 1 primary) */
     /* SNAP_PAGES */
     uint32_t first_pgno;     /* first page number */
     uint32_t count;          /* pages that follow */
@@ -105,7 +106,8 @@ void stream_hdr_encode(uint8_t out[STREAM_HDR_SIZE], enum stream_type type, uint
 int stream_enc_text(enum stream_type type, const char *text, uint8_t **out, size_t *len); /* HELLO, ERROR */
 int stream_enc_record(const char *name, const void *rec, size_t rec_len, uint8_t **out, size_t *len);
 int stream_enc_snap_begin(const char *name, const uint8_t dbid[16], uint64_t txid, int64_t time_us,
-                          uint32_t page_size, uint32_t db_pages, uint64_t cksum, uint8_t **out, size_t *len);
+                          uint32_t page_size, uint32_t db_pages, uint64_t cksum, uint64_t term, uint8_t **out,
+                          size_t *len);
 int stream_enc_snap_pages(const char *name, uint32_t first_pgno, uint32_t count, uint32_t page_size,
                           const void *pages, uint8_t **out, size_t *len);
 int stream_enc_name(enum stream_type type, const char *name, uint8_t **out, size_t *len); /* SNAP_END, DROP */
