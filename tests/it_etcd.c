@@ -39,6 +39,16 @@
  *                          it hands the lease over (the replica takes
  *                          writes well before a TTL), exits 0, and the
  *                          replica holds every row
+ *   etcd/archive_tail      the only surviving candidate could not apply
+ *                          (a reader in the way) what the primary then
+ *                          committed and archived;
+ *                          promoted, it applies the archive's records
+ *                          before it takes writes, so it holds every row
+ *                          the archive holds (and nothing is forked)
+ *   etcd/non_candidate_ahead  the only surviving candidate lags (a reader
+ *                          in its way) a replica that may not be elected
+ *                          (candidate: false); promoted, it takes that
+ *                          replica's records (GET /v1/log) before writes
  *   etcd/bad_answers       etcd endpoints that answer garbage, HTTP 500 or
  *                          nothing at all: the daemon stays up as a replica
  *                          without a primary, refuses writes, and names the
@@ -48,6 +58,7 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
@@ -255,6 +266,32 @@ static int no_gap(const struct lvnode *n)
     return c == m;
 }
 
+/* The terms of n's records of app.db (`log ls --json`): each at least the
+ * previous one, the first nonzero, the last (returned) larger than the
+ * first -- two terms, as after one failover. */
+static uint64_t log_terms(struct lvnode *n)
+{
+    int rc = 0;
+    json_t *a = lvnode_cli_json(n, &rc, "log ls", "--db app.db");
+    size_t i, k = a ? json_array_size(a) : 0;
+    json_t *v;
+    uint64_t first = 0, prev = 0;
+
+    cr_assert(a && k >= 2, "log ls --json --db app.db failed (status %d)", rc);
+    json_array_foreach(a, i, v) {
+        uint64_t t = (uint64_t)json_integer_value(json_object_get(v, "term"));
+        cr_assert_geq(t, prev, "TXID %lld: term %" PRIu64 " after term %" PRIu64,
+                      (long long)json_integer_value(json_object_get(v, "txid")), t, prev);
+        if (i == 0)
+            first = t;
+        prev = t;
+    }
+    json_decref(a);
+    cr_assert_gt(first, 0, "the first primary's records carry no term");
+    cr_assert_gt(prev, first, "the new primary's records carry the old term %" PRIu64, first);
+    return prev;
+}
+
 Test(etcd, failover)
 {
     need_etcd();
@@ -308,6 +345,12 @@ Test(etcd, failover)
     cr_assert(no_gap(np));
     cr_assert(WAIT_FOR(follows_node(other, np), 10000), "the third node does not follow the new primary");
     cr_assert(WAIT_FOR(rows(other) == have + 1, 10000), "the third node did not get the new primary's write");
+    /* Terms on the records: the first primary's term on its records, the new
+     * primary's larger term on its own, never going back; the third node's
+     * log carries the same terms. */
+    uint64_t t_new = log_terms(np), t_other = log_terms(other);
+    cr_assert_eq(t_other, t_new, "the third node's last record has term %" PRIu64 ", the new primary's %" PRIu64,
+                 t_other, t_new);
 }
 
 /* Kill -9 the primary p of nodes n[0..k) under a writer's load; return the
@@ -348,10 +391,14 @@ Test(etcd, sync_loses_nothing)
 {
     need_etcd();
     struct lvetcd *e = etcd_start(NULL);
-    /* LVT_SYNC_REPLICAS=0 runs it asynchronous: it then fails (rows lost),
-     * which shows what the test can see. */
+    /* Every stream waits 10 ms after a commit before it sends it (the test
+     * seam LV_TEST_STREAM_DELAY_US, a slow network): an asynchronous primary
+     * then acknowledges commits its replicas do not hold yet.
+     * LVT_SYNC_REPLICAS=0 runs the test asynchronous: it then fails (rows
+     * lost), which shows what the test can see. */
     const char *env = getenv("LVT_SYNC_REPLICAS");
     int nsync = env ? atoi(env) : 1;
+    setenv("LV_TEST_STREAM_DELAY_US", "10000", 1);
     char sync[128];
     snprintf(sync, sizeof sync, "replication:\n  sync-replicas: %d\n  sync-timeout: 10s\n", nsync);
     struct lvnode *n[3];
@@ -633,6 +680,97 @@ static const char FAKE_ETCD[] =
     "    s.send_header('Content-Length',str(len(b))); s.end_headers(); s.wfile.write(b)\n"
     "  def log_message(s,*a): pass\n"
     "http.server.HTTPServer(('127.0.0.1',int(sys.argv[1])),H).serve_forever()\n";
+
+Test(etcd, archive_tail)
+{
+    need_etcd();
+    struct lvetcd *e = etcd_start(NULL);
+    char more[600], arch_url[400];
+    snprintf(arch_url, sizeof arch_url, "file://%s", lvt_tmpdir("archive"));
+    snprintf(more, sizeof more, "archive:\n  - url: %s\n    sync-interval: 100ms\n", arch_url);
+    struct lvnode *a = etcd_node_with(e, 2, more);
+    cr_assert(WAIT_FOR(is_primary(a), 10000), "the first candidate did not win the lease");
+    /* b gives up an apply after 50 ms of a reader in the way (and keeps trying) */
+    snprintf(more + strlen(more), sizeof more - strlen(more), "replication:\n  apply-wait: 50ms\n");
+    struct lvnode *b = etcd_node_with(e, 2, more);
+    cr_assert(WAIT_FOR(follows_node(b, a), 10000), "the second candidate does not follow the primary");
+    make_table(a);
+    insert_ids(a, 1, 20);
+    cr_assert(WAIT_FOR(rows(b) == 20, 10000), "the replica did not get the first 20 rows");
+
+    /* A reader on b holds its snapshot: b receives a's next 30 commits but
+     * cannot apply them; a archives them and dies. */
+    char *pb = lvnode_path(b, "app.db");
+    sqlite3 *rd = NULL;
+    cr_assert_eq(sqlite3_open_v2(pb, &rd, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(rd, "BEGIN; SELECT count(*) FROM t;", NULL, NULL, NULL), SQLITE_OK);
+    insert_ids(a, 21, 50);
+    uint64_t last = lvnode_last_txid(a, "app.db");
+    cr_assert(WAIT_FOR(lvnode_archive_txid(a, "app.db", NULL) == last, 15000),
+              "the archive did not reach the primary's TXID %llu", (unsigned long long)last);
+    lvnode_kill9(a);
+    cr_assert_lt(lvnode_last_txid(b, "app.db"), last, "b applied despite its reader");
+
+    /* Elected, b stops its replication (what it had not applied is gone
+     * with it) and reads the archive; the reader lets go meanwhile. */
+    cr_assert(WAIT_FOR(lvnode_log_contains(b, "promoting it to primary"), 15000),
+              "the only candidate was not elected after the primary died");
+    sqlite3_exec(rd, "COMMIT", NULL, NULL, NULL);
+    sqlite3_close(rd);
+    free(pb);
+    cr_assert(WAIT_FOR(try_sql(b, "app.db", "INSERT INTO t(id) VALUES(51)") == SQLITE_OK, 15000),
+              "the new primary takes no writes");
+    cr_assert_eq(rows(b), 51, "the new primary holds %ld rows: it opened writes without the archive's tail "
+                 "(20 replicated, 30 only in the archive, 1 new)", (long)rows(b));
+    cr_assert(lvnode_log_contains(b, "with the archive's records"), "the catch-up is not in the log");
+    cr_assert(no_gap(b));
+    /* Its archive continues the same lineage: a restore gives all 51 rows. */
+    cr_assert(WAIT_FOR(lvnode_archive_txid(b, "app.db", NULL) == lvnode_last_txid(b, "app.db"), 15000),
+              "the new primary's archive did not catch up with its log");
+    char out[700];
+    snprintf(out, sizeof out, "%s/restored.db", lvt_tmpdir("restore"));
+    cr_assert_eq(lv_restore_cmd(arch_url, "app.db", NULL, out), 0, "the shared archive does not restore");
+    cr_assert_eq(sql_int(out, "SELECT count(*) FROM t"), 51, "the archive's history is not the new primary's");
+}
+
+Test(etcd, non_candidate_ahead)
+{
+    need_etcd();
+    struct lvetcd *e = etcd_start(NULL);
+    struct lvnode *a = etcd_node(e, 2, 1);
+    cr_assert(WAIT_FOR(is_primary(a), 10000), "the first candidate did not win the lease");
+    struct lvnode *b = etcd_node_with(e, 2, "replication:\n  apply-wait: 50ms\n");
+    struct lvnode *c = etcd_node_with(e, 2, "  candidate: false\n");
+    cr_assert(WAIT_FOR(follows_node(b, a) && follows_node(c, a), 10000), "the replicas do not follow the primary");
+    make_table(a);
+    insert_ids(a, 1, 20);
+    cr_assert(WAIT_FOR(rows(b) == 20 && rows(c) == 20, 10000), "the replicas did not get the first 20 rows");
+
+    /* A reader on b holds its snapshot: c applies a's next 30 commits, b cannot. */
+    char *pb = lvnode_path(b, "app.db");
+    sqlite3 *rd = NULL;
+    cr_assert_eq(sqlite3_open_v2(pb, &rd, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(rd, "BEGIN; SELECT count(*) FROM t;", NULL, NULL, NULL), SQLITE_OK);
+    insert_ids(a, 21, 50);
+    cr_assert(WAIT_FOR(rows(c) == 50, 10000), "the non-candidate did not get every row");
+    sleep_ms(1000); /* c's node key carries its new position (put every TTL/4) */
+    lvnode_kill9(a);
+    cr_assert_lt(lvnode_last_txid(b, "app.db"), lvnode_last_txid(c, "app.db"), "b applied despite its reader");
+
+    cr_assert(WAIT_FOR(lvnode_log_contains(b, "promoting it to primary"), 15000),
+              "the only candidate was not elected after the primary died");
+    sqlite3_exec(rd, "COMMIT", NULL, NULL, NULL);
+    sqlite3_close(rd);
+    free(pb);
+    cr_assert(WAIT_FOR(try_sql(b, "app.db", "INSERT INTO t(id) VALUES(51)") == SQLITE_OK, 15000),
+              "the new primary takes no writes");
+    cr_assert_eq(rows(b), 51, "the new primary holds %ld rows: it opened writes without the non-candidate's "
+                 "records (20 its own, 30 only on the non-candidate, 1 new)", (long)rows(b));
+    cr_assert(lvnode_log_contains(b, "records before writes open"), "the catch-up is not in the log");
+    cr_assert(no_gap(b));
+    cr_assert(WAIT_FOR(follows_node(c, b), 10000), "the non-candidate does not follow the new primary");
+    cr_assert(WAIT_FOR(rows(c) == 51, 10000), "the non-candidate did not get the new primary's write");
+}
 
 Test(etcd, bad_answers)
 {

@@ -32,6 +32,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -49,6 +50,7 @@
 #include "base/metrics.h"
 #include "export/exports.h"
 #include "capture/db.h"
+#include "log/txlog.h"
 #include "base/http.h"
 #include "base/lv.h"
 #include "base/lvlog.h"
@@ -579,6 +581,82 @@ static int h_stream(void *ctx, const struct http_request *req, struct http_respo
     return api_error(resp, 503, msg);
 }
 
+#define API_LOG_MAX (8u << 20) /* record bytes per GET /v1/log answer (then ask again) */
+
+/* GET /v1/log?db=NAME&after=T: the records of this node's own log after
+ * TXID T, back to back exactly as stored (FORMAT.md, "Record"), about
+ * API_LOG_MAX bytes at most (ask again from the last one): how a node being
+ * promoted takes what a more advanced replica holds (src/replica/peer_catchup.c).
+ * Any role.  200 (possibly empty: nothing after T), 400, 404 (no such
+ * database), 410 (the log no longer holds TXID T+1), 500. */
+static int h_log(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    const struct api_ctx *a = ctx;
+    const char *name = req->query(req, "db"), *ts = req->query(req, "after");
+    struct db_info *dbs = NULL;
+    struct txlog_reader *rd = NULL;
+    struct txlog_hdr h;
+    char *buf = NULL, *end = NULL, msg[700];
+    size_t n = 0, i, len = 0;
+    uint64_t after;
+    int st = 200, rc;
+
+    errno = 0;
+    after = ts && *ts >= '0' && *ts <= '9' ? strtoull(ts, &end, 10) : UINT64_MAX;
+    if (!name || !*name || after == UINT64_MAX || errno || *end)
+        return api_error(resp, 400, "expected query parameters db=NAME and after=TXID (a whole number)");
+    if (dbreg_list(a->reg, &dbs, &n) != 0)
+        return api_error(resp, 500, "out of memory");
+    for (i = 0; i < n && strcmp(dbs[i].name, name) != 0; i++)
+        ;
+    if (i == n) {
+        st = 404;
+        snprintf(msg, sizeof msg, "no database %.500s on this node", name);
+        goto out;
+    }
+    if (dbs[i].txid <= after)
+        goto out; /* nothing after T */
+    rc = txlog_reader_open(dbs[i].logdir, after + 1, &rd);
+    while (rc == 0 && len < API_LOG_MAX && (rc = txlog_reader_next(rd, &h)) == 0) {
+        void *raw = NULL;
+        size_t rl = 0;
+        char *nb;
+        if (len == 0 && h.txid != after + 1) {
+            st = 410;
+            snprintf(msg, sizeof msg, "the log of %.500s no longer holds TXID %" PRIu64 " (it starts at %" PRIu64 ")",
+                     name, after + 1, h.txid);
+            goto out;
+        }
+        if ((rc = txlog_reader_raw(rd, &raw, &rl)) != 0)
+            break;
+        if (!(nb = realloc(buf, len + rl))) {
+            free(raw);
+            rc = LV_ENOMEM;
+            break;
+        }
+        buf = nb;
+        memcpy(buf + len, raw, rl);
+        len += rl;
+        free(raw);
+    }
+    if (rc != 0 && (rc != LV_ENOENT || !rd) && len == 0) {
+        st = rc == LV_ENOENT ? 410 : 500;
+        snprintf(msg, sizeof msg, "cannot read the log of %.500s after TXID %" PRIu64 ": %s", name, after,
+                 rd ? txlog_reader_error(rd) : lv_strerror(rc));
+    }
+out:
+    txlog_reader_close(rd);
+    free(dbs);
+    if (st != 200) {
+        free(buf);
+        return api_error(resp, st, msg);
+    }
+    resp->content_type = "application/x-litevault-records";
+    resp->body = buf ? buf : strdup("");
+    resp->body_len = len;
+    return 0;
+}
+
 /* POST /v1/ack: a replica tells the primary what it holds (synchronous replication). */
 static int h_ack(void *ctx, const struct http_request *req, struct http_response *resp)
 {
@@ -634,6 +712,7 @@ int api_register(struct http_server *s, const struct api_ctx *ctx, int admin)
         http_route_ex(s, "POST", "/v1/image", admin ? h_image : h_image_public, &g_api, HTTP_R_PRIVATE) != 0 ||
         (!admin && http_route_ex(s, "POST", "/v1/stream", h_stream, &g_api, HTTP_R_PRIVATE) != 0) ||
         (!admin && http_route_ex(s, "POST", "/v1/ack", h_ack, &g_api, HTTP_R_PRIVATE) != 0) ||
+        (!admin && http_route_ex(s, "GET", "/v1/log", h_log, &g_api, HTTP_R_PRIVATE) != 0) ||
         http_route_ex(s, "POST", "/v1/promote", h_promote, &g_api, HTTP_R_PRIVATE) != 0)
         return LV_ENOMEM;
     return 0;

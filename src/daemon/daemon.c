@@ -90,6 +90,8 @@
 #include "replica/lease.h"
 #include "replica/primary.h"
 #include "replica/replica.h"
+#include "restore/catchup.h"
+#include "replica/peer_catchup.h"
 #include "restore/seed.h"
 
 /* The running daemon (one per process, on daemon_run's stack). */
@@ -125,6 +127,7 @@ struct daemon {
 /* Exit status of a primary deposed by its lease: a service manager's
  * restart (Restart=on-failure) brings it back as a replica. */
 #define LV_EXIT_DEPOSED 3
+#define PEER_CATCHUP_TIMEOUT_MS 5000 /* each GET /v1/log of a promotion's catch-up */
 
 static void housekeeping(struct worker *w, void *arg)
 {
@@ -659,9 +662,12 @@ static int start_replica(struct daemon *dm)
 {
     const struct config *cfg = dm->cfg;
 
+    struct lease_info li;
+
     if (dm->primary || !dm->primary_url[0])
         return 0;
-    if (replica_start(&(struct replica_opts){.reg = dm->reg, .data_dir = cfg->data_dir,
+    lease_info(dm->lease, &li);
+    if (replica_start(&(struct replica_opts){.reg = dm->reg, .data_dir = cfg->data_dir, .min_term = li.primary_term,
                                              .primary_url = dm->primary_url, .token = cfg->http_token,
                                              .ca_file = cfg->http_tls_ca, .node_id = dm->node_id,
                                              .url = cfg->advertise_url, .apply_wait_us = cfg->repl_apply_wait_us,
@@ -688,6 +694,41 @@ static void stop_replica(struct daemon *dm)
     dm->repl = NULL;
 }
 
+/* Promotion, before writes open: take what more advanced nodes hold
+ * (their etcd node keys say: src/replica/peer_catchup.c), then what the
+ * archive holds beyond this node's log (restore/catchup.c).  The replication client has stopped, the
+ * registry is still in replica mode, so the replica's applier does it.
+ * A failure leaves the databases as they are (logged). */
+static void catch_up(struct daemon *dm)
+{
+    const struct config *cfg = dm->cfg;
+    struct catchup_result res;
+    char err[1024] = "";
+
+    char *peers = lease_peers(dm->lease);
+    int wait_ms = cfg->repl_apply_wait_us > 0 ? (int)(cfg->repl_apply_wait_us / 1000) + 1 : 100;
+
+    if (peers) {
+        notify_status("catching up from more advanced nodes before taking writes");
+        if (peer_catchup(dm->reg, peers, cfg->http_token, cfg->http_tls_ca, PEER_CATCHUP_TIMEOUT_MS, wait_ms,
+                         &res) == 0 && res.dbs)
+            LV_INFO("promotion: the other nodes' positions checked for %zu database(s) in %.3f s: %zu advanced by "
+                    "%llu record(s), %zu could not be", res.dbs, res.seconds, res.advanced,
+                    (unsigned long long)res.records, res.skipped);
+        free(peers);
+    }
+    if (cfg->narchive == 0)
+        return;
+    notify_status("catching up from the archive before taking writes");
+    if (catchup_from_archive(dm->reg, cfg->archive, cfg->narchive, wait_ms, &res, err, sizeof err) != 0)
+        LV_WARN("promotion: cannot read the archive %s to catch up (%s); this node opens writes with its own "
+                "history", cfg->archive[0].url, err);
+    else
+        LV_INFO("promotion: the archive's tail checked for %zu database(s) in %.3f s: %zu advanced by %llu "
+                "record(s), %zu could not be continued", res.dbs, res.seconds, res.advanced,
+                (unsigned long long)res.records, res.skipped);
+}
+
 /* The lease elected this replica: it becomes the primary in place, the
  * mount serving throughout.  Its client stops first (nothing more is
  * applied), the primary's parts start, and only then do writes open.  0
@@ -706,6 +747,8 @@ static int promote(struct daemon *dm)
         fprintf(stderr, "litevault: cannot write %s/last-term (see the log); the node stops\n", dm->cfg->data_dir);
         return LV_EXIT_RUNTIME;
     }
+    catch_up(dm);
+    dbreg_set_term(dm->reg, li.term); /* stamped on every record of this term, and sent in HELLO */
     rc = primary_parts(dm, 1);
     if (rc)
         return rc;

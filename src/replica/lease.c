@@ -89,7 +89,7 @@ static void static_close(struct lease *l)
 }
 
 static const struct lease_ops static_ops = {static_is_primary, static_primary_url, static_info, static_handoff,
-                                            static_close};
+                                            NULL, static_close};
 
 /* ---- for the kinds (lease_impl.h) ---- */
 
@@ -177,6 +177,11 @@ void lease_info(struct lease *l, struct lease_info *out)
 int lease_handoff(struct lease *l, const char *to, char *err, size_t errlen)
 {
     return l->ops->handoff(l, to, err, errlen);
+}
+
+char *lease_peers(struct lease *l)
+{
+    return l->ops->peers ? l->ops->peers(l) : NULL;
 }
 
 void lease_on_change(struct lease *l, void (*fn)(void *arg), void *arg)

@@ -60,6 +60,8 @@ struct lease_info {
                                   its term: never a candidate again in this process) (static string) */
     int holding;               /* 1 while this node holds the lease (primary or fenced) */
     uint64_t term;             /* etcd: the held key's create revision; 0 when not holding (static: 0) */
+    uint64_t primary_term;     /* etcd: the current primary's term as last read (this node's while holding);
+                                  0 unknown (static: 0) */
     int64_t deadline_ms;       /* etcd holder: ms left before it fences itself; else 0 */
     char primary_proxy[1024];  /* the primary's proxy URL ("" unknown) */
     char error[256];           /* the last problem talking to etcd ("" none) */
@@ -78,6 +80,12 @@ int lease_open(const struct lease_conf *c, struct lease **out, char *err, size_t
  * (message in err). */
 int lease_etcd_cluster(const struct lease_conf *c, char hex[33], int have, int64_t timeout_us, char *err,
                        size_t errlen);
+
+/* The other live nodes as the lease knows them: a malloc'ed JSON array
+ * (caller frees) of {"node": ID, "url": URL, "candidate": bool, "txids":
+ * {NAME: TXID}} -- their node keys, read from etcd now (a blocking request
+ * of at most TTL/4) -- or NULL (a static lease, or etcd unreachable). */
+char *lease_peers(struct lease *l);
 
 /* Hand the lease to node `to` (its node ID): the caller, the primary, has
  * stopped writes and knows `to` holds everything.  The lease names `to`

@@ -148,6 +148,7 @@ struct etcd {
     char holder_url[1024];    /* the primary's URL ("" unknown) */
     char holder_proxy[1024];  /* the primary's proxy URL ("" unknown) */
     char holder_node[64];     /* the primary's node ID ("" unknown) */
+    uint64_t holder_term;     /* the primary's term, its key's create_revision (0 unknown) */
     char last_err[256];       /* the last etcd problem, for /status ("" none) */
     int err_logged;           /* last_err was logged (a repeat is not) */
     int deposed;              /* this node lost a term: it never races for the key again in this process
@@ -365,6 +366,7 @@ static void et_lose(struct etcd *e, const char *why)
 static void et_set_holder(struct etcd *e, json_t *kv)
 {
     char url[1024] = "", proxy[1024] = "", node[64] = "";
+    uint64_t term = 0;
     int changed;
 
     if (kv) {
@@ -377,11 +379,13 @@ static void et_set_holder(struct etcd *e, json_t *kv)
             snprintf(url, sizeof url, "%s", m.url);
             snprintf(proxy, sizeof proxy, "%s", m.proxy);
             snprintf(node, sizeof node, "%s", m.node);
+            term = (uint64_t)et_int(kv, "create_revision");
         }
         etcdv_member_clear(&m);
     }
     pthread_mutex_lock(&e->mu);
-    changed = strcmp(url, e->holder_url) != 0;
+    changed = strcmp(url, e->holder_url) != 0 || term != e->holder_term;
+    e->holder_term = term;
     snprintf(e->holder_url, sizeof e->holder_url, "%s", url);
     snprintf(e->holder_proxy, sizeof e->holder_proxy, "%s", proxy);
     snprintf(e->holder_node, sizeof e->holder_node, "%s", node);
@@ -888,6 +892,7 @@ static void et_info(struct lease *l, struct lease_info *out)
                                                                                            : "follower";
     out->holding = e->state != ET_FOLLOW;
     out->term = e->term;
+    out->primary_term = e->state != ET_FOLLOW ? e->term : e->holder_term;
     out->deadline_ms = e->state == ET_FOLLOW ? 0 : (e->deadline_us - lv_mono_us()) / 1000;
     snprintf(out->primary_proxy, sizeof out->primary_proxy, "%s",
              e->state != ET_FOLLOW ? (e->proxy_url ? e->proxy_url : "") : e->holder_proxy);
@@ -1053,7 +1058,44 @@ out:
     return rc;
 }
 
-static const struct lease_ops etcd_ops = {et_is_primary, et_primary_url, et_info, et_handoff, et_close};
+/* lease_peers: the node keys of the other live nodes. */
+static char *et_peers(struct lease *l)
+{
+    struct etcd *e = lease_impl(l);
+    CURL *c = curl_easy_init();
+    json_t *req = json_pack("{s:s,s:s}", "key", e->nodes_b64, "range_end", e->nodes_end_b64), *ans = NULL, *kv;
+    json_t *arr = json_array();
+    char *out = NULL;
+    int64_t step;
+    size_t i;
+
+    pthread_mutex_lock(&e->mu);
+    step = (e->ttl_us ? e->ttl_us : e->ttl_req_s * 1000000) / 4;
+    pthread_mutex_unlock(&e->mu);
+    if (!c || !req || !arr || et_call(e, c, "/v3/kv/range", req, step, "node keys range", &ans) != 0)
+        goto out;
+    json_array_foreach(json_object_get(ans, "kvs"), i, kv)
+    {
+        json_t *val = json_object_get(kv, "value");
+        struct etcdv_member m = {0};
+        if (json_is_string(val) && etcdv_member_parse(json_string_value(val), &m) == 0 &&
+            strcmp(m.node, e->node_id) != 0)
+            json_array_append_new(arr, json_pack("{s:s,s:s,s:b,s:o}", "node", m.node, "url", m.url, "candidate",
+                                                 m.candidate, "txids",
+                                                 m.txids ? json_incref(m.txids) : json_object()));
+        etcdv_member_clear(&m);
+    }
+    out = json_dumps(arr, JSON_COMPACT);
+out:
+    json_decref(arr);
+    json_decref(ans);
+    json_decref(req);
+    if (c)
+        curl_easy_cleanup(c);
+    return out;
+}
+
+static const struct lease_ops etcd_ops = {et_is_primary, et_primary_url, et_info, et_handoff, et_peers, et_close};
 
 /* The node keys: <the lease key's directory>/nodes/<node ID>. */
 static int et_node_keys(struct etcd *e, const char *node)

@@ -13,6 +13,7 @@ struct lease_ops {
     int (*primary_url)(struct lease *l, char *buf, size_t n); /* lease_primary_url */
     void (*info)(struct lease *l, struct lease_info *out);    /* lease_info */
     int (*handoff)(struct lease *l, const char *to, char *err, size_t errlen); /* lease_handoff */
+    char *(*peers)(struct lease *l);                          /* lease_peers (NULL: the kind knows none) */
     void (*close)(struct lease *l);                           /* frees the kind's part (impl) */
 };
 

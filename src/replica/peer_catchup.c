@@ -1,0 +1,227 @@
+/*
+ * peer_catchup.c -- before a newly elected primary opens writes, it takes
+ * the records that more advanced nodes hold.
+ *
+ * WHY.  The election (lease_etcd.c, "Who may win") keeps a candidate from
+ * racing while another live *candidate* is ahead of it, but a replica with
+ * `candidate: false` may be the most advanced survivor: it received
+ * records from the dead primary that no candidate did.  Those records may
+ * have been acknowledged to applications (synchronous replication counts
+ * every replica).  Each node's etcd node key publishes its TXIDs per
+ * database, so the new primary knows who holds what (lease_peers).
+ *
+ * WHAT (promote in src/daemon/daemon.c calls peer_catchup after the
+ * replication client stopped, before the archive's tail and before writes
+ * open), per database of the registry:
+ *   1. the peer whose node key names the largest TXID for it, if larger
+ *      than the local one;
+ *   2. GET <its url>/v1/log?db=NAME&after=T (src/daemon/api.c, h_log):
+ *      its own log's records after T, back to back, at most about 8 MiB;
+ *   3. the records are applied through dbreg_apply (catchup_apply_records:
+ *      the replica's applier, which checks database ID, TXID and checksum
+ *      chain, post checksums and terms -- a peer is as untrusted as a
+ *      primary), and 2 repeats from the new T until the peer's TXID is
+ *      reached, or it answers nothing new, or fails.
+ * A peer that cannot be reached (it died too), pruned its log (410), or
+ * holds another history, is logged and left: the node opens writes with
+ * what it has (availability), as the archive's catch-up does.
+ *
+ * INVARIANTS
+ *   P1. Every byte a peer sends passes dbreg_apply's checks before it is
+ *       applied (as K1 in restore/catchup.c).
+ *   P2. Each loop iteration either advances the local TXID or ends the
+ *       loop, so a peer that keeps answering the same records cannot hold
+ *       a promotion forever; each request has a timeout.
+ */
+#include "replica/peer_catchup.h"
+
+#include <curl/curl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/http.h"
+#include "base/lv.h"
+#include "base/lvlog.h"
+#include "capture/db.h"
+
+#define PC_MAX_BODY (64u << 20) /* bytes accepted in one answer (the server sends about 8 MiB) */
+
+/* A response body being received. */
+struct pc_buf {
+    uint8_t *p;   /* bytes (malloc'ed) */
+    size_t n;     /* used */
+    size_t cap;   /* allocated */
+    int over;     /* more than PC_MAX_BODY arrived */
+};
+
+static size_t pc_collect(char *d, size_t sz, size_t nm, void *arg)
+{
+    struct pc_buf *b = arg;
+    size_t add = sz * nm;
+
+    if (b->n + add > PC_MAX_BODY) {
+        b->over = 1;
+        return 0;
+    }
+    if (b->n + add + 1 > b->cap) { /* + 1: a NUL after the bytes, for messages */
+        size_t cap = b->cap ? b->cap : 65536;
+        while (cap < b->n + add + 1)
+            cap *= 2;
+        uint8_t *np = realloc(b->p, cap);
+        if (!np)
+            return 0;
+        b->p = np;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, d, add);
+    b->n += add;
+    b->p[b->n] = 0;
+    return add;
+}
+
+/* GET url/v1/log?db=name&after=txid into *b.  0, or LV_ENET with err (the
+ * status and the peer's message when it answered). */
+static int pc_get(CURL *c, const char *url, const char *name, uint64_t txid, int timeout_ms, struct pc_buf *b,
+                  char *err, size_t errlen)
+{
+    char *q = curl_easy_escape(c, name, 0), *full = NULL, cerr[CURL_ERROR_SIZE] = "";
+    long status = 0;
+    CURLcode cc;
+    int rc = LV_ENET;
+
+    if (!q || asprintf(&full, "%s/v1/log?db=%s&after=%" PRIu64, url, q, txid) < 0) {
+        full = NULL;
+        lv_seterr(err, errlen, "out of memory");
+        rc = LV_ENOMEM;
+        goto out;
+    }
+    curl_easy_setopt(c, CURLOPT_URL, full);
+    curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, pc_collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cerr);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_PROXY, "");
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)(timeout_ms < 2000 ? timeout_ms : 2000));
+    cc = curl_easy_perform(c);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    if (cc != CURLE_OK && !(b->over))
+        lv_seterr(err, errlen, "%s", cerr[0] ? cerr : curl_easy_strerror(cc));
+    else if (b->over)
+        lv_seterr(err, errlen, "the answer is larger than %u bytes", PC_MAX_BODY);
+    else if (status != 200)
+        lv_seterr(err, errlen, "HTTP %ld: %.300s", status, b->p && b->n ? (char *)b->p : "");
+    else
+        rc = 0;
+out:
+    free(full);
+    curl_free(q);
+    return rc;
+}
+
+/* The peer of peers holding the most of database name beyond txid: its URL
+ * into url (n bytes) and its TXID into *theirs; 0 when none is ahead. */
+static int pc_best(json_t *peers, const char *name, uint64_t txid, char *url, size_t n, char *node, size_t nn,
+                   uint64_t *theirs)
+{
+    size_t i;
+    json_t *p;
+
+    *theirs = txid;
+    json_array_foreach(peers, i, p)
+    {
+        json_t *t = json_object_get(json_object_get(p, "txids"), name);
+        const char *u = json_string_value(json_object_get(p, "url"));
+        const char *id = json_string_value(json_object_get(p, "node"));
+        if (json_is_integer(t) && json_integer_value(t) > 0 && (uint64_t)json_integer_value(t) > *theirs && u &&
+            *u) {
+            *theirs = (uint64_t)json_integer_value(t);
+            snprintf(url, n, "%s", u);
+            snprintf(node, nn, "%s", id ? id : "?");
+        }
+    }
+    return *theirs > txid;
+}
+
+/* Catch database d up from the most advanced peer.  1 advanced, 0 nothing
+ * to do, negative: left (logged). */
+static int pc_db(CURL *c, json_t *peers, struct dbreg *reg, const struct db_info *d, int timeout_ms, int wait_ms,
+                 struct catchup_result *res)
+{
+    char url[1024], node[72], err[1024] = "";
+    uint64_t txid = d->txid, from = d->txid, target;
+    int rc = 0;
+
+    if (!pc_best(peers, d->name, txid, url, sizeof url, node, sizeof node, &target))
+        return 0;
+    LV_INFO("catch-up: node %s (%s) holds %s up to TXID %" PRIu64 ", this node up to %" PRIu64
+            ": taking its records before writes open", node, url, d->name, target, txid);
+    while (rc == 0 && txid < target) {
+        struct pc_buf b = {0};
+        uint64_t before = txid;
+        rc = pc_get(c, url, d->name, txid, timeout_ms, &b, err, sizeof err);
+        if (rc == 0) {
+            res->bytes += b.n;
+            rc = catchup_apply_records(reg, d->name, url, b.p, b.n, &txid, wait_ms, &res->records, err, sizeof err);
+        }
+        free(b.p);
+        if (rc == 0 && txid == before) /* P2 */
+            break;
+    }
+    if (rc)
+        LV_WARN("catch-up: %s stays at TXID %" PRIu64 " of node %s's %" PRIu64 " (%s); writes open with this "
+                "node's history", d->name, txid, node, target, err[0] ? err : lv_strerror(rc));
+    else if (txid < target)
+        LV_WARN("catch-up: node %s gave %s only up to TXID %" PRIu64 " of the %" PRIu64 " its node key named",
+                node, d->name, txid, target);
+    if (txid > from)
+        LV_INFO("catch-up: %s advanced from TXID %" PRIu64 " to %" PRIu64 " with node %s's records", d->name, from,
+                txid, node);
+    return rc ? rc : txid > from;
+}
+
+int peer_catchup(struct dbreg *reg, const char *peers_json, const char *token, const char *ca_file, int timeout_ms,
+                 int wait_ms, struct catchup_result *res)
+{
+    json_t *peers = peers_json ? json_loads(peers_json, 0, NULL) : NULL;
+    struct db_info *dbs = NULL;
+    struct curl_slist *hdrs = NULL;
+    CURL *c = NULL;
+    size_t n = 0;
+    int64_t t0 = lv_mono_us();
+    int rc = 0;
+
+    memset(res, 0, sizeof *res);
+    if (!json_is_array(peers)) {
+        rc = LV_ECORRUPT;
+        goto out;
+    }
+    if (json_array_size(peers) == 0)
+        goto out;
+    if (!(c = curl_easy_init()) || http_client_setup(c, token, ca_file, &hdrs) != 0 || dbreg_list(reg, &dbs, &n)) {
+        rc = LV_ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (dbs[i].broken)
+            continue;
+        res->dbs++;
+        int r = pc_db(c, peers, reg, &dbs[i], timeout_ms, wait_ms, res);
+        if (r > 0)
+            res->advanced++;
+        else if (r < 0)
+            res->skipped++;
+    }
+out:
+    free(dbs);
+    if (c)
+        curl_easy_cleanup(c);
+    curl_slist_free_all(hdrs);
+    json_decref(peers);
+    res->seconds = (double)(lv_mono_us() - t0) / 1e6;
+    return rc;
+}
