@@ -53,6 +53,18 @@
  *                          nothing at all: the daemon stays up as a replica
  *                          without a primary, refuses writes, and names the
  *                          endpoint and the problem in its log and /status
+ *   etcd/auth              etcd with authentication on (user lv, readwrite
+ *                          on /litevault/): a node with lv's password (from
+ *                          lease.password-file) is elected and takes writes,
+ *                          one with lease.password follows it; one with a
+ *                          wrong password stays up, never the primary, and
+ *                          names the user (never a password) in its log and
+ *                          /status; no log, /status or /metrics holds one
+ *   etcd/auth_token_expires  etcd drops an unused token after 1 s
+ *                          (--auth-token-ttl 1), less than a round (ttl/4 =
+ *                          2.5 s): the primary authenticates again every
+ *                          round and stays the primary, taking writes,
+ *                          never fenced
  *
  * Skipped, saying so, when etcd is not installed (`make test` installs it).
  */
@@ -817,5 +829,174 @@ Test(etcd, bad_answers)
     cr_assert(err && *err, "/status shows no lease error");
     json_decref(s);
     cr_assert_neq(try_sql(n, "new.db", "CREATE TABLE x(a)"), SQLITE_OK, "a write was accepted without a lease");
+    lvnode_stop(n);
+}
+
+/* ---- authentication (lease.username) ---- */
+
+#define AUTH_PW "lv-S3cret-pass-42"      /* etcd user lv's password */
+#define AUTH_BAD_PW "wrong-Pa55-word-17" /* a wrong one */
+#define AUTH_ROOT_PW "root-Pa55-word-99" /* etcd's root */
+
+/* POST body to e's JSON API at path, as user (NULL: no token) with
+ * password pw, authenticated just before (a token may live only 1 s
+ * here): etcd's answer (malloc'ed); asserts HTTP 200. */
+static char *etcd_api(const struct lvetcd *e, const char *user, const char *pw, const char *path, const char *body)
+{
+    char *out = NULL, hdr[160] = "";
+    if (user) {
+        cr_assert_eq(run_cmd(&out, "curl -sS --fail-with-body -X POST %s/v3/auth/authenticate "
+                                   "-d '{\"name\":\"%s\",\"password\":\"%s\"}'", e->url, user, pw), 0,
+                     "etcd authentication of %s: %s", user, out ? out : "");
+        json_t *a = json_loads(out, 0, NULL);
+        const char *tok = json_string_value(json_object_get(a, "token"));
+        cr_assert(tok && *tok, "etcd's authentication answer has no token: %s", out);
+        snprintf(hdr, sizeof hdr, "-H 'Authorization: %s'", tok);
+        json_decref(a);
+        free(out);
+        out = NULL;
+    }
+    cr_assert_eq(run_cmd(&out, "curl -sS --fail-with-body -X POST %s%s %s -d '%s'", e->url, path, hdr, body), 0,
+                 "etcd %s: %s", path, out ? out : "");
+    return out;
+}
+
+/* Turn authentication on in e: root, and user lv with readwrite on every
+ * key under /litevault/ (the cluster ID, the lease key, the node keys). */
+static void etcd_enable_auth(const struct lvetcd *e)
+{
+    static const char *const steps[][2] = {
+        {"/v3/auth/user/add", "{\"name\":\"root\",\"password\":\"" AUTH_ROOT_PW "\"}"},
+        {"/v3/auth/user/grant", "{\"user\":\"root\",\"role\":\"root\"}"},
+        {"/v3/auth/user/add", "{\"name\":\"lv\",\"password\":\"" AUTH_PW "\"}"},
+        {"/v3/auth/role/add", "{\"name\":\"litevault\"}"},
+        /* key "/litevault/", range_end "/litevault0": the prefix */
+        {"/v3/auth/role/grant", "{\"name\":\"litevault\",\"perm\":{\"key\":\"L2xpdGV2YXVsdC8=\","
+                                "\"range_end\":\"L2xpdGV2YXVsdDA=\",\"permType\":\"READWRITE\"}}"},
+        {"/v3/auth/user/grant", "{\"user\":\"lv\",\"role\":\"litevault\"}"},
+        {"/v3/auth/enable", "{}"},
+    };
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)
+        free(etcd_api(e, NULL, NULL, steps[i][0], steps[i][1]));
+    /* Auth is on: a request without a token is refused, root's works. */
+    char *out = NULL;
+    run_cmd(&out, "curl -s -X POST %s/v3/kv/range -d '{\"key\":\"L2xpdGV2YXVsdC8=\"}'", e->url);
+    cr_assert(out && strstr(out, "user name is empty"), "etcd still answers without a token: %s", out ? out : "");
+    free(out);
+    free(etcd_api(e, "root", AUTH_ROOT_PW, "/v3/kv/range", "{\"key\":\"L2xpdGV2YXVsdC8=\"}"));
+}
+
+/* Times needle occurs in n's log. */
+static int log_count(const struct lvnode *n, const char *needle)
+{
+    char *t = lvnode_log_text(n);
+    int k = 0;
+    for (const char *p = strstr(t, needle); p; p = strstr(p + 1, needle))
+        k++;
+    free(t);
+    return k;
+}
+
+/* Neither password in n's log, /status or /metrics. */
+static void no_password_shown(const struct lvnode *n)
+{
+    const char *pw[] = {AUTH_PW, AUTH_BAD_PW};
+    char *log = lvnode_log_text(n), *st = lvnode_http_get(n, "/status", NULL), *me = lvnode_http_get(n, "/metrics", NULL);
+    cr_assert(st && me, "no /status or /metrics from %s", n->http);
+    for (size_t i = 0; i < 2; i++) {
+        cr_assert_null(strstr(log, pw[i]), "a password is in the log of %s", n->http);
+        cr_assert_null(strstr(st, pw[i]), "a password is in /status of %s", n->http);
+        cr_assert_null(strstr(me, pw[i]), "a password is in /metrics of %s", n->http);
+    }
+    free(log);
+    free(st);
+    free(me);
+}
+
+Test(etcd, auth)
+{
+    need_etcd();
+    struct lvetcd *e = etcd_start(NULL);
+    etcd_enable_auth(e);
+    char pwfile[300], more[400];
+    snprintf(pwfile, sizeof pwfile, "%s/etcd-password", lvt_tmpdir("secret"));
+    FILE *f = fopen(pwfile, "w");
+    cr_assert_not_null(f);
+    fputs(AUTH_PW "\n", f); /* the trailing newline is not part of it */
+    fclose(f);
+
+    /* (1) The right password: elected, takes writes; a second node follows it. */
+    snprintf(more, sizeof more, "  username: lv\n  password-file: %s\n", pwfile);
+    struct lvnode *a = etcd_node_with(e, 2, more);
+    cr_assert(WAIT_FOR(is_primary(a), 15000), "the node with etcd credentials was not elected");
+    cr_assert(lvnode_log_contains(a, "authenticated to etcd at"), "no log line about the authentication");
+    make_table(a);
+    insert_ids(a, 1, 10);
+    struct lvnode *c = etcd_node_with(e, 2, "  username: lv\n  password: " AUTH_PW "\n");
+    cr_assert(WAIT_FOR(follows_node(c, a), 15000), "the second node does not follow the primary");
+    cr_assert(WAIT_FOR(rows(c) == 10, 10000), "the second node did not get the rows");
+
+    /* (2) A wrong password, on the primary's own key (a's cluster ID): never
+     * the primary, alive, and it says what is wrong without the password. */
+    char cid[64] = "", *out = NULL, keyline[200];
+    cr_assert_eq(run_cmd(&out, "cat %s/cluster-id", a->data), 0);
+    snprintf(cid, sizeof cid, "%s", out);
+    cid[strcspn(cid, "\r\n")] = 0;
+    free(out);
+    cr_assert_eq(strlen(cid), 32, "no cluster ID in %s/cluster-id", a->data);
+    snprintf(keyline, sizeof keyline, "  key: /litevault/%s/primary\n  username: lv\n  password: " AUTH_BAD_PW "\n",
+             cid);
+    struct lvnode *b = etcd_node_with(e, 2, keyline);
+    cr_assert(WAIT_FOR(lvnode_log_contains(b, "refused user lv"), 10000),
+              "the node with a wrong password does not say that etcd refused user lv");
+    sleep_ms(2000); /* a few rounds */
+    cr_assert(lvnode_alive(b), "a wrong password killed the daemon");
+    cr_assert(!is_primary(b), "the node with a wrong password is the primary");
+    cr_assert(is_primary(a), "the primary lost its role to a node with a wrong password");
+    cr_assert_leq(log_count(b, "refused user lv"), 2, "the same problem is logged every round");
+    char ep[96];
+    snprintf(ep, sizeof ep, "etcd at %s refused user lv", e->url);
+    cr_assert(lvnode_log_contains(b, ep), "the log line does not name the endpoint");
+    cr_assert(lvnode_log_contains(b, "lease.password"), "the log line does not say what to check");
+    json_t *s = lvnode_status(b);
+    const char *err = json_string_value(json_object_get(json_object_get(s, "lease"), "error"));
+    cr_assert(err && strstr(err, "refused user lv"), "/status shows no lease error naming the user: %s", err);
+    json_decref(s);
+    cr_assert_neq(try_sql(b, "app.db", "INSERT INTO t(id) VALUES(99)"), SQLITE_OK, "a write was accepted on b");
+    no_password_shown(a);
+    no_password_shown(b);
+    no_password_shown(c);
+    insert_ids(a, 11, 20);
+    cr_assert(WAIT_FOR(rows(c) == 20, 10000));
+    lvnode_stop(b);
+}
+
+Test(etcd, auth_token_expires)
+{
+    need_etcd();
+    /* etcd forgets a token unused for 1 s; the node's rounds are 2.5 s apart. */
+    struct lvetcd *e = etcd_start_args(NULL, "--auth-token-ttl 1");
+    etcd_enable_auth(e);
+    struct lvnode *n = etcd_node_with(e, 10, "  username: lv\n  password: " AUTH_PW "\n");
+    cr_assert(WAIT_FOR(is_primary(n), 15000), "the node with etcd credentials was not elected");
+    make_table(n);
+    int before = log_count(n, "asks for a new auth token"), id = 0, lost = 0;
+    long long t0 = now_ms();
+    /* Longer than the fencing deadline (7.5 s after a renewal): a node that
+     * could not renew with an expired token would be fenced in here. */
+    while (now_ms() - t0 < 12000) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "INSERT INTO t(id) VALUES(%d)", ++id);
+        cr_assert_eq(try_sql(n, "app.db", sql), SQLITE_OK, "a write was refused %lld ms in", now_ms() - t0);
+        lost += !is_primary(n);
+        sleep_ms(100);
+    }
+    int again = log_count(n, "asks for a new auth token") - before;
+    cr_log_info("auth_token_expires: %d writes in 12 s; the node authenticated again %d times", id, again);
+    cr_assert_geq(again, 3, "the token expired every round, yet the node authenticated again only %d times", again);
+    cr_assert_eq(lost, 0, "the node was not the primary at %d of its checks", lost);
+    cr_assert(!lvnode_log_contains(n, "fenced"), "the node fenced itself");
+    cr_assert(!lvnode_log_contains(n, "right after authenticating again"));
+    no_password_shown(n);
     lvnode_stop(n);
 }

@@ -866,6 +866,84 @@ Test(config, token_never_in_messages)
     }
 }
 
+/* lease.username with lease.password or lease.password-file (read at
+ * load, newline dropped); the errors name the key; no message holds the
+ * password. */
+Test(config, lease_auth)
+{
+    struct config c;
+    char pwf[PATH_MAX], err[512];
+#define CFT_ETCD "lease:\n  type: etcd\n  endpoints: [http://e1:2379]\n"
+#define CFT_PW "Pa55-w0rd secret"
+
+    cft_load_ok(CFT_ETCD "  username: lv\n  password: " CFT_PW "\n", &c);
+    cr_assert_str_eq(c.lease_username, "lv");
+    cr_assert_str_eq(c.lease_password, CFT_PW);
+    cr_assert_null(c.lease_password_file);
+    config_free(&c);
+    cr_assert_null(c.lease_password);
+    cft_put("etcd-pw", CFT_PW "\n", pwf);
+    cft_load_ok(CFT_ETCD "  username: lv\n  password-file: etcd-pw\n", &c);
+    cr_assert_str_eq(c.lease_password, CFT_PW, "read at load, newline dropped");
+    cr_assert_str_eq(c.lease_password_file, pwf, "resolved against the config's directory");
+    config_free(&c);
+    cft_put("etcd-pw", CFT_PW "\r\n", pwf);
+    cft_load_ok(CFT_ETCD "  username: lv\n  password-file: etcd-pw\n", &c);
+    cr_assert_str_eq(c.lease_password, CFT_PW, "CRLF too");
+    config_free(&c);
+    cft_load_ok(CFT_ETCD, &c);
+    cr_assert_null(c.lease_username, "no authentication by default");
+    cr_assert_null(c.lease_password);
+    config_free(&c);
+
+    cft_load_err(CFT_ETCD "  username: lv\n  password: " CFT_PW "\n  password-file: etcd-pw\n", 6, 3,
+                 "lease.password-file: set lease.password or lease.password-file, not both", NULL);
+    cft_load_err(CFT_ETCD "  username: lv\n", 4, 3, "lease.username: etcd authentication needs the user's password",
+                 "lease.password-file");
+    cft_load_err(CFT_ETCD "  password: " CFT_PW "\n", 4, 3, "lease.password: a password needs lease.username",
+                 NULL);
+    cft_load_err(CFT_ETCD "  password-file: etcd-pw\n", 4, 3, "lease.password-file: a password needs "
+                 "lease.username", NULL);
+    cft_load_err(CFT_ETCD "  username: lv\n  password: ''\n", 5, 13, "lease.password: empty value", NULL);
+    cft_load_err(CFT_ETCD "  username: ''\n  password: x\n", 4, 13, "lease.username: empty value", NULL);
+    cft_load_err(CFT_ETCD "  username: lv\n  password-file: nope\n", 5, 18, "lease.password-file: cannot use ",
+                 "No such file");
+    cft_put("etcd-pw", "\n", pwf);
+    cft_load_err(CFT_ETCD "  username: lv\n  password-file: etcd-pw\n", 5, 18, "lease.password-file: ", "is empty");
+    cft_load_err("lease:\n  username: lv\n  password: x\n", 2, 3, "lease.username: only used with lease.type etcd",
+                 NULL);
+    cft_load_err("lease:\n  password-file: etcd-pw\n", 2, 3, "lease.password-file: only used with lease.type etcd",
+                 NULL);
+
+    /* The password in no message: too long, in a file too long, in an endpoint URL. */
+    char *lng = malloc(5000);
+    cr_assert_not_null(lng);
+    memset(lng, 'q', 4999);
+    lng[4999] = 0;
+    memcpy(lng, "SeCrEt", 6);
+    char *big = NULL;
+    cr_assert_geq(asprintf(&big, CFT_ETCD "  username: lv\n  password: %s\n", lng), 0);
+    cft_write(big);
+    cr_assert_eq(config_load(cft_file, &c, err, sizeof err), LV_ECONFIG);
+    cr_assert_not_null(strstr(err, "lease.password: the password is longer than 4096 bytes"), "%s", err);
+    cr_assert_null(strstr(err, "SeCrEt"), "the password is in the message: %s", err);
+    cft_put("etcd-pw", lng, pwf);
+    cft_write(CFT_ETCD "  username: lv\n  password-file: etcd-pw\n");
+    cr_assert_eq(config_load(cft_file, &c, err, sizeof err), LV_ECONFIG);
+    cr_assert_not_null(strstr(err, "lease.password-file: "), "%s", err);
+    cr_assert_not_null(strstr(err, "longer than 4096"), "%s", err);
+    cr_assert_null(strstr(err, "SeCrEt"), "the password is in the message: %s", err);
+    free(big);
+    free(lng);
+    cft_write("lease:\n  type: etcd\n  endpoints: [http://lv:SeCrEt@e1:2379]\n");
+    cr_assert_eq(config_load(cft_file, &c, err, sizeof err), LV_ECONFIG);
+    cr_assert_not_null(strstr(err, "carries credentials"), "%s", err);
+    cr_assert_not_null(strstr(err, "lease.username"), "%s", err);
+    cr_assert_null(strstr(err, "SeCrEt"), "the password is in the message: %s", err);
+#undef CFT_ETCD
+#undef CFT_PW
+}
+
 Test(config, roles_errors)
 {
     char cert[PATH_MAX], text[PATH_MAX + 128];

@@ -10,7 +10,9 @@
  *           max-conns-per-address, token, token-file, allow-no-token,
  *           tls-cert, tls-key, tls-ca            (section)
  *   log:    level, format                        (section)
- *   lease:  type, candidate, advertise-url, primary-url (section)
+ *   lease:  type, candidate, advertise-url, primary-url, endpoints, key,
+ *           ttl, tls-ca, tls-cert, tls-key, username, password,
+ *           password-file                        (section)
  *   replication: max-lag, max-retain, seed, apply-wait (section)
  *   proxy:  addr, target, db, passthrough, max-lag-wait, header-timeout,
  *           max-conns, advertise-url, primary-url (section)
@@ -61,7 +63,8 @@
  *
  * Relative fuse.dir and data.dir are resolved against the directory that
  * contains the config file, so the result never depends on the cwd.  So
- * are http.token-file and the http.tls-* files, which must exist (a
+ * are http.token-file, lease.password-file and the http.tls-* and
+ * lease.tls-* files, which must exist (a
  * permission error is left to the daemon, so that other users' commands
  * still load a configuration whose key file they may not see).
  *
@@ -70,15 +73,19 @@
  * position found again in the document (map_get): http.token or
  * http.token-file, not both (the file is read then: its contents, without
  * the trailing newline, become http_token); tls-cert with tls-key, and a
- * libmicrohttpd with TLS; a static replica (candidate false, the default
+ * libmicrohttpd with TLS; lease.username with lease.password or
+ * lease.password-file, one of them (the file is read then, like the token
+ * file), and those keys only with lease.type etcd; a static replica
+ * (candidate false, the default
  * when primary-url is set) needs primary-url; a non-loopback http.addr
  * that listens without a token needs http.allow-no-token; advertise-url
  * defaults to http[s]://<http.addr>; a replica's proxy needs
  * proxy.primary-url, and proxy.advertise-url defaults to
  * http://<proxy.addr>.
  *
- * Secrets.  http.token's value never enters a message (the parsers say
- * what is wrong with it, not what it is); config_free wipes it.
+ * Secrets.  The values of http.token and lease.password (or the
+ * contents of their files) never enter a message (the parsers say what is
+ * wrong with them, not what they are); config_free wipes both.
  */
 #include <stddef.h> /* config.h uses size_t without including it */
 
@@ -131,6 +138,7 @@
 #define MAX_PROXY_MAX_CONNS 100000
 #define TOKEN_MIN 16   /* shortest http.token accepted */
 #define TOKEN_MAX 4096 /* longest */
+#define PASSWORD_MAX 4096 /* longest lease.password accepted */
 static const int64_t default_levels_us[] = {30LL * 1000000, 300LL * 1000000, 3600LL * 1000000};
 
 #define CFG_MAX_KEYS 32 /* keys per schema table */
@@ -581,6 +589,24 @@ static int parse_token(struct cfg_parser *p, const struct cfg_key *k, yaml_node_
     return set_string(field, v);
 }
 
+/* lease.password: etcd's password for lease.username; any characters, at
+ * most PASSWORD_MAX bytes.  The value is never quoted in a message. */
+static int parse_password(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                          void *field)
+{
+    char *v;
+
+    if (!*value)
+        return cfg_error(p, node->start_mark, "empty value (set the password, e.g. %s, or remove the key)",
+                         k->example);
+    if (strlen(value) > PASSWORD_MAX)
+        return cfg_error(p, node->start_mark, "the password is longer than %d bytes", PASSWORD_MAX);
+    v = strdup(value);
+    if (!v)
+        return LV_ENOMEM;
+    return set_string(field, v);
+}
+
 /* A file that must exist (http.token-file, http.tls-*): its path, resolved
  * against the config's directory.  EACCES is not an error here (see the top). */
 static int parse_file(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value, void *field)
@@ -636,8 +662,11 @@ static int parse_endpoints(struct cfg_parser *p, const struct cfg_key *k, yaml_n
         size_t len = strcspn(s, ","), skip = strncmp(s, "https://", 8) == 0 ? 8 : strncmp(s, "http://", 7) == 0 ? 7 : 0;
         while (len && s[len - 1] == '/')
             len--;
-        if (!skip || len <= skip || memchr(s + skip, '/', len - skip) || memchr(s, ' ', len) ||
-            memchr(s + skip, '@', len - skip))
+        if (memchr(s, '@', len)) /* never quoted: it may hold a password */
+            return cfg_error(p, node->start_mark, "an etcd endpoint carries credentials (user@host): set "
+                             "lease.username and lease.password (or lease.password-file) instead, e.g. %s",
+                             k->example);
+        if (!skip || len <= skip || memchr(s + skip, '/', len - skip) || memchr(s, ' ', len))
             return cfg_error(p, node->start_mark, "bad etcd endpoint \"%.*s\" (use http://HOST:PORT or "
                              "https://HOST:PORT, without a path or credentials, e.g. %s)", (int)strcspn(s, ","), s,
                              k->example);
@@ -964,6 +993,9 @@ static const struct cfg_key lease_keys[] = {
     {.name = "tls-ca", .parse = parse_file, .off = offsetof(struct config, lease_tls_ca), .owned = 1, .example = "/etc/litevault/etcd-ca.pem"},
     {.name = "tls-cert", .parse = parse_file, .off = offsetof(struct config, lease_tls_cert), .owned = 1, .example = "/etc/litevault/etcd-client.pem"},
     {.name = "tls-key", .parse = parse_file, .off = offsetof(struct config, lease_tls_key), .owned = 1, .example = "/etc/litevault/etcd-client-key.pem"},
+    {.name = "username", .parse = parse_str, .off = offsetof(struct config, lease_username), .owned = 1, .example = "litevault"},
+    {.name = "password", .parse = parse_password, .off = offsetof(struct config, lease_password), .owned = 1, .example = "${ETCD_PASSWORD}"},
+    {.name = "password-file", .parse = parse_file, .off = offsetof(struct config, lease_password_file), .owned = 1, .example = "/etc/litevault/etcd-password"},
     {.name = NULL},
 };
 
@@ -1621,6 +1653,38 @@ static int check_error(struct cfg_parser *p, const char *keypath, yaml_node_t *a
     return cfg_error(p, m, "%s", msg);
 }
 
+/* Read the secret file path (key: its key path, at: its value node, for
+ * messages) into buf (size bytes): at most size - 1 bytes of it, without
+ * the trailing newline (\n or \r\n), *n bytes (so with size = MAX + 3,
+ * *n > MAX means the file holds more than MAX).  0; or LV_ECONFIG (the
+ * file cannot be read, or holds a NUL byte: reported).  The caller checks
+ * the contents (never quoting them) and wipes buf. */
+static int read_secret_file(struct cfg_parser *p, const char *key, yaml_node_t *at, const char *path, char *buf,
+                            size_t size, size_t *n)
+{
+    FILE *f = fopen(path, "r");
+    int rc = 0;
+
+    *n = 0;
+    buf[0] = '\0';
+    if (!f)
+        return check_error(p, key, at, NULL, NULL, "cannot read %s: %s (the daemon's user, and whoever runs "
+                           "litevault commands with this configuration, must be able to read it)", path,
+                           strerror(errno));
+    *n = fread(buf, 1, size - 1, f);
+    if (ferror(f))
+        rc = check_error(p, key, at, NULL, NULL, "cannot read %s: %s", path, strerror(errno));
+    fclose(f);
+    if (rc)
+        return rc;
+    buf[*n] = '\0';
+    while (*n > 0 && (buf[*n - 1] == '\n' || buf[*n - 1] == '\r'))
+        buf[--*n] = '\0';
+    if (strlen(buf) != *n)
+        return check_error(p, key, at, NULL, NULL, "%s: the file holds a NUL byte", path);
+    return 0;
+}
+
 /* Read http.token-file (cfg->http_token_file) into cfg->http_token: one line,
  * its trailing newline dropped.  at: the value node, for messages. */
 static int read_token_file(struct cfg_parser *p, yaml_node_t *at, struct config *cfg)
@@ -1628,30 +1692,17 @@ static int read_token_file(struct cfg_parser *p, yaml_node_t *at, struct config 
     const char *path = cfg->http_token_file, *why;
     char buf[TOKEN_MAX + 3];
     size_t n;
-    FILE *f = fopen(path, "r");
-    int rc = 0;
+    int rc = read_secret_file(p, "http.token-file", at, path, buf, sizeof buf, &n);
 
-    if (!f)
-        return check_error(p, "http.token-file", at, NULL, NULL, "cannot read %s: %s (the daemon's user, and whoever "
-                           "runs litevault commands with this configuration, must be able to read it)", path,
-                           strerror(errno));
-    n = fread(buf, 1, sizeof buf - 1, f);
-    if (ferror(f))
-        rc = check_error(p, "http.token-file", at, NULL, NULL, "cannot read %s: %s", path, strerror(errno));
-    fclose(f);
     if (rc)
         goto out;
-    buf[n] = '\0';
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-        buf[--n] = '\0';
     if (n == 0) {
         rc = check_error(p, "http.token-file", at, NULL, NULL, "%s is empty (write the token into it, e.g. openssl "
                          "rand -hex 32 > %s)", path, path);
         goto out;
     }
-    if (strlen(buf) != n || (why = token_problem(buf)) != NULL) {
-        rc = check_error(p, "http.token-file", at, NULL, NULL, "%s: %s", path,
-                         strlen(buf) != n ? "the file holds a NUL byte" : why);
+    if ((why = token_problem(buf)) != NULL) {
+        rc = check_error(p, "http.token-file", at, NULL, NULL, "%s: %s", path, why);
         goto out;
     }
     cfg->http_token = strdup(buf);
@@ -1660,6 +1711,65 @@ static int read_token_file(struct cfg_parser *p, yaml_node_t *at, struct config 
 out:
     explicit_bzero(buf, sizeof buf);
     return rc;
+}
+
+/* Read lease.password-file (cfg->lease_password_file) into
+ * cfg->lease_password: one line, its trailing newline dropped.  at: the
+ * value node, for messages. */
+static int read_password_file(struct cfg_parser *p, yaml_node_t *at, struct config *cfg)
+{
+    const char *path = cfg->lease_password_file;
+    char buf[PASSWORD_MAX + 3];
+    size_t n;
+    int rc = read_secret_file(p, "lease.password-file", at, path, buf, sizeof buf, &n);
+
+    if (rc)
+        goto out;
+    if (n == 0) {
+        rc = check_error(p, "lease.password-file", at, NULL, NULL, "%s is empty (write etcd's password for "
+                         "lease.username into it, one line)", path);
+        goto out;
+    }
+    if (n > PASSWORD_MAX) {
+        rc = check_error(p, "lease.password-file", at, NULL, NULL, "%s: the password is longer than %d bytes", path,
+                         PASSWORD_MAX);
+        goto out;
+    }
+    cfg->lease_password = strdup(buf);
+    if (!cfg->lease_password)
+        rc = LV_ENOMEM;
+out:
+    explicit_bzero(buf, sizeof buf);
+    return rc;
+}
+
+/* etcd authentication: lease.username with lease.password or
+ * lease.password-file, one of them (the file is read here). */
+static int check_lease_auth(struct cfg_parser *p, yaml_node_t *root, yaml_node_t *lease, struct config *cfg)
+{
+    yaml_node_t *kn, *vn;
+
+    if (cfg->lease_password && cfg->lease_password_file) {
+        map_get(p, lease, "password-file", &kn);
+        return check_error(p, "lease.password-file", kn, lease, root, "set lease.password or lease.password-file, "
+                           "not both");
+    }
+    if (cfg->lease_username && !cfg->lease_password && !cfg->lease_password_file) {
+        map_get(p, lease, "username", &kn);
+        return check_error(p, "lease.username", kn, lease, root, "etcd authentication needs the user's password "
+                           "too (add lease.password-file: FILE, or lease.password: ${ENV_VAR}), or remove username");
+    }
+    if (!cfg->lease_username && (cfg->lease_password || cfg->lease_password_file)) {
+        const char *key = cfg->lease_password ? "password" : "password-file";
+        map_get(p, lease, key, &kn);
+        return check_error(p, cfg->lease_password ? "lease.password" : "lease.password-file", kn, lease, root,
+                           "a password needs lease.username too (the etcd user it belongs to), or remove %s", key);
+    }
+    if (cfg->lease_password_file) {
+        vn = map_get(p, lease, "password-file", NULL);
+        return read_password_file(p, vn, cfg);
+    }
+    return 0;
 }
 
 /* scheme://<addr> into *field, the host name standing for 0.0.0.0 or [::]. */
@@ -1753,10 +1863,18 @@ static int config_check(struct cfg_parser *p, yaml_node_t *root, struct config *
             return check_error(p, cfg->lease_tls_cert ? "lease.tls-cert" : "lease.tls-key", vn, lease, root,
                                "set both lease.tls-cert and lease.tls-key (etcd's client certificate and its key), "
                                "or neither");
-    } else if (cfg->lease_endpoints || cfg->lease_key || cfg->lease_ttl_us) {
-        vn = map_get(p, lease, cfg->lease_endpoints ? "endpoints" : cfg->lease_key ? "key" : "ttl", &kn);
-        return check_error(p, cfg->lease_endpoints ? "lease.endpoints" : cfg->lease_key ? "lease.key" : "lease.ttl",
-                           kn, lease, root, "only used with lease.type etcd (set type: etcd, or remove the key)");
+        rc = check_lease_auth(p, root, lease, cfg);
+        if (rc)
+            return rc;
+    } else if (cfg->lease_endpoints || cfg->lease_key || cfg->lease_ttl_us || cfg->lease_username ||
+               cfg->lease_password || cfg->lease_password_file) {
+        const char *key = cfg->lease_endpoints ? "endpoints" : cfg->lease_key ? "key" : cfg->lease_ttl_us ? "ttl"
+                          : cfg->lease_username ? "username" : cfg->lease_password ? "password" : "password-file";
+        char path[32];
+        vn = map_get(p, lease, key, &kn);
+        snprintf(path, sizeof path, "lease.%s", key);
+        return check_error(p, path, kn, lease, root, "only used with lease.type etcd (set type: etcd, or remove the "
+                           "key)");
     } else if (!cfg->lease_candidate && !cfg->primary_url)
         return check_error(p, "lease.primary-url", kn, lease, root, "required when lease.candidate is false: a "
                            "static replica follows the primary at this URL (add primary-url: "
@@ -1787,6 +1905,8 @@ void config_free(struct config *cfg)
         return;
     if (cfg->http_token)
         explicit_bzero(cfg->http_token, strlen(cfg->http_token));
+    if (cfg->lease_password)
+        explicit_bzero(cfg->lease_password, strlen(cfg->lease_password));
     free_schema(top_keys, (char *)cfg);
     free(cfg->path);
     cfg->path = NULL;

@@ -54,6 +54,10 @@ struct config {
     char *lease_tls_ca;         /* lease.tls-ca: PEM CA for etcd (owned), or NULL */
     char *lease_tls_cert;       /* lease.tls-cert: client certificate for etcd (owned), or NULL */
     char *lease_tls_key;        /* lease.tls-key: its key (owned), or NULL */
+    /* etcd authentication.  The password is never logged nor shown. */
+    char *lease_username;       /* lease.username: the etcd user (owned), NULL: no authentication */
+    char *lease_password;       /* lease.password, or the contents of lease.password-file (owned), NULL: none */
+    char *lease_password_file;  /* lease.password-file: the path read (owned), NULL if none */
     /* Access to http.addr.  The token is never logged nor shown. */
     char *http_token;           /* http.token, or the contents of http.token-file (owned), NULL: none */
     char *http_token_file;      /* http.token-file: the path read (owned), NULL if none */

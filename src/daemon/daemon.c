@@ -491,6 +491,7 @@ static int open_lease(struct daemon *dm)
                             .endpoints = cfg->lease_endpoints, .key = cfg->lease_key,
                             .ttl_us = cfg->lease_ttl_us, .ca_file = cfg->lease_tls_ca,
                             .cert_file = cfg->lease_tls_cert, .key_file = cfg->lease_tls_key,
+                            .username = cfg->lease_username, .password = cfg->lease_password,
                             .positions = lease_positions, .deadline = lease_deadline, .positions_arg = dm};
     int etcd = strcmp(cfg->lease_type, "etcd") == 0, rc = 0;
     char err[1024] = "";

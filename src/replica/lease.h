@@ -42,6 +42,8 @@ struct lease_conf {
     const char *ca_file;       /* PEM CA to check etcd with, or NULL (the system's) */
     const char *cert_file;     /* client certificate for etcd, or NULL */
     const char *key_file;      /* its private key, or NULL */
+    const char *username;      /* etcd user to authenticate as, or NULL: no authentication */
+    const char *password;      /* its password (with username; never logged) */
     /* The databases' positions, {"NAME": TXID, ...} (malloc'ed JSON; the
      * lease frees it), published with a won key; NULL: none.  Called on
      * the lease's thread. */

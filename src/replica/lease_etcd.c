@@ -54,6 +54,25 @@
  * TTL/4 (capped at the deadline while holding); an unreachable endpoint
  * moves to the next one.
  *
+ * AUTHENTICATION (lease.username, et_token).  Before its first request a
+ * node POSTs /v3/auth/authenticate {"name", "password"} and sends the
+ * token etcd answers as "Authorization: <token>" (raw, no "Bearer") on
+ * every request, the watch included.  etcd 3.4.23 refuses a token it no
+ * longer knows (its TTL, --auth-token-ttl, passed unused; the user's
+ * password changed; a restart keeps them) with HTTP 401 "etcdserver:
+ * invalid auth token" (the watch: 200, then a line "canceled" with a
+ * cancel_reason "...Unauthenticated...", and the stream stays open), and a request without a token, once auth is
+ * on, with 400 "etcdserver: user name is empty".  Either way the node
+ * authenticates again and retries the request once (et_call), so an
+ * expired token costs one round trip, not a round: the fencing rule is
+ * unchanged.  Wrong credentials (400 "authentication failed, invalid user
+ * ID or password") are a problem like an unreachable endpoint: noted (user
+ * and endpoint, never the password), retried every round.  An etcd with
+ * authentication disabled answers 412: the node then sends no token (a
+ * token would get 401) until a request says one is needed.  The password
+ * enters only the authenticate request's body (wiped after use); no
+ * message, /status or /metrics line holds it.
+ *
  * FENCING (the rule, on CLOCK_MONOTONIC).  Let T0 be the time just before
  * the last keepalive (or grant) that etcd answered with TTL > 0.  etcd never
  * expires the lease before T0 + TTL by its own clock, and no other candidate
@@ -134,12 +153,16 @@ struct etcd {
     char *node_id;            /* this node's ID (owned, immutable) */
     char *proxy_url;          /* this node's proxy URL, or NULL (owned, immutable) */
     char *ca, *cert, *ckey;   /* TLS files, or NULL (owned, immutable) */
+    char *user;               /* lease.username, or NULL: no authentication (owned, immutable) */
+    char *password;           /* its password (owned, immutable; wiped at close; never in a message) */
     int64_t ttl_req_s;        /* lease.ttl asked for (immutable) */
     char *(*positions)(void *arg); /* the databases' TXIDs as a JSON object (malloc'ed), or NULL */
     void *positions_arg;      /* its argument, and deadline_fn's */
     void (*deadline_fn)(void *arg, int64_t mono_us); /* told every new deadline, or NULL (immutable) */
     pthread_mutex_t mu;       /* guards everything below */
     size_t cur;               /* endpoint in use */
+    char *token;              /* etcd's auth token for user (owned): NULL none yet (or refused: authenticate
+                                 again), "" etcd has authentication disabled (send none) */
     enum et_state state;      /* see the top */
     int64_t lease_id;         /* our etcd lease while we hold (or try to hold) the key, else 0 */
     int64_t ttl_us;           /* TTL etcd granted, microseconds */
@@ -209,9 +232,12 @@ static void et_problem(struct etcd *e, const char *fmt, ...)
         LV_WARN("lease: %s", msg);
 }
 
-/* Set up handle c for a request to path on the current endpoint; hdrs is the caller's to free. */
-static int et_setup(struct etcd *e, CURL *c, const char *path, struct curl_slist **hdrs, char *url, size_t urln)
+/* Set up handle c for a request to path on the current endpoint, with the
+ * auth token tok (NULL or "": none); hdrs is the caller's to free. */
+static int et_setup(struct etcd *e, CURL *c, const char *path, const char *tok, struct curl_slist **hdrs, char *url,
+                    size_t urln)
 {
+    char *auth = NULL;
     size_t cur;
 
     pthread_mutex_lock(&e->mu);
@@ -223,6 +249,12 @@ static int et_setup(struct etcd *e, CURL *c, const char *path, struct curl_slist
         return LV_ENOMEM;
     *hdrs = curl_slist_append(*hdrs, "Content-Type: application/json");
     *hdrs = *hdrs ? curl_slist_append(*hdrs, "Grpc-Metadata-hasleader: true") : NULL;
+    if (*hdrs && tok && *tok) {
+        if (asprintf(&auth, "Authorization: %s", tok) < 0)
+            auth = NULL;
+        *hdrs = auth ? curl_slist_append(*hdrs, auth) : NULL;
+        free(auth);
+    }
     if (!*hdrs)
         return LV_ENOMEM;
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, *hdrs);
@@ -246,28 +278,51 @@ static void et_rotate(struct etcd *e, size_t was)
     pthread_mutex_unlock(&e->mu);
 }
 
-/* POST body to path and parse the JSON answer into *out (caller decrefs).
- * 0; LV_ENET (unreachable, timed out, not 200: noted with et_problem);
- * LV_ECORRUPT (200 but not a JSON object: noted); LV_ENOMEM.  what names
- * the call in messages. */
-static int et_call(struct etcd *e, CURL *c, const char *path, json_t *body, int64_t timeout_us, const char *what,
-                   json_t **out)
+/* The endpoint in use now (for messages). */
+static const char *et_endpoint(struct etcd *e)
+{
+    size_t cur;
+
+    pthread_mutex_lock(&e->mu);
+    cur = e->cur;
+    pthread_mutex_unlock(&e->mu);
+    return e->ep[cur];
+}
+
+/* The text of etcd's error answer ans ("message"), or "(no message)". */
+static const char *et_message(json_t *ans)
+{
+    json_t *m = json_object_get(ans, "message");
+
+    return json_is_string(m) ? json_string_value(m) : "(no message)";
+}
+
+/* POST req (JSON text) to path with the auth token tok (NULL or "": none)
+ * and parse the JSON answer into *out (caller decrefs).  0; LV_ENET
+ * (unreachable, timed out, not 200: noted with et_problem); LV_EPERM
+ * (only when status is not NULL: HTTP 400, 401, 403 or 412, the answers
+ * authentication may explain, not noted: *status holds the HTTP status and
+ * *out etcd's answer, or NULL; the caller decides); LV_ECORRUPT (200 but
+ * not a JSON object: noted); LV_ENOMEM.  what names the call in messages. */
+static int et_post(struct etcd *e, CURL *c, const char *path, const char *req, const char *tok, int64_t timeout_us,
+                   const char *what, json_t **out, long *status)
 {
     struct curl_slist *hdrs = NULL;
     struct et_buf b = {0};
     char url[1200], errbuf[CURL_ERROR_SIZE] = "";
-    char *req = json_dumps(body, JSON_COMPACT);
     json_error_t jerr;
-    long status = 0;
+    long st = 0;
     size_t cur;
     CURLcode cc;
     int rc = LV_ENOMEM;
 
     *out = NULL;
+    if (status)
+        *status = 0;
     pthread_mutex_lock(&e->mu);
     cur = e->cur;
     pthread_mutex_unlock(&e->mu);
-    if (!req || et_setup(e, c, path, &hdrs, url, sizeof url) != 0)
+    if (et_setup(e, c, path, tok, &hdrs, url, sizeof url) != 0)
         goto out_free;
     curl_easy_setopt(c, CURLOPT_POST, 1L);
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, req);
@@ -277,7 +332,7 @@ static int et_call(struct etcd *e, CURL *c, const char *path, json_t *body, int6
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, et_collect);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
     cc = curl_easy_perform(c);
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &st);
     rc = LV_ENET;
     if (cc != CURLE_OK) {
         et_problem(e, "etcd %s at %s failed: %s; trying %s next", what, e->ep[cur],
@@ -287,13 +342,22 @@ static int et_call(struct etcd *e, CURL *c, const char *path, json_t *body, int6
         goto out_free;
     }
     *out = b.p ? json_loadb(b.p, b.n, 0, &jerr) : NULL;
-    if (status != 200) {
+    if (status && (st == 400 || st == 401 || st == 403 || st == 412)) {
+        *status = st;
+        if (!json_is_object(*out)) {
+            json_decref(*out);
+            *out = NULL;
+        }
+        rc = LV_EPERM;
+        goto out_free;
+    }
+    if (st != 200) {
         json_t *m = *out ? json_object_get(*out, "message") : NULL;
-        et_problem(e, "etcd %s at %s answered HTTP %ld: %.120s", what, e->ep[cur], status,
+        et_problem(e, "etcd %s at %s answered HTTP %ld: %.120s", what, e->ep[cur], st,
                    json_is_string(m) ? json_string_value(m) : b.p ? b.p : "(no body)");
         json_decref(*out);
         *out = NULL;
-        if (status >= 500)
+        if (st >= 500)
             et_rotate(e, cur);
         goto out_free;
     }
@@ -308,9 +372,153 @@ static int et_call(struct etcd *e, CURL *c, const char *path, json_t *body, int6
     }
     rc = 0;
 out_free:
+    if (status)
+        *status = *status ? *status : st;
     curl_slist_free_all(hdrs);
-    free(req);
     free(b.p);
+    return rc;
+}
+
+/* A copy of the auth token (malloc'ed), or NULL: none yet (or out of memory). */
+static char *et_token_now(struct etcd *e)
+{
+    char *tok;
+
+    pthread_mutex_lock(&e->mu);
+    tok = e->token ? strdup(e->token) : NULL;
+    pthread_mutex_unlock(&e->mu);
+    return tok;
+}
+
+/* The auth token to send (*tok, malloc'ed; "" for none: etcd has
+ * authentication disabled), authenticating as e->user when there is none.
+ * 0; LV_EPERM (etcd refused the user or its password: noted, naming both
+ * the user and the endpoint, never the password); LV_ENET, LV_ECORRUPT
+ * (noted); LV_ENOMEM. */
+static int et_token(struct etcd *e, CURL *c, int64_t timeout_us, char **tok)
+{
+    json_t *req = NULL, *ans = NULL, *t;
+    char *body = NULL;
+    const char *ep;
+    long status = 0;
+    int rc = LV_ENOMEM;
+
+    if ((*tok = et_token_now(e)) != NULL)
+        return 0;
+    req = json_pack("{s:s,s:s}", "name", e->user, "password", e->password);
+    body = req ? json_dumps(req, JSON_COMPACT) : NULL;
+    if (!body)
+        goto out;
+    ep = et_endpoint(e);
+    rc = et_post(e, c, "/v3/auth/authenticate", body, NULL, timeout_us, "authentication", &ans, &status);
+    if (rc == LV_EPERM && status == 412) { /* "authentication is not enabled" */
+        LV_WARN("lease: etcd at %s has authentication disabled (%s); this node sends its requests without a token "
+                "until etcd asks for one (then it authenticates as user %s)", ep, et_message(ans), e->user);
+        *tok = strdup("");
+        rc = *tok ? 0 : LV_ENOMEM;
+    } else if (rc == LV_EPERM) {
+        et_problem(e, "etcd at %s refused user %s (HTTP %ld: %.80s); check lease.username and lease.password or "
+                      "lease.password-file against etcd's users (etcdctl user get %s)", ep, e->user, status,
+                   et_message(ans), e->user);
+    } else if (rc == 0) {
+        t = json_object_get(ans, "token");
+        if (!json_is_string(t) || !*json_string_value(t)) {
+            et_problem(e, "etcd at %s answered the authentication of user %s without a token", ep, e->user);
+            rc = LV_ECORRUPT;
+            goto out;
+        }
+        *tok = strdup(json_string_value(t));
+        rc = *tok ? 0 : LV_ENOMEM;
+        if (*tok)
+            LV_INFO("lease: authenticated to etcd at %s as user %s", ep, e->user);
+    }
+    if (rc == 0) {
+        char *keep = strdup(*tok);
+        pthread_mutex_lock(&e->mu);
+        free(e->token);
+        e->token = keep; /* NULL (out of memory): authenticate again next time */
+        pthread_mutex_unlock(&e->mu);
+    }
+out:
+    if (body)
+        explicit_bzero(body, strlen(body));
+    free(body);
+    json_decref(ans);
+    json_decref(req);
+    return rc;
+}
+
+/* etcd refused token tok (see the top): forget it, unless another thread
+ * already replaced it, so that the next request authenticates again. */
+static void et_forget_token(struct etcd *e, const char *tok)
+{
+    pthread_mutex_lock(&e->mu);
+    if (e->token && strcmp(e->token, tok) == 0) {
+        free(e->token);
+        e->token = NULL;
+    }
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* Does the answer (HTTP status, etcd's answer ans) say that etcd wants
+ * another token: ours is unknown to it (401), or we sent none and it
+ * needs one (400 "user name is empty")? */
+static int et_refused(long status, json_t *ans)
+{
+    return status == 401 || (status == 400 && strstr(et_message(ans), "user name is empty") != NULL);
+}
+
+/* POST body to path and parse the JSON answer into *out (caller decrefs).
+ * With lease.username, the request carries the auth token; a refused token
+ * is replaced (et_token) and the request sent once more.  0; LV_ENET
+ * (unreachable, timed out, not 200: noted with et_problem); LV_EPERM
+ * (etcd refused the credentials: noted); LV_ECORRUPT (200 but not a JSON
+ * object: noted); LV_ENOMEM.  what names the call in messages. */
+static int et_call(struct etcd *e, CURL *c, const char *path, json_t *body, int64_t timeout_us, const char *what,
+                   json_t **out)
+{
+    char *req = json_dumps(body, JSON_COMPACT), *tok = NULL;
+    long status = 0;
+    int rc = LV_ENOMEM;
+
+    *out = NULL;
+    if (!req)
+        goto out;
+    if (!e->user) {
+        rc = et_post(e, c, path, req, NULL, timeout_us, what, out, NULL);
+        goto out;
+    }
+    for (int again = 0;; again = 1) {
+        if ((rc = et_token(e, c, timeout_us, &tok)) != 0)
+            break;
+        rc = et_post(e, c, path, req, tok, timeout_us, what, out, &status);
+        if (rc != LV_EPERM)
+            break;
+        if (!again && et_refused(status, *out)) {
+            LV_INFO("lease: etcd at %s asks for a new auth token (%s): authenticating again as user "
+                    "%s", et_endpoint(e), et_message(*out), e->user);
+            et_forget_token(e, tok);
+            json_decref(*out);
+            *out = NULL;
+            free(tok);
+            tok = NULL;
+            continue;
+        }
+        if (status == 403)
+            et_problem(e, "etcd %s at %s answered HTTP 403: %.80s; give etcd user %s a role with readwrite on "
+                          "litevault's keys (docs/DESIGN.md, \"The etcd lease and fencing\")", what, et_endpoint(e),
+                       et_message(*out), e->user);
+        else
+            et_problem(e, "etcd %s at %s answered HTTP %ld: %.120s%s", what, et_endpoint(e), status,
+                       et_message(*out), et_refused(status, *out) ? " (right after authenticating again)" : "");
+        json_decref(*out);
+        *out = NULL;
+        rc = LV_ENET;
+        break;
+    }
+out:
+    free(tok);
+    free(req);
     return rc;
 }
 
@@ -779,6 +987,7 @@ static void et_watchdog(struct worker *w, void *arg)
 struct et_watch_ctx {
     struct etcd *e;      /* the lease */
     struct worker *w;    /* the watch worker */
+    int refused;         /* etcd canceled the watch for its auth token (see the top) */
     char line[4096];     /* the line being received */
     size_t n;            /* bytes in line */
 };
@@ -797,7 +1006,12 @@ static size_t et_watch_data(char *d, size_t sz, size_t nm, void *arg)
         x->line[x->n] = 0;
         if (strstr(x->line, "\"events\"") || strstr(x->line, "\"canceled\""))
             worker_wake(x->e->loop); /* re-read the key now */
+        if (strstr(x->line, "\"canceled\"") &&
+            (strstr(x->line, "Unauthenticated") || strstr(x->line, "user name is empty")))
+            x->refused = 1; /* the stream stays open but watches nothing: end it */
         x->n = 0;
+        if (x->refused)
+            return 0;
     }
     if (x->n && strstr(x->line, "\"error\"")) /* a stream error has no trailing newline */
         worker_wake(x->e->loop);
@@ -832,8 +1046,12 @@ static void et_watch(struct worker *w, void *arg)
     }
     do {
         struct curl_slist *hdrs = NULL;
+        char *tok = e->user ? et_token_now(e) : NULL;
         x.n = 0;
-        if (et_setup(e, c, "/v3/watch", &hdrs, url, sizeof url) == 0) {
+        x.refused = 0;
+        if (e->user && !tok)
+            continue; /* no token yet: the loop authenticates (the nap below, then look again) */
+        if (et_setup(e, c, "/v3/watch", tok, &hdrs, url, sizeof url) == 0) {
             curl_easy_setopt(c, CURLOPT_POST, 1L);
             curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
             curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 2000L);
@@ -845,6 +1063,12 @@ static void et_watch(struct worker *w, void *arg)
             curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
             curl_easy_perform(c); /* returns when the watch ends, fails, or we stop */
         }
+        if (x.refused && tok) {
+            LV_INFO("lease: etcd at %s canceled the watch: it no longer accepts this node's auth token; "
+                    "authenticating again as user %s", et_endpoint(e), e->user);
+            et_forget_token(e, tok);
+        }
+        free(tok);
         curl_slist_free_all(hdrs);
         worker_wake(e->loop);
     } while (!worker_nap(w, ET_WATCH_RETRY_US));
@@ -924,6 +1148,11 @@ static void et_close(struct lease *l)
     free(e->ca);
     free(e->cert);
     free(e->ckey);
+    free(e->user);
+    if (e->password)
+        explicit_bzero(e->password, strlen(e->password));
+    free(e->password);
+    free(e->token);
     pthread_mutex_destroy(&e->mu);
     free(e);
 }
@@ -1175,24 +1404,28 @@ int lease_etcd_open(struct lease *l, const struct lease_conf *c, char *err, size
     e->ca = c->ca_file ? strdup(c->ca_file) : NULL;
     e->cert = c->cert_file ? strdup(c->cert_file) : NULL;
     e->ckey = c->key_file ? strdup(c->key_file) : NULL;
+    e->user = c->username ? strdup(c->username) : NULL;
+    e->password = c->username ? strdup(c->password ? c->password : "") : NULL;
     e->ttl_req_s = c->ttl_us > 0 ? (c->ttl_us + 999999) / 1000000 : 10;
     e->positions = c->positions;
     e->positions_arg = c->positions_arg;
     e->deadline_fn = c->deadline;
-    if (!e->key_b64 || !e->node_id)
+    if (!e->key_b64 || !e->node_id || (c->username && (!e->user || !e->password)))
         return LV_ENOMEM;
     if (worker_start("lv-lease-dog", et_watchdog, e, &e->dog) != 0 ||
         worker_start("lv-lease", et_loop, e, &e->loop) != 0 || worker_start("lv-lease-watch", et_watch, e, &e->watch) != 0)
         return LV_ENOMEM;
-    LV_INFO("lease: etcd %s, key %s, TTL %lld s, %s", c->endpoints, e->key, (long long)e->ttl_req_s,
-            lease_candidate(l) ? "candidate" : "never the primary (lease.candidate false)");
+    LV_INFO("lease: etcd %s, key %s, TTL %lld s, %s%s%s", c->endpoints, e->key, (long long)e->ttl_req_s,
+            lease_candidate(l) ? "candidate" : "never the primary (lease.candidate false)",
+            e->user ? ", as etcd user " : "", e->user ? e->user : "");
     return 0;
 }
 
 int lease_etcd_cluster(const struct lease_conf *c, char hex[33], int have, int64_t timeout_us, char *err,
                        size_t errlen)
 {
-    struct etcd e = {.ca = (char *)c->ca_file, .cert = (char *)c->cert_file, .ckey = (char *)c->key_file};
+    struct etcd e = {.ca = (char *)c->ca_file, .cert = (char *)c->cert_file, .ckey = (char *)c->key_file,
+                     .user = (char *)c->username, .password = (char *)(c->password ? c->password : "")};
     static const char key[] = "/litevault/cluster-id";
     char *kb = etcdv_b64_enc(key, strlen(key)), *vb = have ? etcdv_b64_enc(hex, strlen(hex)) : NULL, *got = NULL;
     int64_t end = lv_mono_us() + timeout_us;
@@ -1255,6 +1488,7 @@ out:
     for (size_t i = 0; i < e.nep; i++)
         free(e.ep[i]);
     free(e.ep);
+    free(e.token);
     pthread_mutex_destroy(&e.mu);
     json_decref(ans);
     json_decref(req);

@@ -29,7 +29,7 @@ int etcd_available(char *why, size_t len)
 
 static void etcd_spawn(struct lvetcd *e)
 {
-    char data[300], log[300], listen[160], peer[64], cluster[96];
+    char data[300], log[300], listen[160], peer[64], cluster[96], args[sizeof e->args];
     pid_t pid;
 
     snprintf(data, sizeof data, "%s/data", e->dir);
@@ -40,9 +40,16 @@ static void etcd_spawn(struct lvetcd *e)
         snprintf(listen, sizeof listen, "http://127.0.0.1:%d", e->port);
     snprintf(peer, sizeof peer, "http://127.0.0.1:%d", e->peer);
     snprintf(cluster, sizeof cluster, "default=%s", peer);
-    char *argv[] = {ETCD_BIN, "--name", "default", "--data-dir", data, "--listen-client-urls", listen,
-                    "--advertise-client-urls", e->url, "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                    "--initial-cluster", cluster, "--log-level", "warn", NULL};
+    char *argv[40] = {ETCD_BIN, "--name", "default", "--data-dir", data, "--listen-client-urls", listen,
+                      "--advertise-client-urls", e->url, "--listen-peer-urls", peer, "--initial-advertise-peer-urls",
+                      peer, "--initial-cluster", cluster, "--log-level", "warn", NULL};
+    size_t argc = 17;
+    snprintf(args, sizeof args, "%s", e->args);
+    for (char *save = NULL, *a = strtok_r(args, " ", &save); a; a = strtok_r(NULL, " ", &save)) {
+        cr_assert_lt(argc, sizeof argv / sizeof argv[0] - 1, "too many etcd flags: %s", e->args);
+        argv[argc++] = a;
+    }
+    argv[argc] = NULL;
     pid = lvt_spawn(argv, log);
     e->pid = pid;
     int up = WAIT_FOR(run_cmd(NULL, "curl -sf --max-time 1 %s/health >/dev/null", e->url) == 0, 20000);
@@ -51,12 +58,18 @@ static void etcd_spawn(struct lvetcd *e)
 
 struct lvetcd *etcd_start(const char *extra_addr)
 {
+    return etcd_start_args(extra_addr, NULL);
+}
+
+struct lvetcd *etcd_start_args(const char *extra_addr, const char *args)
+{
     struct lvetcd *e = calloc(1, sizeof *e);
 
     cr_assert(e);
     lvt_defer(LVT_UNDO, free, e);
     snprintf(e->dir, sizeof e->dir, "%s", lvt_tmpdir("etcd"));
     snprintf(e->extra, sizeof e->extra, "%s", extra_addr ? extra_addr : "");
+    snprintf(e->args, sizeof e->args, "%s", args ? args : "");
     e->port = free_port();
     do
         e->peer = free_port();

@@ -3,7 +3,8 @@
  * etcd lease: started on free loopback ports (plus, optionally, an extra
  * address such as a network namespace bridge's), with its data in a
  * temporary directory, killed at lvt_fini.  It can be killed and started
- * again on the same data (an etcd outage), or frozen (SIGSTOP).
+ * again on the same data (an etcd outage), or frozen (SIGSTOP).  A test
+ * may pass etcd more flags (etcd_start_args: --auth-token-ttl 1).
  */
 #ifndef TESTLIB_ETCD_H
 #define TESTLIB_ETCD_H
@@ -14,6 +15,7 @@
 struct lvetcd {
     char dir[256];      /* temporary directory: data/ and etcd.log */
     char extra[32];     /* another address it listens on, "" for loopback only */
+    char args[256];     /* more etcd flags, separated by spaces ("" none) */
     int port;           /* client port */
     int peer;           /* peer port (loopback) */
     char url[64];       /* http://127.0.0.1:<port> */
@@ -26,6 +28,10 @@ int etcd_available(char *why, size_t len);
 /* Start a new etcd (also listening on extra_addr when not NULL) and wait
  * until it answers (<= 20 s); asserts. */
 struct lvetcd *etcd_start(const char *extra_addr);
+
+/* etcd_start with more etcd flags args (separated by spaces, e.g.
+ * "--auth-token-ttl 1"; NULL none), kept for etcd_restart. */
+struct lvetcd *etcd_start_args(const char *extra_addr, const char *args);
 
 /* Start e again on its data (after etcd_kill); asserts it answers. */
 void etcd_restart(struct lvetcd *e);
