@@ -807,6 +807,52 @@ Test(http, free_with_open_connections, .timeout = 30)
     close(fd);
 }
 
+/* A handler that takes 300 ms (a hand-over, say). */
+static int h_slow(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    usleep(300 * 1000);
+    resp->body = strdup("done");
+    return 0;
+}
+
+struct th_slow {
+    char addr[64];
+    int rc;
+    long st;
+    char *body;
+};
+
+static void *th_slow_get(void *arg)
+{
+    struct th_slow *g = arg;
+    size_t len = 0;
+    g->rc = http_get(g->addr, "/slow", &g->body, &len, &g->st);
+    return NULL;
+}
+
+/* http_free while a handler runs: its answer still goes out (the drain). */
+Test(http, free_lets_answers_out, .timeout = 30)
+{
+    struct th_srv t;
+    struct th_slow g = {0};
+    pthread_t th;
+
+    t.port = th_free_port(AF_INET);
+    snprintf(t.addr, sizeof(t.addr), "127.0.0.1:%d", t.port);
+    cr_assert_eq(http_new(t.addr, &t.s), 0);
+    cr_assert_eq(http_route(t.s, "GET", "/slow", h_slow, NULL), 0);
+    cr_assert_eq(http_start(t.s), 0);
+    snprintf(g.addr, sizeof g.addr, "%s", t.addr);
+    cr_assert_eq(pthread_create(&th, NULL, th_slow_get, &g), 0);
+    usleep(100 * 1000); /* the handler is running */
+    http_free(t.s);
+    pthread_join(th, NULL);
+    cr_assert_eq(g.rc, 0, "the client got no answer (rc %d)", g.rc);
+    cr_assert_eq(g.st, 200);
+    cr_assert_str_eq(g.body, "done");
+    free(g.body);
+}
+
 Test(http, route_after_start_refused, .timeout = 30)
 {
     struct th_srv t;

@@ -96,6 +96,13 @@
  * (this connection's own thread) polling the socket until the client hangs
  * up or the server stops, and ends the stream; hold_free runs hold_done.
  *
+ * Stopping (http_free).  The stopping flag ends streams, holds and long
+ * waits; then, for at most HTTP_DRAIN_US, http_free waits while a
+ * connection is inside a request that is not a stream (H2), so that an
+ * answer being computed or sent goes out (a daemon that stops because of
+ * the request, as a hand-over does, still answers it); then it shuts down
+ * every socket and stops libmicrohttpd.
+
  * Defences against hostile clients: at most s->lim.max_conns connections
  * (libmicrohttpd closes one beyond at once, unanswered: with a thread per
  * connection it polls its listening socket all the time),
@@ -158,6 +165,7 @@
 #define HTTP_MAX_CONNS 64                   /* default concurrent connections */
 #define HTTP_HEADER_TIMEOUT_S 10            /* default seconds to send a request head */
 #define HTTP_WATCH_US 500000                /* watchdog period */
+#define HTTP_DRAIN_US 2000000               /* http_free waits this long at most for requests in progress */
 #define HTTP_CONN_SLOTS 1024                /* size of the connection table (>= max_conns) */
 #define HTTP_CONN_TIMEOUT_S 30              /* idle seconds before a connection is closed */
 #define HTTP_CONN_MEMORY (64u * 1024)       /* MHD pool per connection (request line, headers) */
@@ -193,6 +201,7 @@ struct http_route_ent {
 struct http_connslot {
     int fd;                        /* client socket, -1 when the slot is free */
     int64_t deadline_us;           /* lv_mono_us by which the request head must be in; 0: in a request (H2) */
+    int streaming;                 /* its response is a stream (http_free does not wait for it) */
 };
 
 struct http_server {
@@ -883,6 +892,11 @@ static enum MHD_Result send_stream(struct MHD_Connection *c, struct http_server 
     }
     MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0u); /* no idle timeout while streaming */
     hc->streamed = 1;
+    pthread_mutex_lock(&s->err_lock);
+    for (size_t i = 0; i < HTTP_CONN_SLOTS; i++)
+        if (s->conns[i].fd == st->fd)
+            s->conns[i].streaming = 1;
+    pthread_mutex_unlock(&s->err_lock);
     ret = MHD_queue_response(c, (unsigned)resp->status, r);
     MHD_destroy_response(r); /* stream_done runs when the connection lets go of it */
     return ret;
@@ -1089,7 +1103,7 @@ static void conn_notify_cb(void *cls, struct MHD_Connection *c, void **socket_co
     pthread_mutex_lock(&s->err_lock);
     for (size_t i = 0; i < HTTP_CONN_SLOTS; i++) {
         if (toe == MHD_CONNECTION_NOTIFY_STARTED && s->conns[i].fd == -1) {
-            s->conns[i] = (struct http_connslot){fd, d};
+            s->conns[i] = (struct http_connslot){fd, d, 0};
             break;
         }
         if (toe == MHD_CONNECTION_NOTIFY_CLOSED && s->conns[i].fd == fd) {
@@ -1257,8 +1271,22 @@ void http_free(struct http_server *s)
         return;
     worker_stop(s->watch);
     if (s->mhd != NULL) {
-        /* Unblock idle, half-sent and held connections first (see conn_notify_cb). */
+        /* Streams and long waits end (stopping); a request whose handler is
+         * running or whose answer is being sent finishes first, for at most
+         * HTTP_DRAIN_US (a daemon that stops because of a request, as a
+         * hand-over does, still answers it); then idle, half-sent and held
+         * connections are unblocked (see conn_notify_cb). */
         s->stopping = 1;
+        for (int64_t end = lv_mono_us() + HTTP_DRAIN_US; lv_mono_us() < end;) {
+            int busy = 0;
+            pthread_mutex_lock(&s->err_lock);
+            for (size_t i = 0; i < HTTP_CONN_SLOTS && !busy; i++)
+                busy = s->conns[i].fd != -1 && s->conns[i].deadline_us == 0 && !s->conns[i].streaming; /* H2 */
+            pthread_mutex_unlock(&s->err_lock);
+            if (!busy)
+                break;
+            usleep(5000);
+        }
         pthread_mutex_lock(&s->err_lock);
         for (size_t i = 0; i < HTTP_CONN_SLOTS; i++)
             if (s->conns[i].fd != -1)

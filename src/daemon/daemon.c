@@ -120,7 +120,6 @@ struct daemon {
     pthread_mutex_t fence_mu;  /* serializes refence (computing and setting the registry's fence) */
     int64_t pending_deadline;  /* the lease's last fencing deadline (atomic), applied when the registry opens */
     int handing_over;          /* a hand-over has stopped writes (atomic): role_step keeps them stopped */
-    int64_t handed_at;         /* role worker: when it saw the lease handed over (it stops 0.5 s later) */
     int exit_code;             /* nonzero: daemon_run's exit status (a deposed primary: LV_EXIT_DEPOSED) */
 };
 
@@ -774,13 +773,7 @@ static int role_step(struct daemon *dm)
         struct lease_info li;
         refence(dm);
         lease_info(dm->lease, &li);
-        if (!li.holding && __atomic_load_n(&dm->handing_over, __ATOMIC_ACQUIRE) && !dm->handed_at) {
-            dm->handed_at = lv_mono_us(); /* let the answer to POST /v1/promote go out first */
-            return 0;
-        }
-        if (!li.holding && dm->handed_at && lv_mono_us() - dm->handed_at < 500000)
-            return 0;
-        if (!li.holding) {
+        if (!li.holding) { /* (the answer to a POST /v1/promote still goes out: http_free drains it) */
             LV_WARN("lease: this node lost its term (%s): it stops (exit status %d) so that its restart rejoins as a "
                     "replica", known ? url : "no primary elected yet", LV_EXIT_DEPOSED);
             return LV_EXIT_DEPOSED;
