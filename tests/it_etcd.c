@@ -693,6 +693,26 @@ static const char FAKE_ETCD[] =
     "  def log_message(s,*a): pass\n"
     "http.server.HTTPServer(('127.0.0.1',int(sys.argv[1])),H).serve_forever()\n";
 
+/* The catch-up tests: b, the only candidate left, held back by the reader
+ * rd on its copy (path pb, freed here) while 30 commits (ids 21..50)
+ * reached only `what`, is elected; the reader lets go once b promotes;
+ * b must then hold all 50 rows (plus its own write: 51), with `needle`
+ * in its log. */
+static void elected_after_reader(struct lvnode *b, sqlite3 *rd, char *pb, const char *what, const char *needle)
+{
+    cr_assert(WAIT_FOR(lvnode_log_contains(b, "promoting it to primary"), 15000),
+              "the only candidate was not elected after the primary died");
+    sqlite3_exec(rd, "COMMIT", NULL, NULL, NULL);
+    sqlite3_close(rd);
+    free(pb);
+    cr_assert(WAIT_FOR(try_sql(b, "app.db", "INSERT INTO t(id) VALUES(51)") == SQLITE_OK, 15000),
+              "the new primary takes no writes");
+    cr_assert_eq(rows(b), 51, "the new primary holds %ld rows: it opened writes without %s (20 replicated, 30 "
+                 "only there, 1 new)", (long)rows(b), what);
+    cr_assert(lvnode_log_contains(b, needle), "the catch-up is not in the log (no \"%s\")", needle);
+    cr_assert(no_gap(b));
+}
+
 Test(etcd, archive_tail)
 {
     need_etcd();
@@ -725,17 +745,7 @@ Test(etcd, archive_tail)
 
     /* Elected, b stops its replication (what it had not applied is gone
      * with it) and reads the archive; the reader lets go meanwhile. */
-    cr_assert(WAIT_FOR(lvnode_log_contains(b, "promoting it to primary"), 15000),
-              "the only candidate was not elected after the primary died");
-    sqlite3_exec(rd, "COMMIT", NULL, NULL, NULL);
-    sqlite3_close(rd);
-    free(pb);
-    cr_assert(WAIT_FOR(try_sql(b, "app.db", "INSERT INTO t(id) VALUES(51)") == SQLITE_OK, 15000),
-              "the new primary takes no writes");
-    cr_assert_eq(rows(b), 51, "the new primary holds %ld rows: it opened writes without the archive's tail "
-                 "(20 replicated, 30 only in the archive, 1 new)", (long)rows(b));
-    cr_assert(lvnode_log_contains(b, "with the archive's records"), "the catch-up is not in the log");
-    cr_assert(no_gap(b));
+    elected_after_reader(b, rd, pb, "the archive's tail", "with the archive's records");
     /* Its archive continues the same lineage: a restore gives all 51 rows. */
     cr_assert(WAIT_FOR(lvnode_archive_txid(b, "app.db", NULL) == lvnode_last_txid(b, "app.db"), 15000),
               "the new primary's archive did not catch up with its log");
@@ -769,17 +779,7 @@ Test(etcd, non_candidate_ahead)
     lvnode_kill9(a);
     cr_assert_lt(lvnode_last_txid(b, "app.db"), lvnode_last_txid(c, "app.db"), "b applied despite its reader");
 
-    cr_assert(WAIT_FOR(lvnode_log_contains(b, "promoting it to primary"), 15000),
-              "the only candidate was not elected after the primary died");
-    sqlite3_exec(rd, "COMMIT", NULL, NULL, NULL);
-    sqlite3_close(rd);
-    free(pb);
-    cr_assert(WAIT_FOR(try_sql(b, "app.db", "INSERT INTO t(id) VALUES(51)") == SQLITE_OK, 15000),
-              "the new primary takes no writes");
-    cr_assert_eq(rows(b), 51, "the new primary holds %ld rows: it opened writes without the non-candidate's "
-                 "records (20 its own, 30 only on the non-candidate, 1 new)", (long)rows(b));
-    cr_assert(lvnode_log_contains(b, "records before writes open"), "the catch-up is not in the log");
-    cr_assert(no_gap(b));
+    elected_after_reader(b, rd, pb, "the non-candidate's records", "records before writes open");
     cr_assert(WAIT_FOR(follows_node(c, b), 10000), "the non-candidate does not follow the new primary");
     cr_assert(WAIT_FOR(rows(c) == 51, 10000), "the non-candidate did not get the new primary's write");
 }

@@ -325,27 +325,30 @@ Test(replica_peers, oversized_frame)
               lvnode_log_contains(n, "too large"), "the oversized frame is not named in the log");
 }
 
-Test(replica_peers, broken_chain)
+/* A fake primary of scenario sc sends TXID 1 and then a TXID 2 or 3 that
+ * must be refused: the replica names it (needle), reconnects, and its copy
+ * stays at TXID 1, healthy. */
+static void refused_after_txid1(enum scenario sc, const char *needle)
 {
-    struct fake *f = fake_start(SC_CHAIN);
+    struct fake *f = fake_start(sc);
     struct lvnode *n = replica_of(f, NULL);
-    expect_reconnects(f, n, "TXID 3");
+    expect_reconnects(f, n, needle);
     struct lvdbstat st;
     cr_assert_eq(lvnode_db_status(n, "app.db", &st), 1);
     cr_assert_eq(st.txid, 1, "the replica's copy moved past TXID 1: %" PRIu64, st.txid);
     cr_assert_str_eq(st.status, "ok");
 }
 
+Test(replica_peers, broken_chain)
+{
+    refused_after_txid1(SC_CHAIN, "TXID 3");
+}
+
 /* Terms never go back: a record from a deposed primary (term 3) after the
  * replica applied term 5 is refused, though it continues the checksum chain. */
 Test(replica_peers, deposed_term)
 {
-    struct fake *f = fake_start(SC_TERM);
-    struct lvnode *n = replica_of(f, NULL);
-    expect_reconnects(f, n, "was written in term 3, but this replica already holds term 5");
-    struct lvdbstat st;
-    cr_assert_eq(lvnode_db_status(n, "app.db", &st), 1);
-    cr_assert_eq(st.txid, 1, "the replica applied the deposed term's TXID 2: at %" PRIu64, st.txid);
+    refused_after_txid1(SC_TERM, "was written in term 3, but this replica already holds term 5");
 }
 
 Test(replica_peers, other_cluster)
