@@ -527,6 +527,7 @@ static int snap_write_segment(const char *sdir, const struct adb *b, const struc
     h.page_size = ii->page_size;
     h.db_pages = ii->db_pages;
     h.post_cksum = ii->cksum;
+    h.term = ii->term; /* the term of that TXID's record (txlog L10 holds across snapshot and segments) */
     /* The pre checksum is the database before that TXID, when the log still has it. */
     h.pre_cksum = local_hdr(info->logdir, ii->txid, &lh) == 0 ? lh.pre_cksum : 0;
     chunk = malloc(SNAP_CHUNK);

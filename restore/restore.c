@@ -410,6 +410,8 @@ struct attempt {
     int partial;                   /* damage accepted (--allow-partial): stop here */
     uint64_t retry_txid;           /* RESTORE_RETRY: start over with this target */
     int cur_snap;                  /* the object being applied is the plan's snapshot */
+    uint64_t term;                 /* term of the last record applied: terms never go back (txlog L10), across
+                                      objects too */
     char drop_key[MANIFEST_KEY_MAX]; /* RESTORE_REPLAN: manifest key of the damaged snapshot */
     char *err;                     /* message buffer */
     size_t errlen;
@@ -531,6 +533,13 @@ static int apply_object(struct attempt *at, size_t i, const struct fetch_res *fr
             at->stop = 1;
             break;
         }
+        if (inf.have && h.term < at->term) {
+            rc = LV_ECORRUPT;
+            snprintf(msg, sizeof msg, "object %s: TXID %" PRIu64 ": term goes back: term %" PRIu64 " after term %" PRIu64
+                     " (a deposed primary's record)", fr->key, h.txid, h.term, at->term);
+            goto out_damage;
+        }
+        at->term = h.term;
         aerr[0] = '\0';
         memcpy(at->res->rec_dbid, h.dbid, 16);
         rc = txlog_apply_record(at->a, r, &h, aerr, sizeof aerr);
@@ -760,6 +769,7 @@ static int attempt_run(struct attempt *at, const struct plan_target *t, int flag
         lv_seterr(at->err, at->errlen, "%s: cannot create: %s", at->tmp, lv_strerror(rc));
         goto out;
     }
+    at->term = 0;
     rc = txlog_apply_open(fd, at->tmp, &at->a);
     if (rc == 0)
         rc = attempt_fetch(at, &fo, &f);

@@ -722,8 +722,8 @@ Test(etcd, archive_tail)
     snprintf(more, sizeof more, "archive:\n  - url: %s\n    sync-interval: 100ms\n", arch_url);
     struct lvnode *a = etcd_node_with(e, 2, more);
     cr_assert(WAIT_FOR(is_primary(a), 10000), "the first candidate did not win the lease");
-    /* b gives up an apply after 50 ms of a reader in the way (and keeps trying) */
-    snprintf(more + strlen(more), sizeof more - strlen(more), "replication:\n  apply-wait: 50ms\n");
+    /* b gives up an apply after 200 ms of a reader in the way (and keeps trying) */
+    snprintf(more + strlen(more), sizeof more - strlen(more), "replication:\n  apply-wait: 200ms\n");
     struct lvnode *b = etcd_node_with(e, 2, more);
     cr_assert(WAIT_FOR(follows_node(b, a), 10000), "the second candidate does not follow the primary");
     make_table(a);
@@ -761,7 +761,7 @@ Test(etcd, non_candidate_ahead)
     struct lvetcd *e = etcd_start(NULL);
     struct lvnode *a = etcd_node(e, 2, 1);
     cr_assert(WAIT_FOR(is_primary(a), 10000), "the first candidate did not win the lease");
-    struct lvnode *b = etcd_node_with(e, 2, "replication:\n  apply-wait: 50ms\n");
+    struct lvnode *b = etcd_node_with(e, 2, "replication:\n  apply-wait: 200ms\n");
     struct lvnode *c = etcd_node_with(e, 2, "  candidate: false\n");
     cr_assert(WAIT_FOR(follows_node(b, a) && follows_node(c, a), 10000), "the replicas do not follow the primary");
     make_table(a);
@@ -775,7 +775,7 @@ Test(etcd, non_candidate_ahead)
     cr_assert_eq(sqlite3_exec(rd, "BEGIN; SELECT count(*) FROM t;", NULL, NULL, NULL), SQLITE_OK);
     insert_ids(a, 21, 50);
     cr_assert(WAIT_FOR(rows(c) == 50, 10000), "the non-candidate did not get every row");
-    sleep_ms(1000); /* c's node key carries its new position (put every TTL/4) */
+    sleep_ms(1500); /* c's node key carries its new position (put every TTL/4) */
     lvnode_kill9(a);
     cr_assert_lt(lvnode_last_txid(b, "app.db"), lvnode_last_txid(c, "app.db"), "b applied despite its reader");
 

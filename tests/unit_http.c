@@ -807,9 +807,12 @@ Test(http, free_with_open_connections, .timeout = 30)
     close(fd);
 }
 
-/* A handler that takes 300 ms (a hand-over, say). */
+/* A handler that takes 300 ms (a hand-over, say); it says when it began. */
+static volatile int g_slow_began;
+
 static int h_slow(void *ctx, const struct http_request *req, struct http_response *resp)
 {
+    __atomic_store_n(&g_slow_began, 1, __ATOMIC_RELEASE);
     usleep(300 * 1000);
     resp->body = strdup("done");
     return 0;
@@ -844,8 +847,10 @@ Test(http, free_lets_answers_out, .timeout = 30)
     cr_assert_eq(http_start(t.s), 0);
     snprintf(g.addr, sizeof g.addr, "%s", t.addr);
     cr_assert_eq(pthread_create(&th, NULL, th_slow_get, &g), 0);
-    usleep(100 * 1000); /* the handler is running */
-    http_free(t.s);
+    for (int i = 0; i < 1000 && !__atomic_load_n(&g_slow_began, __ATOMIC_ACQUIRE); i++)
+        usleep(10 * 1000);
+    cr_assert(__atomic_load_n(&g_slow_began, __ATOMIC_ACQUIRE), "the handler never ran");
+    http_free(t.s); /* the handler is running */
     pthread_join(th, NULL);
     cr_assert_eq(g.rc, 0, "the client got no answer (rc %d)", g.rc);
     cr_assert_eq(g.st, 200);

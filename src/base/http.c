@@ -962,6 +962,7 @@ static void conn_deadline(struct http_server *s, struct MHD_Connection *c, int i
     for (size_t i = 0; i < HTTP_CONN_SLOTS; i++)
         if (s->conns[i].fd == (int)ci->connect_fd) {
             s->conns[i].deadline_us = d;
+            s->conns[i].streaming = 0; /* a new request (or none yet) on the connection */
             break;
         }
     pthread_mutex_unlock(&s->err_lock);

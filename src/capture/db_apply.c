@@ -1105,6 +1105,15 @@ int dbreg_snap_begin(struct dbreg *r, const char *name, const struct db_image_in
                  name, info->page_size, info->db_pages, info->txid);
         return LV_ECORRUPT;
     }
+    struct db *d = dbreg_get(r, name, 0); /* refuse a deposed term's image before it is sent (snap_install decides) */
+    if (d) {
+        pthread_mutex_lock(&d->mu);
+        int rc = term_ok(d, d->log ? txlog_last_term(d->log) : 0, info->term, info->txid, err, errlen);
+        pthread_mutex_unlock(&d->mu);
+        db_put(d);
+        if (rc)
+            return rc;
+    }
     s = calloc(1, sizeof *s);
     if (!s || !(s->h = calloc(info->db_pages, sizeof *s->h))) {
         free(s);

@@ -581,14 +581,17 @@ static int h_stream(void *ctx, const struct http_request *req, struct http_respo
     return api_error(resp, 503, msg);
 }
 
-#define API_LOG_MAX (8u << 20) /* record bytes per GET /v1/log answer (then ask again) */
+#define API_LOG_MAX (8u << 20)          /* record bytes per GET /v1/log answer (then ask again) */
+#define API_LOG_RECORD_MAX (48u << 20)  /* a larger record is not sent (the asker takes 64 MiB at most) */
 
 /* GET /v1/log?db=NAME&after=T: the records of this node's own log after
  * TXID T, back to back exactly as stored (FORMAT.md, "Record"), about
  * API_LOG_MAX bytes at most (ask again from the last one): how a node being
  * promoted takes what a more advanced replica holds (src/replica/peer_catchup.c).
- * Any role.  200 (possibly empty: nothing after T), 400, 404 (no such
- * database), 410 (the log no longer holds TXID T+1), 500. */
+ * Any role.  200 (possibly empty: nothing after T; with T = 0 the log may
+ * start with a snapshot record), 400, 404 (no such database), 410 (the log
+ * no longer holds TXID T+1), 413 (the next record is over
+ * API_LOG_RECORD_MAX), 500. */
 static int h_log(void *ctx, const struct http_request *req, struct http_response *resp)
 {
     const struct api_ctx *a = ctx;
@@ -597,7 +600,7 @@ static int h_log(void *ctx, const struct http_request *req, struct http_response
     struct txlog_reader *rd = NULL;
     struct txlog_hdr h;
     char *buf = NULL, *end = NULL, msg[700];
-    size_t n = 0, i, len = 0;
+    size_t n = 0, i, len = 0, cap = 0;
     uint64_t after;
     int st = 200, rc;
 
@@ -620,21 +623,35 @@ static int h_log(void *ctx, const struct http_request *req, struct http_response
     while (rc == 0 && len < API_LOG_MAX && (rc = txlog_reader_next(rd, &h)) == 0) {
         void *raw = NULL;
         size_t rl = 0;
-        char *nb;
-        if (len == 0 && h.txid != after + 1) {
-            st = 410;
+        if (len == 0 && h.txid != after + 1 && !(after == 0 && (h.flags & TXLOG_F_SNAPSHOT))) {
+            st = 410; /* (from nothing, a log that starts with a snapshot record will do) */
             snprintf(msg, sizeof msg, "the log of %.500s no longer holds TXID %" PRIu64 " (it starts at %" PRIu64 ")",
                      name, after + 1, h.txid);
             goto out;
         }
+        if (h.stored_len > API_LOG_RECORD_MAX) {
+            if (len > 0)
+                break; /* what came before goes; the next ask meets it first */
+            st = 413;
+            snprintf(msg, sizeof msg, "%.500s: TXID %" PRIu64 " holds %" PRIu64 " bytes, more than one answer carries",
+                     name, h.txid, h.stored_len);
+            goto out;
+        }
         if ((rc = txlog_reader_raw(rd, &raw, &rl)) != 0)
             break;
-        if (!(nb = realloc(buf, len + rl))) {
-            free(raw);
-            rc = LV_ENOMEM;
-            break;
+        if (len + rl > cap) {
+            size_t ncap = cap ? cap * 2 : 65536;
+            while (ncap < len + rl)
+                ncap *= 2;
+            char *nb = realloc(buf, ncap);
+            if (!nb) {
+                free(raw);
+                rc = LV_ENOMEM;
+                break;
+            }
+            buf = nb;
+            cap = ncap;
         }
-        buf = nb;
         memcpy(buf + len, raw, rl);
         len += rl;
         free(raw);

@@ -127,6 +127,7 @@ struct daemon {
  * restart (Restart=on-failure) brings it back as a replica. */
 #define LV_EXIT_DEPOSED 3
 #define PEER_CATCHUP_TIMEOUT_MS 5000 /* each GET /v1/log of a promotion's catch-up */
+#define PEER_CATCHUP_BUDGET_US 15000000LL /* all of it: writes stay closed meanwhile */
 
 static void housekeeping(struct worker *w, void *arg)
 {
@@ -711,22 +712,26 @@ static void catch_up(struct daemon *dm)
     if (peers) {
         notify_status("catching up from more advanced nodes before taking writes");
         if (peer_catchup(dm->reg, peers, cfg->http_token, cfg->http_tls_ca, PEER_CATCHUP_TIMEOUT_MS, wait_ms,
-                         &res) == 0 && res.dbs)
+                         PEER_CATCHUP_BUDGET_US, &res) == 0 && res.dbs)
             LV_INFO("promotion: the other nodes' positions checked for %zu database(s) in %.3f s: %zu advanced by "
                     "%llu record(s), %zu could not be", res.dbs, res.seconds, res.advanced,
                     (unsigned long long)res.records, res.skipped);
         free(peers);
+    } else if (strcmp(cfg->lease_type, "etcd") == 0) {
+        LV_WARN("promotion: the other nodes' positions cannot be read from etcd now; this node does not catch up "
+                "from them");
     }
-    if (cfg->narchive == 0)
-        return;
-    notify_status("catching up from the archive before taking writes");
-    if (catchup_from_archive(dm->reg, cfg->archive, cfg->narchive, wait_ms, &res, err, sizeof err) != 0)
-        LV_WARN("promotion: cannot read the archive %s to catch up (%s); this node opens writes with its own "
-                "history", cfg->archive[0].url, err);
-    else
-        LV_INFO("promotion: the archive's tail checked for %zu database(s) in %.3f s: %zu advanced by %llu "
-                "record(s), %zu could not be continued", res.dbs, res.seconds, res.advanced,
-                (unsigned long long)res.records, res.skipped);
+    if (cfg->narchive > 0) {
+        notify_status("catching up from the archive before taking writes");
+        if (catchup_from_archive(dm->reg, cfg->archive, cfg->narchive, wait_ms, &res, err, sizeof err) != 0)
+            LV_WARN("promotion: cannot read the archive %s to catch up (%s); this node opens writes with its own "
+                    "history", cfg->archive[0].url, err);
+        else
+            LV_INFO("promotion: the archive's tail checked for %zu database(s) in %.3f s: %zu advanced by %llu "
+                    "record(s), %zu could not be continued", res.dbs, res.seconds, res.advanced,
+                    (unsigned long long)res.records, res.skipped);
+    }
+    dbreg_close_mount_fds(dm->reg); /* the applier's files on the mount (D6): a primary applies nothing more */
 }
 
 /* The lease elected this replica: it becomes the primary in place, the

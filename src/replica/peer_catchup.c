@@ -31,7 +31,14 @@
  *       applied (as K1 in restore/catchup.c).
  *   P2. Each loop iteration either advances the local TXID or ends the
  *       loop, so a peer that keeps answering the same records cannot hold
- *       a promotion forever; each request has a timeout.
+ *       a promotion forever; each request has a timeout, and the whole
+ *       catch-up a budget.
+ *   P3. Peers are tried most advanced first; one that fails (unreachable,
+ *       410, another history) hands over to the next one ahead of the
+ *       local TXID.  A peer found unreachable is not asked again.
+ *   P4. Databases this node lacks but peers hold (created on the dead
+ *       primary) are taken too, from TXID 1 or the peer's snapshot record;
+ *       their names follow the stream's NAME rules (stream_name_ok).
  */
 #include "replica/peer_catchup.h"
 
@@ -46,6 +53,7 @@
 #include "base/lv.h"
 #include "base/lvlog.h"
 #include "capture/db.h"
+#include "replica/stream.h"
 
 #define PC_MAX_BODY (64u << 20) /* bytes accepted in one answer (the server sends about 8 MiB) */
 
@@ -55,6 +63,7 @@ struct pc_buf {
     size_t n;     /* used */
     size_t cap;   /* allocated */
     int over;     /* more than PC_MAX_BODY arrived */
+    long status;  /* the HTTP status (0: no answer) */
 };
 
 static size_t pc_collect(char *d, size_t sz, size_t nm, void *arg)
@@ -109,6 +118,8 @@ static int pc_get(CURL *c, const char *url, const char *name, uint64_t txid, int
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)(timeout_ms < 2000 ? timeout_ms : 2000));
     cc = curl_easy_perform(c);
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL); /* cerr ends with this call */
+    b->status = status;
     if (cc != CURLE_OK && !(b->over))
         lv_seterr(err, errlen, "%s", cerr[0] ? cerr : curl_easy_strerror(cc));
     else if (b->over)
@@ -123,11 +134,13 @@ out:
     return rc;
 }
 
-/* The peer of peers holding the most of database name beyond txid: its URL
- * into url (n bytes) and its TXID into *theirs; 0 when none is ahead. */
-static int pc_best(json_t *peers, const char *name, uint64_t txid, char *url, size_t n, char *node, size_t nn,
-                   uint64_t *theirs)
+/* Of peers not yet tried for this database (tried[]) nor found dead
+ * (dead[]), the one holding the most of database name beyond txid: its
+ * index, with its TXID in *theirs; -1 when none is ahead. */
+static long pc_best(json_t *peers, const char *name, uint64_t txid, const char *tried, const char *dead,
+                    uint64_t *theirs)
 {
+    long best = -1;
     size_t i;
     json_t *p;
 
@@ -136,63 +149,92 @@ static int pc_best(json_t *peers, const char *name, uint64_t txid, char *url, si
     {
         json_t *t = json_object_get(json_object_get(p, "txids"), name);
         const char *u = json_string_value(json_object_get(p, "url"));
-        const char *id = json_string_value(json_object_get(p, "node"));
-        if (json_is_integer(t) && json_integer_value(t) > 0 && (uint64_t)json_integer_value(t) > *theirs && u &&
-            *u) {
+        if (!tried[i] && !dead[i] && json_is_integer(t) && json_integer_value(t) > 0 &&
+            (uint64_t)json_integer_value(t) > *theirs && u && *u) {
             *theirs = (uint64_t)json_integer_value(t);
-            snprintf(url, n, "%s", u);
-            snprintf(node, nn, "%s", id ? id : "?");
+            best = (long)i;
         }
     }
-    return *theirs > txid;
+    return best;
 }
 
-/* Catch database d up from the most advanced peer.  1 advanced, 0 nothing
- * to do, negative: left (logged). */
-static int pc_db(CURL *c, json_t *peers, struct dbreg *reg, const struct db_info *d, int timeout_ms, int wait_ms,
-                 struct catchup_result *res)
+/* Catch database name (local TXID txid, 0: this node lacks it) up from the
+ * peers, the most advanced first, the next when one fails (P3).  1
+ * advanced, 0 nothing to do, negative: left (logged). */
+static int pc_db(CURL *c, json_t *peers, char *dead, struct dbreg *reg, const char *name, uint64_t txid,
+                 int64_t deadline, int timeout_ms, int wait_ms, struct catchup_result *res)
 {
-    char url[1024], node[72], err[1024] = "";
-    uint64_t txid = d->txid, from = d->txid, target;
-    int rc = 0;
+    size_t np = json_array_size(peers);
+    char *tried = calloc(np ? np : 1, 1), err[1024] = "";
+    uint64_t from = txid, target = txid;
+    long i;
+    int rc = 0, any = 0;
 
-    if (!pc_best(peers, d->name, txid, url, sizeof url, node, sizeof node, &target))
-        return 0;
-    LV_INFO("catch-up: node %s (%s) holds %s up to TXID %" PRIu64 ", this node up to %" PRIu64
-            ": taking its records before writes open", node, url, d->name, target, txid);
-    while (rc == 0 && txid < target) {
-        struct pc_buf b = {0};
-        uint64_t before = txid;
-        rc = pc_get(c, url, d->name, txid, timeout_ms, &b, err, sizeof err);
-        if (rc == 0) {
-            res->bytes += b.n;
-            rc = catchup_apply_records(reg, d->name, url, b.p, b.n, &txid, wait_ms, &res->records, err, sizeof err);
+    if (!tried)
+        return LV_ENOMEM;
+    while ((i = pc_best(peers, name, txid, tried, dead, &target)) >= 0 && lv_mono_us() < deadline) {
+        json_t *p = json_array_get(peers, (size_t)i);
+        const char *url = json_string_value(json_object_get(p, "url"));
+        const char *node = json_string_value(json_object_get(p, "node"));
+        tried[i] = 1;
+        any = 1;
+        LV_INFO("catch-up: node %s (%s) holds %s up to TXID %" PRIu64 ", this node up to %" PRIu64
+                ": taking its records before writes open", node ? node : "?", url, name, target, txid);
+        rc = 0;
+        while (rc == 0 && txid < target && lv_mono_us() < deadline) {
+            struct pc_buf b = {0};
+            uint64_t before = txid;
+            int64_t left_ms = (deadline - lv_mono_us()) / 1000 + 1;
+            rc = pc_get(c, url, name, txid, left_ms < timeout_ms ? (int)left_ms : timeout_ms, &b, err, sizeof err);
+            if (rc == LV_ENET && b.status == 0)
+                dead[i] = 1; /* unreachable: not asked again for another database */
+            if (rc == 0) {
+                res->bytes += b.n;
+                rc = catchup_apply_records(reg, name, url, b.p, b.n, &txid, wait_ms, &res->records, err,
+                                           sizeof err);
+            }
+            free(b.p);
+            if (rc == 0 && txid == before) /* P2 */
+                break;
         }
-        free(b.p);
-        if (rc == 0 && txid == before) /* P2 */
+        if (rc)
+            LV_WARN("catch-up: %s: node %s (%s) could not continue it from TXID %" PRIu64 " (%s)%s", name,
+                    node ? node : "?", url, txid, err[0] ? err : lv_strerror(rc),
+                    pc_best(peers, name, txid, tried, dead, &target) >= 0 ? "; trying the next node" : "");
+        else if (txid >= target)
             break;
     }
-    if (rc)
-        LV_WARN("catch-up: %s stays at TXID %" PRIu64 " of node %s's %" PRIu64 " (%s); writes open with this "
-                "node's history", d->name, txid, node, target, err[0] ? err : lv_strerror(rc));
-    else if (txid < target)
-        LV_WARN("catch-up: node %s gave %s only up to TXID %" PRIu64 " of the %" PRIu64 " its node key named",
-                node, d->name, txid, target);
-    if (txid > from)
-        LV_INFO("catch-up: %s advanced from TXID %" PRIu64 " to %" PRIu64 " with node %s's records", d->name, from,
-                txid, node);
-    return rc ? rc : txid > from;
+    free(tried);
+    if (any && txid > from)
+        LV_INFO("catch-up: %s advanced from TXID %" PRIu64 " to %" PRIu64 " with other nodes' records", name, from,
+                txid);
+    if (any && txid == from)
+        LV_WARN("catch-up: %s stays at TXID %" PRIu64 ": no node gave its records%s; writes open with this "
+                "node's history", name, txid, lv_mono_us() >= deadline ? " in time" : "");
+    return txid > from ? 1 : any ? (rc ? rc : LV_ENET) : 0;
+}
+
+/* Is name one of the n local databases? */
+static int pc_local(const struct db_info *dbs, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(dbs[i].name, name) == 0)
+            return 1;
+    return 0;
 }
 
 int peer_catchup(struct dbreg *reg, const char *peers_json, const char *token, const char *ca_file, int timeout_ms,
-                 int wait_ms, struct catchup_result *res)
+                 int wait_ms, int64_t budget_us, struct catchup_result *res)
 {
-    json_t *peers = peers_json ? json_loads(peers_json, 0, NULL) : NULL;
+    json_t *peers = peers_json ? json_loads(peers_json, 0, NULL) : NULL, *p, *others = json_object();
     struct db_info *dbs = NULL;
     struct curl_slist *hdrs = NULL;
     CURL *c = NULL;
-    size_t n = 0;
-    int64_t t0 = lv_mono_us();
+    char *dead = NULL;
+    const char *name;
+    size_t n = 0, k;
+    json_t *t;
+    int64_t t0 = lv_mono_us(), deadline = t0 + budget_us;
     int rc = 0;
 
     memset(res, 0, sizeof *res);
@@ -202,7 +244,8 @@ int peer_catchup(struct dbreg *reg, const char *peers_json, const char *token, c
     }
     if (json_array_size(peers) == 0)
         goto out;
-    if (!(c = curl_easy_init()) || http_client_setup(c, token, ca_file, &hdrs) != 0 || dbreg_list(reg, &dbs, &n)) {
+    if (!others || !(dead = calloc(json_array_size(peers), 1)) || !(c = curl_easy_init()) ||
+        http_client_setup(c, token, ca_file, &hdrs) != 0 || dbreg_list(reg, &dbs, &n)) {
         rc = LV_ENOMEM;
         goto out;
     }
@@ -210,7 +253,26 @@ int peer_catchup(struct dbreg *reg, const char *peers_json, const char *token, c
         if (dbs[i].broken)
             continue;
         res->dbs++;
-        int r = pc_db(c, peers, reg, &dbs[i], timeout_ms, wait_ms, res);
+        int r = pc_db(c, peers, dead, reg, dbs[i].name, dbs[i].txid, deadline, timeout_ms, wait_ms, res);
+        if (r > 0)
+            res->advanced++;
+        else if (r < 0)
+            res->skipped++;
+    }
+    /* P4: databases other nodes hold and this one lacks (created on the dead
+     * primary, replicated to some): taken from TXID 1 or a snapshot record. */
+    json_array_foreach(peers, k, p)
+    {
+        json_object_foreach(json_object_get(p, "txids"), name, t)
+        {
+            if (!pc_local(dbs, n, name) && stream_name_ok(name))
+                json_object_set_new(others, name, json_true());
+        }
+    }
+    json_object_foreach(others, name, t)
+    {
+        res->dbs++;
+        int r = pc_db(c, peers, dead, reg, name, 0, deadline, timeout_ms, wait_ms, res);
         if (r > 0)
             res->advanced++;
         else if (r < 0)
@@ -218,9 +280,11 @@ int peer_catchup(struct dbreg *reg, const char *peers_json, const char *token, c
     }
 out:
     free(dbs);
+    free(dead);
     if (c)
         curl_easy_cleanup(c);
     curl_slist_free_all(hdrs);
+    json_decref(others);
     json_decref(peers);
     res->seconds = (double)(lv_mono_us() - t0) / 1e6;
     return rc;

@@ -9,23 +9,25 @@
 #define PEER_CATCHUP_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "restore/catchup.h"
 
 struct dbreg;
 
-/* For every database of reg (in replica mode, its applier working), find
- * in peers_json (lease_peers: [{"node","url","txids":{NAME: TXID}}, ...])
- * the node that holds the most of it beyond the local TXID, and take its
- * records with GET <url>/v1/log (token: http.token sent as "Authorization:
+/* For every database of reg (in replica mode, its applier working), and
+ * every database the peers hold that reg lacks, find in peers_json
+ * (lease_peers: [{"node","url","txids":{NAME: TXID}}, ...]) the node that
+ * holds the most of it beyond the local TXID (then the next, if that one
+ * fails), and take its records with GET <url>/v1/log (token: http.token sent as "Authorization:
  * Bearer", NULL none; ca_file: CA certificates for https, NULL the
  * system's), applied through dbreg_apply until the local TXID reaches the
  * peer's or the peer gives no more.  Each request times out after
- * timeout_ms.  A peer that cannot be reached, or whose records do not
+ * timeout_ms, the whole call after budget_us.  A peer that cannot be reached, or whose records do not
  * continue the local database, is logged and left.  Fills *res (dbs,
  * advanced, records, bytes, skipped, seconds).  0, or LV_ECORRUPT when
  * peers_json is not such an array. */
 int peer_catchup(struct dbreg *reg, const char *peers_json, const char *token, const char *ca_file, int timeout_ms,
-                 int wait_ms, struct catchup_result *res);
+                 int wait_ms, int64_t budget_us, struct catchup_result *res);
 
 #endif /* PEER_CATCHUP_H */

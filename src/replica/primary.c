@@ -498,8 +498,12 @@ static int snap_step(struct primary_conn *c)
             snap_release(c);
             return 0;
         }
+        /* A snapshot starts the replica's log afresh, made by this primary in
+         * its term: never a term below it, so that a replica holding a
+         * deposed term's surplus takes the image (FORMAT.md, "Record"). */
+        uint64_t term = dbreg_term(p->reg) > s->info.term ? dbreg_term(p->reg) : s->info.term;
         rc = stream_enc_snap_begin(s->name, s->info.id, s->info.txid, s->info.time_us, s->info.page_size,
-                                   s->info.db_pages, s->info.cksum, s->info.term, &f, &len);
+                                   s->info.db_pages, s->info.cksum, term, &f, &len);
         rc = emit_enc(c, rc, f, len, BT_SNAPSHOT);
         if (rc)
             return rc;
@@ -1418,6 +1422,9 @@ int primary_new(const struct primary_opts *o, struct primary **out)
     p->sync_n = o->sync_replicas > 0 ? o->sync_replicas : 0;
     const char *delay = getenv("LV_TEST_STREAM_DELAY_US"); /* test seam, unset in production */
     p->test_delay_us = delay ? atol(delay) : 0;
+    if (p->test_delay_us > 0)
+        LV_WARN("replication: LV_TEST_STREAM_DELAY_US=%ld (a test seam) delays every stream after each commit; "
+                "unset it outside tests", p->test_delay_us);
     p->acks = o->acks;
     p->sync_timeout_us = o->sync_timeout_us > 0 ? o->sync_timeout_us : PR_DEFAULT_SYNC_TIMEOUT_US;
     pthread_mutex_init(&p->mu, NULL);

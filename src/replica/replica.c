@@ -222,7 +222,7 @@ static int on_hello(struct rsess *s, const struct stream_frame *f)
         abort_session(s, "the primary speaks stream version %lld; this replica knows versions 1 and 2: upgrade it",
                       (long long)json_integer_value(ver));
         rc = LV_EVERSION;
-    } else if (term < 0 || (uint64_t)term < r->min_term) {
+    } else if (json_integer_value(ver) >= 2 && (term < 0 || (uint64_t)term < r->min_term)) {
         abort_session(s, "the primary %s (node %s) is at term %lld, but the lease names term %llu: it was deposed; "
                       "not following it", r->primary_url, node ? node : "?", (long long)term,
                       (unsigned long long)r->min_term);

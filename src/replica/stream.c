@@ -235,6 +235,11 @@ static int enc_alloc(enum stream_type type, uint64_t plen, uint8_t **out, size_t
 }
 
 /* Length of a valid name into *n; LV_EINVAL if name is not one. */
+int stream_name_ok(const char *name)
+{
+    return name && !name_problem((const uint8_t *)name, strnlen(name, STREAM_NAME_MAX + 1));
+}
+
 static int enc_name_ok(const char *name, size_t *n)
 {
     if (!name)

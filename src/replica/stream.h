@@ -92,6 +92,10 @@ struct stream_frame {
     size_t text_len;         /* its length */
 };
 
+/* 1 if name follows the NAME rules (FORMAT.md: a database's path on the
+ * mount, relative, no empty, "." or ".." component, 1..4095 bytes), else 0. */
+int stream_name_ok(const char *name);
+
 /* ---- Encoder: each call returns a whole frame (header and payload) in a
  * malloc'ed buffer *out of *len bytes (caller frees; NULL and 0 on
  * failure).  0, LV_EINVAL (a bad name, field or length -- whatever a
