@@ -32,7 +32,7 @@ TestSuite(replica_peers, .fini = lvt_fini, .timeout = 240);
 
 #define CLUSTER "5eed5eed5eed5eed5eed5eed5eed5eed"
 
-enum scenario { SC_GARBAGE, SC_CUT, SC_HUGE, SC_CHAIN, SC_CLUSTER, SC_401, SC_TERM };
+enum scenario { SC_GARBAGE, SC_CUT, SC_HUGE, SC_CHAIN, SC_CLUSTER, SC_401, SC_TERM, SC_SNAP_TERM };
 
 /* The fake primary. */
 struct fake {
@@ -45,6 +45,8 @@ struct fake {
     uint8_t *rec[3];         /* raw records TXID 1, 2, 3 of one database (valid chain, term 5) */
     size_t rec_len[3];
     uint8_t *deposed;        /* TXID 2 as rec[1], but of term 3: a deposed primary's record */
+    uint8_t id[16];          /* the database ID of the records */
+    int snaps;               /* SC_SNAP_TERM: images sent */
 };
 
 static void put(int fd, const void *buf, size_t len)
@@ -83,6 +85,26 @@ static void record(int fd, struct fake *f, int i, size_t cut)
     cr_assert_eq(stream_enc_record("app.db", f->rec[i], f->rec_len[i], &fr, &len), 0);
     put(fd, fr, cut && cut < len ? cut : len);
     free(fr);
+}
+
+/* A one-page image of app.db at TXID 3 with the given term. */
+static void snapshot(int fd, struct fake *f, uint64_t term)
+{
+    uint8_t page[4096], *fr;
+    size_t len;
+    memset(page, 0, sizeof page);
+    memcpy(page, "SQLite format 3", 16);
+    page[16] = 0x10;
+    page[18] = page[19] = 1;
+    page[28 + 3] = 1;
+    page[100] = 9;
+    cr_assert_eq(stream_enc_snap_begin("app.db", f->id, 3, lv_now_us(), 4096, 1, cksum_page(1, page, 4096), term,
+                                       &fr, &len), 0);
+    put_frame(fd, fr, len);
+    cr_assert_eq(stream_enc_snap_pages("app.db", 1, 1, 4096, page, &fr, &len), 0);
+    put_frame(fd, fr, len);
+    cr_assert_eq(stream_enc_name(ST_SNAP_END, "app.db", &fr, &len), 0);
+    put_frame(fd, fr, len);
 }
 
 /* Read a request head and its body (Content-Length) into f->last_body. */
@@ -161,6 +183,16 @@ static void *fake_loop(void *arg)
             put_frame(fd, fr, len); /* TXID 2 continues the chain, but its term went back */
             break;
         }
+        case SC_SNAP_TERM: /* TXIDs 1-2 (term 5); then an image at TXID 3: term 3 first, term 7 after */
+            put(fd, ok, sizeof ok - 1);
+            hello(fd, CLUSTER);
+            if (!strstr(f->last_body, "\"txid\":2") && !strstr(f->last_body, "\"txid\": 2")) {
+                record(fd, f, 0, 0);
+                record(fd, f, 1, 0);
+            } else {
+                snapshot(fd, f, __atomic_add_fetch(&f->snaps, 1, __ATOMIC_SEQ_CST) <= 2 ? 3 : 7);
+            }
+            break;
         case SC_CLUSTER:
             put(fd, ok, sizeof ok - 1);
             hello(fd, "0000000000000000000000000000beef");
@@ -196,6 +228,7 @@ static void make_records(struct fake *f)
     char dir[] = "/tmp/lvpeer.XXXXXX", err[256];
     cr_assert(mkdtemp(dir));
     uint8_t id[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+    memcpy(f->id, id, 16);
     struct txlog *l;
     struct txlog_tail tail;
     cr_assert_eq(txlog_open(dir, id, 1 << 20, &l, &tail, err, sizeof err), 0, "%s", err);
@@ -349,6 +382,23 @@ Test(replica_peers, broken_chain)
 Test(replica_peers, deposed_term)
 {
     refused_after_txid1(SC_TERM, "was written in term 3, but this replica already holds term 5");
+}
+
+/* A snapshot whose term is below the replica's is refused at SNAP_BEGIN;
+ * one of a later term (a new primary's) is installed. */
+Test(replica_peers, snapshot_term)
+{
+    struct fake *f = fake_start(SC_SNAP_TERM);
+    struct lvnode *n = replica_of(f, NULL);
+    if (!WAIT_FOR(lvnode_log_contains(n, "was written in term 3, but this replica already holds term 5"),
+                  LVT_WAIT_MS)) {
+        char *t = lvnode_log_text(n);
+        cr_assert_fail("the term 3 image was not refused; the replica's log:\n%.4000s", t);
+    }
+    struct lvdbstat st;
+    cr_assert(WAIT_FOR(lvnode_db_status(n, "app.db", &st) == 1 && st.txid == 3, LVT_WAIT_MS),
+              "the term 7 image was not installed (TXID %" PRIu64 ")", st.txid);
+    cr_assert(lvnode_alive(n));
 }
 
 Test(replica_peers, other_cluster)
