@@ -987,7 +987,8 @@ static void et_watchdog(struct worker *w, void *arg)
 struct et_watch_ctx {
     struct etcd *e;      /* the lease */
     struct worker *w;    /* the watch worker */
-    int refused;         /* etcd canceled the watch for its auth token (see the top) */
+    int canceled;        /* etcd canceled the watch (a compaction, the auth token, ...): it is ended */
+    int refused;         /* ... for its auth token (see the top) */
     char line[4096];     /* the line being received */
     size_t n;            /* bytes in line */
 };
@@ -1006,11 +1007,14 @@ static size_t et_watch_data(char *d, size_t sz, size_t nm, void *arg)
         x->line[x->n] = 0;
         if (strstr(x->line, "\"events\"") || strstr(x->line, "\"canceled\""))
             worker_wake(x->e->loop); /* re-read the key now */
-        if (strstr(x->line, "\"canceled\"") &&
-            (strstr(x->line, "Unauthenticated") || strstr(x->line, "user name is empty")))
-            x->refused = 1; /* the stream stays open but watches nothing: end it */
+        if (strstr(x->line, "\"canceled\"")) {
+            /* The stream stays open but watches nothing: end it (a new
+             * watch starts after ET_WATCH_RETRY_US). */
+            x->canceled = 1;
+            x->refused = strstr(x->line, "Unauthenticated") || strstr(x->line, "user name is empty");
+        }
         x->n = 0;
-        if (x->refused)
+        if (x->canceled)
             return 0;
     }
     if (x->n && strstr(x->line, "\"error\"")) /* a stream error has no trailing newline */
@@ -1049,6 +1053,7 @@ static void et_watch(struct worker *w, void *arg)
         char *tok = e->user ? et_token_now(e) : NULL;
         x.n = 0;
         x.refused = 0;
+        x.canceled = 0;
         if (e->user && !tok)
             continue; /* no token yet: the loop authenticates (the nap below, then look again) */
         if (et_setup(e, c, "/v3/watch", tok, &hdrs, url, sizeof url) == 0) {
