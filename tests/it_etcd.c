@@ -49,6 +49,11 @@
  *                          in its way) a replica that may not be elected
  *                          (candidate: false); promoted, it takes that
  *                          replica's records (GET /v1/log) before writes
+ *   etcd/peer_unreachable  as non_candidate_ahead, but the advanced node is
+ *                          frozen (its node key lives on): the promotion
+ *                          gives up on it after a second of silence, opens
+ *                          writes with its own history, and the frozen
+ *                          node, woken, takes the new primary's image
  *   etcd/bad_answers       etcd endpoints that answer garbage, HTTP 500 or
  *                          nothing at all: the daemon stays up as a replica
  *                          without a primary, refuses writes, and names the
@@ -782,6 +787,53 @@ Test(etcd, non_candidate_ahead)
     elected_after_reader(b, rd, pb, "the non-candidate's records", "records before writes open");
     cr_assert(WAIT_FOR(follows_node(c, b), 10000), "the non-candidate does not follow the new primary");
     cr_assert(WAIT_FOR(rows(c) == 51, 10000), "the non-candidate did not get the new primary's write");
+}
+
+Test(etcd, peer_unreachable)
+{
+    need_etcd();
+    struct lvetcd *e = etcd_start(NULL);
+    struct lvnode *a = etcd_node(e, 2, 1);
+    cr_assert(WAIT_FOR(is_primary(a), 10000), "the first candidate did not win the lease");
+    struct lvnode *b = etcd_node_with(e, 2, "replication:\n  apply-wait: 200ms\n");
+    struct lvnode *c = etcd_node_with(e, 6, "  candidate: false\n"); /* its node key outlives a short freeze */
+    cr_assert(WAIT_FOR(follows_node(b, a) && follows_node(c, a), 10000), "the replicas do not follow the primary");
+    make_table(a);
+    insert_ids(a, 1, 20);
+    cr_assert(WAIT_FOR(rows(b) == 20 && rows(c) == 20, 10000), "the replicas did not get the first 20 rows");
+    char *pb = lvnode_path(b, "app.db");
+    sqlite3 *rd = NULL;
+    cr_assert_eq(sqlite3_open_v2(pb, &rd, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(rd, "BEGIN; SELECT count(*) FROM t;", NULL, NULL, NULL), SQLITE_OK);
+    insert_ids(a, 21, 50);
+    cr_assert(WAIT_FOR(rows(c) == 50, 10000), "the non-candidate did not get every row");
+    sleep_ms(2500); /* c's node key carries its new position (put at most every TTL/4 = 1.5 s) */
+
+    /* c freezes (its node key lives on), a dies: b asks c, which never answers. */
+    kill(c->pid, SIGSTOP);
+    lvnode_kill9(a);
+    long long t0 = now_ms();
+    cr_assert(WAIT_FOR(lvnode_log_contains(b, "promoting it to primary"), 15000), "b was not elected");
+    sqlite3_exec(rd, "COMMIT", NULL, NULL, NULL);
+    sqlite3_close(rd);
+    free(pb);
+    cr_assert(WAIT_FOR(try_sql(b, "app.db", "INSERT INTO t(id) VALUES(1000000)") == SQLITE_OK, 20000),
+              "the new primary takes no writes");
+    long long took = now_ms() - t0;
+    cr_log_info("peer_unreachable: b took writes %lld ms after the kill (ttl 2 s; the frozen node is given up after "
+                "about 1 s of silence)", took);
+    cr_assert_leq(took, 2000 + 2000 + 2500, "the promotion waited %lld ms for the frozen node", took);
+    if (!lvnode_log_contains(b, "no node gave its records")) {
+        char *t = lvnode_log_text(b);
+        cr_assert_fail("b does not say that the catch-up failed; its log:\n%.6000s", strstr(t, "promoting") ? strstr(t, "promoting") : t);
+    }
+    cr_assert_eq(rows(b), 21, "b holds %ld rows: its own 20 and its new write", (long)rows(b));
+
+    /* Woken, c (ahead of b in a's term) takes b's image of its new term and follows it. */
+    kill(c->pid, SIGCONT);
+    cr_assert(WAIT_FOR(follows_node(c, b), 20000), "the woken node does not follow the new primary");
+    cr_assert(WAIT_FOR(rows(c) == 21, 20000), "the woken node did not take the new primary's history (%ld rows)",
+              (long)rows(c));
 }
 
 Test(etcd, bad_answers)

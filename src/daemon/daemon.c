@@ -126,7 +126,7 @@ struct daemon {
 /* Exit status of a primary deposed by its lease: a service manager's
  * restart (Restart=on-failure) brings it back as a replica. */
 #define LV_EXIT_DEPOSED 3
-#define PEER_CATCHUP_TIMEOUT_MS 5000 /* each GET /v1/log of a promotion's catch-up */
+#define PEER_CATCHUP_TIMEOUT_MS 10000 /* each GET /v1/log of a promotion's catch-up (a silent node: ~1 s) */
 #define PEER_CATCHUP_BUDGET_US 15000000LL /* all of it: writes stay closed meanwhile */
 
 static void housekeeping(struct worker *w, void *arg)
