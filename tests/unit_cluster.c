@@ -16,6 +16,7 @@
 #include "replica/cluster.h"
 #include "replica/etcd_value.h"
 #include "replica/lease.h"
+#include "replica/peer_catchup.h"
 
 /* ---- lease ---- */
 
@@ -251,7 +252,8 @@ Test(etcdv, base64)
 
 Test(etcdv, member_and_ahead)
 {
-    const char *json = "{\"url\":\"http://a:1\",\"node\":\"n1\",\"candidate\":true,\"txids\":{\"x.db\":5,\"y.db\":2}}";
+    const char *json = "{\"url\":\"http://a:1\",\"node\":\"n1\",\"candidate\":true,\"txids\":{\"x.db\":5,\"y.db\":2},"
+                       "\"terms\":{\"x.db\":7}}";
     char *b = etcdv_b64_enc(json, strlen(json));
     struct etcdv_member m;
     cr_assert_eq(etcdv_member_parse(b, &m), 0);
@@ -259,6 +261,7 @@ Test(etcdv, member_and_ahead)
     cr_assert_str_eq(m.node, "n1");
     cr_assert_eq(m.candidate, 1);
     cr_assert_str_eq(m.proxy, "");
+    cr_assert_eq(json_integer_value(json_object_get(m.terms, "x.db")), 7);
     json_t *mine = json_pack("{s:i,s:i}", "x.db", 5, "y.db", 1), *same = json_pack("{s:i,s:i}", "x.db", 5, "y.db", 2);
     json_t *other = json_pack("{s:i}", "z.db", 1);
     cr_assert_eq(etcdv_ahead(m.txids, mine), 1, "ahead on y.db, equal on x.db");
@@ -276,5 +279,36 @@ Test(etcdv, member_and_ahead)
     cr_assert_eq(etcdv_member_parse(nourl, &m), LV_ECORRUPT);
     cr_assert_eq(etcdv_member_parse("not base64!", &m), LV_ECORRUPT);
     cr_assert_null(m.txids);
+    cr_assert_null(m.terms);
     free(nourl);
+}
+
+/* The promotion's catch-up asks the peer whose records are of the latest
+ * term first, then the furthest; a peer tried or dead is skipped. */
+Test(peer_catchup, best_peer_order)
+{
+    json_t *peers = json_loads("["
+                               "{\"node\":\"a\",\"url\":\"http://a\",\"txids\":{\"x.db\":65},\"terms\":{\"x.db\":5}},"
+                               "{\"node\":\"b\",\"url\":\"http://b\",\"txids\":{\"x.db\":60},\"terms\":{\"x.db\":9}},"
+                               "{\"node\":\"c\",\"url\":\"http://c\",\"txids\":{\"x.db\":62},\"terms\":{\"x.db\":9}},"
+                               "{\"node\":\"d\",\"url\":\"\",\"txids\":{\"x.db\":99},\"terms\":{\"x.db\":99}},"
+                               "{\"node\":\"e\",\"url\":\"http://e\",\"txids\":{\"y.db\":3}}"
+                               "]", 0, NULL);
+    char tried[5] = {0}, dead[5] = {0};
+    uint64_t t = 0;
+
+    cr_assert(json_is_array(peers));
+    cr_assert_eq(peer_catchup_best(peers, "x.db", 50, tried, dead, &t), 2, "term 9, the furthest of term 9");
+    cr_assert_eq(t, 62);
+    tried[2] = 1;
+    cr_assert_eq(peer_catchup_best(peers, "x.db", 50, tried, dead, &t), 1);
+    cr_assert_eq(t, 60);
+    dead[1] = 1;
+    cr_assert_eq(peer_catchup_best(peers, "x.db", 50, tried, dead, &t), 0, "the older term's node comes last");
+    cr_assert_eq(t, 65);
+    cr_assert_eq(peer_catchup_best(peers, "x.db", 65, tried, dead, &t), -1, "nobody ahead of TXID 65");
+    cr_assert_eq(t, 65);
+    cr_assert_eq(peer_catchup_best(peers, "y.db", 0, tried, dead, &t), 4, "no terms published (an older node)");
+    cr_assert_eq(t, 3);
+    json_decref(peers);
 }

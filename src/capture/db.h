@@ -113,6 +113,7 @@ struct db_info {
     uint32_t page_size;     /* page size after it */
     uint32_t db_pages;      /* database size in pages after it */
     uint64_t cksum;         /* database checksum after it */
+    uint64_t term;          /* the term of that TXID's record (0: none) */
     uint64_t saved_txid;    /* TXID of the persisted checksum state (records after it are needed at start-up) */
     int broken;             /* 1: the database refuses access */
 };

@@ -542,6 +542,7 @@ int dbreg_list(struct dbreg *r, struct db_info **out, size_t *n)
             i->page_size = d->map.page_size;
             i->db_pages = d->map.npages;
             i->cksum = d->map.total;
+            i->term = d->log ? txlog_last_term(d->log) : 0;
             i->saved_txid = d->saved_valid ? d->saved_txid : 0;
             i->broken = d->broken;
         }

@@ -423,7 +423,8 @@ static void lease_changed(void *arg)
         worker_wake(role);
 }
 
-/* The databases' positions for an etcd lease's value ({"NAME": TXID}, malloc'ed), or NULL. */
+/* The databases' positions for an etcd lease's node key ({"txids": {"NAME":
+ * TXID}, "terms": {"NAME": TERM}}, malloc'ed), or NULL. */
 static char *lease_positions(void *arg)
 {
     struct daemon *dm = arg;
@@ -431,15 +432,22 @@ static char *lease_positions(void *arg)
     struct db_info *dbs = NULL;
     size_t n = 0;
     char *s = NULL;
-    json_t *o;
+    json_t *tx = json_object(), *tm = json_object(), *o;
 
-    if (!reg || dbreg_list(reg, &dbs, &n) != 0)
+    if (!reg || dbreg_list(reg, &dbs, &n) != 0) {
+        json_decref(tx);
+        json_decref(tm);
         return NULL;
-    o = json_object();
-    for (size_t i = 0; o && i < n; i++)
-        json_object_set_new(o, dbs[i].name, json_integer((json_int_t)dbs[i].txid));
+    }
+    for (size_t i = 0; tx && tm && i < n; i++) {
+        json_object_set_new(tx, dbs[i].name, json_integer((json_int_t)dbs[i].txid));
+        json_object_set_new(tm, dbs[i].name, json_integer((json_int_t)dbs[i].term));
+    }
+    o = tx && tm ? json_pack("{s:O,s:O}", "txids", tx, "terms", tm) : NULL;
     s = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
+    json_decref(tx);
+    json_decref(tm);
     free(dbs);
     return s;
 }

@@ -11,7 +11,7 @@
  *
  * A MEMBER VALUE is a JSON object (UTF-8):
  *   {"url": STRING, "node": STRING, "proxy": STRING, "candidate": BOOL,
- *    "txids": {NAME: INTEGER, ...}}
+ *    "txids": {NAME: INTEGER, ...}, "terms": {NAME: INTEGER, ...}}
  * Only "url" is required; strings too long for their field are cut; a
  * TXID that is not a positive integer counts as 0.
  */
@@ -86,6 +86,7 @@ char *etcdv_b64_dec(const char *s, size_t *len)
 void etcdv_member_clear(struct etcdv_member *m)
 {
     json_decref(m->txids);
+    json_decref(m->terms);
     memset(m, 0, sizeof *m);
 }
 
@@ -107,6 +108,8 @@ int etcdv_member_parse(const char *b64, struct etcdv_member *m)
     m->candidate = json_is_true(json_object_get(o, "candidate"));
     if (json_is_object(v = json_object_get(o, "txids")))
         m->txids = json_incref(v);
+    if (json_is_object(v = json_object_get(o, "terms")))
+        m->terms = json_incref(v);
     rc = 0;
 out:
     json_decref(o);

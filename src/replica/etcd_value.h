@@ -26,6 +26,7 @@ struct etcdv_member {
     char proxy[1024]; /* proxy URL ("" if absent) */
     int candidate;    /* may be elected ("candidate": true) */
     json_t *txids;    /* {"NAME": TXID} (a reference the member owns), or NULL */
+    json_t *terms;    /* {"NAME": the term of that TXID's record} (owned), or NULL (an older node) */
 };
 
 /* Parse b64 (a base64 value) into *m.  0; LV_ECORRUPT (not base64, not a

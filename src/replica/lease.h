@@ -44,9 +44,9 @@ struct lease_conf {
     const char *key_file;      /* its private key, or NULL */
     const char *username;      /* etcd user to authenticate as, or NULL: no authentication */
     const char *password;      /* its password (with username; never logged) */
-    /* The databases' positions, {"NAME": TXID, ...} (malloc'ed JSON; the
-     * lease frees it), published with a won key; NULL: none.  Called on
-     * the lease's thread. */
+    /* The databases' positions, {"txids": {"NAME": TXID, ...}, "terms":
+     * {"NAME": TERM, ...}} (malloc'ed JSON; the lease frees it), published
+     * in this node's key; NULL: none.  Called on the lease's thread. */
     char *(*positions)(void *arg);
     void *positions_arg;
     /* The holder's fencing deadline moved (CLOCK_MONOTONIC, lv_mono_us;

@@ -640,8 +640,12 @@ static char *et_value(struct etcd *e)
         json_object_set_new(o, "proxy", json_string(e->proxy_url));
     if (o)
         json_object_set_new(o, "candidate", json_boolean(lease_candidate(e->l) && !deposed));
-    if (o && pos)
-        json_object_set_new(o, "txids", json_loads(pos, 0, NULL));
+    json_t *p = pos ? json_loads(pos, 0, NULL) : NULL;
+    if (o && json_is_object(json_object_get(p, "txids")))
+        json_object_set(o, "txids", json_object_get(p, "txids"));
+    if (o && json_is_object(json_object_get(p, "terms")))
+        json_object_set(o, "terms", json_object_get(p, "terms"));
+    json_decref(p);
     s = o ? json_dumps(o, JSON_COMPACT) : NULL;
     free(pos);
     json_decref(o);
@@ -753,7 +757,7 @@ static int et_most_advanced(struct etcd *e, CURL *c, int64_t step_us)
         struct etcdv_member m = {0};
 
         if (json_is_string(val) && etcdv_member_parse(json_string_value(val), &m) == 0 && m.candidate &&
-            strcmp(m.node, e->node_id) != 0 && etcdv_ahead(m.txids, mine))
+            strcmp(m.node, e->node_id) != 0 && etcdv_ahead(m.txids, json_object_get(mine, "txids")))
             snprintf(ahead, sizeof ahead, "node %s (%s) is ahead", m.node[0] ? m.node : "?", m.url);
         etcdv_member_clear(&m);
         if (ahead[0])
@@ -1314,9 +1318,10 @@ static char *et_peers(struct lease *l)
         struct etcdv_member m = {0};
         if (json_is_string(val) && etcdv_member_parse(json_string_value(val), &m) == 0 &&
             strcmp(m.node, e->node_id) != 0)
-            json_array_append_new(arr, json_pack("{s:s,s:s,s:b,s:o}", "node", m.node, "url", m.url, "candidate",
+            json_array_append_new(arr, json_pack("{s:s,s:s,s:b,s:o,s:o}", "node", m.node, "url", m.url, "candidate",
                                                  m.candidate, "txids",
-                                                 m.txids ? json_incref(m.txids) : json_object()));
+                                                 m.txids ? json_incref(m.txids) : json_object(), "terms",
+                                                 m.terms ? json_incref(m.terms) : json_object()));
         etcdv_member_clear(&m);
     }
     out = json_dumps(arr, JSON_COMPACT);

@@ -138,12 +138,19 @@ out:
     return rc;
 }
 
-/* Of peers not yet tried for this database (tried[]) nor found dead
- * (dead[]), the one holding the most of database name beyond txid: its
- * index, with its TXID in *theirs; -1 when none is ahead. */
-static long pc_best(json_t *peers, const char *name, uint64_t txid, const char *tried, const char *dead,
-                    uint64_t *theirs)
+/* A peer's number for database name in its map key ("txids", "terms"): 0
+ * if absent or not a positive integer. */
+static uint64_t pc_num(json_t *peer, const char *key, const char *name)
 {
+    json_t *v = json_object_get(json_object_get(peer, key), name);
+
+    return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
+}
+
+long peer_catchup_best(json_t *peers, const char *name, uint64_t txid, const char *tried, const char *dead,
+                       uint64_t *theirs)
+{
+    uint64_t best_term = 0;
     long best = -1;
     size_t i;
     json_t *p;
@@ -151,12 +158,14 @@ static long pc_best(json_t *peers, const char *name, uint64_t txid, const char *
     *theirs = txid;
     json_array_foreach(peers, i, p)
     {
-        json_t *t = json_object_get(json_object_get(p, "txids"), name);
+        uint64_t t = pc_num(p, "txids", name), term = pc_num(p, "terms", name);
         const char *u = json_string_value(json_object_get(p, "url"));
-        if (!tried[i] && !dead[i] && json_is_integer(t) && json_integer_value(t) > 0 &&
-            (uint64_t)json_integer_value(t) > *theirs && u && *u) {
-            *theirs = (uint64_t)json_integer_value(t);
+        if (tried[i] || dead[i] || t <= txid || !u || !*u)
+            continue;
+        if (best < 0 || term > best_term || (term == best_term && t > *theirs)) {
             best = (long)i;
+            best_term = term;
+            *theirs = t;
         }
     }
     return best;
@@ -176,7 +185,7 @@ static int pc_db(CURL *c, json_t *peers, char *dead, struct dbreg *reg, const ch
 
     if (!tried)
         return LV_ENOMEM;
-    while ((i = pc_best(peers, name, txid, tried, dead, &target)) >= 0 && lv_mono_us() < deadline) {
+    while ((i = peer_catchup_best(peers, name, txid, tried, dead, &target)) >= 0 && lv_mono_us() < deadline) {
         json_t *p = json_array_get(peers, (size_t)i);
         const char *url = json_string_value(json_object_get(p, "url"));
         const char *node = json_string_value(json_object_get(p, "node"));
@@ -204,7 +213,7 @@ static int pc_db(CURL *c, json_t *peers, char *dead, struct dbreg *reg, const ch
         if (rc)
             LV_WARN("catch-up: %s: node %s (%s) could not continue it from TXID %" PRIu64 " (%s)%s", name,
                     node ? node : "?", url, txid, err[0] ? err : lv_strerror(rc),
-                    pc_best(peers, name, txid, tried, dead, &target) >= 0 ? "; trying the next node" : "");
+                    peer_catchup_best(peers, name, txid, tried, dead, &target) >= 0 ? "; trying the next node" : "");
         else if (txid >= target)
             break;
     }

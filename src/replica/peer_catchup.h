@@ -8,6 +8,7 @@
 #ifndef PEER_CATCHUP_H
 #define PEER_CATCHUP_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,5 +30,14 @@ struct dbreg;
  * peers_json is not such an array. */
 int peer_catchup(struct dbreg *reg, const char *peers_json, const char *token, const char *ca_file, int timeout_ms,
                  int wait_ms, int64_t budget_us, struct catchup_result *res);
+
+/* The peer to ask next for database name (exposed for tests): of the
+ * peers of the JSON array peers not yet tried (tried[i] == 0) nor found
+ * dead (dead[i] == 0) that hold it beyond txid ("txids"), the one whose
+ * last record is of the latest term ("terms"), and of those the furthest
+ * (a deposed term's surplus is asked last).  Its index, with its TXID in
+ * *theirs; -1 when none is ahead. */
+long peer_catchup_best(json_t *peers, const char *name, uint64_t txid, const char *tried, const char *dead,
+                       uint64_t *theirs);
 
 #endif /* PEER_CATCHUP_H */
