@@ -10,8 +10,9 @@
  * checks: equal TXIDs agree (overlapping compaction levels), and the post
  * checksum of TXID x equals the pre checksum of TXID x+1 (chain across
  * object boundaries; a snapshot record's pre checksum is not compared:
- * a snapshot starts a database afresh).  Memory: one object window plus
- * 40 bytes per record.
+ * a snapshot starts a database afresh), and terms never go back across
+ * objects either (txlog L10; within an object the reader checks it).
+ * Memory: one object window plus 48 bytes per record.
  */
 #include "restore/verify.h"
 
@@ -37,6 +38,7 @@ struct fact {
     uint64_t pre;      /* pre checksum */
     uint64_t post;     /* post checksum */
     int64_t time_us;   /* commit time */
+    uint64_t term;     /* the primary term that wrote it (txlog L10) */
     uint32_t obj;      /* index of the object */
     uint8_t snap;      /* from a snapshot record */
 };
@@ -78,8 +80,8 @@ static int add_fact(struct vstate *vs, const struct txlog_hdr *h, size_t obj)
 {
     if (lv_grow((void **)&vs->facts, &vs->cap, vs->nfacts, sizeof *vs->facts, 1024) != 0)
         return LV_ENOMEM;
-    vs->facts[vs->nfacts++] = (struct fact){ h->txid, h->pre_cksum, h->post_cksum, h->time_us, (uint32_t)obj,
-                                             (uint8_t)((h->flags & TXLOG_F_SNAPSHOT) != 0) };
+    vs->facts[vs->nfacts++] = (struct fact){ h->txid, h->pre_cksum, h->post_cksum, h->time_us, h->term,
+                                             (uint32_t)obj, (uint8_t)((h->flags & TXLOG_F_SNAPSHOT) != 0) };
     return 0;
 }
 
@@ -191,14 +193,19 @@ static void cross_check(struct vstate *vs)
     for (i = 1; i < vs->nfacts; i++) {
         const struct fact *p = &vs->facts[i - 1], *c = &vs->facts[i];
         if (p->txid == c->txid) {
-            if (p->post != c->post || p->time_us != c->time_us || (!p->snap && !c->snap && p->pre != c->pre))
+            if (p->post != c->post || p->time_us != c->time_us ||
+                (!p->snap && !c->snap && (p->pre != c->pre || p->term != c->term)))
                 add_bad(vs, c->obj, vs->keys[c->obj],
-                        "TXID %" PRIu64 ": disagrees with overlapping object %s (checksums or commit time)", c->txid,
-                        vs->keys[p->obj]);
+                        "TXID %" PRIu64 ": disagrees with overlapping object %s (checksums, commit time or term)",
+                        c->txid, vs->keys[p->obj]);
         } else if (c->txid == p->txid + 1 && !c->snap && c->pre != p->post && c->obj != p->obj) {
             add_bad(vs, c->obj, vs->keys[c->obj],
                     "TXID %" PRIu64 ": pre checksum %016" PRIx64 " does not continue TXID %" PRIu64 " of %s (post %016"
                     PRIx64 ")", c->txid, c->pre, p->txid, vs->keys[p->obj], p->post);
+        } else if (c->txid == p->txid + 1 && !c->snap && c->term < p->term && c->obj != p->obj) {
+            add_bad(vs, c->obj, vs->keys[c->obj],
+                    "TXID %" PRIu64 ": term goes back: term %" PRIu64 " after term %" PRIu64 " of TXID %" PRIu64
+                    " in %s (a deposed primary's record)", c->txid, c->term, p->term, p->txid, vs->keys[p->obj]);
         }
     }
 }
