@@ -38,7 +38,11 @@
  *       local TXID.  A peer found unreachable is not asked again.
  *   P4. Databases this node lacks but peers hold (created on the dead
  *       primary) are taken too, from TXID 1 or the peer's snapshot record;
- *       their names follow the stream's NAME rules (stream_name_ok).
+ *       their names follow the stream's NAME rules (stream_name_ok), and
+ *       one whose ID is a local database's (renamed here, not yet there)
+ *       is not made again.  A database that the dead primary dropped and
+ *       a lagging peer still holds cannot be told from a new one: it comes
+ *       back (nothing is lost; the user drops it again).
  */
 #include "replica/peer_catchup.h"
 
@@ -53,6 +57,7 @@
 #include "base/lv.h"
 #include "base/lvlog.h"
 #include "capture/db.h"
+#include "log/txlog.h"
 #include "replica/stream.h"
 
 #define PC_MAX_BODY (64u << 20) /* bytes accepted in one answer (the server sends about 8 MiB) */
@@ -117,9 +122,9 @@ static int pc_get(CURL *c, const char *url, const char *name, uint64_t txid, int
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)(timeout_ms < 1000 ? timeout_ms : 1000));
     /* A frozen node (its kernel accepts, nothing answers) is given up after
-     * about a second of silence, not after the whole timeout. */
+     * about 3 s of silence, not after the whole timeout. */
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 1L);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 3L); /* (the peer reads its log before it answers) */
     cc = curl_easy_perform(c);
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL); /* cerr ends with this call */
@@ -171,11 +176,32 @@ long peer_catchup_best(json_t *peers, const char *name, uint64_t txid, const cha
     return best;
 }
 
+/* P4: a database this node lacks must not be one it has under another
+ * name (a rename that the peer has not applied yet): the ID of the peer's
+ * first record, in b, against the local databases'.  0, or LV_EREFUSED
+ * with err. */
+static int pc_not_renamed(const struct db_info *dbs, size_t n, const char *name, const struct pc_buf *b, char *err,
+                          size_t errlen)
+{
+    struct txlog_hdr h;
+
+    if (b->n < TXLOG_HDR_SIZE || txlog_hdr_decode(b->p, &h) != 0)
+        return 0; /* nothing, or damage: catchup_apply_records says so */
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(dbs[i].id, h.dbid, 16) == 0) {
+            snprintf(err, errlen, "its database ID is this node's %s (renamed since): not made again", dbs[i].name);
+            return LV_EREFUSED;
+        }
+    LV_UNUSED(name);
+    return 0;
+}
+
 /* Catch database name (local TXID txid, 0: this node lacks it) up from the
  * peers, the most advanced first, the next when one fails (P3).  1
  * advanced, 0 nothing to do, negative: left (logged). */
-static int pc_db(CURL *c, json_t *peers, char *dead, struct dbreg *reg, const char *name, uint64_t txid,
-                 int64_t deadline, int timeout_ms, int wait_ms, struct catchup_result *res)
+static int pc_db(CURL *c, json_t *peers, char *dead, struct dbreg *reg, const struct db_info *dbs, size_t ndbs,
+                 const char *name, uint64_t txid, int64_t deadline, int timeout_ms, int wait_ms,
+                 struct catchup_result *res)
 {
     size_t np = json_array_size(peers);
     char *tried = calloc(np ? np : 1, 1), err[1024] = "";
@@ -185,7 +211,15 @@ static int pc_db(CURL *c, json_t *peers, char *dead, struct dbreg *reg, const ch
 
     if (!tried)
         return LV_ENOMEM;
-    while ((i = peer_catchup_best(peers, name, txid, tried, dead, &target)) >= 0 && lv_mono_us() < deadline) {
+    while ((i = peer_catchup_best(peers, name, txid, tried, dead, &target)) >= 0) {
+        if (lv_mono_us() >= deadline) {
+            snprintf(err, sizeof err, "the catch-up's time ran out");
+            LV_WARN("catch-up: %s: not caught up beyond TXID %" PRIu64 " of the %" PRIu64 " another node holds: "
+                    "the catch-up's time ran out", name, txid, target);
+            rc = LV_EBUSY;
+            any = 1;
+            break;
+        }
         json_t *p = json_array_get(peers, (size_t)i);
         const char *url = json_string_value(json_object_get(p, "url"));
         const char *node = json_string_value(json_object_get(p, "node"));
@@ -201,6 +235,8 @@ static int pc_db(CURL *c, json_t *peers, char *dead, struct dbreg *reg, const ch
             rc = pc_get(c, url, name, txid, left_ms < timeout_ms ? (int)left_ms : timeout_ms, &b, err, sizeof err);
             if (rc == LV_ENET && b.status == 0)
                 dead[i] = 1; /* unreachable: not asked again for another database */
+            if (rc == 0 && from == 0 && txid == 0) /* P4 */
+                rc = pc_not_renamed(dbs, ndbs, name, &b, err, sizeof err);
             if (rc == 0) {
                 res->bytes += b.n;
                 rc = catchup_apply_records(reg, name, url, b.p, b.n, &txid, wait_ms, &res->records, err,
@@ -266,7 +302,7 @@ int peer_catchup(struct dbreg *reg, const char *peers_json, const char *token, c
         if (dbs[i].broken)
             continue;
         res->dbs++;
-        int r = pc_db(c, peers, dead, reg, dbs[i].name, dbs[i].txid, deadline, timeout_ms, wait_ms, res);
+        int r = pc_db(c, peers, dead, reg, dbs, n, dbs[i].name, dbs[i].txid, deadline, timeout_ms, wait_ms, res);
         if (r > 0)
             res->advanced++;
         else if (r < 0)
@@ -285,7 +321,7 @@ int peer_catchup(struct dbreg *reg, const char *peers_json, const char *token, c
     json_object_foreach(others, name, t)
     {
         res->dbs++;
-        int r = pc_db(c, peers, dead, reg, name, 0, deadline, timeout_ms, wait_ms, res);
+        int r = pc_db(c, peers, dead, reg, dbs, n, name, 0, deadline, timeout_ms, wait_ms, res);
         if (r > 0)
             res->advanced++;
         else if (r < 0)
