@@ -760,27 +760,37 @@ Test(etcd, archive_tail)
     cr_assert_eq(sql_int(out, "SELECT count(*) FROM t"), 51, "the archive's history is not the new primary's");
 }
 
+/* The peer catch-up tests: candidate a is primary; candidate b applies
+ * nothing after id 20 (a reader, returned in *rd on *pb, holds its copy);
+ * non-candidate c (node key TTL c_ttl s) gets ids 21..50 and publishes
+ * that position. */
+static void b_behind_c(struct lvetcd *e, int c_ttl, struct lvnode **a, struct lvnode **b, struct lvnode **c,
+                       sqlite3 **rd, char **pb)
+{
+    *a = etcd_node(e, 2, 1);
+    cr_assert(WAIT_FOR(is_primary(*a), 10000), "the first candidate did not win the lease");
+    *b = etcd_node_with(e, 2, "replication:\n  apply-wait: 200ms\n");
+    *c = etcd_node_with(e, c_ttl, "  candidate: false\n");
+    cr_assert(WAIT_FOR(follows_node(*b, *a) && follows_node(*c, *a), 10000), "the replicas do not follow the primary");
+    make_table(*a);
+    insert_ids(*a, 1, 20);
+    cr_assert(WAIT_FOR(rows(*b) == 20 && rows(*c) == 20, 10000), "the replicas did not get the first 20 rows");
+    *pb = lvnode_path(*b, "app.db");
+    cr_assert_eq(sqlite3_open_v2(*pb, rd, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(*rd, "BEGIN; SELECT count(*) FROM t;", NULL, NULL, NULL), SQLITE_OK);
+    insert_ids(*a, 21, 50);
+    cr_assert(WAIT_FOR(rows(*c) == 50, 10000), "the non-candidate did not get every row");
+    sleep_ms(c_ttl * 250 + 1000); /* c's node key carries its new position (put at most every TTL/4) */
+}
+
 Test(etcd, non_candidate_ahead)
 {
     need_etcd();
     struct lvetcd *e = etcd_start(NULL);
-    struct lvnode *a = etcd_node(e, 2, 1);
-    cr_assert(WAIT_FOR(is_primary(a), 10000), "the first candidate did not win the lease");
-    struct lvnode *b = etcd_node_with(e, 2, "replication:\n  apply-wait: 200ms\n");
-    struct lvnode *c = etcd_node_with(e, 2, "  candidate: false\n");
-    cr_assert(WAIT_FOR(follows_node(b, a) && follows_node(c, a), 10000), "the replicas do not follow the primary");
-    make_table(a);
-    insert_ids(a, 1, 20);
-    cr_assert(WAIT_FOR(rows(b) == 20 && rows(c) == 20, 10000), "the replicas did not get the first 20 rows");
-
-    /* A reader on b holds its snapshot: c applies a's next 30 commits, b cannot. */
-    char *pb = lvnode_path(b, "app.db");
+    struct lvnode *a, *b, *c;
     sqlite3 *rd = NULL;
-    cr_assert_eq(sqlite3_open_v2(pb, &rd, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    cr_assert_eq(sqlite3_exec(rd, "BEGIN; SELECT count(*) FROM t;", NULL, NULL, NULL), SQLITE_OK);
-    insert_ids(a, 21, 50);
-    cr_assert(WAIT_FOR(rows(c) == 50, 10000), "the non-candidate did not get every row");
-    sleep_ms(1500); /* c's node key carries its new position (put every TTL/4) */
+    char *pb = NULL;
+    b_behind_c(e, 2, &a, &b, &c, &rd, &pb);
     lvnode_kill9(a);
     cr_assert_lt(lvnode_last_txid(b, "app.db"), lvnode_last_txid(c, "app.db"), "b applied despite its reader");
 
@@ -793,21 +803,10 @@ Test(etcd, peer_unreachable)
 {
     need_etcd();
     struct lvetcd *e = etcd_start(NULL);
-    struct lvnode *a = etcd_node(e, 2, 1);
-    cr_assert(WAIT_FOR(is_primary(a), 10000), "the first candidate did not win the lease");
-    struct lvnode *b = etcd_node_with(e, 2, "replication:\n  apply-wait: 200ms\n");
-    struct lvnode *c = etcd_node_with(e, 10, "  candidate: false\n"); /* its node key outlives the freeze */
-    cr_assert(WAIT_FOR(follows_node(b, a) && follows_node(c, a), 10000), "the replicas do not follow the primary");
-    make_table(a);
-    insert_ids(a, 1, 20);
-    cr_assert(WAIT_FOR(rows(b) == 20 && rows(c) == 20, 10000), "the replicas did not get the first 20 rows");
-    char *pb = lvnode_path(b, "app.db");
+    struct lvnode *a, *b, *c;
     sqlite3 *rd = NULL;
-    cr_assert_eq(sqlite3_open_v2(pb, &rd, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    cr_assert_eq(sqlite3_exec(rd, "BEGIN; SELECT count(*) FROM t;", NULL, NULL, NULL), SQLITE_OK);
-    insert_ids(a, 21, 50);
-    cr_assert(WAIT_FOR(rows(c) == 50, 10000), "the non-candidate did not get every row");
-    sleep_ms(3500); /* c's node key carries its new position (put at most every TTL/4 = 2.5 s) */
+    char *pb = NULL;
+    b_behind_c(e, 10, &a, &b, &c, &rd, &pb); /* c's node key outlives its freeze */
 
     /* c freezes (its node key lives on), a dies: b asks c, which never answers. */
     kill(c->pid, SIGSTOP);
