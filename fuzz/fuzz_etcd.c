@@ -82,6 +82,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FAIL("positions ahead of themselves");
     if (etcdv_ahead(a, b) && etcdv_ahead(b, a))
         FAIL("two positions each ahead of the other");
+    if (etcdv_ahead_terms(a, b, b, a) && etcdv_ahead_terms(b, a, a, b))
+        FAIL("two positions with terms each ahead of the other");
+    if (etcdv_ahead_terms(a, b, a, b))
+        FAIL("positions with terms ahead of themselves");
     json_decref(a);
     json_decref(b);
     return 0;

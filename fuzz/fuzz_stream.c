@@ -175,8 +175,15 @@ static size_t check_frame(const struct stream_frame *f, const uint8_t *in, size_
         FAIL("frame of unknown type %d returned", (int)f->type);
     }
     reencode(f, &enc, &len);
-    if (len > size - off || memcmp(enc, in + off, len) != 0)
+    if (f->type == ST_SNAP_BEGIN && size - off >= 16 && (size_t)lv_get32(in + off + 8) + 16 + 8 == len) {
+        /* the 48-byte SNAP_BEGIN of a HELLO version 1 primary: the encoder
+         * writes the 56-byte form; the fields before the term must agree */
+        if (f->term != 0 || memcmp(enc + 16, in + off + 16, len - 16 - 8) != 0)
+            FAIL("a version 1 SNAP_BEGIN at input offset %zu decodes to other fields", off);
+        len -= 8;
+    } else if (len > size - off || memcmp(enc, in + off, len) != 0) {
         FAIL("%s frame at input offset %zu re-encodes to %zu other bytes", stream_type_name(f->type), off, len);
+    }
     free(enc);
     if (o->nframes < MAX_FRAMES) {
         o->end[o->nframes] = off + len;

@@ -162,6 +162,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         h.db_pages = t.last_db_pages;
         h.pre_cksum = t.last_post;
         h.post_cksum = t.last_post ^ 1;
+        h.term = t.last_term; /* L10: terms never go back */
         page = malloc(h.page_size);
         if (!page)
             abort();

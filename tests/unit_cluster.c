@@ -270,6 +270,17 @@ Test(etcdv, member_and_ahead)
     cr_assert_eq(etcdv_ahead(other, mine), 0, "behind on x.db: not ahead, whatever else it has");
     cr_assert_eq(etcdv_ahead(other, NULL), 1, "a database the other lacks");
     cr_assert_eq(etcdv_ahead(NULL, NULL), 0);
+    /* With terms: the latest term's records win over more of a deposed term's. */
+    json_t *w = json_pack("{s:i}", "x.db", 65), *wt = json_pack("{s:i}", "x.db", 5);
+    json_t *l = json_pack("{s:i}", "x.db", 60), *lt = json_pack("{s:i}", "x.db", 9);
+    cr_assert_eq(etcdv_ahead_terms(l, lt, w, wt), 1, "term 9 at TXID 60 is ahead of term 5 at TXID 65");
+    cr_assert_eq(etcdv_ahead_terms(w, wt, l, lt), 0);
+    cr_assert_eq(etcdv_ahead_terms(w, NULL, l, lt), 1, "without terms on one side: TXIDs alone");
+    cr_assert_eq(etcdv_ahead_terms(w, wt, l, NULL), 1);
+    json_decref(w);
+    json_decref(wt);
+    json_decref(l);
+    json_decref(lt);
     etcdv_member_clear(&m);
     json_decref(mine);
     json_decref(same);

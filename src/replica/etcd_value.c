@@ -125,13 +125,34 @@ static uint64_t txid_of(json_t *o, const char *name)
     return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
 }
 
-int etcdv_ahead(json_t *theirs, json_t *mine)
+/* Compare one database's positions: <0, 0, >0 as theirs is behind, level
+ * with or ahead of mine -- by (term, TXID) when both publish terms, else
+ * by TXID. */
+static int pos_cmp(json_t *theirs, json_t *their_terms, json_t *mine, json_t *my_terms, const char *name)
+{
+    uint64_t a, b;
+
+    if (their_terms && my_terms && (a = txid_of(their_terms, name)) != (b = txid_of(my_terms, name)))
+        return a > b ? 1 : -1;
+    a = txid_of(theirs, name);
+    b = txid_of(mine, name);
+    return a > b ? 1 : a < b ? -1 : 0;
+}
+
+int etcdv_ahead_terms(json_t *theirs, json_t *their_terms, json_t *mine, json_t *my_terms)
 {
     const char *name;
     json_t *x;
     int gt = 0;
 
-    json_object_foreach(mine, name, x) if (txid_of(theirs, name) < txid_of(mine, name)) return 0;
-    json_object_foreach(theirs, name, x) if (txid_of(theirs, name) > txid_of(mine, name)) gt = 1;
+    if (!json_is_object(their_terms) || !json_is_object(my_terms))
+        their_terms = my_terms = NULL; /* an older node: TXIDs alone */
+    json_object_foreach(mine, name, x) if (pos_cmp(theirs, their_terms, mine, my_terms, name) < 0) return 0;
+    json_object_foreach(theirs, name, x) if (pos_cmp(theirs, their_terms, mine, my_terms, name) > 0) gt = 1;
     return gt;
+}
+
+int etcdv_ahead(json_t *theirs, json_t *mine)
+{
+    return etcdv_ahead_terms(theirs, NULL, mine, NULL);
 }

@@ -42,4 +42,10 @@ void etcdv_member_clear(struct etcdv_member *m);
  * as TXID 0); else 0.  Either may be NULL (no databases). */
 int etcdv_ahead(json_t *theirs, json_t *mine);
 
+/* As etcdv_ahead, comparing each database by (term of its last record,
+ * TXID) when both sides publish terms ({"NAME": TERM}; either NULL: TXIDs
+ * alone): a node holding the latest term's records is ahead of one holding
+ * more records of a deposed term. */
+int etcdv_ahead_terms(json_t *theirs, json_t *their_terms, json_t *mine, json_t *my_terms);
+
 #endif /* ETCD_VALUE_H */

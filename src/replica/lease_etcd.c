@@ -757,7 +757,8 @@ static int et_most_advanced(struct etcd *e, CURL *c, int64_t step_us)
         struct etcdv_member m = {0};
 
         if (json_is_string(val) && etcdv_member_parse(json_string_value(val), &m) == 0 && m.candidate &&
-            strcmp(m.node, e->node_id) != 0 && etcdv_ahead(m.txids, json_object_get(mine, "txids")))
+            strcmp(m.node, e->node_id) != 0 &&
+            etcdv_ahead_terms(m.txids, m.terms, json_object_get(mine, "txids"), json_object_get(mine, "terms")))
             snprintf(ahead, sizeof ahead, "node %s (%s) is ahead", m.node[0] ? m.node : "?", m.url);
         etcdv_member_clear(&m);
         if (ahead[0])
