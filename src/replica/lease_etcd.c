@@ -176,7 +176,7 @@ struct etcd {
     int err_logged;           /* last_err was logged (a repeat is not) */
     int deposed;              /* this node lost a term: it never races for the key again in this process
                                  (the daemon restarts it as a replica: E4) */
-    char node_put[4096];      /* the node key's value last put with lease_id ("" none, or too long to compare) */
+    char *node_put;           /* the node key's value last put with lease_id (malloc'ed, any length), NULL: none */
     char defer_why[512];      /* why we last did not race for the key ("" we did) */
     int64_t absent_since;     /* loop thread only: when the primary key was first seen absent (0: present) */
     struct worker *loop;      /* et_loop */
@@ -685,7 +685,8 @@ static int et_keep(struct etcd *e, CURL *c, int64_t step_us, int64_t *t0, int64_
         pthread_mutex_lock(&e->mu);
         e->lease_id = id;
         e->ttl_us = *ttl * 1000000;
-        e->node_put[0] = 0; /* the node key must be put again, with this lease */
+        free(e->node_put); /* the node key must be put again, with this lease */
+        e->node_put = NULL;
         pthread_mutex_unlock(&e->mu);
         goto out;
     }
@@ -720,13 +721,15 @@ static void et_put_node(struct etcd *e, CURL *c, int64_t id, int64_t step_us)
     if (!v)
         return;
     pthread_mutex_lock(&e->mu);
-    same = strcmp(v, e->node_put) == 0;
+    same = e->node_put && strcmp(v, e->node_put) == 0;
     pthread_mutex_unlock(&e->mu);
     vb = same ? NULL : etcdv_b64_enc(v, strlen(v));
     req = vb ? json_pack("{s:s,s:s,s:I}", "key", e->node_b64, "value", vb, "lease", (json_int_t)id) : NULL;
     if (req && et_call(e, c, "/v3/kv/put", req, step_us, "node key put", &ans) == 0) {
         pthread_mutex_lock(&e->mu);
-        snprintf(e->node_put, sizeof e->node_put, "%s", strlen(v) < sizeof e->node_put ? v : "");
+        free(e->node_put);
+        e->node_put = v; /* (handed over) */
+        v = NULL;
         pthread_mutex_unlock(&e->mu);
     }
     json_decref(ans);
@@ -1150,6 +1153,7 @@ static void et_close(struct lease *l)
     free(e->key);
     free(e->key_b64);
     free(e->node_b64);
+    free(e->node_put);
     free(e->nodes_b64);
     free(e->nodes_end_b64);
     free(e->handoff_b64);
