@@ -17,8 +17,9 @@
  *   2. the chain of segments after the database's TXID T: repeatedly the
  *      segment (any level) that holds T+1 and reaches furthest; a gap
  *      ends the chain (what lies beyond it cannot be applied anyway);
- *   3. each segment object is downloaded whole (store_get), checked
- *      against the manifest's size and XXH3-64, and its records, from
+ *   3. the segment objects are downloaded (restore/fetch.c: two at a
+ *      time, each checked against the manifest's size and XXH3-64), and
+ *      their records, from
  *      T+1 on, checked one by one (txlog_record_check) and applied in
  *      batches through dbreg_apply -- the replica's applier, which checks
  *      the database ID, the TXID and checksum chain, every post checksum
@@ -49,7 +50,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <xxhash.h>
 
 #include "archive/archiver.h"
 #include "archive/manifest.h"
@@ -58,6 +58,7 @@
 #include "base/lvlog.h"
 #include "capture/db.h"
 #include "log/txlog.h"
+#include "restore/fetch.h"
 #include "restore/restore.h"
 #include "store/store.h"
 
@@ -135,9 +136,13 @@ int catchup_apply_records(struct dbreg *reg, const char *name, const char *what,
 static int catchup_db(struct store *st, struct dbreg *reg, const struct db_info *d, int wait_ms,
                       struct catchup_result *res)
 {
-    char lineage[MANIFEST_ID_HEX + 1], err[1024] = "", key[1200];
+    char lineage[MANIFEST_ID_HEX + 1], err[1024] = "";
     struct manifest m;
     struct tail_result tail;
+    const struct manifest_seg *s;
+    struct fetch_obj *objs = NULL; /* the segments to apply, in order (keys owned) */
+    struct fetch *f = NULL;
+    size_t nobjs = 0, cap = 0;
     uint64_t txid = d->txid, from = d->txid;
     int listed = 0, rc;
 
@@ -152,33 +157,46 @@ static int catchup_db(struct store *st, struct dbreg *reg, const struct db_info 
         rc = restore_load_manifest(st, d->name, lineage, &m, err, sizeof err);
     if (rc == 0)
         rc = restore_load_tail(st, d->name, lineage, &m, &tail, err, sizeof err);
-    for (const struct manifest_seg *s; rc == 0 && (s = next_seg(&m, txid + 1)) != NULL;) {
-        void *buf = NULL;
-        size_t len = 0;
-        snprintf(key, sizeof key, "%s/%s/%s", d->name, lineage, s->key);
-        rc = store_get(st, key, 0, 0, &buf, &len);
-        if (rc)
-            snprintf(err, sizeof err, "%s: cannot read %s: %s", d->name, key, lv_strerror(rc));
-        else if (len != s->size || XXH3_64bits(buf, len) != s->xxh3) {
-            snprintf(err, sizeof err, "%s: object %s does not match the manifest (size or checksum)", d->name, key);
-            rc = LV_EMISMATCH;
-        } else {
-            uint64_t before = txid;
-            res->bytes += len;
-            if (len < TXLOG_SEG_HDR_SIZE) {
-                snprintf(err, sizeof err, "%s: object %s is shorter than a segment header", d->name, key);
-                rc = LV_ECORRUPT;
-            } else {
-                rc = catchup_apply_records(reg, d->name, key, (const uint8_t *)buf + TXLOG_SEG_HDR_SIZE,
-                                           len - TXLOG_SEG_HDR_SIZE, &txid, wait_ms, &res->records, err, sizeof err);
-            }
-            if (rc == 0 && txid == before) { /* the manifest said it holds TXID txid + 1 */
-                snprintf(err, sizeof err, "%s: object %s holds no record after TXID %" PRIu64, d->name, key, txid);
-                rc = LV_ECORRUPT;
-            }
+    /* The chain after TXID txid, fetched (size and XXH3-64 checked against
+     * the manifest: restore/fetch.c) and applied in order. */
+    for (uint64_t next = txid + 1; rc == 0 && (s = next_seg(&m, next)) != NULL; next = s->last_txid + 1) {
+        char *k = NULL;
+        if (lv_grow((void **)&objs, &cap, nobjs, sizeof *objs, 8) != 0 ||
+            asprintf(&k, "%s/%s/%s", d->name, lineage, s->key) < 0) {
+            rc = LV_ENOMEM;
+            break;
         }
-        free(buf);
+        objs[nobjs].key = k;
+        objs[nobjs].size = s->size;
+        objs[nobjs].xxh3 = s->xxh3;
+        nobjs++;
     }
+    if (rc == 0 && nobjs && (rc = fetch_start(st, objs, nobjs, 2, 0, 0, &f)) != 0)
+        snprintf(err, sizeof err, "%s: cannot start fetching the archive's segments", d->name);
+    for (size_t i = 0; rc == 0 && i < nobjs; i++) {
+        struct fetch_res fr;
+        uint64_t before = txid;
+        fetch_wait(f, i, -1, &fr);
+        if ((rc = fr.rc) != 0)
+            snprintf(err, sizeof err, "%s", fr.err ? fr.err : lv_strerror(rc));
+        else if (fr.len < TXLOG_SEG_HDR_SIZE)
+            rc = LV_ECORRUPT, snprintf(err, sizeof err, "%s: object %s is shorter than a segment header", d->name,
+                                       fr.key);
+        else
+            rc = catchup_apply_records(reg, d->name, fr.key, (const uint8_t *)fr.buf + TXLOG_SEG_HDR_SIZE,
+                                       fr.len - TXLOG_SEG_HDR_SIZE, &txid, wait_ms, &res->records, err, sizeof err);
+        if (rc == 0 && txid == before) { /* the manifest said it holds TXID txid + 1 */
+            snprintf(err, sizeof err, "%s: object %s holds no record after TXID %" PRIu64, d->name, fr.key, txid);
+            rc = LV_ECORRUPT;
+        }
+        if (fr.rc == 0)
+            res->bytes += fr.len;
+        fetch_release(f, i);
+    }
+    fetch_stop(f);
+    for (size_t i = 0; i < nobjs; i++)
+        free((char *)objs[i].key);
+    free(objs);
     tail_result_free(&tail);
     manifest_free(&m);
     if (rc) {

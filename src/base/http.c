@@ -1315,20 +1315,12 @@ void http_free(struct http_server *s)
 
 /* ---- client ---------------------------------------------------------- */
 
-/* Response body being collected by write_cb. */
-struct http_sink {
-    char *buf;      /* malloc'ed, NUL-terminated past len (owned until handed to caller) */
-    size_t len;     /* bytes held */
-    size_t cap;     /* bytes allocated */
-    int too_big;    /* exceeded HTTP_CLIENT_MAX_BODY */
-};
-
-static size_t write_cb(char *data, size_t size, size_t nmemb, void *userp)
+size_t http_sink_write(char *data, size_t size, size_t nmemb, void *userp)
 {
     struct http_sink *k = userp;
-    size_t n = size * nmemb;
+    size_t n = size * nmemb, max = k->max ? k->max : HTTP_CLIENT_MAX_BODY;
 
-    if (n > HTTP_CLIENT_MAX_BODY - k->len) {
+    if (k->len > max || n > max - k->len) {
         k->too_big = 1;
         return 0;  /* makes curl fail with CURLE_WRITE_ERROR */
     }
@@ -1428,7 +1420,7 @@ static int http_request(const char *addr, const char *path, const void *data, si
     curl_easy_setopt(h, CURLOPT_TIMEOUT, HTTP_CLIENT_TIMEOUT_S);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, HTTP_CLIENT_CONNECT_TIMEOUT_S);
     curl_easy_setopt(h, CURLOPT_PROXY, "");  /* ignore http_proxy: the daemon is not behind one */
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, http_sink_write);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &sink);
     if (data != NULL) {
         hdrs = curl_slist_append(hdrs, "Expect:");  /* no 100-continue round trip */
@@ -1522,7 +1514,7 @@ static int hold_recv(int fd, struct http_sink *k, int64_t deadline, int (*stop)(
             return LV_ENET;
         if (r == 0)
             return 0; /* EOF */
-        if (write_cb(tmp, 1, (size_t)r, k) != (size_t)r)
+        if (http_sink_write(tmp, 1, (size_t)r, k) != (size_t)r)
             return LV_ENET;
     }
     return 0;

@@ -166,6 +166,19 @@ int http_get_ex(const char *addr, const char *path, const struct http_client_opt
 int http_post(const char *addr, const char *path, const void *data, size_t dlen,
               char **body, size_t *len, long *status);
 
+/* A response body collected by http_sink_write (zero it before use). */
+struct http_sink {
+    char *buf;      /* malloc'ed, NUL-terminated past len (the caller frees it) */
+    size_t len;     /* bytes held */
+    size_t cap;     /* bytes allocated */
+    size_t max;     /* bytes accepted at most (0: the client's default, 256 MiB) */
+    int too_big;    /* more than max arrived (the transfer was ended) */
+};
+
+/* libcurl write callback (CURLOPT_WRITEDATA: a struct http_sink) that
+ * appends to the sink, up to its max. */
+size_t http_sink_write(char *data, size_t size, size_t nmemb, void *userp);
+
 /* Set up a libcurl handle c for a litevault peer: with token, appends
  * "Authorization: Bearer <token>" to *hdrs (a header list the caller owns:
  * it frees it with curl_slist_free_all after the transfer, and may append

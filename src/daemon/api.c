@@ -599,8 +599,9 @@ static int h_log(void *ctx, const struct http_request *req, struct http_response
     struct db_info *dbs = NULL;
     struct txlog_reader *rd = NULL;
     struct txlog_hdr h;
-    char *buf = NULL, *end = NULL, msg[700];
-    size_t n = 0, i, len = 0, cap = 0;
+    struct http_sink out = {0}; /* the records, back to back */
+    char *end = NULL, msg[700];
+    size_t n = 0, i;
     uint64_t after;
     int st = 200, rc;
 
@@ -620,17 +621,17 @@ static int h_log(void *ctx, const struct http_request *req, struct http_response
     if (dbs[i].txid <= after)
         goto out; /* nothing after T */
     rc = txlog_reader_open(dbs[i].logdir, after + 1, &rd);
-    while (rc == 0 && len < API_LOG_MAX && (rc = txlog_reader_next(rd, &h)) == 0) {
+    while (rc == 0 && out.len < API_LOG_MAX && (rc = txlog_reader_next(rd, &h)) == 0) {
         void *raw = NULL;
         size_t rl = 0;
-        if (len == 0 && h.txid != after + 1 && !(after == 0 && (h.flags & TXLOG_F_SNAPSHOT))) {
+        if (out.len == 0 && h.txid != after + 1 && !(after == 0 && (h.flags & TXLOG_F_SNAPSHOT))) {
             st = 410; /* (from nothing, a log that starts with a snapshot record will do) */
             snprintf(msg, sizeof msg, "the log of %.500s no longer holds TXID %" PRIu64 " (it starts at %" PRIu64 ")",
                      name, after + 1, h.txid);
             goto out;
         }
         if (h.stored_len > API_LOG_RECORD_MAX) {
-            if (len > 0)
+            if (out.len > 0)
                 break; /* what came before goes; the next ask meets it first */
             st = 413;
             snprintf(msg, sizeof msg, "%.500s: TXID %" PRIu64 " holds %" PRIu64 " bytes, more than one answer carries",
@@ -639,24 +640,11 @@ static int h_log(void *ctx, const struct http_request *req, struct http_response
         }
         if ((rc = txlog_reader_raw(rd, &raw, &rl)) != 0)
             break;
-        if (len + rl > cap) {
-            size_t ncap = cap ? cap * 2 : 65536;
-            while (ncap < len + rl)
-                ncap *= 2;
-            char *nb = realloc(buf, ncap);
-            if (!nb) {
-                free(raw);
-                rc = LV_ENOMEM;
-                break;
-            }
-            buf = nb;
-            cap = ncap;
-        }
-        memcpy(buf + len, raw, rl);
-        len += rl;
+        if (http_sink_write(raw, 1, rl, &out) != rl)
+            rc = LV_ENOMEM;
         free(raw);
     }
-    if (rc != 0 && (rc != LV_ENOENT || !rd) && len == 0) {
+    if (rc != 0 && (rc != LV_ENOENT || !rd) && out.len == 0) {
         st = rc == LV_ENOENT ? 410 : 500;
         snprintf(msg, sizeof msg, "cannot read the log of %.500s after TXID %" PRIu64 ": %s", name, after,
                  rd ? txlog_reader_error(rd) : lv_strerror(rc));
@@ -665,12 +653,12 @@ out:
     txlog_reader_close(rd);
     free(dbs);
     if (st != 200) {
-        free(buf);
+        free(out.buf);
         return api_error(resp, st, msg);
     }
     resp->content_type = "application/x-litevault-records";
-    resp->body = buf ? buf : strdup("");
-    resp->body_len = len;
+    resp->body = out.buf ? out.buf : strdup("");
+    resp->body_len = out.len;
     return 0;
 }
 

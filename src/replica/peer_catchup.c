@@ -62,39 +62,11 @@
 
 #define PC_MAX_BODY (64u << 20) /* bytes accepted in one answer (the server sends about 8 MiB) */
 
-/* A response body being received. */
+/* An answer of GET /v1/log: its body (b.max = PC_MAX_BODY) and status. */
 struct pc_buf {
-    uint8_t *p;   /* bytes (malloc'ed) */
-    size_t n;     /* used */
-    size_t cap;   /* allocated */
-    int over;     /* more than PC_MAX_BODY arrived */
-    long status;  /* the HTTP status (0: no answer) */
+    struct http_sink b; /* the body (http_sink_write) */
+    long status;        /* the HTTP status (0: no answer) */
 };
-
-static size_t pc_collect(char *d, size_t sz, size_t nm, void *arg)
-{
-    struct pc_buf *b = arg;
-    size_t add = sz * nm;
-
-    if (b->n + add > PC_MAX_BODY) {
-        b->over = 1;
-        return 0;
-    }
-    if (b->n + add + 1 > b->cap) { /* + 1: a NUL after the bytes, for messages */
-        size_t cap = b->cap ? b->cap : 65536;
-        while (cap < b->n + add + 1)
-            cap *= 2;
-        uint8_t *np = realloc(b->p, cap);
-        if (!np)
-            return 0;
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, d, add);
-    b->n += add;
-    b->p[b->n] = 0;
-    return add;
-}
 
 /* GET url/v1/log?db=name&after=txid into *b.  0, or LV_ENET with err (the
  * status and the peer's message when it answered). */
@@ -114,8 +86,8 @@ static int pc_get(CURL *c, const char *url, const char *name, uint64_t txid, int
     }
     curl_easy_setopt(c, CURLOPT_URL, full);
     curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, pc_collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, http_sink_write);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b->b);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cerr);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_PROXY, "");
@@ -129,12 +101,12 @@ static int pc_get(CURL *c, const char *url, const char *name, uint64_t txid, int
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL); /* cerr ends with this call */
     b->status = status;
-    if (cc != CURLE_OK && !(b->over))
+    if (cc != CURLE_OK && !b->b.too_big)
         lv_seterr(err, errlen, "%s", cerr[0] ? cerr : curl_easy_strerror(cc));
-    else if (b->over)
+    else if (b->b.too_big)
         lv_seterr(err, errlen, "the answer is larger than %u bytes", PC_MAX_BODY);
     else if (status != 200)
-        lv_seterr(err, errlen, "HTTP %ld: %.300s", status, b->p && b->n ? (char *)b->p : "");
+        lv_seterr(err, errlen, "HTTP %ld: %.300s", status, b->b.buf ? b->b.buf : "");
     else
         rc = 0;
 out:
@@ -185,7 +157,7 @@ static int pc_not_renamed(const struct db_info *dbs, size_t n, const char *name,
 {
     struct txlog_hdr h;
 
-    if (b->n < TXLOG_HDR_SIZE || txlog_hdr_decode(b->p, &h) != 0)
+    if (b->b.len < TXLOG_HDR_SIZE || txlog_hdr_decode((const uint8_t *)b->b.buf, &h) != 0)
         return 0; /* nothing, or damage: catchup_apply_records says so */
     for (size_t i = 0; i < n; i++)
         if (memcmp(dbs[i].id, h.dbid, 16) == 0) {
@@ -229,7 +201,7 @@ static int pc_db(CURL *c, json_t *peers, char *dead, struct dbreg *reg, const st
                 ": taking its records before writes open", node ? node : "?", url, name, target, txid);
         rc = 0;
         while (rc == 0 && txid < target && lv_mono_us() < deadline) {
-            struct pc_buf b = {0};
+            struct pc_buf b = {.b.max = PC_MAX_BODY};
             uint64_t before = txid;
             int64_t left_ms = (deadline - lv_mono_us()) / 1000 + 1;
             rc = pc_get(c, url, name, txid, left_ms < timeout_ms ? (int)left_ms : timeout_ms, &b, err, sizeof err);
@@ -238,11 +210,11 @@ static int pc_db(CURL *c, json_t *peers, char *dead, struct dbreg *reg, const st
             if (rc == 0 && from == 0 && txid == 0) /* P4 */
                 rc = pc_not_renamed(dbs, ndbs, name, &b, err, sizeof err);
             if (rc == 0) {
-                res->bytes += b.n;
-                rc = catchup_apply_records(reg, name, url, b.p, b.n, &txid, wait_ms, &res->records, err,
+                res->bytes += b.b.len;
+                rc = catchup_apply_records(reg, name, url, (const uint8_t *)b.b.buf, b.b.len, &txid, wait_ms, &res->records, err,
                                            sizeof err);
             }
-            free(b.p);
+            free(b.b.buf);
             if (rc == 0 && txid == before) /* P2 */
                 break;
         }
