@@ -314,6 +314,49 @@ Test(crash, kill9_writer_mid_transaction_delete)
     kill9_writer_case(0);
 }
 
+/*
+ * kill -9 of the daemon while a transaction that reuses free pages has
+ * spilled.  SQLite does not journal a freelist leaf it reuses (its content
+ * does not matter), so the rollback of the hot journal after the restart
+ * leaves that page as the dead transaction wrote it: the log must follow
+ * the bytes of the file, not only the pages the rollback writes.
+ */
+Test(crash, kill9_daemon_mid_transaction_reusing_free_pages)
+{
+    cN = lvnode_started(NULL);
+    char *p = lvnode_path(cN, "f.db");
+    sql_exec(p, "PRAGMA journal_mode=DELETE; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);", 0);
+    sql_exec(p, "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i<400) "
+                "INSERT INTO t(v) SELECT randomblob(3000) FROM c;", 0);
+    sql_exec(p, "DELETE FROM t WHERE id > 20;", 0);
+    cr_assert_gt(sql_int(p, "PRAGMA freelist_count"), 300, "no free pages to reuse");
+    uint64_t h0 = sql_content_hash(p);
+    int pfd[2];
+    cr_assert_eq(pipe(pfd), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        close(pfd[0]);
+        spill_child(p, 0, pfd[1]);
+    }
+    lvt_defer_kill(pid);
+    close(pfd[1]);
+    char c = 0;
+    ssize_t r = read(pfd[0], &c, 1);
+    close(pfd[0]);
+    cr_assert_eq(r, 1, "the writer failed before the kill");
+    lvnode_kill9(cN);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    lvt_forget_child(pid);
+
+    lvnode_start(cN);
+    assert_agrees(cN, "f.db", 0); /* the rollback happens at its first open */
+    cr_assert_eq(sql_content_hash(p), h0, "content changed by a killed transaction");
+    free(p);
+}
+
 /* ------------------------------------------------------------------ */
 /* Graceful restart                                                    */
 /* ------------------------------------------------------------------ */

@@ -75,7 +75,9 @@
  * the WAL after the last logged WAL position as RECOVERED records, then
  * compare candidate pages (those of records after the state, WAL pages and
  * growth) with the map and write one RECOVERED repair record if anything
- * differs.  A hot journal is left for SQLite to roll back through the mount.
+ * differs.  A hot journal is left for SQLite to roll back through the mount;
+ * the commit that ends that rollback also compares the freelist leaves,
+ * which SQLite reuses without journaling them (db_dirty_free_leaves).
  *
  * LOCKING: dbreg.mu guards the table, names, refs and retired flags;
  * db.mu guards everything else in struct db.  Order: db.img_mu, dbreg.mu,

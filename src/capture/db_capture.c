@@ -402,9 +402,10 @@ static void ckpt_verify(struct db *d)
 static int journal_commit(struct db *d, enum jmode jm)
 {
     LV_ASSERT(d->journal_active && !d->bulk);
-    if (d->broken || db_capture_rollback(d, 0) != 0)
+    if (d->broken || (d->hot_rollback && db_dirty_free_leaves(d) != 0) || db_capture_rollback(d, 0) != 0)
         return -EIO;
     d->journal_active = 0; /* journal_active -> idle */
+    d->hot_rollback = 0;
     d->resv_refused = 0;   /* C9: the next transaction reserves again */
     d->jmode = jm;
     d->sync_pending = 0;

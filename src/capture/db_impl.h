@@ -67,6 +67,7 @@ struct db {
     enum jmode jmode_saved;  /* journal mode last written to meta/NAME/journal-mode (mu) */
     int hdr_wal;             /* database header says WAL (byte 18 == 2) (mu) */
     int journal_active;      /* journal header written since the last commit (mu) */
+    int hot_rollback;        /* the active journal was found hot at start-up: its commit also compares the freelist leaves (mu) */
     int bulk;                /* non-journal writes to a new/truncated file allowed (mu) */
     int warned_nojournal;    /* the OFF/MEMORY capture mode was logged (mu) */
     uint64_t *dirty;         /* dirty 512-byte granules since the last commit (mu) */
@@ -210,6 +211,11 @@ void db_dirty_clear(struct db *d);
 int db_dirty_page(const struct db *d, uint32_t p, uint32_t ps);
 /* Call fn for every page (of size ps) that has a dirty granule, ascending. */
 int db_dirty_pages(struct db *d, uint32_t ps, int (*fn)(void *, uint32_t), void *arg);
+
+/* Mark dirty every freelist leaf of the main file (every page when its
+ * freelist cannot be walked): the commit that ends the rollback of a hot
+ * journal found at start-up calls it.  0, LV_ENOMEM or LV_EIO. */
+int db_dirty_free_leaves(struct db *d);
 
 /* Overlay of the committed frames 0..nframes-1 of the WAL walfd. */
 int db_overlay_build(int walfd, uint32_t ps, uint32_t nframes, struct overlay *o);

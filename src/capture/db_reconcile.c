@@ -9,7 +9,9 @@
  *    must then equal the last record's post checksum (C4 of db.c).
  * 2. reconcile compares the files with the map:
  *    - a hot journal is left alone (SQLite rolls it back through the mount
- *      on its next open, and that is captured like any write);
+ *      on its next open, and that is captured like any write; the commit
+ *      that ends the rollback also compares the freelist leaves, which
+ *      SQLite changes without journaling them: db_dirty_free_leaves);
  *    - commits in the WAL after the last logged WAL position become
  *      RECOVERED records, one per transaction;
  *    - candidate pages (records after the state, WAL pages, growth) are
@@ -95,12 +97,75 @@ static int reconcile_hot_journal(struct db *d)
         return 0;
     if (pread(jfd, jm, 8, 0) == 8 && memcmp(jm, db_journal_magic, 8) == 0) {
         d->journal_active = 1;
+        d->hot_rollback = 1;
         LV_WARN("%s: hot journal found; SQLite will roll it back on next open, and litevault logs "
                 "whatever that changes",
                 d->name);
     }
     close(jfd);
     return d->journal_active;
+}
+
+/*
+ * The rollback of a hot journal found at start-up is ending (journal_commit).
+ * The journal's pages are dirty already (the rollback wrote them back), and
+ * pages past the original size are truncated away; but SQLite does not
+ * journal a freelist leaf that a transaction reuses (PAGER_GET_NOCONTENT:
+ * its old content does not matter), so the dead transaction may have left
+ * such a page changed, by a write made before the restart that no dirty set
+ * remembers.  Those pages are leaves of the freelist as it is after the
+ * rollback (the transaction's start): mark them dirty, so that the commit
+ * compares them with the log.  A freelist that cannot be walked (a loop, a
+ * page number past the end) marks every page.
+ */
+int db_dirty_free_leaves(struct db *d)
+{
+    uint8_t hdr[DBHDR_SIZE];
+    uint8_t *buf = NULL;
+    struct stat st;
+    uint32_t ps, npages, trunk, seen = 0, leaves = 0;
+    int fd = db_main_fd(d), rc, bad = 0;
+
+    if (fd < 0 || fstat(fd, &st) != 0)
+        return LV_EIO;
+    rc = db_hdr_geometry(d, fd, (uint64_t)st.st_size, &ps, &npages, hdr);
+    if (rc == LV_ENOTSQLITE)
+        return 0; /* db_capture_rollback refuses the commit */
+    if (rc || npages == 0)
+        return rc;
+    buf = malloc(ps);
+    if (!buf)
+        return LV_ENOMEM;
+    for (trunk = lv_get32(hdr + 32); trunk && !bad && rc == 0; trunk = lv_get32(buf)) {
+        if (trunk > npages || ++seen > npages) {
+            bad = 1;
+            break;
+        }
+        rc = db_read_page(fd, buf, ps, (uint64_t)(trunk - 1) * ps);
+        uint32_t n = rc ? 0 : lv_get32(buf + 4);
+        if (n > ps / 4 - 2) {
+            bad = 1;
+            break;
+        }
+        for (uint32_t i = 0; i < n && !bad && rc == 0; i++) {
+            uint32_t leaf = lv_get32(buf + 8 + 4 * i);
+            if (leaf == 0 || leaf > npages)
+                bad = 1;
+            else
+                rc = db_dirty_mark(d, (uint64_t)(leaf - 1) * ps, ps);
+        }
+        leaves += n;
+    }
+    if (bad) {
+        LV_WARN("%s: the freelist cannot be walked after the rollback of a hot journal; comparing every page "
+                "with the log", d->name);
+        rc = db_dirty_mark(d, 0, (uint64_t)npages * ps);
+    } else if (rc == 0 && leaves) {
+        LV_INFO("%s: the rollback of a hot journal ended; comparing the %u free pages with the log", d->name,
+                leaves);
+    }
+    free(buf);
+    return rc;
 }
 
 /* What start-up found in the WAL. */
