@@ -1,6 +1,6 @@
 /*
  * fuzz_wal.c -- libFuzzer harness for the SQLite WAL reader (src/wal.c):
- * wal_hdr_decode and wal_scan.
+ * wal_hdr_decode, wal_scan and the cursor (wal_read_commits).
  *
  * Input: a WAL file image (seeds: real WAL files written by SQLite with
  * 512-byte pages, fuzz/gen_seeds.c).  Per input:
@@ -23,7 +23,9 @@
  *     contiguous (first of each = last of the previous + 1, starting at
  *     frame 0), first <= last, each commit frame lies inside the file and
  *     has a non-zero database size;
- *   - n == 0 exactly when the list is NULL.
+ *   - n == 0 exactly when the list is NULL;
+ *   - wal_read_commits, fed the first half of the image and then all of
+ *     it, returns the same commits as the scan, and no restart.
  */
 #include <sys/mman.h>
 
@@ -110,6 +112,36 @@ static void decode_hdr(const uint8_t *in, int fix)
         FAIL("wal_hdr_decode accepted magic %#x version %u page size %u", h.magic, h.version, h.page_size);
 }
 
+/* The cursor, fed the image in two parts (the first half, then the whole,
+ * as a live writer appends), returns exactly the commits of one scan. */
+static void follow(const uint8_t *b, size_t n, const struct wal_commit *want, size_t nwant)
+{
+    struct wal_cursor cur;
+    struct wal_commit *c = NULL;
+    size_t nc = 0, got = 0, cut = n / 2;
+    int restarted = 0, rc;
+
+    memset(&cur, 0, sizeof cur);
+    for (int part = 0; part < 2; part++) {
+        if (ftruncate(wal_fd, 0) != 0 || pwrite(wal_fd, b, part ? n : cut, 0) != (ssize_t)(part ? n : cut)) {
+            perror("memfd write");
+            exit(1);
+        }
+        rc = wal_read_commits(wal_fd, "fuzz-wal", &cur, &c, &nc, &restarted);
+        if (rc != 0)
+            FAIL("wal_read_commits returned %d (%s) on a memfd", rc, lv_strerror(rc));
+        if (restarted)
+            FAIL("a restart reported where the header did not change");
+        for (size_t i = 0; i < nc; i++, got++)
+            if (got >= nwant || memcmp(&c[i], &want[got], sizeof c[i]) != 0)
+                FAIL("part %d: the cursor's commit %zu differs from the scan's", part, got);
+        free(c);
+        c = NULL;
+    }
+    if (got != nwant)
+        FAIL("the cursor returned %zu commits, the scan %zu", got, nwant);
+}
+
 static void scan(const uint8_t *b, size_t n)
 {
     struct wal_hdr h;
@@ -136,6 +168,7 @@ static void scan(const uint8_t *b, size_t n)
             FAIL("commit %zu has database size 0", i);
         next = c[i].last + 1;
     }
+    follow(b, n, c, nc);
     free(c);
 }
 

@@ -1,5 +1,6 @@
 /*
- * wal.c -- reading SQLite WAL files for start-up recovery.
+ * wal.c -- reading SQLite WAL files: start-up recovery, and a cursor that
+ * follows a live WAL commit by commit (wal_read_commits).
  *
  * WAL header (32 bytes, big-endian fields):
  *   0 magic (0x377f0682: checksum words little-endian; 0x377f0683: big-endian)
@@ -72,35 +73,71 @@ int wal_hdr_decode(const uint8_t *b, struct wal_hdr *h)
     return 0;
 }
 
-int wal_scan(int fd, const char *path, struct wal_hdr *h, struct wal_commit **out, size_t *n)
+/* Append commit (first, last, db_pages) to *v (*nv entries, *cap allocated). */
+static int commit_push(struct wal_commit **v, size_t *nv, size_t *cap, uint32_t first, uint32_t last,
+                       uint32_t db_pages)
+{
+    if (*nv == *cap) {
+        size_t nc = *cap ? *cap * 2 : 16;
+        struct wal_commit *nvp = realloc(*v, nc * sizeof **v);
+        if (!nvp)
+            return LV_ENOMEM;
+        *v = nvp;
+        *cap = nc;
+    }
+    (*v)[(*nv)++] = (struct wal_commit){first, last, db_pages};
+    return 0;
+}
+
+/*
+ * The cursor (WAL1-WAL3 hold between calls):
+ *   WAL1. c->h is a header that decoded, or c->h.magic is 0 and next 0.
+ *   WAL2. Frames [0, next) of generation c->h are valid and end with a
+ *         commit frame (or next is 0); s is the chain's checksum after
+ *         frame next-1.  SQLite never changes such frames before a restart
+ *         (it rewrites only frames after the last commit: wal.c iReCksum),
+ *         so s stays right however long the reader waits.
+ *   WAL3. Frames after the last commit are never returned: a commit is
+ *         returned only once its commit frame verifies.
+ */
+int wal_read_commits(int fd, const char *path, struct wal_cursor *c, struct wal_commit **out, size_t *n,
+                     int *restarted)
 {
     uint8_t hb[WAL_HDR_SIZE];
     uint8_t *frame = NULL;
     struct wal_commit *v = NULL;
+    struct wal_hdr h;
     size_t nv = 0, cap = 0;
-    uint32_t s[2];
-    uint32_t first = 0;
+    uint32_t s[2], first;
     int rc = 0;
     ssize_t got;
 
     *out = NULL;
     *n = 0;
-    memset(h, 0, sizeof *h);
+    *restarted = 0;
     got = pread(fd, hb, sizeof hb, 0);
     if (got < 0) {
         LV_ERROR("pread %s: %s", path, strerror(errno));
         return LV_EIO;
     }
-    if ((size_t)got < sizeof hb || wal_hdr_decode(hb, h) != 0)
+    if ((size_t)got < sizeof hb || wal_hdr_decode(hb, &h) != 0)
         return 0;
-    size_t fsz = WAL_FRAME_HDR_SIZE + h->page_size;
+    if (memcmp(&h, &c->h, sizeof h) != 0) {
+        *restarted = c->h.magic != 0;
+        c->h = h;
+        c->next = 0;
+        c->s[0] = h.ck1;
+        c->s[1] = h.ck2;
+    }
+    size_t fsz = WAL_FRAME_HDR_SIZE + h.page_size;
     frame = malloc(fsz);
     if (!frame)
         return LV_ENOMEM;
-    s[0] = h->ck1;
-    s[1] = h->ck2;
-    for (uint32_t i = 0;; i++) {
-        got = pread(fd, frame, fsz, (off_t)wal_frame_off(i, h->page_size));
+    s[0] = c->s[0];
+    s[1] = c->s[1];
+    first = c->next;
+    for (uint32_t i = c->next;; i++) {
+        got = pread(fd, frame, fsz, (off_t)wal_frame_off(i, h.page_size));
         if (got < 0) {
             LV_ERROR("pread %s: %s", path, strerror(errno));
             rc = LV_EIO;
@@ -109,28 +146,20 @@ int wal_scan(int fd, const char *path, struct wal_hdr *h, struct wal_commit **ou
         if ((size_t)got < fsz)
             break;
         uint32_t pgno = lv_get32(frame), commit = lv_get32(frame + 4);
-        if (pgno == 0 || lv_get32(frame + 8) != h->salt1 || lv_get32(frame + 12) != h->salt2)
+        if (pgno == 0 || lv_get32(frame + 8) != h.salt1 || lv_get32(frame + 12) != h.salt2)
             break;
-        wal_cksum(h->magic & 1, frame, 8, s);
-        wal_cksum(h->magic & 1, frame + WAL_FRAME_HDR_SIZE, h->page_size, s);
+        wal_cksum(h.magic & 1, frame, 8, s);
+        wal_cksum(h.magic & 1, frame + WAL_FRAME_HDR_SIZE, h.page_size, s);
         if (s[0] != lv_get32(frame + 16) || s[1] != lv_get32(frame + 20))
             break;
         if (commit) {
-            if (nv == cap) {
-                size_t nc = cap ? cap * 2 : 16;
-                struct wal_commit *nvp = realloc(v, nc * sizeof *v);
-                if (!nvp) {
-                    rc = LV_ENOMEM;
-                    goto out_free;
-                }
-                v = nvp;
-                cap = nc;
-            }
-            v[nv].first = first;
-            v[nv].last = i;
-            v[nv].db_pages = commit;
-            nv++;
+            rc = commit_push(&v, &nv, &cap, first, i, commit);
+            if (rc)
+                goto out_free;
             first = i + 1;
+            c->next = i + 1; /* WAL2 */
+            c->s[0] = s[0];
+            c->s[1] = s[1];
         }
     }
     *out = v;
@@ -139,6 +168,17 @@ int wal_scan(int fd, const char *path, struct wal_hdr *h, struct wal_commit **ou
 out_free:
     free(v);
     free(frame);
+    return rc;
+}
+
+int wal_scan(int fd, const char *path, struct wal_hdr *h, struct wal_commit **out, size_t *n)
+{
+    struct wal_cursor c;
+    int restarted, rc;
+
+    memset(&c, 0, sizeof c);
+    rc = wal_read_commits(fd, path, &c, out, n, &restarted);
+    *h = c.h;
     return rc;
 }
 

@@ -3,7 +3,8 @@
  *
  * Used by start-up recovery to find the transactions committed in a WAL,
  * validating the header checksum, salts and the cumulative frame checksum
- * chain exactly as SQLite's recovery does.  Live capture does not use the
+ * chain exactly as SQLite's recovery does; wal_read_commits reads on from
+ * where it stopped (a cursor), for a reader that follows a live WAL.  Live capture does not use the
  * checksums (SQLite rewrites them after the commit frame; see db.c).
  */
 #ifndef WAL_H
@@ -37,10 +38,30 @@ struct wal_commit {
     uint32_t db_pages;   /* database size in pages after it */
 };
 
-/* Scan the WAL open on fd: validate it as SQLite recovery would and return
- * the committed transactions in order in *out (malloc'ed, caller frees) with
- * *n entries, and the header in *h.  An absent/empty/invalid WAL yields
- * n = 0 and returns 0 (SQLite ignores it too); LV_EIO on read errors. */
+/* Where a reader of a WAL stands: just after the last commit frame it
+ * returned.  Zero it before the first read. */
+struct wal_cursor {
+    struct wal_hdr h;    /* the generation being read (h.magic 0: none yet) */
+    uint32_t next;       /* the frame after the last commit returned */
+    uint32_t s[2];       /* the checksum chain after frame next-1 (the header's when next is 0) */
+};
+
+/* Read the transactions committed in the WAL at fd after c's position, in
+ * order, into *out (malloc'ed, caller frees; NULL when *n is 0) and move c
+ * past them.  Validates as SQLite's recovery does (header checksum, salts,
+ * the cumulative frame checksums) and stops at the first frame that is not
+ * valid -- yet: a frame being written by a live writer is read again next
+ * time.  A header of another generation (a WAL restart) moves c to its
+ * frame 0 and sets *restarted (when c had a generation); an absent,
+ * short or invalid header returns n = 0 and leaves c alone.  path names fd
+ * in log lines.  0, LV_ENOMEM, or LV_EIO on read errors. */
+int wal_read_commits(int fd, const char *path, struct wal_cursor *c, struct wal_commit **out, size_t *n,
+                     int *restarted);
+
+/* Scan the WAL open on fd from its start: the committed transactions, as
+ * wal_read_commits with a zeroed cursor, and the header in *h (zeroed when
+ * the WAL has no valid header).  An absent/empty/invalid WAL yields n = 0
+ * and returns 0 (SQLite ignores it too); LV_EIO on read errors. */
 int wal_scan(int fd, const char *path, struct wal_hdr *h, struct wal_commit **out, size_t *n);
 
 /* 1 if frame k's header fh (not necessarily written yet) checksums correctly
