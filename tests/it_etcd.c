@@ -54,6 +54,11 @@
  *                          gives up on it after 3 s of silence, opens
  *                          writes with its own history, and the frozen
  *                          node, woken, takes the new primary's image
+ *   etcd/db_only_on_peer   a database created while the only candidate
+ *                          left was down reached only a non-candidate;
+ *                          promoted, the candidate takes it whole from
+ *                          that node (GET /v1/log from TXID 0) before
+ *                          writes open: same records, checksums and rows
  *   etcd/bad_answers       etcd endpoints that answer garbage, HTTP 500 or
  *                          nothing at all: the daemon stays up as a replica
  *                          without a primary, refuses writes, and names the
@@ -833,6 +838,90 @@ Test(etcd, peer_unreachable)
     cr_assert(WAIT_FOR(follows_node(c, b), 20000), "the woken node does not follow the new primary");
     cr_assert(WAIT_FOR(rows(c) == 21, 20000), "the woken node did not take the new primary's history (%ld rows)",
               (long)rows(c));
+}
+
+/* n's new.db: its records (`log ls`) into *r, asserting that there are
+ * some; their number. */
+static int new_db_records(const struct lvnode *n, struct lvrec **r)
+{
+    int k = lvnode_log_records(n, "new.db", r);
+    cr_assert_gt(k, 0, "no record of new.db in the log of %s", n->http);
+    return k;
+}
+
+/* A database only a non-candidate holds: candidate b is stopped while the
+ * primary a creates new.db, which non-candidate c receives; a dies and b,
+ * started again, is elected.  Before writes open b takes new.db from c
+ * (GET /v1/log from TXID 0): the same records (TXIDs, checksums, kinds),
+ * the same rows; c, following b, goes on from there without an image. */
+Test(etcd, db_only_on_peer)
+{
+    need_etcd();
+    struct lvetcd *e = etcd_start(NULL);
+    struct lvnode *a = etcd_node(e, 2, 1);
+    cr_assert(WAIT_FOR(is_primary(a), 10000), "the first candidate did not win the lease");
+    struct lvnode *b = etcd_node(e, 2, 1);
+    struct lvnode *c = etcd_node_with(e, 2, "  candidate: false\n");
+    cr_assert(WAIT_FOR(follows_node(b, a) && follows_node(c, a), 10000), "the replicas do not follow the primary");
+    make_table(a);
+    insert_ids(a, 1, 5);
+    cr_assert(WAIT_FOR(rows(b) == 5 && rows(c) == 5, 10000), "the replicas did not get the first 5 rows");
+
+    /* b down: new.db reaches c only. */
+    lvnode_stop(b);
+    char *pa = lvnode_path(a, "new.db"), *pb = lvnode_path(b, "new.db"), *pc = lvnode_path(c, "new.db");
+    sqlite3 *h = sql_open(pa);
+    sqlh_exec(h, "PRAGMA journal_mode=WAL");
+    sqlh_exec(h, "CREATE TABLE n(id INTEGER PRIMARY KEY, v TEXT)");
+    for (int i = 1; i <= 20; i++)
+        sqlh_exec(h, "INSERT INTO n VALUES(%d, hex(randomblob(200)))", i);
+    sqlite3_close(h);
+    struct lvdbstat sa, sb, sc;
+    cr_assert_eq(lvnode_http_db(a, "new.db", &sa), 1);
+    cr_assert(WAIT_FOR(lvnode_http_db(c, "new.db", &sc) == 1 && sc.txid == sa.txid, 10000),
+              "the non-candidate did not get new.db up to TXID %" PRIu64, sa.txid);
+    sleep_ms(2 * 250 + 1000); /* c's node key names new.db (put at most every TTL/4) */
+    lvnode_kill9(a);
+
+    /* b, the only candidate, is elected: it lacks new.db, c has it. */
+    lvnode_start(b);
+    cr_assert(WAIT_FOR(try_sql(b, "app.db", "INSERT INTO t(id) VALUES(6)") == SQLITE_OK, 20000),
+              "b was not elected, or takes no writes");
+    if (lvnode_http_db(b, "new.db", &sb) != 1) {
+        char *t = lvnode_log_text(b);
+        cr_assert_fail("the new primary lacks new.db, which node c holds up to TXID %" PRIu64 "; its log:\n%.6000s",
+                       sc.txid, strstr(t, "promoting") ? strstr(t, "promoting") : t);
+    }
+    cr_assert_eq(sb.txid, sc.txid, "new.db: TXID %" PRIu64 " on the new primary, %" PRIu64 " on node c", sb.txid,
+                 sc.txid);
+    cr_assert_eq(sb.checksum, sc.checksum, "new.db: checksum %016" PRIx64 " on the new primary, %016" PRIx64
+                 " on node c", sb.checksum, sc.checksum);
+    cr_assert_eq(sql_content_hash(pb), sql_content_hash(pc), "new.db: other rows on the new primary than on node c");
+    struct lvrec *rb = NULL, *rc = NULL;
+    int nb = new_db_records(b, &rb), nc = new_db_records(c, &rc);
+    cr_assert_eq(nb, nc, "new.db: %d records on the new primary, %d on node c", nb, nc);
+    for (int i = 0; i < nb; i++)
+        cr_assert(rb[i].txid == rc[i].txid && rb[i].post_checksum == rc[i].post_checksum &&
+                      rb[i].snapshot == rc[i].snapshot,
+                  "new.db: record %d is TXID %" PRIu64 " (checksum %016" PRIx64 ") on the new primary, TXID %" PRIu64
+                  " (checksum %016" PRIx64 ") on node c", i, rb[i].txid, rb[i].post_checksum, rc[i].txid,
+                  rc[i].post_checksum);
+    free(rb);
+    free(rc);
+    char needle[128];
+    snprintf(needle, sizeof needle, "catch-up: new.db advanced from TXID 0 to %" PRIu64, sc.txid);
+    cr_assert(lvnode_log_contains(b, needle), "no \"%s\" in the new primary's log", needle);
+
+    /* One history: c follows b and takes its next write to new.db as a record. */
+    cr_assert_eq(try_sql(b, "new.db", "INSERT INTO n VALUES(21, 'on b')"), SQLITE_OK, "new.db takes no write on b");
+    cr_assert(WAIT_FOR(follows_node(c, b), 10000), "the non-candidate does not follow the new primary");
+    cr_assert(WAIT_FOR(sql_int(pc, "SELECT count(*) FROM n") == 21, 10000),
+              "node c did not get the new primary's write to new.db");
+    cr_assert_eq(lvnode_metric(b, "litevault_replication_snapshots_sent_total"), 0,
+                 "the new primary sent node c an image: their histories differ");
+    free(pa);
+    free(pb);
+    free(pc);
 }
 
 Test(etcd, bad_answers)

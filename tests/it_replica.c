@@ -14,6 +14,11 @@
  *                         balancers' checks) on both roles; GET /v1/wait on
  *                         a replica answers when the TXID arrives, 504 at
  *                         its timeout, 400 on a bad query
+ *   replica/log_endpoint*  GET /v1/log (what a node being promoted takes
+ *                         from a more advanced one): the records after a
+ *                         TXID; 410 once the archiver pruned them; 413 for
+ *                         a record over 48 MiB, the records around it
+ *                         still served
  *
  * The workload with readers checking an invariant in every journal mode is
  * in it_replica_bank.c; partitions in it_replica_net.c; bad peers in
@@ -433,4 +438,105 @@ Test(replica, log_endpoint)
     cr_assert_eq(st, 400);
     free(lvnode_http_get(pr, "/v1/log?after=1", &st));
     cr_assert_eq(st, 400);
+}
+
+/* GET /v1/log once the archiver pruned the local log (16 KiB segments,
+ * archived every 200 ms): asking from a TXID the log no longer holds
+ * answers 410 naming the database and that TXID -- from TXID 0 too, as the
+ * log now starts with an ordinary record, not a snapshot -- and asking
+ * from its first record answers 200 with every record from there to the
+ * last.  (A node being promoted takes a 410 as "ask the next node":
+ * peer_catchup.c.) */
+Test(replica, log_endpoint_pruned)
+{
+    struct lvdest *d = lvdest_new(LVDEST_FILE);
+    char arch[2048], path[256], want[128];
+    lvdest_yaml(d, "    sync-interval: 200ms\n    compaction: []\n", arch, sizeof arch);
+    struct lvnode *n = lvnode_new_with("  segment-size: 16KiB\n  state-interval: 200ms\n", arch);
+    lvnode_start(n);
+    char *p = lvnode_path(n, "app.db");
+    some_writes(p, 0, 60); /* some 60 records: several 16 KiB segments */
+    free(p);
+    long long first = -1;
+    cr_assert(WAIT_FOR((first = lvnode_log_first(n, "app.db")) > 2, LVT_WAIT_MS),
+              "the local log of app.db was not pruned past TXID 2 (starts at %lld)", first);
+
+    long st = 0;
+    char *b = lvnode_http_get(n, "/v1/log?db=app.db&after=0", &st);
+    cr_assert_eq(st, 410, "GET /v1/log of app.db after TXID 0, the log starting at TXID %lld: %ld", first, st);
+    cr_assert(b && strstr(b, "app.db") && strstr(b, "no longer holds TXID 1 "),
+              "the 410 does not name app.db and TXID 1: %s", b ? b : "(null)");
+    free(b);
+    /* (pruning only moves the start forward: TXID first - 1 stays gone) */
+    snprintf(path, sizeof path, "/v1/log?db=app.db&after=%lld", first - 2);
+    snprintf(want, sizeof want, "no longer holds TXID %lld ", first - 1);
+    b = lvnode_http_get(n, path, &st);
+    cr_assert_eq(st, 410, "GET %s, the log starting at TXID %lld: %ld", path, first, st);
+    cr_assert(b && strstr(b, want), "the 410 does not name TXID %lld: %s", first - 1, b ? b : "(null)");
+    free(b);
+
+    /* From the first record held: all of them, chained.  The archiver may
+     * still be pruning: asked again until the log holds still. */
+    struct lvdbstat ds;
+    cr_assert_eq(lvnode_http_db(n, "app.db", &ds), 1);
+    int k = 0;
+    cr_assert(WAIT_FOR((first = lvnode_log_first(n, "app.db")) > 0 &&
+                           (k = log_records(n, "app.db", (uint64_t)first - 1, &st)) > 0 && st == 200,
+                       LVT_WAIT_MS),
+              "GET /v1/log of app.db from its first record (TXID %lld): %ld", first, st);
+    cr_assert_eq((uint64_t)first + (uint64_t)k - 1, ds.txid,
+                 "%d records from TXID %lld, but the last TXID of app.db is %" PRIu64, k, first, ds.txid);
+    lvnode_stop(n);
+}
+
+/* GET /v1/log and a record larger than one answer carries (over 48 MiB
+ * stored: 51 MiB of random bytes, which zstd cannot shrink): the records
+ * before it are answered alone (200), asking from it answers 413 naming
+ * the database, its TXID and its size, and the records after it are
+ * answered again (200). */
+Test(replica, log_endpoint_record_too_large)
+{
+    struct lvnode *n = lvnode_started(NULL);
+    char *p = lvnode_path(n, "app.db"), path[256], want[128];
+    sqlite3 *db = sql_open(p);
+    sqlh_exec(db, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)");
+    sqlh_exec(db, "INSERT INTO t VALUES(1, x'01')");
+    sqlh_exec(db, "INSERT INTO t VALUES(2, randomblob(51 << 20))");
+    sqlh_exec(db, "INSERT INTO t VALUES(3, x'03')");
+    sqlh_exec(db, "INSERT INTO t VALUES(4, x'04')");
+    sqlite3_close(db);
+    free(p);
+    struct lvdbstat ds;
+    cr_assert_eq(lvnode_http_db(n, "app.db", &ds), 1);
+
+    /* The big record: the one with some 13,000 pages. */
+    struct lvrec *recs = NULL;
+    int nr = lvnode_log_records(n, "app.db", &recs);
+    uint64_t big = 0;
+    for (int i = 0; i < nr; i++)
+        if (recs[i].pages > 12000)
+            big = recs[i].txid;
+    free(recs);
+    cr_assert(big > 1 && big < ds.txid, "no record of 51 MiB between TXID 1 and %" PRIu64 " in the log of app.db",
+              ds.txid);
+
+    long st = 0;
+    int k = log_records(n, "app.db", 0, &st);
+    cr_assert_eq(st, 200, "GET /v1/log of app.db after TXID 0: %ld", st);
+    cr_assert_eq((uint64_t)k, big - 1, "%d records answered after TXID 0: the records before TXID %" PRIu64
+                 " go alone", k, big);
+
+    snprintf(path, sizeof path, "/v1/log?db=app.db&after=%" PRIu64, big - 1);
+    snprintf(want, sizeof want, "app.db: TXID %" PRIu64 " holds ", big);
+    char *b = lvnode_http_get(n, path, &st);
+    cr_assert_eq(st, 413, "GET %s, TXID %" PRIu64 " being over 48 MiB: %ld", path, big, st);
+    cr_assert(b && strstr(b, want) && strstr(b, "more than one answer carries"),
+              "the 413 does not name app.db, TXID %" PRIu64 " and its size: %s", big, b ? b : "(null)");
+    free(b);
+
+    k = log_records(n, "app.db", big, &st);
+    cr_assert_eq(st, 200, "GET /v1/log of app.db after the big TXID %" PRIu64 ": %ld", big, st);
+    cr_assert_eq((uint64_t)k, ds.txid - big, "%d records after TXID %" PRIu64 ", the log ends at %" PRIu64, k, big,
+                 ds.txid);
+    lvnode_stop(n);
 }

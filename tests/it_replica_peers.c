@@ -5,7 +5,8 @@
  * loopback) answers POST /v1/stream with crafted bytes: garbage, a stream
  * cut in the middle of a record, a frame header announcing 4 GiB, a record
  * whose checksum chain does not continue, a HELLO of another cluster, a
- * 401.  Each must give a clear line in the replica's log and a reconnect;
+ * 401, a HELLO of a term below the one the etcd lease names (a deposed
+ * primary).  Each must give a clear line in the replica's log and a reconnect;
  * the replica never crashes, and what it already holds stays intact and
  * equal to what the valid frames carried.
  */
@@ -13,6 +14,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -26,13 +28,14 @@
 #include "base/sys.h"
 #include "lib/lvtest.h"
 #include "log/txlog.h"
+#include "replica/etcd_value.h"
 #include "replica/stream.h"
 
 TestSuite(replica_peers, .fini = lvt_fini, .timeout = 240);
 
 #define CLUSTER "5eed5eed5eed5eed5eed5eed5eed5eed"
 
-enum scenario { SC_GARBAGE, SC_CUT, SC_HUGE, SC_CHAIN, SC_CLUSTER, SC_401, SC_TERM, SC_SNAP_TERM };
+enum scenario { SC_GARBAGE, SC_CUT, SC_HUGE, SC_CHAIN, SC_CLUSTER, SC_401, SC_TERM, SC_SNAP_TERM, SC_HELLO_TERM };
 
 /* The fake primary. */
 struct fake {
@@ -47,6 +50,7 @@ struct fake {
     uint8_t *deposed;        /* TXID 2 as rec[1], but of term 3: a deposed primary's record */
     uint8_t id[16];          /* the database ID of the records */
     int snaps;               /* SC_SNAP_TERM: images sent */
+    uint64_t hello_term;     /* SC_HELLO_TERM: the term its version 2 HELLO names (atomic) */
 };
 
 static void put(int fd, const void *buf, size_t len)
@@ -74,6 +78,18 @@ static void hello(int fd, const char *cluster)
     size_t len;
     snprintf(js, sizeof js, "{\"version\":1,\"cluster\":\"%s\",\"node\":\"fake\",\"url\":\"http://fake\",\"time_us\":%lld}",
              cluster, (long long)lv_now_us());
+    cr_assert_eq(stream_enc_text(ST_HELLO, js, &fr, &len), 0);
+    put_frame(fd, fr, len);
+}
+
+/* A version 2 HELLO (a primary of an etcd lease) naming term. */
+static void hello_v2(int fd, uint64_t term)
+{
+    char js[320];
+    uint8_t *fr;
+    size_t len;
+    snprintf(js, sizeof js, "{\"version\":2,\"cluster\":\"%s\",\"node\":\"fake\",\"url\":\"http://fake\","
+             "\"time_us\":%lld,\"term\":%" PRIu64 "}", CLUSTER, (long long)lv_now_us(), term);
     cr_assert_eq(stream_enc_text(ST_HELLO, js, &fr, &len), 0);
     put_frame(fd, fr, len);
 }
@@ -192,6 +208,13 @@ static void *fake_loop(void *arg)
             } else {
                 snapshot(fd, f, __atomic_add_fetch(&f->snaps, 1, __ATOMIC_SEQ_CST) <= 2 ? 3 : 7);
             }
+            break;
+        case SC_HELLO_TERM: /* HELLO of hello_term, then TXIDs 1-3 once */
+            put(fd, ok, sizeof ok - 1);
+            hello_v2(fd, __atomic_load_n(&f->hello_term, __ATOMIC_SEQ_CST));
+            if (!strstr(f->last_body, "\"txid\":3") && !strstr(f->last_body, "\"txid\": 3"))
+                for (int i = 0; i < 3; i++)
+                    record(fd, f, i, 0);
             break;
         case SC_CLUSTER:
             put(fd, ok, sizeof ok - 1);
@@ -414,4 +437,89 @@ Test(replica_peers, unauthorized)
     struct fake *f = fake_start(SC_401);
     struct lvnode *n = replica_of(f, NULL);
     expect_reconnects(f, n, "401");
+}
+
+/* Put the etcd lease key `key` on e, naming the fake primary f as its
+ * holder (on no etcd lease: it stays); the key's term, its create_revision
+ * (the put's revision). */
+static uint64_t lease_key_for(const struct lvetcd *e, const char *key, const struct fake *f)
+{
+    char val[128], *out = NULL;
+    snprintf(val, sizeof val, "{\"url\":\"http://127.0.0.1:%d\",\"node\":\"fake\"}", f->port);
+    char *kb = etcdv_b64_enc(key, strlen(key)), *vb = etcdv_b64_enc(val, strlen(val));
+    cr_assert(kb && vb);
+    cr_assert_eq(run_cmd(&out, "curl -sS --fail-with-body -X POST %s/v3/kv/put -d '{\"key\":\"%s\",\"value\":\"%s\"}'",
+                         e->url, kb, vb), 0, "etcd put of %s: %s", key, out ? out : "");
+    json_t *a = json_loads(out, 0, NULL);
+    const char *rev = json_string_value(json_object_get(json_object_get(a, "header"), "revision"));
+    cr_assert(rev, "no revision in etcd's answer to the put of %s: %s", key, out);
+    uint64_t term = strtoull(rev, NULL, 10);
+    cr_assert_gt(term, 1, "the put of %s has revision %s", key, rev);
+    json_decref(a);
+    free(out);
+    free(kb);
+    free(vb);
+    return term;
+}
+
+/* A primary whose HELLO (stream version 2) names a term below the one the
+ * etcd lease gives its key was deposed (a new primary was elected since,
+ * behind the same address): the replica refuses it before taking anything
+ * -- no record applied, the primary's cluster ID not adopted -- names its
+ * URL, node and both terms in its log, /health and /status, and lives.
+ * Once the primary at that address speaks the lease's term (the new
+ * primary), the replica follows it and applies its records. */
+Test(replica_peers, hello_term_below_lease)
+{
+    char why[256], ep[128], yaml[512], needle[300], idp[400];
+    if (!etcd_available(why, sizeof why))
+        cr_skip_test("%s", why);
+    struct lvetcd *e = etcd_start(NULL);
+    struct fake *f = fake_start(SC_HELLO_TERM);
+    uint64_t term = lease_key_for(e, "/lvpeer/primary", f);
+    __atomic_store_n(&f->hello_term, term - 1, __ATOMIC_SEQ_CST);
+    snprintf(yaml, sizeof yaml, "lease:\n  type: etcd\n  endpoints: %s\n  key: /lvpeer/primary\n  ttl: 2s\n"
+                                "  candidate: false\n", etcd_endpoints(e, 0, ep, sizeof ep));
+    struct lvnode *n = lvnode_started(yaml);
+
+    snprintf(needle, sizeof needle, "the primary http://127.0.0.1:%d (node fake) is at term %" PRIu64 ", but the lease "
+             "names term %" PRIu64 ": it was deposed", f->port, term - 1, term);
+    /* (a replica that follows it says so at once: no need to wait longer) */
+    WAIT_FOR(lvnode_log_contains(n, needle) || lvnode_log_contains(n, "replication: following the primary"),
+             LVT_WAIT_MS);
+    if (!lvnode_log_contains(n, needle) || lvnode_log_contains(n, "replication: following the primary")) {
+        char *t = lvnode_log_text(n);
+        cr_assert_fail("the HELLO of term %" PRIu64 " was not refused (\"%s\"); the replica's log:\n%.4000s",
+                       term - 1, needle, t);
+    }
+    expect_reconnects(f, n, needle);
+    cr_assert(!lvnode_log_contains(n, "replication: following the primary"),
+              "the replica followed the primary of term %" PRIu64 " at one of its HELLOs", term - 1);
+    long st = 0;
+    char *b = lvnode_http_get(n, "/health", &st);
+    cr_assert(st == 503 && b && strstr(b, needle), "/health does not name the deposed primary: %ld %s", st,
+              b ? b : "");
+    free(b);
+    json_t *s = lvnode_status(n);
+    json_t *r = json_object_get(s, "replication");
+    const char *le = json_string_value(json_object_get(r, "last_error"));
+    cr_assert(le && strstr(le, needle), "/status replication.last_error does not name the deposed primary: %s",
+              le ? le : "(none)");
+    cr_assert(json_is_false(json_object_get(s, "connected")), "/status says the replica is connected");
+    json_decref(s);
+    struct lvdbstat ds;
+    cr_assert_eq(lvnode_db_status(n, "app.db", &ds), 0, "the replica applied app.db (TXID %" PRIu64
+                 ") from a deposed primary", ds.txid);
+    snprintf(idp, sizeof idp, "%s/cluster-id", n->data);
+    cr_assert_neq(access(idp, F_OK), 0, "the replica adopted the cluster ID of a deposed primary");
+
+    /* The primary behind that address now speaks the lease's term. */
+    __atomic_store_n(&f->hello_term, term, __ATOMIC_SEQ_CST);
+    cr_assert(WAIT_FOR(lvnode_db_status(n, "app.db", &ds) == 1 && ds.txid == 3, LVT_WAIT_MS),
+              "the replica did not follow the primary of term %" PRIu64 " (app.db at TXID %" PRIu64 ")", term,
+              ds.txid);
+    snprintf(needle, sizeof needle, "replication: following the primary http://127.0.0.1:%d (node fake, cluster %s)",
+             f->port, CLUSTER);
+    cr_assert(lvnode_log_contains(n, needle), "no \"%s\" in the replica's log", needle);
+    cr_assert(lvnode_alive(n));
 }
