@@ -52,7 +52,9 @@
  *                          database ID, TXID and checksum), its next write
  *                          continues the chain and the archive's lineage;
  *                          databases it saw deleted or renamed, which the
- *                          archive keeps, are not made again
+ *                          archive keeps, are not made again, and one it
+ *                          holds keeps its history when the archive's of
+ *                          that name is another database (made anew)
  *   etcd/non_candidate_ahead  the only surviving candidate lags (a reader
  *                          in its way) a replica that may not be elected
  *                          (candidate: false); promoted, it takes that
@@ -808,15 +810,19 @@ Test(etcd, archive_only_db)
 
     /* Two databases the archive keeps but b must not make: gone.db, which
      * a deletes (b applies the deletion), and ren.db, which a renames to
-     * ren2.db (b renames its copy). */
+     * ren2.db (b renames its copy).  And again.db, which a makes anew
+     * while b is down. */
     char *pg = lvnode_path(a, "gone.db"), *pr = lvnode_path(a, "ren.db"), *pr2 = lvnode_path(a, "ren2.db");
+    char *pa = lvnode_path(a, "again.db"), ida1[40], idb1[40];
     cr_assert_eq(sql_exec(pg, "CREATE TABLE g(x); INSERT INTO g VALUES(1)", 0), 0);
     cr_assert_eq(sql_exec(pr, "CREATE TABLE r(x); INSERT INTO r VALUES(1)", 0), 0);
+    cr_assert_eq(sql_exec(pa, "CREATE TABLE x(v); INSERT INTO x VALUES('first')", 0), 0);
     uint64_t tg = lvnode_last_txid(a, "gone.db"), tr = lvnode_last_txid(a, "ren.db");
     cr_assert(WAIT_FOR(lvnode_archive_txid(a, "gone.db", NULL) == tg && lvnode_archive_txid(a, "ren.db", NULL) == tr,
                        10000), "the archive did not get gone.db and ren.db");
-    cr_assert(WAIT_FOR(holds(b, "gone.db") && holds(b, "ren.db") && rows(b) == 5, 10000),
-              "the replica did not get app.db, gone.db and ren.db");
+    cr_assert(WAIT_FOR(holds(b, "gone.db") && holds(b, "ren.db") && holds(b, "again.db") && rows(b) == 5, 10000),
+              "the replica did not get app.db, gone.db, ren.db and again.db");
+    status_id(a, "again.db", ida1, sizeof ida1);
     cr_assert_eq(unlink(pg), 0, "unlink %s: %s", pg, strerror(errno));
     cr_assert_eq(rename(pr, pr2), 0, "rename %s: %s", pr, strerror(errno));
     cr_assert(WAIT_FOR(!holds(b, "gone.db") && !holds(b, "ren.db") && holds(b, "ren2.db"), 10000),
@@ -828,6 +834,12 @@ Test(etcd, archive_only_db)
     /* b stops; a creates only.db, archives it, and dies: no other node ever
      * held only.db. */
     lvnode_stop(b);
+    cr_assert_eq(unlink(pa), 0, "unlink %s: %s", pa, strerror(errno));
+    cr_assert_eq(sql_exec(pa, "CREATE TABLE x(v); INSERT INTO x VALUES('second'); INSERT INTO x VALUES('third')", 0),
+                 0);
+    uint64_t ta = lvnode_last_txid(a, "again.db");
+    cr_assert(WAIT_FOR(lvnode_archive_txid(a, "again.db", NULL) == ta, 10000), "the archive did not get the new again.db");
+    free(pa);
     char *po = lvnode_path(a, "only.db");
     cr_assert_eq(sql_exec(po, "PRAGMA journal_mode=WAL; CREATE TABLE o(id INTEGER PRIMARY KEY, v TEXT)", 0), 0);
     for (int i = 1; i <= 20; i++) {
@@ -860,6 +872,12 @@ Test(etcd, archive_only_db)
     cr_assert(!holds(b, "gone.db") && !holds(b, "ren.db"), "a deleted or renamed database came back");
     cr_assert(lvnode_log_contains(b, "this node deleted it") && lvnode_log_contains(b, "renamed since"),
               "the skipped databases are not named in the log");
+    /* Its again.db keeps its own history; the archive's is another database's. */
+    cr_assert_str_eq(status_id(b, "again.db", idb1, sizeof idb1), ida1, "again.db was replaced");
+    char *pab = lvnode_path(b, "again.db");
+    cr_assert_eq(sql_int(pab, "SELECT count(*) FROM x"), 1, "again.db took the other database's rows");
+    free(pab);
+    cr_assert(lvnode_log_contains(b, "holds another database of that name"), "again.db's skip is not in the log");
 
     /* Writes continue its history: TXID T+1 after the checksum at T, in the same archive lineage. */
     cr_assert_eq(try_sql(b, "only.db", "INSERT INTO o(v) VALUES('after the failover')"), SQLITE_OK,
