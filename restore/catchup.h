@@ -18,11 +18,14 @@ struct archiver_dest;
 
 /* What a catch-up did. */
 struct catchup_result {
-    size_t dbs;          /* databases looked at (every SQLite database of the registry) */
+    size_t dbs;          /* databases looked at (every SQLite database of the registry, and every other
+                          * database the archive names) */
     size_t advanced;     /* of those, how many the archive moved forward */
+    size_t created;      /* databases this node lacked, created from the archive (catchup_from_archive) */
     uint64_t records;    /* records applied in all */
     uint64_t bytes;      /* segment bytes downloaded */
-    size_t skipped;      /* databases the archive could not continue (diverged, missing, damaged: logged) */
+    size_t skipped;      /* databases the archive could not continue or create (diverged, another database
+                          * of the name, renamed or deleted here, missing, damaged: logged) */
     double seconds;      /* wall time */
 };
 
@@ -33,9 +36,15 @@ struct catchup_result {
  * database's last TXID, verified (chain, checksums, terms) as a replica
  * applies its primary's records.  A database the archive lacks, holds no
  * further than the node, or holds in another history (the records do not
- * continue the node's: a deposed primary's surplus) is left as it is,
- * with a log line, and counted in res->skipped when it is not simply
- * current.  wait_ms bounds each wait for SQLite readers.  0; or
+ * continue the node's: a deposed primary's surplus; or they are another
+ * database of that name) is left as it is, with a log line, and counted
+ * in res->skipped when it is not simply current.  Then every database the
+ * archive holds that reg has no database of that name for is created from
+ * the archive at its latest TXID with its history (seed_add_to_registry:
+ * the archive's database ID, TXID and checksum), unless its records' ID
+ * is a local database's (renamed here) or one this node deleted
+ * (dbreg_retired_id): skipped, with a warning.  wait_ms bounds each wait
+ * for SQLite readers (a database being created has none).  0; or
  * LV_ENOENT / LV_ENET / LV_EIO... when the archive cannot be opened
  * (message in err; nothing applied).  An error on one database after the
  * archive opened is logged and the others go on. */

@@ -132,21 +132,22 @@ static size_t key_db(const char *key)
     return 0;
 }
 
-/* Names of every database of the archive at o->url, sorted and unique,
- * into *out (malloc'ed array of malloc'ed strings) and *n. */
-static int archive_names(const struct seed_opts *o, char ***out, size_t *n, char *err, size_t errlen)
+void seed_names_free(char **names, size_t n)
 {
-    struct store *st = NULL;
+    for (size_t i = 0; names && i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+int seed_archive_names(struct store *st, char ***names, size_t *n, char *err, size_t errlen)
+{
     struct store_list l = {0};
     char **v = NULL;
-    size_t k = 0;
-    int rc, empty = 0;
+    size_t k = 0, u = 0;
+    int rc;
 
-    *out = NULL;
+    *names = NULL;
     *n = 0;
-    rc = restore_open_archive(o->url, o->sopts, &st, &empty, err, errlen);
-    if (rc || empty)
-        goto out;
     rc = store_list_err(st, "", &l, err, errlen);
     if (rc)
         goto out;
@@ -168,7 +169,6 @@ static int archive_names(const struct seed_opts *o, char ***out, size_t *n, char
     }
     if (k > 1)
         qsort(v, k, sizeof *v, cmp_str);
-    size_t u = 0;
     for (size_t i = 0; i < k; i++) {
         if (u && strcmp(v[u - 1], v[i]) == 0) {
             free(v[i]);
@@ -176,15 +176,28 @@ static int archive_names(const struct seed_opts *o, char ***out, size_t *n, char
         }
         v[u++] = v[i];
     }
-    *out = v;
+    *names = v;
     *n = u;
     v = NULL;
     k = 0;
 out:
-    for (size_t i = 0; v && i < k; i++)
-        free(v[i]);
-    free(v);
+    seed_names_free(v, k);
     store_list_free(&l);
+    return rc;
+}
+
+/* Names of every database of the archive at o->url, sorted and unique,
+ * into *out (malloc'ed array of malloc'ed strings) and *n. */
+static int archive_names(const struct seed_opts *o, char ***out, size_t *n, char *err, size_t errlen)
+{
+    struct store *st = NULL;
+    int rc, empty = 0;
+
+    *out = NULL;
+    *n = 0;
+    rc = restore_open_archive(o->url, o->sopts, &st, &empty, err, errlen);
+    if (rc == 0 && !empty)
+        rc = seed_archive_names(st, out, n, err, errlen);
     store_close(st);
     return rc;
 }
@@ -237,11 +250,12 @@ struct staged {
     int installed;             /* db_seed_install succeeded */
 };
 
-/* Step 3 for database i: restore it into k->file. */
-static int restore_one(const struct seed_opts *o, const char *stage, size_t i, struct seed_db *d, struct staged *k,
-                       char *err, size_t errlen)
+/* Step 3 for database i: restore it (its lineage `lineage`, NULL: the
+ * current one) into k->file. */
+static int restore_one(const struct seed_opts *o, const char *lineage, const char *stage, size_t i, struct seed_db *d,
+                       struct staged *k, char *err, size_t errlen)
 {
-    struct restore_opts ro = {.url = o->url, .sopts = o->sopts, .db = d->name, .target = o->target,
+    struct restore_opts ro = {.url = o->url, .sopts = o->sopts, .db = d->name, .lineage = lineage, .target = o->target,
                               .parallel = o->parallel, .no_integrity_check = 1, .progress = o->progress,
                               .map_out = &k->map};
     struct restore_result rr;
@@ -354,7 +368,7 @@ int seed_run(const struct seed_opts *o, struct seed_result *res, char *err, size
     }
     staged = 1;
     for (size_t i = 0; i < res->n && rc == 0; i++) {
-        rc = restore_one(o, stage, i, &res->dbs[i], &k[i], err, errlen);
+        rc = restore_one(o, NULL, stage, i, &res->dbs[i], &k[i], err, errlen);
         res->bytes += res->dbs[i].bytes;
     }
     if (rc == 0)
@@ -411,4 +425,56 @@ int seed_if_empty(const char *data_dir, const struct archiver_dest *archive, siz
                 "sends only what follows",
                 res->n, data_dir, o.url, res->seconds, res->bytes);
     return 0;
+}
+
+int seed_add_to_registry(struct dbreg *reg, const char *url, const struct store_opts *so, const char *name,
+                         const char *lineage, const uint8_t want_id[16], struct seed_db *out, char *err,
+                         size_t errlen)
+{
+    struct seed_opts o = {.data_dir = dbreg_data_dir(reg), .url = url, .sopts = so, .db = name,
+                          .target = {.kind = PLAN_LATEST}};
+    struct staged k;
+    char tmp[PATH_MAX], stage[PATH_MAX + 32], idh[MANIFEST_ID_HEX + 1];
+    int rc;
+
+    memset(out, 0, sizeof *out);
+    memset(&k, 0, sizeof k);
+    cksum_map_init(&k.map);
+    if (err && errlen)
+        err[0] = '\0';
+    out->name = strdup(name);
+    if (!out->name) {
+        rc = LV_ENOMEM;
+        goto out_free;
+    }
+    dbreg_tmp_dir(o.data_dir, tmp, sizeof tmp);
+    snprintf(stage, sizeof stage, "%s/seed-running", tmp);
+    rm_tree(stage); /* left by a daemon that died in here */
+    rc = sys_mkdir_p(stage);
+    if (rc) {
+        lv_seterr(err, errlen, "database '%s': cannot create the staging directory %s: %s", name, stage,
+                  lv_strerror(rc));
+        goto out_free;
+    }
+    rc = restore_one(&o, lineage, stage, 0, out, &k, err, errlen);
+    if (rc == 0 && want_id && memcmp(k.id, want_id, 16) != 0) {
+        lv_hex(want_id, 16, idh);
+        lv_seterr(err, errlen, "database '%s': the archive's records (lineage %s) carry database ID %s, not %s as "
+                  "its first object said", name, out->lineage, out->id, idh);
+        rc = LV_EMISMATCH;
+    }
+    if (rc == 0) {
+        struct db_seed s = {.name = name, .txid = out->txid, .time_us = out->time_us, .cksum = out->cksum,
+                            .map = &k.map};
+        memcpy(s.id, k.id, 16);
+        rc = dbreg_seed_add(reg, &s, k.file, stage, err, errlen);
+    }
+    rm_tree(stage);
+out_free:
+    cksum_map_free(&k.map);
+    if (rc) {
+        free(out->name);
+        out->name = NULL;
+    }
+    return rc;
 }

@@ -83,6 +83,36 @@ int seed_run(const struct seed_opts *o, struct seed_result *res, char *err, size
 int seed_if_empty(const char *data_dir, const struct archiver_dest *archive, size_t narchive, int is_replica,
                   int seed_enabled, struct seed_result *res, char *err, size_t errlen);
 
+struct dbreg;
+struct store;
+
+/* Names of every database the archive st holds (one LIST: keys
+ * <name>/current.json and <name>/<id>/manifest.json), sorted and unique,
+ * into *names and *n: a malloc'ed array of malloc'ed strings, the caller's
+ * (seed_names_free).  0, or the LIST's error with a message in err. */
+int seed_archive_names(struct store *st, char ***names, size_t *n, char *err, size_t errlen);
+
+/* Free names[0..n) and the array (NULL: nothing). */
+void seed_names_free(char **names, size_t n);
+
+/* Seed one database into a running registry (a promotion adding what
+ * only the archive holds: restore/catchup.c).  Database name, which reg
+ * lacks, is restored from lineage `lineage` (32 hex; NULL: the current
+ * one) of the archive at url (so may be NULL) at its latest TXID, verified
+ * as restore verifies, into the staging directory data.dir/tmp/seed-running
+ * (removed afterwards; one call at a time per data.dir; what a crash
+ * leaves there the next call removes first), and installed with
+ * dbreg_seed_add: the archive's
+ * database ID, TXID and checksum, no record written; reg serves it at once.
+ * want_id (may be NULL): the database ID the records must carry, else
+ * LV_EMISMATCH and nothing is installed.  *out gets what was seeded (its
+ * name malloc'ed: free it; NULL on failure).  0, or negative LV_E* with a
+ * message in err naming the database, object and TXID (nothing installed,
+ * except for dbreg_seed_add's LV_EBROKEN). */
+int seed_add_to_registry(struct dbreg *reg, const char *url, const struct store_opts *so, const char *name,
+                         const char *lineage, const uint8_t want_id[16], struct seed_db *out, char *err,
+                         size_t errlen);
+
 /* Release what res owns (safe on a zeroed or failed result). */
 void seed_result_free(struct seed_result *res);
 

@@ -45,6 +45,16 @@
  *                          promoted, it applies the archive's records
  *                          before it takes writes, so it holds every row
  *                          the archive holds (and nothing is forked)
+ *   etcd/archive_only_db   a database the primary created and archived
+ *                          while the only other candidate was down: that
+ *                          node, restarted and elected, makes it from the
+ *                          archive before writes open (same content,
+ *                          database ID, TXID and checksum), its next write
+ *                          continues the chain and the archive's lineage;
+ *                          databases it saw deleted or renamed, which the
+ *                          archive keeps, are not made again, and one it
+ *                          holds keeps its history when the archive's of
+ *                          that name is another database (made anew)
  *   etcd/non_candidate_ahead  the only surviving candidate lags (a reader
  *                          in its way) a replica that may not be elected
  *                          (candidate: false); promoted, it takes that
@@ -763,6 +773,133 @@ Test(etcd, archive_tail)
     snprintf(out, sizeof out, "%s/restored.db", lvt_tmpdir("restore"));
     cr_assert_eq(lv_restore_cmd(arch_url, "app.db", NULL, out), 0, "the shared archive does not restore");
     cr_assert_eq(sql_int(out, "SELECT count(*) FROM t"), 51, "the archive's history is not the new primary's");
+}
+
+/* The database ID of db in n's /status, into buf ("" if not listed). */
+static const char *status_id(const struct lvnode *n, const char *db, char *buf, size_t len)
+{
+    json_t *j = lvnode_status(n), *o;
+    size_t i;
+    buf[0] = 0;
+    json_array_foreach(json_object_get(j, "databases"), i, o)
+    {
+        const char *name = json_string_value(json_object_get(o, "name"));
+        const char *id = json_string_value(json_object_get(o, "id"));
+        if (name && id && strcmp(name, db) == 0)
+            snprintf(buf, len, "%s", id);
+    }
+    json_decref(j);
+    return buf;
+}
+
+/* 1 if n's /status lists db. */
+static int holds(const struct lvnode *n, const char *db)
+{
+    struct lvdbstat st;
+    return lvnode_http_db(n, db, &st) == 1;
+}
+
+Test(etcd, archive_only_db)
+{
+    need_etcd();
+    struct lvetcd *e = etcd_start(NULL);
+    char more[600], arch_url[400], ida[40], idb[40];
+    snprintf(arch_url, sizeof arch_url, "file://%s", lvt_tmpdir("archive"));
+    snprintf(more, sizeof more, "archive:\n  - url: %s\n    sync-interval: 100ms\n", arch_url);
+    struct lvnode *a = etcd_node_with(e, 2, more);
+    cr_assert(WAIT_FOR(is_primary(a), 10000), "the first candidate did not win the lease");
+    struct lvnode *b = etcd_node_with(e, 2, more);
+    cr_assert(WAIT_FOR(follows_node(b, a), 10000), "the second candidate does not follow the primary");
+    make_table(a);
+    insert_ids(a, 1, 5);
+
+    /* Two databases the archive keeps but b must not make: gone.db, which
+     * a deletes (b applies the deletion), and ren.db, which a renames to
+     * ren2.db (b renames its copy).  And again.db, which a makes anew
+     * while b is down. */
+    char *pg = lvnode_path(a, "gone.db"), *pr = lvnode_path(a, "ren.db"), *pr2 = lvnode_path(a, "ren2.db");
+    char *pa = lvnode_path(a, "again.db"), ida1[40], idb1[40];
+    cr_assert_eq(sql_exec(pg, "CREATE TABLE g(x); INSERT INTO g VALUES(1)", 0), 0);
+    cr_assert_eq(sql_exec(pr, "CREATE TABLE r(x); INSERT INTO r VALUES(1)", 0), 0);
+    cr_assert_eq(sql_exec(pa, "CREATE TABLE x(v); INSERT INTO x VALUES('first')", 0), 0);
+    uint64_t tg = lvnode_last_txid(a, "gone.db"), tr = lvnode_last_txid(a, "ren.db");
+    cr_assert(WAIT_FOR(lvnode_archive_txid(a, "gone.db", NULL) == tg && lvnode_archive_txid(a, "ren.db", NULL) == tr,
+                       10000), "the archive did not get gone.db and ren.db");
+    cr_assert(WAIT_FOR(holds(b, "gone.db") && holds(b, "ren.db") && holds(b, "again.db") && rows(b) == 5, 10000),
+              "the replica did not get app.db, gone.db, ren.db and again.db");
+    status_id(a, "again.db", ida1, sizeof ida1);
+    cr_assert_eq(unlink(pg), 0, "unlink %s: %s", pg, strerror(errno));
+    cr_assert_eq(rename(pr, pr2), 0, "rename %s: %s", pr, strerror(errno));
+    cr_assert(WAIT_FOR(!holds(b, "gone.db") && !holds(b, "ren.db") && holds(b, "ren2.db"), 10000),
+              "the replica did not apply the deletion and the rename");
+    free(pg);
+    free(pr);
+    free(pr2);
+
+    /* b stops; a creates only.db, archives it, and dies: no other node ever
+     * held only.db. */
+    lvnode_stop(b);
+    cr_assert_eq(unlink(pa), 0, "unlink %s: %s", pa, strerror(errno));
+    cr_assert_eq(sql_exec(pa, "CREATE TABLE x(v); INSERT INTO x VALUES('second'); INSERT INTO x VALUES('third')", 0),
+                 0);
+    uint64_t ta = lvnode_last_txid(a, "again.db");
+    cr_assert(WAIT_FOR(lvnode_archive_txid(a, "again.db", NULL) == ta, 10000), "the archive did not get the new again.db");
+    free(pa);
+    char *po = lvnode_path(a, "only.db");
+    cr_assert_eq(sql_exec(po, "PRAGMA journal_mode=WAL; CREATE TABLE o(id INTEGER PRIMARY KEY, v TEXT)", 0), 0);
+    for (int i = 1; i <= 20; i++) {
+        char sql[128];
+        snprintf(sql, sizeof sql, "INSERT INTO o(v) VALUES(printf('row %%d %%s', %d, hex(randomblob(%d))))", i, i * 7);
+        cr_assert_eq(try_sql(a, "only.db", sql), SQLITE_OK, "INSERT %d into only.db", i);
+    }
+    struct lvdbstat sa, sb;
+    cr_assert_eq(lvnode_http_db(a, "only.db", &sa), 1);
+    status_id(a, "only.db", ida, sizeof ida);
+    uint64_t hash = sql_content_hash(po);
+    free(po);
+    cr_assert(WAIT_FOR(lvnode_archive_txid(a, "only.db", NULL) == sa.txid, 10000),
+              "the archive did not reach only.db's TXID %llu", (unsigned long long)sa.txid);
+    lvnode_kill9(a);
+
+    /* b, restarted, is elected: before writes open it makes only.db from
+     * the archive, and neither gone.db nor ren.db. */
+    lvnode_start(b);
+    cr_assert(WAIT_FOR(lvnode_log_contains(b, "role: primary"), 15000), "b was not promoted");
+    cr_assert_eq(lvnode_http_db(b, "only.db", &sb), 1, "the new primary does not hold only.db, which only the "
+                 "archive held");
+    cr_assert_eq(sb.txid, sa.txid, "only.db at TXID %llu, the archive's is %llu", (unsigned long long)sb.txid,
+                 (unsigned long long)sa.txid);
+    cr_assert_eq(sb.checksum, sa.checksum, "only.db's checksum %016llx, the old primary's %016llx",
+                 (unsigned long long)sb.checksum, (unsigned long long)sa.checksum);
+    cr_assert_str_eq(status_id(b, "only.db", idb, sizeof idb), ida, "only.db has another database ID");
+    char *pob = lvnode_path(b, "only.db");
+    cr_assert_eq(sql_content_hash(pob), hash, "only.db's rows differ from the old primary's");
+    cr_assert(!holds(b, "gone.db") && !holds(b, "ren.db"), "a deleted or renamed database came back");
+    cr_assert(lvnode_log_contains(b, "this node deleted it") && lvnode_log_contains(b, "renamed since"),
+              "the skipped databases are not named in the log");
+    /* Its again.db keeps its own history; the archive's is another database's. */
+    cr_assert_str_eq(status_id(b, "again.db", idb1, sizeof idb1), ida1, "again.db was replaced");
+    char *pab = lvnode_path(b, "again.db");
+    cr_assert_eq(sql_int(pab, "SELECT count(*) FROM x"), 1, "again.db took the other database's rows");
+    free(pab);
+    cr_assert(lvnode_log_contains(b, "holds another database of that name"), "again.db's skip is not in the log");
+
+    /* Writes continue its history: TXID T+1 after the checksum at T, in the same archive lineage. */
+    cr_assert_eq(try_sql(b, "only.db", "INSERT INTO o(v) VALUES('after the failover')"), SQLITE_OK,
+                 "the new primary takes no write on only.db");
+    struct lvrec *recs = NULL;
+    int nr = lvnode_log_records(b, "only.db", &recs);
+    cr_assert_eq(nr, 1, "only.db's log holds %d records, not the one new write", nr);
+    cr_assert_eq(recs[0].txid, sa.txid + 1);
+    cr_assert_eq(recs[0].pre_checksum, sa.checksum, "the new write does not continue the checksum chain");
+    free(recs);
+    cr_assert(WAIT_FOR(lvnode_archive_txid(b, "only.db", NULL) == sa.txid + 1, 10000),
+              "the archive did not get the new primary's write on only.db");
+    char out[700];
+    snprintf(out, sizeof out, "%s/only.db", lvt_tmpdir("restore"));
+    cr_assert_eq(lv_restore_cmd(arch_url, "only.db", NULL, out), 0, "the archive does not restore only.db");
+    cr_assert_eq(sql_int(out, "SELECT count(*) FROM o"), 21, "the archive's only.db is not the new primary's");
+    free(pob);
 }
 
 /* The peer catch-up tests: candidate a is primary; candidate b applies

@@ -128,6 +128,14 @@ int dbreg_list(struct dbreg *r, struct db_info **out, size_t *n);
  * SQLite database here; *txid 0).  Cheaper than dbreg_list for one name. */
 int dbreg_txid(struct dbreg *r, const char *name, uint64_t *txid);
 
+/* Did this node delete a database with ID id?  data.dir/retired keeps the
+ * metadata of every deleted database (or one replaced by a rename) as
+ * <escaped name>.<id in hex>, on a primary as on a replica that applied the
+ * primary's DROP.  1 with that directory's path in what (size n), 0 (no
+ * such entry: never deleted here, or never known here), or negative
+ * (retired/ unreadable).  Nothing is allocated. */
+int dbreg_retired_id(struct dbreg *r, const uint8_t id[16], char *what, size_t n);
+
 /* Refuse (full = 1) or allow again (0) new transactions on every database:
  * while set, writes to -wal and -journal files fail with ENOSPC (SQLite:
  * SQLITE_FULL), so no transaction can start and nothing is ever dropped.
@@ -383,6 +391,21 @@ int db_seed_dir_used(const char *data_dir, char *what, size_t n);
  * file is left where it was.  Messages go to err. */
 int db_seed_install(const char *data_dir, const struct db_seed *s, const char *file, const char *stage_dir,
                     char *err, size_t errlen);
+
+/* db_seed_install for a running registry r (data.dir locked by r itself),
+ * in replica mode -- as during a promotion, before writes open: under the
+ * applier's lock, refuse a name data.dir/files holds (the database, or a
+ * -wal, -journal or -shm of that name: LV_EEXIST, nothing done),
+ * install s (file and stage_dir as for db_seed_install), then load it as
+ * start-up does (its log base, state and a reconcile that writes nothing),
+ * so that it serves reads at once, at TXID s->txid with ID s->id and
+ * checksum s->cksum, and its next record is TXID s->txid + 1.  0; the
+ * errors of db_seed_install (nothing installed); or LV_EBROKEN when the
+ * installed database does not load as installed (it stays, refusing
+ * access, with the reason in /status, as a database whose load fails at
+ * start-up).  Messages go to err.  Everything is borrowed. */
+int dbreg_seed_add(struct dbreg *r, const struct db_seed *s, const char *file, const char *stage_dir, char *err,
+                   size_t errlen);
 
 /* Remove database name installed by db_seed_install (seeding of several
  * databases failed later): files/NAME, the directories holding it that are

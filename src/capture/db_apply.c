@@ -752,6 +752,69 @@ static struct db *create_db(struct dbreg *r, const char *name, const uint8_t id[
     return d;
 }
 
+/* --------------------------------------------- databases from an archive */
+
+int dbreg_seed_add(struct dbreg *r, const struct db_seed *s, const char *file, const char *stage_dir, char *err,
+                   size_t errlen)
+{
+    static const char *const sufs[] = {"", "-wal", "-journal", "-shm"};
+    char rel[PATH_MAX], why[600] = "";
+    struct stat st;
+    struct db *d = NULL;
+    uint8_t h[100];
+    int rc = 0, fd;
+
+    err[0] = 0;
+    pthread_mutex_lock(&r->apply_mu);
+    /* Nothing of that name here: no database, no file SQLite would take for its -wal or -journal. */
+    for (size_t i = 0; i < LV_ARRAY_LEN(sufs); i++) {
+        snprintf(rel, sizeof rel, "%s%s", s->name, sufs[i]);
+        if (fstatat(r->rootfd, rel, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+            snprintf(err, errlen, "%s: %s/%s already exists: a database is never installed over a file", s->name,
+                     r->files, rel);
+            rc = LV_EEXIST;
+            goto out_unlock;
+        }
+    }
+    rc = db_seed_install(r->data_dir, s, file, stage_dir, err, errlen);
+    if (rc)
+        goto out_unlock;
+    /* Installed: load it as start-up would (C4: the map and the log at s->txid). */
+    d = dbreg_get(r, s->name, 1);
+    if (!d) {
+        snprintf(err, errlen, "%s: out of memory", s->name);
+        rc = LV_ENOMEM;
+        db_seed_uninstall(r->data_dir, s->name);
+        goto out_unlock;
+    }
+    pthread_mutex_lock(&d->mu);
+    d->kind = DBK_UNKNOWN;
+    fd = db_main_fd(d);
+    if (fd >= 0 && pread(fd, h, sizeof h, 0) >= 19)
+        d->hdr_wal = h[18] == 2;
+    db_load(d);
+    if (d->broken)
+        snprintf(why, sizeof why, "%s", d->why);
+    else if (d->kind != DBK_SQLITE || d->txid != s->txid || d->map.total != s->cksum ||
+             memcmp(d->id, s->id, 16) != 0)
+        snprintf(why, sizeof why, "it loaded at TXID %" PRIu64 " with checksum %016" PRIx64 ", not at TXID %" PRIu64
+                 " with checksum %016" PRIx64 " as installed", d->txid, d->map.total, s->txid, s->cksum);
+    if (why[0] && !d->broken)
+        db_fail(d, "installed from an archive, %s", why);
+    pthread_mutex_unlock(&d->mu);
+    if (why[0]) {
+        snprintf(err, errlen, "%s: installed in %s, but it does not load (%s); it stays there, refusing access, "
+                 "until moved aside", s->name, r->files, why);
+        rc = LV_EBROKEN;
+    }
+    inval_name(r, s->name);
+    dbreg_bump_seq(r);
+    db_put(d);
+out_unlock:
+    pthread_mutex_unlock(&r->apply_mu);
+    return rc;
+}
+
 /* ------------------------------------------------------------- applying */
 
 /* One page of the batch and the record that last wrote it. */

@@ -585,6 +585,34 @@ int dbreg_txid(struct dbreg *r, const char *name, uint64_t *txid)
     return rc;
 }
 
+int dbreg_retired_id(struct dbreg *r, const uint8_t id[16], char *what, size_t n)
+{
+    char hex[34];
+    struct dirent *e;
+    DIR *dir;
+    int found = 0;
+
+    if (n)
+        what[0] = 0;
+    hex[0] = '.';
+    lv_hex(id, 16, hex + 1);
+    dir = opendir(r->retired);
+    if (!dir) {
+        found = errno == ENOENT ? 0 : lv_from_errno(errno);
+        goto out;
+    }
+    while (!found && (e = readdir(dir)) != NULL) {
+        size_t len = strlen(e->d_name), hl = strlen(hex);
+        if (len > hl && strcmp(e->d_name + len - hl, hex) == 0) { /* retire_locked's <escaped name>.<id> */
+            snprintf(what, n, "%s/%s", r->retired, e->d_name);
+            found = 1;
+        }
+    }
+    closedir(dir);
+out:
+    return found;
+}
+
 int dbreg_metrics(struct dbreg *r, char **buf, size_t *len, size_t *cap)
 {
     int rc = 0;

@@ -705,7 +705,8 @@ static void stop_replica(struct daemon *dm)
 
 /* Promotion, before writes open: take what more advanced nodes hold
  * (their etcd node keys say: src/replica/peer_catchup.c), then what the
- * archive holds beyond this node's log (restore/catchup.c).  The replication client has stopped, the
+ * archive holds beyond this node's log, and the databases only the archive
+ * holds (restore/catchup.c).  The replication client has stopped, the
  * registry is still in replica mode, so the replica's applier does it.
  * A failure leaves the databases as they are (logged). */
 static void catch_up(struct daemon *dm)
@@ -736,8 +737,8 @@ static void catch_up(struct daemon *dm)
                     "history", cfg->archive[0].url, err);
         else
             LV_INFO("promotion: the archive's tail checked for %zu database(s) in %.3f s: %zu advanced by %llu "
-                    "record(s), %zu could not be continued", res.dbs, res.seconds, res.advanced,
-                    (unsigned long long)res.records, res.skipped);
+                    "record(s), %zu created from the archive, %zu skipped (each named above)", res.dbs,
+                    res.seconds, res.advanced, (unsigned long long)res.records, res.created, res.skipped);
     }
     dbreg_close_mount_fds(dm->reg); /* the applier's files on the mount (D6): a primary applies nothing more */
 }
