@@ -89,8 +89,17 @@ JOBS ?= 2
 unit-test: npm-deps $(BIN) $(BUILD)/tests/unit
 	LITEVAULT=$(abspath $(BIN)) ./tests/run-criterion.sh $(BUILD)/unit.log $(BUILD)/tests/unit --jobs $(JOBS)
 
+# The whole suite runs with -wal files on kernel passthrough (the default
+# where the kernel has it); the capture, crash, fault, image and replay
+# tests of WAL databases run again with them going through the daemon
+# (LV_WAL_PASSTHROUGH=0), the other path to the same capture.
+WAL_FALLBACK_TESTS ?= @(capture|crash|image|replay|export)/*
 it-test: npm-deps $(BIN) $(BUILD)/tests/it
 	LITEVAULT=$(abspath $(BIN)) ./tests/run-criterion.sh $(BUILD)/it.log $(BUILD)/tests/it --jobs $(JOBS)
+	LV_WAL_PASSTHROUGH=0 LITEVAULT=$(abspath $(BIN)) ./tests/run-criterion.sh $(BUILD)/it-wal-fallback.log \
+	    $(BUILD)/tests/it --jobs $(JOBS) --filter '$(WAL_FALLBACK_TESTS)'
+	LV_WAL_PASSTHROUGH=0 LITEVAULT=$(abspath $(BIN)) ./tests/run-criterion.sh $(BUILD)/it-wal-fallback-faults.log \
+	    $(BUILD)/tests/it --jobs $(JOBS) --filter 'faults/*_wal'
 
 # The man page and bash completion follow --help; make install puts every file in place.
 cli-docs-test: $(BIN)

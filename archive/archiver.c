@@ -1221,6 +1221,7 @@ static void dest_drain(struct adest *d)
                 "next start", store_url(d->store));
         return;
     }
+    dbreg_sync_logs(a->reg);
     for (;;) {
         missing = 0;
         for (size_t i = 0; i < n; i++) {
@@ -1278,6 +1279,7 @@ static void dest_main(struct worker *w, void *arg)
             continue; /* archiver_hold: a fenced primary uploads nothing more */
         if (dbreg_list(a->reg, &infos, &n) != 0)
             continue;
+        dbreg_sync_logs(a->reg); /* ship only records the local log has made durable (C7 of db.c) */
         for (size_t i = 0; i < n && !worker_stopping(w); i++) {
             struct db_info *info = &infos[i];
             struct adb *b;

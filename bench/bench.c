@@ -11,7 +11,8 @@
  *   BENCH_ONLY=1,3 run only these workloads (and skip the RSS part unless 7 is listed,
  *                  the restore part unless 8 is listed,
  *                  the export part unless 9 is listed,
- *                  the archive part unless 10 is listed)
+ *                  the archive part unless 10 is listed,
+ *                  the capture-lag part unless 11 is listed)
  *   BENCH_RESTORE_MIB, BENCH_RESTORE_TXNS  size of the restore part's database (1024) and
  *                  transactions after its snapshot (3000)
  *   BENCH_SECS=N   measured seconds per side and workload (default 3, quick 0.5)
@@ -148,7 +149,7 @@ struct side_result {
 };
 
 static const struct workload g_workloads[] = {
-    {"1 insert tx, WAL, sync=NORMAL", WK_INSERT, "wal", "NORMAL", 0.25},
+    {"1 insert tx, WAL, sync=NORMAL", WK_INSERT, "wal", "NORMAL", 0.60},
     {"2 insert tx, WAL, sync=FULL", WK_INSERT, "wal", "FULL", 0.80},
     {"3 insert tx, DELETE, sync=FULL", WK_INSERT, "delete", "FULL", 0.60},
     {"4 point SELECT, WAL", WK_SELECT, "wal", "NORMAL", 0.95},
@@ -1923,6 +1924,116 @@ static void print_archive(const struct arch_result *r)
            r->iput + r->iget + r->ilist + r->idel == 0 ? "ok" : "MISS");
 }
 
+/* ---------------------------------------------------------------- capture lag (11) */
+
+/*
+ * Part 11: capture lag.  A writer commits one-row transactions into a WAL
+ * database (synchronous=NORMAL) on the mount at a steady LAG_RATE per
+ * second for LAG_N commits, noting the wall-clock time (CLOCK_REALTIME, in
+ * microseconds) right after each COMMIT returns.  The daemon stamps each
+ * record with the time it logged it; TXID base+i is the i-th commit, so
+ * its lag is that stamp minus the commit's return (0 when the record was
+ * logged before the commit returned, as on the path through the daemon).
+ * The records come from `litevault log ls --json` after the run.
+ */
+#define LAG_RATE 1000
+#define LAG_N 3000
+
+struct lag_result {
+    int n;                  /* commits matched with their records */
+    double p50, p99, max;   /* lag in microseconds */
+};
+
+static int dbl_cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int64_t wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int lag_part(struct lag_result *r)
+{
+    char path[PATH_MAX + 32], cmd[PATH_MAX * 3];
+    int64_t *done = calloc(LAG_N, sizeof *done);
+    double *lag = calloc(LAG_N, sizeof *lag);
+    sqlite3 *db = NULL;
+    long long base;
+    int rc = 1;
+
+    memset(r, 0, sizeof *r);
+    if (!done || !lag)
+        goto out;
+    snprintf(path, sizeof path, "%s/lag.db", g.mnt);
+    if (db_open(path, &db) != 0 || db_modes(db, "wal", "NORMAL") != 0 ||
+        sql_exec(db, "CREATE TABLE t(id INTEGER PRIMARY KEY, v)") != 0)
+        goto out;
+    base = status_txid("lag.db");
+    if (base < 0)
+        goto out;
+    double t0 = now_s();
+    for (int i = 0; i < LAG_N; i++) {
+        double at = t0 + (double)i / LAG_RATE;
+        while (now_s() < at)
+            ;
+        if (sql_exec(db, "INSERT INTO t(v) VALUES(1)") != 0)
+            goto out;
+        done[i] = wall_us();
+    }
+    sqlite3_close(db);
+    db = NULL;
+    status_txid("lag.db"); /* /status logs whatever the WAL still holds */
+    snprintf(cmd, sizeof cmd, "'%s' log ls -c '%s' --db lag.db --txid %lld --json", g.litevault, g.cfg, base + 1);
+    FILE *f = popen(cmd, "r");
+    if (!f)
+        goto out;
+    json_t *j = json_loadf(f, 0, NULL);
+    pclose(f);
+    if (!j || !json_is_array(j)) {
+        fprintf(stderr, "bench: %s gave no JSON array\n", cmd);
+        json_decref(j);
+        goto out;
+    }
+    size_t k;
+    json_t *o;
+    json_array_foreach(j, k, o) {
+        long long tx = json_integer_value(json_object_get(o, "txid"));
+        long long t = json_integer_value(json_object_get(o, "time_us"));
+        long long i = tx - base - 1;
+        if (i < 0 || i >= LAG_N)
+            continue;
+        double l = (double)(t - done[i]);
+        lag[r->n++] = l > 0 ? l : 0;
+    }
+    json_decref(j);
+    if (r->n == 0)
+        goto out;
+    qsort(lag, (size_t)r->n, sizeof *lag, dbl_cmp);
+    r->p50 = lag[r->n / 2];
+    r->p99 = lag[(size_t)(r->n * 0.99)];
+    r->max = lag[r->n - 1];
+    rc = 0;
+out:
+    if (db)
+        sqlite3_close(db);
+    free(done);
+    free(lag);
+    return rc;
+}
+
+static void print_lag(const struct lag_result *r)
+{
+    printf("\nCapture lag (WAL, synchronous=NORMAL, %d commits at %d/s): from a commit's return to its record "
+           "in the log\n", LAG_N, LAG_RATE);
+    printf("  %d records: p50 %.0f us, p99 %.0f us, max %.0f us  (goal: p99 <= 1000 us -> %s)\n", r->n, r->p50,
+           r->p99, r->max, r->n == LAG_N && r->p99 <= 1000 ? "PASS" : "MISS");
+}
+
 static int selected(int n)
 {
     const char *only = getenv("BENCH_ONLY");
@@ -2040,6 +2151,12 @@ int main(void)
     }
     printf("\ndaemon VmRSS now %.1f MiB, VmHWM %.1f MiB\n", status_kib(g.pid, "VmRSS") / 1024.0,
            status_kib(g.pid, "VmHWM") / 1024.0);
+    if (selected(11)) {
+        struct lag_result lr;
+        if (lag_part(&lr) != 0)
+            goto out_cleanup;
+        print_lag(&lr);
+    }
     if (selected(10)) {
         struct arch_result ar;
         if (archive_part(&ar) != 0)

@@ -572,8 +572,9 @@ Test(archive, kill9_during_compaction)
     lvnode_stop(n);
 }
 
-/* Local log pruned after archiving; data.max-log-size refuses writes (never drops records) while
- * the destination is down, and writes work again once it is back. */
+/* Local log pruned after archiving; with data.max-log-size reached while the destination is down,
+ * WAL commits wait in the WAL (stalled, checkpoints refused; never dropped), and are logged and
+ * archived once it is back. */
 Test(archive, disk_limit_and_pruning)
 {
     dest(LVDEST_S3, "    sync-interval: 200ms\n    compaction: []\n");
@@ -591,38 +592,46 @@ Test(archive, disk_limit_and_pruning)
     cr_assert(msg && strstr(msg, "litevault restore"), "replay message does not point to restore: %s", msg);
     free(msg);
 
-    /* Destination down: the log grows to the limit, then writes are refused. */
+    /* Destination down: the log grows to the limit; then WAL commits still
+     * succeed but wait in the WAL ("stalled"), and checkpoints are refused,
+     * so nothing can be lost. */
     s3rver_kill(A.d->s3);
     char *p = lvnode_path(n, "app.db");
     sqlite3 *h = NULL;
     cr_assert_eq(sqlite3_open(p, &h), SQLITE_OK);
-    int ok = 0, full = 0;
-    for (int i = 0; i < 3000 && !full; i++) {
-        int rc = sqlite3_exec(h, "INSERT INTO t(v) VALUES(randomblob(8000))", NULL, NULL, NULL);
-        if (rc == SQLITE_OK)
-            ok++;
-        else if (rc == SQLITE_FULL)
-            full = 1;
-        else
-            cr_assert_fail("unexpected error %d: %s", rc, sqlite3_errmsg(h));
-        if (i % 20 == 0)
-            sleep_ms(50);
-    }
-    cr_assert(full, "writes never refused (%d committed)", ok);
-    cr_assert_eq(metric(n, "litevault_local_log_full"), 1);
-    cr_assert(lvnode_log_contains(n, "data.max-log-size"), "no loud message");
-    /* every committed transaction is in the log (the daemon's own view: a
-     * `log ls` of the directory could race the pruning below) */
+    sqlite3_busy_timeout(h, 5000);
     struct lvdbstat ds;
     cr_assert_eq(lvnode_http_db(n, "app.db", &ds), 1);
-    uint64_t last = ds.txid;
-    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), 40 + ok);
-    /* Destination back: catch up, prune, accept writes again. */
+    uint64_t tx0 = ds.txid;
+    int ok = 0, stalled = 0;
+    for (int i = 0; i < 3000 && !stalled; i++) {
+        int rc = sqlite3_exec(h, "INSERT INTO t(v) VALUES(randomblob(8000))", NULL, NULL, NULL);
+        cr_assert_eq(rc, SQLITE_OK, "a WAL commit failed with the log full: %s", sqlite3_errmsg(h));
+        ok++;
+        if (i % 20 == 0) {
+            sleep_ms(50);
+            stalled = lvnode_http_db(n, "app.db", &ds) == 1 && strcmp(ds.status, "stalled") == 0;
+        }
+    }
+    cr_assert(stalled, "the log never filled (%d committed)", ok);
+    cr_assert_eq(metric(n, "litevault_local_log_full"), 1);
+    cr_assert(lvnode_log_contains(n, "data.max-log-size"), "no loud message");
+    cr_assert_lt(ds.txid, tx0 + (uint64_t)ok, "every commit was logged over data.max-log-size");
+    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), 40 + ok, "a commit was lost");
+    cr_assert_neq(sqlite3_wal_checkpoint_v2(h, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL), SQLITE_OK,
+                  "a checkpoint went through while commits wait in the WAL");
+    uint64_t last = tx0 + (uint64_t)ok;
+    /* Destination back: catch up, prune, and log what waited in the WAL. */
     s3rver_restart(A.d->s3);
+    cr_assert(WAIT_FOR(lvnode_http_db(n, "app.db", &ds) == 1 && ds.txid == last, 60000),
+              "the commits that waited in the WAL were not logged (TXID %llu of %llu, %s)",
+              (unsigned long long)ds.txid, (unsigned long long)last, ds.status);
     cr_assert_geq(wait_confirmed(n, "app.db", 60), last, "the archive did not catch up to TXID %llu",
                   (unsigned long long)last);
     WAIT_FOR(metric(n, "litevault_local_log_full") == 0, LVT_WAIT_MS);
-    cr_assert_eq(metric(n, "litevault_local_log_full"), 0, "writes still refused after catching up");
+    cr_assert_eq(metric(n, "litevault_local_log_full"), 0, "the log is still full after catching up");
+    cr_assert_eq(lvnode_http_db(n, "app.db", &ds), 1);
+    cr_assert_str_eq(ds.status, "ok", "still %s after catching up", ds.status);
     cr_assert_eq(sqlite3_exec(h, "INSERT INTO t(v) VALUES(1)", NULL, NULL, NULL), SQLITE_OK, "%s", sqlite3_errmsg(h));
     sqlite3_close(h);
     free(p);

@@ -12,10 +12,12 @@
  *   - a data.dir that is a regular file or on a read-only file system;
  *   - a full disk while logging (a real one on a small tmpfs in WAL,
  *     DELETE, TRUNCATE and PERSIST modes, ENOSPC injected into the log
- *     writes, and into the log's space reservation, with LV_FAULT): the
- *     transaction fails (SQLITE_FULL where the disk is full) and a NEW
- *     connection does not see it, also after the writer exits without
- *     closing; the next commit gets the next TXID;
+ *     writes, and into the log's space reservation, with LV_FAULT): in
+ *     rollback modes the transaction fails (SQLITE_FULL where the disk is
+ *     full) and a NEW connection does not see it, also after the writer
+ *     exits without closing; the next commit gets the next TXID.  In WAL
+ *     mode the commit succeeds and waits in the WAL ("stalled", checkpoints
+ *     refused) until its record can be written; nothing is lost;
  *   - a bad configuration file (exit 2 with file:line:col).
  *
  * Every test uses its own lvnode; the fini hook kills a daemon left
@@ -697,22 +699,31 @@ static int big_txn_and_crash(const char *path, enum jm jm, int nrows, int blob)
  * journal).  Once space is back, the next commit is the next TXID and the
  * refused rows are in neither the database nor the log.
  */
+/* The node of a full-disk case: where == 0, all of data.dir on a 24 MiB
+ * tmpfs; 1, only data.dir/meta (the logs) on an 8 MiB one (its directory
+ * into fsdir, n bytes).  Started; the path of full.db on the mount
+ * (malloc'ed). */
+static char *full_disk_node(int where, char *fsdir, size_t n)
+{
+    fN = lvnode_new(NULL);
+    if (where == 0)
+        snprintf(fsdir, n, "%s", fN->data);
+    else
+        snprintf(fsdir, n, "%s/meta", fN->data);
+    cr_assert_eq(run_cmd(NULL, "mkdir -p '%s'", fsdir), 0);
+    cr_assert_eq(run_cmd(NULL, "mount -t tmpfs -o size=%s tmpfs '%s'", where ? "8m" : "24m", fsdir), 0);
+    lvt_defer_umount(fsdir);
+    lvnode_start(fN);
+    return lvnode_path(fN, "full.db");
+}
+
 static void full_disk_case(enum jm jm, int where)
 {
     char fsdir[400], filler[440], tag[64];
     int wal = jm == JMF_WAL;
     snprintf(tag, sizeof tag, "%s, %s on tmpfs", jm_names[jm], where ? "log" : "data.dir");
     sql_set_tag(tag);
-    fN = lvnode_new(NULL);
-    if (where == 0)
-        snprintf(fsdir, sizeof fsdir, "%s", fN->data);
-    else
-        snprintf(fsdir, sizeof fsdir, "%s/meta", fN->data);
-    cr_assert_eq(run_cmd(NULL, "mkdir -p '%s'", fsdir), 0);
-    cr_assert_eq(run_cmd(NULL, "mount -t tmpfs -o size=%s tmpfs '%s'", where ? "8m" : "24m", fsdir), 0);
-    lvt_defer_umount(fsdir);
-    lvnode_start(fN);
-    char *p = lvnode_path(fN, "full.db");
+    char *p = full_disk_node(where, fsdir, sizeof fsdir);
     sqlite3 *h = open_jm(p, jm);
     sqlh_exec(h, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)");
     for (int i = 0; i < 5; i++)
@@ -777,6 +788,83 @@ static void full_disk_case(enum jm jm, int where)
     free(p);
 }
 
+/*
+ * The same full disks in WAL mode, where a commit can no longer be refused
+ * (the -wal may not even pass through the daemon): the commit succeeds and
+ * stays in the WAL; its record cannot be written, so the database is
+ * "stalled" in /status (/health says "degraded") and checkpoints are
+ * refused, so SQLite keeps the frames.  Once space is back, the next
+ * capture (here: asking /status) logs the transaction, with nothing lost,
+ * and the log agrees with the database, also after a restart.
+ */
+static void full_disk_wal_case(int where)
+{
+    char fsdir[400], filler[440], wal[600];
+    char *p = full_disk_node(where, fsdir, sizeof fsdir);
+    sqlite3 *h = open_jm(p, JMF_WAL);
+    sqlh_exec(h, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)");
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq(big_txn(h, 1, 16000, 0), SQLITE_OK);
+    sqlh_exec(h, "PRAGMA wal_checkpoint(TRUNCATE)");
+    sqlite3_close(h);
+    uint64_t txid0 = lvnode_last_txid(fN, "full.db");
+    cr_assert_geq(txid0, 6);
+
+    snprintf(filler, sizeof filler, "%s/.filler", fsdir);
+    struct statvfs sv;
+    cr_assert_eq(statvfs(fsdir, &sv), 0);
+    long long freeb = (long long)sv.f_bavail * (long long)sv.f_frsize;
+    long long fill = freeb - (where ? 1536 : 4608) * 1024;
+    cr_assert_gt(fill, 0);
+    cr_assert_eq(run_cmd(NULL, "head -c %lld /dev/zero > '%s'", fill, filler), 0);
+
+    /* 1. The commit succeeds; its record cannot be written. */
+    h = open_jm(p, JMF_WAL);
+    sqlh_exec(h, "PRAGMA wal_autocheckpoint=0");
+    int err = big_txn(h, 190, 16000, 0);
+    cr_assert_eq(err, SQLITE_OK, "[where %d] a WAL commit failed with %d (%s)", where, err, sqlite3_errstr(err));
+    cr_assert(daemon_up(fN), "the daemon died on a full disk");
+    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), 195);
+    struct lvdbstat ds;
+    cr_assert_eq(lvnode_db_status(fN, "full.db", &ds), 1);
+    cr_assert_str_eq(ds.status, "stalled", "[where %d] status is %s with a commit that cannot be logged", where,
+                     ds.status);
+    cr_assert_eq(ds.txid, txid0, "[where %d] a record was logged on a full disk", where);
+    long st = 0;
+    char *body = lvnode_http_get(fN, "/health", &st);
+    cr_assert(body && strstr(body, "degraded") && strstr(body, "full.db"), "/health says %s", body ? body : "?");
+    free(body);
+    cr_assert(lvnode_log_contains(fN, "cannot be logged yet"), "the daemon did not say why");
+    /* 2. Checkpoints are refused: the frames stay in the WAL. */
+    int ck = sqlite3_exec(h, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
+    cr_assert_neq(ck, SQLITE_OK, "[where %d] a checkpoint went through while a commit cannot be logged", where);
+    sqlite3_close(h); /* the last connection's checkpoint and WAL delete are refused too */
+    snprintf(wal, sizeof wal, "%s/files/full.db-wal", fN->data);
+    struct stat wst;
+    cr_assert_eq(stat(wal, &wst), 0, "the WAL holding the unlogged commit is gone");
+    cr_assert_gt(wst.st_size, 190 * 16000, "the WAL lost the unlogged commit's frames");
+    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), 195);
+
+    /* 3. Space is back: the transaction is logged, nothing lost. */
+    cr_assert_eq(unlink(filler), 0);
+    WAIT_FOR(lvnode_db_status(fN, "full.db", &ds) == 1 && strcmp(ds.status, "ok") == 0, LVT_WAIT_MS);
+    cr_assert_str_eq(ds.status, "ok", "[where %d] still %s after freeing space", where, ds.status);
+    cr_assert_eq(ds.txid, txid0 + 1, "[where %d] the waiting commit is not TXID %llu", where,
+                 (unsigned long long)txid0 + 1);
+    h = open_jm(p, JMF_WAL);
+    cr_assert_eq(big_txn(h, 1, 16000, 0), SQLITE_OK);
+    sqlite3_close(h);
+    cr_assert_eq(lvnode_last_txid(fN, "full.db"), txid0 + 2);
+    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), 196);
+    assert_log_matches(fN, "full.db", 1, fN->dir);
+    lvnode_stop(fN);
+    lvnode_start(fN);
+    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), 196);
+    cr_assert_eq(lvnode_last_txid(fN, "full.db"), txid0 + 2);
+    assert_log_matches(fN, "full.db", 1, fN->dir);
+    free(p);
+}
+
 Test(faults, full_disk_tmpfs_delete)
 {
     full_disk_case(JMF_DELETE, 0);
@@ -794,7 +882,7 @@ Test(faults, full_disk_tmpfs_persist)
 
 Test(faults, full_disk_tmpfs_wal)
 {
-    full_disk_case(JMF_WAL, 0);
+    full_disk_wal_case(0);
 }
 
 Test(faults, full_log_disk_tmpfs_delete)
@@ -804,7 +892,7 @@ Test(faults, full_log_disk_tmpfs_delete)
 
 Test(faults, full_log_disk_tmpfs_wal)
 {
-    full_disk_case(JMF_WAL, 1);
+    full_disk_wal_case(1);
 }
 
 static void fault_env_case(int wal)
@@ -856,9 +944,45 @@ Test(faults, enospc_injected_delete)
     fault_env_case(0);
 }
 
+/*
+ * WAL mode with every log write failing (ENOSPC injected after the first
+ * 15): commits succeed and stay in the WAL, the database is "stalled",
+ * the daemon says why, checkpoints are refused, and the last connection's
+ * close leaves the WAL in place.  After a restart without the fault,
+ * start-up logs every one of them from the WAL; nothing is lost.
+ */
 Test(faults, enospc_injected_wal)
 {
-    fault_env_case(1);
+    fN = lvnode_started(NULL);
+    char *p = lvnode_path(fN, "inj.db");
+    sql_exec(p, "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);", 0);
+    uint64_t tx0 = lvnode_last_txid(fN, "inj.db");
+    lvnode_stop(fN);
+    setenv("LV_FAULT", "write:ENOSPC:after=15:match=/log/", 1);
+    lvnode_start(fN);
+    unsetenv("LV_FAULT");
+    int err = 0;
+    int ok = write_until_error(p, 1, 60, &err);
+    cr_assert_eq(ok, 60, "a WAL commit failed under LV_FAULT: %s", sqlite3_errstr(err));
+    cr_assert(daemon_up(fN), "the daemon died on ENOSPC");
+    cr_assert(lvnode_log_contains(fN, "No space left on device"), "the daemon did not log the ENOSPC");
+    struct lvdbstat ds;
+    cr_assert_eq(lvnode_db_status(fN, "inj.db", &ds), 1);
+    cr_assert_str_eq(ds.status, "stalled");
+    cr_assert_lt(ds.txid, tx0 + 60, "every commit was logged although the log cannot be written");
+    cr_assert_neq(sql_exec(p, "PRAGMA wal_checkpoint(TRUNCATE);", 1), SQLITE_OK,
+                  "a checkpoint went through while commits cannot be logged");
+    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), 60);
+    lvnode_stop(fN);
+    lvnode_start(fN);
+    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), 60);
+    cr_assert_eq(lvnode_last_txid(fN, "inj.db"), tx0 + 60, "start-up did not log the commits the WAL kept");
+    cr_assert_eq(lvnode_db_status(fN, "inj.db", &ds), 1);
+    cr_assert_str_eq(ds.status, "ok");
+    cr_assert_eq(write_until_error(p, 1, 3, &err), 3, "writes fail after the fault is gone: %s", sqlite3_errstr(err));
+    cr_assert_eq(lvnode_last_txid(fN, "inj.db"), tx0 + 63);
+    assert_log_matches(fN, "inj.db", 1, fN->dir);
+    free(p);
 }
 
 /*

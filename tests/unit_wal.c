@@ -133,8 +133,24 @@ Test(wal, cursor_follows_commits)
     cr_assert_null(v);
     for (int i = 0; i < 3; i++)
         exec(h, "INSERT INTO t(v) VALUES(randomblob(5000));");
+    struct wal_cursor c2 = c;
     cr_assert_eq(read_on(fd, &c, &v, &restarted), 3);
     cr_assert_eq(v[2].db_pages, (uint32_t)int1(h, "PRAGMA page_count"));
+    /* the same read keeping the frames: exactly the commits' bytes in the file */
+    struct wal_frames keep = {0};
+    struct wal_commit *v2 = NULL;
+    size_t n2 = 0;
+    cr_assert_eq(wal_read_commits_keep(fd, "test-wal", &c2, &v2, &n2, &restarted, &keep), 0);
+    cr_assert_eq(n2, 3);
+    uint64_t from = wal_frame_off(v[0].first, c.h.page_size), to = wal_frame_off(v[2].last + 1, c.h.page_size);
+    cr_assert_eq(keep.off, from);
+    cr_assert_eq(keep.len, to - from);
+    uint8_t *file = malloc(keep.len);
+    cr_assert_eq(pread(fd, file, keep.len, (off_t)from), (ssize_t)keep.len);
+    cr_assert_eq(memcmp(file, keep.buf, keep.len), 0, "the kept frames differ from the file");
+    free(file);
+    free(keep.buf);
+    free(v2);
     free(v);
     /* the cursor and a scan from the start agree */
     struct wal_hdr wh;

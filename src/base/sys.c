@@ -32,6 +32,10 @@
  *
  * Publishing a file atomically (temp, fsync, rename, fsync dir) is built on
  * these wrappers in publish.c.
+ *
+ * LV_TEST_SYNCED_MARKS=STRING (tests only): sys_fsync of a path containing
+ * STRING also writes the file's size then to PATH.synced (synced_mark), so
+ * a test can cut a file back to what an fsync made durable.
  */
 #include "base/sys.h"
 
@@ -388,6 +392,32 @@ int sys_pread_all(int fd, void *buf, size_t len, off_t off, const char *path)
     return 0;
 }
 
+/* LV_TEST_SYNCED_MARKS (a test seam, read once): after each fsync of a path
+ * containing it, the file's size then is written to PATH.synced, so that a
+ * test can drop exactly what no fsync made durable (a power loss). */
+static void synced_mark(int fd, const char *path)
+{
+    static const char *match;
+    static int init;
+    struct stat st;
+    char mark[PATH_MAX + 8], num[32];
+
+    if (!__atomic_load_n(&init, __ATOMIC_ACQUIRE)) {
+        match = getenv("LV_TEST_SYNCED_MARKS");
+        __atomic_store_n(&init, 1, __ATOMIC_RELEASE);
+    }
+    if (!match || !*match || !path || !strstr(path, match) || fstat(fd, &st) != 0)
+        return;
+    snprintf(mark, sizeof mark, "%s.synced", path);
+    int n = snprintf(num, sizeof num, "%lld\n", (long long)st.st_size);
+    int mfd = open(mark, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (mfd >= 0) {
+        if (write(mfd, num, (size_t)n) != n)
+            LV_WARN("LV_TEST_SYNCED_MARKS: cannot write %s", mark);
+        close(mfd);
+    }
+}
+
 int sys_fsync(int fd, int data_only, const char *path)
 {
     int rc, e = fault_check(SYS_OP_FSYNC, path, NULL);
@@ -405,6 +435,7 @@ int sys_fsync(int fd, int data_only, const char *path)
         log_fail(e, call, path, 0);
         return lv_from_errno(e);
     }
+    synced_mark(fd, path);
     return 0;
 }
 

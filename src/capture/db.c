@@ -12,20 +12,21 @@
  *
  * COMMIT DETECTION (all performed synchronously inside the FUSE request, so
  * the writer still holds SQLite's own locks: no other writer can interleave)
- *  - WAL mode: a write to NAME-wal that completes a frame (its last byte is
- *    the frame's last byte) whose header has a non-zero "database size
- *    after commit" and the salts of the current WAL header.  The
- *    transaction is the frames from wal_next to that frame; the last frame
- *    of each page wins.  SQLite writes a frame's header before its page, so
- *    the trigger fires only when the page bytes come in.  The capture runs
- *    BEFORE that write is performed, reading the frames as they will be
- *    (the file with the incoming bytes laid over it, struct db_wbuf): C8.
- *    Frames that SQLite
- *    overwrites in place within a transaction (wal.c iReCksum) are read at
- *    commit time and so have their final content; the checksum rewrite that
- *    follows the commit frame touches only frame headers (never a frame's
- *    last byte) of frames < wal_next, and is ignored.  A WAL header write
- *    (offset 0) starts a new generation: wal_next = 0.
+ *  - WAL mode: the commits are read from the backing -wal after they are
+ *    written (db_wal_capture, with log/wal.c's cursor: frames validated
+ *    as SQLite's recovery does, whole commits only, one record each; the
+ *    last frame of each page wins).  With kernel passthrough the -wal's
+ *    writes never reach the daemon; the WAL watcher (db_watch.c) wakes
+ *    the capture right after each commit (inotify).  Through the daemon,
+ *    the write that completes a commit frame captures before it returns.
+ *    Either way the capture also runs, at the latest, before the
+ *    application's fsync of the -wal, before any checkpoint write or
+ *    truncate of the main file, before a truncate or unlink of the -wal,
+ *    and when /status or an image asks.  Frames that SQLite overwrites in
+ *    place within a transaction (wal.c iReCksum) lie after the last
+ *    commit, where the cursor never stands.  A WAL restart (new salts) is
+ *    noticed by the cursor: SQLite restarts only after a checkpoint copied
+ *    every frame, and each checkpoint write captured first.
  *  - Rollback modes: writes to the database file while a journal is active
  *    (a journal header with the journal magic was written at offset 0) mark
  *    512-byte granules dirty.  The commit is the journal's unlink (DELETE),
@@ -65,9 +66,10 @@
  *   bulk --fsync, close, journal or WAL start (bulk_commit)--> idle
  *   idle --checkpoint write in WAL mode (write_main)--> ckpt_dirty
  *   ckpt_dirty --WAL reset (ckpt_verify) or journal start--> idle
- * WAL position (wal_valid, wal_next) moves on WAL header writes (wal_next
- * = 0) and commit frames (wal_next = commit + 1), in write_wal and
- * wal_detect_commit (db_capture.c).
+ * WAL position (wal_valid, wal_next, wcur) moves when db_wal_capture logs
+ * a commit (wal_next = commit + 1) or adopts a new WAL generation
+ * (wal_adopt: a header written through the daemon, or a restart the cursor
+ * noticed; wal_next = 0).
  *
  * START-UP (db_load): open and verify the log, load the persisted checksum
  * map (meta/NAME/state) and roll it forward with the page checksums of
@@ -105,35 +107,26 @@
  *      kernel cache settings in fs.c rely on it too.)  Changes made
  *      behind the daemon's back while it is stopped are found by start-up
  *      reconcile and logged as RECOVERED or snapshot records.
- *  C2. Capture runs while the writer holds SQLite's locks: a commit is
- *      detected and logged synchronously inside the FUSE request that
- *      commits (the write completing the WAL commit frame; the journal's
- *      unlink, truncation or zeroing, before it is performed), so no other
- *      writer's commit can interleave, and the record is written to the
- *      log before the application sees its commit succeed.  If logging
- *      fails, that request fails, so no commit is acknowledged unlogged,
- *      and nothing of the refused commit stays behind (C8): a rollback-
- *      mode commit point is not performed, the journal stays hot and
- *      SQLite rolls back; a WAL commit frame is never completed in the
- *      file.  Unjournaled writes are the exception: they are logged at the
- *      next fsync or close (or journal/WAL start), so with synchronous=OFF
- *      several transactions may merge into one record.
- *  C8. A refused commit leaves no committed state behind for any
- *      connection, now or after a crash: in WAL mode the write that
- *      completes a commit frame (its page, or the header rewritten after
- *      an in-place overwrite) reaches the -wal only after its record is in
- *      the log (wal_detect_commit, before do_pwrite).  Until then the frame
- *      fails SQLite's recovery checks (its page bytes are stale, or its
- *      header has zeroed salts), so neither this writer, nor a reader
- *      (which reads frames only up to the wal-index's mxFrame, published
- *      after the write), nor the next connection's WAL recovery after a
- *      crash takes it as committed; should the stale bytes happen to equal
- *      the new page, the refusal spoils one of them (wal_spoil_frame).  The
- *      write's blocks are allocated before logging (fallocate KEEP_SIZE),
- *      so a logged commit's write cannot fail for lack of space; if it
- *      fails anyway (EIO), the log is ahead of the WAL: broken (sticky).
- *      In rollback modes the commit point (unlink, truncation, zeroing)
- *      is performed only after logging (C2).
+ *  C2. In rollback modes, capture runs while the writer holds SQLite's
+ *      locks: a commit is detected and logged synchronously inside the
+ *      FUSE request that commits (the journal's unlink, truncation or
+ *      zeroing, before it is performed), so no other writer's commit can
+ *      interleave, and the record is written to the log before the
+ *      application sees its commit succeed.  If logging fails, that request
+ *      fails, so no commit is acknowledged unlogged, and nothing of the
+ *      refused commit stays behind (C8).  Unjournaled writes are the
+ *      exception: they are logged at the next fsync or close (or
+ *      journal/WAL start), so with synchronous=OFF several transactions may
+ *      merge into one record.  In WAL mode a commit is never refused: it is
+ *      logged from the WAL once written (COMMIT DETECTION), in commit order
+ *      (the WAL is ordered), within about a millisecond with passthrough
+ *      and before the commit's write returns through the daemon.  A commit
+ *      that cannot be logged (a full log, data.max-log-size) waits in the
+ *      WAL: wal_stalled refuses every operation that could drop it
+ *      (wal_before_drop), so no committed transaction is ever lost.
+ *  C8. In rollback modes a refused commit leaves no committed state behind
+ *      for any connection, now or after a crash: the commit point (unlink,
+ *      truncation, zeroing) is performed only after logging (C2).
  *  C9. A full disk is SQLITE_FULL in every journal mode.  SQLite reports
  *      ENOSPC from a write as SQLITE_FULL, but errors of unlink, ftruncate
  *      and fsync as SQLITE_IOERR_*, and a rollback-mode commit point is one
@@ -142,10 +135,9 @@
  *      dirtied so far, page size + 4 bytes each: reserve_dirty,
  *      txlog_reserve, L9 of log/txlog.c) and is refused with ENOSPC when
  *      it cannot be had; SQLite then rolls back (its playback writes are
- *      let through).  In WAL mode a log append failing for lack of space
- *      refuses the commit frame's write with ENOSPC (C8).  Per mode:
- *      - WAL: SQLITE_FULL (the refused frame write, or SQLite's own -wal
- *        write); nothing committed, the next commit gets the next TXID.
+ *      let through).  Per mode:
+ *      - WAL: SQLITE_FULL only from SQLite's own -wal write; a commit whose
+ *        record finds no room waits in the WAL (wal_stalled, C2).
  *      - DELETE, TRUNCATE, PERSIST, OFF/MEMORY (bulk): SQLITE_FULL from a
  *        page write before the commit point; the record's append then
  *        lands in reserved blocks.  Where the file system cannot
@@ -155,16 +147,28 @@
  *  C5 (above): TXID order with pre checksum == previous post checksum;
  *      RECOVERED and snapshot records are part of that chain like any
  *      other, and a replica must apply them too.
- *  C7. Durability.  db_emit writes a record (write(2), page cache) before
- *      the committing request returns; it is fsynced (txlog_sync) only:
+ *  C7. Durability.  db_emit writes a record (write(2), page cache) when
+ *      the commit is captured; it is fsynced (txlog_sync) only:
  *      - in db_on_fsync, on the application's fsync of any file of the
- *        database, in parallel with it; the fsync returns only when both
- *        succeeded (a failed log fsync breaks the database and fails it);
- *      - in dbreg_sync_logs, on the application's fsync of a directory;
+ *        database but its -wal, in parallel with it; the fsync returns only
+ *        when both succeeded (a failed log fsync breaks the database and
+ *        fails it);
+ *      - before anything can drop WAL frames (wal_before_drop: a
+ *        checkpoint's write, a truncate or unlink of the -wal, a restart
+ *        through the daemon);
+ *      - in dbreg_sync_logs, on the application's fsync of a directory,
+ *        and by the archiver before each round (it ships only records the
+ *        log has made durable);
  *      - at start-up after a repair, at close, and before retiring.
  *      So, per journal mode and synchronous setting:
  *      - WAL, synchronous=FULL/EXTRA: SQLite fsyncs the WAL after each
- *        commit, so the record is durable before the commit returns.
+ *        commit; the daemon captures the commit first, and the WAL is the
+ *        durable copy of its record until the log is fsynced: one fsync
+ *        per commit.  Once per WAL generation (wal_anchored) the log is
+ *        fsynced too, in parallel, so that the durable log names the
+ *        generation.  After a power failure, start-up reconcile logs the
+ *        commits the log lost from the WAL as RECOVERED records, one per
+ *        transaction (same TXIDs and checksums; the time of recovery).
  *      - WAL, synchronous=NORMAL or OFF: no fsync at commit; the record is
  *        as durable as SQLite's own commit (page cache) and becomes
  *        durable at the next fsync (NORMAL: checkpoints).  After a power
@@ -251,15 +255,13 @@ int db_read_page(int fd, void *buf, uint32_t ps, uint64_t off)
     return 0;
 }
 
-int db_read_over(int fd, void *buf, size_t len, uint64_t off, const struct db_wbuf *w)
+int db_read_mem(int fd, void *buf, uint32_t len, uint64_t off, const struct wal_frames *m, int mfd)
 {
-    int rc = db_read_page(fd, buf, (uint32_t)len, off);
-    if (rc || !w || w->fd != fd)
-        return rc;
-    uint64_t lo = off > w->off ? off : w->off, hi = off + len < w->off + w->len ? off + len : w->off + w->len;
-    if (lo < hi)
-        memcpy((uint8_t *)buf + (lo - off), w->buf + (lo - w->off), (size_t)(hi - lo));
-    return 0;
+    if (m && fd == mfd && off >= m->off && off + len <= m->off + m->len) {
+        memcpy(buf, m->buf + (off - m->off), len);
+        return 0;
+    }
+    return db_read_page(fd, buf, len, off);
 }
 
 /* Mark a database broken: refuse everything until restart (sticky). */

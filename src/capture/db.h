@@ -124,6 +124,22 @@ struct db_info {
  * 0 or LV_ENOMEM. */
 int dbreg_list(struct dbreg *r, struct db_info **out, size_t *n);
 
+/* Let -wal files use kernel passthrough (on = 1; the WAL watcher starts
+ * the first time) or not (0: new opens go through the daemon; opens of a
+ * -wal inode already open keep its way).  Call before serving, or at a
+ * role change.  0, or LV_EIO when the watcher cannot run (then off). */
+int dbreg_set_wal_passthrough(struct dbreg *r, int on);
+
+/* Should a new open of database dbname's -wal ask for passthrough?  1 after
+ * its directory is watched (dbreg_set_wal_passthrough on, not a replica);
+ * 0: it goes through the daemon. */
+int dbreg_wal_passthrough(struct dbreg *r, const char *dbname);
+
+/* How many databases have WAL commits that cannot be logged (capture
+ * stalled: their checkpoints are refused); their names, comma-separated,
+ * into names (n bytes, truncated). */
+int dbreg_stalled(struct dbreg *r, char *names, size_t n);
+
 /* The last TXID of database name into *txid: 0, or LV_ENOENT (no such
  * SQLite database here; *txid 0).  Cheaper than dbreg_list for one name. */
 int dbreg_txid(struct dbreg *r, const char *name, uint64_t *txid);

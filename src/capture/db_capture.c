@@ -265,6 +265,8 @@ static int reserve_dirty(struct db *d, const void *buf, size_t len, off_t off)
     return rc == LV_ENOSPC ? -ENOSPC : -EIO;
 }
 
+static int wal_before_drop(struct db *d);
+
 static ssize_t write_main(struct db *d, int fd, const void *buf, size_t len, off_t off)
 {
     int rc;
@@ -296,11 +298,13 @@ static ssize_t write_main(struct db *d, int fd, const void *buf, size_t len, off
         return do_pwrite(fd, buf, len, off);
     }
     if (d->hdr_wal && d->map.npages > 0) {
-        /* A checkpoint: the pages are already logged.  Remember them so
-         * that ckpt_verify can check them once the WAL is fully copied.
-         * (A file with no logged pages whose header says WAL is being
-         * copied in -- cp of a WAL-mode database -- and takes the
-         * unjournaled path below.) */
+        /* A checkpoint: the pages are logged once every commit in the WAL
+         * is (wal_before_drop).  Remember them so that ckpt_verify can
+         * check them once the WAL is fully copied.  (A file with no logged
+         * pages whose header says WAL is being copied in -- cp of a
+         * WAL-mode database -- and takes the unjournaled path below.) */
+        if ((rc = wal_before_drop(d)) != 0)
+            return rc;
         if (db_dirty_mark(d, (uint64_t)off, len) != 0)
             return -ENOMEM;
         d->ckpt_dirty = 1;
@@ -459,151 +463,203 @@ static ssize_t write_journal(struct db *d, int fd, const void *buf, size_t len, 
     return do_pwrite(fd, buf, len, off);
 }
 
-/* The refused write [off, off+len) should have completed frame k, whose
- * header is already in the file.  Its page bytes in the file are stale,
- * and the frame is invalid -- unless the stale bytes happen to equal the
- * page SQLite meant to write (the same page at the same WAL offset in an
- * earlier generation).  Then spoil one byte of the page inside the range
- * of the refused write (the kernel drops its cached pages of a failed
- * write, so every reader sees the spoiled byte), so that no recovery can
- * take the refused commit as committed (C8).  Writing over existing bytes
- * allocates nothing; if it fails anyway the WAL is uncertain: broken. */
-static void wal_spoil_frame(struct db *d, int fd, uint32_t k, uint64_t off, size_t len)
-{
-    uint8_t fh[WAL_FRAME_HDR_SIZE], b;
-    uint64_t last = wal_frame_off(k + 1, d->wal_psz) - 1;
+/*
+ * CAPTURE OF WAL COMMITS (db_wal_capture).  A WAL transaction is logged
+ * once its commit frame is in the backing WAL: the capture reads the WAL
+ * from where it stands (d->wcur, just after the last commit logged) with
+ * log/wal.c's cursor, which validates frames as SQLite's recovery does
+ * (salts, the cumulative checksums) and returns whole commits only, and
+ * logs each as one record.  It never needs the application's write: it
+ * runs
+ *   - after a write through the daemon that completes a commit frame
+ *     (write_wal), so that the commit's FUSE request returns with the
+ *     record logged (and, with replication.sync-replicas, acknowledged);
+ *   - before the application's fsync of the -wal (db_on_fsync), so that
+ *     synchronous=FULL makes the record as durable as the commit;
+ *   - before anything that can drop WAL frames: a write, truncate or fsync
+ *     of the main file in WAL mode (a checkpoint copying frames), and a
+ *     truncate or unlink of the -wal;
+ *   - when asked (status, images, the WAL watcher).
+ * A WAL restart (a new header, salts changed) is noticed by the cursor.
+ * SQLite restarts only after a checkpoint copied every committed frame
+ * into the main file, and each of the checkpoint's writes captured first,
+ * so the old generation is wholly logged by then; the pages checkpoints
+ * wrote are verified against the log at that point (ckpt_verify).
+ *
+ * A commit can no longer be refused when it is written.  When the log
+ * cannot take a record (data.max-log-size reached, a failed append, a
+ * broken database), the commit stays in the WAL, which SQLite keeps until
+ * a checkpoint copies it: so the capture sets wal_stalled, and checkpoint
+ * writes, WAL truncates and unlinks are refused (EIO) until a later
+ * capture logs everything.  SQLite ignores a failed automatic checkpoint
+ * and tries again later; nothing committed is lost.
+ */
+static void ckpt_verify(struct db *d);
 
-    if (last < off || last >= off + len ||
-        sys_pread_all(fd, fh, sizeof fh, (off_t)wal_frame_off(k, d->wal_psz), d->name) != 0 ||
-        !wal_frame_valid(fd, d->wal_magic, d->wal_psz, k, fh))
-        return;
-    if (pread(fd, &b, 1, (off_t)last) != 1 || (b ^= 0xff, pwrite(fd, &b, 1, (off_t)last)) != 1) {
-        db_fail(d, "a refused WAL commit frame could not be invalidated (%s)", strerror(errno));
-        return;
-    }
-    LV_WARN("%s: the refused commit frame %u was valid with stale page bytes; spoiled it", d->name, k);
+#define WAL_RETRY_US 100000 /* a stalled WAL is read again at most this often */
+
+/* Adopt the WAL generation of c->h as current, just after its header. */
+static void wal_adopt(struct db *d, const struct wal_hdr *h)
+{
+    if (d->wal_valid)
+        ckpt_verify(d); /* the WAL is restarted: checkpoints copied everything */
+    d->wal_valid = 1;
+    d->tail_in_wal = 0;    /* the last record is of an older generation */
+    d->wal_anchored = 0;
+    d->wal_psz = h->page_size;
+    d->wal_salt1 = h->salt1;
+    d->wal_salt2 = h->salt2;
+    d->wal_magic = h->magic;
+    d->wal_next = 0;
+    memset(&d->wcur, 0, sizeof d->wcur);
+    d->wcur.h = *h;
+    d->wcur.s[0] = h->ck1;
+    d->wcur.s[1] = h->ck2;
 }
 
-/*
- * The WAL write [off, off+len) of buf, not performed yet, may complete a
- * commit frame k: if so, log the transaction wal_next..k as it will be once
- * the write is done (the frames in the file with buf laid over them), and
- * move wal_next past it.  The write is performed by the caller only after
- * this returned 0, so a commit frame reaches the file only once its record
- * is in the log (C8): a refused commit leaves no valid commit frame behind
- * for SQLite's WAL recovery to find.
- *
- * The commit is complete when either (a) a write ends at the last byte of
- * a commit frame, or (b) a write is exactly the 24-byte header of a commit
- * frame whose page is already in: after an in-place overwrite SQLite
- * writes later frames with zeroed salts and then rewrites their headers
- * (walRewriteChecksums), so that header rewrite is the commit.  For (b)
- * the header's cumulative checksum must verify against the page bytes in
- * the file, as SQLite's recovery would check: a header written over a
- * stale frame (left by a rolled-back transaction) before its new page
- * arrives does not verify.  (SQLite writes a frame's header before its
- * page, so in (a) the header is in the file; a page written in several
- * requests has its first parts in the file and its last in buf.)
- *
- * Before logging, the blocks of the write are allocated (fallocate,
- * KEEP_SIZE), so that the write cannot fail with ENOSPC once the record
- * is in the log.  Returns 0 (not a commit: *logged = 0; or logged:
- * *logged = 1), or -ENOSPC / -EIO to refuse the write (nothing written).
- */
-#define WAL_PREALLOC (256u << 10) /* bytes of -wal allocated ahead of a commit frame's write */
-
-static int wal_detect_commit(struct db *d, int fd, const void *buf, size_t len, off_t off, int *logged)
+int db_wal_capture(struct db *d)
 {
-    uint64_t fsz = WAL_FRAME_HDR_SIZE + d->wal_psz;
-    uint64_t end = (uint64_t)off + len, rel0 = (uint64_t)off - WAL_HDR_SIZE;
-    struct db_wbuf w = {fd, buf, len, (uint64_t)off};
-    uint8_t fh[WAL_FRAME_HDR_SIZE];
-    uint32_t k = UINT32_MAX, commit;
-    int hdr_only = 0, rc;
+    char rel[PATH_MAX];
+    struct wal_cursor c;
+    struct wal_commit *v = NULL;
+    size_t n = 0, i = 0;
+    int fd, restarted = 0, rc = 0;
 
-    *logged = 0;
-    if ((end - WAL_HDR_SIZE) % fsz == 0) {
-        k = (uint32_t)((end - WAL_HDR_SIZE) / fsz - 1);
-    } else if (len == WAL_FRAME_HDR_SIZE && rel0 % fsz == 0) {
-        k = (uint32_t)(rel0 / fsz);
-        hdr_only = 1;
-    }
-    if (k == UINT32_MAX || k < d->wal_next ||
-        db_read_over(fd, fh, sizeof fh, wal_frame_off(k, d->wal_psz), &w) != 0)
+    if (d->kind != DBK_SQLITE || dbreg_is_replica(d->reg) || d->journal_active)
+        return 0; /* (a rollback transaction is open: no WAL commit can be) */
+    if (d->broken)
+        return LV_EIO;
+    if (d->bulk && bulk_commit(d) != 0)
+        return LV_EIO; /* unjournaled writes before the WAL's commits: logged first */
+    if (d->wal_stalled && lv_mono_us() < d->wal_retry_us)
+        return d->wal_stall_rc; /* a stalled WAL is read again at most every WAL_RETRY_US */
+    snprintf(rel, sizeof rel, "%s-wal", d->name);
+    fd = openat(d->reg->rootfd, rel, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT)
         return 0;
-    commit = lv_get32(fh + 4);
-    if (!commit || lv_get32(fh + 8) != d->wal_salt1 || lv_get32(fh + 12) != d->wal_salt2)
-        return 0;
-    if (hdr_only && !wal_frame_valid(fd, d->wal_magic, d->wal_psz, k, fh))
-        return 0;
-    if (end > d->wal_alloc) {
-        /* Appending: allocate WAL_PREALLOC ahead, so that this costs one
-         * fallocate per WAL_PREALLOC bytes of WAL growth. */
-        if (fallocate(fd, FALLOC_FL_KEEP_SIZE, off, (off_t)(end + WAL_PREALLOC - (uint64_t)off)) == 0)
-            d->wal_alloc = end + WAL_PREALLOC;
-        else if (errno == ENOSPC || errno == EDQUOT) {
-            if (fallocate(fd, FALLOC_FL_KEEP_SIZE, off, (off_t)len) != 0 && (errno == ENOSPC || errno == EDQUOT)) {
-                rc = -errno;
-                if (!hdr_only)
-                    wal_spoil_frame(d, fd, k, (uint64_t)off, len);
-                return rc; /* SQLITE_FULL; nothing logged */
-            }
-        } /* other errors: no preallocation here; go on */
+    if (fd < 0) {
+        LV_ERROR("%s: open %s/%s: %s", d->name, d->reg->files, rel, strerror(errno));
+        rc = LV_EIO;
+        goto out_stall;
     }
-    rc = db_capture_wal(d, fd, d->wal_next, k, commit, 0, &w);
-    if (rc != 0) {
-        if (!hdr_only)
-            wal_spoil_frame(d, fd, k, (uint64_t)off, len);
-        return rc == LV_ENOSPC && !d->broken ? -ENOSPC : -EIO;
+    c = d->wcur;
+    if (!d->wal_valid)
+        memset(&c, 0, sizeof c);
+    rc = wal_read_commits_keep(fd, rel, &c, &v, &n, &restarted, &d->wal_keep);
+    if (rc)
+        goto out_close;
+    if (c.h.magic && (!d->wal_valid || restarted || memcmp(&c.h, &d->wcur.h, sizeof c.h) != 0))
+        wal_adopt(d, &c.h);
+    for (i = 0; i < n; i++) {
+        if (__atomic_load_n(&d->reg->log_full, __ATOMIC_RELAXED)) {
+            rc = LV_ENOSPC; /* data.max-log-size reached: the commits wait in the WAL */
+            break;
+        }
+        rc = db_capture_wal(d, fd, v[i].first, v[i].last, v[i].db_pages, 0, &d->wal_keep);
+        if (rc)
+            break;
+        d->wal_next = v[i].last + 1;
+        d->wcur.next = v[i].last + 1;
+        d->wcur.s[0] = v[i].ck[0];
+        d->wcur.s[1] = v[i].ck[1];
+        d->jmode = JM_WAL;
     }
-    LV_ASSERT(txlog_last_txid(d->log) == d->txid); /* C8: in the log before the write */
-    d->wal_next = k + 1;
-    *logged = 1;
+    if (i > 0)
+        d->wal_captures++;
+out_close:
+    close(fd);
+out_stall:
+    free(v);
+    d->wal_keep.len = 0;
+    if (d->wal_keep.cap > (1u << 20)) { /* a big transaction's buffer is not kept for the next */
+        free(d->wal_keep.buf);
+        memset(&d->wal_keep, 0, sizeof d->wal_keep);
+    }
+    if (rc) {
+        d->wal_retry_us = lv_mono_us() + WAL_RETRY_US;
+        d->wal_stall_rc = rc;
+    }
+    if (rc && !d->wal_stalled) {
+        __atomic_store_n(&d->wal_stalled, 1, __ATOMIC_RELAXED);
+        LV_ERROR("%s: %zu committed WAL transaction(s) cannot be logged yet (%s); they stay in the WAL, and "
+                 "checkpoints are refused until they are logged%s",
+                 d->name, n > i ? n - i : (size_t)1, lv_strerror(rc),
+                 rc == LV_ENOSPC ? " (free space for the log, or let the archive catch up)" : "");
+    } else if (!rc && d->wal_stalled) {
+        __atomic_store_n(&d->wal_stalled, 0, __ATOMIC_RELAXED);
+        LV_INFO("%s: the WAL's commits are logged again; checkpoints go through", d->name);
+    }
+    return rc;
+}
+
+/* Before an operation that can drop WAL frames (a checkpoint write or
+ * truncate of the main file, a truncate or unlink of the -wal): log every
+ * commit first.  0, or -EIO to refuse the operation (wal_stalled). */
+static int wal_before_drop(struct db *d)
+{
+    if (db_wal_capture(d) != 0) {
+        d->refused++;
+        return -EIO;
+    }
+    if (d->log_unsynced) {
+        /* The WAL was the durable copy of the records not yet fsynced (C7):
+         * the log takes over before the frames can go. */
+        if (txlog_sync(d->log) != 0) {
+            db_fail(d, "fsync of the transaction log failed");
+            return -EIO;
+        }
+        d->log_unsynced = 0;
+        d->wal_anchored |= d->tail_in_wal;
+    }
     return 0;
 }
 
-/* A write to the WAL (kind DBF_WAL): a header write starts a new WAL
- * generation (after checking what checkpoints copied); a frame write may
- * complete a commit, which is logged before the write is performed (C8). */
+/* Does the WAL write [off, off+len), just performed, complete a commit
+ * frame?  Either it ends at a frame's last byte, or it is exactly a
+ * frame's 24-byte header (walRewriteChecksums rewrites the headers of the
+ * frames after an in-place overwrite, the commit frame's last); in both
+ * cases the frame's header, now in the file, has a database size. */
+static int wal_write_commits(struct db *d, int fd, size_t len, off_t off)
+{
+    uint64_t fsz = WAL_FRAME_HDR_SIZE + d->wal_psz, end = (uint64_t)off + len;
+    uint8_t fh[WAL_FRAME_HDR_SIZE];
+    uint64_t k;
+
+    if (!d->wal_valid || (uint64_t)off < WAL_HDR_SIZE)
+        return 0;
+    if ((end - WAL_HDR_SIZE) % fsz == 0)
+        k = (end - WAL_HDR_SIZE) / fsz - 1;
+    else if (len == WAL_FRAME_HDR_SIZE && ((uint64_t)off - WAL_HDR_SIZE) % fsz == 0)
+        k = ((uint64_t)off - WAL_HDR_SIZE) / fsz;
+    else
+        return 0;
+    return pread(fd, fh, sizeof fh, (off_t)wal_frame_off((uint32_t)k, d->wal_psz)) == (ssize_t)sizeof fh &&
+           lv_get32(fh + 4) != 0;
+}
+
+/* A write to the WAL through the daemon (kind DBF_WAL; with kernel
+ * passthrough the -wal never comes here): performed as asked; a header
+ * write adopts the new generation, and a write that completes a commit
+ * frame logs the commit before the request returns. */
 static ssize_t write_wal(struct db *d, int fd, const void *buf, size_t len, off_t off)
 {
     struct wal_hdr wh;
     ssize_t n;
-    int logged = 0, rc;
 
-    db_img_cow_wal(d, (uint64_t)off);
     if (d->bulk && !d->journal_active && bulk_commit(d) != 0)
         return -EIO;
-    if (off == 0 && len >= WAL_HDR_SIZE) {
-        n = do_pwrite(fd, buf, len, off);
-        if (n < 0)
-            return n;
-        d->jmode = JM_WAL;
-        if (wal_hdr_decode(buf, &wh) == 0) {
-            ckpt_verify(d);
-            d->wal_valid = 1;
-            d->wal_psz = wh.page_size;
-            d->wal_salt1 = wh.salt1;
-            d->wal_salt2 = wh.salt2;
-            d->wal_next = 0;
-            d->wal_magic = wh.magic;
-        }
-        return n;
-    }
-    if (d->wal_valid && off >= WAL_HDR_SIZE) {
-        rc = wal_detect_commit(d, fd, buf, len, off, &logged);
-        if (rc)
-            return rc;
-    }
+    if (off == 0 && len >= WAL_HDR_SIZE && (n = wal_before_drop(d)) != 0)
+        return n; /* a restart: the old generation must be logged first */
     n = do_pwrite(fd, buf, len, off);
-    if (n > 0 && (uint64_t)off + (uint64_t)n > d->wal_alloc)
-        d->wal_alloc = (uint64_t)off + (uint64_t)n;
-    if (logged && n != (ssize_t)len)
-        /* The record is in the log, the commit frame is not (wholly) in
-         * the WAL: the two disagree until start-up reconcile. */
-        db_fail(d, "the WAL write of a logged commit failed (%s)", n < 0 ? strerror((int)-n) : "short write");
-    if (n >= 0)
-        d->jmode = JM_WAL;
+    if (n < 0)
+        return n;
+    d->jmode = JM_WAL;
+    if (off == 0 && len >= WAL_HDR_SIZE) {
+        if (wal_hdr_decode(buf, &wh) == 0)
+            wal_adopt(d, &wh);
+    } else if (wal_write_commits(d, fd, len, off)) {
+        db_wal_capture(d); /* a failure leaves the commit in the WAL: wal_stalled */
+    }
     return n;
 }
 
@@ -641,9 +697,10 @@ ssize_t db_on_write(struct db *d, enum db_filekind kind, int fd, const void *buf
         n = do_pwrite(fd, buf, len, off);
         goto out_unlock;
     }
-    if ((kind == DBF_WAL || kind == DBF_JOURNAL) && __atomic_load_n(&d->reg->log_full, __ATOMIC_RELAXED)) {
-        /* data.max-log-size reached (archive lagging): no new transaction
-         * may start, so no record is ever dropped.  SQLite sees SQLITE_FULL. */
+    if (kind == DBF_JOURNAL && __atomic_load_n(&d->reg->log_full, __ATOMIC_RELAXED)) {
+        /* data.max-log-size reached (archive lagging): no new rollback
+         * transaction may start, so no record is ever dropped.  SQLite sees
+         * SQLITE_FULL.  (WAL commits wait in the WAL: db_wal_capture.) */
         d->refused++;
         n = -ENOSPC;
         goto out_unlock;
@@ -684,8 +741,8 @@ int db_on_truncate(struct db *d, enum db_filekind kind, int fd, const char *rel,
     if (d->kind == DBK_SQLITE) {
         if (kind == DBF_MAIN)
             db_img_cow_main(d, (uint64_t)size, 0);
-        else if (kind == DBF_WAL)
-            db_img_cow_wal(d, (uint64_t)size);
+        if ((kind == DBF_WAL || (kind == DBF_MAIN && d->hdr_wal)) && (rc = wal_before_drop(d)) != 0)
+            goto out_unlock;
         if (kind == DBF_MAIN) {
             if (!d->journal_active && !d->bulk && (!d->hdr_wal || size == 0) &&
                 (uint64_t)size < (uint64_t)d->map.npages * d->map.page_size)
@@ -699,13 +756,12 @@ int db_on_truncate(struct db *d, enum db_filekind kind, int fd, const char *rel,
                 goto out_unlock;
         } else if (kind == DBF_WAL && size == 0) {
             ckpt_verify(d);
-            d->wal_valid = 0;
         }
-        if (kind == DBF_WAL && (uint64_t)size < d->wal_alloc)
-            d->wal_alloc = (uint64_t)size; /* the truncation frees the blocks past size */
     }
     if (fd >= 0 ? ftruncate(fd, size) : trunc_at(d->reg->rootfd, rel, size))
         rc = -errno;
+    else if (d->kind == DBK_SQLITE && kind == DBF_WAL && size == 0)
+        d->wal_valid = 0; /* only once it is gone: a failed truncate leaves the logged generation */
 out_unlock:
     hook_exit(d);
     return rc;
@@ -725,13 +781,15 @@ int db_on_unlink(struct db *d, enum db_filekind kind, const char *rel)
         if (rc)
             goto out_unlock;
     }
-    if (kind == DBF_WAL) {
+    if (kind == DBF_WAL && d->kind == DBK_SQLITE) {
+        if ((rc = wal_before_drop(d)) != 0)
+            goto out_unlock;
         ckpt_verify(d);
-        d->wal_valid = 0;
-        d->wal_alloc = 0;
     }
     if (unlinkat(d->reg->rootfd, rel, 0) != 0)
         rc = -errno;
+    else if (kind == DBF_WAL && d->kind == DBK_SQLITE)
+        d->wal_valid = 0; /* only once it is gone: a failed unlink leaves the logged generation */
 out_unlock:
     hook_exit(d);
     return rc;
@@ -765,6 +823,8 @@ int db_on_fsync(struct db *d, enum db_filekind kind, int fd, int datasync)
     int rc = 0, log_rc = 0, synced = 0;
     pthread_mutex_lock(&d->mu);
     if (d->kind == DBK_SQLITE && !d->broken) {
+        if (kind == DBF_WAL || (kind == DBF_MAIN && d->hdr_wal))
+            db_wal_capture(d); /* a failure leaves the commits in the WAL (wal_stalled) */
         if (kind == DBF_MAIN && d->bulk && !d->journal_active) {
             rc = db_fence_refuse(d->reg, d->name); /* fenced: the commit is refused, nothing logged */
             if (rc == 0)
@@ -774,8 +834,14 @@ int db_on_fsync(struct db *d, enum db_filekind kind, int fd, int datasync)
         }
         if (d->journal_active)
             d->sync_pending = 1;
-        if (d->log_unsynced) {
-            rc = sync_both(d, fd, datasync, &log_rc); /* C7 */
+        /* C7.  The -wal's fsync (synchronous=FULL): its commit is captured,
+         * and the WAL made durable is the durable copy of its record until
+         * the log is fsynced: one fsync per commit.  Once per WAL
+         * generation the log is fsynced too, so that a record of this
+         * generation is durable: start-up then knows where the WAL's
+         * unlogged commits begin. */
+        if (d->log_unsynced && !d->broken && (kind != DBF_WAL || !d->wal_anchored)) {
+            rc = sync_both(d, fd, datasync, &log_rc);
             synced = 1;
             if (log_rc != 0) {
                 db_fail(d, "fsync of the transaction log failed");
@@ -783,6 +849,7 @@ int db_on_fsync(struct db *d, enum db_filekind kind, int fd, int datasync)
                 goto out_unlock;
             }
             d->log_unsynced = 0;
+            d->wal_anchored |= d->tail_in_wal;
         }
     }
 out_unlock:

@@ -14,10 +14,13 @@
  * which every db_on_* call checks before releasing d->mu.  In WAL mode the
  * main file changes only through checkpoints, which copy committed frames.
  *
- * Copy-on-write: from set-up until the copy ends, every write or truncate
- * of the main file or the WAL (all of which run under d->mu) first copies
+ * The pages whose source is the WAL are copied at set-up, under d->mu
+ * (after logging every commit the WAL holds): with kernel passthrough,
+ * writes to the -wal never reach the daemon, so nothing could protect them
+ * later.  Copy-on-write: from set-up until the copy ends, every write or
+ * truncate of the main file (all of which run under d->mu) first copies
  * into the image the not-yet-copied pages whose source it would change
- * (db_img_cow_main, db_img_cow_wal).  The copier also holds d->mu for each chunk
+ * (db_img_cow_main).  The copier also holds d->mu for each chunk
  * it copies, so a page is copied exactly once, from an unchanged source.
  * The image keeps its own descriptors of the main file and the WAL, so
  * unlink and rename do not disturb it.  A failure to write the image
@@ -49,7 +52,6 @@ struct db_image {
     int mainfd;            /* own descriptor of the main file (fixed at set-up) */
     int walfd;             /* own descriptor of the WAL, or -1 (fixed at set-up) */
     struct overlay ov;     /* pages whose content is in a WAL frame (fixed at set-up) */
-    uint64_t wal_end;      /* byte offset just past the last overlay frame (fixed at set-up) */
     uint32_t ps;           /* page size (fixed at set-up) */
     uint32_t npages;       /* pages in the image (fixed at set-up) */
     uint64_t *copied;      /* bitmap: page p copied (bit p-1) (mu) */
@@ -73,6 +75,12 @@ static int img_copy_page(struct db *d, struct db_image *im, uint32_t p)
     const struct change *c = db_overlay_find(&im->ov, p);
     int rc = c ? sys_pread_all(im->walfd, im->buf, im->ps, (off_t)c->off, d->name)
                : db_read_page(im->mainfd, im->buf, im->ps, (uint64_t)(p - 1) * im->ps);
+    /* The WAL's pages are copied at set-up, while the map is the image's
+     * state: a frame that no longer holds the logged page was overwritten
+     * by a restart (passthrough: unseen), which SQLite makes only after a
+     * checkpoint copied every frame, so the main file holds the page. */
+    if (rc == 0 && c && cksum_page(p, im->buf, im->ps) != cksum_map_get(&d->map, p))
+        rc = db_read_page(im->mainfd, im->buf, im->ps, (uint64_t)(p - 1) * im->ps);
     if (rc == 0)
         rc = sys_pwrite_all(im->out_fd, im->buf, im->ps, (off_t)(p - 1) * im->ps, "image");
     if (rc) {
@@ -99,19 +107,6 @@ void db_img_cow_main(struct db *d, uint64_t off, uint64_t len)
             img_copy_page(d, im, (uint32_t)p);
 }
 
-/* The WAL is about to change at off (a restart, an overwrite or a
- * truncation to off): save every page still to be read from frames at or
- * past off.  Rare (only after a WAL restart), so no finer tracking. */
-void db_img_cow_wal(struct db *d, uint64_t off)
-{
-    struct db_image *im = d->img;
-    if (!im || im->err || im->ov.n == 0 || off >= im->wal_end)
-        return;
-    for (size_t i = 0; i < im->ov.n && !im->err; i++)
-        if (im->ov.v[i].off + im->ps > off)
-            img_copy_page(d, im, im->ov.v[i].pgno);
-}
-
 /* Release what an image owns (not out_fd). */
 static void img_free(struct db_image *im)
 {
@@ -135,6 +130,8 @@ static int img_setup(struct db *d, struct db_image *im)
     char rel[PATH_MAX + 8];
     int rc = 0;
 
+    if (d->hdr_wal && (rc = db_wal_capture(d)) != 0)
+        return rc; /* the image is at the last commit: every commit in the WAL is logged first */
     im->ps = d->map.page_size;
     im->npages = d->map.npages;
     im->want = d->map.total;
@@ -147,6 +144,10 @@ static int img_setup(struct db *d, struct db_image *im)
         LV_ERROR("%s: image: open %s/%s: %s", d->name, d->reg->files, d->name, strerror(errno));
         return lv_from_errno(errno);
     }
+    /* Emptied here, before any page is copied into it (the WAL's pages
+     * below, copy-on-write from now on). */
+    if (sys_ftruncate(im->out_fd, 0, "image") != 0)
+        return LV_EIO;
     im->copied = calloc((size_t)im->npages / 64 + 1, sizeof(uint64_t));
     im->buf = malloc(im->ps ? im->ps : 512);
     if (!im->copied || !im->buf)
@@ -161,7 +162,13 @@ static int img_setup(struct db *d, struct db_image *im)
         rc = db_overlay_build(im->walfd, im->ps, d->wal_next, &im->ov);
         if (rc)
             return rc;
-        im->wal_end = wal_frame_off(d->wal_next, im->ps);
+        /* The WAL's pages are copied now: with kernel passthrough the
+         * daemon does not see the writes that may overwrite them after a
+         * WAL restart (the main file's checkpoint writes it does see). */
+        for (size_t i = 0; i < im->ov.n && !im->err; i++)
+            img_copy_page(d, im, im->ov.v[i].pgno);
+        if (im->err)
+            return im->err;
     }
     im->ready = 1;
     d->img = im;
@@ -258,10 +265,6 @@ static int img_copy_all(struct db *d, struct db_image *im, db_image_progress_fn 
     chunk = malloc((size_t)per * (im->ps ? im->ps : 512));
     if (!chunk)
         return LV_ENOMEM;
-    if (sys_ftruncate(im->out_fd, 0, "image") != 0) {
-        free(chunk);
-        return LV_EIO;
-    }
     /* Test seam: LV_TEST_IMAGE_DELAY_US slows the copy between chunks so
      * that tests can make writers overlap it (unset in production). */
     const char *delay_env = getenv("LV_TEST_IMAGE_DELAY_US");

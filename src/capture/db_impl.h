@@ -13,6 +13,7 @@
  *                  detection, checkpoints, fsync with the syncer thread
  *   db_reconcile.c start-up: load the log and the state, reconcile files
  *   db_image.c     consistent images with copy-on-write (dbreg_image)
+ *   db_watch.c     the WAL watcher: captures passthrough -wal commits
  *   dbreg.c        the registry: scan, get/put, rename/unlink, status,
  *                  metrics, state saving
  */
@@ -28,6 +29,7 @@
 
 #include "base/cksum.h"
 #include "log/txlog.h"
+#include "log/wal.h"
 
 #define DB_GRANULE 512   /* bytes per dirty-set bit: independent of the page size */
 #define DB_NBUCKETS 256  /* hash buckets of the registry */
@@ -85,7 +87,18 @@ struct db {
     uint32_t wal_psz, wal_salt1, wal_salt2; /* current WAL header (mu) */
     uint32_t wal_next;       /* first frame after the last commit seen (mu) */
     uint32_t wal_magic;      /* magic of the current WAL header (names the checksum byte order) (mu) */
-    uint64_t wal_alloc;      /* bytes of the -wal whose blocks are allocated (written or preallocated) (mu) */
+    struct wal_cursor wcur;  /* where capture stands in the WAL: just after the last commit logged; its
+                              * header is wal_psz, wal_salt1/2 and wal_magic when wal_valid (mu) */
+    int wal_stalled;         /* a commit in the WAL could not be logged: checkpoints, WAL truncates and
+                              * unlinks are refused until it is (db_wal_capture) (mu; read atomically) */
+    int tail_in_wal;         /* the last record came from a commit of the current WAL generation (mu) */
+    int wal_anchored;        /* a record of the current WAL generation is fsynced in the log, so start-up
+                              * can tell the WAL's later commits apart (C7 of db.c) (mu) */
+    int64_t wal_retry_us;    /* stalled: lv_mono_us before which db_wal_capture does not read the WAL again (mu) */
+    int wal_stall_rc;        /* stalled: the error that stalled it (mu) */
+    uint64_t wal_captures;   /* db_wal_capture calls that logged a record, since start (mu) */
+    struct wal_frames wal_keep; /* the frames db_wal_capture last read and validated, logged from memory
+                                 * (buffer reused; freed with the db) (mu) */
     uint64_t commits;        /* records written since start (mu) */
     uint64_t bytes_logged;   /* page bytes logged since start (mu) */
     uint64_t pages_logged;   /* pages logged since start (mu) */
@@ -117,6 +130,9 @@ struct dbreg {
     pthread_mutex_t mu;       /* guards buckets, and names, refs, retired of every db */
     struct db *buckets[DB_NBUCKETS]; /* hash table of live databases (mu) */
     struct worker *syncer;    /* fsyncs logs in parallel with the app's fsync; NULL: sync inline (immutable) */
+    struct db_watch *watch;   /* the WAL watcher (db_watch.c), or NULL: -wal files go through the daemon
+                               * (set before serving; immutable after) */
+    int wal_pt;               /* -wal files may use kernel passthrough (dbreg_set_wal_passthrough) (atomic) */
     pthread_mutex_t smu;      /* guards the sync queue below */
     pthread_cond_t scv;       /* signals a finished job (smu) */
     struct db_sync_job *sq;   /* queued jobs (smu) */
@@ -148,21 +164,12 @@ struct change {
     uint64_t h;     /* its checksum (or, while collecting WAL frames, the frame index) */
 };
 
-/* A write to fd not performed yet whose bytes the capture must see as if
- * it were (a WAL commit is logged before the write that completes its
- * commit frame reaches the file: C8 of db.c).  Borrowed. */
-struct db_wbuf {
-    int fd;              /* the file it is for */
-    const uint8_t *buf;  /* its bytes */
-    size_t len;          /* their number */
-    uint64_t off;        /* file offset of buf[0] */
-};
-
 /* A growable array of changes; owned by one caller (no lock). */
 struct changes {
     struct change *v; /* entries (owned) */
     size_t n, cap;    /* used and allocated */
-    const struct db_wbuf *over; /* reads of the entries see this pending write, or NULL (borrowed) */
+    const struct wal_frames *mem; /* entries of mem_fd that it holds are read from it, or NULL (borrowed) */
+    int mem_fd;       /* the file mem holds bytes of */
 };
 
 /* Sorted (pgno, offset) overlay of committed WAL frames; one owner. */
@@ -185,9 +192,9 @@ int db_main_fd(struct db *d);
 /* Read ps bytes at off from fd; bytes past EOF read as zeros.  0 or LV_EIO. */
 int db_read_page(int fd, void *buf, uint32_t ps, uint64_t off);
 
-/* Read len bytes at off from fd as they will be once the pending write w
- * (NULL: none) is performed; bytes past EOF read as zeros.  0 or LV_EIO. */
-int db_read_over(int fd, void *buf, size_t len, uint64_t off, const struct db_wbuf *w);
+/* db_read_page, from m instead where it holds [off, off+len) of fd (m and
+ * mfd: struct changes' mem and mem_fd; m may be NULL). */
+int db_read_mem(int fd, void *buf, uint32_t len, uint64_t off, const struct wal_frames *m, int mfd);
 
 /* Checksum of an all-zero page (page size ps, page pgno). */
 uint64_t db_zero_page_cksum(uint32_t pgno, uint32_t ps);
@@ -211,6 +218,16 @@ void db_dirty_clear(struct db *d);
 int db_dirty_page(const struct db *d, uint32_t p, uint32_t ps);
 /* Call fn for every page (of size ps) that has a dirty granule, ascending. */
 int db_dirty_pages(struct db *d, uint32_t ps, int (*fn)(void *, uint32_t), void *arg);
+
+/* Log every transaction committed in the backing WAL after the last one
+ * logged (d->mu held).  0 when every commit now in the WAL is logged;
+ * else the error, and d->wal_stalled stays set until a later call logs
+ * them (db_capture.c). */
+int db_wal_capture(struct db *d);
+
+/* Stop the WAL watcher, if running (dbreg_close, before the databases are
+ * freed). */
+void db_watch_stop(struct dbreg *r);
 
 /* Mark dirty every freelist leaf of the main file (every page when its
  * freelist cannot be walked): the commit that ends the rollback of a hot
@@ -253,10 +270,10 @@ int db_emit(struct db *d, uint16_t flags, uint32_t ps, uint32_t db_pages, struct
             uint32_t salt2, uint32_t wal_frame);
 /* Log the pages of the main file that differ from the map (rollback or bulk commit). */
 int db_capture_rollback(struct db *d, uint16_t extra_flags);
-/* Log WAL frames [first, last] of walfd committed with db_pages, as they
- * are once the pending write over (NULL: none) is performed. */
+/* Log WAL frames [first, last] of walfd committed with db_pages, reading
+ * them from mem where it holds them (NULL: from walfd). */
 int db_capture_wal(struct db *d, int walfd, uint32_t first, uint32_t last, uint32_t db_pages,
-                   uint16_t extra_flags, const struct db_wbuf *over);
+                   uint16_t extra_flags, const struct wal_frames *mem);
 
 /* ---- db_capture.c ---- */
 
@@ -273,8 +290,6 @@ void db_load(struct db *d);
 
 /* The main file's bytes [off, off+len) (len 0: to the end) are about to change. */
 void db_img_cow_main(struct db *d, uint64_t off, uint64_t len);
-/* The WAL is about to change at off. */
-void db_img_cow_wal(struct db *d, uint64_t off);
 /* A quiescent moment: set up a waiting image. */
 void db_img_serve(struct db *d);
 

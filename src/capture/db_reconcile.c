@@ -195,19 +195,44 @@ static int reconcile_wal_open(struct db *d, struct recon_wal *w)
     d->wal_salt2 = w->wh.salt2;
     d->wal_next = w->ncm ? w->cm[w->ncm - 1].last + 1 : 0;
     d->wal_magic = w->wh.magic;
+    /* the capture goes on after the WAL's last commit (reconcile_wal_commits
+     * logs those the log lacks) */
+    memset(&d->wcur, 0, sizeof d->wcur);
+    d->wcur.h = w->wh;
+    d->wcur.next = d->wal_next;
+    d->wcur.s[0] = w->ncm ? w->cm[w->ncm - 1].ck[0] : w->wh.ck1;
+    d->wcur.s[1] = w->ncm ? w->cm[w->ncm - 1].ck[1] : w->wh.ck2;
     return 0;
 }
 
-/* (a) Commits in the WAL after the last logged one become records. */
+/* (a) Commits in the WAL after the last logged one become records, one
+ * per transaction.  The last record names the WAL generation (salts) and
+ * frame it came from.  The same generation: the commits after that frame
+ * are new.  The next generation (salt-1 one more: SQLite's restart of that
+ * WAL): SQLite restarted it only after a checkpoint copied every frame of
+ * the old one, and the log was fsynced before that checkpoint's first
+ * write (C7 of db.c), so every commit of the current WAL is new (a power
+ * loss took their records with the log's unsynced tail).  Anything else
+ * (a WAL of an older or unrelated generation, or a last record that names
+ * no WAL: a repair, a snapshot, a rollback-mode commit) is left to the
+ * comparison of candidate pages.  With synchronous=FULL the log is fsynced
+ * at the first commit of each generation, so the durable tail names the
+ * current one. */
 static int reconcile_wal_commits(struct db *d, const struct txlog_tail *tail, const struct recon_wal *w)
 {
+    uint32_t from;
     int rc;
 
-    if (!w->ncm || !tail->last_wal_frame || tail->last_wal_salt1 != w->wh.salt1 ||
-        tail->last_wal_salt2 != w->wh.salt2 || d->map.npages == 0)
+    if (!w->ncm || !tail->last_wal_frame || d->map.npages == 0)
+        return 0;
+    if (tail->last_wal_salt1 == w->wh.salt1 && tail->last_wal_salt2 == w->wh.salt2)
+        from = tail->last_wal_frame;
+    else if (w->wh.salt1 == tail->last_wal_salt1 + 1)
+        from = 0;
+    else
         return 0;
     for (size_t i = 0; i < w->ncm; i++) {
-        if (w->cm[i].last + 1 <= tail->last_wal_frame)
+        if (w->cm[i].last + 1 <= from)
             continue;
         rc = db_capture_wal(d, w->fd, w->cm[i].first, w->cm[i].last, w->cm[i].db_pages, TXLOG_F_RECOVERED, NULL);
         if (rc)

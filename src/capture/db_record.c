@@ -62,7 +62,7 @@ static int emit_append(struct db *d, const struct txlog_hdr *h, const struct cha
     int rc = txlog_append_begin(d->log, h);
 
     for (size_t i = 0; i < c->n && rc == 0; i++) {
-        rc = db_read_over(c->v[i].fd, buf, ps, c->v[i].off, c->over);
+        rc = db_read_mem(c->v[i].fd, buf, ps, c->v[i].off, c->mem, c->mem_fd);
         if (rc == 0 && cksum_page(c->v[i].pgno, buf, ps) != c->v[i].h) {
             LV_ERROR("%s: page %u changed while it was being logged", d->name, c->v[i].pgno);
             rc = LV_EMISMATCH;
@@ -108,6 +108,7 @@ static int emit_advance(struct db *d, const struct txlog_hdr *h, const struct ch
     d->pages_logged += c->n;
     d->bytes_logged += (uint64_t)c->n * h->page_size;
     d->log_unsynced = 1;
+    d->tail_in_wal = h->wal_frame != 0; /* db_capture_wal's records name the current WAL generation */
     LV_ASSERT(d->map.total == h->post_cksum && txlog_last_txid(d->log) == d->txid); /* C4 */
     dbreg_bump_seq(d->reg);
     if (__atomic_load_n(&d->reg->commit_hook, __ATOMIC_ACQUIRE)) {
@@ -299,7 +300,7 @@ static int wal_collect_frames(struct db *d, int walfd, uint32_t ps, uint32_t fir
 
     for (uint32_t i = first; i <= last; i++) {
         uint64_t off = wal_frame_off(i, ps);
-        rc = db_read_over(walfd, fh, sizeof fh, off, c->over);
+        rc = db_read_mem(walfd, fh, sizeof fh, off, c->mem, c->mem_fd);
         if (rc)
             return rc;
         if (lv_get32(fh) == 0)
@@ -323,10 +324,10 @@ static int wal_collect_frames(struct db *d, int walfd, uint32_t ps, uint32_t fir
 }
 
 /* WAL frames [first, last] of walfd (page size ps) committed with db_pages:
- * log the pages that differ from the map.  Frames are read as they will be
- * once the pending write over (NULL: none) is performed (C8 of db.c). */
+ * log the pages that differ from the map.  Frames mem holds are read from
+ * it (the bytes the WAL cursor validated), the others from walfd. */
 int db_capture_wal(struct db *d, int walfd, uint32_t first, uint32_t last, uint32_t db_pages,
-                   uint16_t extra_flags, const struct db_wbuf *over)
+                   uint16_t extra_flags, const struct wal_frames *mem)
 {
     struct changes c = {0};
     uint32_t ps = d->wal_psz;
@@ -348,7 +349,8 @@ int db_capture_wal(struct db *d, int walfd, uint32_t first, uint32_t last, uint3
     buf = malloc(ps);
     if (!buf)
         return LV_ENOMEM;
-    c.over = over;
+    c.mem = mem;
+    c.mem_fd = walfd;
     rc = wal_collect_frames(d, walfd, ps, first, last, &c);
     if (rc)
         goto out_free;
@@ -357,7 +359,7 @@ int db_capture_wal(struct db *d, int walfd, uint32_t first, uint32_t last, uint3
         uint32_t p = c.v[i].pgno;
         if (p > db_pages)
             continue;
-        rc = db_read_over(walfd, buf, ps, c.v[i].off, over);
+        rc = db_read_mem(walfd, buf, ps, c.v[i].off, mem, walfd);
         if (rc)
             goto out_free;
         uint64_t h = cksum_page(p, buf, ps);

@@ -85,6 +85,7 @@ void db_free(struct db *d)
     if (d->mnt_fd >= 0)
         close(d->mnt_fd);
     cksum_map_free(&d->map);
+    free(d->wal_keep.buf);
     free(d->dirty);
     free(d->name);
     pthread_mutex_destroy(&d->mu);
@@ -239,6 +240,7 @@ void dbreg_close(struct dbreg *r)
 {
     if (!r)
         return;
+    db_watch_stop(r);
     dbreg_save_states(r, 1);
     db_syncer_stop(r);
     for (int b = 0; b < DB_NBUCKETS; b++) {
@@ -246,6 +248,8 @@ void dbreg_close(struct dbreg *r)
         while (d) {
             struct db *n = d->next;
             pthread_mutex_lock(&d->mu);
+            if (d->kind == DBK_SQLITE && d->log && d->hdr_wal && !d->broken)
+                db_wal_capture(d); /* the last commits the watcher may not have reached */
             if (d->log && d->log_unsynced)
                 txlog_sync(d->log);
             pthread_mutex_unlock(&d->mu);
@@ -305,6 +309,8 @@ static void retire_locked(struct dbreg *r, struct db *d)
     d->retired = 1;
     pthread_mutex_lock(&d->mu);
     if (d->kind == DBK_SQLITE) {
+        if (d->log && d->hdr_wal && !d->broken)
+            db_wal_capture(d); /* commits its -wal still holds go into the kept log */
         if (d->log && d->log_unsynced)
             txlog_sync(d->log);
         lv_hex(d->id, 16, hex);
@@ -441,26 +447,95 @@ void dbreg_save_states(struct dbreg *r, int force)
     }
 }
 
-void dbreg_sync_logs(struct dbreg *r)
+/* fsync d's log if it holds records not fsynced yet (takes d->mu). */
+static void db_sync_log(struct db *d)
 {
+    pthread_mutex_lock(&d->mu);
+    if (d->kind == DBK_SQLITE && !d->broken && d->log_unsynced) {
+        if (txlog_sync(d->log) == 0) {
+            d->log_unsynced = 0;
+            d->wal_anchored |= d->tail_in_wal;
+        } else {
+            db_fail(d, "fsync of the transaction log failed");
+        }
+    }
+    pthread_mutex_unlock(&d->mu);
+}
+
+/* A reference to every database of the registry, taken under r->mu alone
+ * (*out: malloc'ed, caller frees; db_put each; *n of them).  0, or
+ * LV_ENOMEM with nothing referenced. */
+static int db_refs(struct dbreg *r, struct db ***out, size_t *n)
+{
+    struct db **dv = NULL;
+    size_t nd = 0, cap = 0;
+    int rc = 0;
+
     pthread_mutex_lock(&r->mu);
     for (int b = 0; b < DB_NBUCKETS; b++)
         for (struct db *d = r->buckets[b]; d; d = d->next) {
-            pthread_mutex_lock(&d->mu);
-            if (d->kind == DBK_SQLITE && !d->broken && d->log_unsynced) {
-                if (txlog_sync(d->log) == 0)
-                    d->log_unsynced = 0;
-                else
-                    db_fail(d, "fsync of the transaction log failed");
+            if (lv_grow((void **)&dv, &cap, nd, sizeof *dv, 16) != 0) {
+                for (size_t k = 0; k < nd; k++)
+                    dv[k]->refs--;
+                nd = 0;
+                rc = LV_ENOMEM;
+                goto out_unlock;
             }
-            pthread_mutex_unlock(&d->mu);
+            d->refs++;
+            dv[nd++] = d;
         }
+out_unlock:
     pthread_mutex_unlock(&r->mu);
+    *out = dv;
+    *n = nd;
+    return rc;
+}
+
+void dbreg_sync_logs(struct dbreg *r)
+{
+    struct db **dv = NULL;
+    size_t nd = 0;
+
+    /* References first, under r->mu alone; each fsync then holds only its
+     * database's mu, so lookups in the registry never wait for a disk. */
+    if (db_refs(r, &dv, &nd) != 0) {
+        /* out of memory: every log is still fsynced, r->mu held meanwhile */
+        pthread_mutex_lock(&r->mu);
+        for (int b = 0; b < DB_NBUCKETS; b++)
+            for (struct db *d = r->buckets[b]; d; d = d->next)
+                db_sync_log(d);
+        pthread_mutex_unlock(&r->mu);
+        return;
+    }
+    for (size_t k = 0; k < nd; k++) {
+        db_sync_log(dv[k]);
+        db_put(dv[k]);
+    }
+    free(dv);
+}
+
+/* Log the commits every WAL-mode database's -wal holds (passthrough: the
+ * watcher may not have reached them yet), each under its own mu only. */
+static void capture_wal_all(struct dbreg *r)
+{
+    struct db **dv = NULL;
+    size_t nd = 0;
+
+    db_refs(r, &dv, &nd); /* out of memory: nothing captured now; the watcher and fsyncs still do */
+    for (size_t k = 0; k < nd; k++) {
+        pthread_mutex_lock(&dv[k]->mu);
+        if (dv[k]->kind == DBK_SQLITE && dv[k]->hdr_wal)
+            db_wal_capture(dv[k]);
+        pthread_mutex_unlock(&dv[k]->mu);
+        db_put(dv[k]);
+    }
+    free(dv);
 }
 
 char *dbreg_status_json(struct dbreg *r)
 {
     json_t *arr = json_array();
+    capture_wal_all(r);
     pthread_mutex_lock(&r->mu);
     for (int b = 0; b < DB_NBUCKETS; b++)
         for (struct db *d = r->buckets[b]; d; d = d->next) {
@@ -480,9 +555,13 @@ char *dbreg_status_json(struct dbreg *r)
                 json_object_set_new(o, "last_commit",
                                     d->txid ? json_string(lv_fmt_time(d->last_time, t, sizeof t)) : json_null());
                 json_object_set_new(o, "last_commit_us", json_integer(d->last_time));
-                json_object_set_new(o, "status", json_string(d->broken ? "broken" : "ok"));
+                json_object_set_new(o, "status", json_string(d->broken ? "broken" : d->wal_stalled ? "stalled" : "ok"));
                 if (d->broken)
                     json_object_set_new(o, "error", json_string(d->why));
+                else if (d->wal_stalled)
+                    json_object_set_new(o, "error", json_string("committed WAL transactions cannot be logged (see "
+                                                                "the daemon's log); they stay in the WAL and "
+                                                                "checkpoints are refused until they are"));
                 json_array_append_new(arr, o);
             }
             pthread_mutex_unlock(&d->mu);
@@ -530,6 +609,8 @@ int dbreg_list(struct dbreg *r, struct db_info **out, size_t *n)
         struct db *d = dv[k];
         int listed = 0;
         pthread_mutex_lock(&d->mu);
+        if (rc == 0 && d->kind == DBK_SQLITE && d->hdr_wal)
+            db_wal_capture(d);
         if (rc == 0 && (d->kind == DBK_SQLITE || d->broken)) {
             struct db_info *i = &v[cnt++];
             listed = 1;
@@ -576,6 +657,8 @@ int dbreg_txid(struct dbreg *r, const char *name, uint64_t *txid)
     if (!d)
         return rc;
     pthread_mutex_lock(&d->mu);
+    if (d->kind == DBK_SQLITE && d->hdr_wal)
+        db_wal_capture(d);
     if (d->kind == DBK_SQLITE) {
         *txid = d->txid;
         rc = 0;
@@ -583,6 +666,28 @@ int dbreg_txid(struct dbreg *r, const char *name, uint64_t *txid)
     pthread_mutex_unlock(&d->mu);
     db_put(d);
     return rc;
+}
+
+int dbreg_stalled(struct dbreg *r, char *names, size_t n)
+{
+    int cnt = 0;
+    size_t at = 0;
+
+    if (n)
+        names[0] = 0;
+    pthread_mutex_lock(&r->mu);
+    for (int b = 0; b < DB_NBUCKETS; b++)
+        for (struct db *d = r->buckets[b]; d; d = d->next) {
+            /* wal_stalled is read without d->mu, which a capture or an
+             * fsync may hold for long: r->mu must not wait for it */
+            if (__atomic_load_n(&d->wal_stalled, __ATOMIC_RELAXED)) {
+                cnt++;
+                if (at < n)
+                    at += (size_t)snprintf(names + at, n - at, "%s%s", at ? ", " : "", d->name);
+            }
+        }
+    pthread_mutex_unlock(&r->mu);
+    return cnt;
 }
 
 int dbreg_retired_id(struct dbreg *r, const uint8_t id[16], char *what, size_t n)

@@ -60,7 +60,7 @@ struct lvfile {
     enum db_filekind kind;  /* which file of the database */
     int wrote;              /* this handle wrote: its close may end an unjournaled transaction */
     DIR *dir;               /* for directory handles: the stream (fd is its dirfd), else NULL */
-    struct pt_backing *pt;  /* -shm: its shared passthrough registration (g_pt_mu), or NULL */
+    struct pt_backing *pt;  /* -shm, -wal: its shared passthrough registration (g_pt_mu), or NULL */
     int noflush;            /* opened with noflush: close(2) sends no FLUSH, release captures */
     int own;                /* opened by a thread of this daemon (the replica's applier): on g_own (g_own_mu) */
     struct lvfile *own_next, *own_prev; /* links of g_own (g_own_mu) */
@@ -289,7 +289,9 @@ static int lv_utimens(const char *path, const struct timespec tv[2], struct fuse
  * worked turns the feature off (g_pt_state), and everything goes through
  * the daemon as before.
  *
- * Only -shm files use it: their content is never captured.  The kernel
+ * -shm files use it (their content is never captured), and -wal files
+ * where the registry allows (dbreg_wal_passthrough: the WAL watcher
+ * captures their commits).  The kernel
  * refuses to mix passthrough and cached opens of one inode, and requires
  * all passthrough opens of an inode to name the same backing file, so the
  * opens of one backing inode share one registration (struct pt_backing,
@@ -336,8 +338,11 @@ static pthread_mutex_t g_pt_mu = PTHREAD_MUTEX_INITIALIZER; /* guards g_pt_list 
 static struct pt_backing *g_pt_list;                         /* registered backing files (g_pt_mu) */
 
 /* Register (or share) the backing file of f and ask for passthrough in the
- * reply.  On failure the open goes through the daemon as before. */
-static void pt_attach(struct lvfile *f, struct fuse_file_info *fi)
+ * reply.  want = 0: do not ask, but record the inode as cached if it is not
+ * open yet, so that its later opens stay cached too (a -wal that must go
+ * through the daemon now).  On failure the open goes through the daemon as
+ * before. */
+static void pt_attach(struct lvfile *f, struct fuse_file_info *fi, int want)
 {
     struct stat st;
     struct pt_backing *b;
@@ -347,6 +352,12 @@ static void pt_attach(struct lvfile *f, struct fuse_file_info *fi)
     for (b = g_pt_list; b; b = b->next)
         if (b->dev == st.st_dev && b->ino == st.st_ino)
             break;
+    if (!b && !want) {
+        if (!(b = calloc(1, sizeof *b)))
+            goto out_unlock;
+        *b = (struct pt_backing){st.st_dev, st.st_ino, 0, 0, g_pt_list};
+        g_pt_list = b;
+    }
     if (!b) {
         /* Register a read-write file whatever this open's mode, since
          * later opens of the inode share it. */
@@ -367,17 +378,17 @@ static void pt_attach(struct lvfile *f, struct fuse_file_info *fi)
             id = 0;
             if (__atomic_load_n(&g_pt_state, __ATOMIC_RELAXED) == 0) {
                 __atomic_store_n(&g_pt_state, -1, __ATOMIC_RELAXED);
-                LV_INFO("FUSE passthrough is not available (%s): -shm files go through the daemon",
+                LV_INFO("FUSE passthrough is not available (%s): -shm and -wal files go through the daemon",
                         strerror(e));
                 goto out_unlock;
             }
             /* Worked before: remember this inode as cached, so that its
              * other opens do not ask for passthrough either (the kernel
              * refuses to mix the two on one inode). */
-            LV_WARN("FUSE passthrough: registering a -shm file failed (%s); it goes through the daemon",
+            LV_WARN("FUSE passthrough: registering a -shm or -wal file failed (%s); it goes through the daemon",
                     strerror(e));
         } else if (__atomic_exchange_n(&g_pt_state, 1, __ATOMIC_RELAXED) == 0) {
-            LV_INFO("FUSE passthrough is on for -shm files");
+            LV_INFO("FUSE passthrough is on");
         }
         if (!(b = calloc(1, sizeof *b))) {
             uint32_t u = (uint32_t)id;
@@ -572,9 +583,15 @@ static int do_open(const char *path, struct fuse_file_info *fi, int create, mode
         pthread_mutex_unlock(&g_own_mu);
     }
     /* The -shm file carries no data to capture: the kernel serves its
-     * reads, writes and mmap straight from the backing file. */
+     * reads, writes and mmap straight from the backing file.  So does it
+     * for a -wal, whose commits the WAL watcher captures (db_watch.c),
+     * where the registry allows it (not on a replica, whose -wal must
+     * refuse writes, nor with synchronous replication or a lease, whose
+     * commits must wait or be fenced in the daemon). */
     if (k == DBF_SHM && f->db)
-        pt_attach(f, fi);
+        pt_attach(f, fi, 1);
+    else if (k == DBF_WAL && f->db)
+        pt_attach(f, fi, dbreg_wal_passthrough(g_reg, name));
     /* Rollback journals are written in 4+page+4 byte records at unaligned
      * offsets and read back only to roll back a hot journal.  Through the
      * page cache the kernel splits each page write at the partial page

@@ -336,7 +336,6 @@ static int h_health(void *ctx, const struct http_request *req, struct http_respo
     char reason[1200];
 
     LV_UNUSED(req);
-    LV_UNUSED(ctx);
     role_get(&r);
     if (sv == 1 && r.replica) {
         replica_unhealthy(reason, sizeof reason);
@@ -344,6 +343,10 @@ static int h_health(void *ctx, const struct http_request *req, struct http_respo
             return api_json(resp, 503, json_pack("{s:s,s:s,s:s}", "status", "unhealthy", "role", "replica", "reason",
                                                  reason));
     }
+    if (sv == 1 && !r.replica && dbreg_stalled(((const struct api_ctx *)ctx)->reg, reason, sizeof reason) > 0)
+        return api_json(resp, 200, json_pack("{s:s,s:s,s:s,s:s}", "status", "degraded", "role", "primary", "reason",
+                                             "WAL commits cannot be logged, checkpoints are refused", "databases",
+                                             reason));
     resp->status = sv == 1 ? 200 : 503;
     resp->body = strdup(sv == 1 ? "{\"status\":\"ok\"}" : sv == 0 ? "{\"status\":\"starting\"}" : "{\"status\":\"stopping\"}");
     return 0;

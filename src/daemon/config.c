@@ -4,7 +4,7 @@
  * The file is read whole into memory and loaded with libyaml's document
  * API (yaml_parser_load), then walked against a static key schema:
  *
- *   fuse:   dir, allow-other                     (section)
+ *   fuse:   dir, allow-other, wal-passthrough    (section)
  *   data:   dir, state-interval, segment-size, max-log-size (section)
  *   http:   addr, public, image-space, header-timeout,
  *           max-conns-per-address, token, token-file, allow-no-token,
@@ -956,6 +956,7 @@ static int parse_bool(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t
 static const struct cfg_key fuse_keys[] = {
     {.name = "dir", .parse = parse_dir, .off = offsetof(struct config, fuse_dir), .owned = 1, .example = DEFAULT_FUSE_DIR},
     {.name = "allow-other", .parse = parse_bool, .off = offsetof(struct config, fuse_allow_other), .example = "false"},
+    {.name = "wal-passthrough", .parse = parse_bool, .off = offsetof(struct config, fuse_wal_passthrough), .example = "true"},
     {.name = NULL},
 };
 
@@ -1916,6 +1917,7 @@ int config_defaults(struct config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
     cfg->fuse_dir = strdup(DEFAULT_FUSE_DIR);
+    cfg->fuse_wal_passthrough = 1;
     cfg->data_dir = strdup(DEFAULT_DATA_DIR);
     cfg->http_addr = strdup(DEFAULT_HTTP_ADDR);
     cfg->http_public = 1;

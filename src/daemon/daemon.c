@@ -633,6 +633,32 @@ static int open_role(struct daemon *dm)
     return 0;
 }
 
+/* May -wal files use kernel passthrough (fuse.wal-passthrough)?  Not where
+ * a commit must wait in the daemon: with replication.sync-replicas (the
+ * commit waits for replicas' acknowledgements in its write), or with an
+ * etcd lease (a fenced primary refuses commits in their write); nor when
+ * LV_WAL_PASSTHROUGH=0 (tests of the path through the daemon).  A replica
+ * never asks (dbreg_wal_passthrough). */
+static void set_wal_passthrough(struct daemon *dm)
+{
+    const struct config *cfg = dm->cfg;
+    const char *env = getenv("LV_WAL_PASSTHROUGH");
+    int on = cfg->fuse_wal_passthrough && !(env && strcmp(env, "0") == 0);
+
+    if (!on) {
+        LV_INFO("-wal files go through the daemon (%s)",
+                cfg->fuse_wal_passthrough ? "LV_WAL_PASSTHROUGH=0" : "fuse.wal-passthrough: false");
+    } else if (cfg->repl_sync_replicas > 0) {
+        LV_INFO("-wal files go through the daemon: replication.sync-replicas makes each commit wait there");
+        on = 0;
+    } else if (strcmp(cfg->lease_type, "etcd") == 0) {
+        LV_INFO("-wal files go through the daemon: with an etcd lease, commits must stop there the moment the lease is lost");
+        on = 0;
+    }
+    if (dbreg_set_wal_passthrough(dm->reg, on) != 0)
+        LV_WARN("the WAL watcher cannot run: -wal files go through the daemon");
+}
+
 /* Steps 3 to 5 of start-up.  0 or an exit code (message printed). */
 static int open_parts(struct daemon *dm, struct http_server **hs, struct http_server **admin)
 {
@@ -660,6 +686,7 @@ static int open_parts(struct daemon *dm, struct http_server **hs, struct http_se
         return LV_EXIT_RUNTIME;
     }
     __atomic_store_n(&dm->reg, reg, __ATOMIC_RELEASE); /* the lease's thread may look (lease_deadline) */
+    set_wal_passthrough(dm);
     dbreg_set_fence_deadline(reg, __atomic_load_n(&dm->pending_deadline, __ATOMIC_ACQUIRE)); /* one told before */
     dbreg_clear_tmp(cfg->data_dir); /* D1 */
     rc = open_role(dm);

@@ -75,7 +75,7 @@ int wal_hdr_decode(const uint8_t *b, struct wal_hdr *h)
 
 /* Append commit (first, last, db_pages) to *v (*nv entries, *cap allocated). */
 static int commit_push(struct wal_commit **v, size_t *nv, size_t *cap, uint32_t first, uint32_t last,
-                       uint32_t db_pages)
+                       uint32_t db_pages, const uint32_t ck[2])
 {
     if (*nv == *cap) {
         size_t nc = *cap ? *cap * 2 : 16;
@@ -85,7 +85,7 @@ static int commit_push(struct wal_commit **v, size_t *nv, size_t *cap, uint32_t 
         *v = nvp;
         *cap = nc;
     }
-    (*v)[(*nv)++] = (struct wal_commit){first, last, db_pages};
+    (*v)[(*nv)++] = (struct wal_commit){first, last, db_pages, {ck[0], ck[1]}};
     return 0;
 }
 
@@ -99,22 +99,61 @@ static int commit_push(struct wal_commit **v, size_t *nv, size_t *cap, uint32_t 
  *         so s stays right however long the reader waits.
  *   WAL3. Frames after the last commit are never returned: a commit is
  *         returned only once its commit frame verifies.
+ *   WAL4. pend > next: frames [next, pend) were valid, with chain ps after
+ *         pend-1, when last read; the next read starts at pend if frame
+ *         pend-1 still carries ps (and the salts), else at next.  So a big
+ *         transaction that spills into the WAL is read once, not at every
+ *         wake-up.
  */
+/* Append the fsz bytes of frame at file offset off to k (contiguous). */
+static int keep_frame(struct wal_frames *k, const uint8_t *frame, size_t fsz, uint64_t off)
+{
+    if (k->len == 0)
+        k->off = off;
+    if (k->full || k->len + fsz > WAL_KEEP_MAX) {
+        k->full = 1; /* a prefix is kept; the rest is read from the file */
+        return 0;
+    }
+    if (k->len + fsz > k->cap) {
+        size_t nc = k->cap ? k->cap * 2 : 4 * fsz;
+        while (nc < k->len + fsz)
+            nc *= 2;
+        uint8_t *nb = realloc(k->buf, nc);
+        if (!nb)
+            return LV_ENOMEM;
+        k->buf = nb;
+        k->cap = nc;
+    }
+    memcpy(k->buf + k->len, frame, fsz);
+    k->len += fsz;
+    return 0;
+}
+
 int wal_read_commits(int fd, const char *path, struct wal_cursor *c, struct wal_commit **out, size_t *n,
                      int *restarted)
+{
+    return wal_read_commits_keep(fd, path, c, out, n, restarted, NULL);
+}
+
+int wal_read_commits_keep(int fd, const char *path, struct wal_cursor *c, struct wal_commit **out, size_t *n,
+                          int *restarted, struct wal_frames *keep)
 {
     uint8_t hb[WAL_HDR_SIZE];
     uint8_t *frame = NULL;
     struct wal_commit *v = NULL;
     struct wal_hdr h;
     size_t nv = 0, cap = 0;
-    uint32_t s[2], first;
+    uint32_t s[2], vs[2], first, start, vi;
     int rc = 0;
     ssize_t got;
 
     *out = NULL;
     *n = 0;
     *restarted = 0;
+    if (keep) {
+        keep->len = 0;
+        keep->full = 0;
+    }
     got = pread(fd, hb, sizeof hb, 0);
     if (got < 0) {
         LV_ERROR("pread %s: %s", path, strerror(errno));
@@ -125,7 +164,7 @@ int wal_read_commits(int fd, const char *path, struct wal_cursor *c, struct wal_
     if (memcmp(&h, &c->h, sizeof h) != 0) {
         *restarted = c->h.magic != 0;
         c->h = h;
-        c->next = 0;
+        c->next = c->pend = 0;
         c->s[0] = h.ck1;
         c->s[1] = h.ck2;
     }
@@ -135,8 +174,24 @@ int wal_read_commits(int fd, const char *path, struct wal_cursor *c, struct wal_
         return LV_ENOMEM;
     s[0] = c->s[0];
     s[1] = c->s[1];
-    first = c->next;
-    for (uint32_t i = c->next;; i++) {
+    first = start = c->next;
+    if (c->pend > c->next) {
+        /* WAL4: go on after the uncommitted frames seen last time if the
+         * last of them still carries the chain it had (an in-place
+         * overwrite rewrites the checksums that follow it) */
+        uint8_t fh[WAL_FRAME_HDR_SIZE];
+        if (pread(fd, fh, sizeof fh, (off_t)wal_frame_off(c->pend - 1, h.page_size)) == (ssize_t)sizeof fh &&
+            lv_get32(fh + 8) == h.salt1 && lv_get32(fh + 12) == h.salt2 && lv_get32(fh + 16) == c->ps[0] &&
+            lv_get32(fh + 20) == c->ps[1]) {
+            start = c->pend;
+            s[0] = c->ps[0];
+            s[1] = c->ps[1];
+        }
+    }
+    vi = start;
+    vs[0] = s[0];
+    vs[1] = s[1];
+    for (uint32_t i = start;; i++) {
         got = pread(fd, frame, fsz, (off_t)wal_frame_off(i, h.page_size));
         if (got < 0) {
             LV_ERROR("pread %s: %s", path, strerror(errno));
@@ -152,8 +207,13 @@ int wal_read_commits(int fd, const char *path, struct wal_cursor *c, struct wal_
         wal_cksum(h.magic & 1, frame + WAL_FRAME_HDR_SIZE, h.page_size, s);
         if (s[0] != lv_get32(frame + 16) || s[1] != lv_get32(frame + 20))
             break;
+        vi = i + 1;
+        vs[0] = s[0];
+        vs[1] = s[1];
+        if (keep && (rc = keep_frame(keep, frame, fsz, wal_frame_off(i, h.page_size))) != 0)
+            goto out_free;
         if (commit) {
-            rc = commit_push(&v, &nv, &cap, first, i, commit);
+            rc = commit_push(&v, &nv, &cap, first, i, commit, s);
             if (rc)
                 goto out_free;
             first = i + 1;
@@ -161,6 +221,16 @@ int wal_read_commits(int fd, const char *path, struct wal_cursor *c, struct wal_
             c->s[0] = s[0];
             c->s[1] = s[1];
         }
+    }
+    c->pend = vi > c->next ? vi : 0;
+    c->ps[0] = vs[0];
+    c->ps[1] = vs[1];
+    if (keep && nv) { /* only the frames of the commits returned */
+        uint64_t end = wal_frame_off(v[nv - 1].last + 1, h.page_size) - keep->off;
+        if (end < keep->len)
+            keep->len = (size_t)end;
+    } else if (keep) {
+        keep->len = 0;
     }
     *out = v;
     *n = nv;

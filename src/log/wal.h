@@ -36,6 +36,7 @@ struct wal_commit {
     uint32_t first;      /* first frame of the transaction */
     uint32_t last;       /* its commit frame */
     uint32_t db_pages;   /* database size in pages after it */
+    uint32_t ck[2];      /* the checksum chain after its commit frame (a cursor's s just past it) */
 };
 
 /* Where a reader of a WAL stands: just after the last commit frame it
@@ -44,6 +45,9 @@ struct wal_cursor {
     struct wal_hdr h;    /* the generation being read (h.magic 0: none yet) */
     uint32_t next;       /* the frame after the last commit returned */
     uint32_t s[2];       /* the checksum chain after frame next-1 (the header's when next is 0) */
+    uint32_t pend;       /* the frame after the last valid one seen (> next: frames of a transaction
+                          * not committed yet, not read again while they stay as they were) */
+    uint32_t ps[2];      /* the checksum chain after frame pend-1 */
 };
 
 /* Read the transactions committed in the WAL at fd after c's position, in
@@ -57,6 +61,21 @@ struct wal_cursor {
  * in log lines.  0, LV_ENOMEM, or LV_EIO on read errors. */
 int wal_read_commits(int fd, const char *path, struct wal_cursor *c, struct wal_commit **out, size_t *n,
                      int *restarted);
+
+/* WAL bytes a reader keeps in memory: [off, off + len) of the file. */
+struct wal_frames {
+    uint8_t *buf;        /* the bytes (owned; free with free()) */
+    size_t len, cap;     /* used and allocated */
+    uint64_t off;        /* file offset of buf[0] */
+    int full;            /* WAL_KEEP_MAX reached: the frames after buf are not kept */
+};
+#define WAL_KEEP_MAX (16u << 20) /* bytes of frames wal_read_commits_keep keeps, at most */
+
+/* wal_read_commits that also keeps, in *keep (reset first; NULL: not
+ * kept), the frames of the commits it returns, exactly as it read and
+ * validated them: a reader that logs them needs not read them again. */
+int wal_read_commits_keep(int fd, const char *path, struct wal_cursor *c, struct wal_commit **out, size_t *n,
+                          int *restarted, struct wal_frames *keep);
 
 /* Scan the WAL open on fd from its start: the committed transactions, as
  * wal_read_commits with a zeroed cursor, and the header in *h (zeroed when
