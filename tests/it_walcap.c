@@ -16,6 +16,8 @@
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <jansson.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -209,4 +211,40 @@ Test(walcap, power_loss_after_a_restart)
 Test(walcap, power_loss_after_switching_to_wal)
 {
     power_loss_case(1);
+}
+
+/*
+ * The last commit logged is written over behind the daemon (as when SQLite
+ * disowns a commit whose WAL fsync failed): the next capture says so, once,
+ * naming the frame and the TXID, and the daemon stays up.
+ */
+Test(walcap, commit_written_over_behind_the_log)
+{
+    struct lvnode *n = lvnode_started(NULL);
+    char *p = lvnode_path(n, "wo.db");
+    sqlite3 *h = sql_open(p);
+    sqlh_exec(h, "PRAGMA journal_mode=WAL");
+    sqlh_exec(h, "PRAGMA wal_autocheckpoint=0");
+    sqlh_exec(h, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)");
+    sqlh_exec(h, "INSERT INTO t(v) VALUES(randomblob(100))");
+    uint64_t tx = lvnode_last_txid(n, "wo.db"); /* captured */
+    char wal[600];
+    snprintf(wal, sizeof wal, "%s/files/wo.db-wal", n->data);
+    int fd = open(wal, O_RDWR);
+    cr_assert_geq(fd, 0);
+    struct stat st;
+    cr_assert_eq(fstat(fd, &st), 0);
+    uint32_t ps = (uint32_t)sql_int(p, "PRAGMA page_size");
+    uint64_t frames = ((uint64_t)st.st_size - 32) / (24 + ps);
+    uint8_t junk[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    cr_assert_eq(pwrite(fd, junk, sizeof junk, (off_t)(32 + (frames - 1) * (24 + ps) + 16)), 8);
+    close(fd);
+    lvnode_last_txid(n, "wo.db"); /* /status captures */
+    cr_assert(lvnode_log_contains(n, "was written over"), "the daemon did not notice");
+    char needle[64];
+    snprintf(needle, sizeof needle, "(TXID %llu)", (unsigned long long)tx);
+    cr_assert(lvnode_log_contains(n, needle), "the line does not name TXID %llu", (unsigned long long)tx);
+    cr_assert(lvnode_alive(n), "the daemon died");
+    sqlite3_close(h);
+    free(p);
 }

@@ -504,6 +504,7 @@ static void wal_adopt(struct db *d, const struct wal_hdr *h)
     if (d->wal_valid)
         ckpt_verify(d); /* the WAL is restarted: checkpoints copied everything */
     d->wal_valid = 1;
+    d->wal_diverged = 0;
     d->tail_in_wal = 0;    /* the last record is of an older generation */
     d->wal_anchored = 0;
     d->wal_psz = h->page_size;
@@ -515,6 +516,32 @@ static void wal_adopt(struct db *d, const struct wal_hdr *h)
     d->wcur.h = *h;
     d->wcur.s[0] = h->ck1;
     d->wcur.s[1] = h->ck2;
+}
+
+/* The frame just before the cursor is the last commit logged: SQLite never
+ * rewrites it unless it disowned that commit (its WAL fsync failed after
+ * the frame was written, and the next transaction wrote over it).  Then
+ * the log holds a commit the database does not, and no later commit of
+ * this generation continues the cursor's chain: say so, once.  The first
+ * checkpoint's ckpt_verify logs the database as it is. */
+static void wal_check_behind(struct db *d, int fd, const struct wal_cursor *c)
+{
+    uint8_t fh[WAL_FRAME_HDR_SIZE];
+    uint8_t hb[WAL_HDR_SIZE];
+
+    if (pread(fd, hb, sizeof hb, 0) != (ssize_t)sizeof hb || lv_get32(hb + 16) != c->h.salt1 ||
+        lv_get32(hb + 20) != c->h.salt2)
+        return; /* another generation: the cursor moves to it */
+    if (pread(fd, fh, sizeof fh, (off_t)wal_frame_off(c->next - 1, c->h.page_size)) != (ssize_t)sizeof fh)
+        return;
+    if (lv_get32(fh + 8) == c->h.salt1 && lv_get32(fh + 12) == c->h.salt2 && lv_get32(fh + 16) == c->s[0] &&
+        lv_get32(fh + 20) == c->s[1])
+        return;
+    d->wal_diverged = 1;
+    LV_ERROR("%s: the WAL's frame %u, the last commit logged (TXID %llu), was written over: SQLite disowned that "
+             "commit (its WAL fsync failed?); the log holds a transaction the database does not, and will be "
+             "made to follow the database at the next checkpoint",
+             d->name, c->next - 1, (unsigned long long)d->txid);
 }
 
 int db_wal_capture(struct db *d)
@@ -545,6 +572,8 @@ int db_wal_capture(struct db *d)
     c = d->wcur;
     if (!d->wal_valid)
         memset(&c, 0, sizeof c);
+    else if (c.next > 0 && !d->wal_diverged)
+        wal_check_behind(d, fd, &c);
     rc = wal_read_commits_keep(fd, rel, &c, &v, &n, &restarted, &d->wal_keep);
     if (rc)
         goto out_close;

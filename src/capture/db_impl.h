@@ -92,6 +92,7 @@ struct db {
     int wal_stalled;         /* a commit in the WAL could not be logged: checkpoints, WAL truncates and
                               * unlinks are refused until it is (db_wal_capture) (mu; read atomically) */
     int tail_in_wal;         /* the last record came from a commit of the current WAL generation (mu) */
+    int wal_diverged;        /* the WAL was written over behind the cursor (wal_check_behind said so) (mu) */
     int wal_anchored;        /* a record of the current WAL generation is fsynced in the log, so start-up
                               * can tell the WAL's later commits apart (C7 of db.c) (mu) */
     int64_t wal_retry_us;    /* stalled: lv_mono_us before which db_wal_capture does not read the WAL again (mu) */

@@ -15,8 +15,8 @@
  * writes costs one capture).  A lost event (IN_Q_OVERFLOW) captures every
  * database whose WAL is watched.  The capture reads whole commits only
  * (log/wal.c's cursor), so waking on a frame that does not complete a
- * commit logs nothing; the cursor remembers the uncommitted frames it
- * validated (WAL4 of log/wal.c), so a wake-up reads only the new ones.
+ * commit logs nothing; it reads the frames after the last commit again,
+ * though (a transaction spilling into the WAL is read at each wake-up).
  *
  * Capture points that do not depend on the watcher remain (db_capture.c):
  * the application's fsync of the -wal, checkpoints, truncates and unlinks

@@ -99,11 +99,6 @@ static int commit_push(struct wal_commit **v, size_t *nv, size_t *cap, uint32_t 
  *         so s stays right however long the reader waits.
  *   WAL3. Frames after the last commit are never returned: a commit is
  *         returned only once its commit frame verifies.
- *   WAL4. pend > next: frames [next, pend) were valid, with chain ps after
- *         pend-1, when last read; the next read starts at pend if frame
- *         pend-1 still carries ps (and the salts), else at next.  So a big
- *         transaction that spills into the WAL is read once, not at every
- *         wake-up.
  */
 /* Append the fsz bytes of frame at file offset off to k (contiguous). */
 static int keep_frame(struct wal_frames *k, const uint8_t *frame, size_t fsz, uint64_t off)
@@ -143,7 +138,7 @@ int wal_read_commits_keep(int fd, const char *path, struct wal_cursor *c, struct
     struct wal_commit *v = NULL;
     struct wal_hdr h;
     size_t nv = 0, cap = 0;
-    uint32_t s[2], vs[2], first, start, vi;
+    uint32_t s[2], first;
     int rc = 0;
     ssize_t got;
 
@@ -164,7 +159,7 @@ int wal_read_commits_keep(int fd, const char *path, struct wal_cursor *c, struct
     if (memcmp(&h, &c->h, sizeof h) != 0) {
         *restarted = c->h.magic != 0;
         c->h = h;
-        c->next = c->pend = 0;
+        c->next = 0;
         c->s[0] = h.ck1;
         c->s[1] = h.ck2;
     }
@@ -174,24 +169,8 @@ int wal_read_commits_keep(int fd, const char *path, struct wal_cursor *c, struct
         return LV_ENOMEM;
     s[0] = c->s[0];
     s[1] = c->s[1];
-    first = start = c->next;
-    if (c->pend > c->next) {
-        /* WAL4: go on after the uncommitted frames seen last time if the
-         * last of them still carries the chain it had (an in-place
-         * overwrite rewrites the checksums that follow it) */
-        uint8_t fh[WAL_FRAME_HDR_SIZE];
-        if (pread(fd, fh, sizeof fh, (off_t)wal_frame_off(c->pend - 1, h.page_size)) == (ssize_t)sizeof fh &&
-            lv_get32(fh + 8) == h.salt1 && lv_get32(fh + 12) == h.salt2 && lv_get32(fh + 16) == c->ps[0] &&
-            lv_get32(fh + 20) == c->ps[1]) {
-            start = c->pend;
-            s[0] = c->ps[0];
-            s[1] = c->ps[1];
-        }
-    }
-    vi = start;
-    vs[0] = s[0];
-    vs[1] = s[1];
-    for (uint32_t i = start;; i++) {
+    first = c->next;
+    for (uint32_t i = c->next;; i++) {
         got = pread(fd, frame, fsz, (off_t)wal_frame_off(i, h.page_size));
         if (got < 0) {
             LV_ERROR("pread %s: %s", path, strerror(errno));
@@ -207,9 +186,6 @@ int wal_read_commits_keep(int fd, const char *path, struct wal_cursor *c, struct
         wal_cksum(h.magic & 1, frame + WAL_FRAME_HDR_SIZE, h.page_size, s);
         if (s[0] != lv_get32(frame + 16) || s[1] != lv_get32(frame + 20))
             break;
-        vi = i + 1;
-        vs[0] = s[0];
-        vs[1] = s[1];
         if (keep && (rc = keep_frame(keep, frame, fsz, wal_frame_off(i, h.page_size))) != 0)
             goto out_free;
         if (commit) {
@@ -222,9 +198,6 @@ int wal_read_commits_keep(int fd, const char *path, struct wal_cursor *c, struct
             c->s[1] = s[1];
         }
     }
-    c->pend = vi > c->next ? vi : 0;
-    c->ps[0] = vs[0];
-    c->ps[1] = vs[1];
     if (keep && nv) { /* only the frames of the commits returned */
         uint64_t end = wal_frame_off(v[nv - 1].last + 1, h.page_size) - keep->off;
         if (end < keep->len)

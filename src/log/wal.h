@@ -45,9 +45,6 @@ struct wal_cursor {
     struct wal_hdr h;    /* the generation being read (h.magic 0: none yet) */
     uint32_t next;       /* the frame after the last commit returned */
     uint32_t s[2];       /* the checksum chain after frame next-1 (the header's when next is 0) */
-    uint32_t pend;       /* the frame after the last valid one seen (> next: frames of a transaction
-                          * not committed yet, not read again while they stay as they were) */
-    uint32_t ps[2];      /* the checksum chain after frame pend-1 */
 };
 
 /* Read the transactions committed in the WAL at fd after c's position, in
