@@ -240,6 +240,28 @@ static void spill_child(const char *path, int wal, int fd_ready)
         pause();
 }
 
+/* Fork spill_child on path and wait until its transaction has spilled;
+ * its pid (killed at the end of the test if still there). */
+static pid_t spill_started(const char *path, int wal)
+{
+    int pfd[2];
+    cr_assert_eq(pipe(pfd), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        close(pfd[0]);
+        spill_child(path, wal, pfd[1]);
+    }
+    lvt_defer_kill(pid);
+    close(pfd[1]);
+    char c = 0;
+    ssize_t r = read(pfd[0], &c, 1);
+    close(pfd[0]);
+    cr_assert_eq(r, 1, "the writer failed before the kill");
+    return pid;
+}
+
 static void kill9_writer_case(int wal)
 {
     cN = lvnode_started(NULL);
@@ -256,21 +278,7 @@ static void kill9_writer_case(int wal)
     cr_assert_eq(lvnode_db_status(cN, "k.db", &s0), 1);
 
     for (int round = 0; round < 2; round++) {
-        int pfd[2];
-        cr_assert_eq(pipe(pfd), 0);
-        fflush(NULL);
-        pid_t pid = fork();
-        cr_assert_geq(pid, 0);
-        if (pid == 0) {
-            close(pfd[0]);
-            spill_child(p, wal, pfd[1]);
-        }
-        lvt_defer_kill(pid);
-        close(pfd[1]);
-        char c = 0;
-        ssize_t r = read(pfd[0], &c, 1);
-        close(pfd[0]);
-        cr_assert_eq(r, 1, "the writer failed before the kill");
+        pid_t pid = spill_started(p, wal);
         /* the transaction really reached the files */
         char side[600];
         struct stat st;
@@ -331,21 +339,7 @@ Test(crash, kill9_daemon_mid_transaction_reusing_free_pages)
     sql_exec(p, "DELETE FROM t WHERE id > 20;", 0);
     cr_assert_gt(sql_int(p, "PRAGMA freelist_count"), 300, "no free pages to reuse");
     uint64_t h0 = sql_content_hash(p);
-    int pfd[2];
-    cr_assert_eq(pipe(pfd), 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0);
-    if (pid == 0) {
-        close(pfd[0]);
-        spill_child(p, 0, pfd[1]);
-    }
-    lvt_defer_kill(pid);
-    close(pfd[1]);
-    char c = 0;
-    ssize_t r = read(pfd[0], &c, 1);
-    close(pfd[0]);
-    cr_assert_eq(r, 1, "the writer failed before the kill");
+    pid_t pid = spill_started(p, 0);
     lvnode_kill9(cN);
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);

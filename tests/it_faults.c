@@ -717,6 +717,19 @@ static char *full_disk_node(int where, char *fsdir, size_t n)
     return lvnode_path(fN, "full.db");
 }
 
+/* Leave little space free on the tmpfs at fsdir (where: as full_disk_node)
+ * with a filler file; its path into filler (n bytes). */
+static void fill_tmpfs(const char *fsdir, int where, char *filler, size_t n)
+{
+    snprintf(filler, n, "%s/.filler", fsdir);
+    struct statvfs sv;
+    cr_assert_eq(statvfs(fsdir, &sv), 0);
+    long long freeb = (long long)sv.f_bavail * (long long)sv.f_frsize;
+    long long fill = freeb - (where ? 1536 : 4608) * 1024;
+    cr_assert_gt(fill, 0);
+    cr_assert_eq(run_cmd(NULL, "head -c %lld /dev/zero > '%s'", fill, filler), 0);
+}
+
 static void full_disk_case(enum jm jm, int where)
 {
     char fsdir[400], filler[440], tag[64];
@@ -734,13 +747,7 @@ static void full_disk_case(enum jm jm, int where)
     cr_assert_geq(txid0, 6);
 
     /* leave little space free on the tmpfs */
-    snprintf(filler, sizeof filler, "%s/.filler", fsdir);
-    struct statvfs sv;
-    cr_assert_eq(statvfs(fsdir, &sv), 0);
-    long long freeb = (long long)sv.f_bavail * (long long)sv.f_frsize;
-    long long fill = freeb - (where ? 1536 : 4608) * 1024;
-    cr_assert_gt(fill, 0);
-    cr_assert_eq(run_cmd(NULL, "head -c %lld /dev/zero > '%s'", fill, filler), 0);
+    fill_tmpfs(fsdir, where, filler, sizeof filler);
 
     /* 1. The commit fails with SQLITE_FULL; the writer keeps its connection. */
     h = open_jm(p, jm);
@@ -810,13 +817,7 @@ static void full_disk_wal_case(int where)
     uint64_t txid0 = lvnode_last_txid(fN, "full.db");
     cr_assert_geq(txid0, 6);
 
-    snprintf(filler, sizeof filler, "%s/.filler", fsdir);
-    struct statvfs sv;
-    cr_assert_eq(statvfs(fsdir, &sv), 0);
-    long long freeb = (long long)sv.f_bavail * (long long)sv.f_frsize;
-    long long fill = freeb - (where ? 1536 : 4608) * 1024;
-    cr_assert_gt(fill, 0);
-    cr_assert_eq(run_cmd(NULL, "head -c %lld /dev/zero > '%s'", fill, filler), 0);
+    fill_tmpfs(fsdir, where, filler, sizeof filler);
 
     /* 1. The commit succeeds; its record cannot be written. */
     h = open_jm(p, JMF_WAL);
@@ -895,19 +896,20 @@ Test(faults, full_log_disk_tmpfs_wal)
     full_disk_wal_case(1);
 }
 
-static void fault_env_case(int wal)
+/* DELETE mode with every log write failing after the first 15 (LV_FAULT);
+ * WAL mode is enospc_injected_wal below. */
+static void fault_env_case(void)
 {
     fN = lvnode_started(NULL);
     char *p = lvnode_path(fN, "inj.db");
-    sql_exec(p, wal ? "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);"
-                    : "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);", 0);
+    sql_exec(p, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);", 0);
     lvnode_stop(fN);
     /* every log write after the first 15 fails with ENOSPC */
     setenv("LV_FAULT", "write:ENOSPC:after=15:match=/log/", 1);
     lvnode_start(fN);
     unsetenv("LV_FAULT");
     int err = 0;
-    int ok = write_until_error(p, wal, 200, &err);
+    int ok = write_until_error(p, 0, 200, &err);
     cr_assert_neq(err, SQLITE_OK, "no commit failed under LV_FAULT");
     cr_assert((err & 0xff) == SQLITE_FULL || (err & 0xff) == SQLITE_IOERR,
               "expected SQLITE_FULL or SQLITE_IOERR, got %d (%s)", err, sqlite3_errstr(err));
@@ -918,7 +920,7 @@ static void fault_env_case(int wal)
     /* an application that gets the error and exits without closing: a new
      * connection (recovering the WAL, or rolling back the hot journal) must
      * not see its row either */
-    int cerr = big_txn_and_crash(p, wal ? JMF_WAL : JMF_DELETE, 1, 20000);
+    int cerr = big_txn_and_crash(p, JMF_DELETE, 1, 20000);
     cr_assert_neq(cerr, SQLITE_OK, "a commit succeeded while the log cannot be written");
     cr_assert((cerr & 0xff) == SQLITE_FULL || (cerr & 0xff) == SQLITE_IOERR,
               "expected SQLITE_FULL or SQLITE_IOERR, got %d (%s)", cerr, sqlite3_errstr(cerr));
@@ -932,16 +934,16 @@ static void fault_env_case(int wal)
     lvnode_start(fN);
     cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), ok);
     int err2 = 0;
-    cr_assert_eq(write_until_error(p, wal, 3, &err2), 3, "writes fail after the fault is gone: %s",
+    cr_assert_eq(write_until_error(p, 0, 3, &err2), 3, "writes fail after the fault is gone: %s",
                  sqlite3_errstr(err2));
     cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), ok + 3);
-    assert_log_matches(fN, "inj.db", wal, fN->dir);
+    assert_log_matches(fN, "inj.db", 0, fN->dir);
     free(p);
 }
 
 Test(faults, enospc_injected_delete)
 {
-    fault_env_case(0);
+    fault_env_case();
 }
 
 /*

@@ -523,15 +523,12 @@ static void wal_adopt(struct db *d, const struct wal_hdr *h)
  * the frame was written, and the next transaction wrote over it).  Then
  * the log holds a commit the database does not, and no later commit of
  * this generation continues the cursor's chain: say so, once.  The first
- * checkpoint's ckpt_verify logs the database as it is. */
+ * checkpoint's ckpt_verify logs the database as it is.  c: the cursor, of
+ * the WAL's current header. */
 static void wal_check_behind(struct db *d, int fd, const struct wal_cursor *c)
 {
     uint8_t fh[WAL_FRAME_HDR_SIZE];
-    uint8_t hb[WAL_HDR_SIZE];
 
-    if (pread(fd, hb, sizeof hb, 0) != (ssize_t)sizeof hb || lv_get32(hb + 16) != c->h.salt1 ||
-        lv_get32(hb + 20) != c->h.salt2)
-        return; /* another generation: the cursor moves to it */
     if (pread(fd, fh, sizeof fh, (off_t)wal_frame_off(c->next - 1, c->h.page_size)) != (ssize_t)sizeof fh)
         return;
     if (lv_get32(fh + 8) == c->h.salt1 && lv_get32(fh + 12) == c->h.salt2 && lv_get32(fh + 16) == c->s[0] &&
@@ -572,11 +569,14 @@ int db_wal_capture(struct db *d)
     c = d->wcur;
     if (!d->wal_valid)
         memset(&c, 0, sizeof c);
-    else if (c.next > 0 && !d->wal_diverged)
-        wal_check_behind(d, fd, &c);
     rc = wal_read_commits_keep(fd, rel, &c, &v, &n, &restarted, &d->wal_keep);
     if (rc)
         goto out_close;
+    /* New commits continue the cursor's chain, so the frame before it is
+     * as logged; only a read that found none needs to look (same header) */
+    if (n == 0 && d->wal_valid && !restarted && c.next > 0 && !d->wal_diverged &&
+        memcmp(&c.h, &d->wcur.h, sizeof c.h) == 0)
+        wal_check_behind(d, fd, &c);
     if (c.h.magic && (!d->wal_valid || restarted || memcmp(&c.h, &d->wcur.h, sizeof c.h) != 0))
         wal_adopt(d, &c.h);
     for (i = 0; i < n; i++) {

@@ -586,23 +586,12 @@ int dbreg_list(struct dbreg *r, struct db_info **out, size_t *n)
 {
     struct db_info *v = NULL;
     struct db **dv = NULL;
-    size_t cnt = 0, nd = 0, cap = 0;
-    int rc = 0;
-
+    size_t cnt = 0, nd = 0;
     /* References first, under r->mu alone; then each database under its
      * own mu without r->mu: a commit holds d->mu across its fsyncs, and
      * r->mu held meanwhile would stall every lookup in the registry. */
-    pthread_mutex_lock(&r->mu);
-    for (int b = 0; b < DB_NBUCKETS && rc == 0; b++)
-        for (struct db *d = r->buckets[b]; d && rc == 0; d = d->next) {
-            if (lv_grow((void **)&dv, &cap, nd, sizeof *dv, 16) != 0) {
-                rc = LV_ENOMEM;
-                break;
-            }
-            d->refs++;
-            dv[nd++] = d;
-        }
-    pthread_mutex_unlock(&r->mu);
+    int rc = db_refs(r, &dv, &nd);
+
     if (rc == 0 && nd > 0 && !(v = malloc(nd * sizeof *v)))
         rc = LV_ENOMEM;
     for (size_t k = 0; k < nd; k++) {
