@@ -162,10 +162,11 @@
  *      - at start-up after a repair, at close, and before retiring.
  *      So, per journal mode and synchronous setting:
  *      - WAL, synchronous=FULL/EXTRA: SQLite fsyncs the WAL after each
- *        commit; the daemon captures the commit first, and the WAL is the
- *        durable copy of its record until the log is fsynced: one fsync
+ *        commit; the daemon fsyncs the backing WAL (the WAL watcher captures
+ *        the commit meanwhile), then captures what is left, and the WAL is
+ *        the durable copy of its record until the log is fsynced: one fsync
  *        per commit.  Once per WAL generation (wal_anchored) the log is
- *        fsynced too, in parallel, so that the durable log names the
+ *        fsynced too, after the WAL, so that the durable log names the
  *        generation.  After a power failure, start-up reconcile logs the
  *        commits the log lost from the WAL as RECOVERED records, one per
  *        transaction (same TXIDs and checksums; the time of recovery).

@@ -850,6 +850,16 @@ int db_on_flush(struct db *d, enum db_filekind kind)
 int db_on_fsync(struct db *d, enum db_filekind kind, int fd, int datasync)
 {
     int rc = 0, log_rc = 0, synced = 0;
+
+    /* The -wal's fsync (synchronous=FULL) comes first, without d->mu:
+     * meanwhile the WAL watcher captures the commit it makes durable (its
+     * write woke it), so the capture costs the commit no time.  The capture
+     * below, after it, finds the commit logged or logs it. */
+    if (kind == DBF_WAL) {
+        if ((rc = fsync_fd(fd, datasync)) != 0)
+            return rc; /* SQLite fails the commit; nothing to make durable */
+        synced = 1;
+    }
     pthread_mutex_lock(&d->mu);
     if (d->kind == DBK_SQLITE && !d->broken) {
         if (kind == DBF_WAL || (kind == DBF_MAIN && d->hdr_wal))
@@ -870,7 +880,10 @@ int db_on_fsync(struct db *d, enum db_filekind kind, int fd, int datasync)
          * generation is durable: start-up then knows where the WAL's
          * unlogged commits begin. */
         if (d->log_unsynced && !d->broken && (kind != DBF_WAL || !d->wal_anchored)) {
-            rc = sync_both(d, fd, datasync, &log_rc);
+            if (kind == DBF_WAL) /* once per WAL generation: the -wal is synced already */
+                log_rc = txlog_sync(d->log);
+            else
+                rc = sync_both(d, fd, datasync, &log_rc);
             synced = 1;
             if (log_rc != 0) {
                 db_fail(d, "fsync of the transaction log failed");

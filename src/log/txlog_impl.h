@@ -29,7 +29,7 @@
 #define TXLOG_SEG_VERSION 1u
 #define TXLOG_REC_MAGIC 0x4C565243u
 #define TXLOG_REC_VERSION 2u /* 2: the term; version 1 records are read (term 0) */
-#define TXLOG_ZSTD_LEVEL 1
+#define TXLOG_ZSTD_LEVEL -1
 #define TXLOG_RAW_MAX (1u << 20)    /* raw payload bytes buffered before streaming */
 #define TXLOG_OUT_CHUNK (1u << 20)  /* streamed output written per pwrite */
 #define TXLOG_IO_CHUNK (1u << 20)   /* bytes per pread when hashing or replaying */
