@@ -35,7 +35,9 @@ TestSuite(replica_peers, .fini = lvt_fini, .timeout = 240);
 
 #define CLUSTER "5eed5eed5eed5eed5eed5eed5eed5eed"
 
-enum scenario { SC_GARBAGE, SC_CUT, SC_HUGE, SC_CHAIN, SC_CLUSTER, SC_401, SC_TERM, SC_SNAP_TERM, SC_HELLO_TERM };
+enum scenario {
+    SC_GARBAGE, SC_CUT, SC_HUGE, SC_CHAIN, SC_CLUSTER, SC_401, SC_TERM, SC_SNAP_TERM, SC_HELLO_TERM, SC_HELLO_HOLD
+};
 
 /* The fake primary. */
 struct fake {
@@ -50,7 +52,7 @@ struct fake {
     uint8_t *deposed;        /* TXID 2 as rec[1], but of term 3: a deposed primary's record */
     uint8_t id[16];          /* the database ID of the records */
     int snaps;               /* SC_SNAP_TERM: images sent */
-    uint64_t hello_term;     /* SC_HELLO_TERM: the term its version 2 HELLO names (atomic) */
+    uint64_t hello_term;     /* SC_HELLO_TERM, SC_HELLO_HOLD: the term its version 2 HELLO names (atomic) */
 };
 
 static void put(int fd, const void *buf, size_t len)
@@ -215,6 +217,23 @@ static void *fake_loop(void *arg)
             if (!strstr(f->last_body, "\"txid\":3") && !strstr(f->last_body, "\"txid\": 3"))
                 for (int i = 0; i < 3; i++)
                     record(fd, f, i, 0);
+            break;
+        case SC_HELLO_HOLD: /* as SC_HELLO_TERM, then heartbeats every 100 ms until the replica leaves (30 s at most) */
+            put(fd, ok, sizeof ok - 1);
+            hello_v2(fd, __atomic_load_n(&f->hello_term, __ATOMIC_SEQ_CST));
+            if (!strstr(f->last_body, "\"txid\":3") && !strstr(f->last_body, "\"txid\": 3"))
+                for (int i = 0; i < 3; i++)
+                    record(fd, f, i, 0);
+            for (uint64_t seq = 1; seq <= 300; seq++) {
+                uint8_t *fr;
+                size_t len;
+                cr_assert_eq(stream_enc_heartbeat(lv_now_us(), seq, &fr, &len), 0);
+                ssize_t w = send(fd, fr, len, MSG_NOSIGNAL);
+                free(fr);
+                if (w != (ssize_t)len)
+                    break;
+                usleep(100000);
+            }
             break;
         case SC_CLUSTER:
             put(fd, ok, sizeof ok - 1);
@@ -462,6 +481,20 @@ static uint64_t lease_key_for(const struct lvetcd *e, const char *key, const str
     return term;
 }
 
+/* Delete the lease key and put it back with the same value: a new term
+ * (create revision) for the same address, as when a VIP or a DNS name
+ * moves to a newly elected primary.  Returns the new term. */
+static uint64_t lease_key_again(const struct lvetcd *e, const char *key, const struct fake *f)
+{
+    char *out = NULL, *kb = etcdv_b64_enc(key, strlen(key));
+    cr_assert(kb);
+    cr_assert_eq(run_cmd(&out, "curl -sS --fail-with-body -X POST %s/v3/kv/deleterange -d '{\"key\":\"%s\"}'", e->url,
+                         kb), 0, "etcd delete of %s: %s", key, out ? out : "");
+    free(out);
+    free(kb);
+    return lease_key_for(e, key, f);
+}
+
 /* A primary whose HELLO (stream version 2) names a term below the one the
  * etcd lease gives its key was deposed (a new primary was elected since,
  * behind the same address): the replica refuses it before taking anything
@@ -521,5 +554,51 @@ Test(replica_peers, hello_term_below_lease)
     snprintf(needle, sizeof needle, "replication: following the primary http://127.0.0.1:%d (node fake, cluster %s)",
              f->port, CLUSTER);
     cr_assert(lvnode_log_contains(n, needle), "no \"%s\" in the replica's log", needle);
+    cr_assert(lvnode_alive(n));
+}
+
+/* A new term behind the address the replica follows (a VIP or a DNS name
+ * moved to a newly elected node, while the deposed primary still answers
+ * there): the replica leaves the session it is in, refuses that primary's
+ * HELLO of the old term, and follows once the address speaks the new
+ * term.  Before replica_raise_term the replica went on following the
+ * deposed primary's stream. */
+Test(replica_peers, new_term_same_url)
+{
+    char why[256], ep[128], yaml[512], needle[300];
+    if (!etcd_available(why, sizeof why))
+        cr_skip_test("%s", why);
+    struct lvetcd *e = etcd_start(NULL);
+    struct fake *f = fake_start(SC_HELLO_HOLD);
+    uint64_t term = lease_key_for(e, "/lvpeer/primary", f);
+    __atomic_store_n(&f->hello_term, term, __ATOMIC_SEQ_CST);
+    snprintf(yaml, sizeof yaml, "lease:\n  type: etcd\n  endpoints: %s\n  key: /lvpeer/primary\n  ttl: 2s\n"
+                                "  candidate: false\n", etcd_endpoints(e, 0, ep, sizeof ep));
+    struct lvnode *n = lvnode_started(yaml);
+    struct lvdbstat ds;
+    cr_assert(WAIT_FOR(lvnode_db_status(n, "app.db", &ds) == 1 && ds.txid == 3, LVT_WAIT_MS),
+              "the replica did not follow the primary of term %" PRIu64, term);
+    int conns = __atomic_load_n(&f->conns, __ATOMIC_SEQ_CST);
+
+    uint64_t term2 = lease_key_again(e, "/lvpeer/primary", f);
+    cr_assert_gt(term2, term);
+    snprintf(needle, sizeof needle, "the lease names term %" PRIu64 " now, above the term %" PRIu64
+             " of the primary http://127.0.0.1:%d followed", term2, term, f->port);
+    cr_assert(WAIT_FOR(lvnode_log_contains(n, needle), LVT_WAIT_MS),
+              "the replica stayed in the session of term %" PRIu64 " after the lease moved to term %" PRIu64
+              " (no \"%s\" in its log)", term, term2, needle);
+    snprintf(needle, sizeof needle, "the primary http://127.0.0.1:%d (node fake) is at term %" PRIu64
+             ", but the lease names term %" PRIu64 ": it was deposed", f->port, term, term2);
+    cr_assert(WAIT_FOR(lvnode_log_contains(n, needle), LVT_WAIT_MS), "no \"%s\" in the replica's log", needle);
+    cr_assert_gt(__atomic_load_n(&f->conns, __ATOMIC_SEQ_CST), conns, "the session of the old term did not end");
+
+    /* The address now speaks the new term: followed again. */
+    __atomic_store_n(&f->hello_term, term2, __ATOMIC_SEQ_CST);
+    json_t *s = NULL;
+    cr_assert(WAIT_FOR((json_decref(s), s = lvnode_status(n),
+                        json_is_true(json_object_get(json_object_get(s, "replication"), "connected"))),
+                       LVT_WAIT_MS),
+              "the replica does not follow the primary of term %" PRIu64, term2);
+    json_decref(s);
     cr_assert(lvnode_alive(n));
 }

@@ -823,6 +823,12 @@ static int role_step(struct daemon *dm)
     }
     if (is_primary)
         return promote(dm);
+    if (dm->repl) { /* a new term at the same URL is another primary's, maybe: see replica_raise_term */
+        struct lease_info li;
+        lease_info(dm->lease, &li);
+        if (li.primary_term)
+            replica_raise_term(dm->repl, li.primary_term);
+    }
     if (!known || strcmp(url, dm->primary_url) == 0 || !__atomic_load_n(&dm->mounted, __ATOMIC_ACQUIRE))
         return 0;
     LV_INFO("lease: following the primary %s%s%s", url, dm->primary_url[0] ? " instead of " : "", dm->primary_url);

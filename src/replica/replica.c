@@ -101,7 +101,8 @@ struct replica {
     char ca_file[PATH_MAX];   /* "" for the system's */
     char node[72];
     char url[1024];
-    uint64_t min_term;        /* refuse a HELLO with a lower term (immutable) */
+    uint64_t min_term;        /* refuse a HELLO with a lower term, and end a session whose HELLO's term
+                               * falls below it (atomic; only raised: replica_raise_term) */
     int wait_ms;
     int64_t max_lag_us;
     size_t max_pending;
@@ -134,6 +135,7 @@ struct rsess {
     size_t errlen;            /* receiver */
     int hello;                /* applier: HELLO accepted (read by the receiver after the join) */
     int acks;                 /* applier: the primary wants acknowledgements (HELLO "acks") */
+    uint64_t term;            /* applier: the primary's term in its HELLO (0: version 1) */
     CURL *ack_h;              /* applier: POST /v1/ack (kept alive), NULL until the first */
     struct curl_slist *ack_hdrs; /* applier: its headers */
     char *ack_last;           /* applier: the last positions acknowledged (malloc'ed JSON), or NULL */
@@ -217,15 +219,21 @@ static int on_hello(struct rsess *s, const struct stream_frame *f)
 
     json_t *ver = json_object_get(o, "version");
     json_int_t term = json_integer_value(json_object_get(o, "term")); /* 0 when absent (version 1) */
+    uint64_t min_term = __atomic_load_n(&r->min_term, __ATOMIC_ACQUIRE);
 
     if (!json_is_integer(ver) || json_integer_value(ver) < 1 || json_integer_value(ver) > 2) {
         abort_session(s, "the primary speaks stream version %lld; this replica knows versions 1 and 2: upgrade it",
                       (long long)json_integer_value(ver));
         rc = LV_EVERSION;
-    } else if (json_integer_value(ver) >= 2 && (term < 0 || (uint64_t)term < r->min_term)) {
+    } else if (json_integer_value(ver) == 1 && min_term > 0) {
+        abort_session(s, "the primary %s (node %s) speaks stream version 1, which carries no term, but the lease "
+                      "names term %llu: not following it (upgrade it)", r->primary_url, node ? node : "?",
+                      (unsigned long long)min_term);
+        rc = LV_EREFUSED;
+    } else if (term < 0 || (uint64_t)term < min_term) {
         abort_session(s, "the primary %s (node %s) is at term %lld, but the lease names term %llu: it was deposed; "
                       "not following it", r->primary_url, node ? node : "?", (long long)term,
-                      (unsigned long long)r->min_term);
+                      (unsigned long long)min_term);
         rc = LV_EREFUSED;
     } else if (!ch || strlen(ch) != 32 || lv_unhex(ch, theirs, 16) != 0) {
         abort_session(s, "HELLO without a valid cluster ID: %.200s", f->text);
@@ -250,6 +258,7 @@ static int on_hello(struct rsess *s, const struct stream_frame *f)
     }
     if (rc == 0) {
         s->hello = 1;
+        s->term = (uint64_t)term;
         s->acks = json_is_true(json_object_get(o, "acks"));
         set_connected(r, 1, node ? node : "");
         LV_INFO("replication: following the primary %s (node %s, cluster %s)", r->primary_url, node ? node : "?", ch);
@@ -346,6 +355,11 @@ static int take_bytes(struct rsess *s, const uint8_t *p, size_t n)
         }
         if (f.type == ST_HELLO)
             return (int)abort_session(s, "a second HELLO in the stream") - 1;
+        uint64_t min_term = __atomic_load_n(&r->min_term, __ATOMIC_ACQUIRE);
+        if (s->term < min_term) /* a new term at the same URL (a VIP, a DNS name): its primary may be another */
+            return (int)abort_session(s, "the lease names term %llu now, above the term %llu of the primary %s "
+                                      "followed: it was deposed; reconnecting", (unsigned long long)min_term,
+                                      (unsigned long long)s->term, r->primary_url) - 1;
         if (f.type == ST_ERROR)
             return (int)abort_session(s, "the primary ended the stream: %.400s", f.text) - 1;
         rc = repl_rx_frame(r->rx, &f, err, sizeof err);
@@ -889,6 +903,13 @@ int replica_start(const struct replica_opts *o, struct replica **out)
     }
     *out = r;
     return 0;
+}
+
+void replica_raise_term(struct replica *r, uint64_t term)
+{
+    uint64_t cur = __atomic_load_n(&r->min_term, __ATOMIC_ACQUIRE);
+    while (term > cur && !__atomic_compare_exchange_n(&r->min_term, &cur, term, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        ;
 }
 
 void replica_ask_stop(struct replica *r)

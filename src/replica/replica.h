@@ -43,6 +43,11 @@ struct replica_opts {
 /* Start the client's thread.  0 or LV_ENOMEM. */
 int replica_start(const struct replica_opts *o, struct replica **out);
 
+/* The lease names term `term` for the primary now: refuse primaries below
+ * it, and end the session with one below it (a new term at the same URL, a
+ * VIP or a DNS name, may be another node).  Only ever raises.  Any thread. */
+void replica_raise_term(struct replica *r, uint64_t term);
+
 /* Ask the thread to stop without waiting (it leaves the stream within
  * about a second); replica_stop joins and frees.  NULL is fine. */
 void replica_ask_stop(struct replica *r);
