@@ -89,17 +89,20 @@ JOBS ?= 2
 unit-test: npm-deps $(BIN) $(BUILD)/tests/unit
 	LITEVAULT=$(abspath $(BIN)) ./tests/run-criterion.sh $(BUILD)/unit.log $(BUILD)/tests/unit --jobs $(JOBS)
 
-# The whole suite runs with -wal files on kernel passthrough (the default
-# where the kernel has it); the capture, crash, fault, image and replay
-# tests of WAL databases run again with them going through the daemon
-# (LV_WAL_PASSTHROUGH=0), the other path to the same capture.
-WAL_FALLBACK_TESTS ?= @(capture|crash|image|replay|export)/*
+# The whole suite runs with -wal files and rollback journals on kernel
+# passthrough (the default where the kernel has it); the capture, crash,
+# fault, image and replay tests run again with them going through the
+# daemon (LV_WAL_PASSTHROUGH=0 LV_JOURNAL_PASSTHROUGH=0), the other path
+# to the same capture.
+FALLBACK_TESTS ?= @(capture|crash|image|replay|export)/*
+FALLBACK_FAULTS ?= faults/@(full_disk|full_log_disk|enospc)*
+FALLBACK_ENV = LV_WAL_PASSTHROUGH=0 LV_JOURNAL_PASSTHROUGH=0
 it-test: npm-deps $(BIN) $(BUILD)/tests/it
 	LITEVAULT=$(abspath $(BIN)) ./tests/run-criterion.sh $(BUILD)/it.log $(BUILD)/tests/it --jobs $(JOBS)
-	LV_WAL_PASSTHROUGH=0 LITEVAULT=$(abspath $(BIN)) ./tests/run-criterion.sh $(BUILD)/it-wal-fallback.log \
-	    $(BUILD)/tests/it --jobs $(JOBS) --filter '$(WAL_FALLBACK_TESTS)'
-	LV_WAL_PASSTHROUGH=0 LITEVAULT=$(abspath $(BIN)) ./tests/run-criterion.sh $(BUILD)/it-wal-fallback-faults.log \
-	    $(BUILD)/tests/it --jobs $(JOBS) --filter 'faults/*_wal'
+	$(FALLBACK_ENV) LITEVAULT=$(abspath $(BIN)) ./tests/run-criterion.sh $(BUILD)/it-fallback.log \
+	    $(BUILD)/tests/it --jobs $(JOBS) --filter '$(FALLBACK_TESTS)'
+	$(FALLBACK_ENV) LITEVAULT=$(abspath $(BIN)) ./tests/run-criterion.sh $(BUILD)/it-fallback-faults.log \
+	    $(BUILD)/tests/it --jobs $(JOBS) --filter '$(FALLBACK_FAULTS)'
 
 # The man page and bash completion follow --help; make install puts every file in place.
 cli-docs-test: $(BIN)

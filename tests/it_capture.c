@@ -16,6 +16,8 @@
  *                      no-op UPDATE, failed INSERT: no record; WAL checkpoints
  *                      PASSIVE/FULL/RESTART/TRUNCATE: no record, still replays.
  *   capture/exclusive  PRAGMA locking_mode=EXCLUSIVE (rollback and WAL).
+ *   capture/exclusive_sync_off  the same with synchronous=OFF (rollback):
+ *                      one record per transaction although nothing is synced.
  *   capture/vacuum     VACUUM, VACUUM to a new page size (rollback modes),
  *                      auto_vacuum FULL, INCREMENTAL + incremental_vacuum.
  *   capture/multiproc  N forked writers, BEGIN IMMEDIATE/INSERT/COMMIT with a
@@ -395,6 +397,39 @@ static void case_exclusive(void)
     check("x.db");
 }
 T_ALL(capture, exclusive, case_exclusive)
+
+/* locking_mode=EXCLUSIVE with synchronous=OFF: SQLite commits by zeroing
+ * the journal's header (or truncating it) and syncs nothing, and starts the
+ * next transaction by writing a new header over it.  With the journal on
+ * kernel passthrough the daemon sees only the main file's writes, and
+ * tells transactions apart by the header's nonce: five transactions in a
+ * row, with nobody asking the daemon in between, are five records. */
+static void case_exclusive_sync_off(void)
+{
+    sqlite3 *db = create_db("xo.db");
+    sqlite3_close(db);
+    char *j = P("xo.db-journal");
+    CHECK(unlink(j) == 0 || errno == ENOENT, "unlink %s: %s", j, strerror(errno)); /* PERSIST's: created anew */
+    free(j);
+    uint64_t t = TX("xo.db");
+    db = dbopen_mode("xo.db", NULL);
+    xsql(db, "PRAGMA locking_mode=EXCLUSIVE");
+    xsql(db, "PRAGMA journal_mode=%s", MODE);
+    xsql(db, "PRAGMA synchronous=OFF");
+    for (int i = 0; i < 5; i++)
+        insert_rows(db, 2, i);
+    xsql(db, "UPDATE t SET v = randomblob(%d) WHERE id %% 2 = 0", blob_size());
+    EXPECT_TX("xo.db", t + 6, "six write transactions under locking_mode=EXCLUSIVE and synchronous=OFF");
+    insert_rows(db, 1, 9);
+    sqlite3_close(db);
+    EXPECT_TX("xo.db", t + 7, "a last transaction, then closing the connection");
+    check_records("xo.db");
+    check("xo.db");
+}
+T_ONE(capture, exclusive_sync_off, case_exclusive_sync_off, delete, 4096)
+T_ONE(capture, exclusive_sync_off, case_exclusive_sync_off, truncate, 4096)
+T_ONE(capture, exclusive_sync_off, case_exclusive_sync_off, persist, 4096)
+T_ONE(capture, exclusive_sync_off, case_exclusive_sync_off, persist, 512)
 
 /* ------------------------------------------------------------ vacuum */
 

@@ -126,7 +126,12 @@
  *      (wal_before_drop), so no committed transaction is ever lost.
  *  C8. In rollback modes a refused commit leaves no committed state behind
  *      for any connection, now or after a crash: the commit point (unlink,
- *      truncation, zeroing) is performed only after logging (C2).
+ *      truncation, zeroing) is performed only after logging (C2).  The one
+ *      exception is a journal on kernel passthrough in PERSIST or exclusive
+ *      mode: the kernel zeroes its header, and the daemon logs the commit
+ *      at the fsync that follows (db_journal_follow), before the commit
+ *      returns to the application unless synchronous=OFF; a failure then
+ *      breaks the database (start-up logs it as it is).
  *  C9. A full disk is SQLITE_FULL in every journal mode.  SQLite reports
  *      ENOSPC from a write as SQLITE_FULL, but errors of unlink, ftruncate
  *      and fsync as SQLITE_IOERR_*, and a rollback-mode commit point is one

@@ -135,6 +135,19 @@ int dbreg_set_wal_passthrough(struct dbreg *r, int on);
  * 0: it goes through the daemon. */
 int dbreg_wal_passthrough(struct dbreg *r, const char *dbname);
 
+/* Let rollback journals created from now on use kernel passthrough (on =
+ * 1) or not (0).  Call before serving, or at a role change. */
+void dbreg_set_journal_passthrough(struct dbreg *r, int on);
+
+/* Should the CREATE of a rollback journal ask for passthrough?  1 when
+ * allowed (dbreg_set_journal_passthrough) and not a replica. */
+int dbreg_journal_passthrough(struct dbreg *r);
+
+/* A handle of d's rollback journal got kernel passthrough (open), or is
+ * released (close: a commit its header shows is logged first). */
+void db_journal_pt_open(struct db *d);
+void db_journal_pt_close(struct db *d);
+
 /* How many databases have WAL commits that cannot be logged (capture
  * stalled: their checkpoints are refused); their names, comma-separated,
  * into names (n bytes, truncated). */

@@ -409,6 +409,7 @@ static int journal_commit(struct db *d, enum jmode jm)
     if (d->broken || (d->hot_rollback && db_dirty_free_leaves(d) != 0) || db_capture_rollback(d, 0) != 0)
         return -EIO;
     d->journal_active = 0; /* journal_active -> idle */
+    d->jpt_tx = 0;
     d->hot_rollback = 0;
     d->resv_refused = 0;   /* C9: the next transaction reserves again */
     d->jmode = jm;
@@ -453,6 +454,7 @@ static ssize_t write_journal(struct db *d, int fd, const void *buf, size_t len, 
             d->ckpt_dirty = 0;
         }
         d->journal_active = 1;
+        d->jpt_tx = 0;
         d->resv_refused = 0; /* a new transaction reserves again */
     } else if (off == 0 && len >= 8 && memcmp(buf, zero8, 8) == 0 && d->journal_active) {
         /* PERSIST (or exclusive mode) commit: log, then zero the header. */
@@ -461,6 +463,110 @@ static ssize_t write_journal(struct db *d, int fd, const void *buf, size_t len, 
             return n;
     }
     return do_pwrite(fd, buf, len, off);
+}
+
+/*
+ * PASSTHROUGH JOURNALS.  A rollback journal created while passthrough is
+ * allowed (fs.c asks at its CREATE: dbreg_journal_passthrough) is written
+ * by the kernel straight to the backing file, so the daemon sees neither
+ * the header that starts a transaction nor the zeroed header that commits
+ * one in PERSIST mode or under locking_mode=EXCLUSIVE.  It follows the
+ * journal's header in the backing file instead (db_journal_follow), at
+ * every event that can come after those writes:
+ *   - the journal's fsync (SQLite syncs the header it has just written,
+ *     and, unless synchronous=OFF, the zeroed header of a commit);
+ *   - each write to the main file (always after the journal's header);
+ *   - the journal's truncate and unlink (the TRUNCATE and DELETE commits,
+ *     seen as before), and the close of its last passthrough handle;
+ *   - /status, images, the WAL watcher's sweeps (db_wal_capture).
+ * A header names its transaction: SQLite writes each new one with a
+ * random nonce (bytes 12..15) and the original database size (16..19),
+ * kept in jtag.  So, with jpt > 0:
+ *   idle, a header with the magic          -> journal_active, jpt_tx
+ *   journal_active && jpt_tx, the header zeroed, short, gone, or of
+ *   another transaction                    -> journal_commit (the
+ *                                             transaction committed), then
+ *                                             as idle
+ * With locking_mode=EXCLUSIVE and synchronous=OFF nothing else marks a
+ * commit: it is logged at the next of these events (the next write
+ * transaction's first write, the connection's close, /status).
+ */
+
+/* The backing journal's header: 1 if it starts with the magic (its bytes
+ * 0..19 in h), else 0 (zeroed, short or absent). */
+static int journal_peek(struct db *d, uint8_t h[20])
+{
+    char rel[PATH_MAX];
+    ssize_t n;
+    int fd;
+
+    snprintf(rel, sizeof rel, "%s-journal", d->name);
+    fd = openat(d->reg->rootfd, rel, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    n = pread(fd, h, 20, 0);
+    close(fd);
+    return n == 20 && memcmp(h, db_journal_magic, 8) == 0;
+}
+
+int db_journal_follow(struct db *d, int can_refuse)
+{
+    uint8_t h[20];
+    int valid, rc;
+
+    if (!d->jpt || d->kind != DBK_SQLITE || d->broken || dbreg_is_replica(d->reg))
+        return 0;
+    valid = journal_peek(d, h);
+    if (d->journal_active && d->jpt_tx) {
+        if (valid && memcmp(h + 12, d->jtag, sizeof d->jtag) == 0)
+            return 0; /* the same transaction */
+        if ((rc = journal_commit(d, JM_PERSIST)) != 0) {
+            /* Committed in the file already (C8 does not hold here): the
+             * database no longer follows its log until start-up logs it. */
+            db_fail(d, "a transaction committed by zeroing its passthrough journal's header could not be logged");
+            return rc;
+        }
+    }
+    if (d->journal_active || !valid)
+        return 0;
+    if (!can_refuse && __atomic_load_n(&d->reg->log_full, __ATOMIC_RELAXED))
+        return 0; /* left to the next write, which refuses it */
+    if (d->bulk && bulk_commit(d) != 0)
+        return -EIO;
+    if (d->ckpt_dirty) {
+        db_dirty_clear(d);
+        d->ckpt_dirty = 0;
+    }
+    d->journal_active = 1; /* idle -> journal_active */
+    d->jpt_tx = 1;
+    memcpy(d->jtag, h + 12, sizeof d->jtag);
+    d->resv_refused = 0;
+    if (__atomic_load_n(&d->reg->log_full, __ATOMIC_RELAXED)) {
+        /* data.max-log-size reached: no new rollback transaction may
+         * start (as at a journal write through the daemon).  The
+         * operation is refused (SQLITE_FULL or an I/O error), and the
+         * rollback's writes go through (resv_refused). */
+        d->resv_refused = 1;
+        d->refused++;
+        return -ENOSPC;
+    }
+    return 0;
+}
+
+void db_journal_pt_open(struct db *d)
+{
+    pthread_mutex_lock(&d->mu);
+    d->jpt++;
+    pthread_mutex_unlock(&d->mu);
+}
+
+void db_journal_pt_close(struct db *d)
+{
+    pthread_mutex_lock(&d->mu);
+    (void)db_journal_follow(d, 0);
+    LV_ASSERT(d->jpt > 0);
+    d->jpt--;
+    hook_exit(d);
 }
 
 /*
@@ -549,6 +655,8 @@ int db_wal_capture(struct db *d)
     size_t n = 0, i = 0;
     int fd, restarted = 0, rc = 0;
 
+    if (d->jpt && db_journal_follow(d, 0) != 0)
+        return LV_EIO; /* (a passthrough journal's commit is logged first) */
     if (d->kind != DBK_SQLITE || dbreg_is_replica(d->reg) || d->journal_active)
         return 0; /* (a rollback transaction is open: no WAL commit can be) */
     if (d->broken)
@@ -734,6 +842,8 @@ ssize_t db_on_write(struct db *d, enum db_filekind kind, int fd, const void *buf
         n = -ENOSPC;
         goto out_unlock;
     }
+    if (kind == DBF_MAIN && d->jpt && (n = db_journal_follow(d, 1)) != 0)
+        goto out_unlock; /* the header written since: a transaction started (or committed) */
     if (kind == DBF_MAIN) {
         db_img_cow_main(d, (uint64_t)off, len);
         n = write_main(d, fd, buf, len, off);
@@ -767,6 +877,8 @@ int db_on_truncate(struct db *d, enum db_filekind kind, int fd, const char *rel,
         rc = -EIO;
         goto out_unlock;
     }
+    if ((kind == DBF_MAIN || kind == DBF_JOURNAL) && d->jpt && (rc = db_journal_follow(d, 0)) != 0)
+        goto out_unlock;
     if (d->kind == DBK_SQLITE) {
         if (kind == DBF_MAIN)
             db_img_cow_main(d, (uint64_t)size, 0);
@@ -802,6 +914,8 @@ int db_on_unlink(struct db *d, enum db_filekind kind, const char *rel)
     if (dbreg_is_replica(d->reg)) /* a reader's connection closing: nothing to capture */
         return unlinkat(d->reg->rootfd, rel, 0) ? -errno : 0;
     pthread_mutex_lock(&d->mu);
+    if (kind == DBF_JOURNAL && d->jpt && (rc = db_journal_follow(d, 0)) != 0)
+        goto out_unlock;
     if (d->kind == DBK_SQLITE && kind == DBF_JOURNAL && d->journal_active &&
         (rc = db_fence_refuse(d->reg, d->name)) != 0)
         goto out_unlock; /* the commit is refused: SQLite rolls back from the journal once writes return */
@@ -861,6 +975,8 @@ int db_on_fsync(struct db *d, enum db_filekind kind, int fd, int datasync)
         synced = 1;
     }
     pthread_mutex_lock(&d->mu);
+    if (kind == DBF_JOURNAL && d->jpt && (rc = db_journal_follow(d, 1)) != 0)
+        goto out_unlock; /* the header it syncs: a transaction started, or a PERSIST commit */
     if (d->kind == DBK_SQLITE && !d->broken) {
         if (kind == DBF_WAL || (kind == DBF_MAIN && d->hdr_wal))
             db_wal_capture(d); /* a failure leaves the commits in the WAL (wal_stalled) */

@@ -200,6 +200,8 @@ static int img_start(struct db *d, struct db_image *im, int timeout_ms)
         return d->broken ? LV_EBROKEN : LV_ENOENT;
     if (d->broken)
         return LV_EBROKEN;
+    if (d->jpt)
+        (void)db_journal_follow(d, 0); /* a commit the daemon did not see ends the transaction */
     if (!d->journal_active && !d->bulk)
         return img_setup(d, im);
     d->img_want = im;

@@ -69,6 +69,9 @@ struct db {
     enum jmode jmode_saved;  /* journal mode last written to meta/NAME/journal-mode (mu) */
     int hdr_wal;             /* database header says WAL (byte 18 == 2) (mu) */
     int journal_active;      /* journal header written since the last commit (mu) */
+    int jpt;                 /* open handles of a rollback journal on kernel passthrough (mu) */
+    int jpt_tx;              /* journal_active was set by db_journal_follow, from the header in jtag (mu) */
+    uint8_t jtag[8];         /* that header's nonce and original database size (its bytes 12..19) (mu) */
     int hot_rollback;        /* the active journal was found hot at start-up: its commit also compares the freelist leaves (mu) */
     int bulk;                /* non-journal writes to a new/truncated file allowed (mu) */
     int warned_nojournal;    /* the OFF/MEMORY capture mode was logged (mu) */
@@ -134,6 +137,7 @@ struct dbreg {
     struct db_watch *watch;   /* the WAL watcher (db_watch.c), or NULL: -wal files go through the daemon
                                * (set before serving; immutable after) */
     int wal_pt;               /* -wal files may use kernel passthrough (dbreg_set_wal_passthrough) (atomic) */
+    int journal_pt;           /* new rollback journals may use it (dbreg_set_journal_passthrough) (atomic) */
     pthread_mutex_t smu;      /* guards the sync queue below */
     pthread_cond_t scv;       /* signals a finished job (smu) */
     struct db_sync_job *sq;   /* queued jobs (smu) */
@@ -225,6 +229,12 @@ int db_dirty_pages(struct db *d, uint32_t ps, int (*fn)(void *, uint32_t), void 
  * else the error, and d->wal_stalled stays set until a later call logs
  * them (db_capture.c). */
 int db_wal_capture(struct db *d);
+/* Follow a passthrough rollback journal's header (db_capture.c): a
+ * transaction started, or committed by zeroing it.  d->mu held.
+ * can_refuse: the caller is a write or fsync that can fail the starting
+ * transaction (data.max-log-size reached).  0, or a negative errno to
+ * refuse that operation. */
+int db_journal_follow(struct db *d, int can_refuse);
 
 /* Stop the WAL watcher, if running (dbreg_close, before the databases are
  * freed). */

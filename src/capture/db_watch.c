@@ -294,3 +294,13 @@ int dbreg_wal_passthrough(struct dbreg *r, const char *dbname)
         return 0;
     return watch_dir(r, dbname) == 0;
 }
+
+void dbreg_set_journal_passthrough(struct dbreg *r, int on)
+{
+    __atomic_store_n(&r->journal_pt, on, __ATOMIC_RELAXED);
+}
+
+int dbreg_journal_passthrough(struct dbreg *r)
+{
+    return __atomic_load_n(&r->journal_pt, __ATOMIC_RELAXED) && !dbreg_is_replica(r);
+}

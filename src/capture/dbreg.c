@@ -515,7 +515,8 @@ void dbreg_sync_logs(struct dbreg *r)
 }
 
 /* Log the commits every WAL-mode database's -wal holds (passthrough: the
- * watcher may not have reached them yet), each under its own mu only. */
+ * watcher may not have reached them yet), and those a passthrough journal's
+ * header shows, each under its own mu only. */
 static void capture_wal_all(struct dbreg *r)
 {
     struct db **dv = NULL;
@@ -524,8 +525,8 @@ static void capture_wal_all(struct dbreg *r)
     db_refs(r, &dv, &nd); /* out of memory: nothing captured now; the watcher and fsyncs still do */
     for (size_t k = 0; k < nd; k++) {
         pthread_mutex_lock(&dv[k]->mu);
-        if (dv[k]->kind == DBK_SQLITE && dv[k]->hdr_wal)
-            db_wal_capture(dv[k]);
+        if (dv[k]->kind == DBK_SQLITE && (dv[k]->hdr_wal || dv[k]->jpt))
+            db_wal_capture(dv[k]); /* (and a passthrough journal's commit) */
         pthread_mutex_unlock(&dv[k]->mu);
         db_put(dv[k]);
     }
@@ -598,7 +599,7 @@ int dbreg_list(struct dbreg *r, struct db_info **out, size_t *n)
         struct db *d = dv[k];
         int listed = 0;
         pthread_mutex_lock(&d->mu);
-        if (rc == 0 && d->kind == DBK_SQLITE && d->hdr_wal)
+        if (rc == 0 && d->kind == DBK_SQLITE && (d->hdr_wal || d->jpt))
             db_wal_capture(d);
         if (rc == 0 && (d->kind == DBK_SQLITE || d->broken)) {
             struct db_info *i = &v[cnt++];
@@ -646,7 +647,7 @@ int dbreg_txid(struct dbreg *r, const char *name, uint64_t *txid)
     if (!d)
         return rc;
     pthread_mutex_lock(&d->mu);
-    if (d->kind == DBK_SQLITE && d->hdr_wal)
+    if (d->kind == DBK_SQLITE && (d->hdr_wal || d->jpt))
         db_wal_capture(d);
     if (d->kind == DBK_SQLITE) {
         *txid = d->txid;

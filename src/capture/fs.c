@@ -60,7 +60,7 @@ struct lvfile {
     enum db_filekind kind;  /* which file of the database */
     int wrote;              /* this handle wrote: its close may end an unjournaled transaction */
     DIR *dir;               /* for directory handles: the stream (fd is its dirfd), else NULL */
-    struct pt_backing *pt;  /* -shm, -wal: its shared passthrough registration (g_pt_mu), or NULL */
+    struct pt_backing *pt;  /* -shm, -wal, journal: its shared passthrough registration (g_pt_mu), or NULL */
     int noflush;            /* opened with noflush: close(2) sends no FLUSH, release captures */
     int own;                /* opened by a thread of this daemon (the replica's applier): on g_own (g_own_mu) */
     struct lvfile *own_next, *own_prev; /* links of g_own (g_own_mu) */
@@ -378,14 +378,14 @@ static void pt_attach(struct lvfile *f, struct fuse_file_info *fi, int want)
             id = 0;
             if (__atomic_load_n(&g_pt_state, __ATOMIC_RELAXED) == 0) {
                 __atomic_store_n(&g_pt_state, -1, __ATOMIC_RELAXED);
-                LV_INFO("FUSE passthrough is not available (%s): -shm and -wal files go through the daemon",
+                LV_INFO("FUSE passthrough is not available (%s): -shm, -wal and journal files go through the daemon",
                         strerror(e));
                 goto out_unlock;
             }
             /* Worked before: remember this inode as cached, so that its
              * other opens do not ask for passthrough either (the kernel
              * refuses to mix the two on one inode). */
-            LV_WARN("FUSE passthrough: registering a -shm or -wal file failed (%s); it goes through the daemon",
+            LV_WARN("FUSE passthrough: registering a -shm, -wal or journal file failed (%s); it goes through the daemon",
                     strerror(e));
         } else if (__atomic_exchange_n(&g_pt_state, 1, __ATOMIC_RELAXED) == 0) {
             LV_INFO("FUSE passthrough is on");
@@ -592,12 +592,25 @@ static int do_open(const char *path, struct fuse_file_info *fi, int create, mode
         pt_attach(f, fi, 1);
     else if (k == DBF_WAL && f->db)
         pt_attach(f, fi, dbreg_wal_passthrough(g_reg, name));
-    /* Rollback journals are written in 4+page+4 byte records at unaligned
-     * offsets and read back only to roll back a hot journal.  Through the
-     * page cache the kernel splits each page write at the partial page
-     * boundary (two round trips); direct I/O sends it whole. */
-    if (k == DBF_JOURNAL)
+    /* A rollback journal the application creates uses passthrough too
+     * where the registry allows: the daemon follows its header from the
+     * backing file (db_journal_follow) and sees its commit (unlink,
+     * truncate, or the fsync of a zeroed header).  An existing journal's
+     * open shares the way its inode's open handles took, and goes through
+     * the daemon if none is open (PERSIST and TRUNCATE reuse the file).
+     * Through the daemon, journals are written in 4+page+4 byte records at
+     * unaligned offsets and read back only to roll back a hot journal:
+     * through the page cache the kernel would split each page write at the
+     * partial page boundary (two round trips); direct I/O sends it whole. */
+    if (k == DBF_JOURNAL && f->db) {
+        pt_attach(f, fi, create && dbreg_journal_passthrough(g_reg));
+        if (f->pt && f->pt->id > 0)
+            db_journal_pt_open(f->db);
+        else
+            fi->direct_io = 1;
+    } else if (k == DBF_JOURNAL) {
         fi->direct_io = 1;
+    }
     fi->fh = (uintptr_t)f;
     return 0;
 out_free:
@@ -673,6 +686,8 @@ static int do_release(struct fuse_file_info *fi)
             f->own_next->own_prev = f->own_prev;
         pthread_mutex_unlock(&g_own_mu);
     }
+    if (f->kind == DBF_JOURNAL && f->db && f->pt && f->pt->id > 0)
+        db_journal_pt_close(f->db);
     pt_detach(f);
     if (f->noflush && f->wrote && f->kind == DBF_MAIN && f->db)
         (void)db_on_flush(f->db, f->kind); /* a failure is logged there and leaves the database broken */

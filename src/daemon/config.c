@@ -4,7 +4,7 @@
  * The file is read whole into memory and loaded with libyaml's document
  * API (yaml_parser_load), then walked against a static key schema:
  *
- *   fuse:   dir, allow-other, wal-passthrough    (section)
+ *   fuse:   dir, allow-other, wal-passthrough, journal-passthrough (section)
  *   data:   dir, state-interval, segment-size, max-log-size (section)
  *   http:   addr, public, image-space, header-timeout,
  *           max-conns-per-address, token, token-file, allow-no-token,
@@ -957,6 +957,7 @@ static const struct cfg_key fuse_keys[] = {
     {.name = "dir", .parse = parse_dir, .off = offsetof(struct config, fuse_dir), .owned = 1, .example = DEFAULT_FUSE_DIR},
     {.name = "allow-other", .parse = parse_bool, .off = offsetof(struct config, fuse_allow_other), .example = "false"},
     {.name = "wal-passthrough", .parse = parse_bool, .off = offsetof(struct config, fuse_wal_passthrough), .example = "true"},
+    {.name = "journal-passthrough", .parse = parse_bool, .off = offsetof(struct config, fuse_journal_passthrough), .example = "true"},
     {.name = NULL},
 };
 
@@ -1918,6 +1919,7 @@ int config_defaults(struct config *cfg)
     memset(cfg, 0, sizeof *cfg);
     cfg->fuse_dir = strdup(DEFAULT_FUSE_DIR);
     cfg->fuse_wal_passthrough = 1;
+    cfg->fuse_journal_passthrough = 1;
     cfg->data_dir = strdup(DEFAULT_DATA_DIR);
     cfg->http_addr = strdup(DEFAULT_HTTP_ADDR);
     cfg->http_public = 1;

@@ -22,6 +22,7 @@ struct config {
     char *fuse_dir;    /* fuse.dir: mount point (owned); default "/var/lib/litevault/mnt" */
     int fuse_allow_other; /* fuse.allow-other: users other than the daemon's may use the mount; default 0 */
     int fuse_wal_passthrough; /* fuse.wal-passthrough: -wal files use kernel passthrough where allowed; default 1 */
+    int fuse_journal_passthrough; /* fuse.journal-passthrough: rollback journals use it where allowed; default 1 */
     char *data_dir;    /* data.dir: backing files and logs (owned); default "/var/lib/litevault/data" */
     char *http_addr;   /* http.addr: host:port (owned); default "127.0.0.1:20202" */
     int http_public;   /* http.public: /status, /metrics, /health served on http.addr without the token;

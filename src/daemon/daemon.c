@@ -633,13 +633,15 @@ static int open_role(struct daemon *dm)
     return 0;
 }
 
-/* May -wal files use kernel passthrough (fuse.wal-passthrough)?  Not where
+/* May -wal files and rollback journals use kernel passthrough
+ * (fuse.wal-passthrough, fuse.journal-passthrough)?  Not where
  * a commit must wait in the daemon: with replication.sync-replicas (the
  * commit waits for replicas' acknowledgements in its write), or with an
  * etcd lease (a fenced primary refuses commits in their write); nor when
- * LV_WAL_PASSTHROUGH=0 (tests of the path through the daemon).  A replica
+ * LV_WAL_PASSTHROUGH=0 or LV_JOURNAL_PASSTHROUGH=0 (tests of the path
+ * through the daemon).  A replica
  * never asks (dbreg_wal_passthrough). */
-static void set_wal_passthrough(struct daemon *dm)
+static void set_passthrough(struct daemon *dm)
 {
     const struct config *cfg = dm->cfg;
     const char *env = getenv("LV_WAL_PASSTHROUGH");
@@ -657,6 +659,19 @@ static void set_wal_passthrough(struct daemon *dm)
     }
     if (dbreg_set_wal_passthrough(dm->reg, on) != 0)
         LV_WARN("the WAL watcher cannot run: -wal files go through the daemon");
+    /* Rollback journals: allowed where -wal files are (a commit that must
+     * wait or be refused needs the daemon in its path), but not tied to
+     * the watcher (their commits reach the daemon: db_journal_follow). */
+    env = getenv("LV_JOURNAL_PASSTHROUGH");
+    int jon = cfg->fuse_journal_passthrough && !(env && strcmp(env, "0") == 0) && cfg->repl_sync_replicas == 0 &&
+              strcmp(cfg->lease_type, "etcd") != 0;
+    if (!jon)
+        LV_INFO("rollback journals go through the daemon (%s)",
+                !cfg->fuse_journal_passthrough        ? "fuse.journal-passthrough: false"
+                : env && strcmp(env, "0") == 0        ? "LV_JOURNAL_PASSTHROUGH=0"
+                : cfg->repl_sync_replicas > 0         ? "replication.sync-replicas: a commit waits there"
+                                                      : "an etcd lease: a fenced primary refuses commits there");
+    dbreg_set_journal_passthrough(dm->reg, jon);
 }
 
 /* Steps 3 to 5 of start-up.  0 or an exit code (message printed). */
@@ -686,7 +701,7 @@ static int open_parts(struct daemon *dm, struct http_server **hs, struct http_se
         return LV_EXIT_RUNTIME;
     }
     __atomic_store_n(&dm->reg, reg, __ATOMIC_RELEASE); /* the lease's thread may look (lease_deadline) */
-    set_wal_passthrough(dm);
+    set_passthrough(dm);
     dbreg_set_fence_deadline(reg, __atomic_load_n(&dm->pending_deadline, __ATOMIC_ACQUIRE)); /* one told before */
     dbreg_clear_tmp(cfg->data_dir); /* D1 */
     rc = open_role(dm);
