@@ -640,6 +640,88 @@ Test(archive, disk_limit_and_pruning)
     lvnode_stop(n);
 }
 
+/* data.max-log-size reached in a rollback journal mode (DELETE, PERSIST;
+ * each transaction's journal created through the mount, so on kernel
+ * passthrough where the kernel has it): a new transaction is refused with
+ * SQLITE_FULL, even one whose cache spills before its commit, and its
+ * rollback finishes (no hot journal left behind: the database stays
+ * readable, with every row committed and no other).  Once the archive has
+ * caught up, transactions commit again, each one record. */
+static void disk_limit_rollback_case(const char *mode)
+{
+    dest(LVDEST_S3, "    sync-interval: 200ms\n    compaction: []\n");
+    struct lvnode *n = node("  segment-size: 16KiB\n  state-interval: 200ms\n  max-log-size: 1MiB\n");
+    char *p = lvnode_path(n, "rb.db");
+    sqlite3 *h = NULL;
+    cr_assert_eq(sqlite3_open(p, &h), SQLITE_OK);
+    sqlite3_busy_timeout(h, 5000);
+    char q[200], *jp = lvnode_path(n, "rb.db-journal");
+    snprintf(q, sizeof q, "PRAGMA journal_mode=%s; PRAGMA cache_size=5; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)",
+             mode);
+    cr_assert_eq(sqlite3_exec(h, q, NULL, NULL, NULL), SQLITE_OK);
+    int rows = 0;
+    for (int i = 0; i < 10; i++, rows++)
+        cr_assert_eq(sqlite3_exec(h, "INSERT INTO t(v) VALUES(randomblob(3000))", NULL, NULL, NULL), SQLITE_OK);
+    wait_confirmed(n, "rb.db", 20);
+
+    s3rver_kill(A.d->s3);
+    int full = 0;
+    for (int i = 0; i < 200 && !full; i++) {
+        /* A journal PERSIST kept is not hot (zeroed header): gone, the next is created anew */
+        cr_assert(unlink(jp) == 0 || errno == ENOENT, "unlink %s: %s", jp, strerror(errno));
+        /* 40 rows of 3 KB with a 5-page cache: the cache spills into the file before the commit */
+        int rc = sqlite3_exec(h, "BEGIN; INSERT INTO t(v) SELECT randomblob(3000) FROM (WITH RECURSIVE c(x) AS "
+                                 "(SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 40) SELECT x FROM c); COMMIT;",
+                              NULL, NULL, NULL);
+        if (rc == SQLITE_OK) {
+            rows += 40;
+            continue;
+        }
+        cr_assert_eq(rc & 0xff, SQLITE_FULL, "a transaction failed with %d (%s), not SQLITE_FULL", rc,
+                     sqlite3_errmsg(h));
+        full = 1;
+        sqlite3_exec(h, "ROLLBACK", NULL, NULL, NULL);
+    }
+    cr_assert(full, "the log never filled (%d rows committed)", rows);
+    cr_assert_eq(metric(n, "litevault_local_log_full"), 1);
+    sqlite3_close(h);
+    /* Another connection: no hot journal left to roll back, every committed row, no other. */
+    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), rows, "rows lost or kept from the refused transaction");
+    char *ic = sql_text(p, "PRAGMA integrity_check");
+    cr_assert_str_eq(ic, "ok", "integrity_check after the refused transaction: %s", ic);
+    free(ic);
+
+    s3rver_restart(A.d->s3);
+    WAIT_FOR(metric(n, "litevault_local_log_full") == 0, 60000);
+    cr_assert_eq(metric(n, "litevault_local_log_full"), 0, "the log is still full after catching up");
+    struct lvdbstat ds;
+    cr_assert_eq(lvnode_http_db(n, "rb.db", &ds), 1);
+    uint64_t t = ds.txid;
+    cr_assert_eq(sqlite3_open(p, &h), SQLITE_OK);
+    sqlite3_busy_timeout(h, 5000);
+    cr_assert_eq(sqlite3_exec(h, "PRAGMA cache_size=5; BEGIN; INSERT INTO t(v) SELECT randomblob(3000) FROM (WITH "
+                                 "RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 40) SELECT x "
+                                 "FROM c); COMMIT;", NULL, NULL, NULL), SQLITE_OK, "%s", sqlite3_errmsg(h));
+    sqlite3_close(h);
+    cr_assert_eq(lvnode_last_txid(n, "rb.db"), t + 1, "the transaction after catching up is not one record");
+    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), rows + 40);
+    free(p);
+    free(jp);
+    wait_confirmed(n, "rb.db", 20);
+    verify_archive(n, "rb.db", 1);
+    lvnode_stop(n);
+}
+
+Test(archive, disk_limit_rollback_delete)
+{
+    disk_limit_rollback_case("DELETE");
+}
+
+Test(archive, disk_limit_rollback_persist)
+{
+    disk_limit_rollback_case("PERSIST");
+}
+
 /* A destination added while the local log no longer starts at TXID 1: its lineage starts
  * with a snapshot, and the first destination carries on unaffected. */
 Test(archive, new_destination_starts_from_a_snapshot)

@@ -947,6 +947,50 @@ Test(faults, enospc_injected_delete)
 }
 
 /*
+ * The header of a rollback journal on kernel passthrough cannot be read
+ * (LV_FAULT: the daemon's opens of the journal fail after the first two,
+ * once the transaction has started): the daemon cannot tell whether the
+ * transaction goes on or committed, so it refuses the operation (an I/O
+ * error) rather than guess.  The transaction fails and nothing of it is
+ * logged; after a restart without the fault the database has exactly the
+ * committed rows and equals its log.  (Taken for a commit, the unreadable
+ * header once made the daemon log a part of the transaction.)
+ */
+Test(faults, journal_header_unreadable)
+{
+    fN = lvnode_started(NULL);
+    char *p = lvnode_path(fN, "jh.db");
+    sql_exec(p, "PRAGMA journal_mode=DELETE; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);"
+                "INSERT INTO t(v) VALUES(randomblob(3000));", 0);
+    const char *env = getenv("LV_JOURNAL_PASSTHROUGH");
+    if ((env && strcmp(env, "0") == 0) || lvnode_log_contains(fN, "FUSE passthrough is not available"))
+        cr_skip_test("rollback journals go through the daemon here: no header to read from the backing file");
+    lvnode_stop(fN);
+    setenv("LV_FAULT", "open:EIO:after=2:match=jh.db-journal", 1);
+    lvnode_start(fN);
+    unsetenv("LV_FAULT");
+    uint64_t t0 = lvnode_last_txid(fN, "jh.db");
+    sqlite3 *h = NULL;
+    cr_assert_eq(sqlite3_open(p, &h), SQLITE_OK);
+    sqlite3_busy_timeout(h, 5000);
+    /* FULL: the journal's first fsync shows no magic yet, its second starts the transaction */
+    int rc = sqlite3_exec(h, "PRAGMA synchronous=FULL; PRAGMA cache_size=5; BEGIN;"
+                             "INSERT INTO t(v) SELECT randomblob(3000) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL "
+                             "SELECT x + 1 FROM c WHERE x < 60) SELECT x FROM c); COMMIT;", NULL, NULL, NULL);
+    cr_assert_neq(rc, SQLITE_OK, "the transaction committed although its journal's header could not be read");
+    sqlite3_exec(h, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(h);
+    cr_assert(daemon_up(fN), "the daemon died");
+    cr_assert(lvnode_log_contains(fN, "jh.db-journal"), "the daemon did not name the journal it could not read");
+    cr_assert_leq(lvnode_last_txid(fN, "jh.db"), t0 + 1, "records were logged for the failed transaction");
+    lvnode_stop(fN);
+    lvnode_start(fN);
+    cr_assert_eq(sql_int(p, "SELECT count(*) FROM t"), 1, "rows of the failed transaction are in the database");
+    assert_log_matches(fN, "jh.db", 0, fN->dir);
+    free(p);
+}
+
+/*
  * WAL mode with every log write failing (ENOSPC injected after the first
  * 15): commits succeed and stay in the WAL, the database is "stalled",
  * the daemon says why, checkpoints are refused, and the last connection's

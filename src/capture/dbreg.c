@@ -525,8 +525,10 @@ static void capture_wal_all(struct dbreg *r)
     db_refs(r, &dv, &nd); /* out of memory: nothing captured now; the watcher and fsyncs still do */
     for (size_t k = 0; k < nd; k++) {
         pthread_mutex_lock(&dv[k]->mu);
-        if (dv[k]->kind == DBK_SQLITE && (dv[k]->hdr_wal || dv[k]->jpt))
-            db_wal_capture(dv[k]); /* (and a passthrough journal's commit) */
+        if (dv[k]->kind == DBK_SQLITE && dv[k]->jpt)
+            (void)db_journal_follow(dv[k], 0);
+        if (dv[k]->kind == DBK_SQLITE && dv[k]->hdr_wal)
+            db_wal_capture(dv[k]);
         pthread_mutex_unlock(&dv[k]->mu);
         db_put(dv[k]);
     }
@@ -599,7 +601,9 @@ int dbreg_list(struct dbreg *r, struct db_info **out, size_t *n)
         struct db *d = dv[k];
         int listed = 0;
         pthread_mutex_lock(&d->mu);
-        if (rc == 0 && d->kind == DBK_SQLITE && (d->hdr_wal || d->jpt))
+        if (rc == 0 && d->kind == DBK_SQLITE && d->jpt)
+            (void)db_journal_follow(d, 0);
+        if (rc == 0 && d->kind == DBK_SQLITE && d->hdr_wal)
             db_wal_capture(d);
         if (rc == 0 && (d->kind == DBK_SQLITE || d->broken)) {
             struct db_info *i = &v[cnt++];
@@ -647,7 +651,9 @@ int dbreg_txid(struct dbreg *r, const char *name, uint64_t *txid)
     if (!d)
         return rc;
     pthread_mutex_lock(&d->mu);
-    if (d->kind == DBK_SQLITE && (d->hdr_wal || d->jpt))
+    if (d->kind == DBK_SQLITE && d->jpt)
+        (void)db_journal_follow(d, 0);
+    if (d->kind == DBK_SQLITE && d->hdr_wal)
         db_wal_capture(d);
     if (d->kind == DBK_SQLITE) {
         *txid = d->txid;
