@@ -582,7 +582,7 @@ Test(etcd, fence_and_resume)
     writer_stop(&w);
     cr_assert(lvnode_alive(n));
     cr_assert(is_primary(n));
-    cr_assert(lvnode_log_contains(n, "fenced"));
+    cr_assert(lvnode_log_contains(n, "(fenced)"));
     cr_assert(no_gap(n));
     lvnode_stop(n);
 }
@@ -1272,7 +1272,7 @@ Test(etcd, auth_token_expires)
     cr_log_info("auth_token_expires: %d writes in 12 s; the node authenticated again %d times", id, again);
     cr_assert_geq(again, 3, "the token expired every round, yet the node authenticated again only %d times", again);
     cr_assert_eq(lost, 0, "the node was not the primary at %d of its checks", lost);
-    cr_assert(!lvnode_log_contains(n, "fenced"), "the node fenced itself");
+    cr_assert(!lvnode_log_contains(n, "(fenced)"), "the node fenced itself");
     cr_assert(!lvnode_log_contains(n, "right after authenticating again"));
     no_password_shown(n);
     lvnode_stop(n);

@@ -670,7 +670,7 @@ static void set_passthrough(struct daemon *dm)
                 !cfg->fuse_journal_passthrough        ? "fuse.journal-passthrough: false"
                 : env && strcmp(env, "0") == 0        ? "LV_JOURNAL_PASSTHROUGH=0"
                 : cfg->repl_sync_replicas > 0         ? "replication.sync-replicas: a commit waits there"
-                                                      : "an etcd lease: a fenced primary refuses commits there");
+                                                      : "an etcd lease: a primary that loses it must stop commits there");
     dbreg_set_journal_passthrough(dm->reg, jon);
 }
 
