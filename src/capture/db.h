@@ -124,6 +124,12 @@ struct db_info {
  * 0 or LV_ENOMEM. */
 int dbreg_list(struct dbreg *r, struct db_info **out, size_t *n);
 
+/* The same, without first logging the commits a -wal or a passthrough
+ * journal holds: what the log has now (each database's mu is held only to
+ * copy its state).  For the replication streams, which the commits'
+ * captures wake (dbreg_wait_commit). */
+int dbreg_list_logged(struct dbreg *r, struct db_info **out, size_t *n);
+
 /* Let -wal files use kernel passthrough (on = 1; the WAL watcher starts
  * the first time) or not (0: new opens go through the daemon; opens of a
  * -wal inode already open keep its way).  Call before serving, or at a

@@ -585,7 +585,9 @@ void dbreg_set_log_full(struct dbreg *r, int full)
     __atomic_store_n(&r->log_full, full ? 1 : 0, __ATOMIC_RELAXED);
 }
 
-int dbreg_list(struct dbreg *r, struct db_info **out, size_t *n)
+/* dbreg_list and dbreg_list_logged: capture = 1 first logs the commits
+ * each -wal (and passthrough journal) holds. */
+static int list_dbs(struct dbreg *r, struct db_info **out, size_t *n, int capture)
 {
     struct db_info *v = NULL;
     struct db **dv = NULL;
@@ -601,9 +603,9 @@ int dbreg_list(struct dbreg *r, struct db_info **out, size_t *n)
         struct db *d = dv[k];
         int listed = 0;
         pthread_mutex_lock(&d->mu);
-        if (rc == 0 && d->kind == DBK_SQLITE && d->jpt)
+        if (capture && rc == 0 && d->kind == DBK_SQLITE && d->jpt)
             (void)db_journal_follow(d, 0);
-        if (rc == 0 && d->kind == DBK_SQLITE && d->hdr_wal)
+        if (capture && rc == 0 && d->kind == DBK_SQLITE && d->hdr_wal)
             db_wal_capture(d);
         if (rc == 0 && (d->kind == DBK_SQLITE || d->broken)) {
             struct db_info *i = &v[cnt++];
@@ -640,6 +642,16 @@ int dbreg_list(struct dbreg *r, struct db_info **out, size_t *n)
     *out = v;
     *n = cnt;
     return rc;
+}
+
+int dbreg_list(struct dbreg *r, struct db_info **out, size_t *n)
+{
+    return list_dbs(r, out, n, 1);
+}
+
+int dbreg_list_logged(struct dbreg *r, struct db_info **out, size_t *n)
+{
+    return list_dbs(r, out, n, 0);
 }
 
 int dbreg_txid(struct dbreg *r, const char *name, uint64_t *txid)

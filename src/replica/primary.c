@@ -743,7 +743,7 @@ static int scan(struct primary_conn *c)
     size_t n = 0;
     int rc;
 
-    rc = dbreg_list(p->reg, &l, &n);
+    rc = dbreg_list_logged(p->reg, &l, &n); /* (a capture woke this scan: no capture of its own) */
     if (rc)
         return rc;
     prim = calloc(n ? n : 1, sizeof *prim);
