@@ -438,6 +438,24 @@ static void hook_exit(struct db *d)
     pthread_mutex_unlock(&d->mu);
 }
 
+/* A journal header with the magic starts a transaction: idle or bulk ->
+ * journal_active (unjournaled writes before it are logged first).  jpt_tx:
+ * seen in a passthrough journal's backing file (db_journal_follow) rather
+ * than written through the daemon.  0, or -EIO. */
+static int journal_begin(struct db *d, int jpt_tx)
+{
+    if (d->bulk && !d->journal_active && bulk_commit(d) != 0)
+        return -EIO;
+    if (d->ckpt_dirty) {
+        db_dirty_clear(d);
+        d->ckpt_dirty = 0;
+    }
+    d->journal_active = 1;
+    d->jpt_tx = jpt_tx;
+    d->resv_refused = 0; /* a new transaction reserves again */
+    return 0;
+}
+
 /* A write to the journal (kind DBF_JOURNAL): a header with the magic
  * starts a transaction (idle or bulk -> journal_active); a zeroed header
  * over an active one is a PERSIST commit. */
@@ -447,15 +465,8 @@ static ssize_t write_journal(struct db *d, int fd, const void *buf, size_t len, 
     ssize_t n;
 
     if (off == 0 && len >= 8 && memcmp(buf, db_journal_magic, 8) == 0) {
-        if (d->bulk && !d->journal_active && bulk_commit(d) != 0)
+        if (journal_begin(d, 0) != 0)
             return -EIO;
-        if (d->ckpt_dirty) {
-            db_dirty_clear(d);
-            d->ckpt_dirty = 0;
-        }
-        d->journal_active = 1;
-        d->jpt_tx = 0;
-        d->resv_refused = 0; /* a new transaction reserves again */
     } else if (off == 0 && len >= 8 && memcmp(buf, zero8, 8) == 0 && d->journal_active) {
         /* PERSIST (or exclusive mode) commit: log, then zero the header. */
         n = journal_commit(d, JM_PERSIST);
@@ -523,7 +534,7 @@ static int journal_peek(struct db *d, uint8_t h[20])
 int db_journal_follow(struct db *d, int can_refuse)
 {
     uint8_t h[20];
-    int valid, rc;
+    int valid, rc, full;
 
     if (!d->jpt || d->kind != DBK_SQLITE || d->broken || dbreg_is_replica(d->reg))
         return 0;
@@ -542,19 +553,13 @@ int db_journal_follow(struct db *d, int can_refuse)
     }
     if (d->journal_active || !valid)
         return 0;
-    if (!can_refuse && __atomic_load_n(&d->reg->log_full, __ATOMIC_RELAXED))
+    full = __atomic_load_n(&d->reg->log_full, __ATOMIC_RELAXED);
+    if (full && !can_refuse)
         return 0; /* left to the first write to the main file, which refuses it (SQLITE_FULL) */
-    if (d->bulk && bulk_commit(d) != 0)
+    if (journal_begin(d, 1) != 0)
         return -EIO;
-    if (d->ckpt_dirty) {
-        db_dirty_clear(d);
-        d->ckpt_dirty = 0;
-    }
-    d->journal_active = 1; /* idle -> journal_active */
-    d->jpt_tx = 1;
     memcpy(d->jtag, h + 12, sizeof d->jtag);
-    d->resv_refused = 0;
-    if (__atomic_load_n(&d->reg->log_full, __ATOMIC_RELAXED)) {
+    if (full) {
         /* data.max-log-size reached: no new rollback transaction may
          * start (as at a journal write through the daemon).  Its first
          * write to the main file is refused with ENOSPC (SQLITE_FULL),
@@ -565,6 +570,16 @@ int db_journal_follow(struct db *d, int can_refuse)
         return -ENOSPC;
     }
     return 0;
+}
+
+void db_capture_pending(struct db *d)
+{
+    if (d->kind != DBK_SQLITE)
+        return;
+    if (d->jpt)
+        (void)db_journal_follow(d, 0);
+    if (d->hdr_wal)
+        db_wal_capture(d); /* a failure leaves the commits in the WAL (wal_stalled) */
 }
 
 void db_journal_pt_open(struct db *d)

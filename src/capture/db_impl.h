@@ -235,6 +235,10 @@ int db_wal_capture(struct db *d);
  * transaction (data.max-log-size reached).  0, or a negative errno to
  * refuse that operation. */
 int db_journal_follow(struct db *d, int can_refuse);
+/* Log what the backing files hold and the daemon has not logged yet: a
+ * passthrough journal's commit, a WAL's commits (d->mu held; failures are
+ * logged and left to later captures).  For /status and listings. */
+void db_capture_pending(struct db *d);
 
 /* Stop the WAL watcher, if running (dbreg_close, before the databases are
  * freed). */

@@ -525,10 +525,7 @@ static void capture_wal_all(struct dbreg *r)
     db_refs(r, &dv, &nd); /* out of memory: nothing captured now; the watcher and fsyncs still do */
     for (size_t k = 0; k < nd; k++) {
         pthread_mutex_lock(&dv[k]->mu);
-        if (dv[k]->kind == DBK_SQLITE && dv[k]->jpt)
-            (void)db_journal_follow(dv[k], 0);
-        if (dv[k]->kind == DBK_SQLITE && dv[k]->hdr_wal)
-            db_wal_capture(dv[k]);
+        db_capture_pending(dv[k]);
         pthread_mutex_unlock(&dv[k]->mu);
         db_put(dv[k]);
     }
@@ -603,10 +600,8 @@ static int list_dbs(struct dbreg *r, struct db_info **out, size_t *n, int captur
         struct db *d = dv[k];
         int listed = 0;
         pthread_mutex_lock(&d->mu);
-        if (capture && rc == 0 && d->kind == DBK_SQLITE && d->jpt)
-            (void)db_journal_follow(d, 0);
-        if (capture && rc == 0 && d->kind == DBK_SQLITE && d->hdr_wal)
-            db_wal_capture(d);
+        if (capture && rc == 0)
+            db_capture_pending(d);
         if (rc == 0 && (d->kind == DBK_SQLITE || d->broken)) {
             struct db_info *i = &v[cnt++];
             listed = 1;
@@ -663,10 +658,7 @@ int dbreg_txid(struct dbreg *r, const char *name, uint64_t *txid)
     if (!d)
         return rc;
     pthread_mutex_lock(&d->mu);
-    if (d->kind == DBK_SQLITE && d->jpt)
-        (void)db_journal_follow(d, 0);
-    if (d->kind == DBK_SQLITE && d->hdr_wal)
-        db_wal_capture(d);
+    db_capture_pending(d);
     if (d->kind == DBK_SQLITE) {
         *txid = d->txid;
         rc = 0;

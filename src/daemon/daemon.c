@@ -663,12 +663,13 @@ static void set_passthrough(struct daemon *dm)
      * wait or be refused needs the daemon in its path), but not tied to
      * the watcher (their commits reach the daemon: db_journal_follow). */
     env = getenv("LV_JOURNAL_PASSTHROUGH");
-    int jon = cfg->fuse_journal_passthrough && !(env && strcmp(env, "0") == 0) && cfg->repl_sync_replicas == 0 &&
+    int env_off = env && strcmp(env, "0") == 0;
+    int jon = cfg->fuse_journal_passthrough && !env_off && cfg->repl_sync_replicas == 0 &&
               strcmp(cfg->lease_type, "etcd") != 0;
     if (!jon)
         LV_INFO("rollback journals go through the daemon (%s)",
                 !cfg->fuse_journal_passthrough        ? "fuse.journal-passthrough: false"
-                : env && strcmp(env, "0") == 0        ? "LV_JOURNAL_PASSTHROUGH=0"
+                : env_off                             ? "LV_JOURNAL_PASSTHROUGH=0"
                 : cfg->repl_sync_replicas > 0         ? "replication.sync-replicas: a commit waits there"
                                                       : "an etcd lease: a primary that loses it must stop commits there");
     dbreg_set_journal_passthrough(dm->reg, jon);
