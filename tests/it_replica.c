@@ -14,6 +14,8 @@
  *                         balancers' checks) on both roles; GET /v1/wait on
  *                         a replica answers when the TXID arrives, 504 at
  *                         its timeout, 400 on a bad query
+ *   replica/never_ahead_of_a_power_loss  a replica and an archive hold no
+ *                         record the primary's log had not made durable
  *   replica/log_endpoint*  GET /v1/log (what a node being promoted takes
  *                         from a more advanced one): the records after a
  *                         TXID; 410 once the archiver pruned them; 413 for
@@ -25,6 +27,7 @@
  * it_replica_peers.c.
  */
 #include <criterion/criterion.h>
+#include <jansson.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
@@ -151,6 +154,104 @@ Test(replica, snapshot_when_replica_ahead)
     repl_assert_same(c, "app.db");
     cr_assert_gt(lvnode_metric(c->node[0], "litevault_replication_snapshots_sent_total"), 0,
                  "no snapshot was sent to the replica that was ahead");
+    free(p);
+}
+
+/* The archived last TXID of db's current lineage (`archive ls --json`, the
+ * node's config names the destination); -1 if none or the command failed. */
+static long long archived_last(const struct lvnode *n, const char *db)
+{
+    json_t *j = lvnode_cli_json(n, NULL, "archive ls", "--db %s", db), *d, *l;
+    long long v = -1;
+    size_t i;
+
+    if (!j)
+        return -1;
+    d = json_array_get(json_object_get(j, "databases"), 0);
+    json_array_foreach(json_object_get(d, "lineages"), i, l)
+        if (json_is_true(json_object_get(l, "current")))
+            v = json_integer_value(json_object_get(l, "last_txid"));
+    json_decref(j);
+    return v;
+}
+
+/* Issue 13: a replica and an archive never receive a record the primary
+ * later loses.  With WAL and synchronous=NORMAL a commit is in the page
+ * cache only, and so is its record until the log is fsynced; the stream
+ * sends a record once the log made it durable (it asks for the fsync), and
+ * the archiver ships only what its tick's fsync covered.  The primary is
+ * killed right after a burst of commits, then loses power: every log segment goes
+ * back to its size when its last fsync began (LV_TEST_SYNCED_MARKS), and
+ * each log fsync takes 20 ms more, so that some records always wait.
+ * Neither the replica nor the archive may hold more than that log.  The
+ * -wal survives here (a power loss would keep what SQLite had fsynced of
+ * it, and NORMAL fsyncs it only at checkpoints), so the restarted primary
+ * logs the lost commits again from it, and the replica goes on from where
+ * it was without a snapshot. */
+Test(replica, never_ahead_of_a_power_loss)
+{
+    struct lvdest *ad = lvdest_new(LVDEST_FILE);
+    char arch[2048];
+    lvdest_yaml(ad, "    sync-interval: 100ms\n    compaction: []\n", arch, sizeof arch);
+    struct lvcluster *c = repl_cluster_with(1, arch, NULL, 0);
+    struct lvnode *pn = c->node[0], *rn = c->node[1];
+    setenv("LV_TEST_SYNCED_MARKS", ".lvseg", 1);
+    setenv("LV_TEST_SYNC_DELAY_US", "20000", 1); /* the primary's slow disk: records wait for their fsync */
+    lvnode_start(pn);
+    unsetenv("LV_TEST_SYNCED_MARKS");
+    unsetenv("LV_TEST_SYNC_DELAY_US");
+    lvnode_start(rn);
+    char *p = lvnode_path(pn, "app.db");
+    sqlite3 *h = sql_open(p);
+    sqlh_exec(h, "PRAGMA journal_mode=WAL");
+    sqlh_exec(h, "PRAGMA wal_autocheckpoint=0");
+    sqlh_exec(h, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)");
+    for (int i = 0; i < 20; i++)
+        sqlh_exec(h, "INSERT INTO t(v) VALUES('x')");
+    repl_wait_caught_up(c, "app.db");
+    uint64_t before = lvnode_last_txid(rn, "app.db");
+
+    /* About 3,000 commits over a second (no checkpoint: its log fsync
+     * would make everything durable), then the power loss at once: the
+     * last ones still wait for their 20 ms fsync. */
+    sqlh_exec(h, "PRAGMA synchronous=NORMAL");
+    sqlite3_stmt *ins = NULL;
+    cr_assert_eq(sqlite3_prepare_v2(h, "INSERT INTO t(v) VALUES(hex(randomblob(40)))", -1, &ins, NULL), SQLITE_OK);
+    long commits = 0;
+    for (int64_t end = now_ms() + 1000; now_ms() < end;) {
+        cr_assert_eq(sqlite3_step(ins), SQLITE_DONE, "insert %ld: %s", commits, sqlite3_errmsg(h));
+        sqlite3_reset(ins);
+        commits++;
+        usleep(300);
+    }
+    lvnode_kill9(pn);
+    sqlite3_finalize(ins);
+    sqlite3_close(h);
+    usleep(300 * 1000); /* the replica applies what reached it */
+
+    uint64_t logged = lvnode_last_txid(pn, "app.db");
+    lvnode_cut_to_synced(pn, "app.db");
+    uint64_t durable = lvnode_last_txid(pn, "app.db");
+    uint64_t held = lvnode_last_txid(rn, "app.db");
+    long long arch_last = archived_last(pn, "app.db");
+    cr_log_info("burst: %ld commits; primary logged TXID %" PRIu64 ", durable %" PRIu64 "; replica %" PRIu64
+                "; archive %lld", commits, logged, durable, held, arch_last);
+    cr_assert_gt(held, before + 20, "the replica received almost nothing during the burst (TXID %" PRIu64
+                 ", %" PRIu64 " before it)", held, before);
+    cr_assert_lt(durable, logged, "every record was durable at the kill: the test proves nothing");
+    cr_assert_leq(held, durable, "the replica holds TXID %" PRIu64 ", past the primary's durable log (%" PRIu64 ")",
+                  held, durable);
+    cr_assert_gt(arch_last, 0, "nothing was archived");
+    cr_assert_leq(arch_last, (long long)durable, "the archive holds TXID %lld, past the primary's durable log "
+                  "(%" PRIu64 ")", arch_last, durable);
+
+    double snaps0 = lvnode_metric(rn, "litevault_replication_snapshots_applied_total");
+    lvnode_start(pn);
+    cr_assert_geq(lvnode_last_txid(pn, "app.db"), logged, "start-up did not log the WAL's commits again");
+    repl_wait_caught_up(c, "app.db");
+    repl_assert_same(c, "app.db");
+    cr_assert_eq(lvnode_metric(rn, "litevault_replication_snapshots_applied_total"), snaps0,
+                 "the replica needed a snapshot after the primary's power loss");
     free(p);
 }
 

@@ -112,35 +112,6 @@ Test(walcap, burst_through_the_daemon)
     burst_case(0);
 }
 
-/* Power loss: every log segment of db goes back to its size at its last
- * fsync (the daemon wrote it to SEGMENT.synced: LV_TEST_SYNCED_MARKS);
- * a segment never fsynced goes. */
-static void cut_to_synced(const struct lvnode *n, const char *db)
-{
-    char dir[600], p[900], m[960];
-    snprintf(dir, sizeof dir, "%s/meta/%s/log", n->data, db);
-    DIR *d = opendir(dir);
-    cr_assert_not_null(d, "no %s", dir);
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        size_t l = strlen(e->d_name);
-        if (l < 6 || strcmp(e->d_name + l - 6, ".lvseg") != 0)
-            continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        snprintf(m, sizeof m, "%s.synced", p);
-        FILE *f = fopen(m, "r");
-        long long size = -1;
-        if (f) {
-            cr_assert_eq(fscanf(f, "%lld", &size), 1);
-            fclose(f);
-            cr_assert_eq(truncate(p, size), 0);
-        } else {
-            cr_assert_eq(unlink(p), 0);
-        }
-    }
-    closedir(d);
-}
-
 /*
  * Power loss with synchronous=FULL.  gen: how the WAL generation in use
  * began: 0, a restart after a checkpoint (salt-1 one more); 1, a switch
@@ -177,7 +148,7 @@ static void power_loss_case(int gen)
     cr_assert_eq(lvnode_db_status(n, "pl.db", &before), 1);
     lvnode_kill9(n);
     sqlite3_close(h);
-    cut_to_synced(n, "pl.db");
+    lvnode_cut_to_synced(n, "pl.db");
     uint64_t durable = lvnode_last_txid(n, "pl.db");
     cr_assert_geq(durable, synced, "the first commit of the WAL generation was not fsynced in the log (TXID %llu "
                   "durable, %llu wanted)", (unsigned long long)durable, (unsigned long long)synced);

@@ -1322,3 +1322,53 @@ Test(txlog, apply_reports_bytes_written)
                   (unsigned long long)p.last);
     md_free(&md);
 }
+
+/* txlog_sync_begin/run/end (a log fsync without the owner's lock): a job
+ * only when something is unsynced; a write between begin and end keeps the
+ * segment dirty (the next txlog_sync fsyncs again, seen through the fault
+ * seam); a failed run breaks the log; a log opened again starts dirty. */
+Test(txlog, sync_job_without_the_lock)
+{
+    char *dir = tl_tmpdir();
+    struct tl_md md;
+    struct txlog_tail t;
+    struct txlog_syncjob j;
+    md_init(&md, 1024, 7);
+    struct txlog *l = tl_open(dir, 0, &t);
+
+    cr_assert_eq(txlog_sync_begin(l, &j), 0, "a job for an empty log");
+    cr_assert_eq(md_commit(l, &md, 4, 4, 0, 0), 0);
+    cr_assert_eq(txlog_sync_begin(l, &j), 1);
+    cr_assert_eq(txlog_sync_run(&j), 0);
+    cr_assert_eq(txlog_sync_end(l, &j, 0), 0);
+    cr_assert_eq(j.fd, -1);
+    cr_assert_eq(txlog_sync_begin(l, &j), 0, "still dirty after a job with no write meanwhile");
+    sys_fault_set(SYS_OP_FSYNC, EIO, 0, dir);
+    cr_assert_eq(txlog_sync(l), 0, "txlog_sync fsynced a clean log");
+    sys_fault_clear();
+
+    /* a record lands while the job runs: the segment stays dirty */
+    cr_assert_eq(md_commit(l, &md, 4, 1, 0, 0), 0);
+    cr_assert_eq(txlog_sync_begin(l, &j), 1);
+    cr_assert_eq(md_commit(l, &md, 4, 1, 0, 0), 0);
+    cr_assert_eq(txlog_sync_run(&j), 0);
+    cr_assert_eq(txlog_sync_end(l, &j, 0), 0);
+    sys_fault_set(SYS_OP_FSYNC, EIO, 0, dir);
+    cr_assert_neq(txlog_sync(l), 0, "the record written during the job was taken as fsynced");
+    sys_fault_clear();
+    cr_assert_neq(txlog_error(l), 0, "a failed txlog_sync left the log usable");
+    txlog_close(l);
+
+    /* reopened: dirty until fsynced; a failed job breaks the log */
+    l = tl_open(dir, 0, &t);
+    cr_assert_eq(txlog_sync_begin(l, &j), 1, "a reopened log's tail was taken as fsynced");
+    sys_fault_set(SYS_OP_FSYNC, EIO, 0, dir);
+    int rc = txlog_sync_run(&j);
+    sys_fault_clear();
+    cr_assert_neq(rc, 0);
+    cr_assert_eq(txlog_sync_end(l, &j, rc), LV_EBROKEN);
+    cr_assert_eq(txlog_error(l), LV_EBROKEN);
+    cr_assert_eq(txlog_sync_begin(l, &j), LV_EBROKEN);
+    txlog_close(l);
+    md_free(&md);
+}

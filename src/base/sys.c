@@ -393,29 +393,60 @@ int sys_pread_all(int fd, void *buf, size_t len, off_t off, const char *path)
 }
 
 /* LV_TEST_SYNCED_MARKS (a test seam, read once): after each fsync of a path
- * containing it, the file's size then is written to PATH.synced, so that a
- * test can drop exactly what no fsync made durable (a power loss). */
-static void synced_mark(int fd, const char *path)
+ * containing it, the file's size when the fsync began is written to
+ * PATH.synced (atomically: a kill leaves the old mark or the new), so that
+ * a test can drop exactly what no fsync made durable (a power loss).
+ * LV_TEST_SYNC_DELAY_US (with it): such an fsync first sleeps this long, as
+ * on a slow disk.  synced_size: that size, or -1 when no mark is kept. */
+static long long synced_size(int fd, const char *path)
 {
     static const char *match;
+    static long delay_us;
     static int init;
     struct stat st;
-    char mark[PATH_MAX + 8], num[32];
 
     if (!__atomic_load_n(&init, __ATOMIC_ACQUIRE)) {
+        const char *dl = getenv("LV_TEST_SYNC_DELAY_US");
         match = getenv("LV_TEST_SYNCED_MARKS");
+        delay_us = dl ? strtol(dl, NULL, 10) : 0;
         __atomic_store_n(&init, 1, __ATOMIC_RELEASE);
     }
     if (!match || !*match || !path || !strstr(path, match) || fstat(fd, &st) != 0)
+        return -1;
+    if (delay_us > 0)
+        usleep((useconds_t)delay_us);
+    return (long long)st.st_size;
+}
+
+static void synced_mark(long long size, const char *path)
+{
+    char mark[PATH_MAX + 8], num[32];
+
+    static pthread_mutex_t mark_mu = PTHREAD_MUTEX_INITIALIZER;
+    long long had = -1;
+    FILE *f;
+
+    if (size < 0)
         return;
     snprintf(mark, sizeof mark, "%s.synced", path);
-    int n = snprintf(num, sizeof num, "%lld\n", (long long)st.st_size);
-    int mfd = open(mark, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (mfd >= 0) {
-        if (write(mfd, num, (size_t)n) != n)
-            LV_WARN("LV_TEST_SYNCED_MARKS: cannot write %s", mark);
-        close(mfd);
+    /* Fsyncs of one file may overlap (txlog_sync_run): the mark only grows. */
+    pthread_mutex_lock(&mark_mu);
+    if ((f = fopen(mark, "re"))) {
+        if (fscanf(f, "%lld", &had) != 1)
+            had = -1;
+        fclose(f);
     }
+    if (size > had) {
+        char tmp[PATH_MAX + 16];
+        int n = snprintf(num, sizeof num, "%lld\n", size);
+        snprintf(tmp, sizeof tmp, "%s.tmp", mark);
+        int mfd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (mfd < 0 || write(mfd, num, (size_t)n) != n || rename(tmp, mark) != 0)
+            LV_WARN("LV_TEST_SYNCED_MARKS: cannot write %s", mark);
+        if (mfd >= 0)
+            close(mfd);
+    }
+    pthread_mutex_unlock(&mark_mu);
 }
 
 int sys_fsync(int fd, int data_only, const char *path)
@@ -427,6 +458,7 @@ int sys_fsync(int fd, int data_only, const char *path)
         log_fail(e, call, path, 1);
         return lv_from_errno(e);
     }
+    long long size = synced_size(fd, path);
     do
         rc = data_only ? fdatasync(fd) : fsync(fd);
     while (rc < 0 && errno == EINTR);
@@ -435,7 +467,7 @@ int sys_fsync(int fd, int data_only, const char *path)
         log_fail(e, call, path, 0);
         return lv_from_errno(e);
     }
-    synced_mark(fd, path);
+    synced_mark(size, path);
     return 0;
 }
 

@@ -189,8 +189,20 @@
  *        logs it as RECOVERED.
  *      - journal_mode=OFF/MEMORY: the fsync that captures the bulk writes
  *        also syncs the record before it returns.
- *      A replica that must never be ahead of the source's durable log
- *      should send only records covered by a txlog_sync.
+ *      A replica must never be ahead of the source's durable history:
+ *      see C10.
+ *  C10. Durable TXID.  durable_txid <= txid, and every record up to it
+ *      survives a power loss: it is raised to txid by every successful
+ *      txlog_sync (db_log_synced, and dbreg_make_durable, whose fdatasync
+ *      runs on a dup of the segment's fd without mu), and by the
+ *      application's fsync of the -wal (db_on_fsync) when the log is
+ *      anchored in this WAL generation (older generations' records were
+ *      fsynced before their frames could go, C7) and no checkpoint is
+ *      running (wal_ckpt_idle): then the caller is the writer, which holds
+ *      the WAL write lock, so every frame captured was written before the
+ *      fsync.  db_load starts it at txid after an fsync of the whole log
+ *      (an earlier process's tail may have been in the page cache only).
+ *      Replication streams send no record after it (primary.c).
  */
 #include "capture/db.h"
 #include "capture/db_impl.h"
@@ -352,6 +364,28 @@ static void escape_name(const char *name, char *out, size_t n)
     out[j] = 0;
 }
 
+
+/* ---------------------------------------------------------- durability */
+
+void db_durable_to(struct db *d, uint64_t txid)
+{
+    if (txid > d->txid)
+        txid = d->txid;
+    if (txid <= d->durable_txid)
+        return;
+    __atomic_store_n(&d->durable_txid, txid, __ATOMIC_RELEASE);
+    if (d->durable_wanted) {
+        d->durable_wanted = 0;
+        dbreg_bump_seq(d->reg);
+    }
+}
+
+void db_log_synced(struct db *d)
+{
+    d->log_unsynced = 0;
+    d->wal_anchored |= d->tail_in_wal;
+    db_durable_to(d, d->txid);
+}
 
 /* ---------------------------------------------------------------- dirty set */
 

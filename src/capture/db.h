@@ -115,6 +115,7 @@ struct db_info {
     uint64_t cksum;         /* database checksum after it */
     uint64_t term;          /* the term of that TXID's record (0: none) */
     uint64_t saved_txid;    /* TXID of the persisted checksum state (records after it are needed at start-up) */
+    uint64_t durable_txid;  /* every record up to it is durable on this node (<= txid) */
     int broken;             /* 1: the database refuses access */
 };
 
@@ -129,6 +130,19 @@ int dbreg_list(struct dbreg *r, struct db_info **out, size_t *n);
  * copy its state).  For the replication streams, which the commits'
  * captures wake (dbreg_wait_commit). */
 int dbreg_list_logged(struct dbreg *r, struct db_info **out, size_t *n);
+
+/* Make the records database name holds now durable, for a stream that
+ * sends only durable records: fsyncs its log without holding the
+ * database's lock while the disk works.  When the application is seen
+ * fsyncing its -wal (synchronous=FULL), a record captured less than
+ * DBREG_DURABLE_WAIT_US ago waits for that fsync instead (not with a
+ * commit hook: synchronous replication holds the commit): *retry_us
+ * (lv_mono_us) then says when to call again.  Once more records are
+ * durable the commit sequence moves (dbreg_wait_commit).  0 (done, or
+ * another caller's fsync is under way, or *retry_us set), LV_ENOENT, or
+ * the error that broke the database.  *durable: the durable TXID then. */
+#define DBREG_DURABLE_WAIT_US 3000
+int dbreg_make_durable(struct dbreg *r, const char *name, uint64_t *durable, int64_t *retry_us);
 
 /* Let -wal files use kernel passthrough (on = 1; the WAL watcher starts
  * the first time) or not (0: new opens go through the daemon; opens of a

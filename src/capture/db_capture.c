@@ -772,8 +772,7 @@ static int wal_before_drop(struct db *d)
             db_fail(d, "fsync of the transaction log failed");
             return -EIO;
         }
-        d->log_unsynced = 0;
-        d->wal_anchored |= d->tail_in_wal;
+        db_log_synced(d);
     }
     return 0;
 }
@@ -990,15 +989,41 @@ int db_on_flush(struct db *d, enum db_filekind kind)
     return rc;
 }
 
+/* Is no checkpoint copying this WAL now (C10 of db.c)?  A checkpointer sets the
+ * wal-index's nBackfillAttempted (bytes 128..131 of the -shm, native
+ * order; nBackfill is bytes 96..99) to its last frame before it fsyncs
+ * the WAL, and nBackfill to the same once it has copied, so a fsync
+ * while they differ may be a checkpointer's, during which another
+ * connection may be appending frames.  Without that, the -wal's fsync
+ * comes from the writer, which holds the WAL write lock: no frame is
+ * written meanwhile.  No -shm (locking_mode=EXCLUSIVE keeps the
+ * wal-index in memory): one connection, so idle.  Unreadable: not idle. */
+static int wal_ckpt_idle(struct db *d)
+{
+    char rel[PATH_MAX];
+    uint32_t ck[10];
+    int fd, idle = 0;
+
+    snprintf(rel, sizeof rel, "%s-shm", d->name);
+    fd = openat(d->reg->rootfd, rel, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT;
+    if (pread(fd, ck, sizeof ck, 96) == (ssize_t)sizeof ck)
+        idle = ck[8] <= ck[0];
+    close(fd);
+    return idle;
+}
+
 int db_on_fsync(struct db *d, enum db_filekind kind, int fd, int datasync)
 {
-    int rc = 0, log_rc = 0, synced = 0;
+    int rc = 0, log_rc = 0, synced = 0, ckpt_idle = 0;
 
     /* The -wal's fsync (synchronous=FULL) comes first, without d->mu:
      * meanwhile the WAL watcher captures the commit it makes durable (its
      * write woke it), so the capture costs the commit no time.  The capture
      * below, after it, finds the commit logged or logs it. */
     if (kind == DBF_WAL) {
+        ckpt_idle = wal_ckpt_idle(d);
         if ((rc = fsync_fd(fd, datasync)) != 0)
             return rc; /* SQLite fails the commit; nothing to make durable */
         synced = 1;
@@ -1035,9 +1060,14 @@ int db_on_fsync(struct db *d, enum db_filekind kind, int fd, int datasync)
                 rc = -EIO;
                 goto out_unlock;
             }
-            d->log_unsynced = 0;
-            d->wal_anchored |= d->tail_in_wal;
+            db_log_synced(d);
+        } else if (kind == DBF_WAL && ckpt_idle) {
+            /* C10: the fsync covered every commit of this WAL generation,
+             * and the log holds the older ones durably. */
+            db_durable_to(d, d->txid);
         }
+        if (kind == DBF_WAL)
+            d->wal_fsync_mono = lv_mono_us();
     }
 out_unlock:
     hook_exit(d);

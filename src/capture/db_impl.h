@@ -86,6 +86,13 @@ struct db {
     int ckpt_dirty;          /* dirty holds pages written by WAL checkpoints (mu) */
     uint64_t ckpt_mismatch;  /* checkpointed pages that disagreed with the log (mu) */
     int log_unsynced;        /* records written and not yet fsynced (mu) */
+    uint64_t durable_txid;   /* every record up to it is durable: fsynced in the log, or in a -wal the
+                              * application fsynced (C10 of db.c) (mu; read atomically) */
+    int durable_wanted;      /* a stream waits for records after durable_txid: raising it bumps the
+                              * commit sequence (mu) */
+    int durable_syncing;     /* dbreg_make_durable's log fsync runs without mu (mu) */
+    int64_t wal_fsync_mono;  /* lv_mono_us of the application's last fsync of the -wal (mu) */
+    int64_t txid_mono;       /* lv_mono_us when txid was last raised (mu) */
     int wal_valid;           /* WAL header known (mu) */
     uint32_t wal_psz, wal_salt1, wal_salt2; /* current WAL header (mu) */
     uint32_t wal_next;       /* first frame after the last commit seen (mu) */
@@ -214,6 +221,13 @@ int db_hdr_geometry(struct db *d, int fd, uint64_t size, uint32_t *ps, uint32_t 
 
 int db_changes_add(struct changes *c, uint32_t pgno, int fd, uint64_t off, uint64_t h);
 int db_change_cmp(const void *a, const void *b);
+
+/* Records up to txid are durable (C10): raise durable_txid, and wake the
+ * streams that wait for it.  Caller holds mu. */
+void db_durable_to(struct db *d, uint64_t txid);
+/* txlog_sync of d's log succeeded: every record is durable (C7, C10).
+ * Caller holds mu. */
+void db_log_synced(struct db *d);
 
 /* Mark bytes [off, off+len) of the main file dirty.  0 or LV_ENOMEM. */
 int db_dirty_mark(struct db *d, uint64_t off, uint64_t len);

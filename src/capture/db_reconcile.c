@@ -494,5 +494,13 @@ void db_load(struct db *d)
     rc = reconcile(d, &tail, full || d->txid == 0 || d->reg->verify_files);
     if (rc && !d->broken)
         db_fail(d, "start-up reconcile failed: %s", lv_strerror(rc));
+    /* What the log holds now is durable from here on (C10 of db.c): the tail an
+     * earlier process wrote may have been in the page cache only. */
+    if (!d->broken && d->log) {
+        if (txlog_sync(d->log) == 0)
+            db_log_synced(d);
+        else
+            db_fail(d, "fsync of the transaction log failed");
+    }
     db_assert_state(d);
 }

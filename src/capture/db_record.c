@@ -103,6 +103,7 @@ static int emit_advance(struct db *d, const struct txlog_hdr *h, const struct ch
         return LV_EMISMATCH;
     }
     d->txid = h->txid;
+    d->txid_mono = lv_mono_us();
     d->last_time = h->time_us;
     d->commits++;
     d->pages_logged += c->n;

@@ -453,13 +453,77 @@ static void db_sync_log(struct db *d)
     pthread_mutex_lock(&d->mu);
     if (d->kind == DBK_SQLITE && !d->broken && d->log_unsynced) {
         if (txlog_sync(d->log) == 0) {
-            d->log_unsynced = 0;
-            d->wal_anchored |= d->tail_in_wal;
+            db_log_synced(d);
         } else {
             db_fail(d, "fsync of the transaction log failed");
         }
     }
     pthread_mutex_unlock(&d->mu);
+}
+
+int dbreg_make_durable(struct dbreg *r, const char *name, uint64_t *durable, int64_t *retry_us)
+{
+    struct txlog_syncjob j;
+    struct db *d = dbreg_get(r, name, 0);
+    int rc = 0, have;
+    int64_t now = lv_mono_us();
+
+    *retry_us = 0;
+    *durable = 0;
+    if (!d)
+        return LV_ENOENT;
+    pthread_mutex_lock(&d->mu);
+    if (d->kind != DBK_SQLITE || !d->log || d->broken) {
+        rc = d->broken ? LV_EBROKEN : LV_ENOENT;
+        goto out_unlock;
+    }
+    if (d->durable_txid >= d->txid)
+        goto out_unlock;
+    d->durable_wanted = 1;
+    if (d->durable_syncing)
+        goto out_unlock; /* its end raises durable_txid and moves the sequence */
+    /* (Not while synchronous replication holds the commit: its -wal's
+     * fsync comes only once a replica has the record.) */
+    if (!__atomic_load_n(&r->commit_hook, __ATOMIC_ACQUIRE) && d->wal_fsync_mono &&
+        now - d->wal_fsync_mono < 10 * DBREG_DURABLE_WAIT_US &&
+        now - d->txid_mono < DBREG_DURABLE_WAIT_US) {
+        /* synchronous=FULL: the -wal's fsync is about to cover it (C9) */
+        *retry_us = d->txid_mono + DBREG_DURABLE_WAIT_US;
+        goto out_unlock;
+    }
+    uint64_t upto = d->txid;
+    struct txlog *l = d->log;
+    have = txlog_sync_begin(l, &j);
+    if (have < 0) {
+        db_fail(d, "cannot start an fsync of the transaction log (%s)", lv_strerror(have));
+        rc = have;
+        goto out_unlock;
+    }
+    if (have) {
+        d->durable_syncing = 1;
+        pthread_mutex_unlock(&d->mu);
+        rc = txlog_sync_run(&j);
+        pthread_mutex_lock(&d->mu);
+        d->durable_syncing = 0;
+        if (d->log != l || d->broken) { /* retired or failed meanwhile: nothing to account */
+            txlog_sync_release(&j);
+            goto out_unlock;
+        }
+        rc = txlog_sync_end(l, &j, rc);
+        if (rc) {
+            db_fail(d, "fsync of the transaction log failed");
+            goto out_unlock;
+        }
+    }
+    if (upto == d->txid)
+        db_log_synced(d);
+    else
+        db_durable_to(d, upto);
+out_unlock:
+    *durable = d->durable_txid;
+    pthread_mutex_unlock(&d->mu);
+    db_put(d);
+    return rc;
 }
 
 /* A reference to every database of the registry, taken under r->mu alone
@@ -610,6 +674,7 @@ static int list_dbs(struct dbreg *r, struct db_info **out, size_t *n, int captur
             memcpy(i->id, d->id, 16);
             snprintf(i->logdir, sizeof i->logdir, "%s/log", d->metadir);
             i->txid = d->txid;
+            i->durable_txid = d->durable_txid;
             i->time_us = d->last_time;
             i->page_size = d->map.page_size;
             i->db_pages = d->map.npages;

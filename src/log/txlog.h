@@ -114,6 +114,30 @@ void txlog_append_abort(struct txlog *l);
 /* fsync the current segment (and its directory if it is new).  0 or negative. */
 int txlog_sync(struct txlog *l);
 
+/* A log fsync that runs without the owner's lock, in three steps:
+ * txlog_sync_begin (under the lock) notes what is written now;
+ * txlog_sync_run (no lock; l may take appends meanwhile) fdatasyncs it;
+ * txlog_sync_end (under the lock) accounts for it and releases the job.
+ * Every record complete at begin is durable once run returned 0 (earlier
+ * segments were fdatasynced at roll-over).  A failed run breaks the log. */
+struct txlog_syncjob {
+    int fd;                 /* dup of the segment's fd (owned), -1 if none */
+    char *path;             /* the segment's path (owned) */
+    int dir;                /* its directory needs an fsync too */
+    uint64_t wgen;          /* the writer's write generation at begin */
+    uint64_t seg_first;     /* the segment's first TXID */
+};
+/* 1: j holds a job (run it, then end it); 0: nothing to sync; negative:
+ * the log is broken or out of resources (j holds nothing). */
+int txlog_sync_begin(struct txlog *l, struct txlog_syncjob *j);
+/* fdatasync j's segment (and directory).  0 or negative. */
+int txlog_sync_run(struct txlog_syncjob *j);
+/* Account for rc (run's result) and free j's resources.  0, or the
+ * log's sticky error. */
+int txlog_sync_end(struct txlog *l, struct txlog_syncjob *j, int rc);
+/* Free j's resources without accounting (its log was closed meanwhile). */
+void txlog_sync_release(struct txlog_syncjob *j);
+
 /* Sticky error: 0 if healthy, else the error that broke the log. */
 int txlog_error(const struct txlog *l);
 

@@ -31,7 +31,11 @@
  * its own unless the current one is still empty.  Before a segment is
  * closed by roll-over its unsynced data is fdatasynced, so txlog_sync only
  * ever needs to sync the current segment (plus the directory once after a
- * segment was created).
+ * segment was created).  txlog_sync_begin/run/end do the same fsync on a
+ * dup of the segment's fd without the owner's lock; end clears dirty only
+ * if nothing was written meanwhile (wgen) in the same segment.  A log
+ * opened by txlog_open starts dirty: an earlier process's tail may be in
+ * the page cache only.
  *
  * RESERVATION (txlog_reserve, L9 of txlog.c): the capture layer reserves
  * room for the record of a transaction while it is being written; the
@@ -84,6 +88,7 @@ struct txlog {
     int no_prealloc;        /* the file system cannot preallocate: txlog_reserve does nothing */
     int dir_unsynced;       /* a segment was created since the last directory fsync */
     int dirty;              /* current segment has writes not yet fdatasynced */
+    uint64_t wgen;          /* bumped with every write that sets dirty (txlog_sync_end compares it) */
     int broken;             /* sticky: 0 or LV_EBROKEN */
     uint64_t bytes_written; /* bytes written since open */
     int have_last;          /* the log holds at least one record */
@@ -192,6 +197,7 @@ static int seg_create(struct txlog *l, uint64_t first)
     l->resv_end = TXLOG_SEG_HDR_SIZE;
     l->dir_unsynced = 1;
     l->dirty = 1;
+    l->wgen++;
     l->bytes_written += sizeof(buf);
     LV_DEBUG("txlog: created segment %s", path);
     return 0;
@@ -272,6 +278,7 @@ static int stream_flush(struct txlog *l)
     l->bytes_written += l->out_len;
     l->out_len = 0;
     l->dirty = 1;
+    l->wgen++;
     return 0;
 }
 
@@ -528,6 +535,7 @@ static int end_buffered(struct txlog *l)
     l->seg_end += total;
     l->bytes_written += total;
     l->dirty = 1;
+    l->wgen++;
     return 0;
 }
 
@@ -623,6 +631,67 @@ int txlog_sync(struct txlog *l)
     return 0;
 }
 
+int txlog_sync_begin(struct txlog *l, struct txlog_syncjob *j)
+{
+    memset(j, 0, sizeof *j);
+    j->fd = -1;
+    assert_writer_state(l);
+    if (l->broken)
+        return l->broken;
+    if (l->fd < 0 || (!l->dirty && !l->dir_unsynced))
+        return 0;
+    j->path = strdup(l->seg_path);
+    if (!j->path)
+        return LV_ENOMEM;
+    j->fd = fcntl(l->fd, F_DUPFD_CLOEXEC, 0);
+    if (j->fd < 0) {
+        int e = errno;
+        LV_ERROR("txlog: dup of %s: %s", l->seg_path, strerror(e));
+        free(j->path);
+        j->path = NULL;
+        return lv_from_errno(e);
+    }
+    j->dir = l->dir_unsynced;
+    j->wgen = l->wgen;
+    j->seg_first = l->seg_first;
+    return 1;
+}
+
+int txlog_sync_run(struct txlog_syncjob *j)
+{
+    int rc = sys_fsync(j->fd, 1, j->path);
+    if (rc == 0 && j->dir)
+        rc = sys_fsync_dir(j->path);
+    return rc;
+}
+
+int txlog_sync_end(struct txlog *l, struct txlog_syncjob *j, int rc)
+{
+    if (rc != 0 && !l->broken) {
+        /* The error went to the dup's open file; a later fsync of the
+         * segment would not report it again, so the log cannot be trusted. */
+        LV_ERROR("txlog: fsync %s failed; log is broken", j->path);
+        l->broken = LV_EBROKEN;
+    }
+    if (rc == 0 && !l->broken && l->fd >= 0 && l->seg_first == j->seg_first && l->wgen == j->wgen &&
+        strcmp(l->seg_path, j->path) == 0) {
+        l->dirty = 0;
+        if (j->dir)
+            l->dir_unsynced = 0;
+    }
+    txlog_sync_release(j);
+    return l->broken ? l->broken : rc;
+}
+
+void txlog_sync_release(struct txlog_syncjob *j)
+{
+    if (j->fd >= 0)
+        close(j->fd);
+    free(j->path);
+    j->fd = -1;
+    j->path = NULL;
+}
+
 int txlog_error(const struct txlog *l)
 {
     return l->broken;
@@ -695,6 +764,11 @@ int txlog_open(const char *dir, const uint8_t dbid[16], uint64_t seg_size, struc
     l->last_txid = tail->last_txid;
     l->last_post = tail->last_post;
     l->last_term = tail->last_term;
+    /* What an earlier process wrote may still be in the page cache only:
+     * the first txlog_sync fsyncs it (and its directory). */
+    l->dirty = l->fd >= 0;
+    l->dir_unsynced = l->fd >= 0;
+    l->wgen++;
     assert_writer_state(l);
     *out = l;
     return 0;
@@ -755,6 +829,7 @@ int txlog_append_raw(struct txlog *l, const void *rec, size_t len)
         l->resv_end = l->seg_end;
     l->bytes_written += len;
     l->dirty = 1;
+    l->wgen++;
     l->have_last = 1;
     l->last_txid = h.txid;
     l->last_post = h.post_cksum;
@@ -812,6 +887,7 @@ int txlog_append_raws(struct txlog *l, const void *const *recs, const size_t *le
         l->resv_end = l->seg_end;
     l->bytes_written += total;
     l->dirty = 1;
+    l->wgen++;
     l->have_last = 1;
     l->last_txid = txid;
     l->last_post = post;

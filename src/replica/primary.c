@@ -372,6 +372,19 @@ static void image_main(struct worker *w, void *arg)
     LV_UNUSED(w);
     memset(&info, 0, sizeof info);
     rc = dbreg_image(s->reg, s->name, s->fd, PR_IMAGE_TIMEOUT_MS, &info, NULL, NULL);
+    /* The image goes out only once its TXID is durable here (C10 of db.c). */
+    for (int64_t end = lv_mono_us() + PR_IMAGE_TIMEOUT_MS * 1000LL; rc == 0;) {
+        uint64_t durable = 0;
+        int64_t retry = 0;
+        rc = dbreg_make_durable(s->reg, s->name, &durable, &retry);
+        if (rc || durable >= info.txid)
+            break;
+        if (lv_mono_us() >= end) {
+            rc = LV_EBUSY; /* tried again later */
+            break;
+        }
+        usleep(retry ? 1000 : 100);
+    }
     pthread_mutex_lock(&s->mu);
     s->rc = rc;
     s->info = info;
@@ -561,17 +574,19 @@ static int snap_step(struct primary_conn *c)
 /* ------------------------------------------------------------ records */
 
 /* Send the records of d after its position, at most PR_ROUND_RECORDS (then
- * c->more).  info: the registry's view of it.  0 or negative (the stream
- * must end). */
+ * c->more), and none after info->durable_txid: a replica never holds a
+ * record this node could still lose (C10 of db.c).  info: the registry's
+ * view of it.  0 or negative (the stream must end). */
 static int send_records(struct primary_conn *c, struct pdb *d, const struct db_info *info)
 {
     struct primary *p = c->p;
     int reopened = 0, rc = 0;
     int64_t est = (int64_t)info->db_pages * info->page_size;
+    uint64_t limit = info->durable_txid;
 
     /* Up to what the registry listed: reading past it would only find the
      * end of the log, which costs the reader a look for a newer segment. */
-    for (int k = 0; k < PR_ROUND_RECORDS && (d->txid < info->txid || !d->have); k++) {
+    for (int k = 0; k < PR_ROUND_RECORDS && (d->txid < limit || (!d->have && limit > 0)); k++) {
         struct txlog_hdr h;
         void *raw = NULL;
         size_t rlen = 0;
@@ -597,7 +612,7 @@ static int send_records(struct primary_conn *c, struct pdb *d, const struct db_i
             /* The end for now -- unless the registry knows more: the open
              * segment was pruned while newer ones appeared, or the log
              * moved; read again from the position, once per round. */
-            if (info->txid <= d->txid)
+            if (limit <= d->txid)
                 return 0;
             if (reopened) {
                 /* Listed but not readable yet: look again shortly. */
@@ -612,6 +627,10 @@ static int send_records(struct primary_conn *c, struct pdb *d, const struct db_i
             char why[600];
             snprintf(why, sizeof why, "cannot read its log (%s)", txlog_reader_error(d->rd));
             queue_snapshot(c, d, why, est);
+            return 0;
+        }
+        if (h.txid > limit) {
+            pdb_close(d); /* not durable yet (a first record past it): read again from the position */
             return 0;
         }
         if (!repl_continues(&h, d->have ? d->txid : 0, d->cksum)) {
@@ -657,7 +676,7 @@ static int send_records(struct primary_conn *c, struct pdb *d, const struct db_i
             return 0;
         }
     }
-    if (d->txid < info->txid)
+    if (d->txid < limit)
         c->more = 1; /* PR_ROUND_RECORDS sent: the next round goes on */
     return 0;
 }
@@ -731,6 +750,25 @@ out:
     free(view);
     free(idx);
     return rc;
+}
+
+/* Raise info->durable_txid to info->txid where this node can (C10 of db.c):
+ * a log fsync now, or, under synchronous=FULL, a look again once the
+ * -wal's fsync is due (c->rescan_mono).  A database that another stream
+ * is making durable moves the commit sequence when it is. */
+static void durable_now(struct primary_conn *c, struct db_info *info)
+{
+    uint64_t durable = 0;
+    int64_t retry = 0;
+
+    if (info->durable_txid >= info->txid)
+        return;
+    if (dbreg_make_durable(c->p->reg, info->name, &durable, &retry) != 0)
+        return; /* broken or gone: the next scan sees it */
+    if (durable > info->durable_txid)
+        info->durable_txid = durable < info->txid ? durable : info->txid;
+    if (retry && (!c->rescan_mono || retry < c->rescan_mono))
+        c->rescan_mono = retry;
 }
 
 /* List the databases and bring every one forward: names, starts, records. */
@@ -807,8 +845,10 @@ static int scan(struct primary_conn *c)
                 break;
             }
         }
-        if (info->txid > d->txid || !d->have)
+        if (info->txid > d->txid || !d->have) {
+            durable_now(c, info);
             rc = send_records(c, d, info);
+        }
         if (d->snap == PS_QUEUED && d->est_bytes == 0)
             d->est_bytes = (int64_t)info->db_pages * info->page_size;
     }

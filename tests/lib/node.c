@@ -4,6 +4,7 @@
 #include "node.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -421,4 +422,30 @@ void lvcluster_stop(struct lvcluster *c)
     for (int i = c->n - 1; i >= 0; i--)
         if (c->node[i]->pid > 0)
             lvnode_stop(c->node[i]);
+}
+
+void lvnode_cut_to_synced(const struct lvnode *n, const char *db)
+{
+    char dir[600], p[900], m[960];
+    snprintf(dir, sizeof dir, "%s/meta/%s/log", n->data, db);
+    DIR *d = opendir(dir);
+    cr_assert_not_null(d, "no %s", dir);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t l = strlen(e->d_name);
+        if (l < 6 || strcmp(e->d_name + l - 6, ".lvseg") != 0)
+            continue;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        snprintf(m, sizeof m, "%s.synced", p);
+        FILE *f = fopen(m, "r");
+        long long size = -1;
+        if (f) {
+            cr_assert_eq(fscanf(f, "%lld", &size), 1);
+            fclose(f);
+            cr_assert_eq(truncate(p, size), 0);
+        } else {
+            cr_assert_eq(unlink(p), 0);
+        }
+    }
+    closedir(d);
 }

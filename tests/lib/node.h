@@ -98,6 +98,12 @@ void lvnode_stop(struct lvnode *n);
 /* SIGKILL the daemon (if running), then lazily unmount the dead mount. */
 void lvnode_kill9(struct lvnode *n);
 
+/* A power loss, for a node killed with lvnode_kill9 that was started with
+ * LV_TEST_SYNCED_MARKS=.lvseg: every log segment of db goes back to its
+ * size when its last fsync began (the daemon wrote it to SEGMENT.synced);
+ * a segment never fsynced goes.  Asserts. */
+void lvnode_cut_to_synced(const struct lvnode *n, const char *db);
+
 /* Stop whatever still runs (SIGTERM, then SIGKILL), unmount, remove the node's
  * directory now (never asserts).  The struct stays valid until lvt_fini. */
 void lvnode_cleanup(struct lvnode *n);
