@@ -16,6 +16,8 @@
  *                         its timeout, 400 on a bad query
  *   replica/never_ahead_of_a_power_loss  a replica and an archive hold no
  *                         record the primary's log had not made durable
+ *   replica/wait_durable_auto  NORMAL records go at once, FULL ones wait
+ *                         for the -wal's fsync, not for a log fsync
  *   replica/log_endpoint*  GET /v1/log (what a node being promoted takes
  *                         from a more advanced one): the records after a
  *                         TXID; 410 once the archiver pruned them; 413 for
@@ -176,9 +178,10 @@ static long long archived_last(const struct lvnode *n, const char *db)
 }
 
 /* Issue 13: a replica and an archive never receive a record the primary
- * later loses.  With WAL and synchronous=NORMAL a commit is in the page
- * cache only, and so is its record until the log is fsynced; the stream
- * sends a record once the log made it durable (it asks for the fsync), and
+ * later loses (replication.wait-durable: always).  With WAL and
+ * synchronous=NORMAL a commit is in the page cache only, and so is its
+ * record until the log is fsynced; the stream sends a record once the log
+ * made it durable (it asks for the fsync), and
  * the archiver ships only what its tick's fsync covered.  The primary is
  * killed right after a burst of commits, then loses power: every log segment goes
  * back to its size when its last fsync began (LV_TEST_SYNCED_MARKS), and
@@ -191,9 +194,10 @@ static long long archived_last(const struct lvnode *n, const char *db)
 Test(replica, never_ahead_of_a_power_loss)
 {
     struct lvdest *ad = lvdest_new(LVDEST_FILE);
-    char arch[2048];
+    char arch[2048], common[2560];
     lvdest_yaml(ad, "    sync-interval: 100ms\n    compaction: []\n", arch, sizeof arch);
-    struct lvcluster *c = repl_cluster_with(1, arch, NULL, 0);
+    snprintf(common, sizeof common, "%sreplication:\n  wait-durable: always\n", arch);
+    struct lvcluster *c = repl_cluster_with(1, common, NULL, 0);
     struct lvnode *pn = c->node[0], *rn = c->node[1];
     setenv("LV_TEST_SYNCED_MARKS", ".lvseg", 1);
     setenv("LV_TEST_SYNC_DELAY_US", "20000", 1); /* the primary's slow disk: records wait for their fsync */
@@ -253,6 +257,56 @@ Test(replica, never_ahead_of_a_power_loss)
     cr_assert_eq(lvnode_metric(rn, "litevault_replication_snapshots_applied_total"), snaps0,
                  "the replica needed a snapshot after the primary's power loss");
     free(p);
+}
+
+/* replication.wait-durable: auto (the default).  A synchronous=NORMAL
+ * writer's records go at once: the streams never fsync the log for it.
+ * A synchronous=FULL writer's records wait for its -wal fsync, which makes
+ * them durable: the streams fsync the log for few of them (a -wal fsync
+ * later than 3 ms, on a slow disk), not for each.  Both end on the
+ * replica, with the primary's durable TXID at its last. */
+Test(replica, wait_durable_auto)
+{
+    struct lvcluster *c = repl_cluster(1, NULL);
+    const char *dbs[2] = {"normal.db", "full.db"};
+    for (int k = 0; k < 2; k++) {
+        char *p = lvnode_path(c->node[0], dbs[k]);
+        sqlite3 *h = sql_open(p);
+        sqlh_exec(h, "PRAGMA journal_mode=WAL");
+        sqlh_exec(h, "PRAGMA synchronous=%s", k ? "FULL" : "NORMAL");
+        sqlh_exec(h, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)");
+        for (int i = 0; i < 100; i++) {
+            sqlh_exec(h, "INSERT INTO t(v) VALUES('x')");
+            usleep(2000);
+        }
+        sqlite3_close(h);
+        free(p);
+        repl_wait_caught_up(c, dbs[k]);
+    }
+    char series[200];
+    snprintf(series, sizeof series, "litevault_db_stream_log_fsyncs_total{db=\"%s\"}", dbs[0]);
+    double fs_normal = lvnode_metric(c->node[0], series);
+    snprintf(series, sizeof series, "litevault_db_stream_log_fsyncs_total{db=\"%s\"}", dbs[1]);
+    double fs_full = lvnode_metric(c->node[0], series);
+    snprintf(series, sizeof series, "litevault_db_durable_txid{db=\"%s\"}", dbs[1]);
+    double durable = lvnode_metric(c->node[0], series);
+    snprintf(series, sizeof series, "litevault_db_stream_waits_total{db=\"%s\"}", dbs[0]);
+    double w_normal = lvnode_metric(c->node[0], series);
+    snprintf(series, sizeof series, "litevault_db_stream_waits_total{db=\"%s\"}", dbs[1]);
+    double w_full = lvnode_metric(c->node[0], series);
+    cr_log_info("stream waits: NORMAL %.0f, FULL %.0f; log fsyncs: NORMAL %.0f, FULL %.0f; full.db durable TXID %.0f, "
+                "last %llu", w_normal, w_full, fs_normal, fs_full, durable,
+                (unsigned long long)lvnode_last_txid(c->node[1], dbs[1]));
+    cr_assert_eq(w_normal, 0, "a stream held back a synchronous=NORMAL writer's records %.0f times", w_normal);
+    /* (Often the -wal's fsync is done before the stream looks: no wait.) */
+    cr_assert_geq(w_full, 3, "the streams held back a synchronous=FULL writer's records only %.0f times in 100 "
+                  "commits", w_full);
+    cr_assert_eq(fs_normal, 0, "the streams fsynced the log %.0f times for a synchronous=NORMAL writer", fs_normal);
+    cr_assert(fs_full >= 0 && fs_full < 50, "the streams fsynced the log %.0f times for 100 synchronous=FULL commits "
+              "(the -wal's fsync should make most of them durable)", fs_full);
+    cr_assert_eq(durable, (double)lvnode_last_txid(c->node[1], dbs[1]));
+    repl_assert_same(c, dbs[0]);
+    repl_assert_same(c, dbs[1]);
 }
 
 /* A replica down while the primary archived and pruned its local log past

@@ -193,7 +193,7 @@
  *      see C10.
  *  C10. Durable TXID.  durable_txid <= txid, and every record up to it
  *      survives a power loss: it is raised to txid by every successful
- *      txlog_sync (db_log_synced, and dbreg_make_durable, whose fdatasync
+ *      txlog_sync (db_log_synced, and dbreg_durable_limit, whose fdatasync
  *      runs on a dup of the segment's fd without mu), and by the
  *      application's fsync of the -wal (db_on_fsync) when the log is
  *      anchored in this WAL generation (older generations' records were
@@ -202,7 +202,8 @@
  *      the WAL write lock, so every frame captured was written before the
  *      fsync.  db_load starts it at txid after an fsync of the whole log
  *      (an earlier process's tail may have been in the page cache only).
- *      Replication streams send no record after it (primary.c).
+ *      A replication stream that must wait (replication.wait-durable,
+ *      dbreg_durable_limit) sends no record after it (primary.c).
  */
 #include "capture/db.h"
 #include "capture/db_impl.h"

@@ -131,18 +131,27 @@ int dbreg_list(struct dbreg *r, struct db_info **out, size_t *n);
  * captures wake (dbreg_wait_commit). */
 int dbreg_list_logged(struct dbreg *r, struct db_info **out, size_t *n);
 
-/* Make the records database name holds now durable, for a stream that
- * sends only durable records: fsyncs its log without holding the
- * database's lock while the disk works.  When the application is seen
- * fsyncing its -wal (synchronous=FULL), a record captured less than
- * DBREG_DURABLE_WAIT_US ago waits for that fsync instead (not with a
- * commit hook: synchronous replication holds the commit): *retry_us
- * (lv_mono_us) then says when to call again.  Once more records are
- * durable the commit sequence moves (dbreg_wait_commit).  0 (done, or
- * another caller's fsync is under way, or *retry_us set), LV_ENOENT, or
- * the error that broke the database.  *durable: the durable TXID then. */
+/* What a replication stream may send of database name: the records up to
+ * *limit (replication.wait-durable, C10 of db.c).
+ *   DBREG_DURABLE_NEVER: every record logged.
+ *   DBREG_DURABLE_AUTO: only durable records while the application makes
+ *     its commits durable itself -- it fsynced the -wal after each of its
+ *     last commits, the last time less than DBREG_WAL_SYNCS_US ago
+ *     (synchronous=FULL), and no commit hook holds the
+ *     commit (synchronous replication: the -wal's fsync comes after it);
+ *     otherwise every record logged (as durable as SQLite's own commit).
+ *   DBREG_DURABLE_ALWAYS: only durable records.
+ * When records must wait and the oldest of them was captured less than
+ * DBREG_DURABLE_WAIT_US ago, they wait for the -wal's fsync (*retry_us:
+ * the lv_mono_us to look again); otherwise the log is fsynced now, without
+ * holding the database's lock while the disk works (one caller at a time;
+ * the others return and are woken: the commit sequence moves once more
+ * records are durable, dbreg_wait_commit).  0, LV_ENOENT, or the error that
+ * broke the database. */
+enum { DBREG_DURABLE_AUTO = 0, DBREG_DURABLE_ALWAYS = 1, DBREG_DURABLE_NEVER = 2 };
 #define DBREG_DURABLE_WAIT_US 3000
-int dbreg_make_durable(struct dbreg *r, const char *name, uint64_t *durable, int64_t *retry_us);
+#define DBREG_WAL_SYNCS_US 1000000
+int dbreg_durable_limit(struct dbreg *r, const char *name, int mode, uint64_t *limit, int64_t *retry_us);
 
 /* Let -wal files use kernel passthrough (on = 1; the WAL watcher starts
  * the first time) or not (0: new opens go through the daemon; opens of a

@@ -1066,8 +1066,11 @@ int db_on_fsync(struct db *d, enum db_filekind kind, int fd, int datasync)
              * and the log holds the older ones durably. */
             db_durable_to(d, d->txid);
         }
-        if (kind == DBF_WAL)
+        if (kind == DBF_WAL && ckpt_idle) { /* the writer's: after each commit at synchronous=FULL */
+            d->wal_fsync_streak = d->recs_since_wal_fsync <= 2 ? d->wal_fsync_streak + 1 : 0;
+            d->recs_since_wal_fsync = 0;
             d->wal_fsync_mono = lv_mono_us();
+        }
     }
 out_unlock:
     hook_exit(d);

@@ -90,9 +90,15 @@ struct db {
                               * application fsynced (C10 of db.c) (mu; read atomically) */
     int durable_wanted;      /* a stream waits for records after durable_txid: raising it bumps the
                               * commit sequence (mu) */
-    int durable_syncing;     /* dbreg_make_durable's log fsync runs without mu (mu) */
-    int64_t wal_fsync_mono;  /* lv_mono_us of the application's last fsync of the -wal (mu) */
-    int64_t txid_mono;       /* lv_mono_us when txid was last raised (mu) */
+    int durable_syncing;     /* dbreg_durable_limit's log fsync runs without mu (mu) */
+    uint64_t stream_waits;   /* dbreg_durable_limit calls that held records back, since start (mu) */
+    uint64_t stream_fsyncs;  /* log fsyncs dbreg_durable_limit ran, since start (mu) */
+    int64_t wal_fsync_mono;  /* lv_mono_us of the writer's last fsync of the -wal (no checkpoint running) (mu) */
+    uint32_t recs_since_wal_fsync; /* records logged since then (mu) */
+    uint32_t wal_fsync_streak; /* writer's -wal fsyncs in a row that came after at most 2 records: 2 or more,
+                                * the application fsyncs each commit (synchronous=FULL); a NORMAL one fsyncs
+                                * only a restarted WAL's header (mu) */
+    int64_t undurable_mono;  /* lv_mono_us when txid last went past durable_txid (mu) */
     int wal_valid;           /* WAL header known (mu) */
     uint32_t wal_psz, wal_salt1, wal_salt2; /* current WAL header (mu) */
     uint32_t wal_next;       /* first frame after the last commit seen (mu) */

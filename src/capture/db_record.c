@@ -102,8 +102,10 @@ static int emit_advance(struct db *d, const struct txlog_hdr *h, const struct ch
         db_fail(d, "internal checksum mismatch after TXID %llu", (unsigned long long)h->txid);
         return LV_EMISMATCH;
     }
+    if (d->durable_txid >= d->txid)
+        d->undurable_mono = lv_mono_us(); /* the oldest record not durable yet */
+    d->recs_since_wal_fsync++;
     d->txid = h->txid;
-    d->txid_mono = lv_mono_us();
     d->last_time = h->time_us;
     d->commits++;
     d->pages_logged += c->n;

@@ -461,15 +461,17 @@ static void db_sync_log(struct db *d)
     pthread_mutex_unlock(&d->mu);
 }
 
-int dbreg_make_durable(struct dbreg *r, const char *name, uint64_t *durable, int64_t *retry_us)
+int dbreg_durable_limit(struct dbreg *r, const char *name, int mode, uint64_t *limit, int64_t *retry_us)
 {
     struct txlog_syncjob j;
+    struct txlog *l;
     struct db *d = dbreg_get(r, name, 0);
-    int rc = 0, have;
+    int rc = 0, have, hook, wal_syncs;
     int64_t now = lv_mono_us();
+    uint64_t upto;
 
     *retry_us = 0;
-    *durable = 0;
+    *limit = 0;
     if (!d)
         return LV_ENOENT;
     pthread_mutex_lock(&d->mu);
@@ -477,22 +479,24 @@ int dbreg_make_durable(struct dbreg *r, const char *name, uint64_t *durable, int
         rc = d->broken ? LV_EBROKEN : LV_ENOENT;
         goto out_unlock;
     }
-    if (d->durable_txid >= d->txid)
+    *limit = d->txid;
+    if (d->durable_txid >= d->txid || mode == DBREG_DURABLE_NEVER)
         goto out_unlock;
+    hook = __atomic_load_n(&r->commit_hook, __ATOMIC_ACQUIRE) != NULL;
+    wal_syncs = d->wal_fsync_streak >= 2 && now - d->wal_fsync_mono < DBREG_WAL_SYNCS_US;
+    if (mode == DBREG_DURABLE_AUTO && (!wal_syncs || hook))
+        goto out_unlock; /* the application did not ask for more than SQLite's own commit */
+    *limit = d->durable_txid;
+    d->stream_waits++;
     d->durable_wanted = 1;
     if (d->durable_syncing)
         goto out_unlock; /* its end raises durable_txid and moves the sequence */
-    /* (Not while synchronous replication holds the commit: its -wal's
-     * fsync comes only once a replica has the record.) */
-    if (!__atomic_load_n(&r->commit_hook, __ATOMIC_ACQUIRE) && d->wal_fsync_mono &&
-        now - d->wal_fsync_mono < 10 * DBREG_DURABLE_WAIT_US &&
-        now - d->txid_mono < DBREG_DURABLE_WAIT_US) {
-        /* synchronous=FULL: the -wal's fsync is about to cover it (C9) */
-        *retry_us = d->txid_mono + DBREG_DURABLE_WAIT_US;
+    if (wal_syncs && !hook && now - d->undurable_mono < DBREG_DURABLE_WAIT_US) {
+        *retry_us = d->undurable_mono + DBREG_DURABLE_WAIT_US; /* the -wal's fsync is about to cover it */
         goto out_unlock;
     }
-    uint64_t upto = d->txid;
-    struct txlog *l = d->log;
+    upto = d->txid;
+    l = d->log;
     have = txlog_sync_begin(l, &j);
     if (have < 0) {
         db_fail(d, "cannot start an fsync of the transaction log (%s)", lv_strerror(have));
@@ -500,6 +504,7 @@ int dbreg_make_durable(struct dbreg *r, const char *name, uint64_t *durable, int
         goto out_unlock;
     }
     if (have) {
+        d->stream_fsyncs++;
         d->durable_syncing = 1;
         pthread_mutex_unlock(&d->mu);
         rc = txlog_sync_run(&j);
@@ -519,8 +524,8 @@ int dbreg_make_durable(struct dbreg *r, const char *name, uint64_t *durable, int
         db_log_synced(d);
     else
         db_durable_to(d, upto);
+    *limit = d->durable_txid;
 out_unlock:
-    *durable = d->durable_txid;
     pthread_mutex_unlock(&d->mu);
     db_put(d);
     return rc;
@@ -795,6 +800,11 @@ int dbreg_metrics(struct dbreg *r, char **buf, size_t *len, size_t *cap)
         {"litevault_db_refused_writes_total", "counter", "Writes refused (OFF/MEMORY journal, garbled header)."},
         {"litevault_db_broken", "gauge", "1 if the database refuses access."},
         {"litevault_db_checkpoint_mismatch_total", "counter", "Checkpointed pages that disagreed with the log."},
+        {"litevault_db_durable_txid", "gauge", "Last TXID durable on this node (fsynced log, or a -wal the application fsynced)."},
+        {"litevault_db_stream_waits_total", "counter",
+         "Times a replication stream found records it must not send before they are durable (replication.wait-durable)."},
+        {"litevault_db_stream_log_fsyncs_total", "counter",
+         "Log fsyncs run for replication streams waiting for durable records (replication.wait-durable)."},
     };
     for (size_t m = 0; m < LV_ARRAY_LEN(names) && rc == 0; m++) {
         rc = metrics_appendf(buf, len, cap, "# HELP %s %s\n# TYPE %s %s\n", names[m][0], names[m][2], names[m][0],
@@ -805,7 +815,8 @@ int dbreg_metrics(struct dbreg *r, char **buf, size_t *len, size_t *cap)
                 pthread_mutex_lock(&d->mu);
                 if (d->kind == DBK_SQLITE || d->broken) {
                     uint64_t v[] = {d->txid, d->commits, d->bytes_logged, d->pages_logged, d->map.npages,
-                                    d->refused, (uint64_t)d->broken, d->ckpt_mismatch};
+                                    d->refused, (uint64_t)d->broken, d->ckpt_mismatch, d->durable_txid,
+                                    d->stream_waits, d->stream_fsyncs};
                     json_t *js = json_string(d->name); /* escape quotes safely */
                     const char *nm = json_string_value(js);
                     char esc[PATH_MAX * 2];

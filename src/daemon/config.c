@@ -96,6 +96,7 @@
 #include "base/lv.h"
 #include "base/lvlog.h"
 #include "daemon/proxy_http.h"
+#include "capture/db.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -787,6 +788,22 @@ static int parse_sync_replicas(struct cfg_parser *p, const struct cfg_key *k, ya
     return 0;
 }
 
+/* replication.wait-durable: auto, always or never. */
+static int parse_wait_durable(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
+                              void *field)
+{
+    static const char *const names[] = {"auto", "always", "never"};
+    static const int vals[] = {DBREG_DURABLE_AUTO, DBREG_DURABLE_ALWAYS, DBREG_DURABLE_NEVER};
+
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(value, names[i]) == 0) {
+            *(int *)field = vals[i];
+            return 0;
+        }
+    return cfg_error(p, node->start_mark, "expected auto, always or never, found \"%s\" (e.g. %s)", value,
+                     k->example);
+}
+
 /* replication.sync-timeout: 10ms to 10m. */
 static int parse_sync_timeout(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *node, const char *value,
                               void *field)
@@ -1008,6 +1025,7 @@ static const struct cfg_key replication_keys[] = {
     {.name = "apply-wait", .parse = parse_apply_wait, .off = offsetof(struct config, repl_apply_wait_us), .example = "100ms"},
     {.name = "sync-replicas", .parse = parse_sync_replicas, .off = offsetof(struct config, repl_sync_replicas), .example = "1"},
     {.name = "sync-timeout", .parse = parse_sync_timeout, .off = offsetof(struct config, repl_sync_timeout_us), .example = "5s"},
+    {.name = "wait-durable", .parse = parse_wait_durable, .off = offsetof(struct config, repl_wait_durable), .example = "auto"},
     {.name = NULL},
 };
 

@@ -76,6 +76,7 @@ struct config {
     int repl_sync_replicas;     /* replication.sync-replicas: a commit on the primary waits until this many
                                    replicas hold it; default 0 (asynchronous) */
     int64_t repl_sync_timeout_us; /* replication.sync-timeout: the longest a commit waits; default 5s */
+    int repl_wait_durable;      /* replication.wait-durable: DBREG_DURABLE_AUTO (default), _ALWAYS or _NEVER */
     /* proxy: the built-in HTTP proxy (daemon/proxy.h); none without the section */
     char *proxy_addr;           /* proxy.addr: HOST:PORT it listens on (owned), NULL: no proxy (the default) */
     char *proxy_target;         /* proxy.target: the application, HOST:PORT or http://HOST:PORT (owned);

@@ -572,7 +572,8 @@ static int primary_parts(struct daemon *dm, int started)
                                            .image_release = api_image_release,
                                            .sync_replicas = cfg->repl_sync_replicas,
                                            .acks = strcmp(cfg->lease_type, "etcd") == 0,
-                                           .sync_timeout_us = cfg->repl_sync_timeout_us},
+                                           .sync_timeout_us = cfg->repl_sync_timeout_us,
+                                           .wait_durable = cfg->repl_wait_durable},
                     &dm->prim) != 0) {
         fprintf(stderr, "litevault: out of memory\n");
         return LV_EXIT_RUNTIME;

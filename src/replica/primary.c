@@ -158,6 +158,7 @@ struct psnap {
     struct db_image_info info;
     uint32_t next_pgno;       /* SENDING: next page to send */
     struct dbreg *reg;        /* for the worker */
+    int wait_durable;         /* for the worker: replication.wait-durable */
 };
 
 struct primary_conn {
@@ -198,6 +199,7 @@ struct primary {
     int sync_n;               /* replication.sync-replicas (immutable) */
     int acks;                 /* replicas acknowledge even without sync_n (a lease that hands over) (immutable) */
     int64_t sync_timeout_us;  /* replication.sync-timeout (immutable) */
+    int wait_durable;         /* replication.wait-durable: DBREG_DURABLE_* (immutable) */
     pthread_cond_t ack_cv;    /* broadcast on every acknowledgement and stream end (p->mu); CLOCK_MONOTONIC */
     int sync_short;           /* the last wait found fewer than sync_n replicas in sync (p->mu; logs once) */
     uint64_t sync_waits;      /* atomic: commits that waited for acknowledgements */
@@ -372,12 +374,12 @@ static void image_main(struct worker *w, void *arg)
     LV_UNUSED(w);
     memset(&info, 0, sizeof info);
     rc = dbreg_image(s->reg, s->name, s->fd, PR_IMAGE_TIMEOUT_MS, &info, NULL, NULL);
-    /* The image goes out only once its TXID is durable here (C10 of db.c). */
+    /* The image goes out only once its TXID may be sent (C10 of db.c). */
     for (int64_t end = lv_mono_us() + PR_IMAGE_TIMEOUT_MS * 1000LL; rc == 0;) {
-        uint64_t durable = 0;
+        uint64_t limit = 0;
         int64_t retry = 0;
-        rc = dbreg_make_durable(s->reg, s->name, &durable, &retry);
-        if (rc || durable >= info.txid)
+        rc = dbreg_durable_limit(s->reg, s->name, s->wait_durable, &limit, &retry);
+        if (rc || limit >= info.txid)
             break;
         if (lv_mono_us() >= end) {
             rc = LV_EBUSY; /* tried again later */
@@ -458,6 +460,7 @@ static int snap_start(struct primary_conn *c)
     unlink(path); /* the open descriptor keeps it; nothing is left behind */
     snprintf(s->name, sizeof s->name, "%s", d->name);
     s->reg = p->reg;
+    s->wait_durable = p->wait_durable;
     s->done = 0;
     s->rc = 0;
     s->active = PS_IMAGING;
@@ -574,8 +577,8 @@ static int snap_step(struct primary_conn *c)
 /* ------------------------------------------------------------ records */
 
 /* Send the records of d after its position, at most PR_ROUND_RECORDS (then
- * c->more), and none after info->durable_txid: a replica never holds a
- * record this node could still lose (C10 of db.c).  info: the registry's
+ * c->more), and none after info->durable_txid (durable_now: what
+ * replication.wait-durable lets go, C10 of db.c).  info: the registry's
  * view of it.  0 or negative (the stream must end). */
 static int send_records(struct primary_conn *c, struct pdb *d, const struct db_info *info)
 {
@@ -752,21 +755,22 @@ out:
     return rc;
 }
 
-/* Raise info->durable_txid to info->txid where this node can (C10 of db.c):
- * a log fsync now, or, under synchronous=FULL, a look again once the
- * -wal's fsync is due (c->rescan_mono).  A database that another stream
- * is making durable moves the commit sequence when it is. */
+/* How far this stream may send info's database (replication.wait-durable,
+ * C10 of db.c), into info->durable_txid: a log fsync may run now, or,
+ * under synchronous=FULL, the stream looks again once the -wal's fsync is
+ * due (c->rescan_mono).  A database that another stream is making durable
+ * moves the commit sequence when it is. */
 static void durable_now(struct primary_conn *c, struct db_info *info)
 {
-    uint64_t durable = 0;
+    uint64_t limit = 0;
     int64_t retry = 0;
 
     if (info->durable_txid >= info->txid)
         return;
-    if (dbreg_make_durable(c->p->reg, info->name, &durable, &retry) != 0)
+    if (dbreg_durable_limit(c->p->reg, info->name, c->p->wait_durable, &limit, &retry) != 0)
         return; /* broken or gone: the next scan sees it */
-    if (durable > info->durable_txid)
-        info->durable_txid = durable < info->txid ? durable : info->txid;
+    if (limit > info->durable_txid)
+        info->durable_txid = limit < info->txid ? limit : info->txid;
     if (retry && (!c->rescan_mono || retry < c->rescan_mono))
         c->rescan_mono = retry;
 }
@@ -1467,6 +1471,7 @@ int primary_new(const struct primary_opts *o, struct primary **out)
                 "unset it outside tests", p->test_delay_us);
     p->acks = o->acks;
     p->sync_timeout_us = o->sync_timeout_us > 0 ? o->sync_timeout_us : PR_DEFAULT_SYNC_TIMEOUT_US;
+    p->wait_durable = o->wait_durable;
     pthread_mutex_init(&p->mu, NULL);
     if (lv_cond_init(&p->ack_cv) != 0) {
         pthread_mutex_destroy(&p->mu);

@@ -42,6 +42,8 @@ struct primary_opts {
     int sync_replicas;          /* replication.sync-replicas: a commit waits until this many replicas hold
                                    it (0: none, asynchronous) */
     int64_t sync_timeout_us;    /* replication.sync-timeout: the longest a commit waits (<= 0: 5 s) */
+    int wait_durable;           /* replication.wait-durable: DBREG_DURABLE_AUTO, _ALWAYS or _NEVER (what a
+                                   stream may send, capture/db.h) */
     int acks;                   /* 1: replicas acknowledge what they apply even without sync_replicas (so
                                    that a hand-over knows who holds everything: primary_handoff_wait) */
 };
