@@ -361,6 +361,55 @@ out_free:
     return rc;
 }
 
+/* The lineage of b is archived under its name again: a deleted.json naming
+ * it (a database deleted, then brought back, or renamed away and back) is
+ * removed, so that readers take the name as alive.  0 or negative. */
+static int clear_deleted(struct adest *d, const struct adb *b)
+{
+    struct archive_deleted t;
+    char *key = archive_deleted_key(b->name), err[256] = "";
+    void *buf = NULL;
+    size_t len = 0;
+    int rc;
+
+    if (!key)
+        return LV_ENOMEM;
+    rc = store_get(d->store, key, 0, 0, &buf, &len);
+    if (rc == LV_ENOENT) {
+        rc = 0;
+        goto out_free;
+    }
+    if (rc)
+        goto out_free;
+    if (archive_deleted_decode(buf, len, &t, err, sizeof err) != 0 || strcmp(t.dbid, b->lineage) == 0) {
+        rc = store_delete(d->store, key);
+        if (rc == 0)
+            LV_INFO("archive %s: %s: lineage %s is archived under this name again; removed %s", store_url(d->store),
+                    b->name, b->lineage, key);
+    }
+out_free:
+    free(buf);
+    free(key);
+    return rc;
+}
+
+/* Write name/deleted.json: lineage was deleted from name now.  0 or negative. */
+static int put_deleted(struct adest *d, const char *name, const char *lineage)
+{
+    struct archive_deleted t = {.format = ARCHIVE_CURRENT_FORMAT, .deleted_us = lv_now_us()};
+    char *key = archive_deleted_key(name), *body = NULL;
+    size_t len = 0;
+    int rc;
+
+    snprintf(t.dbid, sizeof t.dbid, "%s", lineage);
+    rc = key ? archive_deleted_encode(&t, &body, &len) : LV_ENOMEM;
+    if (rc == 0)
+        rc = store_put(d->store, key, body, len);
+    free(body);
+    free(key);
+    return rc;
+}
+
 /* Fetch and decode the manifest of lineage under name into *m.  0, LV_ENOENT, LV_ECORRUPT or a store error. */
 static int get_manifest(struct adest *d, const char *name, const char *lineage, struct manifest *m)
 {
@@ -458,6 +507,8 @@ static int lineage_open(struct adest *d, struct adb *b, const struct db_info *in
             last = manifest_last_txid(&b->m);
             if (!cur[0] && (rc = put_current(d, b->name, b->lineage)) != 0)
                 return rc;
+            if ((rc = clear_deleted(d, b)) != 0)
+                return rc;
             LV_INFO("archive %s: %s: continuing lineage %s at TXID %llu", store_url(d->store), b->name, b->lineage,
                     (unsigned long long)last);
             assert_adb_state(b);
@@ -499,6 +550,8 @@ static int lineage_open(struct adest *d, struct adb *b, const struct db_info *in
     rc = put_manifest(d, b);
     if (rc == 0)
         rc = put_current(d, b->name, b->lineage);
+    if (rc == 0)
+        rc = clear_deleted(d, b);
     return rc;
 }
 
@@ -1141,9 +1194,33 @@ static struct adb *find_db(struct adest *d, const struct db_info *info, int crea
     return b;
 }
 
-/* Drop the databases not seen in this round (unlinked or replaced). */
-static void drop_unseen(struct adest *d)
+/* Drop the databases not seen in this round (unlinked or replaced).  One
+ * whose name the registry no longer lists at all (infos, n: this round's
+ * list; a broken or empty database is listed) was deleted, renamed away or
+ * replaced by another of another ID: its lineage gets name/deleted.json,
+ * so that a catch-up or a seed does not bring it back (FORMAT.md,
+ * "Deleted databases").  A failed PUT is logged: the name then only stays
+ * restorable, as before. */
+static void drop_unseen(struct adest *d, const struct db_info *infos, size_t n)
 {
+    for (size_t i = 0; i < d->ndbs; i++) {
+        struct adb *b = d->dbs[i];
+        int listed = 0;
+        if (b->seen || !b->loaded)
+            continue;
+        for (size_t k = 0; k < n && !listed; k++)
+            listed = strcmp(infos[k].name, b->name) == 0 && memcmp(infos[k].id, b->id, 16) == 0;
+        if (listed)
+            continue;
+        int rc = put_deleted(d, b->name, b->lineage);
+        if (rc)
+            LV_WARN("archive %s: %s: deleted here, but %s/%s could not be written (%s); a new primary or a seeded "
+                    "node may bring it back from the archive", store_url(d->store), b->name, b->name,
+                    ARCHIVE_DELETED_OBJECT, lv_strerror(rc));
+        else
+            LV_INFO("archive %s: %s: deleted here; lineage %s marked deleted (%s/%s)", store_url(d->store), b->name,
+                    b->lineage, b->name, ARCHIVE_DELETED_OBJECT);
+    }
     pthread_mutex_lock(&d->mu);
     for (size_t i = 0; i < d->ndbs;) {
         struct adb *b = d->dbs[i];
@@ -1333,11 +1410,11 @@ static void dest_main(struct worker *w, void *arg)
             }
             pthread_mutex_unlock(&d->mu);
         }
-        free(infos);
         if (!worker_stopping(w)) {
-            drop_unseen(d);
+            drop_unseen(d, infos, n);
             run_deletes(d);
         }
+        free(infos);
     }
     if (__atomic_load_n(&a->drain, __ATOMIC_ACQUIRE))
         dest_drain(d);

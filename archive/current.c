@@ -10,6 +10,10 @@
  * replaced atomically by store_put, so it carries no checksum: a damaged
  * pointer fails to parse or names a lineage whose manifest does not exist
  * or names another ID, and the restore then reports it.
+ *
+ * <db name>/deleted.json (FORMAT.md, "Deleted databases") has the same
+ * shape with "deleted" for "updated": the lineage dbid names was deleted
+ * from this name at that time.  Both share ptr_encode/ptr_decode.
  */
 #include "archive/current.h"
 
@@ -22,16 +26,18 @@
 #include "base/lv.h"
 #include "archive/manifest.h"
 
-char *archive_current_key(const char *name)
+/* The pointer objects (current.json, deleted.json): {"dbid", "format", and
+ * one time member}, nothing else. */
+static char *ptr_key(const char *name, const char *object)
 {
     char *k = NULL;
 
-    if (asprintf(&k, "%s/%s", name, ARCHIVE_CURRENT_OBJECT) < 0)
+    if (asprintf(&k, "%s/%s", name, object) < 0)
         return NULL;
     return k;
 }
 
-int archive_current_encode(const struct archive_current *c, char **out, size_t *len)
+static int ptr_encode(const char *dbid, const char *time_member, int64_t time_us, char **out, size_t *len)
 {
     char tb[40], *s;
     json_t *o;
@@ -39,10 +45,10 @@ int archive_current_encode(const struct archive_current *c, char **out, size_t *
 
     *out = NULL;
     *len = 0;
-    if (!manifest_id_ok(c->dbid))
+    if (!manifest_id_ok(dbid))
         return LV_EINVAL;
-    o = json_pack("{s:i,s:s,s:s}", "format", ARCHIVE_CURRENT_FORMAT, "dbid", c->dbid, "updated",
-                  lv_fmt_time(c->updated_us, tb, sizeof tb));
+    o = json_pack("{s:i,s:s,s:s}", "format", ARCHIVE_CURRENT_FORMAT, "dbid", dbid, time_member,
+                  lv_fmt_time(time_us, tb, sizeof tb));
     if (!o)
         return LV_ENOMEM;
     s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
@@ -61,56 +67,96 @@ int archive_current_encode(const struct archive_current *c, char **out, size_t *
     return 0;
 }
 
-int archive_current_decode(const void *buf, size_t len, struct archive_current *c, char *err, size_t errlen)
+/* Decode object (its name, for messages) with time member time_member into
+ * *format, dbid (33 bytes) and *time_us. */
+static int ptr_decode(const void *buf, size_t len, const char *object, const char *time_member, int *format,
+                      char *dbid, int64_t *time_us, char *err, size_t errlen)
 {
     json_error_t je;
     json_t *o, *v;
     const char *k;
     int rc = LV_ECORRUPT;
 
-    memset(c, 0, sizeof *c);
+    *format = 0;
+    dbid[0] = '\0';
+    *time_us = 0;
     o = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
     if (!o) {
-        lv_seterr(err, errlen, "current.json: not valid JSON: %s (line %d)", je.text, je.line);
+        lv_seterr(err, errlen, "%s: not valid JSON: %s (line %d)", object, je.text, je.line);
         return LV_ECORRUPT;
     }
     if (!json_is_object(o)) {
-        lv_seterr(err, errlen, "current.json: not a JSON object");
+        lv_seterr(err, errlen, "%s: not a JSON object", object);
         goto out;
     }
     v = json_object_get(o, "format");
     if (!json_is_integer(v) || json_integer_value(v) < 1) {
-        lv_seterr(err, errlen, "current.json: \"format\" missing or not a positive integer");
+        lv_seterr(err, errlen, "%s: \"format\" missing or not a positive integer", object);
         goto out;
     }
     if (json_integer_value(v) > ARCHIVE_CURRENT_FORMAT) {
-        lv_seterr(err, errlen, "current.json: unsupported format %lld (this litevault reads format %d)",
-               (long long)json_integer_value(v), ARCHIVE_CURRENT_FORMAT);
+        lv_seterr(err, errlen, "%s: unsupported format %lld (this litevault reads format %d)", object,
+                  (long long)json_integer_value(v), ARCHIVE_CURRENT_FORMAT);
         rc = LV_EVERSION;
         goto out;
     }
-    c->format = (int)json_integer_value(v);
+    *format = (int)json_integer_value(v);
     json_object_foreach(o, k, v) {
-        if (strcmp(k, "format") && strcmp(k, "dbid") && strcmp(k, "updated")) {
-            lv_seterr(err, errlen, "current.json: unknown member \"%s\"", k);
+        if (strcmp(k, "format") && strcmp(k, "dbid") && strcmp(k, time_member)) {
+            lv_seterr(err, errlen, "%s: unknown member \"%s\"", object, k);
             goto out;
         }
     }
     v = json_object_get(o, "dbid");
     if (!json_is_string(v) || !manifest_id_ok(json_string_value(v))) {
-        lv_seterr(err, errlen, "current.json: \"dbid\" missing or not 32 lower-case hex digits");
+        lv_seterr(err, errlen, "%s: \"dbid\" missing or not 32 lower-case hex digits", object);
         goto out;
     }
-    memcpy(c->dbid, json_string_value(v), 33);
-    v = json_object_get(o, "updated");
-    if (!json_is_string(v) || lv_parse_time(json_string_value(v), &c->updated_us) != 0) {
-        lv_seterr(err, errlen, "current.json: \"updated\" missing or not an RFC 3339 time");
+    memcpy(dbid, json_string_value(v), 33);
+    v = json_object_get(o, time_member);
+    if (!json_is_string(v) || lv_parse_time(json_string_value(v), time_us) != 0) {
+        lv_seterr(err, errlen, "%s: \"%s\" missing or not an RFC 3339 time", object, time_member);
         goto out;
     }
     rc = 0;
 out:
     json_decref(o);
-    if (rc)
-        memset(c, 0, sizeof *c);
+    if (rc) {
+        *format = 0;
+        dbid[0] = '\0';
+        *time_us = 0;
+    }
     return rc;
+}
+
+char *archive_current_key(const char *name)
+{
+    return ptr_key(name, ARCHIVE_CURRENT_OBJECT);
+}
+
+int archive_current_encode(const struct archive_current *c, char **out, size_t *len)
+{
+    return ptr_encode(c->dbid, "updated", c->updated_us, out, len);
+}
+
+int archive_current_decode(const void *buf, size_t len, struct archive_current *c, char *err, size_t errlen)
+{
+    memset(c, 0, sizeof *c);
+    return ptr_decode(buf, len, "current.json", "updated", &c->format, c->dbid, &c->updated_us, err, errlen);
+}
+
+char *archive_deleted_key(const char *name)
+{
+    return ptr_key(name, ARCHIVE_DELETED_OBJECT);
+}
+
+int archive_deleted_encode(const struct archive_deleted *t, char **out, size_t *len)
+{
+    return ptr_encode(t->dbid, "deleted", t->deleted_us, out, len);
+}
+
+int archive_deleted_decode(const void *buf, size_t len, struct archive_deleted *t, char *err, size_t errlen)
+{
+    memset(t, 0, sizeof *t);
+    return ptr_decode(buf, len, "deleted.json", "deleted", &t->format, t->dbid, &t->deleted_us, err, errlen);
 }

@@ -37,4 +37,24 @@ int archive_current_encode(const struct archive_current *c, char **out, size_t *
  * LV_EVERSION for a format newer than ARCHIVE_CURRENT_FORMAT. */
 int archive_current_decode(const void *buf, size_t len, struct archive_current *c, char *err, size_t errlen);
 
+/* <db name>/deleted.json: the lineage dbid of this name belongs to a
+ * database that was deleted (or renamed away, or replaced) at deleted_us.
+ * It counts while current.json names the same lineage; the archiver
+ * removes it if that lineage is archived under this name again.  Format:
+ * docs/FORMAT.md, "Deleted databases". */
+#define ARCHIVE_DELETED_OBJECT "deleted.json"
+
+struct archive_deleted {
+    int format;          /* ARCHIVE_CURRENT_FORMAT */
+    char dbid[33];       /* the lineage deleted: 32 lower-case hex + NUL */
+    int64_t deleted_us;  /* when, microseconds since the epoch */
+};
+
+/* "<name>/deleted.json" (malloc'ed, caller frees), or NULL on out of memory. */
+char *archive_deleted_key(const char *name);
+
+/* As archive_current_encode / archive_current_decode, for deleted.json. */
+int archive_deleted_encode(const struct archive_deleted *t, char **out, size_t *len);
+int archive_deleted_decode(const void *buf, size_t len, struct archive_deleted *t, char *err, size_t errlen);
+
 #endif /* ARCHIVE_CURRENT_H */

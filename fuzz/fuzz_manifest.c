@@ -1,7 +1,7 @@
 /*
  * fuzz_manifest.c -- libFuzzer harness for the archive's JSON objects and
  * the restore planner: manifest_decode (archive/manifest.c),
- * archive_current_decode (archive/current.c) and plan_make
+ * archive_current_decode and archive_deleted_decode (archive/current.c) and plan_make
  * (restore/plan.c) on whatever manifest decodes.
  *
  * Input: any bytes, given whole to both decoders.  Checked beyond "no
@@ -12,7 +12,8 @@
  *     last, and for a few times never fails with anything but a documented
  *     code, and a successful plan's segments are contiguous and end at
  *     (or, resolved by time, cover) its target;
- *   - a current.json that decodes re-encodes and decodes to the same ID.
+ *   - a current.json that decodes re-encodes and decodes to the same ID;
+ *   - so does a deleted.json (archive_deleted_decode), with the same time.
  * Seeds: valid manifests and pointers written by gen_seeds with the
  * project's own encoders.  The manifest's "checksum" member rejects most
  * mutations only after the JSON has been parsed and every field checked,
@@ -109,11 +110,28 @@ static void check_current(const uint8_t *data, size_t size)
     free(enc);
 }
 
+static void check_deleted(const uint8_t *data, size_t size)
+{
+    struct archive_deleted t, t2;
+    char err[256], *enc = NULL;
+    size_t len = 0;
+
+    if (archive_deleted_decode(data, size, &t, err, sizeof err) != 0)
+        return;
+    if (archive_deleted_encode(&t, &enc, &len) != 0)
+        FAIL("a decoded deleted.json does not encode");
+    if (archive_deleted_decode(enc, len, &t2, err, sizeof err) != 0 || strcmp(t.dbid, t2.dbid) != 0 ||
+        t.deleted_us != t2.deleted_us)
+        FAIL("deleted.json round trip failed: %s", err);
+    free(enc);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size > (1u << 20))
         return 0;
     check_manifest(data, size);
     check_current(data, size);
+    check_deleted(data, size);
     return 0;
 }

@@ -20,7 +20,8 @@
  *           4 transactions, plus the same file cut inside its last frame.
  *   state/  state files from cksum_state_save: 0, 1 and 9 pages.
  *   manifest/  archive manifests from manifest_encode (empty; level-0 and
- *           level-1 segments with snapshots) and a current.json pointer.
+ *           level-1 segments with snapshots), a current.json pointer and a
+ *           deleted.json.
  *   stream/  replication streams from the stream encoder (replica/stream.h):
  *           one with every frame type, whose RECORD frames carry the real
  *           records of the txlog seeds above (zstd, raw, size-only,
@@ -459,6 +460,12 @@ static void gen_manifest(void)
     if (archive_current_encode(&c, &enc, &len) != 0)
         DIE("archive_current_encode");
     write_seed("manifest", "current.json", enc, len);
+    free(enc);
+    struct archive_deleted t = {.format = ARCHIVE_CURRENT_FORMAT, .deleted_us = 1795514400223456LL};
+    memcpy(t.dbid, id, sizeof t.dbid);
+    if (archive_deleted_encode(&t, &enc, &len) != 0)
+        DIE("archive_deleted_encode");
+    write_seed("manifest", "deleted.json", enc, len);
     free(enc);
 }
 

@@ -58,12 +58,14 @@
  *       local database's (renamed here, the archive still holds it under
  *       its old name), nor when this node deleted that ID (its metadata is
  *       in data.dir/retired: dbreg_retired_id).  Both are skipped with a
- *       warning.  The archive itself records no deletion (the archiver
- *       only stops writing a deleted database; its lineage stays), so a
- *       database deleted on the old primary comes back here when this
- *       node never knew it: one created and deleted while this node
- *       lagged, or deleted before this node joined without seeding from
- *       the archive.  Nothing is lost; the user deletes it again.
+ *       warning.  Nor when the archive says it was deleted: the archiver
+ *       of the node that deleted it wrote <name>/deleted.json naming its
+ *       lineage (FORMAT.md, "Deleted databases"), so a database deleted on
+ *       the old primary does not come back here even when this node never
+ *       knew it (created and deleted while this node lagged).  Only one
+ *       deleted before that archiver could write the object (a crash right
+ *       after the unlink) comes back; nothing is lost, the user deletes it
+ *       again.
  *   C2. Nothing is created that restore would not restore: every object's
  *       size and XXH3, every record's checksums, TXID continuity, the
  *       checksum chain, terms never going back, and the rebuilt file's
@@ -350,6 +352,20 @@ static int catchup_new_db(struct store *st, struct dbreg *reg, const struct arch
         LV_DEBUG("catch-up: %s: the archive names it but holds no lineage of it", name);
         rc = 0;
         goto out_free;
+    }
+    if (rc == 0) {
+        int64_t when = 0;
+        int del = restore_deleted(st, name, lineage, &when);
+        if (del > 0) { /* C1 */
+            LV_INFO("catch-up: %s is in the archive (lineage %s), deleted there at %s: not created again "
+                    "(`litevault restore --db %s` still rebuilds it)", name, lineage, lv_fmt_time(when, tb, sizeof tb),
+                    name);
+            rc = LV_EREFUSED;
+            goto out_free;
+        }
+        if (del < 0)
+            LV_WARN("catch-up: %s: cannot tell whether it was deleted (%s/deleted.json: %s); creating it", name, name,
+                    lv_strerror(del));
     }
     if (rc == 0)
         rc = restore_load_manifest(st, name, lineage, &m, err, sizeof err);

@@ -174,6 +174,33 @@ int restore_open_archive(const char *url, const struct store_opts *so, struct st
     return 0;
 }
 
+int restore_deleted(struct store *st, const char *db, const char *lineage, int64_t *when)
+{
+    struct archive_deleted t;
+    char *key = archive_deleted_key(db), derr[256] = "";
+    void *buf = NULL;
+    size_t len = 0;
+    int rc;
+
+    *when = 0;
+    if (!key)
+        return LV_ENOMEM;
+    rc = store_get(st, key, 0, 0, &buf, &len);
+    if (rc == LV_ENOENT) {
+        rc = 0;
+    } else if (rc == 0) {
+        if (archive_deleted_decode(buf, len, &t, derr, sizeof derr) != 0) {
+            LV_WARN("%s: %s is unreadable (%s); taking %s as not deleted", store_url(st), key, derr, db);
+        } else if (strcmp(t.dbid, lineage) == 0) {
+            *when = t.deleted_us;
+            rc = 1;
+        }
+    }
+    free(buf);
+    free(key);
+    return rc;
+}
+
 int restore_find_lineage(struct store *st, const char *db, const char *want, char out[MANIFEST_ID_HEX + 1],
                          int *listed, char *err, size_t errlen)
 {

@@ -198,6 +198,25 @@ static int archive_names(const struct seed_opts *o, char ***out, size_t *n, char
     rc = restore_open_archive(o->url, o->sopts, &st, &empty, err, errlen);
     if (rc == 0 && !empty)
         rc = seed_archive_names(st, out, n, err, errlen);
+    /* Databases deleted on their primary (deleted.json names their current
+     * lineage) are not seeded; --db NAME still seeds one. */
+    size_t kept = 0;
+    for (size_t i = 0; rc == 0 && i < *n; i++) {
+        char lineage[MANIFEST_ID_HEX + 1], tb[40], ferr[256];
+        int listed = 0, del = 0;
+        int64_t when = 0;
+        if (restore_find_lineage(st, (*out)[i], NULL, lineage, &listed, ferr, sizeof ferr) == 0)
+            del = restore_deleted(st, (*out)[i], lineage, &when);
+        if (del > 0) {
+            LV_INFO("seed: %s was deleted at %s (%s/deleted.json): not seeded (--db %s seeds it anyway)", (*out)[i],
+                    lv_fmt_time(when, tb, sizeof tb), (*out)[i], (*out)[i]);
+            free((*out)[i]);
+        } else {
+            (*out)[kept++] = (*out)[i];
+        }
+    }
+    if (rc == 0)
+        *n = kept;
     store_close(st);
     return rc;
 }

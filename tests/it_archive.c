@@ -1281,3 +1281,57 @@ static void full_disk(enum lvdest_kind kind, int wal)
 #define FULL_DISK(sfx, kind) \
     Test(archive, full_local_disk_##sfx, .timeout = 120) { full_disk(kind, kind == LVDEST_FILE); }
 LVDEST_KINDS(FULL_DISK)
+
+/* A database deleted on the node that archives it: the archive says so
+ * (<name>/deleted.json naming its lineage, FORMAT.md "Deleted databases"),
+ * `archive ls` shows it, and `restore --seed` of a new node leaves it out
+ * (catch-up at a promotion reads the same object); --db NAME still seeds
+ * it.  Created again under that name, it is alive again. */
+Test(archive, deleted_database_marked)
+{
+    dest(LVDEST_FILE, "    sync-interval: 100ms\n");
+    struct lvnode *n = node(NULL);
+    write_rows(n, "gone.db", 5, 0, 1);
+    write_rows(n, "kept.db", 5, 0, 1);
+    wait_confirmed(n, "gone.db", 10);
+    wait_confirmed(n, "kept.db", 10);
+    char *p = lvnode_path(n, "gone.db"), side[700], tomb[700];
+    cr_assert_eq(unlink(p), 0);
+    snprintf(side, sizeof side, "%s-wal", p);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", p);
+    unlink(side);
+    snprintf(tomb, sizeof tomb, "%s/gone.db/deleted.json", A.d->root);
+    cr_assert(WAIT_FOR(access(tomb, F_OK) == 0, LVT_WAIT_MS), "no %s after the database was deleted", tomb);
+    json_t *j = lvnode_cli_json(n, NULL, "archive ls", "--db gone.db");
+    json_t *d = json_array_get(json_object_get(j, "databases"), 0);
+    cr_assert(json_is_string(json_object_get(d, "deleted")), "archive ls does not say gone.db was deleted");
+    json_decref(j);
+    j = lvnode_cli_json(n, NULL, "archive ls", "--db kept.db");
+    d = json_array_get(json_object_get(j, "databases"), 0);
+    cr_assert(json_is_null(json_object_get(d, "deleted")), "archive ls says kept.db was deleted");
+    json_decref(j);
+
+    /* A new node seeded from the archive has kept.db only. */
+    struct lvnode *b = lvnode_new(A.yaml);
+    int rc = -1;
+    j = lvnode_cli_json(b, &rc, "restore", "--seed");
+    cr_assert_eq(rc, 0, "restore --seed failed");
+    json_t *a = json_object_get(j, "databases");
+    cr_assert_eq(json_array_size(a), 1, "seeded %zu databases, wanted kept.db alone", json_array_size(a));
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(a, 0), "db")), "kept.db");
+    json_decref(j);
+    struct lvnode *c = lvnode_new(A.yaml);
+    j = lvnode_cli_json(c, &rc, "restore", "--seed --db gone.db");
+    cr_assert_eq(rc, 0, "restore --seed --db gone.db failed");
+    json_decref(j);
+
+    /* Created again: a new lineage, not deleted. */
+    write_rows(n, "gone.db", 3, 0, 1);
+    wait_confirmed(n, "gone.db", 10);
+    j = lvnode_cli_json(n, NULL, "archive ls", "--db gone.db");
+    d = json_array_get(json_object_get(j, "databases"), 0);
+    cr_assert(json_is_null(json_object_get(d, "deleted")), "gone.db, created again, is still shown deleted");
+    json_decref(j);
+    free(p);
+}

@@ -787,6 +787,35 @@ Test(restore_current, encode_decode_roundtrip_and_errors)
     cr_assert_eq(archive_current_encode(&c, &js, &len), LV_EINVAL);
 }
 
+/* deleted.json: the same shape as current.json with "deleted"; a
+ * current.json is not a deleted.json (its time member is another), and
+ * the reverse. */
+Test(restore_current, deleted_roundtrip_and_errors)
+{
+    struct archive_deleted t = { 1, "0123456789abcdef0123456789abcdef", 1764000000123456ll }, u;
+    struct archive_current c;
+    char *js = NULL, *key = archive_deleted_key("sub/a.db"), err[256];
+    size_t len;
+
+    cr_assert_str_eq(key, "sub/a.db/deleted.json");
+    free(key);
+    cr_assert_eq(archive_deleted_encode(&t, &js, &len), 0);
+    cr_assert_str_eq(js, "{\"dbid\":\"0123456789abcdef0123456789abcdef\",\"deleted\":\"2025-11-24T16:00:00.123456Z\","
+                         "\"format\":1}\n");
+    cr_assert_eq(archive_deleted_decode(js, len, &u, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(u.dbid, t.dbid);
+    cr_assert_eq(u.deleted_us, t.deleted_us);
+    cr_assert_eq(archive_current_decode(js, len, &c, err, sizeof err), LV_ECORRUPT);
+    cr_assert(strstr(err, "current.json") && strstr(err, "deleted"), "%s", err);
+    free(js);
+    const char *cur = "{\"dbid\":\"0123456789abcdef0123456789abcdef\",\"format\":1,\"updated\":\"2025-11-24T16:00:00Z\"}";
+    cr_assert_eq(archive_deleted_decode(cur, strlen(cur), &u, err, sizeof err), LV_ECORRUPT);
+    cr_assert(strstr(err, "deleted.json"), "%s", err);
+    const char *v2 = "{\"format\":2,\"dbid\":\"x\",\"deleted\":\"y\"}";
+    cr_assert_eq(archive_deleted_decode(v2, strlen(v2), &u, err, sizeof err), LV_EVERSION);
+    cr_assert_eq(u.dbid[0], '\0');
+}
+
 /* ---------------------------------------------------------------- faults */
 
 Test(restore, bit_flip_in_a_segment)
