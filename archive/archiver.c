@@ -171,6 +171,7 @@ struct adb {
     int urgent;                 /* among them a change other than new level-0 segments: store it at once (thread) */
     int64_t lag_since_mono;     /* when m first got a change not yet stored (monotonic us; valid if dirty) (thread) */
     int seen;                   /* listed in the current round (thread) */
+    int tomb_check;             /* lineage opened: name/deleted.json must not name it (clear_deleted) (thread) */
     int failures;               /* consecutive failed steps (thread) */
     int64_t next_try_mono;      /* backoff: no attempt before (thread) */
     int64_t last_warn_mono;     /* rate limit of warnings (thread) */
@@ -361,13 +362,16 @@ out_free:
     return rc;
 }
 
-/* The lineage of b is archived under its name again: a deleted.json naming
- * it (a database deleted, then brought back, or renamed away and back) is
- * removed, so that readers take the name as alive.  0 or negative. */
+/* The lineage of b is archived under its name: a deleted.json naming it
+ * (a database deleted, then brought back, or renamed away and back) is
+ * removed, so that readers take the name as alive.  One naming the lineage
+ * current.json names instead, while b's is another, says the pointer names
+ * a deleted database: current.json then names b's lineage (no other live
+ * database of that name can contest it).  0 or negative (tried again). */
 static int clear_deleted(struct adest *d, const struct adb *b)
 {
     struct archive_deleted t;
-    char *key = archive_deleted_key(b->name), err[256] = "";
+    char *key = archive_deleted_key(b->name), err[256] = "", cur[64] = "";
     void *buf = NULL;
     size_t len = 0;
     int rc;
@@ -386,6 +390,14 @@ static int clear_deleted(struct adest *d, const struct adb *b)
         if (rc == 0)
             LV_INFO("archive %s: %s: lineage %s is archived under this name again; removed %s", store_url(d->store),
                     b->name, b->lineage, key);
+        goto out_free;
+    }
+    rc = get_current(d, b->name, cur, sizeof cur);
+    if (rc == 0 && strcmp(cur, t.dbid) == 0) {
+        rc = put_current(d, b->name, b->lineage);
+        if (rc == 0)
+            LV_INFO("archive %s: %s: current.json named lineage %s, deleted; it names %s, archived here, now",
+                    store_url(d->store), b->name, t.dbid, b->lineage);
     }
 out_free:
     free(buf);
@@ -507,8 +519,7 @@ static int lineage_open(struct adest *d, struct adb *b, const struct db_info *in
             last = manifest_last_txid(&b->m);
             if (!cur[0] && (rc = put_current(d, b->name, b->lineage)) != 0)
                 return rc;
-            if ((rc = clear_deleted(d, b)) != 0)
-                return rc;
+            b->tomb_check = 1;
             LV_INFO("archive %s: %s: continuing lineage %s at TXID %llu", store_url(d->store), b->name, b->lineage,
                     (unsigned long long)last);
             assert_adb_state(b);
@@ -550,8 +561,7 @@ static int lineage_open(struct adest *d, struct adb *b, const struct db_info *in
     rc = put_manifest(d, b);
     if (rc == 0)
         rc = put_current(d, b->name, b->lineage);
-    if (rc == 0)
-        rc = clear_deleted(d, b);
+    b->tomb_check = 1;
     return rc;
 }
 
@@ -1142,6 +1152,12 @@ static int db_step(struct adest *d, struct adb *b, const struct db_info *info)
         rc = lineage_open(d, b, info);
         if (rc)
             return rc;
+    }
+    if (b->tomb_check) { /* retried at each step until it worked */
+        rc = clear_deleted(d, b);
+        if (rc)
+            return rc;
+        b->tomb_check = 0;
     }
     if (b->urgent) {
         rc = put_manifest(d, b);

@@ -1333,5 +1333,16 @@ Test(archive, deleted_database_marked)
     d = json_array_get(json_object_get(j, "databases"), 0);
     cr_assert(json_is_null(json_object_get(d, "deleted")), "gone.db, created again, is still shown deleted");
     json_decref(j);
+
+    /* Renamed away, the name's lineage is marked; renamed back, the mark goes. */
+    char *pk = lvnode_path(n, "kept.db"), *pm = lvnode_path(n, "moved.db");
+    snprintf(tomb, sizeof tomb, "%s/kept.db/deleted.json", A.d->root);
+    cr_assert_eq(rename(pk, pm), 0, "rename %s: %s", pk, strerror(errno));
+    cr_assert(WAIT_FOR(access(tomb, F_OK) == 0, LVT_WAIT_MS), "no %s after kept.db was renamed away", tomb);
+    cr_assert_eq(rename(pm, pk), 0, "rename %s: %s", pm, strerror(errno));
+    write_rows(n, "kept.db", 2, 0, 1);
+    cr_assert(WAIT_FOR(access(tomb, F_OK) != 0, LVT_WAIT_MS), "%s stays after kept.db was renamed back", tomb);
+    free(pk);
+    free(pm);
     free(p);
 }

@@ -194,7 +194,7 @@
  *  C10. Durable TXID.  durable_txid <= txid, and every record up to it
  *      survives a power loss: it is raised to txid by every successful
  *      txlog_sync (db_log_synced, and dbreg_durable_limit, whose fdatasync
- *      runs on a dup of the segment's fd without mu), and by the
+ *      runs on the segment opened again without mu), and by the
  *      application's fsync of the -wal (db_on_fsync) when the log is
  *      anchored in this WAL generation (older generations' records were
  *      fsynced before their frames could go, C7) and no checkpoint is
@@ -237,6 +237,7 @@ void db_assert_state(const struct db *d)
     LV_ASSERT(d->kind == DBK_UNKNOWN || d->kind == DBK_SQLITE || d->kind == DBK_PLAIN);
     LV_ASSERT(!(d->journal_active && d->bulk)); /* C6 */
     LV_ASSERT(d->broken || d->kind != DBK_SQLITE || d->log); /* C6 */
+    LV_ASSERT(d->durable_txid <= d->txid); /* C10 */
     LV_ASSERT(!d->dirty_any || (d->dmin <= d->dmax && d->dmax / 64 < d->dirty_words)); /* C6 */
     LV_ASSERT(d->map.npages == 0 || dbhdr_page_size_ok(d->map.page_size));
     LV_ASSERT(!d->wal_valid || dbhdr_page_size_ok(d->wal_psz));
@@ -368,6 +369,11 @@ static void escape_name(const char *name, char *out, size_t n)
 
 /* ---------------------------------------------------------- durability */
 
+int db_wal_syncs_commits(const struct db *d)
+{
+    return d->wal_fsync_streak >= 2 && d->recs_since_wal_fsync <= 2;
+}
+
 void db_durable_to(struct db *d, uint64_t txid)
 {
     if (txid > d->txid)
@@ -375,10 +381,18 @@ void db_durable_to(struct db *d, uint64_t txid)
     if (txid <= d->durable_txid)
         return;
     __atomic_store_n(&d->durable_txid, txid, __ATOMIC_RELEASE);
+    if (txid < d->txid)
+        d->undurable_mono = lv_mono_us(); /* (at most: the oldest record left is younger) */
     if (d->durable_wanted) {
         d->durable_wanted = 0;
         dbreg_bump_seq(d->reg);
     }
+}
+
+void db_durable_reset(struct db *d)
+{
+    __atomic_store_n(&d->durable_txid, 0, __ATOMIC_RELEASE);
+    d->undurable_mono = lv_mono_us();
 }
 
 void db_log_synced(struct db *d)
@@ -621,6 +635,7 @@ int db_promote_id(struct db *d, const uint8_t *id)
     d->kind = DBK_SQLITE;
     cksum_map_init(&d->map);
     d->txid = 0;
+    db_durable_reset(d); /* C10 */
     char hex[33];
     lv_hex(d->id, 16, hex);
     LV_INFO("%s: new database, id %s", d->name, hex);

@@ -116,6 +116,8 @@ struct db_info {
     uint64_t term;          /* the term of that TXID's record (0: none) */
     uint64_t saved_txid;    /* TXID of the persisted checksum state (records after it are needed at start-up) */
     uint64_t durable_txid;  /* every record up to it is durable on this node (<= txid) */
+    int syncs_commits;      /* the application fsyncs the -wal after each commit (synchronous=FULL) and no
+                             * commit hook holds commits: replication.wait-durable auto waits for it */
     int broken;             /* 1: the database refuses access */
 };
 
@@ -135,9 +137,8 @@ int dbreg_list_logged(struct dbreg *r, struct db_info **out, size_t *n);
  * *limit (replication.wait-durable, C10 of db.c).
  *   DBREG_DURABLE_NEVER: every record logged.
  *   DBREG_DURABLE_AUTO: only durable records while the application makes
- *     its commits durable itself -- it fsynced the -wal after each of its
- *     last commits, the last time less than DBREG_WAL_SYNCS_US ago
- *     (synchronous=FULL), and no commit hook holds the
+ *     its commits durable itself -- it fsyncs the -wal after each commit
+ *     (synchronous=FULL; db_wal_syncs_commits), and no commit hook holds the
  *     commit (synchronous replication: the -wal's fsync comes after it);
  *     otherwise every record logged (as durable as SQLite's own commit).
  *   DBREG_DURABLE_ALWAYS: only durable records.
@@ -150,7 +151,6 @@ int dbreg_list_logged(struct dbreg *r, struct db_info **out, size_t *n);
  * broke the database. */
 enum { DBREG_DURABLE_AUTO = 0, DBREG_DURABLE_ALWAYS = 1, DBREG_DURABLE_NEVER = 2 };
 #define DBREG_DURABLE_WAIT_US 3000
-#define DBREG_WAL_SYNCS_US 1000000
 int dbreg_durable_limit(struct dbreg *r, const char *name, int mode, uint64_t *limit, int64_t *retry_us);
 
 /* Let -wal files use kernel passthrough (on = 1; the WAL watcher starts

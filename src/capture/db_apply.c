@@ -1317,6 +1317,7 @@ static int snap_install(struct db_snap *s, struct db *d, uint32_t *pg, size_t *n
     if (rc)
         goto out_fail;
     d->txid = in->txid;
+    db_durable_reset(d); /* C10: a new history */
     d->last_time = in->time_us;
     d->log_unsynced = 1;
     d->commits++;

@@ -20,6 +20,7 @@
  */
 #include "capture/db.h"
 #include "capture/db_impl.h"
+#include "capture/fs.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -47,10 +48,11 @@ struct db_sync_job {
 };
 
 /*
- * SYNCER.  With synchronous=FULL, SQLite fsyncs the WAL after each commit,
- * and the record must be durable before that fsync returns (C7).  Doing
- * the log's fdatasync and the application's fsync one after the other
- * would double the commit latency, so the log's is handed to this worker
+ * SYNCER.  When the application fsyncs a file of a database whose log
+ * holds records not yet fsynced (the journal or main file in rollback
+ * modes, C7), those records must be durable before that fsync returns.
+ * Doing the log's fdatasync and the application's fsync one after the
+ * other would double the latency, so the log's is handed to this worker
  * and both run at once (the filesystem can also merge them into one
  * journal commit).  A job is queued under smu and the worker woken; the
  * waiter sleeps on scv until done.  The worker drains the queue before it
@@ -997,13 +999,17 @@ int db_on_flush(struct db *d, enum db_filekind kind)
  * connection may be appending frames.  Without that, the -wal's fsync
  * comes from the writer, which holds the WAL write lock: no frame is
  * written meanwhile.  No -shm (locking_mode=EXCLUSIVE keeps the
- * wal-index in memory): one connection, so idle.  Unreadable: not idle. */
+ * wal-index in memory): one connection, so idle.  Unreadable, or a -shm
+ * not on kernel passthrough (SQLite's mmap then reaches the backing file
+ * only at write-back): not idle. */
 static int wal_ckpt_idle(struct db *d)
 {
     char rel[PATH_MAX];
     uint32_t ck[10];
     int fd, idle = 0;
 
+    if (!fs_passthrough_active())
+        return 0;
     snprintf(rel, sizeof rel, "%s-shm", d->name);
     fd = openat(d->reg->rootfd, rel, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -1069,7 +1075,6 @@ int db_on_fsync(struct db *d, enum db_filekind kind, int fd, int datasync)
         if (kind == DBF_WAL && ckpt_idle) { /* the writer's: after each commit at synchronous=FULL */
             d->wal_fsync_streak = d->recs_since_wal_fsync <= 2 ? d->wal_fsync_streak + 1 : 0;
             d->recs_since_wal_fsync = 0;
-            d->wal_fsync_mono = lv_mono_us();
         }
     }
 out_unlock:

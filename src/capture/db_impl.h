@@ -93,11 +93,9 @@ struct db {
     int durable_syncing;     /* dbreg_durable_limit's log fsync runs without mu (mu) */
     uint64_t stream_waits;   /* dbreg_durable_limit calls that held records back, since start (mu) */
     uint64_t stream_fsyncs;  /* log fsyncs dbreg_durable_limit ran, since start (mu) */
-    int64_t wal_fsync_mono;  /* lv_mono_us of the writer's last fsync of the -wal (no checkpoint running) (mu) */
     uint32_t recs_since_wal_fsync; /* records logged since then (mu) */
-    uint32_t wal_fsync_streak; /* writer's -wal fsyncs in a row that came after at most 2 records: 2 or more,
-                                * the application fsyncs each commit (synchronous=FULL); a NORMAL one fsyncs
-                                * only a restarted WAL's header (mu) */
+    uint32_t wal_fsync_streak; /* writer's -wal fsyncs in a row that came after at most 2 records
+                                * (db_wal_syncs_commits) (mu) */
     int64_t undurable_mono;  /* lv_mono_us when txid last went past durable_txid (mu) */
     int wal_valid;           /* WAL header known (mu) */
     uint32_t wal_psz, wal_salt1, wal_salt2; /* current WAL header (mu) */
@@ -231,6 +229,14 @@ int db_change_cmp(const void *a, const void *b);
 /* Records up to txid are durable (C10): raise durable_txid, and wake the
  * streams that wait for it.  Caller holds mu. */
 void db_durable_to(struct db *d, uint64_t txid);
+/* Does the application fsync the -wal after each commit (synchronous=FULL):
+ * its writer's last two -wal fsyncs each came after at most 2 records, and
+ * at most 2 records came since?  (A synchronous=NORMAL writer fsyncs only a
+ * restarted WAL's header.)  Caller holds mu. */
+int db_wal_syncs_commits(const struct db *d);
+/* History replaced (a snapshot applied, a seed installed, the log loaded):
+ * nothing is known durable until the next fsync of the log.  Caller holds mu. */
+void db_durable_reset(struct db *d);
 /* txlog_sync of d's log succeeded: every record is durable (C7, C10).
  * Caller holds mu. */
 void db_log_synced(struct db *d);

@@ -460,6 +460,7 @@ static int load_log(struct db *d, struct txlog_tail *tail, int *full)
         return rc;
     }
     d->txid = tail->last_txid;
+    db_durable_reset(d); /* C10: durable once db_load fsyncs the log */
     d->last_time = tail->last_time_us;
     d->saved_txid = stxid;
     d->saved_valid = stxid > 0;

@@ -483,7 +483,7 @@ int dbreg_durable_limit(struct dbreg *r, const char *name, int mode, uint64_t *l
     if (d->durable_txid >= d->txid || mode == DBREG_DURABLE_NEVER)
         goto out_unlock;
     hook = __atomic_load_n(&r->commit_hook, __ATOMIC_ACQUIRE) != NULL;
-    wal_syncs = d->wal_fsync_streak >= 2 && now - d->wal_fsync_mono < DBREG_WAL_SYNCS_US;
+    wal_syncs = db_wal_syncs_commits(d);
     if (mode == DBREG_DURABLE_AUTO && (!wal_syncs || hook))
         goto out_unlock; /* the application did not ask for more than SQLite's own commit */
     *limit = d->durable_txid;
@@ -498,8 +498,7 @@ int dbreg_durable_limit(struct dbreg *r, const char *name, int mode, uint64_t *l
     upto = d->txid;
     l = d->log;
     have = txlog_sync_begin(l, &j);
-    if (have < 0) {
-        db_fail(d, "cannot start an fsync of the transaction log (%s)", lv_strerror(have));
+    if (have < 0) { /* broken already, or out of file descriptors or memory: the stream tries again */
         rc = have;
         goto out_unlock;
     }
@@ -512,11 +511,13 @@ int dbreg_durable_limit(struct dbreg *r, const char *name, int mode, uint64_t *l
         d->durable_syncing = 0;
         if (d->log != l || d->broken) { /* retired or failed meanwhile: nothing to account */
             txlog_sync_release(&j);
+            dbreg_bump_seq(r); /* the streams that waited for this fsync look again */
             goto out_unlock;
         }
         rc = txlog_sync_end(l, &j, rc);
         if (rc) {
             db_fail(d, "fsync of the transaction log failed");
+            dbreg_bump_seq(r);
             goto out_unlock;
         }
     }
@@ -680,6 +681,7 @@ static int list_dbs(struct dbreg *r, struct db_info **out, size_t *n, int captur
             snprintf(i->logdir, sizeof i->logdir, "%s/log", d->metadir);
             i->txid = d->txid;
             i->durable_txid = d->durable_txid;
+            i->syncs_commits = db_wal_syncs_commits(d) && !__atomic_load_n(&r->commit_hook, __ATOMIC_ACQUIRE);
             i->time_us = d->last_time;
             i->page_size = d->map.page_size;
             i->db_pages = d->map.npages;

@@ -319,6 +319,11 @@ struct pt_backing_map {
 
 static int g_devfd = -1;            /* the session's /dev/fuse fd (set before the loop) */
 static int g_pt_state;              /* 0 offered, 1 registration worked, -1 off (atomic) */
+
+int fs_passthrough_active(void)
+{
+    return __atomic_load_n(&g_pt_state, __ATOMIC_RELAXED) == 1;
+}
 static int g_init_seen;             /* the INIT reply went out (first writev; atomic) */
 static __thread int pt_pending;     /* backing ID for the reply this thread sends next, 0 if none */
 

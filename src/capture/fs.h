@@ -29,4 +29,9 @@ void fs_set_child(pid_t pid);
 /* Ask fs_run to return (async-signal-safe; callable from any thread). */
 void fs_request_exit(void);
 
+/* 1 once the kernel took a backing file for passthrough (so -shm files,
+ * mmap'ed by SQLite, are the backing files themselves and reading those
+ * shows the wal-index as it is); 0 before, or when it refused. */
+int fs_passthrough_active(void);
+
 #endif /* FS_H */

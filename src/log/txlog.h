@@ -121,7 +121,7 @@ int txlog_sync(struct txlog *l);
  * Every record complete at begin is durable once run returned 0 (earlier
  * segments were fdatasynced at roll-over).  A failed run breaks the log. */
 struct txlog_syncjob {
-    int fd;                 /* dup of the segment's fd (owned), -1 if none */
+    int fd;                 /* the segment opened again, read-only (owned), -1 if none */
     char *path;             /* the segment's path (owned) */
     int dir;                /* its directory needs an fsync too */
     uint64_t wgen;          /* the writer's write generation at begin */

@@ -31,8 +31,8 @@
  * its own unless the current one is still empty.  Before a segment is
  * closed by roll-over its unsynced data is fdatasynced, so txlog_sync only
  * ever needs to sync the current segment (plus the directory once after a
- * segment was created).  txlog_sync_begin/run/end do the same fsync on a
- * dup of the segment's fd without the owner's lock; end clears dirty only
+ * segment was created).  txlog_sync_begin/run/end do the same fsync on the
+ * segment opened again (its own open file) without the owner's lock; end clears dirty only
  * if nothing was written meanwhile (wgen) in the same segment.  A log
  * opened by txlog_open starts dirty: an earlier process's tail may be in
  * the page cache only.
@@ -643,10 +643,13 @@ int txlog_sync_begin(struct txlog *l, struct txlog_syncjob *j)
     j->path = strdup(l->seg_path);
     if (!j->path)
         return LV_ENOMEM;
-    j->fd = fcntl(l->fd, F_DUPFD_CLOEXEC, 0);
+    /* Its own open file, not a dup: a write-back error is reported once per
+     * open file, so a dup's fsync could take the error that a concurrent
+     * txlog_sync on l->fd must see. */
+    j->fd = open(l->seg_path, O_RDONLY | O_CLOEXEC);
     if (j->fd < 0) {
         int e = errno;
-        LV_ERROR("txlog: dup of %s: %s", l->seg_path, strerror(e));
+        LV_ERROR("txlog: open %s for its fsync: %s", l->seg_path, strerror(e));
         free(j->path);
         j->path = NULL;
         return lv_from_errno(e);
@@ -667,9 +670,9 @@ int txlog_sync_run(struct txlog_syncjob *j)
 
 int txlog_sync_end(struct txlog *l, struct txlog_syncjob *j, int rc)
 {
-    if (rc != 0 && !l->broken) {
-        /* The error went to the dup's open file; a later fsync of the
-         * segment would not report it again, so the log cannot be trusted. */
+    if (rc != 0 && !l->broken && strcmp(l->seg_path, j->path) == 0) {
+        /* The segment's data may not be on disk, and the error was reported
+         * to the job's open file: the log cannot be trusted. */
         LV_ERROR("txlog: fsync %s failed; log is broken", j->path);
         l->broken = LV_EBROKEN;
     }

@@ -767,6 +767,11 @@ static void durable_now(struct primary_conn *c, struct db_info *info)
 
     if (info->durable_txid >= info->txid)
         return;
+    if (c->p->wait_durable == DBREG_DURABLE_NEVER ||
+        (c->p->wait_durable == DBREG_DURABLE_AUTO && !info->syncs_commits)) {
+        info->durable_txid = info->txid; /* no wait: no call that takes the database's lock */
+        return;
+    }
     if (dbreg_durable_limit(c->p->reg, info->name, c->p->wait_durable, &limit, &retry) != 0)
         return; /* broken or gone: the next scan sees it */
     if (limit > info->durable_txid)
