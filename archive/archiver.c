@@ -315,21 +315,32 @@ static void mark_dirty(struct adb *b, int urgent)
     assert_adb_state(b);
 }
 
-/* Write name/current.json naming lineage (archive/current.h).  0 or negative. */
-static int put_current(struct adest *d, const char *name, const char *lineage)
+/* Write name/current.json (deleted 0) or name/deleted.json (1) naming
+ * lineage, stamped now (archive/current.h).  0 or negative. */
+static int put_ptr(struct adest *d, const char *name, const char *lineage, int deleted)
 {
     struct archive_current c = {.format = ARCHIVE_CURRENT_FORMAT, .updated_us = lv_now_us()};
-    char *key = archive_current_key(name), *body = NULL;
+    struct archive_deleted t = {.format = ARCHIVE_CURRENT_FORMAT, .deleted_us = c.updated_us};
+    char *key = deleted ? archive_deleted_key(name) : archive_current_key(name), *body = NULL;
     size_t len = 0;
     int rc;
 
     snprintf(c.dbid, sizeof c.dbid, "%s", lineage);
-    rc = key ? archive_current_encode(&c, &body, &len) : LV_ENOMEM;
+    snprintf(t.dbid, sizeof t.dbid, "%s", lineage);
+    if (!key)
+        rc = LV_ENOMEM;
+    else
+        rc = deleted ? archive_deleted_encode(&t, &body, &len) : archive_current_encode(&c, &body, &len);
     if (rc == 0)
         rc = store_put(d->store, key, body, len);
     free(body);
     free(key);
     return rc;
+}
+
+static int put_current(struct adest *d, const char *name, const char *lineage)
+{
+    return put_ptr(d, name, lineage, 0);
 }
 
 /* Read name/current.json: *lineage gets its dbid ("" if absent or not a
@@ -401,23 +412,6 @@ static int clear_deleted(struct adest *d, const struct adb *b)
     }
 out_free:
     free(buf);
-    free(key);
-    return rc;
-}
-
-/* Write name/deleted.json: lineage was deleted from name now.  0 or negative. */
-static int put_deleted(struct adest *d, const char *name, const char *lineage)
-{
-    struct archive_deleted t = {.format = ARCHIVE_CURRENT_FORMAT, .deleted_us = lv_now_us()};
-    char *key = archive_deleted_key(name), *body = NULL;
-    size_t len = 0;
-    int rc;
-
-    snprintf(t.dbid, sizeof t.dbid, "%s", lineage);
-    rc = key ? archive_deleted_encode(&t, &body, &len) : LV_ENOMEM;
-    if (rc == 0)
-        rc = store_put(d->store, key, body, len);
-    free(body);
     free(key);
     return rc;
 }
@@ -1228,7 +1222,7 @@ static void drop_unseen(struct adest *d, const struct db_info *infos, size_t n)
             listed = strcmp(infos[k].name, b->name) == 0 && memcmp(infos[k].id, b->id, 16) == 0;
         if (listed)
             continue;
-        int rc = put_deleted(d, b->name, b->lineage);
+        int rc = put_ptr(d, b->name, b->lineage, 1);
         if (rc)
             LV_WARN("archive %s: %s: deleted here, but %s/%s could not be written (%s); a new primary or a seeded "
                     "node may bring it back from the archive", store_url(d->store), b->name, b->name,

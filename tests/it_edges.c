@@ -42,24 +42,6 @@ static void commit_rows(const struct lvnode *n, const char *name, int count)
     free(p);
 }
 
-/* The current lineage's field of db in `archive ls --json` (the node's
- * config names the destination); -1 if absent or the command failed. */
-static long long archived(const struct lvnode *n, const char *db, const char *field)
-{
-    json_t *j = lvnode_cli_json(n, NULL, "archive ls", "--db %s", db), *d, *l;
-    long long v = -1;
-    size_t i;
-
-    if (!j)
-        return -1;
-    d = json_array_get(json_object_get(j, "databases"), 0);
-    json_array_foreach(json_object_get(d, "lineages"), i, l)
-        if (json_is_true(json_object_get(l, "current")))
-            v = json_integer_value(json_object_get(l, field));
-    json_decref(j);
-    return v;
-}
-
 /* The config of a destination that uploads only at shutdown (see the top). */
 static char *lazy_yaml(const struct lvdest *d, const char *more, char *buf, size_t len)
 {
@@ -85,8 +67,8 @@ static void stop_archives_everything(enum lvdest_kind kind)
     last = lvnode_last_txid(n, "app.db");
     cr_assert_geq(last, 5);
     lvnode_stop(n);
-    cr_assert_eq(archived(n, "app.db", "last_txid"), (long long)last, "the archive lacks the last transactions");
-    cr_assert_eq(archived(n, "app.db", "manifest_txid"), (long long)last, "the manifest was not stored at stop");
+    cr_assert_eq(lvnode_archived(n, "app.db", "last_txid"), (long long)last, "the archive lacks the last transactions");
+    cr_assert_eq(lvnode_archived(n, "app.db", "manifest_txid"), (long long)last, "the manifest was not stored at stop");
     cr_assert(lvnode_log_contains(n, "every transaction is archived"));
     snprintf(out, sizeof out, "%s/restored.db", n->dir);
     json_t *j = lvnode_cli_json(n, &rc, "restore", "--db app.db -o %s", out);
@@ -112,8 +94,8 @@ static void command_exit_archives_everything(enum lvdest_kind kind)
     cr_assert_eq(rc, 0, "mount -- sqlite3 failed (status %d)", rc);
     uint64_t last = lvnode_last_txid(n, "cmd.db");
     cr_assert_geq(last, 4);
-    cr_assert_eq(archived(n, "cmd.db", "last_txid"), (long long)last, "the archive lacks what CMD committed");
-    cr_assert_eq(archived(n, "cmd.db", "manifest_txid"), (long long)last);
+    cr_assert_eq(lvnode_archived(n, "cmd.db", "last_txid"), (long long)last, "the archive lacks what CMD committed");
+    cr_assert_eq(lvnode_archived(n, "cmd.db", "manifest_txid"), (long long)last);
 }
 #define CMD_ALL(sfx, kind) Test(edges, command_exit_archives_everything_##sfx) { command_exit_archives_everything(kind); }
 LVDEST_KINDS(CMD_ALL)
@@ -141,7 +123,7 @@ Test(edges, stop_bounded_by_shutdown_timeout)
     s3rver_restart(d->s3);
     lvnode_reconfig(n, NULL, lvdest_yaml(d, "    sync-interval: 200ms\n", yaml, sizeof yaml));
     lvnode_start(n);
-    cr_assert(WAIT_FOR(archived(n, "app.db", "last_txid") == (long long)last, LVT_WAIT_MS));
+    cr_assert(WAIT_FOR(lvnode_archived(n, "app.db", "last_txid") == (long long)last, LVT_WAIT_MS));
     lvnode_stop(n);
 }
 

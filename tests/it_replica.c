@@ -159,24 +159,6 @@ Test(replica, snapshot_when_replica_ahead)
     free(p);
 }
 
-/* The archived last TXID of db's current lineage (`archive ls --json`, the
- * node's config names the destination); -1 if none or the command failed. */
-static long long archived_last(const struct lvnode *n, const char *db)
-{
-    json_t *j = lvnode_cli_json(n, NULL, "archive ls", "--db %s", db), *d, *l;
-    long long v = -1;
-    size_t i;
-
-    if (!j)
-        return -1;
-    d = json_array_get(json_object_get(j, "databases"), 0);
-    json_array_foreach(json_object_get(d, "lineages"), i, l)
-        if (json_is_true(json_object_get(l, "current")))
-            v = json_integer_value(json_object_get(l, "last_txid"));
-    json_decref(j);
-    return v;
-}
-
 /* Issue 13: a replica and an archive never receive a record the primary
  * later loses (replication.wait-durable: always).  With WAL and
  * synchronous=NORMAL a commit is in the page cache only, and so is its
@@ -237,7 +219,7 @@ Test(replica, never_ahead_of_a_power_loss)
     lvnode_cut_to_synced(pn, "app.db");
     uint64_t durable = lvnode_last_txid(pn, "app.db");
     uint64_t held = lvnode_last_txid(rn, "app.db");
-    long long arch_last = archived_last(pn, "app.db");
+    long long arch_last = lvnode_archived(pn, "app.db", "last_txid");
     cr_log_info("burst: %ld commits; primary logged TXID %" PRIu64 ", durable %" PRIu64 "; replica %" PRIu64
                 "; archive %lld", commits, logged, durable, held, arch_last);
     cr_assert_gt(held, before + 20, "the replica received almost nothing during the burst (TXID %" PRIu64

@@ -277,3 +277,19 @@ uint64_t lvnode_check_db(const struct lvnode *n, const char *db)
     free(path);
     return last;
 }
+
+long long lvnode_archived(const struct lvnode *n, const char *db, const char *field)
+{
+    json_t *j = lvnode_cli_json(n, NULL, "archive ls", "--db %s", db), *d, *l;
+    long long v = -1;
+    size_t i;
+
+    if (!j)
+        return -1;
+    d = json_array_get(json_object_get(j, "databases"), 0);
+    json_array_foreach(json_object_get(d, "lineages"), i, l)
+        if (json_is_true(json_object_get(l, "current")))
+            v = json_integer_value(json_object_get(l, field));
+    json_decref(j);
+    return v;
+}

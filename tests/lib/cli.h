@@ -71,6 +71,10 @@ struct lvdbstat {
 /* Fill *st from one entry of the "databases" array of a status document (borrowed o). */
 void lvdbstat_from_json(json_t *o, struct lvdbstat *st);
 
+/* Field of db's current lineage in `archive ls --json` (the node's config
+ * names the destination); -1 if absent or the command failed. */
+long long lvnode_archived(const struct lvnode *n, const char *db, const char *field);
+
 /* Look db up in `status --json`: 1 found (*st filled), 0 not listed, -1 command failed. */
 int lvnode_db_status(const struct lvnode *n, const char *db, struct lvdbstat *st);
 
