@@ -315,6 +315,19 @@ static void mark_dirty(struct adb *b, int urgent)
     assert_adb_state(b);
 }
 
+static int clear_deleted(struct adest *d, const struct adb *b);
+
+/* A lineage just opened: clear_deleted, at each step (and at the shutdown
+ * drain) until it worked.  0 or negative. */
+static int tomb_step(struct adest *d, struct adb *b)
+{
+    int rc = 0;
+
+    if (b->tomb_check && (rc = clear_deleted(d, b)) == 0)
+        b->tomb_check = 0;
+    return rc;
+}
+
 /* Write name/current.json (deleted 0) or name/deleted.json (1) naming
  * lineage, stamped now (archive/current.h).  0 or negative. */
 static int put_ptr(struct adest *d, const char *name, const char *lineage, int deleted)
@@ -1147,12 +1160,9 @@ static int db_step(struct adest *d, struct adb *b, const struct db_info *info)
         if (rc)
             return rc;
     }
-    if (b->tomb_check) { /* retried at each step until it worked */
-        rc = clear_deleted(d, b);
-        if (rc)
-            return rc;
-        b->tomb_check = 0;
-    }
+    rc = tomb_step(d, b);
+    if (rc)
+        return rc;
     if (b->urgent) {
         rc = put_manifest(d, b);
         if (rc)
@@ -1270,6 +1280,8 @@ static int drain_db(struct adest *d, struct adb *b, const struct db_info *info)
         rc = sync_segments(d, b, info);
     if (rc == 0 && b->dirty)
         rc = put_manifest(d, b);
+    if (rc == 0)
+        rc = tomb_step(d, b);
     return rc;
 }
 
