@@ -356,6 +356,19 @@ static int put_current(struct adest *d, const char *name, const char *lineage)
     return put_ptr(d, name, lineage, 0);
 }
 
+/* GET the small object key into *buf (malloc'ed, caller frees; NULL when
+ * the object does not exist).  0, or negative on a store error. */
+static int get_ptr(struct adest *d, const char *key, void **buf, size_t *len)
+{
+    int rc = store_get(d->store, key, 0, 0, buf, len);
+
+    if (rc == LV_ENOENT) {
+        *buf = NULL;
+        rc = 0;
+    }
+    return rc;
+}
+
 /* Read name/current.json: *lineage gets its dbid ("" if absent or not a
  * valid pointer, which is logged).  0, or negative on a store error. */
 static int get_current(struct adest *d, const char *name, char *lineage, size_t n)
@@ -369,12 +382,8 @@ static int get_current(struct adest *d, const char *name, char *lineage, size_t 
     lineage[0] = '\0';
     if (!key)
         return LV_ENOMEM;
-    rc = store_get(d->store, key, 0, 0, &buf, &len);
-    if (rc == LV_ENOENT) {
-        rc = 0;
-        goto out_free;
-    }
-    if (rc)
+    rc = get_ptr(d, key, &buf, &len);
+    if (rc || !buf)
         goto out_free;
     if (archive_current_decode(buf, len, &c, err, sizeof err) == 0 && strlen(c.dbid) < n)
         snprintf(lineage, n, "%s", c.dbid);
@@ -402,12 +411,8 @@ static int clear_deleted(struct adest *d, const struct adb *b)
 
     if (!key)
         return LV_ENOMEM;
-    rc = store_get(d->store, key, 0, 0, &buf, &len);
-    if (rc == LV_ENOENT) {
-        rc = 0;
-        goto out_free;
-    }
-    if (rc)
+    rc = get_ptr(d, key, &buf, &len);
+    if (rc || !buf)
         goto out_free;
     if (archive_deleted_decode(buf, len, &t, err, sizeof err) != 0 || strcmp(t.dbid, b->lineage) == 0) {
         rc = store_delete(d->store, key);
