@@ -153,6 +153,14 @@ enum { DBREG_DURABLE_AUTO = 0, DBREG_DURABLE_ALWAYS = 1, DBREG_DURABLE_NEVER = 2
 #define DBREG_DURABLE_WAIT_US 3000
 int dbreg_durable_limit(struct dbreg *r, const char *name, int mode, uint64_t *limit, int64_t *retry_us);
 
+/* Must a stream hold back records that are not durable yet, in mode, for a
+ * database whose db_info.syncs_commits is syncs_commits?  (The one rule
+ * dbreg_durable_limit and the streams apply.) */
+static inline int dbreg_durable_wait(int mode, int syncs_commits)
+{
+    return mode == DBREG_DURABLE_ALWAYS || (mode == DBREG_DURABLE_AUTO && syncs_commits);
+}
+
 /* Let -wal files use kernel passthrough (on = 1; the WAL watcher starts
  * the first time) or not (0: new opens go through the daemon; opens of a
  * -wal inode already open keep its way).  Call before serving, or at a

@@ -480,12 +480,10 @@ int dbreg_durable_limit(struct dbreg *r, const char *name, int mode, uint64_t *l
         goto out_unlock;
     }
     *limit = d->txid;
-    if (d->durable_txid >= d->txid || mode == DBREG_DURABLE_NEVER)
-        goto out_unlock;
     hook = __atomic_load_n(&r->commit_hook, __ATOMIC_ACQUIRE) != NULL;
     wal_syncs = db_wal_syncs_commits(d);
-    if (mode == DBREG_DURABLE_AUTO && (!wal_syncs || hook))
-        goto out_unlock; /* the application did not ask for more than SQLite's own commit */
+    if (d->durable_txid >= d->txid || !dbreg_durable_wait(mode, wal_syncs && !hook))
+        goto out_unlock; /* (auto: the application did not ask for more than SQLite's own commit) */
     *limit = d->durable_txid;
     d->stream_waits++;
     d->durable_wanted = 1;

@@ -767,8 +767,7 @@ static void durable_now(struct primary_conn *c, struct db_info *info)
 
     if (info->durable_txid >= info->txid)
         return;
-    if (c->p->wait_durable == DBREG_DURABLE_NEVER ||
-        (c->p->wait_durable == DBREG_DURABLE_AUTO && !info->syncs_commits)) {
+    if (!dbreg_durable_wait(c->p->wait_durable, info->syncs_commits)) {
         info->durable_txid = info->txid; /* no wait: no call that takes the database's lock */
         return;
     }
