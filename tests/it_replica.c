@@ -291,6 +291,83 @@ Test(replica, wait_durable_auto)
     repl_assert_same(c, dbs[1]);
 }
 
+/* replication.sync-replicas with a synchronous=FULL writer: the FUSE
+ * thread fdatasyncs the -wal while the commit waits for the replica (C11
+ * of db.c), and the application's own fsync of the -wal is then skipped.
+ *  - After every commit the backing -wal is fsynced to its full size (the
+ *    size each fsync began with is marked by LV_TEST_SYNCED_MARKS).
+ *  - An fdatasync failure during the wait fails the application's fsync:
+ *    the commit reports an error (LV_FAULT fails one -wal fsync, which is
+ *    a pre-sync by then).  Without the owed error, that fsync would run
+ *    again, succeed, and the commit would be reported durable.
+ *  - A synchronous=NORMAL writer gets no pre-sync. */
+Test(replica, sync_full_wal_presync)
+{
+    struct lvcluster *c =
+        repl_cluster_with(1, "replication:\n  sync-replicas: 1\n  sync-timeout: 10s\n", NULL, 0);
+    struct lvnode *pn = c->node[0], *rn = c->node[1];
+    setenv("LV_TEST_SYNCED_MARKS", "app.db-wal", 1);
+    setenv("LV_FAULT", "fsync:EIO:after=60:times=1:match=app.db-wal", 1);
+    lvnode_start(pn);
+    unsetenv("LV_TEST_SYNCED_MARKS");
+    unsetenv("LV_FAULT");
+    lvnode_start(rn);
+    cr_assert(WAIT_FOR(lvnode_log_contains(pn, "counts for sync-replicas"), 10000));
+
+    char *np = lvnode_path(pn, "normal.db");
+    sqlite3 *hn = sql_open(np);
+    sqlh_exec(hn, "PRAGMA journal_mode=WAL");
+    sqlh_exec(hn, "PRAGMA synchronous=NORMAL");
+    sqlh_exec(hn, "CREATE TABLE t(id INTEGER PRIMARY KEY)");
+    for (int i = 0; i < 20; i++)
+        sqlh_exec(hn, "INSERT INTO t DEFAULT VALUES");
+    sqlite3_close(hn);
+    free(np);
+
+    char *p = lvnode_path(pn, "app.db"), wal[700], mark[720];
+    snprintf(wal, sizeof wal, "%s/files/app.db-wal", pn->data);
+    snprintf(mark, sizeof mark, "%s.synced", wal);
+    sqlite3 *h = sql_open(p);
+    sqlh_exec(h, "PRAGMA journal_mode=WAL");
+    sqlh_exec(h, "PRAGMA synchronous=FULL");
+    sqlh_exec(h, "PRAGMA wal_autocheckpoint=0");
+    sqlh_exec(h, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)");
+    int failed_at = -1;
+    for (int i = 0; i < 200 && failed_at < 0; i++) {
+        char *err = NULL;
+        if (sqlite3_exec(h, "INSERT INTO t(v) VALUES(hex(randomblob(30)))", NULL, NULL, &err) != SQLITE_OK) {
+            cr_log_info("commit %d failed as it must: %s", i, err ? err : "?");
+            sqlite3_free(err);
+            failed_at = i;
+            break;
+        }
+        struct stat st;
+        long long synced = -1;
+        FILE *f = fopen(mark, "re");
+        if (f) {
+            if (fscanf(f, "%lld", &synced) != 1)
+                synced = -1;
+            fclose(f);
+        }
+        cr_assert_eq(stat(wal, &st), 0);
+        cr_assert_geq(synced, (long long)st.st_size, "commit %d returned with the -wal fsynced to %lld bytes of %lld",
+                      i, synced, (long long)st.st_size);
+    }
+    sqlite3_close(h);
+    free(p);
+    double presyncs = lvnode_metric(pn, "litevault_db_wal_presyncs_total{db=\"app.db\"}");
+    double hits = lvnode_metric(pn, "litevault_db_wal_presync_hits_total{db=\"app.db\"}");
+    double normal = lvnode_metric(pn, "litevault_db_wal_presyncs_total{db=\"normal.db\"}");
+    cr_log_info("pre-syncs %.0f, application fsyncs spared %.0f; normal.db pre-syncs %.0f; failed at commit %d",
+                presyncs, hits, normal, failed_at);
+    cr_assert_geq(failed_at, 0, "every commit succeeded: the fdatasync that failed during a wait was not "
+                  "reported to the application");
+    cr_assert_geq(failed_at, 20, "the failed fsync came before the pre-syncs began (commit %d)", failed_at);
+    cr_assert_geq(hits, 20, "only %.0f application fsyncs were spared", hits);
+    cr_assert_eq(normal, 0, "a synchronous=NORMAL writer's commits were pre-synced %.0f times", normal);
+    cr_assert(lvnode_log_contains(pn, "the -wal's fdatasync failed"));
+}
+
 /* A replica down while the primary archived and pruned its local log past
  * the replica's position (more than replication.max-retain behind, so the
  * primary gives its records up) gets a snapshot and ends equal. */

@@ -303,6 +303,21 @@ Test(sys, lv_fault_env_several_faults)
     close(fs);
 }
 
+Test(sys, lv_fault_env_times_fails_only_k_calls)
+{
+    const char *p = syt_path(0, "db-wal");
+    int fd = syt_open(p);
+
+    setenv("LV_FAULT", "fsync:EIO:after=2:times=1:match=-wal", 1);
+    cr_assert_eq(sys_fault_from_env(), 0);
+    cr_assert_eq(sys_fsync(fd, 1, p), 0);
+    cr_assert_eq(sys_fsync(fd, 1, p), 0);
+    cr_assert_eq(sys_fsync(fd, 1, p), LV_EIO, "the third call fails");
+    cr_assert_eq(sys_fsync(fd, 1, p), 0, "times=1: the fourth succeeds again");
+    cr_assert_eq(sys_fsync(fd, 1, p), 0);
+    close(fd);
+}
+
 Test(sys, lv_fault_env_short_and_unset)
 {
     const char *p = syt_path(0, "f");
@@ -330,6 +345,8 @@ Test(sys, lv_fault_env_rejects_bad_specs)
         "write:EIO:after=",            /* empty count */
         "write:EIO:after=x",
         "write:EIO:after=-1",
+        "write:EIO:times=-2",
+        "write:EIO:times=",
         "write:EIO:every=2",           /* unknown option */
         "fsync:EIO;write:ENOSPC:oops", /* one bad fault spoils the lot */
     };

@@ -24,9 +24,11 @@
  *
  * LV_FAULT syntax (parsed by sys_fault_from_env):
  *     spec   := fault ( ';' fault )*
- *     fault  := op ':' err ( ':' 'after=' N )? ( ':' 'match=' STRING )?
+ *     fault  := op ':' err ( ':' 'after=' N )? ( ':' 'times=' K )? ( ':' 'match=' STRING )?
  *     op     := write | fsync | rename | open | ftruncate | fallocate
  *     err    := ENOSPC | EIO | SHORT        (SHORT only with write)
+ * times=K fails only K calls (after the first N), then succeeds again;
+ * without it every later call fails.
  * match= is last and runs to the next ';' (it may contain ':').
  * Empty faults (";;") are ignored.
  *
@@ -61,6 +63,7 @@ struct sys_fault {
     enum sys_op op; /* the wrapped call this entry applies to */
     int err;        /* errno to fail with, or SYS_FAULT_SHORT */
     long after;     /* number of matching calls that still succeed */
+    long times;     /* matching calls that fail after those, 0: all of them */
     char *match;    /* substring of the path (owned), or NULL for any path */
     long seen;      /* matching calls so far */
 };
@@ -74,6 +77,11 @@ static const char *const op_names[SYS_OP_COUNT] = {"write", "fsync", "rename", "
                                                             "fallocate"};
 
 void sys_fault_set(enum sys_op op, int err, long after, const char *match)
+{
+    sys_fault_set_n(op, err, after, 0, match);
+}
+
+void sys_fault_set_n(enum sys_op op, int err, long after, long times, const char *match)
 {
     struct sys_fault *f = NULL;
     char *m = NULL;
@@ -101,6 +109,7 @@ void sys_fault_set(enum sys_op op, int err, long after, const char *match)
         f->op = op;
         f->err = err;
         f->after = after < 0 ? 0 : after;
+        f->times = times < 0 ? 0 : times;
         f->match = m;
         f->seen = 0;
         m = NULL;
@@ -139,7 +148,8 @@ static int fault_check(enum sys_op op, const char *path, const char *path2)
             continue;
         if (f->match && !(path && strstr(path, f->match)) && !(path2 && strstr(path2, f->match)))
             continue;
-        if (f->seen++ >= f->after && err == 0)
+        long k = f->seen++;
+        if (k >= f->after && (f->times == 0 || k < f->after + f->times) && err == 0)
             err = f->err;
     }
     pthread_mutex_unlock(&fault_lock);
@@ -151,6 +161,7 @@ struct fault_spec {
     enum sys_op op; /* call to fail */
     int err;        /* errno or SYS_FAULT_SHORT */
     long after;     /* successful calls before failing */
+    long times;     /* calls that fail, 0: every later one */
     char match[256];/* substring to match; "" for any path */
 };
 
@@ -211,16 +222,18 @@ static int fault_parse_one(const char *s, size_t n, struct fault_spec *fs)
         colon = strchr(p, ':');
         if (colon)
             *colon = '\0';
-        if (strncmp(p, "after=", 6) == 0) {
+        if (strncmp(p, "after=", 6) == 0 || strncmp(p, "times=", 6) == 0) {
             char *end;
+            long v;
             errno = 0;
-            fs->after = strtol(p + 6, &end, 10);
-            if (errno || end == p + 6 || *end || fs->after < 0) {
-                LV_ERROR("LV_FAULT: bad count \"%s\" (use after=N with N >= 0)", p);
+            v = strtol(p + 6, &end, 10);
+            if (errno || end == p + 6 || *end || v < 0) {
+                LV_ERROR("LV_FAULT: bad count \"%s\" (use after=N or times=K with N, K >= 0)", p);
                 return LV_EINVAL;
             }
+            *(p[0] == 'a' ? &fs->after : &fs->times) = v;
         } else {
-            LV_ERROR("LV_FAULT: unknown option \"%s\" (use after=N or match=STRING)", p);
+            LV_ERROR("LV_FAULT: unknown option \"%s\" (use after=N, times=K or match=STRING)", p);
             return LV_EINVAL;
         }
         p = colon ? colon + 1 : NULL;
@@ -253,7 +266,7 @@ int sys_fault_from_env(void)
         n++;
     }
     for (int i = 0; i < n; i++)
-        sys_fault_set(fs[i].op, fs[i].err, fs[i].after, fs[i].match[0] ? fs[i].match : NULL);
+        sys_fault_set_n(fs[i].op, fs[i].err, fs[i].after, fs[i].times, fs[i].match[0] ? fs[i].match : NULL);
     LV_WARN("fault injection armed from LV_FAULT=\"%s\"", spec);
     return 0;
 }

@@ -11,7 +11,7 @@
  * variable LV_FAULT for the daemon, e.g.
  *   LV_FAULT="write:ENOSPC:after=10:match=/seg/"
  * fails every write(2)/pwrite(2) whose path contains "/seg/" after the
- * first 10 such calls succeed.  op is one of write, fsync, rename, open,
+ * first 10 such calls succeed (times=K: only K calls fail).  op is one of write, fsync, rename, open,
  * ftruncate, fallocate; err is ENOSPC, EIO or SHORT (a short write of half
  * the bytes).
  */
@@ -35,6 +35,9 @@ enum sys_op {
 /* Arm a fault: calls of op whose path contains match (NULL: any) fail with
  * errno err (or a short write if err == -1) after `after` successful calls. */
 void sys_fault_set(enum sys_op op, int err, long after, const char *match);
+
+/* The same, failing only `times` calls after those (0: every later call). */
+void sys_fault_set_n(enum sys_op op, int err, long after, long times, const char *match);
 
 /* Disarm all faults. */
 void sys_fault_clear(void);

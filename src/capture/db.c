@@ -204,6 +204,19 @@
  *      (an earlier process's tail may have been in the page cache only).
  *      A replication stream that must wait (replication.wait-durable,
  *      dbreg_durable_limit) sends no record after it (primary.c).
+ *  C11. WAL pre-sync.  With a commit hook (replication.sync-replicas, so
+ *      no -wal is on passthrough), a synchronous=FULL writer's commit
+ *      through the daemon arms a pre-sync (db_presync_arm): the FUSE thread
+ *      fdatasyncs the -wal (db_wal_presync) while the record travels to the
+ *      replicas, before it waits for their acknowledgement, instead of
+ *      after it at the application's fsync.  The application's fdatasync
+ *      of the -wal is skipped only while wal_presynced == wal_wgen, and
+ *      wal_wgen is bumped after every write, truncate and fallocate of the
+ *      -wal through the daemon (db_wal_changed) and read before the
+ *      pre-sync's fdatasync starts: every change it counts was made before
+ *      that fdatasync.  A failed pre-sync owes its error to the next fsync
+ *      of the -wal (wal_presync_err): fdatasync reports a write-back error
+ *      to a descriptor once, and the pre-sync used the application's.
  */
 #include "capture/db.h"
 #include "capture/db_impl.h"

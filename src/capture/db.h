@@ -266,6 +266,9 @@ int db_on_flush(struct db *d, enum db_filekind kind);
 
 /* fsync the backing file fd of kind, making logged records durable first. */
 int db_on_fsync(struct db *d, enum db_filekind kind, int fd, int datasync);
+/* The -wal of d changed through the daemon (a write, truncate or
+ * fallocate): a pre-sync no longer covers it (C11 of db.c).  No lock. */
+void db_wal_changed(struct db *d);
 
 
 /* ---- Replication: what src/replica drives on a replica, and the commit

@@ -104,6 +104,56 @@ static int fsync_fd(int fd, int datasync)
     return (datasync ? fdatasync(fd) : fsync(fd)) ? -errno : 0;
 }
 
+/* fsync the -wal fd of d through the syscall seam (its fault injection
+ * and LV_TEST_SYNCED_MARKS); 0 or -errno. */
+static int wal_fsync(struct db *d, int fd, int datasync)
+{
+    char path[PATH_MAX];
+    int rc;
+
+    snprintf(path, sizeof path, "%s/%s-wal", d->reg->files, d->name);
+    rc = sys_fsync(fd, datasync, path);
+    return rc ? -lv_to_errno(rc) : 0;
+}
+
+void db_wal_changed(struct db *d)
+{
+    __atomic_add_fetch(&d->wal_wgen, 1, __ATOMIC_ACQ_REL);
+}
+
+void db_wal_presync(struct db *d, int fd)
+{
+    uint64_t gen = __atomic_load_n(&d->wal_wgen, __ATOMIC_ACQUIRE), cur;
+    int rc;
+
+    __atomic_add_fetch(&d->wal_presyncs, 1, __ATOMIC_RELAXED);
+    if ((rc = wal_fsync(d, fd, 1)) != 0) {
+        LV_WARN("%s: the -wal's fdatasync failed: the application's next fsync of it fails", d->name);
+        __atomic_store_n(&d->wal_presync_err, rc, __ATOMIC_RELEASE);
+        return;
+    }
+    cur = __atomic_load_n(&d->wal_presynced, __ATOMIC_RELAXED);
+    while (cur < gen && !__atomic_compare_exchange_n(&d->wal_presynced, &cur, gen, 0, __ATOMIC_ACQ_REL,
+                                                     __ATOMIC_RELAXED))
+        ;
+}
+
+/* The application's fdatasync of the -wal (C11 of db.c): 1 if a pre-sync
+ * already made every write durable (nothing to do), 0 if it must run, or
+ * the -errno a failed pre-sync owes it. */
+static int wal_presynced(struct db *d, int datasync)
+{
+    int err = __atomic_exchange_n(&d->wal_presync_err, 0, __ATOMIC_ACQ_REL);
+
+    if (err)
+        return err;
+    if (!datasync ||
+        __atomic_load_n(&d->wal_presynced, __ATOMIC_ACQUIRE) != __atomic_load_n(&d->wal_wgen, __ATOMIC_ACQUIRE))
+        return 0;
+    __atomic_add_fetch(&d->wal_presync_hits, 1, __ATOMIC_RELAXED);
+    return 1;
+}
+
 /* fsync fd (the application's file) and the log of d at the same time.
  * Caller holds d->mu.  Returns 0 or -errno for fd; *log_rc gets the log's. */
 static int sync_both(struct db *d, int fd, int datasync, int *log_rc)
@@ -816,6 +866,7 @@ static ssize_t write_wal(struct db *d, int fd, const void *buf, size_t len, off_
     if (off == 0 && len >= WAL_HDR_SIZE && (n = wal_before_drop(d)) != 0)
         return n; /* a restart: the old generation must be logged first */
     n = do_pwrite(fd, buf, len, off);
+    db_wal_changed(d); /* even a failed write may have changed the file */
     if (n < 0)
         return n;
     d->jmode = JM_WAL;
@@ -824,6 +875,10 @@ static ssize_t write_wal(struct db *d, int fd, const void *buf, size_t len, off_
             wal_adopt(d, &wh);
     } else if (wal_write_commits(d, fd, len, off)) {
         db_wal_capture(d); /* a failure leaves the commit in the WAL: wal_stalled */
+        /* A synchronous=FULL writer fsyncs the -wal next: with a commit
+         * that waits for replicas, that fsync runs during the wait. */
+        if (db_wal_syncs_commits(d) && !__atomic_load_n(&d->reg->wal_pt, __ATOMIC_RELAXED))
+            db_presync_arm(d, fd);
     }
     return n;
 }
@@ -931,7 +986,9 @@ int db_on_truncate(struct db *d, enum db_filekind kind, int fd, const char *rel,
     }
     if (fd >= 0 ? ftruncate(fd, size) : trunc_at(d->reg->rootfd, rel, size))
         rc = -errno;
-    else if (d->kind == DBK_SQLITE && kind == DBF_WAL && size == 0)
+    if (kind == DBF_WAL)
+        db_wal_changed(d);
+    if (rc == 0 && d->kind == DBK_SQLITE && kind == DBF_WAL && size == 0)
         d->wal_valid = 0; /* only once it is gone: a failed truncate leaves the logged generation */
 out_unlock:
     hook_exit(d);
@@ -1030,8 +1087,9 @@ int db_on_fsync(struct db *d, enum db_filekind kind, int fd, int datasync)
      * below, after it, finds the commit logged or logs it. */
     if (kind == DBF_WAL) {
         ckpt_idle = wal_ckpt_idle(d);
-        if ((rc = fsync_fd(fd, datasync)) != 0)
+        if ((rc = wal_presynced(d, datasync)) < 0 || (rc == 0 && (rc = wal_fsync(d, fd, datasync)) != 0))
             return rc; /* SQLite fails the commit; nothing to make durable */
+        rc = 0;
         synced = 1;
     }
     pthread_mutex_lock(&d->mu);

@@ -97,6 +97,13 @@ struct db {
     uint32_t wal_fsync_streak; /* writer's -wal fsyncs in a row that came after at most 2 records
                                 * (db_wal_syncs_commits) (mu) */
     int64_t undurable_mono;  /* lv_mono_us when txid last went past durable_txid (mu) */
+    uint64_t wal_wgen;       /* bumped after each write, truncate or fallocate of the -wal through the
+                              * daemon (db_wal_changed) (atomic) */
+    uint64_t wal_presynced;  /* the wal_wgen a pre-sync of the -wal covered (db_wal_presync): an
+                              * fdatasync of the -wal may be skipped while they are equal (atomic) */
+    int wal_presync_err;     /* a failed pre-sync's -errno, owed to the next fsync of the -wal (atomic) */
+    uint64_t wal_presyncs;   /* pre-syncs run, since start (atomic) */
+    uint64_t wal_presync_hits; /* application fsyncs of the -wal that a pre-sync spared, since start (atomic) */
     int wal_valid;           /* WAL header known (mu) */
     uint32_t wal_psz, wal_salt1, wal_salt2; /* current WAL header (mu) */
     uint32_t wal_next;       /* first frame after the last commit seen (mu) */
@@ -234,6 +241,13 @@ void db_durable_to(struct db *d, uint64_t txid);
  * at most 2 records came since?  (A synchronous=NORMAL writer fsyncs only a
  * restarted WAL's header.)  Caller holds mu. */
 int db_wal_syncs_commits(const struct db *d);
+/* The record this thread just logged (and waits for, dbreg_commit_wait)
+ * is a synchronous=FULL writer's commit through the daemon: fdatasync the
+ * -wal (fd, borrowed from the request's handle) during the wait (C11). */
+void db_presync_arm(struct db *d, int fd);
+/* fdatasync the -wal fd of d now, without mu, and let the application's
+ * next fdatasync of it be skipped if nothing changed it since (C11). */
+void db_wal_presync(struct db *d, int fd);
 /* History replaced (a snapshot applied, a seed installed, the log loaded):
  * nothing is known durable until the next fsync of the log.  Caller holds mu. */
 void db_durable_reset(struct db *d);

@@ -83,6 +83,9 @@ static __thread struct {
     struct dbreg *reg;   /* its registry, NULL: nothing pending */
     char name[1024];     /* its database */
     uint64_t txid;       /* its TXID */
+    struct db *presync;  /* the database whose -wal to pre-sync during the wait (db_presync_arm), or
+                          * NULL; the FUSE request's open handle keeps it alive */
+    int presync_fd;      /* the -wal's descriptor, from that handle */
 } t_logged;
 
 /* The record h (changes c) is in the log: move the map, the TXID and the
@@ -118,8 +121,17 @@ static int emit_advance(struct db *d, const struct txlog_hdr *h, const struct ch
         t_logged.reg = d->reg;
         snprintf(t_logged.name, sizeof t_logged.name, "%s", d->name);
         t_logged.txid = h->txid;
+        t_logged.presync = NULL;
     }
     return 0;
+}
+
+void db_presync_arm(struct db *d, int fd)
+{
+    if (t_logged.reg == d->reg && strcmp(t_logged.name, d->name) == 0) {
+        t_logged.presync = d;
+        t_logged.presync_fd = fd;
+    }
 }
 
 void dbreg_set_commit_hook(struct dbreg *r, int (*fn)(void *arg, const char *name, uint64_t txid), void *arg)
@@ -137,6 +149,9 @@ int dbreg_commit_wait(struct dbreg *r, int rc)
         return rc;
     LV_ASSERT(t_logged.reg == r);
     t_logged.reg = NULL;
+    if (t_logged.presync && rc >= 0) /* C11 of db.c: the fsync runs while the record travels */
+        db_wal_presync(t_logged.presync, t_logged.presync_fd);
+    t_logged.presync = NULL;
     fn = __atomic_load_n(&r->commit_hook, __ATOMIC_ACQUIRE);
     if (fn && fn(__atomic_load_n(&r->commit_arg, __ATOMIC_ACQUIRE), t_logged.name, t_logged.txid) != 0 && rc >= 0)
         rc = -EIO;

@@ -805,6 +805,10 @@ int dbreg_metrics(struct dbreg *r, char **buf, size_t *len, size_t *cap)
          "Times a replication stream found records it must not send before they are durable (replication.wait-durable)."},
         {"litevault_db_stream_log_fsyncs_total", "counter",
          "Log fsyncs run for replication streams waiting for durable records (replication.wait-durable)."},
+        {"litevault_db_wal_presyncs_total", "counter",
+         "fdatasyncs of the -wal run while a synchronous=FULL commit waited for replicas (replication.sync-replicas)."},
+        {"litevault_db_wal_presync_hits_total", "counter",
+         "Application fsyncs of the -wal that such an fdatasync had already done."},
     };
     for (size_t m = 0; m < LV_ARRAY_LEN(names) && rc == 0; m++) {
         rc = metrics_appendf(buf, len, cap, "# HELP %s %s\n# TYPE %s %s\n", names[m][0], names[m][2], names[m][0],
@@ -816,7 +820,9 @@ int dbreg_metrics(struct dbreg *r, char **buf, size_t *len, size_t *cap)
                 if (d->kind == DBK_SQLITE || d->broken) {
                     uint64_t v[] = {d->txid, d->commits, d->bytes_logged, d->pages_logged, d->map.npages,
                                     d->refused, (uint64_t)d->broken, d->ckpt_mismatch, d->durable_txid,
-                                    d->stream_waits, d->stream_fsyncs};
+                                    d->stream_waits, d->stream_fsyncs,
+                                    __atomic_load_n(&d->wal_presyncs, __ATOMIC_RELAXED),
+                                    __atomic_load_n(&d->wal_presync_hits, __ATOMIC_RELAXED)};
                     json_t *js = json_string(d->name); /* escape quotes safely */
                     const char *nm = json_string_value(js);
                     char esc[PATH_MAX * 2];

@@ -772,7 +772,10 @@ static int lv_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi
 
 static int lv_fallocate(const char *path, int mode, off_t off, off_t len, struct fuse_file_info *fi)
 {
-    return fallocate(F(fi)->fd, mode, off, len) ? -errno : 0;
+    int rc = fallocate(F(fi)->fd, mode, off, len) ? -errno : 0;
+    if (F(fi)->db && F(fi)->kind == DBF_WAL)
+        db_wal_changed(F(fi)->db); /* the -wal's size or blocks changed: a pre-sync no longer covers it */
+    return rc;
 }
 
 static int lv_access(const char *path, int mask)
