@@ -189,6 +189,38 @@ Test(walcap, power_loss_after_switching_to_wal)
  * disowns a commit whose WAL fsync failed): the next capture says so, once,
  * naming the frame and the TXID, and the daemon stays up.
  */
+/* synchronous=FULL: every commit returns with its -wal fsynced to the
+ * end, on passthrough (the daemon sees only the fsync) and through the
+ * daemon (LV_WAL_PASSTHROUGH=0).  The -wal's fsyncs mark the size they
+ * began with (LV_TEST_SYNCED_MARKS). */
+Test(walcap, full_commit_fsyncs_the_wal)
+{
+    for (int pt = 1; pt >= 0; pt--) {
+        struct lvnode *n = lvnode_new(NULL);
+        setenv("LV_TEST_SYNCED_MARKS", "app.db-wal", 1);
+        if (!pt)
+            setenv("LV_WAL_PASSTHROUGH", "0", 1);
+        lvnode_start(n);
+        unsetenv("LV_TEST_SYNCED_MARKS");
+        unsetenv("LV_WAL_PASSTHROUGH");
+        char *p = lvnode_path(n, "app.db");
+        sqlite3 *h = sql_open(p);
+        sqlh_exec(h, "PRAGMA journal_mode=WAL");
+        sqlh_exec(h, "PRAGMA synchronous=FULL");
+        sqlh_exec(h, "PRAGMA wal_autocheckpoint=0");
+        sqlh_exec(h, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)");
+        for (int i = 0; i < 100; i++) {
+            sqlh_exec(h, "INSERT INTO t(v) VALUES(hex(randomblob(30)))");
+            long long gap = lvnode_wal_unsynced(n, "app.db");
+            cr_assert_eq(gap, 0, "%s: commit %d returned with the -wal's last %lld bytes not fsynced",
+                         pt ? "passthrough" : "through the daemon", i, gap);
+        }
+        sqlite3_close(h);
+        free(p);
+        lvnode_stop(n);
+    }
+}
+
 Test(walcap, commit_written_over_behind_the_log)
 {
     struct lvnode *n = lvnode_started(NULL);

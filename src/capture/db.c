@@ -210,7 +210,9 @@
  *      fdatasyncs the -wal (db_wal_presync) while the record travels to the
  *      replicas, before it waits for their acknowledgement, instead of
  *      after it at the application's fsync.  The application's fdatasync
- *      of the -wal is skipped only while wal_presynced == wal_wgen, and
+ *      of the -wal is skipped only while wal_presynced == wal_wgen + 1
+ *      (0: no pre-sync ran; never on passthrough, whose writes are not
+ *      counted), and
  *      wal_wgen is bumped after every write, truncate and fallocate of the
  *      -wal through the daemon (db_wal_changed) and read before the
  *      pre-sync's fdatasync starts: every change it counts was made before

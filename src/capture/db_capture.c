@@ -132,6 +132,7 @@ void db_wal_presync(struct db *d, int fd)
         __atomic_store_n(&d->wal_presync_err, rc, __ATOMIC_RELEASE);
         return;
     }
+    gen++; /* wal_presynced holds the generation covered plus one: 0 is "never" */
     cur = __atomic_load_n(&d->wal_presynced, __ATOMIC_RELAXED);
     while (cur < gen && !__atomic_compare_exchange_n(&d->wal_presynced, &cur, gen, 0, __ATOMIC_ACQ_REL,
                                                      __ATOMIC_RELAXED))
@@ -147,8 +148,9 @@ static int wal_presynced(struct db *d, int datasync)
 
     if (err)
         return err;
-    if (!datasync ||
-        __atomic_load_n(&d->wal_presynced, __ATOMIC_ACQUIRE) != __atomic_load_n(&d->wal_wgen, __ATOMIC_ACQUIRE))
+    /* Not on passthrough: there, writes never reach the daemon to be counted. */
+    if (!datasync || __atomic_load_n(&d->reg->wal_pt, __ATOMIC_RELAXED) ||
+        __atomic_load_n(&d->wal_presynced, __ATOMIC_ACQUIRE) != __atomic_load_n(&d->wal_wgen, __ATOMIC_ACQUIRE) + 1)
         return 0;
     __atomic_add_fetch(&d->wal_presync_hits, 1, __ATOMIC_RELAXED);
     return 1;

@@ -99,8 +99,9 @@ struct db {
     int64_t undurable_mono;  /* lv_mono_us when txid last went past durable_txid (mu) */
     uint64_t wal_wgen;       /* bumped after each write, truncate or fallocate of the -wal through the
                               * daemon (db_wal_changed) (atomic) */
-    uint64_t wal_presynced;  /* the wal_wgen a pre-sync of the -wal covered (db_wal_presync): an
-                              * fdatasync of the -wal may be skipped while they are equal (atomic) */
+    uint64_t wal_presynced;  /* 1 + the wal_wgen the last pre-sync of the -wal covered, 0 if none ran
+                              * (db_wal_presync): the application's fdatasync of the -wal may be skipped
+                              * while it is wal_wgen + 1 (atomic) */
     int wal_presync_err;     /* a failed pre-sync's -errno, owed to the next fsync of the -wal (atomic) */
     uint64_t wal_presyncs;   /* pre-syncs run, since start (atomic) */
     uint64_t wal_presync_hits; /* application fsyncs of the -wal that a pre-sync spared, since start (atomic) */

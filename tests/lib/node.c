@@ -449,3 +449,21 @@ void lvnode_cut_to_synced(const struct lvnode *n, const char *db)
     }
     closedir(d);
 }
+
+long long lvnode_wal_unsynced(const struct lvnode *n, const char *db)
+{
+    char wal[700], mark[720];
+    struct stat st;
+    long long synced = -1;
+    FILE *f;
+
+    snprintf(wal, sizeof wal, "%s/files/%s-wal", n->data, db);
+    snprintf(mark, sizeof mark, "%s.synced", wal);
+    if ((f = fopen(mark, "re"))) {
+        if (fscanf(f, "%lld", &synced) != 1)
+            synced = -1;
+        fclose(f);
+    }
+    cr_assert_eq(stat(wal, &st), 0, "no %s", wal);
+    return synced < 0 ? (long long)st.st_size : (long long)st.st_size > synced ? (long long)st.st_size - synced : 0;
+}

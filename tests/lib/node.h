@@ -104,6 +104,12 @@ void lvnode_kill9(struct lvnode *n);
  * a segment never fsynced goes.  Asserts. */
 void lvnode_cut_to_synced(const struct lvnode *n, const char *db);
 
+/* For a node started with LV_TEST_SYNCED_MARKS matching db's -wal: how many
+ * bytes of its backing -wal lie past the size its last fsync began with (0
+ * when that fsync covered the whole file, its size when it was never
+ * fsynced).  Asserts that the -wal exists. */
+long long lvnode_wal_unsynced(const struct lvnode *n, const char *db);
+
 /* Stop whatever still runs (SIGTERM, then SIGKILL), unmount, remove the node's
  * directory now (never asserts).  The struct stays valid until lvt_fini. */
 void lvnode_cleanup(struct lvnode *n);
