@@ -106,6 +106,17 @@
  * A stop without archiver_drain (a failed start-up) only stores the
  * manifests that lag behind their segments.
  *
+ * DELETED DATABASES: a database's lineage gets <name>/deleted.json when
+ * the database goes (FORMAT.md, "Deleted databases"), from two sources:
+ *   - the registry's notes (dbreg_deleted_list: written when a database is
+ *     deleted, kept across crashes and restarts), read at every round and
+ *     at the shutdown drain (put_deleted_notes); a note goes once every
+ *     destination wrote its tombstone (tomb_confirm, which counts them in
+ *     tombs[] under tomb_mu);
+ *   - this round's list: a database no longer listed under its name and
+ *     ID (drop_unseen) -- deleted without a note only if renamed away.
+ * A failed PUT is retried at the next round while the note exists.
+ *
  * LOCAL RETENTION: the monitor prunes each local log up to the smallest
  * TXID every destination confirmed (and the state file covers), moved back
  * by the retention hook when one is set (archiver_set_retain: replication
@@ -192,6 +203,13 @@ struct adel {
     int64_t due_mono;           /* delete at or after (monotonic us) */
 };
 
+/* A registry note of a deleted database (dbreg_deleted), and the
+ * destinations that wrote its tombstone. */
+struct atomb {
+    char dbid[33];              /* the database's ID, hex */
+    uint64_t done;              /* bit i: destination i wrote name/deleted.json (or found it listed again) */
+};
+
 /* One destination. */
 struct adest {
     struct archiver *a;         /* owner (immutable) */
@@ -209,6 +227,7 @@ struct adest {
     struct adel *dels;          /* deletions waiting for delete-delay (thread only) */
     size_t ndels, dels_cap;
     int64_t drain_deadline;     /* clean stop: keep uploading until (monotonic us); 0 before the drain (thread) */
+    int64_t tomb_warn_mono;     /* rate limit of put_deleted_notes' warnings (thread) */
 };
 
 struct archiver {
@@ -224,6 +243,9 @@ struct archiver {
     int drain;                  /* archiver_drain was called: the threads upload everything before exiting (atomic) */
     int held;                   /* archiver_hold: no upload starts (atomic) */
     pthread_mutex_t retain_mu;  /* guards retain_fn/retain_arg; held by the monitor while it calls the hook */
+    pthread_mutex_t tomb_mu;    /* guards tombs, ntombs, tombs_cap */
+    struct atomb *tombs;        /* deleted databases' notes some destination has written (tomb_confirm) */
+    size_t ntombs, tombs_cap;
     archiver_retain_fn retain_fn; /* replication's retention hook (archiver_set_retain), NULL if none */
     void *retain_arg;
 };
@@ -1219,6 +1241,92 @@ static struct adb *find_db(struct adest *d, const struct db_info *info, int crea
     return b;
 }
 
+/* Has destination idx written the tombstone of note dbid? */
+static int tomb_done(struct archiver *a, int idx, const char *dbid)
+{
+    int done = 0;
+
+    pthread_mutex_lock(&a->tomb_mu);
+    for (size_t i = 0; i < a->ntombs && !done; i++)
+        done = strcmp(a->tombs[i].dbid, dbid) == 0 && (a->tombs[i].done >> idx & 1);
+    pthread_mutex_unlock(&a->tomb_mu);
+    return done;
+}
+
+/* Destination idx wrote the tombstone of note dbid: once every destination
+ * has, the registry forgets the note.  (More than 64 destinations: the
+ * note stays, and is written again at each start.) */
+static void tomb_confirm(struct archiver *a, int idx, const char *dbid)
+{
+    uint64_t all = a->ndests >= 64 ? ~0ull : (1ull << a->ndests) - 1;
+    size_t i;
+    int gone = 0;
+
+    if (idx >= 64)
+        return;
+    pthread_mutex_lock(&a->tomb_mu);
+    for (i = 0; i < a->ntombs && strcmp(a->tombs[i].dbid, dbid) != 0; i++)
+        ;
+    if (i == a->ntombs) {
+        if (a->ntombs == a->tombs_cap) {
+            size_t nc = a->tombs_cap ? 2 * a->tombs_cap : 8;
+            struct atomb *nt = realloc(a->tombs, nc * sizeof *nt);
+            if (!nt)
+                goto out_unlock; /* written again next round */
+            a->tombs = nt;
+            a->tombs_cap = nc;
+        }
+        snprintf(a->tombs[i].dbid, sizeof a->tombs[i].dbid, "%s", dbid);
+        a->tombs[i].done = 0;
+        a->ntombs++;
+    }
+    a->tombs[i].done |= 1ull << idx;
+    if (a->ndests < 64 && a->tombs[i].done == all) {
+        a->tombs[i] = a->tombs[--a->ntombs];
+        gone = 1;
+    }
+out_unlock:
+    pthread_mutex_unlock(&a->tomb_mu);
+    if (gone)
+        dbreg_deleted_done(a->reg, dbid);
+}
+
+/* The registry's notes of deleted databases (infos, n: this round's list):
+ * write each one's tombstone at this destination, unless it did already,
+ * or the database is listed again under that name and ID (T1 of
+ * dbreg_deleted.c).  A failed PUT is retried at the next call. */
+static void put_deleted_notes(struct adest *d, const struct db_info *infos, size_t n)
+{
+    struct dbreg_deleted *v = NULL;
+    size_t nv = 0;
+
+    if (dbreg_deleted_list(d->a->reg, &v, &nv) != 0)
+        return;
+    for (size_t i = 0; i < nv; i++) {
+        int listed = 0, rc = 0;
+        if (tomb_done(d->a, d->idx, v[i].dbid))
+            continue;
+        for (size_t k = 0; k < n && !listed; k++) {
+            char hex[33];
+            lv_hex(infos[k].id, 16, hex);
+            listed = strcmp(infos[k].name, v[i].name) == 0 && strcmp(hex, v[i].dbid) == 0;
+        }
+        if (!listed && (rc = put_ptr(d, v[i].name, v[i].dbid, 1)) != 0) {
+            if (lv_mono_us() - d->tomb_warn_mono >= WARN_EVERY_US || d->tomb_warn_mono == 0) {
+                d->tomb_warn_mono = lv_mono_us();
+                LV_WARN("archive %s: %s: deleted here, but %s/%s could not be written (%s); retrying at each round",
+                        store_url(d->store), v[i].name, v[i].name, ARCHIVE_DELETED_OBJECT, lv_strerror(rc));
+            }
+            continue;
+        }
+        if (!listed)
+            LV_INFO("archive %s: %s: deleted here; lineage %s marked deleted (%s/%s)", store_url(d->store),
+                    v[i].name, v[i].dbid, v[i].name, ARCHIVE_DELETED_OBJECT);
+        tomb_confirm(d->a, d->idx, v[i].dbid);
+    }
+    free(v);
+}
+
 /* Drop the databases not seen in this round (unlinked or replaced).  One
  * whose name the registry no longer lists at all (infos, n: this round's
  * list; a broken or empty database is listed) was deleted, renamed away or
@@ -1235,8 +1343,8 @@ static void drop_unseen(struct adest *d, const struct db_info *infos, size_t n)
             continue;
         for (size_t k = 0; k < n && !listed; k++)
             listed = strcmp(infos[k].name, b->name) == 0 && memcmp(infos[k].id, b->id, 16) == 0;
-        if (listed)
-            continue;
+        if (listed || tomb_done(d->a, d->idx, b->idhex))
+            continue; /* (written from the registry's note) */
         int rc = put_ptr(d, b->name, b->lineage, 1);
         if (rc)
             LV_WARN("archive %s: %s: deleted here, but %s/%s could not be written (%s); a new primary or a seeded "
@@ -1326,6 +1434,7 @@ static void dest_drain(struct adest *d)
         return;
     }
     dbreg_sync_logs(a->reg);
+    put_deleted_notes(d, infos, n); /* a database deleted just before the stop */
     for (;;) {
         missing = 0;
         for (size_t i = 0; i < n; i++) {
@@ -1438,6 +1547,7 @@ static void dest_main(struct worker *w, void *arg)
             pthread_mutex_unlock(&d->mu);
         }
         if (!worker_stopping(w)) {
+            put_deleted_notes(d, infos, n);
             drop_unseen(d, infos, n);
             run_deletes(d);
         }
@@ -1586,6 +1696,7 @@ int archiver_start(const struct archiver_dest *dests, size_t n, int64_t max_log_
     a->max_log_size = max_log_size;
     a->reg = reg;
     pthread_mutex_init(&a->retain_mu, NULL);
+    pthread_mutex_init(&a->tomb_mu, NULL);
     dbreg_tmp_dir(dbreg_data_dir(reg), a->tmpdir, sizeof a->tmpdir);
     a->dests = calloc(n, sizeof *a->dests);
     if (!a->dests) {
@@ -1691,6 +1802,8 @@ void archiver_stop(struct archiver *a)
         dbreg_set_log_full(a->reg, 0);
     free(a->dests);
     pthread_mutex_destroy(&a->retain_mu);
+    pthread_mutex_destroy(&a->tomb_mu);
+    free(a->tombs);
     free(a);
 }
 

@@ -16,6 +16,7 @@
  * unmounted lazily if busy in a_fini) and fills it while archiving.
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -1344,5 +1345,63 @@ Test(archive, deleted_database_marked)
     cr_assert(WAIT_FOR(access(tomb, F_OK) != 0, LVT_WAIT_MS), "%s stays after kept.db was renamed back", tomb);
     free(pk);
     free(pm);
+    free(p);
+}
+
+/* Files named *.json in dir (0 if it does not exist). */
+static int count_json(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int k = 0;
+    if (!d)
+        return 0;
+    while ((e = readdir(d)) != NULL) {
+        size_t l = strlen(e->d_name);
+        k += l > 5 && strcmp(e->d_name + l - 5, ".json") == 0;
+    }
+    closedir(d);
+    return k;
+}
+
+/* A deletion whose tombstone the store refused (every PUT of
+ * gone.db/deleted.json fails, LV_FAULT), followed by a kill -9: the next
+ * start writes it, from the registry's note (data.dir/deleted/), and the
+ * note goes.  Without the note the restarted archiver never learns of the
+ * deletion, and a seed brings gone.db back. */
+Test(archive, deleted_marked_after_a_failed_put)
+{
+    dest(LVDEST_FILE, "    sync-interval: 100ms\n");
+    struct lvnode *n = lvnode_new_with(NULL, A.yaml);
+    setenv("LV_FAULT", "open:EIO:match=deleted.json", 1);
+    lvnode_start(n);
+    unsetenv("LV_FAULT");
+    write_rows(n, "gone.db", 5, 0, 1);
+    write_rows(n, "kept.db", 5, 0, 1);
+    wait_confirmed(n, "gone.db", 10);
+    wait_confirmed(n, "kept.db", 10);
+    char *p = lvnode_path(n, "gone.db"), side[700], tomb[700], notes[700];
+    cr_assert_eq(unlink(p), 0);
+    snprintf(side, sizeof side, "%s-wal", p);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", p);
+    unlink(side);
+    snprintf(tomb, sizeof tomb, "%s/gone.db/deleted.json", A.d->root);
+    cr_assert(WAIT_FOR(lvnode_log_contains(n, "gone.db/deleted.json could not be written"), LVT_WAIT_MS),
+              "the store's refusal was not logged");
+    cr_assert_neq(access(tomb, F_OK), 0, "%s was written although the store refused it", tomb);
+    snprintf(notes, sizeof notes, "%s/deleted", n->data);
+    lvnode_kill9(n);
+
+    lvnode_start(n);
+    cr_assert(WAIT_FOR(access(tomb, F_OK) == 0, LVT_WAIT_MS), "no %s after the restart", tomb);
+    cr_assert(WAIT_FOR(count_json(notes) == 0, LVT_WAIT_MS), "the note stays in %s", notes);
+    struct lvnode *b = lvnode_new(A.yaml);
+    int rc = -1;
+    json_t *j = lvnode_cli_json(b, &rc, "restore", "--seed");
+    cr_assert_eq(rc, 0, "restore --seed failed");
+    json_t *a = json_object_get(j, "databases");
+    cr_assert_eq(json_array_size(a), 1, "seeded %zu databases, wanted kept.db alone", json_array_size(a));
+    json_decref(j);
     free(p);
 }

@@ -202,6 +202,23 @@ int dbreg_txid(struct dbreg *r, const char *name, uint64_t *txid);
  * (retired/ unreadable).  Nothing is allocated. */
 int dbreg_retired_id(struct dbreg *r, const uint8_t id[16], char *what, size_t n);
 
+/* A database this node deleted whose archive tombstone may not be written
+ * yet (data.dir/deleted/<dbid>.json; dbreg_deleted.c). */
+struct dbreg_deleted {
+    char name[1024];     /* its name */
+    char dbid[33];       /* its ID: 32 lower-case hex + NUL */
+    int64_t deleted_us;  /* when it was deleted (microseconds since the epoch) */
+};
+/* The directory of those notes under data_dir into out (size n). */
+void dbreg_deleted_dir(const char *data_dir, char *out, size_t n);
+/* Note that the database name with ID id was deleted (a failure is logged). */
+void dbreg_deleted_note(struct dbreg *r, const char *name, const uint8_t id[16]);
+/* The notes (*v malloc'ed, caller frees; NULL when *n is 0); unreadable
+ * ones are logged and skipped.  0 or negative. */
+int dbreg_deleted_list(struct dbreg *r, struct dbreg_deleted **v, size_t *n);
+/* Forget the note of dbid: every archive destination wrote its tombstone. */
+void dbreg_deleted_done(struct dbreg *r, const char *dbid);
+
 /* Refuse (full = 1) or allow again (0) new transactions on every database:
  * while set, writes to -wal and -journal files fail with ENOSPC (SQLite:
  * SQLITE_FULL), so no transaction can start and nothing is ever dropped.

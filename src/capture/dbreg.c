@@ -316,6 +316,7 @@ static void retire_locked(struct dbreg *r, struct db *d)
         lv_hex(d->id, 16, hex);
         if (db_retire_dir(r, d->metadir, hex) == 0)
             LV_INFO("%s: deleted; its log is kept under %s", d->name, r->retired);
+        dbreg_deleted_note(r, d->name, d->id); /* for the archive's tombstone (dbreg_deleted.c) */
         if (d->log) {
             txlog_close(d->log);
             d->log = NULL;

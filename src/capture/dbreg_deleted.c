@@ -1,0 +1,140 @@
+/*
+ * dbreg_deleted.c -- the databases this node deleted whose archive
+ * tombstones (<name>/deleted.json, FORMAT.md "Deleted databases") may not
+ * be written yet.
+ *
+ * FORMAT.  data.dir/deleted/<dbid>.json, one per deleted database, one
+ * line of JSON published atomically (publish_buf):
+ *   {"name": "<database name>", "dbid": "<32 lower-case hex>", "deleted_us": <int>}
+ * The file is named by the ID, so a name never needs escaping here.
+ *
+ * LIFE.  Written when the registry retires a database (dbreg_deleted_note,
+ * from retire_locked: an unlink, or a database replaced by another of
+ * another ID), on a primary as on a replica that applied a DROP.  Read by
+ * the archiver at each round and at its shutdown drain
+ * (dbreg_deleted_list); removed once every archive destination has
+ * written the tombstone (dbreg_deleted_done).  So a tombstone survives
+ * what the archiver's own notice of a deletion (drop_unseen) does not: a
+ * crash or a stop before its next round, and a store that fails the PUT.
+ * A replica's files wait until it is promoted and archives.
+ *
+ * INVARIANTS
+ *   T1. A file exists from the retirement until every destination
+ *       confirmed the tombstone; writing the tombstone again is harmless
+ *       (the archiver skips a database listed again under that name and
+ *       ID, and clears a tombstone naming a lineage it archives).
+ *   T2. A file that cannot be parsed is logged and left alone (never
+ *       deleted: it may be a newer format).
+ */
+#include "capture/db.h"
+#include "capture/db_impl.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "base/lv.h"
+#include "base/lvlog.h"
+#include "base/publish.h"
+#include "base/sys.h"
+
+void dbreg_deleted_dir(const char *data_dir, char *out, size_t n)
+{
+    snprintf(out, n, "%s/deleted", data_dir);
+}
+
+void dbreg_deleted_note(struct dbreg *r, const char *name, const uint8_t id[16])
+{
+    char dir[PATH_MAX], path[PATH_MAX + 48], hex[33];
+    json_t *o;
+    char *body = NULL;
+    int rc = LV_ENOMEM;
+
+    lv_hex(id, 16, hex);
+    dbreg_deleted_dir(r->data_dir, dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/%s.json", dir, hex);
+    o = json_pack("{s:s,s:s,s:I}", "name", name, "dbid", hex, "deleted_us", (json_int_t)lv_now_us());
+    if (o && (body = json_dumps(o, JSON_COMPACT)) != NULL && (rc = sys_mkdir_p(dir)) == 0)
+        rc = publish_buf(path, body, strlen(body));
+    if (rc)
+        LV_WARN("%s: cannot note its deletion in %s (%s): if the archiver has not marked it deleted by its "
+                "next round, a seed or a promotion may bring it back from the archive",
+                name, path, lv_strerror(rc));
+    free(body);
+    json_decref(o);
+}
+
+int dbreg_deleted_list(struct dbreg *r, struct dbreg_deleted **out, size_t *nout)
+{
+    char dir[PATH_MAX], path[PATH_MAX + 300];
+    struct dbreg_deleted *v = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    DIR *dp;
+    int rc = 0;
+
+    *out = NULL;
+    *nout = 0;
+    dbreg_deleted_dir(r->data_dir, dir, sizeof dir);
+    dp = opendir(dir);
+    if (!dp)
+        return errno == ENOENT ? 0 : lv_from_errno(errno);
+    while ((e = readdir(dp)) != NULL) {
+        size_t l = strlen(e->d_name);
+        json_error_t jerr;
+        json_t *o;
+        const char *name, *dbid;
+        if (l != 37 || strcmp(e->d_name + 32, ".json") != 0)
+            continue; /* "." and "..", temporary files */
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        o = json_load_file(path, 0, &jerr);
+        name = json_string_value(json_object_get(o, "name"));
+        dbid = json_string_value(json_object_get(o, "dbid"));
+        if (!name || !dbid || strlen(dbid) != 32 || strncmp(dbid, e->d_name, 32) != 0 || !*name ||
+            strlen(name) >= sizeof v->name) {
+            LV_WARN("%s: not a deleted database's note (%s); left alone (T2)", path,
+                    o ? "expected {\"name\", \"dbid\", \"deleted_us\"}" : jerr.text);
+            json_decref(o);
+            continue;
+        }
+        if (n == cap) {
+            size_t nc = cap ? 2 * cap : 8;
+            struct dbreg_deleted *nv = realloc(v, nc * sizeof *nv);
+            if (!nv) {
+                json_decref(o);
+                rc = LV_ENOMEM;
+                break;
+            }
+            v = nv;
+            cap = nc;
+        }
+        snprintf(v[n].name, sizeof v[n].name, "%s", name);
+        snprintf(v[n].dbid, sizeof v[n].dbid, "%s", dbid);
+        v[n].deleted_us = json_integer_value(json_object_get(o, "deleted_us"));
+        n++;
+        json_decref(o);
+    }
+    closedir(dp);
+    if (rc) {
+        free(v);
+        return rc;
+    }
+    *out = v;
+    *nout = n;
+    return 0;
+}
+
+void dbreg_deleted_done(struct dbreg *r, const char *dbid)
+{
+    char dir[PATH_MAX], path[PATH_MAX + 48];
+
+    dbreg_deleted_dir(r->data_dir, dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/%.32s.json", dir, dbid);
+    if (unlink(path) != 0 && errno != ENOENT)
+        LV_WARN("unlink %s: %s (the archiver will write its tombstone again)", path, strerror(errno));
+}
