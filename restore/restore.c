@@ -994,6 +994,8 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
     if (rc)
         goto out;
     memcpy(res->dbid, dbid, sizeof dbid);
+    if (restore_deleted(st, o->db, dbid, &res->deleted_us) < 0)
+        res->deleted_us = 0; /* unreadable: restored as not deleted (it is restored either way) */
     rc = restore_load_manifest(st, o->db, dbid, &m, err, errlen);
     if (rc)
         goto out;

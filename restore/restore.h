@@ -64,6 +64,7 @@ struct restore_result {
     uint8_t rec_dbid[16];         /* database ID the applied records carry (the lineage's, unless it was derived
                                    * after a divergence: docs/FORMAT.md); valid when txid > 0 */
     int lineage_listed;           /* 1: found by LIST (no current.json) */
+    int64_t deleted_us;           /* the archive says this lineage was deleted then (<db>/deleted.json), 0 if not */
     size_t tail_objects;          /* level-0 segments found after the manifest's last TXID (one LIST) */
     uint64_t manifest_txid;       /* last TXID named by the manifest itself */
     struct restore_obj *objs;     /* planned objects in apply order (owned) */

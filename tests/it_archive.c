@@ -1326,6 +1326,17 @@ Test(archive, deleted_database_marked)
     j = lvnode_cli_json(c, &rc, "restore", "--seed --db gone.db");
     cr_assert_eq(rc, 0, "restore --seed --db gone.db failed");
     json_decref(j);
+    /* restore --db rebuilds it, saying it was deleted; not so for kept.db. */
+    const char *names[2] = {"gone.db", "kept.db"};
+    for (int k = 0; k < 2; k++) {
+        char args[900];
+        snprintf(args, sizeof args, "--db %s --dry-run", names[k]);
+        j = lvnode_cli_json(n, &rc, "restore", args);
+        cr_assert_eq(rc, 0, "restore %s failed", args);
+        cr_assert_eq(json_is_string(json_object_get(j, "deleted")), k == 0, "restore %s: \"deleted\" is %s", args,
+                     k == 0 ? "not a time" : "set");
+        json_decref(j);
+    }
 
     /* Created again: a new lineage, not deleted. */
     write_rows(n, "gone.db", 3, 0, 1);

@@ -265,6 +265,7 @@ static void print_restore(const struct restore_opts *o, const struct restore_res
         json_object_set_new(j, "db", json_string(o->db));
         json_object_set_new(j, "lineage", json_string(r->dbid));
         json_object_set_new(j, "lineage_listed", json_boolean(r->lineage_listed));
+        json_object_set_new(j, "deleted", r->deleted_us ? jtime(r->deleted_us) : json_null());
         json_object_set_new(j, "manifest_txid", json_integer((json_int_t)r->manifest_txid));
         json_object_set_new(j, "tail_objects", json_integer((json_int_t)r->tail_objects));
         json_object_set_new(j, "dry_run", json_boolean(o->dry_run));
@@ -299,6 +300,10 @@ static void print_restore(const struct restore_opts *o, const struct restore_res
         printf("%s exists; nothing done (--if-db-not-exists)\n", o->out_path);
         return;
     }
+    if (r->deleted_us)
+        fprintf(stderr, "litevault restore: note: the archive says '%s' (lineage %s) was deleted at %s; %s it all "
+                "the same\n", o->db, r->dbid, lv_fmt_time(r->deleted_us, tb, sizeof tb),
+                o->dry_run ? "planning to restore" : "restored");
     if (o->dry_run) {
         printf("plan: restore '%s' (lineage %s%s) from %s\n", o->db, r->dbid,
                r->lineage_listed ? ", found by listing" : "", o->url);
