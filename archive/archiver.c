@@ -228,6 +228,8 @@ struct adest {
     size_t ndels, dels_cap;
     int64_t drain_deadline;     /* clean stop: keep uploading until (monotonic us); 0 before the drain (thread) */
     int64_t tomb_warn_mono;     /* rate limit of put_deleted_notes' warnings (thread) */
+    int64_t tomb_next_try_mono; /* put_deleted_notes: no attempt before (monotonic us) after a failure (thread) */
+    int64_t tomb_back_us;       /* its backoff, doubling to BACKOFF_MAX_US; 0 after a success (thread) */
 };
 
 struct archiver {
@@ -352,10 +354,17 @@ static int tomb_step(struct adest *d, struct adb *b)
 
 /* Write name/current.json (deleted 0) or name/deleted.json (1) naming
  * lineage, stamped now (archive/current.h).  0 or negative. */
+static int put_ptr_at(struct adest *d, const char *name, const char *lineage, int deleted, int64_t when);
+
 static int put_ptr(struct adest *d, const char *name, const char *lineage, int deleted)
 {
-    struct archive_current c = {.format = ARCHIVE_CURRENT_FORMAT, .updated_us = lv_now_us()};
-    struct archive_deleted t = {.format = ARCHIVE_CURRENT_FORMAT, .deleted_us = c.updated_us};
+    return put_ptr_at(d, name, lineage, deleted, lv_now_us());
+}
+
+static int put_ptr_at(struct adest *d, const char *name, const char *lineage, int deleted, int64_t when)
+{
+    struct archive_current c = {.format = ARCHIVE_CURRENT_FORMAT, .updated_us = when};
+    struct archive_deleted t = {.format = ARCHIVE_CURRENT_FORMAT, .deleted_us = when};
     char *key = deleted ? archive_deleted_key(name) : archive_current_key(name), *body = NULL;
     size_t len = 0;
     int rc;
@@ -1241,11 +1250,14 @@ static struct adb *find_db(struct adest *d, const struct db_info *info, int crea
     return b;
 }
 
-/* Has destination idx written the tombstone of note dbid? */
+/* Has destination idx written the tombstone of note dbid (or found it
+ * needs none)?  Destinations past the 64th never remember it. */
 static int tomb_done(struct archiver *a, int idx, const char *dbid)
 {
     int done = 0;
 
+    if (idx >= 64)
+        return 0;
     pthread_mutex_lock(&a->tomb_mu);
     for (size_t i = 0; i < a->ntombs && !done; i++)
         done = strcmp(a->tombs[i].dbid, dbid) == 0 && (a->tombs[i].done >> idx & 1);
@@ -1255,7 +1267,7 @@ static int tomb_done(struct archiver *a, int idx, const char *dbid)
 
 /* Destination idx wrote the tombstone of note dbid: once every destination
  * has, the registry forgets the note.  (More than 64 destinations: the
- * note stays, and is written again at each start.) */
+ * note stays, and is written again at every round.) */
 static void tomb_confirm(struct archiver *a, int idx, const char *dbid)
 {
     uint64_t all = a->ndests >= 64 ? ~0ull : (1ull << a->ndests) - 1;
@@ -1281,7 +1293,7 @@ static void tomb_confirm(struct archiver *a, int idx, const char *dbid)
         a->ntombs++;
     }
     a->tombs[i].done |= 1ull << idx;
-    if (a->ndests < 64 && a->tombs[i].done == all) {
+    if (a->ndests <= 64 && a->tombs[i].done == all) {
         a->tombs[i] = a->tombs[--a->ntombs];
         gone = 1;
     }
@@ -1291,17 +1303,55 @@ out_unlock:
         dbreg_deleted_done(a->reg, dbid);
 }
 
-/* The registry's notes of deleted databases (infos, n: this round's list):
- * write each one's tombstone at this destination, unless it did already,
- * or the database is listed again under that name and ID (T1 of
- * dbreg_deleted.c).  A failed PUT is retried at the next call. */
-static void put_deleted_notes(struct adest *d, const struct db_info *infos, size_t n)
+/* Is lineage (as current.json names it) one of database idhex's: its
+ * first, idhex itself, or a later one after a divergence (LINEAGE)? */
+static int lineage_of(const char *lineage, const char *idhex)
+{
+    char cand[48];
+
+    if (strcmp(lineage, idhex) == 0)
+        return 1;
+    for (int k = 2; k <= 64; k++) {
+        diverged_lineage(idhex, k, cand);
+        if (strcmp(lineage, cand) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* One note v of a deleted database at this destination: 0 once handled
+ * (its tombstone written, or none needed), or negative (retried). */
+static int put_deleted_note(struct adest *d, const struct dbreg_deleted *v)
+{
+    char cur[64];
+    int rc = get_current(d, v->name, cur, sizeof cur);
+
+    /* A tombstone counts only while current.json names its lineage: one
+     * naming another (the name's newer database; an older note) would
+     * undo a newer tombstone.  None: never archived here. */
+    if (rc || !cur[0] || !lineage_of(cur, v->dbid))
+        return rc;
+    rc = put_ptr_at(d, v->name, cur, 1, v->deleted_us > 0 ? v->deleted_us : lv_now_us());
+    if (rc == 0)
+        LV_INFO("archive %s: %s: deleted here; lineage %s marked deleted (%s/%s)", store_url(d->store), v->name,
+                cur, v->name, ARCHIVE_DELETED_OBJECT);
+    return rc;
+}
+
+/* The registry's notes of deleted databases: write each one's tombstone at
+ * this destination, unless it did already, or the database is listed
+ * again under that name and ID (T1 of dbreg_deleted.c).  The list is
+ * taken after the notes: a note is written after its database left the
+ * registry.  A failure is retried at a later round (backoff). */
+static void put_deleted_notes(struct adest *d)
 {
     struct dbreg_deleted *v = NULL;
-    size_t nv = 0;
+    struct db_info *infos = NULL;
+    size_t nv = 0, n = 0;
 
-    if (dbreg_deleted_list(d->a->reg, &v, &nv) != 0)
-        return;
+    if (lv_mono_us() < d->tomb_next_try_mono || dbreg_deleted_list(d->a->reg, &v, &nv) != 0 || nv == 0 ||
+        dbreg_list(d->a->reg, &infos, &n) != 0)
+        goto out_free;
     for (size_t i = 0; i < nv; i++) {
         int listed = 0, rc = 0;
         if (tomb_done(d->a, d->idx, v[i].dbid))
@@ -1311,19 +1361,23 @@ static void put_deleted_notes(struct adest *d, const struct db_info *infos, size
             lv_hex(infos[k].id, 16, hex);
             listed = strcmp(infos[k].name, v[i].name) == 0 && strcmp(hex, v[i].dbid) == 0;
         }
-        if (!listed && (rc = put_ptr(d, v[i].name, v[i].dbid, 1)) != 0) {
+        if (!listed && (rc = put_deleted_note(d, &v[i])) != 0) {
+            d->tomb_back_us = d->tomb_back_us ? d->tomb_back_us * 2 : d->cfg->sync_interval_us;
+            if (d->tomb_back_us > BACKOFF_MAX_US)
+                d->tomb_back_us = BACKOFF_MAX_US;
+            d->tomb_next_try_mono = lv_mono_us() + d->tomb_back_us;
             if (lv_mono_us() - d->tomb_warn_mono >= WARN_EVERY_US || d->tomb_warn_mono == 0) {
                 d->tomb_warn_mono = lv_mono_us();
-                LV_WARN("archive %s: %s: deleted here, but %s/%s could not be written (%s); retrying at each round",
+                LV_WARN("archive %s: %s: deleted here, but %s/%s could not be written (%s); retrying",
                         store_url(d->store), v[i].name, v[i].name, ARCHIVE_DELETED_OBJECT, lv_strerror(rc));
             }
-            continue;
+            break;
         }
-        if (!listed)
-            LV_INFO("archive %s: %s: deleted here; lineage %s marked deleted (%s/%s)", store_url(d->store),
-                    v[i].name, v[i].dbid, v[i].name, ARCHIVE_DELETED_OBJECT);
+        d->tomb_back_us = 0;
         tomb_confirm(d->a, d->idx, v[i].dbid);
     }
+out_free:
+    free(infos);
     free(v);
 }
 
@@ -1332,8 +1386,8 @@ static void put_deleted_notes(struct adest *d, const struct db_info *infos, size
  * list; a broken or empty database is listed) was deleted, renamed away or
  * replaced by another of another ID: its lineage gets name/deleted.json,
  * so that a catch-up or a seed does not bring it back (FORMAT.md,
- * "Deleted databases").  A failed PUT is logged: the name then only stays
- * restorable, as before. */
+ * "Deleted databases").  A failed PUT is logged; a deletion is retried
+ * from the registry's note (put_deleted_notes), a rename away is not. */
 static void drop_unseen(struct adest *d, const struct db_info *infos, size_t n)
 {
     for (size_t i = 0; i < d->ndbs; i++) {
@@ -1347,8 +1401,8 @@ static void drop_unseen(struct adest *d, const struct db_info *infos, size_t n)
             continue; /* (written from the registry's note) */
         int rc = put_ptr(d, b->name, b->lineage, 1);
         if (rc)
-            LV_WARN("archive %s: %s: deleted here, but %s/%s could not be written (%s); a new primary or a seeded "
-                    "node may bring it back from the archive", store_url(d->store), b->name, b->name,
+            LV_WARN("archive %s: %s: gone here, but %s/%s could not be written (%s); if it was deleted, the "
+                    "registry's note retries it; if renamed away, a new primary or a seeded node may bring it back", store_url(d->store), b->name, b->name,
                     ARCHIVE_DELETED_OBJECT, lv_strerror(rc));
         else
             LV_INFO("archive %s: %s: deleted here; lineage %s marked deleted (%s/%s)", store_url(d->store), b->name,
@@ -1434,7 +1488,8 @@ static void dest_drain(struct adest *d)
         return;
     }
     dbreg_sync_logs(a->reg);
-    put_deleted_notes(d, infos, n); /* a database deleted just before the stop */
+    d->tomb_next_try_mono = 0;
+    put_deleted_notes(d); /* a database deleted just before the stop */
     for (;;) {
         missing = 0;
         for (size_t i = 0; i < n; i++) {
@@ -1547,7 +1602,7 @@ static void dest_main(struct worker *w, void *arg)
             pthread_mutex_unlock(&d->mu);
         }
         if (!worker_stopping(w)) {
-            put_deleted_notes(d, infos, n);
+            put_deleted_notes(d);
             drop_unseen(d, infos, n);
             run_deletes(d);
         }

@@ -1288,20 +1288,28 @@ LVDEST_KINDS(FULL_DISK)
  * `archive ls` shows it, and `restore --seed` of a new node leaves it out
  * (catch-up at a promotion reads the same object); --db NAME still seeds
  * it.  Created again under that name, it is alive again. */
-Test(archive, deleted_database_marked)
+/* gone.db and kept.db archived, then gone.db deleted (with its -wal and
+ * -shm); returns gone.db's path on the mount (malloc'ed). */
+static char *archive_two_delete_one(const struct lvnode *n)
 {
-    dest(LVDEST_FILE, "    sync-interval: 100ms\n");
-    struct lvnode *n = node(NULL);
+    char *p = lvnode_path(n, "gone.db"), side[700];
     write_rows(n, "gone.db", 5, 0, 1);
     write_rows(n, "kept.db", 5, 0, 1);
     wait_confirmed(n, "gone.db", 10);
     wait_confirmed(n, "kept.db", 10);
-    char *p = lvnode_path(n, "gone.db"), side[700], tomb[700];
     cr_assert_eq(unlink(p), 0);
     snprintf(side, sizeof side, "%s-wal", p);
     unlink(side);
     snprintf(side, sizeof side, "%s-shm", p);
     unlink(side);
+    return p;
+}
+
+Test(archive, deleted_database_marked)
+{
+    dest(LVDEST_FILE, "    sync-interval: 100ms\n");
+    struct lvnode *n = node(NULL);
+    char *p = archive_two_delete_one(n), tomb[700];
     snprintf(tomb, sizeof tomb, "%s/gone.db/deleted.json", A.d->root);
     cr_assert(WAIT_FOR(access(tomb, F_OK) == 0, LVT_WAIT_MS), "no %s after the database was deleted", tomb);
     json_t *j = lvnode_cli_json(n, NULL, "archive ls", "--db gone.db");
@@ -1387,26 +1395,52 @@ Test(archive, deleted_marked_after_a_failed_put)
     setenv("LV_FAULT", "open:EIO:match=deleted.json", 1);
     lvnode_start(n);
     unsetenv("LV_FAULT");
-    write_rows(n, "gone.db", 5, 0, 1);
-    write_rows(n, "kept.db", 5, 0, 1);
+    char *p = archive_two_delete_one(n), tomb[700], notes[700];
+    snprintf(tomb, sizeof tomb, "%s/gone.db/deleted.json", A.d->root);
+    cr_assert(WAIT_FOR(lvnode_log_contains(n, "gone.db/deleted.json could not be written"), LVT_WAIT_MS),
+              "the store's refusal was not logged");
+    cr_assert_neq(access(tomb, F_OK), 0, "%s was written although the store refused it", tomb);
+    /* Keep the first lineage's note; gone.db made again (a new lineage,
+     * which current.json names: the first note then needs no object and
+     * goes) and deleted again, its PUT refused too.  Put the first note
+     * back: two notes for one name, of which only the newer may write. */
+    snprintf(notes, sizeof notes, "%s/deleted", n->data);
+    cr_assert_eq(count_json(notes), 1, "no note of the deletion in %s", notes);
+    char first[900];
+    json_t *first_note;
+    DIR *dd = opendir(notes);
+    struct dirent *e;
+    while ((e = readdir(dd)) != NULL)
+        if (strstr(e->d_name, ".json"))
+            snprintf(first, sizeof first, "%s/%s", notes, e->d_name);
+    closedir(dd);
+    cr_assert_not_null(first_note = json_load_file(first, 0, NULL), "cannot read %s", first);
+    write_rows(n, "gone.db", 3, 0, 1);
     wait_confirmed(n, "gone.db", 10);
-    wait_confirmed(n, "kept.db", 10);
-    char *p = lvnode_path(n, "gone.db"), side[700], tomb[700], notes[700];
+    cr_assert(WAIT_FOR(count_json(notes) == 0, LVT_WAIT_MS), "the first lineage's note stays");
+    char side[720];
     cr_assert_eq(unlink(p), 0);
     snprintf(side, sizeof side, "%s-wal", p);
     unlink(side);
     snprintf(side, sizeof side, "%s-shm", p);
     unlink(side);
-    snprintf(tomb, sizeof tomb, "%s/gone.db/deleted.json", A.d->root);
-    cr_assert(WAIT_FOR(lvnode_log_contains(n, "gone.db/deleted.json could not be written"), LVT_WAIT_MS),
-              "the store's refusal was not logged");
-    cr_assert_neq(access(tomb, F_OK), 0, "%s was written although the store refused it", tomb);
-    snprintf(notes, sizeof notes, "%s/deleted", n->data);
+    cr_assert(WAIT_FOR(count_json(notes) == 1, LVT_WAIT_MS), "no note of the second deletion in %s", notes);
     lvnode_kill9(n);
+    cr_assert_eq(json_dump_file(first_note, first, JSON_COMPACT), 0, "cannot write %s back", first);
+    json_decref(first_note);
+    cr_assert_eq(count_json(notes), 2);
 
     lvnode_start(n);
     cr_assert(WAIT_FOR(access(tomb, F_OK) == 0, LVT_WAIT_MS), "no %s after the restart", tomb);
-    cr_assert(WAIT_FOR(count_json(notes) == 0, LVT_WAIT_MS), "the note stays in %s", notes);
+    cr_assert(WAIT_FOR(count_json(notes) == 0, LVT_WAIT_MS), "the notes stay in %s", notes);
+    char cur[700];
+    snprintf(cur, sizeof cur, "%s/gone.db/current.json", A.d->root);
+    json_t *jt = json_load_file(tomb, 0, NULL), *jc = json_load_file(cur, 0, NULL);
+    cr_assert(jt && jc, "cannot read %s or %s", tomb, cur);
+    cr_assert_str_eq(json_string_value(json_object_get(jt, "dbid")), json_string_value(json_object_get(jc, "dbid")),
+                     "deleted.json names another lineage than current.json: the older note undid the newer");
+    json_decref(jt);
+    json_decref(jc);
     struct lvnode *b = lvnode_new(A.yaml);
     int rc = -1;
     json_t *j = lvnode_cli_json(b, &rc, "restore", "--seed");

@@ -184,11 +184,6 @@ Test(walcap, power_loss_after_switching_to_wal)
     power_loss_case(1);
 }
 
-/*
- * The last commit logged is written over behind the daemon (as when SQLite
- * disowns a commit whose WAL fsync failed): the next capture says so, once,
- * naming the frame and the TXID, and the daemon stays up.
- */
 /* synchronous=FULL: every commit returns with its -wal fsynced to the
  * end, on passthrough (the daemon sees only the fsync) and through the
  * daemon (LV_WAL_PASSTHROUGH=0).  The -wal's fsyncs mark the size they
@@ -221,6 +216,11 @@ Test(walcap, full_commit_fsyncs_the_wal)
     }
 }
 
+/*
+ * The last commit logged is written over behind the daemon (as when SQLite
+ * disowns a commit whose WAL fsync failed): the next capture says so, once,
+ * naming the frame and the TXID, and the daemon stays up.
+ */
 Test(walcap, commit_written_over_behind_the_log)
 {
     struct lvnode *n = lvnode_started(NULL);

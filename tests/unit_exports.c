@@ -90,7 +90,7 @@ Test(exports, fake_clock_schedule_backoff_and_recovery)
     fputs(yml, f);
     fclose(f);
     cr_assert_eq(config_load(path, &cfg, err, sizeof err), 0, "%s", err);
-    cr_assert_eq(dbreg_open(&(struct dbreg_opts){cfg.data_dir, cfg.segment_size, 0}, &reg, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(dbreg_open(&(struct dbreg_opts){cfg.data_dir, cfg.segment_size, 0, 0}, &reg, err, sizeof err), 0, "%s", err);
 
     fake_now = T("2026-03-01T10:02:30Z");
     cr_assert_eq(exports_new(cfg.exports, cfg.nexports, cfg.data_dir, reg, fake_clock, NULL, &x, err, sizeof err), 0, "%s", err);

@@ -405,7 +405,7 @@ struct tprim {
 static void tp_open_reg(struct tprim *tp)
 {
     char err[512] = "";
-    cr_assert_eq(dbreg_open(&(struct dbreg_opts){tp->data, 1 << 20, 0}, &tp->reg, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(dbreg_open(&(struct dbreg_opts){tp->data, 1 << 20, 0, 0}, &tp->reg, err, sizeof err), 0, "%s", err);
 }
 
 /* A data.dir with files/a.db (made by SQLite, rollback journal) and its registry. */
@@ -1230,7 +1230,7 @@ static void trep_start(struct trep *t, int port, const char *token)
 
     memset(t, 0, sizeof *t);
     t->data = lvt_tmpdir("repl");
-    cr_assert_eq(dbreg_open(&(struct dbreg_opts){t->data, 1 << 20, 0}, &t->reg, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(dbreg_open(&(struct dbreg_opts){t->data, 1 << 20, 0, 0}, &t->reg, err, sizeof err), 0, "%s", err);
     dbreg_set_replica(t->reg, "http://primary");
     snprintf(url, sizeof url, "http://127.0.0.1:%d/", port);
     cr_assert_eq(replica_start(&(struct replica_opts){.reg = t->reg, .data_dir = t->data, .primary_url = url,

@@ -260,7 +260,7 @@ static int sd_load(const char *data_dir, const char *name, struct db_info *out)
     char err[512] = "";
     int found = 0;
 
-    cr_assert_eq(dbreg_open(&(struct dbreg_opts){data_dir, 1 << 20, 0}, &r, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(dbreg_open(&(struct dbreg_opts){data_dir, 1 << 20, 0, 0}, &r, err, sizeof err), 0, "%s", err);
     cr_assert_eq(dbreg_list(r, &v, &n), 0);
     for (size_t i = 0; i < n; i++)
         if (strcmp(v[i].name, name) == 0) {

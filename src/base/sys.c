@@ -431,6 +431,19 @@ static long long synced_size(int fd, const char *path)
     return (long long)st.st_size;
 }
 
+int sys_seam_active(void)
+{
+    static int marks = -1;
+
+    if (atomic_load(&fault_armed) != 0)
+        return 1;
+    if (__atomic_load_n(&marks, __ATOMIC_RELAXED) < 0) {
+        const char *m = getenv("LV_TEST_SYNCED_MARKS");
+        __atomic_store_n(&marks, m && *m ? 1 : 0, __ATOMIC_RELAXED);
+    }
+    return __atomic_load_n(&marks, __ATOMIC_RELAXED);
+}
+
 static void synced_mark(long long size, const char *path)
 {
     char mark[PATH_MAX + 8], num[32];

@@ -39,6 +39,10 @@ void sys_fault_set(enum sys_op op, int err, long after, const char *match);
 /* The same, failing only `times` calls after those (0: every later call). */
 void sys_fault_set_n(enum sys_op op, int err, long after, long times, const char *match);
 
+/* Is a test seam armed (a fault, or LV_TEST_SYNCED_MARKS), so that callers
+ * must name the path of each call?  Cheap: one atomic load after the first. */
+int sys_seam_active(void);
+
 /* Disarm all faults. */
 void sys_fault_clear(void);
 

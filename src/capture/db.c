@@ -217,8 +217,11 @@
  *      -wal through the daemon (db_wal_changed) and read before the
  *      pre-sync's fdatasync starts: every change it counts was made before
  *      that fdatasync.  A failed pre-sync owes its error to the next fsync
- *      of the -wal (wal_presync_err): fdatasync reports a write-back error
- *      to a descriptor once, and the pre-sync used the application's.
+ *      of the -wal through the same descriptor (wal_presync_err,
+ *      wal_presync_fd; dropped when it closes): fdatasync reports a
+ *      write-back error to a descriptor once, and the pre-sync used the
+ *      application's.  Recognising a FULL writer needs the -shm on
+ *      passthrough (wal_ckpt_idle); without it no pre-sync runs.
  */
 #include "capture/db.h"
 #include "capture/db_impl.h"

@@ -31,6 +31,8 @@ struct dbreg_opts {
                                its log, so a file changed behind the daemon's back is found (and
                                logged as a RECOVERED record, which the primary answers with a
                                snapshot); 0: only the pages the log or the WAL name */
+    int deleted_notes;      /* 1 (an archive is configured): a deleted database leaves a note for its
+                               archive tombstone (dbreg_deleted.c); 0: none, nobody would read it */
 };
 
 /* What a path on the mount is, judged by its name. */
@@ -286,6 +288,9 @@ int db_on_fsync(struct db *d, enum db_filekind kind, int fd, int datasync);
 /* The -wal of d changed through the daemon (a write, truncate or
  * fallocate): a pre-sync no longer covers it (C11 of db.c).  No lock. */
 void db_wal_changed(struct db *d);
+/* The application closed a -wal descriptor fd of d: a pre-sync's error
+ * owed to it is dropped (C11).  Takes d->mu. */
+void db_wal_released(struct db *d, int fd);
 
 
 /* ---- Replication: what src/replica drives on a replica, and the commit

@@ -104,14 +104,31 @@ static int fsync_fd(int fd, int datasync)
     return (datasync ? fdatasync(fd) : fsync(fd)) ? -errno : 0;
 }
 
-/* fsync the -wal fd of d through the syscall seam (its fault injection
- * and LV_TEST_SYNCED_MARKS); 0 or -errno. */
+/* The backing path of d's -wal into path.  Takes d->mu (a rename
+ * replaces d->name under it): the caller must not hold it. */
+static void wal_path(struct db *d, char *path, size_t n)
+{
+    pthread_mutex_lock(&d->mu);
+    snprintf(path, n, "%s/%s-wal", d->reg->files, d->name);
+    pthread_mutex_unlock(&d->mu);
+}
+
+/* fsync the -wal fd of d, without d->mu held: through the syscall seam
+ * when a test arms it (fault injection, LV_TEST_SYNCED_MARKS), which needs
+ * the path; a failure is logged with the path.  0 or -errno. */
 static int wal_fsync(struct db *d, int fd, int datasync)
 {
     char path[PATH_MAX];
     int rc;
 
-    snprintf(path, sizeof path, "%s/%s-wal", d->reg->files, d->name);
+    if (!sys_seam_active()) {
+        if ((rc = fsync_fd(fd, datasync)) != 0) {
+            wal_path(d, path, sizeof path);
+            LV_ERROR("%s(%s): %s", datasync ? "fdatasync" : "fsync", path, strerror(-rc));
+        }
+        return rc;
+    }
+    wal_path(d, path, sizeof path);
     rc = sys_fsync(fd, datasync, path);
     return rc ? -lv_to_errno(rc) : 0;
 }
@@ -121,6 +138,19 @@ void db_wal_changed(struct db *d)
     __atomic_add_fetch(&d->wal_wgen, 1, __ATOMIC_ACQ_REL);
 }
 
+void db_wal_released(struct db *d, int fd)
+{
+    if (!__atomic_load_n(&d->wal_presync_err, __ATOMIC_ACQUIRE))
+        return;
+    pthread_mutex_lock(&d->mu);
+    if (d->wal_presync_err && d->wal_presync_fd == fd) {
+        LV_WARN("%s: the -wal's descriptor closed with a failed fdatasync not reported to the application (it "
+                "did not fsync again)", d->name);
+        __atomic_store_n(&d->wal_presync_err, 0, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&d->mu);
+}
+
 void db_wal_presync(struct db *d, int fd)
 {
     uint64_t gen = __atomic_load_n(&d->wal_wgen, __ATOMIC_ACQUIRE), cur;
@@ -128,8 +158,14 @@ void db_wal_presync(struct db *d, int fd)
 
     __atomic_add_fetch(&d->wal_presyncs, 1, __ATOMIC_RELAXED);
     if ((rc = wal_fsync(d, fd, 1)) != 0) {
-        LV_WARN("%s: the -wal's fdatasync failed: the application's next fsync of it fails", d->name);
+        pthread_mutex_lock(&d->mu);
+        LV_WARN("%s: the -wal's fdatasync failed: the application's next fsync of it (through the same "
+                "descriptor) fails", d->name);
+        if (d->wal_presync_err && d->wal_presync_fd != fd)
+            LV_WARN("%s: an earlier -wal fdatasync error, owed to another descriptor, is dropped", d->name);
+        d->wal_presync_fd = fd;
         __atomic_store_n(&d->wal_presync_err, rc, __ATOMIC_RELEASE);
+        pthread_mutex_unlock(&d->mu);
         return;
     }
     gen++; /* wal_presynced holds the generation covered plus one: 0 is "never" */
@@ -139,13 +175,22 @@ void db_wal_presync(struct db *d, int fd)
         ;
 }
 
-/* The application's fdatasync of the -wal (C11 of db.c): 1 if a pre-sync
- * already made every write durable (nothing to do), 0 if it must run, or
- * the -errno a failed pre-sync owes it. */
-static int wal_presynced(struct db *d, int datasync)
+/* The application's fdatasync of the -wal through fd (C11 of db.c): 1 if
+ * a pre-sync already made every write durable (nothing to do), 0 if it
+ * must run, or the -errno a failed pre-sync through fd owes it.  Called
+ * without d->mu. */
+static int wal_presynced(struct db *d, int fd, int datasync)
 {
-    int err = __atomic_exchange_n(&d->wal_presync_err, 0, __ATOMIC_ACQ_REL);
+    int err = 0;
 
+    if (__atomic_load_n(&d->wal_presync_err, __ATOMIC_ACQUIRE)) {
+        pthread_mutex_lock(&d->mu);
+        if (d->wal_presync_err && d->wal_presync_fd == fd) {
+            err = d->wal_presync_err;
+            __atomic_store_n(&d->wal_presync_err, 0, __ATOMIC_RELEASE);
+        }
+        pthread_mutex_unlock(&d->mu);
+    }
     if (err)
         return err;
     /* Not on passthrough: there, writes never reach the daemon to be counted. */
@@ -1089,7 +1134,7 @@ int db_on_fsync(struct db *d, enum db_filekind kind, int fd, int datasync)
      * below, after it, finds the commit logged or logs it. */
     if (kind == DBF_WAL) {
         ckpt_idle = wal_ckpt_idle(d);
-        if ((rc = wal_presynced(d, datasync)) < 0 || (rc == 0 && (rc = wal_fsync(d, fd, datasync)) != 0))
+        if ((rc = wal_presynced(d, fd, datasync)) < 0 || (rc == 0 && (rc = wal_fsync(d, fd, datasync)) != 0))
             return rc; /* SQLite fails the commit; nothing to make durable */
         rc = 0;
         synced = 1;

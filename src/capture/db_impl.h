@@ -102,7 +102,9 @@ struct db {
     uint64_t wal_presynced;  /* 1 + the wal_wgen the last pre-sync of the -wal covered, 0 if none ran
                               * (db_wal_presync): the application's fdatasync of the -wal may be skipped
                               * while it is wal_wgen + 1 (atomic) */
-    int wal_presync_err;     /* a failed pre-sync's -errno, owed to the next fsync of the -wal (atomic) */
+    int wal_presync_err;     /* a failed pre-sync's -errno, owed to the next fsync of the -wal through the
+                              * same descriptor (mu; read atomically first) */
+    int wal_presync_fd;      /* that descriptor (mu) */
     uint64_t wal_presyncs;   /* pre-syncs run, since start (atomic) */
     uint64_t wal_presync_hits; /* application fsyncs of the -wal that a pre-sync spared, since start (atomic) */
     int wal_valid;           /* WAL header known (mu) */
@@ -145,6 +147,7 @@ struct dbreg {
     char data_dir[PATH_MAX];  /* data.dir (immutable) */
     uint64_t segment_size;    /* data.segment-size (immutable) */
     int verify_files;         /* dbreg_opts.verify_files (immutable) */
+    int deleted_notes;        /* dbreg_opts.deleted_notes (immutable) */
     char files[PATH_MAX];     /* data.dir/files (immutable) */
     char meta[PATH_MAX];      /* data.dir/meta (immutable) */
     char retired[PATH_MAX];   /* data.dir/retired (immutable) */

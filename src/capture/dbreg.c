@@ -175,6 +175,7 @@ int dbreg_open(const struct dbreg_opts *cfg, struct dbreg **out, char *err, size
     snprintf(r->data_dir, sizeof r->data_dir, "%s", cfg->data_dir);
     r->segment_size = (uint64_t)cfg->segment_size;
     r->verify_files = cfg->verify_files;
+    r->deleted_notes = cfg->deleted_notes;
     r->rootfd = -1;
     r->lockfd = -1;
     pthread_mutex_init(&r->mu, NULL);

@@ -20,9 +20,11 @@
  *
  * INVARIANTS
  *   T1. A file exists from the retirement until every destination
- *       confirmed the tombstone; writing the tombstone again is harmless
- *       (the archiver skips a database listed again under that name and
- *       ID, and clears a tombstone naming a lineage it archives).
+ *       handled it: wrote the tombstone, or found it needs none (the
+ *       database listed again under that name and ID, nothing archived
+ *       under the name, or current.json naming another lineage: a
+ *       tombstone counts only for the lineage current.json names, so
+ *       writing one for an older note would undo a newer one).
  *   T2. A file that cannot be parsed is logged and left alone (never
  *       deleted: it may be a newer format).
  */
@@ -55,6 +57,8 @@ void dbreg_deleted_note(struct dbreg *r, const char *name, const uint8_t id[16])
     char *body = NULL;
     int rc = LV_ENOMEM;
 
+    if (!r->deleted_notes)
+        return; /* no archive configured */
     lv_hex(id, 16, hex);
     dbreg_deleted_dir(r->data_dir, dir, sizeof dir);
     snprintf(path, sizeof path, "%s/%s.json", dir, hex);

@@ -694,6 +694,8 @@ static int do_release(struct fuse_file_info *fi)
     if (f->kind == DBF_JOURNAL && f->db && f->pt && f->pt->id > 0)
         db_journal_pt_close(f->db);
     pt_detach(f);
+    if (f->kind == DBF_WAL && f->db)
+        db_wal_released(f->db, f->fd);
     if (f->noflush && f->wrote && f->kind == DBF_MAIN && f->db)
         (void)db_on_flush(f->db, f->kind); /* a failure is logged there and leaves the database broken */
     close(f->fd);

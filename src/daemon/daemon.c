@@ -697,7 +697,8 @@ static int open_parts(struct daemon *dm, struct http_server **hs, struct http_se
     seed_replica(dm);
     /* A replica checks every page at start-up: a copy changed behind its
      * back must not pass for the primary's. */
-    if (dbreg_open(&(struct dbreg_opts){cfg->data_dir, cfg->segment_size, !lease_is_primary(dm->lease)}, &reg,
+    if (dbreg_open(&(struct dbreg_opts){cfg->data_dir, cfg->segment_size, !lease_is_primary(dm->lease),
+                                        cfg->narchive > 0}, &reg,
                    err, sizeof err) != 0) {
         fprintf(stderr, "litevault: %s\n", err);
         return LV_EXIT_RUNTIME;
