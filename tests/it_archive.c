@@ -1283,28 +1283,35 @@ static void full_disk(enum lvdest_kind kind, int wal)
     Test(archive, full_local_disk_##sfx, .timeout = 120) { full_disk(kind, kind == LVDEST_FILE); }
 LVDEST_KINDS(FULL_DISK)
 
+/* Delete the database at p on a mount, with its -wal and -shm. */
+static void unlink_db(const char *p)
+{
+    char side[800];
+    cr_assert_eq(unlink(p), 0, "unlink %s: %s", p, strerror(errno));
+    snprintf(side, sizeof side, "%s-wal", p);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", p);
+    unlink(side);
+}
+
+/* gone.db and kept.db archived, then gone.db deleted; returns gone.db's
+ * path on the mount (malloc'ed). */
+static char *archive_two_delete_one(const struct lvnode *n)
+{
+    char *p = lvnode_path(n, "gone.db");
+    write_rows(n, "gone.db", 5, 0, 1);
+    write_rows(n, "kept.db", 5, 0, 1);
+    wait_confirmed(n, "gone.db", 10);
+    wait_confirmed(n, "kept.db", 10);
+    unlink_db(p);
+    return p;
+}
+
 /* A database deleted on the node that archives it: the archive says so
  * (<name>/deleted.json naming its lineage, FORMAT.md "Deleted databases"),
  * `archive ls` shows it, and `restore --seed` of a new node leaves it out
  * (catch-up at a promotion reads the same object); --db NAME still seeds
  * it.  Created again under that name, it is alive again. */
-/* gone.db and kept.db archived, then gone.db deleted (with its -wal and
- * -shm); returns gone.db's path on the mount (malloc'ed). */
-static char *archive_two_delete_one(const struct lvnode *n)
-{
-    char *p = lvnode_path(n, "gone.db"), side[700];
-    write_rows(n, "gone.db", 5, 0, 1);
-    write_rows(n, "kept.db", 5, 0, 1);
-    wait_confirmed(n, "gone.db", 10);
-    wait_confirmed(n, "kept.db", 10);
-    cr_assert_eq(unlink(p), 0);
-    snprintf(side, sizeof side, "%s-wal", p);
-    unlink(side);
-    snprintf(side, sizeof side, "%s-shm", p);
-    unlink(side);
-    return p;
-}
-
 Test(archive, deleted_database_marked)
 {
     dest(LVDEST_FILE, "    sync-interval: 100ms\n");
@@ -1418,12 +1425,7 @@ Test(archive, deleted_marked_after_a_failed_put)
     write_rows(n, "gone.db", 3, 0, 1);
     wait_confirmed(n, "gone.db", 10);
     cr_assert(WAIT_FOR(count_json(notes) == 0, LVT_WAIT_MS), "the first lineage's note stays");
-    char side[720];
-    cr_assert_eq(unlink(p), 0);
-    snprintf(side, sizeof side, "%s-wal", p);
-    unlink(side);
-    snprintf(side, sizeof side, "%s-shm", p);
-    unlink(side);
+    unlink_db(p);
     cr_assert(WAIT_FOR(count_json(notes) == 1, LVT_WAIT_MS), "no note of the second deletion in %s", notes);
     lvnode_kill9(n);
     cr_assert_eq(json_dump_file(first_note, first, JSON_COMPACT), 0, "cannot write %s back", first);

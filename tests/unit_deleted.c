@@ -1,0 +1,88 @@
+/*
+ * unit_deleted.c -- the registry's notes of deleted databases
+ * (capture/dbreg_deleted.c): written only with an archive configured,
+ * listed, malformed ones left alone (T2), forgotten one by one.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/lv.h"
+#include "capture/db.h"
+#include "lib/lvtest.h"
+
+TestSuite(deleted, .fini = lvt_fini);
+
+static struct dbreg *open_reg(const char *dir, int notes)
+{
+    struct dbreg *r = NULL;
+    char err[512] = "";
+    cr_assert_eq(dbreg_open(&(struct dbreg_opts){dir, 1 << 20, 0, notes}, &r, err, sizeof err), 0, "%s", err);
+    return r;
+}
+
+static void put_file(const char *path, const char *body)
+{
+    FILE *f = fopen(path, "we");
+    cr_assert_not_null(f, "%s", path);
+    fputs(body, f);
+    fclose(f);
+}
+
+Test(deleted, notes_listed_and_forgotten)
+{
+    const char *dir = lvt_tmpdir("del");
+    char ddir[600], p[700];
+    uint8_t a[16], b[16];
+    memset(a, 0xab, sizeof a);
+    memset(b, 0x01, sizeof b);
+
+    struct dbreg *off = open_reg(dir, 0);
+    dbreg_deleted_note(off, "x.db", a);
+    struct dbreg_deleted *v = NULL;
+    size_t n = 9;
+    cr_assert_eq(dbreg_deleted_list(off, &v, &n), 0);
+    cr_assert_eq(n, 0, "a note was written without an archive");
+    free(v);
+    dbreg_close(off);
+
+    struct dbreg *r = open_reg(dir, 1);
+    dbreg_deleted_note(r, "x.db", a);
+    dbreg_deleted_note(r, "sub/y.db", b);
+    dbreg_deleted_dir(dir, ddir, sizeof ddir);
+    /* Left alone (T2): not JSON, a name that disagrees with its dbid, no name. */
+    snprintf(p, sizeof p, "%s/%s.json", ddir, "cccccccccccccccccccccccccccccccc");
+    put_file(p, "garbage");
+    snprintf(p, sizeof p, "%s/%s.json", ddir, "dddddddddddddddddddddddddddddddd");
+    put_file(p, "{\"name\":\"z.db\",\"dbid\":\"eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee\",\"deleted_us\":1}");
+    snprintf(p, sizeof p, "%s/%s.json", ddir, "ffffffffffffffffffffffffffffffff");
+    put_file(p, "{\"dbid\":\"ffffffffffffffffffffffffffffffff\"}");
+
+    cr_assert_eq(dbreg_deleted_list(r, &v, &n), 0);
+    cr_assert_eq(n, 2, "%zu notes listed, wanted the 2 valid ones", n);
+    int seen_x = 0, seen_y = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(v[i].name, "x.db") == 0) {
+            seen_x = 1;
+            cr_assert_str_eq(v[i].dbid, "abababababababababababababababab");
+        } else if (strcmp(v[i].name, "sub/y.db") == 0) {
+            seen_y = 1;
+            cr_assert_str_eq(v[i].dbid, "01010101010101010101010101010101");
+        }
+        cr_assert_gt(v[i].deleted_us, 0);
+    }
+    cr_assert(seen_x && seen_y);
+    free(v);
+
+    dbreg_deleted_done(r, "abababababababababababababababab");
+    cr_assert_eq(dbreg_deleted_list(r, &v, &n), 0);
+    cr_assert_eq(n, 1);
+    cr_assert_str_eq(v[0].name, "sub/y.db");
+    free(v);
+    snprintf(p, sizeof p, "%s/%s.json", ddir, "cccccccccccccccccccccccccccccccc");
+    cr_assert_eq(access(p, F_OK), 0, "a malformed note was removed");
+    dbreg_close(r);
+}
