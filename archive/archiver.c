@@ -560,7 +560,10 @@ static int lineage_open(struct adest *d, struct adb *b, const struct db_info *in
             note_snapshots(b);
             publish_confirmed(d, b);
             last = manifest_last_txid(&b->m);
-            if (!cur[0] && (rc = put_current(d, b->name, b->lineage)) != 0)
+            /* current.json names the lineage archived under this name now:
+             * after renames it may name another database's (which a
+             * note of that one's deletion would then mark deleted). */
+            if ((!cur[0] || strcmp(cur, b->lineage) != 0) && (rc = put_current(d, b->name, b->lineage)) != 0)
                 return rc;
             b->tomb_check = 1;
             LV_INFO("archive %s: %s: continuing lineage %s at TXID %llu", store_url(d->store), b->name, b->lineage,
@@ -1265,6 +1268,18 @@ static int tomb_done(struct archiver *a, int idx, const char *dbid)
     return done;
 }
 
+/* Forget what the destinations did for note dbid (the note goes). */
+static void tomb_forget(struct archiver *a, const char *dbid)
+{
+    pthread_mutex_lock(&a->tomb_mu);
+    for (size_t i = 0; i < a->ntombs; i++)
+        if (strcmp(a->tombs[i].dbid, dbid) == 0) {
+            a->tombs[i] = a->tombs[--a->ntombs];
+            break;
+        }
+    pthread_mutex_unlock(&a->tomb_mu);
+}
+
 /* Destination idx wrote the tombstone of note dbid: once every destination
  * has, the registry forgets the note.  (More than 64 destinations: the
  * note stays, and is written again at every round.) */
@@ -1311,7 +1326,7 @@ static int lineage_of(const char *lineage, const char *idhex)
 
     if (strcmp(lineage, idhex) == 0)
         return 1;
-    for (int k = 2; k <= 64; k++) {
+    for (int k = 2; k <= 128; k++) { /* lineage_open stops at 99 */
         diverged_lineage(idhex, k, cand);
         if (strcmp(lineage, cand) == 0)
             return 1;
@@ -1339,8 +1354,9 @@ static int put_deleted_note(struct adest *d, const struct dbreg_deleted *v)
 }
 
 /* The registry's notes of deleted databases: write each one's tombstone at
- * this destination, unless it did already, or the database is listed
- * again under that name and ID (T1 of dbreg_deleted.c).  The list is
+ * this destination, unless it did already; a database listed again under
+ * that name and ID voids its note, for every destination (T1 of
+ * dbreg_deleted.c).  The list is
  * taken after the notes: a note is written after its database left the
  * registry.  A failure is retried at a later round (backoff). */
 static void put_deleted_notes(struct adest *d)
@@ -1348,6 +1364,7 @@ static void put_deleted_notes(struct adest *d)
     struct dbreg_deleted *v = NULL;
     struct db_info *infos = NULL;
     size_t nv = 0, n = 0;
+    int failed = 0;
 
     if (lv_mono_us() < d->tomb_next_try_mono || dbreg_deleted_list(d->a->reg, &v, &nv) != 0 || nv == 0 ||
         dbreg_list(d->a->reg, &infos, &n) != 0)
@@ -1361,20 +1378,29 @@ static void put_deleted_notes(struct adest *d)
             lv_hex(infos[k].id, 16, hex);
             listed = strcmp(infos[k].name, v[i].name) == 0 && strcmp(hex, v[i].dbid) == 0;
         }
-        if (!listed && (rc = put_deleted_note(d, &v[i])) != 0) {
-            d->tomb_back_us = d->tomb_back_us ? d->tomb_back_us * 2 : d->cfg->sync_interval_us;
-            if (d->tomb_back_us > BACKOFF_MAX_US)
-                d->tomb_back_us = BACKOFF_MAX_US;
-            d->tomb_next_try_mono = lv_mono_us() + d->tomb_back_us;
+        if (listed) { /* back under that name and ID: the deletion is void, for every destination */
+            tomb_forget(d->a, v[i].dbid);
+            dbreg_deleted_done(d->a->reg, v[i].dbid);
+            continue;
+        }
+        if ((rc = put_deleted_note(d, &v[i])) != 0) {
+            failed = 1;
             if (lv_mono_us() - d->tomb_warn_mono >= WARN_EVERY_US || d->tomb_warn_mono == 0) {
                 d->tomb_warn_mono = lv_mono_us();
                 LV_WARN("archive %s: %s: deleted here, but %s/%s could not be written (%s); retrying",
                         store_url(d->store), v[i].name, v[i].name, ARCHIVE_DELETED_OBJECT, lv_strerror(rc));
             }
-            break;
+            continue; /* the others are tried all the same */
         }
-        d->tomb_back_us = 0;
         tomb_confirm(d->a, d->idx, v[i].dbid);
+    }
+    if (failed) {
+        d->tomb_back_us = d->tomb_back_us ? d->tomb_back_us * 2 : d->cfg->sync_interval_us;
+        if (d->tomb_back_us > BACKOFF_MAX_US)
+            d->tomb_back_us = BACKOFF_MAX_US;
+        d->tomb_next_try_mono = lv_mono_us() + d->tomb_back_us;
+    } else {
+        d->tomb_back_us = 0;
     }
 out_free:
     free(infos);

@@ -1390,6 +1390,60 @@ static int count_json(const char *dir)
     return k;
 }
 
+/* Renames that put one database over another of the same name: X (ID A)
+ * renamed to Y, Z (ID C) renamed to X, then Y renamed back over X (which
+ * deletes C, and notes it).  X is A again and alive: current.json names
+ * A, and no deleted.json names it (a seed brings X back). */
+Test(archive, renamed_back_over_another_stays_alive)
+{
+    dest(LVDEST_FILE, "    sync-interval: 100ms\n");
+    struct lvnode *n = node(NULL);
+    char *px = lvnode_path(n, "x.db"), *py = lvnode_path(n, "y.db"), *pz = lvnode_path(n, "z.db");
+    write_rows(n, "x.db", 3, 0, 0);
+    write_rows(n, "z.db", 3, 0, 0);
+    wait_confirmed(n, "x.db", 10);
+    wait_confirmed(n, "z.db", 10);
+    char cur[700], tomb[700], notes[700], a_id[64];
+    snprintf(cur, sizeof cur, "%s/x.db/current.json", A.d->root);
+    json_t *jc = json_load_file(cur, 0, NULL);
+    cr_assert_not_null(jc, "no %s", cur);
+    snprintf(a_id, sizeof a_id, "%s", json_string_value(json_object_get(jc, "dbid")));
+    json_decref(jc);
+    jc = NULL;
+    cr_assert_eq(rename(px, py), 0, "rename: %s", strerror(errno));
+    cr_assert_eq(rename(pz, px), 0, "rename: %s", strerror(errno));
+    write_rows(n, "x.db", 2, 0, 0);
+    wait_confirmed(n, "x.db", 10);
+    cr_assert_eq(rename(py, px), 0, "rename: %s", strerror(errno));
+    write_rows(n, "x.db", 2, 0, 0);
+    wait_confirmed(n, "x.db", 10);
+    snprintf(tomb, sizeof tomb, "%s/x.db/deleted.json", A.d->root);
+    snprintf(notes, sizeof notes, "%s/deleted", n->data);
+    cr_assert(WAIT_FOR(count_json(notes) == 0, LVT_WAIT_MS), "the notes stay in %s", notes);
+    cr_assert(WAIT_FOR((json_decref(jc), jc = json_load_file(cur, 0, NULL)) != NULL &&
+                           strcmp(json_string_value(json_object_get(jc, "dbid")), a_id) == 0,
+                       LVT_WAIT_MS),
+              "x.db/current.json does not name x.db's lineage %s", a_id);
+    json_t *jt = json_load_file(tomb, 0, NULL);
+    cr_assert(!jt || strcmp(json_string_value(json_object_get(jt, "dbid")), a_id) != 0,
+              "x.db/deleted.json names the lineage of the live x.db");
+    json_decref(jt);
+    json_decref(jc);
+    struct lvnode *b = lvnode_new(A.yaml);
+    int rc = -1;
+    json_t *j = lvnode_cli_json(b, &rc, "restore", "--seed");
+    cr_assert_eq(rc, 0, "restore --seed failed");
+    json_t *a = json_object_get(j, "databases");
+    int have_x = 0;
+    for (size_t k = 0; k < json_array_size(a); k++)
+        have_x |= strcmp(json_string_value(json_object_get(json_array_get(a, k), "db")), "x.db") == 0;
+    cr_assert(have_x, "a seed left the live x.db out");
+    json_decref(j);
+    free(px);
+    free(py);
+    free(pz);
+}
+
 /* A deletion whose tombstone the store refused (every PUT of
  * gone.db/deleted.json fails, LV_FAULT), followed by a kill -9: the next
  * start writes it, from the registry's note (data.dir/deleted/), and the

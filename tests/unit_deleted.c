@@ -53,7 +53,7 @@ Test(deleted, notes_listed_and_forgotten)
     dbreg_deleted_note(r, "x.db", a);
     dbreg_deleted_note(r, "sub/y.db", b);
     dbreg_deleted_dir(dir, ddir, sizeof ddir);
-    /* Left alone (T2): not JSON, a name that disagrees with its dbid, no name. */
+    /* Left alone (T2): not JSON, a dbid that disagrees with the file's name, no name. */
     snprintf(p, sizeof p, "%s/%s.json", ddir, "cccccccccccccccccccccccccccccccc");
     put_file(p, "garbage");
     snprintf(p, sizeof p, "%s/%s.json", ddir, "dddddddddddddddddddddddddddddddd");
