@@ -1283,6 +1283,17 @@ static void full_disk(enum lvdest_kind kind, int wal)
     Test(archive, full_local_disk_##sfx, .timeout = 120) { full_disk(kind, kind == LVDEST_FILE); }
 LVDEST_KINDS(FULL_DISK)
 
+/* restore --seed of a fresh node from the archive: its JSON (caller
+ * frees); asserts the command succeeded. */
+static json_t *seed_fresh(void)
+{
+    struct lvnode *b = lvnode_new(A.yaml);
+    int rc = -1;
+    json_t *j = lvnode_cli_json(b, &rc, "restore", "--seed");
+    cr_assert_eq(rc, 0, "restore --seed failed");
+    return j;
+}
+
 /* Delete the database at p on a mount, with its -wal and -shm. */
 static void unlink_db(const char *p)
 {
@@ -1429,11 +1440,7 @@ Test(archive, renamed_back_over_another_stays_alive)
               "x.db/deleted.json names the lineage of the live x.db");
     json_decref(jt);
     json_decref(jc);
-    struct lvnode *b = lvnode_new(A.yaml);
-    int rc = -1;
-    json_t *j = lvnode_cli_json(b, &rc, "restore", "--seed");
-    cr_assert_eq(rc, 0, "restore --seed failed");
-    json_t *a = json_object_get(j, "databases");
+    json_t *j = seed_fresh(), *a = json_object_get(j, "databases");
     int have_x = 0;
     for (size_t k = 0; k < json_array_size(a); k++)
         have_x |= strcmp(json_string_value(json_object_get(json_array_get(a, k), "db")), "x.db") == 0;
@@ -1497,11 +1504,7 @@ Test(archive, deleted_marked_after_a_failed_put)
                      "deleted.json names another lineage than current.json: the older note undid the newer");
     json_decref(jt);
     json_decref(jc);
-    struct lvnode *b = lvnode_new(A.yaml);
-    int rc = -1;
-    json_t *j = lvnode_cli_json(b, &rc, "restore", "--seed");
-    cr_assert_eq(rc, 0, "restore --seed failed");
-    json_t *a = json_object_get(j, "databases");
+    json_t *j = seed_fresh(), *a = json_object_get(j, "databases");
     cr_assert_eq(json_array_size(a), 1, "seeded %zu databases, wanted kept.db alone", json_array_size(a));
     json_decref(j);
     free(p);
