@@ -353,15 +353,8 @@ static int tomb_step(struct adest *d, struct adb *b)
 }
 
 /* Write name/current.json (deleted 0) or name/deleted.json (1) naming
- * lineage, stamped now (archive/current.h).  0 or negative. */
-static int put_ptr_at(struct adest *d, const char *name, const char *lineage, int deleted, int64_t when);
-
-static int put_ptr(struct adest *d, const char *name, const char *lineage, int deleted)
-{
-    return put_ptr_at(d, name, lineage, deleted, lv_now_us());
-}
-
-static int put_ptr_at(struct adest *d, const char *name, const char *lineage, int deleted, int64_t when)
+ * lineage, stamped when (archive/current.h).  0 or negative. */
+static int put_ptr(struct adest *d, const char *name, const char *lineage, int deleted, int64_t when)
 {
     struct archive_current c = {.format = ARCHIVE_CURRENT_FORMAT, .updated_us = when};
     struct archive_deleted t = {.format = ARCHIVE_CURRENT_FORMAT, .deleted_us = when};
@@ -384,7 +377,7 @@ static int put_ptr_at(struct adest *d, const char *name, const char *lineage, in
 
 static int put_current(struct adest *d, const char *name, const char *lineage)
 {
-    return put_ptr(d, name, lineage, 0);
+    return put_ptr(d, name, lineage, 0, lv_now_us());
 }
 
 /* GET the small object key into *buf (malloc'ed, caller frees; NULL when
@@ -426,16 +419,15 @@ out_free:
     return rc;
 }
 
-/* The lineage of b is archived under its name: a deleted.json naming it
- * (a database deleted, then brought back, or renamed away and back) is
- * removed, so that readers take the name as alive.  One naming the lineage
- * current.json names instead, while b's is another, says the pointer names
- * a deleted database: current.json then names b's lineage (no other live
- * database of that name can contest it).  0 or negative (tried again). */
+/* The lineage of b is archived under its name (lineage_open pointed
+ * current.json at it): a deleted.json naming it (a database deleted, then
+ * brought back, or renamed away and back) is removed, so that readers take
+ * the name as alive.  One naming another lineage no longer counts.  0 or
+ * negative (tried again). */
 static int clear_deleted(struct adest *d, const struct adb *b)
 {
     struct archive_deleted t;
-    char *key = archive_deleted_key(b->name), err[256] = "", cur[64] = "";
+    char *key = archive_deleted_key(b->name), err[256] = "";
     void *buf = NULL;
     size_t len = 0;
     int rc;
@@ -450,14 +442,6 @@ static int clear_deleted(struct adest *d, const struct adb *b)
         if (rc == 0)
             LV_INFO("archive %s: %s: lineage %s is archived under this name again; removed %s", store_url(d->store),
                     b->name, b->lineage, key);
-        goto out_free;
-    }
-    rc = get_current(d, b->name, cur, sizeof cur);
-    if (rc == 0 && strcmp(cur, t.dbid) == 0) {
-        rc = put_current(d, b->name, b->lineage);
-        if (rc == 0)
-            LV_INFO("archive %s: %s: current.json named lineage %s, deleted; it names %s, archived here, now",
-                    store_url(d->store), b->name, t.dbid, b->lineage);
     }
 out_free:
     free(buf);
@@ -1253,6 +1237,15 @@ static struct adb *find_db(struct adest *d, const struct db_info *info, int crea
     return b;
 }
 
+/* Does this round's list (infos, n) hold database name with ID id? */
+static int listed_as(const struct db_info *infos, size_t n, const char *name, const uint8_t id[16])
+{
+    for (size_t k = 0; k < n; k++)
+        if (strcmp(infos[k].name, name) == 0 && memcmp(infos[k].id, id, 16) == 0)
+            return 1;
+    return 0;
+}
+
 /* Has destination idx written the tombstone of note dbid (or found it
  * needs none)?  Destinations past the 64th never remember it. */
 static int tomb_done(struct archiver *a, int idx, const char *dbid)
@@ -1295,14 +1288,8 @@ static void tomb_confirm(struct archiver *a, int idx, const char *dbid)
     for (i = 0; i < a->ntombs && strcmp(a->tombs[i].dbid, dbid) != 0; i++)
         ;
     if (i == a->ntombs) {
-        if (a->ntombs == a->tombs_cap) {
-            size_t nc = a->tombs_cap ? 2 * a->tombs_cap : 8;
-            struct atomb *nt = realloc(a->tombs, nc * sizeof *nt);
-            if (!nt)
-                goto out_unlock; /* written again next round */
-            a->tombs = nt;
-            a->tombs_cap = nc;
-        }
+        if (lv_grow((void **)&a->tombs, &a->tombs_cap, a->ntombs, sizeof *a->tombs, 8) != 0)
+            goto out_unlock; /* written again next round */
         snprintf(a->tombs[i].dbid, sizeof a->tombs[i].dbid, "%s", dbid);
         a->tombs[i].done = 0;
         a->ntombs++;
@@ -1346,7 +1333,7 @@ static int put_deleted_note(struct adest *d, const struct dbreg_deleted *v)
      * undo a newer tombstone.  None: never archived here. */
     if (rc || !cur[0] || !lineage_of(cur, v->dbid))
         return rc;
-    rc = put_ptr_at(d, v->name, cur, 1, v->deleted_us > 0 ? v->deleted_us : lv_now_us());
+    rc = put_ptr(d, v->name, cur, 1, v->deleted_us > 0 ? v->deleted_us : lv_now_us());
     if (rc == 0)
         LV_INFO("archive %s: %s: deleted here; lineage %s marked deleted (%s/%s)", store_url(d->store), v->name,
                 cur, v->name, ARCHIVE_DELETED_OBJECT);
@@ -1370,15 +1357,11 @@ static void put_deleted_notes(struct adest *d)
         dbreg_list(d->a->reg, &infos, &n) != 0)
         goto out_free;
     for (size_t i = 0; i < nv; i++) {
-        int listed = 0, rc = 0;
+        uint8_t id[16];
+        int rc;
         if (tomb_done(d->a, d->idx, v[i].dbid))
             continue;
-        for (size_t k = 0; k < n && !listed; k++) {
-            char hex[33];
-            lv_hex(infos[k].id, 16, hex);
-            listed = strcmp(infos[k].name, v[i].name) == 0 && strcmp(hex, v[i].dbid) == 0;
-        }
-        if (listed) { /* back under that name and ID: the deletion is void, for every destination */
+        if (lv_unhex(v[i].dbid, id, sizeof id) == 0 && listed_as(infos, n, v[i].name, id)) { /* back under that name and ID: the deletion is void, for every destination */
             tomb_forget(d->a, v[i].dbid);
             dbreg_deleted_done(d->a->reg, v[i].dbid);
             continue;
@@ -1418,14 +1401,11 @@ static void drop_unseen(struct adest *d, const struct db_info *infos, size_t n)
 {
     for (size_t i = 0; i < d->ndbs; i++) {
         struct adb *b = d->dbs[i];
-        int listed = 0;
         if (b->seen || !b->loaded)
             continue;
-        for (size_t k = 0; k < n && !listed; k++)
-            listed = strcmp(infos[k].name, b->name) == 0 && memcmp(infos[k].id, b->id, 16) == 0;
-        if (listed || tomb_done(d->a, d->idx, b->idhex))
+        if (listed_as(infos, n, b->name, b->id) || tomb_done(d->a, d->idx, b->idhex))
             continue; /* (written from the registry's note) */
-        int rc = put_ptr(d, b->name, b->lineage, 1);
+        int rc = put_ptr(d, b->name, b->lineage, 1, lv_now_us());
         if (rc)
             LV_WARN("archive %s: %s: gone here, but %s/%s could not be written (%s); if it was deleted, the "
                     "registry's note retries it; if renamed away, a new primary or a seeded node may bring it back", store_url(d->store), b->name, b->name,

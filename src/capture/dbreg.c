@@ -463,12 +463,20 @@ static void db_sync_log(struct db *d)
     pthread_mutex_unlock(&d->mu);
 }
 
+/* Does the application's fsync of the -wal make d's commits durable (a
+ * synchronous=FULL writer), with no commit hook holding commits in their
+ * write (then records are streamed before that fsync)?  Caller holds d->mu. */
+static int wal_fsync_covers(struct dbreg *r, const struct db *d)
+{
+    return db_wal_syncs_commits(d) && !__atomic_load_n(&r->commit_hook, __ATOMIC_ACQUIRE);
+}
+
 int dbreg_durable_limit(struct dbreg *r, const char *name, int mode, uint64_t *limit, int64_t *retry_us)
 {
     struct txlog_syncjob j;
     struct txlog *l;
     struct db *d = dbreg_get(r, name, 0);
-    int rc = 0, have, hook, wal_syncs;
+    int rc = 0, have, wal_syncs;
     int64_t now = lv_mono_us();
     uint64_t upto;
 
@@ -482,16 +490,15 @@ int dbreg_durable_limit(struct dbreg *r, const char *name, int mode, uint64_t *l
         goto out_unlock;
     }
     *limit = d->txid;
-    hook = __atomic_load_n(&r->commit_hook, __ATOMIC_ACQUIRE) != NULL;
-    wal_syncs = db_wal_syncs_commits(d);
-    if (d->durable_txid >= d->txid || !dbreg_durable_wait(mode, wal_syncs && !hook))
+    wal_syncs = wal_fsync_covers(r, d);
+    if (d->durable_txid >= d->txid || !dbreg_durable_wait(mode, wal_syncs))
         goto out_unlock; /* (auto: the application did not ask for more than SQLite's own commit) */
     *limit = d->durable_txid;
     d->stream_waits++;
     d->durable_wanted = 1;
     if (d->durable_syncing)
         goto out_unlock; /* its end raises durable_txid and moves the sequence */
-    if (wal_syncs && !hook && now - d->undurable_mono < DBREG_DURABLE_WAIT_US) {
+    if (wal_syncs && now - d->undurable_mono < DBREG_DURABLE_WAIT_US) {
         *retry_us = d->undurable_mono + DBREG_DURABLE_WAIT_US; /* the -wal's fsync is about to cover it */
         goto out_unlock;
     }
@@ -681,7 +688,7 @@ static int list_dbs(struct dbreg *r, struct db_info **out, size_t *n, int captur
             snprintf(i->logdir, sizeof i->logdir, "%s/log", d->metadir);
             i->txid = d->txid;
             i->durable_txid = d->durable_txid;
-            i->syncs_commits = db_wal_syncs_commits(d) && !__atomic_load_n(&r->commit_hook, __ATOMIC_ACQUIRE);
+            i->syncs_commits = wal_fsync_covers(r, d);
             i->time_us = d->last_time;
             i->page_size = d->map.page_size;
             i->db_pages = d->map.npages;

@@ -106,16 +106,9 @@ int dbreg_deleted_list(struct dbreg *r, struct dbreg_deleted **out, size_t *nout
             json_decref(o);
             continue;
         }
-        if (n == cap) {
-            size_t nc = cap ? 2 * cap : 8;
-            struct dbreg_deleted *nv = realloc(v, nc * sizeof *nv);
-            if (!nv) {
-                json_decref(o);
-                rc = LV_ENOMEM;
-                break;
-            }
-            v = nv;
-            cap = nc;
+        if ((rc = lv_grow((void **)&v, &cap, n, sizeof *v, 8)) != 0) {
+            json_decref(o);
+            break;
         }
         snprintf(v[n].name, sizeof v[n].name, "%s", name);
         snprintf(v[n].dbid, sizeof v[n].dbid, "%s", dbid);
