@@ -109,12 +109,12 @@
  * DELETED DATABASES: a database's lineage gets <name>/deleted.json when
  * the database goes (FORMAT.md, "Deleted databases"), from two sources:
  *   - the registry's notes (dbreg_deleted_list: written when a database is
- *     deleted, kept across crashes and restarts), read at every round and
- *     at the shutdown drain (put_deleted_notes); a note goes once every
- *     destination wrote its tombstone (tomb_confirm, which counts them in
- *     tombs[] under tomb_mu);
+ *     deleted or renamed away, kept across crashes and restarts), read at
+ *     every round and at the shutdown drain (put_deleted_notes); a note
+ *     goes once every destination wrote its tombstone (tomb_confirm, which
+ *     counts them in tombs[] under tomb_mu);
  *   - this round's list: a database no longer listed under its name and
- *     ID (drop_unseen) -- deleted without a note only if renamed away.
+ *     ID (drop_unseen), when its note was not handled yet.
  * A failed PUT is retried at the next round while the note exists.
  *
  * LOCAL RETENTION: the monitor prunes each local log up to the smallest
@@ -203,10 +203,10 @@ struct adel {
     int64_t due_mono;           /* delete at or after (monotonic us) */
 };
 
-/* A registry note of a deleted database (dbreg_deleted), and the
- * destinations that wrote its tombstone. */
+/* A registry note of a database that left a name (dbreg_deleted), and
+ * the destinations that wrote its tombstone. */
 struct atomb {
-    char dbid[33];              /* the database's ID, hex */
+    char key[56];               /* the note's key (dbreg_deleted_key: ID and name) */
     uint64_t done;              /* bit i: destination i wrote name/deleted.json (or found it listed again) */
 };
 
@@ -1246,9 +1246,9 @@ static int listed_as(const struct db_info *infos, size_t n, const char *name, co
     return 0;
 }
 
-/* Has destination idx written the tombstone of note dbid (or found it
+/* Has destination idx written the tombstone of note key (or found it
  * needs none)?  Destinations past the 64th never remember it. */
-static int tomb_done(struct archiver *a, int idx, const char *dbid)
+static int tomb_done(struct archiver *a, int idx, const char *key)
 {
     int done = 0;
 
@@ -1256,27 +1256,27 @@ static int tomb_done(struct archiver *a, int idx, const char *dbid)
         return 0;
     pthread_mutex_lock(&a->tomb_mu);
     for (size_t i = 0; i < a->ntombs && !done; i++)
-        done = strcmp(a->tombs[i].dbid, dbid) == 0 && (a->tombs[i].done >> idx & 1);
+        done = strcmp(a->tombs[i].key, key) == 0 && (a->tombs[i].done >> idx & 1);
     pthread_mutex_unlock(&a->tomb_mu);
     return done;
 }
 
-/* Forget what the destinations did for note dbid (the note goes). */
-static void tomb_forget(struct archiver *a, const char *dbid)
+/* Forget what the destinations did for note key (the note goes). */
+static void tomb_forget(struct archiver *a, const char *key)
 {
     pthread_mutex_lock(&a->tomb_mu);
     for (size_t i = 0; i < a->ntombs; i++)
-        if (strcmp(a->tombs[i].dbid, dbid) == 0) {
+        if (strcmp(a->tombs[i].key, key) == 0) {
             a->tombs[i] = a->tombs[--a->ntombs];
             break;
         }
     pthread_mutex_unlock(&a->tomb_mu);
 }
 
-/* Destination idx wrote the tombstone of note dbid: once every destination
+/* Destination idx wrote the tombstone of note key: once every destination
  * has, the registry forgets the note.  (More than 64 destinations: the
  * note stays, and is written again at every round.) */
-static void tomb_confirm(struct archiver *a, int idx, const char *dbid)
+static void tomb_confirm(struct archiver *a, int idx, const char *key)
 {
     uint64_t all = a->ndests >= 64 ? ~0ull : (1ull << a->ndests) - 1;
     size_t i;
@@ -1285,12 +1285,12 @@ static void tomb_confirm(struct archiver *a, int idx, const char *dbid)
     if (idx >= 64)
         return;
     pthread_mutex_lock(&a->tomb_mu);
-    for (i = 0; i < a->ntombs && strcmp(a->tombs[i].dbid, dbid) != 0; i++)
+    for (i = 0; i < a->ntombs && strcmp(a->tombs[i].key, key) != 0; i++)
         ;
     if (i == a->ntombs) {
         if (lv_grow((void **)&a->tombs, &a->tombs_cap, a->ntombs, sizeof *a->tombs, 8) != 0)
             goto out_unlock; /* written again next round */
-        snprintf(a->tombs[i].dbid, sizeof a->tombs[i].dbid, "%s", dbid);
+        snprintf(a->tombs[i].key, sizeof a->tombs[i].key, "%s", key);
         a->tombs[i].done = 0;
         a->ntombs++;
     }
@@ -1302,7 +1302,7 @@ static void tomb_confirm(struct archiver *a, int idx, const char *dbid)
 out_unlock:
     pthread_mutex_unlock(&a->tomb_mu);
     if (gone)
-        dbreg_deleted_done(a->reg, dbid);
+        dbreg_deleted_done(a->reg, key);
 }
 
 /* Is lineage (as current.json names it) one of database idhex's: its
@@ -1359,11 +1359,11 @@ static void put_deleted_notes(struct adest *d)
     for (size_t i = 0; i < nv; i++) {
         uint8_t id[16];
         int rc;
-        if (tomb_done(d->a, d->idx, v[i].dbid))
+        if (tomb_done(d->a, d->idx, v[i].key))
             continue;
         if (lv_unhex(v[i].dbid, id, sizeof id) == 0 && listed_as(infos, n, v[i].name, id)) { /* back under that name and ID: the deletion is void, for every destination */
-            tomb_forget(d->a, v[i].dbid);
-            dbreg_deleted_done(d->a->reg, v[i].dbid);
+            tomb_forget(d->a, v[i].key);
+            dbreg_deleted_done(d->a->reg, v[i].key);
             continue;
         }
         if ((rc = put_deleted_note(d, &v[i])) != 0) {
@@ -1375,7 +1375,7 @@ static void put_deleted_notes(struct adest *d)
             }
             continue; /* the others are tried all the same */
         }
-        tomb_confirm(d->a, d->idx, v[i].dbid);
+        tomb_confirm(d->a, d->idx, v[i].key);
     }
     if (failed) {
         d->tomb_back_us = d->tomb_back_us ? d->tomb_back_us * 2 : d->cfg->sync_interval_us;
@@ -1395,21 +1395,22 @@ out_free:
  * list; a broken or empty database is listed) was deleted, renamed away or
  * replaced by another of another ID: its lineage gets name/deleted.json,
  * so that a catch-up or a seed does not bring it back (FORMAT.md,
- * "Deleted databases").  A failed PUT is logged; a deletion is retried
- * from the registry's note (put_deleted_notes), a rename away is not. */
+ * "Deleted databases").  A failed PUT is logged, and retried from the
+ * registry's note (put_deleted_notes). */
 static void drop_unseen(struct adest *d, const struct db_info *infos, size_t n)
 {
     for (size_t i = 0; i < d->ndbs; i++) {
         struct adb *b = d->dbs[i];
+        char key[sizeof ((struct atomb *)0)->key];
         if (b->seen || !b->loaded)
             continue;
-        if (listed_as(infos, n, b->name, b->id) || tomb_done(d->a, d->idx, b->idhex))
+        dbreg_deleted_key(b->name, b->idhex, key, sizeof key);
+        if (listed_as(infos, n, b->name, b->id) || tomb_done(d->a, d->idx, key))
             continue; /* (written from the registry's note) */
         int rc = put_ptr(d, b->name, b->lineage, 1, lv_now_us());
         if (rc)
-            LV_WARN("archive %s: %s: gone here, but %s/%s could not be written (%s); if it was deleted, the "
-                    "registry's note retries it; if renamed away, a new primary or a seeded node may bring it back", store_url(d->store), b->name, b->name,
-                    ARCHIVE_DELETED_OBJECT, lv_strerror(rc));
+            LV_WARN("archive %s: %s: gone here, but %s/%s could not be written (%s); the registry's note "
+                    "retries it", store_url(d->store), b->name, b->name, ARCHIVE_DELETED_OBJECT, lv_strerror(rc));
         else
             LV_INFO("archive %s: %s: deleted here; lineage %s marked deleted (%s/%s)", store_url(d->store), b->name,
                     b->lineage, b->name, ARCHIVE_DELETED_OBJECT);

@@ -1509,3 +1509,47 @@ Test(archive, deleted_marked_after_a_failed_put)
     json_decref(j);
     free(p);
 }
+
+/* A database renamed away while the store refuses its tombstone (every PUT
+ * of a deleted.json fails, LV_FAULT), then a kill -9: the next start
+ * writes old.db/deleted.json, naming the lineage old.db/current.json
+ * names, from the registry's note (a rename leaves one for the name it
+ * left), and the note goes; a seed brings the database back under its new
+ * name only.  Without the note the restarted archiver never learns that
+ * old.db was left, and a seed brings the database back twice. */
+Test(archive, renamed_away_marked_after_a_crash)
+{
+    dest(LVDEST_FILE, "    sync-interval: 100ms\n");
+    struct lvnode *n = lvnode_new_with(NULL, A.yaml);
+    setenv("LV_FAULT", "open:EIO:match=deleted.json", 1);
+    lvnode_start(n);
+    unsetenv("LV_FAULT");
+    char *pa = lvnode_path(n, "old.db"), *pb = lvnode_path(n, "new.db"), tomb[700], notes[700], cur[700];
+    write_rows(n, "old.db", 5, 0, 0);
+    wait_confirmed(n, "old.db", 10);
+    cr_assert_eq(rename(pa, pb), 0, "rename: %s", strerror(errno));
+    snprintf(notes, sizeof notes, "%s/deleted", n->data);
+    cr_assert(WAIT_FOR(count_json(notes) == 1, LVT_WAIT_MS), "no note of the rename in %s", notes);
+    snprintf(tomb, sizeof tomb, "%s/old.db/deleted.json", A.d->root);
+    cr_assert(WAIT_FOR(lvnode_log_contains(n, "old.db/deleted.json could not be written"), LVT_WAIT_MS),
+              "the store's refusal was not logged");
+    lvnode_kill9(n);
+    cr_assert_neq(access(tomb, F_OK), 0, "%s was written although the store refused it", tomb);
+
+    lvnode_start(n);
+    cr_assert(WAIT_FOR(access(tomb, F_OK) == 0, LVT_WAIT_MS), "no %s after the restart", tomb);
+    cr_assert(WAIT_FOR(count_json(notes) == 0, LVT_WAIT_MS), "the note stays in %s", notes);
+    snprintf(cur, sizeof cur, "%s/old.db/current.json", A.d->root);
+    json_t *jt = json_load_file(tomb, 0, NULL), *jc = json_load_file(cur, 0, NULL);
+    cr_assert(jt && jc, "cannot read %s or %s", tomb, cur);
+    cr_assert_str_eq(json_string_value(json_object_get(jt, "dbid")), json_string_value(json_object_get(jc, "dbid")));
+    json_decref(jt);
+    json_decref(jc);
+    wait_confirmed(n, "new.db", 10);
+    json_t *j = seed_fresh(), *a = json_object_get(j, "databases");
+    cr_assert_eq(json_array_size(a), 1, "seeded %zu databases, wanted new.db alone", json_array_size(a));
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(a, 0), "db")), "new.db");
+    json_decref(j);
+    free(pa);
+    free(pb);
+}

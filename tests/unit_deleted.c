@@ -1,7 +1,9 @@
 /*
- * unit_deleted.c -- the registry's notes of deleted databases
- * (capture/dbreg_deleted.c): written only with an archive configured,
- * listed, malformed ones left alone (T2), forgotten one by one.
+ * unit_deleted.c -- the registry's notes of databases that left a name
+ * (capture/dbreg_deleted.c): written only with an archive configured, one
+ * per name and ID (a database renamed away, then deleted, has two), the
+ * older <dbid>.json read too, malformed ones left alone (T2), forgotten
+ * one by one by key.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -52,35 +54,56 @@ Test(deleted, notes_listed_and_forgotten)
     struct dbreg *r = open_reg(dir, 1);
     dbreg_deleted_note(r, "x.db", a);
     dbreg_deleted_note(r, "sub/y.db", b);
+    dbreg_deleted_note(r, "renamed.db", a); /* x.db's ID left another name too */
+    dbreg_deleted_note(r, "x.db", a);       /* again: the same note */
     dbreg_deleted_dir(dir, ddir, sizeof ddir);
+    /* A note of the first format, named by the ID alone. */
+    snprintf(p, sizeof p, "%s/%s.json", ddir, "02020202020202020202020202020202");
+    put_file(p, "{\"name\":\"old.db\",\"dbid\":\"02020202020202020202020202020202\",\"deleted_us\":5}");
     /* Left alone (T2): not JSON, a dbid that disagrees with the file's name, no name. */
     snprintf(p, sizeof p, "%s/%s.json", ddir, "cccccccccccccccccccccccccccccccc");
     put_file(p, "garbage");
-    snprintf(p, sizeof p, "%s/%s.json", ddir, "dddddddddddddddddddddddddddddddd");
+    snprintf(p, sizeof p, "%s/%s.json", ddir, "dddddddddddddddddddddddddddddddd-0000000000000000");
     put_file(p, "{\"name\":\"z.db\",\"dbid\":\"eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee\",\"deleted_us\":1}");
     snprintf(p, sizeof p, "%s/%s.json", ddir, "ffffffffffffffffffffffffffffffff");
     put_file(p, "{\"dbid\":\"ffffffffffffffffffffffffffffffff\"}");
 
     cr_assert_eq(dbreg_deleted_list(r, &v, &n), 0);
-    cr_assert_eq(n, 2, "%zu notes listed, wanted the 2 valid ones", n);
-    int seen_x = 0, seen_y = 0;
+    cr_assert_eq(n, 4, "%zu notes listed, wanted the 4 valid ones", n);
+    int seen_x = 0, seen_y = 0, seen_ren = 0, seen_old = 0;
+    char key_x[sizeof v->key] = "";
     for (size_t i = 0; i < n; i++) {
+        char want[sizeof v->key];
+        dbreg_deleted_key(v[i].name, v[i].dbid, want, sizeof want);
         if (strcmp(v[i].name, "x.db") == 0) {
             seen_x = 1;
             cr_assert_str_eq(v[i].dbid, "abababababababababababababababab");
+            cr_assert_str_eq(v[i].key, want);
+            snprintf(key_x, sizeof key_x, "%s", v[i].key);
+        } else if (strcmp(v[i].name, "renamed.db") == 0) {
+            seen_ren = 1;
+            cr_assert_str_eq(v[i].dbid, "abababababababababababababababab");
+            cr_assert_str_eq(v[i].key, want);
         } else if (strcmp(v[i].name, "sub/y.db") == 0) {
             seen_y = 1;
             cr_assert_str_eq(v[i].dbid, "01010101010101010101010101010101");
+        } else if (strcmp(v[i].name, "old.db") == 0) {
+            seen_old = 1;
+            cr_assert_str_eq(v[i].key, "02020202020202020202020202020202");
         }
         cr_assert_gt(v[i].deleted_us, 0);
     }
-    cr_assert(seen_x && seen_y);
+    cr_assert(seen_x && seen_y && seen_ren && seen_old);
+    cr_assert_str_neq(key_x, "", "no key for x.db");
     free(v);
 
-    dbreg_deleted_done(r, "abababababababababababababababab");
+    dbreg_deleted_done(r, key_x);
+    dbreg_deleted_done(r, "02020202020202020202020202020202");
     cr_assert_eq(dbreg_deleted_list(r, &v, &n), 0);
-    cr_assert_eq(n, 1);
-    cr_assert_str_eq(v[0].name, "sub/y.db");
+    cr_assert_eq(n, 2);
+    for (size_t i = 0; i < n; i++)
+        cr_assert(strcmp(v[i].name, "sub/y.db") == 0 || strcmp(v[i].name, "renamed.db") == 0,
+                  "%s is still noted", v[i].name);
     free(v);
     snprintf(p, sizeof p, "%s/%s.json", ddir, "cccccccccccccccccccccccccccccccc");
     cr_assert_eq(access(p, F_OK), 0, "a malformed note was removed");

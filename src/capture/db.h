@@ -204,22 +204,28 @@ int dbreg_txid(struct dbreg *r, const char *name, uint64_t *txid);
  * (retired/ unreadable).  Nothing is allocated. */
 int dbreg_retired_id(struct dbreg *r, const uint8_t id[16], char *what, size_t n);
 
-/* A database this node deleted whose archive tombstone may not be written
- * yet (data.dir/deleted/<dbid>.json; dbreg_deleted.c). */
+/* A database this node deleted or renamed away whose archive tombstone
+ * may not be written yet (data.dir/deleted/<dbid>-<name hash>.json;
+ * dbreg_deleted.c). */
 struct dbreg_deleted {
-    char name[1024];     /* its name */
+    char name[1024];     /* the name it left */
     char dbid[33];       /* its ID: 32 lower-case hex + NUL */
-    int64_t deleted_us;  /* when it was deleted (microseconds since the epoch) */
+    char key[56];        /* the note's key: its file name without ".json" (dbreg_deleted_key) */
+    int64_t deleted_us;  /* when it left the name (microseconds since the epoch) */
 };
 /* The directory of those notes under data_dir into out (size n). */
 void dbreg_deleted_dir(const char *data_dir, char *out, size_t n);
-/* Note that the database name with ID id was deleted (a failure is logged). */
+/* The key of the note of database dbid (hex) leaving name, into key (size
+ * >= sizeof dbreg_deleted.key): one note per name and ID. */
+void dbreg_deleted_key(const char *name, const char *dbid, char *key, size_t n);
+/* Note that the database with ID id left name: deleted, replaced, or
+ * renamed away (a failure is logged). */
 void dbreg_deleted_note(struct dbreg *r, const char *name, const uint8_t id[16]);
 /* The notes (*v malloc'ed, caller frees; NULL when *n is 0); unreadable
  * ones are logged and skipped.  0 or negative. */
 int dbreg_deleted_list(struct dbreg *r, struct dbreg_deleted **v, size_t *n);
-/* Forget the note of dbid: every archive destination wrote its tombstone. */
-void dbreg_deleted_done(struct dbreg *r, const char *dbid);
+/* Forget the note of key: every archive destination handled it. */
+void dbreg_deleted_done(struct dbreg *r, const char *key);
 
 /* Refuse (full = 1) or allow again (0) new transactions on every database:
  * while set, writes to -wal and -journal files fail with ENOSPC (SQLite:

@@ -360,6 +360,8 @@ static void rename_one_locked(struct dbreg *r, struct db *d, const char *to)
     if (nn) {
         char oldmeta[PATH_MAX];
         LV_INFO("%s: renamed to %s", d->name, to);
+        if (d->kind == DBK_SQLITE)
+            dbreg_deleted_note(r, d->name, d->id); /* the archive's tombstone of the name it left */
         free(d->name);
         d->name = nn;
         if (d->kind == DBK_SQLITE) {

@@ -1,30 +1,36 @@
 /*
- * dbreg_deleted.c -- the databases this node deleted whose archive
- * tombstones (<name>/deleted.json, FORMAT.md "Deleted databases") may not
- * be written yet.
+ * dbreg_deleted.c -- the databases this node deleted or renamed away whose
+ * archive tombstones (<name>/deleted.json, FORMAT.md "Deleted databases")
+ * may not be written yet.
  *
- * FORMAT.  data.dir/deleted/<dbid>.json, one per deleted database, one
+ * FORMAT.  data.dir/deleted/<dbid>-<h>.json, one per name a database left,
+ * where <h> is XXH64 (seed 0) of the name in 16 lower-case hex digits, one
  * line of JSON published atomically (publish_buf):
  *   {"name": "<database name>", "dbid": "<32 lower-case hex>", "deleted_us": <int>}
- * The file is named by the ID, so a name never needs escaping here.
+ * The file is named by the ID and a hash of the name (its key,
+ * dbreg_deleted_key), so a name never needs escaping here, and a database
+ * renamed away and then deleted keeps a note for each name it left.
+ * <dbid>.json (written before renames were noted) is read the same way,
+ * with the key <dbid>.
  *
- * LIFE.  Written when the registry retires a database (dbreg_deleted_note,
- * from retire_locked: an unlink, or a database replaced by another of
- * another ID), on a primary as on a replica that applied a DROP.  Read by
- * the archiver at each round and at its shutdown drain
- * (dbreg_deleted_list); removed once every archive destination has
- * written the tombstone (dbreg_deleted_done).  So a tombstone survives
- * what the archiver's own notice of a deletion (drop_unseen) does not: a
- * crash or a stop before its next round, and a store that fails the PUT.
- * A replica's files wait until it is promoted and archives.
+ * LIFE.  Written when a database leaves a name: the registry retires it
+ * (retire_locked: an unlink, or a database replaced by another of another
+ * ID) or renames it away (rename_one_locked), on a primary as on a
+ * replica that applied a DROP or a RENAME.  Read by the archiver at each
+ * round and at its shutdown drain (dbreg_deleted_list); removed once every
+ * archive destination has handled it (dbreg_deleted_done).  So a
+ * tombstone survives what the archiver's own notice of a deletion
+ * (drop_unseen) does not: a crash or a stop before its next round, and a
+ * store that fails the PUT.  A replica's files wait until it is promoted
+ * and archives.
  *
  * INVARIANTS
- *   T1. A file exists from the retirement until every destination
- *       handled it: wrote the tombstone, or found it needs none (the
- *       database listed again under that name and ID, nothing archived
- *       under the name, or current.json naming another lineage: a
- *       tombstone counts only for the lineage current.json names, so
- *       writing one for an older note would undo a newer one).
+ *   T1. A file exists from the moment its database left the name until
+ *       every destination handled it: wrote the tombstone, or found it
+ *       needs none (the database listed again under that name and ID,
+ *       nothing archived under the name, or current.json naming another
+ *       lineage: a tombstone counts only for the lineage current.json
+ *       names, so writing one for an older note would undo a newer one).
  *   T2. A file that cannot be parsed is logged and left alone (never
  *       deleted: it may be a newer format).
  */
@@ -39,6 +45,7 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <xxhash.h>
 
 #include "base/lv.h"
 #include "base/lvlog.h"
@@ -50,9 +57,14 @@ void dbreg_deleted_dir(const char *data_dir, char *out, size_t n)
     snprintf(out, n, "%s/deleted", data_dir);
 }
 
+void dbreg_deleted_key(const char *name, const char *dbid, char *key, size_t n)
+{
+    snprintf(key, n, "%.32s-%016llx", dbid, (unsigned long long)XXH64(name, strlen(name), 0));
+}
+
 void dbreg_deleted_note(struct dbreg *r, const char *name, const uint8_t id[16])
 {
-    char dir[PATH_MAX], path[PATH_MAX + 48], hex[33];
+    char dir[PATH_MAX], path[PATH_MAX + 80], hex[33], key[sizeof ((struct dbreg_deleted *)0)->key];
     json_t *o;
     char *body = NULL;
     int rc = LV_ENOMEM;
@@ -60,8 +72,9 @@ void dbreg_deleted_note(struct dbreg *r, const char *name, const uint8_t id[16])
     if (!r->deleted_notes)
         return; /* no archive configured */
     lv_hex(id, 16, hex);
+    dbreg_deleted_key(name, hex, key, sizeof key);
     dbreg_deleted_dir(r->data_dir, dir, sizeof dir);
-    snprintf(path, sizeof path, "%s/%s.json", dir, hex);
+    snprintf(path, sizeof path, "%s/%s.json", dir, key);
     o = json_pack("{s:s,s:s,s:I}", "name", name, "dbid", hex, "deleted_us", (json_int_t)lv_now_us());
     if (o && (body = json_dumps(o, JSON_COMPACT)) != NULL && (rc = sys_mkdir_p(dir)) == 0)
         rc = publish_buf(path, body, strlen(body));
@@ -93,7 +106,7 @@ int dbreg_deleted_list(struct dbreg *r, struct dbreg_deleted **out, size_t *nout
         json_error_t jerr;
         json_t *o;
         const char *name, *dbid;
-        if (l != 37 || strcmp(e->d_name + 32, ".json") != 0)
+        if ((l != 37 && l != 54) || strcmp(e->d_name + l - 5, ".json") != 0 || (l == 54 && e->d_name[32] != '-'))
             continue; /* "." and "..", temporary files */
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
         o = json_load_file(path, 0, &jerr);
@@ -112,6 +125,7 @@ int dbreg_deleted_list(struct dbreg *r, struct dbreg_deleted **out, size_t *nout
         }
         snprintf(v[n].name, sizeof v[n].name, "%s", name);
         snprintf(v[n].dbid, sizeof v[n].dbid, "%s", dbid);
+        snprintf(v[n].key, sizeof v[n].key, "%.*s", (int)(l - 5), e->d_name);
         v[n].deleted_us = json_integer_value(json_object_get(o, "deleted_us"));
         n++;
         json_decref(o);
@@ -126,12 +140,12 @@ int dbreg_deleted_list(struct dbreg *r, struct dbreg_deleted **out, size_t *nout
     return 0;
 }
 
-void dbreg_deleted_done(struct dbreg *r, const char *dbid)
+void dbreg_deleted_done(struct dbreg *r, const char *key)
 {
-    char dir[PATH_MAX], path[PATH_MAX + 48];
+    char dir[PATH_MAX], path[PATH_MAX + 80];
 
     dbreg_deleted_dir(r->data_dir, dir, sizeof dir);
-    snprintf(path, sizeof path, "%s/%.32s.json", dir, dbid);
+    snprintf(path, sizeof path, "%s/%.55s.json", dir, key);
     if (unlink(path) != 0 && errno != ENOENT)
         LV_WARN("unlink %s: %s (the archiver will write its tombstone again)", path, strerror(errno));
 }
