@@ -66,6 +66,20 @@
  *       deleted before that archiver could write the object (a crash right
  *       after the unlink) comes back; nothing is lost, the user deletes it
  *       again.
+ *   C3. A database the old primary deleted, or renamed away, after this
+ *       node's last record of it (the archive's <name>/deleted.json names
+ *       the lineage current.json names, and that lineage holds this
+ *       database: its own ID, or records of it) is not kept under that
+ *       name: after its records are applied (1-3), it is renamed to the
+ *       archive's name whose lineage holds the same database -- a local
+ *       name whose archive lineage holds it (1 found "another database of
+ *       that name": the old primary renamed it over that one), or one only
+ *       the archive holds (found in 4-5, which otherwise skips it as
+ *       "renamed here") -- and caught up there (1-3 under the new name);
+ *       with no such name it is deleted, as a replica applies a DROP
+ *       (dbreg_apply_drop, dbreg_apply_rename).  So
+ *       a replica that lagged behind a deletion or a rename does not bring
+ *       the database back, nor keep it under its old name, once promoted.
  *   C2. Nothing is created that restore would not restore: every object's
  *       size and XXH3, every record's checksums, TXID continuity, the
  *       checksum chain, terms never going back, and the rebuilt file's
@@ -229,10 +243,17 @@ int catchup_apply_records(struct dbreg *reg, const char *name, const char *what,
     return rc;
 }
 
+/* What catchup_db found of a local database for C3. */
+struct cu_seen {
+    int left;          /* the archive marks it deleted from its name */
+    int other;         /* the archive's lineage of its name holds another database: other_id */
+    uint8_t other_id[16];
+};
+
 /* Catch database d up from the archive st.  1 advanced, 0 nothing to do,
- * negative: skipped (logged here). */
+ * negative: skipped (logged here).  *seen: what C3 needs. */
 static int catchup_db(struct store *st, struct dbreg *reg, const struct db_info *d, int wait_ms,
-                      struct catchup_result *res)
+                      struct catchup_result *res, struct cu_seen *seen)
 {
     char lineage[MANIFEST_ID_HEX + 1], idh[MANIFEST_ID_HEX + 1], ridh[MANIFEST_ID_HEX + 1], err[1024] = "";
     struct manifest m;
@@ -242,8 +263,9 @@ static int catchup_db(struct store *st, struct dbreg *reg, const struct db_info 
     struct fetch *f = NULL;
     size_t nobjs = 0, cap = 0;
     uint64_t txid = d->txid, from = d->txid;
-    int listed = 0, rc;
+    int listed = 0, ours = 0, rc;
 
+    memset(seen, 0, sizeof *seen);
     memset(&m, 0, sizeof m);
     memset(&tail, 0, sizeof tail);
     rc = restore_find_lineage(st, d->name, NULL, lineage, &listed, err, sizeof err);
@@ -256,18 +278,22 @@ static int catchup_db(struct store *st, struct dbreg *reg, const struct db_info 
     if (rc == 0)
         rc = restore_load_tail(st, d->name, lineage, &m, &tail, err, sizeof err);
     lv_hex(d->id, 16, idh);
-    if (rc == 0 && strcmp(lineage, idh) != 0 && manifest_last_txid(&m) > 0) {
+    ours = rc == 0 && strcmp(lineage, idh) == 0;
+    if (rc == 0 && !ours && manifest_last_txid(&m) > 0) {
         /* Not this database's own lineage: a derived one of it, or another
          * database of the same name (created on the old primary after
          * this node's was deleted there). */
         uint8_t rid[16];
         rc = lineage_rec_id(st, d->name, lineage, &m, rid, err, sizeof err);
         if (rc == 0 && memcmp(rid, d->id, 16) != 0) {
+            seen->other = 1;
+            memcpy(seen->other_id, rid, 16);
             lv_hex(rid, 16, ridh);
             snprintf(err, sizeof err, "the archive's lineage %s holds another database of that name (database ID "
                      "%s; this node's is %s)", lineage, ridh, idh);
             rc = LV_EEXIST;
         }
+        ours = rc == 0;
     }
     /* The chain after TXID txid, fetched (size and XXH3-64 checked against
      * the manifest: restore/fetch.c) and applied in order. */
@@ -325,7 +351,51 @@ static int catchup_db(struct store *st, struct dbreg *reg, const struct db_info 
     if (txid > from)
         LV_INFO("catch-up: %s advanced from TXID %" PRIu64 " to %" PRIu64 " with the archive's records (lineage %s)",
                 d->name, from, txid, lineage);
+    if (ours) { /* C3 */
+        int64_t when = 0;
+        char tb[40];
+        int del = restore_deleted(st, d->name, lineage, &when);
+        if (del > 0) {
+            seen->left = 1;
+            LV_INFO("catch-up: %s (TXID %" PRIu64 "): the archive marks its lineage %s deleted from this name at %s: "
+                    "the old primary deleted it or renamed it away after this node's last record", d->name, txid,
+                    lineage, lv_fmt_time(when, tb, sizeof tb));
+        } else if (del < 0) {
+            LV_WARN("catch-up: %s: cannot tell whether the old primary deleted it (%s/deleted.json: %s); kept",
+                    d->name, d->name, lv_strerror(del));
+        }
+    }
     return txid > from;
+}
+
+/* C3: local database d, which the archive marks deleted from its name, is
+ * the database that the archive holds as name: rename it there, and catch
+ * it up under that name.  0 done, negative: not renamed (logged). */
+static int catchup_renamed(struct store *st, struct dbreg *reg, const struct db_info *d, const char *name,
+                           int wait_ms, struct catchup_result *res)
+{
+    struct db_info moved = *d;
+    struct cu_seen seen;
+    char err[1024] = "";
+    int rc;
+
+    rc = dbreg_apply_rename(reg, d->name, name, err, sizeof err);
+    if (rc) {
+        LV_WARN("catch-up: %s was renamed to %s on the old primary, but cannot be renamed here (%s); it stays %s",
+                d->name, name, err, d->name);
+        return rc;
+    }
+    LV_INFO("catch-up: %s renamed to %s, as on the old primary (the archive holds it under that name)", d->name, name);
+    res->renamed++;
+    snprintf(moved.name, sizeof moved.name, "%s", name);
+    if (dbreg_txid(reg, name, &moved.txid) != 0) /* (1-3 under the old name advanced it) */
+        return 0;
+    rc = catchup_db(st, reg, &moved, wait_ms, res, &seen);
+    if (rc > 0)
+        res->advanced++;
+    else if (rc < 0)
+        res->skipped++;
+    return 0;
 }
 
 /* Database name, which the archive st holds and this node lacks (no local
@@ -333,8 +403,8 @@ static int catchup_db(struct store *st, struct dbreg *reg, const struct db_info 
  * C2).  1 created, 0 nothing to create (the archive holds no record of
  * it), negative: skipped (logged here). */
 static int catchup_new_db(struct store *st, struct dbreg *reg, const struct archiver_dest *archive,
-                          const struct store_opts *so, const char *name, const struct db_info *dbs, size_t n,
-                          struct catchup_result *res)
+                          const struct store_opts *so, const char *name, const struct db_info *dbs,
+                          struct cu_seen *seen, size_t n, int wait_ms, struct catchup_result *res)
 {
     char lineage[MANIFEST_ID_HEX + 1], idh[MANIFEST_ID_HEX + 1], err[1024] = "", what[4200];
     struct manifest m;
@@ -386,6 +456,11 @@ static int catchup_new_db(struct store *st, struct dbreg *reg, const struct arch
     lv_hex(id, 16, idh);
     for (size_t i = 0; i < n; i++) /* C1 */
         if (memcmp(dbs[i].id, id, 16) == 0) {
+            if (seen[i].left) { /* C3: renamed on the old primary after this node's last record */
+                seen[i].left = 0;
+                rc = catchup_renamed(st, reg, &dbs[i], name, wait_ms, res);
+                goto out_free;
+            }
             LV_WARN("catch-up: %s is in the archive (lineage %s, database ID %s) but is this node's %s, renamed "
                     "since: not created again under its old name", name, lineage, idh, dbs[i].name);
             rc = LV_EEXIST;
@@ -428,11 +503,12 @@ out_free:
 }
 
 /* Steps 4-6 for every database the archive holds that no database of
- * dbs[0..n) (the registry's) is named after.  Failing to list the archive
- * is logged (K3). */
+ * dbs[0..n) (the registry's) is named after; seen[i].left: dbs[i] left its
+ * name on the old primary (C3), cleared once renamed.  Failing to list the
+ * archive is logged (K3). */
 static void catchup_new_dbs(struct store *st, struct dbreg *reg, const struct archiver_dest *archive,
-                            const struct store_opts *so, const struct db_info *dbs, size_t n,
-                            struct catchup_result *res)
+                            const struct store_opts *so, const struct db_info *dbs, struct cu_seen *seen,
+                            size_t n, int wait_ms, struct catchup_result *res)
 {
     char **names = NULL, err[1024] = "";
     size_t nn = 0;
@@ -451,7 +527,7 @@ static void catchup_new_dbs(struct store *st, struct dbreg *reg, const struct ar
         if (local)
             continue;
         res->dbs++;
-        rc = catchup_new_db(st, reg, archive, so, names[i], dbs, n, res);
+        rc = catchup_new_db(st, reg, archive, so, names[i], dbs, seen, n, wait_ms, res);
         if (rc > 0)
             res->created++;
         else if (rc < 0)
@@ -467,6 +543,7 @@ int catchup_from_archive(struct dbreg *reg, const struct archiver_dest *archive,
     struct store_opts so;
     struct store *st = NULL;
     struct db_info *dbs = NULL;
+    struct cu_seen *seen = NULL;
     size_t n = 0;
     int64_t t0 = lv_mono_us();
     int rc;
@@ -483,17 +560,46 @@ int catchup_from_archive(struct dbreg *reg, const struct archiver_dest *archive,
     rc = dbreg_list(reg, &dbs, &n);
     if (rc)
         goto out_close;
+    seen = calloc(n ? n : 1, sizeof *seen);
+    if (!seen) {
+        rc = LV_ENOMEM;
+        snprintf(err, errlen, "out of memory");
+        goto out_free;
+    }
     for (size_t i = 0; i < n; i++) { /* K3 */
         if (dbs[i].broken)
             continue;
         res->dbs++;
-        int r = catchup_db(st, reg, &dbs[i], wait_ms, res);
+        int r = catchup_db(st, reg, &dbs[i], wait_ms, res, &seen[i]);
         if (r > 0)
             res->advanced++;
         else if (r < 0)
             res->skipped++;
     }
-    catchup_new_dbs(st, reg, &archive[0], &so, dbs, n, res);
+    /* C3: renamed over another local database on the old primary (which
+     * replaced it): the archive's lineage of that name holds this one. */
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; seen[i].other && j < n; j++)
+            if (seen[j].left && memcmp(dbs[j].id, seen[i].other_id, 16) == 0) {
+                seen[j].left = 0;
+                catchup_renamed(st, reg, &dbs[j], dbs[i].name, wait_ms, res); /* (replaces dbs[i], as there) */
+                break;
+            }
+    catchup_new_dbs(st, reg, &archive[0], &so, dbs, seen, n, wait_ms, res);
+    for (size_t i = 0; i < n; i++) { /* C3: deleted on the old primary, not renamed to a name the archive holds */
+        char derr[1024] = "";
+        if (!seen[i].left)
+            continue;
+        if (dbreg_apply_drop(reg, dbs[i].name, derr, sizeof derr) != 0) {
+            LV_WARN("catch-up: %s was deleted on the old primary, but cannot be deleted here (%s); it stays",
+                    dbs[i].name, derr);
+            continue;
+        }
+        LV_INFO("catch-up: %s deleted, as on the old primary (its log is kept under data.dir/retired)", dbs[i].name);
+        res->deleted++;
+    }
+out_free:
+    free(seen);
     free(dbs);
 out_close:
     store_close(st);
