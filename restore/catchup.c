@@ -66,20 +66,23 @@
  *       deleted before that archiver could write the object (a crash right
  *       after the unlink) comes back; nothing is lost, the user deletes it
  *       again.
- *   C3. A database the old primary deleted, or renamed away, after this
- *       node's last record of it (the archive's <name>/deleted.json names
- *       the lineage current.json names, and that lineage holds this
- *       database: its own ID, or records of it) is not kept under that
- *       name: after its records are applied (1-3), it is renamed to the
- *       archive's name whose lineage holds the same database -- a local
- *       name whose archive lineage holds it (1 found "another database of
- *       that name": the old primary renamed it over that one), or one only
- *       the archive holds (found in 4-5, which otherwise skips it as
- *       "renamed here") -- and caught up there (1-3 under the new name);
- *       with no such name it is deleted, as a replica applies a DROP
- *       (dbreg_apply_drop, dbreg_apply_rename).  So
- *       a replica that lagged behind a deletion or a rename does not bring
- *       the database back, nor keep it under its old name, once promoted.
+ *   C3. A database the old primary deleted after this node's last record of
+ *       it is deleted here too (dbreg_apply_drop, as a replica applies a
+ *       DROP), after its records are applied (1-3), when all of these hold:
+ *       (a) the archive's <name>/deleted.json names the lineage
+ *       <name>/current.json names, and that lineage holds this database
+ *       (its own ID, or records of it); (b) no name of the archive that is
+ *       not marked deleted holds this database (its lineage's records
+ *       carry the ID): the old primary did not rename it to a name it
+ *       kept; every name of the archive was read (else nothing is
+ *       dropped); (c) the object's time is not before this database's last
+ *       commit here (both from the old primary's clock): the object is not
+ *       an older departure the database came back from; (d) this node has
+ *       no note of the database leaving that name (data.dir/deleted/): it
+ *       did not apply a departure and a return itself.  A database the old
+ *       primary renamed while this node lagged is left as it is (its old
+ *       name; the new one is skipped, C1): renames are not ordered against
+ *       the archive's objects, and a wrong rename would undo the user's.
  *   C2. Nothing is created that restore would not restore: every object's
  *       size and XXH3, every record's checksums, TXID continuity, the
  *       checksum chain, terms never going back, and the rebuilt file's
@@ -243,17 +246,51 @@ int catchup_apply_records(struct dbreg *reg, const char *name, const char *what,
     return rc;
 }
 
-/* What catchup_db found of a local database for C3. */
-struct cu_seen {
-    int left;          /* the archive marks it deleted from its name */
-    int other;         /* the archive's lineage of its name holds another database: other_id */
-    uint8_t other_id[16];
+/* What C3 gathers in one catch-up. */
+struct cu_c3 {
+    int *left;                 /* left[i]: local database i's name is marked deleted for its lineage (a) */
+    int64_t *left_us;          /* the object's time */
+    uint8_t (*live)[16];       /* database IDs some name of the archive not marked deleted holds (b) */
+    size_t nlive, live_cap;
+    int incomplete;            /* some name of the archive could not be read: (b) unknown, nothing dropped */
 };
 
+/* Some name of the archive, not marked deleted, holds database ID id (C3 b). */
+static void c3_live(struct cu_c3 *c3, const uint8_t id[16])
+{
+    for (size_t i = 0; i < c3->nlive; i++)
+        if (memcmp(c3->live[i], id, 16) == 0)
+            return;
+    if (lv_grow((void **)&c3->live, &c3->live_cap, c3->nlive, sizeof *c3->live, 16) != 0) {
+        c3->incomplete = 1;
+        return;
+    }
+    memcpy(c3->live[c3->nlive++], id, 16);
+}
+
+/* Is name's lineage, whose records carry id, marked deleted in the archive?
+ * 1 (time in *when), 0; unreadable: 0, and C3 learns nothing from it. */
+static int c3_deleted(struct store *st, struct cu_c3 *c3, const char *name, const char *lineage,
+                      const uint8_t id[16], int64_t *when)
+{
+    int del = restore_deleted(st, name, lineage, when);
+
+    if (del < 0) {
+        c3->incomplete = 1;
+        LV_WARN("catch-up: %s: cannot tell whether the old primary deleted it (%s/deleted.json: %s)", name, name,
+                lv_strerror(del));
+        return 0;
+    }
+    if (del == 0)
+        c3_live(c3, id);
+    return del;
+}
+
 /* Catch database d up from the archive st.  1 advanced, 0 nothing to do,
- * negative: skipped (logged here).  *seen: what C3 needs. */
+ * negative: skipped (logged here).  What C3 needs of it goes into c3
+ * (*left, *left_us: this database's). */
 static int catchup_db(struct store *st, struct dbreg *reg, const struct db_info *d, int wait_ms,
-                      struct catchup_result *res, struct cu_seen *seen)
+                      struct catchup_result *res, struct cu_c3 *c3, int *left, int64_t *left_us)
 {
     char lineage[MANIFEST_ID_HEX + 1], idh[MANIFEST_ID_HEX + 1], ridh[MANIFEST_ID_HEX + 1], err[1024] = "";
     struct manifest m;
@@ -265,7 +302,6 @@ static int catchup_db(struct store *st, struct dbreg *reg, const struct db_info 
     uint64_t txid = d->txid, from = d->txid;
     int listed = 0, ours = 0, rc;
 
-    memset(seen, 0, sizeof *seen);
     memset(&m, 0, sizeof m);
     memset(&tail, 0, sizeof tail);
     rc = restore_find_lineage(st, d->name, NULL, lineage, &listed, err, sizeof err);
@@ -286,8 +322,8 @@ static int catchup_db(struct store *st, struct dbreg *reg, const struct db_info 
         uint8_t rid[16];
         rc = lineage_rec_id(st, d->name, lineage, &m, rid, err, sizeof err);
         if (rc == 0 && memcmp(rid, d->id, 16) != 0) {
-            seen->other = 1;
-            memcpy(seen->other_id, rid, 16);
+            int64_t when = 0;
+            c3_deleted(st, c3, d->name, lineage, rid, &when); /* C3 (b): another database there */
             lv_hex(rid, 16, ridh);
             snprintf(err, sizeof err, "the archive's lineage %s holds another database of that name (database ID "
                      "%s; this node's is %s)", lineage, ridh, idh);
@@ -295,6 +331,8 @@ static int catchup_db(struct store *st, struct dbreg *reg, const struct db_info 
         }
         ours = rc == 0;
     }
+    if (rc && rc != LV_EEXIST)
+        c3->incomplete = 1; /* this name's lineage unread: C3 (b) cannot be known */
     /* The chain after TXID txid, fetched (size and XXH3-64 checked against
      * the manifest: restore/fetch.c) and applied in order. */
     for (uint64_t next = txid + 1; rc == 0 && (s = next_seg(&m, next)) != NULL; next = s->last_txid + 1) {
@@ -351,51 +389,9 @@ static int catchup_db(struct store *st, struct dbreg *reg, const struct db_info 
     if (txid > from)
         LV_INFO("catch-up: %s advanced from TXID %" PRIu64 " to %" PRIu64 " with the archive's records (lineage %s)",
                 d->name, from, txid, lineage);
-    if (ours) { /* C3 */
-        int64_t when = 0;
-        char tb[40];
-        int del = restore_deleted(st, d->name, lineage, &when);
-        if (del > 0) {
-            seen->left = 1;
-            LV_INFO("catch-up: %s (TXID %" PRIu64 "): the archive marks its lineage %s deleted from this name at %s: "
-                    "the old primary deleted it or renamed it away after this node's last record", d->name, txid,
-                    lineage, lv_fmt_time(when, tb, sizeof tb));
-        } else if (del < 0) {
-            LV_WARN("catch-up: %s: cannot tell whether the old primary deleted it (%s/deleted.json: %s); kept",
-                    d->name, d->name, lv_strerror(del));
-        }
-    }
+    if (ours)
+        *left = c3_deleted(st, c3, d->name, lineage, d->id, left_us) > 0; /* C3 (a) */
     return txid > from;
-}
-
-/* C3: local database d, which the archive marks deleted from its name, is
- * the database that the archive holds as name: rename it there, and catch
- * it up under that name.  0 done, negative: not renamed (logged). */
-static int catchup_renamed(struct store *st, struct dbreg *reg, const struct db_info *d, const char *name,
-                           int wait_ms, struct catchup_result *res)
-{
-    struct db_info moved = *d;
-    struct cu_seen seen;
-    char err[1024] = "";
-    int rc;
-
-    rc = dbreg_apply_rename(reg, d->name, name, err, sizeof err);
-    if (rc) {
-        LV_WARN("catch-up: %s was renamed to %s on the old primary, but cannot be renamed here (%s); it stays %s",
-                d->name, name, err, d->name);
-        return rc;
-    }
-    LV_INFO("catch-up: %s renamed to %s, as on the old primary (the archive holds it under that name)", d->name, name);
-    res->renamed++;
-    snprintf(moved.name, sizeof moved.name, "%s", name);
-    if (dbreg_txid(reg, name, &moved.txid) != 0) /* (1-3 under the old name advanced it) */
-        return 0;
-    rc = catchup_db(st, reg, &moved, wait_ms, res, &seen);
-    if (rc > 0)
-        res->advanced++;
-    else if (rc < 0)
-        res->skipped++;
-    return 0;
 }
 
 /* Database name, which the archive st holds and this node lacks (no local
@@ -403,8 +399,8 @@ static int catchup_renamed(struct store *st, struct dbreg *reg, const struct db_
  * C2).  1 created, 0 nothing to create (the archive holds no record of
  * it), negative: skipped (logged here). */
 static int catchup_new_db(struct store *st, struct dbreg *reg, const struct archiver_dest *archive,
-                          const struct store_opts *so, const char *name, const struct db_info *dbs,
-                          struct cu_seen *seen, size_t n, int wait_ms, struct catchup_result *res)
+                          const struct store_opts *so, const char *name, const struct db_info *dbs, size_t n,
+                          struct cu_c3 *c3, struct catchup_result *res)
 {
     char lineage[MANIFEST_ID_HEX + 1], idh[MANIFEST_ID_HEX + 1], err[1024] = "", what[4200];
     struct manifest m;
@@ -433,9 +429,11 @@ static int catchup_new_db(struct store *st, struct dbreg *reg, const struct arch
             rc = LV_EREFUSED;
             goto out_free;
         }
-        if (del < 0)
+        if (del < 0) {
+            c3->incomplete = 1;
             LV_WARN("catch-up: %s: cannot tell whether it was deleted (%s/deleted.json: %s); creating it", name, name,
                     lv_strerror(del));
+        }
     }
     if (rc == 0)
         rc = restore_load_manifest(st, name, lineage, &m, err, sizeof err);
@@ -447,6 +445,10 @@ static int catchup_new_db(struct store *st, struct dbreg *reg, const struct arch
     }
     if (rc == 0)
         rc = lineage_rec_id(st, name, lineage, &m, id, err, sizeof err);
+    if (rc == 0)
+        c3_live(c3, id); /* C3 (b) */
+    else
+        c3->incomplete = 1;
     if (rc) {
         LV_WARN("catch-up: %s is in the archive but not on this node, and the archive cannot be read to create it "
                 "(%s); writes open without it (`litevault restore --db %s` rebuilds it from the archive)",
@@ -456,11 +458,6 @@ static int catchup_new_db(struct store *st, struct dbreg *reg, const struct arch
     lv_hex(id, 16, idh);
     for (size_t i = 0; i < n; i++) /* C1 */
         if (memcmp(dbs[i].id, id, 16) == 0) {
-            if (seen[i].left) { /* C3: renamed on the old primary after this node's last record */
-                seen[i].left = 0;
-                rc = catchup_renamed(st, reg, &dbs[i], name, wait_ms, res);
-                goto out_free;
-            }
             LV_WARN("catch-up: %s is in the archive (lineage %s, database ID %s) but is this node's %s, renamed "
                     "since: not created again under its old name", name, lineage, idh, dbs[i].name);
             rc = LV_EEXIST;
@@ -503,12 +500,11 @@ out_free:
 }
 
 /* Steps 4-6 for every database the archive holds that no database of
- * dbs[0..n) (the registry's) is named after; seen[i].left: dbs[i] left its
- * name on the old primary (C3), cleared once renamed.  Failing to list the
- * archive is logged (K3). */
+ * dbs[0..n) (the registry's) is named after.  Failing to list the archive
+ * is logged (K3). */
 static void catchup_new_dbs(struct store *st, struct dbreg *reg, const struct archiver_dest *archive,
-                            const struct store_opts *so, const struct db_info *dbs, struct cu_seen *seen,
-                            size_t n, int wait_ms, struct catchup_result *res)
+                            const struct store_opts *so, const struct db_info *dbs, size_t n, struct cu_c3 *c3,
+                            struct catchup_result *res)
 {
     char **names = NULL, err[1024] = "";
     size_t nn = 0;
@@ -516,6 +512,7 @@ static void catchup_new_dbs(struct store *st, struct dbreg *reg, const struct ar
 
     rc = seed_archive_names(st, &names, &nn, err, sizeof err);
     if (rc) {
+        c3->incomplete = 1;
         LV_WARN("catch-up: cannot list the databases of the archive %s (%s); a database only the archive holds is "
                 "not created here", archive->url, err[0] ? err : lv_strerror(rc));
         goto out;
@@ -527,7 +524,7 @@ static void catchup_new_dbs(struct store *st, struct dbreg *reg, const struct ar
         if (local)
             continue;
         res->dbs++;
-        rc = catchup_new_db(st, reg, archive, so, names[i], dbs, seen, n, wait_ms, res);
+        rc = catchup_new_db(st, reg, archive, so, names[i], dbs, n, c3, res);
         if (rc > 0)
             res->created++;
         else if (rc < 0)
@@ -537,16 +534,80 @@ out:
     seed_names_free(names, nn);
 }
 
+/* C3: delete each database of dbs[0..n) that the old primary deleted
+ * after this node's last record of it (c3 gathered (a) and (b); (c) and
+ * (d) are checked here). */
+static void c3_drop(struct dbreg *reg, const struct db_info *dbs, size_t n, struct cu_c3 *c3,
+                    struct catchup_result *res)
+{
+    struct dbreg_deleted *notes = NULL;
+    struct db_info *now = NULL;
+    size_t nnotes = 0, nnow = 0;
+
+    int any = 0;
+
+    for (size_t i = 0; i < n; i++)
+        any |= c3->left[i];
+    if (!any)
+        return;
+    if (c3->incomplete) {
+        LV_WARN("catch-up: some names of the archive could not be read (above), so a database the old primary "
+                "deleted may still be here; none is deleted");
+        return;
+    }
+    if (dbreg_deleted_list(reg, &notes, &nnotes) != 0 || dbreg_list(reg, &now, &nnow) != 0) {
+        LV_WARN("catch-up: cannot read this node's notes or databases; none is deleted as on the old primary");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char idh[33], key[sizeof notes->key], tb[40], derr[1024] = "";
+        int64_t last = dbs[i].time_us;
+        int noted = 0, live = 0;
+        if (!c3->left[i])
+            continue;
+        for (size_t k = 0; k < c3->nlive && !live; k++)
+            live = memcmp(c3->live[k], dbs[i].id, 16) == 0;
+        for (size_t k = 0; k < nnow; k++)
+            if (strcmp(now[k].name, dbs[i].name) == 0 && now[k].time_us > last)
+                last = now[k].time_us; /* (1-3 applied records) */
+        lv_hex(dbs[i].id, 16, idh);
+        dbreg_deleted_key(dbs[i].name, idh, key, sizeof key);
+        for (size_t k = 0; k < nnotes && !noted; k++)
+            noted = strcmp(notes[k].key, key) == 0;
+        if (live || noted || c3->left_us[i] < last) {
+            LV_WARN("catch-up: %s is marked deleted in the archive (at %s), but %s: kept", dbs[i].name,
+                    lv_fmt_time(c3->left_us[i], tb, sizeof tb),
+                    live    ? "another name of the archive holds it (renamed on the old primary)"
+                    : noted ? "this node saw it leave that name and come back"
+                            : "it committed after that here");
+            continue;
+        }
+        if (dbreg_apply_drop(reg, dbs[i].name, derr, sizeof derr) != 0) {
+            LV_WARN("catch-up: %s was deleted on the old primary, but cannot be deleted here (%s); it stays",
+                    dbs[i].name, derr);
+            continue;
+        }
+        LV_INFO("catch-up: %s deleted, as on the old primary at %s (its log is kept under data.dir/retired)",
+                dbs[i].name, lv_fmt_time(c3->left_us[i], tb, sizeof tb));
+        res->deleted++;
+    }
+out:
+    free(notes);
+    free(now);
+}
+
 int catchup_from_archive(struct dbreg *reg, const struct archiver_dest *archive, size_t narchive, int wait_ms,
                          struct catchup_result *res, char *err, size_t errlen)
 {
     struct store_opts so;
     struct store *st = NULL;
     struct db_info *dbs = NULL;
-    struct cu_seen *seen = NULL;
+    struct cu_c3 c3;
     size_t n = 0;
     int64_t t0 = lv_mono_us();
     int rc;
+
+    memset(&c3, 0, sizeof c3);
 
     memset(res, 0, sizeof *res);
     if (narchive == 0)
@@ -560,8 +621,9 @@ int catchup_from_archive(struct dbreg *reg, const struct archiver_dest *archive,
     rc = dbreg_list(reg, &dbs, &n);
     if (rc)
         goto out_close;
-    seen = calloc(n ? n : 1, sizeof *seen);
-    if (!seen) {
+    c3.left = calloc(n ? n : 1, sizeof *c3.left);
+    c3.left_us = calloc(n ? n : 1, sizeof *c3.left_us);
+    if (!c3.left || !c3.left_us) {
         rc = LV_ENOMEM;
         snprintf(err, errlen, "out of memory");
         goto out_free;
@@ -570,36 +632,18 @@ int catchup_from_archive(struct dbreg *reg, const struct archiver_dest *archive,
         if (dbs[i].broken)
             continue;
         res->dbs++;
-        int r = catchup_db(st, reg, &dbs[i], wait_ms, res, &seen[i]);
+        int r = catchup_db(st, reg, &dbs[i], wait_ms, res, &c3, &c3.left[i], &c3.left_us[i]);
         if (r > 0)
             res->advanced++;
         else if (r < 0)
             res->skipped++;
     }
-    /* C3: renamed over another local database on the old primary (which
-     * replaced it): the archive's lineage of that name holds this one. */
-    for (size_t i = 0; i < n; i++)
-        for (size_t j = 0; seen[i].other && j < n; j++)
-            if (seen[j].left && memcmp(dbs[j].id, seen[i].other_id, 16) == 0) {
-                seen[j].left = 0;
-                catchup_renamed(st, reg, &dbs[j], dbs[i].name, wait_ms, res); /* (replaces dbs[i], as there) */
-                break;
-            }
-    catchup_new_dbs(st, reg, &archive[0], &so, dbs, seen, n, wait_ms, res);
-    for (size_t i = 0; i < n; i++) { /* C3: deleted on the old primary, not renamed to a name the archive holds */
-        char derr[1024] = "";
-        if (!seen[i].left)
-            continue;
-        if (dbreg_apply_drop(reg, dbs[i].name, derr, sizeof derr) != 0) {
-            LV_WARN("catch-up: %s was deleted on the old primary, but cannot be deleted here (%s); it stays",
-                    dbs[i].name, derr);
-            continue;
-        }
-        LV_INFO("catch-up: %s deleted, as on the old primary (its log is kept under data.dir/retired)", dbs[i].name);
-        res->deleted++;
-    }
+    catchup_new_dbs(st, reg, &archive[0], &so, dbs, n, &c3, res);
+    c3_drop(reg, dbs, n, &c3, res);
 out_free:
-    free(seen);
+    free(c3.left);
+    free(c3.left_us);
+    free(c3.live);
     free(dbs);
 out_close:
     store_close(st);

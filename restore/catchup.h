@@ -22,7 +22,6 @@ struct catchup_result {
                           * database the archive names) */
     size_t advanced;     /* of those, how many the archive moved forward */
     size_t created;      /* databases this node lacked, created from the archive (catchup_from_archive) */
-    size_t renamed;      /* databases renamed as on the old primary (catchup_from_archive, C3) */
     size_t deleted;      /* databases deleted as on the old primary (catchup_from_archive, C3) */
     uint64_t records;    /* records applied in all */
     uint64_t bytes;      /* segment bytes downloaded */
@@ -45,9 +44,9 @@ struct catchup_result {
  * the archive at its latest TXID with its history (seed_add_to_registry:
  * the archive's database ID, TXID and checksum), unless its records' ID
  * is a local database's (renamed here) or one this node deleted
- * (dbreg_retired_id): skipped, with a warning.  A database the archive
- * marks deleted from its name (<name>/deleted.json naming its lineage) is
- * renamed to the archive's name that holds it, or else deleted (C3 of
+ * (dbreg_retired_id): skipped, with a warning.  A database the old
+ * primary deleted after this node's last record of it (its archive
+ * lineage marked deleted, held by no other name) is deleted (C3 of
  * catchup.c).  wait_ms bounds each wait
  * for SQLite readers (a database being created has none).  0; or
  * LV_ENOENT / LV_ENET / LV_EIO... when the archive cannot be opened
