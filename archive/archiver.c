@@ -340,15 +340,23 @@ static void mark_dirty(struct adb *b, int urgent)
 }
 
 static int clear_deleted(struct adest *d, const struct adb *b);
+static void tomb_unconfirm(struct archiver *a, int idx, const char *key);
 
 /* A lineage just opened: clear_deleted, at each step (and at the shutdown
- * drain) until it worked.  0 or negative. */
+ * drain) until it worked.  Then this destination holds no tombstone of the
+ * database under that name: a note of it leaving the name again must be
+ * written again here, whatever this destination did for an earlier one of
+ * the same key.  0 or negative. */
 static int tomb_step(struct adest *d, struct adb *b)
 {
+    char key[sizeof ((struct atomb *)0)->key];
     int rc = 0;
 
-    if (b->tomb_check && (rc = clear_deleted(d, b)) == 0)
+    if (b->tomb_check && (rc = clear_deleted(d, b)) == 0) {
         b->tomb_check = 0;
+        dbreg_deleted_key(b->name, b->idhex, key, sizeof key);
+        tomb_unconfirm(d->a, d->idx, key);
+    }
     return rc;
 }
 
@@ -1270,6 +1278,19 @@ static void tomb_forget(struct archiver *a, const char *key)
             a->tombs[i] = a->tombs[--a->ntombs];
             break;
         }
+    pthread_mutex_unlock(&a->tomb_mu);
+}
+
+/* Destination idx no longer holds the tombstone of note key (it opened
+ * the lineage under that name again, tomb_step). */
+static void tomb_unconfirm(struct archiver *a, int idx, const char *key)
+{
+    if (idx >= 64)
+        return;
+    pthread_mutex_lock(&a->tomb_mu);
+    for (size_t i = 0; i < a->ntombs; i++)
+        if (strcmp(a->tombs[i].key, key) == 0)
+            a->tombs[i].done &= ~(1ull << idx);
     pthread_mutex_unlock(&a->tomb_mu);
 }
 

@@ -302,8 +302,47 @@ void db_put(struct db *d)
         db_free(d);
 }
 
-/* Move a database's metadata to retired/ (caller holds r->mu). */
-static void retire_locked(struct dbreg *r, struct db *d)
+/* Notes of names databases left (dbreg_deleted_note), gathered under r->mu
+ * and written after it is released: each is an fsynced publish, and a
+ * directory rename may move many databases. */
+struct noteq {
+    struct { char *name; uint8_t id[16]; } *v; /* entries (names owned) */
+    size_t n, cap;
+};
+
+/* Queue the note that database id left name (a failure is logged: only the
+ * note is lost, as when writing it fails). */
+static void noteq_push(struct dbreg *r, struct noteq *q, const char *name, const uint8_t id[16])
+{
+    char *nm;
+
+    if (!r->deleted_notes)
+        return;
+    if (lv_grow((void **)&q->v, &q->cap, q->n, sizeof *q->v, 4) != 0 || !(nm = strdup(name))) {
+        LV_WARN("%s: out of memory noting that it left this name; the archiver notices it at its next round",
+                name);
+        return;
+    }
+    q->v[q->n].name = nm;
+    memcpy(q->v[q->n].id, id, 16);
+    q->n++;
+}
+
+/* Write the queued notes (caller does not hold r->mu) and free q's entries. */
+static void noteq_flush(struct dbreg *r, struct noteq *q)
+{
+    for (size_t i = 0; i < q->n; i++) {
+        dbreg_deleted_note(r, q->v[i].name, q->v[i].id); /* for the archive's tombstone (dbreg_deleted.c) */
+        free(q->v[i].name);
+    }
+    free(q->v);
+    q->v = NULL;
+    q->n = q->cap = 0;
+}
+
+/* Move a database's metadata to retired/, queueing the note of the name it
+ * left in q (caller holds r->mu). */
+static void retire_locked(struct dbreg *r, struct db *d, struct noteq *q)
 {
     char hex[33];
     remove_locked(r, d);
@@ -317,7 +356,7 @@ static void retire_locked(struct dbreg *r, struct db *d)
         lv_hex(d->id, 16, hex);
         if (db_retire_dir(r, d->metadir, hex) == 0)
             LV_INFO("%s: deleted; its log is kept under %s", d->name, r->retired);
-        dbreg_deleted_note(r, d->name, d->id); /* for the archive's tombstone (dbreg_deleted.c) */
+        noteq_push(r, q, d->name, d->id);
         if (d->log) {
             txlog_close(d->log);
             d->log = NULL;
@@ -329,28 +368,32 @@ static void retire_locked(struct dbreg *r, struct db *d)
 
 void dbreg_unlinked(struct dbreg *r, const char *name)
 {
+    struct noteq q = {0};
     pthread_mutex_lock(&r->mu);
     struct db *d = find_locked(r, name);
     if (d) {
-        retire_locked(r, d);
+        retire_locked(r, d, &q);
         if (d->refs == 0) {
             pthread_mutex_unlock(&r->mu);
             db_free(d);
+            noteq_flush(r, &q);
             dbreg_bump_seq(r);
             return;
         }
     }
     pthread_mutex_unlock(&r->mu);
+    noteq_flush(r, &q);
     if (d)
         dbreg_bump_seq(r);
 }
 
-/* Rename one database's entry and metadata (caller holds r->mu). */
-static void rename_one_locked(struct dbreg *r, struct db *d, const char *to)
+/* Rename one database's entry and metadata, queueing the notes of the
+ * names left in q (caller holds r->mu). */
+static void rename_one_locked(struct dbreg *r, struct db *d, const char *to, struct noteq *q)
 {
     struct db *old = find_locked(r, to);
     if (old && old != d) {
-        retire_locked(r, old);
+        retire_locked(r, old, q);
         if (old->refs == 0)
             db_free(old);
     }
@@ -361,7 +404,7 @@ static void rename_one_locked(struct dbreg *r, struct db *d, const char *to)
         char oldmeta[PATH_MAX];
         LV_INFO("%s: renamed to %s", d->name, to);
         if (d->kind == DBK_SQLITE)
-            dbreg_deleted_note(r, d->name, d->id); /* the archive's tombstone of the name it left */
+            noteq_push(r, q, d->name, d->id); /* the archive's tombstone of the name it left */
         free(d->name);
         d->name = nn;
         if (d->kind == DBK_SQLITE) {
@@ -379,11 +422,12 @@ static void rename_one_locked(struct dbreg *r, struct db *d, const char *to)
 
 void dbreg_renamed(struct dbreg *r, const char *from, const char *to)
 {
+    struct noteq q = {0};
     size_t fl = strlen(from);
     pthread_mutex_lock(&r->mu);
     struct db *d = find_locked(r, from);
     if (d) {
-        rename_one_locked(r, d, to);
+        rename_one_locked(r, d, to, &q);
     } else {
         /* A directory: move every database below it. */
         struct db *moved[1024];
@@ -395,10 +439,11 @@ void dbreg_renamed(struct dbreg *r, const char *from, const char *to)
         for (size_t i = 0; i < n; i++) {
             char nn[PATH_MAX];
             snprintf(nn, sizeof nn, "%s%s", to, moved[i]->name + fl);
-            rename_one_locked(r, moved[i], nn);
+            rename_one_locked(r, moved[i], nn, &q);
         }
     }
     pthread_mutex_unlock(&r->mu);
+    noteq_flush(r, &q);
     dbreg_bump_seq(r);
 }
 

@@ -16,7 +16,9 @@
  * LIFE.  Written when a database leaves a name: the registry retires it
  * (retire_locked: an unlink, or a database replaced by another of another
  * ID) or renames it away (rename_one_locked), on a primary as on a
- * replica that applied a DROP or a RENAME.  Read by the archiver at each
+ * replica that applied a DROP or a RENAME; queued under the registry's
+ * lock and written once it is released (dbreg.c, noteq_flush), as each is
+ * an fsynced publish.  Read by the archiver at each
  * round and at its shutdown drain (dbreg_deleted_list); removed once every
  * archive destination has handled it (dbreg_deleted_done).  So a
  * tombstone survives what the archiver's own notice of a deletion
