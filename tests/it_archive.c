@@ -1451,6 +1451,18 @@ Test(archive, renamed_back_over_another_stays_alive)
     free(pz);
 }
 
+/* A node archiving to a file:// destination whose every write of a
+ * deleted.json fails (LV_FAULT), started. */
+static struct lvnode *node_refusing_tombstones(void)
+{
+    dest(LVDEST_FILE, "    sync-interval: 100ms\n");
+    struct lvnode *n = lvnode_new_with(NULL, A.yaml);
+    setenv("LV_FAULT", "open:EIO:match=deleted.json", 1);
+    lvnode_start(n);
+    unsetenv("LV_FAULT");
+    return n;
+}
+
 /* A deletion whose tombstone the store refused (every PUT of
  * gone.db/deleted.json fails, LV_FAULT), followed by a kill -9: the next
  * start writes it, from the registry's note (data.dir/deleted/), and the
@@ -1458,11 +1470,7 @@ Test(archive, renamed_back_over_another_stays_alive)
  * deletion, and a seed brings gone.db back. */
 Test(archive, deleted_marked_after_a_failed_put)
 {
-    dest(LVDEST_FILE, "    sync-interval: 100ms\n");
-    struct lvnode *n = lvnode_new_with(NULL, A.yaml);
-    setenv("LV_FAULT", "open:EIO:match=deleted.json", 1);
-    lvnode_start(n);
-    unsetenv("LV_FAULT");
+    struct lvnode *n = node_refusing_tombstones();
     char *p = archive_two_delete_one(n), tomb[700], notes[700];
     snprintf(tomb, sizeof tomb, "%s/gone.db/deleted.json", A.d->root);
     cr_assert(WAIT_FOR(lvnode_log_contains(n, "gone.db/deleted.json could not be written"), LVT_WAIT_MS),
@@ -1519,11 +1527,7 @@ Test(archive, deleted_marked_after_a_failed_put)
  * old.db was left, and a seed brings the database back twice. */
 Test(archive, renamed_away_marked_after_a_crash)
 {
-    dest(LVDEST_FILE, "    sync-interval: 100ms\n");
-    struct lvnode *n = lvnode_new_with(NULL, A.yaml);
-    setenv("LV_FAULT", "open:EIO:match=deleted.json", 1);
-    lvnode_start(n);
-    unsetenv("LV_FAULT");
+    struct lvnode *n = node_refusing_tombstones();
     char *pa = lvnode_path(n, "old.db"), *pb = lvnode_path(n, "new.db"), tomb[700], notes[700], cur[700];
     write_rows(n, "old.db", 5, 0, 0);
     wait_confirmed(n, "old.db", 10);

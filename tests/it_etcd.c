@@ -739,19 +739,30 @@ static void elected_after_reader(struct lvnode *b, sqlite3 *rd, char *pb, const 
     cr_assert(no_gap(b));
 }
 
+/* Candidate a, elected, and candidate *b following it, both archiving to
+ * one file:// archive (its URL into url, n bytes; sync-interval 100ms);
+ * b_more: more YAML for b only, or "".  Returns a. */
+static struct lvnode *archived_pair(struct lvetcd *e, char *url, size_t n, const char *b_more, struct lvnode **b)
+{
+    char more[1200];
+    snprintf(url, n, "file://%s", lvt_tmpdir("archive"));
+    snprintf(more, sizeof more, "archive:\n  - url: %s\n    sync-interval: 100ms\n", url);
+    struct lvnode *a = etcd_node_with(e, 2, more);
+    cr_assert(WAIT_FOR(is_primary(a), 10000), "the first candidate did not win the lease");
+    snprintf(more + strlen(more), sizeof more - strlen(more), "%s", b_more);
+    *b = etcd_node_with(e, 2, more);
+    cr_assert(WAIT_FOR(follows_node(*b, a), 10000), "the second candidate does not follow the primary");
+    return a;
+}
+
 Test(etcd, archive_tail)
 {
     need_etcd();
     struct lvetcd *e = etcd_start(NULL);
-    char more[600], arch_url[400];
-    snprintf(arch_url, sizeof arch_url, "file://%s", lvt_tmpdir("archive"));
-    snprintf(more, sizeof more, "archive:\n  - url: %s\n    sync-interval: 100ms\n", arch_url);
-    struct lvnode *a = etcd_node_with(e, 2, more);
-    cr_assert(WAIT_FOR(is_primary(a), 10000), "the first candidate did not win the lease");
+    char arch_url[400];
+    struct lvnode *b;
     /* b gives up an apply after 200 ms of a reader in the way (and keeps trying) */
-    snprintf(more + strlen(more), sizeof more - strlen(more), "replication:\n  apply-wait: 200ms\n");
-    struct lvnode *b = etcd_node_with(e, 2, more);
-    cr_assert(WAIT_FOR(follows_node(b, a), 10000), "the second candidate does not follow the primary");
+    struct lvnode *a = archived_pair(e, arch_url, sizeof arch_url, "replication:\n  apply-wait: 200ms\n", &b);
     make_table(a);
     insert_ids(a, 1, 20);
     cr_assert(WAIT_FOR(rows(b) == 20, 10000), "the replica did not get the first 20 rows");
@@ -809,13 +820,8 @@ Test(etcd, archive_only_db)
 {
     need_etcd();
     struct lvetcd *e = etcd_start(NULL);
-    char more[600], arch_url[400], ida[40], idb[40];
-    snprintf(arch_url, sizeof arch_url, "file://%s", lvt_tmpdir("archive"));
-    snprintf(more, sizeof more, "archive:\n  - url: %s\n    sync-interval: 100ms\n", arch_url);
-    struct lvnode *a = etcd_node_with(e, 2, more);
-    cr_assert(WAIT_FOR(is_primary(a), 10000), "the first candidate did not win the lease");
-    struct lvnode *b = etcd_node_with(e, 2, more);
-    cr_assert(WAIT_FOR(follows_node(b, a), 10000), "the second candidate does not follow the primary");
+    char arch_url[400], ida[40], idb[40];
+    struct lvnode *b, *a = archived_pair(e, arch_url, sizeof arch_url, "", &b);
     make_table(a);
     insert_ids(a, 1, 5);
 
@@ -923,13 +929,9 @@ Test(etcd, lagging_candidate_drops_what_was_deleted)
 {
     need_etcd();
     struct lvetcd *e = etcd_start(NULL);
-    char more[600], arch[400];
-    snprintf(arch, sizeof arch, "%s", lvt_tmpdir("archive"));
-    snprintf(more, sizeof more, "archive:\n  - url: file://%s\n    sync-interval: 100ms\n", arch);
-    struct lvnode *a = etcd_node_with(e, 2, more);
-    cr_assert(WAIT_FOR(is_primary(a), 10000), "the first candidate did not win the lease");
-    struct lvnode *b = etcd_node_with(e, 2, more);
-    cr_assert(WAIT_FOR(follows_node(b, a), 10000), "the second candidate does not follow the primary");
+    char url[400];
+    struct lvnode *b, *a = archived_pair(e, url, sizeof url, "", &b);
+    const char *arch = url + strlen("file://");
     const char *names[] = {"gone.db", "ren.db", "kept.db"};
     char *p[3];
     for (int i = 0; i < 3; i++) {
