@@ -360,18 +360,22 @@ static int tomb_step(struct adest *d, struct adb *b)
     return rc;
 }
 
-/* Write name/current.json (deleted 0) or name/deleted.json (1) naming
- * lineage, stamped when (archive/current.h).  0 or negative. */
-static int put_ptr(struct adest *d, const char *name, const char *lineage, int deleted, int64_t when)
+/* Write name/current.json (left NULL) or name/deleted.json, left being
+ * its reason (ARCHIVE_LEFT_*), naming lineage, stamped when
+ * (archive/current.h).  0 or negative. */
+static int put_ptr(struct adest *d, const char *name, const char *lineage, const char *left, int64_t when)
 {
     struct archive_current c = {.format = ARCHIVE_CURRENT_FORMAT, .updated_us = when};
-    struct archive_deleted t = {.format = ARCHIVE_CURRENT_FORMAT, .deleted_us = when};
+    struct archive_deleted t = {.format = ARCHIVE_DELETED_FORMAT, .deleted_us = when};
+    int deleted = left != NULL;
     char *key = deleted ? archive_deleted_key(name) : archive_current_key(name), *body = NULL;
     size_t len = 0;
     int rc;
 
     snprintf(c.dbid, sizeof c.dbid, "%s", lineage);
     snprintf(t.dbid, sizeof t.dbid, "%s", lineage);
+    if (left)
+        snprintf(t.reason, sizeof t.reason, "%s", left);
     if (!key)
         rc = LV_ENOMEM;
     else
@@ -385,7 +389,7 @@ static int put_ptr(struct adest *d, const char *name, const char *lineage, int d
 
 static int put_current(struct adest *d, const char *name, const char *lineage)
 {
-    return put_ptr(d, name, lineage, 0, lv_now_us());
+    return put_ptr(d, name, lineage, NULL, lv_now_us());
 }
 
 /* GET the small object key into *buf (malloc'ed, caller frees; NULL when
@@ -1354,10 +1358,11 @@ static int put_deleted_note(struct adest *d, const struct dbreg_deleted *v)
      * undo a newer tombstone.  None: never archived here. */
     if (rc || !cur[0] || !lineage_of(cur, v->dbid))
         return rc;
-    rc = put_ptr(d, v->name, cur, 1, v->deleted_us > 0 ? v->deleted_us : lv_now_us());
+    rc = put_ptr(d, v->name, cur, v->renamed ? ARCHIVE_LEFT_RENAMED : ARCHIVE_LEFT_DELETED,
+                 v->deleted_us > 0 ? v->deleted_us : lv_now_us());
     if (rc == 0)
-        LV_INFO("archive %s: %s: deleted here; lineage %s marked deleted (%s/%s)", store_url(d->store), v->name,
-                cur, v->name, ARCHIVE_DELETED_OBJECT);
+        LV_INFO("archive %s: %s: %s here; lineage %s marked so (%s/%s)", store_url(d->store), v->name,
+                v->renamed ? "renamed away" : "deleted", cur, v->name, ARCHIVE_DELETED_OBJECT);
     return rc;
 }
 
@@ -1428,7 +1433,10 @@ static void drop_unseen(struct adest *d, const struct db_info *infos, size_t n)
         dbreg_deleted_key(b->name, b->idhex, key, sizeof key);
         if (listed_as(infos, n, b->name, b->id) || tomb_done(d->a, d->idx, key))
             continue; /* (written from the registry's note) */
-        int rc = put_ptr(d, b->name, b->lineage, 1, lv_now_us());
+        int renamed = 0; /* listed under another name: renamed away */
+        for (size_t k = 0; k < n && !renamed; k++)
+            renamed = memcmp(infos[k].id, b->id, 16) == 0;
+        int rc = put_ptr(d, b->name, b->lineage, renamed ? ARCHIVE_LEFT_RENAMED : ARCHIVE_LEFT_DELETED, lv_now_us());
         if (rc)
             LV_WARN("archive %s: %s: gone here, but %s/%s could not be written (%s); the registry's note "
                     "retries it", store_url(d->store), b->name, b->name, ARCHIVE_DELETED_OBJECT, lv_strerror(rc));

@@ -12,8 +12,10 @@
  * or names another ID, and the restore then reports it.
  *
  * <db name>/deleted.json (FORMAT.md, "Deleted databases") has the same
- * shape with "deleted" for "updated": the lineage dbid names was deleted
- * from this name at that time.  Both share ptr_encode/ptr_decode.
+ * shape with "deleted" for "updated": the lineage dbid names left this
+ * name at that time; format 2 adds "reason", "deleted" or "renamed" (why
+ * it left; format 1 objects, which lack it, decode with reason "").  Both
+ * share ptr_encode/ptr_decode.
  */
 #include "archive/current.h"
 
@@ -37,7 +39,9 @@ static char *ptr_key(const char *name, const char *object)
     return k;
 }
 
-static int ptr_encode(const char *dbid, const char *time_member, int64_t time_us, char **out, size_t *len)
+/* reason: deleted.json's (format 2), or NULL (current.json, format 1). */
+static int ptr_encode(const char *dbid, const char *time_member, int64_t time_us, const char *reason, char **out,
+                      size_t *len)
 {
     char tb[40], *s;
     json_t *o;
@@ -47,8 +51,12 @@ static int ptr_encode(const char *dbid, const char *time_member, int64_t time_us
     *len = 0;
     if (!manifest_id_ok(dbid))
         return LV_EINVAL;
-    o = json_pack("{s:i,s:s,s:s}", "format", ARCHIVE_CURRENT_FORMAT, "dbid", dbid, time_member,
-                  lv_fmt_time(time_us, tb, sizeof tb));
+    o = json_pack("{s:i,s:s,s:s}", "format", reason ? ARCHIVE_DELETED_FORMAT : ARCHIVE_CURRENT_FORMAT, "dbid", dbid,
+                  time_member, lv_fmt_time(time_us, tb, sizeof tb));
+    if (o && reason && json_object_set_new(o, "reason", json_string(reason)) != 0) {
+        json_decref(o);
+        o = NULL;
+    }
     if (!o)
         return LV_ENOMEM;
     s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
@@ -68,9 +76,11 @@ static int ptr_encode(const char *dbid, const char *time_member, int64_t time_us
 }
 
 /* Decode object (its name, for messages) with time member time_member into
- * *format, dbid (33 bytes) and *time_us. */
-static int ptr_decode(const void *buf, size_t len, const char *object, const char *time_member, int *format,
-                      char *dbid, int64_t *time_us, char *err, size_t errlen)
+ * *format (at most max_format), dbid (33 bytes) and *time_us; reason (16
+ * bytes, or NULL: no such member): deleted.json's "reason", required from
+ * format 2 on. */
+static int ptr_decode(const void *buf, size_t len, const char *object, const char *time_member, int max_format,
+                      int *format, char *dbid, int64_t *time_us, char *reason, char *err, size_t errlen)
 {
     json_error_t je;
     json_t *o, *v;
@@ -94,18 +104,28 @@ static int ptr_decode(const void *buf, size_t len, const char *object, const cha
         lv_seterr(err, errlen, "%s: \"format\" missing or not a positive integer", object);
         goto out;
     }
-    if (json_integer_value(v) > ARCHIVE_CURRENT_FORMAT) {
+    if (json_integer_value(v) > max_format) {
         lv_seterr(err, errlen, "%s: unsupported format %lld (this litevault reads format %d)", object,
-                  (long long)json_integer_value(v), ARCHIVE_CURRENT_FORMAT);
+                  (long long)json_integer_value(v), max_format);
         rc = LV_EVERSION;
         goto out;
     }
     *format = (int)json_integer_value(v);
     json_object_foreach(o, k, v) {
-        if (strcmp(k, "format") && strcmp(k, "dbid") && strcmp(k, time_member)) {
+        if (strcmp(k, "format") && strcmp(k, "dbid") && strcmp(k, time_member) &&
+            (!reason || *format < 2 || strcmp(k, "reason"))) {
             lv_seterr(err, errlen, "%s: unknown member \"%s\"", object, k);
             goto out;
         }
+    }
+    if (reason && *format >= 2) {
+        const char *r = json_string_value(json_object_get(o, "reason"));
+        if (!r || (strcmp(r, ARCHIVE_LEFT_DELETED) && strcmp(r, ARCHIVE_LEFT_RENAMED))) {
+            lv_seterr(err, errlen, "%s: \"reason\" missing or not \"%s\" or \"%s\"", object, ARCHIVE_LEFT_DELETED,
+                      ARCHIVE_LEFT_RENAMED);
+            goto out;
+        }
+        snprintf(reason, 16, "%s", r);
     }
     v = json_object_get(o, "dbid");
     if (!json_is_string(v) || !manifest_id_ok(json_string_value(v))) {
@@ -125,6 +145,8 @@ out:
         *format = 0;
         dbid[0] = '\0';
         *time_us = 0;
+        if (reason)
+            reason[0] = '\0';
     }
     return rc;
 }
@@ -136,13 +158,14 @@ char *archive_current_key(const char *name)
 
 int archive_current_encode(const struct archive_current *c, char **out, size_t *len)
 {
-    return ptr_encode(c->dbid, "updated", c->updated_us, out, len);
+    return ptr_encode(c->dbid, "updated", c->updated_us, NULL, out, len);
 }
 
 int archive_current_decode(const void *buf, size_t len, struct archive_current *c, char *err, size_t errlen)
 {
     memset(c, 0, sizeof *c);
-    return ptr_decode(buf, len, "current.json", "updated", &c->format, c->dbid, &c->updated_us, err, errlen);
+    return ptr_decode(buf, len, "current.json", "updated", ARCHIVE_CURRENT_FORMAT, &c->format, c->dbid, &c->updated_us,
+                      NULL, err, errlen);
 }
 
 char *archive_deleted_key(const char *name)
@@ -152,11 +175,14 @@ char *archive_deleted_key(const char *name)
 
 int archive_deleted_encode(const struct archive_deleted *t, char **out, size_t *len)
 {
-    return ptr_encode(t->dbid, "deleted", t->deleted_us, out, len);
+    if (strcmp(t->reason, ARCHIVE_LEFT_DELETED) && strcmp(t->reason, ARCHIVE_LEFT_RENAMED))
+        return LV_EINVAL;
+    return ptr_encode(t->dbid, "deleted", t->deleted_us, t->reason, out, len);
 }
 
 int archive_deleted_decode(const void *buf, size_t len, struct archive_deleted *t, char *err, size_t errlen)
 {
     memset(t, 0, sizeof *t);
-    return ptr_decode(buf, len, "deleted.json", "deleted", &t->format, t->dbid, &t->deleted_us, err, errlen);
+    return ptr_decode(buf, len, "deleted.json", "deleted", ARCHIVE_DELETED_FORMAT, &t->format, t->dbid,
+                      &t->deleted_us, t->reason, err, errlen);
 }

@@ -13,7 +13,8 @@
  *     code, and a successful plan's segments are contiguous and end at
  *     (or, resolved by time, cover) its target;
  *   - a current.json that decodes re-encodes and decodes to the same ID;
- *   - so does a deleted.json (archive_deleted_decode), with the same time.
+ *   - so does a deleted.json of format 2 (archive_deleted_decode), with the
+ *     same time and reason; one of format 1 decodes with no reason.
  * Seeds: valid manifests and pointers written by gen_seeds with the
  * project's own encoders.  The manifest's "checksum" member rejects most
  * mutations only after the JSON has been parsed and every field checked,
@@ -118,10 +119,14 @@ static void check_deleted(const uint8_t *data, size_t size)
 
     if (archive_deleted_decode(data, size, &t, err, sizeof err) != 0)
         return;
+    if ((t.format >= 2) != (t.reason[0] != 0))
+        FAIL("deleted.json of format %d decoded with reason \"%s\"", t.format, t.reason);
+    if (!t.reason[0])
+        return; /* format 1: read, never written */
     if (archive_deleted_encode(&t, &enc, &len) != 0)
         FAIL("a decoded deleted.json does not encode");
     if (archive_deleted_decode(enc, len, &t2, err, sizeof err) != 0 || strcmp(t.dbid, t2.dbid) != 0 ||
-        t.deleted_us != t2.deleted_us)
+        t.deleted_us != t2.deleted_us || strcmp(t.reason, t2.reason) != 0)
         FAIL("deleted.json round trip failed: %s", err);
     free(enc);
 }

@@ -461,7 +461,8 @@ static void gen_manifest(void)
         DIE("archive_current_encode");
     write_seed("manifest", "current.json", enc, len);
     free(enc);
-    struct archive_deleted t = {.format = ARCHIVE_CURRENT_FORMAT, .deleted_us = 1795514400223456LL};
+    struct archive_deleted t = {.format = ARCHIVE_DELETED_FORMAT, .deleted_us = 1795514400223456LL,
+                                .reason = ARCHIVE_LEFT_RENAMED};
     memcpy(t.dbid, id, sizeof t.dbid);
     if (archive_deleted_encode(&t, &enc, &len) != 0)
         DIE("archive_deleted_encode");

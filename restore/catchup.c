@@ -68,21 +68,19 @@
  *       again.
  *   C3. A database the old primary deleted after this node's last record of
  *       it is deleted here too (dbreg_apply_drop, as a replica applies a
- *       DROP), after its records are applied (1-3), when all of these hold:
- *       (a) the archive's <name>/deleted.json names the lineage
- *       <name>/current.json names, and that lineage holds this database
- *       (its own ID, or records of it); (b) no name of the archive that is
- *       not marked deleted holds this database (its lineage's records
- *       carry the ID): the old primary did not rename it to a name it
- *       kept; every name of the archive was read (else nothing is
- *       dropped); (c) the object's time is not before this database's last
- *       commit here (both from the old primary's clock): the object is not
- *       an older departure the database came back from; (d) this node has
- *       no note of the database leaving that name (data.dir/deleted/): it
- *       did not apply a departure and a return itself.  A database the old
- *       primary renamed while this node lagged is left as it is (its old
- *       name; the new one is skipped, C1): renames are not ordered against
- *       the archive's objects, and a wrong rename would undo the user's.
+ *       DROP), after its records are applied (1-3), when: (a) the
+ *       archive's <name>/deleted.json names the lineage <name>/current.json
+ *       names, that lineage holds this database (its own ID, or records of
+ *       it), and its reason is "deleted": the node that wrote it deleted
+ *       the database (or replaced it with another), which no later event
+ *       brings back under that ID -- a "renamed" object, or one without a
+ *       reason (format 1), may be stale (renamed away and back before the
+ *       archiver's next round), so it is never acted on; and, a second
+ *       guard, (b) no name of the archive that is not marked left holds
+ *       this database (its lineage's records carry the ID), and every name
+ *       and local database could be read (else nothing is dropped).  A
+ *       database the old primary renamed while this node lagged is left as
+ *       it is (its old name; the new one is skipped, C1).
  *   C2. Nothing is created that restore would not restore: every object's
  *       size and XXH3, every record's checksums, TXID continuity, the
  *       checksum chain, terms never going back, and the rebuilt file's
@@ -125,6 +123,7 @@
 #include <string.h>
 
 #include "archive/archiver.h"
+#include "archive/current.h"
 #include "archive/manifest.h"
 #include "archive/tail.h"
 #include "base/lv.h"
@@ -268,12 +267,15 @@ static void c3_live(struct cu_c3 *c3, const uint8_t id[16])
     memcpy(c3->live[c3->nlive++], id, 16);
 }
 
-/* Is name's lineage, whose records carry id, marked deleted in the archive?
- * 1 (time in *when), 0; unreadable: 0, and C3 learns nothing from it. */
+/* Is name's lineage, whose records carry id, marked left in the archive?
+ * 1 deleted (C3 a), 2 renamed away or no reason given (format 1), with the
+ * time in *when; 0 not marked, or unreadable (then C3 drops nothing).  A
+ * name not marked left holds id (C3 b). */
 static int c3_deleted(struct store *st, struct cu_c3 *c3, const char *name, const char *lineage,
                       const uint8_t id[16], int64_t *when)
 {
-    int del = restore_deleted(st, name, lineage, when);
+    char reason[16];
+    int del = restore_deleted(st, name, lineage, when, reason);
 
     if (del < 0) {
         c3->incomplete = 1;
@@ -283,7 +285,7 @@ static int c3_deleted(struct store *st, struct cu_c3 *c3, const char *name, cons
     }
     if (del == 0)
         c3_live(c3, id);
-    return del;
+    return del <= 0 ? 0 : strcmp(reason, ARCHIVE_LEFT_DELETED) == 0 ? 1 : 2;
 }
 
 /* Catch database d up from the archive st.  1 advanced, 0 nothing to do,
@@ -389,8 +391,14 @@ static int catchup_db(struct store *st, struct dbreg *reg, const struct db_info 
     if (txid > from)
         LV_INFO("catch-up: %s advanced from TXID %" PRIu64 " to %" PRIu64 " with the archive's records (lineage %s)",
                 d->name, from, txid, lineage);
-    if (ours)
-        *left = c3_deleted(st, c3, d->name, lineage, d->id, left_us) > 0; /* C3 (a) */
+    if (ours) {
+        int del = c3_deleted(st, c3, d->name, lineage, d->id, left_us); /* C3 (a) */
+        char tb[40];
+        *left = del == 1;
+        if (del == 2)
+            LV_INFO("catch-up: %s: the archive marks it renamed away on the old primary (at %s); kept under this "
+                    "name (renames are not replayed from the archive)", d->name, lv_fmt_time(*left_us, tb, sizeof tb));
+    }
     return txid > from;
 }
 
@@ -421,7 +429,7 @@ static int catchup_new_db(struct store *st, struct dbreg *reg, const struct arch
     }
     if (rc == 0) {
         int64_t when = 0;
-        int del = restore_deleted(st, name, lineage, &when);
+        int del = restore_deleted(st, name, lineage, &when, NULL);
         if (del > 0) { /* C1 */
             LV_INFO("catch-up: %s is in the archive (lineage %s), deleted there at %s: not created again "
                     "(`litevault restore --db %s` still rebuilds it)", name, lineage, lv_fmt_time(when, tb, sizeof tb),
@@ -535,15 +543,10 @@ out:
 }
 
 /* C3: delete each database of dbs[0..n) that the old primary deleted
- * after this node's last record of it (c3 gathered (a) and (b); (c) and
- * (d) are checked here). */
+ * after this node's last record of it (c3 gathered (a) and (b)). */
 static void c3_drop(struct dbreg *reg, const struct db_info *dbs, size_t n, struct cu_c3 *c3,
                     struct catchup_result *res)
 {
-    struct dbreg_deleted *notes = NULL;
-    struct db_info *now = NULL;
-    size_t nnotes = 0, nnow = 0;
-
     int any = 0;
 
     for (size_t i = 0; i < n; i++)
@@ -551,35 +554,20 @@ static void c3_drop(struct dbreg *reg, const struct db_info *dbs, size_t n, stru
     if (!any)
         return;
     if (c3->incomplete) {
-        LV_WARN("catch-up: some names of the archive could not be read (above), so a database the old primary "
-                "deleted may still be here; none is deleted");
+        LV_WARN("catch-up: some names of the archive or databases here could not be read (above), so a database "
+                "the old primary deleted may still be here; none is deleted");
         return;
     }
-    if (dbreg_deleted_list(reg, &notes, &nnotes) != 0 || dbreg_list(reg, &now, &nnow) != 0) {
-        LV_WARN("catch-up: cannot read this node's notes or databases; none is deleted as on the old primary");
-        goto out;
-    }
     for (size_t i = 0; i < n; i++) {
-        char idh[33], key[sizeof notes->key], tb[40], derr[1024] = "";
-        int64_t last = dbs[i].time_us;
-        int noted = 0, live = 0;
+        char tb[40], derr[1024] = "";
+        int live = 0;
         if (!c3->left[i])
             continue;
         for (size_t k = 0; k < c3->nlive && !live; k++)
             live = memcmp(c3->live[k], dbs[i].id, 16) == 0;
-        for (size_t k = 0; k < nnow; k++)
-            if (strcmp(now[k].name, dbs[i].name) == 0 && now[k].time_us > last)
-                last = now[k].time_us; /* (1-3 applied records) */
-        lv_hex(dbs[i].id, 16, idh);
-        dbreg_deleted_key(dbs[i].name, idh, key, sizeof key);
-        for (size_t k = 0; k < nnotes && !noted; k++)
-            noted = strcmp(notes[k].key, key) == 0;
-        if (live || noted || c3->left_us[i] < last) {
-            LV_WARN("catch-up: %s is marked deleted in the archive (at %s), but %s: kept", dbs[i].name,
-                    lv_fmt_time(c3->left_us[i], tb, sizeof tb),
-                    live    ? "another name of the archive holds it (renamed on the old primary)"
-                    : noted ? "this node saw it leave that name and come back"
-                            : "it committed after that here");
+        if (live) {
+            LV_WARN("catch-up: %s is marked deleted in the archive (at %s), but another name of the archive holds "
+                    "it: kept", dbs[i].name, lv_fmt_time(c3->left_us[i], tb, sizeof tb));
             continue;
         }
         if (dbreg_apply_drop(reg, dbs[i].name, derr, sizeof derr) != 0) {
@@ -591,9 +579,6 @@ static void c3_drop(struct dbreg *reg, const struct db_info *dbs, size_t n, stru
                 dbs[i].name, lv_fmt_time(c3->left_us[i], tb, sizeof tb));
         res->deleted++;
     }
-out:
-    free(notes);
-    free(now);
 }
 
 int catchup_from_archive(struct dbreg *reg, const struct archiver_dest *archive, size_t narchive, int wait_ms,
@@ -629,8 +614,10 @@ int catchup_from_archive(struct dbreg *reg, const struct archiver_dest *archive,
         goto out_free;
     }
     for (size_t i = 0; i < n; i++) { /* K3 */
-        if (dbs[i].broken)
+        if (dbs[i].broken) {
+            c3.incomplete = 1; /* C3 (b): its name's lineage is not read */
             continue;
+        }
         res->dbs++;
         int r = catchup_db(st, reg, &dbs[i], wait_ms, res, &c3, &c3.left[i], &c3.left_us[i]);
         if (r > 0)

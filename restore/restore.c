@@ -174,7 +174,7 @@ int restore_open_archive(const char *url, const struct store_opts *so, struct st
     return 0;
 }
 
-int restore_deleted(struct store *st, const char *db, const char *lineage, int64_t *when)
+int restore_deleted(struct store *st, const char *db, const char *lineage, int64_t *when, char *reason)
 {
     struct archive_deleted t;
     char *key = archive_deleted_key(db), derr[256] = "";
@@ -183,6 +183,8 @@ int restore_deleted(struct store *st, const char *db, const char *lineage, int64
     int rc;
 
     *when = 0;
+    if (reason)
+        reason[0] = '\0';
     if (!key)
         return LV_ENOMEM;
     rc = store_get(st, key, 0, 0, &buf, &len);
@@ -193,6 +195,8 @@ int restore_deleted(struct store *st, const char *db, const char *lineage, int64
             LV_WARN("%s: %s is unreadable (%s); taking %s as not deleted", store_url(st), key, derr, db);
         } else if (strcmp(t.dbid, lineage) == 0) {
             *when = t.deleted_us;
+            if (reason)
+                snprintf(reason, 16, "%s", t.reason);
             rc = 1;
         }
     }
@@ -994,7 +998,7 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
     if (rc)
         goto out;
     memcpy(res->dbid, dbid, sizeof dbid);
-    if (restore_deleted(st, o->db, dbid, &res->deleted_us) < 0)
+    if (restore_deleted(st, o->db, dbid, &res->deleted_us, NULL) < 0)
         res->deleted_us = 0; /* unreadable: restored as not deleted (it is restored either way) */
     rc = restore_load_manifest(st, o->db, dbid, &m, err, errlen);
     if (rc)

@@ -113,11 +113,12 @@ int restore_open_archive(const char *url, const struct store_opts *so, struct st
 int restore_find_lineage(struct store *st, const char *db, const char *want, char out[MANIFEST_ID_HEX + 1],
                          int *listed, char *err, size_t errlen);
 
-/* Was lineage (32 hex) of database db deleted from that name
- * (<db>/deleted.json names it, FORMAT.md "Deleted databases")?  1 (*when
- * gets the time), 0 (no such object, another lineage, or an unreadable
- * one, which is logged), or a store error. */
-int restore_deleted(struct store *st, const char *db, const char *lineage, int64_t *when);
+/* Did lineage (32 hex) of database db leave that name (<db>/deleted.json
+ * names it, FORMAT.md "Deleted databases")?  1 (*when gets the time, and
+ * reason, if not NULL, 16 bytes: "deleted", "renamed", or "" from an
+ * object of format 1), 0 (no such object, another lineage, or an
+ * unreadable one, which is logged), or a store error. */
+int restore_deleted(struct store *st, const char *db, const char *lineage, int64_t *when, char *reason);
 
 /* Download and decode <db>/<dbid>/manifest.json into *m (caller frees
  * with manifest_free), checking it names db and dbid.  LV_ENOENT if

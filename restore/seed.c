@@ -206,7 +206,7 @@ static int archive_names(const struct seed_opts *o, char ***out, size_t *n, char
         int listed = 0, del = 0;
         int64_t when = 0;
         if (restore_find_lineage(st, (*out)[i], NULL, lineage, &listed, ferr, sizeof ferr) == 0)
-            del = restore_deleted(st, (*out)[i], lineage, &when);
+            del = restore_deleted(st, (*out)[i], lineage, &when, NULL);
         if (del > 0) {
             LV_INFO("seed: %s was deleted at %s (%s/deleted.json): not seeded (--db %s seeds it anyway)", (*out)[i],
                     lv_fmt_time(when, tb, sizeof tb), (*out)[i], (*out)[i]);

@@ -787,12 +787,13 @@ Test(restore_current, encode_decode_roundtrip_and_errors)
     cr_assert_eq(archive_current_encode(&c, &js, &len), LV_EINVAL);
 }
 
-/* deleted.json: the same shape as current.json with "deleted"; a
- * current.json is not a deleted.json (its time member is another), and
- * the reverse. */
+/* deleted.json: the same shape as current.json with "deleted", and from
+ * format 2 a "reason" ("deleted" or "renamed"); format 1 (no reason) still
+ * decodes, with reason ""; a current.json is not a deleted.json (its time
+ * member is another), and the reverse. */
 Test(restore_current, deleted_roundtrip_and_errors)
 {
-    struct archive_deleted t = { 1, "0123456789abcdef0123456789abcdef", 1764000000123456ll }, u;
+    struct archive_deleted t = {2, "0123456789abcdef0123456789abcdef", 1764000000123456ll, "renamed"}, u;
     struct archive_current c;
     char *js = NULL, *key = archive_deleted_key("sub/a.db"), err[256];
     size_t len;
@@ -801,18 +802,35 @@ Test(restore_current, deleted_roundtrip_and_errors)
     free(key);
     cr_assert_eq(archive_deleted_encode(&t, &js, &len), 0);
     cr_assert_str_eq(js, "{\"dbid\":\"0123456789abcdef0123456789abcdef\",\"deleted\":\"2025-11-24T16:00:00.123456Z\","
-                         "\"format\":1}\n");
+                         "\"format\":2,\"reason\":\"renamed\"}\n");
     cr_assert_eq(archive_deleted_decode(js, len, &u, err, sizeof err), 0, "%s", err);
     cr_assert_str_eq(u.dbid, t.dbid);
     cr_assert_eq(u.deleted_us, t.deleted_us);
-    cr_assert_eq(archive_current_decode(js, len, &c, err, sizeof err), LV_ECORRUPT);
-    cr_assert(strstr(err, "current.json") && strstr(err, "deleted"), "%s", err);
+    cr_assert_str_eq(u.reason, "renamed");
+    cr_assert_eq(archive_current_decode(js, len, &c, err, sizeof err), LV_EVERSION, "a format 2 current.json");
     free(js);
+    snprintf(t.reason, sizeof t.reason, "lost");
+    cr_assert_eq(archive_deleted_encode(&t, &js, &len), LV_EINVAL, "a reason other than deleted/renamed was encoded");
+    const char *v1 = "{\"dbid\":\"0123456789abcdef0123456789abcdef\",\"deleted\":\"2025-11-24T16:00:00Z\",\"format\":1}";
+    cr_assert_eq(archive_deleted_decode(v1, strlen(v1), &u, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(u.format, 1);
+    cr_assert_str_eq(u.reason, "", "format 1 has no reason");
+    cr_assert_eq(archive_current_decode(v1, strlen(v1), &c, err, sizeof err), LV_ECORRUPT);
+    cr_assert(strstr(err, "current.json") && strstr(err, "deleted"), "%s", err);
+    const char *v1r = "{\"dbid\":\"0123456789abcdef0123456789abcdef\",\"deleted\":\"2025-11-24T16:00:00Z\",\"format\":1,"
+                      "\"reason\":\"deleted\"}";
+    cr_assert_eq(archive_deleted_decode(v1r, strlen(v1r), &u, err, sizeof err), LV_ECORRUPT, "format 1 with a reason");
+    const char *v2n = "{\"dbid\":\"0123456789abcdef0123456789abcdef\",\"deleted\":\"2025-11-24T16:00:00Z\",\"format\":2}";
+    cr_assert_eq(archive_deleted_decode(v2n, strlen(v2n), &u, err, sizeof err), LV_ECORRUPT, "format 2 without reason");
+    cr_assert(strstr(err, "reason"), "%s", err);
+    const char *v2b = "{\"dbid\":\"0123456789abcdef0123456789abcdef\",\"deleted\":\"2025-11-24T16:00:00Z\",\"format\":2,"
+                      "\"reason\":\"gone\"}";
+    cr_assert_eq(archive_deleted_decode(v2b, strlen(v2b), &u, err, sizeof err), LV_ECORRUPT, "an unknown reason");
     const char *cur = "{\"dbid\":\"0123456789abcdef0123456789abcdef\",\"format\":1,\"updated\":\"2025-11-24T16:00:00Z\"}";
     cr_assert_eq(archive_deleted_decode(cur, strlen(cur), &u, err, sizeof err), LV_ECORRUPT);
     cr_assert(strstr(err, "deleted.json"), "%s", err);
-    const char *v2 = "{\"format\":2,\"dbid\":\"x\",\"deleted\":\"y\"}";
-    cr_assert_eq(archive_deleted_decode(v2, strlen(v2), &u, err, sizeof err), LV_EVERSION);
+    const char *v3 = "{\"format\":3,\"dbid\":\"x\",\"deleted\":\"y\"}";
+    cr_assert_eq(archive_deleted_decode(v3, strlen(v3), &u, err, sizeof err), LV_EVERSION);
     cr_assert_eq(u.dbid[0], '\0');
 }
 

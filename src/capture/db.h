@@ -212,15 +212,16 @@ struct dbreg_deleted {
     char dbid[33];       /* its ID: 32 lower-case hex + NUL */
     char key[56];        /* the note's key: its file name without ".json" (dbreg_deleted_key) */
     int64_t deleted_us;  /* when it left the name (microseconds since the epoch) */
+    int renamed;         /* 1: renamed away; 0: deleted, or replaced by another database */
 };
 /* The directory of those notes under data_dir into out (size n). */
 void dbreg_deleted_dir(const char *data_dir, char *out, size_t n);
 /* The key of the note of database dbid (hex) leaving name, into key (size
  * >= sizeof dbreg_deleted.key): one note per name and ID. */
 void dbreg_deleted_key(const char *name, const char *dbid, char *key, size_t n);
-/* Note that the database with ID id left name: deleted, replaced, or
- * renamed away (a failure is logged). */
-void dbreg_deleted_note(struct dbreg *r, const char *name, const uint8_t id[16]);
+/* Note that the database with ID id left name: deleted or replaced
+ * (renamed 0), or renamed away (1) (a failure is logged). */
+void dbreg_deleted_note(struct dbreg *r, const char *name, const uint8_t id[16], int renamed);
 /* The notes (*v malloc'ed, caller frees; NULL when *n is 0); unreadable
  * ones are logged and skipped.  0 or negative. */
 int dbreg_deleted_list(struct dbreg *r, struct dbreg_deleted **v, size_t *n);

@@ -306,13 +306,13 @@ void db_put(struct db *d)
  * and written after it is released: each is an fsynced publish, and a
  * directory rename may move many databases. */
 struct noteq {
-    struct { char *name; uint8_t id[16]; } *v; /* entries (names owned) */
+    struct { char *name; uint8_t id[16]; int renamed; } *v; /* entries (names owned) */
     size_t n, cap;
 };
 
-/* Queue the note that database id left name (a failure is logged: only the
- * note is lost, as when writing it fails). */
-static void noteq_push(struct dbreg *r, struct noteq *q, const char *name, const uint8_t id[16])
+/* Queue the note that database id left name, renamed away or not (a
+ * failure is logged: only the note is lost, as when writing it fails). */
+static void noteq_push(struct dbreg *r, struct noteq *q, const char *name, const uint8_t id[16], int renamed)
 {
     char *nm;
 
@@ -325,6 +325,7 @@ static void noteq_push(struct dbreg *r, struct noteq *q, const char *name, const
     }
     q->v[q->n].name = nm;
     memcpy(q->v[q->n].id, id, 16);
+    q->v[q->n].renamed = renamed;
     q->n++;
 }
 
@@ -332,7 +333,7 @@ static void noteq_push(struct dbreg *r, struct noteq *q, const char *name, const
 static void noteq_flush(struct dbreg *r, struct noteq *q)
 {
     for (size_t i = 0; i < q->n; i++) {
-        dbreg_deleted_note(r, q->v[i].name, q->v[i].id); /* for the archive's tombstone (dbreg_deleted.c) */
+        dbreg_deleted_note(r, q->v[i].name, q->v[i].id, q->v[i].renamed); /* the archive's tombstone */
         free(q->v[i].name);
     }
     free(q->v);
@@ -356,7 +357,7 @@ static void retire_locked(struct dbreg *r, struct db *d, struct noteq *q)
         lv_hex(d->id, 16, hex);
         if (db_retire_dir(r, d->metadir, hex) == 0)
             LV_INFO("%s: deleted; its log is kept under %s", d->name, r->retired);
-        noteq_push(r, q, d->name, d->id);
+        noteq_push(r, q, d->name, d->id, 0);
         if (d->log) {
             txlog_close(d->log);
             d->log = NULL;
@@ -404,7 +405,7 @@ static void rename_one_locked(struct dbreg *r, struct db *d, const char *to, str
         char oldmeta[PATH_MAX];
         LV_INFO("%s: renamed to %s", d->name, to);
         if (d->kind == DBK_SQLITE)
-            noteq_push(r, q, d->name, d->id); /* the archive's tombstone of the name it left */
+            noteq_push(r, q, d->name, d->id, 1); /* the archive's tombstone of the name it left */
         free(d->name);
         d->name = nn;
         if (d->kind == DBK_SQLITE) {

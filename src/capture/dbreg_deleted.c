@@ -6,7 +6,9 @@
  * FORMAT.  data.dir/deleted/<dbid>-<h>.json, one per name a database left,
  * where <h> is XXH64 (seed 0) of the name in 16 lower-case hex digits, one
  * line of JSON published atomically (publish_buf):
- *   {"name": "<database name>", "dbid": "<32 lower-case hex>", "deleted_us": <int>}
+ *   {"name": "<database name>", "dbid": "<32 lower-case hex>", "deleted_us": <int>,
+ *    "reason": "deleted" | "renamed"}
+ * ("reason" absent: "deleted", as the notes written before renames were.)
  * The file is named by the ID and a hash of the name (its key,
  * dbreg_deleted_key), so a name never needs escaping here, and a database
  * renamed away and then deleted keeps a note for each name it left.
@@ -64,7 +66,7 @@ void dbreg_deleted_key(const char *name, const char *dbid, char *key, size_t n)
     snprintf(key, n, "%.32s-%016llx", dbid, (unsigned long long)XXH64(name, strlen(name), 0));
 }
 
-void dbreg_deleted_note(struct dbreg *r, const char *name, const uint8_t id[16])
+void dbreg_deleted_note(struct dbreg *r, const char *name, const uint8_t id[16], int renamed)
 {
     char dir[PATH_MAX], path[PATH_MAX + 80], hex[33], key[sizeof ((struct dbreg_deleted *)0)->key];
     json_t *o;
@@ -77,7 +79,8 @@ void dbreg_deleted_note(struct dbreg *r, const char *name, const uint8_t id[16])
     dbreg_deleted_key(name, hex, key, sizeof key);
     dbreg_deleted_dir(r->data_dir, dir, sizeof dir);
     snprintf(path, sizeof path, "%s/%s.json", dir, key);
-    o = json_pack("{s:s,s:s,s:I}", "name", name, "dbid", hex, "deleted_us", (json_int_t)lv_now_us());
+    o = json_pack("{s:s,s:s,s:I,s:s}", "name", name, "dbid", hex, "deleted_us", (json_int_t)lv_now_us(), "reason",
+                  renamed ? "renamed" : "deleted");
     if (o && (body = json_dumps(o, JSON_COMPACT)) != NULL && (rc = sys_mkdir_p(dir)) == 0)
         rc = publish_buf(path, body, strlen(body));
     if (rc)
@@ -129,6 +132,8 @@ int dbreg_deleted_list(struct dbreg *r, struct dbreg_deleted **out, size_t *nout
         snprintf(v[n].dbid, sizeof v[n].dbid, "%s", dbid);
         snprintf(v[n].key, sizeof v[n].key, "%.*s", (int)(l - 5), e->d_name);
         v[n].deleted_us = json_integer_value(json_object_get(o, "deleted_us"));
+        v[n].renamed = json_is_string(json_object_get(o, "reason")) &&
+                       strcmp(json_string_value(json_object_get(o, "reason")), "renamed") == 0;
         n++;
         json_decref(o);
     }

@@ -728,7 +728,7 @@ static int ls_database(struct store *st, const struct ls_db *d, int json, json_t
 
     if (d->has_current && restore_find_lineage(st, d->name, NULL, cur, &listed, err, sizeof err) == 0 && listed)
         cur[0] = '\0'; /* the pointer was unreadable */
-    if (cur[0] && restore_deleted(st, d->name, cur, &deleted) <= 0)
+    if (cur[0] && restore_deleted(st, d->name, cur, &deleted, NULL) <= 0)
         deleted = 0;
     if (deleted)
         snprintf(del, sizeof del, "  (deleted at %s)", lv_fmt_time(deleted, tb, sizeof tb));
