@@ -1298,10 +1298,11 @@ static void tomb_unconfirm(struct archiver *a, int idx, const char *key)
     pthread_mutex_unlock(&a->tomb_mu);
 }
 
-/* Destination idx wrote the tombstone of note key: once every destination
+/* Destination idx wrote the tombstone of note key (read with time
+ * deleted_us): once every destination
  * has, the registry forgets the note.  (More than 64 destinations: the
  * note stays, and is written again at every round.) */
-static void tomb_confirm(struct archiver *a, int idx, const char *key)
+static void tomb_confirm(struct archiver *a, int idx, const char *key, int64_t deleted_us)
 {
     uint64_t all = a->ndests >= 64 ? ~0ull : (1ull << a->ndests) - 1;
     size_t i;
@@ -1327,7 +1328,7 @@ static void tomb_confirm(struct archiver *a, int idx, const char *key)
 out_unlock:
     pthread_mutex_unlock(&a->tomb_mu);
     if (gone)
-        dbreg_deleted_done(a->reg, key);
+        dbreg_deleted_done(a->reg, key, deleted_us);
 }
 
 /* Is lineage (as current.json names it) one of database idhex's: its
@@ -1389,7 +1390,7 @@ static void put_deleted_notes(struct adest *d)
             continue;
         if (lv_unhex(v[i].dbid, id, sizeof id) == 0 && listed_as(infos, n, v[i].name, id)) { /* back under that name and ID: the deletion is void, for every destination */
             tomb_forget(d->a, v[i].key);
-            dbreg_deleted_done(d->a->reg, v[i].key);
+            dbreg_deleted_done(d->a->reg, v[i].key, v[i].deleted_us);
             continue;
         }
         if ((rc = put_deleted_note(d, &v[i])) != 0) {
@@ -1401,7 +1402,7 @@ static void put_deleted_notes(struct adest *d)
             }
             continue; /* the others are tried all the same */
         }
-        tomb_confirm(d->a, d->idx, v[i].key);
+        tomb_confirm(d->a, d->idx, v[i].key, v[i].deleted_us);
     }
     if (failed) {
         d->tomb_back_us = d->tomb_back_us ? d->tomb_back_us * 2 : d->cfg->sync_interval_us;

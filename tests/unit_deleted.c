@@ -100,8 +100,14 @@ Test(deleted, notes_listed_and_forgotten)
     cr_assert_str_neq(key_x, "", "no key for x.db");
     free(v);
 
-    dbreg_deleted_done(r, key_x);
-    dbreg_deleted_done(r, "02020202020202020202020202020202");
+    dbreg_deleted_done(r, key_x, 1); /* another time: a newer note of that key, kept */
+    cr_assert_eq(dbreg_deleted_list(r, &v, &n), 0);
+    cr_assert_eq(n, 4, "a note rewritten since it was read was removed");
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(v[i].key, key_x) == 0)
+            dbreg_deleted_done(r, key_x, v[i].deleted_us);
+    free(v);
+    dbreg_deleted_done(r, "02020202020202020202020202020202", 5);
     cr_assert_eq(dbreg_deleted_list(r, &v, &n), 0);
     cr_assert_eq(n, 2);
     for (size_t i = 0; i < n; i++)
@@ -110,5 +116,31 @@ Test(deleted, notes_listed_and_forgotten)
     free(v);
     snprintf(p, sizeof p, "%s/%s.json", ddir, "cccccccccccccccccccccccccccccccc");
     cr_assert_eq(access(p, F_OK), 0, "a malformed note was removed");
+    dbreg_close(r);
+}
+
+/* A directory renamed with more databases below it than a fixed list held
+ * (1024 before): every one moves. */
+Test(deleted, directory_rename_moves_every_database, .timeout = 120)
+{
+    const char *dir = lvt_tmpdir("dirren");
+    struct dbreg *r = open_reg(dir, 1);
+    enum { N = 1100 };
+    char name[64];
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof name, "d/f%04d.db", i);
+        struct db *d = dbreg_get(r, name, 1);
+        cr_assert_not_null(d, "%s", name);
+        db_put(d);
+    }
+    dbreg_renamed(r, "d", "e");
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof name, "e/f%04d.db", i);
+        struct db *d = dbreg_get(r, name, 0);
+        cr_assert_not_null(d, "%s did not move", name);
+        db_put(d);
+        snprintf(name, sizeof name, "d/f%04d.db", i);
+        cr_assert_null(dbreg_get(r, name, 0), "%s is still listed", name);
+    }
     dbreg_close(r);
 }

@@ -225,8 +225,10 @@ void dbreg_deleted_note(struct dbreg *r, const char *name, const uint8_t id[16],
 /* The notes (*v malloc'ed, caller frees; NULL when *n is 0); unreadable
  * ones are logged and skipped.  0 or negative. */
 int dbreg_deleted_list(struct dbreg *r, struct dbreg_deleted **v, size_t *n);
-/* Forget the note of key: every archive destination handled it. */
-void dbreg_deleted_done(struct dbreg *r, const char *key);
+/* Forget the note of key, read with time deleted_us: every archive
+ * destination handled it.  A note of that key rewritten since (another
+ * time) stays. */
+void dbreg_deleted_done(struct dbreg *r, const char *key, int64_t deleted_us);
 
 /* Refuse (full = 1) or allow again (0) new transactions on every database:
  * while set, writes to -wal and -journal files fail with ENOSPC (SQLite:

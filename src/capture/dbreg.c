@@ -430,18 +430,29 @@ void dbreg_renamed(struct dbreg *r, const char *from, const char *to)
     if (d) {
         rename_one_locked(r, d, to, &q);
     } else {
-        /* A directory: move every database below it. */
-        struct db *moved[1024];
-        size_t n = 0;
+        /* A directory: move every database below it (all of them: the
+         * list is taken first, as each move rehashes). */
+        struct db **moved = NULL;
+        size_t n = 0, cap = 0;
+        int oom = 0;
         for (int b = 0; b < DB_NBUCKETS; b++)
             for (struct db *e = r->buckets[b]; e; e = e->next)
-                if (strncmp(e->name, from, fl) == 0 && e->name[fl] == '/' && n < LV_ARRAY_LEN(moved))
+                if (strncmp(e->name, from, fl) == 0 && e->name[fl] == '/') {
+                    if (lv_grow((void **)&moved, &cap, n, sizeof *moved, 64) != 0) {
+                        oom = 1;
+                        continue;
+                    }
                     moved[n++] = e;
+                }
+        if (oom)
+            LV_ERROR("%s renamed to %s: out of memory listing the databases below it; some keep their old names "
+                     "here until the daemon restarts", from, to);
         for (size_t i = 0; i < n; i++) {
             char nn[PATH_MAX];
             snprintf(nn, sizeof nn, "%s%s", to, moved[i]->name + fl);
             rename_one_locked(r, moved[i], nn, &q);
         }
+        free(moved);
     }
     pthread_mutex_unlock(&r->mu);
     noteq_flush(r, &q);

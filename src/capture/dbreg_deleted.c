@@ -147,12 +147,19 @@ int dbreg_deleted_list(struct dbreg *r, struct dbreg_deleted **out, size_t *nout
     return 0;
 }
 
-void dbreg_deleted_done(struct dbreg *r, const char *key)
+void dbreg_deleted_done(struct dbreg *r, const char *key, int64_t deleted_us)
 {
     char dir[PATH_MAX], path[PATH_MAX + 80];
+    json_t *o;
 
     dbreg_deleted_dir(r->data_dir, dir, sizeof dir);
     snprintf(path, sizeof path, "%s/%.55s.json", dir, key);
+    o = json_load_file(path, 0, NULL);
+    if (o && json_integer_value(json_object_get(o, "deleted_us")) != deleted_us) {
+        json_decref(o);
+        return; /* rewritten since it was read: the database left the name again */
+    }
+    json_decref(o);
     if (unlink(path) != 0 && errno != ENOENT)
         LV_WARN("unlink %s: %s (the archiver will write its tombstone again)", path, strerror(errno));
 }
