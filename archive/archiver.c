@@ -1347,11 +1347,29 @@ static int lineage_of(const char *lineage, const char *idhex)
     return 0;
 }
 
-/* One note v of a deleted database at this destination: 0 once handled
- * (its tombstone written, or none needed), or negative (retried). */
-static int put_deleted_note(struct adest *d, const struct dbreg_deleted *v)
+/* Why a database of ID id left a name, as this destination writes it:
+ * reason (DBREG_LEFT_*, the note's or drop_unseen's), except that a
+ * database the registry (infos, n) lists now under any name was renamed
+ * (a replica's DROP that breaks a cycle of renames is followed by the same
+ * ID under another name). */
+static const char *left_reason(int reason, const uint8_t id[16], const struct db_info *infos, size_t n)
+{
+    for (size_t k = 0; k < n; k++)
+        if (memcmp(infos[k].id, id, 16) == 0)
+            return ARCHIVE_LEFT_RENAMED;
+    return reason == DBREG_LEFT_RENAMED    ? ARCHIVE_LEFT_RENAMED
+           : reason == DBREG_LEFT_REPLACED ? ARCHIVE_LEFT_REPLACED
+                                           : ARCHIVE_LEFT_DELETED;
+}
+
+/* One note v of a database that left a name, at this destination (infos,
+ * n: the registry's list, taken after the notes): 0 once handled (its
+ * tombstone written, or none needed), or negative (retried). */
+static int put_deleted_note(struct adest *d, const struct dbreg_deleted *v, const uint8_t id[16],
+                            const struct db_info *infos, size_t n)
 {
     char cur[64];
+    const char *why = left_reason(v->reason, id, infos, n);
     int rc = get_current(d, v->name, cur, sizeof cur);
 
     /* A tombstone counts only while current.json names its lineage: one
@@ -1359,11 +1377,10 @@ static int put_deleted_note(struct adest *d, const struct dbreg_deleted *v)
      * undo a newer tombstone.  None: never archived here. */
     if (rc || !cur[0] || !lineage_of(cur, v->dbid))
         return rc;
-    rc = put_ptr(d, v->name, cur, v->renamed ? ARCHIVE_LEFT_RENAMED : ARCHIVE_LEFT_DELETED,
-                 v->deleted_us > 0 ? v->deleted_us : lv_now_us());
+    rc = put_ptr(d, v->name, cur, why, v->deleted_us > 0 ? v->deleted_us : lv_now_us());
     if (rc == 0)
-        LV_INFO("archive %s: %s: %s here; lineage %s marked so (%s/%s)", store_url(d->store), v->name,
-                v->renamed ? "renamed away" : "deleted", cur, v->name, ARCHIVE_DELETED_OBJECT);
+        LV_INFO("archive %s: %s: %s here; lineage %s marked so (%s/%s)", store_url(d->store), v->name, why, cur,
+                v->name, ARCHIVE_DELETED_OBJECT);
     return rc;
 }
 
@@ -1388,12 +1405,14 @@ static void put_deleted_notes(struct adest *d)
         int rc;
         if (tomb_done(d->a, d->idx, v[i].key))
             continue;
-        if (lv_unhex(v[i].dbid, id, sizeof id) == 0 && listed_as(infos, n, v[i].name, id)) { /* back under that name and ID: the deletion is void, for every destination */
+        if (lv_unhex(v[i].dbid, id, sizeof id) != 0)
+            continue; /* (dbreg_deleted_list checked it) */
+        if (listed_as(infos, n, v[i].name, id)) { /* back under that name and ID: void, for every destination */
             tomb_forget(d->a, v[i].key);
             dbreg_deleted_done(d->a->reg, v[i].key, v[i].deleted_us);
             continue;
         }
-        if ((rc = put_deleted_note(d, &v[i])) != 0) {
+        if ((rc = put_deleted_note(d, &v[i], id, infos, n)) != 0) {
             failed = 1;
             if (lv_mono_us() - d->tomb_warn_mono >= WARN_EVERY_US || d->tomb_warn_mono == 0) {
                 d->tomb_warn_mono = lv_mono_us();
@@ -1434,15 +1453,16 @@ static void drop_unseen(struct adest *d, const struct db_info *infos, size_t n)
         dbreg_deleted_key(b->name, b->idhex, key, sizeof key);
         if (listed_as(infos, n, b->name, b->id) || tomb_done(d->a, d->idx, key))
             continue; /* (written from the registry's note) */
-        int renamed = 0; /* listed under another name: renamed away */
-        for (size_t k = 0; k < n && !renamed; k++)
-            renamed = memcmp(infos[k].id, b->id, 16) == 0;
-        int rc = put_ptr(d, b->name, b->lineage, renamed ? ARCHIVE_LEFT_RENAMED : ARCHIVE_LEFT_DELETED, lv_now_us());
+        int replaced = 0; /* the name listed under another ID */
+        for (size_t k = 0; k < n && !replaced; k++)
+            replaced = strcmp(infos[k].name, b->name) == 0;
+        const char *why = left_reason(replaced ? DBREG_LEFT_REPLACED : DBREG_LEFT_DELETED, b->id, infos, n);
+        int rc = put_ptr(d, b->name, b->lineage, why, lv_now_us());
         if (rc)
             LV_WARN("archive %s: %s: gone here, but %s/%s could not be written (%s); the registry's note "
                     "retries it", store_url(d->store), b->name, b->name, ARCHIVE_DELETED_OBJECT, lv_strerror(rc));
         else
-            LV_INFO("archive %s: %s: deleted here; lineage %s marked deleted (%s/%s)", store_url(d->store), b->name,
+            LV_INFO("archive %s: %s: %s here; lineage %s marked so (%s/%s)", store_url(d->store), b->name, why,
                     b->lineage, b->name, ARCHIVE_DELETED_OBJECT);
     }
     pthread_mutex_lock(&d->mu);

@@ -13,8 +13,9 @@
  *
  * <db name>/deleted.json (FORMAT.md, "Deleted databases") has the same
  * shape with "deleted" for "updated": the lineage dbid names left this
- * name at that time; format 2 adds "reason", "deleted" or "renamed" (why
- * it left; format 1 objects, which lack it, decode with reason "").  Both
+ * name at that time; format 2 adds "reason", "deleted", "replaced" or
+ * "renamed" (why it left; format 1 objects, which lack it, decode with
+ * reason "").  Both
  * share ptr_encode/ptr_decode.
  */
 #include "archive/current.h"
@@ -120,9 +121,14 @@ static int ptr_decode(const void *buf, size_t len, const char *object, const cha
     }
     if (reason && *format >= 2) {
         const char *r = json_string_value(json_object_get(o, "reason"));
-        if (!r || (strcmp(r, ARCHIVE_LEFT_DELETED) && strcmp(r, ARCHIVE_LEFT_RENAMED))) {
-            lv_seterr(err, errlen, "%s: \"reason\" missing or not \"%s\" or \"%s\"", object, ARCHIVE_LEFT_DELETED,
-                      ARCHIVE_LEFT_RENAMED);
+        if (!r) {
+            lv_seterr(err, errlen, "%s: \"reason\" missing or not a string", object);
+            goto out;
+        }
+        if (strcmp(r, ARCHIVE_LEFT_DELETED) && strcmp(r, ARCHIVE_LEFT_RENAMED) && strcmp(r, ARCHIVE_LEFT_REPLACED)) {
+            lv_seterr(err, errlen, "%s: unknown reason \"%.40s\" (this litevault knows %s, %s and %s)", object, r,
+                      ARCHIVE_LEFT_DELETED, ARCHIVE_LEFT_RENAMED, ARCHIVE_LEFT_REPLACED);
+            rc = LV_EVERSION;
             goto out;
         }
         snprintf(reason, 16, "%s", r);
@@ -175,7 +181,8 @@ char *archive_deleted_key(const char *name)
 
 int archive_deleted_encode(const struct archive_deleted *t, char **out, size_t *len)
 {
-    if (strcmp(t->reason, ARCHIVE_LEFT_DELETED) && strcmp(t->reason, ARCHIVE_LEFT_RENAMED))
+    if (strcmp(t->reason, ARCHIVE_LEFT_DELETED) && strcmp(t->reason, ARCHIVE_LEFT_RENAMED) &&
+        strcmp(t->reason, ARCHIVE_LEFT_REPLACED))
         return LV_EINVAL;
     return ptr_encode(t->dbid, "deleted", t->deleted_us, t->reason, out, len);
 }

@@ -38,8 +38,8 @@ int archive_current_encode(const struct archive_current *c, char **out, size_t *
 int archive_current_decode(const void *buf, size_t len, struct archive_current *c, char *err, size_t errlen);
 
 /* <db name>/deleted.json: the lineage dbid of this name belongs to a
- * database that left the name at deleted_us: deleted (or replaced by
- * another database), or renamed away (reason).  It counts while
+ * database that left the name at deleted_us: deleted, replaced by another
+ * database (a rename over it), or renamed away (reason).  It counts while
  * current.json names the same lineage; the archiver removes it if that
  * lineage is archived under this name again.  Format: docs/FORMAT.md,
  * "Deleted databases". */
@@ -47,18 +47,20 @@ int archive_current_decode(const void *buf, size_t len, struct archive_current *
 #define ARCHIVE_DELETED_FORMAT 2            /* 2: with "reason" (1: without, still read) */
 #define ARCHIVE_LEFT_DELETED "deleted"      /* reasons */
 #define ARCHIVE_LEFT_RENAMED "renamed"
+#define ARCHIVE_LEFT_REPLACED "replaced"
 
 struct archive_deleted {
     int format;          /* ARCHIVE_DELETED_FORMAT when encoded; 1 or 2 decoded */
     char dbid[33];       /* the lineage deleted: 32 lower-case hex + NUL */
     int64_t deleted_us;  /* when, microseconds since the epoch */
-    char reason[16];     /* ARCHIVE_LEFT_DELETED or _RENAMED; "" decoded from format 1 (unknown) */
+    char reason[16];     /* ARCHIVE_LEFT_*; "" decoded from format 1 (unknown) */
 };
 
 /* "<name>/deleted.json" (malloc'ed, caller frees), or NULL on out of memory. */
 char *archive_deleted_key(const char *name);
 
-/* As archive_current_encode / archive_current_decode, for deleted.json. */
+/* As archive_current_encode / archive_current_decode, for deleted.json
+ * (an unknown reason decodes as LV_EVERSION: a newer litevault's). */
 int archive_deleted_encode(const struct archive_deleted *t, char **out, size_t *len);
 int archive_deleted_decode(const void *buf, size_t len, struct archive_deleted *t, char *err, size_t errlen);
 

@@ -468,6 +468,9 @@ static void gen_manifest(void)
         DIE("archive_deleted_encode");
     write_seed("manifest", "deleted.json", enc, len);
     free(enc);
+    static const char v1[] = "{\"dbid\":\"0123456789abcdef0123456789abcdef\",\"deleted\":\"2026-11-24T16:00:00Z\","
+                             "\"format\":1}\n";
+    write_seed("manifest", "deleted-format1.json", v1, sizeof v1 - 1);
 }
 
 int main(int argc, char **argv)

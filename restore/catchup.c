@@ -66,21 +66,6 @@
  *       deleted before that archiver could write the object (a crash right
  *       after the unlink) comes back; nothing is lost, the user deletes it
  *       again.
- *   C3. A database the old primary deleted after this node's last record of
- *       it is deleted here too (dbreg_apply_drop, as a replica applies a
- *       DROP), after its records are applied (1-3), when: (a) the
- *       archive's <name>/deleted.json names the lineage <name>/current.json
- *       names, that lineage holds this database (its own ID, or records of
- *       it), and its reason is "deleted": the node that wrote it deleted
- *       the database (or replaced it with another), which no later event
- *       brings back under that ID -- a "renamed" object, or one without a
- *       reason (format 1), may be stale (renamed away and back before the
- *       archiver's next round), so it is never acted on; and, a second
- *       guard, (b) no name of the archive that is not marked left holds
- *       this database (its lineage's records carry the ID), and every name
- *       and local database could be read (else nothing is dropped).  A
- *       database the old primary renamed while this node lagged is left as
- *       it is (its old name; the new one is skipped, C1).
  *   C2. Nothing is created that restore would not restore: every object's
  *       size and XXH3, every record's checksums, TXID continuity, the
  *       checksum chain, terms never going back, and the rebuilt file's
@@ -123,7 +108,6 @@
 #include <string.h>
 
 #include "archive/archiver.h"
-#include "archive/current.h"
 #include "archive/manifest.h"
 #include "archive/tail.h"
 #include "base/lv.h"
@@ -245,54 +229,10 @@ int catchup_apply_records(struct dbreg *reg, const char *name, const char *what,
     return rc;
 }
 
-/* What C3 gathers in one catch-up. */
-struct cu_c3 {
-    int *left;                 /* left[i]: local database i's name is marked deleted for its lineage (a) */
-    int64_t *left_us;          /* the object's time */
-    uint8_t (*live)[16];       /* database IDs some name of the archive not marked deleted holds (b) */
-    size_t nlive, live_cap;
-    int incomplete;            /* some name of the archive could not be read: (b) unknown, nothing dropped */
-};
-
-/* Some name of the archive, not marked deleted, holds database ID id (C3 b). */
-static void c3_live(struct cu_c3 *c3, const uint8_t id[16])
-{
-    for (size_t i = 0; i < c3->nlive; i++)
-        if (memcmp(c3->live[i], id, 16) == 0)
-            return;
-    if (lv_grow((void **)&c3->live, &c3->live_cap, c3->nlive, sizeof *c3->live, 16) != 0) {
-        c3->incomplete = 1;
-        return;
-    }
-    memcpy(c3->live[c3->nlive++], id, 16);
-}
-
-/* Is name's lineage, whose records carry id, marked left in the archive?
- * 1 deleted (C3 a), 2 renamed away or no reason given (format 1), with the
- * time in *when; 0 not marked, or unreadable (then C3 drops nothing).  A
- * name not marked left holds id (C3 b). */
-static int c3_deleted(struct store *st, struct cu_c3 *c3, const char *name, const char *lineage,
-                      const uint8_t id[16], int64_t *when)
-{
-    char reason[16];
-    int del = restore_deleted(st, name, lineage, when, reason);
-
-    if (del < 0) {
-        c3->incomplete = 1;
-        LV_WARN("catch-up: %s: cannot tell whether the old primary deleted it (%s/deleted.json: %s)", name, name,
-                lv_strerror(del));
-        return 0;
-    }
-    if (del == 0)
-        c3_live(c3, id);
-    return del <= 0 ? 0 : strcmp(reason, ARCHIVE_LEFT_DELETED) == 0 ? 1 : 2;
-}
-
 /* Catch database d up from the archive st.  1 advanced, 0 nothing to do,
- * negative: skipped (logged here).  What C3 needs of it goes into c3
- * (*left, *left_us: this database's). */
+ * negative: skipped (logged here). */
 static int catchup_db(struct store *st, struct dbreg *reg, const struct db_info *d, int wait_ms,
-                      struct catchup_result *res, struct cu_c3 *c3, int *left, int64_t *left_us)
+                      struct catchup_result *res)
 {
     char lineage[MANIFEST_ID_HEX + 1], idh[MANIFEST_ID_HEX + 1], ridh[MANIFEST_ID_HEX + 1], err[1024] = "";
     struct manifest m;
@@ -302,7 +242,7 @@ static int catchup_db(struct store *st, struct dbreg *reg, const struct db_info 
     struct fetch *f = NULL;
     size_t nobjs = 0, cap = 0;
     uint64_t txid = d->txid, from = d->txid;
-    int listed = 0, ours = 0, rc;
+    int listed = 0, rc;
 
     memset(&m, 0, sizeof m);
     memset(&tail, 0, sizeof tail);
@@ -316,25 +256,19 @@ static int catchup_db(struct store *st, struct dbreg *reg, const struct db_info 
     if (rc == 0)
         rc = restore_load_tail(st, d->name, lineage, &m, &tail, err, sizeof err);
     lv_hex(d->id, 16, idh);
-    ours = rc == 0 && strcmp(lineage, idh) == 0;
-    if (rc == 0 && !ours && manifest_last_txid(&m) > 0) {
+    if (rc == 0 && strcmp(lineage, idh) != 0 && manifest_last_txid(&m) > 0) {
         /* Not this database's own lineage: a derived one of it, or another
          * database of the same name (created on the old primary after
          * this node's was deleted there). */
         uint8_t rid[16];
         rc = lineage_rec_id(st, d->name, lineage, &m, rid, err, sizeof err);
         if (rc == 0 && memcmp(rid, d->id, 16) != 0) {
-            int64_t when = 0;
-            c3_deleted(st, c3, d->name, lineage, rid, &when); /* C3 (b): another database there */
             lv_hex(rid, 16, ridh);
             snprintf(err, sizeof err, "the archive's lineage %s holds another database of that name (database ID "
                      "%s; this node's is %s)", lineage, ridh, idh);
             rc = LV_EEXIST;
         }
-        ours = rc == 0;
     }
-    if (rc && rc != LV_EEXIST)
-        c3->incomplete = 1; /* this name's lineage unread: C3 (b) cannot be known */
     /* The chain after TXID txid, fetched (size and XXH3-64 checked against
      * the manifest: restore/fetch.c) and applied in order. */
     for (uint64_t next = txid + 1; rc == 0 && (s = next_seg(&m, next)) != NULL; next = s->last_txid + 1) {
@@ -391,14 +325,6 @@ static int catchup_db(struct store *st, struct dbreg *reg, const struct db_info 
     if (txid > from)
         LV_INFO("catch-up: %s advanced from TXID %" PRIu64 " to %" PRIu64 " with the archive's records (lineage %s)",
                 d->name, from, txid, lineage);
-    if (ours) {
-        int del = c3_deleted(st, c3, d->name, lineage, d->id, left_us); /* C3 (a) */
-        char tb[40];
-        *left = del == 1;
-        if (del == 2)
-            LV_INFO("catch-up: %s: the archive marks it renamed away on the old primary (at %s); kept under this "
-                    "name (renames are not replayed from the archive)", d->name, lv_fmt_time(*left_us, tb, sizeof tb));
-    }
     return txid > from;
 }
 
@@ -408,7 +334,7 @@ static int catchup_db(struct store *st, struct dbreg *reg, const struct db_info 
  * it), negative: skipped (logged here). */
 static int catchup_new_db(struct store *st, struct dbreg *reg, const struct archiver_dest *archive,
                           const struct store_opts *so, const char *name, const struct db_info *dbs, size_t n,
-                          struct cu_c3 *c3, struct catchup_result *res)
+                          struct catchup_result *res)
 {
     char lineage[MANIFEST_ID_HEX + 1], idh[MANIFEST_ID_HEX + 1], err[1024] = "", what[4200];
     struct manifest m;
@@ -437,11 +363,9 @@ static int catchup_new_db(struct store *st, struct dbreg *reg, const struct arch
             rc = LV_EREFUSED;
             goto out_free;
         }
-        if (del < 0) {
-            c3->incomplete = 1;
+        if (del < 0)
             LV_WARN("catch-up: %s: cannot tell whether it was deleted (%s/deleted.json: %s); creating it", name, name,
                     lv_strerror(del));
-        }
     }
     if (rc == 0)
         rc = restore_load_manifest(st, name, lineage, &m, err, sizeof err);
@@ -453,10 +377,6 @@ static int catchup_new_db(struct store *st, struct dbreg *reg, const struct arch
     }
     if (rc == 0)
         rc = lineage_rec_id(st, name, lineage, &m, id, err, sizeof err);
-    if (rc == 0)
-        c3_live(c3, id); /* C3 (b) */
-    else
-        c3->incomplete = 1;
     if (rc) {
         LV_WARN("catch-up: %s is in the archive but not on this node, and the archive cannot be read to create it "
                 "(%s); writes open without it (`litevault restore --db %s` rebuilds it from the archive)",
@@ -511,7 +431,7 @@ out_free:
  * dbs[0..n) (the registry's) is named after.  Failing to list the archive
  * is logged (K3). */
 static void catchup_new_dbs(struct store *st, struct dbreg *reg, const struct archiver_dest *archive,
-                            const struct store_opts *so, const struct db_info *dbs, size_t n, struct cu_c3 *c3,
+                            const struct store_opts *so, const struct db_info *dbs, size_t n,
                             struct catchup_result *res)
 {
     char **names = NULL, err[1024] = "";
@@ -520,7 +440,6 @@ static void catchup_new_dbs(struct store *st, struct dbreg *reg, const struct ar
 
     rc = seed_archive_names(st, &names, &nn, err, sizeof err);
     if (rc) {
-        c3->incomplete = 1;
         LV_WARN("catch-up: cannot list the databases of the archive %s (%s); a database only the archive holds is "
                 "not created here", archive->url, err[0] ? err : lv_strerror(rc));
         goto out;
@@ -532,7 +451,7 @@ static void catchup_new_dbs(struct store *st, struct dbreg *reg, const struct ar
         if (local)
             continue;
         res->dbs++;
-        rc = catchup_new_db(st, reg, archive, so, names[i], dbs, n, c3, res);
+        rc = catchup_new_db(st, reg, archive, so, names[i], dbs, n, res);
         if (rc > 0)
             res->created++;
         else if (rc < 0)
@@ -542,57 +461,15 @@ out:
     seed_names_free(names, nn);
 }
 
-/* C3: delete each database of dbs[0..n) that the old primary deleted
- * after this node's last record of it (c3 gathered (a) and (b)). */
-static void c3_drop(struct dbreg *reg, const struct db_info *dbs, size_t n, struct cu_c3 *c3,
-                    struct catchup_result *res)
-{
-    int any = 0;
-
-    for (size_t i = 0; i < n; i++)
-        any |= c3->left[i];
-    if (!any)
-        return;
-    if (c3->incomplete) {
-        LV_WARN("catch-up: some names of the archive or databases here could not be read (above), so a database "
-                "the old primary deleted may still be here; none is deleted");
-        return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        char tb[40], derr[1024] = "";
-        int live = 0;
-        if (!c3->left[i])
-            continue;
-        for (size_t k = 0; k < c3->nlive && !live; k++)
-            live = memcmp(c3->live[k], dbs[i].id, 16) == 0;
-        if (live) {
-            LV_WARN("catch-up: %s is marked deleted in the archive (at %s), but another name of the archive holds "
-                    "it: kept", dbs[i].name, lv_fmt_time(c3->left_us[i], tb, sizeof tb));
-            continue;
-        }
-        if (dbreg_apply_drop(reg, dbs[i].name, derr, sizeof derr) != 0) {
-            LV_WARN("catch-up: %s was deleted on the old primary, but cannot be deleted here (%s); it stays",
-                    dbs[i].name, derr);
-            continue;
-        }
-        LV_INFO("catch-up: %s deleted, as on the old primary at %s (its log is kept under data.dir/retired)",
-                dbs[i].name, lv_fmt_time(c3->left_us[i], tb, sizeof tb));
-        res->deleted++;
-    }
-}
-
 int catchup_from_archive(struct dbreg *reg, const struct archiver_dest *archive, size_t narchive, int wait_ms,
                          struct catchup_result *res, char *err, size_t errlen)
 {
     struct store_opts so;
     struct store *st = NULL;
     struct db_info *dbs = NULL;
-    struct cu_c3 c3;
     size_t n = 0;
     int64_t t0 = lv_mono_us();
     int rc;
-
-    memset(&c3, 0, sizeof c3);
 
     memset(res, 0, sizeof *res);
     if (narchive == 0)
@@ -606,31 +483,17 @@ int catchup_from_archive(struct dbreg *reg, const struct archiver_dest *archive,
     rc = dbreg_list(reg, &dbs, &n);
     if (rc)
         goto out_close;
-    c3.left = calloc(n ? n : 1, sizeof *c3.left);
-    c3.left_us = calloc(n ? n : 1, sizeof *c3.left_us);
-    if (!c3.left || !c3.left_us) {
-        rc = LV_ENOMEM;
-        snprintf(err, errlen, "out of memory");
-        goto out_free;
-    }
     for (size_t i = 0; i < n; i++) { /* K3 */
-        if (dbs[i].broken) {
-            c3.incomplete = 1; /* C3 (b): its name's lineage is not read */
+        if (dbs[i].broken)
             continue;
-        }
         res->dbs++;
-        int r = catchup_db(st, reg, &dbs[i], wait_ms, res, &c3, &c3.left[i], &c3.left_us[i]);
+        int r = catchup_db(st, reg, &dbs[i], wait_ms, res);
         if (r > 0)
             res->advanced++;
         else if (r < 0)
             res->skipped++;
     }
-    catchup_new_dbs(st, reg, &archive[0], &so, dbs, n, &c3, res);
-    c3_drop(reg, dbs, n, &c3, res);
-out_free:
-    free(c3.left);
-    free(c3.left_us);
-    free(c3.live);
+    catchup_new_dbs(st, reg, &archive[0], &so, dbs, n, res);
     free(dbs);
 out_close:
     store_close(st);

@@ -22,7 +22,6 @@ struct catchup_result {
                           * database the archive names) */
     size_t advanced;     /* of those, how many the archive moved forward */
     size_t created;      /* databases this node lacked, created from the archive (catchup_from_archive) */
-    size_t deleted;      /* databases deleted as on the old primary (catchup_from_archive, C3) */
     uint64_t records;    /* records applied in all */
     uint64_t bytes;      /* segment bytes downloaded */
     size_t skipped;      /* databases the archive could not continue or create (diverged, another database
@@ -44,10 +43,7 @@ struct catchup_result {
  * the archive at its latest TXID with its history (seed_add_to_registry:
  * the archive's database ID, TXID and checksum), unless its records' ID
  * is a local database's (renamed here) or one this node deleted
- * (dbreg_retired_id): skipped, with a warning.  A database the old
- * primary deleted after this node's last record of it (its archive
- * lineage marked deleted, held by no other name) is deleted (C3 of
- * catchup.c).  wait_ms bounds each wait
+ * (dbreg_retired_id): skipped, with a warning.  wait_ms bounds each wait
  * for SQLite readers (a database being created has none).  0; or
  * LV_ENOENT / LV_ENET / LV_EIO... when the archive cannot be opened
  * (message in err; nothing applied).  An error on one database after the

@@ -41,6 +41,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -764,6 +765,13 @@ static void case_files(void)
     sqlite3_close(x);
     EXPECT_TX("c3.db", t[2] + 1, "a write after two renames");
     check("c3.db");
+
+    /* An exchange is refused (the registry follows one-way renames): both stay. */
+    errno = 0;
+    CHECK(renameat2(AT_FDCWD, r, AT_FDCWD, c3, RENAME_EXCHANGE) != 0 && errno == EINVAL,
+          "renameat2(RENAME_EXCHANGE) r.db c3.db: %s, not EINVAL", errno ? strerror(errno) : "it worked");
+    EXPECT_TX("r.db", ta + 1, "a refused exchange");
+    EXPECT_TX("c3.db", t[2] + 1, "a refused exchange");
 
     /* Delete. */
     char *b = P("b.db");

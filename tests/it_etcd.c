@@ -56,15 +56,6 @@
  *                          are not made again, and one it
  *                          holds keeps its history when the archive's of
  *                          that name is another database (made anew)
- *   etcd/lagging_candidate_drops_what_was_deleted  the only other
- *                          candidate was down while the primary deleted a
- *                          database and renamed another; elected, it
- *                          deletes the first before writes open (the
- *                          archive's deleted.json) and keeps the second
- *   etcd/lagging_candidate_keeps_what_was_renamed  the same with renames
- *                          whose new names never reached the archive,
- *                          one renamed back: both kept (a rename's
- *                          deleted.json says "renamed", never acted on)
  *   etcd/non_candidate_ahead  the only surviving candidate lags (a reader
  *                          in its way) a replica that may not be elected
  *                          (candidate: false); promoted, it takes that
@@ -920,120 +911,6 @@ Test(etcd, archive_only_db)
     cr_assert_eq(lv_restore_cmd(arch_url, "only.db", NULL, out), 0, "the archive does not restore only.db");
     cr_assert_eq(sql_int(out, "SELECT count(*) FROM o"), 21, "the archive's only.db is not the new primary's");
     free(pob);
-}
-
-/* The only other candidate was down while the primary deleted gone.db
- * and renamed ren.db to ren2.db (and wrote to it); the archive marks both
- * names left (deleted.json).  That node, restarted and elected, deletes
- * gone.db before writes open, as the primary did (C3 of
- * restore/catchup.c); ren.db, which the archive holds under another name,
- * it keeps (renames are not replayed from the archive).  Before C3 it
- * kept gone.db. */
-Test(etcd, lagging_candidate_drops_what_was_deleted)
-{
-    need_etcd();
-    struct lvetcd *e = etcd_start(NULL);
-    char url[400];
-    struct lvnode *b, *a = archived_pair(e, url, sizeof url, "", &b);
-    const char *arch = url + strlen("file://");
-    const char *names[] = {"gone.db", "ren.db", "kept.db"};
-    char *p[3];
-    for (int i = 0; i < 3; i++) {
-        p[i] = lvnode_path(a, names[i]);
-        cr_assert_eq(sql_exec(p[i], "CREATE TABLE t(v); INSERT INTO t VALUES(1)", 0), 0, "%s", names[i]);
-    }
-    for (int i = 0; i < 3; i++) {
-        uint64_t t = lvnode_last_txid(a, names[i]);
-        cr_assert(WAIT_FOR(lvnode_archive_txid(a, names[i], NULL) == t && holds(b, names[i]), 10000),
-                  "%s is not archived and on the replica", names[i]);
-    }
-    lvnode_stop(b);
-
-    char *pren2 = lvnode_path(a, "ren2.db"), idren[40], id2[40];
-    status_id(a, "ren.db", idren, sizeof idren);
-    cr_assert_eq(unlink(p[0]), 0, "unlink %s: %s", p[0], strerror(errno));
-    cr_assert_eq(rename(p[1], pren2), 0, "rename: %s", strerror(errno));
-    cr_assert_eq(sql_exec(pren2, "INSERT INTO t VALUES(2)", 0), 0);
-    uint64_t t2 = lvnode_last_txid(a, "ren2.db");
-    for (int i = 0; i < 2; i++) {
-        char tomb[900];
-        snprintf(tomb, sizeof tomb, "%s/%s/deleted.json", arch, names[i]);
-        cr_assert(WAIT_FOR(access(tomb, F_OK) == 0, 10000), "no %s", tomb);
-        json_t *j = json_load_file(tomb, 0, NULL);
-        cr_assert_str_eq(json_string_value(json_object_get(j, "reason")), i ? "renamed" : "deleted", "%s", tomb);
-        json_decref(j);
-    }
-    cr_assert(WAIT_FOR(lvnode_archive_txid(a, "ren2.db", NULL) == t2, 10000), "the archive did not get ren2.db");
-    lvnode_kill9(a);
-
-    lvnode_start(b);
-    cr_assert(WAIT_FOR(lvnode_log_contains(b, "role: primary"), 15000), "b was not promoted");
-    cr_assert(!holds(b, "gone.db"), "gone.db, deleted on the old primary, is still here");
-    cr_assert(lvnode_log_contains(b, "catch-up: gone.db deleted, as on the old primary"), "the deletion is not logged");
-    cr_assert_str_eq(status_id(b, "ren.db", id2, sizeof id2), idren, "ren.db, renamed on the old primary, is gone");
-    cr_assert(!holds(b, "ren2.db"), "ren2.db was made again from the archive beside ren.db");
-    cr_assert(lvnode_log_contains(b, "catch-up: ren.db: the archive marks it renamed away"),
-              "keeping ren.db is not explained");
-    cr_assert(holds(b, "kept.db"));
-    char *pk = lvnode_path(b, "kept.db");
-    cr_assert_eq(sql_exec(pk, "INSERT INTO t VALUES(2)", 0), 0, "the new primary takes no write");
-    free(pk);
-    free(pren2);
-    for (int i = 0; i < 3; i++)
-        free(p[i]);
-}
-
-/* The archive's tombstones of renames are never acted on (C3 of
- * restore/catchup.c: reason "renamed").  While the only other candidate
- * is down, the primary renames r1.db to r1.moved.db and r2.db to
- * r2.moved.db and back, and every upload under the new names fails (the
- * old names' tombstones are written, the new names hold nothing): the
- * archive shows both old names left and no other name holding them.
- * That node, elected, keeps r1.db and r2.db (r2.db is live there under
- * that very name on the old primary).  Before the reason, it deleted both. */
-Test(etcd, lagging_candidate_keeps_what_was_renamed)
-{
-    need_etcd();
-    struct lvetcd *e = etcd_start(NULL);
-    char url[400];
-    struct lvnode *b;
-    setenv("LV_FAULT", "open:EIO:match=.moved.db/", 1);
-    struct lvnode *a = archived_pair(e, url, sizeof url, "", &b);
-    unsetenv("LV_FAULT");
-    const char *arch = url + strlen("file://");
-    char *p1 = lvnode_path(a, "r1.db"), *p2 = lvnode_path(a, "r2.db"), *m1 = lvnode_path(a, "r1.moved.db"),
-         *m2 = lvnode_path(a, "r2.moved.db"), tomb[900];
-    cr_assert_eq(sql_exec(p1, "CREATE TABLE t(v); INSERT INTO t VALUES(1)", 0), 0);
-    cr_assert_eq(sql_exec(p2, "CREATE TABLE t(v); INSERT INTO t VALUES(1)", 0), 0);
-    for (int i = 1; i <= 2; i++) {
-        const char *db = i == 1 ? "r1.db" : "r2.db";
-        uint64_t t = lvnode_last_txid(a, db);
-        cr_assert(WAIT_FOR(lvnode_archive_txid(a, db, NULL) == t && holds(b, db), 10000),
-                  "%s is not archived and on the replica", db);
-    }
-    lvnode_stop(b);
-    cr_assert_eq(rename(p1, m1), 0, "rename: %s", strerror(errno));
-    cr_assert_eq(sql_exec(m1, "INSERT INTO t VALUES(2)", 0), 0);
-    cr_assert_eq(rename(p2, m2), 0, "rename: %s", strerror(errno));
-    for (int i = 1; i <= 2; i++) {
-        snprintf(tomb, sizeof tomb, "%s/r%d.db/deleted.json", arch, i);
-        cr_assert(WAIT_FOR(access(tomb, F_OK) == 0, 10000), "no %s", tomb);
-        json_t *j = json_load_file(tomb, 0, NULL);
-        cr_assert_str_eq(json_string_value(json_object_get(j, "reason")), "renamed", "%s", tomb);
-        json_decref(j);
-    }
-    cr_assert_eq(rename(m2, p2), 0, "rename: %s", strerror(errno)); /* r2.db's object is stale from here */
-    lvnode_kill9(a);
-
-    lvnode_start(b);
-    cr_assert(WAIT_FOR(lvnode_log_contains(b, "role: primary"), 15000), "b was not promoted");
-    cr_assert(holds(b, "r1.db"), "r1.db, renamed on the old primary, was deleted");
-    cr_assert(holds(b, "r2.db"), "r2.db, live under that name on the old primary, was deleted");
-    cr_assert(!lvnode_log_contains(b, "deleted, as on the old primary"), "a database was deleted at the catch-up");
-    free(p1);
-    free(p2);
-    free(m1);
-    free(m2);
 }
 
 /* The peer catch-up tests: candidate a is primary; candidate b applies

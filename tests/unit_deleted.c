@@ -43,7 +43,7 @@ Test(deleted, notes_listed_and_forgotten)
     memset(b, 0x01, sizeof b);
 
     struct dbreg *off = open_reg(dir, 0);
-    dbreg_deleted_note(off, "x.db", a, 0);
+    dbreg_deleted_note(off, "x.db", a, DBREG_LEFT_DELETED);
     struct dbreg_deleted *v = NULL;
     size_t n = 9;
     cr_assert_eq(dbreg_deleted_list(off, &v, &n), 0);
@@ -52,10 +52,10 @@ Test(deleted, notes_listed_and_forgotten)
     dbreg_close(off);
 
     struct dbreg *r = open_reg(dir, 1);
-    dbreg_deleted_note(r, "x.db", a, 1);
-    dbreg_deleted_note(r, "sub/y.db", b, 0);
-    dbreg_deleted_note(r, "renamed.db", a, 1); /* x.db's ID left another name too */
-    dbreg_deleted_note(r, "x.db", a, 0);       /* again: the same note, now a deletion */
+    dbreg_deleted_note(r, "x.db", a, DBREG_LEFT_RENAMED);
+    dbreg_deleted_note(r, "sub/y.db", b, DBREG_LEFT_REPLACED);
+    dbreg_deleted_note(r, "renamed.db", a, DBREG_LEFT_RENAMED); /* x.db's ID left another name too */
+    dbreg_deleted_note(r, "x.db", a, DBREG_LEFT_DELETED);       /* again: the same note, now a deletion */
     dbreg_deleted_dir(dir, ddir, sizeof ddir);
     /* A note of the first format, named by the ID alone. */
     snprintf(p, sizeof p, "%s/%s.json", ddir, "02020202020202020202020202020202");
@@ -79,20 +79,21 @@ Test(deleted, notes_listed_and_forgotten)
             seen_x = 1;
             cr_assert_str_eq(v[i].dbid, "abababababababababababababababab");
             cr_assert_str_eq(v[i].key, want);
-            cr_assert_eq(v[i].renamed, 0, "the later note (a deletion) did not replace the earlier one");
+            cr_assert_eq(v[i].reason, DBREG_LEFT_DELETED, "the later note (a deletion) did not replace the earlier one");
             snprintf(key_x, sizeof key_x, "%s", v[i].key);
         } else if (strcmp(v[i].name, "renamed.db") == 0) {
             seen_ren = 1;
-            cr_assert_eq(v[i].renamed, 1);
+            cr_assert_eq(v[i].reason, DBREG_LEFT_RENAMED);
             cr_assert_str_eq(v[i].dbid, "abababababababababababababababab");
             cr_assert_str_eq(v[i].key, want);
         } else if (strcmp(v[i].name, "sub/y.db") == 0) {
             seen_y = 1;
             cr_assert_str_eq(v[i].dbid, "01010101010101010101010101010101");
+            cr_assert_eq(v[i].reason, DBREG_LEFT_REPLACED);
         } else if (strcmp(v[i].name, "old.db") == 0) {
             seen_old = 1;
             cr_assert_str_eq(v[i].key, "02020202020202020202020202020202");
-            cr_assert_eq(v[i].renamed, 0, "a note without a reason is a deletion");
+            cr_assert_eq(v[i].reason, DBREG_LEFT_DELETED, "an <id>.json note without a reason is a deletion");
         }
         cr_assert_gt(v[i].deleted_us, 0);
     }

@@ -788,7 +788,7 @@ Test(restore_current, encode_decode_roundtrip_and_errors)
 }
 
 /* deleted.json: the same shape as current.json with "deleted", and from
- * format 2 a "reason" ("deleted" or "renamed"); format 1 (no reason) still
+ * format 2 a "reason" ("deleted", "replaced" or "renamed"); format 1 (no reason) still
  * decodes, with reason ""; a current.json is not a deleted.json (its time
  * member is another), and the reverse. */
 Test(restore_current, deleted_roundtrip_and_errors)
@@ -825,7 +825,12 @@ Test(restore_current, deleted_roundtrip_and_errors)
     cr_assert(strstr(err, "reason"), "%s", err);
     const char *v2b = "{\"dbid\":\"0123456789abcdef0123456789abcdef\",\"deleted\":\"2025-11-24T16:00:00Z\",\"format\":2,"
                       "\"reason\":\"gone\"}";
-    cr_assert_eq(archive_deleted_decode(v2b, strlen(v2b), &u, err, sizeof err), LV_ECORRUPT, "an unknown reason");
+    cr_assert_eq(archive_deleted_decode(v2b, strlen(v2b), &u, err, sizeof err), LV_EVERSION,
+                 "an unknown reason (a newer litevault's)");
+    const char *v2r = "{\"dbid\":\"0123456789abcdef0123456789abcdef\",\"deleted\":\"2025-11-24T16:00:00Z\",\"format\":2,"
+                      "\"reason\":\"replaced\"}";
+    cr_assert_eq(archive_deleted_decode(v2r, strlen(v2r), &u, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(u.reason, "replaced");
     const char *cur = "{\"dbid\":\"0123456789abcdef0123456789abcdef\",\"format\":1,\"updated\":\"2025-11-24T16:00:00Z\"}";
     cr_assert_eq(archive_deleted_decode(cur, strlen(cur), &u, err, sizeof err), LV_ECORRUPT);
     cr_assert(strstr(err, "deleted.json"), "%s", err);

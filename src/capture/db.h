@@ -212,16 +212,20 @@ struct dbreg_deleted {
     char dbid[33];       /* its ID: 32 lower-case hex + NUL */
     char key[56];        /* the note's key: its file name without ".json" (dbreg_deleted_key) */
     int64_t deleted_us;  /* when it left the name (microseconds since the epoch) */
-    int renamed;         /* 1: renamed away; 0: deleted, or replaced by another database */
+    int reason;          /* DBREG_LEFT_*: why it left the name */
 };
+/* Why a database left a name (the notes' and deleted.json's "reason"). */
+enum { DBREG_LEFT_DELETED = 0, DBREG_LEFT_RENAMED = 1, DBREG_LEFT_REPLACED = 2 };
+/* "deleted", "renamed" or "replaced" (static). */
+const char *dbreg_left_name(int reason);
 /* The directory of those notes under data_dir into out (size n). */
 void dbreg_deleted_dir(const char *data_dir, char *out, size_t n);
 /* The key of the note of database dbid (hex) leaving name, into key (size
  * >= sizeof dbreg_deleted.key): one note per name and ID. */
 void dbreg_deleted_key(const char *name, const char *dbid, char *key, size_t n);
-/* Note that the database with ID id left name: deleted or replaced
- * (renamed 0), or renamed away (1) (a failure is logged). */
-void dbreg_deleted_note(struct dbreg *r, const char *name, const uint8_t id[16], int renamed);
+/* Note that the database with ID id left name, for reason (DBREG_LEFT_*;
+ * a failure is logged). */
+void dbreg_deleted_note(struct dbreg *r, const char *name, const uint8_t id[16], int reason);
 /* The notes (*v malloc'ed, caller frees; NULL when *n is 0); unreadable
  * ones are logged and skipped.  0 or negative. */
 int dbreg_deleted_list(struct dbreg *r, struct dbreg_deleted **v, size_t *n);

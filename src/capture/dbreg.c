@@ -306,13 +306,13 @@ void db_put(struct db *d)
  * and written after it is released: each is an fsynced publish, and a
  * directory rename may move many databases. */
 struct noteq {
-    struct { char *name; uint8_t id[16]; int renamed; } *v; /* entries (names owned) */
+    struct { char *name; uint8_t id[16]; int reason; } *v; /* entries (names owned; reason DBREG_LEFT_*) */
     size_t n, cap;
 };
 
-/* Queue the note that database id left name, renamed away or not (a
+/* Queue the note that database id left name for reason (DBREG_LEFT_*; a
  * failure is logged: only the note is lost, as when writing it fails). */
-static void noteq_push(struct dbreg *r, struct noteq *q, const char *name, const uint8_t id[16], int renamed)
+static void noteq_push(struct dbreg *r, struct noteq *q, const char *name, const uint8_t id[16], int reason)
 {
     char *nm;
 
@@ -325,7 +325,7 @@ static void noteq_push(struct dbreg *r, struct noteq *q, const char *name, const
     }
     q->v[q->n].name = nm;
     memcpy(q->v[q->n].id, id, 16);
-    q->v[q->n].renamed = renamed;
+    q->v[q->n].reason = reason;
     q->n++;
 }
 
@@ -333,7 +333,7 @@ static void noteq_push(struct dbreg *r, struct noteq *q, const char *name, const
 static void noteq_flush(struct dbreg *r, struct noteq *q)
 {
     for (size_t i = 0; i < q->n; i++) {
-        dbreg_deleted_note(r, q->v[i].name, q->v[i].id, q->v[i].renamed); /* the archive's tombstone */
+        dbreg_deleted_note(r, q->v[i].name, q->v[i].id, q->v[i].reason); /* the archive's tombstone */
         free(q->v[i].name);
     }
     free(q->v);
@@ -342,8 +342,9 @@ static void noteq_flush(struct dbreg *r, struct noteq *q)
 }
 
 /* Move a database's metadata to retired/, queueing the note of the name it
- * left in q (caller holds r->mu). */
-static void retire_locked(struct dbreg *r, struct db *d, struct noteq *q)
+ * left, for reason (DBREG_LEFT_DELETED or _REPLACED), in q (caller holds
+ * r->mu). */
+static void retire_locked(struct dbreg *r, struct db *d, int reason, struct noteq *q)
 {
     char hex[33];
     remove_locked(r, d);
@@ -357,7 +358,7 @@ static void retire_locked(struct dbreg *r, struct db *d, struct noteq *q)
         lv_hex(d->id, 16, hex);
         if (db_retire_dir(r, d->metadir, hex) == 0)
             LV_INFO("%s: deleted; its log is kept under %s", d->name, r->retired);
-        noteq_push(r, q, d->name, d->id, 0);
+        noteq_push(r, q, d->name, d->id, reason);
         if (d->log) {
             txlog_close(d->log);
             d->log = NULL;
@@ -373,7 +374,7 @@ void dbreg_unlinked(struct dbreg *r, const char *name)
     pthread_mutex_lock(&r->mu);
     struct db *d = find_locked(r, name);
     if (d) {
-        retire_locked(r, d, &q);
+        retire_locked(r, d, DBREG_LEFT_DELETED, &q);
         if (d->refs == 0) {
             pthread_mutex_unlock(&r->mu);
             db_free(d);
@@ -394,7 +395,7 @@ static void rename_one_locked(struct dbreg *r, struct db *d, const char *to, str
 {
     struct db *old = find_locked(r, to);
     if (old && old != d) {
-        retire_locked(r, old, q);
+        retire_locked(r, old, DBREG_LEFT_REPLACED, q);
         if (old->refs == 0)
             db_free(old);
     }
@@ -405,7 +406,7 @@ static void rename_one_locked(struct dbreg *r, struct db *d, const char *to, str
         char oldmeta[PATH_MAX];
         LV_INFO("%s: renamed to %s", d->name, to);
         if (d->kind == DBK_SQLITE)
-            noteq_push(r, q, d->name, d->id, 1); /* the archive's tombstone of the name it left */
+            noteq_push(r, q, d->name, d->id, DBREG_LEFT_RENAMED); /* the archive's tombstone of that name */
         free(d->name);
         d->name = nn;
         if (d->kind == DBK_SQLITE) {

@@ -7,8 +7,10 @@
  * where <h> is XXH64 (seed 0) of the name in 16 lower-case hex digits, one
  * line of JSON published atomically (publish_buf):
  *   {"name": "<database name>", "dbid": "<32 lower-case hex>", "deleted_us": <int>,
- *    "reason": "deleted" | "renamed"}
- * ("reason" absent: "deleted", as the notes written before renames were.)
+ *    "reason": "deleted" | "renamed" | "replaced"}
+ * "reason" absent: "deleted" in <dbid>.json (only deletions were noted
+ * then), "renamed" in <dbid>-<h>.json (renames were noted too: the
+ * reason that claims least).
  * The file is named by the ID and a hash of the name (its key,
  * dbreg_deleted_key), so a name never needs escaping here, and a database
  * renamed away and then deleted keeps a note for each name it left.
@@ -16,8 +18,8 @@
  * with the key <dbid>.
  *
  * LIFE.  Written when a database leaves a name: the registry retires it
- * (retire_locked: an unlink, or a database replaced by another of another
- * ID) or renames it away (rename_one_locked), on a primary as on a
+ * (retire_locked: an unlink, "deleted", or a database replaced by a rename
+ * over it, "replaced") or renames it away (rename_one_locked, "renamed"), on a primary as on a
  * replica that applied a DROP or a RENAME; queued under the registry's
  * lock and written once it is released (dbreg.c, noteq_flush), as each is
  * an fsynced publish.  Read by the archiver at each
@@ -66,7 +68,12 @@ void dbreg_deleted_key(const char *name, const char *dbid, char *key, size_t n)
     snprintf(key, n, "%.32s-%016llx", dbid, (unsigned long long)XXH64(name, strlen(name), 0));
 }
 
-void dbreg_deleted_note(struct dbreg *r, const char *name, const uint8_t id[16], int renamed)
+const char *dbreg_left_name(int reason)
+{
+    return reason == DBREG_LEFT_RENAMED ? "renamed" : reason == DBREG_LEFT_REPLACED ? "replaced" : "deleted";
+}
+
+void dbreg_deleted_note(struct dbreg *r, const char *name, const uint8_t id[16], int reason)
 {
     char dir[PATH_MAX], path[PATH_MAX + 80], hex[33], key[sizeof ((struct dbreg_deleted *)0)->key];
     json_t *o;
@@ -80,7 +87,7 @@ void dbreg_deleted_note(struct dbreg *r, const char *name, const uint8_t id[16],
     dbreg_deleted_dir(r->data_dir, dir, sizeof dir);
     snprintf(path, sizeof path, "%s/%s.json", dir, key);
     o = json_pack("{s:s,s:s,s:I,s:s}", "name", name, "dbid", hex, "deleted_us", (json_int_t)lv_now_us(), "reason",
-                  renamed ? "renamed" : "deleted");
+                  dbreg_left_name(reason));
     if (o && (body = json_dumps(o, JSON_COMPACT)) != NULL && (rc = sys_mkdir_p(dir)) == 0)
         rc = publish_buf(path, body, strlen(body));
     if (rc)
@@ -132,8 +139,11 @@ int dbreg_deleted_list(struct dbreg *r, struct dbreg_deleted **out, size_t *nout
         snprintf(v[n].dbid, sizeof v[n].dbid, "%s", dbid);
         snprintf(v[n].key, sizeof v[n].key, "%.*s", (int)(l - 5), e->d_name);
         v[n].deleted_us = json_integer_value(json_object_get(o, "deleted_us"));
-        v[n].renamed = json_is_string(json_object_get(o, "reason")) &&
-                       strcmp(json_string_value(json_object_get(o, "reason")), "renamed") == 0;
+        const char *why = json_string_value(json_object_get(o, "reason"));
+        v[n].reason = !why ? (l == 37 ? DBREG_LEFT_DELETED : DBREG_LEFT_RENAMED)
+                      : strcmp(why, "deleted") == 0 ? DBREG_LEFT_DELETED
+                      : strcmp(why, "replaced") == 0 ? DBREG_LEFT_REPLACED
+                                                     : DBREG_LEFT_RENAMED; /* (unknown: the least claim) */
         n++;
         json_decref(o);
     }

@@ -195,6 +195,8 @@ static int do_rename(const char *from, const char *to, unsigned int flags)
 {
     if (!may_change_dbs())
         return -EROFS;
+    if (flags & RENAME_EXCHANGE)
+        return -EINVAL; /* the registry follows one-way renames only (SQLite never exchanges) */
     if (renameat2(rootfd(), rel(from), rootfd(), rel(to), flags) != 0)
         return -errno;
     dbreg_renamed(g_reg, rel(from), rel(to));

@@ -782,9 +782,8 @@ static void catch_up(struct daemon *dm)
                     "history", cfg->archive[0].url, err);
         else
             LV_INFO("promotion: the archive's tail checked for %zu database(s) in %.3f s: %zu advanced by %llu "
-                    "record(s), %zu created from the archive, %zu deleted as on the old primary, %zu skipped "
-                    "(each named above)", res.dbs, res.seconds, res.advanced, (unsigned long long)res.records,
-                    res.created, res.deleted, res.skipped);
+                    "record(s), %zu created from the archive, %zu skipped (each named above)", res.dbs,
+                    res.seconds, res.advanced, (unsigned long long)res.records, res.created, res.skipped);
     }
     dbreg_close_mount_fds(dm->reg); /* the applier's files on the mount (D6): a primary applies nothing more */
 }
