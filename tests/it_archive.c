@@ -1333,6 +1333,7 @@ Test(archive, deleted_database_marked)
     json_t *j = lvnode_cli_json(n, NULL, "archive ls", "--db gone.db");
     json_t *d = json_array_get(json_object_get(j, "databases"), 0);
     cr_assert(json_is_string(json_object_get(d, "deleted")), "archive ls does not say gone.db was deleted");
+    cr_assert_str_eq(json_string_value(json_object_get(d, "deleted_reason")), "deleted");
     json_decref(j);
     j = lvnode_cli_json(n, NULL, "archive ls", "--db kept.db");
     d = json_array_get(json_object_get(j, "databases"), 0);
@@ -1547,8 +1548,13 @@ Test(archive, renamed_away_marked_after_a_crash)
     json_t *jt = json_load_file(tomb, 0, NULL), *jc = json_load_file(cur, 0, NULL);
     cr_assert(jt && jc, "cannot read %s or %s", tomb, cur);
     cr_assert_str_eq(json_string_value(json_object_get(jt, "dbid")), json_string_value(json_object_get(jc, "dbid")));
+    cr_assert_str_eq(json_string_value(json_object_get(jt, "reason")), "renamed");
     json_decref(jt);
     json_decref(jc);
+    json_t *jl = lvnode_cli_json(n, NULL, "archive ls", "--db old.db");
+    json_t *dl = json_array_get(json_object_get(jl, "databases"), 0);
+    cr_assert_str_eq(json_string_value(json_object_get(dl, "deleted_reason")), "renamed", "archive ls");
+    json_decref(jl);
     wait_confirmed(n, "new.db", 10);
     json_t *j = seed_fresh(), *a = json_object_get(j, "databases");
     cr_assert_eq(json_array_size(a), 1, "seeded %zu databases, wanted new.db alone", json_array_size(a));

@@ -724,14 +724,16 @@ static int ls_database(struct store *st, const struct ls_db *d, int json, json_t
     json_t *jd = json_object(), *jl = json_array();
 
     int64_t deleted = 0;
-    char tb[40], del[80] = "";
+    char tb[40], del[80] = "", why[16] = "";
 
     if (d->has_current && restore_find_lineage(st, d->name, NULL, cur, &listed, err, sizeof err) == 0 && listed)
         cur[0] = '\0'; /* the pointer was unreadable */
-    if (cur[0] && restore_deleted(st, d->name, cur, &deleted, NULL) <= 0)
+    if (cur[0] && restore_deleted(st, d->name, cur, &deleted, why) <= 0)
         deleted = 0;
-    if (deleted)
-        snprintf(del, sizeof del, "  (deleted at %s)", lv_fmt_time(deleted, tb, sizeof tb));
+    if (deleted) /* (format 1 objects give no reason: "deleted", as they said) */
+        snprintf(del, sizeof del, "  (%s at %s)",
+                 strcmp(why, "renamed") == 0 ? "renamed away" : strcmp(why, "replaced") == 0 ? "replaced" : "deleted",
+                 lv_fmt_time(deleted, tb, sizeof tb));
     if (!json)
         printf("%s%s%s\n", d->name, cur[0] ? "" : "  (no current.json)", del);
     for (size_t k = 0; k < d->nids; k++)
@@ -739,6 +741,7 @@ static int ls_database(struct store *st, const struct ls_db *d, int json, json_t
     json_object_set_new(jd, "name", json_string(d->name));
     json_object_set_new(jd, "current", cur[0] ? json_string(cur) : json_null());
     json_object_set_new(jd, "deleted", deleted ? jtime(deleted) : json_null());
+    json_object_set_new(jd, "deleted_reason", deleted && why[0] ? json_string(why) : json_null());
     json_object_set_new(jd, "lineages", jl);
     json_array_append_new(jdbs, jd);
     return bad;
