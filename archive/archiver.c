@@ -1258,17 +1258,28 @@ static int listed_as(const struct db_info *infos, size_t n, const char *name, co
     return 0;
 }
 
+/* The index in a->tombs of note key, or a->ntombs (caller holds tomb_mu). */
+static size_t tomb_find_locked(const struct archiver *a, const char *key)
+{
+    size_t i;
+
+    for (i = 0; i < a->ntombs && strcmp(a->tombs[i].key, key) != 0; i++)
+        ;
+    return i;
+}
+
 /* Has destination idx written the tombstone of note key (or found it
  * needs none)?  Destinations past the 64th never remember it. */
 static int tomb_done(struct archiver *a, int idx, const char *key)
 {
-    int done = 0;
+    size_t i;
+    int done;
 
     if (idx >= 64)
         return 0;
     pthread_mutex_lock(&a->tomb_mu);
-    for (size_t i = 0; i < a->ntombs && !done; i++)
-        done = strcmp(a->tombs[i].key, key) == 0 && (a->tombs[i].done >> idx & 1);
+    i = tomb_find_locked(a, key);
+    done = i < a->ntombs && (a->tombs[i].done >> idx & 1);
     pthread_mutex_unlock(&a->tomb_mu);
     return done;
 }
@@ -1277,11 +1288,9 @@ static int tomb_done(struct archiver *a, int idx, const char *key)
 static void tomb_forget(struct archiver *a, const char *key)
 {
     pthread_mutex_lock(&a->tomb_mu);
-    for (size_t i = 0; i < a->ntombs; i++)
-        if (strcmp(a->tombs[i].key, key) == 0) {
-            a->tombs[i] = a->tombs[--a->ntombs];
-            break;
-        }
+    size_t i = tomb_find_locked(a, key);
+    if (i < a->ntombs)
+        a->tombs[i] = a->tombs[--a->ntombs];
     pthread_mutex_unlock(&a->tomb_mu);
 }
 
@@ -1292,9 +1301,9 @@ static void tomb_unconfirm(struct archiver *a, int idx, const char *key)
     if (idx >= 64)
         return;
     pthread_mutex_lock(&a->tomb_mu);
-    for (size_t i = 0; i < a->ntombs; i++)
-        if (strcmp(a->tombs[i].key, key) == 0)
-            a->tombs[i].done &= ~(1ull << idx);
+    size_t i = tomb_find_locked(a, key);
+    if (i < a->ntombs)
+        a->tombs[i].done &= ~(1ull << idx);
     pthread_mutex_unlock(&a->tomb_mu);
 }
 
@@ -1311,8 +1320,7 @@ static void tomb_confirm(struct archiver *a, int idx, const char *key, int64_t d
     if (idx >= 64)
         return;
     pthread_mutex_lock(&a->tomb_mu);
-    for (i = 0; i < a->ntombs && strcmp(a->tombs[i].key, key) != 0; i++)
-        ;
+    i = tomb_find_locked(a, key);
     if (i == a->ntombs) {
         if (lv_grow((void **)&a->tombs, &a->tombs_cap, a->ntombs, sizeof *a->tombs, 8) != 0)
             goto out_unlock; /* written again next round */
@@ -1357,9 +1365,7 @@ static const char *left_reason(int reason, const uint8_t id[16], const struct db
     for (size_t k = 0; k < n; k++)
         if (memcmp(infos[k].id, id, 16) == 0)
             return ARCHIVE_LEFT_RENAMED;
-    return reason == DBREG_LEFT_RENAMED    ? ARCHIVE_LEFT_RENAMED
-           : reason == DBREG_LEFT_REPLACED ? ARCHIVE_LEFT_REPLACED
-                                           : ARCHIVE_LEFT_DELETED;
+    return dbreg_left_name(reason); /* (the same words as ARCHIVE_LEFT_*) */
 }
 
 /* One note v of a database that left a name, at this destination (infos,

@@ -140,10 +140,10 @@ int dbreg_deleted_list(struct dbreg *r, struct dbreg_deleted **out, size_t *nout
         snprintf(v[n].key, sizeof v[n].key, "%.*s", (int)(l - 5), e->d_name);
         v[n].deleted_us = json_integer_value(json_object_get(o, "deleted_us"));
         const char *why = json_string_value(json_object_get(o, "reason"));
-        v[n].reason = !why ? (l == 37 ? DBREG_LEFT_DELETED : DBREG_LEFT_RENAMED)
-                      : strcmp(why, "deleted") == 0 ? DBREG_LEFT_DELETED
-                      : strcmp(why, "replaced") == 0 ? DBREG_LEFT_REPLACED
-                                                     : DBREG_LEFT_RENAMED; /* (unknown: the least claim) */
+        v[n].reason = !why && l == 37 ? DBREG_LEFT_DELETED : DBREG_LEFT_RENAMED; /* (else: the least claim) */
+        for (int k = DBREG_LEFT_DELETED; why && k <= DBREG_LEFT_REPLACED; k++)
+            if (strcmp(why, dbreg_left_name(k)) == 0)
+                v[n].reason = k;
         n++;
         json_decref(o);
     }
